@@ -1,0 +1,1 @@
+"""Reliability for existing AutoGen agents."""

@@ -1,0 +1,16 @@
+"""Test doubles for code built on AutoGen's OpenAI model clients.
+
+`FakeOpenAIServer` is a real HTTP server speaking the OpenAI Chat Completions
+wire protocol, scripted with `FakeReply` objects; see `autogen_reliability.testing._server`.
+"""
+
+from autogen_reliability.testing._server import (
+    FakeOpenAIServer,
+    FakeReply,
+    FakeUsage,
+    RecordedRequest,
+    ReplyFactory,
+    ReplyKind,
+)
+
+__all__ = ["FakeOpenAIServer", "FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind"]

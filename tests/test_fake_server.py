@@ -1,0 +1,843 @@
+"""FakeOpenAIServer driven by the real openai SDK and AutoGen's real OpenAIChatCompletionClient over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.client
+import json
+import socket
+import threading
+import time
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC
+from typing import Any, TypeVar
+
+import openai
+import pytest
+from autogen_core import FunctionCall
+from autogen_core.models import CreateResult, RequestUsage, SystemMessage, UserMessage
+from autogen_core.tools import FunctionTool
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
+
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
+
+T = TypeVar("T")
+
+MODEL = "gpt-4o-mini"
+# The real API answers with the dated snapshot; AutoGen warns on every create() when it does not get it back.
+SNAPSHOT = "gpt-4o-mini-2024-07-18"
+USER = [UserMessage(content="What is the weather in Paris?", source="user")]
+CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(MODEL, model_aliases={MODEL: SNAPSHOT}) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(server: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def autogen(server: FakeOpenAIServer) -> AsyncIterator[OpenAIChatCompletionClient]:
+    # Never call count_tokens()/remaining_tokens() on it: they download a tiktoken file.
+    model_client = OpenAIChatCompletionClient(model=MODEL, api_key="sk-test", base_url=server.base_url, max_retries=0)
+    yield model_client
+    await model_client.close()
+
+
+async def drain(stream: AsyncIterator[T], into: list[T]) -> None:
+    async for item in stream:
+        into.append(item)
+
+
+def get_weather(city: str) -> str:
+    """Look up the weather in a city."""
+    return f"Sunny in {city}"
+
+
+WEATHER_TOOL = FunctionTool(get_weather, description="Look up the weather in a city.")
+
+
+def sse_payloads(body: bytes) -> list[str]:
+    return [line.removeprefix("data: ") for line in body.decode().split("\n") if line.startswith("data: ")]
+
+
+def raw_post(conn: http.client.HTTPConnection, body: object) -> tuple[http.client.HTTPResponse, bytes]:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    conn.request("POST", "/v1/chat/completions", body=payload, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+# --------------------------------------------------------------------------- completions
+
+
+async def test_text_reply_through_autogen(server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient) -> None:
+    server.enqueue(FakeReply.text("It is sunny.", usage=FakeUsage(prompt_tokens=21, completion_tokens=4)))
+
+    result = await autogen.create([SystemMessage(content="Be brief."), *USER])
+
+    assert result.content == "It is sunny."
+    assert result.finish_reason == "stop"
+    assert result.usage == RequestUsage(prompt_tokens=21, completion_tokens=4)
+    assert server.pending == 0
+    [request] = server.requests
+    assert request.method == "POST"
+    assert request.path == "/v1/chat/completions"
+    assert request.model == MODEL
+    assert request.stream is False
+    assert request.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is the weather in Paris?", "name": "user"},
+    ]
+    assert request.index == 0
+    assert request.headers["authorization"] == "Bearer sk-test"
+    assert request.headers["content-type"] == "application/json"
+    assert request.body == json.loads(request.raw)
+    assert request.received_at.tzinfo is UTC
+
+
+async def test_completion_object_has_the_openai_shape(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    usage = FakeUsage(prompt_tokens=10, completion_tokens=5, cached_tokens=4, reasoning_tokens=2)
+    server.enqueue(FakeReply.text("Hi!", usage=usage), FakeReply.text("Again", model="gpt-4o-2024-08-06"))
+
+    raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=CHAT)
+    completion = raw.parse()
+    second = await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert raw.headers["content-type"] == "application/json"
+    assert raw.headers["x-request-id"] == "req_fake_0"
+    assert int(raw.headers["content-length"]) == len(raw.content)
+    assert completion.id == "chatcmpl-fake-1"
+    assert completion.object == "chat.completion"
+    assert completion.model == SNAPSHOT
+    assert isinstance(completion.created, int)
+    assert completion.system_fingerprint == "fp_fake"
+    choice = completion.choices[0]
+    assert (choice.index, choice.finish_reason, choice.logprobs) == (0, "stop", None)
+    assert (choice.message.role, choice.message.content, choice.message.refusal) == ("assistant", "Hi!", None)
+    assert choice.message.tool_calls is None
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (
+        10,
+        5,
+        15,
+    )
+    assert completion.usage.prompt_tokens_details is not None
+    assert completion.usage.prompt_tokens_details.cached_tokens == 4
+    assert completion.usage.completion_tokens_details is not None
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 2
+    assert (second.id, second.model) == ("chatcmpl-fake-2", "gpt-4o-2024-08-06")
+
+
+async def test_model_is_reported_as_the_snapshot_autogen_expects() -> None:
+    async with FakeOpenAIServer(MODEL, default=FakeReply.text("ok")) as fake:
+        model_client = OpenAIChatCompletionClient(model=MODEL, api_key="sk-test", base_url=fake.base_url, max_retries=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # AutoGen warns "Resolved model mismatch" on any other name
+            await model_client.create(USER)
+        await model_client.close()
+        async with openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0) as sdk:
+            snapshot = await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+            unknown = await sdk.chat.completions.create(model="my-model", messages=CHAT)
+    assert snapshot.model == "gpt-4o-mini-2024-07-18"
+    assert unknown.model == "my-model"
+
+
+async def test_usage_is_computed_from_words_when_not_scripted(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("one two  three"), FakeReply.tool_calls([("get_weather", {"city": "New York"})]))
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "Be very brief."},
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hello there"}, {"type": "image_url", "image_url": {"url": "x y"}}],
+        },
+    ]
+
+    text = await client.chat.completions.create(model=MODEL, messages=messages)
+    calls = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ""}])
+
+    # prompt: 3 + 2 words, + 1 per message; completion: 3 words.
+    assert text.usage is not None
+    assert (text.usage.prompt_tokens, text.usage.completion_tokens) == (7, 3)
+    # prompt: 0 words + 1 message; completion: the name (1 word) + '{"city": "New York"}' (3 words).
+    assert calls.usage is not None
+    assert (calls.usage.prompt_tokens, calls.usage.completion_tokens) == (1, 4)
+
+
+async def test_json_reply(server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient) -> None:
+    server.enqueue(FakeReply.json({"city": "Paris", "temp": 21}))
+
+    result = await autogen.create(USER, json_output=True)
+
+    assert isinstance(result.content, str)
+    assert json.loads(result.content) == {"city": "Paris", "temp": 21}
+    assert server.requests[0].body is not None
+    assert server.requests[0].body["response_format"] == {"type": "json_object"}
+
+
+class Weather(BaseModel):
+    city: str
+    temp: int
+
+
+async def test_structured_output_goes_through_the_sdk_parse_helper(
+    server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient
+) -> None:
+    server.enqueue(FakeReply.json({"city": "Paris", "temp": 21}))
+
+    with warnings.catch_warnings():
+        # AutoGen dumps the parsed completion with a pydantic serializer warning of its own.
+        warnings.simplefilter("ignore", UserWarning)
+        result = await autogen.create(USER, json_output=Weather)
+
+    assert isinstance(result.content, str)
+    assert Weather.model_validate_json(result.content) == Weather(city="Paris", temp=21)
+    body = server.requests[0].body
+    assert body is not None
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["name"] == "Weather"
+
+
+async def test_tool_calls_through_autogen(server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient) -> None:
+    server.enqueue(
+        FakeReply.tool_calls([("get_weather", {"city": "Paris"}), ("get_weather", '{"city": "Rome"')]),
+        FakeReply.tool_calls([("get_weather", {"city": "Oslo"})], content="Let me check."),
+    )
+
+    first = await autogen.create(USER, tools=[WEATHER_TOOL])
+    second = await autogen.create(USER, tools=[WEATHER_TOOL])
+
+    assert first.finish_reason == "function_calls"
+    assert first.content == [
+        FunctionCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}'),
+        # Invalid JSON arguments are passed through verbatim.
+        FunctionCall(id="call_2", name="get_weather", arguments='{"city": "Rome"'),
+    ]
+    # Ids keep counting across replies, so they never repeat within a conversation.
+    assert second.content == [FunctionCall(id="call_3", name="get_weather", arguments='{"city": "Oslo"}')]
+    assert second.thought == "Let me check."
+    body = server.requests[0].body
+    assert body is not None
+    assert [tool["function"]["name"] for tool in body["tools"]] == ["get_weather"]
+
+
+async def test_tool_calls_streamed_through_autogen(
+    server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient
+) -> None:
+    server.enqueue(FakeReply.tool_calls([("get_weather", {"city": "Paris", "unit": "C"}), ("get_weather", "{bad")]))
+
+    items = [item async for item in autogen.create_stream(USER, tools=[WEATHER_TOOL])]
+
+    result = items[-1]
+    assert isinstance(result, CreateResult)
+    assert result.finish_reason == "function_calls"
+    assert result.content == [
+        FunctionCall(id="call_1", name="get_weather", arguments='{"city": "Paris", "unit": "C"}'),
+        FunctionCall(id="call_2", name="get_weather", arguments="{bad"),
+    ]
+    assert server.requests[0].stream is True
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+async def test_streamed_text_with_usage(server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient) -> None:
+    content = "It is  sunny in Paris today.\nBring sunglasses. "
+    server.enqueue(FakeReply.text(content, usage=FakeUsage(prompt_tokens=30, completion_tokens=11)))
+
+    items = [
+        item
+        async for item in autogen.create_stream(USER, extra_create_args={"stream_options": {"include_usage": True}})
+    ]
+
+    *chunks, result = items
+    assert all(isinstance(chunk, str) for chunk in chunks)
+    # One chunk per word (whitespace rides with the next word) plus the trailing space.
+    assert len(chunks) == len(content.split()) + 1
+    assert "".join(str(chunk) for chunk in chunks) == content
+    assert isinstance(result, CreateResult)
+    assert result.content == content
+    assert result.finish_reason == "stop"
+    assert result.usage == RequestUsage(prompt_tokens=30, completion_tokens=11)
+    assert server.requests[0].include_usage is True
+
+
+async def test_streamed_text_without_usage_reports_zero(
+    server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("No usage here.", usage=FakeUsage(prompt_tokens=3, completion_tokens=3)))
+    server.enqueue(FakeReply.text("No usage here."))
+
+    items = [item async for item in autogen.create_stream(USER)]
+    stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    sdk_chunks = [chunk async for chunk in stream]
+
+    result = items[-1]
+    assert isinstance(result, CreateResult)
+    assert result.content == "No usage here."
+    assert result.usage == RequestUsage(prompt_tokens=0, completion_tokens=0)
+    assert all(chunk.usage is None and len(chunk.choices) == 1 for chunk in sdk_chunks)
+    assert sdk_chunks[0].choices[0].delta.role == "assistant"
+    assert sdk_chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_stream_wire_format(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("a b", usage=FakeUsage(prompt_tokens=2, completion_tokens=2)), FakeReply.text("a b"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    streaming: dict[str, Any] = {"model": MODEL, "messages": CHAT, "stream": True}
+
+    with_usage, body_with_usage = raw_post(conn, {**streaming, "stream_options": {"include_usage": True}})
+    without_usage, body_without_usage = raw_post(conn, streaming)
+    conn.close()
+
+    for response in (with_usage, without_usage):
+        assert response.status == 200
+        assert response.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+        assert response.getheader("Transfer-Encoding") == "chunked"
+        assert response.getheader("Content-Length") is None
+        assert not response.will_close
+    *events, done = sse_payloads(body_with_usage)
+    assert done == "[DONE]"
+    chunks = [json.loads(event) for event in events]
+    assert [chunk["choices"][0]["delta"] for chunk in chunks[:-1]] == [
+        {"role": "assistant", "content": "", "refusal": None},
+        {"content": "a"},
+        {"content": " b"},
+        {},
+    ]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    # As OpenAI does: every chunk but the last carries "usage": null, the last has no choices.
+    assert all("usage" in chunk and chunk["usage"] is None for chunk in chunks[:-1])
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    plain = [json.loads(event) for event in sse_payloads(body_without_usage)[:-1]]
+    assert len(plain) == 4
+    assert all("usage" not in chunk for chunk in plain)
+    assert server.connection_count == 1
+
+
+async def test_chunk_delay_spaces_out_events(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.text("one two three", chunk_delay=0.05))
+
+    start = time.perf_counter()
+    stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    first_chunk_at = time.perf_counter() - start
+    chunks = [chunk async for chunk in stream]
+    elapsed = time.perf_counter() - start
+
+    # role + 3 words + finish + [DONE] = 6 events, 5 gaps; only lower bounds, which cannot flake.
+    assert elapsed >= 5 * 0.05
+    assert elapsed - first_chunk_at >= 4 * 0.05
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "one two three"
+
+
+# --------------------------------------------------------------------------- HTTP errors
+
+
+async def test_rate_limit_with_retry_after(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}))
+
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    error = info.value
+    assert error.status_code == 429
+    assert error.response.headers["retry-after"] == "1"
+    assert (error.type, error.code) == ("requests", "rate_limit_exceeded")
+    assert error.body == {
+        "message": "Rate limit reached for requests. Please try again later.",
+        "type": "requests",
+        "param": None,
+        "code": "rate_limit_exceeded",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "exception", "error_type"),
+    [
+        (400, openai.BadRequestError, "invalid_request_error"),
+        (401, openai.AuthenticationError, "invalid_request_error"),
+        (403, openai.PermissionDeniedError, "request_forbidden"),
+        (404, openai.NotFoundError, "invalid_request_error"),
+        (422, openai.UnprocessableEntityError, "invalid_request_error"),
+        (500, openai.InternalServerError, "server_error"),
+        (503, openai.InternalServerError, "server_error"),
+    ],
+)
+async def test_error_status_maps_to_sdk_exception(
+    server: FakeOpenAIServer,
+    client: openai.AsyncOpenAI,
+    status: int,
+    exception: type[openai.APIStatusError],
+    error_type: str,
+) -> None:
+    server.enqueue(FakeReply.error(status, f"scripted {status}", param="messages"))
+
+    with pytest.raises(exception) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert type(info.value) is exception
+    assert info.value.status_code == status
+    assert info.value.type == error_type
+    assert info.value.param == "messages"
+    assert f"scripted {status}" in info.value.message
+
+
+async def test_error_defaults_follow_openai() -> None:
+    assert FakeReply.error(401).error_code == "invalid_api_key"
+    assert FakeReply.error(400).error_type == "invalid_request_error"
+    assert FakeReply.error(502).error_type == "server_error"
+    custom = FakeReply.error(429, "slow down", type="tokens", code="custom")
+    assert (custom.error_message, custom.error_type, custom.error_code) == ("slow down", "tokens", "custom")
+
+
+# --------------------------------------------------------------------------- transport faults
+
+
+async def test_delay_triggers_client_timeout(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("too late", delay=5.0), FakeReply.text("on time"))
+
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=0.2) as sdk:
+        start = time.perf_counter()
+        with pytest.raises(openai.APITimeoutError):
+            await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+        assert time.perf_counter() - start < 2.0
+        # Recorded before the reply was (never) sent, and the server still serves other connections.
+        assert server.request_count == 1
+        completion = await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+    assert completion.choices[0].message.content == "on time"
+
+
+async def test_reset_raises_connection_error(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.reset(), FakeReply.text("after the reset"))
+
+    with pytest.raises(openai.APIConnectionError) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+    completion = await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert type(info.value) is openai.APIConnectionError
+    assert server.request_count == 2
+    assert completion.choices[0].message.content == "after the reset"
+    assert server.connection_count == 2
+
+
+async def test_malformed_json_body_escapes_as_json_decode_error(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI, autogen: OpenAIChatCompletionClient
+) -> None:
+    server.enqueue(FakeReply.malformed(), FakeReply.malformed())
+
+    # The SDK does not wrap this in an openai exception.
+    with pytest.raises(json.JSONDecodeError):
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+    with pytest.raises(json.JSONDecodeError):
+        await autogen.create(USER)
+
+
+async def test_malformed_non_json_body_is_returned_as_a_string_by_the_sdk(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI, autogen: OpenAIChatCompletionClient
+) -> None:
+    server.enqueue(FakeReply.malformed(b"<html>bad gateway</html>", content_type="text/html"))
+    server.enqueue(FakeReply.malformed(b"<html>bad gateway</html>", content_type="text/html"))
+
+    # Without strict response validation the SDK hands back the body text instead of a ChatCompletion...
+    completion: object = await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert completion == "<html>bad gateway</html>"
+    # ...which AutoGen then trips over.
+    with pytest.raises(AttributeError, match="'str' object has no attribute"):
+        await autogen.create(USER)
+
+
+async def test_error_mid_stream_raises_api_error_after_chunks(
+    server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("one two three four", error_after_chunks=2))
+    server.enqueue(FakeReply.text("one two three four", error_after_chunks=1))
+    received: list[str | CreateResult] = []
+    chunks: list[Any] = []
+
+    with pytest.raises(openai.APIError) as info:
+        await drain(autogen.create_stream(USER), received)
+    stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    with pytest.raises(openai.APIError) as sdk_info:
+        await drain(stream, chunks)
+
+    assert type(info.value) is openai.APIError
+    assert received == ["one", " two"]
+    assert "simulated error after 2 chunks" in info.value.message
+    assert isinstance(info.value.body, dict)
+    assert info.value.body["type"] == "server_error"
+    assert [chunk.choices[0].delta.content for chunk in chunks] == ["", "one"]
+    assert type(sdk_info.value) is openai.APIError
+
+
+async def test_error_after_chunks_on_a_non_streaming_request_is_a_500(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("never sent", error_after_chunks=0))
+
+    with pytest.raises(openai.InternalServerError) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert info.value.status_code == 500
+
+
+async def test_disconnect_mid_stream(server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient) -> None:
+    server.enqueue(FakeReply.text("one two three four", disconnect_after_chunks=3))
+    received: list[str | CreateResult] = []
+
+    with pytest.raises(openai.APIConnectionError) as info:
+        await drain(autogen.create_stream(USER), received)
+
+    assert type(info.value) is openai.APIConnectionError
+    assert received == ["one", " two", " three"]
+
+
+async def test_disconnect_on_a_non_streaming_request(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.text("half a body", disconnect_after_chunks=0))
+
+    with pytest.raises(openai.APIConnectionError):
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+
+# --------------------------------------------------------------------------- script and defaults
+
+
+async def test_unscripted_request_without_default_is_a_bad_request(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("only one"))
+    await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert "FakeOpenAIServer: no scripted reply left for request #2" in info.value.message
+    assert "enqueue(...)" in info.value.message
+    assert "default=..." in info.value.message
+    assert server.request_count == 2
+
+
+async def test_default_reply_and_callable() -> None:
+    def echo(request: RecordedRequest) -> FakeReply:
+        return FakeReply.text(f"echo #{request.index}: {request.messages[-1]['content']}")
+
+    async with (
+        FakeOpenAIServer(default=echo) as fake,
+        openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0) as sdk,
+    ):
+        fake.enqueue(FakeReply.text("scripted first"))
+        replies = [
+            await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": text}])
+            for text in ("a", "b", "c")
+        ]
+        fake.default = FakeReply.text("constant")
+        constant = await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert [reply.choices[0].message.content for reply in replies] == ["scripted first", "echo #1: b", "echo #2: c"]
+    assert constant.choices[0].message.content == "constant"
+
+
+async def test_failing_default_callable_is_a_500_the_sdk_does_not_retry() -> None:
+    def broken(request: RecordedRequest) -> FakeReply:
+        raise RuntimeError("boom")
+
+    async with (
+        FakeOpenAIServer(default=broken) as fake,
+        openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=2) as sdk,
+    ):
+        with pytest.raises(openai.InternalServerError, match="RuntimeError: boom"):
+            await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+        assert fake.request_count == 1
+
+
+async def test_concurrent_requests_each_get_their_own_reply() -> None:
+    def echo(request: RecordedRequest) -> FakeReply:
+        return FakeReply.text(f"re: {request.messages[0]['content']}", chunk_delay=0.001)
+
+    async with (
+        FakeOpenAIServer(default=echo) as fake,
+        openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0) as sdk,
+    ):
+        completions = await asyncio.gather(
+            *(
+                sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"q{i}"}])
+                for i in range(25)
+            )
+        )
+        assert fake.request_count == 25
+        assert sorted(request.index for request in fake.requests) == list(range(25))
+
+    assert [completion.choices[0].message.content for completion in completions] == [f"re: q{i}" for i in range(25)]
+
+
+def test_reset_forgets_script_and_records(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    raw_post(conn, {"model": MODEL, "messages": CHAT})
+
+    server.reset()
+
+    assert (server.pending, server.request_count, server.requests, server.all_requests) == (0, 0, [], [])
+    server.enqueue(FakeReply.text("c"))
+    raw_post(conn, {"model": MODEL, "messages": CHAT})
+    conn.close()
+    assert server.requests[0].index == 0
+
+
+def test_requests_is_a_snapshot(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("a"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    raw_post(conn, {"model": MODEL, "messages": CHAT})
+    conn.close()
+
+    snapshot = server.requests
+    snapshot.clear()
+
+    assert len(server.requests) == 1
+
+
+def test_invalid_json_request_is_a_400_that_keeps_the_script(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("kept"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+
+    response, body = raw_post(conn, b"{oops")
+    conn.close()
+
+    assert response.status == 400
+    assert "could not parse the JSON body" in json.loads(body)["error"]["message"]
+    assert server.pending == 1
+    [request] = server.requests
+    assert (request.body, request.raw) == (None, b"{oops")
+
+
+def test_chunked_request_bodies_are_read(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("ok"))
+    payload = json.dumps({"model": MODEL, "messages": CHAT}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+
+    conn.request(
+        "POST",
+        "/v1/chat/completions",
+        body=iter([payload[:10], payload[10:]]),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+
+    assert response.status == 200
+    assert server.requests[0].raw == payload
+
+
+def test_unframeable_request_is_recorded_and_answered_400(server: FakeOpenAIServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"Connection: close" in head
+    assert "Malformed request body" in json.loads(body)["error"]["message"]
+    assert server.requests[0].raw == b""
+
+
+# --------------------------------------------------------------------------- other routes
+
+
+async def test_models_routes(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    page = await client.models.list()
+    model = await client.models.retrieve(MODEL)
+    with pytest.raises(openai.NotFoundError) as info:
+        await client.models.retrieve("no-such-model")
+
+    assert [(m.id, m.object, m.owned_by) for m in page.data] == [(MODEL, "model", "fake")]
+    assert isinstance(page.data[0].created, int)
+    assert model.id == MODEL
+    assert info.value.code == "model_not_found"
+    # Only chat completions land in `requests`; `all_requests` has everything.
+    assert server.requests == []
+    assert [(r.method, r.path) for r in server.all_requests] == [
+        ("GET", "/v1/models"),
+        ("GET", f"/v1/models/{MODEL}"),
+        ("GET", "/v1/models/no-such-model"),
+    ]
+
+
+async def test_unknown_path_is_an_openai_style_404(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        await client.embeddings.create(model="text-embedding-3-small", input="hi")
+
+    assert info.value.message.startswith("Error code: 404")
+    assert "Invalid URL (POST /v1/embeddings)" in info.value.message
+    assert info.value.type == "invalid_request_error"
+    assert server.request_count == 0
+    assert server.all_requests[0].path == "/v1/embeddings"
+
+
+# --------------------------------------------------------------------------- connections and retries
+
+
+async def test_keep_alive_reuses_one_connection(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    for i in range(30):
+        server.enqueue(FakeReply.text(f"reply {i}"), FakeReply.text(f"streamed {i}"), FakeReply.error(400))
+        completion = await client.chat.completions.create(model=MODEL, messages=CHAT)
+        stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+        streamed = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+        with pytest.raises(openai.BadRequestError):
+            await client.chat.completions.create(model=MODEL, messages=CHAT)
+        assert (completion.choices[0].message.content, streamed) == (f"reply {i}", f"streamed {i}")
+
+    assert server.request_count == 90
+    assert server.connection_count == 1
+
+
+async def test_sdk_retries_are_visible_as_separate_requests(server: FakeOpenAIServer) -> None:
+    # retry-after-ms keeps the SDK's back-off short (its default starts at 0.5 s).
+    server.enqueue(
+        FakeReply.error(500, headers={"retry-after-ms": "10"}),
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("third time lucky"),
+    )
+
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=2) as sdk:
+        completion = await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+
+    assert completion.choices[0].message.content == "third time lucky"
+    assert server.request_count == 3
+    assert [r.headers["x-stainless-retry-count"] for r in server.requests] == ["0", "1", "2"]
+    assert len({r.raw for r in server.requests}) == 1
+
+
+def test_works_from_sync_code(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("sync hello"), FakeReply.text("sync stream"))
+
+    with openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0) as sdk:
+        completion = sdk.chat.completions.create(model=MODEL, messages=CHAT)
+        stream = sdk.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+
+    assert (completion.choices[0].message.content, streamed) == ("sync hello", "sync stream")
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_stop_is_quick_with_idle_keep_alive_connections_and_idempotent() -> None:
+    fake = FakeOpenAIServer(default=FakeReply.text("hi")).start()
+    port = fake.port
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(3)]
+    for conn in conns:
+        response, _ = raw_post(conn, {"model": MODEL, "messages": CHAT})
+        assert not response.will_close
+
+    start = time.perf_counter()
+    fake.stop()
+    elapsed = time.perf_counter() - start
+    fake.stop()
+
+    assert elapsed < 1.0
+    assert not fake.running
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = fake.base_url
+    # The idle connections were closed and the port no longer accepts new ones.
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        raw_post(conns[0], {"model": MODEL, "messages": CHAT})
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+    for conn in conns:
+        conn.close()
+
+
+def test_stop_interrupts_a_delayed_reply() -> None:
+    fake = FakeOpenAIServer(default=FakeReply.text("never", delay=30)).start()
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        with openai.OpenAI(api_key="sk-test", base_url=fake.base_url, max_retries=0) as sdk:
+            try:
+                sdk.chat.completions.create(model=MODEL, messages=CHAT)
+            except openai.APIError as exc:
+                errors.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 5
+    while fake.request_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+    start = time.perf_counter()
+    fake.stop()
+    elapsed = time.perf_counter() - start
+    caller.join(timeout=5)
+
+    assert elapsed < 1.0
+    assert not caller.is_alive()
+    assert [type(error) for error in errors] == [openai.APIConnectionError]
+
+
+def test_start_twice_raises_and_restart_after_stop_works() -> None:
+    fake = FakeOpenAIServer(default=FakeReply.text("hi"))
+    fake.stop()  # never started: harmless
+    with fake:
+        with pytest.raises(RuntimeError, match="already running"):
+            fake.start()
+        first_url = fake.base_url
+    with fake:
+        conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+        response, _ = raw_post(conn, {"model": MODEL, "messages": CHAT})
+        conn.close()
+    assert first_url.startswith("http://127.0.0.1:")
+    assert first_url.endswith("/v1")
+    assert response.status == 200
+    assert fake.request_count == 1
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+def test_reply_validation() -> None:
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        FakeReply.text("x", error_after_chunks=1, disconnect_after_chunks=1)
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        FakeReply.error(200)
+    with pytest.raises(ValueError, match="delay must be >= 0"):
+        FakeReply.text("x", delay=-1)
+    with pytest.raises(ValueError, match="single-line"):
+        FakeReply.text("x", headers={"x-evil": "a\r\nb"})
+    with pytest.raises(ValueError, match="managed by the server"):
+        FakeReply.text("x", headers={"Content-Length": "1"})
+    with pytest.raises(ValueError, match="at least one"):
+        FakeReply.tool_calls([])
+    with pytest.raises(TypeError, match="FakeReply"):
+        FakeOpenAIServer().enqueue("hello")  # type: ignore[arg-type]
+
+
+def test_replies_are_immutable() -> None:
+    headers = {"x-a": "1"}
+    reply = FakeReply.text("x", headers=headers)
+    headers["x-b"] = "2"
+
+    assert dict(reply.headers) == {"x-a": "1"}
+    with pytest.raises(TypeError):
+        reply.headers["x-c"] = "3"  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        reply.content = "y"  # type: ignore[misc]
+    assert FakeReply.json({"a": [1, 2]}).content == '{"a": [1, 2]}'
+    assert FakeReply.tool_calls([("f", {"x": 1})]).calls == (("f", '{"x": 1}'),)
+    assert FakeUsage(3, 4).to_openai() == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
