@@ -1,0 +1,230 @@
+"""Attribution: who a model call is made for.
+
+Every provider request the wrapped client makes is attributed to a *project*, a
+*session*, an *agent* and free-form *tags*. Values come from three places, the
+most specific winning field by field:
+
+1. the innermost active :func:`usage_scope` (a ContextVar, so concurrent
+   asyncio tasks each see their own scope; nested scopes stack);
+2. the defaults bound on the wrapper
+   (``ReliableChatCompletionClient(inner, project="acme", agent="writer")``);
+3. for the agent only, AutoGen's own ``MessageHandlerContext`` when the call
+   runs inside an agent runtime handler (a team) and nothing else named it.
+
+Tags are merged rather than replaced: scope tags are laid over the wrapper's.
+
+Example:
+    >>> from autogen_reliability import usage_scope
+    >>> with usage_scope(session="ticket-4711", tags={"tier": "gold"}):
+    ...     pass  # every model call made in here is attributed to ticket-4711
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from autogen_core import MessageHandlerContext
+
+from .errors import ConfigurationError
+
+__all__ = ["Attribution", "current_attribution", "usage_scope"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+_MAX_LABEL_LENGTH = 200
+_EMPTY_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+def _check_label(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string or None, got {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError(f"{name} must not be empty or blank")
+    if len(value) > _MAX_LABEL_LENGTH:
+        raise ConfigurationError(f"{name} is {len(value)} characters long; the limit is {_MAX_LABEL_LENGTH}")
+    return value
+
+
+def _check_tags(tags: Mapping[str, str] | None) -> Mapping[str, str]:
+    if not tags:
+        return _EMPTY_TAGS
+    if not isinstance(tags, Mapping):
+        raise ConfigurationError(f"tags must be a mapping of str to str, got {type(tags).__name__}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ConfigurationError(
+                f"tags must map str to str; {key!r}: {value!r} is {type(key).__name__}: {type(value).__name__}"
+            )
+    return MappingProxyType(dict(tags))
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Who a model call is made for. Every field is optional.
+
+    Attributes:
+        project: The product or cost centre the call is billed to.
+        session: One conversation, ticket or job.
+        agent: The AutoGen agent that made the call.
+        tags: Free-form string labels, e.g. ``{"tenant": "t-42"}``.
+    """
+
+    project: str | None = None
+    session: str | None = None
+    agent: str | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
+
+    def __post_init__(self) -> None:
+        _check_label("project", self.project)
+        _check_label("session", self.session)
+        _check_label("agent", self.agent)
+        object.__setattr__(self, "tags", _check_tags(self.tags))
+
+    def __hash__(self) -> int:
+        return hash((self.project, self.session, self.agent, tuple(sorted(self.tags.items()))))
+
+    def over(self, defaults: Attribution) -> Attribution:
+        """This attribution with its unset fields taken from ``defaults``; tags are merged."""
+        if not defaults.tags:
+            tags = self.tags
+        elif not self.tags:
+            tags = defaults.tags
+        else:
+            tags = MappingProxyType({**defaults.tags, **self.tags})
+        return Attribution(
+            project=self.project if self.project is not None else defaults.project,
+            session=self.session if self.session is not None else defaults.session,
+            agent=self.agent if self.agent is not None else defaults.agent,
+            tags=tags,
+        )
+
+
+_EMPTY = Attribution()
+_current: ContextVar[Attribution] = ContextVar("autogen_reliability_attribution", default=_EMPTY)
+
+
+def current_attribution() -> Attribution:
+    """The attribution of the innermost active :func:`usage_scope` (all ``None`` outside any scope)."""
+    return _current.get()
+
+
+def resolve_attribution(bound: Attribution) -> Attribution:
+    """The attribution of a call made now by a wrapper with ``bound`` defaults."""
+    resolved = _current.get().over(bound) if bound is not _EMPTY else _current.get()
+    if resolved.agent is None:
+        agent = _agent_from_runtime()
+        if agent is not None:
+            resolved = Attribution(resolved.project, resolved.session, agent, resolved.tags)
+    return resolved
+
+
+def _agent_from_runtime() -> str | None:
+    """The calling agent's name when the call runs inside an AutoGen runtime handler.
+
+    A team runs each participant in a container whose agent type is
+    ``f"{participant.name}_{team_id}"`` with ``key == team_id``; that naming is a
+    convention, not a contract, so it is only a fallback behind explicit names.
+    """
+    try:
+        agent_id = MessageHandlerContext.agent_id()
+    except RuntimeError:  # not inside a message handler
+        return None
+    suffix = "_" + agent_id.key
+    if agent_id.type.endswith(suffix) and len(agent_id.type) > len(suffix):
+        return agent_id.type[: -len(suffix)]
+    return agent_id.type
+
+
+class _UsageScope:
+    """Sets an attribution for the code it wraps: ``with``, ``async with`` or a decorator."""
+
+    __slots__ = ("_attribution", "_tokens")
+
+    def __init__(self, attribution: Attribution) -> None:
+        self._attribution = attribution
+        self._tokens: list[Token[Attribution]] = []
+
+    @property
+    def attribution(self) -> Attribution:
+        """What this scope sets (before merging with the enclosing scope)."""
+        return self._attribution
+
+    def __enter__(self) -> Attribution:
+        merged = self._attribution.over(_current.get())
+        self._tokens.append(_current.set(merged))
+        return merged
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        _current.reset(self._tokens.pop())
+
+    async def __aenter__(self) -> Attribution:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
+        # Each invocation gets a scope of its own, so a decorated coroutine
+        # function can run in many tasks at once without their tokens mixing.
+        attribution = self._attribution
+        if inspect.iscoroutinefunction(func):
+            async_func = cast(Callable[..., Awaitable[Any]], func)
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with _UsageScope(attribution):
+                    return await async_func(*args, **kwargs)
+
+            return cast(Callable[_P, _R], async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            with _UsageScope(attribution):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+def usage_scope(
+    *,
+    project: str | None = None,
+    session: str | None = None,
+    agent: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> _UsageScope:
+    """Attribute every model call made inside to a project, session, agent and tags.
+
+    Works as ``with``, ``async with`` and as a decorator of sync or async
+    functions. Scopes nest: an inner scope overrides the fields it sets and
+    adds its tags to the outer ones. The values live in a ContextVar, so
+    concurrent asyncio tasks keep their own scopes.
+
+    Args:
+        project: The product or cost centre.
+        session: One conversation, ticket or job.
+        agent: The agent name (normally bound by :func:`reliable` instead).
+        tags: Free-form string labels.
+
+    Raises:
+        ConfigurationError: a label is not a non-blank string of at most 200
+            characters, or a tag is not ``str: str``.
+
+    Example:
+        >>> async def handle(ticket_id: str) -> None:
+        ...     async with usage_scope(session=ticket_id):
+        ...         ...  # await team.run(task=...)
+    """
+    return _UsageScope(Attribution(project=project, session=session, agent=agent, tags=tags or _EMPTY_TAGS))

@@ -1,0 +1,248 @@
+"""The per-call pipeline inside the wrapped client.
+
+One logical ``create()`` / ``create_stream()`` call becomes a :class:`Call` and
+a :class:`Request`, and flows through a chain of :class:`Layer` objects to the
+*attempt*: the one place where the inner client is actually called. Layers
+control the flow (a retry layer calls ``call_next`` again, a validation layer
+derives a new request and re-asks); attempt observers only watch (each
+provider attempt ends in exactly one :class:`AttemptEvent`, with a result or an
+error, which is what usage counters and accounting consume)::
+
+    client.create(...)
+      └─ layer 1 ─ layer 2 ─ … ─ attempt ── inner.create(...)
+                                    └──── AttemptEvent ──> observers
+
+This module holds the mechanism only; the policies live in their own
+subpackages and plug in as layers and observers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Literal
+
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
+from .context import Attribution
+from .errors import IncompleteStreamError
+
+__all__ = [
+    "AttemptEvent",
+    "AttemptObserver",
+    "Call",
+    "CreateHandler",
+    "Layer",
+    "Pipeline",
+    "Request",
+    "StreamHandler",
+    "StreamItem",
+]
+
+logger = logging.getLogger("autogen_reliability")
+
+StreamItem = str | CreateResult
+CreateHandler = Callable[["Request"], Awaitable[CreateResult]]
+StreamHandler = Callable[["Request"], AsyncGenerator[StreamItem, None]]
+Outcome = Literal["ok", "error", "cancelled"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One logical call as the agent made it; all of its provider attempts share it.
+
+    Attributes:
+        call_id: Shared by every attempt of this call.
+        attribution: Project / session / agent / tags, resolved when the call started.
+        streamed: Whether the agent called ``create_stream``.
+        started_at: When the call started (UTC).
+        attempts: Provider attempts made so far.
+    """
+
+    attribution: Attribution
+    streamed: bool
+    call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What one attempt asks of a client: ``create``'s arguments plus the call it belongs to.
+
+    Layers never mutate a request; they derive a new one with :meth:`replace`.
+    """
+
+    call: Call
+    messages: Sequence[LLMMessage]
+    tools: Sequence[Tool | ToolSchema] = ()
+    tool_choice: Tool | Literal["auto", "required", "none"] = "auto"
+    json_output: bool | type[BaseModel] | None = None
+    extra_create_args: Mapping[str, Any] = field(default_factory=dict)
+    cancellation_token: CancellationToken | None = None
+    stream_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``create_stream`` beyond the interface's (e.g. OpenAI's ``include_usage``)."""
+
+    def replace(self, **changes: Any) -> Request:
+        """A copy of this request with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    """The end of one provider attempt: a result, or the error it raised.
+
+    Attributes:
+        call: The logical call the attempt belongs to.
+        attempt: 1 for the first attempt of the call, then 2, 3, ...
+        client: The client that was called.
+        request: What was sent.
+        started_at: When the attempt started (UTC).
+        latency: Seconds from start to result or error (for a stream, to its end).
+        result: The ``CreateResult``, when the attempt produced one.
+        error: The exception, when it failed or was cancelled.
+    """
+
+    call: Call
+    attempt: int
+    client: ChatCompletionClient
+    request: Request
+    started_at: datetime
+    latency: float
+    result: CreateResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """``"ok"``, ``"error"``, or ``"cancelled"`` (task cancelled or stream abandoned before its result)."""
+        if self.error is None:
+            return "ok"
+        if isinstance(self.error, asyncio.CancelledError | GeneratorExit):
+            return "cancelled"
+        return "error"
+
+
+AttemptObserver = Callable[[AttemptEvent], None]
+"""Called synchronously, on the event loop, once per provider attempt; must be quick and must not raise."""
+
+
+class Layer:
+    """A stage of the pipeline. The defaults pass the request straight through.
+
+    Subclasses override :meth:`create` and/or :meth:`create_stream`; each gets the
+    request and ``call_next``, the rest of the chain, which they may call zero or
+    more times.
+    """
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        """Handle one non-streaming call."""
+        return await call_next(request)
+
+    def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        """Handle one streaming call; yields ``str`` chunks, then one ``CreateResult``."""
+        return call_next(request)
+
+
+class Pipeline:
+    """The layers of one wrapped client, composed once, ending in the attempt on ``client``."""
+
+    def __init__(
+        self,
+        client: ChatCompletionClient,
+        layers: Sequence[Layer] = (),
+        observers: Sequence[AttemptObserver] = (),
+    ) -> None:
+        self.client = client
+        self._observers = tuple(observers)
+        create: CreateHandler = self._attempt_create
+        stream: StreamHandler = self._attempt_stream
+        for layer in reversed(layers):
+            create = partial(layer.create, call_next=create)
+            stream = partial(layer.create_stream, call_next=stream)
+        self.create: CreateHandler = create
+        self.create_stream: StreamHandler = stream
+
+    async def _attempt_create(self, request: Request) -> CreateResult:
+        attempt = _Attempt(self, request)
+        try:
+            result = await self.client.create(
+                request.messages,
+                tools=request.tools,
+                tool_choice=request.tool_choice,
+                json_output=request.json_output,
+                extra_create_args=request.extra_create_args,
+                cancellation_token=request.cancellation_token,
+            )
+        except BaseException as exc:
+            attempt.finish(None, exc)
+            raise
+        attempt.finish(result, None)
+        return result
+
+    async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
+        attempt = _Attempt(self, request)
+        result: CreateResult | None = None
+        stream = self.client.create_stream(
+            request.messages,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            json_output=request.json_output,
+            extra_create_args=request.extra_create_args,
+            cancellation_token=request.cancellation_token,
+            **request.stream_kwargs,
+        )
+        try:
+            async with aclosing(stream):
+                async for item in stream:
+                    if isinstance(item, CreateResult):
+                        result = item
+                    yield item
+        except BaseException as exc:
+            # A consumer that stops reading after the final result has had a complete answer.
+            attempt.finish(result, None if isinstance(exc, GeneratorExit) and result is not None else exc)
+            raise
+        if result is None:
+            attempt.finish(None, IncompleteStreamError("the stream ended without a final CreateResult"))
+        else:
+            attempt.finish(result, None)
+
+    def emit(self, event: AttemptEvent) -> None:
+        """Hand ``event`` to every observer; an observer that raises is logged, never propagated."""
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                # Watching a call must never break it.
+                logger.exception("attempt observer %r failed", observer)
+
+
+class _Attempt:
+    """Numbers one attempt of a call and times it until :meth:`finish` reports it."""
+
+    __slots__ = ("_pipeline", "_request", "_start", "number", "started_at")
+
+    def __init__(self, pipeline: Pipeline, request: Request) -> None:
+        request.call.attempts += 1
+        self.number = request.call.attempts
+        self._pipeline = pipeline
+        self._request = request
+        self.started_at = datetime.now(UTC)
+        self._start = time.perf_counter()
+
+    def finish(self, result: CreateResult | None, error: BaseException | None) -> None:
+        latency = time.perf_counter() - self._start
+        request = self._request
+        client = self._pipeline.client
+        event = AttemptEvent(request.call, self.number, client, request, self.started_at, latency, result, error)
+        self._pipeline.emit(event)

@@ -1,0 +1,152 @@
+"""``reliable()``: wrap a model client, an agent, a team, or a factory that makes one.
+
+Agents keep their model client in an attribute that AutoGen does not expose
+publicly (``_model_client`` on ``AssistantAgent``, ``SocietyOfMindAgent``,
+``CodeExecutorAgent``, and on ``SelectorGroupChat`` / ``MagenticOneGroupChat``
+for the speaker selector / orchestrator). ``reliable()`` replaces that
+attribute with a :class:`ReliableChatCompletionClient` bound to the agent's
+name. Each agent gets a wrapper of its own, so two agents sharing one
+underlying client are still told apart, and an agent whose client is already
+wrapped is re-bound around the same inner client rather than wrapped twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast, overload
+
+from autogen_agentchat.base import ChatAgent, Team
+from autogen_core.models import ChatCompletionClient
+from typing_extensions import Unpack
+
+from .client import ReliableChatCompletionClient, ReliableOptions, check_options
+from .errors import ConfigurationError
+
+__all__ = ["reliable"]
+
+_Target = TypeVar("_Target", bound=ChatAgent | Team)
+_Factory = TypeVar("_Factory", bound=Callable[..., Any])
+
+# Where AutoGen agents and teams keep the model client they call.
+_CLIENT_ATTRIBUTE = "_model_client"
+
+
+@overload
+def reliable(target: ChatCompletionClient, /, **options: Unpack[ReliableOptions]) -> ReliableChatCompletionClient: ...
+@overload
+def reliable(target: _Target, /, **options: Unpack[ReliableOptions]) -> _Target: ...
+@overload
+def reliable(target: None = None, /, **options: Unpack[ReliableOptions]) -> Callable[[_Factory], _Factory]: ...
+
+
+def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
+    """Add reliability to a model client, an agent, a team, or a factory of one.
+
+    - A **client** is returned wrapped in a :class:`ReliableChatCompletionClient`
+      (an already wrapped client gets the new options, around the same inner client).
+    - An **agent** has its model client wrapped in place, with the agent's name
+      bound as ``agent``; the agent itself is returned.
+    - A **team** has each participant wrapped that way (nested teams too; the
+      speaker selector of a ``SelectorGroupChat`` and the orchestrator of a
+      ``MagenticOneGroupChat`` are attributed to the team's name); the team is
+      returned.
+    - With no target, returns a decorator for a function (sync or async) that
+      builds and returns any of the above.
+
+    Args:
+        target: What to wrap; omit it to get a decorator.
+        **options: Options of :class:`ReliableChatCompletionClient`.
+
+    Raises:
+        ConfigurationError: an option is invalid, or an agent given directly has
+            no model client to wrap.
+        TypeError: ``target`` is none of the above.
+
+    Example:
+        >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme")
+        >>> team = reliable(RoundRobinGroupChat([writer, critic]), project="acme")
+        >>> @reliable(project="acme")
+        ... def make_team() -> RoundRobinGroupChat: ...
+    """
+    if target is None:
+        return _decorator(options)
+    if isinstance(target, ChatCompletionClient):
+        return _wrap_client(target, options, agent=None)
+    if isinstance(target, Team):
+        _wrap_team(target, options)
+        return target
+    if isinstance(target, ChatAgent):
+        if not _wrap_agent(target, options):
+            raise ConfigurationError(
+                f"agent {target.name!r} ({type(target).__name__}) has no model client to wrap; "
+                "wrap the client it calls, or the team it belongs to"
+            )
+        return target
+    raise TypeError(
+        "reliable() takes a ChatCompletionClient, an AutoGen agent or team, or no target (as a decorator), "
+        f"not {type(target).__name__}"
+    )
+
+
+def _wrap_client(
+    client: ChatCompletionClient, options: ReliableOptions, agent: str | None
+) -> ReliableChatCompletionClient:
+    bound: ReliableOptions = {**options, "agent": agent} if agent is not None else options
+    if isinstance(client, ReliableChatCompletionClient):
+        current: dict[str, Any] = dict(client.options)
+        if all(current.get(name) == value for name, value in bound.items()):
+            return client
+        return client.with_options(**bound)
+    return ReliableChatCompletionClient(client, **bound)
+
+
+def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
+    """Wraps the agent's client (and its inner team's); says whether there was anything to wrap."""
+    wrapped = False
+    client = getattr(agent, _CLIENT_ATTRIBUTE, None)
+    if isinstance(client, ChatCompletionClient):
+        setattr(agent, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=agent.name))
+        wrapped = True
+    inner_team = getattr(agent, "_team", None)  # SocietyOfMindAgent
+    if isinstance(inner_team, Team):
+        wrapped = _wrap_team(inner_team, options) or wrapped
+    return wrapped
+
+
+def _wrap_team(team: Team, options: ReliableOptions) -> bool:
+    wrapped = False
+    client = getattr(team, _CLIENT_ATTRIBUTE, None)
+    if isinstance(client, ChatCompletionClient):
+        setattr(team, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=team.name))
+        wrapped = True
+    for participant in getattr(team, "_participants", ()):
+        if isinstance(participant, Team):
+            wrapped = _wrap_team(participant, options) or wrapped
+        elif isinstance(participant, ChatAgent):
+            wrapped = _wrap_agent(participant, options) or wrapped
+    return wrapped
+
+
+def _decorator(options: ReliableOptions) -> Callable[[_Factory], _Factory]:
+    # Validate now, so a bad option fails where the decorator is applied, not at the first call.
+    check_options(options)
+
+    def decorate(factory: _Factory) -> _Factory:
+        if inspect.iscoroutinefunction(factory):
+            async_factory = cast(Callable[..., Awaitable[Any]], factory)
+
+            @functools.wraps(factory)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return reliable(await async_factory(*args, **kwargs), **options)
+
+            return cast(_Factory, async_wrapper)
+
+        @functools.wraps(factory)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return reliable(factory(*args, **kwargs), **options)
+
+        return cast(_Factory, wrapper)
+
+    return decorate

@@ -1,0 +1,107 @@
+"""What the wrapper adds to one call, measured against the same inner client called directly.
+
+The inner client answers at once from memory, so the difference is the
+wrapper's own cost: resolving attribution, the Call and Request objects, the
+pipeline and the attempt event. Machines here are shared and noisy: read the
+difference and the ratio within one run, not the absolute numbers across runs.
+
+Run: ``python -m benchmarks.bench_wrapper_overhead``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelInfo,
+    RequestUsage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+
+from autogen_reliability import ReliableChatCompletionClient, usage_scope
+
+CALLS = 20_000
+ROUNDS = 5
+RESULT = CreateResult(finish_reason="stop", content="ok", usage=RequestUsage(10, 2), cached=False)
+MESSAGES = [UserMessage(content="hi", source="user")]
+
+
+class InstantClient(ChatCompletionClient):
+    """Answers every call at once with the same result."""
+
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        return RESULT
+
+    async def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        yield "ok"
+        yield RESULT
+
+    async def close(self) -> None:
+        return None
+
+    def actual_usage(self) -> RequestUsage:
+        return RequestUsage(0, 0)
+
+    def total_usage(self) -> RequestUsage:
+        return RequestUsage(0, 0)
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
+        return 0
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
+        return 0
+
+    @property
+    def capabilities(self) -> Any:
+        return {}
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(
+            vision=False, function_calling=False, json_output=False, family="unknown", structured_output=False
+        )
+
+
+async def per_call_seconds(client: ChatCompletionClient, *, stream: bool) -> float:
+    # The best round estimates the cost; slower rounds measure the neighbours' load.
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            if stream:
+                async for _item in client.create_stream(MESSAGES):
+                    pass
+            else:
+                await client.create(MESSAGES)
+        best = min(best, (time.perf_counter() - start) / CALLS)
+    return best
+
+
+async def main() -> None:
+    inner = InstantClient()
+    wrapped = ReliableChatCompletionClient(inner, project="bench", agent="a", tags={"k": "v"})
+    print(f"{CALLS} calls x {ROUNDS} rounds, best round, per call:")
+    for stream in (False, True):
+        direct = await per_call_seconds(inner, stream=stream)
+        through = await per_call_seconds(wrapped, stream=stream)
+        async with usage_scope(session="s", tags={"x": "y"}):
+            scoped = await per_call_seconds(wrapped, stream=stream)
+        kind = "create_stream" if stream else "create"
+        print(
+            f"  {kind:<14} direct {direct * 1e6:6.2f} us   wrapped {through * 1e6:6.2f} us "
+            f"(+{(through - direct) * 1e6:5.2f} us)   wrapped in a usage_scope {scoped * 1e6:6.2f} us "
+            f"(+{(scoped - direct) * 1e6:5.2f} us)"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,205 @@
+"""AutoGen agents and teams give the same messages through the wrapper as without it.
+
+Each scenario runs twice against the same scripted server replies: once with
+AutoGen's OpenAIChatCompletionClient as it is, once wrapped by ``reliable()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.base import ChatAgent, TaskResult, Team
+from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
+from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ToolCallSummaryMessage
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_core.models import ChatCompletionClient
+from pydantic import BaseModel
+
+from autogen_reliability import AttemptEvent, ReliableChatCompletionClient, reliable
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory
+
+Scenario = Callable[[ChatCompletionClient], Awaitable[TaskResult]]
+
+
+def summary(result: TaskResult) -> list[tuple[Any, ...]]:
+    """What an agent user sees of a run: each message's type, source, content and usage."""
+    rows: list[tuple[Any, ...]] = []
+    for message in result.messages:
+        content = message.dump().get("content")
+        if isinstance(content, BaseModel):
+            content = content.model_dump()
+        elif isinstance(content, list):
+            content = [repr(item) for item in content]
+        rows.append((type(message).__name__, message.source, content, message.models_usage))
+    return rows
+
+
+async def run_both(
+    server: FakeOpenAIServer,
+    make: OpenAIClientFactory,
+    replies: Sequence[FakeReply],
+    scenario: Scenario,
+    **client_options: Any,
+) -> tuple[TaskResult, TaskResult, list[AttemptEvent]]:
+    events: list[AttemptEvent] = []
+    server.enqueue(*replies)
+    plain = await scenario(make(**client_options))
+    assert server.pending == 0
+    first_requests = [request.body for request in server.requests]
+    server.reset()
+    server.enqueue(*replies)
+    wrapped = await scenario(reliable(make(**client_options), on_attempt=events.append))
+    assert server.pending == 0
+    assert [request.body for request in server.requests] == first_requests
+    return plain, wrapped, events
+
+
+async def test_assistant_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agent = AssistantAgent("solo", model_client=client)
+        return await agent.run(task="What is 2 + 2?")
+
+    replies = [FakeReply.text("2 + 2 = 4.", usage=FakeUsage(prompt_tokens=25, completion_tokens=6))]
+    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    assert wrapped.messages[-1].dump()["content"] == "2 + 2 = 4."
+    assert [(event.attempt, event.outcome, event.call.attribution.agent) for event in events] == [(1, "ok", None)]
+
+
+async def test_streaming_assistant_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agent = AssistantAgent("streamer", model_client=client, model_client_stream=True)
+        return await agent.run(task="Tell me a short story.")
+
+    replies = [FakeReply.text("Once upon a time, a retry saved the day.")]
+    plain, wrapped, events = await run_both(
+        server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
+    )
+    assert summary(wrapped) == summary(plain)
+    assert wrapped.messages[-1].dump()["content"] == "Once upon a time, a retry saved the day."
+    assert events[0].call.streamed
+    assert events[0].result is not None
+    assert events[0].result.usage.completion_tokens > 0
+
+
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def test_tool_calling_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agent = AssistantAgent("calculator", model_client=client, tools=[add], reflect_on_tool_use=True)
+        return await agent.run(task="What is 19 + 23?")
+
+    replies = [FakeReply.tool_calls([("add", {"a": 19, "b": 23})]), FakeReply.text("19 + 23 = 42.")]
+    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    kinds = [type(message).__name__ for message in wrapped.messages]
+    assert kinds == ["TextMessage", "ToolCallRequestEvent", "ToolCallExecutionEvent", "TextMessage"]
+    assert wrapped.messages[2].dump()["content"][0]["content"] == "42"
+    assert [event.attempt for event in events] == [1, 1]  # two logical calls, one attempt each
+    assert events[0].call.call_id != events[1].call.call_id
+
+
+async def test_tool_calling_agent_without_reflection(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agent = AssistantAgent("calculator", model_client=client, tools=[add])
+        return await agent.run(task="What is 1 + 2?")
+
+    replies = [FakeReply.tool_calls([("add", {"a": 1, "b": 2})])]
+    plain, wrapped, _ = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    assert isinstance(wrapped.messages[-1], ToolCallSummaryMessage)
+    assert wrapped.messages[-1].content == "3"
+
+
+class Answer(BaseModel):
+    city: str
+    population: int
+
+
+# AutoGen's OpenAI client dumps the SDK's parsed completion, which pydantic warns about (upstream, harmless).
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+async def test_structured_output_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agent = AssistantAgent("geo", model_client=client, output_content_type=Answer)
+        return await agent.run(task="Largest city in France?")
+
+    replies = [FakeReply.json({"city": "Paris", "population": 2102650})]
+    plain, wrapped, _ = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    final = wrapped.messages[-1]
+    assert isinstance(final, StructuredMessage)
+    assert final.content == Answer(city="Paris", population=2102650)
+    body = server.requests[0].body
+    assert body is not None
+    assert body["response_format"]["type"] == "json_schema"
+
+
+async def test_round_robin_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        writer = AssistantAgent("writer", model_client=client, system_message="Write.")
+        critic = AssistantAgent("critic", model_client=client, system_message="Critique.")
+        team = RoundRobinGroupChat([writer, critic], termination_condition=MaxMessageTermination(5))
+        if isinstance(client, ReliableChatCompletionClient):
+            reliable(team)
+        return await team.run(task="A haiku about retries.")
+
+    replies = [FakeReply.text(f"turn {n}") for n in range(1, 5)]
+    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    assert [message.source for message in wrapped.messages] == ["user", "writer", "critic", "writer", "critic"]
+    assert [event.call.attribution.agent for event in events] == ["writer", "critic", "writer", "critic"]
+
+
+async def test_selector_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        planner = AssistantAgent("planner", model_client=client, description="Plans the work.")
+        coder = AssistantAgent("coder", model_client=client, description="Writes the code.")
+        team = SelectorGroupChat(
+            [planner, coder],
+            model_client=client,
+            termination_condition=TextMentionTermination("DONE") | MaxMessageTermination(6),
+        )
+        if isinstance(client, ReliableChatCompletionClient):
+            reliable(team)
+        return await team.run(task="Write a function that adds two numbers.")
+
+    replies = [
+        FakeReply.text("planner"),  # speaker selection by the model
+        FakeReply.text("Plan: write add(a, b)."),
+        # no selection call now: repeated speakers are not allowed, so the coder is the only candidate
+        FakeReply.text("def add(a, b): return a + b  # DONE"),
+    ]
+    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    assert summary(wrapped) == summary(plain)
+    assert [message.source for message in wrapped.messages if isinstance(message, BaseChatMessage)] == [
+        "user",
+        "planner",
+        "coder",
+    ]
+    assert [event.call.attribution.agent for event in events] == ["SelectorGroupChat", "planner", "coder"]
+
+
+async def test_streaming_round_robin_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        agents = [AssistantAgent(name, model_client=client, model_client_stream=True) for name in ("a", "b")]
+        team = RoundRobinGroupChat(list[ChatAgent | Team](agents), termination_condition=MaxMessageTermination(3))
+        if isinstance(client, ReliableChatCompletionClient):
+            reliable(team)
+        return await team.run(task="Go.")
+
+    replies = [FakeReply.text("one two"), FakeReply.text("three four")]
+    plain, wrapped, events = await run_both(
+        server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
+    )
+    assert summary(wrapped) == summary(plain)
+    assert [(event.call.attribution.agent, event.call.streamed) for event in events] == [("a", True), ("b", True)]

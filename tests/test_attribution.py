@@ -1,0 +1,183 @@
+"""Attribution: usage_scope in every form, concurrency, and agents sharing one inner client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core.models import UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import (
+    AttemptEvent,
+    Attribution,
+    ConfigurationError,
+    ReliableChatCompletionClient,
+    current_attribution,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
+
+
+def test_scope_as_context_manager_nests_and_restores() -> None:
+    assert current_attribution() == Attribution()
+    with usage_scope(project="acme", tags={"tier": "gold"}) as outer:
+        assert outer == Attribution(project="acme", tags={"tier": "gold"})
+        with usage_scope(session="s1", tags={"region": "eu"}):
+            assert current_attribution() == Attribution(
+                project="acme", session="s1", tags={"tier": "gold", "region": "eu"}
+            )
+            with usage_scope(project="other", tags={"tier": "free"}):
+                assert current_attribution() == Attribution(
+                    project="other", session="s1", tags={"tier": "free", "region": "eu"}
+                )
+        assert current_attribution() == outer
+    assert current_attribution() == Attribution()
+
+
+def test_scope_is_restored_when_the_body_raises() -> None:
+    with pytest.raises(KeyError), usage_scope(session="doomed"):
+        raise KeyError("boom")
+    assert current_attribution().session is None
+
+
+async def test_scope_as_async_context_manager() -> None:
+    async with usage_scope(session="async") as attribution:
+        assert attribution.session == "async"
+        assert current_attribution().session == "async"
+    assert current_attribution().session is None
+
+
+def test_scope_as_decorator_of_a_sync_function() -> None:
+    @usage_scope(project="reports")
+    def who() -> Attribution:
+        return current_attribution()
+
+    assert who() == Attribution(project="reports")
+    assert who.__name__ == "who"
+    assert current_attribution() == Attribution()
+
+
+async def test_scope_as_decorator_of_concurrent_coroutines() -> None:
+    @usage_scope(project="jobs")
+    async def job(session: str) -> Attribution:
+        with usage_scope(session=session):
+            await asyncio.sleep(0.01)
+            return current_attribution()
+
+    results = await asyncio.gather(*(job(f"s{n}") for n in range(5)))
+    assert [result.session for result in results] == [f"s{n}" for n in range(5)]
+    assert {result.project for result in results} == {"jobs"}
+    assert current_attribution() == Attribution()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"project": ""}, "project must not be empty"),
+        ({"session": "   "}, "session must not be empty"),
+        ({"agent": "x" * 201}, "limit is 200"),
+        ({"project": 42}, "project must be a string"),
+        ({"tags": {"n": 1}}, "tags must map str to str"),
+        ({"tags": ["a"]}, "tags must be a mapping"),
+    ],
+)
+def test_bad_labels_fail_at_once(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        usage_scope(**kwargs)  # type: ignore[arg-type]
+    if "session" in kwargs:  # a session belongs to a request, not to a client
+        message = "unknown option"
+    with pytest.raises(ConfigurationError, match=message):
+        ReliableChatCompletionClient(ReplayChatCompletionClient(["unused"]), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_wrapper_defaults_and_scope_combine(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    events: list[AttemptEvent] = []
+    server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
+    client = reliable(
+        make_openai_client(), project="acme", agent="writer", tags={"tier": "gold"}, on_attempt=events.append
+    )
+    await client.create(HI)
+    with usage_scope(session="t-1", project="override", tags={"region": "eu"}):
+        await client.create(HI)
+    assert [event.call.attribution for event in events] == [
+        Attribution(project="acme", agent="writer", tags={"tier": "gold"}),
+        Attribution(project="override", session="t-1", agent="writer", tags={"tier": "gold", "region": "eu"}),
+    ]
+
+
+async def test_concurrent_tasks_keep_their_sessions(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    events: list[AttemptEvent] = []
+    server.enqueue(*[FakeReply.text(f"reply {n}", delay=0.02 * (n % 3)) for n in range(12)])
+    client = reliable(make_openai_client(), project="acme", on_attempt=events.append)
+
+    async def handle(session: str) -> str | None:
+        async with usage_scope(session=session):
+            await asyncio.sleep(0)
+            await client.create([UserMessage(content=f"ticket {session}", source="user")])
+            return current_attribution().session
+
+    sessions = [f"ticket-{n}" for n in range(12)]
+    assert await asyncio.gather(*(handle(session) for session in sessions)) == sessions
+    # Each request carried its own session's text; each event must name that same session.
+    assert len(events) == 12
+    for event in events:
+        message = event.request.messages[0]
+        assert isinstance(message, UserMessage)
+        assert message.content == f"ticket {event.call.attribution.session}"
+        assert event.call.attribution.project == "acme"
+
+
+async def test_team_of_agents_sharing_one_client_is_told_apart(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    events: list[AttemptEvent] = []
+    shared = make_openai_client()
+    alice = AssistantAgent("alice", model_client=shared)
+    bob = AssistantAgent("bob", model_client=shared)
+    team = reliable(
+        RoundRobinGroupChat([alice, bob], termination_condition=MaxMessageTermination(4)),
+        project="acme",
+        on_attempt=events.append,
+    )
+    server.enqueue(FakeReply.text("alice here"), FakeReply.text("bob here"), FakeReply.text("alice again"))
+    with usage_scope(session="standup"):
+        result = await team.run(task="Report.")
+    assert [message.source for message in result.messages] == ["user", "alice", "bob", "alice"]
+    assert [(e.call.attribution.agent, e.call.attribution.session, e.call.attribution.project) for e in events] == [
+        ("alice", "standup", "acme"),
+        ("bob", "standup", "acme"),
+        ("alice", "standup", "acme"),
+    ]
+
+
+async def test_agent_name_falls_back_to_autogens_runtime_context(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Only the shared client is wrapped (not the team): the wrapper reads the
+    # calling agent from AutoGen's MessageHandlerContext inside the team.
+    events: list[AttemptEvent] = []
+    shared = reliable(make_openai_client(), on_attempt=events.append)
+    team = RoundRobinGroupChat(
+        [AssistantAgent("alice", model_client=shared), AssistantAgent("bob", model_client=shared)],
+        termination_condition=MaxMessageTermination(3),
+    )
+    server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
+    await team.run(task="Go.")
+    assert [event.call.attribution.agent for event in events] == ["alice", "bob"]
+    # Outside any runtime handler there is nothing to read.
+    server.enqueue(FakeReply.text("three"))
+    await shared.create(HI)
+    assert events[-1].call.attribution.agent is None

@@ -1,0 +1,179 @@
+"""Every abstract member of AutoGen's ChatCompletionClient, run against the wrapper and the client it wraps."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Awaitable, Callable
+
+import pytest
+from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage, UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import ReliableChatCompletionClient
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory
+
+HELLO = [UserMessage(content="Say hello to the team", source="user")]
+
+Check = Callable[[FakeOpenAIServer, OpenAIClientFactory], Awaitable[None]]
+
+
+async def check_create(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    reply = FakeReply.text("Hello, team!", usage=FakeUsage(prompt_tokens=11, completion_tokens=4))
+    server.enqueue(reply, reply)
+    plain = await make().create(HELLO)
+    wrapped = await ReliableChatCompletionClient(make()).create(HELLO)
+    assert wrapped == plain
+    assert wrapped.content == "Hello, team!"
+    assert wrapped.usage == RequestUsage(prompt_tokens=11, completion_tokens=4)
+    assert server.requests[0].body == server.requests[1].body
+
+
+async def check_create_stream(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    reply = FakeReply.text("Hello there, team!", usage=FakeUsage(prompt_tokens=9, completion_tokens=5))
+    server.enqueue(reply, reply)
+    plain = [item async for item in make().create_stream(HELLO, include_usage=True)]
+    wrapped = [item async for item in ReliableChatCompletionClient(make()).create_stream(HELLO, include_usage=True)]
+    assert wrapped == plain
+    assert "".join(item for item in wrapped if isinstance(item, str)) == "Hello there, team!"
+    final = wrapped[-1]
+    assert isinstance(final, CreateResult)
+    assert final.usage == RequestUsage(prompt_tokens=9, completion_tokens=5)
+
+
+async def check_close(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    inner = make()
+    server.enqueue(FakeReply.text("before close"))
+    await ReliableChatCompletionClient(inner).create(HELLO)
+    await ReliableChatCompletionClient(inner).close()
+    with pytest.raises(Exception):  # noqa: B017, PT011  # the SDK refuses to use a closed HTTP client
+        await inner.create(HELLO)
+    assert server.request_count == 1
+
+
+async def check_usage(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    inner = make()
+    client = ReliableChatCompletionClient(ChatCompletionCache(inner))
+    server.enqueue(
+        FakeReply.text("first", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)),
+        FakeReply.text("second", usage=FakeUsage(prompt_tokens=20, completion_tokens=3)),
+    )
+    await client.create(HELLO)
+    await client.create([UserMessage(content="Something else", source="user")])
+    cached = await client.create(HELLO)  # served by the cache: no request
+    assert cached.cached
+    assert server.request_count == 2
+    assert client.actual_usage() == RequestUsage(prompt_tokens=30, completion_tokens=5)
+    assert client.total_usage() == RequestUsage(prompt_tokens=40, completion_tokens=7)
+    # The wrapper's own counters: a second wrapper on the same inner client starts at zero.
+    assert ReliableChatCompletionClient(inner).total_usage() == RequestUsage(0, 0)
+
+
+async def check_count_tokens(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    # The OpenAI client would download a tiktoken encoding here; AutoGen's replay client counts offline.
+    inner = ReplayChatCompletionClient(["unused"])
+    assert ReliableChatCompletionClient(inner).count_tokens(HELLO) == inner.count_tokens(HELLO) == 5
+
+
+async def check_remaining_tokens(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    inner = ReplayChatCompletionClient(["unused"])
+    assert ReliableChatCompletionClient(inner).remaining_tokens(HELLO) == inner.remaining_tokens(HELLO) == 10000
+
+
+async def check_capabilities(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    inner = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        expected = inner.capabilities
+    with pytest.warns(DeprecationWarning, match="model_info"):
+        assert ReliableChatCompletionClient(inner).capabilities == expected
+
+
+async def check_model_info(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+    inner = make(model_info={"vision": False, "function_calling": True, "json_output": True, "family": "gpt-4o",
+                             "structured_output": True, "multiple_system_messages": True})  # fmt: skip
+    assert ReliableChatCompletionClient(inner).model_info == inner.model_info
+    assert ReliableChatCompletionClient(inner).model_info["family"] == "gpt-4o"
+
+
+CHECKS: dict[str, Check] = {
+    "create": check_create,
+    "create_stream": check_create_stream,
+    "close": check_close,
+    "actual_usage": check_usage,
+    "total_usage": check_usage,
+    "count_tokens": check_count_tokens,
+    "remaining_tokens": check_remaining_tokens,
+    "capabilities": check_capabilities,
+    "model_info": check_model_info,
+}
+
+
+def test_every_abstract_member_has_a_check() -> None:
+    assert set(CHECKS) == set(ChatCompletionClient.__abstractmethods__)
+
+
+def test_wrapper_is_a_concrete_chat_completion_client() -> None:
+    assert not ReliableChatCompletionClient.__abstractmethods__
+
+
+@pytest.mark.parametrize("member", sorted(ChatCompletionClient.__abstractmethods__))
+async def test_member_behaves_as_the_inner_clients(
+    member: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    await CHECKS[member](server, make_openai_client)
+
+
+async def test_create_takes_messages_by_keyword(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # SelectorGroupChat calls create(messages=...) and create_stream(messages=...).
+    client = ReliableChatCompletionClient(make_openai_client())
+    server.enqueue(FakeReply.text("by keyword"), FakeReply.text("streamed by keyword"))
+    assert (await client.create(messages=HELLO)).content == "by keyword"
+    items = [item async for item in client.create_stream(messages=HELLO)]
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].content == "streamed by keyword"
+
+
+async def test_result_is_the_inner_clients_object_untouched(make_openai_client: OpenAIClientFactory) -> None:
+    inner = ReplayChatCompletionClient(
+        [CreateResult(finish_reason="stop", content="x", usage=RequestUsage(1, 1), cached=False)]
+    )
+    result = await ReliableChatCompletionClient(inner).create(HELLO)
+    assert result == CreateResult(finish_reason="stop", content="x", usage=RequestUsage(1, 1), cached=False)
+
+
+async def test_stream_asks_openai_for_usage(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    server.enqueue(FakeReply.text("counted", usage=FakeUsage(prompt_tokens=7, completion_tokens=1)))
+    client = ReliableChatCompletionClient(make_openai_client())
+    items = [item async for item in client.create_stream(HELLO)]
+    assert server.requests[0].body is not None
+    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)
+    assert client.total_usage() == RequestUsage(prompt_tokens=7, completion_tokens=1)
+
+
+async def test_stream_leaves_an_explicit_stream_options_alone(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("not counted"))
+    client = ReliableChatCompletionClient(make_openai_client())
+    options = {"stream_options": {"include_usage": False}}
+    items = [item async for item in client.create_stream(HELLO, extra_create_args=options)]
+    assert server.requests[0].body is not None
+    assert server.requests[0].body["stream_options"] == {"include_usage": False}
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].usage == RequestUsage(0, 0)
+
+
+async def test_plain_create_is_not_sent_stream_options(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("plain"))
+    await ReliableChatCompletionClient(make_openai_client()).create(HELLO)
+    assert server.requests[0].body is not None
+    assert "stream_options" not in server.requests[0].body

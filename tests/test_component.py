@@ -1,0 +1,69 @@
+"""dump_component() / load_component() round trips, alone and nested in an agent."""
+
+from __future__ import annotations
+
+import json
+
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core import ComponentModel
+from autogen_core.models import ChatCompletionClient, UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+from autogen_reliability import ReliableChatCompletionClient, reliable
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import OpenAIClientFactory
+
+
+def test_dump_nests_the_inner_client(make_openai_client: OpenAIClientFactory) -> None:
+    client = ReliableChatCompletionClient(
+        make_openai_client(), project="acme", agent="writer", tags={"tier": "gold"}, on_attempt=print
+    )
+    dumped = client.dump_component()
+    assert dumped.provider == "autogen_reliability.ReliableChatCompletionClient"
+    assert dumped.component_type == "model"
+    assert dumped.config["project"] == "acme"
+    assert dumped.config["agent"] == "writer"
+    assert dumped.config["tags"] == {"tier": "gold"}
+    assert "on_attempt" not in dumped.config  # hooks are code, not configuration
+    inner = dumped.config["client"]
+    assert inner["provider"] == "autogen_ext.models.openai.OpenAIChatCompletionClient"
+    assert inner["config"]["max_retries"] == 0
+
+
+async def test_round_trip_alone(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    original = ReliableChatCompletionClient(make_openai_client(), project="acme", tags={"tier": "gold"})
+    loaded = ChatCompletionClient.load_component(original.dump_component())
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    assert isinstance(loaded.inner, OpenAIChatCompletionClient)
+    assert loaded.options == {"project": "acme", "tags": {"tier": "gold"}}
+    assert loaded.dump_component() == original.dump_component()
+    server.enqueue(FakeReply.text("loaded and working"))
+    result = await loaded.create([UserMessage(content="hi", source="user")])
+    assert result.content == "loaded and working"
+    await loaded.close()
+
+
+def test_round_trip_through_json_text(make_openai_client: OpenAIClientFactory) -> None:
+    text = ReliableChatCompletionClient(make_openai_client(), agent="critic").dump_component().model_dump_json()
+    loaded = ReliableChatCompletionClient.load_component(ComponentModel.model_validate(json.loads(text)))
+    assert loaded.attribution.agent == "critic"
+    assert isinstance(loaded.inner, OpenAIChatCompletionClient)
+    # AutoGen writes the key as a masked SecretStr: our layer adds no secret of its own to the config.
+    assert "sk-test" not in text
+
+
+async def test_round_trip_nested_in_an_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    agent = reliable(AssistantAgent("writer", model_client=make_openai_client()), project="acme")
+    dumped = agent.dump_component()
+    model_client = dumped.config["model_client"]
+    assert model_client["provider"] == "autogen_reliability.ReliableChatCompletionClient"
+    assert model_client["config"]["agent"] == "writer"
+    assert model_client["config"]["client"]["provider"] == "autogen_ext.models.openai.OpenAIChatCompletionClient"
+
+    loaded = AssistantAgent.load_component(dumped)
+    assert loaded.dump_component() == dumped
+    server.enqueue(FakeReply.text("hello from the loaded agent"))
+    result = await loaded.run(task="hi")
+    assert result.messages[-1].dump()["content"] == "hello from the loaded agent"
+    await loaded.close()

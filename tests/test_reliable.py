@@ -1,0 +1,140 @@
+"""reliable(): clients, agents, teams, factories; never a double wrap."""
+
+from __future__ import annotations
+
+import pytest
+from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent, UserProxyAgent
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
+from autogen_core.models import ChatCompletionClient, ModelInfo
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import ConfigurationError, ReliableChatCompletionClient, reliable
+
+
+def client_of(agent: object) -> ChatCompletionClient:
+    client = agent._model_client  # type: ignore[attr-defined]
+    assert isinstance(client, ChatCompletionClient)
+    return client
+
+
+def wrapped(agent: object) -> ReliableChatCompletionClient:
+    client = client_of(agent)
+    assert isinstance(client, ReliableChatCompletionClient)
+    assert not isinstance(client.inner, ReliableChatCompletionClient), "double-wrapped"
+    return client
+
+
+def test_wraps_a_client() -> None:
+    inner = ReplayChatCompletionClient(["x"])
+    client = reliable(inner, project="acme")
+    assert isinstance(client, ReliableChatCompletionClient)
+    assert client.inner is inner
+    assert client.attribution.project == "acme"
+
+
+def test_wrapping_twice_does_not_double_wrap() -> None:
+    inner = ReplayChatCompletionClient(["x"])
+    once = reliable(inner, project="acme")
+    assert reliable(once) is once
+    assert reliable(once, project="acme") is once
+    changed = reliable(once, tags={"tier": "gold"})
+    assert changed is not once
+    assert changed.inner is inner
+    assert changed.options == {"project": "acme", "tags": {"tier": "gold"}}
+
+
+def test_wraps_an_agent_with_its_name_bound() -> None:
+    agent = AssistantAgent("writer", model_client=ReplayChatCompletionClient(["x"]))
+    assert reliable(agent, project="acme") is agent
+    client = wrapped(agent)
+    assert (client.attribution.agent, client.attribution.project) == ("writer", "acme")
+    reliable(agent, project="acme")
+    assert client_of(agent) is client
+
+
+def test_an_agent_keeps_its_own_name_over_a_wrapper_shared_with_others() -> None:
+    shared = reliable(ReplayChatCompletionClient(["x"]), project="acme", agent="someone")
+    alice = reliable(AssistantAgent("alice", model_client=shared))
+    bob = reliable(AssistantAgent("bob", model_client=shared))
+    assert wrapped(alice).attribution.agent == "alice"
+    assert wrapped(bob).attribution.agent == "bob"
+    assert wrapped(alice).inner is wrapped(bob).inner is shared.inner
+    assert wrapped(alice).attribution.project == "acme"
+
+
+def test_wraps_every_participant_of_a_team_sharing_one_client() -> None:
+    shared = ReplayChatCompletionClient(["x"])
+    agents = [AssistantAgent(name, model_client=shared) for name in ("a", "b", "c")]
+    team = RoundRobinGroupChat([*agents, UserProxyAgent("human")], termination_condition=MaxMessageTermination(2))
+    assert reliable(team, project="acme") is team
+    assert [wrapped(agent).attribution.agent for agent in agents] == ["a", "b", "c"]
+    assert all(wrapped(agent).inner is shared for agent in agents)
+    before = [client_of(agent) for agent in agents]
+    reliable(team, project="acme")
+    assert [client_of(agent) for agent in agents] == before
+
+
+def test_wraps_the_selector_of_a_selector_group_chat() -> None:
+    shared = ReplayChatCompletionClient(["x"])
+    team = SelectorGroupChat(
+        [AssistantAgent("a", model_client=shared), AssistantAgent("b", model_client=shared)],
+        model_client=shared,
+        name="triage",
+    )
+    reliable(team)
+    assert wrapped(team).attribution.agent == "triage"
+
+
+def test_wraps_swarm_and_nested_teams() -> None:
+    info = ModelInfo(vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False)
+    shared = ReplayChatCompletionClient(["x"], model_info=info)
+    drafter, editor = (AssistantAgent(name, model_client=shared) for name in ("drafter", "editor"))
+    inner_team = RoundRobinGroupChat([drafter, editor], termination_condition=MaxMessageTermination(3))
+    society = SocietyOfMindAgent("society", team=inner_team, model_client=shared)
+    swarm = Swarm([AssistantAgent("router", model_client=shared, handoffs=["society"]), society])
+    reliable(swarm, project="acme")
+    assert wrapped(society).attribution.agent == "society"
+    assert [wrapped(agent).attribution.agent for agent in (drafter, editor)] == ["drafter", "editor"]
+
+
+def test_agent_without_a_model_client_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match="has no model client"):
+        reliable(UserProxyAgent("human"))
+
+
+def test_rejects_what_it_cannot_wrap() -> None:
+    with pytest.raises(TypeError, match="takes a ChatCompletionClient"):
+        reliable("gpt-4o")  # type: ignore[call-overload]
+
+
+def test_unknown_or_bad_options_fail_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown option\(s\) \['retries'\]"):
+        reliable(ReplayChatCompletionClient(["x"]), retries=3)  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="on_attempt takes callables"):
+        reliable(ReplayChatCompletionClient(["x"]), on_attempt=[42])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match="unknown option"):
+        reliable(retries=3)  # type: ignore[call-overload]
+
+
+def test_decorates_a_sync_factory() -> None:
+    @reliable(project="acme")
+    def make_team() -> RoundRobinGroupChat:
+        return RoundRobinGroupChat([AssistantAgent("solo", model_client=ReplayChatCompletionClient(["x"]))])
+
+    team = make_team()
+    assert make_team.__name__ == "make_team"
+    (solo,) = team._participants
+    assert wrapped(solo).attribution.agent == "solo"
+    assert wrapped(solo).attribution.project == "acme"
+
+
+async def test_decorates_an_async_factory() -> None:
+    @reliable(tags={"env": "test"})
+    async def make_client(model: str) -> ChatCompletionClient:
+        return ReplayChatCompletionClient([model])
+
+    client = await make_client("gpt-4o")
+    assert isinstance(client, ReliableChatCompletionClient)
+    assert client.attribution.tags == {"env": "test"}
+    assert isinstance(client.inner, ReplayChatCompletionClient)
