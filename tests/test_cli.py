@@ -1,0 +1,70 @@
+"""The autogen-reliability command: the demo, and one-line errors for bad arguments."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autogen_reliability.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autogen_reliability.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_demo_runs_a_team_and_reports_usage_per_agent(stream: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--stream"] if stream else ["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "[writer] Hi Dana" in out
+    assert out.rstrip().endswith("(4 attempts recorded, 4 requests served)")
+    row = r"^\s+(writer|critic)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$"
+    rows = {match[0]: tuple(int(n) for n in match[1:]) for match in re.findall(row, out, flags=re.MULTILINE)}
+    assert set(rows) == {"writer", "critic"}
+    for calls, prompt, completion, total in rows.values():
+        assert calls == 2
+        assert prompt > 0
+        assert completion > 0
+        assert total == prompt + completion
+
+
+def test_demo_from_the_installed_command() -> None:
+    command = Path(sys.executable).parent / "autogen-reliability"  # installed next to this interpreter
+    done = subprocess.run([command, "demo"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Usage by agent" in done.stdout
+    assert "Warning" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("bogus",), "invalid choice: 'bogus'"),
+        (("demo", "--rounds", "3"), "unrecognized arguments: --rounds 3"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("autogen-reliability: error: ")
+    assert message in lines[0]
+
+
+def test_help_exits_0() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    assert "demo" in done.stdout
