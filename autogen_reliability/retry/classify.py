@@ -1,0 +1,575 @@
+"""Turning an exception from any provider SDK into an :class:`ErrorKind`.
+
+AutoGen's model clients let the provider SDK's exceptions propagate unchanged,
+so a retry policy sees ``openai``, ``anthropic``, ``ollama``, ``httpx`` and
+``httpx2`` exceptions plus a few builtins. This module maps all of them onto
+one small vocabulary, :class:`ErrorKind`, that policies can reason about.
+
+Approach:
+    * Classification is by exception **type** (``isinstance``) and by the
+      structured fields the SDKs expose (HTTP ``status_code``, the error
+      ``code``, Anthropic's ``error.type``), never by matching class-name
+      strings, so SDK subclasses such as ``anthropic.EnforcedSpendLimitReachedError``
+      are handled by their parents.
+    * SDK classes are looked up in ``sys.modules`` and never imported: if an
+      exception came from an SDK, that SDK is already imported, and importing
+      ``anthropic`` or ``ollama`` just to classify a ``TimeoutError`` would cost
+      start-up time and could fail where the SDK is not installed.
+    * Every HTTP status goes through one table, :func:`kind_for_status`, whatever
+      SDK reported it.
+    * Exceptions nothing else recognises are classified duck-typed by an int
+      ``status_code`` (or ``response.status_code``), then through their
+      ``__cause__`` chain (at most 5 links), and are otherwise ``UNKNOWN``.
+
+Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
+
+    =====================  ================================================
+    status                 kind
+    =====================  ================================================
+    400, 413, 422          BAD_REQUEST, unless the code/message says otherwise
+    401                    AUTHENTICATION
+    402                    PERMISSION (billing)
+    403                    PERMISSION
+    404                    NOT_FOUND
+    408                    TIMEOUT
+    409                    SERVER_ERROR (transient lock conflict; SDKs retry it)
+    429                    RATE_LIMIT
+    503, 529               OVERLOADED
+    other 5xx              SERVER_ERROR
+    other 4xx              BAD_REQUEST
+    anything else          UNKNOWN
+    =====================  ================================================
+
+    Overrides for any 4xx: error code ``context_length_exceeded``, or a message
+    containing ``prompt is too long`` (Anthropic sends no code for it) or
+    ``maximum context length`` (OpenAI-compatible servers) -> CONTEXT_LENGTH;
+    code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
+    billing codes ``insufficient_quota`` (OpenAI 429),
+    ``contract_spend_limit_reached`` / ``enforced_spend_limit_reached``
+    (Anthropic 429) -> PERMISSION.
+
+Exceptions, checked in this order (most specific first within an SDK):
+
+    =================================================  ==========================
+    exception                                          kind
+    =================================================  ==========================
+    any ``BaseException`` that is not an ``Exception``  CANCELLED
+    (``asyncio.CancelledError``, ``KeyboardInterrupt``)
+    ``openai.APITimeoutError``                         TIMEOUT
+    ``openai.APIConnectionError``                      CONNECTION
+    ``openai.APIResponseValidationError``              INVALID_RESPONSE
+    ``openai.APIStatusError``                          status table
+    ``openai.APIError`` (SSE error event mid-stream)   SERVER_ERROR
+    ``openai.LengthFinishReasonError``                 INVALID_RESPONSE
+    ``openai.ContentFilterFinishReasonError``          CONTENT_FILTER
+    ``anthropic.APITimeoutError``                      TIMEOUT
+    ``anthropic.APIConnectionError``                   CONNECTION
+    ``anthropic.APIResponseValidationError``           INVALID_RESPONSE
+    ``anthropic.APIStatusError`` with a 4xx/5xx        status table
+    ``anthropic.APIStatusError`` otherwise (an         status table, via the
+    ``event: error`` mid-stream: status is 200)        status Anthropic documents
+                                                       for ``error.type``;
+                                                       SERVER_ERROR if unknown
+    ``anthropic.RetryableError``                       SERVER_ERROR
+    ``anthropic.CredentialsError``                     AUTHENTICATION
+    ``anthropic.APIError`` (other)                     SERVER_ERROR
+    ``ollama.ResponseError``, ``status_code == -1``    SERVER_ERROR
+    (an error line inside a stream)
+    ``ollama.ResponseError``                           status table
+    ``httpx[2].TimeoutException``                      TIMEOUT
+    ``httpx[2].TransportError`` (``NetworkError``,     CONNECTION
+    ``ProtocolError``, ``ProxyError``, ...)
+    ``httpx[2].DecodingError``                         INVALID_RESPONSE
+    ``httpx[2].TooManyRedirects``                      BAD_REQUEST
+    ``httpx[2].HTTPStatusError``                       status table
+    ``TimeoutError`` (``asyncio.TimeoutError``)        TIMEOUT
+    ``ConnectionError`` (ollama's connect failure,     CONNECTION
+    ``ConnectionResetError``, ...)
+    ``json.JSONDecodeError`` (openai, malformed body)  INVALID_RESPONSE
+    ``pydantic.ValidationError`` (structured output)   INVALID_RESPONSE
+    int ``status_code`` / ``response.status_code``     status table
+    anything else                                      its ``__cause__``, else
+                                                       UNKNOWN
+    =================================================  ==========================
+
+:func:`retry_after` reads the wait a server asked for (``retry-after-ms``, then
+``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final, TypeAlias
+
+__all__ = [
+    "NEVER_RETRIED",
+    "RETRYABLE_BY_DEFAULT",
+    "ErrorKind",
+    "classify_error",
+    "kind_for_status",
+    "retry_after",
+]
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong with a provider request, whatever SDK raised it."""
+
+    RATE_LIMIT = "rate_limit"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    SERVER_ERROR = "server_error"
+    OVERLOADED = "overloaded"
+    AUTHENTICATION = "authentication"
+    PERMISSION = "permission"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTER = "content_filter"
+    INVALID_RESPONSE = "invalid_response"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+RETRYABLE_BY_DEFAULT: Final[frozenset[ErrorKind]] = frozenset(
+    {
+        # The provider throttled this caller; the same request succeeds once the window passes.
+        ErrorKind.RATE_LIMIT,
+        # Nothing came back in time; the request itself may be fine.
+        ErrorKind.TIMEOUT,
+        # The request may never have reached the provider (refused, reset, DNS, TLS).
+        ErrorKind.CONNECTION,
+        # A 5xx (or 409 lock conflict, or an error event mid-stream) is the server's fault, not the request's.
+        ErrorKind.SERVER_ERROR,
+        # 503/529: capacity is short right now; back off and try again.
+        ErrorKind.OVERLOADED,
+    }
+)
+"""Kinds worth retrying unchanged: transient, and not caused by the request itself."""
+
+NEVER_RETRIED: Final[frozenset[ErrorKind]] = frozenset(
+    {
+        # A bad or missing key fails identically on every attempt.
+        ErrorKind.AUTHENTICATION,
+        # Forbidden, or out of credit/quota: a person has to change something first.
+        ErrorKind.PERMISSION,
+        # The request itself is invalid; resending the same bytes gets the same 4xx.
+        ErrorKind.BAD_REQUEST,
+        # A wrong model name or URL does not appear by waiting.
+        ErrorKind.NOT_FOUND,
+        # The same prompt stays too long; only truncating or summarising it can help.
+        ErrorKind.CONTEXT_LENGTH,
+        # The caller asked us to stop; retrying would defy it.
+        ErrorKind.CANCELLED,
+    }
+)
+"""Kinds a retry can never fix. CONTENT_FILTER, INVALID_RESPONSE and UNKNOWN are in neither set:
+a fresh sample may pass a filter or produce valid output, so that is the policy's call."""
+
+_MAX_CAUSE_DEPTH: Final = 5
+
+# Status codes whose meaning is specific; ranges are handled in kind_for_status.
+_STATUS_KINDS: Final[Mapping[int, ErrorKind]] = {
+    401: ErrorKind.AUTHENTICATION,
+    # 402 Payment Required: Anthropic's billing_error. Like a 403, retrying cannot help.
+    402: ErrorKind.PERMISSION,
+    403: ErrorKind.PERMISSION,
+    404: ErrorKind.NOT_FOUND,
+    408: ErrorKind.TIMEOUT,
+    # OpenAI and Anthropic use 409 for transient lock conflicts, and both SDKs retry it.
+    409: ErrorKind.SERVER_ERROR,
+    429: ErrorKind.RATE_LIMIT,
+    503: ErrorKind.OVERLOADED,
+    # Anthropic's "overloaded_error".
+    529: ErrorKind.OVERLOADED,
+}
+_CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded"})
+# Anthropic sends no code for an over-long prompt, and OpenAI-compatible servers (vLLM and
+# others) often send none either, so their documented wording is the only signal.
+_CONTEXT_LENGTH_MESSAGES: Final = ("prompt is too long", "maximum context length")
+_CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_violation"})
+# Out of money rather than over a rate: waiting a few seconds never helps.
+_BILLING_CODES: Final = frozenset(
+    {"insufficient_quota", "contract_spend_limit_reached", "enforced_spend_limit_reached"}
+)
+# The HTTP status Anthropic documents for each error.type. An error event in the middle of a
+# stream arrives on a 200 response, so the type is the only clue to what happened.
+_ANTHROPIC_TYPE_STATUS: Final[Mapping[str, int]] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def kind_for_status(status: int, code: str | None = None, message: str | None = None) -> ErrorKind:
+    """Classify an HTTP error status, refined by the provider's error code and message.
+
+    This is the one status table every SDK's errors go through; see the module docstring.
+
+    Args:
+        status: The HTTP status code.
+        code: The provider's machine-readable error code (OpenAI's ``error.code``,
+            Anthropic's ``error.details.error_code``), if any. Compared case-insensitively.
+        message: The provider's human-readable error message, if any. Only searched for
+            the context-length wordings that come without a code ("prompt is too long",
+            "maximum context length"), case-insensitively.
+
+    Returns:
+        The kind; UNKNOWN for a status that is not 4xx or 5xx.
+    """
+    if 400 <= status <= 499:
+        normalized = code.strip().lower() if code else None
+        lowered = message.lower() if message else ""
+        if normalized in _CONTEXT_LENGTH_CODES or any(marker in lowered for marker in _CONTEXT_LENGTH_MESSAGES):
+            return ErrorKind.CONTEXT_LENGTH
+        if normalized in _CONTENT_FILTER_CODES:
+            return ErrorKind.CONTENT_FILTER
+        if normalized in _BILLING_CODES:
+            return ErrorKind.PERMISSION
+        return _STATUS_KINDS.get(status, ErrorKind.BAD_REQUEST)
+    if 500 <= status <= 599:
+        return _STATUS_KINDS.get(status, ErrorKind.SERVER_ERROR)
+    return ErrorKind.UNKNOWN
+
+
+def classify_error(exc: BaseException) -> ErrorKind:
+    """Classify an exception raised by a provider SDK, its HTTP layer, or asyncio.
+
+    Never imports an SDK and never raises.
+
+    Args:
+        exc: The exception, typically caught around a model client's ``create`` or
+            ``create_stream``.
+
+    Returns:
+        The kind of failure; UNKNOWN when neither the exception nor its ``__cause__``
+        chain (up to 5 links) is recognised.
+    """
+    current: BaseException | None = exc
+    for _ in range(_MAX_CAUSE_DEPTH + 1):
+        if current is None:
+            break
+        try:
+            kind = _classify_one(current)
+        except Exception:  # callers run this inside `except`; it must not replace their exception
+            kind = ErrorKind.UNKNOWN
+        if kind is not ErrorKind.UNKNOWN:
+            return kind
+        current = current.__cause__
+    return ErrorKind.UNKNOWN
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The wait the server asked for before the next attempt, in seconds.
+
+    Read duck-typed from ``exc.response.headers`` (an ``httpx2`` or ``httpx``
+    response for openai/anthropic ``APIStatusError`` and ``HTTPStatusError``),
+    falling back to the ``__cause__`` chain. ``retry-after-ms`` (milliseconds)
+    takes precedence over ``Retry-After`` (seconds, or an HTTP-date); a header
+    that is malformed or negative is ignored.
+
+    Args:
+        exc: The exception, typically a 429 or 503.
+
+    Returns:
+        Seconds to wait (0.0 for an HTTP-date in the past), ``math.inf`` when the
+        number is too large for a float (the server wants a very long wait, so do
+        not fall back to a short backoff), or None when no usable header was sent.
+        Never raises: a broken header must not break the retry path.
+    """
+    try:
+        current: BaseException | None = exc
+        for _ in range(_MAX_CAUSE_DEPTH + 1):
+            if current is None:
+                break
+            delay = _retry_after_from_headers(_attr(_attr(current, "response"), "headers"))
+            if delay is not None:
+                return delay
+            current = current.__cause__
+    except Exception:  # documented to never raise, whatever the exception carries
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- classification
+
+
+_Handler: TypeAlias = ErrorKind | Callable[[BaseException], ErrorKind]
+# Per SDK module, (class attribute name, kind or classifier), most specific class first.
+_Rules: TypeAlias = tuple[tuple[str, _Handler], ...]
+
+
+def _openai_status(exc: BaseException) -> ErrorKind:
+    return _by_status(exc, _attr(exc, "status_code"), _attr(exc, "body")) or ErrorKind.UNKNOWN
+
+
+def _anthropic_status(exc: BaseException) -> ErrorKind:
+    body = _attr(exc, "body")
+    kind = _by_status(exc, _attr(exc, "status_code"), body)
+    if kind is not None:
+        return kind
+    error_type = _first_str(_attr(exc, "type"), _dig(body, "error", "type"))
+    status = _ANTHROPIC_TYPE_STATUS.get(error_type) if error_type else None
+    if status is None:
+        # An unrecognised error event mid-stream is still the server failing the response.
+        return ErrorKind.SERVER_ERROR
+    return kind_for_status(status, _error_code(exc, body), _error_message(exc, body))
+
+
+def _ollama_status(exc: BaseException) -> ErrorKind:
+    # -1 marks an {"error": ...} line inside a stream; the server gave up mid-response.
+    return _by_status(exc, _attr(exc, "status_code"), None) or ErrorKind.SERVER_ERROR
+
+
+def _httpx_status(exc: BaseException) -> ErrorKind:
+    response = _attr(exc, "response")
+    return _by_status(exc, _attr(response, "status_code"), _response_json(response)) or ErrorKind.UNKNOWN
+
+
+_OPENAI_RULES: Final[_Rules] = (
+    # APITimeoutError subclasses APIConnectionError, and APIResponseValidationError and
+    # APIStatusError subclass APIError, so the order matters.
+    ("APITimeoutError", ErrorKind.TIMEOUT),
+    ("APIConnectionError", ErrorKind.CONNECTION),
+    ("APIResponseValidationError", ErrorKind.INVALID_RESPONSE),
+    ("APIStatusError", _openai_status),
+    # A bare APIError is an SSE error event after the 200 was sent.
+    ("APIError", ErrorKind.SERVER_ERROR),
+    ("LengthFinishReasonError", ErrorKind.INVALID_RESPONSE),
+    ("ContentFilterFinishReasonError", ErrorKind.CONTENT_FILTER),
+)
+_ANTHROPIC_RULES: Final[_Rules] = (
+    ("APITimeoutError", ErrorKind.TIMEOUT),
+    ("APIConnectionError", ErrorKind.CONNECTION),
+    ("APIResponseValidationError", ErrorKind.INVALID_RESPONSE),
+    ("APIStatusError", _anthropic_status),
+    ("APIError", ErrorKind.SERVER_ERROR),
+    # Raised by middleware precisely to ask for a retry.
+    ("RetryableError", ErrorKind.SERVER_ERROR),
+    # Credentials that cannot be loaded will not load on the next attempt either.
+    ("CredentialsError", ErrorKind.AUTHENTICATION),
+)
+_OLLAMA_RULES: Final[_Rules] = (("ResponseError", _ollama_status),)
+_HTTPX_RULES: Final[_Rules] = (
+    # TimeoutException subclasses TransportError.
+    ("TimeoutException", ErrorKind.TIMEOUT),
+    ("TransportError", ErrorKind.CONNECTION),
+    # The body arrived but could not be decoded (e.g. broken gzip).
+    ("DecodingError", ErrorKind.INVALID_RESPONSE),
+    # A redirect loop is a misconfigured URL; it loops again on every attempt.
+    ("TooManyRedirects", ErrorKind.BAD_REQUEST),
+    ("HTTPStatusError", _httpx_status),
+)
+# openai and anthropic both use httpx2; ollama uses legacy httpx; a custom http_client may be either.
+_SDK_RULES: Final[tuple[tuple[str, _Rules], ...]] = (
+    ("openai", _OPENAI_RULES),
+    ("anthropic", _ANTHROPIC_RULES),
+    ("ollama", _OLLAMA_RULES),
+    ("httpx2", _HTTPX_RULES),
+    ("httpx", _HTTPX_RULES),
+)
+
+
+# TimeoutError is an OSError, not a ConnectionError, so the order here is only for clarity.
+_BUILTIN_RULES: Final[tuple[tuple[type[BaseException], ErrorKind], ...]] = (
+    (TimeoutError, ErrorKind.TIMEOUT),
+    (ConnectionError, ErrorKind.CONNECTION),
+    # The openai SDK lets it escape unwrapped when a body labelled application/json does not parse.
+    (json.JSONDecodeError, ErrorKind.INVALID_RESPONSE),
+)
+
+
+def _classify_one(exc: BaseException) -> ErrorKind:
+    """Classify ``exc`` alone, without looking at its cause."""
+    if not isinstance(exc, Exception):
+        # CancelledError, KeyboardInterrupt, SystemExit: a request to stop, never a provider failure.
+        return ErrorKind.CANCELLED
+    return _classify_sdk(exc) or _classify_builtin(exc) or _classify_duck_typed(exc) or ErrorKind.UNKNOWN
+
+
+def _classify_sdk(exc: BaseException) -> ErrorKind | None:
+    for module_name, rules in _SDK_RULES:
+        if module_name not in sys.modules:
+            continue
+        for class_name, handler in rules:
+            cls = _sdk_class(module_name, class_name)
+            if cls is not None and isinstance(exc, cls):
+                return handler if isinstance(handler, ErrorKind) else handler(exc)
+    return None
+
+
+def _classify_builtin(exc: BaseException) -> ErrorKind | None:
+    for cls, kind in _BUILTIN_RULES:
+        if isinstance(exc, cls):
+            return kind
+    # The openai SDK's structured-output parse() raises it for JSON that does not fit the schema.
+    validation_error = _sdk_class("pydantic_core", "ValidationError")
+    if validation_error is not None and isinstance(exc, validation_error):
+        return ErrorKind.INVALID_RESPONSE
+    return None
+
+
+def _classify_duck_typed(exc: BaseException) -> ErrorKind | None:
+    # Other SDKs: most expose the HTTP status as status_code, or on a requests-style response.
+    body = _attr(exc, "body")
+    return _by_status(exc, _attr(exc, "status_code"), body) or _by_status(
+        exc, _attr(_attr(exc, "response"), "status_code"), body
+    )
+
+
+def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | None:
+    """The status table's verdict, or None when ``status`` is not an HTTP error status."""
+    # bool is an int; True is not a status code.
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        return None
+    return kind_for_status(status, _error_code(exc, body), _error_message(exc, body))
+
+
+def _sdk_class(module_name: str, class_name: str) -> type[BaseException] | None:
+    """``module_name.class_name`` if that module is already imported and it is an exception class."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    candidate: object = getattr(module, class_name, None)
+    if isinstance(candidate, type) and issubclass(candidate, BaseException):
+        return candidate
+    return None
+
+
+def _error_code(exc: BaseException, body: object) -> str | None:
+    # openai exposes it as .code (from body["code"]), anthropic as .error_code (from
+    # body["error"]["details"]["error_code"]); other shapes nest it under "error".
+    return _first_str(
+        _attr(exc, "code"),
+        _attr(exc, "error_code"),
+        _dig(body, "code"),
+        _dig(body, "error", "code"),
+        _dig(body, "error", "details", "error_code"),
+        _dig(body, "details", "error_code"),
+    )
+
+
+def _error_message(exc: BaseException, body: object) -> str | None:
+    # ollama keeps the server's text in .error; anthropic in .api_message; openai's .message
+    # repeats it after "Error code: NNN - ".
+    found = _first_str(
+        _dig(body, "message"),
+        _dig(body, "error", "message"),
+        _attr(exc, "api_message"),
+        _attr(exc, "error"),
+        _attr(exc, "message"),
+    )
+    if found is not None:
+        return found
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not break classification
+        return None
+
+
+def _response_json(response: object) -> object:
+    """The parsed body of an httpx/httpx2 response, or None if it is unread or not JSON."""
+    if response is None:
+        return None
+    try:
+        # The SDK response types are untyped here: duck-typed across httpx and httpx2.
+        parse: object = getattr(response, "json", None)
+        return parse() if callable(parse) else None
+    except Exception:  # ResponseNotRead, JSONDecodeError, decoding errors alike
+        return None
+
+
+def _attr(obj: object, name: str) -> object:
+    """``getattr(obj, name, None)``, also when the attribute is a property that raises."""
+    if obj is None:
+        return None
+    try:
+        value: object = getattr(obj, name, None)
+    except Exception:  # classification must survive odd exception objects
+        return None
+    return value
+
+
+def _dig(obj: object, *path: str) -> object:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _first_str(*candidates: object) -> str | None:
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- Retry-After
+
+
+def _retry_after_from_headers(headers: object) -> float | None:
+    if headers is None:
+        return None
+    millis = _parse_delay(_header(headers, "retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    raw = _header(headers, "retry-after")
+    seconds = _parse_delay(raw)
+    if seconds is not None:
+        return seconds
+    return _parse_http_date(raw)
+
+
+def _header(headers: object, name: str) -> str | None:
+    """A header value, case-insensitively, from httpx/httpx2 ``Headers`` or a plain mapping."""
+    value: object = None
+    if isinstance(headers, Mapping):
+        # httpx and httpx2 Headers are Mappings with case-insensitive get(); a dict is not.
+        value = headers.get(name)
+        if value is None:
+            value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name), None)
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.strip() if isinstance(value, str) else None
+
+
+def _parse_delay(raw: str | None) -> float | None:
+    """A non-negative number of units, ``math.inf`` for one too big for a float, else None."""
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if math.isnan(value) or value < 0:
+        return None
+    if math.isinf(value):
+        # "inf" spelled out is nonsense, but 400 digits is a server asking for a very long wait.
+        return None if any(c.isalpha() and c not in "eE" for c in raw) else math.inf
+    return value
+
+
+def _parse_http_date(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        # RFC 9110: an HTTP-date is always GMT; "-0000" parses as naive.
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

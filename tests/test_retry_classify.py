@@ -1,0 +1,1008 @@
+"""classify_error / retry_after against exceptions the real SDKs raise.
+
+OpenAI errors are produced over real HTTP by `FakeOpenAIServer`; Anthropic and
+Ollama errors by their real clients over a mock transport, or by constructing
+their real exception classes; httpx/httpx2 errors by their own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from types import ModuleType
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import ollama
+import openai
+import pydantic
+import pytest
+from autogen_core.models import UserMessage
+
+from autogen_reliability.retry.classify import (
+    NEVER_RETRIED,
+    RETRYABLE_BY_DEFAULT,
+    ErrorKind,
+    classify_error,
+    kind_for_status,
+    retry_after,
+)
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from tests.conftest import MODEL, OpenAIClientFactory
+
+K = ErrorKind
+CHAT: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+async def raised(call: Callable[[], Awaitable[object]]) -> Exception:
+    """The exception ``call()`` raises; fails the test if it returns."""
+    try:
+        await call()
+    except Exception as exc:
+        return exc
+    pytest.fail("expected the call to raise")
+
+
+async def drain(stream: AsyncIterator[Any], into: list[Any] | None = None) -> None:
+    async for item in stream:
+        if into is not None:
+            into.append(item)
+
+
+def cause_chain(exc: BaseException) -> list[type[BaseException]]:
+    chain: list[type[BaseException]] = []
+    current: BaseException | None = exc
+    while current is not None:
+        chain.append(type(current))
+        current = current.__cause__
+    return chain
+
+
+@pytest.fixture
+async def sdk(server: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=0.2) as client:
+        yield client
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A localhost port nothing listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+# --------------------------------------------------------------------------- the public contract
+
+
+def test_error_kind_values_are_a_public_contract() -> None:
+    assert {kind.name: kind.value for kind in ErrorKind} == {
+        "RATE_LIMIT": "rate_limit",
+        "TIMEOUT": "timeout",
+        "CONNECTION": "connection",
+        "SERVER_ERROR": "server_error",
+        "OVERLOADED": "overloaded",
+        "AUTHENTICATION": "authentication",
+        "PERMISSION": "permission",
+        "BAD_REQUEST": "bad_request",
+        "NOT_FOUND": "not_found",
+        "CONTEXT_LENGTH": "context_length",
+        "CONTENT_FILTER": "content_filter",
+        "INVALID_RESPONSE": "invalid_response",
+        "CANCELLED": "cancelled",
+        "UNKNOWN": "unknown",
+    }
+
+
+def test_default_retry_sets() -> None:
+    assert frozenset({K.RATE_LIMIT, K.TIMEOUT, K.CONNECTION, K.SERVER_ERROR, K.OVERLOADED}) == RETRYABLE_BY_DEFAULT
+    assert (
+        frozenset({K.AUTHENTICATION, K.PERMISSION, K.BAD_REQUEST, K.NOT_FOUND, K.CONTEXT_LENGTH, K.CANCELLED})
+        == NEVER_RETRIED
+    )
+    assert not RETRYABLE_BY_DEFAULT & NEVER_RETRIED
+    # Left to the policy: a fresh sample may pass the filter or parse.
+    assert set(ErrorKind) - RETRYABLE_BY_DEFAULT - NEVER_RETRIED == {K.CONTENT_FILTER, K.INVALID_RESPONSE, K.UNKNOWN}
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "expected"),
+    [
+        (400, None, None, K.BAD_REQUEST),
+        (400, "context_length_exceeded", None, K.CONTEXT_LENGTH),
+        (400, "Context_Length_Exceeded", None, K.CONTEXT_LENGTH),
+        (400, None, "prompt is too long: 208310 tokens > 200000 maximum", K.CONTEXT_LENGTH),
+        (400, None, "This model's maximum context length is 8192 tokens.", K.CONTEXT_LENGTH),
+        (400, "content_filter", None, K.CONTENT_FILTER),
+        (400, "content_policy_violation", None, K.CONTENT_FILTER),
+        (401, "invalid_api_key", None, K.AUTHENTICATION),
+        (402, None, None, K.PERMISSION),
+        (403, None, None, K.PERMISSION),
+        (404, None, None, K.NOT_FOUND),
+        (408, None, None, K.TIMEOUT),
+        (409, None, None, K.SERVER_ERROR),
+        (413, None, None, K.BAD_REQUEST),
+        (413, "context_length_exceeded", None, K.CONTEXT_LENGTH),
+        (418, None, None, K.BAD_REQUEST),
+        (422, None, None, K.BAD_REQUEST),
+        (429, "rate_limit_exceeded", None, K.RATE_LIMIT),
+        (429, "insufficient_quota", None, K.PERMISSION),
+        (429, "enforced_spend_limit_reached", None, K.PERMISSION),
+        (429, "contract_spend_limit_reached", None, K.PERMISSION),
+        (500, None, None, K.SERVER_ERROR),
+        (501, None, None, K.SERVER_ERROR),
+        (502, None, None, K.SERVER_ERROR),
+        (503, None, None, K.OVERLOADED),
+        (504, None, None, K.SERVER_ERROR),
+        (529, None, None, K.OVERLOADED),
+        # Codes and context-length wording only refine 4xx: a 5xx stays a server fault.
+        (500, "context_length_exceeded", "prompt is too long", K.SERVER_ERROR),
+        (200, None, None, K.UNKNOWN),
+        (302, None, None, K.UNKNOWN),
+        (-1, None, None, K.UNKNOWN),
+        (600, None, None, K.UNKNOWN),
+    ],
+)
+def test_kind_for_status(status: int, code: str | None, message: str | None, expected: ErrorKind) -> None:
+    assert kind_for_status(status, code, message) is expected
+
+
+# --------------------------------------------------------------------------- openai, over real HTTP
+
+
+@pytest.mark.parametrize(
+    ("reply", "exc_type", "expected"),
+    [
+        pytest.param(FakeReply.error(429), openai.RateLimitError, K.RATE_LIMIT, id="429"),
+        pytest.param(
+            FakeReply.error(
+                429, "You exceeded your current quota.", type="insufficient_quota", code="insufficient_quota"
+            ),
+            openai.RateLimitError,
+            K.PERMISSION,
+            id="429-insufficient_quota",
+        ),
+        pytest.param(
+            FakeReply.error(
+                400, "This model's maximum context length is 128000 tokens.", code="context_length_exceeded"
+            ),
+            openai.BadRequestError,
+            K.CONTEXT_LENGTH,
+            id="400-context_length_exceeded",
+        ),
+        pytest.param(
+            # Context length is recognised by the code, not by the message.
+            FakeReply.error(400, "Too many tokens.", code="context_length_exceeded"),
+            openai.BadRequestError,
+            K.CONTEXT_LENGTH,
+            id="400-context_length_exceeded-code-only",
+        ),
+        pytest.param(FakeReply.error(400), openai.BadRequestError, K.BAD_REQUEST, id="400"),
+        pytest.param(
+            FakeReply.error(400, "The response was filtered.", code="content_filter"),
+            openai.BadRequestError,
+            K.CONTENT_FILTER,
+            id="400-azure-content_filter",
+        ),
+        pytest.param(
+            FakeReply.error(400, "Rejected by the safety system.", code="content_policy_violation"),
+            openai.BadRequestError,
+            K.CONTENT_FILTER,
+            id="400-content_policy_violation",
+        ),
+        pytest.param(FakeReply.error(401), openai.AuthenticationError, K.AUTHENTICATION, id="401"),
+        pytest.param(FakeReply.error(403), openai.PermissionDeniedError, K.PERMISSION, id="403"),
+        pytest.param(FakeReply.error(404), openai.NotFoundError, K.NOT_FOUND, id="404"),
+        # openai has no dedicated classes for 408 and 413: they arrive as the base APIStatusError.
+        pytest.param(FakeReply.error(408), openai.APIStatusError, K.TIMEOUT, id="408"),
+        pytest.param(FakeReply.error(409), openai.ConflictError, K.SERVER_ERROR, id="409"),
+        pytest.param(FakeReply.error(413), openai.APIStatusError, K.BAD_REQUEST, id="413"),
+        pytest.param(FakeReply.error(422), openai.UnprocessableEntityError, K.BAD_REQUEST, id="422"),
+        pytest.param(FakeReply.error(500), openai.InternalServerError, K.SERVER_ERROR, id="500"),
+        pytest.param(FakeReply.error(502), openai.InternalServerError, K.SERVER_ERROR, id="502"),
+        # No dedicated 503/529 classes either: the status code is what tells overload apart.
+        pytest.param(FakeReply.error(503), openai.InternalServerError, K.OVERLOADED, id="503"),
+        pytest.param(FakeReply.error(504), openai.InternalServerError, K.SERVER_ERROR, id="504"),
+        pytest.param(FakeReply.error(529), openai.InternalServerError, K.OVERLOADED, id="529"),
+        pytest.param(
+            FakeReply.malformed(b"<html>Bad gateway</html>", status=502, content_type="text/html"),
+            openai.InternalServerError,
+            K.SERVER_ERROR,
+            id="502-html-proxy-page",
+        ),
+        pytest.param(FakeReply.reset(), openai.APIConnectionError, K.CONNECTION, id="connection-reset"),
+        pytest.param(
+            FakeReply.text("Hello there", disconnect_after_chunks=1),
+            openai.APIConnectionError,
+            K.CONNECTION,
+            id="reset-mid-body",
+        ),
+        pytest.param(FakeReply.text("late", delay=2), openai.APITimeoutError, K.TIMEOUT, id="read-timeout"),
+        # The SDK does not wrap it: a body that claims JSON but does not parse escapes raw.
+        pytest.param(FakeReply.malformed(b"{not json"), json.JSONDecodeError, K.INVALID_RESPONSE, id="malformed-json"),
+    ],
+)
+async def test_openai_errors_over_http(
+    server: FakeOpenAIServer,
+    sdk: openai.AsyncOpenAI,
+    reply: FakeReply,
+    exc_type: type[Exception],
+    expected: ErrorKind,
+) -> None:
+    server.enqueue(reply)
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert type(exc) is exc_type
+    assert classify_error(exc) is expected
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "exc_type", "expected"),
+    [
+        pytest.param(FakeReply.error(429), openai.RateLimitError, K.RATE_LIMIT, id="429-before-first-chunk"),
+        pytest.param(FakeReply.error(503), openai.InternalServerError, K.OVERLOADED, id="503-before-first-chunk"),
+        # An SSE `event: error` after the 200: a bare APIError with no status code.
+        pytest.param(
+            FakeReply.text("Hello from fake", error_after_chunks=1), openai.APIError, K.SERVER_ERROR, id="sse-error"
+        ),
+        pytest.param(
+            FakeReply.text("Hello from fake", disconnect_after_chunks=1),
+            openai.APIConnectionError,
+            K.CONNECTION,
+            id="reset-mid-stream",
+        ),
+    ],
+)
+async def test_openai_stream_errors_over_http(
+    server: FakeOpenAIServer,
+    sdk: openai.AsyncOpenAI,
+    reply: FakeReply,
+    exc_type: type[Exception],
+    expected: ErrorKind,
+) -> None:
+    server.enqueue(reply)
+
+    async def consume() -> None:
+        stream = await sdk.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+        await drain(stream)
+
+    exc = await raised(consume)
+
+    assert type(exc) is exc_type
+    assert classify_error(exc) is expected
+
+
+async def test_openai_sse_error_arrives_after_chunks_and_has_no_status(
+    server: FakeOpenAIServer, sdk: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
+    chunks: list[Any] = []
+
+    async def consume() -> None:
+        stream = await sdk.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+        await drain(stream, chunks)
+
+    exc = await raised(consume)
+
+    assert any(chunk.choices and chunk.choices[0].delta.content for chunk in chunks)
+    assert not hasattr(exc, "status_code")
+    assert classify_error(exc) is K.SERVER_ERROR
+
+
+async def test_openai_causes_classify_like_the_wrapper(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.text("late", delay=2))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert cause_chain(exc)[:2] == [openai.APITimeoutError, httpx2.ReadTimeout]
+    assert exc.__cause__ is not None
+    assert classify_error(exc.__cause__) is K.TIMEOUT
+
+
+async def test_openai_connection_refused(closed_port: int) -> None:
+    async with openai.AsyncOpenAI(
+        api_key="sk-test", base_url=f"http://127.0.0.1:{closed_port}/v1", max_retries=0
+    ) as client:
+        exc = await raised(lambda: client.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert cause_chain(exc)[:2] == [openai.APIConnectionError, httpx2.ConnectError]
+    assert classify_error(exc) is K.CONNECTION
+    assert exc.__cause__ is not None
+    assert classify_error(exc.__cause__) is K.CONNECTION
+
+
+class Answer(pydantic.BaseModel):
+    value: int
+
+
+@pytest.mark.parametrize(
+    ("reply", "exc_type", "expected"),
+    [
+        pytest.param(
+            FakeReply.text('{"value": 1', finish_reason="length"),
+            openai.LengthFinishReasonError,
+            K.INVALID_RESPONSE,
+            id="length",
+        ),
+        pytest.param(
+            FakeReply.text('{"value": 1}', finish_reason="content_filter"),
+            openai.ContentFilterFinishReasonError,
+            K.CONTENT_FILTER,
+            id="content_filter",
+        ),
+        pytest.param(
+            FakeReply.text('{"value": "not a number"}'),
+            pydantic.ValidationError,
+            K.INVALID_RESPONSE,
+            id="schema-mismatch",
+        ),
+    ],
+)
+async def test_openai_structured_output_errors(
+    server: FakeOpenAIServer,
+    sdk: openai.AsyncOpenAI,
+    reply: FakeReply,
+    exc_type: type[Exception],
+    expected: ErrorKind,
+) -> None:
+    server.enqueue(reply)
+
+    exc = await raised(lambda: sdk.chat.completions.parse(model=MODEL, messages=CHAT, response_format=Answer))
+
+    assert isinstance(exc, exc_type)
+    assert classify_error(exc) is expected
+
+
+def test_openai_response_validation_error() -> None:
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions")
+    response = httpx2.Response(200, request=request, text="<html>")
+
+    exc = openai.APIResponseValidationError(response=response, body="<html>")
+
+    # It carries status_code 200 and subclasses APIError; neither may decide its kind.
+    assert classify_error(exc) is K.INVALID_RESPONSE
+
+
+# --------------------------------------------------------------------------- AutoGen's OpenAI client
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        pytest.param(FakeReply.error(429), K.RATE_LIMIT, id="429"),
+        pytest.param(FakeReply.error(400, code="context_length_exceeded"), K.CONTEXT_LENGTH, id="context-length"),
+        pytest.param(FakeReply.error(503), K.OVERLOADED, id="503"),
+        pytest.param(FakeReply.text("late", delay=2), K.TIMEOUT, id="timeout"),
+        pytest.param(FakeReply.reset(), K.CONNECTION, id="reset"),
+        pytest.param(FakeReply.malformed(b"{not json"), K.INVALID_RESPONSE, id="malformed-json"),
+        # AutoGen returns the SDK's str for a non-JSON 200 and then fails on `.usage` with an
+        # AttributeError: a bug, not a provider failure, so it stays UNKNOWN (never guessed at).
+        pytest.param(FakeReply.malformed(b"<html>", content_type="text/html"), K.UNKNOWN, id="html-200"),
+    ],
+)
+async def test_autogen_client_create(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, reply: FakeReply, expected: ErrorKind
+) -> None:
+    client = make_openai_client(timeout=0.2)
+    server.enqueue(reply)
+
+    exc = await raised(lambda: client.create([UserMessage(content="hi", source="user")]))
+
+    assert classify_error(exc) is expected
+
+
+async def test_autogen_client_stream_error_after_chunks(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = make_openai_client()
+    server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
+    received: list[Any] = []
+
+    exc = await raised(lambda: drain(client.create_stream([UserMessage(content="hi", source="user")]), received))
+
+    assert received  # the failure comes after text was already handed to the consumer
+    assert type(exc) is openai.APIError
+    assert classify_error(exc) is K.SERVER_ERROR
+
+
+# --------------------------------------------------------------------------- retry_after on real 429s
+
+
+def _http_date(delta: timedelta) -> str:
+    return format_datetime(datetime.now(UTC) + delta, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"Retry-After": "1"}, 1.0, id="seconds"),
+        pytest.param({"Retry-After": "1.5"}, 1.5, id="fractional-seconds"),
+        pytest.param({"Retry-After": "0"}, 0.0, id="zero"),
+        pytest.param({"retry-after-ms": "200"}, 0.2, id="milliseconds"),
+        pytest.param({"retry-after-ms": "200", "Retry-After": "5"}, 0.2, id="ms-takes-precedence"),
+        pytest.param({"retry-after-ms": "soon", "Retry-After": "2"}, 2.0, id="bad-ms-falls-back"),
+        pytest.param({"retry-after-ms": "-5", "Retry-After": "2"}, 2.0, id="negative-ms-falls-back"),
+        pytest.param({"Retry-After": _http_date(timedelta(days=-1))}, 0.0, id="date-in-the-past"),
+        pytest.param({"Retry-After": "soon"}, None, id="garbage"),
+        pytest.param({"Retry-After": "-1"}, None, id="negative"),
+        pytest.param({"Retry-After": "nan"}, None, id="nan"),
+        pytest.param({"Retry-After": "inf"}, None, id="inf-literal"),
+        pytest.param({"Retry-After": "9" * 400}, math.inf, id="overflow-means-very-long"),
+        pytest.param({}, None, id="no-header"),
+    ],
+)
+async def test_retry_after_on_real_429(
+    server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, headers: dict[str, str], expected: float | None
+) -> None:
+    server.enqueue(FakeReply.error(429, headers=headers))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert isinstance(exc, openai.RateLimitError)
+    assert type(exc.response) is httpx2.Response
+    assert retry_after(exc) == (pytest.approx(expected) if expected is not None else None)
+
+
+async def test_retry_after_http_date(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": _http_date(timedelta(seconds=30))}))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    delay = retry_after(exc)
+    # HTTP-dates have whole-second resolution.
+    assert delay is not None
+    assert 28 <= delay <= 30
+
+
+async def test_retry_after_on_503(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
+    server.enqueue(FakeReply.error(503, headers={"Retry-After": "3"}))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert (classify_error(exc), retry_after(exc)) == (K.OVERLOADED, 3.0)
+
+
+class _ExplodingResponse:
+    @property
+    def headers(self) -> object:
+        raise RuntimeError("broken response object")
+
+
+class _BadHeaders(dict[str, str]):
+    def get(self, *args: object, **kwargs: object) -> Any:
+        raise ValueError("broken headers")
+
+
+class _WithResponse(Exception):
+    def __init__(self, response: object) -> None:
+        super().__init__("wrapped")
+        self.response = response
+
+
+class _Plain:
+    def __init__(self, **attributes: object) -> None:
+        self.__dict__.update(attributes)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        pytest.param(TimeoutError(), None, id="no-response"),
+        pytest.param(_WithResponse(None), None, id="response-none"),
+        pytest.param(_WithResponse(_ExplodingResponse()), None, id="headers-property-raises"),
+        pytest.param(_WithResponse(_Plain(headers=_BadHeaders())), None, id="headers-get-raises"),
+        pytest.param(_WithResponse(_Plain(headers=["retry-after", "1"])), None, id="headers-not-a-mapping"),
+        pytest.param(_WithResponse(_Plain(headers={"Retry-After": "4"})), 4.0, id="plain-dict-any-case"),
+        pytest.param(_WithResponse(_Plain(headers={"retry-after": b"4"})), 4.0, id="bytes-value"),
+        pytest.param(_WithResponse(httpx.Response(429, headers={"Retry-After": "2"})), 2.0, id="legacy-httpx-response"),
+    ],
+)
+def test_retry_after_is_duck_typed_and_never_raises(exc: BaseException, expected: float | None) -> None:
+    assert retry_after(exc) == expected
+
+
+def test_retry_after_follows_the_cause() -> None:
+    request = httpx.Request("POST", "http://ollama.local/api/chat")
+    response = httpx.Response(429, request=request, headers={"retry-after-ms": "1500"})
+    try:
+        response.raise_for_status()
+    except httpx.HTTPStatusError as inner:
+        outer = RuntimeError("provider call failed")
+        outer.__cause__ = inner
+
+    assert retry_after(outer) == 1.5
+    assert classify_error(outer) is K.RATE_LIMIT
+
+
+# --------------------------------------------------------------------------- anthropic
+
+
+_ANTHROPIC_URL = "https://api.anthropic.com/v1/messages"
+
+
+def _anthropic_body(error_type: str, message: str, error_code: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return {"type": "error", "error": error}
+
+
+def _anthropic_status_error(
+    cls: type[anthropic.APIStatusError], status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> anthropic.APIStatusError:
+    # The SDK's own shape: an httpx2 response, and the full {"type": "error", "error": {...}} body.
+    request = httpx2.Request("POST", _ANTHROPIC_URL)
+    response = httpx2.Response(status, request=request, json=body, headers=headers)
+    return cls(f"Error code: {status} - {body}", response=response, body=body)
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "body", "expected"),
+    [
+        (anthropic.RateLimitError, 429, _anthropic_body("rate_limit_error", "Too many requests"), K.RATE_LIMIT),
+        (anthropic.OverloadedError, 529, _anthropic_body("overloaded_error", "Overloaded"), K.OVERLOADED),
+        (
+            anthropic.BadRequestError,
+            400,
+            _anthropic_body("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum"),
+            K.CONTEXT_LENGTH,
+        ),
+        (
+            anthropic.BadRequestError,
+            400,
+            _anthropic_body("invalid_request_error", "max_tokens: Field required"),
+            K.BAD_REQUEST,
+        ),
+        (
+            anthropic.AuthenticationError,
+            401,
+            _anthropic_body("authentication_error", "invalid x-api-key"),
+            K.AUTHENTICATION,
+        ),
+        (anthropic.PaymentRequiredError, 402, _anthropic_body("billing_error", "Credit balance too low"), K.PERMISSION),
+        (anthropic.PermissionDeniedError, 403, _anthropic_body("permission_error", "Not allowed"), K.PERMISSION),
+        (anthropic.NotFoundError, 404, _anthropic_body("not_found_error", "model: claude-x"), K.NOT_FOUND),
+        (anthropic.RequestTimeoutError, 408, _anthropic_body("timeout_error", "Request timeout"), K.TIMEOUT),
+        (anthropic.ConflictError, 409, _anthropic_body("conflict_error", "Conflict"), K.SERVER_ERROR),
+        (anthropic.ContentTooLargeError, 413, _anthropic_body("request_too_large", "Request too large"), K.BAD_REQUEST),
+        (anthropic.InternalServerError, 500, _anthropic_body("api_error", "Internal server error"), K.SERVER_ERROR),
+        (anthropic.ServiceUnavailableError, 503, _anthropic_body("api_error", "Unavailable"), K.OVERLOADED),
+        (anthropic.GatewayTimeoutError, 504, _anthropic_body("timeout_error", "Gateway timeout"), K.SERVER_ERROR),
+        (
+            anthropic.EnforcedSpendLimitReachedError,
+            429,
+            _anthropic_body("rate_limit_error", "Spend limit reached", "enforced_spend_limit_reached"),
+            K.PERMISSION,
+        ),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else None,
+)
+def test_anthropic_status_errors(
+    cls: type[anthropic.APIStatusError], status: int, body: dict[str, Any], expected: ErrorKind
+) -> None:
+    exc = _anthropic_status_error(cls, status, body)
+
+    assert exc.status_code == status
+    assert classify_error(exc) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        pytest.param(
+            anthropic.APITimeoutError(request=httpx2.Request("POST", _ANTHROPIC_URL)), K.TIMEOUT, id="timeout"
+        ),
+        pytest.param(
+            anthropic.APIConnectionError(request=httpx2.Request("POST", _ANTHROPIC_URL)), K.CONNECTION, id="connection"
+        ),
+        pytest.param(
+            anthropic.APIResponseValidationError(
+                response=httpx2.Response(200, request=httpx2.Request("POST", _ANTHROPIC_URL)), body=None
+            ),
+            K.INVALID_RESPONSE,
+            id="response-validation",
+        ),
+        pytest.param(anthropic.CredentialsError("no credentials found"), K.AUTHENTICATION, id="credentials"),
+        pytest.param(anthropic.RetryableError("middleware asked for a retry"), K.SERVER_ERROR, id="retryable"),
+    ],
+)
+def test_anthropic_other_errors(exc: Exception, expected: ErrorKind) -> None:
+    assert classify_error(exc) is expected
+
+
+def _anthropic_client(handler: Callable[[httpx2.Request], httpx2.Response]) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
+        api_key="sk-ant-test",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+
+
+async def _anthropic_create(client: anthropic.AsyncAnthropic, *, stream: bool = False) -> None:
+    if stream:
+        events = await client.messages.create(
+            model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        await drain(events)
+    else:
+        await client.messages.create(model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_anthropic_sdk_429_with_retry_after() -> None:
+    body = _anthropic_body("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(429, json=body, headers={"retry-after": "3"})
+
+    async with _anthropic_client(handler) as client:
+        exc = await raised(lambda: _anthropic_create(client))
+
+    assert type(exc) is anthropic.RateLimitError
+    assert (classify_error(exc), retry_after(exc)) == (K.RATE_LIMIT, 3.0)
+
+
+async def test_anthropic_sdk_prompt_too_long() -> None:
+    body = _anthropic_body("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum")
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(400, json=body)
+
+    async with _anthropic_client(handler) as client:
+        exc = await raised(lambda: _anthropic_create(client))
+
+    assert type(exc) is anthropic.BadRequestError
+    assert classify_error(exc) is K.CONTEXT_LENGTH
+
+
+_MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [],
+        "model": "claude-test",
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("error_type", "expected"),
+    [
+        ("overloaded_error", K.OVERLOADED),
+        ("rate_limit_error", K.RATE_LIMIT),
+        ("api_error", K.SERVER_ERROR),
+        ("some_future_error", K.SERVER_ERROR),
+    ],
+)
+async def test_anthropic_sdk_error_event_mid_stream(error_type: str, expected: ErrorKind) -> None:
+    sse = (
+        f"event: message_start\ndata: {json.dumps(_MESSAGE_START)}\n\n"
+        f"event: error\ndata: {json.dumps(_anthropic_body(error_type, 'Overloaded'))}\n\n"
+    ).encode()
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+
+    async with _anthropic_client(handler) as client:
+        exc = await raised(lambda: _anthropic_create(client, stream=True))
+
+    # The SDK builds the error from the 200 stream response: its status says nothing.
+    assert type(exc) is anthropic.APIStatusError
+    assert exc.status_code == 200
+    assert classify_error(exc) is expected
+
+
+async def test_anthropic_sdk_timeout() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("timed out", request=request)
+
+    async with _anthropic_client(handler) as client:
+        exc = await raised(lambda: _anthropic_create(client))
+
+    assert cause_chain(exc) == [anthropic.APITimeoutError, httpx2.ReadTimeout]
+    assert classify_error(exc) is K.TIMEOUT
+
+
+# --------------------------------------------------------------------------- ollama
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        pytest.param(ollama.ResponseError("too many requests", status_code=429), K.RATE_LIMIT, id="429"),
+        pytest.param(ollama.ResponseError('{"error": "model not found"}', status_code=404), K.NOT_FOUND, id="404"),
+        pytest.param(ollama.ResponseError("server busy", status_code=503), K.OVERLOADED, id="503"),
+        pytest.param(ollama.ResponseError("llama runner crashed", status_code=500), K.SERVER_ERROR, id="500"),
+        pytest.param(ollama.ResponseError("error line in a stream"), K.SERVER_ERROR, id="in-stream-minus-1"),
+        pytest.param(ConnectionError("Failed to connect to Ollama."), K.CONNECTION, id="builtin-ConnectionError"),
+    ],
+)
+def test_ollama_errors(exc: Exception, expected: ErrorKind) -> None:
+    assert classify_error(exc) is expected
+
+
+async def _ollama_chat(client: ollama.AsyncClient, *, stream: bool = False) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    if stream:
+        await drain(await client.chat(model="llama3", messages=messages, stream=True))
+    else:
+        await client.chat(model="llama3", messages=messages)
+
+
+def _ollama_client(handler: Callable[[httpx.Request], httpx.Response]) -> ollama.AsyncClient:
+    return ollama.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_ollama_sdk_status_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json={"error": "too many requests"})
+
+    async with _ollama_client(handler) as client:
+        exc = await raised(lambda: _ollama_chat(client))
+
+    assert type(exc) is ollama.ResponseError
+    assert exc.status_code == 429
+    assert classify_error(exc) is K.RATE_LIMIT
+
+
+async def test_ollama_sdk_error_line_mid_stream() -> None:
+    chunk = {"model": "llama3", "created_at": "2025-01-01T00:00:00Z", "message": {"role": "assistant", "content": "Hi"}}
+    body = json.dumps({**chunk, "done": False}) + "\n" + json.dumps({"error": "llama runner crashed"}) + "\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body.encode())
+
+    async with _ollama_client(handler) as client:
+        exc = await raised(lambda: _ollama_chat(client, stream=True))
+
+    assert type(exc) is ollama.ResponseError
+    assert exc.status_code == -1
+    assert classify_error(exc) is K.SERVER_ERROR
+
+
+@pytest.mark.parametrize(
+    ("stream", "exc_type"),
+    [
+        # Non-streaming calls turn httpx.ConnectError into the builtin; streaming ones do not wrap it.
+        pytest.param(False, ConnectionError, id="create"),
+        pytest.param(True, httpx.ConnectError, id="stream"),
+    ],
+)
+async def test_ollama_sdk_connect_failure(stream: bool, exc_type: type[Exception]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("All connection attempts failed", request=request)
+
+    async with _ollama_client(handler) as client:
+        exc = await raised(lambda: _ollama_chat(client, stream=stream))
+
+    assert type(exc) is exc_type
+    assert classify_error(exc) is K.CONNECTION
+
+
+# --------------------------------------------------------------------------- httpx and httpx2
+
+
+@pytest.fixture(params=[httpx, httpx2], ids=["httpx", "httpx2"])
+def http(request: pytest.FixtureRequest) -> ModuleType:
+    module: ModuleType = request.param
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("ReadTimeout", K.TIMEOUT),
+        ("ConnectTimeout", K.TIMEOUT),
+        ("WriteTimeout", K.TIMEOUT),
+        ("PoolTimeout", K.TIMEOUT),
+        ("ConnectError", K.CONNECTION),
+        ("ReadError", K.CONNECTION),
+        ("WriteError", K.CONNECTION),
+        ("RemoteProtocolError", K.CONNECTION),
+        ("ProxyError", K.CONNECTION),
+        ("DecodingError", K.INVALID_RESPONSE),
+        ("TooManyRedirects", K.BAD_REQUEST),
+    ],
+)
+def test_httpx_request_errors(http: ModuleType, name: str, expected: ErrorKind) -> None:
+    request = http.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    exc = getattr(http, name)("failed", request=request)
+
+    assert classify_error(exc) is expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (429, None, K.RATE_LIMIT),
+        (429, {"error": {"code": "insufficient_quota", "message": "quota"}}, K.PERMISSION),
+        (400, {"error": {"type": "invalid_request_error", "message": "prompt is too long"}}, K.CONTEXT_LENGTH),
+        (401, None, K.AUTHENTICATION),
+        (404, None, K.NOT_FOUND),
+        (503, None, K.OVERLOADED),
+        (500, None, K.SERVER_ERROR),
+    ],
+)
+def test_httpx_status_errors(http: ModuleType, status: int, body: object, expected: ErrorKind) -> None:
+    request = http.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    response = (
+        http.Response(status, request=request, json=body)
+        if body is not None
+        else http.Response(status, request=request)
+    )
+    with pytest.raises(http.HTTPStatusError) as info:
+        response.raise_for_status()
+
+    assert classify_error(info.value) is expected
+
+
+async def test_httpx_status_error_with_unread_stream_body(http: ModuleType) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"error": {"code": "insufficient_quota"}}'
+
+    def handler(request: Any) -> Any:
+        # An async iterator, unlike bytes, leaves the body unread until the caller reads it.
+        return http.Response(429, content=body())
+
+    async with (
+        http.AsyncClient(transport=http.MockTransport(handler)) as client,
+        client.stream("POST", "http://127.0.0.1/v1/chat/completions") as response,
+    ):
+        with pytest.raises(http.HTTPStatusError) as info:
+            response.raise_for_status()
+
+        # The body is unread, so its code is unknowable: the status alone decides, without raising.
+        assert classify_error(info.value) is K.RATE_LIMIT
+
+
+# --------------------------------------------------------------------------- builtins, causes, duck typing
+
+
+class _Unknown(Exception):
+    pass
+
+
+class _StatusError(Exception):
+    def __init__(self, status_code: object, **attributes: object) -> None:
+        super().__init__(f"status {status_code}")
+        self.status_code = status_code
+        self.__dict__.update(attributes)
+
+
+class _ExplodingBody(dict[str, object]):
+    def get(self, *args: object, **kwargs: object) -> Any:
+        raise RuntimeError("broken body mapping")
+
+
+class _ExplodingCode(Exception):
+    status_code = 429
+
+    @property
+    def code(self) -> str:
+        raise RuntimeError("broken property")
+
+
+def _chained(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+def _chain_of(depth: int, innermost: BaseException) -> BaseException:
+    exc = innermost
+    for level in range(depth):
+        exc = _chained(_Unknown(f"level {level}"), exc)
+    return exc
+
+
+def _json_error() -> json.JSONDecodeError:
+    try:
+        json.loads("{not json")
+    except json.JSONDecodeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def _validation_error() -> pydantic.ValidationError:
+    try:
+        Answer.model_validate({"value": "nope"})
+    except pydantic.ValidationError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def _openai_rate_limit() -> openai.RateLimitError:
+    request = httpx2.Request("POST", "https://api.openai.com/v1/chat/completions")
+    body = {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}
+    return openai.RateLimitError("Error code: 429", response=httpx2.Response(429, request=request), body=body)
+
+
+def _cycle() -> BaseException:
+    first, second = _Unknown("a"), _Unknown("b")
+    first.__cause__, second.__cause__ = second, first
+    return first
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        pytest.param(asyncio.CancelledError(), K.CANCELLED, id="CancelledError"),
+        pytest.param(KeyboardInterrupt(), K.CANCELLED, id="KeyboardInterrupt"),
+        pytest.param(TimeoutError(), K.TIMEOUT, id="TimeoutError"),
+        pytest.param(ConnectionResetError(104, "reset by peer"), K.CONNECTION, id="ConnectionResetError"),
+        pytest.param(ConnectionRefusedError(111, "refused"), K.CONNECTION, id="ConnectionRefusedError"),
+        pytest.param(BrokenPipeError(), K.CONNECTION, id="BrokenPipeError"),
+        pytest.param(_json_error(), K.INVALID_RESPONSE, id="JSONDecodeError"),
+        pytest.param(_validation_error(), K.INVALID_RESPONSE, id="pydantic.ValidationError"),
+        pytest.param(ValueError("something else"), K.UNKNOWN, id="unknown"),
+        pytest.param(OSError("disk full"), K.UNKNOWN, id="other-OSError"),
+        pytest.param(_chained(_Unknown("wrapped"), _openai_rate_limit()), K.RATE_LIMIT, id="cause-is-RateLimitError"),
+        pytest.param(_chain_of(5, TimeoutError()), K.TIMEOUT, id="cause-5-deep"),
+        pytest.param(_chain_of(6, TimeoutError()), K.UNKNOWN, id="cause-too-deep"),
+        pytest.param(_cycle(), K.UNKNOWN, id="cause-cycle"),
+        # The wrapper's kind wins over its cause's.
+        pytest.param(_chained(TimeoutError(), ConnectionResetError()), K.TIMEOUT, id="outer-wins"),
+        # AutoGen teams re-raise provider errors as RuntimeError("RateLimitError: Error code: 429 ...")
+        # with no cause; the text is not trusted.
+        pytest.param(RuntimeError("RateLimitError: Error code: 429 - rate limited"), K.UNKNOWN, id="name-in-message"),
+        pytest.param(_StatusError(503), K.OVERLOADED, id="status_code-503"),
+        pytest.param(_StatusError(429, code="insufficient_quota"), K.PERMISSION, id="status_code-with-code"),
+        pytest.param(
+            _StatusError(400, body={"error": {"code": "context_length_exceeded"}}), K.CONTEXT_LENGTH, id="duck-body"
+        ),
+        pytest.param(_StatusError(200), K.UNKNOWN, id="status_code-200"),
+        pytest.param(_StatusError("503"), K.UNKNOWN, id="status_code-str"),
+        pytest.param(_StatusError(True), K.UNKNOWN, id="status_code-bool"),
+        pytest.param(_WithResponse(_Plain(status_code=404)), K.NOT_FOUND, id="response.status_code"),
+        pytest.param(_ExplodingCode(), K.RATE_LIMIT, id="raising-property"),
+        pytest.param(_StatusError(429, body=_ExplodingBody()), K.UNKNOWN, id="raising-body-is-unknown-not-a-crash"),
+        pytest.param(
+            _chained(_StatusError(429, body=_ExplodingBody()), TimeoutError()), K.TIMEOUT, id="raising-body-then-cause"
+        ),
+    ],
+)
+def test_builtin_and_generic(exc: BaseException, expected: ErrorKind) -> None:
+    assert classify_error(exc) is expected
+
+
+def test_classification_does_not_import_sdks() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, json, sys
+
+        import autogen_reliability.retry.classify as classify
+
+        before = set(sys.modules)
+        kinds = [
+            classify.classify_error(exc)
+            for exc in (TimeoutError(), ConnectionResetError(), asyncio.CancelledError(), ValueError("x"))
+        ]
+        assert classify.retry_after(TimeoutError()) is None
+        added = set(sys.modules) - before
+        assert not added, added
+        assert "anthropic" not in sys.modules
+        assert "ollama" not in sys.modules
+        print(json.dumps([kind.value for kind in kinds]))
+        """
+    )
+
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["timeout", "connection", "cancelled", "unknown"]
