@@ -8,20 +8,48 @@ Example:
 
 from .client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
 from .context import Attribution, current_attribution, usage_scope
-from .errors import ConfigurationError, IncompleteStreamError, ReliabilityError
+from .errors import (
+    AllClientsFailedError,
+    CircuitOpenError,
+    ConfigurationError,
+    IncompleteStreamError,
+    ReliabilityError,
+    RetriesExhaustedError,
+)
 from .pipeline import AttemptEvent
+from .retry import (
+    CircuitBreakerPolicy,
+    ErrorKind,
+    RetryBudget,
+    RetryEvent,
+    RetryPolicy,
+    classify_error,
+    is_testing,
+    set_testing,
+)
 from .wrap import reliable
 
 __all__ = [
+    "AllClientsFailedError",
     "AttemptEvent",
     "Attribution",
+    "CircuitBreakerPolicy",
+    "CircuitOpenError",
     "ConfigurationError",
+    "ErrorKind",
     "IncompleteStreamError",
     "ReliabilityError",
     "ReliableChatCompletionClient",
     "ReliableChatCompletionClientConfig",
     "ReliableOptions",
+    "RetriesExhaustedError",
+    "RetryBudget",
+    "RetryEvent",
+    "RetryPolicy",
+    "classify_error",
     "current_attribution",
+    "is_testing",
     "reliable",
+    "set_testing",
     "usage_scope",
 ]

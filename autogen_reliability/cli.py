@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -39,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import main as demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
 
+        # The demo prints its retries itself; the library's warnings would say them twice.
+        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
         demo(sys.stdout, stream=args.stream)
     return 0
 

@@ -11,8 +11,9 @@ no policy logic.
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, Literal, Self, TypedDict
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Self, TypedDict, TypeVar
 
 from autogen_core import CancellationToken, Component, ComponentModel
 from autogen_core.models import (
@@ -24,13 +25,18 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 from typing_extensions import Unpack
 
 from .context import Attribution, resolve_attribution
 from .errors import ConfigurationError
-from .pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
+from .pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
+from .retry.budget import budget_for
+from .retry.circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
+from .retry.classify import RETRYABLE_BY_DEFAULT
+from .retry.fallback import FallbackLayer
+from .retry.policy import RetryLayer, RetryObserver, RetryPolicy
+from .retry.sdk import switch_off_sdk_retries
 
 __all__ = ["ReliableChatCompletionClient", "ReliableChatCompletionClientConfig", "ReliableOptions", "check_options"]
 
@@ -41,11 +47,30 @@ class ReliableOptions(TypedDict, total=False):
     project: str | None
     agent: str | None
     tags: Mapping[str, str] | None
+    retry: RetryPolicy | None
+    circuit: CircuitBreakerPolicy | None
+    fallbacks: Sequence[ChatCompletionClient]
     on_attempt: AttemptObserver | Sequence[AttemptObserver] | None
+    on_retry: RetryObserver | Sequence[RetryObserver] | None
 
 
-def check_options(options: Mapping[str, Any]) -> Attribution:
-    """Validates wrapper options as the constructor does; returns the attribution defaults they bind.
+_OPTION_NAMES = frozenset(ReliableOptions.__annotations__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """The options, validated and with defaults filled in."""
+
+    attribution: Attribution
+    retry: RetryPolicy | None
+    circuit: CircuitBreakerPolicy | None
+    fallbacks: tuple[ChatCompletionClient, ...]
+    on_attempt: tuple[AttemptObserver, ...]
+    on_retry: tuple[RetryObserver, ...]
+
+
+def check_options(options: Mapping[str, Any]) -> _Settings:
+    """Validates wrapper options as the constructor does, and fills in the defaults.
 
     Raises:
         ConfigurationError: an unknown option, or an invalid value.
@@ -53,31 +78,78 @@ def check_options(options: Mapping[str, Any]) -> Attribution:
     unknown = options.keys() - _OPTION_NAMES
     if unknown:
         raise ConfigurationError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_OPTION_NAMES)}")
-    _observers(options)
-    return Attribution(project=options.get("project"), agent=options.get("agent"), tags=options.get("tags") or {})
+    retry = options.get("retry", _DEFAULT_RETRY)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise ConfigurationError(f"retry must be a RetryPolicy or None (no retries), got {type(retry).__name__}")
+    circuit = options.get("circuit", _DEFAULT_CIRCUIT)
+    if circuit is not None and not isinstance(circuit, CircuitBreakerPolicy):
+        raise ConfigurationError(
+            f"circuit must be a CircuitBreakerPolicy or None (no circuit breaker), got {type(circuit).__name__}"
+        )
+    fallbacks = options.get("fallbacks") or ()
+    if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
+        raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
+    for fallback in fallbacks:
+        if not isinstance(fallback, ChatCompletionClient):
+            raise ConfigurationError(f"fallbacks must be ChatCompletionClient objects, got {type(fallback).__name__}")
+    return _Settings(
+        attribution=Attribution(
+            project=options.get("project"), agent=options.get("agent"), tags=options.get("tags") or {}
+        ),
+        retry=retry,
+        circuit=circuit,
+        fallbacks=tuple(fallbacks),
+        on_attempt=_hooks("on_attempt", options.get("on_attempt")),
+        on_retry=_hooks("on_retry", options.get("on_retry")),
+    )
 
 
-def _observers(options: Mapping[str, Any]) -> tuple[AttemptObserver, ...]:
-    hooks = options.get("on_attempt")
+_DEFAULT_RETRY = RetryPolicy()
+_DEFAULT_CIRCUIT = CircuitBreakerPolicy()
+_Hook = TypeVar("_Hook", bound=Callable[..., None])
+
+
+def _hooks(name: str, hooks: _Hook | Sequence[_Hook] | None) -> tuple[_Hook, ...]:
     if hooks is None:
         return ()
-    observers = (hooks,) if callable(hooks) else tuple(hooks)
-    for hook in observers:
+    found = (hooks,) if callable(hooks) else tuple(hooks)
+    for hook in found:
         if not callable(hook):
-            raise ConfigurationError(f"on_attempt takes callables taking an AttemptEvent, got {type(hook).__name__}")
-    return observers
+            raise ConfigurationError(f"{name} takes callables (one or a list), got {type(hook).__name__}")
+    return found
 
 
-_OPTION_NAMES = frozenset(ReliableOptions.__annotations__)
+def _pipeline(
+    client: ChatCompletionClient,
+    settings: _Settings,
+    observers: Sequence[AttemptObserver],
+    outer: Sequence[Layer] = (),
+) -> Pipeline:
+    """The stages one client's calls go through: ``outer`` layers, retry, then the circuit breaker."""
+    layers = list(outer)
+    if settings.retry is not None:
+        switch_off_sdk_retries(client)
+        budget = budget_for(client, settings.retry.budget) if settings.retry.budget is not None else None
+        layers.append(RetryLayer(settings.retry, budget, settings.on_retry))
+    if settings.circuit is not None:
+        layers.append(CircuitLayer(breaker_for(client, settings.circuit)))
+    return Pipeline(client, layers, observers)
 
 
 class ReliableChatCompletionClientConfig(BaseModel):
-    """Declarative configuration of :class:`ReliableChatCompletionClient`."""
+    """Declarative configuration of :class:`ReliableChatCompletionClient`.
+
+    ``retry`` and ``circuit`` hold a policy's ``to_config()`` dict, ``"off"``, or
+    nothing (the default policy). Hooks are code, not configuration, and are not kept.
+    """
 
     client: ComponentModel
     project: str | None = None
     agent: str | None = None
     tags: dict[str, str] | None = None
+    retry: dict[str, Any] | Literal["off"] | None = None
+    circuit: dict[str, Any] | Literal["off"] | None = None
+    fallbacks: list[ComponentModel] = []
 
 
 class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatCompletionClientConfig]):
@@ -113,12 +185,19 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             raise ConfigurationError(
                 f"client must be an autogen_core.models.ChatCompletionClient, got {type(client).__name__}"
             )
+        settings = check_options(options)
         self._inner = client
         self._options: ReliableOptions = options
-        self._attribution = check_options(options)
+        self._settings = settings
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        self._pipeline = Pipeline(client, layers=(), observers=(self._count_usage, *_observers(options)))
+        observers = (self._count_usage, *settings.on_attempt)
+        outer: list[Layer] = []
+        if settings.fallbacks:
+            fallbacks = [_pipeline(fallback, settings, observers) for fallback in settings.fallbacks]
+            retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
+            outer.append(FallbackLayer(fallbacks, retry_on))
+        self._pipeline = _pipeline(client, settings, observers, outer)
 
     @property
     def inner(self) -> ChatCompletionClient:
@@ -128,7 +207,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     @property
     def attribution(self) -> Attribution:
         """The attribution defaults bound on this wrapper."""
-        return self._attribution
+        return self._settings.attribution
 
     @property
     def options(self) -> ReliableOptions:
@@ -158,7 +237,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     ) -> CreateResult:
         """Create one response through the pipeline; see ``ChatCompletionClient.create``."""
         request = Request(
-            Call(resolve_attribution(self._attribution), streamed=False),
+            Call(resolve_attribution(self._settings.attribution), streamed=False),
             messages,
             tools,
             tool_choice,
@@ -182,18 +261,11 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         """Stream one response through the pipeline; see ``ChatCompletionClient.create_stream``.
 
         Extra keyword arguments (e.g. the OpenAI client's ``include_usage``) are
-        passed to the inner client. When the inner client is an OpenAI client and
-        the caller did not say otherwise, usage is requested for this stream, so
-        streamed calls are counted like plain ones.
+        passed to the inner client. Streams to OpenAI clients ask for usage unless
+        the caller said otherwise, so streamed calls are counted like plain ones.
         """
-        if (
-            isinstance(self._inner, BaseOpenAIChatCompletionClient)
-            and "include_usage" not in kwargs
-            and "stream_options" not in extra_create_args
-        ):
-            extra_create_args = {**extra_create_args, "stream_options": {"include_usage": True}}
         request = Request(
-            Call(resolve_attribution(self._attribution), streamed=True),
+            Call(resolve_attribution(self._settings.attribution), streamed=True),
             messages,
             tools,
             tool_choice,
@@ -256,16 +328,31 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     # -- component -----------------------------------------------------------------
 
     def _to_config(self) -> ReliableChatCompletionClientConfig:
-        tags = self._attribution.tags
+        settings = self._settings
+        tags = settings.attribution.tags
         return ReliableChatCompletionClientConfig(
             client=self._inner.dump_component(),
-            project=self._attribution.project,
-            agent=self._attribution.agent,
+            project=settings.attribution.project,
+            agent=settings.attribution.agent,
             tags=dict(tags) if tags else None,
+            retry=settings.retry.to_config() if settings.retry is not None else "off",
+            circuit=settings.circuit.to_config() if settings.circuit is not None else "off",
+            fallbacks=[fallback.dump_component() for fallback in settings.fallbacks],
         )
 
     @classmethod
     def _from_config(cls, config: ReliableChatCompletionClientConfig) -> Self:
-        inner = ChatCompletionClient.load_component(config.client)
-        options = config.model_dump(exclude={"client"}, exclude_none=True)
-        return cls(inner, **options)
+        options: ReliableOptions = {}
+        if config.project is not None:
+            options["project"] = config.project
+        if config.agent is not None:
+            options["agent"] = config.agent
+        if config.tags:
+            options["tags"] = config.tags
+        if config.retry is not None:
+            options["retry"] = None if config.retry == "off" else RetryPolicy.from_config(config.retry)
+        if config.circuit is not None:
+            options["circuit"] = None if config.circuit == "off" else CircuitBreakerPolicy.from_config(config.circuit)
+        if config.fallbacks:
+            options["fallbacks"] = [ChatCompletionClient.load_component(model) for model in config.fallbacks]
+        return cls(ChatCompletionClient.load_component(config.client), **options)

@@ -3,16 +3,19 @@
 A two-agent AutoGen team (a writer and a critic in a ``RoundRobinGroupChat``)
 runs against the built-in OpenAI-compatible server on 127.0.0.1: AutoGen's real
 ``OpenAIChatCompletionClient`` speaks HTTP to it, so no API key and no network
-are needed. The team is wrapped with :func:`reliable`, and every provider
-attempt is tallied per agent from the wrapper's :class:`AttemptEvent` hook.
+are needed. The scripted model fails the way real providers do (a rate limit,
+an overloaded model); the team is wrapped with :func:`reliable`, which retries
+those, and every provider attempt is tallied per agent from the wrapper's
+:class:`AttemptEvent` hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
+from uuid import UUID
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
@@ -20,7 +23,7 @@ from autogen_agentchat.messages import BaseTextChatMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from . import AttemptEvent, reliable, usage_scope
+from . import AttemptEvent, RetryEvent, reliable, usage_scope
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 __all__ = ["run_demo"]
@@ -40,19 +43,34 @@ _REVIEWS = [
 ]
 
 
-def _scripted_model(request: RecordedRequest) -> FakeReply:
-    """Plays both roles: the system prompt says who is asking, the history how far they are."""
-    messages = request.messages
-    system = str(messages[0].get("content", "")) if messages else ""
-    turns = sum(1 for message in messages if message.get("role") == "assistant")
-    if "critic" in system:
-        return FakeReply.text(_REVIEWS[min(turns, len(_REVIEWS) - 1)])
-    return FakeReply.text(_DRAFTS[min(turns, len(_DRAFTS) - 1)])
+class _ScriptedModel:
+    """Plays both roles (the system prompt says who is asking, the history how far they are),
+    and fails the way real providers do: the writer's first request hits a rate limit, the
+    critic's first request finds the model overloaded."""
+
+    def __init__(self) -> None:
+        self._faults = {
+            ("writer", 0): FakeReply.error(429, headers={"retry-after-ms": "600"}),
+            ("critic", 0): FakeReply.error(503),
+        }
+
+    def __call__(self, request: RecordedRequest) -> FakeReply:
+        messages = request.messages
+        system = str(messages[0].get("content", "")) if messages else ""
+        role = "critic" if "critic" in system else "writer"
+        turns = sum(1 for message in messages if message.get("role") == "assistant")
+        fault = self._faults.pop((role, turns), None)
+        if fault is not None:
+            return fault
+        answers = _REVIEWS if role == "critic" else _DRAFTS
+        return FakeReply.text(answers[min(turns, len(answers) - 1)])
 
 
 @dataclass
 class _AgentTally:
-    calls: int = 0
+    calls: set[UUID] = field(default_factory=set)
+    attempts: int = 0
+    failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -64,13 +82,22 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
 
     def count(event: AttemptEvent) -> None:
         row = tally[event.call.attribution.agent or "?"]
-        row.calls += 1
+        row.calls.add(event.call.call_id)
+        row.attempts += 1
         sessions.add(event.call.attribution.session)
-        if event.result is not None:
+        if event.result is None:
+            row.failed += 1
+        else:
             row.prompt_tokens += event.result.usage.prompt_tokens
             row.completion_tokens += event.result.usage.completion_tokens
 
-    async with FakeOpenAIServer(model=_MODEL, default=_scripted_model) as server:
+    def show_retry(event: RetryEvent) -> None:
+        agent = event.call.attribution.agent
+        out.write(
+            f"  ~ {agent}: attempt {event.attempt} failed ({event.error_kind.value}), retrying in {event.wait:.2f} s\n"
+        )
+
+    async with FakeOpenAIServer(model=_MODEL, default=_ScriptedModel()) as server:
         # One provider client shared by both agents, as many applications do;
         # reliable() still tells the agents apart.
         provider = OpenAIChatCompletionClient(model=_MODEL, api_key="sk-demo-not-a-real-key", base_url=server.base_url)
@@ -82,7 +109,7 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
         )
         termination = TextMentionTermination("APPROVE") | MaxMessageTermination(8)
         team = RoundRobinGroupChat([writer, critic], termination_condition=termination)
-        reliable(team, project="demo", on_attempt=count)
+        reliable(team, project="demo", on_attempt=count, on_retry=show_retry)
 
         out.write(f"Local OpenAI-compatible server at {server.base_url}\n\n")
         async with usage_scope(session="ticket-4711"):
@@ -94,11 +121,17 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
         requests_seen = server.request_count
 
     out.write(f"\nUsage by agent (project 'demo', session {', '.join(sorted(map(str, sessions)))}):\n")
-    out.write(f"  {'agent':<10} {'calls':>5} {'prompt':>8} {'completion':>11} {'total':>8}\n")
+    out.write(
+        f"  {'agent':<8} {'calls':>5} {'attempts':>8} {'failed':>6} {'prompt':>7} {'completion':>10} {'total':>6}\n"
+    )
     for name, row in sorted(tally.items()):
         total = row.prompt_tokens + row.completion_tokens
-        out.write(f"  {name:<10} {row.calls:>5} {row.prompt_tokens:>8} {row.completion_tokens:>11} {total:>8}\n")
-    out.write(f"  ({sum(row.calls for row in tally.values())} attempts recorded, {requests_seen} requests served)\n")
+        out.write(
+            f"  {name:<8} {len(row.calls):>5} {row.attempts:>8} {row.failed:>6} "
+            f"{row.prompt_tokens:>7} {row.completion_tokens:>10} {total:>6}\n"
+        )
+    attempts = sum(row.attempts for row in tally.values())
+    out.write(f"  ({attempts} attempts recorded, {requests_seen} requests served)\n")
 
 
 def main(out: TextIO, *, stream: bool = False) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
+from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from .context import Attribution
@@ -198,7 +199,7 @@ class Pipeline:
             tools=request.tools,
             tool_choice=request.tool_choice,
             json_output=request.json_output,
-            extra_create_args=request.extra_create_args,
+            extra_create_args=_asking_for_stream_usage(self.client, request),
             cancellation_token=request.cancellation_token,
             **request.stream_kwargs,
         )
@@ -225,6 +226,24 @@ class Pipeline:
             except Exception:
                 # Watching a call must never break it.
                 logger.exception("attempt observer %r failed", observer)
+
+
+def _asking_for_stream_usage(client: ChatCompletionClient, request: Request) -> Mapping[str, Any]:
+    """``extra_create_args`` that ask an OpenAI client for the usage of this stream.
+
+    AutoGen's OpenAI client reports (0, 0) tokens for a stream unless the request
+    asks for usage. It is asked per call, only of OpenAI clients (others may reject
+    the key), and only when the caller did not set ``include_usage`` or
+    ``stream_options`` itself. (On the constructor it would also go with plain calls.)
+    """
+    extra = request.extra_create_args
+    if (
+        isinstance(client, BaseOpenAIChatCompletionClient)
+        and "stream_options" not in extra
+        and "include_usage" not in request.stream_kwargs
+    ):
+        return {**extra, "stream_options": {"include_usage": True}}
+    return extra
 
 
 class _Attempt:

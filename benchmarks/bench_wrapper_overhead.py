@@ -1,8 +1,10 @@
 """What the wrapper adds to one call, measured against the same inner client called directly.
 
 The inner client answers at once from memory, so the difference is the
-wrapper's own cost: resolving attribution, the Call and Request objects, the
-pipeline and the attempt event. Machines here are shared and noisy: read the
+wrapper's own cost on the success path: resolving attribution, the Call and
+Request objects, the pipeline, the attempt event, and with the default policies
+the retry layer (budget deposit; tenacity only runs after a failure) and the
+circuit breaker. Machines here are shared and noisy: read the
 difference and the ratio within one run, not the absolute numbers across runs.
 
 Run: ``python -m benchmarks.bench_wrapper_overhead``
@@ -88,19 +90,23 @@ async def per_call_seconds(client: ChatCompletionClient, *, stream: bool) -> flo
 
 async def main() -> None:
     inner = InstantClient()
-    wrapped = ReliableChatCompletionClient(inner, project="bench", agent="a", tags={"k": "v"})
+    wrappers = {
+        "no policies": ReliableChatCompletionClient(inner, project="bench", retry=None, circuit=None),
+        "default policies": ReliableChatCompletionClient(inner, project="bench", agent="a", tags={"k": "v"}),
+    }
     print(f"{CALLS} calls x {ROUNDS} rounds, best round, per call:")
     for stream in (False, True):
-        direct = await per_call_seconds(inner, stream=stream)
-        through = await per_call_seconds(wrapped, stream=stream)
-        async with usage_scope(session="s", tags={"x": "y"}):
-            scoped = await per_call_seconds(wrapped, stream=stream)
         kind = "create_stream" if stream else "create"
-        print(
-            f"  {kind:<14} direct {direct * 1e6:6.2f} us   wrapped {through * 1e6:6.2f} us "
-            f"(+{(through - direct) * 1e6:5.2f} us)   wrapped in a usage_scope {scoped * 1e6:6.2f} us "
-            f"(+{(scoped - direct) * 1e6:5.2f} us)"
-        )
+        direct = await per_call_seconds(inner, stream=stream)
+        print(f"  {kind:<14} direct {direct * 1e6:6.2f} us")
+        for name, wrapped in wrappers.items():
+            through = await per_call_seconds(wrapped, stream=stream)
+            async with usage_scope(session="s", tags={"x": "y"}):
+                scoped = await per_call_seconds(wrapped, stream=stream)
+            print(
+                f"  {'':<14} {name:<17} {through * 1e6:6.2f} us (+{(through - direct) * 1e6:5.2f} us); "
+                f"in a usage_scope {scoped * 1e6:6.2f} us (+{(scoped - direct) * 1e6:5.2f} us)"
+            )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,14 @@ from autogen_core import ComponentModel
 from autogen_core.models import ChatCompletionClient, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from autogen_reliability import ReliableChatCompletionClient, reliable
+from autogen_reliability import (
+    CircuitBreakerPolicy,
+    ErrorKind,
+    ReliableChatCompletionClient,
+    RetryBudget,
+    RetryPolicy,
+    reliable,
+)
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
@@ -36,7 +43,12 @@ async def test_round_trip_alone(server: FakeOpenAIServer, make_openai_client: Op
     loaded = ChatCompletionClient.load_component(original.dump_component())
     assert isinstance(loaded, ReliableChatCompletionClient)
     assert isinstance(loaded.inner, OpenAIChatCompletionClient)
-    assert loaded.options == {"project": "acme", "tags": {"tier": "gold"}}
+    assert loaded.options == {
+        "project": "acme",
+        "tags": {"tier": "gold"},
+        "retry": RetryPolicy(),
+        "circuit": CircuitBreakerPolicy(),
+    }
     assert loaded.dump_component() == original.dump_component()
     server.enqueue(FakeReply.text("loaded and working"))
     result = await loaded.create([UserMessage(content="hi", source="user")])
@@ -67,3 +79,36 @@ async def test_round_trip_nested_in_an_agent(server: FakeOpenAIServer, make_open
     result = await loaded.run(task="hi")
     assert result.messages[-1].dump()["content"] == "hello from the loaded agent"
     await loaded.close()
+
+
+def test_policies_and_fallbacks_round_trip(make_openai_client: OpenAIClientFactory) -> None:
+    retry = RetryPolicy(
+        max_attempts=5,
+        initial_delay=0.25,
+        deadline=30,
+        retry_on=frozenset({ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED}),
+        budget=RetryBudget(ratio=0.2, capacity=4),
+    )
+    circuit = CircuitBreakerPolicy(window=8, minimum_calls=4, open_for=12.5)
+    fallback = make_openai_client(model="gpt-4.1")
+    client = ReliableChatCompletionClient(make_openai_client(), retry=retry, circuit=circuit, fallbacks=[fallback])
+    dumped = client.dump_component()
+    assert dumped.config["retry"]["retry_on"] == ["overloaded", "rate_limit"]
+    assert dumped.config["fallbacks"][0]["config"]["model"] == "gpt-4.1"
+    loaded = ChatCompletionClient.load_component(ComponentModel.model_validate(json.loads(dumped.model_dump_json())))
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    assert loaded.options["retry"] == retry
+    assert loaded.options["circuit"] == circuit
+    (loaded_fallback,) = loaded.options["fallbacks"]
+    assert isinstance(loaded_fallback, OpenAIChatCompletionClient)
+    # JSON text: the API key is written masked either way.
+    assert loaded.dump_component().model_dump_json() == dumped.model_dump_json()
+
+
+def test_switched_off_policies_stay_off_after_a_round_trip(make_openai_client: OpenAIClientFactory) -> None:
+    client = ReliableChatCompletionClient(make_openai_client(), retry=None, circuit=None)
+    dumped = client.dump_component()
+    assert (dumped.config["retry"], dumped.config["circuit"]) == ("off", "off")
+    loaded = ReliableChatCompletionClient.load_component(dumped)
+    assert loaded.options["retry"] is None
+    assert loaded.options["circuit"] is None

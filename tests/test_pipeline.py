@@ -104,7 +104,7 @@ async def test_provider_error_is_raised_unchanged_and_observed(
     server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
-    client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
+    client = ReliableChatCompletionClient(make_openai_client(), retry=None, on_attempt=events.append)
     server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}))
     with pytest.raises(openai.RateLimitError) as caught:
         await client.create(HI)

@@ -1,0 +1,221 @@
+"""A circuit breaker per provider client: stop calling a provider that is down.
+
+The breaker of a client is shared by every wrapper of that client (a team's
+agents share it when they share the client) and judges the outcomes of
+*attempts*, retries included:
+
+- **closed**: requests go through; the last ``window`` outcomes are kept. Once
+  at least ``minimum_calls`` are known and the share of failures reaches
+  ``failure_rate``, the circuit opens.
+- **open**: no request is sent; callers get :class:`CircuitOpenError` at once
+  (or the next fallback client) until ``open_for`` has passed.
+- **half-open**: up to ``half_open_probes`` requests go through as probes. If
+  they all succeed the circuit closes with a clean window; a failed probe
+  opens it again.
+
+Only provider failures a retry could fix count as failures (rate limits,
+timeouts, connection errors, server errors, overload). A bad request or a
+cancelled call says nothing about the provider's health and is not counted.
+The clock is monotonic.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from autogen_core.models import ChatCompletionClient, CreateResult
+
+from ..errors import CircuitOpenError, ConfigurationError
+from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from .classify import RETRYABLE_BY_DEFAULT, classify_error
+from .policy import as_seconds
+
+__all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "CircuitLayer", "breaker_for"]
+
+CircuitState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerPolicy:
+    """When a provider client's circuit opens and how it recovers. Validated at construction.
+
+    Args:
+        window: How many recent attempt outcomes are judged.
+        failure_rate: The share of failures in the window that opens the circuit (0 < rate <= 1).
+        minimum_calls: Outcomes needed before the window is judged at all.
+        open_for: How long an open circuit refuses requests before probing.
+        half_open_probes: Probe requests let through when half-open; all must succeed to close.
+    """
+
+    window: int = 20
+    failure_rate: float = 0.5
+    minimum_calls: int = 10
+    open_for: float | timedelta = 30.0
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("window", "minimum_calls", "half_open_probes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"CircuitBreakerPolicy.{name} must be an int >= 1, got {value!r}")
+        if self.minimum_calls > self.window:
+            raise ConfigurationError(
+                f"CircuitBreakerPolicy.minimum_calls ({self.minimum_calls}) cannot exceed window ({self.window})"
+            )
+        rate = self.failure_rate
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise ConfigurationError(f"CircuitBreakerPolicy.failure_rate must be in (0, 1], got {rate!r}")
+        as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-ready dict (times in seconds) for :meth:`from_config`."""
+        return {
+            "window": self.window,
+            "failure_rate": self.failure_rate,
+            "minimum_calls": self.minimum_calls,
+            "open_for": as_seconds("open_for", self.open_for),
+            "half_open_probes": self.half_open_probes,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> CircuitBreakerPolicy:
+        """The policy :meth:`to_config` described."""
+        return cls(**config)
+
+
+class CircuitBreaker:
+    """The state of one provider client's circuit under one :class:`CircuitBreakerPolicy`."""
+
+    def __init__(
+        self, policy: CircuitBreakerPolicy, name: str = "model client", clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = policy
+        self.name = name
+        self._clock = clock
+        self._open_for = as_seconds("open_for", policy.open_for)
+        self._outcomes: deque[bool] = deque(maxlen=policy.window)  # True = failure
+        self._state: CircuitState = "closed"
+        self._opened_at = 0.0
+        self._probes = 0
+        self._probe_successes = 0
+        self._failures_when_opened = 0
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> CircuitState:
+        """``"closed"``, ``"open"`` or ``"half_open"``, as of now."""
+        with self._lock:
+            if self._state == "open" and self._clock() - self._opened_at >= self._open_for:
+                return "half_open"
+            return self._state
+
+    def acquire(self) -> None:
+        """Let one request through, or raise :class:`CircuitOpenError`."""
+        with self._lock:
+            if self._state == "open":
+                remaining = self._opened_at + self._open_for - self._clock()
+                if remaining > 0:
+                    raise CircuitOpenError(self.name, remaining, self._failures_when_opened, len(self._outcomes))
+                self._state, self._probes, self._probe_successes = "half_open", 0, 0
+            if self._state == "half_open":
+                if self._probes >= self.policy.half_open_probes:
+                    raise CircuitOpenError(self.name, 0.0, self._failures_when_opened, len(self._outcomes))
+                self._probes += 1
+
+    def record(self, failure: bool | None) -> None:
+        """Record the outcome of a request let through: a failure, a success, or ``None`` (not judged)."""
+        with self._lock:
+            if self._state == "half_open":
+                self._probes = max(self._probes - 1, 0)
+                if failure:
+                    self._open()
+                elif failure is False:
+                    self._probe_successes += 1
+                    if self._probe_successes >= self.policy.half_open_probes:
+                        self._state = "closed"
+                        self._outcomes.clear()
+                return
+            if failure is None or self._state != "closed":
+                return
+            self._outcomes.append(failure)
+            if len(self._outcomes) >= self.policy.minimum_calls:
+                failures = sum(self._outcomes)
+                if failures >= self.policy.failure_rate * len(self._outcomes):
+                    self._open()
+
+    def _open(self) -> None:
+        self._failures_when_opened = sum(self._outcomes) or 1
+        self._state = "open"
+        self._opened_at = self._clock()
+
+
+def _is_failure(error: BaseException) -> bool | None:
+    """A provider failure (True), or an error that says nothing about the provider's health (None)."""
+    return True if classify_error(error) in RETRYABLE_BY_DEFAULT else None
+
+
+class CircuitLayer(Layer):
+    """Guards every attempt with the circuit breaker of the client it goes to."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        self.breaker.acquire()
+        try:
+            result = await call_next(request)
+        except BaseException as error:
+            self.breaker.record(_is_failure(error))
+            raise
+        self.breaker.record(False)
+        return result
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        self.breaker.acquire()
+        outcome: bool | None = None
+        try:
+            async with aclosing(call_next(request)) as stream:
+                async for item in stream:
+                    outcome = False  # the provider answered
+                    yield item
+        except BaseException as error:
+            outcome = _is_failure(error) if outcome is None else None
+            raise
+        finally:
+            self.breaker.record(outcome)
+
+
+_breakers: weakref.WeakKeyDictionary[ChatCompletionClient, dict[CircuitBreakerPolicy, CircuitBreaker]] = (
+    weakref.WeakKeyDictionary()
+)
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(client: ChatCompletionClient, policy: CircuitBreakerPolicy) -> CircuitBreaker:
+    """The breaker shared by every wrapper of ``client`` that uses ``policy``."""
+    with _breakers_lock:
+        breakers = _breakers.setdefault(client, {})
+        breaker = breakers.get(policy)
+        if breaker is None:
+            breaker = breakers[policy] = CircuitBreaker(policy, name=describe_client(client))
+        return breaker
+
+
+def describe_client(client: ChatCompletionClient) -> str:
+    """``"OpenAIChatCompletionClient(gpt-4o-mini)"``: the class and model, never a key or a URL."""
+    try:
+        model = client.model_info.get("family", "")
+        raw = getattr(client, "_raw_config", None)
+        if isinstance(raw, dict) and isinstance(raw.get("model"), str):
+            model = raw["model"]
+    except Exception:  # a client whose model_info fails must still get a readable name
+        model = ""
+    return f"{type(client).__name__}({model})" if model else type(client).__name__

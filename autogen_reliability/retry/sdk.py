@@ -1,0 +1,52 @@
+"""Switching off the provider SDK's own retries, so that our policy is the only one.
+
+The openai and anthropic SDKs retry by themselves (two retries, up to 120 s
+``Retry-After`` sleeps), and AutoGen passes that through: one wrapper attempt
+would be up to three HTTP requests, each uncounted by our budget, circuit and
+accounting. When the wrapper retries, it sets the SDK client's ``max_retries``
+to 0 (and records it in the AutoGen client's config, so ``dump_component()``
+says so). A client that has an SDK handle we cannot configure gets one warning.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+from autogen_core.models import ChatCompletionClient
+
+__all__ = ["switch_off_sdk_retries"]
+
+_warned: set[type] = set()
+_warned_lock = threading.Lock()
+
+
+def switch_off_sdk_retries(client: ChatCompletionClient) -> None:
+    """Make each attempt of ``client`` one HTTP request, where the client allows it; warn once where it does not."""
+    # Wrappers that hold the real client one level down: AutoGen's cache, and ours.
+    inner = getattr(client, "inner", None) or getattr(client, "client", None)
+    if isinstance(inner, ChatCompletionClient) and inner is not client:
+        switch_off_sdk_retries(inner)
+        return
+    sdk: Any = getattr(client, "_client", None)
+    if sdk is None:
+        return  # no SDK handle: nothing that retries behind our back (Replay, Ollama, custom clients)
+    retries = getattr(sdk, "max_retries", None)
+    if isinstance(retries, int) and not isinstance(retries, bool):
+        if retries > 0:
+            sdk.max_retries = 0
+            raw_config = getattr(client, "_raw_config", None)
+            if isinstance(raw_config, dict):
+                raw_config["max_retries"] = 0
+        return
+    with _warned_lock:
+        if type(client) in _warned:
+            return
+        _warned.add(type(client))
+    warnings.warn(
+        f"cannot switch off the SDK retries of {type(client).__name__}: one attempt may be several requests; "
+        "configure its SDK client with no retries",
+        RuntimeWarning,
+        stacklevel=4,
+    )

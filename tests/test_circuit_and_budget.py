@@ -1,0 +1,158 @@
+"""The circuit breaker's state machine and the retry budget's token bucket, on a controlled clock."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import CircuitBreakerPolicy, CircuitOpenError, RetryBudget, reliable
+from autogen_reliability.retry.budget import RetryBudgetState, budget_for
+from autogen_reliability.retry.circuit import CircuitBreaker, breaker_for
+from autogen_reliability.retry.sdk import switch_off_sdk_retries
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def state(circuit: CircuitBreaker) -> str:
+    return circuit.state  # a function, so that mypy does not narrow the property between checks
+
+
+def breaker(clock: Clock, **policy: Any) -> CircuitBreaker:
+    return CircuitBreaker(CircuitBreakerPolicy(**policy), name="Fake(model)", clock=clock)
+
+
+def test_opens_once_the_failure_rate_is_reached_over_the_minimum_calls() -> None:
+    clock = Clock()
+    circuit = breaker(clock, window=10, minimum_calls=4, failure_rate=0.5, open_for=30)
+    states = []
+    for failure in (True, False, False, False, True, True):
+        circuit.acquire()
+        circuit.record(failure)
+        states.append(state(circuit))
+    # 1/1, 1/2, 1/3: too few to judge; 1/4 and 2/5 are below the rate; 3/6 reaches it.
+    assert states == ["closed"] * 5 + ["open"]
+    with pytest.raises(CircuitOpenError, match=r"circuit open for Fake\(model\): 3 of the last 6 calls failed"):
+        circuit.acquire()
+
+
+def test_outcomes_that_say_nothing_about_the_provider_are_not_counted() -> None:
+    circuit = breaker(Clock(), window=4, minimum_calls=2, failure_rate=0.5)
+    for _ in range(10):
+        circuit.acquire()
+        circuit.record(None)  # e.g. a 400 or a cancellation
+    assert state(circuit) == "closed"
+
+
+def test_half_open_probe_success_closes_with_a_clean_window() -> None:
+    clock = Clock()
+    circuit = breaker(clock, window=4, minimum_calls=2, failure_rate=0.5, open_for=10, half_open_probes=2)
+    for _ in range(2):
+        circuit.acquire()
+        circuit.record(True)
+    assert state(circuit) == "open"
+    clock.now += 9.9
+    with pytest.raises(CircuitOpenError) as caught:
+        circuit.acquire()
+    assert caught.value.retry_in == pytest.approx(0.1)
+    clock.now += 0.1
+    assert state(circuit) == "half_open"
+    circuit.acquire()
+    circuit.acquire()
+    with pytest.raises(CircuitOpenError):
+        circuit.acquire()  # only two probes at a time
+    circuit.record(False)
+    assert state(circuit) == "half_open"
+    circuit.record(False)
+    assert state(circuit) == "closed"
+    circuit.acquire()
+    circuit.record(True)
+    assert state(circuit) == "closed"  # the window was cleared: one failure is not a rate yet
+
+
+def test_half_open_probe_failure_opens_again() -> None:
+    clock = Clock()
+    circuit = breaker(clock, window=2, minimum_calls=2, open_for=5)
+    for _ in range(2):
+        circuit.acquire()
+        circuit.record(True)
+    clock.now += 5
+    circuit.acquire()
+    circuit.record(True)
+    assert state(circuit) == "open"
+    with pytest.raises(CircuitOpenError) as caught:
+        circuit.acquire()
+    assert caught.value.retry_in == pytest.approx(5)
+
+
+def test_an_unjudged_probe_frees_its_slot() -> None:
+    clock = Clock()
+    circuit = breaker(clock, window=2, minimum_calls=2, open_for=5)
+    for _ in range(2):
+        circuit.acquire()
+        circuit.record(True)
+    clock.now += 5
+    circuit.acquire()
+    circuit.record(None)  # the probe was cancelled
+    circuit.acquire()  # another probe may go
+    circuit.record(False)
+    assert state(circuit) == "closed"
+
+
+def test_breakers_and_budgets_are_shared_per_inner_client_and_policy() -> None:
+    one, other = ReplayChatCompletionClient(["x"]), ReplayChatCompletionClient(["x"])
+    policy = CircuitBreakerPolicy()
+    assert breaker_for(one, policy) is breaker_for(one, CircuitBreakerPolicy())
+    assert breaker_for(one, policy) is not breaker_for(other, policy)
+    assert breaker_for(one, policy) is not breaker_for(one, CircuitBreakerPolicy(window=5, minimum_calls=5))
+    assert budget_for(one, RetryBudget()) is budget_for(one, RetryBudget())
+    assert budget_for(one, RetryBudget()) is not budget_for(other, RetryBudget())
+
+
+def test_budget_starts_full_refills_per_call_and_per_second() -> None:
+    clock = Clock()
+    state = RetryBudgetState(RetryBudget(ratio=0.5, min_per_second=0.25, capacity=2), clock=clock)
+    assert state.try_spend()
+    assert state.try_spend()
+    assert not state.try_spend()
+    state.deposit()
+    assert not state.try_spend()  # half a token
+    state.deposit()
+    assert state.try_spend()
+    clock.now += 4  # one more token from time
+    assert state.try_spend()
+    assert not state.try_spend()
+    clock.now += 1000
+    assert state.tokens == 2  # never above capacity
+
+
+def test_sdk_retries_are_switched_off_for_openai_clients_and_a_warning_names_the_rest() -> None:
+    from autogen_ext.models.openai import OpenAIChatCompletionClient  # noqa: PLC0415
+
+    openai_client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test")
+    assert openai_client._client.max_retries == 2
+    reliable(openai_client)
+    assert openai_client._client.max_retries == 0
+
+    class OpaqueSdk:
+        """An SDK handle with its own retry machinery we know nothing about."""
+
+    class OpaqueClient(ReplayChatCompletionClient):
+        def __init__(self) -> None:
+            super().__init__(["x"])
+            self._client = OpaqueSdk()
+
+    with pytest.warns(RuntimeWarning, match="cannot switch off the SDK retries of OpaqueClient"):
+        switch_off_sdk_retries(OpaqueClient())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        switch_off_sdk_retries(OpaqueClient())  # once per client type
+        reliable(ReplayChatCompletionClient(["x"]))  # nothing to switch off, nothing to say

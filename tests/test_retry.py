@@ -1,0 +1,499 @@
+"""Classified retries through the real SDK and AutoGen client, against FakeOpenAIServer.
+
+Every row of the behaviour table runs for plain ``create`` and for ``create_stream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, Literal
+
+import openai
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.conditions import MaxMessageTermination
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import (
+    AllClientsFailedError,
+    AttemptEvent,
+    CircuitBreakerPolicy,
+    CircuitOpenError,
+    ConfigurationError,
+    ErrorKind,
+    ReliableChatCompletionClient,
+    RetriesExhaustedError,
+    RetryBudget,
+    RetryEvent,
+    RetryPolicy,
+    reliable,
+    set_testing,
+)
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+Mode = Literal["create", "stream"]
+MODES: list[Mode] = ["create", "stream"]
+
+
+async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> CreateResult:
+    if mode == "create":
+        return await client.create(HI, **kwargs)
+    final: CreateResult | None = None
+    async for item in client.create_stream(HI, **kwargs):
+        if isinstance(item, CreateResult):
+            final = item
+    assert final is not None
+    return final
+
+
+@pytest.fixture
+def testing_mode() -> Iterator[None]:
+    set_testing(True)
+    yield
+    set_testing(False)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_429_with_retry_after_is_waited_out(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}), FakeReply.text("after the wait"))
+    client = reliable(make_openai_client(), retry=FAST)
+    start = time.monotonic()
+    result = await call(client, mode)
+    elapsed = time.monotonic() - start
+    assert result.content == "after the wait"
+    assert server.request_count == 2
+    assert elapsed >= 1.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_retry_after_ms_is_honoured_in_milliseconds(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "200"}), FakeReply.text("ok"))
+    waits: list[float] = []
+    client = reliable(make_openai_client(), retry=FAST, on_retry=lambda event: waits.append(event.wait))
+    start = time.monotonic()
+    await call(client, mode)
+    elapsed = time.monotonic() - start
+    assert waits == [pytest.approx(0.2)]
+    assert 0.2 <= elapsed < 0.9
+    assert server.request_count == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_retry_after_beyond_the_limit_fails_at_once(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": "3600"}))
+    client = reliable(make_openai_client(), retry=FAST)
+    start = time.monotonic()
+    with pytest.raises(openai.RateLimitError):
+        await call(client, mode)
+    assert time.monotonic() - start < 0.5
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize("mode", MODES)
+async def test_server_errors_are_retried(
+    mode: Mode, status: int, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(status), FakeReply.error(status), FakeReply.text("third time lucky"))
+    result = await call(reliable(make_openai_client(), retry=FAST), mode)
+    assert result.content == "third time lucky"
+    assert server.request_count == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_persistent_500_makes_exactly_max_attempts_requests(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.default = FakeReply.error(500)
+    inner = make_openai_client(max_retries=2)  # the SDK would retry too: the wrapper switches that off
+    client = reliable(inner, retry=FAST)
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await call(client, mode)
+    assert server.request_count == 3  # not 9
+    error = caught.value
+    assert (error.attempts, error.reason) == (3, "attempts")
+    assert error.kinds == (ErrorKind.SERVER_ERROR,) * 3
+    assert isinstance(error.__cause__, openai.InternalServerError)
+    assert inner.dump_component().config["max_retries"] == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_read_timeout_is_retried(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("too slow", delay=1.0), FakeReply.text("in time"))
+    result = await call(reliable(make_openai_client(timeout=0.3), retry=FAST), mode)
+    assert result.content == "in time"
+    assert server.request_count == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_connection_reset_is_retried(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.reset(), FakeReply.text("reconnected"))
+    result = await call(reliable(make_openai_client(), retry=FAST), mode)
+    assert result.content == "reconnected"
+    assert server.request_count == 2
+
+
+async def test_stream_dropped_before_its_first_chunk_is_retried(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("never seen", disconnect_after_chunks=0), FakeReply.text("complete answer"))
+    items = [item async for item in reliable(make_openai_client(), retry=FAST).create_stream(HI)]
+    assert "".join(item for item in items if isinstance(item, str)) == "complete answer"
+    assert server.request_count == 2
+
+
+async def test_error_after_the_first_streamed_chunk_is_not_retried(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("Hello from a failing stream", error_after_chunks=2), FakeReply.text("unused"))
+    client = reliable(make_openai_client(), retry=FAST)
+    received: list[object] = []
+
+    async def consume() -> None:
+        async for item in client.create_stream(HI):
+            received.append(item)
+
+    with pytest.raises(openai.APIError):
+        await consume()
+    assert server.request_count == 1
+    assert "".join(str(item) for item in received) == "Hello from"
+    assert server.pending == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (403, openai.PermissionDeniedError),
+        (404, openai.NotFoundError),
+    ],
+)
+@pytest.mark.parametrize("mode", MODES)
+async def test_client_errors_are_not_retried_and_raised_unchanged(
+    mode: Mode,
+    status: int,
+    error_class: type[openai.APIStatusError],
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    server.enqueue(FakeReply.error(status), FakeReply.text("unused"))
+    with pytest.raises(error_class) as caught:
+        await call(reliable(make_openai_client(), retry=FAST), mode)
+    assert type(caught.value) is error_class
+    assert caught.value.status_code == status
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_context_length_is_not_retried_but_goes_to_a_fallback(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    too_long = FakeReply.error(400, message="maximum context length is 128000 tokens", code="context_length_exceeded")
+    server.enqueue(too_long)
+    with pytest.raises(openai.BadRequestError):
+        await call(reliable(make_openai_client(), retry=FAST), mode)
+    assert server.request_count == 1
+
+    server.reset()
+    server.enqueue(too_long, FakeReply.text("answered by the long-context model"))
+    events: list[AttemptEvent] = []
+    primary = make_openai_client()
+    fallback = make_openai_client(model="gpt-4.1")
+    client = reliable(primary, retry=FAST, fallbacks=[fallback], on_attempt=events.append)
+    result = await call(client, mode)
+    assert result.content == "answered by the long-context model"
+    assert [request.model for request in server.requests] == ["gpt-4o-mini", "gpt-4.1"]
+    assert [(event.client, event.attempt, event.outcome) for event in events] == [
+        (primary, 1, "error"),
+        (fallback, 2, "ok"),
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_open_circuit_sends_no_request(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.default = FakeReply.error(503)
+    circuit = CircuitBreakerPolicy(window=4, minimum_calls=4, failure_rate=0.5, open_for=60)
+    client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=2, initial_delay=0), circuit=circuit)
+    for _ in range(2):
+        with pytest.raises(RetriesExhaustedError):
+            await call(client, mode)
+    assert server.request_count == 4
+    with pytest.raises(CircuitOpenError) as caught:
+        await call(client, mode)
+    assert server.request_count == 4
+    assert caught.value.retry_in > 50
+    assert "OpenAIChatCompletionClient(gpt-4o-mini)" in str(caught.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_open_circuit_goes_to_the_fallback(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    circuit = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=60)
+    primary = make_openai_client()
+    # Open the primary's circuit: its breaker is shared by every wrapper of it.
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    with pytest.raises(RetriesExhaustedError):
+        await call(reliable(primary, retry=RetryPolicy(max_attempts=2, initial_delay=0), circuit=circuit), mode)
+    server.reset()
+    server.enqueue(FakeReply.text("from the fallback"))
+    client = reliable(primary, circuit=circuit, fallbacks=[make_openai_client(model="gpt-4.1")])
+    result = await call(client, mode)
+    assert result.content == "from the fallback"
+    assert [request.model for request in server.requests] == ["gpt-4.1"]
+
+
+async def test_when_every_client_fails_each_error_is_kept(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.default = FakeReply.error(503)
+    client = reliable(
+        make_openai_client(),
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
+        fallbacks=[make_openai_client(model="gpt-4.1"), make_openai_client(model="o3")],
+    )
+    with pytest.raises(AllClientsFailedError) as caught:
+        await client.create(HI)
+    assert server.request_count == 6
+    errors = caught.value.exceptions
+    assert len(errors) == 3
+    assert all(isinstance(error, RetriesExhaustedError) for error in errors)
+    assert all(isinstance(error.__cause__, openai.InternalServerError) for error in errors)
+
+
+async def test_a_bad_request_does_not_go_to_a_fallback(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(400))
+    client = reliable(make_openai_client(), fallbacks=[make_openai_client(model="gpt-4.1")])
+    with pytest.raises(openai.BadRequestError):
+        await client.create(HI)
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancellation_propagates_at_once_without_retry(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.text("unused"))
+    token = CancellationToken()
+    task = asyncio.ensure_future(call(reliable(make_openai_client()), mode, cancellation_token=token))
+    await asyncio.sleep(0.3)  # the 429 came back; the wrapper is waiting out Retry-After
+    start = time.monotonic()
+    token.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - start < 0.5
+    assert server.request_count == 1
+
+
+async def test_cancelling_the_task_is_not_retried(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("slow", delay=3), FakeReply.text("unused"))
+    task = asyncio.ensure_future(reliable(make_openai_client()).create(HI))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert server.request_count == 1
+
+
+async def test_retries_are_reported_to_hooks_and_logged(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.enqueue(FakeReply.error(503, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=FAST, on_retry=events.append, agent="writer")
+    with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
+        await client.create(HI)
+    (event,) = events
+    assert (event.attempt, event.error_kind) == (1, ErrorKind.OVERLOADED)
+    assert isinstance(event.error, openai.InternalServerError)
+    assert 0.01 <= event.wait <= 0.05
+    assert event.elapsed >= 0
+    (record,) = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert record.levelno == logging.WARNING
+    assert record.__dict__["error_kind"] == "overloaded"
+    assert record.__dict__["attempt"] == 1
+    assert record.__dict__["agent"] == "writer"
+    assert record.__dict__["call_id"] == str(event.call.call_id)
+
+
+async def test_deadline_stops_retrying(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    server.default = FakeReply.error(429, headers={"Retry-After": "2"})
+    client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=5, deadline=timedelta(seconds=1)))
+    start = time.monotonic()
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await client.create(HI)
+    assert caught.value.reason == "deadline"
+    assert time.monotonic() - start < 0.5  # it did not sleep into the deadline
+    assert server.request_count == 1
+
+
+async def test_test_mode_makes_waits_zero(
+    testing_mode: None, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.error(500), FakeReply.text("ok"))
+    start = time.monotonic()
+    assert (await reliable(make_openai_client()).create(HI)).content == "ok"
+    assert time.monotonic() - start < 0.5
+    assert server.request_count == 3
+
+
+async def test_retry_budget_is_shared_by_the_wrappers_of_one_client(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Five agents on one provider during an outage: retries are capped by one budget, not multiplied by five.
+    server.default = FakeReply.error(503)
+    shared = make_openai_client()
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, capacity=3)
+    policy = RetryPolicy(max_attempts=3, initial_delay=0, budget=budget)
+    agents = [reliable(shared, agent=f"agent-{n}", retry=policy, circuit=None) for n in range(5)]
+    reasons = []
+    for client in agents:
+        with pytest.raises(RetriesExhaustedError) as caught:
+            await client.create(HI)
+        reasons.append(caught.value.reason)
+    assert server.request_count == 5 + 3
+    assert reasons.count("budget") >= 3
+
+
+@pytest.mark.parametrize("faults", [[429, 503], [503, 429]])
+async def test_a_team_run_completes_through_injected_faults(
+    faults: list[int], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    shared = make_openai_client()
+    team = RoundRobinGroupChat(
+        [AssistantAgent("writer", model_client=shared), AssistantAgent("critic", model_client=shared)],
+        termination_condition=MaxMessageTermination(3),
+    )
+    reliable(team, retry=FAST)
+    first, second = (FakeReply.error(status, headers={"retry-after-ms": "5"}) for status in faults)
+    server.enqueue(first, FakeReply.text("draft"), second, FakeReply.text("looks good"))
+    result = await team.run(task="Write.")
+    assert [message.source for message in result.messages] == ["user", "writer", "critic"]
+    assert server.request_count == 4
+
+
+async def test_an_assistant_agent_completes_through_a_429(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "5"}), FakeReply.text("fine"))
+    agent = reliable(AssistantAgent("solo", model_client=make_openai_client(), model_client_stream=True), retry=FAST)
+    result = await agent.run(task="Go.")
+    assert result.messages[-1].dump()["content"] == "fine"
+    assert server.request_count == 2
+
+
+async def test_retry_none_turns_retrying_off(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+    server.default = FakeReply.error(503, headers={"retry-after-ms": "1"})
+    inner = make_openai_client(max_retries=2)
+    with pytest.raises(openai.InternalServerError):
+        await reliable(inner, retry=None).create(HI)
+    assert server.request_count == 3  # the SDK's own retries are left alone when ours are off
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, "between 1 and 10"),
+        ({"max_attempts": 11}, "between 1 and 10"),
+        ({"max_attempts": 2.5}, "must be an int"),
+        ({"initial_delay": -1}, "initial_delay must be >= 0"),
+        ({"initial_delay": 10, "max_delay": 1}, "must not exceed max_delay"),
+        ({"deadline": 0}, "deadline must be > 0"),
+        ({"deadline": float("inf")}, "deadline must be finite"),
+        ({"max_retry_after": "60"}, "max_retry_after must be seconds"),
+        ({"retry_on": {ErrorKind.BAD_REQUEST}}, "retry_on may not contain BAD_REQUEST"),
+        ({"retry_on": {ErrorKind.CANCELLED, ErrorKind.AUTHENTICATION}}, "AUTHENTICATION, CANCELLED"),
+        ({"retry_on": ErrorKind.RATE_LIMIT}, "collection of ErrorKind"),
+        ({"retry_on": {"rate_limit"}}, "must contain ErrorKind members"),
+        ({"budget": 0.1}, "budget must be a RetryBudget"),
+    ],
+)
+def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        RetryPolicy(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: RetryBudget(ratio=1.5), "must be <= 1"),
+        (lambda: RetryBudget(capacity=0.5), "capacity must be >= 1"),
+        (lambda: RetryBudget(min_per_second=-1), "must be a number >= 0"),
+        (lambda: CircuitBreakerPolicy(window=0), "window must be an int >= 1"),
+        (lambda: CircuitBreakerPolicy(window=5, minimum_calls=6), "cannot exceed window"),
+        (lambda: CircuitBreakerPolicy(failure_rate=0), r"failure_rate must be in \(0, 1\]"),
+        (lambda: CircuitBreakerPolicy(open_for=0), "open_for must be > 0"),
+    ],
+)
+def test_budget_and_circuit_reject_bad_values(factory: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        factory()
+
+
+def test_policies_accept_timedeltas() -> None:
+    policy = RetryPolicy(initial_delay=timedelta(milliseconds=100), deadline=timedelta(minutes=2))
+    assert policy.to_config()["initial_delay"] == 0.1
+    assert policy.to_config()["deadline"] == 120.0
+    assert CircuitBreakerPolicy(open_for=timedelta(seconds=5)).to_config()["open_for"] == 5.0
+
+
+def test_wrapper_rejects_bad_policy_options() -> None:
+    stub = ReplayChatCompletionClient(["x"])
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        ReliableChatCompletionClient(stub, retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="circuit must be a CircuitBreakerPolicy"):
+        ReliableChatCompletionClient(stub, circuit={"window": 3})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="fallbacks must be a list"):
+        ReliableChatCompletionClient(stub, fallbacks=stub)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="on_retry takes callables"):
+        ReliableChatCompletionClient(stub, on_retry=["log"])  # type: ignore[list-item]
+
+
+async def test_only_openai_clients_are_asked_for_stream_usage(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    class RecordingReplay(ReplayChatCompletionClient):
+        stream_args: list[Any]
+
+        def create_stream(self, messages: Any, **kwargs: Any) -> Any:
+            self.stream_args.append(kwargs["extra_create_args"])
+            return super().create_stream(messages, **kwargs)
+
+    server.enqueue(FakeReply.error(400, code="context_length_exceeded"))
+    fallback = RecordingReplay(["from the replay client"])
+    fallback.stream_args = []
+    client = reliable(make_openai_client(), fallbacks=[fallback])
+    items = [item async for item in client.create_stream(HI)]
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].content == "from the replay client"
+    assert server.requests[0].body is not None
+    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert fallback.stream_args == [{}]
