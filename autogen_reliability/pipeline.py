@@ -33,11 +33,11 @@ from typing import Any, Literal
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from .context import Attribution
 from .errors import IncompleteStreamError
+from .providers import provider_arguments
 
 __all__ = [
     "AttemptEvent",
@@ -94,6 +94,8 @@ class Request:
     cancellation_token: CancellationToken | None = None
     stream_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments of ``create_stream`` beyond the interface's (e.g. OpenAI's ``include_usage``)."""
+    response_format: Mapping[str, Any] | None = None
+    """A JSON-schema ``response_format`` that the validation stage checks itself (see ``providers``)."""
 
     def replace(self, **changes: Any) -> Request:
         """A copy of this request with ``changes`` applied."""
@@ -176,13 +178,14 @@ class Pipeline:
 
     async def _attempt_create(self, request: Request) -> CreateResult:
         attempt = _Attempt(self, request)
+        json_output, extra_create_args = provider_arguments(self.client, request, streaming=False)
         try:
             result = await self.client.create(
                 request.messages,
                 tools=request.tools,
                 tool_choice=request.tool_choice,
-                json_output=request.json_output,
-                extra_create_args=request.extra_create_args,
+                json_output=json_output,
+                extra_create_args=extra_create_args,
                 cancellation_token=request.cancellation_token,
             )
         except BaseException as exc:
@@ -194,12 +197,13 @@ class Pipeline:
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         attempt = _Attempt(self, request)
         result: CreateResult | None = None
+        json_output, extra_create_args = provider_arguments(self.client, request, streaming=True)
         stream = self.client.create_stream(
             request.messages,
             tools=request.tools,
             tool_choice=request.tool_choice,
-            json_output=request.json_output,
-            extra_create_args=_asking_for_stream_usage(self.client, request),
+            json_output=json_output,
+            extra_create_args=extra_create_args,
             cancellation_token=request.cancellation_token,
             **request.stream_kwargs,
         )
@@ -226,24 +230,6 @@ class Pipeline:
             except Exception:
                 # Watching a call must never break it.
                 logger.exception("attempt observer %r failed", observer)
-
-
-def _asking_for_stream_usage(client: ChatCompletionClient, request: Request) -> Mapping[str, Any]:
-    """``extra_create_args`` that ask an OpenAI client for the usage of this stream.
-
-    AutoGen's OpenAI client reports (0, 0) tokens for a stream unless the request
-    asks for usage. It is asked per call, only of OpenAI clients (others may reject
-    the key), and only when the caller did not set ``include_usage`` or
-    ``stream_options`` itself. (On the constructor it would also go with plain calls.)
-    """
-    extra = request.extra_create_args
-    if (
-        isinstance(client, BaseOpenAIChatCompletionClient)
-        and "stream_options" not in extra
-        and "include_usage" not in request.stream_kwargs
-    ):
-        return {**extra, "stream_options": {"include_usage": True}}
-    return extra
 
 
 class _Attempt:

@@ -1,0 +1,53 @@
+"""What each kind of inner client needs in its request, decided per attempt.
+
+A call's :class:`~autogen_reliability.pipeline.Request` is the same for the
+primary client and every fallback; what the *provider* is sent may differ:
+
+- **Stream usage.** AutoGen's OpenAI client reports (0, 0) tokens for a stream
+  unless the request asks for usage. It is asked per call, only of OpenAI
+  clients (others may reject the key), and only when the caller did not set
+  ``include_usage`` or ``stream_options`` itself. (Set on the constructor, it
+  would also be sent with plain calls.)
+- **Structured output we validate ourselves.** Given ``json_output=<model>``,
+  the openai SDK parses the answer strictly and raises on JSON wrapped in a
+  fence or in prose before we could repair it. When the validation stage takes
+  the answer over (``request.response_format``), an OpenAI client is sent the
+  same JSON schema as a ``response_format`` dict with ``json_output=None``: the
+  model is constrained alike, and the SDK hands the text back unparsed. Other
+  clients get ``json_output`` unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from autogen_core.models import ChatCompletionClient
+from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .pipeline import Request
+
+__all__ = ["provider_arguments"]
+
+
+def provider_arguments(
+    client: ChatCompletionClient, request: Request, *, streaming: bool
+) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+    """The ``json_output`` and ``extra_create_args`` to send ``client`` for ``request``."""
+    json_output = request.json_output
+    extra = request.extra_create_args
+    if not isinstance(client, BaseOpenAIChatCompletionClient):
+        return json_output, extra
+    if (
+        request.response_format is not None
+        and "response_format" not in extra
+        and json_output is not True  # JSON mode asked for explicitly stays JSON mode
+        and client.model_info.get("structured_output", False)
+    ):
+        extra = {**extra, "response_format": request.response_format}
+        json_output = None
+    if streaming and "stream_options" not in extra and "include_usage" not in request.stream_kwargs:
+        extra = {**extra, "stream_options": {"include_usage": True}}
+    return json_output, extra
