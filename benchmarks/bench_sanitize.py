@@ -1,0 +1,122 @@
+"""What sanitising costs per model answer.
+
+Four inputs, each about 2 KB: a plain markdown answer in ASCII (headings, a list, a code block, two links), the
+same with typographic punctuation (curly quotes and dashes, as models write), an answer with some HTML and
+hazards (ANSI colours, a zero-width space, an event handler, a ``javascript:`` link), and ``Sanitizer.value``
+on a parsed JSON object of 30 fields. Machines here are shared and noisy: the best round is the estimate.
+
+Run: ``python -m benchmarks.bench_sanitize``
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from autogen_reliability.validation.sanitize import Sanitizer, SanitizeReport
+
+ROUNDS = 7
+TARGET_SECONDS_PER_ROUND = 0.2
+
+MARKDOWN_ANSWER = """## Configuring retries
+
+To retry rate-limited calls, wrap the client you already use. The wrapper keeps the same interface, so your
+agents do not change. See [the retry guide](https://example.com/docs/retries) for the details and
+[the changelog](https://example.com/changelog#v0-7) for what changed in this release.
+
+### Steps
+
+1. Install the package with `pip install autogen-reliability`.
+2. Create your model client as usual, for example an OpenAI client with your model name.
+3. Wrap it: `client = reliable(client, project="support-bot")`.
+4. Pass the wrapped client to your agents instead of the original one.
+
+```python
+from autogen_reliability import reliable
+
+client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="support-bot")
+agent = AssistantAgent("helper", model_client=client)
+```
+
+### What happens on errors
+
+A rate limit or a timeout is retried with exponential backoff and jitter, up to the policy's attempt limit.
+A bad request is not retried: it reaches your code as the provider raised it, because sending the same
+request again would fail the same way. When every attempt fails, you get a RetriesExhaustedError whose cause
+is the last provider error, so your logs still show what the provider said.
+
+Costs are recorded per call, with the project, the agent and any tags you set, so that you can see which
+agent spends what. If you set a budget, calls stop before it is exceeded rather than after.
+
+### Checking that it works
+
+Run your agent once against a test key and look at the usage records: every call shows its attempts, the
+errors it met and what it cost. If a call was retried, the record says why and how long it waited. You can
+also run the `autogen-reliability demo` command, which replays rate limits and timeouts against a local server.
+
+**Tip:** keep the default policies at first and tune them once you have a week of data; most teams only
+change the attempt limit and the deadline.
+"""
+# Models write typographic punctuation; that takes the strings off the pure-ASCII fast path.
+TYPOGRAPHIC_ANSWER = (
+    MARKDOWN_ANSWER.replace("'s", "\u2019s")
+    .replace(", so", " \u2014 so")
+    .replace("retried with", "\u201cretried\u201d with")
+)
+HTML_ANSWER = (
+    MARKDOWN_ANSWER.replace(
+        "### Steps",
+        '<div class="note" onclick="steal()"><b>Note:</b> read <a href="https://example.com/a">this</a> '
+        'and <a href="java\u200bscript:alert(1)">that</a>.</div>\n\n### Steps',
+    )
+    .replace("## Configuring retries", "## \x1b[1mConfiguring\x1b[0m retries")
+    .replace("**Tip:**", "<p><strong>Tip:</strong> <img src=x onerror=alert(1)></p>")
+)
+JSON_VALUE: dict[str, object] = {
+    **{f"field_{index}": f"value number {index} with a few words in it" for index in range(20)},
+    **{f"count_{index}": index * 7 for index in range(5)},
+    "title": "Quarterly report \u2014 summary",
+    "summary": "Revenue grew in every region; see [the report](https://example.com/q3).",
+    "tags": ["finance", "q3", "report"],
+    "approved": True,
+    "reviewer": None,
+}
+
+
+def best_per_call(function: Callable[[], object]) -> float:
+    # Calibrate the loop so that a round lasts about TARGET_SECONDS_PER_ROUND whatever the speed.
+    calls = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(calls):
+            function()
+        elapsed = time.perf_counter() - start
+        if elapsed >= TARGET_SECONDS_PER_ROUND / 4:
+            break
+        calls *= 2
+    calls = max(1, int(calls * TARGET_SECONDS_PER_ROUND / elapsed))
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            function()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def main() -> None:
+    sanitizer = Sanitizer()
+    cases: list[tuple[str, Callable[[], tuple[object, SanitizeReport]]]] = [
+        (f"markdown, ASCII ({len(MARKDOWN_ANSWER)} chars)", lambda: sanitizer.text(MARKDOWN_ANSWER)),
+        (f"markdown, typographic ({len(TYPOGRAPHIC_ANSWER)} chars)", lambda: sanitizer.text(TYPOGRAPHIC_ANSWER)),
+        (f"HTML + hazards ({len(HTML_ANSWER)} chars)", lambda: sanitizer.text(HTML_ANSWER)),
+        (f"value(), {len(JSON_VALUE)}-field JSON object", lambda: sanitizer.value(JSON_VALUE)),
+    ]
+    print(f"best of {ROUNDS} rounds, per call:")
+    for name, function in cases:
+        _, report = function()
+        print(f"  {name:<40} {best_per_call(function) * 1e6:8.1f} us   {dict(report.changes)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""What response validation costs per call: schema validation with each backend, and JSON extraction.
+
+* A 30-field object validated against a compiled 30-field JSON Schema
+  (jsonschema-rs, formats on) and against the equivalent pydantic model, valid
+  and with three violations.
+* :func:`extract_json` on a 2 KB answer: bare, fenced, and wrapped in prose.
+* :meth:`ResponseSchema.of` on a cache hit (the cost of compiling "on every request").
+
+Machines here are shared and noisy: the best of several rounds is printed, and
+only the ratios within one run are worth comparing.
+
+Run: ``python -m benchmarks.bench_schema``
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, create_model
+
+from autogen_reliability.validation.parse import extract_json
+from autogen_reliability.validation.schema import ResponseSchema
+
+ROUNDS = 7
+FIELDS = 30
+
+
+def per_call_seconds(call: Callable[[], object], calls: int) -> float:
+    # The best round estimates the cost; slower rounds measure the neighbours' load.
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def thirty_fields() -> tuple[dict[str, Any], type[BaseModel], dict[str, Any]]:
+    """A JSON Schema, the pydantic model that matches it, and a valid value, with 30 fields of mixed types."""
+    kinds: list[tuple[str, Any, dict[str, Any], Any]] = [
+        ("int", int, {"type": "integer", "minimum": 0}, 42),
+        ("str", str, {"type": "string", "maxLength": 100}, "some text"),
+        ("float", float, {"type": "number"}, 3.5),
+        ("bool", bool, {"type": "boolean"}, True),
+        ("tags", list[str], {"type": "array", "items": {"type": "string"}}, ["a", "b", "c"]),
+    ]
+    properties: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
+    value: dict[str, Any] = {}
+    for index in range(FIELDS):
+        kind, annotation, schema, sample = kinds[index % len(kinds)]
+        name = f"{kind}_{index}"
+        properties[name] = schema
+        fields[name] = (annotation, ...)
+        value[name] = sample
+    properties["str_1"] = {"type": "string", "format": "date"}
+    value["str_1"] = "2024-05-06"
+    schema = {
+        "title": "Thirty",
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    return schema, create_model("Thirty", **fields), value
+
+
+def main() -> None:
+    schema, model, value = thirty_fields()
+    invalid = {**value, "int_0": "x", "bool_3": None, "tags_4": [1]}
+    by_schema, by_model = ResponseSchema.of(schema), ResponseSchema.of(model)
+    for compiled in (by_schema, by_model):
+        assert compiled.validate(value) == []
+        assert len(compiled.validate(invalid)) == 3
+
+    print(f"best of {ROUNDS} rounds, per call:")
+    print(f"  validate a {FIELDS}-field object")
+    for label, compiled in (("jsonschema-rs", by_schema), ("pydantic", by_model)):
+        valid = per_call_seconds(partial(compiled.validate, value), 20_000)
+        broken = per_call_seconds(partial(compiled.validate, invalid), 5_000)
+        print(f"    {label:<14} valid {valid * 1e6:7.2f} us   3 violations {broken * 1e6:7.2f} us")
+    hit = per_call_seconds(lambda: ResponseSchema.of(schema), 5_000)
+    hit_model = per_call_seconds(lambda: ResponseSchema.of(model), 50_000)
+    print(f"  ResponseSchema.of cache hit: JSON Schema {hit * 1e6:.2f} us, model {hit_model * 1e6:.2f} us")
+
+    answer = json.dumps({**value, "summary": "lorem ipsum dolor sit amet " * 45}, indent=2)
+    assert 1800 < len(answer) < 2600, len(answer)
+    texts = {
+        "bare": answer,
+        "fenced": f"Here is the result:\n```json\n{answer}\n```\nLet me know if you need anything else.",
+        "in prose": f"Sure! Here it is: {answer} Hope this helps, and tell me if a field should change.",
+    }
+    print(f"  extract_json on a {len(answer) / 1000:.1f} KB answer")
+    for label, text in texts.items():
+        assert extract_json(text) == json.loads(answer)
+        seconds = per_call_seconds(partial(extract_json, text), 5_000)
+        print(f"    {label:<9} {seconds * 1e6:7.2f} us")
+    print(f"    (json.loads alone: {per_call_seconds(lambda: json.loads(answer), 5_000) * 1e6:.2f} us)")
+
+
+if __name__ == "__main__":
+    main()
