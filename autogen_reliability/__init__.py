@@ -14,6 +14,7 @@ from .errors import (
     ConfigurationError,
     IncompleteStreamError,
     ReliabilityError,
+    ResponseValidationError,
     RetriesExhaustedError,
 )
 from .pipeline import AttemptEvent
@@ -27,12 +28,14 @@ from .retry import (
     is_testing,
     set_testing,
 )
+from .validation import CheckedCreateResult, SanitizePolicy, SanitizeReport, ValidationPolicy, extract_json
 from .wrap import reliable
 
 __all__ = [
     "AllClientsFailedError",
     "AttemptEvent",
     "Attribution",
+    "CheckedCreateResult",
     "CircuitBreakerPolicy",
     "CircuitOpenError",
     "ConfigurationError",
@@ -42,12 +45,17 @@ __all__ = [
     "ReliableChatCompletionClient",
     "ReliableChatCompletionClientConfig",
     "ReliableOptions",
+    "ResponseValidationError",
     "RetriesExhaustedError",
     "RetryBudget",
     "RetryEvent",
     "RetryPolicy",
+    "SanitizePolicy",
+    "SanitizeReport",
+    "ValidationPolicy",
     "classify_error",
     "current_attribution",
+    "extract_json",
     "is_testing",
     "reliable",
     "set_testing",

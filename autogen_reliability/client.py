@@ -37,6 +37,9 @@ from .retry.classify import RETRYABLE_BY_DEFAULT
 from .retry.fallback import FallbackLayer
 from .retry.policy import RetryLayer, RetryObserver, RetryPolicy
 from .retry.sdk import switch_off_sdk_retries
+from .validation.policy import ValidationLayer, ValidationPolicy
+from .validation.sanitize import SanitizePolicy
+from .validation.sanitizing import SanitizeLayer
 
 __all__ = ["ReliableChatCompletionClient", "ReliableChatCompletionClientConfig", "ReliableOptions", "check_options"]
 
@@ -50,6 +53,8 @@ class ReliableOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     circuit: CircuitBreakerPolicy | None
     fallbacks: Sequence[ChatCompletionClient]
+    validation: ValidationPolicy | None
+    sanitize: SanitizePolicy | None
     on_attempt: AttemptObserver | Sequence[AttemptObserver] | None
     on_retry: RetryObserver | Sequence[RetryObserver] | None
 
@@ -65,6 +70,8 @@ class _Settings:
     retry: RetryPolicy | None
     circuit: CircuitBreakerPolicy | None
     fallbacks: tuple[ChatCompletionClient, ...]
+    validation: ValidationPolicy | None
+    sanitize: SanitizePolicy | None
     on_attempt: tuple[AttemptObserver, ...]
     on_retry: tuple[RetryObserver, ...]
 
@@ -86,6 +93,14 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
         raise ConfigurationError(
             f"circuit must be a CircuitBreakerPolicy or None (no circuit breaker), got {type(circuit).__name__}"
         )
+    validation = options.get("validation")
+    if validation is not None and not isinstance(validation, ValidationPolicy):
+        raise ConfigurationError(f"validation must be a ValidationPolicy or None, got {type(validation).__name__}")
+    sanitize = options.get("sanitize", _DEFAULT_SANITIZE)
+    if sanitize is not None and not isinstance(sanitize, SanitizePolicy):
+        raise ConfigurationError(
+            f"sanitize must be a SanitizePolicy or None (no sanitising), got {type(sanitize).__name__}"
+        )
     fallbacks = options.get("fallbacks") or ()
     if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
         raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
@@ -99,6 +114,8 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
         retry=retry,
         circuit=circuit,
         fallbacks=tuple(fallbacks),
+        validation=validation,
+        sanitize=sanitize,
         on_attempt=_hooks("on_attempt", options.get("on_attempt")),
         on_retry=_hooks("on_retry", options.get("on_retry")),
     )
@@ -106,6 +123,7 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
 
 _DEFAULT_RETRY = RetryPolicy()
 _DEFAULT_CIRCUIT = CircuitBreakerPolicy()
+_DEFAULT_SANITIZE = SanitizePolicy()
 _Hook = TypeVar("_Hook", bound=Callable[..., None])
 
 
@@ -139,8 +157,9 @@ def _pipeline(
 class ReliableChatCompletionClientConfig(BaseModel):
     """Declarative configuration of :class:`ReliableChatCompletionClient`.
 
-    ``retry`` and ``circuit`` hold a policy's ``to_config()`` dict, ``"off"``, or
-    nothing (the default policy). Hooks are code, not configuration, and are not kept.
+    ``retry``, ``circuit`` and ``sanitize`` hold a policy's ``to_config()`` dict,
+    ``"off"``, or nothing (the default policy); ``validation`` a policy's dict or
+    nothing. Hooks are code, not configuration, and are not kept.
     """
 
     client: ComponentModel
@@ -150,6 +169,8 @@ class ReliableChatCompletionClientConfig(BaseModel):
     retry: dict[str, Any] | Literal["off"] | None = None
     circuit: dict[str, Any] | Literal["off"] | None = None
     fallbacks: list[ComponentModel] = []
+    validation: dict[str, Any] | None = None
+    sanitize: dict[str, Any] | Literal["off"] | None = None
 
 
 class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatCompletionClientConfig]):
@@ -163,9 +184,19 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         project: Default project for the usage of this client.
         agent: Default agent name (``reliable(agent)`` binds the agent's name).
         tags: Default tags, merged under the tags of any active ``usage_scope``.
+        retry: The :class:`~autogen_reliability.RetryPolicy` (default: ``RetryPolicy()``);
+            ``None`` turns retrying off.
+        circuit: The :class:`~autogen_reliability.CircuitBreakerPolicy` of each client
+            (default: ``CircuitBreakerPolicy()``); ``None`` turns it off.
+        fallbacks: Clients tried in order when the one before gave up.
+        validation: The :class:`~autogen_reliability.ValidationPolicy`. When omitted,
+            only answers to AutoGen's ``json_output=<model>`` are validated.
+        sanitize: The :class:`~autogen_reliability.SanitizePolicy` (default: on);
+            ``None`` turns sanitising off.
         on_attempt: Called with an :class:`~autogen_reliability.AttemptEvent` at the
-            end of every provider attempt (one callable or several). Hooks are code,
-            not configuration: ``dump_component()`` leaves them out.
+            end of every provider attempt (one callable or several).
+        on_retry: Called with a :class:`~autogen_reliability.RetryEvent` before each
+            retry. Hooks are code, not configuration: ``dump_component()`` leaves them out.
 
     Raises:
         ConfigurationError: an option is invalid.
@@ -192,7 +223,10 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         observers = (self._count_usage, *settings.on_attempt)
-        outer: list[Layer] = []
+        # Outermost first: sanitise what validation handed on; validate what the clients answered.
+        outer: list[Layer] = [ValidationLayer(settings.validation)]
+        if settings.sanitize is not None:
+            outer.insert(0, SanitizeLayer(settings.sanitize))
         if settings.fallbacks:
             fallbacks = [_pipeline(fallback, settings, observers) for fallback in settings.fallbacks]
             retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
@@ -338,6 +372,8 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             retry=settings.retry.to_config() if settings.retry is not None else "off",
             circuit=settings.circuit.to_config() if settings.circuit is not None else "off",
             fallbacks=[fallback.dump_component() for fallback in settings.fallbacks],
+            validation=settings.validation.to_config() if settings.validation is not None else None,
+            sanitize=settings.sanitize.to_config() if settings.sanitize is not None else "off",
         )
 
     @classmethod
@@ -355,4 +391,8 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             options["circuit"] = None if config.circuit == "off" else CircuitBreakerPolicy.from_config(config.circuit)
         if config.fallbacks:
             options["fallbacks"] = [ChatCompletionClient.load_component(model) for model in config.fallbacks]
+        if config.validation is not None:
+            options["validation"] = ValidationPolicy.from_config(config.validation)
+        if config.sanitize is not None:
+            options["sanitize"] = None if config.sanitize == "off" else SanitizePolicy.from_config(config.sanitize)
         return cls(ChatCompletionClient.load_component(config.client), **options)

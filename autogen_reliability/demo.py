@@ -5,7 +5,9 @@ runs against the built-in OpenAI-compatible server on 127.0.0.1: AutoGen's real
 ``OpenAIChatCompletionClient`` speaks HTTP to it, so no API key and no network
 are needed. The scripted model fails the way real providers do (a rate limit,
 an overloaded model); the team is wrapped with :func:`reliable`, which retries
-those, and every provider attempt is tallied per agent from the wrapper's
+those. A triage agent with structured output then gets its JSON wrapped in prose
+with dangerous markup inside; the wrapper extracts, validates and sanitises it.
+Every provider attempt is tallied per agent from the wrapper's
 :class:`AttemptEvent` hook.
 """
 
@@ -14,14 +16,15 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Literal, TextIO
 from uuid import UUID
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
-from autogen_agentchat.messages import BaseTextChatMessage
+from autogen_agentchat.messages import BaseTextChatMessage, StructuredMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
+from pydantic import BaseModel
 
 from . import AttemptEvent, RetryEvent, reliable, usage_scope
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
@@ -43,6 +46,22 @@ _REVIEWS = [
 ]
 
 
+_TRIAGE_PROMPT = "You are the triage agent. Classify the ticket."
+_TRIAGE_ANSWER = (
+    "Sure! Here is the triage:\n"
+    '{"ticket": 4711, "priority": "high", "summary": "Refund not received <img src=x onerror=alert(1)>"}\n'
+    "Let me know if you need anything else."
+)
+
+
+class Triage(BaseModel):
+    """What the triage agent answers with."""
+
+    ticket: int
+    priority: Literal["low", "high"]
+    summary: str
+
+
 class _ScriptedModel:
     """Plays both roles (the system prompt says who is asking, the history how far they are),
     and fails the way real providers do: the writer's first request hits a rate limit, the
@@ -57,6 +76,9 @@ class _ScriptedModel:
     def __call__(self, request: RecordedRequest) -> FakeReply:
         messages = request.messages
         system = str(messages[0].get("content", "")) if messages else ""
+        if "triage" in system:
+            # JSON wrapped in prose, with markup a web page would run: the wrapper cleans it up.
+            return FakeReply.text(_TRIAGE_ANSWER)
         role = "critic" if "critic" in system else "writer"
         turns = sum(1 for message in messages if message.get("role") == "assistant")
         fault = self._faults.pop((role, turns), None)
@@ -117,6 +139,17 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
         for message in result.messages:
             if isinstance(message, BaseTextChatMessage):
                 out.write(f"[{message.source}] {message.content}\n")
+        triage = reliable(
+            AssistantAgent("triage", model_client=provider, system_message=_TRIAGE_PROMPT, output_content_type=Triage),
+            project="demo",
+            on_attempt=count,
+        )
+        async with usage_scope(session="ticket-4711"):
+            triaged = await triage.run(task="Ticket 4711 from Dana: where is my refund?")
+        answer = triaged.messages[-1]
+        if isinstance(answer, StructuredMessage):
+            out.write(f"[triage] {answer.content!r}\n")
+            out.write("  (the model wrapped its JSON in prose, with an <img onerror> inside: validated and cleaned)\n")
         await provider.close()
         requests_seen = server.request_count
 

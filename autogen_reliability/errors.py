@@ -9,7 +9,8 @@ decided or detected::
     ├── IncompleteStreamError
     ├── RetriesExhaustedError   (raised from the last provider error)
     ├── CircuitOpenError
-    └── AllClientsFailedError   (also an ExceptionGroup: one error per client tried)
+    ├── AllClientsFailedError   (also an ExceptionGroup: one error per client tried)
+    └── ResponseValidationError (the model's answer stayed invalid after re-asking)
 
 A provider error that is not retried (a bad request, a failed authentication)
 is never wrapped: it reaches the caller as the SDK raised it.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from .retry.classify import ErrorKind
+    from .validation.schema import SchemaViolation
 
 __all__ = [
     "AllClientsFailedError",
@@ -29,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "IncompleteStreamError",
     "ReliabilityError",
+    "ResponseValidationError",
     "RetriesExhaustedError",
 ]
 
@@ -98,3 +101,21 @@ class AllClientsFailedError(ReliabilityError, ExceptionGroup[Exception]):
 
     def derive(self, excs: Sequence[Exception]) -> AllClientsFailedError:  # type: ignore[override]
         return AllClientsFailedError(self.message, excs)
+
+
+class ResponseValidationError(ReliabilityError):
+    """Raised when the model's answer is still invalid after every re-ask the policy allows.
+
+    Attributes:
+        errors: Every violation of the last answer (``path`` and ``message`` each).
+        raw: The last answer's text as the model wrote it (tool calls rendered as JSON).
+        attempts: How many answers were asked for (1 + re-asks).
+    """
+
+    def __init__(self, errors: Sequence[SchemaViolation], raw: str, attempts: int) -> None:
+        self.errors = tuple(errors)
+        self.raw = raw
+        self.attempts = attempts
+        shown = "; ".join(str(error) for error in self.errors[:5])
+        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        super().__init__(f"the model's answer was invalid after {attempts} attempt(s): {shown}{more}")

@@ -3,8 +3,8 @@
 The inner client answers at once from memory, so the difference is the
 wrapper's own cost on the success path: resolving attribution, the Call and
 Request objects, the pipeline, the attempt event, and with the default policies
-the retry layer (budget deposit; tenacity only runs after a failure) and the
-circuit breaker. Machines here are shared and noisy: read the
+the retry layer (budget deposit; tenacity only runs after a failure), the
+circuit breaker and the sanitiser (on a short answer). Machines here are shared and noisy: read the
 difference and the ratio within one run, not the absolute numbers across runs.
 
 Run: ``python -m benchmarks.bench_wrapper_overhead``
@@ -91,7 +91,7 @@ async def per_call_seconds(client: ChatCompletionClient, *, stream: bool) -> flo
 async def main() -> None:
     inner = InstantClient()
     wrappers = {
-        "no policies": ReliableChatCompletionClient(inner, project="bench", retry=None, circuit=None),
+        "no policies": ReliableChatCompletionClient(inner, project="bench", retry=None, circuit=None, sanitize=None),
         "default policies": ReliableChatCompletionClient(inner, project="bench", agent="a", tags={"k": "v"}),
     }
     print(f"{CALLS} calls x {ROUNDS} rounds, best round, per call:")

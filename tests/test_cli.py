@@ -29,12 +29,13 @@ def test_demo_runs_a_team_and_reports_usage_per_agent(stream: bool, capsys: pyte
     assert "[writer] Hi Dana" in out
     assert "~ writer: attempt 1 failed (rate_limit), retrying in 0.60 s" in out
     assert "~ critic: attempt 1 failed (overloaded), retrying in" in out
-    assert out.rstrip().endswith("(6 attempts recorded, 6 requests served)")
-    row = r"^\s+(writer|critic)" + r"\s+(\d+)" * 6 + "$"
+    assert "[triage] Triage(ticket=4711, priority='high', summary='Refund not received <img src=\"x\">')" in out
+    assert out.rstrip().endswith("(7 attempts recorded, 7 requests served)")
+    row = r"^\s+(writer|critic|triage)" + r"\s+(\d+)" * 6 + "$"
     rows = {match[0]: tuple(int(n) for n in match[1:]) for match in re.findall(row, out, flags=re.MULTILINE)}
-    assert set(rows) == {"writer", "critic"}
-    for calls, attempts, failed, prompt, completion, total in rows.values():
-        assert (calls, attempts, failed) == (2, 3, 1)
+    assert set(rows) == {"writer", "critic", "triage"}
+    for agent, (calls, attempts, failed, prompt, completion, total) in rows.items():
+        assert (calls, attempts, failed) == ((1, 1, 0) if agent == "triage" else (2, 3, 1))
         assert prompt > 0
         assert completion > 0
         assert total == prompt + completion

@@ -15,6 +15,7 @@ from autogen_reliability import (
     ReliableChatCompletionClient,
     RetryBudget,
     RetryPolicy,
+    SanitizePolicy,
     reliable,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
@@ -48,6 +49,7 @@ async def test_round_trip_alone(server: FakeOpenAIServer, make_openai_client: Op
         "tags": {"tier": "gold"},
         "retry": RetryPolicy(),
         "circuit": CircuitBreakerPolicy(),
+        "sanitize": SanitizePolicy(),
     }
     assert loaded.dump_component() == original.dump_component()
     server.enqueue(FakeReply.text("loaded and working"))

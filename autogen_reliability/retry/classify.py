@@ -107,6 +107,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
+from ..errors import ResponseValidationError, RetriesExhaustedError
+
 __all__ = [
     "NEVER_RETRIED",
     "RETRYABLE_BY_DEFAULT",
@@ -396,7 +398,22 @@ def _classify_one(exc: BaseException) -> ErrorKind:
     if not isinstance(exc, Exception):
         # CancelledError, KeyboardInterrupt, SystemExit: a request to stop, never a provider failure.
         return ErrorKind.CANCELLED
-    return _classify_sdk(exc) or _classify_builtin(exc) or _classify_duck_typed(exc) or ErrorKind.UNKNOWN
+    return (
+        _classify_own(exc)
+        or _classify_sdk(exc)
+        or _classify_builtin(exc)
+        or _classify_duck_typed(exc)
+        or ErrorKind.UNKNOWN
+    )
+
+
+def _classify_own(exc: BaseException) -> ErrorKind | None:
+    """This library's errors that stand for a provider's failure."""
+    if isinstance(exc, ResponseValidationError):
+        return ErrorKind.INVALID_RESPONSE
+    if isinstance(exc, RetriesExhaustedError) and exc.kinds:
+        return exc.kinds[-1]
+    return None
 
 
 def _classify_sdk(exc: BaseException) -> ErrorKind | None:

@@ -1,0 +1,341 @@
+"""Validating the model's answer, and re-asking it with the errors when it is invalid.
+
+:class:`ValidationPolicy` says what a valid answer is; :class:`ValidationLayer`
+checks every answer of a call against it:
+
+- **text answers** are bounded by ``max_response_chars`` (longer ones fail
+  without being parsed); when JSON is expected (a ``schema``, AutoGen's
+  ``json_output=<model>``, or JSON mode), the JSON is extracted from fences or
+  prose, checked against the schema, and handed on as a clean JSON string, so
+  ``AssistantAgent``'s own ``model_validate_json`` succeeds even when the model
+  wrapped its JSON in prose;
+- **tool calls** must name a tool that was offered and carry JSON arguments
+  that match its parameters schema.
+
+An invalid answer is re-asked, as instructor and pydantic-ai do: the bad answer
+and a concise list of its violations (path and message) are appended to the
+conversation, and the model answers again — for tool calls, as failed tool
+results, the way a model expects to hear about them. Every re-ask is one more
+provider attempt. When the re-asks are spent, ``on_failure`` decides: raise
+:class:`~autogen_reliability.ResponseValidationError`, or return the last answer
+unmodified with the violations attached.
+
+Validated streams are buffered: the answer is checked before any of it is
+handed on, and then handed on as one chunk and the final result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from autogen_core import FunctionCall
+from autogen_core.models import (
+    AssistantMessage,
+    CreateResult,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    UserMessage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
+from ..errors import ConfigurationError, IncompleteStreamError, ResponseValidationError
+from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from .parse import JSONExtractionError, extract_json
+from .result import checked
+from .schema import ResponseSchema, SchemaViolation
+
+__all__ = ["ValidationLayer", "ValidationPolicy"]
+
+MAX_REASK = 5
+DEFAULT_MAX_RESPONSE_CHARS = 200_000
+FailureMode = Literal["raise", "return"]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationPolicy:
+    """What a valid answer is, and what happens to an invalid one. Validated at construction.
+
+    Args:
+        schema: A pydantic model class or a JSON Schema dict (Draft 2020-12) the
+            answer's JSON must match. When AutoGen passes ``json_output=<model>``
+            (``AssistantAgent(output_content_type=...)``), that model is the schema
+            unless one is given here.
+        reask: How many times an invalid answer is re-asked (0 to 5).
+        validate_tool_calls: Tool calls must name an offered tool, with arguments
+            matching its parameters schema.
+        max_response_chars: Longer text answers fail without being parsed.
+        on_failure: ``"raise"`` :class:`ResponseValidationError`, or ``"return"``
+            the last answer unmodified, its violations in ``validation_errors``.
+
+    Raises:
+        ConfigurationError: an invalid value, or a JSON Schema that is not one.
+
+    Example:
+        >>> class Ticket(BaseModel):
+        ...     id: int
+        ...     priority: Literal["low", "high"]
+        >>> ValidationPolicy(schema=Ticket, reask=2)
+    """
+
+    schema: type[BaseModel] | Mapping[str, Any] | None = None
+    reask: int = 1
+    validate_tool_calls: bool = True
+    max_response_chars: int = DEFAULT_MAX_RESPONSE_CHARS
+    on_failure: FailureMode = "raise"
+    compiled_schema: ResponseSchema | None = field(init=False, repr=False, compare=False, default=None)
+    """The schema, compiled once at construction (``None`` without one)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reask, bool) or not isinstance(self.reask, int) or not 0 <= self.reask <= MAX_REASK:
+            raise ConfigurationError(f"reask must be an int from 0 to {MAX_REASK}, got {self.reask!r}")
+        chars = self.max_response_chars
+        if isinstance(chars, bool) or not isinstance(chars, int) or chars < 1:
+            raise ConfigurationError(f"max_response_chars must be a positive int, got {chars!r}")
+        if self.on_failure not in ("raise", "return"):
+            raise ConfigurationError(f"on_failure must be 'raise' or 'return', got {self.on_failure!r}")
+        if not isinstance(self.validate_tool_calls, bool):
+            raise ConfigurationError("validate_tool_calls must be True or False")
+        if self.schema is not None:
+            # An invalid schema fails here, with the reason; a valid one is compiled once.
+            object.__setattr__(self, "compiled_schema", ResponseSchema.of(self.schema))
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-ready dict for :meth:`from_config`.
+
+        A model class is kept by its import path; one that cannot be imported
+        again (defined in ``__main__`` or a function) is kept as its JSON Schema.
+        """
+        config: dict[str, Any] = {
+            "reask": self.reask,
+            "validate_tool_calls": self.validate_tool_calls,
+            "max_response_chars": self.max_response_chars,
+            "on_failure": self.on_failure,
+        }
+        if isinstance(self.schema, type):
+            path = f"{self.schema.__module__}:{self.schema.__qualname__}"
+            config["schema"] = (
+                {"model": path} if _importable(path) else {"json_schema": self.schema.model_json_schema()}
+            )
+        elif self.schema is not None:
+            config["schema"] = {"json_schema": dict(self.schema)}
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ValidationPolicy:
+        """The policy :meth:`to_config` described."""
+        values = dict(config)
+        schema = values.pop("schema", None)
+        if schema is not None:
+            values["schema"] = _import_model(schema["model"]) if "model" in schema else schema["json_schema"]
+        return cls(**values)
+
+
+def _importable(path: str) -> bool:
+    try:
+        _import_model(path)
+    except (ImportError, AttributeError, ConfigurationError):
+        return False
+    return True
+
+
+def _import_model(path: str) -> type[BaseModel]:
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        raise ConfigurationError(f"{path} is not a pydantic model class")
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """What one call's answers are checked against."""
+
+    policy: ValidationPolicy
+    schema: ResponseSchema | None
+    expects_json: bool
+    tools: Mapping[str, Mapping[str, Any]] | None  # name -> parameters schema, when tool calls are checked
+
+    def answer(self, result: CreateResult) -> tuple[CreateResult, list[SchemaViolation]]:
+        """The answer to hand on (clean JSON when JSON is expected), and its violations."""
+        content = result.content
+        if not isinstance(content, str):
+            return result, self._tool_calls(content) if self.tools is not None else []
+        limit = self.policy.max_response_chars
+        if len(content) > limit:
+            return result, [SchemaViolation("", f"the answer is {len(content)} characters long; at most {limit}")]
+        if not self.expects_json:
+            return result, []
+        try:
+            value = extract_json(content, max_chars=limit)
+        except JSONExtractionError as error:
+            return result, [SchemaViolation("", f"no valid JSON in the answer: {error}")]
+        violations = self.schema.validate(value) if self.schema is not None else []
+        if violations:
+            return result, violations
+        clean = json.dumps(value, ensure_ascii=False)
+        return (result if clean == content else result.model_copy(update={"content": clean})), []
+
+    def _tool_calls(self, calls: Sequence[FunctionCall]) -> list[SchemaViolation]:
+        assert self.tools is not None
+        violations: list[SchemaViolation] = []
+        for index, call in enumerate(calls):
+            where = f"/tool_calls/{index}"
+            parameters = self.tools.get(call.name)
+            if parameters is None:
+                offered = ", ".join(sorted(self.tools)) or "none"
+                violations.append(SchemaViolation(where, f"there is no tool named {call.name!r} (tools: {offered})"))
+                continue
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except json.JSONDecodeError as error:
+                violations.append(SchemaViolation(f"{where}/arguments", f"the arguments are not valid JSON: {error}"))
+                continue
+            for violation in ResponseSchema.of(parameters).validate(arguments):
+                violations.append(SchemaViolation(f"{where}/arguments{violation.path}", violation.message))
+        return violations
+
+    def follow_up(self, result: CreateResult, violations: Sequence[SchemaViolation]) -> list[LLMMessage]:
+        """The messages that tell the model what was wrong with ``result``."""
+        listed = "\n".join(f"- {violation}" for violation in violations)
+        if isinstance(result.content, list):
+            calls = result.content
+            return [
+                AssistantMessage(content=calls, thought=result.thought, source="assistant"),
+                FunctionExecutionResultMessage(
+                    content=[
+                        FunctionExecutionResult(
+                            call_id=call.id,
+                            name=call.name,
+                            is_error=True,
+                            content=_tool_call_feedback(index, violations, listed),
+                        )
+                        for index, call in enumerate(calls)
+                    ]
+                ),
+            ]
+        if self.expects_json:
+            ask = "Answer again with only the JSON value, matching the required schema, and no other text."
+        else:
+            ask = f"Answer again in at most {self.policy.max_response_chars} characters."
+        feedback = f"Your previous answer could not be used:\n{listed}\n{ask}"
+        return [
+            AssistantMessage(content=result.content, source="assistant"),
+            UserMessage(content=feedback, source="validator"),
+        ]
+
+
+def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation], listed: str) -> str:
+    own = [str(v) for v in violations if v.path == f"/tool_calls/{index}" or v.path.startswith(f"/tool_calls/{index}/")]
+    if own:
+        return "Error: this call was not executed: " + "; ".join(own) + ". Call the tool again with valid arguments."
+    return f"Not executed, because other calls of this turn were invalid:\n{listed}\nCall the tools again."
+
+
+def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = {}
+    for tool in tools:
+        schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
+        parameters = schema.get("parameters") or {"type": "object", "properties": {}}
+        found[schema["name"]] = dict(parameters)
+    return found
+
+
+def _raw(result: CreateResult) -> str:
+    if isinstance(result.content, str):
+        return result.content
+    return json.dumps([{"name": call.name, "arguments": call.arguments} for call in result.content])
+
+
+class ValidationLayer(Layer):
+    """Checks every answer of a call, re-asking as the policy allows.
+
+    Args:
+        policy: The user's policy, or ``None``: then only answers to
+            ``json_output=<model>`` are checked, against that model.
+    """
+
+    def __init__(self, policy: ValidationPolicy | None) -> None:
+        self.policy = policy
+        self._implicit = ValidationPolicy(validate_tool_calls=False)
+
+    def _check(self, request: Request) -> _Check | None:
+        json_output = request.json_output
+        model = json_output if isinstance(json_output, type) and issubclass(json_output, BaseModel) else None
+        policy = self.policy
+        if policy is None:
+            if model is None:
+                return None
+            policy = self._implicit
+        schema = policy.compiled_schema
+        if schema is None and model is not None:
+            schema = ResponseSchema.of(model)
+        tools = _tool_parameters(request.tools) if policy.validate_tool_calls and request.tools else None
+        return _Check(policy, schema, expects_json=schema is not None or json_output is True, tools=tools)
+
+    def _prepare(self, request: Request, check: _Check) -> Request:
+        if check.schema is None:
+            return request
+        return request.replace(response_format=check.schema.response_format())
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        check = self._check(request)
+        if check is None:
+            return await call_next(request)
+        request = self._prepare(request, check)
+        for answer in range(check.policy.reask + 1):
+            result = await call_next(request)
+            handed_on, violations = check.answer(result)
+            if not violations:
+                return handed_on
+            if answer < check.policy.reask:
+                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        return self._failed(check, result, violations)
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        check = self._check(request)
+        if check is None:
+            async with aclosing(call_next(request)) as stream:
+                async for item in stream:
+                    yield item
+            return
+        request = self._prepare(request, check)
+        for answer in range(check.policy.reask + 1):
+            result = await _final_result(call_next(request))
+            handed_on, violations = check.answer(result)
+            if not violations:
+                if isinstance(handed_on.content, str) and handed_on.content:
+                    yield handed_on.content
+                yield handed_on
+                return
+            if answer < check.policy.reask:
+                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        failed = self._failed(check, result, violations)
+        if isinstance(failed.content, str) and failed.content:
+            yield failed.content
+        yield failed
+
+    @staticmethod
+    def _failed(check: _Check, result: CreateResult, violations: list[SchemaViolation]) -> CreateResult:
+        if check.policy.on_failure == "raise":
+            raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
+        return checked(result, validation_errors=tuple(violations))
+
+
+async def _final_result(stream: AsyncGenerator[StreamItem, None]) -> CreateResult:
+    result: CreateResult | None = None
+    async with aclosing(stream):
+        async for item in stream:
+            if isinstance(item, CreateResult):
+                result = item
+    if result is None:
+        raise IncompleteStreamError("the stream ended without a final CreateResult")
+    return result
