@@ -6,7 +6,9 @@ Example:
     >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")
 """
 
+from .accounting import Cost, PricingTable, TokenUsage, UsageEvent, UsageRecorder
 from .client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
+from .config import configure
 from .context import Attribution, current_attribution, usage_scope
 from .errors import (
     AllClientsFailedError,
@@ -39,8 +41,10 @@ __all__ = [
     "CircuitBreakerPolicy",
     "CircuitOpenError",
     "ConfigurationError",
+    "Cost",
     "ErrorKind",
     "IncompleteStreamError",
+    "PricingTable",
     "ReliabilityError",
     "ReliableChatCompletionClient",
     "ReliableChatCompletionClientConfig",
@@ -52,8 +56,12 @@ __all__ = [
     "RetryPolicy",
     "SanitizePolicy",
     "SanitizeReport",
+    "TokenUsage",
+    "UsageEvent",
+    "UsageRecorder",
     "ValidationPolicy",
     "classify_error",
+    "configure",
     "current_attribution",
     "extract_json",
     "is_testing",

@@ -1,4 +1,9 @@
-"""The ``autogen-reliability`` command."""
+"""The ``autogen-reliability`` command.
+
+Exit status: 0 on success; 1 when the database cannot be used (unreachable,
+refused, or migrated by a newer release); 2 for a bad command line or a bad
+database URL. Errors are one line on stderr.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,84 @@ def _parser() -> argparse.ArgumentParser:
         "(no API key, no network) and print each agent's token usage.",
     )
     demo.add_argument("--stream", action="store_true", help="let the agents stream their replies")
+    db = commands.add_parser(
+        "db",
+        help="manage the usage database's schema",
+        description="Manage the schema of the usage database (alembic migrations shipped with the library).",
+    )
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND", parser_class=_Parser)
+    for name, text in (
+        ("upgrade", "bring the usage tables to this version's schema (creating them if missing)"),
+        ("current", "print the schema revision of the usage tables"),
+    ):
+        command = db_commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        command.add_argument(
+            "--url",
+            help="SQLAlchemy URL of the database (default: $AUTOGEN_RELIABILITY_DB_URL, else "
+            "sqlite:///autogen_reliability.db); prefer the variable for a URL with a password, "
+            "since other users can see command lines",
+        )
     return parser
+
+
+def _error(message: str) -> None:
+    print(f"autogen-reliability: error: {message}", file=sys.stderr)
+
+
+def _db(command: str, url: str | None) -> int:
+    # SQLAlchemy and alembic load on demand: the other commands do not need them.
+    from alembic.util import CommandError  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from .config import ENV_DB_URL, default_db_url  # noqa: PLC0415
+    from .errors import ConfigurationError  # noqa: PLC0415
+    from .storage import migrate  # noqa: PLC0415
+    from .storage.store import make_engine, sqlite_file_missing  # noqa: PLC0415
+
+    try:
+        engine = make_engine(url or default_db_url(), pooled=False)
+    except ConfigurationError as error:
+        _error(f"bad database URL{'' if url else f' (from {ENV_DB_URL})'}: {error}")
+        return 2
+    masked = engine.url.render_as_string(hide_password=True)
+    head = migrate.head_revision()
+    try:
+        if command == "current" and sqlite_file_missing(engine.url):
+            # Looking must not leave an empty database file behind.
+            print(f"{masked}: none (no such file; autogen-reliability db upgrade creates it)")
+            return 0
+        current = migrate.current_revision(engine)
+        if current is not None and not migrate.is_known_revision(current):
+            _error(
+                f"{masked} is at schema revision {current}, which this autogen-reliability does not know "
+                f"(it knows up to {head}): a newer release migrated it; upgrade autogen-reliability"
+            )
+            return 1
+        if command == "upgrade":
+            if current == head:
+                print(f"{masked}: {current} (head), nothing to upgrade")
+            else:
+                migrate.upgrade(engine)
+                print(f"{masked}: upgraded from {current or 'none'} to {migrate.current_revision(engine)} (head)")
+        elif current == head:
+            print(f"{masked}: {current} (head)")
+        elif current is None:
+            print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
+        else:
+            print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
+    except (SQLAlchemyError, CommandError) as error:
+        _error(f"cannot use the database {masked}: {_one_line(error, engine.url.password)}")
+        return 1
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _one_line(error: Exception, password: str | None) -> str:
+    """The driver's own message, first line only (SQLAlchemy appends the SQL and a link), never the password."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    return text.replace(password, "***") if password else text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The demo prints its retries itself; the library's warnings would say them twice.
         logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
         demo(sys.stdout, stream=args.stream)
+    elif args.command == "db":
+        return _db(args.db_command, args.url)
     return 0
 
 

@@ -28,9 +28,16 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from typing_extensions import Unpack
 
+from .accounting.layer import AccountingLayer
+from .accounting.pricing import PricingTable
+from .accounting.recorder import UsageRecorder
+from .accounting.usage_tap import attach_usage_tap
+from .config import default_recorder
+from .config import settings as accounting_settings
 from .context import Attribution, resolve_attribution
 from .errors import ConfigurationError
 from .pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
+from .providers import innermost
 from .retry.budget import budget_for
 from .retry.circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
 from .retry.classify import RETRYABLE_BY_DEFAULT
@@ -55,6 +62,9 @@ class ReliableOptions(TypedDict, total=False):
     fallbacks: Sequence[ChatCompletionClient]
     validation: ValidationPolicy | None
     sanitize: SanitizePolicy | None
+    track_usage: bool
+    recorder: UsageRecorder | None
+    pricing: PricingTable | None
     on_attempt: AttemptObserver | Sequence[AttemptObserver] | None
     on_retry: RetryObserver | Sequence[RetryObserver] | None
 
@@ -72,6 +82,9 @@ class _Settings:
     fallbacks: tuple[ChatCompletionClient, ...]
     validation: ValidationPolicy | None
     sanitize: SanitizePolicy | None
+    track_usage: bool
+    recorder: UsageRecorder | None
+    pricing: PricingTable | None
     on_attempt: tuple[AttemptObserver, ...]
     on_retry: tuple[RetryObserver, ...]
 
@@ -101,6 +114,15 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
         raise ConfigurationError(
             f"sanitize must be a SanitizePolicy or None (no sanitising), got {type(sanitize).__name__}"
         )
+    track_usage = options.get("track_usage", True)
+    if not isinstance(track_usage, bool):
+        raise ConfigurationError(f"track_usage must be True or False, got {track_usage!r}")
+    recorder = options.get("recorder")
+    if recorder is not None and not isinstance(recorder, UsageRecorder):
+        raise ConfigurationError(f"recorder must be a UsageRecorder, got {type(recorder).__name__}")
+    pricing = options.get("pricing")
+    if pricing is not None and not isinstance(pricing, PricingTable):
+        raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
     fallbacks = options.get("fallbacks") or ()
     if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
         raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
@@ -116,6 +138,9 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
         fallbacks=tuple(fallbacks),
         validation=validation,
         sanitize=sanitize,
+        track_usage=track_usage,
+        recorder=recorder,
+        pricing=pricing,
         on_attempt=_hooks("on_attempt", options.get("on_attempt")),
         on_retry=_hooks("on_retry", options.get("on_retry")),
     )
@@ -145,6 +170,8 @@ def _pipeline(
 ) -> Pipeline:
     """The stages one client's calls go through: ``outer`` layers, retry, then the circuit breaker."""
     layers = list(outer)
+    if settings.track_usage:
+        attach_usage_tap(innermost(client))
     if settings.retry is not None:
         switch_off_sdk_retries(client)
         budget = budget_for(client, settings.retry.budget) if settings.retry.budget is not None else None
@@ -159,7 +186,9 @@ class ReliableChatCompletionClientConfig(BaseModel):
 
     ``retry``, ``circuit`` and ``sanitize`` hold a policy's ``to_config()`` dict,
     ``"off"``, or nothing (the default policy); ``validation`` a policy's dict or
-    nothing. Hooks are code, not configuration, and are not kept.
+    nothing. Hooks, recorders and price tables are objects of the running
+    process, not configuration, and are not kept: a loaded client records to
+    the process default.
     """
 
     client: ComponentModel
@@ -171,6 +200,7 @@ class ReliableChatCompletionClientConfig(BaseModel):
     fallbacks: list[ComponentModel] = []
     validation: dict[str, Any] | None = None
     sanitize: dict[str, Any] | Literal["off"] | None = None
+    track_usage: bool = True
 
 
 class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatCompletionClientConfig]):
@@ -193,6 +223,10 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             only answers to AutoGen's ``json_output=<model>`` are validated.
         sanitize: The :class:`~autogen_reliability.SanitizePolicy` (default: on);
             ``None`` turns sanitising off.
+        track_usage: Record a usage row per provider attempt (default: True).
+        recorder: The :class:`~autogen_reliability.UsageRecorder` to record to
+            (default: the process's, see :func:`~autogen_reliability.configure`).
+        pricing: The :class:`~autogen_reliability.PricingTable` (default: the process's).
         on_attempt: Called with an :class:`~autogen_reliability.AttemptEvent` at the
             end of every provider attempt (one callable or several).
         on_retry: Called with a :class:`~autogen_reliability.RetryEvent` before each
@@ -223,10 +257,20 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         observers = (self._count_usage, *settings.on_attempt)
-        # Outermost first: sanitise what validation handed on; validate what the clients answered.
+        # Outermost first: account for every attempt; sanitise what validation handed on;
+        # validate what the clients answered.
         outer: list[Layer] = [ValidationLayer(settings.validation)]
         if settings.sanitize is not None:
             outer.insert(0, SanitizeLayer(settings.sanitize))
+        if settings.track_usage:
+            defaults = accounting_settings()
+            accounting = AccountingLayer(
+                settings.recorder or default_recorder(),
+                settings.pricing or defaults.pricing,
+                capture_content=defaults.capture_content,
+                content_limit=defaults.content_limit,
+            )
+            outer.insert(0, accounting)
         if settings.fallbacks:
             fallbacks = [_pipeline(fallback, settings, observers) for fallback in settings.fallbacks]
             retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
@@ -374,6 +418,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             fallbacks=[fallback.dump_component() for fallback in settings.fallbacks],
             validation=settings.validation.to_config() if settings.validation is not None else None,
             sanitize=settings.sanitize.to_config() if settings.sanitize is not None else "off",
+            track_usage=settings.track_usage,
         )
 
     @classmethod
@@ -395,4 +440,6 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             options["validation"] = ValidationPolicy.from_config(config.validation)
         if config.sanitize is not None:
             options["sanitize"] = None if config.sanitize == "off" else SanitizePolicy.from_config(config.sanitize)
+        if not config.track_usage:
+            options["track_usage"] = False
         return cls(ChatCompletionClient.load_component(config.client), **options)

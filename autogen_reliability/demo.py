@@ -7,15 +7,19 @@ are needed. The scripted model fails the way real providers do (a rate limit,
 an overloaded model); the team is wrapped with :func:`reliable`, which retries
 those. A triage agent with structured output then gets its JSON wrapped in prose
 with dangerous markup inside; the wrapper extracts, validates and sanitises it.
-Every provider attempt is tallied per agent from the wrapper's
-:class:`AttemptEvent` hook.
+Every provider attempt is a row of a real usage ledger (a SQLite file in a
+temporary directory), priced from genai-prices' offline data; the table at the
+end is read back from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
 from typing import Literal, TextIO
 from uuid import UUID
 
@@ -26,7 +30,9 @@ from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
-from . import AttemptEvent, RetryEvent, reliable, usage_scope
+from . import RetryEvent, UsageRecorder, reliable, usage_scope
+from .accounting.events import UsageEvent
+from .storage import UsageStore
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 __all__ = ["run_demo"]
@@ -95,24 +101,36 @@ class _AgentTally:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_nanousd: int = 0
+    unpriced: int = 0
+
+    def add(self, row: UsageEvent) -> None:
+        self.calls.add(row.call_id)
+        self.attempts += 1
+        self.failed += row.outcome != "ok"
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        if row.cost_nanousd is None:
+            self.unpriced += 1
+        else:
+            self.cost_nanousd += row.cost_nanousd
 
 
 async def run_demo(out: TextIO, *, stream: bool = False) -> None:
-    """Runs the demo team and writes its transcript and per-agent token usage to ``out``."""
-    tally: defaultdict[str, _AgentTally] = defaultdict(_AgentTally)
-    sessions: set[str | None] = set()
+    """Runs the demo team and writes its transcript and the usage ledger's rows, per agent, to ``out``."""
+    with tempfile.TemporaryDirectory(prefix="autogen-reliability-demo-") as directory:
+        store = UsageStore(f"sqlite:///{Path(directory) / 'usage.db'}")
+        recorder = UsageRecorder(store, spool_dir=Path(directory) / "spool", close_sink=False)
+        try:
+            requests_seen = await _run_team(out, recorder, stream=stream)
+            recorder.flush(30)
+            _report(out, store.events(), requests_seen)
+        finally:
+            recorder.close()
+            store.close()
 
-    def count(event: AttemptEvent) -> None:
-        row = tally[event.call.attribution.agent or "?"]
-        row.calls.add(event.call.call_id)
-        row.attempts += 1
-        sessions.add(event.call.attribution.session)
-        if event.result is None:
-            row.failed += 1
-        else:
-            row.prompt_tokens += event.result.usage.prompt_tokens
-            row.completion_tokens += event.result.usage.completion_tokens
 
+async def _run_team(out: TextIO, recorder: UsageRecorder, *, stream: bool) -> int:
     def show_retry(event: RetryEvent) -> None:
         agent = event.call.attribution.agent
         out.write(
@@ -131,7 +149,7 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
         )
         termination = TextMentionTermination("APPROVE") | MaxMessageTermination(8)
         team = RoundRobinGroupChat([writer, critic], termination_condition=termination)
-        reliable(team, project="demo", on_attempt=count, on_retry=show_retry)
+        reliable(team, project="demo", recorder=recorder, on_retry=show_retry)
 
         out.write(f"Local OpenAI-compatible server at {server.base_url}\n\n")
         async with usage_scope(session="ticket-4711"):
@@ -142,7 +160,7 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
         triage = reliable(
             AssistantAgent("triage", model_client=provider, system_message=_TRIAGE_PROMPT, output_content_type=Triage),
             project="demo",
-            on_attempt=count,
+            recorder=recorder,
         )
         async with usage_scope(session="ticket-4711"):
             triaged = await triage.run(task="Ticket 4711 from Dana: where is my refund?")
@@ -151,20 +169,25 @@ async def run_demo(out: TextIO, *, stream: bool = False) -> None:
             out.write(f"[triage] {answer.content!r}\n")
             out.write("  (the model wrapped its JSON in prose, with an <img onerror> inside: validated and cleaned)\n")
         await provider.close()
-        requests_seen = server.request_count
+        return server.request_count
 
-    out.write(f"\nUsage by agent (project 'demo', session {', '.join(sorted(map(str, sessions)))}):\n")
+
+def _report(out: TextIO, rows: list[UsageEvent], requests_seen: int) -> None:
+    tally: defaultdict[str, _AgentTally] = defaultdict(_AgentTally)
+    for row in rows:
+        tally[row.agent or "?"].add(row)
+    sessions = sorted({str(row.session) for row in rows})
+    out.write(f"\nUsage ledger by agent (project 'demo', session {', '.join(sessions)}; {_MODEL} list prices):\n")
     out.write(
-        f"  {'agent':<8} {'calls':>5} {'attempts':>8} {'failed':>6} {'prompt':>7} {'completion':>10} {'total':>6}\n"
+        f"  {'agent':<8} {'calls':>5} {'attempts':>8} {'failed':>6} {'prompt':>7} {'completion':>10} {'cost USD':>12}\n"
     )
-    for name, row in sorted(tally.items()):
-        total = row.prompt_tokens + row.completion_tokens
+    for name, agent in sorted(tally.items()):
+        cost = f"{Decimal(agent.cost_nanousd) / 10**9:.9f}" if not agent.unpriced else "unpriced"
         out.write(
-            f"  {name:<8} {len(row.calls):>5} {row.attempts:>8} {row.failed:>6} "
-            f"{row.prompt_tokens:>7} {row.completion_tokens:>10} {total:>6}\n"
+            f"  {name:<8} {len(agent.calls):>5} {agent.attempts:>8} {agent.failed:>6} "
+            f"{agent.prompt_tokens:>7} {agent.completion_tokens:>10} {cost:>12}\n"
         )
-    attempts = sum(row.attempts for row in tally.values())
-    out.write(f"  ({attempts} attempts recorded, {requests_seen} requests served)\n")
+    out.write(f"  ({len(rows)} rows recorded, {requests_seen} requests served)\n")
 
 
 def main(out: TextIO, *, stream: bool = False) -> None:

@@ -35,6 +35,8 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from .accounting.events import time_ordered_uuid
+from .accounting.usage_tap import ProviderUsage, capture_provider_usage
 from .context import Attribution
 from .errors import IncompleteStreamError
 from .providers import provider_arguments
@@ -69,13 +71,19 @@ class Call:
         streamed: Whether the agent called ``create_stream``.
         started_at: When the call started (UTC).
         attempts: Provider attempts made so far.
+        events: The :class:`AttemptEvent` of each finished attempt, in order.
+        violations: Attempt number -> violations validation found in its answer.
+        sanitizer_changes: What the sanitiser changed in the answer handed on, per category.
     """
 
     attribution: Attribution
     streamed: bool
-    call_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    call_id: uuid.UUID = field(default_factory=time_ordered_uuid)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempts: int = 0
+    events: list[AttemptEvent] = field(default_factory=list)
+    violations: dict[int, int] = field(default_factory=dict)
+    sanitizer_changes: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,8 @@ class AttemptEvent:
         latency: Seconds from start to result or error (for a stream, to its end).
         result: The ``CreateResult``, when the attempt produced one.
         error: The exception, when it failed or was cancelled.
+        provider_usage: The usage in the provider's own response (cached and reasoning
+            tokens, the model that answered), where it could be read.
     """
 
     call: Call
@@ -125,6 +135,7 @@ class AttemptEvent:
     latency: float
     result: CreateResult | None = None
     error: BaseException | None = None
+    provider_usage: ProviderUsage | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -179,19 +190,20 @@ class Pipeline:
     async def _attempt_create(self, request: Request) -> CreateResult:
         attempt = _Attempt(self, request)
         json_output, extra_create_args = provider_arguments(self.client, request, streaming=False)
-        try:
-            result = await self.client.create(
-                request.messages,
-                tools=request.tools,
-                tool_choice=request.tool_choice,
-                json_output=json_output,
-                extra_create_args=extra_create_args,
-                cancellation_token=request.cancellation_token,
-            )
-        except BaseException as exc:
-            attempt.finish(None, exc)
-            raise
-        attempt.finish(result, None)
+        with capture_provider_usage() as slot:
+            try:
+                result = await self.client.create(
+                    request.messages,
+                    tools=request.tools,
+                    tool_choice=request.tool_choice,
+                    json_output=json_output,
+                    extra_create_args=extra_create_args,
+                    cancellation_token=request.cancellation_token,
+                )
+            except BaseException as exc:
+                attempt.finish(None, exc, slot.usage)
+                raise
+        attempt.finish(result, None, slot.usage)
         return result
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
@@ -207,20 +219,23 @@ class Pipeline:
             cancellation_token=request.cancellation_token,
             **request.stream_kwargs,
         )
-        try:
-            async with aclosing(stream):
-                async for item in stream:
-                    if isinstance(item, CreateResult):
-                        result = item
-                    yield item
-        except BaseException as exc:
-            # A consumer that stops reading after the final result has had a complete answer.
-            attempt.finish(result, None if isinstance(exc, GeneratorExit) and result is not None else exc)
-            raise
+        # The request goes out on the first item: the usage slot must be current then.
+        with capture_provider_usage() as slot:
+            try:
+                async with aclosing(stream):
+                    async for item in stream:
+                        if isinstance(item, CreateResult):
+                            result = item
+                        yield item
+            except BaseException as exc:
+                # A consumer that stops reading after the final result has had a complete answer.
+                error = None if isinstance(exc, GeneratorExit) and result is not None else exc
+                attempt.finish(result, error, slot.usage)
+                raise
         if result is None:
-            attempt.finish(None, IncompleteStreamError("the stream ended without a final CreateResult"))
+            attempt.finish(None, IncompleteStreamError("the stream ended without a final CreateResult"), slot.usage)
         else:
-            attempt.finish(result, None)
+            attempt.finish(result, None, slot.usage)
 
     def emit(self, event: AttemptEvent) -> None:
         """Hand ``event`` to every observer; an observer that raises is logged, never propagated."""
@@ -245,9 +260,10 @@ class _Attempt:
         self.started_at = datetime.now(UTC)
         self._start = time.perf_counter()
 
-    def finish(self, result: CreateResult | None, error: BaseException | None) -> None:
+    def finish(self, result: CreateResult | None, error: BaseException | None, usage: ProviderUsage | None) -> None:
         latency = time.perf_counter() - self._start
         request = self._request
         client = self._pipeline.client
-        event = AttemptEvent(request.call, self.number, client, request, self.started_at, latency, result, error)
+        event = AttemptEvent(request.call, self.number, client, request, self.started_at, latency, result, error, usage)
+        request.call.events.append(event)
         self._pipeline.emit(event)

@@ -29,7 +29,17 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from .pipeline import Request
 
-__all__ = ["provider_arguments"]
+__all__ = ["innermost", "provider_arguments"]
+
+
+def innermost(client: ChatCompletionClient) -> ChatCompletionClient:
+    """The provider client under AutoGen's cache and our own wrapper, which hold it one level down."""
+    for _ in range(8):  # bounded: a wrapper pointing at itself must not loop
+        inner = getattr(client, "inner", None) or getattr(client, "client", None)
+        if not isinstance(inner, ChatCompletionClient) or inner is client:
+            break
+        client = inner
+    return client
 
 
 def provider_arguments(

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+from autogen_reliability import configure
 from autogen_reliability.testing import FakeOpenAIServer
+
+from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database
+from .storage_fixtures import NO_POSTGRESQL, PG_URL_ENV
 
 MODEL = "gpt-4o-mini"
 
 OpenAIClientFactory = Callable[..., OpenAIChatCompletionClient]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def usage_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Wrappers without a recorder of their own record to a throw-away database, never the working directory."""
+    directory = tmp_path_factory.mktemp("usage")
+    configure(db_url=f"sqlite:///{directory / 'usage.db'}", spool_dir=directory / "spool")
+    yield
+    configure(db_url=f"sqlite:///{directory / 'closed.db'}", spool_dir=directory / "spool")  # closes the recorder
 
 
 @pytest.fixture
@@ -40,3 +54,14 @@ async def make_openai_client(server: FakeOpenAIServer) -> AsyncIterator[OpenAICl
     yield make
     for client in made:
         await client.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly whether the PostgreSQL half of the storage suite ran."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if NO_POSTGRESQL in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"PostgreSQL: {len(skipped)} tests SKIPPED ({NO_POSTGRESQL})", yellow=True, bold=True
+        )
+    elif any(PG_URL_ENV in key for key in os.environ):
+        terminalreporter.write_line(f"PostgreSQL: ran against the server in {PG_URL_ENV}", green=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -30,22 +31,22 @@ def test_demo_runs_a_team_and_reports_usage_per_agent(stream: bool, capsys: pyte
     assert "~ writer: attempt 1 failed (rate_limit), retrying in 0.60 s" in out
     assert "~ critic: attempt 1 failed (overloaded), retrying in" in out
     assert "[triage] Triage(ticket=4711, priority='high', summary='Refund not received <img src=\"x\">')" in out
-    assert out.rstrip().endswith("(7 attempts recorded, 7 requests served)")
-    row = r"^\s+(writer|critic|triage)" + r"\s+(\d+)" * 6 + "$"
-    rows = {match[0]: tuple(int(n) for n in match[1:]) for match in re.findall(row, out, flags=re.MULTILINE)}
+    assert out.rstrip().endswith("(7 rows recorded, 7 requests served)")
+    row = r"^\s+(writer|critic|triage)" + r"\s+(\d+)" * 5 + r"\s+(\d+\.\d{9})$"
+    rows = {match[0]: match[1:] for match in re.findall(row, out, flags=re.MULTILINE)}
     assert set(rows) == {"writer", "critic", "triage"}
-    for agent, (calls, attempts, failed, prompt, completion, total) in rows.items():
-        assert (calls, attempts, failed) == ((1, 1, 0) if agent == "triage" else (2, 3, 1))
-        assert prompt > 0
-        assert completion > 0
-        assert total == prompt + completion
+    for agent, (calls, attempts, failed, prompt, completion, cost) in rows.items():
+        assert (int(calls), int(attempts), int(failed)) == ((1, 1, 0) if agent == "triage" else (2, 3, 1))
+        # gpt-4o-mini list prices: $0.15 per million prompt tokens, $0.60 per million completion tokens
+        expected = (Decimal(prompt) * Decimal("0.15") + Decimal(completion) * Decimal("0.60")) / 10**6
+        assert Decimal(cost) == expected.quantize(Decimal("0.000000001"))
 
 
 def test_demo_from_the_installed_command() -> None:
     command = Path(sys.executable).parent / "autogen-reliability"  # installed next to this interpreter
     done = subprocess.run([command, "demo"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert "Usage by agent" in done.stdout
+    assert "Usage ledger by agent" in done.stdout
     assert done.stderr == ""
 
 

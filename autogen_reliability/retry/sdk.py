@@ -16,6 +16,8 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
+from ..providers import innermost
+
 __all__ = ["switch_off_sdk_retries"]
 
 _warned: set[type] = set()
@@ -24,11 +26,7 @@ _warned_lock = threading.Lock()
 
 def switch_off_sdk_retries(client: ChatCompletionClient) -> None:
     """Make each attempt of ``client`` one HTTP request, where the client allows it; warn once where it does not."""
-    # Wrappers that hold the real client one level down: AutoGen's cache, and ours.
-    inner = getattr(client, "inner", None) or getattr(client, "client", None)
-    if isinstance(inner, ChatCompletionClient) and inner is not client:
-        switch_off_sdk_retries(inner)
-        return
+    client = innermost(client)
     sdk: Any = getattr(client, "_client", None)
     if sdk is None:
         return  # no SDK handle: nothing that retries behind our back (Replay, Ollama, custom clients)

@@ -294,6 +294,7 @@ class ValidationLayer(Layer):
         for answer in range(check.policy.reask + 1):
             result = await call_next(request)
             handed_on, violations = check.answer(result)
+            request.call.violations[request.call.attempts] = len(violations)
             if not violations:
                 return handed_on
             if answer < check.policy.reask:
@@ -311,6 +312,7 @@ class ValidationLayer(Layer):
         for answer in range(check.policy.reask + 1):
             result = await _final_result(call_next(request))
             handed_on, violations = check.answer(result)
+            request.call.violations[request.call.attempts] = len(violations)
             if not violations:
                 if isinstance(handed_on.content, str) and handed_on.content:
                     yield handed_on.content

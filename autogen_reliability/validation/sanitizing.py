@@ -48,7 +48,7 @@ class SanitizeLayer(Layer):
         self.sanitizer = sanitizer_for(policy)
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
-        return self._clean(await call_next(request), _json_expected(request))
+        return self._clean(request, await call_next(request))
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         pending = ""
@@ -68,13 +68,13 @@ class SanitizeLayer(Layer):
                     pending = ""
                     if cleaned:
                         yield cleaned
-                yield self._clean(item, _json_expected(request))
+                yield self._clean(request, item)
 
-    def _clean(self, result: CreateResult, json_expected: bool) -> CreateResult:
+    def _clean(self, request: Request, result: CreateResult) -> CreateResult:
         updates: dict[str, Any] = {}
         report = EMPTY_REPORT
         if isinstance(result.content, str):
-            content, content_report = self._content(result.content, json_expected)
+            content, content_report = self._content(result.content, _json_expected(request))
             report = report.merge(content_report)
             if content != result.content:
                 updates["content"] = content
@@ -83,6 +83,8 @@ class SanitizeLayer(Layer):
             report = report.merge(thought_report)
             if thought != result.thought:
                 updates["thought"] = thought
+        if report.changed:
+            request.call.sanitizer_changes = report.changes
         if not updates and not report.changed and not report.injection_markers:
             return result
         return checked(result, sanitize_report=report, **updates)

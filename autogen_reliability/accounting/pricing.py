@@ -1,0 +1,970 @@
+"""What a provider request cost: exact prices from user overrides, then from genai-prices' offline data.
+
+:class:`PricingTable` prices a :class:`TokenUsage` for a model (and, optionally,
+a provider) at a moment in time, and returns a :class:`Cost` - or ``None`` when
+the model has no known price. Unpriced is never $0: a local model is free only
+when an override says so.
+
+Sources, first match wins:
+
+1. **User overrides** (a dict, or a TOML/JSON file). For the models it lists
+   (with their provider, if the entry names one) the override table is
+   authoritative: a request dated before every ``effective_from`` of a listed
+   model is *unpriced*, genai-prices is not asked.
+2. **genai-prices' offline data** (the snapshot bundled with the installed
+   package; time-aware, with cache-read/write and tiered prices). It is never
+   updated from the network by this module: no call here fetches anything.
+
+Money is computed in :class:`~decimal.Decimal` (50 significant digits) and
+rounded once, half-even, to integer nano-USD (10^-9 USD).
+
+Override format
+---------------
+
+Prices are USD **per million tokens** (``input``, ``output``, ``cached_input``,
+``cache_write``) or USD **per second** of request latency (``per_second``, for
+self-hosted models priced by compute time). Numbers may be written as strings
+or numbers; they are read as exact decimals, never through a binary float
+(TOML and JSON files are parsed with ``parse_float=Decimal``)::
+
+    [models."gpt-4o-mini"]
+    input = "0.15"
+    output = "0.60"
+    cached_input = "0.075"          # optional; cache reads cost `input` without it
+    cache_write = "0.1875"          # optional; cache writes cost `input` without it
+    provider = "openai"             # optional: the entry only matches this provider
+
+    [[models."acme-llm".prices]]    # dated prices: each in force from its date (UTC)
+    effective_from = 2026-01-01     #   until the next one
+    input = 1
+    output = 2
+    [[models."acme-llm".prices]]
+    effective_from = 2026-07-01
+    input = "0.8"
+    output = "1.6"
+
+    [models."llama3.1:8b"]          # self-hosted: free (a known price of $0, not "unpriced")
+    input = 0
+    output = 0
+
+    [models."local-gpu-model"]      # self-hosted, priced by compute time
+    per_second = "0.0004"
+
+    [[models."gpt-4o"]]             # one model, a different price per provider:
+    provider = "openai"             #   a list of entries, one per provider
+    input = "2.50"
+    output = "10"
+    [[models."gpt-4o"]]
+    provider = "azure"
+    input = "2.75"
+    output = "11"
+
+The same as JSON (dates as ``"YYYY-MM-DD"`` strings)::
+
+    {"models": {"gpt-4o-mini": {"input": "0.15", "output": "0.60", "provider": "openai"},
+                "acme-llm": {"prices": [{"effective_from": "2026-01-01", "input": 1, "output": 2}]},
+                "local-gpu-model": {"per_second": "0.0004"}}}
+
+Rules, checked when the table is built (a violation raises
+:class:`~autogen_reliability.errors.ConfigurationError` naming the model and key):
+
+- The top level has one key, ``models``. Model names match case-insensitively
+  (as genai-prices matches them), so two names differing only in case clash.
+- An entry has either token prices (``input`` and ``output`` both required,
+  ``cached_input`` and ``cache_write`` optional) or ``per_second``, not both,
+  not neither; or a non-empty ``prices`` list of such rates, each with an
+  ``effective_from`` date, no two on the same date. Unknown keys, negative,
+  non-finite or unparsable numbers are errors. ``0`` is a valid price.
+- An entry with ``provider`` matches requests for that provider only (compared
+  case-insensitively); an entry without one matches any provider. When both
+  exist for a model, the provider's own entry wins. A request whose provider
+  matches no entry of the model falls through to genai-prices.
+
+How usage is priced by an override: of ``prompt_tokens``, ``cached_tokens`` cost
+``cached_input`` and ``cache_write_tokens`` cost ``cache_write`` (each ``input``
+when absent), the rest ``input``; ``completion_tokens`` cost ``output``. A
+``per_second`` price is multiplied by ``latency_seconds``; without a latency the
+request is unpriced.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import tomllib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
+
+# genai-prices is imported here, with the modules it would otherwise import lazily on its first
+# price calculation (the bundled data, the unit table, the validators): importing it for the first
+# time on a background thread while the openai SDK is in use raised "partially initialized module
+# 'httpx2'" (see DESIGN.md, Pitfalls). Nothing here starts its auto-update (`UpdatePrices`).
+import genai_prices
+import genai_prices.data  # the bundled price snapshot
+from autogen_core.models import ChatCompletionClient
+from genai_prices import data_snapshot, data_units
+from genai_prices import decompose as _genai_decompose  # noqa: F401
+from genai_prices import types as genai_types
+from genai_prices import validation as _genai_validation  # noqa: F401
+
+from ..errors import ConfigurationError
+
+__all__ = ["Cost", "PricingTable", "TokenUsage", "infer_provider", "model_of"]
+
+logger = logging.getLogger(__name__)
+
+GENAI_PRICES_VERSION: Final[str] = genai_prices.__version__
+"""The installed genai-prices version, as named in :attr:`Cost.source`."""
+
+# Enough digits that no realistic price x token count is ever rounded before the one final rounding.
+_CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
+_PER_MILLION: Final = Decimal(1_000_000)
+_NANO_PER_USD: Final = Decimal(1_000_000_000)
+_LOOKUP_CACHE_SIZE: Final = 1024
+
+_OVERRIDE_SOURCE: Final = "override"
+_RATE_KEYS: Final = ("input", "output", "cached_input", "cache_write", "per_second")
+_TOKEN_KEYS: Final = ("input", "output", "cached_input", "cache_write")
+_ENTRY_KEYS: Final = frozenset({"provider", "prices", *_RATE_KEYS})
+_DATED_KEYS: Final = frozenset({"effective_from", *_RATE_KEYS})
+
+
+# --------------------------------------------------------------------------------------------------
+# Public value types
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What one provider request used, as priced.
+
+    Attributes:
+        prompt_tokens: All input tokens, cached ones included (as OpenAI reports ``prompt_tokens``;
+            for Anthropic that is ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``).
+        completion_tokens: All output tokens, reasoning tokens included.
+        cached_tokens: Of ``prompt_tokens``, those read from the provider's prompt cache.
+        cache_write_tokens: Of ``prompt_tokens``, those written to the prompt cache (Anthropic).
+        latency_seconds: How long the request took, for models priced by compute time.
+
+    Raises:
+        ValueError: A count is negative or not an int, cached plus cache-write tokens exceed
+            ``prompt_tokens``, or the latency is negative or not finite.
+
+    Example:
+        >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
+        >>> usage.prompt_tokens - usage.cached_tokens  # priced at the full input price
+        176
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TokenUsage.{name} must be a non-negative int, got {value!r}")
+        if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
+            raise ValueError(
+                f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed prompt_tokens ({self.prompt_tokens}); "
+                "prompt_tokens must count every input token, cached ones included"
+            )
+        latency = self.latency_seconds
+        if latency is not None and (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not math.isfinite(latency)
+            or latency < 0
+        ):
+            raise ValueError(f"TokenUsage.latency_seconds must be a finite number >= 0 or None, got {latency!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The price of one provider request.
+
+    Attributes:
+        nanousd: The cost in integer nano-USD (10^-9 USD), rounded once, half-even, from ``usd``.
+        usd: The exact amount before rounding.
+        source: ``"override"``, or ``"genai-prices <version>"`` for the package's bundled data.
+        effective_from: The date the applied price took effect, when known.
+        model: The model id the price was found under (the override's name, or genai-prices'
+            canonical id, e.g. ``"claude-3-5-sonnet"`` for ``"claude-3-5-sonnet-20241022"``).
+        provider: The provider the price is for: genai-prices' provider id, the override's
+            provider, or for an override without one the provider that was asked for.
+    """
+
+    nanousd: int
+    usd: Decimal
+    source: str
+    effective_from: date | None
+    model: str
+    provider: str | None
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """Prices in force from ``effective_from`` (``None``: always) until the next rate of the entry."""
+
+    effective_from: date | None
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
+    per_second: Decimal | None = None
+
+    def usd(self, usage: TokenUsage) -> Decimal | None:
+        """The exact cost of ``usage`` at this rate; ``None`` when it needs a latency that is missing."""
+        if self.per_second is not None:
+            if usage.latency_seconds is None:
+                return None
+            # str() gives the float's shortest repr, i.e. the number the caller measured, not its binary expansion.
+            return self.per_second * Decimal(str(usage.latency_seconds))
+        # Parsing guarantees input and output for a token rate.
+        assert self.input is not None
+        assert self.output is not None
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        write_price = self.input if self.cache_write is None else self.cache_write
+        uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+        return (
+            self.input * uncached
+            + cached_price * usage.cached_tokens
+            + write_price * usage.cache_write_tokens
+            + self.output * usage.completion_tokens
+        ) / _PER_MILLION
+
+
+@dataclass(frozen=True, slots=True)
+class _Override:
+    model: str
+    provider: str | None
+    rates: tuple[_Rate, ...]  # ascending effective_from; a single undated rate otherwise
+
+    def rate_on(self, day: date) -> _Rate | None:
+        found: _Rate | None = None
+        for rate in self.rates:
+            if rate.effective_from is None or rate.effective_from <= day:
+                found = rate
+            else:
+                break
+        return found
+
+
+def _config_error(model: str | None, key: str | None, problem: str) -> ConfigurationError:
+    where = "pricing overrides"
+    if model is not None:
+        where += f": model {model!r}"
+    if key is not None:
+        where += f": {key}"
+    return ConfigurationError(f"{where}: {problem}")
+
+
+def _parse_price(model: str, key: str, value: object) -> Decimal:
+    if isinstance(value, bool):
+        raise _config_error(model, key, f"expected a number or a numeric string, got {value!r}")
+    try:
+        if isinstance(value, Decimal):
+            number = value
+        elif isinstance(value, int):
+            number = Decimal(value)
+        elif isinstance(value, float):
+            # A float from Python code: its repr is the literal the user wrote, exactly.
+            number = Decimal(repr(value))
+        elif isinstance(value, str):
+            number = Decimal(value.strip())
+        else:
+            raise _config_error(model, key, f"expected a number or a numeric string, got {type(value).__name__}")
+    except InvalidOperation:
+        raise _config_error(model, key, f"not a number: {value!r}") from None
+    if not number.is_finite():
+        raise _config_error(model, key, f"must be finite, got {value!r}")
+    if number < 0:
+        raise _config_error(model, key, f"must not be negative, got {value!r}")
+    return number + 0  # normalises -0 to 0
+
+
+def _parse_date(model: str, key: str, value: object) -> date:
+    # datetime is a subclass of date: a TOML date-time must not pass as a date.
+    if isinstance(value, datetime):
+        raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got the date-time {value.isoformat()}")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got {value!r}") from None
+    raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got {type(value).__name__}")
+
+
+def _parse_rate(model: str, where: str, raw: Mapping[str, Any], effective_from: date | None) -> _Rate:
+    prices = {key: _parse_price(model, where + key, raw[key]) for key in _RATE_KEYS if key in raw}
+    token_keys = [key for key in _TOKEN_KEYS if key in prices]
+    if "per_second" in prices and token_keys:
+        raise _config_error(
+            model, where + "per_second", f"a rate is per token or per second, not both (also has {token_keys[0]})"
+        )
+    if "per_second" not in prices:
+        if not token_keys:
+            raise _config_error(
+                model, where.rstrip(".") or None, "has neither token prices (input, output) nor per_second"
+            )
+        for required in ("input", "output"):
+            if required not in prices:
+                raise _config_error(model, where + required, "missing: token prices need both input and output")
+    return _Rate(effective_from=effective_from, **prices)
+
+
+def _check_keys(model: str, where: str, raw: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise _config_error(model, where + str(key), f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def _parse_entry(model: str, where: str, raw: object) -> _Override:
+    if not isinstance(raw, Mapping):
+        raise _config_error(model, where.rstrip(".") or None, f"expected a table, got {type(raw).__name__}")
+    _check_keys(model, where, raw, _ENTRY_KEYS)
+    provider = raw.get("provider")
+    if provider is not None:
+        if not isinstance(provider, str) or not provider.strip():
+            raise _config_error(model, where + "provider", f"expected a non-empty string, got {provider!r}")
+        provider = provider.strip().lower()
+    if "prices" not in raw:
+        return _Override(model, provider, (_parse_rate(model, where, raw, None),))
+    flat = [key for key in _RATE_KEYS if key in raw]
+    if flat:
+        raise _config_error(model, where + flat[0], "give prices either on the model or in its `prices` list, not both")
+    dated = raw["prices"]
+    if isinstance(dated, str | bytes) or not isinstance(dated, Sequence) or not dated:
+        raise _config_error(model, where + "prices", "expected a non-empty list of dated prices")
+    rates: list[_Rate] = []
+    for index, item in enumerate(dated):
+        item_where = f"{where}prices[{index}]."
+        if not isinstance(item, Mapping):
+            raise _config_error(model, item_where.rstrip("."), f"expected a table, got {type(item).__name__}")
+        _check_keys(model, item_where, item, _DATED_KEYS)
+        if "effective_from" not in item:
+            raise _config_error(model, item_where + "effective_from", "missing: every dated price needs its date")
+        start = _parse_date(model, item_where + "effective_from", item["effective_from"])
+        rates.append(_parse_rate(model, item_where, item, start))
+    rates.sort(key=lambda rate: rate.effective_from or date.min)
+    for earlier, later in itertools.pairwise(rates):
+        if earlier.effective_from == later.effective_from:
+            raise _config_error(
+                model,
+                where + "prices",
+                f"two prices take effect on {later.effective_from}: which one applies is ambiguous",
+            )
+    return _Override(model, provider, tuple(rates))
+
+
+def _parse_overrides(data: Mapping[str, Any]) -> dict[str, dict[str | None, _Override]]:
+    for key in data:
+        if key != "models":
+            raise _config_error(None, str(key), "unknown top-level key; expected `models`")
+    models = data.get("models", {})
+    if not isinstance(models, Mapping):
+        raise _config_error(None, "models", f"expected a table of models, got {type(models).__name__}")
+    table: dict[str, dict[str | None, _Override]] = {}
+    spelled: dict[str, str] = {}
+    for model, raw in models.items():
+        if not isinstance(model, str) or not model.strip():
+            raise _config_error(None, "models", f"model names must be non-empty strings, got {model!r}")
+        folded = model.strip().lower()
+        if folded in spelled:
+            raise _config_error(model, None, f"listed twice (also as {spelled[folded]!r}; names match ignoring case)")
+        spelled[folded] = model
+        if isinstance(raw, Sequence) and not isinstance(raw, str | bytes):
+            if not raw:
+                raise _config_error(model, None, "an empty list of entries")
+            entries = [_parse_entry(model, f"[{index}].", item) for index, item in enumerate(raw)]
+        else:
+            entries = [_parse_entry(model, "", raw)]
+        by_provider: dict[str | None, _Override] = {}
+        for entry in entries:
+            if entry.provider in by_provider:
+                which = f"provider {entry.provider!r}" if entry.provider else "no provider"
+                raise _config_error(model, "provider", f"two entries for {which}")
+            by_provider[entry.provider] = entry
+        table[folded] = by_provider
+    return table
+
+
+def _load_file(path: Path) -> Mapping[str, Any]:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigurationError(f"pricing file {str(path)!r}: expected a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(f"pricing file {str(path)!r}: cannot be read: {error}") from error
+    try:
+        # parse_float=Decimal: 0.15 in the file stays exactly 0.15.
+        data: object = (
+            tomllib.loads(text, parse_float=Decimal) if suffix == ".toml" else json.loads(text, parse_float=Decimal)
+        )
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ConfigurationError(f"pricing file {str(path)!r}: not valid {suffix[1:].upper()}: {error}") from error
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"pricing file {str(path)!r}: expected a table/object at the top level")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# genai-prices
+# --------------------------------------------------------------------------------------------------
+
+# The prices the four counts of a TokenUsage map to; other units are handled by _ignorable_price_key.
+_FAST_PRICE_KEYS: Final = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
+_PRICE_KEY_DIMENSIONS: Final[Mapping[str, Mapping[str, str]]] = {
+    unit.get("price_key", usage_key): unit.get("dimensions", {}) for usage_key, unit in data_units.unit_data.items()
+}
+# A token unit with a dimension beyond these (a modality, a cache TTL) is more specific than anything a
+# TokenUsage reports, so genai-prices infers a count of 0 for it and it leaves the four leaf counts alone.
+_PLAIN_TOKEN_DIMENSIONS: Final = frozenset({"family", "direction", "token_type"})
+
+_NOT_CACHED: Final = object()
+
+
+def _ignorable_price_key(key: str) -> bool:
+    """True when genai-prices charges nothing for ``key`` given only a TokenUsage's four counts."""
+    dimensions = _PRICE_KEY_DIMENSIONS.get(key)
+    if dimensions is None:
+        return False
+    family = dimensions.get("family")
+    if family == "requests":  # charged once per request, whatever the usage
+        return False
+    if family == "tokens":
+        return not set(dimensions) <= _PLAIN_TOKEN_DIMENSIONS
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _FastPrices:
+    """A genai-prices ``ModelPrice`` reduced to what a TokenUsage can be charged.
+
+    It computes what ``ModelPrice.calc_price`` computes for such a usage (the parity tests run it
+    against every model of the bundled data) in a few microseconds instead of about sixty.
+    """
+
+    input: Decimal | genai_types.TieredPrices | None
+    output: Decimal | genai_types.TieredPrices | None
+    cache_read: Decimal | genai_types.TieredPrices | None
+    cache_write: Decimal | genai_types.TieredPrices | None
+
+    @classmethod
+    def of(cls, model_price: genai_types.ModelPrice) -> _FastPrices | None:
+        for key, value in vars(model_price).items():
+            if key.startswith("_") or value is None:
+                continue
+            if key in _FAST_PRICE_KEYS:
+                if not isinstance(value, Decimal | genai_types.TieredPrices):
+                    return None
+            elif not _ignorable_price_key(key):
+                return None
+        return cls(
+            model_price.input_mtok,
+            model_price.output_mtok,
+            model_price.cache_read_mtok,
+            model_price.cache_write_mtok,
+        )
+
+    def usd(self, usage: TokenUsage) -> Decimal:
+        # As genai-prices does: a cache count is carved out of the input count only when the cache
+        # unit has a price of its own; a tier applies to all tokens once the prompt passes its start.
+        prompt = usage.prompt_tokens
+
+        def rate(price: Decimal | genai_types.TieredPrices | None) -> Decimal | None:
+            if not isinstance(price, genai_types.TieredPrices):
+                return price
+            for tier in reversed(price.tiers):
+                if prompt > tier.start:
+                    return tier.price
+            return price.base
+
+        total = Decimal(0)
+        uncached = prompt
+        if (cache_read := rate(self.cache_read)) is not None:
+            total += cache_read * usage.cached_tokens / _PER_MILLION
+            uncached -= usage.cached_tokens
+        if (cache_write := rate(self.cache_write)) is not None:
+            total += cache_write * usage.cache_write_tokens / _PER_MILLION
+            uncached -= usage.cache_write_tokens
+        if (input_price := rate(self.input)) is not None:
+            total += input_price * uncached / _PER_MILLION
+        if (output_price := rate(self.output)) is not None:
+            total += output_price * usage.completion_tokens / _PER_MILLION
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to price with one of a model's ``ModelPrice`` objects."""
+
+    valid: bool  # False: genai-prices rejects the price set itself, so the model is unpriced
+    fast: _FastPrices | None  # None: ask genai-prices each time
+    effective_from: date | None
+
+
+@dataclass(slots=True)
+class _GenaiModel:
+    provider: genai_types.Provider
+    model: genai_types.ModelInfo
+    plans: dict[int, _Plan] = field(default_factory=dict)  # by id() of a ModelPrice that `model` holds
+
+    def plan(self, model_price: genai_types.ModelPrice) -> _Plan:
+        found = self.plans.get(id(model_price))
+        if found is None:
+            found = self.plans[id(model_price)] = self._make_plan(model_price)
+        return found
+
+    def _make_plan(self, model_price: genai_types.ModelPrice) -> _Plan:
+        effective_from = None
+        if not isinstance(self.model.prices, genai_types.ModelPrice):
+            for conditional in reversed(self.model.prices):
+                if conditional.prices is model_price:
+                    if isinstance(conditional.constraint, genai_types.StartDateConstraint):
+                        effective_from = conditional.constraint.start_date
+                    break
+        try:
+            # Runs genai-prices' own checks of the price set (which do not depend on the usage).
+            model_price.calc_price(genai_types.Usage(input_tokens=0, output_tokens=0))
+        except ValueError as error:
+            logger.warning(
+                "genai-prices %s: the prices of %s at %s are inconsistent (%s); treating it as unpriced",
+                GENAI_PRICES_VERSION,
+                self.model.id,
+                self.provider.id,
+                error,
+            )
+            return _Plan(valid=False, fast=None, effective_from=effective_from)
+        return _Plan(valid=True, fast=_FastPrices.of(model_price), effective_from=effective_from)
+
+
+def _genai_usage(usage: TokenUsage) -> genai_types.Usage:
+    # genai-prices' input_tokens is the total, like prompt_tokens: cache reads and writes are part of it.
+    return genai_types.Usage(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        cache_read_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if at.tzinfo is None:  # naive means UTC, as genai-prices reads it too
+        return at.replace(tzinfo=UTC)
+    return at.astimezone(UTC)
+
+
+def _normalise_provider(provider: str | None) -> str | None:
+    if provider is None:
+        return None
+    provider = provider.strip().lower()
+    return provider or None
+
+
+def _cost(usd: Decimal, source: str, effective_from: date | None, model: str, provider: str | None) -> Cost:
+    with localcontext(_CONTEXT):
+        nanousd = int((usd * _NANO_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+    return Cost(nanousd=nanousd, usd=usd, source=source, effective_from=effective_from, model=model, provider=provider)
+
+
+class PricingTable:
+    """Prices provider requests: user overrides first, then genai-prices' bundled offline data.
+
+    Args:
+        overrides: The override table (see the module documentation for the format): a mapping,
+            or the path of a ``.toml`` or ``.json`` file. ``None``: no overrides.
+        use_genai_prices: Fall back to genai-prices' data for models the overrides do not list.
+            ``False``: only the overrides price anything.
+
+    Raises:
+        ConfigurationError: The overrides are invalid (the message names the model and key),
+            or the file cannot be read or parsed.
+
+    Thread-safe: one table may be shared by the event loop and the recorder's thread.
+
+    Example:
+        >>> from datetime import datetime, UTC
+        >>> table = PricingTable({"models": {"llama3.1:8b": {"input": 0, "output": 0}}})
+        >>> usage = TokenUsage(prompt_tokens=1000, completion_tokens=200)
+        >>> table.price("llama3.1:8b", "ollama", usage=usage).nanousd
+        0
+        >>> cost = table.price("gpt-4o-mini", "openai", usage=usage, at=datetime(2025, 6, 1, tzinfo=UTC))
+        >>> cost.nanousd, cost.usd, cost.model
+        (270000, Decimal('0.00027'), 'gpt-4o-mini')
+        >>> table.price("my-own-model", usage=usage) is None  # unknown: unpriced, never $0
+        True
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        *,
+        use_genai_prices: bool = True,
+    ) -> None:
+        if overrides is None:
+            data: Mapping[str, Any] = {}
+        elif isinstance(overrides, str | os.PathLike):
+            data = _load_file(Path(overrides))
+        elif isinstance(overrides, Mapping):
+            data = overrides
+        else:
+            raise ConfigurationError(
+                f"pricing overrides: expected a mapping or a file path, got {type(overrides).__name__}"
+            )
+        self._overrides = _parse_overrides(data)
+        self._use_genai_prices = use_genai_prices
+        self._lock = threading.Lock()
+        self._lookups: OrderedDict[tuple[str, str | None], object] = OrderedDict()
+        # Loads the bundled data now, on the constructing thread (see the imports above).
+        self._snapshot = data_snapshot.get_snapshot() if use_genai_prices else None
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, use_genai_prices: bool = True) -> PricingTable:
+        """A table with the overrides of a TOML (``.toml``) or JSON (``.json``) file.
+
+        Args:
+            path: The file; its extension selects the parser.
+            use_genai_prices: As for the constructor.
+
+        Raises:
+            ConfigurationError: The file cannot be read or parsed, or its overrides are invalid.
+
+        Example:
+            >>> table = PricingTable.from_file("prices.toml")  # doctest: +SKIP
+        """
+        return cls(Path(path), use_genai_prices=use_genai_prices)
+
+    def __repr__(self) -> str:
+        source = f"genai-prices {GENAI_PRICES_VERSION}" if self._use_genai_prices else "no fallback"
+        return f"PricingTable({len(self._overrides)} overridden model(s), then {source})"
+
+    def price(
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        usage: TokenUsage,
+        at: datetime | None = None,
+    ) -> Cost | None:
+        """The cost of a request to ``model`` that used ``usage``, at the prices in force at ``at``.
+
+        Args:
+            model: The model id as sent to the provider (matched case-insensitively).
+            provider: The provider id (``"openai"``, ``"azure"``, ``"anthropic"``, ...; see
+                :func:`infer_provider`), or ``None`` to let genai-prices infer it from the model.
+            usage: The tokens (and latency) to price.
+            at: When the request started; naive means UTC. Default: now.
+
+        Returns:
+            The cost, or ``None`` when the model has no price (for this provider, at that time, or
+            without a latency for a per-second price). Never raises for an unknown model.
+
+        Example:
+            >>> table = PricingTable()
+            >>> usage = TokenUsage(prompt_tokens=2000, completion_tokens=100, cached_tokens=1024)
+            >>> table.price("gpt-4o", "openai", usage=usage, at=datetime(2025, 6, 1, tzinfo=UTC)).usd
+            Decimal('0.00472')
+        """
+        if not model:
+            return None
+        when = _as_utc(at)
+        provider_key = _normalise_provider(provider)
+        model_key = model.strip().lower()
+        entries = self._overrides.get(model_key)
+        if entries is not None:
+            override = entries.get(provider_key) if provider_key is not None else None
+            if override is None:
+                override = entries.get(None)
+            if override is not None:
+                return self._price_override(override, provider_key, usage, when.date())
+        if not self._use_genai_prices:
+            return None
+        return self._price_genai(model_key, provider_key, usage, when)
+
+    @staticmethod
+    def _price_override(override: _Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:
+        rate = override.rate_on(day)
+        if rate is None:  # before the model's first price: authoritative, so unpriced
+            return None
+        with localcontext(_CONTEXT):
+            usd = rate.usd(usage)
+        if usd is None:
+            return None
+        return _cost(usd, _OVERRIDE_SOURCE, rate.effective_from, override.model, override.provider or provider)
+
+    def _lookup(self, snapshot: data_snapshot.DataSnapshot, model: str, provider: str | None) -> _GenaiModel | None:
+        key = (model, provider)
+        with self._lock:
+            if snapshot is not self._snapshot:  # someone installed another snapshot: start over
+                self._lookups.clear()
+                self._snapshot = snapshot
+            found = self._lookups.get(key, _NOT_CACHED)
+            if found is not _NOT_CACHED:
+                self._lookups.move_to_end(key)
+                return found if isinstance(found, _GenaiModel) else None
+        try:
+            provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
+        except LookupError:
+            entry: _GenaiModel | None = None
+        else:
+            entry = _GenaiModel(provider_info, model_info)
+        with self._lock:
+            # Misses are cached too: genai-prices scans every model of the provider for each one.
+            self._lookups[key] = entry
+            if len(self._lookups) > _LOOKUP_CACHE_SIZE:
+                self._lookups.popitem(last=False)
+        return entry
+
+    def _price_genai(self, model: str, provider: str | None, usage: TokenUsage, when: datetime) -> Cost | None:
+        snapshot = data_snapshot.get_snapshot()
+        entry = self._lookup(snapshot, model, provider)
+        if entry is None:
+            return None
+        # Chosen per call, not cached per day: some prices depend on the time of day (DeepSeek's off-peak hours).
+        model_price = entry.model.get_prices(when)
+        with self._lock:
+            plan = entry.plan(model_price)
+        if not plan.valid:
+            return None
+        with localcontext(_CONTEXT):
+            if plan.fast is not None:
+                usd = plan.fast.usd(usage)
+            else:
+                try:
+                    usd = entry.model.calc_price(
+                        _genai_usage(usage), entry.provider, genai_request_timestamp=when
+                    ).total_price
+                except ValueError as error:
+                    logger.warning(
+                        "genai-prices could not price %s at %s: %s", entry.model.id, entry.provider.id, error
+                    )
+                    return None
+        source = f"genai-prices {GENAI_PRICES_VERSION}"
+        if snapshot.from_auto_update:  # the application updated the data itself; say from when
+            source += f" (data of {snapshot.timestamp.isoformat(timespec='seconds')})"
+        return _cost(usd, source, plan.effective_from, entry.model.id, entry.provider.id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Which provider and model a client talks to
+# --------------------------------------------------------------------------------------------------
+
+# By model name, for clients of unknown type. Deliberately short: open-weight families (llama,
+# qwen, gemma, phi, ...) are served by many providers and locally, so they say nothing.
+_NAME_RULES: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
+    (re.compile(r"^(?:ft:)?(?:gpt-|chatgpt-|o[1-9](?:$|[-.])|text-embedding-|dall-e|whisper-|tts-)"), "openai"),
+    (re.compile(r"^claude"), "anthropic"),
+    (re.compile(r"^gemini"), "google"),
+    (re.compile(r"^(?:open-)?(?:mistral|mixtral|codestral|ministral|pixtral|magistral|devstral|voxtral)"), "mistral"),
+    (re.compile(r"^grok"), "x-ai"),
+    (re.compile(r"^deepseek"), "deepseek"),
+    (re.compile(r"^command"), "cohere"),
+)
+_PREFIX_PROVIDERS: Final = frozenset(
+    {"openai", "anthropic", "google", "mistral", "x-ai", "deepseek", "cohere", "azure"}
+)
+
+
+def _class_in(module: str, name: str) -> type | None:
+    # Only modules already imported: a client of an SDK nobody imported cannot exist.
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) else None
+
+
+def _is_instance(client: object, module: str, name: str) -> bool:
+    cls = _class_in(module, name)
+    return cls is not None and isinstance(client, cls)
+
+
+@lru_cache(maxsize=256)
+def _provider_for_url(url: str) -> str | None:
+    """The genai-prices provider whose API URL pattern ``url`` matches, if any."""
+    for provider in data_snapshot.get_snapshot().providers:
+        if re.match(provider.api_pattern, url):
+            return provider.id
+    return None
+
+
+def _base_url(client: object) -> str | None:
+    # The SDK client's base_url is the effective one: AutoGen's defaults for gemini-/claude- models
+    # and OPENAI_BASE_URL included. The raw config is the fallback (e.g. before the SDK client exists).
+    sdk_url = getattr(getattr(client, "_client", None), "base_url", None)
+    if sdk_url is not None:
+        return str(sdk_url)
+    raw = getattr(client, "_raw_config", None)
+    if isinstance(raw, Mapping):
+        configured = raw.get("base_url")
+        if isinstance(configured, str) and configured:
+            return configured
+    return None
+
+
+# (module, class, provider, whether a configured base URL decides instead), first match wins:
+# subclasses before their bases. Modules are looked up in sys.modules, never imported.
+_CLIENT_TYPES: Final[tuple[tuple[str, str, str | None, bool], ...]] = (
+    ("autogen_ext.models.openai", "AzureOpenAIChatCompletionClient", "azure", False),
+    ("autogen_ext.models.openai", "BaseOpenAIChatCompletionClient", "openai", True),
+    # genai-prices prices Bedrock's model ids ("anthropic.claude-...-v2:0") under "aws".
+    ("autogen_ext.models.anthropic", "AnthropicBedrockChatCompletionClient", "aws", False),
+    ("autogen_ext.models.anthropic", "BaseAnthropicChatCompletionClient", "anthropic", True),
+    ("autogen_ext.models.ollama", "OllamaChatCompletionClient", "ollama", False),
+    ("autogen_ext.models.azure", "AzureAIChatCompletionClient", "azure", False),
+    ("autogen_ext.models.llama_cpp", "LlamaCppChatCompletionClient", "llama-cpp", False),
+    ("autogen_ext.models.replay", "ReplayChatCompletionClient", None, False),  # scripted answers: no provider
+)
+
+
+def _provider_of_client(client: object, depth: int = 0) -> tuple[bool, str | None]:
+    """(whether the client's type was recognised, its provider)."""
+    for module, name, provider, by_url in _CLIENT_TYPES:
+        if _is_instance(client, module, name):
+            url = _base_url(client) if by_url else None
+            # A URL genai-prices does not know (a gateway, a local server) keeps the API's own provider.
+            return True, (_provider_for_url(url) if url else None) or provider
+    inner = _inner_client(client)
+    if inner is not None and depth < 4:
+        return _provider_of_client(inner, depth + 1)
+    return False, None
+
+
+def _inner_client(client: object) -> object | None:
+    """The client a known wrapper delegates to (AutoGen's ChatCompletionCache, our own wrapper)."""
+    if _is_instance(client, "autogen_ext.models.cache", "ChatCompletionCache"):
+        inner = getattr(client, "client", None)
+    else:
+        inner = getattr(client, "inner", None)
+    return inner if isinstance(inner, ChatCompletionClient) else None
+
+
+def _provider_from_name(model: str) -> str | None:
+    name = model.strip().lower()
+    prefix, slash, rest = name.partition("/")
+    if slash and prefix in _PREFIX_PROVIDERS:  # "openai/gpt-4o", as LiteLLM writes it
+        return prefix
+    for pattern, provider in _NAME_RULES:
+        if pattern.search(rest if slash else name):
+            return provider
+    return None
+
+
+def infer_provider(client: object, model: str | None = None) -> str | None:
+    """The provider an AutoGen model client sends its requests to, as a genai-prices provider id.
+
+    By the client's type first (no SDK module is imported to check):
+
+    - ``AzureOpenAIChatCompletionClient`` -> ``"azure"``;
+    - ``OpenAIChatCompletionClient`` -> the genai-prices provider whose API URL pattern its effective
+      base URL matches (``"openai"`` for api.openai.com, ``"google"`` for Gemini's OpenAI endpoint,
+      ``"groq"``, ``"openrouter"``, ``"together"``, ...); for any other URL (a gateway, a proxy, a
+      local server) ``"openai"``: the API it speaks. genai-prices' ``openai`` provider prices only
+      OpenAI's own models, so a gateway to OpenAI is priced right and a local ``llama3.1`` or
+      ``deepseek-r1:8b`` stays unpriced (with no provider, genai-prices would guess from the name and
+      price the latter as DeepSeek's hosted model). A local server that names its model like an
+      OpenAI model (``gpt-oss-20b``, a fake server's ``gpt-4o-mini``) is priced at OpenAI's price
+      unless an override says otherwise;
+    - ``AnthropicChatCompletionClient`` -> ``"anthropic"`` (a base URL as above),
+      ``AnthropicBedrockChatCompletionClient`` -> ``"aws"``;
+    - ``OllamaChatCompletionClient`` -> ``"ollama"``; ``AzureAIChatCompletionClient`` -> ``"azure"``;
+      ``LlamaCppChatCompletionClient`` -> ``"llama-cpp"``;
+    - ``ReplayChatCompletionClient`` -> ``None`` (no provider);
+    - ``ChatCompletionCache`` and wrappers exposing ``inner`` -> the wrapped client's provider.
+
+    For other clients, by the model name (``model``, else :func:`model_of`): ``gpt-``, ``o1``/``o3``/``o4``...
+    -> ``"openai"``, ``claude`` -> ``"anthropic"``, ``gemini`` -> ``"google"``, ``mistral``/``mixtral``/...
+    -> ``"mistral"``, ``grok`` -> ``"x-ai"``, ``deepseek`` -> ``"deepseek"``, ``command`` -> ``"cohere"``;
+    open-weight families (llama, qwen, ...) -> ``None``: they run anywhere.
+
+    Args:
+        client: The model client (any object; nothing is called on it).
+        model: The model name, if known better than the client's configuration.
+
+    Returns:
+        The provider id, or ``None`` when it cannot be told. Never raises.
+
+    Example:
+        >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
+        >>> infer_provider(OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test"))
+        'openai'
+        >>> infer_provider(OpenAIChatCompletionClient(model="llama-3.1-8b-instant", api_key="x",
+        ...     base_url="https://api.groq.com/openai/v1", model_info={"vision": False, "function_calling": True,
+        ...     "json_output": True, "family": "unknown", "structured_output": True}))
+        'groq'
+        >>> infer_provider(object(), "claude-3-5-sonnet-20241022")
+        'anthropic'
+    """
+    try:
+        known, provider = _provider_of_client(client)
+        if known:
+            return provider
+        name = model if model is not None else model_of(client)
+        return _provider_from_name(name) if name else None
+    except Exception:  # a probe of foreign objects must never break a call
+        logger.debug("could not infer the provider of %s", type(client).__name__, exc_info=True)
+        return None
+
+
+def model_of(client: object) -> str | None:
+    """The model name an AutoGen model client is configured with, read duck-typed.
+
+    Reads ``_raw_config["model"]``, else ``_create_args["model"]`` (AutoGen's OpenAI, Azure,
+    Anthropic and Ollama clients keep it there), else the wrapped client's of a
+    ``ChatCompletionCache`` or a wrapper exposing ``inner``.
+
+    Args:
+        client: Any object.
+
+    Returns:
+        The model name, or ``None`` (e.g. for a ``ReplayChatCompletionClient``). Never raises.
+
+    Example:
+        >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
+        >>> model_of(OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test"))
+        'gpt-4o-mini'
+    """
+    try:
+        current: object | None = client
+        for _ in range(5):
+            if current is None:
+                return None
+            for attribute in ("_raw_config", "_create_args"):
+                config = getattr(current, attribute, None)
+                if isinstance(config, Mapping):
+                    name = config.get("model")
+                    if isinstance(name, str) and name:
+                        return name
+            current = _inner_client(current)
+    except Exception:
+        logger.debug("could not read the model of %s", type(client).__name__, exc_info=True)
+    return None

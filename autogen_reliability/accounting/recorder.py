@@ -1,0 +1,401 @@
+"""``UsageRecorder``: usage events to the store, off the event loop, and never lost.
+
+The LLM call path must never wait for a database, and a usage row must never
+be dropped. So:
+
+- :meth:`UsageRecorder.record` appends the event to an in-memory queue and
+  returns: no I/O, no lock held for long, and it never raises.
+- A background thread writes the queue in batches (every ``flush_interval``
+  seconds, or as soon as ``batch_size`` events wait), each batch in one
+  transaction of batched inserts.
+- When a write fails (the database is down, locked, read-only, or slow past its
+  timeout), the batch is appended to a local **spool** file (JSON lines, one
+  ``fsync`` per batch) and the writer keeps spooling until the database answers
+  again; then the spool is replayed and removed. A queue that grows past
+  ``max_queue`` (the database cannot keep up) is spilled to the spool too.
+- Every event carries a client-made UUID with a unique constraint in the store,
+  and writes are insert-or-ignore: a batch replayed after a crash half-way is
+  never counted twice.
+- Each process spools to a file of its own; a process replays, at start and
+  whenever its database is back, the spool files that dead processes left
+  behind.
+
+What can be lost: events recorded but not yet written or spooled when the
+process is killed outright (SIGKILL, power loss) — at most one batch window,
+``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default. A normal
+exit runs :meth:`close` (atexit), which writes or spools everything.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Final, Protocol
+
+from ..errors import ConfigurationError
+from .events import UsageEvent
+
+__all__ = ["UsageRecorder", "UsageSink"]
+
+logger = logging.getLogger("autogen_reliability")
+
+DEFAULT_BATCH_SIZE: Final = 1000
+DEFAULT_FLUSH_INTERVAL: Final = 1.0
+DEFAULT_MAX_QUEUE: Final = 100_000
+_RETRY_DATABASE_EVERY: Final = 5.0  # seconds between attempts to reach a database that failed
+
+
+class UsageSink(Protocol):
+    """Where usage events are written: a :class:`~autogen_reliability.storage.UsageStore`, or your own."""
+
+    def write(self, events: Sequence[UsageEvent]) -> int:
+        """Writes ``events`` in one transaction, ignoring ones already stored; returns how many were new."""
+        ...
+
+    def close(self) -> None:
+        """Releases the connection pool."""
+        ...
+
+
+class UsageRecorder:
+    """Writes usage events to a sink on a background thread, spooling to disk when the sink fails.
+
+    Args:
+        sink: The store to write to, or a function that makes it (called on the
+            writer thread, and again later while it fails).
+        spool_dir: Where spool files go (created if missing).
+        batch_size: Events per write; a full batch is written at once.
+        flush_interval: Seconds between writes of a partial batch (the crash-loss window).
+        max_queue: Events held in memory before the writer spills them to the spool.
+        close_sink: Close the sink when the recorder is closed.
+        name: Names the spool files (default: the sink's URL); recorders of one
+            database share a name, so one replays what another left behind.
+
+    Example:
+        >>> recorder = UsageRecorder(UsageStore("sqlite:///usage.db"), spool_dir=".usage-spool")
+        >>> client = reliable(inner, recorder=recorder)
+    """
+
+    def __init__(
+        self,
+        sink: UsageSink | Callable[[], UsageSink],
+        *,
+        spool_dir: str | os.PathLike[str],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        close_sink: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float) or not flush_interval > 0:
+            raise ConfigurationError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < batch_size:
+            raise ConfigurationError(f"max_queue must be an int >= batch_size ({batch_size}), got {max_queue!r}")
+        # A factory is called on the writer thread: connecting never holds up the caller.
+        self._factory: Callable[[], UsageSink] | None = None if _is_sink(sink) else sink  # type: ignore[assignment]
+        self._sink: UsageSink | None = sink if _is_sink(sink) else None  # type: ignore[assignment]
+        self._close_sink = close_sink
+        self._batch_size = batch_size
+        self._flush_interval = float(flush_interval)
+        self._max_queue = max_queue
+        self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
+        self._queue: deque[UsageEvent] = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+        self._healthy = True
+        self._next_database_try = 0.0
+        self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0}
+        self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
+        self._thread.start()
+        _live_recorders.add(self)
+
+    # -- the call path -------------------------------------------------------------
+
+    def record(self, event: UsageEvent) -> None:
+        """Queue ``event`` for writing. Never blocks on I/O, never raises."""
+        try:
+            if self._closed:
+                # Late events (after close) still must not vanish: straight to the spool.
+                self._spool.append([event])
+                return
+            self._queue.append(event)
+            if len(self._queue) >= self._batch_size:
+                self._wake.set()
+        except Exception:  # recording must never break a model call
+            logger.exception("could not queue a usage event")
+
+    # -- control ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event recorded so far is written or spooled; ``False`` on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._queue or self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
+                self._wake.set()
+        return True
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Write (or spool) everything, stop the writer thread and close the sink. Safe to call twice."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
+        leftover = self._take(len(self._queue))
+        if leftover:
+            self._spool.append(leftover)
+        if self._close_sink and self._sink is not None:
+            with contextlib.suppress(Exception):
+                self._sink.close()
+        _live_recorders.discard(self)
+
+    @property
+    def pending(self) -> int:
+        """Events recorded but not yet written or spooled."""
+        return len(self._queue) + self._in_flight
+
+    @property
+    def spool_path(self) -> Path:
+        """The file this process spools to while the database is unavailable."""
+        return self._spool.path
+
+    @property
+    def spooled(self) -> int:
+        """Events waiting in this process's spool file for the database to come back."""
+        return self._spool.count()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: events ``written``, ``spooled``, ``replayed``; ``failed_writes`` (batches)."""
+        return dict(self._stats)
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        if self._sink is None:
+            self._connect()
+        self._replay()
+        while not self._closed:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            if len(self._queue) > self._max_queue:
+                # The database cannot keep up: move the excess to disk, where it is safe.
+                excess = self._take(len(self._queue) - self._max_queue)
+                self._spool.append(excess)
+                self._stats["spooled"] += len(excess)
+                self._done(len(excess))
+                continue
+            batch = self._take(self._batch_size)
+            self._write(batch)
+            self._done(len(batch))
+            # Hand the GIL over between batches: the event loop's thread may be waiting for it, and
+            # otherwise gets it only at the interpreter's switch interval (5 ms), again and again.
+            time.sleep(0)
+        # Spooled events go to the database once it answers: now if healthy, else at the next try.
+        retry_due = time.monotonic() >= self._next_database_try
+        if (self._healthy and self._spool.count()) or (not self._healthy and retry_due):
+            self._replay()
+
+    def _take(self, limit: int) -> list[UsageEvent]:
+        batch: list[UsageEvent] = []
+        with self._idle:
+            while self._queue and len(batch) < limit:
+                batch.append(self._queue.popleft())
+            self._in_flight += len(batch)
+        return batch
+
+    def _done(self, count: int) -> None:
+        with self._idle:
+            self._in_flight -= count
+            self._idle.notify_all()
+
+    def _connect(self) -> UsageSink | None:
+        """The sink, made on this thread by the factory if it was not made yet; ``None`` while that fails."""
+        if self._sink is None and self._factory is not None:
+            try:
+                self._sink = self._factory()
+            except Exception as error:
+                self._failed(error)
+        return self._sink
+
+    def _write(self, batch: list[UsageEvent]) -> None:
+        if self._healthy or time.monotonic() >= self._next_database_try:
+            sink = self._connect()
+            if sink is None:
+                self._spool.append(batch)
+                self._stats["spooled"] += len(batch)
+                return
+            try:
+                sink.write(batch)
+            except Exception as error:
+                self._failed(error)
+            else:
+                self._stats["written"] += len(batch)
+                if not self._healthy:
+                    logger.warning("usage database reachable again; replaying the spool")
+                self._healthy = True
+                return
+        self._spool.append(batch)
+        self._stats["spooled"] += len(batch)
+
+    def _failed(self, error: Exception) -> None:
+        self._stats["failed_writes"] += 1
+        if self._healthy:
+            logger.warning(
+                "usage database unavailable (%s: %s); spooling events to %s",
+                type(error).__name__,
+                _first_line(error),
+                self._spool.path,
+                extra={"spool": str(self._spool.path)},
+            )
+        self._healthy = False
+        self._next_database_try = time.monotonic() + _RETRY_DATABASE_EVERY
+
+    def _replay(self) -> None:
+        """Write spooled events to the sink; a file is removed only once all its events are stored."""
+        sink = self._connect()
+        if sink is None:
+            return
+        for path in self._spool.files():
+            try:
+                for batch in _read_batches(path, self._batch_size):
+                    sink.write(batch)
+                    self._stats["replayed"] += len(batch)
+            except Exception as error:
+                self._failed(error)
+                return
+            self._spool.remove(path)
+            self._healthy = True
+
+
+class _Spool:
+    """JSON-lines spool files of one sink: ``<sink digest>-<pid>.jsonl``, one per process."""
+
+    def __init__(self, directory: Path, sink_name: str) -> None:
+        self.directory = directory
+        self._prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
+        self.path = directory / f"{self._prefix}-{os.getpid()}.jsonl"
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def append(self, events: Sequence[UsageEvent]) -> None:
+        if not events:
+            return
+        payload = "".join(json.dumps(event.to_json(), separators=(",", ":")) + "\n" for event in events)
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as spool:
+                spool.write(payload)
+                spool.flush()
+                os.fsync(spool.fileno())
+            self._count += len(events)
+
+    def count(self) -> int:
+        return self._count
+
+    def files(self) -> Iterator[Path]:
+        """This process's spool file, and those of processes no longer running."""
+        with self._lock:
+            if self.path.exists():
+                own = self.directory / f"{self.path.stem}.replaying-{time.time_ns()}.jsonl"
+                # Renamed first, so events spooled meanwhile go to a fresh file, not into the one being replayed.
+                self.path.rename(own)
+                self._count = 0
+                yield_own = [own]
+            else:
+                yield_own = []
+        yield from yield_own
+        if self.directory.is_dir():
+            for path in sorted(self.directory.glob(f"{self._prefix}-*.jsonl")):
+                if path not in yield_own and _orphaned(path):
+                    yield path
+
+    def remove(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _orphaned(path: Path) -> bool:
+    """A spool file whose process is gone (or one of ours left over from a replay that failed)."""
+    pid_part = path.stem.split("-", 1)[1].split(".", 1)[0]
+    if not pid_part.isdigit():
+        return False
+    pid = int(pid_part)
+    if pid == os.getpid():
+        return ".replaying-" in path.name
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def _read_batches(path: Path, size: int) -> Iterator[list[UsageEvent]]:
+    batch: list[UsageEvent] = []
+    with open(path, encoding="utf-8") as spool:
+        for number, line in enumerate(spool, 1):
+            if not line.strip():
+                continue
+            try:
+                batch.append(UsageEvent.from_json(json.loads(line)))
+            except (ValueError, TypeError, KeyError):
+                # A torn last line from a crash mid-write: that event was never acknowledged as spooled.
+                logger.warning("skipping an unreadable line %d of spool file %s", number, path)
+                continue
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _is_sink(candidate: object) -> bool:
+    return callable(getattr(candidate, "write", None))
+
+
+def _sink_name(sink: object) -> str:
+    return str(getattr(sink, "url", None) or getattr(sink, "__qualname__", None) or type(sink).__qualname__)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+_live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_recorders() -> None:
+    """On a normal exit, every recorder writes or spools what it still holds."""
+    for recorder in list(_live_recorders):
+        with contextlib.suppress(Exception):
+            recorder.close(timeout=10.0)

@@ -1,0 +1,785 @@
+"""Read the provider's own usage report off the wire, without changing AutoGen and without buffering streams.
+
+Why this exists:
+    AutoGen reduces what the provider reports about a completion to
+    ``CreateResult.usage = RequestUsage(prompt_tokens, completion_tokens)``. Exact
+    cost needs more: OpenAI bills cached prompt tokens
+    (``usage.prompt_tokens_details.cached_tokens``) at about half price, reasoning
+    tokens (``usage.completion_tokens_details.reasoning_tokens``) are part of the
+    completion bill but worth reporting apart, and the ``model`` that actually
+    answered (a dated snapshot) decides the price. All of that is in the HTTP
+    response body and gone by the time AutoGen returns.
+
+How it works:
+    `attach_usage_tap` wraps the transport(s) of the ``httpx2.AsyncClient`` that
+    the ``openai.AsyncOpenAI`` inside an AutoGen OpenAI-family client sends its
+    requests through (``client._client._client._transport`` and the per-URL
+    ``_mounts``) in a `UsageTapTransport`. While a `capture_provider_usage` block is
+    active, the transport replaces each response's byte stream with a pass-through
+    iterator that hands every chunk on unchanged, as soon as it arrives, after
+    looking at it:
+
+    * ``application/json`` bodies (non-streaming completions) are copied into a
+      bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends;
+    * ``text/event-stream`` bodies (streams) are split into lines incrementally
+      and only ``data:`` events that carry a ``usage`` object (or, until it is
+      known, the ``model``) are parsed. Nothing is held back.
+
+    Compressed bodies (the SDK asks for ``gzip, deflate``) are decompressed on a
+    side copy for inspection only.
+
+Which slot receives the usage:
+    The slot is looked up in a `contextvars.ContextVar` when the request is
+    *sent* (in ``handle_async_request``), not when the body is read, so
+    concurrent tasks each fill their own slot, and a stream whose chunks are
+    consumed elsewhere still reports to the slot that was active when it was
+    opened. AutoGen's ``create()`` runs the SDK call in ``asyncio.ensure_future``,
+    which copies the caller's context, so a slot opened around ``await
+    client.create(...)`` is visible there; ``create_stream()`` sends its request
+    on the first ``__anext__`` of the caller's ``async for``. Captures nest: a
+    response is recorded in the innermost slot and in every enclosing one.
+
+How it stays safe:
+    * Bytes always reach the SDK unchanged and unbuffered; every inspection error
+      (bad JSON, unknown encoding, oversized body, anything unexpected) is
+      swallowed and only counted in `UsageSlot.tap_failures`.
+    * Without an active capture the transport only adds one ``ContextVar.get``
+      per request: response streams are not wrapped at all.
+    * If the internals are not where this version of AutoGen / openai /
+      httpx2 keeps them, `attach_usage_tap` returns False, logs once at DEBUG,
+      and changes nothing.
+    * Attaching is idempotent, works with the SDK's default HTTP client and with
+      a user-supplied ``http_client`` (``httpx2`` or legacy ``httpx``), and
+      leaves ``dump_component()`` and ``close()`` as they were (the config is
+      untouched; closing delegates to the wrapped transport).
+
+Example:
+    ```python
+    client = OpenAIChatCompletionClient(model="gpt-4o-mini")
+    attach_usage_tap(client)
+    with capture_provider_usage() as slot:
+        result = await client.create(messages)
+    if slot.usage is not None:
+        print(slot.usage.cached_tokens, slot.usage.reasoning_tokens, slot.usage.model)
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Protocol, cast
+
+import httpx2
+import openai
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "ProviderUsage",
+    "UsageSlot",
+    "UsageTapTransport",
+    "attach_usage_tap",
+    "capture_provider_usage",
+    "current_usage_slot",
+]
+
+_logger = logging.getLogger(__name__)
+
+MAX_JSON_BYTES: Final = 2 * 1024 * 1024
+"""Largest decoded JSON body (and longest single SSE line) the tap inspects; larger ones pass uninspected."""
+
+# A cheap pre-filter so that stream chunks without a usage *object* (``"usage":null`` or no key at
+# all, i.e. all but the last chunk) are never parsed; json.loads then decides what is really there.
+_USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
+# Chunks parsed just to learn the stream's model/id before giving up on them (Azure's first chunk
+# can carry an empty model); after that only usage-bearing chunks are parsed.
+_IDENTITY_ATTEMPTS: Final = 8
+
+
+# --------------------------------------------------------------------------- public data
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderUsage:
+    """The usage one HTTP response reported, as the provider wrote it (no estimates, no normalisation).
+
+    Attributes:
+        prompt_tokens: ``usage.prompt_tokens`` (``input_tokens`` in Responses-API shapes).
+        completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes).
+        cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (or ``cache_read_input_tokens``):
+            prompt tokens served from the provider's prompt cache, included in ``prompt_tokens`` for OpenAI.
+        reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
+            ``completion_tokens`` for OpenAI.
+        cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it;
+            None for OpenAI.
+        model: The ``model`` field of the response (for a stream, of its chunks), e.g. a dated snapshot.
+        response_id: The ``id`` field of the response, e.g. ``"chatcmpl-..."``.
+    """
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    cache_write_tokens: int | None
+    model: str | None
+    response_id: str | None
+
+
+class UsageSlot:
+    """Receives the provider usage of the HTTP responses made while it is active.
+
+    Created by `capture_provider_usage`; the tap writes it, the caller reads it
+    after the call (for a stream: after the stream ended). Responses are counted
+    per HTTP attempt, so SDK retries show up as extra ``responses``.
+
+    Attributes:
+        usage: The last complete usage seen (for a stream: from its usage chunk); None if no
+            response reported one (an error, or a stream without ``include_usage``).
+        usages: Every usage seen, in arrival order (several requests, e.g. a tool loop, or
+            concurrent calls inside one capture).
+        status: The HTTP status of the last response.
+        model: The model named by the last response or chunk that named one, even without usage.
+        response_id: The ``id`` of the last response or chunk that had one.
+        request_id: The ``x-request-id`` header of the last response.
+        responses: How many HTTP responses arrived while the slot was active.
+        tap_failures: How many response bodies could not be inspected (malformed, oversized,
+            unknown encoding); the SDK got those bytes unchanged.
+    """
+
+    __slots__ = (
+        "_parent",
+        "model",
+        "request_id",
+        "response_id",
+        "responses",
+        "status",
+        "tap_failures",
+        "usage",
+        "usages",
+    )
+
+    def __init__(self, parent: UsageSlot | None = None) -> None:
+        """Create an empty slot.
+
+        Args:
+            parent: The enclosing slot, which also receives everything recorded here.
+        """
+        self._parent = parent
+        self.usage: ProviderUsage | None = None
+        self.usages: list[ProviderUsage] = []
+        self.status: int | None = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+        self.request_id: str | None = None
+        self.responses = 0
+        self.tap_failures = 0
+
+    def _chain(self) -> tuple[UsageSlot, ...]:
+        slots: list[UsageSlot] = []
+        slot: UsageSlot | None = self
+        while slot is not None:
+            slots.append(slot)
+            slot = slot._parent
+        return tuple(slots)
+
+    def __repr__(self) -> str:
+        return (
+            f"UsageSlot(usage={self.usage!r}, status={self.status!r}, model={self.model!r}, "
+            f"responses={self.responses}, tap_failures={self.tap_failures})"
+        )
+
+
+_CURRENT_SLOT: ContextVar[UsageSlot | None] = ContextVar("autogen_reliability_usage_slot", default=None)
+
+
+@contextmanager
+def capture_provider_usage() -> Iterator[UsageSlot]:
+    """Collect the provider usage of the requests sent inside the block.
+
+    Sets a fresh `UsageSlot` as the current one and restores the previous one on
+    exit. A request belongs to the slot that was current when it was *sent*.
+    Enclosing captures receive the same records.
+
+    It is a plain (sync) context manager, fine around ``await`` and ``async for``
+    in one task; like any ContextVar scope it must be exited in the context it was
+    entered in (not across the ``yield`` of an async generator driven by another task).
+
+    Yields:
+        The slot; read it after the call (for a stream: after iterating it to the end).
+    """
+    slot = UsageSlot(_CURRENT_SLOT.get())
+    token = _CURRENT_SLOT.set(slot)
+    try:
+        yield slot
+    finally:
+        _CURRENT_SLOT.reset(token)
+
+
+def current_usage_slot() -> UsageSlot | None:
+    """The innermost active `UsageSlot` of the current context, if any."""
+    return _CURRENT_SLOT.get()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _count(value: object) -> int | None:
+    # bool is an int subclass; a negative or boolean "count" is not a count.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _first(*values: int | None) -> int | None:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
+    for key in keys:
+        details = usage.get(key)
+        if isinstance(details, dict):
+            return cast("Mapping[str, Any]", details)
+    return {}
+
+
+def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: str | None) -> ProviderUsage | None:
+    """Read a ``usage`` object in the Chat Completions shape (Responses / Anthropic spellings as fallbacks)."""
+    prompt = _details(usage, "prompt_tokens_details", "input_tokens_details")
+    completion = _details(usage, "completion_tokens_details", "output_tokens_details")
+    prompt_tokens = _count(usage.get("prompt_tokens"))
+    if prompt_tokens is None and (input_tokens := _count(usage.get("input_tokens"))) is not None:
+        # Anthropic's input_tokens leaves out cache reads and writes; our prompt_tokens (as OpenAI's) includes them.
+        cache_read = _count(usage.get("cache_read_input_tokens")) or 0
+        cache_write = _count(usage.get("cache_creation_input_tokens")) or 0
+        prompt_tokens = input_tokens + cache_read + cache_write
+    result = ProviderUsage(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=_first(_count(usage.get("completion_tokens")), _count(usage.get("output_tokens"))),
+        cached_tokens=_first(_count(prompt.get("cached_tokens")), _count(usage.get("cache_read_input_tokens"))),
+        reasoning_tokens=_count(completion.get("reasoning_tokens")),
+        cache_write_tokens=_first(
+            _count(usage.get("cache_creation_input_tokens")), _count(prompt.get("cache_creation_input_tokens"))
+        ),
+        model=model,
+        response_id=response_id,
+    )
+    if (
+        result.prompt_tokens is None
+        and result.completion_tokens is None
+        and result.cached_tokens is None
+        and result.reasoning_tokens is None
+        and result.cache_write_tokens is None
+    ):
+        return None
+    return result
+
+
+class _Decoder(Protocol):
+    def decode(self, data: bytes) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _TooLargeError(Exception):
+    """The decoded body grew beyond what the tap inspects."""
+
+
+class _UnsupportedEncodingError(Exception):
+    """A Content-Encoding the tap cannot decode for inspection."""
+
+
+class _ZlibDecoder:
+    """gzip / deflate with the standard library; output bounded so a compression bomb costs nothing."""
+
+    __slots__ = ("_decompressor", "_raw_deflate_fallback")
+
+    def __init__(self, encoding: str) -> None:
+        # gzip: the gzip wrapper; deflate: zlib-wrapped as the RFC says, raw deflate if the server got it wrong.
+        wbits = zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS
+        self._decompressor = zlib.decompressobj(wbits)
+        self._raw_deflate_fallback = encoding == "deflate"
+
+    def decode(self, data: bytes) -> bytes:
+        try:
+            out = self._decompressor.decompress(data, MAX_JSON_BYTES)
+        except zlib.error:
+            if not self._raw_deflate_fallback:
+                raise
+            self._raw_deflate_fallback = False
+            self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._decompressor.decompress(data, MAX_JSON_BYTES)
+        self._raw_deflate_fallback = False
+        if self._decompressor.unconsumed_tail:
+            raise _TooLargeError
+        return out
+
+    def flush(self) -> bytes:
+        return self._decompressor.flush()
+
+
+class _HttpxDecoder:
+    """Any other encoding httpx2 itself can decode (br, zstd when their libraries are installed).
+
+    httpx2's decoders are private, so this is only a fallback: any surprise in their API just
+    means the body goes uninspected.
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, encoding: str) -> None:
+        from httpx2 import _decoders  # noqa: PLC0415 - private, so only touched when needed
+
+        decoder_class = _decoders.SUPPORTED_DECODERS.get(encoding)
+        if decoder_class is None:
+            raise _UnsupportedEncodingError(encoding)
+        self._decoder: Any = decoder_class()
+
+    @staticmethod
+    def _join(out: object) -> bytes:
+        if isinstance(out, bytes):
+            return out
+        return b"".join(cast("Iterator[bytes]", out))
+
+    def decode(self, data: bytes) -> bytes:
+        return self._join(self._decoder.decode(data))
+
+    def flush(self) -> bytes:
+        return self._join(self._decoder.flush())
+
+
+class _ChainDecoder:
+    """Several encodings, undone in the reverse order of the header."""
+
+    __slots__ = ("_decoders",)
+
+    def __init__(self, decoders: list[_Decoder]) -> None:
+        self._decoders = decoders
+
+    def decode(self, data: bytes) -> bytes:
+        for decoder in self._decoders:
+            data = decoder.decode(data)
+        return data
+
+    def flush(self) -> bytes:
+        data = b""
+        for decoder in self._decoders:
+            data = (decoder.decode(data) if data else b"") + decoder.flush()
+        return data
+
+
+def _make_decoder(content_encoding: str | None) -> _Decoder | None:
+    if not content_encoding:
+        return None
+    encodings = [value.strip().lower() for value in content_encoding.split(",")]
+    decoders: list[_Decoder] = []
+    for encoding in reversed(encodings):
+        if encoding in ("", "identity"):
+            continue
+        if encoding in ("gzip", "deflate"):
+            decoders.append(_ZlibDecoder(encoding))
+        else:
+            decoders.append(_HttpxDecoder(encoding))
+    if not decoders:
+        return None
+    return decoders[0] if len(decoders) == 1 else _ChainDecoder(decoders)
+
+
+class _BodyTap:
+    """Inspects one response body as it flows; records into the slots that were active when it was sent.
+
+    ``feed`` and ``finish`` never raise: any failure turns the tap off for the rest of the body
+    and is counted in the slots' ``tap_failures``.
+    """
+
+    __slots__ = (
+        "_data_lines",
+        "_decoder",
+        "_done",
+        "_identity_attempts",
+        "_model",
+        "_pending",
+        "_response_id",
+        "_size",
+        "_sse",
+        "_targets",
+    )
+
+    def __init__(self, targets: tuple[UsageSlot, ...], *, sse: bool, decoder: _Decoder | None) -> None:
+        self._targets = targets
+        self._sse = sse
+        self._decoder = decoder
+        self._done = False
+        # JSON: the body so far; SSE: the unfinished last line.
+        self._pending: list[bytes] = []
+        self._size = 0
+        # SSE: the data lines of the event being read (one per event in practice).
+        self._data_lines: list[bytes] = []
+        self._model: str | None = None
+        self._response_id: str | None = None
+        self._identity_attempts = 0
+
+    # ---- the two entry points
+
+    def feed(self, raw: bytes) -> None:
+        if self._done:
+            return
+        try:
+            data = self._decoder.decode(raw) if self._decoder is not None else raw
+            if self._sse:
+                self._feed_sse(data)
+            else:
+                self._keep(data)
+        except Exception:
+            self._fail()
+
+    def finish(self) -> None:
+        if self._done:
+            return
+        try:
+            tail = self._decoder.flush() if self._decoder is not None else b""
+            if self._sse:
+                if tail:
+                    self._feed_sse(tail)
+                # A last line without its newline, then an event without its blank line: take them anyway.
+                if self._pending:
+                    self._feed_sse(b"\n")
+                self._dispatch_event()
+            else:
+                if tail:
+                    self._keep(tail)
+                body = json.loads(b"".join(self._pending))
+                if isinstance(body, dict):
+                    self._observe(cast("dict[str, Any]", body))
+        except Exception:
+            self._fail()
+            return
+        self._release()
+
+    # ---- internals
+
+    def _release(self) -> None:
+        self._done = True
+        self._pending = []
+        self._data_lines = []
+
+    def _fail(self) -> None:
+        self._release()
+        for slot in self._targets:
+            slot.tap_failures += 1
+        _logger.debug("usage tap: could not inspect a response body; it was passed on unchanged", exc_info=True)
+
+    def _keep(self, data: bytes) -> None:
+        """Add to the pending bytes (the JSON body, or the SSE line not finished yet), within the bound."""
+        self._size += len(data)
+        if self._size > MAX_JSON_BYTES:
+            raise _TooLargeError
+        self._pending.append(data)
+
+    def _feed_sse(self, data: bytes) -> None:
+        # One C-level split per chunk; the last piece is the start of a line that is not finished yet.
+        lines = data.split(b"\n")
+        if self._pending:
+            if len(lines) == 1:
+                self._keep(data)
+                return
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
+            self._pending = []
+            self._size = 0
+        rest = lines.pop()
+        data_lines = self._data_lines
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]  # noqa: PLW2901 - CRLF framing
+            if not line:
+                if data_lines:
+                    self._dispatch_event()
+                    data_lines = self._data_lines
+            elif line.startswith(b"data:"):
+                data_lines.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            # Other fields (event:, id:, retry:, comments) carry nothing the tap needs.
+        if rest:
+            self._keep(rest)
+
+    def _dispatch_event(self) -> None:
+        lines = self._data_lines
+        if not lines:
+            return
+        self._data_lines = []
+        data = lines[0] if len(lines) == 1 else b"\n".join(lines)
+        wants_identity = self._model is None and self._identity_attempts < _IDENTITY_ATTEMPTS
+        if not wants_identity and _USAGE_OBJECT.search(data) is None:
+            return
+        if data.startswith(b"[DONE]"):
+            return
+        if wants_identity:
+            self._identity_attempts += 1
+        try:
+            event = json.loads(data)
+        except ValueError:
+            # Non-JSON data events exist in the wild (keep-alives, [DONE] variants); not a failure.
+            return
+        if isinstance(event, dict):
+            self._observe(cast("dict[str, Any]", event))
+
+    def _observe(self, obj: dict[str, Any]) -> None:
+        """Record the model, id and usage of a completion, a chunk, or a Responses-API event."""
+        if "usage" not in obj and isinstance(obj.get("response"), dict):
+            obj = cast("dict[str, Any]", obj["response"])
+        model = obj.get("model")
+        if isinstance(model, str) and model:
+            self._model = model
+            for slot in self._targets:
+                slot.model = model
+        response_id = obj.get("id")
+        if isinstance(response_id, str) and response_id:
+            self._response_id = response_id
+            for slot in self._targets:
+                slot.response_id = response_id
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            found = _provider_usage(cast("dict[str, Any]", usage), self._model, self._response_id)
+            if found is not None:
+                for slot in self._targets:
+                    slot.usage = found
+                    slot.usages.append(found)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class _TapStream(httpx2.AsyncByteStream):
+    """Passes a response body through unchanged, showing each chunk to a `_BodyTap` first."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, tap: _BodyTap) -> None:
+        self._stream = stream
+        self._tap = tap
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        tap = self._tap
+        iterator = self._stream.__aiter__()
+        try:
+            async for chunk in iterator:
+                # Before the yield: the consumer may stop right after the last event (HTTP/2 does not drain).
+                tap.feed(chunk)
+                yield chunk
+            tap.finish()
+        finally:
+            # Like httpx2's own BoundAsyncStream: close the inner generator now, not at garbage collection.
+            if isinstance(iterator, AsyncGenerator):
+                await iterator.aclose()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+_STREAM_CLASSES: dict[type, type[_TapStream]] = {httpx2.AsyncByteStream: _TapStream}
+_STREAM_CLASSES_LOCK = threading.Lock()
+
+
+def _tap_stream_class(stream: object) -> type[_TapStream] | None:
+    """The wrapper class whose instances the owning client's ``isinstance`` check accepts.
+
+    httpx2 clients assert ``isinstance(response.stream, httpx2.AsyncByteStream)``; a legacy
+    ``httpx.AsyncClient`` passed as ``http_client`` asserts the same against ``httpx``'s class, so
+    for those the wrapper also derives from that class (httpx is then necessarily imported already).
+    """
+    if isinstance(stream, httpx2.AsyncByteStream):
+        return _TapStream
+    legacy = sys.modules.get("httpx")
+    base = getattr(legacy, "AsyncByteStream", None)
+    if not isinstance(base, type) or not isinstance(stream, base):
+        return None
+    with _STREAM_CLASSES_LOCK:
+        cls = _STREAM_CLASSES.get(base)
+        if cls is None:
+            cls = cast("type[_TapStream]", type("_LegacyHttpxTapStream", (_TapStream, base), {}))
+            _STREAM_CLASSES[base] = cls
+    return cls
+
+
+def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
+    """Record the response's status and arrange for its body to be inspected. Never raises."""
+    targets = slot._chain()
+    try:
+        headers = response.headers
+        request_id = headers.get("x-request-id")
+        for target in targets:
+            target.responses += 1
+            target.status = response.status_code
+            target.request_id = request_id
+        # Error bodies never carry usage; leave them alone.
+        if response.status_code >= 400:
+            return
+        content_type = headers.get("content-type", "").lower()
+        if "text/event-stream" in content_type:
+            sse = True
+        elif "json" in content_type:
+            sse = False
+        else:
+            return
+        try:
+            decoder = _make_decoder(headers.get("content-encoding"))
+        except Exception:
+            for target in targets:
+                target.tap_failures += 1
+            _logger.debug("usage tap: cannot decode Content-Encoding %r", headers.get("content-encoding"))
+            return
+        tap = _BodyTap(targets, sse=sse, decoder=decoder)
+        # A response built in memory (e.g. by a mock transport) is already read; its stream is never iterated.
+        content = getattr(response, "_content", None)
+        if isinstance(content, bytes):
+            tap.feed(content)
+            tap.finish()
+            return
+        stream_class = _tap_stream_class(response.stream)
+        if stream_class is not None:
+            response.stream = stream_class(cast("httpx2.AsyncByteStream", response.stream), tap)
+    except Exception:
+        for target in targets:
+            target.tap_failures += 1
+        _logger.debug("usage tap: could not tap a response; it was passed on unchanged", exc_info=True)
+
+
+class UsageTapTransport(httpx2.AsyncBaseTransport):
+    """An ``httpx2`` async transport that shows response bodies to the active `UsageSlot`.
+
+    Delegates everything to the wrapped transport. `attach_usage_tap` installs it on
+    AutoGen's OpenAI clients; it can also wrap the transport of any ``httpx2.AsyncClient``
+    used with ``openai.AsyncOpenAI(http_client=...)`` directly.
+    """
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        """Wrap a transport.
+
+        Args:
+            transport: The transport that really sends the requests.
+        """
+        self.wrapped = transport
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send the request through the wrapped transport and tap the response if a capture is active.
+
+        Args:
+            request: The request.
+
+        Returns:
+            The wrapped transport's response; with a capture active its stream is a pass-through tap.
+        """
+        # Bound now, in the sending task's context: the body may be read later, or by another task.
+        slot = _CURRENT_SLOT.get()
+        response = await self.wrapped.handle_async_request(request)
+        if slot is not None:
+            _tap_response(response, slot)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self.wrapped.aclose()
+
+    async def __aenter__(self) -> UsageTapTransport:
+        await self.wrapped.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.wrapped.__aexit__(exc_type, exc_value, traceback)
+
+    def __getattr__(self, name: str) -> Any:
+        # Code that inspects the transport (e.g. its connection pool) still finds what it looks for.
+        # Dunder and ``wrapped`` lookups must fail normally, or copy/pickle would recurse forever.
+        if name.startswith("__") or name == "wrapped":
+            raise AttributeError(name)
+        return getattr(self.wrapped, name)
+
+    def __repr__(self) -> str:
+        return f"<UsageTapTransport wrapping {self.wrapped!r}>"
+
+
+# --------------------------------------------------------------------------- attaching
+
+_logged: set[str] = set()
+
+
+def _debug_once(key: str, message: str, *args: object) -> None:
+    if key in _logged:
+        return
+    _logged.add(key)
+    _logger.debug(message, *args)
+
+
+def _tapped(transport: object) -> object:
+    if isinstance(transport, UsageTapTransport):
+        return transport
+    return UsageTapTransport(cast("httpx2.AsyncBaseTransport", transport))
+
+
+def attach_usage_tap(client: object) -> bool:
+    """Install the usage tap on an AutoGen OpenAI-family model client.
+
+    Works for ``OpenAIChatCompletionClient``, ``AzureOpenAIChatCompletionClient`` and
+    anything whose ``_client`` is an ``openai.AsyncOpenAI``. Idempotent. The HTTP client
+    is modified in place, so every client sharing it (e.g. one ``http_client`` passed to
+    several model clients) is tapped too; that is harmless, since only requests sent
+    inside `capture_provider_usage` are inspected. A client rebuilt by unpickling gets a
+    fresh SDK client and must be tapped again.
+
+    Args:
+        client: The model client.
+
+    Returns:
+        True if the tap is installed (now or before); False, having changed nothing, for
+        other clients or when the internals are not where this version expects them
+        (logged once at DEBUG).
+    """
+    kind = type(client).__qualname__
+    try:
+        sdk = getattr(client, "_client", None)
+        if not isinstance(sdk, openai.AsyncOpenAI):
+            _debug_once(f"no-sdk:{kind}", "usage tap: %s has no openai.AsyncOpenAI at ._client; not tapped", kind)
+            return False
+        http = getattr(sdk, "_client", None)
+        transport = getattr(http, "_transport", None)
+        mounts = getattr(http, "_mounts", None)
+        if (
+            http is None
+            or not callable(getattr(transport, "handle_async_request", None))
+            or not isinstance(mounts, dict)
+        ):
+            _debug_once(
+                f"no-transport:{type(http).__qualname__}",
+                "usage tap: the HTTP client of %s (%s) has no async _transport/_mounts; not tapped",
+                kind,
+                type(http).__qualname__,
+            )
+            return False
+        # Check every mount first so a surprise leaves the client exactly as it was.
+        mounts_typed = cast("dict[object, object]", mounts)
+        if not all(
+            value is None or callable(getattr(value, "handle_async_request", None)) for value in mounts_typed.values()
+        ):
+            _debug_once(f"bad-mount:{kind}", "usage tap: an unexpected mounted transport on %s; not tapped", kind)
+            return False
+        new_mounts = {key: None if value is None else _tapped(value) for key, value in mounts_typed.items()}
+        http._transport = _tapped(transport)
+        mounts_typed.update(new_mounts)
+    except Exception:
+        _debug_once(f"error:{kind}", "usage tap: could not attach to %s", kind)
+        return False
+    return True

@@ -1,0 +1,149 @@
+"""The process-wide defaults of usage accounting: :func:`configure`, and the one place the environment is read.
+
+Every wrapped client records its usage unless told otherwise
+(``track_usage=False``), to its own ``recorder=`` or to the process default,
+which :func:`configure` sets up:
+
+    >>> from autogen_reliability import configure
+    >>> configure(db_url="postgresql+psycopg://app@db/usage", capture_content=False)
+
+Without a call to :func:`configure`, the default database is
+``AUTOGEN_RELIABILITY_DB_URL`` if that environment variable is set, else the
+SQLite file ``autogen_reliability.db`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from .accounting.pricing import PricingTable
+from .accounting.recorder import UsageRecorder
+from .errors import ConfigurationError
+from .storage.store import UsageStore
+
+__all__ = ["AccountingSettings", "configure", "default_db_url", "default_recorder", "from_env", "settings"]
+
+logger = logging.getLogger("autogen_reliability")
+
+ENV_DB_URL: Final = "AUTOGEN_RELIABILITY_DB_URL"
+ENV_SPOOL_DIR: Final = "AUTOGEN_RELIABILITY_SPOOL_DIR"
+DEFAULT_DB_URL: Final = "sqlite:///autogen_reliability.db"
+DEFAULT_CONTENT_LIMIT: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AccountingSettings:
+    """What :func:`configure` set (or the defaults).
+
+    Attributes:
+        db_url: The SQLAlchemy URL of the usage store.
+        pricing: The price table every wrapper without its own uses.
+        capture_content: Store request and response bodies (truncated) with each row.
+        content_limit: Characters kept of each captured body.
+        spool_dir: Where events wait while the database is unavailable.
+    """
+
+    db_url: str
+    pricing: PricingTable = field(default_factory=PricingTable)
+    capture_content: bool = False
+    content_limit: int = DEFAULT_CONTENT_LIMIT
+    spool_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "autogen_reliability" / "spool")
+
+
+def from_env() -> dict[str, str]:
+    """The settings given by the environment: ``AUTOGEN_RELIABILITY_DB_URL`` and ``AUTOGEN_RELIABILITY_SPOOL_DIR``.
+
+    This is the only place the library reads environment variables.
+    """
+    found: dict[str, str] = {}
+    if os.environ.get(ENV_DB_URL):
+        found["db_url"] = os.environ[ENV_DB_URL]
+    if os.environ.get(ENV_SPOOL_DIR):
+        found["spool_dir"] = os.environ[ENV_SPOOL_DIR]
+    return found
+
+
+def default_db_url() -> str:
+    """The usage database when none is configured: ``AUTOGEN_RELIABILITY_DB_URL``, else a SQLite file here."""
+    return from_env().get("db_url") or DEFAULT_DB_URL
+
+
+_lock = threading.Lock()
+_settings: AccountingSettings | None = None
+_recorder: UsageRecorder | None = None
+
+
+def configure(
+    *,
+    db_url: str | None = None,
+    pricing: PricingTable | None = None,
+    capture_content: bool = False,
+    content_limit: int = DEFAULT_CONTENT_LIMIT,
+    spool_dir: str | os.PathLike[str] | None = None,
+) -> AccountingSettings:
+    """Set the process defaults of usage accounting. Wrappers made afterwards use them.
+
+    Args:
+        db_url: SQLAlchemy URL of the usage store (default: the environment, else
+            ``sqlite:///autogen_reliability.db``).
+        pricing: The price table (default: genai-prices' offline data, no overrides).
+        capture_content: Also store request and response bodies, truncated.
+        content_limit: Characters kept of each captured body.
+        spool_dir: Where events wait while the database is unavailable.
+
+    Returns:
+        The settings now in force.
+
+    Raises:
+        ConfigurationError: an invalid value.
+    """
+    global _settings, _recorder  # noqa: PLW0603  # the process default is process-wide state
+    environment = from_env()
+    url = db_url or default_db_url()
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(f"db_url must be a SQLAlchemy URL such as sqlite:///usage.db, got {url!r}")
+    if pricing is not None and not isinstance(pricing, PricingTable):
+        raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+    if isinstance(content_limit, bool) or not isinstance(content_limit, int) or content_limit < 1:
+        raise ConfigurationError(f"content_limit must be a positive int, got {content_limit!r}")
+    spool = spool_dir or environment.get("spool_dir")
+    new = AccountingSettings(
+        db_url=url,
+        pricing=pricing or (_settings.pricing if _settings is not None else PricingTable()),
+        capture_content=bool(capture_content),
+        content_limit=content_limit,
+        **({"spool_dir": Path(spool)} if spool else {}),
+    )
+    with _lock:
+        previous, _recorder = _recorder, None
+        _settings = new
+    if previous is not None:
+        previous.close()
+    return new
+
+
+def settings() -> AccountingSettings:
+    """The settings in force (the defaults until :func:`configure` is called)."""
+    with _lock:
+        current = _settings
+    return current if current is not None else configure()
+
+
+def default_recorder() -> UsageRecorder:
+    """The process's recorder for :func:`settings`' database, made on first use.
+
+    The store is opened on the recorder's thread, so a database that is down
+    delays nothing here: events wait in the spool until it answers.
+    """
+    global _recorder  # noqa: PLW0603
+    current = settings()
+    with _lock:
+        if _recorder is None:
+            url = current.db_url
+            _recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=current.spool_dir, name=url)
+        return _recorder

@@ -1,0 +1,187 @@
+"""Schema migrations of the usage store, run through alembic from Python.
+
+The alembic scripts live in the top-level ``migrations/`` directory of a source
+checkout and ship inside the wheel as ``autogen_reliability/migrations``;
+:func:`script_location` finds whichever is there. Our revision is kept in our
+own version table (``ar_alembic_version``), so an application that runs its
+own alembic on the same database is not disturbed.
+
+The command line does the same: ``autogen-reliability db upgrade [--url URL]``.
+
+Example:
+    >>> from autogen_reliability.storage.migrate import upgrade, current_revision, head_revision
+    >>> upgrade("sqlite:///usage.db")
+    >>> current_revision("sqlite:///usage.db") == head_revision()
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, text
+
+from .models import VERSION_TABLE
+
+__all__ = [
+    "alembic_config",
+    "current_revision",
+    "head_revision",
+    "is_known_revision",
+    "migration_transaction",
+    "script_location",
+    "upgrade",
+]
+
+# pg_advisory_xact_lock key that serialises our migrations on one PostgreSQL database
+# (an arbitrary constant: the first 8 bytes of sha256("autogen_reliability.migrations")).
+_PG_LOCK_KEY: Final = 0x2F1A_53C4_9B0E_7D61
+
+
+def script_location() -> Path:
+    """The directory holding alembic's ``env.py`` and ``versions/``.
+
+    Raises:
+        RuntimeError: When neither the installed copy nor the source checkout's is there.
+    """
+    package = Path(__file__).resolve().parent.parent
+    candidates = (
+        package / "migrations",  # installed from the wheel, which force-includes them here
+        package.parent / "migrations",  # a source checkout (and its editable install)
+    )
+    for candidate in candidates:
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError(f"the alembic scripts of autogen-reliability are missing; looked in {candidates}")
+
+
+@functools.cache
+def _script_directory(location: Path) -> ScriptDirectory:
+    return ScriptDirectory(str(location))
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An alembic :class:`~alembic.config.Config` for our scripts, to run any alembic command.
+
+    Args:
+        connection: Handed to ``env.py`` (as ``config.attributes["connection"]``),
+            which then migrates through it and leaves the transaction to the caller.
+
+    Example:
+        >>> from alembic import command
+        >>> with engine.connect() as connection, migration_transaction(connection):
+        ...     command.downgrade(alembic_config(connection), "base")
+    """
+    config = Config()
+    # ConfigParser interpolates "%": a directory name may contain one.
+    config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The newest revision of the schema this version of the library knows."""
+    head = _script_directory(script_location()).get_current_head()
+    if head is None:  # pragma: no cover - the scripts ship with at least one revision
+        raise RuntimeError("the alembic scripts of autogen-reliability have no revision")
+    return head
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of this library's revisions (False: made by a newer release)."""
+    try:
+        return _script_directory(script_location()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def current_revision(engine: Engine | Connection | str) -> str | None:
+    """The revision the database is at; None when it has no usage tables of ours yet.
+
+    Args:
+        engine: An engine, a connection, or a database URL.
+    """
+    if isinstance(engine, Connection):
+        return MigrationContext.configure(engine, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    resolved, owned = _resolve(engine)
+    try:
+        with resolved.connect() as connection:
+            return current_revision(connection)
+    finally:
+        if owned:
+            resolved.dispose()
+
+
+def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
+    """Brings the database's usage tables to ``revision`` (by default the newest).
+
+    Safe to run from several processes at once: they take turns (an advisory
+    lock on PostgreSQL, a write lock on SQLite) and the later ones find nothing to do.
+
+    Args:
+        engine_or_url: An engine, or a database URL (its engine is disposed afterwards).
+        revision: An alembic revision identifier; ``"head"`` for the newest.
+    """
+    engine, owned = _resolve(engine_or_url)
+    try:
+        with engine.connect() as connection, migration_transaction(connection):
+            command.upgrade(alembic_config(connection), revision)
+    finally:
+        if owned:
+            engine.dispose()
+
+
+@contextmanager
+def migration_transaction(connection: Connection) -> Iterator[Connection]:
+    """One transaction that a migration runs in, committed at the end, with migrations serialised.
+
+    PostgreSQL: DDL is transactional, and a transaction-scoped advisory lock
+    makes concurrent upgrades wait for each other. SQLite: ``BEGIN IMMEDIATE``
+    takes the write lock before alembic reads the version table, and foreign
+    keys are switched off meanwhile, because alembic's batch mode re-creates a
+    table by dropping it, and with foreign keys on that drop would cascade into
+    ``ar_usage_content`` and delete the captured content.
+    """
+    if connection.in_transaction():
+        raise RuntimeError("migration_transaction() needs a connection outside any transaction")
+    sqlite = connection.dialect.name == "sqlite"
+    foreign_keys = False
+    if sqlite:
+        # PRAGMA foreign_keys is ignored inside a transaction: switch it off before BEGIN.
+        foreign_keys = bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    try:
+        yield connection
+    except BaseException:
+        connection.rollback()
+        raise
+    else:
+        connection.commit()
+    finally:
+        if sqlite and foreign_keys:
+            # The connection goes back to the pool: leave it as the store configured it.
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
+def _resolve(engine_or_url: Engine | str) -> tuple[Engine, bool]:
+    """The engine to use, and whether we made it (and so must dispose of it)."""
+    if isinstance(engine_or_url, Engine):
+        return engine_or_url, False
+    # Imported here: the store imports this module to check the schema it opens.
+    from .store import make_engine  # noqa: PLC0415
+
+    return make_engine(engine_or_url, pooled=False), True

@@ -1,0 +1,216 @@
+"""The usage ledger's tables, as SQLAlchemy 2.x typed ORM models.
+
+Two tables, prefixed ``ar_`` so they can live in a database the application
+already uses, next to its own tables (and its own alembic, because ours keeps
+its revision in :data:`VERSION_TABLE`):
+
+``ar_usage_records``
+    One row per :class:`~autogen_reliability.accounting.events.UsageEvent`, i.e.
+    per attempt that reached, or tried to reach, the provider.
+``ar_usage_content``
+    The request and response text of an event, only for events that captured
+    content (``capture_content=True``); bodies are large and usually absent,
+    so they stay out of the rows that reports scan.
+
+The schema changes only through the alembic revisions in ``migrations/``; a
+test checks that these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "REPORT_INDEX",
+    "TABLE_PREFIX",
+    "VERSION_TABLE",
+    "Base",
+    "UsageContent",
+    "UsageRecord",
+    "UtcDateTime",
+    "include_name",
+]
+
+TABLE_PREFIX: Final = "ar_"
+"""Every table of ours starts with this; anything else in the database belongs to someone else."""
+
+VERSION_TABLE: Final = "ar_alembic_version"
+"""Where alembic keeps our schema revision: not ``alembic_version``, which the application's own alembic may use."""
+
+REPORT_INDEX: Final = "ix_ar_usage_records_report"
+"""The covering index for grouped usage reports (see :class:`UsageRecord`)."""
+
+# Stable constraint and index names, so that migrations can name what they alter
+# and autogenerate diffs the same on every backend.
+NAMING_CONVENTION: Final = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSONB on PostgreSQL: binary, indexable if a report ever filters by tag. JSON (text) elsewhere.
+_JSON = JSON().with_variant(JSONB(), "postgresql")
+
+# SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY (its rowid);
+# PostgreSQL gets a BIGSERIAL, since a busy ledger outgrows 2^31 rows.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC ``datetime`` on every backend.
+
+    PostgreSQL stores a ``timestamptz``. SQLite has no time zones: SQLAlchemy
+    writes the wall-clock digits and drops the offset, so this type converts
+    to UTC first and stores naive UTC, and attaches UTC again when reading.
+    Naive datetimes are refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """UTC for the database; naive UTC digits for SQLite."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"a timezone-aware datetime is required, got naive {value.isoformat()}")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """An aware UTC datetime, whatever the session's time zone was."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """The declarative base of the usage ledger's tables (and only of those)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UsageRecord(Base):
+    """One attempt that reached, or tried to reach, the provider: a stored ``UsageEvent``.
+
+    Columns mirror ``UsageEvent`` field for field (see its docstring for their
+    meaning), minus the captured content (in :class:`UsageContent`) and plus:
+
+    - ``id``: a surrogate key, in insertion order;
+    - ``day``: the UTC date of ``started_at``, stored so reports group and index by it.
+
+    Text columns have no length limit on purpose: a row that the database
+    refuses (an agent name one character too long) would wait in the spool
+    forever, and the ledger must not lose rows.
+
+    Indexes:
+        ``ix_ar_usage_records_report`` covers the grouped reports (per project,
+        day, model and agent, summing tokens and cost over a range of days): the
+        query reads only the index, in group order, and never the wide rows.
+        ``started_at`` serves time-range listings and ``call_id`` gathers the
+        attempts of one call. ``event_id`` is unique: a replayed event is stored once.
+    """
+
+    __tablename__ = "ar_usage_records"
+    __table_args__ = (
+        Index(
+            REPORT_INDEX,
+            "project",
+            "day",
+            "model",
+            "agent",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_nanousd",
+        ),
+        Index("ix_ar_usage_records_started_at", "started_at"),
+        Index("ix_ar_usage_records_call_id", "call_id"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid(), unique=True)
+    call_id: Mapped[uuid.UUID] = mapped_column(Uuid())
+    attempt: Mapped[int] = mapped_column(Integer())
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    day: Mapped[date] = mapped_column(Date())
+    latency_ms: Mapped[float] = mapped_column(Double())
+    project: Mapped[str | None] = mapped_column(String())
+    session: Mapped[str | None] = mapped_column(String())
+    agent: Mapped[str | None] = mapped_column(String())
+    tags: Mapped[dict[str, str]] = mapped_column(_JSON)
+    provider: Mapped[str | None] = mapped_column(String())
+    model: Mapped[str | None] = mapped_column(String())
+    response_model: Mapped[str | None] = mapped_column(String())
+    prompt_tokens: Mapped[int] = mapped_column(Integer())
+    completion_tokens: Mapped[int] = mapped_column(Integer())
+    cached_tokens: Mapped[int | None] = mapped_column(Integer())
+    cache_write_tokens: Mapped[int | None] = mapped_column(Integer())
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer())
+    tokens_estimated: Mapped[bool] = mapped_column(Boolean())
+    # Integer nano-USD: exact sums in SQL, no floats and no Decimal. NULL means unpriced, never $0.
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger())
+    price_source: Mapped[str | None] = mapped_column(String())
+    price_date: Mapped[date | None] = mapped_column(Date())
+    outcome: Mapped[str] = mapped_column(String())
+    error_kind: Mapped[str | None] = mapped_column(String())
+    http_status: Mapped[int | None] = mapped_column(Integer())
+    error_message: Mapped[str | None] = mapped_column(Text())
+    finish_reason: Mapped[str | None] = mapped_column(String())
+    streamed: Mapped[bool] = mapped_column(Boolean())
+    cache_hit: Mapped[bool] = mapped_column(Boolean())
+    sanitizer_changes: Mapped[dict[str, int]] = mapped_column(_JSON)
+    validation_errors: Mapped[int] = mapped_column(Integer())
+
+
+class UsageContent(Base):
+    """The captured request and response text of one event (only events that captured any have a row).
+
+    Deleting a record deletes its content (``ON DELETE CASCADE``), so pruning
+    old usage needs no second statement.
+    """
+
+    __tablename__ = "ar_usage_content"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey(UsageRecord.event_id, ondelete="CASCADE"), primary_key=True
+    )
+    request_content: Mapped[str | None] = mapped_column(Text())
+    response_content: Mapped[str | None] = mapped_column(Text())
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: only our ``ar_`` tables take part in autogenerate.
+
+    The ledger may share a database with the application's tables; without this,
+    ``alembic revision --autogenerate`` would propose dropping them.
+    """
+    if type_ == "table":
+        return name is not None and name.startswith(TABLE_PREFIX)
+    return True

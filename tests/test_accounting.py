@@ -1,0 +1,198 @@
+"""One usage row per provider attempt: rows equal the requests the server received, tokens and cost exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import openai
+import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from genai_prices import Usage, calc_price
+
+from autogen_reliability import (
+    PricingTable,
+    RetriesExhaustedError,
+    RetryPolicy,
+    UsageRecorder,
+    ValidationPolicy,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+
+
+@pytest.fixture
+def ledger(store_url: str, tmp_path: Path) -> Iterator[tuple[UsageStore, UsageRecorder]]:
+    """A real store (SQLite file or PostgreSQL) and a recorder writing to it."""
+    store = UsageStore(store_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    yield store, recorder
+    recorder.close()
+    store.close()
+
+
+def rows(ledger: tuple[UsageStore, UsageRecorder]) -> list[UsageEvent]:
+    store, recorder = ledger
+    assert recorder.flush(10)
+    return store.events()
+
+
+async def consume(client: ChatCompletionClient) -> CreateResult:
+    final: CreateResult | None = None
+    async for item in client.create_stream(HI):
+        if isinstance(item, CreateResult):
+            final = item
+    assert final is not None
+    return final
+
+
+async def test_plain_call_is_one_row_with_the_servers_numbers(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(
+        FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1000))
+    )
+    client = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", tags={"tier": "gold"})
+    with usage_scope(session="t-1"):
+        await client.create(HI)
+    (row,) = rows(ledger)
+    assert (row.project, row.session, row.agent, dict(row.tags)) == ("acme", "t-1", "writer", {"tier": "gold"})
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (1200, 80, 1000)
+    assert (row.provider, row.model, row.response_model) == ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert (row.outcome, row.attempt, row.streamed, row.tokens_estimated) == ("ok", 1, False, False)
+    assert row.started_at.tzinfo is not None
+    expected = calc_price(
+        Usage(input_tokens=1200, output_tokens=80, cache_read_tokens=1000),
+        model_ref="gpt-4o-mini",
+        provider_id="openai",
+    ).total_price
+    assert row.cost_nanousd == int((expected * Decimal(10**9)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    assert row.price_source is not None
+    assert row.price_source.startswith("genai-prices")
+
+
+async def test_streamed_call_is_counted_from_the_usage_chunk(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("streamed answer", usage=FakeUsage(prompt_tokens=33, completion_tokens=3)))
+    await consume(reliable(make_openai_client(), recorder=ledger[1]))
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.streamed, row.tokens_estimated) == (33, 3, True, False)
+
+
+async def test_retried_call_is_a_row_per_request(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("ok", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)),
+    )
+    await reliable(make_openai_client(), recorder=ledger[1], retry=FAST).create(HI)
+    found = rows(ledger)
+    assert len(found) == server.request_count == 2
+    assert len({row.call_id for row in found}) == 1
+    first, second = found
+    assert (first.attempt, first.outcome, first.error_kind, first.http_status) == (1, "error", "rate_limit", 429)
+    assert (first.prompt_tokens, first.completion_tokens, first.cost_nanousd) == (0, 0, 0)
+    assert first.error_message is not None
+    assert "429" in first.error_message
+    assert (second.attempt, second.outcome, second.prompt_tokens) == (2, "ok", 10)
+
+
+async def test_reasked_attempts_are_rows_marked_invalid(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    server.enqueue(
+        FakeReply.text("no json", usage=FakeUsage(prompt_tokens=20, completion_tokens=2)),
+        FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=40, completion_tokens=3)),
+    )
+    await reliable(make_openai_client(), recorder=ledger[1], validation=ValidationPolicy(schema=schema)).create(HI)
+    found = rows(ledger)
+    assert [(row.attempt, row.outcome, row.validation_errors) for row in found] == [(1, "invalid", 1), (2, "ok", 0)]
+    assert sum(row.prompt_tokens for row in found) == 60
+    assert all(row.cost_nanousd for row in found)  # the invalid answer cost money too
+
+
+async def test_failed_call_rows_and_a_cancelled_one(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.default = FakeReply.error(500)
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=RetryPolicy(max_attempts=3, initial_delay=0))
+    with pytest.raises(RetriesExhaustedError):
+        await client.create(HI)
+    server.default = FakeReply.error(400, message="Incorrect API key provided: sk-proj-abcdef123456")
+    with pytest.raises(openai.BadRequestError):
+        await client.create(HI)
+    found = rows(ledger)
+    assert len(found) == server.request_count == 4
+    assert [row.error_kind for row in found] == ["server_error"] * 3 + ["bad_request"]
+    assert all(row.outcome == "error" for row in found)
+    last_message = found[-1].error_message
+    assert last_message is not None
+    assert "sk-proj" not in last_message
+    assert "[REDACTED]" in last_message
+
+
+async def test_token_sums_over_a_team_run_equal_what_the_server_returned(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    usages = [FakeUsage(prompt_tokens=100 + n, completion_tokens=10 + n) for n in range(3)]
+    server.enqueue(
+        FakeReply.error(503, headers={"retry-after-ms": "5"}),
+        *[FakeReply.text(f"answer {n}", usage=usage) for n, usage in enumerate(usages)],
+    )
+    agent = reliable(AssistantAgent("solo", model_client=make_openai_client()), recorder=ledger[1], retry=FAST)
+    for task in ("one", "two", "three"):
+        await agent.run(task=task)
+    found = rows(ledger)
+    assert len(found) == server.request_count == 4
+    assert sum(row.prompt_tokens for row in found) == sum(usage.prompt_tokens for usage in usages)
+    assert sum(row.completion_tokens for row in found) == sum(usage.completion_tokens for usage in usages)
+    assert {row.agent for row in found} == {"solo"}
+
+
+async def test_unknown_model_is_unpriced_not_free(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("hi"))
+    info = {
+        "vision": False,
+        "function_calling": True,
+        "json_output": True,
+        "family": "unknown",
+        "structured_output": True,
+    }
+    await reliable(make_openai_client(model="acme-internal-7b", model_info=info), recorder=ledger[1]).create(HI)
+    (row,) = rows(ledger)
+    assert row.cost_nanousd is None
+    assert row.price_source is None
+
+
+async def test_price_overrides_win(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("hi", usage=FakeUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)))
+    pricing = PricingTable({"models": {"gpt-4o-mini": {"input": "1", "output": "2"}}})
+    await reliable(make_openai_client(), recorder=ledger[1], pricing=pricing).create(HI)
+    (row,) = rows(ledger)
+    assert row.cost_nanousd == 3 * 10**9
+    assert row.price_source == "override"
+
+
+async def test_track_usage_false_records_nothing(
+    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("hi"))
+    await reliable(make_openai_client(), recorder=ledger[1], track_usage=False).create(HI)
+    assert rows(ledger) == []

@@ -1,0 +1,1042 @@
+"""PricingTable: exact costs from overrides, then genai-prices' offline data; provider and model inference."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+import genai_prices
+import pytest
+from autogen_core import CacheStore
+from autogen_core.models import ModelInfo
+from autogen_ext.models.anthropic import AnthropicBedrockChatCompletionClient, AnthropicChatCompletionClient
+from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.ollama import OllamaChatCompletionClient
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
+from autogen_ext.models.replay import ReplayChatCompletionClient
+from genai_prices import Usage, calc_price, data_snapshot
+from genai_prices import types as genai_types
+
+import autogen_reliability.accounting.pricing as pricing_module
+from autogen_reliability.accounting.pricing import (
+    GENAI_PRICES_VERSION,
+    Cost,
+    PricingTable,
+    TokenUsage,
+    _FastPrices,
+    infer_provider,
+    model_of,
+)
+from autogen_reliability.errors import ConfigurationError
+
+AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
+SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
+UNKNOWN_MODEL_INFO = ModelInfo(
+    vision=False, function_calling=True, json_output=True, family="unknown", structured_output=True
+)
+
+
+def genai_total(model: str, provider: str | None, usage: TokenUsage, at: datetime = AT) -> Decimal:
+    """What genai-prices' public API says, for the parity checks."""
+    return calc_price(
+        Usage(
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            cache_read_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+        ),
+        model_ref=model,
+        provider_id=provider,
+        genai_request_timestamp=at,
+    ).total_price
+
+
+def nano(usd: Decimal) -> int:
+    with localcontext() as context:
+        context.prec = 60
+        return int((usd * 1_000_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def price(table: PricingTable, model: str, provider: str | None = None, at: datetime = AT, **usage: Any) -> Cost | None:
+    return table.price(model, provider, usage=TokenUsage(**usage), at=at)
+
+
+# --------------------------------------------------------------------------------------------------
+# genai-prices parity
+# --------------------------------------------------------------------------------------------------
+
+PARITY_USAGES = [
+    TokenUsage(prompt_tokens=1000, completion_tokens=200),
+    TokenUsage(prompt_tokens=12_345, completion_tokens=678, cached_tokens=10_240),
+    TokenUsage(prompt_tokens=50_000, completion_tokens=1_500, cached_tokens=20_000, cache_write_tokens=25_000),
+    TokenUsage(prompt_tokens=0, completion_tokens=0),
+    TokenUsage(prompt_tokens=7, completion_tokens=3),  # fractions of a nano-USD
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("gpt-4o-mini", "openai"),
+        ("gpt-4o-mini", None),
+        ("gpt-4o", "openai"),
+        ("gpt-4o", "azure"),
+        ("o3-mini", None),
+        ("claude-3-5-sonnet-20241022", "anthropic"),
+        ("claude-3-5-sonnet-20241022", None),
+        ("claude-sonnet-4-20250514", "anthropic"),
+        ("claude-sonnet-4-5", "anthropic"),  # tiered: above 200k prompt tokens
+        ("gemini-2.5-pro", "google"),  # tiered
+        ("deepseek-chat", "deepseek"),  # time-of-day prices
+    ],
+)
+@pytest.mark.parametrize("usage", PARITY_USAGES, ids=lambda usage: f"p{usage.prompt_tokens}-c{usage.cached_tokens}")
+def test_price_equals_genai_prices_total(model: str, provider: str | None, usage: TokenUsage) -> None:
+    cost = PricingTable().price(model, provider, usage=usage, at=AT)
+
+    assert cost is not None
+    assert cost.usd == genai_total(model, provider, usage)
+    assert cost.nanousd == nano(cost.usd)
+    assert cost.source == SOURCE
+    assert cost.source == f"genai-prices {genai_prices.__version__}"
+
+
+@pytest.mark.parametrize("prompt_tokens", [199_999, 200_000, 200_001, 1_000_000])
+def test_tiered_prices_switch_at_the_threshold_like_genai_prices(prompt_tokens: int) -> None:
+    usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=1000, cached_tokens=100_000)
+    for model in ("claude-sonnet-4-5", "gemini-2.5-pro"):
+        cost = PricingTable().price(model, usage=usage, at=AT)
+        assert cost is not None
+        assert cost.usd == genai_total(model, None, usage)
+
+
+@pytest.mark.parametrize("hour", [0, 1, 12, 16, 17, 23])
+def test_time_of_day_prices_follow_the_hour_not_the_day(hour: int) -> None:
+    # DeepSeek's off-peak prices depend on the time of day: a per-day cache would get them wrong.
+    table = PricingTable()
+    usage = TokenUsage(prompt_tokens=100_000, completion_tokens=10_000, cached_tokens=40_000)
+    for _ in range(2):  # the second time from the cache
+        at = datetime(2025, 3, 1, hour, 45, tzinfo=UTC)
+        cost = table.price("deepseek-chat", "deepseek", usage=usage, at=at)
+        assert cost is not None
+        assert cost.usd == genai_total("deepseek-chat", "deepseek", usage, at)
+
+
+def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -> None:
+    # Our fast path and genai-prices' own calculation must agree on every model, tier and date;
+    # where genai-prices cannot price (LookupError, ValueError), we say "unpriced".
+    table = PricingTable()
+    usages = [
+        PARITY_USAGES[1],
+        PARITY_USAGES[2],
+        TokenUsage(prompt_tokens=300_000, completion_tokens=9, cached_tokens=1),
+    ]
+    moments = [datetime(2024, 1, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 3, tzinfo=UTC)]
+    checked = unpriced = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            for usage in usages:
+                for at in moments:
+                    try:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            expected: Decimal | None = genai_total(model.id, provider.id, usage, at)
+                    except (LookupError, ValueError):
+                        expected = None
+                    cost = table.price(model.id, provider.id, usage=usage, at=at)
+                    assert (cost.usd if cost else None) == expected, (provider.id, model.id, usage, at)
+                    checked += 1
+                    unpriced += cost is None
+    assert checked > 10_000
+    assert unpriced < checked / 10
+
+
+def test_the_sweep_covers_both_ways_of_computing() -> None:
+    # Most price sets take the fast path; the rest (per-request prices, reasoning-token prices) are
+    # computed by genai-prices itself. Both must exist in the data for the sweep above to test both.
+    kinds = {"fast": 0, "genai": 0}
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            prices = [model.prices] if isinstance(model.prices, genai_types.ModelPrice) else model.prices
+            for item in prices:
+                model_price = item if isinstance(item, genai_types.ModelPrice) else item.prices
+                kinds["fast" if _FastPrices.of(model_price) else "genai"] += 1
+    assert kinds["fast"] > 1000
+    assert kinds["genai"] >= 1
+
+
+def test_genai_cost_names_the_canonical_model_and_provider() -> None:
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    cost = PricingTable().price("claude-3-5-sonnet-20241022", usage=usage, at=AT)
+    assert cost is not None
+    assert (cost.model, cost.provider) == ("claude-3-5-sonnet", "anthropic")
+    azure = PricingTable().price("GPT-4o", "Azure", usage=usage, at=AT)
+    assert azure is not None
+    assert (azure.model, azure.provider) == ("gpt-4o", "azure")
+
+
+def test_genai_dated_price_gives_its_effective_date() -> None:
+    # OpenAI cut o3's price on 2025-06-10; genai-prices records the date.
+    table = PricingTable()
+    usage = TokenUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    before = table.price("o3", "openai", usage=usage, at=datetime(2025, 6, 9, 23, 59, tzinfo=UTC))
+    after = table.price("o3", "openai", usage=usage, at=datetime(2025, 6, 10, 0, 0, tzinfo=UTC))
+    assert before is not None
+    assert after is not None
+    assert (before.usd, before.effective_from) == (Decimal(50), None)
+    assert (after.usd, after.effective_from) == (Decimal(10), date(2025, 6, 10))
+
+
+def test_at_is_read_in_utc() -> None:
+    table = PricingTable()
+    usage = TokenUsage(prompt_tokens=1_000_000, completion_tokens=0)
+    # 2025-06-10 01:00 in UTC+02:00 is still 2025-06-09 in UTC: the old price.
+    east = table.price("o3", "openai", usage=usage, at=datetime(2025, 6, 10, 1, 0, tzinfo=timezone(timedelta(hours=2))))
+    naive = table.price("o3", "openai", usage=usage, at=datetime(2025, 6, 10, 0, 0))  # naive: UTC
+    assert east is not None
+    assert naive is not None
+    assert east.usd == Decimal(10)
+    assert naive.usd == Decimal(2)
+
+
+def test_at_defaults_to_now() -> None:
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    cost = PricingTable().price("gpt-4o-mini", "openai", usage=usage)
+    assert cost is not None
+    assert cost.usd == genai_total("gpt-4o-mini", "openai", usage, datetime.now(UTC))
+
+
+def test_a_coarse_ambient_decimal_context_does_not_round_money() -> None:
+    table = PricingTable({"models": {"acme": {"input": "1.23456789", "output": "9.87654321"}}})
+    usage = TokenUsage(prompt_tokens=123_456_789, completion_tokens=987_654_321, cached_tokens=5)
+    with localcontext() as context:
+        context.prec = 3
+        override = table.price("acme", usage=usage, at=AT)
+        genai = table.price("gpt-4o", "openai", usage=usage, at=AT)
+    assert override is not None
+    assert genai is not None
+    with localcontext() as exact:
+        exact.prec = 60
+        expected = (Decimal("1.23456789") * 123_456_789 + Decimal("9.87654321") * 987_654_321) / 10**6
+    assert override.usd == expected
+    assert override.nanousd == nano(expected)
+    assert genai.usd == genai_total("gpt-4o", "openai", usage)
+
+
+# --------------------------------------------------------------------------------------------------
+# Unpriced
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("my-fine-model", None),
+        ("llama3.1", None),
+        ("llama3.1", "ollama"),
+        ("gpt-4o", "ollama"),  # genai-prices has no provider "ollama": not OpenAI's price
+        ("gpt-4o", "localhost:11434"),
+        ("gpt-4o", "groq"),  # a real provider that does not serve the model
+        ("", None),
+    ],
+)
+def test_unknown_model_or_provider_is_unpriced_not_free(model: str, provider: str | None) -> None:
+    assert price(PricingTable(), model, provider, prompt_tokens=100, completion_tokens=10) is None
+
+
+def test_without_genai_prices_only_overrides_price() -> None:
+    table = PricingTable({"models": {"acme": {"input": 1, "output": 1}}}, use_genai_prices=False)
+    assert price(table, "gpt-4o-mini", "openai", prompt_tokens=100, completion_tokens=10) is None
+    assert price(table, "acme", prompt_tokens=100, completion_tokens=10) is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides
+# --------------------------------------------------------------------------------------------------
+
+
+def test_override_wins_over_genai_prices() -> None:
+    table = PricingTable({"models": {"gpt-4o-mini": {"input": "0.10", "output": "0.50"}}})
+    cost = price(table, "gpt-4o-mini", "openai", prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    assert cost == Cost(
+        nanousd=600_000_000,
+        usd=Decimal("0.60"),
+        source="override",
+        effective_from=None,
+        model="gpt-4o-mini",
+        provider="openai",
+    )
+
+
+def test_provider_scoped_override_only_matches_its_provider() -> None:
+    table = PricingTable({"models": {"gpt-4o": {"input": "100", "output": "100", "provider": "Azure"}}})
+    usage: dict[str, Any] = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+
+    azure = price(table, "gpt-4o", "azure", **usage)
+    openai = price(table, "gpt-4o", "openai", **usage)
+    unknown = price(table, "gpt-4o", None, **usage)
+
+    assert azure is not None
+    assert (azure.usd, azure.source, azure.provider) == (Decimal(100), "override", "azure")
+    assert openai is not None
+    assert (openai.usd, openai.source) == (Decimal("2.5"), SOURCE)  # genai-prices
+    assert unknown is not None
+    assert unknown.source == SOURCE
+
+
+def test_per_provider_entries_and_an_unscoped_one() -> None:
+    table = PricingTable(
+        {
+            "models": {
+                "gpt-4o": [
+                    {"provider": "openai", "input": 1, "output": 0},
+                    {"provider": "azure", "input": 2, "output": 0},
+                    {"input": 3, "output": 0},
+                ]
+            }
+        }
+    )
+    usage: dict[str, Any] = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+    got = {p: price(table, "gpt-4o", p, **usage) for p in ("openai", "azure", "groq", None)}
+    assert {p: (c.usd, c.provider) for p, c in got.items() if c} == {
+        "openai": (Decimal(1), "openai"),
+        "azure": (Decimal(2), "azure"),
+        "groq": (Decimal(3), "groq"),  # the unscoped entry, for the provider asked
+        None: (Decimal(3), None),
+    }
+
+
+def test_model_names_match_ignoring_case_and_cost_names_the_override() -> None:
+    table = PricingTable({"models": {"Acme-LLM": {"input": 1, "output": 1}}})
+    cost = price(table, "acme-llm", prompt_tokens=10, completion_tokens=0)
+    assert cost is not None
+    assert cost.model == "Acme-LLM"
+
+
+DATED = {
+    "models": {
+        "acme-llm": {
+            "prices": [
+                # Out of order on purpose: the table sorts them.
+                {"effective_from": "2026-07-01", "input": "0.5", "output": 1},
+                {"effective_from": date(2026, 1, 1), "input": 1, "output": 2},
+            ]
+        },
+        "gpt-4o-mini": {"prices": [{"effective_from": "2030-01-01", "input": 9, "output": 9}]},
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("at", "expected_usd", "expected_from"),
+    [
+        (datetime(2025, 12, 31, 23, 59, 59, tzinfo=UTC), None, None),
+        (datetime(2026, 1, 1, 0, 0, tzinfo=UTC), Decimal(3), date(2026, 1, 1)),
+        (datetime(2026, 6, 30, 23, 59, tzinfo=UTC), Decimal(3), date(2026, 1, 1)),
+        (datetime(2026, 7, 1, 0, 0, tzinfo=UTC), Decimal("1.5"), date(2026, 7, 1)),
+        (datetime(2031, 1, 1, tzinfo=UTC), Decimal("1.5"), date(2026, 7, 1)),
+    ],
+)
+def test_dated_prices_pick_the_price_in_force(
+    at: datetime, expected_usd: Decimal | None, expected_from: date | None
+) -> None:
+    cost = price(PricingTable(DATED), "acme-llm", at=at, prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    if expected_usd is None:
+        assert cost is None
+    else:
+        assert cost is not None
+        assert (cost.usd, cost.effective_from, cost.source) == (expected_usd, expected_from, "override")
+
+
+def test_before_the_first_dated_override_the_model_is_unpriced_even_if_genai_prices_knows_it() -> None:
+    # The override table is authoritative for the models it lists.
+    table = PricingTable(DATED)
+    assert price(table, "gpt-4o-mini", "openai", at=AT, prompt_tokens=1000, completion_tokens=1) is None
+    later = price(
+        table, "gpt-4o-mini", "openai", at=datetime(2030, 1, 1, tzinfo=UTC), prompt_tokens=10**6, completion_tokens=0
+    )
+    assert later is not None
+    assert later.usd == Decimal(9)
+
+
+def test_zero_priced_local_model_costs_zero_not_unpriced() -> None:
+    table = PricingTable({"models": {"llama3.1:8b": {"input": 0, "output": "0"}}})
+    cost = price(table, "llama3.1:8b", "ollama", prompt_tokens=5000, completion_tokens=900, cached_tokens=100)
+    assert cost == Cost(
+        nanousd=0, usd=Decimal(0), source="override", effective_from=None, model="llama3.1:8b", provider="ollama"
+    )
+
+
+def test_per_second_pricing_uses_the_latency() -> None:
+    table = PricingTable({"models": {"local-gpu-model": {"per_second": "0.0004"}}})
+    cost = price(table, "local-gpu-model", prompt_tokens=10, completion_tokens=10, latency_seconds=2.5)
+    assert cost is not None
+    assert cost.usd == Decimal("0.001")
+    assert cost.nanousd == 1_000_000
+    # 0.1 s is 0.1 as written, not the binary float 0.1000000000000000055...
+    short = price(table, "local-gpu-model", prompt_tokens=0, completion_tokens=0, latency_seconds=0.1)
+    assert short is not None
+    assert short.usd == Decimal("0.00004")
+
+
+def test_per_second_pricing_without_latency_is_unpriced() -> None:
+    table = PricingTable({"models": {"local-gpu-model": {"per_second": "0.0004"}}})
+    assert price(table, "local-gpu-model", prompt_tokens=10, completion_tokens=10) is None
+
+
+def test_cached_and_cache_write_tokens_are_priced_at_their_own_rates() -> None:
+    table = PricingTable(
+        {"models": {"m": {"input": "3", "output": "15", "cached_input": "0.30", "cache_write": "3.75"}}}
+    )
+    cost = price(table, "m", prompt_tokens=10_000, completion_tokens=500, cached_tokens=6_000, cache_write_tokens=3_000)
+    # 1,000 uncached x $3 + 6,000 cached x $0.30 + 3,000 written x $3.75 + 500 out x $15, per million:
+    # 0.003 + 0.0018 + 0.01125 + 0.0075 = 0.02355
+    assert cost is not None
+    assert cost.usd == Decimal("0.02355")
+    assert cost.nanousd == 23_550_000
+
+
+def test_cache_tokens_without_their_own_rate_cost_the_input_rate() -> None:
+    table = PricingTable({"models": {"m": {"input": "2", "output": "8"}}})
+    cost = price(
+        table, "m", prompt_tokens=10_000, completion_tokens=1_000, cached_tokens=6_000, cache_write_tokens=3_000
+    )
+    # all 10,000 prompt tokens x $2 + 1,000 x $8, per million = 0.02 + 0.008
+    assert cost is not None
+    assert cost.usd == Decimal("0.028")
+
+
+def test_genai_prices_cache_arithmetic_by_hand() -> None:
+    # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million (the 2025 price list).
+    usage = TokenUsage(prompt_tokens=2_000, completion_tokens=100, cached_tokens=1_024)
+    cost = PricingTable().price("gpt-4o", "openai", usage=usage, at=AT)
+    # 976 x 2.50 + 1,024 x 1.25 + 100 x 10 = 2,440 + 1,280 + 1,000 = 4,720 micro-USD
+    assert cost is not None
+    assert cost.usd == Decimal("0.00472")
+    # claude-3-5-sonnet: $3 input, $0.30 cache read, $3.75 cache write, $15 output.
+    usage = TokenUsage(prompt_tokens=10_000, completion_tokens=500, cached_tokens=6_000, cache_write_tokens=3_000)
+    cost = PricingTable().price("claude-3-5-sonnet-20241022", "anthropic", usage=usage, at=AT)
+    assert cost is not None
+    assert cost.usd == Decimal("0.02355")
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "expected_nanousd"),
+    [
+        (1, 0),  # 0.5 nano-USD: to the even 0
+        (2, 1),
+        (3, 2),  # 1.5: to the even 2
+        (5, 2),  # 2.5: to the even 2
+        (7, 4),  # 3.5: to 4
+        (1_000_001, 500_000),  # 500,000.5: to the even 500,000
+        (1_000_003, 500_002),  # 500,001.5: to the even 500,002
+    ],
+)
+def test_rounding_to_nano_usd_is_half_even_and_once(prompt_tokens: int, expected_nanousd: int) -> None:
+    # $0.0005 per million tokens: each token costs exactly half a nano-USD.
+    table = PricingTable({"models": {"m": {"input": "0.0005", "output": 0}}})
+    cost = price(table, "m", prompt_tokens=prompt_tokens, completion_tokens=0)
+    assert cost is not None
+    assert cost.usd == Decimal("0.0005") * prompt_tokens / 1_000_000
+    assert cost.nanousd == expected_nanousd
+
+
+def test_float_prices_in_a_dict_are_read_as_written() -> None:
+    table = PricingTable({"models": {"m": {"input": 0.1, "output": 0.2}}})
+    cost = price(table, "m", prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    assert cost is not None
+    assert cost.usd == Decimal("0.3")  # not 0.3000000000000000166...
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and validation
+# --------------------------------------------------------------------------------------------------
+
+TOML = """
+[models."gpt-4o-mini"]
+input = "0.15"
+output = 0.60
+cached_input = "0.075"
+cache_write = "0.1875"
+provider = "openai"
+
+[[models."acme-llm".prices]]
+effective_from = 2026-01-01
+input = 1
+output = 2
+
+[[models."acme-llm".prices]]
+effective_from = 2026-07-01
+input = "0.8"
+output = "1.6"
+
+[models."llama3.1:8b"]
+input = 0
+output = 0
+
+[models."local-gpu-model"]
+per_second = "0.0004"
+
+[[models."gpt-4o"]]
+provider = "openai"
+input = "2.50"
+output = "10"
+
+[[models."gpt-4o"]]
+provider = "azure"
+input = "2.75"
+output = "11"
+"""
+
+JSON = {
+    "models": {
+        "gpt-4o-mini": {
+            "input": "0.15",
+            "output": 0.60,
+            "cached_input": "0.075",
+            "cache_write": "0.1875",
+            "provider": "openai",
+        },
+        "acme-llm": {
+            "prices": [
+                {"effective_from": "2026-01-01", "input": 1, "output": 2},
+                {"effective_from": "2026-07-01", "input": "0.8", "output": "1.6"},
+            ]
+        },
+        "llama3.1:8b": {"input": 0, "output": 0},
+        "local-gpu-model": {"per_second": "0.0004"},
+        "gpt-4o": [
+            {"provider": "openai", "input": "2.50", "output": "10"},
+            {"provider": "azure", "input": "2.75", "output": "11"},
+        ],
+    }
+}
+
+PROBES: list[tuple[str, str | None, datetime]] = [
+    ("gpt-4o-mini", "openai", AT),
+    ("gpt-4o-mini", "azure", AT),
+    ("acme-llm", None, datetime(2026, 3, 1, tzinfo=UTC)),
+    ("acme-llm", None, datetime(2026, 8, 1, tzinfo=UTC)),
+    ("acme-llm", None, datetime(2025, 8, 1, tzinfo=UTC)),
+    ("llama3.1:8b", "ollama", AT),
+    ("local-gpu-model", None, AT),
+    ("gpt-4o", "openai", AT),
+    ("gpt-4o", "azure", AT),
+    ("gpt-4o", "groq", AT),
+]
+
+
+def probe(table: PricingTable) -> list[Cost | None]:
+    usage = TokenUsage(
+        prompt_tokens=123_456,
+        completion_tokens=7_890,
+        cached_tokens=100_000,
+        cache_write_tokens=3,
+        latency_seconds=1.25,
+    )
+    return [table.price(model, provider, usage=usage, at=at) for model, provider, at in PROBES]
+
+
+def test_toml_json_and_dict_give_the_same_table(tmp_path: Path) -> None:
+    (tmp_path / "prices.toml").write_text(TOML, encoding="utf-8")
+    # JSON numbers like 0.60 are read as exact decimals too.
+    (tmp_path / "prices.json").write_text(json.dumps(JSON), encoding="utf-8")
+
+    from_toml = probe(PricingTable.from_file(tmp_path / "prices.toml"))
+    from_json = probe(PricingTable.from_file(str(tmp_path / "prices.json")))
+    from_path_argument = probe(PricingTable(tmp_path / "prices.toml"))
+    from_dict = probe(PricingTable(JSON))
+
+    assert from_toml == from_json == from_path_argument == from_dict
+    mini, mini_azure, acme_march, acme_august, acme_early, llama, gpu, gpt4o_openai, gpt4o_azure, gpt4o_groq = from_toml
+    assert mini is not None
+    # 23,453 x 0.15 + 100,000 x 0.075 + 3 x 0.1875 + 7,890 x 0.60 = 15,752.5125 micro-USD
+    assert mini.usd == Decimal("0.0157525125")
+    assert mini.nanousd == 15_752_512  # ...512.5 rounds to the even ...512
+    assert mini_azure is not None
+    assert mini_azure.source == SOURCE
+    assert acme_march is not None
+    assert (acme_march.effective_from, acme_march.usd) == (date(2026, 1, 1), Decimal("0.139236"))
+    assert acme_august is not None
+    assert acme_august.effective_from == date(2026, 7, 1)
+    assert acme_early is None
+    assert llama is not None
+    assert llama.nanousd == 0
+    assert gpu is not None
+    assert gpu.usd == Decimal("0.0005")
+    assert gpt4o_openai is not None
+    assert gpt4o_azure is not None
+    assert (gpt4o_openai.source, gpt4o_azure.source) == ("override", "override")
+    assert gpt4o_azure.usd > gpt4o_openai.usd
+    assert gpt4o_groq is None  # listed for two providers, groq is neither; genai-prices has no gpt-4o at groq
+
+
+def test_module_docstring_example_is_valid_toml_for_the_table(tmp_path: Path) -> None:
+    doc = pricing_module.__doc__ or ""
+    toml = textwrap.dedent(doc.split("exact decimals")[1].split("::", 1)[1].split("The same as JSON")[0])
+    (tmp_path / "doc.toml").write_text(toml, encoding="utf-8")
+    table = PricingTable.from_file(tmp_path / "doc.toml")
+    assert price(table, "local-gpu-model", prompt_tokens=1, completion_tokens=1, latency_seconds=1) is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"model": {}}, "pricing overrides: model: unknown top-level key"),
+        ({"models": []}, "models: expected a table of models"),
+        ({"models": {"": {"input": 1, "output": 1}}}, "model names must be non-empty strings"),
+        ({"models": {"m": {"input": 1, "output": 1, "inptu": 2}}}, "model 'm': inptu: unknown key"),
+        ({"models": {"m": {"input": -1, "output": 1}}}, "model 'm': input: must not be negative"),
+        ({"models": {"m": {"input": "1", "output": "-0.01"}}}, "model 'm': output: must not be negative"),
+        ({"models": {"m": {"input": "cheap", "output": 1}}}, "model 'm': input: not a number: 'cheap'"),
+        ({"models": {"m": {"input": "NaN", "output": 1}}}, "model 'm': input: must be finite"),
+        ({"models": {"m": {"input": float("inf"), "output": 1}}}, "model 'm': input: must be finite"),
+        ({"models": {"m": {"input": True, "output": 1}}}, "model 'm': input: expected a number"),
+        ({"models": {"m": {"input": [1], "output": 1}}}, "model 'm': input: expected a number"),
+        ({"models": {"m": {}}}, "model 'm': has neither token prices (input, output) nor per_second"),
+        ({"models": {"m": {"provider": "openai"}}}, "model 'm': has neither token prices"),
+        ({"models": {"m": {"input": 1}}}, "model 'm': output: missing"),
+        ({"models": {"m": {"output": 1, "cached_input": 1}}}, "model 'm': input: missing"),
+        ({"models": {"m": {"input": 1, "output": 1, "per_second": 1}}}, "model 'm': per_second: a rate is per token"),
+        ({"models": {"m": "free"}}, "model 'm': expected a table"),
+        ({"models": {"m": {"input": 1, "output": 1, "provider": ""}}}, "model 'm': provider: expected a non-empty"),
+        ({"models": {"m": {"input": 1, "output": 1, "provider": 3}}}, "model 'm': provider: expected a non-empty"),
+        ({"models": {"m": []}}, "model 'm': an empty list of entries"),
+        (
+            {"models": {"m": [{"input": 1, "output": 1, "provider": "a"}, {"input": 2, "output": 2, "provider": "A"}]}},
+            "model 'm': provider: two entries for provider 'a'",
+        ),
+        (
+            {"models": {"m": [{"input": 1, "output": 1}, {"input": 2, "output": 2}]}},
+            "model 'm': provider: two entries for no provider",
+        ),
+        ({"models": {"m": [{"input": 1, "output": 1}, {"inputs": 2}]}}, "model 'm': [1].inputs: unknown key"),
+        (
+            {"models": {"GPT-X": {"input": 1, "output": 1}, "gpt-x": {"input": 1, "output": 1}}},
+            "model 'gpt-x': listed twice (also as 'GPT-X'",
+        ),
+        ({"models": {"m": {"prices": []}}}, "model 'm': prices: expected a non-empty list"),
+        ({"models": {"m": {"prices": "1"}}}, "model 'm': prices: expected a non-empty list"),
+        (
+            {"models": {"m": {"input": 1, "prices": [{"effective_from": "2026-01-01", "input": 1, "output": 1}]}}},
+            "model 'm': input: give prices either on the model or in its `prices` list",
+        ),
+        ({"models": {"m": {"prices": [{"input": 1, "output": 1}]}}}, "model 'm': prices[0].effective_from: missing"),
+        (
+            {"models": {"m": {"prices": [{"effective_from": "soon", "input": 1, "output": 1}]}}},
+            "model 'm': prices[0].effective_from: expected a date",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": datetime(2026, 1, 1), "input": 1, "output": 1}]}}},
+            "model 'm': prices[0].effective_from: expected a date (YYYY-MM-DD), got the date-time",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": 20260101, "input": 1, "output": 1}]}}},
+            "model 'm': prices[0].effective_from: expected a date",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": 1, "output": 1, "provider": "x"}]}}},
+            "model 'm': prices[0].provider: unknown key",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": -1, "output": 1}]}}},
+            "model 'm': prices[0].input: must not be negative",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": 1}]}}},
+            "model 'm': prices[0].output: missing",
+        ),
+        (
+            {"models": {"m": {"prices": [{"effective_from": "2026-01-01"}]}}},
+            "model 'm': prices[0]: has neither token prices",
+        ),
+        (
+            {"models": {"m": {"prices": ["x"]}}},
+            "model 'm': prices[0]: expected a table",
+        ),
+        (
+            {
+                "models": {
+                    "m": {
+                        "prices": [
+                            {"effective_from": "2026-01-01", "input": 1, "output": 1},
+                            {"effective_from": date(2026, 1, 1), "input": 2, "output": 2},
+                        ]
+                    }
+                }
+            },
+            "model 'm': prices: two prices take effect on 2026-01-01",
+        ),
+    ],
+)
+def test_invalid_overrides_fail_at_construction_naming_model_and_key(
+    overrides: Mapping[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        PricingTable(overrides)
+    assert expected in str(raised.value)
+    assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("prices.yaml", "models: {}", "expected a .toml or .json file"),
+        ("missing.toml", None, "cannot be read"),
+        ("broken.toml", "[models\n", "not valid TOML"),
+        ("broken.json", "{", "not valid JSON"),
+        ("list.json", "[]", "expected a table/object at the top level"),
+        ("bad.toml", '[models."m"]\ninput = -1\noutput = 1\n', "model 'm': input: must not be negative"),
+        ("bad.json", '{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', "model 'm': cache: unknown key"),
+    ],
+)
+def test_invalid_files_fail_at_construction(tmp_path: Path, name: str, content: str | None, expected: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+        PricingTable.from_file(path)
+
+
+def test_overrides_of_the_wrong_type_fail() -> None:
+    with pytest.raises(ConfigurationError, match="expected a mapping or a file path"):
+        PricingTable(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"prompt_tokens": -1, "completion_tokens": 0}, "prompt_tokens must be a non-negative int"),
+        ({"prompt_tokens": 1, "completion_tokens": 1.5}, "completion_tokens must be a non-negative int"),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 0, "cached_tokens": 8, "cache_write_tokens": 3},
+            "exceed prompt_tokens",
+        ),
+        ({"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": -0.1}, "latency_seconds must be a finite"),
+        (
+            {"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": float("nan")},
+            "latency_seconds must be a finite",
+        ),
+    ],
+)
+def test_token_usage_rejects_impossible_counts(fields: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        TokenUsage(**fields)
+
+
+def test_a_table_is_safe_to_share_between_threads() -> None:
+    table = PricingTable({"models": {"acme": {"input": 1, "output": 2}}})
+    models = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-20241022", "acme", "unknown", "deepseek-chat"]
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100, cached_tokens=10)
+    expected = [table.price(model, usage=usage, at=AT) for model in models]
+    results: list[list[Cost | None]] = []
+
+    def work() -> None:
+        fresh = PricingTable({"models": {"acme": {"input": 1, "output": 2}}})
+        for _ in range(200):
+            results.append([fresh.price(model, usage=usage, at=AT) for model in models])
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 800
+    assert all(result == expected for result in results)
+
+
+def test_an_auto_updated_snapshot_is_named_in_the_source() -> None:
+    table = PricingTable()
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    before = table.price("gpt-4o-mini", "openai", usage=usage, at=AT)
+    bundled = data_snapshot.get_snapshot()
+    # What UpdatePrices would install (here without any network: a copy of the bundled data).
+    updated = data_snapshot.DataSnapshot(
+        providers=bundled.providers, from_auto_update=True, timestamp=datetime(2026, 1, 2, 3, 4, 5)
+    )
+    data_snapshot.set_custom_snapshot(updated)
+    try:
+        after = table.price("gpt-4o-mini", "openai", usage=usage, at=AT)
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert before is not None
+    assert after is not None
+    assert after.usd == before.usd
+    assert after.source == f"{SOURCE} (data of 2026-01-02T03:04:05)"
+
+
+# --------------------------------------------------------------------------------------------------
+# No network
+# --------------------------------------------------------------------------------------------------
+
+NO_NETWORK_SCRIPT = """
+import socket
+
+def refuse(*args, **kwargs):
+    raise OSError("network access attempted")
+
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+
+from datetime import UTC, datetime
+from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
+
+table = PricingTable({"models": {"acme": {"input": 1, "output": 1}}})
+usage = TokenUsage(prompt_tokens=1000, completion_tokens=100, cached_tokens=500)
+for model in ("gpt-4o-mini", "claude-3-5-sonnet-20241022", "deepseek-chat", "acme"):
+    cost = table.price(model, usage=usage)
+    assert cost is not None and cost.nanousd > 0, model
+assert table.price("unknown-model", usage=usage) is None
+print("priced offline")
+"""
+
+
+def test_pricing_never_touches_the_network() -> None:
+    env = {
+        **os.environ,
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "priced offline" in done.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# infer_provider and model_of
+# --------------------------------------------------------------------------------------------------
+
+
+def test_openai_client() -> None:
+    client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test")
+    assert infer_provider(client) == "openai"
+    assert model_of(client) == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://api.groq.com/openai/v1", "groq"),
+        ("https://openrouter.ai/api/v1", "openrouter"),
+        ("https://api.together.xyz/v1", "together"),
+        ("https://generativelanguage.googleapis.com/v1beta/openai/", "google"),
+        ("https://acme.openai.azure.com/openai/v1/", "azure"),
+        ("https://api.anthropic.com/v1/", "anthropic"),
+        ("http://localhost:11434/v1", "openai"),  # unknown URLs: the API the client speaks
+        ("http://127.0.0.1:8000/v1", "openai"),
+        ("https://user:secret@llm-gateway.acme.internal/v1", "openai"),
+    ],
+)
+def test_openai_client_by_base_url(base_url: str, expected: str) -> None:
+    client = OpenAIChatCompletionClient(
+        model="some-model", api_key="sk-test", base_url=base_url, model_info=UNKNOWN_MODEL_INFO
+    )
+    provider = infer_provider(client)
+    assert provider == expected
+    assert "secret" not in (provider or "")
+
+
+def test_openai_client_for_a_gateway_or_local_server() -> None:
+    table = PricingTable()
+    # A gateway that forwards to OpenAI: OpenAI's price.
+    gateway = OpenAIChatCompletionClient(
+        model="gpt-4o-mini", api_key="sk-test", base_url="https://llm.acme.internal/v1"
+    )
+    assert infer_provider(gateway) == "openai"
+    cost = price(table, "gpt-4o-mini", infer_provider(gateway), prompt_tokens=10, completion_tokens=1)
+    assert cost is not None
+    assert cost.source == SOURCE
+    # Local open-weight models stay unpriced: genai-prices' "openai" has only OpenAI's models. Without the
+    # provider, genai-prices would take the Ollama distill "deepseek-r1:8b" for DeepSeek's hosted model.
+    for model in ("llama3.1", "qwen2.5:7b", "deepseek-r1:8b", "gpt-oss:20b"):
+        local = OpenAIChatCompletionClient(
+            model=model, api_key="x", base_url="http://localhost:11434/v1", model_info=UNKNOWN_MODEL_INFO
+        )
+        assert infer_provider(local) == "openai"
+        assert price(table, model, infer_provider(local), prompt_tokens=10, completion_tokens=1) is None
+    assert price(table, "deepseek-r1:8b", None, prompt_tokens=10, completion_tokens=1) is not None
+
+
+def test_openai_client_for_gemini_uses_autogens_default_base_url() -> None:
+    client = OpenAIChatCompletionClient(model="gemini-2.0-flash", api_key="x")
+    assert infer_provider(client) == "google"
+    assert model_of(client) == "gemini-2.0-flash"
+
+
+def test_azure_openai_client() -> None:
+    client = AzureOpenAIChatCompletionClient(
+        model="gpt-4o",
+        azure_endpoint="https://acme.openai.azure.com/",
+        azure_deployment="prod-gpt4o",
+        api_version="2024-06-01",
+        api_key="x",
+    )
+    assert infer_provider(client) == "azure"
+    assert model_of(client) == "gpt-4o"
+
+
+def test_anthropic_clients() -> None:
+    client = AnthropicChatCompletionClient(model="claude-3-5-sonnet-20241022", api_key="x")
+    assert infer_provider(client) == "anthropic"
+    assert model_of(client) == "claude-3-5-sonnet-20241022"
+    bedrock = AnthropicBedrockChatCompletionClient(
+        model="anthropic.claude-3-5-sonnet-20241022-v2:0",
+        bedrock_info={
+            "aws_access_key": "a",
+            "aws_secret_key": "b",
+            "aws_session_token": "c",
+            "aws_region": "us-east-1",
+        },
+        model_info=UNKNOWN_MODEL_INFO,
+    )
+    assert infer_provider(bedrock) == "aws"
+    assert model_of(bedrock) == "anthropic.claude-3-5-sonnet-20241022-v2:0"
+    assert price(PricingTable(), model_of(bedrock) or "", "aws", prompt_tokens=10, completion_tokens=1) is not None
+
+
+def test_ollama_client() -> None:
+    client = OllamaChatCompletionClient(model="llama3.1")
+    assert infer_provider(client) == "ollama"
+    assert model_of(client) == "llama3.1"
+    # No price for a local model unless an override gives one.
+    assert price(PricingTable(), "llama3.1", "ollama", prompt_tokens=10, completion_tokens=1) is None
+
+
+def test_replay_client_has_no_provider_or_model() -> None:
+    client = ReplayChatCompletionClient(["hello"])
+    assert infer_provider(client) is None
+    assert infer_provider(client, "gpt-4o") is None
+    assert model_of(client) is None
+
+
+def test_wrapped_clients_are_seen_through() -> None:
+    class MemoryStore(CacheStore[Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            return default
+
+        def set(self, key: str, value: Any) -> None:
+            return None
+
+    inner = AnthropicChatCompletionClient(model="claude-3-5-haiku-20241022", api_key="x")
+    cached = ChatCompletionCache(inner, MemoryStore())
+    assert infer_provider(cached) == "anthropic"
+    assert model_of(cached) == "claude-3-5-haiku-20241022"
+
+    class Wrapper:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+    assert infer_provider(Wrapper(cached)) == "anthropic"
+    assert model_of(Wrapper(cached)) == "claude-3-5-haiku-20241022"
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("gpt-4o-mini", "openai"),
+        ("GPT-4.1", "openai"),
+        ("o1", "openai"),
+        ("o3-mini", "openai"),
+        ("o4-mini-2025-04-16", "openai"),
+        ("ft:gpt-4o-mini:acme::abc123", "openai"),
+        ("chatgpt-4o-latest", "openai"),
+        ("openai/gpt-4o", "openai"),
+        ("claude-3-5-sonnet-20241022", "anthropic"),
+        ("gemini-2.5-pro", "google"),
+        ("mistral-large-latest", "mistral"),
+        ("mixtral-8x7b", "mistral"),
+        ("codestral-latest", "mistral"),
+        ("grok-3", "x-ai"),
+        ("deepseek-chat", "deepseek"),
+        ("command-r-plus", "cohere"),
+        ("llama3.1:8b", None),
+        ("meta-llama/Llama-3.1-8B-Instruct", None),
+        ("qwen2.5", None),
+        ("omni-model", None),  # "o" and a digit only: not every o-word is OpenAI's
+        ("", None),
+    ],
+)
+def test_provider_by_model_name_for_unknown_clients(model: str, expected: str | None) -> None:
+    assert infer_provider(object(), model) == expected
+
+
+def test_model_name_read_from_an_unknown_client() -> None:
+    class Custom:
+        def __init__(self) -> None:
+            self._create_args = {"model": "claude-3-opus-20240229", "temperature": 0}
+
+    assert model_of(Custom()) == "claude-3-opus-20240229"
+    assert infer_provider(Custom()) == "anthropic"
+
+
+def test_inference_never_raises_on_hostile_objects() -> None:
+    class Hostile:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError("boom")
+
+        @property
+        def _raw_config(self) -> Any:
+            raise RuntimeError("boom")
+
+    assert infer_provider(Hostile()) is None
+    assert model_of(Hostile()) is None
+    assert infer_provider(None) is None
+    assert model_of(None) is None
+    assert model_of(type("Odd", (), {"_raw_config": {"model": 42}})()) is None
+
+
+def test_inference_imports_no_provider_sdk() -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from autogen_reliability.accounting.pricing import infer_provider, model_of
+        before = {m for m in sys.modules if m.startswith(("anthropic", "ollama", "autogen_ext.models.anthropic",
+                                                            "autogen_ext.models.ollama", "autogen_ext.models.replay"))}
+        assert infer_provider(object(), "claude-3-5-sonnet") == "anthropic"
+        assert model_of(object()) is None
+        after = {m for m in sys.modules if m.startswith(("anthropic", "ollama", "autogen_ext.models.anthropic",
+                                                           "autogen_ext.models.ollama", "autogen_ext.models.replay"))}
+        assert after == before, after - before
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_docstring_examples_run() -> None:
+    results = doctest.testmod(pricing_module, optionflags=doctest.ELLIPSIS)
+    assert results.attempted >= 10
+    assert results.failed == 0

@@ -1,0 +1,703 @@
+"""The usage store on real databases: a SQLite file, and PostgreSQL when ``AUTOGEN_RELIABILITY_TEST_PG_URL`` is set.
+
+Covers the round trip of every field, insert-or-ignore, the content table,
+schema checks and migrations (models and revisions agree; an old database is
+refused with the command that upgrades it), the wheel's migrations and the
+``autogen-reliability db`` command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, delete, inspect, make_url, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.config import ENV_DB_URL, default_db_url
+from autogen_reliability.errors import ConfigurationError, ReliabilityError
+from autogen_reliability.storage import migrate
+from autogen_reliability.storage.models import (
+    REPORT_INDEX,
+    VERSION_TABLE,
+    Base,
+    UsageContent,
+    UsageRecord,
+    include_name,
+)
+from autogen_reliability.storage.store import (
+    SchemaOutdatedError,
+    SchemaTooNewError,
+    StoreSchemaError,
+    UsageStore,
+)
+
+from .storage_fixtures import make_pg_database, pg_admin_url, store_url
+
+__all__ = ["make_pg_database", "pg_admin_url", "store_url"]  # fixtures, imported for pytest to find
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2025, 3, 1, 1, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))  # 2025-02-28 23:30 UTC
+NANOUSD_2_62 = 2**62
+
+
+def full_event(**changes: Any) -> UsageEvent:
+    """An event with every field set to something other than its default."""
+    values: dict[str, Any] = {
+        "call_id": uuid.uuid4(),
+        "attempt": 2,
+        "started_at": T0,
+        "latency_ms": 1234.5,
+        "event_id": uuid.uuid4(),
+        "project": "acme-support",
+        "session": "ticket-4711",
+        "agent": "writer",
+        "tags": {"team": "billing", "ünïcode": "✓"},
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "response_model": "gpt-4o-mini-2024-07-18",
+        "prompt_tokens": 1200,
+        "completion_tokens": 345,
+        "cached_tokens": 1024,
+        "cache_write_tokens": 7,
+        "reasoning_tokens": 64,
+        "tokens_estimated": True,
+        "cost_nanousd": NANOUSD_2_62,
+        "price_source": "genai-prices 0.2.3",
+        "price_date": date(2024, 7, 18),
+        "outcome": "invalid",
+        "error_kind": "rate_limit",
+        "http_status": 429,
+        "error_message": "Rate limit reached; retry after 2 s",
+        "finish_reason": "stop",
+        "streamed": True,
+        "cache_hit": True,
+        "sanitizer_changes": {"html": 2, "control_chars": 1},
+        "validation_errors": 3,
+        "request_content": '[{"role": "user", "content": "hi"}]',
+        "response_content": "Hello",
+    }
+    values.update(changes)
+    return UsageEvent(**values)
+
+
+def plain_event(**changes: Any) -> UsageEvent:
+    """An event with only the required fields (so: no tags, unpriced, no content)."""
+    values: dict[str, Any] = {"call_id": uuid.uuid4(), "attempt": 1, "started_at": datetime.now(UTC), "latency_ms": 5.0}
+    values.update(changes)
+    return UsageEvent(**values)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[UsageStore]:
+    """A store on a new database of each backend, closed after the test."""
+    with UsageStore(store_url) as opened:
+        yield opened
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "autogen_reliability.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environment,
+        cwd=cwd,
+    )
+
+
+def password_of(url: str) -> str | None:
+    return make_url(url).password
+
+
+# --- the rows ------------------------------------------------------------------------------------
+
+
+def test_every_field_of_usage_event_is_a_column() -> None:
+    event_fields = {field.name for field in dataclasses.fields(UsageEvent)}
+    content = {"request_content", "response_content"}
+    assert set(UsageRecord.__table__.columns.keys()) == (event_fields - content) | {"id", "day"}
+    assert set(UsageContent.__table__.columns.keys()) == content | {"event_id"}
+
+
+def test_full_event_sets_every_field() -> None:
+    # Guards the round-trip test: a field left at its default would prove nothing.
+    event, defaults = full_event(), plain_event()
+    same = [f.name for f in dataclasses.fields(UsageEvent) if getattr(event, f.name) == getattr(defaults, f.name)]
+    assert same == []
+
+
+def test_round_trip_of_every_field(store: UsageStore) -> None:
+    full, plain = full_event(), plain_event(started_at=T0 + timedelta(minutes=1))
+    assert store.write([full, plain]) == 2
+
+    back_full, back_plain = store.events()
+    assert back_full == full
+    assert back_plain == plain
+    for event in (back_full, back_plain):
+        assert event.started_at.tzinfo is UTC  # aware, and in UTC whatever it was written in
+    assert back_full.started_at == T0
+    assert back_full.started_at.isoformat() == "2025-02-28T23:30:15.123456+00:00"
+    assert type(back_full.cost_nanousd) is int
+    assert back_full.cost_nanousd == NANOUSD_2_62
+    assert back_full.tags == {"team": "billing", "ünïcode": "✓"}
+    assert back_full.sanitizer_changes == {"html": 2, "control_chars": 1}
+    assert back_plain.cost_nanousd is None  # unpriced stays NULL, never 0
+    assert back_plain.tags == {}
+    assert back_plain.request_content is None
+
+
+def test_day_is_the_utc_date_of_started_at(store: UsageStore) -> None:
+    store.write([full_event()])
+    with store.engine.connect() as connection:
+        day, cost = connection.execute(select(UsageRecord.day, UsageRecord.cost_nanousd)).one()
+    assert day == date(2025, 2, 28)  # the local date was March 1st
+    assert cost == NANOUSD_2_62
+
+
+def test_largest_cost_fits(store: UsageStore) -> None:
+    event = plain_event(cost_nanousd=2**63 - 1)
+    store.write([event])
+    assert store.events()[0].cost_nanousd == 2**63 - 1
+
+
+def test_writing_the_same_events_again_adds_nothing(store: UsageStore) -> None:
+    first = [plain_event() for _ in range(5)]
+    assert store.write(first) == 5
+    assert store.write(first) == 0
+    more = [plain_event() for _ in range(3)]
+    assert store.write([*first[:2], *more, first[4]]) == 3
+    assert store.write([more[0], more[0]]) == 0
+    fresh = plain_event()
+    assert store.write([fresh, fresh, fresh]) == 1  # repeated inside one batch: stored once
+    assert store.count() == 9
+    assert store.write([]) == 0
+
+
+def test_a_batch_of_thousands_is_one_write(store: UsageStore) -> None:
+    events = [plain_event(project=f"p{i % 7}", cost_nanousd=i) for i in range(2500)]
+    assert store.write(events) == 2500
+    assert store.count() == 2500
+    assert sum(event.cost_nanousd or 0 for event in store.events()) == sum(range(2500))
+
+
+def test_content_rows_only_for_events_with_content(store: UsageStore) -> None:
+    with_both = full_event()
+    request_only = full_event(response_content=None)
+    response_only = full_event(request_content=None, response_content="")
+    without = full_event(request_content=None, response_content=None)
+    assert store.write([with_both, request_only, response_only, without]) == 4
+    assert store.write([with_both]) == 0
+
+    with store.engine.connect() as connection:
+        rows = dict(connection.execute(select(UsageContent.event_id, UsageContent.response_content)).all())
+    assert rows == {with_both.event_id: "Hello", request_only.event_id: None, response_only.event_id: ""}
+    back = {event.event_id: event for event in store.events()}
+    assert back[request_only.event_id] == request_only
+    assert back[response_only.event_id].response_content == ""
+    assert back[without.event_id].request_content is None
+
+
+def test_deleting_a_record_deletes_its_content(store: UsageStore) -> None:
+    event = full_event()
+    store.write([event])
+    with store.engine.begin() as connection:
+        connection.execute(delete(UsageRecord))
+    with store.engine.connect() as connection:
+        assert connection.execute(select(UsageContent.event_id)).all() == []
+
+
+def test_a_naive_started_at_is_refused_where_the_event_is_made(store: UsageStore) -> None:
+    # Refused when the event is made, not in a batch write that would fail (and be spooled) forever.
+    with pytest.raises(ValueError, match="must be timezone-aware"):
+        plain_event(started_at=datetime(2025, 1, 1, 12, 0))
+    store.write([plain_event(started_at=datetime(2025, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=9))))])
+    (stored,) = store.events()
+    assert stored.day.isoformat() == "2025-01-01"  # 12:00 at UTC+9 is 03:00 UTC
+
+
+def test_events_filters_and_order(store: UsageStore) -> None:
+    call = uuid.uuid4()
+    base = datetime(2025, 5, 1, tzinfo=UTC)
+    attempts = [plain_event(call_id=call, attempt=n, started_at=base + timedelta(seconds=n)) for n in (3, 1, 2)]
+    others = [
+        plain_event(project="other", started_at=base - timedelta(days=1)),
+        plain_event(project="acme", started_at=base + timedelta(days=1)),
+    ]
+    store.write([*attempts, *others])
+
+    assert [e.attempt for e in store.events(call_id=call)] == [1, 2, 3]
+    assert [e.project for e in store.events(project="acme")] == ["acme"]
+    assert len(store.events(since=base)) == 4
+    assert len(store.events(since=base, until=base + timedelta(seconds=2))) == 1  # until is exclusive
+    # A bound in another time zone is the same instant.
+    assert len(store.events(until=base.astimezone(timezone(timedelta(hours=-5))))) == 1
+    assert [e.started_at for e in store.events()] == sorted(e.started_at for e in [*attempts, *others])
+
+
+def test_written_from_a_background_thread(store_url: str) -> None:
+    store = UsageStore(store_url)  # made on this thread, used from another, as the recorder does
+    errors: list[BaseException] = []
+    events = [plain_event() for _ in range(10)]
+
+    def writer() -> None:
+        try:
+            store.write(events)
+        except BaseException as error:  # handed to the test thread
+            errors.append(error)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert store.count() == 10
+    store.close()
+
+
+def test_in_memory_sqlite_is_one_database_for_all_threads() -> None:
+    store = UsageStore("sqlite://")
+    thread = threading.Thread(target=store.write, args=([plain_event()],))
+    thread.start()
+    thread.join()
+    assert store.count() == 1
+    store.close()
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store, store.engine.connect() as connection:
+        pragma = {
+            name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")
+        }
+    assert pragma == {"journal_mode": "wal", "busy_timeout": 2000, "synchronous": 1, "foreign_keys": 1}
+
+
+def test_ping_and_close(store_url: str) -> None:
+    store = UsageStore(store_url)
+    store.ping()
+    store.close()
+    store.close()  # twice is fine
+
+
+def test_an_engine_passed_in_stays_open(store_url: str) -> None:
+    engine = create_engine(store_url)
+    store = UsageStore(engine)
+    store.write([plain_event()])
+    store.close()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM ar_usage_records")).scalar() == 1
+    engine.dispose()
+
+
+def test_ping_raises_when_the_server_is_gone(make_pg_database: Callable[[], str], pg_admin_url: str) -> None:
+    url = make_pg_database()
+    store = UsageStore(url)
+    name = make_url(url).database
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
+    with pytest.raises(OperationalError):
+        store.ping()
+    with pytest.raises(OperationalError):
+        store.write([plain_event()])
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "malformed database URL"),
+        ("mysql://user:pw@localhost/db", "supports SQLite and PostgreSQL"),
+        ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver"),
+    ],
+)
+def test_bad_urls_fail_at_construction(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        UsageStore(url)
+    assert "pw" not in str(caught.value)
+
+
+# --- schema and migrations -----------------------------------------------------------------------
+
+
+def test_a_new_empty_database_is_brought_to_head(store_url: str) -> None:
+    assert migrate.current_revision(store_url) is None
+    with UsageStore(store_url) as store:
+        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        tables = set(inspect(store.engine).get_table_names())
+    assert {"ar_usage_records", "ar_usage_content", VERSION_TABLE} <= tables
+    assert "alembic_version" not in tables  # an application's own alembic table stays untouched
+
+
+def test_the_ledger_shares_a_database_with_an_application(store_url: str) -> None:
+    engine = create_engine(store_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        connection.exec_driver_sql("INSERT INTO alembic_version VALUES ('app0042')")
+        connection.exec_driver_sql("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    with UsageStore(store_url) as store:
+        store.write([plain_event()])
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "app0042"
+        migration = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE, "include_name": include_name}
+        )
+        assert compare_metadata(migration, Base.metadata) == []  # "orders" is not ours: not proposed for removal
+    engine.dispose()
+
+
+def test_models_and_migrations_agree(store_url: str) -> None:
+    migrate.upgrade(store_url)
+    engine = create_engine(store_url, poolclass=NullPool)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE, "include_name": include_name, "compare_type": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def test_downgrade_to_base_and_up_again(store_url: str) -> None:
+    migrate.upgrade(store_url)
+    engine = create_engine(store_url, poolclass=NullPool)
+    with engine.connect() as connection, migrate.migration_transaction(connection):
+        command.downgrade(migrate.alembic_config(connection), "base")
+    assert migrate.current_revision(engine) is None
+    assert [name for name in inspect(engine).get_table_names() if name != VERSION_TABLE] == []
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
+
+
+def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
+    # Application workers starting together: one creates the tables, the others wait and find them.
+    barrier = threading.Barrier(6)
+    outcomes: list[object] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            with UsageStore(store_url) as store:
+                store.write([plain_event()])
+            outcomes.append("ok")
+        except Exception as error:  # reported by the assertion below
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == ["ok"] * 6
+    assert migrate.current_revision(store_url) == migrate.head_revision()
+
+
+NEXT_REVISION = '''"""Test-only: the next release's revision, adding a column.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # On SQLite: copy the table, drop it, rename the copy (what most changes need there). Elsewhere: ALTER.
+    recreate = "always" if op.get_bind().dialect.name == "sqlite" else "auto"
+    with op.batch_alter_table("ar_usage_records", recreate=recreate) as batch:
+        batch.add_column(sa.Column("region", sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("ar_usage_records") as batch:
+        batch.drop_column("region")
+'''
+
+
+@pytest.fixture
+def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Switches the library to a copy of its migrations plus a revision 0002, as the next release would ship.
+
+    There is only one real revision, so an "older database" is made honestly by
+    making the library newer: the database stays at the real 0001.
+    """
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_region.py").write_text(NEXT_REVISION)
+
+    def switch() -> None:
+        monkeypatch.setattr(migrate, "script_location", lambda: scripts)
+
+    return switch
+
+
+def test_an_older_database_is_refused_with_the_command_that_upgrades_it(
+    store_url: str, next_release: Callable[[], None]
+) -> None:
+    kept = [full_event(), plain_event()]
+    with UsageStore(store_url) as store:  # made at the real head, 0001
+        store.write(kept)
+    next_release()
+    assert migrate.head_revision() == "0002"
+
+    with pytest.raises(SchemaOutdatedError) as caught:
+        UsageStore(store_url)
+    error = caught.value
+    masked = make_url(store_url).render_as_string(hide_password=True)
+    assert (error.current, error.head, error.url) == ("0001", "0002", masked)
+    assert "is at schema revision 0001" in str(error)
+    assert "needs revision 0002" in str(error)
+    assert error.command == f"autogen-reliability db upgrade --url {shlex.quote(masked)}"  # quoted if it has ***
+    assert error.command in str(error)
+    assert isinstance(error, StoreSchemaError)
+    assert isinstance(error, ReliabilityError)
+    password = password_of(store_url)
+    if password:
+        assert password not in str(error)
+        assert ":***@" in str(error)
+
+    # What the command does. On SQLite the table is re-created: with foreign keys on, dropping the old
+    # ar_usage_records would cascade and delete every captured content row (seen before the fix).
+    migrate.upgrade(store_url)
+    with UsageStore(store_url) as store:
+        assert store.events() == sorted(kept, key=lambda event: event.started_at)
+        assert "region" in {column["name"] for column in inspect(store.engine).get_columns("ar_usage_records")}
+
+
+def test_create_false_never_creates_tables(store_url: str, tmp_path: Path) -> None:
+    with pytest.raises(SchemaOutdatedError, match="has no usage tables"):
+        UsageStore(store_url, create=False)
+    assert migrate.current_revision(store_url) is None
+    missing = tmp_path / "missing.db"
+    with pytest.raises(SchemaOutdatedError, match="db upgrade --url"):
+        UsageStore(f"sqlite:///{missing}", create=False)
+    assert not missing.exists()
+
+
+def test_a_database_from_a_newer_release_is_refused(store_url: str) -> None:
+    migrate.upgrade(store_url)
+    engine = create_engine(store_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(SchemaTooNewError, match="revision 0099, which this autogen-reliability does not know"):
+        UsageStore(store_url)
+    done = run_cli("db", "upgrade", "--url", store_url)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1
+    assert "a newer release migrated it" in done.stderr
+
+
+def test_tables_made_without_migrations_are_refused(store_url: str) -> None:
+    engine = create_engine(store_url, poolclass=NullPool)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    with pytest.raises(StoreSchemaError, match="not made by autogen-reliability's migrations"):
+        UsageStore(store_url)
+
+
+def test_a_version_row_without_tables_is_refused(store_url: str) -> None:
+    migrate.upgrade(store_url)
+    engine = create_engine(store_url, poolclass=NullPool)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+    with pytest.raises(StoreSchemaError, match="the tables were dropped"):
+        UsageStore(store_url)
+
+
+def test_the_report_query_reads_only_the_covering_index(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store, store.engine.connect() as connection:
+        plan = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN SELECT project, day, model, sum(prompt_tokens), sum(completion_tokens), "
+            "sum(cost_nanousd) FROM ar_usage_records WHERE day BETWEEN '2025-01-01' AND '2025-01-30' "
+            "GROUP BY project, day, model"
+        ).all()
+    detail = " ".join(str(row[-1]) for row in plan)
+    assert f"USING COVERING INDEX {REPORT_INDEX}" in detail
+    assert "TEMP B-TREE" not in detail  # grouped in index order, no sort
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def test_the_password_never_shows(
+    make_pg_database: Callable[[], str], caplog: pytest.LogCaptureFixture, next_release: Callable[[], None]
+) -> None:
+    url = make_pg_database()
+    password = password_of(url)
+    assert password
+    caplog.set_level("DEBUG")
+    with UsageStore(url) as store:
+        store.write([plain_event()])
+        shown = [repr(store), store.url]
+    wrong = make_url(url).set(password="not-the-" + password).render_as_string(hide_password=False)
+    with pytest.raises(OperationalError) as refused:
+        UsageStore(wrong)
+    shown.append(str(refused.value))
+    next_release()
+    with pytest.raises(SchemaOutdatedError) as outdated:
+        UsageStore(url)
+    shown.append(str(outdated.value))
+    for args in (("db", "current", "--url", url), ("db", "upgrade", "--url", wrong)):
+        done = run_cli(*args)
+        shown += [done.stdout, done.stderr]
+    shown.append(caplog.text)
+    for text_shown in shown:
+        assert password not in text_shown
+    assert "***" in shown[0]
+
+
+# --- the wheel and the command line --------------------------------------------------------------
+
+
+def test_the_wheel_ships_the_migrations_and_they_run_from_it(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path / "dist"), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("autogen_reliability-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = "autogen_reliability/migrations/"
+    assert {
+        shipped + "env.py",
+        shipped + "script.py.mako",
+        shipped + "alembic.ini",
+        shipped + "versions/0001_usage_ledger.py",
+    } <= names
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+
+    # Installed (unpacked) apart from the checkout, the library finds and runs its shipped copy.
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = (
+        "import sys; from autogen_reliability.storage import migrate; "
+        "print(migrate.script_location()); migrate.upgrade(sys.argv[1]); print(migrate.current_revision(sys.argv[1]))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe, f"sqlite:///{tmp_path / 'wheel.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == [str(site / "autogen_reliability" / "migrations"), migrate.head_revision()]
+
+
+def test_the_checkout_finds_its_top_level_migrations() -> None:
+    assert migrate.script_location() == ROOT / "migrations"
+
+
+def test_cli_db_upgrade_and_current(store_url: str) -> None:
+    masked = make_url(store_url).render_as_string(hide_password=True)
+    head = migrate.head_revision()
+
+    done = run_cli("db", "current", "--url", store_url)
+    assert (done.returncode, done.stderr) == (0, "")
+    no_tables = "no such file" if store_url.startswith("sqlite") else "no usage tables"
+    assert done.stdout.startswith(f"{masked}: none ({no_tables}; autogen-reliability db upgrade creates ")
+
+    done = run_cli("db", "upgrade", "--url", store_url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"{masked}: upgraded from none to {head} (head)\n"
+
+    done = run_cli("db", "upgrade", "--url", store_url)
+    assert done.stdout == f"{masked}: {head} (head), nothing to upgrade\n"
+
+    done = run_cli("db", "current", "--url", store_url)
+    assert (done.returncode, done.stdout) == (0, f"{masked}: {head} (head)\n")
+
+
+def test_cli_reads_the_url_from_the_environment(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'from-env.db'}"
+    done = run_cli("db", "upgrade", env={ENV_DB_URL: url}, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{url}: upgraded from none")
+    done = run_cli("db", "current", cwd=tmp_path)  # no variable: the default file in the working directory
+    assert (done.returncode, done.stdout) == (
+        0,
+        "sqlite:///autogen_reliability.db: none (no such file; autogen-reliability db upgrade creates it)\n",
+    )
+    assert not (tmp_path / "autogen_reliability.db").exists()  # looking created nothing
+    done = run_cli("db", "upgrade", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "autogen_reliability.db").exists()
+
+
+def test_default_db_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_DB_URL, raising=False)
+    assert default_db_url() == "sqlite:///autogen_reliability.db"
+    monkeypatch.setenv(ENV_DB_URL, "")
+    assert default_db_url() == "sqlite:///autogen_reliability.db"
+    monkeypatch.setenv(ENV_DB_URL, "postgresql+psycopg://u@h/db")
+    assert default_db_url() == "postgresql+psycopg://u@h/db"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "bad database URL: malformed database URL"),
+        ("mysql://user:secret@localhost/db", "supports SQLite and PostgreSQL databases, not 'mysql'"),
+        ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver 'sqlite+nosuchdriver'"),
+    ],
+)
+def test_cli_bad_url_exits_2_with_one_line(url: str, message: str) -> None:
+    done = run_cli("db", "current", "--url", url)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("autogen-reliability: error: ")
+    assert message in line
+    assert "secret" not in line
+
+
+def test_cli_unreachable_database_exits_1_with_one_line() -> None:
+    done = run_cli("db", "upgrade", "--url", "postgresql+psycopg://user:secret@127.0.0.1:1/db")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "autogen-reliability: error: cannot use the database postgresql+psycopg://user:***@127.0.0.1:1/db: "
+    )
+    assert "secret" not in line
+
+
+def test_cli_db_needs_a_subcommand() -> None:
+    done = run_cli("db")
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1

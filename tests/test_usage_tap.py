@@ -1,0 +1,571 @@
+"""The usage tap, driven through AutoGen's real OpenAIChatCompletionClient and the real local OpenAI-wire server.
+
+Never call count_tokens()/remaining_tokens() on an OpenAI client here: they download a tiktoken file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+from autogen_core.models import CreateResult, UserMessage
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability.accounting import usage_tap
+from autogen_reliability.accounting.usage_tap import (
+    MAX_JSON_BYTES,
+    ProviderUsage,
+    UsageSlot,
+    UsageTapTransport,
+    _BodyTap,
+    attach_usage_tap,
+    capture_provider_usage,
+    current_usage_slot,
+)
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
+
+MODEL = "gpt-4o-mini"
+SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what the server (like the real API) reports for the alias
+USER = [UserMessage(content="Say hello", source="user")]
+WITH_USAGE: dict[str, Any] = {"stream_options": {"include_usage": True}}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(MODEL) as fake:
+        yield fake
+
+
+ClientFactory = Callable[..., OpenAIChatCompletionClient]
+
+
+@pytest.fixture
+async def make_client(server: FakeOpenAIServer) -> AsyncIterator[ClientFactory]:
+    """AutoGen clients pointed at ``server`` with the SDK's retries off; tapped unless ``tap=False``."""
+    made: list[OpenAIChatCompletionClient] = []
+
+    def make(*, tap: bool = True, **overrides: Any) -> OpenAIChatCompletionClient:
+        options: dict[str, Any] = {"model": MODEL, "api_key": "sk-test", "base_url": server.base_url, "max_retries": 0}
+        options.update(overrides)
+        client = OpenAIChatCompletionClient(**options)
+        if tap:
+            assert attach_usage_tap(client) is True
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+def http_client_of(client: OpenAIChatCompletionClient) -> Any:
+    return client._client._client
+
+
+async def collect(stream: AsyncIterator[str | CreateResult]) -> list[str | CreateResult]:
+    return [item async for item in stream]
+
+
+async def drain_into(stream: AsyncIterator[str | CreateResult], received: list[str | CreateResult]) -> None:
+    async for item in stream:
+        received.append(item)
+
+
+# --------------------------------------------------------------------------- create()
+
+
+async def test_create_records_cached_and_reasoning_tokens_and_the_model(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    usage = FakeUsage(prompt_tokens=120, completion_tokens=30, cached_tokens=64, reasoning_tokens=12)
+    server.enqueue(FakeReply.text("Hello!", usage=usage))
+
+    with capture_provider_usage() as slot:
+        assert current_usage_slot() is slot
+        result = await client.create(USER)
+    assert current_usage_slot() is None
+
+    assert result.content == "Hello!"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (120, 30)  # AutoGen's view, unchanged
+    assert slot.usage == ProviderUsage(
+        prompt_tokens=120,
+        completion_tokens=30,
+        cached_tokens=64,
+        reasoning_tokens=12,
+        cache_write_tokens=None,
+        model=SNAPSHOT,
+        response_id="chatcmpl-fake-1",
+    )
+    assert slot.usages == [slot.usage]
+    assert (slot.status, slot.model, slot.response_id) == (200, SNAPSHOT, "chatcmpl-fake-1")
+    assert slot.request_id == "req_fake_0"
+    assert (slot.responses, slot.tap_failures) == (1, 0)
+
+
+async def test_requests_outside_a_capture_are_not_recorded(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
+    await client.create(USER)
+    with capture_provider_usage() as slot:
+        pass
+    await client.create(USER)
+    assert (slot.usage, slot.status, slot.responses) == (None, None, 0)
+
+
+async def test_nested_captures_both_receive_and_the_inner_one_only_its_own(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("a", usage=FakeUsage(1, 1)), FakeReply.text("b", usage=FakeUsage(2, 2)))
+    with capture_provider_usage() as outer:
+        await client.create(USER)
+        with capture_provider_usage() as inner:
+            await client.create(USER)
+        assert current_usage_slot() is outer
+    assert inner.usage is not None
+    assert inner.usage.prompt_tokens == 2
+    assert inner.responses == 1
+    assert [u.prompt_tokens for u in outer.usages] == [1, 2]
+    assert outer.responses == 2
+
+
+async def test_sdk_retries_count_as_responses_and_the_last_one_wins(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client(max_retries=1)
+    server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("ok", usage=FakeUsage(7, 3, cached_tokens=0)),
+    )
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+    assert server.request_count == 2
+    assert (slot.responses, slot.status) == (2, 200)
+    assert slot.usage is not None
+    assert (slot.usage.prompt_tokens, slot.usage.cached_tokens) == (7, 0)
+
+
+# --------------------------------------------------------------------------- create_stream()
+
+
+async def test_stream_records_the_usage_chunk_without_holding_chunks_back(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    words = "one two three four five six seven eight"
+    usage = FakeUsage(prompt_tokens=50, completion_tokens=8, cached_tokens=32, reasoning_tokens=4)
+    server.enqueue(FakeReply.text(words, usage=usage, chunk_delay=0.05))
+
+    arrivals: list[tuple[float, str | CreateResult, ProviderUsage | None]] = []
+    with capture_provider_usage() as slot:
+        start = time.perf_counter()
+        async for item in client.create_stream(USER, extra_create_args=WITH_USAGE):
+            arrivals.append((time.perf_counter() - start, item, slot.usage))
+    end = arrivals[-1][0]
+
+    texts = [item for _, item, _ in arrivals if isinstance(item, str)]
+    assert "".join(texts) == words
+    # 8 words, then the finish and usage chunks, 50 ms apart: the first word must not wait for the rest.
+    first_at = arrivals[0][0]
+    assert end - first_at > 0.3, f"first chunk at {first_at:.3f}s, stream ended at {end:.3f}s"
+    assert all(seen is None for _, item, seen in arrivals if isinstance(item, str)), "usage before the usage chunk?"
+
+    final = arrivals[-1][1]
+    assert isinstance(final, CreateResult)
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 8)
+    assert slot.usage == ProviderUsage(50, 8, 32, 4, None, SNAPSHOT, "chatcmpl-fake-1")
+    assert arrivals[-1][2] == slot.usage  # already recorded when AutoGen hands out its CreateResult
+    assert (slot.status, slot.responses, slot.tap_failures) == (200, 1, 0)
+
+
+async def test_stream_without_usage_records_the_model_but_no_usage(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("no usage here"))
+    with capture_provider_usage() as slot:
+        items = await collect(client.create_stream(USER))
+    assert isinstance(items[-1], CreateResult)
+    assert server.requests[0].include_usage is False
+    assert slot.usage is None
+    assert (slot.model, slot.response_id, slot.status, slot.tap_failures) == (SNAPSHOT, "chatcmpl-fake-1", 200, 0)
+
+
+async def test_a_stream_reports_to_the_slot_active_when_its_request_was_sent(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("alpha beta gamma", usage=FakeUsage(9, 3), chunk_delay=0.01))
+    stream = client.create_stream(USER, extra_create_args=WITH_USAGE)
+    with capture_provider_usage() as opened_in:
+        first = await anext(stream)  # create_stream sends its request on the first __anext__
+    assert first == "alpha"
+    with capture_provider_usage() as read_in:
+        rest = await collect(stream)
+    assert isinstance(rest[-1], CreateResult)
+    assert opened_in.usage is not None
+    assert opened_in.usage.prompt_tokens == 9
+    assert (read_in.usage, read_in.responses) == (None, 0)
+
+
+async def test_concurrent_calls_each_fill_their_own_slot(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    client = make_client()
+
+    def reply(request: RecordedRequest) -> FakeReply:
+        # Runs on the server thread: the usage depends on the request, and the first tasks answer last.
+        index = int(re.findall(r"task (\d+)", json.dumps(request.messages))[0])
+        usage = FakeUsage(prompt_tokens=100 + index, completion_tokens=10 + index, cached_tokens=index)
+        return FakeReply.text(f"answer {index}", usage=usage, delay=(9 - index) * 0.02, chunk_delay=0.005)
+
+    server.default = reply
+
+    async def call(index: int) -> UsageSlot:
+        messages = [UserMessage(content=f"task {index}", source="user")]
+        with capture_provider_usage() as slot:
+            if index % 2:
+                result: str | CreateResult = await client.create(messages)
+            else:
+                items = await collect(client.create_stream(messages, extra_create_args=WITH_USAGE))
+                result = items[-1]
+        assert isinstance(result, CreateResult)
+        assert result.content == f"answer {index}"
+        return slot
+
+    with capture_provider_usage() as everything:
+        slots = await asyncio.gather(*(call(index) for index in range(10)))
+
+    for index, slot in enumerate(slots):
+        assert slot.usage is not None, index
+        assert (slot.usage.prompt_tokens, slot.usage.completion_tokens, slot.usage.cached_tokens) == (
+            100 + index,
+            10 + index,
+            index,
+        )
+        assert (slot.responses, len(slot.usages), slot.tap_failures) == (1, 1, 0)
+    assert sorted(u.prompt_tokens or 0 for u in everything.usages) == [100 + i for i in range(10)]
+    assert everything.responses == 10
+
+
+# --------------------------------------------------------------------------- errors: the SDK's behaviour is unchanged
+
+
+async def test_an_error_response_records_its_status_and_the_sdk_still_raises(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.error(429))
+    with capture_provider_usage() as slot, pytest.raises(openai.RateLimitError) as caught:
+        await client.create(USER)
+    assert caught.value.status_code == 429
+    assert (slot.status, slot.usage, slot.responses, slot.tap_failures) == (429, None, 1, 0)
+
+
+async def test_an_error_mid_stream_raises_only_the_sdks_api_error(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("Hello from the server", error_after_chunks=2))
+    received: list[str | CreateResult] = []
+    with capture_provider_usage() as slot, pytest.raises(openai.APIError) as caught:
+        await drain_into(client.create_stream(USER, extra_create_args=WITH_USAGE), received)
+    assert type(caught.value) is openai.APIError
+    assert received == ["Hello", " from"]
+    assert (slot.status, slot.usage, slot.model, slot.tap_failures) == (200, None, SNAPSHOT, 0)
+
+
+def outcome_of(exc: BaseException) -> tuple[type[BaseException], str]:
+    return type(exc), str(exc)
+
+
+@pytest.mark.parametrize(
+    ("reply", "stream"),
+    [
+        pytest.param(FakeReply.malformed(b"{not json"), False, id="malformed-json"),
+        pytest.param(
+            FakeReply.malformed(b'{"id": 1, "choices": "nope"}'),
+            False,
+            id="wrong-shape-json",
+            # The SDK and AutoGen warn about the shape and the missing model; that is what is being compared.
+            marks=pytest.mark.filterwarnings("ignore::UserWarning"),
+        ),
+        pytest.param(
+            FakeReply.malformed(b"data: {broken\n\n", content_type="text/event-stream"), True, id="malformed-sse"
+        ),
+        pytest.param(FakeReply.malformed(b"<html>oops</html>", content_type="text/html"), False, id="html"),
+        pytest.param(FakeReply.text("a b c d", disconnect_after_chunks=2), True, id="disconnect-mid-stream"),
+        pytest.param(FakeReply.text("a b c d", disconnect_after_chunks=1), False, id="disconnect-mid-body"),
+        pytest.param(FakeReply.error(500), True, id="500-stream"),
+    ],
+)
+async def test_broken_responses_raise_exactly_what_the_untapped_sdk_raises(
+    server: FakeOpenAIServer, make_client: ClientFactory, reply: FakeReply, stream: bool
+) -> None:
+    outcomes: dict[bool, tuple[type[BaseException], str]] = {}
+    slots: dict[bool, UsageSlot] = {}
+    for tapped in (False, True):
+        client = make_client(tap=tapped)
+        server.enqueue(reply)
+        with capture_provider_usage() as slot:
+            try:
+                if stream:
+                    await collect(client.create_stream(USER, extra_create_args=WITH_USAGE))
+                else:
+                    await client.create(USER)
+            except Exception as exc:
+                outcomes[tapped] = outcome_of(exc)
+        slots[tapped] = slot
+    assert outcomes[True] == outcomes[False]
+    assert outcomes[True][0] is not AssertionError
+    assert slots[True].usage is None
+    assert slots[False].responses == 0  # the untapped client reports nothing
+
+
+async def test_a_malformed_json_body_is_counted_as_a_tap_failure(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.malformed(b"{not json"))
+    with capture_provider_usage() as slot, pytest.raises(Exception):  # noqa: B017, PT011 - whatever the SDK raises
+        await client.create(USER)
+    assert (slot.status, slot.usage, slot.tap_failures) == (200, None, 1)
+
+
+# --------------------------------------------------------------------------- encodings and framing
+
+
+def completion_body(usage: FakeUsage, model: str = "gpt-4o-2024-08-06") -> bytes:
+    body = {
+        "id": "chatcmpl-encoded",
+        "object": "chat.completion",
+        "created": 1,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage.to_openai(),
+    }
+    return json.dumps(body).encode()
+
+
+def raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        pytest.param("gzip", gzip.compress, id="gzip"),
+        pytest.param("deflate", zlib.compress, id="deflate"),
+        pytest.param("deflate", raw_deflate, id="raw-deflate"),
+        pytest.param("identity", lambda data: data, id="identity"),
+    ],
+)
+async def test_compressed_json_bodies_are_inspected_on_a_decoded_copy(
+    server: FakeOpenAIServer, make_client: ClientFactory, encoding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    client = make_client()
+    body = completion_body(FakeUsage(40, 2, cached_tokens=16, reasoning_tokens=0), model=SNAPSHOT)
+    server.enqueue(FakeReply.malformed(encode(body), headers={"Content-Encoding": encoding}))
+    with capture_provider_usage() as slot:
+        result = await client.create(USER)
+    assert result.content == "Hi"  # the SDK decoded the original bytes itself
+    assert slot.usage == ProviderUsage(40, 2, 16, 0, None, SNAPSHOT, "chatcmpl-encoded")
+    assert slot.tap_failures == 0
+
+
+async def test_an_unknown_encoding_is_left_alone(server: FakeOpenAIServer) -> None:
+    # No AutoGen client can decode "x-unknown" either; talk HTTP directly to see the tap give up quietly.
+    async with httpx2.AsyncClient(transport=UsageTapTransport(httpx2.AsyncHTTPTransport())) as http:
+        server.enqueue(FakeReply.malformed(b"opaque", headers={"Content-Encoding": "x-unknown"}))
+        with capture_provider_usage() as slot:
+            response = await http.post(f"{server.base_url}/chat/completions", json={"model": MODEL, "messages": []})
+    assert response.status_code == 200
+    assert (slot.status, slot.usage, slot.tap_failures) == (200, None, 1)
+
+
+async def real_sse_body(server: FakeOpenAIServer, usage: FakeUsage) -> bytes:
+    """The exact bytes the server streams for a completion with a usage chunk."""
+    server.enqueue(FakeReply.text("The quick brown fox", usage=usage))
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": MODEL, "messages": [], "stream": True, "stream_options": {"include_usage": True}},
+        )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    return response.content
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: FakeOpenAIServer, newline: bytes) -> None:
+    body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)
+    expected = ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1")
+    for size in (1, 2, 3, 7, 64, len(body)):
+        slot = UsageSlot()
+        tap = _BodyTap((slot,), sse=True, decoder=None)
+        for start in range(0, len(body), size):
+            tap.feed(body[start : start + size])
+        tap.finish()
+        assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0), size
+
+
+async def test_an_oversized_json_body_passes_uninspected(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    client = make_client()
+    usage = FakeUsage(1, 1)
+    server.enqueue(FakeReply.text("x" * (MAX_JSON_BYTES + 10), usage=usage))
+    with capture_provider_usage() as slot:
+        result = await client.create(USER)
+    assert isinstance(result.content, str)
+    assert len(result.content) == MAX_JSON_BYTES + 10
+    assert (slot.status, slot.usage, slot.tap_failures) == (200, None, 1)
+
+
+# --------------------------------------------------------------------------- attaching
+
+
+async def test_attaching_twice_installs_one_wrapper(make_client: ClientFactory) -> None:
+    client = make_client()
+    http = http_client_of(client)
+    transport = http._transport
+    assert isinstance(transport, UsageTapTransport)
+    assert not isinstance(transport.wrapped, UsageTapTransport)
+    assert attach_usage_tap(client) is True
+    assert http._transport is transport
+
+
+async def test_a_user_supplied_httpx2_client_is_tapped(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    http = httpx2.AsyncClient()
+    client = make_client(http_client=http)
+    assert http_client_of(client) is http
+    assert isinstance(http._transport, UsageTapTransport)
+    server.enqueue(FakeReply.text("hi", usage=FakeUsage(3, 1, cached_tokens=2)))
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+    assert slot.usage is not None
+    assert slot.usage.cached_tokens == 2
+
+
+async def test_a_legacy_httpx_client_is_tapped_too(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    http = httpx.AsyncClient()
+    client = make_client(http_client=http)
+    server.enqueue(
+        FakeReply.text("hi", usage=FakeUsage(3, 1, reasoning_tokens=1)),
+        FakeReply.text("hi there", usage=FakeUsage(4, 2, cached_tokens=1)),
+    )
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+        items = await collect(client.create_stream(USER, extra_create_args=WITH_USAGE))
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].content == "hi there"
+    assert [(u.prompt_tokens, u.cached_tokens, u.reasoning_tokens) for u in slot.usages] == [(3, None, 1), (4, 1, None)]
+
+
+async def test_mounted_transports_are_tapped(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    http = httpx2.AsyncClient(mounts={"http://127.0.0.1": httpx2.AsyncHTTPTransport()})
+    client = make_client(http_client=http)
+    assert all(isinstance(t, UsageTapTransport) for t in http._mounts.values())
+    server.enqueue(FakeReply.text("hi", usage=FakeUsage(5, 1)))
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+    assert slot.usage is not None
+    assert slot.usage.prompt_tokens == 5
+
+
+async def test_in_memory_responses_of_a_mock_transport_are_read_at_once() -> None:
+    body = completion_body(FakeUsage(8, 2, cached_tokens=8))
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers={"content-type": "application/json"})
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    options: dict[str, Any] = {"model": "gpt-4o", "api_key": "sk-test", "max_retries": 0, "http_client": http}
+    client = OpenAIChatCompletionClient(**options)
+    assert attach_usage_tap(client) is True
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+    await client.close()
+    assert slot.usage == ProviderUsage(8, 2, 8, None, None, "gpt-4o-2024-08-06", "chatcmpl-encoded")
+
+
+async def test_azure_clients_are_tapped() -> None:
+    client = AzureOpenAIChatCompletionClient(
+        model="gpt-4o",
+        azure_deployment="gpt-4o",
+        api_version="2024-06-01",
+        azure_endpoint="http://127.0.0.1:9",
+        api_key="sk-test",
+    )
+    assert attach_usage_tap(client) is True
+    assert isinstance(client._client._client._transport, UsageTapTransport)
+    await client.close()
+
+
+def test_other_clients_are_left_alone() -> None:
+    replay = ReplayChatCompletionClient(["hi"])
+    assert attach_usage_tap(replay) is False
+    assert attach_usage_tap(object()) is False
+    assert attach_usage_tap(None) is False
+
+
+async def test_unexpected_internals_return_false_log_once_and_change_nothing(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage_tap, "_logged", set())  # "once" is per process; start this test from scratch
+    client = make_client(tap=False)
+    sdk = client._client
+    real_http = sdk._client
+    sdk._client = object()  # type: ignore[assignment]  # what a future SDK without ._transport would look like
+    try:
+        with caplog.at_level(logging.DEBUG, logger="autogen_reliability.accounting.usage_tap"):
+            assert attach_usage_tap(client) is False
+            assert attach_usage_tap(client) is False
+    finally:
+        sdk._client = real_http
+    assert len([r for r in caplog.records if "not tapped" in r.getMessage()]) == 1
+    assert not isinstance(real_http._transport, UsageTapTransport)
+
+
+async def test_dump_component_is_unchanged_by_the_tap(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    untapped = make_client(tap=False)
+    before = untapped.dump_component()
+    tapped = make_client(tap=False)
+    assert attach_usage_tap(tapped) is True
+    assert tapped.dump_component() == before
+    assert tapped.dump_component().model_dump_json() == before.model_dump_json()
+    reloaded = OpenAIChatCompletionClient.load_component(tapped.dump_component())
+    assert not isinstance(http_client_of(reloaded)._transport, UsageTapTransport)  # a new client, tap it again
+    await reloaded.close()
+
+
+async def test_close_closes_the_wrapped_transport(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("hi"))
+    with capture_provider_usage():
+        await client.create(USER)
+    transport = http_client_of(client)._transport
+    assert isinstance(transport, UsageTapTransport)
+    pool = transport._pool  # reaches the wrapped transport's attribute
+    assert len(pool.connections) == 1
+    await client.close()
+    assert http_client_of(client).is_closed
+    assert len(pool.connections) == 0
