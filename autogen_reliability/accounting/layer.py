@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Final
+from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
@@ -73,18 +73,7 @@ class AccountingLayer(Layer):
                 logger.exception(
                     "could not price attempt %d of call %s; recording it unpriced", attempt.attempt, call.call_id
                 )
-                event = UsageEvent(
-                    call_id=call.call_id,
-                    attempt=attempt.attempt,
-                    started_at=attempt.started_at,
-                    latency_ms=attempt.latency * 1000.0,
-                    project=call.attribution.project,
-                    session=call.attribution.session,
-                    agent=call.attribution.agent,
-                    tags=call.attribution.tags,
-                    outcome=attempt.outcome,
-                    streamed=call.streamed,
-                )
+                event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
             self.recorder.record(event)
 
     def _event(self, call: Call, attempt: AttemptEvent) -> UsageEvent:
@@ -124,14 +113,7 @@ class AccountingLayer(Layer):
         status = getattr(error, "status_code", None)
         final = result is not None and attempt.attempt == call.attempts
         return UsageEvent(
-            call_id=call.call_id,
-            attempt=attempt.attempt,
-            started_at=attempt.started_at,
-            latency_ms=attempt.latency * 1000.0,
-            project=call.attribution.project,
-            session=call.attribution.session,
-            agent=call.attribution.agent,
-            tags=call.attribution.tags,
+            **_identity(call, attempt),
             provider=provider,
             model=model,
             response_model=raw.model if raw is not None else None,
@@ -149,7 +131,6 @@ class AccountingLayer(Layer):
             http_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
             error_message=redact(str(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
             finish_reason=result.finish_reason if result is not None else None,
-            streamed=call.streamed,
             cache_hit=bool(result is not None and result.cached),
             sanitizer_changes=(call.sanitizer_changes or {}) if final else {},
             validation_errors=violations,
@@ -173,6 +154,21 @@ class AccountingLayer(Layer):
             return result.content[: self.content_limit]
         calls = [{"id": call.id, "name": call.name, "arguments": call.arguments} for call in result.content]
         return json.dumps(calls, ensure_ascii=False)[: self.content_limit]
+
+
+def _identity(call: Call, attempt: AttemptEvent) -> dict[str, Any]:
+    """The fields of a usage event that say which attempt of which call it is, and for whom."""
+    return {
+        "call_id": call.call_id,
+        "attempt": attempt.attempt,
+        "started_at": attempt.started_at,
+        "latency_ms": attempt.latency * 1000.0,
+        "project": call.attribution.project,
+        "session": call.attribution.session,
+        "agent": call.attribution.agent,
+        "tags": call.attribution.tags,
+        "streamed": call.streamed,
+    }
 
 
 def _text_length(messages: object) -> int:

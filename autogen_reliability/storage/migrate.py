@@ -141,6 +141,9 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
             engine.dispose()
 
 
+_SQLITE_MIGRATION_WAIT_MS = 60_000
+
+
 @contextmanager
 def migration_transaction(connection: Connection) -> Iterator[Connection]:
     """One transaction that a migration runs in, committed at the end, with migrations serialised.
@@ -156,10 +159,14 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
         raise RuntimeError("migration_transaction() needs a connection outside any transaction")
     sqlite = connection.dialect.name == "sqlite"
     foreign_keys = False
+    busy_timeout = 0
     if sqlite:
         # PRAGMA foreign_keys is ignored inside a transaction: switch it off before BEGIN.
         foreign_keys = bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        # Writes fail fast to the spool, but a migration waits its turn: others may be migrating.
+        busy_timeout = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={_SQLITE_MIGRATION_WAIT_MS}")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -171,6 +178,8 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
     else:
         connection.commit()
     finally:
+        if sqlite:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_timeout}")
         if sqlite and foreign_keys:
             # The connection goes back to the pool: leave it as the store configured it.
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
