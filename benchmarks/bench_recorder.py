@@ -5,13 +5,18 @@ coroutine asks to wake every millisecond and notes how late it woke: the
 largest lateness is the worst stall the recording caused on the event loop
 (goal: <= 2 ms). The writer thread writes batches to the store meanwhile.
 
-What was seen here (2 shared cores): at 1k events/s the loop is barely
-touched; at 25k events/s the writer thread's share of the GIL delays the loop
-by up to a couple of switch intervals (5 ms each), and the largest stalls are
-the interpreter's own full garbage collections (50-100 ms on a heap holding
-AutoGen, SQLAlchemy and 25k events a second), which ``gc.freeze()`` after
-start-up shortens for any application.
-SQLite always; PostgreSQL too when ``AUTOGEN_RELIABILITY_TEST_PG_URL`` is set.
+What was seen here (2 shared cores), p99 / max loop lateness:
+
+- 1k events/s: SQLite 0.5 / 63 ms, PostgreSQL 0.8 / 3.6 ms;
+- 25k events/s: SQLite 9 / 80 ms (43 / 100 ms before the store yielded the GIL
+  between chunks of 100 rows), PostgreSQL about 280 ms: psycopg's executemany
+  keeps the GIL for most of a batch.
+
+The maxima are the interpreter's full garbage collections (50-100 ms on a heap
+holding AutoGen, SQLAlchemy and 25k new events a second); ``gc.freeze()`` after
+start-up shortens them for any application. The 2 ms goal at 25k events/s is
+not met: it needs the rows built and sent with far less Python per row, or a
+writer process.
 
 Run: ``python -m benchmarks.bench_recorder``
 """

@@ -22,6 +22,7 @@ URLs appear in messages and ``repr`` with the password masked (``***``).
 from __future__ import annotations
 
 import shlex
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import fields
@@ -330,8 +331,13 @@ class UsageStore:
                 )
         if not records:
             return 0
+        new = 0
         with self._engine.begin() as connection:
-            new = connection.execute(self._insert_records, records).rowcount
+            for start in range(0, len(records), _CHUNK_ROWS):
+                new += connection.execute(self._insert_records, records[start : start + _CHUNK_ROWS]).rowcount
+                # Hand the GIL over between chunks: the event loop's thread may be waiting for it, and
+                # would otherwise get it only at the interpreter's switch interval, chunk after chunk.
+                time.sleep(0)
             if contents:
                 # An event_id is one event: content already stored with it is the same content.
                 connection.execute(self._insert_content, contents)
@@ -388,6 +394,9 @@ class UsageStore:
             .select_from(_RECORDS.outerjoin(_CONTENT, _CONTENT.c.event_id == _RECORDS.c.event_id))
             .order_by(_RECORDS.c.started_at, _RECORDS.c.attempt, _RECORDS.c.id)
         )
+
+
+_CHUNK_ROWS = 100
 
 
 def _record_row(usage: UsageEvent) -> dict[str, Any]:
