@@ -189,17 +189,10 @@ class Pipeline:
 
     async def _attempt_create(self, request: Request) -> CreateResult:
         attempt = _Attempt(self, request)
-        json_output, extra_create_args = provider_arguments(self.client, request, streaming=False)
+        arguments = provider_arguments(self.client, request, streaming=False)
         with capture_provider_usage() as slot:
             try:
-                result = await self.client.create(
-                    request.messages,
-                    tools=request.tools,
-                    tool_choice=request.tool_choice,
-                    json_output=json_output,
-                    extra_create_args=extra_create_args,
-                    cancellation_token=request.cancellation_token,
-                )
+                result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
                 attempt.finish(None, exc, slot.usage)
                 raise
@@ -209,16 +202,7 @@ class Pipeline:
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         attempt = _Attempt(self, request)
         result: CreateResult | None = None
-        json_output, extra_create_args = provider_arguments(self.client, request, streaming=True)
-        stream = self.client.create_stream(
-            request.messages,
-            tools=request.tools,
-            tool_choice=request.tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=request.cancellation_token,
-            **request.stream_kwargs,
-        )
+        stream = self.client.create_stream(request.messages, **provider_arguments(self.client, request, streaming=True))
         # The request goes out on the first item: the usage slot must be current then.
         with capture_provider_usage() as slot:
             try:

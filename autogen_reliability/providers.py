@@ -42,14 +42,28 @@ def innermost(client: ChatCompletionClient) -> ChatCompletionClient:
     return client
 
 
-def provider_arguments(
-    client: ChatCompletionClient, request: Request, *, streaming: bool
-) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
-    """The ``json_output`` and ``extra_create_args`` to send ``client`` for ``request``."""
-    json_output = request.json_output
+def provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:
+    """The keyword arguments of ``client.create`` / ``create_stream`` for ``request`` (all but the messages)."""
+    json_output: bool | type[BaseModel] | None = request.json_output
     extra = request.extra_create_args
-    if not isinstance(client, BaseOpenAIChatCompletionClient):
-        return json_output, extra
+    if isinstance(client, BaseOpenAIChatCompletionClient):
+        json_output, extra = _for_openai(client, request, streaming)
+    arguments: dict[str, Any] = {
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "json_output": json_output,
+        "extra_create_args": extra,
+        "cancellation_token": request.cancellation_token,
+    }
+    if streaming:
+        arguments.update(request.stream_kwargs)
+    return arguments
+
+
+def _for_openai(
+    client: ChatCompletionClient, request: Request, streaming: bool
+) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+    json_output, extra = request.json_output, request.extra_create_args
     if (
         request.response_format is not None
         and "response_format" not in extra

@@ -102,13 +102,18 @@ def _wrap_client(
     return ReliableChatCompletionClient(client, **bound)
 
 
+def _wrap_held_client(owner: ChatAgent | Team, options: ReliableOptions) -> bool:
+    """Wraps the client an agent or a team keeps, bound to its name; says whether it had one."""
+    client = getattr(owner, _CLIENT_ATTRIBUTE, None)
+    if not isinstance(client, ChatCompletionClient):
+        return False
+    setattr(owner, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=owner.name))
+    return True
+
+
 def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
     """Wraps the agent's client (and its inner team's); says whether there was anything to wrap."""
-    wrapped = False
-    client = getattr(agent, _CLIENT_ATTRIBUTE, None)
-    if isinstance(client, ChatCompletionClient):
-        setattr(agent, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=agent.name))
-        wrapped = True
+    wrapped = _wrap_held_client(agent, options)
     inner_team = getattr(agent, "_team", None)  # SocietyOfMindAgent
     if isinstance(inner_team, Team):
         wrapped = _wrap_team(inner_team, options) or wrapped
@@ -116,11 +121,7 @@ def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
 
 
 def _wrap_team(team: Team, options: ReliableOptions) -> bool:
-    wrapped = False
-    client = getattr(team, _CLIENT_ATTRIBUTE, None)
-    if isinstance(client, ChatCompletionClient):
-        setattr(team, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=team.name))
-        wrapped = True
+    wrapped = _wrap_held_client(team, options)  # the selector or orchestrator, named after the team
     for participant in getattr(team, "_participants", ()):
         if isinstance(participant, Team):
             wrapped = _wrap_team(participant, options) or wrapped

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError
+from .shared import PerClient
 
 __all__ = ["RetryBudget", "RetryBudgetState", "budget_for"]
 
@@ -103,15 +103,9 @@ class RetryBudgetState:
         self._updated = now
 
 
-_budgets: weakref.WeakKeyDictionary[object, dict[RetryBudget, RetryBudgetState]] = weakref.WeakKeyDictionary()
-_budgets_lock = threading.Lock()
+_budgets: PerClient[RetryBudget, RetryBudgetState] = PerClient(lambda client, budget: RetryBudgetState(budget))
 
 
 def budget_for(client: object, budget: RetryBudget) -> RetryBudgetState:
     """The bucket shared by every wrapper of ``client`` that uses ``budget``."""
-    with _budgets_lock:
-        states = _budgets.setdefault(client, {})
-        state = states.get(budget)
-        if state is None:
-            state = states[budget] = RetryBudgetState(budget)
-        return state
+    return _budgets.get(client, budget)

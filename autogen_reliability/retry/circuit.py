@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
@@ -37,6 +36,7 @@ from ..errors import CircuitOpenError, ConfigurationError
 from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
 from .classify import RETRYABLE_BY_DEFAULT, classify_error
 from .policy import as_seconds
+from .shared import PerClient
 
 __all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "CircuitLayer", "breaker_for"]
 
@@ -193,20 +193,14 @@ class CircuitLayer(Layer):
             self.breaker.record(outcome)
 
 
-_breakers: weakref.WeakKeyDictionary[ChatCompletionClient, dict[CircuitBreakerPolicy, CircuitBreaker]] = (
-    weakref.WeakKeyDictionary()
+_breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(
+    lambda client, policy: CircuitBreaker(policy, name=describe_client(client))  # type: ignore[arg-type]
 )
-_breakers_lock = threading.Lock()
 
 
 def breaker_for(client: ChatCompletionClient, policy: CircuitBreakerPolicy) -> CircuitBreaker:
     """The breaker shared by every wrapper of ``client`` that uses ``policy``."""
-    with _breakers_lock:
-        breakers = _breakers.setdefault(client, {})
-        breaker = breakers.get(policy)
-        if breaker is None:
-            breaker = breakers[policy] = CircuitBreaker(policy, name=describe_client(client))
-        return breaker
+    return _breakers.get(client, policy)
 
 
 def describe_client(client: ChatCompletionClient) -> str:

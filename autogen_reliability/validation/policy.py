@@ -301,14 +301,15 @@ class ValidationLayer(Layer):
                 request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
         return self._failed(check, result, violations)
 
-    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+    def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         check = self._check(request)
         if check is None:
-            async with aclosing(call_next(request)) as stream:
-                async for item in stream:
-                    yield item
-            return
-        request = self._prepare(request, check)
+            return call_next(request)  # nothing to check: no extra generator between the chunks and the agent
+        return self._checked_stream(self._prepare(request, check), check, call_next)
+
+    async def _checked_stream(
+        self, request: Request, check: _Check, call_next: StreamHandler
+    ) -> AsyncGenerator[StreamItem, None]:
         for answer in range(check.policy.reask + 1):
             result = await _final_result(call_next(request))
             handed_on, violations = check.answer(result)
