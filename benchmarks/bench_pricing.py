@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from genai_prices import Usage, calc_price
 
 from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
+from benchmarks.timing import best_per_call
 
 CALLS = 20_000
 ROUNDS = 5
@@ -39,14 +40,7 @@ CASES: list[tuple[str, str, str | None]] = [
 
 
 def per_call_seconds(call: Callable[[], object], calls: int = CALLS) -> float:
-    # The best round estimates the cost; slower rounds measure the neighbours' load.
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    return best_per_call(call, calls, ROUNDS)
 
 
 def cold_seconds(model: str, provider: str | None) -> float:

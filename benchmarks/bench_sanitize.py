@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from autogen_reliability.validation.sanitize import Sanitizer, SanitizeReport
+from benchmarks.timing import best_per_call
 
 ROUNDS = 7
 TARGET_SECONDS_PER_ROUND = 0.2
@@ -83,7 +84,7 @@ JSON_VALUE: dict[str, object] = {
 }
 
 
-def best_per_call(function: Callable[[], object]) -> float:
+def calibrated_per_call(function: Callable[[], object]) -> float:
     # Calibrate the loop so that a round lasts about TARGET_SECONDS_PER_ROUND whatever the speed.
     calls = 1
     while True:
@@ -95,13 +96,7 @@ def best_per_call(function: Callable[[], object]) -> float:
             break
         calls *= 2
     calls = max(1, int(calls * TARGET_SECONDS_PER_ROUND / elapsed))
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            function()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    return best_per_call(function, calls, ROUNDS)
 
 
 def main() -> None:
@@ -115,7 +110,7 @@ def main() -> None:
     print(f"best of {ROUNDS} rounds, per call:")
     for name, function in cases:
         _, report = function()
-        print(f"  {name:<40} {best_per_call(function) * 1e6:8.1f} us   {dict(report.changes)}")
+        print(f"  {name:<40} {calibrated_per_call(function) * 1e6:8.1f} us   {dict(report.changes)}")
 
 
 if __name__ == "__main__":

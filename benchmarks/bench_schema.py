@@ -15,7 +15,6 @@ Run: ``python -m benchmarks.bench_schema``
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -24,20 +23,14 @@ from pydantic import BaseModel, create_model
 
 from autogen_reliability.validation.parse import extract_json
 from autogen_reliability.validation.schema import ResponseSchema
+from benchmarks.timing import best_per_call
 
 ROUNDS = 7
 FIELDS = 30
 
 
 def per_call_seconds(call: Callable[[], object], calls: int) -> float:
-    # The best round estimates the cost; slower rounds measure the neighbours' load.
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        best = min(best, (time.perf_counter() - start) / calls)
-    return best
+    return best_per_call(call, calls, ROUNDS)
 
 
 def thirty_fields() -> tuple[dict[str, Any], type[BaseModel], dict[str, Any]]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from autogen_reliability import configure
+from autogen_reliability.config import ENV_DB_URL
 from autogen_reliability.testing import FakeOpenAIServer
 
 from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database
@@ -18,6 +22,14 @@ from .storage_fixtures import NO_POSTGRESQL, PG_URL_ENV
 MODEL = "gpt-4o-mini"
 
 OpenAIClientFactory = Callable[..., OpenAIChatCompletionClient]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``autogen-reliability ARGS`` in a subprocess, without a database URL from this environment unless given."""
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    environment.update(env or {})
+    command = [sys.executable, "-m", "autogen_reliability.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=environment, cwd=cwd)
 
 
 @pytest.fixture(scope="session", autouse=True)

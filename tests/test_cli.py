@@ -12,15 +12,7 @@ import pytest
 
 from autogen_reliability.cli import main
 
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "autogen_reliability.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from .conftest import run_cli
 
 
 @pytest.mark.parametrize("stream", [False, True])

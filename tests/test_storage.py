@@ -49,6 +49,7 @@ from autogen_reliability.storage.store import (
     UsageStore,
 )
 
+from .conftest import run_cli
 from .storage_fixtures import make_pg_database, pg_admin_url, store_url
 
 __all__ = ["make_pg_database", "pg_admin_url", "store_url"]  # fixtures, imported for pytest to find
@@ -110,20 +111,6 @@ def store(store_url: str) -> Iterator[UsageStore]:
     """A store on a new database of each backend, closed after the test."""
     with UsageStore(store_url) as opened:
         yield opened
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "autogen_reliability.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=environment,
-        cwd=cwd,
-    )
 
 
 def password_of(url: str) -> str | None:
