@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +20,8 @@ import pytest
 from autogen_reliability import ConfigurationError, UsageRecorder
 from autogen_reliability.accounting.events import UsageEvent
 from autogen_reliability.storage import UsageStore
+
+from .test_storage import full_event, plain_event
 
 PG_CLUSTER_ENV = "AUTOGEN_RELIABILITY_TEST_PG_CLUSTER"
 
@@ -61,6 +63,27 @@ def test_record_is_quick_and_writes_in_batches(sqlite_url: str, tmp_path: Path) 
     assert recorder.stats["written"] == 5000
     assert per_event < 0.001  # generous: this asserts "no I/O per call", the benchmark measures the real figure
     recorder.close()
+
+
+def test_a_sink_of_your_own_gets_the_events(tmp_path: Path) -> None:
+    class ListSink:
+        def __init__(self) -> None:
+            self.events: list[UsageEvent] = []
+
+        def write(self, events: Sequence[UsageEvent]) -> int:
+            self.events.extend(events)
+            return len(events)
+
+        def close(self) -> None:
+            pass
+
+    sink = ListSink()
+    recorded = [full_event(), plain_event(), *events(3)]
+    recorder = UsageRecorder(sink, spool_dir=tmp_path / "spool")
+    for event in recorded:
+        recorder.record(event)
+    recorder.close()
+    assert sink.events == recorded
 
 
 def test_locked_sqlite_spools_then_replays_without_duplicates(

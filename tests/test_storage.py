@@ -9,6 +9,7 @@ refused with the command that upgrades it), the wheel's migrations and the
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import shlex
 import shutil
@@ -30,10 +31,10 @@ from sqlalchemy import create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent
 from autogen_reliability.config import ENV_DB_URL, default_db_url
 from autogen_reliability.errors import ConfigurationError, ReliabilityError
-from autogen_reliability.storage import migrate
+from autogen_reliability.storage import _bulk, migrate
 from autogen_reliability.storage.models import (
     REPORT_INDEX,
     VERSION_TABLE,
@@ -134,6 +135,16 @@ def test_full_event_sets_every_field() -> None:
     assert same == []
 
 
+def test_an_event_as_a_row_and_back() -> None:
+    for event in (full_event(), plain_event()):
+        row = event.to_row()
+        assert len(row) == len(ROW_FIELDS)
+        assert UsageEvent.from_row(row) == event
+        # What the recorder queues adds nothing to the garbage collector's work, however long it waits.
+        gc.collect()
+        assert not gc.is_tracked(row)
+
+
 def test_round_trip_of_every_field(store: UsageStore) -> None:
     full, plain = full_event(), plain_event(started_at=T0 + timedelta(minutes=1))
     assert store.write([full, plain]) == 2
@@ -179,6 +190,31 @@ def test_writing_the_same_events_again_adds_nothing(store: UsageStore) -> None:
     assert store.write([fresh, fresh, fresh]) == 1  # repeated inside one batch: stored once
     assert store.count() == 9
     assert store.write([]) == 0
+
+
+def test_bulk_insert_stores_what_sqlalchemy_core_stores(store: UsageStore) -> None:
+    """The bulk path (sqlite3 executemany, PostgreSQL COPY) writes the very values SQLAlchemy's types write."""
+    events = [
+        full_event(),
+        plain_event(started_at=datetime(2024, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-3)))),
+        plain_event(started_at=datetime(2025, 6, 1, 8, 0, 0, 0, tzinfo=UTC), tags={"a": "b", "quote": '"'}),
+    ]
+    rows = [event.to_row() for event in events]
+    query = f"SELECT {', '.join(_bulk.COLUMNS)} FROM ar_usage_records ORDER BY event_id"
+
+    def stored() -> list[tuple[Any, ...]]:
+        with store.engine.begin() as connection:
+            values = [tuple(row) for row in connection.exec_driver_sql(query)]
+            connection.execute(delete(UsageRecord))
+        return values
+
+    with store.engine.begin() as connection:
+        assert _bulk._core(connection, rows) == len(rows)
+    by_core = stored()
+    with store.engine.begin() as connection:
+        assert _bulk.insert_records(connection, rows) == len(rows)
+    assert stored() == by_core
+    assert len(by_core) == len(events)
 
 
 def test_a_batch_of_thousands_is_one_write(store: UsageStore) -> None:

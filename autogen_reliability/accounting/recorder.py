@@ -3,11 +3,14 @@
 The LLM call path must never wait for a database, and a usage row must never
 be dropped. So:
 
-- :meth:`UsageRecorder.record` appends the event to an in-memory queue and
-  returns: no I/O, no lock held for long, and it never raises.
+- :meth:`UsageRecorder.record` flattens the event into a row of plain values
+  (:meth:`UsageEvent.to_row`, which the garbage collector does not track) and
+  appends it to an in-memory queue: no I/O, no lock held for long, and it
+  never raises.
 - A background thread writes the queue in batches (every ``flush_interval``
   seconds, or as soon as ``batch_size`` events wait), each batch in one
-  transaction of batched inserts.
+  transaction of bulk inserts, handing the GIL over every few dozen rows so the
+  event loop keeps waking on time.
 - When a write fails (the database is down, locked, read-only, or slow past its
   timeout), the batch is appended to a local **spool** file (JSON lines, one
   ``fsync`` per batch) and the writer keeps spooling until the database answers
@@ -42,8 +45,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
+from .._threads import hand_over_gil
 from ..errors import ConfigurationError
-from .events import UsageEvent
+from .events import UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
 
@@ -59,7 +63,12 @@ class UsageSink(Protocol):
     """Where usage events are written: a :class:`~autogen_reliability.storage.UsageStore`, or your own."""
 
     def write(self, events: Sequence[UsageEvent]) -> int:
-        """Writes ``events`` in one transaction, ignoring ones already stored; returns how many were new."""
+        """Writes ``events`` in one transaction, ignoring ones already stored; returns how many were new.
+
+        A sink may also have ``write_rows(rows)``, taking the events as
+        :meth:`UsageEvent.to_row` rows; the recorder then calls that instead
+        (as it does for :class:`~autogen_reliability.storage.UsageStore`).
+        """
         ...
 
     def close(self) -> None:
@@ -111,7 +120,7 @@ class UsageRecorder:
         self._flush_interval = float(flush_interval)
         self._max_queue = max_queue
         self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
-        self._queue: deque[UsageEvent] = deque()
+        self._queue: deque[UsageRow] = deque()
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -128,11 +137,12 @@ class UsageRecorder:
     def record(self, event: UsageEvent) -> None:
         """Queue ``event`` for writing. Never blocks on I/O, never raises."""
         try:
+            row = event.to_row()
             if self._closed:
                 # Late events (after close) still must not vanish: straight to the spool.
-                self._spool.append([event])
+                self._spool.append([row])
                 return
-            self._queue.append(event)
+            self._queue.append(row)
             if len(self._queue) >= self._batch_size:
                 self._wake.set()
         except Exception:  # recording must never break a model call
@@ -214,16 +224,14 @@ class UsageRecorder:
             batch = self._take(self._batch_size)
             self._write(batch)
             self._done(len(batch))
-            # Hand the GIL over between batches: the event loop's thread may be waiting for it, and
-            # otherwise gets it only at the interpreter's switch interval (5 ms), again and again.
-            time.sleep(0)
+            hand_over_gil()  # the event loop's thread may be waiting for the GIL
         # Spooled events go to the database once it answers: now if healthy, else at the next try.
         retry_due = time.monotonic() >= self._next_database_try
         if (self._healthy and self._spool.count()) or (not self._healthy and retry_due):
             self._replay()
 
-    def _take(self, limit: int) -> list[UsageEvent]:
-        batch: list[UsageEvent] = []
+    def _take(self, limit: int) -> list[UsageRow]:
+        batch: list[UsageRow] = []
         with self._idle:
             while self._queue and len(batch) < limit:
                 batch.append(self._queue.popleft())
@@ -244,7 +252,7 @@ class UsageRecorder:
                 self._failed(error)
         return self._sink
 
-    def _write(self, batch: list[UsageEvent]) -> None:
+    def _write(self, batch: list[UsageRow]) -> None:
         if self._healthy or time.monotonic() >= self._next_database_try:
             sink = self._connect()
             if sink is None:
@@ -252,7 +260,7 @@ class UsageRecorder:
                 self._stats["spooled"] += len(batch)
                 return
             try:
-                sink.write(batch)
+                _write_rows(sink, batch)
             except Exception as error:
                 self._failed(error)
             else:
@@ -285,7 +293,7 @@ class UsageRecorder:
         for path in self._spool.files():
             try:
                 for batch in _read_batches(path, self._batch_size):
-                    sink.write(batch)
+                    _write_rows(sink, batch)
                     self._stats["replayed"] += len(batch)
             except Exception as error:
                 self._failed(error)
@@ -304,17 +312,17 @@ class _Spool:
         self._lock = threading.Lock()
         self._count = 0
 
-    def append(self, events: Sequence[UsageEvent]) -> None:
-        if not events:
+    def append(self, rows: Sequence[UsageRow]) -> None:
+        if not rows:
             return
-        payload = "".join(json.dumps(event.to_json(), separators=(",", ":")) + "\n" for event in events)
+        payload = "".join(json.dumps(UsageEvent.from_row(row).to_json(), separators=(",", ":")) + "\n" for row in rows)
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as spool:
                 spool.write(payload)
                 spool.flush()
                 os.fsync(spool.fileno())
-            self._count += len(events)
+            self._count += len(rows)
 
     def count(self) -> int:
         return self._count
@@ -358,14 +366,14 @@ def _orphaned(path: Path) -> bool:
     return False
 
 
-def _read_batches(path: Path, size: int) -> Iterator[list[UsageEvent]]:
-    batch: list[UsageEvent] = []
+def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
+    batch: list[UsageRow] = []
     with open(path, encoding="utf-8") as spool:
         for number, line in enumerate(spool, 1):
             if not line.strip():
                 continue
             try:
-                batch.append(UsageEvent.from_json(json.loads(line)))
+                batch.append(UsageEvent.from_json(json.loads(line)).to_row())
             except (ValueError, TypeError, KeyError):
                 # A torn last line from a crash mid-write: that event was never acknowledged as spooled.
                 logger.warning("skipping an unreadable line %d of spool file %s", number, path)
@@ -375,6 +383,14 @@ def _read_batches(path: Path, size: int) -> Iterator[list[UsageEvent]]:
                 batch = []
     if batch:
         yield batch
+
+
+def _write_rows(sink: UsageSink, rows: list[UsageRow]) -> None:
+    write_rows = getattr(sink, "write_rows", None)
+    if write_rows is not None:
+        write_rows(rows)
+    else:
+        sink.write([UsageEvent.from_row(row) for row in rows])
 
 
 def _is_sink(candidate: object) -> bool:

@@ -22,7 +22,6 @@ URLs appear in messages and ``repr`` with the password masked (``***``).
 from __future__ import annotations
 
 import shlex
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import fields
@@ -31,16 +30,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from sqlalchemy import URL, Engine, Insert, Select, create_engine, event, func, inspect, make_url, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import URL, Engine, Select, create_engine, event, func, inspect, make_url, select, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
 
-from ..accounting.events import UsageEvent
+from ..accounting.events import UsageEvent, UsageRow
 from ..errors import ConfigurationError, ReliabilityError
-from . import migrate
-from .models import VERSION_TABLE, Base, UsageContent, UsageRecord
+from . import _bulk, migrate
+from .models import VERSION_TABLE
 
 __all__ = [
     "SchemaOutdatedError",
@@ -61,8 +59,8 @@ POSTGRESQL_CONNECT_TIMEOUT_S: Final = 10
 _SUPPORTED: Final = ("sqlite", "postgresql")
 _CONTENT_FIELDS: Final = ("request_content", "response_content")
 _RECORD_FIELDS: Final = tuple(f.name for f in fields(UsageEvent) if f.name not in _CONTENT_FIELDS)
-_RECORDS: Final = Base.metadata.tables[UsageRecord.__tablename__]
-_CONTENT: Final = Base.metadata.tables[UsageContent.__tablename__]
+_RECORDS: Final = _bulk.RECORDS
+_CONTENT: Final = _bulk.CONTENT
 
 
 class StoreSchemaError(ReliabilityError):
@@ -224,18 +222,6 @@ class UsageStore:
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = self._engine.url.render_as_string(hide_password=True)
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
-        # Insert-or-ignore on event_id: a replayed batch stores only the events it had not stored.
-        # Executemany of one small statement: psycopg pipelines it and caches its conversion, ~5x
-        # faster than SQLAlchemy's multi-row VALUES ... RETURNING, whose ~31,000 parameters psycopg
-        # re-parses in Python on every batch (measured; on SQLite the two are alike). The driver's
-        # summed rowcount says how many rows were new.
-        self._insert_records: Insert = (
-            dialect.insert(_RECORDS)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .execution_options(preserve_rowcount=True)
-        )
-        self._insert_content: Insert = dialect.insert(_CONTENT).on_conflict_do_nothing(index_elements=["event_id"])
         try:
             self._check_schema(create=create)
         except BaseException:
@@ -313,34 +299,21 @@ class UsageStore:
         Raises:
             sqlalchemy.exc.SQLAlchemyError: The database failed; nothing was written.
         """
-        records: list[dict[str, Any]] = []
-        contents: list[dict[str, Any]] = []
-        seen: set[uuid.UUID] = set()
-        for usage in events:
-            if usage.event_id in seen:  # e.g. a spool replayed into a batch that holds the event already
-                continue
-            seen.add(usage.event_id)
-            records.append(_record_row(usage))
-            if usage.request_content is not None or usage.response_content is not None:
-                contents.append(
-                    {
-                        "event_id": usage.event_id,
-                        "request_content": usage.request_content,
-                        "response_content": usage.response_content,
-                    }
-                )
-        if not records:
+        return self.write_rows([usage.to_row() for usage in events])
+
+    def write_rows(self, rows: Sequence[UsageRow]) -> int:
+        """:meth:`write` for events flattened by :meth:`UsageEvent.to_row` (the form the recorder queues).
+
+        Rows are inserted in bulk with little Python per row, handing the GIL
+        over every few dozen rows, so an event loop in the same process keeps
+        waking on time while a batch is written (see ``storage/_bulk.py``).
+        """
+        unique = _bulk.unique_rows(rows)
+        if not unique:
             return 0
-        new = 0
         with self._engine.begin() as connection:
-            for start in range(0, len(records), _CHUNK_ROWS):
-                new += connection.execute(self._insert_records, records[start : start + _CHUNK_ROWS]).rowcount
-                # Hand the GIL over between chunks: the event loop's thread may be waiting for it, and
-                # would otherwise get it only at the interpreter's switch interval, chunk after chunk.
-                time.sleep(0)
-            if contents:
-                # An event_id is one event: content already stored with it is the same content.
-                connection.execute(self._insert_content, contents)
+            new = _bulk.insert_records(connection, unique)
+            _bulk.insert_content(connection, unique)
         return new
 
     def events(
@@ -394,17 +367,6 @@ class UsageStore:
             .select_from(_RECORDS.outerjoin(_CONTENT, _CONTENT.c.event_id == _RECORDS.c.event_id))
             .order_by(_RECORDS.c.started_at, _RECORDS.c.attempt, _RECORDS.c.id)
         )
-
-
-_CHUNK_ROWS = 100
-
-
-def _record_row(usage: UsageEvent) -> dict[str, Any]:
-    row = {name: getattr(usage, name) for name in _RECORD_FIELDS}
-    row["day"] = usage.day  # UsageEvent refuses a naive started_at when it is made
-    row["tags"] = dict(usage.tags)
-    row["sanitizer_changes"] = dict(usage.sanitizer_changes)
-    return row
 
 
 def _event(row: Any) -> UsageEvent:
