@@ -285,7 +285,17 @@ class UsageStore:
         raise SchemaOutdatedError(url=self._url, current=current, head=head)
 
     def _schema_state(self) -> tuple[str | None, bool]:
+        """The recorded revision and whether the records table exists, read from one snapshot.
+
+        A migration commits the tables and its revision together, but two reads
+        outside one snapshot can fall on either side of that commit (another
+        process creating the schema right now) and see tables without a revision.
+        """
         with self._engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
+            else:
+                connection.execution_options(isolation_level="REPEATABLE READ")
             return migrate.current_revision(connection), inspect(connection).has_table(_RECORDS.name)
 
     def write(self, events: Sequence[UsageEvent]) -> int:
