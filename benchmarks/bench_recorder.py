@@ -9,17 +9,18 @@ difference. Each run starts from a collected heap (``gc.collect()``), as a
 service that has been up for a while would be.
 
 What was seen here (2 shared virtual cores, the PostgreSQL server on the same
-machine), over three invocations, p99 / max lateness of the worst run:
+machine), over three invocations, p99 / max lateness of the worst run, and the
+share of ticks later than 2 ms:
 
-- baseline: 0.6-0.9 / 3.6-4.0 ms at 25k/s (up to 11 ms at 1k/s: the machine);
-- 1k events/s: SQLite 0.3-0.8 / 3.8 ms (once 15 ms), PostgreSQL 0.4-0.5 / 3.4-3.9 ms;
-- 25k events/s: SQLite 1.8-1.9 / 4.3-5.2 ms, PostgreSQL 1.4-3.0 / 2.6-5.2 ms;
-  ticks later than 2 ms: baseline 0.05 %, SQLite 0.3-0.5 %, PostgreSQL 0.07-1.6 %.
+- baseline at 25k/s: 0.5-0.7 / 2.7-4.0 ms, 0.01-0.06 % (max up to 8.3 ms at 1k/s);
+- 1k events/s: SQLite 0.4 / 2.1-5.8 ms, PostgreSQL 0.4 / 3.4-13.2 ms;
+- 25k events/s: SQLite 0.9-1.1 / 1.9-5.7 ms, 0-0.1 %;
+  PostgreSQL 0.7-1.4 / 3.5-18.7 ms, 0.05-0.2 %.
 
-Before rows were queued untracked by the garbage collector and written in bulk
-with the GIL handed over every 32 rows, 25k events/s gave SQLite 9 / 80 ms and
-PostgreSQL about 280 ms (full collections of 50-100 ms, and a writer holding
-the GIL for whole batches).
+Before rows were queued untracked by the garbage collector, written in bulk
+with the GIL handed over every 32 rows, and ids made without ``os.urandom``
+(which releases the GIL, inviting the writer in on every call), 25k events/s
+gave SQLite 9 / 80 ms and PostgreSQL about 280 ms.
 
 Run: ``python -m benchmarks.bench_recorder`` (set ``AUTOGEN_RELIABILITY_TEST_PG_URL``
 for PostgreSQL).
@@ -32,13 +33,12 @@ import gc
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from autogen_reliability import UsageRecorder
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.accounting.events import UsageEvent, time_ordered_uuid
 from autogen_reliability.storage import UsageStore
 
 RATES = (1_000, 25_000)  # events per second: a busy service, and the stress goal
@@ -49,8 +49,9 @@ STALL = 0.002  # the goal: no wake-up later than this
 
 
 def event() -> UsageEvent:
+    # Ids as the wrapper makes them (a call's id, and the event's own by default).
     return UsageEvent(
-        call_id=uuid.uuid4(),
+        call_id=time_ordered_uuid(),
         attempt=1,
         started_at=datetime.now(UTC),
         latency_ms=812.5,
