@@ -24,7 +24,6 @@ from __future__ import annotations
 import shlex
 import uuid
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -57,8 +56,7 @@ POSTGRESQL_CONNECT_TIMEOUT_S: Final = 10
 """How long connecting to PostgreSQL may take before failing (libpq's default is to wait forever)."""
 
 _SUPPORTED: Final = ("sqlite", "postgresql")
-_CONTENT_FIELDS: Final = ("request_content", "response_content")
-_RECORD_FIELDS: Final = tuple(f.name for f in fields(UsageEvent) if f.name not in _CONTENT_FIELDS)
+_RECORD_FIELDS: Final = _bulk.RECORD_FIELDS
 _RECORDS: Final = _bulk.RECORDS
 _CONTENT: Final = _bulk.CONTENT
 
