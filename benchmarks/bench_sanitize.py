@@ -3,7 +3,10 @@
 Four inputs, each about 2 KB: a plain markdown answer in ASCII (headings, a list, a code block, two links), the
 same with typographic punctuation (curly quotes and dashes, as models write), an answer with some HTML and
 hazards (ANSI colours, a zero-width space, an event handler, a ``javascript:`` link), and ``Sanitizer.value``
-on a parsed JSON object of 30 fields. Machines here are shared and noisy: the best round is the estimate.
+on a parsed JSON object of 30 fields. Then two hostile answers of about 80 KB: 16,000 nested ``<div>``
+(nh3's parser is quadratic in such depth, over a second a pass, so markup deeper than 256 elements is escaped
+unparsed), and the same depth of 250 repeated (parsed). Machines here are shared and noisy: the best round is
+the estimate.
 
 Run: ``python -m benchmarks.bench_sanitize``
 """
@@ -73,6 +76,8 @@ HTML_ANSWER = (
     .replace("## Configuring retries", "## \x1b[1mConfiguring\x1b[0m retries")
     .replace("**Tip:**", "<p><strong>Tip:</strong> <img src=x onerror=alert(1)></p>")
 )
+NESTED_DIVS = "<div>" * 16_000 + "x"
+BOUNDED_DIVS = ("<div>" * 250 + "x" + "</div>" * 250) * 6
 JSON_VALUE: dict[str, object] = {
     **{f"field_{index}": f"value number {index} with a few words in it" for index in range(20)},
     **{f"count_{index}": index * 7 for index in range(5)},
@@ -106,6 +111,8 @@ def main() -> None:
         (f"markdown, typographic ({len(TYPOGRAPHIC_ANSWER)} chars)", lambda: sanitizer.text(TYPOGRAPHIC_ANSWER)),
         (f"HTML + hazards ({len(HTML_ANSWER)} chars)", lambda: sanitizer.text(HTML_ANSWER)),
         (f"value(), {len(JSON_VALUE)}-field JSON object", lambda: sanitizer.value(JSON_VALUE)),
+        (f"16,000 nested <div> ({len(NESTED_DIVS)} chars)", lambda: sanitizer.text(NESTED_DIVS)),
+        (f"250 nested <div>, 6 times ({len(BOUNDED_DIVS)} chars)", lambda: sanitizer.text(BOUNDED_DIVS)),
     ]
     print(f"best of {ROUNDS} rounds, per call:")
     for name, function in cases:

@@ -385,6 +385,27 @@ def test_output_that_nh3_would_parse_differently_settles() -> None:
     assert SANITIZER.text(once) == (once, EMPTY)
 
 
+def test_markup_nested_too_deep_is_escaped_not_parsed() -> None:
+    # nh3's parser is quadratic in the depth of block elements: 16,000 nested <div> took over a second a pass.
+    for opener in ("<div>", "<ul>", "<blockquote>", "<DIV/>"):
+        text = opener * 16_000 + "<script>alert(1)</script>"
+        cleaned, report = SANITIZER.text(text)
+        assert "<" not in cleaned
+        assert cleaned == text.replace("<", "&lt;")
+        assert report == SanitizeReport({"html": 1})
+        assert SANITIZER.text(cleaned) == (cleaned, EMPTY)
+
+
+def test_nesting_within_the_bound_is_sanitised_as_usual() -> None:
+    deep = "<div>" * 250 + "<b>x</b><script>alert(1)</script>" + "</div>" * 250
+    cleaned, _ = SANITIZER.text(deep)
+    assert cleaned == "<div>" * 250 + "<b>x</b>" + "</div>" * 250
+    # Void elements and closed elements do not add depth.
+    for text in ("<br>" * 5000 + "<b>x</b>", "<p>x</p>" * 5000, ("<div>" * 200 + "</div>" * 200) * 50):
+        cleaned, _ = SANITIZER.text(text)
+        assert cleaned == text
+
+
 def test_a_url_padded_past_what_is_read_is_dropped() -> None:
     cleaned, _ = SANITIZER.text('<a href="' + "&#8203;" * 300 + 'javascript:alert(1)">x</a>')
     assert cleaned == '<a rel="noopener noreferrer">x</a>'

@@ -43,7 +43,11 @@ what the text stage removed from the input (``&#x1b;`` becomes a real ESC,
 ``&#8203;`` a real zero-width space): when nh3 changed the text, the text and
 markdown stages run again on its output, and nh3 again, until nothing changes
 (nh3 is not idempotent by itself: ``<p><select><p>`` needs two passes; if it
-does not settle within four rounds, every ``<`` left is escaped).
+does not settle within four rounds, every ``<`` left is escaped). Markup nested
+deeper than 256 elements is escaped the same way, without parsing it: nh3's
+parser takes time quadratic in the depth of some elements (16,000 nested
+``<div>`` or ``<ul>``, 80 KB, took over a second per pass, with the event loop
+waiting).
 Hence ``text(text(x)[0])[0] == text(x)[0]``, and the second pass reports no
 changes.
 
@@ -414,6 +418,28 @@ def _html_changes(before: str, after: str) -> int:
 
 # Rounds of nh3 + re-run of the text and markdown stages before giving up and escaping every "<".
 _MAX_HTML_ROUNDS: Final = 4
+
+# Deeper markup is escaped rather than parsed: html5ever (in nh3) walks the stack of open elements for
+# each block element, so its time grows with depth x tags. Real answers nest a few dozen levels at most.
+_MAX_HTML_DEPTH: Final = 256
+_TAG_START: Final = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)")
+_VOID_ELEMENTS: Final = frozenset(
+    "area base br col embed hr img input keygen link meta param source track wbr".split()  # noqa: SIM905
+)
+
+
+def _nested_too_deep(text: str) -> bool:
+    """Whether the markup may nest deeper than :data:`_MAX_HTML_DEPTH` (counts every non-void start tag)."""
+    depth = 0
+    for closing, name in _TAG_START.findall(text):
+        if closing:
+            depth = max(depth - 1, 0)
+        elif name.lower() not in _VOID_ELEMENTS:
+            depth += 1
+            if depth > _MAX_HTML_DEPTH:
+                return True
+    return False
+
 
 # ---------------------------------------------------------------------------
 # Prompt-injection markers
@@ -846,6 +872,9 @@ class Sanitizer:
         return text
 
     def _html_stage(self, text: str, cleaner: nh3.Cleaner, counts: dict[str, int]) -> str:
+        if _MARKUP.search(text) and _nested_too_deep(text):
+            counts["html"] = counts.get("html", 0) + 1
+            return text.replace("<", "&lt;")
         for _ in range(_MAX_HTML_ROUNDS):
             if not _MARKUP.search(text):
                 return text
