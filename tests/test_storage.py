@@ -217,6 +217,19 @@ def test_bulk_insert_stores_what_sqlalchemy_core_stores(store: UsageStore) -> No
     assert len(by_core) == len(events)
 
 
+def test_an_engine_in_autocommit_mode_writes_and_skips_stored_events(store_url: str) -> None:
+    # An application's own engine may be in AUTOCOMMIT: there is no transaction to take a savepoint in.
+    engine = create_engine(store_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        store = UsageStore(engine)
+        first = [plain_event() for _ in range(40)]
+        assert store.write(first) == 40
+        assert store.write([*first, plain_event()]) == 1
+        assert store.count() == 41
+    finally:
+        engine.dispose()
+
+
 def test_a_batch_of_thousands_is_one_write(store: UsageStore) -> None:
     events = [plain_event(project=f"p{i % 7}", cost_nanousd=i) for i in range(2500)]
     assert store.write(events) == 2500

@@ -93,6 +93,8 @@ def insert_records(connection: Connection, rows: Sequence[UsageRow]) -> int:
         return _sqlite(connection, rows)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         try:
+            if connection.connection.driver_connection.autocommit:  # type: ignore[union-attr]
+                return _copy(connection, rows)  # an engine in AUTOCOMMIT: a failed COPY undoes itself
             with connection.begin_nested():
                 return _copy(connection, rows)
         except dialect.loaded_dbapi.IntegrityError:
