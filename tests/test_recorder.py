@@ -86,6 +86,18 @@ def test_a_sink_of_your_own_gets_the_events(tmp_path: Path) -> None:
     assert sink.events == recorded
 
 
+def test_an_event_with_unstorable_text_does_not_hold_its_batch_back(sqlite_url: str, tmp_path: Path) -> None:
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    batch = [*events(10), plain_event(response_content="cut \ud83d"), *events(10)]
+    for event in batch:
+        recorder.record(event)
+    assert recorder.flush(10)
+    assert store.count() == 21
+    assert recorder.stats["spooled"] == 0
+    recorder.close()
+
+
 def test_locked_sqlite_spools_then_replays_without_duplicates(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
 ) -> None:

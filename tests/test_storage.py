@@ -230,6 +230,23 @@ def test_an_engine_in_autocommit_mode_writes_and_skips_stored_events(store_url: 
         engine.dispose()
 
 
+def test_text_no_database_can_hold_is_stored_with_replacement_characters(store: UsageStore) -> None:
+    # A lone surrogate (an answer cut inside an emoji) cannot be UTF-8; PostgreSQL refuses NUL. Refused, the
+    # row would hold its whole batch in the spool forever.
+    clean = full_event()
+    poisoned = plain_event(
+        error_message="cut \ud83d emoji", agent="a\x00b", tags={"k\x00": "\udfff"}, response_content="x\x00y"
+    )
+    assert store.write([clean, poisoned]) == 2
+    back = {event.event_id: event for event in store.events()}
+    assert back[clean.event_id] == clean
+    stored = back[poisoned.event_id]
+    assert stored.error_message == "cut \ufffd emoji"
+    assert stored.agent == "a\ufffdb"
+    assert stored.tags == {"k\ufffd": "\ufffd"}
+    assert stored.response_content == "x\ufffdy"
+
+
 def test_a_batch_of_thousands_is_one_write(store: UsageStore) -> None:
     events = [plain_event(project=f"p{i % 7}", cost_nanousd=i) for i in range(2500)]
     assert store.write(events) == 2500

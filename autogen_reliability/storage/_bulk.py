@@ -27,6 +27,7 @@ after every :data:`CHUNK_ROWS` rows.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC
@@ -72,6 +73,7 @@ _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ("tags", "sanitizer_changes"))
 _REQUEST: Final = ROW_FIELDS.index("request_content")
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 _RESPONSE: Final = ROW_FIELDS.index("response_content")
 
 
@@ -100,6 +102,41 @@ def insert_records(connection: Connection, rows: Sequence[UsageRow]) -> int:
         except dialect.loaded_dbapi.IntegrityError:
             pass  # an event of the batch is stored already: insert-or-ignore instead
     return _core(connection, rows)
+
+
+def refused_text(error: BaseException) -> bool:
+    """Whether ``error`` may be a database (or its driver) refusing a row's text.
+
+    A lone surrogate cannot be encoded to UTF-8 (``UnicodeEncodeError``, raw
+    or wrapped by SQLAlchemy); PostgreSQL refuses NUL in text and in jsonb
+    (a DB-API ``DataError``).
+    """
+    cause = getattr(error, "orig", None) or error
+    return isinstance(cause, UnicodeEncodeError) or any(klass.__name__ == "DataError" for klass in type(cause).__mro__)
+
+
+def storable(rows: Sequence[UsageRow]) -> list[UsageRow]:
+    """``rows`` with NUL characters and lone surrogates replaced by U+FFFD, in every text and JSON field."""
+    return [_storable(row) for row in rows]
+
+
+def _storable(row: UsageRow) -> UsageRow:
+    values = list(row)
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            continue
+        if index in _JSON_FIELDS:
+            mapping = json.loads(value)
+            values[index] = json.dumps(
+                {_clean(key): _clean(item) if isinstance(item, str) else item for key, item in mapping.items()}
+            )
+        else:
+            values[index] = _clean(value)
+    return tuple(values)
+
+
+def _clean(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def insert_content(connection: Connection, rows: Sequence[UsageRow]) -> None:

@@ -21,6 +21,7 @@ URLs appear in messages and ``repr`` with the password masked (``***``).
 
 from __future__ import annotations
 
+import logging
 import shlex
 import uuid
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ __all__ = [
     "sqlite_file_missing",
 ]
 
+
+logger = logging.getLogger("autogen_reliability")
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 2000
 """How long a SQLite write waits for another writer's lock: short, because the recorder spools instead."""
@@ -315,13 +318,27 @@ class UsageStore:
         Rows are inserted in bulk with little Python per row, handing the GIL
         over every few dozen rows, so an event loop in the same process keeps
         waking on time while a batch is written (see ``storage/_bulk.py``).
+        Text no database can hold (NUL characters in PostgreSQL, lone UTF-16
+        surrogates anywhere, such as a model's answer cut inside an emoji) is
+        stored with U+FFFD in its place rather than refused with its batch.
         """
         unique = _bulk.unique_rows(rows)
         if not unique:
             return 0
+        try:
+            return self._insert(unique)
+        except Exception as error:
+            # A row the database refuses would hold its whole batch in the spool forever.
+            storable = _bulk.storable(unique) if _bulk.refused_text(error) else unique
+            if storable == unique:
+                raise
+            logger.warning("usage rows held text the database cannot store (NUL, lone surrogates): stored as U+FFFD")
+            return self._insert(storable)
+
+    def _insert(self, rows: list[UsageRow]) -> int:
         with self._engine.begin() as connection:
-            new = _bulk.insert_records(connection, unique)
-            _bulk.insert_content(connection, unique)
+            new = _bulk.insert_records(connection, rows)
+            _bulk.insert_content(connection, rows)
         return new
 
     def events(
