@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Final
+from collections.abc import Iterator, Sequence
+from typing import Final, TypeVar
 
-__all__ = ["GIL_HANDOFF_S", "hand_over_gil"]
+__all__ = ["GIL_HANDOFF_S", "SLICE_ROWS", "hand_over_gil", "in_slices"]
 
 GIL_HANDOFF_S: Final = 0.0001
 """How long a background thread sleeps to let a thread waiting for the GIL take it."""
+
+SLICE_ROWS: Final = 32
+"""Rows handled between two hand-overs: well under a millisecond of encoding, inserting or spooling."""
+
+_Item = TypeVar("_Item")
 
 
 def hand_over_gil() -> None:
@@ -25,3 +31,11 @@ def hand_over_gil() -> None:
     work that each hold the GIL well under a millisecond.
     """
     time.sleep(GIL_HANDOFF_S)
+
+
+def in_slices(items: Sequence[_Item], size: int = SLICE_ROWS) -> Iterator[Sequence[_Item]]:
+    """``items`` in slices of ``size``, handing the GIL over between two slices."""
+    for start in range(0, len(items), size):
+        if start:
+            hand_over_gil()
+        yield items[start : start + size]

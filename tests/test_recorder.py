@@ -124,6 +124,57 @@ def test_locked_sqlite_spools_then_replays_without_duplicates(
     assert not list((tmp_path / "spool").glob("*.jsonl"))
 
 
+def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection) -> None:
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    full, plain = full_event(), plain_event()
+    recorder.record(full)
+    recorder.record(plain)
+    assert recorder.flush(30)
+    assert recorder.spooled == 2
+    locked.execute("COMMIT")
+    deadline = time.monotonic() + 30
+    while store.count() < 2 and time.monotonic() < deadline:
+        recorder.record(plain_event())  # a write that succeeds makes the recorder replay its spool
+        recorder.flush(1)
+        time.sleep(0.1)
+    recorder.close()
+    stored = {event.event_id: event for event in store.events()}
+    assert stored[full.event_id] == full
+    assert stored[plain.event_id] == plain
+
+
+def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "spool"
+    blocked.write_text("a file where the spool directory should be")
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=blocked, flush_interval=0.05, batch_size=10, close_sink=False)
+    first = events(25)
+    for event in first:
+        recorder.record(event)
+    assert not recorder.flush(4)  # neither the database (locked: 2 s busy timeout) nor the disk takes them
+    assert recorder.pending == 25
+    assert recorder.stats["spooled"] == 0
+    assert sum("cannot write the usage spool" in record.getMessage() for record in caplog.records) == 1  # once
+    blocked.unlink()  # the disk is back
+    assert recorder.flush(30)
+    assert recorder.spooled == 25
+    locked.execute("COMMIT")  # and the database too
+    second = events(5)
+    for event in second:
+        recorder.record(event)
+    deadline = time.monotonic() + 30
+    while store.count() < 30 and time.monotonic() < deadline:
+        recorder.record(extra := plain_event())  # a write that succeeds makes the recorder replay its spool
+        second.append(extra)
+        recorder.flush(1)
+        time.sleep(0.1)
+    recorder.close()
+    assert {event.event_id for event in store.events()} == {event.event_id for event in first + second}
+
+
 def test_a_full_queue_spills_to_the_spool_and_drops_nothing(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
 ) -> None:

@@ -26,7 +26,11 @@ be dropped. So:
 What can be lost: events recorded but not yet written or spooled when the
 process is killed outright (SIGKILL, power loss) — at most one batch window,
 ``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default. A normal
-exit runs :meth:`close` (atexit), which writes or spools everything.
+exit runs :meth:`close` (atexit), which writes or spools everything. When the
+spool cannot be written either (a full disk, a directory that is not
+writable), events stay in memory, in order, and the writer tries both again at
+every wake-up; only a process that exits while neither is back loses them, and
+says so in the log.
 """
 
 from __future__ import annotations
@@ -45,9 +49,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
-from .._threads import hand_over_gil
+from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ..errors import ConfigurationError
-from .events import UsageEvent, UsageRow
+from .events import ROW_FIELDS, UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
 
@@ -126,6 +130,7 @@ class UsageRecorder:
         self._in_flight = 0
         self._closed = False
         self._healthy = True
+        self._spool_healthy = True
         self._next_database_try = 0.0
         self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0}
         self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
@@ -174,7 +179,10 @@ class UsageRecorder:
         # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
         leftover = self._take(len(self._queue))
         if leftover:
-            self._spool.append(leftover)
+            try:
+                self._spool.append(leftover)
+            except Exception:
+                logger.exception("%d usage events could be neither written nor spooled, and are lost", len(leftover))
         if self._close_sink and self._sink is not None:
             with contextlib.suppress(Exception):
                 self._sink.close()
@@ -209,20 +217,27 @@ class UsageRecorder:
         while not self._closed:
             self._wake.wait(self._flush_interval)
             self._wake.clear()
+            self._drain_safely()
+        self._drain_safely()
+
+    def _drain_safely(self) -> None:
+        try:
             self._drain()
-        self._drain()
+        except Exception:  # a bug must not end the writer thread: the queue would grow unwritten
+            logger.exception("the usage recorder's writer failed; it carries on")
 
     def _drain(self) -> None:
         while self._queue:
             if len(self._queue) > self._max_queue:
                 # The database cannot keep up: move the excess to disk, where it is safe.
-                excess = self._take(len(self._queue) - self._max_queue)
-                self._spool.append(excess)
-                self._stats["spooled"] += len(excess)
-                self._done(len(excess))
-                continue
-            batch = self._take(self._batch_size)
-            self._write(batch)
+                batch = self._take(len(self._queue) - self._max_queue)
+                kept = self._spool_rows(batch)
+            else:
+                batch = self._take(self._batch_size)
+                kept = self._write(batch)
+            if not kept:
+                self._requeue(batch)
+                return  # neither the database nor the disk took it: try again at the next wake-up
             self._done(len(batch))
             hand_over_gil()  # the event loop's thread may be waiting for the GIL
         # Spooled events go to the database once it answers: now if healthy, else at the next try.
@@ -243,6 +258,12 @@ class UsageRecorder:
             self._in_flight -= count
             self._idle.notify_all()
 
+    def _requeue(self, batch: list[UsageRow]) -> None:
+        """Puts a batch that could not be written or spooled back at the head of the queue, in order."""
+        with self._idle:
+            self._queue.extendleft(reversed(batch))
+            self._in_flight -= len(batch)
+
     def _connect(self) -> UsageSink | None:
         """The sink, made on this thread by the factory if it was not made yet; ``None`` while that fails."""
         if self._sink is None and self._factory is not None:
@@ -252,13 +273,12 @@ class UsageRecorder:
                 self._failed(error)
         return self._sink
 
-    def _write(self, batch: list[UsageRow]) -> None:
+    def _write(self, batch: list[UsageRow]) -> bool:
+        """Writes the batch to the database, else to the spool; False when neither took it."""
         if self._healthy or time.monotonic() >= self._next_database_try:
             sink = self._connect()
             if sink is None:
-                self._spool.append(batch)
-                self._stats["spooled"] += len(batch)
-                return
+                return self._spool_rows(batch)
             try:
                 _write_rows(sink, batch)
             except Exception as error:
@@ -268,9 +288,30 @@ class UsageRecorder:
                 if not self._healthy:
                     logger.warning("usage database reachable again; replaying the spool")
                 self._healthy = True
-                return
-        self._spool.append(batch)
+                return True
+        return self._spool_rows(batch)
+
+    def _spool_rows(self, batch: list[UsageRow]) -> bool:
+        """Appends the batch to the spool file; False (logged once) when the disk refuses it too."""
+        try:
+            self._spool.append(batch)
+        except Exception as error:
+            if self._spool_healthy:
+                logger.error(
+                    "cannot write the usage spool %s (%s: %s); keeping %d events in memory until it can be written",
+                    self._spool.path,
+                    type(error).__name__,
+                    _first_line(error),
+                    self.pending,
+                    extra={"spool": str(self._spool.path)},
+                )
+            self._spool_healthy = False
+            return False
+        if not self._spool_healthy:
+            logger.warning("usage spool %s writable again", self._spool.path)
+        self._spool_healthy = True
         self._stats["spooled"] += len(batch)
+        return True
 
     def _failed(self, error: Exception) -> None:
         self._stats["failed_writes"] += 1
@@ -315,7 +356,9 @@ class _Spool:
     def append(self, rows: Sequence[UsageRow]) -> None:
         if not rows:
             return
-        payload = "".join(json.dumps(UsageEvent.from_row(row).to_json(), separators=(",", ":")) + "\n" for row in rows)
+        # The writer spools whole batches while the database is down: in slices, so the event loop keeps
+        # its turns (one batch of 1,000 rows held the GIL for 20 ms in one go).
+        payload = "".join(line for rows_slice in in_slices(rows) for line in map(_spool_line, rows_slice))
         with self._lock:
             self.directory.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as spool:
@@ -366,10 +409,28 @@ def _orphaned(path: Path) -> bool:
     return False
 
 
+def _spool_line(row: UsageRow) -> str:
+    """The JSON line of :meth:`UsageEvent.to_json` for a row, without making the event (twice as fast)."""
+    data = dict(zip(ROW_FIELDS, row, strict=True))
+    data["started_at"] = row[_STARTED].isoformat()
+    if row[_PRICE_DATE] is not None:
+        data["price_date"] = row[_PRICE_DATE].isoformat()
+    for index in _JSON_FIELDS:
+        data[ROW_FIELDS[index]] = json.loads(row[index])
+    return json.dumps(data, separators=(",", ":")) + "\n"
+
+
+_STARTED: Final = ROW_FIELDS.index("started_at")
+_PRICE_DATE: Final = ROW_FIELDS.index("price_date")
+_JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ("tags", "sanitizer_changes"))
+
+
 def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
     with open(path, encoding="utf-8") as spool:
         for number, line in enumerate(spool, 1):
+            if number % SLICE_ROWS == 0:
+                hand_over_gil()  # replaying runs on the writer thread, next to the event loop
             if not line.strip():
                 continue
             try:

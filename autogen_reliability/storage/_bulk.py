@@ -21,7 +21,7 @@ in ``benchmarks/bench_store.py``):
   insert-or-ignore statement.
 
 Each path hands the GIL over (:func:`~autogen_reliability._threads.hand_over_gil`)
-after every :data:`CHUNK_ROWS` rows.
+between slices of :data:`~autogen_reliability._threads.SLICE_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -37,12 +37,11 @@ from typing import Any, Final
 from sqlalchemy import Connection, Insert
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .._threads import hand_over_gil
+from .._threads import in_slices
 from ..accounting.events import ROW_FIELDS, UsageRow
 from .models import Base, UsageContent, UsageRecord
 
 __all__ = [
-    "CHUNK_ROWS",
     "COLUMNS",
     "CONTENT",
     "RECORDS",
@@ -51,9 +50,6 @@ __all__ = [
     "insert_records",
     "unique_rows",
 ]
-
-CHUNK_ROWS: Final = 32
-"""Rows written between two hand-overs of the GIL: well under a millisecond of work on every path."""
 
 RECORDS: Final = Base.metadata.tables[UsageRecord.__tablename__]
 CONTENT: Final = Base.metadata.tables[UsageContent.__tablename__]
@@ -171,10 +167,9 @@ def _executemany(cursor: Any, statement: str, values: list[tuple[Any, ...]]) -> 
 def _copy(connection: Connection, rows: Sequence[UsageRow]) -> int:
     with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
         with cursor.copy(_COPY) as copy:
-            for start in range(0, len(rows), CHUNK_ROWS):
-                for row in rows[start : start + CHUNK_ROWS]:
+            for rows_slice in in_slices(rows):
+                for row in rows_slice:
                     copy.write_row(_postgres_values(row))
-                hand_over_gil()
         return int(cursor.rowcount)
 
 
@@ -184,11 +179,7 @@ def _core(connection: Connection, rows: Sequence[UsageRow]) -> int:
 
 
 def _chunked(rows: Sequence[UsageRow], encode: Callable[[UsageRow], Any], write: Callable[[list[Any]], int]) -> int:
-    new = 0
-    for start in range(0, len(rows), CHUNK_ROWS):
-        new += write([encode(row) for row in rows[start : start + CHUNK_ROWS]])
-        hand_over_gil()
-    return new
+    return sum(write([encode(row) for row in rows_slice]) for rows_slice in in_slices(rows))
 
 
 def _sqlite_values(row: UsageRow) -> tuple[Any, ...]:
