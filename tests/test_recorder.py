@@ -11,11 +11,13 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from autogen_reliability import ConfigurationError, UsageRecorder
 from autogen_reliability.accounting.events import UsageEvent
@@ -290,6 +292,33 @@ def test_postgresql_stopped_mid_run_then_started(tmp_path: Path, store_url: str)
         time.sleep(0.2)
     recorder.close()
     assert {event.event_id for event in store.events()} == {event.event_id for event in before + during}
+
+
+def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_database: Callable[[], str]) -> None:
+    # A migration or a LOCK TABLE elsewhere: the writer gives up after the lock timeout instead of waiting it out.
+    url = make_pg_database()
+    store = UsageStore(url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    holder = create_engine(url, poolclass=NullPool).connect()
+    try:
+        holder.execute(text("LOCK TABLE ar_usage_records IN ACCESS EXCLUSIVE MODE"))
+        during = events(100)
+        for event in during:
+            recorder.record(event)
+        assert recorder.flush(30)  # while the lock is still held
+        assert recorder.spooled == 100
+    finally:
+        holder.rollback()
+        holder.close()
+    after = events(10)
+    for event in after:
+        recorder.record(event)
+    deadline = time.monotonic() + 30
+    while store.count() < 110 and time.monotonic() < deadline:
+        recorder.flush(1)
+        time.sleep(0.1)
+    recorder.close()
+    assert {event.event_id for event in store.events()} == {event.event_id for event in during + after}
 
 
 @pytest.mark.parametrize(

@@ -365,6 +365,18 @@ def test_an_engine_passed_in_stays_open(store_url: str) -> None:
     engine.dispose()
 
 
+def test_postgresql_connections_notice_a_vanished_server(make_pg_database: Callable[[], str]) -> None:
+    # TCP keepalives and a user timeout: a server gone without closing the connection fails a write in ~25 s
+    # (its batch is spooled) instead of after the kernel's 15 minutes of retransmissions.
+    url = make_pg_database()
+    for query, idle in (("", "10"), ("?keepalives_idle=60", "60")):  # the URL's own setting wins
+        with UsageStore(url + query) as store, store.engine.connect() as connection:
+            parameters = connection.connection.driver_connection.info.get_parameters()  # type: ignore[union-attr]
+        assert parameters["keepalives_idle"] == idle
+        assert parameters["tcp_user_timeout"] == "25000"
+        assert parameters["connect_timeout"] == "10"
+
+
 def test_ping_raises_when_the_server_is_gone(make_pg_database: Callable[[], str], pg_admin_url: str) -> None:
     url = make_pg_database()
     store = UsageStore(url)

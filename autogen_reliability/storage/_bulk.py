@@ -29,13 +29,15 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC
 from functools import cache
 from typing import Any, Final
 
 from sqlalchemy import Connection, Insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .._threads import in_slices
 from ..accounting.events import ROW_FIELDS, UsageRow
@@ -85,19 +87,35 @@ def unique_rows(rows: Sequence[UsageRow]) -> list[UsageRow]:
 
 
 def insert_records(connection: Connection, rows: Sequence[UsageRow]) -> int:
-    """Inserts the rows' records that are not stored yet, inside ``connection``'s transaction; returns how many."""
+    """Inserts the rows' records that are not stored yet, inside ``connection``'s transaction; returns how many.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: The database failed (the driver's error wrapped, as SQLAlchemy does).
+    """
     dialect = connection.dialect
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
-        return _sqlite(connection, rows)
+        with _wrapped(connection, _SQLITE_INSERT):
+            return _sqlite(connection, rows)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
         try:
-            if connection.connection.driver_connection.autocommit:  # type: ignore[union-attr]
-                return _copy(connection, rows)  # an engine in AUTOCOMMIT: a failed COPY undoes itself
-            with connection.begin_nested():
-                return _copy(connection, rows)
-        except dialect.loaded_dbapi.IntegrityError:
+            with _wrapped(connection, _COPY):
+                if connection.connection.driver_connection.autocommit:  # type: ignore[union-attr]
+                    return _copy(connection, rows)  # an engine in AUTOCOMMIT: a failed COPY undoes itself
+                with connection.begin_nested():
+                    return _copy(connection, rows)
+        except IntegrityError:
             pass  # an event of the batch is stored already: insert-or-ignore instead
     return _core(connection, rows)
+
+
+@contextmanager
+def _wrapped(connection: Connection, statement: str) -> Iterator[None]:
+    """The driver's errors as SQLAlchemy's (``OperationalError``, ``IntegrityError``...), as Core raises them."""
+    base = connection.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as error:
+        raise DBAPIError.instance(statement, None, error, base, dialect=connection.dialect) from error
 
 
 def refused_text(error: BaseException) -> bool:

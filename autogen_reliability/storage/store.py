@@ -58,6 +58,31 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 2000
 POSTGRESQL_CONNECT_TIMEOUT_S: Final = 10
 """How long connecting to PostgreSQL may take before failing (libpq's default is to wait forever)."""
 
+POSTGRESQL_LOCK_TIMEOUT_MS: Final = SQLITE_BUSY_TIMEOUT_MS
+"""How long a PostgreSQL write waits for a lock on the usage tables before failing (and the batch is spooled)."""
+
+POSTGRESQL_STATEMENT_TIMEOUT_MS: Final = 10_000
+"""How long one PostgreSQL write may run before failing: a stuck server sends batches to the spool."""
+
+# libpq settings of the connections make_engine opens (a URL's own query parameters win): a server
+# that vanished without closing the connection (a network partition, a killed VM) is noticed in
+# about 25 s by TCP keepalives while waiting for an answer, and by tcp_user_timeout while sending,
+# instead of after the kernel's 15 minutes of retransmissions, so its batches go to the spool.
+_LIBPQ_DEFAULTS: Final = {
+    "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
+
+# Per write transaction, so that reports and migrations on the same engine keep the server's defaults.
+_POSTGRESQL_WRITE_TIMEOUTS: Final = (
+    f"SELECT set_config('lock_timeout', '{POSTGRESQL_LOCK_TIMEOUT_MS}', true), "
+    f"set_config('statement_timeout', '{POSTGRESQL_STATEMENT_TIMEOUT_MS}', true)"
+)
+
 _SUPPORTED: Final = ("sqlite", "postgresql")
 _RECORD_FIELDS: Final = _bulk.RECORD_FIELDS
 _RECORDS: Final = _bulk.RECORDS
@@ -118,7 +143,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     commits, and the spool covers that) and foreign keys. An in-memory SQLite
     database is one connection shared by all threads, since every new
     connection would be a new, empty database. PostgreSQL gets a connect
-    timeout and a liveness check when a pooled connection is reused.
+    timeout, TCP keepalives and a user timeout (a vanished server is noticed
+    in about 25 s), and a liveness check when a pooled connection is reused.
 
     Args:
         url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
@@ -142,8 +168,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
     if backend == "postgresql":
         options["pool_pre_ping"] = True
-        if url.get_driver_name() in ("psycopg", "psycopg2") and "connect_timeout" not in url.query:
-            options["connect_args"] = {"connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S}
+        if url.get_driver_name() in ("psycopg", "psycopg2"):
+            options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
     try:
         engine = create_engine(url, **options)
     except NoSuchModuleError:
@@ -337,6 +363,10 @@ class UsageStore:
 
     def _insert(self, rows: list[UsageRow]) -> int:
         with self._engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not hold
+                # the writer (and the queue behind it) for as long as it lasts; the batch is spooled instead.
+                connection.exec_driver_sql(_POSTGRESQL_WRITE_TIMEOUTS)
             new = _bulk.insert_records(connection, rows)
             _bulk.insert_content(connection, rows)
         return new
