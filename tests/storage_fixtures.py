@@ -11,11 +11,13 @@ this module in ``pytest_plugins`` of ``tests/conftest.py``).
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import Engine, create_engine, make_url
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
 __all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "make_pg_database", "pg_admin_url", "store_url"]
@@ -53,12 +55,25 @@ def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
 
     yield make
     try:
-        with admin.connect() as connection:
-            for name in made:
-                # FORCE: a connection a failed test left open must not keep the database alive.
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in made:
+            _drop(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop(admin: Engine, name: str) -> None:
+    # FORCE: a connection a failed test left open must not keep the database alive. But FORCE refuses to
+    # end an autovacuum worker that a role without pg_signal_backend cannot signal: it is done in a moment.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except ProgrammingError as error:
+            if "pg_signal_backend" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture(params=BACKENDS)
