@@ -156,7 +156,7 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     first = events(25)
     for event in first:
         recorder.record(event)
-    assert not recorder.flush(4)  # neither the database (locked: 2 s busy timeout) nor the disk takes them
+    assert not recorder.flush(5)  # neither the database (locked: 2 s busy timeout) nor the disk takes them
     assert recorder.pending == 25
     assert recorder.stats["spooled"] == 0
     assert sum("cannot write the usage spool" in record.getMessage() for record in caplog.records) == 1  # once
