@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias
 
-__all__ = ["Outcome", "UsageEvent", "UsageRow", "time_ordered_uuid"]
+__all__ = ["ROW_FIELDS", "ROW_JSON_FIELDS", "Outcome", "UsageEvent", "UsageRow", "time_ordered_uuid"]
 
 Outcome = Literal["ok", "error", "invalid", "cancelled"]
 
@@ -200,7 +200,7 @@ class UsageEvent:
         values = dict(zip(ROW_FIELDS, row, strict=True))
         for name in ("event_id", "call_id"):
             values[name] = uuid.UUID(hex=values[name])
-        for name in ("tags", "sanitizer_changes"):
+        for name in ROW_JSON_FIELDS:
             values[name] = json.loads(values[name])
         return cls(**values)
 
@@ -218,6 +218,9 @@ class UsageEvent:
 
 ROW_FIELDS: Final = tuple(UsageEvent.__dataclass_fields__)
 """The field names of :meth:`UsageEvent.to_row`'s tuple, in its order (the dataclass's)."""
+
+ROW_JSON_FIELDS: Final = ("tags", "sanitizer_changes")
+"""The fields a row holds as JSON text."""
 
 _EMPTY_JSON: Final = json.dumps({})
 

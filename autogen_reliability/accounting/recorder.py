@@ -51,7 +51,7 @@ from typing import Final, Protocol
 
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ..errors import ConfigurationError
-from .events import ROW_FIELDS, UsageEvent, UsageRow
+from .events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
 
@@ -422,7 +422,7 @@ def _spool_line(row: UsageRow) -> str:
 
 _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
-_JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ("tags", "sanitizer_changes"))
+_JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 
 
 def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:

@@ -40,7 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .._threads import in_slices
-from ..accounting.events import ROW_FIELDS, UsageRow
+from ..accounting.events import ROW_FIELDS, ROW_JSON_FIELDS, UsageRow
 from .models import Base, UsageContent, UsageRecord
 
 __all__ = [
@@ -69,7 +69,7 @@ _EVENT_ID: Final = ROW_FIELDS.index("event_id")
 _CALL_ID: Final = ROW_FIELDS.index("call_id")
 _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
-_JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ("tags", "sanitizer_changes"))
+_JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 _REQUEST: Final = ROW_FIELDS.index("request_content")
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 _RESPONSE: Final = ROW_FIELDS.index("response_content")
