@@ -37,6 +37,25 @@ def events(count: int, call: uuid.UUID | None = None) -> list[UsageEvent]:
     ]
 
 
+def wait_for_rows(
+    store: UsageStore, recorder: UsageRecorder, count: int, *, seconds: float = 30, nudge: bool = False
+) -> list[UsageEvent]:
+    """Flushes until ``store`` holds ``count`` rows or ``seconds`` pass (a replay waits for the database retry).
+
+    With ``nudge``, records a fresh event each round, since a write that succeeds makes the recorder
+    replay its spool at once; returns the events it recorded.
+    """
+    nudged: list[UsageEvent] = []
+    deadline = time.monotonic() + seconds
+    while store.count() < count and time.monotonic() < deadline:
+        if nudge:
+            nudged.append(plain_event())
+            recorder.record(nudged[-1])
+        recorder.flush(1)
+        time.sleep(0.1)
+    return nudged
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'usage.db'}"
@@ -115,10 +134,7 @@ def test_locked_sqlite_spools_then_replays_without_duplicates(
     second = events(200)
     for event in second:
         recorder.record(event)
-    deadline = time.monotonic() + 30
-    while store.count() < 500 and time.monotonic() < deadline:
-        recorder.flush(1)
-        time.sleep(0.1)
+    wait_for_rows(store, recorder, 500)
     recorder.close()
     stored = store.events()
     assert len(stored) == 500
@@ -135,11 +151,7 @@ def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked:
     assert recorder.flush(30)
     assert recorder.spooled == 2
     locked.execute("COMMIT")
-    deadline = time.monotonic() + 30
-    while store.count() < 2 and time.monotonic() < deadline:
-        recorder.record(plain_event())  # a write that succeeds makes the recorder replay its spool
-        recorder.flush(1)
-        time.sleep(0.1)
+    wait_for_rows(store, recorder, 2, nudge=True)
     recorder.close()
     stored = {event.event_id: event for event in store.events()}
     assert stored[full.event_id] == full
@@ -167,12 +179,7 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     second = events(5)
     for event in second:
         recorder.record(event)
-    deadline = time.monotonic() + 30
-    while store.count() < 30 and time.monotonic() < deadline:
-        recorder.record(extra := plain_event())  # a write that succeeds makes the recorder replay its spool
-        second.append(extra)
-        recorder.flush(1)
-        time.sleep(0.1)
+    second += wait_for_rows(store, recorder, 30, nudge=True)
     recorder.close()
     assert {event.event_id for event in store.events()} == {event.event_id for event in first + second}
 
@@ -286,10 +293,7 @@ def test_postgresql_stopped_mid_run_then_started(tmp_path: Path, store_url: str)
         assert recorder.spooled == 150
     finally:
         subprocess.run(["pg_ctlcluster", *cluster.split(), "start"], check=True, timeout=60)
-    deadline = time.monotonic() + 60
-    while store.count() < 250 and time.monotonic() < deadline:
-        recorder.flush(1)
-        time.sleep(0.2)
+    wait_for_rows(store, recorder, 250, seconds=60)
     recorder.close()
     assert {event.event_id for event in store.events()} == {event.event_id for event in before + during}
 
@@ -313,10 +317,7 @@ def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_d
     after = events(10)
     for event in after:
         recorder.record(event)
-    deadline = time.monotonic() + 30
-    while store.count() < 110 and time.monotonic() < deadline:
-        recorder.flush(1)
-        time.sleep(0.1)
+    wait_for_rows(store, recorder, 110)
     recorder.close()
     assert {event.event_id for event in store.events()} == {event.event_id for event in during + after}
 
