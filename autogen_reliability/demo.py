@@ -175,7 +175,7 @@ async def _run_team(out: TextIO, recorder: UsageRecorder, *, stream: bool) -> in
 def _report(out: TextIO, rows: list[UsageEvent], requests_seen: int) -> None:
     tally: defaultdict[str, _AgentTally] = defaultdict(_AgentTally)
     for row in rows:
-        tally[row.agent or "?"].add(row)
+        tally[row.agent or "(unnamed)"].add(row)
     sessions = sorted({str(row.session) for row in rows})
     out.write(f"\nUsage ledger by agent (project 'demo', session {', '.join(sessions)}; {_MODEL} list prices):\n")
     out.write(

@@ -10,9 +10,9 @@ ledger shows what the retry and the re-ask cost on top of the answers:
    cost went to those attempts;
 2. the attempts of the most expensive call, one line each.
 
-Run: ``python examples/cost_last_week.py``. It records to the default ledger
-(``AUTOGEN_RELIABILITY_DB_URL``, else ``./autogen_reliability.db``) and reads
-that ledger back.
+Run: ``python examples/cost_last_week.py``. It records to a ledger of its own,
+``./cost_last_week.db`` (so that running the other examples does not mix their
+numbers into this one), and reads that ledger back.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
-from autogen_reliability import reliable, usage_scope
-from autogen_reliability.config import default_db_url, default_recorder
+from autogen_reliability import configure, reliable, usage_scope
+from autogen_reliability.config import default_recorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage.models import UsageRecord
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 PROJECT = "acme-support"
+LEDGER = "sqlite:///cost_last_week.db"
 
 
 class Triage(BaseModel):
@@ -91,8 +92,9 @@ def report(store: UsageStore) -> None:
     with store.engine.connect() as connection:
         for line in connection.execute(per_agent):
             note = f" ({line.unpriced} attempts unpriced)" if line.unpriced else ""
+            agent = line.agent or "(unnamed)"  # a client not told its agent's name, outside a team
             print(
-                f"  {line.agent:<8} {line.model:<12} {line.calls:>5} {line.attempts:>8} {line.missed:>6} "
+                f"  {agent:<8} {line.model:<12} {line.calls:>5} {line.attempts:>8} {line.missed:>6} "
                 f"{line.tokens:>7} {usd(line.cost):>10}  {usd(line.missed_cost)}{note}"
             )
         costliest = connection.execute(
@@ -113,8 +115,9 @@ def report(store: UsageStore) -> None:
 
 
 def main() -> None:
+    configure(db_url=LEDGER)
     asyncio.run(run_agents())
-    with UsageStore(default_db_url()) as store:
+    with UsageStore(LEDGER) as store:
         report(store)
 
 

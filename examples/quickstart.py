@@ -4,7 +4,8 @@ An ``AssistantAgent`` with a wrapped ``OpenAIChatCompletionClient`` answers a
 ticket; the client talks to a local OpenAI-compatible server instead of the
 provider, and every provider attempt is printed with its attribution.
 
-Run: ``python examples/quickstart.py``. To use OpenAI itself, drop the server
+Run: ``python examples/quickstart.py``. Usage rows go to a ledger of its own,
+``./quickstart.db``. To use OpenAI itself, drop the server
 and build the client with your real ``api_key`` (or ``OPENAI_API_KEY``).
 """
 
@@ -16,7 +17,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from autogen_reliability import AttemptEvent, reliable, usage_scope
+from autogen_reliability import AttemptEvent, configure, reliable, usage_scope
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 
@@ -28,6 +29,9 @@ def show(event: AttemptEvent) -> None:
 
 
 async def main() -> None:
+    configure(
+        db_url="sqlite:///quickstart.db"
+    )  # without it: $AUTOGEN_RELIABILITY_DB_URL, else ./autogen_reliability.db
     async with FakeOpenAIServer(default=FakeReply.text("Your refund was issued today.")) as server:
         client = reliable(
             OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-local", base_url=server.base_url),
