@@ -36,7 +36,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from .accounting.events import time_ordered_uuid
-from .accounting.usage_tap import ProviderUsage, capture_provider_usage
+from .accounting.usage_tap import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot
 from .context import Attribution
 from .errors import IncompleteStreamError
 from .providers import provider_arguments
@@ -203,19 +203,26 @@ class Pipeline:
         attempt = _Attempt(self, request)
         result: CreateResult | None = None
         stream = self.client.create_stream(request.messages, **provider_arguments(self.client, request, streaming=True))
-        # The request goes out on the first item: the usage slot must be current then.
-        with capture_provider_usage() as slot:
-            try:
-                async with aclosing(stream):
-                    async for item in stream:
-                        if isinstance(item, CreateResult):
-                            result = item
-                        yield item
-            except BaseException as exc:
-                # A consumer that stops reading after the final result has had a complete answer.
-                error = None if isinstance(exc, GeneratorExit) and result is not None else exc
-                attempt.finish(result, error, slot.usage)
-                raise
+        # The request goes out on the first item, so the slot must be current while the inner stream
+        # works, but only then: it is set around each step, never held across our own yield. The consumer
+        # may run each step in a task of its own (asyncio.wait_for(anext(...))), close us from another task,
+        # or leave that to the garbage collector, and a ContextVar token resets only in the context that set it.
+        slot = new_usage_slot()
+        try:
+            async with aclosing(stream):
+                while True:
+                    try:
+                        item = await anext_in_slot(stream, slot)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(item, CreateResult):
+                        result = item
+                    yield item
+        except BaseException as exc:
+            # A consumer that stops reading after the final result has had a complete answer.
+            error = None if isinstance(exc, GeneratorExit) and result is not None else exc
+            attempt.finish(result, error, slot.usage)
+            raise
         if result is None:
             attempt.finish(None, IncompleteStreamError("the stream ended without a final CreateResult"), slot.usage)
         else:

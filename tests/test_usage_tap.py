@@ -223,6 +223,60 @@ async def test_a_stream_reports_to_the_slot_active_when_its_request_was_sent(
     assert (read_in.usage, read_in.responses) == (None, 0)
 
 
+async def test_anext_in_slot_makes_the_slot_current_for_each_step_only(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.text("alpha beta gamma", usage=FakeUsage(9, 3), chunk_delay=0.01))
+    stream = client.create_stream(USER, extra_create_args=WITH_USAGE)
+    slot = usage_tap.new_usage_slot()
+    items: list[str | CreateResult] = []
+    while True:
+        # Each step in a task of its own, as asyncio.wait_for(anext(...)) runs it on Python 3.11.
+        step = asyncio.ensure_future(usage_tap.anext_in_slot(stream, slot))
+        try:
+            items.append(await step)
+        except StopAsyncIteration:
+            break
+        assert current_usage_slot() is None  # never leaks into the consumer between steps
+    assert isinstance(items[-1], CreateResult)
+    assert slot.usage is not None
+    assert (slot.usage.prompt_tokens, slot.responses) == (9, 1)
+
+
+@pytest.mark.parametrize("ending", ["exhausted", "aclose from another task"])
+async def test_a_capture_held_across_yields_exits_quietly_in_another_context(
+    ending: str, server: FakeOpenAIServer, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pattern anext_in_slot replaces: still, its exit in a foreign context must not raise.
+    client = make_client()
+    server.enqueue(FakeReply.text("alpha beta gamma", usage=FakeUsage(9, 3), chunk_delay=0.01))
+    slots: list[UsageSlot] = []
+
+    async def captured() -> AsyncIterator[str | CreateResult]:
+        with capture_provider_usage() as slot:
+            slots.append(slot)
+            async for item in client.create_stream(USER, extra_create_args=WITH_USAGE):
+                yield item
+
+    async def step(stream: AsyncIterator[str | CreateResult]) -> str | CreateResult:
+        return await anext(stream)
+
+    stream = captured()
+    assert await asyncio.create_task(step(stream)) == "alpha"
+    if ending == "exhausted":
+        rest = [await asyncio.create_task(step(stream)) for _ in range(3)]  # " beta", " gamma", the result
+        assert isinstance(rest[-1], CreateResult)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.create_task(step(stream))
+        assert slots[0].usage is not None
+        assert slots[0].usage.prompt_tokens == 9
+    else:
+        await asyncio.create_task(stream.aclose())  # type: ignore[attr-defined]
+    assert current_usage_slot() is None
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
 async def test_concurrent_calls_each_fill_their_own_slot(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
     client = make_client()
 

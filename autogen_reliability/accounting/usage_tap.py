@@ -36,8 +36,10 @@ Which slot receives the usage:
     opened. AutoGen's ``create()`` runs the SDK call in ``asyncio.ensure_future``,
     which copies the caller's context, so a slot opened around ``await
     client.create(...)`` is visible there; ``create_stream()`` sends its request
-    on the first ``__anext__`` of the caller's ``async for``. Captures nest: a
-    response is recorded in the innermost slot and in every enclosing one.
+    on the first ``__anext__`` of the caller's ``async for``, so a wrapper of a
+    stream makes its slot current around each step (`anext_in_slot`), never
+    across its own ``yield``. Captures nest: a response is recorded in the
+    innermost slot and in every enclosing one.
 
 How it stays safe:
     * Bytes always reach the SDK unchanged and unbuffered; every inspection error
@@ -77,7 +79,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import httpx2
 import openai
@@ -87,12 +89,16 @@ __all__ = [
     "ProviderUsage",
     "UsageSlot",
     "UsageTapTransport",
+    "anext_in_slot",
     "attach_usage_tap",
     "capture_provider_usage",
     "current_usage_slot",
+    "new_usage_slot",
 ]
 
 _logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 MAX_JSON_BYTES: Final = 2 * 1024 * 1024
 """Largest decoded JSON body (and longest single SSE line) the tap inspects; larger ones pass uninspected."""
@@ -210,8 +216,12 @@ def capture_provider_usage() -> Iterator[UsageSlot]:
     Enclosing captures receive the same records.
 
     It is a plain (sync) context manager, fine around ``await`` and ``async for``
-    in one task; like any ContextVar scope it must be exited in the context it was
-    entered in (not across the ``yield`` of an async generator driven by another task).
+    in one task. Around the ``yield`` of an async generator it is fragile: a
+    consumer may drive each step in a task of its own (``asyncio.wait_for(anext(gen))``)
+    or close the generator from another task or the garbage collector, and the
+    exit then runs in a context that never entered it. Such an exit does not raise;
+    it only removes the slot if it is current there. To capture what a stream sends,
+    prefer `anext_in_slot` around each step.
 
     Yields:
         The slot; read it after the call (for a stream: after iterating it to the end).
@@ -220,6 +230,36 @@ def capture_provider_usage() -> Iterator[UsageSlot]:
     token = _CURRENT_SLOT.set(slot)
     try:
         yield slot
+    finally:
+        try:
+            _CURRENT_SLOT.reset(token)
+        except ValueError:
+            # Exited in another context than the one that entered (see above): that one is not
+            # ours to change, and in this one only our own slot is ours to remove.
+            if _CURRENT_SLOT.get() is slot:
+                _CURRENT_SLOT.set(slot._parent)
+
+
+def new_usage_slot() -> UsageSlot:
+    """A fresh slot inside the current capture (if any), not yet current anywhere; see `anext_in_slot`."""
+    return UsageSlot(_CURRENT_SLOT.get())
+
+
+async def anext_in_slot(stream: AsyncIterator[_T], slot: UsageSlot) -> _T:
+    """The next item of ``stream``, with ``slot`` current while (and only while) it is produced.
+
+    The slot is set and restored within this one await, so in one task and one context:
+    unlike a capture held across ``yield``, it survives a consumer that drives each step
+    in a new task, and a close from another task or by the garbage collector. Requests the
+    step sends are recorded in ``slot`` (and its parents); the consumer's context, between
+    steps, never sees it.
+
+    Raises:
+        StopAsyncIteration: The stream is exhausted.
+    """
+    token = _CURRENT_SLOT.set(slot)
+    try:
+        return await anext(stream)
     finally:
         _CURRENT_SLOT.reset(token)
 
