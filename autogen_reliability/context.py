@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
@@ -109,17 +109,37 @@ class Attribution:
 
 
 _EMPTY = Attribution()
-_current: ContextVar[Attribution] = ContextVar("autogen_reliability_attribution", default=_EMPTY)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Entry:
+    """One active entry of a scope in the current context: what it set, who set it, and what it covers.
+
+    The ContextVar holds the innermost entry; the entries it covers hang off ``outer``.
+    Exiting a scope sets the ContextVar to the entry below its own instead of resetting
+    a ``Token``: a token can only be reset in the context that created it, and a scope
+    object may be shared by tasks, exited out of order, or exited in another context
+    (an async generator closed from another task or by the garbage collector).
+    """
+
+    attribution: Attribution
+    scope: _UsageScope | None = None
+    outer: _Entry | None = None
+
+
+_OUTSIDE = _Entry(_EMPTY)
+_current: ContextVar[_Entry] = ContextVar("autogen_reliability_attribution", default=_OUTSIDE)
 
 
 def current_attribution() -> Attribution:
     """The attribution of the innermost active :func:`usage_scope` (all ``None`` outside any scope)."""
-    return _current.get()
+    return _current.get().attribution
 
 
 def resolve_attribution(bound: Attribution) -> Attribution:
     """The attribution of a call made now by a wrapper with ``bound`` defaults."""
-    resolved = _current.get().over(bound) if bound is not _EMPTY else _current.get()
+    current = _current.get().attribution
+    resolved = current.over(bound) if bound is not _EMPTY else current
     if resolved.agent is None:
         agent = _agent_from_runtime()
         if agent is not None:
@@ -145,13 +165,16 @@ def _agent_from_runtime() -> str | None:
 
 
 class _UsageScope:
-    """Sets an attribution for the code it wraps: ``with``, ``async with`` or a decorator."""
+    """Sets an attribution for the code it wraps: ``with``, ``async with`` or a decorator.
 
-    __slots__ = ("_attribution", "_tokens")
+    One object may be entered any number of times, also by several tasks at once: every
+    entry is independent and is kept in the entering context, not on the object.
+    """
+
+    __slots__ = ("_attribution",)
 
     def __init__(self, attribution: Attribution) -> None:
         self._attribution = attribution
-        self._tokens: list[Token[Attribution]] = []
 
     @property
     def attribution(self) -> Attribution:
@@ -159,14 +182,35 @@ class _UsageScope:
         return self._attribution
 
     def __enter__(self) -> Attribution:
-        merged = self._attribution.over(_current.get())
-        self._tokens.append(_current.set(merged))
-        return merged
+        outer = _current.get()
+        entry = _Entry(self._attribution.over(outer.attribution), self, outer)
+        _current.set(entry)
+        return entry.attribution
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        _current.reset(self._tokens.pop())
+        top = _current.get()
+        if top.scope is self:
+            _current.set(top.outer if top.outer is not None else _OUTSIDE)
+            return
+        # Not the innermost entry here. Either an inner scope is still open in this context (exits
+        # out of order): drop our entry and lay the inner ones again over what ours covered; or this
+        # context never entered the scope (exited from another task or by the garbage collector):
+        # nothing here to restore, and the entering context is not ours to change.
+        covering: list[_Entry] = []
+        entry: _Entry | None = top
+        while entry is not None and entry.scope is not self:
+            covering.append(entry)
+            entry = entry.outer
+        if entry is None:
+            return
+        rebuilt = entry.outer if entry.outer is not None else _OUTSIDE
+        for inner in reversed(covering):
+            if inner.scope is None:  # pragma: no cover - only the bottom entry has no scope
+                continue
+            rebuilt = _Entry(inner.scope.attribution.over(rebuilt.attribution), inner.scope, rebuilt)
+        _current.set(rebuilt)
 
     async def __aenter__(self) -> Attribution:
         return self.__enter__()
@@ -177,8 +221,7 @@ class _UsageScope:
         self.__exit__(exc_type, exc, tb)
 
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
-        # Each invocation gets a scope of its own, so a decorated coroutine
-        # function can run in many tasks at once without their tokens mixing.
+        # Each invocation gets a scope object of its own (entries are independent anyway).
         attribution = self._attribution
         if inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)

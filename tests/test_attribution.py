@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -77,6 +78,101 @@ async def test_scope_as_decorator_of_concurrent_coroutines() -> None:
     assert [result.session for result in results] == [f"s{n}" for n in range(5)]
     assert {result.project for result in results} == {"jobs"}
     assert current_attribution() == Attribution()
+
+
+SHARED = usage_scope(session="shared", tags={"kind": "batch"})
+
+
+@pytest.mark.parametrize("form", ["async with", "with"])
+async def test_one_scope_object_entered_by_two_tasks_exits_out_of_order(
+    form: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Task A enters, task B enters, A exits, B exits: not LIFO, yet each entry is its own.
+    events: list[AttemptEvent] = []
+    server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
+    client = reliable(make_openai_client(), on_attempt=events.append)
+    a_entered, b_entered, a_exited = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def inside(name: str) -> Attribution:
+        await client.create([UserMessage(content=name, source="user")])
+        return current_attribution()
+
+    async def task(name: str, wait_for: asyncio.Event | None, signal: asyncio.Event) -> tuple[Attribution, ...]:
+        with usage_scope(project=name):
+            before = current_attribution()
+            if wait_for is not None:
+                await wait_for.wait()
+            if form == "async with":
+                async with SHARED:
+                    signal.set()
+                    first = await inside(name)
+                    await (b_entered if name == "a" else a_exited).wait()
+                    second = current_attribution()
+            else:
+                with SHARED:
+                    signal.set()
+                    first = await inside(name)
+                    await (b_entered if name == "a" else a_exited).wait()
+                    second = current_attribution()
+            if name == "a":
+                a_exited.set()
+            after = current_attribution()
+        return before, first, second, after
+
+    (a_before, *a_inside, a_after), (b_before, *b_inside, b_after) = await asyncio.gather(
+        task("a", None, a_entered), task("b", a_entered, b_entered)
+    )
+    for name, before, seen, after in (("a", a_before, a_inside, a_after), ("b", b_before, b_inside, b_after)):
+        assert before == after == Attribution(project=name)
+        assert seen == [Attribution(project=name, session="shared", tags={"kind": "batch"})] * 2
+    assert {(event.call.attribution.project, event.call.attribution.session) for event in events} == {
+        ("a", "shared"),
+        ("b", "shared"),
+    }
+    assert current_attribution() == Attribution()
+
+
+def test_out_of_order_exits_in_one_context_keep_the_inner_scope() -> None:
+    outer, inner = usage_scope(project="p", tags={"a": "1"}), usage_scope(session="s", tags={"b": "2"})
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the inner scope stays, now over nothing
+    assert current_attribution() == Attribution(session="s", tags={"b": "2"})
+    inner.__exit__(None, None, None)
+    assert current_attribution() == Attribution()
+
+
+def test_a_scope_reentered_in_one_context_unwinds_one_entry_per_exit() -> None:
+    scope = usage_scope(tags={"x": "1"})
+    with scope, usage_scope(session="between"), scope:
+        assert current_attribution() == Attribution(session="between", tags={"x": "1"})
+    assert current_attribution() == Attribution()
+
+
+async def test_a_scope_held_across_yields_of_a_generator_driven_from_other_tasks() -> None:
+    # Each anext runs in a task of its own, and the close happens in yet another: the scope's exit
+    # runs in a context that never entered it, which must neither raise nor disturb the consumer.
+    async def numbers() -> AsyncGenerator[str | None, None]:
+        async with usage_scope(session="gen"):
+            for _ in range(3):
+                yield current_attribution().session
+
+    async def step(gen: AsyncGenerator[str | None, None]) -> str | None:
+        return await anext(gen)
+
+    with usage_scope(project="consumer"):
+        gen = numbers()
+        seen = [await asyncio.create_task(step(gen)), await asyncio.create_task(step(gen))]
+        await asyncio.create_task(gen.aclose())
+        assert current_attribution() == Attribution(project="consumer")
+        gen = numbers()
+        seen.append(await asyncio.create_task(step(gen)))
+        seen.extend([await asyncio.create_task(step(gen)), await asyncio.create_task(step(gen))])
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.create_task(step(gen))
+        assert current_attribution() == Attribution(project="consumer")
+    # Only the first step of each generator ran in the context that entered the scope.
+    assert seen == ["gen", None, "gen", None, None]
 
 
 @pytest.mark.parametrize(
