@@ -6,6 +6,9 @@ Example:
     >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .accounting import Cost, PricingTable, TokenUsage, UsageEvent, UsageRecorder
 from .client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
 from .config import configure
@@ -32,6 +35,11 @@ from .retry import (
 )
 from .validation import CheckedCreateResult, SanitizePolicy, SanitizeReport, ValidationPolicy, extract_json
 from .wrap import reliable
+
+try:
+    __version__: str = _version("autogen-reliability")
+except PackageNotFoundError:  # pragma: no cover - imported from a checkout that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AllClientsFailedError",
@@ -60,6 +68,7 @@ __all__ = [
     "UsageEvent",
     "UsageRecorder",
     "ValidationPolicy",
+    "__version__",
     "classify_error",
     "configure",
     "current_attribution",

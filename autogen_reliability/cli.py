@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from . import __version__
+
 __all__ = ["main"]
 
 
@@ -28,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="autogen-reliability",
         description="Reliability, validation and cost accounting for AutoGen agents.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     demo = commands.add_parser(
         "demo",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import autogen_reliability
+from autogen_reliability import __version__
 from autogen_reliability.cli import main
 
 from .conftest import run_cli
@@ -64,3 +67,11 @@ def test_help_exits_0() -> None:
     done = run_cli("--help")
     assert done.returncode == 0
     assert "demo" in done.stdout
+
+
+def test_version_prints_the_installed_version() -> None:
+    done = run_cli("--version")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"autogen-reliability {__version__}\n"
+    assert __version__ == importlib.metadata.version("autogen-reliability")
+    assert "__version__" in autogen_reliability.__all__
