@@ -308,6 +308,25 @@ def test_events_filters_and_order(store: UsageStore) -> None:
     assert [e.started_at for e in store.events()] == sorted(e.started_at for e in [*attempts, *others])
 
 
+def test_events_takes_a_date_as_its_midnight_utc(store: UsageStore) -> None:
+    late_on_the_30th = datetime(2025, 4, 30, 23, 59, 59, tzinfo=UTC)
+    may_day = [datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 5, 1, 23, 59, 59, 999999, tzinfo=UTC)]
+    store.write([plain_event(started_at=t) for t in (late_on_the_30th, *may_day, datetime(2025, 5, 2, tzinfo=UTC))])
+    assert [e.started_at for e in store.events(since=date(2025, 5, 1), until=date(2025, 5, 2))] == may_day
+    assert [e.started_at for e in store.events(until=date(2025, 5, 1))] == [late_on_the_30th]
+
+
+@pytest.mark.parametrize("bound", ["since", "until"])
+def test_events_refuses_a_naive_datetime_saying_what_to_pass(store: UsageStore, bound: str) -> None:
+    naive: dict[str, Any] = {bound: datetime(2025, 5, 1, 12, 0)}
+    with pytest.raises(ConfigurationError, match=f"{bound} must be timezone-aware.* or a date") as caught:
+        store.events(**naive)  # used to raise SQLAlchemy's StatementError
+    assert "2025-05-01T12:00:00" in str(caught.value)
+    text_bound: dict[str, Any] = {bound: "2025-05-01"}
+    with pytest.raises(ConfigurationError, match=f"{bound} must be a timezone-aware datetime or a date, got str"):
+        store.events(**text_bound)
+
+
 def test_written_from_a_background_thread(store_url: str) -> None:
     store = UsageStore(store_url)  # made on this thread, used from another, as the recorder does
     errors: list[BaseException] = []

@@ -25,7 +25,7 @@ import logging
 import shlex
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -376,17 +376,27 @@ class UsageStore:
         *,
         call_id: uuid.UUID | None = None,
         project: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
     ) -> list[UsageEvent]:
         """The stored events that match every filter given, by ``started_at`` then ``attempt``.
 
         Args:
             call_id: Only the attempts of this call.
             project: Only this project's events.
-            since: Only events that started at or after this (timezone-aware) time.
-            until: Only events that started before this (timezone-aware) time.
+            since: Only events that started at or after this time: a timezone-aware
+                ``datetime``, or a ``date``, meaning its midnight UTC.
+            until: Only events that started before this time (exclusive), given as ``since`` is:
+                ``since=date(2025, 5, 1), until=date(2025, 5, 2)`` is the UTC day of May 1.
+
+        Raises:
+            ConfigurationError: ``since`` or ``until`` is a naive ``datetime`` (refused rather than
+                guessed at: the ledger is in UTC, the caller's clock may not be), or not a date at all.
+
+        Example:
+            >>> store.events(project="acme-support", since=date(2025, 5, 1))
         """
+        since, until = _time_bound("since", since), _time_bound("until", until)
         query = self._select_events()
         if call_id is not None:
             query = query.where(_RECORDS.c.call_id == call_id)
@@ -422,6 +432,22 @@ class UsageStore:
             .select_from(_RECORDS.outerjoin(_CONTENT, _CONTENT.c.event_id == _RECORDS.c.event_id))
             .order_by(_RECORDS.c.started_at, _RECORDS.c.attempt, _RECORDS.c.id)
         )
+
+
+def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
+    """A bound of :meth:`UsageStore.events` as an aware datetime: a date is its midnight UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):  # before date: a datetime is a date too
+        if value.utcoffset() is None:
+            raise ConfigurationError(
+                f"{name} must be timezone-aware, e.g. datetime(..., tzinfo=UTC), or a date (its midnight UTC); "
+                f"got the naive {value.isoformat()}"
+            )
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time(), tzinfo=UTC)
+    raise ConfigurationError(f"{name} must be a timezone-aware datetime or a date, got {type(value).__name__}")
 
 
 def _event(row: Any) -> UsageEvent:
