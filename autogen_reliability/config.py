@@ -24,7 +24,7 @@ from typing import Final
 from .accounting.pricing import PricingTable
 from .accounting.recorder import UsageRecorder
 from .errors import ConfigurationError
-from .storage.store import UsageStore
+from .storage.store import UsageStore, check_database_url
 
 __all__ = ["AccountingSettings", "configure", "default_db_url", "default_recorder", "from_env", "settings"]
 
@@ -90,7 +90,10 @@ def configure(
 
     Args:
         db_url: SQLAlchemy URL of the usage store (default: the environment, else
-            ``sqlite:///autogen_reliability.db``).
+            ``sqlite:///autogen_reliability.db``). Checked now, without connecting:
+            a URL that can never work (see
+            :func:`~autogen_reliability.storage.store.check_database_url`) raises here
+            instead of sending every row to the spool.
         pricing: The price table (default: genai-prices' offline data, no overrides).
         capture_content: Also store request and response bodies, truncated.
         content_limit: Characters kept of each captured body.
@@ -104,9 +107,12 @@ def configure(
     """
     global _settings, _recorder  # noqa: PLW0603  # the process default is process-wide state
     environment = from_env()
-    url = db_url or default_db_url()
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(f"db_url must be a SQLAlchemy URL such as sqlite:///usage.db, got {url!r}")
+    if db_url is not None:
+        url = _checked_url(db_url, source="db_url")
+    elif "db_url" in environment:
+        url = _checked_url(environment["db_url"], source=ENV_DB_URL)
+    else:
+        url = DEFAULT_DB_URL
     if pricing is not None and not isinstance(pricing, PricingTable):
         raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
     if isinstance(content_limit, bool) or not isinstance(content_limit, int) or content_limit < 1:
@@ -125,6 +131,18 @@ def configure(
     if previous is not None:
         previous.close()
     return new
+
+
+def _checked_url(url: object, *, source: str) -> str:
+    if not isinstance(url, str):
+        raise ConfigurationError(
+            f"{source} must be a SQLAlchemy URL string such as sqlite:///usage.db, got {type(url).__name__}"
+        )
+    try:
+        check_database_url(url)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{source}: {error}") from None
+    return url
 
 
 def settings() -> AccountingSettings:

@@ -31,8 +31,10 @@ from sqlalchemy import create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from autogen_reliability import configure
 from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent
-from autogen_reliability.config import ENV_DB_URL, default_db_url
+from autogen_reliability.config import ENV_DB_URL, AccountingSettings, default_db_url
+from autogen_reliability.config import settings as accounting_settings
 from autogen_reliability.errors import ConfigurationError, ReliabilityError
 from autogen_reliability.storage import _bulk, migrate
 from autogen_reliability.storage.models import (
@@ -411,18 +413,80 @@ def test_ping_raises_when_the_server_is_gone(make_pg_database: Callable[[], str]
     store.close()
 
 
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("not a url", "malformed database URL"),
-        ("mysql://user:pw@localhost/db", "supports SQLite and PostgreSQL"),
-        ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver"),
-    ],
-)
-def test_bad_urls_fail_at_construction(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message) as caught:
+NEVER_WORKING_URLS = [  # (URL, what the message says)
+    ("not a url", "malformed database URL"),
+    ("mysql://user:secret-pw@localhost/db", "supports SQLite and PostgreSQL databases, not 'mysql'"),
+    ("foo://bar", "supports SQLite and PostgreSQL databases, not 'foo'"),
+    ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver 'sqlite+nosuchdriver'"),
+    ("postgresql+psycopg://user:secret-pw@host:abc/db", "malformed database URL: its port is not a number"),
+    ("postgresql+psycopg://user:secret-pw@host:99999/db", "user:***@host:99999/db is not between 1 and 65535"),
+    ("postgresql+psycopg://user:secret-pw@host:0/db", "is not between 1 and 65535"),
+    (
+        "postgresql+pg8000://user:secret-pw@host/db",
+        "'postgresql+pg8000' is not installed (No module named 'pg8000'); "
+        "pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://",
+    ),
+    ("postgresql+asyncpg://user:secret-pw@host/db", "is an asyncio driver; the usage store writes from a thread"),
+    ("postgresql+psycopg_async://user:secret-pw@host/db", "needs a synchronous one, such as postgresql+psycopg://"),
+    ("sqlite:////no/such/dir/usage.db", "the directory of the SQLite database /no/such/dir/usage.db does not exist"),
+    ("sqlite:///~/usage.db", "the directory of the SQLite database ~/usage.db does not exist"),  # SQLite expands no ~
+]
+
+
+@pytest.mark.parametrize(("url", "message"), NEVER_WORKING_URLS)
+def test_urls_that_can_never_work_fail_at_construction(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
         UsageStore(url)
-    assert "pw" not in str(caught.value)
+    assert message in str(caught.value)
+    assert "secret-pw" not in str(caught.value)
+    assert caught.value.__cause__ is None or "secret-pw" not in str(caught.value.__cause__)
+
+
+def test_a_sqlite_path_through_a_file_or_to_a_directory_fails_at_construction(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigurationError, match=r"usage\.db is not a directory: "):
+        UsageStore(f"sqlite:///{tmp_path / 'a-file' / 'usage.db'}")
+    with pytest.raises(ConfigurationError) as caught:
+        UsageStore(f"sqlite:///{tmp_path}")
+    assert f"the SQLite database {tmp_path} is a directory, not a file" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_urls_are_accepted(url: str) -> None:
+    with UsageStore(url) as store:
+        store.write([plain_event()])
+        assert store.count() == 1
+
+
+def test_create_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="create must be True or False, got 'no'"):
+        UsageStore(f"sqlite:///{tmp_path / 'usage.db'}", create="no")  # type: ignore[arg-type]
+    assert not (tmp_path / "usage.db").exists()
+
+
+def test_a_missing_driver_names_the_extra_to_install(tmp_path: Path) -> None:
+    # A process without psycopg, as after `pip install autogen-reliability` without the extra.
+    probe = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from autogen_reliability import ConfigurationError, configure\n"
+        "from autogen_reliability.storage import UsageStore\n"
+        "for attempt in (lambda: configure(db_url=sys.argv[1]), lambda: UsageStore(sys.argv[1])):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except ConfigurationError as error:\n"
+        "        print(error)\n"
+    )
+    for url in ("postgresql+psycopg://app:secret-pw@db/usage", "postgresql://app:secret-pw@db/usage"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert len(lines) == 2, done.stdout
+        for line in lines:
+            assert "is not installed" in line
+            assert "pip install 'autogen-reliability[postgresql]'" in line
+            assert "secret-pw" not in line
 
 
 # --- schema and migrations -----------------------------------------------------------------------
@@ -661,6 +725,61 @@ def test_the_password_never_shows(
     assert "***" in shown[0]
 
 
+# --- configure() -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_settings() -> Iterator[AccountingSettings]:
+    """The process defaults as they were; put back after the test (configure() is process-wide)."""
+    saved = accounting_settings()
+    yield saved
+    configure(
+        db_url=saved.db_url,
+        pricing=saved.pricing,
+        capture_content=saved.capture_content,
+        content_limit=saved.content_limit,
+        spool_dir=saved.spool_dir,
+    )
+
+
+@pytest.mark.parametrize(("url", "message"), NEVER_WORKING_URLS)
+def test_configure_refuses_urls_that_can_never_work(
+    url: str, message: str, restore_settings: AccountingSettings
+) -> None:
+    # Accepted before, the recorder then spooled every row forever.
+    with pytest.raises(ConfigurationError) as caught:
+        configure(db_url=url)
+    assert str(caught.value).startswith("db_url: ")
+    assert message in str(caught.value)
+    assert "secret-pw" not in str(caught.value)
+    assert accounting_settings() == restore_settings  # nothing changed
+
+
+def test_a_url_from_the_environment_is_checked_and_named(tmp_path: Path) -> None:
+    probe = (
+        "from autogen_reliability import ConfigurationError, configure\n"
+        "try:\n"
+        "    configure()\n"
+        "except ConfigurationError as error:\n"
+        "    print(error)\n"
+        "print(configure(db_url='sqlite://').db_url)\n"  # a URL given wins over the variable's
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, ENV_DB_URL: "mysql://app:secret-pw@db/usage"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{ENV_DB_URL}: the usage store supports SQLite and PostgreSQL databases, not 'mysql'",
+        "sqlite://",
+    ]
+
+
 # --- the wheel and the command line --------------------------------------------------------------
 
 
@@ -759,10 +878,14 @@ def test_default_db_url(monkeypatch: pytest.MonkeyPatch) -> None:
         ("not a url", "bad database URL: malformed database URL"),
         ("mysql://user:secret@localhost/db", "supports SQLite and PostgreSQL databases, not 'mysql'"),
         ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver 'sqlite+nosuchdriver'"),
+        ("postgresql+psycopg://user:secret@host:abc/db", "bad database URL: malformed database URL: its port"),
+        # `db current` used to say that `db upgrade` creates it, and `db upgrade` then failed.
+        ("sqlite:////no/such/dir/x.db", "the directory of the SQLite database /no/such/dir/x.db does not exist"),
     ],
 )
-def test_cli_bad_url_exits_2_with_one_line(url: str, message: str) -> None:
-    done = run_cli("db", "current", "--url", url)
+@pytest.mark.parametrize("command", ["current", "upgrade"])
+def test_cli_bad_url_exits_2_with_one_line(command: str, url: str, message: str) -> None:
+    done = run_cli("db", command, "--url", url)
     assert done.returncode == 2
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()

@@ -45,6 +45,7 @@ __all__ = [
     "SchemaTooNewError",
     "StoreSchemaError",
     "UsageStore",
+    "check_database_url",
     "make_engine",
     "sqlite_file_missing",
 ]
@@ -134,6 +135,83 @@ class SchemaTooNewError(StoreSchemaError):
         )
 
 
+def check_database_url(url: str | URL) -> URL:
+    """``url`` parsed, if the usage store can ever work with it; the one check of every URL the library takes.
+
+    :func:`configure() <autogen_reliability.configure>`, :class:`UsageStore`,
+    :func:`make_engine` and the ``autogen-reliability db`` commands all check
+    their URL here, before anything is connected: a URL that can never work
+    must fail where it is given, not make every usage row wait in the spool.
+
+    Supported: SQLite (a file, or in memory) through the standard library's
+    ``sqlite3``, and PostgreSQL through any synchronous driver that is
+    installed (``postgresql+psycopg://`` is the one the ``postgresql`` extra
+    installs). A SQLite file may be missing (it is created), its directory
+    may not. A ``file:`` URI (``?uri=true``) is left to SQLite. Whether a
+    server answers is not checked: a database that is down is waited for.
+
+    Raises:
+        ConfigurationError: The URL is not a string, is malformed (its port not
+            a number from 1 to 65535), names another database, an asyncio or
+            unknown driver, a driver that is not installed (the message names
+            the extra to install), or a SQLite file in a directory that does not
+            exist. The message never shows the password.
+    """
+    if not isinstance(url, str | URL):
+        raise ConfigurationError(
+            f"a database URL must be a string such as sqlite:///usage.db, got {type(url).__name__}"
+        )
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # SQLAlchemy's message does not repeat the URL; neither do we: it may hold a password.
+        raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
+    except ValueError:  # make_url's int() of the port
+        raise ConfigurationError("malformed database URL: its port is not a number") from None
+    masked = parsed.render_as_string(hide_password=True)
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
+    backend = parsed.get_backend_name()
+    if backend not in _SUPPORTED:
+        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigurationError(f"no SQLAlchemy driver {parsed.drivername!r}") from None
+    if dialect.is_async:
+        raise ConfigurationError(
+            f"{parsed.drivername!r} is an asyncio driver; the usage store writes from a thread of its own "
+            f"and needs a synchronous one, such as {backend}{'+psycopg' if backend == 'postgresql' else ''}://"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        hint = ""
+        if backend == "postgresql":
+            hint = "; pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]  # psycopg's is several lines
+        raise ConfigurationError(
+            f"the database driver for {parsed.drivername!r} is not installed ({reason}){hint}"
+        ) from error
+    if backend == "sqlite":
+        _check_sqlite_path(parsed)
+    return parsed
+
+
+def _check_sqlite_path(url: URL) -> None:
+    # SQLite reports a missing directory only when it first connects ("unable to open database file"),
+    # which for the recorder means on its thread, and then the rows are spooled forever.
+    if _sqlite_in_memory(url) or url.query.get("uri"):
+        return
+    path = Path(url.database or "")
+    if path.is_dir():
+        raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
+    directory = path.parent
+    if not directory.is_dir():
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
+
+
 def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     """An engine for the usage store, configured as the store needs it.
 
@@ -151,16 +229,10 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         pooled: False for one-off use (the CLI, a migration): no idle connections kept.
 
     Raises:
-        ConfigurationError: The URL is malformed, of another database, or its driver is missing.
+        ConfigurationError: The URL can never work (see :func:`check_database_url`).
     """
-    try:
-        url = make_url(url)
-    except ArgumentError:
-        # SQLAlchemy's message does not repeat the URL; neither do we: it may hold a password.
-        raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
+    url = check_database_url(url)
     backend = url.get_backend_name()
-    if backend not in _SUPPORTED:
-        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
     options: dict[str, Any] = {}
     if not pooled:
         options["poolclass"] = NullPool
@@ -170,15 +242,7 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         options["pool_pre_ping"] = True
         if url.get_driver_name() in ("psycopg", "psycopg2"):
             options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
-    try:
-        engine = create_engine(url, **options)
-    except NoSuchModuleError:
-        raise ConfigurationError(f"no SQLAlchemy driver {url.drivername!r}") from None
-    except ImportError as error:
-        hint = ""
-        if backend == "postgresql":
-            hint = " (pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://)"
-        raise ConfigurationError(f"the database driver for {url.drivername!r} is not installed{hint}") from error
+    engine = create_engine(url, **options)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
     return engine
@@ -216,7 +280,8 @@ class UsageStore:
 
     Args:
         url_or_engine: A SQLAlchemy URL (``sqlite:///usage.db``,
-            ``postgresql+psycopg://user:password@host/db``) or an engine of yours.
+            ``postgresql+psycopg://user:password@host/db``; checked by
+            :func:`check_database_url`) or an engine of yours.
             An engine you pass is used as it is (no pragmas added) and is not
             disposed by :meth:`close`.
         create: Bring a database without usage tables to the newest schema.
@@ -225,7 +290,8 @@ class UsageStore:
             :class:`SchemaOutdatedError` like an old one.
 
     Raises:
-        ConfigurationError: The URL is malformed or not SQLite/PostgreSQL, or the driver is missing.
+        ConfigurationError: The URL can never work (malformed, another database, a driver that is
+            missing, a SQLite file in a directory that does not exist), or ``create`` is not a bool.
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
         sqlalchemy.exc.OperationalError: The database cannot be reached.
@@ -239,12 +305,18 @@ class UsageStore:
         >>> store.close()
     """
 
-    def __init__(self, url_or_engine: str | Engine, *, create: bool = True) -> None:
+    def __init__(self, url_or_engine: str | URL | Engine, *, create: bool = True) -> None:
+        if not isinstance(create, bool):
+            raise ConfigurationError(f"create must be True or False, got {create!r}")
         if isinstance(url_or_engine, Engine):
             self._engine, self._owns_engine = url_or_engine, False
             if url_or_engine.dialect.name not in _SUPPORTED:
                 raise ConfigurationError(
                     f"the usage store supports SQLite and PostgreSQL databases, not {url_or_engine.dialect.name!r}"
+                )
+            if url_or_engine.dialect.is_async:
+                raise ConfigurationError(
+                    "the engine has an asyncio driver; the usage store needs a synchronous one (create_engine)"
                 )
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
