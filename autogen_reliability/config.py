@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from .accounting.pricing import PricingTable
 from .accounting.recorder import UsageRecorder
@@ -82,11 +82,16 @@ def configure(
     *,
     db_url: str | None = None,
     pricing: PricingTable | None = None,
-    capture_content: bool = False,
-    content_limit: int = DEFAULT_CONTENT_LIMIT,
+    capture_content: bool | None = None,
+    content_limit: int | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
 ) -> AccountingSettings:
     """Set the process defaults of usage accounting. Wrappers made afterwards use them.
+
+    Each call changes only the settings it names; the others keep the value
+    in force (set by an earlier call, else the default). So
+    ``configure(db_url=...)`` then ``configure(pricing=...)`` records to that
+    database with those prices.
 
     Args:
         db_url: SQLAlchemy URL of the usage store (default: the environment, else
@@ -95,42 +100,66 @@ def configure(
             :func:`~autogen_reliability.storage.store.check_database_url`) raises here
             instead of sending every row to the spool.
         pricing: The price table (default: genai-prices' offline data, no overrides).
-        capture_content: Also store request and response bodies, truncated.
-        content_limit: Characters kept of each captured body.
+        capture_content: Also store request and response bodies, truncated (default False).
+        content_limit: Characters kept of each captured body (default 10,000).
         spool_dir: Where events wait while the database is unavailable.
 
     Returns:
         The settings now in force.
 
     Raises:
-        ConfigurationError: an invalid value.
+        ConfigurationError: an invalid value; nothing is changed then.
+
+    Example:
+        >>> configure(db_url="sqlite:///usage.db")
+        >>> configure(capture_content=True)  # still sqlite:///usage.db
     """
     global _settings, _recorder  # noqa: PLW0603  # the process default is process-wide state
-    environment = from_env()
+    changes: dict[str, Any] = {}
     if db_url is not None:
-        url = _checked_url(db_url, source="db_url")
-    elif "db_url" in environment:
-        url = _checked_url(environment["db_url"], source=ENV_DB_URL)
-    else:
-        url = DEFAULT_DB_URL
-    if pricing is not None and not isinstance(pricing, PricingTable):
-        raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
-    if isinstance(content_limit, bool) or not isinstance(content_limit, int) or content_limit < 1:
-        raise ConfigurationError(f"content_limit must be a positive int, got {content_limit!r}")
-    spool = spool_dir or environment.get("spool_dir")
-    new = AccountingSettings(
-        db_url=url,
-        pricing=pricing or (_settings.pricing if _settings is not None else PricingTable()),
-        capture_content=bool(capture_content),
-        content_limit=content_limit,
-        **({"spool_dir": Path(spool)} if spool else {}),
-    )
+        changes["db_url"] = _checked_url(db_url, source="db_url")
+    if pricing is not None:
+        if not isinstance(pricing, PricingTable):
+            raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+        changes["pricing"] = pricing
+    if capture_content is not None:
+        if not isinstance(capture_content, bool):  # bool("no") is True: a string would switch capture on
+            raise ConfigurationError(f"capture_content must be True or False, got {capture_content!r}")
+        changes["capture_content"] = capture_content
+    if content_limit is not None:
+        if isinstance(content_limit, bool) or not isinstance(content_limit, int) or content_limit < 1:
+            raise ConfigurationError(f"content_limit must be a positive int, got {content_limit!r}")
+        changes["content_limit"] = content_limit
+    if spool_dir is not None:
+        if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
+            raise ConfigurationError(f"spool_dir must be a directory path, got {spool_dir!r}")
+        changes["spool_dir"] = Path(spool_dir)
     with _lock:
-        previous, _recorder = _recorder, None
+        current = _settings if _settings is not None else _initial_settings(changes.get("db_url"))
+        new = replace(current, **changes)
+        previous = None
+        if (new.db_url, new.spool_dir) != (current.db_url, current.spool_dir):
+            # Only the recorder's own settings retire it: closing it needlessly would stop the
+            # recording of wrappers that already hold it.
+            previous, _recorder = _recorder, None
         _settings = new
     if previous is not None:
         previous.close()
     return new
+
+
+def _initial_settings(db_url: str | None) -> AccountingSettings:
+    """The settings before any :func:`configure`: the environment's, else the defaults (``db_url`` if given)."""
+    environment = from_env()
+    if db_url is not None:
+        url = db_url
+    elif "db_url" in environment:
+        url = _checked_url(environment["db_url"], source=ENV_DB_URL)
+    else:
+        url = DEFAULT_DB_URL
+    initial = AccountingSettings(db_url=url)
+    spool = environment.get("spool_dir")
+    return replace(initial, spool_dir=Path(spool)) if spool else initial
 
 
 def _checked_url(url: object, *, source: str) -> str:

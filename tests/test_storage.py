@@ -27,13 +27,14 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from autogen_core.models import UserMessage
 from sqlalchemy import create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability import configure
+from autogen_reliability import PricingTable, configure, reliable
 from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent
-from autogen_reliability.config import ENV_DB_URL, AccountingSettings, default_db_url
+from autogen_reliability.config import ENV_DB_URL, AccountingSettings, default_db_url, default_recorder
 from autogen_reliability.config import settings as accounting_settings
 from autogen_reliability.errors import ConfigurationError, ReliabilityError
 from autogen_reliability.storage import _bulk, migrate
@@ -51,8 +52,9 @@ from autogen_reliability.storage.store import (
     StoreSchemaError,
     UsageStore,
 )
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import run_cli
+from .conftest import OpenAIClientFactory, run_cli
 from .storage_fixtures import make_pg_database, pg_admin_url, store_url
 
 __all__ = ["make_pg_database", "pg_admin_url", "store_url"]  # fixtures, imported for pytest to find
@@ -753,6 +755,63 @@ def test_configure_refuses_urls_that_can_never_work(
     assert message in str(caught.value)
     assert "secret-pw" not in str(caught.value)
     assert accounting_settings() == restore_settings  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"content_limit": 0}, "content_limit must be a positive int, got 0"),
+        ({"content_limit": -5}, "content_limit must be a positive int, got -5"),
+        ({"content_limit": 1.5}, "content_limit must be a positive int, got 1.5"),
+        ({"content_limit": float("inf")}, "content_limit must be a positive int, got inf"),
+        ({"content_limit": float("nan")}, "content_limit must be a positive int, got nan"),
+        ({"content_limit": True}, "content_limit must be a positive int, got True"),
+        ({"content_limit": "10"}, "content_limit must be a positive int, got '10'"),
+        ({"capture_content": "no"}, "capture_content must be True or False, got 'no'"),
+        ({"capture_content": 1}, "capture_content must be True or False, got 1"),
+        ({"spool_dir": 3}, "spool_dir must be a directory path, got 3"),
+        ({"spool_dir": ""}, "spool_dir must be a directory path, got ''"),
+        ({"db_url": b"sqlite://"}, "db_url must be a SQLAlchemy URL string such as sqlite:///usage.db, got bytes"),
+        ({"db_url": ""}, "db_url: malformed database URL"),
+        ({"pricing": {"models": {}}}, "pricing must be a PricingTable, got dict"),
+    ],
+)
+def test_configure_refuses_bad_options(
+    options: dict[str, Any], message: str, restore_settings: AccountingSettings
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        configure(**options)
+    assert message in str(caught.value)
+    assert accounting_settings() == restore_settings
+
+
+async def test_a_later_configure_changes_only_what_it_names(
+    restore_settings: AccountingSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default database file would go
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    configure(db_url=ledger, spool_dir=tmp_path / "spool")
+    recorder = default_recorder()
+    prices = PricingTable({"models": {"gpt-4o-mini": {"input": "1", "output": "2"}}})  # USD per million tokens
+    configure(pricing=prices)  # used to put db_url and spool_dir back to their defaults
+    configure(capture_content=True)  # used to put the pricing back too
+    now = accounting_settings()
+    assert (now.db_url, now.spool_dir, now.pricing, now.capture_content) == (ledger, tmp_path / "spool", prices, True)
+    assert default_recorder() is recorder  # still open: wrappers made before keep recording
+
+    server.enqueue(FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1000, completion_tokens=500)))
+    await reliable(make_openai_client()).create([UserMessage(content="hi", source="user")])
+    assert recorder.flush(10)
+    with UsageStore(ledger) as store:
+        (row,) = store.events()
+    assert row.cost_nanousd == 2_000_000  # 1,000 x $1 + 500 x $2 per million tokens = $0.002
+    assert row.request_content is not None
+    assert "hi" in row.request_content
+    assert not (tmp_path / "autogen_reliability.db").exists()
 
 
 def test_a_url_from_the_environment_is_checked_and_named(tmp_path: Path) -> None:
