@@ -1,8 +1,10 @@
 """The ``autogen-reliability`` command.
 
 Exit status: 0 on success; 1 when the database cannot be used (unreachable,
-refused, or migrated by a newer release); 2 for a bad command line or a bad
-database URL. Errors are one line on stderr.
+refused, or migrated by a newer release); 2 for a bad command line or a
+database URL that can never work (the check ``configure()`` makes: another
+database, a driver not installed, a SQLite file in a directory that does not
+exist, ...). Errors are one line on stderr. ``--version`` prints the version.
 """
 
 from __future__ import annotations
