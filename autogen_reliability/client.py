@@ -172,8 +172,9 @@ def _pipeline(
     layers = list(outer)
     if settings.track_usage:
         attach_usage_tap(innermost(client))
+    # Off whether or not we retry: an SDK retry is a request no row, budget or breaker would see.
+    switch_off_sdk_retries(client)
     if settings.retry is not None:
-        switch_off_sdk_retries(client)
         budget = budget_for(client, settings.retry.budget) if settings.retry.budget is not None else None
         layers.append(RetryLayer(settings.retry, budget, settings.on_retry))
     if settings.circuit is not None:

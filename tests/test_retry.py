@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -19,6 +20,7 @@ from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
@@ -33,9 +35,12 @@ from autogen_reliability import (
     RetryBudget,
     RetryEvent,
     RetryPolicy,
+    UsageRecorder,
     reliable,
     set_testing,
 )
+from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
@@ -55,6 +60,22 @@ async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> Creat
             final = item
     assert final is not None
     return final
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[tuple[UsageStore, UsageRecorder]]:
+    """A SQLite usage store and a recorder writing to it."""
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    yield store, recorder
+    recorder.close()
+    store.close()
+
+
+def rows(ledger: tuple[UsageStore, UsageRecorder]) -> list[UsageEvent]:
+    store, recorder = ledger
+    assert recorder.flush(10)
+    return sorted(store.events(), key=lambda row: row.attempt)
 
 
 @pytest.fixture
@@ -410,12 +431,27 @@ async def test_an_assistant_agent_completes_through_a_429(
     assert server.request_count == 2
 
 
-async def test_retry_none_turns_retrying_off(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
-    server.default = FakeReply.error(503, headers={"retry-after-ms": "1"})
-    inner = make_openai_client(max_retries=2)
-    with pytest.raises(openai.InternalServerError):
-        await reliable(inner, retry=None).create(HI)
-    assert server.request_count == 3  # the SDK's own retries are left alone when ours are off
+@pytest.mark.parametrize("mode", MODES)
+async def test_retry_none_switches_off_the_sdks_retries_too(
+    mode: Mode, server: FakeOpenAIServer, ledger: tuple[UsageStore, UsageRecorder]
+) -> None:
+    # AutoGen's client as a user builds it: the SDK's default max_retries (2), not the fixture's 0.
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=server.base_url)
+    try:
+        assert inner._client.max_retries == 2
+        server.enqueue(
+            FakeReply.error(429, headers={"retry-after-ms": "1"}),
+            FakeReply.error(503, headers={"retry-after-ms": "1"}),
+            FakeReply.text("ok"),
+        )
+        client = reliable(inner, retry=None, recorder=ledger[1])
+        with pytest.raises(openai.RateLimitError):
+            await call(client, mode)
+        assert server.request_count == 1  # one attempt is one HTTP request: the SDK did not retry behind us
+        assert [(row.attempt, row.http_status) for row in rows(ledger)] == [(1, 429)]
+        assert inner.dump_component().config["max_retries"] == 0
+    finally:
+        await inner.close()
 
 
 @pytest.mark.parametrize(

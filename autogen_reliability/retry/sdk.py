@@ -3,9 +3,10 @@
 The openai and anthropic SDKs retry by themselves (two retries, up to 120 s
 ``Retry-After`` sleeps), and AutoGen passes that through: one wrapper attempt
 would be up to three HTTP requests, each uncounted by our budget, circuit and
-accounting. When the wrapper retries, it sets the SDK client's ``max_retries``
-to 0 (and records it in the AutoGen client's config, so ``dump_component()``
-says so). A client that has an SDK handle we cannot configure gets one warning.
+accounting. Every wrapper sets the SDK client's ``max_retries`` to 0, also with
+``retry=None`` (one usage row per HTTP request holds either way), and records it
+in the AutoGen client's config, so ``dump_component()`` says so. A client that
+has an SDK handle we cannot configure gets one warning.
 """
 
 from __future__ import annotations
