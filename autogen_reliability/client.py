@@ -89,8 +89,12 @@ class _Settings:
     on_retry: tuple[RetryObserver, ...]
 
 
-def check_options(options: Mapping[str, Any]) -> _Settings:
+def check_options(options: Mapping[str, Any], client: ChatCompletionClient | None = None) -> _Settings:
     """Validates wrapper options as the constructor does, and fills in the defaults.
+
+    Args:
+        options: The options, as the constructor takes them.
+        client: The primary client, when known: no fallback may be the same provider client.
 
     Raises:
         ConfigurationError: an unknown option, or an invalid value.
@@ -123,19 +127,14 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
     pricing = options.get("pricing")
     if pricing is not None and not isinstance(pricing, PricingTable):
         raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
-    fallbacks = options.get("fallbacks") or ()
-    if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
-        raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
-    for fallback in fallbacks:
-        if not isinstance(fallback, ChatCompletionClient):
-            raise ConfigurationError(f"fallbacks must be ChatCompletionClient objects, got {type(fallback).__name__}")
+    fallbacks = _fallbacks(options.get("fallbacks") or (), client)
     return _Settings(
         attribution=Attribution(
             project=options.get("project"), agent=options.get("agent"), tags=options.get("tags") or {}
         ),
         retry=retry,
         circuit=circuit,
-        fallbacks=tuple(fallbacks),
+        fallbacks=fallbacks,
         validation=validation,
         sanitize=sanitize,
         track_usage=track_usage,
@@ -144,6 +143,28 @@ def check_options(options: Mapping[str, Any]) -> _Settings:
         on_attempt=_hooks("on_attempt", options.get("on_attempt")),
         on_retry=_hooks("on_retry", options.get("on_retry")),
     )
+
+
+def _fallbacks(fallbacks: object, client: ChatCompletionClient | None) -> tuple[ChatCompletionClient, ...]:
+    if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
+        raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
+    # A fallback that is the primary (or an earlier fallback) underneath shares its breaker and budget:
+    # it could only fail the same way, a second time.
+    primary = innermost(client) if client is not None else None
+    providers: list[ChatCompletionClient] = []
+    for index, fallback in enumerate(fallbacks):
+        if not isinstance(fallback, ChatCompletionClient):
+            raise ConfigurationError(f"fallbacks must be ChatCompletionClient objects, got {type(fallback).__name__}")
+        provider = innermost(fallback)
+        if provider is primary:
+            raise ConfigurationError(f"fallbacks[{index}] is the primary client; a fallback must be another client")
+        for earlier, known in enumerate(providers):
+            if provider is known:
+                raise ConfigurationError(
+                    f"fallbacks[{index}] repeats fallbacks[{earlier}]; each fallback must be another client"
+                )
+        providers.append(provider)
+    return tuple(fallbacks)
 
 
 _DEFAULT_RETRY = RetryPolicy()
@@ -251,7 +272,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             raise ConfigurationError(
                 f"client must be an autogen_core.models.ChatCompletionClient, got {type(client).__name__}"
             )
-        settings = check_options(options)
+        settings = check_options(options, client)
         self._inner = client
         self._options: ReliableOptions = options
         self._settings = settings

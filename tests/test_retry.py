@@ -470,6 +470,12 @@ async def test_retry_none_switches_off_the_sdks_retries_too(
         ({"retry_on": ErrorKind.RATE_LIMIT}, "collection of ErrorKind"),
         ({"retry_on": {"rate_limit"}}, "must contain ErrorKind members"),
         ({"budget": 0.1}, "budget must be a RetryBudget"),
+        ({"jitter": "no"}, "jitter must be True or False"),
+        ({"respect_retry_after": 0}, "respect_retry_after must be True or False"),
+        ({"initial_delay": float("nan")}, "initial_delay must be finite"),
+        ({"max_delay": float("inf")}, "max_delay must be finite"),
+        ({"max_retry_after": -1}, "max_retry_after must be >= 0"),
+        ({"max_attempts": True}, "must be an int"),
     ],
 )
 def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -> None:
@@ -487,6 +493,14 @@ def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -
         (lambda: CircuitBreakerPolicy(window=5, minimum_calls=6), "cannot exceed window"),
         (lambda: CircuitBreakerPolicy(failure_rate=0), r"failure_rate must be in \(0, 1\]"),
         (lambda: CircuitBreakerPolicy(open_for=0), "open_for must be > 0"),
+        (lambda: RetryBudget(capacity=float("inf")), "capacity must be finite"),
+        (lambda: RetryBudget(min_per_second=float("inf")), "min_per_second must be finite"),
+        (lambda: RetryBudget(ratio=float("nan")), "must be a number >= 0"),
+        (lambda: RetryBudget(ratio=True), "must be a number >= 0"),
+        (lambda: CircuitBreakerPolicy(failure_rate=float("nan")), r"failure_rate must be in \(0, 1\]"),
+        (lambda: CircuitBreakerPolicy(half_open_probes=0), "half_open_probes must be an int >= 1"),
+        (lambda: CircuitBreakerPolicy(minimum_calls=2.0), "minimum_calls must be an int >= 1"),  # type: ignore[arg-type]
+        (lambda: CircuitBreakerPolicy(open_for=float("inf")), "open_for must be finite"),
     ],
 )
 def test_budget_and_circuit_reject_bad_values(factory: Any, message: str) -> None:
@@ -511,6 +525,17 @@ def test_wrapper_rejects_bad_policy_options() -> None:
         ReliableChatCompletionClient(stub, fallbacks=stub)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="on_retry takes callables"):
         ReliableChatCompletionClient(stub, on_retry=["log"])  # type: ignore[list-item]
+
+
+def test_a_fallback_must_be_another_client() -> None:
+    primary, other = ReplayChatCompletionClient(["x"]), ReplayChatCompletionClient(["y"])
+    with pytest.raises(ConfigurationError, match="fallbacks\\[0\\] is the primary client"):
+        reliable(primary, fallbacks=[primary])
+    with pytest.raises(ConfigurationError, match="fallbacks\\[0\\] is the primary client"):
+        reliable(primary, fallbacks=[reliable(primary, project="p")])  # the same provider client underneath
+    with pytest.raises(ConfigurationError, match="fallbacks\\[1\\] repeats fallbacks\\[0\\]"):
+        reliable(primary, fallbacks=[other, other])
+    assert reliable(primary, fallbacks=[other]).options["fallbacks"] == [other]
 
 
 async def test_only_openai_clients_are_asked_for_stream_usage(

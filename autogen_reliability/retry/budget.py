@@ -19,6 +19,7 @@ min_per_second * seconds``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,9 @@ class RetryBudget:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigurationError(f"RetryBudget.{name} must be a number >= 0, got {value!r}")
+            if not math.isfinite(value):
+                # An infinite bucket never runs dry: that is no budget, which is budget=None.
+                raise ConfigurationError(f"RetryBudget.{name} must be finite, got {value!r} (budget=None turns it off)")
         if self.ratio > 1:
             raise ConfigurationError(f"RetryBudget.ratio is a fraction of calls and must be <= 1, got {self.ratio}")
         if self.capacity < 1:

@@ -124,6 +124,9 @@ class RetryPolicy:
         maximum = as_seconds("max_delay", self.max_delay)
         if initial > maximum:
             raise ConfigurationError(f"initial_delay ({initial} s) must not exceed max_delay ({maximum} s)")
+        for name in ("jitter", "respect_retry_after"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"{name} must be True or False, got {getattr(self, name)!r}")
         as_seconds("deadline", self.deadline, allow_zero=False)
         as_seconds("max_retry_after", self.max_retry_after)
         retry_on = _kinds(self.retry_on)
