@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import warnings
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+import openai
 import pytest
+from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import CircuitBreakerPolicy, CircuitOpenError, RetryBudget, reliable
 from autogen_reliability.retry.budget import RetryBudgetState, budget_for
 from autogen_reliability.retry.circuit import CircuitBreaker, breaker_for
 from autogen_reliability.retry.sdk import switch_off_sdk_retries
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
+
+from .conftest import OpenAIClientFactory
 
 
 class Clock:
@@ -65,13 +74,12 @@ def test_half_open_probe_success_closes_with_a_clean_window() -> None:
     assert caught.value.retry_in == pytest.approx(0.1)
     clock.now += 0.1
     assert state(circuit) == "half_open"
-    circuit.acquire()
-    circuit.acquire()
+    first, second = circuit.acquire(), circuit.acquire()
     with pytest.raises(CircuitOpenError):
         circuit.acquire()  # only two probes at a time
-    circuit.record(False)
+    circuit.record(False, first)
     assert state(circuit) == "half_open"
-    circuit.record(False)
+    circuit.record(False, second)
     assert state(circuit) == "closed"
     circuit.acquire()
     circuit.record(True)
@@ -85,8 +93,7 @@ def test_half_open_probe_failure_opens_again() -> None:
         circuit.acquire()
         circuit.record(True)
     clock.now += 5
-    circuit.acquire()
-    circuit.record(True)
+    circuit.record(True, circuit.acquire())
     assert state(circuit) == "open"
     with pytest.raises(CircuitOpenError) as caught:
         circuit.acquire()
@@ -100,10 +107,30 @@ def test_an_unjudged_probe_frees_its_slot() -> None:
         circuit.acquire()
         circuit.record(True)
     clock.now += 5
-    circuit.acquire()
-    circuit.record(None)  # the probe was cancelled
-    circuit.acquire()  # another probe may go
-    circuit.record(False)
+    circuit.record(None, circuit.acquire())  # the probe was cancelled
+    probe = circuit.acquire()  # another probe may go
+    circuit.record(False, probe)
+    assert state(circuit) == "closed"
+
+
+def test_only_the_probes_of_the_current_half_open_period_count() -> None:
+    clock = Clock()
+    circuit = breaker(clock, window=2, minimum_calls=2, open_for=5, half_open_probes=2)
+    early = circuit.acquire()  # let through while closed
+    for _ in range(2):
+        circuit.record(True, circuit.acquire())
+    clock.now += 5
+    failing, stale = circuit.acquire(), circuit.acquire()  # the probes of the first half-open period
+    circuit.record(True, failing)  # open again, with one of its probes still in flight
+    clock.now += 5
+    probes = [circuit.acquire(), circuit.acquire()]
+    circuit.record(False, early)  # neither judges the provider nor frees a probe's slot
+    circuit.record(None, stale)
+    assert state(circuit) == "half_open"
+    with pytest.raises(CircuitOpenError):
+        circuit.acquire()
+    for probe in probes:
+        circuit.record(False, probe)
     assert state(circuit) == "closed"
 
 
@@ -156,3 +183,58 @@ def test_sdk_retries_are_switched_off_for_openai_clients_and_a_warning_names_the
         warnings.simplefilter("error")
         switch_off_sdk_retries(OpaqueClient())  # once per client type
         reliable(ReplayChatCompletionClient(["x"]))  # nothing to switch off, nothing to say
+
+
+async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_slot(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A slow request admitted while closed ends with a 400 (not judged) while the breaker is half-open
+    # and its one probe is in flight: that must not let a second probe through.
+    release_slow, release_probe = threading.Event(), threading.Event()
+
+    def reply(request: RecordedRequest) -> FakeReply:
+        text = request.messages[-1]["content"]
+        if text == "slow":
+            release_slow.wait(30)
+            return FakeReply.error(400)
+        if text == "probe":
+            release_probe.wait(30)
+        return FakeReply.error(500) if text == "fail" else FakeReply.text("ok")
+
+    server.default = reply
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=0.2, half_open_probes=1)
+    inner = make_openai_client()
+    client = reliable(inner, retry=None, circuit=policy)
+    circuit = breaker_for(inner, policy)
+
+    def ask(text: str) -> Coroutine[Any, Any, CreateResult]:
+        return client.create([UserMessage(content=text, source="user")])
+
+    slow = asyncio.ensure_future(ask("slow"))
+    await until(lambda: server.request_count == 1)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            await ask("fail")
+    assert state(circuit) == "open"
+    await until(lambda: state(circuit) == "half_open")
+    probe = asyncio.ensure_future(ask("probe"))
+    await until(lambda: server.request_count == 4)
+    release_slow.set()
+    with pytest.raises(openai.BadRequestError):
+        await slow
+    try:
+        with pytest.raises(CircuitOpenError):
+            await ask("a second probe")
+        assert server.request_count == 4
+    finally:
+        release_probe.set()
+    assert (await probe).content == "ok"
+    assert state(circuit) == "closed"
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Waits (polling the event loop) until ``condition()`` holds; fails the test after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)

@@ -11,7 +11,9 @@ agents share it when they share the client) and judges the outcomes of
   (or the next fallback client) until ``open_for`` has passed.
 - **half-open**: up to ``half_open_probes`` requests go through as probes. If
   they all succeed the circuit closes with a clean window; a failed probe
-  opens it again.
+  opens it again. Only the probes of this half-open period count: a request
+  let through earlier that ends now neither judges the provider nor frees a
+  probe's slot.
 
 Only provider failures a retry could fix count as failures (rate limits,
 timeouts, connection errors, server errors, overload). A bad request or a
@@ -106,6 +108,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probes = 0
         self._probe_successes = 0
+        self._period = 0  # counts half-open periods, so that a probe's outcome is matched to its own
         self._failures_when_opened = 0
         self._lock = threading.Lock()
 
@@ -117,24 +120,39 @@ class CircuitBreaker:
                 return "half_open"
             return self._state
 
-    def acquire(self) -> None:
-        """Let one request through, or raise :class:`CircuitOpenError`."""
+    def acquire(self) -> int | None:
+        """Let one request through, or raise :class:`CircuitOpenError`.
+
+        Returns:
+            The ticket to hand back to :meth:`record`: the half-open period of a
+            probe, ``None`` for a request let through while closed.
+        """
         with self._lock:
             if self._state == "open":
                 remaining = self._opened_at + self._open_for - self._clock()
                 if remaining > 0:
                     raise CircuitOpenError(self.name, remaining, self._failures_when_opened, len(self._outcomes))
                 self._state, self._probes, self._probe_successes = "half_open", 0, 0
+                self._period += 1
             if self._state == "half_open":
                 if self._probes >= self.policy.half_open_probes:
                     raise CircuitOpenError(self.name, 0.0, self._failures_when_opened, len(self._outcomes))
                 self._probes += 1
+                return self._period
+            return None
 
-    def record(self, failure: bool | None) -> None:
-        """Record the outcome of a request let through: a failure, a success, or ``None`` (not judged)."""
+    def record(self, failure: bool | None, ticket: int | None = None) -> None:
+        """Record the outcome of a request let through: a failure, a success, or ``None`` (not judged).
+
+        Args:
+            failure: The outcome.
+            ticket: What :meth:`acquire` returned for the request.
+        """
         with self._lock:
             if self._state == "half_open":
-                self._probes = max(self._probes - 1, 0)
+                if ticket != self._period:
+                    return  # let through before this half-open period: its outcome is not a probe's
+                self._probes -= 1
                 if failure:
                     self._open()
                 elif failure is False:
@@ -169,17 +187,17 @@ class CircuitLayer(Layer):
         self.breaker = breaker
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
-        self.breaker.acquire()
+        ticket = self.breaker.acquire()
         try:
             result = await call_next(request)
         except BaseException as error:
-            self.breaker.record(_is_failure(error))
+            self.breaker.record(_is_failure(error), ticket)
             raise
-        self.breaker.record(False)
+        self.breaker.record(False, ticket)
         return result
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
-        self.breaker.acquire()
+        ticket = self.breaker.acquire()
         outcome: bool | None = None
         try:
             async with aclosing(call_next(request)) as stream:
@@ -190,7 +208,7 @@ class CircuitLayer(Layer):
             outcome = _is_failure(error) if outcome is None else None
             raise
         finally:
-            self.breaker.record(outcome)
+            self.breaker.record(outcome, ticket)
 
 
 _breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(
