@@ -9,6 +9,7 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_core.tools import ToolSchema
 from pydantic import BaseModel
 
 from autogen_reliability import (
@@ -23,6 +24,7 @@ from autogen_reliability import (
     reliable,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.validation.policy import MAX_REASK_FEEDBACK_CHARS
 
 from .conftest import OpenAIClientFactory
 
@@ -178,6 +180,50 @@ async def test_without_the_wrapper_the_sdk_rejects_the_same_answer(
 async def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_reask_is_bounded_however_many_violations_the_answer_has(
+    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # 198 KB of JSON, 99,000 violations: the re-ask lists a few and says how many more.
+    answer = "[" + ",".join(["0"] * 99_000) + "]"
+    server.enqueue(FakeReply.text(answer), FakeReply.text('["fine"]'))
+    strings = {"type": "array", "items": {"type": "string"}}
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=strings))
+    assert (await call(client, mode)).content == '["fine"]'
+    feedback = server.requests[1].messages[-1]["content"]
+    assert len(feedback) <= MAX_REASK_FEEDBACK_CHARS + 200
+    assert '/0: 0 is not of type "string"' in feedback
+    assert "- (and 98980 more)" in feedback  # the rest are counted, not listed
+    assert server.requests[1].messages[-2]["content"] == answer  # within max_response_chars: echoed whole
+
+
+async def test_an_over_long_answer_is_echoed_cut_in_the_reask(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text("x" * 50_000), FakeReply.text("short"))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(max_response_chars=1000))
+    assert (await client.create(ASK)).content == "short"
+    echoed = server.requests[1].messages[-2]["content"]
+    assert echoed.startswith("x" * 1000)
+    assert len(echoed) < 1100
+
+
+async def test_tool_call_feedback_is_bounded_per_call(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(
+        FakeReply.tool_calls([("total", {"numbers": ["x"] * 5000}), ("total", {"numbers": [1, 2]})]),
+        FakeReply.tool_calls([("total", {"numbers": [1, 2]})]),
+    )
+    numbers = {"numbers": {"type": "array", "items": {"type": "integer"}}}
+    strict: list[ToolSchema] = [{"name": "total", "parameters": {"type": "object", "properties": numbers}}]
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    await client.create(ASK, tools=strict)
+    results = [message["content"] for message in server.requests[1].messages if message["role"] == "tool"]
+    assert len(results) == 2
+    assert all(len(result) <= MAX_REASK_FEEDBACK_CHARS + 200 for result in results)
 
 
 async def test_bad_tool_arguments_are_reasked_then_the_tool_runs(

@@ -55,6 +55,12 @@ __all__ = ["ValidationLayer", "ValidationPolicy"]
 
 MAX_REASK = 5
 DEFAULT_MAX_RESPONSE_CHARS = 200_000
+# A re-ask is sent, and paid for, in full: a 198 KB answer with 99,000 violations made a 3.75 M-character
+# re-ask. A model fixes the first few violations it is shown as well as all of them, and the rest are
+# counted. Each line is cut too, since a violation message may quote the offending value.
+MAX_REASK_FEEDBACK_CHARS = 4000
+MAX_REASK_VIOLATIONS = 20
+MAX_VIOLATION_CHARS = 300
 FailureMode = Literal["raise", "return"]
 
 
@@ -204,8 +210,8 @@ class _Check:
         return violations
 
     def follow_up(self, result: CreateResult, violations: Sequence[SchemaViolation]) -> list[LLMMessage]:
-        """The messages that tell the model what was wrong with ``result``."""
-        listed = "\n".join(f"- {violation}" for violation in violations)
+        """The messages that tell the model what was wrong with ``result``; bounded however many there are."""
+        listed = _listed(violations)
         if isinstance(result.content, list):
             calls = result.content
             return [
@@ -216,7 +222,7 @@ class _Check:
                             call_id=call.id,
                             name=call.name,
                             is_error=True,
-                            content=_tool_call_feedback(index, violations, listed),
+                            content=_tool_call_feedback(index, violations),
                         )
                         for index, call in enumerate(calls)
                     ]
@@ -227,17 +233,39 @@ class _Check:
         else:
             ask = f"Answer again in at most {self.policy.max_response_chars} characters."
         feedback = f"Your previous answer could not be used:\n{listed}\n{ask}"
+        # An answer refused for its length is echoed only as far as the limit: enough to show what went wrong.
+        echoed = _cut(result.content, self.policy.max_response_chars)
         return [
-            AssistantMessage(content=result.content, source="assistant"),
+            AssistantMessage(content=echoed, source="assistant"),
             UserMessage(content=feedback, source="validator"),
         ]
 
 
-def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation], listed: str) -> str:
-    own = [str(v) for v in violations if v.path == f"/tool_calls/{index}" or v.path.startswith(f"/tool_calls/{index}/")]
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def _listed(violations: Sequence[SchemaViolation]) -> str:
+    """The first violations as ``- path: message`` lines, within :data:`MAX_REASK_FEEDBACK_CHARS`; the rest counted."""
+    lines: list[str] = []
+    size = 0
+    for violation in violations[:MAX_REASK_VIOLATIONS]:
+        line = "- " + _cut(str(violation), MAX_VIOLATION_CHARS)
+        if size + len(line) > MAX_REASK_FEEDBACK_CHARS:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    if len(violations) > len(lines):
+        lines.append(f"- (and {len(violations) - len(lines)} more)")
+    return "\n".join(lines)
+
+
+def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation]) -> str:
+    own = [v for v in violations if v.path == f"/tool_calls/{index}" or v.path.startswith(f"/tool_calls/{index}/")]
     if own:
-        return "Error: this call was not executed: " + "; ".join(own) + ". Call the tool again with valid arguments."
-    return f"Not executed, because other calls of this turn were invalid:\n{listed}\nCall the tools again."
+        return f"Error: this call was not executed:\n{_listed(own)}\nCall the tool again with valid arguments."
+    # The other calls' results list their own errors: repeating them here would multiply the re-ask.
+    return "Not executed, because other calls of this turn were invalid. Call the tools again."
 
 
 def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[str, Any]]:
