@@ -53,23 +53,40 @@ class IncompleteStreamError(ReliabilityError):
 class RetriesExhaustedError(ReliabilityError):
     """Raised when a retryable provider error persisted and the retry policy gave up.
 
-    The last provider error is the ``__cause__``.
+    The last provider error is the ``__cause__`` (none when the deadline cut the
+    first attempt short).
 
     Attributes:
         attempts: How many attempts were made.
-        kinds: The :class:`~autogen_reliability.ErrorKind` of each failed attempt, in order.
+        kinds: The :class:`~autogen_reliability.ErrorKind` of each failed attempt, in order
+            (``CANCELLED`` for an attempt the deadline cut short).
         reason: Why retrying stopped: ``"attempts"`` (the policy's ``max_attempts``),
-            ``"deadline"`` (the next wait would pass the deadline) or ``"budget"``
-            (the retry budget shared by this provider client is spent).
+            ``"deadline"`` (the deadline passed during an attempt, which was cancelled,
+            or the next wait would pass it) or ``"budget"`` (the retry budget shared by
+            this provider client is spent).
+        deadline: The policy's deadline in seconds, when ``reason`` is ``"deadline"``.
     """
 
-    def __init__(self, attempts: int, kinds: Sequence[ErrorKind], reason: GiveUpReason, last_error: str) -> None:
+    def __init__(
+        self,
+        attempts: int,
+        kinds: Sequence[ErrorKind],
+        reason: GiveUpReason,
+        last_error: str,
+        *,
+        deadline: float | None = None,
+        in_flight: bool = False,
+    ) -> None:
         self.attempts = attempts
         self.kinds = tuple(kinds)
         self.reason: GiveUpReason = reason
+        self.deadline = deadline
+        named = f"the deadline ({deadline:g} s)" if deadline is not None else "the deadline"
         why = {
             "attempts": "no attempts left",
-            "deadline": "the next wait would pass the deadline",
+            "deadline": f"{named} passed during attempt {attempts}, which was cancelled"
+            if in_flight
+            else f"the next wait would pass {named}",
             "budget": "the retry budget for this client is spent",
         }[reason]
         kinds_text = ", ".join(kind.value for kind in self.kinds)

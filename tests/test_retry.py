@@ -376,6 +376,27 @@ async def test_deadline_stops_retrying(server: FakeOpenAIServer, make_openai_cli
     assert server.request_count == 1
 
 
+@pytest.mark.parametrize("failures", [0, 1], ids=["first-attempt", "a-retry"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_deadline_cancels_an_attempt_in_flight(
+    mode: Mode,
+    failures: int,
+    server: FakeOpenAIServer,
+    ledger: tuple[UsageStore, UsageRecorder],
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    server.enqueue(*[FakeReply.error(500)] * failures, FakeReply.text("too late", delay=30))
+    client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=0, deadline=1), recorder=ledger[1])
+    start = time.monotonic()
+    with pytest.raises(RetriesExhaustedError, match=r"deadline \(1 s\)") as caught:
+        await call(client, mode)
+    assert time.monotonic() - start < 1 + 5  # not the server's 30 s
+    assert (caught.value.reason, caught.value.attempts) == ("deadline", failures + 1)
+    assert caught.value.kinds == (ErrorKind.SERVER_ERROR,) * failures + (ErrorKind.CANCELLED,)
+    assert server.request_count == failures + 1
+    assert [row.outcome for row in rows(ledger)] == ["error"] * failures + ["cancelled"]
+
+
 async def test_test_mode_makes_waits_zero(
     testing_mode: None, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

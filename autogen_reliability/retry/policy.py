@@ -304,15 +304,37 @@ class _RetryRun:
 
     def exhausted(self, error: RetryError) -> RetriesExhaustedError:
         last = error.last_attempt.exception()
-        return RetriesExhaustedError(len(self.kinds), self.kinds, self.reason, redact(str(last)))
+        deadline = self.deadline if self.reason == "deadline" else None
+        return RetriesExhaustedError(len(self.kinds), self.kinds, self.reason, redact(str(last)), deadline=deadline)
+
+    async def attempts(self, first_error: Exception, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Judges ``first_error``, then retries ``attempt`` as the policy allows."""
+        pending: Exception | None = first_error
+        try:
+            async for state in self.retrying():
+                with state:
+                    if pending is not None:
+                        error, pending = pending, None
+                        raise error  # the first attempt's failure, for tenacity to judge
+                    return await attempt()
+        except RetryError as exhausted:
+            raise self.exhausted(exhausted) from exhausted.last_attempt.exception()
+        raise AssertionError("unreachable: tenacity returns, raises, or gives up")  # pragma: no cover
 
 
 class RetryLayer(Layer):
     """Applies a :class:`RetryPolicy` to every call that passes through it.
 
     The first attempt runs outside tenacity: a call that succeeds at once, the
-    common case, pays for no retry machinery. A first attempt that fails hands
-    its error to the tenacity loop, which decides as for any other attempt.
+    common case, pays for no retry machinery, only for the deadline's timer. A
+    first attempt that fails hands its error to the tenacity loop, which decides
+    as for any other attempt.
+
+    The deadline bounds the attempts as well as the waits: when it passes, the
+    attempt in flight is cancelled (its usage row says ``cancelled``) and
+    :class:`~autogen_reliability.RetriesExhaustedError` names the deadline. A
+    stream is bounded until its first chunk is handed on; after that the
+    consumer reads at its own pace and retrying is over.
     """
 
     def __init__(
@@ -321,21 +343,43 @@ class RetryLayer(Layer):
         self.policy = policy
         self.budget = budget
         self.hooks = tuple(hooks)
+        self.deadline = as_seconds("deadline", policy.deadline)
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         start = self._start()
+        run: _RetryRun | None = None
         try:
-            return await call_next(request)
-        except Exception as error:
-            first_error = error
-        return await self._retry(request, start, first_error, lambda: call_next(request))
+            async with asyncio.timeout(self.deadline) as scope:
+                try:
+                    return await call_next(request)
+                except Exception as error:
+                    first_error = error
+                run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                return await run.attempts(first_error, lambda: call_next(request))
+        except TimeoutError:
+            if not scope.expired():
+                raise  # a TimeoutError of the provider's, not our deadline
+            raise self._out_of_time(run) from None
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         start = self._start()
+        run: _RetryRun | None = None
         try:
-            stream, first = await _open(call_next, request)
-        except Exception as error:
-            stream, first = await self._retry(request, start, error, lambda: _open(call_next, request))
+            # Entered and left within the first step of this generator: the timer belongs to one task.
+            async with asyncio.timeout(self.deadline) as scope:
+                try:
+                    stream, first = await _open(call_next, request)
+                except Exception as error:
+                    first_error: Exception | None = error
+                else:
+                    first_error = None
+                if first_error is not None:
+                    run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                    stream, first = await run.attempts(first_error, lambda: _open(call_next, request))
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise self._out_of_time(run) from None
         if first is None:
             return  # an empty stream: nothing to hand on
         # From here on the consumer has output: errors propagate, never retried.
@@ -349,21 +393,14 @@ class RetryLayer(Layer):
             self.budget.deposit()
         return time.monotonic()
 
-    async def _retry(
-        self, request: Request, start: float, first_error: Exception, attempt: Callable[[], Awaitable[_T]]
-    ) -> _T:
-        run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
-        pending: Exception | None = first_error
-        try:
-            async for state in run.retrying():
-                with state:
-                    if pending is not None:
-                        error, pending = pending, None
-                        raise error  # the first attempt's failure, for tenacity to judge
-                    return await attempt()
-        except RetryError as exhausted:
-            raise run.exhausted(exhausted) from exhausted.last_attempt.exception()
-        raise AssertionError("unreachable: tenacity returns, raises, or gives up")  # pragma: no cover
+    def _out_of_time(self, run: _RetryRun | None) -> RetriesExhaustedError:
+        """The error for a call whose deadline passed while an attempt (or, rarely, a wait) was under way."""
+        kinds = run.kinds if run is not None else []
+        in_flight = not kinds or kinds[-1] is ErrorKind.CANCELLED
+        if not kinds:
+            kinds = [ErrorKind.CANCELLED]  # the first attempt, cut short
+        last = "no answer before the deadline"
+        return RetriesExhaustedError(len(kinds), kinds, "deadline", last, deadline=self.deadline, in_flight=in_flight)
 
 
 async def _open(
