@@ -37,7 +37,8 @@ from .config import settings as accounting_settings
 from .context import Attribution, resolve_attribution
 from .errors import ConfigurationError
 from .pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
-from .providers import innermost
+from .providers import api_key_of, innermost
+from .redaction import remember_secret
 from .retry.budget import budget_for
 from .retry.circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
 from .retry.classify import RETRYABLE_BY_DEFAULT
@@ -191,6 +192,7 @@ def _pipeline(
 ) -> Pipeline:
     """The stages one client's calls go through: ``outer`` layers, retry, then the circuit breaker."""
     layers = list(outer)
+    remember_secret(api_key_of(client))  # a provider may echo it in an error we store, log or raise
     if settings.track_usage:
         attach_usage_tap(innermost(client))
     # Off whether or not we retry: an SDK retry is a request no row, budget or breaker would see.

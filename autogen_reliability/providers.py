@@ -29,7 +29,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from .pipeline import Request
 
-__all__ = ["innermost", "provider_arguments"]
+__all__ = ["api_key_of", "innermost", "provider_arguments"]
 
 
 def innermost(client: ChatCompletionClient) -> ChatCompletionClient:
@@ -40,6 +40,23 @@ def innermost(client: ChatCompletionClient) -> ChatCompletionClient:
             break
         client = inner
     return client
+
+
+def api_key_of(client: ChatCompletionClient) -> str | None:
+    """The API key the provider client sends, where it can be read, so that it can be kept out of what we write.
+
+    The openai and anthropic SDK clients (AutoGen's ``_client``) hold it as
+    ``api_key``; AutoGen's own config holds the one it was given.
+    """
+    client = innermost(client)
+    key = getattr(getattr(client, "_client", None), "api_key", None)
+    if isinstance(key, str) and key:
+        return key
+    raw_config = getattr(client, "_raw_config", None)
+    key = raw_config.get("api_key") if isinstance(raw_config, dict) else None
+    secret = getattr(key, "get_secret_value", None)  # a pydantic SecretStr
+    key = secret() if callable(secret) else key
+    return key if isinstance(key, str) and key else None
 
 
 def provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:

@@ -1,28 +1,95 @@
 """Keeping secrets out of what we store, log and raise.
 
 Some providers echo part of the API key in their error messages ("Incorrect API
-key provided: sk-proj-…"). Every provider text that leaves the library through
-us (an exception message, a log line, a stored error) passes :func:`redact`.
+key provided: sk-proj-…"), upper-cased, with ``_`` for ``-``, or without its
+prefix. Every provider text that leaves the library through us (an exception
+message, a log line, a stored error) passes :func:`redact`, which hides two
+things:
+
+- the API key of every client a wrapper was built around (see
+  :func:`remember_secret`), in any case, with ``-`` and ``_`` taken as one, and
+  without its ``sk-proj-``-style prefix;
+- anything shaped like a key, a bearer token or a key in a URL.
+
+An error we raise never chains a provider error as it was: it chains
+:func:`redacted_error`'s copy, of the same class, with the same status and
+fields, secrets removed.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Final
+import sys
+import threading
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Final, TypeVar
 
-__all__ = ["redact"]
+__all__ = ["redact", "redacted_error", "remember_secret"]
 
 DEFAULT_LIMIT: Final = 2000
 
 # Each pattern keeps its first group (a label such as "Bearer ") and hides the rest.
 _SECRETS: Final = [
-    re.compile(r"()\b(?:sk|rk|pk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_*\-]{4,}"),  # OpenAI / Anthropic keys, masked ones too
+    # OpenAI / Anthropic / Stripe-style keys, masked ones too; providers echo them upper-cased or with "_".
+    re.compile(r"()\b(?:sk|rk|pk)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9_*\-]{4,}", re.IGNORECASE),
     re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),  # Authorization headers
     re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"()\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     re.compile(r"([?&](?:api[_-]?key|key|token|access_token)=)[^&\s\"']+", re.IGNORECASE),  # keys in URLs
     re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
 ]
+
+
+# A remembered key must be long enough not to be a word: local servers take "EMPTY" or "ollama".
+_MIN_SECRET_CHARS: Final = 12
+_MAX_SECRETS: Final = 256  # keys rotate; the oldest are forgotten first
+# A prefix segment: "sk-", "proj-", "ant-", "api03-", "live_". Stripped up to three times.
+_PREFIX_SEGMENT: Final = re.compile(r"[A-Za-z0-9]{1,7}[-_]")
+
+_lock = threading.Lock()
+_secrets: dict[str, None] = {}  # insertion-ordered set
+_known: re.Pattern[str] | None = None
+
+
+def remember_secret(secret: str | None) -> None:
+    """Make :func:`redact` hide ``secret`` (a client's API key) from now on, in every form a provider echoes.
+
+    Keys shorter than 12 characters are not remembered: they are placeholders
+    ("EMPTY", "ollama"), and hiding them would hide words.
+    """
+    global _known  # noqa: PLW0603  # one process-wide set: every log line and row passes redact()
+    if not isinstance(secret, str) or len(secret.strip()) < _MIN_SECRET_CHARS:
+        return
+    secret = secret.strip()
+    with _lock:
+        if secret in _secrets:
+            return
+        _secrets[secret] = None
+        while len(_secrets) > _MAX_SECRETS:
+            del _secrets[next(iter(_secrets))]
+        forms = {form for key in _secrets for form in _forms(key)}
+        # Longest first, so that a whole key is hidden rather than its tail.
+        alternatives = sorted(forms, key=len, reverse=True)
+        _known = re.compile("|".join(_loose(form) for form in alternatives), re.IGNORECASE)
+
+
+def _forms(secret: str) -> list[str]:
+    """The key, and the key without each of up to three prefix segments (``sk-``, ``proj-``)."""
+    forms = [secret]
+    rest = secret
+    for _ in range(3):
+        segment = _PREFIX_SEGMENT.match(rest)
+        if segment is None or len(rest) - segment.end() < _MIN_SECRET_CHARS:
+            break
+        rest = rest[segment.end() :]
+        forms.append(rest)
+    return forms
+
+
+def _loose(form: str) -> str:
+    """A pattern for ``form`` in which ``-`` and ``_`` stand for each other."""
+    return "".join("[-_]" if char in "-_" else re.escape(char) for char in form)
 
 
 def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
@@ -32,8 +99,101 @@ def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
         >>> redact("Incorrect API key provided: sk-proj-abc123def456")
         'Incorrect API key provided: [REDACTED]'
     """
+    known = _known
+    if known is not None:
+        text = known.sub("[REDACTED]", text)
     for pattern in _SECRETS:
         text = pattern.sub(r"\1[REDACTED]", text)
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + "…"
     return text
+
+
+# A copy keeps long bodies whole (a log line's limit is for log lines), but not without end.
+_COPY_LIMIT: Final = 100_000
+_CHAIN_LIMIT: Final = 5
+# Request headers that carry the key itself; response headers that no longer describe a re-built body.
+_DROPPED_HEADERS: Final = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie", "set-cookie"}
+)
+_BODY_HEADERS: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_E = TypeVar("_E", bound=BaseException)
+
+
+def redacted_error(error: _E) -> _E:
+    """A copy of ``error`` that can be chained, logged and kept without leaking a secret.
+
+    The copy is of the same class (``except openai.RateLimitError`` and
+    :func:`~autogen_reliability.classify_error` see what they saw), with the
+    same fields: strings, dicts and lists redacted, an httpx(2) request re-built
+    without its ``Authorization`` header, an httpx(2) response re-built with a
+    redacted body. Its ``__cause__`` chain is copied likewise (5 links at
+    most); it has no ``__context__`` and no traceback, whose frames would hold
+    the SDK's locals.
+    """
+    return _copy(error, _CHAIN_LIMIT)
+
+
+def _copy(error: _E, depth: int) -> _E:
+    clone = type(error).__new__(type(error))
+    clone.args = tuple(_scrub(arg) for arg in error.args)
+    state = getattr(error, "__dict__", None)
+    if state is not None:
+        clone.__dict__.update({name: _scrub(value) for name, value in state.items()})
+    cause = error.__cause__
+    clone.__cause__ = _copy(cause, depth - 1) if cause is not None and depth > 1 else None
+    clone.__context__ = None
+    clone.__suppress_context__ = True
+    return clone
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value, limit=_COPY_LIMIT)
+    if value is None or isinstance(value, int | float | Enum):
+        return value
+    if isinstance(value, Mapping):
+        return {key: _scrub(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_scrub(item) for item in value)
+    return _scrub_http(value)
+
+
+def _scrub_http(value: Any) -> Any:
+    # openai and anthropic use httpx2, ollama httpx; each is imported already when an error holds its objects.
+    for name in ("httpx2", "httpx"):
+        httpx = sys.modules.get(name)
+        if httpx is not None and isinstance(value, httpx.Request):
+            return _request(httpx, value)
+        if httpx is not None and isinstance(value, httpx.Response):
+            return _response(httpx, value)
+    return value  # no SDK we know keeps a secret in any other kind of field
+
+
+def _headers(headers: Any, dropped: frozenset[str]) -> list[tuple[str, str]]:
+    return [(name, redact(value)) for name, value in headers.items() if name.lower() not in dropped]
+
+
+def _request(httpx: Any, request: Any) -> Any:
+    try:
+        url = httpx.URL(redact(str(request.url), limit=_COPY_LIMIT))
+    except Exception:  # a redacted URL that no longer parses: keep where it went, not how
+        url = request.url.copy_with(query=None)
+    return httpx.Request(request.method, url, headers=_headers(request.headers, _DROPPED_HEADERS))
+
+
+def _response(httpx: Any, response: Any) -> Any:
+    try:
+        text = response.text
+    except Exception:  # a streamed response that was never read: there is no body to keep
+        text = ""
+    try:
+        request = _request(httpx, response.request)
+    except RuntimeError:  # a response built without a request
+        request = None
+    return httpx.Response(
+        response.status_code,
+        headers=_headers(response.headers, _DROPPED_HEADERS | _BODY_HEADERS),
+        content=redact(text, limit=_COPY_LIMIT).encode(),
+        request=request,
+    )

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
 
-from autogen_reliability.redaction import redact
+import openai
+import pytest
+from autogen_core.models import UserMessage
+
+from autogen_reliability import AllClientsFailedError, RetriesExhaustedError, RetryPolicy, UsageRecorder, reliable
+from autogen_reliability.redaction import redact, remember_secret
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
 
 
 @pytest.mark.parametrize(
@@ -35,3 +49,98 @@ def test_secrets_are_redacted_and_plain_text_kept(text: str, expected: str) -> N
 def test_long_texts_are_bounded() -> None:
     assert redact("x" * 5000, limit=100) == "x" * 99 + "…"
     assert len(redact("y" * 5000)) == 2000
+
+
+BODY = "Q7x9LmN2pR4t-V6wY8zA1bC3d_E5fG7hJ9kL0mN2pQ4rS6"
+KEY = f"sk-proj-{BODY}"
+ECHOES = {
+    "upper-case": KEY.upper(),
+    "underscores": KEY.replace("-", "_"),
+    "no prefix": BODY,
+}
+
+
+def normal(text: str) -> str:
+    """Case and the choice of ``-`` or ``_`` do not hide a key."""
+    return text.lower().replace("_", "-")
+
+
+def assert_no_key(text: str) -> None:
+    assert normal(BODY) not in normal(text)
+    assert normal(BODY[:24]) not in normal(text)
+
+
+def echo(status: int, form: str, **options: Any) -> FakeReply:
+    return FakeReply.error(status, message=f"Incorrect API key provided: {ECHOES[form]}. Find yours at ...", **options)
+
+
+@pytest.mark.parametrize("form", ECHOES)
+async def test_the_clients_own_key_is_redacted_from_rows_logs_and_raised_errors(
+    form: str,
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    client = reliable(
+        make_openai_client(api_key=KEY), retry=RetryPolicy(max_attempts=2, initial_delay=0), recorder=recorder
+    )
+    server.enqueue(echo(429, form), echo(503, form), echo(401, form))
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(RetriesExhaustedError) as exhausted:
+            await client.create(HI)
+        # A non-retryable error reaches the caller as the SDK raised it (README); what we store and log is redacted.
+        with pytest.raises(openai.AuthenticationError):
+            await client.create(HI)
+    error = exhausted.value
+    assert isinstance(error.__cause__, openai.InternalServerError)  # the same class, status and body, redacted
+    assert error.__cause__.status_code == 503
+    assert_no_key("".join(traceback.format_exception(error)))
+    assert_no_key(repr(error.__cause__.body))
+    assert_no_key(error.__cause__.response.text)
+    assert "authorization" not in error.__cause__.request.headers
+    assert_no_key(caplog.text)
+    assert recorder.flush(10)
+    messages = [row.error_message or "" for row in store.events()]
+    assert len(messages) == 3
+    assert all("[REDACTED]" in message for message in messages)
+    for message in messages:
+        assert_no_key(message)
+    recorder.close()
+    store.close()
+
+
+async def test_errors_gathered_from_every_client_carry_no_key(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(
+        echo(500, "no prefix"), echo(500, "no prefix"), echo(429, "upper-case", headers={"Retry-After": "3600"})
+    )
+    primary, fallback = make_openai_client(api_key=KEY), make_openai_client(api_key=KEY)
+    client = reliable(
+        primary, fallbacks=[fallback], retry=RetryPolicy(max_attempts=2, initial_delay=0), track_usage=False
+    )
+    with pytest.raises(AllClientsFailedError) as caught:
+        await client.create(HI)
+    assert isinstance(caught.value.exceptions[1], openai.RateLimitError)
+    assert_no_key("".join(traceback.format_exception(caught.value)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Incorrect API key provided: SK-PROJ-ABCDEF123456GHIJKL.",
+        "Incorrect API key provided: sk_proj_abcdef123456ghijkl.",
+        "Incorrect API key provided: sk_live_abcdef123456ghijkl.",
+    ],
+)
+def test_key_shaped_strings_are_redacted_in_any_case_and_with_underscores(text: str) -> None:
+    assert redact(text) == "Incorrect API key provided: [REDACTED]."
+
+
+def test_short_or_common_keys_are_not_taken_for_secrets() -> None:
+    remember_secret("EMPTY")
+    remember_secret("not-needed")
+    assert redact("EMPTY not-needed") == "EMPTY not-needed"

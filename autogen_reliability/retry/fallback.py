@@ -18,8 +18,9 @@ from contextlib import aclosing
 
 from autogen_core.models import CreateResult
 
-from ..errors import AllClientsFailedError, CircuitOpenError, RetriesExhaustedError
+from ..errors import AllClientsFailedError, CircuitOpenError, ReliabilityError, RetriesExhaustedError
 from ..pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from ..redaction import redacted_error
 from .circuit import describe_client
 from .classify import ErrorKind, classify_error
 
@@ -37,6 +38,11 @@ def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bo
     return kind is ErrorKind.CONTEXT_LENGTH or kind in retry_on
 
 
+def _keepable(error: Exception) -> Exception:
+    """``error`` as :class:`AllClientsFailedError` may hold it: a provider's error is redacted, ours are already."""
+    return error if isinstance(error, ReliabilityError) else redacted_error(error)
+
+
 class FallbackLayer(Layer):
     """Sends a call to the next pipeline when the one before it gave up."""
 
@@ -52,7 +58,7 @@ class FallbackLayer(Layer):
             except Exception as error:
                 if not should_fall_back(error, self.retry_on):
                     raise
-                errors.append(error)
+                errors.append(_keepable(error))
         raise self._all_failed(errors)
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
@@ -68,7 +74,7 @@ class FallbackLayer(Layer):
             except Exception as error:
                 if started or not should_fall_back(error, self.retry_on):
                     raise
-                errors.append(error)
+                errors.append(_keepable(error))
         raise self._all_failed(errors)
 
     def _all_failed(self, errors: list[Exception]) -> AllClientsFailedError:

@@ -37,7 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError
 
 from ..errors import ConfigurationError, GiveUpReason, RetriesExhaustedError
 from ..pipeline import Call, CreateHandler, Layer, Request, StreamHandler, StreamItem
-from ..redaction import redact
+from ..redaction import redact, redacted_error
 from .budget import RetryBudget, RetryBudgetState
 from .classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
 
@@ -318,8 +318,13 @@ class _RetryRun:
                         raise error  # the first attempt's failure, for tenacity to judge
                     return await attempt()
         except RetryError as exhausted:
-            raise self.exhausted(exhausted) from exhausted.last_attempt.exception()
-        raise AssertionError("unreachable: tenacity returns, raises, or gives up")  # pragma: no cover
+            gave_up = exhausted
+        else:
+            raise AssertionError("unreachable: tenacity returns, raises, or gives up")  # pragma: no cover
+        # Raised outside the handler, so that no __context__ leads back to the provider's error as it was:
+        # the cause is a copy with the secrets a provider may echo (its key) removed.
+        last = gave_up.last_attempt.exception()
+        raise self.exhausted(gave_up) from (redacted_error(last) if last is not None else None)
 
 
 class RetryLayer(Layer):
@@ -359,7 +364,7 @@ class RetryLayer(Layer):
         except TimeoutError:
             if not scope.expired():
                 raise  # a TimeoutError of the provider's, not our deadline
-            raise self._out_of_time(run) from None
+        raise self._out_of_time(run) from None
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         start = self._start()
@@ -379,6 +384,10 @@ class RetryLayer(Layer):
         except TimeoutError:
             if not scope.expired():
                 raise
+            out_of_time = True
+        else:
+            out_of_time = False
+        if out_of_time:
             raise self._out_of_time(run) from None
         if first is None:
             return  # an empty stream: nothing to hand on
