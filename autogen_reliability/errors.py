@@ -7,9 +7,9 @@ decided or detected::
     ReliabilityError
     ├── ConfigurationError      (also a ValueError)
     ├── IncompleteStreamError
-    ├── RetriesExhaustedError   (raised from the last provider error)
+    ├── RetriesExhaustedError   (raised from a redacted copy of the last provider error)
     ├── CircuitOpenError
-    ├── AllClientsFailedError   (also an ExceptionGroup: one error per client tried)
+    ├── AllClientsFailedError   (also an ExceptionGroup: one (redacted) error per client tried)
     └── ResponseValidationError (the model's answer stayed invalid after re-asking)
 
 A provider error that is not retried (a bad request, a failed authentication)
@@ -53,8 +53,9 @@ class IncompleteStreamError(ReliabilityError):
 class RetriesExhaustedError(ReliabilityError):
     """Raised when a retryable provider error persisted and the retry policy gave up.
 
-    The last provider error is the ``__cause__`` (none when the deadline cut the
-    first attempt short).
+    The ``__cause__`` is a redacted copy of the last provider error: the same
+    class and fields, no secret (see :func:`~autogen_reliability.redaction.redacted_error`).
+    A call whose deadline passed has no cause: its last attempt was cancelled.
 
     Attributes:
         attempts: How many attempts were made.
