@@ -55,7 +55,7 @@ class RetriesExhaustedError(ReliabilityError):
 
     The ``__cause__`` is a redacted copy of the last provider error: the same
     class and fields, no secret (see :func:`~autogen_reliability.redaction.redacted_error`).
-    A call whose deadline passed has no cause: its last attempt was cancelled.
+    A call whose deadline passed during an attempt has none: that attempt was cancelled.
 
     Attributes:
         attempts: How many attempts were made.
