@@ -10,18 +10,24 @@ can act on the reader without being seen, and reports what it did in a
    OSC 8 hyperlinks and OSC 52 clipboard writes, DCS/SOS/PM/APC strings, their
    8-bit C1 forms, any other ESC sequence), then the remaining C0/C1 control
    characters (tab, line feed and carriage return are kept), bidi overrides,
-   isolates and marks (Trojan Source, CVE-2021-42574), zero-width characters
-   and the soft hyphen, Unicode tag characters ("ASCII smuggling"), and last
-   NFC normalisation. ANSI goes before the control characters so that a
-   sequence is removed whole, not just its ESC.
+   isolates and marks (Trojan Source, CVE-2021-42574), zero-width and other
+   invisible characters (the soft hyphen, the combining grapheme joiner, the
+   Hangul fillers, variation selectors but a lone style selector after an
+   emoji: a run of them smuggles bytes), Unicode tag characters ("ASCII
+   smuggling"), and last NFC normalisation. ANSI goes before the control
+   characters so that a sequence is removed whole, not just its ESC.
 2. **Markdown links**: an inline link or image, a reference definition or an
    autolink whose destination has a ``javascript:``, ``vbscript:`` or
    ``data:`` scheme gets ``#`` as its destination (``[x](#)``, ``[x]: #``,
-   ``<#>``): the link text stays, a title goes with the destination. The
-   scheme is judged as a browser or a lenient renderer would read it:
-   character references decoded, backslashes, whitespace, control and
-   invisible characters dropped, case folded; a destination padded beyond
-   what is read (256 characters) fails closed.
+   ``<#>``): the link text stays, a title goes with the destination. A link is
+   found by what precedes its destination (``](``, or ``]:`` with at most one
+   line ending after it), not by its text or label, which CommonMark lets
+   span lines and contain brackets. The scheme is judged as a browser or a
+   lenient renderer would read it: character references decoded,
+   backslashes, whitespace, control and invisible characters dropped, case
+   folded; a destination padded beyond what is read (256 characters) fails
+   closed. Each destination is read only as far as its scheme is in doubt,
+   so the stage is linear in the text, however dense its links.
 3. **HTML**, last, with one :class:`nh3.Cleaner` (ammonia): nh3's safe tag set,
    no ``style`` or ``on*`` attributes, only ``http``, ``https`` and ``mailto``
    URLs (relative ones are kept unless they would have any other scheme once
@@ -111,8 +117,8 @@ _MAX_MARKER_CHARS: Final = 80
 _ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f<\]]")
 _ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _ANY_TEXT_HAZARD: Final = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
-    "\U000e0000-\U000e007f]"
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
 
 _ANSI: Final = re.compile(
@@ -129,8 +135,22 @@ _ANSI: Final = re.compile(
 _ANSI_START: Final = re.compile("[\x1b\x90\x98\x9b\x9d\x9e\x9f]")
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
-# U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others.
-_ZERO_WIDTH: Final = re.compile("[\u200b\u200c\u200d\u2060-\u2064\ufeff\u180e\u00ad]")
+# U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others, and
+# so do the fillers: the combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 and
+# the Khmer inherent vowels U+17B4, U+17B5 (all Default_Ignorable; the fillers even count as letters).
+_ZERO_WIDTH: Final = re.compile(
+    "[\u200b\u200c\u200d\u2060-\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0]"
+)
+# Variation selectors: one after an emoji picks its text or emoji style, a run of them after anything encodes
+# bytes that a reader cannot see and a model can read ("emoji smuggling": one selector per byte).
+_VARIATION_SELECTORS: Final = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]+")
+_EMOJI_STYLE: Final = frozenset("\ufe0e\ufe0f")
+# Characters that take an emoji style: the emoji blocks and the older symbols that have an emoji form.
+_EMOJI: Final = re.compile(
+    "[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a-\u23ff\u24c2\u25aa-\u27bf"
+    "\u2934\u2935\u2b05-\u2b55\u3030\u303d\u3297\u3299\U0001f000-\U0001faff]"
+)
+_KEYCAP_BASES: Final = frozenset("#*0123456789")  # "1\ufe0f\u20e3" is the keycap emoji 1
 _TAG_CHARS: Final = re.compile("[\U000e0000-\U000e007f]")
 
 # ---------------------------------------------------------------------------
@@ -147,13 +167,110 @@ _IGNORABLE_CHARS: Final = (
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000e0000-\U000e0fff\\\\"
 )
 _IGNORABLE: Final = re.compile(f"[{_IGNORABLE_CHARS}]")
+# The same characters as a set, for the scheme reader below, which looks at one character at a time. Every
+# character of the class is below U+3200 or in the U+FE00-U+FFFF and tag blocks.
+_IGNORABLE_SET: Final = frozenset(
+    char
+    for code in (*range(0x3200), *range(0xFE00, 0x10000), *range(0xE0000, 0xE1000))
+    if _IGNORABLE.match(char := chr(code))
+)
 # Only these can start a dangerous scheme once ignorable characters are skipped: its first letter, or "&" which
-# may encode it (or the end of what is read: padding). Anything else ("h" of https, "/", "#") settles the question
-# without decoding.
-_MAYBE_DANGEROUS: Final = re.compile(f"[{_IGNORABLE_CHARS}]*(?:[jvdJVD&]|\\Z)")
-# How much of a destination is read to judge its scheme; a longer run of padding fails closed (see _is_dangerous).
+# may encode it if a reference follows (or the end of what is read: padding). Anything else ("h" of https, "/",
+# "#") settles the question without decoding.
+_MAYBE_DANGEROUS: Final = re.compile(f"[{_IGNORABLE_CHARS}]*(?:[jvdJVD]|&[{_IGNORABLE_CHARS}]*(?:[#A-Za-z]|\\Z)|\\Z)")
+# How much of a destination is read to judge its scheme; a longer run of padding fails closed (see _scheme_verdict).
 _URL_HEAD: Final = 256
 _PARTIAL_REFERENCE: Final = re.compile(r"&[#0-9A-Za-z]*\Z")
+# Every beginning of a dangerous scheme, "" included: a key outside this set can never become dangerous.
+_SCHEME_PREFIXES: Final = frozenset(scheme[:length] for scheme in _DANGEROUS_SCHEMES for length in range(len(scheme)))
+# What may continue a character reference after its "&": "#", "x", digits, letters; ";" ends it.
+_REFERENCE_CHARS: Final = frozenset("#;0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+Verdict = Literal["safe", "dangerous", "undecided"]
+
+
+class _DestinationReader:
+    """The characters of ``text[start:limit]`` that are not ignorable, with decoded ones read first."""
+
+    __slots__ = ("index", "limit", "pending", "text")
+
+    def __init__(self, text: str, start: int, limit: int) -> None:
+        self.text = text
+        self.index = start
+        self.limit = limit
+        self.pending: list[str] = []  # decoded characters still to read, the next one last
+
+    def next(self) -> str | None:
+        while True:
+            if self.pending:
+                char = self.pending.pop()
+            elif self.index < self.limit:
+                char = self.text[self.index]
+                self.index += 1
+            else:
+                return None
+            if char not in _IGNORABLE_SET:
+                return char
+
+    def reference(self) -> bool | None:
+        """Decodes the character reference after an ``&`` just read, to be read next.
+
+        Returns:
+            True when there was one, False when the ``&`` is a literal one, None when ``limit`` came first.
+        """
+        gathered = ["&"]
+        while (char := self.next()) is not None:
+            if char not in _REFERENCE_CHARS:
+                self.pending.append(char)
+                break
+            gathered.append(char)
+            if char == ";":
+                break
+        else:
+            return None
+        reference = "".join(gathered)
+        decoded = html.unescape(reference)
+        if decoded == reference:
+            return False
+        self.pending.extend(reversed(decoded))
+        return True
+
+
+def _scheme_verdict(text: str, start: int, stop: int) -> Verdict:
+    """Whether the destination at ``text[start:stop]`` starts with a dangerous scheme, read as a browser might.
+
+    Character references are decoded (again, if decoding makes another: ``&amp;#106;``), ignorable characters
+    (whitespace, controls, invisible characters, backslashes) skipped, case folded. Reading stops as soon as
+    the answer is known, usually after a character or two, so that a text dense with links costs time linear in
+    its length (reading a fixed window of every destination took seconds per 100,000 links).
+
+    Returns:
+        ``"dangerous"`` or ``"safe"``; ``"undecided"`` when ``stop`` came first while what was read could still
+        begin a dangerous scheme (the caller knows whether more text may follow: a stream does, a whole answer
+        does not). When the first ``_URL_HEAD`` characters are all read and could still begin one, the answer
+        is ``"dangerous"``: padding that long fails closed.
+    """
+    reader = _DestinationReader(text, start, min(stop, start + _URL_HEAD))
+    key = ""  # always one of _SCHEME_PREFIXES: reading stops once it is not
+    while (char := reader.next()) is not None:
+        if char == "&":
+            decoded = reader.reference()
+            if decoded:
+                continue
+            if decoded is False:
+                return "safe"  # a literal "&": no scheme has one
+            break  # the end came inside what may be a reference, which could decode to anything
+        key += char.lower()
+        if key not in _SCHEME_PREFIXES:
+            return "dangerous" if key.startswith(_DANGEROUS_SCHEMES) else "safe"
+    return "dangerous" if reader.limit < stop else "undecided"
+
+
+def _is_dangerous(text: str, start: int, stop: int) -> bool:
+    """Whether the whole destination at ``text[start:stop]`` has a dangerous scheme (see :func:`_scheme_verdict`)."""
+    if _MAYBE_DANGEROUS.match(text, start, min(stop, start + _URL_HEAD)) is None:
+        return False
+    return _scheme_verdict(text, start, stop) == "dangerous"
 
 
 def _url_key(url: str) -> str:
@@ -176,51 +293,45 @@ def _head_key(url: str) -> tuple[str, bool]:
     return _url_key(_PARTIAL_REFERENCE.sub("", url[:_URL_HEAD])), True
 
 
-def _is_dangerous(destination: str) -> bool:
-    """Whether a markdown link destination (and what follows it) starts with a dangerous scheme.
-
-    Only the first ``_URL_HEAD`` characters are read, and one more to know whether there are more: callers pass
-    a slice that long, so that many links in a long text cost no more than their heads.
-    """
-    if _MAYBE_DANGEROUS.match(destination, 0, _URL_HEAD) is None:
-        return False
-    key, cut = _head_key(destination)
-    if key.startswith(_DANGEROUS_SCHEMES):
-        return True
-    # Past the head, padding could still hide a scheme: fail closed when all that was read could be its start.
-    return cut and any(scheme.startswith(key) for scheme in _DANGEROUS_SCHEMES)
-
-
 # ---------------------------------------------------------------------------
 # Markdown stage
 
-_INLINE_LINK: Final = re.compile(r"\]\(\s*<?")
-# A reference definition, also inside a block quote or a list item; the destination may be on the next line.
-_REFERENCE_DEFINITION: Final = re.compile(r"[ \t>*+\-0-9.)]*\[(?:\\.|[^\[\]\\\n])*\]:[ \t]*(?:\n[ \t>]*)?")
-# Only those that could start a dangerous scheme are looked at (see _MAYBE_DANGEROUS): HTML has many <...>.
-_AUTOLINK: Final = re.compile(f"<(?=[{_IGNORABLE_CHARS}]*[jvdJVD&])([^<>\n]*)>")
+# What may follow where a destination starts for it to be worth reading (see _MAYBE_DANGEROUS); a lookahead, so
+# that a text dense with links to https or anchors is passed over by the regular expression engine alone.
+_CANDIDATE: Final = f"(?=[{_IGNORABLE_CHARS}]*+(?:[jvdJVD]|&[{_IGNORABLE_CHARS}]*+(?:[#A-Za-z]|\\Z)|\\Z))"
+# Where the destination of an inline link or image starts: after "](", whitespace (one line ending included, or
+# more: reading more is only stricter) and an optional "<". The link text is not looked at: "](" is enough, so
+# that neither a label spanning lines nor one cut off by a stream chunk can hide a link. Possessive quantifiers:
+# no backtracking into a long run of whitespace.
+_INLINE_LINK: Final = re.compile(r"\]\(\s*+<?+" + _CANDIDATE)
+# Where the destination of a reference definition starts: after "]:", spaces or tabs, at most one line ending
+# and what continues a block quote or a list item on the next line. As for inline links, the label is not looked
+# at (CommonMark lets it span lines, "[x\ny]: ..."): any "]:" followed by a dangerous destination is neutralised.
+_DEFINITION_DESTINATION: Final = re.compile(r"\]:[ \t]*+(?:\r?\n[ \t>]*+)?+<?+" + _CANDIDATE)
+# Only those that could start a dangerous scheme are looked at: HTML has many <...>.
+_AUTOLINK: Final = re.compile(f"<{_CANDIDATE}([^<>\\n]*)>")
+# What ends an inline destination: its unbalanced ")" (parentheses nest), a line ending, or a backslash escape.
+_DESTINATION_STRUCTURE: Final = re.compile(r"[\\\n()]")
 
 
 def _inline_destination_end(text: str, start: int) -> int:
     """Where the destination starting at ``start`` ends: its unbalanced ``)``, the line's end or the text's."""
     depth = 0
     index = start
-    end = len(text)
-    while index < end:
-        char = text[index]
+    while (found := _DESTINATION_STRUCTURE.search(text, index)) is not None:
+        index = found.end()
+        char = found.group()
         if char == "\\":
-            index += 2
-            continue
-        if char == "\n":
-            return index
-        if char == "(":
+            index += 1
+        elif char == "\n":
+            return found.start()
+        elif char == "(":
             depth += 1
-        elif char == ")":
-            if depth == 0:
-                return index
+        elif depth == 0:
+            return found.start()
+        else:
             depth -= 1
-        index += 1
-    return end
+    return len(text)
 
 
 def _neutralise_inline_links(text: str, counts: dict[str, int]) -> str:
@@ -229,7 +340,7 @@ def _neutralise_inline_links(text: str, counts: dict[str, int]) -> str:
     position = 0
     while (match := _INLINE_LINK.search(text, position)) is not None:
         position = match.end()
-        if not _is_dangerous(text[position : position + _URL_HEAD + 1]):
+        if not _is_dangerous(text, position, len(text)):
             continue
         opening = match.start() + 2  # just after "]("
         end = _inline_destination_end(text, position)
@@ -245,25 +356,22 @@ def _neutralise_inline_links(text: str, counts: dict[str, int]) -> str:
 def _neutralise_reference_definitions(text: str, counts: dict[str, int]) -> str:
     pieces: list[str] = []
     done = 0
-    colon = text.find("]:")
-    while colon != -1:
-        # A definition starts its line: one look per line, however many "]:" it has.
-        line_start = text.rfind("\n", 0, colon) + 1
-        next_line = text.find("\n", colon)
-        if next_line == -1:
-            next_line = len(text)
-        match = _REFERENCE_DEFINITION.match(text, line_start)
-        if match is not None:
-            start = match.end()  # may be on the next line
-            end = text.find("\n", start)
+    position = 0
+    while (match := _DEFINITION_DESTINATION.search(text, position)) is not None:
+        start = position = match.end()  # may be on the next line
+        # The line's end, looked for only as far as the destination is read: many definitions on one long line
+        # must not cost a search to its end each.
+        window = min(len(text), start + _URL_HEAD + 1)
+        end = text.find("\n", start, window)
+        if _is_dangerous(text, start, window if end == -1 else end):
+            # The destination and a title after it go: "[x]: #".
             if end == -1:
-                end = len(text)
-            probe = start + 1 if text.startswith("<", start) else start  # <destination>
-            if probe < end and _is_dangerous(text[probe : min(end, probe + _URL_HEAD + 1)]):
-                pieces += (text[done:start], "#")
-                done = next_line = end
-                counts["markdown_links"] = counts.get("markdown_links", 0) + 1
-        colon = text.find("]:", next_line)
+                end = text.find("\n", window)
+                end = len(text) if end == -1 else end
+            opening = match.start() + 2  # just after "]:"
+            pieces += (text[done:opening], " #")
+            done = position = end
+            counts["markdown_links"] = counts.get("markdown_links", 0) + 1
     if not pieces:
         return text
     pieces.append(text[done:])
@@ -275,7 +383,7 @@ def _neutralise_autolinks(text: str, counts: dict[str, int]) -> str:
 
     def replace(match: re.Match[str]) -> str:
         nonlocal found
-        if _is_dangerous(match.group(1)[: _URL_HEAD + 1]):
+        if _is_dangerous(text, match.start(1), match.end(1)):
             found += 1
             return "<#>"
         return match.group(0)
@@ -284,6 +392,51 @@ def _neutralise_autolinks(text: str, counts: dict[str, int]) -> str:
     if found:
         counts["markdown_links"] = counts.get("markdown_links", 0) + found
     return result
+
+
+def open_link_start(text: str) -> int:
+    """Where the first link in ``text`` starts whose destination more text could still make dangerous.
+
+    That is the ``]`` of a ``](`` or ``]:`` whose destination, read to the end of ``text``, could still begin a
+    dangerous scheme (``[a](``, ``[a](java``, ``[a]:\\n``), or a ``]`` that ends the text (the next character
+    could be ``(`` or ``:``). ``len(text)`` when there is none. A stream holds text back from here: sanitised in
+    two pieces, such a link would be judged on half its destination.
+    """
+    earliest = len(text) - 1 if text.endswith("]") else len(text)
+    for pattern in (_INLINE_LINK, _DEFINITION_DESTINATION):
+        for match in pattern.finditer(text):
+            if match.start() >= earliest:
+                break
+            if _scheme_verdict(text, match.end(), len(text)) == "undecided":
+                earliest = match.start()
+                break
+    return earliest
+
+
+def seal_open_links(text: str) -> str:
+    """``text`` with every link :func:`open_link_start` would find closed to what may follow.
+
+    An open destination gets ``#`` where it starts, so that whatever follows continues a fragment (``[a](#ja``),
+    and a ``]`` that ends the text is escaped (``\\]``), so that a ``(`` or ``:`` after it starts no link.
+    """
+    inserts: list[tuple[int, str]] = []
+    for pattern in (_INLINE_LINK, _DEFINITION_DESTINATION):
+        for match in pattern.finditer(text):
+            if _scheme_verdict(text, match.end(), len(text)) == "undecided":
+                inserts.append((match.end(), "#"))
+    if text.endswith("]"):
+        backslashes = len(text) - 1 - len(text[:-1].rstrip("\\"))
+        if backslashes % 2 == 0:  # not escaped already
+            inserts.append((len(text) - 1, "\\"))
+    if not inserts:
+        return text
+    pieces: list[str] = []
+    done = 0
+    for position, insert in sorted(inserts):
+        pieces += (text[done:position], insert)
+        done = position
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _neutralise_links(text: str, counts: dict[str, int]) -> str:
@@ -546,7 +699,10 @@ class SanitizePolicy:
             (``\\x9b``, ``\\x9d``...) and every other ESC sequence.
         bidi: Remove bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the marks
             U+200E, U+200F, U+061C.
-        zero_width: Remove U+200B, U+200C, U+200D, U+2060-U+2064, U+FEFF, U+180E and the soft hyphen U+00AD.
+        zero_width: Remove U+200B, U+200C, U+200D, U+2060-U+2064, U+FEFF, U+180E, the soft hyphen U+00AD, the
+            combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, U+17B4, U+17B5,
+            and the variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, except one U+FE0E or U+FE0F alone
+            after an emoji (its text or emoji style).
         tag_chars: Remove Unicode tag characters U+E0000-U+E007F.
         normalize: NFC-normalise, as the last step of the text stage.
         html: Sanitise HTML with nh3 when the text contains markup.
@@ -864,6 +1020,7 @@ class Sanitizer:
             text = _remove(_BIDI, text, "bidi", counts)
         if policy.zero_width:
             text = _remove(_ZERO_WIDTH, text, "zero_width", counts)
+            text = _remove_variation_selectors(text, counts)
         if policy.tag_chars:
             text = _remove(_TAG_CHARS, text, "tag_chars", counts)
         if policy.normalize and not unicodedata.is_normalized("NFC", text):
@@ -910,6 +1067,27 @@ def _remove_ansi(text: str, counts: dict[str, int]) -> str:
     pieces.append(text[done:])
     counts["ansi"] = counts.get("ansi", 0) + len(pieces) - 1
     return "".join(pieces)
+
+
+def _remove_variation_selectors(text: str, counts: dict[str, int]) -> str:
+    """Removes variation selectors but a lone text or emoji style selector after an emoji (counted as zero-width)."""
+    removed = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal removed
+        run = match.group()
+        start = match.start()
+        if len(run) == 1 and run in _EMOJI_STYLE and start > 0:
+            before = text[start - 1]
+            if _EMOJI.match(before) or (before in _KEYCAP_BASES and text.startswith("\u20e3", match.end())):
+                return run
+        removed += len(run)
+        return ""
+
+    result = _VARIATION_SELECTORS.sub(replace, text)
+    if removed:
+        counts["zero_width"] = counts.get("zero_width", 0) + removed
+    return result
 
 
 def _remove(pattern: re.Pattern[str], text: str, category: str, counts: dict[str, int]) -> str:
