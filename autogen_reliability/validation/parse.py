@@ -76,11 +76,11 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NoReturn
+from typing import Any, Final, Literal, NoReturn, cast
 
 from autogen_reliability.errors import ConfigurationError
 
-__all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json"]
+__all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json", "locate_json"]
 
 ExtractionFailure = Literal[
     "empty", "too_long", "no_json", "unbalanced", "invalid_json", "trailing_garbage", "too_deep", "scalar"
@@ -383,7 +383,7 @@ def _skip_space(text: str, pos: int, end: int) -> int:
 def _search_prose(text: str, start: int, end: int, budget: list[int]) -> tuple[bool, Any, _FailedCandidate | None]:
     """The first candidate in ``text[start:end]`` that is balanced and parses.
 
-    Returns ``(True, value, None)`` when found, else ``(False, None, failed)`` with
+    Returns ``(True, (value, start, end), None)`` when found, else ``(False, None, failed)`` with
     the failed candidate the parser got furthest into (the likeliest to be the
     intended answer), or ``None`` when there was no candidate at all. ``budget``
     holds how many fast parser tries are left for the whole extraction.
@@ -402,12 +402,12 @@ def _search_prose(text: str, start: int, end: int, budget: list[int]) -> tuple[b
                 failure = exc
             else:
                 if stop <= end:
-                    return True, value, None
+                    return True, (value, candidate, stop), None
         outcome, where = scanner.finish(candidate)
         if outcome == "closed" and plausible and failure is None:
             try:
                 # A slice, not the whole text: the JSONDecodeError of a failure counts lines up to its position.
-                return True, _DECODER.raw_decode(text[candidate:where])[0], None
+                return True, (_DECODER.raw_decode(text[candidate:where])[0], candidate, where), None
             except (ValueError, RecursionError) as exc:
                 failure, offset = exc, candidate
         if outcome == "closed" and not plausible:
@@ -451,7 +451,7 @@ def _check_text(text: str, max_chars: int | None) -> None:
 
 
 def _search_fences(text: str, fences: list[_Fence]) -> tuple[bool, Any, JSONExtractionError | None]:
-    """The first JSON object or array that is the whole content of a ``json`` or untagged block."""
+    """The first JSON object or array that is the whole content of a ``json`` or untagged block, and its span."""
     first_failed: _Fence | None = None
     for fence in fences:
         if fence.language not in _JSON_FENCE_LANGUAGES:
@@ -462,7 +462,7 @@ def _search_fences(text: str, fences: list[_Fence]) -> tuple[bool, Any, JSONExtr
             first_failed = first_failed or fence
             continue
         if isinstance(value, dict | list):
-            return True, value, None
+            return True, (value, fence.content_start, fence.content_end), None
         first_failed = first_failed or fence
     if first_failed is None:
         return False, None, None
@@ -504,6 +504,42 @@ def _why_not_whole(text: str) -> JSONExtractionError:
     raise AssertionError("the text was found not to be JSON as a whole, then to be")  # pragma: no cover
 
 
+def locate_json(text: str, *, max_chars: int | None = None, allow_prose: bool = True) -> tuple[Any, int, int]:
+    """What :func:`extract_json` returns, and where in ``text`` it was found: ``(value, start, end)``.
+
+    ``text[start:end]`` is the JSON (whitespace aside): all of the text, the content of a fenced block, or the
+    balanced brackets in prose. Same arguments and errors as :func:`extract_json`.
+    """
+    _check_text(text, max_chars)
+    try:
+        return _parse_whole(text, 0, len(text), None), 0, len(text)
+    except _NotWholeError:
+        pass  # why not is worked out only if it is reported
+
+    fences = _find_fences(text)
+    found, located, fence_error = _search_fences(text, fences)
+    if found:
+        return cast(tuple[Any, int, int], located)
+    furthest: _FailedCandidate | None = None
+    if allow_prose:
+        found, located, furthest = _search_outside(text, fences)
+        if found:
+            return cast(tuple[Any, int, int], located)
+
+    if fence_error is not None:
+        raise fence_error
+    if furthest is not None:
+        raise furthest.error(text)
+    whole_text_error = _why_not_whole(text)
+    if not allow_prose:
+        raise whole_text_error
+    skipped = sorted({f.language for f in fences if f.language not in _JSON_FENCE_LANGUAGES})
+    note = f"; fenced blocks tagged {', '.join(skipped)} are not read as JSON" if skipped else ""
+    raise JSONExtractionError(
+        "no_json", f"no JSON object or array found, and the text as a whole is not JSON ({whole_text_error}){note}"
+    )
+
+
 def extract_json(text: str, *, max_chars: int | None = None, allow_prose: bool = True) -> Any:
     """Returns the JSON value a model meant, or raises JSONExtractionError with why.
 
@@ -539,31 +575,4 @@ def extract_json(text: str, *, max_chars: int | None = None, allow_prose: bool =
         >>> extract_json('```json\\n[1, 2]\\n```')
         [1, 2]
     """
-    _check_text(text, max_chars)
-    try:
-        return _parse_whole(text, 0, len(text), None)
-    except _NotWholeError:
-        pass  # why not is worked out only if it is reported
-
-    fences = _find_fences(text)
-    found, value, fence_error = _search_fences(text, fences)
-    if found:
-        return value
-    furthest: _FailedCandidate | None = None
-    if allow_prose:
-        found, value, furthest = _search_outside(text, fences)
-        if found:
-            return value
-
-    if fence_error is not None:
-        raise fence_error
-    if furthest is not None:
-        raise furthest.error(text)
-    whole_text_error = _why_not_whole(text)
-    if not allow_prose:
-        raise whole_text_error
-    skipped = sorted({f.language for f in fences if f.language not in _JSON_FENCE_LANGUAGES})
-    note = f"; fenced blocks tagged {', '.join(skipped)} are not read as JSON" if skipped else ""
-    raise JSONExtractionError(
-        "no_json", f"no JSON object or array found, and the text as a whole is not JSON ({whole_text_error}){note}"
-    )
+    return locate_json(text, max_chars=max_chars, allow_prose=allow_prose)[0]

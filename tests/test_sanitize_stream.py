@@ -1,0 +1,255 @@
+"""Sanitising what reaches the agent through the wrapper: streams, JSON mode, long answers.
+
+Through the real SDK and AutoGen's OpenAIChatCompletionClient against FakeOpenAIServer, which streams an answer
+word by word (each chunk is a word with the whitespace before it). What the consumer joins together is judged by
+rendering it with markdown-it-py and parsing the HTML (see ``sanitize_judge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from autogen_core.models import CreateResult, UserMessage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autogen_reliability import ValidationPolicy, extract_json, reliable
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.validation.sanitize import Sanitizer
+from autogen_reliability.validation.sanitizing import HOLD_BACK_LIMIT, StreamSanitizer
+
+from .conftest import OpenAIClientFactory
+from .sanitize_judge import rendered_problems
+
+ASK = [UserMessage(content="Answer.", source="user")]
+SANITIZER = Sanitizer()
+
+
+async def stream(client: Any, **kwargs: Any) -> tuple[list[str], CreateResult]:
+    chunks: list[str] = []
+    final: CreateResult | None = None
+    async for item in client.create_stream(ASK, **kwargs):
+        if isinstance(item, CreateResult):
+            final = item
+        else:
+            chunks.append(item)
+    assert final is not None
+    return chunks, final
+
+
+# --- Links split across chunks (the server cuts the answer before every space)
+
+SPLIT_LINKS = [
+    "[a)]( javascript:alert(1))",  # "[a)](" then " javascript:alert(1))": the ")" in the text closed the "["
+    "![x)]( javascript:alert(1))",
+    "[a)]: javascript:alert(1)\n\n[a)]",  # a reference definition
+    "[a)]:\njavascript:alert(1)\n\n[a)]",  # its destination on the next line
+    "[a)]( &#106;avascript:alert(1))",
+    "[" + "a " * 600 + "]( javascript:alert(1))",  # link text longer than what is held back
+    "[a]( " + " " * 1200 + "javascript:alert(1))",  # an open destination longer than what is held back
+    "Intro text. [a)]( javascript:alert(1)) and [b]( vbscript:msgbox(1)) end.",
+]
+
+
+@pytest.mark.parametrize("answer", SPLIT_LINKS)
+async def test_links_split_across_chunks_do_not_render_as_links(
+    answer: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    assert rendered_problems(answer), "the judge must see the link in the raw answer"
+    server.enqueue(FakeReply.text(answer))
+    chunks, final = await stream(reliable(make_openai_client()))
+    assert len(chunks) >= 1
+    assert rendered_problems("".join(chunks)) == []
+    assert rendered_problems(str(final.content)) == []
+
+
+async def test_words_outside_links_still_flow_chunk_by_chunk(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    answer = "See [the docs](https://example.com/docs) or (if you must) the a < b and x] notes, then [go]( home)."
+    server.enqueue(FakeReply.text(answer))
+    chunks, final = await stream(reliable(make_openai_client()))
+    assert "".join(chunks) == answer == final.content
+    assert len(chunks) >= 10  # held back only around an open link, not from every "[", "(" or "<"
+
+
+# --- Any split: the joined pieces render as safely as the whole
+
+LINK_FRAGMENTS = [
+    "[a)](",
+    "![x)](",
+    "[a)]:",
+    "[",
+    "]",
+    "(",
+    ")",
+    ":",
+    "](",
+    "]:",
+    "<",
+    ">",
+    "<foo>",
+    "</foo>",
+    "<a href=",
+    '"',
+    "javascript:alert(1)",
+    "javas",
+    "cript:",  # "< script" would read as a tag to the judge, which errs on the strict side
+    "JaVa",
+    "vbscript:x",
+    "data:text/html,x",
+    "&#106;",
+    "&#x6a;",
+    "&amp;",
+    "&",
+    "#",
+    "\\",
+    "\u200b",
+    "\x1b[31m",
+    " ",
+    "\n",
+    "> ",
+    "&Tab;",
+    "x",
+]
+hostile_links = st.lists(st.sampled_from(LINK_FRAGMENTS), max_size=30).map("".join)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(hostile_links, st.lists(st.integers(min_value=0, max_value=400), max_size=12), st.sampled_from([16, 1024]))
+def test_any_split_joins_to_text_that_renders_safely(text: str, cuts: list[int], limit: int) -> None:
+    positions = sorted({min(cut, len(text)) for cut in cuts})
+    pieces = [text[start:end] for start, end in zip([0, *positions], [*positions, len(text)], strict=True)]
+    streamer = StreamSanitizer(SANITIZER, limit=limit)
+    joined = "".join(streamer.feed(piece) for piece in pieces) + streamer.finish()
+    assert rendered_problems(joined) == []
+
+
+def test_a_hold_longer_than_the_limit_is_neutralised_not_released_raw() -> None:
+    streamer = StreamSanitizer(SANITIZER)
+    released = streamer.feed("[a](")
+    released += streamer.feed(" " * (HOLD_BACK_LIMIT + 10))
+    # Released, with its open destination closed.
+    assert released.startswith("[a](")
+    assert released.endswith("#")
+    joined = released + streamer.feed("javascript:alert(1))") + streamer.finish()
+    assert rendered_problems(joined) == []
+    # A "]" at the end of what is forced out is escaped: a "(" after it opens nothing.
+    streamer = StreamSanitizer(SANITIZER, limit=8)
+    joined = streamer.feed("[abc]") + streamer.feed("\u200b" * 20) + streamer.feed("(javascript:x)") + streamer.finish()
+    assert rendered_problems(joined) == []
+
+
+def test_holding_back_is_linear_in_what_is_held() -> None:
+    # An open destination fed one character at a time is looked at again only when the held text has doubled.
+    streamer = StreamSanitizer(SANITIZER)
+    started = time.perf_counter()
+    for _ in range(200):
+        streamer.feed("[a](")
+        for _ in range(HOLD_BACK_LIMIT):
+            streamer.feed("&Tab;"[_ % 5])
+    assert rendered_problems(streamer.finish()) == []
+    assert time.perf_counter() - started < 30  # about a second; looking at every chunk again took minutes
+
+
+# --- JSON mode without a ValidationPolicy
+
+HAZARDS = ("\x1b", "\x07", "\u202e")
+ESCAPED_JSON = '{"title": "\\u001b[31mred\\u001b[0m", "note": "\\u001b]52;c;ZXZpbA==\\u0007 copy", "x": "a\\u202eb"}'
+
+
+def assert_clean(value: object) -> None:
+    text = json.dumps(value, ensure_ascii=False)
+    assert not any(hazard in text for hazard in HAZARDS), text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ESCAPED_JSON,
+        f"```json\n{ESCAPED_JSON}\n```",
+        f"Here it is:\n\n```\n{ESCAPED_JSON}\n```\nHope that helps.",
+        f"Sure! {ESCAPED_JSON} Anything else?",
+    ],
+)
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_json_mode_hands_on_json_whose_strings_are_sanitised(
+    answer: str, mode: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    assert any(hazard in json.dumps(extract_json(answer), ensure_ascii=False) for hazard in HAZARDS)
+    server.enqueue(FakeReply.text(answer))
+    client = reliable(make_openai_client())
+    if mode == "create":
+        final = await client.create(ASK, json_output=True)
+    else:
+        chunks, final = await stream(client, json_output=True)
+        assert "".join(chunks) == final.content  # the chunks carry the sanitised answer, not the raw JSON text
+    content = str(final.content)
+    assert_clean(extract_json(content))
+    assert extract_json(content)["title"] == "red"
+    if "Hope that helps." in answer:
+        assert content.startswith("Here it is:")  # the prose stays
+        assert content.rstrip().endswith("Hope that helps.")
+
+
+async def test_json_mode_with_validation_streams_the_sanitised_json(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text(f"```json\n{ESCAPED_JSON}\n```"))
+    chunks, final = await stream(reliable(make_openai_client(), validation=ValidationPolicy()), json_output=True)
+    assert_clean(json.loads("".join(chunks)))
+    assert "".join(chunks) == final.content
+
+
+# --- Long answers and the event loop
+
+LINK_DENSE = "[x](&" * 200_000 + " [y](javascript:alert(1))"  # 1 MB
+
+
+class LoopWatch:
+    """Measures the longest time the event loop went without running this task's ticks."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._last_tick = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._last_tick = loop.time()
+            await asyncio.sleep(0.005)
+            self.longest = max(self.longest, loop.time() - self._last_tick)
+
+    async def __aenter__(self) -> LoopWatch:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        # The wait that ends here counts too: the tick has not run since.
+        self.longest = max(self.longest, asyncio.get_running_loop().time() - self._last_tick)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_a_long_answer_is_sanitised_off_the_event_loop(
+    mode: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    server.enqueue(FakeReply.text(LINK_DENSE))
+    client = reliable(make_openai_client())
+    async with LoopWatch() as watch:
+        if mode == "create":
+            final = await client.create(ASK)
+        else:
+            chunks, final = await stream(client)
+            assert rendered_problems("".join(chunks)[-40:]) == []
+    assert str(final.content).endswith("[y](#)")
+    print(f"longest wait of the event loop: {watch.longest * 1000:.0f} ms")
+    assert watch.longest < 1.0  # the loop waited seconds for the sanitiser; the SDK's own parsing takes a little
