@@ -40,6 +40,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -51,6 +52,7 @@ from typing import Final, Protocol
 
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ..errors import ConfigurationError
+from ._journal import Journal, journal_supported, orphaned_journals, read_journal
 from .events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
@@ -60,6 +62,8 @@ logger = logging.getLogger("autogen_reliability")
 DEFAULT_BATCH_SIZE: Final = 1000
 DEFAULT_FLUSH_INTERVAL: Final = 1.0
 DEFAULT_MAX_QUEUE: Final = 100_000
+MAX_FLUSH_INTERVAL: Final = 3600.0  # an hour: rows wait in memory that long, and longer waits overflow timers
+MAX_QUEUE_LIMIT: Final = 100_000_000  # rows held in memory; far more than any memory holds
 _RETRY_DATABASE_EVERY: Final = 5.0  # seconds between attempts to reach a database that failed
 
 
@@ -88,11 +92,15 @@ class UsageRecorder:
             writer thread, and again later while it fails).
         spool_dir: Where spool files go (created if missing).
         batch_size: Events per write; a full batch is written at once.
-        flush_interval: Seconds between writes of a partial batch (the crash-loss window).
+        flush_interval: Seconds between writes of a partial batch (at most an hour).
         max_queue: Events held in memory before the writer spills them to the spool.
         close_sink: Close the sink when the recorder is closed.
         name: Names the spool files (default: the sink's URL); recorders of one
             database share a name, so one replays what another left behind.
+        journal: Also copy each event, as it is recorded, into a memory-mapped
+            journal file in ``spool_dir``, so a process killed outright loses
+            none (see the module's docstring). On by default where the platform
+            has ``flock`` (not on Windows).
 
     Example:
         >>> recorder = UsageRecorder(UsageStore("sqlite:///usage.db"), spool_dir=".usage-spool")
@@ -109,13 +117,21 @@ class UsageRecorder:
         max_queue: int = DEFAULT_MAX_QUEUE,
         close_sink: bool = True,
         name: str | None = None,
+        journal: bool = True,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float) or not flush_interval > 0:
-            raise ConfigurationError(f"flush_interval must be > 0 seconds, got {flush_interval!r}")
-        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < batch_size:
-            raise ConfigurationError(f"max_queue must be an int >= batch_size ({batch_size}), got {max_queue!r}")
+        _check_int("batch_size", batch_size, 1, MAX_QUEUE_LIMIT)
+        _check_int("max_queue", max_queue, batch_size, MAX_QUEUE_LIMIT, low_name="batch_size")
+        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float):
+            raise ConfigurationError(f"flush_interval must be a number of seconds, got {type(flush_interval).__name__}")
+        if not math.isfinite(flush_interval) or not 0 < flush_interval <= MAX_FLUSH_INTERVAL:
+            raise ConfigurationError(
+                f"flush_interval must be > 0 and <= {MAX_FLUSH_INTERVAL:g} seconds, got {flush_interval!r}"
+            )
+        for option, value in (("close_sink", close_sink), ("journal", journal)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{option} must be True or False, got {value!r}")
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name must be a str, got {type(name).__name__}")
         # A factory is called on the writer thread: connecting never holds up the caller.
         self._factory: Callable[[], UsageSink] | None = None if _is_sink(sink) else sink  # type: ignore[assignment]
         self._sink: UsageSink | None = sink if _is_sink(sink) else None  # type: ignore[assignment]
@@ -124,7 +140,9 @@ class UsageRecorder:
         self._flush_interval = float(flush_interval)
         self._max_queue = max_queue
         self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
+        self._journal = Journal(self._spool.directory, self._spool.prefix) if journal and journal_supported() else None
         self._queue: deque[UsageRow] = deque()
+        self._append_lock = threading.Lock()  # a row's place in the journal and in the queue is the same
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -143,11 +161,16 @@ class UsageRecorder:
         """Queue ``event`` for writing. Never blocks on I/O, never raises."""
         try:
             row = event.to_row()
-            if self._closed:
+            with self._append_lock:
+                queued = not self._closed
+                if queued:
+                    if self._journal is not None:
+                        self._journal.append(row)  # before record() returns: from now on, a killed process keeps it
+                    self._queue.append(row)
+            if not queued:
                 # Late events (after close) still must not vanish: straight to the spool.
                 self._spool.append([row])
                 return
-            self._queue.append(row)
             if len(self._queue) >= self._batch_size:
                 self._wake.set()
         except Exception:  # recording must never break a model call
@@ -177,12 +200,20 @@ class UsageRecorder:
         self._wake.set()
         self._thread.join(timeout)
         # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
-        leftover = self._take(len(self._queue))
-        if leftover:
-            try:
-                self._spool.append(leftover)
-            except Exception:
-                logger.exception("%d usage events could be neither written nor spooled, and are lost", len(leftover))
+        with self._append_lock:
+            leftover = self._take(len(self._queue))
+            if leftover:
+                try:
+                    self._spool.append(leftover)
+                    self._stored(len(leftover))
+                except Exception:
+                    logger.exception(
+                        "%d usage events could be neither written nor spooled; %s",
+                        len(leftover),
+                        "the next process replays them from the journal" if self._journal else "they are lost",
+                    )
+            if self._journal is not None:
+                self._journal.close()  # deleted if everything is stored; else left for the next process
         if self._close_sink and self._sink is not None:
             with contextlib.suppress(Exception):
                 self._sink.close()
@@ -197,6 +228,11 @@ class UsageRecorder:
     def spool_path(self) -> Path:
         """The file this process spools to while the database is unavailable."""
         return self._spool.path
+
+    @property
+    def journal_paths(self) -> list[Path]:
+        """The journal files of this recorder: rows recorded and not yet stored (empty without a journal)."""
+        return self._journal.paths if self._journal is not None else []
 
     @property
     def spooled(self) -> int:
@@ -215,6 +251,8 @@ class UsageRecorder:
             self._connect()
         self._replay()
         while not self._closed:
+            if self._journal is not None:
+                self._journal.prepare()
             self._wake.wait(self._flush_interval)
             self._wake.clear()
             self._drain_safely()
@@ -238,6 +276,7 @@ class UsageRecorder:
             if not kept:
                 self._requeue(batch)
                 return  # neither the database nor the disk took it: try again at the next wake-up
+            self._stored(len(batch))
             self._done(len(batch))
             hand_over_gil()  # the event loop's thread may be waiting for the GIL
         # Spooled events go to the database once it answers: now if healthy, else at the next try.
@@ -252,6 +291,14 @@ class UsageRecorder:
                 batch.append(self._queue.popleft())
             self._in_flight += len(batch)
         return batch
+
+    def _stored(self, count: int) -> None:
+        """The oldest ``count`` rows taken from the queue are in the database or the spool: trim the journal."""
+        if self._journal is not None:
+            try:
+                self._journal.stored(count)
+            except Exception:
+                logger.exception("could not trim the usage journal")
 
     def _done(self, count: int) -> None:
         with self._idle:
@@ -341,6 +388,18 @@ class UsageRecorder:
                 return
             self._spool.remove(path)
             self._healthy = True
+        for path, fd in orphaned_journals(self._spool.directory, self._spool.prefix):
+            try:
+                for batch in _batches(read_journal(fd, path), self._batch_size):
+                    _write_rows(sink, batch)
+                    self._stats["replayed"] += len(batch)
+            except Exception as error:
+                os.close(fd)  # the lock goes with it: this process, or the next, tries again
+                self._failed(error)
+                return
+            self._spool.remove(path)  # before the lock is let go, so nobody replays it again
+            os.close(fd)
+            self._healthy = True
 
 
 class _Spool:
@@ -348,8 +407,8 @@ class _Spool:
 
     def __init__(self, directory: Path, sink_name: str) -> None:
         self.directory = directory
-        self._prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
-        self.path = directory / f"{self._prefix}-{os.getpid()}.jsonl"
+        self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
+        self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
         self._count = 0
 
@@ -383,7 +442,7 @@ class _Spool:
                 yield_own = []
         yield from yield_own
         if self.directory.is_dir():
-            for path in sorted(self.directory.glob(f"{self._prefix}-*.jsonl")):
+            for path in sorted(self.directory.glob(f"{self.prefix}-*.jsonl")):
                 if path not in yield_own and _orphaned(path):
                     yield path
 
@@ -444,6 +503,27 @@ def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
                 batch = []
     if batch:
         yield batch
+
+
+def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
+    batch: list[UsageRow] = []
+    for number, row in enumerate(rows, 1):
+        batch.append(row)
+        if number % SLICE_ROWS == 0:
+            hand_over_gil()  # decoding runs on the writer thread, next to the event loop
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _check_int(option: str, value: object, low: int, high: int, *, low_name: str | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{option} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        bound = f"{low_name} ({low})" if low_name else str(low)
+        raise ConfigurationError(f"{option} must be an int >= {bound} and <= {high:_}, got {value!r}")
 
 
 def _write_rows(sink: UsageSink, rows: list[UsageRow]) -> None:
