@@ -69,8 +69,13 @@ def event() -> UsageEvent:
     )
 
 
-async def measure(record: Callable[[UsageEvent], None], rate: int) -> list[float]:
-    """The ticker's lateness (seconds) while ``record`` gets ``rate`` events a second."""
+async def measure(
+    record: Callable[[UsageEvent], None], rate: int, after_turn: Callable[[], None] | None = None
+) -> list[float]:
+    """The ticker's lateness (seconds) while ``record`` gets ``rate`` events a second.
+
+    ``after_turn`` runs after each turn's events (``bench_journal.py`` writes a buffer there).
+    """
     lateness: list[float] = []
     stop = asyncio.Event()
 
@@ -88,6 +93,8 @@ async def measure(record: Callable[[UsageEvent], None], rate: int) -> list[float
             while sent < due:
                 record(event())
                 sent += 1
+            if after_turn is not None:
+                after_turn()
             await asyncio.sleep(TICK)
         stop.set()
 
@@ -106,7 +113,7 @@ def report(name: str, rate: int, runs: list[list[float]], extra: str = "") -> No
     over = sum(sum(1 for lateness in run if lateness > STALL) for run in runs)
     ticks = sum(len(run) for run in runs)
     print(
-        f"  {name:<10} {rate:>6}/s  lateness p99 {p99:5.2f} ms, p99.9 {p999:5.2f} ms, "
+        f"  {name:<17} {rate:>6}/s  lateness p99 {p99:5.2f} ms, p99.9 {p999:5.2f} ms, "
         f"max {worst:5.2f} ms (runs: {maxima}); over {STALL * 1e3:.0f} ms: {over} of {ticks} ticks{extra}"
     )
 

@@ -79,6 +79,10 @@ _MAGIC: Final = b"ARJOURN1"
 _HEADER_BYTES: Final = 64
 _STORED: Final = Struct("<Q")  # at offset 8: rows numbered below it are stored (or spooled)
 _RECORD: Final = Struct("<IIQ")  # length, crc32 of the payload, the row's number in the journal
+_RECORD_BYTES: Final = _RECORD.size
+_pack_record: Final = _RECORD.pack_into
+_dumps: Final = marshal.dumps
+_crc32: Final = zlib.crc32
 _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _RETRY_AFTER_FAILURE: Final = 5.0  # seconds before the call path tries again to make a segment
@@ -155,6 +159,7 @@ class Journal:
 
     def append(self, row: UsageRow) -> None:
         """Copies ``row`` into the current segment; never raises (a row it cannot journal is still queued)."""
+        # Every name this touches is a local or a constant: it runs on the event loop once per attempt.
         number = self._appended
         self._appended = number + 1
         try:
@@ -162,18 +167,20 @@ class Journal:
             fields[_STARTED] = fields[_STARTED].timestamp()
             if fields[_PRICE_DATE] is not None:
                 fields[_PRICE_DATE] = fields[_PRICE_DATE].toordinal()
-            payload = marshal.dumps(fields)
+            payload = _dumps(fields)
             size = len(payload)
             segment, offset = self._current, self._offset
-            if segment is None or offset + _RECORD.size + size > segment.size:
-                segment = self._next_segment(number, _RECORD.size + size)
+            end = offset + _RECORD_BYTES + size
+            if segment is None or end > segment.size:
+                segment = self._next_segment(number, _RECORD_BYTES + size)
                 if segment is None:
                     return
                 offset = _HEADER_BYTES
-            end = offset + _RECORD.size + size
-            segment.map[offset + _RECORD.size : end] = payload
+                end = offset + _RECORD_BYTES + size
+            data = segment.map
+            data[offset + _RECORD_BYTES : end] = payload
             # The record's header last: a record is whole or absent (the CRC catches a torn page after a crash).
-            _RECORD.pack_into(segment.map, offset, size, zlib.crc32(payload), number)
+            _pack_record(data, offset, size, _crc32(payload), number)
             self._offset = end
         except Exception as error:  # the journal must never break a model call; the row is still queued
             self._failed(error)
