@@ -4,33 +4,48 @@ The LLM call path must never wait for a database, and a usage row must never
 be dropped. So:
 
 - :meth:`UsageRecorder.record` flattens the event into a row of plain values
-  (:meth:`UsageEvent.to_row`, which the garbage collector does not track) and
-  appends it to an in-memory queue: no I/O, no lock held for long, and it
-  never raises.
+  (:meth:`UsageEvent.to_row`, which the garbage collector does not track),
+  copies it into this process's **journal** (a memory-mapped file, see
+  :mod:`._journal`: no system call, a microsecond or two) and appends it to an
+  in-memory queue. No I/O, no lock held for long, and it never raises.
 - A background thread writes the queue in batches (every ``flush_interval``
   seconds, or as soon as ``batch_size`` events wait), each batch in one
   transaction of bulk inserts, handing the GIL over every few dozen rows so the
-  event loop keeps waking on time.
+  event loop keeps waking on time. The journal is trimmed as batches are stored.
 - When a write fails (the database is down, locked, read-only, or slow past its
   timeout), the batch is appended to a local **spool** file (JSON lines, one
   ``fsync`` per batch) and the writer keeps spooling until the database answers
   again; then the spool is replayed and removed. A queue that grows past
   ``max_queue`` (the database cannot keep up) is spilled to the spool too.
 - Every event carries a client-made UUID with a unique constraint in the store,
-  and writes are insert-or-ignore: a batch replayed after a crash half-way is
-  never counted twice.
-- Each process spools to a file of its own; a process replays, at start and
-  whenever its database is back, the spool files that dead processes left
-  behind.
+  and writes are insert-or-ignore: a batch replayed after a crash half-way, or
+  a row both journaled and stored, is never counted twice.
+- Each process spools and journals to files of its own; a process replays, at
+  start and whenever its database is back, the spool files and journals that
+  dead processes left behind (a journal is locked with ``flock`` while its
+  process lives, so a live one is never replayed by another).
 
-What can be lost: events recorded but not yet written or spooled when the
-process is killed outright (SIGKILL, power loss) — at most one batch window,
-``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default. A normal
-exit runs :meth:`close` (atexit), which writes or spools everything. When the
-spool cannot be written either (a full disk, a directory that is not
-writable), events stay in memory, in order, and the writer tries both again at
-every wake-up; only a process that exits while neither is back loses them, and
-says so in the log.
+What can be lost:
+
+- A normal exit runs :meth:`close` (atexit), which writes or spools everything.
+- A process that dies outright (SIGKILL, the OOM killer, a container eviction,
+  a crash of the interpreter) loses nothing that :meth:`record` accepted: the
+  rows not yet stored are in its journal, which the kernel writes to disk after
+  the process is gone, and the next recorder of the same database and
+  ``spool_dir`` replays them. (A call still in flight has recorded nothing yet:
+  the rows of its attempts are made when the call ends.)
+- A crash of the machine (power loss, a kernel panic) can lose what the kernel
+  had not yet written to disk: journal pages are not fsynced per row, so up to
+  the rows of the last half minute (Linux writes dirty pages back after 30
+  seconds by default). Stored rows and spooled batches are fsynced and survive.
+- Without a journal (``journal=False``, or on Windows, or while the journal
+  cannot be written: a full disk, a directory that is not writable, said once
+  in the log) a process that dies outright loses the rows of its last batch
+  window: ``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default.
+- When neither the database nor the spool can be written, events stay in
+  memory, in order (and in the journal), and the writer tries both again at
+  every wake-up; a process that exits meanwhile leaves them to the next one in
+  its journal, and says so in the log.
 """
 
 from __future__ import annotations
