@@ -155,8 +155,11 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
             hold.set()
             with lock:
                 seen = set(answered)
-            # Wait until the client has taken in every answer sent (their rows are recorded), then kill it.
-            while not seen <= done and child.poll() is None and time.monotonic() < deadline:
+            # Wait until the client has taken in every answer sent (their rows are recorded) and each of its 20
+            # workers waits on a request the server holds, then kill it.
+            while (not seen <= done or server.request_count < len(seen) + 20) and time.monotonic() < deadline:
+                if child.poll() is not None:
+                    break
                 time.sleep(0.05)
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             assert seen <= done, f"{len(seen - done)} answers not taken in"
@@ -168,7 +171,7 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
                 child.kill()
                 child.wait(30)
         reader.join(10)
-    assert requests > len(seen)  # some calls were waiting on the server when the process died
+    assert requests == len(seen) + 20  # 20 calls were waiting on the server when the process died
     with lock:
         assert answered == seen
     stored = replay(sqlite_url, tmp_path / "spool").events()
@@ -268,3 +271,31 @@ def test_the_largest_flush_interval_runs(sqlite_url: str, tmp_path: Path) -> Non
     assert recorder.flush(10)  # the writer thread is alive and answers the flush
     recorder.close()
     assert store.count() == 3
+
+
+def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A machine crash can leave the last record half written: its CRC fails, the rows before it count.
+    spool = tmp_path / "spool"
+    store = UsageStore(sqlite_url)
+    dead = UsageRecorder(store, spool_dir=spool, flush_interval=3600, close_sink=False)
+    recorded = events(10)
+    for event in recorded:
+        dead.record(event)
+    (path,) = dead.journal_paths
+    # What a killed process leaves: its file unlocked, rows in the journal, none stored.
+    dead._journal.close(keep=True)  # type: ignore[union-attr]
+    data = path.read_bytes()
+    end = 64  # after the header, records of u32 length, u32 crc32, u64 number, payload; then zeros
+    while length := int.from_bytes(data[end : end + 4], "little"):
+        end += 16 + length
+    torn = (50).to_bytes(4, "little") + (12345).to_bytes(4, "little") + (10).to_bytes(8, "little") + b"\x01" * 20
+    with open(path, "r+b") as journal:
+        journal.seek(end)
+        journal.write(torn)
+    replay(sqlite_url, spool)
+    assert {event.event_id for event in store.events()} == {event.event_id for event in recorded}
+    assert any("torn record" in record.getMessage() for record in caplog.records)
+    dead.close()
+    assert store.count() == 10

@@ -89,6 +89,7 @@ _RETRY_AFTER_FAILURE: Final = 5.0  # seconds before the call path tries again to
 _SUFFIX: Final = ".journal"
 
 _live: weakref.WeakSet[Journal] = weakref.WeakSet()
+_journals = itertools.count()
 
 
 def journal_supported() -> bool:
@@ -141,7 +142,7 @@ class Journal:
     def __init__(self, directory: Path, prefix: str, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
         self._prefix = prefix
-        self._token = f"{os.getpid()}-{time.time_ns():x}"
+        self._token = f"{os.getpid()}-{time.time_ns():x}{next(_journals):x}"  # a dead process's pid may be reused
         self._numbers = itertools.count()
         self._segment_bytes = segment_bytes
         self._segments: deque[_Segment] = deque()  # in row order; the last one is being appended to
@@ -254,11 +255,11 @@ class Journal:
             if self._segments:
                 _STORED.pack_into(self._segments[0].map, len(_MAGIC), stored)
 
-    def close(self) -> None:
-        """Deletes the segments if every row was stored; else leaves them, unlocked, for the next process."""
+    def close(self, *, keep: bool = False) -> None:
+        """Deletes the segments if every row was stored (and not ``keep``); else leaves them for the next process."""
         with self._trim_lock:
             _live.discard(self)
-            keep = self._stored < self._appended
+            keep = keep or self._stored < self._appended
             self._current = None
             spare, self._spare = self._spare, None
             if spare is not None:

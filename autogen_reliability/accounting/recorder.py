@@ -215,12 +215,14 @@ class UsageRecorder:
         self._wake.set()
         self._thread.join(timeout)
         # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
+        stuck = self._thread.is_alive()  # still writing a batch: its rows, older than these, are not stored yet
         with self._append_lock:
             leftover = self._take(len(self._queue))
             if leftover:
                 try:
                     self._spool.append(leftover)
-                    self._stored(len(leftover))
+                    if not stuck:
+                        self._stored(len(leftover))
                 except Exception:
                     logger.exception(
                         "%d usage events could be neither written nor spooled; %s",
@@ -228,7 +230,7 @@ class UsageRecorder:
                         "the next process replays them from the journal" if self._journal else "they are lost",
                     )
             if self._journal is not None:
-                self._journal.close()  # deleted if everything is stored; else left for the next process
+                self._journal.close(keep=stuck)  # deleted if everything is stored; else left for the next process
         if self._close_sink and self._sink is not None:
             with contextlib.suppress(Exception):
                 self._sink.close()
