@@ -15,16 +15,29 @@ crc32: what ``accounting/_journal.py`` does); they differ in where it goes:
 - **mmap journal**: ``journal=True``, the recorder as it is: a copy into a
   memory-mapped segment file, no system call.
 
-Two measures: microseconds per ``record()`` on the calling thread (best of
-several rounds of 20,000 pre-made events, the writer idle), and, as in
+Two measures: CPU microseconds per ``record()`` on the calling thread, for the
+steps ``record()`` takes (flatten, lock, journal, queue; best of nine rounds of
+14,000 pre-made events, the candidates in turn), and, as in
 ``bench_recorder.py``, how late a 1 ms timer wakes while a coroutine records
-25,000 events/s into SQLite.
+into SQLite through a real recorder (there the O_APPEND candidates flatten each
+event twice).
 
-What was seen here (2 shared virtual cores, with other jobs running): per row,
-queue only 0.9-1.1 µs, mmap journal 2.1-2.6 µs (+1.2-1.5 µs), O_APPEND write
-3.4-4.6 µs (+2.5-3.5 µs), O_APPEND per tick 1.9-2.3 µs; at 25k events/s, p99
-lateness of the worst run 1.0-1.6 ms for the queue only and the mmap journal
-alike, 1.3-2.2 ms with a write per row.
+What was seen here, on 2 virtual cores shared with four other jobs (so every
+figure is slow: ``to_row()`` alone took 1.4 µs, about a microsecond on a quiet
+machine), over four invocations:
+
+- per ``record()``: queue only 2.3-2.4 µs; **mmap journal +2.5-2.6 µs**
+  (+2.75 before the writer thread faulted the next segment's pages in);
+  O_APPEND write +4.0-4.3 µs; O_APPEND per tick +2.6-3.0 µs (not durable). The
+  encoding (a list, a timestamp, marshal, crc32) is about 1.9 µs of the
+  journal's cost; the copy into the map the rest.
+- loop lateness at 5,000 events/s, p99 of the worst run: baseline 0.4 ms,
+  queue only 2.2 ms, O_APPEND write 1.8 ms, per tick 1.6 ms, mmap journal
+  1.5 ms (the machine's noise is larger than the differences). At 25,000
+  events/s the machine was saturated (the baseline itself woke 1.6 ms late at
+  p99): queue only 3.6 ms, mmap journal 8.0 ms, per tick 12 ms, and O_APPEND
+  write 157 ms: a system call per row, each releasing the GIL to the writer
+  thread, is what the loop cannot afford.
 
 Run: ``python -m benchmarks.bench_journal``.
 """
@@ -38,19 +51,22 @@ import marshal
 import os
 import sys
 import tempfile
+import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autogen_reliability import UsageRecorder
+from autogen_reliability.accounting._journal import Journal
 from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent, UsageRow
 from autogen_reliability.storage import UsageStore
 
 from .bench_recorder import baseline, event, measure, report
 
-EVENTS = 20_000
+EVENTS = 14_000  # one segment of journal (the recorder's writer thread prepares the next one ahead)
 ROUNDS = 9
 RATES = (5_000, 25_000)
 RUNS = 3
@@ -119,34 +135,67 @@ CANDIDATES = (
 )
 
 
-def per_row(directory: Path, store: UsageStore) -> None:
+def call_path(name: str, directory: Path) -> tuple[Callable[[UsageEvent], None], Callable[[], None], Journal]:
+    """What ``record()`` does on the calling thread for a candidate (the same steps as the recorder's)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    queue: deque[UsageRow] = deque()
+    lock = threading.Lock()
+    journal = Journal(directory, "bench")
+    journal.prepare()  # as the writer thread does ahead of time
+    fd = os.open(directory / "append.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    buffer: list[bytes] = []
+
+    def queue_only(item: UsageEvent) -> None:
+        row = item.to_row()
+        with lock:
+            queue.append(row)
+
+    def write_each(item: UsageEvent) -> None:
+        row = item.to_row()
+        with lock:
+            os.write(fd, encode(row))
+            queue.append(row)
+
+    def buffered(item: UsageEvent) -> None:
+        row = item.to_row()
+        with lock:
+            buffer.append(encode(row))
+            queue.append(row)
+
+    def mapped(item: UsageEvent) -> None:
+        row = item.to_row()
+        with lock:
+            journal.append(row)
+            queue.append(row)
+
+    def tick() -> None:
+        if buffer:
+            os.write(fd, b"".join(buffer))
+            buffer.clear()
+
+    records = {"queue only": queue_only, "O_APPEND write": write_each, "O_APPEND per tick": buffered}
+    return records.get(name, mapped), tick, journal
+
+
+def per_row(directory: Path) -> None:
     made = [event() for _ in range(EVENTS)]
-    for name, options in CANDIDATES:
-        best = float("inf")
-        for round_ in range(ROUNDS):
-            # The writer stays idle while the calling thread is timed: one batch larger than the round, and no
-            # partial batch written within the hour.
-            candidate = Candidate(
-                name,
-                directory / f"per-row-{round_}",
-                store,
-                batch_size=EVENTS + 1,
-                max_queue=EVENTS + 1,
-                flush_interval=3600,
-                **options,
-            )
-            candidate.recorder.flush(30)  # its start-up replay is done: the writer waits for a batch
+    best = dict.fromkeys((name for name, _ in CANDIDATES), float("inf"))
+    for round_ in range(ROUNDS):
+        for name in best:  # the candidates in turn, round after round: the machine's load hits all alike
+            record, tick, journal = call_path(name, directory / f"per-row-{round_}-{len(name)}")
             gc.collect()
-            record, tick = candidate.record, candidate.tick
             # CPU time of this thread: time the machine's other jobs took from it is not the candidate's cost.
             start = time.thread_time()
             for index, item in enumerate(made):
                 record(item)
                 if index % 25 == 24:
                     tick()  # a turn of the loop every 25 rows (25k/s at 1 ms turns)
-            best = min(best, (time.thread_time() - start) / EVENTS)
-            candidate.close()
-        print(f"  {name:<18} {best * 1e6:5.2f} µs CPU per record() (best of {ROUNDS} x {EVENTS:,})")
+            best[name] = min(best[name], (time.thread_time() - start) / EVENTS)
+            tick()
+            journal.close(keep=False)
+    for name, seconds in best.items():
+        extra = seconds - best["queue only"]
+        print(f"  {name:<18} {seconds * 1e6:5.2f} µs CPU per record(), {extra * 1e6:+5.2f} µs (best of {ROUNDS})")
 
 
 def lateness(directory: Path, store: UsageStore, rate: int) -> None:
@@ -166,8 +215,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         store = UsageStore(f"sqlite:///{directory / 'usage.db'}")
-        print("per record() on the calling thread:")
-        per_row(directory, store)
+        print(f"per record() on the calling thread ({EVENTS:,} events a round):")
+        per_row(directory)
         if "--per-row" in sys.argv:
             return
         print(f"a 1 ms timer's lateness while recording into SQLite ({RUNS} runs of 3 s, worst run shown):")

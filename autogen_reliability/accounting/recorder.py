@@ -6,7 +6,7 @@ be dropped. So:
 - :meth:`UsageRecorder.record` flattens the event into a row of plain values
   (:meth:`UsageEvent.to_row`, which the garbage collector does not track),
   copies it into this process's **journal** (a memory-mapped file, see
-  :mod:`._journal`: no system call, a microsecond or two) and appends it to an
+  :mod:`._journal`: no system call, about two microseconds) and appends it to an
   in-memory queue. No I/O, no lock held for long, and it never raises.
 - A background thread writes the queue in batches (every ``flush_interval``
   seconds, or as soon as ``batch_size`` events wait), each batch in one
