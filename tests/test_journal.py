@@ -278,14 +278,28 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
 ) -> None:
     # A machine crash can leave the last record half written: its CRC fails, the rows before it count.
     spool = tmp_path / "spool"
-    store = UsageStore(sqlite_url)
-    dead = UsageRecorder(store, spool_dir=spool, flush_interval=3600, close_sink=False)
-    recorded = events(10)
-    for event in recorded:
-        dead.record(event)
-    (path,) = dead.journal_paths
-    # What a killed process leaves: its file unlocked, rows in the journal, none stored.
-    dead._journal.close(keep=True)  # type: ignore[union-attr]
+    script = textwrap.dedent(
+        f"""
+        import os, signal, uuid
+        from datetime import UTC, datetime
+        from autogen_reliability import UsageRecorder
+        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.storage import UsageStore
+
+        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
+        for n in range(10):
+            recorder.record(
+                UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0,
+                           event_id=uuid.UUID(int=n + 1))
+            )
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    written = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
+    assert len(written) == 1  # (and maybe an empty segment made ready for the next rows)
+    path = written[0]
     data = path.read_bytes()
     end = 64  # after the header, records of u32 length, u32 crc32, u64 number, payload; then zeros
     while length := int.from_bytes(data[end : end + 4], "little"):
@@ -294,8 +308,7 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
     with open(path, "r+b") as journal:
         journal.seek(end)
         journal.write(torn)
-    replay(sqlite_url, spool)
-    assert {event.event_id for event in store.events()} == {event.event_id for event in recorded}
+    store = replay(sqlite_url, spool)
+    assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10)}
     assert any("torn record" in record.getMessage() for record in caplog.records)
-    dead.close()
-    assert store.count() == 10
+    assert not list(spool.glob("*.journal"))

@@ -114,17 +114,21 @@ class _Segment:
         self.size = size
         self.start = 0  # the journal's row number of the segment's first row
         self.end: int | None = None  # one past its last row, once the journal moved on to the next segment
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Made under a name replayers do not look at, and renamed once locked: else a replayer could take the
+        # lock of a file just made, find it empty and delete it while its process writes into it.
+        making = path.with_name(path.name + ".new")
+        self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Real blocks, not a sparse file: writing a page of a map that the disk cannot hold is a SIGBUS.
             os.posix_fallocate(self.fd, 0, size)
             os.pwrite(self.fd, _MAGIC, 0)
             self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            os.rename(making, path)
         except BaseException:
             os.close(self.fd)
             with contextlib.suppress(OSError):
-                path.unlink()
+                making.unlink()
             raise
 
     def close(self, *, delete: bool) -> None:
@@ -160,6 +164,7 @@ class Journal:
         self._stored = 0
         self._retry_at = 0.0
         self._healthy = True
+        self._closed = False
         self._trim_lock = threading.Lock()  # the writer thread, and close() from another thread
         _live.add(self)
 
@@ -248,7 +253,11 @@ class Journal:
                 logger.debug("could not prepare a journal segment: %s", error)
                 return
             _populate(spare)
-            self._spare = spare
+            with self._trim_lock:
+                if self._closed:
+                    spare.close(delete=True)
+                else:
+                    self._spare = spare
 
     def stored(self, count: int) -> None:
         """The next ``count`` rows (in append order) are stored or spooled: trims what no longer needs keeping."""
@@ -269,6 +278,7 @@ class Journal:
         """Deletes the segments if every row was stored (and not ``keep``); else leaves them for the next process."""
         with self._trim_lock:
             _live.discard(self)
+            self._closed = True
             keep = keep or self._stored < self._appended
             self._current = None
             spare, self._spare = self._spare, None
