@@ -245,8 +245,13 @@ class Journal:
     # -- the writer thread ------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Makes the next segment ahead of time, and faults its pages in, so the call path need not."""
-        if self._spare is None and self._healthy:
+        """Makes the next segment ahead of time, and faults its pages in, so the call path need not.
+
+        Only once the current segment is half full: a process that records little keeps one segment.
+        """
+        current = self._current
+        needed = current is None or self._offset > current.size // 2
+        if needed and self._spare is None and self._healthy and not self._closed:
             try:
                 spare = self._make(self._segment_bytes)
             except OSError as error:
@@ -317,7 +322,7 @@ def orphaned_journals(directory: Path, prefix: str) -> Iterator[tuple[Path, int]
     """
     if not journal_supported() or not directory.is_dir():
         return
-    for path in sorted(directory.glob(f"{prefix}-*{_SUFFIX}")):
+    for path in sorted(directory.glob(f"{prefix}-*{_SUFFIX}*")):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
@@ -325,6 +330,11 @@ def orphaned_journals(directory: Path, prefix: str) -> Iterator[tuple[Path, int]
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # locked: its process is alive (ours included)
+            os.close(fd)
+            continue
+        if not path.name.endswith(_SUFFIX):  # a process died making it, before any row: nothing to replay
+            with contextlib.suppress(OSError):
+                path.unlink()
             os.close(fd)
             continue
         if not path.exists():  # trimmed by its process between our open and our lock
