@@ -312,3 +312,16 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
     assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10)}
     assert any("torn record" in record.getMessage() for record in caplog.records)
     assert not list(spool.glob("*.journal"))
+
+
+def test_flush_and_close_take_an_infinite_timeout_and_refuse_nan(sqlite_url: str, tmp_path: Path) -> None:
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    recorder.record(events(1)[0])
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None, got nan"):
+        recorder.flush(float("nan"))
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None"):
+        recorder.close(timeout=float("nan"))
+    assert recorder.flush(float("inf"))
+    recorder.close(timeout=float("inf"))  # joined the writer thread for ever, not OverflowError
+    assert store.count() == 1

@@ -195,6 +195,7 @@ class UsageRecorder:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event recorded so far is written or spooled; ``False`` on timeout."""
+        timeout = _timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wake.set()
         with self._idle:
@@ -208,6 +209,7 @@ class UsageRecorder:
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Write (or spool) everything, stop the writer thread and close the sink. Safe to call twice."""
+        timeout = _timeout(timeout)  # before anything is closed: a bad timeout must not leave a half-closed recorder
         if self._closed:
             return
         self.flush(timeout)
@@ -533,6 +535,15 @@ def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
             batch = []
     if batch:
         yield batch
+
+
+def _timeout(timeout: float | None) -> float | None:
+    """``timeout`` for a wait: ``None`` (or infinity) waits for ever; a thread's join() overflows on inf."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+        raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return None if math.isinf(timeout) and timeout > 0 else max(0.0, float(timeout))
 
 
 def _check_int(option: str, value: object, low: int, high: int, *, low_name: str | None = None) -> None:
