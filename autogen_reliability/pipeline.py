@@ -28,7 +28,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
@@ -74,6 +74,7 @@ class Call:
         events: The :class:`AttemptEvent` of each finished attempt, in order.
         violations: Attempt number -> violations validation found in its answer.
         sanitizer_changes: What the sanitiser changed in the answer handed on, per category.
+        tracker: Told when each attempt starts and ends (the accounting layer's in-flight rows).
     """
 
     attribution: Attribution
@@ -84,6 +85,20 @@ class Call:
     events: list[AttemptEvent] = field(default_factory=list)
     violations: dict[int, int] = field(default_factory=dict)
     sanitizer_changes: Mapping[str, int] | None = None
+    tracker: AttemptTracker | None = None
+
+
+class AttemptTracker(Protocol):
+    """Follows each provider attempt of a call from its start; both methods must be quick and never raise.
+
+    Internal: the accounting layer's in-flight rows (see ``accounting/_journal.py``).
+    """
+
+    def started(self, call: Call, attempt: _Attempt) -> None:
+        """The attempt is about to send its request."""
+
+    def finished(self, event: AttemptEvent) -> None:
+        """The attempt ended (called before the observers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +140,7 @@ class AttemptEvent:
         error: The exception, when it failed or was cancelled.
         provider_usage: The usage in the provider's own response (cached and reasoning
             tokens, the model that answered), where it could be read.
+        event_id: The id of the usage row the attempt becomes, given when it started.
     """
 
     call: Call
@@ -136,6 +152,7 @@ class AttemptEvent:
     result: CreateResult | None = None
     error: BaseException | None = None
     provider_usage: ProviderUsage | None = None
+    event_id: uuid.UUID | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -241,20 +258,29 @@ class Pipeline:
 class _Attempt:
     """Numbers one attempt of a call and times it until :meth:`finish` reports it."""
 
-    __slots__ = ("_pipeline", "_request", "_start", "number", "started_at")
+    __slots__ = ("_start", "client", "event_id", "number", "pipeline", "request", "started_at")
 
     def __init__(self, pipeline: Pipeline, request: Request) -> None:
-        request.call.attempts += 1
-        self.number = request.call.attempts
-        self._pipeline = pipeline
-        self._request = request
+        call = request.call
+        call.attempts += 1
+        self.number = call.attempts
+        self.pipeline = pipeline
+        self.client = pipeline.client
+        self.request = request
+        self.event_id = time_ordered_uuid()  # now, so a row made before the attempt ends has the final row's id
         self.started_at = datetime.now(UTC)
         self._start = time.perf_counter()
+        if call.tracker is not None:
+            call.tracker.started(call, self)
 
     def finish(self, result: CreateResult | None, error: BaseException | None, usage: ProviderUsage | None) -> None:
         latency = time.perf_counter() - self._start
-        request = self._request
-        client = self._pipeline.client
-        event = AttemptEvent(request.call, self.number, client, request, self.started_at, latency, result, error, usage)
-        request.call.events.append(event)
-        self._pipeline.emit(event)
+        request = self.request
+        call = request.call
+        event = AttemptEvent(
+            call, self.number, self.client, request, self.started_at, latency, result, error, usage, self.event_id
+        )
+        call.events.append(event)
+        if call.tracker is not None:
+            call.tracker.finished(event)
+        self.pipeline.emit(event)

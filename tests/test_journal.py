@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_core.models import UserMessage
 
-from autogen_reliability import ConfigurationError, UsageRecorder
+from autogen_reliability import ConfigurationError, UsageRecorder, reliable
 from autogen_reliability.accounting._journal import journal_supported
+from autogen_reliability.accounting.events import UsageEvent
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
+from .conftest import OpenAIClientFactory
 from .test_recorder import events
 
 pytestmark = pytest.mark.skipif(not journal_supported(), reason="the journal needs flock (not on Windows)")
@@ -87,27 +90,38 @@ def test_a_process_killed_while_recording_fast_loses_no_row(sqlite_url: str, tmp
     assert not list((tmp_path / "spool").glob("*.journal")), "the replayed journal is deleted"
 
 
-def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url: str, tmp_path: Path) -> None:
-    # 20 concurrent calls through the wrapped real OpenAIChatCompletionClient, then the server stops answering
-    # (20 calls wait on it) and the process is killed while the rows of its last calls are still unwritten.
+def test_every_request_the_server_received_has_one_row_after_sigkill(sqlite_url: str, tmp_path: Path) -> None:
+    # 20 concurrent calls (half of them streams) through the wrapped real OpenAIChatCompletionClient. Then the
+    # server stops answering: a third of the new calls get a 429 asking for a 50 s wait (the call waits to retry,
+    # its first attempt over, its row not made yet), the others are held (a request waiting for its answer, a
+    # stream half read). The process is killed with every worker stuck so: each request the server received
+    # (and the provider would bill) must have exactly one row once the next process replays.
     lock = threading.Lock()
     answered: set[str] = set()
+    rate_limited: set[str] = set()
+    held: set[str] = set()
     hold = threading.Event()
 
     def reply(request: RecordedRequest) -> FakeReply:
         label = str(request.messages[-1]["content"])
-        if hold.is_set():
-            return FakeReply.text("late", delay=60)
         with lock:
-            answered.add(label)
-        return FakeReply.text("ok")
+            if not hold.is_set():
+                answered.add(label)
+                return FakeReply.text("ok")
+            if int(label.split("-")[1]) % 3 == 0 and label not in rate_limited:
+                rate_limited.add(label)
+                return FakeReply.error(429, headers={"Retry-After": "50"})
+            held.add(label)
+        if request.stream:
+            return FakeReply.text("one two three four", chunk_delay=60)  # read up to the first chunk, then wait
+        return FakeReply.text("late", delay=60)
 
     script = textwrap.dedent(
         f"""
         import asyncio, os
         from autogen_core.models import UserMessage
         from autogen_ext.models.openai import OpenAIChatCompletionClient
-        from autogen_reliability import UsageRecorder, reliable, usage_scope
+        from autogen_reliability import RetryPolicy, UsageRecorder, reliable, usage_scope
         from autogen_reliability.storage import UsageStore
 
         async def main():
@@ -117,21 +131,34 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
                 max_queue=5000,
             )
             inner = OpenAIChatCompletionClient(model={MODEL!r}, api_key="sk-test", base_url=os.environ["BASE_URL"])
-            client = reliable(inner, recorder=recorder)
+
+            def retrying(event):
+                os.write(1, f"retry {{event.call.attribution.session}}\\n".encode())
+
+            client = reliable(
+                inner, recorder=recorder, circuit=None, retry=RetryPolicy(max_attempts=3, budget=None, deadline=300),
+                on_retry=retrying,
+            )
             labels = iter(range(10**9))
 
-            async def worker():
+            async def worker(stream):
                 for n in labels:
+                    message = [UserMessage(content=f"call-{{n}}", source="user")]
                     async with usage_scope(session=f"call-{{n}}"):
-                        await client.create([UserMessage(content=f"call-{{n}}", source="user")])
+                        if stream:
+                            async for _ in client.create_stream(message):
+                                pass
+                        else:
+                            await client.create(message)
                     os.write(1, f"done call-{{n}}\\n".encode())
 
-            await asyncio.gather(*(worker() for _ in range(20)))
+            await asyncio.gather(*(worker(stream=index % 2 == 0) for index in range(20)))
 
         asyncio.run(main())
         """
     )
     done: set[str] = set()
+    retried: set[str] = set()
     with FakeOpenAIServer(model=MODEL, default=reply) as server:
         child = subprocess.Popen(
             [sys.executable, "-c", script],
@@ -144,7 +171,8 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
         def read() -> None:
             assert child.stdout is not None
             for line in child.stdout:
-                done.add(line.split()[1])
+                kind, label = line.split()
+                (done if kind == "done" else retried).add(label)
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
@@ -153,17 +181,17 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
             while len(done) < 300 and child.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
             hold.set()
-            with lock:
-                seen = set(answered)
-            # Wait until the client has taken in every answer sent (their rows are recorded) and each of its 20
-            # workers waits on a request the server holds, then kill it.
-            while (not seen <= done or server.request_count < len(seen) + 20) and time.monotonic() < deadline:
-                if child.poll() is not None:
-                    break
+
+            def stuck() -> bool:
+                # Every answer sent is taken in, every 429 is waiting to retry, and all 20 workers are stuck.
+                with lock:
+                    return answered <= done and rate_limited <= retried and len(rate_limited) + len(held) >= 20
+
+            while not stuck() and child.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.05)
+            time.sleep(0.5)  # the held streams' first chunks read
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
-            assert seen <= done, f"{len(seen - done)} answers not taken in"
-            requests = server.request_count
+            assert stuck(), "the workers did not all get stuck in time"
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         finally:
@@ -171,14 +199,185 @@ def test_every_request_the_server_answered_has_one_row_after_sigkill(sqlite_url:
                 child.kill()
                 child.wait(30)
         reader.join(10)
-    assert requests == len(seen) + 20  # 20 calls were waiting on the server when the process died
+        requests = server.requests
     with lock:
-        assert answered == seen
+        assert len(rate_limited) >= 3
+        assert len(held) >= 3
+        assert len(rate_limited) + len(held) == 20
+        assert not (held & rate_limited)
+        assert not (answered & (held | rate_limited))
+    # The server's requests, each as (session, attempt): the n-th request of a label is attempt n of its call.
+    sent: list[tuple[str, int]] = []
+    for request in requests:
+        label = str(request.messages[-1]["content"])
+        sent.append((label, sum(1 for other, _ in sent if other == label) + 1))
     stored = replay(sqlite_url, tmp_path / "spool").events()
-    sessions = [str(event.session) for event in stored]
-    assert len(stored) == len(seen)
-    assert sorted(sessions) == sorted(seen)  # one row per answered request, none twice, none missing
-    assert all(event.outcome == "ok" and event.prompt_tokens > 0 for event in stored)
+    assert len(stored) == len(requests)
+    assert sorted((str(event.session), event.attempt) for event in stored) == sorted(sent)
+    for event in stored:
+        session = str(event.session)
+        if session in answered:
+            assert (event.outcome, event.tokens_estimated, event.prompt_tokens) == ("ok", False, 2), event
+            assert event.cost_nanousd is not None
+            assert event.cost_nanousd > 0
+        elif session in rate_limited:  # its attempt ended (its row in the in-flight table); the call had not
+            assert (event.outcome, event.error_kind, event.http_status) == ("error", "rate_limit", 429), event
+        else:  # in flight: the provider got the request; the process died before the answer
+            assert session in held
+            assert (event.outcome, event.error_kind, event.tokens_estimated) == ("cancelled", "cancelled", True)
+            assert event.prompt_tokens > 0
+            assert event.cost_nanousd is not None
+            assert event.cost_nanousd > 0
+            assert event.error_message == "the process ended before the attempt did"
+    assert not list((tmp_path / "spool").glob("*.inflight*")), "the replayed table is deleted"
+    assert not list((tmp_path / "spool").glob("*.journal"))
+
+
+def test_a_final_row_wins_over_the_in_flight_row_of_the_same_attempt(sqlite_url: str, tmp_path: Path) -> None:
+    # Killed between the call's record() and the freeing of its slots: the journal and the table both hold the
+    # attempt (same event id). The journal is replayed first: the final row is the one stored, once. A slot
+    # killed half-way through its overwrite keeps the row before it (the half written last is torn).
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, uuid
+        from dataclasses import replace
+        from datetime import UTC, datetime
+        from autogen_reliability import UsageRecorder
+        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.storage import UsageStore
+
+        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
+        table = recorder.in_flight
+        def event(n, outcome):
+            return UsageEvent(call_id=uuid.UUID(int=99), attempt=n, started_at=datetime.now(UTC), latency_ms=1.0,
+                              event_id=uuid.UUID(int=n), outcome=outcome, prompt_tokens=n)
+        # 1: provisional, then final in the slot and in the journal, slot not freed.
+        slot = table.hold(event(1, "cancelled").to_row())
+        table.update(slot, event(1, "error").to_row())
+        recorder.record(event(1, "ok"))
+        # 2: provisional, then an overwrite torn by the kill (its header never written).
+        torn = table.hold(event(2, "cancelled").to_row())
+        data, offset = table._place(torn[0])
+        data[offset + 2048 + 16 : offset + 2048 + 64] = b"x" * 48
+        # 3: provisional, then its answer; the call had not ended.
+        third = table.hold(event(3, "cancelled").to_row())
+        table.update(third, event(3, "error").to_row())
+        # 4: freed after its call recorded it.
+        fourth = table.hold(event(4, "cancelled").to_row())
+        recorder.record(event(4, "ok"))
+        table.release(fourth)
+        print(table.held, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.split() == ["3"]
+    assert len(list(spool.glob("*.inflight"))) == 1
+    stored = replay(sqlite_url, spool).events()
+    assert sorted((event.event_id.int, event.outcome) for event in stored) == [
+        (1, "ok"),
+        (2, "cancelled"),
+        (3, "error"),
+        (4, "ok"),
+    ]
+    assert not list(spool.glob("*.inflight*"))
+
+
+def test_the_in_flight_table_of_a_live_process_is_not_replayed_and_goes_once_free(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    store = UsageStore(sqlite_url)
+    alive = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    table = alive.in_flight
+    assert table is not None
+    event = events(1)[0]
+    slot = table.hold(event.to_row())
+    assert slot is not None
+    assert table.held == 1
+    UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False).close()  # replays only dead processes
+    assert store.count() == 0
+    alive.close()
+    assert table.paths
+    assert all(path.exists() for path in table.paths)
+    alive.record(event)  # the call ends after close: its row goes to the spool
+    paths = table.paths
+    table.release(slot)
+    assert table.held == 0
+    assert not any(path.exists() for path in paths)
+    assert table.hold(event.to_row()) is None  # closed
+
+
+async def test_an_attempts_row_keeps_the_id_and_slot_it_had_from_its_start(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    # The stored row of each attempt has the event id its in-flight row had (a kill between the call's record()
+    # and the freeing of its slots replays the slot as a duplicate otherwise), and a slot is held from the
+    # attempt's start to the call's end.
+    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    table = recorder.in_flight
+    assert table is not None
+    seen: list[tuple[uuid.UUID | None, int]] = []
+    client = reliable(
+        make_openai_client(), recorder=recorder, on_attempt=lambda event: seen.append((event.event_id, table.held))
+    )
+    await client.create([UserMessage(content="hi", source="user")])
+    assert [held for _, held in seen] == [1, 2]  # the first attempt's slot kept while the call retries
+    assert table.held == 0
+    recorder.close()
+    stored = sorted(store.events(), key=lambda event: event.attempt)
+    assert [event.event_id for event in stored] == [event_id for event_id, _ in seen]
+    assert [event.outcome for event in stored] == ["error", "ok"]
+    assert not list((tmp_path / "spool").glob("*.inflight*"))
+
+
+def test_a_half_made_file_is_deleted_only_once_its_process_is_gone(sqlite_url: str, tmp_path: Path) -> None:
+    # A file is made under a ".new" name, then locked: a replayer that takes its lock in between must not delete
+    # it from under a live process (seen: the writer thread's replay racing the first in-flight table).
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = UsageStore(sqlite_url)
+    first = UsageRecorder(store, spool_dir=spool, close_sink=False)
+    first.close()
+    prefix = first.spool_path.name.split("-")[0]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    dead_pid = int(gone.stdout)
+    live = spool / f"{prefix}-{os.getpid()}-abc-i0.inflight.new"
+    dead = spool / f"{prefix}-{dead_pid}-abc-i0.inflight.new"
+    live_journal = spool / f"{prefix}-{os.getpid()}-abc-000000.journal.new"
+    dead_journal = spool / f"{prefix}-{dead_pid}-abc-000000.journal.new"
+    for path in (live, dead, live_journal, dead_journal):
+        path.write_bytes(b"")
+    UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+    assert live_journal.exists()
+    assert live.exists()
+    assert not dead.exists()
+    assert not dead_journal.exists()
+
+
+def test_a_row_too_big_for_a_slot_keeps_the_old_behaviour(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = UsageRecorder(UsageStore(sqlite_url), spool_dir=tmp_path / "spool")
+    table = recorder.in_flight
+    assert table is not None
+    big = events(1)[0]
+    big = UsageEvent(**{**_fields(big), "tags": {"k": "v" * 5000}})
+    assert table.hold(big.to_row()) is None
+    assert table.hold(big.to_row()) is None
+    assert sum("does not fit an in-flight slot" in record.getMessage() for record in caplog.records) == 1
+    small = table.hold(events(1)[0].to_row())  # others still get a slot
+    assert small is not None
+    table.release(small)
+    recorder.close()
+    assert not list((tmp_path / "spool").glob("*.inflight*"))
+
+
+def _fields(event: UsageEvent) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in UsageEvent.__dataclass_fields__}
 
 
 def test_the_journal_is_trimmed_as_rows_are_stored(sqlite_url: str, tmp_path: Path) -> None:

@@ -42,6 +42,16 @@ built-in types, and is five times faster than pickle on a row with a
 datetime). The file is preallocated, so the end is the first zero length; the
 header is written after the payload, and the CRC rejects a record torn by a
 crash of the machine.
+
+Rows are made when a call ends, so the journal alone leaves nothing of a call
+still running when the process dies: neither the attempts that already ended
+(a 429 waiting for its retry, an answer that validation re-asks) nor the one
+in flight (its request sent, and billed). The **in-flight table**
+(:class:`InFlightTable`) fills that gap: a slot per attempt, from its start
+(a provisional row: ``cancelled``, tokens estimated) through its end (its real
+row) to the moment its call's rows are in the journal. A dead process's table
+is replayed after its journal, so a final row always wins over a provisional
+one of the same event id.
 """
 
 from __future__ import annotations
@@ -72,7 +82,16 @@ try:
 except ImportError:  # Windows: no flock, no journal (rows wait in memory, as before)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SEGMENT_BYTES", "Journal", "journal_supported", "orphaned_journals", "read_journal"]
+__all__ = [
+    "SEGMENT_BYTES",
+    "InFlightTable",
+    "Journal",
+    "journal_supported",
+    "orphaned_in_flight",
+    "orphaned_journals",
+    "read_in_flight",
+    "read_journal",
+]
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -95,7 +114,25 @@ _SUFFIX: Final = ".journal"
 _MADV_POPULATE_WRITE: Final = getattr(mmap, "MADV_POPULATE_WRITE", 23) if sys.platform == "linux" else None
 _POPULATE_SLICE: Final = 64 << 10  # 16 pages: well under a millisecond holding the GIL
 
+IN_FLIGHT_SLOTS: Final = 1024
+"""Slots per in-flight table file: attempts in flight at once before another file is made (4 MiB each)."""
+
+_IN_FLIGHT_MAGIC: Final = b"ARINFLT1"
+_IN_FLIGHT_SUFFIX: Final = ".inflight"
+_SLOT_BYTES: Final = 4096  # a page: two halves, written in turn, so an overwrite is never torn
+_HALF_BYTES: Final = _SLOT_BYTES // 2
+_SLOT: Final = Struct("<IIQ")  # length, crc32 of the payload (started from the version), version
+_SLOT_HEADER: Final = _SLOT.size
+_SLOT_PAYLOAD: Final = _HALF_BYTES - _SLOT_HEADER
+_pack_slot: Final = _SLOT.pack_into
+_FREE: Final = bytes(4)
+_CONTENT: Final = (ROW_FIELDS.index("request_content"), ROW_FIELDS.index("response_content"))
+_ERROR_MESSAGE: Final = ROW_FIELDS.index("error_message")
+_TAGS: Final = ROW_FIELDS.index("tags")
+_SHORT_MESSAGE: Final = 200
+
 _live: weakref.WeakSet[Journal] = weakref.WeakSet()
+_live_tables: weakref.WeakSet[InFlightTable] = weakref.WeakSet()
 _journals = itertools.count()
 
 
@@ -109,7 +146,7 @@ class _Segment:
 
     __slots__ = ("end", "fd", "map", "path", "size", "start")
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, size: int, magic: bytes = _MAGIC) -> None:
         self.path = path
         self.size = size
         self.start = 0  # the journal's row number of the segment's first row
@@ -122,7 +159,7 @@ class _Segment:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Real blocks, not a sparse file: writing a page of a map that the disk cannot hold is a SIGBUS.
             os.posix_fallocate(self.fd, 0, size)
-            os.pwrite(self.fd, _MAGIC, 0)
+            os.pwrite(self.fd, magic, 0)
             self.map = mmap.mmap(self.fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
             os.rename(making, path)
         except BaseException:
@@ -153,7 +190,7 @@ class Journal:
     def __init__(self, directory: Path, prefix: str, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
         self._prefix = prefix
-        self._token = f"{os.getpid()}-{time.time_ns():x}{next(_journals):x}"  # a dead process's pid may be reused
+        self.token = f"{os.getpid()}-{time.time_ns():x}{next(_journals):x}"  # a dead process's pid may be reused
         self._numbers = itertools.count()
         self._segment_bytes = segment_bytes
         self._segments: deque[_Segment] = deque()  # in row order; the last one is being appended to
@@ -235,7 +272,7 @@ class Journal:
 
     def _make(self, size: int) -> _Segment:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{self._prefix}-{self._token}-{next(self._numbers):06d}{_SUFFIX}"
+        name = f"{self._prefix}-{self.token}-{next(self._numbers):06d}{_SUFFIX}"
         segment = _Segment(self.directory / name, size)
         if not self._healthy:
             logger.warning("usage journal in %s writable again", self.directory)
@@ -299,6 +336,172 @@ class Journal:
         return [segment.path for segment in list(self._segments)]
 
 
+class InFlightTable:
+    """A row per provider attempt in flight, in fixed slots of memory-mapped files: what a killed process owed.
+
+    Rows are made when a call ends; a process killed while calls are running would leave no trace of requests
+    the provider received (and bills). So the accounting layer, when an attempt starts, puts a provisional
+    row in a slot (``cancelled``, prompt tokens estimated), overwrites it with the attempt's real row when the
+    attempt ends, and frees the slot once the call's rows are recorded (in the journal). Each slot is a page of
+    two halves written in turn, each ``u32 length, u32 crc32, u64 version, payload`` (the payload a journal
+    record's, without the captured content): a reader takes the valid half with the higher version, so a
+    process killed half-way through an overwrite leaves the row before it. Files
+    ``<sink digest>-<journal token>-i<n>.inflight``, locked like journal segments; a dead process's table is
+    replayed once none of its journal segments is left, so its final rows are stored first and win (insert or
+    ignore by event id) over the provisional ones.
+
+    :meth:`hold`, :meth:`update` and :meth:`release` run on the call path, from any thread; they never raise.
+    """
+
+    def __init__(self, directory: Path, prefix: str, token: str, slots: int = IN_FLIGHT_SLOTS) -> None:
+        self.directory = directory
+        self._prefix = prefix
+        self._token = token
+        self._slots = slots
+        self._files: list[_Segment] = []
+        self._free: list[int] = []
+        self._held = 0
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._healthy = True
+        self._too_big_said = False
+        self._closed = False
+        _live_tables.add(self)
+
+    def hold(self, row: UsageRow) -> list[int] | None:
+        """Puts ``row`` in a free slot; the slot (to :meth:`update` and :meth:`release`), or None if it cannot."""
+        payload = self._encode(row)
+        if payload is None:
+            return None
+        with self._lock:
+            if self._closed:
+                return None
+            if not self._free and not self._grow():
+                return None
+            number = self._free.pop()
+            self._held += 1
+        slot = [number, 0]
+        self._write(slot, payload)
+        return slot
+
+    def update(self, slot: list[int], row: UsageRow) -> None:
+        """Replaces the slot's row: written into the other half, which then becomes the one read."""
+        payload = self._encode(row)
+        if payload is None:
+            return  # the provisional row stays: better than none
+        slot[1] ^= 1
+        self._write(slot, payload)
+
+    def release(self, slot: list[int]) -> None:
+        """Frees the slot: its row is recorded (journaled) by now."""
+        number = slot[0]
+        try:
+            data, offset = self._place(number)
+            data[offset : offset + 4] = _FREE
+            data[offset + _HALF_BYTES : offset + _HALF_BYTES + 4] = _FREE
+        except Exception as error:  # a closed map (a forked child): the slot is gone with it
+            logger.debug("could not free in-flight slot %d: %s", number, error)
+        with self._lock:
+            self._free.append(number)
+            self._held -= 1
+            if self._closed and not self._held:
+                self._drop()
+
+    def close(self) -> None:
+        """Deletes the files once no slot is held: a call still running keeps them until it has recorded."""
+        with self._lock:
+            self._closed = True
+            if not self._held:
+                self._drop()
+
+    @property
+    def held(self) -> int:
+        """Slots in use: attempts of calls that have not recorded their rows yet."""
+        return self._held
+
+    @property
+    def paths(self) -> list[Path]:
+        """The table's files."""
+        return [file.path for file in self._files]
+
+    def _encode(self, row: UsageRow) -> bytes | None:
+        try:
+            fields = list(row)
+            fields[_STARTED] = fields[_STARTED].timestamp()
+            if fields[_PRICE_DATE] is not None:
+                fields[_PRICE_DATE] = fields[_PRICE_DATE].toordinal()
+            for index in _CONTENT:  # the stored row has them; a slot has a page
+                fields[index] = None
+            payload = _dumps(fields)
+            if len(payload) > _SLOT_PAYLOAD:
+                message = fields[_ERROR_MESSAGE]
+                if message is not None:
+                    fields[_ERROR_MESSAGE] = message[:_SHORT_MESSAGE]
+                    payload = _dumps(fields)
+            if len(payload) > _SLOT_PAYLOAD:
+                if not self._too_big_said:
+                    self._too_big_said = True
+                    logger.warning(
+                        "a usage row of %d bytes does not fit an in-flight slot (%d); such attempts are recorded "
+                        "only when their call ends",
+                        len(payload),
+                        _SLOT_PAYLOAD,
+                    )
+                return None
+        except Exception:
+            logger.exception("could not encode an in-flight usage row")
+            return None
+        return payload
+
+    def _write(self, slot: list[int], payload: bytes) -> None:
+        try:
+            data, offset = self._place(slot[0])
+            offset += slot[1] * _HALF_BYTES
+            version = next(self._versions)
+            data[offset + _SLOT_HEADER : offset + _SLOT_HEADER + len(payload)] = payload
+            _pack_slot(data, offset, len(payload), _crc32(payload, version & 0xFFFFFFFF), version)
+        except Exception as error:
+            logger.debug("could not write in-flight slot %d: %s", slot[0], error)
+
+    def _place(self, number: int) -> tuple[mmap.mmap, int]:
+        file, index = divmod(number, self._slots)
+        return self._files[file].map, _SLOT_BYTES * (index + 1)  # the first page holds the magic
+
+    def _grow(self) -> bool:
+        """Adds a file of slots (under the lock); False while files cannot be made (said once in the log)."""
+        if time.monotonic() < self._retry_at:
+            return False
+        name = f"{self._prefix}-{self._token}-i{len(self._files)}{_IN_FLIGHT_SUFFIX}"
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            file = _Segment(self.directory / name, _SLOT_BYTES * (self._slots + 1), _IN_FLIGHT_MAGIC)
+        except OSError as error:
+            self._retry_at = time.monotonic() + _RETRY_AFTER_FAILURE
+            if self._healthy:
+                logger.error(
+                    "cannot write the in-flight usage table in %s (%s: %s); attempts in flight are lost if the "
+                    "process is killed",
+                    self.directory,
+                    type(error).__name__,
+                    error,
+                )
+            self._healthy = False
+            return False
+        self._healthy = True
+        first = len(self._files) * self._slots
+        self._files.append(file)
+        self._free.extend(range(first + self._slots - 1, first - 1, -1))  # the lowest number is popped first
+        return True
+
+    def _drop(self) -> None:
+        _live_tables.discard(self)
+        files, self._files = self._files, []
+        self._free = []
+        for file in files:
+            file.close(delete=True)
+
+
 def _populate(segment: _Segment) -> None:
     """Maps the segment's pages for writing now, on the writer thread, in slices that hand the GIL over.
 
@@ -320,9 +523,28 @@ def orphaned_journals(directory: Path, prefix: str) -> Iterator[tuple[Path, int]
 
     The caller reads the segment and, when its rows are stored, deletes it, then closes the descriptor.
     """
+    return _orphans(directory, prefix, _SUFFIX)
+
+
+def orphaned_in_flight(directory: Path, prefix: str) -> Iterator[tuple[Path, int]]:
+    """In-flight tables of dead processes whose journal is replayed (none of its segments left), locked.
+
+    Their final rows are stored by then, so a provisional row never takes the place of a final one. The
+    caller reads the table (:func:`read_in_flight`), deletes it once its rows are stored, then closes the
+    descriptor.
+    """
+    for path, fd in _orphans(directory, prefix, _IN_FLIGHT_SUFFIX):
+        token = path.name[len(prefix) + 1 : path.name.rindex("-")]
+        if any(directory.glob(f"{prefix}-{token}-*{_SUFFIX}*")):
+            os.close(fd)  # its journal first (a replay that failed, or another process replaying it now)
+            continue
+        yield path, fd
+
+
+def _orphans(directory: Path, prefix: str, suffix: str) -> Iterator[tuple[Path, int]]:
     if not journal_supported() or not directory.is_dir():
         return
-    for path in sorted(directory.glob(f"{prefix}-*{_SUFFIX}*")):
+    for path in sorted(directory.glob(f"{prefix}-*{suffix}*")):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
@@ -332,15 +554,28 @@ def orphaned_journals(directory: Path, prefix: str) -> Iterator[tuple[Path, int]
         except OSError:  # locked: its process is alive (ours included)
             os.close(fd)
             continue
-        if not path.name.endswith(_SUFFIX):  # a process died making it, before any row: nothing to replay
-            with contextlib.suppress(OSError):
-                path.unlink()
+        if not path.name.endswith(suffix):  # a process died making it, before any row: nothing to replay
+            # Unless its process lives, and has just not locked it yet (it opens, then locks).
+            if not _alive(path.name[len(prefix) + 1 :].split("-", 1)[0]):
+                with contextlib.suppress(OSError):
+                    path.unlink()
             os.close(fd)
             continue
         if not path.exists():  # trimmed by its process between our open and our lock
             os.close(fd)
             continue
         yield path, fd
+
+
+def _alive(pid: str) -> bool:
+    """Whether a process of this id runs (a reused id counts: a half-made file then waits for a later replay)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True  # another user's process; or not our name: leave it
+    return True
 
 
 def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
@@ -374,6 +609,33 @@ def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
             yield row
 
 
+def read_in_flight(fd: int, path: Path) -> Iterator[UsageRow]:
+    """The rows in the occupied slots of an in-flight table: of each, its valid half of the higher version."""
+    size = os.fstat(fd).st_size
+    if size < _SLOT_BYTES:
+        return
+    with mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as data:
+        if data[: len(_IN_FLIGHT_MAGIC)] != _IN_FLIGHT_MAGIC:
+            logger.warning("skipping %s: not an in-flight usage table", path)
+            return
+        for offset in range(_SLOT_BYTES, size - _SLOT_BYTES + 1, _SLOT_BYTES):
+            best: tuple[int, bytes] | None = None
+            for half in (offset, offset + _HALF_BYTES):
+                length, crc, version = _SLOT.unpack_from(data, half)
+                if not 0 < length <= _SLOT_PAYLOAD:
+                    continue
+                payload = data[half + _SLOT_HEADER : half + _SLOT_HEADER + length]
+                if zlib.crc32(payload, version & 0xFFFFFFFF) == crc and (best is None or version > best[0]):
+                    best = (version, payload)
+            if best is None:
+                continue
+            row = _row(best[1])
+            if row is None:
+                logger.warning("skipping an unreadable in-flight slot at byte %d of %s", offset, path)
+                continue
+            yield row
+
+
 def _row(payload: bytes) -> UsageRow | None:
     try:
         fields = marshal.loads(payload)  # noqa: S302 - our own file, and its CRC matched
@@ -401,5 +663,13 @@ if hasattr(os, "register_at_fork"):
                 with contextlib.suppress(Exception):
                     segment.close(delete=False)
         _live.clear()
+        for table in list(_live_tables):
+            files, table._files = table._files, []
+            table._free = []
+            table._closed = True
+            for file in files:
+                with contextlib.suppress(Exception):
+                    file.close(delete=False)
+        _live_tables.clear()
 
     os.register_at_fork(after_in_child=_forget_in_child)

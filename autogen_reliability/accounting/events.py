@@ -168,7 +168,7 @@ class UsageEvent:
             self.project,
             self.session,
             self.agent,
-            _json_text(self.tags),
+            json_text(self.tags),
             self.provider,
             self.model,
             self.response_model,
@@ -188,7 +188,7 @@ class UsageEvent:
             self.finish_reason,
             self.streamed,
             self.cache_hit,
-            _json_text(self.sanitizer_changes),
+            json_text(self.sanitizer_changes),
             self.validation_errors,
             self.request_content,
             self.response_content,
@@ -225,6 +225,7 @@ ROW_JSON_FIELDS: Final = ("tags", "sanitizer_changes")
 _EMPTY_JSON: Final = json.dumps({})
 
 
-def _json_text(mapping: Mapping[str, Any]) -> str:
+def json_text(mapping: Mapping[str, Any]) -> str:
+    """A mapping as a row holds it (``tags``, ``sanitizer_changes``)."""
     # json.dumps with its default separators: the text SQLAlchemy's JSON type would store, byte for byte.
     return json.dumps(dict(mapping)) if mapping else _EMPTY_JSON

@@ -6,22 +6,34 @@ inner stages learned about each attempt: its tokens (as AutoGen reported them,
 completed by the raw usage the provider sent), whether validation found its
 answer invalid, what the sanitiser changed. The events are priced and handed to
 the recorder, which never blocks.
+
+A process killed while calls run would leave no row for requests the provider
+received (and bills): the rows are made when the call ends. So, where the
+recorder keeps a journal, each attempt also has a row in the recorder's
+in-flight table (see ``_journal.py``) from the moment it starts: a provisional
+one (``cancelled``, ``error_kind`` ``cancelled``, the prompt's tokens estimated
+and priced) until it ends, then its real one, until the call's rows are
+recorded. The next process replays the table of a killed one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
-from ..pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StreamHandler, StreamItem
+from ..pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StreamHandler, StreamItem, _Attempt
 from ..redaction import redact
-from ..retry.classify import classify_error
-from .events import Outcome, UsageEvent
+from ..retry.classify import ErrorKind, classify_error
+from ._journal import InFlightTable
+from .events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from .pricing import PricingTable, TokenUsage, infer_provider, model_of
 from .recorder import UsageRecorder
 
@@ -31,6 +43,56 @@ logger = logging.getLogger("autogen_reliability")
 
 _ERROR_MESSAGE_LIMIT: Final = 1000
 _CHARS_PER_TOKEN: Final = 4  # the usual rule of thumb for English text; only for providers that report nothing
+_INTERRUPTED: Final = "the process ended before the attempt did"
+# An attempt's provisional row before its identity is filled in: in flight, its tokens an estimate.
+_PROVISIONAL: Final = list(
+    UsageEvent(
+        call_id=uuid.UUID(int=0),
+        attempt=1,
+        started_at=datetime(2000, 1, 1, tzinfo=UTC),
+        latency_ms=0.0,
+        tokens_estimated=True,
+        outcome="cancelled",
+        error_kind=ErrorKind.CANCELLED.value,
+        error_message=_INTERRUPTED,
+    ).to_row()
+)
+(
+    _CALL_ID,
+    _ATTEMPT,
+    _STARTED_AT,
+    _EVENT_ID,
+    _PROJECT,
+    _SESSION,
+    _AGENT,
+    _TAGS,
+    _PROVIDER,
+    _MODEL,
+    _PROMPT,
+    _COST,
+    _SOURCE,
+    _PRICE_DATE,
+    _STREAMED,
+) = (
+    ROW_FIELDS.index(name)
+    for name in (
+        "call_id",
+        "attempt",
+        "started_at",
+        "event_id",
+        "project",
+        "session",
+        "agent",
+        "tags",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "cost_nanousd",
+        "price_source",
+        "price_date",
+        "streamed",
+    )
+)
 
 
 class AccountingLayer(Layer):
@@ -51,12 +113,14 @@ class AccountingLayer(Layer):
         self._clients: dict[int, tuple[str | None, str | None]] = {}
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        self._track(request.call)
         try:
             return await call_next(request)
         finally:
             self._record(request.call)
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        self._track(request.call)
         try:
             async with aclosing(call_next(request)) as stream:
                 async for item in stream:
@@ -64,10 +128,17 @@ class AccountingLayer(Layer):
         finally:
             self._record(request.call)
 
+    def _track(self, call: Call) -> None:
+        table = self.recorder.in_flight
+        if table is not None and call.tracker is None:
+            call.tracker = _InFlight(self, table)
+
     def _record(self, call: Call) -> None:
+        tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
         for attempt in call.events:
             try:
-                event = self._event(call, attempt)
+                ended = tracker.ended.pop(attempt.attempt, None) if tracker is not None else None
+                event = self._event(call, attempt) if ended is None else self._final(call, attempt, ended)
             except Exception:
                 # Usage we cannot make sense of must cost the caller neither its answer nor the row.
                 logger.exception(
@@ -75,8 +146,61 @@ class AccountingLayer(Layer):
                 )
                 event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
             self.recorder.record(event)
+        # Only now, with every row in the journal: there is never a moment when an attempt has neither.
+        if tracker is not None:
+            tracker.release()
 
-    def _event(self, call: Call, attempt: AttemptEvent) -> UsageEvent:
+    def _provisional(self, call: Call, attempt: _Attempt) -> UsageRow:
+        """The row of an attempt that has not ended: what the next process records if this one is killed.
+
+        Made as a row straight away (as :meth:`UsageEvent.to_row` would flatten the event): making the event
+        would cost as much again as pricing it, on every attempt.
+        """
+        provider, model = self._describe(attempt.client)
+        prompt = _estimate(attempt.request.messages)
+        row = _PROVISIONAL.copy()
+        if model:
+            try:
+                price = self.pricing.price(
+                    model, provider, usage=TokenUsage(prompt_tokens=prompt, completion_tokens=0), at=attempt.started_at
+                )
+            except Exception:
+                price = None  # priced when the attempt ends; unpriced only if the process dies first
+            if price is not None:
+                row[_COST], row[_SOURCE], row[_PRICE_DATE] = price.nanousd, price.source, price.effective_from
+        attribution = call.attribution
+        row[_CALL_ID] = call.call_id.hex
+        row[_ATTEMPT] = attempt.number
+        row[_STARTED_AT] = attempt.started_at
+        row[_EVENT_ID] = attempt.event_id.hex
+        row[_PROJECT], row[_SESSION], row[_AGENT] = attribution.project, attribution.session, attribution.agent
+        row[_TAGS] = json_text(attribution.tags)
+        row[_PROVIDER], row[_MODEL] = provider, model
+        row[_PROMPT] = prompt
+        row[_STREAMED] = call.streamed
+        return tuple(row)
+
+    def _final(self, call: Call, attempt: AttemptEvent, ended: UsageEvent) -> UsageEvent:
+        """The event :meth:`_event` makes now, from the one it made when the attempt ended (not priced again).
+
+        Only validation's verdict, the sanitiser's changes and the captured content can have changed since.
+        """
+        violations = call.violations.get(attempt.attempt, 0)
+        final = attempt.result is not None and attempt.attempt == call.attempts
+        changes = (call.sanitizer_changes or {}) if final else {}
+        if not violations and not changes and not self.capture_content:
+            return ended
+        result = attempt.result
+        return dataclasses.replace(
+            ended,
+            outcome="invalid" if ended.outcome == "ok" and violations else ended.outcome,
+            validation_errors=violations,
+            sanitizer_changes=changes,
+            request_content=self._content_of(attempt.request.messages) if self.capture_content else None,
+            response_content=self._answer_of(result) if self.capture_content and result is not None else None,
+        )
+
+    def _event(self, call: Call, attempt: AttemptEvent, *, content: bool = True) -> UsageEvent:
         provider, model = self._describe(attempt.client)
         result, error, raw = attempt.result, attempt.error, attempt.provider_usage
         prompt = result.usage.prompt_tokens if result is not None else 0
@@ -134,8 +258,10 @@ class AccountingLayer(Layer):
             cache_hit=bool(result is not None and result.cached),
             sanitizer_changes=(call.sanitizer_changes or {}) if final else {},
             validation_errors=violations,
-            request_content=self._content_of(attempt.request.messages) if self.capture_content else None,
-            response_content=self._answer_of(result) if self.capture_content and result is not None else None,
+            request_content=self._content_of(attempt.request.messages) if content and self.capture_content else None,
+            response_content=(
+                self._answer_of(result) if content and self.capture_content and result is not None else None
+            ),
         )
 
     def _describe(self, client: ChatCompletionClient) -> tuple[str | None, str | None]:
@@ -156,9 +282,47 @@ class AccountingLayer(Layer):
         return json.dumps(calls, ensure_ascii=False)[: self.content_limit]
 
 
+class _InFlight:
+    """One call's attempts in the recorder's in-flight table: a row from each attempt's start to the call's end."""
+
+    __slots__ = ("_layer", "_slots", "_table", "ended")
+
+    def __init__(self, layer: AccountingLayer, table: InFlightTable) -> None:
+        self._layer = layer
+        self._table = table
+        self._slots: dict[int, list[int]] = {}
+        self.ended: dict[int, UsageEvent] = {}  # attempt -> its event as made when it ended (the call reuses it)
+
+    def started(self, call: Call, attempt: _Attempt) -> None:
+        try:
+            slot = self._table.hold(self._layer._provisional(call, attempt))
+        except Exception:  # the attempt goes on; its row is made when the call ends, as without a table
+            logger.exception("could not hold an in-flight row for attempt %d of call %s", attempt.number, call.call_id)
+            return
+        if slot is not None:
+            self._slots[attempt.number] = slot
+
+    def finished(self, event: AttemptEvent) -> None:
+        slot = self._slots.get(event.attempt)
+        if slot is None:
+            return
+        try:
+            # As the call's end will record it, but before validation has judged the answer: "ok" for an answer.
+            ended = self._layer._event(event.call, event, content=False)
+            self.ended[event.attempt] = ended
+            self._table.update(slot, ended.to_row())
+        except Exception:
+            logger.debug("could not update the in-flight row of attempt %d", event.attempt, exc_info=True)
+
+    def release(self) -> None:
+        slots, self._slots = self._slots, {}
+        for slot in slots.values():
+            self._table.release(slot)
+
+
 def _identity(call: Call, attempt: AttemptEvent) -> dict[str, Any]:
     """The fields of a usage event that say which attempt of which call it is, and for whom."""
-    return {
+    identity = {
         "call_id": call.call_id,
         "attempt": attempt.attempt,
         "started_at": attempt.started_at,
@@ -169,6 +333,9 @@ def _identity(call: Call, attempt: AttemptEvent) -> dict[str, Any]:
         "tags": call.attribution.tags,
         "streamed": call.streamed,
     }
+    if attempt.event_id is not None:  # given when the attempt started: its in-flight row has the same id
+        identity["event_id"] = attempt.event_id
+    return identity
 
 
 def _text_length(messages: object) -> int:

@@ -32,8 +32,15 @@ What can be lost:
   a crash of the interpreter) loses nothing that :meth:`record` accepted: the
   rows not yet stored are in its journal, which the kernel writes to disk after
   the process is gone, and the next recorder of the same database and
-  ``spool_dir`` replays them. (A call still in flight has recorded nothing yet:
-  the rows of its attempts are made when the call ends.)
+  ``spool_dir`` replays them. A call still running has recorded nothing yet
+  (the rows of its attempts are made when the call ends), but the accounting
+  layer keeps a row per attempt in the recorder's **in-flight table** (see
+  :class:`._journal.InFlightTable`) from the attempt's start: the next
+  recorder replays an attempt that had ended with its real row (a 429 waiting
+  for its retry, say), and one still in flight, whose request the provider got
+  and bills, as ``cancelled`` (``error_kind`` ``cancelled``, "the process
+  ended before the attempt did") with its prompt's tokens estimated
+  (``tokens_estimated``) and priced, no completion tokens.
 - A crash of the machine (power loss, a kernel panic) can lose what the kernel
   had not yet written to disk: journal pages are not fsynced per row, so up to
   the rows of the last half minute (Linux writes dirty pages back after 30
@@ -41,7 +48,8 @@ What can be lost:
 - Without a journal (``journal=False``, or on Windows, or while the journal
   cannot be written: a full disk, a directory that is not writable, said once
   in the log) a process that dies outright loses the rows of its last batch
-  window: ``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default.
+  window: ``flush_interval`` (1 s) or ``batch_size`` (1,000) events by default,
+  and has no in-flight table either.
 - When neither the database nor the spool can be written, events stay in
   memory, in order (and in the journal), and the writer tries both again at
   every wake-up; a process that exits meanwhile leaves them to the next one in
@@ -67,7 +75,15 @@ from typing import Final, Protocol
 
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ..errors import ConfigurationError
-from ._journal import Journal, journal_supported, orphaned_journals, read_journal
+from ._journal import (
+    InFlightTable,
+    Journal,
+    journal_supported,
+    orphaned_in_flight,
+    orphaned_journals,
+    read_in_flight,
+    read_journal,
+)
 from .events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
@@ -156,6 +172,11 @@ class UsageRecorder:
         self._max_queue = max_queue
         self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
         self._journal = Journal(self._spool.directory, self._spool.prefix) if journal and journal_supported() else None
+        self._attempts = (
+            InFlightTable(self._spool.directory, self._spool.prefix, self._journal.token)
+            if self._journal is not None
+            else None
+        )
         self._queue: deque[UsageRow] = deque()
         self._append_lock = threading.Lock()  # a row's place in the journal and in the queue is the same
         self._wake = threading.Event()
@@ -233,6 +254,8 @@ class UsageRecorder:
                     )
             if self._journal is not None:
                 self._journal.close(keep=stuck)  # deleted if everything is stored; else left for the next process
+            if self._attempts is not None:
+                self._attempts.close()  # once the calls still running have recorded (their rows go to the spool)
         if self._close_sink and self._sink is not None:
             with contextlib.suppress(Exception):
                 self._sink.close()
@@ -252,6 +275,11 @@ class UsageRecorder:
     def journal_paths(self) -> list[Path]:
         """The journal files of this recorder: rows recorded and not yet stored (empty without a journal)."""
         return self._journal.paths if self._journal is not None else []
+
+    @property
+    def in_flight(self) -> InFlightTable | None:
+        """The table of attempts in flight that the accounting layer keeps (None without a journal)."""
+        return self._attempts
 
     @property
     def spooled(self) -> int:
@@ -417,6 +445,19 @@ class UsageRecorder:
                 self._failed(error)
                 return
             self._spool.remove(path)  # before the lock is let go, so nobody replays it again
+            os.close(fd)
+            self._healthy = True
+        # After the journals: a dead process's final rows are stored before its provisional ones are tried.
+        for path, fd in orphaned_in_flight(self._spool.directory, self._spool.prefix):
+            try:
+                for batch in _batches(read_in_flight(fd, path), self._batch_size):
+                    _write_rows(sink, batch)
+                    self._stats["replayed"] += len(batch)
+            except Exception as error:
+                os.close(fd)
+                self._failed(error)
+                return
+            self._spool.remove(path)
             os.close(fd)
             self._healthy = True
 
