@@ -20,6 +20,7 @@ from autogen_core.models import UserMessage
 from autogen_reliability import ConfigurationError, UsageRecorder, reliable
 from autogen_reliability.accounting._journal import journal_supported
 from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
@@ -226,8 +227,12 @@ def test_every_request_the_server_received_has_one_row_after_sigkill(sqlite_url:
             assert session in held
             assert (event.outcome, event.error_kind, event.tokens_estimated) == ("cancelled", "cancelled", True)
             assert event.prompt_tokens > 0
-            assert event.cost_nanousd is not None
-            assert event.cost_nanousd > 0
+            # Priced as the table prices that many prompt tokens (gpt-4o-mini's price is one rate per token).
+            price = PricingTable().price(
+                "gpt-4o-mini", "openai", usage=TokenUsage(event.prompt_tokens, 0), at=event.started_at
+            )
+            assert price is not None
+            assert event.cost_nanousd == price.nanousd > 0
             assert event.error_message == "the process ended before the attempt did"
     assert not list((tmp_path / "spool").glob("*.inflight*")), "the replayed table is deleted"
     assert not list((tmp_path / "spool").glob("*.journal"))

@@ -24,7 +24,8 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
@@ -111,6 +112,7 @@ class AccountingLayer(Layer):
         self.capture_content = capture_content
         self.content_limit = content_limit
         self._clients: dict[int, tuple[str | None, str | None]] = {}
+        self._prompt_rates: dict[tuple[str, str | None, date], _PromptRate | None] = {}
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         self._track(request.call)
@@ -161,13 +163,12 @@ class AccountingLayer(Layer):
         row = _PROVISIONAL.copy()
         if model:
             try:
-                price = self.pricing.price(
-                    model, provider, usage=TokenUsage(prompt_tokens=prompt, completion_tokens=0), at=attempt.started_at
-                )
+                rate = self._prompt_rate(model, provider, attempt.started_at)
             except Exception:
-                price = None  # priced when the attempt ends; unpriced only if the process dies first
-            if price is not None:
-                row[_COST], row[_SOURCE], row[_PRICE_DATE] = price.nanousd, price.source, price.effective_from
+                rate = None  # priced when the attempt ends; unpriced only if the process dies first
+            if rate is not None:
+                nanousd = (rate.usd_per_token * prompt * _NANO).to_integral_value(ROUND_HALF_EVEN)
+                row[_COST], row[_SOURCE], row[_PRICE_DATE] = int(nanousd), rate.source, rate.effective_from
         attribution = call.attribution
         row[_CALL_ID] = call.call_id.hex
         row[_ATTEMPT] = attempt.number
@@ -179,6 +180,25 @@ class AccountingLayer(Layer):
         row[_PROMPT] = prompt
         row[_STREAMED] = call.streamed
         return tuple(row)
+
+    def _prompt_rate(self, model: str, provider: str | None, at: datetime) -> _PromptRate | None:
+        """The price of one prompt token of ``model`` on ``at``'s day, looked up once a day per model.
+
+        Only for provisional rows, whose prompt tokens are an estimate already: a full price lookup
+        costs ~9 µs, which every attempt would pay for a row that is kept only if the process dies.
+        A price that changes with the prompt's size (a long-context tier) is taken at its first tier.
+        """
+        key = (model, provider, at.date())
+        if key in self._prompt_rates:
+            return self._prompt_rates[key]
+        cost = self.pricing.price(
+            model, provider, usage=TokenUsage(prompt_tokens=_RATE_TOKENS, completion_tokens=0), at=at
+        )
+        rate = None if cost is None else _PromptRate(cost.usd / _RATE_TOKENS, cost.source, cost.effective_from)
+        if len(self._prompt_rates) >= _MAX_PROMPT_RATES:
+            self._prompt_rates.clear()
+        self._prompt_rates[key] = rate
+        return rate
 
     def _final(self, call: Call, attempt: AttemptEvent, ended: UsageEvent) -> UsageEvent:
         """The event :meth:`_event` makes now, from the one it made when the attempt ended (not priced again).
@@ -280,6 +300,18 @@ class AccountingLayer(Layer):
             return result.content[: self.content_limit]
         calls = [{"id": call.id, "name": call.name, "arguments": call.arguments} for call in result.content]
         return json.dumps(calls, ensure_ascii=False)[: self.content_limit]
+
+
+_NANO: Final = Decimal(10**9)
+_RATE_TOKENS: Final = 1000  # priced at this size: inside every model's first tier
+_MAX_PROMPT_RATES: Final = 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PromptRate:
+    usd_per_token: Decimal
+    source: str
+    effective_from: date | None
 
 
 class _InFlight:
