@@ -123,7 +123,9 @@ def test_locked_sqlite_spools_then_replays_without_duplicates(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
 ) -> None:
     store = UsageStore(sqlite_url)
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=0.2, close_sink=False
+    )
     first = events(300)
     for event in first:
         recorder.record(event)
@@ -144,7 +146,9 @@ def test_locked_sqlite_spools_then_replays_without_duplicates(
 
 def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection) -> None:
     store = UsageStore(sqlite_url)
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=0.2, close_sink=False
+    )
     full, plain = full_event(), plain_event()
     recorder.record(full)
     recorder.record(plain)
@@ -164,7 +168,9 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     blocked = tmp_path / "spool"
     blocked.write_text("a file where the spool directory should be")
     store = UsageStore(sqlite_url)
-    recorder = UsageRecorder(store, spool_dir=blocked, flush_interval=0.05, batch_size=10, close_sink=False)
+    recorder = UsageRecorder(
+        store, spool_dir=blocked, flush_interval=0.05, batch_size=10, retry_interval=0.2, close_sink=False
+    )
     first = events(25)
     for event in first:
         recorder.record(event)
@@ -281,7 +287,9 @@ def test_postgresql_stopped_mid_run_then_started(tmp_path: Path, store_url: str)
     if not cluster:
         pytest.skip(f"set {PG_CLUSTER_ENV} (e.g. '15 arci') to let this test stop and start the server")
     store = UsageStore(store_url)
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=0.2, close_sink=False
+    )
     before = events(100)
     for event in before:
         recorder.record(event)
@@ -304,7 +312,9 @@ def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_d
     # A migration or a LOCK TABLE elsewhere: the writer gives up after the lock timeout instead of waiting it out.
     url = make_pg_database()
     store = UsageStore(url)
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=0.2, close_sink=False
+    )
     holder = create_engine(url, poolclass=NullPool).connect()
     try:
         holder.execute(text("LOCK TABLE ar_usage_records IN ACCESS EXCLUSIVE MODE"))

@@ -95,7 +95,7 @@ DEFAULT_FLUSH_INTERVAL: Final = 1.0
 DEFAULT_MAX_QUEUE: Final = 100_000
 MAX_FLUSH_INTERVAL: Final = 3600.0  # an hour: rows wait in memory that long, and longer waits overflow timers
 MAX_QUEUE_LIMIT: Final = 100_000_000  # rows held in memory; far more than any memory holds
-_RETRY_DATABASE_EVERY: Final = 5.0  # seconds between attempts to reach a database that failed
+DEFAULT_RETRY_INTERVAL: Final = 5.0  # seconds between attempts to reach a database that failed
 
 
 class UsageSink(Protocol):
@@ -128,6 +128,8 @@ class UsageRecorder:
         close_sink: Close the sink when the recorder is closed.
         name: Names the spool files (default: the sink's URL); recorders of one
             database share a name, so one replays what another left behind.
+        retry_interval: Seconds between attempts to reach a database that failed
+            (at most an hour); events wait in the spool meanwhile.
         journal: Also copy each event, as it is recorded, into a memory-mapped
             journal file in ``spool_dir``, so a process killed outright loses
             none (see the module's docstring). On by default where the platform
@@ -148,16 +150,13 @@ class UsageRecorder:
         max_queue: int = DEFAULT_MAX_QUEUE,
         close_sink: bool = True,
         name: str | None = None,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
         journal: bool = True,
     ) -> None:
         _check_int("batch_size", batch_size, 1, MAX_QUEUE_LIMIT)
         _check_int("max_queue", max_queue, batch_size, MAX_QUEUE_LIMIT, low_name="batch_size")
-        if isinstance(flush_interval, bool) or not isinstance(flush_interval, int | float):
-            raise ConfigurationError(f"flush_interval must be a number of seconds, got {type(flush_interval).__name__}")
-        if not math.isfinite(flush_interval) or not 0 < flush_interval <= MAX_FLUSH_INTERVAL:
-            raise ConfigurationError(
-                f"flush_interval must be > 0 and <= {MAX_FLUSH_INTERVAL:g} seconds, got {flush_interval!r}"
-            )
+        _check_seconds("flush_interval", flush_interval)
+        _check_seconds("retry_interval", retry_interval)
         for option, value in (("close_sink", close_sink), ("journal", journal)):
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{option} must be True or False, got {value!r}")
@@ -169,6 +168,7 @@ class UsageRecorder:
         self._close_sink = close_sink
         self._batch_size = batch_size
         self._flush_interval = float(flush_interval)
+        self._retry_interval = float(retry_interval)
         self._max_queue = max_queue
         self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
         self._journal = Journal(self._spool.directory, self._spool.prefix) if journal and journal_supported() else None
@@ -418,7 +418,7 @@ class UsageRecorder:
                 extra={"spool": str(self._spool.path)},
             )
         self._healthy = False
-        self._next_database_try = time.monotonic() + _RETRY_DATABASE_EVERY
+        self._next_database_try = time.monotonic() + self._retry_interval
 
     def _replay(self) -> None:
         """Write spooled events to the sink; a file is removed only once all its events are stored."""
@@ -585,6 +585,14 @@ def _timeout(timeout: float | None) -> float | None:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
         raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
     return None if math.isinf(timeout) and timeout > 0 else max(0.0, float(timeout))
+
+
+def _check_seconds(name: str, value: object) -> None:
+    """A number of seconds above zero and at most an hour: longer waits overflow the thread's timers."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    if not math.isfinite(value) or not 0 < value <= MAX_FLUSH_INTERVAL:
+        raise ConfigurationError(f"{name} must be > 0 and <= {MAX_FLUSH_INTERVAL:g} seconds, got {value!r}")
 
 
 def _check_int(option: str, value: object, low: int, high: int, *, low_name: str | None = None) -> None:
