@@ -18,22 +18,70 @@ is never wrapped: it reaches the caller as the SDK raised it.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from .retry.classify import ErrorKind
-    from .validation.schema import SchemaViolation
+from dataclasses import dataclass
+from typing import Literal
 
 __all__ = [
     "AllClientsFailedError",
     "CircuitOpenError",
     "ConfigurationError",
+    "ErrorKind",
     "IncompleteStreamError",
     "ReliabilityError",
     "ResponseValidationError",
     "RetriesExhaustedError",
+    "SchemaViolation",
 ]
+
+# The shared vocabulary: what went wrong with a provider request, and where an answer broke its schema.
+# Defined here, below every stage, so that the errors, retry/ and validation/ need not import each other.
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong with a provider request, whatever SDK raised it."""
+
+    RATE_LIMIT = "rate_limit"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    SERVER_ERROR = "server_error"
+    OVERLOADED = "overloaded"
+    AUTHENTICATION = "authentication"
+    PERMISSION = "permission"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    CONTEXT_LENGTH = "context_length"
+    CONTENT_FILTER = "content_filter"
+    INVALID_RESPONSE = "invalid_response"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaViolation:
+    """One way in which a value does not match a schema.
+
+    Attributes:
+        path: JSON pointer (RFC 6901) to the offending part of the value, ``""`` for
+            the value itself, e.g. ``"/items/0/name"``. A missing property is
+            located where pydantic puts it, at the property (``"/age"``), and
+            where JSON Schema puts it, at the object that lacks it (``""``).
+        message: A concise human message, e.g. ``"Input should be a valid integer"``.
+
+    Example:
+        >>> str(SchemaViolation("/items/0/name", "Input should be a valid string"))
+        '/items/0/name: Input should be a valid string'
+        >>> str(SchemaViolation("", "'age' is a required property"))
+        "(root): 'age' is a required property"
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '(root)'}: {self.message}"
+
 
 GiveUpReason = Literal["attempts", "deadline", "budget"]
 

@@ -98,7 +98,6 @@ Exceptions, checked in this order (most specific first within an SDK):
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 import sys
@@ -107,7 +106,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
-from ..errors import ResponseValidationError, RetriesExhaustedError
+from ..errors import ErrorKind, ResponseValidationError, RetriesExhaustedError
 
 __all__ = [
     "NEVER_RETRIED",
@@ -117,25 +116,6 @@ __all__ = [
     "kind_for_status",
     "retry_after",
 ]
-
-
-class ErrorKind(enum.Enum):
-    """What went wrong with a provider request, whatever SDK raised it."""
-
-    RATE_LIMIT = "rate_limit"
-    TIMEOUT = "timeout"
-    CONNECTION = "connection"
-    SERVER_ERROR = "server_error"
-    OVERLOADED = "overloaded"
-    AUTHENTICATION = "authentication"
-    PERMISSION = "permission"
-    BAD_REQUEST = "bad_request"
-    NOT_FOUND = "not_found"
-    CONTEXT_LENGTH = "context_length"
-    CONTENT_FILTER = "content_filter"
-    INVALID_RESPONSE = "invalid_response"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
 
 
 RETRYABLE_BY_DEFAULT: Final[frozenset[ErrorKind]] = frozenset(

@@ -36,14 +36,13 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import jsonschema_rs
 import pydantic
 from pydantic import BaseModel
 
-from autogen_reliability.errors import ConfigurationError
+from autogen_reliability.errors import ConfigurationError, SchemaViolation
 
 __all__ = ["ResponseSchema", "SchemaViolation"]
 
@@ -53,31 +52,6 @@ _CACHE_SIZE: Final = 256
 _MESSAGE_LIMIT: Final = 300
 _META_ERRORS_SHOWN: Final = 5
 _NOT_IN_NAME: Final = re.compile(r"[^a-zA-Z0-9_-]")
-
-
-@dataclass(frozen=True, slots=True)
-class SchemaViolation:
-    """One way in which a value does not match a schema.
-
-    Attributes:
-        path: JSON pointer (RFC 6901) to the offending part of the value, ``""`` for
-            the value itself, e.g. ``"/items/0/name"``. A missing property is
-            located where pydantic puts it, at the property (``"/age"``), and
-            where JSON Schema puts it, at the object that lacks it (``""``).
-        message: A concise human message, e.g. ``"Input should be a valid integer"``.
-
-    Example:
-        >>> str(SchemaViolation("/items/0/name", "Input should be a valid string"))
-        '/items/0/name: Input should be a valid string'
-        >>> str(SchemaViolation("", "'age' is a required property"))
-        "(root): 'age' is a required property"
-    """
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path or '(root)'}: {self.message}"
 
 
 def _pointer(segments: Sequence[str | int]) -> str:
