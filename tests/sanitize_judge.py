@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
 from html.parser import HTMLParser
+from types import FrameType
 
 from markdown_it import MarkdownIt
 
@@ -165,3 +168,46 @@ def render(text: str) -> str:
 def rendered_problems(text: str) -> list[str]:
     """What would run if ``text`` were shown as HTML, or rendered as markdown and shown."""
     return html_problems(text) + [f"rendered: {problem}" for problem in html_problems(render(text))]
+
+
+# --- Work, counted rather than timed (the machines are shared: a time bound is either loose or flaky)
+
+
+def calls_made(function: Callable[[], object]) -> int:
+    """How many function calls, Python and C, ``function()`` makes: a deterministic measure of its work."""
+    count = 0
+
+    def profile(_frame: FrameType, event: str, _arg: object) -> None:
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        function()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def characters_passed(name: str, argument: str, function: Callable[[], object]) -> int:
+    """The total length of the ``argument`` string over every call of the Python function ``name`` in ``function()``.
+
+    Raises:
+        AssertionError: ``name`` was never called (renamed?), so the count would mean nothing.
+    """
+    total, seen = 0, 0
+
+    def profile(frame: FrameType, event: str, _arg: object) -> None:
+        nonlocal total, seen
+        if event == "call" and frame.f_code.co_name == name:
+            seen += 1
+            total += len(frame.f_locals[argument])
+
+    sys.setprofile(profile)
+    try:
+        function()
+    finally:
+        sys.setprofile(None)
+    assert seen, f"{name}() was never called"
+    return total

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -102,17 +101,22 @@ def test_every_request_the_server_received_has_one_row_after_sigkill(sqlite_url:
     rate_limited: set[str] = set()
     held: set[str] = set()
     hold = threading.Event()
+    changed = threading.Condition()  # notified whenever the server or the child's output says something new
 
     def reply(request: RecordedRequest) -> FakeReply:
         label = str(request.messages[-1]["content"])
-        with lock:
-            if not hold.is_set():
-                answered.add(label)
-                return FakeReply.text("ok")
-            if int(label.split("-")[1]) % 3 == 0 and label not in rate_limited:
-                rate_limited.add(label)
-                return FakeReply.error(429, headers={"Retry-After": "50"})
-            held.add(label)
+        try:
+            with lock:
+                if not hold.is_set():
+                    answered.add(label)
+                    return FakeReply.text("ok")
+                if int(label.split("-")[1]) % 3 == 0 and label not in rate_limited:
+                    rate_limited.add(label)
+                    return FakeReply.error(429, headers={"Retry-After": "50"})
+                held.add(label)
+        finally:
+            with changed:
+                changed.notify_all()
         if request.stream:
             return FakeReply.text("one two three four", chunk_delay=60)  # read up to the first chunk, then wait
         return FakeReply.text("late", delay=60)
@@ -173,24 +177,27 @@ def test_every_request_the_server_received_has_one_row_after_sigkill(sqlite_url:
             assert child.stdout is not None
             for line in child.stdout:
                 kind, label = line.split()
-                (done if kind == "done" else retried).add(label)
+                with changed:
+                    (done if kind == "done" else retried).add(label)
+                    changed.notify_all()
+            with changed:  # the child is gone
+                changed.notify_all()
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         try:
-            deadline = time.monotonic() + 120
-            while len(done) < 300 and child.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with changed:
+                changed.wait_for(lambda: len(done) >= 300 or child.poll() is not None, timeout=120)
             hold.set()
 
             def stuck() -> bool:
                 # Every answer sent is taken in, every 429 is waiting to retry, and all 20 workers are stuck.
+                # (A held attempt's in-flight row exists before its request is sent.)
                 with lock:
                     return answered <= done and rate_limited <= retried and len(rate_limited) + len(held) >= 20
 
-            while not stuck() and child.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)  # the held streams' first chunks read
+            with changed:
+                changed.wait_for(lambda: stuck() or child.poll() is not None, timeout=120)
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
             assert stuck(), "the workers did not all get stuck in time"
             child.send_signal(signal.SIGKILL)

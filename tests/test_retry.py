@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -41,7 +42,7 @@ from autogen_reliability import (
 )
 from autogen_reliability.accounting.events import UsageEvent
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory
 
@@ -385,12 +386,22 @@ async def test_the_deadline_cancels_an_attempt_in_flight(
     ledger: tuple[UsageStore, UsageRecorder],
     make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(*[FakeReply.error(500)] * failures, FakeReply.text("too late", delay=30))
+    # The last request is answered only once the call is over: only the deadline can end the call.
+    answer = threading.Event()
+
+    def too_late(request: RecordedRequest) -> FakeReply:
+        answer.wait(60)
+        return FakeReply.text("too late")
+
+    server.enqueue(*[FakeReply.error(500)] * failures)
+    server.default = too_late
     client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=0, deadline=1), recorder=ledger[1])
-    start = time.monotonic()
-    with pytest.raises(RetriesExhaustedError, match=r"deadline \(1 s\)") as caught:
-        await call(client, mode)
-    assert time.monotonic() - start < 1 + 5  # not the server's 30 s
+    try:
+        async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
+            with pytest.raises(RetriesExhaustedError, match=r"deadline \(1 s\)") as caught:
+                await call(client, mode)
+    finally:
+        answer.set()
     assert (caught.value.reason, caught.value.attempts) == ("deadline", failures + 1)
     assert caught.value.kinds == (ErrorKind.SERVER_ERROR,) * failures + (ErrorKind.CANCELLED,)
     assert server.request_count == failures + 1

@@ -54,10 +54,14 @@ def rows(ledger: Ledger) -> list[UsageEvent]:
 
 
 async def settle() -> None:
-    """Let finalizer tasks (an abandoned generator's aclose) run, and collect what they leave behind."""
+    """Collect abandoned generators and wait for the tasks asyncio starts to close them (their ``aclose``)."""
     for _ in range(5):
         gc.collect()
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the finalizer hook creates its task with call_soon_threadsafe: one loop turn
+        finalizers = asyncio.all_tasks() - {asyncio.current_task()}
+        if not finalizers:
+            return
+        await asyncio.wait(finalizers, timeout=10)
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
