@@ -14,13 +14,21 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
+from autogen_reliability import UsageRecorder
+from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.storage import UsageStore
+
 __all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "make_pg_database", "pg_admin_url", "store_url"]
+
+Ledger = tuple[UsageStore, UsageRecorder]
 
 PG_URL_ENV = "AUTOGEN_RELIABILITY_TEST_PG_URL"
 NO_POSTGRESQL = f"no PostgreSQL server: set {PG_URL_ENV} (.ci/run starts one)"
@@ -86,3 +94,22 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         return f"sqlite:///{tmp_path_factory.mktemp('usage') / 'usage.db'}"
     make: Callable[[], str] = request.getfixturevalue("make_pg_database")
     return make()
+
+
+@contextmanager
+def open_ledger(url: str, spool_dir: Path) -> Iterator[Ledger]:
+    """A real usage store at ``url`` and a recorder writing to it, both closed at the end."""
+    store = UsageStore(url)
+    recorder = UsageRecorder(store, spool_dir=spool_dir, close_sink=False)
+    try:
+        yield store, recorder
+    finally:
+        recorder.close()
+        store.close()
+
+
+def ledger_rows(ledger: Ledger) -> list[UsageEvent]:
+    """Every row recorded so far, once the recorder has written them."""
+    store, recorder = ledger
+    assert recorder.flush(10)
+    return store.events()

@@ -21,30 +21,24 @@ from autogen_reliability import (
     reliable,
     usage_scope,
 )
-from autogen_reliability.accounting.events import UsageEvent
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import OpenAIClientFactory
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
 
 
 @pytest.fixture
-def ledger(store_url: str, tmp_path: Path) -> Iterator[tuple[UsageStore, UsageRecorder]]:
+def ledger(store_url: str, tmp_path: Path) -> Iterator[Ledger]:
     """A real store (SQLite file or PostgreSQL) and a recorder writing to it."""
-    store = UsageStore(store_url)
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
-    yield store, recorder
-    recorder.close()
-    store.close()
+    with open_ledger(store_url, tmp_path / "spool") as opened:
+        yield opened
 
 
-def rows(ledger: tuple[UsageStore, UsageRecorder]) -> list[UsageEvent]:
-    store, recorder = ledger
-    assert recorder.flush(10)
-    return store.events()
+rows = ledger_rows
 
 
 async def consume(client: ChatCompletionClient) -> CreateResult:

@@ -45,6 +45,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
@@ -64,19 +65,14 @@ async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> Creat
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[tuple[UsageStore, UsageRecorder]]:
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A SQLite usage store and a recorder writing to it."""
-    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
-    yield store, recorder
-    recorder.close()
-    store.close()
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
 
 
-def rows(ledger: tuple[UsageStore, UsageRecorder]) -> list[UsageEvent]:
-    store, recorder = ledger
-    assert recorder.flush(10)
-    return sorted(store.events(), key=lambda row: row.attempt)
+def rows(ledger: Ledger) -> list[UsageEvent]:
+    return sorted(ledger_rows(ledger), key=lambda row: row.attempt)
 
 
 @pytest.fixture

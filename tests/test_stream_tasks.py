@@ -20,37 +20,28 @@ from pathlib import Path
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 
-from autogen_reliability import RetryPolicy, UsageRecorder, reliable, usage_scope
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability import RetryPolicy, reliable, usage_scope
 from autogen_reliability.client import ReliableChatCompletionClient
 from autogen_reliability.pipeline import StreamItem
-from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .conftest import OpenAIClientFactory
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
 WORDS = "one two three four five six"
 USAGE = FakeUsage(prompt_tokens=31, completion_tokens=6)
 STEP_TIMEOUT = 10.0  # generous: only there to make each anext run in a task of its own
 
-Ledger = tuple[UsageStore, UsageRecorder]
-
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Iterator[Ledger]:
     """A real SQLite file and a recorder writing to it."""
-    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
-    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
-    yield store, recorder
-    recorder.close()
-    store.close()
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
 
 
-def rows(ledger: Ledger) -> list[UsageEvent]:
-    store, recorder = ledger
-    assert recorder.flush(10)
-    return store.events()
+rows = ledger_rows
 
 
 async def settle() -> None:
