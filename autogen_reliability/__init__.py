@@ -1,58 +1,57 @@
 """Reliability for existing AutoGen agents: wrap the model client they already use.
 
-Example:
-    >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
-    >>> from autogen_reliability import reliable, usage_scope
-    >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")
+The top level holds the headline API: :func:`reliable`, :func:`usage_scope`,
+:func:`configure`, the policies, the errors, :class:`UsageStore`. Second-tier
+types live in their subpackage: ``autogen_reliability.retry``,
+``.validation``, ``.accounting``, ``.storage``, ``.providers``, ``.testing``.
+
+Example (not run: it needs an OpenAI key):
+    >>> from autogen_ext.models.openai import OpenAIChatCompletionClient  # doctest: +SKIP
+    >>> from autogen_reliability import reliable, usage_scope  # doctest: +SKIP
+    >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")  # doctest: +SKIP
 """
 
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
-from .accounting import Cost, PricingTable, TokenUsage, UsageEvent, UsageRecorder
-from .client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
-from .config import configure
-from .context import Attribution, current_attribution, usage_scope
-from .errors import (
+from . import _compat
+from ._client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
+from ._config import configure
+from ._context import Attribution, current_attribution, usage_scope
+from ._errors import (
     AllClientsFailedError,
     CircuitOpenError,
     ConfigurationError,
+    ErrorKind,
     IncompleteStreamError,
     ReliabilityError,
     ResponseValidationError,
     RetriesExhaustedError,
+    SchemaViolation,
 )
-from .pipeline import AttemptEvent
-from .retry import (
-    CircuitBreakerPolicy,
-    ErrorKind,
-    RetryBudget,
-    RetryEvent,
-    RetryPolicy,
-    classify_error,
-    is_testing,
-    set_testing,
-)
-from .validation import CheckedCreateResult, SanitizePolicy, SanitizeReport, ValidationPolicy, extract_json
-from .wrap import reliable
+from ._pipeline import AttemptEvent
+from ._wrap import reliable
+from .retry import CircuitBreakerPolicy, RetryBudget, RetryPolicy
+from .storage import UsageStore
+from .validation import JSONExtractionError, SanitizePolicy, ValidationPolicy
 
 try:
     __version__: str = _version("autogen-reliability")
 except PackageNotFoundError:  # pragma: no cover - imported from a checkout that was never installed
     __version__ = "0+unknown"
 
+_compat.install()
+
 __all__ = [
     "AllClientsFailedError",
     "AttemptEvent",
     "Attribution",
-    "CheckedCreateResult",
     "CircuitBreakerPolicy",
     "CircuitOpenError",
     "ConfigurationError",
-    "Cost",
     "ErrorKind",
     "IncompleteStreamError",
-    "PricingTable",
+    "JSONExtractionError",
     "ReliabilityError",
     "ReliableChatCompletionClient",
     "ReliableChatCompletionClientConfig",
@@ -60,21 +59,34 @@ __all__ = [
     "ResponseValidationError",
     "RetriesExhaustedError",
     "RetryBudget",
-    "RetryEvent",
     "RetryPolicy",
     "SanitizePolicy",
-    "SanitizeReport",
-    "TokenUsage",
-    "UsageEvent",
-    "UsageRecorder",
+    "SchemaViolation",
+    "UsageStore",
     "ValidationPolicy",
     "__version__",
-    "classify_error",
     "configure",
     "current_attribution",
-    "extract_json",
-    "is_testing",
     "reliable",
-    "set_testing",
     "usage_scope",
 ]
+
+# Second-tier names that were importable from the top level until 0.1.0 -> their subpackage.
+_MOVED = {
+    "Cost": "autogen_reliability.accounting",
+    "PricingTable": "autogen_reliability.accounting",
+    "TokenUsage": "autogen_reliability.accounting",
+    "UsageEvent": "autogen_reliability.accounting",
+    "UsageRecorder": "autogen_reliability.accounting",
+    "RetryEvent": "autogen_reliability.retry",
+    "classify_error": "autogen_reliability.retry",
+    "is_testing": "autogen_reliability.retry",
+    "set_testing": "autogen_reliability.retry",
+    "CheckedCreateResult": "autogen_reliability.validation",
+    "SanitizeReport": "autogen_reliability.validation",
+    "extract_json": "autogen_reliability.validation",
+}
+
+
+def __getattr__(name: str) -> object:
+    return _compat.moved_attribute(__name__, name, _MOVED)

@@ -84,13 +84,13 @@ from typing import Any
 from autogen_core.models import CreateResult, RequestUsage, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from autogen_reliability import UsageRecorder
+from autogen_reliability._context import Attribution
+from autogen_reliability._pipeline import Call, Pipeline, Request, _Attempt
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent, UsageRow
 from autogen_reliability.accounting._journal import Journal
-from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent, UsageRow
-from autogen_reliability.accounting.layer import AccountingLayer, _InFlight
-from autogen_reliability.accounting.pricing import PricingTable
-from autogen_reliability.context import Attribution
-from autogen_reliability.pipeline import Call, Pipeline, Request, _Attempt
+from autogen_reliability.accounting._layer import AccountingLayer, _InFlight
+from autogen_reliability.accounting._pricing import PricingTable
 from autogen_reliability.storage import UsageStore
 
 from .bench_recorder import baseline, event, measure, report

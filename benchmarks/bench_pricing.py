@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from genai_prices import Usage, calc_price
 
-from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
+from autogen_reliability.accounting._pricing import PricingTable, TokenUsage
 from benchmarks.timing import best_per_call
 
 CALLS = 20_000

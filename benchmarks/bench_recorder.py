@@ -41,8 +41,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autogen_reliability import UsageRecorder
-from autogen_reliability.accounting.events import UsageEvent, time_ordered_uuid
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent, time_ordered_uuid
 from autogen_reliability.storage import UsageStore
 
 RATES = (1_000, 25_000)  # events per second: a busy service, and the stress goal

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from autogen_reliability.validation.parse import extract_json
-from autogen_reliability.validation.schema import ResponseSchema
+from autogen_reliability.validation._parse import extract_json
+from autogen_reliability.validation._schema import ResponseSchema
 from benchmarks.timing import best_per_call
 
 ROUNDS = 7

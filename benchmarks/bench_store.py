@@ -33,9 +33,9 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Engine, create_engine, func, make_url, select
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability.accounting.events import UsageEvent
-from autogen_reliability.storage.models import REPORT_INDEX, UsageRecord
-from autogen_reliability.storage.store import UsageStore
+from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.storage._models import REPORT_INDEX, UsageRecord
+from autogen_reliability.storage._store import UsageStore
 
 PG_URL_ENV = "AUTOGEN_RELIABILITY_TEST_PG_URL"
 BATCH = 1000

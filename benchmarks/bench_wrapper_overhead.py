@@ -29,7 +29,8 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 
-from autogen_reliability import ReliableChatCompletionClient, UsageRecorder, usage_scope
+from autogen_reliability import ReliableChatCompletionClient, usage_scope
+from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
 
 CALLS = 20_000

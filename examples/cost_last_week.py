@@ -27,9 +27,8 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
 from autogen_reliability import configure, reliable, usage_scope
-from autogen_reliability.config import default_recorder
-from autogen_reliability.storage import UsageStore
-from autogen_reliability.storage.models import UsageRecord
+from autogen_reliability._config import default_recorder
+from autogen_reliability.storage import UsageRecord, UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 PROJECT = "acme-support"

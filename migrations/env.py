@@ -2,7 +2,7 @@
 
 Runs two ways:
 
-- From Python (:func:`autogen_reliability.storage.migrate.upgrade`, the
+- From Python (:func:`autogen_reliability.storage._migrate.upgrade`, the
   ``autogen-reliability db`` command and the store itself): the caller passes an
   open connection as ``config.attributes["connection"]`` and owns its
   transaction, lock and commit.
@@ -26,9 +26,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, create_engine, make_url, pool
 
-from autogen_reliability.config import default_db_url
-from autogen_reliability.storage.migrate import migration_transaction
-from autogen_reliability.storage.models import VERSION_TABLE, Base, include_name
+from autogen_reliability._config import default_db_url
+from autogen_reliability.storage._migrate import migration_transaction
+from autogen_reliability.storage._models import VERSION_TABLE, Base, include_name
 
 config = context.config
 

@@ -13,7 +13,7 @@ import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from autogen_reliability import configure
-from autogen_reliability.config import ENV_DB_URL
+from autogen_reliability._config import ENV_DB_URL
 from autogen_reliability.testing import FakeOpenAIServer
 
 from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database
@@ -28,7 +28,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     """``autogen-reliability ARGS`` in a subprocess, without a database URL from this environment unless given."""
     environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
     environment.update(env or {})
-    command = [sys.executable, "-m", "autogen_reliability.cli", *args]
+    command = [sys.executable, "-m", "autogen_reliability", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=environment, cwd=cwd)
 
 

@@ -22,8 +22,8 @@ from sqlalchemy import Engine, create_engine, make_url
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability import UsageRecorder
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.storage import UsageStore
 
 __all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "make_pg_database", "pg_admin_url", "store_url"]

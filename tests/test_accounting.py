@@ -12,15 +12,8 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from genai_prices import Usage, calc_price
 
-from autogen_reliability import (
-    PricingTable,
-    RetriesExhaustedError,
-    RetryPolicy,
-    UsageRecorder,
-    ValidationPolicy,
-    reliable,
-    usage_scope,
-)
+from autogen_reliability import RetriesExhaustedError, RetryPolicy, ValidationPolicy, reliable, usage_scope
+from autogen_reliability.accounting import PricingTable, UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 

@@ -13,7 +13,7 @@ import pytest
 
 import autogen_reliability
 from autogen_reliability import __version__
-from autogen_reliability.cli import main
+from autogen_reliability._cli import main
 
 from .conftest import run_cli
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from autogen_reliability.config import ENV_DB_URL, ENV_SPOOL_DIR
+from autogen_reliability._config import ENV_DB_URL, ENV_SPOOL_DIR
 
 ROOT = Path(__file__).parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from autogen_reliability.accounting.events import time_ordered_uuid
+from autogen_reliability.accounting._events import time_ordered_uuid
 
 
 def test_layout_is_uuid_version_7() -> None:

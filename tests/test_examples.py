@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from autogen_reliability.config import ENV_DB_URL, ENV_SPOOL_DIR
+from autogen_reliability._config import ENV_DB_URL, ENV_SPOOL_DIR
 from autogen_reliability.storage import UsageStore
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from autogen_core.models import UserMessage
 
-from autogen_reliability import ConfigurationError, UsageRecorder, reliable
+from autogen_reliability import ConfigurationError, reliable
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.accounting._journal import journal_supported
-from autogen_reliability.accounting.events import UsageEvent
-from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
+from autogen_reliability.accounting._pricing import PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
@@ -57,8 +58,8 @@ def test_a_process_killed_while_recording_fast_loses_no_row(sqlite_url: str, tmp
         f"""
         import os, signal, uuid
         from datetime import UTC, datetime
-        from autogen_reliability import UsageRecorder
-        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
         from autogen_reliability.storage import UsageStore
 
         recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(tmp_path / "spool")!r}, batch_size=500)
@@ -126,7 +127,8 @@ def test_every_request_the_server_received_has_one_row_after_sigkill(sqlite_url:
         import asyncio, os
         from autogen_core.models import UserMessage
         from autogen_ext.models.openai import OpenAIChatCompletionClient
-        from autogen_reliability import RetryPolicy, UsageRecorder, reliable, usage_scope
+        from autogen_reliability import RetryPolicy, reliable, usage_scope
+        from autogen_reliability.accounting import UsageRecorder
         from autogen_reliability.storage import UsageStore
 
         async def main():
@@ -255,8 +257,8 @@ def test_a_final_row_wins_over_the_in_flight_row_of_the_same_attempt(sqlite_url:
         import os, signal, uuid
         from dataclasses import replace
         from datetime import UTC, datetime
-        from autogen_reliability import UsageRecorder
-        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
         from autogen_reliability.storage import UsageStore
 
         recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
@@ -496,8 +498,8 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
         f"""
         import os, signal, uuid
         from datetime import UTC, datetime
-        from autogen_reliability import UsageRecorder
-        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
         from autogen_reliability.storage import UsageStore
 
         recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autogen_reliability.errors import ConfigurationError
-from autogen_reliability.validation.parse import ExtractionFailure, JSONExtractionError, _BracketScanner, extract_json
+from autogen_reliability._errors import ConfigurationError
+from autogen_reliability.validation._parse import ExtractionFailure, JSONExtractionError, _BracketScanner, extract_json
 
 
 def failure(text: str, **options: Any) -> JSONExtractionError:

@@ -12,7 +12,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, CreateResult, UserMessage
 
 from autogen_reliability import AttemptEvent, Attribution, ReliableChatCompletionClient
-from autogen_reliability.pipeline import Call, CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from autogen_reliability._pipeline import Call, CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory

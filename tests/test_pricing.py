@@ -29,8 +29,9 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as genai_types
 
-import autogen_reliability.accounting.pricing as pricing_module
-from autogen_reliability.accounting.pricing import (
+import autogen_reliability.accounting._pricing as pricing_module
+from autogen_reliability._errors import ConfigurationError
+from autogen_reliability.accounting._pricing import (
     GENAI_PRICES_VERSION,
     Cost,
     PricingTable,
@@ -39,7 +40,6 @@ from autogen_reliability.accounting.pricing import (
     infer_provider,
     model_of,
 )
-from autogen_reliability.errors import ConfigurationError
 
 AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
@@ -793,7 +793,7 @@ socket.create_connection = refuse
 socket.getaddrinfo = refuse
 
 from datetime import UTC, datetime
-from autogen_reliability.accounting.pricing import PricingTable, TokenUsage
+from autogen_reliability.accounting._pricing import PricingTable, TokenUsage
 
 table = PricingTable({"models": {"acme": {"input": 1, "output": 1}}})
 usage = TokenUsage(prompt_tokens=1000, completion_tokens=100, cached_tokens=500)
@@ -1014,7 +1014,7 @@ def test_inference_imports_no_provider_sdk() -> None:
     script = textwrap.dedent(
         """
         import sys
-        from autogen_reliability.accounting.pricing import infer_provider, model_of
+        from autogen_reliability.accounting._pricing import infer_provider, model_of
         before = {m for m in sys.modules if m.startswith(("anthropic", "ollama", "autogen_ext.models.anthropic",
                                                             "autogen_ext.models.ollama", "autogen_ext.models.replay"))}
         assert infer_provider(object(), "claude-3-5-sonnet") == "anthropic"

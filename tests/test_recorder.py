@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability import ConfigurationError, UsageRecorder
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability import ConfigurationError
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.storage import UsageStore
 
 from .test_storage import full_event, plain_event
@@ -229,8 +230,8 @@ def test_sigkill_loses_nothing_once_the_journal_is_replayed(sqlite_url: str, tmp
         f"""
         import os, signal, sys, time, uuid
         from datetime import UTC, datetime
-        from autogen_reliability import UsageRecorder
-        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
         from autogen_reliability.storage import UsageStore
 
         recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(tmp_path / "spool")!r}, flush_interval=0.2)
@@ -261,8 +262,8 @@ def test_spool_of_a_killed_process_is_replayed_by_the_next_one(
         f"""
         import os, signal, uuid
         from datetime import UTC, datetime
-        from autogen_reliability import UsageRecorder
-        from autogen_reliability.accounting.events import UsageEvent
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
         from autogen_reliability.storage import UsageStore
 
         recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(tmp_path / "spool")!r}, flush_interval=0.05)

@@ -11,8 +11,9 @@ import openai
 import pytest
 from autogen_core.models import UserMessage
 
-from autogen_reliability import AllClientsFailedError, RetriesExhaustedError, RetryPolicy, UsageRecorder, reliable
-from autogen_reliability.redaction import redact, remember_secret
+from autogen_reliability import AllClientsFailedError, RetriesExhaustedError, RetryPolicy, reliable
+from autogen_reliability._redaction import redact, remember_secret
+from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 

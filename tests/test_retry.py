@@ -34,13 +34,12 @@ from autogen_reliability import (
     ReliableChatCompletionClient,
     RetriesExhaustedError,
     RetryBudget,
-    RetryEvent,
     RetryPolicy,
-    UsageRecorder,
     reliable,
-    set_testing,
 )
-from autogen_reliability.accounting.events import UsageEvent
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.retry import RetryEvent, set_testing
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 

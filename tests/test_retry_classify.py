@@ -29,7 +29,7 @@ import pydantic
 import pytest
 from autogen_core.models import UserMessage
 
-from autogen_reliability.retry.classify import (
+from autogen_reliability.retry._classify import (
     NEVER_RETRIED,
     RETRYABLE_BY_DEFAULT,
     ErrorKind,
@@ -986,7 +986,7 @@ def test_classification_does_not_import_sdks() -> None:
         """
         import asyncio, json, sys
 
-        import autogen_reliability.retry.classify as classify
+        import autogen_reliability.retry._classify as classify
 
         before = set(sys.modules)
         kinds = [

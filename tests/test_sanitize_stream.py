@@ -16,10 +16,11 @@ from autogen_core.models import CreateResult, UserMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autogen_reliability import ValidationPolicy, extract_json, reliable
+from autogen_reliability import ValidationPolicy, reliable
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
-from autogen_reliability.validation.sanitize import Sanitizer
-from autogen_reliability.validation.sanitizing import HOLD_BACK_LIMIT, StreamSanitizer
+from autogen_reliability.validation import extract_json
+from autogen_reliability.validation._sanitize import Sanitizer
+from autogen_reliability.validation._sanitizing import HOLD_BACK_LIMIT, StreamSanitizer
 
 from .conftest import OpenAIClientFactory
 from .sanitize_judge import characters_passed, rendered_problems

@@ -9,8 +9,8 @@ import pytest
 from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ConfigDict, Field
 
-from autogen_reliability.errors import ConfigurationError
-from autogen_reliability.validation.schema import ResponseSchema, SchemaViolation
+from autogen_reliability._errors import ConfigurationError
+from autogen_reliability.validation._schema import ResponseSchema, SchemaViolation
 
 
 class Item(BaseModel):

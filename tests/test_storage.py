@@ -32,13 +32,14 @@ from sqlalchemy import create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from autogen_reliability import PricingTable, configure, reliable
-from autogen_reliability.accounting.events import ROW_FIELDS, UsageEvent
-from autogen_reliability.config import ENV_DB_URL, AccountingSettings, default_db_url, default_recorder
-from autogen_reliability.config import settings as accounting_settings
-from autogen_reliability.errors import ConfigurationError, ReliabilityError
-from autogen_reliability.storage import _bulk, migrate
-from autogen_reliability.storage.models import (
+from autogen_reliability import configure, reliable
+from autogen_reliability._config import ENV_DB_URL, AccountingSettings, default_db_url, default_recorder
+from autogen_reliability._config import settings as accounting_settings
+from autogen_reliability._errors import ConfigurationError, ReliabilityError
+from autogen_reliability.accounting import PricingTable
+from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
+from autogen_reliability.storage import _bulk, _migrate
+from autogen_reliability.storage._models import (
     REPORT_INDEX,
     VERSION_TABLE,
     Base,
@@ -46,7 +47,7 @@ from autogen_reliability.storage.models import (
     UsageRecord,
     include_name,
 )
-from autogen_reliability.storage.store import (
+from autogen_reliability.storage._store import (
     SchemaOutdatedError,
     SchemaTooNewError,
     StoreSchemaError,
@@ -495,9 +496,9 @@ def test_a_missing_driver_names_the_extra_to_install(tmp_path: Path) -> None:
 
 
 def test_a_new_empty_database_is_brought_to_head(store_url: str) -> None:
-    assert migrate.current_revision(store_url) is None
+    assert _migrate.current_revision(store_url) is None
     with UsageStore(store_url) as store:
-        assert migrate.current_revision(store.engine) == migrate.head_revision()
+        assert _migrate.current_revision(store.engine) == _migrate.head_revision()
         tables = set(inspect(store.engine).get_table_names())
     assert {"ar_usage_records", "ar_usage_content", VERSION_TABLE} <= tables
     assert "alembic_version" not in tables  # an application's own alembic table stays untouched
@@ -521,7 +522,7 @@ def test_the_ledger_shares_a_database_with_an_application(store_url: str) -> Non
 
 
 def test_models_and_migrations_agree(store_url: str) -> None:
-    migrate.upgrade(store_url)
+    _migrate.upgrade(store_url)
     engine = create_engine(store_url, poolclass=NullPool)
     with engine.connect() as connection:
         context = MigrationContext.configure(
@@ -532,14 +533,14 @@ def test_models_and_migrations_agree(store_url: str) -> None:
 
 
 def test_downgrade_to_base_and_up_again(store_url: str) -> None:
-    migrate.upgrade(store_url)
+    _migrate.upgrade(store_url)
     engine = create_engine(store_url, poolclass=NullPool)
-    with engine.connect() as connection, migrate.migration_transaction(connection):
-        command.downgrade(migrate.alembic_config(connection), "base")
-    assert migrate.current_revision(engine) is None
+    with engine.connect() as connection, _migrate.migration_transaction(connection):
+        command.downgrade(_migrate.alembic_config(connection), "base")
+    assert _migrate.current_revision(engine) is None
     assert [name for name in inspect(engine).get_table_names() if name != VERSION_TABLE] == []
-    migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision()
+    _migrate.upgrade(engine)
+    assert _migrate.current_revision(engine) == _migrate.head_revision()
     engine.dispose()
 
 
@@ -563,7 +564,7 @@ def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     for thread in threads:
         thread.join()
     assert outcomes == ["ok"] * 6
-    assert migrate.current_revision(store_url) == migrate.head_revision()
+    assert _migrate.current_revision(store_url) == _migrate.head_revision()
 
 
 NEXT_REVISION = '''"""Test-only: the next release's revision, adding a column.
@@ -602,11 +603,11 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[]
     making the library newer: the database stays at the real 0001.
     """
     scripts = tmp_path / "migrations"
-    shutil.copytree(migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(_migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "0002_region.py").write_text(NEXT_REVISION)
 
     def switch() -> None:
-        monkeypatch.setattr(migrate, "script_location", lambda: scripts)
+        monkeypatch.setattr(_migrate, "script_location", lambda: scripts)
 
     return switch
 
@@ -618,7 +619,7 @@ def test_an_older_database_is_refused_with_the_command_that_upgrades_it(
     with UsageStore(store_url) as store:  # made at the real head, 0001
         store.write(kept)
     next_release()
-    assert migrate.head_revision() == "0002"
+    assert _migrate.head_revision() == "0002"
 
     with pytest.raises(SchemaOutdatedError) as caught:
         UsageStore(store_url)
@@ -638,7 +639,7 @@ def test_an_older_database_is_refused_with_the_command_that_upgrades_it(
 
     # What the command does. On SQLite the table is re-created: with foreign keys on, dropping the old
     # ar_usage_records would cascade and delete every captured content row (seen before the fix).
-    migrate.upgrade(store_url)
+    _migrate.upgrade(store_url)
     with UsageStore(store_url) as store:
         assert store.events() == sorted(kept, key=lambda event: event.started_at)
         assert "region" in {column["name"] for column in inspect(store.engine).get_columns("ar_usage_records")}
@@ -647,7 +648,7 @@ def test_an_older_database_is_refused_with_the_command_that_upgrades_it(
 def test_create_false_never_creates_tables(store_url: str, tmp_path: Path) -> None:
     with pytest.raises(SchemaOutdatedError, match="has no usage tables"):
         UsageStore(store_url, create=False)
-    assert migrate.current_revision(store_url) is None
+    assert _migrate.current_revision(store_url) is None
     missing = tmp_path / "missing.db"
     with pytest.raises(SchemaOutdatedError, match="db upgrade --url"):
         UsageStore(f"sqlite:///{missing}", create=False)
@@ -655,7 +656,7 @@ def test_create_false_never_creates_tables(store_url: str, tmp_path: Path) -> No
 
 
 def test_a_database_from_a_newer_release_is_refused(store_url: str) -> None:
-    migrate.upgrade(store_url)
+    _migrate.upgrade(store_url)
     engine = create_engine(store_url, poolclass=NullPool)
     with engine.begin() as connection:
         connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
@@ -677,7 +678,7 @@ def test_tables_made_without_migrations_are_refused(store_url: str) -> None:
 
 
 def test_a_version_row_without_tables_is_refused(store_url: str) -> None:
-    migrate.upgrade(store_url)
+    _migrate.upgrade(store_url)
     engine = create_engine(store_url, poolclass=NullPool)
     Base.metadata.drop_all(engine)
     engine.dispose()
@@ -866,8 +867,8 @@ def test_the_wheel_ships_the_migrations_and_they_run_from_it(tmp_path: Path) -> 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
-        "import sys; from autogen_reliability.storage import migrate; "
-        "print(migrate.script_location()); migrate.upgrade(sys.argv[1]); print(migrate.current_revision(sys.argv[1]))"
+        "import sys; from autogen_reliability import storage; print(storage._migrate.script_location()); "
+        "storage.upgrade(sys.argv[1]); print(storage.current_revision(sys.argv[1]))"
     )
     ran = subprocess.run(
         [sys.executable, "-c", probe, f"sqlite:///{tmp_path / 'wheel.db'}"],
@@ -879,16 +880,16 @@ def test_the_wheel_ships_the_migrations_and_they_run_from_it(tmp_path: Path) -> 
         cwd=tmp_path,
     )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.split() == [str(site / "autogen_reliability" / "migrations"), migrate.head_revision()]
+    assert ran.stdout.split() == [str(site / "autogen_reliability" / "migrations"), _migrate.head_revision()]
 
 
 def test_the_checkout_finds_its_top_level_migrations() -> None:
-    assert migrate.script_location() == ROOT / "migrations"
+    assert _migrate.script_location() == ROOT / "migrations"
 
 
 def test_cli_db_upgrade_and_current(store_url: str) -> None:
     masked = make_url(store_url).render_as_string(hide_password=True)
-    head = migrate.head_revision()
+    head = _migrate.head_revision()
 
     done = run_cli("db", "current", "--url", store_url)
     assert (done.returncode, done.stderr) == (0, "")

@@ -21,8 +21,8 @@ import pytest
 from autogen_core.models import CreateResult, UserMessage
 
 from autogen_reliability import RetryPolicy, reliable, usage_scope
-from autogen_reliability.client import ReliableChatCompletionClient
-from autogen_reliability.pipeline import StreamItem
+from autogen_reliability._client import ReliableChatCompletionClient
+from autogen_reliability._pipeline import StreamItem
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .conftest import OpenAIClientFactory

@@ -14,17 +14,17 @@ from pydantic import BaseModel
 
 from autogen_reliability import (
     AttemptEvent,
-    CheckedCreateResult,
     ConfigurationError,
     ErrorKind,
     ResponseValidationError,
     SanitizePolicy,
     ValidationPolicy,
-    classify_error,
     reliable,
 )
+from autogen_reliability.retry import classify_error
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
-from autogen_reliability.validation.policy import MAX_REASK_FEEDBACK_CHARS
+from autogen_reliability.validation import CheckedCreateResult
+from autogen_reliability.validation._policy import MAX_REASK_FEEDBACK_CHARS
 
 from .conftest import OpenAIClientFactory
 

@@ -1,9 +1,9 @@
 """Token and cost accounting: pricing, usage events, and the recorder that never loses them."""
 
-from .events import UsageEvent
-from .pricing import Cost, PricingTable, TokenUsage, infer_provider, model_of
-from .recorder import UsageRecorder, UsageSink
-from .usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
+from ._events import UsageEvent
+from ._pricing import Cost, PricingTable, TokenUsage, infer_provider, model_of
+from ._recorder import UsageRecorder, UsageSink
+from ._usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
 
 __all__ = [
     "Cost",

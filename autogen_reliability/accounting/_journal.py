@@ -13,7 +13,7 @@ the kernel had not written yet (a few seconds: there is no ``fsync`` per row).
 Measured before choosing (``benchmarks/bench_journal.py``, 2 busy shared
 cores): a ``write()`` per row to a file opened ``O_APPEND`` added 4 µs of CPU
 per row, and each such system call releases the GIL, handing it to the
-recorder's writer thread (see ``accounting/events.py``): at 25,000 rows/s the
+recorder's writer thread (see ``accounting/_events.py``): at 25,000 rows/s the
 event loop woke up to 157 ms late. Buffering rows in user space and writing
 them once per turn of the loop costs as much as the map and dies with the
 process. A copy into mapped memory holds the GIL and added 2.5 µs (1.9 µs of
@@ -75,7 +75,7 @@ from struct import Struct
 from typing import Final
 
 from .._threads import hand_over_gil
-from .events import ROW_FIELDS, UsageRow
+from ._events import ROW_FIELDS, UsageRow
 
 try:
     import fcntl

@@ -1,9 +1,9 @@
 """Classified retries, the circuit breaker, the retry budget and fallbacks."""
 
-from .budget import RetryBudget
-from .circuit import CircuitBreakerPolicy
-from .classify import ErrorKind, classify_error, retry_after
-from .policy import RetryEvent, RetryPolicy, is_testing, set_testing
+from ._budget import RetryBudget
+from ._circuit import CircuitBreakerPolicy
+from ._classify import ErrorKind, classify_error, retry_after
+from ._policy import RetryEvent, RetryPolicy, is_testing, set_testing
 
 __all__ = [
     "CircuitBreakerPolicy",

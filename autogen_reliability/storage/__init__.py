@@ -1,12 +1,14 @@
 """The usage ledger in SQL: SQLite by default, PostgreSQL for many writers, migrated with alembic."""
 
-from .migrate import current_revision, head_revision, upgrade
-from .store import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, UsageStore
+from ._migrate import current_revision, head_revision, upgrade
+from ._models import UsageRecord
+from ._store import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, UsageStore
 
 __all__ = [
     "SchemaOutdatedError",
     "SchemaTooNewError",
     "StoreSchemaError",
+    "UsageRecord",
     "UsageStore",
     "current_revision",
     "head_revision",

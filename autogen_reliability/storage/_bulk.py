@@ -40,8 +40,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .._threads import in_slices
-from ..accounting.events import ROW_FIELDS, ROW_JSON_FIELDS, UsageRow
-from .models import Base, UsageContent, UsageRecord
+from ..accounting._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageRow
+from ._models import Base, UsageContent, UsageRecord
 
 __all__ = [
     "COLUMNS",

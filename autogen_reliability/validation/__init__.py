@@ -1,10 +1,10 @@
 """Validating and sanitising what the model returns."""
 
-from .parse import JSONExtractionError, extract_json
-from .policy import ValidationPolicy
-from .result import CheckedCreateResult
-from .sanitize import SanitizePolicy, Sanitizer, SanitizeReport
-from .schema import ResponseSchema, SchemaViolation
+from ._parse import JSONExtractionError, extract_json
+from ._policy import ValidationPolicy
+from ._result import CheckedCreateResult
+from ._sanitize import SanitizePolicy, Sanitizer, SanitizeReport
+from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = [
     "CheckedCreateResult",

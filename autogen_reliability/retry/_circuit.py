@@ -34,11 +34,11 @@ from typing import Any, Literal
 
 from autogen_core.models import ChatCompletionClient, CreateResult
 
-from ..errors import CircuitOpenError, ConfigurationError
-from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
-from .classify import RETRYABLE_BY_DEFAULT, classify_error
-from .policy import as_seconds
-from .shared import PerClient
+from .._errors import CircuitOpenError, ConfigurationError
+from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from ._classify import RETRYABLE_BY_DEFAULT, classify_error
+from ._policy import as_seconds
+from ._shared import PerClient
 
 __all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "CircuitLayer", "breaker_for"]
 

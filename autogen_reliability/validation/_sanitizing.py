@@ -35,10 +35,10 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from autogen_core.models import CreateResult
 
-from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
-from .parse import JSONExtractionError, locate_json
-from .result import checked
-from .sanitize import EMPTY_REPORT, SanitizePolicy, Sanitizer, SanitizeReport, open_link_start, seal_open_links
+from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from ._parse import JSONExtractionError, locate_json
+from ._result import checked
+from ._sanitize import EMPTY_REPORT, SanitizePolicy, Sanitizer, SanitizeReport, open_link_start, seal_open_links
 
 __all__ = ["HOLD_BACK_LIMIT", "OFF_LOOP_CHARS", "SanitizeLayer", "StreamSanitizer", "sanitizer_for"]
 

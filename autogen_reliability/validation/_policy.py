@@ -45,11 +45,11 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from ..errors import ConfigurationError, IncompleteStreamError, ResponseValidationError
-from ..pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
-from .parse import JSONExtractionError, extract_json
-from .result import checked
-from .schema import ResponseSchema, SchemaViolation
+from .._errors import ConfigurationError, IncompleteStreamError, ResponseValidationError
+from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from ._parse import JSONExtractionError, extract_json
+from ._result import checked
+from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = ["ValidationLayer", "ValidationPolicy"]
 

@@ -102,7 +102,7 @@ class RetriesExhaustedError(ReliabilityError):
     """Raised when a retryable provider error persisted and the retry policy gave up.
 
     The ``__cause__`` is a redacted copy of the last provider error: the same
-    class and fields, no secret (see :func:`~autogen_reliability.redaction.redacted_error`).
+    class and fields, no secret (see :func:`~autogen_reliability._redaction.redacted_error`).
     A call whose deadline passed during an attempt has none: that attempt was cancelled.
 
     Attributes:

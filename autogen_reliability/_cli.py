@@ -70,10 +70,10 @@ def _db(command: str, url: str | None) -> int:
     from alembic.util import CommandError  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from .config import ENV_DB_URL, default_db_url  # noqa: PLC0415
-    from .errors import ConfigurationError  # noqa: PLC0415
+    from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
+    from ._errors import ConfigurationError  # noqa: PLC0415
     from .storage import migrate  # noqa: PLC0415
-    from .storage.store import make_engine, sqlite_file_missing  # noqa: PLC0415
+    from .storage._engine import make_engine, sqlite_file_missing  # noqa: PLC0415
 
     try:
         engine = make_engine(url or default_db_url(), pooled=False)
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import main as demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
+        from ._demo import main as demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
 
         # The demo prints its retries itself; the library's warnings would say them twice.
         logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -133,7 +133,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "db":
         return _db(args.db_command, args.url)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,8 +21,8 @@ from autogen_agentchat.base import ChatAgent, Team
 from autogen_core.models import ChatCompletionClient
 from typing_extensions import Unpack
 
-from .client import ReliableChatCompletionClient, ReliableOptions, check_options
-from .errors import ConfigurationError
+from ._client import ReliableChatCompletionClient, ReliableOptions, check_options
+from ._errors import ConfigurationError
 
 __all__ = ["reliable"]
 

@@ -5,7 +5,7 @@ already uses, next to its own tables (and its own alembic, because ours keeps
 its revision in :data:`VERSION_TABLE`):
 
 ``ar_usage_records``
-    One row per :class:`~autogen_reliability.accounting.events.UsageEvent`, i.e.
+    One row per :class:`~autogen_reliability.accounting._events.UsageEvent`, i.e.
     per attempt that reached, or tried to reach, the provider.
 ``ar_usage_content``
     The request and response text of an event, only for events that captured

@@ -89,7 +89,7 @@ from typing import Final, Literal, cast
 
 import nh3
 
-from autogen_reliability.errors import ConfigurationError
+from autogen_reliability._errors import ConfigurationError
 
 __all__ = ["CATEGORIES", "EMPTY", "EMPTY_REPORT", "SanitizePolicy", "SanitizeReport", "Sanitizer"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigurationError
-from .shared import PerClient
+from .._errors import ConfigurationError
+from ._shared import PerClient
 
 __all__ = ["RetryBudget", "RetryBudgetState", "budget_for"]
 

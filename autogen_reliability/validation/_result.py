@@ -7,8 +7,8 @@ from typing import Any
 from autogen_core.models import CreateResult
 from pydantic import ConfigDict
 
-from .sanitize import SanitizeReport
-from .schema import SchemaViolation
+from ._sanitize import SanitizeReport
+from ._schema import SchemaViolation
 
 __all__ = ["CheckedCreateResult", "checked"]
 

@@ -1,6 +1,6 @@
 """What each kind of inner client needs in its request, decided per attempt.
 
-A call's :class:`~autogen_reliability.pipeline.Request` is the same for the
+A call's :class:`~autogen_reliability._pipeline.Request` is the same for the
 primary client and every fallback; what the *provider* is sent may differ:
 
 - **Stream usage.** AutoGen's OpenAI client reports (0, 0) tokens for a stream
@@ -27,7 +27,7 @@ from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from .pipeline import Request
+    from .._pipeline import Request
 
 __all__ = ["api_key_of", "innermost", "provider_arguments"]
 

@@ -30,8 +30,9 @@ from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
-from . import RetryEvent, UsageRecorder, reliable, usage_scope
-from .accounting.events import UsageEvent
+from . import reliable, usage_scope
+from .accounting import UsageEvent, UsageRecorder
+from .retry import RetryEvent
 from .storage import UsageStore
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
 

@@ -30,13 +30,13 @@ from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
-from ..pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StreamHandler, StreamItem, _Attempt
-from ..redaction import redact
-from ..retry.classify import ErrorKind, classify_error
+from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StreamHandler, StreamItem, _Attempt
+from .._redaction import redact
+from ..retry._classify import ErrorKind, classify_error
+from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
-from .events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
-from .pricing import PricingTable, TokenUsage, infer_provider, model_of
-from .recorder import UsageRecorder
+from ._pricing import PricingTable, TokenUsage, infer_provider, model_of
+from ._recorder import UsageRecorder
 
 __all__ = ["AccountingLayer"]
 

@@ -9,7 +9,7 @@ own alembic on the same database is not disturbed.
 The command line does the same: ``autogen-reliability db upgrade [--url URL]``.
 
 Example:
-    >>> from autogen_reliability.storage.migrate import upgrade, current_revision, head_revision
+    >>> from autogen_reliability.storage._migrate import upgrade, current_revision, head_revision
     >>> upgrade("sqlite:///usage.db")
     >>> current_revision("sqlite:///usage.db") == head_revision()
     True
@@ -30,7 +30,8 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, text
 
-from .models import VERSION_TABLE
+from ._engine import make_engine
+from ._models import VERSION_TABLE
 
 __all__ = [
     "alembic_config",
@@ -190,7 +191,5 @@ def _resolve(engine_or_url: Engine | str) -> tuple[Engine, bool]:
     """The engine to use, and whether we made it (and so must dispose of it)."""
     if isinstance(engine_or_url, Engine):
         return engine_or_url, False
-    # Imported here: the store imports this module to check the schema it opens.
-    from .store import make_engine  # noqa: PLC0415
 
     return make_engine(engine_or_url, pooled=False), True

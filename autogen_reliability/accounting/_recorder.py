@@ -73,8 +73,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
+from .._errors import ConfigurationError
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
-from ..errors import ConfigurationError
+from ._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 from ._journal import (
     InFlightTable,
     Journal,
@@ -84,7 +85,6 @@ from ._journal import (
     read_in_flight,
     read_journal,
 )
-from .events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 
 __all__ = ["UsageRecorder", "UsageSink"]
 

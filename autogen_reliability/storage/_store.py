@@ -1,6 +1,6 @@
 """``UsageStore``: the usage ledger in a SQL database (SQLite by default, PostgreSQL for many writers).
 
-The store writes batches of :class:`~autogen_reliability.accounting.events.UsageEvent`
+The store writes batches of :class:`~autogen_reliability.accounting._events.UsageEvent`
 in one transaction each and reads them back. It is meant to be driven by the
 recorder's background writer thread; it holds no state besides SQLAlchemy's
 engine (whose pool is thread-safe), and never blocks an event loop because it
@@ -26,65 +26,27 @@ import shlex
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from sqlalchemy import URL, Engine, Select, create_engine, event, func, inspect, make_url, select, text
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
+from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 
-from ..accounting.events import UsageEvent, UsageRow
-from ..errors import ConfigurationError, ReliabilityError
-from . import _bulk, migrate
-from .models import VERSION_TABLE
+from .._errors import ConfigurationError, ReliabilityError
+from ..accounting._events import UsageEvent, UsageRow
+from . import _bulk, _migrate
+from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
+from ._models import VERSION_TABLE
 
 __all__ = [
     "SchemaOutdatedError",
     "SchemaTooNewError",
     "StoreSchemaError",
     "UsageStore",
-    "check_database_url",
-    "make_engine",
-    "sqlite_file_missing",
 ]
 
 
 logger = logging.getLogger("autogen_reliability")
 
-SQLITE_BUSY_TIMEOUT_MS: Final = 2000
-"""How long a SQLite write waits for another writer's lock: short, because the recorder spools instead."""
-
-POSTGRESQL_CONNECT_TIMEOUT_S: Final = 10
-"""How long connecting to PostgreSQL may take before failing (libpq's default is to wait forever)."""
-
-POSTGRESQL_LOCK_TIMEOUT_MS: Final = SQLITE_BUSY_TIMEOUT_MS
-"""How long a PostgreSQL write waits for a lock on the usage tables before failing (and the batch is spooled)."""
-
-POSTGRESQL_STATEMENT_TIMEOUT_MS: Final = 10_000
-"""How long one PostgreSQL write may run before failing: a stuck server sends batches to the spool."""
-
-# libpq settings of the connections make_engine opens (a URL's own query parameters win): a server
-# that vanished without closing the connection (a network partition, a killed VM) is noticed in
-# about 25 s by TCP keepalives while waiting for an answer, and by tcp_user_timeout while sending,
-# instead of after the kernel's 15 minutes of retransmissions, so its batches go to the spool.
-_LIBPQ_DEFAULTS: Final = {
-    "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S,
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 25_000,
-}
-
-# Per write transaction, so that reports and migrations on the same engine keep the server's defaults.
-_POSTGRESQL_WRITE_TIMEOUTS: Final = (
-    f"SELECT set_config('lock_timeout', '{POSTGRESQL_LOCK_TIMEOUT_MS}', true), "
-    f"set_config('statement_timeout', '{POSTGRESQL_STATEMENT_TIMEOUT_MS}', true)"
-)
-
-_SUPPORTED: Final = ("sqlite", "postgresql")
 _RECORD_FIELDS: Final = _bulk.RECORD_FIELDS
 _RECORDS: Final = _bulk.RECORDS
 _CONTENT: Final = _bulk.CONTENT
@@ -135,146 +97,6 @@ class SchemaTooNewError(StoreSchemaError):
         )
 
 
-def check_database_url(url: str | URL) -> URL:
-    """``url`` parsed, if the usage store can ever work with it; the one check of every URL the library takes.
-
-    :func:`configure() <autogen_reliability.configure>`, :class:`UsageStore`,
-    :func:`make_engine` and the ``autogen-reliability db`` commands all check
-    their URL here, before anything is connected: a URL that can never work
-    must fail where it is given, not make every usage row wait in the spool.
-
-    Supported: SQLite (a file, or in memory) through the standard library's
-    ``sqlite3``, and PostgreSQL through any synchronous driver that is
-    installed (``postgresql+psycopg://`` is the one the ``postgresql`` extra
-    installs). A SQLite file may be missing (it is created), its directory
-    may not. A ``file:`` URI (``?uri=true``) is left to SQLite. Whether a
-    server answers is not checked: a database that is down is waited for.
-
-    Raises:
-        ConfigurationError: The URL is not a string, is malformed (its port not
-            a number from 1 to 65535), names another database, an asyncio or
-            unknown driver, a driver that is not installed (the message names
-            the extra to install), or a SQLite file in a directory that does not
-            exist. The message never shows the password.
-    """
-    if not isinstance(url, str | URL):
-        raise ConfigurationError(
-            f"a database URL must be a string such as sqlite:///usage.db, got {type(url).__name__}"
-        )
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        # SQLAlchemy's message does not repeat the URL; neither do we: it may hold a password.
-        raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
-    except ValueError:  # make_url's int() of the port
-        raise ConfigurationError("malformed database URL: its port is not a number") from None
-    masked = parsed.render_as_string(hide_password=True)
-    if parsed.port is not None and not 1 <= parsed.port <= 65535:
-        raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
-    backend = parsed.get_backend_name()
-    if backend not in _SUPPORTED:
-        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
-    try:
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError:
-        raise ConfigurationError(f"no SQLAlchemy driver {parsed.drivername!r}") from None
-    if dialect.is_async:
-        raise ConfigurationError(
-            f"{parsed.drivername!r} is an asyncio driver; the usage store writes from a thread of its own "
-            f"and needs a synchronous one, such as {backend}{'+psycopg' if backend == 'postgresql' else ''}://"
-        )
-    try:
-        dialect.import_dbapi()
-    except ImportError as error:
-        hint = ""
-        if backend == "postgresql":
-            hint = "; pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://"
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]  # psycopg's is several lines
-        raise ConfigurationError(
-            f"the database driver for {parsed.drivername!r} is not installed ({reason}){hint}"
-        ) from error
-    if backend == "sqlite":
-        _check_sqlite_path(parsed)
-    return parsed
-
-
-def _check_sqlite_path(url: URL) -> None:
-    # SQLite reports a missing directory only when it first connects ("unable to open database file"),
-    # which for the recorder means on its thread, and then the rows are spooled forever.
-    if _sqlite_in_memory(url) or url.query.get("uri"):
-        return
-    path = Path(url.database or "")
-    if path.is_dir():
-        raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
-    directory = path.parent
-    if not directory.is_dir():
-        problem = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
-
-
-def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
-    """An engine for the usage store, configured as the store needs it.
-
-    SQLite connections get WAL mode (readers never block the writer), a short
-    busy timeout (a locked database fails fast and the recorder spools),
-    ``synchronous=NORMAL`` (safe with WAL; a power cut can lose only the last
-    commits, and the spool covers that) and foreign keys. An in-memory SQLite
-    database is one connection shared by all threads, since every new
-    connection would be a new, empty database. PostgreSQL gets a connect
-    timeout, TCP keepalives and a user timeout (a vanished server is noticed
-    in about 25 s), and a liveness check when a pooled connection is reused.
-
-    Args:
-        url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
-        pooled: False for one-off use (the CLI, a migration): no idle connections kept.
-
-    Raises:
-        ConfigurationError: The URL can never work (see :func:`check_database_url`).
-    """
-    url = check_database_url(url)
-    backend = url.get_backend_name()
-    options: dict[str, Any] = {}
-    if not pooled:
-        options["poolclass"] = NullPool
-    if backend == "sqlite" and _sqlite_in_memory(url):
-        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    if backend == "postgresql":
-        options["pool_pre_ping"] = True
-        if url.get_driver_name() in ("psycopg", "psycopg2"):
-            options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
-    engine = create_engine(url, **options)
-    if backend == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite_connection)
-    return engine
-
-
-def _sqlite_in_memory(url: URL) -> bool:
-    database = url.database or ""
-    return database in ("", ":memory:") or (database.startswith("file:") and "mode=memory" in database)
-
-
-def sqlite_file_missing(url: URL) -> bool:
-    """Whether ``url`` names a SQLite file that does not exist (connecting would create it, empty)."""
-    return (
-        url.get_backend_name() == "sqlite"
-        and not _sqlite_in_memory(url)
-        and not url.query.get("uri")  # a file: URI may be anything; let SQLite decide
-        and not Path(url.database or "").exists()
-    )
-
-
-def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # The timeout first: switching a new file to WAL briefly needs the lock another connection may hold.
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
-
-
 class UsageStore:
     """The usage ledger in a SQL database: writes batches of events, reads them back.
 
@@ -310,7 +132,7 @@ class UsageStore:
             raise ConfigurationError(f"create must be True or False, got {create!r}")
         if isinstance(url_or_engine, Engine):
             self._engine, self._owns_engine = url_or_engine, False
-            if url_or_engine.dialect.name not in _SUPPORTED:
+            if url_or_engine.dialect.name not in SUPPORTED_BACKENDS:
                 raise ConfigurationError(
                     f"the usage store supports SQLite and PostgreSQL databases, not {url_or_engine.dialect.name!r}"
                 )
@@ -349,13 +171,13 @@ class UsageStore:
         self.close()
 
     def _check_schema(self, *, create: bool) -> None:
-        head = migrate.head_revision()
+        head = _migrate.head_revision()
         if not create and sqlite_file_missing(self._engine.url):
             # Connecting would create an empty file, and create=False promises no change.
             raise SchemaOutdatedError(url=self._url, current=None, head=head)
         current, has_tables = self._schema_state()
         if current is None and not has_tables and create:
-            migrate.upgrade(self._engine)
+            _migrate.upgrade(self._engine)
             # Read again rather than assume head: a newer release may have won a race to create the tables.
             current, has_tables = self._schema_state()
         if current == head and has_tables:
@@ -379,7 +201,7 @@ class UsageStore:
                     head=head,
                 )
             raise SchemaOutdatedError(url=self._url, current=None, head=head)
-        if not migrate.is_known_revision(current):
+        if not _migrate.is_known_revision(current):
             raise SchemaTooNewError(url=self._url, current=current, head=head)
         raise SchemaOutdatedError(url=self._url, current=current, head=head)
 
@@ -395,7 +217,7 @@ class UsageStore:
                 connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
             else:
                 connection.execution_options(isolation_level="REPEATABLE READ")
-            return migrate.current_revision(connection), inspect(connection).has_table(_RECORDS.name)
+            return _migrate.current_revision(connection), inspect(connection).has_table(_RECORDS.name)
 
     def write(self, events: Sequence[UsageEvent]) -> int:
         """Stores ``events`` in one transaction, skipping those already stored; returns how many were new.
@@ -438,7 +260,7 @@ class UsageStore:
             if connection.dialect.name == "postgresql":
                 # Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not hold
                 # the writer (and the queue behind it) for as long as it lasts; the batch is spooled instead.
-                connection.exec_driver_sql(_POSTGRESQL_WRITE_TIMEOUTS)
+                connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)
             new = _bulk.insert_records(connection, rows)
             _bulk.insert_content(connection, rows)
         return new

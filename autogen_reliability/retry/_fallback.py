@@ -18,11 +18,11 @@ from contextlib import aclosing
 
 from autogen_core.models import CreateResult
 
-from ..errors import AllClientsFailedError, CircuitOpenError, ReliabilityError, RetriesExhaustedError
-from ..pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
-from ..redaction import redacted_error
-from .circuit import describe_client
-from .classify import ErrorKind, classify_error
+from .._errors import AllClientsFailedError, CircuitOpenError, ReliabilityError, RetriesExhaustedError
+from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from .._redaction import redacted_error
+from ._circuit import describe_client
+from ._classify import ErrorKind, classify_error
 
 __all__ = ["FallbackLayer", "should_fall_back"]
 

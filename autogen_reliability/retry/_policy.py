@@ -35,11 +35,11 @@ from typing import Any, Final, TypeVar
 from autogen_core.models import CreateResult
 from tenacity import AsyncRetrying, RetryCallState, RetryError
 
-from ..errors import ConfigurationError, GiveUpReason, RetriesExhaustedError
-from ..pipeline import Call, CreateHandler, Layer, Request, StreamHandler, StreamItem
-from ..redaction import redact, redacted_error
-from .budget import RetryBudget, RetryBudgetState
-from .classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
+from .._errors import ConfigurationError, GiveUpReason, RetriesExhaustedError
+from .._pipeline import Call, CreateHandler, Layer, Request, StreamHandler, StreamItem
+from .._redaction import redact, redacted_error
+from ._budget import RetryBudget, RetryBudgetState
+from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
 
 __all__ = ["RetryEvent", "RetryLayer", "RetryObserver", "RetryPolicy", "as_seconds", "is_testing", "set_testing"]
 

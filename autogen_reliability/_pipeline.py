@@ -35,10 +35,10 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .accounting.events import time_ordered_uuid
-from .accounting.usage_tap import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot
-from .context import Attribution
-from .errors import IncompleteStreamError
+from ._context import Attribution
+from ._errors import IncompleteStreamError
+from .accounting._events import time_ordered_uuid
+from .accounting._usage_tap import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot
 from .providers import provider_arguments
 
 __all__ = [

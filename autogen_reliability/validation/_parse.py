@@ -78,7 +78,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, cast
 
-from autogen_reliability.errors import ConfigurationError
+from autogen_reliability._errors import ConfigurationError
 
 __all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json", "locate_json"]
 

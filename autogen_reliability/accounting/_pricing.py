@@ -66,7 +66,7 @@ The same as JSON (dates as ``"YYYY-MM-DD"`` strings)::
                 "local-gpu-model": {"per_second": "0.0004"}}}
 
 Rules, checked when the table is built (a violation raises
-:class:`~autogen_reliability.errors.ConfigurationError` naming the model and key):
+:class:`~autogen_reliability._errors.ConfigurationError` naming the model and key):
 
 - The top level has one key, ``models``. Model names match case-insensitively
   (as genai-prices matches them), so two names differing only in case clash.
@@ -119,7 +119,7 @@ from genai_prices import decompose as _genai_decompose  # noqa: F401
 from genai_prices import types as genai_types
 from genai_prices import validation as _genai_validation  # noqa: F401
 
-from ..errors import ConfigurationError
+from .._errors import ConfigurationError
 
 __all__ = ["Cost", "PricingTable", "TokenUsage", "infer_provider", "model_of"]
 

@@ -124,7 +124,7 @@ def redacted_error(error: _E) -> _E:
     """A copy of ``error`` that can be chained, logged and kept without leaking a secret.
 
     The copy is of the same class (``except openai.RateLimitError`` and
-    :func:`~autogen_reliability.classify_error` see what they saw), with the
+    :func:`~autogen_reliability.retry.classify_error` see what they saw), with the
     same fields: strings, dicts and lists redacted, an httpx(2) request re-built
     without its ``Authorization`` header, an httpx(2) response re-built with a
     redacted body. Its ``__cause__`` chain is copied likewise (5 links at

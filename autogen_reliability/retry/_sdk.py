@@ -17,7 +17,7 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
-from ..providers import innermost
+from ..providers._openai import innermost
 
 __all__ = ["switch_off_sdk_retries"]
 

@@ -106,7 +106,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
-from ..errors import ErrorKind, ResponseValidationError, RetriesExhaustedError
+from .._errors import ErrorKind, ResponseValidationError, RetriesExhaustedError
 
 __all__ = [
     "NEVER_RETRIED",

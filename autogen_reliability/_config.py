@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from .accounting.pricing import PricingTable
-from .accounting.recorder import UsageRecorder
-from .errors import ConfigurationError
-from .storage.store import UsageStore, check_database_url
+from ._errors import ConfigurationError
+from .accounting._pricing import PricingTable
+from .accounting._recorder import UsageRecorder
+from .storage._engine import check_database_url
+from .storage._store import UsageStore
 
 __all__ = ["AccountingSettings", "configure", "default_db_url", "default_recorder", "from_env", "settings"]
 
@@ -97,7 +98,7 @@ def configure(
         db_url: SQLAlchemy URL of the usage store (default: the environment, else
             ``sqlite:///autogen_reliability.db``). Checked now, without connecting:
             a URL that can never work (see
-            :func:`~autogen_reliability.storage.store.check_database_url`) raises here
+            :func:`~autogen_reliability.storage._engine.check_database_url`) raises here
             instead of sending every row to the spool.
         pricing: The price table (default: genai-prices' offline data, no overrides).
         capture_content: Also store request and response bodies, truncated (default False).

@@ -2,8 +2,8 @@
 
 It is a drop-in AutoGen ``ChatCompletionClient``: every member behaves as the
 inner client's does unless a policy says otherwise. Each call becomes a
-:class:`~autogen_reliability.pipeline.Request` that runs through the
-:class:`~autogen_reliability.pipeline.Pipeline`; this module only assembles the
+:class:`~autogen_reliability._pipeline.Request` that runs through the
+:class:`~autogen_reliability._pipeline.Pipeline`; this module only assembles the
 pipeline from the options and keeps the wrapper's own usage counters. It holds
 no policy logic.
 """
@@ -28,26 +28,26 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 from typing_extensions import Unpack
 
-from .accounting.layer import AccountingLayer
-from .accounting.pricing import PricingTable
-from .accounting.recorder import UsageRecorder
-from .accounting.usage_tap import attach_usage_tap
-from .config import default_recorder
-from .config import settings as accounting_settings
-from .context import Attribution, resolve_attribution
-from .errors import ConfigurationError
-from .pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
+from ._config import default_recorder
+from ._config import settings as accounting_settings
+from ._context import Attribution, resolve_attribution
+from ._errors import ConfigurationError
+from ._pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
+from ._redaction import remember_secret
+from .accounting._layer import AccountingLayer
+from .accounting._pricing import PricingTable
+from .accounting._recorder import UsageRecorder
+from .accounting._usage_tap import attach_usage_tap
 from .providers import api_key_of, innermost
-from .redaction import remember_secret
-from .retry.budget import budget_for
-from .retry.circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
-from .retry.classify import RETRYABLE_BY_DEFAULT
-from .retry.fallback import FallbackLayer
-from .retry.policy import RetryLayer, RetryObserver, RetryPolicy
-from .retry.sdk import switch_off_sdk_retries
-from .validation.policy import ValidationLayer, ValidationPolicy
-from .validation.sanitize import SanitizePolicy
-from .validation.sanitizing import SanitizeLayer
+from .retry._budget import budget_for
+from .retry._circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
+from .retry._classify import RETRYABLE_BY_DEFAULT
+from .retry._fallback import FallbackLayer
+from .retry._policy import RetryLayer, RetryObserver, RetryPolicy
+from .retry._sdk import switch_off_sdk_retries
+from .validation._policy import ValidationLayer, ValidationPolicy
+from .validation._sanitize import SanitizePolicy
+from .validation._sanitizing import SanitizeLayer
 
 __all__ = ["ReliableChatCompletionClient", "ReliableChatCompletionClientConfig", "ReliableOptions", "check_options"]
 
@@ -248,12 +248,12 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         sanitize: The :class:`~autogen_reliability.SanitizePolicy` (default: on);
             ``None`` turns sanitising off.
         track_usage: Record a usage row per provider attempt (default: True).
-        recorder: The :class:`~autogen_reliability.UsageRecorder` to record to
+        recorder: The :class:`~autogen_reliability.accounting.UsageRecorder` to record to
             (default: the process's, see :func:`~autogen_reliability.configure`).
-        pricing: The :class:`~autogen_reliability.PricingTable` (default: the process's).
+        pricing: The :class:`~autogen_reliability.accounting.PricingTable` (default: the process's).
         on_attempt: Called with an :class:`~autogen_reliability.AttemptEvent` at the
             end of every provider attempt (one callable or several).
-        on_retry: Called with a :class:`~autogen_reliability.RetryEvent` before each
+        on_retry: Called with a :class:`~autogen_reliability.retry.RetryEvent` before each
             retry. Hooks are code, not configuration: ``dump_component()`` leaves them out.
 
     Raises:

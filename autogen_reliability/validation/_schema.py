@@ -17,7 +17,7 @@ Two backends, one result type
       resolved inside the schema only: nothing is fetched over the network.
 
 A schema that is itself invalid is refused when it is compiled, with a
-:class:`~autogen_reliability.errors.ConfigurationError` that says where and why,
+:class:`~autogen_reliability._errors.ConfigurationError` that says where and why,
 rather than failing on every response later.
 
 Compiled schemas are cached (:meth:`ResponseSchema.of`): the same model class,
@@ -42,7 +42,7 @@ import jsonschema_rs
 import pydantic
 from pydantic import BaseModel
 
-from autogen_reliability.errors import ConfigurationError, SchemaViolation
+from autogen_reliability._errors import ConfigurationError, SchemaViolation
 
 __all__ = ["ResponseSchema", "SchemaViolation"]
 

@@ -31,7 +31,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from autogen_core import MessageHandlerContext
 
-from .errors import ConfigurationError
+from ._errors import ConfigurationError
 
 __all__ = ["Attribution", "current_attribution", "usage_scope"]
 

@@ -1,0 +1,202 @@
+"""The engines of the usage store: which URLs can work, and the settings of SQLite and PostgreSQL connections.
+
+Shared by the store, which writes and reads, and by the migrations, which only
+need a connection; neither imports the other for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
+
+from .._errors import ConfigurationError
+
+__all__ = [
+    "POSTGRESQL_CONNECT_TIMEOUT_S",
+    "POSTGRESQL_LOCK_TIMEOUT_MS",
+    "POSTGRESQL_STATEMENT_TIMEOUT_MS",
+    "POSTGRESQL_WRITE_TIMEOUTS",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "SUPPORTED_BACKENDS",
+    "check_database_url",
+    "make_engine",
+    "sqlite_file_missing",
+]
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 2000
+"""How long a SQLite write waits for another writer's lock: short, because the recorder spools instead."""
+
+POSTGRESQL_CONNECT_TIMEOUT_S: Final = 10
+"""How long connecting to PostgreSQL may take before failing (libpq's default is to wait forever)."""
+
+POSTGRESQL_LOCK_TIMEOUT_MS: Final = SQLITE_BUSY_TIMEOUT_MS
+"""How long a PostgreSQL write waits for a lock on the usage tables before failing (and the batch is spooled)."""
+
+POSTGRESQL_STATEMENT_TIMEOUT_MS: Final = 10_000
+"""How long one PostgreSQL write may run before failing: a stuck server sends batches to the spool."""
+
+# libpq settings of the connections make_engine opens (a URL's own query parameters win): a server
+# that vanished without closing the connection (a network partition, a killed VM) is noticed in
+# about 25 s by TCP keepalives while waiting for an answer, and by tcp_user_timeout while sending,
+# instead of after the kernel's 15 minutes of retransmissions, so its batches go to the spool.
+_LIBPQ_DEFAULTS: Final = {
+    "connect_timeout": POSTGRESQL_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
+
+# Per write transaction, so that reports and migrations on the same engine keep the server's defaults.
+POSTGRESQL_WRITE_TIMEOUTS: Final = (
+    f"SELECT set_config('lock_timeout', '{POSTGRESQL_LOCK_TIMEOUT_MS}', true), "
+    f"set_config('statement_timeout', '{POSTGRESQL_STATEMENT_TIMEOUT_MS}', true)"
+)
+
+SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
+
+
+def check_database_url(url: str | URL) -> URL:
+    """``url`` parsed, if the usage store can ever work with it; the one check of every URL the library takes.
+
+    :func:`configure() <autogen_reliability.configure>`, :class:`UsageStore`,
+    :func:`make_engine` and the ``autogen-reliability db`` commands all check
+    their URL here, before anything is connected: a URL that can never work
+    must fail where it is given, not make every usage row wait in the spool.
+
+    Supported: SQLite (a file, or in memory) through the standard library's
+    ``sqlite3``, and PostgreSQL through any synchronous driver that is
+    installed (``postgresql+psycopg://`` is the one the ``postgresql`` extra
+    installs). A SQLite file may be missing (it is created), its directory
+    may not. A ``file:`` URI (``?uri=true``) is left to SQLite. Whether a
+    server answers is not checked: a database that is down is waited for.
+
+    Raises:
+        ConfigurationError: The URL is not a string, is malformed (its port not
+            a number from 1 to 65535), names another database, an asyncio or
+            unknown driver, a driver that is not installed (the message names
+            the extra to install), or a SQLite file in a directory that does not
+            exist. The message never shows the password.
+    """
+    if not isinstance(url, str | URL):
+        raise ConfigurationError(
+            f"a database URL must be a string such as sqlite:///usage.db, got {type(url).__name__}"
+        )
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # SQLAlchemy's message does not repeat the URL; neither do we: it may hold a password.
+        raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
+    except ValueError:  # make_url's int() of the port
+        raise ConfigurationError("malformed database URL: its port is not a number") from None
+    masked = parsed.render_as_string(hide_password=True)
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigurationError(f"no SQLAlchemy driver {parsed.drivername!r}") from None
+    if dialect.is_async:
+        raise ConfigurationError(
+            f"{parsed.drivername!r} is an asyncio driver; the usage store writes from a thread of its own "
+            f"and needs a synchronous one, such as {backend}{'+psycopg' if backend == 'postgresql' else ''}://"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        hint = ""
+        if backend == "postgresql":
+            hint = "; pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]  # psycopg's is several lines
+        raise ConfigurationError(
+            f"the database driver for {parsed.drivername!r} is not installed ({reason}){hint}"
+        ) from error
+    if backend == "sqlite":
+        _check_sqlite_path(parsed)
+    return parsed
+
+
+def _check_sqlite_path(url: URL) -> None:
+    # SQLite reports a missing directory only when it first connects ("unable to open database file"),
+    # which for the recorder means on its thread, and then the rows are spooled forever.
+    if _sqlite_in_memory(url) or url.query.get("uri"):
+        return
+    path = Path(url.database or "")
+    if path.is_dir():
+        raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
+    directory = path.parent
+    if not directory.is_dir():
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
+
+
+def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
+    """An engine for the usage store, configured as the store needs it.
+
+    SQLite connections get WAL mode (readers never block the writer), a short
+    busy timeout (a locked database fails fast and the recorder spools),
+    ``synchronous=NORMAL`` (safe with WAL; a power cut can lose only the last
+    commits, and the spool covers that) and foreign keys. An in-memory SQLite
+    database is one connection shared by all threads, since every new
+    connection would be a new, empty database. PostgreSQL gets a connect
+    timeout, TCP keepalives and a user timeout (a vanished server is noticed
+    in about 25 s), and a liveness check when a pooled connection is reused.
+
+    Args:
+        url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
+        pooled: False for one-off use (the CLI, a migration): no idle connections kept.
+
+    Raises:
+        ConfigurationError: The URL can never work (see :func:`check_database_url`).
+    """
+    url = check_database_url(url)
+    backend = url.get_backend_name()
+    options: dict[str, Any] = {}
+    if not pooled:
+        options["poolclass"] = NullPool
+    if backend == "sqlite" and _sqlite_in_memory(url):
+        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    if backend == "postgresql":
+        options["pool_pre_ping"] = True
+        if url.get_driver_name() in ("psycopg", "psycopg2"):
+            options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
+    engine = create_engine(url, **options)
+    if backend == "sqlite":
+        event.listen(engine, "connect", _configure_sqlite_connection)
+    return engine
+
+
+def _sqlite_in_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or (database.startswith("file:") and "mode=memory" in database)
+
+
+def sqlite_file_missing(url: URL) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (connecting would create it, empty)."""
+    return (
+        url.get_backend_name() == "sqlite"
+        and not _sqlite_in_memory(url)
+        and not url.query.get("uri")  # a file: URI may be anything; let SQLite decide
+        and not Path(url.database or "").exists()
+    )
+
+
+def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # The timeout first: switching a new file to WAL briefly needs the lock another connection may hold.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()

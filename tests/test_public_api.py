@@ -1,0 +1,105 @@
+"""The public surface: what each package exports, and the old import paths that still work for a release."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import autogen_reliability
+from autogen_reliability import _compat
+
+PACKAGES = [
+    "autogen_reliability",
+    "autogen_reliability.accounting",
+    "autogen_reliability.providers",
+    "autogen_reliability.retry",
+    "autogen_reliability.storage",
+    "autogen_reliability.testing",
+    "autogen_reliability.validation",
+]
+
+
+def test_every_module_is_private_behind_its_package() -> None:
+    for module in pkgutil.walk_packages(autogen_reliability.__path__, "autogen_reliability."):
+        leaf = module.name.rsplit(".", 1)[-1]
+        assert module.ispkg or leaf.startswith("_"), f"{module.name} is a public module"
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_lists_public_names_that_exist(package: str) -> None:
+    module = importlib.import_module(package)
+    names = module.__all__
+    assert names == sorted(names, key=str.casefold) or names == sorted(names)
+    for name in names:
+        assert not name.startswith("_") or name == "__version__", f"{package}.__all__ lists {name}"
+        assert getattr(module, name) is not None
+
+
+def test_the_top_level_holds_the_headline_api() -> None:
+    headline = {
+        "reliable",
+        "usage_scope",
+        "configure",
+        "RetryPolicy",
+        "CircuitBreakerPolicy",
+        "ValidationPolicy",
+        "SanitizePolicy",
+        "ReliabilityError",
+        "ConfigurationError",
+        "RetriesExhaustedError",
+        "ResponseValidationError",
+        "JSONExtractionError",
+        "SchemaViolation",
+        "UsageStore",
+        "__version__",
+    }
+    assert headline <= set(autogen_reliability.__all__)
+    assert "UsageRecorder" not in autogen_reliability.__all__  # second tier: autogen_reliability.accounting
+
+
+@pytest.mark.parametrize(("old", "moved"), sorted(_compat.MOVED_MODULES.items()))
+def test_an_old_module_path_warns_and_gives_the_module_that_replaced_it(old: str, moved: tuple[str, str]) -> None:
+    new, instead = moved
+    # A fresh interpreter: in this one, another test may have imported the old path already.
+    probe = (
+        "import warnings, importlib, sys\n"
+        "warnings.simplefilter('error')\n"
+        f"try:\n    importlib.import_module('autogen_reliability.{old}')\n"
+        "except DeprecationWarning as warning:\n    print(warning)\nelse:\n    sys.exit('no warning')\n"
+        "warnings.simplefilter('ignore')\n"
+        f"assert importlib.import_module('autogen_reliability.{old}') is "
+        f"importlib.import_module('autogen_reliability.{new}')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"autogen_reliability.{old} is a private module now; import from {instead}" in done.stdout
+
+
+def test_an_old_path_names_the_importer_in_its_warning() -> None:
+    sys.modules.pop("autogen_reliability.retry.policy", None)
+    with pytest.warns(DeprecationWarning, match="autogen_reliability.retry.policy") as caught:
+        # __import__ is what an import statement runs; written out so type checkers do not resolve the old path.
+        old = __import__("autogen_reliability.retry.policy", fromlist=["RetryPolicy"])
+    assert caught[0].filename == __file__
+    assert old.RetryPolicy is autogen_reliability.RetryPolicy
+
+
+@pytest.mark.parametrize("name", sorted(autogen_reliability._MOVED))
+def test_a_name_that_left_the_top_level_warns_and_names_its_home(name: str) -> None:
+    home = importlib.import_module(autogen_reliability._MOVED[name])
+    with pytest.warns(DeprecationWarning, match=f"import it from {home.__name__}"):
+        value = getattr(autogen_reliability, name)
+    assert value is getattr(home, name)
+    assert name in home.__all__
+
+
+def test_an_unknown_top_level_name_is_an_attribute_error() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AttributeError, match="no attribute 'nope'"):
+            autogen_reliability.nope  # noqa: B018
