@@ -72,7 +72,7 @@ def _db(command: str, url: str | None) -> int:
 
     from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
     from ._errors import ConfigurationError  # noqa: PLC0415
-    from .storage import migrate  # noqa: PLC0415
+    from .storage import _migrate as migrate  # noqa: PLC0415
     from .storage._engine import make_engine, sqlite_file_missing  # noqa: PLC0415
 
     try:

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from ._context import Attribution
 from ._errors import IncompleteStreamError
-from .accounting._events import time_ordered_uuid
+from ._ids import time_ordered_uuid
 from .accounting._usage_tap import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot
 from .providers import provider_arguments
 
@@ -49,6 +49,7 @@ __all__ = [
     "Layer",
     "Pipeline",
     "Request",
+    "StartedAttempt",
     "StreamHandler",
     "StreamItem",
 ]
@@ -88,13 +89,38 @@ class Call:
     tracker: AttemptTracker | None = None
 
 
-class AttemptTracker(Protocol):
-    """Follows each provider attempt of a call from its start; both methods must be quick and never raise.
+class StartedAttempt(Protocol):
+    """An attempt that has started and not yet ended, as an :class:`AttemptTracker` sees it."""
 
-    Internal: the accounting layer's in-flight rows (see ``accounting/_journal.py``).
+    @property
+    def number(self) -> int:
+        """1 for the first attempt of the call, then 2, 3, ..."""
+
+    @property
+    def client(self) -> ChatCompletionClient:
+        """The client it calls."""
+
+    @property
+    def request(self) -> Request:
+        """What it sends."""
+
+    @property
+    def started_at(self) -> datetime:
+        """When it started (UTC)."""
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The id of the usage row it becomes; its :class:`AttemptEvent` carries the same."""
+
+
+class AttemptTracker(Protocol):
+    """Follows each provider attempt of one call from its start; both methods must be quick and never raise.
+
+    The pipeline knows nothing of what a tracker does with it: the accounting
+    stage sets one on a call to keep an in-flight row per attempt.
     """
 
-    def started(self, call: Call, attempt: _Attempt) -> None:
+    def started(self, call: Call, attempt: StartedAttempt) -> None:
         """The attempt is about to send its request."""
 
     def finished(self, event: AttemptEvent) -> None:
@@ -256,7 +282,7 @@ class Pipeline:
 
 
 class _Attempt:
-    """Numbers one attempt of a call and times it until :meth:`finish` reports it."""
+    """Numbers one attempt of a call and times it until :meth:`finish` reports it (a :class:`StartedAttempt`)."""
 
     __slots__ = ("_start", "client", "event_id", "number", "pipeline", "request", "started_at")
 

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
-from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StreamHandler, StreamItem, _Attempt
+from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import redact
 from ..retry._classify import ErrorKind, classify_error
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
@@ -152,7 +152,7 @@ class AccountingLayer(Layer):
         if tracker is not None:
             tracker.release()
 
-    def _provisional(self, call: Call, attempt: _Attempt) -> UsageRow:
+    def _provisional(self, call: Call, attempt: StartedAttempt) -> UsageRow:
         """The row of an attempt that has not ended: what the next process records if this one is killed.
 
         Made as a row straight away (as :meth:`UsageEvent.to_row` would flatten the event): making the event
@@ -325,7 +325,7 @@ class _InFlight:
         self._slots: dict[int, list[int]] = {}
         self.ended: dict[int, UsageEvent] = {}  # attempt -> its event as made when it ended (the call reuses it)
 
-    def started(self, call: Call, attempt: _Attempt) -> None:
+    def started(self, call: Call, attempt: StartedAttempt) -> None:
         try:
             slot = self._table.hold(self._layer._provisional(call, attempt))
         except Exception:  # the attempt goes on; its row is made when the call ends, as without a table
