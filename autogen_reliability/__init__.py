@@ -5,10 +5,12 @@ The top level holds the headline API: :func:`reliable`, :func:`usage_scope`,
 types live in their subpackage: ``autogen_reliability.retry``,
 ``.validation``, ``.accounting``, ``.storage``, ``.providers``, ``.testing``.
 
-Example (not run: it needs an OpenAI key):
-    >>> from autogen_ext.models.openai import OpenAIChatCompletionClient  # doctest: +SKIP
-    >>> from autogen_reliability import reliable, usage_scope  # doctest: +SKIP
-    >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")  # doctest: +SKIP
+Example (the client reads its key from ``OPENAI_API_KEY``, as without the wrapper):
+    >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
+    >>> from autogen_reliability import reliable, usage_scope
+    >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme-support")
+    >>> with usage_scope(session="ticket-4711"):
+    ...     pass  # every call made through client in here is attributed to ticket-4711
 """
 
 from importlib.metadata import PackageNotFoundError

@@ -5,7 +5,8 @@ Every wrapped client records its usage unless told otherwise
 which :func:`configure` sets up:
 
     >>> from autogen_reliability import configure
-    >>> configure(db_url="postgresql+psycopg://app@db/usage", capture_content=False)
+    >>> configure(db_url="postgresql+psycopg://app@db/usage", capture_content=False).db_url
+    'postgresql+psycopg://app@db/usage'
 
 Without a call to :func:`configure`, the default database is
 ``AUTOGEN_RELIABILITY_DB_URL`` if that environment variable is set, else the
@@ -112,8 +113,10 @@ def configure(
         ConfigurationError: an invalid value; nothing is changed then.
 
     Example:
-        >>> configure(db_url="sqlite:///usage.db")
-        >>> configure(capture_content=True)  # still sqlite:///usage.db
+        >>> configure(db_url="sqlite:///usage.db").db_url
+        'sqlite:///usage.db'
+        >>> configure(capture_content=True).db_url  # the database set before is kept
+        'sqlite:///usage.db'
     """
     global _settings, _recorder  # noqa: PLW0603  # the process default is process-wide state
     changes: dict[str, Any] = {}

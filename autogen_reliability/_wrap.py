@@ -65,7 +65,12 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
         TypeError: ``target`` is none of the above.
 
     Example:
+        >>> from autogen_agentchat.agents import AssistantAgent
+        >>> from autogen_agentchat.teams import RoundRobinGroupChat
+        >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
         >>> client = reliable(OpenAIChatCompletionClient(model="gpt-4o-mini"), project="acme")
+        >>> writer = AssistantAgent("writer", model_client=OpenAIChatCompletionClient(model="gpt-4o-mini"))
+        >>> critic = AssistantAgent("critic", model_client=client)
         >>> team = reliable(RoundRobinGroupChat([writer, critic]), project="acme")
         >>> @reliable(project="acme")
         ... def make_team() -> RoundRobinGroupChat: ...

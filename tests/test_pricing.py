@@ -1036,7 +1036,8 @@ def test_inference_imports_no_provider_sdk() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_docstring_examples_run() -> None:
+def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # PricingTable.from_file's example writes its prices.toml
     results = doctest.testmod(pricing_module, optionflags=doctest.ELLIPSIS)
     assert results.attempted >= 10
     assert results.failed == 0

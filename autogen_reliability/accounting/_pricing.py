@@ -662,7 +662,10 @@ class PricingTable:
             ConfigurationError: The file cannot be read or parsed, or its overrides are invalid.
 
         Example:
-            >>> table = PricingTable.from_file("prices.toml")  # doctest: +SKIP
+            >>> with open("prices.toml", "w") as file:
+            ...     print('[models."llama3.1:8b"]', "input = 0", "output = 0", sep="\\n", file=file)
+            >>> PricingTable.from_file("prices.toml")
+            PricingTable(1 overridden model(s), then genai-prices ...)
         """
         return cls(Path(path), use_genai_prices=use_genai_prices)
 

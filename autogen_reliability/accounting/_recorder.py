@@ -136,8 +136,11 @@ class UsageRecorder:
             has ``flock`` (not on Windows).
 
     Example:
+        >>> from autogen_reliability import reliable
+        >>> from autogen_reliability.storage import UsageStore
         >>> recorder = UsageRecorder(UsageStore("sqlite:///usage.db"), spool_dir=".usage-spool")
-        >>> client = reliable(inner, recorder=recorder)
+        >>> client = reliable(inner, recorder=recorder)  # inner: the model client you wrap
+        >>> recorder.close()  # writes what is left (also done at exit)
     """
 
     def __init__(

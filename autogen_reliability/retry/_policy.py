@@ -100,7 +100,10 @@ class RetryPolicy:
             client; ``None`` turns it off.
 
     Example:
-        >>> RetryPolicy(max_attempts=5, deadline=timedelta(minutes=2))
+        >>> from datetime import timedelta
+        >>> from autogen_reliability import RetryPolicy, reliable
+        >>> policy = RetryPolicy(max_attempts=5, deadline=timedelta(minutes=2))
+        >>> client = reliable(inner, retry=policy)  # inner: the model client you wrap
     """
 
     max_attempts: int = 3

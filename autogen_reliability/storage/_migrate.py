@@ -9,7 +9,7 @@ own alembic on the same database is not disturbed.
 The command line does the same: ``autogen-reliability db upgrade [--url URL]``.
 
 Example:
-    >>> from autogen_reliability.storage._migrate import upgrade, current_revision, head_revision
+    >>> from autogen_reliability.storage import current_revision, head_revision, upgrade
     >>> upgrade("sqlite:///usage.db")
     >>> current_revision("sqlite:///usage.db") == head_revision()
     True
@@ -79,8 +79,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
     Example:
         >>> from alembic import command
+        >>> from sqlalchemy import create_engine
+        >>> engine = create_engine("sqlite:///usage.db")
+        >>> upgrade(engine)
         >>> with engine.connect() as connection, migration_transaction(connection):
         ...     command.downgrade(alembic_config(connection), "base")
+        >>> current_revision(engine) is None
+        True
     """
     config = Config()
     # ConfigParser interpolates "%": a directory name may contain one.

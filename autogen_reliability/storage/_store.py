@@ -120,7 +120,7 @@ class UsageStore:
 
     Example:
         >>> store = UsageStore("sqlite:///usage.db")
-        >>> store.write(events)
+        >>> store.write(events)  # three UsageEvents of project acme-support
         3
         >>> [e.outcome for e in store.events(project="acme-support")]
         ['error', 'ok', 'ok']
@@ -288,7 +288,9 @@ class UsageStore:
                 guessed at: the ledger is in UTC, the caller's clock may not be), or not a date at all.
 
         Example:
-            >>> store.events(project="acme-support", since=date(2025, 5, 1))
+            >>> rows = store.events(project="acme-support", since=date(2025, 5, 1))
+            >>> [(row.attempt, row.outcome) for row in rows]
+            [(1, 'error'), (2, 'ok'), (1, 'ok')]
         """
         since, until = _time_bound("since", since), _time_bound("until", until)
         query = self._select_events()

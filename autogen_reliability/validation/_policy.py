@@ -84,10 +84,13 @@ class ValidationPolicy:
         ConfigurationError: an invalid value, or a JSON Schema that is not one.
 
     Example:
+        >>> from typing import Literal
+        >>> from pydantic import BaseModel
+        >>> from autogen_reliability import ValidationPolicy, reliable
         >>> class Ticket(BaseModel):
         ...     id: int
         ...     priority: Literal["low", "high"]
-        >>> ValidationPolicy(schema=Ticket, reask=2)
+        >>> client = reliable(inner, validation=ValidationPolicy(schema=Ticket, reask=2))  # inner: the client you wrap
     """
 
     schema: type[BaseModel] | Mapping[str, Any] | None = None
