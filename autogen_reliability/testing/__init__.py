@@ -4,13 +4,7 @@
 wire protocol, scripted with `FakeReply` objects; see `autogen_reliability.testing._server`.
 """
 
-from autogen_reliability.testing._server import (
-    FakeOpenAIServer,
-    FakeReply,
-    FakeUsage,
-    RecordedRequest,
-    ReplyFactory,
-    ReplyKind,
-)
+from autogen_reliability.testing._replies import FakeReply, FakeUsage, RecordedRequest, ReplyFactory, ReplyKind
+from autogen_reliability.testing._server import FakeOpenAIServer
 
 __all__ = ["FakeOpenAIServer", "FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind"]

@@ -1,0 +1,373 @@
+"""HTTP plumbing: reading requests, routing them, and writing answers byte by byte, with their delays.
+
+`FakeHTTPServer` is a stdlib ``ThreadingHTTPServer`` (one thread per connection,
+HTTP/1.1 keep-alive) whose handler frames every response itself, so it can send
+exactly what a test scripted: a status and headers, a body cut in half, a stream
+paced by ``chunk_delay``, a TCP reset. What to answer
+comes from its owner, the `Backend` (`FakeOpenAIServer`); how a completion looks
+on the wire comes from `._wire`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import struct
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final, Protocol, cast
+
+from ._replies import FakeReply, RecordedRequest
+from ._wire import Completion, dumps, error_body, sse_error
+
+__all__ = ["Backend", "FakeHTTPServer", "ScriptError"]
+
+_CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
+_MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
+_MODEL_PREFIXES: Final = ("/v1/models/", "/models/")
+_MAX_LINE: Final = 65536
+
+
+class ScriptError(Exception):
+    """The server cannot produce a reply from its script; carries the HTTP error to answer with."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(body["error"]["message"])
+        self.status = status
+        self.body = body
+        self.headers: Mapping[str, str] = headers or {}
+
+
+class Backend(Protocol):
+    """What the HTTP layer asks of the server it answers for: `FakeOpenAIServer`.
+
+    The members are underscored because they are the server's inside, not its public face.
+    """
+
+    model: str
+
+    def _connection_opened(self) -> None:
+        """Count a new TCP connection."""
+
+    def _record(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes, *, is_chat: bool
+    ) -> tuple[RecordedRequest, FakeReply | None, int]:
+        """Record a request; for a chat completion, take the next scripted reply and number the request."""
+        ...
+
+    def _default_reply(self, request: RecordedRequest, ordinal: int) -> FakeReply:
+        """The reply when the script is empty; raises `ScriptError` when there is none."""
+        ...
+
+    def _completion(self, request: RecordedRequest, reply: FakeReply, ordinal: int) -> Completion:
+        """Resolve a completion reply (ids, model, usage) for rendering."""
+        ...
+
+    def _model_object(self) -> dict[str, Any]:
+        """The server's one model, as ``/v1/models`` lists it."""
+        ...
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a reply's ``delay`` or ``chunk_delay``); True if the server began stopping instead."""
+        ...
+
+
+def _chunk_frame(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class _BadRequestError(Exception):
+    """The request could not be framed; answer 400 and close the connection."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY every response waits ~40 ms on Nagle + the client's delayed ACK.
+    disable_nagle_algorithm = True
+    server_version = "FakeOpenAIServer"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output clean: the stdlib logs every request to stderr otherwise."""
+
+    def do_GET(self) -> None:
+        """Route a GET request."""
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        """Route a POST request."""
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        """Route a PUT request."""
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        """Route a PATCH request."""
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        """Route a DELETE request."""
+        self._dispatch()
+
+    @property
+    def _fake(self) -> Backend:
+        return cast("FakeHTTPServer", self.server).owner
+
+    # ---- routing
+
+    def _dispatch(self) -> None:
+        fake = self._fake
+        framing_error: str | None = None
+        try:
+            raw = self._read_body()
+        except (_BadRequestError, ValueError) as exc:
+            raw, framing_error = b"", str(exc)
+        path = self.path.split("?", 1)[0]
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else str(value)
+        is_chat = path in _CHAT_PATHS
+        request, reply, ordinal = fake._record(self.command, path, headers, raw, is_chat=is_chat)
+        request_id = f"req_fake_{request.index}"
+
+        if framing_error is not None:
+            # The rest of the stream cannot be trusted to start at a request boundary.
+            self.close_connection = True
+            body = error_body(f"Malformed request body: {framing_error}", "invalid_request_error")
+            self._send_json(400, body, request_id=request_id)
+        elif is_chat and self.command == "POST":
+            self._serve_chat(request, reply, ordinal, request_id)
+        elif path in _MODELS_PATHS and self.command == "GET":
+            self._send_json(200, {"object": "list", "data": [fake._model_object()]}, request_id=request_id)
+        elif path.startswith(_MODEL_PREFIXES) and self.command == "GET":
+            model_id = path.split("/models/", 1)[1]
+            if model_id == fake.model:
+                self._send_json(200, fake._model_object(), request_id=request_id)
+            else:
+                message = f"The model '{model_id}' does not exist"
+                body = error_body(message, "invalid_request_error", code="model_not_found", param="model")
+                self._send_json(404, body, request_id=request_id)
+        else:
+            body = error_body(f"Invalid URL ({self.command} {path})", "invalid_request_error")
+            self._send_json(404, body, request_id=request_id)
+
+    def _serve_chat(self, request: RecordedRequest, reply: FakeReply | None, ordinal: int, request_id: str) -> None:
+        fake = self._fake
+        if request.body is None:
+            message = "We could not parse the JSON body of your request. (FakeOpenAIServer expects a JSON object.)"
+            self._send_json(400, error_body(message, "invalid_request_error"), request_id=request_id)
+            return
+        if reply is None:
+            try:
+                reply = fake._default_reply(request, ordinal)
+            except ScriptError as exc:
+                self._send_json(exc.status, exc.body, request_id=request_id, headers=exc.headers)
+                return
+
+        if reply.delay and fake._pause(reply.delay):
+            self._abort()
+            return
+        if reply.kind == "reset":
+            self._abort()
+        elif reply.kind == "malformed":
+            headers = {"Content-Type": reply.content_type, **reply.headers}
+            self._send(reply.status, headers, reply.raw_body, request_id=request_id)
+        elif reply.kind == "error":
+            body = error_body(
+                reply.error_message or "", reply.error_type or "", code=reply.error_code, param=reply.error_param
+            )
+            self._send_json(reply.status, body, request_id=request_id, headers=reply.headers)
+        elif request.stream:
+            self._stream(fake._completion(request, reply, ordinal), reply, request, request_id)
+        elif reply.error_after_chunks is not None:
+            message = "FakeOpenAIServer: simulated server error (error_after_chunks on a non-streaming request)"
+            self._send_json(500, error_body(message, "server_error"), request_id=request_id, headers=reply.headers)
+        else:
+            completion = fake._completion(request, reply, ordinal)
+            payload = dumps(completion.body())
+            if reply.disconnect_after_chunks is not None:
+                head = self._head(200, {"Content-Type": "application/json", **reply.headers}, request_id, len(payload))
+                self._write(head + payload[: len(payload) // 2])
+                self._abort()
+            else:
+                self._send(200, {"Content-Type": "application/json", **reply.headers}, payload, request_id=request_id)
+
+    def _stream(self, completion: Completion, reply: FakeReply, request: RecordedRequest, request_id: str) -> None:
+        include_usage = request.include_usage
+        events = [completion.role_chunk(include_usage=include_usage)]
+        deltas = completion.delta_chunks(include_usage=include_usage)
+        reset_at_end = False
+        if reply.error_after_chunks is not None:
+            events += deltas[: reply.error_after_chunks]
+            events.append(sse_error(f"FakeOpenAIServer: simulated error after {reply.error_after_chunks} chunks"))
+        elif reply.disconnect_after_chunks is not None:
+            events += deltas[: reply.disconnect_after_chunks]
+            reset_at_end = True
+        else:
+            events += deltas
+            events.append(completion.chunk({}, completion.finish_reason, include_usage=include_usage))
+            if include_usage:
+                events.append(completion.chunk(None, None, include_usage=True))
+            events.append(b"data: [DONE]\n\n")
+
+        # An HTTP/1.0 client cannot take chunked encoding; the end of the body is then the end of the connection.
+        chunked = self.request_version != "HTTP/1.0"
+        if not chunked:
+            self.close_connection = True
+        frame: Callable[[bytes], bytes] = _chunk_frame if chunked else _identity
+        ending = b"" if reset_at_end or not chunked else b"0\r\n\r\n"
+        headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **reply.headers}
+        head = self._head(200, headers, request_id, None, chunked=chunked)
+
+        if not reply.chunk_delay:
+            ok = self._write(head + b"".join(frame(event) for event in events) + ending)
+        else:
+            # The terminator rides with the last event: the SDK waits up to 100 ms for it after [DONE].
+            ok = self._write(head + frame(events[0]) + (ending if len(events) == 1 else b""))
+            fake = self._fake
+            for position, event in enumerate(events[1:], start=2):
+                if not ok or fake._pause(reply.chunk_delay):
+                    self._abort()
+                    return
+                ok = self._write(frame(event) + (ending if position == len(events) else b""))
+        if reset_at_end or not ok:
+            self._abort()
+
+    # ---- I/O helpers
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline(_MAX_LINE + 1)
+                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers carry nothing the fake cares about
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(_MAX_LINE + 1)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        size = int(length)
+        if size < 0:
+            raise _BadRequestError("negative Content-Length")
+        body = self.rfile.read(size)
+        if len(body) != size:
+            raise _BadRequestError("request body shorter than its Content-Length")
+        return body
+
+    def _head(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        request_id: str,
+        content_length: int | None,
+        *,
+        chunked: bool = False,
+    ) -> bytes:
+        lines = [
+            f"HTTP/1.1 {status} {_reason(status)}",
+            f"Date: {self.date_time_string()}",
+            f"Server: {self.server_version}",
+            f"x-request-id: {request_id}",
+        ]
+        lines += (f"{name}: {value}" for name, value in headers.items())
+        if content_length is not None:
+            lines.append(f"Content-Length: {content_length}")
+        elif chunked:
+            lines.append("Transfer-Encoding: chunked")
+        lines.append(f"Connection: {'close' if self.close_connection else 'keep-alive'}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send(self, status: int, headers: Mapping[str, str], body: bytes, *, request_id: str) -> None:
+        # Headers and body in one write: one segment on the wire, nothing for Nagle to hold back.
+        self._write(self._head(status, headers, request_id, len(body)) + body)
+
+    def _send_json(
+        self, status: int, obj: object, *, request_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._send(status, {"Content-Type": "application/json", **(headers or {})}, dumps(obj), request_id=request_id)
+
+    def _write(self, data: bytes) -> bool:
+        try:
+            self.wfile.write(data)
+        except OSError:
+            # The client went away (e.g. it timed out); nothing left to answer.
+            self.close_connection = True
+            return False
+        return True
+
+    def _abort(self) -> None:
+        """Drop the connection with a TCP RST instead of an orderly FIN."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # rfile (a makefile() object) holds a reference that would postpone the real close until finish().
+        self.rfile.close()
+        self.connection.close()
+
+
+class FakeHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Idle keep-alive connections would otherwise make server_close() wait for their threads forever.
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], owner: Backend) -> None:
+        self.owner = owner
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind() looks up the host's FQDN, which can stall for seconds without DNS.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.add(request)
+        self.owner._connection_opened()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any) -> None:
+        # Clients vanishing mid-request is routine here (timeouts, resets); only real bugs deserve a traceback.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Wake every handler blocked on an idle keep-alive connection so its thread can exit."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)

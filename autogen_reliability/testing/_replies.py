@@ -1,0 +1,476 @@
+"""What a test scripts and what it reads back: `FakeReply`, `FakeUsage`, `RecordedRequest`.
+
+`FakeReply` objects are the script of a `FakeOpenAIServer` (see its constructors:
+`FakeReply.text`, `FakeReply.json`, `FakeReply.tool_calls`, `FakeReply.error`,
+`FakeReply.reset`, `FakeReply.malformed`); `RecordedRequest` is what the server
+kept of each request, and what a `ReplyFactory` builds its reply from. Plain,
+frozen values: how they become bytes on the wire is `._wire`'s job, and how they
+are served is `._http`'s.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Final, Literal, cast
+
+__all__ = ["FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind"]
+
+ReplyKind = Literal["completion", "error", "reset", "malformed"]
+"""What a `FakeReply` makes the server do; see the `FakeReply` constructors."""
+
+# Both the SDK and the server's own framing depend on these, so a reply may not override them.
+_RESERVED_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+_DEFAULT_ERRORS: Final[Mapping[int, tuple[str, str, str | None]]] = {
+    400: ("invalid_request_error", "Invalid request.", None),
+    401: ("invalid_request_error", "Incorrect API key provided.", "invalid_api_key"),
+    403: ("request_forbidden", "You are not allowed to access this resource.", None),
+    404: ("invalid_request_error", "The requested resource does not exist.", None),
+    408: ("invalid_request_error", "Request timed out.", None),
+    409: ("invalid_request_error", "The request conflicts with the current state of the resource.", None),
+    422: ("invalid_request_error", "The request could not be processed.", None),
+    429: ("requests", "Rate limit reached for requests. Please try again later.", "rate_limit_exceeded"),
+    500: ("server_error", "The server had an error while processing your request. Sorry about that!", None),
+    502: ("server_error", "Bad gateway.", None),
+    503: ("server_error", "The engine is currently overloaded, please try again later.", None),
+    504: ("server_error", "Gateway timeout.", None),
+}
+
+
+def _default_error(status: int) -> tuple[str, str, str | None]:
+    known = _DEFAULT_ERRORS.get(status)
+    if known is not None:
+        return known
+    if status >= 500:
+        return ("server_error", "The server had an error while processing your request.", None)
+    return ("invalid_request_error", "The request was rejected.", None)
+
+
+def _frozen_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
+    return MappingProxyType(dict(headers or {}))
+
+
+def _check_non_negative(name: str, value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+# --------------------------------------------------------------------------- data model
+
+
+@dataclass(frozen=True, slots=True)
+class FakeUsage:
+    """Token usage reported for one completion, in OpenAI's ``usage`` shape.
+
+    Attributes:
+        prompt_tokens: Tokens attributed to the request.
+        completion_tokens: Tokens attributed to the reply.
+        cached_tokens: Emitted as ``prompt_tokens_details.cached_tokens`` when given.
+        reasoning_tokens: Emitted as ``completion_tokens_details.reasoning_tokens`` when given.
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
+            _check_non_negative(name, getattr(self, name))
+
+    @property
+    def total_tokens(self) -> int:
+        """``prompt_tokens + completion_tokens``, as OpenAI reports it."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        """Render the ``usage`` object exactly as the OpenAI API does.
+
+        Returns:
+            A JSON-ready dict; the ``*_details`` objects appear only when their counts were given.
+        """
+        usage: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One HTTP request as the server received it.
+
+    Attributes:
+        method: The HTTP method, e.g. ``"POST"``.
+        path: The request path without the query string, e.g. ``"/v1/chat/completions"``.
+        headers: Request headers with lower-cased names (repeated headers joined with ``", "``).
+        body: The body parsed as a JSON object, or None if it was empty, not JSON, or not an object.
+        raw: The body bytes exactly as received.
+        received_at: When the request finished arriving (UTC-aware).
+        index: 0-based arrival order among *all* requests this server received since it was
+            created or last `FakeOpenAIServer.reset`, i.e. the position in
+            `FakeOpenAIServer.all_requests`. Equal to the position in
+            `FakeOpenAIServer.requests` as long as only chat completions were requested.
+    """
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(hash=False)
+    body: dict[str, Any] | None = field(hash=False)
+    raw: bytes
+    received_at: datetime
+    index: int
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """``body["messages"]``, or an empty list when the body has none."""
+        messages = self.body.get("messages") if self.body is not None else None
+        return cast("list[dict[str, Any]]", messages) if isinstance(messages, list) else []
+
+    @property
+    def stream(self) -> bool:
+        """Whether the client asked for a streamed (server-sent events) response."""
+        return self.body is not None and self.body.get("stream") is True
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether a streaming client asked for the final usage chunk (``stream_options.include_usage``)."""
+        options = self.body.get("stream_options") if self.body is not None else None
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    @property
+    def model(self) -> str | None:
+        """The ``model`` the client asked for, if any."""
+        model = self.body.get("model") if self.body is not None else None
+        return model if isinstance(model, str) else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FakeReply:
+    """One scripted answer to a chat-completions request.
+
+    Build replies with the classmethod constructors (`text`, `json`, `tool_calls`,
+    `error`, `reset`, `malformed`) rather than the raw fields.
+
+    Completion replies are rendered as a ``chat.completion`` object, or as
+    ``chat.completion.chunk`` server-sent events when the request has
+    ``"stream": true``. Streams start with a role-only chunk, then one chunk per
+    word of content (whitespace kept, so the pieces join back to the exact
+    content), then per tool call a chunk with its id and name followed by chunks
+    with argument fragments, then a chunk carrying ``finish_reason``, then, only
+    if the request set ``stream_options.include_usage``, a ``choices: []`` chunk
+    with ``usage`` (earlier chunks then carry ``"usage": null``), then
+    ``data: [DONE]``.
+
+    Without an explicit ``usage`` the server computes a deterministic one:
+    ``prompt_tokens`` is the number of whitespace-separated words in the string
+    contents of the request's messages (text parts for list contents) plus one
+    per message, at least 1; ``completion_tokens`` is the number of words in the
+    reply content plus those in every tool call's name and arguments, at least 1.
+
+    Attributes:
+        kind: What the server does with this reply.
+        content: Assistant message content (completion replies).
+        calls: Tool calls as ``(name, arguments_json)`` pairs (completion replies).
+        usage: Usage to report, or None to compute it as described above.
+        finish_reason: The ``finish_reason`` to report.
+        model: Model name to echo instead of the request's.
+        delay: Seconds to wait before answering at all.
+        chunk_delay: Seconds to wait between server-sent events.
+        error_after_chunks: Streaming: send this many content/tool-call chunks
+            after the role chunk, then an ``event: error`` SSE event. Non-streaming:
+            answer HTTP 500 instead.
+        disconnect_after_chunks: Streaming: send this many content/tool-call chunks
+            after the role chunk, then reset the TCP connection. Non-streaming: send
+            the headers and half the body, then reset.
+        headers: Extra response headers.
+        status: HTTP status for ``error`` and ``malformed`` replies.
+        error_message: ``error.message`` for ``error`` replies.
+        error_type: ``error.type`` for ``error`` replies.
+        error_code: ``error.code`` for ``error`` replies.
+        error_param: ``error.param`` for ``error`` replies.
+        raw_body: The body sent verbatim by ``malformed`` replies.
+        content_type: The ``Content-Type`` of ``malformed`` replies.
+    """
+
+    kind: ReplyKind = "completion"
+    content: str | None = None
+    calls: tuple[tuple[str, str], ...] = ()
+    usage: FakeUsage | None = None
+    finish_reason: str = "stop"
+    model: str | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    error_after_chunks: int | None = None
+    disconnect_after_chunks: int | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _frozen_headers(None), hash=False)
+    status: int = 200
+    error_message: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    error_param: str | None = None
+    raw_body: bytes = b""
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        for name in ("delay", "chunk_delay", "error_after_chunks", "disconnect_after_chunks"):
+            _check_non_negative(name, getattr(self, name))
+        if self.error_after_chunks is not None and self.disconnect_after_chunks is not None:
+            raise ValueError("error_after_chunks and disconnect_after_chunks are mutually exclusive")
+        if self.kind == "error" and not 400 <= self.status <= 599:
+            raise ValueError(f"error replies need a 4xx or 5xx status, got {self.status}")
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status must be a valid HTTP status code, got {self.status}")
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} is managed by the server and cannot be set per reply")
+            if "\r" in value or "\n" in value or not value.isascii():
+                raise ValueError(f"header {name!r} must have a single-line ASCII value, got {value!r}")
+        # Freeze a caller-supplied dict so the reply stays immutable after construction.
+        object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+    @classmethod
+    def text(
+        cls,
+        content: str,
+        *,
+        usage: FakeUsage | None = None,
+        finish_reason: str = "stop",
+        model: str | None = None,
+        delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        error_after_chunks: int | None = None,
+        disconnect_after_chunks: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> FakeReply:
+        """An assistant message with text content.
+
+        Args:
+            content: The message content.
+            usage: Usage to report; computed from the words when None (see the class docs).
+            finish_reason: The ``finish_reason`` to report.
+            model: Model name to echo instead of the request's.
+            delay: Seconds to wait before answering.
+            chunk_delay: Seconds to wait between streamed events.
+            error_after_chunks: Fail a stream with an SSE error event after this many chunks.
+            disconnect_after_chunks: Reset a stream's connection after this many chunks.
+            headers: Extra response headers.
+
+        Returns:
+            The reply.
+        """
+        return cls(
+            content=content,
+            usage=usage,
+            finish_reason=finish_reason,
+            model=model,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            error_after_chunks=error_after_chunks,
+            disconnect_after_chunks=disconnect_after_chunks,
+            headers=_frozen_headers(headers),
+        )
+
+    @classmethod
+    def json(
+        cls,
+        obj: object,
+        *,
+        usage: FakeUsage | None = None,
+        finish_reason: str = "stop",
+        model: str | None = None,
+        delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        error_after_chunks: int | None = None,
+        disconnect_after_chunks: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> FakeReply:
+        """An assistant message whose content is ``json.dumps(obj)``.
+
+        Args:
+            obj: Any JSON-serialisable value.
+            usage: See `text`.
+            finish_reason: See `text`.
+            model: See `text`.
+            delay: See `text`.
+            chunk_delay: See `text`.
+            error_after_chunks: See `text`.
+            disconnect_after_chunks: See `text`.
+            headers: See `text`.
+
+        Returns:
+            The reply.
+        """
+        return cls.text(
+            _json.dumps(obj),
+            usage=usage,
+            finish_reason=finish_reason,
+            model=model,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            error_after_chunks=error_after_chunks,
+            disconnect_after_chunks=disconnect_after_chunks,
+            headers=headers,
+        )
+
+    @classmethod
+    def tool_calls(
+        cls,
+        calls: Sequence[tuple[str, Mapping[str, Any] | str]],
+        *,
+        content: str | None = None,
+        usage: FakeUsage | None = None,
+        finish_reason: str = "tool_calls",
+        model: str | None = None,
+        delay: float = 0.0,
+        chunk_delay: float = 0.0,
+        error_after_chunks: int | None = None,
+        disconnect_after_chunks: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> FakeReply:
+        """An assistant message that calls tools.
+
+        Tool-call ids are assigned by the server when the reply is served:
+        ``call_1``, ``call_2``, ... in serving order across the server's lifetime
+        (restarting after `FakeOpenAIServer.reset`), so ids never repeat within a
+        conversation yet stay deterministic for a given script.
+
+        Args:
+            calls: ``(name, arguments)`` pairs; a mapping is sent as ``json.dumps(arguments)``,
+                a string is sent verbatim (so it may be invalid JSON on purpose).
+            content: Optional text sent alongside the calls.
+            usage: See `text`.
+            finish_reason: The ``finish_reason`` to report.
+            model: See `text`.
+            delay: See `text`.
+            chunk_delay: See `text`.
+            error_after_chunks: See `text`.
+            disconnect_after_chunks: See `text`.
+            headers: See `text`.
+
+        Returns:
+            The reply.
+
+        Raises:
+            ValueError: If ``calls`` is empty.
+        """
+        if not calls:
+            raise ValueError("tool_calls() needs at least one (name, arguments) pair")
+        encoded = tuple(
+            (name, arguments if isinstance(arguments, str) else _json.dumps(dict(arguments)))
+            for name, arguments in calls
+        )
+        return cls(
+            content=content,
+            calls=encoded,
+            usage=usage,
+            finish_reason=finish_reason,
+            model=model,
+            delay=delay,
+            chunk_delay=chunk_delay,
+            error_after_chunks=error_after_chunks,
+            disconnect_after_chunks=disconnect_after_chunks,
+            headers=_frozen_headers(headers),
+        )
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str | None = None,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> FakeReply:
+        """An HTTP error with an OpenAI-style body ``{"error": {"message", "type", "param", "code"}}``.
+
+        Defaults follow the real API: 400 is ``invalid_request_error``, 401 adds code
+        ``invalid_api_key``, 429 is type ``requests`` with code ``rate_limit_exceeded``,
+        5xx is ``server_error``.
+
+        Args:
+            status: A 4xx or 5xx status code.
+            message: ``error.message``; a status-appropriate default when None.
+            type: ``error.type``; a status-appropriate default when None.
+            code: ``error.code``; a status-appropriate default when None.
+            param: ``error.param``.
+            headers: Extra response headers, e.g. ``{"Retry-After": "1"}`` or ``{"retry-after-ms": "200"}``.
+            delay: Seconds to wait before answering.
+
+        Returns:
+            The reply.
+        """
+        default_type, default_message, default_code = _default_error(status)
+        return cls(
+            kind="error",
+            status=status,
+            error_message=default_message if message is None else message,
+            error_type=default_type if type is None else type,
+            error_code=default_code if code is None else code,
+            error_param=param,
+            headers=_frozen_headers(headers),
+            delay=delay,
+        )
+
+    @classmethod
+    def reset(cls, delay: float = 0.0) -> FakeReply:
+        """Abort the TCP connection with a RST, without sending a single byte.
+
+        Args:
+            delay: Seconds to wait before resetting.
+
+        Returns:
+            The reply.
+        """
+        return cls(kind="reset", delay=delay)
+
+    @classmethod
+    def malformed(
+        cls,
+        body: bytes = b"{not json",
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> FakeReply:
+        """Send ``body`` verbatim (with a correct ``Content-Length``), whatever the request asked for.
+
+        Args:
+            body: The raw response body.
+            status: The HTTP status.
+            content_type: The ``Content-Type`` header.
+            headers: Extra response headers.
+            delay: Seconds to wait before answering.
+
+        Returns:
+            The reply.
+        """
+        return cls(
+            kind="malformed",
+            raw_body=body,
+            status=status,
+            content_type=content_type,
+            headers=_frozen_headers(headers),
+            delay=delay,
+        )
+
+
+ReplyFactory = Callable[[RecordedRequest], FakeReply]
+"""A ``default`` that builds the reply from the request; it runs on the server thread."""
