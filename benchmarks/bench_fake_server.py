@@ -3,13 +3,27 @@
 Run with ``python benchmarks/bench_fake_server.py [requests]``. Each request is sequential on one
 keep-alive connection, so the numbers are per-request round trips: SDK overhead + HTTP + the fake's
 handling. Roughly 40 ms per request would mean Nagle's algorithm and delayed ACKs are back.
+
+Then the server's own timing, which the tests check only by what it does, not by the clock:
+
+- ``chunk_delay``: the gaps between a paced stream's events as a client reads them. Seen here
+  at 20 ms: median 20.2 ms, p95 20.4 ms; a gap can look shorter (15 ms) when the client read the
+  event before it late, the mean stays at the delay.
+- ``stop()``: how long it takes with idle keep-alive connections open, and with a reply sleeping
+  on an hour's ``delay``. Seen here: 50 ms (one poll interval of ``serve_forever``; max 51 and
+  54 ms), never the delay, never the clients' idle time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
+import itertools
+import json
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,13 +34,15 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 WARMUP = 10
+CHUNK_DELAY = 0.02
+STOPS = 20
 
 
 def report(name: str, samples: list[float]) -> None:
     ms = sorted(sample * 1000 for sample in samples)
     p95 = ms[int(len(ms) * 0.95) - 1]
     print(
-        f"{name:<24} n={len(ms):<4} mean={statistics.fmean(ms):6.2f} ms  "
+        f"{name:<24} n={len(ms):<4} min={ms[0]:6.2f} ms  mean={statistics.fmean(ms):6.2f} ms  "
         f"median={statistics.median(ms):6.2f} ms  p95={p95:6.2f} ms  max={ms[-1]:6.2f} ms"
     )
 
@@ -66,5 +82,60 @@ async def main(count: int) -> None:
         print(f"TCP connections opened: {server.connection_count} for {server.request_count} requests")
 
 
+def chunk_delay_gaps(words: int = 50) -> list[float]:
+    """Seconds between the events of one stream paced by ``CHUNK_DELAY``, as a client reads them."""
+    reply = FakeReply.text(" ".join(["word"] * words), chunk_delay=CHUNK_DELAY)
+    with FakeOpenAIServer(default=reply) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True})
+        conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        arrivals = []
+        while line := response.readline():
+            if line.startswith(b"data: "):
+                arrivals.append(time.perf_counter())
+        conn.close()
+    return [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+
+
+def stop_with_idle_connections() -> float:
+    server = FakeOpenAIServer(default=FakeReply.text("hi")).start()
+    conns = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(3)]
+    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES})
+    for conn in conns:
+        conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        conn.getresponse().read()
+    start = time.perf_counter()
+    server.stop()
+    elapsed = time.perf_counter() - start
+    for conn in conns:
+        conn.close()
+    return elapsed
+
+
+def stop_with_a_delayed_reply() -> float:
+    server = FakeOpenAIServer(default=FakeReply.text("never", delay=3600)).start()
+
+    def call() -> None:
+        client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
+        with client, contextlib.suppress(openai.APIConnectionError):  # the reset that stop() makes
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    server.wait_for_requests(1)
+    start = time.perf_counter()
+    server.stop()
+    caller.join()  # the client has its answer (the reset) too
+    return time.perf_counter() - start
+
+
+def server_timing() -> None:
+    report(f"chunk_delay={CHUNK_DELAY * 1000:.0f} ms gaps", chunk_delay_gaps())
+    report("stop(), idle keep-alive", [stop_with_idle_connections() for _ in range(STOPS)])
+    report("stop(), delayed reply", [stop_with_a_delayed_reply() for _ in range(STOPS)])
+
+
 if __name__ == "__main__":
     asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
+    server_timing()

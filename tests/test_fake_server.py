@@ -8,7 +8,6 @@ import http.client
 import json
 import socket
 import threading
-import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
@@ -76,6 +75,21 @@ def raw_post(conn: http.client.HTTPConnection, body: object) -> tuple[http.clien
     conn.request("POST", "/v1/chat/completions", body=payload, headers={"Content-Type": "application/json"})
     response = conn.getresponse()
     return response, response.read()
+
+
+def open_stream(port: int) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """A streaming chat completion on a connection of its own, read event by event with `next_event`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    payload = json.dumps({"model": MODEL, "messages": CHAT, "stream": True}).encode()
+    conn.request("POST", "/v1/chat/completions", body=payload, headers={"Content-Type": "application/json"})
+    return conn, conn.getresponse()
+
+
+def next_event(response: http.client.HTTPResponse) -> str:
+    """The data of the next server-sent event; blocks until the server has sent it."""
+    line = response.readline()
+    assert response.readline() == b"\n", f"not one event: {line!r}"
+    return line.decode().removeprefix("data: ").removesuffix("\n")
 
 
 # --------------------------------------------------------------------------- completions
@@ -329,19 +343,107 @@ def test_stream_wire_format(server: FakeOpenAIServer) -> None:
     assert server.connection_count == 1
 
 
-async def test_chunk_delay_spaces_out_events(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
-    server.enqueue(FakeReply.text("one two three", chunk_delay=0.05))
+async def test_chunk_delay_keeps_the_stream_whole_and_in_order(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("one two three", chunk_delay=0.01))
 
-    start = time.perf_counter()
     stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
-    first_chunk_at = time.perf_counter() - start
     chunks = [chunk async for chunk in stream]
-    elapsed = time.perf_counter() - start
 
-    # role + 3 words + finish + [DONE] = 6 events, 5 gaps; only lower bounds, which cannot flake.
-    assert elapsed >= 5 * 0.05
-    assert elapsed - first_chunk_at >= 4 * 0.05
-    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == "one two three"
+    # role + 3 words + finish; how far apart they arrive is measured in benchmarks/bench_fake_server.py.
+    assert [chunk.choices[0].delta.content for chunk in chunks] == ["", "one", " two", " three", None]
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_chunk_delay_sends_each_event_before_waiting_for_the_next() -> None:
+    # A minute before every event but the first: the role chunk must be on the wire while the server waits,
+    # and the rest must not be. stop() ends the wait by resetting the connection, so the body stays unfinished;
+    # had the server written the whole stream at once, it would be complete.
+    fake = FakeOpenAIServer(MODEL, default=FakeReply.text("one two three", chunk_delay=60)).start()
+    conn, response = open_stream(fake.port)
+    try:
+        role = json.loads(next_event(response))
+        assert role["choices"][0]["delta"] == {"role": "assistant", "content": "", "refusal": None}
+        fake.stop()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            response.read()
+    finally:
+        fake.stop()
+        conn.close()
+
+
+async def test_hold_after_chunks_sends_the_rest_on_release(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("one two three", hold_after_chunks=1))
+
+    stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    # The role chunk and the first word are sent before the hold (the bound keeps a broken hold from hanging).
+    seen = [await asyncio.wait_for(anext(stream), 30) for _ in range(2)]
+    server.release()
+    seen += [chunk async for chunk in stream]
+
+    assert [chunk.choices[0].delta.content for chunk in seen] == ["", "one", " two", " three", None]
+
+
+def test_a_held_stream_has_sent_exactly_the_chunks_before_its_hold() -> None:
+    # stop() resets a held connection: what the client got by then is what was sent before the hold.
+    fake = FakeOpenAIServer(MODEL, default=FakeReply.text("one two three", hold_after_chunks=2)).start()
+    conn, response = open_stream(fake.port)
+    try:
+        events = [json.loads(next_event(response)) for _ in range(3)]
+        fake.stop()
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            response.read()
+    finally:
+        fake.stop()
+        conn.close()
+    assert [event["choices"][0]["delta"].get("content") for event in events] == ["", "one", " two"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "after_release"),
+    [
+        # A hold past the end of a cut-short stream comes before the error event...
+        (FakeReply.text("one two three", error_after_chunks=1, hold_after_chunks=5), "error"),
+        # ...or before the reset.
+        (FakeReply.text("one two three", disconnect_after_chunks=1, hold_after_chunks=5), "reset"),
+    ],
+    ids=["error", "disconnect"],
+)
+def test_a_hold_past_the_last_chunk_comes_before_the_end(
+    server: FakeOpenAIServer, reply: FakeReply, after_release: str
+) -> None:
+    server.enqueue(reply)
+    conn, response = open_stream(server.port)
+    try:
+        events = [json.loads(next_event(response)) for _ in range(2)]
+        server.release()
+        if after_release == "error":
+            assert response.read().startswith(b"event: error\ndata: ")
+        else:
+            with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+                response.read()
+    finally:
+        conn.close()
+    assert [event["choices"][0]["delta"].get("content") for event in events] == ["", "one"]
+
+
+async def test_a_held_answer_waits_for_release_and_releases_are_kept(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("held", hold_after_chunks=0), FakeReply.json([2], hold_after_chunks=0))
+    first = asyncio.ensure_future(client.chat.completions.create(model=MODEL, messages=CHAT))
+
+    [request] = await server.wait_for_requests_async(1)
+    assert request.messages == CHAT
+    assert not first.done()  # recorded, and held: nothing can have been answered yet
+    server.release(2)  # one for this reply, one kept for the next, which has not arrived yet
+    # The bounds only keep a broken hold from hanging the test for the SDK's ten minutes.
+    assert (await asyncio.wait_for(first, 30)).choices[0].message.content == "held"
+    second = await asyncio.wait_for(client.chat.completions.create(model=MODEL, messages=CHAT), 30)
+    assert second.choices[0].message.content == "[2]"
 
 
 # --------------------------------------------------------------------------- HTTP errors
@@ -407,14 +509,13 @@ async def test_error_defaults_follow_openai() -> None:
 # --------------------------------------------------------------------------- transport faults
 
 
-async def test_delay_triggers_client_timeout(server: FakeOpenAIServer) -> None:
-    server.enqueue(FakeReply.text("too late", delay=5.0), FakeReply.text("on time"))
+async def test_delay_triggers_client_timeout(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    # The reply comes after a minute, the client gives up after 0.2 s: only the timeout can end the call.
+    server.enqueue(FakeReply.text("too late", delay=60), FakeReply.text("on time"))
 
-    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=0.2) as sdk:
-        start = time.perf_counter()
+    async with client as sdk:
         with pytest.raises(openai.APITimeoutError):
-            await sdk.chat.completions.create(model=MODEL, messages=CHAT)
-        assert time.perf_counter() - start < 2.0
+            await sdk.chat.completions.create(model=MODEL, messages=CHAT, timeout=0.2)
         # Recorded before the reply was (never) sent, and the server still serves other connections.
         assert server.request_count == 1
         completion = await sdk.chat.completions.create(model=MODEL, messages=CHAT)
@@ -738,7 +839,8 @@ def test_works_from_sync_code(server: FakeOpenAIServer) -> None:
 # --------------------------------------------------------------------------- lifecycle
 
 
-def test_stop_is_quick_with_idle_keep_alive_connections_and_idempotent() -> None:
+def test_stop_closes_idle_keep_alive_connections_and_is_idempotent() -> None:
+    # How long stop() takes is measured in benchmarks/bench_fake_server.py; here, what it does.
     fake = FakeOpenAIServer(default=FakeReply.text("hi")).start()
     port = fake.port
     conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=5) for _ in range(3)]
@@ -746,13 +848,13 @@ def test_stop_is_quick_with_idle_keep_alive_connections_and_idempotent() -> None
         response, _ = raw_post(conn, {"model": MODEL, "messages": CHAT})
         assert not response.will_close
 
-    start = time.perf_counter()
     fake.stop()
-    elapsed = time.perf_counter() - start
     fake.stop()
 
-    assert elapsed < 1.0
     assert not fake.running
+    for conn in conns[1:]:
+        assert conn.sock is not None
+        assert conn.sock.recv(1) == b""  # the server closed its end, unasked
     with pytest.raises(RuntimeError, match="not running"):
         _ = fake.base_url
     # The idle connections were closed and the port no longer accepts new ones.
@@ -765,7 +867,8 @@ def test_stop_is_quick_with_idle_keep_alive_connections_and_idempotent() -> None
 
 
 def test_stop_interrupts_a_delayed_reply() -> None:
-    fake = FakeOpenAIServer(default=FakeReply.text("never", delay=30)).start()
+    # An hour's delay, and the SDK waits up to ten minutes: only stop() can end this call within the join below.
+    fake = FakeOpenAIServer(default=FakeReply.text("never", delay=3600)).start()
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -777,18 +880,85 @@ def test_stop_interrupts_a_delayed_reply() -> None:
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 5
-    while fake.request_count == 0 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    fake.wait_for_requests(1)
 
-    start = time.perf_counter()
     fake.stop()
-    elapsed = time.perf_counter() - start
-    caller.join(timeout=5)
+    caller.join(timeout=60)
 
-    assert elapsed < 1.0
     assert not caller.is_alive()
     assert [type(error) for error in errors] == [openai.APIConnectionError]
+
+
+# --------------------------------------------------------------------------- waiting for requests
+
+
+def test_wait_for_requests_returns_them_once_they_have_arrived(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("first", hold_after_chunks=0), FakeReply.text("second", hold_after_chunks=0))
+    answers: list[str] = []
+
+    def call(n: int) -> None:
+        with openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=30) as sdk:
+            completion = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"call {n}"}])
+            answers.append(completion.choices[0].message.content or "")
+
+    callers = [threading.Thread(target=call, args=(n,)) for n in range(2)]
+    for caller in callers:
+        caller.start()
+    requests = server.wait_for_requests(2)
+
+    assert sorted(request.messages[0]["content"] for request in requests) == ["call 0", "call 1"]
+    assert answers == []  # recorded on arrival, before the (held) answers
+    server.release(2)
+    for caller in callers:
+        caller.join(timeout=30)
+    assert sorted(answers) == ["first", "second"]
+    assert server.wait_for_requests(0) == server.requests
+
+
+def test_wait_for_requests_says_how_many_arrived_when_it_times_out(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("only one"), FakeReply.text("unused"))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    raw_post(conn, {"model": MODEL, "messages": CHAT})
+    conn.close()
+
+    message = r"waited 0.01 s for 2 chat-completions requests, 1 arrived \(1 scripted replies left\)"
+    with pytest.raises(TimeoutError, match=message):
+        server.wait_for_requests(2, timeout=0.01)
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        server.wait_for_requests(-1)
+    with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+        server.wait_for_requests(1, timeout=-1)
+
+
+async def test_wait_for_requests_async_is_woken_by_the_request(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("hi"))
+    waiting = asyncio.ensure_future(server.wait_for_requests_async(1))
+    await asyncio.sleep(0)  # one loop turn: the wait is registered before the request exists
+    assert not waiting.done()
+
+    await client.chat.completions.create(model=MODEL, messages=CHAT)
+
+    [request] = await waiting
+    assert request.messages == CHAT
+
+
+async def test_wait_for_requests_async_times_out_and_can_be_cancelled(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    with pytest.raises(TimeoutError, match=r"for 1 chat-completions request, 0 arrived"):
+        await server.wait_for_requests_async(1, timeout=0.01)
+    waiting = asyncio.ensure_future(server.wait_for_requests_async(1, timeout=None))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    # The request finds no waiter left to wake, and a new wait sees it.
+    server.enqueue(FakeReply.text("hi"))
+    await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert len(await server.wait_for_requests_async(1)) == 1
 
 
 def test_start_twice_raises_and_restart_after_stop_works() -> None:
@@ -818,6 +988,10 @@ def test_reply_validation() -> None:
         FakeReply.error(200)
     with pytest.raises(ValueError, match="delay must be >= 0"):
         FakeReply.text("x", delay=-1)
+    with pytest.raises(ValueError, match="hold_after_chunks must be >= 0"):
+        FakeReply.text("x", hold_after_chunks=-1)
+    with pytest.raises(ValueError, match="count must be an int >= 1"):
+        FakeOpenAIServer().release(0)
     with pytest.raises(ValueError, match="single-line"):
         FakeReply.text("x", headers={"x-evil": "a\r\nb"})
     with pytest.raises(ValueError, match="managed by the server"):

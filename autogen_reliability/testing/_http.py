@@ -3,7 +3,7 @@
 `FakeHTTPServer` is a stdlib ``ThreadingHTTPServer`` (one thread per connection,
 HTTP/1.1 keep-alive) whose handler frames every response itself, so it can send
 exactly what a test scripted: a status and headers, a body cut in half, a stream
-paced by ``chunk_delay``, a TCP reset. What to answer
+paced by ``chunk_delay`` or held until released, a TCP reset. What to answer
 comes from its owner, the `Backend` (`FakeOpenAIServer`); how a completion looks
 on the wire comes from `._wire`.
 """
@@ -73,6 +73,10 @@ class Backend(Protocol):
 
     def _pause(self, seconds: float) -> bool:
         """Wait ``seconds`` (a reply's ``delay`` or ``chunk_delay``); True if the server began stopping instead."""
+        ...
+
+    def _hold(self) -> bool:
+        """Wait for `FakeOpenAIServer.release` (``hold_after_chunks``); True if the server began stopping instead."""
         ...
 
 
@@ -181,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(exc.status, exc.body, request_id=request_id, headers=exc.headers)
                 return
 
-        if reply.delay and fake._pause(reply.delay):
+        if self._wait_to_answer(reply, request):
             self._abort()
             return
         if reply.kind == "reset":
@@ -209,19 +213,26 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, {"Content-Type": "application/json", **reply.headers}, payload, request_id=request_id)
 
+    def _wait_to_answer(self, reply: FakeReply, request: RecordedRequest) -> bool:
+        """Wait out ``delay``, and the hold of an answer that is not a stream; True if the server stops meanwhile."""
+        fake = self._fake
+        if reply.delay and fake._pause(reply.delay):
+            return True
+        streamed = reply.kind == "completion" and request.stream
+        return reply.hold_after_chunks is not None and not streamed and fake._hold()
+
     def _stream(self, completion: Completion, reply: FakeReply, request: RecordedRequest, request_id: str) -> None:
         include_usage = request.include_usage
-        events = [completion.role_chunk(include_usage=include_usage)]
         deltas = completion.delta_chunks(include_usage=include_usage)
+        cut = reply.error_after_chunks if reply.error_after_chunks is not None else reply.disconnect_after_chunks
+        sent = deltas[:cut]
+        events = [completion.role_chunk(include_usage=include_usage), *sent]
         reset_at_end = False
         if reply.error_after_chunks is not None:
-            events += deltas[: reply.error_after_chunks]
             events.append(sse_error(f"FakeOpenAIServer: simulated error after {reply.error_after_chunks} chunks"))
         elif reply.disconnect_after_chunks is not None:
-            events += deltas[: reply.disconnect_after_chunks]
             reset_at_end = True
         else:
-            events += deltas
             events.append(completion.chunk({}, completion.finish_reason, include_usage=include_usage))
             if include_usage:
                 events.append(completion.chunk(None, None, include_usage=True))
@@ -236,19 +247,34 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **reply.headers}
         head = self._head(200, headers, request_id, None, chunked=chunked)
 
-        if not reply.chunk_delay:
-            ok = self._write(head + b"".join(frame(event) for event in events) + ending)
-        else:
-            # The terminator rides with the last event: the SDK waits up to 100 ms for it after [DONE].
-            ok = self._write(head + frame(events[0]) + (ending if len(events) == 1 else b""))
-            fake = self._fake
-            for position, event in enumerate(events[1:], start=2):
-                if not ok or fake._pause(reply.chunk_delay):
+        # The hold comes after the role chunk and `hold_after_chunks` of the content/tool-call chunks.
+        hold_at = None if reply.hold_after_chunks is None else 1 + min(reply.hold_after_chunks, len(sent))
+        # Without a wait the whole stream is one write. Before each wait, what is due goes out, so the client
+        # has it while the server waits; the terminator rides with the last event: the SDK waits up to
+        # 100 ms for it after [DONE].
+        due = head
+        for position, event in enumerate(events):
+            if position and (reply.chunk_delay or position == hold_at):
+                if not self._write(due) or self._wait(reply, held=position == hold_at):
                     self._abort()
                     return
-                ok = self._write(frame(event) + (ending if position == len(events) else b""))
+                due = b""
+            due += frame(event)
+        if hold_at == len(events):  # a stream cut short (disconnect_after_chunks) waits for the release to reset
+            if not self._write(due) or self._wait(reply, held=True, paced=False):
+                self._abort()
+                return
+            due = b""
+        ok = self._write(due + ending)
         if reset_at_end or not ok:
             self._abort()
+
+    def _wait(self, reply: FakeReply, *, held: bool, paced: bool = True) -> bool:
+        """Wait before the next event: for the release if ``held``, then ``chunk_delay``; True if the server stops."""
+        fake = self._fake
+        if held and fake._hold():
+            return True
+        return bool(paced and reply.chunk_delay) and fake._pause(reply.chunk_delay)
 
     # ---- I/O helpers
 

@@ -194,6 +194,12 @@ class FakeReply:
         disconnect_after_chunks: Streaming: send this many content/tool-call chunks
             after the role chunk, then reset the TCP connection. Non-streaming: send
             the headers and half the body, then reset.
+        hold_after_chunks: Streaming: send this many content/tool-call chunks after
+            the role chunk (fewer if the stream has fewer), then wait until the test
+            calls `FakeOpenAIServer.release`; then send the rest. An answer that is
+            not streamed waits for `release` before it is sent at all. A test can so look at what
+            a consumer has seen of a stream before the rest exists, without timing
+            anything. Stopping the server resets a held connection.
         headers: Extra response headers.
         status: HTTP status for ``error`` and ``malformed`` replies.
         error_message: ``error.message`` for ``error`` replies.
@@ -214,6 +220,7 @@ class FakeReply:
     chunk_delay: float = 0.0
     error_after_chunks: int | None = None
     disconnect_after_chunks: int | None = None
+    hold_after_chunks: int | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: _frozen_headers(None), hash=False)
     status: int = 200
     error_message: str | None = None
@@ -224,7 +231,7 @@ class FakeReply:
     content_type: str = "application/json"
 
     def __post_init__(self) -> None:
-        for name in ("delay", "chunk_delay", "error_after_chunks", "disconnect_after_chunks"):
+        for name in ("delay", "chunk_delay", "error_after_chunks", "disconnect_after_chunks", "hold_after_chunks"):
             _check_non_negative(name, getattr(self, name))
         if self.error_after_chunks is not None and self.disconnect_after_chunks is not None:
             raise ValueError("error_after_chunks and disconnect_after_chunks are mutually exclusive")
@@ -254,6 +261,7 @@ class FakeReply:
         chunk_delay: float = 0.0,
         error_after_chunks: int | None = None,
         disconnect_after_chunks: int | None = None,
+        hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> FakeReply:
         """An assistant message with text content.
@@ -267,6 +275,7 @@ class FakeReply:
             chunk_delay: Seconds to wait between streamed events.
             error_after_chunks: Fail a stream with an SSE error event after this many chunks.
             disconnect_after_chunks: Reset a stream's connection after this many chunks.
+            hold_after_chunks: Wait for `FakeOpenAIServer.release` after this many chunks.
             headers: Extra response headers.
 
         Returns:
@@ -281,6 +290,7 @@ class FakeReply:
             chunk_delay=chunk_delay,
             error_after_chunks=error_after_chunks,
             disconnect_after_chunks=disconnect_after_chunks,
+            hold_after_chunks=hold_after_chunks,
             headers=_frozen_headers(headers),
         )
 
@@ -296,6 +306,7 @@ class FakeReply:
         chunk_delay: float = 0.0,
         error_after_chunks: int | None = None,
         disconnect_after_chunks: int | None = None,
+        hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> FakeReply:
         """An assistant message whose content is ``json.dumps(obj)``.
@@ -309,6 +320,7 @@ class FakeReply:
             chunk_delay: See `text`.
             error_after_chunks: See `text`.
             disconnect_after_chunks: See `text`.
+            hold_after_chunks: See `text`.
             headers: See `text`.
 
         Returns:
@@ -323,6 +335,7 @@ class FakeReply:
             chunk_delay=chunk_delay,
             error_after_chunks=error_after_chunks,
             disconnect_after_chunks=disconnect_after_chunks,
+            hold_after_chunks=hold_after_chunks,
             headers=headers,
         )
 
@@ -339,6 +352,7 @@ class FakeReply:
         chunk_delay: float = 0.0,
         error_after_chunks: int | None = None,
         disconnect_after_chunks: int | None = None,
+        hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> FakeReply:
         """An assistant message that calls tools.
@@ -359,6 +373,7 @@ class FakeReply:
             chunk_delay: See `text`.
             error_after_chunks: See `text`.
             disconnect_after_chunks: See `text`.
+            hold_after_chunks: See `text`.
             headers: See `text`.
 
         Returns:
@@ -383,6 +398,7 @@ class FakeReply:
             chunk_delay=chunk_delay,
             error_after_chunks=error_after_chunks,
             disconnect_after_chunks=disconnect_after_chunks,
+            hold_after_chunks=hold_after_chunks,
             headers=_frozen_headers(headers),
         )
 

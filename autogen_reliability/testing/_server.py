@@ -38,13 +38,15 @@ The ``/v1`` prefix is optional on every route.
 The server is built in layers, each a module of this package: the script and
 the records (`._replies`), the wire format (`._wire`), the HTTP plumbing
 (`._http`), and this module, which owns the lifecycle, the script queue and the
-records.
+records, and lets tests wait for requests (`FakeOpenAIServer.wait_for_requests`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as _json
+import math
 import threading
 import time
 from collections import deque
@@ -85,6 +87,11 @@ class FakeOpenAIServer:
     AutoGen's client expects; it warns "Resolved model mismatch" otherwise). Other
     names are echoed. ``model_aliases`` and a reply's ``model`` override this.
 
+    Tests synchronise with the server through events, not sleeps:
+    `wait_for_requests` (or `wait_for_requests_async`) returns once requests have
+    arrived, and a reply with ``hold_after_chunks`` waits at that point of its
+    answer until `release` is called.
+
     Attributes:
         model: The model listed by ``/v1/models`` and echoed when a request names none.
         default: The reply used when the script is empty; may be reassigned at any time.
@@ -113,6 +120,11 @@ class FakeOpenAIServer:
         self.model_aliases: Mapping[str, str] = dict(model_aliases or {})
         self._port = port
         self._lock = threading.Lock()
+        # Both share the lock that guards the records and the script: a waiter sees a consistent count.
+        self._arrived = threading.Condition(self._lock)  # a chat-completions request was recorded
+        self._released = threading.Condition(self._lock)  # release() was called, or the server is stopping
+        self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._releases = 0
         self._queue: deque[FakeReply] = deque()
         self._requests: list[RecordedRequest] = []
         self._all_requests: list[RecordedRequest] = []
@@ -156,9 +168,9 @@ class FakeOpenAIServer:
     def stop(self) -> None:
         """Stop serving and close the listening socket and every open connection.
 
-        Returns within about 50 ms even when clients hold idle keep-alive
-        connections or a reply is sleeping on ``delay``. Calling it again, or on a
-        server that never started, does nothing.
+        Returns within about 50 ms (``benchmarks/bench_fake_server.py``) even when
+        clients hold idle keep-alive connections or a reply is sleeping on ``delay``
+        or held. Calling it again, or on a server that never started, does nothing.
         """
         with self._lock:
             httpd, thread = self._httpd, self._thread
@@ -166,6 +178,8 @@ class FakeOpenAIServer:
         if httpd is None or thread is None:
             return
         self._stopping.set()
+        with self._lock:
+            self._released.notify_all()  # a held reply gives up (its connection is reset)
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -249,6 +263,95 @@ class FakeOpenAIServer:
         with self._lock:
             return len(self._requests)
 
+    def wait_for_requests(self, n: int = 1, timeout: float | None = 5.0) -> list[RecordedRequest]:
+        """Block until at least ``n`` chat-completions requests have arrived, then return them.
+
+        A request is recorded when it has arrived, before it is answered, so this
+        returns while a ``delay``-ed or held reply is still pending: the moment to
+        cancel a call, stop the server or look at what was sent. From a coroutine
+        whose event loop also runs the client, use `wait_for_requests_async`
+        instead: this call would block that loop, and the request would never be
+        sent.
+
+        Args:
+            n: How many requests (counted as `request_count` counts them, since
+                the server was created or last `reset`).
+            timeout: Seconds to wait at most; None waits for ever.
+
+        Returns:
+            A snapshot of every chat-completions request received, oldest first
+            (at least ``n``), as `requests` gives it.
+
+        Raises:
+            TimeoutError: ``timeout`` passed first; the message says how many arrived.
+            ValueError: If ``n`` is negative or ``timeout`` is negative or not a number.
+        """
+        _check_wait(n, timeout)
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self._requests) >= n, timeout):
+                raise TimeoutError(self._too_few(n, timeout))
+            return list(self._requests)
+
+    async def wait_for_requests_async(
+        self,
+        n: int = 1,
+        # A parameter, as in wait_for_requests, so that on expiry the error can say how many requests arrived.
+        timeout: float | None = 5.0,  # noqa: ASYNC109
+    ) -> list[RecordedRequest]:
+        """`wait_for_requests` for a coroutine: waits without blocking the event loop.
+
+        The server's thread wakes the waiting loop when the ``n``-th request is
+        recorded; nothing polls. Cancelling the wait is safe.
+
+        Args:
+            n: See `wait_for_requests`.
+            timeout: See `wait_for_requests`.
+
+        Returns:
+            See `wait_for_requests`.
+
+        Raises:
+            TimeoutError: ``timeout`` passed first; the message says how many arrived.
+            ValueError: If ``n`` is negative or ``timeout`` is negative or not a number.
+        """
+        _check_wait(n, timeout)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if len(self._requests) >= n:
+                return list(self._requests)
+            waiter = (n, loop, loop.create_future())
+            self._async_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter[2], timeout)
+        except TimeoutError:
+            with self._lock:
+                message = self._too_few(n, timeout)
+            raise TimeoutError(message) from None
+        finally:
+            with self._lock:
+                if waiter in self._async_waiters:
+                    self._async_waiters.remove(waiter)
+        return self.requests
+
+    def release(self, count: int = 1) -> None:
+        """Let ``count`` replies scripted with ``hold_after_chunks`` go on.
+
+        Each held reply uses up one release; a release given before a reply
+        reaches its hold is kept for it, so the order of ``release()`` and the
+        server's progress does not matter.
+
+        Args:
+            count: How many holds to release.
+
+        Raises:
+            ValueError: If ``count`` is below 1.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an int >= 1, got {count!r}")
+        with self._lock:
+            self._releases += count
+            self._released.notify_all()
+
     @property
     def connection_count(self) -> int:
         """How many TCP connections clients have opened; stays at 1 for sequential keep-alive requests."""
@@ -262,13 +365,14 @@ class FakeOpenAIServer:
             return len(self._queue)
 
     def reset(self) -> None:
-        """Forget the script and every recorded request, and restart ids, indices and counters from zero."""
+        """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero."""
         with self._lock:
             self._queue.clear()
             self._requests.clear()
             self._all_requests.clear()
             self._tool_calls_served = 0
             self._connections_opened = 0
+            self._releases = 0
 
     def __repr__(self) -> str:
         where = self.base_url if self.running else "stopped"
@@ -310,11 +414,39 @@ class FakeOpenAIServer:
             if not is_chat or method != "POST":
                 return request, None, 0
             self._requests.append(request)
+            self._request_arrived()
             reply = self._queue.popleft() if body is not None and self._queue else None
             return request, reply, len(self._requests)
 
+    def _request_arrived(self) -> None:
+        """Wake whoever waits for this many requests; called with the lock held."""
+        self._arrived.notify_all()
+        count = len(self._requests)
+        for waiter in [waiter for waiter in self._async_waiters if waiter[0] <= count]:
+            self._async_waiters.remove(waiter)
+            _, loop, future = waiter
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, future)
+
+    def _too_few(self, n: int, timeout: float | None) -> str:
+        """The message of a wait that timed out; called with the lock held."""
+        arrived = len(self._requests)
+        return (
+            f"FakeOpenAIServer: waited {timeout:g} s for {n} chat-completions request{'s' if n != 1 else ''}, "
+            f"{arrived} arrived ({len(self._queue)} scripted replies left)"
+        )
+
     def _pause(self, seconds: float) -> bool:
         return self._stopping.wait(seconds)
+
+    def _hold(self) -> bool:
+        stopping = self._stopping
+        with self._lock:
+            self._released.wait_for(lambda: self._releases > 0 or stopping.is_set())
+            if stopping.is_set():
+                return True
+            self._releases -= 1
+            return False
 
     def _default_reply(self, request: RecordedRequest, ordinal: int) -> FakeReply:
         default = self.default
@@ -356,3 +488,17 @@ class FakeOpenAIServer:
 
     def _model_object(self) -> dict[str, Any]:
         return {"id": self.model, "object": "model", "created": self._created, "owned_by": "fake"}
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # not cancelled or timed out meanwhile
+        future.set_result(None)
+
+
+def _check_wait(n: int, timeout: float | None) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
