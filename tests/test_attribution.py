@@ -71,7 +71,7 @@ async def test_scope_as_decorator_of_concurrent_coroutines() -> None:
     @usage_scope(project="jobs")
     async def job(session: str) -> Attribution:
         with usage_scope(session=session):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # every job enters its scope before any reads its attribution
             return current_attribution()
 
     results = await asyncio.gather(*(job(f"s{n}") for n in range(5)))

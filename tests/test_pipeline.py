@@ -119,9 +119,9 @@ async def test_abandoned_stream_is_observed_as_cancelled(
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("one two three four five six", chunk_delay=0.01))
+    server.enqueue(FakeReply.text("one two three four five six", hold_after_chunks=1))  # the rest never comes
     stream = client.create_stream(HI)
-    first = await anext(stream)
+    first = await asyncio.wait_for(anext(stream), 30)
     assert isinstance(first, str)
     await stream.aclose()
     assert [event.outcome for event in events] == ["cancelled"]
@@ -162,10 +162,10 @@ async def test_cancellation_propagates_and_is_observed(
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("too late", delay=5))
+    server.enqueue(FakeReply.text("too late", hold_after_chunks=0))  # never answered: the call is in flight
     token = CancellationToken()
     call = asyncio.ensure_future(client.create(HI, cancellation_token=token))
-    await asyncio.sleep(0.1)
+    await server.wait_for_requests_async(1)
     token.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call

@@ -10,7 +10,6 @@ import gzip
 import json
 import logging
 import re
-import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -169,27 +168,30 @@ async def test_stream_records_the_usage_chunk_without_holding_chunks_back(
     client = make_client()
     words = "one two three four five six seven eight"
     usage = FakeUsage(prompt_tokens=50, completion_tokens=8, cached_tokens=32, reasoning_tokens=4)
-    server.enqueue(FakeReply.text(words, usage=usage, chunk_delay=0.05))
+    # The server sends the first word, then holds the rest (the finish and usage chunks too) until released.
+    server.enqueue(FakeReply.text(words, usage=usage, hold_after_chunks=1))
 
-    arrivals: list[tuple[float, str | CreateResult, ProviderUsage | None]] = []
+    arrivals: list[tuple[str | CreateResult, ProviderUsage | None]] = []
     with capture_provider_usage() as slot:
-        start = time.perf_counter()
-        async for item in client.create_stream(USER, extra_create_args=WITH_USAGE):
-            arrivals.append((time.perf_counter() - start, item, slot.usage))
-    end = arrivals[-1][0]
+        stream = client.create_stream(USER, extra_create_args=WITH_USAGE)
+        # The first word must reach the consumer while the rest does not exist yet: a tap that held chunks
+        # back would never hand it out (the bound only keeps that failure from hanging the test).
+        first = await asyncio.wait_for(anext(stream), 30)
+        arrivals.append((first, slot.usage))
+        server.release()
+        async for item in stream:
+            arrivals.append((item, slot.usage))
 
-    texts = [item for _, item, _ in arrivals if isinstance(item, str)]
+    assert first == "one"
+    texts = [item for item, _ in arrivals if isinstance(item, str)]
     assert "".join(texts) == words
-    # 8 words, then the finish and usage chunks, 50 ms apart: the first word must not wait for the rest.
-    first_at = arrivals[0][0]
-    assert end - first_at > 0.3, f"first chunk at {first_at:.3f}s, stream ended at {end:.3f}s"
-    assert all(seen is None for _, item, seen in arrivals if isinstance(item, str)), "usage before the usage chunk?"
+    assert all(seen is None for item, seen in arrivals if isinstance(item, str)), "usage before the usage chunk?"
 
-    final = arrivals[-1][1]
+    final = arrivals[-1][0]
     assert isinstance(final, CreateResult)
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 8)
     assert slot.usage == ProviderUsage(50, 8, 32, 4, None, SNAPSHOT, "chatcmpl-fake-1")
-    assert arrivals[-1][2] == slot.usage  # already recorded when AutoGen hands out its CreateResult
+    assert arrivals[-1][1] == slot.usage  # already recorded when AutoGen hands out its CreateResult
     assert (slot.status, slot.responses, slot.tap_failures) == (200, 1, 0)
 
 
@@ -210,11 +212,14 @@ async def test_a_stream_reports_to_the_slot_active_when_its_request_was_sent(
     server: FakeOpenAIServer, make_client: ClientFactory
 ) -> None:
     client = make_client()
-    server.enqueue(FakeReply.text("alpha beta gamma", usage=FakeUsage(9, 3), chunk_delay=0.01))
+    # The usage chunk is sent only after the first word is read, under the other slot.
+    server.enqueue(FakeReply.text("alpha beta gamma", usage=FakeUsage(9, 3), hold_after_chunks=1))
     stream = client.create_stream(USER, extra_create_args=WITH_USAGE)
     with capture_provider_usage() as opened_in:
-        first = await anext(stream)  # create_stream sends its request on the first __anext__
+        first = await asyncio.wait_for(anext(stream), 30)  # create_stream sends its request on the first __anext__
     assert first == "alpha"
+    assert opened_in.usage is None
+    server.release()
     with capture_provider_usage() as read_in:
         rest = await collect(stream)
     assert isinstance(rest[-1], CreateResult)
