@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from autogen_reliability.accounting import _events
 from autogen_reliability.accounting._events import time_ordered_uuid
 
 
@@ -22,11 +23,20 @@ def test_layout_is_uuid_version_7() -> None:
     assert before <= made.int >> 80 <= after  # the first 48 bits: Unix milliseconds
 
 
-def test_ids_sort_in_the_order_they_were_made_across_milliseconds() -> None:
-    made = []
-    for _ in range(5):
-        made.append(time_ordered_uuid())
-        time.sleep(0.002)
+class MillisecondClock:
+    """Stands in for the ``time`` module where the ids are made: each reading is one millisecond later."""
+
+    def __init__(self) -> None:
+        self.ns = time.time_ns()
+
+    def time_ns(self) -> int:
+        self.ns += 1_000_000
+        return self.ns
+
+
+def test_ids_sort_in_the_order_they_were_made_across_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_events, "time", MillisecondClock())  # each id a millisecond after the last, no waiting
+    made = [time_ordered_uuid() for _ in range(5)]
     assert sorted(made) == made
 
 
