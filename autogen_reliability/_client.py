@@ -40,10 +40,10 @@ from .accounting._recorder import UsageRecorder
 from .accounting._usage_tap import attach_usage_tap
 from .providers import api_key_of, innermost
 from .retry._budget import budget_for
-from .retry._circuit import CircuitBreakerPolicy, CircuitLayer, breaker_for
+from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT
-from .retry._fallback import FallbackLayer
-from .retry._policy import RetryLayer, RetryObserver, RetryPolicy
+from .retry._layer import CircuitLayer, FallbackLayer, RetryLayer
+from .retry._policy import RetryObserver, RetryPolicy
 from .retry._sdk import switch_off_sdk_retries
 from .validation._policy import ValidationLayer, ValidationPolicy
 from .validation._sanitize import SanitizePolicy

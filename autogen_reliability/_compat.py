@@ -38,7 +38,7 @@ MOVED_MODULES: Final[dict[str, tuple[str, str]]] = {
     "retry.budget": ("retry._budget", "autogen_reliability.retry"),
     "retry.circuit": ("retry._circuit", "autogen_reliability.retry"),
     "retry.classify": ("retry._classify", "autogen_reliability.retry"),
-    "retry.fallback": ("retry._fallback", "autogen_reliability.retry"),
+    "retry.fallback": ("retry._layer", "autogen_reliability.retry"),
     "retry.policy": ("retry._policy", "autogen_reliability.retry"),
     "retry.sdk": ("retry._sdk", "autogen_reliability.providers"),
     "retry.shared": ("retry._shared", "autogen_reliability.retry"),

@@ -26,21 +26,19 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 
-from autogen_core.models import ChatCompletionClient, CreateResult
+from autogen_core.models import ChatCompletionClient
 
 from .._errors import CircuitOpenError, ConfigurationError
-from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
 from ._classify import RETRYABLE_BY_DEFAULT, classify_error
 from ._policy import as_seconds
 from ._shared import PerClient
 
-__all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "CircuitLayer", "breaker_for"]
+__all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "counts_as_failure"]
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -175,40 +173,9 @@ class CircuitBreaker:
         self._opened_at = self._clock()
 
 
-def _is_failure(error: BaseException) -> bool | None:
+def counts_as_failure(error: BaseException) -> bool | None:
     """A provider failure (True), or an error that says nothing about the provider's health (None)."""
     return True if classify_error(error) in RETRYABLE_BY_DEFAULT else None
-
-
-class CircuitLayer(Layer):
-    """Guards every attempt with the circuit breaker of the client it goes to."""
-
-    def __init__(self, breaker: CircuitBreaker) -> None:
-        self.breaker = breaker
-
-    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
-        ticket = self.breaker.acquire()
-        try:
-            result = await call_next(request)
-        except BaseException as error:
-            self.breaker.record(_is_failure(error), ticket)
-            raise
-        self.breaker.record(False, ticket)
-        return result
-
-    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
-        ticket = self.breaker.acquire()
-        outcome: bool | None = None
-        try:
-            async with aclosing(call_next(request)) as stream:
-                async for item in stream:
-                    outcome = False  # the provider answered
-                    yield item
-        except BaseException as error:
-            outcome = _is_failure(error) if outcome is None else None
-            raise
-        finally:
-            self.breaker.record(outcome, ticket)
 
 
 _breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(

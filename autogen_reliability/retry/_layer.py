@@ -1,0 +1,374 @@
+"""The retry package's layers, outermost first: fallback, retry, circuit breaker.
+
+Each applies a policy kept in its own module (:class:`~._policy.RetryPolicy`,
+:class:`~._circuit.CircuitBreakerPolicy` and the breaker registry,
+:class:`~._budget.RetryBudget`) to the calls that pass through it:
+
+- :class:`FallbackLayer` sends a call to the next client's own pipeline once
+  the one before it gave up;
+- :class:`RetryLayer` retries classified failures on tenacity, within the
+  call's deadline and the client's retry budget;
+- :class:`CircuitLayer` guards every attempt with the breaker of the client it
+  goes to.
+
+A stream is retried, or falls back, only until its first chunk has been handed
+on: after that the consumer has seen output that a new attempt could not take back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from contextlib import aclosing
+from typing import TypeVar
+
+from autogen_core.models import CreateResult
+from tenacity import AsyncRetrying, RetryCallState, RetryError
+
+from .._errors import (
+    AllClientsFailedError,
+    CircuitOpenError,
+    GiveUpReason,
+    ReliabilityError,
+    RetriesExhaustedError,
+)
+from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from .._redaction import redact, redacted_error
+from . import _policy
+from ._budget import RetryBudgetState
+from ._circuit import CircuitBreaker, counts_as_failure, describe_client
+from ._classify import ErrorKind, classify_error, retry_after
+from ._policy import RetryEvent, RetryObserver, RetryPolicy, as_seconds
+
+__all__ = ["CircuitLayer", "FallbackLayer", "RetryLayer", "should_fall_back"]
+
+logger = logging.getLogger("autogen_reliability")
+_T = TypeVar("_T")
+
+
+# -- fallback ---------------------------------------------------------------------------------
+#
+# The primary and each fallback run their own retry and circuit-breaker layers,
+# so a fallback is tried only once the client before it has *given up*: its
+# retries are exhausted, its circuit is open, or the error is one that another
+# model may not have (the context is too long for it). Any other error — a bad
+# request, a failed authentication, a cancellation — is raised as it is: another
+# client would not fix it. When every client failed,
+# :class:`~autogen_reliability.AllClientsFailedError` carries each one's error.
+
+
+def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bool:
+    """Whether ``error`` from one client is a reason to ask the next."""
+    if isinstance(error, RetriesExhaustedError | CircuitOpenError):
+        return True
+    if not isinstance(error, Exception):
+        return False  # cancellation and interpreter exits are never redirected
+    kind = classify_error(error)
+    # A retryable kind that was not retried (e.g. Retry-After longer than we accept) counts as given up.
+    return kind is ErrorKind.CONTEXT_LENGTH or kind in retry_on
+
+
+def _keepable(error: Exception) -> Exception:
+    """``error`` as :class:`AllClientsFailedError` may hold it: a provider's error is redacted, ours are already."""
+    return error if isinstance(error, ReliabilityError) else redacted_error(error)
+
+
+class FallbackLayer(Layer):
+    """Sends a call to the next pipeline when the one before it gave up."""
+
+    def __init__(self, fallbacks: Sequence[Pipeline], retry_on: frozenset[ErrorKind]) -> None:
+        self.fallbacks = tuple(fallbacks)
+        self.retry_on = retry_on
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        errors: list[Exception] = []
+        for handler in (call_next, *(pipeline.create for pipeline in self.fallbacks)):
+            try:
+                return await handler(request)
+            except Exception as error:
+                if not should_fall_back(error, self.retry_on):
+                    raise
+                errors.append(_keepable(error))
+        raise self._all_failed(errors)
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        errors: list[Exception] = []
+        for handler in (call_next, *(pipeline.create_stream for pipeline in self.fallbacks)):
+            started = False
+            try:
+                async with aclosing(handler(request)) as stream:
+                    async for item in stream:
+                        started = True
+                        yield item
+                return
+            except Exception as error:
+                if started or not should_fall_back(error, self.retry_on):
+                    raise
+                errors.append(_keepable(error))
+        raise self._all_failed(errors)
+
+    def _all_failed(self, errors: list[Exception]) -> AllClientsFailedError:
+        names = ", ".join(describe_client(pipeline.client) for pipeline in self.fallbacks)
+        return AllClientsFailedError(f"the primary client and every fallback ({names}) failed", errors)
+
+
+# -- retry ------------------------------------------------------------------------------------
+
+
+class _RetryRun:
+    """The tenacity strategies of one logical call: decide, wait, stop, sleep, report."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        budget: RetryBudgetState | None,
+        request: Request,
+        hooks: tuple[RetryObserver, ...],
+        start: float,
+    ) -> None:
+        self.policy = policy
+        self.budget = budget
+        self.request = request
+        self.hooks = hooks
+        self.start = start
+        self.deadline = as_seconds("deadline", policy.deadline)
+        self.kinds: list[ErrorKind] = []
+        self.reason: GiveUpReason = "attempts"
+
+    def retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=self.should_retry,
+            wait=self.wait,
+            stop=self.should_stop,
+            sleep=self.sleep,
+            before_sleep=self.report,
+            reraise=False,
+        )
+
+    def should_retry(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if error is None:
+            return False
+        kind = classify_error(error)
+        self.kinds.append(kind)
+        if kind not in self.policy.retry_on:
+            return False
+        # A server that asks for a longer wait than we accept gets its answer at once.
+        asked = retry_after(error) if self.policy.respect_retry_after else None
+        return asked is None or asked <= as_seconds("max_retry_after", self.policy.max_retry_after)
+
+    def wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        backoff = self.policy.backoff(state.attempt_number)
+        asked = retry_after(error) if error is not None and self.policy.respect_retry_after else None
+        return 0.0 if _policy.is_testing() else max(backoff, asked or 0.0)
+
+    def should_stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.policy.max_attempts:
+            self.reason = "attempts"
+            return True
+        if time.monotonic() - self.start + (state.upcoming_sleep or 0.0) > self.deadline:
+            self.reason = "deadline"
+            return True
+        if self.budget is not None and not self.budget.try_spend():
+            self.reason = "budget"
+            return True
+        return False
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+        if self.request.cancellation_token is not None:
+            self.request.cancellation_token.link_future(sleeper)
+        await sleeper
+
+    def report(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        assert error is not None  # tenacity only sleeps after a failure
+        call = self.request.call
+        event = RetryEvent(call, call.attempts, self.kinds[-1], error, state.upcoming_sleep or 0.0, self.elapsed())
+        logger.warning(
+            "retrying model call %s in %.2f s after attempt %d failed (%s): %s",
+            call.call_id,
+            event.wait,
+            event.attempt,
+            event.error_kind.value,
+            redact(str(error)),
+            extra={
+                "call_id": str(call.call_id),
+                "attempt": event.attempt,
+                "error_kind": event.error_kind.value,
+                "wait": event.wait,
+                "elapsed": event.elapsed,
+                "agent": call.attribution.agent,
+                "project": call.attribution.project,
+            },
+        )
+        for hook in self.hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("retry hook %r failed", hook)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def exhausted(self, error: RetryError) -> RetriesExhaustedError:
+        last = error.last_attempt.exception()
+        deadline = self.deadline if self.reason == "deadline" else None
+        return RetriesExhaustedError(len(self.kinds), self.kinds, self.reason, redact(str(last)), deadline=deadline)
+
+    async def attempts(self, first_error: Exception, attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Judges ``first_error``, then retries ``attempt`` as the policy allows."""
+        pending: Exception | None = first_error
+        try:
+            async for state in self.retrying():
+                with state:
+                    if pending is not None:
+                        error, pending = pending, None
+                        raise error  # the first attempt's failure, for tenacity to judge
+                    return await attempt()
+        except RetryError as exhausted:
+            gave_up = exhausted
+        else:
+            raise AssertionError("unreachable: tenacity returns, raises, or gives up")  # pragma: no cover
+        # Raised outside the handler, so that no __context__ leads back to the provider's error as it was:
+        # the cause is a copy with the secrets a provider may echo (its key) removed.
+        last = gave_up.last_attempt.exception()
+        raise self.exhausted(gave_up) from (redacted_error(last) if last is not None else None)
+
+
+class RetryLayer(Layer):
+    """Applies a :class:`RetryPolicy` to every call that passes through it.
+
+    The first attempt runs outside tenacity: a call that succeeds at once, the
+    common case, pays for no retry machinery, only for the deadline's timer. A
+    first attempt that fails hands its error to the tenacity loop, which decides
+    as for any other attempt.
+
+    The deadline bounds the attempts as well as the waits: when it passes, the
+    attempt in flight is cancelled (its usage row says ``cancelled``) and
+    :class:`~autogen_reliability.RetriesExhaustedError` names the deadline. A
+    stream is bounded until its first chunk is handed on; after that the
+    consumer reads at its own pace and retrying is over.
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, budget: RetryBudgetState | None = None, hooks: Iterable[RetryObserver] = ()
+    ) -> None:
+        self.policy = policy
+        self.budget = budget
+        self.hooks = tuple(hooks)
+        self.deadline = as_seconds("deadline", policy.deadline)
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        start = self._start()
+        run: _RetryRun | None = None
+        try:
+            async with asyncio.timeout(self.deadline) as scope:
+                try:
+                    return await call_next(request)
+                except Exception as error:
+                    first_error = error
+                run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                return await run.attempts(first_error, lambda: call_next(request))
+        except TimeoutError:
+            if not scope.expired():
+                raise  # a TimeoutError of the provider's, not our deadline
+        raise self._out_of_time(run) from None
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        start = self._start()
+        run: _RetryRun | None = None
+        try:
+            # Entered and left within the first step of this generator: the timer belongs to one task.
+            async with asyncio.timeout(self.deadline) as scope:
+                try:
+                    stream, first = await _open(call_next, request)
+                except Exception as error:
+                    first_error: Exception | None = error
+                else:
+                    first_error = None
+                if first_error is not None:
+                    run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                    stream, first = await run.attempts(first_error, lambda: _open(call_next, request))
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            out_of_time = True
+        else:
+            out_of_time = False
+        if out_of_time:
+            raise self._out_of_time(run) from None
+        if first is None:
+            return  # an empty stream: nothing to hand on
+        # From here on the consumer has output: errors propagate, never retried.
+        async with aclosing(stream):
+            yield first
+            async for item in stream:
+                yield item
+
+    def _start(self) -> float:
+        if self.budget is not None:
+            self.budget.deposit()
+        return time.monotonic()
+
+    def _out_of_time(self, run: _RetryRun | None) -> RetriesExhaustedError:
+        """The error for a call whose deadline passed while an attempt (or, rarely, a wait) was under way."""
+        kinds = run.kinds if run is not None else []
+        in_flight = not kinds or kinds[-1] is ErrorKind.CANCELLED
+        if not kinds:
+            kinds = [ErrorKind.CANCELLED]  # the first attempt, cut short
+        last = "no answer before the deadline"
+        return RetriesExhaustedError(len(kinds), kinds, "deadline", last, deadline=self.deadline, in_flight=in_flight)
+
+
+async def _open(
+    call_next: StreamHandler, request: Request
+) -> tuple[AsyncGenerator[StreamItem, None], StreamItem | None]:
+    """Starts a stream and waits for its first item (``None`` for an empty stream); closes it on failure."""
+    stream = call_next(request)
+    try:
+        return stream, await anext(stream)
+    except StopAsyncIteration:
+        return stream, None
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+# -- circuit breaker --------------------------------------------------------------------------
+
+
+class CircuitLayer(Layer):
+    """Guards every attempt with the circuit breaker of the client it goes to."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        ticket = self.breaker.acquire()
+        try:
+            result = await call_next(request)
+        except BaseException as error:
+            self.breaker.record(counts_as_failure(error), ticket)
+            raise
+        self.breaker.record(False, ticket)
+        return result
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        ticket = self.breaker.acquire()
+        outcome: bool | None = None
+        try:
+            async with aclosing(call_next(request)) as stream:
+                async for item in stream:
+                    outcome = False  # the provider answered
+                    yield item
+        except BaseException as error:
+            outcome = counts_as_failure(error) if outcome is None else None
+            raise
+        finally:
+            self.breaker.record(outcome, ticket)
