@@ -39,7 +39,15 @@ from autogen_reliability import (
 )
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
-from autogen_reliability.retry import RetryEvent, set_testing
+from autogen_reliability.retry import (
+    RetryEvent,
+    get_on_retry_hooks,
+    log_retry,
+    set_on_retry_hooks,
+    set_testing,
+)
+from autogen_reliability.retry import _layer as retry_layer
+from autogen_reliability.retry import _policy as retry_policy
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
@@ -354,6 +362,9 @@ async def test_retries_are_reported_to_hooks_and_logged(
     assert 0.01 <= event.wait <= 0.05
     assert event.elapsed >= 0
     (record,) = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert record.getMessage().startswith(
+        f"retrying model call {event.call.call_id} in {event.wait:.2f} s after attempt 1 failed (overloaded): "
+    )
     assert record.levelno == logging.WARNING
     assert record.__dict__["error_kind"] == "overloaded"
     assert record.__dict__["attempt"] == 1
@@ -585,3 +596,69 @@ async def test_only_openai_clients_are_asked_for_stream_usage(
     assert server.requests[0].body is not None
     assert server.requests[0].body["stream_options"] == {"include_usage": True}
     assert fallback.stream_args == [{}]
+
+
+@pytest.fixture
+def retry_hooks() -> Iterator[None]:
+    """Restores the process-wide retry hooks to the default after the test."""
+    yield
+    set_on_retry_hooks(None)
+
+
+async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
+    retry_hooks: None,
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=FAST, on_retry=own.append)  # built before any change
+
+    async def retried_once() -> list[logging.LogRecord]:
+        caplog.clear()
+        server.enqueue(FakeReply.error(503), FakeReply.text("ok"))
+        with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
+            assert (await client.create(HI)).content == "ok"
+        return [record for record in caplog.records if record.name == "autogen_reliability"]
+
+    assert get_on_retry_hooks() == (log_retry,)
+    assert [record.getMessage()[:19] for record in await retried_once()] == ["retrying model call"]
+
+    instead: list[RetryEvent] = []
+    set_on_retry_hooks([instead.append])
+    assert await retried_once() == []
+    assert len(instead) == 1
+
+    set_on_retry_hooks([])  # retry logging off
+    assert await retried_once() == []
+
+    def broken(event: RetryEvent) -> None:
+        raise RuntimeError("a hook that fails")
+
+    set_on_retry_hooks([broken])  # logged, never propagated
+    assert [record.getMessage() for record in await retried_once()] == [f"retry hook {broken!r} failed"]
+
+    set_on_retry_hooks(None)  # the default again
+    assert get_on_retry_hooks() == (log_retry,)
+    assert len(await retried_once()) == 1
+    assert len(instead) == 1
+    assert len(own) == 5  # the wrapper's own hooks ran every time, whatever the process-wide ones were
+    with pytest.raises(ConfigurationError, match="takes a list of callables"):
+        set_on_retry_hooks(log_retry)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="a retry hook must be callable"):
+        set_on_retry_hooks(["log"])  # type: ignore[list-item]
+
+
+async def test_a_policy_is_validated_once_not_per_call(
+    monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=0, deadline=timedelta(minutes=1)))
+
+    def converted_again(*args: Any, **kwargs: Any) -> float:
+        raise AssertionError("a call converted the policy's times again")
+
+    monkeypatch.setattr(retry_policy, "as_seconds", converted_again)
+    monkeypatch.setattr(retry_layer, "as_seconds", converted_again, raising=False)  # should it ever import it
+    server.enqueue(FakeReply.error(500), FakeReply.error(429), FakeReply.text("ok"))
+    assert (await client.create(HI)).content == "ok"
+    assert server.request_count == 3

@@ -25,7 +25,7 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from autogen_core.models import CreateResult
-from tenacity import AsyncRetrying, RetryCallState, RetryError
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
 
 from .._errors import (
     AllClientsFailedError,
@@ -36,16 +36,25 @@ from .._errors import (
 )
 from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
 from .._redaction import redact, redacted_error
-from . import _policy
 from ._budget import RetryBudgetState
 from ._circuit import CircuitBreaker, counts_as_failure, describe_client
 from ._classify import ErrorKind, classify_error, retry_after
-from ._policy import RetryEvent, RetryObserver, RetryPolicy, as_seconds
+from ._policy import (
+    RetryEvent,
+    RetryObserver,
+    RetryPolicy,
+    StopBeforeDeadline,
+    StopWhenBudgetSpent,
+    get_on_retry_hooks,
+    is_testing,
+)
 
 __all__ = ["CircuitLayer", "FallbackLayer", "RetryLayer", "should_fall_back"]
 
 logger = logging.getLogger("autogen_reliability")
+
 _T = TypeVar("_T")
+_NO_WAIT = wait_none()
 
 
 # -- fallback ---------------------------------------------------------------------------------
@@ -118,64 +127,49 @@ class FallbackLayer(Layer):
 
 
 class _RetryRun:
-    """The tenacity strategies of one logical call: decide, wait, stop, sleep, report."""
+    """One logical call's tenacity loop: the policy's strategies composed with this call's deadline and budget."""
 
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        budget: RetryBudgetState | None,
-        request: Request,
-        hooks: tuple[RetryObserver, ...],
-        start: float,
-    ) -> None:
+    def __init__(self, layer: RetryLayer, request: Request, start: float) -> None:
+        policy = layer.policy
         self.policy = policy
-        self.budget = budget
         self.request = request
-        self.hooks = hooks
+        self.hooks = layer.hooks
         self.start = start
-        self.deadline = as_seconds("deadline", policy.deadline)
         self.kinds: list[ErrorKind] = []
-        self.reason: GiveUpReason = "attempts"
+        self.deadline = StopBeforeDeadline(policy._deadline, start, time.monotonic)
+        self.budget = StopWhenBudgetSpent(layer.budget) if layer.budget is not None else None
 
     def retrying(self) -> AsyncRetrying:
+        # The order of the stops matters: the budget's token is taken only if attempts and deadline allow the retry.
+        stop = self.policy._stop_after_attempts | self.deadline
+        if self.budget is not None:
+            stop = stop | self.budget
         return AsyncRetrying(
-            retry=self.should_retry,
-            wait=self.wait,
-            stop=self.should_stop,
+            retry=retry_if_exception(self.should_retry),
+            wait=_NO_WAIT if is_testing() else self.policy._wait,
+            stop=stop,
             sleep=self.sleep,
             before_sleep=self.report,
             reraise=False,
         )
 
-    def should_retry(self, state: RetryCallState) -> bool:
-        error = state.outcome.exception() if state.outcome is not None else None
-        if error is None:
-            return False
+    def should_retry(self, error: BaseException) -> bool:
         kind = classify_error(error)
         self.kinds.append(kind)
         if kind not in self.policy.retry_on:
             return False
         # A server that asks for a longer wait than we accept gets its answer at once.
         asked = retry_after(error) if self.policy.respect_retry_after else None
-        return asked is None or asked <= as_seconds("max_retry_after", self.policy.max_retry_after)
+        return asked is None or asked <= self.policy._max_retry_after
 
-    def wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
-        backoff = self.policy.backoff(state.attempt_number)
-        asked = retry_after(error) if error is not None and self.policy.respect_retry_after else None
-        return 0.0 if _policy.is_testing() else max(backoff, asked or 0.0)
-
-    def should_stop(self, state: RetryCallState) -> bool:
-        if state.attempt_number >= self.policy.max_attempts:
-            self.reason = "attempts"
-            return True
-        if time.monotonic() - self.start + (state.upcoming_sleep or 0.0) > self.deadline:
-            self.reason = "deadline"
-            return True
-        if self.budget is not None and not self.budget.try_spend():
-            self.reason = "budget"
-            return True
-        return False
+    @property
+    def reason(self) -> GiveUpReason:
+        """Which stop ended the loop: tenacity's ``stop_any`` says only that one did."""
+        if self.deadline.fired:
+            return "deadline"
+        if self.budget is not None and self.budget.fired:
+            return "budget"
+        return "attempts"
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -189,25 +183,9 @@ class _RetryRun:
         error = state.outcome.exception() if state.outcome is not None else None
         assert error is not None  # tenacity only sleeps after a failure
         call = self.request.call
-        event = RetryEvent(call, call.attempts, self.kinds[-1], error, state.upcoming_sleep or 0.0, self.elapsed())
-        logger.warning(
-            "retrying model call %s in %.2f s after attempt %d failed (%s): %s",
-            call.call_id,
-            event.wait,
-            event.attempt,
-            event.error_kind.value,
-            redact(str(error)),
-            extra={
-                "call_id": str(call.call_id),
-                "attempt": event.attempt,
-                "error_kind": event.error_kind.value,
-                "wait": event.wait,
-                "elapsed": event.elapsed,
-                "agent": call.attribution.agent,
-                "project": call.attribution.project,
-            },
-        )
-        for hook in self.hooks:
+        event = RetryEvent(call, call.attempts, self.kinds[-1], error, state.upcoming_sleep, self.elapsed())
+        # Read now, not when the layer was built: set_on_retry_hooks() applies to clients that exist already.
+        for hook in (*get_on_retry_hooks(), *self.hooks):
             try:
                 hook(event)
             except Exception:
@@ -218,8 +196,9 @@ class _RetryRun:
 
     def exhausted(self, error: RetryError) -> RetriesExhaustedError:
         last = error.last_attempt.exception()
-        deadline = self.deadline if self.reason == "deadline" else None
-        return RetriesExhaustedError(len(self.kinds), self.kinds, self.reason, redact(str(last)), deadline=deadline)
+        reason = self.reason
+        deadline = self.policy._deadline if reason == "deadline" else None
+        return RetriesExhaustedError(len(self.kinds), self.kinds, reason, redact(str(last)), deadline=deadline)
 
     async def attempts(self, first_error: Exception, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """Judges ``first_error``, then retries ``attempt`` as the policy allows."""
@@ -242,7 +221,7 @@ class _RetryRun:
 
 
 class RetryLayer(Layer):
-    """Applies a :class:`RetryPolicy` to every call that passes through it.
+    """Applies a :class:`~._policy.RetryPolicy` to every call that passes through it.
 
     The first attempt runs outside tenacity: a call that succeeds at once, the
     common case, pays for no retry machinery, only for the deadline's timer. A
@@ -262,7 +241,7 @@ class RetryLayer(Layer):
         self.policy = policy
         self.budget = budget
         self.hooks = tuple(hooks)
-        self.deadline = as_seconds("deadline", policy.deadline)
+        self.deadline = policy._deadline
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         start = self._start()
@@ -273,7 +252,7 @@ class RetryLayer(Layer):
                     return await call_next(request)
                 except Exception as error:
                     first_error = error
-                run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                run = _RetryRun(self, request, start)
                 return await run.attempts(first_error, lambda: call_next(request))
         except TimeoutError:
             if not scope.expired():
@@ -293,7 +272,7 @@ class RetryLayer(Layer):
                 else:
                     first_error = None
                 if first_error is not None:
-                    run = _RetryRun(self.policy, self.budget, request, self.hooks, start)
+                    run = _RetryRun(self, request, start)
                     stream, first = await run.attempts(first_error, lambda: _open(call_next, request))
         except TimeoutError:
             if not scope.expired():

@@ -1,39 +1,64 @@
-"""Classified retries with backoff that honours ``Retry-After``, built on tenacity.
+"""Classified retries with backoff that honours ``Retry-After``: the policy, in tenacity's terms.
 
-:class:`RetryPolicy` says when to retry; ``RetryLayer`` (``_layer.py``) applies it to each
-call of the wrapped client. Tenacity runs the loop, with its defaults (retry
-any exception, forever, and hide the error in a ``RetryError``) replaced:
+:class:`RetryPolicy` says when to retry; :class:`~autogen_reliability.retry._layer.RetryLayer`
+applies it to each call of the wrapped client. As stamina does, the policy is
+converted once, at construction, into tenacity's own strategies, which the
+layer composes with ``|``; tenacity's defaults (retry any exception, forever,
+and hide the error in a ``RetryError``) are not used:
 
 - only the :class:`~autogen_reliability.ErrorKind` values in ``retry_on`` are
   retried; anything else (a bad request, a cancellation) is re-raised at once,
   unchanged;
-- attempts, the deadline of the logical call (waits included) and the retry
-  budget shared by all wrappers of the same provider client all bound it;
-- the wait is the longer of the server's ``Retry-After`` and an exponential
-  backoff with full jitter; a server asking for more than ``max_retry_after``
-  gets its error raised at once rather than a long sleep;
+- ``stop_after_attempt(max_attempts) | StopBeforeDeadline(...) |
+  StopWhenBudgetSpent(...)``: attempts, the deadline of the logical call (waits
+  included) and the retry budget shared by all wrappers of the same provider
+  client all bound it;
+- the wait is the longer of the server's ``Retry-After`` and tenacity's
+  exponential backoff with full jitter (``wait_random_exponential``, capped at
+  ``max_delay``); a server asking for more than ``max_retry_after`` gets its
+  error raised at once rather than a long sleep;
 - when retrying stops, :class:`~autogen_reliability.RetriesExhaustedError` is
   raised *from* the last provider error.
 
-A stream is retried only until its first chunk has been handed on: after that
-the consumer has seen output that a new attempt could not take back.
+Each retry is handed to the process-wide hooks (:func:`get_on_retry_hooks`; by default :func:`log_retry`, one WARNING
+line) and then to the wrapper's own ``on_retry`` hooks.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
+from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_random_exponential
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
 from .._errors import ConfigurationError
 from .._pipeline import Call
-from ._budget import RetryBudget
-from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind
+from .._redaction import redact
+from ._budget import RetryBudget, RetryBudgetState
+from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, retry_after
 
-__all__ = ["RetryEvent", "RetryObserver", "RetryPolicy", "as_seconds", "is_testing", "set_testing"]
+__all__ = [
+    "RetryEvent",
+    "RetryObserver",
+    "RetryPolicy",
+    "StopBeforeDeadline",
+    "StopWhenBudgetSpent",
+    "WaitRetryAfter",
+    "as_seconds",
+    "get_on_retry_hooks",
+    "is_testing",
+    "log_retry",
+    "set_on_retry_hooks",
+    "set_testing",
+]
+
+logger = logging.getLogger("autogen_reliability")
 
 MAX_ATTEMPTS_CEILING: Final = 10
 _testing = False
@@ -64,6 +89,64 @@ def as_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) 
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
     return float(seconds)
+
+
+class WaitRetryAfter(wait_base):
+    """At least what the server asked for (``retry-after-ms`` / ``Retry-After``), else ``backoff``'s wait.
+
+    Not ``backoff + ...``: tenacity's ``+`` adds waits up, and a server's
+    ``Retry-After`` is a floor, not an extra. Not tenacity's ``wait_exception``
+    either: it came in tenacity 9.2, and we support 9.0.
+    """
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        backoff = self.backoff(retry_state)
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        asked = retry_after(error) if error is not None else None
+        return backoff if asked is None else max(backoff, asked)
+
+
+class StopBeforeDeadline(stop_base):
+    """Stops when the next attempt would start more than ``deadline`` seconds after ``start``, on ``clock``.
+
+    tenacity's ``stop_before_delay`` measures from the start of its own loop on
+    ``time.monotonic``; the deadline covers the whole call, whose first attempt
+    runs before the loop (see ``RetryLayer``).
+    """
+
+    def __init__(self, deadline: float, start: float, clock: Callable[[], float]) -> None:
+        self.deadline = deadline
+        self.start = start
+        self.clock = clock
+        self.fired = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        self.fired = self.clock() - self.start + retry_state.upcoming_sleep > self.deadline
+        return self.fired
+
+
+class StopWhenBudgetSpent(stop_base):
+    """Stops when the provider client's retry budget is spent; takes the retry's token otherwise.
+
+    Last in a ``|``: tenacity's ``stop_any`` stops at the first strategy that
+    fires, so a token is spent only for a retry that will be made.
+    """
+
+    def __init__(self, budget: RetryBudgetState) -> None:
+        self.budget = budget
+        self.fired = False
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        self.fired = not self.budget.try_spend()
+        return self.fired
+
+
+def _callable(name: str, value: object) -> None:
+    if not callable(value):
+        raise ConfigurationError(f"{name} must be callable, got {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +187,11 @@ class RetryPolicy:
     max_retry_after: float | timedelta = 60.0
     retry_on: frozenset[ErrorKind] = RETRYABLE_BY_DEFAULT
     budget: RetryBudget | None = field(default_factory=RetryBudget)
+    # What the layer runs, converted once here: a call never re-validates or re-converts the policy.
+    _deadline: float = field(init=False, repr=False, compare=False)
+    _max_retry_after: float = field(init=False, repr=False, compare=False)
+    _wait: wait_base = field(init=False, repr=False, compare=False)
+    _stop_after_attempts: stop_base = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
@@ -119,8 +207,8 @@ class RetryPolicy:
         for name in ("jitter", "respect_retry_after"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigurationError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        as_seconds("deadline", self.deadline, allow_zero=False)
-        as_seconds("max_retry_after", self.max_retry_after)
+        deadline = as_seconds("deadline", self.deadline, allow_zero=False)
+        max_retry_after = as_seconds("max_retry_after", self.max_retry_after)
         retry_on = _kinds(self.retry_on)
         refused = retry_on & NEVER_RETRIED
         if refused:
@@ -129,12 +217,13 @@ class RetryPolicy:
         object.__setattr__(self, "retry_on", retry_on)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None, got {type(self.budget).__name__}")
-
-    def backoff(self, retry_number: int) -> float:
-        """The backoff before retry ``retry_number`` (1 for the first retry), jitter applied."""
-        initial = as_seconds("initial_delay", self.initial_delay)
-        ceiling = min(as_seconds("max_delay", self.max_delay), initial * 2 ** (retry_number - 1))
-        return random.uniform(0, ceiling) if self.jitter else ceiling  # noqa: S311  # jitter, not cryptography
+        # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
+        exponential = wait_random_exponential if self.jitter else wait_exponential
+        backoff = exponential(multiplier=initial, max=maximum)
+        object.__setattr__(self, "_deadline", deadline)
+        object.__setattr__(self, "_max_retry_after", max_retry_after)
+        object.__setattr__(self, "_wait", WaitRetryAfter(backoff) if self.respect_retry_after else backoff)
+        object.__setattr__(self, "_stop_after_attempts", stop_after_attempt(self.max_attempts))
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict (times in seconds) that :meth:`from_config` turns back into this policy."""
@@ -142,10 +231,10 @@ class RetryPolicy:
             "max_attempts": self.max_attempts,
             "initial_delay": as_seconds("initial_delay", self.initial_delay),
             "max_delay": as_seconds("max_delay", self.max_delay),
-            "deadline": as_seconds("deadline", self.deadline),
+            "deadline": self._deadline,
             "jitter": self.jitter,
             "respect_retry_after": self.respect_retry_after,
-            "max_retry_after": as_seconds("max_retry_after", self.max_retry_after),
+            "max_retry_after": self._max_retry_after,
             "retry_on": sorted(kind.value for kind in self.retry_on),
             "budget": self.budget.to_config() if self.budget is not None else None,
         }
@@ -193,3 +282,63 @@ class RetryEvent:
 
 
 RetryObserver = Callable[[RetryEvent], None]
+
+
+def log_retry(event: RetryEvent) -> None:
+    """The default retry hook: one WARNING on the ``autogen_reliability`` logger, its fields in ``extra=``.
+
+    The error's text passes through the redactor: a key a provider echoes never reaches the log.
+    """
+    call = event.call
+    logger.warning(
+        "retrying model call %s in %.2f s after attempt %d failed (%s): %s",
+        call.call_id,
+        event.wait,
+        event.attempt,
+        event.error_kind.value,
+        redact(str(event.error)),
+        extra={
+            "call_id": str(call.call_id),
+            "attempt": event.attempt,
+            "error_kind": event.error_kind.value,
+            "wait": event.wait,
+            "elapsed": event.elapsed,
+            "agent": call.attribution.agent,
+            "project": call.attribution.project,
+        },
+    )
+
+
+_DEFAULT_HOOKS: Final[tuple[RetryObserver, ...]] = (log_retry,)
+_hooks: tuple[RetryObserver, ...] = _DEFAULT_HOOKS
+
+
+def set_on_retry_hooks(hooks: Iterable[RetryObserver] | None) -> None:
+    """Replace the hooks every wrapped client hands each :class:`RetryEvent` to (stamina's ``instrumentation``).
+
+    They run before the wrapper's own ``on_retry`` hooks; a hook that raises is
+    logged, never propagated.
+
+    Args:
+        hooks: The new hooks; ``None`` restores the default (:func:`log_retry`),
+            an empty list turns retry logging off.
+
+    Example:
+        >>> set_on_retry_hooks([lambda event: print("retrying", event.error_kind.value)])  # instead of the log line
+        >>> set_on_retry_hooks(None)  # the log line again
+    """
+    global _hooks  # noqa: PLW0603  # process-wide, like set_testing
+    if hooks is None:
+        _hooks = _DEFAULT_HOOKS
+        return
+    if callable(hooks):
+        raise ConfigurationError("set_on_retry_hooks takes a list of callables (or None for the default)")
+    found = tuple(hooks)
+    for hook in found:
+        _callable("a retry hook", hook)
+    _hooks = found
+
+
+def get_on_retry_hooks() -> tuple[RetryObserver, ...]:
+    """The hooks every wrapped client hands each :class:`RetryEvent` to; by default ``(log_retry,)``."""
+    return _hooks
