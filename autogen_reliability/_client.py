@@ -198,7 +198,8 @@ def _pipeline(
     # Off whether or not we retry: an SDK retry is a request no row, budget or breaker would see.
     switch_off_sdk_retries(client)
     if settings.retry is not None:
-        budget = budget_for(client, settings.retry.budget) if settings.retry.budget is not None else None
+        retry = settings.retry
+        budget = budget_for(client, retry.budget, retry.clock) if retry.budget is not None else None
         layers.append(RetryLayer(settings.retry, budget, settings.on_retry))
     if settings.circuit is not None:
         layers.append(CircuitLayer(breaker_for(client, settings.circuit)))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import openai
@@ -36,7 +35,7 @@ def state(circuit: CircuitBreaker) -> str:
 
 
 def breaker(clock: Clock, **policy: Any) -> CircuitBreaker:
-    return CircuitBreaker(CircuitBreakerPolicy(**policy), name="Fake(model)", clock=clock)
+    return CircuitBreaker(CircuitBreakerPolicy(**policy, clock=clock), name="Fake(model)")
 
 
 def test_opens_once_the_failure_rate_is_reached_over_the_minimum_calls() -> None:
@@ -142,6 +141,21 @@ def test_breakers_and_budgets_are_shared_per_inner_client_and_policy() -> None:
     assert breaker_for(one, policy) is not breaker_for(one, CircuitBreakerPolicy(window=5, minimum_calls=5))
     assert budget_for(one, RetryBudget()) is budget_for(one, RetryBudget())
     assert budget_for(one, RetryBudget()) is not budget_for(other, RetryBudget())
+    # A policy with a clock of its own gets state on that clock, not the one of the wrappers on real time.
+    clock = Clock()
+    assert breaker_for(one, CircuitBreakerPolicy(clock=clock)) is not breaker_for(one, policy)
+    assert breaker_for(one, CircuitBreakerPolicy(clock=clock)) is breaker_for(one, CircuitBreakerPolicy(clock=clock))
+    assert budget_for(one, RetryBudget(), clock) is not budget_for(one, RetryBudget())
+    assert budget_for(one, RetryBudget(), clock) is budget_for(one, RetryBudget(), clock)
+
+
+def test_a_shared_budget_refills_on_the_retry_policys_clock() -> None:
+    clock = Clock()
+    state = budget_for(ReplayChatCompletionClient(["x"]), RetryBudget(ratio=0, min_per_second=1, capacity=1), clock)
+    assert state.try_spend()
+    assert not state.try_spend()
+    clock.now += 1
+    assert state.try_spend()
 
 
 def test_budget_starts_full_refills_per_call_and_per_second() -> None:
@@ -191,9 +205,12 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
     # A slow request admitted while closed ends with a 400 (not judged) while the breaker is half-open
     # and its one probe is in flight: that must not let a second probe through.
     release_slow, release_probe = threading.Event(), threading.Event()
+    arrived = {"slow": threading.Event(), "probe": threading.Event()}
 
     def reply(request: RecordedRequest) -> FakeReply:
         text = request.messages[-1]["content"]
+        if text in arrived:
+            arrived[text].set()
         if text == "slow":
             release_slow.wait(30)
             return FakeReply.error(400)
@@ -201,8 +218,13 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
             release_probe.wait(30)
         return FakeReply.error(500) if text == "fail" else FakeReply.text("ok")
 
+    async def reached_the_server(text: str) -> None:
+        # Waits on the server's thread, not on the clock; 30 s only guards against hanging.
+        assert await asyncio.to_thread(arrived[text].wait, 30), f"{text!r} never reached the server"
+
     server.default = reply
-    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=0.2, half_open_probes=1)
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=30, half_open_probes=1, clock=clock)
     inner = make_openai_client()
     client = reliable(inner, retry=None, circuit=policy)
     circuit = breaker_for(inner, policy)
@@ -211,30 +233,31 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
         return client.create([UserMessage(content=text, source="user")])
 
     slow = asyncio.ensure_future(ask("slow"))
-    await until(lambda: server.request_count == 1)
-    for _ in range(2):
-        with pytest.raises(openai.InternalServerError):
-            await ask("fail")
-    assert state(circuit) == "open"
-    await until(lambda: state(circuit) == "half_open")
-    probe = asyncio.ensure_future(ask("probe"))
-    await until(lambda: server.request_count == 4)
-    release_slow.set()
-    with pytest.raises(openai.BadRequestError):
-        await slow
     try:
-        with pytest.raises(CircuitOpenError):
-            await ask("a second probe")
-        assert server.request_count == 4
+        await reached_the_server("slow")
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError):
+                await ask("fail")
+        assert state(circuit) == "open"
+        clock.now += 29.9
+        with pytest.raises(CircuitOpenError) as caught:
+            await ask("too early")
+        assert caught.value.retry_in == pytest.approx(0.1)  # open_for is measured on the policy's clock
+        clock.now += 0.1
+        assert state(circuit) == "half_open"
+        probe = asyncio.ensure_future(ask("probe"))
+        await reached_the_server("probe")
+        release_slow.set()
+        with pytest.raises(openai.BadRequestError):
+            await slow
+        try:
+            with pytest.raises(CircuitOpenError):
+                await ask("a second probe")
+            assert server.request_count == 4
+        finally:
+            release_probe.set()
+        assert (await probe).content == "ok"
+        assert state(circuit) == "closed"
     finally:
+        release_slow.set()
         release_probe.set()
-    assert (await probe).content == "ok"
-    assert state(circuit) == "closed"
-
-
-async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Waits (polling the event loop) until ``condition()`` holds; fails the test after ``within`` s."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -56,8 +55,34 @@ from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+
 Mode = Literal["create", "stream"]
 MODES: list[Mode] = ["create", "stream"]
+
+
+class FakeTime:
+    """A clock that moves only when the wrapper sleeps: each wait is recorded, none is slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def policy(self, **options: Any) -> RetryPolicy:
+        """FAST's backoff (0.01 s, at most 0.05 s) on this clock."""
+        return RetryPolicy(**{"initial_delay": 0.01, "max_delay": 0.05, **options}, clock=self.clock, sleep=self.sleep)
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    """Time for a retry policy that tests control: waits are recorded in ``slept``, the clock is ``now``."""
+    return FakeTime()
 
 
 async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> CreateResult:
@@ -91,44 +116,59 @@ def testing_mode() -> Iterator[None]:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_429_with_retry_after_is_waited_out(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}), FakeReply.text("after the wait"))
-    client = reliable(make_openai_client(), retry=FAST)
-    start = time.monotonic()
+    waits: list[float] = []
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=lambda event: waits.append(event.wait))
     result = await call(client, mode)
-    elapsed = time.monotonic() - start
     assert result.content == "after the wait"
     assert server.request_count == 2
-    assert elapsed >= 1.0
+    # The server's second, not the backoff's 0.01-0.05 s.
+    assert waits == fake_time.slept == [1.0]
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_retry_after_ms_is_honoured_in_milliseconds(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "200"}), FakeReply.text("ok"))
     waits: list[float] = []
-    client = reliable(make_openai_client(), retry=FAST, on_retry=lambda event: waits.append(event.wait))
-    start = time.monotonic()
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=lambda event: waits.append(event.wait))
     await call(client, mode)
-    elapsed = time.monotonic() - start
     assert waits == [pytest.approx(0.2)]
-    assert 0.2 <= elapsed < 0.9
+    assert fake_time.slept == waits
     assert server.request_count == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_retry_after_beyond_the_limit_fails_at_once(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     server.enqueue(FakeReply.error(429, headers={"Retry-After": "3600"}))
-    client = reliable(make_openai_client(), retry=FAST)
-    start = time.monotonic()
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append)
     with pytest.raises(openai.RateLimitError):
         await call(client, mode)
-    assert time.monotonic() - start < 0.5
+    assert (events, fake_time.slept) == ([], [])  # no retry, no wait
     assert server.request_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_waits_and_the_deadline_are_on_the_policys_clock(
+    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Retry-After 4 s against a 10 s deadline: waits end at 4 and 8; a third wait would end at 12.
+    server.default = FakeReply.error(503, headers={"Retry-After": "4"})
+    events: list[RetryEvent] = []
+    policy = fake_time.policy(max_attempts=5, deadline=10)
+    client = reliable(make_openai_client(), retry=policy, on_retry=events.append)
+    with pytest.raises(RetriesExhaustedError, match=r"the next wait would pass the deadline \(10 s\)") as caught:
+        await call(client, mode)
+    assert (caught.value.reason, caught.value.attempts) == ("deadline", 3)
+    assert fake_time.slept == [4.0, 4.0]
+    assert [(event.attempt, event.wait, event.elapsed) for event in events] == [(1, 4.0, 0.0), (2, 4.0, 4.0)]
+    assert server.request_count == 3
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -324,43 +364,72 @@ async def test_a_bad_request_does_not_go_to_a_fallback(
 async def test_cancellation_propagates_at_once_without_retry(
     mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
+    waiting = asyncio.Event()
+    slept: list[float] = []
+
+    async def sleep_until_cancelled(seconds: float) -> None:
+        slept.append(seconds)
+        waiting.set()
+        await asyncio.Event().wait()  # only a cancellation ends this wait
+
     server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.text("unused"))
     token = CancellationToken()
-    task = asyncio.ensure_future(call(reliable(make_openai_client()), mode, cancellation_token=token))
-    await asyncio.sleep(0.3)  # the 429 came back; the wrapper is waiting out Retry-After
-    start = time.monotonic()
+    client = reliable(make_openai_client(), retry=RetryPolicy(sleep=sleep_until_cancelled))
+    task = asyncio.ensure_future(call(client, mode, cancellation_token=token))
+    async with asyncio.timeout(30):  # a guard against hanging, not a measurement
+        await waiting.wait()  # the 429 came back; the wrapper is waiting out Retry-After
+    assert slept == [5.0]
     token.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)
+    if not done:
+        task.cancel()
+        pytest.fail("cancelling the token did not end the wait")
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - start < 0.5
+        task.result()
     assert server.request_count == 1
 
 
 async def test_cancelling_the_task_is_not_retried(
     server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("slow", delay=3), FakeReply.text("unused"))
+    arrived, answer = threading.Event(), threading.Event()
+
+    def slow(request: RecordedRequest) -> FakeReply:
+        arrived.set()
+        answer.wait(60)
+        return FakeReply.text("slow")
+
+    server.default = slow
     task = asyncio.ensure_future(reliable(make_openai_client()).create(HI))
-    await asyncio.sleep(0.2)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        assert await asyncio.to_thread(arrived.wait, 30), "the request never reached the server"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(30):  # a guard: a retry would wait for an answer that comes only below
+                await task
+    finally:
+        answer.set()
     assert server.request_count == 1
 
 
 async def test_retries_are_reported_to_hooks_and_logged(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+    fake_time: FakeTime,
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     server.enqueue(FakeReply.error(503, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
     events: list[RetryEvent] = []
-    client = reliable(make_openai_client(), retry=FAST, on_retry=events.append, agent="writer")
+    fake_time.now = 100.0
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append, agent="writer")
     with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
         await client.create(HI)
     (event,) = events
     assert (event.attempt, event.error_kind) == (1, ErrorKind.OVERLOADED)
     assert isinstance(event.error, openai.InternalServerError)
-    assert 0.01 <= event.wait <= 0.05
-    assert event.elapsed >= 0
+    assert 0.01 <= event.wait <= 0.05  # at least the server's 10 ms, at most the backoff's cap
+    assert fake_time.slept == [event.wait]
+    assert event.elapsed == 0.0  # on the policy's clock, which the failed attempt did not move
     (record,) = [record for record in caplog.records if record.name == "autogen_reliability"]
     assert record.getMessage().startswith(
         f"retrying model call {event.call.call_id} in {event.wait:.2f} s after attempt 1 failed (overloaded): "
@@ -372,14 +441,16 @@ async def test_retries_are_reported_to_hooks_and_logged(
     assert record.__dict__["call_id"] == str(event.call.call_id)
 
 
-async def test_deadline_stops_retrying(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_deadline_stops_retrying(
+    fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     server.default = FakeReply.error(429, headers={"Retry-After": "2"})
-    client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=5, deadline=timedelta(seconds=1)))
-    start = time.monotonic()
-    with pytest.raises(RetriesExhaustedError) as caught:
+    policy = fake_time.policy(max_attempts=5, deadline=timedelta(seconds=1))
+    client = reliable(make_openai_client(), retry=policy)
+    with pytest.raises(RetriesExhaustedError, match=r"the next wait would pass the deadline \(1 s\)") as caught:
         await client.create(HI)
     assert caught.value.reason == "deadline"
-    assert time.monotonic() - start < 0.5  # it did not sleep into the deadline
+    assert fake_time.slept == []  # it did not sleep into the deadline
     assert server.request_count == 1
 
 
@@ -415,12 +486,15 @@ async def test_the_deadline_cancels_an_attempt_in_flight(
 
 
 async def test_test_mode_makes_waits_zero(
-    testing_mode: None, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    testing_mode: None, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.error(500), FakeReply.text("ok"))
-    start = time.monotonic()
-    assert (await reliable(make_openai_client()).create(HI)).content == "ok"
-    assert time.monotonic() - start < 0.5
+    events: list[RetryEvent] = []
+    # The default backoff (0.5 s, doubled) and the server's 5 s, on a clock and a sleep the test watches.
+    policy = RetryPolicy(clock=fake_time.clock, sleep=fake_time.sleep)
+    assert (await reliable(make_openai_client(), retry=policy, on_retry=events.append).create(HI)).content == "ok"
+    assert [event.wait for event in events] == [0.0, 0.0]
+    assert fake_time.slept == []
     assert server.request_count == 3
 
 
@@ -514,6 +588,8 @@ async def test_retry_none_switches_off_the_sdks_retries_too(
         ({"max_delay": float("inf")}, "max_delay must be finite"),
         ({"max_retry_after": -1}, "max_retry_after must be >= 0"),
         ({"max_attempts": True}, "must be an int"),
+        ({"clock": 3.0}, "clock must be callable"),
+        ({"sleep": "asyncio.sleep"}, "sleep must be callable"),
     ],
 )
 def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -> None:
@@ -539,6 +615,7 @@ def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -
         (lambda: CircuitBreakerPolicy(half_open_probes=0), "half_open_probes must be an int >= 1"),
         (lambda: CircuitBreakerPolicy(minimum_calls=2.0), "minimum_calls must be an int >= 1"),  # type: ignore[arg-type]
         (lambda: CircuitBreakerPolicy(open_for=float("inf")), "open_for must be finite"),
+        (lambda: CircuitBreakerPolicy(clock=None), "clock must be callable"),  # type: ignore[arg-type]
     ],
 )
 def test_budget_and_circuit_reject_bad_values(factory: Any, message: str) -> None:
@@ -607,12 +684,13 @@ def retry_hooks() -> Iterator[None]:
 
 async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
     retry_hooks: None,
+    fake_time: FakeTime,
     server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     own: list[RetryEvent] = []
-    client = reliable(make_openai_client(), retry=FAST, on_retry=own.append)  # built before any change
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=own.append)  # built before any change
 
     async def retried_once() -> list[logging.LogRecord]:
         caplog.clear()
@@ -647,6 +725,20 @@ async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
         set_on_retry_hooks(log_retry)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="a retry hook must be callable"):
         set_on_retry_hooks(["log"])  # type: ignore[list-item]
+
+
+def test_clock_and_sleep_are_code_not_configuration(fake_time: FakeTime) -> None:
+    retry = RetryPolicy(max_attempts=4, clock=fake_time.clock, sleep=fake_time.sleep)
+    circuit = CircuitBreakerPolicy(window=4, minimum_calls=2, clock=fake_time.clock)
+    assert "clock" not in retry.to_config()
+    assert "sleep" not in retry.to_config()
+    assert "clock" not in circuit.to_config()
+    client = reliable(ReplayChatCompletionClient(["x"]), retry=retry, circuit=circuit)
+    loaded = ReliableChatCompletionClient.load_component(client.dump_component())
+    assert loaded.options["retry"] == RetryPolicy(max_attempts=4)  # the default clock and sleep again
+    assert loaded.options["circuit"] == CircuitBreakerPolicy(window=4, minimum_calls=2)
+    assert loaded.options["retry"] != retry  # a clock is part of what a policy is
+    assert "clock" not in repr(retry)
 
 
 async def test_a_policy_is_validated_once_not_per_call(

@@ -107,9 +107,12 @@ class RetryBudgetState:
         self._updated = now
 
 
-_budgets: PerClient[RetryBudget, RetryBudgetState] = PerClient(lambda client, budget: RetryBudgetState(budget))
+_Clock = Callable[[], float]
+_budgets: PerClient[tuple[RetryBudget, _Clock], RetryBudgetState] = PerClient(
+    lambda client, key: RetryBudgetState(*key)
+)
 
 
-def budget_for(client: object, budget: RetryBudget) -> RetryBudgetState:
-    """The bucket shared by every wrapper of ``client`` that uses ``budget``."""
-    return _budgets.get(client, budget)
+def budget_for(client: object, budget: RetryBudget, clock: _Clock = time.monotonic) -> RetryBudgetState:
+    """The bucket shared by every wrapper of ``client`` that uses ``budget`` on ``clock`` (the retry policy's)."""
+    return _budgets.get(client, (budget, clock))

@@ -18,7 +18,7 @@ agents share it when they share the client) and judges the outcomes of
 Only provider failures a retry could fix count as failures (rate limits,
 timeouts, connection errors, server errors, overload). A bad request or a
 cancelled call says nothing about the provider's health and is not counted.
-The clock is monotonic.
+Time is the policy's ``clock`` (``time.monotonic`` unless a test injects one).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -53,6 +53,9 @@ class CircuitBreakerPolicy:
         minimum_calls: Outcomes needed before the window is judged at all.
         open_for: How long an open circuit refuses requests before probing.
         half_open_probes: Probe requests let through when half-open; all must succeed to close.
+        clock: Seconds on a monotonic clock, for ``open_for``. Code, not
+            configuration: :meth:`to_config` leaves it out. A breaker is shared
+            per client and policy, so wrappers with another clock get another breaker.
     """
 
     window: int = 20
@@ -60,6 +63,7 @@ class CircuitBreakerPolicy:
     minimum_calls: int = 10
     open_for: float | timedelta = 30.0
     half_open_probes: int = 1
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, kw_only=True)
 
     def __post_init__(self) -> None:
         for name in ("window", "minimum_calls", "half_open_probes"):
@@ -74,9 +78,11 @@ class CircuitBreakerPolicy:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
             raise ConfigurationError(f"CircuitBreakerPolicy.failure_rate must be in (0, 1], got {rate!r}")
         as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
+        if not callable(self.clock):
+            raise ConfigurationError(f"CircuitBreakerPolicy.clock must be callable, got {type(self.clock).__name__}")
 
     def to_config(self) -> dict[str, Any]:
-        """A JSON-ready dict (times in seconds) for :meth:`from_config`."""
+        """A JSON-ready dict (times in seconds) for :meth:`from_config`; ``clock`` is code and is left out."""
         return {
             "window": self.window,
             "failure_rate": self.failure_rate,
@@ -92,14 +98,17 @@ class CircuitBreakerPolicy:
 
 
 class CircuitBreaker:
-    """The state of one provider client's circuit under one :class:`CircuitBreakerPolicy`."""
+    """The state of one provider client's circuit under one :class:`CircuitBreakerPolicy`.
+
+    Its time is ``clock``, by default the policy's.
+    """
 
     def __init__(
-        self, policy: CircuitBreakerPolicy, name: str = "model client", clock: Callable[[], float] = time.monotonic
+        self, policy: CircuitBreakerPolicy, name: str = "model client", clock: Callable[[], float] | None = None
     ) -> None:
         self.policy = policy
         self.name = name
-        self._clock = clock
+        self._clock = clock if clock is not None else policy.clock
         self._open_for = as_seconds("open_for", policy.open_for)
         self._outcomes: deque[bool] = deque(maxlen=policy.window)  # True = failure
         self._state: CircuitState = "closed"

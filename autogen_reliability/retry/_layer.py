@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
@@ -134,9 +133,10 @@ class _RetryRun:
         self.policy = policy
         self.request = request
         self.hooks = layer.hooks
+        self.clock = policy.clock
         self.start = start
         self.kinds: list[ErrorKind] = []
-        self.deadline = StopBeforeDeadline(policy._deadline, start, time.monotonic)
+        self.deadline = StopBeforeDeadline(policy._deadline, start, policy.clock)
         self.budget = StopWhenBudgetSpent(layer.budget) if layer.budget is not None else None
 
     def retrying(self) -> AsyncRetrying:
@@ -174,7 +174,7 @@ class _RetryRun:
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+        sleeper = asyncio.ensure_future(self.policy.sleep(seconds))
         if self.request.cancellation_token is not None:
             self.request.cancellation_token.link_future(sleeper)
         await sleeper
@@ -192,7 +192,7 @@ class _RetryRun:
                 logger.exception("retry hook %r failed", hook)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.clock() - self.start
 
     def exhausted(self, error: RetryError) -> RetriesExhaustedError:
         last = error.last_attempt.exception()
@@ -232,7 +232,9 @@ class RetryLayer(Layer):
     attempt in flight is cancelled (its usage row says ``cancelled``) and
     :class:`~autogen_reliability.RetriesExhaustedError` names the deadline. A
     stream is bounded until its first chunk is handed on; after that the
-    consumer reads at its own pace and retrying is over.
+    consumer reads at its own pace and retrying is over. The timer of the
+    attempt in flight is the event loop's (``asyncio.timeout``); the policy's
+    clock decides whether a wait would pass the deadline, and its sleep waits.
     """
 
     def __init__(
@@ -293,7 +295,7 @@ class RetryLayer(Layer):
     def _start(self) -> float:
         if self.budget is not None:
             self.budget.deposit()
-        return time.monotonic()
+        return self.policy.clock()
 
     def _out_of_time(self, run: _RetryRun | None) -> RetriesExhaustedError:
         """The error for a call whose deadline passed while an attempt (or, rarely, a wait) was under way."""

@@ -20,15 +20,20 @@ and hide the error in a ``RetryError``) are not used:
 - when retrying stops, :class:`~autogen_reliability.RetriesExhaustedError` is
   raised *from* the last provider error.
 
-Each retry is handed to the process-wide hooks (:func:`get_on_retry_hooks`; by default :func:`log_retry`, one WARNING
+Time is a parameter: the policy's ``clock`` measures the deadline and each
+:class:`RetryEvent`'s ``elapsed``, its ``sleep`` waits between attempts, so a
+test injects both instead of sleeping. Each retry is handed to the process-wide
+hooks (:func:`get_on_retry_hooks`; by default :func:`log_retry`, one WARNING
 line) and then to the wrapper's own ``on_retry`` hooks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -114,7 +119,7 @@ class StopBeforeDeadline(stop_base):
 
     tenacity's ``stop_before_delay`` measures from the start of its own loop on
     ``time.monotonic``; the deadline covers the whole call, whose first attempt
-    runs before the loop (see ``RetryLayer``).
+    runs before the loop (see ``RetryLayer``), and time is injectable.
     """
 
     def __init__(self, deadline: float, start: float, clock: Callable[[], float]) -> None:
@@ -170,6 +175,11 @@ class RetryPolicy:
             context length, cancellation) are refused.
         budget: The retry budget shared by every wrapper of the same provider
             client; ``None`` turns it off.
+        clock: Seconds on a monotonic clock: the deadline, the budget's refill
+            and :attr:`RetryEvent.elapsed` are measured on it. Code, not
+            configuration: :meth:`to_config` leaves it out.
+        sleep: Waits between attempts (``await sleep(seconds)``). Code, not
+            configuration, like ``clock``.
 
     Example:
         >>> from datetime import timedelta
@@ -187,6 +197,8 @@ class RetryPolicy:
     max_retry_after: float | timedelta = 60.0
     retry_on: frozenset[ErrorKind] = RETRYABLE_BY_DEFAULT
     budget: RetryBudget | None = field(default_factory=RetryBudget)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, kw_only=True)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, kw_only=True)
     # What the layer runs, converted once here: a call never re-validates or re-converts the policy.
     _deadline: float = field(init=False, repr=False, compare=False)
     _max_retry_after: float = field(init=False, repr=False, compare=False)
@@ -217,6 +229,8 @@ class RetryPolicy:
         object.__setattr__(self, "retry_on", retry_on)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None, got {type(self.budget).__name__}")
+        _callable("clock", self.clock)
+        _callable("sleep", self.sleep)
         # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
         exponential = wait_random_exponential if self.jitter else wait_exponential
         backoff = exponential(multiplier=initial, max=maximum)
@@ -226,7 +240,10 @@ class RetryPolicy:
         object.__setattr__(self, "_stop_after_attempts", stop_after_attempt(self.max_attempts))
 
     def to_config(self) -> dict[str, Any]:
-        """A JSON-ready dict (times in seconds) that :meth:`from_config` turns back into this policy."""
+        """A JSON-ready dict (times in seconds) that :meth:`from_config` turns back into this policy.
+
+        ``clock`` and ``sleep`` are code, not configuration, and are left out.
+        """
         return {
             "max_attempts": self.max_attempts,
             "initial_delay": as_seconds("initial_delay", self.initial_delay),
@@ -270,7 +287,7 @@ class RetryEvent:
         error_kind: How its error was classified.
         error: The error itself.
         wait: Seconds to wait before the next attempt.
-        elapsed: Seconds since the call started.
+        elapsed: Seconds since the call started, on the policy's clock.
     """
 
     call: Call
