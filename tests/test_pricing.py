@@ -36,7 +36,6 @@ from autogen_reliability.accounting._pricing import (
     Cost,
     PricingTable,
     TokenUsage,
-    _FastPrices,
     infer_provider,
     model_of,
 )
@@ -135,8 +134,9 @@ def test_time_of_day_prices_follow_the_hour_not_the_day(hour: int) -> None:
 
 
 def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -> None:
-    # Our fast path and genai-prices' own calculation must agree on every model, tier and date;
-    # where genai-prices cannot price (LookupError, ValueError), we say "unpriced".
+    # What the table finds (its cached lookups, the provider as asked) and what genai-prices' public
+    # calc_price() finds must agree on every model, tier and date, to the last decimal; where
+    # genai-prices cannot price (LookupError, ValueError), we say "unpriced".
     table = PricingTable()
     usages = [
         PARITY_USAGES[1],
@@ -161,20 +161,6 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
                     unpriced += cost is None
     assert checked > 10_000
     assert unpriced < checked / 10
-
-
-def test_the_sweep_covers_both_ways_of_computing() -> None:
-    # Most price sets take the fast path; the rest (per-request prices, reasoning-token prices) are
-    # computed by genai-prices itself. Both must exist in the data for the sweep above to test both.
-    kinds = {"fast": 0, "genai": 0}
-    for provider in data_snapshot.get_snapshot().providers:
-        for model in provider.models:
-            prices = [model.prices] if isinstance(model.prices, genai_types.ModelPrice) else model.prices
-            for item in prices:
-                model_price = item if isinstance(item, genai_types.ModelPrice) else item.prices
-                kinds["fast" if _FastPrices.of(model_price) else "genai"] += 1
-    assert kinds["fast"] > 1000
-    assert kinds["genai"] >= 1
 
 
 def test_genai_cost_names_the_canonical_model_and_provider() -> None:
@@ -775,6 +761,41 @@ def test_an_auto_updated_snapshot_is_named_in_the_source() -> None:
     assert after is not None
     assert after.usd == before.usd
     assert after.source == f"{SOURCE} (data of 2026-01-02T03:04:05)"
+
+
+def test_a_price_set_genai_prices_refuses_is_unpriced_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    # Data updated from the network could hold a price genai-prices itself rejects (here a negative one).
+    broken = genai_types.Provider(
+        id="acme-cloud",
+        name="Acme Cloud",
+        api_pattern=r"https://api\.acme\.example",
+        models=[
+            genai_types.ModelInfo(
+                id="acme-1",
+                match=genai_types.ClauseEquals(equals="acme-1"),
+                prices=genai_types.ModelPrice(input_mtok=Decimal(-1), output_mtok=Decimal(1)),
+            ),
+            genai_types.ModelInfo(
+                id="acme-2",
+                match=genai_types.ClauseEquals(equals="acme-2"),
+                prices=genai_types.ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(2)),
+            ),
+        ],
+    )
+    data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[broken], from_auto_update=True))
+    try:
+        table = PricingTable()
+        with caplog.at_level("WARNING", logger=pricing_module.logger.name):
+            refused = [price(table, "acme-1", "acme-cloud", prompt_tokens=10, completion_tokens=1) for _ in range(3)]
+            fine = price(table, "acme-2", "acme-cloud", prompt_tokens=1_000_000, completion_tokens=0)
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert refused == [None, None, None]
+    assert fine is not None
+    assert fine.usd == Decimal(1)
+    warnings_logged = [record.getMessage() for record in caplog.records]
+    assert len(warnings_logged) == 1
+    assert "could not price acme-1 at acme-cloud" in warnings_logged[0]
 
 
 # --------------------------------------------------------------------------------------------------
