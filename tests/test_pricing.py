@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import traceback
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -29,6 +30,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as genai_types
 
+import autogen_reliability.accounting._price_overrides as overrides_module
 import autogen_reliability.accounting._pricing as pricing_module
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.accounting._pricing import (
@@ -570,87 +572,105 @@ def test_toml_json_and_dict_give_the_same_table(tmp_path: Path) -> None:
 
 
 def test_module_docstring_example_is_valid_toml_for_the_table(tmp_path: Path) -> None:
-    doc = pricing_module.__doc__ or ""
+    doc = overrides_module.__doc__ or ""
     toml = textwrap.dedent(doc.split("exact decimals")[1].split("::", 1)[1].split("The same as JSON")[0])
     (tmp_path / "doc.toml").write_text(toml, encoding="utf-8")
     table = PricingTable.from_file(tmp_path / "doc.toml")
     assert price(table, "local-gpu-model", prompt_tokens=1, completion_tokens=1, latency_seconds=1) is not None
 
 
+# pydantic's words for the reasons that come up most.
+NEGATIVE = "Input should be greater than or equal to 0"
+UNKNOWN_KEY = "Extra inputs are not permitted"
+NOT_A_NUMBER = "Decimal input should be an integer, float, string or Decimal object"
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"model": {}}, "pricing overrides: model: unknown top-level key"),
-        ({"models": []}, "models: expected a table of models"),
-        ({"models": {"": {"input": 1, "output": 1}}}, "model names must be non-empty strings"),
-        ({"models": {"m": {"input": 1, "output": 1, "inptu": 2}}}, "model 'm': inptu: unknown key"),
-        ({"models": {"m": {"input": -1, "output": 1}}}, "model 'm': input: must not be negative"),
-        ({"models": {"m": {"input": "1", "output": "-0.01"}}}, "model 'm': output: must not be negative"),
-        ({"models": {"m": {"input": "cheap", "output": 1}}}, "model 'm': input: not a number: 'cheap'"),
-        ({"models": {"m": {"input": "NaN", "output": 1}}}, "model 'm': input: must be finite"),
-        ({"models": {"m": {"input": float("inf"), "output": 1}}}, "model 'm': input: must be finite"),
-        ({"models": {"m": {"input": True, "output": 1}}}, "model 'm': input: expected a number"),
-        ({"models": {"m": {"input": [1], "output": 1}}}, "model 'm': input: expected a number"),
-        ({"models": {"m": {}}}, "model 'm': has neither token prices (input, output) nor per_second"),
-        ({"models": {"m": {"provider": "openai"}}}, "model 'm': has neither token prices"),
-        ({"models": {"m": {"input": 1}}}, "model 'm': output: missing"),
-        ({"models": {"m": {"output": 1, "cached_input": 1}}}, "model 'm': input: missing"),
-        ({"models": {"m": {"input": 1, "output": 1, "per_second": 1}}}, "model 'm': per_second: a rate is per token"),
-        ({"models": {"m": "free"}}, "model 'm': expected a table"),
-        ({"models": {"m": {"input": 1, "output": 1, "provider": ""}}}, "model 'm': provider: expected a non-empty"),
-        ({"models": {"m": {"input": 1, "output": 1, "provider": 3}}}, "model 'm': provider: expected a non-empty"),
-        ({"models": {"m": []}}, "model 'm': an empty list of entries"),
+        ({"model": {}}, "pricing overrides: model: " + UNKNOWN_KEY),
+        ({"models": []}, "pricing overrides: models: Input should be a valid dictionary"),
+        ({"models": {"": {"input": 1, "output": 1}}}, "pricing overrides: models: model names must not be empty"),
+        ({"models": {"m": {"input": 1, "output": 1, "inptu": 2}}}, 'models."m".inptu: ' + UNKNOWN_KEY),
+        ({"models": {"m": {"input": -1, "output": 1}}}, 'models."m".input: ' + NEGATIVE),
+        ({"models": {"m": {"input": "1", "output": "-0.01"}}}, 'models."m".output: ' + NEGATIVE),
+        ({"models": {"m": {"input": "cheap", "output": 1}}}, 'models."m".input: Input should be a valid decimal'),
+        ({"models": {"m": {"input": "NaN", "output": 1}}}, 'models."m".input: Input should be a finite number'),
+        ({"models": {"m": {"input": float("inf"), "output": 1}}}, 'models."m".input: Input should be a finite number'),
+        ({"models": {"m": {"input": True, "output": 1}}}, 'models."m".input: ' + NOT_A_NUMBER),
+        ({"models": {"m": {"input": [1], "output": 1}}}, 'models."m".input: ' + NOT_A_NUMBER),
+        ({"models": {"m": {}}}, 'models."m": has neither token prices (input, output) nor per_second'),
+        ({"models": {"m": {"provider": "openai"}}}, 'models."m": has neither token prices'),
+        ({"models": {"m": {"input": 1}}}, 'models."m": output missing'),
+        ({"models": {"m": {"output": 1, "cached_input": 1}}}, 'models."m": input missing'),
+        (
+            {"models": {"m": {"input": 1, "output": 1, "per_second": 1}}},
+            'models."m": a rate is per token or per second, not both',
+        ),
+        ({"models": {"m": "free"}}, 'models."m": expected a table of prices or a list of them'),
+        (
+            {"models": {"m": {"input": 1, "output": 1, "provider": ""}}},
+            'models."m".provider: String should have at least 1 character',
+        ),
+        (
+            {"models": {"m": {"input": 1, "output": 1, "provider": 3}}},
+            'models."m".provider: Input should be a valid string',
+        ),
+        ({"models": {"m": []}}, 'models."m": List should have at least 1 item'),
         (
             {"models": {"m": [{"input": 1, "output": 1, "provider": "a"}, {"input": 2, "output": 2, "provider": "A"}]}},
-            "model 'm': provider: two entries for provider 'a'",
+            "models.\"m\": two entries for provider 'a'",
         ),
         (
             {"models": {"m": [{"input": 1, "output": 1}, {"input": 2, "output": 2}]}},
-            "model 'm': provider: two entries for no provider",
+            'models."m": two entries for no provider',
         ),
-        ({"models": {"m": [{"input": 1, "output": 1}, {"inputs": 2}]}}, "model 'm': [1].inputs: unknown key"),
+        ({"models": {"m": [{"input": 1, "output": 1}, {"inputs": 2}]}}, 'models."m"[1].inputs: ' + UNKNOWN_KEY),
         (
             {"models": {"GPT-X": {"input": 1, "output": 1}, "gpt-x": {"input": 1, "output": 1}}},
-            "model 'gpt-x': listed twice (also as 'GPT-X'",
+            "models: 'gpt-x' is listed twice (also as 'GPT-X'",
         ),
-        ({"models": {"m": {"prices": []}}}, "model 'm': prices: expected a non-empty list"),
-        ({"models": {"m": {"prices": "1"}}}, "model 'm': prices: expected a non-empty list"),
+        ({"models": {"m": {"prices": []}}}, 'models."m".prices: List should have at least 1 item'),
+        ({"models": {"m": {"prices": "1"}}}, 'models."m".prices: Input should be a valid list'),
         (
             {"models": {"m": {"input": 1, "prices": [{"effective_from": "2026-01-01", "input": 1, "output": 1}]}}},
-            "model 'm': input: give prices either on the model or in its `prices` list",
+            'models."m": give prices either on the model or in its `prices` list, not both (also has input)',
         ),
-        ({"models": {"m": {"prices": [{"input": 1, "output": 1}]}}}, "model 'm': prices[0].effective_from: missing"),
+        (
+            {"models": {"m": {"prices": [{"input": 1, "output": 1}]}}},
+            'models."m".prices[0].effective_from: Field required',
+        ),
         (
             {"models": {"m": {"prices": [{"effective_from": "soon", "input": 1, "output": 1}]}}},
-            "model 'm': prices[0].effective_from: expected a date",
+            'models."m".prices[0].effective_from: expected a date (YYYY-MM-DD)',
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": datetime(2026, 1, 1), "input": 1, "output": 1}]}}},
-            "model 'm': prices[0].effective_from: expected a date (YYYY-MM-DD), got the date-time",
+            'models."m".prices[0].effective_from: expected a date (YYYY-MM-DD), got a date-time',
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": 20260101, "input": 1, "output": 1}]}}},
-            "model 'm': prices[0].effective_from: expected a date",
+            'models."m".prices[0].effective_from: Input should be a valid date',
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": 1, "output": 1, "provider": "x"}]}}},
-            "model 'm': prices[0].provider: unknown key",
+            'models."m".prices[0].provider: ' + UNKNOWN_KEY,
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": -1, "output": 1}]}}},
-            "model 'm': prices[0].input: must not be negative",
+            'models."m".prices[0].input: ' + NEGATIVE,
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": "2026-01-01", "input": 1}]}}},
-            "model 'm': prices[0].output: missing",
+            'models."m".prices[0]: output missing',
         ),
         (
             {"models": {"m": {"prices": [{"effective_from": "2026-01-01"}]}}},
-            "model 'm': prices[0]: has neither token prices",
+            'models."m".prices[0]: has neither token prices',
         ),
         (
             {"models": {"m": {"prices": ["x"]}}},
-            "model 'm': prices[0]: expected a table",
+            'models."m".prices[0]: expected a table',
         ),
         (
             {
@@ -663,7 +683,7 @@ def test_module_docstring_example_is_valid_toml_for_the_table(tmp_path: Path) ->
                     }
                 }
             },
-            "model 'm': prices: two prices take effect on 2026-01-01",
+            'models."m": two prices take effect on 2026-01-01',
         ),
     ],
 )
@@ -684,16 +704,54 @@ def test_invalid_overrides_fail_at_construction_naming_model_and_key(
         ("broken.toml", "[models\n", "not valid TOML"),
         ("broken.json", "{", "not valid JSON"),
         ("list.json", "[]", "expected a table/object at the top level"),
-        ("bad.toml", '[models."m"]\ninput = -1\noutput = 1\n', "model 'm': input: must not be negative"),
-        ("bad.json", '{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', "model 'm': cache: unknown key"),
+        ("bad.toml", '[models."m"]\ninput = -1\noutput = 1\n', 'models."m".input: ' + NEGATIVE),
+        ("bad.json", '{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', 'models."m".cache: ' + UNKNOWN_KEY),
     ],
 )
 def test_invalid_files_fail_at_construction(tmp_path: Path, name: str, content: str | None, expected: str) -> None:
     path = tmp_path / name
     if content is not None:
         path.write_text(content, encoding="utf-8")
-    with pytest.raises(ConfigurationError, match=re.escape(expected)):
+    with pytest.raises(ConfigurationError, match=re.escape(expected)) as raised:
         PricingTable.from_file(path)
+    assert str(raised.value).startswith(f"pricing file {str(path)!r}: ")
+
+
+def test_every_problem_is_listed_with_its_location(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[models."a"]\ninput = -1\noutput = 1\n[[models."b".prices]]\ninput = 1\noutput = 1\n[models."c"]\n'
+        "input = 1\noutput = 1\ncache = 1\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigurationError) as raised:
+        PricingTable.from_file(path)
+    assert str(raised.value) == (
+        f"pricing file {str(path)!r}: "
+        'models."a".input: Input should be greater than or equal to 0; '
+        'models."b".prices[0].effective_from: Field required; '
+        'models."c".cache: Extra inputs are not permitted'
+    )
+
+
+def test_a_bad_override_never_repeats_the_values_it_was_given() -> None:
+    secret = "sk-proj-0123456789abcdef"
+    for overrides in (
+        {"models": {"m": {"input": 1, "output": 1, "api_key": secret}}},  # an unknown key holding a secret
+        {"models": {"m": {"input": secret, "output": 1}}},  # pasted into a price
+        {"models": {"m": {"provider": {"token": secret}, "input": 1, "output": 1}}},
+        {"models": {"m": {"prices": [{"effective_from": secret, "input": 1, "output": 1}]}}},
+        {"models": {"m": secret}},
+        {"token": secret},
+    ):
+        with pytest.raises(ConfigurationError) as raised:
+            PricingTable(overrides)
+        error = raised.value
+        assert secret not in str(error)
+        # Nothing chained to it repeats the value either (a pydantic ValidationError would: input_value=...).
+        assert error.__cause__ is None
+        assert error.__suppress_context__
+        assert secret not in "".join(traceback.format_exception(error))
 
 
 def test_overrides_of_the_wrong_type_fail() -> None:

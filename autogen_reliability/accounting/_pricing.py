@@ -7,10 +7,11 @@ when an override says so.
 
 Sources, first match wins:
 
-1. **User overrides** (a dict, or a TOML/JSON file). For the models it lists
-   (with their provider, if the entry names one) the override table is
-   authoritative: a request dated before every ``effective_from`` of a listed
-   model is *unpriced*, genai-prices is not asked.
+1. **User overrides** (a dict, or a TOML/JSON file; the format and its rules
+   are in :mod:`~autogen_reliability.accounting._price_overrides`). For the
+   models it lists (with their provider, if the entry names one) the override
+   table is authoritative: a request dated before every ``effective_from`` of a
+   listed model is *unpriced*, genai-prices is not asked.
 2. **genai-prices' offline data** (the snapshot bundled with the installed
    package; time-aware, with cache-read/write and tiered prices). It is never
    updated from the network by this module: no call here fetches anything.
@@ -42,92 +43,21 @@ What stays here is the lookup of a (model, provider), cached with its misses:
 genai-prices caches the models it found, not the ones it did not, and a model
 unknown to its provider (a local ``llama3.1`` behind OpenAI's client is looked
 up at ``openai``) costs ~90 µs there on every call, ~2 µs here.
-
-Override format
----------------
-
-Prices are USD **per million tokens** (``input``, ``output``, ``cached_input``,
-``cache_write``) or USD **per second** of request latency (``per_second``, for
-self-hosted models priced by compute time). Numbers may be written as strings
-or numbers; they are read as exact decimals, never through a binary float
-(TOML and JSON files are parsed with ``parse_float=Decimal``)::
-
-    [models."gpt-4o-mini"]
-    input = "0.15"
-    output = "0.60"
-    cached_input = "0.075"          # optional; cache reads cost `input` without it
-    cache_write = "0.1875"          # optional; cache writes cost `input` without it
-    provider = "openai"             # optional: the entry only matches this provider
-
-    [[models."acme-llm".prices]]    # dated prices: each in force from its date (UTC)
-    effective_from = 2026-01-01     #   until the next one
-    input = 1
-    output = 2
-    [[models."acme-llm".prices]]
-    effective_from = 2026-07-01
-    input = "0.8"
-    output = "1.6"
-
-    [models."llama3.1:8b"]          # self-hosted: free (a known price of $0, not "unpriced")
-    input = 0
-    output = 0
-
-    [models."local-gpu-model"]      # self-hosted, priced by compute time
-    per_second = "0.0004"
-
-    [[models."gpt-4o"]]             # one model, a different price per provider:
-    provider = "openai"             #   a list of entries, one per provider
-    input = "2.50"
-    output = "10"
-    [[models."gpt-4o"]]
-    provider = "azure"
-    input = "2.75"
-    output = "11"
-
-The same as JSON (dates as ``"YYYY-MM-DD"`` strings)::
-
-    {"models": {"gpt-4o-mini": {"input": "0.15", "output": "0.60", "provider": "openai"},
-                "acme-llm": {"prices": [{"effective_from": "2026-01-01", "input": 1, "output": 2}]},
-                "local-gpu-model": {"per_second": "0.0004"}}}
-
-Rules, checked when the table is built (a violation raises
-:class:`~autogen_reliability._errors.ConfigurationError` naming the model and key):
-
-- The top level has one key, ``models``. Model names match case-insensitively
-  (as genai-prices matches them), so two names differing only in case clash.
-- An entry has either token prices (``input`` and ``output`` both required,
-  ``cached_input`` and ``cache_write`` optional) or ``per_second``, not both,
-  not neither; or a non-empty ``prices`` list of such rates, each with an
-  ``effective_from`` date, no two on the same date. Unknown keys, negative,
-  non-finite or unparsable numbers are errors. ``0`` is a valid price.
-- An entry with ``provider`` matches requests for that provider only (compared
-  case-insensitively); an entry without one matches any provider. When both
-  exist for a model, the provider's own entry wins. A request whose provider
-  matches no entry of the model falls through to genai-prices.
-
-How usage is priced by an override: of ``prompt_tokens``, ``cached_tokens`` cost
-``cached_input`` and ``cache_write_tokens`` cost ``cache_write`` (each ``input``
-when absent), the rest ``input``; ``completion_tokens`` cost ``output``. A
-``per_second`` price is multiplied by ``latency_seconds``; without a latency the
-request is unpriced.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import math
 import os
 import re
 import sys
 import threading
-import tomllib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
@@ -146,6 +76,7 @@ from genai_prices import types as genai_types
 from genai_prices import validation as _genai_validation  # noqa: F401
 
 from .._errors import ConfigurationError
+from ._price_overrides import Override, OverrideTable, Rate, overrides_from_file, overrides_from_mapping
 
 __all__ = ["Cost", "PricingTable", "TokenUsage", "infer_provider", "model_of"]
 
@@ -161,10 +92,6 @@ _NANO_PER_USD: Final = Decimal(1_000_000_000)
 _LOOKUP_CACHE_SIZE: Final = 1024
 
 _OVERRIDE_SOURCE: Final = "override"
-_RATE_KEYS: Final = ("input", "output", "cached_input", "cache_write", "per_second")
-_TOKEN_KEYS: Final = ("input", "output", "cached_input", "cache_write")
-_ENTRY_KEYS: Final = frozenset({"provider", "prices", *_RATE_KEYS})
-_DATED_KEYS: Final = frozenset({"effective_from", *_RATE_KEYS})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,215 +176,28 @@ class Cost:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Rate:
-    """Prices in force from ``effective_from`` (``None``: always) until the next rate of the entry."""
-
-    effective_from: date | None
-    input: Decimal | None = None
-    output: Decimal | None = None
-    cached_input: Decimal | None = None
-    cache_write: Decimal | None = None
-    per_second: Decimal | None = None
-
-    def usd(self, usage: TokenUsage) -> Decimal | None:
-        """The exact cost of ``usage`` at this rate; ``None`` when it needs a latency that is missing."""
-        if self.per_second is not None:
-            if usage.latency_seconds is None:
-                return None
-            # str() gives the float's shortest repr, i.e. the number the caller measured, not its binary expansion.
-            return self.per_second * Decimal(str(usage.latency_seconds))
-        # Parsing guarantees input and output for a token rate.
-        assert self.input is not None
-        assert self.output is not None
-        cached_price = self.input if self.cached_input is None else self.cached_input
-        write_price = self.input if self.cache_write is None else self.cache_write
-        uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
-        return (
-            self.input * uncached
-            + cached_price * usage.cached_tokens
-            + write_price * usage.cache_write_tokens
-            + self.output * usage.completion_tokens
-        ) / _PER_MILLION
+def _override_usd(rate: Rate, usage: TokenUsage) -> Decimal | None:
+    """The exact cost of ``usage`` at an override's rate; ``None`` when it needs a latency that is missing."""
+    if rate.per_second is not None:
+        if usage.latency_seconds is None:
+            return None
+        # str() gives the float's shortest repr, i.e. the number the caller measured, not its binary expansion.
+        return rate.per_second * Decimal(str(usage.latency_seconds))
+    # The overrides' model guarantees input and output for a token rate.
+    assert rate.input is not None
+    assert rate.output is not None
+    cached_price = rate.input if rate.cached_input is None else rate.cached_input
+    write_price = rate.input if rate.cache_write is None else rate.cache_write
+    uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+    return (
+        rate.input * uncached
+        + cached_price * usage.cached_tokens
+        + write_price * usage.cache_write_tokens
+        + rate.output * usage.completion_tokens
+    ) / _PER_MILLION
 
 
-@dataclass(frozen=True, slots=True)
-class _Override:
-    model: str
-    provider: str | None
-    rates: tuple[_Rate, ...]  # ascending effective_from; a single undated rate otherwise
-
-    def rate_on(self, day: date) -> _Rate | None:
-        found: _Rate | None = None
-        for rate in self.rates:
-            if rate.effective_from is None or rate.effective_from <= day:
-                found = rate
-            else:
-                break
-        return found
-
-
-def _config_error(model: str | None, key: str | None, problem: str) -> ConfigurationError:
-    where = "pricing overrides"
-    if model is not None:
-        where += f": model {model!r}"
-    if key is not None:
-        where += f": {key}"
-    return ConfigurationError(f"{where}: {problem}")
-
-
-def _parse_price(model: str, key: str, value: object) -> Decimal:
-    if isinstance(value, bool):
-        raise _config_error(model, key, f"expected a number or a numeric string, got {value!r}")
-    try:
-        if isinstance(value, Decimal):
-            number = value
-        elif isinstance(value, int):
-            number = Decimal(value)
-        elif isinstance(value, float):
-            # A float from Python code: its repr is the literal the user wrote, exactly.
-            number = Decimal(repr(value))
-        elif isinstance(value, str):
-            number = Decimal(value.strip())
-        else:
-            raise _config_error(model, key, f"expected a number or a numeric string, got {type(value).__name__}")
-    except InvalidOperation:
-        raise _config_error(model, key, f"not a number: {value!r}") from None
-    if not number.is_finite():
-        raise _config_error(model, key, f"must be finite, got {value!r}")
-    if number < 0:
-        raise _config_error(model, key, f"must not be negative, got {value!r}")
-    return number + 0  # normalises -0 to 0
-
-
-def _parse_date(model: str, key: str, value: object) -> date:
-    # datetime is a subclass of date: a TOML date-time must not pass as a date.
-    if isinstance(value, datetime):
-        raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got the date-time {value.isoformat()}")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got {value!r}") from None
-    raise _config_error(model, key, f"expected a date (YYYY-MM-DD), got {type(value).__name__}")
-
-
-def _parse_rate(model: str, where: str, raw: Mapping[str, Any], effective_from: date | None) -> _Rate:
-    prices = {key: _parse_price(model, where + key, raw[key]) for key in _RATE_KEYS if key in raw}
-    token_keys = [key for key in _TOKEN_KEYS if key in prices]
-    if "per_second" in prices and token_keys:
-        raise _config_error(
-            model, where + "per_second", f"a rate is per token or per second, not both (also has {token_keys[0]})"
-        )
-    if "per_second" not in prices:
-        if not token_keys:
-            raise _config_error(
-                model, where.rstrip(".") or None, "has neither token prices (input, output) nor per_second"
-            )
-        for required in ("input", "output"):
-            if required not in prices:
-                raise _config_error(model, where + required, "missing: token prices need both input and output")
-    return _Rate(effective_from=effective_from, **prices)
-
-
-def _check_keys(model: str, where: str, raw: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    for key in raw:
-        if key not in allowed:
-            raise _config_error(model, where + str(key), f"unknown key; expected one of {', '.join(sorted(allowed))}")
-
-
-def _parse_entry(model: str, where: str, raw: object) -> _Override:
-    if not isinstance(raw, Mapping):
-        raise _config_error(model, where.rstrip(".") or None, f"expected a table, got {type(raw).__name__}")
-    _check_keys(model, where, raw, _ENTRY_KEYS)
-    provider = raw.get("provider")
-    if provider is not None:
-        if not isinstance(provider, str) or not provider.strip():
-            raise _config_error(model, where + "provider", f"expected a non-empty string, got {provider!r}")
-        provider = provider.strip().lower()
-    if "prices" not in raw:
-        return _Override(model, provider, (_parse_rate(model, where, raw, None),))
-    flat = [key for key in _RATE_KEYS if key in raw]
-    if flat:
-        raise _config_error(model, where + flat[0], "give prices either on the model or in its `prices` list, not both")
-    dated = raw["prices"]
-    if isinstance(dated, str | bytes) or not isinstance(dated, Sequence) or not dated:
-        raise _config_error(model, where + "prices", "expected a non-empty list of dated prices")
-    rates: list[_Rate] = []
-    for index, item in enumerate(dated):
-        item_where = f"{where}prices[{index}]."
-        if not isinstance(item, Mapping):
-            raise _config_error(model, item_where.rstrip("."), f"expected a table, got {type(item).__name__}")
-        _check_keys(model, item_where, item, _DATED_KEYS)
-        if "effective_from" not in item:
-            raise _config_error(model, item_where + "effective_from", "missing: every dated price needs its date")
-        start = _parse_date(model, item_where + "effective_from", item["effective_from"])
-        rates.append(_parse_rate(model, item_where, item, start))
-    rates.sort(key=lambda rate: rate.effective_from or date.min)
-    for earlier, later in itertools.pairwise(rates):
-        if earlier.effective_from == later.effective_from:
-            raise _config_error(
-                model,
-                where + "prices",
-                f"two prices take effect on {later.effective_from}: which one applies is ambiguous",
-            )
-    return _Override(model, provider, tuple(rates))
-
-
-def _parse_overrides(data: Mapping[str, Any]) -> dict[str, dict[str | None, _Override]]:
-    for key in data:
-        if key != "models":
-            raise _config_error(None, str(key), "unknown top-level key; expected `models`")
-    models = data.get("models", {})
-    if not isinstance(models, Mapping):
-        raise _config_error(None, "models", f"expected a table of models, got {type(models).__name__}")
-    table: dict[str, dict[str | None, _Override]] = {}
-    spelled: dict[str, str] = {}
-    for model, raw in models.items():
-        if not isinstance(model, str) or not model.strip():
-            raise _config_error(None, "models", f"model names must be non-empty strings, got {model!r}")
-        folded = model.strip().lower()
-        if folded in spelled:
-            raise _config_error(model, None, f"listed twice (also as {spelled[folded]!r}; names match ignoring case)")
-        spelled[folded] = model
-        if isinstance(raw, Sequence) and not isinstance(raw, str | bytes):
-            if not raw:
-                raise _config_error(model, None, "an empty list of entries")
-            entries = [_parse_entry(model, f"[{index}].", item) for index, item in enumerate(raw)]
-        else:
-            entries = [_parse_entry(model, "", raw)]
-        by_provider: dict[str | None, _Override] = {}
-        for entry in entries:
-            if entry.provider in by_provider:
-                which = f"provider {entry.provider!r}" if entry.provider else "no provider"
-                raise _config_error(model, "provider", f"two entries for {which}")
-            by_provider[entry.provider] = entry
-        table[folded] = by_provider
-    return table
-
-
-def _load_file(path: Path) -> Mapping[str, Any]:
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise ConfigurationError(f"pricing file {str(path)!r}: expected a .toml or .json file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"pricing file {str(path)!r}: cannot be read: {error}") from error
-    try:
-        # parse_float=Decimal: 0.15 in the file stays exactly 0.15.
-        data: object = (
-            tomllib.loads(text, parse_float=Decimal) if suffix == ".toml" else json.loads(text, parse_float=Decimal)
-        )
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise ConfigurationError(f"pricing file {str(path)!r}: not valid {suffix[1:].upper()}: {error}") from error
-    if not isinstance(data, Mapping):
-        raise ConfigurationError(f"pricing file {str(path)!r}: expected a table/object at the top level")
-    return data
-
-
+# --------------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------------
 # genai-prices
 # --------------------------------------------------------------------------------------------------
@@ -555,17 +295,17 @@ class PricingTable:
         *,
         use_genai_prices: bool = True,
     ) -> None:
+        self._overrides: OverrideTable
         if overrides is None:
-            data: Mapping[str, Any] = {}
+            self._overrides = {}
         elif isinstance(overrides, str | os.PathLike):
-            data = _load_file(Path(overrides))
+            self._overrides = overrides_from_file(Path(overrides))
         elif isinstance(overrides, Mapping):
-            data = overrides
+            self._overrides = overrides_from_mapping(overrides)
         else:
             raise ConfigurationError(
                 f"pricing overrides: expected a mapping or a file path, got {type(overrides).__name__}"
             )
-        self._overrides = _parse_overrides(data)
         self._use_genai_prices = use_genai_prices
         self._lock = threading.Lock()
         self._lookups: OrderedDict[tuple[str, str | None], object] = OrderedDict()
@@ -639,12 +379,12 @@ class PricingTable:
         return self._price_genai(model_key, provider_key, usage, when)
 
     @staticmethod
-    def _price_override(override: _Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:
+    def _price_override(override: Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:
         rate = override.rate_on(day)
         if rate is None:  # before the model's first price: authoritative, so unpriced
             return None
         with localcontext(_CONTEXT):
-            usd = rate.usd(usage)
+            usd = _override_usd(rate, usage)
         if usd is None:
             return None
         return _cost(usd, _OVERRIDE_SOURCE, rate.effective_from, override.model, override.provider or provider)
