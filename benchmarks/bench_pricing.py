@@ -12,7 +12,7 @@ Two views:
   three price tables, rounds interleaved, best round kept: no genai-prices (the
   model is unpriced: the baseline), ``PricingTable`` (genai-prices' own
   calculation behind a cache of lookups; it had a calculation of its own when
-  this section was written, see the docstring of ``accounting/_pricing.py`` for
+  this section was written, see the docstring of ``accounting/_price_table.py`` for
   what was measured and decided), and a table that calls genai-prices' public
   ``calc_price()`` for every attempt. The time spent inside
   ``price()`` is measured within those calls (wall and the event loop thread's
@@ -41,7 +41,7 @@ from genai_prices import Usage, calc_price
 
 from autogen_reliability import ReliableChatCompletionClient
 from autogen_reliability.accounting import UsageRecorder
-from autogen_reliability.accounting._pricing import Cost, PricingTable, TokenUsage
+from autogen_reliability.accounting._price_table import Cost, PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 from benchmarks.timing import best_per_call

@@ -31,6 +31,7 @@ from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as genai_types
 
 import autogen_reliability.accounting._price_overrides as overrides_module
+import autogen_reliability.accounting._price_table as table_module
 import autogen_reliability.accounting._pricing as pricing_module
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.accounting._pricing import (
@@ -843,7 +844,7 @@ def test_a_price_set_genai_prices_refuses_is_unpriced_and_logged_once(caplog: py
     data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[broken], from_auto_update=True))
     try:
         table = PricingTable()
-        with caplog.at_level("WARNING", logger=pricing_module.logger.name):
+        with caplog.at_level("WARNING", logger=table_module.logger.name):
             refused = [price(table, "acme-1", "acme-cloud", prompt_tokens=10, completion_tokens=1) for _ in range(3)]
             fine = price(table, "acme-2", "acme-cloud", prompt_tokens=1_000_000, completion_tokens=0)
     finally:
@@ -1117,6 +1118,9 @@ def test_inference_imports_no_provider_sdk() -> None:
 
 def test_docstring_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # PricingTable.from_file's example writes its prices.toml
-    results = doctest.testmod(pricing_module, optionflags=doctest.ELLIPSIS)
-    assert results.attempted >= 10
-    assert results.failed == 0
+    attempted = 0
+    for module in (table_module, overrides_module, pricing_module):
+        results = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert results.failed == 0, module.__name__
+        attempted += results.attempted
+    assert attempted >= 10
