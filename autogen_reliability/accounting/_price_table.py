@@ -26,18 +26,22 @@ A price from genai-prices' data is computed by genai-prices
 (``ModelInfo.calc_price``: what its public ``calc_price()`` runs once it has
 found the model), in this module's decimal context. An earlier version computed
 it here for the price sets a :class:`TokenUsage` can be charged (four token
-prices, tiers), in ~10 µs a call instead of genai-prices' ~120 µs. Measured
-inside whole calls (``benchmarks/bench_pricing.py``: AutoGen's OpenAI client
-through the wrapper, the real openai SDK over loopback HTTP to
-``FakeOpenAIServer``, a usage row per call; 3.2-3.9 ms a call), ``price()``
-took 40-70 µs of a call with the re-implementation and 210-340 µs with
-genai-prices' calculation: 1-2 % against 6-9 % of the fastest call there can
-be, and whole calls with the one or the other could not be told apart (rounds
-of the same calls differ by ±200 µs). Against a real provider, hundreds of
-milliseconds a call, it is below 0.1 %. It did not matter end to end, so the
-re-implementation went, with the ~150 lines that read genai-prices' unit table
-and followed its rules by hand (which counts a cache price carves out of the
-input, how a tier applies).
+prices, tiers): ~10 µs a call in a loop, against ~120 µs for genai-prices.
+Measured inside whole calls (``benchmarks/bench_pricing.py``: AutoGen's OpenAI
+client through the wrapper, the real openai SDK over loopback HTTP to
+``FakeOpenAIServer``, a usage row per call; 2.6-3.9 ms a call on this shared
+machine), ``price()`` took 40-65 µs of the event loop's CPU with the
+re-implementation and 190-280 µs with genai-prices' calculation: 2 % against
+8 % of the loop's CPU per call. A whole call took 2.68 ms against 2.85 ms
+(+0.19 ms, +7 %) in the calmest pair of runs; in busier ones the two could not
+be told apart (rounds of the same calls differ by ±0.2 ms). That is the fastest
+a call can be. Against a real provider, hundreds of milliseconds a call,
+0.2 ms is below 0.1 %, and a process making 100 calls a second spends 2 % of
+one core more. It does not matter end to end, so the re-implementation went,
+with the ~150 lines that read genai-prices' unit table and followed its rules
+by hand (which counts a cache price carves out of the input, how a tier
+applies); the parity test against ``calc_price()`` over every model of the
+bundled data stays.
 
 What stays here is the lookup of a (model, provider), cached with its misses:
 genai-prices caches the models it found, not the ones it did not, and a model
