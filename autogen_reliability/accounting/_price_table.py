@@ -27,21 +27,22 @@ A price from genai-prices' data is computed by genai-prices
 found the model), in this module's decimal context. An earlier version computed
 it here for the price sets a :class:`TokenUsage` can be charged (four token
 prices, tiers): ~10 µs a call in a loop, against ~120 µs for genai-prices.
+
 Measured inside whole calls (``benchmarks/bench_pricing.py``: AutoGen's OpenAI
 client through the wrapper, the real openai SDK over loopback HTTP to
-``FakeOpenAIServer``, a usage row per call; 2.6-3.9 ms a call on this shared
-machine), ``price()`` took 40-65 µs of the event loop's CPU with the
-re-implementation and 190-280 µs with genai-prices' calculation: 2 % against
-8 % of the loop's CPU per call. A whole call took 2.68 ms against 2.85 ms
-(+0.19 ms, +7 %) in the calmest pair of runs; in busier ones the two could not
-be told apart (rounds of the same calls differ by ±0.2 ms). That is the fastest
-a call can be. Against a real provider, hundreds of milliseconds a call,
-0.2 ms is below 0.1 %, and a process making 100 calls a second spends 2 % of
-one core more. It does not matter end to end, so the re-implementation went,
-with the ~150 lines that read genai-prices' unit table and followed its rules
-by hand (which counts a cache price carves out of the input, how a tier
-applies); the parity test against ``calc_price()`` over every model of the
-bundled data stays.
+``FakeOpenAIServer``, a usage row per call; 2.5-2.9 ms a call), old and new
+code in alternating runs: ``price()`` took 35-65 µs of the event loop's CPU
+with the re-implementation and 185-230 µs with genai-prices' calculation
+(1.5-2 % against 7.5-8.5 % of the loop's CPU per call), and a whole call took
+2.57-2.69 ms against 2.76-2.84 ms: +0.15-0.2 ms, 6-8 %. (While the machine was
+busy with other work the two could not be told apart: rounds of the same calls
+differed by ±0.2 ms.) That is the fastest a call can be. Against a real
+provider, hundreds of milliseconds a call, 0.2 ms is below 0.1 %, and a
+process making 100 calls a second spends 2 % of one core more. It does not
+matter end to end, so the re-implementation went, with the ~150 lines that read
+genai-prices' unit table and followed its rules by hand (which counts a cache
+price carves out of the input, how a tier applies); the parity test against
+``calc_price()`` over every model of the bundled data stays.
 
 What stays here is the lookup of a (model, provider), cached with its misses:
 genai-prices caches the models it found, not the ones it did not, and a model
