@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from autogen_reliability.accounting import _events
-from autogen_reliability.accounting._events import time_ordered_uuid
+from autogen_reliability import _ids
+from autogen_reliability._ids import time_ordered_uuid
 
 
 def test_layout_is_uuid_version_7() -> None:
@@ -35,7 +35,7 @@ class MillisecondClock:
 
 
 def test_ids_sort_in_the_order_they_were_made_across_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_events, "time", MillisecondClock())  # each id a millisecond after the last, no waiting
+    monkeypatch.setattr(_ids, "time", MillisecondClock())  # each id a millisecond after the last, no waiting
     made = [time_ordered_uuid() for _ in range(5)]
     assert sorted(made) == made
 
