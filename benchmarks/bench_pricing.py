@@ -10,15 +10,14 @@ Two views:
   the real openai SDK over loopback HTTP to ``FakeOpenAIServer``, a usage row per
   call written to SQLite by the recorder's thread. The same calls are made with
   three price tables, rounds interleaved, best round kept: no genai-prices (the
-  model is unpriced: the baseline), ``PricingTable`` (genai-prices' own
-  calculation behind a cache of lookups; it had a calculation of its own when
-  this section was written, see the docstring of ``accounting/_price_table.py`` for
-  what was measured and decided), and a table that calls genai-prices' public
-  ``calc_price()`` for every attempt. The time spent inside
-  ``price()`` is measured within those calls (wall and the event loop thread's
-  CPU), and given as a share of the whole call. Loopback to an in-process server
-  is the fastest a call can be: against a real provider (hundreds of
-  milliseconds) the share is a few hundred times smaller.
+  model is unpriced: the baseline), ``PricingTable`` (its own calculation of
+  genai-prices' prices behind a cache of lookups; see the docstring of
+  ``accounting/_price_table.py`` for what was measured and decided), and a
+  table that calls genai-prices' public ``calc_price()`` for every attempt. The
+  time spent inside ``price()`` is measured within those calls (wall and the
+  event loop thread's CPU), and given as a share of the whole call. Loopback to
+  an in-process server is the fastest a call can be: against a real provider
+  (hundreds of milliseconds) the share is a few hundred times smaller.
 
 Machines here are shared and noisy: read the ratios within one run, not the
 absolute numbers across runs.

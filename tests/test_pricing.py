@@ -137,8 +137,8 @@ def test_time_of_day_prices_follow_the_hour_not_the_day(hour: int) -> None:
 
 
 def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -> None:
-    # What the table finds (its cached lookups, the provider as asked) and what genai-prices' public
-    # calc_price() finds must agree on every model, tier and date, to the last decimal; where
+    # Our fast path and genai-prices' own calculation (its public calc_price(), which also finds the
+    # model its own way) must agree on every model, tier and date, to the last decimal; where
     # genai-prices cannot price (LookupError, ValueError), we say "unpriced".
     table = PricingTable()
     usages = [
@@ -147,7 +147,7 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
         TokenUsage(prompt_tokens=300_000, completion_tokens=9, cached_tokens=1),
     ]
     moments = [datetime(2024, 1, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 3, tzinfo=UTC)]
-    checked = unpriced = 0
+    checked = unpriced = fast = 0
     for provider in data_snapshot.get_snapshot().providers:
         for model in provider.models:
             for usage in usages:
@@ -162,8 +162,58 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
                     assert (cost.usd if cost else None) == expected, (provider.id, model.id, usage, at)
                     checked += 1
                     unpriced += cost is None
+                    fast += cost is not None and table_module._FastPrices.of(model.get_prices(at)) is not None
     assert checked > 10_000
     assert unpriced < checked / 10
+    assert fast > checked / 2  # most of the comparisons are of our own calculation, not genai-prices' twice
+
+
+def test_the_sweep_covers_both_ways_of_computing() -> None:
+    # Most price sets take the fast path; the rest (per-request prices, reasoning-token prices) are
+    # computed by genai-prices itself. Both must exist in the data for the sweep above to test both.
+    kinds = {"fast": 0, "genai": 0}
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            prices = [model.prices] if isinstance(model.prices, genai_types.ModelPrice) else model.prices
+            for item in prices:
+                model_price = item if isinstance(item, genai_types.ModelPrice) else item.prices
+                kinds["fast" if table_module._FastPrices.of(model_price) else "genai"] += 1
+    assert kinds["fast"] > 1000
+    assert kinds["genai"] >= 1
+
+
+def test_a_price_our_calculation_does_not_follow_is_left_to_genai_prices() -> None:
+    # A per-request price is charged whatever the token counts: the fast path would miss it, so such a
+    # price set goes to genai-prices' calculation. A price for a more specific unit than a TokenUsage
+    # reports (audio tokens) is charged nothing from the four counts, so that one stays on the fast path.
+    per_request = genai_types.ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(2), requests_kcount=Decimal(5))
+    with_audio = genai_types.ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(2), input_audio_mtok=Decimal(40))
+    assert table_module._FastPrices.of(per_request) is None
+    assert table_module._FastPrices.of(with_audio) is not None
+    provider = genai_types.Provider(
+        id="acme-cloud",
+        name="Acme Cloud",
+        api_pattern=r"https://api\.acme\.example",
+        models=[
+            genai_types.ModelInfo(id="acme-req", match=genai_types.ClauseEquals(equals="acme-req"), prices=per_request),
+            genai_types.ModelInfo(
+                id="acme-audio", match=genai_types.ClauseEquals(equals="acme-audio"), prices=with_audio
+            ),
+        ],
+    )
+    usage = TokenUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[provider], from_auto_update=False))
+    try:
+        table = PricingTable()
+        by_request = table.price("acme-req", "acme-cloud", usage=usage, at=AT)
+        by_tokens = table.price("acme-audio", "acme-cloud", usage=usage, at=AT)
+        expected = (genai_total("acme-req", "acme-cloud", usage), genai_total("acme-audio", "acme-cloud", usage))
+    finally:
+        data_snapshot.set_custom_snapshot(None)
+    assert by_request is not None
+    assert by_tokens is not None
+    assert (by_request.usd, by_tokens.usd) == expected
+    assert (by_request.usd, by_tokens.usd) == (Decimal("3.005"), Decimal(3))  # $5 per 1000 requests, once
 
 
 def test_genai_cost_names_the_canonical_model_and_provider() -> None:
