@@ -38,13 +38,12 @@ from .accounting._layer import AccountingLayer
 from .accounting._pricing import PricingTable
 from .accounting._recorder import UsageRecorder
 from .accounting._usage_tap import attach_usage_tap
-from .providers import api_key_of, innermost
+from .providers import api_key_of, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT
 from .retry._layer import CircuitLayer, FallbackLayer, RetryLayer
 from .retry._policy import RetryObserver, RetryPolicy
-from .retry._sdk import switch_off_sdk_retries
 from .validation._policy import ValidationLayer, ValidationPolicy
 from .validation._sanitize import SanitizePolicy
 from .validation._sanitizing import SanitizeLayer

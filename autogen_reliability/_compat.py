@@ -40,7 +40,7 @@ MOVED_MODULES: Final[dict[str, tuple[str, str]]] = {
     "retry.classify": ("retry._classify", "autogen_reliability.retry"),
     "retry.fallback": ("retry._layer", "autogen_reliability.retry"),
     "retry.policy": ("retry._policy", "autogen_reliability.retry"),
-    "retry.sdk": ("retry._sdk", "autogen_reliability.providers"),
+    "retry.sdk": ("providers._sdk_retries", "autogen_reliability.providers"),
     "retry.shared": ("retry._shared", "autogen_reliability.retry"),
     "storage.migrate": ("storage._migrate", "autogen_reliability.storage"),
     "storage.models": ("storage._models", "autogen_reliability.storage"),

@@ -232,7 +232,7 @@ class Pipeline:
 
     async def _attempt_create(self, request: Request) -> CreateResult:
         attempt = _Attempt(self, request)
-        arguments = provider_arguments(self.client, request, streaming=False)
+        arguments = _provider_arguments(self.client, request, streaming=False)
         with capture_provider_usage() as slot:
             try:
                 result = await self.client.create(request.messages, **arguments)
@@ -245,7 +245,9 @@ class Pipeline:
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         attempt = _Attempt(self, request)
         result: CreateResult | None = None
-        stream = self.client.create_stream(request.messages, **provider_arguments(self.client, request, streaming=True))
+        stream = self.client.create_stream(
+            request.messages, **_provider_arguments(self.client, request, streaming=True)
+        )
         # The request goes out on the first item, so the slot must be current while the inner stream
         # works, but only then: it is set around each step, never held across our own yield. The consumer
         # may run each step in a task of its own (asyncio.wait_for(anext(...))), close us from another task,
@@ -279,6 +281,21 @@ class Pipeline:
             except Exception:
                 # Watching a call must never break it.
                 logger.exception("attempt observer %r failed", observer)
+
+
+def _provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:
+    """What ``client`` is sent for ``request``, all but the messages (see ``providers``)."""
+    return provider_arguments(
+        client,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        json_output=request.json_output,
+        extra_create_args=request.extra_create_args,
+        cancellation_token=request.cancellation_token,
+        response_format=request.response_format,
+        streaming=streaming,
+        stream_kwargs=request.stream_kwargs,
+    )
 
 
 class _Attempt:

@@ -19,11 +19,12 @@ fields, secrets removed.
 from __future__ import annotations
 
 import re
-import sys
 import threading
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Final, TypeVar
+
+from .providers import loaded_module
 
 __all__ = ["redact", "redacted_error", "remember_secret"]
 
@@ -162,7 +163,7 @@ def _scrub(value: Any) -> Any:
 def _scrub_http(value: Any) -> Any:
     # openai and anthropic use httpx2, ollama httpx; each is imported already when an error holds its objects.
     for name in ("httpx2", "httpx"):
-        httpx = sys.modules.get(name)
+        httpx: Any = loaded_module(name)
         if httpx is not None and isinstance(value, httpx.Request):
             return _request(httpx, value)
         if httpx is not None and isinstance(value, httpx.Response):

@@ -1,13 +1,13 @@
 """``reliable()``: wrap a model client, an agent, a team, or a factory that makes one.
 
-Agents keep their model client in an attribute that AutoGen does not expose
-publicly (``_model_client`` on ``AssistantAgent``, ``SocietyOfMindAgent``,
-``CodeExecutorAgent``, and on ``SelectorGroupChat`` / ``MagenticOneGroupChat``
-for the speaker selector / orchestrator). ``reliable()`` replaces that
-attribute with a :class:`ReliableChatCompletionClient` bound to the agent's
-name. Each agent gets a wrapper of its own, so two agents sharing one
-underlying client are still told apart, and an agent whose client is already
-wrapped is re-bound around the same inner client rather than wrapped twice.
+Agents keep their model client where AutoGen does not expose it publicly
+(``AssistantAgent``, ``SocietyOfMindAgent``, ``CodeExecutorAgent``, and
+``SelectorGroupChat`` / ``MagenticOneGroupChat`` for the speaker selector /
+orchestrator; ``providers`` knows where). ``reliable()`` replaces that client
+with a :class:`ReliableChatCompletionClient` bound to the agent's name. Each
+agent gets a wrapper of its own, so two agents sharing one underlying client
+are still told apart, and an agent whose client is already wrapped is re-bound
+around the same inner client rather than wrapped twice.
 """
 
 from __future__ import annotations
@@ -23,14 +23,12 @@ from typing_extensions import Unpack
 
 from ._client import ReliableChatCompletionClient, ReliableOptions, check_options
 from ._errors import ConfigurationError
+from .providers import inner_team_of, model_client_of, participants_of, set_model_client
 
 __all__ = ["reliable"]
 
 _Target = TypeVar("_Target", bound=ChatAgent | Team)
 _Factory = TypeVar("_Factory", bound=Callable[..., Any])
-
-# Where AutoGen agents and teams keep the model client they call.
-_CLIENT_ATTRIBUTE = "_model_client"
 
 
 @overload
@@ -109,17 +107,17 @@ def _wrap_client(
 
 def _wrap_held_client(owner: ChatAgent | Team, options: ReliableOptions) -> bool:
     """Wraps the client an agent or a team keeps, bound to its name; says whether it had one."""
-    client = getattr(owner, _CLIENT_ATTRIBUTE, None)
-    if not isinstance(client, ChatCompletionClient):
+    client = model_client_of(owner)
+    if client is None:
         return False
-    setattr(owner, _CLIENT_ATTRIBUTE, _wrap_client(client, options, agent=owner.name))
+    set_model_client(owner, _wrap_client(client, options, agent=owner.name))
     return True
 
 
 def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
     """Wraps the agent's client (and its inner team's); says whether there was anything to wrap."""
     wrapped = _wrap_held_client(agent, options)
-    inner_team = getattr(agent, "_team", None)  # SocietyOfMindAgent
+    inner_team = inner_team_of(agent)  # SocietyOfMindAgent
     if isinstance(inner_team, Team):
         wrapped = _wrap_team(inner_team, options) or wrapped
     return wrapped
@@ -127,7 +125,7 @@ def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
 
 def _wrap_team(team: Team, options: ReliableOptions) -> bool:
     wrapped = _wrap_held_client(team, options)  # the selector or orchestrator, named after the team
-    for participant in getattr(team, "_participants", ()):
+    for participant in participants_of(team):
         if isinstance(participant, Team):
             wrapped = _wrap_team(participant, options) or wrapped
         elif isinstance(participant, ChatAgent):

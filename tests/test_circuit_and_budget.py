@@ -14,9 +14,9 @@ from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import CircuitBreakerPolicy, CircuitOpenError, RetryBudget, reliable
+from autogen_reliability.providers import switch_off_sdk_retries
 from autogen_reliability.retry._budget import RetryBudgetState, budget_for
 from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
-from autogen_reliability.retry._sdk import switch_off_sdk_retries
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 import autogen_reliability
-from autogen_reliability import _compat
+from autogen_reliability import _compat, accounting
 
 PACKAGES = [
     "autogen_reliability",
@@ -96,6 +96,16 @@ def test_a_name_that_left_the_top_level_warns_and_names_its_home(name: str) -> N
         value = getattr(autogen_reliability, name)
     assert value is getattr(home, name)
     assert name in home.__all__
+
+
+@pytest.mark.parametrize("name", sorted(accounting._MOVED))
+def test_a_name_that_left_accounting_warns_and_names_its_home(name: str) -> None:
+    home = importlib.import_module(accounting._MOVED[name])
+    with pytest.warns(DeprecationWarning, match=f"import it from {home.__name__}"):
+        value = getattr(accounting, name)
+    assert value is getattr(home, name)
+    assert name in home.__all__
+    assert name not in accounting.__all__
 
 
 def test_an_unknown_top_level_name_is_an_attribute_error() -> None:

@@ -32,10 +32,11 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import redact
+from ..providers import infer_provider, model_of
 from ..retry._classify import ErrorKind, classify_error
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
-from ._pricing import PricingTable, TokenUsage, infer_provider, model_of
+from ._pricing import PricingTable, TokenUsage
 from ._recorder import UsageRecorder
 
 __all__ = ["AccountingLayer"]

@@ -1,10 +1,45 @@
 """What the library knows about particular model clients and SDKs, kept in one place.
 
-Everything that depends on how AutoGen's model clients or the provider SDKs are
-built inside (their private attributes, their retry settings, their HTTP
-clients) lives in this package, so an upgrade of either touches only here.
+Everything that depends on how AutoGen's model clients, agents and teams or the
+provider SDKs are built inside (their private attributes, their retry settings,
+their HTTP clients, their exception classes' modules) lives in this package, so
+an upgrade of either touches only here. No module outside it reads a private
+name of AutoGen or an SDK.
+
+- ``_clients.py``: where AutoGen's model clients keep their SDK client and
+  configuration; :func:`innermost`, the one rule for seeing through wrappers.
+- ``_identity.py``: the provider and model a client talks to (for pricing), a
+  name to show, the API key it sends.
+- ``_arguments.py``: what each kind of client is sent per attempt.
+- ``_sdk_retries.py``: switching off the SDK's own retries.
+- ``_agents.py``: where agents and teams keep their model client and members.
+- ``_lookup.py``: an SDK's module or class, only where it is already imported.
+
+This package sits below the rest of the library: it imports nothing from it
+(``_redaction`` uses its lookup, so the arrow may not point back).
 """
 
-from ._openai import api_key_of, innermost, provider_arguments
+from ._agents import inner_team_of as inner_team_of
+from ._agents import model_client_of as model_client_of
+from ._agents import participants_of as participants_of
+from ._agents import set_model_client as set_model_client
+from ._arguments import provider_arguments
+from ._arguments import strict_json_schema as strict_json_schema
+from ._clients import inner_client as inner_client
+from ._clients import innermost
+from ._identity import api_key_of, infer_provider, model_of
+from ._identity import describe_client as describe_client
+from ._identity import resolve_model_alias as resolve_model_alias
+from ._lookup import loaded_class as loaded_class
+from ._lookup import loaded_module as loaded_module
+from ._sdk_retries import switch_off_sdk_retries as switch_off_sdk_retries
 
-__all__ = ["api_key_of", "innermost", "provider_arguments"]
+# The public names. The others above are for the library's own stages (imported from here, so
+# that they name the package, not its modules), and may change in any release.
+__all__ = [
+    "api_key_of",
+    "infer_provider",
+    "innermost",
+    "model_of",
+    "provider_arguments",
+]

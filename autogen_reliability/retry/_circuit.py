@@ -34,6 +34,7 @@ from typing import Any, Literal
 from autogen_core.models import ChatCompletionClient
 
 from .._errors import CircuitOpenError, ConfigurationError
+from ..providers import describe_client
 from ._classify import RETRYABLE_BY_DEFAULT, classify_error
 from ._policy import as_seconds
 from ._shared import PerClient
@@ -195,15 +196,3 @@ _breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(
 def breaker_for(client: ChatCompletionClient, policy: CircuitBreakerPolicy) -> CircuitBreaker:
     """The breaker shared by every wrapper of ``client`` that uses ``policy``."""
     return _breakers.get(client, policy)
-
-
-def describe_client(client: ChatCompletionClient) -> str:
-    """``"OpenAIChatCompletionClient(gpt-4o-mini)"``: the class and model, never a key or a URL."""
-    try:
-        model = client.model_info.get("family", "")
-        raw = getattr(client, "_raw_config", None)
-        if isinstance(raw, dict) and isinstance(raw.get("model"), str):
-            model = raw["model"]
-    except Exception:  # a client whose model_info fails must still get a readable name
-        model = ""
-    return f"{type(client).__name__}({model})" if model else type(client).__name__

@@ -11,10 +11,11 @@ Approach:
       ``code``, Anthropic's ``error.type``), never by matching class-name
       strings, so SDK subclasses such as ``anthropic.EnforcedSpendLimitReachedError``
       are handled by their parents.
-    * SDK classes are looked up in ``sys.modules`` and never imported: if an
-      exception came from an SDK, that SDK is already imported, and importing
-      ``anthropic`` or ``ollama`` just to classify a ``TimeoutError`` would cost
-      start-up time and could fail where the SDK is not installed.
+    * SDK classes are looked up in ``sys.modules`` and never imported
+      (``providers.loaded_class``): if an exception came from an SDK, that SDK
+      is already imported, and importing ``anthropic`` or ``ollama`` just to
+      classify a ``TimeoutError`` would cost start-up time and could fail where
+      the SDK is not installed.
     * Every HTTP status goes through one table, :func:`kind_for_status`, whatever
       SDK reported it.
     * Exceptions nothing else recognises are classified duck-typed by an int
@@ -100,13 +101,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
 from .._errors import ErrorKind, ResponseValidationError, RetriesExhaustedError
+from ..providers import loaded_class, loaded_module
 
 __all__ = [
     "NEVER_RETRIED",
@@ -398,10 +399,10 @@ def _classify_own(exc: BaseException) -> ErrorKind | None:
 
 def _classify_sdk(exc: BaseException) -> ErrorKind | None:
     for module_name, rules in _SDK_RULES:
-        if module_name not in sys.modules:
+        if loaded_module(module_name) is None:
             continue
         for class_name, handler in rules:
-            cls = _sdk_class(module_name, class_name)
+            cls = loaded_class(module_name, class_name, BaseException)
             if cls is not None and isinstance(exc, cls):
                 return handler if isinstance(handler, ErrorKind) else handler(exc)
     return None
@@ -412,7 +413,7 @@ def _classify_builtin(exc: BaseException) -> ErrorKind | None:
         if isinstance(exc, cls):
             return kind
     # The openai SDK's structured-output parse() raises it for JSON that does not fit the schema.
-    validation_error = _sdk_class("pydantic_core", "ValidationError")
+    validation_error = loaded_class("pydantic_core", "ValidationError", BaseException)
     if validation_error is not None and isinstance(exc, validation_error):
         return ErrorKind.INVALID_RESPONSE
     return None
@@ -432,17 +433,6 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
     if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
         return None
     return kind_for_status(status, _error_code(exc, body), _error_message(exc, body))
-
-
-def _sdk_class(module_name: str, class_name: str) -> type[BaseException] | None:
-    """``module_name.class_name`` if that module is already imported and it is an exception class."""
-    module = sys.modules.get(module_name)
-    if module is None:
-        return None
-    candidate: object = getattr(module, class_name, None)
-    if isinstance(candidate, type) and issubclass(candidate, BaseException):
-        return candidate
-    return None
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:

@@ -35,8 +35,9 @@ from .._errors import (
 )
 from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
 from .._redaction import redact, redacted_error
+from ..providers import describe_client
 from ._budget import RetryBudgetState
-from ._circuit import CircuitBreaker, counts_as_failure, describe_client
+from ._circuit import CircuitBreaker, counts_as_failure
 from ._classify import ErrorKind, classify_error, retry_after
 from ._policy import (
     RetryEvent,

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import json as _json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..providers import resolve_model_alias
 from ._replies import FakeReply, FakeUsage, RecordedRequest
-
-_resolve_model: Callable[[str], str] | None
-try:  # AutoGen's alias -> snapshot table is private; without it, names are echoed.
-    from autogen_ext.models.openai._model_info import resolve_model as _resolve_model
-except ImportError:  # pragma: no cover - depends on the AutoGen release
-    _resolve_model = None
 
 __all__ = ["Completion", "dumps", "error_body", "estimate_usage", "snapshot_name", "sse_error"]
 
@@ -41,9 +35,7 @@ def dumps(obj: object) -> bytes:
 
 def snapshot_name(model: str) -> str:
     """The dated snapshot the real API reports for an alias, as AutoGen predicts it; else ``model``."""
-    if _resolve_model is None:
-        return model
-    return _resolve_model(model)
+    return resolve_model_alias(model)
 
 
 def _count_words(text: object) -> int:

@@ -43,6 +43,7 @@ import pydantic
 from pydantic import BaseModel
 
 from autogen_reliability._errors import ConfigurationError, SchemaViolation
+from autogen_reliability.providers import strict_json_schema
 
 __all__ = ["ResponseSchema", "SchemaViolation"]
 
@@ -316,13 +317,11 @@ class ResponseSchema:
             if self.model is None:
                 schema, strict = copy.deepcopy(self.json_schema), False
             else:
-                try:
-                    # Private in the SDK, but it is what its own `response_format=Model` goes through.
-                    from openai.lib._pydantic import to_strict_json_schema  # noqa: PLC0415 -- import only when asked
-                except ImportError:
+                strict_schema = strict_json_schema(self.model)  # what the SDK sends for `response_format=Model`
+                if strict_schema is None:
                     schema, strict = self.model.model_json_schema(), False
                 else:
-                    schema, strict = to_strict_json_schema(self.model), True
+                    schema, strict = strict_schema, True
             # Same key order as the SDK, so that the request body is byte-identical to its own.
             self._response_format = {
                 "type": "json_schema",

@@ -17,7 +17,7 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
-from ..providers._openai import innermost
+from ._clients import innermost, raw_config_of, sdk_client_of
 
 __all__ = ["switch_off_sdk_retries"]
 
@@ -28,15 +28,15 @@ _warned_lock = threading.Lock()
 def switch_off_sdk_retries(client: ChatCompletionClient) -> None:
     """Make each attempt of ``client`` one HTTP request, where the client allows it; warn once where it does not."""
     client = innermost(client)
-    sdk: Any = getattr(client, "_client", None)
+    sdk: Any = sdk_client_of(client)
     if sdk is None:
         return  # no SDK handle: nothing that retries behind our back (Replay, Ollama, custom clients)
     retries = getattr(sdk, "max_retries", None)
     if isinstance(retries, int) and not isinstance(retries, bool):
         if retries > 0:
             sdk.max_retries = 0
-            raw_config = getattr(client, "_raw_config", None)
-            if isinstance(raw_config, dict):
+            raw_config = raw_config_of(client)
+            if isinstance(raw_config, dict):  # AutoGen's own dict: what dump_component() writes
                 raw_config["max_retries"] = 0
         return
     with _warned_lock:

@@ -1,0 +1,43 @@
+"""Where AutoGen's agents and teams keep the model client they call, and their members.
+
+AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
+
+- ``_model_client``: the client of ``AssistantAgent``, ``SocietyOfMindAgent``,
+  ``CodeExecutorAgent``, and of ``SelectorGroupChat`` / ``MagenticOneGroupChat``
+  (the speaker selector / the orchestrator);
+- ``_team``: the inner team of a ``SocietyOfMindAgent``;
+- ``_participants``: the members of a team.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from autogen_core.models import ChatCompletionClient
+
+__all__ = ["inner_team_of", "model_client_of", "participants_of", "set_model_client"]
+
+# Where AutoGen agents and teams keep the model client they call.
+_CLIENT_ATTRIBUTE = "_model_client"
+
+
+def model_client_of(owner: object) -> ChatCompletionClient | None:
+    """The model client an agent or a team calls, or ``None`` if it keeps none."""
+    client = getattr(owner, _CLIENT_ATTRIBUTE, None)
+    return client if isinstance(client, ChatCompletionClient) else None
+
+
+def set_model_client(owner: object, client: ChatCompletionClient) -> None:
+    """Make an agent or a team call ``client`` from now on."""
+    setattr(owner, _CLIENT_ATTRIBUTE, client)
+
+
+def inner_team_of(agent: object) -> object | None:
+    """The team a ``SocietyOfMindAgent`` runs inside it, if ``agent`` has one (not checked to be a team)."""
+    return getattr(agent, "_team", None)
+
+
+def participants_of(team: object) -> Iterable[object]:
+    """The members of a team (agents and nested teams; not checked), or none."""
+    participants: Iterable[object] = getattr(team, "_participants", ())
+    return participants

@@ -1,0 +1,118 @@
+"""What each kind of inner client needs in its request, decided per attempt.
+
+A call's request is the same for the primary client and every fallback; what the
+*provider* is sent may differ:
+
+- **Stream usage.** AutoGen's OpenAI client reports (0, 0) tokens for a stream
+  unless the request asks for usage. It is asked per call, only of OpenAI
+  clients (others may reject the key), and only when the caller did not set
+  ``include_usage`` or ``stream_options`` itself. (Set on the constructor, it
+  would also be sent with plain calls.)
+- **Structured output we validate ourselves.** Given ``json_output=<model>``,
+  the openai SDK parses the answer strictly and raises on JSON wrapped in a
+  fence or in prose before we could repair it. When the validation stage takes
+  the answer over (``response_format``), an OpenAI client is sent the
+  same JSON schema as a ``response_format`` dict with ``json_output=None``: the
+  model is constrained alike, and the SDK hands the text back unparsed. Other
+  clients get ``json_output`` unchanged.
+
+The arguments come as plain values, not as the pipeline's request: this package
+sits below the pipeline and imports nothing from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from autogen_core import CancellationToken
+from autogen_core.models import ChatCompletionClient
+from autogen_core.tools import Tool, ToolSchema
+from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
+from pydantic import BaseModel
+
+__all__ = ["provider_arguments", "strict_json_schema"]
+
+
+def provider_arguments(
+    client: ChatCompletionClient,
+    *,
+    tools: Sequence[Tool | ToolSchema],
+    tool_choice: Tool | Literal["auto", "required", "none"],
+    json_output: bool | type[BaseModel] | None,
+    extra_create_args: Mapping[str, Any],
+    cancellation_token: CancellationToken | None,
+    response_format: Mapping[str, Any] | None,
+    streaming: bool,
+    stream_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The keyword arguments of ``client.create`` / ``create_stream`` (all but the messages).
+
+    Args:
+        client: The client the attempt goes to.
+        tools: As given to ``create``.
+        tool_choice: As given to ``create``.
+        json_output: As given to ``create``.
+        extra_create_args: As given to ``create``.
+        cancellation_token: As given to ``create``.
+        response_format: A JSON-schema ``response_format`` the validation stage checks itself, if any.
+        streaming: Whether the call is ``create_stream``.
+        stream_kwargs: Keyword arguments of ``create_stream`` beyond the interface's (OpenAI's
+            ``include_usage``); passed on for a stream only.
+    """
+    extra = extra_create_args
+    if isinstance(client, BaseOpenAIChatCompletionClient):
+        json_output, extra = _for_openai(
+            client,
+            json_output=json_output,
+            extra=extra,
+            response_format=response_format,
+            streaming=streaming,
+            stream_kwargs=stream_kwargs,
+        )
+    arguments: dict[str, Any] = {
+        "tools": tools,
+        "tool_choice": tool_choice,
+        "json_output": json_output,
+        "extra_create_args": extra,
+        "cancellation_token": cancellation_token,
+    }
+    if streaming:
+        arguments.update(stream_kwargs)
+    return arguments
+
+
+def _for_openai(
+    client: ChatCompletionClient,
+    *,
+    json_output: bool | type[BaseModel] | None,
+    extra: Mapping[str, Any],
+    response_format: Mapping[str, Any] | None,
+    streaming: bool,
+    stream_kwargs: Mapping[str, Any],
+) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+    if (
+        response_format is not None
+        and "response_format" not in extra
+        and json_output is not True  # JSON mode asked for explicitly stays JSON mode
+        and client.model_info.get("structured_output", False)
+    ):
+        extra = {**extra, "response_format": response_format}
+        json_output = None
+    if streaming and "stream_options" not in extra and "include_usage" not in stream_kwargs:
+        extra = {**extra, "stream_options": {"include_usage": True}}
+    return json_output, extra
+
+
+def strict_json_schema(model: type[BaseModel]) -> dict[str, Any] | None:
+    """The JSON schema the openai SDK sends for ``response_format=model`` (its strict transform).
+
+    ``None`` where this SDK release does not have the transform; the caller then sends the
+    model's plain schema, not strict.
+    """
+    try:
+        # Private in the SDK, but it is what its own `response_format=Model` goes through.
+        from openai.lib._pydantic import to_strict_json_schema  # noqa: PLC0415 -- import only when asked
+    except ImportError:
+        return None
+    return to_strict_json_schema(model)
