@@ -37,8 +37,7 @@ from ._redaction import remember_secret
 from .accounting._layer import AccountingLayer
 from .accounting._pricing import PricingTable
 from .accounting._recorder import UsageRecorder
-from .accounting._usage_tap import attach_usage_tap
-from .providers import api_key_of, innermost, switch_off_sdk_retries
+from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT

@@ -34,7 +34,7 @@ MOVED_MODULES: Final[dict[str, tuple[str, str]]] = {
     "accounting.layer": ("accounting._layer", "autogen_reliability.accounting"),
     "accounting.pricing": ("accounting._pricing", "autogen_reliability.accounting"),
     "accounting.recorder": ("accounting._recorder", "autogen_reliability.accounting"),
-    "accounting.usage_tap": ("accounting._usage_tap", "autogen_reliability.accounting"),
+    "accounting.usage_tap": ("providers._usage_tap", "autogen_reliability.providers"),
     "retry.budget": ("retry._budget", "autogen_reliability.retry"),
     "retry.circuit": ("retry._circuit", "autogen_reliability.retry"),
     "retry.classify": ("retry._classify", "autogen_reliability.retry"),

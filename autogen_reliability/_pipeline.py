@@ -38,8 +38,7 @@ from pydantic import BaseModel
 from ._context import Attribution
 from ._errors import IncompleteStreamError
 from ._ids import time_ordered_uuid
-from .accounting._usage_tap import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot
-from .providers import provider_arguments
+from .providers import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot, provider_arguments
 
 __all__ = [
     "AttemptEvent",

@@ -29,7 +29,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from autogen_reliability.accounting._usage_tap import (
+from autogen_reliability.providers._usage_tap import (
     UsageSlot,
     _BodyTap,
     _TapStream,

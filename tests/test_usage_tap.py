@@ -22,8 +22,8 @@ from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability.accounting import _usage_tap as usage_tap
-from autogen_reliability.accounting._usage_tap import (
+from autogen_reliability.providers import _usage_tap as usage_tap
+from autogen_reliability.providers._usage_tap import (
     MAX_JSON_BYTES,
     ProviderUsage,
     UsageSlot,
@@ -595,7 +595,7 @@ async def test_unexpected_internals_return_false_log_once_and_change_nothing(
     real_http = sdk._client
     sdk._client = object()  # type: ignore[assignment]  # what a future SDK without ._transport would look like
     try:
-        with caplog.at_level(logging.DEBUG, logger="autogen_reliability.accounting._usage_tap"):
+        with caplog.at_level(logging.DEBUG, logger="autogen_reliability.providers._usage_tap"):
             assert attach_usage_tap(client) is False
             assert attach_usage_tap(client) is False
     finally:

@@ -12,6 +12,7 @@ name of AutoGen or an SDK.
   name to show, the API key it sends.
 - ``_arguments.py``: what each kind of client is sent per attempt.
 - ``_sdk_retries.py``: switching off the SDK's own retries.
+- ``_usage_tap.py`` and ``_http_body.py``: the provider's usage read off the wire.
 - ``_agents.py``: where agents and teams keep their model client and members.
 - ``_lookup.py``: an SDK's module or class, only where it is already imported.
 
@@ -33,11 +34,17 @@ from ._identity import resolve_model_alias as resolve_model_alias
 from ._lookup import loaded_class as loaded_class
 from ._lookup import loaded_module as loaded_module
 from ._sdk_retries import switch_off_sdk_retries as switch_off_sdk_retries
+from ._usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
+from ._usage_tap import anext_in_slot as anext_in_slot
+from ._usage_tap import new_usage_slot as new_usage_slot
 
 # The public names. The others above are for the library's own stages (imported from here, so
 # that they name the package, not its modules), and may change in any release.
 __all__ = [
+    "ProviderUsage",
     "api_key_of",
+    "attach_usage_tap",
+    "capture_provider_usage",
     "infer_provider",
     "innermost",
     "model_of",

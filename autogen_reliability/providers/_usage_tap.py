@@ -25,8 +25,10 @@ How it works:
       and only ``data:`` events that carry a ``usage`` object (or, until it is
       known, the ``model``) are parsed. Nothing is held back.
 
-    Compressed bodies (the SDK asks for ``gzip, deflate``) are decompressed on a
-    side copy for inspection only.
+    Compressed bodies (the SDK asks for ``gzip, deflate``, and ``br`` / ``zstd``
+    where their libraries are installed) are decoded on a side copy for
+    inspection only. Decoding and SSE framing live in ``_http_body.py``, which
+    says why they are our own and not the HTTP client's.
 
 Which slot receives the usage:
     The slot is looked up in a `contextvars.ContextVar` when the request is
@@ -71,18 +73,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sys
 import threading
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import httpx2
 import openai
+
+from ._clients import sdk_client_of
+from ._http_body import BodyTooLargeError, Decoder, SSEDataReader, content_decoder
+from ._lookup import loaded_class
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -326,116 +330,6 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
     return result
 
 
-class _Decoder(Protocol):
-    def decode(self, data: bytes) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-
-class _TooLargeError(Exception):
-    """The decoded body grew beyond what the tap inspects."""
-
-
-class _UnsupportedEncodingError(Exception):
-    """A Content-Encoding the tap cannot decode for inspection."""
-
-
-class _ZlibDecoder:
-    """gzip / deflate with the standard library; output bounded so a compression bomb costs nothing."""
-
-    __slots__ = ("_decompressor", "_raw_deflate_fallback")
-
-    def __init__(self, encoding: str) -> None:
-        # gzip: the gzip wrapper; deflate: zlib-wrapped as the RFC says, raw deflate if the server got it wrong.
-        wbits = zlib.MAX_WBITS | 16 if encoding == "gzip" else zlib.MAX_WBITS
-        self._decompressor = zlib.decompressobj(wbits)
-        self._raw_deflate_fallback = encoding == "deflate"
-
-    def decode(self, data: bytes) -> bytes:
-        try:
-            out = self._decompressor.decompress(data, MAX_JSON_BYTES)
-        except zlib.error:
-            if not self._raw_deflate_fallback:
-                raise
-            self._raw_deflate_fallback = False
-            self._decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
-            out = self._decompressor.decompress(data, MAX_JSON_BYTES)
-        self._raw_deflate_fallback = False
-        if self._decompressor.unconsumed_tail:
-            raise _TooLargeError
-        return out
-
-    def flush(self) -> bytes:
-        return self._decompressor.flush()
-
-
-class _HttpxDecoder:
-    """Any other encoding httpx2 itself can decode (br, zstd when their libraries are installed).
-
-    httpx2's decoders are private, so this is only a fallback: any surprise in their API just
-    means the body goes uninspected.
-    """
-
-    __slots__ = ("_decoder",)
-
-    def __init__(self, encoding: str) -> None:
-        from httpx2 import _decoders  # noqa: PLC0415 - private, so only touched when needed
-
-        decoder_class = _decoders.SUPPORTED_DECODERS.get(encoding)
-        if decoder_class is None:
-            raise _UnsupportedEncodingError(encoding)
-        self._decoder: Any = decoder_class()
-
-    @staticmethod
-    def _join(out: object) -> bytes:
-        if isinstance(out, bytes):
-            return out
-        return b"".join(cast("Iterator[bytes]", out))
-
-    def decode(self, data: bytes) -> bytes:
-        return self._join(self._decoder.decode(data))
-
-    def flush(self) -> bytes:
-        return self._join(self._decoder.flush())
-
-
-class _ChainDecoder:
-    """Several encodings, undone in the reverse order of the header."""
-
-    __slots__ = ("_decoders",)
-
-    def __init__(self, decoders: list[_Decoder]) -> None:
-        self._decoders = decoders
-
-    def decode(self, data: bytes) -> bytes:
-        for decoder in self._decoders:
-            data = decoder.decode(data)
-        return data
-
-    def flush(self) -> bytes:
-        data = b""
-        for decoder in self._decoders:
-            data = (decoder.decode(data) if data else b"") + decoder.flush()
-        return data
-
-
-def _make_decoder(content_encoding: str | None) -> _Decoder | None:
-    if not content_encoding:
-        return None
-    encodings = [value.strip().lower() for value in content_encoding.split(",")]
-    decoders: list[_Decoder] = []
-    for encoding in reversed(encodings):
-        if encoding in ("", "identity"):
-            continue
-        if encoding in ("gzip", "deflate"):
-            decoders.append(_ZlibDecoder(encoding))
-        else:
-            decoders.append(_HttpxDecoder(encoding))
-    if not decoders:
-        return None
-    return decoders[0] if len(decoders) == 1 else _ChainDecoder(decoders)
-
-
 class _BodyTap:
     """Inspects one response body as it flows; records into the slots that were active when it was sent.
 
@@ -444,28 +338,25 @@ class _BodyTap:
     """
 
     __slots__ = (
-        "_data_lines",
+        "_body",
         "_decoder",
         "_done",
         "_identity_attempts",
         "_model",
-        "_pending",
         "_response_id",
         "_size",
         "_sse",
         "_targets",
     )
 
-    def __init__(self, targets: tuple[UsageSlot, ...], *, sse: bool, decoder: _Decoder | None) -> None:
+    def __init__(self, targets: tuple[UsageSlot, ...], *, sse: bool, decoder: Decoder | None) -> None:
         self._targets = targets
-        self._sse = sse
+        # SSE: the stream's events are read as they arrive; JSON: the body is kept until it ends.
+        self._sse = SSEDataReader(self._on_event, limit=MAX_JSON_BYTES) if sse else None
         self._decoder = decoder
         self._done = False
-        # JSON: the body so far; SSE: the unfinished last line.
-        self._pending: list[bytes] = []
+        self._body: list[bytes] = []
         self._size = 0
-        # SSE: the data lines of the event being read (one per event in practice).
-        self._data_lines: list[bytes] = []
         self._model: str | None = None
         self._response_id: str | None = None
         self._identity_attempts = 0
@@ -477,8 +368,8 @@ class _BodyTap:
             return
         try:
             data = self._decoder.decode(raw) if self._decoder is not None else raw
-            if self._sse:
-                self._feed_sse(data)
+            if self._sse is not None:
+                self._sse.feed(data)
             else:
                 self._keep(data)
         except Exception:
@@ -489,17 +380,14 @@ class _BodyTap:
             return
         try:
             tail = self._decoder.flush() if self._decoder is not None else b""
-            if self._sse:
+            if self._sse is not None:
                 if tail:
-                    self._feed_sse(tail)
-                # A last line without its newline, then an event without its blank line: take them anyway.
-                if self._pending:
-                    self._feed_sse(b"\n")
-                self._dispatch_event()
+                    self._sse.feed(tail)
+                self._sse.finish()
             else:
                 if tail:
                     self._keep(tail)
-                body = json.loads(b"".join(self._pending))
+                body = json.loads(b"".join(self._body))
                 if isinstance(body, dict):
                     self._observe(cast("dict[str, Any]", body))
         except Exception:
@@ -511,8 +399,8 @@ class _BodyTap:
 
     def _release(self) -> None:
         self._done = True
-        self._pending = []
-        self._data_lines = []
+        self._body = []
+        self._sse = None
 
     def _fail(self) -> None:
         self._release()
@@ -521,44 +409,14 @@ class _BodyTap:
         _logger.debug("usage tap: could not inspect a response body; it was passed on unchanged", exc_info=True)
 
     def _keep(self, data: bytes) -> None:
-        """Add to the pending bytes (the JSON body, or the SSE line not finished yet), within the bound."""
+        """Add to the JSON body, within the bound."""
         self._size += len(data)
         if self._size > MAX_JSON_BYTES:
-            raise _TooLargeError
-        self._pending.append(data)
+            raise BodyTooLargeError
+        self._body.append(data)
 
-    def _feed_sse(self, data: bytes) -> None:
-        # One C-level split per chunk; the last piece is the start of a line that is not finished yet.
-        lines = data.split(b"\n")
-        if self._pending:
-            if len(lines) == 1:
-                self._keep(data)
-                return
-            self._pending.append(lines[0])
-            lines[0] = b"".join(self._pending)
-            self._pending = []
-            self._size = 0
-        rest = lines.pop()
-        data_lines = self._data_lines
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]  # noqa: PLW2901 - CRLF framing
-            if not line:
-                if data_lines:
-                    self._dispatch_event()
-                    data_lines = self._data_lines
-            elif line.startswith(b"data:"):
-                data_lines.append(line[6:] if line.startswith(b"data: ") else line[5:])
-            # Other fields (event:, id:, retry:, comments) carry nothing the tap needs.
-        if rest:
-            self._keep(rest)
-
-    def _dispatch_event(self) -> None:
-        lines = self._data_lines
-        if not lines:
-            return
-        self._data_lines = []
-        data = lines[0] if len(lines) == 1 else b"\n".join(lines)
+    def _on_event(self, data: bytes) -> None:
+        """The data of one SSE event: parsed only if it may carry a usage (or, until known, the model)."""
         wants_identity = self._model is None and self._identity_attempts < _IDENTITY_ATTEMPTS
         if not wants_identity and _USAGE_OBJECT.search(data) is None:
             return
@@ -638,9 +496,8 @@ def _tap_stream_class(stream: object) -> type[_TapStream] | None:
     """
     if isinstance(stream, httpx2.AsyncByteStream):
         return _TapStream
-    legacy = sys.modules.get("httpx")
-    base = getattr(legacy, "AsyncByteStream", None)
-    if not isinstance(base, type) or not isinstance(stream, base):
+    base = loaded_class("httpx", "AsyncByteStream")
+    if base is None or not isinstance(stream, base):
         return None
     with _STREAM_CLASSES_LOCK:
         cls = _STREAM_CLASSES.get(base)
@@ -648,6 +505,19 @@ def _tap_stream_class(stream: object) -> type[_TapStream] | None:
             cls = cast("type[_TapStream]", type("_LegacyHttpxTapStream", (_TapStream, base), {}))
             _STREAM_CLASSES[base] = cls
     return cls
+
+
+def _content_if_read(response: httpx2.Response) -> bytes | None:
+    """The body of a response that was read already, or ``None`` while it is still to come."""
+    not_read: tuple[type[Exception], ...] = (httpx2.ResponseNotRead,)
+    legacy = loaded_class("httpx", "ResponseNotRead", Exception)  # a legacy httpx client's response
+    if legacy is not None:
+        not_read += (legacy,)
+    try:
+        content = response.content
+    except not_read:
+        return None
+    return content if isinstance(content, bytes) else None
 
 
 def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
@@ -671,7 +541,7 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
         else:
             return
         try:
-            decoder = _make_decoder(headers.get("content-encoding"))
+            decoder = content_decoder(headers.get("content-encoding"), limit=MAX_JSON_BYTES)
         except Exception:
             for target in targets:
                 target.tap_failures += 1
@@ -679,8 +549,8 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
             return
         tap = _BodyTap(targets, sse=sse, decoder=decoder)
         # A response built in memory (e.g. by a mock transport) is already read; its stream is never iterated.
-        content = getattr(response, "_content", None)
-        if isinstance(content, bytes):
+        content = _content_if_read(response)
+        if content is not None:
             tap.feed(content)
             tap.finish()
             return
@@ -790,7 +660,7 @@ def attach_usage_tap(client: object) -> bool:
     """
     kind = type(client).__qualname__
     try:
-        sdk = getattr(client, "_client", None)
+        sdk = sdk_client_of(client)
         if not isinstance(sdk, openai.AsyncOpenAI):
             _debug_once(f"no-sdk:{kind}", "usage tap: %s has no openai.AsyncOpenAI at ._client; not tapped", kind)
             return False
