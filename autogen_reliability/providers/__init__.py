@@ -4,7 +4,7 @@ Everything that depends on how AutoGen's model clients, agents and teams or the
 provider SDKs are built inside (their private attributes, their retry settings,
 their HTTP clients, their exception classes' modules) lives in this package, so
 an upgrade of either touches only here. No module outside it reads a private
-name of AutoGen or an SDK.
+name of AutoGen or an SDK (``tests/test_structure.py`` checks).
 
 - ``_clients.py``: where AutoGen's model clients keep their SDK client and
   configuration; :func:`innermost`, the one rule for seeing through wrappers.
