@@ -35,7 +35,7 @@ from ._errors import ConfigurationError
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
 from ._redaction import remember_secret
 from .accounting._layer import AccountingLayer
-from .accounting._pricing import PricingTable
+from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._errors import ConfigurationError
-from .accounting._pricing import PricingTable
+from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .storage._engine import check_database_url
 from .storage._store import UsageStore

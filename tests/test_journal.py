@@ -17,10 +17,9 @@ import pytest
 from autogen_core.models import UserMessage
 
 from autogen_reliability import ConfigurationError, reliable
-from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.accounting._journal import journal_supported
-from autogen_reliability.accounting._pricing import PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 

@@ -2,7 +2,7 @@
 
 from .. import _compat
 from ._events import UsageEvent
-from ._pricing import Cost, PricingTable, TokenUsage
+from ._price_table import Cost, PricingTable, TokenUsage
 from ._recorder import UsageRecorder, UsageSink
 
 __all__ = [

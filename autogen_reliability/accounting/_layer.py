@@ -36,7 +36,7 @@ from ..providers import infer_provider, model_of
 from ..retry._classify import ErrorKind, classify_error
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
-from ._pricing import PricingTable, TokenUsage
+from ._price_table import PricingTable, TokenUsage
 from ._recorder import UsageRecorder
 
 __all__ = ["AccountingLayer"]

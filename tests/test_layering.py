@@ -1,0 +1,160 @@
+"""The package's import graph: no circles, and every import points down the layering.
+
+Read from the source (every import statement, deferred and ``TYPE_CHECKING`` ones
+included), not from what happens to be loaded::
+
+    core        _errors _ids _threads _compat: the vocabulary
+    providers   what particular clients and SDKs need (tests/test_structure.py keeps it so)
+    support     _redaction _context testing/
+    pipeline    _pipeline: Call, Request, Layer, the attempt
+    stages      retry/ < validation/ < accounting/ < storage/  (each may use the ones before it)
+    assembly    _config (the process defaults) < _client (the layer list) < _wrap
+    public      the package's __init__
+    programs    _cli, _demo, __main__: they use the public API as a user's program would
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import autogen_reliability
+
+ROOT = Path(autogen_reliability.__file__).parent
+PACKAGE = "autogen_reliability"
+
+# Lower ranks are further down; an import may point to its own rank or below.
+RANKS: dict[str, int] = {
+    "_errors": 0,
+    "_ids": 0,
+    "_threads": 0,
+    "_compat": 0,
+    "providers": 1,
+    "_redaction": 2,
+    "_context": 2,
+    "testing": 2,
+    "_pipeline": 3,
+    "retry": 4,
+    "validation": 5,
+    "accounting": 6,
+    "storage": 7,
+    "_config": 8,
+    "_client": 9,
+    "_wrap": 10,
+    "": 11,  # the package's __init__: the public API
+    "_cli": 12,  # the command and its demo use the public API, as a user's program would
+    "_demo": 12,
+    "__main__": 12,
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    """The package's modules that ``name`` imports, as written (each import statement, wherever it is)."""
+    is_package = path.name == "__init__.py"
+    base = name.split(".") if is_package else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join([*base[: len(base) - node.level + 1], *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                submodule = f"{target}.{alias.name}"
+                yield submodule if submodule in MODULES else target
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+
+
+GRAPH = {
+    name: {target for target in _imports(name, path) if target in MODULES and target != name}
+    for name, path in MODULES.items()
+}
+
+
+def _rank(module: str) -> int:
+    inside = module.removeprefix(PACKAGE).lstrip(".")
+    top = inside.split(".")[0]
+    assert top in RANKS, f"{module} has no place in the layering: give it a rank in this test"
+    return RANKS[top]
+
+
+def _cycles() -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in GRAPH[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(GRAPH):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_is_read_from_every_module() -> None:
+    assert f"{PACKAGE}._pipeline" in GRAPH[f"{PACKAGE}._client"]
+    assert f"{PACKAGE}.storage._engine" in GRAPH[f"{PACKAGE}.storage._migrate"]
+
+
+def test_there_are_no_import_circles() -> None:
+    assert _cycles() == []
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    GRAPH[f"{PACKAGE}._errors"].add(f"{PACKAGE}._client")
+    try:
+        assert any(f"{PACKAGE}._errors" in cycle for cycle in _cycles())
+    finally:
+        GRAPH[f"{PACKAGE}._errors"].discard(f"{PACKAGE}._client")
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_import_points_down(module: str) -> None:
+    upward = sorted(target for target in GRAPH[module] if _rank(target) > _rank(module))
+    assert upward == [], f"{module} (rank {_rank(module)}) imports from above: {upward}"
+
+
+def test_a_package_is_imported_by_its_modules_only_through_siblings() -> None:
+    # A module importing its own package's __init__ would depend on everything the package exports.
+    for module, targets in GRAPH.items():
+        parent = module.rsplit(".", 1)[0]
+        if parent != module and parent != PACKAGE:
+            assert parent not in targets, f"{module} imports its own package {parent}"
