@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,20 @@ def test_an_unknown_top_level_name_is_an_attribute_error() -> None:
         warnings.simplefilter("error")
         with pytest.raises(AttributeError, match="no attribute 'nope'"):
             autogen_reliability.nope  # noqa: B018
+
+
+def test_docs_api_lists_each_packages_public_names() -> None:
+    """docs/api.md lists exactly what each public package exports, so the page cannot drift from the code."""
+    page = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    listed: dict[str, list[str]] = {}
+    package = None
+    for line in page.splitlines():
+        heading = re.fullmatch(r"## `([\w.]+)`", line)
+        if heading:
+            package = heading.group(1)
+            listed[package] = []
+        elif package is not None and (entry := re.match(r"- `(\w+)`", line)):
+            listed[package].append(entry.group(1))
+    assert sorted(listed) == sorted(PACKAGES)
+    for name, names in listed.items():
+        assert names == list(importlib.import_module(name).__all__), f"docs/api.md's {name} section"
