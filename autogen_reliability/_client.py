@@ -43,9 +43,9 @@ from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT
 from .retry._layer import CircuitLayer, FallbackLayer, RetryLayer
 from .retry._policy import RetryObserver, RetryPolicy
-from .validation._policy import ValidationLayer, ValidationPolicy
-from .validation._sanitize import SanitizePolicy
-from .validation._sanitizing import SanitizeLayer
+from .validation._layer import SanitizeLayer, ValidationLayer
+from .validation._policy import ValidationPolicy
+from .validation._sanitizer import SanitizePolicy
 
 __all__ = ["ReliableChatCompletionClient", "ReliableChatCompletionClientConfig", "ReliableOptions", "check_options"]
 

@@ -46,10 +46,11 @@ MOVED_MODULES: Final[dict[str, tuple[str, str]]] = {
     "storage.models": ("storage._models", "autogen_reliability.storage"),
     "storage.store": ("storage._store", "autogen_reliability.storage"),
     "validation.parse": ("validation._parse", "autogen_reliability.validation"),
-    "validation.policy": ("validation._policy", "autogen_reliability.validation"),
+    # ValidationPolicy and ValidationLayer: _layer holds both (it imports the policy it applies).
+    "validation.policy": ("validation._layer", "autogen_reliability.validation"),
     "validation.result": ("validation._result", "autogen_reliability.validation"),
-    "validation.sanitize": ("validation._sanitize", "autogen_reliability.validation"),
-    "validation.sanitizing": ("validation._sanitizing", "autogen_reliability.validation"),
+    "validation.sanitize": ("validation._sanitizer", "autogen_reliability.validation"),
+    "validation.sanitizing": ("validation._layer", "autogen_reliability.validation"),
     "validation.schema": ("validation._schema", "autogen_reliability.validation"),
 }
 

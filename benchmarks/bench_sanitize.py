@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from autogen_reliability.validation._sanitize import Sanitizer, SanitizeReport
+from autogen_reliability.validation import Sanitizer, SanitizeReport
 from benchmarks.timing import best_per_call
 
 ROUNDS = 7

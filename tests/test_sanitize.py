@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autogen_reliability._errors import ConfigurationError
-from autogen_reliability.validation._sanitize import EMPTY, SanitizePolicy, Sanitizer, SanitizeReport
+from autogen_reliability.validation._sanitizer import EMPTY, SanitizePolicy, Sanitizer, SanitizeReport
 
 from .sanitize_judge import calls_made, rendered_problems
 

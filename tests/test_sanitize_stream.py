@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 
 from autogen_reliability import ValidationPolicy, reliable
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
-from autogen_reliability.validation import extract_json
-from autogen_reliability.validation._sanitize import Sanitizer
-from autogen_reliability.validation._sanitizing import HOLD_BACK_LIMIT, StreamSanitizer
+from autogen_reliability.validation import Sanitizer, StreamSanitizer, extract_json
+from autogen_reliability.validation._stream_sanitizer import HOLD_BACK_LIMIT
 
 from .conftest import OpenAIClientFactory
 from .sanitize_judge import characters_passed, rendered_problems

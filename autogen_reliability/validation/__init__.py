@@ -3,8 +3,9 @@
 from ._parse import JSONExtractionError, extract_json
 from ._policy import ValidationPolicy
 from ._result import CheckedCreateResult
-from ._sanitize import SanitizePolicy, Sanitizer, SanitizeReport
+from ._sanitizer import SanitizePolicy, Sanitizer, SanitizeReport
 from ._schema import ResponseSchema, SchemaViolation
+from ._stream_sanitizer import StreamSanitizer
 
 __all__ = [
     "CheckedCreateResult",
@@ -14,6 +15,7 @@ __all__ = [
     "SanitizeReport",
     "Sanitizer",
     "SchemaViolation",
+    "StreamSanitizer",
     "ValidationPolicy",
     "extract_json",
 ]

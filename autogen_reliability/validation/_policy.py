@@ -1,7 +1,7 @@
-"""Validating the model's answer, and re-asking it with the errors when it is invalid.
+"""What a valid answer is, and what happens to an invalid one: :class:`ValidationPolicy`.
 
-:class:`ValidationPolicy` says what a valid answer is; :class:`ValidationLayer`
-checks every answer of a call against it:
+:class:`AnswerCheck` holds what one call's answers are checked against (the
+policy, the schema, the tools offered) and judges each answer:
 
 - **text answers** are bounded by ``max_response_chars`` (longer ones fail
   without being parsed); when JSON is expected (a ``schema``, AutoGen's
@@ -15,21 +15,15 @@ checks every answer of a call against it:
 An invalid answer is re-asked, as instructor and pydantic-ai do: the bad answer
 and a concise list of its violations (path and message) are appended to the
 conversation, and the model answers again — for tool calls, as failed tool
-results, the way a model expects to hear about them. Every re-ask is one more
-provider attempt. When the re-asks are spent, ``on_failure`` decides: raise
-:class:`~autogen_reliability.ResponseValidationError`, or return the last answer
-unmodified with the violations attached.
-
-Validated streams are buffered: the answer is checked before any of it is
-handed on, and then handed on as one chunk and the final result.
+results, the way a model expects to hear about them. :meth:`AnswerCheck.follow_up`
+writes those messages; the validation layer (``_layer.py``) sends them.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,16 +36,13 @@ from autogen_core.models import (
     LLMMessage,
     UserMessage,
 )
-from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .._errors import ConfigurationError, IncompleteStreamError, ResponseValidationError
-from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from .._errors import ConfigurationError
 from ._parse import JSONExtractionError, extract_json
-from ._result import checked
 from ._schema import ResponseSchema, SchemaViolation
 
-__all__ = ["ValidationLayer", "ValidationPolicy"]
+__all__ = ["AnswerCheck", "ValidationPolicy"]
 
 MAX_REASK = 5
 DEFAULT_MAX_RESPONSE_CHARS = 200_000
@@ -165,7 +156,7 @@ def _import_model(path: str) -> type[BaseModel]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Check:
+class AnswerCheck:
     """What one call's answers are checked against."""
 
     policy: ValidationPolicy
@@ -269,107 +260,3 @@ def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation]) -> st
         return f"Error: this call was not executed:\n{_listed(own)}\nCall the tool again with valid arguments."
     # The other calls' results list their own errors: repeating them here would multiply the re-ask.
     return "Not executed, because other calls of this turn were invalid. Call the tools again."
-
-
-def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[str, Any]]:
-    found: dict[str, Mapping[str, Any]] = {}
-    for tool in tools:
-        schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
-        parameters = schema.get("parameters") or {"type": "object", "properties": {}}
-        found[schema["name"]] = dict(parameters)
-    return found
-
-
-def _raw(result: CreateResult) -> str:
-    if isinstance(result.content, str):
-        return result.content
-    return json.dumps([{"name": call.name, "arguments": call.arguments} for call in result.content])
-
-
-class ValidationLayer(Layer):
-    """Checks every answer of a call, re-asking as the policy allows.
-
-    Args:
-        policy: The user's policy, or ``None``: then only answers to
-            ``json_output=<model>`` are checked, against that model.
-    """
-
-    def __init__(self, policy: ValidationPolicy | None) -> None:
-        self.policy = policy
-        self._implicit = ValidationPolicy(validate_tool_calls=False)
-
-    def _check(self, request: Request) -> _Check | None:
-        json_output = request.json_output
-        model = json_output if isinstance(json_output, type) and issubclass(json_output, BaseModel) else None
-        policy = self.policy
-        if policy is None:
-            if model is None:
-                return None
-            policy = self._implicit
-        schema = policy.compiled_schema
-        if schema is None and model is not None:
-            schema = ResponseSchema.of(model)
-        tools = _tool_parameters(request.tools) if policy.validate_tool_calls and request.tools else None
-        return _Check(policy, schema, expects_json=schema is not None or json_output is True, tools=tools)
-
-    def _prepare(self, request: Request, check: _Check) -> Request:
-        if check.schema is None:
-            return request
-        return request.replace(response_format=check.schema.response_format())
-
-    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
-        check = self._check(request)
-        if check is None:
-            return await call_next(request)
-        request = self._prepare(request, check)
-        for answer in range(check.policy.reask + 1):
-            result = await call_next(request)
-            handed_on, violations = check.answer(result)
-            request.call.violations[request.call.attempts] = len(violations)
-            if not violations:
-                return handed_on
-            if answer < check.policy.reask:
-                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
-        return self._failed(check, result, violations)
-
-    def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
-        check = self._check(request)
-        if check is None:
-            return call_next(request)  # nothing to check: no extra generator between the chunks and the agent
-        return self._checked_stream(self._prepare(request, check), check, call_next)
-
-    async def _checked_stream(
-        self, request: Request, check: _Check, call_next: StreamHandler
-    ) -> AsyncGenerator[StreamItem, None]:
-        for answer in range(check.policy.reask + 1):
-            result = await _final_result(call_next(request))
-            handed_on, violations = check.answer(result)
-            request.call.violations[request.call.attempts] = len(violations)
-            if not violations:
-                if isinstance(handed_on.content, str) and handed_on.content:
-                    yield handed_on.content
-                yield handed_on
-                return
-            if answer < check.policy.reask:
-                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
-        failed = self._failed(check, result, violations)
-        if isinstance(failed.content, str) and failed.content:
-            yield failed.content
-        yield failed
-
-    @staticmethod
-    def _failed(check: _Check, result: CreateResult, violations: list[SchemaViolation]) -> CreateResult:
-        if check.policy.on_failure == "raise":
-            raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
-        return checked(result, validation_errors=tuple(violations))
-
-
-async def _final_result(stream: AsyncGenerator[StreamItem, None]) -> CreateResult:
-    result: CreateResult | None = None
-    async with aclosing(stream):
-        async for item in stream:
-            if isinstance(item, CreateResult):
-                result = item
-    if result is None:
-        raise IncompleteStreamError("the stream ended without a final CreateResult")
-    return result

@@ -7,7 +7,7 @@ from typing import Any
 from autogen_core.models import CreateResult
 from pydantic import ConfigDict
 
-from ._sanitize import SanitizeReport
+from ._sanitizer import SanitizeReport
 from ._schema import SchemaViolation
 
 __all__ = ["CheckedCreateResult", "checked"]

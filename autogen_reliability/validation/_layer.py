@@ -1,26 +1,32 @@
-"""The sanitising stage: every text the agent will see passes the :class:`Sanitizer`.
+"""The two layers of the validation stage, outermost first: sanitising, then validating.
+
+:class:`SanitizeLayer` makes every text the agent will see pass the :class:`Sanitizer`:
 
 - the final answer's text content and its ``thought``; when JSON was asked for,
   the string leaves of the parsed JSON (a hazard escaped inside a JSON string,
   such as ``"\\u001b[31m"``, would come back when the agent parses it), whether
   the JSON is the whole answer or sits in a fenced block or in prose (then that
   JSON, the one :func:`extract_json` finds, is replaced by its sanitised copy);
-- streamed chunks, as they pass. A chunk may end inside a tag, an escape
-  sequence or a markdown link that the next chunk completes, so text is held
-  back from where such a construct starts until it is decided: a tag or
-  autolink until its ``>``, an escape sequence for a few characters, a link from
-  its ``]`` until its destination's scheme is known. Held text longer than
-  ``HOLD_BACK_LIMIT`` characters is sanitised and released with what is still
-  open neutralised (a destination gets ``#``, a ``]`` or ``<`` is escaped), so
-  what the consumer joins together is as safe as each piece. When JSON was
-  asked for, the chunks are held until the end and the sanitised answer is
-  handed on as one chunk, as a validated stream is.
+- streamed chunks, as they pass, through a :class:`StreamSanitizer`, which holds
+  back what the next chunk could complete (a tag, an escape sequence, a link).
+  When JSON was asked for, the chunks are held until the end and the sanitised
+  answer is handed on as one chunk, as a validated stream is.
 
 Long answers (more than ``OFF_LOOP_CHARS`` characters) are sanitised in a worker
 thread, so that the event loop keeps serving other calls meanwhile.
 
 Tool-call arguments are not touched: they go to tools as data, not to a screen.
 What was changed is reported on the result (:class:`CheckedCreateResult`).
+
+:class:`ValidationLayer` checks every answer of a call against its
+:class:`ValidationPolicy` (what is checked: :class:`AnswerCheck`). An invalid
+answer is re-asked with its violations; every re-ask is one more provider
+attempt. When the re-asks are spent, ``on_failure`` decides: raise
+:class:`~autogen_reliability.ResponseValidationError`, or return the last answer
+unmodified with the violations attached.
+
+Validated streams are buffered: the answer is checked before any of it is
+handed on, and then handed on as one chunk and the final result.
 """
 
 from __future__ import annotations
@@ -28,30 +34,30 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, Final, ParamSpec, TypeVar
 
 from autogen_core.models import CreateResult
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
 
+from .._errors import IncompleteStreamError, ResponseValidationError
 from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
 from ._parse import JSONExtractionError, locate_json
+from ._policy import AnswerCheck, ValidationPolicy
 from ._result import checked
-from ._sanitize import EMPTY_REPORT, SanitizePolicy, Sanitizer, SanitizeReport, open_link_start, seal_open_links
+from ._sanitizer import EMPTY_REPORT, SanitizePolicy, Sanitizer, SanitizeReport
+from ._schema import ResponseSchema, SchemaViolation
+from ._stream_sanitizer import StreamSanitizer
 
-__all__ = ["HOLD_BACK_LIMIT", "OFF_LOOP_CHARS", "SanitizeLayer", "StreamSanitizer", "sanitizer_for"]
+__all__ = ["OFF_LOOP_CHARS", "SanitizeLayer", "ValidationLayer", "sanitizer_for"]
 
-HOLD_BACK_LIMIT: Final = 1024
-"""How many characters of a stream may be held back, at most, waiting for an open construct to be decided."""
+# ---------------------------------------------------------------------------
+# Sanitising
+
 OFF_LOOP_CHARS: Final = 32_768
 """Texts longer than this are sanitised in a worker thread (``asyncio.to_thread``), not on the event loop."""
-
-_ESCAPES: Final = ("\x1b", "\x9b", "\x9d")  # ESC, and the 8-bit CSI and OSC introducers
-_ESCAPE_WINDOW: Final = 64  # an escape sequence this far from the end is complete or harmless
-# Where a tag ("<a", "</a", "<!--", "<?") or an autolink ("<https:...>") may start; "<" alone may become one.
-_OPEN_ANGLE: Final = re.compile(r"<(?:[A-Za-z/!?]|\Z)")
-
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -72,91 +78,6 @@ async def _run(size: int, function: Callable[_P, _T], *args: _P.args, **kwargs: 
 def sanitizer_for(policy: SanitizePolicy) -> Sanitizer:
     """One sanitiser (and one nh3 cleaner) per policy, shared by every wrapper that uses it."""
     return Sanitizer(policy)
-
-
-def _open_angle_start(text: str) -> int:
-    """Where the last ``<`` that may start a tag or an autolink is, if no ``>`` follows it; else ``len(text)``."""
-    position = text.rfind("<")
-    if position == -1 or text.find(">", position) != -1 or _OPEN_ANGLE.match(text, position) is None:
-        return len(text)
-    return position
-
-
-def _hold_from(text: str) -> int:
-    """How much of ``text`` (received so far) can be sanitised now without cutting an open construct in two."""
-    hold = min(open_link_start(text), _open_angle_start(text))
-    for escape in _ESCAPES:
-        position = text.rfind(escape)
-        if position != -1 and len(text) - position < _ESCAPE_WINDOW:
-            hold = min(hold, position)
-    return hold
-
-
-def _is_closed(cleaned: str) -> bool:
-    """Whether sanitised text ends with nothing open that the text after it could complete.
-
-    Sanitising can open what was closed: nh3 deletes ``<foo>`` from ``[x](<foo>``, leaving ``[x](``.
-    """
-    return open_link_start(cleaned) == len(cleaned) and _open_angle_start(cleaned) == len(cleaned)
-
-
-def _seal(cleaned: str) -> str:
-    """Sanitised text with whatever is still open closed to what may follow it (see :func:`seal_open_links`)."""
-    cleaned = seal_open_links(cleaned)
-    angle = _open_angle_start(cleaned)
-    if angle < len(cleaned):
-        cleaned = cleaned[:angle] + "\\" + cleaned[angle:]  # "\<" starts neither a tag nor an autolink
-    return cleaned
-
-
-class StreamSanitizer:
-    """Sanitises a text that arrives in chunks, so that the pieces it releases, joined, are safe.
-
-    Each piece is sanitised whole, and cut where nothing is open (see the module documentation): a link, a tag
-    or an escape sequence split across chunks is judged in one piece. Held text is looked at again only once
-    it has doubled, so that a long hold costs time linear in its length, not quadratic.
-
-    Args:
-        sanitizer: What sanitises each piece.
-        limit: How many characters may be held at most.
-    """
-
-    __slots__ = ("_checked", "_limit", "_pending", "_sanitizer")
-
-    def __init__(self, sanitizer: Sanitizer, limit: int = HOLD_BACK_LIMIT) -> None:
-        self._sanitizer = sanitizer
-        self._limit = limit
-        self._pending = ""
-        self._checked = 0  # length of the pending text when it was last found all open
-
-    def feed(self, chunk: str) -> str:
-        """Takes the next chunk; returns what can be handed on now, sanitised ("" while everything is held)."""
-        self._pending += chunk
-        if len(self._pending) < 2 * self._checked and len(self._pending) <= self._limit:
-            return ""
-        released: list[str] = []
-        text = self._pending
-        cut = _hold_from(text)
-        if cut > 0:
-            cleaned = self._clean(text[:cut])
-            if _is_closed(cleaned):
-                released.append(cleaned)
-                text = text[cut:]
-        if len(text) > self._limit:
-            # Open for too long: hand it on sanitised, with what is still open neutralised, rather than raw.
-            released.append(_seal(self._clean(text)))
-            text = ""
-        self._pending = text
-        self._checked = len(text)
-        return "".join(released)
-
-    def finish(self) -> str:
-        """What is still held, sanitised: the end of the text, after which nothing can complete it."""
-        text, self._pending, self._checked = self._pending, "", 0
-        return self._clean(text) if text else ""
-
-    def _clean(self, text: str) -> str:
-        return self._sanitizer.text(text)[0]
 
 
 class SanitizeLayer(Layer):
@@ -261,3 +182,111 @@ def _keep_blank_edges(original: str, replacement: str) -> str:
 
 def _json_expected(request: Request) -> bool:
     return bool(request.json_output) or request.response_format is not None
+
+
+# ---------------------------------------------------------------------------
+# Validation
+
+
+def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = {}
+    for tool in tools:
+        schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
+        parameters = schema.get("parameters") or {"type": "object", "properties": {}}
+        found[schema["name"]] = dict(parameters)
+    return found
+
+
+def _raw(result: CreateResult) -> str:
+    if isinstance(result.content, str):
+        return result.content
+    return json.dumps([{"name": call.name, "arguments": call.arguments} for call in result.content])
+
+
+class ValidationLayer(Layer):
+    """Checks every answer of a call, re-asking as the policy allows.
+
+    Args:
+        policy: The user's policy, or ``None``: then only answers to
+            ``json_output=<model>`` are checked, against that model.
+    """
+
+    def __init__(self, policy: ValidationPolicy | None) -> None:
+        self.policy = policy
+        self._implicit = ValidationPolicy(validate_tool_calls=False)
+
+    def _check(self, request: Request) -> AnswerCheck | None:
+        json_output = request.json_output
+        model = json_output if isinstance(json_output, type) and issubclass(json_output, BaseModel) else None
+        policy = self.policy
+        if policy is None:
+            if model is None:
+                return None
+            policy = self._implicit
+        schema = policy.compiled_schema
+        if schema is None and model is not None:
+            schema = ResponseSchema.of(model)
+        tools = _tool_parameters(request.tools) if policy.validate_tool_calls and request.tools else None
+        return AnswerCheck(policy, schema, expects_json=schema is not None or json_output is True, tools=tools)
+
+    def _prepare(self, request: Request, check: AnswerCheck) -> Request:
+        if check.schema is None:
+            return request
+        return request.replace(response_format=check.schema.response_format())
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        check = self._check(request)
+        if check is None:
+            return await call_next(request)
+        request = self._prepare(request, check)
+        for answer in range(check.policy.reask + 1):
+            result = await call_next(request)
+            handed_on, violations = check.answer(result)
+            request.call.violations[request.call.attempts] = len(violations)
+            if not violations:
+                return handed_on
+            if answer < check.policy.reask:
+                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        return self._failed(check, result, violations)
+
+    def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        check = self._check(request)
+        if check is None:
+            return call_next(request)  # nothing to check: no extra generator between the chunks and the agent
+        return self._checked_stream(self._prepare(request, check), check, call_next)
+
+    async def _checked_stream(
+        self, request: Request, check: AnswerCheck, call_next: StreamHandler
+    ) -> AsyncGenerator[StreamItem, None]:
+        for answer in range(check.policy.reask + 1):
+            result = await _final_result(call_next(request))
+            handed_on, violations = check.answer(result)
+            request.call.violations[request.call.attempts] = len(violations)
+            if not violations:
+                if isinstance(handed_on.content, str) and handed_on.content:
+                    yield handed_on.content
+                yield handed_on
+                return
+            if answer < check.policy.reask:
+                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        failed = self._failed(check, result, violations)
+        if isinstance(failed.content, str) and failed.content:
+            yield failed.content
+        yield failed
+
+    @staticmethod
+    def _failed(check: AnswerCheck, result: CreateResult, violations: list[SchemaViolation]) -> CreateResult:
+        if check.policy.on_failure == "raise":
+            raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
+        return checked(result, validation_errors=tuple(violations))
+
+
+async def _final_result(stream: AsyncGenerator[StreamItem, None]) -> CreateResult:
+    result: CreateResult | None = None
+    async with aclosing(stream):
+        async for item in stream:
+            if isinstance(item, CreateResult):
+                result = item
+    if result is None:
+        raise IncompleteStreamError("the stream ended without a final CreateResult")
+    return result

@@ -1,0 +1,77 @@
+"""Characters a reader cannot see: bidi controls, zero-width and other invisible characters, Unicode tags.
+
+Part of the sanitiser's text stage (see :mod:`._sanitizer` for the order of the stages). Each function removes
+one category and counts the characters it removed under that category's name: ``"bidi"`` (Trojan Source,
+CVE-2021-42574), ``"zero_width"`` (including runs of variation selectors, which smuggle bytes) and
+``"tag_chars"`` ("ASCII smuggling").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["remove_bidi", "remove_tag_chars", "remove_zero_width"]
+
+_BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+# U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others, and
+# so do the fillers: the combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 and
+# the Khmer inherent vowels U+17B4, U+17B5 (all Default_Ignorable; the fillers even count as letters).
+_ZERO_WIDTH: Final = re.compile(
+    "[\u200b\u200c\u200d\u2060-\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0]"
+)
+# Variation selectors: one after an emoji picks its text or emoji style, a run of them after anything encodes
+# bytes that a reader cannot see and a model can read ("emoji smuggling": one selector per byte).
+_VARIATION_SELECTORS: Final = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]+")
+_EMOJI_STYLE: Final = frozenset("\ufe0e\ufe0f")
+# Characters that take an emoji style: the emoji blocks and the older symbols that have an emoji form.
+_EMOJI: Final = re.compile(
+    "[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a-\u23ff\u24c2\u25aa-\u27bf"
+    "\u2934\u2935\u2b05-\u2b55\u3030\u303d\u3297\u3299\U0001f000-\U0001faff]"
+)
+_KEYCAP_BASES: Final = frozenset("#*0123456789")  # "1\ufe0f\u20e3" is the keycap emoji 1
+_TAG_CHARS: Final = re.compile("[\U000e0000-\U000e007f]")
+
+
+def remove_bidi(text: str, counts: dict[str, int]) -> str:
+    """``text`` without bidi embeddings, overrides, isolates and marks."""
+    return _remove(_BIDI, text, "bidi", counts)
+
+
+def remove_zero_width(text: str, counts: dict[str, int]) -> str:
+    """``text`` without zero-width and other invisible characters, and without variation selectors (see below)."""
+    text = _remove(_ZERO_WIDTH, text, "zero_width", counts)
+    return _remove_variation_selectors(text, counts)
+
+
+def remove_tag_chars(text: str, counts: dict[str, int]) -> str:
+    """``text`` without Unicode tag characters U+E0000-U+E007F."""
+    return _remove(_TAG_CHARS, text, "tag_chars", counts)
+
+
+def _remove_variation_selectors(text: str, counts: dict[str, int]) -> str:
+    """Removes variation selectors but a lone text or emoji style selector after an emoji (counted as zero-width)."""
+    removed = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal removed
+        run = match.group()
+        start = match.start()
+        if len(run) == 1 and run in _EMOJI_STYLE and start > 0:
+            before = text[start - 1]
+            if _EMOJI.match(before) or (before in _KEYCAP_BASES and text.startswith("\u20e3", match.end())):
+                return run
+        removed += len(run)
+        return ""
+
+    result = _VARIATION_SELECTORS.sub(replace, text)
+    if removed:
+        counts["zero_width"] = counts.get("zero_width", 0) + removed
+    return result
+
+
+def _remove(pattern: re.Pattern[str], text: str, category: str, counts: dict[str, int]) -> str:
+    text, removed = pattern.subn("", text)
+    if removed:
+        counts[category] = counts.get(category, 0) + removed
+    return text
