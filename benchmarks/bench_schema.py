@@ -4,6 +4,10 @@
   (jsonschema-rs, formats on) and against the equivalent pydantic model, valid
   and with three violations.
 * :func:`extract_json` on a 2 KB answer: bare, fenced, and wrapped in prose.
+* :func:`extract_json` on adversarial megabytes (unclosed brackets, fences on
+  every line, candidates that never parse...): every step is linear, which
+  ``tests/test_parse.py`` checks by counting work; here it is timed. And the
+  refusal of a 20 MB text over ``max_chars``, which reads none of it.
 * :meth:`ResponseSchema.of` on a cache hit (the cost of compiling "on every request").
 
 Machines here are shared and noisy: the best of several rounds is printed, and
@@ -14,6 +18,7 @@ Run: ``python -m benchmarks.bench_schema``
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from functools import partial
@@ -21,8 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, create_model
 
-from autogen_reliability.validation._parse import extract_json
-from autogen_reliability.validation._schema import ResponseSchema
+from autogen_reliability.validation import JSONExtractionError, ResponseSchema, extract_json
 from benchmarks.timing import best_per_call
 
 ROUNDS = 7
@@ -63,6 +67,26 @@ def thirty_fields() -> tuple[dict[str, Any], type[BaseModel], dict[str, Any]]:
     return schema, create_model("Thirty", **fields), value
 
 
+# The shapes tests/test_parse.py counts the work of, at about a megabyte each.
+ADVERSARIAL: dict[str, str] = {
+    "unclosed braces": "{" * 1_000_000,
+    "unclosed brackets, then garbage": "[" * 500_000 + "garbage" * 70_000,
+    "balanced brackets, not JSON": "[x] " * 250_000,
+    "trailing commas": "[1,] " * 200_000,
+    "escaped quotes": '{"' + '{\\"' * 300_000,
+    "fence lines": "```\n" * 250_000,
+    "fences and open brackets": "```\n[x\n" * 140_000,
+    "no brackets": "a" * 1_000_000,
+    "JSON in prose": "Here: " + json.dumps({f"k{i}": ["x" * 10, i, {"z": "a}b"}] for i in range(20_000)}) + " bye",
+}
+ADVERSARIAL_ROUNDS = 3
+
+
+def extract_or_fail(text: str, **options: Any) -> None:
+    with contextlib.suppress(JSONExtractionError):
+        extract_json(text, **options)
+
+
 def main() -> None:
     schema, model, value = thirty_fields()
     invalid = {**value, "int_0": "x", "bool_3": None, "tags_4": [1]}
@@ -94,6 +118,14 @@ def main() -> None:
         seconds = per_call_seconds(partial(extract_json, text), 5_000)
         print(f"    {label:<9} {seconds * 1e6:7.2f} us")
     print(f"    (json.loads alone: {per_call_seconds(lambda: json.loads(answer), 5_000) * 1e6:.2f} us)")
+
+    print(f"  extract_json on adversarial texts (best of {ADVERSARIAL_ROUNDS})")
+    for label, text in ADVERSARIAL.items():
+        seconds = best_per_call(partial(extract_or_fail, text), 1, ADVERSARIAL_ROUNDS)
+        print(f"    {label:<32} {len(text) / 1e6:4.2f} MB {seconds * 1e3:8.1f} ms")
+    huge = "{" * 20_000_000
+    refused = per_call_seconds(partial(extract_or_fail, huge, max_chars=1000), 5_000)
+    print(f"    {'refused: longer than max_chars':<32} {len(huge) / 1e6:5.2f} MB {refused * 1e6:8.2f} us")
 
 
 if __name__ == "__main__":
