@@ -32,7 +32,7 @@ from ._config import default_recorder
 from ._config import settings as accounting_settings
 from ._context import Attribution, resolve_attribution
 from ._errors import ConfigurationError
-from ._pipeline import AttemptEvent, AttemptObserver, Call, Layer, Pipeline, Request, StreamItem
+from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
 from ._redaction import remember_secret
 from .accounting._layer import AccountingLayer
 from .accounting._price_table import PricingTable
@@ -183,25 +183,46 @@ def _hooks(name: str, hooks: _Hook | Sequence[_Hook] | None) -> tuple[_Hook, ...
 
 
 def _pipeline(
-    client: ChatCompletionClient,
-    settings: _Settings,
-    observers: Sequence[AttemptObserver],
-    outer: Sequence[Layer] = (),
+    client: ChatCompletionClient, settings: _Settings, observers: Sequence[AttemptObserver], *, primary: bool
 ) -> Pipeline:
-    """The stages one client's calls go through: ``outer`` layers, retry, then the circuit breaker."""
-    layers = list(outer)
+    """The pipeline of ``client``: the primary's has every layer, a fallback's only those of a provider client."""
     remember_secret(api_key_of(client))  # a provider may echo it in an error we store, log or raise
     if settings.track_usage:
         attach_usage_tap(innermost(client))
     # Off whether or not we retry: an SDK retry is a request no row, budget or breaker would see.
     switch_off_sdk_retries(client)
-    if settings.retry is not None:
-        retry = settings.retry
-        budget = budget_for(client, retry.budget, retry.clock) if retry.budget is not None else None
-        layers.append(RetryLayer(settings.retry, budget, settings.on_retry))
-    if settings.circuit is not None:
-        layers.append(CircuitLayer(breaker_for(client, settings.circuit)))
-    return Pipeline(client, layers, observers)
+    # The layers a call goes through, outermost first. docs/architecture.md shows this list as a table,
+    # and tests/test_layering.py keeps the two the same. A stage that is off has no layer.
+    layers = [
+        _accounting(settings) if primary and settings.track_usage else None,
+        SanitizeLayer(settings.sanitize) if primary and settings.sanitize is not None else None,
+        ValidationLayer(settings.validation) if primary else None,
+        _fallback(settings, observers) if primary and settings.fallbacks else None,
+        _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
+        CircuitLayer(breaker_for(client, settings.circuit)) if settings.circuit is not None else None,
+    ]
+    return Pipeline(client, [layer for layer in layers if layer is not None], observers)
+
+
+def _accounting(settings: _Settings) -> AccountingLayer:
+    defaults = accounting_settings()
+    return AccountingLayer(
+        settings.recorder or default_recorder(),
+        settings.pricing or defaults.pricing,
+        capture_content=defaults.capture_content,
+        content_limit=defaults.content_limit,
+    )
+
+
+def _fallback(settings: _Settings, observers: Sequence[AttemptObserver]) -> FallbackLayer:
+    fallbacks = [_pipeline(fallback, settings, observers, primary=False) for fallback in settings.fallbacks]
+    retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
+    return FallbackLayer(fallbacks, retry_on)
+
+
+def _retry(client: ChatCompletionClient, policy: RetryPolicy, on_retry: Sequence[RetryObserver]) -> RetryLayer:
+    budget = budget_for(client, policy.budget, policy.clock) if policy.budget is not None else None
+    return RetryLayer(policy, budget, on_retry)
 
 
 class ReliableChatCompletionClientConfig(BaseModel):
@@ -279,26 +300,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         self._settings = settings
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        observers = (self._count_usage, *settings.on_attempt)
-        # Outermost first: account for every attempt; sanitise what validation handed on;
-        # validate what the clients answered.
-        outer: list[Layer] = [ValidationLayer(settings.validation)]
-        if settings.sanitize is not None:
-            outer.insert(0, SanitizeLayer(settings.sanitize))
-        if settings.track_usage:
-            defaults = accounting_settings()
-            accounting = AccountingLayer(
-                settings.recorder or default_recorder(),
-                settings.pricing or defaults.pricing,
-                capture_content=defaults.capture_content,
-                content_limit=defaults.content_limit,
-            )
-            outer.insert(0, accounting)
-        if settings.fallbacks:
-            fallbacks = [_pipeline(fallback, settings, observers) for fallback in settings.fallbacks]
-            retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
-            outer.append(FallbackLayer(fallbacks, retry_on))
-        self._pipeline = _pipeline(client, settings, observers, outer)
+        self._pipeline = _pipeline(client, settings, (self._count_usage, *settings.on_attempt), primary=True)
 
     @property
     def inner(self) -> ChatCompletionClient:

@@ -28,6 +28,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from autogen_core import CancellationToken
@@ -45,6 +46,7 @@ __all__ = [
     "AttemptObserver",
     "Call",
     "CreateHandler",
+    "Findings",
     "Layer",
     "Pipeline",
     "Request",
@@ -61,6 +63,39 @@ StreamHandler = Callable[["Request"], AsyncGenerator[StreamItem, None]]
 Outcome = Literal["ok", "error", "cancelled"]
 
 
+_NO_CHANGES: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(slots=True)
+class Findings:
+    """What the stages found in and changed about a call's answers: the one channel from them to accounting.
+
+    Validation and the sanitiser write here, each through its method; the
+    accounting stage reads it when the call ends, and no stage reads another's
+    attributes.
+    """
+
+    _violations: dict[int, int] = field(default_factory=dict)
+    _sanitizer_changes: Mapping[str, int] | None = None
+
+    def judged(self, attempt: int, violations: int) -> None:
+        """Validation judged the answer of ``attempt``: ``violations`` problems found (0: valid)."""
+        self._violations[attempt] = violations
+
+    def sanitized(self, changes: Mapping[str, int]) -> None:
+        """The sanitiser changed the answer handed on to the agent: changes per category."""
+        self._sanitizer_changes = changes
+
+    def violations(self, attempt: int) -> int:
+        """How many violations validation found in the answer of ``attempt`` (0: valid, or not judged)."""
+        return self._violations.get(attempt, 0)
+
+    @property
+    def sanitizer_changes(self) -> Mapping[str, int]:
+        """What the sanitiser changed in the answer handed on, per category (empty: nothing)."""
+        return self._sanitizer_changes or _NO_CHANGES
+
+
 @dataclass(slots=True)
 class Call:
     """One logical call as the agent made it; all of its provider attempts share it.
@@ -72,8 +107,7 @@ class Call:
         started_at: When the call started (UTC).
         attempts: Provider attempts made so far.
         events: The :class:`AttemptEvent` of each finished attempt, in order.
-        violations: Attempt number -> violations validation found in its answer.
-        sanitizer_changes: What the sanitiser changed in the answer handed on, per category.
+        findings: What the stages found in and changed about the answers (validation, the sanitiser).
         tracker: Told when each attempt starts and ends (the accounting layer's in-flight rows).
     """
 
@@ -83,8 +117,7 @@ class Call:
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempts: int = 0
     events: list[AttemptEvent] = field(default_factory=list)
-    violations: dict[int, int] = field(default_factory=dict)
-    sanitizer_changes: Mapping[str, int] | None = None
+    findings: Findings = field(default_factory=Findings)
     tracker: AttemptTracker | None = None
 
 
@@ -220,6 +253,8 @@ class Pipeline:
         observers: Sequence[AttemptObserver] = (),
     ) -> None:
         self.client = client
+        self.layers = tuple(layers)
+        """The layers, outermost first."""
         self._observers = tuple(observers)
         create: CreateHandler = self._attempt_create
         stream: StreamHandler = self._attempt_stream

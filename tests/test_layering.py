@@ -16,6 +16,7 @@ included), not from what happens to be loaded::
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +159,35 @@ def test_a_package_is_imported_by_its_modules_only_through_siblings() -> None:
         parent = module.rsplit(".", 1)[0]
         if parent != module and parent != PACKAGE:
             assert parent not in targets, f"{module} imports its own package {parent}"
+
+
+def _documented_layers() -> list[tuple[str, str]]:
+    """The table of layers in docs/architecture.md: (class name, file) per row, outermost first."""
+    page = (ROOT.parent / "docs" / "architecture.md").read_text()
+    table = page.split("The layers of a wrapped client today, outermost first", 1)[1].split("```")[1]
+    rows = []
+    for line in table.strip().splitlines():
+        name, rest = line.split(None, 1)
+        if name != "attempt":
+            rows.append((name, rest.split(":", 1)[0].split()[0]))
+    return rows
+
+
+def test_the_layer_list_in_the_client_is_the_table_in_the_architecture_page() -> None:
+    from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: PLC0415
+
+    from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy  # noqa: PLC0415
+
+    wrapped = ReliableChatCompletionClient(
+        ReplayChatCompletionClient(["a"]),
+        fallbacks=[ReplayChatCompletionClient(["b"])],
+        validation=ValidationPolicy(schema={"type": "object"}),
+    )
+    built = [
+        (type(layer).__name__, str(Path(inspect.getfile(type(layer))).relative_to(ROOT)))
+        for layer in wrapped._pipeline.layers
+    ]
+    assert built == _documented_layers()
+    fallback = next(layer for layer in wrapped._pipeline.layers if type(layer).__name__ == "FallbackLayer")
+    # A fallback's own pipeline: the provider client's layers only, in the table's order.
+    assert [type(layer).__name__ for layer in fallback.fallbacks[0].layers] == ["RetryLayer", "CircuitLayer"]

@@ -207,9 +207,9 @@ class AccountingLayer(Layer):
 
         Only validation's verdict, the sanitiser's changes and the captured content can have changed since.
         """
-        violations = call.violations.get(attempt.attempt, 0)
+        violations = call.findings.violations(attempt.attempt)
         final = attempt.result is not None and attempt.attempt == call.attempts
-        changes = (call.sanitizer_changes or {}) if final else {}
+        changes = call.findings.sanitizer_changes if final else {}
         if not violations and not changes and not self.capture_content:
             return ended
         result = attempt.result
@@ -237,7 +237,7 @@ class AccountingLayer(Layer):
         cached = raw.cached_tokens if raw is not None else None
         cache_write = raw.cache_write_tokens if raw is not None else None
         outcome: Outcome = attempt.outcome
-        violations = call.violations.get(attempt.attempt, 0)
+        violations = call.findings.violations(attempt.attempt)
         if outcome == "ok" and violations:
             outcome = "invalid"
         cost: int | None
@@ -278,7 +278,7 @@ class AccountingLayer(Layer):
             error_message=redact(str(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
             finish_reason=result.finish_reason if result is not None else None,
             cache_hit=bool(result is not None and result.cached),
-            sanitizer_changes=(call.sanitizer_changes or {}) if final else {},
+            sanitizer_changes=call.findings.sanitizer_changes if final else {},
             validation_errors=violations,
             request_content=self._content_of(attempt.request.messages) if content and self.capture_content else None,
             response_content=(

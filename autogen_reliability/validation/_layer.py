@@ -128,7 +128,7 @@ class SanitizeLayer(Layer):
             if thought != result.thought:
                 updates["thought"] = thought
         if report.changed:
-            request.call.sanitizer_changes = report.changes
+            request.call.findings.sanitized(report.changes)
         if not updates and not report.changed and not report.injection_markers:
             return result
         return checked(result, sanitize_report=report, **updates)
@@ -242,7 +242,7 @@ class ValidationLayer(Layer):
         for answer in range(check.policy.reask + 1):
             result = await call_next(request)
             handed_on, violations = check.answer(result)
-            request.call.violations[request.call.attempts] = len(violations)
+            request.call.findings.judged(request.call.attempts, len(violations))
             if not violations:
                 return handed_on
             if answer < check.policy.reask:
@@ -261,7 +261,7 @@ class ValidationLayer(Layer):
         for answer in range(check.policy.reask + 1):
             result = await _final_result(call_next(request))
             handed_on, violations = check.answer(result)
-            request.call.violations[request.call.attempts] = len(violations)
+            request.call.findings.judged(request.call.attempts, len(violations))
             if not violations:
                 if isinstance(handed_on.content, str) and handed_on.content:
                     yield handed_on.content
