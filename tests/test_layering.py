@@ -177,6 +177,7 @@ def test_the_layer_list_in_the_client_is_the_table_in_the_architecture_page() ->
     from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: PLC0415
 
     from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy  # noqa: PLC0415
+    from autogen_reliability.retry._layer import FallbackLayer  # noqa: PLC0415
 
     wrapped = ReliableChatCompletionClient(
         ReplayChatCompletionClient(["a"]),
@@ -188,6 +189,6 @@ def test_the_layer_list_in_the_client_is_the_table_in_the_architecture_page() ->
         for layer in wrapped._pipeline.layers
     ]
     assert built == _documented_layers()
-    fallback = next(layer for layer in wrapped._pipeline.layers if type(layer).__name__ == "FallbackLayer")
+    fallback = next(layer for layer in wrapped._pipeline.layers if isinstance(layer, FallbackLayer))
     # A fallback's own pipeline: the provider client's layers only, in the table's order.
     assert [type(layer).__name__ for layer in fallback.fallbacks[0].layers] == ["RetryLayer", "CircuitLayer"]
