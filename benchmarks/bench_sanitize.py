@@ -14,14 +14,25 @@ Measured on the shared 2-core machine, under load: before each destination was r
 is in doubt, ``"[x](&" * 200_000`` took 14.6 s and ``"[x](j" * 200_000`` 1.24 s (best of 2); after, 0.030 s and
 0.59 s (best of 7).
 
+Last, the event loop's longest wait while a wrapped client (the real SDK over HTTP to ``FakeOpenAIServer``)
+sanitises a 1 MB link-dense answer, plain and streamed: answers over ``OFF_LOOP_CHARS`` are sanitised in a worker
+thread, so the loop keeps serving other calls (it waited about 22 s before, 30-70 ms after; the test suite checks
+which thread did the work, this measures what that is worth).
+
 Run: ``python -m benchmarks.bench_sanitize``
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+from autogen_reliability import reliable
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 from autogen_reliability.validation import Sanitizer, SanitizeReport
 from benchmarks.timing import best_per_call
 
@@ -128,6 +139,40 @@ def main() -> None:
     for name, function in cases:
         _, report = function()
         print(f"  {name:<44} {calibrated_per_call(function) * 1e6:11.1f} us   {dict(report.changes)}")
+    for streamed in (False, True):
+        waited = asyncio.run(longest_loop_wait(LINK_DENSE_AMPERSAND, streamed=streamed))
+        mode = "create_stream" if streamed else "create"
+        print(f"  event loop's longest wait, wrapped {mode} of 1 MB link-dense text: {waited * 1000:7.1f} ms")
+
+
+async def longest_loop_wait(answer: str, *, streamed: bool) -> float:
+    """The longest time the event loop went without running a 5 ms ticker while a wrapped client took ``answer``."""
+    loop = asyncio.get_running_loop()
+    longest, last_tick = 0.0, loop.time()
+
+    async def tick() -> None:
+        nonlocal longest, last_tick
+        while True:
+            last_tick = loop.time()
+            await asyncio.sleep(0.005)
+            longest = max(longest, loop.time() - last_tick)
+
+    with FakeOpenAIServer() as server:
+        server.enqueue(FakeReply.text(answer))
+        inner = OpenAIChatCompletionClient(model="gpt-4o-mini", base_url=server.base_url, api_key="sk-bench")
+        client = reliable(inner, track_usage=False)
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        messages = [UserMessage(content="hi", source="user")]
+        if streamed:
+            async for _ in client.create_stream(messages):
+                pass
+        else:
+            await client.create(messages)
+        longest = max(longest, loop.time() - last_tick)
+        ticker.cancel()
+        await client.close()
+    return longest
 
 
 if __name__ == "__main__":
