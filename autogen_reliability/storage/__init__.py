@@ -1,13 +1,14 @@
 """The usage ledger in SQL: SQLite by default, PostgreSQL for many writers, migrated with alembic."""
 
 from ._migrate import current_revision, head_revision, upgrade
-from ._models import UsageRecord
+from ._models import UsageContent, UsageRecord
 from ._store import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, UsageStore
 
 __all__ = [
     "SchemaOutdatedError",
     "SchemaTooNewError",
     "StoreSchemaError",
+    "UsageContent",
     "UsageRecord",
     "UsageStore",
     "current_revision",
