@@ -73,7 +73,7 @@ __all__ = [
     "usage_scope",
 ]
 
-# Second-tier names that were importable from the top level until 0.1.0 -> their subpackage.
+# Second-tier names that used to be importable from the top level -> their subpackage.
 _MOVED = {
     "Cost": "autogen_reliability.accounting",
     "PricingTable": "autogen_reliability.accounting",

@@ -1,6 +1,6 @@
 """Old import paths, kept working for one release with a ``DeprecationWarning``.
 
-Until 0.1.0 every module was public (``autogen_reliability.retry.policy``, ...).
+Every module used to be public (``autogen_reliability.retry.policy``, ...).
 The modules are private now, behind their package's ``__init__``; importing an
 old path still works, warns once per path, and gives the new module. Names that
 left the top level warn when read from there, and name their new home.

@@ -14,7 +14,7 @@ __all__ = [
     "UsageSink",
 ]
 
-# Names that were importable from here until 0.1.0 -> the package that holds them now.
+# Names that used to be importable from here -> the package that holds them now.
 _MOVED = {
     "ProviderUsage": "autogen_reliability.providers",
     "attach_usage_tap": "autogen_reliability.providers",
