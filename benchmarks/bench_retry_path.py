@@ -33,7 +33,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from autogen_reliability import ReliableChatCompletionClient, RetryBudget, RetryPolicy
 from autogen_reliability.retry import set_on_retry_hooks, set_testing
-from benchmarks.bench_wrapper_overhead import MESSAGES, RESULT, InstantClient
+from benchmarks.bench_wrapper_overhead import RESULT, InstantClient, per_call_seconds
 
 CALLS = 2_000
 ROUNDS = 15
@@ -62,17 +62,7 @@ class FlakyClient(InstantClient):
 
 
 async def cpu_per_call(client: ChatCompletionClient, *, stream: bool) -> float:
-    best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.process_time()
-        for _ in range(CALLS):
-            if stream:
-                async for _item in client.create_stream(MESSAGES):
-                    pass
-            else:
-                await client.create(MESSAGES)
-        best = min(best, (time.process_time() - start) / CALLS)
-    return best
+    return await per_call_seconds(client, stream=stream, calls=CALLS, rounds=ROUNDS, clock=time.process_time)
 
 
 async def main() -> None:

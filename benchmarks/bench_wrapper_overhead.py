@@ -16,7 +16,7 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any
 
 from autogen_core.models import (
@@ -77,18 +77,25 @@ class InstantClient(ChatCompletionClient):
         )
 
 
-async def per_call_seconds(client: ChatCompletionClient, *, stream: bool) -> float:
+async def per_call_seconds(
+    client: ChatCompletionClient,
+    *,
+    stream: bool,
+    calls: int = CALLS,
+    rounds: int = ROUNDS,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     # The best round estimates the cost; slower rounds measure the neighbours' load.
     best = float("inf")
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(CALLS):
+    for _ in range(rounds):
+        start = clock()
+        for _ in range(calls):
             if stream:
                 async for _item in client.create_stream(MESSAGES):
                     pass
             else:
                 await client.create(MESSAGES)
-        best = min(best, (time.perf_counter() - start) / CALLS)
+        best = min(best, (clock() - start) / calls)
     return best
 
 
