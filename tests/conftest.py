@@ -32,6 +32,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=environment, cwd=cwd)
 
 
+def run_python(
+    script: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -c SCRIPT ARGS`` in a fresh interpreter (this one's), from the repository unless ``cwd`` says."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=cwd or Path(__file__).parent.parent,
+    )
+
+
 @pytest.fixture(scope="session", autouse=True)
 def usage_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Wrappers without a recorder of their own record to a throw-away database, never the working directory."""

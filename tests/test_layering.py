@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,11 +64,14 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str, path: Path) -> Iterator[str]:
-    """The package's modules that ``name`` imports, as written (each import statement, wherever it is)."""
-    is_package = path.name == "__init__.py"
-    base = name.split(".") if is_package else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+def imports_in(source: str, module: str, *, is_package: bool = False) -> set[str]:
+    """The package's modules that ``source`` imports, wherever the statement is (deferred, ``TYPE_CHECKING``).
+
+    ``module`` is the full dotted name of where the source lives, to resolve relative imports.
+    """
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 target = ".".join([*base[: len(base) - node.level + 1], *([node.module] if node.module else [])])
@@ -77,14 +79,14 @@ def _imports(name: str, path: Path) -> Iterator[str]:
                 target = node.module or ""
             for alias in node.names:
                 submodule = f"{target}.{alias.name}"
-                yield submodule if submodule in MODULES else target
+                found.add(submodule if submodule in MODULES else target)
         elif isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name in MODULES and name != module}
 
 
 GRAPH = {
-    name: {target for target in _imports(name, path) if target in MODULES and target != name}
-    for name, path in MODULES.items()
+    name: imports_in(path.read_text(), name, is_package=path.name == "__init__.py") for name, path in MODULES.items()
 }
 
 

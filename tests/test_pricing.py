@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 import threading
 import traceback
@@ -31,6 +29,8 @@ from autogen_reliability.accounting._price_table import (
     PricingTable,
     TokenUsage,
 )
+
+from .conftest import run_python
 
 AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
@@ -911,6 +911,7 @@ socket.getaddrinfo = refuse
 from datetime import UTC, datetime
 from autogen_reliability.accounting import PricingTable, TokenUsage
 
+
 table = PricingTable({"models": {"acme": {"input": 1, "output": 1}}})
 usage = TokenUsage(prompt_tokens=1000, completion_tokens=100, cached_tokens=500)
 for model in ("gpt-4o-mini", "claude-3-5-sonnet-20241022", "deepseek-chat", "acme"):
@@ -929,14 +930,6 @@ def test_pricing_never_touches_the_network() -> None:
         "ALL_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "",
     }
-    done = subprocess.run(
-        [sys.executable, "-c", NO_NETWORK_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = run_python(NO_NETWORK_SCRIPT, env=env)
     assert done.returncode == 0, done.stderr
     assert "priced offline" in done.stdout

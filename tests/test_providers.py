@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +28,8 @@ from autogen_reliability.providers import (
     loaded_module,
     model_of,
 )
+
+from .conftest import run_python
 
 AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
@@ -249,14 +249,7 @@ def test_inference_imports_no_provider_sdk() -> None:
         print("ok")
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
 
 
@@ -324,12 +317,5 @@ def test_the_lookup_never_imports() -> None:
         print("ok")
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=Path(__file__).parent.parent,
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr

@@ -6,15 +6,17 @@ import importlib
 import json
 import pkgutil
 import re
-import subprocess
 import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import autogen_reliability
 from autogen_reliability import _compat, accounting
+
+from .conftest import run_python
 
 PACKAGES = [
     "autogen_reliability",
@@ -83,9 +85,7 @@ print(json.dumps(found))
 
 def test_every_old_module_path_warns_and_gives_the_module_that_replaced_it() -> None:
     # A fresh interpreter, where no old path was imported yet (each warns on its first import only).
-    done = subprocess.run(
-        [sys.executable, "-c", _OLD_PATHS_PROBE], capture_output=True, text=True, check=False, timeout=120
-    )
+    done = run_python(_OLD_PATHS_PROBE)
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert sorted(found) == sorted(_compat.MOVED_MODULES)
@@ -106,23 +106,19 @@ def test_an_old_path_names_the_importer_in_its_warning() -> None:
     assert old.RetryPolicy is autogen_reliability.RetryPolicy
 
 
-@pytest.mark.parametrize("name", sorted(autogen_reliability._MOVED))
-def test_a_name_that_left_the_top_level_warns_and_names_its_home(name: str) -> None:
-    home = importlib.import_module(autogen_reliability._MOVED[name])
-    with pytest.warns(DeprecationWarning, match=f"import it from {home.__name__}"):
-        value = getattr(autogen_reliability, name)
-    assert value is getattr(home, name)
-    assert name in home.__all__
+MOVED_NAMES = [(autogen_reliability, name) for name in sorted(autogen_reliability._MOVED)] + [
+    (accounting, name) for name in sorted(accounting._MOVED)
+]
 
 
-@pytest.mark.parametrize("name", sorted(accounting._MOVED))
-def test_a_name_that_left_accounting_warns_and_names_its_home(name: str) -> None:
-    home = importlib.import_module(accounting._MOVED[name])
+@pytest.mark.parametrize(("package", "name"), MOVED_NAMES, ids=lambda value: getattr(value, "__name__", value))
+def test_a_name_that_left_a_package_warns_and_names_its_home(package: ModuleType, name: str) -> None:
+    home = importlib.import_module(package._MOVED[name])
     with pytest.warns(DeprecationWarning, match=f"import it from {home.__name__}"):
-        value = getattr(accounting, name)
+        value = getattr(package, name)
     assert value is getattr(home, name)
     assert name in home.__all__
-    assert name not in accounting.__all__
+    assert name not in package.__all__
 
 
 def test_an_unknown_top_level_name_is_an_attribute_error() -> None:

@@ -18,6 +18,8 @@ import pytest
 
 import autogen_reliability
 
+from .test_layering import imports_in
+
 PACKAGE = Path(autogen_reliability.__file__).parent
 PROVIDERS = PACKAGE / "providers"
 
@@ -89,31 +91,10 @@ def private_names_in(source: str) -> list[str]:
     return found
 
 
-def package_imports_in(source: str, module: str) -> set[str]:
-    """The modules of ``autogen_reliability`` outside ``providers`` that ``source`` imports.
-
-    ``module`` is where the source lives, under the package (``"providers._lookup"``), to resolve relative imports.
-    """
-    package = module.split(".")[:-1]
-    imported: set[str] = set()
-    for node in ast.walk(ast.parse(source)):  # TYPE_CHECKING blocks included
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[: len(package) - (node.level - 1)]
-            if node.module:
-                names = [".".join([*base, node.module])]
-            else:  # from .. import _threads
-                names = [".".join([*base, alias.name]) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "autogen_reliability":
-            names = [node.module.removeprefix("autogen_reliability").lstrip(".")]
-        elif isinstance(node, ast.Import):
-            names = [
-                alias.name.removeprefix("autogen_reliability").lstrip(".")
-                for alias in node.names
-                if alias.name.split(".")[0] == "autogen_reliability"
-            ]
-        imported |= {name for name in names if name and name.split(".")[0] != "providers"}
-    return imported
+def _outside_providers(modules: set[str]) -> set[str]:
+    """``modules`` of the package that are not in ``providers``, named under the package (``"_errors"``)."""
+    names = {name.removeprefix("autogen_reliability").lstrip(".") for name in modules}
+    return {name for name in names if name and name.split(".")[0] != "providers"}
 
 
 def _sources(root: Path) -> list[Path]:
@@ -142,7 +123,7 @@ def test_providers_holds_the_private_names() -> None:
 @pytest.mark.parametrize("path", _sources(PROVIDERS), ids=lambda path: path.name)
 def test_providers_imports_only_the_core_of_the_package(path: Path) -> None:
     module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
-    imported = package_imports_in(path.read_text(encoding="utf-8"), module)
+    imported = _outside_providers(imports_in(path.read_text(encoding="utf-8"), f"autogen_reliability.{module}"))
     assert imported <= PROVIDERS_MAY_IMPORT, f"{module} imports {sorted(imported - PROVIDERS_MAY_IMPORT)}"
 
 
@@ -206,5 +187,5 @@ def test_the_import_check_sees_relative_absolute_and_type_checking_imports() -> 
         "from autogen_reliability.providers import innermost\n"
         "if TYPE_CHECKING:\n    from .._pipeline import Request\n"
     )
-    imported = package_imports_in(source, "providers._probe")
+    imported = _outside_providers(imports_in(source, "autogen_reliability.providers._probe"))
     assert imported == {"_errors", "_threads", "retry", "accounting._pricing", "_pipeline"}
