@@ -7,7 +7,7 @@ included), not from what happens to be loaded::
     providers   what particular clients and SDKs need (tests/test_structure.py keeps it so)
     support     _redaction _context testing/
     pipeline    _pipeline: Call, Request, Layer, the attempt
-    stages      retry/ < validation/ < accounting/ < storage/  (each may use the ones before it)
+    stages      retry/ < validation/ < accounting/ < reports/ < storage/ < budget/  (each may use the ones before it)
     assembly    _config (the process defaults) < _client (the layer list) < _wrap
     public      the package's __init__
     programs    _cli, _demo, __main__: they use the public API as a user's program would
@@ -40,14 +40,16 @@ RANKS: dict[str, int] = {
     "retry": 4,
     "validation": 5,
     "accounting": 6,
-    "storage": 7,
-    "_config": 8,
-    "_client": 9,
-    "_wrap": 10,
-    "": 11,  # the package's __init__: the public API
-    "_cli": 12,  # the command and its demo use the public API, as a user's program would
-    "_demo": 12,
-    "__main__": 12,
+    "reports": 7,  # the report's data and renderers: plain data, no SQL
+    "storage": 8,
+    "budget": 9,  # budgets read spend from the ledger
+    "_config": 10,
+    "_client": 11,
+    "_wrap": 12,
+    "": 13,  # the package's __init__: the public API
+    "_cli": 14,  # the command and its demo use the public API, as a user's program would
+    "_demo": 14,
+    "__main__": 14,
 }
 
 

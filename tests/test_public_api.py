@@ -22,6 +22,7 @@ PACKAGES = [
     "autogen_reliability",
     "autogen_reliability.accounting",
     "autogen_reliability.providers",
+    "autogen_reliability.reports",
     "autogen_reliability.retry",
     "autogen_reliability.storage",
     "autogen_reliability.testing",

@@ -1,0 +1,85 @@
+"""Writes docs/api.md from each public package's ``__all__`` and docstrings.
+
+Run ``python scripts/api_md.py`` after changing a package's public names;
+``tests/test_public_api.py`` fails while the page and the code disagree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+PACKAGES = [
+    "autogen_reliability",
+    "autogen_reliability.retry",
+    "autogen_reliability.validation",
+    "autogen_reliability.accounting",
+    "autogen_reliability.reports",
+    "autogen_reliability.storage",
+    "autogen_reliability.budget",
+    "autogen_reliability.providers",
+    "autogen_reliability.testing",
+]
+
+HEADER = """# Public API
+
+Everything importable from these packages is the public API; their modules are private
+(underscore-named) and may change between releases. `tests/test_public_api.py` checks that this
+page lists exactly each package's `__all__`.
+"""
+
+
+def _first_line(obj: object) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _kind(obj: object) -> str:
+    if inspect.isclass(obj):
+        return "class"
+    if inspect.isfunction(obj) or inspect.isbuiltin(obj):
+        return "function"
+    if getattr(obj, "__module__", None) == "typing" or hasattr(obj, "__origin__"):
+        return "type"  # an alias such as ReplyFactory = Callable[...]
+    return "value"
+
+
+def _described(page: str) -> dict[str, str]:
+    """What the page says now of each name: aliases and values carry no docstring to read again."""
+    found = {}
+    for line in page.splitlines():
+        if line.startswith("- `") and "): " in line:
+            name = line[3 : line.index("`", 3)]
+            found[name] = line.split("): ", 1)[1]
+    return found
+
+
+def render(packages: list[str], known: dict[str, str]) -> str:
+    parts = [HEADER]
+    for name in packages:
+        module = importlib.import_module(name)
+        parts.append(f"## `{name}`\n\n{_first_line(module)}\n")
+        lines = []
+        for public in module.__all__:
+            obj = getattr(module, public)
+            kind = _kind(obj)
+            text = _first_line(obj) if kind in ("class", "function") else known.get(public, "")
+            lines.append(f"- `{public}` ({kind}): {text}".rstrip())
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def main() -> None:
+    present = [name for name in PACKAGES if importlib.util.find_spec(name) is not None]
+    target = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+    page = render(present, _described(target.read_text()))
+    if "--check" in sys.argv:
+        raise SystemExit(0 if target.read_text() == page else 1)
+    target.write_text(page)
+
+
+if __name__ == "__main__":
+    main()
