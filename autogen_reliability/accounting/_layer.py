@@ -34,6 +34,7 @@ from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, Start
 from .._redaction import redact
 from ..providers import infer_provider, model_of
 from ..retry._classify import ErrorKind, classify_error
+from . import _feed
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
 from ._price_table import PricingTable, TokenUsage
@@ -149,6 +150,8 @@ class AccountingLayer(Layer):
                 )
                 event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
             self.recorder.record(event)
+            if _feed.listeners:  # budgets and cost limits of this process, before the row reaches the ledger
+                _feed.publish(event, self.recorder)
         # Only now, with every row in the journal: there is never a moment when an attempt has neither.
         if tracker is not None:
             tracker.release()

@@ -1,0 +1,52 @@
+"""The usage events of this process as they are recorded, for what must know at once (budgets, cost limits).
+
+The ledger is the truth for every process sharing a database, but a row
+reaches it only when the recorder's thread writes it. What needs this
+process's spend before then subscribes here: the accounting stage publishes
+each event, priced, right after handing it to the recorder, on the thread that
+ran the call. A listener must be quick and must not raise (one that does is
+logged and kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ._events import UsageEvent
+from ._recorder import UsageRecorder
+
+__all__ = ["RecordedListener", "publish", "subscribe"]
+
+logger = logging.getLogger("autogen_reliability")
+
+RecordedListener = Callable[[UsageEvent, UsageRecorder], None]
+"""Called with each event and the recorder it was handed to (which says which ledger it goes to)."""
+
+_lock = threading.Lock()
+listeners: tuple[RecordedListener, ...] = ()
+"""The listeners now subscribed; replaced, never changed in place, so publishing needs no lock."""
+
+
+def subscribe(listener: RecordedListener) -> Callable[[], None]:
+    """Calls ``listener`` with every usage event this process records from now on; returns the unsubscriber."""
+    global listeners  # noqa: PLW0603  # one feed per process
+    with _lock:
+        listeners = (*listeners, listener)
+
+    def unsubscribe() -> None:
+        global listeners  # noqa: PLW0603
+        with _lock:
+            listeners = tuple(known for known in listeners if known is not listener)
+
+    return unsubscribe
+
+
+def publish(event: UsageEvent, recorder: UsageRecorder) -> None:
+    """Hands ``event`` to every listener; one that raises is logged, and the others still see it."""
+    for listener in listeners:
+        try:
+            listener(event, recorder)
+        except Exception:
+            logger.exception("a usage listener failed on event %s", event.event_id)
