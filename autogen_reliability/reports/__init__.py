@@ -6,14 +6,17 @@ self-contained HTML page with charts.
 """
 
 from ._model import DailyCost, Group, Recommendation, ReportFilters, SessionGrowth, Usage, UsageReport, WasteLine
+from ._recommend import ReportThresholds, recommend
 
 __all__ = [
     "DailyCost",
     "Group",
     "Recommendation",
     "ReportFilters",
+    "ReportThresholds",
     "SessionGrowth",
     "Usage",
     "UsageReport",
     "WasteLine",
+    "recommend",
 ]
