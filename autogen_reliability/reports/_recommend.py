@@ -435,7 +435,7 @@ def _unpriced_models(report: UsageReport, limits: ReportThresholds, _prices: _Pr
 
 
 class _Prices:
-    """The pricing table at the report's date, made on first use (loading genai-prices' data takes a while)."""
+    """The pricing table at the report's date; the default one is made only if a rule needs a price."""
 
     def __init__(self, table: PricingTable | None, report: UsageReport) -> None:
         self._table = table
