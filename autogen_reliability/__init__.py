@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._pipeline import AttemptEvent
 from ._wrap import reliable
+from .budget import CostTermination
 from .retry import CircuitBreakerPolicy, RetryBudget, RetryPolicy
 from .storage import UsageStore
 from .validation import JSONExtractionError, SanitizePolicy, ValidationPolicy
@@ -51,6 +52,7 @@ __all__ = [
     "CircuitBreakerPolicy",
     "CircuitOpenError",
     "ConfigurationError",
+    "CostTermination",
     "ErrorKind",
     "IncompleteStreamError",
     "JSONExtractionError",

@@ -21,6 +21,7 @@ from .conftest import run_python
 PACKAGES = [
     "autogen_reliability",
     "autogen_reliability.accounting",
+    "autogen_reliability.budget",
     "autogen_reliability.providers",
     "autogen_reliability.reports",
     "autogen_reliability.retry",
