@@ -25,7 +25,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from rich.console import Group as RenderGroup
 
 __all__ = [
     "GROUP_COLUMNS",
@@ -379,3 +382,41 @@ class UsageReport:
     def to_json(self, *, indent: int | None = 2) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def to_csv(self) -> str:
+        """The breakdown as CSV: a header, then one row per group, the ``group_by`` columns then the numbers.
+
+        The numbers are named as in :meth:`to_dict` (``calls``, ``cost_usd``, ``error_rate``...); money is
+        the exact decimal (``0.000123456``), an undefined rate an empty cell. No total row.
+        """
+        from ._csv import render_csv  # noqa: PLC0415 - renderers load when used
+
+        return render_csv(self)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown (GitHub tables): totals, waste, the breakdown with its total, top sessions, findings.
+
+        User strings (agents, models, tags, sessions, messages) are escaped: they render as written.
+        """
+        from ._markdown import render_markdown  # noqa: PLC0415
+
+        return render_markdown(self)
+
+    def to_rich(self) -> RenderGroup:
+        """The report for a terminal: rich tables, the breakdown with a total line, the waste, money exact.
+
+        ``rich`` is imported when this is called. Print it with ``rich.console.Console().print(report.to_rich())``.
+        """
+        from ._rich import render_rich  # noqa: PLC0415
+
+        return render_rich(self)
+
+    def to_html(self) -> str:
+        """The report as one self-contained HTML page: cards, inline SVG charts, tables, findings; no request at all.
+
+        Rendered by Jinja2 with autoescaping (``jinja2`` is imported when this is called): a hostile agent
+        name or model shows as text, never as markup. Write it to a file and open it in any browser.
+        """
+        from ._html import render_html  # noqa: PLC0415
+
+        return render_html(self)

@@ -1,0 +1,247 @@
+"""How the renderers write numbers, names and the period: one place, so every format says the same thing.
+
+Money is written exactly: the stored nano-USD summed are a ``Decimal`` with at
+most nine decimals, and a report that rounds them cannot be checked against the
+ledger. Displays show at least two decimals (``$1.50``) and as many more as the
+value has (``$0.000123456``); files (CSV) hold the plain decimal (``0.000123456``),
+never scientific notation (``str(Decimal("1E-9"))`` would give ``1E-9``).
+Rates are floats, shown to one decimal of a percent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from ._view import FiltersView, FindingView, ReportView, SessionGrowthView
+
+__all__ = [
+    "NONE_LABEL",
+    "column_title",
+    "cost_cell",
+    "count_text",
+    "decimal_text",
+    "filters_lines",
+    "finding_figure",
+    "generated_text",
+    "growth_text",
+    "key_text",
+    "latency_text",
+    "metric_text",
+    "period_text",
+    "plain_text",
+    "rate_text",
+    "report_title",
+    "subject_text",
+    "tokens_compact",
+    "usd_column",
+    "usd_compact",
+    "usd_text",
+]
+
+NONE_LABEL: Final = "(none)"
+"""How a missing group value is shown (an agent that was never named, an unpriced model's empty price)."""
+
+_CENT: Final = Decimal("0.01")
+# Control characters (a newline in an agent name) would break a table row or a line of the terminal.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_COLUMN_TITLES: Final = {
+    "project": "Project",
+    "session": "Session",
+    "agent": "Agent",
+    "model": "Model",
+    "provider": "Provider",
+    "day": "Day",
+    "week": "Week",
+    "outcome": "Outcome",
+    "error_kind": "Error kind",
+}
+
+
+def decimal_text(value: Decimal) -> str:
+    """The exact decimal in plain notation (``0.000000001``, never ``1E-9``): what files hold."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in {"", "-0"} else text
+
+
+def usd_text(value: Decimal) -> str:
+    """Exact USD for a reader: ``$1,234.50``, ``$0.000123456`` (two decimals at least, every one there is)."""
+    sign = "-" if value < 0 else ""
+    magnitude = abs(value)
+    if magnitude == magnitude.quantize(_CENT):
+        return f"{sign}${magnitude:,.2f}"
+    return f"{sign}${_grouped(magnitude)}"
+
+
+def usd_column(values: Sequence[Decimal]) -> list[str]:
+    """Exact USD for a table column: every value with the same decimals (the most any has, two at least).
+
+    Trailing zeros are added, never digits removed, so each is still exact and the decimal points line up.
+    """
+    decimals = 2
+    for value in values:
+        exponent = value.normalize().as_tuple().exponent
+        if isinstance(exponent, int):
+            decimals = max(decimals, -exponent)
+    return [f"{'-' if value < 0 else ''}${abs(value):,.{decimals}f}" for value in values]
+
+
+def cost_cell(text: str, attempts: int, unpriced_attempts: int) -> str:
+    """A cost in a table: ``unpriced`` when none of the attempts had a price, never a $0 that reads as free."""
+    return "unpriced" if attempts and unpriced_attempts >= attempts else text
+
+
+def _grouped(value: Decimal) -> str:
+    whole, _, fraction = decimal_text(value).partition(".")
+    return f"{int(whole):,}.{fraction}" if fraction else f"{int(whole):,}"
+
+
+def usd_compact(value: float, *, step: float | None = None) -> str:
+    """USD rounded for a chart's axis or bar label; ``step`` (a tick interval) sets the decimals."""
+    if step is not None and step > 0:
+        decimals = max(0, -_floor_log10(step))
+        decimals = 2 if decimals == 1 else decimals  # $0.50, not $0.5
+        return f"${value:,.{decimals}f}"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1000:
+        return f"${value:,.0f}"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    # Small amounts keep three significant digits: $0.00123, not $0.00.
+    decimals = min(9, 2 - _floor_log10(abs(value)))
+    return f"${value:.{decimals}f}"
+
+
+def _floor_log10(value: float) -> int:
+    exponent = 0
+    while value >= 10:
+        value /= 10
+        exponent += 1
+    while value < 1:
+        value *= 10
+        exponent -= 1
+    return exponent
+
+
+def count_text(value: int) -> str:
+    """An integer with thousands separators."""
+    return f"{value:,}"
+
+
+def tokens_compact(value: float, *, trim: bool = False) -> str:
+    """Tokens for a chart label: ``950``, ``12.3k``, ``4.5M``; ``trim`` drops a ``.0`` (axis ticks: ``50M``)."""
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            text = f"{scaled:.1f}" if scaled < 100 else f"{scaled:.0f}"
+            return (text.removesuffix(".0") if trim else text) + suffix
+    return f"{value:.0f}"
+
+
+def rate_text(value: float | None) -> str:
+    """A rate as a percentage with one decimal; ``—`` when undefined; ``<0.1%`` rather than a false ``0.0%``."""
+    if value is None:
+        return "—"
+    percent = value * 100
+    if 0 < percent < 0.05:
+        return "<0.1%"
+    return f"{percent:.1f}%"
+
+
+def latency_text(value: float | None) -> str:
+    """Milliseconds, rounded: ``1,234 ms``; ``—`` when not computed."""
+    return "—" if value is None else f"{value:,.0f} ms"
+
+
+def metric_text(name: str, value: float) -> str:
+    """A finding's figure: a share or a rate as a percentage, anything else as a number."""
+    if name.endswith(("_rate", "_share")):
+        return rate_text(value)
+    return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+
+
+def plain_text(value: str | None) -> str:
+    """A user's string on one line: control characters (newlines, tabs) shown as escapes, ``(none)`` for None."""
+    if value is None:
+        return NONE_LABEL
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), value)
+
+
+def key_text(key: Mapping[str, str | None], columns: tuple[str, ...] | None = None) -> str:
+    """A group's key as one label: ``writer · gpt-4o``."""
+    names = columns if columns is not None else tuple(key)
+    return " · ".join(plain_text(key.get(name)) for name in names)
+
+
+def column_title(column: str) -> str:
+    """The heading of a ``group_by`` column: ``Agent``; a tag column as written (``tag:team``)."""
+    return _COLUMN_TITLES.get(column, plain_text(column))
+
+
+def _moment(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    if (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
+        return value.date().isoformat()
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value.second else value.strftime("%Y-%m-%d %H:%M")
+
+
+def period_text(filters: FiltersView) -> str:
+    """The period, UTC: ``2025-05-01 → 2025-05-08 (UTC)``, ``since 2025-05-01 (UTC)``, ``all time``."""
+    if filters.since is None and filters.until is None:
+        return "all time"
+    if filters.until is None:
+        assert filters.since is not None
+        return f"since {_moment(filters.since)} (UTC)"
+    if filters.since is None:
+        return f"until {_moment(filters.until)} (UTC)"
+    return f"{_moment(filters.since)} → {_moment(filters.until)} (UTC)"
+
+
+def filters_lines(filters: FiltersView) -> list[tuple[str, str]]:
+    """The filters besides project and period, as ``(name, value)`` pairs (values on one line)."""
+    lines: list[tuple[str, str]] = []
+    if filters.session is not None:
+        lines.append(("session", plain_text(filters.session)))
+    if filters.agent is not None:
+        lines.append(("agent", plain_text(filters.agent)))
+    lines.extend((f"tag {plain_text(name)}", plain_text(value)) for name, value in sorted(filters.tags.items()))
+    return lines
+
+
+def report_title(report: ReportView) -> str:
+    """``Usage of acme-support`` or ``Usage of all projects``."""
+    project = report.filters.project
+    return "Usage of all projects" if project is None else f"Usage of {plain_text(project)}"
+
+
+def generated_text(report: ReportView) -> str:
+    """When the report was made, UTC, to the second."""
+    return report.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def finding_figure(finding: FindingView) -> str:
+    """``retry_waste_share 23.0% (threshold 10.0%)``."""
+    return (
+        f"{finding.metric} {metric_text(finding.metric, finding.value)} "
+        f"(threshold {metric_text(finding.metric, finding.threshold)})"
+    )
+
+
+def subject_text(subject: Mapping[str, str | None]) -> str:
+    """A finding's subject: ``model gpt-4o``, ``agent writer · model gpt-4o``."""
+    return " · ".join(f"{plain_text(name)} {plain_text(value)}" for name, value in subject.items())
+
+
+def growth_text(growth: SessionGrowthView | None) -> str:
+    """How a session's prompts grew: ``1,200 → 5,400 (4.5 times)``; ``—`` when unknown."""
+    if growth is None or growth.growth is None:
+        return "—"
+    first, last = count_text(growth.first_prompt_tokens), count_text(growth.last_prompt_tokens)
+    return f"{first} → {last} ({growth.growth:.1f} times)"

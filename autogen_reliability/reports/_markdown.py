@@ -1,0 +1,223 @@
+"""A report as Markdown (CommonMark with GitHub's tables): for a pull request, an issue, a wiki page.
+
+Agent names, models, tags, sessions and findings come from users and models, so
+every one of them is escaped: Markdown's punctuation (``*``, ``_``, ``[``, ``<``,
+``|`` ...) gets a backslash, which renders it as itself, and a newline or another
+control character is written as its escape (``\\n``), so a name can neither
+end a table row nor become a link, an image or raw HTML.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Final
+
+from ._format import (
+    column_title,
+    cost_cell,
+    count_text,
+    filters_lines,
+    finding_figure,
+    generated_text,
+    growth_text,
+    latency_text,
+    period_text,
+    plain_text,
+    rate_text,
+    report_title,
+    subject_text,
+    usd_column,
+    usd_text,
+)
+
+if TYPE_CHECKING:
+    from ._view import ReportView, UsageView
+
+__all__ = ["markdown_escape", "render_markdown"]
+
+# ASCII punctuation that means something inline (CommonMark lets any of it be escaped; these are the ones
+# that can start emphasis, code, a link, an image, raw HTML, an entity, a cell boundary or GitHub's math).
+_SPECIAL: Final = re.compile(r"([\\`*_\[\]<>|~&$])")
+
+
+def markdown_escape(value: str | None) -> str:
+    """A user's string as Markdown text that renders as itself, on one line."""
+    return _SPECIAL.sub(r"\\\1", plain_text(value))
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(headings: list[str], rows: list[list[str]], *, left: int = 1) -> list[str]:
+    """A GFM table; the first ``left`` columns are text (left-aligned), the rest numbers (right-aligned)."""
+    rule = ["---" if index < left else "---:" for index in range(len(headings))]
+    return [_row(headings), _row(rule), *(_row(cells) for cells in rows), ""]
+
+
+def _usage_cells(usage: UsageView, cost: str, waste: str) -> list[str]:
+    return [
+        count_text(usage.calls),
+        count_text(usage.attempts),
+        count_text(usage.tokens),
+        cost_cell(cost, usage.attempts, usage.unpriced_attempts),
+        cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+        rate_text(usage.error_rate),
+        rate_text(usage.retry_rate),
+        rate_text(usage.reask_rate),
+        latency_text(usage.latency_p50_ms),
+        latency_text(usage.latency_p95_ms),
+        count_text(usage.unpriced_attempts),
+    ]
+
+
+_USAGE_HEADINGS: Final = [
+    "Calls",
+    "Attempts",
+    "Tokens",
+    "Cost",
+    "Waste",
+    "Error rate",
+    "Retry rate",
+    "Re-ask rate",
+    "p50",
+    "p95",
+    "Unpriced",
+]
+
+
+def _header(report: ReportView) -> list[str]:
+    lines = [f"# {markdown_escape(report_title(report))}", ""]
+    lines.append(f"Period: {period_text(report.filters)}. Generated {generated_text(report)}.")
+    filters = filters_lines(report.filters)
+    if filters:
+        lines.append(
+            "Filters: " + "; ".join(f"{markdown_escape(name)} = {markdown_escape(v)}" for name, v in filters) + "."
+        )
+    lines.append("")
+    return lines
+
+
+def _totals(report: ReportView) -> list[str]:
+    totals = report.totals
+    share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
+    unpriced = count_text(totals.unpriced_attempts)
+    if report.unpriced_models:
+        unpriced += " (" + ", ".join(markdown_escape(model) for model in report.unpriced_models) + ")"
+    rows = [
+        ["Cost", usd_text(totals.cost)],
+        ["Calls", count_text(totals.calls)],
+        ["Attempts", count_text(totals.attempts)],
+        ["Prompt tokens", count_text(totals.prompt_tokens)],
+        ["Completion tokens", count_text(totals.completion_tokens)],
+        ["Cached prompt tokens", f"{count_text(totals.cached_tokens)} ({rate_text(totals.cached_token_rate)})"],
+        ["Reasoning tokens", count_text(totals.reasoning_tokens)],
+        ["Error rate", rate_text(totals.error_rate)],
+        ["Retry rate", rate_text(totals.retry_rate)],
+        ["Re-ask rate", rate_text(totals.reask_rate)],
+        ["Cache-hit rate", rate_text(totals.cache_hit_rate)],
+        ["Waste", f"{usd_text(totals.waste_cost)} ({share} of cost), {count_text(totals.waste_tokens)} tokens"],
+        ["Unpriced attempts", unpriced],
+        ["Latency p50 / p95", f"{latency_text(totals.latency_p50_ms)} / {latency_text(totals.latency_p95_ms)}"],
+    ]
+    return ["## Totals", "", *_table(["", "Value"], rows)]
+
+
+def _waste(report: ReportView) -> list[str]:
+    totals = report.totals
+    lines = ["## Waste", "", "Attempts whose answer the agent never used: failed, re-asked or abandoned.", ""]
+    if not report.waste:
+        return [*lines, "None.", ""]
+    costs = usd_column([*(line.cost for line in report.waste), totals.waste_cost])
+    rows = [
+        [
+            markdown_escape(line.outcome),
+            count_text(line.attempts),
+            count_text(line.tokens),
+            cost_cell(cost, line.attempts, line.unpriced_attempts),
+            count_text(line.unpriced_attempts),
+        ]
+        for line, cost in zip(report.waste, costs, strict=False)
+    ]
+    rows.append(
+        [
+            "**Total**",
+            count_text(sum(line.attempts for line in report.waste)),
+            count_text(totals.waste_tokens),
+            costs[-1],
+            count_text(sum(line.unpriced_attempts for line in report.waste)),
+        ]
+    )
+    return [*lines, *_table(["Outcome", "Attempts", "Tokens", "Cost", "Unpriced"], rows)]
+
+
+def _breakdown(report: ReportView) -> list[str]:
+    columns = report.group_by
+    title = ", ".join(markdown_escape(column_title(column)) for column in columns) or "everything"
+    costs = usd_column([*(group.usage.cost for group in report.breakdown), report.totals.cost])
+    wastes = usd_column([*(group.usage.waste_cost for group in report.breakdown), report.totals.waste_cost])
+    rows = [
+        [*(markdown_escape(group.key.get(column)) for column in columns), *_usage_cells(group.usage, cost, waste)]
+        for group, cost, waste in zip(report.breakdown, costs, wastes, strict=False)
+    ]
+    rows.append(["**Total**", *([""] * (len(columns) - 1)), *_usage_cells(report.totals, costs[-1], wastes[-1])])
+    headings = [markdown_escape(column_title(column)) for column in columns] or [""]
+    if not columns:
+        rows = [rows[-1]]
+    return [f"## By {title}", "", *_table([*headings, *_USAGE_HEADINGS], rows, left=max(1, len(columns)))]
+
+
+def _sessions(report: ReportView) -> list[str]:
+    if not report.top_sessions:
+        return []
+    growth = {item.session: item for item in report.session_growth}
+    costs = usd_column([group.usage.cost for group in report.top_sessions])
+    wastes = usd_column([group.usage.waste_cost for group in report.top_sessions])
+    rows = []
+    for group, cost, waste in zip(report.top_sessions, costs, wastes, strict=True):
+        session = group.key.get("session")
+        grew = growth.get(session) if session is not None else None
+        grew_text = growth_text(grew)
+        usage = group.usage
+        rows.append(
+            [
+                markdown_escape(session),
+                count_text(usage.calls),
+                count_text(usage.attempts),
+                count_text(usage.tokens),
+                cost_cell(cost, usage.attempts, usage.unpriced_attempts),
+                cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+                count_text(usage.errors),
+                grew_text,
+            ]
+        )
+    headings = ["Session", "Calls", "Attempts", "Tokens", "Cost", "Waste", "Errors", "Prompt growth"]
+    return ["## Top sessions", "", *_table(headings, rows)]
+
+
+def _recommendations(report: ReportView) -> list[str]:
+    lines = ["## Recommendations", ""]
+    if not report.recommendations:
+        return [*lines, "No finding: nothing in these numbers crossed a threshold.", ""]
+    for number, finding in enumerate(report.recommendations, 1):
+        saving = "not priced" if finding.saving is None else usd_text(finding.saving)
+        about = f"; about {markdown_escape(subject_text(finding.subject))}" if finding.subject else ""
+        lines.append(
+            f"{number}. {markdown_escape(finding.message)} "
+            f"(figure: {markdown_escape(finding_figure(finding))}; estimated saving: {saving}{about}; "
+            f"rule {markdown_escape(finding.code)})"
+        )
+    return [*lines, ""]
+
+
+def render_markdown(report: ReportView) -> str:
+    """The report as a Markdown document: summary, totals, waste, breakdown, top sessions, recommendations."""
+    lines = _header(report)
+    if report.totals.attempts == 0 and report.totals.calls == 0:
+        lines += ["No usage in this period.", ""]
+    else:
+        lines += _totals(report) + _waste(report) + _breakdown(report) + _sessions(report)
+        lines += _recommendations(report)
+    if report.percentile_method:
+        lines += [f"Latency percentiles: {markdown_escape(report.percentile_method)}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
