@@ -248,13 +248,13 @@ def column_chart(
             )
         if index % label_every == 0:
             parts.append(
-                f'<text class="tick" x="{_n(center)}" y="{_n(baseline + 16)}" '
+                f'<text class="tick" x="{_n(center)}" y="{_n(baseline + 20)}" '
                 f'text-anchor="middle">{escape(column.label)}</text>'
             )
         parts.append("</g>")
-    legend, legend_height = _legend(chart_id, series, baseline + 34, plot_width)
+    legend, legend_height = _legend(chart_id, series, baseline + 36, plot_width)
     parts.append(f'<g transform="translate({_n(left)},0)">{legend}</g>')
-    height = baseline + 34 + legend_height + 4
+    height = baseline + 36 + legend_height + 4
     return _svg(_open(chart_id, label, width, height) + "".join(parts) + "</svg>")
 
 

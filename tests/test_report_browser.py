@@ -1,0 +1,223 @@
+"""The HTML report in a real browser: Debian's chromium, headless, driven by Playwright's sync API.
+
+What a reader would see, checked where only a browser can: the page loads with no
+console error or warning and no page error, makes no request but for itself, shows
+every chart (a box with a size), reads in light and dark (text contrast, measured on
+the computed colours), no two labels of a chart overlap (measured with the real
+fonts), and a hostile report opens no dialog. Screenshots go to the test's tmp path,
+and to ``AUTOGEN_RELIABILITY_SCREENSHOT_DIR`` when it is set (CI keeps them).
+
+The browser is ``AUTOGEN_RELIABILITY_TEST_CHROMIUM`` if set, else /usr/bin/chromium.
+Without it (or without the playwright package) the tests skip with one line saying
+what is missing, unless ``AUTOGEN_RELIABILITY_TEST_CHROMIUM`` is set: then a missing
+browser fails, as CI (.ci/run, scripts/ci-chromium.sh) wants. No browser is ever
+downloaded: Playwright drives the installed one through ``executable_path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pytest
+
+from .report_fixtures import AGENTS, MODELS, hostile_report, make_report
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+CHROMIUM_ENV = "AUTOGEN_RELIABILITY_TEST_CHROMIUM"
+SCREENSHOT_ENV = "AUTOGEN_RELIABILITY_SCREENSHOT_DIR"
+DEFAULT_CHROMIUM = Path("/usr/bin/chromium")
+CHARTS = ("cost-per-day", "cost-by-agent", "tokens-by-model", "waste-by-outcome")
+
+
+def _chromium() -> str:
+    """The browser's path; skips (or fails, when CI asked for the browser) with one line if something is missing."""
+    required = bool(os.environ.get(CHROMIUM_ENV))
+    path = Path(os.environ.get(CHROMIUM_ENV) or DEFAULT_CHROMIUM)
+    missing = None
+    if importlib.util.find_spec("playwright") is None:
+        missing = "the playwright package is not installed (pip install -e '.[dev]'; it drives the installed chromium)"
+    elif not path.is_file():
+        missing = (
+            f"no chromium at {path} (apt-get install chromium, or scripts/ci-chromium.sh; "
+            f"{CHROMIUM_ENV}=PATH names another)"
+        )
+    if missing is None:
+        return str(path)
+    if required:
+        pytest.fail(f"browser check: {missing}", pytrace=False)
+    pytest.skip(f"browser check skipped: {missing}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless chromium for this module's tests (root needs --no-sandbox)."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415 - only where a browser runs
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class _Watch:
+    """Everything the page did besides drawing: requests, console messages, page errors, dialogs."""
+
+    def __init__(self, page: Page) -> None:
+        self.requests: list[str] = []
+        self.failed: list[str] = []
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("requestfailed", lambda request: self.failed.append(request.url))
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", self._dialog)
+
+    def _console(self, message: Any) -> None:
+        if message.type in {"error", "warning"}:
+            self.console.append(f"{message.type}: {message.text}")
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+Scheme = Literal["light", "dark"]
+
+
+def _open(browser: Browser, html: str, path: Path, scheme: Scheme) -> tuple[Page, _Watch]:
+    path.write_text(html, encoding="utf-8")
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, color_scheme=scheme)
+    # Anything but the page itself is refused here as well as counted, so a request can leave nothing behind.
+    url = path.resolve().as_uri()
+    context.route("**/*", lambda route: route.continue_() if route.request.url == url else route.abort())
+    page = context.new_page()
+    watch = _Watch(page)
+    page.goto(url, wait_until="load")
+    return page, watch
+
+
+def _luminance(colour: str) -> float:
+    red, green, blue = (int(part) / 255 for part in re.findall(r"\d+", colour)[:3])
+
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+
+
+def _contrast(first: str, second: str) -> float:
+    lighter, darker = sorted((_luminance(first), _luminance(second)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+# The computed colours of what the page writes text on and with (getComputedStyle; SVG text uses fill).
+_COLOURS = """() => {
+  const style = (selector, property) => getComputedStyle(document.querySelector(selector))[property];
+  return {
+    body: style('body', 'backgroundColor'),
+    panel: style('.panel', 'backgroundColor'),
+    text: style('body', 'color'),
+    muted: style('.card .detail', 'color'),
+    heading: style('h1', 'color'),
+    chart_text: style('svg.chart text.value', 'fill'),
+    axis_text: style('svg.chart .axis text', 'fill'),
+    warn_value: style('.card.warn .value', 'color'),
+    warn_card: style('.card.warn', 'backgroundColor'),
+  };
+}"""
+
+# Every pair of labels of one chart whose boxes overlap, measured by the browser with the fonts it has.
+_OVERLAPS = """(id) => {
+  const boxes = [...document.getElementById(id).querySelectorAll('text')]
+    .map((node) => [node.textContent, node.getBoundingClientRect()]);
+  const found = [];
+  for (let i = 0; i < boxes.length; i++) {
+    for (let j = i + 1; j < boxes.length; j++) {
+      const [a, p] = boxes[i], [b, q] = boxes[j];
+      const x = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+      const y = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+      if (x > 0.5 && y > 0.5) found.push(`${a} / ${b}`);
+    }
+  }
+  return found;
+}"""
+
+
+def _save(page: Page, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get(SCREENSHOT_ENV)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        (Path(keep) / name).write_bytes(shot.read_bytes())
+    return shot
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_the_report_reads_in_a_browser(browser: Browser, tmp_path: Path, scheme: Scheme) -> None:
+    report = make_report(days=14, models=MODELS[:6], agents=AGENTS[:5])
+    page, watch = _open(browser, report.to_html(), tmp_path / "usage-report.html", scheme)
+    try:
+        assert watch.console == []
+        assert watch.errors == []
+        assert watch.failed == []
+        assert watch.requests == [(tmp_path / "usage-report.html").resolve().as_uri()]
+        for chart in CHARTS:
+            box = page.locator(f"svg#{chart}").bounding_box()
+            assert box is not None, chart
+            assert box["width"] > 300, (chart, box)
+            assert box["height"] > 60, (chart, box)
+            assert page.evaluate(_OVERLAPS, chart) == [], chart
+        # The whole page fits the window's width: a table scrolls in its own box, if anything.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1200
+
+        colours = page.evaluate(_COLOURS)
+        background = _luminance(colours["body"])
+        assert background < 0.05 if scheme == "dark" else background > 0.8, colours
+        for name, minimum in (("text", 7), ("heading", 7), ("muted", 4.5), ("chart_text", 7), ("axis_text", 4.5)):
+            assert _contrast(colours[name], colours["panel"]) >= minimum, (name, colours)
+        assert _contrast(colours["warn_value"], colours["warn_card"]) >= 4.5, colours
+        _save(page, tmp_path, f"usage-report-{scheme}.png")
+    finally:
+        page.context.close()
+
+
+def test_sixty_days_and_twenty_models_keep_their_labels_apart(browser: Browser, tmp_path: Path) -> None:
+    report = make_report(days=60, models=MODELS, agents=AGENTS)
+    page, watch = _open(browser, report.to_html(), tmp_path / "long.html", "light")
+    try:
+        assert watch.console == watch.errors == []
+        for chart in CHARTS:
+            assert page.evaluate(_OVERLAPS, chart) == [], chart
+        assert page.locator("#cost-per-day g.column").count() == 60
+        _save(page, tmp_path, "usage-report-60-days.png")
+    finally:
+        page.context.close()
+
+
+def test_a_hostile_report_runs_nothing_in_a_browser(browser: Browser, tmp_path: Path) -> None:
+    page, watch = _open(browser, hostile_report().to_html(), tmp_path / "hostile.html", "light")
+    try:
+        assert watch.dialogs == []
+        assert watch.console == []
+        assert watch.errors == []
+        assert len(watch.requests) == 1  # the page; no image, no script
+        assert page.locator("script, img, iframe").count() == 0
+        assert page.locator("svg").count() == len(CHARTS)
+        assert "<script>alert(1)</script>" in page.locator("h1").inner_text()
+        _save(page, tmp_path, "usage-report-hostile.png")
+    finally:
+        page.context.close()
