@@ -96,9 +96,9 @@ class _Watch:
 Scheme = Literal["light", "dark"]
 
 
-def _open(browser: Browser, html: str, path: Path, scheme: Scheme) -> tuple[Page, _Watch]:
+def _open(browser: Browser, html: str, path: Path, scheme: Scheme, *, width: int = 1200) -> tuple[Page, _Watch]:
     path.write_text(html, encoding="utf-8")
-    context = browser.new_context(viewport={"width": 1200, "height": 900}, color_scheme=scheme)
+    context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
     # Anything but the page itself is refused here as well as counted, so a request can leave nothing behind.
     url = path.resolve().as_uri()
     context.route("**/*", lambda route: route.continue_() if route.request.url == url else route.abort())
@@ -204,6 +204,21 @@ def test_sixty_days_and_twenty_models_keep_their_labels_apart(browser: Browser, 
             assert page.evaluate(_OVERLAPS, chart) == [], chart
         assert page.locator("#cost-per-day g.column").count() == 60
         _save(page, tmp_path, "usage-report-60-days.png")
+    finally:
+        page.context.close()
+
+
+def test_a_phone_sized_window_scrolls_tables_not_the_page(browser: Browser, tmp_path: Path) -> None:
+    page, watch = _open(browser, make_report().to_html(), tmp_path / "narrow.html", "light", width=420)
+    try:
+        assert watch.console == watch.errors == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 420
+        for chart in CHARTS:
+            box = page.locator(f"svg#{chart}").bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= 420, (chart, box)
+        _save(page, tmp_path, "usage-report-narrow.png")
     finally:
         page.context.close()
 

@@ -269,6 +269,22 @@ def test_rich_table_has_a_total_line_the_waste_and_exact_money_right_aligned() -
     assert UNPRICED_MODEL in text
 
 
+def test_rich_in_a_narrow_terminal_leaves_columns_out_rather_than_cut_a_number() -> None:
+    report = make_report()
+    text = _rich_text(report, width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    costs = usd_column([*(group.usage.cost for group in report.breakdown), report.totals.cost])
+    total = next(line for line in text.splitlines() if line.startswith("│ Total"))
+    assert costs[-1] in total
+    for group, cost in zip(report.breakdown, costs, strict=False):
+        if group.usage.unpriced_attempts < group.usage.attempts:
+            assert cost in text
+    assert "Not shown, for width: p95, Re-asks" in text.replace("\n", " ")
+    # A wide one leaves nothing out.
+    assert "Not shown" not in _rich_text(report, width=200)
+
+
 def test_rich_shows_markup_in_names_as_written() -> None:
     text = _rich_text(hostile_report(), width=400)
     # As a cell of its own (the session's, in the top sessions), not only inside a longer line.

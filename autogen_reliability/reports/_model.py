@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from rich.console import Group as RenderGroup
+    from rich.console import ConsoleRenderable
 
 __all__ = [
     "GROUP_COLUMNS",
@@ -402,10 +402,12 @@ class UsageReport:
 
         return render_markdown(self)
 
-    def to_rich(self) -> RenderGroup:
+    def to_rich(self) -> ConsoleRenderable:
         """The report for a terminal: rich tables, the breakdown with a total line, the waste, money exact.
 
-        ``rich`` is imported when this is called. Print it with ``rich.console.Console().print(report.to_rich())``.
+        ``rich`` is imported when this is called. Print it with ``rich.console.Console().print(report.to_rich())``;
+        the tables are laid out for the console's width when printed (a narrow one leaves out the least needed
+        columns, and says which, rather than cut a number).
         """
         from ._rich import render_rich  # noqa: PLC0415
 

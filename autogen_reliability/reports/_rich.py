@@ -1,15 +1,31 @@
-"""A report for a terminal: rich tables (``rich`` is imported here, when a report is rendered, not with the package).
+"""A report for a terminal: rich tables that fit the terminal's width without cutting a number.
+
+This module is imported by ``UsageReport.to_rich()`` only, so ``rich`` loads when a
+report is rendered, not with the package.
 
 Every user string goes in as a ``rich.text.Text``, never as a markup string: an
-agent named ``[red]x[/red]`` or ``[link=...]`` is shown as written, not
-interpreted. Money is exact and right-aligned; the breakdown ends with a total
-line (the report's totals, not a sum of rounded cells) and the waste is a table
-of its own, with its share of the cost.
+agent named ``[red]x[/red]`` or ``[link=...]`` is shown as written. Money is exact
+and right-aligned; the breakdown ends with a total line (the report's totals, not
+a sum of rounded cells) and the waste is a table of its own, with its share of
+the cost.
+
+The width is known only when the report is printed (80 columns in a CI log, 200
+in a wide terminal), so :class:`RichReport` builds its tables then. Left to
+itself, rich shrinks every column of a table that is too wide, and ``$0.307287585``
+becomes ``$0.3072…``; here a number is never shrunk: the least needed columns
+(p95, re-asks, retries, tokens, attempts, errors) are left out instead, a
+caption says which, and names fold onto more lines.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.table import Table
+from rich.text import Text
 
 from ._format import (
     column_title,
@@ -29,42 +45,116 @@ from ._format import (
 )
 
 if TYPE_CHECKING:
-    from rich.console import Group as RenderGroup
-    from rich.console import RenderableType
-    from rich.table import Table
-    from rich.text import Text
-
     from ._view import ReportView, UsageView
 
-__all__ = ["render_rich"]
+__all__ = ["RichReport", "render_rich"]
+
+# What a column of a table costs besides its text: a border and one space each side.
+_COLUMN_OVERHEAD: Final = 3
+_NAME_MIN_WIDTH: Final = 8  # a name column folds to this, never less
 
 
 def _text(value: str | None, style: str = "") -> Text:
-    from rich.text import Text  # noqa: PLC0415 - rich loads when a report is rendered
-
     return Text(plain_text(value), style=style)
 
 
-def _usage_cells(usage: UsageView, cost: str, waste: str) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """One column of a table: its heading, its cells (top to bottom), how it reads and when it may go."""
+
+    heading: str
+    cells: Sequence[str | Text]
+    numeric: bool = True
+    drop_order: int | None = None  # smaller goes first when the table is too wide; None: always shown
+
+    @property
+    def natural_width(self) -> int:
+        return max(len(self.heading), *(len(cell) for cell in self.cells)) if self.cells else len(self.heading)
+
+
+def _fit(columns: Sequence[_Column], max_width: int) -> tuple[list[_Column], list[str]]:
+    """The columns that fit ``max_width`` (numbers whole, names at least 8 wide), and the headings left out."""
+    kept = list(columns)
+    dropped: list[str] = []
+
+    def needed(chosen: Iterable[_Column]) -> int:
+        widths = (column.natural_width if column.numeric else _NAME_MIN_WIDTH for column in chosen)
+        return sum(width + _COLUMN_OVERHEAD for width in widths) + 1
+
+    while needed(kept) > max_width:
+        optional = [column for column in kept if column.drop_order is not None]
+        if not optional:
+            break
+        victim = min(optional, key=lambda column: column.drop_order or 0)
+        kept.remove(victim)
+        dropped.append(victim.heading)
+    return kept, dropped
+
+
+def _table(
+    title: Text,
+    columns: Sequence[_Column],
+    max_width: int,
+    *,
+    total: bool = False,
+    caption: str | None = None,
+) -> Table:
+    """A table of ``columns``; with ``total``, the last row is a bold total line under a rule."""
+    kept, dropped = _fit(columns, max_width)
+    notes = [caption] if caption else []
+    if dropped:
+        notes.append(f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows them).")
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption=" ".join(notes) or None,
+        caption_justify="left",
+    )
+    for column in kept:
+        if column.numeric:
+            # At its natural width, unwrapped: rich shrinks nothing below a column's min_width.
+            table.add_column(column.heading, justify="right", no_wrap=True, min_width=column.natural_width)
+        else:
+            table.add_column(column.heading, overflow="fold", min_width=_NAME_MIN_WIDTH)
+    rows = len(kept[0].cells) if kept else 0
+    for index in range(rows):
+        is_total = total and index == rows - 1
+        table.add_row(
+            *(column.cells[index] for column in kept),
+            end_section=total and index == rows - 2,
+            style="bold" if is_total else None,
+        )
+    return table
+
+
+def _usage_columns(usages: Sequence[UsageView], costs: Sequence[str], wastes: Sequence[str]) -> list[_Column]:
+    """The number columns of a breakdown, one cell per usage."""
     return [
-        count_text(usage.calls),
-        count_text(usage.attempts),
-        count_text(usage.tokens),
-        cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-        cost_cell(waste, usage.attempts, usage.unpriced_attempts),
-        rate_text(usage.error_rate),
-        rate_text(usage.retry_rate),
-        rate_text(usage.reask_rate),
-        latency_text(usage.latency_p95_ms),
+        _Column("Calls", [count_text(usage.calls) for usage in usages]),
+        _Column("Attempts", [count_text(usage.attempts) for usage in usages], drop_order=4),
+        _Column("Tokens", [count_text(usage.tokens) for usage in usages], drop_order=3),
+        _Column(
+            "Cost",
+            [
+                cost_cell(cost, usage.attempts, usage.unpriced_attempts)
+                for usage, cost in zip(usages, costs, strict=True)
+            ],
+        ),
+        _Column(
+            "Waste",
+            [
+                cost_cell(waste, usage.attempts, usage.unpriced_attempts)
+                for usage, waste in zip(usages, wastes, strict=True)
+            ],
+        ),
+        _Column("Errors", [rate_text(usage.error_rate) for usage in usages], drop_order=5),
+        _Column("Retries", [rate_text(usage.retry_rate) for usage in usages], drop_order=2),
+        _Column("Re-asks", [rate_text(usage.reask_rate) for usage in usages], drop_order=1),
+        _Column("p95", [latency_text(usage.latency_p95_ms) for usage in usages], drop_order=0),
     ]
 
 
-_USAGE_HEADINGS = ("Calls", "Attempts", "Tokens", "Cost", "Waste", "Errors", "Retries", "Re-asks", "p95")
-
-
 def _summary(report: ReportView) -> Table:
-    from rich.table import Table  # noqa: PLC0415
-
     totals = report.totals
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -77,115 +167,102 @@ def _summary(report: ReportView) -> Table:
         ("Calls", count_text(totals.calls), "Retry rate", rate_text(totals.retry_rate)),
         ("Attempts", count_text(totals.attempts), "Re-ask rate", rate_text(totals.reask_rate)),
         ("Tokens", count_text(totals.tokens), "Cache-hit rate", rate_text(totals.cache_hit_rate)),
-        (
-            "Waste",
-            f"{usd_text(totals.waste_cost)} ({share})",
-            "Unpriced attempts",
-            count_text(totals.unpriced_attempts),
-        ),
-        (
-            "Latency p50",
-            latency_text(totals.latency_p50_ms),
-            "Latency p95",
-            latency_text(totals.latency_p95_ms),
-        ),
+        ("Waste", f"{usd_text(totals.waste_cost)} ({share})", "Unpriced", count_text(totals.unpriced_attempts)),
+        ("Latency p50", latency_text(totals.latency_p50_ms), "Latency p95", latency_text(totals.latency_p95_ms)),
     ]
     for row in pairs:
         table.add_row(*row)
     return table
 
 
-def _breakdown(report: ReportView) -> Table:
-    from rich.table import Table  # noqa: PLC0415
-
+def _breakdown(report: ReportView, max_width: int) -> Table:
     columns = report.group_by
+    usages = [*(group.usage for group in report.breakdown), report.totals]
+    costs = usd_column([usage.cost for usage in usages])
+    wastes = usd_column([usage.waste_cost for usage in usages])
+    keys = [
+        _Column(
+            column_title(column),
+            [
+                *(_text(group.key.get(column)) for group in report.breakdown),
+                _text("Total" if index == 0 else ""),
+            ],
+            numeric=False,
+        )
+        for index, column in enumerate(columns)
+    ]
     title = ", ".join(column_title(column) for column in columns) or "everything"
-    table = Table(title=_text(f"By {title}", "bold"), title_justify="left", show_lines=False)
-    for column in columns:
-        table.add_column(_text(column_title(column)), overflow="fold")
-    for heading in _USAGE_HEADINGS:
-        table.add_column(heading, justify="right", no_wrap=True)
-    costs = usd_column([*(group.usage.cost for group in report.breakdown), report.totals.cost])
-    wastes = usd_column([*(group.usage.waste_cost for group in report.breakdown), report.totals.waste_cost])
-    last = len(report.breakdown) - 1
-    for index, group in enumerate(report.breakdown):
-        table.add_row(
-            *(_text(group.key.get(column)) for column in columns),
-            *_usage_cells(group.usage, costs[index], wastes[index]),
-            end_section=index == last,
-        )
-    label: list[Text | str] = [_text("Total", "bold"), *([""] * (len(columns) - 1))] if columns else []
-    table.add_row(*label, *_usage_cells(report.totals, costs[-1], wastes[-1]), style="bold")
-    return table
+    return _table(_text(f"By {title}", "bold"), [*keys, *_usage_columns(usages, costs, wastes)], max_width, total=True)
 
 
-def _waste(report: ReportView) -> Table:
-    from rich.table import Table  # noqa: PLC0415
-
+def _waste(report: ReportView, max_width: int) -> Table:
     totals = report.totals
+    lines = report.waste
     share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
-    table = Table(
-        title=_text(f"Waste: {usd_text(totals.waste_cost)}, {share} of cost", "bold"),
-        title_justify="left",
+    costs = usd_column([*(line.cost for line in lines), totals.waste_cost])
+    unpriced = sum(line.unpriced_attempts for line in lines)
+    attempts = sum(line.attempts for line in lines)
+    columns = [
+        _Column("Outcome", [*(_text(line.outcome) for line in lines), _text("Total")], numeric=False),
+        _Column("Attempts", [*(count_text(line.attempts) for line in lines), count_text(attempts)]),
+        _Column(
+            "Tokens", [*(count_text(line.tokens) for line in lines), count_text(totals.waste_tokens)], drop_order=0
+        ),
+        _Column(
+            "Cost",
+            [
+                *(
+                    cost_cell(cost, line.attempts, line.unpriced_attempts)
+                    for line, cost in zip(lines, costs, strict=False)
+                ),
+                costs[-1],
+            ],
+        ),
+        _Column("Unpriced", [*(count_text(line.unpriced_attempts) for line in lines), count_text(unpriced)]),
+    ]
+    return _table(
+        _text(f"Waste: {usd_text(totals.waste_cost)}, {share} of cost", "bold"),
+        columns,
+        max_width,
+        total=True,
         caption="Attempts whose answer the agent never used: failed, re-asked or abandoned.",
-        caption_justify="left",
     )
-    table.add_column("Outcome")
-    for heading in ("Attempts", "Tokens", "Cost", "Unpriced"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    costs = usd_column([*(line.cost for line in report.waste), totals.waste_cost])
-    last = len(report.waste) - 1
-    for index, line in enumerate(report.waste):
-        table.add_row(
-            _text(line.outcome),
-            count_text(line.attempts),
-            count_text(line.tokens),
-            cost_cell(costs[index], line.attempts, line.unpriced_attempts),
-            count_text(line.unpriced_attempts),
-            end_section=index == last,
-        )
-    table.add_row(
-        _text("Total", "bold"),
-        count_text(sum(line.attempts for line in report.waste)),
-        count_text(totals.waste_tokens),
-        costs[-1],
-        count_text(sum(line.unpriced_attempts for line in report.waste)),
-        style="bold",
-    )
-    return table
 
 
-def _sessions(report: ReportView) -> Table:
-    from rich.table import Table  # noqa: PLC0415
-
-    table = Table(title=_text("Top sessions by cost", "bold"), title_justify="left")
-    table.add_column("Session", overflow="fold")
-    for heading in ("Calls", "Attempts", "Tokens", "Cost", "Waste", "Errors"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    costs = usd_column([group.usage.cost for group in report.top_sessions])
-    wastes = usd_column([group.usage.waste_cost for group in report.top_sessions])
-    for group, cost, waste in zip(report.top_sessions, costs, wastes, strict=True):
-        usage = group.usage
-        table.add_row(
-            _text(group.key.get("session")),
-            count_text(usage.calls),
-            count_text(usage.attempts),
-            count_text(usage.tokens),
-            cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-            cost_cell(waste, usage.attempts, usage.unpriced_attempts),
-            count_text(usage.errors),
-        )
-    return table
+def _sessions(report: ReportView, max_width: int) -> Table:
+    usages = [group.usage for group in report.top_sessions]
+    costs = usd_column([usage.cost for usage in usages])
+    wastes = usd_column([usage.waste_cost for usage in usages])
+    columns = [
+        _Column("Session", [_text(group.key.get("session")) for group in report.top_sessions], numeric=False),
+        _Column("Calls", [count_text(usage.calls) for usage in usages]),
+        _Column("Attempts", [count_text(usage.attempts) for usage in usages], drop_order=1),
+        _Column("Tokens", [count_text(usage.tokens) for usage in usages], drop_order=0),
+        _Column(
+            "Cost",
+            [
+                cost_cell(cost, usage.attempts, usage.unpriced_attempts)
+                for usage, cost in zip(usages, costs, strict=True)
+            ],
+        ),
+        _Column(
+            "Waste",
+            [
+                cost_cell(waste, usage.attempts, usage.unpriced_attempts)
+                for usage, waste in zip(usages, wastes, strict=True)
+            ],
+        ),
+        _Column("Errors", [count_text(usage.errors) for usage in usages], drop_order=2),
+    ]
+    return _table(_text("Top sessions by cost", "bold"), columns, max_width)
 
 
 def _recommendations(report: ReportView) -> Table:
-    from rich.table import Table  # noqa: PLC0415
-
     table = Table(title=_text("Recommendations", "bold"), title_justify="left", show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("Finding", ratio=1, overflow="fold")
-    table.add_column("Saving", justify="right", no_wrap=True)
     savings = usd_column([finding.saving for finding in report.recommendations if finding.saving is not None])
+    table.add_column("Saving", justify="right", no_wrap=True, min_width=max(map(len, ["not priced", *savings])))
     for number, finding in enumerate(report.recommendations, 1):
         text = _text(finding.message)
         text.append("\n")
@@ -197,32 +274,44 @@ def _recommendations(report: ReportView) -> Table:
     return table
 
 
-def render_rich(report: ReportView) -> RenderGroup:
-    """The report as one rich renderable: a heading, the totals, the breakdown with its total line, the waste.
-
-    Then the top sessions and the recommendations, when there are any. Print it with
-    ``rich.console.Console().print(report.to_rich())``.
-    """
-    from rich.console import Group  # noqa: PLC0415
-
+def _parts(report: ReportView, max_width: int) -> Iterator[RenderableType]:
     heading = _text(report_title(report), "bold")
     heading.append(f"\n{period_text(report.filters)} · generated {generated_text(report)}", style="dim")
     for name, value in filters_lines(report.filters):
         heading.append(f"\n{name} = ", style="dim")
         heading.append(value)
-    parts: list[RenderableType] = [heading]
+    yield heading
     if report.totals.attempts == 0 and report.totals.calls == 0:
-        parts.append(_text("No usage in this period."))
-        return Group(*parts)
-    parts += [_summary(report), _breakdown(report), _waste(report)]
+        yield _text("No usage in this period.")
+        return
+    yield _summary(report)
+    yield _breakdown(report, max_width)
+    yield _waste(report, max_width)
     if report.top_sessions:
-        parts.append(_sessions(report))
+        yield _sessions(report, max_width)
     if report.recommendations:
-        parts.append(_recommendations(report))
+        yield _recommendations(report)
     else:
-        parts.append(_text("No recommendation: nothing in these numbers crossed a threshold.", "dim"))
+        yield _text("No recommendation: nothing in these numbers crossed a threshold.", "dim")
     if report.unpriced_models:
         line = _text("Unpriced models (their attempts are not in the cost): ", "bold")
         line.append(", ".join(plain_text(model) for model in report.unpriced_models))
-        parts.append(line)
-    return Group(*parts)
+        yield line
+
+
+class RichReport:
+    """A report as a rich renderable: its tables are laid out for the width it is printed at.
+
+    Print it with ``rich.console.Console().print(report.to_rich())``.
+    """
+
+    def __init__(self, report: ReportView) -> None:
+        self.report = report
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Group(*_parts(self.report, options.max_width))
+
+
+def render_rich(report: ReportView) -> RichReport:
+    """The report for a terminal: a heading, the totals, the breakdown with its total line, the waste, and more."""
+    return RichReport(report)
