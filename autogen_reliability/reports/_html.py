@@ -145,7 +145,8 @@ def _cards(report: ReportView) -> list[_Card]:
         _Card(
             "Possible saving",
             usd_text(sum((finding.saving for finding in report.recommendations if finding.saving), Decimal(0))),
-            f"{count_text(len(report.recommendations))} recommendations; see below"
+            # Findings can overlap (a model's retries and its agent's share), so the sum is an upper bound.
+            f"at most: the sum of {count_text(len(report.recommendations))} findings' estimates"
             if report.recommendations
             else "no recommendation",
         ),
