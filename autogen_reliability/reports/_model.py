@@ -3,7 +3,8 @@
 The store fills it (``UsageStore.report``, aggregating in SQL); this module
 only holds the numbers and turns them into JSON-ready dicts. Money is
 ``Decimal`` USD, the exact sum of the stored nano-USD; a dict holds it as a
-string of that decimal, so nothing is rounded on the way to a file.
+string of that decimal in plain notation (``"0.000000001"``, never ``"1E-9"``),
+so nothing is rounded on the way to a file.
 
 Definitions (docs/reports.md repeats them for readers of the JSON):
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
+
+from ._format import decimal_text
 
 if TYPE_CHECKING:
     from rich.console import ConsoleRenderable
@@ -135,14 +138,14 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
-            "cost_usd": str(self.cost),
+            "cost_usd": decimal_text(self.cost),
             "unpriced_attempts": self.unpriced_attempts,
             "errors": self.errors,
             "invalid": self.invalid,
             "cancelled": self.cancelled,
             "cache_hits": self.cache_hits,
             "retried_calls": self.retried_calls,
-            "waste_cost_usd": str(self.waste_cost),
+            "waste_cost_usd": decimal_text(self.waste_cost),
             "waste_tokens": self.waste_tokens,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
@@ -187,7 +190,7 @@ class DailyCost:
         return {
             "day": self.day.isoformat(),
             "model": self.model,
-            "cost_usd": str(self.cost),
+            "cost_usd": decimal_text(self.cost),
             "tokens": self.tokens,
             "attempts": self.attempts,
             "unpriced_attempts": self.unpriced_attempts,
@@ -210,7 +213,7 @@ class WasteLine:
             "outcome": self.outcome,
             "attempts": self.attempts,
             "tokens": self.tokens,
-            "cost_usd": str(self.cost),
+            "cost_usd": decimal_text(self.cost),
             "unpriced_attempts": self.unpriced_attempts,
         }
 
@@ -247,7 +250,7 @@ class Recommendation:
             "metric": self.metric,
             "value": self.value,
             "threshold": self.threshold,
-            "saving_usd": None if self.saving is None else str(self.saving),
+            "saving_usd": None if self.saving is None else decimal_text(self.saving),
         }
 
 
@@ -287,7 +290,7 @@ class SessionGrowth:
             "first_prompt_tokens": self.first_prompt_tokens,
             "last_prompt_tokens": self.last_prompt_tokens,
             "prompt_tokens": self.prompt_tokens,
-            "cost_usd": str(self.cost),
+            "cost_usd": decimal_text(self.cost),
             "growth": self.growth,
         }
 
