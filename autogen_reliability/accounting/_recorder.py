@@ -280,6 +280,14 @@ class UsageRecorder:
         return self._journal.paths if self._journal is not None else []
 
     @property
+    def sink(self) -> UsageSink | None:
+        """The sink events are written to: the one given, or the one the factory made (None until it has).
+
+        What reads the ledger back (a budget) learns from it which database this recorder writes to.
+        """
+        return self._sink
+
+    @property
     def in_flight(self) -> InFlightTable | None:
         """The table of attempts in flight that the accounting layer keeps (None without a journal)."""
         return self._attempts
