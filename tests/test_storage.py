@@ -567,17 +567,19 @@ def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     assert _migrate.current_revision(store_url) == _migrate.head_revision()
 
 
-NEXT_REVISION = '''"""Test-only: the next release's revision, adding a column.
+HEAD = _migrate.head_revision()
+NEXT = "9999"
+NEXT_REVISION = f'''"""Test-only: the next release's revision, adding a column.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: {NEXT}
+Revises: {HEAD}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{NEXT}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -597,14 +599,14 @@ def downgrade() -> None:
 
 @pytest.fixture
 def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Switches the library to a copy of its migrations plus a revision 0002, as the next release would ship.
+    """Switches the library to a copy of its migrations plus a next revision, as the next release would ship.
 
-    There is only one real revision, so an "older database" is made honestly by
-    making the library newer: the database stays at the real 0001.
+    An "older database" is made honestly by making the library newer: the
+    database stays at the real head.
     """
     scripts = tmp_path / "migrations"
     shutil.copytree(_migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_region.py").write_text(NEXT_REVISION)
+    (scripts / "versions" / f"{NEXT}_region.py").write_text(NEXT_REVISION)
 
     def switch() -> None:
         monkeypatch.setattr(_migrate, "script_location", lambda: scripts)
@@ -616,18 +618,18 @@ def test_an_older_database_is_refused_with_the_command_that_upgrades_it(
     store_url: str, next_release: Callable[[], None]
 ) -> None:
     kept = [full_event(), plain_event()]
-    with UsageStore(store_url) as store:  # made at the real head, 0001
+    with UsageStore(store_url) as store:  # made at the real head
         store.write(kept)
     next_release()
-    assert _migrate.head_revision() == "0002"
+    assert _migrate.head_revision() == NEXT
 
     with pytest.raises(SchemaOutdatedError) as caught:
         UsageStore(store_url)
     error = caught.value
     masked = make_url(store_url).render_as_string(hide_password=True)
-    assert (error.current, error.head, error.url) == ("0001", "0002", masked)
-    assert "is at schema revision 0001" in str(error)
-    assert "needs revision 0002" in str(error)
+    assert (error.current, error.head, error.url) == (HEAD, NEXT, masked)
+    assert f"is at schema revision {HEAD}" in str(error)
+    assert f"needs revision {NEXT}" in str(error)
     assert error.command == f"autogen-reliability db upgrade --url {shlex.quote(masked)}"  # quoted if it has ***
     assert error.command in str(error)
     assert isinstance(error, StoreSchemaError)

@@ -135,7 +135,10 @@ class UsageRecord(Base):
         day, model and agent, summing tokens and cost over a range of days): the
         query reads only the index, in group order, and never the wide rows.
         ``started_at`` serves time-range listings and ``call_id`` gathers the
-        attempts of one call. ``event_id`` is unique: a replayed event is stored once.
+        attempts of one call. ``ix_ar_usage_records_session_spend`` and
+        ``ix_ar_usage_records_agent_spend`` (project, session or agent, day, cost)
+        cover a budget's read of one session's or agent's spend in a period.
+        ``event_id`` is unique: a replayed event is stored once.
     """
 
     __tablename__ = "ar_usage_records"
@@ -152,6 +155,8 @@ class UsageRecord(Base):
         ),
         Index("ix_ar_usage_records_started_at", "started_at"),
         Index("ix_ar_usage_records_call_id", "call_id"),
+        Index("ix_ar_usage_records_session_spend", "project", "session", "day", "cost_nanousd"),
+        Index("ix_ar_usage_records_agent_spend", "project", "agent", "day", "cost_nanousd"),
     )
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
