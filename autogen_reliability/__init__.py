@@ -3,7 +3,7 @@
 The top level holds the headline API: :func:`reliable`, :func:`usage_scope`,
 :func:`configure`, the policies, the errors, :class:`UsageStore`. Second-tier
 types live in their subpackage: ``autogen_reliability.retry``,
-``.validation``, ``.accounting``, ``.storage``, ``.providers``, ``.testing``.
+``.validation``, ``.accounting``, ``.budget``, ``.storage``, ``.providers``, ``.testing``.
 
 Example (the client reads its key from ``OPENAI_API_KEY``, as without the wrapper):
     >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
@@ -22,6 +22,7 @@ from ._config import configure
 from ._context import Attribution, current_attribution, usage_scope
 from ._errors import (
     AllClientsFailedError,
+    BudgetExceededError,
     CircuitOpenError,
     ConfigurationError,
     ErrorKind,
@@ -33,7 +34,7 @@ from ._errors import (
 )
 from ._pipeline import AttemptEvent
 from ._wrap import reliable
-from .budget import CostTermination
+from .budget import BudgetAlert, BudgetPolicy, CostTermination
 from .retry import CircuitBreakerPolicy, RetryBudget, RetryPolicy
 from .storage import UsageStore
 from .validation import JSONExtractionError, SanitizePolicy, ValidationPolicy
@@ -49,6 +50,9 @@ __all__ = [
     "AllClientsFailedError",
     "AttemptEvent",
     "Attribution",
+    "BudgetAlert",
+    "BudgetExceededError",
+    "BudgetPolicy",
     "CircuitBreakerPolicy",
     "CircuitOpenError",
     "ConfigurationError",

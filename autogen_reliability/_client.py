@@ -37,6 +37,9 @@ from ._redaction import remember_secret
 from .accounting._layer import AccountingLayer
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
+from .budget._layer import BudgetLayer
+from .budget._policy import BudgetPolicy
+from .budget._tracker import tracker_for
 from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
@@ -61,6 +64,7 @@ class ReliableOptions(TypedDict, total=False):
     fallbacks: Sequence[ChatCompletionClient]
     validation: ValidationPolicy | None
     sanitize: SanitizePolicy | None
+    budget: BudgetPolicy | None
     track_usage: bool
     recorder: UsageRecorder | None
     pricing: PricingTable | None
@@ -81,6 +85,7 @@ class _Settings:
     fallbacks: tuple[ChatCompletionClient, ...]
     validation: ValidationPolicy | None
     sanitize: SanitizePolicy | None
+    budget: BudgetPolicy | None
     track_usage: bool
     recorder: UsageRecorder | None
     pricing: PricingTable | None
@@ -120,6 +125,17 @@ def check_options(options: Mapping[str, Any], client: ChatCompletionClient | Non
     track_usage = options.get("track_usage", True)
     if not isinstance(track_usage, bool):
         raise ConfigurationError(f"track_usage must be True or False, got {track_usage!r}")
+    if "budget" in options:
+        budget = options["budget"]
+        if budget is not None and not isinstance(budget, BudgetPolicy):
+            raise ConfigurationError(f"budget must be a BudgetPolicy or None (no budget), got {type(budget).__name__}")
+        if budget is not None and not track_usage:
+            raise ConfigurationError(
+                "budget needs track_usage=True: the calls of a wrapper that records nothing would never count"
+            )
+    else:
+        # The process default applies to wrappers that record their calls; one that records nothing could not count.
+        budget = accounting_settings().budget if track_usage else None
     recorder = options.get("recorder")
     if recorder is not None and not isinstance(recorder, UsageRecorder):
         raise ConfigurationError(f"recorder must be a UsageRecorder, got {type(recorder).__name__}")
@@ -136,6 +152,7 @@ def check_options(options: Mapping[str, Any], client: ChatCompletionClient | Non
         fallbacks=fallbacks,
         validation=validation,
         sanitize=sanitize,
+        budget=budget,
         track_usage=track_usage,
         recorder=recorder,
         pricing=pricing,
@@ -194,6 +211,7 @@ def _pipeline(
     # The layers a call goes through, outermost first. docs/architecture.md shows this list as a table,
     # and tests/test_layering.py keeps the two the same. A stage that is off has no layer.
     layers = [
+        _budget(settings, settings.budget) if primary and settings.budget is not None else None,
         _accounting(settings) if primary and settings.track_usage else None,
         SanitizeLayer(settings.sanitize) if primary and settings.sanitize is not None else None,
         ValidationLayer(settings.validation) if primary else None,
@@ -214,6 +232,13 @@ def _accounting(settings: _Settings) -> AccountingLayer:
     )
 
 
+def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
+    if settings.recorder is not None:
+        return BudgetLayer(tracker_for(policy, settings.recorder))
+    # The process's recorder makes its store on its own thread: the database is the one configured.
+    return BudgetLayer(tracker_for(policy, default_recorder(), accounting_settings().db_url))
+
+
 def _fallback(settings: _Settings, observers: Sequence[AttemptObserver]) -> FallbackLayer:
     fallbacks = [_pipeline(fallback, settings, observers, primary=False) for fallback in settings.fallbacks]
     retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
@@ -230,9 +255,11 @@ class ReliableChatCompletionClientConfig(BaseModel):
 
     ``retry``, ``circuit`` and ``sanitize`` hold a policy's ``to_config()`` dict,
     ``"off"``, or nothing (the default policy); ``validation`` a policy's dict or
-    nothing. Hooks, recorders and price tables are objects of the running
-    process, not configuration, and are not kept: a loaded client records to
-    the process default.
+    nothing; ``budget`` the wrapper's own budget, ``"off"`` (``budget=None``), or
+    nothing: the default of the process that loads it (see ``configure``). Hooks,
+    recorders and price tables are objects of the running process, not
+    configuration, and are not kept: a loaded client records to the process
+    default.
     """
 
     client: ComponentModel
@@ -244,6 +271,7 @@ class ReliableChatCompletionClientConfig(BaseModel):
     fallbacks: list[ComponentModel] = []
     validation: dict[str, Any] | None = None
     sanitize: dict[str, Any] | Literal["off"] | None = None
+    budget: dict[str, Any] | Literal["off"] | None = None
     track_usage: bool = True
 
 
@@ -267,6 +295,9 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             only answers to AutoGen's ``json_output=<model>`` are validated.
         sanitize: The :class:`~autogen_reliability.SanitizePolicy` (default: on);
             ``None`` turns sanitising off.
+        budget: The :class:`~autogen_reliability.BudgetPolicy`: calls over it are refused
+            before any request (default: the one given to :func:`~autogen_reliability.configure`,
+            if any); ``None`` turns budgets off for this wrapper.
         track_usage: Record a usage row per provider attempt (default: True).
         recorder: The :class:`~autogen_reliability.accounting.UsageRecorder` to record to
             (default: the process's, see :func:`~autogen_reliability.configure`).
@@ -443,8 +474,15 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             fallbacks=[fallback.dump_component() for fallback in settings.fallbacks],
             validation=settings.validation.to_config() if settings.validation is not None else None,
             sanitize=settings.sanitize.to_config() if settings.sanitize is not None else "off",
+            budget=self._budget_config(),
             track_usage=settings.track_usage,
         )
+
+    def _budget_config(self) -> dict[str, Any] | Literal["off"] | None:
+        if "budget" not in self._options:
+            return None  # the process default, which the loading process may set otherwise
+        budget = self._settings.budget
+        return budget.to_config() if budget is not None else "off"
 
     @classmethod
     def _from_config(cls, config: ReliableChatCompletionClientConfig) -> Self:
@@ -465,6 +503,8 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             options["validation"] = ValidationPolicy.from_config(config.validation)
         if config.sanitize is not None:
             options["sanitize"] = None if config.sanitize == "off" else SanitizePolicy.from_config(config.sanitize)
+        if config.budget is not None:
+            options["budget"] = None if config.budget == "off" else BudgetPolicy.from_config(config.budget)
         if not config.track_usage:
             options["track_usage"] = False
         return cls(ChatCompletionClient.load_component(config.client), **options)

@@ -25,6 +25,7 @@ from typing import Any, Final
 from ._errors import ConfigurationError
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
+from .budget._policy import BudgetPolicy
 from .storage._engine import check_database_url
 from .storage._store import UsageStore
 
@@ -48,6 +49,7 @@ class AccountingSettings:
         capture_content: Store request and response bodies (truncated) with each row.
         content_limit: Characters kept of each captured body.
         spool_dir: Where events wait while the database is unavailable.
+        budget: The budget of wrappers made without ``budget=`` (None: no budget).
     """
 
     db_url: str
@@ -55,6 +57,7 @@ class AccountingSettings:
     capture_content: bool = False
     content_limit: int = DEFAULT_CONTENT_LIMIT
     spool_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "autogen_reliability" / "spool")
+    budget: BudgetPolicy | None = None
 
 
 def from_env() -> dict[str, str]:
@@ -75,6 +78,14 @@ def default_db_url() -> str:
     return from_env().get("db_url") or DEFAULT_DB_URL
 
 
+class _Unset:
+    """The default of ``configure(budget=...)``, where None means "no budget" rather than "unchanged"."""
+
+    def __repr__(self) -> str:
+        return "<unchanged>"
+
+
+_UNCHANGED: Final = _Unset()
 _lock = threading.Lock()
 _settings: AccountingSettings | None = None
 _recorder: UsageRecorder | None = None
@@ -87,6 +98,7 @@ def configure(
     capture_content: bool | None = None,
     content_limit: int | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
+    budget: BudgetPolicy | _Unset | None = _UNCHANGED,
 ) -> AccountingSettings:
     """Set the process defaults of usage accounting. Wrappers made afterwards use them.
 
@@ -105,6 +117,10 @@ def configure(
         capture_content: Also store request and response bodies, truncated (default False).
         content_limit: Characters kept of each captured body (default 10,000).
         spool_dir: Where events wait while the database is unavailable.
+        budget: The :class:`~autogen_reliability.BudgetPolicy` of every wrapper made
+            afterwards without a ``budget=`` of its own (and that records usage);
+            ``None`` removes it. Unlike the other settings, leaving it out keeps the
+            one in force, and ``None`` is a value.
 
     Returns:
         The settings now in force.
@@ -138,6 +154,8 @@ def configure(
         if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
             raise ConfigurationError(f"spool_dir must be a directory path, got {spool_dir!r}")
         changes["spool_dir"] = Path(spool_dir)
+    if not isinstance(budget, _Unset):
+        changes["budget"] = _checked_budget(budget)
     with _lock:
         current = _settings if _settings is not None else _initial_settings(changes.get("db_url"))
         new = replace(current, **changes)
@@ -150,6 +168,12 @@ def configure(
     if previous is not None:
         previous.close()
     return new
+
+
+def _checked_budget(budget: object) -> BudgetPolicy | None:
+    if budget is not None and not isinstance(budget, BudgetPolicy):
+        raise ConfigurationError(f"budget must be a BudgetPolicy or None (no budget), got {type(budget).__name__}")
+    return budget
 
 
 def _initial_settings(db_url: str | None) -> AccountingSettings:

@@ -9,6 +9,7 @@ decided or detected::
     ├── IncompleteStreamError
     ├── RetriesExhaustedError   (raised from a redacted copy of the last provider error)
     ├── CircuitOpenError
+    ├── BudgetExceededError     (no request was sent: the scope's spend in the period reached its limit)
     ├── AllClientsFailedError   (also an ExceptionGroup: one (redacted) error per client tried)
     └── ResponseValidationError (the model's answer stayed invalid after re-asking)
 
@@ -21,10 +22,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
 __all__ = [
     "AllClientsFailedError",
+    "BudgetExceededError",
     "CircuitOpenError",
     "ConfigurationError",
     "ErrorKind",
@@ -33,6 +37,9 @@ __all__ = [
     "ResponseValidationError",
     "RetriesExhaustedError",
     "SchemaViolation",
+    "describe_budget_key",
+    "describe_period",
+    "format_usd",
 ]
 
 # The shared vocabulary: what went wrong with a provider request, and where an answer broke its schema.
@@ -157,6 +164,74 @@ class CircuitOpenError(ReliabilityError):
             f"circuit open for {client}: {failures} of the last {window} calls failed; "
             f"next probe allowed in {retry_in:.1f} s"
         )
+
+
+class BudgetExceededError(ReliabilityError):
+    """Raised without any request when the spend of the call's budget scope in the period reached its limit.
+
+    The spend is what the usage ledger holds for the scope and period plus this
+    process's rows not yet written to it (see ``docs/budgets.md``). Unpriced
+    attempts have no cost and are not in ``spent_usd``; ``unpriced`` says how many
+    there were.
+
+    Attributes:
+        scope: ``"project"``, ``"session"`` or ``"agent"``: what the budget is kept per.
+        key: The call's value of that scope (its project, session or agent; ``None`` when
+            the call had none: such calls share one budget).
+        project: The call's project (a session's or agent's budget is kept within its project).
+        period: ``"day"``, ``"week"``, ``"month"`` (UTC), or ``None`` (all time).
+        period_start: When the period began (UTC); ``None`` for all time.
+        limit_usd: The limit.
+        spent_usd: The priced spend counted, exact.
+        unpriced: Attempts in the period whose cost is unknown (a model without a price).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        key: str | None,
+        project: str | None,
+        period: str | None,
+        period_start: datetime | None,
+        limit_usd: Decimal,
+        spent_usd: Decimal,
+        unpriced: int = 0,
+    ) -> None:
+        self.scope = scope
+        self.key = key
+        self.project = project
+        self.period = period
+        self.period_start = period_start
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.unpriced = unpriced
+        super().__init__(
+            f"budget exceeded for {describe_budget_key(scope, key, project)}: ${format_usd(spent_usd)} spent "
+            f"of ${format_usd(limit_usd)} {describe_period(period, period_start)}; no request was sent"
+            + (f" ({unpriced} unpriced attempt(s) are not counted: their cost is unknown)" if unpriced else "")
+        )
+
+
+def format_usd(amount: Decimal) -> str:
+    """An exact amount of USD for a message: cents at least, more digits only where there are more."""
+    cents = amount.quantize(Decimal("0.01"))
+    return f"{cents:f}" if cents == amount else f"{amount.normalize():f}"
+
+
+def describe_budget_key(scope: str, key: str | None, project: str | None) -> str:
+    """``project 'acme'``, ``session 't-1' of project 'acme'``, ``calls without an agent``..."""
+    named = f"{scope} {key!r}" if key is not None else f"calls without a {scope}"
+    if scope == "project":
+        return named
+    return f"{named} of project {project!r}" if project is not None else f"{named} without a project"
+
+
+def describe_period(period: str | None, start: datetime | None) -> str:
+    """``this day (since 2026-05-01 00:00 UTC)``, or ``in all`` for a budget without a period."""
+    if period is None or start is None:
+        return "in all"
+    return f"this {period} (since {start:%Y-%m-%d %H:%M} UTC)"
 
 
 class AllClientsFailedError(ReliabilityError, ExceptionGroup[Exception]):

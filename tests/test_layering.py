@@ -180,13 +180,14 @@ def _documented_layers() -> list[tuple[str, str]]:
 def test_the_layer_list_in_the_client_is_the_table_in_the_architecture_page() -> None:
     from autogen_ext.models.replay import ReplayChatCompletionClient  # noqa: PLC0415
 
-    from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy  # noqa: PLC0415
+    from autogen_reliability import BudgetPolicy, ReliableChatCompletionClient, ValidationPolicy  # noqa: PLC0415
     from autogen_reliability.retry._layer import FallbackLayer  # noqa: PLC0415
 
     wrapped = ReliableChatCompletionClient(
         ReplayChatCompletionClient(["a"]),
         fallbacks=[ReplayChatCompletionClient(["b"])],
         validation=ValidationPolicy(schema={"type": "object"}),
+        budget=BudgetPolicy(limit_usd=1),
     )
     built = [
         (type(layer).__name__, str(Path(inspect.getfile(type(layer))).relative_to(ROOT)))

@@ -1,0 +1,40 @@
+"""The budget stage: the outermost layer, so a call its budget refuses sends no request and records no row."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from autogen_core.models import CreateResult
+
+from .._context import Attribution
+from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
+from ._tracker import BudgetTracker
+
+__all__ = ["BudgetLayer"]
+
+
+class BudgetLayer(Layer):
+    """Checks the call's budget before anything else runs: over it, :class:`BudgetExceededError` and no request."""
+
+    def __init__(self, tracker: BudgetTracker) -> None:
+        self.tracker = tracker
+
+    async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
+        await self._admit(request.call.attribution)
+        return await call_next(request)
+
+    async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
+        await self._admit(request.call.attribution)
+        async with aclosing(call_next(request)) as stream:
+            async for item in stream:
+                yield item
+
+    async def _admit(self, attribution: Attribution) -> None:
+        reading = self.tracker.admit(attribution)
+        if reading is not None:
+            # The first check of a key waits for its figure, on a reader thread; shielded, so a caller
+            # that is cancelled meanwhile leaves the read (shared with every other waiter) to finish.
+            await asyncio.shield(asyncio.wrap_future(reading))
+            self.tracker.admit(attribution, waited=True)

@@ -1,0 +1,336 @@
+"""``BudgetPolicy``: how much a project, session or agent may spend in a period, and what happens at the limit.
+
+The policy is plain configuration, validated at construction; the spend it is
+compared with is kept by :mod:`._tracker` and the check runs in
+:class:`~._layer.BudgetLayer`. Money is exact: the limit is a ``Decimal`` and
+is compared in integer nano-USD with the ledger's ``cost_nanousd``.
+
+Periods are UTC: a ``"day"`` starts at midnight UTC, a ``"week"`` on Monday
+(ISO weeks), a ``"month"`` on the first; ``None`` counts all time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as midnight_time
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal, get_args
+
+from sqlalchemy import URL
+
+from .._errors import ConfigurationError, describe_budget_key, describe_period, format_usd
+from ..storage._engine import check_database_url
+from ..storage._store import UsageStore
+
+__all__ = [
+    "NANOUSD_PER_USD",
+    "BudgetAlert",
+    "BudgetPolicy",
+    "Period",
+    "Scope",
+    "log_budget_alert",
+    "period_bounds",
+]
+
+logger = logging.getLogger("autogen_reliability")
+
+Period = Literal["day", "week", "month"]
+Scope = Literal["project", "session", "agent"]
+OnExceed = Literal["raise", "warn"]
+
+NANOUSD_PER_USD: Final = 10**9
+DEFAULT_REFRESH: Final = 5.0
+MAX_REFRESH: Final = 3600.0
+_PERIODS: Final = (*get_args(Period), None)
+_SCOPES: Final = get_args(Scope)
+_ON_EXCEED: Final = get_args(OnExceed)
+
+
+def _decimal(name: str, value: object) -> Decimal:
+    """``value`` as an exact Decimal; a float is read as the decimal it prints as (``0.1`` is ``Decimal("0.1")``)."""
+    if isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be a number of USD, got {value!r}")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        # str() of a float is the shortest decimal that reads back as it: what was written, not its binary value.
+        number = Decimal(str(value))
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise ConfigurationError(f"{name} must be a decimal number, got {value!r}") from None
+    else:
+        raise ConfigurationError(f"{name} must be a Decimal, an int or a decimal string, got {type(value).__name__}")
+    if not number.is_finite():
+        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _seconds(name: str, value: object) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise ConfigurationError(f"{name} must be seconds (a number) or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_REFRESH:
+        raise ConfigurationError(f"{name} must be > 0 and <= {MAX_REFRESH:g} seconds, got {value!r}")
+    return float(seconds)
+
+
+def _in_memory(url: URL) -> bool:
+    database = url.database or ""
+    return url.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or (database.startswith("file:") and "mode=memory" in database)
+    )
+
+
+def check_ledger_url(name: str, url: str | URL) -> URL:
+    """``url`` parsed, if a budget can read spend from it: any URL the store takes, but an in-memory SQLite one."""
+    parsed = check_database_url(url)
+    if _in_memory(parsed):
+        raise ConfigurationError(
+            f"{name}: an in-memory SQLite database is private to the connection that made it, so a budget "
+            "cannot read the spend recorded there; use a SQLite file or PostgreSQL"
+        )
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPolicy:
+    """How much a project, session or agent may spend per period; validated at construction.
+
+    Before each call, the spend of the call's scope in the current period (UTC)
+    is compared with ``limit_usd``: what the usage ledger holds, so every
+    process sharing the database shares the budget, plus this process's rows
+    not yet written there. At or over the limit the call is refused with
+    :class:`~autogen_reliability.BudgetExceededError` and no request is sent
+    (``on_exceed="raise"``), or goes on with a warning logged once per period
+    (``"warn"``). See ``docs/budgets.md``.
+
+    Args:
+        limit_usd: The limit in USD: a ``Decimal``, an ``int`` or a decimal string
+            (``"12.50"``); a ``float`` is taken as the decimal it prints as
+            (``12.5`` is ``Decimal("12.5")``). Above zero, at most 9 decimal places
+            (the ledger counts nano-USD). Kept as a ``Decimal``.
+        period: ``"day"`` (from midnight UTC), ``"week"`` (from Monday, UTC),
+            ``"month"`` (from the first, UTC), or ``None``: all time.
+        scope: What the budget is kept per: ``"project"``, ``"session"`` or
+            ``"agent"`` (a session's or agent's budget is kept within its project).
+            The call's attribution decides its key; calls without one (no session,
+            say) share one budget of their own.
+        on_exceed: ``"raise"`` refuses the call; ``"warn"`` logs a warning once per
+            period and key and lets it go on.
+        alert_at: Fractions of the limit (increasing, each in (0, 1)) at which an
+            alert fires, once per threshold, period and key in this process; ``()``
+            turns alerts off. Kept as a tuple of ``Decimal``.
+        on_alert: Called with each :class:`BudgetAlert`, on the event loop, before the
+            call goes on; must be quick. Without one, each alert is logged
+            (:func:`log_budget_alert`, a WARNING). Code, not configuration:
+            :meth:`to_config` leaves it out.
+        refresh: Seconds (or a ``timedelta``) the spend read from the ledger is used
+            before it is read again, in the background (at most an hour). Spend
+            that other processes record meanwhile is seen only then; this
+            process's own is counted at once.
+        store: Where the spend is read: a :class:`~autogen_reliability.UsageStore`
+            or a database URL. By default, the ledger the wrapper records to
+            (its recorder's store, or the process's database, see
+            :func:`~autogen_reliability.configure`).
+        clock: Seconds since the epoch (``time.time``): the period boundaries and
+            the age of the figure read are measured on it. Code, not configuration,
+            like ``on_alert``; a test injects one.
+
+    Raises:
+        ConfigurationError: an option is invalid; the message says which and why.
+
+    Example:
+        >>> from autogen_reliability import BudgetPolicy
+        >>> policy = BudgetPolicy(limit_usd="25", period="day", scope="project")
+        >>> policy.limit_usd, policy.alert_at
+        (Decimal('25'), (Decimal('0.5'), Decimal('0.8')))
+    """
+
+    limit_usd: Decimal | int | float | str
+    period: Period | None = "day"
+    scope: Scope = "project"
+    on_exceed: OnExceed = "raise"
+    alert_at: Sequence[Decimal | float | str] = (Decimal("0.5"), Decimal("0.8"))
+    on_alert: Callable[[BudgetAlert], object] | None = field(default=None, kw_only=True)
+    refresh: float | timedelta = field(default=DEFAULT_REFRESH, kw_only=True)
+    store: UsageStore | str | None = field(default=None, kw_only=True)
+    clock: Callable[[], float] = field(default=time.time, repr=False, kw_only=True)
+    # Converted once here: the check on the call path compares integers.
+    limit_nanousd: int = field(init=False, repr=False, compare=False)
+    alert_nanousd: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    refresh_seconds: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limit = _decimal("limit_usd", self.limit_usd)
+        if limit <= 0:
+            raise ConfigurationError(f"limit_usd must be above zero, got {limit}")
+        nanousd = limit * NANOUSD_PER_USD
+        if nanousd != nanousd.to_integral_value():
+            raise ConfigurationError(
+                f"limit_usd may have at most 9 decimal places (the ledger counts nano-USD), got {limit}"
+            )
+        object.__setattr__(self, "limit_usd", limit)
+        object.__setattr__(self, "limit_nanousd", int(nanousd))
+        if self.period not in _PERIODS:
+            raise ConfigurationError(f"period must be 'day', 'week', 'month' or None (all time), got {self.period!r}")
+        if self.scope not in _SCOPES:
+            raise ConfigurationError(f"scope must be 'project', 'session' or 'agent', got {self.scope!r}")
+        if self.on_exceed not in _ON_EXCEED:
+            raise ConfigurationError(f"on_exceed must be 'raise' or 'warn', got {self.on_exceed!r}")
+        thresholds = _thresholds(self.alert_at)
+        object.__setattr__(self, "alert_at", thresholds)
+        # spent >= fraction * limit, for a whole number spent, is spent >= the ceiling of that product.
+        object.__setattr__(
+            self, "alert_nanousd", tuple(math.ceil(fraction * self.limit_nanousd) for fraction in thresholds)
+        )
+        if self.on_alert is not None and not callable(self.on_alert):
+            raise ConfigurationError(f"on_alert must be callable or None, got {type(self.on_alert).__name__}")
+        object.__setattr__(self, "refresh_seconds", _seconds("refresh", self.refresh))
+        if isinstance(self.store, str):
+            check_ledger_url("store", self.store)
+        elif isinstance(self.store, UsageStore):
+            check_ledger_url("store", self.store.engine.url)
+        elif self.store is not None:
+            raise ConfigurationError(
+                f"store must be a UsageStore, a database URL or None (the wrapper's ledger), "
+                f"got {type(self.store).__name__}"
+            )
+        if not callable(self.clock):
+            raise ConfigurationError(f"clock must be callable, got {type(self.clock).__name__}")
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_config` turns back into this policy.
+
+        Money and fractions are strings of exact decimals. ``on_alert`` and ``clock``
+        are code and are left out; so is a ``store`` given as a ``UsageStore`` object
+        (the loaded policy reads its wrapper's ledger). A ``store`` URL is kept with
+        its password masked: a configuration must not hold a secret.
+        """
+        config: dict[str, Any] = {
+            "limit_usd": str(self.limit_usd),
+            "period": self.period,
+            "scope": self.scope,
+            "on_exceed": self.on_exceed,
+            "alert_at": [str(fraction) for fraction in self.alert_at],
+            "refresh": self.refresh_seconds,
+        }
+        if isinstance(self.store, str):
+            config["store"] = check_database_url(self.store).render_as_string(hide_password=True)
+        return config
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> BudgetPolicy:
+        """The policy :meth:`to_config` described.
+
+        Raises:
+            ConfigurationError: an invalid value, or a ``store`` URL whose password
+                was masked by :meth:`to_config` (give the password another way, e.g.
+                PostgreSQL's ``PGPASSWORD`` or ``~/.pgpass``, or pass ``store=`` again).
+        """
+        values = dict(config)
+        store = values.get("store")
+        if isinstance(store, str) and check_database_url(store).password == "***":  # noqa: S105  # the mask, not a password
+            raise ConfigurationError(
+                "the budget's store URL has its password masked (***), as dump_component() writes it; "
+                "keep the password out of the URL (PGPASSWORD, ~/.pgpass) or pass store= again"
+            )
+        return cls(**values)
+
+
+def _thresholds(alert_at: object) -> tuple[Decimal, ...]:
+    if isinstance(alert_at, str | bytes) or not isinstance(alert_at, Sequence):
+        raise ConfigurationError(f"alert_at must be a sequence of fractions such as (0.5, 0.8), got {alert_at!r}")
+    found = tuple(_decimal("alert_at", value) for value in alert_at)
+    for fraction in found:
+        if not 0 < fraction < 1:
+            raise ConfigurationError(f"alert_at takes fractions of the limit between 0 and 1, got {fraction}")
+    if any(later <= earlier for earlier, later in itertools.pairwise(found)):
+        raise ConfigurationError(f"alert_at must be increasing, got {', '.join(map(str, found))}")
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """A budget's spend reached one of its ``alert_at`` thresholds: handed to ``on_alert``.
+
+    Attributes:
+        threshold: The fraction of the limit that was reached (e.g. ``Decimal("0.8")``).
+        spent_usd: The spend counted when the alert fired, exact.
+        limit_usd: The budget's limit.
+        scope: ``"project"``, ``"session"`` or ``"agent"``.
+        key: The scope's value for the call that found it (``None``: calls without one).
+        project: That call's project.
+        period: ``"day"``, ``"week"``, ``"month"`` or ``None`` (all time).
+        period_start: When the period began (UTC); ``None`` for all time.
+        unpriced: Attempts in the period whose cost is unknown, not in ``spent_usd``.
+    """
+
+    threshold: Decimal
+    spent_usd: Decimal
+    limit_usd: Decimal
+    scope: Scope
+    key: str | None
+    project: str | None
+    period: Period | None
+    period_start: datetime | None
+    unpriced: int = 0
+
+    def __str__(self) -> str:
+        unpriced = f"; {self.unpriced} unpriced attempt(s) not counted" if self.unpriced else ""
+        return (
+            f"{describe_budget_key(self.scope, self.key, self.project)}: ${format_usd(self.spent_usd)} spent, "
+            f"{(self.threshold * 100).normalize():f}% or more of ${format_usd(self.limit_usd)} "
+            f"{describe_period(self.period, self.period_start)}{unpriced}"
+        )
+
+
+def log_budget_alert(alert: BudgetAlert) -> None:
+    """The alert hook of a policy without ``on_alert``: one WARNING on the ``autogen_reliability`` logger.
+
+    Its fields go in ``extra=``. Call it from an ``on_alert`` of yours to keep the log line too.
+    """
+    logger.warning(
+        "budget alert for %s",
+        alert,
+        extra={
+            "budget_scope": alert.scope,
+            "budget_key": alert.key,
+            "project": alert.project,
+            "threshold": str(alert.threshold),
+            "spent_usd": str(alert.spent_usd),
+            "limit_usd": str(alert.limit_usd),
+        },
+    )
+
+
+def period_bounds(period: Period | None, now: float) -> tuple[date | None, date | None, float, float]:
+    """The UTC days ``[first, end)`` of the period containing ``now`` (epoch seconds), and its bounds in seconds.
+
+    ``None`` (all time) has no days and bounds of minus and plus infinity.
+    """
+    if period is None:
+        return None, None, -math.inf, math.inf
+    today = datetime.fromtimestamp(now, UTC).date()
+    if period == "day":
+        first, end = today, today + timedelta(days=1)
+    elif period == "week":
+        first = today - timedelta(days=today.weekday())  # ISO weeks start on Monday
+        end = first + timedelta(days=7)
+    else:
+        first = today.replace(day=1)
+        end = (first + timedelta(days=32)).replace(day=1)
+    return first, end, _epoch(first), _epoch(end)
+
+
+def _epoch(day: date) -> float:
+    return datetime.combine(day, midnight_time(), tzinfo=UTC).timestamp()

@@ -1,0 +1,572 @@
+"""The spend a budget compares with its limit: the ledger's figure, read off the event loop, plus this process's rows.
+
+One :class:`BudgetTracker` per (ledger, policy), shared by every wrapper that
+uses that policy on that ledger (the way a circuit breaker is shared per
+client), keeps per key (a project; a session or an agent within its project)
+and for the current UTC period:
+
+- the **ledger's figure**: ``SUM(cost_nanousd)`` and the count of unpriced
+  attempts over the key's rows in the period, read in SQL on a reader thread
+  (never on the event loop; at most one read in flight per key, two reader
+  threads per process) and used for ``refresh`` seconds;
+- the **local overlay**: the events this process recorded for the key (from
+  :func:`~autogen_reliability.accounting._feed.subscribe`), by ``event_id``,
+  until a read finds them in the ledger. Each read asks, in the same snapshot
+  as its sum, which of them are stored now (``event_id IN (...)``), so an event
+  is counted once: in the overlay until its row is in the sum, then in the sum.
+  Rows waiting in the recorder's spool while the database is down stay in the
+  overlay.
+
+The check on the call path (:meth:`BudgetTracker.admit`) takes a lock and adds
+two integers. When the figure is older than ``refresh`` it goes on with it and
+starts a read in the background; only the first check of a key, which has no
+figure yet, waits for the read (the call waits, the loop does not).
+
+A ledger that cannot be read (the database is down, its schema is outdated)
+is said once in the log; meanwhile the budget counts the last figure read
+(nothing, if none was) plus this process's own spend, and tries again every
+``refresh`` seconds. It fails open: the usage database going down must not
+stop every agent, and the process still stops at the limit by its own spend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Final, cast
+
+from sqlalchemy import Connection, Select, case, func, select
+from sqlalchemy.engine import make_url
+
+from .._context import Attribution
+from .._errors import BudgetExceededError, ConfigurationError, describe_budget_key
+from ..accounting import _feed
+from ..accounting._events import UsageEvent
+from ..accounting._recorder import UsageRecorder
+from ..storage._models import UsageRecord
+from ..storage._store import UsageStore
+from ._policy import NANOUSD_PER_USD, BudgetAlert, BudgetPolicy, check_ledger_url, log_budget_alert, period_bounds
+
+__all__ = ["BudgetTracker", "LedgerSource", "ledger_key", "tracker_for"]
+
+logger = logging.getLogger("autogen_reliability")
+
+LedgerSource = UsageStore | str
+"""Where a budget reads spend: a store, or the URL of one (opened on a reader thread when first read)."""
+
+READER_THREADS: Final = 2
+MAX_KEYS: Final = 10_000  # key states kept per tracker; those with nothing pending go first when there are more
+MAX_PENDING: Final = 100_000  # unwritten events counted per key (the oldest go beyond, said once in the log)
+_IN_CHUNK: Final = 500  # event ids per IN (...): far below every backend's limit of bound parameters
+
+_RECORDS: Final = UsageRecord.__table__
+_NEVER: Final = float("-inf")
+
+
+def ledger_key(source: LedgerSource) -> Hashable:
+    """What tells one database from another: the backend and its file, or its server and database."""
+    url = source.engine.url if isinstance(source, UsageStore) else make_url(source)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database or ""
+        return (backend, database if url.query.get("uri") else str(Path(database).resolve()))
+    return (backend, url.host or "", url.port or 0, url.database or "")
+
+
+class _Ledger:
+    """One database that budgets read; shared by every tracker reading it."""
+
+    def __init__(self, source: LedgerSource) -> None:
+        self._store = source if isinstance(source, UsageStore) else None
+        self._url = source if isinstance(source, str) else None
+        self.name = source.url if isinstance(source, UsageStore) else make_url(source).render_as_string()
+        self._lock = threading.Lock()
+        self._down = False
+
+    def store(self) -> UsageStore:
+        """The store to read (on a reader thread: opening one connects and may migrate an empty database)."""
+        with self._lock:
+            if self._store is None:
+                assert self._url is not None
+                self._store = UsageStore(self._url)
+            return self._store
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection whose queries all see one snapshot of the database, as the store's schema check does."""
+        with self.store().engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
+            else:
+                connection.execution_options(isolation_level="REPEATABLE READ")
+            yield connection
+
+    def failed(self, error: Exception) -> None:
+        with self._lock:
+            was_down, self._down = self._down, True
+        if not was_down:
+            first = (str(error).strip().splitlines() or [""])[0][:300]
+            logger.warning(
+                "budgets cannot read the usage ledger %s (%s: %s); until it answers they count the spend last "
+                "read plus this process's own",
+                self.name,
+                type(error).__name__,
+                first,
+                extra={"ledger": self.name},
+            )
+
+    def answered(self) -> None:
+        with self._lock:
+            was_down, self._down = self._down, False
+        if was_down:
+            logger.warning("budgets read the usage ledger %s again", self.name, extra={"ledger": self.name})
+
+
+class _Readers:
+    """A few daemon threads that run ledger reads, so that none ever runs on an event loop."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._jobs: queue.SimpleQueue[tuple[Future[None], Callable[[], None]]] = queue.SimpleQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()  # a read, once asked for, runs: its result is shared by every waiter
+        self._jobs.put((future, job))
+        with self._lock:
+            if self._started < self._workers:
+                self._started += 1
+                threading.Thread(target=self._run, name="autogen-reliability-budget", daemon=True).start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            try:
+                job()
+            except BaseException as error:  # a job handles its own errors; this is a bug, said where it happened
+                logger.exception("a budget's ledger read failed unexpectedly")
+                future.set_exception(error)
+            else:
+                future.set_result(None)
+
+    def forked(self) -> None:
+        """In a child process: the parent's threads did not come along."""
+        self._jobs = queue.SimpleQueue()
+        self._started = 0
+        self._lock = threading.Lock()
+
+
+_readers = _Readers(READER_THREADS)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_readers.forked)
+
+
+class _KeyState:
+    """One key's spend in the current period."""
+
+    __slots__ = (
+        "alerted",
+        "local_unpriced",
+        "overlay",
+        "pending",
+        "read_at",
+        "reading",
+        "stored",
+        "stored_unpriced",
+        "warned",
+    )
+
+    def __init__(self) -> None:
+        self.stored: int | None = None  # nano-USD in the ledger as last read; None: never read
+        self.stored_unpriced = 0
+        self.read_at = _NEVER  # when the last read started, on the policy's clock
+        self.reading: Future[None] | None = None
+        self.pending: dict[uuid.UUID, UsageEvent] = {}  # this process's events not yet seen in the ledger
+        self.overlay = 0  # their priced cost
+        self.local_unpriced = 0  # and how many have no price
+        self.alerted = 0  # thresholds fired this period
+        self.warned = False  # on_exceed="warn" said it this period
+
+    def add(self, event: UsageEvent) -> None:
+        self.pending[event.event_id] = event
+        if event.cost_nanousd is None:
+            self.local_unpriced += 1
+        else:
+            self.overlay += event.cost_nanousd
+
+    def forget(self, event_id: uuid.UUID) -> None:
+        event = self.pending.pop(event_id)
+        if event.cost_nanousd is None:
+            self.local_unpriced -= 1
+        else:
+            self.overlay -= event.cost_nanousd
+
+
+class BudgetTracker:
+    """The spend of every key of one :class:`BudgetPolicy` on one ledger, in the current period."""
+
+    def __init__(self, policy: BudgetPolicy, ledger: _Ledger) -> None:
+        self.policy = policy
+        self._ledger = ledger
+        self._clock = policy.clock
+        self._refresh = policy.refresh_seconds
+        self._limit = policy.limit_nanousd
+        self._limit_usd = cast(Decimal, policy.limit_usd)  # validated: a Decimal
+        self._fractions = cast(tuple[Decimal, ...], policy.alert_at)
+        self._alerts = policy.alert_nanousd
+        self._raise = policy.on_exceed == "raise"
+        fields = {"project": ("project",), "session": ("project", "session"), "agent": ("project", "agent")}
+        self._key_of: Callable[[Any], Hashable] = attrgetter(*fields[policy.scope])
+        self._lock = threading.Lock()
+        self._states: dict[Hashable, _KeyState] = {}
+        self._unreadable = False
+        self._unpriced_models: set[str | None] = set()
+        self._dropped_said = False
+        self._period = 0  # counts periods, so that a read started in one is not applied in the next
+        self._first_day: date | None = None
+        self._end_day: date | None = None
+        self._start = self._end = 0.0
+        self._period_start: datetime | None = None
+        self._roll(self._clock())
+
+    # -- the call path -------------------------------------------------------------------
+
+    def admit(self, attribution: Attribution, *, waited: bool = False) -> Future[None] | None:
+        """Let a call with ``attribution`` go on, or raise :class:`BudgetExceededError`.
+
+        Returns:
+            ``None`` when decided; for the first check of a key, the read of its
+            spend to wait for (off the loop), after which the caller admits again
+            with ``waited=True`` (which decides with whatever the read left).
+        """
+        now = self._clock()
+        key = self._key_of(attribution)
+        fired: list[int] = []
+        with self._lock:
+            if not self._start <= now < self._end:
+                self._roll(now)
+            state = self._states.get(key)
+            if state is None:
+                state = self._new_state(key)
+            if state.stored is None and not waited and not self._unreadable:
+                return state.reading or self._read(key, state, now)
+            if state.reading is None and now - state.read_at >= self._refresh:
+                self._read(key, state, now)  # in the background: this call goes on with the figure it has
+            spent = (state.stored or 0) + state.overlay
+            while state.alerted < len(self._alerts) and spent >= self._alerts[state.alerted]:
+                fired.append(state.alerted)
+                state.alerted += 1
+            over = spent >= self._limit
+            warn = over and not self._raise and not state.warned
+            if warn:
+                state.warned = True
+            unpriced = state.stored_unpriced + state.local_unpriced
+            period_start = self._period_start
+        if fired:
+            self._fire(fired, key, spent, unpriced, period_start)
+        if over and (self._raise or warn):
+            error = self._exceeded(key, spent, unpriced, period_start)
+            if self._raise:
+                raise error
+            logger.warning(
+                "%s; the call goes on (on_exceed='warn'), and this is said once this period",
+                str(error).replace("; no request was sent", ""),
+                extra={"budget_scope": error.scope, "budget_key": error.key, "project": error.project},
+            )
+        return None
+
+    def _fire(self, fired: list[int], key: Hashable, spent: int, unpriced: int, start: datetime | None) -> None:
+        policy = self.policy
+        project, value = self._split(key)
+        hook = policy.on_alert or log_budget_alert
+        for index in fired:
+            alert = BudgetAlert(
+                threshold=self._fractions[index],
+                spent_usd=_usd(spent),
+                limit_usd=self._limit_usd,
+                scope=policy.scope,
+                key=value,
+                project=project,
+                period=policy.period,
+                period_start=start,
+                unpriced=unpriced,
+            )
+            try:
+                hook(alert)
+            except Exception:
+                logger.exception("a budget's on_alert hook failed on %s", alert)
+
+    def _exceeded(self, key: Hashable, spent: int, unpriced: int, start: datetime | None) -> BudgetExceededError:
+        project, value = self._split(key)
+        return BudgetExceededError(
+            scope=self.policy.scope,
+            key=value,
+            project=project,
+            period=self.policy.period,
+            period_start=start,
+            limit_usd=self._limit_usd,
+            spent_usd=_usd(spent),
+            unpriced=unpriced,
+        )
+
+    def _split(self, key: Hashable) -> tuple[str | None, str | None]:
+        """(project, the scope's value) of a key."""
+        if isinstance(key, tuple):
+            return key[0], key[1]
+        return key, key  # type: ignore[return-value]  # a project's key is the project
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _roll(self, now: float) -> None:
+        """Start the period that contains ``now``: every key starts again from the ledger."""
+        self._first_day, self._end_day, self._start, self._end = period_bounds(self.policy.period, now)
+        self._period_start = datetime.fromtimestamp(self._start, UTC) if self._first_day is not None else None
+        self._period += 1
+        self._states.clear()
+        self._unreadable = False
+
+    def _new_state(self, key: Hashable) -> _KeyState:
+        if len(self._states) >= MAX_KEYS:
+            for known in [known for known, state in self._states.items() if not state.pending and not state.reading]:
+                del self._states[known]
+        state = self._states[key] = _KeyState()
+        return state
+
+    def observe(self, event: UsageEvent) -> None:
+        """This process recorded ``event`` for this ledger: count it until a read finds it stored."""
+        day = event.started_at.astimezone(UTC).date()
+        now = self._clock()
+        dropped = False
+        with self._lock:
+            if not self._start <= now < self._end:
+                self._roll(now)
+            if self._first_day is not None and not self._first_day <= day < self._end_day:  # type: ignore[operator]
+                return  # another period's spend (a call that started before midnight)
+            key = self._key_of(event)
+            state = self._states.get(key)
+            if state is None:
+                state = self._new_state(key)
+            if event.event_id in state.pending:
+                return
+            if len(state.pending) >= MAX_PENDING:
+                # Only while the ledger cannot be read (or for a key no call of this budget checks, whose events
+                # reads of other keys prune): memory is bounded, and the oldest stop counting here.
+                state.forget(next(iter(state.pending)))
+                dropped = not self._dropped_said
+                self._dropped_said = True
+            state.add(event)
+            if state.stored is not None and state.reading is None and now - state.read_at >= self._refresh:
+                # Keys with a figure are read again as their events come, even if no call checks them any
+                # more: a read is what lets the events go.
+                self._read(key, state, now)
+            new_model = event.cost_nanousd is None and event.model not in self._unpriced_models
+            if new_model:
+                self._unpriced_models.add(event.model)
+        project, value = self._split(key)
+        who = describe_budget_key(self.policy.scope, value, project)
+        if dropped:
+            logger.warning(
+                "a budget holds %d unwritten usage rows of %s; older ones no longer count toward it until the "
+                "ledger can be read",
+                MAX_PENDING,
+                who,
+            )
+        if new_model:
+            logger.warning(
+                "model %r has no price, so its calls cannot count toward the budget of %s (%s); "
+                "they are counted as unpriced attempts. Give it a price (PricingTable) to count its cost",
+                event.model,
+                who,
+                f"${self.policy.limit_usd} {'per ' + self.policy.period if self.policy.period else 'in all'}",
+                extra={"model": event.model},
+            )
+
+    def pending_events(self) -> list[UsageEvent]:
+        """Every event this tracker counts that no read found stored yet (for a new tracker of the same ledger)."""
+        with self._lock:
+            return [event for state in self._states.values() for event in state.pending.values()]
+
+    # -- reading the ledger ----------------------------------------------------------------
+
+    def _read(self, key: Hashable, state: _KeyState, now: float) -> Future[None]:
+        """Start a read of ``key``'s spend (the lock is held)."""
+        state.read_at = now
+        period, days = self._period, (self._first_day, self._end_day)
+        future = _readers.submit(lambda: self._read_now(key, period, days))
+        state.reading = future
+        return future
+
+    def _read_now(self, key: Hashable, period: int, days: tuple[date | None, date | None]) -> None:
+        """On a reader thread: the key's sum and which pending events are stored, from one snapshot."""
+        try:
+            with self._ledger.snapshot() as connection:
+                total, unpriced = connection.execute(self._spend_query(key, *days)).one()
+                with self._lock:
+                    candidates = self._candidates(key) if period == self._period else []
+                found: set[uuid.UUID] = set()
+                for start in range(0, len(candidates), _IN_CHUNK):
+                    chunk = candidates[start : start + _IN_CHUNK]
+                    found.update(connection.scalars(select(_RECORDS.c.event_id).where(_RECORDS.c.event_id.in_(chunk))))
+        except Exception as error:
+            with self._lock:
+                state = self._states.get(key) if period == self._period else None
+                if state is not None:
+                    state.reading = None
+                    self._unreadable = True
+            self._ledger.failed(error)
+            return
+        with self._lock:
+            state = self._states.get(key) if period == self._period else None
+            if state is not None:
+                state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
+                state.reading = None
+                for known, other in self._states.items():
+                    # Another key's events may go only while it has no figure: one it has was read in
+                    # another snapshot, which may not hold them.
+                    if known == key or (other.stored is None and other.reading is None):
+                        for event_id in found.intersection(other.pending):
+                            other.forget(event_id)
+                self._unreadable = False
+        self._ledger.answered()
+
+    def _candidates(self, key: Hashable) -> list[uuid.UUID]:
+        """The pending events a read of ``key`` asks about: its own, and those of keys with no figure yet."""
+        found: list[uuid.UUID] = []
+        for known, state in self._states.items():
+            if known == key or (state.stored is None and state.reading is None):
+                found.extend(state.pending)
+        return found
+
+    def _spend_query(self, key: Hashable, first_day: date | None, end_day: date | None) -> Select[Any]:
+        columns = _RECORDS.c
+        project, value = self._split(key)
+        conditions = [columns.project.is_(None) if project is None else columns.project == project]
+        if self.policy.scope != "project":
+            column = columns[self.policy.scope]
+            conditions.append(column.is_(None) if value is None else column == value)
+        if first_day is not None and end_day is not None:
+            conditions += [columns.day >= first_day, columns.day < end_day]
+        # Both sums read only an index: the report index for a project, ix_ar_usage_records_{session,agent}_spend.
+        return select(
+            func.sum(columns.cost_nanousd),
+            func.sum(case((columns.cost_nanousd.is_(None), 1), else_=0)),
+        ).where(*conditions)
+
+    def wait_for_reads(self, timeout: float = 10.0) -> bool:
+        """Wait until no read of this tracker is in flight (for tests and benchmarks); False on timeout."""
+        with self._lock:
+            reading = [state.reading for state in self._states.values() if state.reading is not None]
+        for future in reading:
+            try:
+                future.result(timeout)
+            except TimeoutError:
+                return False
+        return True
+
+
+def _usd(nanousd: int) -> Decimal:
+    return Decimal(nanousd) / NANOUSD_PER_USD  # exact: 28 significant digits hold any sum of the ledger
+
+
+# -- the process-wide registry --------------------------------------------------------------
+
+_lock = threading.Lock()
+_ledgers: dict[Hashable, _Ledger] = {}
+# Trackers live as long as the process, like the breakers of clients that live that long: a tracker made
+# again would have lost the unwritten rows it counted (all of them, while the database is down).
+_trackers: dict[tuple[Hashable, BudgetPolicy], BudgetTracker] = {}
+_by_ledger: dict[Hashable, tuple[BudgetTracker, ...]] = {}
+_recorder_ledgers: weakref.WeakKeyDictionary[UsageRecorder, Hashable] = weakref.WeakKeyDictionary()
+_unsubscribe: Callable[[], None] | None = None
+
+
+def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | None = None) -> BudgetTracker:
+    """The tracker every wrapper with ``policy`` recording through ``recorder`` shares.
+
+    Args:
+        policy: The budget.
+        recorder: The recorder the wrapper records to: its events are counted
+            until they reach the ledger.
+        database: The URL of the database ``recorder`` writes to, when the caller
+            knows it (the process's default recorder); else its store tells.
+
+    Raises:
+        ConfigurationError: the ledger to read cannot be known (give ``store=``), or
+            the budget reads another database than the one the wrapper records to.
+    """
+    global _unsubscribe  # noqa: PLW0603  # one subscription to the feed per process
+    recorded = _recorder_source(recorder, database)
+    if policy.store is not None:
+        source: LedgerSource = policy.store
+        if recorded is not None and ledger_key(recorded) != ledger_key(source):
+            raise ConfigurationError(
+                f"the budget reads spend from {_name(source)} but the wrapper records to {_name(recorded)}: "
+                "its own calls would never count; leave store= out, or record to that database"
+            )
+    elif recorded is not None:
+        source = recorded
+    else:
+        raise ConfigurationError(
+            "a budget cannot tell which database this wrapper's recorder writes to (its sink is made by a "
+            "function, or is not a UsageStore); give BudgetPolicy(store=...) the URL or UsageStore to read"
+        )
+    key = ledger_key(source)
+    with _lock:
+        ledger = _ledgers.get(key)
+        if ledger is None:
+            ledger = _ledgers[key] = _Ledger(source)
+        # The user said where this recorder's rows end up, when its own store could not tell.
+        _recorder_ledgers[recorder] = key
+        tracker = _trackers.get((key, policy))
+        if tracker is None:
+            tracker = _trackers[key, policy] = BudgetTracker(policy, ledger)
+            siblings = _by_ledger.get(key, ())
+            # What the budgets already on this ledger count and the ledger does not hold yet is this one's too.
+            for sibling in siblings:
+                for event in sibling.pending_events():
+                    tracker.observe(event)
+            _by_ledger[key] = (*siblings, tracker)
+        if _unsubscribe is None:
+            _unsubscribe = _feed.subscribe(_recorded)
+    return tracker
+
+
+def _recorder_source(recorder: UsageRecorder, database: str | None) -> LedgerSource | None:
+    if database is not None:
+        check_ledger_url("the process's usage database", database)
+        return database
+    sink = recorder.sink
+    if isinstance(sink, UsageStore):
+        check_ledger_url("the recorder's store", sink.engine.url)
+        return sink
+    return None
+
+
+def _name(source: LedgerSource) -> str:
+    return source.url if isinstance(source, UsageStore) else make_url(source).render_as_string()
+
+
+def _recorded(event: UsageEvent, recorder: UsageRecorder) -> None:
+    """The feed's listener: an event this process recorded goes to the trackers of the ledger it is written to."""
+    key = _recorder_ledgers.get(recorder)
+    if key is None:
+        sink = recorder.sink  # None until a factory made it: asked again next time
+        if not isinstance(sink, UsageStore):
+            return
+        key = _recorder_ledgers[recorder] = ledger_key(sink)
+    for tracker in _by_ledger.get(key, ()):
+        tracker.observe(event)

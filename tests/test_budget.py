@@ -1,0 +1,700 @@
+"""Budgets: a call over its scope's limit sends no request; spend is read from the ledger that processes share.
+
+Every call here costs whole dollars: the server reports a million prompt tokens
+and the price table charges $1 per million, so spend is easy to follow. Most
+budgets count all time (``period=None``): a test that ran across midnight UTC
+would otherwise see its spend reset under it. Periods are tested with rows
+written on chosen days and a clock set to those days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+from sqlalchemy import event
+
+from autogen_reliability import (
+    BudgetAlert,
+    BudgetExceededError,
+    BudgetPolicy,
+    ConfigurationError,
+    ReliabilityError,
+    ReliableChatCompletionClient,
+    configure,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability.accounting import PricingTable, UsageEvent, UsageRecorder
+from autogen_reliability.budget._tracker import tracker_for
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.storage._models import REPORT_INDEX
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory, run_python
+from .storage_fixtures import Ledger, open_ledger
+
+HI = [UserMessage(content="hi", source="user")]
+PRICES = {"models": {"gpt-4o-mini": {"input": "1", "output": "1"}}}  # USD per million tokens
+PRICING = PricingTable(PRICES)
+ONE_DOLLAR = FakeUsage(prompt_tokens=1_000_000, completion_tokens=0)
+UNPRICED_MODEL_INFO = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "family": "unknown",
+    "structured_output": True,
+}
+
+
+class Clock:
+    """Seconds since the epoch that a test sets."""
+
+    def __init__(self, at: datetime | None = None) -> None:
+        self.now = at.timestamp() if at is not None else time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+
+@pytest.fixture
+def dollars(server: FakeOpenAIServer) -> FakeOpenAIServer:
+    """The server, answering every request with usage that costs $1 at ``PRICING``."""
+    server.default = FakeReply.text("ok", usage=ONE_DOLLAR)
+    return server
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A SQLite ledger and a recorder writing to it."""
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
+
+
+@pytest.fixture
+def any_ledger(store_url: str, tmp_path: Path) -> Iterator[Ledger]:
+    """A ledger on SQLite, then on PostgreSQL, and a recorder writing to it."""
+    with open_ledger(store_url, tmp_path / "spool") as opened:
+        yield opened
+
+
+def wrap(
+    make: OpenAIClientFactory, ledger: Ledger, budget: BudgetPolicy | None, **options: Any
+) -> ReliableChatCompletionClient:
+    return reliable(make(), recorder=ledger[1], pricing=PRICING, budget=budget, **options)
+
+
+def replay() -> ChatCompletionClient:
+    """A client for tests that never call it (AutoGen's replay client: a component that loads back)."""
+    return ReplayChatCompletionClient(["unused"])
+
+
+def spend(store: UsageStore, usd: int, *, at: datetime | None = None, **attribution: str | None) -> None:
+    """Rows written to the ledger by someone else (another process, another recorder)."""
+    store.write(
+        [
+            UsageEvent(
+                call_id=uuid.uuid4(),
+                attempt=1,
+                started_at=at or datetime.now(UTC),
+                latency_ms=1.0,
+                model="gpt-4o-mini",
+                cost_nanousd=10**9,
+                **attribution,  # type: ignore[arg-type]
+            )
+            for _ in range(usd)
+        ]
+    )
+
+
+async def consume(client: ChatCompletionClient) -> CreateResult:
+    final: CreateResult | None = None
+    async for item in client.create_stream(HI):
+        if isinstance(item, CreateResult):
+            final = item
+    assert final is not None
+    return final
+
+
+# --- the stop ----------------------------------------------------------------------------------
+
+
+async def test_at_the_limit_no_request_reaches_the_server(
+    any_ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = wrap(make_openai_client, any_ledger, BudgetPolicy(limit_usd=2, period=None), project="acme")
+    await client.create(HI)
+    await client.create(HI)
+    assert dollars.request_count == 2
+    with pytest.raises(BudgetExceededError) as refused:
+        await client.create(HI)
+    assert dollars.request_count == 2
+    error = refused.value
+    assert isinstance(error, ReliabilityError)
+    assert (error.scope, error.key, error.project, error.period, error.period_start) == (
+        "project",
+        "acme",
+        "acme",
+        None,
+        None,
+    )
+    assert (error.limit_usd, error.spent_usd, error.unpriced) == (Decimal(2), Decimal(2), 0)
+    assert str(error) == "budget exceeded for project 'acme': $2.00 spent of $2.00 in all; no request was sent"
+    # The refused call is not a row: nothing was sent.
+    assert any_ledger[1].flush(10)
+    assert any_ledger[0].count() == 2
+
+
+async def test_a_streamed_call_is_refused_too(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=1, period=None), project="acme")
+    await consume(client)
+    with pytest.raises(BudgetExceededError, match=r"\$1\.00 spent of \$1\.00"):
+        await consume(client)
+    assert dollars.request_count == 1
+
+
+async def test_spend_another_process_wrote_to_the_ledger_counts(
+    any_ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    spend(any_ledger[0], 5, project="acme")
+    spend(any_ledger[0], 9, project="other")
+    client = wrap(make_openai_client, any_ledger, BudgetPolicy(limit_usd=6, period=None), project="acme")
+    await client.create(HI)
+    with pytest.raises(BudgetExceededError) as refused:
+        await client.create(HI)
+    assert refused.value.spent_usd == Decimal(6)
+    assert dollars.request_count == 1
+
+
+async def test_rows_not_yet_written_count_once_before_and_after_they_are(
+    tmp_path: Path, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=3600, close_sink=False)
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=3, period=None, refresh=5, clock=clock)
+    try:
+        client = wrap(make_openai_client, (store, recorder), policy, project="acme")
+        for _ in range(3):
+            await client.create(HI)
+        assert store.count() == 0  # all three still wait in the recorder
+        with pytest.raises(BudgetExceededError) as before:
+            await client.create(HI)
+        assert before.value.spent_usd == Decimal(3)
+        assert recorder.flush(10)
+        assert store.count() == 3
+        # A read after the rows reached the ledger finds them there, and stops counting them locally.
+        clock.now += 6
+        with pytest.raises(BudgetExceededError):
+            await client.create(HI)
+        assert tracker_for(policy, recorder).wait_for_reads()
+        with pytest.raises(BudgetExceededError) as after:
+            await client.create(HI)
+        assert after.value.spent_usd == Decimal(3)  # not 6
+        assert dollars.request_count == 3
+    finally:
+        recorder.close()
+        store.close()
+
+
+_CHILD = """
+import asyncio, json, sys
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_reliability import BudgetExceededError, BudgetPolicy, reliable
+from autogen_reliability.accounting import PricingTable, UsageRecorder
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.storage._models import REPORT_INDEX
+
+base_url, url, spool, prices = sys.argv[1:5]
+
+
+async def main() -> None:
+    store = UsageStore(url)
+    recorder = UsageRecorder(store, spool_dir=spool)
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=base_url, max_retries=0)
+    pricing = PricingTable(json.loads(prices))
+    budget = BudgetPolicy(limit_usd=3, period=None)
+    client = reliable(inner, recorder=recorder, pricing=pricing, project="shared", budget=budget)
+    calls = 0
+    try:
+        while calls < 10:
+            await client.create([UserMessage(content="hi", source="user")])
+            calls += 1
+    except BudgetExceededError as error:
+        print(calls, error.spent_usd)
+    await inner.close()
+    recorder.close()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_two_processes_sharing_one_sqlite_ledger_share_one_budget(
+    tmp_path: Path, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=3, period=None, refresh=5, clock=clock)
+    with open_ledger(url, tmp_path / "spool") as ledger:
+        client = wrap(make_openai_client, ledger, policy, project="shared")
+        await client.create(HI)  # this process: $1
+        assert ledger[1].flush(10)
+        # The other process sees this one's dollar in the ledger: two more calls and it is refused.
+        child = await asyncio.to_thread(
+            run_python, _CHILD, dollars.base_url, url, str(tmp_path / "child-spool"), json.dumps(PRICES)
+        )
+        assert child.returncode == 0, child.stderr
+        assert child.stdout.split() == ["2", "3"]
+        assert dollars.request_count == 3
+        # And this one sees the other's two once its figure is read again (every `refresh` seconds).
+        clock.now += 6
+        await client.create(HI)  # the figure was stale: this call went on with it, and a read began
+        assert tracker_for(policy, ledger[1]).wait_for_reads()
+        with pytest.raises(BudgetExceededError) as refused:
+            await client.create(HI)
+        assert refused.value.spent_usd == Decimal(4)
+        assert dollars.request_count == 4
+
+
+async def test_the_first_check_of_a_key_reads_once_off_the_event_loop(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    store = ledger[0]
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "sum(" in statement.lower():
+            reads.append(threading.current_thread().name)
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=100, period=None), project="acme")
+        await asyncio.gather(*(client.create(HI) for _ in range(10)))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    assert dollars.request_count == 10
+    assert reads == ["autogen-reliability-budget"]  # one read for ten waiting calls, on a reader thread
+
+
+@pytest.mark.parametrize(
+    ("scope", "key", "index"),
+    [
+        ("project", "acme", REPORT_INDEX),
+        ("session", ("acme", "t-1"), "ix_ar_usage_records_session_spend"),
+        ("agent", ("acme", None), "ix_ar_usage_records_agent_spend"),
+    ],
+)
+def test_the_spend_read_uses_only_an_index(ledger: Ledger, scope: str, key: object, index: str) -> None:
+    tracker = tracker_for(BudgetPolicy(limit_usd=1, scope=scope), ledger[1])  # type: ignore[arg-type]
+    query = tracker._spend_query(key, date(2026, 3, 1), date(2026, 4, 1))
+    with ledger[0].engine.connect() as connection:
+        sql = str(query.compile(connection, compile_kwargs={"literal_binds": True}))
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+    assert f"USING COVERING INDEX {index}" in " ".join(str(row[-1]) for row in plan)
+
+
+# --- the ledger unreadable ---------------------------------------------------------------------
+
+
+async def test_a_ledger_that_cannot_be_read_leaves_the_processs_own_spend_counted(
+    tmp_path: Path,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    down = "postgresql+psycopg://budget:secret-pw@127.0.0.1:1/usage"  # nothing listens on port 1
+    recorder = UsageRecorder(lambda: UsageStore(down), spool_dir=tmp_path / "spool", name=down)
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    try:
+        policy = BudgetPolicy(limit_usd=2, period=None, store=down)
+        client = reliable(make_openai_client(), recorder=recorder, pricing=PRICING, budget=policy, project="acme")
+        await client.create(HI)
+        await client.create(HI)
+        with pytest.raises(BudgetExceededError, match=r"\$2\.00 spent of \$2\.00"):
+            await client.create(HI)
+    finally:
+        recorder.close(timeout=10)
+    assert dollars.request_count == 2
+    said = [record.getMessage() for record in caplog.records if "budgets cannot read" in record.getMessage()]
+    assert len(said) == 1
+    assert "until it answers they count the spend last read plus this process's own" in said[0]
+    assert "secret-pw" not in caplog.text
+
+
+async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
+    recorder = UsageRecorder(lambda: UsageStore(f"sqlite:///{tmp_path / 'x.db'}"), spool_dir=tmp_path / "spool")
+    try:
+        with pytest.raises(ConfigurationError, match=r"give BudgetPolicy\(store=\.\.\.\)"):
+            reliable(replay(), recorder=recorder, budget=BudgetPolicy(limit_usd=1))
+    finally:
+        recorder.close()
+
+
+async def test_a_store_other_than_the_recorders_is_refused(ledger: Ledger, tmp_path: Path) -> None:
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(ConfigurationError, match="its own calls would never count"):
+        reliable(replay(), recorder=ledger[1], budget=BudgetPolicy(limit_usd=1, store=other))
+
+
+# --- scopes ------------------------------------------------------------------------------------
+
+
+async def test_each_scope_key_has_a_budget_of_its_own(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    per_session = BudgetPolicy(limit_usd=1, period=None, scope="session")
+    client = wrap(make_openai_client, ledger, per_session, project="p1")
+    with usage_scope(session="a"):
+        await client.create(HI)
+        with pytest.raises(BudgetExceededError) as refused:
+            await client.create(HI)
+    assert (refused.value.scope, refused.value.key, refused.value.project) == ("session", "a", "p1")
+    assert "session 'a' of project 'p1': $1.00 spent" in str(refused.value)
+    with usage_scope(session="b"):
+        await client.create(HI)
+    with usage_scope(project="p2", session="a"):  # session "a" of another project
+        await client.create(HI)
+    # Calls without a session share one budget of their own.
+    await client.create(HI)
+    with pytest.raises(BudgetExceededError, match="calls without a session of project 'p1'"):
+        await client.create(HI)
+    assert dollars.request_count == 4
+
+    per_agent = BudgetPolicy(limit_usd=1, period=None, scope="agent")
+    writer = wrap(make_openai_client, ledger, per_agent, project="p1", agent="writer")
+    critic = wrap(make_openai_client, ledger, per_agent, project="p1", agent="critic")
+    await writer.create(HI)
+    with pytest.raises(BudgetExceededError, match="agent 'writer' of project 'p1'"):
+        await writer.create(HI)
+    await critic.create(HI)
+    assert dollars.request_count == 6
+
+    per_project = BudgetPolicy(limit_usd=5, period=None)
+    await wrap(make_openai_client, ledger, per_project, project="p2").create(HI)  # p2 had $1: now $2
+    with pytest.raises(BudgetExceededError, match=r"project 'p1': \$5\.00 spent"):
+        await wrap(make_openai_client, ledger, per_project, project="p1").create(HI)
+    assert dollars.request_count == 7
+
+
+# --- periods -----------------------------------------------------------------------------------
+
+
+async def test_a_new_day_starts_from_nothing(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    spend(ledger[0], 2, at=day + timedelta(hours=23, minutes=59), project="acme")
+    spend(ledger[0], 5, at=day - timedelta(seconds=1), project="acme")  # the day before
+    clock = Clock(day + timedelta(hours=23, minutes=59, seconds=59))
+    client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=2, period="day", clock=clock), project="acme")
+    with pytest.raises(BudgetExceededError) as refused:
+        await client.create(HI)
+    assert refused.value.period_start == day
+    assert "this day (since 2026-03-10 00:00 UTC)" in str(refused.value)
+    clock.set(day + timedelta(days=1))
+    await client.create(HI)
+    assert dollars.request_count == 1
+
+
+async def test_a_week_runs_monday_to_sunday_and_a_month_is_the_calendars(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    monday = datetime(2026, 3, 2, tzinfo=UTC)
+    spend(ledger[0], 1, at=monday, project="w")
+    spend(ledger[0], 1, at=monday + timedelta(days=6, hours=23), project="w")  # Sunday night
+    spend(ledger[0], 3, at=monday - timedelta(seconds=1), project="w")  # the Sunday before
+    clock = Clock(monday + timedelta(days=6, hours=23, minutes=30))
+    weekly = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=2, period="week", clock=clock), project="w")
+    with pytest.raises(BudgetExceededError, match=r"\$2\.00 spent of \$2\.00 this week \(since 2026-03-02 00:00 UTC\)"):
+        await weekly.create(HI)
+    clock.set(monday + timedelta(days=7))
+    await weekly.create(HI)
+
+    spend(ledger[0], 2, at=datetime(2026, 2, 28, 12, tzinfo=UTC), project="m")
+    spend(ledger[0], 4, at=datetime(2026, 1, 31, 12, tzinfo=UTC), project="m")
+    clock = Clock(datetime(2026, 2, 28, 23, tzinfo=UTC))
+    monthly = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=2, period="month", clock=clock), project="m")
+    with pytest.raises(BudgetExceededError, match=r"this month \(since 2026-02-01 00:00 UTC\)"):
+        await monthly.create(HI)
+    clock.set(datetime(2026, 3, 1, tzinfo=UTC))
+    await monthly.create(HI)
+    assert dollars.request_count == 2
+
+
+# --- alerts and warn mode ----------------------------------------------------------------------
+
+
+async def test_alerts_fire_once_per_threshold_per_period(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    alerts: list[BudgetAlert] = []
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    clock = Clock(day + timedelta(hours=12))
+    spend(ledger[0], 3, at=day + timedelta(hours=1), project="acme")
+    policy = BudgetPolicy(limit_usd=10, period="day", alert_at=(0.5, 0.8), on_alert=alerts.append, clock=clock)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    for extra in (0, 3, 3, 0, 2):  # the ledger's spend on this fake day grows as if calls cost money there
+        spend(ledger[0], extra, at=day + timedelta(hours=2), project="acme")
+        clock.now += 10  # past `refresh`: each check reads again (in the background)
+        await client.create(HI)
+        assert tracker_for(policy, ledger[1]).wait_for_reads()
+    # Figures are read in the background: each check judges the one read before it.
+    assert alerts[0] == BudgetAlert(
+        threshold=Decimal("0.5"),
+        spent_usd=Decimal(6),
+        limit_usd=Decimal(10),
+        scope="project",
+        key="acme",
+        project="acme",
+        period="day",
+        period_start=day,
+    )
+    assert [(alert.threshold, alert.spent_usd) for alert in alerts] == [
+        (Decimal("0.5"), Decimal(6)),
+        (Decimal("0.8"), Decimal(9)),
+    ]
+    assert "budget alert" not in caplog.text  # on_alert replaces the log line
+    # The next day starts again: its spend reaches a threshold, which fires again.
+    clock.set(day + timedelta(days=1, hours=1))
+    spend(ledger[0], 6, at=day + timedelta(days=1), project="acme")
+    await client.create(HI)
+    assert [(alert.threshold, alert.spent_usd, alert.period_start) for alert in alerts[2:]] == [
+        (Decimal("0.5"), Decimal(6), day + timedelta(days=1))
+    ]
+    assert dollars.request_count == 6
+
+
+async def test_without_on_alert_an_alert_is_a_warning_in_the_log(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=4, period=None), project="acme")
+    for _ in range(4):
+        await client.create(HI)
+    with pytest.raises(BudgetExceededError):
+        await client.create(HI)
+    said = [record for record in caplog.records if record.getMessage().startswith("budget alert")]
+    assert [record.getMessage() for record in said] == [
+        "budget alert for project 'acme': $2.00 spent, 50% or more of $4.00 in all",  # 0.8 is $3.20
+        "budget alert for project 'acme': $4.00 spent, 80% or more of $4.00 in all",
+    ]
+    assert said[1].threshold == "0.8"  # type: ignore[attr-defined]  # an extra= field
+    assert dollars.request_count == 4
+
+
+async def test_warn_mode_logs_once_and_sends(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    policy = BudgetPolicy(limit_usd=1, period=None, on_exceed="warn", alert_at=())
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    for _ in range(4):
+        await client.create(HI)
+    assert dollars.request_count == 4
+    said = [record.getMessage() for record in caplog.records if "budget exceeded" in record.getMessage()]
+    assert said == [
+        "budget exceeded for project 'acme': $1.00 spent of $1.00 in all; the call goes on "
+        "(on_exceed='warn'), and this is said once this period"
+    ]
+
+
+# --- unpriced calls ----------------------------------------------------------------------------
+
+
+async def test_unpriced_calls_are_counted_apart_and_said(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    policy = BudgetPolicy(limit_usd=1, period=None)
+    local = reliable(
+        make_openai_client(model="acme-internal-7b", model_info=UNPRICED_MODEL_INFO),
+        recorder=ledger[1],
+        pricing=PRICING,
+        budget=policy,
+        project="acme",
+    )
+    await local.create(HI)
+    await local.create(HI)  # unpriced: never reaches a dollar
+    said = [record.getMessage() for record in caplog.records if "has no price" in record.getMessage()]
+    assert said == [
+        "model 'acme-internal-7b' has no price, so its calls cannot count toward the budget of project 'acme' "
+        "($1 in all); they are counted as unpriced attempts. Give it a price (PricingTable) to count its cost"
+    ]
+    priced = wrap(make_openai_client, ledger, policy, project="acme")
+    await priced.create(HI)
+    with pytest.raises(BudgetExceededError) as refused:
+        await local.create(HI)
+    assert refused.value.unpriced == 2
+    assert str(refused.value).endswith("(2 unpriced attempt(s) are not counted: their cost is unknown)")
+    assert dollars.request_count == 3
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"limit_usd": 0}, "limit_usd must be above zero"),
+        ({"limit_usd": -5}, "limit_usd must be above zero"),
+        ({"limit_usd": "ten"}, "limit_usd must be a decimal number"),
+        ({"limit_usd": float("nan")}, "limit_usd must be finite"),
+        ({"limit_usd": Decimal("Infinity")}, "limit_usd must be finite"),
+        ({"limit_usd": True}, "limit_usd must be a number of USD"),
+        ({"limit_usd": None}, "limit_usd must be a Decimal, an int or a decimal string"),
+        ({"limit_usd": "0.0000000001"}, "at most 9 decimal places"),
+        ({"limit_usd": 1, "period": "year"}, "period must be 'day', 'week', 'month' or None"),
+        ({"limit_usd": 1, "scope": "team"}, "scope must be 'project', 'session' or 'agent'"),
+        ({"limit_usd": 1, "on_exceed": "stop"}, "on_exceed must be 'raise' or 'warn'"),
+        ({"limit_usd": 1, "alert_at": (0.8, 0.5)}, "alert_at must be increasing"),
+        ({"limit_usd": 1, "alert_at": (0.5, 0.5)}, "alert_at must be increasing"),
+        ({"limit_usd": 1, "alert_at": (0, 0.5)}, "between 0 and 1"),
+        ({"limit_usd": 1, "alert_at": (1,)}, "between 0 and 1"),
+        ({"limit_usd": 1, "alert_at": "0.5"}, "alert_at must be a sequence of fractions"),
+        ({"limit_usd": 1, "alert_at": 0.5}, "alert_at must be a sequence of fractions"),
+        ({"limit_usd": 1, "on_alert": "log"}, "on_alert must be callable or None"),
+        ({"limit_usd": 1, "refresh": 0}, "refresh must be > 0 and <= 3600 seconds"),
+        ({"limit_usd": 1, "refresh": timedelta(hours=2)}, "refresh must be > 0 and <= 3600 seconds"),
+        ({"limit_usd": 1, "refresh": "5"}, "refresh must be seconds"),
+        ({"limit_usd": 1, "store": 42}, "store must be a UsageStore, a database URL or None"),
+        ({"limit_usd": 1, "store": "sqlite://"}, "an in-memory SQLite database is private"),
+        ({"limit_usd": 1, "store": "mysql://u@h/db"}, "supports SQLite and PostgreSQL"),
+        ({"limit_usd": 1, "clock": 5}, "clock must be callable"),
+    ],
+)
+def test_every_bad_option_is_refused_with_its_reason(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        BudgetPolicy(**options)
+
+
+def test_money_is_kept_exact() -> None:
+    assert BudgetPolicy(limit_usd=0.1).limit_usd == Decimal("0.1")  # what was written, not 0.1000000000000000055...
+    assert BudgetPolicy(limit_usd="12.50").limit_usd == Decimal("12.50")
+    assert BudgetPolicy(limit_usd=3).limit_nanousd == 3 * 10**9
+    policy = BudgetPolicy(limit_usd="0.000000003", alert_at=(0.5,))
+    assert policy.alert_nanousd == (2,)  # spent >= 1.5 nano-USD is spent >= 2
+    assert BudgetPolicy(limit_usd=1, alert_at=["0.25", Decimal("0.75")]).alert_at == (Decimal("0.25"), Decimal("0.75"))
+
+
+def test_the_wrapper_refuses_a_bad_budget(ledger: Ledger) -> None:
+    with pytest.raises(ConfigurationError, match="budget must be a BudgetPolicy or None"):
+        reliable(replay(), recorder=ledger[1], budget=5)  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="budget needs track_usage=True"):
+        reliable(replay(), track_usage=False, budget=BudgetPolicy(limit_usd=1))
+    with pytest.raises(ConfigurationError, match="budget must be a BudgetPolicy or None"):
+        configure(budget="5")  # type: ignore[arg-type]
+
+
+@contextmanager
+def default_budget(policy: BudgetPolicy) -> Iterator[BudgetPolicy]:
+    """``policy`` as the process default budget, removed afterwards."""
+    configure(budget=policy)
+    try:
+        yield policy
+    finally:
+        configure(budget=None)
+
+
+async def test_the_configured_default_applies_and_budget_none_opts_out(
+    dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    project = f"default-{uuid.uuid4().hex[:8]}"  # the session's ledger is shared by every test
+    before = reliable(make_openai_client(), pricing=PRICING, project=project)
+    with default_budget(BudgetPolicy(limit_usd=1, period=None)) as policy:
+        assert configure(content_limit=5000).budget is policy  # another setting changed: the budget stays
+        budgeted = reliable(make_openai_client(), pricing=PRICING, project=project)
+        opted_out = reliable(make_openai_client(), pricing=PRICING, project=project, budget=None)
+        silent = reliable(make_openai_client(), track_usage=False, project=project)  # records nothing: no budget
+        await budgeted.create(HI)
+        with pytest.raises(BudgetExceededError):
+            await budgeted.create(HI)
+        await opted_out.create(HI)
+        await before.create(HI)
+        await silent.create(HI)
+    assert configure().budget is None
+    assert dollars.request_count == 4
+
+
+def test_the_budget_round_trips_as_a_component(ledger: Ledger, tmp_path: Path) -> None:
+    calls: list[BudgetAlert] = []
+    policy = BudgetPolicy(
+        limit_usd="12.50",
+        period="week",
+        scope="agent",
+        on_exceed="warn",
+        alert_at=(0.25, 0.9),
+        on_alert=calls.append,
+        refresh=timedelta(seconds=30),
+    )
+    client = reliable(replay(), recorder=ledger[1], budget=policy, project="acme")
+    dumped = client.dump_component()
+    assert dumped.config["budget"] == {
+        "limit_usd": "12.50",
+        "period": "week",
+        "scope": "agent",
+        "on_exceed": "warn",
+        "alert_at": ["0.25", "0.9"],
+        "refresh": 30.0,
+    }
+    loaded = ChatCompletionClient.load_component(json.loads(dumped.model_dump_json()))
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    restored = loaded.options["budget"]
+    assert restored is not None
+    assert restored.to_config() == policy.to_config()
+    assert restored.on_alert is None  # hooks are code, not configuration
+
+    off = reliable(replay(), recorder=ledger[1], budget=None).dump_component()
+    assert off.config["budget"] == "off"
+    assert ChatCompletionClient.load_component(off).options["budget"] is None  # type: ignore[attr-defined]
+    default = reliable(replay(), recorder=ledger[1]).dump_component()
+    assert default.config.get("budget") is None  # the loading process's default
+    assert "budget" not in ChatCompletionClient.load_component(default).options  # type: ignore[attr-defined]
+
+
+def test_a_store_url_is_dumped_without_its_password() -> None:
+    url = "postgresql+psycopg://app:hunter2@db.example/usage"
+    config = BudgetPolicy(limit_usd=1, store=url).to_config()
+    assert config["store"] == "postgresql+psycopg://app:***@db.example/usage"
+    with pytest.raises(ConfigurationError, match=r"password masked \(\*\*\*\)"):
+        BudgetPolicy.from_config(config)
+    plain = BudgetPolicy(limit_usd=1, store="postgresql+psycopg://app@db.example/usage")
+    assert BudgetPolicy.from_config(plain.to_config()) == plain
+
+
+@pytest.fixture(autouse=True)
+def _no_default_budget_leaks() -> Iterator[None]:
+    yield
+    assert configure().budget is None
