@@ -1,13 +1,27 @@
-"""Runs every ``benchmarks/bench_*.py`` in turn: ``python -m benchmarks`` (or ``make benchmark``)."""
+"""Runs the benchmarks: ``python -m benchmarks`` runs every ``benchmarks/bench_*.py`` in turn (or ``make benchmark``).
+
+``python -m benchmarks NAME [OPTIONS]`` runs ``bench_NAME.py`` alone, with the
+options that follow (e.g. ``python -m benchmarks budget --quick``).
+"""
 
 from __future__ import annotations
 
 import pkgutil
 import runpy
+import sys
 from pathlib import Path
 
-for module in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
-    if module.name.startswith("bench_"):
-        print(f"== {module.name}")
-        runpy.run_module(f"benchmarks.{module.name}", run_name="__main__")
+names = sorted(module.name for module in pkgutil.iter_modules([str(Path(__file__).parent)]))
+benchmarks = [name for name in names if name.startswith("bench_")]
+if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+    chosen = f"bench_{sys.argv[1]}"
+    if chosen not in benchmarks:
+        known = ", ".join(name.removeprefix("bench_") for name in benchmarks)
+        raise SystemExit(f"no benchmark {sys.argv[1]!r}; known: {known}")
+    sys.argv = [sys.argv[0], *sys.argv[2:]]
+    runpy.run_module(f"benchmarks.{chosen}", run_name="__main__")
+else:
+    for name in benchmarks:
+        print(f"== {name}")
+        runpy.run_module(f"benchmarks.{name}", run_name="__main__")
         print()
