@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -565,6 +566,14 @@ async def test_unpriced_calls_are_counted_apart_and_said(
 # --- configuration -----------------------------------------------------------------------------
 
 
+@dataclass
+class UnhashableHook:
+    """A callable with value equality, and so no hash."""
+
+    def __call__(self, alert: BudgetAlert) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -593,6 +602,7 @@ async def test_unpriced_calls_are_counted_apart_and_said(
         ({"limit_usd": 1, "store": "sqlite://"}, "an in-memory SQLite database is private"),
         ({"limit_usd": 1, "store": "mysql://u@h/db"}, "supports SQLite and PostgreSQL"),
         ({"limit_usd": 1, "clock": 5}, "clock must be callable"),
+        ({"limit_usd": 1, "on_alert": UnhashableHook()}, "on_alert must be hashable"),
     ],
 )
 def test_every_bad_option_is_refused_with_its_reason(options: dict[str, Any], message: str) -> None:

@@ -207,6 +207,14 @@ class BudgetPolicy:
             )
         if not callable(self.clock):
             raise ConfigurationError(f"clock must be callable, got {type(self.clock).__name__}")
+        for name in ("on_alert", "clock"):
+            try:
+                hash(getattr(self, name))
+            except TypeError:
+                # Wrappers with equal policies share one tracker, found by the policy's hash.
+                raise ConfigurationError(
+                    f"{name} must be hashable (a function or a method is), got {type(getattr(self, name)).__name__}"
+                ) from None
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict that :meth:`from_config` turns back into this policy.
