@@ -2,11 +2,15 @@
 
 from ._migrate import current_revision, head_revision, upgrade
 from ._models import UsageContent, UsageRecord
+from ._retention import RetentionResult
+from ._sessions import SessionSummary
 from ._store import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, UsageStore
 
 __all__ = [
+    "RetentionResult",
     "SchemaOutdatedError",
     "SchemaTooNewError",
+    "SessionSummary",
     "StoreSchemaError",
     "UsageContent",
     "UsageRecord",

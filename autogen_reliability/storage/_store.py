@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import shlex
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time
 from types import TracebackType
 from typing import Any, Final, Self
@@ -33,9 +33,11 @@ from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 
 from .._errors import ConfigurationError, ReliabilityError
 from ..accounting._events import UsageEvent, UsageRow
-from . import _bulk, _migrate
+from . import _bulk, _migrate, _retention, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
 from ._models import VERSION_TABLE
+from ._retention import RetentionResult
+from ._sessions import SessionSummary
 
 __all__ = [
     "SchemaOutdatedError",
@@ -292,18 +294,115 @@ class UsageStore:
             >>> [(row.attempt, row.outcome) for row in rows]
             [(1, 'error'), (2, 'ok'), (1, 'ok')]
         """
-        since, until = _time_bound("since", since), _time_bound("until", until)
-        query = self._select_events()
-        if call_id is not None:
-            query = query.where(_RECORDS.c.call_id == call_id)
-        if project is not None:
-            query = query.where(_RECORDS.c.project == project)
-        if since is not None:
-            query = query.where(_RECORDS.c.started_at >= since)
-        if until is not None:
-            query = query.where(_RECORDS.c.started_at < until)
+        query = self._select_events(call_id=call_id, project=project, since=since, until=until)
         with self._engine.connect() as connection:
             return [_event(row) for row in connection.execute(query).mappings()]
+
+    def iter_events(
+        self,
+        *,
+        project: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[UsageEvent]:
+        """:meth:`events` one at a time, for ledgers too large to hold in memory (an export, a migration).
+
+        Rows are fetched ``batch_size`` at a time: from a server-side cursor on
+        PostgreSQL, and as SQLite steps through its result. The iterator holds
+        a connection (and, on PostgreSQL, a transaction) until it is exhausted
+        or closed: use it in a ``for`` loop, or close it (``contextlib.closing``).
+
+        Args:
+            project, since, until: As for :meth:`events` (the bounds are checked when this is called).
+            batch_size: Rows fetched from the database at a time.
+
+        Raises:
+            ConfigurationError: A bound is naive or not a date, or ``batch_size`` is not a positive int.
+
+        Example:
+            >>> [row.attempt for row in store.iter_events(project="acme-support", batch_size=2)]
+            [1, 2, 1]
+        """
+        _check_positive("batch_size", batch_size)
+        query = self._select_events(project=project, since=since, until=until)
+        return self._stream(query, batch_size)
+
+    def _stream(self, query: Select[Any], batch_size: int) -> Iterator[UsageEvent]:
+        with self._engine.connect() as connection:
+            result = connection.execution_options(yield_per=batch_size).execute(query)
+            for row in result.mappings():
+                yield _event(row)
+
+    def sessions(
+        self,
+        project: str | None = None,
+        *,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        limit: int = 50,
+    ) -> list[SessionSummary]:
+        """The most recently active sessions, with their calls, attempts, errors, tokens, cost and span.
+
+        One ``GROUP BY`` in the database (no row is loaded), latest activity
+        first. Rows without a session (calls made outside any) are not listed.
+        A session's numbers cover only its rows inside ``since`` / ``until``.
+
+        Args:
+            project: Only this project's sessions.
+            since, until: As for :meth:`events`.
+            limit: At most this many sessions.
+
+        Raises:
+            ConfigurationError: A bound is naive or not a date, or ``limit`` is not a positive int.
+
+        Example:
+            >>> store.sessions(project="acme-support")  # the example events were made outside any session
+            []
+        """
+        _check_positive("limit", limit)
+        query = _sessions.select_sessions(project, _time_bound("since", since), _time_bound("until", until), limit)
+        with self._engine.connect() as connection:
+            return [_sessions.session_summary(row) for row in connection.execute(query)]
+
+    def delete_older_than(
+        self, cutoff: datetime | date, *, batch_size: int = 10_000, dry_run: bool = False
+    ) -> RetentionResult:
+        """Deletes the rows (and their captured content) that started before ``cutoff``: the ledger's retention.
+
+        Rows go ``batch_size`` at a time, oldest first, each batch in a
+        transaction of its own, so writers (the recorder of a running
+        application) get in between batches instead of waiting for the whole
+        deletion. SQLite does not give the space back to the file system until
+        ``VACUUM`` is run; the rows' pages are reused by new rows.
+
+        Args:
+            cutoff: A timezone-aware ``datetime``, or a ``date`` (its midnight UTC). Every row that
+                started before it goes, whatever its project.
+            batch_size: Rows deleted per transaction.
+            dry_run: Delete nothing; count what would be deleted.
+
+        Returns:
+            How many records and content rows were removed (or would be), and when the oldest
+            and newest of them started.
+
+        Raises:
+            ConfigurationError: ``cutoff`` is naive or not a date, ``batch_size`` is not a positive
+                int, or ``dry_run`` is not a bool.
+
+        Example:
+            >>> store.delete_older_than(date(2025, 5, 1), dry_run=True).records
+            0
+            >>> store.delete_older_than(date(2025, 5, 2)).records
+            3
+        """
+        bound = _time_bound("cutoff", cutoff)
+        if bound is None:
+            raise ConfigurationError("cutoff must be a timezone-aware datetime or a date, got None")
+        _check_positive("batch_size", batch_size)
+        if not isinstance(dry_run, bool):
+            raise ConfigurationError(f"dry_run must be True or False, got {dry_run!r}")
+        return _retention.delete_older_than(self._engine, bound, batch_size=batch_size, dry_run=dry_run)
 
     def count(self) -> int:
         """How many events are stored."""
@@ -321,13 +420,30 @@ class UsageStore:
             self._engine.dispose()
 
     @staticmethod
-    def _select_events() -> Select[Any]:
+    def _select_events(
+        *,
+        call_id: uuid.UUID | None = None,
+        project: str | None = None,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+    ) -> Select[Any]:
+        """The events matching every filter given, by ``started_at`` then ``attempt`` (bounds checked here)."""
+        since, until = _time_bound("since", since), _time_bound("until", until)
         columns = [_RECORDS.c[name] for name in _RECORD_FIELDS]
-        return (
+        query = (
             select(*columns, _CONTENT.c.request_content, _CONTENT.c.response_content)
             .select_from(_RECORDS.outerjoin(_CONTENT, _CONTENT.c.event_id == _RECORDS.c.event_id))
             .order_by(_RECORDS.c.started_at, _RECORDS.c.attempt, _RECORDS.c.id)
         )
+        if call_id is not None:
+            query = query.where(_RECORDS.c.call_id == call_id)
+        if project is not None:
+            query = query.where(_RECORDS.c.project == project)
+        if since is not None:
+            query = query.where(_RECORDS.c.started_at >= since)
+        if until is not None:
+            query = query.where(_RECORDS.c.started_at < until)
+        return query
 
 
 def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
@@ -344,6 +460,11 @@ def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
     if isinstance(value, date):
         return datetime.combine(value, time(), tzinfo=UTC)
     raise ConfigurationError(f"{name} must be a timezone-aware datetime or a date, got {type(value).__name__}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
 
 
 def _event(row: Any) -> UsageEvent:
