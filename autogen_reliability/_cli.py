@@ -1,23 +1,53 @@
 """The ``autogen-reliability`` command.
 
+``demo`` runs a team against a local fake provider; ``db upgrade`` / ``db current``
+manage the ledger's schema; ``report``, ``sessions``, ``export`` and ``cleanup``
+read (and prune) the usage ledger, by default the configured one
+(``$AUTOGEN_RELIABILITY_DB_URL``, else ``sqlite:///autogen_reliability.db``); they
+never create or migrate it.
+
 Exit status: 0 on success; 1 when the database cannot be used (unreachable,
-refused, or migrated by a newer release); 2 for a bad command line or a
-database URL that can never work (the check ``configure()`` makes: another
-database, a driver not installed, a SQLite file in a directory that does not
-exist, ...). Errors are one line on stderr. ``--version`` prints the version.
+refused, a SQLite file that does not exist, usage tables at an older schema --
+the message names ``autogen-reliability db upgrade`` -- or migrated by a newer
+release) or an output file cannot be written; 2 for a bad command line (an
+unknown option, format or ``--by`` column, a time that does not parse,
+``--until`` not after ``--since``, a count below 1, an output file in a
+directory that does not exist) or a database URL that can never work (the
+check ``configure()`` makes: another database, a driver not installed, a SQLite
+file in a directory that does not exist, ...); 130 when interrupted (Ctrl-C).
+Errors are one line on stderr, with no traceback and no password. ``--version``
+prints the version.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO, cast
 
 from . import __version__
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .accounting import UsageEvent
+    from .storage import RetentionResult, SessionSummary, UsageStore
+
+__all__ = ["main", "parse_duration", "parse_time"]
+
+FORMATS: Final = ("table", "json", "csv", "md", "html")
+"""The formats of ``report --format``."""
+
+_DURATION: Final = re.compile(r"(\d+)([hdw])")
+_UNITS: Final = {"h": "hours", "d": "days", "w": "weeks"}
+_FILE_WIDTH: Final = 200  # a table written to a file or a pipe has no terminal to fit: wide enough not to fold it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +55,120 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Failure(Exception):
+    """A command that cannot go on: the one line to print and the exit status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration of the command line: a whole number of hours, days or weeks (``24h``, ``90d``, ``2w``), above zero.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else, with the reason (argparse prints it as the error).
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 24h, 90d or 2w")
+    number, unit = match.groups()
+    try:
+        duration = timedelta(**{_UNITS[unit]: int(number)})
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than any date can go back") from None
+    if not duration:
+        raise argparse.ArgumentTypeError(f"{text!r} is no time at all; give a duration above zero, such as 90d")
+    return duration
+
+
+def parse_time(text: str) -> datetime | timedelta:
+    """A point in time of the command line (``--since``, ``--until``).
+
+    ``2025-05-01`` is that day's midnight UTC; ``2025-05-01T09:30:00+02:00`` (or
+    ``...Z``) is that instant, which must carry its UTC offset; ``7d``, ``24h``,
+    ``2w`` are that long before now, returned as the ``timedelta`` so that every
+    time of one command is resolved against one reading of the clock.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else, or a date and time without an offset.
+    """
+    text = text.strip()
+    if _DURATION.fullmatch(text):
+        return parse_duration(text)
+    try:
+        return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2025-05-01), a date and time with its UTC offset "
+            "(2025-05-01T09:30:00+02:00) or a time ago (24h, 7d, 2w)"
+        ) from None
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add one (Z for UTC, or +02:00): the ledger's times are UTC"
+        )
+    return moment.astimezone(UTC)
+
+
+def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> datetime | None:
+    if not isinstance(value, timedelta):
+        return value
+    try:
+        return now - value
+    except OverflowError:
+        raise _Failure(2, f"argument {option}: {value.days} days before now is before the year 1") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _group_columns(text: str) -> tuple[str, ...]:
+    from .reports._model import GROUP_COLUMNS  # noqa: PLC0415  # plain data, but only this command needs it
+
+    columns = tuple(column.strip() for column in text.split(","))
+    for column in columns:
+        if column.startswith("tag:"):
+            if not column[len("tag:") :].strip():
+                raise argparse.ArgumentTypeError(f"{column!r} names no tag; write tag:KEY, e.g. tag:customer")
+            continue
+        if column not in GROUP_COLUMNS:
+            raise argparse.ArgumentTypeError(
+                f"unknown column {column!r}; choose from {', '.join(GROUP_COLUMNS)}, tag:KEY (comma-separated)"
+            )
+    repeated = sorted({column for column in columns if columns.count(column) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"{', '.join(repeated)} listed twice")
+    return columns
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value
+
+
+def _output_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give the path of a file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory of {text} does not exist: {path.parent}")
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,13 +196,94 @@ def _parser() -> argparse.ArgumentParser:
         ("current", "print the schema revision of the usage tables"),
     ):
         command = db_commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        command.add_argument(
-            "--url",
-            help="SQLAlchemy URL of the database (default: $AUTOGEN_RELIABILITY_DB_URL, else "
-            "sqlite:///autogen_reliability.db); prefer the variable for a URL with a password, "
-            "since other users can see command lines",
-        )
+        command.add_argument("--url", help=_URL_HELP)
+    _ledger_commands(commands)
     return parser
+
+
+_URL_HELP: Final = (
+    "SQLAlchemy URL of the database (default: $AUTOGEN_RELIABILITY_DB_URL, else "
+    "sqlite:///autogen_reliability.db); prefer the variable for a URL with a password, "
+    "since other users can see command lines"
+)
+_TIME_HELP: Final = "a date (2025-05-01, midnight UTC), a date and time with its offset, or a time ago (24h, 7d, 2w)"
+
+
+def _ledger_commands(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="what the usage cost, where it went, and what to change",
+        description="Report the usage of the ledger: totals, waste, a breakdown, cost per day, the costliest "
+        "sessions and recommendations, as a table, JSON, CSV, Markdown or one self-contained HTML page.",
+    )
+    report.add_argument("--project", help="only this project (default: every project)")
+    _period(report)
+    report.add_argument("--session", help="only this session")
+    report.add_argument("--agent", help="only this agent")
+    report.add_argument(
+        "--tag", action="append", type=_tag, metavar="KEY=VALUE", help="only calls with this tag (repeat: all of them)"
+    )
+    report.add_argument(
+        "--by",
+        type=_group_columns,
+        metavar="COLUMNS",
+        help="the breakdown's columns, comma-separated: project, session, agent, model, provider, day, week, "
+        "outcome, error_kind, tag:KEY (default: agent,model)",
+    )
+    report.add_argument("--top", type=_positive, default=10, metavar="N", help="how many top sessions (default: 10)")
+    report.add_argument("--format", choices=FORMATS, default="table", help="default: table (for a terminal)")
+    report.add_argument(
+        "--out", type=_output_file, metavar="FILE", help="write the report to FILE (default: standard output)"
+    )
+    _db_option(report)
+
+    sessions = commands.add_parser(
+        "sessions",
+        help="the most recent sessions of a project, with their cost, calls and errors",
+        description="List the most recently active sessions of a project: calls, attempts, errors, tokens, "
+        "exact cost, unpriced attempts, first and last activity. Rows without a session are not listed.",
+    )
+    sessions.add_argument("--project", required=True, help="the project")
+    _period(sessions)
+    sessions.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N sessions (default: 50)")
+    sessions.add_argument("--format", choices=("table", "json"), default="table", help="default: table")
+    _db_option(sessions)
+
+    export = commands.add_parser(
+        "export",
+        help="write a project's usage rows to a JSON Lines file",
+        description="Write the usage rows of a project to FILE, one JSON object per row in started_at order: "
+        "cost as integer nano-USD (cost_nanousd) and an exact decimal string (cost_usd), ids as strings, "
+        "times in ISO 8601 UTC. Rows are streamed, never all held in memory.",
+    )
+    export.add_argument("--project", required=True, help="the project")
+    _period(export)
+    export.add_argument("--out", type=_output_file, required=True, metavar="FILE", help="the file to write (.jsonl)")
+    _db_option(export)
+
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="delete usage rows older than a retention period",
+        description="Delete the usage rows (of every project) that started more than DURATION ago, with their "
+        "captured content, in batches, each its own transaction; print how many went and their dates.",
+    )
+    cleanup.add_argument(
+        "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 90d, 12w, 48h"
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    cleanup.add_argument(
+        "--batch-size", type=_positive, default=10_000, metavar="N", help="rows per transaction (default: 10000)"
+    )
+    _db_option(cleanup)
+
+
+def _period(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--since", type=parse_time, metavar="TIME", help=f"from TIME on: {_TIME_HELP}")
+    command.add_argument("--until", type=parse_time, metavar="TIME", help="before TIME (as --since)")
+
+
+def _db_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--db", metavar="URL", help=_URL_HELP.replace("of the database", "of the usage ledger"))
 
 
 def _error(message: str) -> None:
@@ -114,6 +339,251 @@ def _db(command: str, url: str | None) -> int:
     return 0
 
 
+@contextmanager
+def _ledger(url: str | None) -> Iterator[UsageStore]:
+    """The usage ledger at ``url`` (default: the configured one), as it is: never created, never migrated.
+
+    Turns what can go wrong into a :class:`_Failure`: a URL that can never work
+    (2), a missing SQLite file, a database that cannot be reached or whose
+    tables do not fit (1), and while the store is used, a database error (1)
+    or an argument the store refuses (2).
+    """
+    # SQLAlchemy loads on demand: the other commands do not need it.
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
+    from ._errors import ConfigurationError  # noqa: PLC0415
+    from .storage import StoreSchemaError, UsageStore  # noqa: PLC0415
+    from .storage._engine import make_engine, sqlite_file_missing  # noqa: PLC0415
+
+    try:
+        engine = make_engine(url or default_db_url(), pooled=False)
+    except ConfigurationError as error:
+        raise _Failure(2, f"bad database URL{'' if url else f' (from {ENV_DB_URL})'}: {error}") from None
+    masked = engine.url.render_as_string(hide_password=True)
+    password = engine.url.password
+    try:
+        if sqlite_file_missing(engine.url):
+            # The store would say "no usage tables" and name db upgrade; the likelier mistake is the path.
+            raise _Failure(
+                1,
+                f"no usage ledger at {engine.url.database}: the file does not exist "
+                f"(give the right one with --db or {ENV_DB_URL})",
+            )
+        try:
+            store = UsageStore(engine, create=False)
+        except StoreSchemaError as error:
+            raise _Failure(1, str(error)) from None  # one line, password masked, naming the command to run
+        yield store
+    except SQLAlchemyError as error:
+        raise _Failure(1, f"cannot use the database {masked}: {_one_line(error, password)}") from None
+    except ConfigurationError as error:
+        raise _Failure(2, str(error)) from None
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _output(path: Path) -> Iterator[TextIO]:
+    """A file that becomes ``path`` only once all of it is written: a failed export leaves no half file behind."""
+    try:
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed below, then renamed
+            "w", encoding="utf-8", newline="", dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+        )
+    except OSError as error:
+        raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
+    try:
+        with handle:
+            yield cast("TextIO", handle)
+        os.replace(handle.name, path)
+    except OSError as error:
+        Path(handle.name).unlink(missing_ok=True)
+        raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+class _Report(Protocol):
+    """What the command uses of a ``UsageReport``: its renderers."""
+
+    def to_rich(self) -> Any: ...
+    def to_json(self) -> str: ...
+    def to_csv(self) -> str: ...
+    def to_markdown(self) -> str: ...
+    def to_html(self) -> str: ...
+
+
+class _Reporter(Protocol):
+    """What the command uses of a ``UsageStore`` to make a report."""
+
+    def report(
+        self,
+        project: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        session: str | None = None,
+        agent: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        group_by: tuple[str, ...] = ...,
+        top: int = ...,
+    ) -> _Report: ...
+
+
+def _report(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    grouping = {} if args.by is None else {"group_by": args.by}  # else the store's default, agent and model
+    with _ledger(args.db) as store:
+        report = cast("_Reporter", store).report(
+            args.project,
+            since=since,
+            until=until,
+            session=args.session,
+            agent=args.agent,
+            tags=dict(args.tag) if args.tag else None,
+            top=args.top,
+            **grouping,
+        )
+    if args.format == "table":
+        _print_rich(report.to_rich(), args.out)
+    else:
+        render: dict[str, Callable[[], str]] = {
+            "json": report.to_json,
+            "csv": report.to_csv,
+            "md": report.to_markdown,
+            "html": report.to_html,
+        }
+        _emit(render[args.format](), args.out)
+    return 0
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """``text`` to ``out`` (then its path to stdout), or to stdout; ends with a newline either way."""
+    text = text if text.endswith("\n") else text + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return
+    with _output(out) as handle:
+        handle.write(text)
+    print(f"wrote {out.resolve()}")
+
+
+def _print_rich(renderable: Any, out: Path | None) -> None:
+    from rich.console import Console  # noqa: PLC0415  # rich loads only for a table
+
+    if out is None:
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console = Console(width=_FILE_WIDTH)  # piped: 80 columns (rich's guess) would fold the table
+        console.print(renderable)
+        sys.stdout.flush()
+        return
+    with _output(out) as handle:
+        Console(file=handle, width=_FILE_WIDTH, color_system=None, force_terminal=False).print(renderable)
+    print(f"wrote {out.resolve()}")
+
+
+def _sessions(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    with _ledger(args.db) as store:
+        found = store.sessions(args.project, since=since, until=until, limit=args.limit)
+    if args.format == "json":
+        _emit(json.dumps([summary.to_dict() for summary in found], indent=2, ensure_ascii=False), None)
+    elif not found:
+        print(f"no sessions of project {args.project!r}{_period_text(since, until)}")
+    else:
+        _print_rich(_sessions_table(args.project, found, since, until), None)
+    return 0
+
+
+def _sessions_table(
+    project: str, found: Sequence[SessionSummary], since: datetime | None, until: datetime | None
+) -> Any:
+    from rich import box  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    from .storage._sessions import nanousd_text  # noqa: PLC0415
+
+    # Text(...), never a str: names come from users and models, and rich would read "[red]" in them as markup.
+    title = Text(f"Sessions of {project}{_period_text(since, until)}, most recent first (times UTC)")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    # Fits 80 columns (tokens are in the JSON): names fold, times take two lines, numbers are never cut.
+    table.add_column("session", overflow="fold", min_width=7)
+    for name in ("calls", "attempts", "errors", "cost (USD)", "unpriced"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("first seen", min_width=10)
+    table.add_column("last seen", min_width=10)
+    for summary in found:
+        table.add_row(
+            Text(summary.session),
+            str(summary.calls),
+            str(summary.attempts),
+            str(summary.errors),
+            nanousd_text(summary.cost_nanousd),
+            str(summary.unpriced_attempts),
+            _stamp(summary.first_seen, seconds=False),
+            _stamp(summary.last_seen, seconds=False),
+        )
+    return table
+
+
+def _period_text(since: datetime | None, until: datetime | None) -> str:
+    return (f" since {_stamp(since)}" if since else "") + (f" until {_stamp(until)}" if until else "")
+
+
+def _stamp(moment: datetime, *, seconds: bool = True) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+
+def _export(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    from .storage._sessions import nanousd_text  # noqa: PLC0415
+
+    rows = 0
+    with _ledger(args.db) as store, _output(args.out) as out:
+        for event in store.iter_events(project=args.project, since=since, until=until):
+            out.write(json.dumps(_export_record(event, nanousd_text), ensure_ascii=False, separators=(",", ":")))
+            out.write("\n")
+            rows += 1
+    print(f"wrote {rows} rows of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}")
+    return 0
+
+
+def _export_record(event: UsageEvent, usd: Callable[[int], str]) -> dict[str, Any]:
+    """An export's line: the event's JSON form, and ``cost_usd`` (exact; null: unpriced) after ``cost_nanousd``."""
+    record: dict[str, Any] = {}
+    for name, value in event.to_json().items():
+        record[name] = value
+        if name == "cost_nanousd":
+            record["cost_usd"] = None if value is None else usd(value)
+    return record
+
+
+def _cleanup(args: argparse.Namespace, now: datetime) -> int:
+    try:
+        cutoff = now - args.older_than
+    except OverflowError:
+        raise _Failure(
+            2, f"argument --older-than: {args.older_than.days} days before now is before the year 1"
+        ) from None
+    with _ledger(args.db) as store:
+        result = store.delete_older_than(cutoff, batch_size=args.batch_size, dry_run=args.dry_run)
+        where = store.url
+    print(f"{where}: {_retention_text(result)}")
+    return 0
+
+
+def _retention_text(result: RetentionResult) -> str:
+    before = f"before {_stamp(result.cutoff)} UTC"
+    if not result.records:
+        return f"no usage rows started {before}; nothing to remove"
+    what = f"{result.records} usage rows and {result.contents} captured contents"
+    span = f"started from {_stamp(result.oldest or result.cutoff)} to {_stamp(result.newest or result.cutoff)} UTC"
+    if result.dry_run:
+        return f"would remove {what}, {span} ({before}); nothing deleted (--dry-run)"
+    return f"removed {what}, {span} ({before})"
+
+
 def _one_line(error: Exception, password: str | None) -> str:
     """The driver's own message, first line only (SQLAlchemy appends the SQL and a link), never the password."""
     text = str(getattr(error, "orig", None) or error).strip()
@@ -123,13 +593,40 @@ def _one_line(error: Exception, password: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import main as demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
 
         # The demo prints its retries itself; the library's warnings would say them twice.
         logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
         demo(sys.stdout, stream=args.stream)
-    elif args.command == "db":
+        return 0
+    if args.command == "db":
         return _db(args.db_command, args.url)
-    return 0
+    return _ledger_command(parser, args)
+
+
+def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs ``report``, ``sessions``, ``export`` or ``cleanup``: every failure one line, with its exit status."""
+    now = datetime.now(UTC)  # one reading of the clock for every relative time of the command
+    try:
+        if args.command == "cleanup":
+            return _cleanup(args, now)
+        since = _resolve("--since", args.since, now)
+        until = _resolve("--until", args.until, now)
+        if since is not None and until is not None and until <= since:
+            parser.error(f"--until ({_stamp(until)} UTC) must be after --since ({_stamp(since)} UTC)")
+        commands = {"report": _report, "sessions": _sessions, "export": _export}
+        return commands[args.command](args, since, until)
+    except _Failure as failure:
+        _error(failure.message)
+        return failure.status
+    except KeyboardInterrupt:
+        # Ctrl-C: cleanup has committed whole batches, export has removed its partial file.
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, and let Python's flush at exit write nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

@@ -1,21 +1,49 @@
-"""The autogen-reliability command: the demo, and one-line errors for bad arguments."""
+"""The autogen-reliability command: the demo, the ledger commands, and one-line errors for bad arguments.
+
+``sessions``, ``export`` and ``cleanup`` run on real ledgers (a SQLite file, and PostgreSQL when
+``AUTOGEN_RELIABILITY_TEST_PG_URL`` is set), in this process through ``main`` and as the real
+command in a subprocess; their numbers are checked against sums made here from the events written.
+``report``'s own tests are in test_cli_report.py.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
+import json
+import os
 import re
+import shlex
+import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
+import tracemalloc
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy.pool import NullPool
 
 import autogen_reliability
 from autogen_reliability import __version__
-from autogen_reliability._cli import main
+from autogen_reliability._cli import main, parse_duration, parse_time
+from autogen_reliability._config import ENV_DB_URL
+from autogen_reliability._errors import ConfigurationError
+from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.storage import UsageContent, UsageRecord, UsageStore, _migrate
+from autogen_reliability.storage._engine import make_engine
 
+from .cli_ledger import PROJECT, assert_one_line_error, event, exact_usd, run_main, sample_events
 from .conftest import run_cli
+from .test_storage import NEXT_REVISION
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -75,3 +103,557 @@ def test_version_prints_the_installed_version() -> None:
     assert done.stdout == f"autogen-reliability {__version__}\n"
     assert __version__ == importlib.metadata.version("autogen-reliability")
     assert "__version__" in autogen_reliability.__all__
+
+
+# --- the ledger commands: sessions, export, cleanup ------------------------------------------------
+
+
+@pytest.fixture
+def ledger(store_url: str) -> tuple[str, list[UsageEvent]]:
+    """A ledger of each backend holding ``sample_events()``: its URL and the events."""
+    events = sample_events()
+    with UsageStore(store_url) as store:
+        assert store.write(events) == len(events)
+    return store_url, events
+
+
+def content_ids(url: str) -> set[uuid.UUID]:
+    """The event ids that have a row of captured content."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(select(UsageContent.event_id)).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_sessions_lists_the_most_recent_first_with_exact_numbers(
+    ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, events = ledger
+    status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--format", "json", "--db", url)
+    assert (status, err) == (0, "")
+    listed = json.loads(out)
+
+    # The oracle: the same numbers, summed here from the events.
+    by_session: dict[str, list[UsageEvent]] = {}
+    for usage in events:
+        if usage.project == PROJECT and usage.session is not None:
+            by_session.setdefault(usage.session, []).append(usage)
+    expected: list[dict[str, Any]] = []
+    for session, rows in by_session.items():
+        priced = [row.cost_nanousd for row in rows if row.cost_nanousd is not None]
+        expected.append(
+            {
+                "project": PROJECT,
+                "session": session,
+                "calls": sum(row.attempt == 1 for row in rows),
+                "attempts": len(rows),
+                "errors": sum(row.outcome == "error" for row in rows),
+                "prompt_tokens": sum(row.prompt_tokens for row in rows),
+                "completion_tokens": sum(row.completion_tokens for row in rows),
+                "cost_usd": f"{exact_usd(sum(priced)):.9f}",
+                "cost_nanousd": sum(priced),
+                "unpriced_attempts": len(rows) - len(priced),
+                "first_seen": min(row.started_at for row in rows).isoformat(),
+                "last_seen": max(row.started_at for row in rows).isoformat(),
+            }
+        )
+    expected.sort(key=lambda summary: summary["last_seen"], reverse=True)
+    assert listed == expected
+    assert [summary["session"] for summary in listed] == [
+        "ticket-1",
+        "[red]boom[/red]",
+        "ticket-2",
+        "ticket-old",
+        "ticket-older",
+    ]
+    assert listed[0]["cost_usd"] == "2.001234568"  # 1_234_567 + 2_000_000_001 nano-USD, to the last digit
+    assert (listed[0]["calls"], listed[0]["attempts"], listed[0]["errors"]) == (2, 3, 1)
+
+
+def test_sessions_since_until_and_limit(
+    ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, events = ledger
+
+    def sessions(*args: str) -> list[str]:
+        status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--format", "json", "--db", url, *args)
+        assert (status, err) == (0, "")
+        return [summary["session"] for summary in json.loads(out)]
+
+    assert sessions("--since", "7d") == ["ticket-1", "[red]boom[/red]"]
+    assert sessions("--since", "30d", "--until", "4d") == ["[red]boom[/red]", "ticket-2"]
+    assert sessions("--limit", "2") == ["ticket-1", "[red]boom[/red]"]
+    day = min(e.started_at for e in events if e.session == "ticket-2").date()
+    assert sessions("--since", day.isoformat(), "--until", (day + timedelta(days=1)).isoformat()) == ["ticket-2"]
+    status, out, err = run_main(capsys, "sessions", "--project", "nobody", "--db", url)
+    assert (status, err) == (0, "")
+    assert out == "no sessions of project 'nobody'\n"
+
+
+def test_sessions_table_from_the_command(ledger: tuple[str, list[UsageEvent]]) -> None:
+    url, _ = ledger
+    done = run_cli("sessions", "--project", PROJECT, "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert f"Sessions of {PROJECT}, most recent first (times UTC)" in done.stdout
+    ticket = next(row for row in rows if row and row[0] == "ticket-1")
+    assert ticket[1:6] == ["2", "3", "1", "2.001234568", "1"]  # calls, attempts, errors, cost, unpriced
+    # A name that looks like rich markup is shown as it is, not interpreted.
+    assert any(row and row[0] == "[red]boom[/red]" for row in rows)
+    assert "x-1" not in done.stdout  # another project's session
+    assert "ticket-old" in done.stdout
+
+
+def export_line(usage: UsageEvent) -> dict[str, Any]:
+    """What an exported line must hold for ``usage``, written out field by field here."""
+    line: dict[str, Any] = {}
+    for name in UsageEvent.__dataclass_fields__:
+        value = getattr(usage, name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime | date):
+            value = value.isoformat()
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        line[name] = value
+        if name == "cost_nanousd":
+            line["cost_usd"] = None if value is None else f"{exact_usd(value):.9f}"
+    return line
+
+
+def test_export_writes_each_row_as_stored_with_exact_money(
+    ledger: tuple[str, list[UsageEvent]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, events = ledger
+    out = tmp_path / "usage.jsonl"
+    status, printed, err = run_main(capsys, "export", "--project", PROJECT, "--out", str(out), "--db", url)
+    assert (status, err) == (0, "")
+    mine = sorted((e for e in events if e.project == PROJECT), key=lambda e: (e.started_at, e.attempt))
+    assert printed == f"wrote {len(mine)} rows of project {PROJECT!r} to {out}\n"
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [export_line(usage) for usage in mine]
+    first = json.loads(lines[0])
+    assert list(first)[list(first).index("cost_nanousd") + 1] == "cost_usd"
+    costly = next(json.loads(line) for line in lines if json.loads(line)["agent"] == "critic")
+    assert (costly["cost_nanousd"], costly["cost_usd"]) == (2_000_000_001, "2.000000001")
+    for line in lines:  # and each line reads back as the stored event
+        record = json.loads(line)
+        del record["cost_usd"]
+        assert UsageEvent.from_json(record) in mine
+    assert not list(tmp_path.glob(".*.part"))  # the temporary file became the export
+
+
+def test_export_since_and_until(
+    ledger: tuple[str, list[UsageEvent]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, events = ledger
+    out = tmp_path / "recent.jsonl"
+    status, printed, err = run_main(
+        capsys, "export", "--project", PROJECT, "--since", "30d", "--until", "4d", "--out", str(out), "--db", url
+    )
+    assert (status, err) == (0, "")
+    now = datetime.now(UTC)
+    expected = sorted(
+        (
+            e
+            for e in events
+            if e.project == PROJECT and now - timedelta(days=30) <= e.started_at < now - timedelta(days=4)
+        ),
+        key=lambda e: (e.started_at, e.attempt),
+    )
+    assert [e.session for e in expected] == ["ticket-2", "ticket-2", "[red]boom[/red]"]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [export_line(e) for e in expected]
+    assert printed.startswith("wrote 3 rows of project 'acme-support' since ")
+
+
+def test_export_from_the_command(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
+    url, events = ledger
+    out = tmp_path / "other.jsonl"
+    out.write_text("an older export\n")
+    done = run_cli("export", "--project", "other", "--out", str(out), "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"wrote 1 rows of project 'other' to {out}\n"
+    [other] = [e for e in events if e.project == "other"]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [export_line(other)]
+
+
+def test_iter_events_streams_from_a_server_side_cursor_on_postgresql(make_pg_database: Callable[[], str]) -> None:
+    url = make_pg_database()
+    start = datetime.now(UTC) - timedelta(days=1)
+    with UsageStore(url) as store:
+        store.write([event(start + timedelta(seconds=i)) for i in range(25)])
+        rows = store.iter_events(project=PROJECT, batch_size=10)
+        assert [next(rows).started_at for _ in range(2)] == [start, start + timedelta(seconds=1)]
+        # Paused after two rows, the reading connection's last statement is a FETCH of a batch from a
+        # cursor on the server (SQLAlchemy reads one row first, then batches): the rows stay there.
+        watcher = create_engine(url, poolclass=NullPool)
+        with watcher.connect() as connection:
+            queries = (
+                connection.execute(
+                    text(
+                        "SELECT query FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        watcher.dispose()
+        assert any(query.startswith("FETCH FORWARD 10 FROM") for query in queries), queries
+        assert 2 + sum(1 for _ in rows) == 25
+
+
+def test_iter_events_holds_one_batch_in_memory_on_sqlite(tmp_path: Path) -> None:
+    start = datetime.now(UTC) - timedelta(days=1)
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store:
+        store.write([event(start + timedelta(seconds=i), response_content="x" * 200) for i in range(5000)])
+
+        tracemalloc.start()
+        try:
+            assert len(store.events()) == 5000
+            _, all_at_once = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            assert sum(1 for _ in store.iter_events(batch_size=100)) == 5000
+            _, streamed = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert streamed < all_at_once / 10, (streamed, all_at_once)
+
+
+def test_iter_events_checks_its_arguments_when_called(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store:
+        for bad in (0, -1, True, 2.5):
+            with pytest.raises(ConfigurationError, match="batch_size must be a positive int"):
+                store.iter_events(batch_size=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="since must be timezone-aware"):
+            store.iter_events(since=datetime(2025, 5, 1))
+        for bad_limit in (0, True):
+            with pytest.raises(ConfigurationError, match="limit must be a positive int"):
+                store.sessions(limit=bad_limit)
+        with pytest.raises(ConfigurationError, match="until must be timezone-aware"):
+            store.sessions(until=datetime(2025, 5, 1))
+
+
+def test_cleanup_removes_exactly_the_old_rows_and_their_content(
+    ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, events = ledger
+    now = datetime.now(UTC)
+    old = sorted((e for e in events if e.started_at < now - timedelta(days=90)), key=lambda e: e.started_at)
+    kept = sorted((e for e in events if e not in old), key=lambda e: (e.started_at, e.attempt))
+    assert [e.session for e in old] == ["ticket-older", "ticket-old"]
+    assert {e.event_id for e in old} <= content_ids(url)
+
+    status, out, err = run_main(capsys, "cleanup", "--older-than", "90d", "--batch-size", "1", "--db", url)
+    assert (status, err) == (0, "")
+    masked = make_url(url).render_as_string(hide_password=True)
+    stamp = "%Y-%m-%d %H:%M:%S"
+    assert out.startswith(
+        f"{masked}: removed 2 usage rows and 2 captured contents, started from "
+        f"{old[0].started_at:{stamp}} to {old[-1].started_at:{stamp}} UTC (before "
+    )
+    assert out.endswith(" UTC)\n")
+    with UsageStore(url) as store:
+        assert store.events() == kept
+    assert content_ids(url) == {e.event_id for e in kept if e.request_content or e.response_content}
+
+    status, out, err = run_main(capsys, "cleanup", "--older-than", "90d", "--db", url)
+    assert (status, err) == (0, "")
+    assert out.startswith(f"{masked}: no usage rows started before ")
+    assert out.endswith(" UTC; nothing to remove\n")
+
+
+def test_cleanup_dry_run_removes_nothing(ledger: tuple[str, list[UsageEvent]]) -> None:
+    url, events = ledger
+    before = content_ids(url)
+    done = run_cli("cleanup", "--older-than", "8d", "--dry-run", "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    # ticket-2's two rows (10 days), the old ones (100, 200 days): 4 rows, 2 of them with content.
+    assert ": would remove 4 usage rows and 2 captured contents, started from " in done.stdout
+    assert done.stdout.endswith("; nothing deleted (--dry-run)\n")
+    with UsageStore(url) as store:
+        assert store.count() == len(events)
+    assert content_ids(url) == before
+
+
+def test_delete_older_than_deletes_content_where_sqlite_enforces_no_foreign_keys(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    now = datetime.now(UTC)
+    old = [event(now - timedelta(days=40 + i), response_content=f"answer {i}") for i in range(5)]
+    new = event(now, response_content="kept")
+    with UsageStore(url) as store:
+        store.write([*old, new])
+    plain = create_engine(url, poolclass=NullPool)  # SQLite's default: foreign keys not enforced, no cascade
+    with plain.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+    store = UsageStore(plain)
+    result = store.delete_older_than(now - timedelta(days=30), batch_size=2)
+    assert (result.records, result.contents, result.dry_run) == (5, 5, False)
+    assert (result.oldest, result.newest) == (old[-1].started_at, old[0].started_at)
+    assert store.events() == [new]
+    plain.dispose()
+    assert content_ids(url) == {new.event_id}
+
+
+def test_delete_older_than_commits_each_batch(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'usage.db'}")
+    now = datetime.now(UTC)
+    store = UsageStore(engine)
+    store.write([event(now - timedelta(days=10, minutes=i)) for i in range(7)] + [event(now)])
+    commits: list[int] = []
+    sqlalchemy_event.listen(engine, "commit", lambda _connection: commits.append(1))
+    result = store.delete_older_than(now.date(), batch_size=3)
+    assert result.records == 7
+    assert len(commits) == 3  # 3 + 3 + 1 rows
+    assert store.count() == 1
+    commits.clear()
+    dry = store.delete_older_than(now + timedelta(days=1), dry_run=True)
+    assert (dry.records, dry.contents, dry.dry_run, commits) == (1, 0, True, [])
+    assert store.count() == 1
+    engine.dispose()
+
+
+def test_delete_older_than_checks_its_arguments(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store:
+        with pytest.raises(ConfigurationError, match="cutoff must be timezone-aware"):
+            store.delete_older_than(datetime(2025, 5, 1))
+        with pytest.raises(ConfigurationError, match="cutoff must be a timezone-aware datetime or a date"):
+            store.delete_older_than(None)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="batch_size must be a positive int, got 0"):
+            store.delete_older_than(date(2025, 5, 1), batch_size=0)
+        with pytest.raises(ConfigurationError, match="dry_run must be True or False"):
+            store.delete_older_than(date(2025, 5, 1), dry_run="yes")  # type: ignore[arg-type]
+
+
+# --- what every ledger command refuses ---------------------------------------------------------------
+
+LEDGER_COMMANDS = {
+    "report": ("report",),
+    "sessions": ("sessions", "--project", PROJECT),
+    "export": ("export", "--project", PROJECT, "--out", "{tmp}/usage.jsonl"),
+    "cleanup": ("cleanup", "--older-than", "90d"),
+}
+
+
+def command_line(name: str, tmp_path: Path, *more: str) -> list[str]:
+    """The command ``name`` with its required arguments (files in ``tmp_path``), then ``more``."""
+    return [part.format(tmp=tmp_path) for part in LEDGER_COMMANDS[name]] + list(more)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("report", "--since", "yesterday"), ("argument --since: 'yesterday' is not a date (2025-05-01)", "7d")),
+        (("sessions", "--project", "p", "--until", "2025-13-01"), ("argument --until: '2025-13-01' is not a date",)),
+        (("export", "--project", "p", "--out", "x.jsonl", "--since", "5x"), ("'5x' is not a date",)),
+        (("report", "--since", "2025-05-01T09:00"), ("'2025-05-01T09:00' has no UTC offset; add one",)),
+        (("report", "--since", "2025-05-02", "--until", "2025-05-01"), ("until (2025-05-01 00:00:00 UTC) must",)),
+        (("sessions", "--project", "p", "--since", "2025-05-01", "--until", "2025-05-01T00:00Z"), ("after --since",)),
+        (("export", "--project", "p", "--out", "x.jsonl", "--since", "7d", "--until", "7d"), ("after --since",)),
+        (("sessions", "--project", "p", "--since", "99999999w"), ("--since: 699999993 days before now is",)),
+        (("report", "--since", "99999999999999999999d"), ("longer than any date can go back",)),
+        (("sessions", "--project", "p", "--limit", "0"), ("argument --limit: must be 1 or more, got 0",)),
+        (("sessions", "--project", "p", "--limit", "-5"), ("argument --limit: must be 1 or more, got -5",)),
+        (("sessions", "--project", "p", "--limit", "ten"), ("argument --limit: 'ten' is not a whole number",)),
+        (("sessions", "--project", "p", "--format", "csv"), ("argument --format: invalid choice: 'csv'",)),
+        (("sessions",), ("the following arguments are required: --project",)),
+        (("export", "--project", "p"), ("the following arguments are required: --out",)),
+        (("export", "--out", "x.jsonl"), ("the following arguments are required: --project",)),
+        (("export", "--project", "p", "--out", "/no/dir/x.jsonl"), ("the directory of /no/dir/x.jsonl does not",)),
+        (("export", "--project", "p", "--out", "."), ("argument --out: . is a directory",)),
+        (("cleanup",), ("the following arguments are required: --older-than",)),
+        (("cleanup", "--older-than", "0d"), ("argument --older-than: '0d' is no time at all",)),
+        (("cleanup", "--older-than", "90"), ("argument --older-than: '90' is not a duration such as 24h, 90d or 2w",)),
+        (("cleanup", "--older-than", "2025-01-01"), ("'2025-01-01' is not a duration",)),
+        (("cleanup", "--older-than", "99999999w"), ("--older-than: 699999993 days before now is before the year 1",)),
+        (("cleanup", "--older-than", "90d", "--batch-size", "0"), ("argument --batch-size: must be 1 or more, got 0",)),
+        (("cleanup", "--older-than", "90d", "--bogus"), ("unrecognized arguments: --bogus",)),
+    ],
+)  # fmt: skip
+def test_bad_ledger_arguments_exit_2_with_one_line(
+    args: tuple[str, ...], fragments: tuple[str, ...], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url):  # a ledger that works: only the arguments are wrong
+        pass
+    status, out, err = run_main(capsys, *args, "--db", url)
+    assert_one_line_error(status, out, err, 2, *fragments)
+    assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+@pytest.mark.parametrize(
+    ("url", "fragments"),
+    [
+        ("mysql://app:s3cret@db/usage", ("bad database URL: the usage store supports SQLite and PostgreSQL",)),
+        ("sqlite:////no/such/dir/usage.db", ("bad database URL: the directory of the SQLite database",)),
+        ("postgresql+asyncpg://app:s3cret@db/usage", ("is an asyncio driver",)),
+        ("not a url", ("bad database URL: malformed database URL",)),
+    ],
+)
+def test_a_database_url_that_can_never_work_exits_2(
+    command: str, url: str, fragments: tuple[str, ...], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, "--db", url))
+    assert_one_line_error(status, out, err, 2, *fragments)
+    assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_a_missing_sqlite_file_exits_1_and_is_not_created(
+    command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.db"
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, "--db", f"sqlite:///{missing}"))
+    assert_one_line_error(status, out, err, 1, f"no usage ledger at {missing}: the file does not exist", "--db")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_a_server_that_does_not_answer_exits_1_without_the_password(
+    command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    url = f"postgresql+psycopg://app:s3cret@127.0.0.1:{port}/usage"
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, "--db", url))
+    assert_one_line_error(
+        status, out, err, 1, f"cannot use the database postgresql+psycopg://app:***@127.0.0.1:{port}/usage: "
+    )
+    assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_a_database_without_usage_tables_exits_1_naming_the_upgrade_and_stays_as_it_was(
+    command: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    connection.close()
+    done = run_cli(*command_line(command, tmp_path, "--db", f"sqlite:///{path}"))
+    assert_one_line_error(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        1,
+        "has no usage tables",
+        f"Upgrade it with: autogen-reliability db upgrade --url sqlite:///{path}",
+    )
+    assert _migrate.current_revision(f"sqlite:///{path}") is None  # not migrated behind the user's back
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+
+
+@pytest.fixture
+def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Makes this process's library one release newer (a revision 0002), so that a ledger at 0001 is old."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(_migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_region.py").write_text(NEXT_REVISION)
+    return lambda: monkeypatch.setattr(_migrate, "script_location", lambda: scripts)
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_a_ledger_at_an_older_schema_exits_1_naming_the_upgrade(
+    command: str,
+    ledger: tuple[str, list[UsageEvent]],
+    next_release: Callable[[], None],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    url, events = ledger
+    next_release()
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, "--db", url))
+    masked = make_url(url).render_as_string(hide_password=True)
+    assert_one_line_error(
+        status,
+        out,
+        err,
+        1,
+        "is at schema revision 0001; this autogen-reliability needs revision 0002",
+        f"Upgrade it with: autogen-reliability db upgrade --url {shlex.quote(masked)}",
+    )
+    password = make_url(url).password
+    assert not password or password not in err
+    assert _migrate.current_revision(url) == "0001"
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(UsageRecord)).scalar_one() == len(events)
+    engine.dispose()
+
+
+@pytest.mark.parametrize("command", LEDGER_COMMANDS)
+def test_a_ledger_from_a_newer_release_or_not_a_database_exits_1(command: str, tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    _migrate.upgrade(f"sqlite:///{newer}")
+    with sqlite3.connect(newer) as connection:
+        connection.execute("UPDATE ar_alembic_version SET version_num = '0099'")
+    connection.close()
+    done = run_cli(*command_line(command, tmp_path, "--db", f"sqlite:///{newer}"))
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 1, "a newer release migrated it")
+
+    garbage = tmp_path / "notes.db"
+    garbage.write_text("not a database, but a file of notes\n" * 100)
+    done = run_cli(*command_line(command, tmp_path, "--db", f"sqlite:///{garbage}"))
+    assert_one_line_error(
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        1,
+        f"cannot use the database sqlite:///{garbage}: file is not a database",
+    )
+
+
+def test_the_ledger_defaults_to_the_configured_one(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
+    url, _ = ledger
+    done = run_cli("sessions", "--project", PROJECT, "--format", "json", env={ENV_DB_URL: url})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout)[0]["session"] == "ticket-1"
+    # Without the variable: autogen_reliability.db in the working directory, which is not there here.
+    done = run_cli("sessions", "--project", PROJECT, cwd=tmp_path)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 1, "no usage ledger at autogen_reliability.db")
+    assert not (tmp_path / "autogen_reliability.db").exists()
+    done = run_cli("sessions", "--project", PROJECT, env={ENV_DB_URL: "mysql://app:s3cret@db/usage"})
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, f"bad database URL (from {ENV_DB_URL}): ")
+    assert "s3cret" not in done.stderr
+
+
+def test_bad_arguments_from_the_command_exit_2_with_one_line(tmp_path: Path) -> None:
+    for args in (
+        ("sessions", "--project", "p", "--since", "last tuesday"),
+        ("cleanup", "--older-than", "0d"),
+        ("export", "--project", "p", "--out", str(tmp_path / "missing" / "x.jsonl")),
+        ("sessions", "--project", "p", "--since", "2025-05-02", "--until", "2025-05-01"),
+    ):
+        done = run_cli(*args)
+        assert_one_line_error(done.returncode, done.stdout, done.stderr, 2)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(ledger: tuple[str, list[UsageEvent]]) -> None:
+    url, _ = ledger
+    command = [sys.executable, "-m", "autogen_reliability", "sessions", "--project", PROJECT, "--db", url]
+    reader, writer = os.pipe()
+    os.close(reader)  # `... | head` that has already gone
+    done = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    os.close(writer)
+    assert done.returncode == 1
+    assert done.stderr == ""
+
+
+def test_times_and_durations_of_the_command_line() -> None:
+    assert parse_time("2025-05-01") == datetime(2025, 5, 1, tzinfo=UTC)
+    assert parse_time(" 2025-05-01T09:30:00+02:00 ") == datetime(2025, 5, 1, 7, 30, tzinfo=UTC)
+    assert parse_time("2025-05-01T09:30Z") == datetime(2025, 5, 1, 9, 30, tzinfo=UTC)
+    assert parse_time("2025-05-01T09:30:00.250-05:00") == datetime(2025, 5, 1, 14, 30, 0, 250_000, tzinfo=UTC)
+    assert parse_time("7d") == timedelta(days=7)
+    assert parse_time("24h") == timedelta(hours=24)
+    assert parse_time("2w") == parse_duration("14d") == timedelta(weeks=2)
+    for bad in ("", "7", "d", "7 days", "-7d", "1.5d", "7m", "7D", "tomorrow", "2025-05-01T09:30"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_time(bad)
+    for bad in ("0d", "0h", "2025-05-01", "90", "-1w"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_duration(bad)
