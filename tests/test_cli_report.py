@@ -1,0 +1,217 @@
+"""``autogen-reliability report``: every format, ``--out``, the filters, and every bad argument.
+
+The command is judged against the library: what it prints must be what
+``UsageStore.report(...)`` and the report's own renderers give for the same
+arguments (the numbers themselves are tested in the report's tests). The time a
+report was generated differs between two reports, so times of day are blanked
+out before two renderings are compared; the filters' dates are the same in both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from autogen_reliability.storage import UsageStore
+
+from .cli_ledger import PROJECT, assert_one_line_error, run_main, sample_events
+from .conftest import run_cli
+
+FORMATS = ("table", "json", "csv", "md", "html")
+TIME_OF_DAY = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
+
+
+@pytest.fixture
+def ledger(store_url: str) -> str:
+    """A ledger of each backend holding ``sample_events()``; its URL."""
+    with UsageStore(store_url) as store:
+        store.write(sample_events())
+    return store_url
+
+
+def made_by_the_library(url: str, output_format: str, **arguments: Any) -> str:
+    """The report the command should print: the store's, rendered as the command renders it."""
+    with UsageStore(url, create=False) as store:
+        report: Any = store.report(**arguments)  # type: ignore[attr-defined]
+    if output_format == "table":
+        buffer = io.StringIO()
+        Console(file=buffer, width=200, color_system=None, force_terminal=False).print(report.to_rich())
+        return buffer.getvalue()
+    text: str = {
+        "json": report.to_json,
+        "csv": report.to_csv,
+        "md": report.to_markdown,
+        "html": report.to_html,
+    }[output_format]()
+    return text if text.endswith("\n") else text + "\n"
+
+
+def assert_same_report(printed: str, expected: str, output_format: str) -> None:
+    """The two renderings are equal but for when each report was generated."""
+    if output_format == "json":
+        mine, theirs = json.loads(printed), json.loads(expected)
+        assert datetime.fromisoformat(mine.pop("generated_at")) <= datetime.fromisoformat(theirs.pop("generated_at"))
+        assert mine == theirs
+    else:
+        assert TIME_OF_DAY.sub("hh:mm", printed) == TIME_OF_DAY.sub("hh:mm", expected)
+
+
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_every_format_to_standard_output(
+    output_format: str, ledger: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped, the table is 200 columns wide
+    status, out, err = run_main(capsys, "report", "--project", PROJECT, "--format", output_format, "--db", ledger)
+    assert (status, err) == (0, "")
+    assert_same_report(out, made_by_the_library(ledger, output_format, project=PROJECT), output_format)
+
+
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_every_format_to_a_file(
+    output_format: str, ledger: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / f"usage-report.{output_format}"
+    status, printed, err = run_main(
+        capsys, "report", "--format", output_format, "--out", str(out), "--by", "model", "--db", ledger
+    )
+    assert (status, err) == (0, "")
+    assert printed == f"wrote {out}\n"
+    expected = made_by_the_library(ledger, output_format, group_by=("model",))
+    assert_same_report(out.read_bytes().decode(), expected, output_format)  # as written: CSV's \r\n kept
+    assert sorted(path.name for path in tmp_path.iterdir()) == [out.name]  # no temporary file left
+
+
+def test_a_file_is_replaced_and_a_relative_path_is_printed_absolute(
+    ledger: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("report.json").write_text("an older report\n")
+    status, printed, err = run_main(capsys, "report", "--format", "json", "--out", "report.json", "--db", ledger)
+    assert (status, err) == (0, "")
+    assert printed == f"wrote {tmp_path / 'report.json'}\n"
+    assert json.loads(Path("report.json").read_text())["filters"]["project"] is None
+
+
+def test_the_filters_reach_the_report(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    today = datetime.now(UTC).date()
+    since, until = today - timedelta(days=30), today + timedelta(days=1)
+    status, out, err = run_main(
+        capsys,
+        "report",
+        "--project", PROJECT,
+        "--since", since.isoformat(),
+        "--until", f"{until.isoformat()}T00:00:00+00:00",
+        "--session", "ticket-1",
+        "--agent", "critic",
+        "--tag", "customer=globex",
+        "--by", "agent,model,day,tag:customer",
+        "--top", "3",
+        "--format", "json",
+        "--db", ledger,
+    )  # fmt: skip
+    assert (status, err) == (0, "")
+    report = json.loads(out)
+    midnight = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    assert report["filters"] == {
+        "project": PROJECT,
+        "since": midnight.isoformat(),
+        "until": datetime.combine(until, datetime.min.time(), tzinfo=UTC).isoformat(),
+        "session": "ticket-1",
+        "agent": "critic",
+        "tags": {"customer": "globex"},
+    }
+    assert report["group_by"] == ["agent", "model", "day", "tag:customer"]
+    expected = made_by_the_library(
+        ledger,
+        "json",
+        project=PROJECT,
+        since=midnight,
+        until=datetime.combine(until, datetime.min.time(), tzinfo=UTC),
+        session="ticket-1",
+        agent="critic",
+        tags={"customer": "globex"},
+        group_by=("agent", "model", "day", "tag:customer"),
+        top=3,
+    )
+    assert_same_report(out, expected, "json")
+    assert report["totals"]["cost_usd"] == "2.000000001"  # the critic's one call
+
+
+def test_relative_times_count_back_from_now(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = datetime.now(UTC)
+    status, out, err = run_main(capsys, "report", "--since", "7d", "--until", "24h", "--format", "json", "--db", ledger)
+    after = datetime.now(UTC)
+    assert (status, err) == (0, "")
+    filters = json.loads(out)["filters"]
+    since, until = datetime.fromisoformat(filters["since"]), datetime.fromisoformat(filters["until"])
+    assert before - timedelta(days=7) <= since <= after - timedelta(days=7)
+    assert until - since == timedelta(days=6)  # one reading of the clock for both
+
+
+def test_without_by_the_breakdown_is_by_agent_and_model(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run_main(capsys, "report", "--format", "json", "--db", ledger)
+    assert (status, err) == (0, "")
+    assert json.loads(out)["group_by"] == ["agent", "model"]
+
+
+def test_the_report_from_the_command(ledger: str, tmp_path: Path) -> None:
+    done = run_cli("report", "--project", PROJECT, "--db", ledger, env={"COLUMNS": "200"})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert_same_report(done.stdout, made_by_the_library(ledger, "table", project=PROJECT), "table")
+
+    out = tmp_path / "usage-report.html"
+    done = run_cli("report", "--format", "html", "--out", str(out), "--db", ledger)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"wrote {out}\n"
+    page = out.read_text(encoding="utf-8")
+    assert page.lstrip().lower().startswith("<!doctype html")
+    assert "<script>x</script>" not in page  # the agent named so is text on the page, not markup
+
+    done = run_cli("report", "--format", "csv", "--since", "2025-05-01", "--until", "2025-05-02", "--db", ledger)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ("--by", "agent,colour"),
+            ("argument --by: unknown column 'colour'", "agent, model, provider, day", "tag:KEY"),
+        ),
+        (("--by", "tag:"), ("argument --by: 'tag:' names no tag; write tag:KEY",)),
+        (("--by", "model,model"), ("argument --by: model listed twice",)),
+        (("--by", ""), ("argument --by: unknown column ''",)),
+        (("--format", "xml"), ("argument --format: invalid choice: 'xml'", "'table', 'json', 'csv', 'md', 'html'")),
+        (("--out", "/no/such/dir/report.html"), ("argument --out: the directory of /no/such/dir/report.html",)),
+        (("--out", "/"), ("argument --out: / is a directory",)),
+        (("--top", "0"), ("argument --top: must be 1 or more, got 0",)),
+        (("--tag", "customer"), ("argument --tag: 'customer' is not KEY=VALUE",)),
+        (("--tag", "=globex"), ("argument --tag: '=globex' is not KEY=VALUE",)),
+        (("--since", "last week"), ("argument --since: 'last week' is not a date",)),
+        (("--since", "2025-02-30"), ("argument --since: '2025-02-30' is not a date",)),
+        (("--until", "2025-05-01 10:00"), ("argument --until: '2025-05-01 10:00' has no UTC offset",)),
+        (("--since", "2025-05-02", "--until", "2025-05-01"), ("must be after --since",)),
+        (("--since", "2025-05-01T02:00+02:00", "--until", "2025-05-01T00:00Z"), ("must be after --since",)),
+        (("--since", "1w", "--until", "7d"), ("must be after --since",)),
+        (("--project",), ("argument --project: expected one argument",)),
+        (("--group-by", "agent"), ("unrecognized arguments: --group-by agent",)),
+    ],
+)
+def test_bad_report_arguments_exit_2_with_one_line(
+    args: tuple[str, ...], fragments: tuple[str, ...], ledger: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_main(capsys, "report", *args, "--db", ledger)
+    assert_one_line_error(status, out, err, 2, *fragments)
+
+
+def test_a_bad_by_from_the_command_exits_2_naming_the_columns(tmp_path: Path) -> None:
+    done = run_cli("report", "--by", "agent,bogus", "--db", f"sqlite:///{tmp_path / 'usage.db'}")
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, "unknown column 'bogus'", "tag:KEY")
+    assert not (tmp_path / "usage.db").exists()  # refused before anything was opened
