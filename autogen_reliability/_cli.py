@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO, cast
 from . import __version__
 
 if TYPE_CHECKING:
-    from .accounting import UsageEvent
     from .storage import RetentionResult, SessionSummary, UsageStore
 
 __all__ = ["main", "parse_duration", "parse_time"]
@@ -395,6 +395,10 @@ def _output(path: Path) -> Iterator[TextIO]:
     try:
         with handle:
             yield cast("TextIO", handle)
+        # A temporary file is private (0600); the file asked for gets the mode any new file would.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(handle.name, 0o666 & ~mask)
         os.replace(handle.name, path)
     except OSError as error:
         Path(handle.name).unlink(missing_ok=True)
@@ -528,6 +532,10 @@ def _sessions_table(
     return table
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number:,} {thing}{'' if number == 1 else 's'}"
+
+
 def _period_text(since: datetime | None, until: datetime | None) -> str:
     return (f" since {_stamp(since)}" if since else "") + (f" until {_stamp(until)}" if until else "")
 
@@ -537,26 +545,38 @@ def _stamp(moment: datetime, *, seconds: bool = True) -> str:
 
 
 def _export(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
+    from .accounting import UsageEvent  # noqa: PLC0415
     from .storage._sessions import nanousd_text  # noqa: PLC0415
 
+    fields = tuple(UsageEvent.__dataclass_fields__)
+    # The C encoder, calling back only for ids and times: half the time per row of event.to_json() + json.dumps.
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_value).encode
     rows = 0
     with _ledger(args.db) as store, _output(args.out) as out:
         for event in store.iter_events(project=args.project, since=since, until=until):
-            out.write(json.dumps(_export_record(event, nanousd_text), ensure_ascii=False, separators=(",", ":")))
+            record: dict[str, Any] = {}
+            for name in fields:
+                record[name] = value = getattr(event, name)
+                if name == "cost_nanousd":  # and right after it, the same money as an exact decimal string
+                    record["cost_usd"] = None if value is None else nanousd_text(value)
+            out.write(encode(record))
             out.write("\n")
             rows += 1
-    print(f"wrote {rows} rows of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}")
+    print(
+        f"wrote {_count(rows, 'row')} of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}"
+    )
     return 0
 
 
-def _export_record(event: UsageEvent, usd: Callable[[int], str]) -> dict[str, Any]:
-    """An export's line: the event's JSON form, and ``cost_usd`` (exact; null: unpriced) after ``cost_nanousd``."""
-    record: dict[str, Any] = {}
-    for name, value in event.to_json().items():
-        record[name] = value
-        if name == "cost_nanousd":
-            record["cost_usd"] = None if value is None else usd(value)
-    return record
+def _json_value(value: object) -> object:
+    """What JSON cannot hold as it is, as :meth:`UsageEvent.to_json` writes it: ids and times as text."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _cleanup(args: argparse.Namespace, now: datetime) -> int:
@@ -577,7 +597,7 @@ def _retention_text(result: RetentionResult) -> str:
     before = f"before {_stamp(result.cutoff)} UTC"
     if not result.records:
         return f"no usage rows started {before}; nothing to remove"
-    what = f"{result.records} usage rows and {result.contents} captured contents"
+    what = f"{_count(result.records, 'usage row')} and {_count(result.contents, 'captured content')}"
     span = f"started from {_stamp(result.oldest or result.cutoff)} to {_stamp(result.newest or result.cutoff)} UTC"
     if result.dry_run:
         return f"would remove {what}, {span} ({before}); nothing deleted (--dry-run)"

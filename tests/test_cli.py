@@ -243,6 +243,9 @@ def test_export_writes_each_row_as_stored_with_exact_money(
         del record["cost_usd"]
         assert UsageEvent.from_json(record) in mine
     assert not list(tmp_path.glob(".*.part"))  # the temporary file became the export
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # as any new file, not the temporary file's 0600
 
 
 def test_export_since_and_until(
@@ -274,7 +277,7 @@ def test_export_from_the_command(ledger: tuple[str, list[UsageEvent]], tmp_path:
     out.write_text("an older export\n")
     done = run_cli("export", "--project", "other", "--out", str(out), "--db", url)
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == f"wrote 1 rows of project 'other' to {out}\n"
+    assert done.stdout == f"wrote 1 row of project 'other' to {out}\n"
     [other] = [e for e in events if e.project == "other"]
     assert [json.loads(line) for line in out.read_text().splitlines()] == [export_line(other)]
 
