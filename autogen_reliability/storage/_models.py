@@ -132,8 +132,10 @@ class UsageRecord(Base):
 
     Indexes:
         ``ix_ar_usage_records_report`` covers the grouped reports (per project,
-        day, model and agent, summing tokens and cost over a range of days): the
-        query reads only the index, in group order, and never the wide rows.
+        day, model, agent and outcome, summing tokens and cost over a range of
+        days): it holds every column ``UsageStore.report`` reads, so the query
+        reads only the index, in group order, and never the wide rows.
+        ``session`` (with ``started_at``) finds the rows of a few sessions,
         ``started_at`` serves time-range listings and ``call_id`` gathers the
         attempts of one call. ``ix_ar_usage_records_session_spend`` and
         ``ix_ar_usage_records_agent_spend`` (project, session or agent, day, cost)
@@ -145,14 +147,26 @@ class UsageRecord(Base):
     __table_args__ = (
         Index(
             REPORT_INDEX,
+            # Grouped by (a prefix of these, in any order, is aggregated while the index is walked)...
             "project",
             "day",
             "model",
             "agent",
+            "outcome",
+            "provider",
+            "error_kind",
+            # ...and summed, counted, bucketed or ranked.
+            "attempt",
             "prompt_tokens",
             "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
             "cost_nanousd",
+            "cache_hit",
+            "latency_ms",
+            "session",
         ),
+        Index("ix_ar_usage_records_session", "session", "started_at"),
         Index("ix_ar_usage_records_started_at", "started_at"),
         Index("ix_ar_usage_records_call_id", "call_id"),
         Index("ix_ar_usage_records_session_spend", "project", "session", "day", "cost_nanousd"),
