@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import shlex
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from types import TracebackType
 from typing import Any, Final, Self
@@ -33,9 +33,11 @@ from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 
 from .._errors import ConfigurationError, ReliabilityError
 from ..accounting._events import UsageEvent, UsageRow
+from ..reports._model import UsageReport
 from . import _bulk, _migrate, _retention, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
 from ._models import VERSION_TABLE
+from ._report import build_report
 from ._retention import RetentionResult
 from ._sessions import SessionSummary
 
@@ -297,6 +299,66 @@ class UsageStore:
         query = self._select_events(call_id=call_id, project=project, since=since, until=until)
         with self._engine.connect() as connection:
             return [_event(row) for row in connection.execute(query).mappings()]
+
+    def report(
+        self,
+        project: str | None = None,
+        *,
+        since: datetime | date | None = None,
+        until: datetime | date | None = None,
+        session: str | None = None,
+        agent: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        group_by: Sequence[str] = ("agent", "model"),
+        top: int = 10,
+    ) -> UsageReport:
+        """What the usage that matches every filter given cost, where it went, and what was wasted.
+
+        The numbers are aggregated in SQL (the rows are never loaded), in one
+        read transaction; docs/reports.md defines each of them. Latency
+        percentiles are exact on PostgreSQL (``percentile_cont``) and estimated
+        within 4.9 % on SQLite (``percentile_method`` says which).
+        ``recommendations`` is left empty here.
+
+        Args:
+            project: Only this project's usage (None: every project, and usage with no project).
+            since: Only attempts that started at or after this time: a timezone-aware
+                ``datetime``, or a ``date``, meaning its midnight UTC.
+            until: Only attempts that started before this time (exclusive), given as ``since`` is.
+            session: Only this session's usage.
+            agent: Only this agent's usage.
+            tags: Only attempts whose tags hold each of these keys with this value.
+            group_by: The columns of ``breakdown``, any of ``project``, ``session``, ``agent``,
+                ``model``, ``provider``, ``day``, ``week`` (its Monday), ``outcome``, ``error_kind``
+                and ``tag:KEY`` (the value of tag ``KEY``).
+            top: How many sessions ``top_sessions`` lists (by cost).
+
+        Raises:
+            ConfigurationError: A bound is naive or not a date, ``until`` is before ``since``, a
+                filter is not a string, ``tags`` is not a mapping of strings, ``group_by`` is empty,
+                repeats a column or names one that does not exist, or ``top`` is not an integer >= 1.
+            sqlalchemy.exc.SQLAlchemyError: The database failed.
+
+        Example:
+            >>> report = store.report("acme-support", since=date(2025, 5, 1), until=date(2025, 5, 2))
+            >>> report.totals.calls, report.totals.attempts, report.totals.retry_rate
+            (2, 3, 0.5)
+            >>> [(line.outcome, line.attempts) for line in report.waste]
+            [('error', 1), ('invalid', 0), ('cancelled', 0)]
+            >>> report.unpriced_models  # no price was known: not counted as $0
+            ('gpt-4o-mini',)
+        """
+        return build_report(
+            self._engine,
+            project=project,
+            since=_time_bound("since", since),
+            until=_time_bound("until", until),
+            session=session,
+            agent=agent,
+            tags=tags,
+            group_by=group_by,
+            top=top,
+        )
 
     def iter_events(
         self,

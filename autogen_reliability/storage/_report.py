@@ -1,0 +1,753 @@
+"""``UsageStore.report``: a :class:`~autogen_reliability.reports.UsageReport` aggregated in SQL.
+
+Rows are never loaded into Python: every number comes out of ``GROUP BY``
+queries over the stored columns, and Python only adds up their (small)
+results. All queries of one report run in one transaction, so they see one
+snapshot of a ledger that is being written to.
+
+The queries:
+
+1. **The fine aggregate**: the sums of every number of
+   :class:`~autogen_reliability.reports.Usage` grouped by project, day, model,
+   agent and outcome (plus provider and error kind when the breakdown asks for
+   them). These are the leading columns of the report index
+   (``ix_ar_usage_records_report``, which holds every column a report reads),
+   so SQLite aggregates while it walks the index in its order, without sorting
+   and without reading the wide rows; PostgreSQL hashes it in parallel. Totals,
+   waste per outcome, the models and agents, cost per day and model, and any
+   breakdown by those columns (and by week, the Monday of a day) are sums of
+   its few thousand rows. A breakdown by session or by a tag has a query of
+   its own.
+2. **Latency percentiles** (p50 and p95) of the totals, each breakdown group,
+   each model and each agent. PostgreSQL computes them exactly with
+   ``percentile_cont`` in one query over ``GROUPING SETS``. SQLite has no
+   percentile function: it counts latencies in logarithmic buckets
+   (:data:`BUCKET_RATIO` wide) with their minimum and maximum, in SQL, and the
+   percentiles are interpolated from those counts as ``percentile_cont``
+   interpolates between the two nearest latencies. Each latency is estimated
+   within a factor of the square root of the ratio (the first and last of a
+   bucket exactly), so an estimated percentile is within
+   :data:`PERCENTILE_RELATIVE_ERROR` (4.9 %) of the exact one, for latencies
+   above zero.
+3. **Top sessions**: the ``top`` sessions by cost, then their numbers,
+   latency percentiles, the model most of their attempts asked for, and the
+   prompt tokens of their first and last calls.
+
+Bounds: ``since`` and ``until`` select on the indexed ``day``; ``started_at``
+is compared only on the first and last day, when a bound is not a UTC midnight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import (
+    Connection,
+    Date,
+    Engine,
+    Select,
+    String,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB, array
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import ColumnElement
+
+from .._errors import ConfigurationError
+from ..reports._model import (
+    GROUP_COLUMNS,
+    DailyCost,
+    Group,
+    ReportFilters,
+    SessionGrowth,
+    Usage,
+    UsageReport,
+    WasteLine,
+    nanousd_to_usd,
+)
+from ._bulk import RECORDS
+
+__all__ = [
+    "BUCKET_RATIO",
+    "PERCENTILES",
+    "PERCENTILE_RELATIVE_ERROR",
+    "build_report",
+    "check_group_by",
+]
+
+PERCENTILES: Final = (0.5, 0.95)
+"""The latency percentiles of every :class:`Usage`: p50 and p95."""
+
+BUCKET_RATIO: Final = 1.1
+"""SQLite's latency buckets: each spans ``[r**k, r**(k+1))`` milliseconds for this ``r``."""
+
+PERCENTILE_RELATIVE_ERROR: Final = math.sqrt(BUCKET_RATIO) - 1
+"""The largest relative error of a percentile estimated from SQLite's buckets (0.0488)."""
+
+TAG_PREFIX: Final = "tag:"
+WASTE_OUTCOMES: Final = ("error", "invalid", "cancelled")
+
+PERCENTILE_CONT: Final = "exact: PostgreSQL percentile_cont (linear interpolation between the two nearest latencies)"
+PERCENTILE_HISTOGRAM: Final = (
+    f"estimated: SQLite counts latencies in logarithmic buckets {BUCKET_RATIO - 1:.0%} wide and interpolates "
+    f"as percentile_cont does; within {PERCENTILE_RELATIVE_ERROR:.1%} of the exact value (latencies above 0)"
+)
+
+# The columns the fine aggregate groups by, in the order of the report index: SQLite aggregates while
+# it walks the index only when the grouped columns are a prefix of it (in any order).
+_FINE: Final = ("project", "day", "model", "agent", "outcome", "provider", "error_kind")
+_ALWAYS_FINE: Final = frozenset(("day", "model", "agent"))
+_ROLLED_UP: Final = frozenset((*_FINE, "week"))
+"""Breakdown columns computed from the fine aggregate; ``session`` and tags have a query of their own."""
+
+_SQLITE_LOG_SCALE: Final = 1 / math.log(BUCKET_RATIO)
+_PG_REPORT_SETTINGS: Final = (
+    # The percentile sorts of a million latencies fit in memory instead of spilling to disk, and JIT
+    # compilation (about 150 ms here, for a query of a few hundred) is not worth it.
+    "SELECT set_config('work_mem', '128MB', true), set_config('jit', 'off', true)"
+)
+
+Key = tuple[Any, ...]
+Sums = list[int]
+
+# The positions of the sums in a fine row and in the accumulators made of them.
+_ATTEMPTS, _CALLS, _RETRIED, _PROMPT, _COMPLETION, _CACHED, _REASONING, _COST, _PRICED, _CACHE_HITS = range(10)
+_ERRORS, _INVALID, _CANCELLED, _WASTE_COST, _WASTE_TOKENS = range(10, 15)
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """The checked arguments of a report."""
+
+    filters: ReportFilters
+    group_by: tuple[str, ...]
+    top: int
+
+
+def check_group_by(group_by: object) -> tuple[str, ...]:
+    """``group_by`` as a tuple of valid, distinct column names.
+
+    Raises:
+        ConfigurationError: Not a sequence of strings, empty, a repeat, or a name that is not a column.
+    """
+    choices = f"{', '.join(GROUP_COLUMNS)} or {TAG_PREFIX}KEY"
+    if isinstance(group_by, str) or not isinstance(group_by, Sequence):
+        raise ConfigurationError(f"group_by must be a tuple of column names ({choices}), got {group_by!r}")
+    columns = tuple(group_by)
+    if not columns:
+        raise ConfigurationError(f"group_by needs at least one column: {choices}")
+    for column in columns:
+        if not isinstance(column, str):
+            raise ConfigurationError(f"group_by takes column names ({choices}), got {column!r}")
+        if column.startswith(TAG_PREFIX):
+            _check_tag_key(column[len(TAG_PREFIX) :], f"group_by column {column!r}")
+        elif column not in GROUP_COLUMNS:
+            raise ConfigurationError(f"unknown group_by column {column!r}: choose from {choices}")
+    repeated = sorted({column for column in columns if columns.count(column) > 1})
+    if repeated:
+        raise ConfigurationError(f"group_by names {', '.join(map(repr, repeated))} more than once")
+    return columns
+
+
+def _check_tag_key(key: object, where: str) -> str:
+    if not isinstance(key, str) or not key:
+        raise ConfigurationError(f"{where}: a tag key must be a non-empty string, got {key!r}")
+    if '"' in key:
+        # SQLite's JSON paths have no escape for a quote inside a quoted key.
+        raise ConfigurationError(f'{where}: tag keys with a double quote (") cannot be reported on, got {key!r}')
+    return key
+
+
+def _check_spec(
+    *,
+    project: object,
+    since: datetime | None,
+    until: datetime | None,
+    session: object,
+    agent: object,
+    tags: object,
+    group_by: object,
+    top: object,
+) -> _Spec:
+    if since is not None and until is not None and until < since:
+        raise ConfigurationError(f"until ({until.isoformat()}) is before since ({since.isoformat()})")
+    checked_tags: dict[str, str] = {}
+    if tags is not None:
+        if not isinstance(tags, Mapping):
+            raise ConfigurationError(f"tags must be a mapping of tag keys to values, got {type(tags).__name__}")
+        for key, value in tags.items():
+            _check_tag_key(key, "tags")
+            if not isinstance(value, str):
+                raise ConfigurationError(f"tags: the value of {key!r} must be a string, got {value!r}")
+            checked_tags[key] = value
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ConfigurationError(f"top must be an integer >= 1, got {top!r}")
+    filters = ReportFilters(
+        project=_text_or_none("project", project),
+        since=None if since is None else since.astimezone(UTC),
+        until=None if until is None else until.astimezone(UTC),
+        session=_text_or_none("session", session),
+        agent=_text_or_none("agent", agent),
+        tags=checked_tags,
+    )
+    return _Spec(filters, check_group_by(group_by), top)
+
+
+def _text_or_none(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string or None, got {type(value).__name__}")
+    return value
+
+
+def build_report(
+    engine: Engine,
+    *,
+    project: object,
+    since: datetime | None,
+    until: datetime | None,
+    session: object,
+    agent: object,
+    tags: object,
+    group_by: object,
+    top: object,
+) -> UsageReport:
+    """The report of ``UsageStore.report`` (its arguments checked here; bounds already aware datetimes)."""
+    spec = _check_spec(
+        project=project, since=since, until=until, session=session, agent=agent, tags=tags, group_by=group_by, top=top
+    )
+    with _snapshot(engine) as connection:
+        return _Report(connection, spec).build()
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection in one read transaction, so the report's queries all see one state of the ledger."""
+    with engine.connect() as opened:
+        connection = opened
+        if connection.dialect.name == "sqlite":
+            _sqlite_math(connection)
+            connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
+        elif connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            connection.exec_driver_sql(_PG_REPORT_SETTINGS)
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+
+
+def _sqlite_math(connection: Connection) -> None:
+    """``ln`` and ``floor`` for the latency buckets, as Python functions where SQLite was built without them."""
+    try:
+        connection.exec_driver_sql("SELECT ln(2.0), floor(2.5)")
+    except OperationalError:
+        raw = connection.connection.driver_connection
+        raw.create_function("ln", 1, _ln, deterministic=True)  # type: ignore[union-attr]
+        raw.create_function("floor", 1, _floor, deterministic=True)  # type: ignore[union-attr]
+
+
+def _ln(value: float | None) -> float | None:
+    return math.log(value) if value is not None and value > 0 else None
+
+
+def _floor(value: float | None) -> float | None:
+    return None if value is None else float(math.floor(value))
+
+
+class _Report:
+    """The queries of one report on one connection, and the sums of their results."""
+
+    def __init__(self, connection: Connection, spec: _Spec) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._dialect = connection.dialect.name
+        self._where = self._conditions(spec.filters)
+
+    # ---- SQL pieces
+
+    def _conditions(self, filters: ReportFilters) -> list[ColumnElement[bool]]:
+        c = RECORDS.c
+        conditions: list[ColumnElement[bool]] = []
+        if filters.project is not None:
+            conditions.append(c.project == filters.project)
+        if filters.session is not None:
+            conditions.append(c.session == filters.session)
+        if filters.agent is not None:
+            conditions.append(c.agent == filters.agent)
+        if filters.since is not None:
+            first = filters.since.date()
+            conditions.append(c.day >= first)
+            if filters.since != _midnight(first):
+                # Only rows of the first day need the exact time (the indexed day decides the others).
+                conditions.append(or_(c.day > first, c.started_at >= filters.since))
+        if filters.until is not None:
+            last = filters.until.date()
+            if filters.until == _midnight(last):
+                conditions.append(c.day < last)
+            else:
+                conditions.extend((c.day <= last, or_(c.day < last, c.started_at < filters.until)))
+        for key, value in filters.tags.items():
+            conditions.append(self._tag(key) == value)
+        return conditions
+
+    def _tag(self, key: str) -> ColumnElement[Any]:
+        # The key is rendered into the statement (literal_execute): an expression grouped by must be
+        # the same text in the select list, which two bound parameters are not.
+        if self._dialect == "postgresql":
+            value: ColumnElement[Any] = type_coerce(RECORDS.c.tags, JSONB)[
+                bindparam(None, key, String, literal_execute=True)
+            ].astext
+            return value
+        return func.json_extract(RECORDS.c.tags, bindparam(None, f'$."{key}"', String, literal_execute=True))
+
+    def _column(self, name: str, *, week_as_day: bool = True) -> ColumnElement[Any]:
+        """The SQL of a group column; a week is grouped by day and summed up by week, unless percentiles need it."""
+        if name.startswith(TAG_PREFIX):
+            return self._tag(name[len(TAG_PREFIX) :])
+        if name == "week":
+            if week_as_day:
+                return RECORDS.c.day
+            if self._dialect == "postgresql":
+                week = bindparam(None, "week", String, literal_execute=True)
+                return cast(func.date_trunc(week, RECORDS.c.day), Date)
+            raise AssertionError("SQLite groups weeks by day")  # pragma: no cover
+        return RECORDS.c[name]
+
+    def _sums(self) -> list[ColumnElement[Any]]:
+        c = RECORDS.c
+        return [
+            func.count(),
+            func.count().filter(c.attempt == 1),
+            func.count().filter(c.attempt == 2),  # a call's second attempt: its first retry or re-ask
+            func.sum(c.prompt_tokens),
+            func.sum(c.completion_tokens),
+            func.sum(c.cached_tokens),
+            func.sum(c.reasoning_tokens),
+            func.sum(c.cost_nanousd),
+            func.count(c.cost_nanousd),
+            func.count().filter(c.cache_hit),
+        ]
+
+    def _select(self, *columns: ColumnElement[Any], where: Iterable[ColumnElement[bool]] = ()) -> Select[Any]:
+        return select(*columns).where(*self._where, *where)
+
+    def _sum_rows(self, names: Sequence[str], where: Iterable[ColumnElement[bool]] = ()) -> Iterator[tuple[Key, Sums]]:
+        """``(key, sums)`` per group of the columns ``names`` and the outcome (the last value of each key).
+
+        The sums are a list of ints, extended with the failures and waste the outcome makes of them.
+        """
+        keys = [*(self._column(name) for name in names if name != "outcome"), RECORDS.c.outcome]
+        query = self._select(*keys, *self._sums(), where=where).group_by(*keys)
+        width = len(keys)
+        for row in self._connection.execute(query):
+            # PostgreSQL sums a bigint as numeric (a Decimal); a sum of no value at all is NULL.
+            sums = [int(value) if value is not None else 0 for value in row[width:]]
+            yield tuple(row[:width]), _with_outcome(row[width - 1], sums)
+
+    # ---- the report
+
+    def build(self) -> UsageReport:
+        spec = self._spec
+        # The outcome is grouped by too: _sum_rows adds it to every key, last.
+        fine = [name for name in _FINE if name in _ALWAYS_FINE or name in spec.group_by]
+        if spec.filters.project is None and "project" not in fine:
+            fine.insert(0, "project")  # keeps the grouped columns a prefix of the report index
+        if "error_kind" in fine and "provider" not in fine:
+            fine.insert(fine.index("error_kind"), "provider")
+        position = _positions(fine)
+        model_at, agent_at, day_at = position["model"], position["agent"], position["day"]
+        rolled_up = all(name in _ROLLED_UP for name in spec.group_by)
+        breakdown_key = _key_maker(spec.group_by, {**position, "week": day_at}) if rolled_up else None
+
+        totals: Sums = _zeros()
+        by_model: dict[Key, Sums] = {}
+        by_agent: dict[Key, Sums] = {}
+        daily: dict[tuple[date, str | None], Sums] = {}
+        waste: dict[str, Sums] = {}
+        breakdown: dict[Key, Sums] = {}
+        for key, sums in self._sum_rows(fine):
+            model = key[model_at]
+            _add(totals, sums)
+            _add_to(by_model, (model,), sums)
+            _add_to(by_agent, (key[agent_at],), sums)
+            _add_to(daily, (key[day_at], model), sums)
+            _add_to(waste, key[-1], sums)
+            if breakdown_key is not None:
+                _add_to(breakdown, breakdown_key(key), sums)
+        if breakdown_key is None:
+            position = _positions(spec.group_by)
+            breakdown_key = _key_maker(spec.group_by, position)
+            for key, sums in self._sum_rows(spec.group_by):
+                _add_to(breakdown, breakdown_key(key), sums)
+
+        percentiles = self._percentiles()
+        top_sessions, growth = self._top_sessions()
+        return UsageReport(
+            filters=spec.filters,
+            generated_at=datetime.now(UTC),
+            group_by=spec.group_by,
+            totals=_usage(totals, percentiles["totals"].get(())),
+            unpriced_models=tuple(
+                sorted(key[0] for key, sums in by_model.items() if key[0] is not None and _unpriced(sums))
+            ),
+            waste=tuple(_waste_line(outcome, waste.get(outcome, _zeros())) for outcome in WASTE_OUTCOMES),
+            breakdown=_groups(spec.group_by, breakdown, percentiles["breakdown"]),
+            by_model=_groups(("model",), by_model, percentiles["model"]),
+            by_agent=_groups(("agent",), by_agent, percentiles["agent"]),
+            daily=tuple(
+                DailyCost(
+                    day=day,
+                    model=model,
+                    cost=nanousd_to_usd(sums[_COST]),
+                    tokens=sums[_PROMPT] + sums[_COMPLETION],
+                    attempts=sums[_ATTEMPTS],
+                    unpriced_attempts=_unpriced(sums),
+                )
+                for (day, model), sums in sorted(daily.items(), key=lambda item: (item[0][0], _text_order(item[0][1])))
+            ),
+            top_sessions=top_sessions,
+            session_growth=growth,
+            percentile_method=PERCENTILE_CONT if self._dialect == "postgresql" else PERCENTILE_HISTOGRAM,
+        )
+
+    # ---- percentiles
+
+    def _targets(self) -> dict[str, tuple[str, ...]]:
+        return {"breakdown": self._spec.group_by, "model": ("model",), "agent": ("agent",), "totals": ()}
+
+    def _percentiles(self) -> dict[str, dict[Key, tuple[float, float]]]:
+        """p50 and p95 per group of each target: the breakdown, the models, the agents, the totals."""
+        targets = self._targets()
+        if self._dialect == "postgresql":
+            return self._percentile_cont(targets)
+        group_by = self._spec.group_by
+        sets: list[tuple[str, ...]]
+        if all(name in _ROLLED_UP for name in group_by):
+            # One histogram per group of every column needed; models, agents and totals are its sums.
+            sets = [tuple(dict.fromkeys((*group_by, "model", "agent")))]
+        else:
+            sets = [group_by, ("model", "agent")]
+        results: dict[str, dict[Key, tuple[float, float]]] = {}
+        histograms = {columns: self._histograms(columns) for columns in sets}
+        for target, columns in targets.items():
+            source = next(found for found in sets if set(columns) <= set(found))
+            key = _key_maker(columns, {name: index for index, name in enumerate(source)})
+            merged: dict[Key, dict[int | None, list[float]]] = {}
+            for source_key, buckets in histograms[source].items():
+                into = merged.setdefault(key(source_key), {})
+                for bucket, counts in buckets.items():
+                    _merge_bucket(into, bucket, counts)
+            results[target] = {group: _histogram_percentiles(buckets) for group, buckets in merged.items()}
+        return results
+
+    def _bucket(self) -> ColumnElement[Any]:
+        latency = RECORDS.c.latency_ms
+        # NULL for a latency of 0 (no logarithm): those are counted in a bucket of their own.
+        return case((latency > 0, func.floor(func.ln(latency) * literal(_SQLITE_LOG_SCALE))))
+
+    def _histograms(
+        self, columns: Sequence[str], where: Iterable[ColumnElement[bool]] = ()
+    ) -> dict[Key, dict[int | None, list[float]]]:
+        """Per group of ``columns``: bucket -> ``[count, min, max]`` of the latencies (SQLite)."""
+        keys = [self._column(name) for name in columns]
+        bucket = self._bucket().label("bucket")
+        latency = RECORDS.c.latency_ms
+        query = self._select(*keys, bucket, func.count(), func.min(latency), func.max(latency), where=where).group_by(
+            *keys, bucket
+        )
+        width = len(keys)
+        histograms: dict[Key, dict[int | None, list[float]]] = {}
+        for row in self._connection.execute(query):
+            bucket_value = None if row[width] is None else int(row[width])
+            counts = [float(row[width + 1]), float(row[width + 2]), float(row[width + 3])]
+            _merge_bucket(histograms.setdefault(tuple(row[:width]), {}), bucket_value, counts)
+        return histograms
+
+    def _percentile_cont(
+        self, targets: Mapping[str, tuple[str, ...]], where: Iterable[ColumnElement[bool]] = ()
+    ) -> dict[str, dict[Key, tuple[float, float]]]:
+        """Exact percentiles of every target in one query over ``GROUPING SETS`` (PostgreSQL)."""
+        columns = list(dict.fromkeys(name for names in targets.values() for name in names))
+        expressions = [self._column(name, week_as_day=False) for name in columns]
+        sets = list(dict.fromkeys(targets.values()))
+        grouping_sets = func.grouping_sets(
+            *(tuple_(*(expressions[columns.index(name)] for name in names)) for names in sets)
+        )
+        percentiles = func.percentile_cont(array(list(PERCENTILES))).within_group(RECORDS.c.latency_ms)
+        grouping = func.grouping(*expressions)
+        query = self._select(*expressions, grouping, percentiles, where=where).group_by(grouping_sets)
+        by_set: dict[int, dict[Key, tuple[float, float]]] = {}
+        width = len(expressions)
+        for row in self._connection.execute(query):
+            if row[width + 1] is None:
+                continue  # the grouping set () of no rows at all
+            p50, p95 = row[width + 1]
+            by_set.setdefault(row[width], {})[tuple(row[:width])] = (float(p50), float(p95))
+        results: dict[str, dict[Key, tuple[float, float]]] = {}
+        for target, names in targets.items():
+            # GROUPING() sets the bit of each column the set does not group by; the first column is the highest bit.
+            mask = sum(1 << (width - 1 - index) for index, name in enumerate(columns) if name not in names)
+            key = _key_maker(names, {name: index for index, name in enumerate(columns)}, week_is_monday=True)
+            results[target] = {key(values): found for values, found in by_set.get(mask, {}).items()}
+        return results
+
+    # ---- sessions
+
+    def _top_sessions(self) -> tuple[tuple[Group, ...], tuple[SessionGrowth, ...]]:
+        c = RECORDS.c
+        session = c.session.collate("C") if self._dialect == "postgresql" else c.session
+        cost = func.coalesce(func.sum(c.cost_nanousd), 0)
+        query = (
+            self._select(c.session, where=[c.session.is_not(None)])
+            .group_by(c.session)
+            .order_by(cost.desc(), func.count().desc(), session)
+            .limit(self._spec.top)
+        )
+        top = [row[0] for row in self._connection.execute(query)]
+        if not top:
+            return (), ()
+        chosen = [c.session.in_(top)]
+        sums: dict[Key, Sums] = {}
+        by_model: dict[str, dict[str | None, int]] = {}
+        for (name, model, _outcome), row_sums in self._sum_rows(("session", "model"), where=chosen):
+            _add_to(sums, (name,), row_sums)
+            attempts = by_model.setdefault(name, {})
+            attempts[model] = attempts.get(model, 0) + row_sums[_ATTEMPTS]
+        if self._dialect == "postgresql":
+            percentiles = self._percentile_cont({"session": ("session",)}, where=chosen)["session"]
+        else:
+            percentiles = {
+                key: _histogram_percentiles(buckets)
+                for key, buckets in self._histograms(("session",), where=chosen).items()
+            }
+        first_last = self._first_and_last_prompts(chosen)
+        groups = _groups(("session",), sums, percentiles)
+        growth = []
+        for group in groups:
+            name = group.key["session"]
+            assert name is not None  # sessions without a name are not sessions
+            first, last = first_last.get(name, (0, 0))
+            growth.append(
+                SessionGrowth(
+                    session=name,
+                    model=_main_model(by_model[name]),
+                    calls=group.usage.calls,
+                    first_prompt_tokens=first,
+                    last_prompt_tokens=last,
+                    prompt_tokens=group.usage.prompt_tokens,
+                    cost=group.usage.cost,
+                )
+            )
+        return groups, tuple(growth)
+
+    def _first_and_last_prompts(self, chosen: Sequence[ColumnElement[bool]]) -> dict[str, tuple[int, int]]:
+        """Per session: the prompt tokens of its first call's first attempt and of its last call's."""
+        c = RECORDS.c
+        first = func.row_number().over(partition_by=c.session, order_by=(c.started_at, c.id))
+        last = func.row_number().over(partition_by=c.session, order_by=(c.started_at.desc(), c.id.desc()))
+        numbered = self._select(
+            c.session, c.prompt_tokens, first.label("first"), last.label("last"), where=[*chosen, c.attempt == 1]
+        ).subquery()
+        query = select(numbered.c.session, numbered.c.prompt_tokens, numbered.c.first, numbered.c.last).where(
+            or_(numbered.c.first == 1, numbered.c.last == 1)
+        )
+        found: dict[str, list[int]] = {}
+        for name, prompt_tokens, first_number, last_number in self._connection.execute(query):
+            pair = found.setdefault(name, [0, 0])
+            # A session of one call: that call is both its first and its last.
+            if first_number == 1:
+                pair[0] = prompt_tokens
+            if last_number == 1:
+                pair[1] = prompt_tokens
+        return {name: (pair[0], pair[1]) for name, pair in found.items()}
+
+
+# ---- sums in Python (of aggregated rows only)
+
+
+def _positions(names: Sequence[str]) -> dict[str, int]:
+    """Where each column is in a key of :meth:`_Report._sum_rows` over ``names`` (the outcome last)."""
+    columns = [name for name in names if name != "outcome"]
+    return {name: index for index, name in enumerate((*columns, "outcome"))}
+
+
+def _zeros() -> Sums:
+    return [0] * 15
+
+
+def _with_outcome(outcome: str, sums: list[int]) -> Sums:
+    """The sums of a group of one outcome, extended with its failures and waste."""
+    attempts = sums[_ATTEMPTS]
+    wasted = outcome in WASTE_OUTCOMES
+    return [
+        *sums,
+        attempts if outcome == "error" else 0,
+        attempts if outcome == "invalid" else 0,
+        attempts if outcome == "cancelled" else 0,
+        sums[_COST] if wasted else 0,
+        sums[_PROMPT] + sums[_COMPLETION] if wasted else 0,
+    ]
+
+
+def _add(into: Sums, sums: Sums) -> None:
+    for index, value in enumerate(sums):
+        into[index] += value
+
+
+def _add_to(table: dict[Any, Sums], key: Any, sums: Sums) -> None:
+    found = table.get(key)
+    if found is None:
+        table[key] = list(sums)
+    else:
+        _add(found, sums)
+
+
+def _unpriced(sums: Sums) -> int:
+    return sums[_ATTEMPTS] - sums[_PRICED]
+
+
+def _usage(sums: Sums, percentiles: tuple[float, float] | None) -> Usage:
+    p50, p95 = percentiles if percentiles is not None else (None, None)
+    return Usage(
+        calls=sums[_CALLS],
+        attempts=sums[_ATTEMPTS],
+        prompt_tokens=sums[_PROMPT],
+        completion_tokens=sums[_COMPLETION],
+        cached_tokens=sums[_CACHED],
+        reasoning_tokens=sums[_REASONING],
+        cost=nanousd_to_usd(sums[_COST]),
+        unpriced_attempts=_unpriced(sums),
+        errors=sums[_ERRORS],
+        invalid=sums[_INVALID],
+        cancelled=sums[_CANCELLED],
+        cache_hits=sums[_CACHE_HITS],
+        retried_calls=sums[_RETRIED],
+        waste_cost=nanousd_to_usd(sums[_WASTE_COST]),
+        waste_tokens=sums[_WASTE_TOKENS],
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+    )
+
+
+def _waste_line(outcome: str, sums: Sums) -> WasteLine:
+    return WasteLine(
+        outcome=outcome,
+        attempts=sums[_ATTEMPTS],
+        tokens=sums[_PROMPT] + sums[_COMPLETION],
+        cost=nanousd_to_usd(sums[_COST]),
+        unpriced_attempts=_unpriced(sums),
+    )
+
+
+def _groups(
+    columns: Sequence[str], sums: Mapping[Key, Sums], percentiles: Mapping[Key, tuple[float, float]]
+) -> tuple[Group, ...]:
+    """One :class:`Group` per key, by cost (highest first), then attempts (most first), then key."""
+    ordered = sorted(
+        sums.items(), key=lambda item: (-item[1][_COST], -item[1][_ATTEMPTS], tuple(map(_text_order, item[0])))
+    )
+    return tuple(
+        Group(key=dict(zip(columns, key, strict=True)), usage=_usage(group, percentiles.get(key)))
+        for key, group in ordered
+    )
+
+
+def _text_order(value: str | None) -> tuple[bool, str]:
+    """Text in code point order (SQLite's and PostgreSQL's "C" collation), None last."""
+    return (value is None, value or "")
+
+
+def _main_model(attempts: Mapping[str | None, int]) -> str | None:
+    """The model most attempts asked for (ties: the first by name, a named one before None)."""
+    return min(attempts.items(), key=lambda item: (-item[1], _text_order(item[0])))[0]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _key_maker(
+    columns: Sequence[str], positions: Mapping[str, int], *, week_is_monday: bool = False
+) -> Callable[[Key], Key]:
+    """A function from a row's key values to the text key of ``columns`` (days and weeks as ISO dates)."""
+    getters = [(name, positions[name]) for name in columns]
+
+    def make(values: Key) -> Key:
+        key: list[str | None] = []
+        for name, index in getters:
+            value = values[index]
+            if value is None:
+                key.append(None)
+            elif name == "week" and not week_is_monday:
+                key.append((value - timedelta(days=value.weekday())).isoformat())
+            elif isinstance(value, date):
+                key.append(value.isoformat())
+            else:
+                key.append(str(value))
+        return tuple(key)
+
+    return make
+
+
+# ---- SQLite's latency histograms
+
+
+def _merge_bucket(into: dict[int | None, list[float]], bucket: int | None, counts: list[float]) -> None:
+    found = into.get(bucket)
+    if found is None:
+        into[bucket] = list(counts)
+    else:
+        found[0] += counts[0]
+        found[1] = min(found[1], counts[1])
+        found[2] = max(found[2], counts[2])
+
+
+def _histogram_percentiles(buckets: Mapping[int | None, list[float]]) -> tuple[float, float]:
+    """p50 and p95 from bucket counts, interpolated between order statistics as ``percentile_cont`` does."""
+    ordered = sorted(buckets.items(), key=lambda item: -math.inf if item[0] is None else item[0])
+    total = int(sum(counts[0] for _, counts in ordered))
+    spread = math.sqrt(BUCKET_RATIO)
+
+    def order_statistic(rank: int) -> float:
+        """An estimate of the ``rank``-th smallest latency (0-based)."""
+        seen = 0
+        for bucket, (count, low, high) in ordered:
+            if rank >= seen + count:
+                seen += int(count)
+                continue
+            if rank == seen:
+                return low  # the smallest of its bucket: known exactly
+            if rank == seen + count - 1:
+                return high
+            share = (rank - seen) / (count - 1)
+            if bucket is None:  # latencies of 0 (or less): no logarithm
+                return low + share * (high - low)
+            # Spread between the bucket's smallest and largest latency by rank (geometrically), kept
+            # within a factor sqrt(BUCKET_RATIO) of both: then of every latency in between too.
+            guess: float = low * (high / low) ** share
+            return min(max(guess, high / spread), low * spread)
+        raise AssertionError(f"rank {rank} beyond {total} latencies")  # pragma: no cover
+
+    def percentile(fraction: float) -> float:
+        position = fraction * (total - 1)
+        below = math.floor(position)
+        value = order_statistic(below)
+        if position > below:
+            value += (position - below) * (order_statistic(below + 1) - value)
+        return value
+
+    p50, p95 = (percentile(fraction) for fraction in PERCENTILES)
+    return p50, p95

@@ -1,0 +1,573 @@
+"""``UsageStore.report``: every number checked against sums computed here, in Python, from the events written.
+
+One ledger per backend (a SQLite file, and a PostgreSQL database when
+``AUTOGEN_RELIABILITY_TEST_PG_URL`` is set) holds events made by a seeded
+random generator: several projects, sessions, agents and models (an unpriced
+one, and a few calls with no project, session, agent or model), every outcome,
+error kinds, tags, three weeks of days, times in other time zones near
+midnight, latencies of zero, and costs large enough that a float sum would be
+wrong. The oracle below follows the definitions of ``reports/_model.py`` and
+``percentile_cont``'s interpolation; it shares no code with the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.pool import NullPool
+
+from autogen_reliability._errors import ConfigurationError
+from autogen_reliability.accounting import UsageEvent
+from autogen_reliability.reports import DailyCost, Group, ReportFilters, SessionGrowth, Usage, UsageReport, WasteLine
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.storage._models import REPORT_INDEX
+from autogen_reliability.storage._report import PERCENTILE_RELATIVE_ERROR
+
+from .storage_fixtures import BACKENDS, _drop
+
+FIRST = datetime(2025, 4, 20, tzinfo=UTC)  # a Sunday: the calls cover parts of four ISO weeks
+DAYS = 22
+MODELS = (("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-haiku", "anthropic"), ("local-llm", "ollama"))
+UNPRICED = "local-llm"
+ERROR_KINDS = ("rate_limit", "timeout", "server_error")
+TAG_VALUES = {"env": ("prod", "staging"), "team": ("search", "support"), "cost.center": ("cc-1", "cc-2")}
+ZONES = (UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7)))
+
+
+def make_events(seed: int = 11, calls: int = 700) -> list[UsageEvent]:
+    """Calls of 1 to 3 attempts, each attempt with a different start time (ties would make "first" ambiguous)."""
+    rng = random.Random(seed)
+    events: list[UsageEvent] = []
+    sessions = {
+        project: [f"{project or 'none'}-s{n}" for n in range(6)] for project in ("alpha", "beta", "gamma", None)
+    }
+    for number in range(calls):
+        project = rng.choices(("alpha", "beta", "gamma", None), (5, 3, 2, 1))[0]
+        session = rng.choice(sessions[project]) if rng.random() < 0.9 else None
+        agent = rng.choices(("planner", "writer", "critic", None), (4, 4, 2, 1))[0]
+        model, provider = rng.choices((*MODELS, (None, None)), (5, 3, 3, 2, 1))[0]
+        tags = {key: rng.choice(values) for key, values in TAG_VALUES.items() if rng.random() < 0.7}
+        # Every call a whole second apart, every attempt a millisecond: all start times differ.
+        started = FIRST + timedelta(seconds=rng.randrange(DAYS * 86400 // 700) + number * (DAYS * 86400 // calls))
+        attempts = rng.choices((1, 2, 3), (8, 3, 1))[0]
+        call_id = uuid.UUID(int=rng.getrandbits(128))
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            if not last:
+                outcome = rng.choice(("error", "error", "invalid"))
+            else:
+                outcome = rng.choices(("ok", "error", "invalid", "cancelled"), (14, 2, 1, 1))[0]
+            at = (started + timedelta(milliseconds=attempt)).astimezone(rng.choice(ZONES))
+            events.append(
+                make_event(rng, call_id, attempt, at, project, session, agent, model, provider, tags, outcome)
+            )
+    return events
+
+
+def make_event(
+    rng: random.Random,
+    call_id: uuid.UUID,
+    attempt: int,
+    at: datetime,
+    project: str | None,
+    session: str | None,
+    agent: str | None,
+    model: str | None,
+    provider: str | None,
+    tags: dict[str, str],
+    outcome: str,
+) -> UsageEvent:
+    failed = outcome == "error"
+    cache_hit = outcome == "ok" and rng.random() < 0.05
+    prompt = 0 if failed or cache_hit else rng.randrange(1, 5000)
+    completion = 0 if failed or cache_hit else rng.randrange(0, 900)
+    if model is None or model == UNPRICED:
+        cost = None
+    elif cache_hit:
+        cost = 0
+    elif rng.random() < 0.01:
+        cost = rng.randrange(10**15, 4 * 10**15)  # a few of these and a float sum is off by dollars
+    else:
+        cost = rng.randrange(0, 30_000_000)
+    latency = 0.0 if rng.random() < 0.02 else round(rng.lognormvariate(math.log(800), 0.9), 3)
+    return UsageEvent(
+        call_id=call_id,
+        attempt=attempt,
+        started_at=at,
+        latency_ms=latency,
+        project=project,
+        session=session,
+        agent=agent,
+        tags=tags,
+        provider=provider,
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=rng.randrange(0, prompt + 1) if prompt and rng.random() < 0.4 else None,
+        reasoning_tokens=rng.randrange(0, completion + 1) if completion and rng.random() < 0.2 else None,
+        cost_nanousd=cost,
+        outcome=outcome,  # type: ignore[arg-type]
+        error_kind=rng.choice(ERROR_KINDS) if failed else ("cancelled" if outcome == "cancelled" else None),
+        cache_hit=cache_hit,
+    )
+
+
+EVENTS = make_events()
+
+
+# ---- the oracle
+
+
+def percentile_cont(values: Sequence[float], fraction: float) -> float:
+    """PostgreSQL's ``percentile_cont``: linear interpolation between the two nearest ranks."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    below = math.floor(position)
+    if below + 1 < len(ordered):
+        return ordered[below] + (position - below) * (ordered[below + 1] - ordered[below])
+    return ordered[below]
+
+
+def nano(value: int) -> Decimal:
+    return Decimal(value) / Decimal(10**9)
+
+
+def usage_of(events: Sequence[UsageEvent]) -> Usage:
+    """The :class:`Usage` of ``events``, by the definitions of ``reports/_model.py``."""
+    waste = [e for e in events if e.outcome in ("error", "invalid", "cancelled")]
+    latencies = [e.latency_ms for e in events]
+    return Usage(
+        calls=sum(1 for e in events if e.attempt == 1),
+        attempts=len(events),
+        prompt_tokens=sum(e.prompt_tokens for e in events),
+        completion_tokens=sum(e.completion_tokens for e in events),
+        cached_tokens=sum(e.cached_tokens or 0 for e in events),
+        reasoning_tokens=sum(e.reasoning_tokens or 0 for e in events),
+        cost=nano(sum(e.cost_nanousd or 0 for e in events)),
+        unpriced_attempts=sum(1 for e in events if e.cost_nanousd is None),
+        errors=sum(1 for e in events if e.outcome == "error"),
+        invalid=sum(1 for e in events if e.outcome == "invalid"),
+        cancelled=sum(1 for e in events if e.outcome == "cancelled"),
+        cache_hits=sum(1 for e in events if e.cache_hit),
+        retried_calls=sum(1 for e in events if e.attempt == 2),
+        waste_cost=nano(sum(e.cost_nanousd or 0 for e in waste)),
+        waste_tokens=sum(e.prompt_tokens + e.completion_tokens for e in waste),
+        latency_p50_ms=percentile_cont(latencies, 0.5) if events else None,
+        latency_p95_ms=percentile_cont(latencies, 0.95) if events else None,
+    )
+
+
+def utc_day(e: UsageEvent) -> date:
+    return e.started_at.astimezone(UTC).date()
+
+
+def column_value(e: UsageEvent, column: str) -> str | None:
+    if column == "day":
+        return utc_day(e).isoformat()
+    if column == "week":
+        day = utc_day(e)
+        return (day - timedelta(days=day.weekday())).isoformat()
+    if column.startswith("tag:"):
+        return e.tags.get(column[4:])
+    value = getattr(e, column)
+    return None if value is None else str(value)
+
+
+def text_order(value: str | None) -> tuple[bool, str]:
+    return (value is None, value or "")
+
+
+def grouped(events: Sequence[UsageEvent], columns: Sequence[str]) -> list[tuple[dict[str, str | None], Usage]]:
+    """Groups by cost (highest first), then attempts (most first), then key (None last)."""
+    groups: dict[tuple[str | None, ...], list[UsageEvent]] = defaultdict(list)
+    for e in events:
+        groups[tuple(column_value(e, column) for column in columns)].append(e)
+    usages = [(key, usage_of(members)) for key, members in groups.items()]
+    usages.sort(key=lambda item: (-item[1].cost, -item[1].attempts, [text_order(v) for v in item[0]]))
+    return [(dict(zip(columns, key, strict=True)), usage) for key, usage in usages]
+
+
+def growth_of(name: str, events: Sequence[UsageEvent]) -> SessionGrowth:
+    firsts = sorted((e for e in events if e.attempt == 1), key=lambda e: e.started_at)
+    models = Counter(e.model for e in events)
+    model = min(models.items(), key=lambda item: (-item[1], text_order(item[0])))[0]
+    usage = usage_of(events)
+    return SessionGrowth(
+        session=name,
+        model=model,
+        calls=usage.calls,
+        first_prompt_tokens=firsts[0].prompt_tokens if firsts else 0,
+        last_prompt_tokens=firsts[-1].prompt_tokens if firsts else 0,
+        prompt_tokens=usage.prompt_tokens,
+        cost=usage.cost,
+    )
+
+
+@dataclass
+class Expected:
+    totals: Usage
+    unpriced_models: tuple[str, ...]
+    waste: list[WasteLine]
+    breakdown: list[tuple[dict[str, str | None], Usage]]
+    by_model: list[tuple[dict[str, str | None], Usage]]
+    by_agent: list[tuple[dict[str, str | None], Usage]]
+    daily: list[DailyCost]
+    top_sessions: list[tuple[dict[str, str | None], Usage]]
+    session_growth: list[SessionGrowth]
+
+
+def expected(
+    events: Sequence[UsageEvent],
+    *,
+    project: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    session: str | None = None,
+    agent: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    group_by: Sequence[str] = ("agent", "model"),
+    top: int = 10,
+) -> Expected:
+    chosen = [
+        e
+        for e in events
+        if (project is None or e.project == project)
+        and (since is None or e.started_at >= since)
+        and (until is None or e.started_at < until)
+        and (session is None or e.session == session)
+        and (agent is None or e.agent == agent)
+        and all(e.tags.get(key) == value for key, value in (tags or {}).items())
+    ]
+    waste = []
+    for outcome in ("error", "invalid", "cancelled"):
+        lines = [e for e in chosen if e.outcome == outcome]
+        waste.append(
+            WasteLine(
+                outcome=outcome,
+                attempts=len(lines),
+                tokens=sum(e.prompt_tokens + e.completion_tokens for e in lines),
+                cost=nano(sum(e.cost_nanousd or 0 for e in lines)),
+                unpriced_attempts=sum(1 for e in lines if e.cost_nanousd is None),
+            )
+        )
+    daily: dict[tuple[date, str | None], list[UsageEvent]] = defaultdict(list)
+    for e in chosen:
+        daily[(utc_day(e), e.model)].append(e)
+    sessions = grouped([e for e in chosen if e.session is not None], ("session",))[:top]
+    return Expected(
+        totals=usage_of(chosen),
+        unpriced_models=tuple(sorted({e.model for e in chosen if e.cost_nanousd is None and e.model is not None})),
+        waste=waste,
+        breakdown=grouped(chosen, group_by),
+        by_model=grouped(chosen, ("model",)),
+        by_agent=grouped(chosen, ("agent",)),
+        daily=[
+            DailyCost(
+                day=day,
+                model=model,
+                cost=nano(sum(e.cost_nanousd or 0 for e in members)),
+                tokens=sum(e.prompt_tokens + e.completion_tokens for e in members),
+                attempts=len(members),
+                unpriced_attempts=sum(1 for e in members if e.cost_nanousd is None),
+            )
+            for (day, model), members in sorted(daily.items(), key=lambda item: (item[0][0], text_order(item[0][1])))
+        ],
+        top_sessions=sessions,
+        session_growth=[
+            growth_of(str(key["session"]), [e for e in chosen if e.session == key["session"]]) for key, _ in sessions
+        ],
+    )
+
+
+def assert_usage(actual: Usage, wanted: Usage, *, exact_percentiles: bool, where: str) -> None:
+    """Every number equal; the percentiles exact (PostgreSQL) or within the histogram's bound (SQLite)."""
+    for name in Usage.__dataclass_fields__:
+        got, want = getattr(actual, name), getattr(wanted, name)
+        if name.startswith("latency_"):
+            if want is None:
+                assert got is None, f"{where}: {name}"
+            elif exact_percentiles:
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-9), f"{where}: {name}"
+            else:
+                assert abs(got - want) <= PERCENTILE_RELATIVE_ERROR * want + 1e-9, f"{where}: {name} {got} vs {want}"
+        else:
+            assert got == want, f"{where}: {name} is {got!r}, expected {want!r}"
+
+
+def assert_groups(
+    actual: Sequence[Group], wanted: list[tuple[dict[str, str | None], Usage]], *, exact: bool, where: str
+) -> None:
+    assert [dict(group.key) for group in actual] == [key for key, _ in wanted], where
+    for group, (key, usage) in zip(actual, wanted, strict=True):
+        assert_usage(group.usage, usage, exact_percentiles=exact, where=f"{where} {key}")
+
+
+def assert_report(report: UsageReport, wanted: Expected) -> None:
+    exact = report.percentile_method.startswith("exact")
+    assert_usage(report.totals, wanted.totals, exact_percentiles=exact, where="totals")
+    assert report.unpriced_models == wanted.unpriced_models
+    assert list(report.waste) == wanted.waste
+    assert_groups(report.breakdown, wanted.breakdown, exact=exact, where="breakdown")
+    assert_groups(report.by_model, wanted.by_model, exact=exact, where="by_model")
+    assert_groups(report.by_agent, wanted.by_agent, exact=exact, where="by_agent")
+    assert list(report.daily) == wanted.daily
+    assert_groups(report.top_sessions, wanted.top_sessions, exact=exact, where="top_sessions")
+    assert list(report.session_growth) == wanted.session_growth
+    assert report.recommendations == ()
+    json.loads(report.to_json())  # every value is JSON-ready
+
+
+# ---- the ledgers
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsageStore]:
+    """A ledger holding ``EVENTS``: a SQLite file, then a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        with UsageStore(f"sqlite:///{tmp_path_factory.mktemp('report') / 'usage.db'}") as sqlite_store:
+            sqlite_store.write(EVENTS)
+            yield sqlite_store
+        return
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"ar_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        with UsageStore(url) as pg_store:
+            pg_store.write(EVENTS)
+            yield pg_store
+    finally:
+        _drop(admin, name)
+        admin.dispose()
+
+
+def test_the_ledger_has_what_the_oracle_needs() -> None:
+    # The checks below are only as good as the data: every case the report distinguishes is present.
+    assert {e.outcome for e in EVENTS} == {"ok", "error", "invalid", "cancelled"}
+    assert {e.attempt for e in EVENTS} == {1, 2, 3}
+    assert any(e.cost_nanousd is None and e.model == UNPRICED for e in EVENTS)
+    for name in ("model", "agent", "session", "project"):
+        assert any(getattr(e, name) is None for e in EVENTS), name
+    assert any(e.latency_ms == 0 for e in EVENTS)
+    assert any(e.cache_hit for e in EVENTS)
+    assert any(e.started_at.utcoffset() for e in EVENTS)
+    assert any(e.started_at.date() != utc_day(e) for e in EVENTS)  # a local date that is not the UTC day
+    assert sum(e.cost_nanousd or 0 for e in EVENTS) > 2**53  # a float sum would round
+    assert len({(utc_day(e) - timedelta(days=utc_day(e).weekday())) for e in EVENTS}) >= 4
+
+
+def test_full_report_matches_the_rows(store: UsageStore) -> None:
+    report = store.report()
+    assert report.group_by == ("agent", "model")
+    assert report.filters == ReportFilters()
+    assert report.generated_at.tzinfo is UTC
+    assert (datetime.now(UTC) - report.generated_at) < timedelta(minutes=5)
+    assert_report(report, expected(EVENTS))
+    assert report.totals.cost == sum((e.cost_nanousd or 0 for e in EVENTS), 0) / Decimal(10**9)
+    assert report.cost == report.totals.cost
+    assert report.waste_cost == report.totals.waste_cost
+
+
+@pytest.mark.parametrize(
+    "group_by",
+    [
+        ("project",),
+        ("session",),
+        ("agent",),
+        ("model",),
+        ("provider",),
+        ("day",),
+        ("week",),
+        ("outcome",),
+        ("error_kind",),
+        ("tag:env",),
+        ("tag:cost.center",),
+        ("project", "week", "outcome"),
+        ("error_kind", "model"),
+        ("week", "tag:team"),
+        ("session", "day", "agent"),
+        ("day", "week", "model", "agent", "provider", "project"),
+    ],
+)
+def test_every_grouping_matches_the_rows(store: UsageStore, group_by: tuple[str, ...]) -> None:
+    report = store.report(group_by=group_by, top=4)
+    assert report.group_by == group_by
+    assert_report(report, expected(EVENTS, group_by=group_by, top=4))
+
+
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"project": "alpha"},
+        {"since": date(2025, 4, 28)},
+        {"until": date(2025, 5, 5)},
+        {"since": date(2025, 4, 28), "until": date(2025, 5, 5)},
+        # Bounds that are not UTC midnights: only part of the first and last days.
+        {"since": datetime(2025, 4, 28, 15, 30, tzinfo=PLUS_TWO), "until": datetime(2025, 5, 3, 7, 5, 9, tzinfo=UTC)},
+        {"since": datetime(2025, 5, 1, 0, 0, 1, tzinfo=UTC), "until": datetime(2025, 5, 1, 23, 0, tzinfo=UTC)},
+        {"session": "alpha-s3"},
+        {"agent": "writer"},
+        {"tags": {"env": "prod"}},
+        {"tags": {"env": "staging", "cost.center": "cc-2"}},
+        {"project": "beta", "since": date(2025, 4, 25), "agent": "planner", "tags": {"team": "search"}},
+        {"project": "nobody"},
+    ],
+    ids=",".join,
+)
+def test_filters_select_the_rows_they_name(store: UsageStore, filters: dict[str, Any]) -> None:
+    report = store.report(**filters, group_by=("model", "week"), top=3)
+    bounds = _aware_bounds(filters)
+    assert report.filters == ReportFilters(
+        project=filters.get("project"),
+        since=bounds.get("since"),
+        until=bounds.get("until"),
+        session=filters.get("session"),
+        agent=filters.get("agent"),
+        tags=filters.get("tags", {}),
+    )
+    assert all(bound.tzinfo is UTC for bound in (report.filters.since, report.filters.until) if bound is not None)
+    wanted = expected(EVENTS, **{**filters, **bounds}, group_by=("model", "week"), top=3)
+    assert wanted.totals.attempts < len(EVENTS)
+    assert_report(report, wanted)
+
+
+def _aware_bounds(filters: Mapping[str, Any]) -> dict[str, datetime]:
+    """``since`` and ``until`` as the report states them: UTC datetimes, a date being its midnight UTC."""
+    bounds = {}
+    for name in ("since", "until"):
+        bound = filters.get(name)
+        if isinstance(bound, datetime):
+            bounds[name] = bound.astimezone(UTC)
+        elif isinstance(bound, date):
+            bounds[name] = datetime(bound.year, bound.month, bound.day, tzinfo=UTC)
+    return bounds
+
+
+def test_an_empty_selection_is_a_report_of_zeros(store: UsageStore) -> None:
+    report = store.report("nobody", group_by=("session", "tag:env"))
+    assert report.totals == Usage()
+    for rate in ("error_rate", "retry_rate", "reask_rate", "cache_hit_rate", "cached_token_rate"):
+        assert getattr(report.totals, rate) is None
+    assert report.waste == tuple(
+        WasteLine(outcome, 0, 0, Decimal(0), 0) for outcome in ("error", "invalid", "cancelled")
+    )
+    for empty in ("breakdown", "by_model", "by_agent", "daily", "top_sessions", "session_growth", "unpriced_models"):
+        assert getattr(report, empty) == (), empty
+
+
+def test_an_empty_ledger_is_a_report_of_zeros(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'empty.db'}") as empty_store:
+        report = empty_store.report()
+    assert report.totals == Usage()
+    assert report.totals.error_rate is None
+    assert report.totals.retry_rate is None
+    for empty in ("breakdown", "daily", "top_sessions", "session_growth"):
+        assert getattr(report, empty) == (), empty
+    assert report.to_dict()["totals"]["cost_usd"] == "0"
+
+
+def test_percentile_method_names_the_method_and_its_bound(store: UsageStore) -> None:
+    method = store.report().percentile_method
+    if store.engine.dialect.name == "postgresql":
+        assert method.startswith("exact: PostgreSQL percentile_cont")
+    else:
+        assert method.startswith("estimated")
+        assert f"{PERCENTILE_RELATIVE_ERROR:.1%}" in method
+
+
+def test_sqlite_reads_the_report_index_in_its_order(tmp_path: Path) -> None:
+    # The fine aggregate is one walk of the covering index, grouped as it goes: no sort, no table rows.
+    statements: list[tuple[str, Any]] = []
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store:
+        sqlite_store.write(EVENTS[:50])
+
+        def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+            statements.append((statement, parameters))
+
+        event.listen(sqlite_store.engine, "before_cursor_execute", seen)
+        sqlite_store.report(group_by=("agent", "model"))
+        sqlite_store.report("alpha", group_by=("week", "error_kind"))
+        event.remove(sqlite_store.engine, "before_cursor_execute", seen)
+        fine = [
+            (sql, parameters)
+            for sql, parameters in statements
+            if "GROUP BY ar_usage_records.project, ar_usage_records.day, " in sql
+            or "GROUP BY ar_usage_records.day, ar_usage_records.model, " in sql
+        ]
+        assert len(fine) == 2
+        with sqlite_store.engine.connect() as connection:
+            for sql, parameters in fine:
+                plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)]
+                assert any(f"COVERING INDEX {REPORT_INDEX}" in step for step in plan), plan
+                assert not any("TEMP B-TREE" in step for step in plan), (sql, plan)
+
+
+# ---- bad arguments
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"since": datetime(2025, 5, 1)}, "timezone-aware"),
+        ({"until": datetime(2025, 5, 1)}, "timezone-aware"),
+        ({"since": "2025-05-01"}, "datetime or a date"),
+        ({"since": date(2025, 5, 2), "until": date(2025, 5, 1)}, "before since"),
+        ({"group_by": ()}, "at least one column"),
+        ({"group_by": "agent"}, "tuple of column names"),
+        ({"group_by": ("agent", "agent")}, "more than once"),
+        ({"group_by": ("agent", "colour")}, "unknown group_by column 'colour'"),
+        ({"group_by": ("agent", 3)}, "column names"),
+        ({"group_by": ("tag:",)}, "non-empty"),
+        ({"group_by": ('tag:a"b',)}, "double quote"),
+        ({"group_by": None}, "tuple of column names"),
+        ({"top": 0}, "top must be an integer >= 1"),
+        ({"top": -3}, "top must be"),
+        ({"top": True}, "top must be"),
+        ({"top": 2.5}, "top must be"),
+        ({"tags": ["env"]}, "mapping"),
+        ({"tags": {"env": 1}}, "must be a string"),
+        ({"tags": {"": "x"}}, "non-empty"),
+        ({"project": 7}, "project must be a string"),
+        ({"session": b"s"}, "session must be a string"),
+        ({"agent": ("writer",)}, "agent must be a string"),
+    ],
+)
+def test_bad_arguments_raise_configuration_error(tmp_path: Path, arguments: dict[str, Any], message: str) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store, pytest.raises(ConfigurationError) as raised:
+        sqlite_store.report(**arguments)
+    assert message in str(raised.value)
+
+
+def test_an_unknown_column_names_the_valid_choices(tmp_path: Path) -> None:
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store, pytest.raises(ConfigurationError) as raised:
+        sqlite_store.report(group_by=("team",))
+    for choice in (
+        "project",
+        "session",
+        "agent",
+        "model",
+        "provider",
+        "day",
+        "week",
+        "outcome",
+        "error_kind",
+        "tag:KEY",
+    ):
+        assert choice in str(raised.value)
