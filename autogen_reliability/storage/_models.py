@@ -135,7 +135,8 @@ class UsageRecord(Base):
         day, model, agent and outcome, summing tokens and cost over a range of
         days): it holds every column ``UsageStore.report`` reads, so the query
         reads only the index, in group order, and never the wide rows.
-        ``session`` (with ``started_at``) finds the rows of a few sessions,
+        ``ix_ar_usage_records_session`` finds the rows of a few sessions and covers
+        the search for the sessions that cost most (summing cost per session);
         ``started_at`` serves time-range listings and ``call_id`` gathers the
         attempts of one call. ``ix_ar_usage_records_session_spend`` and
         ``ix_ar_usage_records_agent_spend`` (project, session or agent, day, cost)
@@ -166,7 +167,7 @@ class UsageRecord(Base):
             "latency_ms",
             "session",
         ),
-        Index("ix_ar_usage_records_session", "session", "started_at"),
+        Index("ix_ar_usage_records_session", "session", "day", "project", "agent", "cost_nanousd"),
         Index("ix_ar_usage_records_started_at", "started_at"),
         Index("ix_ar_usage_records_call_id", "call_id"),
         Index("ix_ar_usage_records_session_spend", "project", "session", "day", "cost_nanousd"),

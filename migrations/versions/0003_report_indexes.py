@@ -13,7 +13,9 @@ million rows took 1.8-2 s through a table scan that sorted for its GROUP BY,
 and about a third of that walking this index (docs/reports.md has the numbers).
 
 ``ix_ar_usage_records_session`` finds the rows of a few sessions (the top
-sessions of a report) and a session's recent usage, in time order.
+sessions of a report, a report of one session), and covers the search for the
+top sessions by cost: SQLite groups by session while walking it (0.15 s for a
+million rows, where the report index and a sort by session took 0.6-1.1 s).
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ _REPORT_0002 = [
     "session",
 ]
 
+_SESSION = ["session", "day", "project", "agent", "cost_nanousd"]
+
 
 def upgrade() -> None:
     op.drop_index("ix_ar_usage_records_report", table_name="ar_usage_records")
     op.create_index("ix_ar_usage_records_report", "ar_usage_records", _REPORT_0002)
-    op.create_index("ix_ar_usage_records_session", "ar_usage_records", ["session", "started_at"])
+    op.create_index("ix_ar_usage_records_session", "ar_usage_records", _SESSION)
 
 
 def downgrade() -> None:
