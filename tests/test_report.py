@@ -12,6 +12,7 @@ wrong. The oracle below follows the definitions of ``reports/_model.py`` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -33,7 +34,7 @@ from autogen_reliability.accounting import UsageEvent
 from autogen_reliability.reports import DailyCost, Group, ReportFilters, SessionGrowth, Usage, UsageReport, WasteLine
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
-from autogen_reliability.storage._report import PERCENTILE_RELATIVE_ERROR
+from autogen_reliability.storage._report import PERCENTILE_RELATIVE_ERROR, _floor, _ln
 
 from .storage_fixtures import BACKENDS, _drop
 
@@ -42,7 +43,12 @@ DAYS = 22
 MODELS = (("gpt-4o-mini", "openai"), ("gpt-4o", "openai"), ("claude-haiku", "anthropic"), ("local-llm", "ollama"))
 UNPRICED = "local-llm"
 ERROR_KINDS = ("rate_limit", "timeout", "server_error")
-TAG_VALUES = {"env": ("prod", "staging"), "team": ("search", "support"), "cost.center": ("cc-1", "cc-2")}
+TAG_VALUES = {
+    "env": ("prod", "staging"),
+    "team": ("search", "support"),
+    "cost.center": ("cc-1", "cc-2"),  # a dot: not a path in SQLite's JSON
+    "owner's": ("ana", "bo'b"),  # quotes: rendered into the statement, escaped
+}
 ZONES = (UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7)))
 
 
@@ -396,6 +402,7 @@ def test_full_report_matches_the_rows(store: UsageStore) -> None:
         ("error_kind",),
         ("tag:env",),
         ("tag:cost.center",),
+        ("tag:owner's",),
         ("project", "week", "outcome"),
         ("error_kind", "model"),
         ("week", "tag:team"),
@@ -426,6 +433,7 @@ PLUS_TWO = timezone(timedelta(hours=2))
         {"agent": "writer"},
         {"tags": {"env": "prod"}},
         {"tags": {"env": "staging", "cost.center": "cc-2"}},
+        {"tags": {"owner's": "bo'b"}},
         {"project": "beta", "since": date(2025, 4, 25), "agent": "planner", "tags": {"team": "search"}},
         {"project": "nobody"},
     ],
@@ -519,6 +527,23 @@ def test_sqlite_reads_the_report_index_in_its_order(tmp_path: Path) -> None:
                 (scan,) = [row for row in plan if f"USING COVERING INDEX {REPORT_INDEX}" in row[3]]
                 sorts = [row for row in plan if "TEMP B-TREE" in row[3]]
                 assert all(row[1] != scan[1] for row in sorts), (sql, plan)  # none in the scan's own query
+
+
+def test_sqlite_without_math_functions_gets_the_same_report(tmp_path: Path) -> None:
+    # SQLite built without its math functions gets ln() and floor() from Python: the same buckets, the same report.
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store:
+        sqlite_store.write(EVENTS)
+        built_in = sqlite_store.report(group_by=("model", "tag:env"))
+        sqlite_store.engine.dispose()
+
+        def python_math(dbapi_connection: Any, _record: Any) -> None:
+            # Functions an application defines take the place of SQLite's own of the same name.
+            dbapi_connection.create_function("ln", 1, _ln, deterministic=True)
+            dbapi_connection.create_function("floor", 1, _floor, deterministic=True)
+
+        event.listen(sqlite_store.engine, "connect", python_math)
+        with_python = sqlite_store.report(group_by=("model", "tag:env"))
+    assert dataclasses.replace(with_python, generated_at=built_in.generated_at) == built_in
 
 
 # ---- bad arguments

@@ -255,8 +255,8 @@ def _snapshot(engine: Engine) -> Iterator[Connection]:
             yield connection
         finally:
             connection.rollback()
-            if sqlite:
-                connection.exec_driver_sql(f"PRAGMA threads={threads}")  # the pool's connection as it was
+        if sqlite:
+            connection.exec_driver_sql(f"PRAGMA threads={threads}")  # the pool's connection as it was
 
 
 def _sqlite_math(connection: Connection) -> None:
