@@ -31,7 +31,16 @@ from sqlalchemy.pool import NullPool
 
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.accounting import UsageEvent
-from autogen_reliability.reports import DailyCost, Group, ReportFilters, SessionGrowth, Usage, UsageReport, WasteLine
+from autogen_reliability.reports import (
+    DailyCost,
+    Group,
+    ReportFilters,
+    SessionGrowth,
+    Usage,
+    UsageReport,
+    WasteLine,
+    recommend,
+)
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
 from autogen_reliability.storage._report import PERCENTILE_RELATIVE_ERROR, _floor, _ln
@@ -331,7 +340,8 @@ def assert_report(report: UsageReport, wanted: Expected) -> None:
     assert list(report.daily) == wanted.daily
     assert_groups(report.top_sessions, wanted.top_sessions, exact=exact, where="top_sessions")
     assert list(report.session_growth) == wanted.session_growth
-    assert report.recommendations == ()
+    # The findings are what recommend() makes of these numbers (tests/test_recommend.py tests each rule).
+    assert report.recommendations == recommend(dataclasses.replace(report, recommendations=()))
     json.loads(report.to_json())  # every value is JSON-ready
 
 

@@ -21,6 +21,7 @@ URLs appear in messages and ``repr`` with the password masked (``***``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import uuid
@@ -33,7 +34,9 @@ from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 
 from .._errors import ConfigurationError, ReliabilityError
 from ..accounting._events import UsageEvent, UsageRow
+from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
+from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
 from ._models import VERSION_TABLE
@@ -311,14 +314,17 @@ class UsageStore:
         tags: Mapping[str, str] | None = None,
         group_by: Sequence[str] = ("agent", "model"),
         top: int = 10,
+        thresholds: ReportThresholds | None = None,
+        pricing: PricingTable | None = None,
     ) -> UsageReport:
         """What the usage that matches every filter given cost, where it went, and what was wasted.
 
         The numbers are aggregated in SQL (the rows are never loaded), in one
         read transaction; docs/reports.md defines each of them. Latency
         percentiles are exact on PostgreSQL (``percentile_cont``) and estimated
-        within 4.9 % on SQLite (``percentile_method`` says which).
-        ``recommendations`` is left empty here.
+        within 4.9 % on SQLite (``percentile_method`` says which). The
+        ``recommendations`` are findings grounded in these numbers (see
+        :func:`~autogen_reliability.reports.recommend`).
 
         Args:
             project: Only this project's usage (None: every project, and usage with no project).
@@ -332,6 +338,9 @@ class UsageStore:
                 ``model``, ``provider``, ``day``, ``week`` (its Monday), ``outcome``, ``error_kind``
                 and ``tag:KEY`` (the value of tag ``KEY``).
             top: How many sessions ``top_sessions`` lists (by cost).
+            thresholds: When a recommendation is made (default: ``ReportThresholds()``).
+            pricing: The prices that estimate a recommendation's saving (default: genai-prices' data;
+                pass the table your wrappers price with if it has overrides).
 
         Raises:
             ConfigurationError: A bound is naive or not a date, ``until`` is before ``since``, a
@@ -348,7 +357,11 @@ class UsageStore:
             >>> report.unpriced_models  # no price was known: not counted as $0
             ('gpt-4o-mini',)
         """
-        return build_report(
+        if thresholds is not None and not isinstance(thresholds, ReportThresholds):
+            raise ConfigurationError(f"thresholds must be a ReportThresholds, got {type(thresholds).__name__}")
+        if pricing is not None and not isinstance(pricing, PricingTable):
+            raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+        report = build_report(
             self._engine,
             project=project,
             since=_time_bound("since", since),
@@ -359,6 +372,7 @@ class UsageStore:
             group_by=group_by,
             top=top,
         )
+        return dataclasses.replace(report, recommendations=recommend(report, thresholds, pricing))
 
     def iter_events(
         self,
