@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, cast
 
 from . import __version__
 
@@ -182,9 +182,16 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run a two-agent team against the built-in local OpenAI-compatible server",
         description="Run a two-agent AutoGen team against a local OpenAI-compatible server "
-        "(no API key, no network) and print each agent's token usage.",
+        "(no API key, no network), then print the usage report of the run and write it as HTML "
+        "next to the ledger.",
     )
     demo.add_argument("--stream", action="store_true", help="let the agents stream their replies")
+    demo.add_argument(
+        "--db",
+        metavar="URL",
+        help="SQLAlchemy URL of the ledger the demo records to (default: "
+        "sqlite:///autogen-reliability-demo/usage.db; the HTML report goes next to a SQLite file)",
+    )
     db = commands.add_parser(
         "db",
         help="manage the usage database's schema",
@@ -408,37 +415,10 @@ def _output(path: Path) -> Iterator[TextIO]:
         raise
 
 
-class _Report(Protocol):
-    """What the command uses of a ``UsageReport``: its renderers."""
-
-    def to_rich(self) -> Any: ...
-    def to_json(self) -> str: ...
-    def to_csv(self) -> str: ...
-    def to_markdown(self) -> str: ...
-    def to_html(self) -> str: ...
-
-
-class _Reporter(Protocol):
-    """What the command uses of a ``UsageStore`` to make a report."""
-
-    def report(
-        self,
-        project: str | None = None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        session: str | None = None,
-        agent: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        group_by: tuple[str, ...] = ...,
-        top: int = ...,
-    ) -> _Report: ...
-
-
 def _report(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     grouping = {} if args.by is None else {"group_by": args.by}  # else the store's default, agent and model
     with _ledger(args.db) as store:
-        report = cast("_Reporter", store).report(
+        report = store.report(
             args.project,
             since=since,
             until=until,
@@ -616,15 +596,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import main as demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
-
-        # The demo prints its retries itself; the library's warnings would say them twice.
-        logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-        demo(sys.stdout, stream=args.stream)
-        return 0
+        return _demo(args.stream, args.db)
     if args.command == "db":
         return _db(args.db_command, args.url)
     return _ledger_command(parser, args)
+
+
+def _demo(stream: bool, url: str | None) -> int:
+    from sqlalchemy import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from ._demo import run_demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
+    from ._errors import ConfigurationError  # noqa: PLC0415
+    from .storage import StoreSchemaError  # noqa: PLC0415
+    from .storage._engine import check_database_url  # noqa: PLC0415
+
+    if url is not None:
+        try:
+            check_database_url(url)
+        except ConfigurationError as error:
+            _error(f"bad database URL: {error}")
+            return 2
+    # The demo prints its retries itself; the library's warnings would say them twice.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_demo(sys.stdout, stream=stream, db_url=url)
+    except StoreSchemaError as error:
+        _error(str(error))
+        return 1
+    except SQLAlchemyError as error:
+        _error(f"cannot use the database: {_one_line(error, make_url(url).password if url else None)}")
+        return 1
+    return 0
 
 
 def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -7,21 +7,20 @@ are needed. The scripted model fails the way real providers do (a rate limit,
 an overloaded model); the team is wrapped with :func:`reliable`, which retries
 those. A triage agent with structured output then gets its JSON wrapped in prose
 with dangerous markup inside; the wrapper extracts, validates and sanitises it.
-Every provider attempt is a row of a real usage ledger (a SQLite file in a
-temporary directory), priced from genai-prices' offline data; the table at the
-end is read back from it.
+Every provider attempt is a row of a real usage ledger (by default the SQLite
+file ``autogen-reliability-demo/usage.db`` in the working directory; ``--db``
+chooses another), priced from genai-prices' offline data. The demo ends with
+the usage report of its run, read back from the ledger: the table with a total
+line and the waste, and ``usage-report.html`` next to the ledger, to open
+afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections import defaultdict
-from dataclasses import dataclass, field
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TextIO
-from uuid import UUID
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
@@ -31,12 +30,15 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from . import reliable, usage_scope
-from .accounting import UsageEvent, UsageRecorder
+from .accounting import UsageRecorder
 from .retry import RetryEvent
 from .storage import UsageStore
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
-__all__ = ["run_demo"]
+__all__ = ["DEFAULT_DIRECTORY", "run_demo"]
+
+DEFAULT_DIRECTORY = Path("autogen-reliability-demo")
+"""Where the demo keeps its ledger and report unless told otherwise (relative to the working directory)."""
 
 _MODEL = "gpt-4o-mini"
 _WRITER_PROMPT = "You are the writer. Draft short, friendly replies to customer tickets."
@@ -95,40 +97,49 @@ class _ScriptedModel:
         return FakeReply.text(answers[min(turns, len(answers) - 1)])
 
 
-@dataclass
-class _AgentTally:
-    calls: set[UUID] = field(default_factory=set)
-    attempts: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_nanousd: int = 0
-    unpriced: int = 0
+def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None) -> Path:
+    """Runs the demo team, then writes the usage report of the run to ``out`` and to an HTML file.
 
-    def add(self, row: UsageEvent) -> None:
-        self.calls.add(row.call_id)
-        self.attempts += 1
-        self.failed += row.outcome != "ok"
-        self.prompt_tokens += row.prompt_tokens
-        self.completion_tokens += row.completion_tokens
-        if row.cost_nanousd is None:
-            self.unpriced += 1
-        else:
-            self.cost_nanousd += row.cost_nanousd
+    Args:
+        out: Where the transcript and the report table go.
+        stream: Let the agents stream their replies.
+        db_url: The usage ledger (default: ``sqlite:///autogen-reliability-demo/usage.db``). The HTML report
+            is written next to a SQLite file, else into ``autogen-reliability-demo/``.
+
+    Returns:
+        The path of the HTML report.
+    """
+    if db_url is None:
+        DEFAULT_DIRECTORY.mkdir(exist_ok=True)
+        db_url = f"sqlite:///{DEFAULT_DIRECTORY / 'usage.db'}"
+    store = UsageStore(db_url)
+    database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
+    directory = Path(database).resolve().parent if database and database != ":memory:" else DEFAULT_DIRECTORY
+    directory.mkdir(parents=True, exist_ok=True)
+    started = datetime.now(UTC)
+    recorder = UsageRecorder(store, spool_dir=directory / "spool", close_sink=False)
+    try:
+        requests_seen = asyncio.run(_run_team(out, recorder, stream=stream))
+        recorder.flush(30)
+        report = store.report("demo", since=started)
+    finally:
+        recorder.close()
+        store.close()
+    _show(out, report.to_rich())
+    out.write(f"  ({report.totals.attempts} rows recorded for this run, {requests_seen} requests served)\n\n")
+    html = directory / "usage-report.html"
+    html.write_text(report.to_html(), encoding="utf-8")
+    out.write(f"Usage ledger: {store.url}\n")
+    out.write(f"HTML report:  {html.resolve()}\n")
+    out.write(f"Report again: autogen-reliability report --project demo --db {store.url}\n")
+    return html
 
 
-async def run_demo(out: TextIO, *, stream: bool = False) -> None:
-    """Runs the demo team and writes its transcript and the usage ledger's rows, per agent, to ``out``."""
-    with tempfile.TemporaryDirectory(prefix="autogen-reliability-demo-") as directory:
-        store = UsageStore(f"sqlite:///{Path(directory) / 'usage.db'}")
-        recorder = UsageRecorder(store, spool_dir=Path(directory) / "spool", close_sink=False)
-        try:
-            requests_seen = await _run_team(out, recorder, stream=stream)
-            recorder.flush(30)
-            _report(out, store.events(), requests_seen)
-        finally:
-            recorder.close()
-            store.close()
+def _show(out: TextIO, renderable: object) -> None:
+    from rich.console import Console  # noqa: PLC0415  # rich loads only when something is shown
+
+    out.write("\nUsage report of this run (project 'demo'; read back from the ledger):\n")
+    Console(file=out, width=110, soft_wrap=False).print(renderable)
 
 
 async def _run_team(out: TextIO, recorder: UsageRecorder, *, stream: bool) -> int:
@@ -171,26 +182,3 @@ async def _run_team(out: TextIO, recorder: UsageRecorder, *, stream: bool) -> in
             out.write("  (the model wrapped its JSON in prose, with an <img onerror> inside: validated and cleaned)\n")
         await provider.close()
         return server.request_count
-
-
-def _report(out: TextIO, rows: list[UsageEvent], requests_seen: int) -> None:
-    tally: defaultdict[str, _AgentTally] = defaultdict(_AgentTally)
-    for row in rows:
-        tally[row.agent or "(unnamed)"].add(row)
-    sessions = sorted({str(row.session) for row in rows})
-    out.write(f"\nUsage ledger by agent (project 'demo', session {', '.join(sessions)}; {_MODEL} list prices):\n")
-    out.write(
-        f"  {'agent':<8} {'calls':>5} {'attempts':>8} {'failed':>6} {'prompt':>7} {'completion':>10} {'cost USD':>12}\n"
-    )
-    for name, agent in sorted(tally.items()):
-        cost = f"{Decimal(agent.cost_nanousd) / 10**9:.9f}" if not agent.unpriced else "unpriced"
-        out.write(
-            f"  {name:<8} {len(agent.calls):>5} {agent.attempts:>8} {agent.failed:>6} "
-            f"{agent.prompt_tokens:>7} {agent.completion_tokens:>10} {cost:>12}\n"
-        )
-    out.write(f"  ({len(rows)} rows recorded, {requests_seen} requests served)\n")
-
-
-def main(out: TextIO, *, stream: bool = False) -> None:
-    """Synchronous entry point for the CLI."""
-    asyncio.run(run_demo(out, stream=stream))

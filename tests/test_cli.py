@@ -47,30 +47,61 @@ from .test_storage import NEXT_REVISION
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_demo_runs_a_team_and_reports_usage_per_agent(stream: bool, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--stream"] if stream else ["demo"]) == 0
+def test_demo_runs_a_team_and_ends_with_the_report_of_its_run(
+    stream: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = tmp_path / "ledger.db"
+    assert main(["demo", "--db", f"sqlite:///{ledger}", *(["--stream"] if stream else [])]) == 0
     out = capsys.readouterr().out
     assert "[writer] Hi Dana" in out
     assert "~ writer: attempt 1 failed (rate_limit), retrying in 0.60 s" in out
     assert "~ critic: attempt 1 failed (overloaded), retrying in" in out
     assert "[triage] Triage(ticket=4711, priority='high', summary='Refund not received <img src=\"x\">')" in out
-    assert out.rstrip().endswith("(7 rows recorded, 7 requests served)")
-    row = r"^\s+(writer|critic|triage)" + r"\s+(\d+)" * 5 + r"\s+(\d+\.\d{9})$"
+    assert "(7 rows recorded for this run, 7 requests served)" in out
+    # The table is the ledger's: each agent's calls, attempts and exact cost, then a total line and the waste.
+    with UsageStore(f"sqlite:///{ledger}") as store:
+        events = store.events(project="demo")
+    assert len(events) == 7
+    row = r"^│ (writer|critic|triage|Total) +│ (?:gpt-4o-mini)? +│ +(\d+) │ +(\d+) │ +\d+ │ +\$([0-9.]+) │"
     rows = {match[0]: match[1:] for match in re.findall(row, out, flags=re.MULTILINE)}
-    assert set(rows) == {"writer", "critic", "triage"}
-    for agent, (calls, attempts, failed, prompt, completion, cost) in rows.items():
-        assert (int(calls), int(attempts), int(failed)) == ((1, 1, 0) if agent == "triage" else (2, 3, 1))
-        # gpt-4o-mini list prices: $0.15 per million prompt tokens, $0.60 per million completion tokens
-        expected = (Decimal(prompt) * Decimal("0.15") + Decimal(completion) * Decimal("0.60")) / 10**6
-        assert Decimal(cost) == expected.quantize(Decimal("0.000000001"))
+    assert set(rows) == {"writer", "critic", "triage", "Total"}
+    for agent, (calls, attempts, cost) in rows.items():
+        mine = [usage for usage in events if agent in ("Total", usage.agent)]
+        assert int(calls) == sum(usage.attempt == 1 for usage in mine)
+        assert int(attempts) == len(mine)
+        assert Decimal(cost) == sum(Decimal(usage.cost_nanousd or 0) for usage in mine) / 10**9
+    assert rows["writer"][:2] == ("2", "3")  # one call was retried after a rate limit
+    assert re.search(r"^Waste: \$[0-9.]+", out, flags=re.MULTILINE)
+    # The HTML report lies next to the ledger, and the paths are printed for the user to open.
+    html = tmp_path / "usage-report.html"
+    assert f"HTML report:  {html}" in out
+    assert f"Usage ledger: sqlite:///{ledger}" in out
+    page = html.read_text()
+    assert page.lower().startswith("<!doctype html")
+    assert "writer" in page
+    assert "critic" in page
 
 
-def test_demo_from_the_installed_command() -> None:
+def test_demo_from_the_installed_command_keeps_its_ledger_and_report_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
     command = Path(sys.executable).parent / "autogen-reliability"  # installed next to this interpreter
-    done = subprocess.run([command, "demo"], capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([command, "demo"], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "Usage ledger by agent" in done.stdout
     assert done.stderr == ""
+    directory = tmp_path / "autogen-reliability-demo"
+    assert f"HTML report:  {directory / 'usage-report.html'}" in done.stdout
+    assert (directory / "usage.db").is_file()
+    assert (directory / "usage-report.html").is_file()
+    assert re.search(r"^│ Total ", done.stdout, flags=re.MULTILINE)
+
+
+def test_demo_refuses_a_database_url_that_can_never_work(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--db", "mysql://user:secret@localhost/usage"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith("autogen-reliability: error: bad database URL")
+    assert "secret" not in err
 
 
 @pytest.mark.parametrize(

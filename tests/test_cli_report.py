@@ -39,7 +39,7 @@ def ledger(store_url: str) -> str:
 def made_by_the_library(url: str, output_format: str, **arguments: Any) -> str:
     """The report the command should print: the store's, rendered as the command renders it."""
     with UsageStore(url, create=False) as store:
-        report: Any = store.report(**arguments)  # type: ignore[attr-defined]
+        report = store.report(**arguments)
     if output_format == "table":
         buffer = io.StringIO()
         Console(file=buffer, width=200, color_system=None, force_terminal=False).print(report.to_rich())

@@ -285,6 +285,16 @@ def test_rich_in_a_narrow_terminal_leaves_columns_out_rather_than_cut_a_number()
     assert "Not shown" not in _rich_text(report, width=200)
 
 
+def test_rich_keeps_model_names_whole_while_an_optional_column_can_make_room() -> None:
+    report = make_report()
+    for width in (100, 120):
+        text = _rich_text(report, width=width)
+        for group in report.breakdown:
+            model = group.key["model"]
+            if model is not None and len(model) <= 24:
+                assert re.search(rf"│ {re.escape(model)} +│", text), (width, model)
+
+
 def test_rich_shows_markup_in_names_as_written() -> None:
     text = _rich_text(hostile_report(), width=400)
     # As a cell of its own (the session's, in the top sessions), not only inside a longer line.

@@ -52,6 +52,7 @@ __all__ = ["RichReport", "render_rich"]
 # What a column of a table costs besides its text: a border and one space each side.
 _COLUMN_OVERHEAD: Final = 3
 _NAME_MIN_WIDTH: Final = 8  # a name column folds to this, never less
+_NAME_WANTED_WIDTH: Final = 24  # names up to this long are kept whole while optional columns can make room
 
 
 def _text(value: str | None, style: str = "") -> Text:
@@ -72,23 +73,36 @@ class _Column:
         return max(len(self.heading), *(len(cell) for cell in self.cells)) if self.cells else len(self.heading)
 
 
-def _fit(columns: Sequence[_Column], max_width: int) -> tuple[list[_Column], list[str]]:
-    """The columns that fit ``max_width`` (numbers whole, names at least 8 wide), and the headings left out."""
+def _name_width(column: _Column) -> int:
+    """How wide a name column asks to be: the whole name, up to a cap (a model's name cut at 8 reads badly)."""
+    return max(_NAME_MIN_WIDTH, min(column.natural_width, _NAME_WANTED_WIDTH))
+
+
+def _needed(chosen: Iterable[_Column], *, whole_names: bool) -> int:
+    widths = (
+        column.natural_width if column.numeric else _name_width(column) if whole_names else _NAME_MIN_WIDTH
+        for column in chosen
+    )
+    return sum(width + _COLUMN_OVERHEAD for width in widths) + 1
+
+
+def _fit(columns: Sequence[_Column], max_width: int) -> tuple[list[_Column], list[str], bool]:
+    """The columns that fit ``max_width``, the headings left out, and whether names fit whole.
+
+    Numbers are never cut. Optional columns go first (in their drop order) while
+    names would not fit whole; names fold (to 8 at the least) only when every
+    optional column is gone and the table is still too wide.
+    """
     kept = list(columns)
     dropped: list[str] = []
-
-    def needed(chosen: Iterable[_Column]) -> int:
-        widths = (column.natural_width if column.numeric else _NAME_MIN_WIDTH for column in chosen)
-        return sum(width + _COLUMN_OVERHEAD for width in widths) + 1
-
-    while needed(kept) > max_width:
+    while _needed(kept, whole_names=True) > max_width:
         optional = [column for column in kept if column.drop_order is not None]
         if not optional:
             break
         victim = min(optional, key=lambda column: column.drop_order or 0)
         kept.remove(victim)
         dropped.append(victim.heading)
-    return kept, dropped
+    return kept, dropped, _needed(kept, whole_names=True) <= max_width
 
 
 def _table(
@@ -100,7 +114,7 @@ def _table(
     caption: str | None = None,
 ) -> Table:
     """A table of ``columns``; with ``total``, the last row is a bold total line under a rule."""
-    kept, dropped = _fit(columns, max_width)
+    kept, dropped, whole_names = _fit(columns, max_width)
     notes = [caption] if caption else []
     if dropped:
         notes.append(f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows them).")
@@ -115,7 +129,8 @@ def _table(
             # At its natural width, unwrapped: rich shrinks nothing below a column's min_width.
             table.add_column(column.heading, justify="right", no_wrap=True, min_width=column.natural_width)
         else:
-            table.add_column(column.heading, overflow="fold", min_width=_NAME_MIN_WIDTH)
+            width = _name_width(column) if whole_names else _NAME_MIN_WIDTH
+            table.add_column(column.heading, overflow="fold", min_width=width)
     rows = len(kept[0].cells) if kept else 0
     for index in range(rows):
         is_total = total and index == rows - 1
