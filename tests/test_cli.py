@@ -43,7 +43,7 @@ from autogen_reliability.storage._engine import make_engine
 
 from .cli_ledger import PROJECT, assert_one_line_error, event, exact_usd, run_main, sample_events
 from .conftest import run_cli
-from .test_storage import NEXT_REVISION
+from .test_storage import HEAD, NEXT, NEXT_REVISION
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -586,7 +586,7 @@ def next_release(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[]
     """Makes this process's library one release newer (a revision 0002), so that a ledger at 0001 is old."""
     scripts = tmp_path / "migrations"
     shutil.copytree(_migrate.script_location(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_region.py").write_text(NEXT_REVISION)
+    (scripts / "versions" / f"{NEXT}_region.py").write_text(NEXT_REVISION)
     return lambda: monkeypatch.setattr(_migrate, "script_location", lambda: scripts)
 
 
@@ -607,12 +607,12 @@ def test_a_ledger_at_an_older_schema_exits_1_naming_the_upgrade(
         out,
         err,
         1,
-        "is at schema revision 0001; this autogen-reliability needs revision 0002",
+        f"is at schema revision {HEAD}; this autogen-reliability needs revision {NEXT}",
         f"Upgrade it with: autogen-reliability db upgrade --url {shlex.quote(masked)}",
     )
     password = make_url(url).password
     assert not password or password not in err
-    assert _migrate.current_revision(url) == "0001"
+    assert _migrate.current_revision(url) == HEAD
     engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
         assert connection.execute(select(func.count()).select_from(UsageRecord)).scalar_one() == len(events)
