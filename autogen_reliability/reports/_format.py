@@ -36,6 +36,7 @@ __all__ = [
     "plain_text",
     "rate_text",
     "report_title",
+    "session_numbers",
     "subject_text",
     "tokens_compact",
     "usd_column",
@@ -245,3 +246,33 @@ def growth_text(growth: SessionGrowthView | None) -> str:
         return "—"
     first, last = count_text(growth.first_prompt_tokens), count_text(growth.last_prompt_tokens)
     return f"{first} → {last} ({growth.growth:.1f} times)"
+
+
+def session_numbers(report: ReportView) -> list[tuple[str | None, list[str]]]:
+    """Each top session and its cells, as every table of them shows them.
+
+    The cells are calls, attempts, tokens, cost, waste, errors and how its prompts grew; money
+    shares its decimals down each column.
+    """
+    growth = {item.session: item for item in report.session_growth}
+    usages = [group.usage for group in report.top_sessions]
+    costs = usd_column([usage.cost for usage in usages])
+    wastes = usd_column([usage.waste_cost for usage in usages])
+    rows = []
+    for group, usage, cost, waste in zip(report.top_sessions, usages, costs, wastes, strict=True):
+        session = group.key.get("session")
+        rows.append(
+            (
+                session,
+                [
+                    count_text(usage.calls),
+                    count_text(usage.attempts),
+                    count_text(usage.tokens),
+                    cost_cell(cost, usage.attempts, usage.unpriced_attempts),
+                    cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+                    count_text(usage.errors),
+                    growth_text(growth.get(session) if session is not None else None),
+                ],
+            )
+        )
+    return rows

@@ -27,13 +27,13 @@ from ._format import (
     count_text,
     filters_lines,
     generated_text,
-    growth_text,
     latency_text,
     metric_text,
     period_text,
     plain_text,
     rate_text,
     report_title,
+    session_numbers,
     subject_text,
     tokens_compact,
     usd_column,
@@ -477,30 +477,7 @@ def _breakdown(report: ReportView) -> dict[str, Any]:
 
 
 def _sessions(report: ReportView) -> list[dict[str, Any]]:
-    growth = {item.session: item for item in report.session_growth}
-    costs = usd_column([group.usage.cost for group in report.top_sessions])
-    wastes = usd_column([group.usage.waste_cost for group in report.top_sessions])
-    rows = []
-    for group, cost, waste in zip(report.top_sessions, costs, wastes, strict=True):
-        session = group.key.get("session")
-        grew = growth.get(session) if session is not None else None
-        grew_text = growth_text(grew)
-        usage = group.usage
-        rows.append(
-            {
-                "session": plain_text(session),
-                "numbers": [
-                    count_text(usage.calls),
-                    count_text(usage.attempts),
-                    count_text(usage.tokens),
-                    cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-                    cost_cell(waste, usage.attempts, usage.unpriced_attempts),
-                    count_text(usage.errors),
-                    grew_text,
-                ],
-            }
-        )
-    return rows
+    return [{"session": plain_text(session), "numbers": numbers} for session, numbers in session_numbers(report)]
 
 
 def _recommendations(report: ReportView) -> list[dict[str, str]]:

@@ -19,12 +19,12 @@ from ._format import (
     filters_lines,
     finding_figure,
     generated_text,
-    growth_text,
     latency_text,
     period_text,
     plain_text,
     rate_text,
     report_title,
+    session_numbers,
     subject_text,
     usd_column,
     usd_text,
@@ -170,27 +170,7 @@ def _breakdown(report: ReportView) -> list[str]:
 def _sessions(report: ReportView) -> list[str]:
     if not report.top_sessions:
         return []
-    growth = {item.session: item for item in report.session_growth}
-    costs = usd_column([group.usage.cost for group in report.top_sessions])
-    wastes = usd_column([group.usage.waste_cost for group in report.top_sessions])
-    rows = []
-    for group, cost, waste in zip(report.top_sessions, costs, wastes, strict=True):
-        session = group.key.get("session")
-        grew = growth.get(session) if session is not None else None
-        grew_text = growth_text(grew)
-        usage = group.usage
-        rows.append(
-            [
-                markdown_escape(session),
-                count_text(usage.calls),
-                count_text(usage.attempts),
-                count_text(usage.tokens),
-                cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-                cost_cell(waste, usage.attempts, usage.unpriced_attempts),
-                count_text(usage.errors),
-                grew_text,
-            ]
-        )
+    rows = [[markdown_escape(session), *numbers] for session, numbers in session_numbers(report)]
     headings = ["Session", "Calls", "Attempts", "Tokens", "Cost", "Waste", "Errors", "Prompt growth"]
     return ["## Top sessions", "", *_table(headings, rows)]
 
