@@ -39,6 +39,7 @@ from ._format import (
     plain_text,
     rate_text,
     report_title,
+    session_numbers,
     subject_text,
     usd_column,
     usd_text,
@@ -245,29 +246,17 @@ def _waste(report: ReportView, max_width: int) -> Table:
 
 
 def _sessions(report: ReportView, max_width: int) -> Table:
-    usages = [group.usage for group in report.top_sessions]
-    costs = usd_column([usage.cost for usage in usages])
-    wastes = usd_column([usage.waste_cost for usage in usages])
+    rows = session_numbers(report)
+    cells = [[numbers[index] for _, numbers in rows] for index in range(7)]
     columns = [
-        _Column("Session", [_text(group.key.get("session")) for group in report.top_sessions], numeric=False),
-        _Column("Calls", [count_text(usage.calls) for usage in usages]),
-        _Column("Attempts", [count_text(usage.attempts) for usage in usages], drop_order=1),
-        _Column("Tokens", [count_text(usage.tokens) for usage in usages], drop_order=0),
-        _Column(
-            "Cost",
-            [
-                cost_cell(cost, usage.attempts, usage.unpriced_attempts)
-                for usage, cost in zip(usages, costs, strict=True)
-            ],
-        ),
-        _Column(
-            "Waste",
-            [
-                cost_cell(waste, usage.attempts, usage.unpriced_attempts)
-                for usage, waste in zip(usages, wastes, strict=True)
-            ],
-        ),
-        _Column("Errors", [count_text(usage.errors) for usage in usages], drop_order=2),
+        _Column("Session", [_text(session) for session, _ in rows], numeric=False),
+        _Column("Calls", cells[0]),
+        _Column("Attempts", cells[1], drop_order=2),
+        _Column("Tokens", cells[2], drop_order=1),
+        _Column("Cost", cells[3]),
+        _Column("Waste", cells[4]),
+        _Column("Errors", cells[5], drop_order=3),
+        _Column("Prompt growth", cells[6], drop_order=0),
     ]
     return _table(_text("Top sessions by cost", "bold"), columns, max_width)
 
