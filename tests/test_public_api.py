@@ -6,6 +6,7 @@ import importlib
 import json
 import pkgutil
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -145,3 +146,10 @@ def test_docs_api_lists_each_packages_public_names() -> None:
     assert sorted(listed) == sorted(PACKAGES)
     for name, names in listed.items():
         assert names == list(importlib.import_module(name).__all__), f"docs/api.md's {name} section"
+
+
+def test_docs_api_is_what_scripts_api_md_writes() -> None:
+    """The page's one-line descriptions come from the docstrings too: change one, run scripts/api_md.py."""
+    script = Path(__file__).parent.parent / "scripts" / "api_md.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"docs/api.md is stale: run python scripts/api_md.py\n{done.stderr}"
