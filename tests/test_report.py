@@ -18,7 +18,7 @@ import math
 import random
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -43,7 +43,16 @@ from autogen_reliability.reports import (
 )
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
-from autogen_reliability.storage._report import PERCENTILE_RELATIVE_ERROR, _floor, _ln
+from autogen_reliability.storage._report import (
+    PERCENTILE_RELATIVE_ERROR,
+    PERCENTILE_ROLLUP,
+    ROLLUP_ABSOLUTE_ERROR_MS,
+    ROLLUP_RELATIVE_ERROR,
+    _floor,
+    _ln,
+    build_report,
+)
+from autogen_reliability.storage._store import _time_bound
 
 from .storage_fixtures import BACKENDS, _drop
 
@@ -306,15 +315,18 @@ def expected(
     )
 
 
-def assert_usage(actual: Usage, wanted: Usage, *, exact_percentiles: bool, where: str) -> None:
-    """Every number equal; the percentiles exact (PostgreSQL) or within the histogram's bound (SQLite)."""
+def assert_usage(actual: Usage, wanted: Usage, *, method: str, where: str) -> None:
+    """Every number equal; the percentiles exact (PostgreSQL's raw rows) or within the bound of the method used."""
     for name in Usage.__dataclass_fields__:
         got, want = getattr(actual, name), getattr(wanted, name)
         if name.startswith("latency_"):
             if want is None:
                 assert got is None, f"{where}: {name}"
-            elif exact_percentiles:
+            elif method.startswith("exact"):
                 assert got == pytest.approx(want, rel=1e-12, abs=1e-9), f"{where}: {name}"
+            elif method == PERCENTILE_ROLLUP:
+                bound = ROLLUP_RELATIVE_ERROR * want + ROLLUP_ABSOLUTE_ERROR_MS + 1e-9
+                assert abs(got - want) <= bound, f"{where}: {name} {got} vs {want}"
             else:
                 assert abs(got - want) <= PERCENTILE_RELATIVE_ERROR * want + 1e-9, f"{where}: {name} {got} vs {want}"
         else:
@@ -322,23 +334,23 @@ def assert_usage(actual: Usage, wanted: Usage, *, exact_percentiles: bool, where
 
 
 def assert_groups(
-    actual: Sequence[Group], wanted: list[tuple[dict[str, str | None], Usage]], *, exact: bool, where: str
+    actual: Sequence[Group], wanted: list[tuple[dict[str, str | None], Usage]], *, method: str, where: str
 ) -> None:
     assert [dict(group.key) for group in actual] == [key for key, _ in wanted], where
     for group, (key, usage) in zip(actual, wanted, strict=True):
-        assert_usage(group.usage, usage, exact_percentiles=exact, where=f"{where} {key}")
+        assert_usage(group.usage, usage, method=method, where=f"{where} {key}")
 
 
 def assert_report(report: UsageReport, wanted: Expected) -> None:
-    exact = report.percentile_method.startswith("exact")
-    assert_usage(report.totals, wanted.totals, exact_percentiles=exact, where="totals")
+    method = report.percentile_method
+    assert_usage(report.totals, wanted.totals, method=method, where="totals")
     assert report.unpriced_models == wanted.unpriced_models
     assert list(report.waste) == wanted.waste
-    assert_groups(report.breakdown, wanted.breakdown, exact=exact, where="breakdown")
-    assert_groups(report.by_model, wanted.by_model, exact=exact, where="by_model")
-    assert_groups(report.by_agent, wanted.by_agent, exact=exact, where="by_agent")
+    assert_groups(report.breakdown, wanted.breakdown, method=method, where="breakdown")
+    assert_groups(report.by_model, wanted.by_model, method=method, where="by_model")
+    assert_groups(report.by_agent, wanted.by_agent, method=method, where="by_agent")
     assert list(report.daily) == wanted.daily
-    assert_groups(report.top_sessions, wanted.top_sessions, exact=exact, where="top_sessions")
+    assert_groups(report.top_sessions, wanted.top_sessions, method=method, where="top_sessions")
     assert list(report.session_growth) == wanted.session_growth
     # The findings are what recommend() makes of these numbers (tests/test_recommend.py tests each rule).
     assert report.recommendations == recommend(dataclasses.replace(report, recommendations=()))
@@ -371,6 +383,26 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         admin.dispose()
 
 
+Reporter = Callable[..., UsageReport]
+
+
+@pytest.fixture(params=["rollup", "rows"])
+def report_of(request: pytest.FixtureRequest) -> Reporter:
+    """``store.report(...)`` (from the rollup where it can), or the same report summed from the rows."""
+    if request.param == "rollup":
+        return lambda store, **arguments: store.report(**arguments)
+
+    def from_rows(store: UsageStore, **arguments: Any) -> UsageReport:
+        for bound in ("since", "until"):
+            arguments[bound] = _time_bound(bound, arguments.get(bound))
+        defaults = {"project": None, "session": None, "agent": None, "tags": None, "group_by": ("agent", "model")}
+        report = build_report(store.engine, **{**defaults, "top": 10, **arguments}, rollup=False)
+        assert not report.percentile_method.startswith("estimated: latency histograms of the rollup")
+        return dataclasses.replace(report, recommendations=recommend(report))
+
+    return from_rows
+
+
 def test_the_ledger_has_what_the_oracle_needs() -> None:
     # The checks below are only as good as the data: every case the report distinguishes is present.
     assert {e.outcome for e in EVENTS} == {"ok", "error", "invalid", "cancelled"}
@@ -386,8 +418,8 @@ def test_the_ledger_has_what_the_oracle_needs() -> None:
     assert len({(utc_day(e) - timedelta(days=utc_day(e).weekday())) for e in EVENTS}) >= 4
 
 
-def test_full_report_matches_the_rows(store: UsageStore) -> None:
-    report = store.report()
+def test_full_report_matches_the_rows(store: UsageStore, report_of: Reporter) -> None:
+    report = report_of(store)
     assert report.group_by == ("agent", "model")
     assert report.filters == ReportFilters()
     assert report.generated_at.tzinfo is UTC
@@ -420,8 +452,8 @@ def test_full_report_matches_the_rows(store: UsageStore) -> None:
         ("day", "week", "model", "agent", "provider", "project"),
     ],
 )
-def test_every_grouping_matches_the_rows(store: UsageStore, group_by: tuple[str, ...]) -> None:
-    report = store.report(group_by=group_by, top=4)
+def test_every_grouping_matches_the_rows(store: UsageStore, group_by: tuple[str, ...], report_of: Reporter) -> None:
+    report = report_of(store, group_by=group_by, top=4)
     assert report.group_by == group_by
     assert_report(report, expected(EVENTS, group_by=group_by, top=4))
 
@@ -449,8 +481,8 @@ PLUS_TWO = timezone(timedelta(hours=2))
     ],
     ids=",".join,
 )
-def test_filters_select_the_rows_they_name(store: UsageStore, filters: dict[str, Any]) -> None:
-    report = store.report(**filters, group_by=("model", "week"), top=3)
+def test_filters_select_the_rows_they_name(store: UsageStore, filters: dict[str, Any], report_of: Reporter) -> None:
+    report = report_of(store, **filters, group_by=("model", "week"), top=3)
     bounds = _aware_bounds(filters)
     assert report.filters == ReportFilters(
         project=filters.get("project"),
@@ -478,8 +510,8 @@ def _aware_bounds(filters: Mapping[str, Any]) -> dict[str, datetime]:
     return bounds
 
 
-def test_an_empty_selection_is_a_report_of_zeros(store: UsageStore) -> None:
-    report = store.report("nobody", group_by=("session", "tag:env"))
+def test_an_empty_selection_is_a_report_of_zeros(store: UsageStore, report_of: Reporter) -> None:
+    report = report_of(store, project="nobody", group_by=("session", "tag:env"))
     assert report.totals == Usage()
     for rate in ("error_rate", "retry_rate", "reask_rate", "cache_hit_rate", "cached_token_rate"):
         assert getattr(report.totals, rate) is None
@@ -502,11 +534,16 @@ def test_an_empty_ledger_is_a_report_of_zeros(tmp_path: Path) -> None:
 
 
 def test_percentile_method_names_the_method_and_its_bound(store: UsageStore) -> None:
-    method = store.report().percentile_method
+    # From the rollup (no session or tag involved), on both backends: its histograms and their bound.
+    assert store.report().percentile_method == PERCENTILE_ROLLUP
+    assert f"{ROLLUP_RELATIVE_ERROR:.1%}" in PERCENTILE_ROLLUP
+    assert f"{ROLLUP_ABSOLUTE_ERROR_MS:g} ms" in PERCENTILE_ROLLUP
+    # From the rows (a session filter): PostgreSQL exact, SQLite its own finer histograms.
+    method = store.report(session="alpha-s3").percentile_method
     if store.engine.dialect.name == "postgresql":
         assert method.startswith("exact: PostgreSQL percentile_cont")
     else:
-        assert method.startswith("estimated")
+        assert method.startswith("estimated: SQLite")
         assert f"{PERCENTILE_RELATIVE_ERROR:.1%}" in method
 
 
@@ -521,8 +558,10 @@ def test_sqlite_reads_the_report_index_in_its_order(tmp_path: Path) -> None:
             statements.append((statement, parameters))
 
         event.listen(sqlite_store.engine, "before_cursor_execute", seen)
-        sqlite_store.report(group_by=("agent", "model"))
-        sqlite_store.report("alpha", group_by=("week", "error_kind"))
+        # The path of a report the rollup cannot answer (a session or tag filter or breakdown); forced here.
+        rows_only = {"since": None, "until": None, "session": None, "agent": None, "tags": None, "top": 10}
+        build_report(sqlite_store.engine, project=None, group_by=("agent", "model"), **rows_only, rollup=False)
+        build_report(sqlite_store.engine, project="alpha", group_by=("week", "error_kind"), **rows_only, rollup=False)
         event.remove(sqlite_store.engine, "before_cursor_execute", seen)
         fine = [
             (sql, parameters)

@@ -20,6 +20,9 @@ in ``benchmarks/bench_store.py``):
 - Any other driver: SQLAlchemy Core's ``executemany`` of the same
   insert-or-ignore statement.
 
+Every path returns how many rows were new; the store compares that with the
+batch's size to know which rows the rollup must count (``storage/_store.py``).
+
 Each path hands the GIL over (:func:`~autogen_reliability._threads.hand_over_gil`)
 between slices of :data:`~autogen_reliability._threads.SLICE_ROWS` rows.
 """
@@ -35,7 +38,7 @@ from datetime import UTC
 from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import Connection, Insert
+from sqlalchemy import Connection, Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -48,8 +51,10 @@ __all__ = [
     "CONTENT",
     "RECORDS",
     "RECORD_FIELDS",
+    "autocommit",
     "insert_content",
     "insert_records",
+    "stored_event_ids",
     "unique_rows",
 ]
 
@@ -84,6 +89,26 @@ def unique_rows(rows: Sequence[UsageRow]) -> list[UsageRow]:
             seen.add(row[_EVENT_ID])
             unique.append(row)
     return unique
+
+
+def autocommit(connection: Connection) -> bool:
+    """Whether the driver commits every statement (an engine made with ``isolation_level="AUTOCOMMIT"``)."""
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "sqlite":
+        return getattr(driver, "isolation_level", "") is None
+    return getattr(driver, "autocommit", False) is True
+
+
+def stored_event_ids(connection: Connection, rows: Sequence[UsageRow]) -> set[str]:
+    """The event ids (32 hex digits) of ``rows`` that are stored already."""
+    stored: set[str] = set()
+    for chunk in in_slices(rows, 1000):
+        ids = [uuid.UUID(hex=row[_EVENT_ID]) for row in chunk]
+        stored.update(
+            found.hex
+            for found in connection.execute(select(RECORDS.c.event_id).where(RECORDS.c.event_id.in_(ids))).scalars()
+        )
+    return stored
 
 
 def insert_records(connection: Connection, rows: Sequence[UsageRow]) -> int:

@@ -26,6 +26,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Date,
     DateTime,
     Dialect,
@@ -34,6 +35,8 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -45,11 +48,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "NAMING_CONVENTION",
     "REPORT_INDEX",
+    "ROLLUP_BUCKETS",
     "TABLE_PREFIX",
     "VERSION_TABLE",
     "Base",
     "UsageContent",
     "UsageRecord",
+    "UsageRollup",
     "UtcDateTime",
     "include_name",
 ]
@@ -59,6 +64,9 @@ TABLE_PREFIX: Final = "ar_"
 
 VERSION_TABLE: Final = "ar_alembic_version"
 """Where alembic keeps our schema revision: not ``alembic_version``, which the application's own alembic may use."""
+
+ROLLUP_BUCKETS: Final = 64
+"""How many latency buckets (columns ``h00`` .. ``h63``) a row of :class:`UsageRollup` counts."""
 
 REPORT_INDEX: Final = "ix_ar_usage_records_report"
 """The covering index for grouped usage reports (see :class:`UsageRecord`)."""
@@ -223,6 +231,59 @@ class UsageContent(Base):
     )
     request_content: Mapped[str | None] = mapped_column(Text())
     response_content: Mapped[str | None] = mapped_column(Text())
+
+
+class UsageRollup(Base):
+    """The ledger's sums per UTC day and report key, kept up to date as rows are written.
+
+    One row per (day, project, model, agent, provider, outcome, error_kind) that
+    has usage rows: what ``UsageStore.report`` would sum from those rows, summed
+    once when they are inserted (in the same transaction, only the rows that
+    were new), so a report reads a few thousand rows instead of millions.
+    Retention rebuilds the days it touches from the rows that remain.
+
+    NULL is a legitimate value of the text key columns (no project, no agent...),
+    and a unique index treats two NULLs as different; so the key columns hold
+    ``''`` for NULL and ``nulls`` has one bit per column that is NULL (project 1,
+    model 2, agent 4, provider 8, error_kind 16): ``''`` and NULL stay apart,
+    and the primary key is a plain unique key on every backend.
+
+    Latencies are counted in ``h00`` .. ``h63``: ``h00`` below 10 ms, ``h63`` at or
+    above 5 minutes, the 62 in between logarithmic (each ``30000 ** (1/62)``, about
+    1.18 times as wide as the one before); ``latency_min_ms`` and ``latency_max_ms``
+    tighten the two ends (``storage/_rollup.py`` has the bounds).
+    """
+
+    __tablename__ = "ar_usage_rollup"
+    __table_args__ = (
+        PrimaryKeyConstraint("day", "project", "model", "agent", "provider", "outcome", "error_kind", "nulls"),
+        # The histogram: plain Core columns (no attribute each), after the named ones.
+        *(Column(f"h{bucket:02d}", BigInteger(), nullable=False) for bucket in range(ROLLUP_BUCKETS)),
+    )
+
+    day: Mapped[date] = mapped_column(Date())
+    project: Mapped[str] = mapped_column(String())
+    model: Mapped[str] = mapped_column(String())
+    agent: Mapped[str] = mapped_column(String())
+    provider: Mapped[str] = mapped_column(String())
+    outcome: Mapped[str] = mapped_column(String())
+    error_kind: Mapped[str] = mapped_column(String())
+    nulls: Mapped[int] = mapped_column(SmallInteger())
+    attempts: Mapped[int] = mapped_column(BigInteger())
+    calls: Mapped[int] = mapped_column(BigInteger())
+    retried_calls: Mapped[int] = mapped_column(BigInteger())
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger())
+    completion_tokens: Mapped[int] = mapped_column(BigInteger())
+    cached_tokens: Mapped[int] = mapped_column(BigInteger())
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger())
+    # Nano-USD of the priced attempts, as cost_high * 2**31 + cost_low summed per attempt: each part's sum fits
+    # a BIGINT whatever the costs (one attempt may cost up to 2**63 - 1), and Python puts the whole back together.
+    cost_high: Mapped[int] = mapped_column(BigInteger())
+    cost_low: Mapped[int] = mapped_column(BigInteger())
+    priced_attempts: Mapped[int] = mapped_column(BigInteger())
+    cache_hits: Mapped[int] = mapped_column(BigInteger())
+    latency_min_ms: Mapped[float] = mapped_column(Double())
+    latency_max_ms: Mapped[float] = mapped_column(Double())
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

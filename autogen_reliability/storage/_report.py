@@ -64,15 +64,19 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    literal_column,
+    null,
     or_,
     select,
     tuple_,
     type_coerce,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 from sqlalchemy.sql.operators import custom_op
+from sqlalchemy.sql.selectable import Subquery
 
 from .._errors import ConfigurationError
 from ..reports._model import (
@@ -87,11 +91,14 @@ from ..reports._model import (
     nanousd_to_usd,
 )
 from ._bulk import RECORDS
+from ._rollup import BOUNDS, COLUMNS, COST_SPLIT, HISTOGRAM, KEY_TEXT, RATIO, ROLLUP, SUMS, select_from_records
 
 __all__ = [
     "BUCKET_RATIO",
     "PERCENTILES",
     "PERCENTILE_RELATIVE_ERROR",
+    "ROLLUP_ABSOLUTE_ERROR_MS",
+    "ROLLUP_RELATIVE_ERROR",
     "build_report",
     "check_group_by",
 ]
@@ -105,6 +112,12 @@ BUCKET_RATIO: Final = 1.1
 PERCENTILE_RELATIVE_ERROR: Final = math.sqrt(BUCKET_RATIO) - 1
 """The largest relative error of a percentile estimated from SQLite's buckets (0.0488)."""
 
+ROLLUP_RELATIVE_ERROR: Final = math.sqrt(RATIO) - 1
+"""The largest relative error of a percentile from the rollup's histograms, for latencies of 10 ms to 5 min (0.0867)."""
+
+ROLLUP_ABSOLUTE_ERROR_MS: Final = BOUNDS[0] / 2
+"""The largest error, in milliseconds, of a percentile from the rollup's histograms below 10 ms (5 ms)."""
+
 TAG_PREFIX: Final = "tag:"
 WASTE_OUTCOMES: Final = ("error", "invalid", "cancelled")
 
@@ -112,6 +125,13 @@ PERCENTILE_CONT: Final = "exact: PostgreSQL percentile_cont (linear interpolatio
 PERCENTILE_HISTOGRAM: Final = (
     f"estimated: SQLite counts latencies in logarithmic buckets {BUCKET_RATIO - 1:.0%} wide and interpolates "
     f"as percentile_cont does; within {PERCENTILE_RELATIVE_ERROR:.1%} of the exact value (latencies above 0)"
+)
+
+PERCENTILE_ROLLUP: Final = (
+    f"estimated: latency histograms of the rollup (logarithmic buckets {RATIO - 1:.1%} wide from 10 ms to 5 min, "
+    f"each latency taken at its bucket's geometric middle, the smallest and largest exactly), interpolated as "
+    f"percentile_cont does; within {ROLLUP_RELATIVE_ERROR:.1%} of the exact value from 10 ms to 5 min, "
+    f"within {ROLLUP_ABSOLUTE_ERROR_MS:g} ms below 10 ms"
 )
 
 # The columns the fine aggregate groups by, in the order of the report index: SQLite aggregates while
@@ -231,13 +251,17 @@ def build_report(
     tags: object,
     group_by: object,
     top: object,
+    rollup: bool = True,
 ) -> UsageReport:
-    """The report of ``UsageStore.report`` (its arguments checked here; bounds already aware datetimes)."""
+    """The report of ``UsageStore.report`` (its arguments checked here; bounds already aware datetimes).
+
+    ``rollup=False`` sums the raw rows even where the rollup could answer (tests compare both).
+    """
     spec = _check_spec(
         project=project, since=since, until=until, session=session, agent=agent, tags=tags, group_by=group_by, top=top
     )
     with _snapshot(engine) as connection:
-        return _Report(connection, spec).build()
+        return _Report(connection, spec, rollup=rollup).build()
 
 
 @contextmanager
@@ -286,11 +310,18 @@ def _floor(value: float | None) -> float | None:
 class _Report:
     """The queries of one report on one connection, and the sums of their results."""
 
-    def __init__(self, connection: Connection, spec: _Spec) -> None:
+    def __init__(self, connection: Connection, spec: _Spec, *, rollup: bool = True) -> None:
         self._connection = connection
         self._spec = spec
         self._dialect = connection.dialect.name
         self._where = self._conditions(spec.filters)
+        # The rollup knows no session and no tag: a filter or a breakdown by those needs the rows.
+        self._rollup = (
+            rollup
+            and spec.filters.session is None
+            and not spec.filters.tags
+            and all(name in _ROLLED_UP for name in spec.group_by)
+        )
 
     # ---- SQL pieces
 
@@ -426,7 +457,7 @@ class _Report:
         through = ("project",) if spec.filters.project is None and "project" not in fine else ()
         position = _positions(fine)
         model_at, agent_at, day_at = position["model"], position["agent"], position["day"]
-        rows = self._sum_rows(fine, through=through)
+        rows = self._rollup_sum_rows(fine) if self._rollup else self._sum_rows(fine, through=through)
         totals = _roll_up(rows, lambda key: ()).get((), _zeros())
         by_model = _roll_up(rows, lambda key: (key[model_at],))
         by_agent = _roll_up(rows, lambda key: (key[agent_at],))
@@ -437,7 +468,7 @@ class _Report:
         else:
             breakdown = _roll_up(self._sum_rows(spec.group_by), _key_maker(spec.group_by, _positions(spec.group_by)))
 
-        percentiles = self._percentiles()
+        percentiles = self._rollup_percentiles() if self._rollup else self._percentiles()
         top_sessions, growth = self._top_sessions()
         return UsageReport(
             filters=spec.filters,
@@ -464,8 +495,114 @@ class _Report:
             ),
             top_sessions=top_sessions,
             session_growth=growth,
-            percentile_method=PERCENTILE_CONT if self._dialect == "postgresql" else PERCENTILE_HISTOGRAM,
+            percentile_method=PERCENTILE_ROLLUP
+            if self._rollup
+            else PERCENTILE_CONT
+            if self._dialect == "postgresql"
+            else PERCENTILE_HISTOGRAM,
         )
+
+    # ---- the rollup
+
+    def _rollup_source(self) -> Subquery:
+        """The rollup rows of the report: the whole days from ``ar_usage_rollup``, a part of a day from its rows.
+
+        A bound that is not a UTC midnight cuts its day: that day's rows within the bounds are summed as
+        the rollup would sum them (the same query as retention's rebuild), and added to the whole days.
+        """
+        filters = self._spec.filters
+        r = ROLLUP.c
+        since, until = filters.since, filters.until
+        conditions: list[ColumnElement[bool]] = []
+        edges: list[tuple[datetime, datetime]] = []
+        if since is not None:
+            first = since.date()
+            if since == _midnight(first):
+                conditions.append(r.day >= first)
+            else:
+                conditions.append(r.day > first)
+                next_midnight = _midnight(first + timedelta(days=1))
+                edges.append((since, next_midnight if until is None else min(until, next_midnight)))
+        if until is not None:
+            last = until.date()
+            conditions.append(r.day < last)
+            if until != _midnight(last) and not (edges and since is not None and since.date() == last):
+                edges.append((_midnight(last) if since is None else max(since, _midnight(last)), until))
+        records: list[ColumnElement[bool]] = []
+        for name, value in (("project", filters.project), ("agent", filters.agent)):
+            if value is not None:
+                conditions.extend((r[name] == value, _nulls_bit(r.nulls, name) == literal_column("0")))
+                records.append(RECORDS.c[name] == value)
+        parts: list[Select[Any]] = [select(*(r[name] for name in COLUMNS)).where(*conditions)]
+        c = RECORDS.c
+        parts.extend(
+            select_from_records(c.started_at >= start, c.started_at < end, *records)
+            for start, end in edges
+            if start < end
+        )
+        return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("rollup")
+
+    @staticmethod
+    def _rollup_column(source: Subquery, name: str) -> ColumnElement[Any]:
+        """A group column of the rollup: NULL where ``nulls`` says so; a week is grouped by day."""
+        if name in KEY_TEXT:
+            return case((_nulls_bit(source.c.nulls, name) != literal_column("0"), null()), else_=source.c[name])
+        return source.c["day" if name == "week" else name]
+
+    def _rollup_sum_rows(self, names: Sequence[str]) -> list[tuple[Key, list[int]]]:
+        """:meth:`_sum_rows` from the rollup."""
+        source = self._rollup_source()
+        grouped = [*(self._rollup_column(source, name) for name in names if name != "outcome"), source.c.outcome]
+        query = select(*grouped, *(func.sum(source.c[name]) for name in SUMS)).group_by(*grouped)
+        width = len(grouped)
+        rows = []
+        for row in self._connection.execute(query):
+            (attempts, calls, retried, prompt, completion, cached, reasoning, high, low, priced, hits) = (
+                int(value or 0) for value in row[width:]
+            )
+            cost = high * COST_SPLIT + low
+            rows.append(
+                (
+                    tuple(row[:width]),
+                    [attempts, calls, retried, prompt, completion, cached, reasoning, cost, priced, hits],
+                )
+            )
+        return rows
+
+    def _rollup_percentiles(self) -> dict[str, dict[Key, tuple[float, float]]]:
+        """p50 and p95 per group of each target, from the rollup's histograms."""
+        source = self._rollup_source()
+        columns = tuple(dict.fromkeys((*self._spec.group_by, "model", "agent")))
+        keys = [self._rollup_column(source, name) for name in columns]
+        query = select(
+            *keys,
+            func.min(source.c.latency_min_ms),
+            func.max(source.c.latency_max_ms),
+            *(func.sum(source.c[name]) for name in HISTOGRAM),
+        ).group_by(*keys)
+        width = len(keys)
+        histograms = [
+            (tuple(row[:width]), float(row[width]), float(row[width + 1]), [int(n or 0) for n in row[width + 2 :]])
+            for row in self._connection.execute(query)
+            if row[width] is not None
+        ]
+        positions = {name: index for index, name in enumerate(columns)}
+        results: dict[str, dict[Key, tuple[float, float]]] = {}
+        for target, names in self._targets().items():
+            key = _key_maker(names, positions)
+            merged: dict[Key, list[Any]] = {}
+            for values, low, high, counts in histograms:
+                found = merged.get(key(values))
+                if found is None:
+                    merged[key(values)] = [low, high, list(counts)]
+                else:
+                    found[0] = min(found[0], low)
+                    found[1] = max(found[1], high)
+                    found[2] = [a + b for a, b in zip(found[2], counts, strict=True)]
+            results[target] = {
+                group: _rollup_percentile_pair(low, high, counts) for group, (low, high, counts) in merged.items()
+            }
+        return results
 
     # ---- percentiles
 
@@ -759,6 +896,50 @@ def _key_maker(
         return tuple(key)
 
     return make
+
+
+# ---- the rollup's latency histograms
+
+
+def _nulls_bit(nulls: ColumnElement[Any], name: str) -> ColumnElement[Any]:
+    # A literal in the text: PostgreSQL groups by an expression only if its text is the select list's.
+    return nulls.op("&")(literal_column(str(1 << KEY_TEXT.index(name))))
+
+
+def _rollup_percentile_pair(low: float, high: float, counts: Sequence[int]) -> tuple[float, float]:
+    """p50 and p95 from a rollup histogram and the smallest and largest latency, as ``percentile_cont`` does.
+
+    The smallest and the largest latency are known exactly. Any other is estimated at the middle of its
+    bucket (geometric; arithmetic below 10 ms), its bucket's ends tightened by the smallest and largest:
+    within a factor ``sqrt(RATIO)`` from 10 ms to 5 min, within 5 ms below 10 ms. A percentile between
+    two estimates (``percentile_cont``'s interpolation) is within the same bounds.
+    """
+    total = sum(counts)
+    ends = (-math.inf, *BOUNDS, math.inf)
+
+    def order_statistic(rank: int) -> float:
+        if rank == 0:
+            return low
+        if rank == total - 1:
+            return high
+        seen = 0
+        for bucket, count in enumerate(counts):
+            if rank < seen + count:
+                start, end = max(ends[bucket], low), min(ends[bucket + 1], high)
+                return math.sqrt(start * end) if start > 0 else (start + end) / 2
+            seen += count
+        raise AssertionError(f"rank {rank} beyond {total} latencies")  # pragma: no cover
+
+    def percentile(fraction: float) -> float:
+        position = fraction * (total - 1)
+        below = math.floor(position)
+        value = order_statistic(below)
+        if position > below:
+            value += (position - below) * (order_statistic(below + 1) - value)
+        return value
+
+    p50, p95 = (percentile(fraction) for fraction in PERCENTILES)
+    return p50, p95
 
 
 # ---- SQLite's latency histograms

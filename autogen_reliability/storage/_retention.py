@@ -10,17 +10,23 @@ Captured content (``ar_usage_content``) is deleted explicitly, in the batch's
 transaction, before its records: ``ON DELETE CASCADE`` would do it, but SQLite
 enforces foreign keys only on connections that ask for it, and an engine a user
 hands to :class:`UsageStore` may not have (``make_engine``'s connections do).
+
+The rollup (``ar_usage_rollup``) is kept equal to the rows in the same
+transaction: the days a batch removed rows from are summed again from the rows
+that remain (none, for a day wholly before the cutoff; the rest of the cutoff's
+own day otherwise).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Engine, Select, and_, delete, func, select
 
 from ._bulk import CONTENT, RECORDS
+from ._rollup import rebuild_days
 
 __all__ = ["RetentionResult", "delete_older_than"]
 
@@ -74,6 +80,9 @@ def delete_older_than(engine: Engine, cutoff: datetime, *, batch_size: int, dry_
             ).rowcount
             count, first, last = connection.execute(_span(batch)).one()
             removed = connection.execute(delete(RECORDS).where(batch)).rowcount if count else 0
+            if removed:
+                # The rollup stays equal to the rows: the days this batch touched, summed again from what is left.
+                rebuild_days(connection, first.astimezone(UTC).date(), last.astimezone(UTC).date())
         if removed:
             records += removed
             oldest = first if oldest is None else min(oldest, first)

@@ -33,11 +33,11 @@ from typing import Any, Final, Self
 from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 
 from .._errors import ConfigurationError, ReliabilityError
-from ..accounting._events import UsageEvent, UsageRow
+from ..accounting._events import ROW_FIELDS, UsageEvent, UsageRow
 from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
-from . import _bulk, _migrate, _retention, _sessions
+from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
 from ._models import VERSION_TABLE
 from ._report import build_report
@@ -57,6 +57,12 @@ logger = logging.getLogger("autogen_reliability")
 _RECORD_FIELDS: Final = _bulk.RECORD_FIELDS
 _RECORDS: Final = _bulk.RECORDS
 _CONTENT: Final = _bulk.CONTENT
+_EVENT_ID: Final = ROW_FIELDS.index("event_id")
+_INSERT_TRIES: Final = 5
+
+
+class _SomeWereStored(Exception):
+    """The insert-or-ignore skipped rows of a batch: which ones must be looked up (``UsageStore._insert``)."""
 
 
 class StoreSchemaError(ReliabilityError):
@@ -263,14 +269,39 @@ class UsageStore:
             return self._insert(storable)
 
     def _insert(self, rows: list[UsageRow]) -> int:
-        with self._engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not hold
-                # the writer (and the queue behind it) for as long as it lasts; the batch is spooled instead.
-                connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)
-            new = _bulk.insert_records(connection, rows)
-            _bulk.insert_content(connection, rows)
-        return new
+        """Inserts the new rows and adds exactly those to the rollup, in one transaction.
+
+        First on the guess that every row is new (a batch from the recorder): if the insert-or-ignore
+        inserted all of them, they were. If not (a replay), the transaction is rolled back and the rows
+        already stored are looked up first; the rows left are inserted, and if another writer stored one
+        of them in between (the insert then counts fewer), the whole is tried again.
+        """
+        known_new = True
+        for _ in range(_INSERT_TRIES):
+            try:
+                with self._engine.begin() as connection:
+                    if connection.dialect.name == "postgresql":
+                        # Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not
+                        # hold the writer (and the queue behind it) for as long as it lasts; the batch is
+                        # spooled instead.
+                        connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)
+                    fresh = rows
+                    # An engine in AUTOCOMMIT commits each statement: no guess can be taken back, so look first
+                    # (and the rollup is as exact as the engine is atomic: writers racing with one replayed
+                    # batch may miscount it).
+                    autocommit = _bulk.autocommit(connection)
+                    if not known_new or autocommit:
+                        stored = _bulk.stored_event_ids(connection, rows)
+                        fresh = [row for row in rows if row[_EVENT_ID] not in stored]
+                    new = _bulk.insert_records(connection, fresh)
+                    if new != len(fresh) and not autocommit:
+                        raise _SomeWereStored
+                    _rollup.add_rows(connection, fresh)
+                    _bulk.insert_content(connection, rows)
+                return new
+            except _SomeWereStored:
+                known_new = False
+        raise RuntimeError(f"other writers kept storing events of this batch during {_INSERT_TRIES} tries")
 
     def events(
         self,
