@@ -32,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageRow
-from autogen_reliability.storage import UsageStore, _bulk
+from autogen_reliability.storage import UsageStore, _bulk, _rollup
 
 DAYS: Final = 30
 PROJECTS: Final = ("acme-support", "acme-search", "billing-bot", "docs-writer", "sales-assist")
@@ -264,7 +264,8 @@ def load(store: UsageStore, made: Sequence[UsageRow]) -> None:
 
     The store's own encoders, without the pauses its writer makes for an event
     loop (there is none here): ``executemany`` on SQLite, ``COPY`` with psycopg
-    on PostgreSQL, ``UsageStore.write_rows`` on anything else.
+    on PostgreSQL, ``UsageStore.write_rows`` on anything else; the rollup
+    (``ar_usage_rollup``) is added to in the same transaction, as the store does.
     """
     dialect = store.engine.dialect
     for start in range(0, len(made), LOAD_BATCH):
@@ -274,12 +275,14 @@ def load(store: UsageStore, made: Sequence[UsageRow]) -> None:
                 cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 cursor.executemany(_bulk._SQLITE_INSERT, map(_bulk._sqlite_values, batch))
                 cursor.close()
+                _rollup.add_rows(connection, batch)  # as UsageStore.write keeps it, in the same transaction
         elif dialect.name == "postgresql" and dialect.driver == "psycopg":
             with store.engine.begin() as connection:
                 raw = connection.connection.driver_connection
                 with raw.cursor() as cursor, cursor.copy(_bulk._COPY) as copy:  # type: ignore[union-attr]
                     for row in batch:
                         copy.write_row(_bulk._postgres_values(row))
+                _rollup.add_rows(connection, batch)
         else:
             store.write_rows(batch)
 

@@ -559,7 +559,14 @@ def test_sqlite_reads_the_report_index_in_its_order(tmp_path: Path) -> None:
 
         event.listen(sqlite_store.engine, "before_cursor_execute", seen)
         # The path of a report the rollup cannot answer (a session or tag filter or breakdown); forced here.
-        rows_only = {"since": None, "until": None, "session": None, "agent": None, "tags": None, "top": 10}
+        rows_only: dict[str, Any] = {
+            "since": None,
+            "until": None,
+            "session": None,
+            "agent": None,
+            "tags": None,
+            "top": 10,
+        }
         build_report(sqlite_store.engine, project=None, group_by=("agent", "model"), **rows_only, rollup=False)
         build_report(sqlite_store.engine, project="alpha", group_by=("week", "error_kind"), **rows_only, rollup=False)
         event.remove(sqlite_store.engine, "before_cursor_execute", seen)

@@ -1,0 +1,171 @@
+"""The rollup (``ar_usage_rollup``) always equals what its ``GROUP BY`` over the stored rows gives.
+
+After writes (new rows only, a replayed batch adds nothing), after retention
+(a cutoff at a midnight and inside a day), after the migration's backfill, and
+with two stores writing to one PostgreSQL ledger at once. "Equal" is every
+column: the key, the sums, the smallest and largest latency, the 64 buckets
+(counted in Python by the writer, in SQL by the rebuild: the same bounds).
+Reports read through the rollup are checked against the rows in tests/test_report.py.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.pool import NullPool
+
+from autogen_reliability.accounting import UsageEvent
+from autogen_reliability.storage import UsageStore, _migrate
+from autogen_reliability.storage._rollup import BOUNDS, COLUMNS, ROLLUP, bucket_of, select_from_records
+
+from .storage_fixtures import make_pg_database, pg_admin_url, store_url  # noqa: F401 - fixtures
+
+START = datetime(2025, 5, 1, tzinfo=UTC)
+
+
+def made_events(count: int, seed: int) -> list[UsageEvent]:
+    """Events over four UTC days with every case of a key and a latency: NULL and '' apart, bucket edges, big costs."""
+    rng = random.Random(seed)
+    latencies = [0.0, 9.999, 10.0, BOUNDS[5], BOUNDS[5] * (1 - 1e-15), 299_999.0, 300_000.0, 1e6]
+    events = []
+    for _ in range(count):
+        events.append(
+            UsageEvent(
+                call_id=uuid.uuid4(),
+                attempt=rng.choice((1, 1, 1, 2, 3)),
+                started_at=START + timedelta(seconds=rng.randrange(4 * 86_400)),
+                latency_ms=rng.choice(latencies) if rng.random() < 0.3 else round(rng.lognormvariate(6.5, 1.2), 3),
+                project=rng.choice((None, "", "alpha", "beta")),
+                session=rng.choice((None, "s1", "s2")),
+                agent=rng.choice((None, "", "writer")),
+                provider=rng.choice((None, "openai")),
+                model=rng.choice((None, "gpt-4o", "")),
+                prompt_tokens=rng.randrange(5000),
+                completion_tokens=rng.randrange(800),
+                cached_tokens=rng.choice((None, rng.randrange(100))),
+                reasoning_tokens=rng.choice((None, rng.randrange(100))),
+                cost_nanousd=rng.choice((None, rng.randrange(10**9), 2**62)),
+                outcome=rng.choice(("ok", "ok", "error", "invalid", "cancelled")),
+                error_kind=rng.choice((None, "rate_limit", "")),
+                cache_hit=rng.random() < 0.1,
+            )
+        )
+    return events
+
+
+def rollup_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(select(*(ROLLUP.c[name] for name in COLUMNS))))
+
+
+def rows_rolled_up(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(select_from_records()))
+
+
+def assert_rollup_is_the_rows(engine: Engine) -> None:
+    stored = rollup_rows(engine)
+    assert stored == rows_rolled_up(engine)
+
+
+@pytest.fixture
+def store(store_url: str) -> Any:  # noqa: F811
+    with UsageStore(store_url) as opened:
+        yield opened
+
+
+def test_bucket_bounds() -> None:
+    assert bucket_of(0.0) == 0
+    assert bucket_of(9.999) == 0
+    assert bucket_of(10.0) == 1
+    assert bucket_of(299_999.0) == 62
+    assert bucket_of(300_000.0) == 63
+    assert bucket_of(1e9) == 63
+
+
+def test_writes_keep_the_rollup_and_a_replay_adds_nothing(store: UsageStore) -> None:
+    events = made_events(600, seed=1)
+    assert store.write(events[:400]) == 400
+    assert_rollup_is_the_rows(store.engine)
+    before = rollup_rows(store.engine)
+    assert store.write(events[:400]) == 0  # the same batch again
+    assert rollup_rows(store.engine) == before
+    # Part replayed, part new: only the new are counted.
+    assert store.write(events[300:]) == 200
+    assert_rollup_is_the_rows(store.engine)
+    assert sum(row[COLUMNS.index("attempts")] for row in rollup_rows(store.engine)) == 600
+    # NULL and '' are different keys.
+    keys = {(row[1], row[7] & 1) for row in rollup_rows(store.engine)}
+    assert ("", 0) in keys
+    assert ("", 1) in keys
+
+
+@pytest.mark.parametrize(
+    "cutoff",
+    [
+        datetime(2025, 5, 3, tzinfo=UTC),  # a midnight: two whole days go
+        datetime(2025, 5, 2, 13, 17, 5, tzinfo=UTC),  # inside a day: the rest of that day stays
+        datetime(2025, 4, 1, tzinfo=UTC),  # nothing to delete
+        datetime(2025, 6, 1, tzinfo=UTC),  # everything
+    ],
+    ids=str,
+)
+def test_retention_keeps_the_rollup_equal_to_the_rows(store: UsageStore, cutoff: datetime) -> None:
+    store.write(made_events(500, seed=2))
+    result = store.delete_older_than(cutoff, batch_size=37)
+    assert_rollup_is_the_rows(store.engine)
+    days = {row[0] for row in rollup_rows(store.engine)}
+    assert all(day >= cutoff.date() for day in days)
+    if result.records:
+        assert result.oldest is not None
+        assert result.oldest < cutoff
+
+
+def test_the_migrations_backfill_equals_what_writes_produce(store: UsageStore) -> None:
+    store.write(made_events(500, seed=3))
+    written = rollup_rows(store.engine)
+    assert written
+    with store.engine.connect() as connection, _migrate.migration_transaction(connection):
+        command.downgrade(_migrate.alembic_config(connection), "0003")
+    _migrate.upgrade(store.engine)
+    assert rollup_rows(store.engine) == written
+
+
+def test_two_stores_writing_one_postgresql_ledger_keep_the_rollup(make_pg_database: Any) -> None:  # noqa: F811
+    url = make_pg_database()
+    events = made_events(3000, seed=4)
+    # Overlapping batches, in different orders: both writers insert and replay the same events at once.
+    batches = [events[start : start + 250] for start in range(0, len(events), 150)]
+    errors: list[BaseException] = []
+
+    def write(order: list[list[UsageEvent]]) -> None:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            writer = UsageStore(engine)
+            for batch in order:
+                writer.write(batch)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            engine.dispose()
+
+    UsageStore(url).close()  # the schema, before the writers race to make it
+    threads = [
+        threading.Thread(target=write, args=(batches,)),
+        threading.Thread(target=write, args=(batches[::-1],)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with UsageStore(url) as check:
+        assert check.count() == len(events)
+        assert_rollup_is_the_rows(check.engine)
