@@ -123,6 +123,10 @@ def add_rows(connection: Connection, rows: Sequence[UsageRow]) -> None:
     """Adds ``rows`` (just inserted, each for the first time) to the rollup, in ``connection``'s transaction."""
     if not rows:
         return
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _postgres_add(connection, rows)
+        return
     sums: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         text = [row[index] for index in _TEXT_AT]
@@ -149,8 +153,53 @@ def add_rows(connection: Connection, rows: Sequence[UsageRow]) -> None:
         found[11] = min(found[11], latency)
         found[12] = max(found[12], latency)
         found[13 + bucket_of(latency)] += 1
-    parameters = [dict(zip((*_KEY, *_VALUES), (*key, *values), strict=True)) for key, values in sorted(sums.items())]
-    connection.execute(_upsert(connection.dialect.name), parameters)
+    ordered = sorted(sums.items())
+    if dialect.name == "sqlite" and dialect.driver == "pysqlite":
+        # The sqlite3 module's executemany loops in C; SQLAlchemy's spent 27 µs a row making parameters.
+        values = [(key[0].isoformat(), *key[1:], *found) for key, found in ordered]
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(_SQLITE_UPSERT, values)
+        finally:
+            cursor.close()
+    else:
+        parameters = [dict(zip(COLUMNS, (*key, *found), strict=True)) for key, found in ordered]
+        connection.execute(_upsert(dialect.name), parameters)
+
+
+def _postgres_add(connection: Connection, rows: Sequence[UsageRow]) -> None:
+    """PostgreSQL: the rows' keys and numbers as arrays (one per column), summed per key by the server.
+
+    One statement for the batch: an executemany of one upsert per key kept the server busy 0.25 ms a
+    key, and arrays of the summed rows (84 columns, mostly empty buckets) took psycopg 70 ms a batch to
+    encode; these are 20 columns per row.
+    """
+    columns: list[list[Any]] = [[] for _ in range(20)]
+    (day, project, model, agent, provider, outcome, error_kind, nulls) = columns[:8]
+    (calls, retried, prompt, completion, cached, reasoning, high, low, priced, hits, latency, bucket) = columns[8:]
+    for row in rows:
+        text = [row[index] for index in _TEXT_AT]
+        day.append(row[_STARTED].astimezone(UTC).date())
+        for values, value in zip((project, model, agent, provider), text[:4], strict=True):
+            values.append(value or "")
+        outcome.append(row[_OUTCOME])
+        error_kind.append(text[4] or "")
+        nulls.append(sum(1 << index for index, value in enumerate(text) if value is None))
+        attempt = row[_ATTEMPT]
+        calls.append(int(attempt == 1))
+        retried.append(int(attempt == 2))
+        for values, index in zip((prompt, completion, cached, reasoning), _TOKENS_AT, strict=True):
+            values.append(row[index] or 0)
+        cost = row[_COST]
+        cost_high, cost_low = (0, 0) if cost is None else divmod(cost, COST_SPLIT)
+        high.append(cost_high)
+        low.append(cost_low)
+        priced.append(int(cost is not None))
+        hits.append(int(bool(row[_CACHE_HIT])))
+        latency.append(row[_LATENCY])
+        bucket.append(bucket_of(row[_LATENCY]))
+    with connection.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+        cursor.execute(_POSTGRES_UPSERT, columns)
 
 
 def _upsert(dialect_name: str) -> Any:
@@ -253,5 +302,38 @@ def rebuild_all(connection: Connection) -> None:
     connection.execute(delete(ROLLUP))
     connection.execute(insert(ROLLUP).from_select([*_KEY, *_VALUES], select_from_records()))
 
+
+# Our own table and column names only: nothing from outside is put into these statements.
+_COLUMN_LIST: Final = ", ".join(COLUMNS)
+_KEY_LIST: Final = ", ".join(_KEY)
+_ADDED: Final = ", ".join(f"{name} = {ROLLUP.name}.{name} + excluded.{name}" for name in (*SUMS, *HISTOGRAM))
+_SQLITE_UPSERT: Final = (
+    f"INSERT INTO {ROLLUP.name} ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # noqa: S608
+    f"ON CONFLICT ({_KEY_LIST}) DO UPDATE SET {_ADDED}, "
+    f"latency_min_ms = min({ROLLUP.name}.latency_min_ms, excluded.latency_min_ms), "
+    f"latency_max_ms = max({ROLLUP.name}.latency_max_ms, excluded.latency_max_ms)"
+)
+_EVENT_COLUMNS: Final = (
+    *(("day", "date"),),
+    *((name, "text") for name in ("project", "model", "agent", "provider", "outcome", "error_kind")),
+    ("nulls", "smallint"),
+    *((name, "bigint") for name in SUMS[1:]),
+    ("latency", "float8"),
+    ("bucket", "smallint"),
+)
+"""The per-row arrays :func:`_postgres_add` sends: the key, then what each row adds to each sum but ``attempts``."""
+_EVENT_KEY: Final = ", ".join(_KEY)
+_POSTGRES_UPSERT: Final = (
+    f"INSERT INTO {ROLLUP.name} ({_COLUMN_LIST}) "  # noqa: S608
+    f"SELECT {_EVENT_KEY}, count(*), {', '.join(f'sum({name})' for name in SUMS[1:])}, min(latency), max(latency), "
+    + ", ".join(f"count(*) FILTER (WHERE bucket = {index})" for index in range(len(HISTOGRAM)))
+    + f" FROM unnest({', '.join(f'%b::{kind}[]' for _, kind in _EVENT_COLUMNS)}) "
+    f"AS e({', '.join(name for name, _ in _EVENT_COLUMNS)}) "
+    # Keys in one order for every writer: two transactions lock rollup rows in the same order, no deadlock.
+    f"GROUP BY {_EVENT_KEY} ORDER BY {_EVENT_KEY} "
+    f"ON CONFLICT ({_KEY_LIST}) DO UPDATE SET {_ADDED}, "
+    f"latency_min_ms = least({ROLLUP.name}.latency_min_ms, excluded.latency_min_ms), "
+    f"latency_max_ms = greatest({ROLLUP.name}.latency_max_ms, excluded.latency_max_ms)"
+)
 
 assert math.isclose(BOUNDS[-2] * RATIO, LAST_BOUND_MS), "the last logarithmic bucket ends at 5 minutes"
