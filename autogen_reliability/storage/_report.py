@@ -1,11 +1,31 @@
 """``UsageStore.report``: a :class:`~autogen_reliability.reports.UsageReport` aggregated in SQL.
 
 Rows are never loaded into Python: every number comes out of ``GROUP BY``
-queries over the stored columns, and Python only adds up their (small)
-results. All queries of one report run in one transaction, so they see one
-snapshot of a ledger that is being written to.
+queries, and Python only adds up their (small) results. All queries of one
+report run in one transaction, so they see one snapshot of a ledger that is
+being written to.
 
-The queries:
+**From the rollup** (``ar_usage_rollup``, ``storage/_rollup.py``: sums and a
+latency histogram per UTC day and key, kept by the writes), whenever the
+report names no session and no tag (as a filter or in ``group_by``):
+
+1. **The fine aggregate**: the rollup's sums grouped by day, model, agent and
+   outcome (and the breakdown's columns). Whole days come from the rollup; a
+   bound that is not a UTC midnight adds the part of its day from the rows,
+   summed by the rollup's own query (:func:`select_from_records`). Totals,
+   waste, models, agents, cost per day and the breakdown are sums of its rows.
+2. **Latency percentiles** from the summed histograms (both backends): a
+   latency is taken at its bucket's geometric middle, the smallest and largest
+   exactly, and the percentile interpolated as ``percentile_cont`` does:
+   within :data:`ROLLUP_RELATIVE_ERROR` (8.7 %) from 10 ms to 5 minutes,
+   within :data:`ROLLUP_ABSOLUTE_ERROR_MS` (5 ms) below.
+
+Measured on a million attempts (docs/reports.md): the full report 0.48 s on
+SQLite and 0.45 s on PostgreSQL (1.70 s and 2.56 s from the rows), the last 7
+days 0.21 s and 0.27 s (goal 0.05 s, not met: the top-sessions search below
+takes 0.12 s of it, reading the rows).
+
+**From the rows** otherwise (and for the top sessions always):
 
 1. **The fine aggregate**: the sums of every number of
    :class:`~autogen_reliability.reports.Usage` grouped by project, day, model,
@@ -15,21 +35,18 @@ The queries:
    so SQLite aggregates while it walks the index in its order, without sorting
    and without reading the wide rows; PostgreSQL hashes it in parallel. When
    the project is only grouped by for the index's sake, the groups are summed
-   again without it, in SQL. Totals, waste per outcome, the models and agents,
-   cost per day and model, and any breakdown by those columns (and by week,
-   the Monday of a day) are sums of its few thousand rows, in Python. A
-   breakdown by session or by a tag has a query of its own.
+   again without it, in SQL. A breakdown by session or by a tag has a query of
+   its own.
 2. **Latency percentiles** (p50 and p95) of the totals, each breakdown group,
    each model and each agent. PostgreSQL computes them exactly with
    ``percentile_cont`` in one query over ``GROUPING SETS``. SQLite has no
    percentile function: it counts latencies in logarithmic buckets
    (:data:`BUCKET_RATIO` wide) with their minimum and maximum, in SQL, and the
    percentiles are interpolated from those counts (in Python) as ``percentile_cont``
-   interpolates between the two nearest latencies. Each latency is estimated
-   within a factor of the square root of the ratio (the first and last of a
-   bucket exactly), so an estimated percentile is within
-   :data:`PERCENTILE_RELATIVE_ERROR` (4.9 %) of the exact one, for latencies
-   above zero.
+   interpolates. Each latency is estimated within a factor of the square root
+   of the ratio (the first and last of a bucket exactly), so an estimated
+   percentile is within :data:`PERCENTILE_RELATIVE_ERROR` (4.9 %) of the exact
+   one, for latencies above zero.
 3. **Top sessions**: the ``top`` sessions by cost, summed while walking the
    session index (``ix_ar_usage_records_session`` holds what this needs), then
    for those few sessions their numbers, latency percentiles, the model most
