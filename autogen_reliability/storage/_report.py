@@ -947,6 +947,12 @@ def _rollup_percentile_pair(low: float, high: float, counts: Sequence[int]) -> t
             seen += count
         raise AssertionError(f"rank {rank} beyond {total} latencies")  # pragma: no cover
 
+    return _interpolated(order_statistic, total)
+
+
+def _interpolated(order_statistic: Callable[[int], float], total: int) -> tuple[float, float]:
+    """p50 and p95 between estimated order statistics (0-based ranks), interpolated as ``percentile_cont`` does."""
+
     def percentile(fraction: float) -> float:
         position = fraction * (total - 1)
         below = math.floor(position)
@@ -998,13 +1004,4 @@ def _histogram_percentiles(buckets: Mapping[int | None, list[float]]) -> tuple[f
             return min(max(guess, high / spread), low * spread)
         raise AssertionError(f"rank {rank} beyond {total} latencies")  # pragma: no cover
 
-    def percentile(fraction: float) -> float:
-        position = fraction * (total - 1)
-        below = math.floor(position)
-        value = order_statistic(below)
-        if position > below:
-            value += (position - below) * (order_statistic(below + 1) - value)
-        return value
-
-    p50, p95 = (percentile(fraction) for fraction in PERCENTILES)
-    return p50, p95
+    return _interpolated(order_statistic, total)
