@@ -139,9 +139,14 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         revision: An alembic revision identifier; ``"head"`` for the newest.
     """
     engine, owned = _resolve(engine_or_url)
+    target = head_revision() if revision == "head" else revision
     try:
         with engine.connect() as connection, migration_transaction(connection):
-            command.upgrade(alembic_config(connection), revision)
+            # Workers starting together all wait here; those after the first find the work done, and
+            # must not hold the write lock while alembic loads its scripts: on SQLite every other
+            # writer waits only its busy timeout (2 s) for that lock.
+            if current_revision(connection) != target:
+                command.upgrade(alembic_config(connection), revision)
     finally:
         if owned:
             engine.dispose()
