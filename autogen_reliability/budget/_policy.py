@@ -34,8 +34,10 @@ __all__ = [
     "BudgetPolicy",
     "Period",
     "Scope",
+    "exact_decimal",
     "log_budget_alert",
     "period_bounds",
+    "whole_nanousd",
 ]
 
 logger = logging.getLogger("autogen_reliability")
@@ -52,10 +54,10 @@ _SCOPES: Final = get_args(Scope)
 _ON_EXCEED: Final = get_args(OnExceed)
 
 
-def _decimal(name: str, value: object) -> Decimal:
+def exact_decimal(name: str, value: object) -> Decimal:
     """``value`` as an exact Decimal; a float is read as the decimal it prints as (``0.1`` is ``Decimal("0.1")``)."""
     if isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be a number of USD, got {value!r}")
+        raise ConfigurationError(f"{name} must be a number of USD, got bool")
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
@@ -67,12 +69,26 @@ def _decimal(name: str, value: object) -> Decimal:
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
-            raise ConfigurationError(f"{name} must be a decimal number, got {value!r}") from None
+            raise ConfigurationError(f"{name} must be a decimal number (an amount in USD), got {value!r}") from None
     else:
         raise ConfigurationError(f"{name} must be a Decimal, an int or a decimal string, got {type(value).__name__}")
     if not number.is_finite():
         raise ConfigurationError(f"{name} must be finite, got {value!r}")
     return number
+
+
+def whole_nanousd(usd: Decimal) -> int | None:
+    """``usd`` (finite) as a whole number of nano-USD, the ledger's unit; None when it is finer than that.
+
+    In integers, not in a decimal context that could round: the amount is coefficient x 10^exponent USD.
+    """
+    sign, digits, exponent = usd.as_tuple()
+    coefficient, shift = int("".join(map(str, digits))), int(exponent) + 9
+    scale: int = 10 ** abs(shift)
+    if shift < 0 and coefficient % scale:
+        return None
+    scaled = coefficient * scale if shift >= 0 else coefficient // scale
+    return -scaled if sign else scaled
 
 
 def _seconds(name: str, value: object) -> float:
@@ -171,16 +187,16 @@ class BudgetPolicy:
     refresh_seconds: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        limit = _decimal("limit_usd", self.limit_usd)
+        limit = exact_decimal("limit_usd", self.limit_usd)
         if limit <= 0:
             raise ConfigurationError(f"limit_usd must be above zero, got {limit}")
-        nanousd = limit * NANOUSD_PER_USD
-        if nanousd != nanousd.to_integral_value():
+        nanousd = whole_nanousd(limit)
+        if nanousd is None:
             raise ConfigurationError(
                 f"limit_usd may have at most 9 decimal places (the ledger counts nano-USD), got {limit}"
             )
         object.__setattr__(self, "limit_usd", limit)
-        object.__setattr__(self, "limit_nanousd", int(nanousd))
+        object.__setattr__(self, "limit_nanousd", nanousd)
         if self.period not in _PERIODS:
             raise ConfigurationError(f"period must be 'day', 'week', 'month' or None (all time), got {self.period!r}")
         if self.scope not in _SCOPES:
@@ -258,7 +274,7 @@ class BudgetPolicy:
 def _thresholds(alert_at: object) -> tuple[Decimal, ...]:
     if isinstance(alert_at, str | bytes) or not isinstance(alert_at, Sequence):
         raise ConfigurationError(f"alert_at must be a sequence of fractions such as (0.5, 0.8), got {alert_at!r}")
-    found = tuple(_decimal("alert_at", value) for value in alert_at)
+    found = tuple(exact_decimal("alert_at", value) for value in alert_at)
     for fraction in found:
         if not 0 < fraction < 1:
             raise ConfigurationError(f"alert_at takes fractions of the limit between 0 and 1, got {fraction}")

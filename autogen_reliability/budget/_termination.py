@@ -45,11 +45,10 @@ Limits, said plainly:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
-from decimal import Context, Decimal, InvalidOperation
+from decimal import Context, Decimal
 from typing import Final, Literal, Self, cast
 
 from autogen_agentchat.base import TerminatedException, TerminationCondition
@@ -60,6 +59,7 @@ from pydantic import BaseModel, ConfigDict
 from .._context import Attribution, current_attribution
 from .._errors import ConfigurationError
 from ..accounting import UsageEvent, UsageRecorder, _feed
+from ._policy import exact_decimal, whole_nanousd
 
 __all__ = ["CostTermination", "CostTerminationConfig"]
 
@@ -95,32 +95,18 @@ class CostTerminationConfig(BaseModel):
 
 def _limit(value: object) -> tuple[Decimal, int]:
     """``max_cost_usd`` as an exact Decimal and as its whole number of nano-USD."""
-    if isinstance(value, bool) or not isinstance(value, Decimal | int | float | str):
-        raise ConfigurationError(
-            f"max_cost_usd must be a Decimal, int, float or decimal string, got {type(value).__name__}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigurationError(f"max_cost_usd must be a finite amount, got {value!r}")
-    try:
-        # A float is read by its repr (0.1 is 0.1, not 0.1000000000000000055...), as price overrides are.
-        limit = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ConfigurationError(f"max_cost_usd must be an amount in USD, got {value!r}") from None
-    if not limit.is_finite():
-        raise ConfigurationError(f"max_cost_usd must be a finite amount, got {value!r}")
+    # A float is read by its repr (0.1 is 0.1, not 0.1000000000000000055...), as price overrides are.
+    limit = exact_decimal("max_cost_usd", value)
     if limit <= 0:
         raise ConfigurationError(f"max_cost_usd must be more than 0, got {value!r}")
     if limit > _MAX_LIMIT_USD:
         raise ConfigurationError(f"max_cost_usd must be at most {_MAX_LIMIT_USD:,} USD, got {value!r}")
-    # In integers, not in a decimal context that could round: the limit is coefficient x 10^exponent USD.
-    _sign, digits, exponent = limit.as_tuple()
-    coefficient, shift = int("".join(map(str, digits))), int(exponent) + 9
-    if shift < 0 and coefficient % 10**-shift:
+    nanousd = whole_nanousd(limit)
+    if nanousd is None:
         raise ConfigurationError(
             f"max_cost_usd {value!r} is finer than the ledger's unit of 0.000000001 USD (nano-USD)"
         )
-    scaled = coefficient * 10**shift if shift >= 0 else coefficient // 10**-shift
-    return limit, scaled
+    return limit, nanousd
 
 
 def _agents(value: object) -> tuple[str, ...] | None:
