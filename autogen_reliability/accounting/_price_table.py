@@ -89,7 +89,7 @@ from genai_prices import validation as _genai_validation  # noqa: F401
 from .._errors import ConfigurationError
 from ._price_overrides import Override, OverrideTable, Rate, overrides_from_file, overrides_from_mapping
 
-__all__ = ["GENAI_PRICES_VERSION", "Cost", "PricingTable", "TokenUsage"]
+__all__ = ["GENAI_PRICES_VERSION", "Cost", "PricingTable", "TokenUsage", "nanousd_to_usd"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,12 @@ _CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
 _PER_MILLION: Final = Decimal(1_000_000)
 _NANO_PER_USD: Final = Decimal(1_000_000_000)
 _LOOKUP_CACHE_SIZE: Final = 1024
+
+
+def nanousd_to_usd(nanousd: int | None) -> Decimal:
+    """Exact USD of an integer count of nano-USD, the ledger's unit (None, nothing priced: 0)."""
+    return Decimal(nanousd) / _NANO_PER_USD if nanousd else Decimal(0)
+
 
 _OVERRIDE_SOURCE: Final = "override"
 

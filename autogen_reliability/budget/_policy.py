@@ -29,7 +29,6 @@ from ..storage._engine import check_database_url
 from ..storage._store import UsageStore
 
 __all__ = [
-    "NANOUSD_PER_USD",
     "BudgetAlert",
     "BudgetPolicy",
     "Period",
@@ -46,7 +45,6 @@ Period = Literal["day", "week", "month"]
 Scope = Literal["project", "session", "agent"]
 OnExceed = Literal["raise", "warn"]
 
-NANOUSD_PER_USD: Final = 10**9
 DEFAULT_REFRESH: Final = 5.0
 MAX_REFRESH: Final = 3600.0
 _PERIODS: Final = (*get_args(Period), None)

@@ -53,10 +53,11 @@ from .._context import Attribution
 from .._errors import BudgetExceededError, ConfigurationError, describe_budget_key
 from ..accounting import _feed
 from ..accounting._events import UsageEvent
+from ..accounting._price_table import nanousd_to_usd
 from ..accounting._recorder import UsageRecorder
 from ..storage._models import UsageRecord
 from ..storage._store import UsageStore
-from ._policy import NANOUSD_PER_USD, BudgetAlert, BudgetPolicy, check_ledger_url, log_budget_alert, period_bounds
+from ._policy import BudgetAlert, BudgetPolicy, check_ledger_url, log_budget_alert, period_bounds
 
 __all__ = ["BudgetTracker", "LedgerSource", "ledger_key", "tracker_for"]
 
@@ -296,7 +297,7 @@ class BudgetTracker:
         for index in fired:
             alert = BudgetAlert(
                 threshold=self._fractions[index],
-                spent_usd=_usd(spent),
+                spent_usd=nanousd_to_usd(spent),
                 limit_usd=self._limit_usd,
                 scope=policy.scope,
                 key=value,
@@ -319,7 +320,7 @@ class BudgetTracker:
             period=self.policy.period,
             period_start=start,
             limit_usd=self._limit_usd,
-            spent_usd=_usd(spent),
+            spent_usd=nanousd_to_usd(spent),
             unpriced=unpriced,
         )
 
@@ -476,10 +477,6 @@ class BudgetTracker:
             except TimeoutError:
                 return False
         return True
-
-
-def _usd(nanousd: int) -> Decimal:
-    return Decimal(nanousd) / NANOUSD_PER_USD  # exact: 28 significant digits hold any sum of the ledger
 
 
 # -- the process-wide registry --------------------------------------------------------------

@@ -28,6 +28,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from ..accounting._price_table import nanousd_to_usd
 from ._format import decimal_text
 
 if TYPE_CHECKING:
@@ -48,13 +49,6 @@ __all__ = [
 
 GROUP_COLUMNS: Final = ("project", "session", "agent", "model", "provider", "day", "week", "outcome", "error_kind")
 """What ``group_by`` takes, besides ``tag:KEY`` (the value of one tag)."""
-
-_NANO: Final = Decimal(1_000_000_000)
-
-
-def nanousd_to_usd(nanousd: int | None) -> Decimal:
-    """Exact USD of an integer count of nano-USD (None, nothing priced: 0)."""
-    return Decimal(nanousd or 0) / _NANO if nanousd else Decimal(0)
 
 
 def _rate(part: int, whole: int) -> float | None:
