@@ -34,6 +34,7 @@ from ._engine import make_engine
 from ._models import VERSION_TABLE
 
 __all__ = [
+    "SQLITE_MIGRATION_WAIT_MS",
     "alembic_config",
     "current_revision",
     "head_revision",
@@ -152,7 +153,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
             engine.dispose()
 
 
-_SQLITE_MIGRATION_WAIT_MS = 60_000
+SQLITE_MIGRATION_WAIT_MS = 60_000
 
 
 @contextmanager
@@ -177,7 +178,7 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
         # Writes fail fast to the spool, but a migration waits its turn: others may be migrating.
         busy_timeout = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={_SQLITE_MIGRATION_WAIT_MS}")
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})

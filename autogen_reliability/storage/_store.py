@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shlex
+import time as time_module
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, time
@@ -31,6 +32,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from sqlalchemy import URL, Engine, Select, func, inspect, select, text
+from sqlalchemy.exc import OperationalError
 
 from .._errors import ConfigurationError, ReliabilityError
 from ..accounting._events import ROW_FIELDS, UsageEvent, UsageRow
@@ -157,7 +159,7 @@ class UsageStore:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = self._engine.url.render_as_string(hide_password=True)
         try:
-            self._check_schema(create=create)
+            self._check_schema_waiting(create=create)
         except BaseException:
             self.close()
             raise
@@ -182,6 +184,26 @@ class UsageStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+    def _check_schema_waiting(self, *, create: bool) -> None:
+        """:meth:`_check_schema`, waiting as a migration does while another SQLite connection creates the schema.
+
+        Workers starting together on a new SQLite file: the one creating the tables holds the file's
+        lock for the whole migration, and the others' first reads (or the switch of their connection
+        to WAL) can find it locked past the busy timeout that writes use. Opening waits up to the
+        migration wait instead (``upgrade`` waits that long for its turn too).
+        """
+        deadline = time_module.monotonic() + _migrate.SQLITE_MIGRATION_WAIT_MS / 1000
+        while True:
+            try:
+                self._check_schema(create=create)
+                return
+            except OperationalError as error:
+                locked = self._engine.dialect.name == "sqlite" and "database is locked" in str(error)
+                if not locked or time_module.monotonic() > deadline:
+                    raise
+                logger.debug("the usage database %s is locked while opening; waiting", self._url)
+                time_module.sleep(0.05)
 
     def _check_schema(self, *, create: bool) -> None:
         head = _migrate.head_revision()
