@@ -1,4 +1,4 @@
-"""The rollup (``ar_usage_rollup``) always equals what its ``GROUP BY`` over the stored rows gives.
+"""The rollups (``ar_usage_rollup``, ``ar_usage_session_days``) always equal their ``GROUP BY`` over the stored rows.
 
 After writes (new rows only, a replayed batch adds nothing), after retention
 (a cutoff at a midnight and inside a day), after the migration's backfill, and
@@ -18,12 +18,21 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability.accounting import UsageEvent
 from autogen_reliability.storage import UsageStore, _migrate
-from autogen_reliability.storage._rollup import BOUNDS, COLUMNS, ROLLUP, bucket_of, select_from_records
+from autogen_reliability.storage._rollup import (
+    BOUNDS,
+    COLUMNS,
+    ROLLUP,
+    SESSION_COLUMNS,
+    SESSION_DAYS,
+    bucket_of,
+    select_from_records,
+    select_sessions_from_records,
+)
 
 from .storage_fixtures import make_pg_database, pg_admin_url, store_url  # noqa: F401 - fixtures
 
@@ -70,9 +79,19 @@ def rows_rolled_up(engine: Engine) -> list[tuple[Any, ...]]:
         return sorted(tuple(row) for row in connection.execute(select_from_records()))
 
 
+def session_rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(select(*(SESSION_DAYS.c[n] for n in SESSION_COLUMNS))))
+
+
+def sessions_rolled_up(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        return sorted(tuple(row) for row in connection.execute(select_sessions_from_records()))
+
+
 def assert_rollup_is_the_rows(engine: Engine) -> None:
-    stored = rollup_rows(engine)
-    assert stored == rows_rolled_up(engine)
+    assert rollup_rows(engine) == rows_rolled_up(engine)
+    assert session_rows(engine) == sessions_rolled_up(engine)
 
 
 @pytest.fixture
@@ -101,10 +120,18 @@ def test_writes_keep_the_rollup_and_a_replay_adds_nothing(store: UsageStore) -> 
     assert store.write(events[300:]) == 200
     assert_rollup_is_the_rows(store.engine)
     assert sum(row[COLUMNS.index("attempts")] for row in rollup_rows(store.engine)) == 600
+    with store.engine.connect() as connection:
+        with_session = connection.execute(text("SELECT count(*) FROM ar_usage_records WHERE session IS NOT NULL"))
+        assert (
+            sum(row[SESSION_COLUMNS.index("attempts")] for row in session_rows(store.engine)) == with_session.scalar()
+        )
     # NULL and '' are different keys.
-    keys = {(row[1], row[7] & 1) for row in rollup_rows(store.engine)}
+    keys = {(row[1], row[COLUMNS.index("nulls")] & 1) for row in rollup_rows(store.engine)}
     assert ("", 0) in keys
     assert ("", 1) in keys
+    session_keys = {(row[1], row[SESSION_COLUMNS.index("nulls")] & 1) for row in session_rows(store.engine)}
+    assert ("", 0) in session_keys
+    assert ("", 1) in session_keys
 
 
 @pytest.mark.parametrize(
@@ -128,14 +155,37 @@ def test_retention_keeps_the_rollup_equal_to_the_rows(store: UsageStore, cutoff:
         assert result.oldest < cutoff
 
 
-def test_the_migrations_backfill_equals_what_writes_produce(store: UsageStore) -> None:
+@pytest.mark.parametrize("base", ["0003", "0004"])
+def test_the_migrations_backfill_equals_what_writes_produce(store: UsageStore, base: str) -> None:
     store.write(made_events(500, seed=3))
-    written = rollup_rows(store.engine)
+    written, sessions = rollup_rows(store.engine), session_rows(store.engine)
     assert written
+    assert sessions
     with store.engine.connect() as connection, _migrate.migration_transaction(connection):
-        command.downgrade(_migrate.alembic_config(connection), "0003")
+        command.downgrade(_migrate.alembic_config(connection), base)
     _migrate.upgrade(store.engine)
     assert rollup_rows(store.engine) == written
+    assert session_rows(store.engine) == sessions
+
+
+def test_a_downgrade_to_0004_fills_its_rollup_from_the_rows(store: UsageStore) -> None:
+    # Revision 0004's rollup has a row per outcome and error kind; the package of that revision reads it.
+    events = made_events(500, seed=5)
+    store.write(events)
+    with store.engine.connect() as connection, _migrate.migration_transaction(connection):
+        command.downgrade(_migrate.alembic_config(connection), "0004")
+    hours = ", ".join(f"h{index:02d}" for index in range(64))
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            text(f"SELECT outcome, attempts, cost_high, cost_low, prompt_tokens, {hours} FROM ar_usage_rollup")
+        ).all()
+    assert sum(row[1] for row in rows) == len(events)
+    assert sum(sum(row[5:]) for row in rows) == len(events)
+    assert sum(row[2] * 2**31 + row[3] for row in rows) == sum(event.cost_nanousd or 0 for event in events)
+    for outcome in ("ok", "error", "invalid", "cancelled"):
+        of_outcome = [event for event in events if event.outcome == outcome]
+        assert sum(row[1] for row in rows if row[0] == outcome) == len(of_outcome)
+        assert sum(row[4] for row in rows if row[0] == outcome) == sum(event.prompt_tokens for event in of_outcome)
 
 
 def test_two_stores_writing_one_postgresql_ledger_keep_the_rollup(make_pg_database: Any) -> None:  # noqa: F811

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import traceback
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -547,16 +548,19 @@ def test_downgrade_to_base_and_up_again(store_url: str) -> None:
 def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     # Application workers starting together: one creates the tables, the others wait and find them.
     barrier = threading.Barrier(6)
-    outcomes: list[object] = []
+    outcomes: list[str] = []
 
     def open_store() -> None:
         barrier.wait()
+        step = "opening"
         try:
             with UsageStore(store_url) as store:
+                step = "writing"
                 store.write([plain_event()])
+                step = "closing"
             outcomes.append("ok")
-        except Exception as error:  # reported by the assertion below
-            outcomes.append(error)
+        except Exception:  # reported by the assertion below, with where it happened
+            outcomes.append(f"failed while {step}:\n{traceback.format_exc()}")
 
     threads = [threading.Thread(target=open_store) for _ in range(6)]
     for thread in threads:

@@ -5,38 +5,39 @@ queries, and Python only adds up their (small) results. All queries of one
 report run in one transaction, so they see one snapshot of a ledger that is
 being written to.
 
-**From the rollup** (``ar_usage_rollup``, ``storage/_rollup.py``: sums and a
-latency histogram per UTC day and key, kept by the writes), whenever the
-report names no session and no tag (as a filter or in ``group_by``):
+**From the rollups** (``storage/_rollup.py``, kept by the writes): whenever the
+report names no session and no tag (as a filter or in ``group_by``) and its
+breakdown has no outcome or error kind:
 
-1. **The fine aggregate**: the rollup's sums grouped by day, model, agent and
-   outcome (and the breakdown's columns). Whole days come from the rollup; a
-   bound that is not a UTC midnight adds the part of its day from the rows,
-   summed by the rollup's own query (:func:`select_from_records`). Totals,
-   waste, models, agents, cost per day and the breakdown are sums of its rows.
+1. **The fine aggregate**: the sums of ``ar_usage_rollup`` (per UTC day,
+   project, model, agent and provider, the waste outcomes in columns of their
+   own) grouped by day, model and agent and the breakdown's columns. Whole
+   days come from the rollup; a bound that is not a UTC midnight adds the part
+   of its day from the rows, summed by the rollup's own query
+   (:func:`select_from_records`). Totals, waste, models, agents, cost per day
+   and the breakdown are sums of its rows.
 2. **Latency percentiles** from the summed histograms (both backends): a
    latency is taken at its bucket's geometric middle, the smallest and largest
    exactly, and the percentile interpolated as ``percentile_cont`` does:
    within :data:`ROLLUP_RELATIVE_ERROR` (8.7 %) from 10 ms to 5 minutes,
    within :data:`ROLLUP_ABSOLUTE_ERROR_MS` (5 ms) below.
+3. **Top sessions** from ``ar_usage_session_days`` (each session's cost per
+   day and project), unless the report is of one agent: then from the rows.
 
-Measured on a million attempts (docs/reports.md): the full report 0.48 s on
-SQLite and 0.45 s on PostgreSQL (1.70 s and 2.56 s from the rows), the last 7
-days 0.21 s and 0.27 s (goal 0.05 s, not met: the top-sessions search below
-takes 0.12 s of it, reading the rows).
+Measured on a million attempts: see docs/reports.md.
 
-**From the rows** otherwise (and for the top sessions always):
+**From the rows** otherwise:
 
 1. **The fine aggregate**: the sums of every number of
-   :class:`~autogen_reliability.reports.Usage` grouped by project, day, model,
-   agent and outcome (plus provider and error kind when the breakdown asks for
-   them). These are the leading columns of the report index
-   (``ix_ar_usage_records_report``, which holds every column a report reads),
-   so SQLite aggregates while it walks the index in its order, without sorting
-   and without reading the wide rows; PostgreSQL hashes it in parallel. When
-   the project is only grouped by for the index's sake, the groups are summed
-   again without it, in SQL. A breakdown by session or by a tag has a query of
-   its own.
+   :class:`~autogen_reliability.reports.Usage` (the waste outcomes' counted
+   with ``FILTER``) grouped by project, day, model and agent, and as many of
+   outcome, provider and error kind as the breakdown needs. These are the
+   leading columns of the report index (``ix_ar_usage_records_report``, which
+   holds every column a report reads), so SQLite aggregates while it walks the
+   index in its order, without sorting and without reading the wide rows;
+   PostgreSQL hashes it in parallel. When the project is only grouped by for
+   the index's sake, the groups are summed again without it, in SQL. A
+   breakdown by session or by a tag has a query of its own.
 2. **Latency percentiles** (p50 and p95) of the totals, each breakdown group,
    each model and each agent. PostgreSQL computes them exactly with
    ``percentile_cont`` in one query over ``GROUPING SETS``. SQLite has no
@@ -48,10 +49,11 @@ takes 0.12 s of it, reading the rows).
    percentile is within :data:`PERCENTILE_RELATIVE_ERROR` (4.9 %) of the exact
    one, for latencies above zero.
 3. **Top sessions**: the ``top`` sessions by cost, summed while walking the
-   session index (``ix_ar_usage_records_session`` holds what this needs), then
-   for those few sessions their numbers, latency percentiles, the model most
-   of their attempts asked for, and the prompt tokens of their first and last
-   calls.
+   session index (``ix_ar_usage_records_session`` holds what this needs).
+
+Either way, for the few top sessions: their numbers, latency percentiles, the
+model most of their attempts asked for, and the prompt tokens of their first
+and last calls, from their rows (found through the session index).
 
 docs/reports.md has the definitions of the numbers and what a report of a
 million rows costs on each backend.
@@ -76,6 +78,7 @@ from sqlalchemy import (
     Engine,
     Select,
     String,
+    Table,
     bindparam,
     case,
     cast,
@@ -108,7 +111,20 @@ from ..reports._model import (
     nanousd_to_usd,
 )
 from ._bulk import RECORDS
-from ._rollup import BOUNDS, COLUMNS, COST_SPLIT, HISTOGRAM, KEY_TEXT, RATIO, ROLLUP, SUMS, select_from_records
+from ._models import WASTE_OUTCOMES, WASTE_SUMS
+from ._rollup import (
+    BOUNDS,
+    COST_SPLIT,
+    HISTOGRAM,
+    KEY_TEXT,
+    RATIO,
+    ROLLUP,
+    SESSION_DAYS,
+    SUMS,
+    WASTE,
+    select_from_records,
+    select_sessions_from_records,
+)
 
 __all__ = [
     "BUCKET_RATIO",
@@ -136,7 +152,6 @@ ROLLUP_ABSOLUTE_ERROR_MS: Final = BOUNDS[0] / 2
 """The largest error, in milliseconds, of a percentile from the rollup's histograms below 10 ms (5 ms)."""
 
 TAG_PREFIX: Final = "tag:"
-WASTE_OUTCOMES: Final = ("error", "invalid", "cancelled")
 
 PERCENTILE_CONT: Final = "exact: PostgreSQL percentile_cont (linear interpolation between the two nearest latencies)"
 PERCENTILE_HISTOGRAM: Final = (
@@ -153,10 +168,12 @@ PERCENTILE_ROLLUP: Final = (
 
 # The columns the fine aggregate groups by, in the order of the report index: SQLite aggregates while
 # it walks the index only when the grouped columns are a prefix of it (in any order).
-_FINE: Final = ("project", "day", "model", "agent", "outcome", "provider", "error_kind")
-_ALWAYS_FINE: Final = frozenset(("day", "model", "agent"))
-_ROLLED_UP: Final = frozenset((*_FINE, "week"))
+_FINE: Final[tuple[str, ...]] = ("project", "day", "model", "agent", "outcome", "provider", "error_kind")
+_ALWAYS_FINE: Final = ("day", "model", "agent")
+_FROM_FINE: Final = frozenset((*_FINE, "week"))
 """Breakdown columns computed from the fine aggregate; ``session`` and tags have a query of their own."""
+_IN_ROLLUP: Final = frozenset(("project", "day", "week", "model", "agent", "provider"))
+"""Breakdown columns the rollup has (it has no outcome, error kind, session or tag)."""
 
 _SQLITE_LOG_SCALE: Final = 1 / math.log(BUCKET_RATIO)
 _PG_REPORT_SETTINGS: Final = (
@@ -167,10 +184,16 @@ _PG_REPORT_SETTINGS: Final = (
 
 Key = tuple[Any, ...]
 Sums = list[int]
+SumRows = list[tuple[Key, Sums]]
+Histogram = tuple[Key, float, float, list[int]]
+"""A group's key, its smallest and largest latency, and its count in each bucket of the rollup."""
 
-# The positions of the sums in a fine row and in the accumulators made of them.
+# The positions of the sums in a fine row and in the accumulators made of them: ten sums of every attempt,
+# then per waste outcome its attempts, tokens (prompt and completion), cost and priced attempts.
 _ATTEMPTS, _CALLS, _RETRIED, _PROMPT, _COMPLETION, _CACHED, _REASONING, _COST, _PRICED, _CACHE_HITS = range(10)
-_ERRORS, _INVALID, _CANCELLED, _WASTE_COST, _WASTE_TOKENS = range(10, 15)
+_OF_WASTE: Final = {outcome: 10 + 4 * index for index, outcome in enumerate(WASTE_OUTCOMES)}
+_W_ATTEMPTS, _W_TOKENS, _W_COST, _W_PRICED = range(4)
+_SUMS_LENGTH: Final = 10 + 4 * len(WASTE_OUTCOMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,12 +356,11 @@ class _Report:
         self._dialect = connection.dialect.name
         self._where = self._conditions(spec.filters)
         # The rollup knows no session and no tag: a filter or a breakdown by those needs the rows.
-        self._rollup = (
-            rollup
-            and spec.filters.session is None
-            and not spec.filters.tags
-            and all(name in _ROLLED_UP for name in spec.group_by)
+        # The session rollup has no agent: a report of one agent finds its top sessions in the rows.
+        self._session_rollup = (
+            rollup and spec.filters.session is None and spec.filters.agent is None and not spec.filters.tags
         )
+        self._rollup = self._session_rollup and all(name in _IN_ROLLUP for name in spec.group_by)
 
     # ---- SQL pieces
 
@@ -406,8 +428,9 @@ class _Report:
         return RECORDS.c.session
 
     def _sums(self) -> list[ColumnElement[Any]]:
+        """The sums of a group, in the order of a :data:`Sums` (see ``_ATTEMPTS`` .. ``_OF_WASTE``)."""
         c = RECORDS.c
-        return [
+        sums = [
             func.count(),
             func.count().filter(c.attempt == 1),
             func.count().filter(c.attempt == 2),  # a call's second attempt: its first retry or re-ask
@@ -419,6 +442,18 @@ class _Report:
             func.count(c.cost_nanousd),
             func.count().filter(c.cache_hit),
         ]
+        tokens = func.coalesce(c.prompt_tokens, 0) + func.coalesce(c.completion_tokens, 0)
+        for outcome in WASTE_OUTCOMES:
+            of_outcome = c.outcome == outcome
+            sums.extend(
+                (
+                    func.count().filter(of_outcome),
+                    func.sum(tokens).filter(of_outcome),
+                    func.sum(c.cost_nanousd).filter(of_outcome),
+                    func.count(c.cost_nanousd).filter(of_outcome),
+                )
+            )
+        return sums
 
     def _select(self, *columns: ColumnElement[Any], sessions: Sequence[str] = ()) -> Select[Any]:
         """``columns`` of the rows the filters select (and of ``sessions`` only, if given)."""
@@ -428,34 +463,31 @@ class _Report:
     def _sum_rows(
         self, names: Sequence[str], sessions: Sequence[str] = (), *, through: Sequence[str] = ()
     ) -> list[tuple[Key, list[int]]]:
-        """``(key, sums)`` per group of the columns ``names`` and the outcome (the last value of each key).
+        """``(key, sums)`` per group of the columns ``names`` (a key holds their values, in that order).
 
         With ``through``, the rows are grouped by those columns too first, then summed without them: a
         column the report index leads with, so that SQLite groups while it walks the index, and Python
-        receives five times fewer rows (6,500 instead of 27,000 for a million attempts over five projects).
+        receives five times fewer rows for a million attempts over five projects.
         """
-        keys = [self._column(name) for name in names if name != "outcome"]
-        outcome = RECORDS.c.outcome
+        keys = [self._column(name) for name in names]
         if not through:
-            grouped = [*keys, outcome]
-            query = self._select(*grouped, *self._sums(), sessions=sessions).group_by(*grouped)
+            query = self._select(*keys, *self._sums(), sessions=sessions).group_by(*keys)
         else:
-            inner_keys = [*(self._column(name) for name in through), *keys, outcome]
+            inner_keys = [*(self._column(name) for name in through), *keys]
             labels = [f"k{index}" for index in range(len(keys))]
-            sums = [f"s{index}" for index in range(len(self._sums()))]
+            sums = [f"s{index}" for index in range(_SUMS_LENGTH)]
             inner = (
                 self._select(
                     *(column.label(label) for column, label in zip(keys, labels, strict=True)),
-                    outcome.label("outcome"),
                     *(column.label(label) for column, label in zip(self._sums(), sums, strict=True)),
                     sessions=sessions,
                 )
                 .group_by(*inner_keys)
                 .subquery()
             )
-            grouped = [*(inner.c[label] for label in labels), inner.c.outcome]
+            grouped = [inner.c[label] for label in labels]
             query = select(*grouped, *(func.sum(inner.c[name]) for name in sums)).group_by(*grouped)
-        width = len(keys) + 1
+        width = len(keys)
         # PostgreSQL sums a bigint as numeric (a Decimal); a sum of no value at all is NULL.
         return [
             (tuple(row[:width]), [int(value or 0) for value in row[width:]]) for row in self._connection.execute(query)
@@ -465,27 +497,41 @@ class _Report:
 
     def build(self) -> UsageReport:
         spec = self._spec
-        # The outcome is grouped by too: _sum_rows adds it to every key, last.
-        fine = [name for name in _FINE if name in _ALWAYS_FINE or name in spec.group_by]
-        if "error_kind" in fine and "provider" not in fine:
-            fine.insert(fine.index("error_kind"), "provider")
-        # Grouped by project too, unless one project is selected: the grouped columns must be a prefix of
-        # the report index for SQLite to group while it walks the index.
-        through = ("project",) if spec.filters.project is None and "project" not in fine else ()
-        position = _positions(fine)
-        model_at, agent_at, day_at = position["model"], position["agent"], position["day"]
-        rows = self._rollup_sum_rows(fine) if self._rollup else self._sum_rows(fine, through=through)
+        histograms: list[Histogram] = []
+        if self._rollup:
+            # Grouped by the breakdown's columns, the model and the agent (a week by its days), with the
+            # latency histograms: the totals, models, agents, breakdown and all their percentiles are sums
+            # of these rows (for a week, by day too, they would be seven times as many).
+            fine = list(dict.fromkeys("day" if name == "week" else name for name in (*spec.group_by, "model", "agent")))
+            rows, histograms = self._rollup_sum_rows(fine, latencies=True)
+        else:
+            # The columns up to the last one needed, so that they are a prefix of the report index (in any
+            # order), which SQLite groups by while it walks the index; the project too, through _sum_rows,
+            # unless one project is selected.
+            needed = {*_ALWAYS_FINE, *spec.group_by}
+            last = max(_FINE.index(name) for name in needed if name in _FINE)
+            fine = [name for name in _FINE[: last + 1] if name != "project" or name in needed]
+            through = ("project",) if spec.filters.project is None and "project" not in fine else ()
+            rows = self._sum_rows(fine, through=through)
+        position = {name: index for index, name in enumerate(fine)}
+        if "day" in position:
+            position["week"] = position["day"]  # summed up by week from the days
+        model_at, agent_at = position["model"], position["agent"]
         totals = _roll_up(rows, lambda key: ()).get((), _zeros())
         by_model = _roll_up(rows, lambda key: (key[model_at],))
         by_agent = _roll_up(rows, lambda key: (key[agent_at],))
-        daily = _roll_up(rows, lambda key: (key[day_at], key[model_at]))
-        waste = _roll_up(rows, lambda key: key[-1])
-        if all(name in _ROLLED_UP for name in spec.group_by):
-            breakdown = _roll_up(rows, _key_maker(spec.group_by, {**position, "week": day_at}))
+        if "day" in position:
+            day_at = position["day"]
+            daily = _roll_up(rows, lambda key: (key[day_at], key[model_at]))
         else:
-            breakdown = _roll_up(self._sum_rows(spec.group_by), _key_maker(spec.group_by, _positions(spec.group_by)))
+            daily = self._rollup_daily()
+        if all(name in _FROM_FINE for name in spec.group_by):
+            breakdown = _roll_up(rows, _key_maker(spec.group_by, position))
+        else:
+            positions = {name: index for index, name in enumerate(spec.group_by)}
+            breakdown = _roll_up(self._sum_rows(spec.group_by), _key_maker(spec.group_by, positions))
 
-        percentiles = self._rollup_percentiles() if self._rollup else self._percentiles()
+        percentiles = self._rollup_percentiles(histograms, position) if self._rollup else self._percentiles()
         top_sessions, growth = self._top_sessions()
         return UsageReport(
             filters=spec.filters,
@@ -495,7 +541,7 @@ class _Report:
             unpriced_models=tuple(
                 sorted(key[0] for key, sums in by_model.items() if key[0] is not None and _unpriced(sums))
             ),
-            waste=tuple(_waste_line(outcome, waste.get(outcome, _zeros())) for outcome in WASTE_OUTCOMES),
+            waste=tuple(_waste_line(outcome, totals) for outcome in WASTE_OUTCOMES),
             breakdown=_groups(spec.group_by, breakdown, percentiles["breakdown"]),
             by_model=_groups(("model",), by_model, percentiles["model"]),
             by_agent=_groups(("agent",), by_agent, percentiles["agent"]),
@@ -521,14 +567,20 @@ class _Report:
 
     # ---- the rollup
 
-    def _rollup_source(self) -> Subquery:
-        """The rollup rows of the report: the whole days from ``ar_usage_rollup``, a part of a day from its rows.
+    def _rollup_source(
+        self,
+        columns: Sequence[str],
+        table: Table = ROLLUP,
+        from_records: Callable[..., Select[Any]] = select_from_records,
+    ) -> Subquery:
+        """``columns`` of the report's rollup rows: whole days from the rollup ``table``, a part of a day from its rows.
 
         A bound that is not a UTC midnight cuts its day: that day's rows within the bounds are summed as
-        the rollup would sum them (the same query as retention's rebuild), and added to the whole days.
+        the rollup would sum them (``from_records``, the same query as retention's rebuild), and added to the
+        whole days. ``ar_usage_session_days`` is read the same way, with its own query.
         """
         filters = self._spec.filters
-        r = ROLLUP.c
+        r = table.c
         since, until = filters.since, filters.until
         conditions: list[ColumnElement[bool]] = []
         edges: list[tuple[datetime, datetime]] = []
@@ -550,13 +602,12 @@ class _Report:
             if value is not None:
                 conditions.extend((r[name] == value, _nulls_bit(r.nulls, name) == literal_column("0")))
                 records.append(RECORDS.c[name] == value)
-        parts: list[Select[Any]] = [select(*(r[name] for name in COLUMNS)).where(*conditions)]
+        parts: list[Select[Any]] = [select(*(r[name] for name in columns)).where(*conditions)]
         c = RECORDS.c
-        parts.extend(
-            select_from_records(c.started_at >= start, c.started_at < end, *records)
-            for start, end in edges
-            if start < end
-        )
+        for start, end in edges:
+            if start < end:
+                part = from_records(c.started_at >= start, c.started_at < end, *records).subquery()
+                parts.append(select(*(part.c[name] for name in columns)))
         return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("rollup")
 
     @staticmethod
@@ -566,52 +617,71 @@ class _Report:
             return case((_nulls_bit(source.c.nulls, name) != literal_column("0"), null()), else_=source.c[name])
         return source.c["day" if name == "week" else name]
 
-    def _rollup_sum_rows(self, names: Sequence[str]) -> list[tuple[Key, list[int]]]:
-        """:meth:`_sum_rows` from the rollup."""
-        source = self._rollup_source()
-        grouped = [*(self._rollup_column(source, name) for name in names if name != "outcome"), source.c.outcome]
-        query = select(*grouped, *(func.sum(source.c[name]) for name in SUMS)).group_by(*grouped)
-        width = len(grouped)
-        rows = []
-        for row in self._connection.execute(query):
-            (attempts, calls, retried, prompt, completion, cached, reasoning, high, low, priced, hits) = (
-                int(value or 0) for value in row[width:]
-            )
-            cost = high * COST_SPLIT + low
-            rows.append(
-                (
-                    tuple(row[:width]),
-                    [attempts, calls, retried, prompt, completion, cached, reasoning, cost, priced, hits],
-                )
-            )
-        return rows
-
-    def _rollup_percentiles(self) -> dict[str, dict[Key, tuple[float, float]]]:
-        """p50 and p95 per group of each target, from the rollup's histograms."""
-        source = self._rollup_source()
-        columns = tuple(dict.fromkeys((*self._spec.group_by, "model", "agent")))
-        keys = [self._rollup_column(source, name) for name in columns]
+    def _rollup_sum_rows(self, names: Sequence[str], *, latencies: bool = False) -> tuple[SumRows, list[Histogram]]:
+        """:meth:`_sum_rows` from the rollup, and with ``latencies`` each group's latency histogram too."""
+        histogram_columns = ["latency_min_ms", "latency_max_ms", *HISTOGRAM] if latencies else []
+        source = self._rollup_source([*_rollup_keys(names), *SUMS, *WASTE, *histogram_columns])
+        grouped = [self._rollup_column(source, name) for name in names]
         query = select(
-            *keys,
-            func.min(source.c.latency_min_ms),
-            func.max(source.c.latency_max_ms),
-            *(func.sum(source.c[name]) for name in HISTOGRAM),
-        ).group_by(*keys)
-        width = len(keys)
-        histograms = [
-            (tuple(row[:width]), float(row[width]), float(row[width + 1]), [int(n or 0) for n in row[width + 2 :]])
-            for row in self._connection.execute(query)
-            if row[width] is not None
-        ]
-        positions = {name: index for index, name in enumerate(columns)}
+            *grouped,
+            *(func.sum(source.c[name]) for name in (*SUMS, *WASTE)),
+            *(
+                (
+                    func.min(source.c.latency_min_ms),
+                    func.max(source.c.latency_max_ms),
+                    *(func.sum(source.c[name]) for name in HISTOGRAM),
+                )
+                if latencies
+                else ()
+            ),
+        ).group_by(*grouped)
+        width = len(grouped)
+        sums_end = width + len(SUMS) + len(WASTE)
+        per_outcome = len(WASTE_SUMS)
+        rows: SumRows = []
+        histograms: list[Histogram] = []
+        for row in self._connection.execute(query):
+            key = tuple(row[:width])
+            values = [int(value or 0) for value in row[width:sums_end]]
+            # The cost's two parts (cost_high, cost_low) put together: ten sums, as _sum_rows gives them.
+            sums = [*values[:7], values[7] * COST_SPLIT + values[8], *values[9:11]]
+            for at in range(len(SUMS), len(values), per_outcome):
+                wasted, tokens, waste_high, waste_low, waste_priced = values[at : at + per_outcome]
+                sums.extend((wasted, tokens, waste_high * COST_SPLIT + waste_low, waste_priced))
+            rows.append((key, sums))
+            if latencies:
+                counts = [int(count or 0) for count in row[sums_end + 2 :]]
+                histograms.append((key, float(row[sums_end]), float(row[sums_end + 1]), counts))
+        return rows, histograms
+
+    def _rollup_daily(self) -> dict[Key, Sums]:
+        """The sums of a :class:`DailyCost` per (day, model), from the rollup: attempts, tokens, cost, priced."""
+        wanted = ("attempts", "prompt_tokens", "completion_tokens", "cost_high", "cost_low", "priced_attempts")
+        source = self._rollup_source([*_rollup_keys(("day", "model")), *wanted])
+        grouped = [self._rollup_column(source, name) for name in ("day", "model")]
+        query = select(*grouped, *(func.sum(source.c[name]) for name in wanted)).group_by(*grouped)
+        daily = {}
+        for day, model, *values in self._connection.execute(query):
+            attempts, prompt, completion, high, low, priced = (int(value or 0) for value in values)
+            sums = _zeros()
+            sums[_ATTEMPTS], sums[_PROMPT], sums[_COMPLETION] = attempts, prompt, completion
+            sums[_COST], sums[_PRICED] = high * COST_SPLIT + low, priced
+            daily[(day, model)] = sums
+        return daily
+
+    def _rollup_percentiles(
+        self, histograms: Sequence[Histogram], positions: Mapping[str, int]
+    ) -> dict[str, dict[Key, tuple[float, float]]]:
+        """p50 and p95 per group of each target, from the histograms of :meth:`_rollup_sum_rows`."""
         results: dict[str, dict[Key, tuple[float, float]]] = {}
         for target, names in self._targets().items():
             key = _key_maker(names, positions)
             merged: dict[Key, list[Any]] = {}
             for values, low, high, counts in histograms:
-                found = merged.get(key(values))
+                group = key(values)
+                found = merged.get(group)
                 if found is None:
-                    merged[key(values)] = [low, high, list(counts)]
+                    merged[group] = [low, high, counts]
                 else:
                     found[0] = min(found[0], low)
                     found[1] = max(found[1], high)
@@ -633,7 +703,7 @@ class _Report:
             return self._percentile_cont(targets)
         group_by = self._spec.group_by
         sets: list[tuple[str, ...]]
-        if all(name in _ROLLED_UP for name in group_by):
+        if all(name in _FROM_FINE for name in group_by):
             # One histogram per group of every column needed; models, agents and totals are its sums.
             sets = [tuple(dict.fromkeys((*group_by, "model", "agent")))]
         else:
@@ -704,20 +774,30 @@ class _Report:
 
     # ---- sessions
 
+    def _top_session_names(self) -> list[str]:
+        """The ``top`` sessions by cost, then attempts, then name (in code point order, as Python sorts)."""
+        if self._session_rollup:
+            source = self._rollup_source(
+                ("session", "attempts", "cost_high", "cost_low"), SESSION_DAYS, select_sessions_from_records
+            )
+            session: ColumnElement[Any] = source.c.session
+            # Ordered by the cost put together in SQL: exact on PostgreSQL (numeric); on SQLite, a sum beyond
+            # 2**63 nano-USD (9.2 billion dollars) becomes a float, still in order.
+            cost: ColumnElement[Any] = func.sum(source.c.cost_high) * literal(COST_SPLIT) + func.sum(source.c.cost_low)
+            attempts: ColumnElement[Any] = func.sum(source.c.attempts)
+            query = select(session)
+        else:
+            # The session index covers this query (SQLite sums while walking it, in session order).
+            c = RECORDS.c
+            session = c.session
+            cost, attempts = func.coalesce(func.sum(c.cost_nanousd), 0), func.count()
+            query = self._select(session).where(session.is_not(None))
+        in_order = session.collate("C") if self._dialect == "postgresql" else session
+        query = query.group_by(session).order_by(cost.desc(), attempts.desc(), in_order).limit(self._spec.top)
+        return [row[0] for row in self._connection.execute(query)]
+
     def _top_sessions(self) -> tuple[tuple[Group, ...], tuple[SessionGrowth, ...]]:
-        c = RECORDS.c
-        # Ties in code point order, as Python sorts the groups: PostgreSQL's "C", SQLite's own. The
-        # session index covers this query (SQLite sums while walking it, in session order).
-        in_order = c.session.collate("C") if self._dialect == "postgresql" else c.session
-        cost = func.coalesce(func.sum(c.cost_nanousd), 0)
-        query = (
-            self._select(c.session)
-            .where(c.session.is_not(None))
-            .group_by(c.session)
-            .order_by(cost.desc(), func.count().desc(), in_order)
-            .limit(self._spec.top)
-        )
-        top = [row[0] for row in self._connection.execute(query)]
+        top = self._top_session_names()
         if not top:
             return (), ()
         rows = self._sum_rows(("session", "model"), sessions=top)
@@ -779,53 +859,20 @@ class _Report:
 # ---- sums in Python (of aggregated rows only)
 
 
-def _positions(names: Sequence[str]) -> dict[str, int]:
-    """Where each column is in a key of :meth:`_Report._sum_rows` over ``names`` (the outcome last)."""
-    columns = [name for name in names if name != "outcome"]
-    return {name: index for index, name in enumerate((*columns, "outcome"))}
-
-
 def _zeros() -> Sums:
-    return [0] * 15
-
-
-def _with_outcome(outcome: str, sums: list[int]) -> Sums:
-    """The sums of a group of one outcome, extended with its failures and waste."""
-    attempts = sums[_ATTEMPTS]
-    wasted = outcome in WASTE_OUTCOMES
-    return [
-        *sums,
-        attempts if outcome == "error" else 0,
-        attempts if outcome == "invalid" else 0,
-        attempts if outcome == "cancelled" else 0,
-        sums[_COST] if wasted else 0,
-        sums[_PROMPT] + sums[_COMPLETION] if wasted else 0,
-    ]
-
-
-def _add(into: Sums, sums: Sums) -> None:
-    for index, value in enumerate(sums):
-        into[index] += value
+    return [0] * _SUMS_LENGTH
 
 
 def _roll_up(rows: Sequence[tuple[Key, list[int]]], key: Callable[[Key], Any]) -> dict[Any, Sums]:
-    """The sums of ``rows`` (of :meth:`_Report._sum_rows`) per ``key`` of their keys, with failures and waste.
+    """The sums of ``rows`` (of :meth:`_Report._sum_rows`) per ``key`` of their keys.
 
-    Rows are gathered per key and outcome first, and each column summed by ``sum`` (in C): adding them
-    up one by one took a third of a second for the 27,000 rows of a million attempts.
+    Rows are gathered per key first, and each column summed by ``sum`` (in C): adding them up one by
+    one took a third of a second for the 27,000 rows of a million attempts.
     """
-    gathered: dict[tuple[Any, str], list[list[int]]] = {}
+    gathered: dict[Any, list[list[int]]] = {}
     for row_key, sums in rows:
-        gathered.setdefault((key(row_key), row_key[-1]), []).append(sums)
-    rolled: dict[Any, Sums] = {}
-    for (group, outcome), members in gathered.items():
-        summed = _with_outcome(outcome, [sum(column) for column in zip(*members, strict=True)])
-        found = rolled.get(group)
-        if found is None:
-            rolled[group] = summed
-        else:
-            _add(found, summed)
-    return rolled
+        gathered.setdefault(key(row_key), []).append(sums)
+    return {group: [sum(column) for column in zip(*members, strict=True)] for group, members in gathered.items()}
 
 
 def _unpriced(sums: Sums) -> int:
@@ -843,25 +890,28 @@ def _usage(sums: Sums, percentiles: tuple[float, float] | None) -> Usage:
         reasoning_tokens=sums[_REASONING],
         cost=nanousd_to_usd(sums[_COST]),
         unpriced_attempts=_unpriced(sums),
-        errors=sums[_ERRORS],
-        invalid=sums[_INVALID],
-        cancelled=sums[_CANCELLED],
+        errors=sums[_OF_WASTE["error"] + _W_ATTEMPTS],
+        invalid=sums[_OF_WASTE["invalid"] + _W_ATTEMPTS],
+        cancelled=sums[_OF_WASTE["cancelled"] + _W_ATTEMPTS],
         cache_hits=sums[_CACHE_HITS],
         retried_calls=sums[_RETRIED],
-        waste_cost=nanousd_to_usd(sums[_WASTE_COST]),
-        waste_tokens=sums[_WASTE_TOKENS],
+        waste_cost=nanousd_to_usd(sum(sums[at + _W_COST] for at in _OF_WASTE.values())),
+        waste_tokens=sum(sums[at + _W_TOKENS] for at in _OF_WASTE.values()),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
     )
 
 
 def _waste_line(outcome: str, sums: Sums) -> WasteLine:
+    """The waste of ``outcome`` in a group's ``sums``."""
+    at = _OF_WASTE[outcome]
+    attempts = sums[at + _W_ATTEMPTS]
     return WasteLine(
         outcome=outcome,
-        attempts=sums[_ATTEMPTS],
-        tokens=sums[_PROMPT] + sums[_COMPLETION],
-        cost=nanousd_to_usd(sums[_COST]),
-        unpriced_attempts=_unpriced(sums),
+        attempts=attempts,
+        tokens=sums[at + _W_TOKENS],
+        cost=nanousd_to_usd(sums[at + _W_COST]),
+        unpriced_attempts=attempts - sums[at + _W_PRICED],
     )
 
 
@@ -916,6 +966,12 @@ def _key_maker(
 
 
 # ---- the rollup's latency histograms
+
+
+def _rollup_keys(names: Sequence[str]) -> list[str]:
+    """The rollup's columns that the group columns ``names`` are read from (``nulls`` for the text ones)."""
+    columns = {"day" if name == "week" else name for name in names}
+    return [name for name in ("day", *KEY_TEXT) if name in columns] + (["nulls"] if columns & set(KEY_TEXT) else [])
 
 
 def _nulls_bit(nulls: ColumnElement[Any], name: str) -> ColumnElement[Any]:

@@ -10,9 +10,9 @@ buckets, ``h00`` .. ``h63``), so that a report reads a few thousand rows instead
 of every attempt (storage/_rollup.py). NULL key values are stored as ``''`` with
 a bit each in ``nulls``, so the primary key is a plain unique key on every backend.
 
-The upgrade fills the rollup from the rows already stored, with one
-``INSERT ... SELECT ... GROUP BY``: the same query retention uses to rebuild a
-day, so the backfill equals what the writes would have produced.
+Revision 0005 replaced this table by one with fewer rows a day and filled it
+from the rows; so the upgrade no longer fills this one (it used to call the
+package's rebuild, which now fills the table of 0005).
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ def upgrade() -> None:
         *(sa.Column(f"h{index:02d}", sa.BigInteger(), nullable=False) for index in range(64)),
         sa.PrimaryKeyConstraint(*_KEY, name="pk_ar_usage_rollup"),
     )
-    # The backfill is the package's own rebuild query (imported here, when the migration runs), so that
-    # the rollup of old rows is computed exactly as retention recomputes a day.
-    from autogen_reliability.storage._rollup import rebuild_all  # noqa: PLC0415
-
-    rebuild_all(op.get_bind())
 
 
 def downgrade() -> None:
