@@ -25,17 +25,18 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar, cast
 
 from . import __version__
+from ._errors import ConfigurationError
+from .reports import _period as period  # the reading of times the usage routes share
 
 if TYPE_CHECKING:
     from .storage import RetentionResult, SessionSummary, UsageStore
@@ -45,8 +46,7 @@ __all__ = ["main", "parse_duration", "parse_time"]
 FORMATS: Final = ("table", "json", "csv", "md", "html")
 """The formats of ``report --format``."""
 
-_DURATION: Final = re.compile(r"(\d+)([hdw])")
-_UNITS: Final = {"h": "hours", "d": "days", "w": "weeks"}
+_T = TypeVar("_T")
 _FILE_WIDTH: Final = 200  # a table written to a file or a pipe has no terminal to fit: wide enough not to fold it
 
 
@@ -72,17 +72,7 @@ def parse_duration(text: str) -> timedelta:
     Raises:
         argparse.ArgumentTypeError: Anything else, with the reason (argparse prints it as the error).
     """
-    match = _DURATION.fullmatch(text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 24h, 90d or 2w")
-    number, unit = match.groups()
-    try:
-        duration = timedelta(**{_UNITS[unit]: int(number)})
-    except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is longer than any date can go back") from None
-    if not duration:
-        raise argparse.ArgumentTypeError(f"{text!r} is no time at all; give a duration above zero, such as 90d")
-    return duration
+    return _argument(period.parse_duration, text)
 
 
 def parse_time(text: str) -> datetime | timedelta:
@@ -96,34 +86,22 @@ def parse_time(text: str) -> datetime | timedelta:
     Raises:
         argparse.ArgumentTypeError: Anything else, or a date and time without an offset.
     """
-    text = text.strip()
-    if _DURATION.fullmatch(text):
-        return parse_duration(text)
+    return _argument(period.parse_time, text)
+
+
+def _argument(parse: Callable[[str], _T], text: str) -> _T:
+    """``parse(text)``, its ConfigurationError as the ArgumentTypeError argparse prints (a ValueError it would not)."""
     try:
-        return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a date (2025-05-01), a date and time with its UTC offset "
-            "(2025-05-01T09:30:00+02:00) or a time ago (24h, 7d, 2w)"
-        ) from None
-    if moment.utcoffset() is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} has no UTC offset; add one (Z for UTC, or +02:00): the ledger's times are UTC"
-        )
-    return moment.astimezone(UTC)
+        return parse(text)
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> datetime | None:
-    if not isinstance(value, timedelta):
-        return value
     try:
-        return now - value
-    except OverflowError:
-        raise _Failure(2, f"argument {option}: {value.days} days before now is before the year 1") from None
+        return period.resolve_time(value, now)
+    except ConfigurationError as error:
+        raise _Failure(2, f"argument {option}: {error}") from None
 
 
 def _positive(text: str) -> int:
@@ -303,7 +281,6 @@ def _db(command: str, url: str | None) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
-    from ._errors import ConfigurationError  # noqa: PLC0415
     from .storage import _migrate as migrate  # noqa: PLC0415
     from .storage._engine import make_engine, sqlite_file_missing  # noqa: PLC0415
 
@@ -359,7 +336,6 @@ def _ledger(url: str | None) -> Iterator[UsageStore]:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
-    from ._errors import ConfigurationError  # noqa: PLC0415
     from .storage import StoreSchemaError, UsageStore  # noqa: PLC0415
     from .storage._engine import make_engine, sqlite_file_missing  # noqa: PLC0415
 
@@ -607,7 +583,6 @@ def _demo(stream: bool, url: str | None) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from ._demo import run_demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
-    from ._errors import ConfigurationError  # noqa: PLC0415
     from .storage import StoreSchemaError  # noqa: PLC0415
     from .storage._engine import check_database_url  # noqa: PLC0415
 
