@@ -10,7 +10,7 @@ included), not from what happens to be loaded::
     stages      retry/ < validation/ < accounting/ < reports/ < storage/ < budget/  (each may use the ones before it)
     assembly    _config (the process defaults) < _client (the layer list) < _wrap
     public      the package's __init__
-    programs    _cli, _demo, __main__: they use the public API as a user's program would
+    programs    _cli, _demo, __main__, fastapi/: they use the public API as a user's program would
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ RANKS: dict[str, int] = {
     "": 13,  # the package's __init__: the public API
     "_cli": 14,  # the command and its demo use the public API, as a user's program would
     "_demo": 14,
+    "fastapi": 14,  # the FastAPI integration (extra [fastapi]) uses the public API, as an application would
     "__main__": 14,
 }
 
