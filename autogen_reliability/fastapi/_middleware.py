@@ -107,6 +107,14 @@ def _shown(text: str) -> str:
     return repr(redact(cut))
 
 
+def _text(raw: bytes) -> str:
+    """A header's bytes as text, to check and to quote back: UTF-8 as clients send it, else Latin-1 (RFC 9110's)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def _label_problem(value: str) -> str | None:
     """Why ``value`` is not a label, or None."""
     if not value:
@@ -277,8 +285,7 @@ class UsageContextMiddleware:
         for raw_name, raw_value in headers:
             key = raw_name.lower()
             if key in self._names:
-                # Latin-1 is what the bytes of a header are taken as; anything outside ASCII is then refused.
-                found.setdefault(key, []).append(raw_value.decode("latin-1").strip(" \t"))
+                found.setdefault(key, []).append(_text(raw_value).strip(" \t"))
         project = self._label(self._project_key, found)
         if project is None:
             if self._require_project:
