@@ -51,7 +51,9 @@ _PRIVATE = {"Cache-Control": "private, no-store"}  # costs per customer: no shar
 # The report page loads nothing (inline CSS and SVG); the header says so again for a browser that ignores <meta>.
 _HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _BAD: Final[dict[int | str, dict[str, Any]]] = {
-    400: {"model": ErrorModel, "description": "A bad parameter; `detail` says which and why"}
+    400: {"model": ErrorModel, "description": "A bad parameter; `detail` says which and why"},
+    # Declared so the schema shows what can come instead of FastAPI's 422 (which these routes never send).
+    "4XX": {"model": ErrorModel, "description": "Refused by the application's own dependencies (its auth)"},
 }
 _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": ErrorModel, "description": "The usage database cannot be reached"}
