@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fastapi import FastAPI, WebSocket
@@ -224,6 +226,43 @@ def test_a_streaming_response_without_a_session_records_the_one_it_returned(
     session = reply.headers["X-Session-ID"]
     assert body.endswith(session)
     assert {row.session for row in rows(ledger)} == {session}
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served by a real uvicorn on 127.0.0.1 (a free port) on a thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            thread.join(0.01)  # uvicorn sets a flag (no event) once it listens: polled; no duration is asserted
+        assert server.started, "uvicorn did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def test_over_http_a_stream_that_has_begun_is_still_attributed(server: FakeOpenAIServer, ledger: Ledger) -> None:
+    # The model is called only once the client holds the stream's first line: the response has begun for real.
+    server.enqueue(FakeReply.text("answer 0", hold_after_chunks=0), FakeReply.text("answer 1"), FakeReply.text("end"))
+    with (
+        serving(make_app(server.base_url, ledger)) as base_url,
+        httpx.Client(base_url=base_url, timeout=30) as http,
+        http.stream("GET", "/stream", headers=ATTRIBUTION) as reply,
+    ):
+        lines = reply.iter_lines()
+        assert next(lines) == "start"
+        assert reply.headers["X-Session-ID"] == "ticket-4711"
+        server.wait_for_requests(1)  # the first model call, made while the response streams, is waiting
+        server.release()
+        rest = list(lines)
+    assert rest[0] == "answer 0"
+    assert rest[-1] == "ticket-4711"
+    expected = ("acme-support", "ticket-4711", "writer", {"tier": "gold", "region": "eu-west.1"})
+    assert [who(row) for row in rows(ledger)] == [expected] * 3
 
 
 def accept_headers(websocket: WebSocketTestSession) -> dict[bytes, bytes]:
