@@ -23,6 +23,7 @@ import uvicorn
 from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fastapi import FastAPI, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
@@ -361,6 +362,47 @@ def test_exempt_paths_are_passed_through_untouched(server: FakeOpenAIServer, led
         "header": "X-Project-ID",
     }
     assert server.request_count == 0
+
+
+def test_a_cors_preflight_passes_and_the_browser_may_read_the_session(server: FakeOpenAIServer, ledger: Ledger) -> None:
+    answers(server, 1)
+    app = make_app(server.base_url, ledger, require_project=True)
+    # Outermost, as CORSMiddleware should be: its headers then reach the middleware's own 400s too.
+    origin = "https://app.example"
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[origin],
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["X-Session-ID"],
+    )
+    preflight_headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "x-project-id",
+    }
+    with TestClient(app) as client:
+        preflight = client.options("/ask", headers=preflight_headers)
+        refused = client.post("/ask", headers={"Origin": origin})
+        answered = client.post("/ask", headers={"Origin": origin, "X-Project-ID": "acme-support"})
+    assert preflight.status_code == 200
+    assert refused.status_code == 400
+    assert refused.headers["access-control-allow-origin"] == origin  # the browser can read why
+    assert answered.headers["access-control-expose-headers"] == "X-Session-ID"
+    assert [row.session for row in rows(ledger)] == [answered.headers["X-Session-ID"]]
+
+
+def test_a_preflight_is_passed_through_even_when_the_middleware_is_outermost(
+    server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    app = FastAPI()
+    app.add_middleware(UsageContextMiddleware, require_project=True)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://app.example"], allow_methods=["*"], allow_headers=["*"])
+    app.user_middleware.reverse()  # ours outside CORS: a plain OPTIONS is refused, a preflight is not
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with TestClient(app) as client:
+        assert client.options("/anything", headers=preflight).status_code == 200
+        assert client.options("/anything").status_code == 400
 
 
 # --------------------------------------------------------------------------- refusals

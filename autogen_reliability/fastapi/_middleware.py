@@ -28,6 +28,9 @@ files, dashboards and shell pipelines; a small, printable character set keeps
 them one token everywhere, and the bounds keep a client from filling the
 ledger (and the report's groups) with arbitrary text.
 
+A browser's CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``)
+is passed through as it is: browsers send no custom header on it.
+
 What the caller gets back: every HTTP response carries the request's session
 in ``X-Session-ID`` (the one sent, or the one generated: a UUID), unless the
 application set that header itself; a WebSocket's accept carries it too. A
@@ -266,7 +269,7 @@ class UsageContextMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handles one ASGI connection: ``http`` and ``websocket`` inside the scope, anything else (lifespan) as is."""
-        if scope["type"] not in ("http", "websocket") or self._is_exempt(scope.get("path", "")):
+        if scope["type"] not in ("http", "websocket") or self._is_exempt(scope.get("path", "")) or _preflight(scope):
             await self.app(scope, receive, send)
             return
         try:
@@ -347,6 +350,13 @@ class UsageContextMiddleware:
                 raise _Refused(400, name, f"{name}: the value of {key!r} {problem}")
             tags[key] = value
         return tags
+
+
+def _preflight(scope: Scope) -> bool:
+    """A browser's CORS preflight: it carries no attribution (a browser sends none on it) and calls no model."""
+    return scope.get("method") == "OPTIONS" and any(
+        name.lower() == b"access-control-request-method" for name, _ in scope["headers"]
+    )
 
 
 def _returning_header(send: Send, key: bytes, value: bytes) -> Send:
