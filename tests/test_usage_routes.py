@@ -339,7 +339,9 @@ def test_the_database_work_runs_off_the_event_loop(service: Service) -> None:
     assert loop not in threads
 
 
-def test_an_unreachable_database_is_a_503_that_names_no_path(server: FakeOpenAIServer, tmp_path: Path) -> None:
+def test_an_unreachable_database_is_a_503_that_names_no_path(
+    server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "ledger-dir"
     directory.mkdir()
     with (
@@ -353,6 +355,8 @@ def test_an_unreachable_database_is_a_503_that_names_no_path(server: FakeOpenAIS
     assert (reply.status_code, sessions.status_code) == (503, 503)
     assert reply.json() == {"detail": "the usage database cannot be reached; try again later"}
     assert str(directory) not in reply.text
+    logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
+    assert "the usage routes cannot read the ledger: unable to open database file" in logged
 
 
 def test_the_openapi_schema_describes_the_routes(service: Service) -> None:

@@ -106,7 +106,7 @@ def _tags(items: Sequence[str] | None) -> dict[str, str] | None:
     for item in items:
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
-            raise _bad(f"tag: {item[:40]!r} is not KEY=VALUE")
+            raise _bad(f"tag: {redact(item[:40])!r} is not KEY=VALUE")
         if key.strip() in tags:
             raise _bad(f"tag: {key.strip()!r} is given twice")
         tags[key.strip()] = value
@@ -157,7 +157,8 @@ async def _off_the_loop(work: Callable[[], Any]) -> Any:
         raise _bad(str(error)) from None
     except OperationalError as error:
         # The driver's message can name the host and the user; the log gets it (redacted), the client does not.
-        logger.warning("the usage routes cannot read the ledger: %s", redact(str(error.orig or error)).splitlines()[0])
+        first_line = (redact(str(error.orig or error)).splitlines() or [type(error).__name__])[0]
+        logger.warning("the usage routes cannot read the ledger: %s", first_line)
         raise HTTPException(503, detail="the usage database cannot be reached; try again later") from None
 
 
