@@ -12,6 +12,15 @@ error, which is what usage counters and accounting consume)::
       └─ layer 1 ─ layer 2 ─ … ─ attempt ── inner.create(...)
                                     └──── AttemptEvent ──> observers
 
+Besides each wrapper's own observers, the process has one **feed** that what
+watches every wrapped client subscribes to (Prometheus metrics, OpenTelemetry
+spans): :func:`subscribe_attempts` hands over every :class:`AttemptEvent`, and
+:func:`subscribe_calls` tells a :class:`CallObserver` when each logical call
+starts and ends (its outermost pipeline announces it; a fallback's does not
+again). Subscribers are kept in tuples that are replaced, never changed in
+place, so the call path reads them without a lock, and with nobody subscribed a
+call pays one truth test of an empty tuple per call and per attempt.
+
 This module holds the mechanism only; the policies live in their own
 subpackages and plug in as layers and observers.
 """
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -45,6 +55,7 @@ __all__ = [
     "AttemptEvent",
     "AttemptObserver",
     "Call",
+    "CallObserver",
     "CreateHandler",
     "Findings",
     "Layer",
@@ -53,6 +64,8 @@ __all__ = [
     "StartedAttempt",
     "StreamHandler",
     "StreamItem",
+    "subscribe_attempts",
+    "subscribe_calls",
 ]
 
 logger = logging.getLogger("autogen_reliability")
@@ -109,6 +122,8 @@ class Call:
         events: The :class:`AttemptEvent` of each finished attempt, in order.
         findings: What the stages found in and changed about the answers (validation, the sanitiser).
         tracker: Told when each attempt starts and ends (the accounting layer's in-flight rows).
+        observers: The :class:`CallObserver` objects told that this call started, who are told
+            that it ended (``None`` until a pipeline announced it: none was subscribed then).
     """
 
     attribution: Attribution
@@ -119,6 +134,7 @@ class Call:
     events: list[AttemptEvent] = field(default_factory=list)
     findings: Findings = field(default_factory=Findings)
     tracker: AttemptTracker | None = None
+    observers: tuple[CallObserver, ...] | None = None
 
 
 class StartedAttempt(Protocol):
@@ -226,6 +242,68 @@ AttemptObserver = Callable[[AttemptEvent], None]
 """Called synchronously, on the event loop, once per provider attempt; must be quick and must not raise."""
 
 
+class CallObserver(Protocol):
+    """Told when each logical call of any wrapped client starts and ends (see :func:`subscribe_calls`).
+
+    Both methods run synchronously on the thread that runs the call, must be
+    quick, and should not raise (one that does is logged). ``call_ended`` comes
+    after the call's usage events were published (``accounting._feed``), and
+    after every :class:`AttemptEvent` of the call (they are in ``call.events``).
+    """
+
+    def call_started(self, call: Call, pipeline: Pipeline) -> None:
+        """``call`` starts on ``pipeline``, the wrapped client's outermost one (the primary's)."""
+
+    def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
+        """``call`` ended: with an answer (``error`` is None), or with ``error``.
+
+        A stream its consumer stopped reading ends with ``GeneratorExit``, or
+        with None if the final ``CreateResult`` had been handed on.
+        """
+
+
+_feed_lock = threading.Lock()
+_attempt_observers: tuple[AttemptObserver, ...] = ()
+_call_observers: tuple[CallObserver, ...] = ()
+
+
+def subscribe_attempts(observer: AttemptObserver) -> Callable[[], None]:
+    """Calls ``observer`` with the :class:`AttemptEvent` of every attempt of every wrapped client; returns the
+    unsubscriber.
+
+    It is called after the wrapper's own ``on_attempt`` observers. One that raises is logged, and stays subscribed.
+    """
+    global _attempt_observers  # noqa: PLW0603  # one feed per process
+    with _feed_lock:
+        _attempt_observers = (*_attempt_observers, observer)
+
+    def unsubscribe() -> None:
+        global _attempt_observers  # noqa: PLW0603
+        with _feed_lock:
+            _attempt_observers = tuple(known for known in _attempt_observers if known is not observer)
+
+    return unsubscribe
+
+
+def subscribe_calls(observer: CallObserver) -> Callable[[], None]:
+    """Tells ``observer`` of the start and the end of every logical call that starts from now on; returns the
+    unsubscriber.
+
+    A call is told to the observers subscribed when it started, and only to them:
+    each gets the end of every call whose start it got, even once unsubscribed.
+    """
+    global _call_observers  # noqa: PLW0603  # one feed per process
+    with _feed_lock:
+        _call_observers = (*_call_observers, observer)
+
+    def unsubscribe() -> None:
+        global _call_observers  # noqa: PLW0603
+        with _feed_lock:
+            _call_observers = tuple(known for known in _call_observers if known is not observer)
+
+    return unsubscribe
+
+
 class Layer:
     """A stage of the pipeline. The defaults pass the request straight through.
 
@@ -261,8 +339,60 @@ class Pipeline:
         for layer in reversed(layers):
             create = partial(layer.create, call_next=create)
             stream = partial(layer.create_stream, call_next=stream)
-        self.create: CreateHandler = create
-        self.create_stream: StreamHandler = stream
+        self._create: CreateHandler = create
+        self._create_stream: StreamHandler = stream
+
+    def create(self, request: Request) -> Awaitable[CreateResult]:
+        """Runs ``request`` through the layers to the attempt(s); the first pipeline of a call announces it.
+
+        Not a coroutine function itself: with no call observer subscribed, the
+        call awaits the first layer directly, without a frame of ours around it.
+        """
+        observers = _call_observers
+        if observers and request.call.observers is None:
+            return self._observed_create(request, observers)
+        return self._create(request)
+
+    def create_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
+        """Streams ``request`` through the layers; the first pipeline of a call announces it."""
+        observers = _call_observers
+        if observers and request.call.observers is None:
+            return self._observed_stream(request, observers)
+        return self._create_stream(request)
+
+    async def _observed_create(self, request: Request, observers: tuple[CallObserver, ...]) -> CreateResult:
+        call = request.call
+        call.observers = observers
+        _call_started(observers, call, self)
+        try:
+            result = await self._create(request)
+        except BaseException as error:
+            _call_ended(observers, call, self, error)
+            raise
+        _call_ended(observers, call, self, None)
+        return result
+
+    async def _observed_stream(
+        self, request: Request, observers: tuple[CallObserver, ...]
+    ) -> AsyncGenerator[StreamItem, None]:
+        call = request.call
+        call.observers = observers
+        _call_started(observers, call, self)
+        answered = False
+        error: BaseException | None = None
+        try:
+            # aclosing: the layers inside (accounting's rows) finish before the observers hear of the end.
+            async with aclosing(self._create_stream(request)) as stream:
+                async for item in stream:
+                    if isinstance(item, CreateResult):
+                        answered = True
+                    yield item
+        except BaseException as exc:
+            # As for an attempt: a consumer that stops reading after the final result has had its answer.
+            error = None if isinstance(exc, GeneratorExit) and answered else exc
+            raise
+        finally:
+            _call_ended(observers, call, self, error)
 
     async def _attempt_create(self, request: Request) -> CreateResult:
         attempt = _Attempt(self, request)
@@ -308,13 +438,37 @@ class Pipeline:
             attempt.finish(result, None, slot.usage)
 
     def emit(self, event: AttemptEvent) -> None:
-        """Hand ``event`` to every observer; an observer that raises is logged, never propagated."""
+        """Hand ``event`` to every observer, then to the feed's; one that raises is logged, never propagated."""
         for observer in self._observers:
             try:
                 observer(event)
             except Exception:
                 # Watching a call must never break it.
                 logger.exception("attempt observer %r failed", observer)
+        if _attempt_observers:
+            for observer in _attempt_observers:
+                try:
+                    observer(event)
+                except Exception:
+                    logger.exception("attempt observer %r failed", observer)
+
+
+def _call_started(observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline) -> None:
+    for observer in observers:
+        try:
+            observer.call_started(call, pipeline)
+        except Exception:
+            logger.exception("call observer %r failed", observer)
+
+
+def _call_ended(
+    observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline, error: BaseException | None
+) -> None:
+    for observer in observers:
+        try:
+            observer.call_ended(call, pipeline, error)
+        except Exception:
+            logger.exception("call observer %r failed", observer)
 
 
 def _provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:

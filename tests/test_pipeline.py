@@ -12,7 +12,17 @@ from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, CreateResult, UserMessage
 
 from autogen_reliability import AttemptEvent, Attribution, ReliableChatCompletionClient
-from autogen_reliability._pipeline import Call, CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from autogen_reliability._pipeline import (
+    Call,
+    CreateHandler,
+    Layer,
+    Pipeline,
+    Request,
+    StreamHandler,
+    StreamItem,
+    subscribe_attempts,
+    subscribe_calls,
+)
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
@@ -170,3 +180,118 @@ async def test_cancellation_propagates_and_is_observed(
     with pytest.raises(asyncio.CancelledError):
         await call
     assert [event.outcome for event in events] == ["cancelled"]
+
+
+# -- the process's feed: every attempt and every call of every wrapped client ----------------------
+
+
+class CallLog:
+    """A call observer that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Call, Pipeline, BaseException | None]] = []
+
+    def call_started(self, call: Call, pipeline: Pipeline) -> None:
+        self.seen.append(("started", call, pipeline, None))
+
+    def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
+        # The attempts are known by now: the end comes after every attempt's event.
+        assert len(call.events) == call.attempts
+        self.seen.append(("ended", call, pipeline, error))
+
+
+async def test_the_feed_sees_every_attempt_and_each_call_once_fallbacks_included(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    attempts: list[AttemptEvent] = []
+    calls = CallLog()
+    stop_attempts = subscribe_attempts(attempts.append)
+    stop_calls = subscribe_calls(calls)
+    try:
+        primary, fallback = make_openai_client(), make_openai_client(model="gpt-4o")
+        client = ReliableChatCompletionClient(primary, retry=None, fallbacks=[fallback])
+        server.enqueue(FakeReply.error(503), FakeReply.text("from the fallback"))
+        result = await client.create(HI)
+    finally:
+        stop_attempts()
+        stop_calls()
+    assert result.content == "from the fallback"
+    assert [(event.attempt, event.outcome, event.client) for event in attempts] == [
+        (1, "error", primary),
+        (2, "ok", fallback),
+    ]
+    # One call, announced by the wrapper's pipeline; the fallback's pipeline does not announce it again.
+    assert [(kind, pipeline.client, error) for kind, _, pipeline, error in calls.seen] == [
+        ("started", primary, None),
+        ("ended", primary, None),
+    ]
+    assert calls.seen[0][1] is calls.seen[1][1] is attempts[0].call
+
+
+async def test_a_failed_call_ends_with_its_error_and_unsubscribed_observers_hear_nothing(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    calls = CallLog()
+    client = ReliableChatCompletionClient(make_openai_client(), retry=None)
+    stop = subscribe_calls(calls)
+    server.enqueue(FakeReply.error(400), FakeReply.text("unheard"))
+    try:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.create(HI)
+    finally:
+        stop()
+    await client.create(HI)
+    assert [(kind, error) for kind, _, _, error in calls.seen] == [("started", None), ("ended", caught.value)]
+
+
+async def test_a_stream_ends_after_its_last_item_or_when_abandoned(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    calls = CallLog()
+    client = ReliableChatCompletionClient(make_openai_client())
+    stop = subscribe_calls(calls)
+    server.enqueue(FakeReply.text("one two three"), FakeReply.text("four five six"))
+    try:
+        items = [item async for item in client.create_stream(HI)]
+        assert isinstance(items[-1], CreateResult)
+        assert [kind for kind, *_ in calls.seen] == ["started", "ended"]
+        assert calls.seen[-1][3] is None
+        stream = client.create_stream(HI)
+        await anext(stream)  # the first chunk, then the consumer walks away
+        await stream.aclose()
+    finally:
+        stop()
+    assert [kind for kind, *_ in calls.seen] == ["started", "ended", "started", "ended"]
+    assert isinstance(calls.seen[-1][3], GeneratorExit)  # no answer was handed on: the call did not complete
+
+
+async def test_a_feed_observer_that_raises_is_logged_and_kept(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures: list[int] = []
+
+    def broken(event: AttemptEvent) -> None:
+        failures.append(event.attempt)
+        raise RuntimeError("feed observer bug")
+
+    class BrokenCalls:
+        def call_started(self, call: Call, pipeline: Pipeline) -> None:
+            raise RuntimeError("call observer bug")
+
+        def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
+            raise RuntimeError("call observer bug")
+
+    stops = [subscribe_attempts(broken), subscribe_calls(BrokenCalls())]
+    client = ReliableChatCompletionClient(make_openai_client())
+    server.enqueue(FakeReply.text("first"), FakeReply.text("second"))
+    try:
+        with caplog.at_level(logging.ERROR, logger="autogen_reliability"):
+            assert (await client.create(HI)).content == "first"
+            assert (await client.create(HI)).content == "second"
+    finally:
+        for stop in stops:
+            stop()
+    assert failures == [1, 1]  # still subscribed after it raised
+    logged = [str(record.exc_info[1]) for record in caplog.records if record.exc_info is not None]
+    assert logged.count("feed observer bug") == 2
+    assert logged.count("call observer bug") == 4
