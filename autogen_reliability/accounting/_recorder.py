@@ -86,7 +86,7 @@ from ._journal import (
     read_journal,
 )
 
-__all__ = ["UsageRecorder", "UsageSink"]
+__all__ = ["UsageRecorder", "UsageSink", "live_recorders"]
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -636,6 +636,11 @@ def _first_line(error: Exception) -> str:
 
 
 _live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()
+
+
+def live_recorders() -> list[UsageRecorder]:
+    """The recorders of this process that are not closed (for what reports their backlog: metrics, health)."""
+    return list(_live_recorders)
 
 
 @atexit.register

@@ -59,7 +59,7 @@ from ..storage._models import UsageRecord
 from ..storage._store import UsageStore
 from ._policy import BudgetAlert, BudgetPolicy, check_ledger_url, log_budget_alert, period_bounds
 
-__all__ = ["BudgetTracker", "LedgerSource", "ledger_key", "tracker_for"]
+__all__ = ["BudgetTracker", "LedgerSource", "ledger_key", "tracker_for", "trackers"]
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -396,6 +396,18 @@ class BudgetTracker:
                 extra={"model": event.model},
             )
 
+    def spend(self) -> list[tuple[str | None, str | None, int]]:
+        """(project, the scope's value, nano-USD spent) of every key known this period, as :meth:`admit` counts it.
+
+        The ledger's figure last read plus this process's rows not yet in it;
+        for a project budget the scope's value is the project.
+        """
+        now = self._clock()
+        with self._lock:
+            if not self._start <= now < self._end:
+                self._roll(now)
+            return [(*self._split(key), (state.stored or 0) + state.overlay) for key, state in self._states.items()]
+
     def pending_events(self) -> list[UsageEvent]:
         """Every event this tracker counts that no read found stored yet (for a new tracker of the same ledger)."""
         with self._lock:
@@ -540,6 +552,12 @@ def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | N
         if _unsubscribe is None:
             _unsubscribe = _feed.subscribe(_recorded)
     return tracker
+
+
+def trackers() -> list[BudgetTracker]:
+    """Every budget tracker of this process (for what reports what budgets have left: metrics)."""
+    with _lock:
+        return list(_trackers.values())
 
 
 def _recorder_source(recorder: UsageRecorder, database: str | None) -> LedgerSource | None:

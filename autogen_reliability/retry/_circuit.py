@@ -39,7 +39,7 @@ from ._classify import RETRYABLE_BY_DEFAULT, classify_error
 from ._policy import as_seconds
 from ._shared import PerClient
 
-__all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "counts_as_failure"]
+__all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "breakers", "counts_as_failure"]
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -196,3 +196,8 @@ _breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(
 def breaker_for(client: ChatCompletionClient, policy: CircuitBreakerPolicy) -> CircuitBreaker:
     """The breaker shared by every wrapper of ``client`` that uses ``policy``."""
     return _breakers.get(client, policy)
+
+
+def breakers() -> list[tuple[ChatCompletionClient, CircuitBreaker]]:
+    """Every breaker in use, with the client it guards (for what reports circuit states: metrics, health)."""
+    return [(client, breaker) for client, breaker in _breakers.items()]  # type: ignore[misc]

@@ -35,3 +35,8 @@ class PerClient(Generic[_Policy, _State]):
             if state is None:
                 state = states[policy] = self._make(client, policy)
             return state
+
+    def items(self) -> list[tuple[object, _State]]:
+        """Every (client, state) made so far whose client is still alive."""
+        with self._lock:
+            return [(client, state) for client, states in self._states.items() for state in states.values()]
