@@ -23,6 +23,7 @@ PACKAGES = [
     "autogen_reliability.providers",
     "autogen_reliability.testing",
     "autogen_reliability.fastapi",  # extra [fastapi]: listed where FastAPI is installed
+    "autogen_reliability.metrics",
 ]
 
 HEADER = """# Public API

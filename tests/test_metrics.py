@@ -1,0 +1,344 @@
+"""Prometheus metrics: scraped from /metrics, they say what the usage ledger says, with bounded labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+from autogen_core.models import ModelInfo, UserMessage
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from autogen_reliability import (
+    BudgetPolicy,
+    CircuitBreakerPolicy,
+    CircuitOpenError,
+    ConfigurationError,
+    RetryPolicy,
+    ValidationPolicy,
+    _pipeline,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability.accounting import UsageEvent, UsageRecorder, _feed
+from autogen_reliability.metrics import OTHER, disable_metrics, enable_metrics, metrics_app
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory, run_python
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
+
+HI = [UserMessage(content="hi", source="user")]
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+LOCAL_MODEL = ModelInfo(
+    vision=False, function_calling=False, json_output=False, family="unknown", structured_output=False
+)
+P = "autogen_reliability_"
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """Metrics on, in a registry of this test's; off again after it."""
+    registry = CollectorRegistry()
+    assert enable_metrics(registry) is registry
+    yield registry
+    disable_metrics()
+
+
+@pytest.fixture
+def app(registry: CollectorRegistry) -> FastAPI:
+    """A FastAPI application with the metrics app mounted at /metrics."""
+    application = FastAPI()
+    application.mount("/metrics", metrics_app())
+    return application
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A real SQLite ledger and a recorder writing to it."""
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
+
+
+def scrape(app: FastAPI) -> list[Sample]:
+    """Every sample /metrics serves, read back with prometheus_client's own parser."""
+    with TestClient(app) as http:
+        response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return [sample for family in text_string_to_metric_families(response.text) for sample in family.samples]
+
+
+def values(samples: list[Sample], name: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """The samples of ``name``, keyed by the values of ``labels``, summed over the other labels."""
+    found: dict[tuple[str, ...], float] = {}
+    for sample in samples:
+        if sample.name == name:
+            key = tuple(sample.labels[label] for label in labels)
+            found[key] = found.get(key, 0.0) + sample.value
+    return found
+
+
+async def test_a_scripted_run_scrapes_as_the_ledger_counts(
+    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    writer = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", retry=FAST)
+    checker = reliable(
+        make_openai_client(), recorder=ledger[1], project="acme", agent="checker", validation=ValidationPolicy(SCHEMA)
+    )
+    server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("after the 429", usage=FakeUsage(prompt_tokens=120, completion_tokens=12, cached_tokens=100)),
+        FakeReply.error(503, headers={"retry-after-ms": "10"}),
+        FakeReply.text("after the 503", usage=FakeUsage(prompt_tokens=90, completion_tokens=9, reasoning_tokens=4)),
+        FakeReply.text("no json here", usage=FakeUsage(prompt_tokens=20, completion_tokens=3)),
+        FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=45, completion_tokens=5)),
+        *[FakeReply.text(f"ok {n}", usage=FakeUsage(prompt_tokens=10 + n, completion_tokens=2)) for n in range(3)],
+        FakeReply.error(400, message="malformed request"),
+    )
+    with usage_scope(session="ticket-4711"):
+        await writer.create(HI)
+        await writer.create(HI)
+        await checker.create(HI)
+        for _ in range(3):
+            await writer.create(HI)
+        with pytest.raises(openai.BadRequestError):
+            await writer.create(HI)
+    rows = ledger_rows(ledger)
+    assert len(rows) == server.request_count == 10
+    samples = scrape(app)
+
+    # Attempts: a row each. An answer validation rejected is an attempt the provider answered ("ok").
+    ledger_attempts = Counter(
+        (row.agent or "", row.model or "", "ok" if row.outcome == "invalid" else row.outcome, row.error_kind or "")
+        for row in rows
+    )
+    assert values(samples, f"{P}attempts_total", "agent", "model", "outcome", "error_kind") == ledger_attempts
+    assert values(samples, f"{P}attempts_total", "project") == {("acme",): 10}
+    # Retries: the attempts after a call's first, by what ended the attempt before.
+    by_call = {(row.call_id, row.attempt): row for row in rows}
+    ledger_retries = Counter(
+        (row.agent or "", by_call[row.call_id, row.attempt - 1].error_kind or "invalid")
+        for row in rows
+        if row.attempt > 1
+    )
+    assert ledger_retries == {("writer", "rate_limit"): 1, ("writer", "overloaded"): 1, ("checker", "invalid"): 1}
+    assert values(samples, f"{P}retries_total", "agent", "error_kind") == ledger_retries
+    # Tokens and cost: the ledger's sums, to the nano-USD.
+    for kind in ("prompt", "completion", "cached", "reasoning"):
+        total = sum(getattr(row, f"{kind}_tokens") or 0 for row in rows)
+        assert values(samples, f"{P}tokens_total", "kind").get((kind,), 0) == total, kind
+    assert total_tokens(rows) == (308, 35, 100, 4)  # what the server sent: the sums are not vacuous
+    (cost,) = values(samples, f"{P}cost_usd_total", "project", "model").values()
+    ledger_cost = sum(row.cost_nanousd or 0 for row in rows)
+    assert ledger_cost > 0
+    assert round(Decimal(repr(cost)) * 10**9) == ledger_cost
+    assert values(samples, f"{P}unpriced_attempts_total") == {}
+    # Calls: one per call_id; the 400 ended its call.
+    assert len({row.call_id for row in rows}) == 7
+    assert values(samples, f"{P}calls_total", "agent", "outcome", "error_type") == {
+        ("writer", "ok", ""): 5,
+        ("checker", "ok", ""): 1,
+        ("writer", "error", "BadRequestError"): 1,
+    }
+    # Durations: one observation per attempt and per call.
+    assert sum(values(samples, f"{P}attempt_duration_seconds_count").values()) == 10
+    assert sum(values(samples, f"{P}call_duration_seconds_count").values()) == 7
+    # Sessions are never a label, and the session's value appears nowhere.
+    assert all("session" not in sample.labels for sample in samples)
+    assert all("ticket-4711" not in value for sample in samples for value in sample.labels.values())
+
+
+def total_tokens(rows: list[UsageEvent]) -> tuple[int, int, int, int]:
+    return (
+        sum(row.prompt_tokens for row in rows),
+        sum(row.completion_tokens for row in rows),
+        sum(row.cached_tokens or 0 for row in rows),
+        sum(row.reasoning_tokens or 0 for row in rows),
+    )
+
+
+async def test_without_usage_rows_tokens_come_from_the_attempts_and_nothing_is_counted_twice(
+    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    unrecorded = reliable(make_openai_client(), project="quiet", track_usage=False)
+    recorded = reliable(make_openai_client(), project="loud", recorder=ledger[1])
+    server.enqueue(
+        FakeReply.text("a", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
+        FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4)),
+        FakeReply.text("c", usage=FakeUsage(prompt_tokens=50, completion_tokens=5)),
+    )
+    await unrecorded.create(HI)
+    await unrecorded.create(HI)
+    await recorded.create(HI)
+    samples = scrape(app)
+    assert values(samples, f"{P}tokens_total", "project", "kind") == {
+        ("quiet", "prompt"): 70,
+        ("quiet", "completion"): 7,
+        ("loud", "prompt"): 50,
+        ("loud", "completion"): 5,
+    }
+    # No usage row, no price: the unrecorded calls have no cost, and are not "unpriced" rows either.
+    assert set(values(samples, f"{P}cost_usd_total", "project")) == {("loud",)}
+    assert values(samples, f"{P}unpriced_attempts_total") == {}
+    assert values(samples, f"{P}attempts_total", "project") == {("quiet",): 2, ("loud",): 1}
+
+
+async def test_an_unpriced_model_is_counted_as_such(
+    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = reliable(make_openai_client(model="acme-internal-7b", model_info=LOCAL_MODEL), recorder=ledger[1])
+    server.enqueue(FakeReply.text("local", usage=FakeUsage(prompt_tokens=8, completion_tokens=1)))
+    await client.create(HI)
+    samples = scrape(app)
+    assert values(samples, f"{P}unpriced_attempts_total", "model") == {("acme-internal-7b",): 1}
+    assert values(samples, f"{P}cost_usd_total") == {}
+    (row,) = ledger_rows(ledger)
+    assert row.cost_nanousd is None
+
+
+async def test_the_circuit_state_gauge_follows_the_breaker(
+    app: FastAPI, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A model name of this test's own: breakers of other tests' clients may still be alive.
+    inner = make_openai_client(model="circuit-gauge-model", model_info=LOCAL_MODEL)
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=600)
+    client = reliable(inner, retry=None, circuit=policy, track_usage=False)
+
+    def state() -> dict[tuple[str, ...], float]:
+        gauge = values(scrape(app), f"{P}circuit_state", "model", "client", "state")
+        return {key[2:]: value for key, value in gauge.items() if key[0] == "circuit-gauge-model"}
+
+    closed = {("closed",): 1, ("half_open",): 0, ("open",): 0}
+    assert {(key[0],): value for key, value in state().items()} == closed
+    assert {key[0] for key in values(scrape(app), f"{P}circuit_state", "client")} >= {
+        "OpenAIChatCompletionClient(circuit-gauge-model)"
+    }
+    server.default = FakeReply.error(500)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            await client.create(HI)
+    with pytest.raises(CircuitOpenError):
+        await client.create(HI)
+    assert state() == {("open",): 1, ("half_open",): 0, ("closed",): 0}
+    assert server.request_count == 2
+
+
+async def test_the_spool_backlog_gauge_counts_rows_waiting_for_an_unreachable_database(
+    app: FastAPI, tmp_path: Path, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    before = values(scrape(app), f"{P}usage_spool_backlog")[()]
+    missing = tmp_path / "no such directory" / "usage.db"
+    recorder = UsageRecorder(lambda: UsageStore(f"sqlite:///{missing}"), spool_dir=tmp_path / "spool")
+    try:
+        client = reliable(make_openai_client(), recorder=recorder)
+        server.default = FakeReply.text("answered")
+        for _ in range(3):
+            await client.create(HI)
+        assert recorder.flush(10)
+        assert recorder.spooled == 3
+        samples = scrape(app)
+        assert values(samples, f"{P}usage_spool_backlog")[()] == before + 3
+        assert values(samples, f"{P}usage_queue_depth")[()] >= 0
+    finally:
+        recorder.close()
+
+
+async def test_the_budget_gauge_says_what_the_budget_has_left(
+    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A project of this test's own: budget trackers live as long as the process.
+    policy = BudgetPolicy(limit_usd="0.5", period="day", scope="project", alert_at=())
+    client = reliable(make_openai_client(), recorder=ledger[1], project="budget-gauge", budget=policy)
+    server.enqueue(FakeReply.text("spend", usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000)))
+    await client.create(HI)
+    (row,) = ledger_rows(ledger)
+    assert row.cost_nanousd
+    samples = scrape(app)
+    key = ("budget-gauge", "", "project", "day")
+    remaining = values(samples, f"{P}budget_remaining_usd", "project", "agent", "scope", "period")[key]
+    assert round((Decimal("0.5") - Decimal(repr(remaining))) * 10**9) == row.cost_nanousd
+    assert values(samples, f"{P}budget_limit_usd", "project", "agent", "scope", "period")[key] == 0.5
+
+
+async def test_label_values_past_the_limit_are_reported_as_other(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    registry = enable_metrics(CollectorRegistry(), max_label_values=2)
+    try:
+        app = FastAPI()
+        app.mount("/metrics", metrics_app())
+        server.default = FakeReply.text("ok")
+        inner = make_openai_client()
+        for project in ("p1", "p2", "p3", "p4", "p1"):
+            await reliable(inner, project=project, track_usage=False).create(HI)
+        samples = scrape(app)
+    finally:
+        disable_metrics()
+    assert values(samples, f"{P}attempts_total", "project") == {("p1",): 2, ("p2",): 1, (OTHER,): 2}
+    assert registry is not None
+
+
+def test_enabling_is_idempotent_and_says_what_conflicts() -> None:
+    registry = enable_metrics()
+    try:
+        assert enable_metrics() is registry
+        assert enable_metrics(registry, max_label_values=100) is registry
+        with pytest.raises(ConfigurationError, match="another registry"):
+            enable_metrics(CollectorRegistry())
+        with pytest.raises(ConfigurationError, match="max_label_values=100"):
+            enable_metrics(max_label_values=5)
+        names = {metric.name for metric in registry.collect()}
+        assert f"{P}calls" in names
+    finally:
+        disable_metrics()
+    disable_metrics()  # off already: nothing to do
+    assert list(registry.collect()) == []
+    with pytest.raises(ConfigurationError, match="max_label_values"):
+        enable_metrics(max_label_values=0)
+    with pytest.raises(ConfigurationError, match="CollectorRegistry"):
+        enable_metrics("registry")  # type: ignore[arg-type]
+
+
+def test_the_metrics_land_in_a_registry_that_has_names_of_its_own_or_say_why_not() -> None:
+    from prometheus_client import Counter  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    Counter("autogen_reliability_calls", "a metric of the application's own, by our name", registry=registry)
+    with pytest.raises(ConfigurationError, match="cannot add the metrics"):
+        enable_metrics(registry)
+    # Nothing was left half on: metrics can be turned on elsewhere.
+    other = enable_metrics(CollectorRegistry())
+    disable_metrics()
+    assert other is not registry
+
+
+def test_turning_metrics_off_unsubscribes_them_from_every_feed() -> None:
+    before = (_pipeline._attempt_observers, _pipeline._call_observers, _feed.listeners)
+    enable_metrics()
+    assert len(_pipeline._attempt_observers) == len(before[0]) + 1
+    assert len(_pipeline._call_observers) == len(before[1]) + 1
+    assert len(_feed.listeners) == len(before[2]) + 1
+    disable_metrics()
+    assert (_pipeline._attempt_observers, _pipeline._call_observers, _feed.listeners) == before
+
+
+def test_importing_the_package_without_prometheus_client_names_the_extra() -> None:
+    done = run_python("import sys; sys.modules['prometheus_client'] = None; import autogen_reliability.metrics")
+    assert done.returncode != 0
+    assert "ImportError: autogen_reliability.metrics needs prometheus-client" in done.stderr
+    assert "pip install 'autogen-reliability[metrics]'" in done.stderr
+
+
+def test_the_library_does_not_import_prometheus_client() -> None:
+    done = run_python("import sys, autogen_reliability; print('prometheus_client' in sys.modules)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
