@@ -24,6 +24,7 @@ PACKAGES = [
     "autogen_reliability.testing",
     "autogen_reliability.fastapi",  # extra [fastapi]: listed where FastAPI is installed
     "autogen_reliability.metrics",
+    "autogen_reliability.otel",
 ]
 
 HEADER = """# Public API

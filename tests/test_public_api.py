@@ -25,6 +25,7 @@ PACKAGES = [
     "autogen_reliability.budget",
     "autogen_reliability.fastapi",
     "autogen_reliability.metrics",
+    "autogen_reliability.otel",
     "autogen_reliability.providers",
     "autogen_reliability.reports",
     "autogen_reliability.retry",

@@ -1,0 +1,280 @@
+"""OpenTelemetry spans: a GenAI `chat` span per call under the caller's span, a child span per provider attempt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+from autogen_core.models import CreateResult, UserMessage
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from autogen_reliability import ConfigurationError, RetryPolicy, ValidationPolicy, reliable, usage_scope
+from autogen_reliability.otel import disable_tracing, enable_tracing
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+
+from .conftest import OpenAIClientFactory, run_python
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
+
+HI = [UserMessage(content="hi, this prompt stays out of every span", source="user")]
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+R = "autogen_reliability."
+
+
+@pytest.fixture
+def provider() -> TracerProvider:
+    """An SDK tracer provider of this test's own (the global one is left alone)."""
+    return TracerProvider()
+
+
+@pytest.fixture
+def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, to an in-memory exporter; off again after the test."""
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    enable_tracing(provider)
+    yield exporter
+    disable_tracing()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
+
+
+def chat_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name.startswith("chat")]
+
+
+def children(exporter: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
+    found = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.parent is not None and parent.context is not None and span.parent.span_id == parent.context.span_id
+    ]
+    return sorted(found, key=lambda span: str((span.attributes or {}).get(f"{R}attempt")))
+
+
+def every_string(span: ReadableSpan) -> list[str]:
+    """Every text a span carries: its name, attribute values, status, events."""
+    texts = [span.name, span.status.description or ""]
+    for value in (span.attributes or {}).values():
+        texts.extend(str(item) for item in (value if isinstance(value, tuple) else (value,)))
+    for event in span.events:
+        texts.append(event.name)
+        texts.extend(str(value) for value in (event.attributes or {}).values())
+    return texts
+
+
+async def test_a_retried_call_is_one_chat_span_under_the_callers_with_an_attempt_span_each(
+    spans: InMemorySpanExporter,
+    provider: TracerProvider,
+    ledger: Ledger,
+    server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    client = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", retry=FAST)
+    server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1000)),
+    )
+    tracer = provider.get_tracer("the application")
+    with tracer.start_as_current_span("handle request") as parent, usage_scope(session="ticket-4711"):
+        await client.create(HI)
+    rows = ledger_rows(ledger)
+    (call,) = [span for span in chat_spans(spans) if span.attributes and f"{R}call_id" in span.attributes]
+    assert call.parent is not None
+    assert call.parent.span_id == parent.get_span_context().span_id
+    assert call.name == "chat gpt-4o-mini"
+    assert call.kind is SpanKind.CLIENT
+    assert call.status.status_code is StatusCode.UNSET
+    attributes = dict(call.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.provider.name"] == attributes["gen_ai.system"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (1200, 80)
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.conversation.id"] == "ticket-4711"
+    assert (attributes[f"{R}project"], attributes[f"{R}session"], attributes[f"{R}agent"]) == (
+        "acme",
+        "ticket-4711",
+        "writer",
+    )
+    assert attributes[f"{R}call_id"] == str(rows[0].call_id)
+    assert attributes[f"{R}attempts"] == 2
+    assert attributes[f"{R}outcome"] == "ok"
+    # The cost is the ledger's, exactly, as a decimal string.
+    assert Decimal(str(attributes[f"{R}cost_usd"])) * 10**9 == sum(row.cost_nanousd or 0 for row in rows) > 0
+
+    failed, answered = children(spans, call)
+    assert [span.name for span in (failed, answered)] == ["chat gpt-4o-mini"] * 2
+    assert failed.kind is answered.kind is SpanKind.CLIENT
+    assert failed.attributes is not None
+    assert answered.attributes is not None
+    assert (failed.attributes[f"{R}attempt"], answered.attributes[f"{R}attempt"]) == (1, 2)
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.attributes["error.type"] == "RateLimitError"
+    assert failed.attributes[f"{R}error_kind"] == "rate_limit"
+    assert failed.attributes["http.response.status_code"] == 429
+    assert failed.attributes[f"{R}outcome"] == "error"
+    assert answered.status.status_code is StatusCode.UNSET
+    assert "error.type" not in answered.attributes
+    assert answered.attributes["gen_ai.usage.cache_read.input_tokens"] == 1000
+    assert Decimal(str(answered.attributes[f"{R}cost_usd"])) * 10**9 == rows[1].cost_nanousd
+    # Each attempt in its own time, inside the call's.
+    assert call.start_time is not None
+    assert call.end_time is not None
+    assert failed.start_time is not None
+    assert failed.end_time is not None
+    assert answered.start_time is not None
+    assert answered.end_time is not None
+    assert call.start_time <= failed.start_time <= failed.end_time <= answered.start_time
+    assert answered.start_time <= answered.end_time <= call.end_time
+    # No message content anywhere.
+    for span in (call, failed, answered):
+        assert not any("this prompt stays out" in text or text == "hello" for text in every_string(span))
+
+
+async def test_a_failed_call_is_an_error_span_and_carries_no_key(
+    spans: InMemorySpanExporter, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    key = "sk-proj-Recognisable0123456789abcdef"
+    client = reliable(make_openai_client(api_key=key), retry=None, track_usage=False)
+    server.enqueue(FakeReply.error(401, message=f"Incorrect API key provided: {key}."))
+    with pytest.raises(openai.AuthenticationError):
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    for span in (call, attempt):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes is not None
+        assert span.attributes["error.type"] == "AuthenticationError"
+        assert span.attributes[f"{R}error_kind"] == "authentication"
+        assert "Incorrect API key provided" in (span.status.description or "")
+        assert not any("Recognisable0123456789" in text for text in every_string(span))
+    assert attempt.attributes is not None
+    assert attempt.attributes["http.response.status_code"] == 401
+
+
+async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_not_an_error(
+    spans: InMemorySpanExporter, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = reliable(make_openai_client(), recorder=ledger[1], validation=ValidationPolicy(SCHEMA))
+    server.enqueue(
+        FakeReply.text("no json", usage=FakeUsage(prompt_tokens=20, completion_tokens=2)),
+        FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=40, completion_tokens=3)),
+    )
+    await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    rejected, accepted = children(spans, call)
+    assert rejected.attributes is not None
+    assert accepted.attributes is not None
+    assert rejected.attributes[f"{R}outcome"] == "invalid"
+    assert rejected.attributes[f"{R}validation_errors"] == 1
+    assert rejected.status.status_code is StatusCode.UNSET
+    assert accepted.attributes[f"{R}outcome"] == "ok"
+    assert call.attributes is not None
+    assert (call.attributes["gen_ai.usage.input_tokens"], call.attributes["gen_ai.usage.output_tokens"]) == (60, 5)
+    assert [row.outcome for row in ledger_rows(ledger)] == ["invalid", "ok"]
+
+
+async def test_a_stream_is_a_span_too(
+    spans: InMemorySpanExporter, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    client = reliable(make_openai_client(), track_usage=False)
+    server.enqueue(FakeReply.text("streamed words", usage=FakeUsage(prompt_tokens=7, completion_tokens=2)))
+    items = [item async for item in client.create_stream(HI)]
+    assert isinstance(items[-1], CreateResult)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    assert call.attributes is not None
+    assert call.attributes[f"{R}streamed"] is True
+    assert attempt.attributes is not None
+    assert (attempt.attributes["gen_ai.usage.input_tokens"], attempt.attributes["gen_ai.usage.output_tokens"]) == (7, 2)
+    assert call.status.status_code is StatusCode.UNSET
+
+
+async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
+    provider: TracerProvider, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    enable_tracing(provider)
+    enable_tracing(provider)
+    enable_tracing()  # on already: the provider in use stays
+    with pytest.raises(ConfigurationError, match="another tracer provider"):
+        enable_tracing(TracerProvider())
+    server.default = FakeReply.text("ok")
+    client = reliable(make_openai_client(), track_usage=False)
+    await client.create(HI)
+    assert len(chat_spans(exporter)) == 2  # one call, one attempt: subscribed once
+    disable_tracing()
+    disable_tracing()
+    await client.create(HI)
+    assert len(chat_spans(exporter)) == 2
+    with pytest.raises(ConfigurationError, match="TracerProvider"):
+        enable_tracing("provider")  # type: ignore[arg-type]
+
+
+# The global tracer provider can be set once per process: this test runs an agent in one of its own.
+AGENT_RUN = """
+import asyncio, json
+from autogen_agentchat.agents import AssistantAgent
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from autogen_reliability import reliable
+from autogen_reliability.otel import enable_tracing
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)  # AutoGen's own spans go to the global provider
+enable_tracing()
+
+async def main():
+    with FakeOpenAIServer() as server:
+        server.enqueue(FakeReply.text("a reply"))
+        inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=server.base_url)
+        agent = AssistantAgent("writer", model_client=reliable(inner, track_usage=False))
+        await agent.run(task="Draft a reply")
+        await inner.close()
+    spans = {span.context.span_id: span for span in exporter.get_finished_spans()}
+    print(json.dumps([
+        [span.name, spans[span.parent.span_id].name if span.parent and span.parent.span_id in spans else None]
+        for span in spans.values()
+    ]))
+
+asyncio.run(main())
+"""
+
+
+def test_under_autogens_own_agent_span() -> None:
+    done = run_python(AGENT_RUN)
+    assert done.returncode == 0, done.stderr
+    names = json.loads(done.stdout.strip().splitlines()[-1])
+    call = [parent for name, parent in names if name == "chat gpt-4o-mini" and parent != "chat gpt-4o-mini"]
+    assert call == ["invoke_agent writer"]
+
+
+def test_importing_the_package_without_opentelemetry_names_the_extra() -> None:
+    # autogen-core itself requires opentelemetry-api, so it is hidden only once the library is imported.
+    script = (
+        "import sys, autogen_reliability; sys.modules['opentelemetry.trace'] = None; import autogen_reliability.otel"
+    )
+    done = run_python(script)
+    assert done.returncode != 0
+    assert "ImportError: autogen_reliability.otel needs opentelemetry-api" in done.stderr
+    assert "pip install 'autogen-reliability[otel]'" in done.stderr
