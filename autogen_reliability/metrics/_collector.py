@@ -56,6 +56,7 @@ generation and a reasoning model's minutes each fall into buckets of their own.
 _INF: Final = float("inf")
 _CIRCUIT_STATES: Final = ("closed", "half_open", "open")
 _NANO: Final = 10**9
+_MAX_REMEMBERED: Final = 10_000
 _REASK: Final = "invalid"
 """The reason of a retry that validation asked for: the answer before it failed the schema."""
 
@@ -63,17 +64,13 @@ _Key = tuple[str, ...]
 
 
 class _Histogram:
-    """Counts per bucket (not cumulative; the last is +Inf) and the sum."""
+    """Counts per bucket (not cumulative; the last is +Inf) and the sum, updated in place by the collector."""
 
     __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1  # a bucket counts values <= its bound
-        self.total += seconds
 
     def copy(self) -> _Histogram:
         copied = _Histogram()
@@ -102,6 +99,8 @@ class ReliabilityCollector(Collector):
         self._unpriced: dict[_Key, int] = {}
         self._models: weakref.WeakKeyDictionary[ChatCompletionClient, str | None] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
+        # (project, agent, model) as called -> as labelled: three bounded lookups become one.
+        self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
 
     # -- the events ------------------------------------------------------------------
 
@@ -115,10 +114,14 @@ class ReliabilityCollector(Collector):
         if event.attempt > 1 and len(call.events) >= 2:
             before = call.events[-2]  # the event of this attempt is the last one: it is appended before it is emitted
             reason = classify_error(before.error).value if before.error is not None else _REASK
+        latency = event.latency
         with self._lock:  # error kinds are a closed set (ErrorKind): no bound needed
             key: _Key = (*labels, outcome, kind)
             self._attempts[key] = self._attempts.get(key, 0) + 1
-            _histogram(self._attempt_seconds, (*labels, outcome)).observe(event.latency)
+            key = (*labels, outcome)
+            histogram = self._attempt_seconds.get(key) or self._attempt_seconds.setdefault(key, _Histogram())
+            histogram.counts[bisect_left(BUCKETS, latency)] += 1  # a bucket counts values <= its bound
+            histogram.total += latency
             if reason is not None:
                 key = (*labels, reason)
                 self._retries[key] = self._retries.get(key, 0) + 1
@@ -136,13 +139,16 @@ class ReliabilityCollector(Collector):
             outcome, error_type = "error", self.labels.value("error_type", type(error).__qualname__)
         else:
             outcome, error_type = "cancelled", ""
-        tokens = None if self._recorded(pipeline) else self._tokens_of(call)
+        tokens = None if self._recorded(pipeline) else self._tokens_of(call, labels, pipeline.client)
         with self._lock:
             key: _Key = (*labels, outcome, error_type)
             self._calls[key] = self._calls.get(key, 0) + 1
-            _histogram(self._call_seconds, (*labels, outcome)).observe(seconds)
+            key = (*labels, outcome)
+            histogram = self._call_seconds.get(key) or self._call_seconds.setdefault(key, _Histogram())
+            histogram.counts[bisect_left(BUCKETS, seconds)] += 1
+            histogram.total += seconds
             if tokens:
-                for key, count in tokens.items():
+                for key, count in tokens:
                     self._tokens[key] = self._tokens.get(key, 0) + count
 
     def usage_recorded(self, event: UsageEvent, recorder: UsageRecorder) -> None:
@@ -170,12 +176,18 @@ class ReliabilityCollector(Collector):
 
     def _who(self, call: Call, client: ChatCompletionClient) -> tuple[str, str, str]:
         attribution = call.attribution
-        values = self.labels
-        return (
-            values.value("project", attribution.project),
-            values.value("agent", attribution.agent),
-            values.value("model", self._model(client)),
-        )
+        called = (attribution.project, attribution.agent, self._model(client))
+        labels = self._who_labels.get(called)
+        if labels is None:
+            values = self.labels
+            labels = (
+                values.value("project", called[0]),
+                values.value("agent", called[1]),
+                values.value("model", called[2]),
+            )
+            if len(self._who_labels) < _MAX_REMEMBERED:  # past it, callers that name anew pay the lookups
+                self._who_labels[called] = labels
+        return labels
 
     def _model(self, client: ChatCompletionClient) -> str | None:
         try:
@@ -194,24 +206,32 @@ class ReliabilityCollector(Collector):
             found = self._records_usage[pipeline] = any(isinstance(layer, AccountingLayer) for layer in pipeline.layers)
             return found
 
-    def _tokens_of(self, call: Call) -> dict[_Key, int]:
-        """The tokens of a call no usage row counts: as the provider reported them (nothing is estimated)."""
-        found: dict[_Key, int] = {}
+    def _tokens_of(
+        self, call: Call, labels: tuple[str, str, str], client: ChatCompletionClient
+    ) -> list[tuple[_Key, int]]:
+        """The tokens of a call no usage row counts, as the provider reported them (nothing is estimated).
+
+        ``labels`` are those of the call on ``client``, its primary; a fallback's attempts are labelled its own.
+        """
+        found: list[tuple[_Key, int]] = []
         for event in call.events:
             result, raw = event.result, event.provider_usage
+            if result is None and raw is None:
+                continue  # a failure the provider reported no usage for
+            who = labels if event.client is client else self._who(call, event.client)
             prompt = result.usage.prompt_tokens if result is not None else 0
             completion = result.usage.completion_tokens if result is not None else 0
-            cached = reasoning = None
             if raw is not None:
                 prompt = raw.prompt_tokens if raw.prompt_tokens is not None else prompt
                 completion = raw.completion_tokens if raw.completion_tokens is not None else completion
-                cached, reasoning = raw.cached_tokens, raw.reasoning_tokens
-            labels = self._who(call, event.client)
-            counts = (("prompt", prompt), ("completion", completion), ("cached", cached), ("reasoning", reasoning))
-            for kind, count in counts:
-                if count:
-                    key = (*labels, kind)
-                    found[key] = found.get(key, 0) + count
+                if raw.cached_tokens:
+                    found.append(((*who, "cached"), raw.cached_tokens))
+                if raw.reasoning_tokens:
+                    found.append(((*who, "reasoning"), raw.reasoning_tokens))
+            if prompt:
+                found.append(((*who, "prompt"), prompt))
+            if completion:
+                found.append(((*who, "completion"), completion))
         return found
 
     # -- the scrape ------------------------------------------------------------------
@@ -366,13 +386,6 @@ class _Families:
             self.queue,
             self.spool,
         ]
-
-
-def _histogram(histograms: dict[_Key, _Histogram], key: _Key) -> _Histogram:
-    histogram = histograms.get(key)
-    if histogram is None:
-        histogram = histograms[key] = _Histogram()
-    return histogram
 
 
 def _cumulative(histogram: _Histogram) -> list[tuple[str, float]]:
