@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
+from opentelemetry.util.types import Attributes
 
 from autogen_reliability import ConfigurationError, RetryPolicy, ValidationPolicy, reliable, usage_scope
 from autogen_reliability.otel import disable_tracing, enable_tracing
@@ -223,6 +226,46 @@ async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
     assert len(chat_spans(exporter)) == 2
     with pytest.raises(ConfigurationError, match="TracerProvider"):
         enable_tracing("provider")  # type: ignore[arg-type]
+
+
+class KeepFailures(Sampler):
+    """Samples only spans that start with an ``error.type``: what a head sampler can read is what a span starts with."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        keep = attributes is not None and "error.type" in attributes
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes)
+
+    def get_description(self) -> str:
+        return "KeepFailures"
+
+
+async def test_a_sampler_sees_whole_spans_and_can_keep_the_failed_calls_only(
+    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=KeepFailures())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    enable_tracing(provider)
+    try:
+        client = reliable(make_openai_client(), retry=None, track_usage=False)
+        server.enqueue(FakeReply.text("fine"), FakeReply.error(400))
+        await client.create(HI)
+        with pytest.raises(openai.BadRequestError):
+            await client.create(HI)
+    finally:
+        disable_tracing()
+    kept = exporter.get_finished_spans()
+    assert len(kept) == 2  # the failed call and its attempt; the answered call was dropped whole
+    assert {(span.attributes or {}).get("error.type") for span in kept} == {"BadRequestError"}
 
 
 # The global tracer provider can be set once per process: this test runs an agent in one of its own.
