@@ -18,8 +18,12 @@ spans): :func:`subscribe_attempts` hands over every :class:`AttemptEvent`, and
 :func:`subscribe_calls` tells a :class:`CallObserver` when each logical call
 starts and ends (its outermost pipeline announces it; a fallback's does not
 again). Subscribers are kept in tuples that are replaced, never changed in
-place, so the call path reads them without a lock, and with nobody subscribed a
-call pays one truth test of an empty tuple per call and per attempt.
+place, so the call path reads them without a lock. With nobody subscribed a
+call pays a truth test of an empty tuple per call and per attempt, and
+``Pipeline.create`` being a method rather than the first layer itself: about
+0.1-0.5 µs of the ~14 µs a bare pipeline's call costs (measured against the
+commit before, best of 15 rounds of 20,000 calls; the wrapped call's own
+benchmark cannot tell the two apart).
 
 This module holds the mechanism only; the policies live in their own
 subpackages and plug in as layers and observers.
