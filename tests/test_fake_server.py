@@ -780,6 +780,38 @@ async def test_models_routes(server: FakeOpenAIServer, client: openai.AsyncOpenA
     ]
 
 
+async def test_the_model_listing_can_be_scripted(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue_models(
+        FakeReply.error(401, "Incorrect API key provided: sk-echo"), FakeReply.reset(), FakeReply(delay=0.01)
+    )
+    with pytest.raises(openai.AuthenticationError, match="sk-echo"):
+        await client.models.list()
+    with pytest.raises(openai.APIConnectionError):
+        await client.models.list()
+    delayed = await client.models.list()
+    usual = await client.models.list()  # the script is used up: the usual listing
+
+    assert [m.id for m in delayed.data] == [m.id for m in usual.data] == [MODEL]
+    assert len(server.models_requests) == 4
+    assert server.requests == []  # listings are not chat completions
+    await client.models.retrieve(MODEL)  # one model is not the listing: never scripted, never counted
+    assert len(server.models_requests) == 4
+
+
+async def test_a_held_model_listing_hangs_until_released(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
+    server.enqueue_models(FakeReply(hold_after_chunks=0), FakeReply(hold_after_chunks=0))
+    with pytest.raises(openai.APITimeoutError):
+        await client.models.list(timeout=0.2)  # nothing releases it: it hangs past the client's timeout
+    server.release(2)  # one for the listing that timed out (still held), one kept for the next
+    assert [m.id for m in (await client.models.list()).data] == [MODEL]
+    assert len(server.models_requests) == 2
+
+
+def test_enqueue_models_takes_fake_replies_only(server: FakeOpenAIServer) -> None:
+    with pytest.raises(TypeError, match="enqueue_models"):
+        server.enqueue_models("a listing")  # type: ignore[arg-type]
+
+
 async def test_unknown_path_is_an_openai_style_404(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         await client.embeddings.create(model="text-embedding-3-small", input="hi")

@@ -24,10 +24,10 @@ from typing import Any, Final, Protocol, cast
 from ._replies import FakeReply, RecordedRequest
 from ._wire import Completion, dumps, error_body, sse_error
 
-__all__ = ["Backend", "FakeHTTPServer", "ScriptError"]
+__all__ = ["MODELS_PATHS", "Backend", "FakeHTTPServer", "ScriptError"]
 
 _CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
-_MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
+MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
 _MODEL_PREFIXES: Final = ("/v1/models/", "/models/")
 _MAX_LINE: Final = 65536
 
@@ -56,7 +56,10 @@ class Backend(Protocol):
     def _record(
         self, method: str, path: str, headers: dict[str, str], raw: bytes, *, is_chat: bool
     ) -> tuple[RecordedRequest, FakeReply | None, int]:
-        """Record a request; for a chat completion, take the next scripted reply and number the request."""
+        """Record a request; for a chat completion or a model listing, take the next scripted reply.
+
+        Chat completions are numbered (the third item); other requests get 0.
+        """
         ...
 
     def _default_reply(self, request: RecordedRequest, ordinal: int) -> FakeReply:
@@ -158,8 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, body, request_id=request_id)
         elif is_chat and self.command == "POST":
             self._serve_chat(request, reply, ordinal, request_id)
-        elif path in _MODELS_PATHS and self.command == "GET":
-            self._send_json(200, {"object": "list", "data": [fake._model_object()]}, request_id=request_id)
+        elif path in MODELS_PATHS and self.command == "GET":
+            self._serve_models(request, reply, request_id)
         elif path.startswith(_MODEL_PREFIXES) and self.command == "GET":
             model_id = path.split("/models/", 1)[1]
             if model_id == fake.model:
@@ -212,6 +215,24 @@ class _Handler(BaseHTTPRequestHandler):
                 self._abort()
             else:
                 self._send(200, {"Content-Type": "application/json", **reply.headers}, payload, request_id=request_id)
+
+    def _serve_models(self, request: RecordedRequest, reply: FakeReply | None, request_id: str) -> None:
+        listing = {"object": "list", "data": [self._fake._model_object()]}
+        if reply is None:
+            self._send_json(200, listing, request_id=request_id)
+            return
+        if self._wait_to_answer(reply, request) or reply.kind == "reset":
+            self._abort()
+        elif reply.kind == "malformed":
+            headers = {"Content-Type": reply.content_type, **reply.headers}
+            self._send(reply.status, headers, reply.raw_body, request_id=request_id)
+        elif reply.kind == "error":
+            body = error_body(
+                reply.error_message or "", reply.error_type or "", code=reply.error_code, param=reply.error_param
+            )
+            self._send_json(reply.status, body, request_id=request_id, headers=reply.headers)
+        else:
+            self._send_json(200, listing, request_id=request_id, headers=reply.headers)
 
     def _wait_to_answer(self, reply: FakeReply, request: RecordedRequest) -> bool:
         """Wait out ``delay``, and the hold of an answer that is not a stream; True if the server stops meanwhile."""

@@ -30,7 +30,9 @@ Routes:
     * ``POST /v1/chat/completions``: the next scripted reply (see `FakeReply`),
       else the server's ``default``, else HTTP 400 explaining that the script
       ran out.
-    * ``GET /v1/models`` and ``GET /v1/models/{id}``: the server's one model.
+    * ``GET /v1/models`` and ``GET /v1/models/{id}``: the server's one model. The
+      listing can be scripted too (`enqueue_models`): an error, a reset, or a
+      listing that waits (``delay``) or hangs until `release` (``hold_after_chunks=0``).
     * Anything else: HTTP 404 with an OpenAI-style error body.
 
 The ``/v1`` prefix is optional on every route.
@@ -55,7 +57,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
-from ._http import FakeHTTPServer, ScriptError
+from ._http import MODELS_PATHS, FakeHTTPServer, ScriptError
 from ._replies import FakeReply, RecordedRequest, ReplyFactory
 from ._wire import Completion, error_body, estimate_usage, snapshot_name
 
@@ -126,6 +128,7 @@ class FakeOpenAIServer:
         self._async_waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._releases = 0
         self._queue: deque[FakeReply] = deque()
+        self._models_queue: deque[FakeReply] = deque()
         self._requests: list[RecordedRequest] = []
         self._all_requests: list[RecordedRequest] = []
         self._tool_calls_served = 0
@@ -244,6 +247,33 @@ class FakeOpenAIServer:
                 raise TypeError(f"enqueue() takes FakeReply objects, got {type(reply).__name__}")
         with self._lock:
             self._queue.extend(replies)
+
+    def enqueue_models(self, *replies: FakeReply) -> None:
+        """Script the answers to ``GET /v1/models`` (the listing); each listing request consumes the oldest one.
+
+        With the script empty, the listing is answered as usual. An ``error``, ``reset`` or
+        ``malformed`` reply is served as it is for a chat completion; a completion reply
+        (``FakeReply()``, its content is not used) answers with the usual listing after its
+        ``delay``, and with ``hold_after_chunks=0`` only once `release` is called: a provider
+        that hangs, to test a client's timeout. Stopping the server resets a held listing.
+
+        Args:
+            *replies: The replies, in the order they should be served.
+
+        Raises:
+            TypeError: If something other than a `FakeReply` is passed.
+        """
+        for reply in replies:
+            if not isinstance(reply, FakeReply):
+                raise TypeError(f"enqueue_models() takes FakeReply objects, got {type(reply).__name__}")
+        with self._lock:
+            self._models_queue.extend(replies)
+
+    @property
+    def models_requests(self) -> list[RecordedRequest]:
+        """A snapshot of every ``GET /v1/models`` (listing) request received, oldest first."""
+        with self._lock:
+            return [request for request in self._all_requests if request.path in MODELS_PATHS]
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -368,6 +398,7 @@ class FakeOpenAIServer:
         """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero."""
         with self._lock:
             self._queue.clear()
+            self._models_queue.clear()
             self._requests.clear()
             self._all_requests.clear()
             self._tool_calls_served = 0
@@ -387,7 +418,7 @@ class FakeOpenAIServer:
     def _record(
         self, method: str, path: str, headers: dict[str, str], raw: bytes, *, is_chat: bool
     ) -> tuple[RecordedRequest, FakeReply | None, int]:
-        """Record a request and, for a well-formed chat completion, take the next scripted reply.
+        """Record a request and take the next scripted reply of a well-formed chat completion or a model listing.
 
         Both happen under one lock so concurrent requests get replies in arrival order.
 
@@ -411,6 +442,8 @@ class FakeOpenAIServer:
                 index=len(self._all_requests),
             )
             self._all_requests.append(request)
+            if path in MODELS_PATHS and method == "GET":
+                return request, self._models_queue.popleft() if self._models_queue else None, 0
             if not is_chat or method != "POST":
                 return request, None, 0
             self._requests.append(request)
