@@ -194,6 +194,33 @@ def test_locked_sqlite_spools_then_replays_without_duplicates(
     assert not list((tmp_path / "spool").glob("*.jsonl"))
 
 
+def test_the_spool_backlog_counts_until_a_replay_stores_it(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
+) -> None:
+    # A replay renames the spool file before it reads it; one that fails leaves the events waiting, and counted.
+    store = WatchedStore(UsageStore(sqlite_url))
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    assert recorder.writer_alive
+    assert recorder.spooled_since is None
+    before = datetime.now(UTC)
+    for event in events(30):
+        recorder.record(event)
+    assert recorder.flush(30)
+    store.wait_until(lambda: store.failures >= 3, "a write and two replays refused")
+    assert recorder.spooled == 30
+    since = recorder.spooled_since
+    assert since is not None
+    assert before <= since <= datetime.now(UTC)
+    locked.execute("COMMIT")
+    store.wait_for_rows(30)
+    recorder.close()
+    assert recorder.spooled == 0
+    assert recorder.spooled_since is None
+    assert not recorder.writer_alive
+
+
 def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection) -> None:
     store = WatchedStore(UsageStore(sqlite_url))
     recorder = UsageRecorder(

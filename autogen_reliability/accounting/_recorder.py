@@ -70,6 +70,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -294,8 +295,26 @@ class UsageRecorder:
 
     @property
     def spooled(self) -> int:
-        """Events waiting in this process's spool file for the database to come back."""
+        """Events waiting in this process's spool files for the database to come back.
+
+        A spool file being replayed counts until it is removed, all its events stored:
+        a replay that fails leaves them waiting, and still counted.
+        """
         return self._spool.count()
+
+    @property
+    def spooled_since(self) -> datetime | None:
+        """When the oldest event still waiting in this process's spool files was spooled (UTC); None: none waits."""
+        return self._spool.since()
+
+    @property
+    def writer_alive(self) -> bool:
+        """Whether the writer thread runs: False once the recorder is closed, or if the thread died.
+
+        Events recorded to a recorder without a writer are never written (after :meth:`close`
+        they go straight to the spool, for another recorder to replay).
+        """
+        return self._thread.is_alive()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -481,7 +500,10 @@ class _Spool:
         self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
         self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
         self._lock = threading.Lock()
-        self._count = 0
+        self._count = 0  # events in self.path
+        self._since: datetime | None = None  # when the first of them was spooled
+        # This process's files renamed for a replay and not yet removed: their events still wait.
+        self._replaying: dict[Path, tuple[int, datetime | None]] = {}
 
     def append(self, rows: Sequence[UsageRow]) -> None:
         if not rows:
@@ -495,10 +517,18 @@ class _Spool:
                 spool.write(payload)
                 spool.flush()
                 os.fsync(spool.fileno())
+            if not self._count:
+                self._since = datetime.now(UTC)
             self._count += len(rows)
 
     def count(self) -> int:
-        return self._count
+        with self._lock:
+            return self._count + sum(count for count, _ in self._replaying.values())
+
+    def since(self) -> datetime | None:
+        with self._lock:
+            waiting = [*self._replaying.values(), (self._count, self._since)]
+        return min((since for count, since in waiting if count and since is not None), default=None)
 
     def files(self) -> Iterator[Path]:
         """This process's spool file, and those of processes no longer running."""
@@ -507,7 +537,8 @@ class _Spool:
                 own = self.directory / f"{self.path.stem}.replaying-{time.time_ns()}.jsonl"
                 # Renamed first, so events spooled meanwhile go to a fresh file, not into the one being replayed.
                 self.path.rename(own)
-                self._count = 0
+                self._replaying[own] = (self._count, self._since)
+                self._count, self._since = 0, None
                 yield_own = [own]
             else:
                 yield_own = []
@@ -520,6 +551,8 @@ class _Spool:
     def remove(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        with self._lock:
+            self._replaying.pop(path, None)
 
 
 def _orphaned(path: Path) -> bool:
