@@ -10,6 +10,8 @@ no policy logic.
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,6 +75,10 @@ class ReliableOptions(TypedDict, total=False):
 
 
 _OPTION_NAMES = frozenset(ReliableOptions.__annotations__)
+
+logger = logging.getLogger("autogen_reliability")
+# Guards the swap of a wrapper's added observers (rare: a probe or an exporter starting); one for all wrappers.
+_observers_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +337,9 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         self._settings = settings
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        self._pipeline = _pipeline(client, settings, (self._count_usage, *settings.on_attempt), primary=True)
+        self._observers: tuple[AttemptObserver, ...] = ()  # added after construction; replaced, never mutated
+        observers = (self._count_usage, *settings.on_attempt, self._notify_observers)
+        self._pipeline = _pipeline(client, settings, observers, primary=True)
 
     @property
     def inner(self) -> ChatCompletionClient:
@@ -342,6 +350,50 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     def attribution(self) -> Attribution:
         """The attribution defaults bound on this wrapper."""
         return self._settings.attribution
+
+    @property
+    def fallbacks(self) -> tuple[ChatCompletionClient, ...]:
+        """The clients tried in order when the one before gave up (empty: none)."""
+        return self._settings.fallbacks
+
+    @property
+    def circuit(self) -> CircuitBreakerPolicy | None:
+        """The circuit breaker policy of this wrapper's clients (the default one when not given); None: off."""
+        return self._settings.circuit
+
+    @property
+    def recorder(self) -> UsageRecorder | None:
+        """The recorder this wrapper's usage rows go to (None with ``track_usage=False``).
+
+        The one chosen when the wrapper was built: the ``recorder=`` option, else the
+        process's recorder of that moment.
+        """
+        for layer in self._pipeline.layers:
+            if isinstance(layer, AccountingLayer):
+                return layer.recorder
+        return None
+
+    def add_attempt_observer(self, observer: AttemptObserver) -> None:
+        """Call ``observer`` at the end of every provider attempt made through this wrapper from now on.
+
+        Like ``on_attempt``, but on a wrapper that exists already (a health probe, a
+        metrics exporter): it sees the attempts of the primary client and of every
+        fallback, each with its :class:`~autogen_reliability.AttemptEvent` (whose
+        ``client`` says which). It is called on the event loop, must be quick, and an
+        exception it raises is logged, never passed to the caller. Observers added so
+        are not options: :meth:`with_options` and ``dump_component()`` leave them out.
+        Adding one that is there already does nothing.
+        """
+        if not callable(observer):
+            raise ConfigurationError(f"an attempt observer must be callable, got {type(observer).__name__}")
+        with _observers_lock:
+            if observer not in self._observers:
+                self._observers = (*self._observers, observer)
+
+    def remove_attempt_observer(self, observer: AttemptObserver) -> None:
+        """Stop calling ``observer``, added with :meth:`add_attempt_observer`; one not added is ignored."""
+        with _observers_lock:
+            self._observers = tuple(known for known in self._observers if known != observer)
 
     @property
     def options(self) -> ReliableOptions:
@@ -444,6 +496,15 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         return self._inner.model_info
 
     # -- internals ---------------------------------------------------------------------
+
+    def _notify_observers(self, event: AttemptEvent) -> None:
+        # A snapshot: an observer added or removed meanwhile (from another thread) takes effect next time.
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                # Watching a call must never break it (as for the pipeline's own observers).
+                logger.exception("attempt observer %r failed", observer)
 
     def _count_usage(self, event: AttemptEvent) -> None:
         result = event.result
