@@ -3,7 +3,7 @@
 The top level holds the headline API: :func:`reliable`, :func:`usage_scope`,
 :func:`configure`, the policies, the errors, :class:`UsageStore`. Second-tier
 types live in their subpackage: ``autogen_reliability.retry``,
-``.validation``, ``.accounting``, ``.budget``, ``.storage``, ``.providers``, ``.testing``.
+``.validation``, ``.accounting``, ``.budget``, ``.storage``, ``.health``, ``.providers``, ``.testing``.
 
 Example (the client reads its key from ``OPENAI_API_KEY``, as without the wrapper):
     >>> from autogen_ext.models.openai import OpenAIChatCompletionClient
@@ -35,6 +35,7 @@ from ._errors import (
 from ._pipeline import AttemptEvent
 from ._wrap import reliable
 from .budget import BudgetAlert, BudgetPolicy, CostTermination
+from .health import HealthProbe, HealthReport
 from .retry import CircuitBreakerPolicy, RetryBudget, RetryPolicy
 from .storage import UsageStore
 from .validation import JSONExtractionError, SanitizePolicy, ValidationPolicy
@@ -58,6 +59,8 @@ __all__ = [
     "ConfigurationError",
     "CostTermination",
     "ErrorKind",
+    "HealthProbe",
+    "HealthReport",
     "IncompleteStreamError",
     "JSONExtractionError",
     "ReliabilityError",

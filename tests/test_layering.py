@@ -8,7 +8,7 @@ included), not from what happens to be loaded::
     support     _redaction _context testing/
     pipeline    _pipeline: Call, Request, Layer, the attempt
     stages      retry/ < validation/ < accounting/ < reports/ < storage/ < budget/  (each may use the ones before it)
-    assembly    _config (the process defaults) < _client (the layer list) < _wrap, metrics/ and otel/ (observers)
+    assembly    _config (the process defaults) < _client (the layer list) < _wrap, health, metrics/ and otel/ (observers)
     public      the package's __init__
     programs    _cli, _demo, __main__, fastapi/: they use the public API as a user's program would
 """
@@ -46,6 +46,7 @@ RANKS: dict[str, int] = {
     "_config": 10,
     "_client": 11,
     "_wrap": 12,
+    "health": 12,  # the probe watches wrapped clients (_client) and reads the stages' state
     "metrics": 12,  # observers of every wrapped client: Prometheus (extra [metrics]); nothing imports them
     "otel": 12,  # and OpenTelemetry spans (extra [otel])
     "": 13,  # the package's __init__: the public API

@@ -24,6 +24,7 @@ PACKAGES = [
     "autogen_reliability.accounting",
     "autogen_reliability.budget",
     "autogen_reliability.fastapi",
+    "autogen_reliability.health",
     "autogen_reliability.metrics",
     "autogen_reliability.otel",
     "autogen_reliability.providers",

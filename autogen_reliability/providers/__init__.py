@@ -15,6 +15,7 @@ name of AutoGen or an SDK (``tests/test_structure.py`` checks).
 - ``_usage_tap.py`` and ``_http_body.py``: the provider's usage read off the wire.
 - ``_agents.py``: where agents and teams keep their model client and members.
 - ``_lookup.py``: an SDK's module or class, only where it is already imported.
+- ``_health_checks.py``: the cheapest request that shows a provider answers (the health probe's).
 
 This package sits below the rest of the library: it imports nothing from it
 (``_redaction`` uses its lookup, so the arrow may not point back).
@@ -28,6 +29,8 @@ from ._arguments import provider_arguments
 from ._arguments import strict_json_schema as strict_json_schema
 from ._clients import inner_client as inner_client
 from ._clients import innermost
+from ._health_checks import model_listing as model_listing
+from ._health_checks import one_token_arguments as one_token_arguments
 from ._identity import api_key_of, infer_provider, model_of
 from ._identity import describe_client as describe_client
 from ._identity import resolve_model_alias as resolve_model_alias

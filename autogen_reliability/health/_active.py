@@ -1,0 +1,146 @@
+"""Active checks: one real request to a provider, reused for ``ttl``, never more than one in flight per client.
+
+However many health checks run at once (a busy ``/health``, every replica's
+readiness probe), a client gets at most one request per ``ttl``: the first
+caller starts it, every caller until it ends awaits the same result, and
+callers after it get that result until it is ``ttl`` old. A failed or timed-out
+result is reused as long, so a provider that is down is not hammered either.
+
+The request is the cheapest that shows the provider answers (see
+``providers``): for a client speaking the OpenAI wire protocol, the model
+listing (``GET /models``, free); for any other, a completion capped at one
+token, sent through a copy of the wrapped client without retries or fallbacks,
+recorded in the usage ledger like any call and tagged ``health_check=true``.
+
+The in-flight request is shared through a :class:`concurrent.futures.Future`,
+so callers on other event loops (a server's thread, a test's) can await it; it
+runs on the loop of the caller that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from autogen_core.models import UserMessage
+
+from .._client import ReliableChatCompletionClient
+from .._errors import BudgetExceededError, ErrorKind
+from .._redaction import redact
+from ..providers import model_listing, one_token_arguments
+from ..retry._classify import classify_error
+from ._report import ActiveCheck
+from ._window import MESSAGE_LIMIT
+
+__all__ = ["HEALTH_CHECK_TAG", "ActiveChecker"]
+
+HEALTH_CHECK_TAG: Final = "health_check"
+"""The tag (value ``"true"``) on the ledger rows of active checks that cost tokens."""
+
+_PING: Final = [UserMessage(content="ping", source="health_check")]
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    ok: bool | None
+    checked_at: datetime
+    latency: float
+    done_at: float  # the probe's clock when it ended: the age of a reused result counts from here
+    error_kind: str | None = None
+    error: str | None = None
+
+
+class ActiveChecker:
+    """The active check of one wrapped client."""
+
+    def __init__(
+        self, client: ReliableChatCompletionClient, *, ttl: float, timeout: float, clock: Callable[[], float]
+    ) -> None:
+        self._client = client
+        self._ttl = ttl
+        self._timeout = timeout
+        self._clock = clock
+        self._listing = model_listing(client.inner)
+        self.method: Literal["list_models", "completion"] = "list_models" if self._listing else "completion"
+        self._pinger: ReliableChatCompletionClient | None = None
+        self._lock = threading.Lock()
+        self._last: _Result | None = None
+        self._in_flight: concurrent.futures.Future[_Result] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # a task is only weakly held by its loop
+
+    async def check(self) -> ActiveCheck:
+        """The latest result if younger than ``ttl``, else the one in flight, else a new request's."""
+        with self._lock:
+            last, future = self._last, self._in_flight
+            fresh = last is not None and self._clock() - last.done_at < self._ttl
+            start = not fresh and future is None
+            if start:
+                future = self._in_flight = concurrent.futures.Future()
+        if fresh and last is not None:
+            return self._report(last)
+        assert future is not None
+        if start:
+            task = asyncio.get_running_loop().create_task(self._run(future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # Shielded: a caller that goes away (a client that hung up) must not cancel the others' request.
+        result = await asyncio.shield(asyncio.wrap_future(future))
+        return self._report(result)
+
+    def _report(self, result: _Result) -> ActiveCheck:
+        return ActiveCheck(
+            method=self.method,
+            ok=result.ok,
+            checked_at=result.checked_at,
+            age_seconds=round(max(0.0, self._clock() - result.done_at), 3),
+            latency_ms=round(result.latency * 1000, 3),
+            error_kind=result.error_kind,
+            error=result.error,
+        )
+
+    async def _run(self, future: concurrent.futures.Future[_Result]) -> None:
+        checked_at = datetime.now(UTC)
+        start = time.perf_counter()
+        ok: bool | None = True
+        kind = message = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._request()
+        except TimeoutError:
+            ok, kind, message = False, ErrorKind.TIMEOUT.value, f"no answer within {self._timeout:g} s"
+        except BudgetExceededError as error:
+            # The budget refused before any request: that says nothing of the provider.
+            ok, message = None, redact(f"not asked: {error}", limit=MESSAGE_LIMIT)
+        except Exception as error:
+            ok, kind = False, classify_error(error).value
+            message = redact(f"{type(error).__name__}: {error}", limit=MESSAGE_LIMIT)
+        except BaseException:
+            # Cancelled (its loop is closing): the callers on other loops must not wait for ever.
+            self._finish(future, _Result(False, checked_at, time.perf_counter() - start, self._clock(), "cancelled"))
+            raise
+        self._finish(future, _Result(ok, checked_at, time.perf_counter() - start, self._clock(), kind, message))
+
+    def _finish(self, future: concurrent.futures.Future[_Result], result: _Result) -> None:
+        with self._lock:
+            self._last = result
+            self._in_flight = None
+        future.set_result(result)
+
+    async def _request(self) -> None:
+        if self._listing is not None:
+            await self._listing(self._timeout)
+            return
+        if self._pinger is None:
+            client = self._client
+            tags = {**client.attribution.tags, HEALTH_CHECK_TAG: "true"}
+            # One attempt, to this provider only, judged by its breaker; the ledger and the budget still see it.
+            self._pinger = client.with_options(
+                fallbacks=[], retry=None, validation=None, on_attempt=None, on_retry=None, tags=tags
+            )
+        await self._pinger.create(_PING, extra_create_args=one_token_arguments(self._client.inner))

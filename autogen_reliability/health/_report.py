@@ -1,0 +1,159 @@
+"""What a health check found: pydantic models, so a web framework can serve them and describe them in OpenAPI.
+
+A :class:`HealthReport` holds one component per LLM client (a
+:class:`ClientHealth`, with a :class:`ProviderHealth` for its primary and each
+fallback) and the usage store (a :class:`UsageStoreHealth`); its
+:meth:`~HealthReport.summary` is the short form (status per component). Every
+string in them has passed the library's redaction: no API key, bearer token or
+credential in a URL.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ActiveCheck",
+    "AttemptSummary",
+    "CircuitStatus",
+    "ClientHealth",
+    "HealthReport",
+    "HealthStatus",
+    "HealthSummary",
+    "ProviderHealth",
+    "UsageStoreHealth",
+    "worst",
+]
+
+HealthStatus = Literal["healthy", "degraded", "unhealthy"]
+"""``healthy``: all is well; ``degraded``: serving, with less margin; ``unhealthy``: not fit to serve."""
+
+CircuitStatus = Literal["closed", "open", "half_open", "off"]
+"""A circuit breaker's state; ``off`` when the wrapper has none (``circuit=None``)."""
+
+_ORDER: dict[HealthStatus, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def worst(*statuses: HealthStatus) -> HealthStatus:
+    """The worst of ``statuses`` (``healthy`` when there are none)."""
+    return max(statuses, key=_ORDER.__getitem__, default="healthy")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttemptSummary(_Model):
+    """One provider attempt, as the health window remembers it."""
+
+    started_at: AwareDatetime = Field(description="When the attempt started (UTC).")
+    outcome: Literal["ok", "error", "cancelled"]
+    error_kind: str | None = Field(None, description="The ErrorKind value of a failed attempt, e.g. 'rate_limit'.")
+    error: str | None = Field(None, description="The error's type and message, redacted and cut to 300 characters.")
+    latency_ms: float
+
+
+class ActiveCheck(_Model):
+    """The result of the last real request the probe made to a client (``active=True``), reused for ``ttl``."""
+
+    method: Literal["list_models", "completion"] = Field(
+        description="list_models: GET /models (free); completion: a one-token completion, in the ledger, tagged "
+        "health_check=true."
+    )
+    ok: bool | None = Field(description="Whether the provider answered; null: not asked (the budget refused).")
+    checked_at: AwareDatetime = Field(description="When the request was sent (UTC).")
+    age_seconds: float = Field(description="How old the result is: it is reused until it is ttl seconds old.")
+    latency_ms: float
+    error_kind: str | None = None
+    error: str | None = Field(None, description="Redacted, cut to 300 characters.")
+
+
+class ProviderHealth(_Model):
+    """One provider client behind a wrapped client: the primary, or a fallback."""
+
+    name: str = Field(description="The client's class and model, e.g. 'OpenAIChatCompletionClient(gpt-4o-mini)'.")
+    role: Literal["primary", "fallback"]
+    status: HealthStatus
+    reasons: list[str] = Field(description="Why the status is not healthy (empty when it is).")
+    circuit: CircuitStatus
+    attempts: int = Field(description="Attempts seen in the window, cancelled ones included.")
+    error_rate: float | None = Field(
+        description="Failed attempts / attempts not cancelled, in the window. Failures the request caused "
+        "(bad_request, context_length, content_filter) are not counted. null: no attempt."
+    )
+    errors_by_kind: dict[str, int] = Field(description="Failed and cancelled attempts in the window, by ErrorKind.")
+    p95_latency_ms: float | None = Field(
+        description="95th percentile latency of the successful attempts in the window, read from a histogram "
+        "whose bins are 19% wide: at most 19% above the exact value. null: no successful attempt."
+    )
+    last_error: AttemptSummary | None = Field(None, description="The latest failed attempt, even if older.")
+    recent: list[AttemptSummary] = Field(description="The latest attempts (at most 10), oldest first.")
+
+
+class ClientHealth(_Model):
+    """One wrapped client: its primary and fallbacks, judged together."""
+
+    status: HealthStatus
+    critical: bool = Field(description="Whether this component can make the service unready.")
+    reasons: list[str]
+    window_seconds: float = Field(description="The span of the rolling window of attempts.")
+    attempts: int
+    error_rate: float | None
+    errors_by_kind: dict[str, int]
+    p95_latency_ms: float | None
+    providers: list[ProviderHealth] = Field(description="The primary first, then each fallback in order.")
+    active_check: ActiveCheck | None = Field(None, description="Only with active=True.")
+
+
+class UsageStoreHealth(_Model):
+    """The usage ledger: its database, and the recorders that write to it (those of the probe's clients)."""
+
+    status: HealthStatus
+    critical: bool
+    reasons: list[str]
+    url: str = Field(description="The database URL, password masked.")
+    reachable: bool = Field(description="Whether SELECT 1 answered within the timeout.")
+    round_trip_ms: float | None = None
+    error: str | None = Field(None, description="Why it is not reachable, redacted.")
+    recorders: int = Field(description="Distinct recorders the probe's clients record to.")
+    writer_alive: bool | None = Field(description="Whether every recorder's writer thread runs (null: no recorder).")
+    queue_depth: int = Field(description="Rows recorded and not yet written or spooled.")
+    spool_backlog: int = Field(description="Rows waiting in this process's spool files to be replayed.")
+    backlog_age_seconds: float | None = Field(
+        description="How long the oldest spooled row has waited; null: no backlog."
+    )
+
+
+class HealthSummary(_Model):
+    """The short form of a report: the overall status and each component's."""
+
+    status: HealthStatus
+    checked_at: AwareDatetime
+    components: dict[str, HealthStatus]
+
+
+class HealthReport(_Model):
+    """What :meth:`HealthProbe.check` found.
+
+    ``status`` is the worst status among the components that are *critical*;
+    any other component that is unhealthy makes it ``degraded`` at worst.
+    """
+
+    status: HealthStatus
+    checked_at: AwareDatetime = Field(description="When the check ran (UTC).")
+    clients: dict[str, ClientHealth]
+    usage_store: UsageStoreHealth | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the service may take traffic: healthy or degraded."""
+        return self.status != "unhealthy"
+
+    def summary(self) -> HealthSummary:
+        """The overall status and each component's (``usage_store`` for the store)."""
+        components: dict[str, HealthStatus] = {name: client.status for name, client in self.clients.items()}
+        if self.usage_store is not None:
+            components["usage_store"] = self.usage_store.status
+        return HealthSummary(status=self.status, checked_at=self.checked_at, components=components)

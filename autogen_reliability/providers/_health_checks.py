@@ -1,0 +1,52 @@
+"""The cheapest request that shows a provider answers, per kind of client (for the health probe's active checks).
+
+An OpenAI-compatible client (OpenAI, Azure OpenAI, and the many servers that
+speak its wire protocol: vLLM, Ollama's ``/v1``, LiteLLM, ...) can list its
+models, ``GET {base_url}/models``, which costs nothing. Any other client is
+asked for a completion of one token, where we know how to say "one token".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from autogen_core.models import ChatCompletionClient
+
+from ._clients import innermost, sdk_client_of
+from ._lookup import loaded_class
+
+__all__ = ["model_listing", "one_token_arguments"]
+
+ModelListing = Callable[[float], Awaitable[None]]
+
+
+def model_listing(client: ChatCompletionClient) -> ModelListing | None:
+    """For a client that sends through the openai SDK: ``list_models(seconds)``, one free ``GET /models``; else None.
+
+    The request is made once, without the SDK's retries, and gives up after
+    ``seconds`` (the SDK raises ``openai.APITimeoutError``).
+    """
+    sdk: Any = sdk_client_of(innermost(client))
+    async_openai = loaded_class("openai", "AsyncOpenAI")
+    if async_openai is None or not isinstance(sdk, async_openai):
+        return None
+    openai_client: Any = sdk  # typed Any: the openai SDK is a dependency, but this module names none of it
+
+    async def list_models(seconds: float) -> None:
+        await openai_client.with_options(max_retries=0).models.list(timeout=seconds)
+
+    return list_models
+
+
+def one_token_arguments(client: ChatCompletionClient) -> Mapping[str, Any]:
+    """``extra_create_args`` that cap a completion of ``client`` at one token, where its kind of client takes one."""
+    client = innermost(client)
+    for module, name in (
+        ("autogen_ext.models.openai", "BaseOpenAIChatCompletionClient"),
+        ("autogen_ext.models.anthropic", "BaseAnthropicChatCompletionClient"),
+    ):
+        kind = loaded_class(module, name)
+        if kind is not None and isinstance(client, kind):
+            return {"max_tokens": 1}
+    return {}  # an argument a client does not know could fail the check for the wrong reason
