@@ -20,6 +20,7 @@ PACKAGES = [
     "autogen_reliability.reports",
     "autogen_reliability.storage",
     "autogen_reliability.budget",
+    "autogen_reliability.fastapi",
     "autogen_reliability.health",
     "autogen_reliability.providers",
     "autogen_reliability.testing",

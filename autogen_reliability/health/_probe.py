@@ -117,11 +117,12 @@ class HealthProbe:
         ConfigurationError: An invalid option, with the reason.
 
     Example:
+        >>> import asyncio
         >>> from autogen_reliability import HealthProbe, reliable
         >>> probe = HealthProbe({"openai": reliable(inner)})
-        >>> report = await probe.check()  # doctest: +SKIP (not run: top-level await)
-        >>> report.status  # doctest: +SKIP (not run: follows the line above)
-        'healthy'
+        >>> report = asyncio.run(probe.check())  # in a coroutine: await probe.check()
+        >>> report.status, report.summary().components
+        ('healthy', {'openai': 'healthy'})
     """
 
     def __init__(
