@@ -9,7 +9,7 @@ things:
 - the API key of every client a wrapper was built around (see
   :func:`remember_secret`), in any case, with ``-`` and ``_`` taken as one, and
   without its ``sk-proj-``-style prefix;
-- anything shaped like a key, a bearer token or a key in a URL.
+- anything shaped like a key, a bearer token, a key or a password in a URL.
 
 An error we raise never chains a provider error as it was: it chains
 :func:`redacted_error`'s copy, of the same class, with the same status and
@@ -38,6 +38,7 @@ _SECRETS: Final = [
     re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"()\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     re.compile(r"([?&](?:api[_-]?key|key|token|access_token)=)[^&\s\"']+", re.IGNORECASE),  # keys in URLs
+    re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/@]+(?=@)", re.IGNORECASE),  # passwords in URLs
     re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
 ]
 

@@ -36,6 +36,12 @@ HI = [UserMessage(content="hi", source="user")]
         ("aws AKIAABCDEFGHIJKLMNOP denied", "aws [REDACTED] denied"),
         ("GET https://h/v1?key=AIzaSyA1234567890123456789012&alt=json", "GET https://h/v1?key=[REDACTED]&alt=json"),
         ('{"api_key": "secret-value-1"}', '{"api_key": "[REDACTED]"}'),
+        (
+            "could not connect to postgresql+psycopg://app:s3cr3t-pw@db:5432/usage",
+            "could not connect to postgresql+psycopg://app:[REDACTED]@db:5432/usage",
+        ),
+        ("proxy https://user:pa55@proxy.local failed", "proxy https://user:[REDACTED]@proxy.local failed"),
+        ("GET http://127.0.0.1:8080/v1/models@latest", "GET http://127.0.0.1:8080/v1/models@latest"),
         ("a risk-free task for the desk", "a risk-free task for the desk"),
         (
             "Rate limit reached for gpt-4o-mini in organization org-123",
