@@ -1,0 +1,534 @@
+"""The health probe: real wrapped clients talking HTTP to FakeOpenAIServer, a real SQLite ledger and recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from autogen_core.models import ChatCompletionClient, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from autogen_reliability import (
+    AttemptEvent,
+    Attribution,
+    CircuitBreakerPolicy,
+    ConfigurationError,
+    HealthProbe,
+    HealthReport,
+    ReliableChatCompletionClient,
+    reliable,
+)
+from autogen_reliability._pipeline import Call, Request
+from autogen_reliability.accounting import UsageEvent, UsageRecorder
+from autogen_reliability.accounting._events import UsageRow
+from autogen_reliability.health._window import BUCKETS, LATENCY_BINS, AttemptWindow
+from autogen_reliability.storage import UsageStore, _engine
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
+# A key the fake provider echoes back in its error bodies, as some providers do.
+FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"
+
+
+class Clock:
+    """Monotonic seconds that a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[UsageStore]:
+    """A SQLite ledger in the test's directory."""
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as ledger:
+        yield ledger
+
+
+@pytest.fixture
+def recorder(store: UsageStore, tmp_path: Path) -> Iterator[UsageRecorder]:
+    """A recorder writing to ``store``, spooling in the test's directory."""
+    made = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    yield made
+    made.close(timeout=5)
+
+
+Wrap = Callable[..., ReliableChatCompletionClient]
+
+
+@pytest.fixture
+def wrap(make_openai_client: OpenAIClientFactory, recorder: UsageRecorder) -> Wrap:
+    """A wrapped OpenAI client on the fake server, recording to ``recorder``, one attempt per call by default."""
+
+    def make(*, client: ChatCompletionClient | None = None, **options: Any) -> ReliableChatCompletionClient:
+        options.setdefault("retry", None)
+        options.setdefault("recorder", recorder)
+        return reliable(client if client is not None else make_openai_client(), **options)
+
+    return make
+
+
+async def calls(client: ReliableChatCompletionClient, count: int) -> None:
+    """``count`` calls, each allowed to fail (the server's script says how)."""
+    for _ in range(count):
+        try:
+            await client.create(HI)
+        except Exception:  # the failures are what the probe is to see
+            continue
+
+
+# ---- construction
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"error_rate_degraded": 0}, r"error_rate_degraded must be a number in \(0, 1\]"),
+        ({"error_rate_unhealthy": 1.5}, r"error_rate_unhealthy must be a number in \(0, 1\]"),
+        ({"error_rate_degraded": True}, "error_rate_degraded must be a number"),
+        ({"error_rate_degraded": 0.6, "error_rate_unhealthy": 0.5}, "cannot exceed error_rate_unhealthy"),
+        ({"ttl": 0}, "ttl must be > 0 seconds"),
+        ({"timeout": -1}, "timeout must be > 0 seconds"),
+        ({"timeout": "5"}, "timeout must be seconds"),
+        ({"window": 0}, "window must be > 0 seconds"),
+        ({"window": timedelta(days=2)}, "window must be at most 86400 seconds"),
+        ({"min_attempts": 0}, "min_attempts must be an int >= 1"),
+        ({"active": "yes"}, "active must be True or False"),
+        ({"critical": ["openai", "anthropic"]}, r"unknown components \['anthropic'\]"),
+        ({"critical": "openai"}, "critical must be a list of component names"),
+        ({"clock": 3}, "clock must be callable"),
+    ],
+)
+def test_invalid_options_fail_at_construction_with_the_reason(
+    wrap: Wrap, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        HealthProbe({"openai": wrap()}, **options)
+
+
+def test_clients_and_store_are_checked_at_construction(
+    wrap: Wrap, make_openai_client: OpenAIClientFactory, store: UsageStore
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"clients\['raw'\] is a OpenAIChatCompletionClient, not a wrapped"):
+        HealthProbe({"raw": make_openai_client()})  # type: ignore[dict-item]
+    with pytest.raises(ConfigurationError, match="mapping of names to wrapped clients"):
+        HealthProbe([wrap()])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="non-empty strings"):
+        HealthProbe({"": wrap()})
+    with pytest.raises(ConfigurationError, match="nothing to check"):
+        HealthProbe({})
+    with pytest.raises(ConfigurationError, match="store must be a UsageStore"):
+        HealthProbe({"openai": wrap()}, "sqlite:///usage.db")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="names the store component"):
+        HealthProbe({"usage_store": wrap()}, store)
+    probe = HealthProbe({"openai": wrap()}, store, critical=["usage_store"])
+    assert probe.components == ("openai", "usage_store")
+    assert probe.critical == {"usage_store"}
+
+
+# ---- clients, passive
+
+
+async def test_clients_that_answer_and_a_store_that_answers_are_healthy(
+    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
+) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, store)
+    server.enqueue(*[FakeReply.text("fine")] * 3)
+    await calls(client, 3)
+    report = await probe.check()
+    assert report.status == "healthy"
+    assert report.ready
+    assert report.checked_at.tzinfo is not None
+    assert abs(report.checked_at - datetime.now(UTC)) < timedelta(minutes=1)
+    health = report.clients["openai"]
+    assert (health.status, health.attempts, health.error_rate, health.errors_by_kind) == ("healthy", 3, 0.0, {})
+    assert health.p95_latency_ms is not None
+    assert health.p95_latency_ms > 0
+    assert health.active_check is None
+    [primary] = health.providers
+    assert (primary.role, primary.circuit, primary.name) == (
+        "primary",
+        "closed",
+        "OpenAIChatCompletionClient(gpt-4o-mini)",
+    )
+    assert [attempt.outcome for attempt in primary.recent] == ["ok", "ok", "ok"]
+    assert report.usage_store is not None
+    assert report.usage_store.reachable
+    assert report.usage_store.writer_alive
+    assert report.usage_store.recorders == 1
+    assert report.summary().components == {"openai": "healthy", "usage_store": "healthy"}
+    assert len(server.all_requests) == 3  # passive: the calls' own requests, nothing more
+
+
+@pytest.mark.parametrize(("failures", "status"), [(1, "healthy"), (2, "degraded"), (5, "unhealthy")])
+async def test_the_error_rate_over_the_window_degrades_then_fails_a_client(
+    server: FakeOpenAIServer, wrap: Wrap, failures: int, status: str
+) -> None:
+    client = wrap(circuit=None)  # only the error rate judges here
+    probe = HealthProbe({"openai": client})
+    server.enqueue(*[FakeReply.error(500)] * failures, *[FakeReply.text("fine")] * (10 - failures))
+    await calls(client, 10)
+    report = await probe.check()
+    health = report.clients["openai"]
+    assert health.error_rate == failures / 10
+    assert health.errors_by_kind == {"server_error": failures}
+    assert (health.status, report.status) == (status, status)
+    if status != "healthy":
+        assert f"error rate {failures / 10:.0%} over the last 300 s ({failures}/10)" in health.reasons[0]
+    assert report.ready is (status != "unhealthy")
+
+
+async def test_failures_the_request_caused_do_not_count_in_the_error_rate(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client})
+    server.enqueue(*[FakeReply.error(400)] * 6, *[FakeReply.text("fine")] * 4)
+    await calls(client, 10)
+    health = (await probe.check()).clients["openai"]
+    assert health.errors_by_kind == {"bad_request": 6}
+    assert health.error_rate == 0.0
+    assert health.status == "healthy"
+
+
+async def test_a_window_with_too_few_attempts_is_not_judged(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap()
+    patient, eager = HealthProbe({"openai": client}), HealthProbe({"openai": client}, min_attempts=1)
+    server.enqueue(FakeReply.error(503))
+    await calls(client, 1)
+    assert (await patient.check()).clients["openai"].status == "healthy"
+    assert (await eager.check()).clients["openai"].status == "unhealthy"
+
+
+async def test_attempts_older_than_the_window_are_forgotten(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    clock = Clock()
+    client = wrap(circuit=None)
+    probe = HealthProbe({"openai": client}, window=60, min_attempts=1, clock=clock)
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 2)
+    clock.now += 59
+    assert (await probe.check()).clients["openai"].status == "unhealthy"
+    clock.now += 2  # both ended more than a window (60 s, in buckets of 1 s) ago
+    health = (await probe.check()).clients["openai"]
+    assert (health.status, health.attempts, health.error_rate) == ("healthy", 0, None)
+    assert health.providers[0].last_error is not None  # the latest error is kept, however old
+    assert health.providers[0].last_error.error_kind == "server_error"
+
+
+async def test_a_closed_probe_stops_watching(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client})
+    server.enqueue(FakeReply.text("seen"), FakeReply.text("not seen"))
+    await calls(client, 1)
+    probe.close()
+    await calls(client, 1)
+    assert (await probe.check()).clients["openai"].attempts == 1
+
+
+# ---- the window
+
+
+def event_of(latency: float, error: BaseException | None = None) -> AttemptEvent:
+    request = Request(Call(Attribution(), streamed=False), HI)
+    client = ReplayChatCompletionClient(["unused"])
+    return AttemptEvent(request.call, 1, client, request, datetime.now(UTC), latency, None, error)
+
+
+def test_the_p95_latency_is_read_from_the_histogram_within_its_bin_width() -> None:
+    window = AttemptWindow(300, Clock())
+    for milliseconds in range(1, 101):
+        window.observe(event_of(milliseconds / 1000))
+    p95 = window.stats().p95_latency
+    assert p95 is not None
+    assert 0.095 <= p95 <= 0.095 * 2 ** (1 / 4)
+    same = AttemptWindow(300, Clock())
+    for _ in range(20):
+        same.observe(event_of(0.05))
+    assert same.stats().p95_latency == 0.05  # never above the slowest attempt seen
+
+
+def test_the_window_holds_the_same_memory_whatever_the_traffic() -> None:
+    clock = Clock()
+    window = AttemptWindow(300, clock)
+    errors = [openai.APIConnectionError(request=None), TimeoutError(), ValueError("odd")]  # type: ignore[arg-type]
+    for number in range(20_000):
+        clock.now += 0.1  # 2,000 s of traffic: the window's 60 buckets were each used many times over
+        window.observe(event_of(number % 997 / 100, errors[number % 3] if number % 4 == 0 else None))
+    buckets = [bucket for bucket in window._buckets if bucket is not None]
+    assert len(window._buckets) == BUCKETS
+    assert all(len(bucket.latencies) == LATENCY_BINS and len(bucket.kinds) <= 3 for bucket in buckets)
+    assert len(window.stats().recent) == 10
+    assert window.stats().attempts == 3000  # the last 300 s at 10 per second
+
+
+# ---- circuits and fallbacks
+
+OPENS_AFTER_TWO = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5)
+
+
+async def test_an_open_circuit_without_a_fallback_is_unhealthy(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap(circuit=OPENS_AFTER_TWO)
+    probe = HealthProbe({"openai": client}, min_attempts=100)  # the circuit alone judges
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 3)  # the third is refused by the open circuit, without a request
+    assert server.request_count == 2
+    report = await probe.check()
+    health = report.clients["openai"]
+    assert health.providers[0].circuit == "open"
+    assert health.status == report.status == "unhealthy"
+    assert health.reasons == ["primary: circuit open: calls are refused without a request"]
+    assert not report.ready
+
+
+async def test_an_open_circuit_with_a_working_fallback_is_degraded(
+    server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+) -> None:
+    primary, fallback = make_openai_client(), make_openai_client()
+    client = wrap(client=primary, fallbacks=[fallback], circuit=OPENS_AFTER_TWO)
+    probe = HealthProbe({"openai": client}, min_attempts=100)
+    server.enqueue(FakeReply.error(500), FakeReply.text("fallback"), FakeReply.error(500), FakeReply.text("fallback"))
+    await calls(client, 2)
+    report = await probe.check()
+    health = report.clients["openai"]
+    assert [(p.role, p.circuit, p.status) for p in health.providers] == [
+        ("primary", "open", "unhealthy"),
+        ("fallback", "closed", "healthy"),
+    ]
+    assert [p.attempts for p in health.providers] == [2, 2]  # the observer sees the fallback's attempts too
+    assert health.attempts == 4
+    assert health.status == report.status == "degraded"
+    assert "calls go to a fallback" in health.reasons
+    assert report.ready
+
+
+async def test_a_half_open_circuit_is_degraded(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=30, clock=clock)
+    client = wrap(circuit=policy)
+    probe = HealthProbe({"openai": client}, min_attempts=100)
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 2)
+    clock.now += 30
+    health = (await probe.check()).clients["openai"]
+    assert (health.providers[0].circuit, health.status) == ("half_open", "degraded")
+
+
+async def test_a_component_that_is_not_critical_cannot_make_the_service_unready(
+    server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    main, extra = wrap(), wrap(circuit=OPENS_AFTER_TWO)
+    probe = HealthProbe({"main": main, "extra": extra}, critical=["main"])
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(extra, 2)
+    report = await probe.check()
+    assert report.summary().components == {"main": "healthy", "extra": "unhealthy"}
+    assert (report.clients["extra"].critical, report.clients["main"].critical) == (False, True)
+    assert report.status == "degraded"
+
+
+# ---- secrets
+
+
+async def test_no_secret_reaches_the_report(
+    server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The provider echoes the client's own key, a key of another client, a bearer token and a URL with a password.
+    other = "sk-live-ANOTHERprojectKEY9876543210zyxw"
+    echoed = (
+        f"Incorrect API key provided: {FAKE_KEY}. Also tried {other} with "
+        f"Authorization: Bearer tok_{'x' * 30} via https://admin:hunter2-secret@proxy.example"
+    )
+    client = wrap(client=make_openai_client(api_key=FAKE_KEY))
+    probe = HealthProbe({"openai": client}, active=True, min_attempts=1)
+    server.enqueue(FakeReply.error(401, echoed))
+    server.enqueue_models(FakeReply.error(401, echoed))
+    await calls(client, 1)
+    report = await probe.check()
+    text = report.model_dump_json()
+    for secret in (FAKE_KEY, FAKE_KEY[8:], other, "x" * 30, "hunter2-secret"):
+        assert secret.lower() not in text.lower()
+    health = report.clients["openai"]
+    assert health.active_check is not None
+    assert health.active_check.ok is False
+    assert health.active_check.error_kind == "authentication"
+    assert "Incorrect API key provided: [REDACTED]" in (health.active_check.error or "")
+    assert "https://admin:[REDACTED]@proxy.example" in (health.providers[0].recent[0].error or "")
+    assert health.status == "unhealthy"
+
+
+# ---- active checks
+
+
+async def test_active_checks_make_one_request_per_ttl_however_many_check_at_once(
+    server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    clock = Clock()
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True, ttl=30, clock=clock)
+    server.enqueue_models(FakeReply(delay=0.2))  # still in flight while the other checks arrive
+    reports = await asyncio.gather(*(probe.check() for _ in range(100)))
+    assert len(server.models_requests) == 1
+    checks = [report.clients["openai"].active_check for report in reports]
+    assert all(check is not None and check.ok and check.method == "list_models" for check in checks)
+    assert len({check.checked_at for check in checks if check is not None}) == 1
+    clock.now += 29
+    await probe.check()
+    assert len(server.models_requests) == 1  # reused
+    clock.now += 1
+    again = await probe.check()
+    assert len(server.models_requests) == 2  # ttl passed: one new request
+    assert again.clients["openai"].active_check is not None
+    assert again.clients["openai"].active_check.age_seconds == 0.0
+    assert server.request_count == 0  # never a completion
+
+
+async def test_the_timeout_is_honoured_against_a_provider_that_hangs(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True, timeout=0.2)
+    server.enqueue_models(FakeReply(hold_after_chunks=0))  # never answers (until the server stops)
+    report = await probe.check()
+    check = report.clients["openai"].active_check
+    assert check is not None
+    assert (check.ok, check.error_kind) == (False, "timeout")
+    assert report.clients["openai"].status == report.status == "unhealthy"
+    assert report.clients["openai"].reasons[0].startswith("primary: active check (list_models) failed")
+    assert len(server.models_requests) == 1
+
+
+async def test_a_client_without_a_model_listing_gets_a_one_token_completion_in_the_ledger(
+    wrap: Wrap, recorder: UsageRecorder, store: UsageStore
+) -> None:
+    client = wrap(client=ReplayChatCompletionClient(["pong"]), project="acme", tags={"tier": "gold"})
+    probe = HealthProbe({"replay": client}, active=True)
+    # The replay client has one answer: a second request in one ttl would fail the check.
+    reports = await asyncio.gather(*(probe.check() for _ in range(20)))
+    checks = [report.clients["replay"].active_check for report in reports]
+    assert all(check is not None and check.ok and check.method == "completion" for check in checks)
+    assert reports[-1].clients["replay"].attempts == 0  # health checks do not count as the service's traffic
+    assert recorder.flush(10)
+    [row] = store.events()
+    assert row.project == "acme"
+    assert dict(row.tags) == {"tier": "gold", "health_check": "true"}
+
+
+# ---- the usage store
+
+
+@pytest.fixture
+def locked(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlite3.Connection]:
+    """Another process's exclusive transaction on the ledger's file: every write fails as 'database is locked'."""
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    store.engine.dispose()  # new connections, with the short busy timeout
+    holder = sqlite3.connect(str(store.engine.url.database), timeout=0, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    yield holder
+    holder.close()
+
+
+async def test_rows_waiting_in_the_spool_degrade_the_store(
+    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, recorder: UsageRecorder, locked: sqlite3.Connection
+) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, store)
+    server.enqueue(*[FakeReply.text("fine")] * 3)
+    await calls(client, 3)
+    assert recorder.flush(30)  # the database refused them: they are in the spool
+    report = await probe.check()
+    health = report.usage_store
+    assert health is not None
+    assert health.reachable  # SELECT 1 reads no table: the database answers, it cannot take writes
+    assert (health.spool_backlog, health.queue_depth, health.writer_alive) == (3, 0, True)
+    assert health.backlog_age_seconds is not None
+    assert health.backlog_age_seconds >= 0
+    assert health.status == report.status == "degraded"
+    assert health.reasons[0].startswith("3 usage rows wait in the spool to be written")
+    assert report.ready
+
+
+def break_the_file(store: UsageStore) -> None:
+    """Where the SQLite database was, a directory: nothing can open it; no pooled connection survives."""
+    path = Path(str(store.engine.url.database))
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    path.mkdir()
+    store.engine.dispose()
+
+
+async def test_an_unreachable_store_is_unhealthy(wrap: Wrap, store: UsageStore) -> None:
+    probe = HealthProbe({"openai": wrap()}, store)
+    break_the_file(store)
+    report = await probe.check()
+    health = report.usage_store
+    assert health is not None
+    assert not health.reachable
+    assert health.round_trip_ms is None
+    assert health.error is not None
+    assert "unable to open database file" in health.error
+    assert health.status == report.status == "unhealthy"
+    assert not report.ready
+
+
+class CrashingSink:
+    """A sink whose write ends the thread that calls it, as a bug that escapes every ``except Exception`` would."""
+
+    url = "crashing-sink"
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.wrote = threading.Event()
+
+    def write(self, events: Sequence[UsageEvent]) -> int:
+        return self.write_rows([event.to_row() for event in events])
+
+    def write_rows(self, rows: Sequence[UsageRow]) -> int:
+        self.thread = threading.current_thread()
+        self.wrote.set()
+        raise SystemExit("the writer thread ends here")
+
+    def close(self) -> None:
+        pass
+
+
+# pytest reports every exception that ends a thread; ending this one is the point.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_a_dead_writer_thread_is_unhealthy(
+    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, tmp_path: Path
+) -> None:
+    sink = CrashingSink()
+    crashing = UsageRecorder(sink, spool_dir=tmp_path / "crash-spool", flush_interval=0.05)
+    try:
+        client = wrap(recorder=crashing)
+        probe = HealthProbe({"openai": client}, store)
+        assert (await probe.check()).usage_store.writer_alive  # type: ignore[union-attr]
+        server.enqueue(FakeReply.text("recorded, never written"))
+        await calls(client, 1)
+        assert await asyncio.to_thread(sink.wrote.wait, 10)
+        assert sink.thread is not None
+        await asyncio.to_thread(sink.thread.join, 10)
+        report = await probe.check()
+        health = report.usage_store
+        assert health is not None
+        assert health.reachable
+        assert (health.writer_alive, health.status, report.status) == (False, "unhealthy", "unhealthy")
+        assert "writer thread is not running" in health.reasons[0]
+    finally:
+        crashing.close(timeout=0.1)
+
+
+async def test_the_report_is_json_that_reads_back(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, store)
+    server.enqueue(FakeReply.error(429), FakeReply.text("fine"))
+    await calls(client, 2)
+    report = await probe.check()
+    assert HealthReport.model_validate_json(report.model_dump_json()) == report
