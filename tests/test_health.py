@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from autogen_core.models import ChatCompletionClient, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
@@ -22,8 +21,6 @@ from autogen_reliability import (
     ConfigurationError,
     HealthProbe,
     HealthReport,
-    ReliableChatCompletionClient,
-    reliable,
 )
 from autogen_reliability._pipeline import Call, Request
 from autogen_reliability.accounting import UsageEvent, UsageRecorder
@@ -33,59 +30,10 @@ from autogen_reliability.storage import UsageStore, _engine
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
+from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
+from .health_fixtures import HI, OPENS_AFTER_TWO, Clock, Wrap, break_the_file, calls
 
-HI = [UserMessage(content="hi", source="user")]
-# A key the fake provider echoes back in its error bodies, as some providers do.
-FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"
-
-
-class Clock:
-    """Monotonic seconds that a test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[UsageStore]:
-    """A SQLite ledger in the test's directory."""
-    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as ledger:
-        yield ledger
-
-
-@pytest.fixture
-def recorder(store: UsageStore, tmp_path: Path) -> Iterator[UsageRecorder]:
-    """A recorder writing to ``store``, spooling in the test's directory."""
-    made = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
-    yield made
-    made.close(timeout=5)
-
-
-Wrap = Callable[..., ReliableChatCompletionClient]
-
-
-@pytest.fixture
-def wrap(make_openai_client: OpenAIClientFactory, recorder: UsageRecorder) -> Wrap:
-    """A wrapped OpenAI client on the fake server, recording to ``recorder``, one attempt per call by default."""
-
-    def make(*, client: ChatCompletionClient | None = None, **options: Any) -> ReliableChatCompletionClient:
-        options.setdefault("retry", None)
-        options.setdefault("recorder", recorder)
-        return reliable(client if client is not None else make_openai_client(), **options)
-
-    return make
-
-
-async def calls(client: ReliableChatCompletionClient, count: int) -> None:
-    """``count`` calls, each allowed to fail (the server's script says how)."""
-    for _ in range(count):
-        try:
-            await client.create(HI)
-        except Exception:  # the failures are what the probe is to see
-            continue
+FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provider echoes back in error bodies
 
 
 # ---- construction
@@ -273,8 +221,6 @@ def test_the_window_holds_the_same_memory_whatever_the_traffic() -> None:
 
 # ---- circuits and fallbacks
 
-OPENS_AFTER_TWO = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5)
-
 
 async def test_an_open_circuit_without_a_fallback_is_unhealthy(server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap(circuit=OPENS_AFTER_TWO)
@@ -453,15 +399,6 @@ async def test_rows_waiting_in_the_spool_degrade_the_store(
     assert health.status == report.status == "degraded"
     assert health.reasons[0].startswith("3 usage rows wait in the spool to be written")
     assert report.ready
-
-
-def break_the_file(store: UsageStore) -> None:
-    """Where the SQLite database was, a directory: nothing can open it; no pooled connection survives."""
-    path = Path(str(store.engine.url.database))
-    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        leftover.unlink(missing_ok=True)
-    path.mkdir()
-    store.engine.dispose()
 
 
 async def test_an_unreachable_store_is_unhealthy(wrap: Wrap, store: UsageStore) -> None:

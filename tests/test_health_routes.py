@@ -1,0 +1,270 @@
+"""The health routes in a FastAPI app: TestClient, and once a real uvicorn server on 127.0.0.1 over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from autogen_core.models import ChatCompletionClient
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from autogen_reliability import ConfigurationError, HealthProbe
+from autogen_reliability.fastapi import health_router
+from autogen_reliability.storage import UsageStore
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import run_python
+from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
+from .health_fixtures import OPENS_AFTER_TWO, Wrap, break_the_file, calls
+
+
+def app_for(probe: HealthProbe, prefix: str = "", *, closes: Sequence[ChatCompletionClient] = ()) -> FastAPI:
+    """An app that mounts the health routes and, as a service would, closes its model clients when it stops.
+
+    Closing them on the app's own event loop matters where the probe makes requests (``active=True``): the
+    connections it opened belong to that loop (TestClient's, uvicorn's), which is gone once the app stops.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for client in closes:
+            await client.close()
+
+    app = FastAPI(title="an agent service", lifespan=lifespan)
+    app.include_router(health_router(probe, prefix=prefix))
+    return app
+
+
+@pytest.fixture
+def queries(store: UsageStore) -> Iterator[list[str]]:
+    """Every SQL statement the store's engine runs from now on."""
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    yield seen
+    event.remove(store.engine, "before_cursor_execute", before)
+
+
+async def test_a_healthy_service_answers_every_route(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+    client = wrap()
+    app = app_for(HealthProbe({"openai": client}, store))  # the probe sees the attempts made from now on
+    server.enqueue(FakeReply.text("fine"), FakeReply.text("fine"))
+    await calls(client, 2)
+    with TestClient(app) as http:
+        alive = http.get("/healthz")
+        ready = http.get("/readyz")
+        full = http.get("/health")
+        short = http.get("/health", params={"verbose": "0"})
+        false = http.get("/health", params={"verbose": "false"})
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+    assert ready.status_code == full.status_code == short.status_code == 200
+    assert ready.json()["status"] == full.json()["status"] == "healthy"
+    assert full.json()["clients"]["openai"]["attempts"] == 2
+    assert full.json()["usage_store"]["reachable"] is True
+    assert short.json() == {
+        "status": "healthy",
+        "checked_at": short.json()["checked_at"],
+        "components": {"openai": "healthy", "usage_store": "healthy"},
+    }
+    assert false.json().keys() == short.json().keys()
+    assert all(answer.headers["cache-control"] == "no-store" for answer in (alive, ready, full, short))
+
+
+def test_a_bad_verbose_value_is_a_422_that_says_what_is_wrong(wrap: Wrap) -> None:
+    with TestClient(app_for(HealthProbe({"openai": wrap()}))) as http:
+        answer = http.get("/health", params={"verbose": "maybe"})
+    assert answer.status_code == 422
+    [problem] = answer.json()["detail"]
+    assert problem["loc"] == ["query", "verbose"]
+    assert problem["msg"] == "Input should be a valid boolean, unable to interpret input"
+
+
+async def test_a_degraded_service_is_still_ready(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap(circuit=None)
+    app = app_for(HealthProbe({"openai": client}))
+    server.enqueue(*[FakeReply.error(503)] * 3, *[FakeReply.text("fine")] * 7)
+    await calls(client, 10)
+    with TestClient(app) as http:
+        ready = http.get("/readyz")
+        short = http.get("/health?verbose=0")
+    assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
+    assert ready.json()["clients"]["openai"]["errors_by_kind"] == {"overloaded": 3}
+    assert short.json()["components"] == {"openai": "degraded"}
+
+
+async def test_an_unhealthy_service_is_not_ready(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap(circuit=OPENS_AFTER_TWO)
+    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 2)
+    # The breaker is read when the probe checks: a probe made after the circuit opened sees it open.
+    with TestClient(app_for(HealthProbe({"openai": client}, min_attempts=100))) as http:
+        alive = http.get("/healthz")
+        ready = http.get("/readyz")
+        full = http.get("/health")
+        short = http.get("/health?verbose=0")
+    assert alive.status_code == 200  # the process is fine: restarting it would not close the circuit
+    assert ready.status_code == full.status_code == short.status_code == 503
+    assert ready.json()["status"] == "unhealthy"
+    assert ready.json()["clients"]["openai"]["providers"][0]["circuit"] == "open"
+    assert short.json()["components"] == {"openai": "unhealthy"}
+
+
+def test_an_unreachable_store_makes_the_service_unready(wrap: Wrap, store: UsageStore) -> None:
+    probe = HealthProbe({"openai": wrap()}, store)
+    break_the_file(store)
+    with TestClient(app_for(probe)) as http:
+        ready = http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["usage_store"]["reachable"] is False
+
+
+def test_liveness_touches_neither_the_provider_nor_the_database(
+    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, queries: list[str]
+) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, store, active=True)
+    with TestClient(app_for(probe, closes=[client])) as http:
+        for _ in range(5):
+            assert http.get("/healthz").status_code == 200
+        assert (server.all_requests, queries) == ([], [])
+        assert http.get("/readyz").status_code == 200  # what /healthz did not do, /readyz does
+    assert [request.path for request in server.all_requests] == ["/v1/models"]
+    assert queries == ["SELECT 1"]
+
+
+def test_one_provider_request_per_ttl_under_100_concurrent_health_requests(
+    server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True, ttl=3600)
+    server.enqueue_models(FakeReply(delay=0.2))  # in flight while the other requests come in
+    with TestClient(app_for(probe, closes=[client])) as http, ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(lambda _: http.get("/health"), range(100)))
+    assert [answer.status_code for answer in answers] == [200] * 100
+    assert len(server.models_requests) == 1
+    checks = {answer.json()["clients"]["openai"]["active_check"]["checked_at"] for answer in answers}
+    assert len(checks) == 1
+
+
+def test_the_timeout_is_honoured_when_the_provider_hangs(server: FakeOpenAIServer, wrap: Wrap) -> None:
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True, timeout=0.2)
+    server.enqueue_models(FakeReply(hold_after_chunks=0))
+    with TestClient(app_for(probe, closes=[client])) as http:
+        ready = http.get("/readyz")
+    assert ready.status_code == 503
+    check = ready.json()["clients"]["openai"]["active_check"]
+    assert (check["ok"], check["error_kind"]) == (False, "timeout")
+
+
+def test_the_routes_and_their_models_are_in_the_openapi_schema(wrap: Wrap, store: UsageStore) -> None:
+    schema = app_for(HealthProbe({"openai": wrap()}, store), prefix="/ops").openapi()
+    paths = schema["paths"]
+    assert sorted(paths) == ["/ops/health", "/ops/healthz", "/ops/readyz"]
+    ok = "200"
+
+    def body(path: str, status: str) -> dict[str, Any]:
+        schema: dict[str, Any] = paths[path]["get"]["responses"][status]["content"]["application/json"]["schema"]
+        return schema
+
+    assert body("/ops/healthz", ok) == {"$ref": "#/components/schemas/Liveness"}
+    assert body("/ops/readyz", ok) == body("/ops/readyz", "503") == {"$ref": "#/components/schemas/HealthReport"}
+    assert body("/ops/health", ok)["anyOf"] == [
+        {"$ref": "#/components/schemas/HealthReport"},
+        {"$ref": "#/components/schemas/HealthSummary"},
+    ]
+    [verbose] = paths["/ops/health"]["get"]["parameters"]
+    assert (verbose["name"], verbose["in"], verbose["schema"]["type"]) == ("verbose", "query", "boolean")
+    models = schema["components"]["schemas"]
+    assert {"HealthReport", "HealthSummary", "ClientHealth", "ProviderHealth", "UsageStoreHealth"} <= set(models)
+    assert models["HealthReport"]["properties"]["status"]["enum"] == ["healthy", "degraded", "unhealthy"]
+    assert models["HealthReport"]["properties"]["checked_at"]["format"] == "date-time"
+    assert models["ProviderHealth"]["properties"]["circuit"]["enum"] == ["closed", "open", "half_open", "off"]
+
+
+def test_health_router_checks_its_arguments(wrap: Wrap) -> None:
+    probe = HealthProbe({"openai": wrap()})
+    with pytest.raises(ConfigurationError, match="takes a HealthProbe"):
+        health_router("probe")  # type: ignore[arg-type]
+    for prefix in ("ops", "/ops/"):
+        with pytest.raises(ConfigurationError, match="prefix must be empty or a path"):
+            health_router(probe, prefix=prefix)
+    with TestClient(app_for(probe, prefix="/ops")) as http:
+        assert http.get("/ops/healthz").status_code == 200
+        assert http.get("/healthz").status_code == 404
+
+
+_WITHOUT_FASTAPI = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class HideFastAPI(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "fastapi" or name.startswith("fastapi."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, HideFastAPI())
+    import autogen_reliability
+    assert "fastapi" not in sys.modules, "import autogen_reliability imported FastAPI"
+    try:
+        import autogen_reliability.fastapi
+    except ImportError as error:
+        print(error)
+    else:
+        raise SystemExit("imported without FastAPI")
+    """
+)
+
+
+def test_importing_the_routes_without_fastapi_names_the_extra() -> None:
+    done = run_python(_WITHOUT_FASTAPI)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "autogen_reliability.fastapi needs FastAPI, which is not installed: pip install 'autogen-reliability[fastapi]'"
+    )
+
+
+async def test_a_real_uvicorn_server_answers_over_http(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+    client = wrap()
+    app = app_for(HealthProbe({"openai": client}, store))
+    server.enqueue(FakeReply.text("fine"))
+    await calls(client, 1)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))  # a free port, taken before the server starts: no race for it
+    listener.listen()
+    port = listener.getsockname()[1]
+    web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    # Connections wait in the listening socket's backlog until the server accepts them: nothing to poll for.
+    thread = threading.Thread(target=web.run, kwargs={"sockets": [listener]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            alive = await http.get("/healthz")
+            ready = await http.get("/readyz")
+            short = await http.get("/health", params={"verbose": 0})
+    finally:
+        web.should_exit = True
+        await asyncio.to_thread(thread.join, 30)
+        listener.close()
+    assert not thread.is_alive()
+    assert (alive.status_code, alive.json()) == (200, {"status": "ok"})
+    assert ready.status_code == 200
+    assert ready.json()["clients"]["openai"]["attempts"] == 1
+    assert short.json()["components"] == {"openai": "healthy", "usage_store": "healthy"}
+    assert ready.headers["server"] == "uvicorn"
