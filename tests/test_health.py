@@ -25,6 +25,7 @@ from autogen_reliability import (
 from autogen_reliability._pipeline import Call, Request
 from autogen_reliability.accounting import UsageEvent, UsageRecorder
 from autogen_reliability.accounting._events import UsageRow
+from autogen_reliability.health._active import ActiveChecker
 from autogen_reliability.health._window import BUCKETS, LATENCY_BINS, AttemptWindow
 from autogen_reliability.storage import UsageStore, _engine
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
@@ -349,6 +350,38 @@ async def test_the_timeout_is_honoured_against_a_provider_that_hangs(server: Fak
     assert report.clients["openai"].status == report.status == "unhealthy"
     assert report.clients["openai"].reasons[0].startswith("primary: active check (list_models) failed")
     assert len(server.models_requests) == 1
+
+
+async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(
+    server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # A server's loop (TestClient's, say) stops while the check it started is in flight: the callers
+    # waiting for it elsewhere get "unknown", and the next check asks the provider again.
+    checker = ActiveChecker(wrap(), ttl=3600, timeout=30, clock=Clock())
+    server.enqueue_models(FakeReply(hold_after_chunks=0))
+    started, joined = threading.Event(), threading.Event()
+
+    async def start_and_stop() -> None:
+        asyncio.get_running_loop().create_task(checker.check())
+        for _ in range(1000):  # until the listing reaches the server (held there)
+            if server.models_requests:
+                break
+            await asyncio.sleep(0.01)
+        started.set()
+        await asyncio.to_thread(joined.wait, 10)
+        # Returning ends asyncio.run, which cancels the check in flight and closes the loop.
+
+    stopping = asyncio.create_task(asyncio.to_thread(asyncio.run, start_and_stop()))
+    assert await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.create_task(checker.check())
+    await asyncio.sleep(0)  # this check now waits for the one in flight
+    joined.set()
+    await stopping
+    first = await waiting
+    assert (first.ok, first.error) == (None, "cancelled: its event loop stopped")
+    second = await checker.check()
+    assert second.ok is True  # asked again: the cancelled result was not kept for ttl
+    assert len(server.models_requests) == 2
 
 
 async def test_a_client_without_a_model_listing_gets_a_one_token_completion_in_the_ledger(

@@ -499,7 +499,9 @@ class _Spool:
         self.directory = directory
         self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
         self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held across the file's I/O (an fsync)
+        # Guards the counts only, never held across I/O: a health check reads them on its event loop.
+        self._counts = threading.Lock()
         self._count = 0  # events in self.path
         self._since: datetime | None = None  # when the first of them was spooled
         # This process's files renamed for a replay and not yet removed: their events still wait.
@@ -517,16 +519,17 @@ class _Spool:
                 spool.write(payload)
                 spool.flush()
                 os.fsync(spool.fileno())
-            if not self._count:
-                self._since = datetime.now(UTC)
-            self._count += len(rows)
+            with self._counts:
+                if not self._count:
+                    self._since = datetime.now(UTC)
+                self._count += len(rows)
 
     def count(self) -> int:
-        with self._lock:
+        with self._counts:
             return self._count + sum(count for count, _ in self._replaying.values())
 
     def since(self) -> datetime | None:
-        with self._lock:
+        with self._counts:
             waiting = [*self._replaying.values(), (self._count, self._since)]
         return min((since for count, since in waiting if count and since is not None), default=None)
 
@@ -537,8 +540,9 @@ class _Spool:
                 own = self.directory / f"{self.path.stem}.replaying-{time.time_ns()}.jsonl"
                 # Renamed first, so events spooled meanwhile go to a fresh file, not into the one being replayed.
                 self.path.rename(own)
-                self._replaying[own] = (self._count, self._since)
-                self._count, self._since = 0, None
+                with self._counts:
+                    self._replaying[own] = (self._count, self._since)
+                    self._count, self._since = 0, None
                 yield_own = [own]
             else:
                 yield_own = []
@@ -551,7 +555,7 @@ class _Spool:
     def remove(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        with self._lock:
+        with self._counts:
             self._replaying.pop(path, None)
 
 

@@ -44,6 +44,7 @@ HEALTH_CHECK_TAG: Final = "health_check"
 """The tag (value ``"true"``) on the ledger rows of active checks that cost tokens."""
 
 _PING: Final = [UserMessage(content="ping", source="health_check")]
+_GRACE: Final = 1.0  # seconds a caller waits for a shared check beyond its timeout before giving up on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,15 @@ class ActiveChecker:
             task = asyncio.get_running_loop().create_task(self._run(future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        # Shielded: a caller that goes away (a client that hung up) must not cancel the others' request.
-        result = await asyncio.shield(asyncio.wrap_future(future))
+            # A task cancelled before it ran (its loop closing) never runs its own except clauses.
+            task.add_done_callback(lambda _: self._abandon(future, "its event loop stopped"))
+        try:
+            # Shielded: a caller that goes away (a client that hung up) must not cancel the others' request.
+            # Bounded: a check started on an event loop that stopped without cancelling it never ends.
+            async with asyncio.timeout(self._timeout + _GRACE):
+                result = await asyncio.shield(asyncio.wrap_future(future))
+        except TimeoutError:
+            result = self._abandon(future, "no result from the check in flight")
         return self._report(result)
 
     def _report(self, result: _Result) -> ActiveCheck:
@@ -120,17 +128,26 @@ class ActiveChecker:
         except Exception as error:
             ok, kind = False, classify_error(error).value
             message = redact(f"{type(error).__name__}: {error}", limit=MESSAGE_LIMIT)
-        except BaseException:
-            # Cancelled (its loop is closing): the callers on other loops must not wait for ever.
-            self._finish(future, _Result(False, checked_at, time.perf_counter() - start, self._clock(), "cancelled"))
-            raise
         self._finish(future, _Result(ok, checked_at, time.perf_counter() - start, self._clock(), kind, message))
 
     def _finish(self, future: concurrent.futures.Future[_Result], result: _Result) -> None:
         with self._lock:
+            if future.done():
+                return
             self._last = result
             self._in_flight = None
-        future.set_result(result)
+            future.set_result(result)
+
+    def _abandon(self, future: concurrent.futures.Future[_Result], why: str) -> _Result:
+        """End a check that got no answer for a reason that says nothing of the provider: not kept for ttl."""
+        with self._lock:
+            if future.done():
+                return future.result()
+            result = _Result(None, datetime.now(UTC), 0.0, self._clock(), error=f"cancelled: {why}")
+            if self._in_flight is future:
+                self._in_flight = None  # the next check asks again
+            future.set_result(result)
+            return result
 
     async def _request(self) -> None:
         if self._listing is not None:

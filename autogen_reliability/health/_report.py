@@ -62,7 +62,10 @@ class ActiveCheck(_Model):
         description="list_models: GET /models (free); completion: a one-token completion, in the ledger, tagged "
         "health_check=true."
     )
-    ok: bool | None = Field(description="Whether the provider answered; null: not asked (the budget refused).")
+    ok: bool | None = Field(
+        description="Whether the provider answered; null: unknown (the budget refused the request, or the check "
+        "was cancelled), which is not held against the client."
+    )
     checked_at: AwareDatetime = Field(description="When the request was sent (UTC).")
     age_seconds: float = Field(description="How old the result is: it is reused until it is ttl seconds old.")
     latency_ms: float
