@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 import openai
 import pytest
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from sqlalchemy import create_engine, make_url
+from sqlalchemy.pool import NullPool
 
 from autogen_reliability import (
     AttemptEvent,
@@ -446,6 +448,29 @@ async def test_an_unreachable_store_is_unhealthy(wrap: Wrap, store: UsageStore) 
     assert "unable to open database file" in health.error
     assert health.status == report.status == "unhealthy"
     assert not report.ready
+
+
+async def test_a_postgresql_store_that_goes_away_is_unhealthy_and_its_password_stays_out(
+    wrap: Wrap, make_pg_database: Callable[[], str], pg_admin_url: str
+) -> None:
+    url = make_pg_database()
+    password = make_url(url).password
+    with UsageStore(url) as pg_store:
+        probe = HealthProbe({"openai": wrap()}, pg_store)
+        before = await probe.check()
+        admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
+        admin.dispose()
+        after = await probe.check()
+    assert before.usage_store is not None
+    assert before.usage_store.reachable
+    assert after.usage_store is not None
+    assert not after.usage_store.reachable
+    assert "does not exist" in (after.usage_store.error or "")
+    assert after.status == "unhealthy"
+    if password:
+        assert password not in before.model_dump_json() + after.model_dump_json()
 
 
 class CrashingSink:
