@@ -4,9 +4,12 @@ The window is cut into :data:`BUCKETS` time buckets (300 s: 60 buckets of 5 s).
 Each bucket counts attempts, failures by error kind, and the latencies of the
 successful ones in a histogram with fixed bins, so a bucket's size does not
 depend on how many attempts it saw: a provider client costs at most
-``BUCKETS x (LATENCY_BINS + error kinds + a few counters)`` integers (about
-50 kB), plus its last :data:`RECENT` attempts and its last error, each message
-cut to 300 characters.
+``BUCKETS x (LATENCY_BINS + error kinds + a few counters)`` integers, plus its
+last :data:`RECENT` attempts and its last error, each message cut to 300
+characters. Measured with tracemalloc after 100,000 attempts spread over every
+bin and three error kinds: 71 kB. Observing costs about 3 us per successful
+attempt and 25 us per failed one (classifying and redacting its error), on a
+laptop-class core.
 
 The 95th percentile comes from the histogram: bins grow by 2^(1/4) (19 %), from
 1 ms to 10 minutes, and the upper edge of the bin where the 95th percentile
