@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from sqlalchemy import create_engine, make_url
 from sqlalchemy.pool import NullPool
@@ -352,6 +353,34 @@ async def test_the_timeout_is_honoured_against_a_provider_that_hangs(server: Fak
     assert report.clients["openai"].status == report.status == "unhealthy"
     assert report.clients["openai"].reasons[0].startswith("primary: active check (list_models) failed")
     assert len(server.models_requests) == 1
+
+
+def test_each_kind_of_client_gets_the_cheapest_check_that_works(
+    wrap: Wrap, make_openai_client: OpenAIClientFactory
+) -> None:
+    azure: dict[str, Any] = {
+        "model": "gpt-4o",
+        "azure_endpoint": "https://acme.openai.azure.com",
+        "api_version": "2024-06-01",
+        "api_key": FAKE_KEY,
+    }
+    kinds = {
+        "openai": make_openai_client(),
+        "azure resource": AzureOpenAIChatCompletionClient(**azure),
+        # Under a deployment's URL, GET /models is not the model listing: a one-token completion instead.
+        "azure deployment": AzureOpenAIChatCompletionClient(**azure, azure_deployment="chat"),
+        "replay": ReplayChatCompletionClient(["pong"]),
+    }
+    methods = {
+        name: ActiveChecker(wrap(client=client), ttl=1, timeout=1, clock=Clock()).method
+        for name, client in kinds.items()
+    }
+    assert methods == {
+        "openai": "list_models",
+        "azure resource": "list_models",
+        "azure deployment": "completion",
+        "replay": "completion",
+    }
 
 
 async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(

@@ -2,7 +2,8 @@
 
 An OpenAI-compatible client (OpenAI, Azure OpenAI, and the many servers that
 speak its wire protocol: vLLM, Ollama's ``/v1``, LiteLLM, ...) can list its
-models, ``GET {base_url}/models``, which costs nothing. Any other client is
+models, ``GET {base_url}/models``, which costs nothing; not an Azure client
+built for a deployment, whose base URL is the deployment's. Any other client is
 asked for a completion of one token, where we know how to say "one token".
 """
 
@@ -30,6 +31,10 @@ def model_listing(client: ChatCompletionClient) -> ModelListing | None:
     sdk: Any = sdk_client_of(innermost(client))
     async_openai = loaded_class("openai", "AsyncOpenAI")
     if async_openai is None or not isinstance(sdk, async_openai):
+        return None
+    if "/deployments/" in str(getattr(sdk, "base_url", "")):
+        # An Azure OpenAI client built for one deployment sends every request under the deployment's URL,
+        # where GET .../deployments/NAME/models is not the resource's model listing.
         return None
     openai_client: Any = sdk  # typed Any: the openai SDK is a dependency, but this module names none of it
 
