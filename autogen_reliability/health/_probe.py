@@ -48,6 +48,7 @@ from ..retry._policy import as_seconds
 from ..storage._store import UsageStore
 from ._active import ActiveChecker
 from ._report import (
+    STORE_COMPONENT,
     ActiveCheck,
     AttemptSummary,
     CircuitStatus,
@@ -61,10 +62,7 @@ from ._report import (
 from ._store_check import RoundTrip, StoreChecker
 from ._window import Attempt, AttemptWindow, WindowStats, merge
 
-__all__ = ["STORE_COMPONENT", "HealthProbe"]
-
-STORE_COMPONENT: Final = "usage_store"
-"""The name of the usage store among the components (in ``critical=`` and the summary)."""
+__all__ = ["HealthProbe"]
 
 MAX_WINDOW: Final = 86_400.0  # a day: the window's buckets are window / 60 wide
 

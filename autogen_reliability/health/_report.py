@@ -10,11 +10,12 @@ credential in a URL.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 __all__ = [
+    "STORE_COMPONENT",
     "ActiveCheck",
     "AttemptSummary",
     "CircuitStatus",
@@ -26,6 +27,9 @@ __all__ = [
     "UsageStoreHealth",
     "worst",
 ]
+
+STORE_COMPONENT: Final = "usage_store"
+"""The name of the usage store among the components (in ``critical=`` and the summary)."""
 
 HealthStatus = Literal["healthy", "degraded", "unhealthy"]
 """``healthy``: all is well; ``degraded``: serving, with less margin; ``unhealthy``: not fit to serve."""
@@ -158,5 +162,5 @@ class HealthReport(_Model):
         """The overall status and each component's (``usage_store`` for the store)."""
         components: dict[str, HealthStatus] = {name: client.status for name, client in self.clients.items()}
         if self.usage_store is not None:
-            components["usage_store"] = self.usage_store.status
+            components[STORE_COMPONENT] = self.usage_store.status
         return HealthSummary(status=self.status, checked_at=self.checked_at, components=components)
