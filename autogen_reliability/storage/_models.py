@@ -52,6 +52,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "REPORT_INDEX",
     "ROLLUP_BUCKETS",
+    "SESSION_INDEX",
     "TABLE_PREFIX",
     "VERSION_TABLE",
     "WASTE_OUTCOMES",
@@ -82,6 +83,28 @@ WASTE_SUMS: Final = ("attempts", "tokens", "cost_high", "cost_low", "priced")
 
 REPORT_INDEX: Final = "ix_ar_usage_records_report"
 """The covering index for grouped usage reports (see :class:`UsageRecord`)."""
+
+SESSION_INDEX: Final = (
+    # Found by session, filtered by the report's day, project and agent...
+    "session",
+    "day",
+    "project",
+    "agent",
+    "cost_nanousd",
+    # ...and what a report reads of its top sessions, so it never reads their wide rows.
+    "model",
+    "attempt",
+    "outcome",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cache_hit",
+    "latency_ms",
+    "started_at",
+    "id",
+)
+"""The columns of ``ix_ar_usage_records_session``, in order (see :class:`UsageRecord`)."""
 
 # Stable constraint and index names, so that migrations can name what they alter
 # and autogenerate diffs the same on every backend.
@@ -155,8 +178,9 @@ class UsageRecord(Base):
         day, model, agent and outcome, summing tokens and cost over a range of
         days): it holds every column ``UsageStore.report`` reads, so the query
         reads only the index, in group order, and never the wide rows.
-        ``ix_ar_usage_records_session`` finds the rows of a few sessions and covers
-        the search for the sessions that cost most (summing cost per session);
+        ``ix_ar_usage_records_session`` finds the rows of a few sessions and holds
+        what a report reads of them (their sums, latencies, first and last
+        prompts), and covers the search for the sessions that cost most;
         ``started_at`` serves time-range listings and ``call_id`` gathers the
         attempts of one call. ``ix_ar_usage_records_session_spend`` and
         ``ix_ar_usage_records_agent_spend`` (project, session or agent, day, cost)
@@ -187,7 +211,7 @@ class UsageRecord(Base):
             "latency_ms",
             "session",
         ),
-        Index("ix_ar_usage_records_session", "session", "day", "project", "agent", "cost_nanousd"),
+        Index("ix_ar_usage_records_session", *SESSION_INDEX),
         Index("ix_ar_usage_records_started_at", "started_at"),
         Index("ix_ar_usage_records_call_id", "call_id"),
         Index("ix_ar_usage_records_session_spend", "project", "session", "day", "cost_nanousd"),
