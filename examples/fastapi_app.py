@@ -29,10 +29,11 @@ import uvicorn
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from autogen_reliability import HealthProbe, configure, reliable
+from autogen_reliability import HealthProbe, ReliabilityError, configure, reliable
 from autogen_reliability.fastapi import UsageContextMiddleware, health_router, usage_router
 from autogen_reliability.metrics import metrics_app
 from autogen_reliability.storage import UsageStore
@@ -68,11 +69,18 @@ def make_app(model_client: OpenAIChatCompletionClient, db_url: str) -> FastAPI:
         store.close()
 
     app = FastAPI(title="support desk", lifespan=lifespan)
+    app.state.client, app.state.store, app.state.probe = client, store, probe
     # Every LLM call a request makes is attributed to the caller's project and session (400 on bad headers).
     app.add_middleware(UsageContextMiddleware, projects={"acme-support", "acme-sales"})
     app.include_router(health_router(probe))
     app.include_router(usage_router(store), dependencies=[Depends(require_admin)])
     app.mount("/metrics", metrics_app())
+
+    @app.exception_handler(ReliabilityError)
+    async def model_unavailable(_: Request, error: ReliabilityError) -> JSONResponse:
+        # Retries, fallbacks and the circuit breaker have done what they could (the log has the details,
+        # without secrets); the caller may try again later.
+        return JSONResponse({"detail": "the language model is unavailable; try again later"}, status_code=503)
 
     @app.post("/ask")
     async def ask(question: Question) -> Answer:
