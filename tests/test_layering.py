@@ -8,7 +8,7 @@ included), not from what happens to be loaded::
     support     _redaction _context testing/
     pipeline    _pipeline: Call, Request, Layer, the attempt
     stages      retry/ < validation/ < accounting/ < reports/ < storage/ < budget/  (each may use the ones before it)
-    assembly    _config (the process defaults) < _client (the layer list) < _wrap, health, metrics/ and otel/ (observers)
+    assembly    _config (the process defaults) < _client (the layer list) < _wrap, health/, metrics/, otel/
     public      the package's __init__
     programs    _cli, _demo, __main__, fastapi/: they use the public API as a user's program would
 """
