@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import textwrap
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,6 @@ from autogen_reliability.fastapi import health_router
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
-from .conftest import run_python
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
 from .health_fixtures import OPENS_AFTER_TWO, Wrap, break_the_file, calls
 
@@ -207,37 +205,6 @@ def test_health_router_checks_its_arguments(wrap: Wrap) -> None:
     with TestClient(app_for(probe, prefix="/ops")) as http:
         assert http.get("/ops/healthz").status_code == 200
         assert http.get("/healthz").status_code == 404
-
-
-_WITHOUT_FASTAPI = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class HideFastAPI(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "fastapi" or name.startswith("fastapi."):
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, HideFastAPI())
-    import autogen_reliability
-    assert "fastapi" not in sys.modules, "import autogen_reliability imported FastAPI"
-    try:
-        import autogen_reliability.fastapi
-    except ImportError as error:
-        print(error)
-    else:
-        raise SystemExit("imported without FastAPI")
-    """
-)
-
-
-def test_importing_the_routes_without_fastapi_names_the_extra() -> None:
-    done = run_python(_WITHOUT_FASTAPI)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
-        "autogen_reliability.fastapi needs FastAPI, which is not installed: pip install 'autogen-reliability[fastapi]'"
-    )
 
 
 async def test_a_real_uvicorn_server_answers_over_http(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
