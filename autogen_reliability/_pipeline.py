@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -53,6 +52,7 @@ from pydantic import BaseModel
 from ._context import Attribution
 from ._errors import IncompleteStreamError
 from ._ids import time_ordered_uuid
+from ._subscribers import Subscribers
 from .providers import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot, provider_arguments
 
 __all__ = [
@@ -68,6 +68,8 @@ __all__ = [
     "StartedAttempt",
     "StreamHandler",
     "StreamItem",
+    "attempt_feed",
+    "call_feed",
     "subscribe_attempts",
     "subscribe_calls",
 ]
@@ -266,9 +268,10 @@ class CallObserver(Protocol):
         """
 
 
-_feed_lock = threading.Lock()
-_attempt_observers: tuple[AttemptObserver, ...] = ()
-_call_observers: tuple[CallObserver, ...] = ()
+attempt_feed: Subscribers[AttemptObserver] = Subscribers()
+"""Every subscriber of :func:`subscribe_attempts`."""
+call_feed: Subscribers[CallObserver] = Subscribers()
+"""Every subscriber of :func:`subscribe_calls`."""
 
 
 def subscribe_attempts(observer: AttemptObserver) -> Callable[[], None]:
@@ -277,16 +280,7 @@ def subscribe_attempts(observer: AttemptObserver) -> Callable[[], None]:
 
     It is called after the wrapper's own ``on_attempt`` observers. One that raises is logged, and stays subscribed.
     """
-    global _attempt_observers  # noqa: PLW0603  # one feed per process
-    with _feed_lock:
-        _attempt_observers = (*_attempt_observers, observer)
-
-    def unsubscribe() -> None:
-        global _attempt_observers  # noqa: PLW0603
-        with _feed_lock:
-            _attempt_observers = tuple(known for known in _attempt_observers if known is not observer)
-
-    return unsubscribe
+    return attempt_feed.subscribe(observer)
 
 
 def subscribe_calls(observer: CallObserver) -> Callable[[], None]:
@@ -296,16 +290,7 @@ def subscribe_calls(observer: CallObserver) -> Callable[[], None]:
     A call is told to the observers subscribed when it started, and only to them:
     each gets the end of every call whose start it got, even once unsubscribed.
     """
-    global _call_observers  # noqa: PLW0603  # one feed per process
-    with _feed_lock:
-        _call_observers = (*_call_observers, observer)
-
-    def unsubscribe() -> None:
-        global _call_observers  # noqa: PLW0603
-        with _feed_lock:
-            _call_observers = tuple(known for known in _call_observers if known is not observer)
-
-    return unsubscribe
+    return call_feed.subscribe(observer)
 
 
 class Layer:
@@ -352,14 +337,14 @@ class Pipeline:
         Not a coroutine function itself: with no call observer subscribed, the
         call awaits the first layer directly, without a frame of ours around it.
         """
-        observers = _call_observers
+        observers = call_feed.current
         if observers and request.call.observers is None:
             return self._observed_create(request, observers)
         return self._create(request)
 
     def create_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         """Streams ``request`` through the layers; the first pipeline of a call announces it."""
-        observers = _call_observers
+        observers = call_feed.current
         if observers and request.call.observers is None:
             return self._observed_stream(request, observers)
         return self._create_stream(request)
@@ -449,8 +434,9 @@ class Pipeline:
             except Exception:
                 # Watching a call must never break it.
                 logger.exception("attempt observer %r failed", observer)
-        if _attempt_observers:
-            for observer in _attempt_observers:
+        subscribed = attempt_feed.current
+        if subscribed:
+            for observer in subscribed:
                 try:
                     observer(event)
                 except Exception:

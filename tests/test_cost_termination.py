@@ -413,7 +413,7 @@ async def test_a_check_after_it_stopped_raises_until_reset(ledger: Ledger) -> No
 
 async def test_no_subscription_outlives_the_condition() -> None:
     def subscribed(tally: object) -> int:
-        return sum(1 for listener in _feed.listeners if getattr(listener, "__self__", None) is tally)
+        return sum(1 for listener in _feed.listeners.current if getattr(listener, "__self__", None) is tally)
 
     condition = CostTermination("0.000001")
     first = condition._tally

@@ -31,6 +31,7 @@ RANKS: dict[str, int] = {
     "_errors": 0,
     "_ids": 0,
     "_threads": 0,
+    "_subscribers": 0,
     "_compat": 0,
     "providers": 1,
     "_redaction": 2,

@@ -322,13 +322,13 @@ def test_the_metrics_land_in_a_registry_that_has_names_of_its_own_or_say_why_not
 
 
 def test_turning_metrics_off_unsubscribes_them_from_every_feed() -> None:
-    before = (_pipeline._attempt_observers, _pipeline._call_observers, _feed.listeners)
+    before = (_pipeline.attempt_feed.current, _pipeline.call_feed.current, _feed.listeners.current)
     enable_metrics()
-    assert len(_pipeline._attempt_observers) == len(before[0]) + 1
-    assert len(_pipeline._call_observers) == len(before[1]) + 1
-    assert len(_feed.listeners) == len(before[2]) + 1
+    assert len(_pipeline.attempt_feed.current) == len(before[0]) + 1
+    assert len(_pipeline.call_feed.current) == len(before[1]) + 1
+    assert len(_feed.listeners.current) == len(before[2]) + 1
     disable_metrics()
-    assert (_pipeline._attempt_observers, _pipeline._call_observers, _feed.listeners) == before
+    assert (_pipeline.attempt_feed.current, _pipeline.call_feed.current, _feed.listeners.current) == before
 
 
 def test_importing_the_package_without_prometheus_client_names_the_extra() -> None:

@@ -11,41 +11,31 @@ logged and kept).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
+from .._subscribers import Subscribers
 from ._events import UsageEvent
 from ._recorder import UsageRecorder
 
-__all__ = ["RecordedListener", "publish", "subscribe"]
+__all__ = ["RecordedListener", "listeners", "publish", "subscribe"]
 
 logger = logging.getLogger("autogen_reliability")
 
 RecordedListener = Callable[[UsageEvent, UsageRecorder], None]
 """Called with each event and the recorder it was handed to (which says which ledger it goes to)."""
 
-_lock = threading.Lock()
-listeners: tuple[RecordedListener, ...] = ()
-"""The listeners now subscribed; replaced, never changed in place, so publishing needs no lock."""
+listeners: Subscribers[RecordedListener] = Subscribers()
+"""The listeners subscribed (``listeners.current``); one feed per process."""
 
 
 def subscribe(listener: RecordedListener) -> Callable[[], None]:
     """Calls ``listener`` with every usage event this process records from now on; returns the unsubscriber."""
-    global listeners  # noqa: PLW0603  # one feed per process
-    with _lock:
-        listeners = (*listeners, listener)
-
-    def unsubscribe() -> None:
-        global listeners  # noqa: PLW0603
-        with _lock:
-            listeners = tuple(known for known in listeners if known is not listener)
-
-    return unsubscribe
+    return listeners.subscribe(listener)
 
 
 def publish(event: UsageEvent, recorder: UsageRecorder) -> None:
     """Hands ``event`` to every listener; one that raises is logged, and the others still see it."""
-    for listener in listeners:
+    for listener in listeners.current:
         try:
             listener(event, recorder)
         except Exception:

@@ -150,7 +150,7 @@ class AccountingLayer(Layer):
                 )
                 event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
             self.recorder.record(event)
-            if _feed.listeners:  # budgets and cost limits of this process, before the row reaches the ledger
+            if _feed.listeners.current:  # budgets and cost limits of this process, before the row reaches the ledger
                 _feed.publish(event, self.recorder)
         # Only now, with every row in the journal: there is never a moment when an attempt has neither.
         if tracker is not None:
