@@ -503,7 +503,7 @@ class _Report:
             # latency histograms: the totals, models, agents, breakdown and all their percentiles are sums
             # of these rows (for a week, by day too, they would be seven times as many).
             fine = list(dict.fromkeys("day" if name == "week" else name for name in (*spec.group_by, "model", "agent")))
-            rows, histograms = self._rollup_sum_rows(fine, latencies=True)
+            rows, histograms = self._rollup_sum_rows(fine)
         else:
             # The columns up to the last one needed, so that they are a prefix of the report index (in any
             # order), which SQLite groups by while it walks the index; the project too, through _sum_rows,
@@ -617,23 +617,17 @@ class _Report:
             return case((_nulls_bit(source.c.nulls, name) != literal_column("0"), null()), else_=source.c[name])
         return source.c["day" if name == "week" else name]
 
-    def _rollup_sum_rows(self, names: Sequence[str], *, latencies: bool = False) -> tuple[SumRows, list[Histogram]]:
-        """:meth:`_sum_rows` from the rollup, and with ``latencies`` each group's latency histogram too."""
-        histogram_columns = ["latency_min_ms", "latency_max_ms", *HISTOGRAM] if latencies else []
-        source = self._rollup_source([*_rollup_keys(names), *SUMS, *WASTE, *histogram_columns])
+    def _rollup_sum_rows(self, names: Sequence[str]) -> tuple[SumRows, list[Histogram]]:
+        """:meth:`_sum_rows` from the rollup, and each group's latency histogram."""
+        latencies = ["latency_min_ms", "latency_max_ms", *HISTOGRAM]
+        source = self._rollup_source([*_rollup_keys(names), *SUMS, *WASTE, *latencies])
         grouped = [self._rollup_column(source, name) for name in names]
         query = select(
             *grouped,
             *(func.sum(source.c[name]) for name in (*SUMS, *WASTE)),
-            *(
-                (
-                    func.min(source.c.latency_min_ms),
-                    func.max(source.c.latency_max_ms),
-                    *(func.sum(source.c[name]) for name in HISTOGRAM),
-                )
-                if latencies
-                else ()
-            ),
+            func.min(source.c.latency_min_ms),
+            func.max(source.c.latency_max_ms),
+            *(func.sum(source.c[name]) for name in HISTOGRAM),
         ).group_by(*grouped)
         width = len(grouped)
         sums_end = width + len(SUMS) + len(WASTE)
@@ -649,9 +643,8 @@ class _Report:
                 wasted, tokens, waste_high, waste_low, waste_priced = values[at : at + per_outcome]
                 sums.extend((wasted, tokens, waste_high * COST_SPLIT + waste_low, waste_priced))
             rows.append((key, sums))
-            if latencies:
-                counts = [int(count or 0) for count in row[sums_end + 2 :]]
-                histograms.append((key, float(row[sums_end]), float(row[sums_end + 1]), counts))
+            counts = [int(count or 0) for count in row[sums_end + 2 :]]
+            histograms.append((key, float(row[sums_end]), float(row[sums_end + 1]), counts))
         return rows, histograms
 
     def _rollup_daily(self) -> dict[Key, Sums]:
