@@ -98,6 +98,7 @@ __all__ = [
     "capture_provider_usage",
     "current_usage_slot",
     "new_usage_slot",
+    "report_provider_usage",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -271,6 +272,33 @@ async def anext_in_slot(stream: AsyncIterator[_T], slot: UsageSlot) -> _T:
 def current_usage_slot() -> UsageSlot | None:
     """The innermost active `UsageSlot` of the current context, if any."""
     return _CURRENT_SLOT.get()
+
+
+def report_provider_usage(usage: ProviderUsage) -> bool:
+    """Record ``usage`` as if a response carrying it had arrived now: for a client with no HTTP to tap.
+
+    An in-process client (``autogen_reliability.testing.ScriptedChatCompletionClient``)
+    answers without a response for the tap to read; it reports what a provider's
+    response would have said (the model that answered, cached and reasoning
+    tokens) here, into the slot current in its context, as the tap does for a
+    response sent from there.
+
+    Returns:
+        Whether a capture was active to receive it.
+    """
+    slot = _CURRENT_SLOT.get()
+    if slot is None:
+        return False
+    for target in slot._chain():
+        target.responses += 1
+        target.status = 200
+        if usage.model:
+            target.model = usage.model
+        if usage.response_id:
+            target.response_id = usage.response_id
+        target.usage = usage
+        target.usages.append(usage)
+    return True
 
 
 # --------------------------------------------------------------------------- parsing
