@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import types
 from pathlib import Path
 
 PACKAGES = [
@@ -43,11 +44,13 @@ def _first_line(obj: object) -> str:
 
 
 def _kind(obj: object) -> str:
+    if inspect.ismodule(obj):
+        return "module"  # a namespace of functions, such as autogen_reliability.testing.faults
     if inspect.isclass(obj):
         return "class"
     if inspect.isfunction(obj) or inspect.isbuiltin(obj):
         return "function"
-    if getattr(obj, "__module__", None) == "typing" or hasattr(obj, "__origin__"):
+    if getattr(obj, "__module__", None) == "typing" or hasattr(obj, "__origin__") or isinstance(obj, types.UnionType):
         return "type"  # an alias such as ReplyFactory = Callable[...]
     return "value"
 
@@ -71,7 +74,7 @@ def render(packages: list[str], known: dict[str, str]) -> str:
         for public in module.__all__:
             obj = getattr(module, public)
             kind = _kind(obj)
-            text = _first_line(obj) if kind in ("class", "function") else known.get(public, "")
+            text = _first_line(obj) if kind in ("class", "function", "module") else known.get(public, "")
             lines.append(f"- `{public}` ({kind}): {text}".rstrip())
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts).rstrip("\n") + "\n"

@@ -4,7 +4,30 @@
 wire protocol, scripted with `FakeReply` objects; see `autogen_reliability.testing._server`.
 """
 
+from autogen_reliability.testing import _faults as faults
 from autogen_reliability.testing._replies import FakeReply, FakeUsage, RecordedRequest, ReplyFactory, ReplyKind
+from autogen_reliability.testing._scripted import (
+    ScriptedChatCompletionClient,
+    ScriptedChatCompletionClientConfig,
+    ScriptedReply,
+    ScriptedRequest,
+    ScriptItem,
+    UnexpectedRequestError,
+)
 from autogen_reliability.testing._server import FakeOpenAIServer
 
-__all__ = ["FakeOpenAIServer", "FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind"]
+__all__ = [
+    "FakeOpenAIServer",
+    "FakeReply",
+    "FakeUsage",
+    "RecordedRequest",
+    "ReplyFactory",
+    "ReplyKind",
+    "ScriptItem",
+    "ScriptedChatCompletionClient",
+    "ScriptedChatCompletionClientConfig",
+    "ScriptedReply",
+    "ScriptedRequest",
+    "UnexpectedRequestError",
+    "faults",
+]
