@@ -23,6 +23,12 @@ therefore sees exactly what it sees in production:
 
 Put them in a `ScriptedChatCompletionClient`'s script (raised when their turn
 comes), or raise them from anything else that stands in for a provider.
+
+Example:
+    >>> from autogen_reliability.retry import classify_error, retry_after
+    >>> error = rate_limit(retry_after=2)
+    >>> error.status_code, classify_error(error).value, retry_after(error)
+    (429, 'rate_limit', 2.0)
 """
 
 from __future__ import annotations

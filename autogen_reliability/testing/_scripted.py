@@ -54,7 +54,7 @@ from autogen_core.models import (
     validate_model_info,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from .._errors import ConfigurationError
 from ..providers import ProviderUsage, report_provider_usage
@@ -445,9 +445,6 @@ class _UsageConfig(BaseModel):
 
 
 class _ReplyConfig(BaseModel):
-    # Infinity (a delay that waits until cancelled) must survive JSON; pydantic writes null by default.
-    model_config = ConfigDict(ser_json_inf_nan="constants")
-
     content: str | list[FunctionCall] = ""
     usage: _UsageConfig | None = None
     finish_reason: FinishReasons = "stop"
@@ -456,6 +453,8 @@ class _ReplyConfig(BaseModel):
     cached: bool = False
     logprobs: list[ChatCompletionTokenLogprob] | None = None
     delay: float = 0.0
+    # A delay of math.inf: JSON has no infinity (the component's JSON would say null).
+    until_cancelled: bool = False
     chunks: list[str] | None = None
 
 
@@ -513,11 +512,12 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
         closed: Whether ``close()`` was called.
 
     Example:
-        ```python
-        client = ScriptedChatCompletionClient(
-            [faults.rate_limit(retry_after=1), "Hello!", ScriptedReply.tool_call("add", {"a": 1, "b": 2})]
-        )
-        ```
+        >>> from autogen_reliability import reliable
+        >>> from autogen_reliability.testing import faults
+        >>> client = ScriptedChatCompletionClient([faults.rate_limit(retry_after=1), "Hello!"])
+        >>> agent_client = reliable(client)  # retries the 429, then answers "Hello!"
+        >>> client.remaining[1]
+        'Hello!'
     """
 
     component_type = "model"
@@ -574,6 +574,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.requests: list[ScriptedRequest] = []
+        self._request_waiters: list[asyncio.Future[None]] = []
         self.unexpected_requests: list[ScriptedRequest] = []
         self.closed = False
         self.enqueue(*script)
@@ -598,6 +599,40 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
     def remaining(self) -> list[ScriptItem]:
         """The script items not consumed yet, as they were given, in order."""
         return [item for item, _ in self._script]
+
+    async def wait_for_requests(
+        self,
+        n: int = 1,
+        # A parameter, as in FakeOpenAIServer's, so that on expiry the error can say how many requests arrived.
+        timeout: float | None = 5.0,  # noqa: ASYNC109
+    ) -> list[ScriptedRequest]:
+        """Wait until at least ``n`` requests have arrived, as ``FakeOpenAIServer.wait_for_requests_async`` does.
+
+        A request is recorded when it arrives, before its item's delay: the moment to
+        cancel a call that hangs, or to look at what it was sent. Nothing polls.
+
+        Args:
+            n: How many requests to wait for.
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            `requests` (all of them: at least ``n``).
+
+        Raises:
+            TimeoutError: fewer requests arrived in time (the message says how many).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while len(self.requests) < n:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._request_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, None if deadline is None else max(deadline - loop.time(), 0.0))
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{len(self.requests)} of {n} requests arrived at {self!r} within {timeout} s"
+                ) from None
+        return self.requests
 
     def enqueue(self, *items: ScriptItem) -> None:
         """Add items at the end of the script.
@@ -774,6 +809,10 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
             stream_options=MappingProxyType(dict(stream_options or {})),
         )
         self.requests.append(request)
+        waiters, self._request_waiters = self._request_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         return request
 
     def _take(self, request: ScriptedRequest) -> ScriptedReply:
@@ -1009,7 +1048,8 @@ def _reply_config(reply: ScriptedReply, where: int | str) -> _ReplyConfig:
         model=reply.model,
         cached=reply.cached,
         logprobs=list(reply.logprobs) if reply.logprobs is not None else None,
-        delay=reply.delay,
+        delay=0.0 if math.isinf(reply.delay) else reply.delay,
+        until_cancelled=math.isinf(reply.delay),
         chunks=list(reply.chunks) if reply.chunks is not None else None,
     )
 
@@ -1023,6 +1063,6 @@ def _reply_from_config(config: _ReplyConfig) -> ScriptedReply:
         model=config.model,
         cached=config.cached,
         logprobs=tuple(config.logprobs) if config.logprobs is not None else None,
-        delay=config.delay,
+        delay=math.inf if config.until_cancelled else config.delay,
         chunks=tuple(config.chunks) if config.chunks is not None else None,
     )
