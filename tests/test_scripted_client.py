@@ -51,6 +51,7 @@ from autogen_reliability import (
     reliable,
     usage_scope,
 )
+from autogen_reliability.providers import ProviderUsage, capture_provider_usage, report_provider_usage
 from autogen_reliability.retry import RetryEvent, classify_error, retry_after, set_testing
 from autogen_reliability.retry._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT
 from autogen_reliability.testing import (
@@ -864,6 +865,16 @@ async def test_usage_rows_of_the_word_count_and_of_an_unpriced_model(ledger: Led
     assert by_model["gpt-4o-mini"].tokens_estimated is False
     row = by_model["my-local-model"]
     assert (row.provider, row.cost_nanousd, row.prompt_tokens, row.completion_tokens) == (None, None, 2, 3)
+
+
+def test_an_in_process_client_reports_its_usage_to_every_enclosing_capture() -> None:
+    usage = ProviderUsage(12, 3, None, None, None, "gpt-4o-mini-2024-07-18", "scripted-1")
+    assert report_provider_usage(usage) is False  # no capture: nobody listens, nothing breaks
+    with capture_provider_usage() as outer, capture_provider_usage() as inner:
+        assert report_provider_usage(usage) is True
+    for slot in (inner, outer):
+        assert (slot.usage, slot.usages, slot.model, slot.response_id) == (usage, [usage], usage.model, "scripted-1")
+        assert (slot.responses, slot.status) == (1, 200)
 
 
 async def test_a_cached_answer_is_recorded_as_a_cache_hit(ledger: Ledger) -> None:
