@@ -203,15 +203,17 @@ async def test_usage_comes_from_the_item_else_the_clients_default_else_the_word_
         [
             ScriptedReply.text("one", usage=RequestUsage(prompt_tokens=100, completion_tokens=7)),
             ScriptedReply.text("two", usage=FakeUsage(prompt_tokens=50, completion_tokens=5, cached_tokens=40)),
+            ScriptedReply(content="built directly", usage=RequestUsage(prompt_tokens=3, completion_tokens=4)),
             "three",
         ],
         usage=RequestUsage(prompt_tokens=11, completion_tokens=1),
     )
     assert (await call(client, mode)).usage == RequestUsage(100, 7)
     assert (await call(client, mode)).usage == RequestUsage(50, 5)
+    assert (await call(client, mode)).usage == RequestUsage(3, 4)
     assert (await call(client, mode)).usage == RequestUsage(11, 1)
     assert client.actual_usage() == RequestUsage(11, 1)  # the last answer's, as AutoGen's Replay client says
-    assert client.total_usage() == RequestUsage(161, 13)
+    assert client.total_usage() == RequestUsage(164, 17)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -476,6 +478,8 @@ async def test_the_rest_of_the_interface() -> None:
         (lambda: ScriptedReply.text("x", usage=(1, 2)), "usage must be a FakeUsage or a RequestUsage"),  # type: ignore[arg-type]
         (lambda: ScriptedReply.tool_calls([]), "needs at least one call"),
         (lambda: ScriptedReply(content=(FunctionCall(id="", name="a", arguments="{}"),), chunks=("x",)), "chunks"),
+        (lambda: ScriptedReply(content=42), "content must be text or tool calls, got int"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply(content="x", finish_reason="tool_calls"), "finish_reason must be one of AutoGen's"),  # type: ignore[arg-type]
     ],
 )
 def test_a_bad_item_or_option_is_refused_at_construction(make: Callable[[], object], message: str) -> None:

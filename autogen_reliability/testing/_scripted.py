@@ -35,7 +35,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any, Final, Literal, Self, TypeAlias
+from typing import Any, Final, Literal, Self, TypeAlias, get_args
 
 from autogen_core import CancellationToken, Component, FunctionCall
 from autogen_core.models import (
@@ -75,6 +75,7 @@ DEFAULT_MODEL: Final = "gpt-4o-mini"
 # Whitespace stays attached to the following word so that the pieces join back to the exact text
 # (FakeOpenAIServer streams the same pieces).
 _PIECE: Final = re.compile(r"\s*\S+|\s+")
+_FINISH_REASONS: Final = frozenset(get_args(FinishReasons))
 # How much of each message an UnexpectedRequestError shows: enough to recognise the turn.
 _SHOWN_CHARS: Final = 300
 
@@ -124,10 +125,18 @@ class ScriptedReply:
             object.__setattr__(self, "content", tuple(self.content))
         if isinstance(self.chunks, list):
             object.__setattr__(self, "chunks", tuple(self.chunks))
+        if not isinstance(self.content, str | tuple):
+            raise ConfigurationError(f"content must be text or tool calls, got {type(self.content).__name__}")
         if not isinstance(self.content, str):
             for call in self.content:
                 if not isinstance(call, FunctionCall):
                     raise ConfigurationError(f"tool calls must be FunctionCall objects, got {type(call).__name__}")
+        if self.finish_reason not in _FINISH_REASONS:
+            raise ConfigurationError(
+                f"finish_reason must be one of AutoGen's {sorted(_FINISH_REASONS)}, got {self.finish_reason!r}"
+            )
+        # A RequestUsage given to the constructor directly, as the named constructors take it too.
+        object.__setattr__(self, "usage", _usage(self.usage))
         object.__setattr__(self, "delay", _seconds("delay", self.delay))
         if self.chunks is not None:
             if not isinstance(self.content, str):
