@@ -92,9 +92,10 @@ class ScriptedReply:
     Attributes:
         content: The answer: text, or tool calls (a call with an empty ``id`` gets
             ``call_1``, ``call_2``, ... in serving order, as `FakeOpenAIServer` numbers them).
-        usage: The tokens to report; None for the client's default (its ``usage=``, else the
-            word rule of `ScriptedChatCompletionClient`). ``cached_tokens`` and
-            ``reasoning_tokens`` reach the usage ledger as a provider's would.
+        usage: The tokens to report (a ``FakeUsage``, kept so; a ``RequestUsage`` becomes one); None
+            for the client's default (its ``usage=``, else the word rule of
+            `ScriptedChatCompletionClient`). ``cached_tokens`` and ``reasoning_tokens``
+            reach the usage ledger as a provider's would.
         finish_reason: As AutoGen reports it (``"stop"``, ``"length"``, ``"function_calls"``, ...).
         thought: Reasoning text, or the text a model sent alongside tool calls.
         model: The model that answered, as a provider reports it (e.g. a dated snapshot);
@@ -110,7 +111,7 @@ class ScriptedReply:
     """
 
     content: str | tuple[FunctionCall, ...] = ""
-    usage: FakeUsage | None = None
+    usage: FakeUsage | RequestUsage | None = None
     finish_reason: FinishReasons = "stop"
     thought: str | None = None
     model: str | None = None
@@ -860,7 +861,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
                 FunctionCall(id=call.id or self._next_call_id(), name=call.name, arguments=call.arguments)
                 for call in reply.content
             ]
-        usage = reply.usage or self._usage or _word_usage(request.messages, content, reply.thought)
+        usage = _usage(reply.usage) or self._usage or _word_usage(request.messages, content, reply.thought)
         result = CreateResult(
             finish_reason=reply.finish_reason,
             content=content,
@@ -1051,7 +1052,7 @@ def _reply_config(reply: ScriptedReply, where: int | str) -> _ReplyConfig:
         )
     return _ReplyConfig(
         content=reply.content if isinstance(reply.content, str) else list(reply.content),
-        usage=_usage_config(reply.usage),
+        usage=_usage_config(_usage(reply.usage)),
         finish_reason=reply.finish_reason,
         thought=reply.thought,
         model=reply.model,
