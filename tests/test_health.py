@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
@@ -31,7 +30,7 @@ from autogen_reliability.accounting._events import UsageRow
 from autogen_reliability.health._active import ActiveChecker
 from autogen_reliability.health._window import BUCKETS, LATENCY_BINS, AttemptWindow
 from autogen_reliability.storage import UsageStore, _engine
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, faults
 
 from .conftest import OpenAIClientFactory
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
@@ -212,7 +211,7 @@ def test_the_p95_latency_is_read_from_the_histogram_within_its_bin_width() -> No
 def test_the_window_holds_the_same_memory_whatever_the_traffic() -> None:
     clock = Clock()
     window = AttemptWindow(300, clock)
-    errors = [openai.APIConnectionError(request=None), TimeoutError(), ValueError("odd")]  # type: ignore[arg-type]
+    errors = [faults.connection_reset(), TimeoutError(), ValueError("odd")]
     for number in range(20_000):
         clock.now += 0.1  # 2,000 s of traffic: the window's 60 buckets were each used many times over
         window.observe(event_of(number % 997 / 100, errors[number % 3] if number % 4 == 0 else None))
