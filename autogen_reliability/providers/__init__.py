@@ -31,6 +31,7 @@ from ._clients import inner_client as inner_client
 from ._clients import innermost
 from ._health_checks import model_listing as model_listing
 from ._health_checks import one_token_arguments as one_token_arguments
+from ._http_body import content_decoder as content_decoder
 from ._identity import api_key_of, infer_provider, model_of
 from ._identity import describe_client as describe_client
 from ._identity import resolve_model_alias as resolve_model_alias

@@ -1,0 +1,332 @@
+"""Cassettes: ``pytest --llm-record`` against a provider, then the replay through FakeOpenAIServer.
+
+The "real" provider while recording is a second `FakeOpenAIServer`, reached the
+way a user's test reaches OpenAI: through ``OPENAI_BASE_URL`` and
+``OPENAI_API_KEY`` in the environment. The tests under test run in a pytest
+subprocess (``pytester``) with our plugin loaded through its entry point.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from autogen_reliability.testing._cassette import dump_cassette, load_cassette
+from autogen_reliability.testing._recorder import Recorder
+
+pytest_plugins = ["pytester"]
+
+KEY = "sk-proj-RECOGNISABLE0123456789abcdefXYZ"
+ORG = "org-RECOGNISABLEorg42"
+PROJECT = "proj_RECOGNISABLEproj42"
+COOKIE = "__cf_bm=RECOGNISABLEcookie42"
+SECRETS = ("RECOGNISABLE", KEY, KEY.upper(), "0123456789abcdefXYZ", ORG, PROJECT, COOKIE)
+
+# The test a user writes: an AutoGen client from the environment (create, which the SDK retries on a
+# 429), and the sync SDK streaming from llm_cassette.base_url / api_key. Same assertions in both modes.
+AGENT_TEST = """
+import asyncio
+import os
+
+import openai
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+
+def test_agent(llm_cassette):
+    async def ask():
+        client = OpenAIChatCompletionClient(model="gpt-4o-mini", max_retries=2)
+        try:
+            return await client.create([UserMessage(content=os.environ.get("PROMPT", "Hi"), source="user")])
+        finally:
+            await client.close()
+
+    result = asyncio.run(ask())
+    assert result.content == "Hello there, friend"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (12, 4)
+
+    if os.environ.get("CALLS") != "1":
+        sdk = openai.OpenAI(base_url=llm_cassette.base_url, api_key=llm_cassette.api_key, max_retries=0)
+        stream = sdk.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "Count"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [(chunk.choices[0].delta.content if chunk.choices else chunk.usage.total_tokens) for chunk in stream]
+        assert chunks == ["", "one", " two", " three", None, 7]
+
+    assert llm_cassette.mode == os.environ["EXPECTED_MODE"]
+    assert os.environ["OPENAI_API_KEY"] == llm_cassette.api_key
+    if llm_cassette.mode == "replay":
+        assert llm_cassette.api_key != os.environ["REAL_KEY"]  # a placeholder: no real key in a replayed test
+"""
+
+
+def provider_script() -> list[FakeReply]:
+    """What the "real" provider answers while recording: a 429 that echoes the org and the key, then the answers."""
+    secret_headers = {"openai-organization": ORG, "openai-project": PROJECT, "set-cookie": f"{COOKIE}; path=/"}
+    return [
+        FakeReply.error(
+            429,
+            f"Rate limit reached for organization {ORG} on requests; key sk-proj-****abcdefXYZ",
+            headers={"retry-after-ms": "10", **secret_headers},
+        ),
+        FakeReply.text(
+            "Hello there, friend",
+            usage=FakeUsage(prompt_tokens=12, completion_tokens=4),
+            headers={"x-ratelimit-remaining-requests": "99", **secret_headers},
+        ),
+        FakeReply.text("one two three", usage=FakeUsage(prompt_tokens=4, completion_tokens=3)),
+    ]
+
+
+def record(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str, replies: list[FakeReply] | None = None
+) -> tuple[pytest.RunResult, FakeOpenAIServer]:
+    """Run the inner tests with ``--llm-record`` against a fresh "real" provider; it is stopped afterwards."""
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(*(provider_script() if replies is None else replies))
+        pytester.path.joinpath("provider_url.txt").write_text(provider.base_url)
+        with monkeypatch.context() as env:
+            env.setenv("OPENAI_BASE_URL", provider.base_url)
+            env.setenv("OPENAI_API_KEY", KEY)
+            env.setenv("REAL_KEY", KEY)
+            env.setenv("OPENAI_ORG_ID", ORG)
+            env.setenv("OPENAI_PROJECT_ID", PROJECT)
+            env.setenv("EXPECTED_MODE", "record")
+            result = pytester.runpytest_subprocess("--llm-record", "-p", "no:cacheprovider", *args)
+    return result, provider
+
+
+def replay(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, *args: str) -> pytest.RunResult:
+    """Run the inner tests without ``--llm-record``, the network blocked, no provider and no key around."""
+    with monkeypatch.context() as env:
+        env.delenv("OPENAI_BASE_URL", raising=False)
+        env.delenv("OPENAI_API_KEY", raising=False)
+        env.setenv("REAL_KEY", KEY)
+        env.setenv("EXPECTED_MODE", "replay")
+        return pytester.runpytest_subprocess("--block-llm-network", "-p", "no:cacheprovider", *args)
+
+
+def test_record_then_replay_round_trip(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+
+    recorded, provider = record(pytester, monkeypatch)
+
+    recorded.assert_outcomes(passed=1)
+    # The provider saw the 429, the SDK's retry and the stream, with the real credentials.
+    assert provider.request_count == 3
+    assert provider.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    assert provider.requests[0].headers["openai-organization"] == ORG
+    assert provider.requests[1].headers["x-stainless-retry-count"] == "1"
+
+    cassette = pytester.path / "cassettes" / "test_agents" / "test_agent.json"
+    base_url, interactions = load_cassette(cassette)
+    assert base_url == (pytester.path / "provider_url.txt").read_text()
+    assert [item["response"]["status"] for item in interactions] == [429, 200, 200]
+    assert [item["request"]["headers"]["x-stainless-retry-count"] for item in interactions] == ["0", "1", "0"]
+    assert interactions[0]["response"]["headers"]["retry-after-ms"] == "10"
+    assert interactions[1]["response"]["body"]["choices"][0]["message"]["content"] == "Hello there, friend"
+    assert interactions[0]["request"]["body"]["messages"][-1]["content"] == "Hi"
+    # The stream is kept event by event, one per line of the file.
+    events = interactions[2]["response"]["stream"]
+    assert [event["data"]["choices"][0]["delta"].get("content") for event in events[:5]] == [
+        "",
+        "one",
+        " two",
+        " three",
+        None,
+    ]
+    assert events[5]["data"]["usage"]["total_tokens"] == 7
+    assert events[-1] == {"data": "[DONE]"}
+    assert '{"data": "[DONE]"}' in [line.strip() for line in cassette.read_text(encoding="utf-8").splitlines()]
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(passed=1)
+    assert provider.request_count == 3  # the provider was not asked again
+
+
+def test_cassette_holds_no_credential(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+
+    recorded, _ = record(pytester, monkeypatch)
+
+    recorded.assert_outcomes(passed=1)
+    text = (pytester.path / "cassettes" / "test_agents" / "test_agent.json").read_text(encoding="utf-8")
+    for secret in SECRETS:
+        assert secret not in text
+    lowered = text.lower()
+    for header in ("authorization", "openai-organization", "openai-project", "set-cookie", "cookie", "bearer"):
+        assert header not in lowered
+    # What the provider echoed is still readable, minus the secrets.
+    assert "Rate limit reached for organization [REDACTED] on requests; key [REDACTED]" in text
+
+
+def test_mismatched_request_fails_with_a_diff(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+    record(pytester, monkeypatch)[0].assert_outcomes(passed=1)
+
+    monkeypatch.setenv("PROMPT", "Hello")
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(failed=1, errors=1)
+    # In the test: the SDK's error (400, not retried); at teardown: the diff, readable.
+    replayed.stdout.fnmatch_lines(["*BadRequestError: Error code: 400 - this request does not match the cassette*"])
+    replayed.stdout.fnmatch_lines(
+        [
+            "*1 request did not match the cassette *test_agent.json:",
+            "*this request does not match the cassette (method, path and JSON body must be equal)*",
+            "--- cassette, exchange #1 (the next one): POST /chat/completions",
+            "+++ this request: POST /chat/completions",
+            '-      "content": "Hi",',
+            '+      "content": "Hello",',
+        ]
+    )
+
+
+def test_exchanges_never_requested_fail_unless_allowed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+    record(pytester, monkeypatch)[0].assert_outcomes(passed=1)
+    monkeypatch.setenv("CALLS", "1")  # the test no longer streams
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(passed=1, errors=1)
+    replayed.stdout.fnmatch_lines(
+        [
+            "*1 of the 3 exchanges in the cassette *test_agent.json were never requested*",
+            "*#3: POST http://127.0.0.1:*/v1/chat/completions",
+            "*@pytest.mark.llm_cassette(allow_unused=True)*",
+        ]
+    )
+
+    allowed = AGENT_TEST.replace("def test_agent(", "@pytest.mark.llm_cassette(allow_unused=True)\ndef test_agent(")
+    pytester.makepyfile(test_agents="import pytest\n" + allowed)
+    replay(pytester, monkeypatch).assert_outcomes(passed=1)
+
+
+def test_more_requests_than_recorded(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+    monkeypatch.setenv("CALLS", "1")
+    record(pytester, monkeypatch, replies=provider_script()[:2])[0].assert_outcomes(passed=1)
+    monkeypatch.delenv("CALLS")
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(failed=1, errors=1)
+    replayed.stdout.fnmatch_lines(["*the cassette has no exchange left for this request (2 recorded, all played)*"])
+
+
+def test_missing_cassette_says_how_to_record_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(errors=1)
+    replayed.stdout.fnmatch_lines(
+        [
+            "*no cassette at *cassettes/test_agents/test_agent.json: record it once against openai with "
+            "`pytest --llm-record test_agents.py::test_agent` (OPENAI_API_KEY set), then commit the file.*"
+        ]
+    )
+
+
+def test_recording_without_the_key_skips_naming_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(test_agents=AGENT_TEST)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    result = pytester.runpytest_subprocess("--llm-record", "-rs", "-p", "no:cacheprovider")
+
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*llm_cassette: recording needs OPENAI_API_KEY (the openai API key)*"])
+    assert not (pytester.path / "cassettes").exists()
+
+
+def test_cassette_name_and_directory(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nllm_cassette_dir = recorded/llm\n")
+    pytester.makepyfile(
+        test_named="""
+        import openai
+        import pytest
+
+
+        @pytest.mark.llm_cassette("shared-greeting")
+        @pytest.mark.parametrize("attempt", [1])
+        def test_named(llm_cassette, attempt):
+            client = openai.OpenAI(max_retries=0)
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        """
+    )
+
+    recorded, _ = record(pytester, monkeypatch, replies=[FakeReply.text("Hi!")])
+
+    recorded.assert_outcomes(passed=1)
+    assert (pytester.path / "recorded" / "llm" / "test_named" / "shared-greeting.json").is_file()
+    replay(pytester, monkeypatch).assert_outcomes(passed=1)
+
+
+def test_recorder_keeps_a_gzip_body_decoded_and_leaves_other_hosts_alone() -> None:
+    payload = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini", "choices": []}
+    with FakeOpenAIServer() as provider, FakeOpenAIServer() as other:
+        provider.enqueue(
+            FakeReply.malformed(gzip.compress(json.dumps(payload).encode()), headers={"content-encoding": "gzip"})
+        )
+        other.enqueue(FakeReply.text("not recorded"))
+        recorder = Recorder(provider.base_url)
+        recorder.start()
+        try:
+            for base_url in (provider.base_url, other.base_url):
+                client = openai.OpenAI(api_key=KEY, base_url=base_url, max_retries=0)
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        finally:
+            recorder.stop()
+
+    [interaction] = recorder.interactions
+    assert interaction["response"]["body"] == payload
+    assert "content-encoding" not in interaction["response"]["headers"]
+
+
+def test_a_stream_reaches_the_client_before_it_ends_while_recording() -> None:
+    # What vcrpy does not do: each chunk is handed on as it arrives, not once the provider has finished.
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.text("one two three", hold_after_chunks=1))
+        recorder = Recorder(provider.base_url)
+        recorder.start()
+        try:
+            client = openai.OpenAI(api_key=KEY, base_url=provider.base_url, max_retries=0)
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Count"}], stream=True
+            )
+            iterator = iter(stream)
+            seen = [next(iterator).choices[0].delta.content, next(iterator).choices[0].delta.content]
+            assert seen == ["", "one"]  # while the provider still holds the rest
+            provider.release()
+            seen += [chunk.choices[0].delta.content for chunk in iterator]
+        finally:
+            recorder.stop()
+
+    assert seen == ["", "one", " two", " three", None]
+    [interaction] = recorder.interactions
+    assert len(interaction["response"]["stream"]) == 6  # five chunks and [DONE]
+
+
+def test_load_refuses_a_file_in_another_format(tmp_path: Path) -> None:
+    vcr_style = tmp_path / "vcr.json"
+    vcr_style.write_text(json.dumps({"version": 1, "interactions": [{"request": {}, "response": {}}]}))
+    with pytest.raises(Exception, match="is not a version-1 autogen-reliability cassette"):
+        load_cassette(vcr_style)
+
+    ours = tmp_path / "ours.json"
+    interactions: list[dict[str, Any]] = [{"request": {"method": "POST", "url": "http://x/v1/a"}, "error": "boom"}]
+    dump_cassette(ours, "http://x/v1", interactions)
+    assert load_cassette(ours) == ("http://x/v1", interactions)
