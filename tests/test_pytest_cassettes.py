@@ -330,3 +330,52 @@ def test_load_refuses_a_file_in_another_format(tmp_path: Path) -> None:
     interactions: list[dict[str, Any]] = [{"request": {"method": "POST", "url": "http://x/v1/a"}, "error": "boom"}]
     dump_cassette(ours, "http://x/v1", interactions)
     assert load_cassette(ours) == ("http://x/v1", interactions)
+
+
+# Loaded before the guard is installed, so it sits below it: it knows the "provider" by a name that is not
+# loopback's, and the guard has to let that name through for the recording test.
+PROVIDER_RESOLVER_CONFTEST = """
+import socket
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _resolve(host, port, *args, **kwargs):
+    return _real_getaddrinfo("127.0.0.1" if host == "provider.test" else host, port, *args, **kwargs)
+
+
+socket.getaddrinfo = _resolve
+"""
+
+GUARDED_RECORDING = """
+import openai
+import pytest
+
+MESSAGES = [{"role": "user", "content": "Hi"}]
+
+
+def test_recording_reaches_its_provider(llm_cassette):
+    assert llm_cassette.base_url.startswith("http://provider.test:")
+    openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+def test_other_tests_do_not():
+    with pytest.raises(pytest.fail.Exception, match="blocked a connection to provider.test"):
+        openai.OpenAI(max_retries=0).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+"""
+
+
+def test_recording_under_the_guard_may_reach_its_provider_only(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(PROVIDER_RESOLVER_CONFTEST)
+    pytester.makepyfile(test_guarded=GUARDED_RECORDING)
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.text("Hi!"))
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://provider.test:{provider.port}/v1")
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+        result = pytester.runpytest_subprocess("--llm-record", "--block-llm-network", "-p", "no:cacheprovider")
+
+        result.assert_outcomes(passed=2)
+        assert provider.request_count == 1
