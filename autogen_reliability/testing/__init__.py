@@ -5,6 +5,7 @@ wire protocol, scripted with `FakeReply` objects; see `autogen_reliability.testi
 """
 
 from autogen_reliability.testing import _faults as faults
+from autogen_reliability.testing._cassette import LLMCassette
 from autogen_reliability.testing._replies import FakeReply, FakeUsage, RecordedRequest, ReplyFactory, ReplyKind
 from autogen_reliability.testing._scripted import (
     ScriptedChatCompletionClient,
@@ -20,6 +21,7 @@ __all__ = [
     "FakeOpenAIServer",
     "FakeReply",
     "FakeUsage",
+    "LLMCassette",
     "RecordedRequest",
     "ReplyFactory",
     "ReplyKind",
