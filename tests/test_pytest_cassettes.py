@@ -15,9 +15,10 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
-from autogen_reliability.testing._cassette import dump_cassette, load_cassette
+from autogen_reliability.testing._cassette import Replayer, dump_cassette, load_cassette
 from autogen_reliability.testing._recorder import Recorder
 
 pytest_plugins = ["pytester"]
@@ -379,3 +380,30 @@ def test_recording_under_the_guard_may_reach_its_provider_only(
 
         result.assert_outcomes(passed=2)
         assert provider.request_count == 1
+
+
+def test_a_reset_connection_is_recorded_and_replayed_as_one() -> None:
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.reset(), FakeReply.text("after the reset"))
+        recorder = Recorder(provider.base_url)
+        recorder.start()
+        try:
+            client = openai.OpenAI(api_key=KEY, base_url=provider.base_url, max_retries=1)
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        finally:
+            recorder.stop()
+        base_url = provider.base_url
+    interactions = recorder.interactions
+    assert "response" not in interactions[0]
+    assert interactions[0]["error"].startswith(("RemoteProtocolError", "ReadError", "ConnectError"))
+    assert interactions[1]["response"]["status"] == 200
+
+    replayer = Replayer(base_url, interactions)
+    with FakeOpenAIServer(default=replayer) as replaying:
+        client = openai.OpenAI(api_key="sk-test", base_url=replaying.base_url, max_retries=1)
+        completion = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        assert replaying.request_count == 2  # the reset, then the SDK's retry
+    assert completion.choices[0].message.content == "after the reset"
+    assert replayer.unplayed() == []
+    assert replayer.mismatches == []
