@@ -2,8 +2,7 @@
 
 :func:`metrics_app` returns the ASGI app to mount at ``/metrics``; it turns
 metrics on (:func:`enable_metrics`) if they are not on yet. What each metric
-counts, its labels and how their number is bounded: ``docs/health.md``,
-section "Metrics".
+counts, its labels and how their number is bounded: ``docs/metrics.md``.
 
 Example:
     >>> from autogen_reliability.metrics import disable_metrics, metrics_app

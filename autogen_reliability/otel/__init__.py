@@ -4,8 +4,8 @@ Only ``opentelemetry-api`` is needed: the application brings the SDK and the
 exporter (or an OpenTelemetry distro) and sets its tracer provider, as for any
 instrumented library. :func:`enable_tracing` turns the spans on: one ``chat
 {model}`` span per logical call, one child span per provider attempt. What they
-carry, and what they never carry: ``docs/health.md``, section "Tracing with
-OpenTelemetry".
+carry, and what they never carry: ``docs/metrics.md``, section "Tracing
+with OpenTelemetry".
 
 Example:
     >>> from autogen_reliability.otel import disable_tracing, enable_tracing
