@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 import types
 from pathlib import Path
@@ -21,7 +22,6 @@ PACKAGES = [
     "autogen_reliability.reports",
     "autogen_reliability.storage",
     "autogen_reliability.budget",
-    "autogen_reliability.fastapi",
     "autogen_reliability.health",
     "autogen_reliability.providers",
     "autogen_reliability.testing",
@@ -34,13 +34,18 @@ HEADER = """# Public API
 
 Everything importable from these packages is the public API; their modules are private
 (underscore-named) and may change between releases. `tests/test_public_api.py` checks that this
-page lists exactly each package's `__all__`.
+page lists exactly each package's `__all__`. Each name links to its entry in the API reference,
+which the documentation site renders from the docstrings (`reference/`, one page per package).
 """
+
+
+_ROLE = re.compile(r":[a-z]+:`~?\.?([^`]+)`")  # :meth:`~a.B.c` in a docstring; Markdown shows it as `a.B.c`
 
 
 def _first_line(obj: object) -> str:
     doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    line = doc.strip().splitlines()[0] if doc.strip() else ""
+    return _ROLE.sub(r"`\1`", line)
 
 
 def _kind(obj: object) -> str:
@@ -59,23 +64,33 @@ def _described(page: str) -> dict[str, str]:
     """What the page says now of each name: aliases and values carry no docstring to read again."""
     found = {}
     for line in page.splitlines():
-        if line.startswith("- `") and "): " in line:
-            name = line[3 : line.index("`", 3)]
-            found[name] = line.split("): ", 1)[1]
+        entry = re.match(r"- \[?`(\w+)`", line)
+        if entry and "): " in line:
+            found[entry.group(1)] = line.split("): ", 1)[1]
     return found
+
+
+def reference_page(package: str) -> str:
+    """The API reference page of ``package`` on the documentation site, relative to docs/."""
+    return f"reference/{package}.md"
 
 
 def render(packages: list[str], known: dict[str, str]) -> str:
     parts = [HEADER]
     for name in packages:
         module = importlib.import_module(name)
-        parts.append(f"## `{name}`\n\n{_first_line(module)}\n")
+        page = reference_page(name)
+        parts.append(f"## `{name}`\n\n{_first_line(module)} [Reference]({page})\n")
         lines = []
         for public in module.__all__:
             obj = getattr(module, public)
             kind = _kind(obj)
             text = _first_line(obj) if kind in ("class", "function", "module") else known.get(public, "")
-            lines.append(f"- `{public}` ({kind}): {text}".rstrip())
+            if public.startswith("__"):  # __version__: said in words on the reference page, no entry of its own
+                lines.append(f"- `{public}` ({kind}): {text}".rstrip())
+                continue
+            # The anchor is mkdocstrings' id of the entry: `mkdocs build --strict` fails if it is missing.
+            lines.append(f"- [`{public}`]({page}#{name}.{public}) ({kind}): {text}".rstrip())
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts).rstrip("\n") + "\n"
 

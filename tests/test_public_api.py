@@ -152,7 +152,7 @@ def test_docs_api_lists_each_packages_public_names() -> None:
         if heading:
             package = heading.group(1)
             listed[package] = []
-        elif package is not None and (entry := re.match(r"- `(\w+)`", line)):
+        elif package is not None and (entry := re.match(r"- \[?`(\w+)`", line)):
             listed[package].append(entry.group(1))
     assert sorted(listed) == sorted(PACKAGES)
     for name, names in listed.items():
