@@ -9,7 +9,10 @@ two reST habits that Markdown (what mkdocstrings renders) does not know:
   ``sqlalchemy.exc.OperationalError``, is shown as code instead of failing the strict build);
 - ``Example:`` sections, which griffe's Google parser takes for an admonition: their
   ``>>>`` lines and the output after them would be read as Markdown (``['ok']`` as a
-  link). Each run of doctest lines becomes a fenced ``pycon`` block.
+  link). Each run of doctest lines becomes a fenced ``pycon`` block;
+- reST simple tables (columns under ``=====  =====`` borders), which Markdown would
+  show as preformatted text with their borders, or worse, take the line above a
+  border for a heading: each becomes a Markdown table.
 
 mkdocs.yml loads it (``plugins.mkdocstrings.handlers.python.options.extensions``); the
 package itself does not depend on it.
@@ -34,7 +37,7 @@ class ReSTToMarkdown(griffe.Extension):
         seen: set[int] = set()
         for obj in _walk(pkg, seen):
             if obj.docstring is not None:
-                text = _fence_doctests(obj.docstring.value)
+                text = _markdown_tables(_fence_doctests(obj.docstring.value))
                 obj.docstring.value = _ROLE.sub(lambda found, obj=obj: _reference(found, obj), text)
 
 
@@ -145,4 +148,50 @@ def _fence_doctests(text: str) -> str:
         if end < len(lines) and lines[end].strip():
             out.append("")
         index = end
+    return "\n".join(out)
+
+
+_BORDER = re.compile(r"^(?P<indent> *)=+(?: +=+)+ *$")
+
+
+def _markdown_tables(text: str) -> str:
+    """Each reST simple table (border, header, border, rows, border) as a Markdown table.
+
+    A row whose first cell is empty continues the row above it, as in reST. The table sits
+    at the indentation of the text around it, as the doctest fences do (see `_fence_doctests`).
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    index = 0
+    in_section = False
+    while index < len(lines):
+        line = lines[index]
+        if line.strip() and not line[0].isspace():
+            below = lines[index + 1] if index + 1 < len(lines) else ""
+            in_section = bool(_SECTION.match(line)) and below.startswith(" ")
+        top = _BORDER.match(line)
+        borders = [i for i in range(index, len(lines)) if lines[i].strip() and _BORDER.match(lines[i])][:3]
+        if top is None or len(borders) < 3 or borders[1] != index + 2:
+            out.append(lines[index])
+            index += 1
+            continue
+        indent = "    " if in_section else ""
+        spans = [(found.start(), found.end()) for found in re.finditer(r"=+", lines[index])]
+        rows: list[list[str]] = []
+        for line in [lines[index + 1], *lines[borders[1] + 1 : borders[2]]]:
+            if not line.strip():
+                continue
+            cells = [line[start : spans[n + 1][0] if n + 1 < len(spans) else None].strip() for n, (start, _) in
+                     enumerate(spans)]  # fmt: skip
+            if rows and len(rows) > 1 and not cells[0]:
+                rows[-1] = [f"{above} {cell}".strip() for above, cell in zip(rows[-1], cells, strict=True)]
+            else:
+                rows.append(cells)
+        if out and out[-1].strip():
+            out.append("")
+        for number, row in enumerate(rows):
+            out.append(indent + "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+            if number == 0:
+                out.append(indent + "|" + "---|" * len(row))
+        index = borders[2] + 1
     return "\n".join(out)

@@ -111,13 +111,18 @@ def test_the_api_reference_documents_every_public_name(site: Path, package: str)
 
 
 def test_docstring_markup_is_rendered_not_shown(site: Path) -> None:
-    """reST roles become links or code, doctest examples become code (scripts/griffe_docstrings.py)."""
+    """reST roles become links or code, doctests code, simple tables tables (scripts/griffe_docstrings.py)."""
+    for path in sorted((site / "reference").glob("*.html")):
+        page = path.read_text(encoding="utf-8")
+        assert not re.search(r":(?:class|func|meth|attr|mod|data|exc|obj):`", page), path.name
+        assert "=====" not in page, f"{path.name}: a reST table shown as text"
+        outside_code = re.sub(r'<div class="(?:language-pycon )?highlight">.*?</div>', "", page, flags=re.S)
+        assert "&gt;&gt;&gt; " not in outside_code, f"{path.name}: a doctest shown as text"
     page = (site / "reference" / "autogen_reliability.html").read_text(encoding="utf-8")
-    assert ":class:`" not in page
-    assert ":func:`" not in page
-    assert "&gt;&gt;&gt; " not in re.sub(r'<div class="(?:language-pycon )?highlight">.*?</div>', "", page, flags=re.S)
     # :func:`configure` in the package docstring links to configure's entry on the same page.
     assert re.search(r'<a [^>]*href="#autogen_reliability\.configure"[^>]*><code>configure</code></a>', page)
+    faults = (site / "reference" / "autogen_reliability.testing.html").read_text(encoding="utf-8")
+    assert re.search(r"<th>fault</th>\s*<th>exception</th>", faults)  # faults' reST table
 
 
 def test_the_site_loads_nothing_from_another_host(site: Path) -> None:
