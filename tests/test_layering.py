@@ -33,6 +33,7 @@ RANKS: dict[str, int] = {
     "_threads": 0,
     "_subscribers": 0,
     "_compat": 0,
+    "_lazy": 0,
     "providers": 1,
     "_redaction": 2,
     "_context": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import pkgutil
@@ -164,3 +165,81 @@ def test_docs_api_is_what_scripts_api_md_writes() -> None:
     script = Path(__file__).parent.parent / "scripts" / "api_md.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"docs/api.md is stale: run python scripts/api_md.py\n{done.stderr}"
+
+
+# ---- the names load on first use (autogen_reliability/_lazy.py)
+
+LAZY_PACKAGES = ["autogen_reliability", "autogen_reliability.testing"]
+
+# What `import autogen_reliability` must not load: a user pays for these when a public name is first used.
+HEAVY = (
+    "autogen_core",
+    "autogen_agentchat",
+    "autogen_ext",
+    "openai",
+    "sqlalchemy",
+    "alembic",
+    "genai_prices",
+    "httpx",
+    "httpx2",
+)
+
+
+def _type_checking_imports(package: str) -> dict[str, str]:
+    """Name -> relative module, as the package's ``if TYPE_CHECKING:`` block imports it (what type checkers see)."""
+    source = Path(importlib.import_module(package).__file__ or "").read_text()
+    found: dict[str, str] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for statement in node.body:
+                if isinstance(statement, ast.ImportFrom):
+                    found |= {alias.name: "." * statement.level + (statement.module or "") for alias in statement.names}
+    return found
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_a_lazy_package_loads_each_public_name_from_where_type_checkers_see_it(package: str) -> None:
+    module = importlib.import_module(package)
+    assert sorted(module._HOMES) == sorted(name for name in module.__all__ if name != "__version__")
+    assert _type_checking_imports(package) == module._HOMES
+
+
+_FRESH_IMPORT = """
+import json, sys
+import autogen_reliability
+heavy = sorted(name for name in {heavy!r} if name in sys.modules)
+listed = sorted(set(autogen_reliability.__all__) - set(dir(autogen_reliability)))
+kept_before = "reliable" in vars(autogen_reliability)
+from autogen_reliability import RetryPolicy, UsageStore, __version__, reliable
+from autogen_reliability.testing import FakeOpenAIServer
+retry = autogen_reliability.retry  # a subpackage that `import autogen_reliability` used to load
+print(json.dumps({{
+    "heavy": heavy,
+    "heavy_after_use": sorted(name for name in {heavy!r} if name in sys.modules),
+    "kept": [kept_before, vars(autogen_reliability)["reliable"] is reliable],
+    "not_listed": listed,
+    "loaded": [reliable.__module__, UsageStore.__module__, FakeOpenAIServer.__module__],
+    "same": retry.RetryPolicy is RetryPolicy,
+    "version": __version__ == autogen_reliability.__version__,
+}}))
+"""
+
+
+def test_importing_the_package_loads_nothing_heavy_until_a_name_is_used() -> None:
+    done = run_python(_FRESH_IMPORT.format(heavy=HEAVY))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found == {
+        "heavy": [],
+        # The probe sees them: reliable's module loads them all (the openai SDK here sends through httpx2, not httpx).
+        "heavy_after_use": sorted(set(HEAVY) - {"httpx"}),
+        "kept": [False, True],  # read once, then an attribute of the package like any other
+        "not_listed": [],
+        "loaded": [
+            "autogen_reliability._wrap",
+            "autogen_reliability.storage._store",
+            "autogen_reliability.testing._server",
+        ],
+        "same": True,
+        "version": True,
+    }

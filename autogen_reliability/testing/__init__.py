@@ -1,21 +1,31 @@
-"""Test doubles for code built on AutoGen's OpenAI model clients.
+"""Test doubles for code built on AutoGen's model clients, and the pytest plugin that hands them out.
 
 `FakeOpenAIServer` is a real HTTP server speaking the OpenAI Chat Completions
 wire protocol, scripted with `FakeReply` objects; see `autogen_reliability.testing._server`.
+`ScriptedChatCompletionClient` answers in-process from a script, and `faults`
+builds the provider errors to script. The pytest plugin
+(``autogen_reliability.testing.plugin``, loaded by pytest through the ``pytest11``
+entry point) imports this package: its names load on first use.
 """
 
-from autogen_reliability.testing import _faults as faults
-from autogen_reliability.testing._cassette import LLMCassette
-from autogen_reliability.testing._replies import FakeReply, FakeUsage, RecordedRequest, ReplyFactory, ReplyKind
-from autogen_reliability.testing._scripted import (
-    ScriptedChatCompletionClient,
-    ScriptedChatCompletionClientConfig,
-    ScriptedReply,
-    ScriptedRequest,
-    ScriptItem,
-    UnexpectedRequestError,
-)
-from autogen_reliability.testing._server import FakeOpenAIServer
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    # What type checkers see; at run time each name loads on first use (``__getattr__`` below).
+    from . import _faults as faults
+    from ._cassette import LLMCassette
+    from ._replies import FakeReply, FakeUsage, RecordedRequest, ReplyFactory, ReplyKind
+    from ._scripted import (
+        ScriptedChatCompletionClient,
+        ScriptedChatCompletionClientConfig,
+        ScriptedReply,
+        ScriptedRequest,
+        ScriptItem,
+        UnexpectedRequestError,
+    )
+    from ._server import FakeOpenAIServer
 
 __all__ = [
     "FakeOpenAIServer",
@@ -33,3 +43,31 @@ __all__ = [
     "UnexpectedRequestError",
     "faults",
 ]
+
+# Each public name -> the module that defines it (the same as the TYPE_CHECKING imports above).
+_HOMES = {
+    "FakeOpenAIServer": "._server",
+    "FakeReply": "._replies",
+    "FakeUsage": "._replies",
+    "LLMCassette": "._cassette",
+    "RecordedRequest": "._replies",
+    "ReplyFactory": "._replies",
+    "ReplyKind": "._replies",
+    "ScriptItem": "._scripted",
+    "ScriptedChatCompletionClient": "._scripted",
+    "ScriptedChatCompletionClientConfig": "._scripted",
+    "ScriptedReply": "._scripted",
+    "ScriptedRequest": "._scripted",
+    "UnexpectedRequestError": "._scripted",
+    "faults": "._faults",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return _lazy.load(__name__, name, _HOMES, globals())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return _lazy.listing(globals(), __all__)
