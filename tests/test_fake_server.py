@@ -631,6 +631,51 @@ async def test_unscripted_request_without_default_is_a_bad_request(
     assert server.request_count == 2
 
 
+async def test_an_unscripted_request_is_kept_with_its_messages(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("only one"))
+    await client.chat.completions.create(model=MODEL, messages=CHAT)
+    unexpected: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "And the weather in Paris? " + "very " * 60 + "long"},
+    ]
+
+    with pytest.raises(openai.BadRequestError) as info:
+        await client.chat.completions.create(
+            model=MODEL, messages=unexpected, tools=[{"type": "function", "function": {"name": "get_weather"}}]
+        )
+
+    assert "(its last message: user: 'And the weather in Paris? very very" in info.value.message
+    assert [request.index for request in server.unexpected_requests] == [1]
+    description = server.unexpected_requests[0].describe().splitlines()
+    assert description[0] == "  1. system: 'You are terse.'"
+    assert description[1].startswith("  2. user: 'And the weather in Paris? very very")
+    assert description[1].endswith("\u2026'")  # cut, and says so
+    assert len(description[1]) < 220
+    assert description[2] == "  tools offered: get_weather"
+    server.reset()
+    assert server.unexpected_requests == []
+
+
+def test_a_request_that_is_not_json_describes_its_body(server: FakeOpenAIServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    raw_post(conn, b"{oops")
+    raw_post(conn, {"model": MODEL, "messages": []})
+    conn.close()
+
+    assert server.requests[0].describe() == "  (the body is not a JSON object: b'{oops')"
+    assert server.requests[1].describe() == "  (no messages)"
+    assert server.unexpected_requests == [server.requests[1]]  # the first one never reached the script
+
+
+def test_url_is_the_base_url_for_a_client(server: FakeOpenAIServer) -> None:
+    assert server.url == server.base_url == f"http://127.0.0.1:{server.port}/v1"
+    stopped = FakeOpenAIServer()
+    with pytest.raises(RuntimeError, match="not running"):
+        stopped.url  # noqa: B018
+
+
 async def test_default_reply_and_callable() -> None:
     def echo(request: RecordedRequest) -> FakeReply:
         return FakeReply.text(f"echo #{request.index}: {request.messages[-1]['content']}")

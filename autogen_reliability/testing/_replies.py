@@ -18,7 +18,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
-__all__ = ["FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind"]
+__all__ = ["FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind", "describe_message"]
 
 ReplyKind = Literal["completion", "error", "reset", "malformed"]
 """What a `FakeReply` makes the server do; see the `FakeReply` constructors."""
@@ -154,6 +154,46 @@ class RecordedRequest:
         """The ``model`` the client asked for, if any."""
         model = self.body.get("model") if self.body is not None else None
         return model if isinstance(model, str) else None
+
+    def describe(self) -> str:
+        """The request as a short multi-line text: one line per message (cut), then the tools offered.
+
+        What a test failure shows of a request nobody scripted an answer for.
+        """
+        lines = [f"  {number}. {describe_message(message)}" for number, message in enumerate(self.messages, 1)]
+        if not lines and self.body is None:
+            lines = [f"  (the body is not a JSON object: {self.raw[:80]!r})"]
+        elif not lines:
+            lines = ["  (no messages)"]
+        tools = self.body.get("tools") if self.body is not None else None
+        if isinstance(tools, list) and tools:
+            names = [str(tool.get("function", {}).get("name", "?")) for tool in tools if isinstance(tool, dict)]
+            lines.append(f"  tools offered: {', '.join(names)}")
+        return "\n".join(lines)
+
+
+# How much of each message `RecordedRequest.describe` shows: enough to recognise the turn.
+_DESCRIBED_CHARACTERS: Final = 200
+
+
+def describe_message(message: object) -> str:
+    """One chat message of a request body in a line: its role and its text (cut), or its tool calls."""
+    if not isinstance(message, dict):
+        return repr(message)[:_DESCRIBED_CHARACTERS]
+    content = message.get("content")
+    if isinstance(content, list):  # parts: the text ones joined, the others named
+        content = " ".join(
+            str(part.get("text", "")) if isinstance(part, dict) and part.get("type") == "text" else f"[{part!r:.20}]"
+            for part in content
+        )
+    text = "" if content is None else str(content)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        names = [str(call.get("function", {}).get("name", "?")) for call in calls if isinstance(call, dict)]
+        text = f"{text} [tool calls: {', '.join(names)}]".strip()
+    if len(text) > _DESCRIBED_CHARACTERS:
+        text = text[: _DESCRIBED_CHARACTERS - 1] + "\u2026"
+    return f"{message.get('role', '?')}: {text!r}" if text else f"{message.get('role', '?')}: (no content)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -58,7 +58,7 @@ from types import TracebackType
 from typing import Any, Final, Self, cast
 
 from ._http import MODELS_PATHS, FakeHTTPServer, ScriptError
-from ._replies import FakeReply, RecordedRequest, ReplyFactory
+from ._replies import FakeReply, RecordedRequest, ReplyFactory, describe_message
 from ._wire import Completion, error_body, estimate_usage, snapshot_name
 
 __all__ = ["FakeOpenAIServer"]
@@ -131,6 +131,7 @@ class FakeOpenAIServer:
         self._models_queue: deque[FakeReply] = deque()
         self._requests: list[RecordedRequest] = []
         self._all_requests: list[RecordedRequest] = []
+        self._unexpected: list[RecordedRequest] = []
         self._tool_calls_served = 0
         self._connections_opened = 0
         self._created = int(time.time())
@@ -231,6 +232,15 @@ class FakeOpenAIServer:
         """
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def url(self) -> str:
+        """The base URL to hand to a client, ending in ``/v1``: the same as `base_url` (the SDK's name for it).
+
+        Raises:
+            RuntimeError: If the server is not running.
+        """
+        return self.base_url
+
     # ---- script and records
 
     def enqueue(self, *replies: FakeReply) -> None:
@@ -286,6 +296,16 @@ class FakeOpenAIServer:
         """A snapshot of every request received on any path (models, unknown paths too), oldest first."""
         with self._lock:
             return list(self._all_requests)
+
+    @property
+    def unexpected_requests(self) -> list[RecordedRequest]:
+        """The chat-completions requests that found no scripted reply and no ``default`` (each got HTTP 400).
+
+        The client saw an error, but a team, a retry or an ``except`` may have swallowed it: the
+        pytest fixture ``fake_openai_server`` fails the test if any are left here.
+        """
+        with self._lock:
+            return list(self._unexpected)
 
     @property
     def request_count(self) -> int:
@@ -401,6 +421,7 @@ class FakeOpenAIServer:
             self._models_queue.clear()
             self._requests.clear()
             self._all_requests.clear()
+            self._unexpected.clear()
             self._tool_calls_served = 0
             self._connections_opened = 0
             self._releases = 0
@@ -486,9 +507,12 @@ class FakeOpenAIServer:
         if isinstance(default, FakeReply):
             return default
         if default is None:
+            with self._lock:
+                self._unexpected.append(request)
+            last = describe_message(request.messages[-1]) if request.messages else "none"
             message = (
                 f"FakeOpenAIServer: no scripted reply left for request #{ordinal}; "
-                "script one with enqueue(...) or pass default=..."
+                f"script one with enqueue(...) or pass default=... (its last message: {last})"
             )
             raise ScriptError(400, error_body(message, "invalid_request_error", code="no_scripted_reply"))
         # A failing factory is a bug in the test, not something for the SDK to retry.
