@@ -20,13 +20,17 @@ from collections.abc import Iterable, Mapping, MutableMapping
 def load(package: str, name: str, homes: Mapping[str, str], namespace: MutableMapping[str, object]) -> object:
     """Imports the module that holds ``name`` (``homes[name]``, relative to ``package``) and caches the value.
 
+    A public name that is a module itself (``testing.faults``, the module ``testing._faults``) names
+    that module as its home: a home without an attribute of the name is the value.
+
     Args:
-        package: The package's ``__name__``.
+        package: The package's ``__package__``, against which relative homes resolve.
         name: A key of ``homes``.
-        homes: Public name -> the module that defines it, relative (``"._client"``).
+        homes: Public name -> the module that defines it, relative (``"._client"``) or absolute.
         namespace: The package's ``globals()``: the value is stored there, so ``__getattr__`` runs once per name.
     """
-    value = getattr(importlib.import_module(homes[name], package), name)
+    home = importlib.import_module(homes[name], package)
+    value = getattr(home, name, home)
     namespace[name] = value
     return value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import pkgutil
 import re
@@ -16,7 +17,7 @@ from types import ModuleType
 import pytest
 
 import autogen_reliability
-from autogen_reliability import _compat, accounting
+from autogen_reliability import _compat, _lazy, accounting
 
 from .conftest import run_python
 
@@ -169,7 +170,7 @@ def test_docs_api_is_what_scripts_api_md_writes() -> None:
 
 # ---- the names load on first use (autogen_reliability/_lazy.py)
 
-LAZY_PACKAGES = ["autogen_reliability", "autogen_reliability.testing"]
+LAZY_PACKAGES = ["autogen_reliability", "autogen_reliability.testing", "autogen_reliability.testing.plugin"]
 
 # What `import autogen_reliability` must not load: a user pays for these when a public name is first used.
 HEAVY = (
@@ -192,8 +193,15 @@ def _type_checking_imports(package: str) -> dict[str, str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             for statement in node.body:
-                if isinstance(statement, ast.ImportFrom):
-                    found |= {alias.name: "." * statement.level + (statement.module or "") for alias in statement.names}
+                if isinstance(statement, ast.ImportFrom) and statement.module:
+                    found |= {
+                        alias.asname or alias.name: "." * statement.level + statement.module
+                        for alias in statement.names
+                    }
+                elif isinstance(statement, ast.ImportFrom):  # from . import _faults as faults: a module
+                    found |= {
+                        alias.asname or alias.name: "." * statement.level + alias.name for alias in statement.names
+                    }
     return found
 
 
@@ -201,7 +209,20 @@ def _type_checking_imports(package: str) -> dict[str, str]:
 def test_a_lazy_package_loads_each_public_name_from_where_type_checkers_see_it(package: str) -> None:
     module = importlib.import_module(package)
     assert sorted(module._HOMES) == sorted(name for name in module.__all__ if name != "__version__")
-    assert _type_checking_imports(package) == module._HOMES
+    seen = _type_checking_imports(package)
+    assert sorted(seen) == sorted(module._HOMES)
+    for name, home in module._HOMES.items():
+        where = importlib.util.resolve_name(home, module.__package__)
+        assert importlib.util.resolve_name(seen[name], module.__package__) == where, name
+        holder = importlib.import_module(where)
+        assert getattr(module, name) is getattr(holder, name, holder)  # a name may be a module: faults
+
+
+def test_a_lazy_name_that_is_a_module_is_that_module() -> None:
+    namespace: dict[str, object] = {}
+    value = _lazy.load("autogen_reliability", "compat", {"compat": "._compat"}, namespace)
+    assert value is _compat
+    assert namespace == {"compat": _compat}
 
 
 _FRESH_IMPORT = """
