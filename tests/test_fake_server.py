@@ -734,9 +734,11 @@ def test_reset_forgets_script_and_records(server: FakeOpenAIServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     raw_post(conn, {"model": MODEL, "messages": CHAT})
 
+    assert server.remaining == [FakeReply.text("b")]
     server.reset()
 
     assert (server.pending, server.request_count, server.requests, server.all_requests) == (0, 0, [], [])
+    assert server.remaining == []
     server.enqueue(FakeReply.text("c"))
     raw_post(conn, {"model": MODEL, "messages": CHAT})
     conn.close()

@@ -414,6 +414,12 @@ class FakeOpenAIServer:
         with self._lock:
             return len(self._queue)
 
+    @property
+    def remaining(self) -> list[FakeReply]:
+        """The scripted replies not served yet, oldest first (`pending` counts them)."""
+        with self._lock:
+            return list(self._queue)
+
     def reset(self) -> None:
         """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero."""
         with self._lock:
