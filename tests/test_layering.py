@@ -10,7 +10,8 @@ included), not from what happens to be loaded::
     stages      retry/ < validation/ < accounting/ < reports/ < storage/ < budget/  (each may use the ones before it)
     assembly    _config (the process defaults) < _client (the layer list) < _wrap, health/, metrics/, otel/
     public      the package's __init__
-    programs    _cli, _demo, __main__, fastapi/: they use the public API as a user's program would
+    programs    _cli, _demo, __main__, fastapi/, the pytest plugin's modules in testing/: they use the public API
+                as a user's program (or test) would
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ RANKS: dict[str, int] = {
     "_demo": 14,
     "fastapi": 14,  # the FastAPI integration (extra [fastapi]) uses the public API, as an application would
     "__main__": 14,
+    # The pytest plugin lives in testing/ (pytest finds it there by the entry point), but its fixtures use the
+    # public API as a user's tests would: wrapped clients, the store, the recorder. Ranked as programs.
+    "testing.plugin": 14,
+    "testing._pytest_fixtures": 14,
+    "testing._pytest_network": 14,
+    "testing._pytest_cassettes": 14,
 }
 
 
@@ -100,9 +107,12 @@ GRAPH = {
 
 def _rank(module: str) -> int:
     inside = module.removeprefix(PACKAGE).lstrip(".")
-    top = inside.split(".")[0]
-    assert top in RANKS, f"{module} has no place in the layering: give it a rank in this test"
-    return RANKS[top]
+    parts = inside.split(".")
+    for length in range(len(parts), 1, -1):  # a module ranked on its own ("testing.plugin") before its package
+        if ".".join(parts[:length]) in RANKS:
+            return RANKS[".".join(parts[:length])]
+    assert parts[0] in RANKS, f"{module} has no place in the layering: give it a rank in this test"
+    return RANKS[parts[0]]
 
 
 def _cycles() -> list[list[str]]:

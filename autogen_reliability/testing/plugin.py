@@ -9,10 +9,38 @@ which import AutoGen, the SDKs and SQLAlchemy only when a fixture is used.
   ``autogen_reliability`` marker;
 - ``_pytest_network``: ``--block-llm-network``, and the ``live_llm`` marker;
 - ``_pytest_cassettes``: ``--llm-record`` and the replay of cassettes.
+
+The fixtures' types, for the annotations of a test (``def test_team(usage: RecordedUsage)``),
+are importable from here: `RecordedUsage` (``usage``), `ReliableClientFactory`
+(``reliable_client``), `ScriptedClientFactory` (``scripted_client``), and `MarkerOptions`
+(the marker's options).
 """
+
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    from ._pytest_fixtures import MarkerOptions, RecordedUsage, ReliableClientFactory, ScriptedClientFactory
 
 pytest_plugins = (
     "autogen_reliability.testing._pytest_fixtures",
     "autogen_reliability.testing._pytest_network",
     "autogen_reliability.testing._pytest_cassettes",
 )
+
+__all__ = ["MarkerOptions", "RecordedUsage", "ReliableClientFactory", "ScriptedClientFactory"]
+
+# Loaded on first use, not here: pytest imports the modules of pytest_plugins itself, after marking them for
+# its assertion rewriting, and warns about one that was imported before.
+_HOMES = dict.fromkeys(__all__, "autogen_reliability.testing._pytest_fixtures")
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return _lazy.load(__name__, name, _HOMES, globals())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return _lazy.listing(globals(), __all__)
