@@ -1,4 +1,8 @@
-"""Every script in examples/ runs to completion without warnings, into a ledger of its own."""
+"""Every script in examples/ runs to completion without warnings, into a ledger of its own.
+
+``examples/test_*.py`` are test files of the kind a user writes: pytest runs them, through the plugin
+the installed package registers (the ``pytest11`` entry point), in a process of their own.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import pytest
 from autogen_reliability._config import ENV_DB_URL, ENV_SPOOL_DIR
 from autogen_reliability.storage import UsageStore
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+EXAMPLES_DIR = Path(__file__).parent.parent / "examples"
+EXAMPLES = sorted(path for path in EXAMPLES_DIR.glob("*.py") if not path.name.startswith("test_"))
+USER_TESTS = sorted(EXAMPLES_DIR.glob("test_*.py"))
 
 
 def test_there_are_examples() -> None:
@@ -49,3 +55,23 @@ def test_examples_run_in_turn_do_not_mix_their_numbers(tmp_path: Path) -> None:
     for script in EXAMPLES:
         assert UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}").count() == counts[script.name]
     assert not (tmp_path / "autogen_reliability.db").exists()
+
+
+def test_there_is_a_user_test_file() -> None:
+    assert [path.name for path in USER_TESTS] == ["test_my_agents.py"]
+
+
+@pytest.mark.parametrize("test_file", USER_TESTS, ids=lambda path: path.name)
+def test_a_user_test_file_passes_through_the_installed_plugin(test_file: Path, tmp_path: Path) -> None:
+    # As a user runs it: their own directory and no configuration of ours (rootdir is tmp_path, so
+    # neither our pyproject's pytest options nor tests/conftest.py apply); pytest finds the plugin
+    # by its entry point.
+    copy = tmp_path / test_file.name
+    copy.write_text(test_file.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'tmp'}", copy]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+    assert not (tmp_path / "autogen_reliability.db").exists()  # the plugin's ledger is a throw-away one
