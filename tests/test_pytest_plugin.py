@@ -204,6 +204,9 @@ def test_unused_server_replies_fail_the_test_at_teardown_naming_the_opt_out(run:
         def test_leaves_two(fake_openai_server):
             fake_openai_server.enqueue(FakeReply.text("never asked for"), FakeReply.error(503))
 
+        def test_leaves_many(fake_openai_server):
+            fake_openai_server.enqueue(*[FakeReply.error(500)] * 12, FakeReply.tool_calls([("get_weather", "{}")]))
+
         @pytest.mark.autogen_reliability(allow_unused=True)
         def test_may_leave_some(fake_openai_server):
             fake_openai_server.enqueue(FakeReply.text("never asked for"))
@@ -213,9 +216,15 @@ def test_unused_server_replies_fail_the_test_at_teardown_naming_the_opt_out(run:
             assert 1 == 2, "the test's own failure"
         """
     )
-    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.assert_outcomes(passed=3, failed=1, errors=2)
     text_ = output(result)
     assert "ERROR at teardown of test_leaves_two" in text_
+    assert (
+        "fake_openai_server: 13 scripted replies were never requested:\n"
+        + "  FakeReply.error(500)\n" * 10
+        + ("  ... and 3 more\n")
+        in text_
+    )
     assert "fake_openai_server: 2 scripted replies were never requested:" in text_
     assert "  FakeReply.text('never asked for')\n  FakeReply.error(503)" in text_
     assert f"mark a test that may leave replies unused: {ALLOW_UNUSED_HINT}" in text_

@@ -64,8 +64,9 @@ ALLOW_UNUSED_HINT: Final = f"@pytest.mark.{MARKER}(allow_unused=True)"
 # The longest session label the ledger takes (autogen_reliability._context): longer node ids are cut and hashed.
 _MAX_SESSION: Final = 200
 
-# How many rows a failure message shows; more would bury the message.
+# How many rows (script items) a failure message shows; more would bury the message.
 _MAX_TABLE_ROWS: Final = 40
+_MAX_LISTED: Final = 10
 
 
 # ---------------------------------------------------------------------------------------------- the marker
@@ -259,7 +260,7 @@ def _check_server(server: FakeOpenAIServer, item: pytest.Item, options: MarkerOp
         pytest.fail(unexpected, pytrace=False)
     remaining = server.remaining
     if remaining and not options.allow_unused:
-        shown = "\n".join(f"  {_describe_reply(reply)}" for reply in remaining)
+        shown = _listed(_describe_reply(reply) for reply in remaining)
         pytest.fail(
             f"fake_openai_server: {_count(len(remaining), 'scripted reply', 'scripted replies')} "
             f"{'was' if len(remaining) == 1 else 'were'} never requested:\n{shown}\n"
@@ -267,6 +268,15 @@ def _check_server(server: FakeOpenAIServer, item: pytest.Item, options: MarkerOp
             f"replies unused: {ALLOW_UNUSED_HINT}",
             pytrace=False,
         )
+
+
+def _listed(entries: Iterable[str]) -> str:
+    """One indented line per entry; after the first ten, how many more (a script of 50 errors reads as 11 lines)."""
+    shown = list(entries)
+    lines = [f"  {entry}" for entry in shown[:_MAX_LISTED]]
+    if len(shown) > _MAX_LISTED:
+        lines.append(f"  ... and {len(shown) - _MAX_LISTED} more")
+    return "\n".join(lines)
 
 
 def _describe_reply(reply: FakeReply) -> str:
@@ -351,7 +361,7 @@ def _check_scripted(clients: Sequence[Any], item: pytest.Item, options: MarkerOp
         name = f"scripted client #{number} ({client!r})" if several else f"the scripted client ({client!r})"
         remaining = client.remaining
         if remaining:
-            shown = "\n".join(f"  {entry!r:.100}" for entry in remaining)
+            shown = _listed(f"{entry!r:.100}" for entry in remaining)
             problems.append(f"{name}: {_count(len(remaining), 'script item')} never used:\n{shown}")
     if problems:
         pytest.fail(
