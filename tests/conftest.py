@@ -1,4 +1,4 @@
-"""Shared fixtures: a real local OpenAI-wire server and AutoGen clients that talk HTTP to it."""
+"""Shared fixtures: AutoGen clients that talk HTTP to the plugin's ``fake_openai_server``, the test databases."""
 
 from __future__ import annotations
 
@@ -57,22 +57,22 @@ def usage_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpenAIServer]:
-    """A started FakeOpenAIServer on 127.0.0.1, stopped after the test."""
-    with FakeOpenAIServer(model=MODEL) as fake:
-        yield fake
+async def make_openai_client(fake_openai_server: FakeOpenAIServer) -> AsyncIterator[OpenAIClientFactory]:
+    """Builds AutoGen's real OpenAIChatCompletionClient pointed at ``fake_openai_server``; closes them after the test.
 
-
-@pytest.fixture
-async def make_openai_client(server: FakeOpenAIServer) -> AsyncIterator[OpenAIClientFactory]:
-    """Builds AutoGen's real OpenAIChatCompletionClient pointed at ``server``; closes them after the test.
+    ``fake_openai_server`` is the pytest plugin's (autogen_reliability.testing.plugin), as a user's tests get it.
 
     The SDK's own retries are off (``max_retries=0``) unless a test asks for them.
     """
     made: list[OpenAIChatCompletionClient] = []
 
     def make(**overrides: Any) -> OpenAIChatCompletionClient:
-        options: dict[str, Any] = {"model": MODEL, "api_key": "sk-test", "base_url": server.base_url, "max_retries": 0}
+        options: dict[str, Any] = {
+            "model": MODEL,
+            "api_key": "sk-test",
+            "base_url": fake_openai_server.base_url,
+            "max_retries": 0,
+        }
         options.update(overrides)
         client = OpenAIChatCompletionClient(**options)
         made.append(client)

@@ -44,9 +44,11 @@ async def consume(client: ChatCompletionClient) -> CreateResult:
 
 
 async def test_plain_call_is_one_row_with_the_servers_numbers(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1000))
     )
     client = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", tags={"tier": "gold"})
@@ -69,24 +71,30 @@ async def test_plain_call_is_one_row_with_the_servers_numbers(
 
 
 async def test_streamed_call_is_counted_from_the_usage_chunk(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.text("streamed answer", usage=FakeUsage(prompt_tokens=33, completion_tokens=3)))
+    fake_openai_server.enqueue(
+        FakeReply.text("streamed answer", usage=FakeUsage(prompt_tokens=33, completion_tokens=3))
+    )
     await consume(reliable(make_openai_client(), recorder=ledger[1]))
     (row,) = rows(ledger)
     assert (row.prompt_tokens, row.completion_tokens, row.streamed, row.tokens_estimated) == (33, 3, True, False)
 
 
 async def test_retried_call_is_a_row_per_request(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.error(429, headers={"retry-after-ms": "10"}),
         FakeReply.text("ok", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)),
     )
     await reliable(make_openai_client(), recorder=ledger[1], retry=FAST).create(HI)
     found = rows(ledger)
-    assert len(found) == server.request_count == 2
+    assert len(found) == fake_openai_server.request_count == 2
     assert len({row.call_id for row in found}) == 1
     first, second = found
     assert (first.attempt, first.outcome, first.error_kind, first.http_status) == (1, "error", "rate_limit", 429)
@@ -97,10 +105,12 @@ async def test_retried_call_is_a_row_per_request(
 
 
 async def test_reasked_attempts_are_rows_marked_invalid(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text("no json", usage=FakeUsage(prompt_tokens=20, completion_tokens=2)),
         FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=40, completion_tokens=3)),
     )
@@ -112,17 +122,19 @@ async def test_reasked_attempts_are_rows_marked_invalid(
 
 
 async def test_failed_call_rows_and_a_cancelled_one(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.default = FakeReply.error(500)
+    fake_openai_server.default = FakeReply.error(500)
     client = reliable(make_openai_client(), recorder=ledger[1], retry=RetryPolicy(max_attempts=3, initial_delay=0))
     with pytest.raises(RetriesExhaustedError):
         await client.create(HI)
-    server.default = FakeReply.error(400, message="Incorrect API key provided: sk-proj-abcdef123456")
+    fake_openai_server.default = FakeReply.error(400, message="Incorrect API key provided: sk-proj-abcdef123456")
     with pytest.raises(openai.BadRequestError):
         await client.create(HI)
     found = rows(ledger)
-    assert len(found) == server.request_count == 4
+    assert len(found) == fake_openai_server.request_count == 4
     assert [row.error_kind for row in found] == ["server_error"] * 3 + ["bad_request"]
     assert all(row.outcome == "error" for row in found)
     last_message = found[-1].error_message
@@ -132,10 +144,12 @@ async def test_failed_call_rows_and_a_cancelled_one(
 
 
 async def test_token_sums_over_a_team_run_equal_what_the_server_returned(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
     usages = [FakeUsage(prompt_tokens=100 + n, completion_tokens=10 + n) for n in range(3)]
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.error(503, headers={"retry-after-ms": "5"}),
         *[FakeReply.text(f"answer {n}", usage=usage) for n, usage in enumerate(usages)],
     )
@@ -143,16 +157,18 @@ async def test_token_sums_over_a_team_run_equal_what_the_server_returned(
     for task in ("one", "two", "three"):
         await agent.run(task=task)
     found = rows(ledger)
-    assert len(found) == server.request_count == 4
+    assert len(found) == fake_openai_server.request_count == 4
     assert sum(row.prompt_tokens for row in found) == sum(usage.prompt_tokens for usage in usages)
     assert sum(row.completion_tokens for row in found) == sum(usage.completion_tokens for usage in usages)
     assert {row.agent for row in found} == {"solo"}
 
 
 async def test_unknown_model_is_unpriced_not_free(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.text("hi"))
+    fake_openai_server.enqueue(FakeReply.text("hi"))
     info = {
         "vision": False,
         "function_calling": True,
@@ -167,9 +183,13 @@ async def test_unknown_model_is_unpriced_not_free(
 
 
 async def test_price_overrides_win(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.text("hi", usage=FakeUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)))
+    fake_openai_server.enqueue(
+        FakeReply.text("hi", usage=FakeUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000))
+    )
     pricing = PricingTable({"models": {"gpt-4o-mini": {"input": "1", "output": "2"}}})
     await reliable(make_openai_client(), recorder=ledger[1], pricing=pricing).create(HI)
     (row,) = rows(ledger)
@@ -178,8 +198,10 @@ async def test_price_overrides_win(
 
 
 async def test_track_usage_false_records_nothing(
-    ledger: tuple[UsageStore, UsageRecorder], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.text("hi"))
+    fake_openai_server.enqueue(FakeReply.text("hi"))
     await reliable(make_openai_client(), recorder=ledger[1], track_usage=False).create(HI)
     assert rows(ledger) == []

@@ -40,45 +40,47 @@ def summary(result: TaskResult) -> list[tuple[Any, ...]]:
 
 
 async def run_both(
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make: OpenAIClientFactory,
     replies: Sequence[FakeReply],
     scenario: Scenario,
     **client_options: Any,
 ) -> tuple[TaskResult, TaskResult, list[AttemptEvent]]:
     events: list[AttemptEvent] = []
-    server.enqueue(*replies)
+    fake_openai_server.enqueue(*replies)
     plain = await scenario(make(**client_options))
-    assert server.pending == 0
-    first_requests = [request.body for request in server.requests]
-    server.reset()
-    server.enqueue(*replies)
+    assert fake_openai_server.pending == 0
+    first_requests = [request.body for request in fake_openai_server.requests]
+    fake_openai_server.reset()
+    fake_openai_server.enqueue(*replies)
     wrapped = await scenario(reliable(make(**client_options), on_attempt=events.append))
-    assert server.pending == 0
-    assert [request.body for request in server.requests] == first_requests
+    assert fake_openai_server.pending == 0
+    assert [request.body for request in fake_openai_server.requests] == first_requests
     return plain, wrapped, events
 
 
-async def test_assistant_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_assistant_agent(fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agent = AssistantAgent("solo", model_client=client)
         return await agent.run(task="What is 2 + 2?")
 
     replies = [FakeReply.text("2 + 2 = 4.", usage=FakeUsage(prompt_tokens=25, completion_tokens=6))]
-    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, events = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     assert wrapped.messages[-1].dump()["content"] == "2 + 2 = 4."
     assert [(event.attempt, event.outcome, event.call.attribution.agent) for event in events] == [(1, "ok", None)]
 
 
-async def test_streaming_assistant_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_streaming_assistant_agent(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agent = AssistantAgent("streamer", model_client=client, model_client_stream=True)
         return await agent.run(task="Tell me a short story.")
 
     replies = [FakeReply.text("Once upon a time, a retry saved the day.")]
     plain, wrapped, events = await run_both(
-        server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
+        fake_openai_server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
     )
     assert summary(wrapped) == summary(plain)
     assert wrapped.messages[-1].dump()["content"] == "Once upon a time, a retry saved the day."
@@ -92,13 +94,15 @@ async def add(a: int, b: int) -> int:
     return a + b
 
 
-async def test_tool_calling_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_tool_calling_agent(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agent = AssistantAgent("calculator", model_client=client, tools=[add], reflect_on_tool_use=True)
         return await agent.run(task="What is 19 + 23?")
 
     replies = [FakeReply.tool_calls([("add", {"a": 19, "b": 23})]), FakeReply.text("19 + 23 = 42.")]
-    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, events = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     kinds = [type(message).__name__ for message in wrapped.messages]
     assert kinds == ["TextMessage", "ToolCallRequestEvent", "ToolCallExecutionEvent", "TextMessage"]
@@ -108,14 +112,14 @@ async def test_tool_calling_agent(server: FakeOpenAIServer, make_openai_client: 
 
 
 async def test_tool_calling_agent_without_reflection(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agent = AssistantAgent("calculator", model_client=client, tools=[add])
         return await agent.run(task="What is 1 + 2?")
 
     replies = [FakeReply.tool_calls([("add", {"a": 1, "b": 2})])]
-    plain, wrapped, _ = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, _ = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     assert isinstance(wrapped.messages[-1], ToolCallSummaryMessage)
     assert wrapped.messages[-1].content == "3"
@@ -128,23 +132,25 @@ class Answer(BaseModel):
 
 # AutoGen's OpenAI client dumps the SDK's parsed completion, which pydantic warns about (upstream, harmless).
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
-async def test_structured_output_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_structured_output_agent(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agent = AssistantAgent("geo", model_client=client, output_content_type=Answer)
         return await agent.run(task="Largest city in France?")
 
     replies = [FakeReply.json({"city": "Paris", "population": 2102650})]
-    plain, wrapped, _ = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, _ = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     final = wrapped.messages[-1]
     assert isinstance(final, StructuredMessage)
     assert final.content == Answer(city="Paris", population=2102650)
-    body = server.requests[0].body
+    body = fake_openai_server.requests[0].body
     assert body is not None
     assert body["response_format"]["type"] == "json_schema"
 
 
-async def test_round_robin_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_round_robin_team(fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         writer = AssistantAgent("writer", model_client=client, system_message="Write.")
         critic = AssistantAgent("critic", model_client=client, system_message="Critique.")
@@ -154,13 +160,13 @@ async def test_round_robin_team(server: FakeOpenAIServer, make_openai_client: Op
         return await team.run(task="A haiku about retries.")
 
     replies = [FakeReply.text(f"turn {n}") for n in range(1, 5)]
-    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, events = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     assert [message.source for message in wrapped.messages] == ["user", "writer", "critic", "writer", "critic"]
     assert [event.call.attribution.agent for event in events] == ["writer", "critic", "writer", "critic"]
 
 
-async def test_selector_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_selector_team(fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         planner = AssistantAgent("planner", model_client=client, description="Plans the work.")
         coder = AssistantAgent("coder", model_client=client, description="Writes the code.")
@@ -179,7 +185,7 @@ async def test_selector_team(server: FakeOpenAIServer, make_openai_client: OpenA
         # no selection call now: repeated speakers are not allowed, so the coder is the only candidate
         FakeReply.text("def add(a, b): return a + b  # DONE"),
     ]
-    plain, wrapped, events = await run_both(server, make_openai_client, replies, scenario)
+    plain, wrapped, events = await run_both(fake_openai_server, make_openai_client, replies, scenario)
     assert summary(wrapped) == summary(plain)
     assert [message.source for message in wrapped.messages if isinstance(message, BaseChatMessage)] == [
         "user",
@@ -189,7 +195,9 @@ async def test_selector_team(server: FakeOpenAIServer, make_openai_client: OpenA
     assert [event.call.attribution.agent for event in events] == ["SelectorGroupChat", "planner", "coder"]
 
 
-async def test_streaming_round_robin_team(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_streaming_round_robin_team(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         agents = [AssistantAgent(name, model_client=client, model_client_stream=True) for name in ("a", "b")]
         team = RoundRobinGroupChat(list[ChatAgent | Team](agents), termination_condition=MaxMessageTermination(3))
@@ -199,7 +207,7 @@ async def test_streaming_round_robin_team(server: FakeOpenAIServer, make_openai_
 
     replies = [FakeReply.text("one two"), FakeReply.text("three four")]
     plain, wrapped, events = await run_both(
-        server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
+        fake_openai_server, make_openai_client, replies, scenario, stream_options={"include_usage": True}
     )
     assert summary(wrapped) == summary(plain)
     assert [(event.call.attribution.agent, event.call.streamed) for event in events] == [("a", True), ("b", True)]

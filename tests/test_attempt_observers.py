@@ -25,28 +25,28 @@ HI = [UserMessage(content="hi", source="user")]
 
 
 async def test_an_added_observer_sees_the_primary_and_the_fallback_attempts(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     primary, fallback = make_openai_client(), make_openai_client()
     client = ReliableChatCompletionClient(primary, fallbacks=[fallback], retry=None, track_usage=False)
     seen: list[AttemptEvent] = []
-    server.enqueue(FakeReply.text("before"))
+    fake_openai_server.enqueue(FakeReply.text("before"))
     await client.create(HI)  # made before the observer was added: not seen
     client.add_attempt_observer(seen.append)
-    server.enqueue(FakeReply.error(500), FakeReply.text("from the fallback"))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("from the fallback"))
     result = await client.create(HI)
     assert result.content == "from the fallback"
     assert [(event.client, event.outcome) for event in seen] == [(primary, "error"), (fallback, "ok")]
 
 
 async def test_an_observer_is_added_once_and_removed(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     client = ReliableChatCompletionClient(make_openai_client(), track_usage=False)
     seen: list[AttemptEvent] = []
     client.add_attempt_observer(seen.append)
     client.add_attempt_observer(seen.append)
-    server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
+    fake_openai_server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
     await client.create(HI)
     assert len(seen) == 1
     client.remove_attempt_observer(seen.append)
@@ -56,7 +56,7 @@ async def test_an_observer_is_added_once_and_removed(
 
 
 async def test_an_added_observer_that_raises_is_logged_and_the_others_still_see(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(event: AttemptEvent) -> None:
         raise RuntimeError("probe bug")
@@ -65,7 +65,7 @@ async def test_an_added_observer_that_raises_is_logged_and_the_others_still_see(
     seen: list[AttemptEvent] = []
     client.add_attempt_observer(broken)
     client.add_attempt_observer(seen.append)
-    server.enqueue(FakeReply.text("still fine"))
+    fake_openai_server.enqueue(FakeReply.text("still fine"))
     with caplog.at_level(logging.ERROR, logger="autogen_reliability"):
         result = await client.create(HI)
     assert result.content == "still fine"

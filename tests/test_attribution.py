@@ -85,11 +85,11 @@ SHARED = usage_scope(session="shared", tags={"kind": "batch"})
 
 @pytest.mark.parametrize("form", ["async with", "with"])
 async def test_one_scope_object_entered_by_two_tasks_exits_out_of_order(
-    form: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    form: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Task A enters, task B enters, A exits, B exits: not LIFO, yet each entry is its own.
     events: list[AttemptEvent] = []
-    server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
+    fake_openai_server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
     client = reliable(make_openai_client(), on_attempt=events.append)
     a_entered, b_entered, a_exited = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
@@ -196,10 +196,10 @@ def test_bad_labels_fail_at_once(kwargs: dict[str, object], message: str) -> Non
 
 
 async def test_wrapper_defaults_and_scope_combine(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
-    server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
+    fake_openai_server.enqueue(FakeReply.text("a"), FakeReply.text("b"))
     client = reliable(
         make_openai_client(), project="acme", agent="writer", tags={"tier": "gold"}, on_attempt=events.append
     )
@@ -213,10 +213,10 @@ async def test_wrapper_defaults_and_scope_combine(
 
 
 async def test_concurrent_tasks_keep_their_sessions(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
-    server.enqueue(*[FakeReply.text(f"reply {n}", delay=0.02 * (n % 3)) for n in range(12)])
+    fake_openai_server.enqueue(*[FakeReply.text(f"reply {n}", delay=0.02 * (n % 3)) for n in range(12)])
     client = reliable(make_openai_client(), project="acme", on_attempt=events.append)
 
     async def handle(session: str) -> str | None:
@@ -237,7 +237,7 @@ async def test_concurrent_tasks_keep_their_sessions(
 
 
 async def test_team_of_agents_sharing_one_client_is_told_apart(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     shared = make_openai_client()
@@ -248,7 +248,7 @@ async def test_team_of_agents_sharing_one_client_is_told_apart(
         project="acme",
         on_attempt=events.append,
     )
-    server.enqueue(FakeReply.text("alice here"), FakeReply.text("bob here"), FakeReply.text("alice again"))
+    fake_openai_server.enqueue(FakeReply.text("alice here"), FakeReply.text("bob here"), FakeReply.text("alice again"))
     with usage_scope(session="standup"):
         result = await team.run(task="Report.")
     assert [message.source for message in result.messages] == ["user", "alice", "bob", "alice"]
@@ -260,7 +260,7 @@ async def test_team_of_agents_sharing_one_client_is_told_apart(
 
 
 async def test_agent_name_falls_back_to_autogens_runtime_context(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Only the shared client is wrapped (not the team): the wrapper reads the
     # calling agent from AutoGen's MessageHandlerContext inside the team.
@@ -270,10 +270,10 @@ async def test_agent_name_falls_back_to_autogens_runtime_context(
         [AssistantAgent("alice", model_client=shared), AssistantAgent("bob", model_client=shared)],
         termination_condition=MaxMessageTermination(3),
     )
-    server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
+    fake_openai_server.enqueue(FakeReply.text("one"), FakeReply.text("two"))
     await team.run(task="Go.")
     assert [event.call.attribution.agent for event in events] == ["alice", "bob"]
     # Outside any runtime handler there is nothing to read.
-    server.enqueue(FakeReply.text("three"))
+    fake_openai_server.enqueue(FakeReply.text("three"))
     await shared.create(HI)
     assert events[-1].call.attribution.agent is None

@@ -75,10 +75,10 @@ class Clock:
 
 
 @pytest.fixture
-def dollars(server: FakeOpenAIServer) -> FakeOpenAIServer:
+def dollars(fake_openai_server: FakeOpenAIServer) -> FakeOpenAIServer:
     """The server, answering every request with usage that costs $1 at ``PRICING``."""
-    server.default = FakeReply.text("ok", usage=ONE_DOLLAR)
-    return server
+    fake_openai_server.default = FakeReply.text("ok", usage=ONE_DOLLAR)
+    return fake_openai_server
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def test_sdk_retries_are_switched_off_for_openai_clients_and_a_warning_names_the
 
 
 async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_slot(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # A slow request admitted while closed ends with a 400 (not judged) while the breaker is half-open
     # and its one probe is in flight: that must not let a second probe through.
@@ -222,7 +222,7 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
         # Waits on the server's thread, not on the clock; 30 s only guards against hanging.
         assert await asyncio.to_thread(arrived[text].wait, 30), f"{text!r} never reached the server"
 
-    server.default = reply
+    fake_openai_server.default = reply
     clock = Clock()
     policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=30, half_open_probes=1, clock=clock)
     inner = make_openai_client()
@@ -253,7 +253,7 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
         try:
             with pytest.raises(CircuitOpenError):
                 await ask("a second probe")
-            assert server.request_count == 4
+            assert fake_openai_server.request_count == 4
         finally:
             release_probe.set()
         assert (await probe).content == "ok"

@@ -20,20 +20,20 @@ HELLO = [UserMessage(content="Say hello to the team", source="user")]
 Check = Callable[[FakeOpenAIServer, OpenAIClientFactory], Awaitable[None]]
 
 
-async def check_create(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_create(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     reply = FakeReply.text("Hello, team!", usage=FakeUsage(prompt_tokens=11, completion_tokens=4))
-    server.enqueue(reply, reply)
+    fake_openai_server.enqueue(reply, reply)
     plain = await make().create(HELLO)
     wrapped = await ReliableChatCompletionClient(make()).create(HELLO)
     assert wrapped == plain
     assert wrapped.content == "Hello, team!"
     assert wrapped.usage == RequestUsage(prompt_tokens=11, completion_tokens=4)
-    assert server.requests[0].body == server.requests[1].body
+    assert fake_openai_server.requests[0].body == fake_openai_server.requests[1].body
 
 
-async def check_create_stream(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_create_stream(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     reply = FakeReply.text("Hello there, team!", usage=FakeUsage(prompt_tokens=9, completion_tokens=5))
-    server.enqueue(reply, reply)
+    fake_openai_server.enqueue(reply, reply)
     plain = [item async for item in make().create_stream(HELLO, include_usage=True)]
     wrapped = [item async for item in ReliableChatCompletionClient(make()).create_stream(HELLO, include_usage=True)]
     assert wrapped == plain
@@ -43,20 +43,20 @@ async def check_create_stream(server: FakeOpenAIServer, make: OpenAIClientFactor
     assert final.usage == RequestUsage(prompt_tokens=9, completion_tokens=5)
 
 
-async def check_close(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_close(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     inner = make()
-    server.enqueue(FakeReply.text("before close"))
+    fake_openai_server.enqueue(FakeReply.text("before close"))
     await ReliableChatCompletionClient(inner).create(HELLO)
     await ReliableChatCompletionClient(inner).close()
     with pytest.raises(Exception):  # noqa: B017, PT011  # the SDK refuses to use a closed HTTP client
         await inner.create(HELLO)
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
-async def check_usage(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_usage(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     inner = make()
     client = ReliableChatCompletionClient(ChatCompletionCache(inner))
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text("first", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)),
         FakeReply.text("second", usage=FakeUsage(prompt_tokens=20, completion_tokens=3)),
     )
@@ -64,25 +64,25 @@ async def check_usage(server: FakeOpenAIServer, make: OpenAIClientFactory) -> No
     await client.create([UserMessage(content="Something else", source="user")])
     cached = await client.create(HELLO)  # served by the cache: no request
     assert cached.cached
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
     assert client.actual_usage() == RequestUsage(prompt_tokens=30, completion_tokens=5)
     assert client.total_usage() == RequestUsage(prompt_tokens=40, completion_tokens=7)
     # The wrapper's own counters: a second wrapper on the same inner client starts at zero.
     assert ReliableChatCompletionClient(inner).total_usage() == RequestUsage(0, 0)
 
 
-async def check_count_tokens(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_count_tokens(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     # The OpenAI client would download a tiktoken encoding here; AutoGen's replay client counts offline.
     inner = ReplayChatCompletionClient(["unused"])
     assert ReliableChatCompletionClient(inner).count_tokens(HELLO) == inner.count_tokens(HELLO) == 5
 
 
-async def check_remaining_tokens(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_remaining_tokens(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     inner = ReplayChatCompletionClient(["unused"])
     assert ReliableChatCompletionClient(inner).remaining_tokens(HELLO) == inner.remaining_tokens(HELLO) == 10000
 
 
-async def check_capabilities(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_capabilities(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     inner = make()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -91,7 +91,7 @@ async def check_capabilities(server: FakeOpenAIServer, make: OpenAIClientFactory
         assert ReliableChatCompletionClient(inner).capabilities == expected
 
 
-async def check_model_info(server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
+async def check_model_info(fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory) -> None:
     inner = make(model_info={"vision": False, "function_calling": True, "json_output": True, "family": "gpt-4o",
                              "structured_output": True, "multiple_system_messages": True})  # fmt: skip
     assert ReliableChatCompletionClient(inner).model_info == inner.model_info
@@ -121,17 +121,17 @@ def test_wrapper_is_a_concrete_chat_completion_client() -> None:
 
 @pytest.mark.parametrize("member", sorted(ChatCompletionClient.__abstractmethods__))
 async def test_member_behaves_as_the_inner_clients(
-    member: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    member: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    await CHECKS[member](server, make_openai_client)
+    await CHECKS[member](fake_openai_server, make_openai_client)
 
 
 async def test_create_takes_messages_by_keyword(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # SelectorGroupChat calls create(messages=...) and create_stream(messages=...).
     client = ReliableChatCompletionClient(make_openai_client())
-    server.enqueue(FakeReply.text("by keyword"), FakeReply.text("streamed by keyword"))
+    fake_openai_server.enqueue(FakeReply.text("by keyword"), FakeReply.text("streamed by keyword"))
     assert (await client.create(messages=HELLO)).content == "by keyword"
     items = [item async for item in client.create_stream(messages=HELLO)]
     assert isinstance(items[-1], CreateResult)
@@ -146,34 +146,36 @@ async def test_result_is_the_inner_clients_object_untouched(make_openai_client: 
     assert result == CreateResult(finish_reason="stop", content="x", usage=RequestUsage(1, 1), cached=False)
 
 
-async def test_stream_asks_openai_for_usage(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
-    server.enqueue(FakeReply.text("counted", usage=FakeUsage(prompt_tokens=7, completion_tokens=1)))
+async def test_stream_asks_openai_for_usage(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text("counted", usage=FakeUsage(prompt_tokens=7, completion_tokens=1)))
     client = ReliableChatCompletionClient(make_openai_client())
     items = [item async for item in client.create_stream(HELLO)]
-    assert server.requests[0].body is not None
-    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": True}
     assert isinstance(items[-1], CreateResult)
     assert items[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)
     assert client.total_usage() == RequestUsage(prompt_tokens=7, completion_tokens=1)
 
 
 async def test_stream_leaves_an_explicit_stream_options_alone(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("not counted"))
+    fake_openai_server.enqueue(FakeReply.text("not counted"))
     client = ReliableChatCompletionClient(make_openai_client())
     options = {"stream_options": {"include_usage": False}}
     items = [item async for item in client.create_stream(HELLO, extra_create_args=options)]
-    assert server.requests[0].body is not None
-    assert server.requests[0].body["stream_options"] == {"include_usage": False}
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": False}
     assert isinstance(items[-1], CreateResult)
     assert items[-1].usage == RequestUsage(0, 0)
 
 
 async def test_plain_create_is_not_sent_stream_options(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("plain"))
+    fake_openai_server.enqueue(FakeReply.text("plain"))
     await ReliableChatCompletionClient(make_openai_client()).create(HELLO)
-    assert server.requests[0].body is not None
-    assert "stream_options" not in server.requests[0].body
+    assert fake_openai_server.requests[0].body is not None
+    assert "stream_options" not in fake_openai_server.requests[0].body

@@ -39,7 +39,7 @@ def test_dump_nests_the_inner_client(make_openai_client: OpenAIClientFactory) ->
     assert inner["config"]["max_retries"] == 0
 
 
-async def test_round_trip_alone(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_round_trip_alone(fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
     original = ReliableChatCompletionClient(make_openai_client(), project="acme", tags={"tier": "gold"})
     loaded = ChatCompletionClient.load_component(original.dump_component())
     assert isinstance(loaded, ReliableChatCompletionClient)
@@ -52,7 +52,7 @@ async def test_round_trip_alone(server: FakeOpenAIServer, make_openai_client: Op
         "sanitize": SanitizePolicy(),
     }
     assert loaded.dump_component() == original.dump_component()
-    server.enqueue(FakeReply.text("loaded and working"))
+    fake_openai_server.enqueue(FakeReply.text("loaded and working"))
     result = await loaded.create([UserMessage(content="hi", source="user")])
     assert result.content == "loaded and working"
     await loaded.close()
@@ -67,7 +67,9 @@ def test_round_trip_through_json_text(make_openai_client: OpenAIClientFactory) -
     assert "sk-test" not in text
 
 
-async def test_round_trip_nested_in_an_agent(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_round_trip_nested_in_an_agent(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     agent = reliable(AssistantAgent("writer", model_client=make_openai_client()), project="acme")
     dumped = agent.dump_component()
     model_client = dumped.config["model_client"]
@@ -77,7 +79,7 @@ async def test_round_trip_nested_in_an_agent(server: FakeOpenAIServer, make_open
 
     loaded = AssistantAgent.load_component(dumped)
     assert loaded.dump_component() == dumped
-    server.enqueue(FakeReply.text("hello from the loaded agent"))
+    fake_openai_server.enqueue(FakeReply.text("hello from the loaded agent"))
     result = await loaded.run(task="hi")
     assert result.messages[-1].dump()["content"] == "hello from the loaded agent"
     await loaded.close()

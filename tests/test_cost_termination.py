@@ -72,8 +72,8 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
 
 
 @pytest.fixture(autouse=True)
-def priced_replies(server: FakeOpenAIServer) -> None:
-    server.default = FakeReply.text("noted", usage=USAGE)
+def priced_replies(fake_openai_server: FakeOpenAIServer) -> None:
+    fake_openai_server.default = FakeReply.text("noted", usage=USAGE)
 
 
 def make_team(
@@ -98,13 +98,13 @@ def spoken(result: TaskResult) -> list[str]:
 
 
 async def test_the_team_stops_at_the_call_that_reaches_the_limit(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     limit = limit_between(3)
     team = make_team(make_openai_client, ledger[1], CostTermination(limit))
     async with usage_scope(session="s-1"):
         result = await team.run(task="plan the launch")
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
     assert spoken(result) == ["user", "alice", "bob", "alice"]
     assert result.stop_reason == f"Cost limit reached: ${usd(3 * CALL)} of ${limit}"
     rows = ledger_rows(ledger)
@@ -113,51 +113,51 @@ async def test_the_team_stops_at_the_call_that_reaches_the_limit(
 
 
 async def test_a_limit_one_call_reaches_stops_after_that_call(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     team = make_team(make_openai_client, ledger[1], CostTermination(usd(CALL)))
     async with usage_scope(session="s-1"):
         result = await team.run(task="plan the launch")
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
     assert result.stop_reason == f"Cost limit reached: ${usd(CALL)} of ${usd(CALL)}"
 
 
 async def test_each_run_counts_from_zero(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     termination = CostTermination(limit_between(2))
     team = make_team(make_openai_client, ledger[1], termination)
     async with usage_scope(session="s-1"):
         first = await team.run(task="one")
-        assert server.request_count == 2
+        assert fake_openai_server.request_count == 2
         assert not termination.terminated  # AutoGen reset it when it stopped the run
         assert termination.spent_usd == 0
         second = await team.run(task="two")
-        assert server.request_count == 4
+        assert fake_openai_server.request_count == 4
         await team.reset()
         third = await team.run(task="three")
-        assert server.request_count == 6
+        assert fake_openai_server.request_count == 6
     for result in (first, second, third):
         assert result.stop_reason == f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"
 
 
 async def test_a_continued_run_counts_its_first_turn(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Without a task AutoGen checks the condition first after the first speaker's turn: its call is
     # recorded before that check and must still count, or the run would make one call too many.
     team = make_team(make_openai_client, ledger[1], CostTermination(limit_between(2)))
     async with usage_scope(session="s-1"):
         await team.run(task="one")
-        assert server.request_count == 2
+        assert fake_openai_server.request_count == 2
         continued = await team.run()
-    assert server.request_count == 4
+    assert fake_openai_server.request_count == 4
     assert spoken(continued) == ["alice", "bob"]
     assert continued.stop_reason == f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"
 
 
 async def test_or_with_max_messages_stops_at_whichever_comes_first(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     cost_first = make_team(make_openai_client, ledger[1], CostTermination(limit_between(2)) | MaxMessageTermination(10))
     messages_first = make_team(
@@ -165,22 +165,22 @@ async def test_or_with_max_messages_stops_at_whichever_comes_first(
     )
     async with usage_scope(session="s-1"):
         result = await cost_first.run(task="one")
-        assert server.request_count == 2
+        assert fake_openai_server.request_count == 2
         assert result.stop_reason == f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"
         result = await messages_first.run(task="two")
-    assert server.request_count == 4  # task + 2 answers = 3 messages
+    assert fake_openai_server.request_count == 4  # task + 2 answers = 3 messages
     assert result.stop_reason is not None
     assert result.stop_reason.startswith("Maximum number of messages 3 reached")
 
 
 async def test_and_with_max_messages_waits_for_both(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     termination = CostTermination(limit_between(2)) & MaxMessageTermination(5)
     team = make_team(make_openai_client, ledger[1], termination)
     async with usage_scope(session="s-1"):
         result = await team.run(task="one")
-    assert server.request_count == 4  # cost reached at the 2nd call, 5 messages at the 4th
+    assert fake_openai_server.request_count == 4  # cost reached at the 2nd call, 5 messages at the 4th
     assert result.stop_reason is not None
     cost, messages = result.stop_reason.split(", ", 1)
     assert cost == f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"  # frozen when it stopped
@@ -188,17 +188,17 @@ async def test_and_with_max_messages_waits_for_both(
 
 
 async def test_agents_narrows_the_count_to_those_agents(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     team = make_team(make_openai_client, ledger[1], CostTermination(limit_between(2), agents=["bob"]))
     async with usage_scope(session="s-1"):
         result = await team.run(task="one")
-    assert server.request_count == 4  # alice, bob, alice, bob: bob's second call reaches it
+    assert fake_openai_server.request_count == 4  # alice, bob, alice, bob: bob's second call reaches it
     assert spoken(result)[-1] == "bob"
 
 
 async def test_teams_running_at_once_under_different_sessions_count_only_their_own(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Team A's first request waits on the server until team B has finished a run that costs more than
     # A's limit: counting B's calls, A would stop after its first call instead of its third.
@@ -233,7 +233,7 @@ async def test_teams_running_at_once_under_different_sessions_count_only_their_o
 
         result_a, result_b = await asyncio.gather(run_a(), run_b())
         assert server_a.request_count == 3
-    assert server.request_count == 5
+    assert fake_openai_server.request_count == 5
     assert result_a.stop_reason == f"Cost limit reached: ${usd(3 * CALL)} of ${limit_between(3)}"
     assert result_b.stop_reason == f"Cost limit reached: ${usd(5 * CALL)} of ${limit_between(5)}"
     rows = ledger_rows(ledger)
@@ -242,7 +242,7 @@ async def test_teams_running_at_once_under_different_sessions_count_only_their_o
 
 async def test_unpriced_calls_are_not_free_they_are_named_and_warned_about(
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -250,7 +250,7 @@ async def test_unpriced_calls_are_not_free_they_are_named_and_warned_about(
     with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
         async with usage_scope(session="s-1"):
             result = await team.run(task="one")
-    assert server.request_count == 3  # alice (priced), bob (unpriced), alice (priced): the 2nd priced call
+    assert fake_openai_server.request_count == 3  # alice (priced), bob (unpriced), alice (priced): the 2nd priced call
     assert result.stop_reason == (
         f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"
         f" (and 1 call to {UNPRICED_MODEL} with no price, not counted)"
@@ -263,20 +263,20 @@ async def test_unpriced_calls_are_not_free_they_are_named_and_warned_about(
 
 
 async def test_on_unpriced_stop_stops_at_the_first_unpriced_call(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     termination = CostTermination("1", on_unpriced="stop")
     team = make_team(make_openai_client, ledger[1], termination, bob_model=UNPRICED_MODEL)
     async with usage_scope(session="s-1"):
         result = await team.run(task="one")
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
     assert result.stop_reason == (
         f"Cost limit cannot be enforced: 1 call to {UNPRICED_MODEL} had no price (priced so far: ${usd(CALL)} of $1)"
     )
 
 
 async def test_it_round_trips_as_a_component_alone_and_inside_a_team(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     condition = CostTermination(Decimal("0.000001500"), project="acme", agents=["bob", "alice"], on_unpriced="stop")
     model = condition.dump_component()
@@ -301,7 +301,7 @@ async def test_it_round_trips_as_a_component_alone_and_inside_a_team(
     assert again.dump_component() == config
     async with usage_scope(session="loaded"):
         result = await again.run(task="one")  # its clients record to the process default ledger
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
     assert result.stop_reason == f"Cost limit reached: ${usd(3 * CALL)} of ${limit_between(3)}"
 
 

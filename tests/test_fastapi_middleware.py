@@ -117,23 +117,23 @@ def make_app(base_url: str, ledger: Ledger, *, bound: dict[str, Any] | None = No
 
 
 @pytest.fixture
-def service(server: FakeOpenAIServer, ledger: Ledger) -> Iterator[TestClient]:
+def service(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> Iterator[TestClient]:
     """The app with the middleware's defaults, started (lifespan) for the test."""
-    with TestClient(make_app(server.base_url, ledger)) as client:
+    with TestClient(make_app(fake_openai_server.base_url, ledger)) as client:
         yield client
 
 
-def answers(server: FakeOpenAIServer, count: int) -> None:
-    server.enqueue(*(FakeReply.text(f"answer {number}") for number in range(count)))
+def answers(fake_openai_server: FakeOpenAIServer, count: int) -> None:
+    fake_openai_server.enqueue(*(FakeReply.text(f"answer {number}") for number in range(count)))
 
 
 # --------------------------------------------------------------------------- attribution
 
 
 def test_the_headers_attribute_the_rows_of_the_calls_the_request_makes(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 1)
+    answers(fake_openai_server, 1)
     reply = service.post("/ask", headers=ATTRIBUTION)
     assert reply.status_code == 200, reply.text
     (row,) = rows(ledger)
@@ -143,9 +143,13 @@ def test_the_headers_attribute_the_rows_of_the_calls_the_request_makes(
     assert reply.headers["X-Session-ID"] == "ticket-4711"  # the session in effect, echoed
 
 
-def test_fields_a_request_does_not_set_are_the_wrappers_own(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 2)
-    app = make_app(server.base_url, ledger, bound={"project": "bound-project", "agent": "bound", "tags": {"a": "1"}})
+def test_fields_a_request_does_not_set_are_the_wrappers_own(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    answers(fake_openai_server, 2)
+    app = make_app(
+        fake_openai_server.base_url, ledger, bound={"project": "bound-project", "agent": "bound", "tags": {"a": "1"}}
+    )
     with TestClient(app) as client:
         client.post("/ask", headers={"X-Session-ID": "s-1", "X-Usage-Tags": "b=2"})
         client.post("/ask", headers={"X-Project-ID": "header-project", "X-Session-ID": "s-2"})
@@ -155,9 +159,9 @@ def test_fields_a_request_does_not_set_are_the_wrappers_own(server: FakeOpenAISe
 
 
 def test_a_request_without_a_session_gets_one_returned_and_recorded(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 2)
+    answers(fake_openai_server, 2)
     first = service.post("/ask", headers={"X-Project-ID": "acme-support"})
     second = service.post("/ask", headers={"X-Project-ID": "acme-support"})
     sessions = [first.headers["X-Session-ID"], second.headers["X-Session-ID"]]
@@ -167,26 +171,28 @@ def test_a_request_without_a_session_gets_one_returned_and_recorded(
     assert first.json()["attribution"]["session"] == sessions[0]
 
 
-def test_no_session_is_made_up_when_generation_is_off(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 1)
-    with TestClient(make_app(server.base_url, ledger, generate_session=False)) as client:
+def test_no_session_is_made_up_when_generation_is_off(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> None:
+    answers(fake_openai_server, 1)
+    with TestClient(make_app(fake_openai_server.base_url, ledger, generate_session=False)) as client:
         reply = client.post("/ask", headers={"X-Project-ID": "acme-support"})
     assert "X-Session-ID" not in reply.headers
     (row,) = rows(ledger)
     assert (row.project, row.session) == ("acme-support", None)
 
 
-def test_tag_lines_are_joined_as_an_http_list(service: TestClient, server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 1)
+def test_tag_lines_are_joined_as_an_http_list(
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    answers(fake_openai_server, 1)
     service.post("/ask", headers=[("X-Usage-Tags", "a=1"), ("X-Usage-Tags", "b=2, c=x:y@z/w+v")])
     (row,) = rows(ledger)
     assert dict(row.tags) == {"a": "1", "b": "2", "c": "x:y@z/w+v"}
 
 
-def test_header_names_are_configurable(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 1)
+def test_header_names_are_configurable(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> None:
+    answers(fake_openai_server, 1)
     app = make_app(
-        server.base_url,
+        fake_openai_server.base_url,
         ledger,
         project_header="X-Tenant",
         session_header="X-Conversation",
@@ -203,9 +209,9 @@ def test_header_names_are_configurable(server: FakeOpenAIServer, ledger: Ledger)
 
 
 def test_a_streaming_response_stays_attributed_to_its_end(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 3)
+    answers(fake_openai_server, 3)
     with service.stream("GET", "/stream", headers=ATTRIBUTION) as reply:
         body = "".join(reply.iter_text())
     assert reply.status_code == 200
@@ -219,9 +225,9 @@ def test_a_streaming_response_stays_attributed_to_its_end(
 
 
 def test_a_streaming_response_without_a_session_records_the_one_it_returned(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 3)
+    answers(fake_openai_server, 3)
     with service.stream("GET", "/stream", headers={"X-Project-ID": "acme-support"}) as reply:
         body = "".join(reply.iter_text())
     session = reply.headers["X-Session-ID"]
@@ -246,19 +252,23 @@ def serving(app: FastAPI) -> Iterator[str]:
         thread.join(30)
 
 
-def test_over_http_a_stream_that_has_begun_is_still_attributed(server: FakeOpenAIServer, ledger: Ledger) -> None:
+def test_over_http_a_stream_that_has_begun_is_still_attributed(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
     # The model is called only once the client holds the stream's first line: the response has begun for real.
-    server.enqueue(FakeReply.text("answer 0", hold_after_chunks=0), FakeReply.text("answer 1"), FakeReply.text("end"))
+    fake_openai_server.enqueue(
+        FakeReply.text("answer 0", hold_after_chunks=0), FakeReply.text("answer 1"), FakeReply.text("end")
+    )
     with (
-        serving(make_app(server.base_url, ledger)) as base_url,
+        serving(make_app(fake_openai_server.base_url, ledger)) as base_url,
         httpx.Client(base_url=base_url, timeout=30) as http,
         http.stream("GET", "/stream", headers=ATTRIBUTION) as reply,
     ):
         lines = reply.iter_lines()
         assert next(lines) == "start"
         assert reply.headers["X-Session-ID"] == "ticket-4711"
-        server.wait_for_requests(1)  # the first model call, made while the response streams, is waiting
-        server.release()
+        fake_openai_server.wait_for_requests(1)  # the first model call, made while the response streams, is waiting
+        fake_openai_server.release()
         rest = list(lines)
     assert rest[0] == "answer 0"
     assert rest[-1] == "ticket-4711"
@@ -273,9 +283,9 @@ def accept_headers(websocket: WebSocketTestSession) -> dict[bytes, bytes]:
 
 
 def test_a_websocket_is_attributed_for_its_whole_life(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 2)
+    answers(fake_openai_server, 2)
     with service.websocket_connect("/ws", headers=ATTRIBUTION) as websocket:
         accepted_with = accept_headers(websocket)
         websocket.send_text("first")
@@ -289,9 +299,9 @@ def test_a_websocket_is_attributed_for_its_whole_life(
 
 
 def test_a_websocket_without_a_session_gets_one_in_its_accept(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 1)
+    answers(fake_openai_server, 1)
     with service.websocket_connect("/ws", headers={"X-Project-ID": "acme-support"}) as websocket:
         session = accept_headers(websocket)[b"x-session-id"].decode()
         websocket.send_text("hi")
@@ -300,11 +310,15 @@ def test_a_websocket_without_a_session_gets_one_in_its_accept(
     assert [row.session for row in rows(ledger)] == [session]
 
 
-async def test_concurrent_requests_keep_their_own_attribution(server: FakeOpenAIServer, ledger: Ledger) -> None:
+async def test_concurrent_requests_keep_their_own_attribution(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
     # All requests are inside the middleware at once (the barrier) before any of them calls the model.
     count = 12
     barrier = asyncio.Barrier(count)
-    inner = OpenAIChatCompletionClient(model=MODEL, api_key="sk-test", base_url=server.base_url, max_retries=0)
+    inner = OpenAIChatCompletionClient(
+        model=MODEL, api_key="sk-test", base_url=fake_openai_server.base_url, max_retries=0
+    )
     llm = reliable(inner, recorder=ledger[1])
     app = FastAPI()
     app.add_middleware(UsageContextMiddleware)
@@ -317,7 +331,7 @@ async def test_concurrent_requests_keep_their_own_attribution(server: FakeOpenAI
         await llm.create(HI)
         return {"before": before, "after": _attribution()}
 
-    answers(server, count)
+    answers(fake_openai_server, count)
 
     def headers(number: int) -> dict[str, str]:
         return {
@@ -348,8 +362,8 @@ async def test_concurrent_requests_keep_their_own_attribution(server: FakeOpenAI
     assert recorded == sorted((f"p{n}", f"s{n}", f"a{n}", {"n": str(n)}) for n in range(count))
 
 
-def test_exempt_paths_are_passed_through_untouched(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    app = make_app(server.base_url, ledger, require_project=True, exempt_paths=["/healthz", "/metrics/"])
+def test_exempt_paths_are_passed_through_untouched(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> None:
+    app = make_app(fake_openai_server.base_url, ledger, require_project=True, exempt_paths=["/healthz", "/metrics/"])
     with TestClient(app) as client:
         probe = client.get("/healthz", headers={"X-Project-ID": "not a valid name"})
         refused = client.post("/ask")
@@ -361,12 +375,14 @@ def test_exempt_paths_are_passed_through_untouched(server: FakeOpenAIServer, led
         "detail": "X-Project-ID is required: name the project the request is made for",
         "header": "X-Project-ID",
     }
-    assert server.request_count == 0
+    assert fake_openai_server.request_count == 0
 
 
-def test_a_cors_preflight_passes_and_the_browser_may_read_the_session(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 1)
-    app = make_app(server.base_url, ledger, require_project=True)
+def test_a_cors_preflight_passes_and_the_browser_may_read_the_session(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    answers(fake_openai_server, 1)
+    app = make_app(fake_openai_server.base_url, ledger, require_project=True)
     # Outermost, as CORSMiddleware should be: its headers then reach the middleware's own 400s too.
     origin = "https://app.example"
     app.add_middleware(
@@ -393,7 +409,7 @@ def test_a_cors_preflight_passes_and_the_browser_may_read_the_session(server: Fa
 
 
 def test_a_preflight_is_passed_through_even_when_the_middleware_is_outermost(
-    server: FakeOpenAIServer, ledger: Ledger
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
     app = FastAPI()
     app.add_middleware(UsageContextMiddleware, require_project=True)
@@ -439,7 +455,7 @@ BAD_HEADERS = [
 
 @pytest.mark.parametrize(("headers", "header", "reason"), BAD_HEADERS)
 def test_a_bad_header_is_a_400_naming_it_and_the_model_is_never_called(
-    service: TestClient, server: FakeOpenAIServer, ledger: Ledger, headers: Any, header: str, reason: str
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger, headers: Any, header: str, reason: str
 ) -> None:
     reply = service.post("/ask", headers=headers)
     assert reply.status_code == 400
@@ -448,12 +464,14 @@ def test_a_bad_header_is_a_400_naming_it_and_the_model_is_never_called(
     assert body["header"] == header
     assert body["detail"].startswith(header)
     assert reason in body["detail"]
-    assert server.request_count == 0
+    assert fake_openai_server.request_count == 0
     assert rows(ledger) == []
 
 
-def test_the_limits_themselves_are_accepted(service: TestClient, server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 1)
+def test_the_limits_themselves_are_accepted(
+    service: TestClient, fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    answers(fake_openai_server, 1)
     tags = ",".join([f"{'k' * 64}={'v' * 128}", *(f"k{n}=v" for n in range(15))])
     reply = service.post("/ask", headers={"X-Project-ID": "p" * 128, "X-Usage-Tags": tags})
     assert reply.status_code == 200, reply.text
@@ -469,9 +487,11 @@ def test_an_echoed_value_hides_a_secret_and_is_cut_short(service: TestClient) ->
     assert len(detail) < 200
 
 
-def test_an_unknown_project_is_a_403_with_an_allow_list(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    answers(server, 2)
-    app = make_app(server.base_url, ledger, projects={"acme-support", "acme-sales"}, default_project="acme-sales")
+def test_an_unknown_project_is_a_403_with_an_allow_list(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> None:
+    answers(fake_openai_server, 2)
+    app = make_app(
+        fake_openai_server.base_url, ledger, projects={"acme-support", "acme-sales"}, default_project="acme-sales"
+    )
     with TestClient(app) as client:
         refused = client.post("/ask", headers={"X-Project-ID": "umbrella"})
         allowed = client.post("/ask", headers={"X-Project-ID": "acme-support"})
@@ -483,7 +503,7 @@ def test_an_unknown_project_is_a_403_with_an_allow_list(server: FakeOpenAIServer
     }
     assert (allowed.status_code, defaulted.status_code) == (200, 200)
     assert [row.project for row in rows(ledger)] == ["acme-support", "acme-sales"]
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 @pytest.mark.parametrize(
@@ -495,15 +515,15 @@ def test_an_unknown_project_is_a_403_with_an_allow_list(server: FakeOpenAIServer
     ],
 )
 def test_a_websocket_with_a_bad_header_is_closed_before_it_is_accepted(
-    server: FakeOpenAIServer, ledger: Ledger, headers: dict[str, str], reason: str
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger, headers: dict[str, str], reason: str
 ) -> None:
-    client = TestClient(make_app(server.base_url, ledger, projects=["acme-support"]))
+    client = TestClient(make_app(fake_openai_server.base_url, ledger, projects=["acme-support"]))
     with client, pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/ws", headers=headers):
         pytest.fail("the handshake was accepted")
     assert closed.value.code == 1008  # policy violation
     assert closed.value.reason.startswith(reason)
     assert len(closed.value.reason.encode()) <= 123
-    assert server.request_count == 0
+    assert fake_openai_server.request_count == 0
 
 
 # --------------------------------------------------------------------------- construction
@@ -534,17 +554,19 @@ def test_bad_options_are_refused_at_construction(options: dict[str, Any], messag
         UsageContextMiddleware(FastAPI(), **options)
 
 
-def test_an_app_with_bad_options_does_not_start(server: FakeOpenAIServer, ledger: Ledger) -> None:
-    app = make_app(server.base_url, ledger, projects=[])
+def test_an_app_with_bad_options_does_not_start(fake_openai_server: FakeOpenAIServer, ledger: Ledger) -> None:
+    app = make_app(fake_openai_server.base_url, ledger, projects=[])
     with pytest.raises(ConfigurationError, match="projects is empty"), TestClient(app):
         pass
 
 
 def test_session_header_off_with_generation_off_reads_and_returns_no_session(
-    server: FakeOpenAIServer, ledger: Ledger
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:
-    answers(server, 1)
-    with TestClient(make_app(server.base_url, ledger, session_header=None, generate_session=False)) as client:
+    answers(fake_openai_server, 1)
+    with TestClient(
+        make_app(fake_openai_server.base_url, ledger, session_header=None, generate_session=False)
+    ) as client:
         reply = client.post("/ask", headers={"X-Session-ID": "ignored", "X-Project-ID": "p"})
     assert "X-Session-ID" not in reply.headers
     assert who(rows(ledger)[0]) == ("p", None, None, {})

@@ -92,11 +92,11 @@ def test_clients_and_store_are_checked_at_construction(
 
 
 async def test_clients_that_answer_and_a_store_that_answers_are_healthy(
-    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
 ) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, store)
-    server.enqueue(*[FakeReply.text("fine")] * 3)
+    fake_openai_server.enqueue(*[FakeReply.text("fine")] * 3)
     await calls(client, 3)
     report = await probe.check()
     assert report.status == "healthy"
@@ -120,16 +120,16 @@ async def test_clients_that_answer_and_a_store_that_answers_are_healthy(
     assert report.usage_store.writer_alive
     assert report.usage_store.recorders == 1
     assert report.summary().components == {"openai": "healthy", "usage_store": "healthy"}
-    assert len(server.all_requests) == 3  # passive: the calls' own requests, nothing more
+    assert len(fake_openai_server.all_requests) == 3  # passive: the calls' own requests, nothing more
 
 
 @pytest.mark.parametrize(("failures", "status"), [(1, "healthy"), (2, "degraded"), (5, "unhealthy")])
 async def test_the_error_rate_over_the_window_degrades_then_fails_a_client(
-    server: FakeOpenAIServer, wrap: Wrap, failures: int, status: str
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, failures: int, status: str
 ) -> None:
     client = wrap(circuit=None)  # only the error rate judges here
     probe = HealthProbe({"openai": client})
-    server.enqueue(*[FakeReply.error(500)] * failures, *[FakeReply.text("fine")] * (10 - failures))
+    fake_openai_server.enqueue(*[FakeReply.error(500)] * failures, *[FakeReply.text("fine")] * (10 - failures))
     await calls(client, 10)
     report = await probe.check()
     health = report.clients["openai"]
@@ -141,10 +141,12 @@ async def test_the_error_rate_over_the_window_degrades_then_fails_a_client(
     assert report.ready is (status != "unhealthy")
 
 
-async def test_failures_the_request_caused_do_not_count_in_the_error_rate(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_failures_the_request_caused_do_not_count_in_the_error_rate(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client})
-    server.enqueue(*[FakeReply.error(400)] * 6, *[FakeReply.text("fine")] * 4)
+    fake_openai_server.enqueue(*[FakeReply.error(400)] * 6, *[FakeReply.text("fine")] * 4)
     await calls(client, 10)
     health = (await probe.check()).clients["openai"]
     assert health.errors_by_kind == {"bad_request": 6}
@@ -152,20 +154,20 @@ async def test_failures_the_request_caused_do_not_count_in_the_error_rate(server
     assert health.status == "healthy"
 
 
-async def test_a_window_with_too_few_attempts_is_not_judged(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_a_window_with_too_few_attempts_is_not_judged(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap()
     patient, eager = HealthProbe({"openai": client}), HealthProbe({"openai": client}, min_attempts=1)
-    server.enqueue(FakeReply.error(503))
+    fake_openai_server.enqueue(FakeReply.error(503))
     await calls(client, 1)
     assert (await patient.check()).clients["openai"].status == "healthy"
     assert (await eager.check()).clients["openai"].status == "unhealthy"
 
 
-async def test_attempts_older_than_the_window_are_forgotten(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_attempts_older_than_the_window_are_forgotten(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     clock = Clock()
     client = wrap(circuit=None)
     probe = HealthProbe({"openai": client}, window=60, min_attempts=1, clock=clock)
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     await calls(client, 2)
     clock.now += 59
     assert (await probe.check()).clients["openai"].status == "unhealthy"
@@ -176,10 +178,10 @@ async def test_attempts_older_than_the_window_are_forgotten(server: FakeOpenAISe
     assert health.providers[0].last_error.error_kind == "server_error"
 
 
-async def test_a_closed_probe_stops_watching(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_a_closed_probe_stops_watching(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client})
-    server.enqueue(FakeReply.text("seen"), FakeReply.text("not seen"))
+    fake_openai_server.enqueue(FakeReply.text("seen"), FakeReply.text("not seen"))
     await calls(client, 1)
     probe.close()
     await calls(client, 1)
@@ -225,12 +227,14 @@ def test_the_window_holds_the_same_memory_whatever_the_traffic() -> None:
 # ---- circuits and fallbacks
 
 
-async def test_an_open_circuit_without_a_fallback_is_unhealthy(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_an_open_circuit_without_a_fallback_is_unhealthy(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
     client = wrap(circuit=OPENS_AFTER_TWO)
     probe = HealthProbe({"openai": client}, min_attempts=100)  # the circuit alone judges
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     await calls(client, 3)  # the third is refused by the open circuit, without a request
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
     report = await probe.check()
     health = report.clients["openai"]
     assert health.providers[0].circuit == "open"
@@ -240,12 +244,14 @@ async def test_an_open_circuit_without_a_fallback_is_unhealthy(server: FakeOpenA
 
 
 async def test_an_open_circuit_with_a_working_fallback_is_degraded(
-    server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
 ) -> None:
     primary, fallback = make_openai_client(), make_openai_client()
     client = wrap(client=primary, fallbacks=[fallback], circuit=OPENS_AFTER_TWO)
     probe = HealthProbe({"openai": client}, min_attempts=100)
-    server.enqueue(FakeReply.error(500), FakeReply.text("fallback"), FakeReply.error(500), FakeReply.text("fallback"))
+    fake_openai_server.enqueue(
+        FakeReply.error(500), FakeReply.text("fallback"), FakeReply.error(500), FakeReply.text("fallback")
+    )
     await calls(client, 2)
     report = await probe.check()
     health = report.clients["openai"]
@@ -260,12 +266,12 @@ async def test_an_open_circuit_with_a_working_fallback_is_degraded(
     assert report.ready
 
 
-async def test_a_half_open_circuit_is_degraded(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_a_half_open_circuit_is_degraded(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     clock = Clock()
     policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=30, clock=clock)
     client = wrap(circuit=policy)
     probe = HealthProbe({"openai": client}, min_attempts=100)
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     await calls(client, 2)
     clock.now += 30
     health = (await probe.check()).clients["openai"]
@@ -273,11 +279,11 @@ async def test_a_half_open_circuit_is_degraded(server: FakeOpenAIServer, wrap: W
 
 
 async def test_a_component_that_is_not_critical_cannot_make_the_service_unready(
-    server: FakeOpenAIServer, wrap: Wrap
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:
     main, extra = wrap(), wrap(circuit=OPENS_AFTER_TWO)
     probe = HealthProbe({"main": main, "extra": extra}, critical=["main"])
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     await calls(extra, 2)
     report = await probe.check()
     assert report.summary().components == {"main": "healthy", "extra": "unhealthy"}
@@ -289,7 +295,7 @@ async def test_a_component_that_is_not_critical_cannot_make_the_service_unready(
 
 
 async def test_no_secret_reaches_the_report(
-    server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
 ) -> None:
     # The provider echoes the client's own key, a key of another client, a bearer token and a URL with a password.
     other = "sk-live-ANOTHERprojectKEY9876543210zyxw"
@@ -299,8 +305,8 @@ async def test_no_secret_reaches_the_report(
     )
     client = wrap(client=make_openai_client(api_key=FAKE_KEY))
     probe = HealthProbe({"openai": client}, active=True, min_attempts=1)
-    server.enqueue(FakeReply.error(401, echoed))
-    server.enqueue_models(FakeReply.error(401, echoed))
+    fake_openai_server.enqueue(FakeReply.error(401, echoed))
+    fake_openai_server.enqueue_models(FakeReply.error(401, echoed))
     await calls(client, 1)
     report = await probe.check()
     text = report.model_dump_json()
@@ -319,39 +325,41 @@ async def test_no_secret_reaches_the_report(
 
 
 async def test_active_checks_make_one_request_per_ttl_however_many_check_at_once(
-    server: FakeOpenAIServer, wrap: Wrap
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:
     clock = Clock()
     client = wrap()
     probe = HealthProbe({"openai": client}, active=True, ttl=30, clock=clock)
-    server.enqueue_models(FakeReply(delay=0.2))  # still in flight while the other checks arrive
+    fake_openai_server.enqueue_models(FakeReply(delay=0.2))  # still in flight while the other checks arrive
     reports = await asyncio.gather(*(probe.check() for _ in range(100)))
-    assert len(server.models_requests) == 1
+    assert len(fake_openai_server.models_requests) == 1
     checks = [report.clients["openai"].active_check for report in reports]
     assert all(check is not None and check.ok and check.method == "list_models" for check in checks)
     assert len({check.checked_at for check in checks if check is not None}) == 1
     clock.now += 29
     await probe.check()
-    assert len(server.models_requests) == 1  # reused
+    assert len(fake_openai_server.models_requests) == 1  # reused
     clock.now += 1
     again = await probe.check()
-    assert len(server.models_requests) == 2  # ttl passed: one new request
+    assert len(fake_openai_server.models_requests) == 2  # ttl passed: one new request
     assert again.clients["openai"].active_check is not None
     assert again.clients["openai"].active_check.age_seconds == 0.0
-    assert server.request_count == 0  # never a completion
+    assert fake_openai_server.request_count == 0  # never a completion
 
 
-async def test_the_timeout_is_honoured_against_a_provider_that_hangs(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_the_timeout_is_honoured_against_a_provider_that_hangs(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, active=True, timeout=0.2)
-    server.enqueue_models(FakeReply(hold_after_chunks=0))  # never answers (until the server stops)
+    fake_openai_server.enqueue_models(FakeReply(hold_after_chunks=0))  # never answers (until the server stops)
     report = await probe.check()
     check = report.clients["openai"].active_check
     assert check is not None
     assert (check.ok, check.error_kind) == (False, "timeout")
     assert report.clients["openai"].status == report.status == "unhealthy"
     assert report.clients["openai"].reasons[0].startswith("primary: active check (list_models) failed")
-    assert len(server.models_requests) == 1
+    assert len(fake_openai_server.models_requests) == 1
 
 
 def test_each_kind_of_client_gets_the_cheapest_check_that_works(
@@ -383,18 +391,18 @@ def test_each_kind_of_client_gets_the_cheapest_check_that_works(
 
 
 async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(
-    server: FakeOpenAIServer, wrap: Wrap
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:
     # A server's loop (TestClient's, say) stops while the check it started is in flight: the callers
     # waiting for it elsewhere get "unknown", and the next check asks the provider again.
     checker = ActiveChecker(wrap(), ttl=3600, timeout=30, clock=Clock())
-    server.enqueue_models(FakeReply(hold_after_chunks=0))
+    fake_openai_server.enqueue_models(FakeReply(hold_after_chunks=0))
     started, joined = threading.Event(), threading.Event()
 
     async def start_and_stop() -> None:
         asyncio.get_running_loop().create_task(checker.check())
         for _ in range(1000):  # until the listing reaches the server (held there)
-            if server.models_requests:
+            if fake_openai_server.models_requests:
                 break
             await asyncio.sleep(0.01)
         started.set()
@@ -411,7 +419,7 @@ async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(
     assert (first.ok, first.error) == (None, "cancelled: its event loop stopped")
     second = await checker.check()
     assert second.ok is True  # asked again: the cancelled result was not kept for ttl
-    assert len(server.models_requests) == 2
+    assert len(fake_openai_server.models_requests) == 2
 
 
 async def test_a_client_without_a_model_listing_gets_a_one_token_completion_in_the_ledger(
@@ -445,11 +453,15 @@ def locked(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> Iterator[sqlit
 
 
 async def test_rows_waiting_in_the_spool_degrade_the_store(
-    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, recorder: UsageRecorder, locked: sqlite3.Connection
+    fake_openai_server: FakeOpenAIServer,
+    wrap: Wrap,
+    store: UsageStore,
+    recorder: UsageRecorder,
+    locked: sqlite3.Connection,
 ) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, store)
-    server.enqueue(*[FakeReply.text("fine")] * 3)
+    fake_openai_server.enqueue(*[FakeReply.text("fine")] * 3)
     await calls(client, 3)
     assert recorder.flush(30)  # the database refused them: they are in the spool
     report = await probe.check()
@@ -525,7 +537,7 @@ class CrashingSink:
 # pytest reports every exception that ends a thread; ending this one is the point.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_a_dead_writer_thread_is_unhealthy(
-    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, tmp_path: Path
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, tmp_path: Path
 ) -> None:
     sink = CrashingSink()
     crashing = UsageRecorder(sink, spool_dir=tmp_path / "crash-spool", flush_interval=0.05)
@@ -533,7 +545,7 @@ async def test_a_dead_writer_thread_is_unhealthy(
         client = wrap(recorder=crashing)
         probe = HealthProbe({"openai": client}, store)
         assert (await probe.check()).usage_store.writer_alive  # type: ignore[union-attr]
-        server.enqueue(FakeReply.text("recorded, never written"))
+        fake_openai_server.enqueue(FakeReply.text("recorded, never written"))
         await calls(client, 1)
         assert await asyncio.to_thread(sink.wrote.wait, 10)
         assert sink.thread is not None
@@ -548,10 +560,12 @@ async def test_a_dead_writer_thread_is_unhealthy(
         crashing.close(timeout=0.1)
 
 
-async def test_the_report_is_json_that_reads_back(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+async def test_the_report_is_json_that_reads_back(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
+) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, store)
-    server.enqueue(FakeReply.error(429), FakeReply.text("fine"))
+    fake_openai_server.enqueue(FakeReply.error(429), FakeReply.text("fine"))
     await calls(client, 2)
     report = await probe.check()
     assert HealthReport.model_validate_json(report.model_dump_json()) == report

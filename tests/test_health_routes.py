@@ -58,10 +58,12 @@ def queries(store: UsageStore) -> Iterator[list[str]]:
     event.remove(store.engine, "before_cursor_execute", before)
 
 
-async def test_a_healthy_service_answers_every_route(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+async def test_a_healthy_service_answers_every_route(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
+) -> None:
     client = wrap()
     app = app_for(HealthProbe({"openai": client}, store))  # the probe sees the attempts made from now on
-    server.enqueue(FakeReply.text("fine"), FakeReply.text("fine"))
+    fake_openai_server.enqueue(FakeReply.text("fine"), FakeReply.text("fine"))
     await calls(client, 2)
     with TestClient(app) as http:
         alive = http.get("/healthz")
@@ -92,10 +94,10 @@ def test_a_bad_verbose_value_is_a_422_that_says_what_is_wrong(wrap: Wrap) -> Non
     assert problem["msg"] == "Input should be a valid boolean, unable to interpret input"
 
 
-async def test_a_degraded_service_is_still_ready(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_a_degraded_service_is_still_ready(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap(circuit=None)
     app = app_for(HealthProbe({"openai": client}))
-    server.enqueue(*[FakeReply.error(503)] * 3, *[FakeReply.text("fine")] * 7)
+    fake_openai_server.enqueue(*[FakeReply.error(503)] * 3, *[FakeReply.text("fine")] * 7)
     await calls(client, 10)
     with TestClient(app) as http:
         ready = http.get("/readyz")
@@ -105,9 +107,9 @@ async def test_a_degraded_service_is_still_ready(server: FakeOpenAIServer, wrap:
     assert short.json()["components"] == {"openai": "degraded"}
 
 
-async def test_an_unhealthy_service_is_not_ready(server: FakeOpenAIServer, wrap: Wrap) -> None:
+async def test_an_unhealthy_service_is_not_ready(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap(circuit=OPENS_AFTER_TWO)
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     await calls(client, 2)
     # The breaker is read when the probe checks: a probe made after the circuit opened sees it open.
     with TestClient(app_for(HealthProbe({"openai": client}, min_attempts=100))) as http:
@@ -132,37 +134,37 @@ def test_an_unreachable_store_makes_the_service_unready(wrap: Wrap, store: Usage
 
 
 def test_liveness_touches_neither_the_provider_nor_the_database(
-    server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, queries: list[str]
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, queries: list[str]
 ) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, store, active=True)
     with TestClient(app_for(probe, closes=[client])) as http:
         for _ in range(5):
             assert http.get("/healthz").status_code == 200
-        assert (server.all_requests, queries) == ([], [])
+        assert (fake_openai_server.all_requests, queries) == ([], [])
         assert http.get("/readyz").status_code == 200  # what /healthz did not do, /readyz does
-    assert [request.path for request in server.all_requests] == ["/v1/models"]
+    assert [request.path for request in fake_openai_server.all_requests] == ["/v1/models"]
     assert queries == ["SELECT 1"]
 
 
 def test_one_provider_request_per_ttl_under_100_concurrent_health_requests(
-    server: FakeOpenAIServer, wrap: Wrap
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, active=True, ttl=3600)
-    server.enqueue_models(FakeReply(delay=0.2))  # in flight while the other requests come in
+    fake_openai_server.enqueue_models(FakeReply(delay=0.2))  # in flight while the other requests come in
     with TestClient(app_for(probe, closes=[client])) as http, ThreadPoolExecutor(max_workers=100) as pool:
         answers = list(pool.map(lambda _: http.get("/health"), range(100)))
     assert [answer.status_code for answer in answers] == [200] * 100
-    assert len(server.models_requests) == 1
+    assert len(fake_openai_server.models_requests) == 1
     checks = {answer.json()["clients"]["openai"]["active_check"]["checked_at"] for answer in answers}
     assert len(checks) == 1
 
 
-def test_the_timeout_is_honoured_when_the_provider_hangs(server: FakeOpenAIServer, wrap: Wrap) -> None:
+def test_the_timeout_is_honoured_when_the_provider_hangs(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap()
     probe = HealthProbe({"openai": client}, active=True, timeout=0.2)
-    server.enqueue_models(FakeReply(hold_after_chunks=0))
+    fake_openai_server.enqueue_models(FakeReply(hold_after_chunks=0))
     with TestClient(app_for(probe, closes=[client])) as http:
         ready = http.get("/readyz")
     assert ready.status_code == 503
@@ -207,10 +209,12 @@ def test_health_router_checks_its_arguments(wrap: Wrap) -> None:
         assert http.get("/healthz").status_code == 404
 
 
-async def test_a_real_uvicorn_server_answers_over_http(server: FakeOpenAIServer, wrap: Wrap, store: UsageStore) -> None:
+async def test_a_real_uvicorn_server_answers_over_http(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore
+) -> None:
     client = wrap()
     app = app_for(HealthProbe({"openai": client}, store))
-    server.enqueue(FakeReply.text("fine"))
+    fake_openai_server.enqueue(FakeReply.text("fine"))
     await calls(client, 1)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))  # a free port, taken before the server starts: no race for it

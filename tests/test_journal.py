@@ -323,12 +323,12 @@ def test_the_in_flight_table_of_a_live_process_is_not_replayed_and_goes_once_fre
 
 
 async def test_an_attempts_row_keeps_the_id_and_slot_it_had_from_its_start(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, sqlite_url: str, tmp_path: Path
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, sqlite_url: str, tmp_path: Path
 ) -> None:
     # The stored row of each attempt has the event id its in-flight row had (a kill between the call's record()
     # and the freeing of its slots replays the slot as a duplicate otherwise), and a slot is held from the
     # attempt's start to the call's end.
-    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
     store = UsageStore(sqlite_url)
     recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
     table = recorder.in_flight

@@ -88,13 +88,13 @@ def values(samples: list[Sample], name: str, *labels: str) -> dict[tuple[str, ..
 
 
 async def test_a_scripted_run_scrapes_as_the_ledger_counts(
-    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     writer = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", retry=FAST)
     checker = reliable(
         make_openai_client(), recorder=ledger[1], project="acme", agent="checker", validation=ValidationPolicy(SCHEMA)
     )
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.error(429, headers={"retry-after-ms": "10"}),
         FakeReply.text("after the 429", usage=FakeUsage(prompt_tokens=120, completion_tokens=12, cached_tokens=100)),
         FakeReply.error(503, headers={"retry-after-ms": "10"}),
@@ -113,7 +113,7 @@ async def test_a_scripted_run_scrapes_as_the_ledger_counts(
         with pytest.raises(openai.BadRequestError):
             await writer.create(HI)
     rows = ledger_rows(ledger)
-    assert len(rows) == server.request_count == 10
+    assert len(rows) == fake_openai_server.request_count == 10
     samples = scrape(app)
 
     # Attempts: a row each. An answer validation rejected is an attempt the provider answered ("ok").
@@ -167,11 +167,11 @@ def total_tokens(rows: list[UsageEvent]) -> tuple[int, int, int, int]:
 
 
 async def test_without_usage_rows_tokens_come_from_the_attempts_and_nothing_is_counted_twice(
-    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     unrecorded = reliable(make_openai_client(), project="quiet", track_usage=False)
     recorded = reliable(make_openai_client(), project="loud", recorder=ledger[1])
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text("a", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
         FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4)),
         FakeReply.text("c", usage=FakeUsage(prompt_tokens=50, completion_tokens=5)),
@@ -193,10 +193,10 @@ async def test_without_usage_rows_tokens_come_from_the_attempts_and_nothing_is_c
 
 
 async def test_an_unpriced_model_is_counted_as_such(
-    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     client = reliable(make_openai_client(model="acme-internal-7b", model_info=LOCAL_MODEL), recorder=ledger[1])
-    server.enqueue(FakeReply.text("local", usage=FakeUsage(prompt_tokens=8, completion_tokens=1)))
+    fake_openai_server.enqueue(FakeReply.text("local", usage=FakeUsage(prompt_tokens=8, completion_tokens=1)))
     await client.create(HI)
     samples = scrape(app)
     assert values(samples, f"{P}unpriced_attempts_total", "model") == {("acme-internal-7b",): 1}
@@ -206,7 +206,7 @@ async def test_an_unpriced_model_is_counted_as_such(
 
 
 async def test_the_circuit_state_gauge_follows_the_breaker(
-    app: FastAPI, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # A model name of this test's own: breakers of other tests' clients may still be alive.
     inner = make_openai_client(model="circuit-gauge-model", model_info=LOCAL_MODEL)
@@ -222,25 +222,25 @@ async def test_the_circuit_state_gauge_follows_the_breaker(
     assert {key[0] for key in values(scrape(app), f"{P}circuit_state", "client")} >= {
         "OpenAIChatCompletionClient(circuit-gauge-model)"
     }
-    server.default = FakeReply.error(500)
+    fake_openai_server.default = FakeReply.error(500)
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):
             await client.create(HI)
     with pytest.raises(CircuitOpenError):
         await client.create(HI)
     assert state() == {("open",): 1, ("half_open",): 0, ("closed",): 0}
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 async def test_the_spool_backlog_gauge_counts_rows_waiting_for_an_unreachable_database(
-    app: FastAPI, tmp_path: Path, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, tmp_path: Path, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     before = values(scrape(app), f"{P}usage_spool_backlog")[()]
     missing = tmp_path / "no such directory" / "usage.db"
     recorder = UsageRecorder(lambda: UsageStore(f"sqlite:///{missing}"), spool_dir=tmp_path / "spool")
     try:
         client = reliable(make_openai_client(), recorder=recorder)
-        server.default = FakeReply.text("answered")
+        fake_openai_server.default = FakeReply.text("answered")
         for _ in range(3):
             await client.create(HI)
         assert recorder.flush(10)
@@ -253,12 +253,12 @@ async def test_the_spool_backlog_gauge_counts_rows_waiting_for_an_unreachable_da
 
 
 async def test_the_budget_gauge_says_what_the_budget_has_left(
-    app: FastAPI, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # A project of this test's own: budget trackers live as long as the process.
     policy = BudgetPolicy(limit_usd="0.5", period="day", scope="project", alert_at=())
     client = reliable(make_openai_client(), recorder=ledger[1], project="budget-gauge", budget=policy)
-    server.enqueue(FakeReply.text("spend", usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000)))
+    fake_openai_server.enqueue(FakeReply.text("spend", usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000)))
     await client.create(HI)
     (row,) = ledger_rows(ledger)
     assert row.cost_nanousd
@@ -270,13 +270,13 @@ async def test_the_budget_gauge_says_what_the_budget_has_left(
 
 
 async def test_label_values_past_the_limit_are_reported_as_other(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     registry = enable_metrics(CollectorRegistry(), max_label_values=2)
     try:
         app = FastAPI()
         app.mount("/metrics", metrics_app())
-        server.default = FakeReply.text("ok")
+        fake_openai_server.default = FakeReply.text("ok")
         inner = make_openai_client()
         for project in ("p1", "p2", "p3", "p4", "p1"):
             await reliable(inner, project=project, track_usage=False).create(HI)

@@ -81,11 +81,11 @@ async def test_a_retried_call_is_one_chat_span_under_the_callers_with_an_attempt
     spans: InMemorySpanExporter,
     provider: TracerProvider,
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
     client = reliable(make_openai_client(), recorder=ledger[1], project="acme", agent="writer", retry=FAST)
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.error(429, headers={"retry-after-ms": "10"}),
         FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1000)),
     )
@@ -148,11 +148,11 @@ async def test_a_retried_call_is_one_chat_span_under_the_callers_with_an_attempt
 
 
 async def test_a_failed_call_is_an_error_span_and_carries_no_key(
-    spans: InMemorySpanExporter, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    spans: InMemorySpanExporter, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     key = "sk-proj-Recognisable0123456789abcdef"
     client = reliable(make_openai_client(api_key=key), retry=None, track_usage=False)
-    server.enqueue(FakeReply.error(401, message=f"Incorrect API key provided: {key}."))
+    fake_openai_server.enqueue(FakeReply.error(401, message=f"Incorrect API key provided: {key}."))
     with pytest.raises(openai.AuthenticationError):
         await client.create(HI)
     (call,) = [span for span in chat_spans(spans) if span.parent is None]
@@ -169,10 +169,13 @@ async def test_a_failed_call_is_an_error_span_and_carries_no_key(
 
 
 async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_not_an_error(
-    spans: InMemorySpanExporter, ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
     client = reliable(make_openai_client(), recorder=ledger[1], validation=ValidationPolicy(SCHEMA))
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text("no json", usage=FakeUsage(prompt_tokens=20, completion_tokens=2)),
         FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=40, completion_tokens=3)),
     )
@@ -191,10 +194,10 @@ async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_n
 
 
 async def test_a_stream_is_a_span_too(
-    spans: InMemorySpanExporter, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    spans: InMemorySpanExporter, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     client = reliable(make_openai_client(), track_usage=False)
-    server.enqueue(FakeReply.text("streamed words", usage=FakeUsage(prompt_tokens=7, completion_tokens=2)))
+    fake_openai_server.enqueue(FakeReply.text("streamed words", usage=FakeUsage(prompt_tokens=7, completion_tokens=2)))
     items = [item async for item in client.create_stream(HI)]
     assert isinstance(items[-1], CreateResult)
     (call,) = [span for span in chat_spans(spans) if span.parent is None]
@@ -207,7 +210,7 @@ async def test_a_stream_is_a_span_too(
 
 
 async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
-    provider: TracerProvider, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    provider: TracerProvider, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -216,7 +219,7 @@ async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
     enable_tracing()  # on already: the provider in use stays
     with pytest.raises(ConfigurationError, match="another tracer provider"):
         enable_tracing(TracerProvider())
-    server.default = FakeReply.text("ok")
+    fake_openai_server.default = FakeReply.text("ok")
     client = reliable(make_openai_client(), track_usage=False)
     await client.create(HI)
     assert len(chat_spans(exporter)) == 2  # one call, one attempt: subscribed once
@@ -249,7 +252,7 @@ class KeepFailures(Sampler):
 
 
 async def test_a_sampler_sees_whole_spans_and_can_keep_the_failed_calls_only(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=KeepFailures())
@@ -257,7 +260,7 @@ async def test_a_sampler_sees_whole_spans_and_can_keep_the_failed_calls_only(
     enable_tracing(provider)
     try:
         client = reliable(make_openai_client(), retry=None, track_usage=False)
-        server.enqueue(FakeReply.text("fine"), FakeReply.error(400))
+        fake_openai_server.enqueue(FakeReply.text("fine"), FakeReply.error(400))
         await client.create(HI)
         with pytest.raises(openai.BadRequestError):
             await client.create(HI)

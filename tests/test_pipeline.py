@@ -65,43 +65,45 @@ class ReaskLayer(Layer):
 
 
 async def test_layers_compose_and_attempts_share_the_call(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     pipeline = Pipeline(make_openai_client(), layers=[ReaskLayer(), RetryOnceLayer()], observers=[events.append])
-    server.enqueue(FakeReply.error(500), FakeReply.text("not json"), FakeReply.text('{"ok": true}'))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("not json"), FakeReply.text('{"ok": true}'))
     request = new_request()
     result = await pipeline.create(request)
     assert result.content == '{"ok": true}'
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
     assert [(event.attempt, event.outcome) for event in events] == [(1, "error"), (2, "ok"), (3, "ok")]
     assert {event.call.call_id for event in events} == {request.call.call_id}
     assert isinstance(events[0].error, openai.InternalServerError)
     assert len(request.messages) == 1, "the original request was mutated"
-    last_body = server.requests[2].body
+    last_body = fake_openai_server.requests[2].body
     assert last_body is not None
     assert [message["content"] for message in last_body["messages"]] == ["hi", "not json", "Answer in JSON."]
     assert all(event.latency >= 0 and event.started_at.tzinfo is not None for event in events)
 
 
-async def test_stream_layers_compose(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_stream_layers_compose(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     events: list[AttemptEvent] = []
     pipeline = Pipeline(make_openai_client(), layers=[RetryOnceLayer()], observers=[events.append])
-    server.enqueue(FakeReply.error(503), FakeReply.text("streamed fine"))
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("streamed fine"))
     items = [item async for item in pipeline.create_stream(new_request(streamed=True))]
     assert "".join(item for item in items if isinstance(item, str)) == "streamed fine"
     assert [(event.attempt, event.outcome) for event in events] == [(1, "error"), (2, "ok")]
 
 
 async def test_an_observer_that_raises_does_not_break_the_call(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(event: AttemptEvent) -> None:
         raise RuntimeError("observer bug")
 
     seen: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=[broken, seen.append])
-    server.enqueue(FakeReply.text("still fine"))
+    fake_openai_server.enqueue(FakeReply.text("still fine"))
     with caplog.at_level(logging.ERROR, logger="autogen_reliability"):
         result = await client.create(HI)
     assert result.content == "still fine"
@@ -111,11 +113,11 @@ async def test_an_observer_that_raises_does_not_break_the_call(
 
 
 async def test_provider_error_is_raised_unchanged_and_observed(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), retry=None, on_attempt=events.append)
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}))
     with pytest.raises(openai.RateLimitError) as caught:
         await client.create(HI)
     assert caught.value.status_code == 429
@@ -125,11 +127,13 @@ async def test_provider_error_is_raised_unchanged_and_observed(
 
 
 async def test_abandoned_stream_is_observed_as_cancelled(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("one two three four five six", hold_after_chunks=1))  # the rest never comes
+    fake_openai_server.enqueue(
+        FakeReply.text("one two three four five six", hold_after_chunks=1)
+    )  # the rest never comes
     stream = client.create_stream(HI)
     first = await asyncio.wait_for(anext(stream), 30)
     assert isinstance(first, str)
@@ -138,11 +142,11 @@ async def test_abandoned_stream_is_observed_as_cancelled(
 
 
 async def test_stream_read_to_its_result_then_closed_is_ok(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("short"))
+    fake_openai_server.enqueue(FakeReply.text("short"))
     stream = client.create_stream(HI)
     async for item in stream:
         if isinstance(item, CreateResult):
@@ -151,10 +155,12 @@ async def test_stream_read_to_its_result_then_closed_is_ok(
     assert [event.outcome for event in events] == ["ok"]
 
 
-async def test_error_mid_stream_is_observed(server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory) -> None:
+async def test_error_mid_stream_is_observed(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("Hello from the stream", error_after_chunks=2))
+    fake_openai_server.enqueue(FakeReply.text("Hello from the stream", error_after_chunks=2))
     received: list[StreamItem] = []
 
     async def consume() -> None:
@@ -168,14 +174,14 @@ async def test_error_mid_stream_is_observed(server: FakeOpenAIServer, make_opena
 
 
 async def test_cancellation_propagates_and_is_observed(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     events: list[AttemptEvent] = []
     client = ReliableChatCompletionClient(make_openai_client(), on_attempt=events.append)
-    server.enqueue(FakeReply.text("too late", hold_after_chunks=0))  # never answered: the call is in flight
+    fake_openai_server.enqueue(FakeReply.text("too late", hold_after_chunks=0))  # never answered: the call is in flight
     token = CancellationToken()
     call = asyncio.ensure_future(client.create(HI, cancellation_token=token))
-    await server.wait_for_requests_async(1)
+    await fake_openai_server.wait_for_requests_async(1)
     token.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
@@ -201,7 +207,7 @@ class CallLog:
 
 
 async def test_the_feed_sees_every_attempt_and_each_call_once_fallbacks_included(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     attempts: list[AttemptEvent] = []
     calls = CallLog()
@@ -210,7 +216,7 @@ async def test_the_feed_sees_every_attempt_and_each_call_once_fallbacks_included
     try:
         primary, fallback = make_openai_client(), make_openai_client(model="gpt-4o")
         client = ReliableChatCompletionClient(primary, retry=None, fallbacks=[fallback])
-        server.enqueue(FakeReply.error(503), FakeReply.text("from the fallback"))
+        fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("from the fallback"))
         result = await client.create(HI)
     finally:
         stop_attempts()
@@ -229,12 +235,12 @@ async def test_the_feed_sees_every_attempt_and_each_call_once_fallbacks_included
 
 
 async def test_a_failed_call_ends_with_its_error_and_unsubscribed_observers_hear_nothing(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     calls = CallLog()
     client = ReliableChatCompletionClient(make_openai_client(), retry=None)
     stop = subscribe_calls(calls)
-    server.enqueue(FakeReply.error(400), FakeReply.text("unheard"))
+    fake_openai_server.enqueue(FakeReply.error(400), FakeReply.text("unheard"))
     try:
         with pytest.raises(openai.BadRequestError) as caught:
             await client.create(HI)
@@ -245,12 +251,12 @@ async def test_a_failed_call_ends_with_its_error_and_unsubscribed_observers_hear
 
 
 async def test_a_stream_ends_after_its_last_item_or_when_abandoned(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     calls = CallLog()
     client = ReliableChatCompletionClient(make_openai_client())
     stop = subscribe_calls(calls)
-    server.enqueue(FakeReply.text("one two three"), FakeReply.text("four five six"))
+    fake_openai_server.enqueue(FakeReply.text("one two three"), FakeReply.text("four five six"))
     try:
         items = [item async for item in client.create_stream(HI)]
         assert isinstance(items[-1], CreateResult)
@@ -266,7 +272,7 @@ async def test_a_stream_ends_after_its_last_item_or_when_abandoned(
 
 
 async def test_a_feed_observer_that_raises_is_logged_and_kept(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     failures: list[int] = []
 
@@ -283,7 +289,7 @@ async def test_a_feed_observer_that_raises_is_logged_and_kept(
 
     stops = [subscribe_attempts(broken), subscribe_calls(BrokenCalls())]
     client = ReliableChatCompletionClient(make_openai_client())
-    server.enqueue(FakeReply.text("first"), FakeReply.text("second"))
+    fake_openai_server.enqueue(FakeReply.text("first"), FakeReply.text("second"))
     try:
         with caplog.at_level(logging.ERROR, logger="autogen_reliability"):
             assert (await client.create(HI)).content == "first"

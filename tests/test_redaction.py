@@ -84,7 +84,7 @@ def echo(status: int, form: str, **options: Any) -> FakeReply:
 @pytest.mark.parametrize("form", ECHOES)
 async def test_the_clients_own_key_is_redacted_from_rows_logs_and_raised_errors(
     form: str,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
@@ -94,7 +94,7 @@ async def test_the_clients_own_key_is_redacted_from_rows_logs_and_raised_errors(
     client = reliable(
         make_openai_client(api_key=KEY), retry=RetryPolicy(max_attempts=2, initial_delay=0), recorder=recorder
     )
-    server.enqueue(echo(429, form), echo(503, form), echo(401, form))
+    fake_openai_server.enqueue(echo(429, form), echo(503, form), echo(401, form))
     with caplog.at_level(logging.DEBUG):
         with pytest.raises(RetriesExhaustedError) as exhausted:
             await client.create(HI)
@@ -120,9 +120,9 @@ async def test_the_clients_own_key_is_redacted_from_rows_logs_and_raised_errors(
 
 
 async def test_errors_gathered_from_every_client_carry_no_key(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(
+    fake_openai_server.enqueue(
         echo(500, "no prefix"), echo(500, "no prefix"), echo(429, "upper-case", headers={"Retry-After": "3600"})
     )
     primary, fallback = make_openai_client(api_key=KEY), make_openai_client(api_key=KEY)

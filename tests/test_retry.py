@@ -116,50 +116,50 @@ def testing_mode() -> Iterator[None]:
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_429_with_retry_after_is_waited_out(
-    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}), FakeReply.text("after the wait"))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}), FakeReply.text("after the wait"))
     waits: list[float] = []
     client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=lambda event: waits.append(event.wait))
     result = await call(client, mode)
     assert result.content == "after the wait"
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
     # The server's second, not the backoff's 0.01-0.05 s.
     assert waits == fake_time.slept == [1.0]
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_retry_after_ms_is_honoured_in_milliseconds(
-    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "200"}), FakeReply.text("ok"))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "200"}), FakeReply.text("ok"))
     waits: list[float] = []
     client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=lambda event: waits.append(event.wait))
     await call(client, mode)
     assert waits == [pytest.approx(0.2)]
     assert fake_time.slept == waits
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_retry_after_beyond_the_limit_fails_at_once(
-    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": "3600"}))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": "3600"}))
     events: list[RetryEvent] = []
     client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append)
     with pytest.raises(openai.RateLimitError):
         await call(client, mode)
     assert (events, fake_time.slept) == ([], [])  # no retry, no wait
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_waits_and_the_deadline_are_on_the_policys_clock(
-    mode: Mode, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Retry-After 4 s against a 10 s deadline: waits end at 4 and 8; a third wait would end at 12.
-    server.default = FakeReply.error(503, headers={"Retry-After": "4"})
+    fake_openai_server.default = FakeReply.error(503, headers={"Retry-After": "4"})
     events: list[RetryEvent] = []
     policy = fake_time.policy(max_attempts=5, deadline=10)
     client = reliable(make_openai_client(), retry=policy, on_retry=events.append)
@@ -168,30 +168,30 @@ async def test_waits_and_the_deadline_are_on_the_policys_clock(
     assert (caught.value.reason, caught.value.attempts) == ("deadline", 3)
     assert fake_time.slept == [4.0, 4.0]
     assert [(event.attempt, event.wait, event.elapsed) for event in events] == [(1, 4.0, 0.0), (2, 4.0, 4.0)]
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 @pytest.mark.parametrize("mode", MODES)
 async def test_server_errors_are_retried(
-    mode: Mode, status: int, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, status: int, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(status), FakeReply.error(status), FakeReply.text("third time lucky"))
+    fake_openai_server.enqueue(FakeReply.error(status), FakeReply.error(status), FakeReply.text("third time lucky"))
     result = await call(reliable(make_openai_client(), retry=FAST), mode)
     assert result.content == "third time lucky"
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_persistent_500_makes_exactly_max_attempts_requests(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.default = FakeReply.error(500)
+    fake_openai_server.default = FakeReply.error(500)
     inner = make_openai_client(max_retries=2)  # the SDK would retry too: the wrapper switches that off
     client = reliable(inner, retry=FAST)
     with pytest.raises(RetriesExhaustedError) as caught:
         await call(client, mode)
-    assert server.request_count == 3  # not 9
+    assert fake_openai_server.request_count == 3  # not 9
     error = caught.value
     assert (error.attempts, error.reason) == (3, "attempts")
     assert error.kinds == (ErrorKind.SERVER_ERROR,) * 3
@@ -201,37 +201,42 @@ async def test_persistent_500_makes_exactly_max_attempts_requests(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_read_timeout_is_retried(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("too slow", delay=1.0), FakeReply.text("in time"))
+    fake_openai_server.enqueue(FakeReply.text("too slow", delay=1.0), FakeReply.text("in time"))
     result = await call(reliable(make_openai_client(timeout=0.3), retry=FAST), mode)
     assert result.content == "in time"
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_connection_reset_is_retried(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.reset(), FakeReply.text("reconnected"))
+    fake_openai_server.enqueue(FakeReply.reset(), FakeReply.text("reconnected"))
     result = await call(reliable(make_openai_client(), retry=FAST), mode)
     assert result.content == "reconnected"
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 async def test_stream_dropped_before_its_first_chunk_is_retried(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("never seen", disconnect_after_chunks=0), FakeReply.text("complete answer"))
+    fake_openai_server.enqueue(
+        FakeReply.text("never seen", disconnect_after_chunks=0), FakeReply.text("complete answer")
+    )
     items = [item async for item in reliable(make_openai_client(), retry=FAST).create_stream(HI)]
     assert "".join(item for item in items if isinstance(item, str)) == "complete answer"
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
 async def test_error_after_the_first_streamed_chunk_is_not_retried(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text("Hello from a failing stream", error_after_chunks=2), FakeReply.text("unused"))
+    fake_openai_server.enqueue(
+        FakeReply.text("Hello from a failing stream", error_after_chunks=2), FakeReply.text("unused")
+    )
     client = reliable(make_openai_client(), retry=FAST)
     received: list[object] = []
 
@@ -241,9 +246,9 @@ async def test_error_after_the_first_streamed_chunk_is_not_retried(
 
     with pytest.raises(openai.APIError):
         await consume()
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
     assert "".join(str(item) for item in received) == "Hello from"
-    assert server.pending == 1
+    assert fake_openai_server.pending == 1
 
 
 @pytest.mark.parametrize(
@@ -256,40 +261,41 @@ async def test_error_after_the_first_streamed_chunk_is_not_retried(
     ],
 )
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
 async def test_client_errors_are_not_retried_and_raised_unchanged(
     mode: Mode,
     status: int,
     error_class: type[openai.APIStatusError],
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.error(status), FakeReply.text("unused"))
+    fake_openai_server.enqueue(FakeReply.error(status), FakeReply.text("unused"))
     with pytest.raises(error_class) as caught:
         await call(reliable(make_openai_client(), retry=FAST), mode)
     assert type(caught.value) is error_class
     assert caught.value.status_code == status
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_context_length_is_not_retried_but_goes_to_a_fallback(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     too_long = FakeReply.error(400, message="maximum context length is 128000 tokens", code="context_length_exceeded")
-    server.enqueue(too_long)
+    fake_openai_server.enqueue(too_long)
     with pytest.raises(openai.BadRequestError):
         await call(reliable(make_openai_client(), retry=FAST), mode)
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
-    server.reset()
-    server.enqueue(too_long, FakeReply.text("answered by the long-context model"))
+    fake_openai_server.reset()
+    fake_openai_server.enqueue(too_long, FakeReply.text("answered by the long-context model"))
     events: list[AttemptEvent] = []
     primary = make_openai_client()
     fallback = make_openai_client(model="gpt-4.1")
     client = reliable(primary, retry=FAST, fallbacks=[fallback], on_attempt=events.append)
     result = await call(client, mode)
     assert result.content == "answered by the long-context model"
-    assert [request.model for request in server.requests] == ["gpt-4o-mini", "gpt-4.1"]
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "gpt-4.1"]
     assert [(event.client, event.attempt, event.outcome) for event in events] == [
         (primary, 1, "error"),
         (fallback, 2, "ok"),
@@ -298,44 +304,44 @@ async def test_context_length_is_not_retried_but_goes_to_a_fallback(
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_open_circuit_sends_no_request(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.default = FakeReply.error(503)
+    fake_openai_server.default = FakeReply.error(503)
     circuit = CircuitBreakerPolicy(window=4, minimum_calls=4, failure_rate=0.5, open_for=60)
     client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=2, initial_delay=0), circuit=circuit)
     for _ in range(2):
         with pytest.raises(RetriesExhaustedError):
             await call(client, mode)
-    assert server.request_count == 4
+    assert fake_openai_server.request_count == 4
     with pytest.raises(CircuitOpenError) as caught:
         await call(client, mode)
-    assert server.request_count == 4
+    assert fake_openai_server.request_count == 4
     assert caught.value.retry_in > 50
     assert "OpenAIChatCompletionClient(gpt-4o-mini)" in str(caught.value)
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_open_circuit_goes_to_the_fallback(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     circuit = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=60)
     primary = make_openai_client()
     # Open the primary's circuit: its breaker is shared by every wrapper of it.
-    server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
     with pytest.raises(RetriesExhaustedError):
         await call(reliable(primary, retry=RetryPolicy(max_attempts=2, initial_delay=0), circuit=circuit), mode)
-    server.reset()
-    server.enqueue(FakeReply.text("from the fallback"))
+    fake_openai_server.reset()
+    fake_openai_server.enqueue(FakeReply.text("from the fallback"))
     client = reliable(primary, circuit=circuit, fallbacks=[make_openai_client(model="gpt-4.1")])
     result = await call(client, mode)
     assert result.content == "from the fallback"
-    assert [request.model for request in server.requests] == ["gpt-4.1"]
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4.1"]
 
 
 async def test_when_every_client_fails_each_error_is_kept(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.default = FakeReply.error(503)
+    fake_openai_server.default = FakeReply.error(503)
     client = reliable(
         make_openai_client(),
         retry=RetryPolicy(max_attempts=2, initial_delay=0),
@@ -343,7 +349,7 @@ async def test_when_every_client_fails_each_error_is_kept(
     )
     with pytest.raises(AllClientsFailedError) as caught:
         await client.create(HI)
-    assert server.request_count == 6
+    assert fake_openai_server.request_count == 6
     errors = caught.value.exceptions
     assert len(errors) == 3
     assert all(isinstance(error, RetriesExhaustedError) for error in errors)
@@ -351,18 +357,19 @@ async def test_when_every_client_fails_each_error_is_kept(
 
 
 async def test_a_bad_request_does_not_go_to_a_fallback(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(400))
+    fake_openai_server.enqueue(FakeReply.error(400))
     client = reliable(make_openai_client(), fallbacks=[make_openai_client(model="gpt-4.1")])
     with pytest.raises(openai.BadRequestError):
         await client.create(HI)
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
 async def test_cancellation_propagates_at_once_without_retry(
-    mode: Mode, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     waiting = asyncio.Event()
     slept: list[float] = []
@@ -372,7 +379,7 @@ async def test_cancellation_propagates_at_once_without_retry(
         waiting.set()
         await asyncio.Event().wait()  # only a cancellation ends this wait
 
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.text("unused"))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.text("unused"))
     token = CancellationToken()
     client = reliable(make_openai_client(), retry=RetryPolicy(sleep=sleep_until_cancelled))
     task = asyncio.ensure_future(call(client, mode, cancellation_token=token))
@@ -386,11 +393,11 @@ async def test_cancellation_propagates_at_once_without_retry(
         pytest.fail("cancelling the token did not end the wait")
     with pytest.raises(asyncio.CancelledError):
         task.result()
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 async def test_cancelling_the_task_is_not_retried(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     arrived, answer = threading.Event(), threading.Event()
 
@@ -399,7 +406,7 @@ async def test_cancelling_the_task_is_not_retried(
         answer.wait(60)
         return FakeReply.text("slow")
 
-    server.default = slow
+    fake_openai_server.default = slow
     task = asyncio.ensure_future(reliable(make_openai_client()).create(HI))
     try:
         assert await asyncio.to_thread(arrived.wait, 30), "the request never reached the server"
@@ -409,16 +416,16 @@ async def test_cancelling_the_task_is_not_retried(
                 await task
     finally:
         answer.set()
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 async def test_retries_are_reported_to_hooks_and_logged(
     fake_time: FakeTime,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.enqueue(FakeReply.error(503, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
+    fake_openai_server.enqueue(FakeReply.error(503, headers={"retry-after-ms": "10"}), FakeReply.text("ok"))
     events: list[RetryEvent] = []
     fake_time.now = 100.0
     client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append, agent="writer")
@@ -442,16 +449,16 @@ async def test_retries_are_reported_to_hooks_and_logged(
 
 
 async def test_deadline_stops_retrying(
-    fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.default = FakeReply.error(429, headers={"Retry-After": "2"})
+    fake_openai_server.default = FakeReply.error(429, headers={"Retry-After": "2"})
     policy = fake_time.policy(max_attempts=5, deadline=timedelta(seconds=1))
     client = reliable(make_openai_client(), retry=policy)
     with pytest.raises(RetriesExhaustedError, match=r"the next wait would pass the deadline \(1 s\)") as caught:
         await client.create(HI)
     assert caught.value.reason == "deadline"
     assert fake_time.slept == []  # it did not sleep into the deadline
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize("failures", [0, 1], ids=["first-attempt", "a-retry"])
@@ -459,7 +466,7 @@ async def test_deadline_stops_retrying(
 async def test_the_deadline_cancels_an_attempt_in_flight(
     mode: Mode,
     failures: int,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     ledger: tuple[UsageStore, UsageRecorder],
     make_openai_client: OpenAIClientFactory,
 ) -> None:
@@ -470,8 +477,8 @@ async def test_the_deadline_cancels_an_attempt_in_flight(
         answer.wait(60)
         return FakeReply.text("too late")
 
-    server.enqueue(*[FakeReply.error(500)] * failures)
-    server.default = too_late
+    fake_openai_server.enqueue(*[FakeReply.error(500)] * failures)
+    fake_openai_server.default = too_late
     client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=0, deadline=1), recorder=ledger[1])
     try:
         async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
@@ -481,28 +488,33 @@ async def test_the_deadline_cancels_an_attempt_in_flight(
         answer.set()
     assert (caught.value.reason, caught.value.attempts) == ("deadline", failures + 1)
     assert caught.value.kinds == (ErrorKind.SERVER_ERROR,) * failures + (ErrorKind.CANCELLED,)
-    assert server.request_count == failures + 1
+    assert fake_openai_server.request_count == failures + 1
     assert [row.outcome for row in rows(ledger)] == ["error"] * failures + ["cancelled"]
 
 
 async def test_test_mode_makes_waits_zero(
-    testing_mode: None, fake_time: FakeTime, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    testing_mode: None,
+    fake_time: FakeTime,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.error(500), FakeReply.text("ok"))
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"Retry-After": "5"}), FakeReply.error(500), FakeReply.text("ok")
+    )
     events: list[RetryEvent] = []
     # The default backoff (0.5 s, doubled) and the server's 5 s, on a clock and a sleep the test watches.
     policy = RetryPolicy(clock=fake_time.clock, sleep=fake_time.sleep)
     assert (await reliable(make_openai_client(), retry=policy, on_retry=events.append).create(HI)).content == "ok"
     assert [event.wait for event in events] == [0.0, 0.0]
     assert fake_time.slept == []
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3
 
 
 async def test_retry_budget_is_shared_by_the_wrappers_of_one_client(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Five agents on one provider during an outage: retries are capped by one budget, not multiplied by five.
-    server.default = FakeReply.error(503)
+    fake_openai_server.default = FakeReply.error(503)
     shared = make_openai_client()
     budget = RetryBudget(ratio=0.0, min_per_second=0.0, capacity=3)
     policy = RetryPolicy(max_attempts=3, initial_delay=0, budget=budget)
@@ -512,13 +524,13 @@ async def test_retry_budget_is_shared_by_the_wrappers_of_one_client(
         with pytest.raises(RetriesExhaustedError) as caught:
             await client.create(HI)
         reasons.append(caught.value.reason)
-    assert server.request_count == 5 + 3
+    assert fake_openai_server.request_count == 5 + 3
     assert reasons.count("budget") >= 3
 
 
 @pytest.mark.parametrize("faults", [[429, 503], [503, 429]])
 async def test_a_team_run_completes_through_injected_faults(
-    faults: list[int], server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    faults: list[int], fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     shared = make_openai_client()
     team = RoundRobinGroupChat(
@@ -527,31 +539,32 @@ async def test_a_team_run_completes_through_injected_faults(
     )
     reliable(team, retry=FAST)
     first, second = (FakeReply.error(status, headers={"retry-after-ms": "5"}) for status in faults)
-    server.enqueue(first, FakeReply.text("draft"), second, FakeReply.text("looks good"))
+    fake_openai_server.enqueue(first, FakeReply.text("draft"), second, FakeReply.text("looks good"))
     result = await team.run(task="Write.")
     assert [message.source for message in result.messages] == ["user", "writer", "critic"]
-    assert server.request_count == 4
+    assert fake_openai_server.request_count == 4
 
 
 async def test_an_assistant_agent_completes_through_a_429(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "5"}), FakeReply.text("fine"))
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "5"}), FakeReply.text("fine"))
     agent = reliable(AssistantAgent("solo", model_client=make_openai_client(), model_client_stream=True), retry=FAST)
     result = await agent.run(task="Go.")
     assert result.messages[-1].dump()["content"] == "fine"
-    assert server.request_count == 2
+    assert fake_openai_server.request_count == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare replies show nothing retried
 async def test_retry_none_switches_off_the_sdks_retries_too(
-    mode: Mode, server: FakeOpenAIServer, ledger: tuple[UsageStore, UsageRecorder]
+    mode: Mode, fake_openai_server: FakeOpenAIServer, ledger: tuple[UsageStore, UsageRecorder]
 ) -> None:
     # AutoGen's client as a user builds it: the SDK's default max_retries (2), not the fixture's 0.
-    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=server.base_url)
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=fake_openai_server.base_url)
     try:
         assert inner._client.max_retries == 2
-        server.enqueue(
+        fake_openai_server.enqueue(
             FakeReply.error(429, headers={"retry-after-ms": "1"}),
             FakeReply.error(503, headers={"retry-after-ms": "1"}),
             FakeReply.text("ok"),
@@ -559,7 +572,7 @@ async def test_retry_none_switches_off_the_sdks_retries_too(
         client = reliable(inner, retry=None, recorder=ledger[1])
         with pytest.raises(openai.RateLimitError):
             await call(client, mode)
-        assert server.request_count == 1  # one attempt is one HTTP request: the SDK did not retry behind us
+        assert fake_openai_server.request_count == 1  # one attempt is one HTTP request: the SDK did not retry behind us
         assert [(row.attempt, row.http_status) for row in rows(ledger)] == [(1, 429)]
         assert inner.dump_component().config["max_retries"] == 0
     finally:
@@ -654,7 +667,7 @@ def test_a_fallback_must_be_another_client() -> None:
 
 
 async def test_only_openai_clients_are_asked_for_stream_usage(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     class RecordingReplay(ReplayChatCompletionClient):
         stream_args: list[Any]
@@ -663,15 +676,15 @@ async def test_only_openai_clients_are_asked_for_stream_usage(
             self.stream_args.append(kwargs["extra_create_args"])
             return super().create_stream(messages, **kwargs)
 
-    server.enqueue(FakeReply.error(400, code="context_length_exceeded"))
+    fake_openai_server.enqueue(FakeReply.error(400, code="context_length_exceeded"))
     fallback = RecordingReplay(["from the replay client"])
     fallback.stream_args = []
     client = reliable(make_openai_client(), fallbacks=[fallback])
     items = [item async for item in client.create_stream(HI)]
     assert isinstance(items[-1], CreateResult)
     assert items[-1].content == "from the replay client"
-    assert server.requests[0].body is not None
-    assert server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": True}
     assert fallback.stream_args == [{}]
 
 
@@ -685,7 +698,7 @@ def retry_hooks() -> Iterator[None]:
 async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
     retry_hooks: None,
     fake_time: FakeTime,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -694,7 +707,7 @@ async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
 
     async def retried_once() -> list[logging.LogRecord]:
         caplog.clear()
-        server.enqueue(FakeReply.error(503), FakeReply.text("ok"))
+        fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("ok"))
         with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
             assert (await client.create(HI)).content == "ok"
         return [record for record in caplog.records if record.name == "autogen_reliability"]
@@ -742,7 +755,7 @@ def test_clock_and_sleep_are_code_not_configuration(fake_time: FakeTime) -> None
 
 
 async def test_a_policy_is_validated_once_not_per_call(
-    monkeypatch: pytest.MonkeyPatch, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    monkeypatch: pytest.MonkeyPatch, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=0, deadline=timedelta(minutes=1)))
 
@@ -751,6 +764,6 @@ async def test_a_policy_is_validated_once_not_per_call(
 
     monkeypatch.setattr(retry_policy, "as_seconds", converted_again)
     monkeypatch.setattr(retry_layer, "as_seconds", converted_again, raising=False)  # should it ever import it
-    server.enqueue(FakeReply.error(500), FakeReply.error(429), FakeReply.text("ok"))
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(429), FakeReply.text("ok"))
     assert (await client.create(HI)).content == "ok"
-    assert server.request_count == 3
+    assert fake_openai_server.request_count == 3

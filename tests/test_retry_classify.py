@@ -69,8 +69,10 @@ def cause_chain(exc: BaseException) -> list[type[BaseException]]:
 
 
 @pytest.fixture
-async def sdk(server: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0, timeout=0.2) as client:
+async def sdk(fake_openai_server: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        api_key="sk-test", base_url=fake_openai_server.base_url, max_retries=0, timeout=0.2
+    ) as client:
         yield client
 
 
@@ -234,19 +236,19 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
     ],
 )
 async def test_openai_errors_over_http(
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     sdk: openai.AsyncOpenAI,
     reply: FakeReply,
     exc_type: type[Exception],
     expected: ErrorKind,
 ) -> None:
-    server.enqueue(reply)
+    fake_openai_server.enqueue(reply)
 
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 
     assert type(exc) is exc_type
     assert classify_error(exc) is expected
-    assert server.request_count == 1
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize(
@@ -267,13 +269,13 @@ async def test_openai_errors_over_http(
     ],
 )
 async def test_openai_stream_errors_over_http(
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     sdk: openai.AsyncOpenAI,
     reply: FakeReply,
     exc_type: type[Exception],
     expected: ErrorKind,
 ) -> None:
-    server.enqueue(reply)
+    fake_openai_server.enqueue(reply)
 
     async def consume() -> None:
         stream = await sdk.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
@@ -286,9 +288,9 @@ async def test_openai_stream_errors_over_http(
 
 
 async def test_openai_sse_error_arrives_after_chunks_and_has_no_status(
-    server: FakeOpenAIServer, sdk: openai.AsyncOpenAI
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI
 ) -> None:
-    server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
+    fake_openai_server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
     chunks: list[Any] = []
 
     async def consume() -> None:
@@ -302,8 +304,10 @@ async def test_openai_sse_error_arrives_after_chunks_and_has_no_status(
     assert classify_error(exc) is K.SERVER_ERROR
 
 
-async def test_openai_causes_classify_like_the_wrapper(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
-    server.enqueue(FakeReply.text("late", delay=2))
+async def test_openai_causes_classify_like_the_wrapper(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text("late", delay=2))
 
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 
@@ -352,13 +356,13 @@ class Answer(pydantic.BaseModel):
     ],
 )
 async def test_openai_structured_output_errors(
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     sdk: openai.AsyncOpenAI,
     reply: FakeReply,
     exc_type: type[Exception],
     expected: ErrorKind,
 ) -> None:
-    server.enqueue(reply)
+    fake_openai_server.enqueue(reply)
 
     exc = await raised(lambda: sdk.chat.completions.parse(model=MODEL, messages=CHAT, response_format=Answer))
 
@@ -394,10 +398,10 @@ def test_openai_response_validation_error() -> None:
     ],
 )
 async def test_autogen_client_create(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, reply: FakeReply, expected: ErrorKind
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, reply: FakeReply, expected: ErrorKind
 ) -> None:
     client = make_openai_client(timeout=0.2)
-    server.enqueue(reply)
+    fake_openai_server.enqueue(reply)
 
     exc = await raised(lambda: client.create([UserMessage(content="hi", source="user")]))
 
@@ -405,10 +409,10 @@ async def test_autogen_client_create(
 
 
 async def test_autogen_client_stream_error_after_chunks(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     client = make_openai_client()
-    server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
+    fake_openai_server.enqueue(FakeReply.text("Hello from fake", error_after_chunks=1))
     received: list[Any] = []
 
     exc = await raised(lambda: drain(client.create_stream([UserMessage(content="hi", source="user")]), received))
@@ -445,9 +449,9 @@ def _http_date(delta: timedelta) -> str:
     ],
 )
 async def test_retry_after_on_real_429(
-    server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, headers: dict[str, str], expected: float | None
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, headers: dict[str, str], expected: float | None
 ) -> None:
-    server.enqueue(FakeReply.error(429, headers=headers))
+    fake_openai_server.enqueue(FakeReply.error(429, headers=headers))
 
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 
@@ -456,8 +460,8 @@ async def test_retry_after_on_real_429(
     assert retry_after(exc) == (pytest.approx(expected) if expected is not None else None)
 
 
-async def test_retry_after_http_date(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
-    server.enqueue(FakeReply.error(429, headers={"Retry-After": _http_date(timedelta(seconds=30))}))
+async def test_retry_after_http_date(fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": _http_date(timedelta(seconds=30))}))
 
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 
@@ -467,8 +471,8 @@ async def test_retry_after_http_date(server: FakeOpenAIServer, sdk: openai.Async
     assert 28 <= delay <= 30
 
 
-async def test_retry_after_on_503(server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
-    server.enqueue(FakeReply.error(503, headers={"Retry-After": "3"}))
+async def test_retry_after_on_503(fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
+    fake_openai_server.enqueue(FakeReply.error(503, headers={"Retry-After": "3"}))
 
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 

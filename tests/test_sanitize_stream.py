@@ -57,10 +57,10 @@ SPLIT_LINKS = [
 
 @pytest.mark.parametrize("answer", SPLIT_LINKS)
 async def test_links_split_across_chunks_do_not_render_as_links(
-    answer: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    answer: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     assert rendered_problems(answer), "the judge must see the link in the raw answer"
-    server.enqueue(FakeReply.text(answer))
+    fake_openai_server.enqueue(FakeReply.text(answer))
     chunks, final = await stream(reliable(make_openai_client()))
     assert len(chunks) >= 1
     assert rendered_problems("".join(chunks)) == []
@@ -68,10 +68,10 @@ async def test_links_split_across_chunks_do_not_render_as_links(
 
 
 async def test_words_outside_links_still_flow_chunk_by_chunk(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     answer = "See [the docs](https://example.com/docs) or (if you must) the a < b and x] notes, then [go]( home)."
-    server.enqueue(FakeReply.text(answer))
+    fake_openai_server.enqueue(FakeReply.text(answer))
     chunks, final = await stream(reliable(make_openai_client()))
     assert "".join(chunks) == answer == final.content
     assert len(chunks) >= 10  # held back only around an open link, not from every "[", "(" or "<"
@@ -184,10 +184,10 @@ def assert_clean(value: object) -> None:
 )
 @pytest.mark.parametrize("mode", ["create", "stream"])
 async def test_json_mode_hands_on_json_whose_strings_are_sanitised(
-    answer: str, mode: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    answer: str, mode: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     assert any(hazard in json.dumps(extract_json(answer), ensure_ascii=False) for hazard in HAZARDS)
-    server.enqueue(FakeReply.text(answer))
+    fake_openai_server.enqueue(FakeReply.text(answer))
     client = reliable(make_openai_client())
     if mode == "create":
         final = await client.create(ASK, json_output=True)
@@ -203,9 +203,9 @@ async def test_json_mode_hands_on_json_whose_strings_are_sanitised(
 
 
 async def test_json_mode_with_validation_streams_the_sanitised_json(
-    server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    server.enqueue(FakeReply.text(f"```json\n{ESCAPED_JSON}\n```"))
+    fake_openai_server.enqueue(FakeReply.text(f"```json\n{ESCAPED_JSON}\n```"))
     chunks, final = await stream(reliable(make_openai_client(), validation=ValidationPolicy()), json_output=True)
     assert_clean(json.loads("".join(chunks)))
     assert "".join(chunks) == final.content
@@ -232,11 +232,14 @@ class ThreadWatch:
 
 @pytest.mark.parametrize("mode", ["create", "stream"])
 async def test_a_long_answer_is_sanitised_off_the_event_loop(
-    mode: str, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, monkeypatch: pytest.MonkeyPatch
+    mode: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Off the loop, not fast: how long the loop waits is measured in benchmarks/bench_sanitize.py.
     watch = ThreadWatch(monkeypatch)
-    server.enqueue(FakeReply.text(LINK_DENSE))
+    fake_openai_server.enqueue(FakeReply.text(LINK_DENSE))
     client = reliable(make_openai_client())
     if mode == "create":
         final = await client.create(ASK)

@@ -796,7 +796,7 @@ async def test_a_later_configure_changes_only_what_it_names(
     restore_settings: AccountingSettings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # where the default database file would go
@@ -810,7 +810,7 @@ async def test_a_later_configure_changes_only_what_it_names(
     assert (now.db_url, now.spool_dir, now.pricing, now.capture_content) == (ledger, tmp_path / "spool", prices, True)
     assert default_recorder() is recorder  # still open: wrappers made before keep recording
 
-    server.enqueue(FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1000, completion_tokens=500)))
+    fake_openai_server.enqueue(FakeReply.text("hello", usage=FakeUsage(prompt_tokens=1000, completion_tokens=500)))
     await reliable(make_openai_client()).create([UserMessage(content="hi", source="user")])
     assert recorder.flush(10)
     with UsageStore(ledger) as store:

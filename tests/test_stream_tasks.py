@@ -88,11 +88,11 @@ def wrapped(
 
 async def test_each_anext_in_its_own_task_ends_normally_with_one_row(
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
+    fake_openai_server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
     client = wrapped(make_openai_client, ledger)
 
     with usage_scope(session="per-task"):
@@ -103,18 +103,18 @@ async def test_each_anext_in_its_own_task_ends_normally_with_one_row(
     assert isinstance(items[-1], CreateResult)
     assert logged(caplog) == []
     (row,) = rows(ledger)
-    assert len(server.requests) == 1
+    assert len(fake_openai_server.requests) == 1
     assert (row.outcome, row.prompt_tokens, row.completion_tokens, row.session) == ("ok", 31, 6, "per-task")
     assert row.response_model == "gpt-4o-mini-2024-07-18"  # the tap saw the response
 
 
 async def test_a_retried_stream_read_step_by_step_in_new_tasks_has_a_row_per_request(
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.enqueue(FakeReply.error(503), FakeReply.text(WORDS, usage=USAGE))
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text(WORDS, usage=USAGE))
     client = wrapped(make_openai_client, ledger, retry=RetryPolicy(initial_delay=0.01, max_delay=0.02))
 
     items = await read_each_step_in_a_new_task(client.create_stream(HI))
@@ -123,7 +123,7 @@ async def test_a_retried_stream_read_step_by_step_in_new_tasks_has_a_row_per_req
     assert isinstance(items[-1], CreateResult)
     assert logged(caplog) == []
     found = sorted(rows(ledger), key=lambda row: row.attempt)
-    assert len(found) == len(server.requests) == 2
+    assert len(found) == len(fake_openai_server.requests) == 2
     assert [(row.attempt, row.outcome, row.http_status) for row in found] == [(1, "error", 503), (2, "ok", None)]
     assert found[1].prompt_tokens == 31
 
@@ -132,11 +132,11 @@ async def test_a_retried_stream_read_step_by_step_in_new_tasks_has_a_row_per_req
 async def test_aclose_from_another_task_ends_normally_with_one_row(
     read: int | str,
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
+    fake_openai_server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
     client = wrapped(make_openai_client, ledger)
     stream = client.create_stream(HI)
 
@@ -151,7 +151,7 @@ async def test_aclose_from_another_task_ends_normally_with_one_row(
 
     assert logged(caplog) == []
     (row,) = rows(ledger)
-    assert len(server.requests) == 1
+    assert len(fake_openai_server.requests) == 1
     if final is None:
         assert (row.outcome, row.finish_reason) == ("cancelled", None)
     else:
@@ -160,11 +160,11 @@ async def test_aclose_from_another_task_ends_normally_with_one_row(
 
 async def test_a_stream_abandoned_half_way_and_collected_has_one_row_and_logs_nothing(
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
+    fake_openai_server.enqueue(FakeReply.text(WORDS, usage=USAGE, chunk_delay=0.005))
     client = wrapped(make_openai_client, ledger)
     stream = client.create_stream(HI)
     assert await step(stream) == "one"
@@ -175,13 +175,13 @@ async def test_a_stream_abandoned_half_way_and_collected_has_one_row_and_logs_no
 
     assert logged(caplog) == []
     (row,) = rows(ledger)
-    assert len(server.requests) == 1
+    assert len(fake_openai_server.requests) == 1
     assert row.outcome == "cancelled"
 
 
 async def test_concurrent_streams_read_in_new_tasks_each_get_their_own_usage(
     ledger: Ledger,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -191,7 +191,7 @@ async def test_concurrent_streams_read_in_new_tasks_each_get_their_own_usage(
         usage = FakeUsage(prompt_tokens=100 + index, completion_tokens=10 + index)
         return FakeReply.text(f"answer {index}", usage=usage, delay=(7 - index) * 0.02, chunk_delay=0.005)
 
-    server.default = reply
+    fake_openai_server.default = reply
     client = wrapped(make_openai_client, ledger)
 
     async def call(index: int) -> None:
@@ -208,7 +208,7 @@ async def test_concurrent_streams_read_in_new_tasks_each_get_their_own_usage(
 
     assert logged(caplog) == []
     found = {row.session: row for row in rows(ledger)}
-    assert len(found) == len(server.requests) == 8
+    assert len(found) == len(fake_openai_server.requests) == 8
     for index in range(1, 8, 2):
         row = found[f"s{index}"]
         assert (row.outcome, row.prompt_tokens, row.completion_tokens) == ("ok", 100 + index, 10 + index)
@@ -216,10 +216,10 @@ async def test_concurrent_streams_read_in_new_tasks_each_get_their_own_usage(
 
 
 async def test_a_call_made_between_two_steps_of_a_stream_is_not_counted_in_the_streams_row(
-    ledger: Ledger, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # The stream asks for no usage, so the call between its steps is the only usage on the wire.
-    server.enqueue(
+    fake_openai_server.enqueue(
         FakeReply.text(WORDS, chunk_delay=0.01),
         FakeReply.text("meanwhile", usage=FakeUsage(prompt_tokens=777, completion_tokens=77)),
     )
@@ -234,8 +234,8 @@ async def test_a_call_made_between_two_steps_of_a_stream_is_not_counted_in_the_s
     assert isinstance(rest[-1], CreateResult)
 
     found = {row.session: row for row in rows(ledger)}
-    assert len(found) == len(server.requests) == 2
+    assert len(found) == len(fake_openai_server.requests) == 2
     assert (found["between"].prompt_tokens, found["between"].completion_tokens) == (777, 77)
     assert found["stream"].prompt_tokens != 777
     assert found["stream"].completion_tokens != 77
-    assert server.requests[0].include_usage is False
+    assert fake_openai_server.requests[0].include_usage is False

@@ -102,18 +102,18 @@ CALLS = [
 
 
 @pytest.fixture
-def service(server: FakeOpenAIServer, tmp_path: Path) -> Iterator[Service]:
+def service(fake_openai_server: FakeOpenAIServer, tmp_path: Path) -> Iterator[Service]:
     """The app, after four requests (five attempts) were served and recorded."""
     with (
         open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger,
-        TestClient(make_service(server.base_url, ledger)) as client,
+        TestClient(make_service(fake_openai_server.base_url, ledger)) as client,
     ):
         for headers, replies in CALLS:
-            server.enqueue(*replies)
+            fake_openai_server.enqueue(*replies)
             assert client.post("/ask", headers=headers).status_code == 200
         assert ledger[1].flush(10)
         assert ledger[0].count() == 5
-        yield Service(client, ledger[0], server)
+        yield Service(client, ledger[0], fake_openai_server)
 
 
 def without_time(report: dict[str, Any]) -> dict[str, Any]:
@@ -340,13 +340,13 @@ def test_the_database_work_runs_off_the_event_loop(service: Service) -> None:
 
 
 def test_an_unreachable_database_is_a_503_that_names_no_path(
-    server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = tmp_path / "ledger-dir"
     directory.mkdir()
     with (
         open_ledger(f"sqlite:///{directory / 'usage.db'}", tmp_path / "spool") as ledger,
-        TestClient(make_service(server.base_url, ledger)) as client,
+        TestClient(make_service(fake_openai_server.base_url, ledger)) as client,
     ):
         ledger[0].close()  # no connection left open in the pool
         shutil.rmtree(directory)  # SQLite cannot open a file in a directory that is gone
