@@ -20,7 +20,6 @@ needs (AutoGen, the SDK, SQLAlchemy) when a test uses it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -36,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    import asyncio
+
     from autogen_core.models import ChatCompletionClient
 
     from autogen_reliability import ReliableChatCompletionClient
@@ -750,6 +751,8 @@ class _LoopCloser:
         self._tasks: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None], list[ChatCompletionClient]]] = []
 
     def add(self, client: ChatCompletionClient) -> None:
+        import asyncio  # noqa: PLC0415 - 15 ms that a run without async tests need not pay
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -763,6 +766,8 @@ class _LoopCloser:
 
     @staticmethod
     async def _close_when_cancelled(clients: list[ChatCompletionClient]) -> None:
+        import asyncio  # noqa: PLC0415
+
         try:
             await asyncio.get_running_loop().create_future()  # never set: waits for the cancellation
         finally:
@@ -770,6 +775,8 @@ class _LoopCloser:
                 await client.close()
 
     def close(self) -> None:
+        import asyncio  # noqa: PLC0415
+
         for loop, task, _clients in self._tasks:
             if task.done() or loop.is_closed() or loop.is_running():
                 continue  # closed already; or another thread's loop, which closes it when it ends
