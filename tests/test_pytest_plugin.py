@@ -10,6 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -23,6 +24,8 @@ from autogen_reliability.testing._pytest_fixtures import ALLOW_UNUSED_HINT, DB_U
 from .conftest import run_python
 
 pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).parent.parent
 
 Run = Callable[..., pytest.RunResult]
 
@@ -760,3 +763,27 @@ def test_session_names_longer_than_the_ledger_takes_are_cut_and_kept_apart(run: 
     assert [length for length, _ in sessions] == ["200", "200"]
     assert sessions[0][1] != sessions[1][1]
     assert sessions[0][1].startswith("~")
+
+
+# ---------------------------------------------------------------------------------------------- docs/testing.md
+
+_DOC_MARKER = (
+    "<!-- not run: a pytest test module; tests/test_pytest_plugin.py runs each such block of this page with pytest -->"
+)
+DOC_MODULES = re.findall(
+    re.escape(_DOC_MARKER) + r"\n```python\n(.*?)\n```", (ROOT / "docs" / "testing.md").read_text(), re.DOTALL
+)
+
+
+@pytest.mark.parametrize("source", DOC_MODULES, ids=[f"block{number}" for number in range(1, len(DOC_MODULES) + 1)])
+def test_the_test_modules_of_the_testing_page_pass(run: Run, source: str) -> None:
+    if "scripted_client" in source and not HAS_SCRIPTED:
+        pytest.skip("the block uses scripted_client: " + str(needs_scripted.kwargs["reason"]))
+    result = run(source)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 1, output(result)
+    assert set(outcomes) <= {"passed", "warnings"}, output(result)
+
+
+def test_the_testing_page_has_test_modules_to_run() -> None:
+    assert len(DOC_MODULES) >= 3
