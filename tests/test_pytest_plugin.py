@@ -217,9 +217,18 @@ def test_unused_server_replies_fail_the_test_at_teardown_naming_the_opt_out(run:
         def test_failed_anyway(fake_openai_server):
             fake_openai_server.enqueue(FakeReply.text("never asked for"))
             assert 1 == 2, "the test's own failure"
+
+        def test_skipped_on_the_way(fake_openai_server):
+            fake_openai_server.enqueue(FakeReply.text("never asked for"))
+            pytest.skip("not today")
+
+        @pytest.mark.xfail(reason="known")
+        def test_expected_to_fail(fake_openai_server):
+            fake_openai_server.enqueue(FakeReply.text("never asked for"))
+            assert False
         """
     )
-    result.assert_outcomes(passed=3, failed=1, errors=2)
+    result.assert_outcomes(passed=3, failed=1, errors=2, skipped=1, xfailed=1)
     text_ = output(result)
     assert "ERROR at teardown of test_leaves_two" in text_
     assert (

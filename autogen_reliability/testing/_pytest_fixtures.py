@@ -27,10 +27,9 @@ import importlib
 import os
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol
 
 import pytest
 
@@ -148,7 +147,7 @@ def marker_options(item: pytest.Item) -> MarkerOptions:
     return options
 
 
-def _refuse(reason: str) -> None:
+def _refuse(reason: str) -> NoReturn:
     pytest.fail(f"@pytest.mark.{MARKER}(...) {reason}", pytrace=False)
 
 
@@ -163,7 +162,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Notes whether the test failed; a failed test's report shows the requests no script expected.
+    """Notes whether the test passed; a failed test's report shows the requests no script expected.
 
     The fixtures check their scripts at teardown, but a test that failed already is not failed
     again there: its own failure comes first, and what no script expected (perhaps its cause)
@@ -171,7 +170,8 @@ def pytest_runtest_makereport(
     """
     report = yield
     if report.when == "call":
-        item.stash[_CALL_FAILED_KEY] = report.failed
+        # Skipped and xfailed too: a test that stopped early did not get to use its script.
+        item.stash[_CALL_FAILED_KEY] = not report.passed
         if report.failed:
             found = [text for describe in item.stash.get(_UNEXPECTED_KEY, []) if (text := describe()) is not None]
             if found:
@@ -393,7 +393,7 @@ def usage_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsageStore
         yield store
 
 
-@contextmanager
+@contextlib.contextmanager
 def _postgresql_schema(url: str) -> Iterator[str]:
     """A new schema at the PostgreSQL ``url``; yields a URL whose connections use it; drops it at the end.
 
