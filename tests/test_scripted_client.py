@@ -522,16 +522,18 @@ def test_a_script_of_exceptions_cannot_be_dumped() -> None:
 # --------------------------------------------------------------------------- faults are the real errors
 
 
-async def _real_error(server: FakeOpenAIServer, make: OpenAIClientFactory, reply: FakeReply, mode: Mode) -> Exception:
+async def _real_error(
+    fake_openai_server: FakeOpenAIServer, make: OpenAIClientFactory, reply: FakeReply, mode: Mode
+) -> Exception:
     """The exception AutoGen's OpenAI client raises when FakeOpenAIServer serves ``reply``."""
-    server.enqueue(reply)
+    fake_openai_server.enqueue(reply)
     client = make(timeout=0.2)
     try:
         await call(client, mode)
     except Exception as exc:  # whatever the SDK raises is what we compare with
         return exc
     finally:
-        server.release()
+        fake_openai_server.release()
     raise AssertionError("the client did not fail")
 
 
@@ -564,10 +566,10 @@ async def test_a_status_fault_is_the_error_the_sdk_raises_for_that_response(
     name: str,
     make_fault: Callable[[], openai.APIStatusError],
     reply: FakeReply,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
-    real = await _real_error(server, make_openai_client, reply, "create")
+    real = await _real_error(fake_openai_server, make_openai_client, reply, "create")
     fault = make_fault()
     assert isinstance(real, openai.APIStatusError)
     assert type(fault) is type(real)
@@ -591,10 +593,10 @@ async def test_a_transport_fault_is_the_error_the_sdk_raises_for_that_failure(
     make_fault: Callable[[], openai.APIError],
     reply: FakeReply,
     mode: Mode,
-    server: FakeOpenAIServer,
+    fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
-    real = await _real_error(server, make_openai_client, reply, mode)
+    real = await _real_error(fake_openai_server, make_openai_client, reply, mode)
     fault = make_fault()
     assert type(fault) is type(real)
     assert getattr(fault, "status_code", None) is getattr(real, "status_code", None) is None
@@ -765,10 +767,10 @@ async def run_calculator(client: ChatCompletionClient, stream: bool) -> TaskResu
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 async def test_an_agent_sees_the_same_as_from_the_real_client_and_server(
-    stream: bool, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    stream: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # The same script, once as FakeOpenAIServer replies to AutoGen's OpenAI client, once as items.
-    server.enqueue(FakeReply.tool_calls([("add", {"a": 19, "b": 23})]))
+    fake_openai_server.enqueue(FakeReply.tool_calls([("add", {"a": 19, "b": 23})]))
     real = await run_calculator(make_openai_client(stream_options={"include_usage": True}), stream)
     scripted = await run_calculator(
         ScriptedChatCompletionClient([ScriptedReply.tool_call("add", {"a": 19, "b": 23})]), stream
