@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncGenerator
+from pathlib import Path
 
 import openai
 import pytest
@@ -23,6 +25,8 @@ from autogen_reliability._pipeline import (
     subscribe_attempts,
     subscribe_calls,
 )
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
@@ -301,3 +305,43 @@ async def test_a_feed_observer_that_raises_is_logged_and_kept(
     logged = [str(record.exc_info[1]) for record in caplog.records if record.exc_info is not None]
     assert logged.count("feed observer bug") == 2
     assert logged.count("call observer bug") == 4
+
+
+@pytest.mark.parametrize("observed", [False, True], ids=["recorded", "recorded and observed"])
+async def test_a_finished_call_is_freed_without_the_garbage_collector(
+    observed: bool, tmp_path: Path, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A call and its attempt events refer to each other. Once the call has ended (recorded, observers told)
+    # it lets them go, so a finished call and its messages are freed at once, not at the next full collection.
+    recorder = UsageRecorder(UsageStore(f"sqlite:///{tmp_path / 'usage.db'}"), spool_dir=tmp_path / "spool")
+    client = ReliableChatCompletionClient(make_openai_client(), recorder=recorder)
+    told: list[str] = []
+
+    class Kinds:  # keeps what it was told, not the calls (a CallLog would keep them alive)
+        def call_started(self, call: Call, pipeline: Pipeline) -> None:
+            told.append("started")
+
+        def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
+            told.append(f"ended after {len(call.events)} attempt(s)")
+
+    stop = subscribe_calls(Kinds()) if observed else None
+    server.enqueue(FakeReply.text("plain"), FakeReply.text("streamed answer"))
+    gc.collect()
+    gc.disable()
+    try:
+        assert (await client.create(HI)).content == "plain"
+        assert isinstance([item async for item in client.create_stream(HI)][-1], CreateResult)
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage, to look at
+        gc.collect()
+        left_to_the_collector = [found for found in gc.garbage if isinstance(found, Call | AttemptEvent)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        if stop is not None:
+            stop()
+    recorder.close()
+    assert left_to_the_collector == []
+    assert recorder.stats["written"] == 2  # both calls were recorded before they let their events go
+    if observed:  # the observers still saw every attempt at the end
+        assert told == ["started", "ended after 1 attempt(s)"] * 2

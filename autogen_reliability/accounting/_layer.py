@@ -121,7 +121,7 @@ class AccountingLayer(Layer):
         try:
             return await call_next(request)
         finally:
-            self._record(request.call)
+            self._ended(request.call)
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         self._track(request.call)
@@ -130,7 +130,12 @@ class AccountingLayer(Layer):
                 async for item in stream:
                     yield item
         finally:
-            self._record(request.call)
+            self._ended(request.call)
+
+    def _ended(self, call: Call) -> None:
+        self._record(call)
+        if call.observers is None:  # no call observer reads the events after us (the pipeline releases them then)
+            call.release()
 
     def _track(self, call: Call) -> None:
         table = self.recorder.in_flight
