@@ -1,0 +1,128 @@
+"""What ``import autogen_reliability`` costs on top of what an AutoGen user imports already (goal: at most 0.1 s).
+
+Each measurement is a fresh interpreter (``sys.executable``, this environment),
+so nothing is cached in the process; the operating system's file cache is warm
+after the first run, as it is for an application that starts again:
+
+- **baseline**: ``import autogen_agentchat, autogen_ext.models.openai, openai``,
+  what a user of AutoGen's OpenAI client pays anyway;
+- **with the library**: the same, then ``import autogen_reliability``;
+- **library alone**: ``import autogen_reliability`` in a fresh interpreter.
+
+The added cost is measured twice: as the difference of the medians of the first
+two (wall clock of the whole interpreter, runs interleaved), and with
+``python -X importtime``, as the cumulative time of the ``autogen_reliability``
+import once the baseline modules are loaded (importtime's own bookkeeping
+makes every import somewhat slower). The modules the library brings in beyond
+the baseline are listed, heaviest first, with their cumulative import time.
+
+Run: ``python -m benchmarks import`` (``--runs N``, ``--quick`` for a smoke
+run, ``--json PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+GOAL_S = 0.1
+BASELINE = "import autogen_agentchat, autogen_ext.models.openai, openai"
+LIBRARY = "import autogen_reliability"
+SCRIPTS = {
+    "baseline": BASELINE,
+    "with the library": f"{BASELINE}; {LIBRARY}",
+    "library alone": LIBRARY,
+}
+
+
+def seconds_to_run(script: str) -> float:
+    """Wall seconds of a fresh interpreter that runs ``script`` (startup included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", script], check=True)
+    return time.perf_counter() - start
+
+
+def importtime(script: str) -> list[tuple[str, int, int]]:
+    """``python -X importtime`` of ``script``: (module, self us, cumulative us) per import, in report order."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script], check=True, capture_output=True, text=True
+    )
+    found = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        self_us, cumulative_us, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+        if self_us.isdigit():
+            found.append((name, int(self_us), int(cumulative_us)))
+    return found
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks import", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9, help="fresh interpreters per script (median taken)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one run each")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    options = parser.parse_args(argv)
+    runs = 1 if options.quick else options.runs
+    if not options.quick:
+        for script in SCRIPTS.values():  # the file cache warm, .pyc files written
+            seconds_to_run(script)
+    scripts = {name: script for name, script in SCRIPTS.items() if not (options.quick and name == "library alone")}
+    timings: dict[str, list[float]] = {name: [] for name in scripts}
+    for _ in range(runs):
+        for name, script in scripts.items():  # interleaved: a neighbour's load falls on all alike
+            timings[name].append(seconds_to_run(script))
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    added_wall = medians["with the library"] - medians["baseline"]
+
+    baseline_modules = {name.strip() for name, _, _ in importtime(BASELINE)}
+    report = importtime(SCRIPTS["with the library"])
+    ours = [entry for entry in report if entry[0].strip() == "autogen_reliability"]
+    added_importtime = ours[-1][2] / 1e6 if ours else float("nan")
+    # Imported for the library only: not in the baseline's report. Nested names are indented by importtime.
+    extra = [(name.strip(), cumulative) for name, _, cumulative in report if name.strip() not in baseline_modules]
+    top_level: dict[str, int] = {}
+    for name, cumulative in extra:
+        root = name.split(".")[0]
+        if root != "autogen_reliability" and cumulative > top_level.get(root, 0):
+            top_level[root] = cumulative
+    heaviest = sorted(top_level.items(), key=lambda item: -item[1])[:12]
+
+    print(f"Fresh interpreters, median of {runs} (Python {platform.python_version()}, {os.cpu_count()} cores):")
+    for name, script in scripts.items():
+        print(f"  {name:<17} {medians[name]:6.3f} s   ({script})")
+    met = added_wall <= GOAL_S
+    print(
+        f"  added by the library: {added_wall:.3f} s (difference of medians); "
+        f"{added_importtime:.3f} s (-X importtime, cumulative); goal <= {GOAL_S} s: {'met' if met else 'NOT MET'}"
+    )
+    print(f"  {len(extra)} modules imported beyond the baseline; the heaviest packages among them (cumulative):")
+    for root, cumulative in heaviest:
+        print(f"    {root:<28} {cumulative / 1000:7.1f} ms")
+    results = {
+        "benchmark": "import",
+        "runs": runs,
+        "python": platform.python_version(),
+        "median_s": medians,
+        "added_s": added_wall,
+        "added_importtime_s": added_importtime,
+        "goal_s": GOAL_S,
+        "met": met,
+        "extra_modules": len(extra),
+        "heaviest_ms": {root: cumulative / 1000 for root, cumulative in heaviest},
+    }
+    if options.json is not None:
+        options.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
