@@ -31,8 +31,11 @@ invocations on the 2 shared cores while other test runs were busy. The test suit
 that the call does no I/O (it returns while the writer is stuck in a write), no longer that it
 takes under 1 ms; this is where its speed is measured.
 
-Run: ``python -m benchmarks.bench_recorder`` (set ``AUTOGEN_RELIABILITY_TEST_PG_URL``
-for PostgreSQL).
+Then the ledger's write rate on SQLite and PostgreSQL, against the driver's own
+rate in the same run (see :func:`write_rates`).
+
+Run: ``python -m benchmarks recorder`` (set ``AUTOGEN_RELIABILITY_TEST_PG_URL``
+for PostgreSQL; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -41,23 +44,32 @@ import asyncio
 import gc
 import logging
 import os
+import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autogen_reliability.accounting import UsageRecorder
-from autogen_reliability.accounting._events import UsageEvent, time_ordered_uuid
-from autogen_reliability.storage import UsageStore
+from sqlalchemy import make_url
 
-RATES = (1_000, 25_000)  # events per second: a busy service, and the stress goal
-SECONDS = 3.0
-RUNS = 3
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent, UsageRow, time_ordered_uuid
+from autogen_reliability.storage import UsageStore, _bulk
+from benchmarks.bench_report import postgresql_store
+from benchmarks.timing import quick_run
+
+QUICK = quick_run()
+RATES = (1_000,) if QUICK else (1_000, 25_000)  # events per second: a busy service, and the stress goal
+SECONDS = 0.3 if QUICK else 3.0
+RUNS = 1 if QUICK else 3
 TICK = 0.001
 STALL = 0.002  # the goal: no wake-up later than this
-RECORD_CALLS = 5_000
-RECORD_ROUNDS = 5
+RECORD_CALLS = 500 if QUICK else 5_000
+RECORD_ROUNDS = 1 if QUICK else 5
+WRITE_ROWS = 2_000 if QUICK else 20_000
+BATCH = 1_000  # the recorder's default batch size
 
 
 def event() -> UsageEvent:
@@ -173,11 +185,99 @@ def record_cost(directory: Path) -> None:
     print(f"record(): {best * 1e6:.1f} us per call (best of {RECORD_ROUNDS} rounds of {RECORD_CALLS:,})")
 
 
+def rows_per_second(write: Callable[[list[UsageRow]], object], rows: list[UsageRow]) -> float:
+    """Rows a second that ``write`` stores, called with batches of the recorder's size."""
+    start = time.perf_counter()
+    for first in range(0, len(rows), BATCH):
+        write(rows[first : first + BATCH])
+    return len(rows) / (time.perf_counter() - start)
+
+
+def sqlite_driver(path: Path) -> tuple[Callable[[list[UsageRow]], object], Callable[[], None]]:
+    """The sqlite3 module alone, as the store's engine sets it up: the store's insert, one transaction a batch."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+    def write(batch: list[UsageRow]) -> None:
+        values = [_bulk._sqlite_values(row) for row in batch]  # the store's encoding: a few us a row
+        connection.execute("BEGIN")
+        connection.executemany(_bulk._SQLITE_INSERT, values)
+        connection.execute("COMMIT")
+
+    return write, connection.close
+
+
+def postgresql_driver(url: str) -> tuple[Callable[[list[UsageRow]], object], Callable[[], None]]:
+    """psycopg alone: the store's COPY, one transaction a batch."""
+    import psycopg  # noqa: PLC0415  (only with PostgreSQL)
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = psycopg.connect(conninfo)
+
+    def write(batch: list[UsageRow]) -> None:
+        with connection.transaction(), connection.cursor() as cursor, cursor.copy(_bulk._COPY) as copy:
+            for row in batch:
+                copy.write_row(_bulk._postgres_values(row))
+
+    return write, connection.close
+
+
+def write_rates(directory: Path, url: str | None) -> None:
+    """The ledger's write rate: the database driver alone, ``UsageStore.write_rows``, and a recorder's writer.
+
+    Each on a new, empty database, with the same rows, in batches of the recorder's size (1,000):
+
+    - **driver**: the driver with the store's own statement and values (SQLite: ``executemany`` of the
+      insert-or-ignore; PostgreSQL: ``COPY``), the values encoded as the store encodes them;
+    - **store**: ``UsageStore.write_rows``: the same, plus checking for repeated events, the rollup
+      tables (kept in the same transaction), the transaction through SQLAlchemy, the GIL handed over;
+    - **recorder**: ``WRITE_ROWS`` rows recorded at once, until the writer thread has stored them all
+      (journal trimmed, spool checked): its rate when nothing else runs.
+    """
+    rows = [event().to_row() for _ in range(WRITE_ROWS)]
+    print(f"Writes of {WRITE_ROWS:,} rows in batches of {BATCH:,}, rows/s (each on an empty database):")
+    backends: list[tuple[str, Callable[[str], AbstractContextManager[UsageStore]]]] = [("sqlite", _sqlite_store)]
+    if url:
+        backends.append(("postgresql", lambda _: postgresql_store(url)))
+    for backend, open_store in backends:
+        with open_store(str(directory / f"{backend}-driver.db")) as store:
+            if backend == "sqlite":
+                write, close = sqlite_driver(Path(store.engine.url.database or ""))
+            else:
+                write, close = postgresql_driver(store.engine.url.render_as_string(hide_password=False))
+            driver = rows_per_second(write, rows)
+            close()
+        with open_store(str(directory / f"{backend}-store.db")) as store:
+            through_store = rows_per_second(store.write_rows, rows)
+        with open_store(str(directory / f"{backend}-recorder.db")) as store:
+            recorder = UsageRecorder(store, spool_dir=directory / f"spool-rate-{backend}", close_sink=False)
+            events = [UsageEvent.from_row(row) for row in rows]
+            start = time.perf_counter()
+            for made in events:
+                recorder.record(made)
+            assert recorder.flush(300)
+            by_recorder = len(rows) / (time.perf_counter() - start)
+            recorder.close()
+        print(
+            f"  {backend:<11} driver {driver:9,.0f}   store {through_store:9,.0f} "
+            f"({through_store / driver:4.2f} of the driver's)   "
+            f"recorder {by_recorder:9,.0f} ({by_recorder / driver:4.2f})"
+        )
+
+
+@contextmanager
+def _sqlite_store(path: str) -> Iterator[UsageStore]:
+    with UsageStore(f"sqlite:///{path}") as store:
+        yield store
+
+
 def main() -> None:
+    url = os.environ.get("AUTOGEN_RELIABILITY_TEST_PG_URL")
     with tempfile.TemporaryDirectory() as name:
         record_cost(Path(name))
-    print(f"{RUNS} runs of {SECONDS:.0f} s at each rate; lateness of a 1 ms timer, worst run shown:")
-    url = os.environ.get("AUTOGEN_RELIABILITY_TEST_PG_URL")
+        write_rates(Path(name), url)
+    print(f"{RUNS} runs of {SECONDS:g} s at each rate; lateness of a 1 ms timer, worst run shown:")
     logging.disable(logging.WARNING)  # the outage runs warn that the database is unavailable
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
