@@ -1,7 +1,7 @@
 """Latency of one chat completion through the real openai SDK to FakeOpenAIServer over loopback.
 
-Run with ``python benchmarks/bench_fake_server.py [requests]``. Each request is sequential on one
-keep-alive connection, so the numbers are per-request round trips: SDK overhead + HTTP + the fake's
+Run with ``python -m benchmarks fake_server [requests]`` (``--quick``: a smoke run). Each request is
+sequential on one keep-alive connection, so the numbers are per-request round trips: SDK overhead + HTTP + the fake's
 handling. Roughly 40 ms per request would mean Nagle's algorithm and delayed ACKs are back.
 
 Then the server's own timing, which the tests check only by what it does, not by the clock:
@@ -31,11 +31,13 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from benchmarks.timing import quick_run
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
-WARMUP = 10
+QUICK = quick_run()
+WARMUP = 2 if QUICK else 10
 CHUNK_DELAY = 0.02
-STOPS = 20
+STOPS = 2 if QUICK else 20
 
 
 def report(name: str, samples: list[float]) -> None:
@@ -131,11 +133,12 @@ def stop_with_a_delayed_reply() -> float:
 
 
 def server_timing() -> None:
-    report(f"chunk_delay={CHUNK_DELAY * 1000:.0f} ms gaps", chunk_delay_gaps())
+    report(f"chunk_delay={CHUNK_DELAY * 1000:.0f} ms gaps", chunk_delay_gaps(5 if QUICK else 50))
     report("stop(), idle keep-alive", [stop_with_idle_connections() for _ in range(STOPS)])
     report("stop(), delayed reply", [stop_with_a_delayed_reply() for _ in range(STOPS)])
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 200))
+    counts = [int(argument) for argument in sys.argv[1:] if argument.isdigit()]
+    asyncio.run(main(counts[0] if counts else 5 if QUICK else 200))
     server_timing()

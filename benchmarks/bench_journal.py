@@ -93,12 +93,14 @@ from autogen_reliability.accounting._layer import AccountingLayer, _InFlight
 from autogen_reliability.accounting._pricing import PricingTable
 from autogen_reliability.storage import UsageStore
 
-from .bench_recorder import baseline, event, measure, report
+from .bench_recorder import SECONDS, baseline, event, measure, report
+from .timing import quick_run
 
-EVENTS = 14_000  # one segment of journal (the recorder's writer thread prepares the next one ahead)
-ROUNDS = 9
-RATES = (5_000, 25_000)
-RUNS = 3
+QUICK = quick_run()
+EVENTS = 500 if QUICK else 14_000  # one segment of journal (the recorder's writer thread prepares the next one ahead)
+ROUNDS = 1 if QUICK else 9
+RATES = (5_000,) if QUICK else (5_000, 25_000)
+RUNS = 1 if QUICK else 3
 _STARTED = ROW_FIELDS.index("started_at")
 _PRICE_DATE = ROW_FIELDS.index("price_date")
 
@@ -252,7 +254,7 @@ def per_attempt(directory: Path) -> None:
     attribution = Attribution(project="bench", session="s-1", agent="agent")
     messages = [UserMessage(content="Summarise the ticket in two sentences. " * 20, source="user")]
     result = CreateResult(finish_reason="stop", content="A short answer.", usage=RequestUsage(200, 12), cached=False)
-    attempts = 2_000
+    attempts = 200 if QUICK else 2_000
 
     def run(tracked: bool) -> float:
         calls = [Call(attribution=attribution, streamed=False) for _ in range(attempts)]
@@ -290,7 +292,7 @@ def main() -> None:
         per_row(directory)
         if "--per-row" in sys.argv:
             return
-        print(f"a 1 ms timer's lateness while recording into SQLite ({RUNS} runs of 3 s, worst run shown):")
+        print(f"a 1 ms timer's lateness while recording into SQLite ({RUNS} runs of {SECONDS:g} s, worst run shown):")
         for rate in RATES:
             baseline(rate)
             lateness(directory, store, rate)

@@ -43,10 +43,11 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._price_table import Cost, PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
-from benchmarks.timing import best_per_call
+from benchmarks.timing import best_per_call, quick_run
 
-CALLS = 20_000
-ROUNDS = 5
+QUICK = quick_run()
+CALLS = 200 if QUICK else 20_000
+ROUNDS = 1 if QUICK else 5
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 USAGE = TokenUsage(prompt_tokens=1_200, completion_tokens=150, cached_tokens=1_024, latency_seconds=0.8)
 OVERRIDES = {"models": {"acme-llm": {"input": "1", "output": "2"}, "local-gpu": {"per_second": "0.0004"}}}
@@ -63,8 +64,8 @@ CASES: list[tuple[str, str, str | None]] = [
     ("unknown model at openai", "llama3.1", "openai"),  # a local server spoken to with OpenAI's client
 ]
 
-WHOLE_CALL_ROUNDS = 7
-WHOLE_CALL_REQUESTS = 200
+WHOLE_CALL_ROUNDS = 1 if QUICK else 7
+WHOLE_CALL_REQUESTS = 10 if QUICK else 200
 WHOLE_CALL_USAGE = FakeUsage(prompt_tokens=1_200, completion_tokens=150, cached_tokens=1_024)
 MESSAGES = [UserMessage(content="Say hello.", source="user")]
 

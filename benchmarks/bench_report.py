@@ -173,7 +173,10 @@ def main() -> None:
         default=Path(tempfile.gettempdir()) / "autogen_reliability_bench_report.json",
         help="where to write the results as JSON",
     )
+    parser.add_argument("--quick", action="store_true", help="a smoke run: --rows 2000 --repeat 1")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.repeat = 2_000, 1
     last_day = datetime.now(UTC).date()
     start = time.perf_counter()
     made = synthetic.rows(args.rows, first_day=synthetic.first_day_for(last_day))

@@ -34,9 +34,10 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_reliability import ReliableChatCompletionClient, RetryBudget, RetryPolicy
 from autogen_reliability.retry import set_on_retry_hooks, set_testing
 from benchmarks.bench_wrapper_overhead import RESULT, InstantClient, per_call_seconds
+from benchmarks.timing import quick_run
 
-CALLS = 2_000
-ROUNDS = 15
+CALLS = 100 if quick_run() else 2_000
+ROUNDS = 1 if quick_run() else 15
 
 
 class FlakyClient(InstantClient):

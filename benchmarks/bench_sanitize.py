@@ -34,10 +34,11 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_reliability import reliable
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 from autogen_reliability.validation import Sanitizer, SanitizeReport
-from benchmarks.timing import best_per_call
+from benchmarks.timing import best_per_call, quick_run
 
-ROUNDS = 7
-TARGET_SECONDS_PER_ROUND = 0.2
+QUICK = quick_run()
+ROUNDS = 1 if QUICK else 7
+TARGET_SECONDS_PER_ROUND = 0.001 if QUICK else 0.2
 
 MARKDOWN_ANSWER = """## Configuring retries
 
@@ -93,9 +94,10 @@ HTML_ANSWER = (
     .replace("## Configuring retries", "## \x1b[1mConfiguring\x1b[0m retries")
     .replace("**Tip:**", "<p><strong>Tip:</strong> <img src=x onerror=alert(1)></p>")
 )
-NESTED_DIVS = "<div>" * 16_000 + "x"
-LINK_DENSE_AMPERSAND = "[x](&" * 200_000
-LINK_DENSE_J = "[x](j" * 200_000
+SCALE = 100 if QUICK else 1  # a smoke run's adversarial texts are a hundredth of the size
+NESTED_DIVS = "<div>" * (16_000 // SCALE) + "x"
+LINK_DENSE_AMPERSAND = "[x](&" * (200_000 // SCALE)
+LINK_DENSE_J = "[x](j" * (200_000 // SCALE)
 BOUNDED_DIVS = ("<div>" * 250 + "x" + "</div>" * 250) * 6
 JSON_VALUE: dict[str, object] = {
     **{f"field_{index}": f"value number {index} with a few words in it" for index in range(20)},
@@ -125,15 +127,16 @@ def calibrated_per_call(function: Callable[[], object]) -> float:
 
 def main() -> None:
     sanitizer = Sanitizer()
+    links = f"{200_000 // SCALE:_}"
     cases: list[tuple[str, Callable[[], tuple[object, SanitizeReport]]]] = [
         (f"markdown, ASCII ({len(MARKDOWN_ANSWER)} chars)", lambda: sanitizer.text(MARKDOWN_ANSWER)),
         (f"markdown, typographic ({len(TYPOGRAPHIC_ANSWER)} chars)", lambda: sanitizer.text(TYPOGRAPHIC_ANSWER)),
         (f"HTML + hazards ({len(HTML_ANSWER)} chars)", lambda: sanitizer.text(HTML_ANSWER)),
         (f"value(), {len(JSON_VALUE)}-field JSON object", lambda: sanitizer.value(JSON_VALUE)),
-        (f"16,000 nested <div> ({len(NESTED_DIVS)} chars)", lambda: sanitizer.text(NESTED_DIVS)),
+        (f"{16_000 // SCALE:,} nested <div> ({len(NESTED_DIVS)} chars)", lambda: sanitizer.text(NESTED_DIVS)),
         (f"250 nested <div>, 6 times ({len(BOUNDED_DIVS)} chars)", lambda: sanitizer.text(BOUNDED_DIVS)),
-        (f'"[x](&" * 200_000 ({len(LINK_DENSE_AMPERSAND)} chars)', lambda: sanitizer.text(LINK_DENSE_AMPERSAND)),
-        (f'"[x](j" * 200_000 ({len(LINK_DENSE_J)} chars)', lambda: sanitizer.text(LINK_DENSE_J)),
+        (f'"[x](&" * {links} ({len(LINK_DENSE_AMPERSAND)} chars)', lambda: sanitizer.text(LINK_DENSE_AMPERSAND)),
+        (f'"[x](j" * {links} ({len(LINK_DENSE_J)} chars)', lambda: sanitizer.text(LINK_DENSE_J)),
     ]
     print(f"best of {ROUNDS} rounds, per call:")
     for name, function in cases:

@@ -27,14 +27,15 @@ from typing import Any
 from pydantic import BaseModel, create_model
 
 from autogen_reliability.validation import JSONExtractionError, ResponseSchema, extract_json
-from benchmarks.timing import best_per_call
+from benchmarks.timing import best_per_call, quick_run
 
-ROUNDS = 7
+QUICK = quick_run()
+ROUNDS = 1 if QUICK else 7
 FIELDS = 30
 
 
 def per_call_seconds(call: Callable[[], object], calls: int) -> float:
-    return best_per_call(call, calls, ROUNDS)
+    return best_per_call(call, max(1, calls // 1000) if QUICK else calls, ROUNDS)
 
 
 def thirty_fields() -> tuple[dict[str, Any], type[BaseModel], dict[str, Any]]:
@@ -79,7 +80,7 @@ ADVERSARIAL: dict[str, str] = {
     "no brackets": "a" * 1_000_000,
     "JSON in prose": "Here: " + json.dumps({f"k{i}": ["x" * 10, i, {"z": "a}b"}] for i in range(20_000)}) + " bye",
 }
-ADVERSARIAL_ROUNDS = 3
+ADVERSARIAL_ROUNDS = 1 if QUICK else 3
 
 
 def extract_or_fail(text: str, **options: Any) -> None:
@@ -120,10 +121,11 @@ def main() -> None:
     print(f"    (json.loads alone: {per_call_seconds(lambda: json.loads(answer), 5_000) * 1e6:.2f} us)")
 
     print(f"  extract_json on adversarial texts (best of {ADVERSARIAL_ROUNDS})")
-    for label, text in ADVERSARIAL.items():
+    for label, full_text in ADVERSARIAL.items():
+        text = full_text[: len(full_text) // 100] if QUICK else full_text  # a smoke run: a hundredth
         seconds = best_per_call(partial(extract_or_fail, text), 1, ADVERSARIAL_ROUNDS)
         print(f"    {label:<32} {len(text) / 1e6:4.2f} MB {seconds * 1e3:8.1f} ms")
-    huge = "{" * 20_000_000
+    huge = "{" * (200_000 if QUICK else 20_000_000)
     refused = per_call_seconds(partial(extract_or_fail, huge, max_chars=1000), 5_000)
     print(f"    {'refused: longer than max_chars':<32} {len(huge) / 1e6:5.2f} MB {refused * 1e6:8.2f} us")
 

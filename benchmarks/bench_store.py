@@ -192,7 +192,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
     parser.add_argument("--report-rows", type=int, default=1_000_000, help="rows the SQLite report reads")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 rows each")
     args = parser.parse_args()
+    if args.quick:
+        args.write_rows, args.report_rows = 2_000, 2_000
     print(f"Writes through UsageStore.write, batches of {BATCH:,}:")
     sqlite_writes(args.write_rows)
     admin_url = os.environ.get(PG_URL_ENV)

@@ -37,16 +37,18 @@ from autogen_reliability.providers._usage_tap import (
     capture_provider_usage,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from benchmarks.timing import quick_run
 
 MODEL = "gpt-4o-mini"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 USAGE = FakeUsage(prompt_tokens=1200, completion_tokens=200, cached_tokens=1024, reasoning_tokens=64)
 SHORT = "Hello there, how can I help you today?"
 LONG = " ".join(f"word{i}" for i in range(200))  # 200 content chunks when streamed
-MEMORY_ROUNDS = 7
-MEMORY_REPEAT = 2_000
-E2E_ROUNDS = 5
-E2E_REQUESTS = 100
+QUICK = quick_run()
+MEMORY_ROUNDS = 1 if QUICK else 7
+MEMORY_REPEAT = 20 if QUICK else 2_000
+E2E_ROUNDS = 1 if QUICK else 5
+E2E_REQUESTS = 5 if QUICK else 100
 
 
 class _ChunkStream(httpx2.AsyncByteStream):

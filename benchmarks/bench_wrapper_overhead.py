@@ -7,7 +7,7 @@ the retry layer (budget deposit; tenacity only runs after a failure), the
 circuit breaker and the sanitiser (on a short answer). Machines here are shared and noisy: read the
 difference and the ratio within one run, not the absolute numbers across runs.
 
-Run: ``python -m benchmarks.bench_wrapper_overhead``
+Run: ``python -m benchmarks overhead`` (``--quick``: a smoke run)
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_reliability import ReliableChatCompletionClient, usage_scope
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
+from benchmarks.timing import quick_run
 
-CALLS = 20_000
-ROUNDS = 5
+CALLS = 200 if quick_run() else 20_000
+ROUNDS = 1 if quick_run() else 5
 RESULT = CreateResult(finish_reason="stop", content="ok", usage=RequestUsage(10, 2), cached=False)
 MESSAGES = [UserMessage(content="hi", source="user")]
 

@@ -1,9 +1,19 @@
-"""The measuring loop the benchmarks share."""
+"""The measuring loop the benchmarks share, and how a smoke run is asked for."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+
+
+def quick_run() -> bool:
+    """Whether this is a smoke run (``--quick`` on the command line): tiny sizes, so CI can run every benchmark.
+
+    Benchmarks without an argument parser read their sizes from this when the module loads;
+    the numbers of a smoke run mean nothing, only that the benchmark still runs.
+    """
+    return "--quick" in sys.argv[1:]
 
 
 def best_per_call(call: Callable[[], object], calls: int, rounds: int) -> float:

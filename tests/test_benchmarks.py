@@ -1,0 +1,58 @@
+"""Every benchmark still runs: each is smoke-run with ``--quick`` (tiny sizes), so none can rot.
+
+Nothing is timed here (speed is what the benchmarks print, not what tests
+assert): a benchmark passes if it exits 0, says something, and, where it
+writes JSON, writes JSON. Those that check what they measured (the e2e and
+memory benchmarks count the usage rows) exit non-zero when it is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+BENCHMARKS = sorted(path.stem.removeprefix("bench_") for path in (ROOT / "benchmarks").glob("bench_*.py"))
+# The benchmarks issue #14 names, each run as `python -m benchmarks NAME`.
+NAMED = ("e2e", "overhead", "recorder", "report", "memory", "import")
+# Those that take --json PATH.
+WRITES_JSON = frozenset({"budget", "e2e", "import", "memory", "observers", "report"})
+
+
+def run_benchmark(name: str, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
+    command: list[str | Path] = [sys.executable, "-m", "benchmarks", name, *arguments]
+    # The tree under test first, as for the tests themselves.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_every_named_benchmark_exists() -> None:
+    aliases = {"overhead": "wrapper_overhead"}
+    for name in NAMED:
+        assert aliases.get(name, name) in BENCHMARKS, f"python -m benchmarks {name} has no bench_*.py"
+
+
+def test_an_unknown_benchmark_is_refused_with_the_known_names() -> None:
+    done = run_benchmark("no-such-thing")
+    assert done.returncode != 0
+    assert "known:" in done.stderr
+    assert "e2e" in done.stderr
+    assert "overhead" in done.stderr
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_the_benchmark_runs(name: str, tmp_path: Path) -> None:
+    output = tmp_path / f"{name}.json"
+    arguments: list[str | Path] = ["--quick"]
+    if name in WRITES_JSON:
+        arguments += ["--json", output]
+    done = run_benchmark(name, *arguments)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert done.stdout.strip()
+    if name in WRITES_JSON:
+        assert isinstance(json.loads(output.read_text()), dict)
