@@ -192,7 +192,7 @@ class ResponseSchema:
         []
     """
 
-    __slots__ = ("_response_format", "_validator", "json_schema", "model", "name")
+    __slots__ = ("_response_format", "_response_format_json", "_validator", "json_schema", "model", "name")
 
     name: str
     model: type[BaseModel] | None
@@ -206,6 +206,7 @@ class ResponseSchema:
                 valid Draft 2020-12 JSON Schema object; the message says why.
         """
         self._response_format: dict[str, Any] | None = None
+        self._response_format_json: str | None = None  # its JSON text, which copies are made from
         self._validator: jsonschema_rs.Validator | None = None
         if isinstance(schema, type) and issubclass(schema, BaseModel) and schema is not BaseModel:
             try:
@@ -323,11 +324,15 @@ class ResponseSchema:
                 else:
                     schema, strict = strict_schema, True
             # Same key order as the SDK, so that the request body is byte-identical to its own.
-            self._response_format = {
+            response_format = {
                 "type": "json_schema",
                 "json_schema": {"schema": schema, "name": name, "strict": strict},
             }
-        return copy.deepcopy(self._response_format)
+            # JSON by construction (a JSON Schema is read through JSON, a model's is pydantic's JSON Schema):
+            # each call's copy is parsed from its text, three times faster than a deepcopy.
+            self._response_format_json = json.dumps(response_format)
+            self._response_format = response_format
+        return json.loads(self._response_format_json)  # type: ignore[no-any-return,arg-type]
 
     def __repr__(self) -> str:
         backend = "pydantic" if self.model is not None else "jsonschema"
