@@ -628,3 +628,28 @@ async def test_close_closes_the_wrapped_transport(server: FakeOpenAIServer, make
     await client.close()
     assert http_client_of(client).is_closed
     assert len(pool.connections) == 0
+
+
+async def test_the_headers_the_tap_reads_are_found_in_any_case_and_repeats_joined() -> None:
+    body = completion_body(FakeUsage(8, 2))
+    headers = [
+        ("X-Request-ID", "req-1"),
+        ("x-request-id", "req-2"),  # repeated: joined, as headers.get joins them
+        ("CONTENT-TYPE", "Application/JSON; charset=utf-8"),
+        ("Content-Encoding", "identity"),
+    ]
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=body, headers=headers)
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    options: dict[str, Any] = {"model": "gpt-4o", "api_key": "sk-test", "max_retries": 0, "http_client": http}
+    client = OpenAIChatCompletionClient(**options)
+    assert attach_usage_tap(client) is True
+    with capture_provider_usage() as slot:
+        await client.create(USER)
+    await client.close()
+    assert slot.request_id == "req-1, req-2"
+    assert slot.usage is not None
+    assert (slot.usage.prompt_tokens, slot.usage.completion_tokens) == (8, 2)
+    assert slot.tap_failures == 0

@@ -548,12 +548,31 @@ def _content_if_read(response: httpx2.Response) -> bytes | None:
     return content if isinstance(content, bytes) else None
 
 
+def _tapped_headers(raw: list[tuple[bytes, bytes]]) -> tuple[str | None, str, str | None]:
+    """The ``x-request-id``, ``content-type`` and ``content-encoding`` of a response, in one pass over its headers.
+
+    One pass, not three ``headers.get``: each of those lowers and scans every header (a provider sends
+    twenty), and this runs on every tapped response. As ``headers.get`` does, a repeated header's values
+    are joined with ``", "``. Values are read as Latin-1, which never fails and reads ASCII, what these
+    hold, as ASCII.
+    """
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        key = name.lower()
+        if key in _TAPPED_HEADERS:
+            text = value.decode("latin-1")
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    return found.get(b"x-request-id"), found.get(b"content-type", ""), found.get(b"content-encoding")
+
+
+_TAPPED_HEADERS: Final = frozenset({b"x-request-id", b"content-type", b"content-encoding"})
+
+
 def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
     """Record the response's status and arrange for its body to be inspected. Never raises."""
     targets = slot._chain()
     try:
-        headers = response.headers
-        request_id = headers.get("x-request-id")
+        request_id, content_type, content_encoding = _tapped_headers(response.headers.raw)
         for target in targets:
             target.responses += 1
             target.status = response.status_code
@@ -561,7 +580,7 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
         # Error bodies never carry usage; leave them alone.
         if response.status_code >= 400:
             return
-        content_type = headers.get("content-type", "").lower()
+        content_type = content_type.lower()
         if "text/event-stream" in content_type:
             sse = True
         elif "json" in content_type:
@@ -569,11 +588,11 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
         else:
             return
         try:
-            decoder = content_decoder(headers.get("content-encoding"), limit=MAX_JSON_BYTES)
+            decoder = content_decoder(content_encoding, limit=MAX_JSON_BYTES)
         except Exception:
             for target in targets:
                 target.tap_failures += 1
-            _logger.debug("usage tap: cannot decode Content-Encoding %r", headers.get("content-encoding"))
+            _logger.debug("usage tap: cannot decode Content-Encoding %r", content_encoding)
             return
         tap = _BodyTap(targets, sse=sse, decoder=decoder)
         # A response built in memory (e.g. by a mock transport) is already read; its stream is never iterated.
