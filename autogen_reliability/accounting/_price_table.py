@@ -109,6 +109,7 @@ def nanousd_to_usd(nanousd: int | None) -> Decimal:
 
 
 _OVERRIDE_SOURCE: Final = "override"
+_GENAI_SOURCE: Final = f"genai-prices {GENAI_PRICES_VERSION}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,8 +396,8 @@ def _normalise_provider(provider: str | None) -> str | None:
 
 
 def _cost(usd: Decimal, source: str, effective_from: date | None, model: str, provider: str | None) -> Cost:
-    with localcontext(_CONTEXT):
-        nanousd = int((usd * _NANO_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+    # The context's own arithmetic (50 digits, half-even), not a localcontext(): this runs for every row.
+    nanousd = int(_CONTEXT.to_integral_value(_CONTEXT.multiply(usd, _NANO_PER_USD)))
     return Cost(nanousd=nanousd, usd=usd, source=source, effective_from=effective_from, model=model, provider=provider)
 
 
@@ -576,7 +577,7 @@ class PricingTable:
                     with self._lock:
                         entry.refused(error)
                     return None
-        source = f"genai-prices {GENAI_PRICES_VERSION}"
+        source = _GENAI_SOURCE
         if snapshot.from_auto_update:  # the application updated the data itself; say from when
             source += f" (data of {snapshot.timestamp.isoformat(timespec='seconds')})"
         return _cost(usd, source, plan.effective_from, entry.model.id, entry.provider.id)
