@@ -375,6 +375,7 @@ def summarise(made: list[Variant]) -> dict[str, dict[str, dict[str, float]]]:
             table[mode][variant.name] = {
                 "p50_us": p50,
                 "p95_us": p95,
+                "p99_us": percentile(samples, 0.99),
                 "mean_us": statistics.fmean(samples) / 1000,
                 "added_p50_us": p50 - bare_p50,
                 "added_p95_us": p95 - bare_p95,
@@ -454,6 +455,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--profile", metavar="VARIANT", help="profile that variant's calls (cProfile, the event loop's thread)"
     )
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants alone (bare always runs)")
+    parser.add_argument(
+        "--switch-interval", type=float, metavar="SECONDS", help="sys.setswitchinterval (default 0.005): GIL hand-offs"
+    )
     options = parser.parse_args(argv)
     size = dict(QUICK if options.quick else FULL)
     size["rounds"] = options.rounds or size["rounds"]
@@ -461,6 +466,13 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as name, serve(options.server) as base_url:
         directory = Path(name)
         async with variants(base_url, directory, diagnose=options.diagnose, litellm=not options.no_litellm) as made:
+            if options.only:
+                unknown = set(options.only) - {variant.name for variant in made}
+                if unknown:
+                    raise SystemExit(f"no variant {sorted(unknown)}; known: {', '.join(v.name for v in made)}")
+                made[:] = [variant for variant in made if variant.name == "bare" or variant.name in options.only]
+            if options.switch_interval is not None:
+                sys.setswitchinterval(options.switch_interval)
             profile = None
             if options.profile is not None:
                 chosen = [variant for variant in made if variant.name == options.profile]
@@ -480,6 +492,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     writer[variant.name] = spent / 1000 / max(1, sum(sharing))
         rows = check_rows(f"sqlite:///{directory}/usage.db", made)
     table = summarise(made)
+    if options.switch_interval is not None:
+        print(f"sys.setswitchinterval({options.switch_interval:g})")
     print(
         f"{options.server} server, {size['rounds']} interleaved rounds x {size['calls']} calls per variant and mode "
         f"({seconds:.0f} s; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}, "
@@ -509,6 +523,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "table": table,
         "rows": rows,
         "writer_cpu_us_per_row": writer,
+        "switch_interval_s": sys.getswitchinterval(),
     }
     if options.json is not None:
         options.json.write_text(json.dumps(results, indent=2) + "\n")
