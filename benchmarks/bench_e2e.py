@@ -39,7 +39,10 @@ with the tap detached from the transport (rows from AutoGen's counts, not
 checked), and the tap alone on a bare client. The "loop CPU" column is the
 event loop thread's CPU time per call: with a server in another process it is
 nearly all of a call's time, and far less noisy than the wall clock on a shared
-machine. ``--profile VARIANT`` profiles one variant's calls.
+machine. After the timed rounds, each variant's calls are counted: the
+function calls one call makes on the event loop's thread (cProfile's count),
+a measure of work that is the same on a busy machine and a quiet one.
+``--profile VARIANT`` profiles one variant's timed calls.
 
 Run: ``python -m benchmarks e2e`` (``--quick`` for a smoke run, ``--json PATH``,
 ``--rounds``/``--calls``, ``--server fake``, ``--no-litellm``).
@@ -349,6 +352,26 @@ async def run(
                 variant.calls += calls
 
 
+async def count_function_calls(made: list[Variant], calls: int) -> dict[str, dict[str, float]]:
+    """Function calls per call (Python functions, and C functions called from Python), as cProfile counts them.
+
+    A count of work, not a time: the same on a busy machine as on a quiet one, and the same from run to run.
+    Only the event loop's thread is counted (not the recorder's writer thread).
+    """
+    counts: dict[str, dict[str, float]] = {mode: {} for mode in MODES}
+    for variant in made:
+        for mode in MODES:
+            call = variant.plain if mode == "plain" else variant.stream
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(calls):
+                await call()
+            profile.disable()
+            variant.calls += calls
+            counts[mode][variant.name] = pstats.Stats(profile).total_calls / calls  # type: ignore[attr-defined]
+    return counts
+
+
 def writer_cpu_ns(made: list[Variant]) -> dict[int, int]:
     """CPU time so far of each recorder's writer thread, by the recorder's id."""
     return {
@@ -490,6 +513,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     sharing = [v.calls for v in made if v.recorder is variant.recorder]
                     spent = writer_after[id(variant.recorder)] - writer_before[id(variant.recorder)]
                     writer[variant.name] = spent / 1000 / max(1, sum(sharing))
+            function_calls = await count_function_calls(made, 5 if options.quick else 50)
         rows = check_rows(f"sqlite:///{directory}/usage.db", made)
     table = summarise(made)
     if options.switch_interval is not None:
@@ -505,6 +529,15 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"Profile of {options.profile!r} (the event loop's thread; cProfile makes each call several times slower):"
         )
         pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(30)
+    print("Function calls per call on the event loop's thread (cProfile's count: work, not time; no noise):")
+    print(f"  {'variant':<22}{'plain':>9}{'+':>7}{'x':>7}{'stream':>10}{'+':>7}{'x':>7}")
+    for variant in made:
+        cells = []
+        for mode in MODES:
+            count, bare_count = function_calls[mode][variant.name], function_calls[mode][made[0].name]
+            width = 9 if mode == "plain" else 10
+            cells.append(f"{count:>{width},.0f}{count - bare_count:+7,.0f}{count / bare_count:7.3f}")
+        print(f"  {variant.name:<22}" + "".join(cells))
     for variant_name, cpu in writer.items():
         print(
             f"  writer thread of {variant_name!r}: {cpu:.1f} us of CPU per row (a recorder shared by variants: overall)"
@@ -523,6 +556,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "table": table,
         "rows": rows,
         "writer_cpu_us_per_row": writer,
+        "function_calls_per_call": function_calls,
         "switch_interval_s": sys.getswitchinterval(),
     }
     if options.json is not None:
