@@ -309,7 +309,7 @@ async def test_a_feed_observer_that_raises_is_logged_and_kept(
 
 @pytest.mark.parametrize("observed", [False, True], ids=["recorded", "recorded and observed"])
 async def test_a_finished_call_is_freed_without_the_garbage_collector(
-    observed: bool, tmp_path: Path, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    observed: bool, tmp_path: Path, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # A call and its attempt events refer to each other. Once the call has ended (recorded, observers told)
     # it lets them go, so a finished call and its messages are freed at once, not at the next full collection.
@@ -325,7 +325,7 @@ async def test_a_finished_call_is_freed_without_the_garbage_collector(
             told.append(f"ended after {len(call.events)} attempt(s)")
 
     stop = subscribe_calls(Kinds()) if observed else None
-    server.enqueue(FakeReply.text("plain"), FakeReply.text("streamed answer"))
+    fake_openai_server.enqueue(FakeReply.text("plain"), FakeReply.text("streamed answer"))
     gc.collect()
     gc.disable()
     try:
