@@ -25,9 +25,7 @@ _IGNORABLE: Final = re.compile(f"[{IGNORABLE_CHARS}]")
 # The same characters as a set, for the scheme reader below, which looks at one character at a time. Every
 # character of the class is below U+3200 or in the U+FE00-U+FFFF and tag blocks.
 _IGNORABLE_SET: Final = frozenset(
-    char
-    for code in (*range(0x3200), *range(0xFE00, 0x10000), *range(0xE0000, 0xE1000))
-    if _IGNORABLE.match(char := chr(code))
+    _IGNORABLE.findall("".join(map(chr, (*range(0x3200), *range(0xFE00, 0x10000), *range(0xE0000, 0xE1000)))))
 )
 # Only these can start a dangerous scheme once ignorable characters are skipped: its first letter, or "&" which
 # may encode it if a reference follows (or the end of what is read: padding). Anything else ("h" of https, "/",
