@@ -41,7 +41,6 @@ from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._layer import BudgetLayer
 from .budget._policy import BudgetPolicy
-from .budget._tracker import tracker_for
 from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
@@ -239,6 +238,9 @@ def _accounting(settings: _Settings) -> AccountingLayer:
 
 
 def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
+    # The tracker reads the ledger with SQLAlchemy: loaded when a wrapper has a budget, not at import.
+    from .budget._tracker import tracker_for  # noqa: PLC0415
+
     if settings.recorder is not None:
         return BudgetLayer(tracker_for(policy, settings.recorder))
     # The process's recorder makes its store on its own thread: the database is the one configured.

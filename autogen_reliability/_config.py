@@ -26,8 +26,6 @@ from ._errors import ConfigurationError
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._policy import BudgetPolicy
-from .storage._engine import check_database_url
-from .storage._store import UsageStore
 
 __all__ = ["AccountingSettings", "configure", "default_db_url", "default_recorder", "from_env", "settings"]
 
@@ -195,6 +193,9 @@ def _checked_url(url: object, *, source: str) -> str:
         raise ConfigurationError(
             f"{source} must be a SQLAlchemy URL string such as sqlite:///usage.db, got {type(url).__name__}"
         )
+    # SQLAlchemy and the store's modules load here, on the configuring thread, not at import.
+    from .storage._engine import check_database_url  # noqa: PLC0415
+
     try:
         check_database_url(url)
     except ConfigurationError as error:
@@ -219,6 +220,9 @@ def default_recorder() -> UsageRecorder:
     current = settings()
     with _lock:
         if _recorder is None:
+            # Imported here, on the calling thread (not the recorder's), and only when usage is recorded.
+            from .storage._store import UsageStore  # noqa: PLC0415
+
             url = current.db_url
             _recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=current.spool_dir, name=url)
         return _recorder

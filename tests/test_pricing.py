@@ -20,15 +20,11 @@ import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as genai_types
 
+import autogen_reliability.accounting._genai_pricing as genai_module
 import autogen_reliability.accounting._price_overrides as overrides_module
-import autogen_reliability.accounting._price_table as table_module
 from autogen_reliability._errors import ConfigurationError
-from autogen_reliability.accounting._price_table import (
-    GENAI_PRICES_VERSION,
-    Cost,
-    PricingTable,
-    TokenUsage,
-)
+from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
+from autogen_reliability.accounting._price_table import Cost, PricingTable, TokenUsage
 
 from .conftest import run_python
 
@@ -148,7 +144,7 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
                     assert (cost.usd if cost else None) == expected, (provider.id, model.id, usage, at)
                     checked += 1
                     unpriced += cost is None
-                    fast += cost is not None and table_module._FastPrices.of(model.get_prices(at)) is not None
+                    fast += cost is not None and genai_module._FastPrices.of(model.get_prices(at)) is not None
     assert checked > 10_000
     assert unpriced < checked / 10
     assert fast > checked / 2  # most of the comparisons are of our own calculation, not genai-prices' twice
@@ -163,7 +159,7 @@ def test_the_sweep_covers_both_ways_of_computing() -> None:
             prices = [model.prices] if isinstance(model.prices, genai_types.ModelPrice) else model.prices
             for item in prices:
                 model_price = item if isinstance(item, genai_types.ModelPrice) else item.prices
-                kinds["fast" if table_module._FastPrices.of(model_price) else "genai"] += 1
+                kinds["fast" if genai_module._FastPrices.of(model_price) else "genai"] += 1
     assert kinds["fast"] > 1000
     assert kinds["genai"] >= 1
 
@@ -174,8 +170,8 @@ def test_a_price_our_calculation_does_not_follow_is_left_to_genai_prices() -> No
     # reports (audio tokens) is charged nothing from the four counts, so that one stays on the fast path.
     per_request = genai_types.ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(2), requests_kcount=Decimal(5))
     with_audio = genai_types.ModelPrice(input_mtok=Decimal(1), output_mtok=Decimal(2), input_audio_mtok=Decimal(40))
-    assert table_module._FastPrices.of(per_request) is None
-    assert table_module._FastPrices.of(with_audio) is not None
+    assert genai_module._FastPrices.of(per_request) is None
+    assert genai_module._FastPrices.of(with_audio) is not None
     provider = genai_types.Provider(
         id="acme-cloud",
         name="Acme Cloud",
@@ -880,7 +876,7 @@ def test_a_price_set_genai_prices_refuses_is_unpriced_and_logged_once(caplog: py
     data_snapshot.set_custom_snapshot(data_snapshot.DataSnapshot(providers=[broken], from_auto_update=True))
     try:
         table = PricingTable()
-        with caplog.at_level("WARNING", logger=table_module.logger.name):
+        with caplog.at_level("WARNING", logger=genai_module.logger.name):
             refused = [price(table, "acme-1", "acme-cloud", prompt_tokens=10, completion_tokens=1) for _ in range(3)]
             fine = price(table, "acme-2", "acme-cloud", prompt_tokens=1_000_000, completion_tokens=0)
     finally:
@@ -933,3 +929,31 @@ def test_pricing_never_touches_the_network() -> None:
     done = run_python(NO_NETWORK_SCRIPT, env=env)
     assert done.returncode == 0, done.stderr
     assert "priced offline" in done.stdout
+
+
+FIRST_WRAPPER_SCRIPT = """
+import sys, threading
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_reliability import reliable
+from autogen_reliability.accounting import PricingTable
+
+assert "genai_prices" not in sys.modules, "imported with the package"
+loaded_on = []
+real_init = PricingTable.__init__
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    loaded_on.append(("genai_prices.data" in sys.modules, threading.current_thread() is threading.main_thread()))
+PricingTable.__init__ = init
+reliable(OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-none"), project="p")
+assert loaded_on == [(True, True)], loaded_on
+print("loaded with the first table, on the main thread")
+"""
+
+
+def test_genai_prices_loads_with_the_first_table_on_the_constructing_thread(tmp_path: Path) -> None:
+    # Not at import (it takes ~0.1 s), and not first on a background thread (DESIGN.md, Pitfalls): the first
+    # wrapper makes the process's table, and genai-prices with its bundled data is imported there.
+    env = {**os.environ, "AUTOGEN_RELIABILITY_DB_URL": f"sqlite:///{tmp_path / 'usage.db'}"}
+    done = run_python(FIRST_WRAPPER_SCRIPT, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "loaded with the first table, on the main thread" in done.stdout

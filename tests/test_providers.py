@@ -18,7 +18,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import ReliableChatCompletionClient
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
-from autogen_reliability.accounting._price_table import GENAI_PRICES_VERSION
+from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.providers import (
     describe_client,
     infer_provider,

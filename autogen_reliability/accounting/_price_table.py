@@ -19,174 +19,31 @@ Sources, first match wins:
 Money is computed in :class:`~decimal.Decimal` (50 significant digits) and
 rounded once, half-even, to integer nano-USD (10^-9 USD).
 
-genai-prices' prices, computed here
------------------------------------
-
-A price from genai-prices' data is computed here, for the price sets a
-:class:`TokenUsage` can be charged (four token prices, tiers; prices of units
-more specific than a TokenUsage reports, such as audio tokens, which
-genai-prices charges nothing from its four counts): 2,634 of the 2,640 price
-sets of the bundled data (genai-prices 0.2.3). The rest (a price per request,
-per reasoning token, per web search) go to genai-prices' own calculation
-(``ModelInfo.calc_price``: what its public ``calc_price()`` runs once it has
-found the model), as does the check of each price set, once, when it is first
-used. Both in this module's decimal context.
-
-Measured in a loop: ~10 µs a call here, against 100-150 µs for genai-prices'
-``calc_price()``. Measured inside whole calls (``benchmarks/bench_pricing.py``:
-AutoGen's OpenAI client through the wrapper, the real openai SDK over loopback
-HTTP to ``FakeOpenAIServer``, a usage row per call; 2.5-2.9 ms a call), this
-calculation and genai-prices' in alternating runs: ``price()`` took 35-65 µs
-of the event loop's CPU with ours and 185-230 µs with genai-prices' (1.5-2 %
-against 7.5-8.5 % of the loop's CPU per call), and a whole call took
-2.57-2.69 ms against 2.76-2.84 ms: +0.15-0.2 ms, 6-8 %.
-
-So the calculation stays here. The end-to-end goal for the whole wrapper
-(issue #14: all features on, at most 1.03 x the bare client) is about 40 µs
-added per loopback call: a pricing step of 150-200 µs alone would miss it four
-times over. And it is CPU on the event loop, paid on every attempt whatever the
-provider's latency: a process making 100 calls a second would spend 2 % of a
-core more on pricing, and each price delays every other task on the loop.
-
-Its calculation (``_FastPrices`` below) follows genai-prices' rules by hand
-(which counts a cache price carves out of the input, how a tier applies), so it
-is tested against genai-prices itself: ``tests/test_pricing.py`` prices every
-model of the bundled data (several usages, tiers and dates) both ways and
-requires the same Decimal, and checks that the price sets it cannot compute
-exist in the data and are left to genai-prices.
-
-The lookup of a (model, provider) is cached here too, with its misses:
-genai-prices caches the models it found, not the ones it did not, and a model
-unknown to its provider (a local ``llama3.1`` behind OpenAI's client is looked
-up at ``openai``) costs ~90 µs there on every call, ~2 µs here.
+genai-prices is imported only when a table that falls back to it is made
+(``_genai_pricing.py``, which computes its prices and says how that was
+measured); :class:`TokenUsage`, :class:`Cost` and the nano-USD arithmetic are in
+``_cost.py``.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Any, Final
-
-# genai-prices is imported here, with the modules it would otherwise import lazily on its first
-# price calculation (the bundled data, the unit table, the validators): importing it for the first
-# time on a background thread while the openai SDK is in use raised "partially initialized module
-# 'httpx2'" (see DESIGN.md, Pitfalls). Nothing here starts its auto-update (`UpdatePrices`).
-import genai_prices
-import genai_prices.data  # the bundled price snapshot
-from genai_prices import data_snapshot, data_units  # the unit table
-from genai_prices import decompose as _genai_decompose  # noqa: F401
-from genai_prices import types as genai_types
-from genai_prices import validation as _genai_validation  # noqa: F401
+from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import ConfigurationError
-from ._price_overrides import Override, OverrideTable, Rate, overrides_from_file, overrides_from_mapping
+from ._cost import CONTEXT, PER_MILLION, Cost, TokenUsage, cost_of, nanousd_to_usd
 
-__all__ = ["GENAI_PRICES_VERSION", "Cost", "PricingTable", "TokenUsage", "nanousd_to_usd"]
+if TYPE_CHECKING:
+    from ._genai_pricing import GenaiPrices
+    from ._price_overrides import Override, OverrideTable, Rate
 
-logger = logging.getLogger(__name__)
-
-GENAI_PRICES_VERSION: Final[str] = genai_prices.__version__
-"""The installed genai-prices version, as named in :attr:`Cost.source`."""
-
-# Enough digits that no realistic price x token count is ever rounded before the one final rounding.
-_CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
-_PER_MILLION: Final = Decimal(1_000_000)
-_NANO_PER_USD: Final = Decimal(1_000_000_000)
-_LOOKUP_CACHE_SIZE: Final = 1024
-
-
-def nanousd_to_usd(nanousd: int | None) -> Decimal:
-    """Exact USD of an integer count of nano-USD, the ledger's unit (None, nothing priced: 0)."""
-    return Decimal(nanousd) / _NANO_PER_USD if nanousd else Decimal(0)
-
+__all__ = ["Cost", "PricingTable", "TokenUsage", "nanousd_to_usd"]
 
 _OVERRIDE_SOURCE: Final = "override"
-_GENAI_SOURCE: Final = f"genai-prices {GENAI_PRICES_VERSION}"
-
-
-# --------------------------------------------------------------------------------------------------
-# Public value types
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TokenUsage:
-    """What one provider request used, as priced.
-
-    Attributes:
-        prompt_tokens: All input tokens, cached ones included (as OpenAI reports ``prompt_tokens``;
-            for Anthropic that is ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``).
-        completion_tokens: All output tokens, reasoning tokens included.
-        cached_tokens: Of ``prompt_tokens``, those read from the provider's prompt cache.
-        cache_write_tokens: Of ``prompt_tokens``, those written to the prompt cache (Anthropic).
-        latency_seconds: How long the request took, for models priced by compute time.
-
-    Raises:
-        ValueError: A count is negative or not an int, cached plus cache-write tokens exceed
-            ``prompt_tokens``, or the latency is negative or not finite.
-
-    Example:
-        >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
-        >>> usage.prompt_tokens - usage.cached_tokens  # priced at the full input price
-        176
-    """
-
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int = 0
-    cache_write_tokens: int = 0
-    latency_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TokenUsage.{name} must be a non-negative int, got {value!r}")
-        if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
-            raise ValueError(
-                f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "
-                f"({self.cache_write_tokens}) exceed prompt_tokens ({self.prompt_tokens}); "
-                "prompt_tokens must count every input token, cached ones included"
-            )
-        latency = self.latency_seconds
-        if latency is not None and (
-            isinstance(latency, bool)
-            or not isinstance(latency, int | float)
-            or not math.isfinite(latency)
-            or latency < 0
-        ):
-            raise ValueError(f"TokenUsage.latency_seconds must be a finite number >= 0 or None, got {latency!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """The price of one provider request.
-
-    Attributes:
-        nanousd: The cost in integer nano-USD (10^-9 USD), rounded once, half-even, from ``usd``.
-        usd: The exact amount before rounding.
-        source: ``"override"``, or ``"genai-prices <version>"`` for the package's bundled data.
-        effective_from: The date the applied price took effect, when known.
-        model: The model id the price was found under (the override's name, or genai-prices'
-            canonical id, e.g. ``"claude-3-5-sonnet"`` for ``"claude-3-5-sonnet-20241022"``).
-        provider: The provider the price is for: genai-prices' provider id, the override's
-            provider, or for an override without one the provider that was asked for.
-    """
-
-    nanousd: int
-    usd: Decimal
-    source: str
-    effective_from: date | None
-    model: str
-    provider: str | None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,167 +69,7 @@ def _override_usd(rate: Rate, usage: TokenUsage) -> Decimal | None:
         + cached_price * usage.cached_tokens
         + write_price * usage.cache_write_tokens
         + rate.output * usage.completion_tokens
-    ) / _PER_MILLION
-
-
-# --------------------------------------------------------------------------------------------------
-# --------------------------------------------------------------------------------------------------
-# genai-prices
-# --------------------------------------------------------------------------------------------------
-
-# The prices the four counts of a TokenUsage map to; other units are handled by _ignorable_price_key.
-_FAST_PRICE_KEYS: Final = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
-_PRICE_KEY_DIMENSIONS: Final[Mapping[str, Mapping[str, str]]] = {
-    unit.get("price_key", usage_key): unit.get("dimensions", {}) for usage_key, unit in data_units.unit_data.items()
-}
-# A token unit with a dimension beyond these (a modality, a cache TTL) is more specific than anything a
-# TokenUsage reports, so genai-prices infers a count of 0 for it and it leaves the four leaf counts alone.
-_PLAIN_TOKEN_DIMENSIONS: Final = frozenset({"family", "direction", "token_type"})
-
-_NOT_CACHED: Final = object()
-
-
-def _ignorable_price_key(key: str) -> bool:
-    """True when genai-prices charges nothing for ``key`` given only a TokenUsage's four counts."""
-    dimensions = _PRICE_KEY_DIMENSIONS.get(key)
-    if dimensions is None:
-        return False
-    family = dimensions.get("family")
-    if family == "requests":  # charged once per request, whatever the usage
-        return False
-    if family == "tokens":
-        return not set(dimensions) <= _PLAIN_TOKEN_DIMENSIONS
-    return True
-
-
-@dataclass(frozen=True, slots=True)
-class _FastPrices:
-    """A genai-prices ``ModelPrice`` reduced to what a TokenUsage can be charged.
-
-    It computes what ``ModelPrice.calc_price`` computes for such a usage (the parity tests run it
-    against every model of the bundled data) in a few microseconds instead of about a hundred.
-    """
-
-    input: Decimal | genai_types.TieredPrices | None
-    output: Decimal | genai_types.TieredPrices | None
-    cache_read: Decimal | genai_types.TieredPrices | None
-    cache_write: Decimal | genai_types.TieredPrices | None
-
-    @classmethod
-    def of(cls, model_price: genai_types.ModelPrice) -> _FastPrices | None:
-        """The reduced prices, or ``None`` when ``model_price`` charges something else (genai-prices prices it)."""
-        for key, value in vars(model_price).items():
-            if key.startswith("_") or value is None:
-                continue
-            if key in _FAST_PRICE_KEYS:
-                if not isinstance(value, Decimal | genai_types.TieredPrices):
-                    return None
-            elif not _ignorable_price_key(key):
-                return None
-        return cls(
-            model_price.input_mtok,
-            model_price.output_mtok,
-            model_price.cache_read_mtok,
-            model_price.cache_write_mtok,
-        )
-
-    def usd(self, usage: TokenUsage) -> Decimal:
-        # As genai-prices does: a cache count is carved out of the input count only when the cache
-        # unit has a price of its own; a tier applies to all tokens once the prompt passes its start.
-        prompt = usage.prompt_tokens
-
-        def rate(price: Decimal | genai_types.TieredPrices | None) -> Decimal | None:
-            if not isinstance(price, genai_types.TieredPrices):
-                return price
-            for tier in reversed(price.tiers):
-                if prompt > tier.start:
-                    return tier.price
-            return price.base
-
-        total = Decimal(0)
-        uncached = prompt
-        if (cache_read := rate(self.cache_read)) is not None:
-            total += cache_read * usage.cached_tokens / _PER_MILLION
-            uncached -= usage.cached_tokens
-        if (cache_write := rate(self.cache_write)) is not None:
-            total += cache_write * usage.cache_write_tokens / _PER_MILLION
-            uncached -= usage.cache_write_tokens
-        if (input_price := rate(self.input)) is not None:
-            total += input_price * uncached / _PER_MILLION
-        if (output_price := rate(self.output)) is not None:
-            total += output_price * usage.completion_tokens / _PER_MILLION
-        return total
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How to price with one of a model's ``ModelPrice`` objects."""
-
-    valid: bool  # False: genai-prices rejects the price set itself, so the model is unpriced
-    fast: _FastPrices | None  # None: ask genai-prices each time
-    effective_from: date | None
-
-
-@dataclass(slots=True)
-class _GenaiModel:
-    """A model genai-prices has a price for, as found for one (model, provider) of a request."""
-
-    provider: genai_types.Provider
-    model: genai_types.ModelInfo
-    plans: dict[int, _Plan] = field(default_factory=dict)  # by id() of a ModelPrice that `model` holds
-    warned: bool = False  # genai-prices refused to price it once already: said so in the log
-
-    def plan(self, model_price: genai_types.ModelPrice) -> _Plan:
-        """How to price with ``model_price`` (one of this model's), made on first use. Call under the table's lock."""
-        found = self.plans.get(id(model_price))
-        if found is None:
-            found = self.plans[id(model_price)] = self._make_plan(model_price)
-        return found
-
-    def _make_plan(self, model_price: genai_types.ModelPrice) -> _Plan:
-        effective_from = self.effective_from(model_price)
-        try:
-            # Runs genai-prices' own checks of the price set (which do not depend on the usage).
-            with localcontext(_CONTEXT):
-                model_price.calc_price(genai_types.Usage(input_tokens=0, output_tokens=0))
-        except ValueError as error:
-            self.refused(error)
-            return _Plan(valid=False, fast=None, effective_from=effective_from)
-        return _Plan(valid=True, fast=_FastPrices.of(model_price), effective_from=effective_from)
-
-    def effective_from(self, model_price: genai_types.ModelPrice) -> date | None:
-        """The start date of the price set genai-prices applied, when it is a dated one."""
-        if isinstance(self.model.prices, genai_types.ModelPrice):
-            return None
-        for conditional in reversed(self.model.prices):  # as ModelInfo.get_prices chooses: last first
-            if conditional.prices is model_price:
-                if isinstance(conditional.constraint, genai_types.StartDateConstraint):
-                    return conditional.constraint.start_date
-                return None
-        return None
-
-    def refused(self, error: ValueError) -> None:
-        """Logs, the first time only, that genai-prices refused to price this model. Call under the table's lock."""
-        if self.warned:
-            return
-        self.warned = True
-        logger.warning(
-            "genai-prices %s could not price %s at %s (%s); recording it unpriced",
-            GENAI_PRICES_VERSION,
-            self.model.id,
-            self.provider.id,
-            error,
-        )
-
-
-def _genai_usage(usage: TokenUsage) -> genai_types.Usage:
-    # genai-prices' input_tokens is the total, like prompt_tokens: cache reads and writes are part of it.
-    return genai_types.Usage(
-        input_tokens=usage.prompt_tokens,
-        output_tokens=usage.completion_tokens,
-        cache_read_tokens=usage.cached_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-    )
+    ) / PER_MILLION
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,12 +90,6 @@ def _normalise_provider(provider: str | None) -> str | None:
         return None
     provider = provider.strip().lower()
     return provider or None
-
-
-def _cost(usd: Decimal, source: str, effective_from: date | None, model: str, provider: str | None) -> Cost:
-    # The context's own arithmetic (50 digits, half-even), not a localcontext(): this runs for every row.
-    nanousd = int(_CONTEXT.to_integral_value(_CONTEXT.multiply(usd, _NANO_PER_USD)))
-    return Cost(nanousd=nanousd, usd=usd, source=source, effective_from=effective_from, model=model, provider=provider)
 
 
 class PricingTable:
@@ -439,18 +130,24 @@ class PricingTable:
         if overrides is None:
             self._overrides = {}
         elif isinstance(overrides, str | os.PathLike):
+            # The overrides' parser (pydantic models, tomllib) loads only for a table that has some.
+            from ._price_overrides import overrides_from_file  # noqa: PLC0415
+
             self._overrides = overrides_from_file(Path(overrides))
         elif isinstance(overrides, Mapping):
+            from ._price_overrides import overrides_from_mapping  # noqa: PLC0415
+
             self._overrides = overrides_from_mapping(overrides)
         else:
             raise ConfigurationError(
                 f"pricing overrides: expected a mapping or a file path, got {type(overrides).__name__}"
             )
-        self._use_genai_prices = use_genai_prices
-        self._lock = threading.Lock()
-        self._lookups: OrderedDict[tuple[str, str | None], object] = OrderedDict()
-        # Loads the bundled data now, on the constructing thread (see the imports above).
-        self._snapshot = data_snapshot.get_snapshot() if use_genai_prices else None
+        self._genai: GenaiPrices | None = None
+        if use_genai_prices:
+            # genai-prices and its data are imported now, on the constructing thread (see _genai_pricing).
+            from ._genai_pricing import GenaiPrices  # noqa: PLC0415 - ~0.1 s, only for a table that uses it
+
+            self._genai = GenaiPrices()
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], *, use_genai_prices: bool = True) -> PricingTable:
@@ -472,7 +169,7 @@ class PricingTable:
         return cls(Path(path), use_genai_prices=use_genai_prices)
 
     def __repr__(self) -> str:
-        source = f"genai-prices {GENAI_PRICES_VERSION}" if self._use_genai_prices else "no fallback"
+        source = self._genai.source if self._genai is not None else "no fallback"
         return f"PricingTable({len(self._overrides)} overridden model(s), then {source})"
 
     def price(
@@ -514,70 +211,17 @@ class PricingTable:
                 override = entries.get(None)
             if override is not None:
                 return self._price_override(override, provider_key, usage, when.date())
-        if not self._use_genai_prices:
+        if self._genai is None:
             return None
-        return self._price_genai(model_key, provider_key, usage, when)
+        return self._genai.price(model_key, provider_key, usage, when)
 
     @staticmethod
     def _price_override(override: Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:
         rate = override.rate_on(day)
         if rate is None:  # before the model's first price: authoritative, so unpriced
             return None
-        with localcontext(_CONTEXT):
+        with localcontext(CONTEXT):
             usd = _override_usd(rate, usage)
         if usd is None:
             return None
-        return _cost(usd, _OVERRIDE_SOURCE, rate.effective_from, override.model, override.provider or provider)
-
-    def _lookup(self, snapshot: data_snapshot.DataSnapshot, model: str, provider: str | None) -> _GenaiModel | None:
-        key = (model, provider)
-        with self._lock:
-            if snapshot is not self._snapshot:  # someone installed another snapshot: start over
-                self._lookups.clear()
-                self._snapshot = snapshot
-            found = self._lookups.get(key, _NOT_CACHED)
-            if found is not _NOT_CACHED:
-                self._lookups.move_to_end(key)
-                return found if isinstance(found, _GenaiModel) else None
-        try:
-            provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
-        except LookupError:
-            entry: _GenaiModel | None = None
-        else:
-            entry = _GenaiModel(provider_info, model_info)
-        with self._lock:
-            # Misses are cached too: genai-prices scans every model of the provider for each one.
-            self._lookups[key] = entry
-            if len(self._lookups) > _LOOKUP_CACHE_SIZE:
-                self._lookups.popitem(last=False)
-        return entry
-
-    def _price_genai(self, model: str, provider: str | None, usage: TokenUsage, when: datetime) -> Cost | None:
-        snapshot = data_snapshot.get_snapshot()
-        entry = self._lookup(snapshot, model, provider)
-        if entry is None:
-            return None
-        # Chosen per call, not cached per day: some prices depend on the time of day (DeepSeek's off-peak hours).
-        model_price = entry.model.get_prices(when)
-        with self._lock:
-            plan = entry.plan(model_price)
-        if not plan.valid:
-            return None
-        with localcontext(_CONTEXT):
-            if plan.fast is not None:
-                usd = plan.fast.usd(usage)
-            else:
-                try:
-                    # A price our calculation does not follow (per request, per reasoning token): genai-prices'
-                    # own, the one its calc_price() makes once it has found the model.
-                    usd = entry.model.calc_price(
-                        _genai_usage(usage), entry.provider, genai_request_timestamp=when
-                    ).total_price
-                except ValueError as error:  # genai-prices finds this usage or price set inconsistent
-                    with self._lock:
-                        entry.refused(error)
-                    return None
-        source = _GENAI_SOURCE
-        if snapshot.from_auto_update:  # the application updated the data itself; say from when
-            source += f" (data of {snapshot.timestamp.isoformat(timespec='seconds')})"
-        return _cost(usd, source, plan.effective_from, entry.model.id, entry.provider.id)
+        return cost_of(usd, _OVERRIDE_SOURCE, rate.effective_from, override.model, override.provider or provider)

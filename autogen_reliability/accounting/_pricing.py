@@ -12,6 +12,7 @@ imported here for the old path only.
 from __future__ import annotations
 
 from ..providers import infer_provider, model_of
-from ._price_table import GENAI_PRICES_VERSION, Cost, PricingTable, TokenUsage
+from ._genai_pricing import GENAI_PRICES_VERSION
+from ._price_table import Cost, PricingTable, TokenUsage
 
 __all__ = ["GENAI_PRICES_VERSION", "Cost", "PricingTable", "TokenUsage", "infer_provider", "model_of"]

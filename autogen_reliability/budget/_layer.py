@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 from autogen_core.models import CreateResult
 
 from .._context import Attribution
 from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
-from ._tracker import BudgetTracker
+
+if TYPE_CHECKING:
+    from ._tracker import BudgetTracker
 
 __all__ = ["BudgetLayer"]
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as midnight_time
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal, get_args
-
-from sqlalchemy import URL
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from .._errors import ConfigurationError, describe_budget_key, describe_period, format_usd
-from ..storage._engine import check_database_url
-from ..storage._store import UsageStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
+
+    from ..storage._store import UsageStore
 
 __all__ = [
     "BudgetAlert",
@@ -105,9 +106,22 @@ def _in_memory(url: URL) -> bool:
     )
 
 
+def _check_database_url(url: str | URL) -> URL:
+    # SQLAlchemy and the store's modules load when a policy names a database, not when this module is imported.
+    from ..storage._engine import check_database_url  # noqa: PLC0415
+
+    return check_database_url(url)
+
+
+def _usage_store_type() -> type[UsageStore]:
+    from ..storage._store import UsageStore  # noqa: PLC0415 - loaded already when a policy is given one
+
+    return UsageStore
+
+
 def check_ledger_url(name: str, url: str | URL) -> URL:
     """``url`` parsed, if a budget can read spend from it: any URL the store takes, but an in-memory SQLite one."""
-    parsed = check_database_url(url)
+    parsed = _check_database_url(url)
     if _in_memory(parsed):
         raise ConfigurationError(
             f"{name}: an in-memory SQLite database is private to the connection that made it, so a budget "
@@ -212,7 +226,7 @@ class BudgetPolicy:
         object.__setattr__(self, "refresh_seconds", _seconds("refresh", self.refresh))
         if isinstance(self.store, str):
             check_ledger_url("store", self.store)
-        elif isinstance(self.store, UsageStore):
+        elif self.store is not None and isinstance(self.store, _usage_store_type()):
             check_ledger_url("store", self.store.engine.url)
         elif self.store is not None:
             raise ConfigurationError(
@@ -247,7 +261,7 @@ class BudgetPolicy:
             "refresh": self.refresh_seconds,
         }
         if isinstance(self.store, str):
-            config["store"] = check_database_url(self.store).render_as_string(hide_password=True)
+            config["store"] = _check_database_url(self.store).render_as_string(hide_password=True)
         return config
 
     @classmethod
@@ -261,7 +275,7 @@ class BudgetPolicy:
         """
         values = dict(config)
         store = values.get("store")
-        if isinstance(store, str) and check_database_url(store).password == "***":  # noqa: S105  # the mask, not a password
+        if isinstance(store, str) and _check_database_url(store).password == "***":  # noqa: S105  # the mask, not a password
             raise ConfigurationError(
                 "the budget's store URL has its password masked (***), as dump_component() writes it; "
                 "keep the password out of the URL (PGPASSWORD, ~/.pgpass) or pass store= again"

@@ -14,7 +14,6 @@ from functools import lru_cache
 from typing import Final
 
 from autogen_core.models import ChatCompletionClient
-from genai_prices import data_snapshot
 
 from ._clients import create_args_of, inner_client, innermost, raw_config_of, sdk_client_of
 from ._lookup import loaded_class
@@ -49,6 +48,9 @@ _PREFIX_PROVIDERS: Final = frozenset(
 @lru_cache(maxsize=256)
 def _provider_for_url(url: str) -> str | None:
     """The genai-prices provider whose API URL pattern ``url`` matches, if any."""
+    # Loaded already when a PricingTable that uses it was made (_genai_pricing), else only now.
+    from genai_prices import data_snapshot  # noqa: PLC0415
+
     for provider in data_snapshot.get_snapshot().providers:
         if re.match(provider.api_pattern, url):
             return provider.id

@@ -1,0 +1,105 @@
+"""What a priced request is: :class:`TokenUsage` in, :class:`Cost` out, and the arithmetic of nano-USD.
+
+Shared by the override prices (``_price_table.py``) and genai-prices' (``_genai_pricing.py``),
+which is imported only when a table that uses genai-prices is made.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Final
+
+__all__ = ["CONTEXT", "PER_MILLION", "Cost", "TokenUsage", "cost_of", "nanousd_to_usd"]
+
+# Enough digits that no realistic price x token count is ever rounded before the one final rounding.
+CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
+"""The decimal context every price is computed in (50 digits, half-even)."""
+PER_MILLION: Final = Decimal(1_000_000)
+_NANO_PER_USD: Final = Decimal(1_000_000_000)
+
+
+def nanousd_to_usd(nanousd: int | None) -> Decimal:
+    """Exact USD of an integer count of nano-USD, the ledger's unit (None, nothing priced: 0)."""
+    return Decimal(nanousd) / _NANO_PER_USD if nanousd else Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What one provider request used, as priced.
+
+    Attributes:
+        prompt_tokens: All input tokens, cached ones included (as OpenAI reports ``prompt_tokens``;
+            for Anthropic that is ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``).
+        completion_tokens: All output tokens, reasoning tokens included.
+        cached_tokens: Of ``prompt_tokens``, those read from the provider's prompt cache.
+        cache_write_tokens: Of ``prompt_tokens``, those written to the prompt cache (Anthropic).
+        latency_seconds: How long the request took, for models priced by compute time.
+
+    Raises:
+        ValueError: A count is negative or not an int, cached plus cache-write tokens exceed
+            ``prompt_tokens``, or the latency is negative or not finite.
+
+    Example:
+        >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
+        >>> usage.prompt_tokens - usage.cached_tokens  # priced at the full input price
+        176
+    """
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TokenUsage.{name} must be a non-negative int, got {value!r}")
+        if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
+            raise ValueError(
+                f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "
+                f"({self.cache_write_tokens}) exceed prompt_tokens ({self.prompt_tokens}); "
+                "prompt_tokens must count every input token, cached ones included"
+            )
+        latency = self.latency_seconds
+        if latency is not None and (
+            isinstance(latency, bool)
+            or not isinstance(latency, int | float)
+            or not math.isfinite(latency)
+            or latency < 0
+        ):
+            raise ValueError(f"TokenUsage.latency_seconds must be a finite number >= 0 or None, got {latency!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """The price of one provider request.
+
+    Attributes:
+        nanousd: The cost in integer nano-USD (10^-9 USD), rounded once, half-even, from ``usd``.
+        usd: The exact amount before rounding.
+        source: ``"override"``, or ``"genai-prices <version>"`` for the package's bundled data.
+        effective_from: The date the applied price took effect, when known.
+        model: The model id the price was found under (the override's name, or genai-prices'
+            canonical id, e.g. ``"claude-3-5-sonnet"`` for ``"claude-3-5-sonnet-20241022"``).
+        provider: The provider the price is for: genai-prices' provider id, the override's
+            provider, or for an override without one the provider that was asked for.
+    """
+
+    nanousd: int
+    usd: Decimal
+    source: str
+    effective_from: date | None
+    model: str
+    provider: str | None
+
+
+def cost_of(usd: Decimal, source: str, effective_from: date | None, model: str, provider: str | None) -> Cost:
+    """The :class:`Cost` of ``usd``, rounded once, half-even, to integer nano-USD."""
+    # The context's own arithmetic (50 digits, half-even), not a localcontext(): this runs for every row.
+    nanousd = int(CONTEXT.to_integral_value(CONTEXT.multiply(usd, _NANO_PER_USD)))
+    return Cost(nanousd=nanousd, usd=usd, source=source, effective_from=effective_from, model=model, provider=provider)

@@ -1,0 +1,301 @@
+"""Prices from genai-prices' bundled offline data: imported only when a table that uses them is made.
+
+genai-prices (and its data, ~0.1 s to import) is loaded when the first
+:class:`~autogen_reliability.accounting.PricingTable` that falls back to it is
+constructed, not when the package is imported. It is imported with the modules
+it would otherwise import lazily on its first price calculation (the bundled
+data, the unit table, the validators), all on the constructing thread:
+importing genai-prices for the first time on a background thread while the
+openai SDK is in use raised "partially initialized module 'httpx2'" (see
+DESIGN.md, Pitfalls). Nothing here starts its auto-update (``UpdatePrices``).
+
+A price from genai-prices' data is computed here, for the price sets a
+:class:`TokenUsage` can be charged (four token prices, tiers; prices of units
+more specific than a TokenUsage reports, such as audio tokens, which
+genai-prices charges nothing from its four counts): 2,634 of the 2,640 price
+sets of the bundled data (genai-prices 0.2.3). The rest (a price per request,
+per reasoning token, per web search) go to genai-prices' own calculation
+(``ModelInfo.calc_price``: what its public ``calc_price()`` runs once it has
+found the model), as does the check of each price set, once, when it is first
+used. Both in this module's decimal context.
+
+Measured in a loop: ~10 µs a call here, against 100-150 µs for genai-prices'
+``calc_price()``. Measured inside whole calls (``benchmarks/bench_pricing.py``:
+AutoGen's OpenAI client through the wrapper, the real openai SDK over loopback
+HTTP to ``FakeOpenAIServer``, a usage row per call; 2.5-2.9 ms a call), this
+calculation and genai-prices' in alternating runs: ``price()`` took 35-65 µs
+of the event loop's CPU with ours and 185-230 µs with genai-prices' (1.5-2 %
+against 7.5-8.5 % of the loop's CPU per call), and a whole call took
+2.57-2.69 ms against 2.76-2.84 ms: +0.15-0.2 ms, 6-8 %.
+
+So the calculation stays here. The end-to-end goal for the whole wrapper
+(issue #14: all features on, at most 1.03 x the bare client) is about 40 µs
+added per loopback call: a pricing step of 150-200 µs alone would miss it four
+times over. And it is CPU on the event loop, paid on every attempt whatever the
+provider's latency: a process making 100 calls a second would spend 2 % of a
+core more on pricing, and each price delays every other task on the loop.
+
+Its calculation (``_FastPrices`` below) follows genai-prices' rules by hand
+(which counts a cache price carves out of the input, how a tier applies), so it
+is tested against genai-prices itself: ``tests/test_pricing.py`` prices every
+model of the bundled data (several usages, tiers and dates) both ways and
+requires the same Decimal, and checks that the price sets it cannot compute
+exist in the data and are left to genai-prices.
+
+The lookup of a (model, provider) is cached here too, with its misses:
+genai-prices caches the models it found, not the ones it did not, and a model
+unknown to its provider (a local ``llama3.1`` behind OpenAI's client is looked
+up at ``openai``) costs ~90 µs there on every call, ~2 µs here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, localcontext
+from typing import Final
+
+import genai_prices
+import genai_prices.data  # the bundled price snapshot
+from genai_prices import data_snapshot, data_units  # the unit table
+from genai_prices import decompose as _genai_decompose  # noqa: F401
+from genai_prices import types as genai_types
+from genai_prices import validation as _genai_validation  # noqa: F401
+
+from ._cost import CONTEXT, PER_MILLION, Cost, TokenUsage, cost_of
+
+__all__ = ["GENAI_PRICES_VERSION", "GenaiPrices"]
+
+logger = logging.getLogger(__name__)
+
+GENAI_PRICES_VERSION: Final[str] = genai_prices.__version__
+"""The installed genai-prices version, as named in :attr:`Cost.source`."""
+
+_SOURCE: Final = f"genai-prices {GENAI_PRICES_VERSION}"
+_LOOKUP_CACHE_SIZE: Final = 1024
+
+# The prices the four counts of a TokenUsage map to; other units are handled by _ignorable_price_key.
+_FAST_PRICE_KEYS: Final = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
+_PRICE_KEY_DIMENSIONS: Final[Mapping[str, Mapping[str, str]]] = {
+    unit.get("price_key", usage_key): unit.get("dimensions", {}) for usage_key, unit in data_units.unit_data.items()
+}
+# A token unit with a dimension beyond these (a modality, a cache TTL) is more specific than anything a
+# TokenUsage reports, so genai-prices infers a count of 0 for it and it leaves the four leaf counts alone.
+_PLAIN_TOKEN_DIMENSIONS: Final = frozenset({"family", "direction", "token_type"})
+
+_NOT_CACHED: Final = object()
+
+
+def _ignorable_price_key(key: str) -> bool:
+    """True when genai-prices charges nothing for ``key`` given only a TokenUsage's four counts."""
+    dimensions = _PRICE_KEY_DIMENSIONS.get(key)
+    if dimensions is None:
+        return False
+    family = dimensions.get("family")
+    if family == "requests":  # charged once per request, whatever the usage
+        return False
+    if family == "tokens":
+        return not set(dimensions) <= _PLAIN_TOKEN_DIMENSIONS
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class _FastPrices:
+    """A genai-prices ``ModelPrice`` reduced to what a TokenUsage can be charged.
+
+    It computes what ``ModelPrice.calc_price`` computes for such a usage (the parity tests run it
+    against every model of the bundled data) in a few microseconds instead of about a hundred.
+    """
+
+    input: Decimal | genai_types.TieredPrices | None
+    output: Decimal | genai_types.TieredPrices | None
+    cache_read: Decimal | genai_types.TieredPrices | None
+    cache_write: Decimal | genai_types.TieredPrices | None
+
+    @classmethod
+    def of(cls, model_price: genai_types.ModelPrice) -> _FastPrices | None:
+        """The reduced prices, or ``None`` when ``model_price`` charges something else (genai-prices prices it)."""
+        for key, value in vars(model_price).items():
+            if key.startswith("_") or value is None:
+                continue
+            if key in _FAST_PRICE_KEYS:
+                if not isinstance(value, Decimal | genai_types.TieredPrices):
+                    return None
+            elif not _ignorable_price_key(key):
+                return None
+        return cls(
+            model_price.input_mtok,
+            model_price.output_mtok,
+            model_price.cache_read_mtok,
+            model_price.cache_write_mtok,
+        )
+
+    def usd(self, usage: TokenUsage) -> Decimal:
+        # As genai-prices does: a cache count is carved out of the input count only when the cache
+        # unit has a price of its own; a tier applies to all tokens once the prompt passes its start.
+        prompt = usage.prompt_tokens
+
+        def rate(price: Decimal | genai_types.TieredPrices | None) -> Decimal | None:
+            if not isinstance(price, genai_types.TieredPrices):
+                return price
+            for tier in reversed(price.tiers):
+                if prompt > tier.start:
+                    return tier.price
+            return price.base
+
+        total = Decimal(0)
+        uncached = prompt
+        if (cache_read := rate(self.cache_read)) is not None:
+            total += cache_read * usage.cached_tokens / PER_MILLION
+            uncached -= usage.cached_tokens
+        if (cache_write := rate(self.cache_write)) is not None:
+            total += cache_write * usage.cache_write_tokens / PER_MILLION
+            uncached -= usage.cache_write_tokens
+        if (input_price := rate(self.input)) is not None:
+            total += input_price * uncached / PER_MILLION
+        if (output_price := rate(self.output)) is not None:
+            total += output_price * usage.completion_tokens / PER_MILLION
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to price with one of a model's ``ModelPrice`` objects."""
+
+    valid: bool  # False: genai-prices rejects the price set itself, so the model is unpriced
+    fast: _FastPrices | None  # None: ask genai-prices each time
+    effective_from: date | None
+
+
+@dataclass(slots=True)
+class _GenaiModel:
+    """A model genai-prices has a price for, as found for one (model, provider) of a request."""
+
+    provider: genai_types.Provider
+    model: genai_types.ModelInfo
+    plans: dict[int, _Plan] = field(default_factory=dict)  # by id() of a ModelPrice that `model` holds
+    warned: bool = False  # genai-prices refused to price it once already: said so in the log
+
+    def plan(self, model_price: genai_types.ModelPrice) -> _Plan:
+        """How to price with ``model_price`` (one of this model's), made on first use. Call under the table's lock."""
+        found = self.plans.get(id(model_price))
+        if found is None:
+            found = self.plans[id(model_price)] = self._make_plan(model_price)
+        return found
+
+    def _make_plan(self, model_price: genai_types.ModelPrice) -> _Plan:
+        effective_from = self.effective_from(model_price)
+        try:
+            # Runs genai-prices' own checks of the price set (which do not depend on the usage).
+            with localcontext(CONTEXT):
+                model_price.calc_price(genai_types.Usage(input_tokens=0, output_tokens=0))
+        except ValueError as error:
+            self.refused(error)
+            return _Plan(valid=False, fast=None, effective_from=effective_from)
+        return _Plan(valid=True, fast=_FastPrices.of(model_price), effective_from=effective_from)
+
+    def effective_from(self, model_price: genai_types.ModelPrice) -> date | None:
+        """The start date of the price set genai-prices applied, when it is a dated one."""
+        if isinstance(self.model.prices, genai_types.ModelPrice):
+            return None
+        for conditional in reversed(self.model.prices):  # as ModelInfo.get_prices chooses: last first
+            if conditional.prices is model_price:
+                if isinstance(conditional.constraint, genai_types.StartDateConstraint):
+                    return conditional.constraint.start_date
+                return None
+        return None
+
+    def refused(self, error: ValueError) -> None:
+        """Logs, the first time only, that genai-prices refused to price this model. Call under the table's lock."""
+        if self.warned:
+            return
+        self.warned = True
+        logger.warning(
+            "genai-prices %s could not price %s at %s (%s); recording it unpriced",
+            GENAI_PRICES_VERSION,
+            self.model.id,
+            self.provider.id,
+            error,
+        )
+
+
+def _genai_usage(usage: TokenUsage) -> genai_types.Usage:
+    # genai-prices' input_tokens is the total, like prompt_tokens: cache reads and writes are part of it.
+    return genai_types.Usage(
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        cache_read_tokens=usage.cached_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )
+
+
+class GenaiPrices:
+    """genai-prices' prices for a :class:`~autogen_reliability.accounting.PricingTable`, its lookups cached.
+
+    Made on the thread that makes the table: the bundled data is loaded there. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lookups: OrderedDict[tuple[str, str | None], object] = OrderedDict()
+        self._snapshot = data_snapshot.get_snapshot()
+        self.source = _SOURCE
+        """``"genai-prices <version>"``, as a :class:`Cost` from the bundled data names it."""
+
+    def _lookup(self, snapshot: data_snapshot.DataSnapshot, model: str, provider: str | None) -> _GenaiModel | None:
+        key = (model, provider)
+        with self._lock:
+            if snapshot is not self._snapshot:  # someone installed another snapshot: start over
+                self._lookups.clear()
+                self._snapshot = snapshot
+            found = self._lookups.get(key, _NOT_CACHED)
+            if found is not _NOT_CACHED:
+                self._lookups.move_to_end(key)
+                return found if isinstance(found, _GenaiModel) else None
+        try:
+            provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
+        except LookupError:
+            entry: _GenaiModel | None = None
+        else:
+            entry = _GenaiModel(provider_info, model_info)
+        with self._lock:
+            # Misses are cached too: genai-prices scans every model of the provider for each one.
+            self._lookups[key] = entry
+            if len(self._lookups) > _LOOKUP_CACHE_SIZE:
+                self._lookups.popitem(last=False)
+        return entry
+
+    def price(self, model: str, provider: str | None, usage: TokenUsage, when: datetime) -> Cost | None:
+        """The cost of ``usage`` for ``model`` (lower case) at ``provider`` (normalised, or None) at ``when`` (UTC)."""
+        snapshot = data_snapshot.get_snapshot()
+        entry = self._lookup(snapshot, model, provider)
+        if entry is None:
+            return None
+        # Chosen per call, not cached per day: some prices depend on the time of day (DeepSeek's off-peak hours).
+        model_price = entry.model.get_prices(when)
+        with self._lock:
+            plan = entry.plan(model_price)
+        if not plan.valid:
+            return None
+        with localcontext(CONTEXT):
+            if plan.fast is not None:
+                usd = plan.fast.usd(usage)
+            else:
+                try:
+                    # A price our calculation does not follow (per request, per reasoning token): genai-prices'
+                    # own, the one its calc_price() makes once it has found the model.
+                    usd = entry.model.calc_price(
+                        _genai_usage(usage), entry.provider, genai_request_timestamp=when
+                    ).total_price
+                except ValueError as error:  # genai-prices finds this usage or price set inconsistent
+                    with self._lock:
+                        entry.refused(error)
+                    return None
+        source = _SOURCE
+        if snapshot.from_auto_update:  # the application updated the data itself; say from when
+            source += f" (data of {snapshot.timestamp.isoformat(timespec='seconds')})"
+        return cost_of(usd, source, plan.effective_from, entry.model.id, entry.provider.id)
