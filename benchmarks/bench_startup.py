@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .timing import bytecode_env
+
 AUTOGEN = "import autogen_agentchat, autogen_ext.models.openai"
 PYTEST = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
 
@@ -66,7 +68,7 @@ CASES: dict[str, list[str]] = {
 def _seconds(command: list[str], cwd: str) -> float:
     start = time.perf_counter()
     # pytest exits 5 when it collects nothing: expected in an empty directory.
-    done = subprocess.run(command, cwd=cwd, capture_output=True, check=False)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, check=False, env=bytecode_env())
     elapsed = time.perf_counter() - start
     if done.returncode not in (0, 5):
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,16 @@ def quick_run() -> bool:
     the numbers of a smoke run mean nothing, only that the benchmark still runs.
     """
     return "--quick" in sys.argv[1:]
+
+
+def bytecode_env() -> dict[str, str]:
+    """This environment, with Python's bytecode cache on, for timing fresh interpreters.
+
+    ``pip install`` compiles a package's ``.pyc`` files, so a user's imports read
+    bytecode; an environment with ``PYTHONDONTWRITEBYTECODE`` set (a checkout, a
+    container) would compile the package's source on every start and time that instead.
+    """
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
 def best_per_call(call: Callable[[], object], calls: int, rounds: int) -> float:
