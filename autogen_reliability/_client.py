@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar
 
 from autogen_core import CancellationToken, Component, ComponentModel
 from autogen_core.models import (
@@ -36,20 +36,22 @@ from ._context import Attribution, resolve_attribution
 from ._errors import ConfigurationError
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
 from ._redaction import remember_secret
-from .accounting._layer import AccountingLayer
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
-from .budget._layer import BudgetLayer
 from .budget._policy import BudgetPolicy
 from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT
-from .retry._layer import CircuitLayer, FallbackLayer, RetryLayer
 from .retry._policy import RetryObserver, RetryPolicy
-from .validation._layer import SanitizeLayer, ValidationLayer
 from .validation._policy import ValidationPolicy
-from .validation._sanitizer import SanitizePolicy
+from .validation._sanitize_policy import SanitizePolicy
+
+if TYPE_CHECKING:
+    # The stages' modules load when the first wrapper is made (in the functions below), not with reliable.
+    from .accounting._layer import AccountingLayer
+    from .budget._layer import BudgetLayer
+    from .retry._layer import FallbackLayer, RetryLayer
 
 __all__ = ["ReliableChatCompletionClient", "ReliableChatCompletionClientConfig", "ReliableOptions", "check_options"]
 
@@ -208,6 +210,9 @@ def _pipeline(
     client: ChatCompletionClient, settings: _Settings, observers: Sequence[AttemptObserver], *, primary: bool
 ) -> Pipeline:
     """The pipeline of ``client``: the primary's has every layer, a fallback's only those of a provider client."""
+    from .retry._layer import CircuitLayer  # noqa: PLC0415 - the stages load with the first wrapper
+    from .validation._layer import SanitizeLayer, ValidationLayer  # noqa: PLC0415
+
     remember_secret(api_key_of(client))  # a provider may echo it in an error we store, log or raise
     if settings.track_usage:
         attach_usage_tap(innermost(client))
@@ -228,6 +233,8 @@ def _pipeline(
 
 
 def _accounting(settings: _Settings) -> AccountingLayer:
+    from .accounting._layer import AccountingLayer  # noqa: PLC0415
+
     defaults = accounting_settings()
     return AccountingLayer(
         settings.recorder or default_recorder(),
@@ -238,8 +245,8 @@ def _accounting(settings: _Settings) -> AccountingLayer:
 
 
 def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
-    # The tracker reads the ledger with SQLAlchemy: loaded when a wrapper has a budget, not at import.
-    from .budget._tracker import tracker_for  # noqa: PLC0415
+    from .budget._layer import BudgetLayer  # noqa: PLC0415
+    from .budget._tracker import tracker_for  # noqa: PLC0415 - SQLAlchemy: loaded for a wrapper with a budget
 
     if settings.recorder is not None:
         return BudgetLayer(tracker_for(policy, settings.recorder))
@@ -248,12 +255,16 @@ def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
 
 
 def _fallback(settings: _Settings, observers: Sequence[AttemptObserver]) -> FallbackLayer:
+    from .retry._layer import FallbackLayer  # noqa: PLC0415
+
     fallbacks = [_pipeline(fallback, settings, observers, primary=False) for fallback in settings.fallbacks]
     retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
     return FallbackLayer(fallbacks, retry_on)
 
 
 def _retry(client: ChatCompletionClient, policy: RetryPolicy, on_retry: Sequence[RetryObserver]) -> RetryLayer:
+    from .retry._layer import RetryLayer  # noqa: PLC0415
+
     budget = budget_for(client, policy.budget, policy.clock) if policy.budget is not None else None
     return RetryLayer(policy, budget, on_retry)
 
@@ -370,6 +381,8 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         The one chosen when the wrapper was built: the ``recorder=`` option, else the
         process's recorder of that moment.
         """
+        from .accounting._layer import AccountingLayer  # noqa: PLC0415 - loaded by the wrapper that records
+
         for layer in self._pipeline.layers:
             if isinstance(layer, AccountingLayer):
                 return layer.recorder

@@ -170,7 +170,12 @@ def test_docs_api_is_what_scripts_api_md_writes() -> None:
 
 # ---- the names load on first use (autogen_reliability/_lazy.py)
 
-LAZY_PACKAGES = ["autogen_reliability", "autogen_reliability.testing", "autogen_reliability.testing.plugin"]
+LAZY_PACKAGES = [
+    "autogen_reliability",
+    "autogen_reliability.testing",
+    "autogen_reliability.testing.plugin",
+    "autogen_reliability.validation",
+]
 
 # What `import autogen_reliability` must not load: a user pays for these when a public name is first used.
 HEAVY = (

@@ -1,11 +1,23 @@
-"""Validating and sanitising what the model returns."""
+"""Validating and sanitising what the model returns.
 
-from ._parse import JSONExtractionError, extract_json
-from ._policy import ValidationPolicy
-from ._result import CheckedCreateResult
-from ._sanitizer import SanitizePolicy, Sanitizer, SanitizeReport
-from ._schema import ResponseSchema, SchemaViolation
-from ._stream_sanitizer import StreamSanitizer
+The names load on first use (PEP 562, ``autogen_reliability/_lazy.py``): the
+policies a user passes to :func:`~autogen_reliability.reliable` import without
+the stages that apply them, which load when the first wrapper is made.
+"""
+
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    # What type checkers see; at run time each name loads on first use (``__getattr__`` below).
+    from ._parse import JSONExtractionError, extract_json
+    from ._policy import ValidationPolicy
+    from ._result import CheckedCreateResult
+    from ._sanitize_policy import SanitizePolicy
+    from ._sanitizer import Sanitizer, SanitizeReport
+    from ._schema import ResponseSchema, SchemaViolation
+    from ._stream_sanitizer import StreamSanitizer
 
 __all__ = [
     "CheckedCreateResult",
@@ -19,3 +31,27 @@ __all__ = [
     "ValidationPolicy",
     "extract_json",
 ]
+
+# Each public name -> the module that defines it (the same as the TYPE_CHECKING imports above).
+_HOMES = {
+    "CheckedCreateResult": "._result",
+    "JSONExtractionError": "._parse",
+    "ResponseSchema": "._schema",
+    "SanitizePolicy": "._sanitize_policy",
+    "SanitizeReport": "._sanitizer",
+    "Sanitizer": "._sanitizer",
+    "SchemaViolation": "._schema",
+    "StreamSanitizer": "._stream_sanitizer",
+    "ValidationPolicy": "._policy",
+    "extract_json": "._parse",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return _lazy.load(__name__, name, _HOMES, globals())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return _lazy.listing(globals(), __all__)

@@ -89,7 +89,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
@@ -102,6 +102,7 @@ from ._html import clean_html, new_cleaner
 from ._injection_markers import add_markers, find_markers
 from ._json_walk import map_strings
 from ._markdown_links import neutralise_links
+from ._sanitize_policy import SanitizePolicy
 from ._terminal import remove_ansi, remove_controls
 
 __all__ = ["CATEGORIES", "EMPTY", "EMPTY_REPORT", "SanitizePolicy", "SanitizeReport", "Sanitizer"]
@@ -126,79 +127,6 @@ _ANY_TEXT_HAZARD: Final = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
     "\u202a-\u202e\u2060-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SanitizePolicy:
-    """Which hazards a :class:`Sanitizer` neutralises; every switch is on by default.
-
-    Attributes:
-        control_chars: Remove C0 and C1 control characters, except tab, line feed and carriage return.
-        ansi: Remove ANSI escape sequences: CSI (``ESC [``), OSC (``ESC ]`` up to BEL or ``ESC \\``) including
-            OSC 8 hyperlinks and OSC 52 clipboard writes, DCS/SOS/PM/APC strings, the 8-bit C1 forms
-            (``\\x9b``, ``\\x9d``...) and every other ESC sequence.
-        bidi: Remove bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the marks
-            U+200E, U+200F, U+061C.
-        zero_width: Remove U+200B, U+200C, U+200D, U+2060-U+2064, U+FEFF, U+180E, the soft hyphen U+00AD, the
-            combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, U+17B4, U+17B5,
-            and the variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, except one U+FE0E or U+FE0F alone
-            after an emoji (its text or emoji style).
-        tag_chars: Remove Unicode tag characters U+E0000-U+E007F.
-        normalize: NFC-normalise, as the last step of the text stage.
-        html: Sanitise HTML with nh3 when the text contains markup.
-        markdown_links: Replace by ``#`` the destination of markdown links, images, reference definitions and
-            autolinks whose scheme is ``javascript:``, ``vbscript:`` or ``data:``, however obfuscated.
-        detect_injection: Report prompt-injection markers (never removed).
-
-    Raises:
-        ConfigurationError: A switch is not a ``bool``.
-    """
-
-    control_chars: bool = True
-    ansi: bool = True
-    bidi: bool = True
-    zero_width: bool = True
-    tag_chars: bool = True
-    normalize: bool = True
-    html: bool = True
-    markdown_links: bool = True
-    detect_injection: bool = True
-
-    def __post_init__(self) -> None:
-        for option in fields(self):
-            value = getattr(self, option.name)
-            if not isinstance(value, bool):
-                raise ConfigurationError(
-                    f"SanitizePolicy.{option.name} must be True or False, not {value!r} ({type(value).__name__})"
-                )
-
-    def to_config(self) -> dict[str, bool]:
-        """Every switch by name, as :meth:`from_config` reads it back."""
-        return {option.name: getattr(self, option.name) for option in fields(self)}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, object]) -> SanitizePolicy:
-        """The policy described by ``config``; switches it leaves out keep their default.
-
-        Raises:
-            ConfigurationError: ``config`` is not a mapping, names an unknown switch, or a value is not a ``bool``.
-        """
-        if not isinstance(config, Mapping):
-            raise ConfigurationError(f"a SanitizePolicy config must be a mapping, not {type(config).__name__}")
-        known = {option.name for option in fields(cls)}
-        unknown = sorted(str(name) for name in config if name not in known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SanitizePolicy option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        switches: dict[str, bool] = {}
-        for name, value in config.items():
-            if not isinstance(value, bool):
-                raise ConfigurationError(
-                    f"SanitizePolicy.{name} must be True or False, not {value!r} ({type(value).__name__})"
-                )
-            switches[name] = value
-        return cls(**switches)
 
 
 _EMPTY_CHANGES: Final[Mapping[str, int]] = MappingProxyType({})
