@@ -478,6 +478,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--profile", metavar="VARIANT", help="profile that variant's calls (cProfile, the event loop's thread)"
     )
+    parser.add_argument("--profile-dump", type=Path, help="with --profile: also write the pstats file here")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants alone (bare always runs)")
     parser.add_argument(
         "--switch-interval", type=float, metavar="SECONDS", help="sys.setswitchinterval (default 0.005): GIL hand-offs"
@@ -528,7 +529,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"Profile of {options.profile!r} (the event loop's thread; cProfile makes each call several times slower):"
         )
-        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(30)
+        stats = pstats.Stats(profile, stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(30)
+        print("The library's own functions in that profile, by their own time:")
+        stats.sort_stats("tottime").print_stats("autogen_reliability", 40)
+        if options.profile_dump is not None:
+            stats.dump_stats(options.profile_dump)
     print("Function calls per call on the event loop's thread (cProfile's count: work, not time; no noise):")
     print(f"  {'variant':<22}{'plain':>9}{'+':>7}{'x':>7}{'stream':>10}{'+':>7}{'x':>7}")
     for variant in made:
