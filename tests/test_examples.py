@@ -84,3 +84,31 @@ def test_a_user_test_file_passes_through_the_installed_plugin(test_file: Path, t
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
     assert not (tmp_path / "autogen_reliability.db").exists()  # the plugin's ledger is a throw-away one
+
+
+def test_the_team_budget_example_stops_the_team_by_cost_and_the_budget_refuses_what_follows(tmp_path: Path) -> None:
+    script = EXAMPLES_DIR / "team_budget.py"
+    done = run_example(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # Each call costs $0.00015 (500 + 125 tokens of gpt-4o-mini): the third reaches the $0.0004 limit.
+    speakers = [line.split(":", 1)[0] for line in lines if line.startswith(("writer: ", "critic: "))]
+    assert speakers == ["writer", "critic", "writer"]
+    assert any(line.startswith("budget alert: ") and "50% of $0.0004" in line for line in lines)
+    assert "stopped: Cost limit reached: $0.00045 of $0.0004" in lines
+    refused = next(line for line in lines if line.startswith("refused: "))
+    assert "$0.00045 spent of $0.0004 in all; no request was sent" in refused
+    assert "spent $0.00045 of $0.0004; requests sent: 0" in lines
+    ticket = refused.split("'")[1]
+    assert f"ledger for {ticket}: 3 call(s), $0.00045" in lines
+    # The ledger holds the three calls the team made and nothing for the refused one, exact to the nano-USD.
+    with UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}") as store:
+        rows = store.events(project="acme-support")
+    assert [(row.agent, row.session, row.outcome) for row in rows] == [
+        ("writer", ticket, "ok"),
+        ("critic", ticket, "ok"),
+        ("writer", ticket, "ok"),
+    ]
+    assert [row.cost_nanousd for row in rows] == [150_000] * 3
+    assert "  writer: 2 call(s), $0.0003" in lines
+    assert "  critic: 1 call(s), $0.00015" in lines
