@@ -1,8 +1,9 @@
 """The README's quick start, runnable without an API key.
 
-An ``AssistantAgent`` with a wrapped ``OpenAIChatCompletionClient`` answers a
-ticket; the client talks to a local OpenAI-compatible server instead of the
-provider, and every provider attempt is printed with its attribution.
+An existing ``AssistantAgent`` is wrapped in place with ``reliable()`` and answers
+a ticket; its client talks to a local OpenAI-compatible server instead of the
+provider, and every provider attempt is printed with its attribution (the agent's
+name among it).
 
 Run: ``python examples/quickstart.py``. Usage rows go to a ledger of its own,
 ``./quickstart.db``. To use OpenAI itself, drop the server
@@ -29,22 +30,18 @@ def show(event: AttemptEvent) -> None:
 
 
 async def main() -> None:
-    configure(
-        db_url="sqlite:///quickstart.db"
-    )  # without it: $AUTOGEN_RELIABILITY_DB_URL, else ./autogen_reliability.db
+    # The ledger; without it: $AUTOGEN_RELIABILITY_DB_URL, else sqlite:///autogen_reliability.db.
+    configure(db_url="sqlite:///quickstart.db")
     async with FakeOpenAIServer(default=FakeReply.text("Your refund was issued today.")) as server:
-        client = reliable(
-            OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-local", base_url=server.base_url),
-            project="acme-support",
-            on_attempt=show,
-        )
-        writer = reliable(AssistantAgent("writer", model_client=client))
+        model_client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-local", base_url=server.base_url)
+        writer = AssistantAgent("writer", model_client=model_client)  # your agent, as it is
+        reliable(writer, project="acme-support", on_attempt=show)  # wraps its client in place, agent="writer"
         async with usage_scope(session="ticket-4711"):
             result = await writer.run(task="Draft a reply to ticket 4711")
         reply = result.messages[-1]
         assert isinstance(reply, TextMessage)
         print(reply.content)
-        await client.close()
+        await model_client.close()
 
 
 if __name__ == "__main__":
