@@ -1,6 +1,7 @@
 """The ``autogen-reliability`` command.
 
-``demo`` runs a team against a local fake provider; ``db upgrade`` / ``db current``
+``demo`` runs a team against a local fake provider (``--live``: the real OpenAI API, with the key in
+``OPENAI_API_KEY``, the one variable the command reads for it); ``db upgrade`` / ``db current``
 manage the ledger's schema; ``report``, ``sessions``, ``export`` and ``cleanup``
 read (and prune) the usage ledger, by default the configured one
 (``$AUTOGEN_RELIABILITY_DB_URL``, else ``sqlite:///autogen_reliability.db``); they
@@ -12,7 +13,7 @@ the message names ``autogen-reliability db upgrade`` -- or migrated by a newer
 release) or an output file cannot be written; 2 for a bad command line (an
 unknown option, format or ``--by`` column, a time that does not parse,
 ``--until`` not after ``--since``, a count below 1, an output file in a
-directory that does not exist) or a database URL that can never work (the
+directory that does not exist, ``demo --live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
 check ``configure()`` makes: another database, a driver not installed, a SQLite
 file in a directory that does not exist, ...); 130 when interrupted (Ctrl-C).
 Errors are one line on stderr, with no traceback and no password. ``--version``
@@ -158,12 +159,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     demo = commands.add_parser(
         "demo",
-        help="run a two-agent team against the built-in local OpenAI-compatible server",
-        description="Run a two-agent AutoGen team against a local OpenAI-compatible server "
-        "(no API key, no network), then print the usage report of the run and write it as HTML "
-        "next to the ledger.",
+        help="run a three-agent team through a storm of failures on a built-in local OpenAI-compatible server",
+        description="Run a three-agent AutoGen team (triage with a tool and structured output, writer, critic) "
+        "against a local OpenAI-compatible server whose model rate-limits, overloads, sends bad tool arguments, "
+        "cut-off JSON and hostile markup (no API key, no network); show each attempt with its exact cost, stop a "
+        "runaway loop with a cost limit, then print the usage report of the run, the health probe's JSON, and "
+        "write the report as HTML next to the ledger.",
     )
     demo.add_argument("--stream", action="store_true", help="let the agents stream their replies")
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="run the same team against the real OpenAI API (needs OPENAI_API_KEY; real calls, real cost, "
+        "no faults injected)",
+    )
+    demo.add_argument("--model", help=f"the model with --live (default: {_DEMO_MODEL})")
     demo.add_argument(
         "--db",
         metavar="URL",
@@ -186,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DEMO_MODEL: Final = "gpt-4o-mini"  # the demo's own default (``_demo.DEFAULT_MODEL``), without importing it
 _URL_HELP: Final = (
     "SQLAlchemy URL of the database (default: $AUTOGEN_RELIABILITY_DB_URL, else "
     "sqlite:///autogen_reliability.db); prefer the variable for a URL with a password, "
@@ -572,17 +583,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return _demo(args.stream, args.db)
+        return _demo(args.stream, args.db, live=args.live, model=args.model)
     if args.command == "db":
         return _db(args.db_command, args.url)
     return _ledger_command(parser, args)
 
 
-def _demo(stream: bool, url: str | None) -> int:
+def _demo_refusal(*, live: bool, model: str | None, api_key: str) -> str | None:
+    """Why the demo's options cannot work together, if they cannot."""
+    if model is not None and not live:
+        return f"--model is for --live (offline, the local server plays {_DEMO_MODEL})"
+    if model is not None and not model.strip():
+        return "--model must name a model"
+    if live and not api_key:
+        return "--live needs OPENAI_API_KEY set to an OpenAI API key (without --live the demo runs offline)"
+    return None
+
+
+def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | None = None) -> int:
+    api_key = os.environ.get("OPENAI_API_KEY", "").strip()
+    refused = _demo_refusal(live=live, model=model, api_key=api_key)
+    if refused:
+        _error(refused)
+        return 2
+
     from sqlalchemy import make_url  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from ._demo import run_demo  # noqa: PLC0415  # the demo pulls in the test server: load it on demand
+    # The demo pulls in AutoGen and the test server: loaded on demand.
+    from ._demo import DemoFailedError, LiveAPI, run_demo  # noqa: PLC0415
     from .storage import StoreSchemaError  # noqa: PLC0415
     from .storage._engine import check_database_url  # noqa: PLC0415
 
@@ -592,16 +621,31 @@ def _demo(stream: bool, url: str | None) -> int:
         except ConfigurationError as error:
             _error(f"bad database URL: {error}")
             return 2
-    # The demo prints its retries itself; the library's warnings would say them twice.
+    # The demo prints its retries itself; the library's warnings would say them twice. A team that fails is
+    # said once, in a line; AutoGen's runtime would log each agent's traceback besides (with what the provider
+    # said, which may quote the key).
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    runtime_log = logging.getLogger("autogen_core")
+    level = runtime_log.level
+    runtime_log.setLevel(logging.CRITICAL)
     try:
-        run_demo(sys.stdout, stream=stream, db_url=url)
-    except StoreSchemaError as error:
+        run_demo(
+            sys.stdout,
+            stream=stream,
+            db_url=url,
+            live=LiveAPI(api_key=api_key, model=model or _DEMO_MODEL) if live else None,
+        )
+    except (StoreSchemaError, DemoFailedError) as error:
         _error(str(error))
         return 1
     except SQLAlchemyError as error:
         _error(f"cannot use the database: {_one_line(error, make_url(url).password if url else None)}")
         return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    finally:
+        runtime_log.setLevel(level)
     return 0
 
 

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tracemalloc
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.pool import NullPool
@@ -36,50 +38,138 @@ import autogen_reliability
 from autogen_reliability import __version__
 from autogen_reliability._cli import main, parse_duration, parse_time
 from autogen_reliability._config import ENV_DB_URL
+from autogen_reliability._demo import provider_client
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.providers import infer_provider
 from autogen_reliability.storage import UsageContent, UsageRecord, UsageStore, _migrate
 from autogen_reliability.storage._engine import make_engine
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .cli_ledger import PROJECT, assert_one_line_error, event, exact_usd, run_main, sample_events
 from .conftest import run_cli
 from .test_storage import HEAD, NEXT, NEXT_REVISION
 
+# --- the demo --------------------------------------------------------------------------------------------
+
+# One attempt line of the demo: agent, attempt, outcome (the error kind for errors), tokens in and out, cost.
+ATTEMPT_LINE = re.compile(r"^  · (\S+) +#(\d+) +(\S+) +(\d+) → (\d+) +\$([0-9.]+)(?:  (.*))?$", re.MULTILINE)
+
+
+def shown_attempts(out: str) -> list[tuple[str, int, str, int, int, Decimal]]:
+    """The attempt lines of the demo's output, in order."""
+    return [
+        (agent, int(attempt), outcome, int(prompt), int(completion), Decimal(cost))
+        for agent, attempt, outcome, prompt, completion, cost, _ in ATTEMPT_LINE.findall(out)
+    ]
+
+
+def as_shown(usage: UsageEvent) -> tuple[str, int, str, int, int, Decimal]:
+    """A ledger row as the demo shows it (an error by its kind)."""
+    outcome = usage.error_kind if usage.outcome == "error" else usage.outcome
+    assert usage.agent is not None
+    assert outcome is not None
+    cost = Decimal(usage.cost_nanousd or 0) / 10**9
+    return (usage.agent, usage.attempt, outcome, usage.prompt_tokens, usage.completion_tokens, cost)
+
+
+def health_json(out: str) -> Any:
+    """The health report the demo prints (the JSON object after its heading)."""
+    heading = out.index("Health (HealthProbe.check()")
+    value, _ = json.JSONDecoder().raw_decode(out, out.index("{", heading))
+    return value
+
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_demo_runs_a_team_and_ends_with_the_report_of_its_run(
+def test_demo_shows_the_storm_each_attempt_as_the_ledger_holds_it_and_the_report_of_its_run(
     stream: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ledger = tmp_path / "ledger.db"
     assert main(["demo", "--db", f"sqlite:///{ledger}", *(["--stream"] if stream else [])]) == 0
     out = capsys.readouterr().out
-    assert "[writer] Hi Dana" in out
-    assert "~ writer: attempt 1 failed (rate_limit), retrying in 0.60 s" in out
-    assert "~ critic: attempt 1 failed (overloaded), retrying in" in out
-    assert "[triage] Triage(ticket=4711, priority='high', summary='Refund not received <img src=\"x\">')" in out
-    assert "(7 rows recorded for this run, 7 requests served)" in out
-    # The table is the ledger's: each agent's calls, attempts and exact cost, then a total line and the waste.
+    lines = [(agent, attempt, outcome, note) for agent, attempt, outcome, *_, note in ATTEMPT_LINE.findall(out)]
+    # The storm, each event on the line of its attempt, with what the wrapper did about it, in this order.
+    bad_tool_call, tool_call, bad_json, good_json, limited, sanitised, overloaded = lines[:7]
+    assert limited == ("writer", "1", "rate_limit", "HTTP 429, Retry-After 400 ms; waited 0.40 s, retried")
+    assert overloaded[:3] == ("critic", "1", "overloaded")
+    assert re.fullmatch(r"HTTP 503; waited 0\.\d\d s, retried", overloaded[3])
+    assert bad_tool_call[:3] == bad_json[:3] == ("triage", "1", "invalid")
+    assert bad_tool_call[3] == (
+        "tool call lookup_order(order_id='four-seven-one-one') → re-asked: "
+        '/tool_calls/0/arguments/order_id: "four-seven-one-one" is not of type "integer"'
+    )
+    assert bad_json[3].startswith('answer \'{"ticket": 4711')
+    assert "→ re-asked: (root): no valid JSON in the answer" in bad_json[3]
+    assert tool_call == ("triage", "2", "ok", "calls lookup_order(order_id=4711)")
+    assert good_json == ("triage", "2", "ok", "JSON found in the prose around it, valid")
+    assert sanitised[:3] == ("writer", "2", "ok")
+    assert sanitised[3] == (
+        "sanitised before any agent saw it: removed 3 ANSI escape sequences (\u241b[2J \u241b[31m \u241b[0m) "
+        "and 2 HTML tags (\u2039script\u203a \u2039/script\u203a)"
+    )
+    # The transcript in between: the tool's result, the structured answer, the draft as the critic saw it.
+    assert "[triage] calls lookup_order(order_id=4711)\n[triage] lookup_order → order 4711: cancelled" in out
+    assert (
+        "[triage] Triage(ticket=4711, priority='high', summary='Refund of $42.00 issued 2 June, not received')" in out
+    )
+    assert "[writer] Hi Dana, your refund of $42.00 was issued on 2 June. It is on its way! \n" in out
+    assert "[critic] Clear, warm and complete. APPROVE" in out
+    # Nothing hostile reached the output, and the output itself (not a terminal) has no escape codes at all.
+    assert "<script" not in out
+    assert "\x1b" not in out
+
+    # Each attempt shown is a row of the ledger, with the same numbers; the totals shown are the rows' sums.
     with UsageStore(f"sqlite:///{ledger}") as store:
-        events = store.events(project="demo")
-    assert len(events) == 7
-    row = r"^│ (writer|critic|triage|Total) +│ (?:gpt-4o-mini)? +│ +(\d+) │ +(\d+) │ +\d+ │ +\$([0-9.]+) │"
-    rows = {match[0]: match[1:] for match in re.findall(row, out, flags=re.MULTILINE)}
-    assert set(rows) == {"writer", "critic", "triage", "Total"}
-    for agent, (calls, attempts, cost) in rows.items():
-        mine = [usage for usage in events if agent in ("Total", usage.agent)]
+        rows = store.events(project="demo")
+    assert sorted(shown_attempts(out)) == sorted(map(as_shown, rows))
+    ticket = [row for row in rows if row.session == "ticket-4711"]
+    runaway = [row for row in rows if row.session == "ticket-4712"]
+    assert len(ticket) + len(runaway) == len(rows)
+    assert Counter(row.outcome for row in ticket) == {"ok": 6, "invalid": 2, "error": 2}
+    assert "  = 10 attempts in 6 calls (6 ok, 2 invalid, 2 error)" in out
+    total = sum(Decimal(row.cost_nanousd or 0) for row in rows) / 10**9
+    assert f"Ledger check: {len(rows)} rows for this run, one per attempt shown above; ${total:.9f} in all." in out
+    # The runaway loop: stopped by its cost limit, the call that crossed it the last one, every one a row.
+    limit = Decimal("0.0002")
+    spent = [Decimal(row.cost_nanousd or 0) / 10**9 for row in sorted(runaway, key=lambda row: row.started_at)]
+    assert sum(spent[:-1]) < limit <= sum(spent)
+    assert all(row.outcome == "ok" and row.attempt == 1 for row in runaway)
+    assert re.search(
+        r"^  ■ stopped by CostTermination after \d+ messages: Cost limit reached: \$[0-9.]+ of \$0\.0002", out, re.M
+    )
+    assert f"  = {len(runaway)} attempts in {len(runaway)} calls ({len(runaway)} ok)" in out
+
+    # The report table of the run: each agent's calls, attempts and exact cost, a total line, the waste.
+    agents = "triage|writer|critic|drafter|perfectionist|Total"
+    row = rf"^│ ({agents}) +│ (?:gpt-4o-mini)? +│ +(\d+) │ +(\d+) │ +[\d,]+ │ +\$([0-9.]+) │"
+    table = {match[0]: match[1:] for match in re.findall(row, out, flags=re.MULTILINE)}
+    assert set(table) == {"triage", "writer", "critic", "drafter", "perfectionist", "Total"}
+    for agent, (calls, attempts, cost) in table.items():
+        mine = [usage for usage in rows if agent in ("Total", usage.agent)]
         assert int(calls) == sum(usage.attempt == 1 for usage in mine)
         assert int(attempts) == len(mine)
         assert Decimal(cost) == sum(Decimal(usage.cost_nanousd or 0) for usage in mine) / 10**9
-    assert rows["writer"][:2] == ("2", "3")  # one call was retried after a rate limit
-    assert re.search(r"^Waste: \$[0-9.]+", out, flags=re.MULTILINE)
-    # The HTML report lies next to the ledger, and the paths are printed for the user to open.
+    waste = sum((Decimal(row.cost_nanousd or 0) for row in rows if row.outcome != "ok"), Decimal(0)).scaleb(-9)
+    assert waste > 0  # the re-asked answers were paid for
+    assert re.search(rf"^Waste: \${waste.normalize():f}0*, ", out, flags=re.MULTILINE)
+
+    # The health report: the probe watched every attempt, and the ledger answers.
+    health = health_json(out)
+    assert health["status"] == "healthy"
+    client = health["clients"]["openai"]
+    assert client["attempts"] == len(rows)
+    assert client["errors_by_kind"] == {"rate_limit": 1, "overloaded": 1}
+    assert health["usage_store"]["reachable"] is True
+    assert json.loads((tmp_path / "health.json").read_text())["clients"]["openai"]["providers"][0]["recent"]
+
+    # The HTML report and the health JSON lie next to the ledger, and the paths are printed for the user to open.
     html = tmp_path / "usage-report.html"
     assert f"HTML report:  {html}" in out
+    assert f"Health JSON:  {tmp_path / 'health.json'}" in out
     assert f"Usage ledger: sqlite:///{ledger}" in out
     page = html.read_text()
     assert page.lower().startswith("<!doctype html")
-    assert "writer" in page
-    assert "critic" in page
+    assert all(agent in page for agent in ("triage", "writer", "critic", "drafter", "perfectionist"))
 
 
 def test_demo_from_the_installed_command_keeps_its_ledger_and_report_in_the_working_directory(
@@ -94,6 +184,103 @@ def test_demo_from_the_installed_command_keeps_its_ledger_and_report_in_the_work
     assert (directory / "usage.db").is_file()
     assert (directory / "usage-report.html").is_file()
     assert re.search(r"^│ Total ", done.stdout, flags=re.MULTILINE)
+    assert "\x1b" not in done.stdout  # a pipe gets plain lines
+
+
+def polite_model(request: RecordedRequest) -> FakeReply:
+    """A model that does what each agent of the demo asks, first time, at a realistic size (no storm)."""
+    messages = request.messages
+    agent = re.match(r"You are the (\w+)", str(messages[0].get("content")))
+    usage = FakeUsage(prompt_tokens=400, completion_tokens=60)
+    if agent is None:
+        return FakeReply.error(400, "not one of the demo's agents")
+    if agent[1] == "triage" and messages[-1].get("role") != "tool":
+        return FakeReply.tool_calls([("lookup_order", {"order_id": 4711})], usage=usage)
+    answers = {
+        "triage": json.dumps({"ticket": 4711, "priority": "high", "summary": "Refund issued, not received"}),
+        "writer": "Hi Dana, your refund of $42.00 was issued on 2 June.",
+        "critic": "APPROVE",
+    }
+    return FakeReply.text(answers.get(agent[1], f"One more thought from the {agent[1]}."), usage=usage)
+
+
+def test_demo_live_runs_the_same_team_on_the_default_openai_url_with_the_key_and_no_faults(
+    fake_openai_server: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No request may leave this machine: the SDK's own variable points its default URL at the local server,
+    # which it reads only for a client made without base_url -- as --live makes it.
+    key = "sk-live-demo-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai_server.base_url)
+    fake_openai_server.default = polite_model
+    ledger = tmp_path / "ledger.db"
+    assert main(["demo", "--live", "--model", "gpt-4.1-mini", "--db", f"sqlite:///{ledger}"]) == 0
+    out = capsys.readouterr().out
+    assert "A support team of AutoGen agents on the OpenAI API, model gpt-4.1-mini." in out
+    requests = fake_openai_server.requests
+    assert {request.headers["authorization"] for request in requests} == {f"Bearer {key}"}
+    assert {request.model for request in requests} == {"gpt-4.1-mini"}
+    # The same team: the triage agent is offered its tool and asked for its schema; then writer and critic.
+    first = requests[0].body or {}
+    assert [tool["function"]["name"] for tool in first["tools"]] == ["lookup_order"]
+    reflection = requests[1].body or {}
+    assert reflection["response_format"]["json_schema"]["name"] == "Triage"
+    with UsageStore(f"sqlite:///{ledger}") as store:
+        rows = store.events(project="demo")
+    assert [row.agent for row in rows[:5]] == ["triage", "triage", "writer", "critic", "drafter"]
+    assert {row.outcome for row in rows} == {"ok"}  # nothing injected
+    assert sorted(shown_attempts(out)) == sorted(map(as_shown, rows))
+    assert re.search(
+        r"^  ■ stopped by CostTermination after \d+ messages: Cost limit reached: .* of \$0\.001$", out, re.M
+    )
+    assert key not in out
+    assert key not in (tmp_path / "health.json").read_text()
+
+
+def test_demo_live_with_a_rejected_key_shows_what_happened_and_exits_1_with_one_line_without_the_key(
+    fake_openai_server: FakeOpenAIServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = "sk-live-rejected-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai_server.base_url)
+    # As the real API answers a bad key: with the key quoted back.
+    fake_openai_server.default = FakeReply.error(401, f"Incorrect API key provided: {key}.")
+    ledger = tmp_path / "ledger.db"
+    assert main(["demo", "--live", "--db", f"sqlite:///{ledger}"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1
+    assert err.startswith("autogen-reliability: error: the team stopped: AuthenticationError: Error code: 401")
+    assert key not in out + err
+    # Not retried, shown, recorded, and reported like any run.
+    assert shown_attempts(out) == [("triage", 1, "authentication", 0, 0, Decimal(0))]
+    assert "  ✗ the team stopped: AuthenticationError" in out
+    with UsageStore(f"sqlite:///{ledger}") as store:
+        assert [(row.agent, row.error_kind) for row in store.events(project="demo")] == [("triage", "authentication")]
+    assert re.search(r"^│ Total ", out, flags=re.MULTILINE)
+    assert (tmp_path / "usage-report.html").is_file()
+    assert len(fake_openai_server.requests) == 1
+
+
+def test_demo_live_without_a_key_exits_2_naming_the_variable() -> None:
+    done = run_cli("demo", "--live", env={"OPENAI_API_KEY": ""})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith("autogen-reliability: error: --live needs OPENAI_API_KEY")
+
+
+def test_demo_live_client_is_the_real_openai_one_on_its_default_url() -> None:
+    client = provider_client("gpt-4o-mini", api_key="sk-not-used")
+    assert isinstance(client, OpenAIChatCompletionClient)
+    config = client.dump_component().config
+    assert config["model"] == "gpt-4o-mini"
+    assert config.get("base_url") is None  # the SDK's default, https://api.openai.com/v1 (or OPENAI_BASE_URL)
+    assert infer_provider(client) == "openai"
 
 
 def test_demo_refuses_a_database_url_that_can_never_work(capsys: pytest.CaptureFixture[str]) -> None:
@@ -110,6 +297,7 @@ def test_demo_refuses_a_database_url_that_can_never_work(capsys: pytest.CaptureF
         ((), "the following arguments are required: COMMAND"),
         (("bogus",), "invalid choice: 'bogus'"),
         (("demo", "--rounds", "3"), "unrecognized arguments: --rounds 3"),
+        (("demo", "--model", "gpt-4o"), "--model is for --live"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
