@@ -484,8 +484,8 @@ class _Display:
         self._waits: dict[tuple[uuid.UUID, int], float] = {}
         self._act = _Act()
         self.failure: str | None = None
-        self.shown: list[UsageEvent] = []
-        self.streamed: dict[str, str] = {}
+        self._shown: list[UsageEvent] = []
+        self._streamed: dict[str, str] = {}
 
     # -- plumbing: the feeds ----------------------------------------------------------------------------------
 
@@ -530,14 +530,16 @@ class _Display:
 
     def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
         """The call's rows were published just before: one line per attempt, in order."""
+        self._status("")
         rows = sorted(self._rows.pop(call.call_id, []), key=lambda row: row.attempt)
+        if not rows:  # a call of a wrapper that records elsewhere: not the demo's
+            return
         attempts = {event.attempt: event for event in call.events}
         for row in rows:
             self._attempt_line(row, attempts.get(row.attempt), attempts.get(row.attempt + 1))
-        self.shown += rows
+        self._shown += rows
         self._act.rows += rows
         self._act.calls.add(call.call_id)
-        self._status("")
 
     def _status(self, text: str) -> None:
         if self._live is not None:
@@ -581,10 +583,10 @@ class _Display:
     def _message(self, message: BaseAgentEvent | BaseChatMessage) -> None:
         source = message.source
         if isinstance(message, ModelClientStreamingChunkEvent):
-            self.streamed[source] = self.streamed.get(source, "") + message.content
-            self._status(f"{source} is streaming: …{self.streamed[source][-60:]}")
+            self._streamed[source] = self._streamed.get(source, "") + message.content
+            self._status(f"{source} is streaming: …{self._streamed[source][-60:]}")
             return
-        self.streamed.pop(source, None)
+        self._streamed.pop(source, None)
         if isinstance(message, ToolCallRequestEvent):
             for call in message.content:
                 self.line(f"[{source}] calls {_call_text(call)}", "cyan")
@@ -682,7 +684,7 @@ class _Display:
         self.line("")
         self.line(f"Usage report of this run (project {PROJECT!r}, read back from the ledger):", "bold")
         self.console.print(report.to_rich())
-        shown = {row.event_id for row in self.shown}
+        shown = {row.event_id for row in self._shown}
         found = {row.event_id for row in stored}
         cost = sum((row.cost_nanousd or 0 for row in stored), 0)
         if shown == found:
@@ -707,13 +709,21 @@ def _count(number: int, noun: str) -> str:
 
 
 def _call_text(call: FunctionCall) -> str:
+    """``name(key=value, ...)``: tool arguments are not sanitised (they are data for the tool), so shown inert."""
     try:
         arguments = json.loads(call.arguments)
     except json.JSONDecodeError:
-        return f"{call.name}({_excerpt(call.arguments)})"
+        return _neutralised(f"{_printable(call.name)}({_excerpt(call.arguments)})")
     if isinstance(arguments, dict):
-        return f"{call.name}({', '.join(f'{key}={value!r}' for key, value in arguments.items())})"
-    return f"{call.name}({arguments!r})"
+        listed = ", ".join(f"{_printable(key)}={value!r}" for key, value in arguments.items())
+    else:
+        listed = repr(arguments)
+    return _neutralised(f"{_printable(call.name)}({listed})")
+
+
+def _printable(text: str) -> str:
+    """``text``, or its ``repr`` if it holds a character a terminal would act on (``repr`` escapes them)."""
+    return text if text.isprintable() else repr(text)
 
 
 def _excerpt(text: str, limit: int = 60) -> str:
