@@ -14,7 +14,7 @@ the table.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 
 
 def load(package: str, name: str, homes: Mapping[str, str], namespace: MutableMapping[str, object]) -> object:
@@ -38,3 +38,25 @@ def load(package: str, name: str, homes: Mapping[str, str], namespace: MutableMa
 def listing(namespace: Iterable[str], public: Iterable[str]) -> list[str]:
     """What ``dir(package)`` shows: what is loaded already, and the public names still to load."""
     return sorted({*namespace, *public})
+
+
+def attach(
+    package: str, homes: Mapping[str, str], namespace: MutableMapping[str, object], public: Iterable[str]
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """A package's module-level ``__getattr__`` and ``__dir__`` for the names of ``homes`` (see :func:`load`).
+
+    Example (a package's ``__init__``)::
+
+        __getattr__, __dir__ = _lazy.attach(__name__, _HOMES, globals(), __all__)
+    """
+    listed = list(public)
+
+    def __getattr__(name: str) -> object:
+        if name in homes:
+            return load(package, name, homes, namespace)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return listing(namespace, listed)
+
+    return __getattr__, __dir__

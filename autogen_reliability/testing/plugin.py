@@ -35,12 +35,4 @@ __all__ = ["MarkerOptions", "RecordedUsage", "ReliableClientFactory", "ScriptedC
 # its assertion rewriting, and warns about one that was imported before.
 _HOMES = dict.fromkeys(__all__, "autogen_reliability.testing._pytest_fixtures")
 
-
-def __getattr__(name: str) -> object:
-    if name in _HOMES:
-        return _lazy.load(__name__, name, _HOMES, globals())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return _lazy.listing(globals(), __all__)
+__getattr__, __dir__ = _lazy.attach(__name__, _HOMES, globals(), __all__)

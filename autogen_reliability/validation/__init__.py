@@ -46,12 +46,4 @@ _HOMES = {
     "extract_json": "._parse",
 }
 
-
-def __getattr__(name: str) -> object:
-    if name in _HOMES:
-        return _lazy.load(__name__, name, _HOMES, globals())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return _lazy.listing(globals(), __all__)
+__getattr__, __dir__ = _lazy.attach(__name__, _HOMES, globals(), __all__)
