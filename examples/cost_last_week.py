@@ -26,8 +26,8 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 from sqlalchemy import case, func, select
 
-from autogen_reliability import configure, reliable, usage_scope
-from autogen_reliability._config import default_recorder
+from autogen_reliability import reliable, usage_scope
+from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageRecord, UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
@@ -40,7 +40,7 @@ class Triage(BaseModel):
     urgent: bool
 
 
-async def run_agents() -> None:
+async def run_agents(recorder: UsageRecorder) -> None:
     usage = FakeUsage(prompt_tokens=900, completion_tokens=120)
     async with FakeOpenAIServer(model="gpt-4o-mini") as server:
         server.enqueue(
@@ -51,15 +51,18 @@ async def run_agents() -> None:
             FakeReply.text("Here is how to reset your password.", usage=usage),
         )
         provider = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-local", base_url=server.base_url)
-        writer = reliable(AssistantAgent("writer", model_client=provider), project=PROJECT)
-        triage = reliable(AssistantAgent("triage", model_client=provider, output_content_type=Triage), project=PROJECT)
+        writer = reliable(AssistantAgent("writer", model_client=provider), project=PROJECT, recorder=recorder)
+        triage = reliable(
+            AssistantAgent("triage", model_client=provider, output_content_type=Triage),
+            project=PROJECT,
+            recorder=recorder,
+        )
         async with usage_scope(session="ticket-4711"):
             await writer.run(task="Draft a reply to ticket 4711: where is my refund?")
             await triage.run(task="Triage ticket 4711")
         async with usage_scope(session="ticket-4712"):
             await writer.run(task="Draft a reply to ticket 4712: I cannot log in")
         await provider.close()
-    default_recorder().flush(30)  # rows are written in the background; wait for them before reading
 
 
 def usd(nanousd: int | None) -> str:
@@ -91,7 +94,7 @@ def report(store: UsageStore) -> None:
     with store.engine.connect() as connection:
         for line in connection.execute(per_agent):
             note = f" ({line.unpriced} attempts unpriced)" if line.unpriced else ""
-            agent = line.agent or "(unnamed)"  # a client not told its agent's name, outside a team
+            agent = line.agent or "(none)"  # a client not told its agent's name, outside a team
             print(
                 f"  {agent:<8} {line.model:<12} {line.calls:>5} {line.attempts:>8} {line.missed:>6} "
                 f"{line.tokens:>7} {usd(line.cost):>10}  {usd(line.missed_cost)}{note}"
@@ -114,9 +117,11 @@ def report(store: UsageStore) -> None:
 
 
 def main() -> None:
-    configure(db_url=LEDGER)
-    asyncio.run(run_agents())
     with UsageStore(LEDGER) as store:
+        # The rows are written by the recorder's thread; close() waits for the last of them.
+        recorder = UsageRecorder(store, spool_dir="cost_last_week.spool", close_sink=False)
+        asyncio.run(run_agents(recorder))
+        recorder.close()
         report(store)
 
 
