@@ -34,15 +34,20 @@ noisier, and the difference between variants less clear).
 
 ``--diagnose`` adds variants that take the usage path apart: the wrapper with
 everything off, rows with the writer thread held back (no batch is written
-until the end), without the journal (and its table of attempts in flight),
-with the tap detached from the transport (rows from AutoGen's counts, not
-checked), and the tap alone on a bare client. The "loop CPU" column is the
+until the end; with usage alone and with everything on), without the journal
+(and its table of attempts in flight), with the tap detached from the
+transport (rows from AutoGen's counts, not checked), and the tap alone on a
+bare client. The "loop CPU" column is the
 event loop thread's CPU time per call: with a server in another process it is
 nearly all of a call's time, and far less noisy than the wall clock on a shared
 machine. After the timed rounds, each variant's calls are counted: the
 function calls one call makes on the event loop's thread (cProfile's count),
 a measure of work that is the same on a busy machine and a quiet one.
 ``--profile VARIANT`` profiles one variant's timed calls.
+
+Interleaving spreads the writer thread's batches over every variant, the bare
+client included, so to see what the writer costs run the held variants alone
+(``--only "everything on, held"``) and compare with ``--only "everything on"``.
 
 Run: ``python -m benchmarks e2e`` (``--quick`` for a smoke run, ``--json PATH``,
 ``--rounds``/``--calls``, ``--server fake``, ``--no-litellm``).
@@ -275,6 +280,7 @@ async def variants(base_url: str, directory: Path, *, diagnose: bool, litellm: b
             # The writer thread held back: rows queue up (and go to the journal) but none is written until the end.
             held = recorder("held", batch_size=10_000_000, max_queue=10_000_000, flush_interval=3600)
             made.append(wrapped("usage, writer held", **{**usage, "recorder": held}))
+            made.append(wrapped("everything on, held", validation=VALIDATION, recorder=held))
             made.append(wrapped("usage, no journal", **{**usage, "recorder": recorder("unjournaled", journal=False)}))
             untapped = inner()
             made.append(wrapped("usage, tap detached", untapped, **usage))
