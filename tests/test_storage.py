@@ -545,6 +545,50 @@ def test_downgrade_to_base_and_up_again(store_url: str) -> None:
     engine.dispose()
 
 
+def test_the_scripts_are_named_after_their_revisions_in_one_growing_line() -> None:
+    # What lets a store at head be opened without loading alembic (newest_revision_by_name).
+    scripts = list(reversed(list(_migrate._script_directory(_migrate.script_location()).walk_revisions())))
+    assert [Path(script.path).name.split("_", 1)[0] for script in scripts] == [script.revision for script in scripts]
+    assert [script.down_revision for script in scripts] == [None, *[script.revision for script in scripts[:-1]]]
+    assert [script.revision for script in scripts] == sorted(script.revision for script in scripts)
+    assert _migrate.newest_revision_by_name() == _migrate.head_revision() == scripts[-1].revision
+
+
+def test_current_revision_reads_the_version_table_as_alembic_does(store_url: str) -> None:
+    engine = create_engine(store_url, poolclass=NullPool)
+
+    def both() -> tuple[str | None, str | None]:
+        with engine.connect() as connection:
+            alembic = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            return _migrate.current_revision(connection), alembic.get_current_revision()
+
+    assert both() == (None, None)  # no version table
+    _migrate.upgrade(engine)
+    assert both() == (HEAD, HEAD)
+    with engine.begin() as connection:
+        connection.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('0001')"))
+    with pytest.raises(RuntimeError, match="more than one revision"), engine.connect() as connection:
+        _migrate.current_revision(connection)
+    with engine.begin() as connection:
+        connection.execute(text(f"DELETE FROM {VERSION_TABLE}"))
+    assert both() == (None, None)  # an empty version table
+    engine.dispose()
+
+
+def test_a_store_at_head_opens_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    _migrate.upgrade(url)
+    probe = (
+        "import sys; from autogen_reliability.storage import UsageStore; "
+        "store = UsageStore(sys.argv[1]); store.close(); print(sorted(m for m in sys.modules if 'alembic' in m))"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "[]"
+
+
 def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     # Application workers starting together: one creates the tables, the others wait and find them.
     barrier = threading.Barrier(6)

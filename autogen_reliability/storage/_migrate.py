@@ -8,6 +8,12 @@ own alembic on the same database is not disturbed.
 
 The command line does the same: ``autogen-reliability db upgrade [--url URL]``.
 
+alembic loads only to migrate, or to answer about a revision that is not the
+newest: opening a store whose database is at the newest revision reads the
+version table with SQLAlchemy and the newest revision from the scripts' file
+names (see :func:`newest_revision_by_name`), since importing alembic takes
+longer (~0.3 s) than all the rest of a first wrapper.
+
 Example:
     >>> from autogen_reliability.storage import current_revision, head_revision, upgrade
     >>> upgrade("sqlite:///usage.db")
@@ -18,20 +24,20 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
 from ._engine import make_engine
 from ._models import VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 __all__ = [
     "SQLITE_MIGRATION_WAIT_MS",
@@ -40,6 +46,7 @@ __all__ = [
     "head_revision",
     "is_known_revision",
     "migration_transaction",
+    "newest_revision_by_name",
     "script_location",
     "upgrade",
 ]
@@ -68,7 +75,24 @@ def script_location() -> Path:
 
 @functools.cache
 def _script_directory(location: Path) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - alembic loads only to migrate (see above)
+
     return ScriptDirectory(str(location))
+
+
+_SCRIPT_NAME: Final = re.compile(r"(\d{4})_\w+\.py")
+
+
+def newest_revision_by_name() -> str | None:
+    """The newest revision as the scripts' file names give it, read without loading alembic.
+
+    Each script is named after its revision (``0005_rollup_per_day_and_sessions.py``
+    holds revision ``"0005"``), and the revisions form one line whose numbers grow,
+    so the highest number is alembic's head; ``tests/test_storage.py`` holds the
+    scripts to that. ``None`` when no script is named so (then ask :func:`head_revision`).
+    """
+    names = (_SCRIPT_NAME.fullmatch(path.name) for path in (script_location() / "versions").iterdir())
+    return max((found[1] for found in names if found is not None), default=None)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -88,6 +112,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
         >>> current_revision(engine) is None
         True
     """
+    from alembic.config import Config  # noqa: PLC0415 - alembic loads only to migrate (see above)
+
     config = Config()
     # ConfigParser interpolates "%": a directory name may contain one.
     config.set_main_option("script_location", str(script_location()).replace("%", "%%"))
@@ -106,6 +132,8 @@ def head_revision() -> str:
 
 def is_known_revision(revision: str) -> bool:
     """Whether ``revision`` is one of this library's revisions (False: made by a newer release)."""
+    from alembic.util import CommandError  # noqa: PLC0415 - alembic loads only to migrate (see above)
+
     try:
         return _script_directory(script_location()).get_revision(revision) is not None
     except CommandError:
@@ -115,11 +143,23 @@ def is_known_revision(revision: str) -> bool:
 def current_revision(engine: Engine | Connection | str) -> str | None:
     """The revision the database is at; None when it has no usage tables of ours yet.
 
+    Read as alembic's ``MigrationContext.get_current_revision`` reads it, without loading alembic.
+
     Args:
         engine: An engine, a connection, or a database URL.
+
+    Raises:
+        RuntimeError: The version table holds more than one revision (not one of ours: ours are one line).
     """
     if isinstance(engine, Connection):
-        return MigrationContext.configure(engine, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        if not inspect(engine).has_table(VERSION_TABLE):
+            return None
+        revisions: list[str] = list(
+            engine.execute(select(column("version_num")).select_from(table(VERSION_TABLE))).scalars()
+        )
+        if len(revisions) > 1:
+            raise RuntimeError(f"{VERSION_TABLE} holds more than one revision: {sorted(revisions)}")
+        return revisions[0] if revisions else None
     resolved, owned = _resolve(engine)
     try:
         with resolved.connect() as connection:
@@ -139,6 +179,8 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         engine_or_url: An engine, or a database URL (its engine is disposed afterwards).
         revision: An alembic revision identifier; ``"head"`` for the newest.
     """
+    from alembic import command  # noqa: PLC0415 - alembic loads only to migrate (see above)
+
     engine, owned = _resolve(engine_or_url)
     target = head_revision() if revision == "head" else revision
     try:
