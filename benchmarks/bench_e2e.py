@@ -43,7 +43,10 @@ nearly all of a call's time, and far less noisy than the wall clock on a shared
 machine. After the timed rounds, each variant's calls are counted: the
 function calls one call makes on the event loop's thread (cProfile's count),
 a measure of work that is the same on a busy machine and a quiet one.
-``--profile VARIANT`` profiles one variant's timed calls.
+``--profile VARIANT`` profiles one variant's timed calls. ``--steps`` times the
+accounting layer's steps where they run, inside the calls (each with a clock
+around it, so a little slower than untimed), and the same price in a loop of
+its own: the difference is what running between the SDK's work costs.
 
 Interleaving spreads the writer thread's batches over every variant, the bare
 client included, so to see what the writer costs run the held variants alone
@@ -68,7 +71,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,64 @@ def reference_bodies() -> tuple[bytes, bytes]:
         wire_server.http_response(plain.content, content_type="application/json"),
         wire_server.http_response(b"", content_type="text/event-stream; charset=utf-8", events=events),
     )
+
+
+STEPS: tuple[tuple[str, str, str], ...] = (
+    ("attempt start: provisional row, journal hold", "autogen_reliability.accounting._layer", "_InFlight.started"),
+    ("attempt end: event, price, row, journal update", "autogen_reliability.accounting._layer", "_InFlight.finished"),
+    ("  of which the event, price included", "autogen_reliability.accounting._layer", "AccountingLayer._event"),
+    ("  of which the price", "autogen_reliability.accounting._price_table", "PricingTable.price"),
+    ("call end: record, journal append, release", "autogen_reliability.accounting._layer", "AccountingLayer._ended"),
+)
+"""``--steps``: (label, module, class.method) of each step timed in place."""
+
+
+@contextmanager
+def timed_steps() -> Iterator[dict[str, list[float]]]:
+    """Puts a clock around each of :data:`STEPS` while inside; yields label -> [seconds, calls].
+
+    Calls made under a profiler (the function counts) are left out.
+    """
+    import importlib  # noqa: PLC0415 - only for --steps
+
+    found: dict[str, list[float]] = {label: [0.0, 0] for label, _, _ in STEPS}
+    undo = []
+    for label, module_name, qualified in STEPS:
+        owner_name, method = qualified.split(".")
+        owner = getattr(importlib.import_module(module_name), owner_name)
+        original = owner.__dict__[method]
+
+        def timed(*args: Any, _original: Any = original, _cell: list[float] = found[label], **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                if sys.getprofile() is None:
+                    _cell[0] += time.perf_counter() - start
+                    _cell[1] += 1
+
+        setattr(owner, method, timed)
+        undo.append((owner, method, original))
+    try:
+        yield found
+    finally:
+        for owner, method, original in undo:
+            setattr(owner, method, original)
+
+
+def price_in_a_loop(calls: int) -> float:
+    """Seconds of one ``PricingTable.price`` of this benchmark's usage, in a loop that does nothing else."""
+    from datetime import UTC, datetime  # noqa: PLC0415 - only for --steps
+
+    from autogen_reliability.accounting import PricingTable, TokenUsage  # noqa: PLC0415
+
+    table = PricingTable()
+    usage = TokenUsage(prompt_tokens=1200, completion_tokens=20, cached_tokens=CACHED_TOKENS, latency_seconds=0.001)
+    table.price(MODEL, "openai", usage=usage, at=datetime.now(UTC))
+    start = time.perf_counter()
+    for _ in range(calls):
+        table.price(MODEL, "openai", usage=usage, at=datetime.now(UTC))
+    return (time.perf_counter() - start) / calls
 
 
 @contextmanager
@@ -486,6 +547,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--profile-dump", type=Path, help="with --profile: also write the pstats file here")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants alone (bare always runs)")
+    parser.add_argument("--steps", action="store_true", help="time the accounting layer's steps inside the calls")
     parser.add_argument(
         "--switch-interval", type=float, metavar="SECONDS", help="sys.setswitchinterval (default 0.005): GIL hand-offs"
     )
@@ -510,9 +572,11 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     raise SystemExit(f"no variant {options.profile!r}; known: {', '.join(v.name for v in made)}")
                 chosen[0].profiled, profile = True, cProfile.Profile()
             gc.collect()
-            started, writer_before = time.perf_counter(), writer_cpu_ns(made)
-            await run(made, **size, profile=profile)
-            seconds, writer_after = time.perf_counter() - started, writer_cpu_ns(made)
+            with ExitStack() as stack:
+                steps = stack.enter_context(timed_steps()) if options.steps else None
+                started, writer_before = time.perf_counter(), writer_cpu_ns(made)
+                await run(made, **size, profile=profile)
+                seconds, writer_after = time.perf_counter() - started, writer_cpu_ns(made)
             # The writer's CPU per row it stored during the run (a recorder shared by variants: their rows together).
             writer: dict[str, float] = {}
             for variant in made:
@@ -550,6 +614,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             width = 9 if mode == "plain" else 10
             cells.append(f"{count:>{width},.0f}{count - bare_count:+7,.0f}{count / bare_count:7.3f}")
         print(f"  {variant.name:<22}" + "".join(cells))
+    if steps is not None:
+        print("The accounting layer's steps, timed where they run (mean per step, every variant with rows):")
+        for label, (step_seconds, step_calls) in steps.items():
+            print(f"  {label:<50} {step_seconds / max(1, step_calls) * 1e6:7.1f} us  ({step_calls:.0f} calls)")
+        alone = price_in_a_loop(200 if options.quick else 20_000)
+        print(f"  {'the same price, in a loop of its own':<50} {alone * 1e6:7.1f} us")
     for variant_name, cpu in writer.items():
         print(
             f"  writer thread of {variant_name!r}: {cpu:.1f} us of CPU per row (a recorder shared by variants: overall)"
@@ -571,6 +641,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "function_calls_per_call": function_calls,
         "switch_interval_s": sys.getswitchinterval(),
     }
+    if steps is not None:
+        results["steps_us"] = {label: seconds_of / max(1, n) * 1e6 for label, (seconds_of, n) in steps.items()}
     if options.json is not None:
         options.json.write_text(json.dumps(results, indent=2) + "\n")
     if not all(check["exact"] for check in rows.values()):

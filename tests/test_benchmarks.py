@@ -56,3 +56,16 @@ def test_the_benchmark_runs(name: str, tmp_path: Path) -> None:
     assert done.stdout.strip()
     if name in WRITES_JSON:
         assert isinstance(json.loads(output.read_text()), dict)
+
+
+def test_e2e_diagnose_and_steps_run(tmp_path: Path) -> None:
+    # The options docs/performance.md's breakdown of a call comes from; the smoke run above takes neither.
+    output = tmp_path / "e2e.json"
+    done = run_benchmark("e2e", "--quick", "--no-litellm", "--diagnose", "--steps", "--json", output)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    results = json.loads(output.read_text())
+    assert {"wrapper, all off", "everything on, held", "usage, tap detached"} <= set(results["table"]["plain"])
+    steps = results["steps_us"]
+    assert len(steps) == 5
+    assert all(value > 0 for value in steps.values())  # each step ran, and was timed, inside the calls
+    assert "the same price, in a loop of its own" in done.stdout
