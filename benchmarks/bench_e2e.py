@@ -71,8 +71,9 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,8 @@ from autogen_reliability import (
     SanitizePolicy,
     ValidationPolicy,
 )
-from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
+from autogen_reliability.accounting._layer import AccountingLayer, _InFlight
 from autogen_reliability.providers import attach_usage_tap, capture_provider_usage
 from autogen_reliability.providers._usage_tap import UsageTapTransport
 from autogen_reliability.storage import UsageStore
@@ -232,14 +234,14 @@ def reference_bodies() -> tuple[bytes, bytes]:
     )
 
 
-STEPS: tuple[tuple[str, str, str], ...] = (
-    ("attempt start: provisional row, journal hold", "autogen_reliability.accounting._layer", "_InFlight.started"),
-    ("attempt end: event, price, row, journal update", "autogen_reliability.accounting._layer", "_InFlight.finished"),
-    ("  of which the event, price included", "autogen_reliability.accounting._layer", "AccountingLayer._event"),
-    ("  of which the price", "autogen_reliability.accounting._price_table", "PricingTable.price"),
-    ("call end: record, journal append, release", "autogen_reliability.accounting._layer", "AccountingLayer._ended"),
+STEPS: tuple[tuple[str, type, str], ...] = (
+    ("attempt start: provisional row, journal hold", _InFlight, "started"),
+    ("attempt end: event, price, row, journal update", _InFlight, "finished"),
+    ("  of which the event, price included", AccountingLayer, "_event"),
+    ("  of which the price", PricingTable, "price"),
+    ("call end: record, journal append, release", AccountingLayer, "_ended"),
 )
-"""``--steps``: (label, module, class.method) of each step timed in place."""
+"""``--steps``: (label, class, method) of each step timed in place."""
 
 
 @contextmanager
@@ -248,14 +250,9 @@ def timed_steps() -> Iterator[dict[str, list[float]]]:
 
     Calls made under a profiler (the function counts) are left out.
     """
-    import importlib  # noqa: PLC0415 - only for --steps
-
     found: dict[str, list[float]] = {label: [0.0, 0] for label, _, _ in STEPS}
-    undo = []
-    for label, module_name, qualified in STEPS:
-        owner_name, method = qualified.split(".")
-        owner = getattr(importlib.import_module(module_name), owner_name)
-        original = owner.__dict__[method]
+    originals = [(owner, method, owner.__dict__[method]) for _, owner, method in STEPS]
+    for (label, _, _), (owner, method, original) in zip(STEPS, originals, strict=True):
 
         def timed(*args: Any, _original: Any = original, _cell: list[float] = found[label], **kwargs: Any) -> Any:
             start = time.perf_counter()
@@ -267,20 +264,15 @@ def timed_steps() -> Iterator[dict[str, list[float]]]:
                     _cell[1] += 1
 
         setattr(owner, method, timed)
-        undo.append((owner, method, original))
     try:
         yield found
     finally:
-        for owner, method, original in undo:
+        for owner, method, original in originals:
             setattr(owner, method, original)
 
 
 def price_in_a_loop(calls: int) -> float:
     """Seconds of one ``PricingTable.price`` of this benchmark's usage, in a loop that does nothing else."""
-    from datetime import UTC, datetime  # noqa: PLC0415 - only for --steps
-
-    from autogen_reliability.accounting import PricingTable, TokenUsage  # noqa: PLC0415
-
     table = PricingTable()
     usage = TokenUsage(prompt_tokens=1200, completion_tokens=20, cached_tokens=CACHED_TOKENS, latency_seconds=0.001)
     table.price(MODEL, "openai", usage=usage, at=datetime.now(UTC))
@@ -572,8 +564,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                     raise SystemExit(f"no variant {options.profile!r}; known: {', '.join(v.name for v in made)}")
                 chosen[0].profiled, profile = True, cProfile.Profile()
             gc.collect()
-            with ExitStack() as stack:
-                steps = stack.enter_context(timed_steps()) if options.steps else None
+            with timed_steps() if options.steps else nullcontext() as steps:
                 started, writer_before = time.perf_counter(), writer_cpu_ns(made)
                 await run(made, **size, profile=profile)
                 seconds, writer_after = time.perf_counter() - started, writer_cpu_ns(made)
@@ -614,10 +605,12 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             width = 9 if mode == "plain" else 10
             cells.append(f"{count:>{width},.0f}{count - bare_count:+7,.0f}{count / bare_count:7.3f}")
         print(f"  {variant.name:<22}" + "".join(cells))
+    steps_us: dict[str, float] = {}
     if steps is not None:
         print("The accounting layer's steps, timed where they run (mean per step, every variant with rows):")
         for label, (step_seconds, step_calls) in steps.items():
-            print(f"  {label:<50} {step_seconds / max(1, step_calls) * 1e6:7.1f} us  ({step_calls:.0f} calls)")
+            steps_us[label] = step_seconds / max(1, step_calls) * 1e6
+            print(f"  {label:<50} {steps_us[label]:7.1f} us  ({step_calls:.0f} calls)")
         alone = price_in_a_loop(200 if options.quick else 20_000)
         print(f"  {'the same price, in a loop of its own':<50} {alone * 1e6:7.1f} us")
     for variant_name, cpu in writer.items():
@@ -641,8 +634,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "function_calls_per_call": function_calls,
         "switch_interval_s": sys.getswitchinterval(),
     }
-    if steps is not None:
-        results["steps_us"] = {label: seconds_of / max(1, n) * 1e6 for label, (seconds_of, n) in steps.items()}
+    if steps_us:
+        results["steps_us"] = steps_us
     if options.json is not None:
         options.json.write_text(json.dumps(results, indent=2) + "\n")
     if not all(check["exact"] for check in rows.values()):

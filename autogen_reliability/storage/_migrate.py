@@ -9,10 +9,10 @@ own alembic on the same database is not disturbed.
 The command line does the same: ``autogen-reliability db upgrade [--url URL]``.
 
 alembic loads only to migrate, or to answer about a revision that is not the
-newest: opening a store whose database is at the newest revision reads the
-version table with SQLAlchemy and the newest revision from the scripts' file
-names (see :func:`newest_revision_by_name`), since importing alembic takes
-longer (~0.3 s) than all the rest of a first wrapper.
+newest: :func:`current_revision` reads the version table with SQLAlchemy and
+:func:`head_revision` reads the scripts' file names, so opening a store whose
+database is at the newest revision loads no alembic (importing it takes longer,
+~0.3 s, than all the rest of a first wrapper).
 
 Example:
     >>> from autogen_reliability.storage import current_revision, head_revision, upgrade
@@ -89,7 +89,7 @@ def newest_revision_by_name() -> str | None:
     Each script is named after its revision (``0005_rollup_per_day_and_sessions.py``
     holds revision ``"0005"``), and the revisions form one line whose numbers grow,
     so the highest number is alembic's head; ``tests/test_storage.py`` holds the
-    scripts to that. ``None`` when no script is named so (then ask :func:`head_revision`).
+    scripts to that. ``None`` when no script is named so.
     """
     names = (_SCRIPT_NAME.fullmatch(path.name) for path in (script_location() / "versions").iterdir())
     return max((found[1] for found in names if found is not None), default=None)
@@ -123,8 +123,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    """The newest revision of the schema this version of the library knows."""
-    head = _script_directory(script_location()).get_current_head()
+    """The newest revision of the schema this version of the library knows.
+
+    Read from the scripts' file names (:func:`newest_revision_by_name`), without loading alembic.
+    """
+    head = newest_revision_by_name()
     if head is None:  # pragma: no cover - the scripts ship with at least one revision
         raise RuntimeError("the alembic scripts of autogen-reliability have no revision")
     return head

@@ -206,13 +206,11 @@ class UsageStore:
                 time_module.sleep(0.05)
 
     def _check_schema(self, *, create: bool) -> None:
+        head = _migrate.head_revision()
         if not create and sqlite_file_missing(self._engine.url):
             # Connecting would create an empty file, and create=False promises no change.
-            raise SchemaOutdatedError(url=self._url, current=None, head=_migrate.head_revision())
+            raise SchemaOutdatedError(url=self._url, current=None, head=head)
         current, has_tables = self._schema_state()
-        if has_tables and current is not None and current == _migrate.newest_revision_by_name():
-            return  # the usual case, answered without loading alembic
-        head = _migrate.head_revision()
         if current is None and not has_tables and create:
             _migrate.upgrade(self._engine)
             # Read again rather than assume head: a newer release may have won a race to create the tables.
