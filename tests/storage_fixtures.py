@@ -26,7 +26,7 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.storage import UsageStore
 
-__all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "make_pg_database", "pg_admin_url", "store_url"]
+__all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "drop_pg_database", "make_pg_database", "pg_admin_url", "store_url"]
 
 Ledger = tuple[UsageStore, UsageRecorder]
 
@@ -64,12 +64,13 @@ def make_pg_database(pg_admin_url: str) -> Iterator[Callable[[], str]]:
     yield make
     try:
         for name in made:
-            _drop(admin, name)
+            drop_pg_database(admin, name)
     finally:
         admin.dispose()
 
 
-def _drop(admin: Engine, name: str) -> None:
+def drop_pg_database(admin: Engine, name: str) -> None:
+    """Drops database ``name`` through ``admin`` (an AUTOCOMMIT engine), its open connections ended."""
     # FORCE: a connection a failed test left open must not keep the database alive. But FORCE refuses to
     # end an autovacuum worker that a role without pg_signal_backend cannot signal: it is done in a moment.
     deadline = time.monotonic() + 30

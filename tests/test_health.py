@@ -35,6 +35,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply, faults
 from .conftest import OpenAIClientFactory
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
 from .health_fixtures import HI, OPENS_AFTER_TWO, Clock, Wrap, break_the_file, calls
+from .storage_fixtures import drop_pg_database
 
 FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provider echoes back in error bodies
 
@@ -499,8 +500,7 @@ async def test_a_postgresql_store_that_goes_away_is_unhealthy_and_its_password_s
         probe = HealthProbe({"openai": wrap()}, pg_store)
         before = await probe.check()
         admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)')
+        drop_pg_database(admin, str(make_url(url).database))
         admin.dispose()
         after = await probe.check()
     assert before.usage_store is not None

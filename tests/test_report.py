@@ -54,7 +54,7 @@ from autogen_reliability.storage._report import (
 )
 from autogen_reliability.storage._store import _time_bound
 
-from .storage_fixtures import BACKENDS, _drop
+from .storage_fixtures import BACKENDS, drop_pg_database
 
 FIRST = datetime(2025, 4, 20, tzinfo=UTC)  # a Sunday: the calls cover parts of four ISO weeks
 DAYS = 22
@@ -379,7 +379,7 @@ def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             pg_store.write(EVENTS)
             yield pg_store
     finally:
-        _drop(admin, name)
+        drop_pg_database(admin, name)
         admin.dispose()
 
 

@@ -57,7 +57,7 @@ from autogen_reliability.storage._store import (
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import OpenAIClientFactory, run_cli
-from .storage_fixtures import make_pg_database, pg_admin_url, store_url
+from .storage_fixtures import drop_pg_database, make_pg_database, pg_admin_url, store_url
 
 __all__ = ["make_pg_database", "pg_admin_url", "store_url"]  # fixtures, imported for pytest to find
 
@@ -407,8 +407,7 @@ def test_ping_raises_when_the_server_is_gone(make_pg_database: Callable[[], str]
     store = UsageStore(url)
     name = make_url(url).database
     admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    drop_pg_database(admin, str(name))
     admin.dispose()
     with pytest.raises(OperationalError):
         store.ping()
