@@ -86,6 +86,21 @@ def test_a_last_event_without_its_blank_line_or_newline_counts() -> None:
     assert read_events(b'data: {"a":1}\n\ndata: {"usage":{}}', 4) == [b'{"a":1}', b'{"usage":{}}']
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_between_events_only_for_whole_events_with_none_open(newline: bytes) -> None:
+    reader = SSEDataReader(lambda data: None, limit=LIMIT)
+    whole = b'data: {"a":1}' + newline + newline
+    assert reader.between_events(whole)
+    assert not reader.between_events(b'data: {"a":1}' + newline)  # the event is not ended yet
+    assert not reader.between_events(b'data: {"a"')
+    reader.feed(b"data: first" + newline)  # an event is open: its end may come in the next bytes
+    assert not reader.between_events(whole)
+    reader.feed(newline)
+    assert reader.between_events(whole)
+    reader.feed(b"data: a line not fini")
+    assert not reader.between_events(whole)
+
+
 def test_an_overlong_line_stops_at_the_limit() -> None:
     reader = SSEDataReader(lambda data: None, limit=100)
     reader.feed(b"data: " + b"x" * 50)

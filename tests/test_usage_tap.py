@@ -488,6 +488,49 @@ async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: Fa
         assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0), size
 
 
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+async def test_a_stream_read_event_by_event_parses_only_the_identity_and_the_usage_chunk(
+    server: FakeOpenAIServer, newline: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)
+    boundary = newline * 2
+    chunks = [event + boundary for event in body.split(boundary) if event]
+    assert len(chunks) > 4  # what a server sends: one event per chunk, each with "usage":null but the last
+    parsed: list[bytes] = []
+    on_event = _BodyTap._on_event
+
+    def counted(tap: _BodyTap, data: bytes) -> None:
+        parsed.append(data)
+        on_event(tap, data)
+
+    monkeypatch.setattr(_BodyTap, "_on_event", counted)
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    for chunk in chunks:
+        tap.feed(chunk)
+    tap.finish()
+    assert (slot.usage, slot.model, slot.tap_failures) == (
+        ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1"),
+        SNAPSHOT,
+        0,
+    )
+    # The first chunk for the model, the usage chunk; the chunks between were never split into events.
+    assert len(parsed) == 2
+    assert b'"usage":{' in parsed[-1].replace(b" ", b"")
+
+
+async def test_a_usage_object_on_a_data_line_of_its_own_is_still_read() -> None:
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    tap.feed(b'data: {"id":"c-1","model":"m-1","choices":[],"usage":null}\n\n')
+    # The usage broken onto a data line of its own: the same event, its data lines joined with a newline.
+    usage = b'{"prompt_tokens":3,"completion_tokens":1}'
+    tap.feed(b'data: {"id":"c-1","model":"m-1","choices":[],"usage":\ndata: ' + usage + b"}\n\n")
+    tap.feed(b"data: [DONE]\n\n")
+    tap.finish()
+    assert slot.usage == ProviderUsage(3, 1, None, None, None, "m-1", "c-1")
+
+
 async def test_an_oversized_json_body_passes_uninspected(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
     client = make_client()
     usage = FakeUsage(1, 1)

@@ -229,6 +229,14 @@ class SSEDataReader:
         if rest:
             self._keep(rest)
 
+    def between_events(self, data: bytes) -> bool:
+        """Whether ``data``, the next bytes, holds whole events only: none begun before it, none left open after it.
+
+        Such bytes can be looked at as they are, without splitting them into events: nothing in them
+        belongs to an event that another chunk completes.
+        """
+        return not self._pending and not self._data_lines and (data.endswith(b"\n\n") or data.endswith(b"\r\n\r\n"))
+
     def finish(self) -> None:
         """The body has ended: a last line without its newline, then an event without its blank line, count."""
         if self._pending:

@@ -23,7 +23,9 @@ How it works:
       bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends;
     * ``text/event-stream`` bodies (streams) are split into lines incrementally
       and only ``data:`` events that carry a ``usage`` object (or, until it is
-      known, the ``model``) are parsed. Nothing is held back.
+      known, the ``model``) are parsed. A chunk of whole events none of which
+      has a usage object (all of a stream's chunks but its last) is not even
+      split. Nothing is held back.
 
     Compressed bodies (the SDK asks for ``gzip, deflate``, and ``br`` / ``zstd``
     where their libraries are installed) are decoded on a side copy for
@@ -111,6 +113,11 @@ MAX_JSON_BYTES: Final = 2 * 1024 * 1024
 # A cheap pre-filter so that stream chunks without a usage *object* (``"usage":null`` or no key at
 # all, i.e. all but the last chunk) are never parsed; json.loads then decides what is really there.
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
+# Before that, on a stream's raw chunk of whole events: a ``"usage"`` not followed by ``null``. OpenAI's chunks
+# all say ``"usage":null`` but the last; a chunk this finds nothing in is passed on without being split into
+# events (none of them would be parsed). Whatever else follows ``"usage"`` (an object, or a data line broken
+# before it) is a match, and the chunk is read event by event as before.
+_USAGE_NOT_NULL: Final = re.compile(rb'"usage"(?!\s*:\s*null)')
 # Chunks parsed just to learn the stream's model/id before giving up on them (Azure's first chunk
 # can carry an empty model); after that only usage-bearing chunks are parsed.
 _IDENTITY_ATTEMPTS: Final = 8
@@ -397,6 +404,12 @@ class _BodyTap:
         try:
             data = self._decoder.decode(raw) if self._decoder is not None else raw
             if self._sse is not None:
+                if (
+                    (self._model is not None or self._identity_attempts >= _IDENTITY_ATTEMPTS)
+                    and _USAGE_NOT_NULL.search(data) is None
+                    and self._sse.between_events(data)
+                ):
+                    return  # whole events, none with a usage object, and the model known: nothing to read
                 self._sse.feed(data)
             else:
                 self._keep(data)
