@@ -196,6 +196,15 @@ EMPTY_REPORT: Final = EMPTY
 _DEFAULT_POLICY: Final = SanitizePolicy()
 
 
+def inert(text: str) -> bool:
+    """Whether no stage of any policy changes ``text``: pure ASCII without controls, ``<`` or ``]``.
+
+    Such text has no text hazard, no markdown link and no markup; it is returned as it is (only injection
+    markers are looked for in it).
+    """
+    return text.isascii() and _ASCII_HAZARD.search(text) is None
+
+
 class Sanitizer:
     """Neutralises model output according to a :class:`SanitizePolicy`; reusable and safe to share between threads.
 
@@ -276,7 +285,7 @@ class Sanitizer:
 
     def _sanitize(self, text: str, counts: dict[str, int], markers: list[str]) -> str:
         detect = self._policy.detect_injection
-        if text.isascii() and not _ASCII_HAZARD.search(text):
+        if inert(text):
             if detect:
                 add_markers(markers, find_markers(text))
             return text
