@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -12,8 +13,16 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from genai_prices import Usage, calc_price
 
-from autogen_reliability import RetriesExhaustedError, RetryPolicy, ValidationPolicy, reliable, usage_scope
-from autogen_reliability.accounting import PricingTable, UsageRecorder
+from autogen_reliability import (
+    RetriesExhaustedError,
+    RetryPolicy,
+    ValidationPolicy,
+    configure,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability._config import settings as accounting_settings
+from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
@@ -205,3 +214,71 @@ async def test_track_usage_false_records_nothing(
     fake_openai_server.enqueue(FakeReply.text("hi"))
     await reliable(make_openai_client(), recorder=ledger[1], track_usage=False).create(HI)
     assert rows(ledger) == []
+
+
+async def test_every_field_of_an_attempts_row_holds_what_the_attempt_said(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Each field by name, for a failed attempt and for an answer with everything a row records: cached and
+    # reasoning tokens, a sanitised escape, the captured request and answer.
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text(
+            "hello \x1b[31mthere",
+            usage=FakeUsage(prompt_tokens=50, completion_tokens=9, cached_tokens=20, reasoning_tokens=4),
+        ),
+    )
+    saved = accounting_settings().capture_content
+    configure(capture_content=True)
+    try:
+        client = reliable(
+            make_openai_client(), recorder=ledger[1], retry=FAST, project="acme", agent="writer", tags={"k": "v"}
+        )
+    finally:
+        configure(capture_content=saved)
+    with usage_scope(session="s-1"):
+        await client.create(HI)
+    failed, answered = rows(ledger)
+    asked = '[{"content": "hi", "source": "user", "type": "UserMessage"}]'
+    for row in (failed, answered):
+        assert (row.project, row.session, row.agent, dict(row.tags)) == ("acme", "s-1", "writer", {"k": "v"})
+        assert (row.provider, row.model, row.streamed, row.cache_hit, row.tokens_estimated) == (
+            "openai",
+            "gpt-4o-mini",
+            False,
+            False,
+            False,
+        )
+        assert row.request_content == asked
+    assert failed.call_id == answered.call_id
+    assert failed.event_id != answered.event_id
+    assert answered.started_at >= failed.started_at + timedelta(milliseconds=failed.latency_ms)
+    assert (failed.attempt, failed.outcome, failed.error_kind, failed.http_status) == (1, "error", "rate_limit", 429)
+    assert failed.error_message is not None
+    assert "429" in failed.error_message
+    assert (failed.prompt_tokens, failed.completion_tokens, failed.cost_nanousd) == (0, 0, 0)
+    assert (failed.cached_tokens, failed.reasoning_tokens, failed.response_model, failed.finish_reason) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (dict(failed.sanitizer_changes), failed.validation_errors, failed.response_content) == ({}, 0, None)
+    assert (answered.attempt, answered.outcome, answered.error_kind, answered.http_status) == (2, "ok", None, None)
+    assert answered.error_message is None
+    assert (answered.prompt_tokens, answered.completion_tokens) == (50, 9)
+    assert (answered.cached_tokens, answered.cache_write_tokens, answered.reasoning_tokens) == (20, None, 4)
+    assert (answered.response_model, answered.finish_reason) == ("gpt-4o-mini-2024-07-18", "stop")
+    price = PricingTable().price(
+        "gpt-4o-mini", "openai", usage=TokenUsage(50, 9, cached_tokens=20), at=answered.started_at
+    )
+    assert price is not None
+    assert (answered.cost_nanousd, answered.price_source, answered.price_date) == (
+        price.nanousd,
+        price.source,
+        price.effective_from,
+    )
+    assert (dict(answered.sanitizer_changes), answered.validation_errors) == ({"ansi": 1}, 0)
+    assert answered.response_content == "hello \x1b[31mthere"  # what the provider answered, as it was billed
