@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -16,12 +17,12 @@ from typing import Any
 import pytest
 from autogen_core.models import UserMessage
 
-from autogen_reliability import ConfigurationError, reliable
+from autogen_reliability import ConfigurationError, ValidationPolicy, reliable
 from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
-from autogen_reliability.accounting._journal import journal_supported
+from autogen_reliability.accounting._journal import journal_supported, read_in_flight
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .conftest import OpenAIClientFactory
 from .test_recorder import events
@@ -345,6 +346,44 @@ async def test_an_attempts_row_keeps_the_id_and_slot_it_had_from_its_start(
     assert [event.event_id for event in stored] == [event_id for event_id, _ in seen]
     assert [event.outcome for event in stored] == ["error", "ok"]
     assert not list((tmp_path / "spool").glob("*.inflight*"))
+
+
+async def test_an_answered_attempt_has_its_real_row_in_the_table_while_its_call_goes_on(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, sqlite_url: str, tmp_path: Path
+) -> None:
+    # An answered attempt's real row replaces its provisional one when it ends: a call that goes on, here
+    # re-asking an invalid answer, must not leave the estimate behind if the process dies meanwhile.
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fake_openai_server.enqueue(
+        FakeReply.text("no json", usage=FakeUsage(prompt_tokens=20, completion_tokens=2)),
+        FakeReply.json({"n": 1}, usage=FakeUsage(prompt_tokens=40, completion_tokens=3), delay=0.5),
+    )
+    recorder = UsageRecorder(UsageStore(sqlite_url), spool_dir=tmp_path / "spool")
+    table = recorder.in_flight
+    assert table is not None
+    client = reliable(make_openai_client(), recorder=recorder, validation=ValidationPolicy(schema=schema))
+    call = asyncio.create_task(client.create([UserMessage(content="hi", source="user")]))
+    await fake_openai_server.wait_for_requests_async(2)  # the re-ask is sent: its answer takes half a second
+    held: list[UsageEvent] = []
+    for path in table.paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            held += [UsageEvent.from_row(row) for row in read_in_flight(fd, path)]
+        finally:
+            os.close(fd)
+    first, second = sorted(held, key=lambda event: event.attempt)
+    # Made before validation judged it ("ok"); the call's end records it "invalid".
+    assert (first.attempt, first.outcome, first.validation_errors) == (1, "ok", 0)
+    assert (first.tokens_estimated, first.prompt_tokens, first.completion_tokens) == (False, 20, 2)
+    assert (second.attempt, second.outcome, second.tokens_estimated) == (2, "cancelled", True)
+    await call
+    assert table.held == 0
+    recorder.close()
+    stored = sorted(UsageStore(sqlite_url).events(), key=lambda event: event.attempt)
+    assert [(event.attempt, event.outcome, event.prompt_tokens) for event in stored] == [
+        (1, "invalid", 20),
+        (2, "ok", 40),
+    ]
 
 
 def test_a_half_made_file_is_deleted_only_once_its_process_is_gone(sqlite_url: str, tmp_path: Path) -> None:
