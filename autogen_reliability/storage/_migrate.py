@@ -46,7 +46,6 @@ __all__ = [
     "head_revision",
     "is_known_revision",
     "migration_transaction",
-    "newest_revision_by_name",
     "script_location",
     "upgrade",
 ]
@@ -80,21 +79,6 @@ def _script_directory(location: Path) -> ScriptDirectory:
     return ScriptDirectory(str(location))
 
 
-_SCRIPT_NAME: Final = re.compile(r"(\d{4})_\w+\.py")
-
-
-def newest_revision_by_name() -> str | None:
-    """The newest revision as the scripts' file names give it, read without loading alembic.
-
-    Each script is named after its revision (``0005_rollup_per_day_and_sessions.py``
-    holds revision ``"0005"``), and the revisions form one line whose numbers grow,
-    so the highest number is alembic's head; ``tests/test_storage.py`` holds the
-    scripts to that. ``None`` when no script is named so.
-    """
-    names = (_SCRIPT_NAME.fullmatch(path.name) for path in (script_location() / "versions").iterdir())
-    return max((found[1] for found in names if found is not None), default=None)
-
-
 def alembic_config(connection: Connection | None = None) -> Config:
     """An alembic :class:`~alembic.config.Config` for our scripts, to run any alembic command.
 
@@ -122,12 +106,19 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+_SCRIPT_NAME: Final = re.compile(r"(\d{4})_\w+\.py")
+
+
 def head_revision() -> str:
     """The newest revision of the schema this version of the library knows.
 
-    Read from the scripts' file names (:func:`newest_revision_by_name`), without loading alembic.
+    Read from the scripts' file names, without loading alembic: each script is named after its
+    revision (``0005_rollup_per_day_and_sessions.py`` holds revision ``"0005"``), and the revisions
+    form one line whose numbers grow, so the highest number is alembic's head;
+    ``tests/test_storage.py`` holds the scripts to that.
     """
-    head = newest_revision_by_name()
+    names = (_SCRIPT_NAME.fullmatch(path.name) for path in (script_location() / "versions").iterdir())
+    head = max((found[1] for found in names if found is not None), default=None)
     if head is None:  # pragma: no cover - the scripts ship with at least one revision
         raise RuntimeError("the alembic scripts of autogen-reliability have no revision")
     return head
