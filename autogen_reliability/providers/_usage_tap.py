@@ -404,11 +404,7 @@ class _BodyTap:
         try:
             data = self._decoder.decode(raw) if self._decoder is not None else raw
             if self._sse is not None:
-                if (
-                    (self._model is not None or self._identity_attempts >= _IDENTITY_ATTEMPTS)
-                    and _USAGE_NOT_NULL.search(data) is None
-                    and self._sse.between_events(data)
-                ):
+                if self._model is not None and _USAGE_NOT_NULL.search(data) is None and self._sse.between_events(data):
                     return  # whole events, none with a usage object, and the model known: nothing to read
                 self._sse.feed(data)
             else:
