@@ -250,9 +250,12 @@ def timed_steps() -> Iterator[dict[str, list[float]]]:
 
     Calls made under a profiler (the function counts) are left out.
     """
-    found: dict[str, list[float]] = {label: [0.0, 0] for label, _, _ in STEPS}
-    originals = [(owner, method, owner.__dict__[method]) for _, owner, method in STEPS]
-    for (label, _, _), (owner, method, original) in zip(STEPS, originals, strict=True):
+    found: dict[str, list[float]] = {}
+    originals: list[tuple[type, str, Any]] = []
+    for label, owner, method in STEPS:
+        original = owner.__dict__[method]
+        originals.append((owner, method, original))
+        found[label] = [0.0, 0]
 
         def timed(*args: Any, _original: Any = original, _cell: list[float] = found[label], **kwargs: Any) -> Any:
             start = time.perf_counter()
