@@ -37,7 +37,8 @@ _SECRETS: Final = [
     re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),  # Authorization headers
     re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"()\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
-    re.compile(r"([?&](?:api[_-]?key|key|token|access_token)=)[^&\s\"']+", re.IGNORECASE),  # keys in URLs
+    # Keys and passwords in URL queries (libpq takes password= there, beside the user-info part below).
+    re.compile(r"([?&](?:api[_-]?key|key|token|access_token|(?:ssl)?password|passwd|pwd|secret)=)[^&\s\"']+", re.I),
     re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/@]+(?=@)", re.IGNORECASE),  # passwords in URLs
     re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
 ]

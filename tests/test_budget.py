@@ -695,10 +695,20 @@ def test_the_budget_round_trips_as_a_component(ledger: Ledger, tmp_path: Path) -
     assert "budget" not in ChatCompletionClient.load_component(default).options  # type: ignore[attr-defined]
 
 
-def test_a_store_url_is_dumped_without_its_password() -> None:
-    url = "postgresql+psycopg://app:hunter2@db.example/usage"
+@pytest.mark.parametrize(
+    ("url", "dumped"),
+    [
+        ("postgresql+psycopg://app:hunter2@db.example/usage", "postgresql+psycopg://app:***@db.example/usage"),
+        # libpq takes the password as a query parameter too, which SQLAlchemy's masking does not know.
+        (
+            "postgresql+psycopg://app@db.example/usage?sslmode=require&password=hunter2",
+            "postgresql+psycopg://app@db.example/usage?password=***&sslmode=require",
+        ),
+    ],
+)
+def test_a_store_url_is_dumped_without_its_password(url: str, dumped: str) -> None:
     config = BudgetPolicy(limit_usd=1, store=url).to_config()
-    assert config["store"] == "postgresql+psycopg://app:***@db.example/usage"
+    assert config["store"] == dumped
     with pytest.raises(ConfigurationError, match=r"password masked \(\*\*\*\)"):
         BudgetPolicy.from_config(config)
     plain = BudgetPolicy(limit_usd=1, store="postgresql+psycopg://app@db.example/usage")

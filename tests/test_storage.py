@@ -424,6 +424,7 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("postgresql+psycopg://user:secret-pw@host:abc/db", "malformed database URL: its port is not a number"),
     ("postgresql+psycopg://user:secret-pw@host:99999/db", "user:***@host:99999/db is not between 1 and 65535"),
     ("postgresql+psycopg://user:secret-pw@host:0/db", "is not between 1 and 65535"),
+    ("postgresql+psycopg://user@host:0/db?password=secret-pw", "user@host:0/db?password=*** is not between"),
     (
         "postgresql+pg8000://user:secret-pw@host/db",
         "'postgresql+pg8000' is not installed (No module named 'pg8000'); "
@@ -1003,13 +1004,20 @@ def test_cli_bad_url_exits_2_with_one_line(command: str, url: str, message: str)
     assert "secret" not in line
 
 
-def test_cli_unreachable_database_exits_1_with_one_line() -> None:
-    done = run_cli("db", "upgrade", "--url", "postgresql+psycopg://user:secret@127.0.0.1:1/db")
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://user:secret@127.0.0.1:1/db", "postgresql+psycopg://user:***@127.0.0.1:1/db"),
+        ("postgresql+psycopg:///db?host=127.0.0.1&port=1&password=secret", "?host=127.0.0.1&password=***&port=1"),
+    ],
+)
+@pytest.mark.parametrize("command", [("db", "upgrade", "--url"), ("report", "--db")])
+def test_cli_unreachable_database_exits_1_with_one_line(url: str, shown: str, command: tuple[str, ...]) -> None:
+    done = run_cli(*command, url)
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
-    assert line.startswith(
-        "autogen-reliability: error: cannot use the database postgresql+psycopg://user:***@127.0.0.1:1/db: "
-    )
+    assert line.startswith("autogen-reliability: error: cannot use the database postgresql+psycopg://")
+    assert f"{shown}: " in line
     assert "secret" not in line
 
 

@@ -113,6 +113,13 @@ def _check_database_url(url: str | URL) -> URL:
     return check_database_url(url)
 
 
+def _masked(url: URL) -> bool:
+    """Whether :meth:`BudgetPolicy.to_config` masked a password in ``url``."""
+    from ..storage._engine import url_secrets  # noqa: PLC0415  # loaded already: the URL was checked
+
+    return "***" in url_secrets(url)
+
+
 def _usage_store_type() -> type[UsageStore]:
     from ..storage._store import UsageStore  # noqa: PLC0415 - loaded already when a policy is given one
 
@@ -261,7 +268,9 @@ class BudgetPolicy:
             "refresh": self.refresh_seconds,
         }
         if isinstance(self.store, str):
-            config["store"] = _check_database_url(self.store).render_as_string(hide_password=True)
+            from ..storage._engine import masked_url  # noqa: PLC0415  # loaded already: the policy checked the URL
+
+            config["store"] = masked_url(_check_database_url(self.store))
         return config
 
     @classmethod
@@ -275,7 +284,7 @@ class BudgetPolicy:
         """
         values = dict(config)
         store = values.get("store")
-        if isinstance(store, str) and _check_database_url(store).password == "***":  # noqa: S105  # the mask, not a password
+        if isinstance(store, str) and _masked(_check_database_url(store)):
             raise ConfigurationError(
                 "the budget's store URL has its password masked (***), as dump_component() writes it; "
                 "keep the password out of the URL (PGPASSWORD, ~/.pgpass) or pass store= again"

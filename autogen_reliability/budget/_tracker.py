@@ -55,6 +55,7 @@ from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
 from ..accounting._recorder import UsageRecorder
+from ..storage._engine import masked_url
 from ..storage._models import UsageRecord
 from ..storage._store import UsageStore
 from ._policy import BudgetAlert, BudgetPolicy, check_ledger_url, log_budget_alert, period_bounds
@@ -91,7 +92,7 @@ class _Ledger:
     def __init__(self, source: LedgerSource) -> None:
         self._store = source if isinstance(source, UsageStore) else None
         self._url = source if isinstance(source, str) else None
-        self.name = source.url if isinstance(source, UsageStore) else make_url(source).render_as_string()
+        self.name = source.url if isinstance(source, UsageStore) else masked_url(make_url(source))
         self._lock = threading.Lock()
         self._down = False
 
@@ -572,7 +573,7 @@ def _recorder_source(recorder: UsageRecorder, database: str | None) -> LedgerSou
 
 
 def _name(source: LedgerSource) -> str:
-    return source.url if isinstance(source, UsageStore) else make_url(source).render_as_string()
+    return source.url if isinstance(source, UsageStore) else masked_url(make_url(source))
 
 
 def _recorded(event: UsageEvent, recorder: UsageRecorder) -> None:

@@ -6,6 +6,7 @@ need a connection; neither imports the other for it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +26,9 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "check_database_url",
     "make_engine",
+    "masked_url",
     "sqlite_file_missing",
+    "url_secrets",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 2000
@@ -62,6 +65,27 @@ POSTGRESQL_WRITE_TIMEOUTS: Final = (
 SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
 
 
+# Query parameters that can carry a secret: libpq takes password= and sslpassword= there as well as in
+# the user-info part, which is all SQLAlchemy's hide_password masks.
+_SECRET_NAME: Final = "pass|pwd|secret|token|key"  # noqa: S105  # parameter names, not a password
+_SECRET_PARAMETER: Final = re.compile(_SECRET_NAME, re.IGNORECASE)
+_SECRET_QUERY_VALUE: Final = re.compile(rf"([?&][^=&]*(?:{_SECRET_NAME})[^=&]*=)[^&]*", re.IGNORECASE)
+
+
+def url_secrets(url: URL) -> list[str]:
+    """The secrets written in ``url``: its password and the values of secret query parameters."""
+    found = [url.password] if isinstance(url.password, str) and url.password else []
+    for name, value in url.query.items():
+        if _SECRET_PARAMETER.search(name):
+            found.extend(item for item in ((value,) if isinstance(value, str) else value) if item)
+    return found
+
+
+def masked_url(url: URL) -> str:
+    """``url`` as text to show: its password, and any query parameter that can carry a secret, as ``***``."""
+    return _SECRET_QUERY_VALUE.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
 def check_database_url(url: str | URL) -> URL:
     """``url`` parsed, if the usage store can ever work with it; the one check of every URL the library takes.
 
@@ -95,7 +119,7 @@ def check_database_url(url: str | URL) -> URL:
         raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
     except ValueError:  # make_url's int() of the port
         raise ConfigurationError("malformed database URL: its port is not a number") from None
-    masked = parsed.render_as_string(hide_password=True)
+    masked = masked_url(parsed)
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
     backend = parsed.get_backend_name()

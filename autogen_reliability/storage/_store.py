@@ -40,7 +40,7 @@ from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
-from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, sqlite_file_missing
+from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_file_missing
 from ._models import VERSION_TABLE
 from ._report import build_report
 from ._retention import RetentionResult
@@ -157,7 +157,7 @@ class UsageStore:
                 )
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
-        self._url = self._engine.url.render_as_string(hide_password=True)
+        self._url = masked_url(self._engine.url)
         try:
             self._check_schema_waiting(create=create)
         except BaseException:
