@@ -210,6 +210,12 @@ class Request:
     """Keyword arguments of ``create_stream`` beyond the interface's (e.g. OpenAI's ``include_usage``)."""
     response_format: Mapping[str, Any] | None = None
     """A JSON-schema ``response_format`` that the validation stage checks itself (see ``providers``)."""
+    buffered: bool = False
+    """Whether a layer outside holds a stream back until its final result (validation; the sanitiser, for JSON).
+
+    The consumer then has nothing before the stream's end, so the layers inside treat a failure anywhere in
+    it as :meth:`Layer.create` would a failed call: retried, or sent to a fallback, within the deadline.
+    """
 
     def replace(self, **changes: Any) -> Request:
         """A copy of this request with ``changes`` applied."""

@@ -22,6 +22,7 @@ from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel
 
 from autogen_reliability import (
     AllClientsFailedError,
@@ -34,6 +35,7 @@ from autogen_reliability import (
     RetriesExhaustedError,
     RetryBudget,
     RetryPolicy,
+    ValidationPolicy,
     reliable,
 )
 from autogen_reliability.accounting import UsageRecorder
@@ -249,6 +251,80 @@ async def test_error_after_the_first_streamed_chunk_is_not_retried(
     assert fake_openai_server.request_count == 1
     assert "".join(str(item) for item in received) == "Hello from"
     assert fake_openai_server.pending == 1
+
+
+class Ticket(BaseModel):
+    id: int
+    note: str
+
+
+# What holds a stream back until its final result: validation, and the sanitiser when JSON was asked for.
+# Each: the wrapper's options, create_stream's arguments.
+BUFFERED: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "validated": ({"validation": ValidationPolicy(schema=Ticket)}, {}),
+    "sanitized-json": ({}, {"json_output": True}),
+}
+
+
+async def read_all(client: ChatCompletionClient, buffered: str) -> list[object]:
+    return [item async for item in client.create_stream(HI, **BUFFERED[buffered][1])]
+
+
+@pytest.mark.parametrize("buffered", BUFFERED)
+async def test_a_buffered_stream_is_retried_after_an_error_mid_stream(
+    buffered: str,
+    fake_openai_server: FakeOpenAIServer,
+    ledger: tuple[UsageStore, UsageRecorder],
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The consumer has nothing yet when the provider fails half-way: as for create(), the call is retried.
+    fake_openai_server.enqueue(
+        FakeReply.text('{"id": 1, "note": "cut short here"}', error_after_chunks=2),
+        FakeReply.text('{"id": 2, "note": "complete"}'),
+    )
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1], **BUFFERED[buffered][0])
+    items = await read_all(client, buffered)
+    # The failed attempt's chunks are dropped, never joined to the retry's.
+    assert [item for item in items if isinstance(item, str)] == ['{"id": 2, "note": "complete"}']
+    assert fake_openai_server.request_count == 2
+    assert [row.outcome for row in rows(ledger)] == ["error", "ok"]
+
+
+@pytest.mark.parametrize("retry", [None, RetryPolicy(max_attempts=1)], ids=["no-retry", "retries-spent"])
+@pytest.mark.parametrize("buffered", BUFFERED)
+async def test_a_buffered_stream_goes_to_the_fallback_after_an_error_mid_stream(
+    buffered: str,
+    retry: RetryPolicy | None,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    fake_openai_server.enqueue(
+        FakeReply.text('{"id": 1, "note": "cut short here"}', error_after_chunks=2),
+        FakeReply.text('{"id": 2, "note": "from the fallback"}'),
+    )
+    fallback = make_openai_client(model="gpt-4.1")
+    client = reliable(make_openai_client(), retry=retry, fallbacks=[fallback], **BUFFERED[buffered][0])
+    items = await read_all(client, buffered)
+    assert [item for item in items if isinstance(item, str)] == ['{"id": 2, "note": "from the fallback"}']
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "gpt-4.1"]
+
+
+@pytest.mark.parametrize("buffered", BUFFERED)
+async def test_the_deadline_bounds_a_buffered_stream_until_its_first_chunk_is_handed_on(
+    buffered: str,
+    fake_openai_server: FakeOpenAIServer,
+    ledger: tuple[UsageStore, UsageRecorder],
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The provider's first chunk comes at once, the rest over seconds: the consumer would wait for all of it.
+    fake_openai_server.enqueue(FakeReply.text('{"id": 1, "note": "one slow word at a time"}', chunk_delay=0.4))
+    policy = RetryPolicy(initial_delay=0, deadline=1)
+    client = reliable(make_openai_client(), retry=policy, recorder=ledger[1], **BUFFERED[buffered][0])
+    async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
+        with pytest.raises(RetriesExhaustedError, match=r"deadline \(1 s\)") as caught:
+            await read_all(client, buffered)
+    assert caught.value.reason == "deadline"
+    assert [row.outcome for row in rows(ledger)] == ["cancelled"]
 
 
 @pytest.mark.parametrize(

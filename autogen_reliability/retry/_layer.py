@@ -13,6 +13,9 @@ Each applies a policy kept in its own module (:class:`~._policy.RetryPolicy`,
 
 A stream is retried, or falls back, only until its first chunk has been handed
 on: after that the consumer has seen output that a new attempt could not take back.
+A stream that a layer outside holds back until its end (``Request.buffered``:
+a validated one, JSON the sanitiser cleans whole) is read to its end first, so that a failure anywhere in it is
+retried, or falls back, as a failed ``create()`` is.
 """
 
 from __future__ import annotations
@@ -106,8 +109,11 @@ class FallbackLayer(Layer):
         errors: list[Exception] = []
         for handler in (call_next, *(pipeline.create_stream for pipeline in self.fallbacks)):
             started = False
+            stream = handler(request)
+            if request.buffered:
+                stream = _read_whole(stream)  # nothing is handed on before its end: a failure in it falls back
             try:
-                async with aclosing(handler(request)) as stream:
+                async with aclosing(stream):
                     async for item in stream:
                         started = True
                         yield item
@@ -233,7 +239,9 @@ class RetryLayer(Layer):
     attempt in flight is cancelled (its usage row says ``cancelled``) and
     :class:`~autogen_reliability.RetriesExhaustedError` names the deadline. A
     stream is bounded until its first chunk is handed on; after that the
-    consumer reads at its own pace and retrying is over. The timer of the
+    consumer reads at its own pace and retrying is over. A buffered stream
+    (``Request.buffered``) is handed on only once read to its end, so the
+    deadline and the retries cover all of it. The timer of the
     attempt in flight is the event loop's (``asyncio.timeout``); the policy's
     clock decides whether a wait would pass the deadline, and its sleep waits.
     """
@@ -311,8 +319,13 @@ class RetryLayer(Layer):
 async def _open(
     call_next: StreamHandler, request: Request
 ) -> tuple[AsyncGenerator[StreamItem, None], StreamItem | None]:
-    """Starts a stream and waits for its first item (``None`` for an empty stream); closes it on failure."""
+    """Starts a stream and waits for its first item (``None`` for an empty stream); closes it on failure.
+
+    A buffered stream's first item is handed on only once the whole stream was read.
+    """
     stream = call_next(request)
+    if request.buffered:
+        stream = _read_whole(stream)
     try:
         return stream, await anext(stream)
     except StopAsyncIteration:
@@ -320,6 +333,18 @@ async def _open(
     except BaseException:
         await stream.aclose()
         raise
+
+
+async def _read_whole(stream: AsyncGenerator[StreamItem, None]) -> AsyncGenerator[StreamItem, None]:
+    """``stream``'s items, the first handed on only once the last was read (and the stream closed).
+
+    For a stream a layer outside holds back until its end anyway: whatever fails, fails before anything
+    was handed on, and a failed attempt's chunks are dropped with it, never joined to the next one's.
+    """
+    async with aclosing(stream):
+        items = [item async for item in stream]
+    for item in items:
+        yield item
 
 
 # -- circuit breaker --------------------------------------------------------------------------

@@ -93,6 +93,8 @@ class SanitizeLayer(Layer):
         # When JSON was asked for, the chunks are JSON text whose escapes ("\u001b") only the final result's
         # parsed value is cleaned of: they are held, and that result's content is handed on instead.
         chunks = None if _json_expected(request) else StreamSanitizer(self.sanitizer)
+        if chunks is None:
+            request = request.replace(buffered=True)
         async with aclosing(call_next(request)) as stream:
             async for item in stream:
                 if isinstance(item, str):
@@ -253,7 +255,8 @@ class ValidationLayer(Layer):
         check = self._check(request)
         if check is None:
             return call_next(request)  # nothing to check: no extra generator between the chunks and the agent
-        return self._checked_stream(self._prepare(request, check), check, call_next)
+        # Nothing is handed on before the answer was checked: the layers inside retry the whole stream.
+        return self._checked_stream(self._prepare(request, check).replace(buffered=True), check, call_next)
 
     async def _checked_stream(
         self, request: Request, check: AnswerCheck, call_next: StreamHandler
