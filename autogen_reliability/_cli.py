@@ -293,7 +293,7 @@ def _db(command: str, url: str | None) -> int:
 
     from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
     from .storage import _migrate as migrate  # noqa: PLC0415
-    from .storage._engine import make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
+    from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
     try:
         engine = make_engine(url or default_db_url(), pooled=False)
@@ -327,7 +327,7 @@ def _db(command: str, url: str | None) -> int:
         else:
             print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
     except (SQLAlchemyError, CommandError) as error:
-        _error(f"cannot use the database {masked}: {_one_line(error, secrets)}")
+        _error(f"cannot use the database {masked}: {error_line(error, secrets)}")
         return 1
     finally:
         engine.dispose()
@@ -348,7 +348,7 @@ def _ledger(url: str | None) -> Iterator[UsageStore]:
 
     from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
     from .storage import StoreSchemaError, UsageStore  # noqa: PLC0415
-    from .storage._engine import make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
+    from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
     try:
         engine = make_engine(url or default_db_url(), pooled=False)
@@ -369,7 +369,7 @@ def _ledger(url: str | None) -> Iterator[UsageStore]:
             raise _Failure(1, str(error)) from None  # one line, password masked, naming the command to run
         yield store
     except SQLAlchemyError as error:
-        raise _Failure(1, f"cannot use the database {masked}: {_one_line(error, secrets)}") from None
+        raise _Failure(1, f"cannot use the database {masked}: {error_line(error, secrets)}") from None
     except ConfigurationError as error:
         raise _Failure(2, str(error)) from None
     finally:
@@ -570,15 +570,6 @@ def _retention_text(result: RetentionResult) -> str:
     return f"removed {what}, {span} ({before})"
 
 
-def _one_line(error: Exception, secrets: list[str]) -> str:
-    """The driver's own message, first line only (SQLAlchemy appends the SQL and a link), never a password."""
-    text = str(getattr(error, "orig", None) or error).strip()
-    text = text.splitlines()[0] if text else type(error).__name__
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = _parser()
@@ -614,7 +605,7 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
     # The demo pulls in AutoGen and the test server: loaded on demand.
     from ._demo import DemoFailedError, LiveAPI, run_demo  # noqa: PLC0415
     from .storage import StoreSchemaError  # noqa: PLC0415
-    from .storage._engine import check_database_url, url_secrets  # noqa: PLC0415
+    from .storage._engine import check_database_url, error_line, url_secrets  # noqa: PLC0415
 
     if url is not None:
         try:
@@ -640,7 +631,7 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
         _error(str(error))
         return 1
     except SQLAlchemyError as error:
-        _error(f"cannot use the database: {_one_line(error, url_secrets(make_url(url)) if url else [])}")
+        _error(f"cannot use the database: {error_line(error, url_secrets(make_url(url)) if url else [])}")
         return 1
     except KeyboardInterrupt:
         _error("interrupted")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -530,6 +531,25 @@ def test_a_test_database_url_that_is_not_postgresql_is_refused(run: Run, monkeyp
     result = run("def test_it(usage_store): pass")
     result.assert_outcomes(errors=1)
     assert f"{DB_URL_ENV} must be a PostgreSQL URL" in output(result)
+
+
+def test_a_test_database_that_cannot_be_reached_fails_in_one_line_without_the_password(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv(DB_URL_ENV, f"postgresql+psycopg://app:hunter2@127.0.0.1:{port}/db")
+    result = run("def test_it(usage_store): pass")
+    result.assert_outcomes(errors=1)
+    text_ = output(result)
+    assert "hunter2" not in text_
+    assert f"cannot use the test database postgresql+psycopg://app:***@127.0.0.1:{port}/db ({DB_URL_ENV}): " in text_
+    assert "Connection refused" in text_
+    # The reason alone: no frames of SQLAlchemy and psycopg (their locals hold the password), no chained error.
+    assert "Traceback" not in text_
+    assert "During handling" not in text_
+    assert "conninfo" not in text_
 
 
 # ---------------------------------------------------------------------------------------------- reliable_client, usage

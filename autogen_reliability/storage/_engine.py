@@ -25,6 +25,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "SUPPORTED_BACKENDS",
     "check_database_url",
+    "error_line",
     "make_engine",
     "masked_url",
     "sqlite_file_missing",
@@ -84,6 +85,15 @@ def url_secrets(url: URL) -> list[str]:
 def masked_url(url: URL) -> str:
     """``url`` as text to show: its password, and any query parameter that can carry a secret, as ``***``."""
     return _SECRET_QUERY_VALUE.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
+def error_line(error: Exception, secrets: list[str]) -> str:
+    """The driver's own message, first line only (SQLAlchemy appends the SQL and a link), ``secrets`` as ``***``."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def check_database_url(url: str | URL) -> URL:

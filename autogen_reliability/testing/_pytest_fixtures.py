@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from autogen_core.models import ChatCompletionClient
+    from sqlalchemy import Engine
 
     from autogen_reliability import ReliableChatCompletionClient
     from autogen_reliability.accounting import UsageEvent, UsageRecorder
@@ -419,17 +420,34 @@ def _postgresql_schema(url: str) -> Iterator[str]:
     schema = f"ar_test_{uuid.uuid4().hex[:16]}"
     admin = create_engine(parsed, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        _run_as_admin(admin, f'CREATE SCHEMA "{schema}"')
         own = parsed.query.get("options")
         options = " ".join([*([own] if isinstance(own, str) else own or []), f"-csearch_path={schema}"])
         try:
             yield parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
         finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            _run_as_admin(admin, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         admin.dispose()
+
+
+def _run_as_admin(admin: Engine, statement: str) -> None:
+    """Runs ``statement`` on the test database; if it cannot, fails the test with the reason in one line.
+
+    Not the driver's traceback: the locals of its frames, which pytest shows, hold the password.
+    """
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 - the plugin loads nothing until used
+
+    from autogen_reliability.storage._engine import error_line, masked_url, url_secrets  # noqa: PLC0415
+
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(statement)
+        return
+    except SQLAlchemyError as error:
+        reason = error_line(error, url_secrets(admin.url))
+    # Failed outside the except block: inside, the driver's error would be shown as well, chained to this one.
+    pytest.fail(f"cannot use the test database {masked_url(admin.url)} ({DB_URL_ENV}): {reason}", pytrace=False)
 
 
 # ---------------------------------------------------------------------------------------------- usage
