@@ -1081,6 +1081,27 @@ def test_reply_validation() -> None:
         FakeOpenAIServer().enqueue("hello")  # type: ignore[arg-type]
 
 
+def test_reply_misuse_is_refused_with_what_is_expected() -> None:
+    with pytest.raises(TypeError, match=r"status must be an int HTTP status such as 429, got '429'"):
+        FakeReply.error("429")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"status must be an int HTTP status such as 429, got True"):
+        FakeReply.malformed(status=True)
+    # faults.rate_limit(retry_after=1) takes a number; a header is text, as on the wire.
+    with pytest.raises(TypeError, match=r"header 'Retry-After' must have a string value such as '1', got 1"):
+        FakeReply.error(429, headers={"Retry-After": 1})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"header names are strings, got 1"):
+        FakeReply.text("x", headers={1: "a"})  # type: ignore[dict-item]
+    pair = r"tool_calls\(\) takes \(name, arguments\) pairs such as \[\('add', \{'a': 1\}\)\]"
+    with pytest.raises(TypeError, match=rf"{pair}, got 'add'"):
+        FakeReply.tool_calls(["add"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=rf"{pair}, got \('add', \{{'a': 1\}}, 'extra'\)"):
+        FakeReply.tool_calls([("add", {"a": 1}, "extra")])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=rf"{pair}, got \(5, '\{{\}}'\)"):
+        FakeReply.tool_calls([(5, "{}")])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=rf"{pair}, got \('add', 5\)"):
+        FakeReply.tool_calls([("add", 5)])  # type: ignore[list-item]
+
+
 def test_replies_are_immutable() -> None:
     headers = {"x-a": "1"}
     reply = FakeReply.text("x", headers=headers)

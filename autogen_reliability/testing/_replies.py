@@ -56,6 +56,12 @@ def _frozen_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(headers or {}))
 
 
+def _check_status(status: object) -> None:
+    # Checked before it is compared or looked up: "429" would otherwise fail inside, as a TypeError about >=.
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise TypeError(f"status must be an int HTTP status such as 429, got {status!r}")
+
+
 def _check_non_negative(name: str, value: float | None) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
@@ -275,11 +281,18 @@ class FakeReply:
             _check_non_negative(name, getattr(self, name))
         if self.error_after_chunks is not None and self.disconnect_after_chunks is not None:
             raise ValueError("error_after_chunks and disconnect_after_chunks are mutually exclusive")
+        _check_status(self.status)
         if self.kind == "error" and not 400 <= self.status <= 599:
             raise ValueError(f"error replies need a 4xx or 5xx status, got {self.status}")
         if not 100 <= self.status <= 599:
             raise ValueError(f"status must be a valid HTTP status code, got {self.status}")
         for name, value in self.headers.items():
+            if not isinstance(name, str):
+                raise TypeError(f"header names are strings, got {name!r}")
+            if not isinstance(value, str):
+                # As on the wire, and as faults.status_error(headers=) takes them; a number is the likely slip.
+                example = repr(str(value)) if isinstance(value, int | float) else "'1'"
+                raise TypeError(f"header {name!r} must have a string value such as {example}, got {value!r}")
             if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in _RESERVED_HEADERS:
@@ -421,9 +434,20 @@ class FakeReply:
 
         Raises:
             ValueError: If ``calls`` is empty.
+            TypeError: If an item is not a ``(name, arguments)`` pair of a string and a mapping or string.
         """
         if not calls:
             raise ValueError("tool_calls() needs at least one (name, arguments) pair")
+        for call in calls:
+            if not (
+                isinstance(call, tuple | list)
+                and len(call) == 2
+                and isinstance(call[0], str)
+                and isinstance(call[1], str | Mapping)
+            ):
+                raise TypeError(
+                    f"tool_calls() takes (name, arguments) pairs such as [('add', {{'a': 1}})], got {call!r}"
+                )
         encoded = tuple(
             (name, arguments if isinstance(arguments, str) else _json.dumps(dict(arguments)))
             for name, arguments in calls
@@ -466,12 +490,18 @@ class FakeReply:
             type: ``error.type``; a status-appropriate default when None.
             code: ``error.code``; a status-appropriate default when None.
             param: ``error.param``.
-            headers: Extra response headers, e.g. ``{"Retry-After": "1"}`` or ``{"retry-after-ms": "200"}``.
+            headers: Extra response headers, e.g. ``{"Retry-After": "1"}`` or ``{"retry-after-ms": "200"}``
+                (values are strings, as on the wire).
             delay: Seconds to wait before answering.
 
         Returns:
             The reply.
+
+        Raises:
+            TypeError: If ``status`` is not an int, or a header value is not a string.
+            ValueError: If ``status`` is not a 4xx or 5xx.
         """
+        _check_status(status)
         default_type, default_message, default_code = _default_error(status)
         return cls(
             kind="error",
