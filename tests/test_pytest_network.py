@@ -318,13 +318,59 @@ def test_live_llm_with_bad_arguments_fails_the_test(pytester: pytest.Pytester) -
         @pytest.mark.live_llm("openai", "anthropic")
         def test_two_providers():
             pass
+
+        @pytest.mark.live_llm("anthropic", provider="openai")
+        def test_provider_given_twice():
+            pass
         """
     )
 
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
 
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*live_llm takes one provider name and env=VARIABLE*"])
+    result.assert_outcomes(errors=2)
+    takes = "live_llm takes one provider name, as its argument or provider=, and env=VARIABLE (non-empty strings)"
+    assert f"{takes}, got ('openai', 'anthropic') {{}}" in result.outlines
+    assert f"{takes}, got ('anthropic',) {{'provider': 'openai'}}" in result.outlines
+
+
+BAD_ALLOW_TESTS = """
+import pytest
+
+
+@pytest.mark.allow_llm_host(host="api.openai.com")
+def test_keyword():
+    pass
+
+
+@pytest.mark.allow_llm_host
+def test_no_host():
+    pass
+
+
+@pytest.mark.allow_llm_host(["api.openai.com"])
+def test_a_list():
+    pass
+
+
+@pytest.mark.allow_llm_host("api.openai.com", "")
+def test_an_empty_name():
+    pass
+"""
+
+
+@pytest.mark.parametrize("args", [(), ("--block-llm-network",)], ids=["guard-off", "guard-on"])
+def test_allow_llm_host_with_bad_arguments_fails_the_test(pytester: pytest.Pytester, args: tuple[str, ...]) -> None:
+    # Failed whether or not the guard is on: a marker that allows nothing must not wait for the day it is.
+    pytester.makepyfile(test_bad=BAD_ALLOW_TESTS)
+
+    result = pytester.runpytest_subprocess(*args, "-p", "no:cacheprovider")
+
+    result.assert_outcomes(errors=4)
+    takes = 'allow_llm_host takes host names as arguments, @pytest.mark.allow_llm_host("api.example.com", ...)'
+    assert f"{takes}, got () {{'host': 'api.openai.com'}}" in result.outlines
+    assert f"{takes}, got () {{}}" in result.outlines
+    assert f"{takes}, got (['api.openai.com'],) {{}}" in result.outlines
+    assert f"{takes}, got ('api.openai.com', '') {{}}" in result.outlines
 
 
 def test_markers_and_options_are_registered(pytester: pytest.Pytester) -> None:

@@ -122,7 +122,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     guard = item.config.stash.get(_GUARD, None)
     if guard is None:
         return (yield)
-    guard.allow_for_test(_split(host for marker in item.iter_markers("allow_llm_host") for host in marker.args))
+    guard.allow_for_test(
+        _split(host for marker in item.iter_markers("allow_llm_host") if _names_hosts(marker) for host in marker.args)
+    )
     try:
         return (yield)
     finally:
@@ -154,13 +156,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Fail a test whose ``live_llm`` marker has wrong arguments, with what they should be."""
+    """Fail a test whose ``live_llm`` or ``allow_llm_host`` marker has wrong arguments, with what they should be.
+
+    Whether or not the guard is on: a marker that allows nothing would otherwise be found out
+    only the day the guard is switched on, by a failure whose hint shows the form written.
+    """
     marker = item.get_closest_marker("live_llm")
     if marker is not None and _live_llm_arguments(marker) is None:
         pytest.fail(
-            f"live_llm takes one provider name and env=VARIABLE (non-empty strings), got {marker.args} {marker.kwargs}",
+            "live_llm takes one provider name, as its argument or provider=, and env=VARIABLE (non-empty strings), "
+            f"got {marker.args} {marker.kwargs}",
             pytrace=False,
         )
+    for marker in item.iter_markers("allow_llm_host"):
+        if not _names_hosts(marker):
+            pytest.fail(
+                'allow_llm_host takes host names as arguments, @pytest.mark.allow_llm_host("api.example.com", ...), '
+                f"got {marker.args} {marker.kwargs}",
+                pytrace=False,
+            )
 
 
 def api_key_variable(provider: str) -> str:
@@ -185,13 +199,21 @@ def allow_hosts_for_test(config: pytest.Config, hosts: Iterable[str]) -> None:
 
 def _live_llm_arguments(marker: pytest.Mark) -> tuple[str, str] | None:
     """``(provider, key variable)`` of a ``live_llm`` marker, or None when its arguments are wrong."""
-    if len(marker.args) > 1 or set(marker.kwargs) - {"provider", "env"}:
+    # One provider: as the argument or as provider=, not both (one of them would be ignored).
+    if len(marker.args) + ("provider" in marker.kwargs) > 1 or set(marker.kwargs) - {"provider", "env"}:
         return None
     provider = marker.kwargs.get("provider", marker.args[0] if marker.args else "openai")
     env = marker.kwargs.get("env")
     if not isinstance(provider, str) or not provider.strip() or not (env is None or (isinstance(env, str) and env)):
         return None
     return provider, env or api_key_variable(provider)
+
+
+def _names_hosts(marker: pytest.Mark) -> bool:
+    """Whether an ``allow_llm_host`` marker names its hosts as it should: non-empty strings, no keywords."""
+    return (
+        bool(marker.args) and not marker.kwargs and all(isinstance(host, str) and host.strip() for host in marker.args)
+    )
 
 
 def _split(values: Iterable[str]) -> list[str]:
