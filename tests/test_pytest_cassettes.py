@@ -240,6 +240,9 @@ def test_missing_cassette_says_how_to_record_it(pytester: pytest.Pytester, monke
             "`pytest --llm-record test_agents.py::test_agent` (OPENAI_API_KEY set), then commit the file.*"
         ]
     )
+    # Said once: not the loader's error as well, chained to it ("During handling of the above exception").
+    assert sum("no cassette at" in line for line in replayed.outlines) == 2  # the error, and its summary line
+    assert "During handling" not in replayed.stdout.str()
 
 
 def test_recording_without_the_key_skips_naming_it(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -137,11 +137,14 @@ def llm_cassette(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
         )
         return
 
+    unreadable = ""
     try:
         base_url, interactions = load_cassette(path)
     except CassetteError as exc:
+        unreadable = str(exc)
+    if unreadable:  # failed outside the except block: inside, the loader's error would show too, chained
         pytest.fail(
-            f"{exc}: record it once against {provider} with `pytest --llm-record {node.nodeid}` "
+            f"{unreadable}: record it once against {provider} with `pytest --llm-record {node.nodeid}` "
             f"({variable} set), then commit the file.",
             pytrace=False,
         )
