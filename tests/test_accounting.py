@@ -92,6 +92,22 @@ async def test_streamed_call_is_counted_from_the_usage_chunk(
     assert (row.prompt_tokens, row.completion_tokens, row.streamed, row.tokens_estimated) == (33, 3, True, False)
 
 
+async def test_a_token_count_no_ledger_holds_is_estimated_and_the_row_stored(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A provider's unsigned -1 (2**64 - 1) is no count: the prompt is estimated, as when none is reported.
+    fake_openai_server.enqueue(FakeReply.text("big", usage=FakeUsage(prompt_tokens=2**64 - 1, completion_tokens=5)))
+    await reliable(make_openai_client(), recorder=ledger[1]).create(HI)
+    (row,) = rows(ledger)
+    assert (row.outcome, row.completion_tokens, row.tokens_estimated) == ("ok", 5, True)
+    assert 0 < row.prompt_tokens < 100
+    assert row.cost_nanousd is not None
+    assert row.cost_nanousd > 0
+    assert ledger[1].stats["spooled"] == 0
+
+
 async def test_retried_call_is_a_row_per_request(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

@@ -797,6 +797,7 @@ def test_overrides_of_the_wrong_type_fail() -> None:
     [
         ({"prompt_tokens": -1, "completion_tokens": 0}, "prompt_tokens must be a non-negative int"),
         ({"prompt_tokens": 1, "completion_tokens": 1.5}, "completion_tokens must be a non-negative int"),
+        ({"prompt_tokens": 2**63, "completion_tokens": 0}, "prompt_tokens must be a non-negative int <= 2\\*\\*63 - 1"),
         (
             {"prompt_tokens": 10, "completion_tokens": 0, "cached_tokens": 8, "cache_write_tokens": 3},
             "exceed prompt_tokens",

@@ -169,6 +169,79 @@ def test_an_event_with_unstorable_text_does_not_hold_its_batch_back(sqlite_url: 
     recorder.close()
 
 
+def refused(tmp_path: Path) -> list[dict[str, object]]:
+    """The events kept in the spool directory's files of events the database refused."""
+    return [json.loads(line) for path in (tmp_path / "spool").glob("*.refused.jsonl") for line in path.open()]
+
+
+def test_an_event_the_database_refuses_is_kept_aside_and_its_batch_stored(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite's INTEGER holds no count of 2**64 - 1 (an event of some sink of the user's, say).
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    bad = plain_event(prompt_tokens=2**64 - 1)
+    batch = [*events(10), bad, *events(10)]
+    for event in batch:
+        recorder.record(event)
+    assert recorder.flush(10)
+    assert store.count() == 20
+    assert (recorder.stats["written"], recorder.stats["spooled"], recorder.stats["refused"]) == (20, 0, 1)
+    assert recorder.spooled == 0
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
+    assert recorder.refused_path.name.endswith(".refused.jsonl")
+    assert "refused 1 usage event" in caplog.text
+    later = events(5)  # the database is not taken for down: the next batch goes straight in
+    for event in later:
+        recorder.record(event)
+    assert recorder.flush(10)
+    assert store.count() == 25
+    assert recorder.stats["failed_writes"] == 0
+    recorder.close()
+    assert not list((tmp_path / "spool").glob(f"{recorder.spool_path.stem}*"))
+
+
+def test_an_event_the_database_refuses_holds_back_no_other_spool_file_or_journal(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    store = UsageStore(sqlite_url)
+    # A process killed outright: its rows are only in its journal.
+    script = textwrap.dedent(
+        f"""
+        import os, uuid
+        from datetime import UTC, datetime
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
+        from autogen_reliability.storage import UsageStore
+
+        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
+        for _ in range(3):
+            recorder.record(UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0))
+        os._exit(0)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    # Spool files of processes that are gone (pids above the kernel's limit), the first with a refused event.
+    prefix = next(spool.glob("*")).name.split("-")[0]
+    bad = plain_event(prompt_tokens=2**64 - 1)
+    first, second = events(4), events(5)
+    poisoned = spool / f"{prefix}-{2**22 + 1}.jsonl"
+    poisoned.write_text("".join(json.dumps(event.to_json()) + "\n" for event in [first[0], bad, *first[1:]]))
+    later = spool / f"{prefix}-{2**22 + 2}.jsonl"
+    later.write_text("".join(json.dumps(event.to_json()) + "\n" for event in second))
+    UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+    assert store.count() == 3 + 4 + 5
+    assert not poisoned.exists()
+    assert not later.exists()
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
+    # Replayed once more (the file is never replayed itself), nothing is stored twice or refused again.
+    UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+    assert store.count() == 12
+    assert len(refused(tmp_path)) == 1
+
+
 def test_locked_sqlite_spools_then_replays_without_duplicates(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
 ) -> None:

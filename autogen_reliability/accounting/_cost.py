@@ -12,13 +12,15 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Final
 
-__all__ = ["CONTEXT", "PER_MILLION", "Cost", "TokenUsage", "cost_of", "nanousd_to_usd"]
+__all__ = ["CONTEXT", "MAX_TOKENS", "PER_MILLION", "Cost", "TokenUsage", "cost_of", "nanousd_to_usd"]
 
 # Enough digits that no realistic price x token count is ever rounded before the one final rounding.
 CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
 """The decimal context every price is computed in (50 digits, half-even)."""
 PER_MILLION: Final = Decimal(1_000_000)
 _NANO_PER_USD: Final = Decimal(1_000_000_000)
+MAX_TOKENS: Final = 2**63 - 1
+"""The largest token count the usage ledger holds (a BIGINT column); the provider tap reads larger ones as none."""
 
 
 def nanousd_to_usd(nanousd: int | None) -> Decimal:
@@ -39,8 +41,8 @@ class TokenUsage:
         latency_seconds: How long the request took, for models priced by compute time.
 
     Raises:
-        ValueError: A count is negative or not an int, cached plus cache-write tokens exceed
-            ``prompt_tokens``, or the latency is negative or not finite.
+        ValueError: A count is negative, above 2**63 - 1 (what the ledger holds) or not an int, cached
+            plus cache-write tokens exceed ``prompt_tokens``, or the latency is negative or not finite.
 
     Example:
         >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
@@ -57,8 +59,8 @@ class TokenUsage:
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TokenUsage.{name} must be a non-negative int, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+                raise ValueError(f"TokenUsage.{name} must be a non-negative int <= 2**63 - 1, got {value!r}")
         if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
             raise ValueError(
                 f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "

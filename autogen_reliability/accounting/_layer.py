@@ -35,6 +35,7 @@ from .._redaction import redact
 from ..providers import infer_provider, model_of
 from ..retry._classify import ErrorKind, classify_error
 from . import _feed
+from ._cost import MAX_TOKENS
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
 from ._price_table import PricingTable, TokenUsage
@@ -233,15 +234,23 @@ class AccountingLayer(Layer):
     def _event(self, call: Call, attempt: AttemptEvent, *, content: bool = True) -> UsageEvent:
         provider, model = self._describe(attempt.client)
         result, error, raw = attempt.result, attempt.error, attempt.provider_usage
-        prompt = result.usage.prompt_tokens if result is not None else 0
-        completion = result.usage.completion_tokens if result is not None else 0
+        prompt: int | None = 0
+        completion: int | None = 0
+        if result is not None:
+            prompt, completion = _count(result.usage.prompt_tokens), _count(result.usage.completion_tokens)
         if raw is not None:
             prompt = raw.prompt_tokens if raw.prompt_tokens is not None else prompt
             completion = raw.completion_tokens if raw.completion_tokens is not None else completion
         estimated = False
-        if result is not None and not result.cached and prompt == 0 and completion == 0:
-            # The provider reported nothing (some streams): estimate offline, and say so.
-            prompt, completion, estimated = _estimate(attempt.request.messages), _estimate_result(result), True
+        if result is not None and not result.cached:
+            # The provider reported nothing (some streams), or no count (2**64 - 1, a provider's unsigned -1,
+            # read as a count by AutoGen): estimate offline what is missing, and say so.
+            nothing = prompt == 0 and completion == 0
+            if nothing or prompt is None:
+                prompt, estimated = _estimate(attempt.request.messages), True
+            if nothing or completion is None:
+                completion, estimated = _estimate_result(result), True
+        prompt, completion = prompt or 0, completion or 0
         cached = raw.cached_tokens if raw is not None else None
         cache_write = raw.cache_write_tokens if raw is not None else None
         outcome: Outcome = attempt.outcome
@@ -378,6 +387,11 @@ def _identity(call: Call, attempt: AttemptEvent) -> dict[str, Any]:
     if attempt.event_id is not None:  # given when the attempt started: its in-flight row has the same id
         identity["event_id"] = attempt.event_id
     return identity
+
+
+def _count(value: int) -> int | None:
+    """A token count AutoGen reported, or None for one no ledger holds (as the provider tap reads the wire)."""
+    return value if 0 <= value <= MAX_TOKENS else None
 
 
 def _text_length(messages: object) -> int:

@@ -17,6 +17,13 @@ be dropped. So:
   ``fsync`` per batch) and the writer keeps spooling until the database answers
   again; then the spool is replayed and removed. A queue that grows past
   ``max_queue`` (the database cannot keep up) is spilled to the spool too.
+- A row the database refuses (a count no column holds, a constraint it
+  breaks) is not the database failing: the batch is written again in halves
+  until that row is alone, the others are stored, and it is appended to a
+  **refused** file in ``spool_dir`` (``<sink digest>.refused.jsonl``, fsynced,
+  said in the log) rather than held, with its batch, in a spool no replay
+  could ever empty. A spool file or journal that cannot be read does not hold
+  back the others either.
 - Every event carries a client-made UUID with a unique constraint in the store,
   and writes are insert-or-ignore: a batch replayed after a crash half-way, or
   a row both journaled and stored, is never counted twice.
@@ -190,7 +197,8 @@ class UsageRecorder:
         self._healthy = True
         self._spool_healthy = True
         self._next_database_try = 0.0
-        self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0}
+        self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
+        self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
         self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
         self._thread.start()
         _live_recorders.add(self)
@@ -294,6 +302,15 @@ class UsageRecorder:
         return self._attempts
 
     @property
+    def refused_path(self) -> Path:
+        """The file that keeps the events the database refused (a count too large for its column, say).
+
+        They are never retried: fix what the log names and write them to the store yourself
+        (``UsageEvent.from_json`` reads each line back).
+        """
+        return self._spool.refused_path
+
+    @property
     def spooled(self) -> int:
         """Events waiting in this process's spool files for the database to come back.
 
@@ -318,7 +335,7 @@ class UsageRecorder:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: events ``written``, ``spooled``, ``replayed``; ``failed_writes`` (batches)."""
+        """Counters: events ``written``, ``spooled``, ``replayed``, ``refused``; ``failed_writes`` (batches)."""
         return dict(self._stats)
 
     # -- the writer thread -------------------------------------------------------------
@@ -404,11 +421,11 @@ class UsageRecorder:
             if sink is None:
                 return self._spool_rows(batch)
             try:
-                _write_rows(sink, batch)
+                refused = self._store(sink, batch)
             except Exception as error:
                 self._failed(error)
             else:
-                self._stats["written"] += len(batch)
+                self._stats["written"] += len(batch) - refused
                 if not self._healthy:
                     logger.warning("usage database reachable again; replaying the spool")
                 self._healthy = True
@@ -437,6 +454,50 @@ class UsageRecorder:
         self._stats["spooled"] += len(batch)
         return True
 
+    def _store(self, sink: UsageSink, rows: list[UsageRow]) -> int:
+        """Writes ``rows`` to the sink, setting aside those it refuses; returns how many it refused.
+
+        Raises:
+            Exception: The database failed (down, locked, read-only, slow), or the refused file
+                cannot be written: the caller spools the rows (insert-or-ignore stores none twice).
+        """
+        try:
+            _write_rows(sink, rows)
+        except Exception as error:
+            if not _refuses_a_row(error):
+                raise
+            if len(rows) == 1:
+                self._refuse(rows, error)
+                return 1
+            # The database answers, but one row (or a few) can never go in: find them in halves,
+            # a few transactions per bad row, and store the others.
+            half = len(rows) // 2
+            return self._store(sink, rows[:half]) + self._store(sink, rows[half:])
+        return 0
+
+    def _refuse(self, rows: list[UsageRow], error: Exception) -> None:
+        self._spool.refuse(rows)
+        self._stats["refused"] += len(rows)
+        logger.error(
+            "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
+            len(rows),
+            type(error).__name__,
+            _first_line(error),
+            self._spool.refused_path,
+            extra={"refused": str(self._spool.refused_path)},
+        )
+
+    def _unreadable_file(self, path: Path, error: Exception) -> None:
+        """A spool file or journal a replay could not read: left where it is, the others replayed."""
+        if path not in self._unreadable:
+            self._unreadable.add(path)
+            logger.error(
+                "could not replay the usage file %s (%s: %s); left in place, the others are replayed",
+                path,
+                type(error).__name__,
+                _first_line(error),
+            )
+
     def _failed(self, error: Exception) -> None:
         self._stats["failed_writes"] += 1
         if self._healthy:
@@ -458,38 +519,35 @@ class UsageRecorder:
         for path in self._spool.files():
             try:
                 for batch in _read_batches(path, self._batch_size):
-                    _write_rows(sink, batch)
-                    self._stats["replayed"] += len(batch)
+                    self._stats["replayed"] += len(batch) - self._store(sink, batch)
             except Exception as error:
-                self._failed(error)
-                return
+                if not _refuses_a_row(error):
+                    self._failed(error)
+                    return
+                self._unreadable_file(path, error)
+                continue
             self._spool.remove(path)
             self._healthy = True
-        for path, fd in orphaned_journals(self._spool.directory, self._spool.prefix):
-            try:
-                for batch in _batches(read_journal(fd, path), self._batch_size):
-                    _write_rows(sink, batch)
-                    self._stats["replayed"] += len(batch)
-            except Exception as error:
-                os.close(fd)  # the lock goes with it: this process, or the next, tries again
-                self._failed(error)
-                return
-            self._spool.remove(path)  # before the lock is let go, so nobody replays it again
-            os.close(fd)
-            self._healthy = True
-        # After the journals: a dead process's final rows are stored before its provisional ones are tried.
-        for path, fd in orphaned_in_flight(self._spool.directory, self._spool.prefix):
-            try:
-                for batch in _batches(read_in_flight(fd, path), self._batch_size):
-                    _write_rows(sink, batch)
-                    self._stats["replayed"] += len(batch)
-            except Exception as error:
+        # After the spool files: a dead process's final rows (its journal) are stored before its provisional ones
+        # (its in-flight table) are tried.
+        for orphans, read in (
+            (orphaned_journals(self._spool.directory, self._spool.prefix), read_journal),
+            (orphaned_in_flight(self._spool.directory, self._spool.prefix), read_in_flight),
+        ):
+            for path, fd in orphans:
+                try:
+                    for batch in _batches(read(fd, path), self._batch_size):
+                        self._stats["replayed"] += len(batch) - self._store(sink, batch)
+                except Exception as error:
+                    os.close(fd)  # the lock goes with it: this process, or the next, tries again
+                    if not _refuses_a_row(error):
+                        self._failed(error)
+                        return
+                    self._unreadable_file(path, error)
+                    continue
+                self._spool.remove(path)  # before the lock is let go, so nobody replays it again
                 os.close(fd)
-                self._failed(error)
-                return
-            self._spool.remove(path)
-            os.close(fd)
-            self._healthy = True
+                self._healthy = True
 
 
 class _Spool:
@@ -499,6 +557,8 @@ class _Spool:
         self.directory = directory
         self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
         self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
+        # Shared by the processes of one sink; not "<prefix>-*.jsonl", so never taken for a spool file to replay.
+        self.refused_path = directory / f"{self.prefix}.refused.jsonl"
         self._lock = threading.Lock()  # held across the file's I/O (an fsync)
         # Guards the counts only, never held across I/O: a health check reads them on its event loop.
         self._counts = threading.Lock()
@@ -523,6 +583,16 @@ class _Spool:
                 if not self._count:
                     self._since = datetime.now(UTC)
                 self._count += len(rows)
+
+    def refuse(self, rows: Sequence[UsageRow]) -> None:
+        """Appends rows the database refused to the refused file (one write, fsynced: other processes append too)."""
+        payload = "".join(map(_spool_line, rows))
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with open(self.refused_path, "a", encoding="utf-8") as refused:
+                refused.write(payload)
+                refused.flush()
+                os.fsync(refused.fileno())
 
     def count(self) -> int:
         with self._counts:
@@ -657,6 +727,21 @@ def _write_rows(sink: UsageSink, rows: list[UsageRow]) -> None:
         write_rows(rows)
     else:
         sink.write([UsageEvent.from_row(row) for row in rows])
+
+
+def _refuses_a_row(error: Exception) -> bool:
+    """Whether ``error`` is the sink refusing what a row holds (for good) rather than the database failing.
+
+    A number no column holds (``OverflowError`` from the ``sqlite3`` module; PostgreSQL's
+    ``numeric_value_out_of_range``, a DB-API ``DataError``), a constraint the row breaks
+    (``IntegrityError``), a value a sink of the user's cannot take (``ValueError``, ``TypeError``).
+    Anything else (an ``OperationalError``: down, locked, read-only, too slow) is the database failing,
+    and is tried again.
+    """
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    if isinstance(cause, ArithmeticError | ValueError | TypeError):
+        return True
+    return any(klass.__name__ in ("DataError", "IntegrityError") for klass in type(cause).__mro__)
 
 
 def _is_sink(candidate: object) -> bool:

@@ -311,9 +311,16 @@ def report_provider_usage(usage: ProviderUsage) -> bool:
 # --------------------------------------------------------------------------- parsing
 
 
+# The largest count the usage ledger's BIGINT columns hold (accounting's ``MAX_TOKENS``; this package
+# imports nothing from the rest of the library). Beyond it is no count of tokens but a provider's
+# unsigned -1 (2**64 - 1) or garbage: taken as not reported, so the row's tokens are estimated and
+# flagged, rather than a number no database stores holding the row (and its batch) out of the ledger.
+_MAX_COUNT: Final = 2**63 - 1
+
+
 def _count(value: object) -> int | None:
     # bool is an int subclass; a negative or boolean "count" is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT:
         return value
     return None
 
@@ -342,7 +349,7 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
         # Anthropic's input_tokens leaves out cache reads and writes; our prompt_tokens (as OpenAI's) includes them.
         cache_read = _count(usage.get("cache_read_input_tokens")) or 0
         cache_write = _count(usage.get("cache_creation_input_tokens")) or 0
-        prompt_tokens = input_tokens + cache_read + cache_write
+        prompt_tokens = _count(input_tokens + cache_read + cache_write)
     result = ProviderUsage(
         prompt_tokens=prompt_tokens,
         completion_tokens=_first(_count(usage.get("completion_tokens")), _count(usage.get("output_tokens"))),
