@@ -108,6 +108,28 @@ async def test_a_token_count_no_ledger_holds_is_estimated_and_the_row_stored(
     assert ledger[1].stats["spooled"] == 0
 
 
+async def test_more_cached_tokens_than_prompt_tokens_keep_the_row_and_price_all_of_the_prompt_as_cached(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_openai_server.enqueue(
+        FakeReply.text("c", usage=FakeUsage(prompt_tokens=100, completion_tokens=5, cached_tokens=150))
+    )
+    await reliable(make_openai_client(), recorder=ledger[1]).create(HI)
+    (row,) = rows(ledger)
+    # The provider's numbers as it sent them; only the price reads no more cached tokens than the prompt had.
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.tokens_estimated) == (100, 5, 150, False)
+    assert (row.provider, row.model, row.response_model) == ("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    price = PricingTable().price(
+        "gpt-4o-mini", "openai", usage=TokenUsage(100, 5, cached_tokens=100), at=row.started_at
+    )
+    assert price is not None
+    assert (row.cost_nanousd, row.price_source) == (price.nanousd, price.source)
+    assert "could not price" not in caplog.text
+
+
 async def test_retried_call_is_a_row_per_request(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

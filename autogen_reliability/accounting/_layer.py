@@ -150,10 +150,8 @@ class AccountingLayer(Layer):
                 ended = tracker.ended.pop(attempt.attempt, None) if tracker is not None else None
                 event = self._event(call, attempt) if ended is None else self._final(call, attempt, ended)
             except Exception:
-                # Usage we cannot make sense of must cost the caller neither its answer nor the row.
-                logger.exception(
-                    "could not price attempt %d of call %s; recording it unpriced", attempt.attempt, call.call_id
-                )
+                # An attempt we cannot make sense of must cost the caller neither its answer nor the row.
+                logger.exception("could not make the usage row of attempt %d of call %s", attempt.attempt, call.call_id)
                 event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
             self.recorder.record(event)
             if _feed.listeners.current:  # budgets and cost limits of this process, before the row reaches the ledger
@@ -257,22 +255,34 @@ class AccountingLayer(Layer):
         violations = call.findings.violations(attempt.attempt)
         if outcome == "ok" and violations:
             outcome = "invalid"
-        cost: int | None
-        source: str | None
+        cost: int | None = None
+        source: str | None = None
+        price_date: date | None = None
         if result is not None and result.cached:
-            cost, source, price_date = 0, "cache", None
-        else:
-            usage = TokenUsage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cached_tokens=cached or 0,
-                cache_write_tokens=cache_write or 0,
-                latency_seconds=attempt.latency,
-            )
-            price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at) if model else None
-            cost = price.nanousd if price is not None else None
-            source = price.source if price is not None else None
-            price_date = price.effective_from if price is not None else None
+            cost, source = 0, "cache"
+        elif model:
+            # Cached (and cache-write) tokens are part of prompt_tokens; a provider that reports more of them
+            # than the prompt had (cached_tokens 150 of 100) is priced as if the whole prompt were: never more
+            # tokens than were sent. The row keeps the numbers as the provider sent them.
+            cached_priced = min(cached or 0, prompt)
+            try:
+                usage = TokenUsage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cached_tokens=cached_priced,
+                    cache_write_tokens=min(cache_write or 0, prompt - cached_priced),
+                    latency_seconds=attempt.latency,
+                )
+                price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at)
+            except Exception:
+                # Usage we cannot price must cost the row nothing but its price: its tokens, model and
+                # error stay as the attempt had them.
+                logger.exception(
+                    "could not price attempt %d of call %s; recording it unpriced", attempt.attempt, call.call_id
+                )
+                price = None
+            if price is not None:
+                cost, source, price_date = price.nanousd, price.source, price.effective_from
         status = getattr(error, "status_code", None)
         final = result is not None and attempt.attempt == call.attempts
         return UsageEvent(
