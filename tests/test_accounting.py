@@ -130,6 +130,25 @@ async def test_more_cached_tokens_than_prompt_tokens_keep_the_row_and_price_all_
     assert "could not price" not in caplog.text
 
 
+async def test_a_stream_abandoned_after_its_first_chunk_is_estimated_as_its_in_flight_row_was(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The provider got the request and bills it; its usage chunk never came: the prompt is estimated and priced.
+    fake_openai_server.enqueue(
+        FakeReply.text("one two three four", usage=FakeUsage(prompt_tokens=77, completion_tokens=4), chunk_delay=0.05)
+    )
+    stream = reliable(make_openai_client(), recorder=ledger[1]).create_stream(HI)
+    await anext(stream)
+    await stream.aclose()
+    (row,) = rows(ledger)
+    assert (row.outcome, row.error_kind, row.tokens_estimated) == ("cancelled", "cancelled", True)
+    assert row.prompt_tokens > 0
+    assert row.cost_nanousd is not None
+    assert row.cost_nanousd > 0
+
+
 async def test_retried_call_is_a_row_per_request(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

@@ -248,6 +248,10 @@ class AccountingLayer(Layer):
                 prompt, estimated = _estimate(attempt.request.messages), True
             if nothing or completion is None:
                 completion, estimated = _estimate_result(result), True
+        elif result is None and attempt.outcome == "cancelled" and (raw is None or raw.prompt_tokens is None):
+            # Cancelled (a stream abandoned, a deadline) with no usage from the provider, which got the request
+            # and bills it: the estimate its in-flight row held, the prompt's tokens, the completion's unknown.
+            prompt, estimated = _estimate(attempt.request.messages), True
         prompt, completion = prompt or 0, completion or 0
         cached = raw.cached_tokens if raw is not None else None
         cache_write = raw.cache_write_tokens if raw is not None else None
