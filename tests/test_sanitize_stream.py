@@ -202,6 +202,44 @@ async def test_json_mode_hands_on_json_whose_strings_are_sanitised(
         assert content.rstrip().endswith("Hope that helps.")
 
 
+# A leaf holding markup that nh3 rewrites (it quotes the attribute): sanitised as text, the JSON around it
+# broke, and the escaped hazards in the other leaf survived.
+HTML_JSON = '{"note": "\\u202eevil\\u001b]52;c;ZXZpbA==\\u0007", "html": "<a href=https://ok.example>ok</a>"}'
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        f"Here you go: {HTML_JSON}",
+        f"Here you go:\n```json\n{HTML_JSON}\n```\nThat is <b>all</b>.\u202e",
+        f"<i>Sure</i> [x](javascript:alert(1)) {HTML_JSON} Anything else?\u001b[31m",
+        # A raw control character inside a string: JSON only once the character stages have run.
+        "Sure: " + HTML_JSON.replace("evil", "ev\u001b[2Jil") + " Bye.",
+    ],
+)
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_json_mode_sanitises_json_in_prose_leaf_by_leaf_and_the_prose_as_text(
+    answer: str, mode: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text(answer))
+    client = reliable(make_openai_client())
+    if mode == "create":
+        final = await client.create(ASK, json_output=True)
+    else:
+        chunks, final = await stream(client, json_output=True)
+        assert "".join(chunks) == final.content
+    content = str(final.content)
+    value = extract_json(content)
+    assert value == SANITIZER.value(json.loads(HTML_JSON))[0]
+    assert value["note"] == "evil"
+    assert value["html"].startswith('<a href="https://ok.example"')
+    assert content.startswith(SANITIZER.text(answer[: answer.index("{")])[0])  # the prose stays, sanitised
+    assert not any(hazard in content for hazard in HAZARDS)
+    assert "\\u202e" not in content
+    assert "\\u001b" not in content
+    assert "javascript:" not in content
+
+
 async def test_json_mode_with_validation_streams_the_sanitised_json(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

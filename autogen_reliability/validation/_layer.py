@@ -6,7 +6,8 @@
   the string leaves of the parsed JSON (a hazard escaped inside a JSON string,
   such as ``"\\u001b[31m"``, would come back when the agent parses it), whether
   the JSON is the whole answer or sits in a fenced block or in prose (then that
-  JSON, the one :func:`extract_json` finds, is replaced by its sanitised copy);
+  JSON, the one :func:`extract_json` finds, is replaced by its sanitised copy,
+  and the prose on each side is sanitised as text);
 - streamed chunks, as they pass, through a :class:`StreamSanitizer`, which holds
   back what the next chunk could complete (a tag, an escape sequence, a link).
   When JSON was asked for, the chunks are held until the end and the sanitised
@@ -32,6 +33,7 @@ handed on, and then handed on as one chunk and the final result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -85,6 +87,10 @@ class SanitizeLayer(Layer):
 
     def __init__(self, policy: SanitizePolicy) -> None:
         self.sanitizer = sanitizer_for(policy)
+        # Only the character stages, for JSON that is JSON once they have run (see _content).
+        self._characters = sanitizer_for(
+            dataclasses.replace(policy, html=False, markdown_links=False, detect_injection=False)
+        )
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         return await self._clean_result(request, await call_next(request))
@@ -136,41 +142,52 @@ class SanitizeLayer(Layer):
         return checked(result, sanitize_report=report, **updates)
 
     def _content(self, content: str, json_expected: bool) -> tuple[str, SanitizeReport]:
-        if json_expected:
-            try:
-                value = json.loads(content)
-            except ValueError:
-                pass  # fenced, in prose, or not JSON after all (validation off, or on_failure="return")
-            else:
-                cleaned, report = self.sanitizer.value(value)
-                return (json.dumps(cleaned, ensure_ascii=False) if report.changed else content), report
-        text, report = self.sanitizer.text(content)
-        if json_expected:
-            return self._embedded_json(text, report)
-        return text, report
+        if not json_expected:
+            return self.sanitizer.text(content)
+        try:
+            value = json.loads(content)
+        except ValueError:
+            pass  # fenced, in prose, or not JSON after all (validation off, or on_failure="return")
+        else:
+            cleaned, report = self.sanitizer.value(value)
+            return (json.dumps(cleaned, ensure_ascii=False) if report.changed else content), report
+        embedded = self._embedded_json(content)
+        if embedded is not None:
+            return embedded
+        # Not JSON as the model wrote it; it may be once its characters are cleaned (a raw control character
+        # inside a string is not JSON). The markup and link stages wait until the JSON is found.
+        text, report = self._characters.text(content)
+        embedded = self._embedded_json(text) if report.changed else None
+        if embedded is None:
+            return self.sanitizer.text(content)
+        return embedded[0], report.merge(embedded[1])
 
-    def _embedded_json(self, text: str, report: SanitizeReport) -> tuple[str, SanitizeReport]:
-        """``text`` with the JSON that :func:`extract_json` finds in it replaced by its sanitised copy.
+    def _embedded_json(self, text: str) -> tuple[str, SanitizeReport] | None:
+        """``text`` sanitised around the JSON that :func:`extract_json` finds in it; ``None`` if there is none.
 
-        Sanitised as text, the JSON keeps its escapes (``"\\u202e"``), which parsing turns back into hazards.
-        If the replaced text would not give back the sanitised value, the value alone is handed on.
+        The JSON is found before anything is sanitised, then sanitised leaf by leaf and the prose on each side
+        as text. Sanitised as text, the JSON would keep its escapes (``"\\u202e"``), which parsing turns back
+        into hazards, and the HTML stage would rewrite markup inside its strings (quoting an attribute ends
+        the string). If the spliced text would not give back the sanitised value, the value alone is handed on.
         """
         try:
             value, start, end = locate_json(text)
         except JSONExtractionError:
-            return text, report
+            return None
         cleaned, value_report = self.sanitizer.value(value)
-        if not value_report.changed:
-            return text, report.merge(value_report)
-        clean_json = json.dumps(cleaned, ensure_ascii=False)
-        replaced = text[:start] + _keep_blank_edges(text[start:end], clean_json) + text[end:]
+        before, before_report = self.sanitizer.text(text[:start])
+        after, after_report = self.sanitizer.text(text[end:])
+        middle = text[start:end]
+        if value_report.changed:
+            middle = _keep_blank_edges(middle, json.dumps(cleaned, ensure_ascii=False))
+        spliced = before + middle + after
         try:
-            again, _, _ = locate_json(replaced)
+            again, _, _ = locate_json(spliced)
         except JSONExtractionError:
             again = None
         if again != cleaned:
-            replaced = clean_json
-        return replaced, report.merge(value_report)
+            spliced = json.dumps(cleaned, ensure_ascii=False)
+        return spliced, before_report.merge(value_report).merge(after_report)
 
 
 def _keep_blank_edges(original: str, replacement: str) -> str:
