@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -396,3 +399,59 @@ def test_policies_round_trip_through_the_component_config(make_openai_client: Op
     assert loaded.options["sanitize"] == SanitizePolicy(html=False)
     off = type(client).load_component(reliable(make_openai_client(), sanitize=None).dump_component())
     assert off.options["sanitize"] is None
+
+
+MAIN_SCRIPT = """
+import json
+from pydantic import BaseModel
+from autogen_reliability import ValidationPolicy
+
+class Verdict(BaseModel):
+    approved: bool
+
+print(json.dumps(ValidationPolicy(schema=Verdict).to_config()))
+"""
+
+
+def test_a_model_defined_in_main_is_dumped_as_its_json_schema(tmp_path: Path) -> None:
+    # "__main__:Verdict" imports in the process that dumps it, and in no other (or as another class).
+    script = tmp_path / "dump_policy.py"
+    script.write_text(MAIN_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True, cwd=tmp_path
+    )
+    config = json.loads(done.stdout)
+    assert "model" not in config["schema"]
+    loaded = ValidationPolicy.from_config(config)
+    assert loaded.compiled_schema is not None
+    assert loaded.compiled_schema.validate({"approved": True}) == []
+    assert loaded.compiled_schema.validate({"approved": "yes"}) != []
+
+
+def test_a_model_defined_in_a_function_is_dumped_as_its_json_schema() -> None:
+    class Local(BaseModel):
+        name: str
+
+    config = ValidationPolicy(schema=Local).to_config()
+    assert config["schema"] == {"json_schema": Local.model_json_schema()}
+    assert ValidationPolicy(schema=Ticket).to_config()["schema"] == {"model": f"{__name__}:Ticket"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"reasks": 2}, r"unknown ValidationPolicy option\(s\) reasks; known: .*reask"),
+        ({"schema": {}}, r"schema must be .*model.* or .*json_schema.*, got a mapping with keys \[\]"),
+        ({"schema": {"json_schema": {}, "model": "x:Y"}}, "schema must be"),
+        ({"schema": "tests:Ticket"}, "schema must be"),
+        ({"schema": {"model": "__main__:Verdict"}}, "cannot import the model __main__:Verdict"),
+        ({"schema": {"model": "no_such_module_here:Verdict"}}, "cannot import the model no_such_module_here:Verdict"),
+        ({"schema": {"model": "json:dumps"}}, "json:dumps is not a pydantic model class"),
+        ({"schema": {"model": ".relative:Verdict"}}, "cannot import the model .relative:Verdict"),
+        ({"reask": "2"}, "reask must be an int"),
+        ([("reask", 2)], "a ValidationPolicy config must be a mapping, not list"),
+    ],
+)
+def test_bad_configs_are_refused_with_the_reason(config: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        ValidationPolicy.from_config(config)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from autogen_core import FunctionCall
@@ -129,27 +129,63 @@ class ValidationPolicy:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ValidationPolicy:
-        """The policy :meth:`to_config` described."""
+        """The policy :meth:`to_config` described; options it leaves out keep their default.
+
+        Raises:
+            ConfigurationError: ``config`` is not a mapping, names an unknown option, has a ``schema`` that is
+                neither ``{"model": "module:Class"}`` nor ``{"json_schema": {...}}``, names a model that cannot
+                be imported, or holds an invalid value.
+        """
+        if not isinstance(config, Mapping):
+            raise ConfigurationError(f"a ValidationPolicy config must be a mapping, not {type(config).__name__}")
+        known = {option.name for option in fields(cls) if option.init}
+        unknown = sorted(str(name) for name in config if name not in known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown ValidationPolicy option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         values = dict(config)
         schema = values.pop("schema", None)
         if schema is not None:
+            if not isinstance(schema, Mapping) or len(schema) != 1 or not schema.keys() <= {"model", "json_schema"}:
+                raise ConfigurationError(
+                    f"ValidationPolicy schema must be {{'model': 'module:Class'}} or {{'json_schema': {{...}}}}, "
+                    f"got {_described(schema)}"
+                )
             values["schema"] = _import_model(schema["model"]) if "model" in schema else schema["json_schema"]
         return cls(**values)
 
 
+def _described(schema: object) -> str:
+    """What a bad ``schema`` entry is, without repeating a whole JSON Schema in the message."""
+    if isinstance(schema, Mapping):
+        return f"a mapping with keys {sorted(str(key) for key in schema)}"
+    return type(schema).__name__
+
+
 def _importable(path: str) -> bool:
+    # A class of __main__ imports in the process that dumps it, and in no other; one defined in a function
+    # ("<locals>") never does.
+    module_name, _, qualname = path.partition(":")
+    if module_name == "__main__" or "<locals>" in qualname:
+        return False
     try:
         _import_model(path)
-    except (ImportError, AttributeError, ConfigurationError):
+    except ConfigurationError:
         return False
     return True
 
 
-def _import_model(path: str) -> type[BaseModel]:
+def _import_model(path: object) -> type[BaseModel]:
+    if not isinstance(path, str):
+        raise ConfigurationError(f"a model is named by a 'module:Class' string, not {type(path).__name__}")
     module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, ValueError, TypeError) as error:  # TypeError: a relative name
+        raise ConfigurationError(f"cannot import the model {path}: {error}") from error
     if not (isinstance(target, type) and issubclass(target, BaseModel)):
         raise ConfigurationError(f"{path} is not a pydantic model class")
     return target
