@@ -13,7 +13,14 @@ import pytest
 from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability import CircuitBreakerPolicy, CircuitOpenError, RetryBudget, reliable
+from autogen_reliability import (
+    CircuitBreakerPolicy,
+    CircuitOpenError,
+    RetriesExhaustedError,
+    RetryBudget,
+    RetryPolicy,
+    reliable,
+)
 from autogen_reliability.providers import switch_off_sdk_retries
 from autogen_reliability.retry._budget import RetryBudgetState, budget_for
 from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
@@ -261,3 +268,50 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
     finally:
         release_slow.set()
         release_probe.set()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_a_provider_that_never_answers_opens_the_circuit_when_the_deadline_cuts_it(
+    stream: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # With the defaults (SDK timeout 600 s, deadline 60 s) the retry deadline is what ends a hung request:
+    # it must judge the provider as its own timeout would. A caller's cancellation still judges nothing.
+    answer = threading.Event()
+    arrived = threading.Semaphore(0)
+
+    def hang(request: RecordedRequest) -> FakeReply:
+        arrived.release()
+        answer.wait(30)
+        return FakeReply.text("too late")
+
+    async def ask() -> None:
+        messages = [UserMessage(content="hi", source="user")]
+        if stream:
+            async for _ in client.create_stream(messages):
+                pass
+        else:
+            await client.create(messages)
+
+    fake_openai_server.default = hang
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=30)
+    inner = make_openai_client()
+    client = reliable(inner, retry=RetryPolicy(max_attempts=1, deadline=0.2), circuit=policy)
+    circuit = breaker_for(inner, policy)
+    try:
+        async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
+            for _ in range(2):  # cancelled by the caller: not the provider's failure
+                task = asyncio.ensure_future(ask())
+                assert await asyncio.to_thread(arrived.acquire, True, 30)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            assert state(circuit) == "closed"
+            for _ in range(2):
+                with pytest.raises(RetriesExhaustedError, match=r"deadline \(0.2 s\)"):
+                    await ask()
+    finally:
+        answer.set()
+    assert state(circuit) == "open"
+    with pytest.raises(CircuitOpenError):
+        await ask()
+    assert fake_openai_server.request_count == 4

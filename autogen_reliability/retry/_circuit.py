@@ -16,8 +16,9 @@ agents share it when they share the client) and judges the outcomes of
   probe's slot.
 
 Only provider failures a retry could fix count as failures (rate limits,
-timeouts, connection errors, server errors, overload). A bad request or a
-cancelled call says nothing about the provider's health and is not counted.
+timeouts, connection errors, server errors, overload); an attempt the retry
+deadline cut short is a timeout (see ``CircuitLayer``). A bad request or a call
+its caller cancelled says nothing about the provider's health and is not counted.
 Time is the policy's ``clock`` (``time.monotonic`` unless a test injects one).
 """
 

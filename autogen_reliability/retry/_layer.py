@@ -24,6 +24,8 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
+from contextvars import ContextVar
+from types import TracebackType
 from typing import TypeVar
 
 from autogen_core.models import CreateResult
@@ -227,6 +229,32 @@ class _RetryRun:
         raise self.exhausted(gave_up) from (redacted_error(last) if last is not None else None)
 
 
+# The deadline's timer of the retry layer an attempt runs under, for the circuit layer inside it: a cancellation
+# is the provider's timeout when that timer fired, the caller's own business otherwise. A context variable, not a
+# field of the request: each fallback's pipeline has a retry layer, and a timer, of its own.
+_deadline_timer: ContextVar[asyncio.Timeout | None] = ContextVar("autogen_reliability_deadline_timer", default=None)
+
+
+class _Deadline:
+    """``asyncio.timeout(seconds)``, its timer shown to the circuit layer while it runs."""
+
+    __slots__ = ("_shown", "timer")
+
+    def __init__(self, seconds: float) -> None:
+        self.timer = asyncio.timeout(seconds)
+
+    async def __aenter__(self) -> asyncio.Timeout:
+        await self.timer.__aenter__()
+        self._shown = _deadline_timer.set(self.timer)
+        return self.timer
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        _deadline_timer.reset(self._shown)
+        await self.timer.__aexit__(kind, error, traceback)  # turns its own cancellation into TimeoutError
+
+
 class RetryLayer(Layer):
     """Applies a :class:`~._policy.RetryPolicy` to every call that passes through it.
 
@@ -258,7 +286,7 @@ class RetryLayer(Layer):
         start = self._start()
         run: _RetryRun | None = None
         try:
-            async with asyncio.timeout(self.deadline) as scope:
+            async with _Deadline(self.deadline) as scope:
                 try:
                     return await call_next(request)
                 except Exception as error:
@@ -275,7 +303,7 @@ class RetryLayer(Layer):
         run: _RetryRun | None = None
         try:
             # Entered and left within the first step of this generator: the timer belongs to one task.
-            async with asyncio.timeout(self.deadline) as scope:
+            async with _Deadline(self.deadline) as scope:
                 try:
                     stream, first = await _open(call_next, request)
                 except Exception as error:
@@ -350,8 +378,23 @@ async def _read_whole(stream: AsyncGenerator[StreamItem, None]) -> AsyncGenerato
 # -- circuit breaker --------------------------------------------------------------------------
 
 
+def _judge(error: BaseException) -> bool | None:
+    """What ``error`` says of the provider's health; an attempt our own deadline cut short timed out.
+
+    With the defaults (the SDK's timeout 600 s, the deadline 60 s) the deadline is what ends a request to a
+    provider that accepts connections and never answers: were that not counted, it would never open the circuit.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        timer = _deadline_timer.get()
+        return True if timer is not None and timer.expired() else None
+    return counts_as_failure(error)
+
+
 class CircuitLayer(Layer):
-    """Guards every attempt with the circuit breaker of the client it goes to."""
+    """Guards every attempt with the circuit breaker of the client it goes to.
+
+    An attempt cut short by the retry layer's deadline counts as a timeout; one the caller cancelled, as nothing.
+    """
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
@@ -361,7 +404,7 @@ class CircuitLayer(Layer):
         try:
             result = await call_next(request)
         except BaseException as error:
-            self.breaker.record(counts_as_failure(error), ticket)
+            self.breaker.record(_judge(error), ticket)
             raise
         self.breaker.record(False, ticket)
         return result
@@ -375,7 +418,7 @@ class CircuitLayer(Layer):
                     outcome = False  # the provider answered
                     yield item
         except BaseException as error:
-            outcome = counts_as_failure(error) if outcome is None else None
+            outcome = _judge(error) if outcome is None else None
             raise
         finally:
             self.breaker.record(outcome, ticket)
