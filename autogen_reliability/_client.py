@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar
 
@@ -199,6 +199,8 @@ _Hook = TypeVar("_Hook", bound=Callable[..., None])
 def _hooks(name: str, hooks: _Hook | Sequence[_Hook] | None) -> tuple[_Hook, ...]:
     if hooks is None:
         return ()
+    if not callable(hooks) and not isinstance(hooks, Iterable):
+        raise ConfigurationError(f"{name} takes callables (one or a list), got {type(hooks).__name__}")
     found = (hooks,) if callable(hooks) else tuple(hooks)
     for hook in found:
         if not callable(hook):

@@ -20,11 +20,14 @@ is never wrapped: it reaches the caller as the SDK raised it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "AllClientsFailedError",
@@ -37,6 +40,7 @@ __all__ = [
     "ResponseValidationError",
     "RetriesExhaustedError",
     "SchemaViolation",
+    "config_options",
     "describe_budget_key",
     "describe_period",
     "format_usd",
@@ -99,6 +103,22 @@ class ReliabilityError(Exception):
 
 class ConfigurationError(ReliabilityError, ValueError):
     """Raised at construction when an option is invalid; the message says which and why."""
+
+
+def config_options(owner: type[DataclassInstance], config: object) -> dict[str, Any]:
+    """``config``, a policy's ``from_config`` mapping, as keyword arguments of the dataclass ``owner``.
+
+    A misspelt option is refused by name, with the options there are, rather than left to the
+    ``TypeError`` of an unexpected keyword.
+    """
+    name = owner.__name__
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(f"a {name} config must be a mapping, not {type(config).__name__}")
+    known = sorted(option.name for option in fields(owner) if option.init)
+    unknown = sorted(str(key) for key in config if key not in known)
+    if unknown:
+        raise ConfigurationError(f"unknown {name} option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return dict(config)
 
 
 class IncompleteStreamError(ReliabilityError):

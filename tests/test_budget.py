@@ -695,6 +695,13 @@ def test_the_budget_round_trips_as_a_component(ledger: Ledger, tmp_path: Path) -
     assert "budget" not in ChatCompletionClient.load_component(default).options  # type: ignore[attr-defined]
 
 
+def test_from_config_refuses_unknown_options() -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown BudgetPolicy option\(s\) limit; known: .*limit_usd"):
+        BudgetPolicy.from_config({"limit": "1.00"})
+    with pytest.raises(ConfigurationError, match="a BudgetPolicy config must be a mapping, not str"):
+        BudgetPolicy.from_config("1.00")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("url", "dumped"),
     [

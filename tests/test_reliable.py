@@ -113,6 +113,10 @@ def test_unknown_or_bad_options_fail_at_construction() -> None:
         reliable(ReplayChatCompletionClient(["x"]), retries=3)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="on_attempt takes callables"):
         reliable(ReplayChatCompletionClient(["x"]), on_attempt=[42])  # type: ignore[list-item]
+    with pytest.raises(ConfigurationError, match=r"on_attempt takes callables .*got int"):
+        reliable(ReplayChatCompletionClient(["x"]), on_attempt=5)  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match=r"on_retry takes callables .*got int"):
+        reliable(ReplayChatCompletionClient(["x"]), on_retry=5)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="unknown option"):
         reliable(retries=3)  # type: ignore[call-overload]
 

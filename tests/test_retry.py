@@ -670,6 +670,8 @@ async def test_retry_none_switches_off_the_sdks_retries_too(
         ({"retry_on": {ErrorKind.CANCELLED, ErrorKind.AUTHENTICATION}}, "AUTHENTICATION, CANCELLED"),
         ({"retry_on": ErrorKind.RATE_LIMIT}, "collection of ErrorKind"),
         ({"retry_on": {"rate_limit"}}, "must contain ErrorKind members"),
+        ({"retry_on": None}, "collection of ErrorKind"),
+        ({"retry_on": 5}, "collection of ErrorKind"),
         ({"budget": 0.1}, "budget must be a RetryBudget"),
         ({"jitter": "no"}, "jitter must be True or False"),
         ({"respect_retry_after": 0}, "respect_retry_after must be True or False"),
@@ -708,6 +710,31 @@ def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -
     ],
 )
 def test_budget_and_circuit_reject_bad_values(factory: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        factory()
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (
+            lambda: RetryPolicy.from_config({"max_attempt": 3}),
+            r"unknown RetryPolicy option\(s\) max_attempt; known: .*",
+        ),
+        (
+            lambda: RetryPolicy.from_config({"retry_on": ["ratelimit"]}),
+            "unknown error kind 'ratelimit'; known: .*rate_limit",
+        ),
+        (lambda: RetryPolicy.from_config({"retry_on": "rate_limit"}), "retry_on must be a list of error kinds"),
+        (lambda: RetryPolicy.from_config({"retry_on": None}), "retry_on must be a list of error kinds"),
+        (lambda: RetryPolicy.from_config({"budget": {"ratios": 0.2}}), r"unknown RetryBudget option\(s\) ratios"),
+        (lambda: RetryPolicy.from_config({"budget": 0.1}), "a RetryBudget config must be a mapping, not float"),
+        (lambda: RetryPolicy.from_config([]), "a RetryPolicy config must be a mapping, not list"),  # type: ignore[arg-type]
+        (lambda: CircuitBreakerPolicy.from_config({"windows": 3}), r"unknown CircuitBreakerPolicy option\(s\) windows"),
+        (lambda: RetryBudget.from_config({"capacity": 5, "cap": 1}), r"unknown RetryBudget option\(s\) cap; known: "),
+    ],
+)
+def test_from_config_refuses_unknown_options_and_kinds(factory: Any, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         factory()
 

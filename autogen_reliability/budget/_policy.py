@@ -22,7 +22,7 @@ from datetime import time as midnight_time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from .._errors import ConfigurationError, describe_budget_key, describe_period, format_usd
+from .._errors import ConfigurationError, config_options, describe_budget_key, describe_period, format_usd
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -282,7 +282,7 @@ class BudgetPolicy:
                 was masked by :meth:`to_config` (give the password another way, e.g.
                 PostgreSQL's ``PGPASSWORD`` or ``~/.pgpass``, or pass ``store=`` again).
         """
-        values = dict(config)
+        values = config_options(cls, config)
         store = values.get("store")
         if isinstance(store, str) and _masked(_check_database_url(store)):
             raise ConfigurationError(

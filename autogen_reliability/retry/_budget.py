@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, config_options
 from ._shared import PerClient
 
 __all__ = ["RetryBudget", "RetryBudgetState", "budget_for"]
@@ -66,7 +66,7 @@ class RetryBudget:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RetryBudget:
         """The budget :meth:`to_config` described."""
-        return cls(**config)
+        return cls(**config_options(cls, config))
 
 
 class RetryBudgetState:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from autogen_core.models import ChatCompletionClient
 
-from .._errors import CircuitOpenError, ConfigurationError
+from .._errors import CircuitOpenError, ConfigurationError, config_options
 from ..providers import describe_client
 from ._classify import RETRYABLE_BY_DEFAULT, classify_error
 from ._policy import as_seconds
@@ -96,7 +96,7 @@ class CircuitBreakerPolicy:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CircuitBreakerPolicy:
         """The policy :meth:`to_config` described."""
-        return cls(**config)
+        return cls(**config_options(cls, config))
 
 
 class CircuitBreaker:

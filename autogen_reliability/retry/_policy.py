@@ -42,7 +42,7 @@ from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, config_options
 from .._pipeline import Call
 from .._redaction import redact
 from ._budget import RetryBudget, RetryBudgetState
@@ -259,22 +259,39 @@ class RetryPolicy:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RetryPolicy:
         """The policy :meth:`to_config` described."""
-        values = dict(config)
+        values = config_options(cls, config)
         if "retry_on" in values:
-            values["retry_on"] = frozenset(ErrorKind(kind) for kind in values["retry_on"])
+            values["retry_on"] = _kinds_named(values["retry_on"])
         if values.get("budget") is not None:
             values["budget"] = RetryBudget.from_config(values["budget"])
         return cls(**values)
 
 
 def _kinds(kinds: Iterable[ErrorKind]) -> frozenset[ErrorKind]:
-    if isinstance(kinds, str | ErrorKind):
-        raise ConfigurationError("retry_on must be a collection of ErrorKind, e.g. {ErrorKind.RATE_LIMIT}")
+    if isinstance(kinds, str | ErrorKind) or not isinstance(kinds, Iterable):
+        raise ConfigurationError(
+            f"retry_on must be a collection of ErrorKind, e.g. {{ErrorKind.RATE_LIMIT}}, got {type(kinds).__name__}"
+        )
     result = frozenset(kinds)
     for kind in result:
         if not isinstance(kind, ErrorKind):
             raise ConfigurationError(f"retry_on must contain ErrorKind members, got {kind!r}")
     return result
+
+
+def _kinds_named(names: object) -> frozenset[ErrorKind]:
+    """``retry_on`` as a configuration gives it: a list of :class:`ErrorKind` values (``"rate_limit"``)."""
+    # A string is iterable too: "rate_limit" would be read letter by letter.
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise ConfigurationError(f"retry_on must be a list of error kinds such as ['rate_limit'], got {names!r}")
+    kinds = set()
+    for name in names:
+        try:
+            kinds.add(ErrorKind(name))
+        except ValueError:
+            known = ", ".join(kind.value for kind in ErrorKind)
+            raise ConfigurationError(f"retry_on: unknown error kind {name!r}; known: {known}") from None
+    return frozenset(kinds)
 
 
 @dataclass(frozen=True, slots=True)
