@@ -6,8 +6,10 @@ Every row of the behaviour table runs for plain ``create`` and for ``create_stre
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -681,11 +683,54 @@ async def test_retry_none_switches_off_the_sdks_retries_too(
         ({"max_attempts": True}, "must be an int"),
         ({"clock": 3.0}, "clock must be callable"),
         ({"sleep": "asyncio.sleep"}, "sleep must be callable"),
+        ({"sleep": time.sleep}, r"sleep must be an async function .*got time\.sleep"),
+        ({"sleep": lambda seconds: None}, "sleep must be an async function"),
     ],
 )
 def test_retry_policy_rejects_bad_values(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         RetryPolicy(**kwargs)
+
+
+class AsyncSleeper:
+    """A callable object whose ``__call__`` is async: a sleep as good as an ``async def`` function."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+class LooksAsync:
+    """A synchronous callable that ``inspect`` takes for a coroutine function.
+
+    What a mock, or from Python 3.12 ``inspect.markcoroutinefunction``, can make of any function: it passes the
+    check at construction, and only the call shows that its result cannot be awaited.
+    """
+
+    __name__ = "looks_async"
+    __defaults__ = None
+    __kwdefaults__ = None
+    __code__ = (lambda seconds: None).__code__.replace(co_flags=inspect.CO_COROUTINE)
+
+    def __call__(self, seconds: float) -> None:
+        return None
+
+
+async def test_sleep_must_be_awaitable(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("ok"), FakeReply.error(503))
+    sleeper = AsyncSleeper()
+    client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=1, jitter=False, sleep=sleeper))
+    assert (await call(client, "create")).content == "ok"
+    assert sleeper.slept == [1.0]
+    assert inspect.iscoroutinefunction(LooksAsync())
+    client = reliable(make_openai_client(), retry=RetryPolicy(initial_delay=1, jitter=False, sleep=LooksAsync()))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"RetryPolicy\.sleep must be an async function: .* returned NoneType"):
+        await call(client, "create")
+    assert fake_openai_server.request_count == 3
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ retried, or falls back, as a failed ``create()`` is.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
@@ -34,6 +35,7 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_excepti
 from .._errors import (
     AllClientsFailedError,
     CircuitOpenError,
+    ConfigurationError,
     GiveUpReason,
     ReliabilityError,
     RetriesExhaustedError,
@@ -183,7 +185,14 @@ class _RetryRun:
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
-        sleeper = asyncio.ensure_future(self.policy.sleep(seconds))
+        waiting = self.policy.sleep(seconds)
+        if not inspect.isawaitable(waiting):
+            # The policy took it for async (a mock can look so); say which option, not asyncio's TypeError.
+            raise ConfigurationError(
+                f"RetryPolicy.sleep must be an async function: {self.policy.sleep!r} returned "
+                f"{type(waiting).__name__}, which cannot be awaited"
+            )
+        sleeper = asyncio.ensure_future(waiting)
         if self.request.cancellation_token is not None:
             self.request.cancellation_token.link_future(sleeper)
         await sleeper

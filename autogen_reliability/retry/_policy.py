@@ -30,6 +30,7 @@ line) and then to the wrapper's own ``on_retry`` hooks.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import time
@@ -154,6 +155,18 @@ def _callable(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be callable, got {type(value).__name__}")
 
 
+def _async(name: str, value: Callable[..., object]) -> None:
+    # Awaited between attempts: a synchronous sleep such as time.sleep would fail only at the first retry, with
+    # asyncio's TypeError that does not say which option is wrong (and blocking the event loop if it could run).
+    if inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(type(value).__call__):
+        return
+    described = f"{getattr(value, '__module__', None) or ''}.{getattr(value, '__qualname__', type(value).__name__)}"
+    raise ConfigurationError(
+        f"{name} must be an async function (awaited as `await {name}(seconds)`), got {described.lstrip('.')}, "
+        "which is not async"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When and how long to retry a failed provider request. Validated at construction.
@@ -178,8 +191,9 @@ class RetryPolicy:
         clock: Seconds on a monotonic clock: the deadline, the budget's refill
             and :attr:`RetryEvent.elapsed` are measured on it. Code, not
             configuration: :meth:`to_config` leaves it out.
-        sleep: Waits between attempts (``await sleep(seconds)``). Code, not
-            configuration, like ``clock``.
+        sleep: Waits between attempts (``await sleep(seconds)``): an ``async``
+            function, such as ``asyncio.sleep``, or an object whose ``__call__``
+            is ``async``. Code, not configuration, like ``clock``.
 
     Example:
         >>> from datetime import timedelta
@@ -231,6 +245,7 @@ class RetryPolicy:
             raise ConfigurationError(f"budget must be a RetryBudget or None, got {type(self.budget).__name__}")
         _callable("clock", self.clock)
         _callable("sleep", self.sleep)
+        _async("sleep", self.sleep)
         # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
         exponential = wait_random_exponential if self.jitter else wait_exponential
         backoff = exponential(multiplier=initial, max=maximum)
