@@ -35,7 +35,7 @@ from ._config import settings as accounting_settings
 from ._context import Attribution, resolve_attribution
 from ._errors import ConfigurationError
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
-from ._redaction import remember_secret
+from ._redaction import log_failure, remember_secret
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._policy import BudgetPolicy
@@ -521,7 +521,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
                 observer(event)
             except Exception:
                 # Watching a call must never break it (as for the pipeline's own observers).
-                logger.exception("attempt observer %r failed", observer)
+                log_failure(logger, "attempt observer %r failed", observer)
 
     def _count_usage(self, event: AttemptEvent) -> None:
         result = event.result

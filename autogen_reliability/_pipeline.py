@@ -52,6 +52,7 @@ from pydantic import BaseModel
 from ._context import Attribution
 from ._errors import IncompleteStreamError
 from ._ids import time_ordered_uuid
+from ._redaction import log_failure
 from ._subscribers import Subscribers
 from .providers import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot, provider_arguments
 
@@ -454,14 +455,14 @@ class Pipeline:
                 observer(event)
             except Exception:
                 # Watching a call must never break it.
-                logger.exception("attempt observer %r failed", observer)
+                log_failure(logger, "attempt observer %r failed", observer)
         subscribed = attempt_feed.current
         if subscribed:
             for observer in subscribed:
                 try:
                     observer(event)
                 except Exception:
-                    logger.exception("attempt observer %r failed", observer)
+                    log_failure(logger, "attempt observer %r failed", observer)
 
 
 def _call_started(observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline) -> None:
@@ -469,7 +470,7 @@ def _call_started(observers: tuple[CallObserver, ...], call: Call, pipeline: Pip
         try:
             observer.call_started(call, pipeline)
         except Exception:
-            logger.exception("call observer %r failed", observer)
+            log_failure(logger, "call observer %r failed", observer)
 
 
 def _call_ended(
@@ -479,7 +480,7 @@ def _call_ended(
         try:
             observer.call_ended(call, pipeline, error)
         except Exception:
-            logger.exception("call observer %r failed", observer)
+            log_failure(logger, "call observer %r failed", observer)
 
 
 def _provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:

@@ -18,15 +18,18 @@ fields, secrets removed.
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import threading
+import traceback
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Final, TypeVar
 
 from .providers import loaded_module
 
-__all__ = ["redact", "redacted_error", "remember_secret"]
+__all__ = ["log_failure", "redact", "redacted_error", "remember_secret"]
 
 DEFAULT_LIMIT: Final = 2000
 
@@ -110,6 +113,24 @@ def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + "…"
     return text
+
+
+# A traceback with its chain is longer than a log line, and still bounded.
+_TRACEBACK_LIMIT: Final = 20_000
+
+
+def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
+    """``logger.exception(message, *args)``, the traceback of the exception being handled passed through :func:`redact`.
+
+    For the failure of the user's code that sees provider errors (a retry hook, an observer): one that raises
+    ``from event.error`` chains the provider's error, and logging's own traceback would print its text, key and all.
+    """
+    error = sys.exc_info()[1]
+    if error is None:
+        logger.error(message, *args)
+        return
+    shown = redact("".join(traceback.format_exception(error)).rstrip("\n"), limit=_TRACEBACK_LIMIT)
+    logger.error(message + "\n%s", *args, shown)
 
 
 # A copy keeps long bodies whole (a log line's limit is for log lines), but not without end.

@@ -12,8 +12,10 @@ import pytest
 from autogen_core.models import UserMessage
 
 from autogen_reliability import AllClientsFailedError, RetriesExhaustedError, RetryPolicy, reliable
+from autogen_reliability._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from autogen_reliability._redaction import redact, remember_secret
 from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.retry import RetryEvent
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
@@ -151,3 +153,49 @@ def test_short_or_common_keys_are_not_taken_for_secrets() -> None:
     remember_secret("EMPTY")
     remember_secret("not-needed")
     assert redact("EMPTY not-needed") == "EMPTY not-needed"
+
+
+class ChainingCallObserver:
+    """A call observer that fails, chaining the error the call ended with."""
+
+    def call_started(self, call: Call, pipeline: Pipeline) -> None:
+        pass
+
+    def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
+        raise RuntimeError("call observer failed") from error
+
+
+async def test_a_failing_hook_that_chains_the_provider_error_logs_no_key(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hook that raises "from" the provider's error: the traceback logged for it shows that error as well.
+    def retry_hook(event: RetryEvent) -> None:
+        raise RuntimeError("retry hook failed") from event.error
+
+    def attempt_observer(event: AttemptEvent) -> None:
+        raise RuntimeError("attempt observer failed") from event.error
+
+    fake_openai_server.enqueue(echo(429, "upper-case"), echo(503, "underscores"))
+    client = reliable(
+        make_openai_client(api_key=KEY),
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
+        on_retry=retry_hook,
+        on_attempt=attempt_observer,
+        track_usage=False,
+    )
+    unsubscribe = [subscribe_attempts(attempt_observer), subscribe_calls(ChainingCallObserver())]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="autogen_reliability"), pytest.raises(RetriesExhaustedError):
+            await client.create(HI)
+    finally:
+        for stop in unsubscribe:
+            stop()
+    failures = [record for record in caplog.records if record.levelno == logging.ERROR]
+    # The retry hook once; the wrapper's observer and the feed's for each of two attempts; the call observer once.
+    assert len(failures) == 6
+    for record in failures:
+        text = logging.Formatter().format(record)
+        assert "failed" in text
+        assert "Traceback" in text  # the traceback is still logged, redacted
+        assert "[REDACTED]" in text  # each shows the provider's error, its key hidden
+    assert_no_key(caplog.text)

@@ -875,7 +875,9 @@ async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
         raise RuntimeError("a hook that fails")
 
     set_on_retry_hooks([broken])  # logged, never propagated
-    assert [record.getMessage() for record in await retried_once()] == [f"retry hook {broken!r} failed"]
+    [failure] = await retried_once()
+    assert failure.getMessage().splitlines()[0] == f"retry hook {broken!r} failed"
+    assert failure.getMessage().splitlines()[-1] == "RuntimeError: a hook that fails"  # with its traceback
 
     set_on_retry_hooks(None)  # the default again
     assert get_on_retry_hooks() == (log_retry,)

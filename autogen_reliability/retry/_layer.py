@@ -41,7 +41,7 @@ from .._errors import (
     RetriesExhaustedError,
 )
 from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
-from .._redaction import redact, redacted_error
+from .._redaction import log_failure, redact, redacted_error
 from ..providers import describe_client
 from ._budget import RetryBudgetState
 from ._circuit import CircuitBreaker, counts_as_failure
@@ -207,7 +207,7 @@ class _RetryRun:
             try:
                 hook(event)
             except Exception:
-                logger.exception("retry hook %r failed", hook)
+                log_failure(logger, "retry hook %r failed", hook)
 
     def elapsed(self) -> float:
         return self.clock() - self.start
