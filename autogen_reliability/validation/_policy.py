@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from autogen_core import FunctionCall
@@ -38,7 +38,7 @@ from autogen_core.models import (
 )
 from pydantic import BaseModel
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, config_options
 from ._parse import JSONExtractionError, extract_json
 from ._schema import ResponseSchema, SchemaViolation
 
@@ -136,15 +136,7 @@ class ValidationPolicy:
                 neither ``{"model": "module:Class"}`` nor ``{"json_schema": {...}}``, names a model that cannot
                 be imported, or holds an invalid value.
         """
-        if not isinstance(config, Mapping):
-            raise ConfigurationError(f"a ValidationPolicy config must be a mapping, not {type(config).__name__}")
-        known = {option.name for option in fields(cls) if option.init}
-        unknown = sorted(str(name) for name in config if name not in known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown ValidationPolicy option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        values = dict(config)
+        values = config_options(cls, config)
         schema = values.pop("schema", None)
         if schema is not None:
             if not isinstance(schema, Mapping) or len(schema) != 1 or not schema.keys() <= {"model", "json_schema"}:

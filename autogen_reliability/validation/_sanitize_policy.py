@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, config_options
 
 __all__ = ["SanitizePolicy"]
 
@@ -70,16 +70,8 @@ class SanitizePolicy:
         Raises:
             ConfigurationError: ``config`` is not a mapping, names an unknown switch, or a value is not a ``bool``.
         """
-        if not isinstance(config, Mapping):
-            raise ConfigurationError(f"a SanitizePolicy config must be a mapping, not {type(config).__name__}")
-        known = {option.name for option in fields(cls)}
-        unknown = sorted(str(name) for name in config if name not in known)
-        if unknown:
-            raise ConfigurationError(
-                f"unknown SanitizePolicy option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
         switches: dict[str, bool] = {}
-        for name, value in config.items():
+        for name, value in config_options(cls, config).items():
             if not isinstance(value, bool):
                 raise ConfigurationError(
                     f"SanitizePolicy.{name} must be True or False, not {value!r} ({type(value).__name__})"
