@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.event import listen
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability import ConfigurationError
@@ -95,6 +96,13 @@ class WatchedStore:
     def wait_for_rows(self, count: int, seconds: float = 30) -> None:
         """Returns once the database holds ``count`` rows (a replay comes when the database retry is due)."""
         self.wait_until(lambda: self.store.count() >= count, f"{count} rows stored", seconds)
+
+
+class ReopenedStore(WatchedStore):
+    """A `WatchedStore` that the recorder reopens before it tries the database again, as it does a `UsageStore`."""
+
+    def reopen(self) -> None:
+        self.store.reopen()
 
 
 @pytest.fixture
@@ -374,6 +382,58 @@ def test_replay_after_a_crash_half_way_counts_nothing_twice(sqlite_url: str, tmp
     recorder.close()
     assert store.count() == 100
     assert not orphan.exists()
+
+
+def test_a_sqlite_file_deleted_mid_run_is_made_again_and_gets_every_row(sqlite_url: str, tmp_path: Path) -> None:
+    store = ReopenedStore(UsageStore(sqlite_url))
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    for event in events(3):
+        recorder.record(event)
+    assert recorder.flush(10)
+    for suffix in ("", "-wal", "-shm"):
+        Path(sqlite_url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+    later = events(4)
+    for event in later:
+        recorder.record(event)
+    # Spooled, then replayed into the file made again (counted from the writes: the file may have no tables yet).
+    store.wait_until(lambda: sum(store.batches) == 7, "the 4 rows replayed")
+    recorder.close()
+    assert {event.event_id for event in store.store.events()} == {event.event_id for event in later}
+    assert recorder.stats["written"] == 3
+    assert recorder.stats["replayed"] == 4
+
+
+def test_a_connection_that_opened_sqlite_read_only_is_dropped_and_its_rows_replayed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # SQLite opens a file it cannot write read-only, and that connection stays read-only once the file is
+    # writable again. The tests may run as root, who writes any file, so query_only stands in for the
+    # permissions: SQLite refuses writes with it as it does on a read-only file (SQLITE_READONLY).
+    read_only = threading.Event()
+    read_only.set()
+
+    def open_as_the_file_allows(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        if read_only.is_set():
+            dbapi_connection.execute("PRAGMA query_only = ON")
+
+    store = ReopenedStore(UsageStore(sqlite_url))
+    listen(store.store.engine, "connect", open_as_the_file_allows)
+    store.store.engine.dispose()  # the schema check's connection was opened before the file turned read-only
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    recorded = events(5)
+    for usage in recorded:
+        recorder.record(usage)
+    store.wait_until(lambda: store.failures >= 2, "a write and a replay refused")
+    read_only.clear()  # the file's permissions are fixed
+    # Counted from the writes, so that only the writer thread takes connections from the pool.
+    store.wait_until(lambda: sum(store.batches) == 5, "the 5 rows replayed")
+    recorder.close()
+    assert recorder.stats["spooled"] == 5
+    assert {usage.event_id for usage in store.store.events()} == {usage.event_id for usage in recorded}
 
 
 def test_sigkill_loses_nothing_once_the_journal_is_replayed(sqlite_url: str, tmp_path: Path) -> None:

@@ -373,6 +373,22 @@ def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
     assert pragma == {"journal_mode": "wal", "busy_timeout": 2000, "synchronous": 1, "foreign_keys": 1}
 
 
+def test_a_sqlite_file_deleted_under_the_store_gets_no_more_rows_until_reopen_makes_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    store = UsageStore(f"sqlite:///{path}")
+    store.write([plain_event()])
+    for name in ("usage.db", "usage.db-wal", "usage.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    kept = plain_event()
+    with pytest.raises(OperationalError, match="no such table"):  # not into the deleted file, which no one reads
+        store.write([kept])
+    store.reopen()
+    assert store.write([kept]) == 1
+    store.close()
+    with UsageStore(f"sqlite:///{path}") as reopened:
+        assert [event.event_id for event in reopened.events()] == [kept.event_id]
+
+
 def test_ping_and_close(store_url: str) -> None:
     store = UsageStore(store_url)
     store.ping()

@@ -115,6 +115,9 @@ class UsageSink(Protocol):
         A sink may also have ``write_rows(rows)``, taking the events as
         :meth:`UsageEvent.to_row` rows; the recorder then calls that instead
         (as it does for :class:`~autogen_reliability.storage.UsageStore`).
+        A sink may also have ``reopen()``, which the recorder calls before it
+        tries the sink again after a failure (see :meth:`UsageStore.reopen()
+        <autogen_reliability.storage.UsageStore.reopen>`).
         """
         ...
 
@@ -406,12 +409,25 @@ class UsageRecorder:
             self._in_flight -= len(batch)
 
     def _connect(self) -> UsageSink | None:
-        """The sink, made on this thread by the factory if it was not made yet; ``None`` while that fails."""
+        """The sink, made on this thread by the factory if it was not made yet; ``None`` while that fails.
+
+        A sink that failed is reopened first, if it can be: a SQLite file deleted under the process is made
+        again with its tables, and a connection that was read-only is dropped; without this, the replays
+        would fail (or succeed into a deleted file) for as long as the process runs.
+        """
         if self._sink is None and self._factory is not None:
             try:
                 self._sink = self._factory()
             except Exception as error:
                 self._failed(error)
+        elif self._sink is not None and not self._healthy:
+            reopen = getattr(self._sink, "reopen", None)
+            if callable(reopen):
+                try:
+                    reopen()
+                except Exception as error:
+                    self._failed(error)
+                    return None
         return self._sink
 
     def _write(self, batch: list[UsageRow]) -> bool:

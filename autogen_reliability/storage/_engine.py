@@ -6,14 +6,16 @@ need a connection; neither imports the other for it.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, StaticPool
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
 
 from .._errors import ConfigurationError
 
@@ -181,7 +183,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     ``synchronous=NORMAL`` (safe with WAL; a power cut can lose only the last
     commits, and the spool covers that) and foreign keys. An in-memory SQLite
     database is one connection shared by all threads, since every new
-    connection would be a new, empty database. PostgreSQL gets a connect
+    connection would be a new, empty database. A pooled connection to a SQLite
+    file that was deleted or replaced since it connected is not used again.
+    PostgreSQL gets a connect
     timeout, TCP keepalives and a user timeout (a vanished server is noticed
     in about 25 s), and a liveness check when a pooled connection is reused.
 
@@ -206,6 +210,10 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     engine = create_engine(url, **options)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
+        if not _sqlite_in_memory(url) and not url.query.get("uri"):
+            path = Path(url.database or "")
+            event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
+            event.listen(engine, "checkout", functools.partial(_check_sqlite_file, path))
     return engine
 
 
@@ -234,3 +242,27 @@ def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: Con
         cursor.execute("PRAGMA foreign_keys=ON")
     finally:
         cursor.close()
+
+
+def _sqlite_file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _remember_sqlite_file(path: Path, _dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    record.info["sqlite_file"] = _sqlite_file_identity(path)
+
+
+def _check_sqlite_file(
+    path: Path, _dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    # A connection keeps the file it opened: once that file is deleted (or another is moved to its path), its
+    # writes succeed into an inode no one will ever read, and a recorder counts them written. One stat per
+    # checkout (a few microseconds) sees it; the pool then drops every connection it holds and opens the file
+    # at the path, made again if it is gone (the store's reopen() gives it the usage tables).
+    current = _sqlite_file_identity(path)
+    if current is None or current != record.info.get("sqlite_file"):
+        raise InvalidatePoolError(f"the SQLite database {path} was deleted or replaced since it was opened")

@@ -158,6 +158,7 @@ class UsageStore:
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = masked_url(self._engine.url)
+        self._create = create
         try:
             self._check_schema_waiting(create=create)
         except BaseException:
@@ -542,6 +543,22 @@ class UsageStore:
         """Returns when the database answers a query; raises (``sqlalchemy.exc.OperationalError``) when not."""
         with self._engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def reopen(self) -> None:
+        """Checks the database again as opening the store does, with fresh connections (the recorder's retry).
+
+        The recorder calls it before it tries again a database that failed. A SQLite
+        file deleted while the process ran is made again with the usage tables (with
+        ``create=True``), so the rows spooled meanwhile are replayed into it; a file
+        that was read-only is opened again. It does not wait for a locked database.
+
+        Raises:
+            StoreSchemaError: The schema no longer fits (see the constructor).
+            sqlalchemy.exc.OperationalError: The database cannot be reached.
+        """
+        if self._owns_engine:
+            self._engine.dispose()
+        self._check_schema(create=self._create)
 
     def close(self) -> None:
         """Closes the pool's connections, if the store made the engine (an engine you passed stays open)."""
