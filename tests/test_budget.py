@@ -344,7 +344,8 @@ async def test_a_ledger_that_cannot_be_read_leaves_the_processs_own_spend_counte
 
 
 async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
-    recorder = UsageRecorder(lambda: UsageStore(f"sqlite:///{tmp_path / 'x.db'}"), spool_dir=tmp_path / "spool")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)
     try:
         with pytest.raises(ConfigurationError, match=r"give BudgetPolicy\(store=\.\.\.\)"):
             reliable(replay(), recorder=recorder, budget=BudgetPolicy(limit_usd=1))

@@ -237,7 +237,8 @@ async def test_the_spool_backlog_gauge_counts_rows_waiting_for_an_unreachable_da
 ) -> None:
     before = values(scrape(app), f"{P}usage_spool_backlog")[()]
     missing = tmp_path / "no such directory" / "usage.db"
-    recorder = UsageRecorder(lambda: UsageStore(f"sqlite:///{missing}"), spool_dir=tmp_path / "spool")
+    url = f"sqlite:///{missing}"
+    recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)
     try:
         client = reliable(make_openai_client(), recorder=recorder)
         fake_openai_server.default = FakeReply.text("answered")

@@ -559,3 +559,23 @@ def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_d
 def test_bad_recorder_options_fail_at_construction(tmp_path: Path, kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         UsageRecorder(UsageStore(f"sqlite:///{tmp_path / 'x.db'}"), spool_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_sink_made_by_a_factory_needs_a_name(sqlite_url: str, tmp_path: Path) -> None:
+    # Spool files and journals are named before the factory runs: named after the function, the rows
+    # spooled for one database would be replayed into another recorder's, made by another function
+    # of the same name (every lambda is "<lambda>").
+    made: list[UsageStore] = []
+
+    def factory() -> UsageStore:
+        made.append(UsageStore(sqlite_url))
+        return made[-1]
+
+    with pytest.raises(ConfigurationError, match=r"name=.*database URL"):
+        UsageRecorder(factory, spool_dir=tmp_path / "spool")
+    assert made == []
+    assert not (tmp_path / "spool").exists()
+    recorder = UsageRecorder(factory, spool_dir=tmp_path / "spool", name=sqlite_url)
+    recorder.record(plain_event())
+    recorder.close()
+    assert made[0].count() == 1

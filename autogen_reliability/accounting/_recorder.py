@@ -131,14 +131,16 @@ class UsageRecorder:
 
     Args:
         sink: The store to write to, or a function that makes it (called on the
-            writer thread, and again later while it fails).
+            writer thread, and again later while it fails; give ``name`` then).
         spool_dir: Where spool files go (created if missing).
         batch_size: Events per write; a full batch is written at once.
         flush_interval: Seconds between writes of a partial batch (at most an hour).
         max_queue: Events held in memory before the writer spills them to the spool.
         close_sink: Close the sink when the recorder is closed.
-        name: Names the spool files (default: the sink's URL); recorders of one
-            database share a name, so one replays what another left behind.
+        name: Names the spool files and the journal (default: the sink's URL);
+            recorders of one database share a name, so one replays what another
+            left behind. Required with a function as ``sink``: use the URL of
+            the database it opens.
         retry_interval: Seconds between attempts to reach a database that failed
             (at most an hour); events wait in the spool meanwhile.
         journal: Also copy each event, as it is recorded, into a memory-mapped
@@ -176,6 +178,14 @@ class UsageRecorder:
                 raise ConfigurationError(f"{option} must be True or False, got {value!r}")
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"name must be a str, got {type(name).__name__}")
+        if name is None and not _is_sink(sink):
+            # The spool files and the journal are named now, before the factory has made the sink that knows
+            # its URL; named after the function (every lambda is "<lambda>"), the rows spooled for one database
+            # would be replayed by the recorder of another.
+            raise ConfigurationError(
+                "a sink made by a function needs name=, the database URL (the spool files and the journal are "
+                "named after it, so that only a recorder of the same database replays them)"
+            )
         # A factory is called on the writer thread: connecting never holds up the caller.
         self._factory: Callable[[], UsageSink] | None = None if _is_sink(sink) else sink  # type: ignore[assignment]
         self._sink: UsageSink | None = sink if _is_sink(sink) else None  # type: ignore[assignment]
@@ -765,7 +775,7 @@ def _is_sink(candidate: object) -> bool:
 
 
 def _sink_name(sink: object) -> str:
-    return str(getattr(sink, "url", None) or getattr(sink, "__qualname__", None) or type(sink).__qualname__)
+    return str(getattr(sink, "url", None) or type(sink).__qualname__)
 
 
 def _first_line(error: Exception) -> str:
