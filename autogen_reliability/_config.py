@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from ._errors import ConfigurationError
 from .accounting._price_table import PricingTable
-from .accounting._recorder import UsageRecorder
+from .accounting._recorder import UsageRecorder, check_spool_dir
 from .budget._policy import BudgetPolicy
 
 __all__ = ["AccountingSettings", "configure", "default_db_url", "default_recorder", "from_env", "settings"]
@@ -114,7 +114,8 @@ def configure(
         pricing: The price table (default: genai-prices' offline data, no overrides).
         capture_content: Also store request and response bodies, truncated (default False).
         content_limit: Characters kept of each captured body (default 10,000).
-        spool_dir: Where events wait while the database is unavailable.
+        spool_dir: Where events wait while the database is unavailable: a directory,
+            made if missing (a file there, or on its way, is refused).
         budget: The :class:`~autogen_reliability.BudgetPolicy` of every wrapper made
             afterwards without a ``budget=`` of its own (and that records usage);
             ``None`` removes it. Unlike the other settings, leaving it out keeps the
@@ -149,9 +150,7 @@ def configure(
             raise ConfigurationError(f"content_limit must be a positive int, got {content_limit!r}")
         changes["content_limit"] = content_limit
     if spool_dir is not None:
-        if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
-            raise ConfigurationError(f"spool_dir must be a directory path, got {spool_dir!r}")
-        changes["spool_dir"] = Path(spool_dir)
+        changes["spool_dir"] = check_spool_dir(spool_dir, option="spool_dir")
     if not isinstance(budget, _Unset):
         changes["budget"] = _checked_budget(budget)
     with _lock:
@@ -185,7 +184,7 @@ def _initial_settings(db_url: str | None) -> AccountingSettings:
         url = DEFAULT_DB_URL
     initial = AccountingSettings(db_url=url)
     spool = environment.get("spool_dir")
-    return replace(initial, spool_dir=Path(spool)) if spool else initial
+    return replace(initial, spool_dir=check_spool_dir(spool, option=ENV_SPOOL_DIR)) if spool else initial
 
 
 def _checked_url(url: object, *, source: str) -> str:

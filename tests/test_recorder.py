@@ -323,12 +323,12 @@ def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked:
 def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    blocked = tmp_path / "spool"
-    blocked.write_text("a file where the spool directory should be")
     store = WatchedStore(UsageStore(sqlite_url))
     recorder = UsageRecorder(
-        store, spool_dir=blocked, flush_interval=0.05, batch_size=10, retry_interval=RETRY, close_sink=False
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, batch_size=10, retry_interval=RETRY, close_sink=False
     )
+    blocked = recorder.spool_path
+    blocked.mkdir(parents=True)  # a directory where the spool file should be
     first = events(25)
     for event in first:
         recorder.record(event)
@@ -338,7 +338,7 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     assert recorder.pending == 25
     assert recorder.stats["spooled"] == 0
     assert sum("cannot write the usage spool" in record.getMessage() for record in caplog.records) == 1  # once
-    blocked.unlink()  # the disk is back
+    blocked.rmdir()  # the disk is back
     assert recorder.flush(30)
     assert recorder.spooled == 25
     locked.execute("COMMIT")  # and the database too
@@ -579,3 +579,32 @@ def test_a_sink_made_by_a_factory_needs_a_name(sqlite_url: str, tmp_path: Path) 
     recorder.record(plain_event())
     recorder.close()
     assert made[0].count() == 1
+
+
+def test_a_spool_dir_that_is_a_file_or_under_one_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    file = tmp_path / "spool"
+    file.write_text("")
+    for spool_dir, message in ((file, "is not a directory"), (file / "under", f"cannot be made: {file} is not a")):
+        with pytest.raises(ConfigurationError, match=f"^spool_dir {spool_dir} {message}"):
+            UsageRecorder(UsageStore(sqlite_url), spool_dir=spool_dir)
+
+
+def test_rows_the_journal_could_not_hold_are_not_said_to_be_in_it_at_close(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    gate = threading.Event()
+
+    def unreachable() -> UsageStore:  # the writer thread waits here before it makes any journal file
+        gate.wait(30)
+        raise ConnectionRefusedError("the database is down")
+
+    recorder = UsageRecorder(unreachable, spool_dir=spool, name=sqlite_url, flush_interval=0.05, retry_interval=RETRY)
+    spool.write_text("")  # made a file after the recorder checked it: neither the journal nor the spool can be written
+    recorder.record(plain_event())
+    gate.set()
+    recorder.close(timeout=0.5)
+    said = [record.getMessage() for record in caplog.records if "neither written nor spooled" in record.getMessage()]
+    assert said == [
+        "1 usage events could be neither written nor spooled; they are lost (the journal could not hold them)"
+    ]

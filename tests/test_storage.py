@@ -34,7 +34,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability import configure, reliable
-from autogen_reliability._config import ENV_DB_URL, AccountingSettings, default_db_url, default_recorder
+from autogen_reliability._config import (
+    ENV_DB_URL,
+    ENV_SPOOL_DIR,
+    AccountingSettings,
+    default_db_url,
+    default_recorder,
+)
 from autogen_reliability._config import settings as accounting_settings
 from autogen_reliability._errors import ConfigurationError, ReliabilityError
 from autogen_reliability.accounting import PricingTable
@@ -850,6 +856,43 @@ def test_configure_refuses_bad_options(
         configure(**options)
     assert message in str(caught.value)
     assert accounting_settings() == restore_settings
+
+
+def test_configure_refuses_a_spool_dir_that_is_a_file_or_under_one(
+    tmp_path: Path, restore_settings: AccountingSettings
+) -> None:
+    # Accepted before: found only once the database was down, and then the rows had nowhere to go.
+    file = tmp_path / "usage.db"
+    file.write_text("")
+    with pytest.raises(ConfigurationError, match=f"^spool_dir {file} is not a directory$"):
+        configure(spool_dir=file)
+    with pytest.raises(ConfigurationError, match=f"^spool_dir {file / 'spool'} cannot be made: {file} is not a"):
+        configure(spool_dir=str(file / "spool"))
+    assert accounting_settings() == restore_settings
+    assert configure(spool_dir=tmp_path / "new" / "spool").spool_dir == tmp_path / "new" / "spool"  # made when used
+
+
+def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    file = tmp_path / "usage.db"
+    file.write_text("")
+    probe = (
+        "from autogen_reliability import ConfigurationError, configure\n"
+        "try:\n"
+        "    configure()\n"
+        "except ConfigurationError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, ENV_SPOOL_DIR: str(file)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{ENV_SPOOL_DIR} {file} is not a directory"]
 
 
 async def test_a_later_configure_changes_only_what_it_names(

@@ -199,6 +199,7 @@ class Journal:
         self._spare: _Segment | None = None
         self._appended = 0  # rows handed to append(), journaled or not
         self._stored = 0
+        self._last_missed = -1  # the number of the last row that could not be journaled
         self._retry_at = 0.0
         self._healthy = True
         self._closed = False
@@ -224,6 +225,7 @@ class Journal:
             if segment is None or end > segment.size:
                 segment = self._next_segment(number, _RECORD_BYTES + size)
                 if segment is None:
+                    self._last_missed = number
                     return
                 offset = _HEADER_BYTES
                 end = offset + _RECORD_BYTES + size
@@ -233,6 +235,7 @@ class Journal:
             _pack_record(data, offset, size, _crc32(payload), number)
             self._offset = end
         except Exception as error:  # the journal must never break a model call; the row is still queued
+            self._last_missed = number
             self._failed(error)
 
     def _next_segment(self, number: int, needed: int) -> _Segment | None:
@@ -278,6 +281,10 @@ class Journal:
             logger.warning("usage journal in %s writable again", self.directory)
             self._healthy = True
         return segment
+
+    def holds_unstored(self) -> bool:
+        """Whether every row appended and not yet stored is in the journal (none was refused by the disk)."""
+        return self._last_missed < self._stored
 
     # -- the writer thread ------------------------------------------------------------
 

@@ -132,7 +132,8 @@ class UsageRecorder:
     Args:
         sink: The store to write to, or a function that makes it (called on the
             writer thread, and again later while it fails; give ``name`` then).
-        spool_dir: Where spool files go (created if missing).
+        spool_dir: Where spool files go (created if missing; a path that is, or is
+            under, something other than a directory is refused).
         batch_size: Events per write; a full batch is written at once.
         flush_interval: Seconds between writes of a partial batch (at most an hour).
         max_queue: Events held in memory before the writer spills them to the spool.
@@ -194,7 +195,7 @@ class UsageRecorder:
         self._flush_interval = float(flush_interval)
         self._retry_interval = float(retry_interval)
         self._max_queue = max_queue
-        self._spool = _Spool(Path(spool_dir), name or _sink_name(sink))
+        self._spool = _Spool(check_spool_dir(spool_dir, option="spool_dir"), name or _sink_name(sink))
         self._journal = Journal(self._spool.directory, self._spool.prefix) if journal and journal_supported() else None
         self._attempts = (
             InFlightTable(self._spool.directory, self._spool.prefix, self._journal.token)
@@ -272,11 +273,13 @@ class UsageRecorder:
                     if not stuck:
                         self._stored(len(leftover))
                 except Exception:
-                    logger.exception(
-                        "%d usage events could be neither written nor spooled; %s",
-                        len(leftover),
-                        "the next process replays them from the journal" if self._journal else "they are lost",
-                    )
+                    if self._journal is None:
+                        fate = "they are lost"
+                    elif self._journal.holds_unstored():
+                        fate = "the next process replays them from the journal"
+                    else:  # the disk that refused the spool refused the journal too
+                        fate = "they are lost (the journal could not hold them)"
+                    logger.exception("%d usage events could be neither written nor spooled; %s", len(leftover), fate)
             if self._journal is not None:
                 self._journal.close(keep=stuck)  # deleted if everything is stored; else left for the next process
             if self._attempts is not None:
@@ -720,6 +723,34 @@ def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
             batch = []
     if batch:
         yield batch
+
+
+def check_spool_dir(spool_dir: object, *, option: str) -> Path:
+    """``spool_dir`` as a ``Path``, if it is, or can be made, a directory; ``option`` names it in the error.
+
+    A file there would be found only when the database is down, and then the rows would have nowhere to go.
+    Whether the directory is writable is not checked: that can change, and the recorder copes (in memory).
+
+    Raises:
+        ConfigurationError: ``spool_dir`` is not a path, is a file (or anything but a directory), or lies
+            under something that is not a directory.
+    """
+    if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
+        raise ConfigurationError(f"{option} must be a directory path, got {spool_dir!r}")
+    path = Path(spool_dir)
+    try:
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                raise ConfigurationError(f"{option} {path} is not a directory")
+            return path
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+    except OSError:  # a directory on the way that may not be read: the recorder copes if it cannot write there
+        return path
+    if not parent.is_dir():
+        raise ConfigurationError(f"{option} {path} cannot be made: {parent} is not a directory")
+    return path
 
 
 def _timeout(timeout: float | None) -> float | None:
