@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -324,11 +325,13 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = WatchedStore(UsageStore(sqlite_url))
+    blocked = tmp_path / "spool"
     recorder = UsageRecorder(
-        store, spool_dir=tmp_path / "spool", flush_interval=0.05, batch_size=10, retry_interval=RETRY, close_sink=False
+        store, spool_dir=blocked, flush_interval=0.05, batch_size=10, retry_interval=RETRY, close_sink=False
     )
-    blocked = recorder.spool_path
-    blocked.mkdir(parents=True)  # a directory where the spool file should be
+    # A file where the spool directory should be: put there after the recorder was made, which refuses one.
+    shutil.rmtree(blocked, ignore_errors=True)
+    blocked.write_text("a file where the spool directory should be")
     first = events(25)
     for event in first:
         recorder.record(event)
@@ -338,7 +341,7 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     assert recorder.pending == 25
     assert recorder.stats["spooled"] == 0
     assert sum("cannot write the usage spool" in record.getMessage() for record in caplog.records) == 1  # once
-    blocked.rmdir()  # the disk is back
+    blocked.unlink()  # the disk is back
     assert recorder.flush(30)
     assert recorder.spooled == 25
     locked.execute("COMMIT")  # and the database too
