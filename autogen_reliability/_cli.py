@@ -13,7 +13,8 @@ the message names ``autogen-reliability db upgrade`` -- or migrated by a newer
 release) or an output file cannot be written; 2 for a bad command line (an
 unknown option, format or ``--by`` column, a time that does not parse,
 ``--until`` not after ``--since``, a count below 1, an output file in a
-directory that does not exist, ``demo --live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
+directory that does not exist or that is the SQLite ledger itself, ``demo
+--live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
 check ``configure()`` makes: another database, a driver not installed, a SQLite
 file in a directory that does not exist, ...); 130 when interrupted (Ctrl-C).
 Errors are one line on stderr, with no traceback and no password. ``--version``
@@ -26,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 import uuid
@@ -40,6 +42,8 @@ from ._errors import ConfigurationError
 from .reports import _period as period  # the reading of times the usage routes share
 
 if TYPE_CHECKING:
+    from sqlalchemy import URL
+
     from .storage import RetentionResult, SessionSummary, UsageStore
 
 __all__ = ["main", "parse_duration", "parse_time"]
@@ -335,13 +339,14 @@ def _db(command: str, url: str | None) -> int:
 
 
 @contextmanager
-def _ledger(url: str | None) -> Iterator[UsageStore]:
+def _ledger(url: str | None, out: Path | None = None) -> Iterator[UsageStore]:
     """The usage ledger at ``url`` (default: the configured one), as it is: never created, never migrated.
 
     Turns what can go wrong into a :class:`_Failure`: a URL that can never work
-    (2), a missing SQLite file, a database that cannot be reached or whose
-    tables do not fit (1), and while the store is used, a database error (1)
-    or an argument the store refuses (2).
+    or an output file ``out`` that is the SQLite ledger itself (2), a missing
+    SQLite file, a database that cannot be reached or whose tables do not fit
+    (1), and while the store is used, a database error (1) or an argument the
+    store refuses (2).
     """
     # SQLAlchemy loads on demand: the other commands do not need it.
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
@@ -356,6 +361,9 @@ def _ledger(url: str | None) -> Iterator[UsageStore]:
         raise _Failure(2, f"bad database URL{'' if url else f' (from {ENV_DB_URL})'}: {error}") from None
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     try:
+        if out is not None and _is_the_ledger(out, engine.url):
+            # Writing the output would replace the database, every project's rows with it.
+            raise _Failure(2, f"argument --out: {out} is the usage ledger itself; write the output elsewhere")
         if sqlite_file_missing(engine.url):
             # The store would say "no usage tables" and name db upgrade; the likelier mistake is the path.
             raise _Failure(
@@ -376,23 +384,68 @@ def _ledger(url: str | None) -> Iterator[UsageStore]:
         engine.dispose()
 
 
+def _is_the_ledger(out: Path, url: URL) -> bool:
+    """Whether ``out`` is the SQLite file of ``url``, or its journal, WAL or shared-memory file (through symlinks)."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.query.get("uri"):
+        return False  # a server's database, in memory, or a file: URI (SQLite's to read)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            if os.path.samefile(out, url.database + suffix):
+                return True
+        except OSError:  # either is not there (or cannot be looked at): not the same file
+            continue
+    return False
+
+
 @contextmanager
 def _output(path: Path) -> Iterator[TextIO]:
-    """A file that becomes ``path`` only once all of it is written: a failed export leaves no half file behind."""
+    """``path`` opened to write; a regular file becomes ``path`` only once all of it is written.
+
+    A failed export leaves no half file behind. A symlink stays one: the file
+    it names is replaced, and keeps its permissions. A FIFO or a device (such
+    as ``/dev/stdout``, a symlink to one) is written in place.
+    """
+    try:
+        found: os.stat_result | None = path.stat()  # through symlinks
+    except FileNotFoundError:
+        found = None
+    except OSError as error:
+        raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        # Renaming a file onto a FIFO or a device would replace it (as root, /dev/null itself) and its
+        # reader would get nothing: written as a shell's > writes it.
+        try:
+            with path.open("w", encoding="utf-8", newline="") as stream:
+                yield stream
+        except OSError as error:
+            raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
+        return
+    # The file a symlink names is replaced, not the symlink, and the temporary file goes next to it
+    # (a rename stays within one file system).
+    target = Path(os.path.realpath(path))
+    if found is not None:
+        mode = stat.S_IMODE(found.st_mode)  # an export holds captured prompts: a private file stays private
+    else:
+        mask = os.umask(0)
+        os.umask(mask)
+        mode = 0o666 & ~mask  # a temporary file is private (0600); a new file gets the mode any new file would
     try:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed below, then renamed
-            "w", encoding="utf-8", newline="", dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
+            "w",
+            encoding="utf-8",
+            newline="",
+            dir=target.parent,
+            prefix=f".{target.name}.",
+            suffix=".part",
+            delete=False,
         )
     except OSError as error:
         raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
     try:
         with handle:
             yield cast("TextIO", handle)
-        # A temporary file is private (0600); the file asked for gets the mode any new file would.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(handle.name, 0o666 & ~mask)
-        os.replace(handle.name, path)
+        os.chmod(handle.name, mode)
+        os.replace(handle.name, target)
     except OSError as error:
         Path(handle.name).unlink(missing_ok=True)
         raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
@@ -403,7 +456,7 @@ def _output(path: Path) -> Iterator[TextIO]:
 
 def _report(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     grouping = {} if args.by is None else {"group_by": args.by}  # else the store's default, agent and model
-    with _ledger(args.db) as store:
+    with _ledger(args.db, args.out) as store:
         report = store.report(
             args.project,
             since=since,
@@ -518,7 +571,7 @@ def _export(args: argparse.Namespace, since: datetime | None, until: datetime | 
     # The C encoder, calling back only for ids and times: half the time per row of event.to_json() + json.dumps.
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_value).encode
     rows = 0
-    with _ledger(args.db) as store, _output(args.out) as out:
+    with _ledger(args.db, args.out) as store, _output(args.out) as out:
         for event in store.iter_events(project=args.project, since=since, until=until):
             record: dict[str, Any] = {}
             for name in fields:

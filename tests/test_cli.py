@@ -17,8 +17,10 @@ import shlex
 import shutil
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 import tracemalloc
 import uuid
 from collections import Counter
@@ -499,6 +501,80 @@ def test_export_from_the_command(ledger: tuple[str, list[UsageEvent]], tmp_path:
     assert done.stdout == f"wrote 1 row of project 'other' to {out}\n"
     [other] = [e for e in events if e.project == "other"]
     assert [json.loads(line) for line in out.read_text().splitlines()] == [export_line(other)]
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize("named", ["usage.db", "usage.db-wal", "link-to-usage.db"])
+def test_an_output_file_that_is_the_ledger_itself_exits_2_and_the_ledger_stays(
+    command: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "usage.db"
+    url = f"sqlite:///{path}"
+    events = sample_events()
+    with UsageStore(url) as store:
+        store.write(events)
+    (tmp_path / "link-to-usage.db").symlink_to(path)
+    reader = sqlite3.connect(path)  # an application reading the ledger: its -wal file is there meanwhile
+    try:
+        reader.execute("SELECT count(*) FROM ar_usage_records").fetchone()
+        assert (tmp_path / "usage.db-wal").exists()
+        args = ("export", "--project", PROJECT) if command == "export" else ("report",)
+        status, out, err = run_main(capsys, *args, "--out", str(tmp_path / named), "--db", url)
+    finally:
+        reader.close()
+    assert_one_line_error(status, out, err, 2, f"argument --out: {tmp_path / named} is the usage ledger itself")
+    with UsageStore(url, create=False) as store:
+        assert store.count() == len(events)  # every project's rows, untouched
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_export_to_a_symlink_a_fifo_or_a_private_file_keeps_what_is_there(
+    ledger: tuple[str, list[UsageEvent]], tmp_path: Path
+) -> None:
+    url, events = ledger
+    rows = sum(1 for e in events if e.project == PROJECT)
+    # A symlink, as /dev/stdout is: written through, and still a symlink (here to this process's stdout).
+    stdout = tmp_path / "stdout"
+    stdout.symlink_to("/proc/self/fd/1")
+    done = run_cli("export", "--project", PROJECT, "--out", str(stdout), "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == rows
+    assert stdout.is_symlink()
+    elsewhere = tmp_path / "exports"
+    elsewhere.mkdir()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(elsewhere / "may.jsonl")
+    done = run_cli("export", "--project", PROJECT, "--out", str(link), "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert link.is_symlink()
+    assert len((elsewhere / "may.jsonl").read_text().splitlines()) == rows
+    assert not list(tmp_path.glob(".*.part")) + list(elsewhere.glob(".*.part"))
+    # A FIFO: its reader gets the rows, and it stays a FIFO.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "autogen_reliability", "export", "--project", PROJECT, "--out", str(fifo), "--db", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    received: list[str] = []
+    reading = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")), daemon=True)
+    reading.start()
+    _, err = writer.communicate(timeout=120)
+    assert (writer.returncode, err) == (0, "")
+    reading.join(timeout=10)  # a writer that replaced the FIFO left its reader waiting for ever
+    assert len(received) == 1, "the FIFO's reader got nothing"
+    assert len(received[0].splitlines()) == rows
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    # A private file stays private: an export holds the captured prompts.
+    private = tmp_path / "private.jsonl"
+    private.write_text("an older export\n")
+    private.chmod(0o600)
+    done = run_cli("export", "--project", PROJECT, "--out", str(private), "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert len(private.read_text().splitlines()) == rows
 
 
 def test_iter_events_streams_from_a_server_side_cursor_on_postgresql(make_pg_database: Callable[[], str]) -> None:
