@@ -447,6 +447,9 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("postgresql+psycopg://user:secret-pw@host:99999/db", "user:***@host:99999/db is not between 1 and 65535"),
     ("postgresql+psycopg://user:secret-pw@host:0/db", "is not between 1 and 65535"),
     ("postgresql+psycopg://user@host:0/db?password=secret-pw", "user@host:0/db?password=*** is not between"),
+    # SQLAlchemy ends the password at its first @: the rest of it would be shown as the host.
+    ("postgresql+psycopg://user:s3cret@secret-pw@host/db", "the password contains '@'; URL-encode it as %40"),
+    ("postgresql+psycopg://user:s3cret@secret-pw@host:99999/db", "the password contains '@'"),
     (
         "postgresql+pg8000://user:secret-pw@host/db",
         "'postgresql+pg8000' is not installed (No module named 'pg8000'); "
@@ -1050,6 +1053,7 @@ def test_default_db_url(monkeypatch: pytest.MonkeyPatch) -> None:
         ("postgresql+psycopg://user:secret@host:abc/db", "bad database URL: malformed database URL: its port"),
         # `db current` used to say that `db upgrade` creates it, and `db upgrade` then failed.
         ("sqlite:////no/such/dir/x.db", "the directory of the SQLite database /no/such/dir/x.db does not exist"),
+        ("postgresql+psycopg://user:s3cret@secret@127.0.0.1:1/db", "the password contains '@'; URL-encode it as %40"),
     ],
 )
 @pytest.mark.parametrize("command", ["current", "upgrade"])

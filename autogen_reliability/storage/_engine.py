@@ -115,7 +115,8 @@ def check_database_url(url: str | URL) -> URL:
 
     Raises:
         ConfigurationError: The URL is not a string, is malformed (its port not
-            a number from 1 to 65535), names another database, an asyncio or
+            a number from 1 to 65535, an ``@`` in its password not written
+            ``%40``), names another database, an asyncio or
             unknown driver, a driver that is not installed (the message names
             the extra to install), or a SQLite file in a directory that does not
             exist. The message never shows the password.
@@ -131,6 +132,10 @@ def check_database_url(url: str | URL) -> URL:
         raise ConfigurationError("malformed database URL; expected e.g. sqlite:///usage.db") from None
     except ValueError:  # make_url's int() of the port
         raise ConfigurationError("malformed database URL: its port is not a number") from None
+    if parsed.host and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first "@" and takes the rest of it for the host, which
+        # every message (ours, the driver's "failed to resolve host") would then show: not the URL.
+        raise ConfigurationError("malformed database URL: the password contains '@'; URL-encode it as %40")
     masked = masked_url(parsed)
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
