@@ -146,11 +146,17 @@ def _tag(text: str) -> tuple[str, str]:
 
 
 def _output_file(text: str) -> Path:
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; give the path of a file")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the directory of {text} does not exist: {path.parent}")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~user of no such user
+        raise argparse.ArgumentTypeError(f"cannot expand {text.split('/', 1)[0]}: no such user") from None
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; give the path of a file")
+        if not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"the directory of {text} does not exist: {path.parent}")
+    except OSError as error:  # a name too long, say
+        raise argparse.ArgumentTypeError(f"{text}: {error.strerror or error}") from None
     return path
 
 
@@ -330,9 +336,13 @@ def _db(command: str, url: str | None) -> int:
             print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
         else:
             print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
-    except (SQLAlchemyError, CommandError) as error:
+    except (SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: a version table not ours
         _error(f"cannot use the database {masked}: {error_line(error, secrets)}")
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C: a migration still running is rolled back, as its transaction ends uncommitted.
+        _error("interrupted")
+        return 130
     finally:
         engine.dispose()
     return 0

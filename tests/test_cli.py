@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
@@ -32,7 +33,7 @@ from typing import Any
 
 import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import Engine, create_engine, func, make_url, select, text
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.pool import NullPool
 
@@ -761,6 +762,8 @@ def command_line(name: str, tmp_path: Path, *more: str) -> list[str]:
         (("export", "--out", "x.jsonl"), ("the following arguments are required: --project",)),
         (("export", "--project", "p", "--out", "/no/dir/x.jsonl"), ("the directory of /no/dir/x.jsonl does not",)),
         (("export", "--project", "p", "--out", "."), ("argument --out: . is a directory",)),
+        (("export", "--project", "p", "--out", "~no-such-user-ar/x"), ("cannot expand ~no-such-user-ar: no such",)),
+        (("report", "--out", "x" * 300), ("argument --out: xxx", ": File name too long")),
         (("cleanup",), ("the following arguments are required: --older-than",)),
         (("cleanup", "--older-than", "0d"), ("argument --older-than: '0d' is no time at all",)),
         (("cleanup", "--older-than", "90"), ("argument --older-than: '90' is not a duration such as 24h, 90d or 2w",)),
@@ -903,6 +906,44 @@ def test_a_ledger_from_a_newer_release_or_not_a_database_exits_1(command: str, t
         1,
         f"cannot use the database sqlite:///{garbage}: file is not a database",
     )
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"), [((HEAD, "0001"), "more than one revision"), (("",), "an empty revision")]
+)
+@pytest.mark.parametrize("command", [("db", "current", "--url"), ("db", "upgrade", "--url"), ("report", "--db")])
+def test_a_version_table_that_is_not_ours_exits_1_with_one_line(
+    rows: tuple[str, ...], problem: str, command: tuple[str, ...], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "usage.db"
+    _migrate.upgrade(f"sqlite:///{path}")
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM ar_alembic_version")
+        connection.executemany("INSERT INTO ar_alembic_version VALUES (?)", [(row,) for row in rows])
+    connection.close()
+    status, out, err = run_main(capsys, *command, f"sqlite:///{path}")
+    assert_one_line_error(status, out, err, 1, f"sqlite:///{path}", f"ar_alembic_version holds {problem}")
+
+
+def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    _migrate.upgrade(url, "0004")
+
+    def ctrl_c(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):  # the migration is under way
+            signal.raise_signal(signal.SIGINT)
+
+    sqlalchemy_event.listen(Engine, "before_cursor_execute", ctrl_c)
+    try:
+        status, _, err = run_main(capsys, "db", "upgrade", "--url", url)
+    except KeyboardInterrupt:
+        pytest.fail("the interruption escaped the command (a traceback, and death by SIGINT)")
+    finally:
+        sqlalchemy_event.remove(Engine, "before_cursor_execute", ctrl_c)
+    assert (status, err) == (130, "autogen-reliability: error: interrupted\n")
+    assert _migrate.current_revision(url) == "0004"  # rolled back
 
 
 def test_the_ledger_defaults_to_the_configured_one(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:

@@ -459,6 +459,8 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("postgresql+psycopg_async://user:secret-pw@host/db", "needs a synchronous one, such as postgresql+psycopg://"),
     ("sqlite:////no/such/dir/usage.db", "the directory of the SQLite database /no/such/dir/usage.db does not exist"),
     ("sqlite:///~/usage.db", "the directory of the SQLite database ~/usage.db does not exist"),  # SQLite expands no ~
+    ("sqlite:///" + "x" * 300 + ".db", "the SQLite database xxx"),
+    ("sqlite:///" + "x" * 300 + "/usage.db", ": File name too long"),
 ]
 
 

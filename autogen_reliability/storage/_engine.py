@@ -172,12 +172,15 @@ def _check_sqlite_path(url: URL) -> None:
     if _sqlite_in_memory(url) or url.query.get("uri"):
         return
     path = Path(url.database or "")
-    if path.is_dir():
-        raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
-    directory = path.parent
-    if not directory.is_dir():
-        problem = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
+    try:
+        if path.is_dir():
+            raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
+        directory = path.parent
+        if not directory.is_dir():
+            problem = "is not a directory" if directory.exists() else "does not exist"
+            raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
+    except OSError as error:  # a name too long, say
+        raise ConfigurationError(f"the SQLite database {path} cannot be used: {error.strerror or error}") from None
 
 
 def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:

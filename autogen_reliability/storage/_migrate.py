@@ -128,6 +128,8 @@ def is_known_revision(revision: str) -> bool:
     """Whether ``revision`` is one of this library's revisions (False: made by a newer release)."""
     from alembic.util import CommandError  # noqa: PLC0415 - alembic loads only to migrate (see above)
 
+    if not revision:
+        return False  # alembic asserts rather than answer for an empty identifier
     try:
         return _script_directory(script_location()).get_revision(revision) is not None
     except CommandError:
@@ -143,7 +145,8 @@ def current_revision(engine: Engine | Connection | str) -> str | None:
         engine: An engine, a connection, or a database URL.
 
     Raises:
-        RuntimeError: The version table holds more than one revision (not one of ours: ours are one line).
+        RuntimeError: The version table holds more than one revision, or an empty one (not one of ours:
+            ours are one line, with a revision).
     """
     if isinstance(engine, Connection):
         if not inspect(engine).has_table(VERSION_TABLE):
@@ -153,6 +156,8 @@ def current_revision(engine: Engine | Connection | str) -> str | None:
         )
         if len(revisions) > 1:
             raise RuntimeError(f"{VERSION_TABLE} holds more than one revision: {sorted(revisions)}")
+        if revisions and not revisions[0]:
+            raise RuntimeError(f"{VERSION_TABLE} holds an empty revision")
         return revisions[0] if revisions else None
     resolved, owned = _resolve(engine)
     try:

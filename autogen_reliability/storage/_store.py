@@ -131,6 +131,8 @@ class UsageStore:
             missing, a SQLite file in a directory that does not exist), or ``create`` is not a bool.
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
+        StoreSchemaError: Any other misfit: tables our migrations did not make, a version table
+            holding several revisions or an empty one.
         sqlalchemy.exc.OperationalError: The database cannot be reached.
 
     Example:
@@ -253,7 +255,17 @@ class UsageStore:
                 connection.exec_driver_sql("BEGIN")  # the sqlite3 module starts no transaction for reads
             else:
                 connection.execution_options(isolation_level="REPEATABLE READ")
-            return _migrate.current_revision(connection), inspect(connection).has_table(_RECORDS.name)
+            try:
+                current = _migrate.current_revision(connection)
+            except RuntimeError as error:  # a version table our migrations did not write
+                raise StoreSchemaError(
+                    f"the usage database {self._url} cannot be used: {error}; our migrations keep one revision "
+                    f"there: put the right one back, or use another database",
+                    url=self._url,
+                    current=None,
+                    head=_migrate.head_revision(),
+                ) from None
+            return current, inspect(connection).has_table(_RECORDS.name)
 
     def write(self, events: Sequence[UsageEvent]) -> int:
         """Stores ``events`` in one transaction, skipping those already stored; returns how many were new.
