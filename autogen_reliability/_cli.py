@@ -122,10 +122,10 @@ def _positive(text: str) -> int:
 def _group_columns(text: str) -> tuple[str, ...]:
     from .reports._model import GROUP_COLUMNS  # noqa: PLC0415  # plain data, but only this command needs it
 
-    columns = tuple(column.strip() for column in text.split(","))
+    columns = tuple(_group_column(column) for column in text.split(","))
     for column in columns:
         if column.startswith("tag:"):
-            if not column[len("tag:") :].strip():
+            if column == "tag:":
                 raise argparse.ArgumentTypeError(f"{column!r} names no tag; write tag:KEY, e.g. tag:customer")
             continue
         if column not in GROUP_COLUMNS:
@@ -136,6 +136,14 @@ def _group_columns(text: str) -> tuple[str, ...]:
     if repeated:
         raise argparse.ArgumentTypeError(f"{', '.join(repeated)} listed twice")
     return columns
+
+
+def _group_column(text: str) -> str:
+    """A column of ``--by`` without the spaces around it, and those around a tag's key (as ``--tag`` reads it)."""
+    column = text.strip()
+    if column.startswith("tag:"):
+        return "tag:" + column[len("tag:") :].strip()
+    return column
 
 
 def _tag(text: str) -> tuple[str, str]:

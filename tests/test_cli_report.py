@@ -144,6 +144,29 @@ def test_the_filters_reach_the_report(ledger: str, capsys: pytest.CaptureFixture
     assert report["totals"]["cost_usd"] == "2.000000001"  # the critic's one call
 
 
+def test_a_tag_key_is_read_without_the_spaces_around_it(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # As --tag reads " customer=globex": the key, not " customer", which no call has.
+    status, out, err = run_main(
+        capsys,
+        "report",
+        "--by",
+        "model, tag: customer ",
+        "--tag",
+        " customer=globex",
+        "--format",
+        "json",
+        "--db",
+        ledger,
+    )
+    assert (status, err) == (0, "")
+    assert json.loads(out)["group_by"] == ["model", "tag:customer"]
+    expected = made_by_the_library(ledger, "json", tags={"customer": "globex"}, group_by=("model", "tag:customer"))
+    assert_same_report(out, expected, "json")
+    assert "globex" in json.dumps(json.loads(out)["breakdown"])
+    status, out, err = run_main(capsys, "report", "--by", "tag:customer,tag: customer", "--db", ledger)
+    assert_one_line_error(status, out, err, 2, "argument --by: tag:customer listed twice")
+
+
 def test_relative_times_count_back_from_now(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
     before = datetime.now(UTC)
     status, out, err = run_main(capsys, "report", "--since", "7d", "--until", "24h", "--format", "json", "--db", ledger)
