@@ -15,12 +15,14 @@ SQLite file ``autogen_reliability.db`` in the working directory.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Never
 
 from ._errors import ConfigurationError
 from .accounting._price_table import PricingTable
@@ -97,6 +99,7 @@ def configure(
     content_limit: int | None = None,
     spool_dir: str | os.PathLike[str] | None = None,
     budget: BudgetPolicy | _Unset | None = _UNCHANGED,
+    **unknown: Never,
 ) -> AccountingSettings:
     """Set the process defaults of usage accounting. Wrappers made afterwards use them.
 
@@ -125,7 +128,7 @@ def configure(
         The settings now in force.
 
     Raises:
-        ConfigurationError: an invalid value; nothing is changed then.
+        ConfigurationError: an unknown option or an invalid value; nothing is changed then.
 
     Example:
         >>> configure(db_url="sqlite:///usage.db").db_url
@@ -134,6 +137,7 @@ def configure(
         'sqlite:///usage.db'
     """
     global _settings, _recorder  # noqa: PLW0603  # the process default is process-wide state
+    _refuse_unknown(unknown)
     changes: dict[str, Any] = {}
     if db_url is not None:
         changes["db_url"] = _checked_url(db_url, source="db_url")
@@ -165,6 +169,15 @@ def configure(
     if previous is not None:
         previous.close()
     return new
+
+
+_OPTION_NAMES: Final = frozenset(inspect.signature(configure).parameters) - {"unknown"}
+
+
+def _refuse_unknown(unknown: Mapping[str, object]) -> None:
+    # As reliable() says it. A type checker refuses the name already: no value is a Never.
+    if unknown:
+        raise ConfigurationError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_OPTION_NAMES)}")
 
 
 def _checked_budget(budget: object) -> BudgetPolicy | None:

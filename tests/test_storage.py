@@ -852,6 +852,8 @@ def test_configure_refuses_urls_that_can_never_work(
         ({"db_url": b"sqlite://"}, "db_url must be a SQLAlchemy URL string such as sqlite:///usage.db, got bytes"),
         ({"db_url": ""}, "db_url: malformed database URL"),
         ({"pricing": {"models": {}}}, "pricing must be a PricingTable, got dict"),
+        ({"spool": "/tmp/spool"}, "unknown option(s) ['spool']; valid options: ['budget', 'capture_content', "),
+        ({"bogus": 1, "db_url": "sqlite://"}, "unknown option(s) ['bogus']"),
     ],
 )
 def test_configure_refuses_bad_options(
