@@ -53,6 +53,7 @@ FORMATS: Final = ("table", "json", "csv", "md", "html")
 
 _T = TypeVar("_T")
 _FILE_WIDTH: Final = 200  # a table written to a file or a pipe has no terminal to fit: wide enough not to fold it
+_MIN_WIDTH: Final = 40  # a COLUMNS below it is taken for a mistake: the tables would be empty or nothing
 
 
 class _Parser(argparse.ArgumentParser):
@@ -515,14 +516,31 @@ def _print_rich(renderable: Any, out: Path | None) -> None:
 
     if out is None:
         console = Console()
-        if not console.is_terminal and "COLUMNS" not in os.environ:
-            console = Console(width=_FILE_WIDTH)  # piped: 80 columns (rich's guess) would fold the table
+        columns = os.environ.get("COLUMNS")
+        # rich takes any COLUMNS of digits (0 printed nothing, 5 an empty table) and otherwise, piped,
+        # guesses 80 columns, which would fold the table.
+        if not console.is_terminal and not _usable_width(columns):
+            console = Console(width=_FILE_WIDTH)
+        elif columns is not None and not _usable_width(columns):
+            console = Console(width=_terminal_width())
         console.print(renderable)
         sys.stdout.flush()
         return
     with _output(out) as handle:
         Console(file=handle, width=_FILE_WIDTH, color_system=None, force_terminal=False).print(renderable)
     print(f"wrote {out.resolve()}")
+
+
+def _usable_width(columns: str | None) -> bool:
+    """Whether ``COLUMNS`` is a width a table can be printed in."""
+    return columns is not None and columns.isascii() and columns.isdigit() and int(columns) >= _MIN_WIDTH
+
+
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):  # no terminal after all, or stdout is no file
+        return _FILE_WIDTH
 
 
 def _sessions(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:

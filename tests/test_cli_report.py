@@ -201,6 +201,17 @@ def test_the_report_from_the_command(ledger: str, tmp_path: Path) -> None:
     assert (done.returncode, done.stderr) == (0, "")
 
 
+@pytest.mark.parametrize("columns", ["0", "5", "39", "-80", "wide", ""])
+def test_a_columns_that_cannot_be_a_width_is_ignored(columns: str, ledger: str) -> None:
+    # COLUMNS=0 printed nothing, COLUMNS=5 an empty table; piped, the table is as wide as in a file.
+    done = run_cli("report", "--project", PROJECT, "--db", ledger, env={"COLUMNS": columns})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert_same_report(done.stdout, made_by_the_library(ledger, "table", project=PROJECT), "table")
+    done = run_cli("sessions", "--project", PROJECT, "--db", ledger, env={"COLUMNS": columns})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "ticket-1" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
