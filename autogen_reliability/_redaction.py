@@ -29,9 +29,11 @@ from typing import Any, Final, TypeVar
 
 from .providers import loaded_module
 
-__all__ = ["log_failure", "redact", "redacted_error", "remember_secret"]
+__all__ = ["log_failure", "quoted", "redact", "redacted_error", "remember_secret"]
 
 DEFAULT_LIMIT: Final = 2000
+QUOTED_LIMIT: Final = 40
+"""The most characters of a value someone gave that an error message quotes back (:func:`quoted`)."""
 
 # Each pattern keeps its first group (a label such as "Bearer ") and hides the rest.
 _SECRETS: Final = [
@@ -131,6 +133,18 @@ def log_failure(logger: logging.Logger, message: str, *args: object) -> None:
         return
     shown = redact("".join(traceback.format_exception(error)).rstrip("\n"), limit=_TRACEBACK_LIMIT)
     logger.error(message + "\n%s", *args, shown)
+
+
+def quoted(text: str) -> str:
+    """``text``, a value someone gave, fit to quote in an error: secrets hidden, cut to 40 characters, in quotes.
+
+    Example:
+        >>> quoted("sk-proj-abc123def456")
+        "'[REDACTED]'"
+    """
+    # Hidden before it is cut, so that a key across the cut is not shown in part; the first cut
+    # (far longer than any key) only bounds the work for a value of megabytes.
+    return repr(redact(text[: QUOTED_LIMIT * 10], limit=QUOTED_LIMIT))
 
 
 # A copy keeps long bodies whole (a log line's limit is for log lines), but not without end.

@@ -506,6 +506,17 @@ def test_an_unknown_project_is_a_403_with_an_allow_list(fake_openai_server: Fake
     assert fake_openai_server.request_count == 2
 
 
+def test_a_refused_project_that_looks_like_a_key_is_not_quoted_back(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger
+) -> None:
+    key = "sk-proj-" + "A1b2C3d4" * 6  # a label by its characters: the allow-list refuses it
+    with TestClient(make_app(fake_openai_server.base_url, ledger, projects={"acme-support"})) as client:
+        refused = client.post("/ask", headers={"X-Project-ID": key})
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "X-Project-ID: project '[REDACTED]' is not allowed here"
+    assert fake_openai_server.request_count == 0
+
+
 @pytest.mark.parametrize(
     ("headers", "reason"),
     [

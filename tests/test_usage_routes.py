@@ -258,6 +258,32 @@ def test_a_bad_parameter_is_a_400_for_a_browser_too(service: Service) -> None:
     assert reply.json()["detail"].startswith("since: 'soon' is not a date")
 
 
+KEY = "sk-proj-SECRETKEYabcdef1234567890XYZ"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "message"),
+    [
+        ("/usage/report", {"since": KEY}, "since: '[REDACTED]' is not a date"),
+        ("/usage/sessions", {"until": KEY}, "until: '[REDACTED]' is not a date"),
+        ("/usage/report", {"by": KEY}, "unknown group_by column '[REDACTED]'"),
+        ("/usage/report", {"tag": f'a"{KEY}=1'}, "tag keys with a double quote"),
+        ("/usage/report", {"tag": [f"{KEY}=1", f"{KEY}=2"]}, "tag: '[REDACTED]' is given twice"),
+        ("/usage/report", {"since": "x" * 5000}, "since: 'xxxxxxxx"),
+        ("/usage/report", {"by": "y" * 5000}, "unknown group_by column 'yyyyyyyy"),
+    ],
+)
+def test_a_value_quoted_back_hides_a_key_and_is_cut_short(
+    service: Service, path: str, params: dict[str, Any], message: str
+) -> None:
+    reply = service.client.get(path, params=params, headers=ADMIN)
+    assert reply.status_code == 400
+    detail = reply.json()["detail"]
+    assert "SECRETKEY" not in detail
+    assert message in detail or detail.startswith(message)
+    assert len(detail) < 300
+
+
 # --------------------------------------------------------------------------- sessions
 
 

@@ -54,7 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import ConfigurationError, usage_scope
 from .._ids import time_ordered_uuid
-from .._redaction import redact
+from .._redaction import quoted
 
 __all__ = [
     "LABEL_CHARACTERS",
@@ -79,7 +79,6 @@ TAG_KEY_CHARACTERS: Final = frozenset(string.ascii_letters + string.digits + "-_
 _LABEL_RULE: Final = f"1 to {MAX_LABEL_LENGTH} ASCII letters, digits and - _ . : @ / +"
 _TAG_RULE: Final = "key=value pairs separated by commas, e.g. tier=gold,region=eu"
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110, 5.6.2)
-_SHOWN: Final = 40  # characters of a bad value echoed in an error
 _POLICY_VIOLATION: Final = 1008  # WebSocket close code (RFC 6455, 7.4.1)
 _MAX_CLOSE_REASON: Final = 123  # bytes a WebSocket close frame's reason may take
 
@@ -102,12 +101,6 @@ class _Read:
     session: str | None
     agent: str | None
     tags: Mapping[str, str]
-
-
-def _shown(text: str) -> str:
-    """A value the client sent, fit to quote back: bounded, secrets hidden."""
-    cut = text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
-    return repr(redact(cut))
 
 
 def _text(raw: bytes) -> str:
@@ -299,7 +292,7 @@ class UsageContextMiddleware:
         elif self._projects is not None and project not in self._projects:
             assert self._project_key is not None
             name = self._names[self._project_key]
-            raise _Refused(403, name, f"{name}: project {project!r} is not allowed here")
+            raise _Refused(403, name, f"{name}: project {quoted(project)} is not allowed here")
         session = self._label(self._session_key, found)
         if session is None and self._generate_session:
             session = str(time_ordered_uuid())
@@ -314,7 +307,7 @@ class UsageContextMiddleware:
             raise _Refused(400, name, f"{name} is given {len(values)} times; give it once")
         problem = _label_problem(values[0])
         if problem is not None:
-            shown = "" if not values[0] else f" {_shown(values[0])}"
+            shown = "" if not values[0] else f" {quoted(values[0])}"
             raise _Refused(400, name, f"{name}{shown} {problem}")
         return values[0]
 
@@ -335,19 +328,19 @@ class UsageContextMiddleware:
             if not item:
                 raise _Refused(400, name, f"{name}: tag {number} is empty; write {_TAG_RULE}")
             if not equals:
-                raise _Refused(400, name, f"{name}: tag {number} {_shown(item)} is not key=value; write {_TAG_RULE}")
+                raise _Refused(400, name, f"{name}: tag {number} {quoted(item)} is not key=value; write {_TAG_RULE}")
             if not key or len(key) > MAX_TAG_KEY_LENGTH or not set(key) <= TAG_KEY_CHARACTERS:
                 raise _Refused(
                     400,
                     name,
-                    f"{name}: the key {_shown(key)} of tag {number} is not 1 to {MAX_TAG_KEY_LENGTH} "
+                    f"{name}: the key {quoted(key)} of tag {number} is not 1 to {MAX_TAG_KEY_LENGTH} "
                     "ASCII letters, digits and - _ .",
                 )
             if key in tags:
-                raise _Refused(400, name, f"{name}: the key {key!r} is given twice")
+                raise _Refused(400, name, f"{name}: the key {quoted(key)} is given twice")
             problem = _label_problem(value)
             if problem is not None:
-                raise _Refused(400, name, f"{name}: the value of {key!r} {problem}")
+                raise _Refused(400, name, f"{name}: the value of {quoted(key)} {problem}")
             tags[key] = value
         return tags
 

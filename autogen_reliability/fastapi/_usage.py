@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from .. import ConfigurationError, UsageStore
-from .._redaction import redact
+from .._redaction import quoted, redact
 from ..accounting import PricingTable
 from ..reports._period import parse_time, resolve_time
 from ._responses import ErrorModel, SessionsModel, UsageReportModel
@@ -82,7 +82,7 @@ def _first_problem(errors: Sequence[Any]) -> str:
     first = errors[0]
     where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
     sent = first.get("input")
-    shown = "" if sent is None or isinstance(sent, dict) else f", got {redact(str(sent))[:40]!r}"
+    shown = "" if sent is None or isinstance(sent, dict) else f", got {quoted(str(sent))}"
     return f"{where}: {first.get('msg', 'is not valid')}{shown}"
 
 
@@ -106,9 +106,9 @@ def _tags(items: Sequence[str] | None) -> dict[str, str] | None:
     for item in items:
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
-            raise _bad(f"tag: {redact(item[:40])!r} is not KEY=VALUE")
+            raise _bad(f"tag: {quoted(item)} is not KEY=VALUE")
         if key.strip() in tags:
-            raise _bad(f"tag: {key.strip()!r} is given twice")
+            raise _bad(f"tag: {quoted(key.strip())} is given twice")
         tags[key.strip()] = value
     return tags
 

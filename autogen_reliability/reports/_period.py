@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 from .._errors import ConfigurationError
+from .._redaction import quoted
 
 __all__ = ["parse_duration", "parse_time", "resolve_time"]
 
@@ -36,14 +37,14 @@ def parse_duration(text: str) -> timedelta:
     """
     match = _DURATION.fullmatch(text.strip())
     if match is None:
-        raise ConfigurationError(f"{text!r} is not a duration such as 24h, 90d or 2w")
+        raise ConfigurationError(f"{quoted(text)} is not a duration such as 24h, 90d or 2w")
     number, unit = match.groups()
     try:
         duration = timedelta(**{_UNITS[unit]: int(number)})
     except OverflowError:
-        raise ConfigurationError(f"{text!r} is longer than any date can go back") from None
+        raise ConfigurationError(f"{quoted(text)} is longer than any date can go back") from None
     if not duration:
-        raise ConfigurationError(f"{text!r} is no time at all; give a duration above zero, such as 90d")
+        raise ConfigurationError(f"{quoted(text)} is no time at all; give a duration above zero, such as 90d")
     return duration
 
 
@@ -69,12 +70,12 @@ def parse_time(text: str) -> datetime | timedelta:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ConfigurationError(
-            f"{text!r} is not a date (2025-05-01), a date and time with its UTC offset "
+            f"{quoted(text)} is not a date (2025-05-01), a date and time with its UTC offset "
             "(2025-05-01T09:30:00+02:00) or a time ago (24h, 7d, 2w)"
         ) from None
     if moment.utcoffset() is None:
         raise ConfigurationError(
-            f"{text!r} has no UTC offset; add one (Z for UTC, or +02:00): the ledger's times are UTC"
+            f"{quoted(text)} has no UTC offset; add one (Z for UTC, or +02:00): the ledger's times are UTC"
         )
     return moment.astimezone(UTC)
 

@@ -99,6 +99,7 @@ from sqlalchemy.sql.operators import custom_op
 from sqlalchemy.sql.selectable import Subquery
 
 from .._errors import ConfigurationError
+from .._redaction import quoted
 from ..reports._model import (
     GROUP_COLUMNS,
     DailyCost,
@@ -221,12 +222,12 @@ def check_group_by(group_by: object) -> tuple[str, ...]:
         if not isinstance(column, str):
             raise ConfigurationError(f"group_by takes column names ({choices}), got {column!r}")
         if column.startswith(TAG_PREFIX):
-            _check_tag_key(column[len(TAG_PREFIX) :], f"group_by column {column!r}")
+            _check_tag_key(column[len(TAG_PREFIX) :], f"group_by column {quoted(column)}")
         elif column not in GROUP_COLUMNS:
-            raise ConfigurationError(f"unknown group_by column {column!r}: choose from {choices}")
+            raise ConfigurationError(f"unknown group_by column {quoted(column)}: choose from {choices}")
     repeated = sorted({column for column in columns if columns.count(column) > 1})
     if repeated:
-        raise ConfigurationError(f"group_by names {', '.join(map(repr, repeated))} more than once")
+        raise ConfigurationError(f"group_by names {', '.join(map(quoted, repeated))} more than once")
     return columns
 
 
@@ -235,7 +236,7 @@ def _check_tag_key(key: object, where: str) -> str:
         raise ConfigurationError(f"{where}: a tag key must be a non-empty string, got {key!r}")
     if '"' in key:
         # SQLite's JSON paths have no escape for a quote inside a quoted key.
-        raise ConfigurationError(f'{where}: tag keys with a double quote (") cannot be reported on, got {key!r}')
+        raise ConfigurationError(f'{where}: tag keys with a double quote (") cannot be reported on, got {quoted(key)}')
     return key
 
 
@@ -259,7 +260,7 @@ def _check_spec(
         for key, value in tags.items():
             _check_tag_key(key, "tags")
             if not isinstance(value, str):
-                raise ConfigurationError(f"tags: the value of {key!r} must be a string, got {value!r}")
+                raise ConfigurationError(f"tags: the value of {quoted(key)} must be a string, got {value!r}")
             checked_tags[key] = value
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigurationError(f"top must be an integer >= 1, got {top!r}")
