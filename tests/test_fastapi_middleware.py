@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -569,6 +569,47 @@ def test_an_app_with_bad_options_does_not_start(fake_openai_server: FakeOpenAISe
     app = make_app(fake_openai_server.base_url, ledger, projects=[])
     with pytest.raises(ConfigurationError, match="projects is empty"), TestClient(app):
         pass
+
+
+@pytest.mark.parametrize("lifespan", ["on", "auto"])
+def test_under_uvicorn_a_bad_option_fails_the_startup_only_with_lifespan_on(lifespan: Literal["on", "auto"]) -> None:
+    # Starlette builds its middleware on the first call, the lifespan's. uvicorn's default, "auto",
+    # takes an app that raises there for one without lifespan support: it starts, and every request
+    # is a 500. docs/health.md says so, and which check to make instead; this keeps it true.
+    app = FastAPI()
+    app.add_middleware(UsageContextMiddleware, projects="acme-support")  # a str, not a collection
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="critical", lifespan=lifespan))
+    exits: list[object] = []
+
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit as exit_:  # how uvicorn ends a startup that failed
+            exits.append(exit_.code)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            thread.join(0.01)  # polled, as serving() does
+        if lifespan == "on":
+            assert not server.started
+            assert exits == [3]  # "Application startup failed. Exiting."
+        else:
+            assert server.started
+            port = server.servers[0].sockets[0].getsockname()[1]
+            assert httpx.get(f"http://127.0.0.1:{port}/hello").status_code == 500
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    # The check the docs give for any server: the middleware made once, where its options are written.
+    with pytest.raises(ConfigurationError, match="projects must be a collection"):
+        UsageContextMiddleware(app, projects="acme-support")
 
 
 def test_session_header_off_with_generation_off_reads_and_returns_no_session(

@@ -177,7 +177,11 @@ class UsageContextMiddleware:
         ConfigurationError: A header name is not one, two options name the same header, a project of
             ``projects`` or ``default_project`` could never come in a header, ``default_project`` is not
             in ``projects``, ``require_project`` comes with a ``default_project``, ``generate_session``
-            has no header to return the id in, or an exempt path does not start with ``/``.
+            has no header to return the id in, or an exempt path does not start with ``/``. Raised when
+            the middleware is made: ``app.add_middleware`` only stores the options, and Starlette makes it
+            on the app's first call (its lifespan), which fails the startup only where the server runs the
+            lifespan strictly (uvicorn ``--lifespan on``; its default, ``auto``, starts and answers 500s).
+            ``UsageContextMiddleware(app, **options)`` before ``add_middleware`` checks them at once.
 
     Example:
         >>> from fastapi import FastAPI
