@@ -288,6 +288,36 @@ async def test_label_values_past_the_limit_are_reported_as_other(
     assert registry is not None
 
 
+async def test_the_circuit_gauges_client_label_is_bounded_too(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    registry = enable_metrics(CollectorRegistry(), max_label_values=3)
+    try:
+        app = FastAPI()
+        app.mount("/metrics", metrics_app())
+        fake_openai_server.default = FakeReply.text("ok")
+        clients = [
+            reliable(
+                make_openai_client(model=f"tenant-{n}-model", model_info=LOCAL_MODEL),
+                retry=None,
+                circuit=CircuitBreakerPolicy(),
+                track_usage=False,
+            )
+            for n in range(12)
+        ]
+        for client in clients:
+            await client.create(HI)
+        gauge = values(scrape(app), f"{P}circuit_state", "client", "model", "state")
+    finally:
+        disable_metrics()
+    # The client's name holds its model's: it is bounded as the model label is (breakers of other tests count).
+    assert len({client for client, _, _ in gauge}) <= 3 + 1
+    assert len({model for _, model, _ in gauge}) <= 3 + 1
+    assert (OTHER, OTHER, "closed") in gauge
+    assert len(gauge) <= 4 * 4 * 3
+    assert registry is not None
+
+
 def test_enabling_is_idempotent_and_says_what_conflicts() -> None:
     registry = enable_metrics()
     try:

@@ -273,7 +273,8 @@ class ReliabilityCollector(Collector):
         worst: dict[tuple[str, str], int] = {}
         for client, breaker in breakers():
             # Two breakers may describe alike (one client under two policies): report the worse state once.
-            key = (breaker.name, self.labels.value("model", self._model(client)))
+            # The breaker's name holds the model's ("OpenAIChatCompletionClient(gpt-4o-mini)"): bounded alike.
+            key = (self.labels.value("client", breaker.name), self.labels.value("model", self._model(client)))
             state = _CIRCUIT_STATES.index(breaker.state)
             worst[key] = max(state, worst.get(key, 0))
         for (name, model), state in worst.items():

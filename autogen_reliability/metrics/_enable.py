@@ -56,9 +56,9 @@ def enable_metrics(
             own (pass ``prometheus_client.REGISTRY`` to serve them with the process's
             other metrics).
         max_label_values: How many distinct values each of the ``project``, ``agent``,
-            ``model`` and ``error_type`` labels takes before further ones are reported
-            as :data:`OTHER` (default 100): what callers name cannot grow the number
-            of series without bound.
+            ``model``, ``error_type`` and ``client`` (of ``circuit_state``) labels takes
+            before further ones are reported as :data:`OTHER` (default 100): what callers
+            name cannot grow the number of series without bound.
 
     Returns:
         The registry the metrics are in.
