@@ -239,6 +239,12 @@ BAD_REPORTS = [
     ({"tag": "tier"}, "tag: 'tier' is not KEY=VALUE"),
     ({"tag": ["a=1", "a=2"]}, "tag: 'a' is given twice"),
     ({"tag": 'a"b=1'}, 'tags: tag keys with a double quote (") cannot be reported on'),
+    # In range as written, out of range once in UTC: the year 1 at +14:00 is the year 0.
+    ({"since": "0001-01-01T00:00:00+14:00"}, "since: '0001-01-01T00:00:00+14:00' is outside the years 1 to 9999"),
+    ({"until": "9999-12-31T23:59:59-14:00"}, "until: '9999-12-31T23:59:59-14:00' is outside the years 1 to 9999"),
+    ({"since": "1" * 4301 + "d"}, "since: '11111111"),
+    ({"since": "99999999999999w"}, "since: '99999999999999w' is longer than any date can go back"),
+    ({"since": "\uff11d"}, "since: '\uff11d' is not a date"),  # a full-width 1: the digits are ASCII
 ]
 
 
@@ -319,6 +325,8 @@ def test_sessions_of_every_project_limited_and_bounded(service: Service) -> None
         ({"limit": "0"}, "limit: Input should be greater than or equal to 1, got '0'"),
         ({"limit": "1001"}, "limit: Input should be less than or equal to 1000"),
         ({"since": "yesterday"}, "since: 'yesterday' is not a date"),
+        ({"until": "9999-12-31T23:59:59-14:00"}, "until: '9999-12-31T23:59:59-14:00' is outside the years"),
+        ({"since": "2" * 5000 + "h"}, "since: '22222222"),
         ({"since": "2025-05-02", "until": "2025-05-01"}, "until (2025-05-01T00:00:00+00:00) is before since"),
     ],
 )

@@ -25,8 +25,12 @@ from .._redaction import quoted
 
 __all__ = ["parse_duration", "parse_time", "resolve_time"]
 
-_DURATION: Final = re.compile(r"(\d+)([hdw])")
+# ASCII digits: \d would take any script's (a full-width 1, U+FF11), which nobody means as a number here.
+_DURATION: Final = re.compile(r"([0-9]+)([hdw])")
 _UNITS: Final = {"h": "hours", "d": "days", "w": "weeks"}
+# Twelve digits of hours are already more than the 10,000 years a datetime spans; a longer number
+# is refused before int() reads it (which refuses past 4,300 digits, and is slow well before).
+_MAX_DIGITS: Final = 12
 
 
 def parse_duration(text: str) -> timedelta:
@@ -39,10 +43,14 @@ def parse_duration(text: str) -> timedelta:
     if match is None:
         raise ConfigurationError(f"{quoted(text)} is not a duration such as 24h, 90d or 2w")
     number, unit = match.groups()
+    number = number.lstrip("0") or "0"
+    too_long = ConfigurationError(f"{quoted(text)} is longer than any date can go back")
+    if len(number) > _MAX_DIGITS:
+        raise too_long
     try:
         duration = timedelta(**{_UNITS[unit]: int(number)})
     except OverflowError:
-        raise ConfigurationError(f"{quoted(text)} is longer than any date can go back") from None
+        raise too_long from None
     if not duration:
         raise ConfigurationError(f"{quoted(text)} is no time at all; give a duration above zero, such as 90d")
     return duration
@@ -56,8 +64,9 @@ def parse_time(text: str) -> datetime | timedelta:
     ``2w`` are that long before now, returned as the ``timedelta``.
 
     Raises:
-        ConfigurationError: Anything else, or a date and time without an offset (the ledger is in UTC,
-            the writer's clock may not be: refused rather than guessed at).
+        ConfigurationError: Anything else, a date and time without an offset (the ledger is in UTC,
+            the writer's clock may not be: refused rather than guessed at), or one that is outside
+            the years 1 to 9999 once in UTC.
     """
     text = text.strip()
     if _DURATION.fullmatch(text):
@@ -77,7 +86,10 @@ def parse_time(text: str) -> datetime | timedelta:
         raise ConfigurationError(
             f"{quoted(text)} has no UTC offset; add one (Z for UTC, or +02:00): the ledger's times are UTC"
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # in range as written, not once moved to UTC: the year 1 at +05:00
+        raise ConfigurationError(f"{quoted(text)} is outside the years 1 to 9999 once in UTC") from None
 
 
 def resolve_time(value: datetime | timedelta | None, now: datetime) -> datetime | None:
