@@ -638,6 +638,33 @@ def test_bad_arguments_raise_configuration_error(tmp_path: Path, arguments: dict
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"project": "\x00"}, "project must not contain"),
+        ({"session": "a\x00b"}, "session must not contain"),
+        ({"agent": "\x00"}, "agent must not contain"),
+        ({"agent": "\ud800"}, "agent must not contain"),
+        ({"tags": {"k": "\x00"}}, "tags: the value of 'k' must not contain"),
+        ({"tags": {"\x00": "v"}}, "tags: a tag key must not contain"),
+        ({"group_by": ("tag:\x00",)}, "a tag key must not contain"),
+        ({"group_by": ("tag:\udfff",)}, "a tag key must not contain"),
+    ],
+)
+def test_a_filter_the_ledger_can_never_hold_is_refused(store_url: str, arguments: dict[str, Any], message: str) -> None:
+    # The writer stores NUL and lone surrogates as U+FFFD; PostgreSQL refuses them in a query.
+    with UsageStore(store_url) as any_store, pytest.raises(ConfigurationError) as raised:
+        any_store.report(**arguments)
+    assert message in str(raised.value)
+    assert "\x00" not in str(raised.value)
+
+
+@pytest.mark.parametrize("project", ["\x00", "acme\x00", "\ud83d"])
+def test_a_sessions_project_the_ledger_can_never_hold_is_refused(store_url: str, project: str) -> None:
+    with UsageStore(store_url) as any_store, pytest.raises(ConfigurationError, match="project must not contain"):
+        any_store.sessions(project)
+
+
 def test_an_unknown_column_names_the_valid_choices(tmp_path: Path) -> None:
     with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store, pytest.raises(ConfigurationError) as raised:
         sqlite_store.report(group_by=("team",))

@@ -290,6 +290,24 @@ def test_a_value_quoted_back_hides_a_key_and_is_cut_short(
     assert len(detail) < 300
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "message"),
+    [
+        ("/usage/report", "project=%00", "project must not contain"),
+        ("/usage/report", "session=a%00b", "session must not contain"),
+        ("/usage/report", "agent=%00", "agent must not contain"),
+        ("/usage/report", "tag=k=%00", "tags: the value of 'k' must not contain"),
+        ("/usage/report", "tag=%00=v", "tags: a tag key must not contain"),
+        ("/usage/report", "by=tag:%00", "a tag key must not contain"),
+        ("/usage/sessions", "project=%00", "project must not contain"),
+    ],
+)
+def test_a_nul_in_a_filter_is_a_400(service: Service, path: str, query: str, message: str) -> None:
+    reply = service.client.get(f"{path}?{query}", headers=ADMIN)
+    assert reply.status_code == 400
+    assert message in reply.json()["detail"]
+
+
 # --------------------------------------------------------------------------- sessions
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "CONTENT",
     "RECORDS",
     "RECORD_FIELDS",
+    "UNSTORABLE",
     "autocommit",
     "insert_content",
     "insert_records",
@@ -76,7 +77,8 @@ _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 _REQUEST: Final = ROW_FIELDS.index("request_content")
-_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+"""What no text of the ledger holds: PostgreSQL refuses NUL and lone surrogates, so both are stored as U+FFFD."""
 _RESPONSE: Final = ROW_FIELDS.index("response_content")
 
 
@@ -175,7 +177,7 @@ def _storable(row: UsageRow) -> UsageRow:
 
 
 def _clean(text: str) -> str:
-    return _UNSTORABLE.sub("\ufffd", text)
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def insert_content(connection: Connection, rows: Sequence[UsageRow]) -> None:

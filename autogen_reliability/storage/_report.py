@@ -111,7 +111,7 @@ from ..reports._model import (
     WasteLine,
     nanousd_to_usd,
 )
-from ._bulk import RECORDS
+from ._bulk import RECORDS, UNSTORABLE
 from ._models import WASTE_OUTCOMES, WASTE_SUMS
 from ._rollup import (
     BOUNDS,
@@ -134,6 +134,7 @@ __all__ = [
     "ROLLUP_ABSOLUTE_ERROR_MS",
     "ROLLUP_RELATIVE_ERROR",
     "build_report",
+    "check_filter",
     "check_group_by",
 ]
 
@@ -234,6 +235,7 @@ def check_group_by(group_by: object) -> tuple[str, ...]:
 def _check_tag_key(key: object, where: str) -> str:
     if not isinstance(key, str) or not key:
         raise ConfigurationError(f"{where}: a tag key must be a non-empty string, got {key!r}")
+    _check_storable(f"{where}: a tag key", key)
     if '"' in key:
         # SQLite's JSON paths have no escape for a quote inside a quoted key.
         raise ConfigurationError(f'{where}: tag keys with a double quote (") cannot be reported on, got {quoted(key)}')
@@ -261,24 +263,42 @@ def _check_spec(
             _check_tag_key(key, "tags")
             if not isinstance(value, str):
                 raise ConfigurationError(f"tags: the value of {quoted(key)} must be a string, got {value!r}")
+            _check_storable(f"tags: the value of {quoted(key)}", value)
             checked_tags[key] = value
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigurationError(f"top must be an integer >= 1, got {top!r}")
     filters = ReportFilters(
-        project=_text_or_none("project", project),
+        project=check_filter("project", project),
         since=None if since is None else since.astimezone(UTC),
         until=None if until is None else until.astimezone(UTC),
-        session=_text_or_none("session", session),
-        agent=_text_or_none("agent", agent),
+        session=check_filter("session", session),
+        agent=check_filter("agent", agent),
         tags=checked_tags,
     )
     return _Spec(filters, check_group_by(group_by), top)
 
 
-def _text_or_none(name: str, value: object) -> str | None:
+def check_filter(name: str, value: object) -> str | None:
+    """A project, session or agent to select rows by: a string the ledger could hold, or None.
+
+    Raises:
+        ConfigurationError: Not a string, or with a NUL character or a lone surrogate.
+    """
     if value is not None and not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a string or None, got {type(value).__name__}")
+    if value is not None:
+        _check_storable(name, value)
     return value
+
+
+def _check_storable(name: str, value: str) -> None:
+    # No row holds these (the writer stores U+FFFD instead), so no filter with one can match; and
+    # PostgreSQL refuses them in a query, as a database error rather than an answer.
+    found = UNSTORABLE.search(value)
+    if found is not None:
+        raise ConfigurationError(
+            f"{name} must not contain {found.group()!a} (the ledger holds none: it stores U+FFFD instead)"
+        )
 
 
 def build_report(

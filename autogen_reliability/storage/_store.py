@@ -42,7 +42,7 @@ from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_file_missing
 from ._models import VERSION_TABLE
-from ._report import build_report
+from ._report import build_report, check_filter
 from ._retention import RetentionResult
 from ._sessions import SessionSummary
 
@@ -410,8 +410,9 @@ class UsageStore:
 
         Raises:
             ConfigurationError: A bound is naive or not a date, ``until`` is before ``since``, a
-                filter is not a string, ``tags`` is not a mapping of strings, ``group_by`` is empty,
-                repeats a column or names one that does not exist, or ``top`` is not an integer >= 1.
+                filter, tag key or tag value is not a string or holds what the ledger cannot (a NUL
+                character), ``tags`` is not a mapping, ``group_by`` is empty, repeats a column or names
+                one that does not exist, or ``top`` is not an integer >= 1.
             sqlalchemy.exc.SQLAlchemyError: The database failed.
 
         Example:
@@ -496,13 +497,15 @@ class UsageStore:
             limit: At most this many sessions.
 
         Raises:
-            ConfigurationError: A bound is naive or not a date, or ``limit`` is not a positive int.
+            ConfigurationError: A bound is naive or not a date, ``limit`` is not a positive int, or
+                ``project`` is not a string or holds what the ledger cannot (a NUL character).
 
         Example:
             >>> store.sessions(project="acme-support")  # the example events were made outside any session
             []
         """
         _check_positive("limit", limit)
+        project = check_filter("project", project)
         query = _sessions.select_sessions(project, _time_bound("since", since), _time_bound("until", until), limit)
         with self._engine.connect() as connection:
             return [_sessions.session_summary(row) for row in connection.execute(query)]
