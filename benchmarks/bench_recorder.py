@@ -150,7 +150,8 @@ def recording(name: str, sink: UsageStore | Callable[[], UsageStore], spool: Pat
     """Records through a new recorder per run; ``sink`` may be a store, or a factory that fails (an outage)."""
     runs, stored, seconds = [], 0, 0.0
     for _ in range(RUNS):
-        recorder = UsageRecorder(sink, spool_dir=spool, close_sink=False)
+        named = None if isinstance(sink, UsageStore) else name  # a recorder of a factory needs a name
+        recorder = UsageRecorder(sink, spool_dir=spool, close_sink=False, name=named)
         gc.collect()
         start = time.perf_counter()
         runs.append(asyncio.run(measure(recorder.record, rate)))

@@ -326,8 +326,15 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
 ) -> None:
     store = WatchedStore(UsageStore(sqlite_url))
     blocked = tmp_path / "spool"
+    # Without a journal, which would make the directory on the writer thread while the test takes it away.
     recorder = UsageRecorder(
-        store, spool_dir=blocked, flush_interval=0.05, batch_size=10, retry_interval=RETRY, close_sink=False
+        store,
+        spool_dir=blocked,
+        flush_interval=0.05,
+        batch_size=10,
+        retry_interval=RETRY,
+        close_sink=False,
+        journal=False,
     )
     # A file where the spool directory should be: put there after the recorder was made, which refuses one.
     shutil.rmtree(blocked, ignore_errors=True)
