@@ -603,11 +603,7 @@ class _Spool:
         # its turns (one batch of 1,000 rows held the GIL for 20 ms in one go).
         payload = "".join(line for rows_slice in in_slices(rows) for line in map(_spool_line, rows_slice))
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as spool:
-                spool.write(payload)
-                spool.flush()
-                os.fsync(spool.fileno())
+            self._append(self.path, payload)
             with self._counts:
                 if not self._count:
                     self._since = datetime.now(UTC)
@@ -617,11 +613,15 @@ class _Spool:
         """Appends rows the database refused to the refused file (one write, fsynced: other processes append too)."""
         payload = "".join(map(_spool_line, rows))
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with open(self.refused_path, "a", encoding="utf-8") as refused:
-                refused.write(payload)
-                refused.flush()
-                os.fsync(refused.fileno())
+            self._append(self.refused_path, payload)
+
+    def _append(self, path: Path, payload: str) -> None:
+        """Appends ``payload`` to ``path`` in the spool directory, on disk when it returns (called with the lock)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
 
     def count(self) -> int:
         with self._counts:
