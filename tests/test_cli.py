@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import sqlite3
 import stat
@@ -33,7 +32,7 @@ from typing import Any
 
 import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from sqlalchemy import Engine, create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, func, make_url, select, text
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.pool import NullPool
 
@@ -923,27 +922,6 @@ def test_a_version_table_that_is_not_ours_exits_1_with_one_line(
     connection.close()
     status, out, err = run_main(capsys, *command, f"sqlite:///{path}")
     assert_one_line_error(status, out, err, 1, f"sqlite:///{path}", f"ar_alembic_version holds {problem}")
-
-
-def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    url = f"sqlite:///{tmp_path / 'usage.db'}"
-    _migrate.upgrade(url, "0004")
-
-    def ctrl_c(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):  # the migration is under way
-            signal.raise_signal(signal.SIGINT)
-
-    sqlalchemy_event.listen(Engine, "before_cursor_execute", ctrl_c)
-    try:
-        status, _, err = run_main(capsys, "db", "upgrade", "--url", url)
-    except KeyboardInterrupt:
-        pytest.fail("the interruption escaped the command (a traceback, and death by SIGINT)")
-    finally:
-        sqlalchemy_event.remove(Engine, "before_cursor_execute", ctrl_c)
-    assert (status, err) == (130, "autogen-reliability: error: interrupted\n")
-    assert _migrate.current_revision(url) == "0004"  # rolled back
 
 
 def test_the_ledger_defaults_to_the_configured_one(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
