@@ -882,13 +882,20 @@ def test_configure_refuses_a_spool_dir_that_is_a_file_or_under_one(
 def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_path: Path) -> None:
     file = tmp_path / "usage.db"
     file.write_text("")
+    assert _configure_in_a_new_process(tmp_path, {ENV_SPOOL_DIR: str(file)}) == [
+        f"{ENV_SPOOL_DIR} {file} is not a directory"
+    ]
+
+
+def _configure_in_a_new_process(tmp_path: Path, environment: dict[str, str], then: str = "") -> list[str]:
+    """What a new process prints: the error of its first ``configure()`` (variables are read then), then ``then``."""
     probe = (
         "from autogen_reliability import ConfigurationError, configure\n"
         "try:\n"
         "    configure()\n"
         "except ConfigurationError as error:\n"
         "    print(error)\n"
-    )
+    ) + then
     done = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,
@@ -896,10 +903,10 @@ def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_p
         timeout=120,
         check=False,
         cwd=tmp_path,
-        env={**os.environ, ENV_SPOOL_DIR: str(file)},
+        env={**os.environ, **environment},
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"{ENV_SPOOL_DIR} {file} is not a directory"]
+    return done.stdout.splitlines()
 
 
 async def test_a_later_configure_changes_only_what_it_names(
@@ -932,25 +939,12 @@ async def test_a_later_configure_changes_only_what_it_names(
 
 
 def test_a_url_from_the_environment_is_checked_and_named(tmp_path: Path) -> None:
-    probe = (
-        "from autogen_reliability import ConfigurationError, configure\n"
-        "try:\n"
-        "    configure()\n"
-        "except ConfigurationError as error:\n"
-        "    print(error)\n"
-        "print(configure(db_url='sqlite://').db_url)\n"  # a URL given wins over the variable's
+    printed = _configure_in_a_new_process(
+        tmp_path,
+        {ENV_DB_URL: "mysql://app:secret-pw@db/usage"},
+        then="print(configure(db_url='sqlite://').db_url)\n",  # a URL given wins over the variable's
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-        env={**os.environ, ENV_DB_URL: "mysql://app:secret-pw@db/usage"},
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    assert printed == [
         f"{ENV_DB_URL}: the usage store supports SQLite and PostgreSQL databases, not 'mysql'",
         "sqlite://",
     ]
