@@ -314,14 +314,14 @@ class RetryLayer(Layer):
             # Entered and left within the first step of this generator: the timer belongs to one task.
             async with _Deadline(self.deadline) as scope:
                 try:
-                    stream, first = await _open(call_next, request)
+                    stream, read = await _open(call_next, request)
                 except Exception as error:
                     first_error: Exception | None = error
                 else:
                     first_error = None
                 if first_error is not None:
                     run = _RetryRun(self, request, start)
-                    stream, first = await run.attempts(first_error, lambda: _open(call_next, request))
+                    stream, read = await run.attempts(first_error, lambda: _open(call_next, request))
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -330,11 +330,13 @@ class RetryLayer(Layer):
             out_of_time = False
         if out_of_time:
             raise self._out_of_time(run) from None
-        if first is None:
-            return  # an empty stream: nothing to hand on
         # From here on the consumer has output: errors propagate, never retried.
+        if stream is None:  # read to its end: buffered, or empty
+            for item in read:
+                yield item
+            return
         async with aclosing(stream):
-            yield first
+            yield read[0]
             async for item in stream:
                 yield item
 
@@ -355,18 +357,20 @@ class RetryLayer(Layer):
 
 async def _open(
     call_next: StreamHandler, request: Request
-) -> tuple[AsyncGenerator[StreamItem, None], StreamItem | None]:
-    """Starts a stream and waits for its first item (``None`` for an empty stream); closes it on failure.
+) -> tuple[AsyncGenerator[StreamItem, None] | None, list[StreamItem]]:
+    """Starts a stream and reads what must be read before anything is handed on; closes the stream on failure.
 
-    A buffered stream's first item is handed on only once the whole stream was read.
+    That is its first item, or all of a buffered stream. Returns the stream, still open, and the item read,
+    or ``None`` (the stream is over) and every item: none for an empty stream.
     """
     stream = call_next(request)
-    if request.buffered:
-        stream = _read_whole(stream)
     try:
-        return stream, await anext(stream)
+        if request.buffered:
+            async with aclosing(stream):
+                return None, [item async for item in stream]
+        return stream, [await anext(stream)]
     except StopAsyncIteration:
-        return stream, None
+        return None, []
     except BaseException:
         await stream.aclose()
         raise
