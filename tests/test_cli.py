@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
@@ -922,6 +923,52 @@ def test_a_version_table_that_is_not_ours_exits_1_with_one_line(
     connection.close()
     status, out, err = run_main(capsys, *command, f"sqlite:///{path}")
     assert_one_line_error(status, out, err, 1, f"sqlite:///{path}", f"ar_alembic_version holds {problem}")
+
+
+# The child pauses in the migration's first DDL statement, says so, and waits there to be interrupted. It
+# restores Python's Ctrl-C handler first: a job a non-interactive shell starts in the background (as CI runs
+# these tests) begins with SIGINT ignored, where a terminal's would not.
+_PAUSED_UPGRADE = """
+import signal, sys, time
+from pathlib import Path
+from sqlalchemy import Engine, event
+from autogen_reliability._cli import main
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+url, paused = sys.argv[1:]
+
+def pause(_connection, _cursor, statement, *_):
+    if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):
+        Path(paused).touch()
+        time.sleep(60)
+
+event.listen(Engine, "before_cursor_execute", pause)
+sys.exit(main(["db", "upgrade", "--url", url]))
+"""
+
+
+def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    _migrate.upgrade(url, "0004")
+    paused = tmp_path / "paused"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_UPGRADE, url, str(paused)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(600):
+            if paused.exists() or child.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        assert paused.exists(), f"the upgrade never reached a DDL statement: {child.communicate(timeout=10)}"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert (child.returncode, out, err) == (130, "", "autogen-reliability: error: interrupted\n")
+    assert _migrate.current_revision(url) == "0004"  # rolled back
 
 
 def test_the_ledger_defaults_to_the_configured_one(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
