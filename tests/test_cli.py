@@ -925,34 +925,39 @@ def test_a_version_table_that_is_not_ours_exits_1_with_one_line(
     assert_one_line_error(status, out, err, 1, f"sqlite:///{path}", f"ar_alembic_version holds {problem}")
 
 
-# The child pauses in the migration's first DDL statement, says so, and waits there to be interrupted. It
-# restores Python's Ctrl-C handler first: a job a non-interactive shell starts in the background (as CI runs
-# these tests) begins with SIGINT ignored, where a terminal's would not.
-_PAUSED_UPGRADE = """
-import signal, sys, time
+# The child runs a command, pauses in its statement matching PATTERN (after SKIP such), says so, and waits there to
+# be interrupted. It restores Python's Ctrl-C handler first: a job a non-interactive shell starts in the background
+# (as CI runs these tests) begins with SIGINT ignored, where a terminal's would not.
+_PAUSED_COMMAND = """
+import re, signal, sys, time
 from pathlib import Path
 from sqlalchemy import Engine, event
 from autogen_reliability._cli import main
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
-url, paused = sys.argv[1:]
+paused, pattern, skip, *argv = sys.argv[1:]
+seen = []
 
 def pause(_connection, _cursor, statement, *_):
-    if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP")):
+    if re.match(pattern, statement, re.DOTALL) and len(seen) == int(skip):
         Path(paused).touch()
         time.sleep(60)
+    elif re.match(pattern, statement, re.DOTALL):
+        seen.append(statement)
 
 event.listen(Engine, "before_cursor_execute", pause)
-sys.exit(main(["db", "upgrade", "--url", url]))
+sys.exit(main(argv))
 """
 
 
-def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'usage.db'}"
-    _migrate.upgrade(url, "0004")
+def ctrl_c(tmp_path: Path, pattern: str, *argv: str, skip: int = 0, check: Callable[[], object] | None = None) -> None:
+    """Runs ``argv`` in a child, sends it SIGINT while paused in a statement; expects one line and exit status 130.
+
+    ``check`` runs while the child is paused: what must hold mid-command, for the interruption to test anything.
+    """
     paused = tmp_path / "paused"
     child = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_UPGRADE, url, str(paused)],
+        [sys.executable, "-c", _PAUSED_COMMAND, str(paused), pattern, str(skip), *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -962,13 +967,47 @@ def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(tm
             if paused.exists() or child.poll() is not None:
                 break
             threading.Event().wait(0.1)
-        assert paused.exists(), f"the upgrade never reached a DDL statement: {child.communicate(timeout=10)}"
+        assert paused.exists(), f"the command never reached its statement: {child.communicate(timeout=10)}"
+        assert check is None or check(), "paused too early: nothing under way to interrupt"
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=60)
     finally:
         child.kill()
     assert (child.returncode, out, err) == (130, "", "autogen-reliability: error: interrupted\n")
+
+
+def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    _migrate.upgrade(url, "0004")
+    ctrl_c(tmp_path, r"\s*(CREATE|ALTER|DROP)", "db", "upgrade", "--url", url)
     assert _migrate.current_revision(url) == "0004"  # rolled back
+
+
+def test_ctrl_c_during_export_leaves_no_file_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url) as store:
+        store.write(sample_events())
+    out = tmp_path / "out.jsonl"
+
+    def partial() -> list[Path]:
+        return list(tmp_path.glob(".out.jsonl.*.part"))
+
+    ctrl_c(tmp_path, r"\s*SELECT .*FROM ar_usage_records", "export", "--project", PROJECT, "--out", str(out),
+           "--db", url, check=partial)  # fmt: skip
+    assert not out.exists()
+    assert partial() == []
+
+
+def test_ctrl_c_during_cleanup_keeps_the_batches_it_committed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    old = datetime.now(UTC) - timedelta(days=100)
+    with UsageStore(url) as store:
+        store.write([event(old + timedelta(seconds=i)) for i in range(20)])
+    # Paused in the second batch's delete: the first batch of 5 went, the second is rolled back.
+    ctrl_c(tmp_path, r"\s*DELETE FROM ar_usage_records", "cleanup", "--older-than", "30d", "--batch-size", "5",
+           "--db", url, skip=1)  # fmt: skip
+    with UsageStore(url) as store:
+        assert store.count() == 15
 
 
 def test_the_ledger_defaults_to_the_configured_one(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
