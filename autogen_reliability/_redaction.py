@@ -24,12 +24,16 @@ import sys
 import threading
 import traceback
 from collections.abc import Mapping
+from dataclasses import fields
 from enum import Enum
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .providers import loaded_module
 
-__all__ = ["log_failure", "quoted", "redact", "redacted_error", "remember_secret"]
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+__all__ = ["log_failure", "masked_repr", "quoted", "redact", "redacted_error", "remember_secret"]
 
 DEFAULT_LIMIT: Final = 2000
 QUOTED_LIMIT: Final = 40
@@ -145,6 +149,20 @@ def quoted(text: str) -> str:
     # Hidden before it is cut, so that a key across the cut is not shown in part; the first cut
     # (far longer than any key) only bounds the work for a value of megabytes.
     return repr(redact(text[: QUOTED_LIMIT * 10], limit=QUOTED_LIMIT))
+
+
+def masked_repr(instance: DataclassInstance, **masked: str) -> str:
+    """The repr a dataclass writes for ``instance``, with each field named in ``masked`` shown as that text instead.
+
+    For configuration that holds a database URL: the object keeps the password to connect with, its repr
+    (and so every log line and error that shows the object) shows the URL as ``masked_url`` writes it.
+    """
+    shown = (
+        f"{option.name}={masked[option.name] if option.name in masked else getattr(instance, option.name)!r}"
+        for option in fields(instance)
+        if option.repr
+    )
+    return f"{type(instance).__qualname__}({', '.join(shown)})"
 
 
 # A copy keeps long bodies whole (a log line's limit is for log lines), but not without end.

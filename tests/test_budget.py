@@ -727,3 +727,29 @@ def test_a_store_url_is_dumped_without_its_password(url: str, dumped: str) -> No
 def _no_default_budget_leaks() -> Iterator[None]:
     yield
     assert configure().budget is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://app:s3cret@db.example/usage", "postgresql+psycopg://app:***@db.example/usage"),
+        (
+            "postgresql+psycopg://app@db.example/usage?password=s3cret",
+            "postgresql+psycopg://app@db.example/usage?password=***",
+        ),
+    ],
+)
+def test_the_repr_of_a_policy_hides_the_store_urls_password(
+    url: str, shown: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = BudgetPolicy(limit_usd=1, store=url)
+    with caplog.at_level(logging.INFO, logger="autogen_reliability"):
+        logging.getLogger("autogen_reliability").info("budget %s", policy)
+    for text in (repr(policy), str(policy), caplog.text):
+        assert "s3cret" not in text
+        assert f"store={shown!r}" in text
+    assert policy.store == url  # the policy still reads the database it was given
+    assert repr(BudgetPolicy(limit_usd="2.5", period=None)) == (
+        "BudgetPolicy(limit_usd=Decimal('2.5'), period=None, scope='project', on_exceed='raise', "
+        "alert_at=(Decimal('0.5'), Decimal('0.8')), on_alert=None, refresh=5.0, store=None)"
+    )

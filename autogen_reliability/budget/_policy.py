@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from .._errors import ConfigurationError, config_options, describe_budget_key, describe_period, format_usd
+from .._redaction import masked_repr
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -250,6 +251,14 @@ class BudgetPolicy:
                 raise ConfigurationError(
                     f"{name} must be hashable (a function or a method is), got {type(getattr(self, name)).__name__}"
                 ) from None
+
+    def __repr__(self) -> str:
+        # A store URL is shown as to_config() writes it: the password masked. A UsageStore's repr masks its own.
+        if not isinstance(self.store, str):
+            return masked_repr(self)
+        from ..storage._engine import masked_url  # noqa: PLC0415  # loaded already: the policy checked the URL
+
+        return masked_repr(self, store=masked_url(self.store))
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict that :meth:`from_config` turns back into this policy.

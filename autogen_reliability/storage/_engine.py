@@ -18,6 +18,7 @@ from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
 
 from .._errors import ConfigurationError
+from .._redaction import redact
 
 __all__ = [
     "POSTGRESQL_CONNECT_TIMEOUT_S",
@@ -84,9 +85,19 @@ def url_secrets(url: URL) -> list[str]:
     return found
 
 
-def masked_url(url: URL) -> str:
-    """``url`` as text to show: its password, and any query parameter that can carry a secret, as ``***``."""
-    return _SECRET_QUERY_VALUE.sub(r"\1***", url.render_as_string(hide_password=True))
+def masked_url(url: str | URL) -> str:
+    """``url`` as text to show: its password, and any query parameter that can carry a secret, as ``***``.
+
+    Never raises: a string that is not a URL SQLAlchemy parses is shown through :func:`redact`.
+    """
+    if isinstance(url, str):
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):  # as check_database_url() refuses it; a repr must still show something
+            return redact(url)
+    else:
+        parsed = url
+    return _SECRET_QUERY_VALUE.sub(r"\1***", parsed.render_as_string(hide_password=True))
 
 
 def error_line(error: Exception, secrets: list[str]) -> str:
