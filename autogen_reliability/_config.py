@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final, Never
 
 from ._errors import ConfigurationError
+from ._redaction import masked_repr
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder, check_spool_dir
 from .budget._policy import BudgetPolicy
@@ -58,6 +59,12 @@ class AccountingSettings:
     content_limit: int = DEFAULT_CONTENT_LIMIT
     spool_dir: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "autogen_reliability" / "spool")
     budget: BudgetPolicy | None = None
+
+    def __repr__(self) -> str:
+        # The URL is kept whole, to connect with; shown, as in every log line that shows the settings, masked.
+        from .storage._engine import masked_url  # noqa: PLC0415  # SQLAlchemy loads when it is needed, not at import
+
+        return masked_repr(self, db_url=masked_url(self.db_url))
 
 
 def from_env() -> dict[str, str]:

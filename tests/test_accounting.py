@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -14,6 +16,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from genai_prices import Usage, calc_price
 
 from autogen_reliability import (
+    BudgetPolicy,
     RetriesExhaustedError,
     RetryPolicy,
     ValidationPolicy,
@@ -21,6 +24,7 @@ from autogen_reliability import (
     reliable,
     usage_scope,
 )
+from autogen_reliability._config import AccountingSettings
 from autogen_reliability._config import settings as accounting_settings
 from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.storage import UsageStore
@@ -339,3 +343,24 @@ async def test_every_field_of_an_attempts_row_holds_what_the_attempt_said(
     )
     assert (dict(answered.sanitizer_changes), answered.validation_errors) == ({"ansi": 1}, 0)
     assert answered.response_content == "hello \x1b[31mthere"  # what the provider answered, as it was billed
+
+
+def test_the_repr_of_the_settings_hides_the_databases_password(caplog: pytest.LogCaptureFixture) -> None:
+    url = "postgresql+psycopg://app:s3cret@db.example/usage"
+    current = replace(accounting_settings(), db_url=url, budget=BudgetPolicy(limit_usd=1, store=url))
+    with caplog.at_level(logging.INFO, logger="autogen_reliability"):
+        logging.getLogger("autogen_reliability").info("accounting settings: %s", current)
+    for text in (repr(current), caplog.text):
+        assert "s3cret" not in text
+        assert "db_url='postgresql+psycopg://app:***@db.example/usage'" in text
+        assert "store='postgresql+psycopg://app:***@db.example/usage'" in text
+    assert current.db_url == url  # the recorder connects with the password
+    # A URL SQLAlchemy cannot parse (configure() refuses it; the class alone does not) is still shown masked.
+    unparsed = repr(AccountingSettings(db_url="postgresql://app:s3cret@db.example:port/usage"))
+    assert "db_url='postgresql://app:[REDACTED]@db.example:port/usage'" in unparsed
+    pricing = PricingTable()
+    plain = AccountingSettings(db_url="sqlite:///usage.db", pricing=pricing, spool_dir=Path("spool"))
+    assert repr(plain) == (
+        f"AccountingSettings(db_url='sqlite:///usage.db', pricing={pricing!r}, capture_content=False, "
+        "content_limit=10000, spool_dir=PosixPath('spool'), budget=None)"
+    )
