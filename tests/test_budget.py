@@ -587,6 +587,12 @@ class UnhashableHook:
         ({"limit_usd": True}, "limit_usd must be a number of USD"),
         ({"limit_usd": None}, "limit_usd must be a Decimal, an int or a decimal string"),
         ({"limit_usd": "0.0000000001"}, "at most 9 decimal places"),
+        # Refused before the conversion to nano-USD, which would hang on such exponents.
+        ({"limit_usd": "1e-999999999"}, "at most 9 decimal places"),
+        ({"limit_usd": "1000000000000.000000001"}, r"limit_usd must be at most 1,000,000,000,000 USD"),
+        ({"limit_usd": 10**400}, r"USD \(a limit above it stops nothing\), got 1.000000e\+400"),
+        ({"limit_usd": Decimal("1e999999999")}, "at most 1,000,000,000,000 USD"),
+        ({"limit_usd": 1e300}, "at most 1,000,000,000,000 USD"),
         ({"limit_usd": 1, "period": "year"}, "period must be 'day', 'week', 'month' or None"),
         ({"limit_usd": 1, "scope": "team"}, "scope must be 'project', 'session' or 'agent'"),
         ({"limit_usd": 1, "on_exceed": "stop"}, "on_exceed must be 'raise' or 'warn'"),
@@ -616,6 +622,9 @@ def test_money_is_kept_exact() -> None:
     assert BudgetPolicy(limit_usd=0.1).limit_usd == Decimal("0.1")  # what was written, not 0.1000000000000000055...
     assert BudgetPolicy(limit_usd="12.50").limit_usd == Decimal("12.50")
     assert BudgetPolicy(limit_usd=3).limit_nanousd == 3 * 10**9
+    assert BudgetPolicy(limit_usd="1e12").limit_nanousd == 10**21  # the largest limit there is
+    assert BudgetPolicy(limit_usd="1E-9").limit_nanousd == 1
+    assert BudgetPolicy(limit_usd=Decimal("1000e-12")).limit_nanousd == 1
     policy = BudgetPolicy(limit_usd="0.000000003", alert_at=(0.5,))
     assert policy.alert_nanousd == (2,)  # spent >= 1.5 nano-USD is spent >= 2
     assert BudgetPolicy(limit_usd=1, alert_at=["0.25", Decimal("0.75")]).alert_at == (Decimal("0.25"), Decimal("0.75"))

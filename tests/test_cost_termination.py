@@ -332,8 +332,8 @@ def test_the_limit_is_exact(given: Any, exact: str) -> None:
 @pytest.mark.parametrize(
     ("arguments", "reason"),
     [
-        ({"max_cost_usd": 0}, "more than 0"),
-        ({"max_cost_usd": "-0.01"}, "more than 0"),
+        ({"max_cost_usd": 0}, "max_cost_usd must be above zero"),
+        ({"max_cost_usd": "-0.01"}, "above zero"),
         ({"max_cost_usd": "ten dollars"}, "an amount in USD"),
         ({"max_cost_usd": "NaN"}, "finite"),
         ({"max_cost_usd": float("inf")}, "finite"),
@@ -343,6 +343,8 @@ def test_the_limit_is_exact(given: Any, exact: str) -> None:
         ({"max_cost_usd": "0.0000000001"}, "nano-USD"),
         ({"max_cost_usd": "1.0000000001"}, "nano-USD"),
         ({"max_cost_usd": "1e99"}, "at most 1,000,000,000,000 USD"),
+        ({"max_cost_usd": 10**400}, "at most 1,000,000,000,000 USD"),
+        ({"max_cost_usd": "1e-999999999"}, "nano-USD"),  # refused at once: the conversion would hang
         ({"max_cost_usd": 1, "agents": "bob"}, "collection of agent names"),
         ({"max_cost_usd": 1, "agents": []}, "at least one agent"),
         ({"max_cost_usd": 1, "agents": ["bob", " "]}, "agents: agent must not be empty"),
@@ -360,7 +362,7 @@ def test_invalid_arguments_are_refused_at_construction(arguments: dict[str, Any]
 def test_an_invalid_config_is_refused_when_loaded() -> None:
     model = CostTermination(1).dump_component().model_dump()
     model["config"]["max_cost_usd"] = "-5"
-    with pytest.raises(ConfigurationError, match="more than 0"):
+    with pytest.raises(ConfigurationError, match="max_cost_usd must be above zero"):
         TerminationCondition.load_component(model)
 
 

@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from .._errors import ConfigurationError, config_options, describe_budget_key, describe_period, format_usd
-from .._redaction import masked_repr
+from .._redaction import QUOTED_LIMIT, masked_repr
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     from ..storage._store import UsageStore
 
 __all__ = [
+    "MAX_LIMIT_USD",
     "BudgetAlert",
     "BudgetPolicy",
     "Period",
     "Scope",
     "exact_decimal",
+    "limit_nanousd",
     "log_budget_alert",
     "period_bounds",
     "whole_nanousd",
@@ -47,6 +49,9 @@ Period = Literal["day", "week", "month"]
 Scope = Literal["project", "session", "agent"]
 OnExceed = Literal["raise", "warn"]
 
+MAX_LIMIT_USD: Final = Decimal(10**12)
+"""The largest spending limit (a budget's, a ``CostTermination``'s): above it a limit stops nothing, so one
+is a typo ("1e99"), and refusing it keeps a number of a billion digits away from the nano-USD conversion."""
 DEFAULT_REFRESH: Final = 5.0
 MAX_REFRESH: Final = 3600.0
 _PERIODS: Final = (*get_args(Period), None)
@@ -81,14 +86,47 @@ def whole_nanousd(usd: Decimal) -> int | None:
     """``usd`` (finite) as a whole number of nano-USD, the ledger's unit; None when it is finer than that.
 
     In integers, not in a decimal context that could round: the amount is coefficient x 10^exponent USD.
+    The caller bounds the amount from above (:data:`MAX_LIMIT_USD`): ``1e999999999`` has a billion digits.
     """
     sign, digits, exponent = usd.as_tuple()
     coefficient, shift = int("".join(map(str, digits))), int(exponent) + 9
+    if -shift > len(digits):
+        # Fewer digits than the division removes: a fraction of a nano-USD, or zero. Decided here, since
+        # 10 ** 999999990 (for "1e-999999999") would take minutes to compute.
+        return None if coefficient else 0
     scale: int = 10 ** abs(shift)
     if shift < 0 and coefficient % scale:
         return None
     scaled = coefficient * scale if shift >= 0 else coefficient // scale
     return -scaled if sign else scaled
+
+
+def limit_nanousd(name: str, value: object) -> tuple[Decimal, int]:
+    """``value``, a spending limit in USD, as an exact Decimal and as its whole number of nano-USD.
+
+    Raises:
+        ConfigurationError: ``value`` is not a finite decimal number, is not above zero, is above
+            :data:`MAX_LIMIT_USD`, or is finer than a nano-USD; the message names ``name``.
+    """
+    limit = exact_decimal(name, value)
+    if limit <= 0:
+        raise ConfigurationError(f"{name} must be above zero, got {_amount(limit)}")
+    if limit > MAX_LIMIT_USD:  # before the conversion, which takes a number's every digit
+        raise ConfigurationError(
+            f"{name} must be at most {MAX_LIMIT_USD:,} USD (a limit above it stops nothing), got {_amount(limit)}"
+        )
+    nanousd = whole_nanousd(limit)
+    if nanousd is None:
+        raise ConfigurationError(
+            f"{name} may have at most 9 decimal places (the ledger counts nano-USD), got {_amount(limit)}"
+        )
+    return limit, nanousd
+
+
+def _amount(number: Decimal) -> str:
+    """``number`` as written, or in scientific notation when that is longer than an error should quote."""
+    text = str(number)
+    return text if len(text) <= QUOTED_LIMIT else f"{number:.6e}"
 
 
 def _seconds(name: str, value: object) -> float:
@@ -153,8 +191,9 @@ class BudgetPolicy:
     Args:
         limit_usd: The limit in USD: a ``Decimal``, an ``int`` or a decimal string
             (``"12.50"``); a ``float`` is taken as the decimal it prints as
-            (``12.5`` is ``Decimal("12.5")``). Above zero, at most 9 decimal places
-            (the ledger counts nano-USD). Kept as a ``Decimal``.
+            (``12.5`` is ``Decimal("12.5")``). Above zero, at most 1,000,000,000,000
+            (:data:`MAX_LIMIT_USD`), at most 9 decimal places (the ledger counts
+            nano-USD). Kept as a ``Decimal``.
         period: ``"day"`` (from midnight UTC), ``"week"`` (from Monday, UTC),
             ``"month"`` (from the first, UTC), or ``None``: all time.
         scope: What the budget is kept per: ``"project"``, ``"session"`` or
@@ -207,14 +246,7 @@ class BudgetPolicy:
     refresh_seconds: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        limit = exact_decimal("limit_usd", self.limit_usd)
-        if limit <= 0:
-            raise ConfigurationError(f"limit_usd must be above zero, got {limit}")
-        nanousd = whole_nanousd(limit)
-        if nanousd is None:
-            raise ConfigurationError(
-                f"limit_usd may have at most 9 decimal places (the ledger counts nano-USD), got {limit}"
-            )
+        limit, nanousd = limit_nanousd("limit_usd", self.limit_usd)
         object.__setattr__(self, "limit_usd", limit)
         object.__setattr__(self, "limit_nanousd", nanousd)
         if self.period not in _PERIODS:

@@ -59,7 +59,7 @@ from pydantic import BaseModel, ConfigDict
 from .._context import Attribution, current_attribution
 from .._errors import ConfigurationError
 from ..accounting import UsageEvent, UsageRecorder, _feed
-from ._policy import exact_decimal, whole_nanousd
+from ._policy import limit_nanousd
 
 __all__ = ["CostTermination", "CostTerminationConfig"]
 
@@ -67,8 +67,7 @@ logger = logging.getLogger("autogen_reliability")
 
 OnUnpriced = Literal["warn", "stop"]
 
-_MAX_LIMIT_USD: Final = 10**12  # above it the limit stops nothing; a typo such as "1e99" is refused
-_EXACT: Final = Context(prec=60)  # exact for every amount below the cap, to the nano-USD
+_EXACT: Final = Context(prec=60)  # exact for every amount below the cap (MAX_LIMIT_USD), to the nano-USD
 _MAX_EARLY_KEYS: Final = 1024
 """Distinct attributions kept between arming and a run's first check; the oldest are dropped beyond it.
 
@@ -91,22 +90,6 @@ class CostTerminationConfig(BaseModel):
     session: str | None = None
     agents: list[str] | None = None
     on_unpriced: OnUnpriced = "warn"
-
-
-def _limit(value: object) -> tuple[Decimal, int]:
-    """``max_cost_usd`` as an exact Decimal and as its whole number of nano-USD."""
-    # A float is read by its repr (0.1 is 0.1, not 0.1000000000000000055...), as price overrides are.
-    limit = exact_decimal("max_cost_usd", value)
-    if limit <= 0:
-        raise ConfigurationError(f"max_cost_usd must be more than 0, got {value!r}")
-    if limit > _MAX_LIMIT_USD:
-        raise ConfigurationError(f"max_cost_usd must be at most {_MAX_LIMIT_USD:,} USD, got {value!r}")
-    nanousd = whole_nanousd(limit)
-    if nanousd is None:
-        raise ConfigurationError(
-            f"max_cost_usd {value!r} is finer than the ledger's unit of 0.000000001 USD (nano-USD)"
-        )
-    return limit, nanousd
 
 
 def _agents(value: object) -> tuple[str, ...] | None:
@@ -263,8 +246,8 @@ class CostTermination(TerminationCondition, Component[CostTerminationConfig]):
 
     Args:
         max_cost_usd: The limit in USD, as a Decimal, int, decimal string, or float
-            (read by its repr: ``0.1`` is 0.1). More than 0, and a whole number of
-            nano-USD (at most 9 decimal places).
+            (read by its repr: ``0.1`` is 0.1). Above zero, at most 1,000,000,000,000,
+            and a whole number of nano-USD (at most 9 decimal places).
         project: Count only calls attributed to this project (instead of the scope's).
         session: Count only calls attributed to this session (instead of the scope's).
         agents: Count only calls made by these agents (by name).
@@ -292,7 +275,8 @@ class CostTermination(TerminationCondition, Component[CostTerminationConfig]):
         agents: Collection[str] | None = None,
         on_unpriced: OnUnpriced = "warn",
     ) -> None:
-        self._limit, self._limit_nanousd = _limit(max_cost_usd)
+        # A float is read by its repr (0.1 is 0.1, not 0.1000000000000000055...), as a budget's limit is.
+        self._limit, self._limit_nanousd = limit_nanousd("max_cost_usd", max_cost_usd)
         self._filter = Attribution(project=project, session=session)
         self._agents = _agents(agents)
         if on_unpriced not in ("warn", "stop"):
