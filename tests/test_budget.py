@@ -29,18 +29,23 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from sqlalchemy import event
 
 from autogen_reliability import (
+    AttemptEvent,
     BudgetAlert,
     BudgetExceededError,
     BudgetPolicy,
+    CircuitBreakerPolicy,
     ConfigurationError,
+    ErrorKind,
     ReliabilityError,
     ReliableChatCompletionClient,
+    RetryPolicy,
     configure,
     reliable,
     usage_scope,
 )
 from autogen_reliability.accounting import PricingTable, UsageEvent, UsageRecorder
 from autogen_reliability.budget._tracker import tracker_for
+from autogen_reliability.retry._circuit import breaker_for
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
@@ -170,6 +175,34 @@ async def test_a_streamed_call_is_refused_too(
     with pytest.raises(BudgetExceededError, match=r"\$1\.00 spent of \$1\.00"):
         await consume(client)
     assert dollars.request_count == 1
+
+
+async def test_a_refusal_from_the_wrapped_client_is_not_retried_sent_to_a_fallback_or_counted_by_the_breaker(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    budgeted = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=1, period=None), project="acme")
+    await budgeted.create(HI)  # the budget is spent
+    # A wrapper around it that retries every kind a policy may (UNKNOWN too), with a fallback and a
+    # breaker that opens after two failures: a refusal is none of these, the spend would go on elsewhere.
+    retry_on = {ErrorKind.UNKNOWN, ErrorKind.INVALID_RESPONSE, ErrorKind.CONTENT_FILTER, ErrorKind.RATE_LIMIT}
+    circuit = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=60)
+    attempts: list[AttemptEvent] = []
+    outer = ReliableChatCompletionClient(
+        budgeted,
+        retry=RetryPolicy(max_attempts=3, initial_delay=0, retry_on=frozenset(retry_on)),
+        circuit=circuit,
+        fallbacks=[make_openai_client(model="gpt-4.1")],
+        track_usage=False,
+        on_attempt=attempts.append,
+    )
+    for _ in range(2):
+        with pytest.raises(BudgetExceededError, match=r"\$1\.00 spent of \$1\.00"):
+            await outer.create(HI)
+    with pytest.raises(BudgetExceededError):
+        await consume(outer)
+    assert dollars.request_count == 1  # the first call's, before the budget was spent
+    assert [type(attempt.error) for attempt in attempts] == [BudgetExceededError] * 3  # one attempt per call
+    assert breaker_for(budgeted, circuit).state == "closed"
 
 
 async def test_spend_another_process_wrote_to_the_ledger_counts(

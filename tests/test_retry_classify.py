@@ -16,6 +16,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 from types import ModuleType
 from typing import Any
@@ -29,6 +30,7 @@ import pydantic
 import pytest
 from autogen_core.models import UserMessage
 
+from autogen_reliability import BudgetExceededError
 from autogen_reliability.retry._classify import (
     NEVER_RETRIED,
     RETRYABLE_BY_DEFAULT,
@@ -937,6 +939,18 @@ def _openai_rate_limit() -> openai.RateLimitError:
     return openai.RateLimitError("Error code: 429", response=httpx2.Response(429, request=request), body=body)
 
 
+def _budget_exceeded() -> BudgetExceededError:
+    return BudgetExceededError(
+        scope="project",
+        key="acme",
+        project="acme",
+        period=None,
+        period_start=None,
+        limit_usd=Decimal(1),
+        spent_usd=Decimal(1),
+    )
+
+
 def _cycle() -> BaseException:
     first, second = _Unknown("a"), _Unknown("b")
     first.__cause__, second.__cause__ = second, first
@@ -960,6 +974,11 @@ def _cycle() -> BaseException:
         pytest.param(_chain_of(5, TimeoutError()), K.TIMEOUT, id="cause-5-deep"),
         pytest.param(_chain_of(6, TimeoutError()), K.UNKNOWN, id="cause-too-deep"),
         pytest.param(_cycle(), K.UNKNOWN, id="cause-cycle"),
+        # A budget refused the call (in a client this one wraps): retrying or another client would spend on.
+        pytest.param(_budget_exceeded(), K.PERMISSION, id="BudgetExceededError"),
+        pytest.param(
+            _chained(_Unknown("wrapped"), _budget_exceeded()), K.PERMISSION, id="cause-is-BudgetExceededError"
+        ),
         # The wrapper's kind wins over its cause's.
         pytest.param(_chained(TimeoutError(), ConnectionResetError()), K.TIMEOUT, id="outer-wins"),
         # AutoGen teams re-raise provider errors as RuntimeError("RateLimitError: Error code: 429 ...")

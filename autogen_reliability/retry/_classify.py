@@ -56,6 +56,8 @@ Exceptions, checked in this order (most specific first within an SDK):
     =================================================  ==========================
     any ``BaseException`` that is not an ``Exception``  CANCELLED
     (``asyncio.CancelledError``, ``KeyboardInterrupt``)
+    ``BudgetExceededError`` (a wrapped client's        PERMISSION
+    budget refused the call)
     ``openai.APITimeoutError``                         TIMEOUT
     ``openai.APIConnectionError``                      CONNECTION
     ``openai.APIResponseValidationError``              INVALID_RESPONSE
@@ -106,7 +108,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
-from .._errors import ErrorKind, ResponseValidationError, RetriesExhaustedError
+from .._errors import BudgetExceededError, ErrorKind, ResponseValidationError, RetriesExhaustedError
 from ..providers import loaded_class, loaded_module
 
 __all__ = [
@@ -389,9 +391,13 @@ def _classify_one(exc: BaseException) -> ErrorKind:
 
 
 def _classify_own(exc: BaseException) -> ErrorKind | None:
-    """This library's errors that stand for a provider's failure."""
+    """This library's errors that stand for a provider's failure, and a budget's refusal."""
     if isinstance(exc, ResponseValidationError):
         return ErrorKind.INVALID_RESPONSE
+    if isinstance(exc, BudgetExceededError):
+        # From a budgeted client this one wraps: like a provider's "out of credit", a person has to act. A retry,
+        # a fallback (spending elsewhere what the budget refused) or a breaker counting it would defy the budget.
+        return ErrorKind.PERMISSION
     if isinstance(exc, RetriesExhaustedError) and exc.kinds:
         return exc.kinds[-1]
     return None
