@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
@@ -108,16 +108,24 @@ class ConfigurationError(ReliabilityError, ValueError):
 def config_options(owner: type[DataclassInstance], config: object) -> dict[str, Any]:
     """``config``, a policy's ``from_config`` mapping, as keyword arguments of the dataclass ``owner``.
 
-    A misspelt option is refused by name, with the options there are, rather than left to the
-    ``TypeError`` of an unexpected keyword.
+    A misspelt option is refused by name, with the options there are, and a missing one is named, rather
+    than left to the ``TypeError`` of an unexpected keyword or of a missing argument.
     """
     name = owner.__name__
     if not isinstance(config, Mapping):
         raise ConfigurationError(f"a {name} config must be a mapping, not {type(config).__name__}")
-    known = sorted(option.name for option in fields(owner) if option.init)
+    options = [option for option in fields(owner) if option.init]
+    known = sorted(option.name for option in options)
     unknown = sorted(str(key) for key in config if key not in known)
     if unknown:
         raise ConfigurationError(f"unknown {name} option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    missing = [
+        option.name
+        for option in options
+        if option.name not in config and option.default is MISSING and option.default_factory is MISSING
+    ]
+    if missing:
+        raise ConfigurationError(f"a {name} config needs {', '.join(missing)}")
     return dict(config)
 
 

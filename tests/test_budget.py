@@ -741,6 +741,15 @@ def test_the_budget_round_trips_as_a_component(ledger: Ledger, tmp_path: Path) -
 def test_from_config_refuses_unknown_options() -> None:
     with pytest.raises(ConfigurationError, match=r"unknown BudgetPolicy option\(s\) limit; known: .*limit_usd"):
         BudgetPolicy.from_config({"limit": "1.00"})
+    with pytest.raises(ConfigurationError, match=r"^a BudgetPolicy config needs limit_usd$"):
+        BudgetPolicy.from_config({"period": "day"})
+    with pytest.raises(ConfigurationError, match=r"^a BudgetPolicy config needs limit_usd$"):
+        BudgetPolicy.from_config({})
+    # As a wrapper's dumped budget, loaded with the wrapper.
+    dumped = reliable(replay(), budget=BudgetPolicy(limit_usd=1)).dump_component().model_dump(mode="json")
+    del dumped["config"]["budget"]["limit_usd"]
+    with pytest.raises(ConfigurationError, match=r"^a BudgetPolicy config needs limit_usd$"):
+        ChatCompletionClient.load_component(dumped)
     with pytest.raises(ConfigurationError, match="a BudgetPolicy config must be a mapping, not str"):
         BudgetPolicy.from_config("1.00")  # type: ignore[arg-type]
 
