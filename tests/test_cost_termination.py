@@ -366,6 +366,24 @@ def test_an_invalid_config_is_refused_when_loaded() -> None:
         TerminationCondition.load_component(model)
 
 
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"max_cost_usd": 5}, r"^a CostTermination config is invalid: max_cost_usd: Input should be a valid string$"),
+        ({"max_cost_usd": "1e999999999"}, "max_cost_usd must be at most 1,000,000,000,000 USD"),
+        ({}, r"^a CostTermination config is invalid: max_cost_usd: Field required$"),
+        ({"max_cost_usd": "1", "limit": "2"}, r"^a CostTermination config is invalid: limit: Extra inputs are not"),
+        ({"max_cost_usd": "1", "agents": "bob"}, r"^a CostTermination config is invalid: agents: Input should be"),
+    ],
+)
+def test_a_config_of_the_wrong_shape_is_a_configuration_error(config: dict[str, Any], reason: str) -> None:
+    model = CostTermination(1).dump_component().model_dump()
+    model["config"] = config
+    with pytest.raises(ConfigurationError, match=reason) as refused:
+        TerminationCondition.load_component(model)
+    assert refused.value.__cause__ is None  # pydantic's error repeats the values it was given
+
+
 def _event(session: str, nanousd: int | None) -> UsageEvent:
     return UsageEvent(
         call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0, session=session,
