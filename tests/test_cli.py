@@ -635,6 +635,43 @@ def test_iter_events_checks_its_arguments_when_called(tmp_path: Path) -> None:
             store.sessions(until=datetime(2025, 5, 1))
 
 
+# Past what fetchmany() takes on SQLite (a C int), past a 64-bit integer (LIMIT, OFFSET), and far past.
+HUGE_COUNTS = (2**31, 2**63 - 1, 2**63, 10**20)
+
+
+def test_a_count_beyond_what_the_database_takes_means_all_of_them(ledger: tuple[str, list[UsageEvent]]) -> None:
+    url, events = ledger
+    now = datetime.now(UTC)
+    with UsageStore(url, create=False) as store:
+        every = store.events()
+        sessions, top = store.sessions(), store.report(top=100).top_sessions
+        for count in HUGE_COUNTS:
+            assert list(store.iter_events(batch_size=count)) == every, count
+            assert store.sessions(limit=count) == sessions, count
+            assert store.report(top=count).top_sessions == top, count
+        # Every old row goes, in one batch.
+        assert store.delete_older_than(now - timedelta(days=90), batch_size=10**20).records == 2
+        assert store.count() == len(events) - 2
+
+
+@pytest.mark.parametrize("count", [str(count) for count in HUGE_COUNTS])
+def test_a_count_option_beyond_what_the_database_takes_means_all_of_them(
+    count: str, ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = ledger
+    status, out, err = run_main(
+        capsys, "sessions", "--project", PROJECT, "--format", "json", "--limit", count, "--db", url
+    )
+    assert (status, err) == (0, "")
+    assert len(json.loads(out)) == 5  # every session of the project
+    status, out, err = run_main(capsys, "report", "--top", count, "--format", "json", "--db", url)
+    assert (status, err) == (0, "")
+    assert len(json.loads(out)["top_sessions"]) == 6  # every session of the ledger
+    status, out, err = run_main(capsys, "cleanup", "--older-than", "90d", "--batch-size", count, "--db", url)
+    assert (status, err) == (0, "")
+    assert ": removed 2 usage rows and 2 captured contents, " in out
+
+
 def test_cleanup_removes_exactly_the_old_rows_and_their_content(
     ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -198,6 +198,14 @@ _W_ATTEMPTS, _W_TOKENS, _W_COST, _W_PRICED = range(4)
 _SUMS_LENGTH: Final = 10 + 4 * len(WASTE_OUTCOMES)
 
 
+MOST_ROWS: Final = 2**63 - 1
+"""The most rows a ``LIMIT`` or ``OFFSET`` can name: a signed 64-bit integer on SQLite and PostgreSQL alike.
+
+Past it SQLite's driver raises ``OverflowError``; a count above it (``top``, ``limit``, ``batch_size``) is
+taken as this one, which is every row there can be.
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
     """The checked arguments of a report."""
@@ -275,7 +283,7 @@ def _check_spec(
         agent=check_filter("agent", agent),
         tags=checked_tags,
     )
-    return _Spec(filters, check_group_by(group_by), top)
+    return _Spec(filters, check_group_by(group_by), min(top, MOST_ROWS))
 
 
 def check_filter(name: str, value: object) -> str | None:

@@ -42,7 +42,7 @@ from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_file_missing
 from ._models import VERSION_TABLE
-from ._report import build_report, check_filter
+from ._report import MOST_ROWS, build_report, check_filter
 from ._retention import RetentionResult
 from ._sessions import SessionSummary
 
@@ -61,6 +61,8 @@ _RECORDS: Final = _bulk.RECORDS
 _CONTENT: Final = _bulk.CONTENT
 _EVENT_ID: Final = ROW_FIELDS.index("event_id")
 _INSERT_TRIES: Final = 5
+# The most rows one fetch of iter_events asks for: sqlite3's fetchmany() takes a C int (OverflowError past it).
+_MOST_FETCHED: Final = 2**31 - 1
 
 
 class _SomeWereStored(Exception):
@@ -403,7 +405,7 @@ class UsageStore:
             group_by: The columns of ``breakdown``, any of ``project``, ``session``, ``agent``,
                 ``model``, ``provider``, ``day``, ``week`` (its Monday), ``outcome``, ``error_kind``
                 and ``tag:KEY`` (the value of tag ``KEY``).
-            top: How many sessions ``top_sessions`` lists (by cost).
+            top: How many sessions ``top_sessions`` lists (by cost); more than there are lists them all.
             thresholds: When a recommendation is made (default: ``ReportThresholds()``).
             pricing: The prices that estimate a recommendation's saving (default: genai-prices' data;
                 pass the table your wrappers price with if it has overrides).
@@ -458,7 +460,8 @@ class UsageStore:
 
         Args:
             project, since, until: As for :meth:`events` (the bounds are checked when this is called).
-            batch_size: Rows fetched from the database at a time.
+            batch_size: Rows fetched from the database at a time (at most 2**31 - 1, what SQLite's driver
+                takes: a larger one is taken as that).
 
         Raises:
             ConfigurationError: A bound is naive or not a date, or ``batch_size`` is not a positive int.
@@ -467,7 +470,7 @@ class UsageStore:
             >>> [row.attempt for row in store.iter_events(project="acme-support", batch_size=2)]
             [1, 2, 1]
         """
-        _check_positive("batch_size", batch_size)
+        batch_size = _positive("batch_size", batch_size, most=_MOST_FETCHED)
         query = self._select_events(project=project, since=since, until=until)
         return self._stream(query, batch_size)
 
@@ -494,7 +497,7 @@ class UsageStore:
         Args:
             project: Only this project's sessions.
             since, until: As for :meth:`events`.
-            limit: At most this many sessions.
+            limit: At most this many sessions; more than there are lists them all.
 
         Raises:
             ConfigurationError: A bound is naive or not a date, ``limit`` is not a positive int, or
@@ -504,7 +507,7 @@ class UsageStore:
             >>> store.sessions(project="acme-support")  # the example events were made outside any session
             []
         """
-        _check_positive("limit", limit)
+        limit = _positive("limit", limit, most=MOST_ROWS)
         project = check_filter("project", project)
         query = _sessions.select_sessions(project, _time_bound("since", since), _time_bound("until", until), limit)
         with self._engine.connect() as connection:
@@ -524,7 +527,7 @@ class UsageStore:
         Args:
             cutoff: A timezone-aware ``datetime``, or a ``date`` (its midnight UTC). Every row that
                 started before it goes, whatever its project.
-            batch_size: Rows deleted per transaction.
+            batch_size: Rows deleted per transaction; more than there are deletes them in one.
             dry_run: Delete nothing; count what would be deleted.
 
         Returns:
@@ -544,7 +547,7 @@ class UsageStore:
         bound = _time_bound("cutoff", cutoff)
         if bound is None:
             raise ConfigurationError("cutoff must be a timezone-aware datetime or a date, got None")
-        _check_positive("batch_size", batch_size)
+        batch_size = _positive("batch_size", batch_size, most=MOST_ROWS)
         if not isinstance(dry_run, bool):
             raise ConfigurationError(f"dry_run must be True or False, got {dry_run!r}")
         return _retention.delete_older_than(self._engine, bound, batch_size=batch_size, dry_run=dry_run)
@@ -623,9 +626,11 @@ def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
     raise ConfigurationError(f"{name} must be a timezone-aware datetime or a date, got {type(value).__name__}")
 
 
-def _check_positive(name: str, value: object) -> None:
+def _positive(name: str, value: object, *, most: int) -> int:
+    """``value``, a positive int, as at most ``most`` (what the database takes: any more is all of the rows)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+    return min(value, most)
 
 
 def _event(row: Any) -> UsageEvent:
