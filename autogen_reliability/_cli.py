@@ -76,9 +76,10 @@ def parse_duration(text: str) -> timedelta:
     """A duration of the command line: a whole number of hours, days or weeks (``24h``, ``90d``, ``2w``), above zero.
 
     Raises:
-        argparse.ArgumentTypeError: Anything else, with the reason (argparse prints it as the error).
+        argparse.ArgumentTypeError: Anything else, or a duration that reaches before the year 1 from now,
+            with the reason (argparse prints it as the error).
     """
-    return _argument(period.parse_duration, text)
+    return _reachable(_argument(period.parse_duration, text))
 
 
 def parse_time(text: str) -> datetime | timedelta:
@@ -90,9 +91,10 @@ def parse_time(text: str) -> datetime | timedelta:
     time of one command is resolved against one reading of the clock.
 
     Raises:
-        argparse.ArgumentTypeError: Anything else, or a date and time without an offset.
+        argparse.ArgumentTypeError: Anything else, a date and time without an offset, or a time ago
+            that reaches before the year 1.
     """
-    return _argument(period.parse_time, text)
+    return _reachable(_argument(period.parse_time, text))
 
 
 def _argument(parse: Callable[[str], _T], text: str) -> _T:
@@ -101,6 +103,20 @@ def _argument(parse: Callable[[str], _T], text: str) -> _T:
         return parse(text)
     except ConfigurationError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _reachable(value: _T) -> _T:
+    """``value``, unless it is a time ago that reaches before the year 1 from now: refused as argparse refuses.
+
+    The command resolves it later against its own reading of the clock, which can only be later, so a
+    time ago that passes here resolves there too (``_resolve`` says it, should the clock go back).
+    """
+    if isinstance(value, timedelta):
+        try:
+            period.resolve_time(value, datetime.now(UTC))
+        except ConfigurationError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> datetime | None:

@@ -821,6 +821,30 @@ def test_bad_ledger_arguments_exit_2_with_one_line(
     assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--since", "99999999d"),
+        ("report", "--until", "3000000d"),
+        ("sessions", "--project", "p", "--since", "99999999w"),
+        ("export", "--project", "p", "--out", "{tmp}/usage.jsonl", "--since", "99999999d"),
+        ("cleanup", "--older-than", "99999999d"),
+    ],
+)
+def test_a_time_ago_before_the_year_1_is_refused_as_any_bad_time_is(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url):
+        pass
+    status, out, err = run_main(capsys, *(arg.format(tmp=tmp_path) for arg in args), "--db", url)
+    assert_one_line_error(status, out, err, 2, "days before now is before the year 1")
+    # As argparse says a time that does not parse: the command's name, the option, a pointer to --help.
+    assert err.startswith(f"autogen-reliability {args[0]}: error: argument {args[-2]}: ")
+    assert err.endswith(" (see --help)\n")
+    assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
+
+
 @pytest.mark.parametrize("command", LEDGER_COMMANDS)
 @pytest.mark.parametrize(
     ("url", "fragments"),
