@@ -39,6 +39,8 @@ HOSTILE = (
     "[bold red]rich markup[/bold red]",
     '=HYPERLINK("evil","x")',
     "{{ 7*7 }} *em* _u_ `code` &amp; $1$",
+    "http://evil.example/x",
+    "see www.evil.example (HTTPS://evil.example, ftp://evil.example)",
 )
 """Agent names, models, tags, sessions and messages an attacker (or a model) could choose."""
 

@@ -170,6 +170,10 @@ def test_csv_of_an_empty_report_is_its_header() -> None:
 # ---- Markdown
 
 
+# The elements a report's Markdown renders to: never a link, an image or raw HTML, whatever the names.
+MARKDOWN_TAGS = {"#document", "h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td", "strong", "ol", "li"}
+
+
 def _markdown_dom(text: str) -> Node:
     return parse(MarkdownIt("commonmark").enable("table").render(text))
 
@@ -213,8 +217,7 @@ def test_markdown_shows_hostile_strings_as_text() -> None:
     report = hostile_report()
     text = report.to_markdown()
     dom = _markdown_dom(text)
-    allowed = {"#document", "h1", "h2", "p", "table", "thead", "tbody", "tr", "th", "td", "strong", "ol", "li"}
-    assert {node.tag for node in dom.walk()} <= allowed
+    assert {node.tag for node in dom.walk()} <= MARKDOWN_TAGS
     for node in dom.walk():
         assert [name for name, _ in node.attrs] in ([], ["style"]), node  # only the cells' text-align
     shown = dom.text()
@@ -225,6 +228,21 @@ def test_markdown_shows_hostile_strings_as_text() -> None:
     rows = breakdown.find_all("tr")
     assert len(rows) == 2 + len(report.breakdown)
     assert {len(row.find_all("td")) for row in rows[1:]} == {len(rows[0].find_all("th"))}
+
+
+def test_markdown_on_github_shows_hostile_strings_as_text_and_links_nothing() -> None:
+    # GitHub's own renderer: its autolinks make a link of a bare http://, https://, ftp:// or www. address,
+    # which CommonMark (markdown-it-py above) leaves as text.
+    import cmarkgfm  # noqa: PLC0415  # only this test needs it
+
+    report = hostile_report()
+    dom = parse(cmarkgfm.github_flavored_markdown_to_html(report.to_markdown()))
+    assert {node.tag for node in dom.walk()} <= MARKDOWN_TAGS  # no a, no img, no raw HTML
+    for node in dom.walk():
+        assert [name for name, _ in node.attrs] in ([], ["align"]), node  # only the cells' alignment
+    shown = dom.text()
+    for hostile in HOSTILE:
+        assert plain_text(hostile) in shown, hostile
 
 
 def test_markdown_of_an_empty_report_says_so() -> None:

@@ -4,7 +4,12 @@ Agent names, models, tags, sessions and findings come from users and models, so
 every one of them is escaped: Markdown's punctuation (``*``, ``_``, ``[``, ``<``,
 ``|`` ...) gets a backslash, which renders it as itself, and a newline or another
 control character is written as its escape (``\\n``), so a name can neither
-end a table row nor become a link, an image or raw HTML.
+end a table row nor become a link, an image or raw HTML. GitHub also makes a
+link of a bare address (``http://``, ``https://``, ``ftp://``, ``www.``): the
+``:`` before ``//`` and the ``.`` after ``www`` get a backslash too, which stops
+that and still renders as written. A bare e-mail address (``alice@example.com``)
+is the one link left: GitHub finds those in the text once the backslashes are
+gone, and only an invisible character in the name would stop it.
 """
 
 from __future__ import annotations
@@ -38,11 +43,17 @@ __all__ = ["markdown_escape", "render_markdown"]
 # ASCII punctuation that means something inline (CommonMark lets any of it be escaped; these are the ones
 # that can start emphasis, code, a link, an image, raw HTML, an entity, a cell boundary or GitHub's math).
 _SPECIAL: Final = re.compile(r"([\\`*_\[\]<>|~&$])")
+# Where a backslash stops one of GitHub's autolinks: before the ":" of "http://" (of any "://": its parser
+# looks at each one) and before the "." of "www." (in any case, as other renderers' linkify reads it).
+_AUTOLINK: Final = re.compile(r"(?=://)|(?<=(?i:www))(?=\.)")
 
 
 def markdown_escape(value: str | None) -> str:
-    """A user's string as Markdown text that renders as itself, on one line."""
-    return _SPECIAL.sub(r"\\\1", plain_text(value))
+    """A user's string as Markdown text that renders as itself, on one line, and never as a link.
+
+    A bare e-mail address is the exception: GitHub still links it (see the module's docstring).
+    """
+    return _AUTOLINK.sub(r"\\", _SPECIAL.sub(r"\\\1", plain_text(value)))
 
 
 def _row(cells: list[str]) -> str:
