@@ -41,7 +41,12 @@ HOSTILE = (
     "{{ 7*7 }} *em* _u_ `code` &amp; $1$",
     "http://evil.example/x",
     "see www.evil.example (HTTPS://evil.example, ftp://evil.example)",
+    # Bidirectional controls (Trojan Source): a name that would show as "invoice.pdf", or reorder its line.
+    "invoice\u202efdp.exe\u202c \u2066a\u2069\u2067b\u2068c\u2069\u2069 \u202ad\u202be\u202df \u200e\u200f\u061c",
 )
+
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+"""The characters that reorder how a line of text is shown: marks, embeddings, overrides and isolates."""
 """Agent names, models, tags, sessions and messages an attacker (or a model) could choose."""
 
 MODELS = (

@@ -34,7 +34,16 @@ from autogen_reliability.reports._format import (
 from autogen_reliability.reports._svg import Bar, bar_chart, nice_ticks
 
 from .conftest import run_python
-from .report_fixtures import AGENTS, HOSTILE, MODELS, UNPRICED_MODEL, empty_report, hostile_report, make_report
+from .report_fixtures import (
+    AGENTS,
+    BIDI_CONTROLS,
+    HOSTILE,
+    MODELS,
+    UNPRICED_MODEL,
+    empty_report,
+    hostile_report,
+    make_report,
+)
 from .report_html import Node, parse
 
 # ---- formatting
@@ -65,6 +74,17 @@ def test_rates_and_user_strings_are_shown_on_one_line() -> None:
     assert rate_text(0.1234) == "12.3%"
     assert plain_text("a\nb\r\tc") == "a\\nb\\r\\tc"
     assert plain_text(None) == "(none)"
+    # A bidirectional control would reorder the line it is shown on: it is shown as its escape too.
+    assert plain_text("invoice\u202efdp.exe") == "invoice\\u202efdp.exe"
+    for control in BIDI_CONTROLS:
+        assert plain_text(f"a{control}b") == f"a\\u{ord(control):04x}b"
+
+
+def test_no_rendering_for_a_reader_holds_a_bidirectional_control() -> None:
+    report = hostile_report()
+    assert any(control in hostile for hostile in HOSTILE for control in BIDI_CONTROLS)
+    for name, text in (("md", report.to_markdown()), ("rich", _rich_text(report)), ("html", report.to_html())):
+        assert not set(text) & set(BIDI_CONTROLS), name
 
 
 @pytest.mark.parametrize("maximum", [0.0004, 0.003, 0.97, 1.0, 1.52, 7.3, 12.0, 99.0, 1234.5, 2.5e6, 218e6])

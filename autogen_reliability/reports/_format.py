@@ -48,8 +48,10 @@ NONE_LABEL: Final = "(none)"
 """How a missing group value is shown (an agent that was never named, an unpriced model's empty price)."""
 
 _CENT: Final = Decimal("0.01")
-# Control characters (a newline in an agent name) would break a table row or a line of the terminal.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters (a newline in an agent name) would break a table row or a line of the terminal; the
+# bidirectional marks, embeddings, overrides and isolates would reorder how the rest of the line is shown
+# (a name "invoice\u202efdp.exe" shows as "invoiceexe.pdf", Trojan Source's trick).
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _COLUMN_TITLES: Final = {
     "project": "Project",
     "session": "Session",
@@ -169,7 +171,11 @@ def metric_text(name: str, value: float) -> str:
 
 
 def plain_text(value: str | None) -> str:
-    """A user's string on one line: control characters (newlines, tabs) shown as escapes, ``(none)`` for None."""
+    """A user's string on one line: control characters (newlines, tabs) shown as escapes, ``(none)`` for None.
+
+    Bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE ...) are shown as escapes too (``\\u202e``), so a
+    name cannot reorder the line it is shown on.
+    """
     if value is None:
         return NONE_LABEL
     return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), value)
