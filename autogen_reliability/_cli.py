@@ -578,10 +578,13 @@ def _sessions_table(
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
+    from .reports._format import plain_text  # noqa: PLC0415
     from .storage._sessions import nanousd_text  # noqa: PLC0415
 
     # Text(...), never a str: names come from users and models, and rich would read "[red]" in them as markup.
-    title = Text(f"Sessions of {project}{_period_text(since, until)}, most recent first (times UTC)")
+    # And as the report's tables show them: a control character (an escape sequence the terminal would run,
+    # a newline) or a bidirectional one (that would reorder the line) as its escape.
+    title = Text(f"Sessions of {plain_text(project)}{_period_text(since, until)}, most recent first (times UTC)")
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
     # Fits 80 columns (tokens are in the JSON): names fold, times take two lines, numbers are never cut.
     table.add_column("session", overflow="fold", min_width=7)
@@ -591,7 +594,7 @@ def _sessions_table(
     table.add_column("last seen", min_width=10)
     for summary in found:
         table.add_row(
-            Text(summary.session),
+            Text(plain_text(summary.session)),
             str(summary.calls),
             str(summary.attempts),
             str(summary.errors),

@@ -428,6 +428,26 @@ def test_sessions_table_from_the_command(ledger: tuple[str, list[UsageEvent]]) -
     assert "ticket-old" in done.stdout
 
 
+def test_sessions_table_shows_control_characters_in_a_name_as_escapes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A terminal would run an escape sequence, break the row at a newline, and reorder the line at a
+    # right-to-left override; the table shows each as the report's tables do.
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    names = ["\x1b[2J\x1b]0;pwned\x07wiped", "two\nlines", "invoice\u202efdp.exe"]
+    start = datetime.now(UTC) - timedelta(hours=1)
+    with UsageStore(url) as store:
+        store.write([event(start + timedelta(minutes=index), session=name) for index, name in enumerate(names)])
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped, 200 columns: no name folds
+    status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--db", url)
+    assert (status, err) == (0, "")
+    assert not set(out) & {"\x1b", "\x07", "\u202e"}
+    for shown in ("\\x1b[2J\\x1b]0;pwned\\x07wiped", "two\\nlines", "invoice\\u202efdp.exe"):
+        assert shown in out
+    status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--format", "json", "--db", url)
+    assert sorted(summary["session"] for summary in json.loads(out)) == sorted(names)  # JSON: as stored
+
+
 def export_line(usage: UsageEvent) -> dict[str, Any]:
     """What an exported line must hold for ``usage``, written out field by field here."""
     line: dict[str, Any] = {}
