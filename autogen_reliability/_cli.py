@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar, cast
 
 from . import __version__
 from ._errors import ConfigurationError
+from ._redaction import quoted
 from .reports import _period as period  # the reading of times the usage routes share
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ FORMATS: Final = ("table", "json", "csv", "md", "html")
 _T = TypeVar("_T")
 _FILE_WIDTH: Final = 200  # a table written to a file or a pipe has no terminal to fit: wide enough not to fold it
 _MIN_WIDTH: Final = 40  # a COLUMNS below it is taken for a mistake: the tables would be empty or nothing
+# A count of more digits is past anything a database counts (2**63 - 1 has 19), and is taken as 10**19
+# rather than read by int() (which refuses past 4,300 digits).
+_COUNT_DIGITS: Final = 19
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,10 +131,13 @@ def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> 
 
 
 def _positive(text: str) -> int:
+    number = text.strip()
+    if number.isascii() and number.isdigit() and len(number.lstrip("0")) > _COUNT_DIGITS:
+        return 10**_COUNT_DIGITS  # past any count of rows: the store reads it as all of them
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value

@@ -674,7 +674,7 @@ def test_a_count_beyond_what_the_database_takes_means_all_of_them(ledger: tuple[
         assert store.count() == len(events) - 2
 
 
-@pytest.mark.parametrize("count", [str(count) for count in HUGE_COUNTS])
+@pytest.mark.parametrize("count", [*(str(count) for count in HUGE_COUNTS), "9" * 5000])
 def test_a_count_option_beyond_what_the_database_takes_means_all_of_them(
     count: str, ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -839,6 +839,16 @@ def test_bad_ledger_arguments_exit_2_with_one_line(
     status, out, err = run_main(capsys, *args, "--db", url)
     assert_one_line_error(status, out, err, 2, *fragments)
     assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
+
+
+@pytest.mark.parametrize("option", ["--top", "--limit", "--batch-size"])
+def test_a_count_that_is_no_number_is_quoted_back_cut_short(
+    option: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    command = {"--top": "report", "--limit": "sessions", "--batch-size": "cleanup"}[option]
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, option, "1" * 5000 + "x"))
+    assert_one_line_error(status, out, err, 2, f"argument {option}: '1111", "is not a whole number")
+    assert len(err) < 200, err
 
 
 @pytest.mark.parametrize(
