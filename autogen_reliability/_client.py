@@ -27,13 +27,13 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typing_extensions import Unpack
 
 from ._config import default_recorder
 from ._config import settings as accounting_settings
 from ._context import Attribution, resolve_attribution
-from ._errors import ConfigurationError
+from ._errors import ComponentConfig, ConfigurationError
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
 from ._redaction import log_failure, remember_secret
 from .accounting._price_table import PricingTable
@@ -271,7 +271,7 @@ def _retry(client: ChatCompletionClient, policy: RetryPolicy, on_retry: Sequence
     return RetryLayer(policy, budget, on_retry)
 
 
-class ReliableChatCompletionClientConfig(BaseModel):
+class ReliableChatCompletionClientConfig(ComponentConfig):
     """Declarative configuration of :class:`ReliableChatCompletionClient`.
 
     ``retry``, ``circuit`` and ``sanitize`` hold a policy's ``to_config()`` dict,
@@ -289,7 +289,7 @@ class ReliableChatCompletionClientConfig(BaseModel):
     tags: dict[str, str] | None = None
     retry: dict[str, Any] | Literal["off"] | None = None
     circuit: dict[str, Any] | Literal["off"] | None = None
-    fallbacks: list[ComponentModel] = []
+    fallbacks: list[ComponentModel] = Field(default_factory=list)
     validation: dict[str, Any] | None = None
     sanitize: dict[str, Any] | Literal["off"] | None = None
     budget: dict[str, Any] | Literal["off"] | None = None

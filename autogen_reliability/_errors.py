@@ -24,7 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -127,6 +129,29 @@ def config_options(owner: type[DataclassInstance], config: object) -> dict[str, 
     if missing:
         raise ConfigurationError(f"a {name} config needs {', '.join(missing)}")
     return dict(config)
+
+
+class ComponentConfig(BaseModel):
+    """The config model of one of our AutoGen components: a config of the wrong shape is a :class:`ConfigurationError`.
+
+    AutoGen's ``load_component`` validates a component's config with ``model_validate`` before calling
+    ``_from_config``; a component that cannot be loaded is refused as every invalid option of it is, naming
+    each key and what is wrong with it, never with pydantic's ``ValidationError``, whose text repeats the
+    values it was given (an API key among them).
+    """
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, problem['loc'])) or '<config>'}: {problem['msg']}"
+                for problem in error.errors(include_url=False, include_input=False)
+            )
+            name = cls.__name__.removesuffix("Config")
+            # Not chained: the ValidationError's text repeats the values.
+            raise ConfigurationError(f"a {name} config is invalid: {problems}") from None
 
 
 class IncompleteStreamError(ReliabilityError):

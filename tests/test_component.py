@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core import ComponentModel
 from autogen_core.models import ChatCompletionClient, UserMessage
@@ -11,6 +13,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from autogen_reliability import (
     CircuitBreakerPolicy,
+    ConfigurationError,
     ErrorKind,
     ReliableChatCompletionClient,
     RetryBudget,
@@ -116,3 +119,31 @@ def test_switched_off_policies_stay_off_after_a_round_trip(make_openai_client: O
     loaded = ReliableChatCompletionClient.load_component(dumped)
     assert loaded.options["retry"] is None
     assert loaded.options["circuit"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            {"project": 5},
+            r"^a ReliableChatCompletionClient config is invalid: project: Input should be a valid string$",
+        ),
+        (
+            {"retry": "none"},
+            r"^a ReliableChatCompletionClient config is invalid: retry\.dict\[str,any\]: Input should be",
+        ),
+        ({"client": None}, r"^a ReliableChatCompletionClient config is invalid: client: Input should be"),
+        ({"timeout": 3}, None),  # an unknown key is ignored, as AutoGen's own configs do
+    ],
+)
+def test_a_wrapper_config_of_the_wrong_shape_is_a_configuration_error(
+    make_openai_client: OpenAIClientFactory, change: dict[str, Any], reason: str | None
+) -> None:
+    model = ReliableChatCompletionClient(make_openai_client(), project="p").dump_component().model_dump()
+    model["config"].update(change)
+    if reason is None:
+        assert isinstance(ChatCompletionClient.load_component(model), ReliableChatCompletionClient)
+        return
+    with pytest.raises(ConfigurationError, match=reason) as refused:
+        ChatCompletionClient.load_component(model)
+    assert refused.value.__cause__ is None  # pydantic's error repeats the values it was given

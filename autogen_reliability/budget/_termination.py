@@ -49,15 +49,15 @@ import threading
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Context, Decimal
-from typing import Any, Final, Literal, Self, cast
+from typing import Final, Literal, Self, cast
 
 from autogen_agentchat.base import TerminatedException, TerminationCondition
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage
 from autogen_core import Component
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict
 
 from .._context import Attribution, current_attribution
-from .._errors import ConfigurationError
+from .._errors import ComponentConfig, ConfigurationError
 from ..accounting import UsageEvent, UsageRecorder, _feed
 from ._policy import limit_nanousd
 
@@ -80,7 +80,7 @@ _TagItems = tuple[tuple[str, str], ...]
 _Key = tuple[str | None, str | None, str | None, _TagItems]
 
 
-class CostTerminationConfig(BaseModel):
+class CostTerminationConfig(ComponentConfig):
     """The declarative form of :class:`CostTermination` (money as the string of an exact decimal)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -90,23 +90,6 @@ class CostTerminationConfig(BaseModel):
     session: str | None = None
     agents: list[str] | None = None
     on_unpriced: OnUnpriced = "warn"
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
-        """The config ``obj`` describes; one of the wrong shape raises :class:`ConfigurationError`.
-
-        AutoGen's ``load_component`` validates a component's config here, before ``_from_config``: a
-        ``CostTermination`` that cannot be loaded is refused as every invalid option of it is.
-        """
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, problem['loc'])) or '<config>'}: {problem['msg']}"
-                for problem in error.errors(include_url=False, include_input=False)
-            )
-            # Not chained: a ValidationError's text repeats the values it was given.
-            raise ConfigurationError(f"a CostTermination config is invalid: {problems}") from None
 
 
 def _agents(value: object) -> tuple[str, ...] | None:

@@ -56,7 +56,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .._errors import ConfigurationError
+from .._errors import ComponentConfig, ConfigurationError
 from ..providers import ProviderUsage, report_provider_usage
 from ._replies import FakeUsage
 
@@ -468,7 +468,7 @@ class _ReplyConfig(BaseModel):
     chunks: list[str] | None = None
 
 
-class ScriptedChatCompletionClientConfig(BaseModel):
+class ScriptedChatCompletionClientConfig(ComponentConfig):
     """The component configuration of a `ScriptedChatCompletionClient` (``dump_component()``).
 
     The script as it was given (consumed items included, as AutoGen's Replay client
