@@ -477,6 +477,54 @@ async def test_rows_waiting_in_the_spool_degrade_the_store(
     assert report.ready
 
 
+async def test_rows_held_in_memory_make_the_store_unhealthy(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, store: UsageStore, tmp_path: Path, locked: sqlite3.Connection
+) -> None:
+    # The database takes no write (locked; SELECT 1 still answers) and the spool directory is a file: the rows
+    # have nowhere to go but memory. Without a journal, whose directory the writer thread would make again.
+    blocked = tmp_path / "blocked-spool"
+    holding = UsageRecorder(
+        store, spool_dir=blocked, flush_interval=0.05, retry_interval=0.05, close_sink=False, journal=False
+    )
+    try:
+        blocked.write_text("a file where the spool directory should be")
+        client = wrap(recorder=holding)
+        probe = HealthProbe({"openai": client}, store)
+        fake_openai_server.enqueue(*[FakeReply.text("fine")] * 3)
+        await calls(client, 3)
+        # Two failed writes: the spool was tried (and refused) after the first.
+        await wait_for(lambda: holding.stats["failed_writes"] >= 2, "two failed writes")
+        assert holding.held_in_memory == 3
+        assert holding.stats["spooled"] == 0
+        report = await probe.check()
+        health = report.usage_store
+        assert health is not None
+        assert health.reachable
+        assert (health.held_in_memory, health.spool_backlog) == (3, 0)
+        assert (health.status, report.status) == ("unhealthy", "unhealthy")
+        assert health.reasons[0].startswith("3 usage rows are held in memory")
+        blocked.unlink()  # the disk is back: the rows go to the spool, which degrades the store only
+        assert await asyncio.to_thread(holding.flush, 30)
+        assert holding.held_in_memory == 0
+        after = (await probe.check()).usage_store
+        assert after is not None
+        assert (after.held_in_memory, after.spool_backlog, after.status) == (0, 3, "degraded")
+        locked.execute("ROLLBACK")  # and the database: the spool is replayed into it
+        await wait_for(lambda: store.count() == 3, "the 3 rows stored")
+    finally:
+        holding.close(timeout=5)
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Returns once ``predicate()`` holds (asked every 10 ms, off nothing: the recorder's thread changes it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"after {seconds} s, still not {what}")
+        await asyncio.sleep(0.01)
+
+
 async def test_an_unreachable_store_is_unhealthy(wrap: Wrap, store: UsageStore) -> None:
     probe = HealthProbe({"openai": wrap()}, store)
     break_the_file(store)

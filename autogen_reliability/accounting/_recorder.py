@@ -210,6 +210,7 @@ class UsageRecorder:
         self._closed = False
         self._healthy = True
         self._spool_healthy = True
+        self._holding = False  # the last batch went neither to the database nor to the spool
         self._next_database_try = 0.0
         self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
         self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
@@ -293,6 +294,15 @@ class UsageRecorder:
     def pending(self) -> int:
         """Events recorded but not yet written or spooled."""
         return len(self._queue) + self._in_flight
+
+    @property
+    def held_in_memory(self) -> int:
+        """Events held in memory because neither the database nor the spool took them at the last try; else 0.
+
+        While some are, every event waiting is: the writer tries both again at every wake-up, in order. A
+        process killed meanwhile keeps them only in its journal (none without one).
+        """
+        return self.pending if self._holding else 0
 
     @property
     def spool_path(self) -> Path:
@@ -384,8 +394,10 @@ class UsageRecorder:
                 batch = self._take(self._batch_size)
                 kept = self._write(batch)
             if not kept:
+                self._holding = True
                 self._requeue(batch)
                 return  # neither the database nor the disk took it: try again at the next wake-up
+            self._holding = False
             self._stored(len(batch))
             self._done(len(batch))
             hand_over_gil()  # the event loop's thread may be waiting for the GIL

@@ -21,8 +21,9 @@ How each component is judged (``reasons`` in the report say which rule fired):
   served by the fallback), and a fallback that is not healthy makes it
   **degraded** (less margin);
 - the usage store: **unhealthy** when ``SELECT 1`` fails or times out, or a
-  recorder's writer thread is not running; **degraded** while rows wait in a
-  spool file (the database was down, or is);
+  recorder's writer thread is not running, or rows are held in memory (neither
+  the database nor the spool directory takes them); **degraded** while rows
+  wait in a spool file (the database was down, or is);
 - overall: the worst status of the *critical* components (all, unless
   ``critical=`` names some); a component that is not critical makes it
   **degraded** at worst.
@@ -318,6 +319,12 @@ class HealthProbe:
         if alive is False:
             status = "unhealthy"
             reasons.append("a recorder's writer thread is not running (closed, or died): rows are not written")
+        held = sum(recorder.held_in_memory for recorder in recorders)
+        if held:
+            status = "unhealthy"
+            reasons.append(
+                f"{held} usage rows are held in memory: neither the database nor the spool directory takes them"
+            )
         backlog = sum(recorder.spooled for recorder in recorders)
         oldest = min((since for recorder in recorders if (since := recorder.spooled_since) is not None), default=None)
         age = max(0.0, (datetime.now(UTC) - oldest).total_seconds()) if oldest is not None else None
@@ -336,6 +343,7 @@ class HealthProbe:
             recorders=len(recorders),
             writer_alive=alive,
             queue_depth=sum(recorder.pending for recorder in recorders),
+            held_in_memory=held,
             spool_backlog=backlog,
             backlog_age_seconds=age if backlog else None,
         )

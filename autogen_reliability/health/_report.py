@@ -127,6 +127,10 @@ class UsageStoreHealth(_Model):
     recorders: int = Field(description="Distinct recorders the probe's clients record to.")
     writer_alive: bool | None = Field(description="Whether every recorder's writer thread runs (null: no recorder).")
     queue_depth: int = Field(description="Rows recorded and not yet written or spooled.")
+    held_in_memory: int = Field(
+        description="Rows held in memory because neither the database nor the spool directory takes them "
+        "(a process killed meanwhile keeps them only in its journal)."
+    )
     spool_backlog: int = Field(description="Rows waiting in this process's spool files to be replayed.")
     backlog_age_seconds: float | None = Field(
         description="How long the oldest spooled row has waited; null: no backlog."
