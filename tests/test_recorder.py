@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -104,6 +105,15 @@ class ReopenedStore(WatchedStore):
 
     def reopen(self) -> None:
         self.store.reopen()
+
+
+def until(predicate: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Returns once ``predicate()`` holds, asked every 10 ms: for what the writer thread changes without a write."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {seconds} s, still not {what}")
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -358,6 +368,41 @@ def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
     store.wait_for_rows(30)
     recorder.close()
     assert {event.event_id for event in store.store.events()} == {event.event_id for event in first + second}
+
+
+@pytest.mark.parametrize("count", [5, 25], ids=["a batch", "past max_queue"])
+def test_events_held_in_memory_go_to_the_database_when_it_is_back_while_the_spool_still_refuses(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, count: int
+) -> None:
+    # Past max_queue the writer first spills the excess to the spool: that being refused must not keep the
+    # database from being tried.
+    store = WatchedStore(UsageStore(sqlite_url))
+    blocked = tmp_path / "spool"
+    recorder = UsageRecorder(
+        store,
+        spool_dir=blocked,
+        flush_interval=0.05,
+        batch_size=10,
+        max_queue=10,
+        retry_interval=RETRY,
+        close_sink=False,
+        journal=False,
+    )
+    blocked.write_text("a file where the spool directory should be")
+    recorded = events(count)
+    for event in recorded:
+        recorder.record(event)
+    # Neither the database (locked) nor the disk takes them.
+    until(lambda: recorder.held_in_memory == count, f"{count} events held in memory")
+    assert not recorder.flush(0.1)
+    assert recorder.stats["spooled"] == 0
+    locked.execute("COMMIT")  # the database is back; the spool directory is still a file
+    store.wait_for_rows(count)
+    assert recorder.flush(30)
+    assert recorder.held_in_memory == 0
+    recorder.close()
+    assert {event.event_id for event in store.store.events()} == {event.event_id for event in recorded}
+    assert recorder.stats["spooled"] == 0
 
 
 def test_a_full_queue_spills_to_the_spool_and_drops_nothing(

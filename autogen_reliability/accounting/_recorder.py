@@ -59,8 +59,9 @@ What can be lost:
   and has no in-flight table either.
 - When neither the database nor the spool can be written, events stay in
   memory, in order (and in the journal), and the writer tries both again at
-  every wake-up; a process that exits meanwhile leaves them to the next one in
-  its journal, and says so in the log.
+  every wake-up (the database too when the queue is past ``max_queue``, whose
+  excess it would otherwise only spill to the spool); a process that exits
+  meanwhile leaves them to the next one in its journal, and says so in the log.
 """
 
 from __future__ import annotations
@@ -386,11 +387,15 @@ class UsageRecorder:
 
     def _drain(self) -> None:
         while self._queue:
+            kept = False
             if len(self._queue) > self._max_queue:
                 # The database cannot keep up: move the excess to disk, where it is safe.
                 batch = self._take(len(self._queue) - self._max_queue)
                 kept = self._spool_rows(batch)
-            else:
+                if not kept:
+                    # The disk refuses it: the database, if it is back, is the only way out of memory.
+                    self._requeue(batch)
+            if not kept:
                 batch = self._take(self._batch_size)
                 kept = self._write(batch)
             if not kept:
