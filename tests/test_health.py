@@ -54,6 +54,8 @@ FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provid
         ({"timeout": -1}, "timeout must be > 0 seconds"),
         ({"timeout": "5"}, "timeout must be seconds"),
         ({"window": 0}, "window must be > 0 seconds"),
+        ({"timeout": 10**400}, r"timeout must be finite, got an int too large for a float \(1329 bits\)"),
+        ({"ttl": -(10**5000)}, "ttl must be finite, got an int too large for a float"),  # its repr is refused too
         ({"window": timedelta(days=2)}, "window must be at most 86400 seconds"),
         ({"min_attempts": 0}, "min_attempts must be an int >= 1"),
         ({"active": "yes"}, "active must be True or False"),

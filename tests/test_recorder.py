@@ -608,12 +608,24 @@ def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_d
     [
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"flush_interval": 0}, "flush_interval must be > 0"),
+        ({"flush_interval": 10**400}, "flush_interval must be > 0 and <= 3600 seconds, got an int too large"),
+        ({"retry_interval": -(10**5000)}, "retry_interval must be > 0 and <= 3600 seconds, got an int too large"),
         ({"batch_size": 100, "max_queue": 10}, "max_queue must be an int >= batch_size"),
     ],
 )
 def test_bad_recorder_options_fail_at_construction(tmp_path: Path, kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         UsageRecorder(UsageStore(f"sqlite:///{tmp_path / 'x.db'}"), spool_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [10**400, -(10**5000)], ids=["10**400", "-10**5000"])
+def test_a_timeout_too_large_for_a_float_is_refused_by_flush_and_close(tmp_path: Path, timeout: int) -> None:
+    recorder = UsageRecorder(UsageStore(f"sqlite:///{tmp_path / 'x.db'}"), spool_dir=tmp_path / "spool")
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None, got an int too large"):
+        recorder.flush(timeout)
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds or None, got an int too large"):
+        recorder.close(timeout)
+    recorder.close()
 
 
 def test_a_sink_made_by_a_factory_needs_a_name(sqlite_url: str, tmp_path: Path) -> None:

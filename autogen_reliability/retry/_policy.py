@@ -57,11 +57,13 @@ __all__ = [
     "StopWhenBudgetSpent",
     "WaitRetryAfter",
     "as_seconds",
+    "fits_a_float",
     "get_on_retry_hooks",
     "is_testing",
     "log_retry",
     "set_on_retry_hooks",
     "set_testing",
+    "too_large",
 ]
 
 logger = logging.getLogger("autogen_reliability")
@@ -85,11 +87,28 @@ def is_testing() -> bool:
     return _testing
 
 
+def fits_a_float(number: int) -> bool:
+    """Whether ``float(number)`` works: an int past about 1.8e308 raises ``OverflowError`` there."""
+    try:
+        float(number)
+    except OverflowError:
+        return False
+    return True
+
+
+def too_large(number: int) -> str:
+    """How an error message names an int too large for a float (its repr may be refused: 4,300 digits at most)."""
+    return f"an int too large for a float ({number.bit_length()} bits)"
+
+
 def as_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) -> float:
     """``value`` in seconds; a clear :class:`ConfigurationError` when it is not a finite, non-negative duration."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ConfigurationError(f"{name} must be seconds (a number) or a timedelta, got {type(value).__name__}")
+    if isinstance(seconds, int) and not fits_a_float(seconds):
+        # math.isfinite() raises OverflowError on it, and its repr past 4,300 digits raises ValueError.
+        raise ConfigurationError(f"{name} must be finite, got {too_large(seconds)}")
     if not math.isfinite(seconds):
         raise ConfigurationError(f"{name} must be finite, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
