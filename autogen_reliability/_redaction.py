@@ -33,7 +33,7 @@ from .providers import loaded_module
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["log_failure", "masked_repr", "quoted", "redact", "redacted_error", "remember_secret"]
+__all__ = ["log_failure", "masked_repr", "message_of", "quoted", "redact", "redacted_error", "remember_secret"]
 
 DEFAULT_LIMIT: Final = 2000
 QUOTED_LIMIT: Final = 40
@@ -119,6 +119,25 @@ def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + "…"
     return text
+
+
+def message_of(error: BaseException) -> str:
+    """``str(error)``, never raising: an exception whose ``__str__`` raises (or returns no str) gives a stand-in.
+
+    For every text of an exception we did not make (a provider's, a driver's) that a health report, a span or a
+    log line shows: what renders it must not fail with it. Not redacted: pass it to :func:`redact`.
+
+    Example:
+        >>> class Odd(Exception):
+        ...     def __str__(self) -> str:
+        ...         raise RuntimeError
+        >>> message_of(Odd())
+        '<str() failed: RuntimeError>'
+    """
+    try:
+        return str(error)
+    except Exception as failure:  # whatever __str__ raises is what this guards against
+        return f"<str() failed: {type(failure).__name__}>"
 
 
 # A traceback with its chain is longer than a log line, and still bounded.

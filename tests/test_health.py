@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability import (
@@ -30,7 +30,7 @@ from autogen_reliability.accounting._events import UsageRow
 from autogen_reliability.health._active import ActiveChecker
 from autogen_reliability.health._window import BUCKETS, LATENCY_BINS, AttemptWindow
 from autogen_reliability.storage import UsageStore, _engine
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, faults
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient, faults
 
 from .conftest import OpenAIClientFactory
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
@@ -322,6 +322,49 @@ async def test_no_secret_reaches_the_report(
     assert "Incorrect API key provided: [REDACTED]" in (health.active_check.error or "")
     assert "https://admin:[REDACTED]@proxy.example" in (health.providers[0].recent[0].error or "")
     assert health.status == "unhealthy"
+
+
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises, as some SDKs' do on an odd response."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+async def test_an_error_whose_text_cannot_be_read_is_counted_and_shown_by_its_class(
+    wrap: Wrap, store: UsageStore, recorder: UsageRecorder
+) -> None:
+    inner = ScriptedChatCompletionClient([Unprintable(), Unprintable()])
+    client = wrap(client=inner, circuit=None)
+    probe = HealthProbe({"scripted": client}, store, active=True, min_attempts=1)
+    await calls(client, 1)  # the service's call; the active check is the second
+    report = await probe.check()
+    health = report.clients["scripted"]
+    assert (health.attempts, health.errors_by_kind) == (1, {"unknown": 1})
+    [attempt] = health.providers[0].recent
+    assert attempt.error == "Unprintable: <str() failed: RuntimeError>"
+    assert health.active_check is not None
+    assert (health.active_check.ok, health.active_check.error) == (False, "Unprintable: <str() failed: RuntimeError>")
+    assert health.status == "unhealthy"
+    assert recorder.flush(10)
+    assert [row.error_message for row in store.events()] == ["<str() failed: RuntimeError>"] * 2
+
+
+async def test_a_store_error_whose_text_cannot_be_read_is_still_an_answer(store: UsageStore) -> None:
+    def refuse(*args: Any) -> None:
+        raise Unprintable
+
+    probe = HealthProbe({}, store, timeout=10)
+    event.listen(store.engine, "before_cursor_execute", refuse)
+    try:
+        first, second = await probe.check(), await probe.check()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", refuse)
+    for report in (first, second):
+        assert report.usage_store is not None
+        assert report.usage_store.error == "Unprintable: <str() failed: RuntimeError>"
+        assert report.status == "unhealthy"
+    assert (await probe.check()).status == "healthy"  # the round trip in flight was answered, not left waiting
 
 
 # ---- active checks

@@ -30,7 +30,7 @@ from autogen_reliability import (
 from autogen_reliability.accounting import UsageEvent, UsageRecorder, _feed
 from autogen_reliability.metrics import OTHER, disable_metrics, enable_metrics, metrics_app
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory, run_python
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
@@ -203,6 +203,24 @@ async def test_an_unpriced_model_is_counted_as_such(
     assert values(samples, f"{P}cost_usd_total") == {}
     (row,) = ledger_rows(ledger)
     assert row.cost_nanousd is None
+
+
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises, as some SDKs' do on an odd response."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+async def test_an_error_whose_text_cannot_be_read_is_counted(app: FastAPI, ledger: Ledger) -> None:
+    client = reliable(ScriptedChatCompletionClient([Unprintable()]), retry=None, recorder=ledger[1], project="acme")
+    with pytest.raises(Unprintable):
+        await client.create(HI)
+    samples = scrape(app)
+    assert values(samples, f"{P}attempts_total", "outcome", "error_kind") == {("error", "unknown"): 1}
+    assert values(samples, f"{P}calls_total", "outcome", "error_type") == {("error", "Unprintable"): 1}
+    (row,) = ledger_rows(ledger)
+    assert row.error_message == "<str() failed: RuntimeError>"
 
 
 async def test_the_circuit_state_gauge_follows_the_breaker(

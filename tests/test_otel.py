@@ -11,7 +11,7 @@ import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -20,7 +20,7 @@ from opentelemetry.util.types import Attributes
 
 from autogen_reliability import ConfigurationError, RetryPolicy, ValidationPolicy, reliable, usage_scope
 from autogen_reliability.otel import disable_tracing, enable_tracing
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory, run_python
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
@@ -166,6 +166,43 @@ async def test_a_failed_call_is_an_error_span_and_carries_no_key(
         assert not any("Recognisable0123456789" in text for text in every_string(span))
     assert attempt.attributes is not None
     assert attempt.attributes["http.response.status_code"] == 401
+
+
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises, as some SDKs' do on an odd response."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+class Started(SpanProcessor):
+    """Remembers every span started, to tell whether each was ended."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.spans.append(span)
+
+
+@pytest.mark.parametrize("track_usage", [False, True], ids=["without usage", "with usage"])
+async def test_an_error_whose_text_cannot_be_read_still_ends_every_span(
+    provider: TracerProvider, spans: InMemorySpanExporter, ledger: Ledger, track_usage: bool
+) -> None:
+    started = Started()
+    provider.add_span_processor(started)
+    recording = {"recorder": ledger[1]} if track_usage else {"track_usage": False}
+    client = reliable(ScriptedChatCompletionClient([Unprintable()]), retry=None, **recording)
+    with pytest.raises(Unprintable):
+        await client.create(HI)
+    assert started.spans
+    assert all(span.end_time is not None for span in started.spans)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    for span in (call, attempt):
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.status.description == "Unprintable: <str() failed: RuntimeError>"
+        assert (span.attributes or {})["error.type"] == "Unprintable"
 
 
 async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_not_an_error(

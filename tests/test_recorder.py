@@ -188,6 +188,35 @@ def test_an_event_with_unstorable_text_does_not_hold_its_batch_back(sqlite_url: 
     recorder.close()
 
 
+class Unprintable(Exception):
+    """An exception whose ``__str__`` raises (a driver's, or a sink of the user's)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+def test_a_write_error_whose_text_cannot_be_read_spools_the_batch_and_says_so(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class FailsOnce(WatchedStore):
+        def write_rows(self, rows: Sequence[UsageRow]) -> int:
+            if not self.failures:
+                self.failures += 1
+                raise Unprintable
+            return super().write_rows(rows)
+
+    store = FailsOnce(UsageStore(sqlite_url))
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    recorded = events(5)
+    for event in recorded:
+        recorder.record(event)
+    assert recorder.flush(10)  # the batch was spooled, not lost half-way
+    store.wait_for_rows(5)  # and replayed
+    recorder.close()
+    assert "usage database unavailable (Unprintable: <str() failed: RuntimeError>)" in caplog.text
+    assert "writer failed" not in caplog.text
+
+
 def refused(tmp_path: Path) -> list[dict[str, object]]:
     """The events kept in the spool directory's files of events the database refused."""
     return [json.loads(line) for path in (tmp_path / "spool").glob("*.refused.jsonl") for line in path.open()]

@@ -31,7 +31,7 @@ from typing import Any, Final
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
-from .._redaction import redact
+from .._redaction import message_of, redact
 from ..providers import infer_provider, model_of
 from ..retry._classify import ErrorKind, classify_error
 from . import _feed
@@ -306,7 +306,7 @@ class AccountingLayer(Layer):
             outcome=outcome,
             error_kind=classify_error(error).value if error is not None else None,
             http_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
-            error_message=redact(str(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
+            error_message=redact(message_of(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
             finish_reason=result.finish_reason if result is not None else None,
             cache_hit=bool(result is not None and result.cached),
             sanitizer_changes=call.findings.sanitizer_changes if final else {},

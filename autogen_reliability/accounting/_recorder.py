@@ -83,6 +83,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from .._errors import ConfigurationError
+from .._redaction import message_of
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ..retry._policy import fits_a_float, too_large
 from ._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
@@ -833,7 +834,7 @@ def _sink_name(sink: object) -> str:
 
 
 def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
+    text = message_of(error).strip().splitlines()
     return text[0][:300] if text else ""
 
 

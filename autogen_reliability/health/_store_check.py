@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from .._redaction import redact
+from .._redaction import message_of, redact
 from ..storage._store import UsageStore
 from ._window import MESSAGE_LIMIT
 
@@ -64,7 +64,7 @@ class StoreChecker:
                 connection.execute(text("SELECT 1")).scalar_one()
         except BaseException as error:
             # The driver's message (host, port, database, file) helps; the redaction keeps credentials out.
-            first_line = (str(error).strip().splitlines() or [""])[0]
+            first_line = (message_of(error).strip().splitlines() or [""])[0]
             message = redact(f"{type(error).__name__}: {first_line}", limit=MESSAGE_LIMIT)
             future.set_result(RoundTrip(False, error=message))  # else every later check would wait on it
             if not isinstance(error, Exception):

@@ -34,7 +34,7 @@ from typing import Final, Literal
 
 from .._errors import ErrorKind
 from .._pipeline import AttemptEvent
-from .._redaction import redact
+from .._redaction import message_of, redact
 from ..retry._classify import classify_error
 
 __all__ = ["BUCKETS", "CALLER_KINDS", "RECENT", "Attempt", "AttemptWindow", "WindowStats", "merge"]
@@ -155,7 +155,7 @@ class AttemptWindow:
         message = None
         if event.error is not None:
             kind = ErrorKind.CANCELLED if outcome == "cancelled" else classify_error(event.error)
-            message = redact(f"{type(event.error).__name__}: {event.error}", limit=MESSAGE_LIMIT)
+            message = redact(f"{type(event.error).__name__}: {message_of(event.error)}", limit=MESSAGE_LIMIT)
         attempt = Attempt(event.started_at, outcome, kind.value if kind else None, message, event.latency)
         index = math.floor(self._clock() / self._width)
         with self._lock:

@@ -44,7 +44,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .._errors import ConfigurationError
 from .._pipeline import AttemptEvent, Call, Pipeline, subscribe_calls
-from .._redaction import redact
+from .._redaction import message_of, redact
 from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
@@ -145,6 +145,7 @@ class CallTracer:
             attributes.update(_failure(error))
         else:
             attributes[f"{ATTRIBUTE_PREFIX}outcome"] = "cancelled"
+        status = _error_status(error) if isinstance(error, Exception) else None
         span = self.tracer.start_span(
             _span_name(model),
             context=opened.context,
@@ -152,12 +153,14 @@ class CallTracer:
             attributes=attributes,
             start_time=_nanoseconds(call.started_at),
         )
-        if isinstance(error, Exception):
-            span.set_status(_error_status(error))
-        parent = trace.set_span_in_context(span)
-        for event in call.events:
-            self._attempt_span(event, opened.usage.get(event.attempt), parent)
-        span.end()
+        try:  # whatever an attempt's span meets, the call's is ended: an open span is never exported
+            if status is not None:
+                span.set_status(status)
+            parent = trace.set_span_in_context(span)
+            for event in call.events:
+                self._attempt_span(event, opened.usage.get(event.attempt), parent)
+        finally:
+            span.end()
 
     def _attempt_span(self, event: AttemptEvent, usage: UsageEvent | None, parent: Context) -> tuple[int, int]:
         """The span of one attempt, with its own times; returns its (input, output) tokens."""
@@ -184,11 +187,12 @@ class CallTracer:
             if isinstance(status, int) and not isinstance(status, bool):
                 attributes["http.response.status_code"] = status
         start = _nanoseconds(event.started_at)
+        status = _error_status(error) if error is not None else None
         span = self.tracer.start_span(
             _span_name(model), context=parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=start
         )
-        if error is not None:
-            span.set_status(_error_status(error))
+        if status is not None:
+            span.set_status(status)
         span.end(end_time=start + round(event.latency * 1e9))
         return input_tokens, output_tokens
 
@@ -284,7 +288,7 @@ def _failure(error: Exception) -> _Attributes:
 
 def _error_status(error: Exception) -> Status:
     """ERROR, described by the error's text with every secret redacted."""
-    return Status(StatusCode.ERROR, redact(f"{type(error).__name__}: {error}", limit=_DESCRIPTION_LIMIT))
+    return Status(StatusCode.ERROR, redact(f"{type(error).__name__}: {message_of(error)}", limit=_DESCRIPTION_LIMIT))
 
 
 def _usd(nanousd: int) -> str:
