@@ -33,7 +33,7 @@ from .providers import loaded_module
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["log_failure", "masked_repr", "message_of", "quoted", "redact", "redacted_error", "remember_secret"]
+__all__ = ["log_failure", "masked_repr", "message_of", "quoted", "redact", "redacted_error", "remember_secret", "well_formed"]
 
 DEFAULT_LIMIT: Final = 2000
 QUOTED_LIMIT: Final = 40
@@ -104,13 +104,34 @@ def _loose(form: str) -> str:
     return "".join("[-_]" if char in "-_" else re.escape(char) for char in form)
 
 
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (``"\\ud83d"``: half an emoji, cut) replaced by U+FFFD.
+
+    UTF-8 cannot encode one, so a text that holds one breaks whatever encodes it: Prometheus' exposition,
+    a span exporter, a JSON response. In a ``str`` every surrogate is lone: two in a row are not one character.
+
+    Example:
+        >>> well_formed("cut \\ud83d") == "cut \\ufffd"
+        True
+    """
+    if text.isascii():  # the common case, without the regex: isascii() reads a flag
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
     """``text`` with API keys, bearer tokens and similar secrets replaced by ``[REDACTED]``, cut to ``limit``.
+
+    Lone surrogates are replaced by U+FFFD too (:func:`well_formed`): what leaves through us can be encoded.
 
     Example:
         >>> redact("Incorrect API key provided: sk-proj-abc123def456")
         'Incorrect API key provided: [REDACTED]'
     """
+    text = well_formed(text)
     known = _known
     if known is not None:
         text = known.sub("[REDACTED]", text)

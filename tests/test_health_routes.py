@@ -21,7 +21,7 @@ from sqlalchemy import event
 from autogen_reliability import ConfigurationError, HealthProbe
 from autogen_reliability.fastapi import health_router
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient
 
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
 from .health_fixtures import OPENS_AFTER_TWO, Wrap, break_the_file, calls
@@ -122,6 +122,25 @@ async def test_an_unhealthy_service_is_not_ready(fake_openai_server: FakeOpenAIS
     assert ready.json()["status"] == "unhealthy"
     assert ready.json()["clients"]["openai"]["providers"][0]["circuit"] == "open"
     assert short.json()["components"] == {"openai": "unhealthy"}
+
+
+async def test_lone_surrogates_in_a_model_name_and_an_error_are_shown_as_u_fffd(wrap: Wrap) -> None:
+    # A model's name or a provider's error cut inside an emoji: JSON in UTF-8 cannot hold the half left.
+    inner = ScriptedChatCompletionClient([ValueError("cut \ud83d"), "fine"], model="gpt-\udfff")
+    client = wrap(client=inner)
+    app = app_for(HealthProbe({"scripted": client}))
+    await calls(client, 2)
+    with TestClient(app) as http:
+        full = http.get("/health")
+    assert full.status_code == 200
+    [provider] = full.json()["clients"]["scripted"]["providers"]
+    assert provider["name"] == "ScriptedChatCompletionClient(gpt-\ufffd)"
+    assert [attempt["error"] for attempt in provider["recent"]] == ["ValueError: cut \ufffd", None]
+
+
+def test_a_client_name_with_a_lone_surrogate_is_refused(wrap: Wrap) -> None:
+    with pytest.raises(ConfigurationError, match="client names must not contain a lone surrogate"):
+        HealthProbe({"open\ud800ai": wrap()})
 
 
 def test_an_unreachable_store_makes_the_service_unready(wrap: Wrap, store: UsageStore) -> None:

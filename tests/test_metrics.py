@@ -306,6 +306,18 @@ async def test_label_values_past_the_limit_are_reported_as_other(
     assert registry is not None
 
 
+async def test_lone_surrogates_in_label_values_are_scraped_as_u_fffd(app: FastAPI, ledger: Ledger) -> None:
+    # A project from a request header, a model's name: Prometheus' text is UTF-8, which holds no lone surrogate.
+    inner = ScriptedChatCompletionClient(["fine"], model="gpt-\udfff")
+    client = reliable(inner, recorder=ledger[1], project="acme-\ud800", agent="writer-\udc00", retry=None)
+    await client.create(HI)
+    samples = scrape(app)
+    assert values(samples, f"{P}attempts_total", "project", "agent", "model") == {
+        ("acme-\ufffd", "writer-\ufffd", "gpt-\ufffd"): 1
+    }
+    assert values(samples, f"{P}tokens_total", "project", "kind")[("acme-\ufffd", "prompt")] > 0
+
+
 async def test_the_circuit_gauges_client_label_is_bounded_too(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

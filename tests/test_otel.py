@@ -205,6 +205,27 @@ async def test_an_error_whose_text_cannot_be_read_still_ends_every_span(
         assert (span.attributes or {})["error.type"] == "Unprintable"
 
 
+async def test_lone_surrogates_reach_no_span(spans: InMemorySpanExporter) -> None:
+    # An exporter encodes every string in UTF-8 (OTLP's protobuf), which holds no lone surrogate.
+    inner = ScriptedChatCompletionClient([ValueError("cut \ud83d")], model="gpt-\udfff")
+    client = reliable(inner, project="acme-\ud800", agent="writer", retry=None, track_usage=False)
+    with usage_scope(session="ticket-\udc00"), pytest.raises(ValueError, match="cut"):
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    for span in (call, attempt):
+        for text in every_string(span):
+            text.encode()  # no UnicodeEncodeError
+        assert span.name == "chat gpt-\ufffd"
+        attributes = span.attributes or {}
+        assert (attributes[f"{R}project"], attributes[f"{R}session"], attributes["gen_ai.request.model"]) == (
+            "acme-\ufffd",
+            "ticket-\ufffd",
+            "gpt-\ufffd",
+        )
+        assert span.status.description == "ValueError: cut \ufffd"
+
+
 async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_not_an_error(
     spans: InMemorySpanExporter,
     ledger: Ledger,

@@ -41,7 +41,7 @@ from typing import Final
 from .._client import ReliableChatCompletionClient
 from .._errors import ConfigurationError
 from .._pipeline import AttemptEvent
-from .._redaction import redact
+from .._redaction import redact, well_formed
 from ..accounting._recorder import UsageRecorder
 from ..providers import describe_client
 from ..retry._circuit import breaker_for
@@ -377,6 +377,8 @@ def _checked_clients(clients: object, store: object) -> dict[str, ReliableChatCo
     for name, client in clients.items():
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"client names must be non-empty strings, got {name!r}")
+        if well_formed(name) != name:  # a key of the report's JSON, which UTF-8 could not encode
+            raise ConfigurationError(f"client names must not contain a lone surrogate, got {name!r}")
         if not isinstance(client, ReliableChatCompletionClient):
             raise ConfigurationError(
                 f"clients[{name!r}] is a {type(client).__name__}, not a wrapped client: pass reliable(client), "

@@ -5,12 +5,16 @@ the client: left alone, a caller that sends a new project per request would
 make a new time series per request, and Prometheus pays for every series.
 So each label keeps the first ``limit`` distinct values it sees in this
 process; later ones are reported as :data:`OTHER`. Sessions are never a label.
+A lone surrogate in a value (half an emoji, cut) is reported as U+FFFD: the
+exposition is UTF-8, which cannot hold one.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Final
+
+from .._redaction import well_formed
 
 __all__ = ["OTHER", "LabelValues"]
 
@@ -33,6 +37,7 @@ class LabelValues:
         seen = self._seen.get(label)
         if seen is not None and value in seen:  # the common case, without the lock: a set's lookup is atomic
             return value
+        value = well_formed(value)  # Prometheus' text is UTF-8: a lone surrogate made every scrape fail
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if value in seen:

@@ -23,7 +23,9 @@ another. So spans that the provider SDK's own instrumentation makes (an HTTP
 client's, say) are siblings of ours under the caller's span, not children.
 
 No message content, no API key, no URL is put on a span; an error's text is
-redacted (``_redaction``) before it becomes the status' description.
+redacted (``_redaction``) before it becomes the status' description. A lone
+surrogate in any text of a span (a project, a model's name) becomes U+FFFD: an
+exporter encodes the span in UTF-8, which cannot hold one.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from opentelemetry.util.types import AttributeValue
 
 from .._errors import ConfigurationError
 from .._pipeline import AttemptEvent, Call, Pipeline, subscribe_calls
-from .._redaction import message_of, redact
+from .._redaction import message_of, redact, well_formed
 from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
@@ -150,7 +152,7 @@ class CallTracer:
             _span_name(model),
             context=opened.context,
             kind=SpanKind.CLIENT,
-            attributes=attributes,
+            attributes=_well_formed(attributes),
             start_time=_nanoseconds(call.started_at),
         )
         try:  # whatever an attempt's span meets, the call's is ended: an open span is never exported
@@ -189,7 +191,11 @@ class CallTracer:
         start = _nanoseconds(event.started_at)
         status = _error_status(error) if error is not None else None
         span = self.tracer.start_span(
-            _span_name(model), context=parent, kind=SpanKind.CLIENT, attributes=attributes, start_time=start
+            _span_name(model),
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=_well_formed(attributes),
+            start_time=start,
         )
         if status is not None:
             span.set_status(status)
@@ -214,7 +220,19 @@ def _describe(client: ChatCompletionClient) -> tuple[str | None, str | None]:
 
 
 def _span_name(model: str | None) -> str:
-    return f"{_OPERATION} {model}" if model else _OPERATION
+    return well_formed(f"{_OPERATION} {model}") if model else _OPERATION
+
+
+def _well_formed(attributes: _Attributes) -> _Attributes:
+    """``attributes`` with every lone surrogate in their texts replaced by U+FFFD (see the module's docstring)."""
+    return {
+        name: well_formed(value)
+        if isinstance(value, str)
+        else tuple(well_formed(item) if isinstance(item, str) else item for item in value)
+        if isinstance(value, tuple)
+        else value
+        for name, value in attributes.items()
+    }
 
 
 def _common(provider: str | None, model: str | None, call: Call) -> _Attributes:
