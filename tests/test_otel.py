@@ -18,7 +18,14 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
 from opentelemetry.util.types import Attributes
 
-from autogen_reliability import ConfigurationError, RetryPolicy, ValidationPolicy, reliable, usage_scope
+from autogen_reliability import (
+    ConfigurationError,
+    ResponseValidationError,
+    RetryPolicy,
+    ValidationPolicy,
+    reliable,
+    usage_scope,
+)
 from autogen_reliability.otel import disable_tracing, enable_tracing
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
@@ -249,6 +256,28 @@ async def test_an_answer_validation_rejected_is_an_attempt_span_marked_invalid_n
     assert call.attributes is not None
     assert (call.attributes["gen_ai.usage.input_tokens"], call.attributes["gen_ai.usage.output_tokens"]) == (60, 5)
     assert [row.outcome for row in ledger_rows(ledger)] == ["invalid", "ok"]
+
+
+async def test_an_answer_still_invalid_fails_the_call_span_without_the_answers_text(
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A schema error quotes the value it rejects: the model's answer, which may hold the user's data.
+    client = reliable(make_openai_client(), recorder=ledger[1], validation=ValidationPolicy(SCHEMA, reask=0))
+    fake_openai_server.enqueue(FakeReply.json({"n": "Jane Doe, 12 Elm Street"}))
+    with pytest.raises(ResponseValidationError, match="Jane Doe"):  # the caller's error keeps it
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    assert call.status.status_code is StatusCode.ERROR
+    assert (
+        call.status.description
+        == "ResponseValidationError: the model's answer was invalid after 1 attempt(s): 1 violation(s)"
+    )
+    assert (call.attributes or {})["error.type"] == "ResponseValidationError"
+    for span in (call, *children(spans, call)):
+        assert not any("Jane Doe" in text or "Elm Street" in text for text in every_string(span))
 
 
 async def test_a_stream_is_a_span_too(

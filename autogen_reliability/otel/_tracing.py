@@ -44,7 +44,7 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, ResponseValidationError
 from .._pipeline import AttemptEvent, Call, Pipeline, subscribe_calls
 from .._redaction import message_of, redact, well_formed
 from ..accounting import _feed
@@ -305,8 +305,16 @@ def _failure(error: Exception) -> _Attributes:
 
 
 def _error_status(error: Exception) -> Status:
-    """ERROR, described by the error's text with every secret redacted."""
-    return Status(StatusCode.ERROR, redact(f"{type(error).__name__}: {message_of(error)}", limit=_DESCRIPTION_LIMIT))
+    """ERROR, described by the error's text with every secret redacted.
+
+    Not the text of a :class:`ResponseValidationError`: its violations quote the model's answer, which may hold
+    the user's data (a span carries no content); how many there were is said instead.
+    """
+    if isinstance(error, ResponseValidationError):
+        text = f"the model's answer was invalid after {error.attempts} attempt(s): {len(error.errors)} violation(s)"
+    else:
+        text = message_of(error)
+    return Status(StatusCode.ERROR, redact(f"{type(error).__name__}: {text}", limit=_DESCRIPTION_LIMIT))
 
 
 def _usd(nanousd: int) -> str:
