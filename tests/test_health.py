@@ -27,6 +27,7 @@ from autogen_reliability import (
 from autogen_reliability._pipeline import Call, Request
 from autogen_reliability.accounting import UsageEvent, UsageRecorder
 from autogen_reliability.accounting._events import UsageRow
+from autogen_reliability.health import AttemptSummary, ProviderHealth, UsageStoreHealth
 from autogen_reliability.health._active import ActiveChecker
 from autogen_reliability.health._window import BUCKETS, LATENCY_BINS, AttemptWindow
 from autogen_reliability.storage import UsageStore, _engine
@@ -365,6 +366,51 @@ async def test_a_store_error_whose_text_cannot_be_read_is_still_an_answer(store:
         assert report.usage_store.error == "Unprintable: <str() failed: RuntimeError>"
         assert report.status == "unhealthy"
     assert (await probe.check()).status == "healthy"  # the round trip in flight was answered, not left waiting
+
+
+def test_every_text_of_a_report_is_redacted_cut_and_well_formed_however_it_was_made() -> None:
+    # A report a service builds or edits itself (or one read back) holds to what check() promises.
+    key = "sk-proj-ReportTEXTkey0123456789abcdef"
+    raw = f"{key} cut \ud83d {'x' * 5000}"
+    attempt = AttemptSummary(
+        started_at=datetime.now(UTC), outcome="error", error_kind="unknown", error=raw, latency_ms=1.0
+    )
+    provider = ProviderHealth(
+        name=raw,
+        role="primary",
+        status="unhealthy",
+        reasons=[raw],
+        circuit="closed",
+        attempts=1,
+        error_rate=1.0,
+        errors_by_kind={"unknown": 1},
+        p95_latency_ms=None,
+        last_error=attempt,
+        recent=[attempt],
+    )
+    store = UsageStoreHealth(
+        status="unhealthy",
+        critical=True,
+        reasons=[raw],
+        url=f"postgresql://me:{key}@db.example/usage",
+        reachable=False,
+        error=raw,
+        recorders=0,
+        writer_alive=None,
+        queue_depth=0,
+        held_in_memory=0,
+        spool_backlog=0,
+        backlog_age_seconds=None,
+    )
+    texts = [attempt.error, provider.name, *provider.reasons, *store.reasons, store.url, store.error]
+    for text in texts:
+        assert text is not None
+        assert key[8:] not in text
+        assert "\ud83d" not in text
+        assert text.startswith("[REDACTED] cut \ufffd") or text == "postgresql://me:[REDACTED]@db.example/usage"
+    assert [len(text or "") for text in (attempt.error, store.error)] == [300, 300]
+    assert max(len(text or "") for text in texts) <= 1000
+    assert UsageStoreHealth.model_validate_json(store.model_dump_json()) == store
 
 
 # ---- active checks

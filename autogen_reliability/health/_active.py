@@ -32,11 +32,10 @@ from autogen_core.models import UserMessage
 
 from .._client import ReliableChatCompletionClient
 from .._errors import BudgetExceededError, ErrorKind
-from .._redaction import message_of, redact
+from .._redaction import message_of
 from ..providers import model_listing, one_token_arguments
 from ..retry._classify import classify_error
-from ._report import ActiveCheck
-from ._window import MESSAGE_LIMIT
+from ._report import ActiveCheck, shown
 
 __all__ = ["HEALTH_CHECK_TAG", "ActiveChecker"]
 
@@ -124,10 +123,10 @@ class ActiveChecker:
             ok, kind, message = False, ErrorKind.TIMEOUT.value, f"no answer within {self._timeout:g} s"
         except BudgetExceededError as error:
             # The budget refused before any request: that says nothing of the provider.
-            ok, message = None, redact(f"not asked: {message_of(error)}", limit=MESSAGE_LIMIT)
+            ok, message = None, shown(f"not asked: {message_of(error)}")
         except Exception as error:
             ok, kind = False, classify_error(error).value
-            message = redact(f"{type(error).__name__}: {message_of(error)}", limit=MESSAGE_LIMIT)
+            message = shown(f"{type(error).__name__}: {message_of(error)}")
         self._finish(future, _Result(ok, checked_at, time.perf_counter() - start, self._clock(), kind, message))
 
     def _finish(self, future: concurrent.futures.Future[_Result], result: _Result) -> None:

@@ -41,7 +41,7 @@ from typing import Final
 from .._client import ReliableChatCompletionClient
 from .._errors import ConfigurationError
 from .._pipeline import AttemptEvent
-from .._redaction import redact, well_formed
+from .._redaction import well_formed
 from ..accounting._recorder import UsageRecorder
 from ..providers import describe_client
 from ..retry._circuit import breaker_for
@@ -284,7 +284,7 @@ class HealthProbe:
             status = "unhealthy"
             reasons.append(f"active check ({active.method}) failed: {active.error}")
         return ProviderHealth(
-            name=redact(describe_client(watch.providers[index])),
+            name=describe_client(watch.providers[index]),  # shown (redacted) by the model, as every text
             role="primary" if index == 0 else "fallback",
             status=status,
             reasons=reasons,
@@ -336,7 +336,7 @@ class HealthProbe:
             status=status,
             critical=STORE_COMPONENT in self._critical,
             reasons=reasons,
-            url=redact(self._store.store.url),
+            url=self._store.store.url,
             reachable=round_trip.reachable,
             round_trip_ms=_ms(round_trip.seconds),
             error=round_trip.error,

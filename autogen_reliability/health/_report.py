@@ -4,18 +4,23 @@ A :class:`HealthReport` holds one component per LLM client (a
 :class:`ClientHealth`, with a :class:`ProviderHealth` for its primary and each
 fallback) and the usage store (a :class:`UsageStoreHealth`); its
 :meth:`~HealthReport.summary` is the short form (status per component). Every
-string in them has passed the library's redaction: no API key, bearer token or
-credential in a URL.
+text in them (a message, a reason, a name, the URL) passes :func:`shown` when
+the model is made, whoever makes it: no API key, bearer token or credential in
+a URL, no lone surrogate (JSON in UTF-8 cannot hold one), and a bounded length.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from .._redaction import redact
 
 __all__ = [
+    "MESSAGE_LIMIT",
     "STORE_COMPONENT",
+    "TEXT_LIMIT",
     "ActiveCheck",
     "AttemptSummary",
     "CircuitStatus",
@@ -25,8 +30,28 @@ __all__ = [
     "HealthSummary",
     "ProviderHealth",
     "UsageStoreHealth",
+    "shown",
     "worst",
 ]
+
+MESSAGE_LIMIT: Final = 300
+"""The most characters of an error's message in a report."""
+TEXT_LIMIT: Final = 1000
+"""The most characters of any other text in a report: a reason (which may quote a message), a name, the URL."""
+
+
+def shown(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` as a health report shows it: secrets redacted, lone surrogates as U+FFFD, cut to ``limit``.
+
+    The one way a text reaches a report: the probe calls it where it captures an error's message (so the
+    window holds bounded texts), and every text field of the models below passes it again (it changes
+    nothing the second time).
+    """
+    return redact(text, limit=limit)
+
+
+Message = Annotated[str, AfterValidator(shown)]
+Text = Annotated[str, AfterValidator(lambda text: shown(text, TEXT_LIMIT))]
 
 STORE_COMPONENT: Final = "usage_store"
 """The name of the usage store among the components (in ``critical=`` and the summary)."""
@@ -55,7 +80,7 @@ class AttemptSummary(_Model):
     started_at: AwareDatetime = Field(description="When the attempt started (UTC).")
     outcome: Literal["ok", "error", "cancelled"]
     error_kind: str | None = Field(None, description="The ErrorKind value of a failed attempt, e.g. 'rate_limit'.")
-    error: str | None = Field(None, description="The error's type and message, redacted and cut to 300 characters.")
+    error: Message | None = Field(None, description="The error's type and message, redacted and cut to 300 characters.")
     latency_ms: float
 
 
@@ -74,16 +99,16 @@ class ActiveCheck(_Model):
     age_seconds: float = Field(description="How old the result is: it is reused until it is ttl seconds old.")
     latency_ms: float
     error_kind: str | None = None
-    error: str | None = Field(None, description="Redacted, cut to 300 characters.")
+    error: Message | None = Field(None, description="Redacted, cut to 300 characters.")
 
 
 class ProviderHealth(_Model):
     """One provider client behind a wrapped client: the primary, or a fallback."""
 
-    name: str = Field(description="The client's class and model, e.g. 'OpenAIChatCompletionClient(gpt-4o-mini)'.")
+    name: Text = Field(description="The client's class and model, e.g. 'OpenAIChatCompletionClient(gpt-4o-mini)'.")
     role: Literal["primary", "fallback"]
     status: HealthStatus
-    reasons: list[str] = Field(description="Why the status is not healthy (empty when it is).")
+    reasons: list[Text] = Field(description="Why the status is not healthy (empty when it is).")
     circuit: CircuitStatus
     attempts: int = Field(description="Attempts seen in the window, cancelled ones included.")
     error_rate: float | None = Field(
@@ -104,7 +129,7 @@ class ClientHealth(_Model):
 
     status: HealthStatus
     critical: bool = Field(description="Whether this component can make the service unready.")
-    reasons: list[str]
+    reasons: list[Text]
     window_seconds: float = Field(description="The span of the rolling window of attempts.")
     attempts: int
     error_rate: float | None
@@ -119,11 +144,11 @@ class UsageStoreHealth(_Model):
 
     status: HealthStatus
     critical: bool
-    reasons: list[str]
-    url: str = Field(description="The database URL, password masked.")
+    reasons: list[Text]
+    url: Text = Field(description="The database URL, password masked.")
     reachable: bool = Field(description="Whether SELECT 1 answered within the timeout.")
     round_trip_ms: float | None = None
-    error: str | None = Field(None, description="Why it is not reachable, redacted.")
+    error: Message | None = Field(None, description="Why it is not reachable, redacted.")
     recorders: int = Field(description="Distinct recorders the probe's clients record to.")
     writer_alive: bool | None = Field(description="Whether every recorder's writer thread runs (null: no recorder).")
     queue_depth: int = Field(description="Rows recorded and not yet written or spooled.")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from .._redaction import message_of, redact
+from .._redaction import message_of
 from ..storage._store import UsageStore
-from ._window import MESSAGE_LIMIT
+from ._report import shown
 
 __all__ = ["RoundTrip", "StoreChecker"]
 
@@ -65,7 +65,7 @@ class StoreChecker:
         except BaseException as error:
             # The driver's message (host, port, database, file) helps; the redaction keeps credentials out.
             first_line = (message_of(error).strip().splitlines() or [""])[0]
-            message = redact(f"{type(error).__name__}: {first_line}", limit=MESSAGE_LIMIT)
+            message = shown(f"{type(error).__name__}: {first_line}")
             future.set_result(RoundTrip(False, error=message))  # else every later check would wait on it
             if not isinstance(error, Exception):
                 raise

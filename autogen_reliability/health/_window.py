@@ -34,14 +34,14 @@ from typing import Final, Literal
 
 from .._errors import ErrorKind
 from .._pipeline import AttemptEvent
-from .._redaction import message_of, redact
+from .._redaction import message_of
 from ..retry._classify import classify_error
+from ._report import shown
 
 __all__ = ["BUCKETS", "CALLER_KINDS", "RECENT", "Attempt", "AttemptWindow", "WindowStats", "merge"]
 
 BUCKETS: Final = 60
 RECENT: Final = 10
-MESSAGE_LIMIT: Final = 300
 # Upper edges in seconds: 1 ms * 2^(k/4) up to 10 minutes; one more bin above takes anything slower.
 _EDGES: Final = tuple(0.001 * 2 ** (k / 4) for k in range(math.ceil(4 * math.log2(600 / 0.001)) + 1))
 LATENCY_BINS: Final = len(_EDGES) + 1
@@ -155,7 +155,7 @@ class AttemptWindow:
         message = None
         if event.error is not None:
             kind = ErrorKind.CANCELLED if outcome == "cancelled" else classify_error(event.error)
-            message = redact(f"{type(event.error).__name__}: {message_of(event.error)}", limit=MESSAGE_LIMIT)
+            message = shown(f"{type(event.error).__name__}: {message_of(event.error)}")
         attempt = Attempt(event.started_at, outcome, kind.value if kind else None, message, event.latency)
         index = math.floor(self._clock() / self._width)
         with self._lock:
