@@ -33,7 +33,16 @@ from .providers import loaded_module
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["log_failure", "masked_repr", "message_of", "quoted", "redact", "redacted_error", "remember_secret", "well_formed"]
+__all__ = [
+    "log_failure",
+    "masked_repr",
+    "message_of",
+    "quoted",
+    "redact",
+    "redacted_error",
+    "remember_secret",
+    "well_formed",
+]
 
 DEFAULT_LIMIT: Final = 2000
 QUOTED_LIMIT: Final = 40
