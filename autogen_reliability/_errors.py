@@ -20,6 +20,7 @@ is never wrapped: it reaches the caller as the SDK raised it.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
@@ -46,6 +47,8 @@ __all__ = [
     "describe_budget_key",
     "describe_period",
     "format_usd",
+    "is_finite",
+    "shown_number",
 ]
 
 # The shared vocabulary: what went wrong with a provider request, and where an answer broke its schema.
@@ -105,6 +108,22 @@ class ReliabilityError(Exception):
 
 class ConfigurationError(ReliabilityError, ValueError):
     """Raised at construction when an option is invalid; the message says which and why."""
+
+
+def is_finite(number: float) -> bool:
+    """``math.isfinite(number)``, but False for an int too large for a float, where it raises ``OverflowError``."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
+
+
+def shown_number(value: object) -> str:
+    """``repr(value)`` for an error message; an int too large for a float by its size (a repr of more than
+    4,300 digits raises ``ValueError``, and one of 400 is no help)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not is_finite(value):
+        return f"an int too large for a float ({value.bit_length()} bits)"
+    return repr(value)
 
 
 def config_options(owner: type[DataclassInstance], config: object) -> dict[str, Any]:

@@ -639,6 +639,7 @@ class UnhashableHook:
         ({"limit_usd": 1, "refresh": 0}, "refresh must be > 0 and <= 3600 seconds"),
         ({"limit_usd": 1, "refresh": timedelta(hours=2)}, "refresh must be > 0 and <= 3600 seconds"),
         ({"limit_usd": 1, "refresh": "5"}, "refresh must be seconds"),
+        ({"limit_usd": 1, "refresh": 10**5000}, "refresh must be > 0 and <= 3600 seconds, got an int too large for a"),
         ({"limit_usd": 1, "store": 42}, "store must be a UsageStore, a database URL or None"),
         ({"limit_usd": 1, "store": "sqlite://"}, "an in-memory SQLite database is private"),
         ({"limit_usd": 1, "store": "mysql://u@h/db"}, "supports SQLite and PostgreSQL"),

@@ -1007,6 +1007,8 @@ def test_wait_for_requests_says_how_many_arrived_when_it_times_out(server: FakeO
         server.wait_for_requests(-1)
     with pytest.raises(ValueError, match="timeout must be a number of seconds"):
         server.wait_for_requests(1, timeout=-1)
+    with pytest.raises(ValueError, match=r"timeout must be a number of seconds .* got an int too large for a float"):
+        server.wait_for_requests(1, timeout=10**400)
 
 
 async def test_wait_for_requests_async_is_woken_by_the_request(

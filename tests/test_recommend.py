@@ -106,6 +106,7 @@ def test_the_default_thresholds() -> None:
         ({"retry_waste_share": 1.5}, "retry_waste_share must be between 0 and 1, got 1.5"),
         ({"reask_rate": -0.01}, "reask_rate must be between 0 and 1, got -0.01"),
         ({"cached_token_rate": math.nan}, "cached_token_rate must be between 0 and 1, got nan"),
+        ({"prompt_growth": 10**400}, "prompt_growth must be > 1 .* got an int too large for a float"),
         ({"unpriced_share": "0.1"}, "unpriced_share must be a number, got str"),
         ({"agent_min_cost_share": True}, "agent_min_cost_share must be a number, got bool"),
         ({"agent_cost_ratio": 0.5}, "agent_cost_ratio must be >= 1"),

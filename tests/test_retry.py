@@ -744,6 +744,7 @@ async def test_sleep_must_be_awaitable(
         (lambda: CircuitBreakerPolicy(failure_rate=0), r"failure_rate must be in \(0, 1\]"),
         (lambda: CircuitBreakerPolicy(open_for=0), "open_for must be > 0"),
         (lambda: RetryBudget(capacity=float("inf")), "capacity must be finite"),
+        (lambda: RetryBudget(capacity=10**5000), "capacity must be finite, got an int too large for a float"),
         (lambda: RetryBudget(min_per_second=float("inf")), "min_per_second must be finite"),
         (lambda: RetryBudget(ratio=float("nan")), "must be a number >= 0"),
         (lambda: RetryBudget(ratio=True), "must be a number >= 0"),

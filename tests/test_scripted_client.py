@@ -475,6 +475,7 @@ async def test_the_rest_of_the_interface() -> None:
         (lambda: ScriptedChatCompletionClient([], default=3.5), "default is a float"),  # type: ignore[arg-type]
         (lambda: ScriptedChatCompletionClient([], model_info={"vision": True}), "model_info: "),  # type: ignore[arg-type]
         (lambda: ScriptedReply.text("x", delay=-1), "delay must be seconds >= 0"),
+        (lambda: ScriptedReply.text("x", delay=10**400), "delay must be seconds >= 0 .* got an int too large for a"),
         (lambda: ScriptedReply.text("x", usage=(1, 2)), "usage must be a FakeUsage or a RequestUsage"),  # type: ignore[arg-type]
         (lambda: ScriptedReply.tool_calls([]), "needs at least one call"),
         (lambda: ScriptedReply(content=(FunctionCall(id="", name="a", arguments="{}"),), chunks=("x",)), "chunks"),
@@ -648,6 +649,8 @@ def test_faults_refuse_what_no_server_sends() -> None:
         faults.server_error(429)
     with pytest.raises(ConfigurationError, match="retry_after must be seconds"):
         faults.rate_limit(retry_after=-1)
+    with pytest.raises(ConfigurationError, match=r"retry_after must be seconds .* got an int too large for a float"):
+        faults.rate_limit(retry_after=10**400)
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         faults.malformed_json('{"valid": true}')
 

@@ -82,10 +82,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, is_finite, shown_number
 from .._redaction import message_of
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
-from ..retry._policy import fits_a_float, too_large
 from ._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 from ._journal import (
     InFlightTable,
@@ -776,22 +775,19 @@ def _timeout(timeout: float | None) -> float | None:
     """``timeout`` for a wait: ``None`` (or infinity) waits for ever; a thread's join() overflows on inf."""
     if timeout is None:
         return None
-    if isinstance(timeout, int) and not isinstance(timeout, bool) and not fits_a_float(timeout):
-        raise ConfigurationError(f"timeout must be a number of seconds or None, got {too_large(timeout)}")
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    return None if math.isinf(timeout) and timeout > 0 else max(0.0, float(timeout))
+    if not (is_finite(timeout) or timeout in (math.inf, -math.inf)):
+        raise ConfigurationError(f"timeout must be a number of seconds or None, got {shown_number(timeout)}")
+    return None if timeout == math.inf else max(0.0, float(timeout))
 
 
 def _check_seconds(name: str, value: object) -> None:
     """A number of seconds above zero and at most an hour: longer waits overflow the thread's timers."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    shown = too_large(value) if isinstance(value, int) and not fits_a_float(value) else None
-    if shown is not None or not math.isfinite(value) or not 0 < value <= MAX_FLUSH_INTERVAL:
-        raise ConfigurationError(
-            f"{name} must be > 0 and <= {MAX_FLUSH_INTERVAL:g} seconds, got {shown or repr(value)}"
-        )
+    if not is_finite(value) or not 0 < value <= MAX_FLUSH_INTERVAL:
+        raise ConfigurationError(f"{name} must be > 0 and <= {MAX_FLUSH_INTERVAL:g} seconds, got {shown_number(value)}")
 
 
 def _check_int(option: str, value: object, low: int, high: int, *, low_name: str | None = None) -> None:

@@ -22,7 +22,15 @@ from datetime import time as midnight_time
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
-from .._errors import ConfigurationError, config_options, describe_budget_key, describe_period, format_usd
+from .._errors import (
+    ConfigurationError,
+    config_options,
+    describe_budget_key,
+    describe_period,
+    format_usd,
+    is_finite,
+    shown_number,
+)
 from .._redaction import QUOTED_LIMIT, masked_repr
 
 if TYPE_CHECKING:
@@ -133,8 +141,8 @@ def _seconds(name: str, value: object) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ConfigurationError(f"{name} must be seconds (a number) or a timedelta, got {type(value).__name__}")
-    if not math.isfinite(seconds) or not 0 < seconds <= MAX_REFRESH:
-        raise ConfigurationError(f"{name} must be > 0 and <= {MAX_REFRESH:g} seconds, got {value!r}")
+    if not is_finite(seconds) or not 0 < seconds <= MAX_REFRESH:
+        raise ConfigurationError(f"{name} must be > 0 and <= {MAX_REFRESH:g} seconds, got {shown_number(value)}")
     return float(seconds)
 
 

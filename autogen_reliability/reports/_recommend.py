@@ -38,7 +38,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from fractions import Fraction
 from typing import Final
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, is_finite, shown_number
 from ..accounting import PricingTable, TokenUsage
 from ._model import Group, Recommendation, SessionGrowth, Usage, UsageReport, nanousd_to_usd
 
@@ -131,8 +131,8 @@ def _number(
     value = getattr(thresholds, name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"ReportThresholds.{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < low or (low_open and value == low) or value > high:
-        raise ConfigurationError(f"ReportThresholds.{name} must be {rule}, got {value!r}")
+    if not is_finite(value) or value < low or (low_open and value == low) or value > high:
+        raise ConfigurationError(f"ReportThresholds.{name} must be {rule}, got {shown_number(value)}")
     object.__setattr__(thresholds, name, float(value))
 
 

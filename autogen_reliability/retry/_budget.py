@@ -19,14 +19,13 @@ min_per_second * seconds``.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import ConfigurationError, config_options
+from .._errors import ConfigurationError, config_options, is_finite, shown_number
 from ._shared import PerClient
 
 __all__ = ["RetryBudget", "RetryBudgetState", "budget_for"]
@@ -50,10 +49,12 @@ class RetryBudget:
         for name in ("ratio", "min_per_second", "capacity"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ConfigurationError(f"RetryBudget.{name} must be a number >= 0, got {value!r}")
-            if not math.isfinite(value):
+                raise ConfigurationError(f"RetryBudget.{name} must be a number >= 0, got {shown_number(value)}")
+            if not is_finite(value):
                 # An infinite bucket never runs dry: that is no budget, which is budget=None.
-                raise ConfigurationError(f"RetryBudget.{name} must be finite, got {value!r} (budget=None turns it off)")
+                raise ConfigurationError(
+                    f"RetryBudget.{name} must be finite, got {shown_number(value)} (budget=None turns it off)"
+                )
         if self.ratio > 1:
             raise ConfigurationError(f"RetryBudget.ratio is a fraction of calls and must be <= 1, got {self.ratio}")
         if self.capacity < 1:

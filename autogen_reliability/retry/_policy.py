@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .._errors import ConfigurationError, config_options
+from .._errors import ConfigurationError, config_options, is_finite, shown_number
 from .._pipeline import Call
 from .._redaction import redact
 from ._budget import RetryBudget, RetryBudgetState
@@ -57,13 +56,11 @@ __all__ = [
     "StopWhenBudgetSpent",
     "WaitRetryAfter",
     "as_seconds",
-    "fits_a_float",
     "get_on_retry_hooks",
     "is_testing",
     "log_retry",
     "set_on_retry_hooks",
     "set_testing",
-    "too_large",
 ]
 
 logger = logging.getLogger("autogen_reliability")
@@ -87,30 +84,13 @@ def is_testing() -> bool:
     return _testing
 
 
-def fits_a_float(number: int) -> bool:
-    """Whether ``float(number)`` works: an int past about 1.8e308 raises ``OverflowError`` there."""
-    try:
-        float(number)
-    except OverflowError:
-        return False
-    return True
-
-
-def too_large(number: int) -> str:
-    """How an error message names an int too large for a float (its repr may be refused: 4,300 digits at most)."""
-    return f"an int too large for a float ({number.bit_length()} bits)"
-
-
 def as_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) -> float:
     """``value`` in seconds; a clear :class:`ConfigurationError` when it is not a finite, non-negative duration."""
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise ConfigurationError(f"{name} must be seconds (a number) or a timedelta, got {type(value).__name__}")
-    if isinstance(seconds, int) and not fits_a_float(seconds):
-        # math.isfinite() raises OverflowError on it, and its repr past 4,300 digits raises ValueError.
-        raise ConfigurationError(f"{name} must be finite, got {too_large(seconds)}")
-    if not math.isfinite(seconds):
-        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    if not is_finite(seconds):
+        raise ConfigurationError(f"{name} must be finite, got {shown_number(value)}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigurationError(f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
     return float(seconds)

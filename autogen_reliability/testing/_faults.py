@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final, TypeVar
@@ -42,7 +41,7 @@ from typing import Any, Final, TypeVar
 import httpx2
 import openai
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, is_finite, shown_number
 from ._replies import _default_error
 from ._scripted import ScriptedReply
 
@@ -279,8 +278,8 @@ def _request() -> httpx2.Request:
 
 def _header_seconds(name: str, value: float | timedelta) -> str:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
-        raise ConfigurationError(f"{name} must be seconds >= 0 (a number or a timedelta), got {value!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not is_finite(seconds) or seconds < 0:
+        raise ConfigurationError(f"{name} must be seconds >= 0 (a number or a timedelta), got {shown_number(value)}")
     # As servers write it: whole seconds without a decimal point; a fraction as a plain decimal.
     return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
 

@@ -56,7 +56,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .._errors import ComponentConfig, ConfigurationError
+from .._errors import ComponentConfig, ConfigurationError, is_finite, shown_number
 from ..providers import ProviderUsage, report_provider_usage
 from ._replies import FakeUsage
 
@@ -899,9 +899,14 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
 
 def _seconds(name: str, value: float | timedelta) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or math.isnan(seconds) or seconds < 0:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not (is_finite(seconds) or seconds == math.inf)
+        or seconds < 0
+    ):
         raise ConfigurationError(f"{name} must be seconds >= 0 (a number or a timedelta; math.inf: until cancelled), "
-                                 f"got {value!r}")  # fmt: skip
+                                 f"got {shown_number(value)}")  # fmt: skip
     return float(seconds)
 
 

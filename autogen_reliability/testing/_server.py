@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self, cast
 
+from .._errors import is_finite, shown_number
 from ._http import MODELS_PATHS, FakeHTTPServer, ScriptError
 from ._replies import FakeReply, RecordedRequest, ReplyFactory, describe_message
 from ._wire import Completion, error_body, estimate_usage, snapshot_name
@@ -562,6 +563,9 @@ def _check_wait(n: int, timeout: float | None) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (is_finite(timeout) or timeout == math.inf)
+        or timeout < 0
     ):
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {shown_number(timeout)}")
