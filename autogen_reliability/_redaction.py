@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 __all__ = [
+    "first_line",
     "log_failure",
     "masked_repr",
     "message_of",
@@ -168,6 +169,15 @@ def message_of(error: BaseException) -> str:
         return str(error)
     except Exception as failure:  # whatever __str__ raises is what this guards against
         return f"<str() failed: {type(failure).__name__}>"
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of :func:`message_of` ``error``, cut to ``limit`` characters: a driver's error for a log line.
+
+    Not redacted: pass it to :func:`redact` where it may carry a secret.
+    """
+    lines = message_of(error).strip().splitlines()
+    return lines[0][:limit] if lines else ""
 
 
 # A traceback with its chain is longer than a log line, and still bounded.

@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from .._errors import ConfigurationError, is_finite, shown_number
-from .._redaction import message_of
+from .._redaction import first_line
 from .._threads import SLICE_ROWS, hand_over_gil, in_slices
 from ._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 from ._journal import (
@@ -489,7 +489,7 @@ class UsageRecorder:
                     "cannot write the usage spool %s (%s: %s); keeping %d events in memory until it can be written",
                     self._spool.path,
                     type(error).__name__,
-                    _first_line(error),
+                    first_line(error),
                     self.pending,
                     extra={"spool": str(self._spool.path)},
                 )
@@ -529,7 +529,7 @@ class UsageRecorder:
             "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
             len(rows),
             type(error).__name__,
-            _first_line(error),
+            first_line(error),
             self._spool.refused_path,
             extra={"refused": str(self._spool.refused_path)},
         )
@@ -542,7 +542,7 @@ class UsageRecorder:
                 "could not replay the usage file %s (%s: %s); left in place, the others are replayed",
                 path,
                 type(error).__name__,
-                _first_line(error),
+                first_line(error),
             )
 
     def _failed(self, error: Exception) -> None:
@@ -551,7 +551,7 @@ class UsageRecorder:
             logger.warning(
                 "usage database unavailable (%s: %s); spooling events to %s",
                 type(error).__name__,
-                _first_line(error),
+                first_line(error),
                 self._spool.path,
                 extra={"spool": str(self._spool.path)},
             )
@@ -827,11 +827,6 @@ def _is_sink(candidate: object) -> bool:
 
 def _sink_name(sink: object) -> str:
     return str(getattr(sink, "url", None) or type(sink).__qualname__)
-
-
-def _first_line(error: Exception) -> str:
-    text = message_of(error).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 _live_recorders: weakref.WeakSet[UsageRecorder] = weakref.WeakSet()

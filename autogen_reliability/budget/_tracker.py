@@ -51,6 +51,7 @@ from sqlalchemy.engine import make_url
 
 from .._context import Attribution
 from .._errors import BudgetExceededError, ConfigurationError, describe_budget_key
+from .._redaction import first_line
 from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
@@ -118,7 +119,7 @@ class _Ledger:
         with self._lock:
             was_down, self._down = self._down, True
         if not was_down:
-            first = (str(error).strip().splitlines() or [""])[0][:300]
+            first = first_line(error)
             logger.warning(
                 "budgets cannot read the usage ledger %s (%s: %s); until it answers they count the spend last "
                 "read plus this process's own",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
-from .._redaction import message_of
+from .._redaction import first_line
 from ..storage._store import UsageStore
 from ._report import shown
 
@@ -64,8 +64,7 @@ class StoreChecker:
                 connection.execute(text("SELECT 1")).scalar_one()
         except BaseException as error:
             # The driver's message (host, port, database, file) helps; the redaction keeps credentials out.
-            first_line = (message_of(error).strip().splitlines() or [""])[0]
-            message = shown(f"{type(error).__name__}: {first_line}")
+            message = shown(f"{type(error).__name__}: {first_line(error)}")
             future.set_result(RoundTrip(False, error=message))  # else every later check would wait on it
             if not isinstance(error, Exception):
                 raise
