@@ -114,6 +114,7 @@ def _loose(form: str) -> str:
     return "".join("[-_]" if char in "-_" else re.escape(char) for char in form)
 
 
+_REPEATED: Final = re.compile(r"(?:\[REDACTED\]){2,}")
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
@@ -147,6 +148,9 @@ def redact(text: str, *, limit: int = DEFAULT_LIMIT) -> str:
         text = known.sub("[REDACTED]", text)
     for pattern in _SECRETS:
         text = pattern.sub(r"\1[REDACTED]", text)
+    if "[REDACTED][REDACTED]" in text:
+        # A remembered key hid the tail of another key, and a pattern its head: one secret, one mark.
+        text = _REPEATED.sub("[REDACTED]", text)
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + "…"
     return text

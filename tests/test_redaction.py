@@ -155,6 +155,16 @@ def test_short_or_common_keys_are_not_taken_for_secrets() -> None:
     assert redact("EMPTY not-needed") == "EMPTY not-needed"
 
 
+def test_a_key_that_ends_with_a_remembered_key_is_one_redaction_not_two() -> None:
+    # Without the dashes of its prefix a remembered key is "0123456789abcdefABCD": it hides the tail of
+    # another key, and the key pattern then its head.
+    remember_secret("sk-live-mine-0123456789abcdefABCD")
+    assert redact("sk-proj-Other0123456789abcdefABCD cut") == "[REDACTED] cut"
+    assert (
+        redact("sk-live-mine-0123456789abcdefABCD, then sk-proj-X0123456789abcdefABCD") == "[REDACTED], then [REDACTED]"
+    )
+
+
 class ChainingCallObserver:
     """A call observer that fails, chaining the error the call ended with."""
 
