@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from autogen_reliability import ConfigurationError
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent, UsageRow
+from autogen_reliability.accounting._recorder import DEFAULT_MAX_QUEUE
 from autogen_reliability.storage import UsageStore, _engine
 
 from .test_storage import full_event, plain_event
@@ -360,24 +361,31 @@ def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked:
     assert stored[plain.event_id] == plain
 
 
-def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
-    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = WatchedStore(UsageStore(sqlite_url))
-    blocked = tmp_path / "spool"
-    # Without a journal, which would make the directory on the writer thread while the test takes it away.
+def _refused_spool(store: WatchedStore, blocked: Path, *, max_queue: int = DEFAULT_MAX_QUEUE) -> UsageRecorder:
+    """A recorder (batches of 10) whose spool directory is a file, put there after the recorder was made (which
+    refuses one). Without a journal, which would make the directory on the writer thread while the test takes it
+    away."""
     recorder = UsageRecorder(
         store,
         spool_dir=blocked,
         flush_interval=0.05,
         batch_size=10,
+        max_queue=max_queue,
         retry_interval=RETRY,
         close_sink=False,
         journal=False,
     )
-    # A file where the spool directory should be: put there after the recorder was made, which refuses one.
     shutil.rmtree(blocked, ignore_errors=True)
     blocked.write_text("a file where the spool directory should be")
+    return recorder
+
+
+def test_when_the_spool_cannot_be_written_either_events_wait_in_memory(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = WatchedStore(UsageStore(sqlite_url))
+    blocked = tmp_path / "spool"
+    recorder = _refused_spool(store, blocked)
     first = events(25)
     for event in first:
         recorder.record(event)
@@ -406,18 +414,7 @@ def test_events_held_in_memory_go_to_the_database_when_it_is_back_while_the_spoo
     # Past max_queue the writer first spills the excess to the spool: that being refused must not keep the
     # database from being tried.
     store = WatchedStore(UsageStore(sqlite_url))
-    blocked = tmp_path / "spool"
-    recorder = UsageRecorder(
-        store,
-        spool_dir=blocked,
-        flush_interval=0.05,
-        batch_size=10,
-        max_queue=10,
-        retry_interval=RETRY,
-        close_sink=False,
-        journal=False,
-    )
-    blocked.write_text("a file where the spool directory should be")
+    recorder = _refused_spool(store, tmp_path / "spool", max_queue=10)
     recorded = events(count)
     for event in recorded:
         recorder.record(event)
