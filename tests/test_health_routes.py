@@ -124,6 +124,26 @@ async def test_an_unhealthy_service_is_not_ready(fake_openai_server: FakeOpenAIS
     assert short.json()["components"] == {"openai": "unhealthy"}
 
 
+async def test_head_answers_each_route_with_its_status_and_no_body(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # Some load balancers and uptime monitors probe with HEAD: the status is the answer.
+    client = wrap(circuit=OPENS_AFTER_TWO)
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 2)
+    with TestClient(app_for(HealthProbe({"openai": client}, min_attempts=100), prefix="/ops")) as http:
+        answers = {path: http.head(f"/ops{path}") for path in ("/healthz", "/readyz", "/health", "/health?verbose=0")}
+        assert http.head("/ops/health?verbose=maybe").status_code == 422
+    assert {path: answer.status_code for path, answer in answers.items()} == {
+        "/healthz": 200,
+        "/readyz": 503,
+        "/health": 503,
+        "/health?verbose=0": 503,
+    }
+    assert all(answer.content == b"" for answer in answers.values())
+    assert all(answer.headers["cache-control"] == "no-store" for answer in answers.values())
+
+
 async def test_lone_surrogates_in_a_model_name_and_an_error_are_shown_as_u_fffd(wrap: Wrap) -> None:
     # A model's name or a provider's error cut inside an emoji: JSON in UTF-8 cannot hold the half left.
     inner = ScriptedChatCompletionClient([ValueError("cut \ud83d"), "fine"], model="gpt-\udfff")
@@ -248,6 +268,7 @@ async def test_a_real_uvicorn_server_answers_over_http(
             alive = await http.get("/healthz")
             ready = await http.get("/readyz")
             short = await http.get("/health", params={"verbose": 0})
+            head = await http.head("/readyz")
     finally:
         web.should_exit = True
         await asyncio.to_thread(thread.join, 30)
@@ -258,3 +279,4 @@ async def test_a_real_uvicorn_server_answers_over_http(
     assert ready.json()["clients"]["openai"]["attempts"] == 1
     assert short.json()["components"] == {"openai": "healthy", "usage_store": "healthy"}
     assert ready.headers["server"] == "uvicorn"
+    assert (head.status_code, head.content) == (200, b"")

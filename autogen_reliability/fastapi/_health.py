@@ -35,7 +35,7 @@ class Liveness(BaseModel):
 
 
 def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
-    """The routes ``/healthz``, ``/readyz`` and ``/health`` serving ``probe``, under ``prefix``.
+    """The routes ``/healthz``, ``/readyz`` and ``/health`` serving ``probe``, under ``prefix``; GET and HEAD.
 
     Args:
         probe: The :class:`~autogen_reliability.HealthProbe` to serve.
@@ -101,4 +101,8 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
             response.status_code = _UNHEALTHY
         return report if verbose else report.summary()
 
+    # Load balancers and uptime monitors that probe with HEAD get the status line, not a 405 (not in the
+    # schema: the GET operations describe them).
+    for path, endpoint in (("/healthz", healthz), ("/readyz", readyz), ("/health", health)):
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     return router
