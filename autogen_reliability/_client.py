@@ -39,7 +39,7 @@ from ._redaction import log_failure, remember_secret
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._policy import BudgetPolicy
-from .providers import api_key_of, attach_usage_tap, innermost, switch_off_sdk_retries
+from .providers import api_key_of, attach_usage_tap, inner_client, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._classify import RETRYABLE_BY_DEFAULT
@@ -224,7 +224,7 @@ def _pipeline(
     # and tests/test_layering.py keeps the two the same. A stage that is off has no layer.
     layers = [
         _budget(settings, settings.budget) if primary and settings.budget is not None else None,
-        _accounting(settings) if primary and settings.track_usage else None,
+        _accounting(client, settings) if primary and settings.track_usage else None,
         SanitizeLayer(settings.sanitize) if primary and settings.sanitize is not None else None,
         ValidationLayer(settings.validation) if primary else None,
         _fallback(settings, observers) if primary and settings.fallbacks else None,
@@ -234,7 +234,7 @@ def _pipeline(
     return Pipeline(client, [layer for layer in layers if layer is not None], observers)
 
 
-def _accounting(settings: _Settings) -> AccountingLayer:
+def _accounting(client: ChatCompletionClient, settings: _Settings) -> AccountingLayer:
     from .accounting._layer import AccountingLayer  # noqa: PLC0415
 
     defaults = accounting_settings()
@@ -243,7 +243,23 @@ def _accounting(settings: _Settings) -> AccountingLayer:
         settings.pricing or defaults.pricing,
         capture_content=defaults.capture_content,
         content_limit=defaults.content_limit,
+        recorded_elsewhere=tuple(each for each in (client, *settings.fallbacks) if _records_itself(each)),
     )
+
+
+def _records_itself(client: ChatCompletionClient) -> bool:
+    """Whether ``client`` is a wrapped client that records usage (or wraps one, under AutoGen's cache, say).
+
+    Its provider attempts have their rows already: the attempt of an outer wrapper on it is not one more.
+    """
+    for _ in range(8):
+        if isinstance(client, ReliableChatCompletionClient) and client.recorder is not None:
+            return True
+        inner = inner_client(client)
+        if inner is None:
+            return False
+        client = inner
+    return False
 
 
 def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:

@@ -17,6 +17,7 @@ from genai_prices import Usage, calc_price
 
 from autogen_reliability import (
     BudgetPolicy,
+    ReliableChatCompletionClient,
     RetriesExhaustedError,
     RetryPolicy,
     ValidationPolicy,
@@ -211,6 +212,38 @@ async def test_failed_call_rows_and_a_cancelled_one(
     assert last_message is not None
     assert "sk-proj" not in last_message
     assert "[REDACTED]" in last_message
+
+
+async def test_a_wrapper_around_wrapped_clients_adds_no_row_for_their_attempts(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A wrapped client records its own provider attempts: the outer wrapper's attempt on it (nested in it, or
+    # as its fallback) is one of its calls, not one more request. A bare fallback's attempt is the outer's row.
+    fake_openai_server.enqueue(
+        FakeReply.error(500),  # the nested wrapper's two attempts
+        FakeReply.error(500),
+        FakeReply.error(503),  # the wrapped fallback's one
+        FakeReply.text("from the bare fallback", usage=FakeUsage(prompt_tokens=7, completion_tokens=2)),
+    )
+    recorder = ledger[1]
+    nested = ReliableChatCompletionClient(
+        make_openai_client(), recorder=recorder, retry=RetryPolicy(max_attempts=2, initial_delay=0)
+    )
+    wrapped_fallback = ReliableChatCompletionClient(make_openai_client(), recorder=recorder, retry=None)
+    outer = ReliableChatCompletionClient(
+        nested, recorder=recorder, retry=None, fallbacks=[wrapped_fallback, make_openai_client()]
+    )
+    answer = await outer.create(HI)
+    assert answer.content == "from the bare fallback"
+    found = rows(ledger)
+    assert len(found) == fake_openai_server.request_count == 4
+    assert [row.error_kind for row in found] == ["server_error", "server_error", "overloaded", None]
+    assert [row.http_status for row in found] == [500, 500, 503, None]
+    assert sum(row.prompt_tokens for row in found) == 7
+    # Three calls: the nested wrapper's, the wrapped fallback's, and the outer's (its attempt on the bare client).
+    assert len({row.call_id for row in found}) == 3
 
 
 async def test_token_sums_over_a_team_run_equal_what_the_server_returned(

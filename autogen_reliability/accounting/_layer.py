@@ -109,8 +109,12 @@ class AccountingLayer(Layer):
         *,
         capture_content: bool = False,
         content_limit: int = 10_000,
+        recorded_elsewhere: tuple[ChatCompletionClient, ...] = (),
     ) -> None:
         self.recorder = recorder
+        # Wrapped clients (a wrapper nested in this one, a wrapped fallback) that record their own provider
+        # attempts: an attempt on one of them is a call of theirs, not a provider attempt, and has no row here.
+        self.recorded_elsewhere = recorded_elsewhere
         self.pricing = pricing
         self.capture_content = capture_content
         self.content_limit = content_limit
@@ -138,6 +142,10 @@ class AccountingLayer(Layer):
         if call.observers is None:  # no call observer reads the events after us (the pipeline releases them then)
             call.release()
 
+    def records_itself(self, client: ChatCompletionClient) -> bool:
+        """Whether ``client`` is one of :attr:`recorded_elsewhere`."""
+        return any(client is other for other in self.recorded_elsewhere)
+
     def _track(self, call: Call) -> None:
         table = self.recorder.in_flight
         if table is not None and call.tracker is None:
@@ -146,6 +154,8 @@ class AccountingLayer(Layer):
     def _record(self, call: Call) -> None:
         tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
         for attempt in call.events:
+            if self.recorded_elsewhere and self.records_itself(attempt.client):
+                continue
             try:
                 ended = tracker.ended.pop(attempt.attempt, None) if tracker is not None else None
                 event = self._event(call, attempt) if ended is None else self._final(call, attempt, ended)
@@ -359,6 +369,8 @@ class _InFlight:
         self.ended: dict[int, UsageEvent] = {}  # attempt -> its event as made when it ended (the call reuses it)
 
     def started(self, call: Call, attempt: StartedAttempt) -> None:
+        if self._layer.recorded_elsewhere and self._layer.records_itself(attempt.client):
+            return  # the wrapped client holds its own attempts' rows
         try:
             slot = self._table.hold(self._layer._provisional(call, attempt))
         except Exception:  # the attempt goes on; its row is made when the call ends, as without a table
