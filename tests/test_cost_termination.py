@@ -9,6 +9,7 @@ costs ``CALL`` nano-USD, priced by the same ``PricingTable`` the wrapper uses.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import uuid
@@ -359,6 +360,15 @@ def test_invalid_arguments_are_refused_at_construction(arguments: dict[str, Any]
         CostTermination(**arguments)
 
 
+@pytest.mark.parametrize(("written", "limit"), [(5, "5"), (0.1, "0.1"), (2.5e-5, "0.000025"), ("0.50", "0.5")])
+def test_a_config_written_by_hand_may_give_the_limit_as_a_json_number(written: object, limit: str) -> None:
+    model = CostTermination(1).dump_component().model_dump()
+    model["config"]["max_cost_usd"] = written
+    loaded = TerminationCondition.load_component(json.loads(json.dumps(model)))
+    assert isinstance(loaded, CostTermination)
+    assert loaded.dump_component().config["max_cost_usd"] == limit  # dumped as the string of an exact decimal
+
+
 def test_an_invalid_config_is_refused_when_loaded() -> None:
     model = CostTermination(1).dump_component().model_dump()
     model["config"]["max_cost_usd"] = "-5"
@@ -369,7 +379,11 @@ def test_an_invalid_config_is_refused_when_loaded() -> None:
 @pytest.mark.parametrize(
     ("config", "reason"),
     [
-        ({"max_cost_usd": 5}, r"^a CostTermination config is invalid: max_cost_usd: Input should be a valid string$"),
+        (
+            {"max_cost_usd": True},
+            r"^a CostTermination config is invalid: max_cost_usd\.str: Input should be",
+        ),
+        ({"max_cost_usd": 0}, "max_cost_usd must be above zero, got 0"),
         ({"max_cost_usd": "1e999999999"}, "max_cost_usd must be at most 1,000,000,000,000 USD"),
         ({}, r"^a CostTermination config is invalid: max_cost_usd: Field required$"),
         ({"max_cost_usd": "1", "limit": "2"}, r"^a CostTermination config is invalid: limit: Extra inputs are not"),

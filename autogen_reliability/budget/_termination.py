@@ -54,7 +54,7 @@ from typing import Final, Literal, Self, cast
 from autogen_agentchat.base import TerminatedException, TerminationCondition
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage
 from autogen_core import Component
-from pydantic import ConfigDict
+from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
 
 from .._context import Attribution, current_attribution
 from .._errors import ComponentConfig, ConfigurationError
@@ -81,11 +81,15 @@ _Key = tuple[str | None, str | None, str | None, _TagItems]
 
 
 class CostTerminationConfig(ComponentConfig):
-    """The declarative form of :class:`CostTermination` (money as the string of an exact decimal)."""
+    """The declarative form of :class:`CostTermination`.
+
+    Money is dumped as the string of an exact decimal; a config written by hand may give a JSON number
+    too, read as the constructor reads it (a float by its repr: ``0.1`` is 0.1).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    max_cost_usd: str
+    max_cost_usd: StrictStr | StrictInt | StrictFloat
     project: str | None = None
     session: str | None = None
     agents: list[str] | None = None
