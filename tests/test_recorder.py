@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -216,6 +217,78 @@ def test_a_write_error_whose_text_cannot_be_read_spools_the_batch_and_says_so(
     recorder.close()
     assert "usage database unavailable (Unprintable: <str() failed: RuntimeError>)" in caplog.text
     assert "writer failed" not in caplog.text
+
+
+def test_a_sink_that_raises_a_base_exception_spools_the_batch_and_the_writer_carries_on(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # A sink of the user's that runs asyncio inside can raise CancelledError, which is no Exception:
+    # it must count as the database failing (the batch spooled, then replayed), not end the writer
+    # thread with the batch gone from memory and flush() waiting forever.
+    class CancelledOnce(WatchedStore):
+        def write_rows(self, rows: Sequence[UsageRow]) -> int:
+            if not self.failures:
+                self.failures += 1
+                raise asyncio.CancelledError
+            return super().write_rows(rows)
+
+    store = CancelledOnce(UsageStore(sqlite_url))
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    for event in events(5):
+        recorder.record(event)
+    assert recorder.flush(10)
+    store.wait_for_rows(5)
+    assert recorder.writer_alive
+    assert recorder.stats["failed_writes"] == 1
+    recorder.close()
+
+
+def test_a_factory_that_raises_a_base_exception_spools_until_it_makes_the_sink(sqlite_url: str, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def factory() -> UsageStore:
+        calls.append(1)
+        if len(calls) <= 2:  # the writer's first connection, then the first write
+            raise asyncio.CancelledError
+        return UsageStore(sqlite_url)
+
+    recorder = UsageRecorder(factory, spool_dir=tmp_path / "spool", name=sqlite_url, retry_interval=RETRY)
+    for event in events(5):
+        recorder.record(event)
+    assert recorder.flush(10)
+    until(lambda: recorder.spooled == 0, "the spool replayed")
+    assert recorder.writer_alive
+    assert recorder.stats["spooled"] == 5
+    recorder.close()
+    assert UsageStore(sqlite_url).count() == 5
+
+
+def test_a_bug_in_the_writer_puts_its_batch_back_and_the_writer_carries_on(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The safety net for a defect of ours that no test can reach otherwise: one write raises after the
+    # batch left the queue. The batch must go back to the queue, not vanish with flush() waiting for it.
+    real_write = UsageRecorder._write
+    bugs: list[int] = []
+
+    def write_with_a_bug(recorder: UsageRecorder, batch: list[UsageRow]) -> bool:
+        if not bugs:
+            bugs.append(len(batch))
+            raise RuntimeError("a defect in the writer")
+        return real_write(recorder, batch)
+
+    monkeypatch.setattr(UsageRecorder, "_write", write_with_a_bug)
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    for event in events(5):
+        recorder.record(event)
+    assert recorder.flush(10)
+    assert bugs == [5]
+    assert recorder.writer_alive
+    assert store.count() == 5
+    recorder.close()
+    assert "the usage recorder's writer failed; it carries on" in caplog.text
+    assert "RuntimeError: a defect in the writer" in caplog.text
 
 
 def refused(tmp_path: Path) -> list[dict[str, object]]:

@@ -66,6 +66,7 @@ What can be lost:
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import hashlib
@@ -97,6 +98,11 @@ from ._journal import (
 )
 
 __all__ = ["UsageRecorder", "UsageSink", "live_recorders"]
+
+# What the writer thread survives, from a sink or a bug of ours: every exception but those that ask a thread to end
+# (SystemExit, KeyboardInterrupt). A sink of the user's that runs asyncio inside can raise CancelledError, which
+# is no Exception: the database failed, and the rows go to the spool.
+_SURVIVED: Final = (Exception, asyncio.CancelledError)
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -369,36 +375,42 @@ class UsageRecorder:
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        if self._sink is None:
-            self._connect()
-        self._replay()
+        self._safely(self._replay)  # connects first (a factory's sink is made here, on this thread)
         while not self._closed:
             if self._journal is not None:
-                self._journal.prepare()
+                self._safely(self._journal.prepare)
             self._wake.wait(self._flush_interval)
             self._wake.clear()
-            self._drain_safely()
-        self._drain_safely()
+            self._safely(self._drain)
+        self._safely(self._drain)
 
-    def _drain_safely(self) -> None:
+    @staticmethod
+    def _safely(step: Callable[[], None]) -> None:
         try:
-            self._drain()
-        except Exception:  # a bug must not end the writer thread: the queue would grow unwritten
+            step()
+        # A bug must not end the writer thread: the queue would grow unwritten and flush() would wait for ever.
+        except _SURVIVED:
             logger.exception("the usage recorder's writer failed; it carries on")
 
     def _drain(self) -> None:
         while self._queue:
             kept = False
-            if len(self._queue) > self._max_queue:
-                # The database cannot keep up: move the excess to disk, where it is safe.
-                batch = self._take(len(self._queue) - self._max_queue)
-                kept = self._spool_rows(batch)
+            batch: list[UsageRow] = []
+            try:
+                if len(self._queue) > self._max_queue:
+                    # The database cannot keep up: move the excess to disk, where it is safe.
+                    batch = self._take(len(self._queue) - self._max_queue)
+                    kept = self._spool_rows(batch)
+                    if not kept:
+                        # The disk refuses it: the database, if it is back, is the only way out of memory.
+                        self._requeue(batch)
+                        batch = []
                 if not kept:
-                    # The disk refuses it: the database, if it is back, is the only way out of memory.
-                    self._requeue(batch)
-            if not kept:
-                batch = self._take(self._batch_size)
-                kept = self._write(batch)
+                    batch = self._take(self._batch_size)
+                    kept = self._write(batch)
+            except BaseException:
+                self._requeue(batch)  # back to the queue, in order, for the next wake-up: never dropped
+                raise
             if not kept:
                 self._holding = True
                 self._requeue(batch)
@@ -449,14 +461,14 @@ class UsageRecorder:
         if self._sink is None and self._factory is not None:
             try:
                 self._sink = self._factory()
-            except Exception as error:
+            except _SURVIVED as error:
                 self._failed(error)
         elif self._sink is not None and not self._healthy:
             reopen = getattr(self._sink, "reopen", None)
             if callable(reopen):
                 try:
                     reopen()
-                except Exception as error:
+                except _SURVIVED as error:
                     self._failed(error)
                     return None
         return self._sink
@@ -469,7 +481,7 @@ class UsageRecorder:
                 return self._spool_rows(batch)
             try:
                 refused = self._store(sink, batch)
-            except Exception as error:
+            except _SURVIVED as error:
                 self._failed(error)
             else:
                 self._stats["written"] += len(batch) - refused
@@ -534,7 +546,7 @@ class UsageRecorder:
             extra={"refused": str(self._spool.refused_path)},
         )
 
-    def _unreadable_file(self, path: Path, error: Exception) -> None:
+    def _unreadable_file(self, path: Path, error: BaseException) -> None:
         """A spool file or journal a replay could not read: left where it is, the others replayed."""
         if path not in self._unreadable:
             self._unreadable.add(path)
@@ -545,7 +557,7 @@ class UsageRecorder:
                 first_line(error),
             )
 
-    def _failed(self, error: Exception) -> None:
+    def _failed(self, error: BaseException) -> None:
         self._stats["failed_writes"] += 1
         if self._healthy:
             logger.warning(
@@ -567,7 +579,7 @@ class UsageRecorder:
             try:
                 for batch in _read_batches(path, self._batch_size):
                     self._stats["replayed"] += len(batch) - self._store(sink, batch)
-            except Exception as error:
+            except _SURVIVED as error:
                 if not _refuses_a_row(error):
                     self._failed(error)
                     return
@@ -585,7 +597,7 @@ class UsageRecorder:
                 try:
                     for batch in _batches(read(fd, path), self._batch_size):
                         self._stats["replayed"] += len(batch) - self._store(sink, batch)
-                except Exception as error:
+                except _SURVIVED as error:
                     os.close(fd)  # the lock goes with it: this process, or the next, tries again
                     if not _refuses_a_row(error):
                         self._failed(error)
@@ -806,7 +818,7 @@ def _write_rows(sink: UsageSink, rows: list[UsageRow]) -> None:
         sink.write([UsageEvent.from_row(row) for row in rows])
 
 
-def _refuses_a_row(error: Exception) -> bool:
+def _refuses_a_row(error: BaseException) -> bool:
     """Whether ``error`` is the sink refusing what a row holds (for good) rather than the database failing.
 
     A number no column holds (``OverflowError`` from the ``sqlite3`` module; PostgreSQL's
