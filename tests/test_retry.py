@@ -434,6 +434,30 @@ async def test_when_every_client_fails_each_error_is_kept(
     assert all(isinstance(error.__cause__, openai.InternalServerError) for error in errors)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wrapped_client_that_gave_up_is_not_retried_by_the_wrapper_around_it(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A wrapped client (nested, or among the fallbacks) retries under its own policy; its RetriesExhaustedError
+    # says it gave up. Retried by the outer wrapper, each of its attempts became max_attempts of its own: 3 x 2.
+    fake_openai_server.default = FakeReply.error(503)
+    inner_policy = RetryPolicy(max_attempts=2, initial_delay=0)
+    nested = ReliableChatCompletionClient(reliable(make_openai_client(), retry=inner_policy), retry=FAST)
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await call(nested, mode)
+    assert (caught.value.attempts, fake_openai_server.request_count) == (2, 2)
+    fake_openai_server.reset()
+    fake_openai_server.default = FakeReply.error(503)
+    wrapped_fallback = reliable(make_openai_client(model="gpt-4.1"), retry=inner_policy)
+    client = reliable(make_openai_client(), retry=FAST, fallbacks=[wrapped_fallback])
+    with pytest.raises(AllClientsFailedError) as failed:
+        await call(client, mode)
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini"] * 3 + ["gpt-4.1"] * 2
+    errors = failed.value.exceptions
+    assert all(isinstance(error, RetriesExhaustedError) for error in errors)
+    assert [getattr(error, "attempts", None) for error in errors] == [3, 2]
+
+
 async def test_a_bad_request_does_not_go_to_a_fallback(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

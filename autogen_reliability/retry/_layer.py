@@ -167,7 +167,8 @@ class _RetryRun:
     def should_retry(self, error: BaseException) -> bool:
         kind = classify_error(error)
         self.kinds.append(kind)
-        if kind not in self.policy.retry_on:
+        if kind not in self.policy.retry_on or isinstance(error, RetriesExhaustedError):
+            # A wrapped client's RetriesExhaustedError: it retried as its own policy allows, and gave up.
             return False
         # A server that asks for a longer wait than we accept gets its answer at once.
         asked = retry_after(error) if self.policy.respect_retry_after else None
