@@ -458,6 +458,30 @@ async def test_a_wrapped_client_that_gave_up_is_not_retried_by_the_wrapper_aroun
     assert [getattr(error, "attempts", None) for error in errors] == [3, 2]
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wrapped_client_whose_fallbacks_all_failed_goes_to_the_next_fallback(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Its AllClientsFailedError says it and each of its fallbacks gave up: the outer wrapper asks its next client.
+    fake_openai_server.default = FakeReply.error(503)
+    once = RetryPolicy(max_attempts=1)
+    wrapped = reliable(make_openai_client(model="gpt-4.1"), retry=once, fallbacks=[make_openai_client(model="o3")])
+    client = reliable(make_openai_client(), retry=once, fallbacks=[wrapped, make_openai_client(model="gpt-4o")])
+    fake_openai_server.enqueue(*[FakeReply.error(503)] * 3, FakeReply.text("from the last fallback"))
+    result = await call(client, mode)
+    assert result.content == "from the last fallback"
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "gpt-4.1", "o3", "gpt-4o"]
+    fake_openai_server.reset()
+    fake_openai_server.default = FakeReply.error(503)
+    nested = ReliableChatCompletionClient(wrapped, retry=once, fallbacks=[make_openai_client(model="gpt-4o")])
+    with pytest.raises(AllClientsFailedError) as caught:
+        await call(nested, mode)
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4.1", "o3", "gpt-4o"]
+    inner_failure, last = caught.value.exceptions
+    assert isinstance(inner_failure, AllClientsFailedError)
+    assert isinstance(last, RetriesExhaustedError)
+
+
 async def test_a_bad_request_does_not_go_to_a_fallback(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -77,8 +77,8 @@ _NO_WAIT = wait_none()
 
 def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bool:
     """Whether ``error`` from one client is a reason to ask the next."""
-    if isinstance(error, RetriesExhaustedError | CircuitOpenError):
-        return True
+    if isinstance(error, RetriesExhaustedError | CircuitOpenError | AllClientsFailedError):
+        return True  # given up; an AllClientsFailedError: a wrapped client and each of its own fallbacks did
     if not isinstance(error, Exception):
         return False  # cancellation and interpreter exits are never redirected
     kind = classify_error(error)
