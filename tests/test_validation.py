@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,6 +273,37 @@ async def test_tool_arguments_that_are_not_json_are_failures(
     client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
     with pytest.raises(ResponseValidationError, match="arguments are not valid JSON"):
         await AssistantAgent("calculator", model_client=client, tools=[add]).run(task="1 + 2?")
+
+
+async def book(start: datetime, day: date) -> str:
+    """Book a meeting."""
+    return f"booked for {start.isoformat()} on {day.isoformat()}"
+
+
+@pytest.mark.parametrize("start", ["2024-06-01T10:00:00", "2024-06-01 10:00", "2024-06-01"])
+async def test_tool_arguments_the_tool_accepts_are_not_refused_for_their_format(
+    start: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen describes a datetime parameter as {"type": "string", "format": "date-time"}; the tool parses it with
+    # pydantic, which takes a time without an offset. Checked as an RFC 3339 date-time, every such call was
+    # refused and re-asked (paid for), and a model that wrote times so each time failed the call.
+    fake_openai_server.default = FakeReply.tool_calls([("book", {"start": start, "day": "2024-06-01"})])
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=1))
+    agent = AssistantAgent("planner", model_client=client, tools=[book])
+    result = await agent.run(task="Book it.")
+    executions = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
+    assert [execution.content[0].is_error for execution in executions] == [False]
+    assert executions[0].content[0].content.startswith("booked for 2024-06-01T")
+    assert fake_openai_server.request_count == 1
+
+
+async def test_tool_arguments_are_still_checked_against_the_type_of_a_formatted_parameter(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.tool_calls([("book", {"start": 20240601, "day": "2024-06-01"})]))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
+    with pytest.raises(ResponseValidationError, match=r"/tool_calls/0/arguments/start: 20240601 is not of type"):
+        await AssistantAgent("planner", model_client=client, tools=[book]).run(task="Book it.")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -227,7 +227,9 @@ class AnswerCheck:
             except json.JSONDecodeError as error:
                 violations.append(SchemaViolation(f"{where}/arguments", f"the arguments are not valid JSON: {error}"))
                 continue
-            for violation in ResponseSchema.of(parameters).validate(arguments):
+            # `format` stays an annotation: the tool's own parser decides what a date is (pydantic, for AutoGen's
+            # tools, takes "2024-06-01T10:00:00", which is no RFC 3339 date-time), and refuses what it cannot read.
+            for violation in ResponseSchema.of(parameters, formats=False).validate(arguments):
                 violations.append(SchemaViolation(f"{where}/arguments{violation.path}", violation.message))
         return violations
 

@@ -13,7 +13,9 @@ Two backends, one result type
     * A JSON Schema (a dict) validates with `jsonschema-rs`_ as Draft 2020-12,
       with ``format`` checked (``"email"``, ``"date"``, ...; the specification
       leaves format checking off by default, which would let such values pass).
-      Unknown formats are ignored, as the specification asks. ``$ref`` is
+      Unknown formats are ignored, as the specification asks. ``formats=False``
+      leaves ``format`` an annotation, as it is by default: for a tool's
+      parameters, whose own parser decides what a date is. ``$ref`` is
       resolved inside the schema only: nothing is fetched over the network.
 
 A schema that is itself invalid is refused when it is compiled, with a
@@ -144,7 +146,7 @@ def _meta_error(error: jsonschema_rs.ValidationError) -> str:
     return f"{where}: {_concise(error.message)}"
 
 
-def _compile_json_schema(schema: dict[str, Any]) -> jsonschema_rs.Validator:
+def _compile_json_schema(schema: dict[str, Any], *, formats: bool = True) -> jsonschema_rs.Validator:
     declared = schema.get("$schema", DRAFT_2020_12)
     if not isinstance(declared, str) or declared not in _DRAFT_2020_12_SPELLINGS:
         raise ConfigurationError(
@@ -160,7 +162,7 @@ def _compile_json_schema(schema: dict[str, Any]) -> jsonschema_rs.Validator:
         more = f" (and {len(problems) - _META_ERRORS_SHOWN} more)" if len(problems) > _META_ERRORS_SHOWN else ""
         raise ConfigurationError(f"invalid JSON Schema (Draft 2020-12): {shown}{more}")
     try:
-        return jsonschema_rs.Draft202012Validator(schema, validate_formats=True, offline=True)
+        return jsonschema_rs.Draft202012Validator(schema, validate_formats=formats, offline=True)
     except jsonschema_rs.ValidationError as error:
         # Valid against the meta-schema but not compilable: a bad regex, a $ref to nowhere.
         where = _pointer(error.instance_path) or "(root)"
@@ -198,8 +200,13 @@ class ResponseSchema:
     model: type[BaseModel] | None
     json_schema: dict[str, Any]
 
-    def __init__(self, schema: type[BaseModel] | Mapping[str, Any]) -> None:
+    def __init__(self, schema: type[BaseModel] | Mapping[str, Any], *, formats: bool = True) -> None:
         """Compiles ``schema``.
+
+        Args:
+            schema: A pydantic model class or a JSON Schema dict.
+            formats: For a JSON Schema, whether ``format`` is checked (``"date-time"``
+                as RFC 3339, ...) or, as the specification has it by default, only an annotation.
 
         Raises:
             ConfigurationError: ``schema`` is neither a pydantic model class nor a
@@ -217,7 +224,7 @@ class ResponseSchema:
         elif isinstance(schema, Mapping):
             # A JSON round trip is the deep copy: plain dicts and lists, key order kept.
             document: dict[str, Any] = json.loads(_canonical_json(schema, sort_keys=False))
-            self._validator = _compile_json_schema(document)
+            self._validator = _compile_json_schema(document, formats=formats)
             title = document.get("title")
             self.name = title.strip() if isinstance(title, str) and title.strip() else "response"
             self.model, self.json_schema = None, document
@@ -228,12 +235,18 @@ class ResponseSchema:
             )
 
     @classmethod
-    def of(cls, schema: ResponseSchema | type[BaseModel] | Mapping[str, Any]) -> ResponseSchema:
+    def of(
+        cls, schema: ResponseSchema | type[BaseModel] | Mapping[str, Any], *, formats: bool = True
+    ) -> ResponseSchema:
         """The compiled form of ``schema``, from a bounded cache (256 entries, least recently used out).
 
         The same model class, or a JSON Schema equal to one seen before (compared as
         ``json.dumps(schema, sort_keys=True)``), gives back the same object. A
         :class:`ResponseSchema` is returned as it is.
+
+        Args:
+            schema: As for the constructor.
+            formats: As for the constructor; a JSON Schema is cached once per setting.
 
         Raises:
             ConfigurationError: As for the constructor.
@@ -248,7 +261,7 @@ class ResponseSchema:
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             key = (cls, schema)
         elif isinstance(schema, Mapping):
-            key = (cls, _canonical_json(schema, sort_keys=True))
+            key = (cls, _canonical_json(schema, sort_keys=True), formats)
         else:
             return cls(schema)  # raises the constructor's ConfigurationError
         with _cache_lock:
@@ -256,7 +269,7 @@ class ResponseSchema:
             if cached is not None:
                 _cache.move_to_end(key)
                 return cached
-        compiled = cls(schema)  # outside the lock: compiling may take a while
+        compiled = cls(schema, formats=formats)  # outside the lock: compiling may take a while
         with _cache_lock:
             compiled = _cache.setdefault(key, compiled)  # a concurrent caller's copy wins, so one object per key
             _cache.move_to_end(key)
