@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from datetime import date, datetime
@@ -304,6 +305,39 @@ async def test_tool_arguments_are_still_checked_against_the_type_of_a_formatted_
     client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
     with pytest.raises(ResponseValidationError, match=r"/tool_calls/0/arguments/start: 20240601 is not of type"):
         await AssistantAgent("planner", model_client=client, tools=[book]).run(task="Book it.")
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        # As written for another dialect: draft-07 is what many tool schemas declare.
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"a": {"type": "integer"}},
+        },
+        # As McpWorkbench lists a tool of a server whose model nests another: the properties, not their $defs.
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/Amount"}}, "required": ["a"]},
+    ],
+)
+async def test_a_tool_whose_schema_cannot_be_compiled_is_handed_on_unchecked(
+    parameters: dict[str, Any],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The tool checks its own arguments when it runs. Raised after the answer came, a ConfigurationError threw
+    # away an answer that was paid for, on every call in which the model called that tool.
+    fake_openai_server.enqueue(FakeReply.tool_calls([("pay", {"a": 1})]))
+    tools: list[ToolSchema] = [{"name": "pay", "parameters": parameters}]  # type: ignore[typeddict-item]
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
+    with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
+        result = await client.create(ASK, tools=tools)
+    assert isinstance(result.content, list)
+    assert [(call.name, call.arguments) for call in result.content] == [("pay", '{"a": 1}')]
+    assert fake_openai_server.request_count == 1
+    (warning,) = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
+    assert warning.startswith("the arguments of tool 'pay' are not checked: its parameters schema cannot be: ")
 
 
 @pytest.mark.parametrize("mode", MODES)

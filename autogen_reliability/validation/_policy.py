@@ -21,8 +21,10 @@ writes those messages; the validation layer (``_layer.py``) sends them.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,6 +45,8 @@ from ._parse import JSONExtractionError, extract_json
 from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = ["AnswerCheck", "ValidationPolicy"]
+
+logger = logging.getLogger("autogen_reliability")
 
 MAX_REASK = 5
 DEFAULT_MAX_RESPONSE_CHARS = 200_000
@@ -227,9 +231,10 @@ class AnswerCheck:
             except json.JSONDecodeError as error:
                 violations.append(SchemaViolation(f"{where}/arguments", f"the arguments are not valid JSON: {error}"))
                 continue
-            # `format` stays an annotation: the tool's own parser decides what a date is (pydantic, for AutoGen's
-            # tools, takes "2024-06-01T10:00:00", which is no RFC 3339 date-time), and refuses what it cannot read.
-            for violation in ResponseSchema.of(parameters, formats=False).validate(arguments):
+            schema = _parameters_schema(call.name, parameters)
+            if schema is None:
+                continue
+            for violation in schema.validate(arguments):
                 violations.append(SchemaViolation(f"{where}/arguments{violation.path}", violation.message))
         return violations
 
@@ -263,6 +268,26 @@ class AnswerCheck:
             AssistantMessage(content=echoed, source="assistant"),
             UserMessage(content=feedback, source="validator"),
         ]
+
+
+def _parameters_schema(name: str, parameters: Mapping[str, Any]) -> ResponseSchema | None:
+    """The compiled parameters schema of tool ``name``; ``None`` (and a warning) when it cannot be compiled.
+
+    `format` stays an annotation: the tool's own parser decides what a date is (pydantic, for AutoGen's tools,
+    takes "2024-06-01T10:00:00", which is no RFC 3339 date-time), and refuses what it cannot read. A schema
+    that cannot be compiled (another dialect's `$schema`, a `$ref` to definitions left out, as McpWorkbench
+    lists a tool) is the tool's business too: raising here would throw away an answer already paid for.
+    """
+    try:
+        return ResponseSchema.of(parameters, formats=False)
+    except ConfigurationError as error:
+        _warn_unchecked(name, str(error))
+        return None
+
+
+@functools.lru_cache(maxsize=256)  # once per tool and reason, not on every call
+def _warn_unchecked(name: str, reason: str) -> None:
+    logger.warning("the arguments of tool %r are not checked: its parameters schema cannot be: %s", name, reason)
 
 
 def _cut(text: str, limit: int) -> str:
