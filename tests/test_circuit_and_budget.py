@@ -6,6 +6,7 @@ import asyncio
 import threading
 import warnings
 from collections.abc import Coroutine
+from contextlib import aclosing
 from typing import Any
 
 import openai
@@ -27,6 +28,8 @@ from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory
+
+HI = [UserMessage(content="hi", source="user")]
 
 
 class Clock:
@@ -315,3 +318,37 @@ async def test_a_provider_that_never_answers_opens_the_circuit_when_the_deadline
     with pytest.raises(CircuitOpenError):
         await ask()
     assert fake_openai_server.request_count == 4
+
+
+async def test_a_stream_closed_once_its_result_was_read_is_a_success(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # `break` once the CreateResult is in hand: the provider answered in full (the usage row says ok), but the
+    # breaker took the stream's closing for a call that says nothing, kept only the failures in its window,
+    # and opened on 4 failures among 10 calls.
+    async def read_until_the_result() -> CreateResult:
+        async with aclosing(client.create_stream(HI)) as stream:  # closed now, not when the loop collects it
+            async for item in stream:
+                if isinstance(item, CreateResult):
+                    return item
+        raise AssertionError("no CreateResult")
+
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=10, minimum_calls=4, failure_rate=0.5, open_for=30, clock=clock)
+    inner = make_openai_client()
+    client = reliable(inner, retry=None, circuit=policy)
+    circuit = breaker_for(inner, policy)
+    fake_openai_server.enqueue(*[FakeReply.text("fine")] * 6, *[FakeReply.error(500)] * 4)
+    for _ in range(6):
+        assert (await read_until_the_result()).content == "fine"
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError):
+            await client.create(HI)
+    assert state(circuit) == "closed"  # 4 of the last 10 calls failed
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("recovered"))
+    with pytest.raises(openai.InternalServerError):
+        await client.create(HI)
+    assert state(circuit) == "open"  # 5 of the last 10
+    clock.now += 30
+    assert (await read_until_the_result()).content == "recovered"  # the probe
+    assert state(circuit) == "closed"

@@ -426,13 +426,16 @@ class CircuitLayer(Layer):
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         ticket = self.breaker.acquire()
         outcome: bool | None = None
+        answered = False
         try:
             async with aclosing(call_next(request)) as stream:
                 async for item in stream:
                     outcome = False  # the provider answered
+                    answered = isinstance(item, CreateResult)
                     yield item
         except BaseException as error:
-            outcome = _judge(error) if outcome is None else None
+            if not answered:  # closed once its result was read (a `break`), it was a success, as its usage row says
+                outcome = _judge(error) if outcome is None else None
             raise
         finally:
             self.breaker.record(outcome, ticket)
