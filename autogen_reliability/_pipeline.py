@@ -54,7 +54,14 @@ from ._errors import IncompleteStreamError
 from ._ids import time_ordered_uuid
 from ._redaction import log_failure
 from ._subscribers import Subscribers
-from .providers import ProviderUsage, anext_in_slot, capture_provider_usage, new_usage_slot, provider_arguments
+from .providers import (
+    ProviderUsage,
+    UsageSlot,
+    anext_in_slot,
+    capture_provider_usage,
+    new_usage_slot,
+    provider_arguments,
+)
 
 __all__ = [
     "AttemptEvent",
@@ -239,6 +246,9 @@ class AttemptEvent:
         provider_usage: The usage in the provider's own response (cached and reasoning
             tokens, the model that answered), where it could be read.
         event_id: The id of the usage row the attempt becomes, given when it started.
+        received_chars: For an attempt that ended without a result: None if no answer had begun to
+            arrive; else how many characters of text it had streamed (0 when only a successful HTTP
+            status, or chunks without text, had come). The provider then bills the attempt.
     """
 
     call: Call
@@ -251,6 +261,7 @@ class AttemptEvent:
     error: BaseException | None = None
     provider_usage: ProviderUsage | None = None
     event_id: uuid.UUID | None = None
+    received_chars: int | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -412,7 +423,7 @@ class Pipeline:
             try:
                 result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
-                attempt.finish(None, exc, slot.usage)
+                attempt.finish(None, exc, slot.usage, _received(slot, answered=False, chars=0))
                 raise
         attempt.finish(result, None, slot.usage)
         return result
@@ -428,6 +439,8 @@ class Pipeline:
         # may run each step in a task of its own (asyncio.wait_for(anext(...))), close us from another task,
         # or leave that to the garbage collector, and a ContextVar token resets only in the context that set it.
         slot = new_usage_slot()
+        chars = 0  # of text streamed so far: what a failed or abandoned stream's completion is estimated from
+        answered = False
         try:
             async with aclosing(stream):
                 while True:
@@ -435,16 +448,24 @@ class Pipeline:
                         item = await anext_in_slot(stream, slot)
                     except StopAsyncIteration:
                         break
+                    answered = True
                     if isinstance(item, CreateResult):
                         result = item
+                    else:
+                        chars += len(item)
                     yield item
         except BaseException as exc:
             # A consumer that stops reading after the final result has had a complete answer.
             error = None if isinstance(exc, GeneratorExit) and result is not None else exc
-            attempt.finish(result, error, slot.usage)
+            attempt.finish(result, error, slot.usage, _received(slot, answered=answered, chars=chars))
             raise
         if result is None:
-            attempt.finish(None, IncompleteStreamError("the stream ended without a final CreateResult"), slot.usage)
+            attempt.finish(
+                None,
+                IncompleteStreamError("the stream ended without a final CreateResult"),
+                slot.usage,
+                _received(slot, answered=answered, chars=chars),
+            )
         else:
             attempt.finish(result, None, slot.usage)
 
@@ -483,6 +504,18 @@ def _call_ended(
             log_failure(logger, "call observer %r failed", observer)
 
 
+def _received(slot: UsageSlot, *, answered: bool, chars: int) -> int | None:
+    """An :attr:`AttemptEvent.received_chars`: ``chars`` if the provider had begun to answer, else None.
+
+    It had if a chunk arrived, or the usage tap saw a successful HTTP status (a body cut off half-way, a stream
+    whose first chunks carried no text): either way it took the request, and bills it.
+    """
+    status = slot.status
+    if answered or (status is not None and 200 <= status < 300):
+        return chars
+    return None
+
+
 def _provider_arguments(client: ChatCompletionClient, request: Request, *, streaming: bool) -> dict[str, Any]:
     """What ``client`` is sent for ``request``, all but the messages (see ``providers``)."""
     return provider_arguments(
@@ -516,12 +549,28 @@ class _Attempt:
         if call.tracker is not None:
             call.tracker.started(call, self)
 
-    def finish(self, result: CreateResult | None, error: BaseException | None, usage: ProviderUsage | None) -> None:
+    def finish(
+        self,
+        result: CreateResult | None,
+        error: BaseException | None,
+        usage: ProviderUsage | None,
+        received_chars: int | None = None,
+    ) -> None:
         latency = time.perf_counter() - self._start
         request = self.request
         call = request.call
         event = AttemptEvent(
-            call, self.number, self.client, request, self.started_at, latency, result, error, usage, self.event_id
+            call,
+            self.number,
+            self.client,
+            request,
+            self.started_at,
+            latency,
+            result,
+            error,
+            usage,
+            self.event_id,
+            received_chars,
         )
         call.events.append(event)
         if call.tracker is not None:

@@ -154,6 +154,52 @@ async def test_a_stream_abandoned_after_its_first_chunk_is_estimated_as_its_in_f
     assert row.cost_nanousd > 0
 
 
+@pytest.mark.parametrize("fault", ["disconnect", "error event"])
+async def test_a_stream_that_fails_after_its_first_chunks_is_estimated_not_recorded_free(
+    fault: str,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The provider answered (HTTP 200) and generated what was streamed; the connection, or the provider, then
+    # failed before the usage chunk. That is billed: not 0 tokens at $0 presented as the provider's numbers.
+    answer = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    usage = FakeUsage(prompt_tokens=77, completion_tokens=12)
+    if fault == "disconnect":
+        fake_openai_server.enqueue(FakeReply.text(answer, usage=usage, disconnect_after_chunks=6))
+    else:
+        fake_openai_server.enqueue(FakeReply.text(answer, usage=usage, error_after_chunks=6))
+    stream = reliable(make_openai_client(), recorder=ledger[1], retry=FAST).create_stream(HI)
+    streamed = ""
+    for _ in range(6):
+        item = await anext(stream)
+        assert isinstance(item, str)
+        streamed += item
+    with pytest.raises(openai.APIError):
+        await anext(stream)
+    assert streamed == "alpha beta gamma delta epsilon zeta"
+    (row,) = rows(ledger)
+    assert len(fake_openai_server.requests) == 1
+    assert (row.outcome, row.tokens_estimated) == ("error", True)
+    assert row.prompt_tokens > 0
+    assert row.completion_tokens == len(streamed) // 4  # the text that did arrive (a token per 4 characters)
+    assert row.cost_nanousd is not None
+    assert row.cost_nanousd > 0
+
+
+async def test_a_stream_refused_before_it_answered_costs_nothing(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    fake_openai_server.enqueue(FakeReply.error(400))
+    with pytest.raises(openai.BadRequestError):
+        await consume(reliable(make_openai_client(), recorder=ledger[1]))
+    (row,) = rows(ledger)
+    assert (row.outcome, row.http_status, row.tokens_estimated) == ("error", 400, False)
+    assert (row.prompt_tokens, row.completion_tokens, row.cost_nanousd) == (0, 0, 0)
+
+
 async def test_retried_call_is_a_row_per_request(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

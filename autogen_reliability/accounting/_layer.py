@@ -258,10 +258,17 @@ class AccountingLayer(Layer):
                 prompt, estimated = _estimate(attempt.request.messages), True
             if nothing or completion is None:
                 completion, estimated = _estimate_result(result), True
-        elif result is None and attempt.outcome == "cancelled" and (raw is None or raw.prompt_tokens is None):
-            # Cancelled (a stream abandoned, a deadline) with no usage from the provider, which got the request
-            # and bills it: the estimate its in-flight row held, the prompt's tokens, the completion's unknown.
+        elif (
+            result is None
+            and (attempt.outcome == "cancelled" or attempt.received_chars is not None)
+            and (raw is None or raw.prompt_tokens is None)
+        ):
+            # Cancelled (a stream abandoned, a deadline), or failed once the provider had begun to answer (a
+            # stream cut off half-way), with no usage from the provider, which got the request and bills it: the
+            # estimate its in-flight row held, the prompt's tokens, and the completion's from the text that came.
             prompt, estimated = _estimate(attempt.request.messages), True
+            if attempt.received_chars:
+                completion = max(1, attempt.received_chars // _CHARS_PER_TOKEN)
         prompt, completion = prompt or 0, completion or 0
         cached = raw.cached_tokens if raw is not None else None
         cache_write = raw.cache_write_tokens if raw is not None else None

@@ -39,6 +39,7 @@ from ._lookup import loaded_class as loaded_class
 from ._lookup import loaded_module as loaded_module
 from ._sdk_retries import switch_off_sdk_retries as switch_off_sdk_retries
 from ._usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
+from ._usage_tap import UsageSlot as UsageSlot
 from ._usage_tap import anext_in_slot as anext_in_slot
 from ._usage_tap import new_usage_slot as new_usage_slot
 from ._usage_tap import report_provider_usage as report_provider_usage
