@@ -352,3 +352,43 @@ async def test_a_stream_closed_once_its_result_was_read_is_a_success(
     clock.now += 30
     assert (await read_until_the_result()).content == "recovered"  # the probe
     assert state(circuit) == "closed"
+
+
+@pytest.mark.parametrize("fault", ["disconnect", "error event"])
+async def test_streams_that_fail_half_way_open_the_circuit_as_failed_calls_do(
+    fault: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The provider answered, then failed: a transient failure of the provider, after its first chunks as before them.
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=30)
+    inner = make_openai_client()
+    client = reliable(inner, retry=None, circuit=policy)
+    circuit = breaker_for(inner, policy)
+    messages = [UserMessage(content="hi", source="user")]
+    for _ in range(2):
+        if fault == "disconnect":
+            fake_openai_server.enqueue(FakeReply.text("one two three four", disconnect_after_chunks=2))
+        else:
+            fake_openai_server.enqueue(FakeReply.text("one two three four", error_after_chunks=2))
+        stream = client.create_stream(messages)
+        assert [await anext(stream), await anext(stream)] == ["one", " two"]
+        with pytest.raises(openai.APIError):
+            await anext(stream)
+    assert state(circuit) == "open"
+    with pytest.raises(CircuitOpenError):
+        await anext(client.create_stream(messages))
+    assert fake_openai_server.request_count == 2
+
+
+async def test_a_stream_its_consumer_stops_reading_judges_nothing(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=30)
+    inner = make_openai_client()
+    client = reliable(inner, retry=None, circuit=policy)
+    circuit = breaker_for(inner, policy)
+    for _ in range(3):
+        fake_openai_server.enqueue(FakeReply.text("one two three four"))
+        stream = client.create_stream([UserMessage(content="hi", source="user")])
+        assert await anext(stream) == "one"
+        await stream.aclose()
+    assert state(circuit) == "closed"

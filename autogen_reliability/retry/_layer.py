@@ -434,8 +434,11 @@ class CircuitLayer(Layer):
                     answered = isinstance(item, CreateResult)
                     yield item
         except BaseException as error:
-            if not answered:  # closed once its result was read (a `break`), it was a success, as its usage row says
-                outcome = _judge(error) if outcome is None else None
+            # Closed once its result was read (a `break`), it was a success, as its usage row says. Before that, a
+            # stream cut off half-way is the provider's failure, as it is before its first chunks; a consumer that
+            # stops reading (GeneratorExit) or is cancelled says nothing of the provider's health.
+            if not answered:
+                outcome = _judge(error)
             raise
         finally:
             self.breaker.record(outcome, ticket)
