@@ -480,8 +480,10 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         """Stream one response through the pipeline; see ``ChatCompletionClient.create_stream``.
 
         Extra keyword arguments (e.g. the OpenAI client's ``include_usage``) are
-        passed to the inner client. Streams to OpenAI clients ask for usage unless
-        the caller said otherwise, so streamed calls are counted like plain ones.
+        passed to the inner client, and to each fallback; a fallback of another
+        kind is not sent those only OpenAI clients take. Streams to OpenAI clients
+        ask for usage unless the caller said otherwise, so streamed calls are
+        counted like plain ones.
         """
         request = Request(
             Call(resolve_attribution(self._settings.attribution), streamed=True),

@@ -887,6 +887,28 @@ async def test_only_openai_clients_are_asked_for_stream_usage(
     assert fallback.stream_args == [{}]
 
 
+async def test_a_fallback_of_another_kind_is_not_sent_the_openai_clients_stream_arguments(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen's OpenAI client takes include_usage (and max_consecutive_empty_chunk_tolerance); other clients'
+    # create_stream has the interface's arguments only, and a TypeError would end the call instead of the fallback.
+    fake_openai_server.enqueue(FakeReply.error(500))
+    fallback = ReplayChatCompletionClient(["from the replay client"])
+    client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=1), fallbacks=[fallback])
+    items = [item async for item in client.create_stream(HI, include_usage=True)]
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].content == "from the replay client"
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": True}
+
+
+async def test_a_stream_argument_no_client_takes_still_fails_as_the_inner_clients_own_call_does(
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    with pytest.raises(TypeError, match="include_usgae"):
+        await anext(reliable(make_openai_client()).create_stream(HI, include_usgae=True))
+
+
 @pytest.fixture
 def retry_hooks() -> Iterator[None]:
     """Restores the process-wide retry hooks to the default after the test."""

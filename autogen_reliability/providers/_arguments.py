@@ -15,6 +15,12 @@ A call's request is the same for the primary client and every fallback; what the
   same JSON schema as a ``response_format`` dict with ``json_output=None``: the
   model is constrained alike, and the SDK hands the text back unparsed. Other
   clients get ``json_output`` unchanged.
+- **Stream arguments of the OpenAI client.** ``create_stream``'s keyword
+  arguments beyond the interface's go to the client, but those only AutoGen's
+  OpenAI clients take (``include_usage``) not to a client of another kind (a
+  fallback) whose ``create_stream`` does not take them: it would end the call
+  with a ``TypeError`` instead of answering. Any other argument is passed as
+  given, so a misspelt one fails as in the inner client's own call.
 
 The arguments come as plain values, not as the pipeline's request: this package
 sits below the pipeline and imports nothing from it.
@@ -22,8 +28,10 @@ sits below the pipeline and imports nothing from it.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
@@ -77,9 +85,41 @@ def provider_arguments(
         "extra_create_args": extra,
         "cancellation_token": cancellation_token,
     }
-    if streaming:
-        arguments.update(stream_kwargs)
+    if streaming and stream_kwargs:
+        if isinstance(client, BaseOpenAIChatCompletionClient):
+            arguments.update(stream_kwargs)
+        else:
+            taken = _stream_arguments_taken(type(client))
+            arguments.update(
+                (name, value)
+                for name, value in stream_kwargs.items()
+                if name not in _OPENAI_STREAM_ONLY or taken is None or name in taken
+            )
     return arguments
+
+
+def _keyword_names(function: Any) -> frozenset[str] | None:
+    """The names of ``function``'s keyword arguments; None if it takes any (``**kwargs``) or cannot be read."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return frozenset(parameter.name for parameter in parameters)
+
+
+# What AutoGen's OpenAI clients' create_stream takes beyond the interface's: include_usage, and
+# max_consecutive_empty_chunk_tolerance while it lasts.
+_OPENAI_STREAM_ONLY: Final = (_keyword_names(BaseOpenAIChatCompletionClient.create_stream) or frozenset()) - (
+    _keyword_names(ChatCompletionClient.create_stream) or frozenset()
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _stream_arguments_taken(cls: type[ChatCompletionClient]) -> frozenset[str] | None:
+    """The keyword arguments the ``create_stream`` of ``cls`` takes; None for any."""
+    return _keyword_names(cls.create_stream)
 
 
 def _for_openai(
