@@ -244,7 +244,8 @@ class AttemptEvent:
         result: The ``CreateResult``, when the attempt produced one.
         error: The exception, when it failed or was cancelled.
         provider_usage: The usage in the provider's own response (cached and reasoning
-            tokens, the model that answered), where it could be read.
+            tokens, the model that answered), where it could be read; for a response that
+            reported none (a stream not asked for it, or cut off), the model and id alone.
         event_id: The id of the usage row the attempt becomes, given when it started.
         received_chars: For an attempt that ended without a result: None if no answer had begun to
             arrive; else how many characters of text it had streamed (0 when only a successful HTTP
@@ -423,9 +424,9 @@ class Pipeline:
             try:
                 result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
-                attempt.finish(None, exc, slot.usage, _received(slot, answered=False, chars=0))
+                attempt.finish(None, exc, _usage_of(slot), _received(slot, answered=False, chars=0))
                 raise
-        attempt.finish(result, None, slot.usage)
+        attempt.finish(result, None, _usage_of(slot))
         return result
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
@@ -457,17 +458,17 @@ class Pipeline:
         except BaseException as exc:
             # A consumer that stops reading after the final result has had a complete answer.
             error = None if isinstance(exc, GeneratorExit) and result is not None else exc
-            attempt.finish(result, error, slot.usage, _received(slot, answered=answered, chars=chars))
+            attempt.finish(result, error, _usage_of(slot), _received(slot, answered=answered, chars=chars))
             raise
         if result is None:
             attempt.finish(
                 None,
                 IncompleteStreamError("the stream ended without a final CreateResult"),
-                slot.usage,
+                _usage_of(slot),
                 _received(slot, answered=answered, chars=chars),
             )
         else:
-            attempt.finish(result, None, slot.usage)
+            attempt.finish(result, None, _usage_of(slot))
 
     def emit(self, event: AttemptEvent) -> None:
         """Hand ``event`` to every observer, then to the feed's; one that raises is logged, never propagated."""
@@ -502,6 +503,15 @@ def _call_ended(
             observer.call_ended(call, pipeline, error)
         except Exception:
             log_failure(logger, "call observer %r failed", observer)
+
+
+def _usage_of(slot: UsageSlot) -> ProviderUsage | None:
+    """What the provider reported of an attempt: its usage; without one (a stream not asked for it, or cut off
+    before its usage chunk), the model that answered and the response's id, which every chunk names."""
+    usage = slot.usage
+    if usage is None and slot.model is not None:
+        return ProviderUsage(None, None, None, None, None, slot.model, slot.response_id)
+    return usage
 
 
 def _received(slot: UsageSlot, *, answered: bool, chars: int) -> int | None:

@@ -187,6 +187,27 @@ async def test_a_stream_that_fails_after_its_first_chunks_is_estimated_not_recor
     assert row.cost_nanousd > 0
 
 
+@pytest.mark.parametrize("ending", ["no usage asked for", "cut off"])
+async def test_a_stream_without_a_usage_chunk_still_records_which_model_answered(
+    ending: str,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Every chunk names the model that answered; the usage chunk is not the only one that does.
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=None)
+    if ending == "cut off":
+        fake_openai_server.enqueue(FakeReply.text("one two three four", disconnect_after_chunks=2))
+        with pytest.raises(openai.APIConnectionError):
+            await consume(client)
+    else:
+        fake_openai_server.enqueue(FakeReply.text("one two three four"))
+        async for _ in client.create_stream(HI, extra_create_args={"stream_options": {"include_usage": False}}):
+            pass
+    (row,) = rows(ledger)
+    assert (row.model, row.response_model, row.tokens_estimated) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18", True)
+
+
 async def test_a_stream_refused_before_it_answered_costs_nothing(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,
