@@ -721,6 +721,33 @@ def test_cleanup_removes_exactly_the_old_rows_and_their_content(
     assert out.endswith(" UTC; nothing to remove\n")
 
 
+def test_sqlite_uri_parameters_are_refused_unless_sqlite_reads_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The driver drops ?mode=ro without uri=true (a warning, then a cleanup that deleted rows of a
+    # ledger the user meant to open read-only); with uri=true but no file: prefix, SQLite creates a
+    # file named "usage.db?mode=ro".
+    path = tmp_path / "usage.db"
+    events = sample_events()
+    with UsageStore(f"sqlite:///{path}") as store:
+        assert store.write(events) == len(events)
+    for url in (f"sqlite:///{path}?mode=ro", f"sqlite:///{path}?mode=ro&uri=true"):
+        status, out, err = run_main(capsys, "cleanup", "--older-than", "90d", "--db", url)
+        assert_one_line_error(status, out, err, 2, "'mode'", f"sqlite:///file:{path}?mode=ro&uri=true")
+    with UsageStore(f"sqlite:///{path}") as store:
+        assert store.count() == len(events)
+    assert not [name.name for name in tmp_path.iterdir() if "?" in name.name]
+    # Written as SQLite reads it, the ledger is read-only: an export reads it, a cleanup fails.
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    status, out, err = run_main(capsys, "cleanup", "--older-than", "90d", "--db", read_only)
+    assert_one_line_error(status, out, err, 1, "attempt to write a readonly database")
+    status, out, err = run_main(
+        capsys, "export", "--project", PROJECT, "--out", str(tmp_path / "rows.jsonl"), "--db", read_only
+    )
+    assert (status, err) == (0, "")
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == sum(e.project == PROJECT for e in events)
+
+
 def test_cleanup_dry_run_removes_nothing(ledger: tuple[str, list[UsageEvent]]) -> None:
     url, events = ledger
     before = content_ids(url)

@@ -461,6 +461,17 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("sqlite:///~/usage.db", "the directory of the SQLite database ~/usage.db does not exist"),  # SQLite expands no ~
     ("sqlite:///" + "x" * 300 + ".db", "the SQLite database xxx"),
     ("sqlite:///" + "x" * 300 + "/usage.db", ": File name too long"),
+    # SQLite's own parameters, which the driver would drop (or SQLite take for part of the file's name).
+    (
+        "sqlite:///usage.db?mode=ro",
+        "SQLite reads 'mode' only from a file: URI with uri=true, such as sqlite:///file:usage.db?mode=ro&uri=true",
+    ),
+    ("sqlite:///usage.db?mode=ro&uri=true", "such as sqlite:///file:usage.db?mode=ro&uri=true"),
+    (
+        "sqlite:///usage.db?timeout=5&immutable=1&cache=shared",
+        "SQLite reads 'immutable', 'cache' only from a file: URI",
+    ),
+    ("sqlite://?mode=memory", "such as sqlite:///file::memory:?mode=memory&uri=true"),
 ]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
+from sqlalchemy.util import asbool
 
 from .._errors import ConfigurationError
 from .._redaction import redact
@@ -121,7 +122,9 @@ def check_database_url(url: str | URL) -> URL:
     ``sqlite3``, and PostgreSQL through any synchronous driver that is
     installed (``postgresql+psycopg://`` is the one the ``postgresql`` extra
     installs). A SQLite file may be missing (it is created), its directory
-    may not. A ``file:`` URI (``?uri=true``) is left to SQLite. Whether a
+    may not. A ``file:`` URI (``?uri=true``) is left to SQLite; only
+    there does SQLite read its own parameters, such as
+    ``sqlite:///file:usage.db?mode=ro&uri=true``. Whether a
     server answers is not checked: a database that is down is waited for.
 
     Raises:
@@ -129,8 +132,10 @@ def check_database_url(url: str | URL) -> URL:
             a number from 1 to 65535, an ``@`` in its password not written
             ``%40``), names another database, an asyncio or
             unknown driver, a driver that is not installed (the message names
-            the extra to install), or a SQLite file in a directory that does not
-            exist. The message never shows the password.
+            the extra to install), a SQLite file in a directory that does not
+            exist, or SQLite's own URI parameters (``?mode=ro``) outside a
+            ``file:`` URI with ``uri=true``, where they would be ignored.
+            The message never shows the password.
     """
     if not isinstance(url, str | URL):
         raise ConfigurationError(
@@ -173,8 +178,36 @@ def check_database_url(url: str | URL) -> URL:
             f"the database driver for {parsed.drivername!r} is not installed ({reason}){hint}"
         ) from error
     if backend == "sqlite":
+        _check_sqlite_query(parsed)
         _check_sqlite_path(parsed)
     return parsed
+
+
+# The sqlite3 module's own connect() arguments, which SQLAlchemy takes from a SQLite URL's query string.
+_PYSQLITE_PARAMETERS: Final = frozenset(
+    {"uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements"}
+)
+
+
+def _check_sqlite_query(url: URL) -> None:
+    # Any other parameter (mode=ro, cache=shared, immutable=1) is SQLite's own, read from a file: URI only:
+    # without uri=true the driver drops it (a "read-only" ledger was written to, cleaned up), and with
+    # uri=true but no file: prefix SQLite opens a file named "usage.db?mode=ro".
+    own = [name for name in url.query if name not in _PYSQLITE_PARAMETERS]
+    database = url.database or ""
+    if not own or (asbool(url.query.get("uri", False)) and database.startswith("file:")):
+        return
+    names = ", ".join(repr(name) for name in own)
+    query = "&".join(
+        f"{name}={value}"
+        for name in own
+        for value in ((url.query[name],) if isinstance(url.query[name], str) else url.query[name])
+    )
+    path = database.removeprefix("file:") or ":memory:"
+    raise ConfigurationError(
+        f"SQLite reads {names} only from a file: URI with uri=true, such as sqlite:///file:{path}?{query}&uri=true; "
+        "as written it would be ignored"
+    )
 
 
 def _check_sqlite_path(url: URL) -> None:
