@@ -739,6 +739,14 @@ def test_invalid_overrides_fail_at_construction_naming_model_and_key(
         ("list.json", "[]", "expected a table/object at the top level"),
         ("bad.toml", '[models."m"]\ninput = -1\noutput = 1\n', 'models."m".input: ' + NEGATIVE),
         ("bad.json", '{"models": {"m": {"input": 1, "output": 1, "cache": 1}}}', 'models."m".cache: ' + UNKNOWN_KEY),
+        # A key given twice: TOML refuses it; JSON's parser kept the last one (here the other price) silently.
+        ("twice.toml", '[models."m"]\ninput = 1\noutput = 2\n[models."m"]\ninput = 3\noutput = 4\n', "not valid TOML"),
+        (
+            "twice.json",
+            '{"models": {"m": {"input": 1, "output": 2}, "m": {"input": 100, "output": 200}}}',
+            'not valid JSON: the key "m" appears twice in one object',
+        ),
+        ("twice-in.json", '{"models": {"m": {"input": 1, "output": 2, "input": 5}}}', 'the key "input" appears twice'),
     ],
 )
 def test_invalid_files_fail_at_construction(tmp_path: Path, name: str, content: str | None, expected: str) -> None:

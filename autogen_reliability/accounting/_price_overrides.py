@@ -62,6 +62,8 @@ text would repeat the values).
 
 - The top level has one key, ``models``. Model names match case-insensitively
   (as genai-prices matches them), so two names differing only in case clash.
+  No key may be given twice in one table or object (TOML's parser refuses it;
+  JSON's would keep the last, so a JSON file is read refusing it too).
 - An entry has either token prices (``input`` and ``output`` both required,
   ``cached_input`` and ``cache_write`` optional) or ``per_second``, not both,
   not neither; or a non-empty ``prices`` list of such rates, each with an
@@ -379,13 +381,29 @@ def overrides_from_file(path: Path) -> OverrideTable:
     try:
         # parse_float=Decimal: 0.15 in the file stays exactly 0.15.
         data: object = (
-            tomllib.loads(text, parse_float=Decimal) if suffix == ".toml" else json.loads(text, parse_float=Decimal)
+            tomllib.loads(text, parse_float=Decimal)
+            if suffix == ".toml"
+            else json.loads(text, parse_float=Decimal, object_pairs_hook=_object_of_unique_keys)
         )
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, _DuplicateKeyError) as error:
         raise ConfigurationError(f"{source}: not valid {suffix[1:].upper()}: {error}") from error
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{source}: expected a table/object at the top level")
     return overrides_from_mapping(data, source=source)
+
+
+class _DuplicateKeyError(ValueError):
+    """A JSON object of the overrides gives a key twice (TOML's parser refuses that itself)."""
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of a repeated key: a model listed twice would get its second price silently.
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKeyError(f"the key {json.dumps(key, ensure_ascii=False)} appears twice in one object")
+        found[key] = value
+    return found
 
 
 def _problems(errors: Sequence[ErrorDetails]) -> str:
