@@ -615,6 +615,10 @@ def test_module_docstring_example_is_valid_toml_for_the_table(tmp_path: Path) ->
 # pydantic's words for the reasons that come up most.
 NEGATIVE = "Input should be greater than or equal to 0"
 UNKNOWN_KEY = "Extra inputs are not permitted"
+TOO_HIGH_PER_TOKEN = (
+    "more than 9223372036854775.807 USD per million tokens: one token would cost more than a usage row holds"
+)
+TOO_HIGH_PER_SECOND = "more than 9223372036.854775807 USD per second: one second would cost more than a usage row holds"
 NOT_A_NUMBER = "Decimal input should be an integer, float, string or Decimal object"
 
 
@@ -718,6 +722,15 @@ NOT_A_NUMBER = "Decimal input should be an integer, float, string or Decimal obj
             },
             'models."m": two prices take effect on 2026-01-01',
         ),
+        # A price at which one token (or second) costs more than a ledger row holds: every row it priced
+        # would be refused by the database, and past the decimal context's range price() raised Overflow.
+        ({"models": {"m": {"input": "1e999999", "output": 1}}}, 'models."m".input: ' + TOO_HIGH_PER_TOKEN),
+        ({"models": {"m": {"input": 1, "output": "1e30"}}}, 'models."m".output: ' + TOO_HIGH_PER_TOKEN),
+        (
+            {"models": {"m": {"input": 1, "output": 1, "cached_input": "9223372036854775.808"}}},
+            'models."m".cached_input: ' + TOO_HIGH_PER_TOKEN,
+        ),
+        ({"models": {"m": {"per_second": "9223372036.854775808"}}}, 'models."m".per_second: ' + TOO_HIGH_PER_SECOND),
     ],
 )
 def test_invalid_overrides_fail_at_construction_naming_model_and_key(
@@ -727,6 +740,23 @@ def test_invalid_overrides_fail_at_construction_naming_model_and_key(
         PricingTable(overrides)
     assert expected in str(raised.value)
     assert isinstance(raised.value, ValueError)
+
+
+def test_the_highest_prices_a_usage_row_holds_are_accepted() -> None:
+    table = PricingTable(
+        {
+            "models": {
+                "token": {"input": "9223372036854775.807", "output": "9223372036854775.807"},
+                "second": {"per_second": "9223372036.854775807"},
+            }
+        },
+        use_genai_prices=False,
+    )
+    one_token = table.price("token", usage=TokenUsage(prompt_tokens=1, completion_tokens=0))
+    one_second = table.price("second", usage=TokenUsage(prompt_tokens=0, completion_tokens=0, latency_seconds=1))
+    assert one_token is not None
+    assert one_second is not None
+    assert one_token.nanousd == one_second.nanousd == 2**63 - 1
 
 
 @pytest.mark.parametrize(

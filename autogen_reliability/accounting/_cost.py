@@ -12,13 +12,24 @@ from datetime import date
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Final
 
-__all__ = ["CONTEXT", "MAX_TOKENS", "PER_MILLION", "Cost", "TokenUsage", "cost_of", "nanousd_to_usd"]
+__all__ = [
+    "CONTEXT",
+    "MAX_COST_NANOUSD",
+    "MAX_TOKENS",
+    "PER_MILLION",
+    "Cost",
+    "TokenUsage",
+    "cost_of",
+    "nanousd_to_usd",
+]
 
 # Enough digits that no realistic price x token count is ever rounded before the one final rounding.
 CONTEXT: Final = Context(prec=50, rounding=ROUND_HALF_EVEN)
 """The decimal context every price is computed in (50 digits, half-even)."""
 PER_MILLION: Final = Decimal(1_000_000)
 _NANO_PER_USD: Final = Decimal(1_000_000_000)
+MAX_COST_NANOUSD: Final = 2**63 - 1
+"""The largest cost the usage ledger holds in a row, in nano-USD (a BIGINT column)."""
 MAX_TOKENS: Final = 2**63 - 1
 """The largest token count the usage ledger holds (a BIGINT column); the provider tap reads larger ones as none."""
 

@@ -68,7 +68,10 @@ text would repeat the values).
   ``cached_input`` and ``cache_write`` optional) or ``per_second``, not both,
   not neither; or a non-empty ``prices`` list of such rates, each with an
   ``effective_from`` date, no two on the same date. Unknown keys, negative,
-  non-finite or unparsable numbers are errors. ``0`` is a valid price.
+  non-finite or unparsable numbers are errors. ``0`` is a valid price; the
+  highest is the one at which a token (or a second) costs what a usage row
+  holds, 2**63 - 1 nano-USD (9223372036854775.807 USD per million tokens,
+  9223372036.854775807 USD per second).
 - An entry with ``provider`` matches requests for that provider only (compared
   case-insensitively); an entry without one matches any provider. When both
   exist for a model, the provider's own entry wins. A request whose provider
@@ -110,6 +113,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .._errors import ConfigurationError
+from ._cost import MAX_COST_NANOUSD
 
 __all__ = ["Override", "OverrideTable", "PriceOverrides", "Rate", "overrides_from_file", "overrides_from_mapping"]
 
@@ -183,9 +187,31 @@ def _date_only(value: object) -> object:
     return value
 
 
+# The most one usage row holds (cost_nanousd is a BIGINT): a price at which one token, or one second, costs
+# more would have the database refuse every row it priced (and past the decimal context's range, pricing
+# itself raised Overflow), so such a price, surely a typo, is refused with the file.
+_MOST_PER_TOKEN: Final = Decimal(MAX_COST_NANOUSD).scaleb(-9 + 6)  # USD per million tokens
+_MOST_PER_SECOND: Final = Decimal(MAX_COST_NANOUSD).scaleb(-9)
+
+
+def _at_most(most: Decimal, unit: str) -> AfterValidator:
+    def check(value: Decimal) -> Decimal:
+        if value > most:
+            raise PydanticCustomError(
+                "price_too_high",
+                "more than {most} USD per {unit}: one {one} would cost more than a usage row holds",
+                {"most": f"{most:f}", "unit": unit, "one": unit.removeprefix("million ").removesuffix("s")},
+            )
+        return value
+
+    return AfterValidator(check)
+
+
 # Python floats are read by their repr (0.1 is 0.1, not 0.1000000000000000055...), strings stripped;
 # booleans, NaN and infinities are refused.
 _Price = Annotated[Decimal, Field(ge=0), AfterValidator(_not_negative_zero)]
+_TokenPrice = Annotated[_Price, _at_most(_MOST_PER_TOKEN, "million tokens")]
+_SecondPrice = Annotated[_Price, _at_most(_MOST_PER_SECOND, "second")]
 _Day = Annotated[date, Strict(), BeforeValidator(_date_only)]
 _Provider = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1)]
 
@@ -193,11 +219,11 @@ _Provider = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=Tru
 class _RateFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: _Price | None = None
-    output: _Price | None = None
-    cached_input: _Price | None = None
-    cache_write: _Price | None = None
-    per_second: _Price | None = None
+    input: _TokenPrice | None = None
+    output: _TokenPrice | None = None
+    cached_input: _TokenPrice | None = None
+    cache_write: _TokenPrice | None = None
+    per_second: _SecondPrice | None = None
 
     def _check_rate(self) -> None:
         tokens = [key for key in _TOKEN_KEYS if getattr(self, key) is not None]
