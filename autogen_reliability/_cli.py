@@ -428,11 +428,16 @@ def _ledger(url: str | None, out: Path | None = None) -> Iterator[UsageStore]:
 
 def _is_the_ledger(out: Path, url: URL) -> bool:
     """Whether ``out`` is the SQLite file of ``url``, or its journal, WAL or shared-memory file (through symlinks)."""
-    if url.get_backend_name() != "sqlite" or not url.database or url.query.get("uri"):
-        return False  # a server's database, in memory, or a file: URI (SQLite's to read)
+    from .storage._engine import sqlite_file_path  # noqa: PLC0415 - SQLAlchemy loads on demand
+
+    if url.get_backend_name() != "sqlite":
+        return False  # a server's database
+    database = sqlite_file_path(url)  # a file: URI's path too, as SQLite reads it
+    if not database:
+        return False  # in memory
     for suffix in ("", "-wal", "-shm", "-journal"):
         try:
-            if os.path.samefile(out, url.database + suffix):
+            if os.path.samefile(out, database + suffix):
                 return True
         except OSError:  # either is not there (or cannot be looked at): not the same file
             continue

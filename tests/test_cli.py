@@ -549,6 +549,36 @@ def test_an_output_file_that_is_the_ledger_itself_exits_2_and_the_ledger_stays(
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.parametrize(
+    "database",
+    [
+        "file:{path}?uri=true",
+        "file:{path}?mode=ro&uri=true",
+        "file://localhost{path}?mode=rw&uri=true",
+        "file:usage.db?uri=true",  # relative to the working directory
+        "{path}?uri=true",  # no file: prefix: SQLite reads a plain name
+    ],
+)
+def test_an_output_file_that_is_the_ledger_named_by_a_file_uri_exits_2_and_the_ledger_stays(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The check compared --out with the URL's database text only for plain paths: through a file: URI
+    # (how SQLite opens a ledger read-only) export replaced the ledger, every project's rows, with its file.
+    directory = tmp_path / "my ledger"
+    directory.mkdir()
+    path = directory / "usage.db"
+    events = sample_events()
+    with UsageStore(f"sqlite:///{path}") as store:
+        store.write(events)
+    monkeypatch.chdir(directory)
+    url = "sqlite:///" + database.format(path=path)
+    status, out, err = run_main(capsys, "export", "--project", PROJECT, "--out", str(path), "--db", url)
+    assert_one_line_error(status, out, err, 2, f"argument --out: {path} is the usage ledger itself")
+    with UsageStore(f"sqlite:///{path}", create=False) as store:
+        assert store.count() == len(events)
+    assert not list(directory.glob(".*.part"))
+
+
 def test_export_to_a_symlink_a_fifo_or_a_private_file_keeps_what_is_there(
     ledger: tuple[str, list[UsageEvent]], tmp_path: Path
 ) -> None:

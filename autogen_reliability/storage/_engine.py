@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import unquote
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -33,6 +34,7 @@ __all__ = [
     "make_engine",
     "masked_url",
     "sqlite_file_missing",
+    "sqlite_file_path",
     "url_secrets",
 ]
 
@@ -272,6 +274,27 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
 def _sqlite_in_memory(url: URL) -> bool:
     database = url.database or ""
     return database in ("", ":memory:") or (database.startswith("file:") and "mode=memory" in database)
+
+
+def sqlite_file_path(url: URL) -> str | None:
+    """The file a SQLite ``url`` opens, as SQLite finds it; ``None`` for a database in memory.
+
+    A ``file:`` URI (``uri=true``) is read as SQLite reads one: ``file:PATH`` or ``file://localhost/PATH``
+    (an empty authority too), its ``%XX`` escapes decoded.
+    """
+    database = url.database or ""
+    if _sqlite_in_memory(url):
+        return None
+    if not (asbool(url.query.get("uri", False)) and database.startswith("file:")):
+        return database
+    if url.query.get("mode") == "memory":
+        return None
+    name = database.removeprefix("file:")
+    if name.startswith("//"):
+        authority, slash, rest = name[2:].partition("/")
+        name = slash + rest if authority in ("", "localhost") else name
+    name = unquote(name)
+    return None if name == ":memory:" else name
 
 
 def sqlite_file_missing(url: URL) -> bool:
