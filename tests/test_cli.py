@@ -579,6 +579,26 @@ def test_an_output_file_that_is_the_ledger_named_by_a_file_uri_exits_2_and_the_l
     assert not list(directory.glob(".*.part"))
 
 
+def test_a_ledger_named_by_a_file_uri_is_checked_as_its_path_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file: URI was left to SQLite: looking at a missing ledger made an empty file there (and report named
+    # db upgrade instead of the path), and a missing directory failed only on connecting.
+    missing = tmp_path / "missing.db"
+    status, out, err = run_main(capsys, "db", "current", "--url", f"sqlite:///file:{missing}?uri=true")
+    assert (status, err) == (0, "")
+    assert out.endswith(": none (no such file; autogen-reliability db upgrade creates it)\n")
+    status, out, err = run_main(capsys, "report", "--db", f"sqlite:///file:{missing}?uri=true")
+    assert_one_line_error(status, out, err, 1, f"no usage ledger at file:{missing}: the file does not exist")
+    assert not missing.exists()
+    status, out, err = run_main(capsys, "db", "upgrade", "--url", f"sqlite:///file:{tmp_path}/no/dir.db?uri=true")
+    assert_one_line_error(
+        status, out, err, 2, f"the directory of the SQLite database {tmp_path}/no/dir.db does not exist"
+    )
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        UsageStore(f"sqlite:///file://localhost{tmp_path}/no/dir.db?mode=rwc&uri=true")
+
+
 def test_export_to_a_symlink_a_fifo_or_a_private_file_keeps_what_is_there(
     ledger: tuple[str, list[UsageEvent]], tmp_path: Path
 ) -> None:

@@ -379,9 +379,12 @@ def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
     assert pragma == {"journal_mode": "wal", "busy_timeout": 2000, "synchronous": 1, "foreign_keys": 1}
 
 
-def test_a_sqlite_file_deleted_under_the_store_gets_no_more_rows_until_reopen_makes_it_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("named", ["sqlite:///{path}", "sqlite:///file:{path}?uri=true"])
+def test_a_sqlite_file_deleted_under_the_store_gets_no_more_rows_until_reopen_makes_it_again(
+    named: str, tmp_path: Path
+) -> None:
     path = tmp_path / "usage.db"
-    store = UsageStore(f"sqlite:///{path}")
+    store = UsageStore(named.format(path=path))
     store.write([plain_event()])
     for name in ("usage.db", "usage.db-wal", "usage.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)

@@ -124,9 +124,9 @@ def check_database_url(url: str | URL) -> URL:
     ``sqlite3``, and PostgreSQL through any synchronous driver that is
     installed (``postgresql+psycopg://`` is the one the ``postgresql`` extra
     installs). A SQLite file may be missing (it is created), its directory
-    may not. A ``file:`` URI (``?uri=true``) is left to SQLite; only
-    there does SQLite read its own parameters, such as
-    ``sqlite:///file:usage.db?mode=ro&uri=true``. Whether a
+    may not, whether the URL names the file by its path or by a ``file:``
+    URI (``?uri=true``): only there does SQLite read its own parameters,
+    such as ``sqlite:///file:usage.db?mode=ro&uri=true``. Whether a
     server answers is not checked: a database that is down is waited for.
 
     Raises:
@@ -215,9 +215,10 @@ def _check_sqlite_query(url: URL) -> None:
 def _check_sqlite_path(url: URL) -> None:
     # SQLite reports a missing directory only when it first connects ("unable to open database file"),
     # which for the recorder means on its thread, and then the rows are spooled forever.
-    if _sqlite_in_memory(url) or url.query.get("uri"):
+    database = sqlite_file_path(url)  # a file: URI's path too
+    if database is None:
         return
-    path = Path(url.database or "")
+    path = Path(database)
     try:
         if path.is_dir():
             raise ConfigurationError(f"the SQLite database {path} is a directory, not a file")
@@ -264,8 +265,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     engine = create_engine(url, **options)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
-        if not _sqlite_in_memory(url) and not url.query.get("uri"):
-            path = Path(url.database or "")
+        database = sqlite_file_path(url)
+        if database is not None:
+            path = Path(database)
             event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
             event.listen(engine, "checkout", functools.partial(_check_sqlite_file, path))
     return engine
@@ -299,12 +301,10 @@ def sqlite_file_path(url: URL) -> str | None:
 
 def sqlite_file_missing(url: URL) -> bool:
     """Whether ``url`` names a SQLite file that does not exist (connecting would create it, empty)."""
-    return (
-        url.get_backend_name() == "sqlite"
-        and not _sqlite_in_memory(url)
-        and not url.query.get("uri")  # a file: URI may be anything; let SQLite decide
-        and not Path(url.database or "").exists()
-    )
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = sqlite_file_path(url)  # a file: URI's path too
+    return database is not None and not Path(database).exists()
 
 
 def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
