@@ -43,7 +43,7 @@ from ._redaction import quoted
 from .reports import _period as period  # the reading of times the usage routes share
 
 if TYPE_CHECKING:
-    from sqlalchemy import URL
+    from sqlalchemy import URL, Engine
 
     from .storage import RetentionResult, SessionSummary, UsageStore
 
@@ -357,11 +357,7 @@ def _db(command: str, url: str | None) -> int:
             )
             return 1
         if command == "upgrade":
-            if current == head:
-                print(f"{masked}: {current} (head), nothing to upgrade")
-            else:
-                migrate.upgrade(engine)
-                print(f"{masked}: upgraded from {current or 'none'} to {migrate.current_revision(engine)} (head)")
+            print(_upgraded(engine, masked, current, head))
         elif current == head:
             print(f"{masked}: {current} (head)")
         elif current is None:
@@ -378,6 +374,18 @@ def _db(command: str, url: str | None) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+def _upgraded(engine: Engine, masked: str, current: str | None, head: str) -> str:
+    """Upgrades the database at ``current``, unless at ``head``; ``db upgrade``'s line on what it did."""
+    from .storage import _migrate as migrate  # noqa: PLC0415
+
+    if current != head:
+        # What the database was at once this upgrade had its turn: another one may have run since ``current``.
+        current = migrate.upgrade_from(engine)
+    if current == head:
+        return f"{masked}: {current} (head), nothing to upgrade"
+    return f"{masked}: upgraded from {current or 'none'} to {migrate.current_revision(engine)} (head)"
 
 
 @contextmanager

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import glob
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import uuid
 import zipfile
@@ -1029,6 +1031,38 @@ def test_cli_db_upgrade_and_current(store_url: str) -> None:
 
     done = run_cli("db", "current", "--url", store_url)
     assert (done.returncode, done.stdout) == (0, f"{masked}: {head} (head)\n")
+
+
+def test_cli_db_upgrade_that_waited_for_another_one_says_there_was_nothing_to_upgrade(tmp_path: Path) -> None:
+    # Two workers running `db upgrade` at a deploy: the one that waited for the other's lock found the
+    # schema at head and migrated nothing, yet said "upgraded from 0001", from a read made before its turn.
+    path = tmp_path / "usage.db"
+    url = f"sqlite:///{path}"
+    _migrate.upgrade(url, "0001")
+    engine = create_engine(url, poolclass=NullPool)
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    with engine.connect() as connection, _migrate.migration_transaction(connection):  # the other worker's turn
+        waiting = subprocess.Popen(  # this interpreter, our own command
+            [sys.executable, "-m", "autogen_reliability", "db", "upgrade", "--url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environment,
+        )
+        # Once it has the file open it reads the revision (0001: ours is not committed) and waits for the lock.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            os.path.realpath(fd) == str(path) for fd in glob.glob(f"/proc/{waiting.pid}/fd/*")
+        ):
+            time.sleep(0.05)
+        time.sleep(1)
+        command.upgrade(_migrate.alembic_config(connection), "head")
+    out, err = waiting.communicate(timeout=120)
+    engine.dispose()
+    head = _migrate.head_revision()
+    assert (waiting.returncode, err) == (0, "")
+    assert out == f"{url}: {head} (head), nothing to upgrade\n"
+    assert _migrate.current_revision(url) == head
 
 
 def test_cli_reads_the_url_from_the_environment(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "migration_transaction",
     "script_location",
     "upgrade",
+    "upgrade_from",
 ]
 
 # pg_advisory_xact_lock key that serialises our migrations on one PostgreSQL database
@@ -178,6 +179,15 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         engine_or_url: An engine, or a database URL (its engine is disposed afterwards).
         revision: An alembic revision identifier; ``"head"`` for the newest.
     """
+    upgrade_from(engine_or_url, revision)
+
+
+def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | None:
+    """:func:`upgrade`, returning the revision the database was at when this upgrade had its turn.
+
+    That is, once it held the migrations' lock: another process may have migrated the database
+    between an earlier read and then (``None``: it had no usage tables).
+    """
     from alembic import command  # noqa: PLC0415 - alembic loads only to migrate (see above)
 
     engine, owned = _resolve(engine_or_url)
@@ -187,8 +197,10 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
             # Workers starting together all wait here; those after the first find the work done, and
             # must not hold the write lock while alembic loads its scripts: on SQLite every other
             # writer waits only its busy timeout (2 s) for that lock.
-            if current_revision(connection) != target:
+            found = current_revision(connection)
+            if found != target:
                 command.upgrade(alembic_config(connection), revision)
+            return found
     finally:
         if owned:
             engine.dispose()
