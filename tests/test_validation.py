@@ -337,7 +337,7 @@ async def test_a_tool_whose_schema_cannot_be_compiled_is_handed_on_unchecked(
     assert [(call.name, call.arguments) for call in result.content] == [("pay", '{"a": 1}')]
     assert fake_openai_server.request_count == 1
     (warning,) = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
-    assert warning.startswith("the arguments of tool 'pay' are not checked: its parameters schema cannot be: ")
+    assert warning.startswith("the arguments of tool 'pay' are not checked: its parameters schema cannot be compiled: ")
 
 
 @pytest.mark.parametrize("mode", MODES)
