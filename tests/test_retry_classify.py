@@ -446,6 +446,9 @@ def _http_date(delta: timedelta) -> str:
         pytest.param({"Retry-After": "-1"}, None, id="negative"),
         pytest.param({"Retry-After": "nan"}, None, id="nan"),
         pytest.param({"Retry-After": "inf"}, None, id="inf-literal"),
+        pytest.param({"Retry-After": "1_0"}, None, id="underscores"),  # float() reads 10
+        pytest.param({"Retry-After": "+5"}, None, id="signed"),
+        pytest.param({"retry-after-ms": "1e3"}, 1.0, id="ms-exponent"),
         pytest.param({"Retry-After": "9" * 400}, math.inf, id="overflow-means-very-long"),
         pytest.param({}, None, id="no-header"),
     ],

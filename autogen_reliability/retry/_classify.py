@@ -102,7 +102,7 @@ Exceptions, checked in this order (most specific first within an SDK):
 from __future__ import annotations
 
 import json
-import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -540,19 +540,17 @@ def _header(headers: object, name: str) -> str | None:
 
 
 def _parse_delay(raw: str | None) -> float | None:
-    """A non-negative number of units, ``math.inf`` for one too big for a float, else None."""
-    if not raw:
+    """A non-negative number of units, ``math.inf`` for one too big for a float, else None.
+
+    Digits, a decimal point and an exponent only (RFC 9110's delay-seconds are digits; ``retry-after-ms`` may carry
+    a fraction): ``float()`` alone would also read ``"1_0"`` as 10, ``"inf"``, ``"nan"`` and other scripts' digits.
+    """
+    if not raw or _DELAY.fullmatch(raw) is None:
         return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    if math.isnan(value) or value < 0:
-        return None
-    if math.isinf(value):
-        # "inf" spelled out is nonsense, but 400 digits is a server asking for a very long wait.
-        return None if any(c.isalpha() and c not in "eE" for c in raw) else math.inf
-    return value
+    return float(raw)  # 400 digits is a server asking for a very long wait: inf
+
+
+_DELAY = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
 
 def _parse_http_date(raw: str | None) -> float | None:

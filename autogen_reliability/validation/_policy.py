@@ -287,7 +287,9 @@ def _parameters_schema(name: str, parameters: Mapping[str, Any]) -> ResponseSche
 
 @functools.lru_cache(maxsize=256)  # once per tool and reason, not on every call
 def _warn_unchecked(name: str, reason: str) -> None:
-    logger.warning("the arguments of tool %r are not checked: its parameters schema cannot be compiled: %s", name, reason)
+    logger.warning(
+        "the arguments of tool %r are not checked: its parameters schema cannot be compiled: %s", name, reason
+    )
 
 
 def _cut(text: str, limit: int) -> str:
