@@ -604,6 +604,15 @@ def test_toml_json_and_dict_give_the_same_table(tmp_path: Path) -> None:
     assert gpt4o_groq is None  # listed for two providers, groq is neither; genai-prices has no gpt-4o at groq
 
 
+@pytest.mark.parametrize("name", ["prices.toml", "prices.json"])
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path, name: str) -> None:
+    # Notepad and other Windows editors begin UTF-8 files with a BOM; TOML's parser called it an invalid
+    # statement and JSON's an unexpected BOM, naming nothing the user could see in the file.
+    text = TOML if name.endswith(".toml") else json.dumps(JSON)
+    (tmp_path / name).write_text("\ufeff" + text, encoding="utf-8")
+    assert probe(PricingTable.from_file(tmp_path / name)) == probe(PricingTable(JSON))
+
+
 def test_module_docstring_example_is_valid_toml_for_the_table(tmp_path: Path) -> None:
     doc = overrides_module.__doc__ or ""
     toml = textwrap.dedent(doc.split("exact decimals")[1].split("::", 1)[1].split("The same as JSON")[0])

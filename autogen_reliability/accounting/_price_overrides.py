@@ -401,7 +401,7 @@ def overrides_from_file(path: Path) -> OverrideTable:
     if suffix not in (".toml", ".json"):
         raise ConfigurationError(f"{source}: expected a .toml or .json file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM, as Windows editors write, is not part of the text
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigurationError(f"{source}: cannot be read: {error}") from error
     try:
