@@ -658,6 +658,32 @@ def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     assert _migrate.current_revision(store_url) == _migrate.head_revision()
 
 
+def test_threads_creating_separate_databases_at_once_all_migrate(tmp_path: Path) -> None:
+    # Two recorders of one process, each with its own ledger, starting together: alembic keeps the
+    # running migration in module globals (alembic.context, alembic.op), so two at once in one
+    # process broke each other ("KeyError: 'script'") unless the library lets them take turns.
+    rounds, width = 8, 4
+    failures: list[str] = []
+    for round_ in range(rounds):
+        barrier = threading.Barrier(width)
+
+        def migrate(url: str, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            try:
+                _migrate.upgrade(url)
+            except Exception:  # reported by the assertion below
+                failures.append(traceback.format_exc())
+
+        urls = [f"sqlite:///{tmp_path}/ledger-{round_}-{n}.db" for n in range(width)]
+        threads = [threading.Thread(target=migrate, args=(url, barrier)) for url in urls]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert [_migrate.current_revision(url) for url in urls] == [_migrate.head_revision()] * width
+
+
 HEAD = _migrate.head_revision()
 NEXT = "9999"
 NEXT_REVISION = f'''"""Test-only: the next release's revision, adding a column.

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,6 +175,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
 
     Safe to run from several processes at once: they take turns (an advisory
     lock on PostgreSQL, a write lock on SQLite) and the later ones find nothing to do.
+    Threads of one process take turns too, even on different databases.
 
     Args:
         engine_or_url: An engine, or a database URL (its engine is disposed afterwards).
@@ -199,7 +201,8 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
             # writer waits only its busy timeout (2 s) for that lock.
             found = current_revision(connection)
             if found != target:
-                command.upgrade(alembic_config(connection), revision)
+                with _ALEMBIC_IN_PROCESS:
+                    command.upgrade(alembic_config(connection), revision)
             return found
     finally:
         if owned:
@@ -207,6 +210,11 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
 
 
 SQLITE_MIGRATION_WAIT_MS = 60_000
+
+# alembic keeps the migration under way in module globals (alembic.context, alembic.op), so two
+# migrations at once in one process, even of two databases, break each other: they take turns here.
+# Taken inside the database's own lock, never around it, so no thread waits for a database holding this.
+_ALEMBIC_IN_PROCESS = threading.Lock()
 
 
 @contextmanager
