@@ -617,7 +617,9 @@ class UnhashableHook:
         ({"limit_usd": "ten"}, "limit_usd must be a decimal number"),
         ({"limit_usd": float("nan")}, "limit_usd must be finite"),
         ({"limit_usd": Decimal("Infinity")}, "limit_usd must be finite"),
-        ({"limit_usd": True}, "limit_usd must be a number of USD"),
+        ({"limit_usd": True}, r"limit_usd must be a number \(an amount in USD\), got bool"),
+        ({"limit_usd": 5, "alert_at": (True,)}, r"alert_at must be a number \(a fraction of the limit\), got bool"),
+        ({"limit_usd": 5, "alert_at": ("half",)}, r"alert_at must be a decimal number \(a fraction of the limit\)"),
         ({"limit_usd": None}, "limit_usd must be a Decimal, an int or a decimal string"),
         ({"limit_usd": "0.0000000001"}, "at most 9 decimal places"),
         # Refused before the conversion to nano-USD, which would hang on such exponents.

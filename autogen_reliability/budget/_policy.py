@@ -67,10 +67,13 @@ _SCOPES: Final = get_args(Scope)
 _ON_EXCEED: Final = get_args(OnExceed)
 
 
-def exact_decimal(name: str, value: object) -> Decimal:
-    """``value`` as an exact Decimal; a float is read as the decimal it prints as (``0.1`` is ``Decimal("0.1")``)."""
+def exact_decimal(name: str, value: object, *, what: str = "an amount in USD") -> Decimal:
+    """``value`` as an exact Decimal; a float is read as the decimal it prints as (``0.1`` is ``Decimal("0.1")``).
+
+    ``what`` the number is, for the error that refuses it.
+    """
     if isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be a number of USD, got bool")
+        raise ConfigurationError(f"{name} must be a number ({what}), got bool")
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
@@ -82,7 +85,7 @@ def exact_decimal(name: str, value: object) -> Decimal:
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
-            raise ConfigurationError(f"{name} must be a decimal number (an amount in USD), got {value!r}") from None
+            raise ConfigurationError(f"{name} must be a decimal number ({what}), got {value!r}") from None
     else:
         raise ConfigurationError(f"{name} must be a Decimal, an int or a decimal string, got {type(value).__name__}")
     if not number.is_finite():
@@ -344,7 +347,7 @@ class BudgetPolicy:
 def _thresholds(alert_at: object) -> tuple[Decimal, ...]:
     if isinstance(alert_at, str | bytes) or not isinstance(alert_at, Sequence):
         raise ConfigurationError(f"alert_at must be a sequence of fractions such as (0.5, 0.8), got {alert_at!r}")
-    found = tuple(exact_decimal("alert_at", value) for value in alert_at)
+    found = tuple(exact_decimal("alert_at", value, what="a fraction of the limit") for value in alert_at)
     for fraction in found:
         if not 0 < fraction < 1:
             raise ConfigurationError(f"alert_at takes fractions of the limit between 0 and 1, got {fraction}")
