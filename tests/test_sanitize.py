@@ -73,7 +73,12 @@ def test_payloads_are_neutralised_inside_json_values_too(payload: str) -> None:
     ("text", "expected", "changes"),
     [
         ("a\x00b\x07c\x08d\x7fe", "abcde", {"control_chars": 4}),
-        ("tab\tnewline\ncarriage\r", "tab\tnewline\ncarriage\r", {}),
+        ("tab\tnewline\ncrlf\r\n", "tab\tnewline\ncrlf\r\n", {}),
+        # A carriage return that ends no line would let what follows overwrite the line in a terminal.
+        ("approved\rdenied  ", "approved\ndenied  ", {"control_chars": 1}),
+        ("old mac\rlines\r", "old mac\nlines\n", {"control_chars": 2}),
+        ("\r\r\n", "\n\r\n", {"control_chars": 1}),
+        ("caf\u00e9\rcr\u00e8me", "caf\u00e9\ncr\u00e8me", {"control_chars": 1}),
         ("C1\x85\x8d\x9c!", "C1!", {"control_chars": 3}),
         ("vt\x0bff\x0c", "vtff", {"control_chars": 2}),
     ],
@@ -656,6 +661,7 @@ def test_sanitizing_is_idempotent(text: str) -> None:
 def test_hostile_text_never_yields_executable_output(text: str) -> None:
     cleaned, _ = SANITIZER.text(text)
     assert rendered_problems(cleaned) == []
+    assert re.search("\r(?!\n)", cleaned) is None  # nothing a terminal would overwrite a line with
 
 
 @settings(max_examples=500, deadline=None)
@@ -680,6 +686,7 @@ def _plain(text: str) -> bool:
         unicodedata.is_normalized("NFC", text)
         and re.search(r"<[A-Za-z/!?]", text) is None
         and not rendered_problems(text)
+        and re.search("\r(?!\n)", text) is None
         and not any(char in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c" for char in text)
     )
 

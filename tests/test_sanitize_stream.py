@@ -129,6 +129,20 @@ def test_any_split_joins_to_text_that_renders_safely(text: str, cuts: list[int],
     assert rendered_problems(joined) == []
 
 
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        (["line one\r", "\nline two"], "line one\r\nline two"),  # a line end cut in two stays one
+        (["approved\r", "denied  "], "approved\ndenied  "),  # a carriage return alone becomes a line feed
+        (["approved\r"], "approved\n"),  # also at the end of the stream
+        (["a\r", "\r", "\n"], "a\n\r\n"),
+    ],
+)
+def test_a_carriage_return_at_a_chunks_end_waits_for_what_follows(pieces: list[str], expected: str) -> None:
+    streamer = StreamSanitizer(SANITIZER)
+    assert "".join(streamer.feed(piece) for piece in pieces) + streamer.finish() == expected
+
+
 def test_a_hold_longer_than_the_limit_is_neutralised_not_released_raw() -> None:
     streamer = StreamSanitizer(SANITIZER)
     released = streamer.feed("[a](")

@@ -20,7 +20,8 @@ class SanitizePolicy:
     """Which hazards a :class:`Sanitizer` neutralises; every switch is on by default.
 
     Attributes:
-        control_chars: Remove C0 and C1 control characters, except tab, line feed and carriage return.
+        control_chars: Remove C0 and C1 control characters, except tab, line feed and carriage return;
+            a carriage return that ends no line becomes a line feed.
         ansi: Remove ANSI escape sequences: CSI (``ESC [``), OSC (``ESC ]`` up to BEL or ``ESC \\``) including
             OSC 8 hyperlinks and OSC 52 clipboard writes, DCS/SOS/PM/APC strings, the 8-bit C1 forms
             (``\\x9b``, ``\\x9d``...) and every other ESC sequence.

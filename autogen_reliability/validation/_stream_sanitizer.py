@@ -3,7 +3,8 @@
 A chunk may end inside a tag, an escape sequence or a markdown link that the
 next chunk completes, so text is held back from where such a construct starts
 until it is decided: a tag or autolink until its ``>``, an escape sequence for a
-few characters, a link from its ``]`` until its destination's scheme is known.
+few characters, a link from its ``]`` until its destination's scheme is known, a carriage return until
+what follows it shows whether it ends a line.
 Held text longer than ``HOLD_BACK_LIMIT`` characters is sanitised and released
 with what is still open neutralised (a destination gets ``#``, a ``]`` or ``<``
 is escaped), so what the consumer joins together is as safe as each piece.
@@ -43,6 +44,8 @@ def _hold_from(text: str) -> int:
         position = text.rfind(escape)
         if position != -1 and len(text) - position < _ESCAPE_WINDOW:
             hold = min(hold, position)
+    if text.endswith("\r"):  # a line feed in the next chunk makes it a line end; alone, it becomes one
+        hold = min(hold, len(text) - 1)
     return hold
 
 

@@ -2,7 +2,9 @@
 
 Part of the sanitiser's text stage (see :mod:`._sanitizer` for the order of the stages): escape sequences go
 first, whole, so that removing the control characters afterwards does not leave a sequence's body behind once
-its ESC is gone. Tab, line feed and carriage return are kept.
+its ESC is gone. Tab, line feed and carriage return are kept, but a carriage return that ends no line
+(not followed by a line feed) becomes a line feed: a terminal would return to the start of the line and let
+what follows overwrite what was shown ("approved\\rdenied  "), and the HTML stage reads it as a line break too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _ANSI: Final = re.compile(
 # alternation defeats the regex engine's first-character scan.
 _ANSI_START: Final = re.compile("[\x1b\x90\x98\x9b\x9d\x9e\x9f]")
 _CONTROL: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LONE_CR: Final = re.compile("\r(?!\n)")
 
 
 def remove_ansi(text: str, counts: dict[str, int]) -> str:
@@ -46,8 +49,14 @@ def remove_ansi(text: str, counts: dict[str, int]) -> str:
 
 
 def remove_controls(text: str, counts: dict[str, int]) -> str:
-    """``text`` without C0 and C1 control characters but tab, line feed and carriage return (``"control_chars"``)."""
+    """``text`` without C0 and C1 control characters but tab, line feed and carriage return (``"control_chars"``).
+
+    A carriage return not followed by a line feed becomes a line feed (and counts as one change).
+    """
     text, removed = _CONTROL.subn("", text)
+    if "\r" in text:
+        text, lone = _LONE_CR.subn("\n", text)
+        removed += lone
     if removed:
         counts["control_chars"] = counts.get("control_chars", 0) + removed
     return text
