@@ -488,6 +488,44 @@ def test_a_bad_item_or_option_is_refused_at_construction(make: Callable[[], obje
         make()
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: ScriptedReply.tool_call(None), r"tool call 0: name must be a non-empty string, got None"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_call(""), r"tool call 0: name must be a non-empty string, got ''"),
+        (lambda: ScriptedReply.tool_call("add", 5), r"arguments must be a mapping .* or a string .*, got int"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_call("add", [1, 2]), r"arguments must be a mapping .* or a string .*, got list"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_call("add", id=3), r"tool call 0: id must be a string, got 3"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_call("add", thought=3), r"thought must be a string or None, got int"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_calls("add"), r"calls must be a list of calls, not a str"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.tool_calls(["ab"]), r"calls\[0\] must be a FunctionCall or a \(name, arg"),  # type: ignore[list-item]
+        (lambda: ScriptedReply.tool_calls([("add",)]), r"calls\[0\] must be a FunctionCall or a \(name, arg"),  # type: ignore[list-item]
+        (lambda: ScriptedReply.tool_calls([{"name": "add"}]), r"calls\[0\] must be a FunctionCall or a \(name, arg"),  # type: ignore[list-item]
+        (lambda: ScriptedReply.tool_calls([(1, {})]), r"tool call 0: name must be a non-empty string, got 1"),  # type: ignore[list-item]
+        (lambda: ScriptedReply.tool_calls([("add", 5)]), r"arguments must be a mapping .* or a string .*, got int"),  # type: ignore[list-item]
+        (
+            lambda: ScriptedReply.tool_calls([FunctionCall(id="", name="add", arguments={"a": 1})]),  # type: ignore[arg-type]
+            r"tool call 0: arguments must be a string \(JSON\), got dict",
+        ),
+        (
+            lambda: ScriptedChatCompletionClient([[FunctionCall(id="", name="", arguments="{}")]]),
+            r"tool call 0: name must be a non-empty string",
+        ),
+        (lambda: ScriptedReply.stream("Hello world"), r"chunks must be a list of strings, not one str"),
+        (lambda: ScriptedReply.stream(None), r"chunks must be a list of strings, got NoneType"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.stream([1, 2]), r"chunks must be strings, got int"),  # type: ignore[list-item]
+        (lambda: ScriptedReply.stream(["a"], model=3), r"model must be a string or None, got int"),  # type: ignore[arg-type]
+        (lambda: ScriptedReply.text("ab", chunks="ab"), r"chunks must be a list of strings, not one str"),
+        (lambda: ScriptedReply(content="ab", chunks="ab"), r"chunks must be a list of strings, not one str"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_bad_tool_call_or_stream_is_refused_at_construction(make: Callable[[], object], message: str) -> None:
+    # Each of these was taken, then failed inside a run (an agent's tool call without a name, a stream
+    # of single characters, a TypeError from json.dumps or str.join); a script item is checked as a reply.
+    with pytest.raises(ConfigurationError, match=message):
+        make()
+
+
 async def test_dump_and_load_component_round_trip_the_script() -> None:
     client = ScriptedChatCompletionClient(
         [

@@ -124,14 +124,17 @@ class ScriptedReply:
     def __post_init__(self) -> None:
         if isinstance(self.content, list):
             object.__setattr__(self, "content", tuple(self.content))
-        if isinstance(self.chunks, list):
-            object.__setattr__(self, "chunks", tuple(self.chunks))
+        if self.chunks is not None:
+            object.__setattr__(self, "chunks", _chunks(self.chunks))
         if not isinstance(self.content, str | tuple):
             raise ConfigurationError(f"content must be text or tool calls, got {type(self.content).__name__}")
         if not isinstance(self.content, str):
-            for call in self.content:
-                if not isinstance(call, FunctionCall):
-                    raise ConfigurationError(f"tool calls must be FunctionCall objects, got {type(call).__name__}")
+            for number, call in enumerate(self.content):
+                _check_call(call, number)
+        for name in ("thought", "model"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{name} must be a string or None, got {type(value).__name__}")
         if self.finish_reason not in _FINISH_REASONS:
             raise ConfigurationError(
                 f"finish_reason must be one of AutoGen's {sorted(_FINISH_REASONS)}, got {self.finish_reason!r}"
@@ -142,8 +145,6 @@ class ScriptedReply:
         if self.chunks is not None:
             if not isinstance(self.content, str):
                 raise ConfigurationError("chunks stream text; a reply with tool calls has none")
-            if any(not isinstance(chunk, str) for chunk in self.chunks):
-                raise ConfigurationError("chunks must be strings")
             if self.raises is None and "".join(self.chunks) != self.content:
                 raise ConfigurationError(
                     f"the chunks {list(self.chunks)!r} do not join to the content {self.content!r}"
@@ -188,7 +189,7 @@ class ScriptedReply:
             thought=thought,
             model=model,
             delay=_seconds("delay", delay),
-            chunks=tuple(chunks) if chunks is not None else None,
+            chunks=_chunks(chunks) if chunks is not None else None,
         )
 
     @classmethod
@@ -269,16 +270,24 @@ class ScriptedReply:
             The reply.
 
         Raises:
-            ConfigurationError: ``calls`` is empty.
+            ConfigurationError: ``calls`` is empty, or a call is not one of these (the reason is said).
         """
+        if isinstance(calls, str | bytes | Mapping) or not isinstance(calls, Sequence):
+            raise ConfigurationError(f"calls must be a list of calls, not a {type(calls).__name__}")
         if not calls:
             raise ConfigurationError("tool_calls() needs at least one call")
-        made = tuple(
-            call if isinstance(call, FunctionCall) else FunctionCall(id="", name=call[0], arguments=_arguments(call[1]))
-            for call in calls
-        )
+        made: list[FunctionCall] = []
+        for number, call in enumerate(calls):
+            if isinstance(call, FunctionCall):
+                made.append(call)
+            elif isinstance(call, tuple | list) and len(call) == 2:  # a (name, arguments) pair
+                made.append(FunctionCall(id="", name=call[0], arguments=_arguments(call[1])))
+            else:
+                raise ConfigurationError(
+                    f"calls[{number}] must be a FunctionCall or a (name, arguments) pair, got {call!r:.100}"
+                )
         return cls(
-            content=made,
+            content=tuple(made),
             finish_reason="function_calls",
             thought=thought,
             usage=_usage(usage),
@@ -308,10 +317,14 @@ class ScriptedReply:
 
         Returns:
             The reply.
+
+        Raises:
+            ConfigurationError: ``chunks`` is not a list of strings.
         """
+        pieces = _chunks(chunks)
         return cls(
-            content="".join(chunks),
-            chunks=tuple(chunks),
+            content="".join(pieces),
+            chunks=pieces,
             raises=raises,
             usage=_usage(usage),
             model=model,
@@ -930,7 +943,36 @@ def _arguments(arguments: Mapping[str, Any] | str | None) -> str:
         return "{}"
     if isinstance(arguments, str):
         return arguments
+    if not isinstance(arguments, Mapping):
+        raise ConfigurationError(
+            f"arguments must be a mapping (sent as JSON) or a string (sent verbatim), got {type(arguments).__name__}"
+        )
     return _dumps(dict(arguments))
+
+
+def _check_call(call: object, number: int) -> None:
+    """A tool call as AutoGen's agents take it: an id (empty: numbered when served), a name, arguments as text."""
+    if not isinstance(call, FunctionCall):
+        raise ConfigurationError(f"tool calls must be FunctionCall objects, got {type(call).__name__}")
+    if not isinstance(call.name, str) or not call.name:
+        raise ConfigurationError(f"tool call {number}: name must be a non-empty string, got {call.name!r:.100}")
+    if not isinstance(call.id, str):
+        raise ConfigurationError(f"tool call {number}: id must be a string, got {call.id!r:.100}")
+    if not isinstance(call.arguments, str):
+        raise ConfigurationError(
+            f"tool call {number}: arguments must be a string (JSON), got {type(call.arguments).__name__}"
+        )
+
+
+def _chunks(chunks: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(chunks, str):
+        raise ConfigurationError("chunks must be a list of strings, not one str (it would stream letter by letter)")
+    if isinstance(chunks, bytes | Mapping) or not isinstance(chunks, Sequence):
+        raise ConfigurationError(f"chunks must be a list of strings, got {type(chunks).__name__}")
+    for chunk in chunks:
+        if not isinstance(chunk, str):
+            raise ConfigurationError(f"chunks must be strings, got {type(chunk).__name__}")
+    return tuple(chunks)
 
 
 def _reply(item: object, where: str) -> ScriptedReply:  # noqa: PLR0911  # one return per kind of item
