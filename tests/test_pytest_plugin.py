@@ -681,6 +681,40 @@ def test_unpriced_rows_fail_the_price_assertions(run: Run) -> None:
     assert re.search(r"^E +1 +1 +- +acme-llm +ok +- +\d+\+\d+ +unpriced$", text_, re.MULTILINE), text_
 
 
+def test_reliable_client_of_a_model_no_price_list_knows_has_every_capability_and_records_unpriced(run: Run) -> None:
+    result = run(
+        """
+        import pytest
+        from autogen_agentchat.agents import AssistantAgent
+        from autogen_reliability.testing import FakeReply
+        from autogen_reliability.validation import ValidationPolicy
+
+        async def add(a: int, b: int) -> int:
+            \"\"\"Add two integers.\"\"\"
+            return a + b
+
+        @pytest.mark.autogen_reliability(model="acme-llm")
+        async def test_unknown_model(fake_openai_server, reliable_client, usage):
+            fake_openai_server.enqueue(
+                FakeReply.tool_calls([("add", {"a": 19, "b": "x"})]),  # refused by validation, asked again
+                FakeReply.tool_calls([("add", {"a": 19, "b": 23})]),
+                FakeReply.text("42."),
+            )
+            client = reliable_client(validation=ValidationPolicy())
+            info = client.model_info
+            assert (info["function_calling"], info["json_output"], info["structured_output"], info["vision"]) == (
+                True, True, True, True
+            )
+            agent = AssistantAgent("calculator", model_client=client, tools=[add], reflect_on_tool_use=True)
+            result = await agent.run(task="What is 19 + 23?")
+            assert result.messages[-1].to_text() == "42."
+            usage.assert_calls(2, model="acme-llm", outcome="ok")
+            usage.assert_attempts(3, model="acme-llm", cost_nanousd=None)
+        """
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_the_clients_reliable_client_made_are_closed_in_their_event_loop(run: Run) -> None:
     result = run(
         """

@@ -721,8 +721,8 @@ def reliable_client(request: pytest.FixtureRequest, usage: RecordedUsage) -> Ite
     ``recorder`` is the test's and its ``project`` the marker's unless given. Without a client it
     wraps AutoGen's real ``OpenAIChatCompletionClient`` (the marker's ``model``) pointed at
     ``fake_openai_server``, so the openai SDK, the HTTP layer and the usage tap run as in
-    production: script it with ``fake_openai_server.enqueue(...)``. For a client with no HTTP,
-    pass ``scripted_client([...])``.
+    production: script it with ``fake_openai_server.enqueue(...)``; a model AutoGen does not know
+    gets every capability, its rows unpriced. For a client with no HTTP, pass ``scripted_client([...])``.
 
     Test mode is on (retries do not wait) and calls are attributed to the test's node id as the
     session, as with ``usage``.
@@ -748,8 +748,17 @@ def reliable_client(request: pytest.FixtureRequest, usage: RecordedUsage) -> Ite
 def _openai_client(request: pytest.FixtureRequest, model: str) -> ChatCompletionClient:
     from autogen_ext.models.openai import OpenAIChatCompletionClient  # noqa: PLC0415
 
+    from ._scripted import every_capability  # noqa: PLC0415
+
     server: FakeOpenAIServer = request.getfixturevalue("fake_openai_server")
-    return OpenAIChatCompletionClient(model=model, api_key="sk-test", base_url=server.url)
+    try:
+        return OpenAIChatCompletionClient(model=model, api_key="sk-test", base_url=server.url)
+    except ValueError:
+        # A model AutoGen's table does not know needs its model_info: every capability, as the scripted
+        # client has, since the server answers whatever the test scripts. (Another ValueError comes again.)
+        return OpenAIChatCompletionClient(
+            model=model, api_key="sk-test", base_url=server.url, model_info=every_capability()
+        )
 
 
 class _LoopCloser:

@@ -567,14 +567,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
         if not callable(sleep):
             raise ConfigurationError(f"sleep must be callable, got {type(sleep).__name__}")
         if model_info is None:
-            model_info = ModelInfo(
-                vision=True,
-                function_calling=True,
-                json_output=True,
-                family=ModelFamily.UNKNOWN,
-                structured_output=True,
-                multiple_system_messages=True,
-            )
+            model_info = every_capability()
         else:
             try:
                 validate_model_info(model_info)
@@ -908,6 +901,18 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def every_capability() -> ModelInfo:
+    """A model's capabilities with everything on, family ``unknown``: a client whose answers a test scripts."""
+    return ModelInfo(
+        vision=True,
+        function_calling=True,
+        json_output=True,
+        family=ModelFamily.UNKNOWN,
+        structured_output=True,
+        multiple_system_messages=True,
+    )
 
 
 def _seconds(name: str, value: float | timedelta) -> float:
