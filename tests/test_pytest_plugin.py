@@ -810,6 +810,48 @@ def test_the_usage_assertions_refuse_bad_arguments(run: Run) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_the_usage_filters_take_error_kinds_and_refuse_values_no_row_can_have(run: Run) -> None:
+    result = run(
+        """
+        import pytest
+        from autogen_core.models import UserMessage
+        from autogen_reliability import ErrorKind
+        from autogen_reliability.testing import faults
+
+        async def test_it(scripted_client, reliable_client, usage):
+            client = reliable_client(scripted_client([faults.rate_limit(), "Hello!"]))
+            await client.create([UserMessage(content="Hi", source="user")])
+            usage.assert_attempts(1, error_kind=ErrorKind.RATE_LIMIT)
+            usage.assert_attempts(1, error_kind="rate_limit")
+            usage.assert_attempts(1, error_kind=None)
+            usage.assert_calls(0, error_kind=ErrorKind.RATE_LIMIT)  # the call got past it
+            assert [row.attempt for row in usage.rows(error_kind=ErrorKind.RATE_LIMIT)] == [1]
+            assert usage.total_cost(outcome="error", error_kind=ErrorKind.RATE_LIMIT) == 0
+            usage.assert_no_unpriced(error_kind=ErrorKind.RATE_LIMIT)
+            usage.assert_cost_below(1, error_kind=ErrorKind.RATE_LIMIT)
+            with pytest.raises(TypeError, match=r"error_kind='rate_limt' is not an ErrorKind; one of: rate_limit, "):
+                usage.assert_attempts(0, error_kind="rate_limt")
+            with pytest.raises(TypeError, match=r"error_kind=429 is not an ErrorKind; one of: rate_limit, "):
+                usage.rows(error_kind=429)
+            with pytest.raises(TypeError, match=r"outcome='failed' is not an outcome; one of: ok, error, invalid, can"):
+                usage.assert_calls(0, outcome="failed")
+            with pytest.raises(TypeError, match=r"outcome=None is not an outcome"):
+                usage.total_cost(outcome=None)
+            with pytest.raises(TypeError, match=r"outcome=<ErrorKind.CANCELLED: 'cancelled'> is not an outcome"):
+                usage.assert_no_unpriced(outcome=ErrorKind.CANCELLED)
+            with pytest.raises(TypeError, match=r"error_kind='overload' is not an ErrorKind"):
+                usage.assert_cost_below(1, error_kind="overload")
+
+        async def test_a_failed_assertion_shows_the_kind_as_rows_hold_it(scripted_client, reliable_client, usage):
+            client = reliable_client(scripted_client([faults.rate_limit(), "Hello!"]))
+            await client.create([UserMessage(content="Hi", source="user")])
+            usage.assert_attempts(2, error_kind=ErrorKind.RATE_LIMIT)
+        """
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    assert "expected 2 attempts with error_kind='rate_limit', recorded 1" in output(result)
+
+
 def test_session_names_longer_than_the_ledger_takes_are_cut_and_kept_apart(run: Run) -> None:
     result = run(
         """

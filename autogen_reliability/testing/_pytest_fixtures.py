@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol, get_args
 
 import pytest
 
@@ -458,7 +458,9 @@ class RecordedUsage:
 
     Filters (``**where``) are ``UsageEvent`` fields and the value each must equal
     (``agent="writer"``, ``outcome="error"``, ``model="gpt-4o-mini"``); ``tags`` matches
-    rows that have at least those tags. Failed assertions show the recorded rows as a table.
+    rows that have at least those tags; ``error_kind`` takes an ``ErrorKind`` or its value.
+    An unknown field, outcome or error kind, which no row can match, raises ``TypeError``.
+    Failed assertions show the recorded rows as a table.
 
     Attributes:
         store: The test's ``UsageStore`` (the ``usage_store`` fixture).
@@ -478,7 +480,7 @@ class RecordedUsage:
     def rows(self, **where: Any) -> list[UsageEvent]:
         """The recorded rows (one per attempt) that match ``where``, oldest first."""
         __tracebackhide__ = True
-        _check_filters(where)
+        where = _checked(where)
         return [row for row in self._all() if _matches(row, where)]
 
     def assert_calls(self, n: int, /, **where: Any) -> None:
@@ -488,7 +490,7 @@ class RecordedUsage:
         """
         __tracebackhide__ = True
         _check_count(n)
-        _check_filters(where)
+        where = _checked(where)
         rows = self._all()
         last: dict[uuid.UUID, UsageEvent] = {}
         for row in rows:
@@ -505,7 +507,7 @@ class RecordedUsage:
         """Asserts that ``n`` attempts (rows: retries and fallbacks each count) match ``where``."""
         __tracebackhide__ = True
         _check_count(n)
-        _check_filters(where)
+        where = _checked(where)
         rows = self._all()
         found = sum(1 for row in rows if _matches(row, where))
         if found != n:
@@ -525,7 +527,7 @@ class RecordedUsage:
         """
         __tracebackhide__ = True
         limit = _dollars(usd)
-        _check_filters(where)
+        where = _checked(where)
         rows = self._all()
         matching = [row for row in rows if _matches(row, where)]
         unpriced = [row for row in matching if row.cost_nanousd is None]
@@ -544,7 +546,7 @@ class RecordedUsage:
     def assert_no_unpriced(self, **where: Any) -> None:
         """Asserts that every row matching ``where`` has a price (a model without one is recorded as unpriced)."""
         __tracebackhide__ = True
-        _check_filters(where)
+        where = _checked(where)
         rows = self._all()
         unpriced = [row for row in rows if row.cost_nanousd is None and _matches(row, where)]
         if unpriced:
@@ -573,12 +575,26 @@ def _field_names() -> tuple[str, ...]:
     return tuple(field.name for field in fields(UsageEvent))
 
 
-def _check_filters(where: Mapping[str, Any]) -> None:
+def _checked(where: Mapping[str, Any]) -> dict[str, Any]:
+    """The filters as the rows hold their values (an ``ErrorKind`` as its value); one no row can match is refused."""
     __tracebackhide__ = True
-    for name in where:
+    from autogen_reliability import ErrorKind  # noqa: PLC0415 - loaded already: the usage fixture is in use
+    from autogen_reliability.accounting._events import Outcome  # noqa: PLC0415
+
+    checked = dict(where)
+    for name, value in where.items():
         if name not in _field_names():
             known = ", ".join(_field_names())
             raise TypeError(f"{name!r} is not a field of the usage rows; filter on one of: {known}")
+        if name == "error_kind":
+            if isinstance(value, ErrorKind):
+                checked[name] = value.value
+            elif value is not None and value not in {kind.value for kind in ErrorKind}:
+                kinds = ", ".join(kind.value for kind in ErrorKind)
+                raise TypeError(f"error_kind={value!r} is not an ErrorKind; one of: {kinds} (or None: no error)")
+        elif name == "outcome" and (not isinstance(value, str) or value not in get_args(Outcome)):
+            raise TypeError(f"outcome={value!r} is not an outcome; one of: {', '.join(get_args(Outcome))}")
+    return checked
 
 
 def _matches(row: UsageEvent, where: Mapping[str, Any]) -> bool:
