@@ -277,6 +277,36 @@ async def test_waiting_for_requests_says_how_many_arrived() -> None:
         await client.wait_for_requests(2, timeout=0.01)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"n": -1}, r"n must be an int >= 0, got -1"),
+        ({"n": True}, r"n must be an int >= 0, got True"),
+        ({"n": 1.5}, r"n must be an int >= 0, got 1.5"),
+        ({"n": "2"}, r"n must be an int >= 0, got '2'"),
+        ({"timeout": -1}, r"timeout must be seconds >= 0 .* got -1"),
+        ({"timeout": math.nan}, r"timeout must be seconds >= 0 .* got nan"),
+        ({"timeout": "1"}, r"timeout must be seconds >= 0 .* got '1'"),
+        ({"timeout": True}, r"timeout must be seconds >= 0 .* got True"),
+    ],
+)
+async def test_waiting_for_requests_refuses_a_count_or_timeout_that_cannot_be_waited_for(
+    arguments: dict[str, Any], message: str
+) -> None:
+    # A negative count returned at once, a NaN timeout waited for ever, and a string failed with a bare TypeError.
+    client = ScriptedChatCompletionClient([])
+    with pytest.raises(ConfigurationError, match=message):
+        await asyncio.wait_for(client.wait_for_requests(**arguments), 1)
+
+
+async def test_waiting_for_requests_with_an_infinite_timeout_waits_as_none_does() -> None:
+    client = ScriptedChatCompletionClient(["a"])
+    waiting = asyncio.ensure_future(client.wait_for_requests(1, timeout=math.inf))
+    await client.create(HI)
+    assert await waiting == client.requests
+    assert await client.wait_for_requests(0, timeout=0) == client.requests
+
+
 async def test_a_token_cancelled_before_the_call_cancels_it() -> None:
     client = ScriptedChatCompletionClient(["unused"])
     token = CancellationToken()
@@ -470,6 +500,8 @@ async def test_the_rest_of_the_interface() -> None:
         (lambda: ScriptedChatCompletionClient([object()]), "item 0 is a object; a script holds text"),  # type: ignore[list-item]
         (lambda: ScriptedChatCompletionClient(["ok", {"when": object()}]), "item 1 cannot be serialised as JSON"),
         (lambda: ScriptedChatCompletionClient("Hello!"), "script must be a list of items"),
+        (lambda: ScriptedChatCompletionClient(None), r"script must be a list of items, e.g. \['Hello!'\], got None"),  # type: ignore[arg-type]
+        (lambda: ScriptedChatCompletionClient(42), r"script must be a list of items, e.g. \['Hello!'\], got 42"),  # type: ignore[arg-type]
         (lambda: ScriptedChatCompletionClient([], model=""), "model must be a non-empty string"),
         (lambda: ScriptedChatCompletionClient([], context_window=0), "context_window must be a positive int"),
         (lambda: ScriptedChatCompletionClient([], default=3.5), "default is a float"),  # type: ignore[arg-type]

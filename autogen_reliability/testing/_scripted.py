@@ -560,6 +560,8 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
     ) -> None:
         if isinstance(script, str | bytes | Mapping):
             raise ConfigurationError("script must be a list of items, e.g. ['Hello!'], not a single item")
+        if not isinstance(script, Iterable):
+            raise ConfigurationError(f"script must be a list of items, e.g. ['Hello!'], got {script!r:.100}")
         if not isinstance(model, str) or not model:
             raise ConfigurationError(f"model must be a non-empty string, got {model!r}")
         if isinstance(context_window, bool) or not isinstance(context_window, int) or context_window < 1:
@@ -629,16 +631,20 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
 
         Args:
             n: How many requests to wait for.
-            timeout: Seconds to wait at most; None waits as long as it takes.
+            timeout: Seconds to wait at most; None (or ``math.inf``) waits as long as it takes.
 
         Returns:
             `requests` (all of them: at least ``n``).
 
         Raises:
             TimeoutError: fewer requests arrived in time (the message says how many).
+            ConfigurationError: ``n`` is not an int >= 0, or ``timeout`` not seconds >= 0.
         """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f"n must be an int >= 0, got {n!r:.100}")
+        seconds = None if timeout is None else _seconds("timeout", timeout)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if seconds is None or math.isinf(seconds) else loop.time() + seconds
         while len(self.requests) < n:
             waiter: asyncio.Future[None] = loop.create_future()
             self._request_waiters.append(waiter)
