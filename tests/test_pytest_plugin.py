@@ -852,6 +852,30 @@ def test_the_usage_filters_take_error_kinds_and_refuse_values_no_row_can_have(ru
     assert "expected 2 attempts with error_kind='rate_limit', recorded 1" in output(result)
 
 
+def test_a_usage_filter_of_a_type_the_field_never_holds_is_refused(run: Run) -> None:
+    result = run(
+        """
+        import pytest
+        from autogen_core.models import UserMessage
+        from autogen_reliability.testing import faults
+
+        async def test_it(scripted_client, reliable_client, usage):
+            client = reliable_client(scripted_client([faults.rate_limit(), "Hello!"]), agent="writer")
+            await client.create([UserMessage(content="Hi", source="user")])
+            usage.assert_attempts(1, http_status=429, agent="writer", cached_tokens=None, attempt=1)
+            with pytest.raises(TypeError, match=r"http_status='429' cannot match: the rows hold an int or None there"):
+                usage.assert_attempts(1, http_status="429")
+            with pytest.raises(TypeError, match=r"agent=3 cannot match: the rows hold a str or None there"):
+                usage.rows(agent=3)
+            with pytest.raises(TypeError, match=r"attempt=None cannot match: the rows hold an int there"):
+                usage.assert_calls(0, attempt=None)
+            with pytest.raises(TypeError, match=r"streamed='no' cannot match: the rows hold a bool there"):
+                usage.total_cost(streamed="no")
+        """
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_session_names_longer_than_the_ledger_takes_are_cut_and_kept_apart(run: Run) -> None:
     result = run(
         """

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol, get_args, get_type_hints
 
 import pytest
 
@@ -459,7 +459,8 @@ class RecordedUsage:
     Filters (``**where``) are ``UsageEvent`` fields and the value each must equal
     (``agent="writer"``, ``outcome="error"``, ``model="gpt-4o-mini"``); ``tags`` matches
     rows that have at least those tags; ``error_kind`` takes an ``ErrorKind`` or its value.
-    An unknown field, outcome or error kind, which no row can match, raises ``TypeError``.
+    A filter no row can match (an unknown field, outcome or error kind; ``http_status="429"``,
+    a value of a type the field never holds) raises ``TypeError``.
     Failed assertions show the recorded rows as a table.
 
     Attributes:
@@ -575,6 +576,25 @@ def _field_names() -> tuple[str, ...]:
     return tuple(field.name for field in fields(UsageEvent))
 
 
+@functools.cache
+def _field_kinds() -> dict[str, tuple[str, bool]]:
+    """Per text or number field of the rows: what it holds (``"str"``, ``"int"``, ...) and whether it may be None."""
+    from autogen_reliability.accounting import UsageEvent  # noqa: PLC0415 - loaded already: there are rows
+
+    kinds: dict[str, tuple[str, bool]] = {}
+    for name, hint in get_type_hints(UsageEvent).items():
+        held = [kind for kind in get_args(hint) or (hint,) if kind is not type(None)]
+        if len(held) == 1 and held[0] in (str, int, float, bool):
+            kinds[name] = (held[0].__name__, type(None) in get_args(hint))
+    return kinds
+
+
+def _can_match(value: object, kind: str, optional: bool) -> bool:
+    if value is None:
+        return optional
+    return isinstance(value, str) if kind == "str" else isinstance(value, int | float)  # True == 1, 1.0 == 1
+
+
 def _checked(where: Mapping[str, Any]) -> dict[str, Any]:
     """The filters as the rows hold their values (an ``ErrorKind`` as its value); one no row can match is refused."""
     __tracebackhide__ = True
@@ -594,6 +614,10 @@ def _checked(where: Mapping[str, Any]) -> dict[str, Any]:
                 raise TypeError(f"error_kind={value!r} is not an ErrorKind; one of: {kinds} (or None: no error)")
         elif name == "outcome" and (not isinstance(value, str) or value not in get_args(Outcome)):
             raise TypeError(f"outcome={value!r} is not an outcome; one of: {', '.join(get_args(Outcome))}")
+        elif name in _field_kinds() and not _can_match(value, *_field_kinds()[name]):
+            kind, optional = _field_kinds()[name]
+            held = f"{'an' if kind == 'int' else 'a'} {kind}{' or None' if optional else ''}"
+            raise TypeError(f"{name}={value!r:.100} cannot match: the rows hold {held} there")
     return checked
 
 
