@@ -745,6 +745,35 @@ def test_reset_forgets_script_and_records(server: FakeOpenAIServer) -> None:
     assert server.requests[0].index == 0
 
 
+@pytest.mark.parametrize(
+    "earlier",
+    [FakeReply.text("earlier", hold_after_chunks=0), FakeReply.text("earlier", delay=3600)],
+    ids=["held", "delayed"],
+)
+def test_reset_ends_the_answers_still_pending_of_earlier_requests(server: FakeOpenAIServer, earlier: FakeReply) -> None:
+    # A server shared between tests: a reply the last test held (or delayed) must not answer into this one.
+    server.enqueue(earlier)
+    before = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    before.request("POST", "/v1/chat/completions", body=json.dumps({"model": MODEL, "messages": CHAT}))
+    server.wait_for_requests(1)
+
+    server.reset()
+    server.enqueue(FakeReply.text("later", hold_after_chunks=0))
+    after = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    after.request("POST", "/v1/chat/completions", body=json.dumps({"model": MODEL, "messages": CHAT}))
+    server.wait_for_requests(1)
+    server.release()  # for the hold of this test's reply, not the earlier one's
+    try:
+        # Ended as stop() ends it: the connection is reset, without a byte of the earlier answer.
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            before.getresponse().read()
+        response = after.getresponse()
+        assert json.loads(response.read())["choices"][0]["message"]["content"] == "later"
+    finally:
+        before.close()
+        after.close()
+
+
 def test_requests_is_a_snapshot(server: FakeOpenAIServer) -> None:
     server.enqueue(FakeReply.text("a"))
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)

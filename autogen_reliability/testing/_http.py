@@ -55,10 +55,11 @@ class Backend(Protocol):
 
     def _record(
         self, method: str, path: str, headers: dict[str, str], raw: bytes, *, is_chat: bool
-    ) -> tuple[RecordedRequest, FakeReply | None, int]:
+    ) -> tuple[RecordedRequest, FakeReply | None, int, threading.Event]:
         """Record a request; for a chat completion or a model listing, take the next scripted reply.
 
-        Chat completions are numbered (the third item); other requests get 0.
+        Chat completions are numbered (the third item); other requests get 0. The fourth item is
+        set when the answer is to end (the server stops or is reset): `_pause` and `_hold` take it.
         """
         ...
 
@@ -74,12 +75,12 @@ class Backend(Protocol):
         """The server's one model, as ``/v1/models`` lists it."""
         ...
 
-    def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` (a reply's ``delay`` or ``chunk_delay``); True if the server began stopping instead."""
+    def _pause(self, seconds: float, ended: threading.Event) -> bool:
+        """Wait ``seconds`` (a reply's ``delay`` or ``chunk_delay``); True if the answer is to end instead."""
         ...
 
-    def _hold(self) -> bool:
-        """Wait for `FakeOpenAIServer.release` (``hold_after_chunks``); True if the server began stopping instead."""
+    def _hold(self, ended: threading.Event) -> bool:
+        """Wait for `FakeOpenAIServer.release` (``hold_after_chunks``); True if the answer is to end instead."""
         ...
 
 
@@ -108,6 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "FakeOpenAIServer"
     sys_version = ""
+    # Of the request being answered (one at a time per connection): set when its answer is to end.
+    _ended: threading.Event
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output clean: the stdlib logs every request to stderr otherwise."""
@@ -151,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else str(value)
         is_chat = path in _CHAT_PATHS
-        request, reply, ordinal = fake._record(self.command, path, headers, raw, is_chat=is_chat)
+        request, reply, ordinal, self._ended = fake._record(self.command, path, headers, raw, is_chat=is_chat)
         request_id = f"req_fake_{request.index}"
 
         if framing_error is not None:
@@ -237,10 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _wait_to_answer(self, reply: FakeReply, request: RecordedRequest) -> bool:
         """Wait out ``delay``, and the hold of an answer that is not a stream; True if the server stops meanwhile."""
         fake = self._fake
-        if reply.delay and fake._pause(reply.delay):
+        if reply.delay and fake._pause(reply.delay, self._ended):
             return True
         streamed = reply.kind == "completion" and request.stream
-        return reply.hold_after_chunks is not None and not streamed and fake._hold()
+        return reply.hold_after_chunks is not None and not streamed and fake._hold(self._ended)
 
     def _stream(self, completion: Completion, reply: FakeReply, request: RecordedRequest, request_id: str) -> None:
         include_usage = request.include_usage
@@ -293,9 +296,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _wait(self, reply: FakeReply, *, held: bool, paced: bool = True) -> bool:
         """Wait before the next event: for the release if ``held``, then ``chunk_delay``; True if the server stops."""
         fake = self._fake
-        if held and fake._hold():
+        if held and fake._hold(self._ended):
             return True
-        return bool(paced and reply.chunk_delay) and fake._pause(reply.chunk_delay)
+        return bool(paced and reply.chunk_delay) and fake._pause(reply.chunk_delay, self._ended)
 
     # ---- I/O helpers
 

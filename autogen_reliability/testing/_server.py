@@ -136,7 +136,9 @@ class FakeOpenAIServer:
         self._tool_calls_served = 0
         self._connections_opened = 0
         self._created = int(time.time())
-        self._stopping = threading.Event()
+        # Set when the answers under way are to end: the server stops, or is reset. Each request keeps the one
+        # of its time (`_record`), so that a reset ends the earlier requests' delays and holds, not the later ones'.
+        self._ended = threading.Event()
         self._httpd: FakeHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -158,7 +160,7 @@ class FakeOpenAIServer:
         with self._lock:
             if self._httpd is not None:
                 raise RuntimeError("FakeOpenAIServer is already running")
-            self._stopping = threading.Event()
+            self._ended = threading.Event()
             httpd = FakeHTTPServer(("127.0.0.1", self._port), self)
             thread = threading.Thread(
                 target=httpd.serve_forever,
@@ -182,9 +184,8 @@ class FakeOpenAIServer:
             self._httpd = self._thread = None
         if httpd is None or thread is None:
             return
-        self._stopping.set()
         with self._lock:
-            self._released.notify_all()  # a held reply gives up (its connection is reset)
+            self._end_answers()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()
@@ -422,8 +423,16 @@ class FakeOpenAIServer:
             return list(self._queue)
 
     def reset(self) -> None:
-        """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero."""
+        """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero.
+
+        Answers still under way for the requests received so far end as `stop` ends them: a reply
+        waiting on its ``delay`` or held (``hold_after_chunks``) resets its connection instead of
+        answering later, and a `release` given after the reset goes to the replies scripted after it.
+        A server shared by several tests so starts each one clean.
+        """
         with self._lock:
+            self._end_answers()
+            self._ended = threading.Event()
             self._queue.clear()
             self._models_queue.clear()
             self._requests.clear()
@@ -445,14 +454,15 @@ class FakeOpenAIServer:
 
     def _record(
         self, method: str, path: str, headers: dict[str, str], raw: bytes, *, is_chat: bool
-    ) -> tuple[RecordedRequest, FakeReply | None, int]:
+    ) -> tuple[RecordedRequest, FakeReply | None, int, threading.Event]:
         """Record a request and take the next scripted reply of a well-formed chat completion or a model listing.
 
         Both happen under one lock so concurrent requests get replies in arrival order.
 
         Returns:
-            The recorded request, the scripted reply (None if none applies), and the 1-based
-            number of this chat-completions request (0 for other requests).
+            The recorded request, the scripted reply (None if none applies), the 1-based
+            number of this chat-completions request (0 for other requests), and the event set
+            when its answer is to end (the server stops or is reset).
         """
         try:
             parsed = _json.loads(raw) if raw else None
@@ -470,14 +480,15 @@ class FakeOpenAIServer:
                 index=len(self._all_requests),
             )
             self._all_requests.append(request)
+            ended = self._ended
             if path in MODELS_PATHS and method == "GET":
-                return request, self._models_queue.popleft() if self._models_queue else None, 0
+                return request, self._models_queue.popleft() if self._models_queue else None, 0, ended
             if not is_chat or method != "POST":
-                return request, None, 0
+                return request, None, 0, ended
             self._requests.append(request)
             self._request_arrived()
             reply = self._queue.popleft() if body is not None and self._queue else None
-            return request, reply, len(self._requests)
+            return request, reply, len(self._requests), ended
 
     def _request_arrived(self) -> None:
         """Wake whoever waits for this many requests; called with the lock held."""
@@ -497,14 +508,18 @@ class FakeOpenAIServer:
             f"{arrived} arrived ({len(self._queue)} scripted replies left)"
         )
 
-    def _pause(self, seconds: float) -> bool:
-        return self._stopping.wait(seconds)
+    def _end_answers(self) -> None:
+        """End the delays and holds of the requests received so far; called with the lock held."""
+        self._ended.set()
+        self._released.notify_all()
 
-    def _hold(self) -> bool:
-        stopping = self._stopping
+    def _pause(self, seconds: float, ended: threading.Event) -> bool:
+        return ended.wait(seconds)
+
+    def _hold(self, ended: threading.Event) -> bool:
         with self._lock:
-            self._released.wait_for(lambda: self._releases > 0 or stopping.is_set())
-            if stopping.is_set():
+            self._released.wait_for(lambda: self._releases > 0 or ended.is_set())
+            if ended.is_set():  # before taking a release: it belongs to a reply of the server's present
                 return True
             self._releases -= 1
             return False
