@@ -281,6 +281,82 @@ def test_a_request_the_script_did_not_expect_fails_with_its_messages_even_when_s
     assert "  1. user: 'Anyone there?'" in text_
 
 
+# What pytest-rerunfailures' --reruns 1 does (not installed here): the same item's test protocol once more.
+RERUN_FAILED = """
+import pytest
+from _pytest.runner import runtestprotocol
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    if any(report.failed for report in reports):
+        print(f"\\nRERUN {item.name}")
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+def test_a_rerun_starts_clean_of_what_the_failed_run_left(run: Run, pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(RERUN_FAILED)
+    result = run(
+        """
+        import http.client, json
+        import pytest
+        from autogen_reliability.testing import FakeReply
+
+        RUNS = []
+
+        def post(server, content):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]}
+            conn.request("POST", "/v1/chat/completions", body=json.dumps(body))
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        @pytest.mark.parametrize(
+            "scope", [pytest.param(scope, marks=pytest.mark.autogen_reliability(server_scope=scope))
+                      for scope in ("function", "session")]
+        )
+        def test_fails_twice(fake_openai_server, scope):
+            RUNS.append(scope)
+            if RUNS.count(scope) == 1:
+                fake_openai_server.enqueue(FakeReply.text("left over"))
+                post(fake_openai_server, f"unscripted in the first run ({scope})")  # consumes "left over"
+                post(fake_openai_server, f"unscripted in the first run ({scope})")
+                assert False, "the first run fails"
+            assert (fake_openai_server.pending, fake_openai_server.requests) == (0, [])
+            fake_openai_server.enqueue(FakeReply.text("scripted"))
+            assert post(fake_openai_server, "scripted in the rerun") == 200
+            post(fake_openai_server, f"unscripted in the rerun ({scope})")
+            assert False, "the rerun fails too"
+
+        @pytest.mark.parametrize(
+            "scope", [pytest.param(scope, marks=pytest.mark.autogen_reliability(server_scope=scope))
+                      for scope in ("function", "session")]
+        )
+        def test_passes_on_the_rerun(fake_openai_server, scope):
+            RUNS.append(f"again {scope}")
+            if RUNS.count(f"again {scope}") == 1:
+                fake_openai_server.enqueue(FakeReply.text("left over"))
+                assert False, "the first run fails"
+            assert (fake_openai_server.pending, fake_openai_server.requests) == (0, [])
+        """,
+        "-s",
+    )
+    text_ = output(result)
+    assert text_.count("RERUN test_") == 4, text_
+    result.assert_outcomes(passed=2, failed=2)  # what the reruns gave
+    # Each rerun's report shows the request the rerun made, once, and none of the first run's.
+    for scope in ("function", "session"):
+        assert text_.count(f"user: 'unscripted in the rerun ({scope})'") == 1, text_
+    assert "user: 'unscripted in the first run" not in text_, text_
+
+
 def test_the_session_scope_shares_one_server_and_resets_it_between_tests(run: Run) -> None:
     result = run(
         """

@@ -154,7 +154,11 @@ def _refuse(reason: str) -> NoReturn:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test with a bad marker fails at setup, whichever fixtures it uses."""
+    """Each run of a test starts clean; a test with a bad marker fails at setup, whichever fixtures it uses."""
+    # The item and its stash outlive a run: a rerun (pytest-rerunfailures) runs the same item again, and must
+    # not report the first run's unexpected requests as its own, nor go by whether the first run's call failed.
+    item.stash[_CALL_FAILED_KEY] = False
+    item.stash[_UNEXPECTED_KEY] = []
     if item.get_closest_marker(MARKER) is not None:
         marker_options(item)
 
