@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import http.client
 import json
+import math
 import socket
 import threading
 import warnings
@@ -1131,6 +1132,83 @@ def test_reply_misuse_is_refused_with_what_is_expected() -> None:
         FakeReply.tool_calls([(5, "{}")])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=rf"{pair}, got \('add', 5\)"):
         FakeReply.tool_calls([("add", 5)])  # type: ignore[list-item]
+
+
+def slip(value: object) -> Any:
+    """``value``, of a type the parameter does not take, past the type checker: what a test without one passes."""
+    return value
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: FakeReply.text("x", delay=math.nan), ValueError, r"delay must be >= 0 seconds \(math.inf: until"),
+        (lambda: FakeReply.text("x", delay=-0.5), ValueError, r"delay must be >= 0 seconds .*, got -0.5"),
+        (lambda: FakeReply.text("x", delay=10**400), ValueError, r"delay must be >= 0 seconds .*too large"),
+        (lambda: FakeReply.text("x", delay=slip("1")), TypeError, r"delay must be a number of seconds, got '1'"),
+        (lambda: FakeReply.error(429, delay=True), TypeError, r"delay must be a number of seconds, got True"),
+        (lambda: FakeReply.text("x", chunk_delay=-math.inf), ValueError, r"chunk_delay must be >= 0 seconds"),
+        (
+            lambda: FakeReply.text("x", hold_after_chunks=slip(1.5)),
+            TypeError,
+            r"hold_after_chunks must be an int or None",
+        ),
+        (lambda: FakeReply.text("x", error_after_chunks=True), TypeError, r"error_after_chunks must be an int or"),
+        (lambda: FakeReply.text("x", disconnect_after_chunks=-1), ValueError, r"disconnect_after_chunks must be >= 0"),
+        (lambda: FakeReply.malformed(status=101), ValueError, r"status must be .*200 to 599.*, got 101"),
+        (lambda: FakeReply.malformed(status=600), ValueError, r"status must be .*200 to 599.*, got 600"),
+        (lambda: FakeReply.malformed(status=slip(429.0)), TypeError, r"status must be an int HTTP status"),
+        (lambda: FakeUsage(slip(1.5), 2), TypeError, r"prompt_tokens must be an int, got 1.5"),
+        (lambda: FakeUsage(1, -2), ValueError, r"completion_tokens must be >= 0, got -2"),
+        (lambda: FakeUsage(True, 2), TypeError, r"prompt_tokens must be an int, got True"),
+        (
+            lambda: FakeUsage(1, 2, cached_tokens=slip(math.nan)),
+            TypeError,
+            r"cached_tokens must be an int or None, got nan",
+        ),
+        (
+            lambda: FakeUsage(1, 2, reasoning_tokens=slip("3")),
+            TypeError,
+            r"reasoning_tokens must be an int or None, got '3'",
+        ),
+    ],
+    ids=[
+        *("delay-nan", "delay-negative", "delay-huge-int", "delay-str", "delay-bool", "chunk_delay-minus-inf"),
+        *("hold-float", "error_after-bool", "disconnect_after-negative", "status-1xx", "status-600", "status-float"),
+        *("prompt-float", "completion-negative", "prompt-bool", "cached-nan", "reasoning-str"),
+    ],
+)
+def test_numbers_are_checked_at_construction_naming_the_field(make: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+@pytest.mark.parametrize("delay", [math.inf, 1e12], ids=["inf", "beyond-the-thread-timeout"])
+async def test_an_endless_delay_waits_until_the_server_is_reset_or_stops(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI, delay: float
+) -> None:
+    server.enqueue(*[FakeReply.text("never", delay=delay)] * 2)
+    with pytest.raises(openai.APITimeoutError):  # it waits: nothing comes back, not even a closed connection
+        await client.with_options(timeout=0.5).chat.completions.create(model=MODEL, messages=CHAT)
+
+    pending = asyncio.ensure_future(client.chat.completions.create(model=MODEL, messages=CHAT))
+    await server.wait_for_requests_async(2)
+    server.reset()
+    with pytest.raises(openai.APIConnectionError):
+        await asyncio.wait_for(pending, 30)  # the bound only keeps a broken reset from hanging the test
+
+
+def test_an_endless_chunk_delay_stalls_a_stream_after_its_first_event(server: FakeOpenAIServer) -> None:
+    server.enqueue(FakeReply.text("one two", chunk_delay=math.inf))
+    conn, response = open_stream(server.port)
+    try:
+        assert json.loads(next_event(response))["choices"][0]["delta"]["role"] == "assistant"
+        assert conn.sock is not None
+        conn.sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):  # nothing follows, not even the end of the connection
+            response.readline()
+    finally:
+        conn.close()
 
 
 def test_replies_are_immutable() -> None:

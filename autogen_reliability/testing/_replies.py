@@ -11,12 +11,15 @@ are served is `._http`'s.
 from __future__ import annotations
 
 import json as _json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
+
+from .._errors import is_finite, shown_number
 
 __all__ = ["FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind", "describe_message"]
 
@@ -62,9 +65,23 @@ def _check_status(status: object) -> None:
         raise TypeError(f"status must be an int HTTP status such as 429, got {status!r}")
 
 
-def _check_non_negative(name: str, value: float | None) -> None:
-    if value is not None and value < 0:
+def _check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """A count (tokens, chunks): an int >= 0, or None where ``optional``; a float or a bool is a slip."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+    if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (is_finite(value) or value == math.inf) or value < 0:
+        raise ValueError(
+            f"{name} must be >= 0 seconds (math.inf: until the server stops or is reset), got {shown_number(value)}"
+        )
 
 
 # --------------------------------------------------------------------------- data model
@@ -87,8 +104,10 @@ class FakeUsage:
     reasoning_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
-            _check_non_negative(name, getattr(self, name))
+        for name in ("prompt_tokens", "completion_tokens"):
+            _check_count(name, getattr(self, name))
+        for name in ("cached_tokens", "reasoning_tokens"):
+            _check_count(name, getattr(self, name), optional=True)
 
     @property
     def total_tokens(self) -> int:
@@ -232,8 +251,10 @@ class FakeReply:
         usage: Usage to report, or None to compute it as described above.
         finish_reason: The ``finish_reason`` to report.
         model: Model name to echo instead of the request's.
-        delay: Seconds to wait before answering at all.
-        chunk_delay: Seconds to wait between server-sent events.
+        delay: Seconds to wait before answering at all; ``math.inf`` waits until the server
+            stops or is reset (`FakeOpenAIServer.reset`), which reset the connection.
+        chunk_delay: Seconds to wait between server-sent events; ``math.inf`` stalls the
+            stream after its first event until the server stops or is reset.
         error_after_chunks: Streaming: send this many content/tool-call chunks
             after the role chunk, then an ``event: error`` SSE event. Non-streaming:
             answer HTTP 500 instead.
@@ -247,7 +268,7 @@ class FakeReply:
             a consumer has seen of a stream before the rest exists, without timing
             anything. Stopping the server resets a held connection.
         headers: Extra response headers.
-        status: HTTP status for ``error`` and ``malformed`` replies.
+        status: HTTP status for ``error`` (400 to 599) and ``malformed`` (200 to 599) replies.
         error_message: ``error.message`` for ``error`` replies.
         error_type: ``error.type`` for ``error`` replies.
         error_code: ``error.code`` for ``error`` replies.
@@ -277,15 +298,18 @@ class FakeReply:
     content_type: str = "application/json"
 
     def __post_init__(self) -> None:
-        for name in ("delay", "chunk_delay", "error_after_chunks", "disconnect_after_chunks", "hold_after_chunks"):
-            _check_non_negative(name, getattr(self, name))
+        for name in ("delay", "chunk_delay"):
+            _check_seconds(name, getattr(self, name))
+        for name in ("error_after_chunks", "disconnect_after_chunks", "hold_after_chunks"):
+            _check_count(name, getattr(self, name), optional=True)
         if self.error_after_chunks is not None and self.disconnect_after_chunks is not None:
             raise ValueError("error_after_chunks and disconnect_after_chunks are mutually exclusive")
         _check_status(self.status)
         if self.kind == "error" and not 400 <= self.status <= 599:
             raise ValueError(f"error replies need a 4xx or 5xx status, got {self.status}")
-        if not 100 <= self.status <= 599:
-            raise ValueError(f"status must be a valid HTTP status code, got {self.status}")
+        if not 200 <= self.status <= 599:
+            # A 1xx is not an answer: the client reads it as an interim response and waits for the real one.
+            raise ValueError(f"status must be an HTTP status from 200 to 599, got {self.status}")
         for name, value in self.headers.items():
             if not isinstance(name, str):
                 raise TypeError(f"header names are strings, got {name!r}")
@@ -324,7 +348,7 @@ class FakeReply:
             usage: Usage to report; computed from the words when None (see the class docs).
             finish_reason: The ``finish_reason`` to report.
             model: Model name to echo instead of the request's.
-            delay: Seconds to wait before answering.
+            delay: Seconds to wait before answering; ``math.inf``: until the server stops or is reset.
             chunk_delay: Seconds to wait between streamed events.
             error_after_chunks: Fail a stream with an SSE error event after this many chunks.
             disconnect_after_chunks: Reset a stream's connection after this many chunks.
@@ -492,7 +516,7 @@ class FakeReply:
             param: ``error.param``.
             headers: Extra response headers, e.g. ``{"Retry-After": "1"}`` or ``{"retry-after-ms": "200"}``
                 (values are strings, as on the wire).
-            delay: Seconds to wait before answering.
+            delay: Seconds to wait before answering; ``math.inf``: until the server stops or is reset.
 
         Returns:
             The reply.
@@ -543,7 +567,7 @@ class FakeReply:
             status: The HTTP status.
             content_type: The ``Content-Type`` header.
             headers: Extra response headers.
-            delay: Seconds to wait before answering.
+            delay: Seconds to wait before answering; ``math.inf``: until the server stops or is reset.
 
         Returns:
             The reply.

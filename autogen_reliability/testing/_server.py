@@ -514,7 +514,8 @@ class FakeOpenAIServer:
         self._released.notify_all()
 
     def _pause(self, seconds: float, ended: threading.Event) -> bool:
-        return ended.wait(seconds)
+        # A wait longer than the platform's lock can time (math.inf, or some 292 years) waits for the end.
+        return ended.wait(None if seconds >= threading.TIMEOUT_MAX else seconds)
 
     def _hold(self, ended: threading.Event) -> bool:
         with self._lock:
