@@ -1183,6 +1183,37 @@ def test_numbers_are_checked_at_construction_naming_the_field(make: Any, error: 
         make()
 
 
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: FakeReply.text(slip(42)), TypeError, r"content must be a string or None, got 42"),
+        (lambda: FakeReply.text("x", finish_reason=slip(None)), TypeError, r"finish_reason must be a string, got None"),
+        (lambda: FakeReply.text("x", model=slip(4)), TypeError, r"model must be a string or None, got 4"),
+        (lambda: FakeReply.json([1], usage=slip({"prompt_tokens": 1})), TypeError, r"usage must be a FakeUsage or"),
+        (lambda: FakeReply.text("x", headers=slip("x-a: 1")), TypeError, r"headers must be a mapping"),
+        (lambda: FakeReply.error(429, slip(b"slow down")), TypeError, r"error_message must be a string or None"),
+        (lambda: FakeReply.error(429, code=slip(429)), TypeError, r"error_code must be a string or None, got 429"),
+        (lambda: FakeReply.error(400, type=slip(ValueError)), TypeError, r"error_type must be a string or None"),
+        (lambda: FakeReply.error(400, param=slip(["a"])), TypeError, r"error_param must be a string or None"),
+        (lambda: FakeReply.malformed(slip("{not json")), TypeError, r"raw_body .* must be bytes such as b'"),
+        (lambda: FakeReply.malformed(content_type=slip(None)), TypeError, r"content_type must be a string, got None"),
+        (lambda: FakeReply.malformed(content_type="text/plain\r\nx: y"), ValueError, r"content_type must be a single"),
+        (lambda: FakeReply(kind=slip("timeout")), ValueError, r"kind must be one of 'completion', 'error', 're"),
+        (lambda: FakeReply(calls=slip((("f", {"a": 1}),))), TypeError, r"calls must be a tuple of \(name, arguments"),
+    ],
+    ids=[
+        *("content", "finish_reason", "model", "usage-dict", "headers-str", "error_message-bytes", "error_code-int"),
+        *("error_type-class", "error_param-list", "raw_body-str", "content_type-none", "content_type-crlf", "kind"),
+        "calls-mapping",
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_at_construction_naming_the_field(
+    make: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
 @pytest.mark.parametrize("delay", [math.inf, 1e12], ids=["inf", "beyond-the-thread-timeout"])
 async def test_an_endless_delay_waits_until_the_server_is_reset_or_stops(
     server: FakeOpenAIServer, client: openai.AsyncOpenAI, delay: float

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, cast, get_args
 
 from .._errors import is_finite, shown_number
 
@@ -56,7 +56,25 @@ def _default_error(status: int) -> tuple[str, str, str | None]:
 
 
 def _frozen_headers(headers: Mapping[str, str] | None) -> Mapping[str, str]:
-    return MappingProxyType(dict(headers or {}))
+    """The headers of a reply, checked, as a read-only mapping."""
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a mapping of names to values, got {headers!r:.80}")
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise TypeError(f"header names are strings, got {name!r}")
+        if not isinstance(value, str):
+            # As on the wire, and as faults.status_error(headers=) takes them; a number is the likely slip.
+            example = repr(str(value)) if isinstance(value, int | float) else "'1'"
+            raise TypeError(f"header {name!r} must have a string value such as {example}, got {value!r}")
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is managed by the server and cannot be set per reply")
+        if "\r" in value or "\n" in value or not value.isascii():
+            raise ValueError(f"header {name!r} must have a single-line ASCII value, got {value!r}")
+    return MappingProxyType(dict(headers))
 
 
 def _check_status(status: object) -> None:
@@ -73,6 +91,11 @@ def _check_count(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+
+
+def _check_text(name: str, value: object, *, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {value!r:.80}")
 
 
 def _check_seconds(name: str, value: object) -> None:
@@ -298,6 +321,31 @@ class FakeReply:
     content_type: str = "application/json"
 
     def __post_init__(self) -> None:
+        # Checked here, not where the server renders the reply: there a wrong type is an HTTP 500 or a hang.
+        if self.kind not in get_args(ReplyKind):
+            kinds = ", ".join(repr(kind) for kind in get_args(ReplyKind))
+            raise ValueError(f"kind must be one of {kinds}, got {self.kind!r}")
+        _check_text("content", self.content, optional=True)
+        if not isinstance(self.calls, tuple) or not all(
+            isinstance(call, tuple) and len(call) == 2 and all(isinstance(part, str) for part in call)
+            for call in self.calls
+        ):
+            raise TypeError(
+                "calls must be a tuple of (name, arguments_json) pairs of strings (FakeReply.tool_calls "
+                f"makes them from a list), got {self.calls!r:.80}"
+            )
+        if not (self.usage is None or isinstance(self.usage, FakeUsage)):
+            raise TypeError(f"usage must be a FakeUsage or None, got {self.usage!r:.80}")
+        _check_text("finish_reason", self.finish_reason)
+        for name in ("model", "error_message", "error_type", "error_code", "error_param"):
+            _check_text(name, getattr(self, name), optional=True)
+        if not isinstance(self.raw_body, bytes):
+            raise TypeError(
+                f"raw_body (the body of malformed()) must be bytes such as b'{{}}', got {self.raw_body!r:.80}"
+            )
+        _check_text("content_type", self.content_type)
+        if "\r" in self.content_type or "\n" in self.content_type or not self.content_type.isascii():
+            raise ValueError(f"content_type must be a single-line ASCII value, got {self.content_type!r}")
         for name in ("delay", "chunk_delay"):
             _check_seconds(name, getattr(self, name))
         for name in ("error_after_chunks", "disconnect_after_chunks", "hold_after_chunks"):
@@ -310,20 +358,7 @@ class FakeReply:
         if not 200 <= self.status <= 599:
             # A 1xx is not an answer: the client reads it as an interim response and waits for the real one.
             raise ValueError(f"status must be an HTTP status from 200 to 599, got {self.status}")
-        for name, value in self.headers.items():
-            if not isinstance(name, str):
-                raise TypeError(f"header names are strings, got {name!r}")
-            if not isinstance(value, str):
-                # As on the wire, and as faults.status_error(headers=) takes them; a number is the likely slip.
-                example = repr(str(value)) if isinstance(value, int | float) else "'1'"
-                raise TypeError(f"header {name!r} must have a string value such as {example}, got {value!r}")
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if name.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is managed by the server and cannot be set per reply")
-            if "\r" in value or "\n" in value or not value.isascii():
-                raise ValueError(f"header {name!r} must have a single-line ASCII value, got {value!r}")
-        # Freeze a caller-supplied dict so the reply stays immutable after construction.
+        # Checked, and a caller-supplied dict frozen so that the reply stays immutable after construction.
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
 
     @classmethod
