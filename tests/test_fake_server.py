@@ -1214,6 +1214,17 @@ def test_values_of_the_wrong_type_are_refused_at_construction_naming_the_field(
         make()
 
 
+def test_a_default_of_the_wrong_type_is_refused_when_given() -> None:
+    hint = r"default must be a FakeReply, a function of the RecordedRequest returning one, or None, got"
+    with pytest.raises(TypeError, match=rf"{hint} 'Hello!' \(FakeReply.text\('Hello!'\) answers with that text\)"):
+        FakeOpenAIServer(default=slip("Hello!"))
+    server = FakeOpenAIServer(default=FakeReply.text("fine"))
+    with pytest.raises(TypeError, match=rf"{hint} \{{'content': 'x'\}}"):
+        server.default = slip({"content": "x"})
+    assert server.default == FakeReply.text("fine")  # kept
+    server.default = None
+
+
 @pytest.mark.parametrize("delay", [math.inf, 1e12], ids=["inf", "beyond-the-thread-timeout"])
 async def test_an_endless_delay_waits_until_the_server_is_reset_or_stops(
     server: FakeOpenAIServer, client: openai.AsyncOpenAI, delay: float

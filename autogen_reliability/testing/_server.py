@@ -97,7 +97,8 @@ class FakeOpenAIServer:
 
     Attributes:
         model: The model listed by ``/v1/models`` and echoed when a request names none.
-        default: The reply used when the script is empty; may be reassigned at any time.
+        default: The reply used when the script is empty; may be reassigned at any time
+            (a value that is not a `FakeReply`, a callable or None is refused, with a `TypeError`).
         model_aliases: Requested model name -> model name reported in responses.
     """
 
@@ -117,6 +118,9 @@ class FakeOpenAIServer:
             model_aliases: Requested model name -> model name to report in responses, e.g.
                 ``{"gpt-4o-mini": "gpt-4o-mini-2024-07-18"}`` as the real API does.
             port: Port to listen on; 0 picks a free one.
+
+        Raises:
+            TypeError: If ``default`` is not a `FakeReply`, a callable or None.
         """
         self.model = model
         self.default = default
@@ -242,6 +246,22 @@ class FakeOpenAIServer:
             RuntimeError: If the server is not running.
         """
         return self.base_url
+
+    @property
+    def default(self) -> FakeReply | ReplyFactory | None:
+        """The reply used when the script is empty (see the class docs)."""
+        return self._default
+
+    @default.setter
+    def default(self, default: FakeReply | ReplyFactory | None) -> None:
+        # Checked here: a wrong one would fail only when the script runs out, inside the server, as an HTTP 500.
+        if not (default is None or isinstance(default, FakeReply) or callable(default)):
+            hint = f" (FakeReply.text({default!r}) answers with that text)" if isinstance(default, str) else ""
+            raise TypeError(
+                "default must be a FakeReply, a function of the RecordedRequest returning one, or None, "
+                f"got {default!r:.80}{hint}"
+            )
+        self._default = default
 
     # ---- script and records
 
