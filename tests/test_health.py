@@ -454,6 +454,41 @@ async def test_the_timeout_is_honoured_against_a_provider_that_hangs(
     assert len(fake_openai_server.models_requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (FakeReply.error(400, "Unrecognized request argument supplied: limit"), "bad_request"),
+        (FakeReply.error(400, "This model's maximum context length is 8192 tokens"), "context_length"),
+        (FakeReply.error(400, "Your request was rejected", code="content_filter"), "content_filter"),
+    ],
+)
+async def test_an_active_check_the_provider_refuses_for_its_request_is_unknown_not_a_failure(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, reply: FakeReply, kind: str
+) -> None:
+    # The provider answered, refusing the probe's own request: that says nothing of its health.
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True)
+    fake_openai_server.enqueue_models(reply)
+    report = await probe.check()
+    check = report.clients["openai"].active_check
+    assert check is not None
+    assert (check.ok, check.error_kind) == (None, kind)
+    assert check.error is not None
+    assert check.error.startswith("BadRequestError: ")
+    assert report.clients["openai"].status == report.status == "healthy"
+    assert report.clients["openai"].reasons == []
+    assert '"ok":null' in report.model_dump_json()
+
+
+async def test_a_one_token_completion_refused_for_its_prompt_is_unknown_not_a_failure(wrap: Wrap) -> None:
+    client = wrap(client=ScriptedChatCompletionClient([faults.context_length(max_tokens=1)]), circuit=None)
+    report = await HealthProbe({"scripted": client}, active=True).check()
+    check = report.clients["scripted"].active_check
+    assert check is not None
+    assert (check.method, check.ok, check.error_kind) == ("completion", None, "context_length")
+    assert report.status == "healthy"
+
+
 def test_each_kind_of_client_gets_the_cheapest_check_that_works(
     wrap: Wrap, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -36,6 +36,7 @@ from .._redaction import message_of
 from ..providers import model_listing, one_token_arguments
 from ..retry._classify import classify_error
 from ._report import ActiveCheck, shown
+from ._window import CALLER_KINDS
 
 __all__ = ["HEALTH_CHECK_TAG", "ActiveChecker"]
 
@@ -125,7 +126,10 @@ class ActiveChecker:
             # The budget refused before any request: that says nothing of the provider.
             ok, message = None, shown(f"not asked: {message_of(error)}")
         except Exception as error:
-            ok, kind = False, classify_error(error).value
+            found = classify_error(error)
+            # A refusal of the probe's own request (bad_request, context_length, content_filter) is an answer
+            # from a provider that is up: unknown, as the window does not count such failures either.
+            ok, kind = (None if found in CALLER_KINDS else False), found.value
             message = shown(f"{type(error).__name__}: {message_of(error)}")
         self._finish(future, _Result(ok, checked_at, time.perf_counter() - start, self._clock(), kind, message))
 

@@ -92,8 +92,9 @@ class ActiveCheck(_Model):
         "health_check=true."
     )
     ok: bool | None = Field(
-        description="Whether the provider answered; null: unknown (the budget refused the request, or the check "
-        "was cancelled), which is not held against the client."
+        description="Whether the provider answered; null: unknown (the budget refused the request, the check "
+        "was cancelled, or the provider refused the check's own request as bad_request, context_length or "
+        "content_filter), which is not held against the client."
     )
     checked_at: AwareDatetime = Field(description="When the request was sent (UTC).")
     age_seconds: float = Field(description="How old the result is: it is reused until it is ttl seconds old.")
