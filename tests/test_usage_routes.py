@@ -13,7 +13,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -409,6 +409,38 @@ def test_an_unreachable_database_is_a_503_that_names_no_path(
     assert str(directory) not in reply.text
     logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
     assert "the usage routes cannot read the ledger: unable to open database file" in logged
+
+
+def not_a_database(path: Path) -> None:
+    path.write_bytes(b"these are not the rows you are looking for\n" * 200)
+
+
+def malformed(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[100:] = b"\xff" * (len(data) - 100)  # SQLite's header kept, every page after it garbage
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [(not_a_database, "file is not a database"), (malformed, "database disk image is malformed")],
+)
+def test_a_ledger_file_the_database_cannot_read_is_a_503_logged_redacted(
+    service: Service, caplog: pytest.LogCaptureFixture, damage: Callable[[Path], None], said: str
+) -> None:
+    path = Path(str(service.store.engine.url.database))
+    service.store.close()  # no connection left open in the pool
+    for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    damage(path)
+    reply = service.client.get("/usage/report", headers=ADMIN)
+    html = service.client.get("/usage/report", headers={**ADMIN, "Accept": BROWSER})
+    sessions = service.client.get("/usage/sessions", headers=ADMIN)
+    assert (reply.status_code, html.status_code, sessions.status_code) == (503, 503, 503)
+    assert reply.json() == sessions.json() == {"detail": "the usage database cannot be read; see the service's log"}
+    assert str(path) not in reply.text
+    logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
+    assert f"the usage routes cannot read the ledger: {said}" in logged
 
 
 def test_the_openapi_schema_describes_the_routes(service: Service) -> None:

@@ -10,7 +10,8 @@ command line reads them (``2025-05-01``, ``2025-05-01T09:30:00+02:00``, ``7d``;
 A bad parameter is a 400 with one sentence in ``detail`` (the store's own
 message where the store refuses it), never FastAPI's 422 list. The database
 work (and rendering the HTML) runs in the thread pool, off the event loop; a
-database that cannot be reached is a 503.
+database that cannot be reached, or that the driver cannot read (a file that
+is not a database, a corrupt one), is a 503.
 
 The routes expose what the service spends, per project and session: mounting
 them, and behind which authentication, is the application's decision.
@@ -28,7 +29,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from .. import ConfigurationError, UsageStore
@@ -56,7 +57,7 @@ _BAD: Final[dict[int | str, dict[str, Any]]] = {
     "4XX": {"model": ErrorModel, "description": "Refused by the application's own dependencies (its auth)"},
 }
 _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
-    503: {"model": ErrorModel, "description": "The usage database cannot be reached"}
+    503: {"model": ErrorModel, "description": "The usage database cannot be reached or read"}
 }
 
 
@@ -150,16 +151,22 @@ def prefers_html(accept: str | None) -> bool:
 
 
 async def _off_the_loop(work: Callable[[], Any]) -> Any:
-    """``work()`` in the thread pool; the store's refusal is a 400, an unreachable database a 503."""
+    """``work()`` in the thread pool; the store's refusal is a 400, a database that cannot be reached or read a 503."""
     try:
         return await run_in_threadpool(work)
     except ConfigurationError as error:
         raise _bad(str(error)) from None
-    except OperationalError as error:
+    except DatabaseError as error:
         # The driver's message can name the host and the user; the log gets it (redacted), the client does not.
         first_line = (redact(str(error.orig or error)).splitlines() or [type(error).__name__])[0]
         logger.warning("the usage routes cannot read the ledger: %s", first_line)
-        raise HTTPException(503, detail="the usage database cannot be reached; try again later") from None
+        # OperationalError: the server or file cannot be reached; any other: it answers, and not with rows.
+        detail = (
+            "the usage database cannot be reached; try again later"
+            if isinstance(error, OperationalError)
+            else "the usage database cannot be read; see the service's log"
+        )
+        raise HTTPException(503, detail=detail) from None
 
 
 def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable | None = None) -> APIRouter:
