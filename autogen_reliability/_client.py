@@ -262,6 +262,21 @@ def _records_itself(client: ChatCompletionClient) -> bool:
     return False
 
 
+def is_wrapped(client: ChatCompletionClient) -> bool:
+    """Whether ``client`` is a wrapped client (or wraps one, under AutoGen's cache, say), not a provider client.
+
+    Its provider attempts are attempts of its own calls: an outer wrapper's attempt on it is not one more.
+    """
+    for _ in range(8):
+        if isinstance(client, ReliableChatCompletionClient):
+            return True
+        inner = inner_client(client)
+        if inner is None:
+            return False
+        client = inner
+    return False
+
+
 def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
     from .budget._layer import BudgetLayer  # noqa: PLC0415
     from .budget._tracker import tracker_for  # noqa: PLC0415 - SQLAlchemy: loaded for a wrapper with a budget

@@ -192,6 +192,56 @@ async def test_without_usage_rows_tokens_come_from_the_attempts_and_nothing_is_c
     assert values(samples, f"{P}attempts_total", "project") == {("quiet",): 2, ("loud",): 1}
 
 
+async def test_the_attempts_of_a_wrapped_fallback_are_counted_once(
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The primary fails; the fallback, a wrapper of its own, is retried once (a 429) and answers.
+    backup = reliable(make_openai_client(model="gpt-4o"), recorder=ledger[1], project="acme", retry=FAST)
+    client = reliable(make_openai_client(), recorder=ledger[1], project="acme", retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(
+        FakeReply.error(500),
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("from the fallback", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
+    )
+    await client.create(HI)
+    rows = ledger_rows(ledger)
+    assert len(rows) == fake_openai_server.request_count == 3
+    samples = scrape(app)
+    ledger_attempts = Counter((row.model or "", row.outcome, row.error_kind or "") for row in rows)
+    assert ledger_attempts == {
+        ("gpt-4o-mini", "error", "server_error"): 1,
+        ("gpt-4o", "error", "rate_limit"): 1,
+        ("gpt-4o", "ok", ""): 1,
+    }
+    assert values(samples, f"{P}attempts_total", "model", "outcome", "error_kind") == ledger_attempts
+    assert sum(values(samples, f"{P}attempt_duration_seconds_count").values()) == 3
+    assert values(samples, f"{P}retries_total", "model", "error_kind") == {("gpt-4o", "rate_limit"): 1}
+    assert values(samples, f"{P}tokens_total", "model", "kind") == {
+        ("gpt-4o", "prompt"): 30,
+        ("gpt-4o", "completion"): 3,
+    }
+
+
+async def test_a_wrapped_fallback_without_usage_rows_has_its_tokens_counted_once(
+    app: FastAPI, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    backup = reliable(make_openai_client(model="gpt-4o"), track_usage=False, retry=None)
+    client = reliable(make_openai_client(), track_usage=False, retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(
+        FakeReply.error(500), FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4))
+    )
+    await client.create(HI)
+    samples = scrape(app)
+    assert values(samples, f"{P}attempts_total", "model", "outcome") == {
+        ("gpt-4o-mini", "error"): 1,
+        ("gpt-4o", "ok"): 1,
+    }
+    assert values(samples, f"{P}tokens_total", "model", "kind") == {
+        ("gpt-4o", "prompt"): 40,
+        ("gpt-4o", "completion"): 4,
+    }
+
+
 async def test_an_unpriced_model_is_counted_as_such(
     app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

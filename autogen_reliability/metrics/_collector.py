@@ -8,6 +8,9 @@ recording on or off):
   first attempt, by what ended the attempt before it;
 - every logical **call**, when it ends (the call feed): calls by outcome, their
   duration; and the tokens of its attempts if the wrapper records no usage;
+- an attempt on a wrapped client (a wrapped fallback, a nested wrapper) counts
+  nothing: that client's own attempts, on its provider clients, come through
+  the attempt feed, and its own calls count their tokens;
 - every **usage event** (``accounting._feed``, the rows of the ledger, made
   when a call of a wrapper that records usage ends): tokens by kind and the
   exact cost. These are the ledger's own numbers (estimated tokens included,
@@ -32,6 +35,7 @@ from autogen_core.models import ChatCompletionClient
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .._client import is_wrapped
 from .._pipeline import AttemptEvent, Call, Pipeline
 from ..accounting._events import UsageEvent
 from ..accounting._layer import AccountingLayer
@@ -98,6 +102,7 @@ class ReliabilityCollector(Collector):
         self._cost_nanousd: dict[_Key, int] = {}
         self._unpriced: dict[_Key, int] = {}
         self._models: weakref.WeakKeyDictionary[ChatCompletionClient, str | None] = weakref.WeakKeyDictionary()
+        self._wrappers: weakref.WeakKeyDictionary[ChatCompletionClient, bool] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
         # (project, agent, model) as called -> as labelled: three bounded lookups become one.
         self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
@@ -106,6 +111,8 @@ class ReliabilityCollector(Collector):
 
     def attempt_ended(self, event: AttemptEvent) -> None:
         """An attempt ended (the attempt feed's observer)."""
+        if self._wrapped(event.client):
+            return  # its own attempts, on its provider clients, come through the feed too
         call = event.call
         labels = self._who(call, event.client)
         outcome = event.outcome
@@ -198,6 +205,16 @@ class ReliabilityCollector(Collector):
         except TypeError:  # a client that cannot be weakly referenced: read each time
             return model_of(client)
 
+    def _wrapped(self, client: ChatCompletionClient) -> bool:
+        """Whether ``client`` is a wrapped client (a wrapped fallback, a nested wrapper), not a provider client."""
+        try:
+            return self._wrappers[client]
+        except KeyError:
+            found = self._wrappers[client] = is_wrapped(client)
+            return found
+        except TypeError:  # a client that cannot be weakly referenced: look each time
+            return is_wrapped(client)
+
     def _recorded(self, pipeline: Pipeline) -> bool:
         """Whether the calls of ``pipeline`` become usage rows (whose events count their tokens)."""
         try:
@@ -216,8 +233,8 @@ class ReliabilityCollector(Collector):
         found: list[tuple[_Key, int]] = []
         for event in call.events:
             result, raw = event.result, event.provider_usage
-            if result is None and raw is None:
-                continue  # a failure the provider reported no usage for
+            if (result is None and raw is None) or self._wrapped(event.client):
+                continue  # a failure the provider reported no usage for; a wrapped client's call, counted by it
             who = labels if event.client is client else self._who(call, event.client)
             prompt = result.usage.prompt_tokens if result is not None else 0
             completion = result.usage.completion_tokens if result is not None else 0
