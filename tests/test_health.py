@@ -58,6 +58,8 @@ FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provid
         ({"timeout": 10**400}, r"timeout must be finite, got an int too large for a float \(1329 bits\)"),
         ({"ttl": -(10**5000)}, "ttl must be finite, got an int too large for a float"),  # its repr is refused too
         ({"window": timedelta(days=2)}, "window must be at most 86400 seconds"),
+        ({"window": 1e-320}, "window must be at least 1 second, got 1e-320"),  # its buckets' index overflowed
+        ({"window": timedelta(milliseconds=500)}, "window must be at least 1 second"),
         ({"min_attempts": 0}, "min_attempts must be an int >= 1"),
         ({"active": "yes"}, "active must be True or False"),
         ({"critical": ["openai", "anthropic"]}, r"unknown components \['anthropic'\]"),

@@ -65,6 +65,7 @@ from ._window import Attempt, AttemptWindow, WindowStats, merge
 
 __all__ = ["HealthProbe"]
 
+MIN_WINDOW: Final = 1.0  # an error rate over less than a second says nothing of a provider
 MAX_WINDOW: Final = 86_400.0  # a day: the window's buckets are window / 60 wide
 
 
@@ -106,7 +107,7 @@ class HealthProbe:
         timeout: Seconds an active check or the store's round trip may take.
         error_rate_degraded: Error rate at which a provider client is degraded.
         error_rate_unhealthy: Error rate at which it is unhealthy.
-        window: Seconds of attempts the error rate and latency are computed over (at most a day).
+        window: Seconds of attempts the error rate and latency are computed over (1 s to a day).
         critical: The components that can make the service unready: client names, and
             ``"usage_store"``. Default: all of them.
         min_attempts: Attempts (not cancelled) a window needs before its error rate is judged.
@@ -147,6 +148,8 @@ class HealthProbe:
         self._window = as_seconds("window", window, allow_zero=False)
         if self._window > MAX_WINDOW:
             raise ConfigurationError(f"window must be at most {MAX_WINDOW:g} seconds (a day), got {window!r}")
+        if self._window < MIN_WINDOW:  # e.g. 1e-320: the clock over its buckets' width overflowed at use
+            raise ConfigurationError(f"window must be at least {MIN_WINDOW:g} second, got {window!r}")
         for name, rate in (
             ("error_rate_degraded", error_rate_degraded),
             ("error_rate_unhealthy", error_rate_unhealthy),
