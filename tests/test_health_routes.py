@@ -144,6 +144,17 @@ async def test_head_answers_each_route_with_its_status_and_no_body(
     assert all(answer.headers["cache-control"] == "no-store" for answer in answers.values())
 
 
+def test_a_method_a_route_does_not_answer_is_a_405_that_lists_get_and_head(wrap: Wrap) -> None:
+    with TestClient(app_for(HealthProbe({"openai": wrap()}), prefix="/ops")) as http:
+        refused = {path: http.post(f"/ops{path}") for path in ("/healthz", "/readyz", "/health")}
+        allowed = {method: http.request(method, "/ops/healthz").status_code for method in ("GET", "HEAD")}
+    assert allowed == {"GET": 200, "HEAD": 200}  # what the header says is true
+    for answer in refused.values():
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == "GET, HEAD"
+        assert answer.json() == {"detail": "Method Not Allowed"}
+
+
 async def test_lone_surrogates_in_a_model_name_and_an_error_are_shown_as_u_fffd(wrap: Wrap) -> None:
     # A model's name or a provider's error cut inside an emoji: JSON in UTF-8 cannot hold the half left.
     inner = ScriptedChatCompletionClient([ValueError("cut \ud83d"), "fine"], model="gpt-\udfff")

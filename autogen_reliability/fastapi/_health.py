@@ -14,10 +14,12 @@ Every answer says ``Cache-Control: no-store``: a cached health answer is a stale
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from .._errors import ConfigurationError
 from ..health import HealthProbe, HealthReport, HealthSummary
@@ -26,6 +28,22 @@ __all__ = ["Liveness", "health_router"]
 
 _UNHEALTHY = 503
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+_METHODS: Final = ("GET", "HEAD")
+
+
+class _GetAndHeadRoute(APIRoute):
+    """A route of a path that answers GET and HEAD, from a route each: its 405 says both are allowed.
+
+    A 405 comes from the first route whose path matches, the GET one; Starlette's names that route's
+    methods only (``Allow: GET``), though the path answers HEAD from its own route (out of the schema).
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in _METHODS:
+            raise HTTPException(405, headers={"Allow": ", ".join(_METHODS)})
+        await super().handle(scope, receive, send)
 
 
 class Liveness(BaseModel):
@@ -55,7 +73,7 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
         raise ConfigurationError(f"health_router takes a HealthProbe, got {type(probe).__name__}")
     if not isinstance(prefix, str) or (prefix and (not prefix.startswith("/") or prefix.endswith("/"))):
         raise ConfigurationError(f"prefix must be empty or a path such as '/ops' (no trailing '/'), got {prefix!r}")
-    router = APIRouter(prefix=prefix, tags=["health"])
+    router = APIRouter(prefix=prefix, tags=["health"], route_class=_GetAndHeadRoute)
     unhealthy: dict[int | str, dict[str, Any]] = {
         _UNHEALTHY: {"model": HealthReport, "description": "Unhealthy: not fit to take traffic."}
     }
