@@ -177,6 +177,25 @@ def _tag(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+class _Tags(argparse.Action):
+    """``--tag KEY=VALUE``, repeated: the tags as a dict; a key given again with another value is refused.
+
+    A call has one value per tag, so two values of one key could never both match; a key given again
+    with its one value is the same filter.
+    """
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        key, value = cast("tuple[str, str]", values)
+        tags: dict[str, str] = dict(getattr(namespace, self.dest) or {})
+        if tags.get(key, value) != value:
+            twice = f"{quoted(key)} given twice, as {quoted(tags[key])} and {quoted(value)}"
+            raise argparse.ArgumentError(self, f"{twice}: a call has one value per key")
+        tags[key] = value
+        setattr(namespace, self.dest, tags)
+
+
 def _output_file(text: str) -> Path:
     try:
         path = Path(text).expanduser()
@@ -259,7 +278,7 @@ def _ledger_commands(commands: Any) -> None:
     report.add_argument("--session", help="only this session")
     report.add_argument("--agent", help="only this agent")
     report.add_argument(
-        "--tag", action="append", type=_tag, metavar="KEY=VALUE", help="only calls with this tag (repeat: all of them)"
+        "--tag", action=_Tags, type=_tag, metavar="KEY=VALUE", help="only calls with this tag (repeat: all of them)"
     )
     report.add_argument(
         "--by",
@@ -518,7 +537,7 @@ def _report(args: argparse.Namespace, since: datetime | None, until: datetime | 
             until=until,
             session=args.session,
             agent=args.agent,
-            tags=dict(args.tag) if args.tag else None,
+            tags=args.tag,
             top=args.top,
             **grouping,
         )

@@ -167,6 +167,16 @@ def test_a_tag_key_is_read_without_the_spaces_around_it(ledger: str, capsys: pyt
     assert_one_line_error(status, out, err, 2, "argument --by: tag:customer listed twice")
 
 
+def test_a_tag_given_twice_with_its_one_value_is_one_filter(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Two values of one key could never both match (a call has one): that is refused, not this.
+    status, out, err = run_main(
+        capsys, "report", "--tag", "customer=globex", "--tag", "customer=globex", "--format", "json", "--db", ledger
+    )
+    assert (status, err) == (0, "")
+    assert json.loads(out)["filters"]["tags"] == {"customer": "globex"}
+    assert_same_report(out, made_by_the_library(ledger, "json", tags={"customer": "globex"}), "json")
+
+
 def test_relative_times_count_back_from_now(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
     before = datetime.now(UTC)
     status, out, err = run_main(capsys, "report", "--since", "7d", "--until", "24h", "--format", "json", "--db", ledger)
@@ -228,6 +238,10 @@ def test_a_columns_that_cannot_be_a_width_is_ignored(columns: str, ledger: str) 
         (("--top", "0"), ("argument --top: must be 1 or more, got 0",)),
         (("--tag", "customer"), ("argument --tag: 'customer' is not KEY=VALUE",)),
         (("--tag", "=globex"), ("argument --tag: '=globex' is not KEY=VALUE",)),
+        (
+            ("--tag", "customer=globex", "--tag", " customer=initech"),
+            ("argument --tag: 'customer' given twice", "'globex' and 'initech'"),
+        ),
         (("--since", "last week"), ("argument --since: 'last week' is not a date",)),
         (("--since", "2025-02-30"), ("argument --since: '2025-02-30' is not a date",)),
         (("--until", "2025-05-01 10:00"), ("argument --until: '2025-05-01 10:00' has no UTC offset",)),
