@@ -617,7 +617,7 @@ def _sessions_table(
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
-    from .reports._format import plain_text  # noqa: PLC0415
+    from .reports._format import cost_cell, plain_text  # noqa: PLC0415
     from .storage._sessions import nanousd_text  # noqa: PLC0415
 
     # Text(...), never a str: names come from users and models, and rich would read "[red]" in them as markup.
@@ -637,7 +637,8 @@ def _sessions_table(
             str(summary.calls),
             str(summary.attempts),
             str(summary.errors),
-            nanousd_text(summary.cost_nanousd),
+            # A session none of whose attempts had a price is unpriced, as in the report's tables, not free.
+            cost_cell(nanousd_text(summary.cost_nanousd), summary.attempts, summary.unpriced_attempts),
             str(summary.unpriced_attempts),
             _stamp(summary.first_seen, seconds=False),
             _stamp(summary.last_seen, seconds=False),

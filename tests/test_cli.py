@@ -422,8 +422,10 @@ def test_sessions_table_from_the_command(ledger: tuple[str, list[UsageEvent]]) -
     assert f"Sessions of {PROJECT}, most recent first (times UTC)" in done.stdout
     ticket = next(row for row in rows if row and row[0] == "ticket-1")
     assert ticket[1:6] == ["2", "3", "1", "2.001234568", "1"]  # calls, attempts, errors, cost, unpriced
-    # A name that looks like rich markup is shown as it is, not interpreted.
-    assert any(row and row[0] == "[red]boom[/red]" for row in rows)
+    # A name that looks like rich markup is shown as it is, not interpreted; its one call has no price,
+    # so its cost is unpriced, as the report's tables show it, not a 0.000000000 that reads as free.
+    boom = next(row for row in rows if row and row[0] == "[red]boom[/red]")
+    assert boom[1:6] == ["1", "1", "0", "unpriced", "1"]
     assert "x-1" not in done.stdout  # another project's session
     assert "ticket-old" in done.stdout
 
