@@ -21,7 +21,7 @@ from rich.console import Console
 
 from autogen_reliability.storage import UsageStore
 
-from .cli_ledger import PROJECT, assert_one_line_error, run_main, sample_events
+from .cli_ledger import PROJECT, assert_one_line_error, event, run_main, sample_events
 from .conftest import run_cli
 
 FORMATS = ("table", "json", "csv", "md", "html")
@@ -175,6 +175,24 @@ def test_a_tag_given_twice_with_its_one_value_is_one_filter(ledger: str, capsys:
     assert (status, err) == (0, "")
     assert json.loads(out)["filters"]["tags"] == {"customer": "globex"}
     assert_same_report(out, made_by_the_library(ledger, "json", tags={"customer": "globex"}), "json")
+
+
+@pytest.mark.parametrize("key", ["clé", "顧客", "a\\b", "tab\tkey", "cost.center", "owner's"])
+def test_a_tag_key_of_any_characters_filters_and_groups(
+    key: str, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite finds a key in a JSON path as the ledger's JSON text writes it (é as \u00e9, \ as \\):
+    # a key with such a character matched no call, and its breakdown column held only None.
+    now = datetime.now(UTC) - timedelta(hours=1)
+    with UsageStore(store_url) as store:
+        store.write([event(now, tags={key: "été"}, cost_nanousd=7), event(now, tags={"other": "x"}, cost_nanousd=11)])
+    status, out, err = run_main(capsys, "report", "--tag", f"{key}=été", "--format", "json", "--db", store_url)
+    assert (status, err) == (0, "")
+    assert (json.loads(out)["totals"]["calls"], json.loads(out)["totals"]["cost_usd"]) == (1, "0.000000007")
+    status, out, err = run_main(capsys, "report", "--by", f"tag:{key}", "--format", "json", "--db", store_url)
+    assert (status, err) == (0, "")
+    groups = {group["key"][f"tag:{key}"]: group["cost_usd"] for group in json.loads(out)["breakdown"]}
+    assert groups == {"été": "0.000000007", None: "0.000000011"}
 
 
 def test_relative_times_count_back_from_now(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,7 @@ is compared only on the first and last day, when a bound is not a UTC midnight.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -426,7 +427,10 @@ class _Report:
                 bindparam(None, key, String, literal_execute=True)
             ].astext
             return value
-        return func.json_extract(RECORDS.c.tags, bindparam(None, f'$."{key}"', String, literal_execute=True))
+        # SQLite (before 3.45) finds a quoted key of a path as the JSON text spells it, and the ledger's JSON
+        # is written with its escapes (json.dumps: é as \u00e9, \ as \\): so is the key, or it matched nothing.
+        path = "$." + json.dumps(key)
+        return func.json_extract(RECORDS.c.tags, bindparam(None, path, String, literal_execute=True))
 
     def _column(self, name: str, *, week_as_day: bool = True) -> ColumnElement[Any]:
         """The SQL of a group column; a week is grouped by day and summed up by week, unless percentiles need it."""
