@@ -357,9 +357,9 @@ def _db(command: str, url: str | None) -> int:
     from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
     try:
-        engine = make_engine(url or default_db_url(), pooled=False)
+        engine = make_engine(default_db_url() if url is None else url, pooled=False)
     except ConfigurationError as error:
-        _error(f"bad database URL{'' if url else f' (from {ENV_DB_URL})'}: {error}")
+        _error(f"bad database URL{'' if url is not None else f' (from {ENV_DB_URL})'}: {error}")
         return 2
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     head = migrate.head_revision()
@@ -425,9 +425,9 @@ def _ledger(url: str | None, out: Path | None = None) -> Iterator[UsageStore]:
     from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
     try:
-        engine = make_engine(url or default_db_url(), pooled=False)
+        engine = make_engine(default_db_url() if url is None else url, pooled=False)
     except ConfigurationError as error:
-        raise _Failure(2, f"bad database URL{'' if url else f' (from {ENV_DB_URL})'}: {error}") from None
+        raise _Failure(2, f"bad database URL{'' if url is not None else f' (from {ENV_DB_URL})'}: {error}") from None
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     try:
         if out is not None and _is_the_ledger(out, engine.url):

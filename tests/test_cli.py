@@ -972,6 +972,26 @@ def test_a_database_url_that_can_never_work_exits_2(
     assert "s3cret" not in err
 
 
+@pytest.mark.parametrize(
+    "args", [*(LEDGER_COMMANDS[name] + ("--db",) for name in LEDGER_COMMANDS), ("db", "upgrade", "--url")]
+)
+def test_an_empty_database_url_exits_2_and_the_configured_ledger_is_left_alone(
+    args: tuple[str, ...], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --db "$LEDGER" with the variable unset: the option was given, empty. It was read as left out, so the
+    # command ran on the configured ledger, and cleanup deleted its rows.
+    configured = tmp_path / "configured.db"
+    with UsageStore(f"sqlite:///{configured}") as store:
+        store.write(sample_events())
+    monkeypatch.setenv(ENV_DB_URL, f"sqlite:///{configured}")
+    before = configured.read_bytes()
+    status, out, err = run_main(capsys, *(part.format(tmp=tmp_path) for part in args), "")
+    assert_one_line_error(status, out, err, 2, "bad database URL: malformed database URL")
+    assert ENV_DB_URL not in err
+    assert configured.read_bytes() == before
+    assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
+
+
 @pytest.mark.parametrize("command", LEDGER_COMMANDS)
 def test_a_missing_sqlite_file_exits_1_and_is_not_created(
     command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
