@@ -23,6 +23,7 @@ from autogen_reliability.storage import UsageStore
 
 from .cli_ledger import PROJECT, assert_one_line_error, event, run_main, sample_events
 from .conftest import run_cli
+from .report_html import parse
 
 FORMATS = ("table", "json", "csv", "md", "html")
 TIME_OF_DAY = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
@@ -227,6 +228,27 @@ def test_the_report_from_the_command(ledger: str, tmp_path: Path) -> None:
 
     done = run_cli("report", "--format", "csv", "--since", "2025-05-01", "--until", "2025-05-02", "--db", ledger)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_the_html_cost_by_agent_shows_an_agent_without_a_price_as_unpriced(
+    ledger: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The agent's one call is on a model without a price: its cost is not known, not $0.00 (0.0% of the cost).
+    status, out, err = run_main(capsys, "report", "--project", PROJECT, "--format", "html", "--db", ledger)
+    assert (status, err) == (0, "")
+    section = parse(out).by_id("cost-by-agent-section")
+    rows = {
+        row.find_all("td")[0].text(): [cell.text() for cell in row.find_all("td")[1:]]
+        for row in section.find_all("tr")[1:]
+    }
+    assert rows["<script>x</script>"] == ["unpriced", "unpriced", "1"]
+    assert rows["critic"] == ["$2.000000001", "99.9%", "1"]
+    bar = next(
+        bar
+        for bar in section.find_all("g", cls="bar")
+        if bar.find_all("text", cls="name")[0].text() == "<script>x</script>"
+    )
+    assert bar.find_all("text", cls="value")[0].text() == "unpriced"
 
 
 @pytest.mark.parametrize("columns", ["0", "5", "39", "-80", "wide", ""])

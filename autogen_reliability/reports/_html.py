@@ -270,23 +270,18 @@ def _agents(report: ReportView) -> dict[str, Any]:
 
     shown, folded = _top(report.by_agent, TOP_BARS, lambda group: group.usage.cost)
     total = report.totals.cost
-    entries = [(plain_text(group.key.get("agent")), group.usage.cost, group.usage.calls) for group in shown]
+    entries = [(plain_text(group.key.get("agent")), [group.usage]) for group in shown]
     if folded:
-        entries.append(
-            (
-                f"other ({len(folded)} agents)",
-                sum((group.usage.cost for group in folded), Decimal(0)),
-                sum(group.usage.calls for group in folded),
-            )
-        )
+        entries.append((f"other ({len(folded)} agents)", [group.usage for group in folded]))
+    agents = [_AgentCost.of(name, usages) for name, usages in entries]
     bars = [
         Bar(
-            label=name,
-            values=(float(cost),),
-            value_titles=(f"{usd_text(cost)}, {count_text(calls)} calls",),
-            total_text=f"{usd_compact(float(cost))} · {rate_text(_share(cost, total))}",
+            label=agent.name,
+            values=(float(agent.cost),),
+            value_titles=(f"{agent.cell(usd_text(agent.cost))}, {count_text(agent.calls)} calls",),
+            total_text=agent.cell(f"{usd_compact(float(agent.cost))} · {rate_text(_share(agent.cost, total))}"),
         )
-        for name, cost, calls in entries
+        for agent in agents
     ]
     chart = bar_chart(
         "cost-by-agent",
@@ -298,10 +293,40 @@ def _agents(report: ReportView) -> dict[str, Any]:
         width=HALF_CHART,
     )
     rows = [
-        {"name": name, "cost": usd_text(cost), "share": rate_text(_share(cost, total)), "calls": count_text(calls)}
-        for name, cost, calls in entries
+        {
+            "name": agent.name,
+            "cost": agent.cell(usd_text(agent.cost)),
+            "share": agent.cell(rate_text(_share(agent.cost, total))),
+            "calls": count_text(agent.calls),
+        }
+        for agent in agents
     ]
     return {"chart": chart, "rows": rows}
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentCost:
+    """The cost of one bar of the agent chart: one agent, or the agents folded into "other"."""
+
+    name: str
+    cost: Decimal
+    calls: int
+    attempts: int
+    unpriced_attempts: int
+
+    @classmethod
+    def of(cls, name: str, usages: list[UsageView]) -> _AgentCost:
+        return cls(
+            name,
+            sum((usage.cost for usage in usages), Decimal(0)),
+            sum(usage.calls for usage in usages),
+            sum(usage.attempts for usage in usages),
+            sum(usage.unpriced_attempts for usage in usages),
+        )
+
+    def cell(self, text: str) -> str:
+        """``text`` (its cost, or its share of the cost), or ``unpriced`` when none of its attempts had a price."""
+        return cost_cell(text, self.attempts, self.unpriced_attempts)
 
 
 def _models(report: ReportView) -> dict[str, Any]:
