@@ -700,6 +700,16 @@ def test_iter_events_checks_its_arguments_when_called(tmp_path: Path) -> None:
                 store.iter_events(batch_size=bad)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="since must be timezone-aware"):
             store.iter_events(since=datetime(2025, 5, 1))
+        for bad_project, reason in (
+            ("a\udcff", "must not contain"),
+            ("a\x00", "must not contain"),
+            (7, "must be a string"),
+        ):
+            # As sessions() and report() refuse it: the driver raised UnicodeEncodeError, PostgreSQL a DataError.
+            with pytest.raises(ConfigurationError, match=f"project {reason}"):
+                store.iter_events(project=bad_project)  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match=f"project {reason}"):
+                store.events(project=bad_project)  # type: ignore[arg-type]
         for bad_limit in (0, True):
             with pytest.raises(ConfigurationError, match="limit must be a positive int"):
                 store.sessions(limit=bad_limit)
@@ -898,6 +908,9 @@ def command_line(name: str, tmp_path: Path, *more: str) -> list[str]:
         (("export", "--out", "x.jsonl"), ("the following arguments are required: --project",)),
         (("export", "--project", "p", "--out", "/no/dir/x.jsonl"), ("the directory of /no/dir/x.jsonl does not",)),
         (("export", "--project", "p", "--out", "."), ("argument --out: . is a directory",)),
+        # A byte of the command line that is not UTF-8 (Python reads it as a lone surrogate): no row holds one.
+        (("export", "--project", "a\udcff", "--out", "{tmp}/x.jsonl"), ("project must not contain '\\udcff'",)),
+        (("sessions", "--project", "a\udcff"), ("project must not contain '\\udcff'",)),
         (("export", "--project", "p", "--out", "~no-such-user-ar/x"), ("cannot expand ~no-such-user-ar: no such",)),
         (("report", "--out", "x" * 300), ("argument --out: xxx", ": File name too long")),
         (("cleanup",), ("the following arguments are required: --older-than",)),
@@ -915,7 +928,7 @@ def test_bad_ledger_arguments_exit_2_with_one_line(
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     with UsageStore(url):  # a ledger that works: only the arguments are wrong
         pass
-    status, out, err = run_main(capsys, *args, "--db", url)
+    status, out, err = run_main(capsys, *(arg.format(tmp=tmp_path) for arg in args), "--db", url)
     assert_one_line_error(status, out, err, 2, *fragments)
     assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
 

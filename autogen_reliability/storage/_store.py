@@ -360,7 +360,8 @@ class UsageStore:
 
         Raises:
             ConfigurationError: ``since`` or ``until`` is a naive ``datetime`` (refused rather than
-                guessed at: the ledger is in UTC, the caller's clock may not be), or not a date at all.
+                guessed at: the ledger is in UTC, the caller's clock may not be), or not a date at all;
+                or ``project`` is not a string, or holds a NUL or a lone surrogate, which no row holds.
 
         Example:
             >>> rows = store.events(project="acme-support", since=date(2025, 5, 1))
@@ -459,12 +460,12 @@ class UsageStore:
         or closed: use it in a ``for`` loop, or close it (``contextlib.closing``).
 
         Args:
-            project, since, until: As for :meth:`events` (the bounds are checked when this is called).
+            project, since, until: As for :meth:`events` (checked when this is called).
             batch_size: Rows fetched from the database at a time (at most 2**31 - 1, what SQLite's driver
                 takes: a larger one is taken as that).
 
         Raises:
-            ConfigurationError: A bound is naive or not a date, or ``batch_size`` is not a positive int.
+            ConfigurationError: As :meth:`events` raises it, or ``batch_size`` is not a positive int.
 
         Example:
             >>> [row.attempt for row in store.iter_events(project="acme-support", batch_size=2)]
@@ -591,7 +592,8 @@ class UsageStore:
         since: datetime | date | None = None,
         until: datetime | date | None = None,
     ) -> Select[Any]:
-        """The events matching every filter given, by ``started_at`` then ``attempt`` (bounds checked here)."""
+        """The events matching every filter given, by ``started_at`` then ``attempt`` (filters checked here)."""
+        project = check_filter("project", project)
         since, until = _time_bound("since", since), _time_bound("until", until)
         columns = [_RECORDS.c[name] for name in _RECORD_FIELDS]
         query = (
