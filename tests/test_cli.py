@@ -1005,6 +1005,26 @@ def test_an_empty_database_url_exits_2_and_the_configured_ledger_is_left_alone(
     assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
 
 
+def test_a_ledger_whose_file_name_is_not_utf_8_is_used_and_shown_escaped(tmp_path: Path) -> None:
+    # A file name may hold any byte; Python reads one that is not UTF-8 as a lone surrogate, which the
+    # URL's rendering for a message could not encode: every command ended in a traceback.
+    made = tmp_path / "usage.db"
+    with UsageStore(f"sqlite:///{made}") as store:
+        store.write(sample_events())
+    ledger = made.rename(tmp_path / "caf\udce9.db")  # b"caf\xe9.db", as Latin-1 writes "café.db"
+    url = f"sqlite:///{ledger}"
+    done = run_cli("report", "--project", PROJECT, "--format", "json", "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout)["totals"]["calls"] == 7
+    done = run_cli("cleanup", "--older-than", "150d", "--dry-run", "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith(f"sqlite:///{tmp_path}/caf%E9.db: would remove 1 usage row ")
+    missing = tmp_path / "typo\udce9.db"
+    done = run_cli("sessions", "--project", PROJECT, "--db", f"sqlite:///{missing}")
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 1, f"no usage ledger at {tmp_path}/typo\\udce9.db")
+    assert not missing.exists()
+
+
 @pytest.mark.parametrize("command", LEDGER_COMMANDS)
 def test_a_missing_sqlite_file_exits_1_and_is_not_created(
     command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path

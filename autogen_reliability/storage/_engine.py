@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -100,7 +100,46 @@ def masked_url(url: str | URL) -> str:
             return redact(url)
     else:
         parsed = url
-    return _SECRET_QUERY_VALUE.sub(r"\1***", parsed.render_as_string(hide_password=True))
+    try:
+        shown = parsed.render_as_string(hide_password=True)
+    except UnicodeEncodeError:
+        shown = _render_undecoded(parsed)
+    return _SECRET_QUERY_VALUE.sub(r"\1***", shown)
+
+
+def _render_undecoded(url: URL) -> str:
+    """``url`` rendered, password hidden, when it holds a lone surrogate, which SQLAlchemy's quoting cannot encode.
+
+    Python reads a byte of a file name or command line that is not UTF-8 as one (and SQLite opens such a
+    file). The database's bytes are %-encoded, as SQLAlchemy writes any other character of a path
+    (``caf%E9.db``); a user, host or query value shows the character as its escape (``\\udce9``).
+    """
+    escaped = URL.create(
+        url.drivername,
+        username=url.username and _escaped(url.username),
+        password=url.password,
+        host=url.host and _escaped(url.host),
+        port=url.port,
+        query={
+            name: _escaped(value) if isinstance(value, str) else [_escaped(item) for item in value]
+            for name, value in url.query.items()
+        },
+    )
+    head, question, query = escaped.render_as_string(hide_password=True).partition("?")
+    database = "" if url.database is None else "/" + quote(_undecoded(url.database), safe=" +/")
+    return head + database + question + query
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _undecoded(text: str) -> bytes:
+    """The bytes Python read ``text`` from; a surrogate it cannot have read as one (given in code) as ``?``."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
 
 
 def error_line(error: Exception, secrets: list[str]) -> str:
