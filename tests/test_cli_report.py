@@ -251,6 +251,32 @@ def test_the_html_cost_by_agent_shows_an_agent_without_a_price_as_unpriced(
     assert bar.find_all("text", cls="value")[0].text() == "unpriced"
 
 
+def test_the_html_cost_per_day_shows_a_day_without_a_price_as_unpriced(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Day 1 priced; day 2 only a rate-limited attempt (no price); day 3 only a model without a price, which
+    # the chart leaves out. A day's cost that is not known is not $0.00.
+    first = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=5)
+    with UsageStore(store_url) as store:
+        store.write(
+            [
+                event(first, cost_nanousd=1_500),
+                event(first + timedelta(days=1), outcome="error", error_kind="rate_limit", cost_nanousd=None),
+                event(first + timedelta(days=2), model="local-llm", cost_nanousd=None),
+            ]
+        )
+    status, out, err = run_main(capsys, "report", "--format", "html", "--db", store_url)
+    assert (status, err) == (0, "")
+    rows = parse(out).by_id("cost-per-day-section").find_all("tr")
+    assert [cell.text() for cell in rows[0].find_all("th")] == ["Day", "gpt-4o-mini", "Total"]
+    days = {row.find_all("td")[0].text(): [cell.text() for cell in row.find_all("td")[1:]] for row in rows[1:]}
+    assert days == {
+        first.date().isoformat(): ["$0.0000015", "$0.0000015"],
+        (first + timedelta(days=1)).date().isoformat(): ["unpriced", "unpriced"],
+        (first + timedelta(days=2)).date().isoformat(): ["$0.00", "unpriced"],  # no gpt-4o-mini that day
+    }
+
+
 @pytest.mark.parametrize("columns", ["0", "5", "39", "-80", "wide", ""])
 def test_a_columns_that_cannot_be_a_width_is_ignored(columns: str, ledger: str) -> None:
     # COLUMNS=0 printed nothing, COLUMNS=5 an empty table; piped, the table is as wide as in a file.

@@ -214,6 +214,12 @@ def _daily(report: ReportView) -> dict[str, Any]:
         elif line.model in folded_set:
             other[line.day].append(line)
     one_year = len({day.year for day in days}) <= 1
+    # A day's total counts the models the chart leaves out too: a day none of whose attempts had a price is unpriced.
+    day_attempts: dict[date, int] = defaultdict(int)
+    day_missing: dict[date, int] = defaultdict(int)
+    for line in report.daily:
+        day_attempts[line.day] += line.attempts
+        day_missing[line.day] += line.unpriced_attempts
     columns = []
     rows = []
     for day in days:
@@ -241,7 +247,16 @@ def _daily(report: ReportView) -> dict[str, Any]:
                 total_text=usd_compact(float(total)),
             )
         )
-        rows.append({"day": day.isoformat(), "cells": [usd_text(value) for value in values], "total": usd_text(total)})
+        rows.append(
+            {
+                "day": day.isoformat(),
+                "cells": [
+                    cost_cell(usd_text(value), count, missing)
+                    for value, count, missing in zip(values, attempts, unpriced, strict=True)
+                ],
+                "total": cost_cell(usd_text(total), day_attempts[day], day_missing[day]),
+            }
+        )
     priced = any(value > 0 for line in report.daily for value in (line.cost,))
     chart = column_chart(
         "cost-per-day",
