@@ -277,6 +277,25 @@ def test_the_html_cost_per_day_shows_a_day_without_a_price_as_unpriced(
     }
 
 
+def test_the_summary_of_a_report_without_any_price_says_its_cost_is_unpriced(
+    store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every call on a model without a price: the cost is not known, not $0.00 (its breakdown's total says so).
+    monkeypatch.delenv("COLUMNS", raising=False)
+    with UsageStore(store_url) as store:
+        store.write([event(datetime.now(UTC) - timedelta(hours=1), model="local-llm", cost_nanousd=None)])
+
+    def report(output_format: str) -> str:
+        status, out, err = run_main(capsys, "report", "--format", output_format, "--db", store_url)
+        assert (status, err) == (0, "")
+        return out
+
+    assert re.search(r"^Cost +unpriced +Error rate", report("table"), re.MULTILINE)
+    assert "| Cost | unpriced |" in report("md")
+    card = next(card for card in parse(report("html")).find_all("div", cls="card") if "Cost" in card.text())
+    assert card.text().startswith("Cost unpriced 1 unpriced attempts not included")
+
+
 @pytest.mark.parametrize("columns", ["0", "5", "39", "-80", "wide", ""])
 def test_a_columns_that_cannot_be_a_width_is_ignored(columns: str, ledger: str) -> None:
     # COLUMNS=0 printed nothing, COLUMNS=5 an empty table; piped, the table is as wide as in a file.

@@ -104,7 +104,7 @@ def _cards(report: ReportView) -> list[_Card]:
     return [
         _Card(
             "Cost",
-            usd_text(totals.cost),
+            cost_cell(usd_text(totals.cost), totals.attempts, totals.unpriced_attempts),
             f"{count_text(totals.unpriced_attempts)} unpriced attempts not included"
             if totals.unpriced_attempts
             else "every attempt priced",

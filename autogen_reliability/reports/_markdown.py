@@ -116,7 +116,7 @@ def _totals(report: ReportView) -> list[str]:
     if report.unpriced_models:
         unpriced += " (" + ", ".join(markdown_escape(model) for model in report.unpriced_models) + ")"
     rows = [
-        ["Cost", usd_text(totals.cost)],
+        ["Cost", cost_cell(usd_text(totals.cost), totals.attempts, totals.unpriced_attempts)],
         ["Calls", count_text(totals.calls)],
         ["Attempts", count_text(totals.attempts)],
         ["Prompt tokens", count_text(totals.prompt_tokens)],

@@ -179,7 +179,12 @@ def _summary(report: ReportView) -> Table:
     table.add_column(justify="right")
     share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
     pairs = [
-        ("Cost", usd_text(totals.cost), "Error rate", rate_text(totals.error_rate)),
+        (
+            "Cost",
+            cost_cell(usd_text(totals.cost), totals.attempts, totals.unpriced_attempts),
+            "Error rate",
+            rate_text(totals.error_rate),
+        ),
         ("Calls", count_text(totals.calls), "Retry rate", rate_text(totals.retry_rate)),
         ("Attempts", count_text(totals.attempts), "Re-ask rate", rate_text(totals.reask_rate)),
         ("Tokens", count_text(totals.tokens), "Cache-hit rate", rate_text(totals.cache_hit_rate)),
