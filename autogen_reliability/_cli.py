@@ -10,8 +10,8 @@ never create or migrate it.
 Exit status: 0 on success; 1 when the database cannot be used (unreachable,
 refused, a SQLite file that does not exist, usage tables at an older schema --
 the message names ``autogen-reliability db upgrade`` -- or migrated by a newer
-release) or an output file cannot be written; 2 for a bad command line (an
-unknown option, format or ``--by`` column, a time that does not parse,
+release) or an output file (or standard output) cannot be written; 2 for a
+bad command line (an unknown option, format or ``--by`` column, a time that does not parse,
 ``--until`` not after ``--since``, a count below 1, an output file in a
 directory that does not exist or that is the SQLite ledger itself, ``demo
 --live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
@@ -558,12 +558,29 @@ def _emit(text: str, out: Path | None) -> None:
     """``text`` to ``out`` (then its path to stdout), or to stdout; ends with a newline either way."""
     text = text if text.endswith("\n") else text + "\n"
     if out is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        with _standard_output():
+            sys.stdout.write(text)
         return
     with _output(out) as handle:
         handle.write(text)
     print(f"wrote {out.resolve()}")
+
+
+@contextmanager
+def _standard_output() -> Iterator[None]:
+    """Writing to stdout, flushed here: a write that fails (a full disk under ``> file``) is one line and status 1.
+
+    A closed pipe is left to :func:`_ledger_command`, which stops quietly.
+    """
+    try:
+        yield
+        sys.stdout.flush()  # here, where a failure can be handled, not at exit
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        # What is still buffered would fail again in Python's flush at exit, with a message of its own.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _Failure(1, f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def _print_rich(renderable: Any, out: Path | None) -> None:
@@ -578,8 +595,8 @@ def _print_rich(renderable: Any, out: Path | None) -> None:
             console = Console(width=_FILE_WIDTH)
         elif columns is not None and not _usable_width(columns):
             console = Console(width=_terminal_width())
-        console.print(renderable)
-        sys.stdout.flush()
+        with _standard_output():
+            console.print(renderable)
         return
     with _output(out) as handle:
         Console(file=handle, width=_FILE_WIDTH, color_system=None, force_terminal=False).print(renderable)

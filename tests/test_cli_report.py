@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -294,6 +296,16 @@ def test_the_summary_of_a_report_without_any_price_says_its_cost_is_unpriced(
     assert "| Cost | unpriced |" in report("md")
     card = next(card for card in parse(report("html")).find_all("div", cls="card") if "Cost" in card.text())
     assert card.text().startswith("Cost unpriced 1 unpriced attempts not included")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
+@pytest.mark.parametrize("output_format", ["table", "json"])
+def test_a_standard_output_that_cannot_be_written_exits_1_with_one_line(output_format: str, ledger: str) -> None:
+    # `report > usage.html` on a full disk: as --out says of a file it cannot write, not a traceback.
+    command = [sys.executable, "-m", "autogen_reliability", "report", "--format", output_format, "--db", ledger]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert_one_line_error(done.returncode, "", done.stderr, 1, "cannot write to standard output: No space left")
 
 
 @pytest.mark.parametrize("columns", ["0", "5", "39", "-80", "wide", ""])
