@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar
 
@@ -247,19 +247,23 @@ def _accounting(client: ChatCompletionClient, settings: _Settings) -> Accounting
     )
 
 
+def _wrappers_in(client: ChatCompletionClient) -> Iterator[ReliableChatCompletionClient]:
+    """The wrapped clients ``client`` is or holds, outermost first (through AutoGen's cache, say)."""
+    for _ in range(8):
+        if isinstance(client, ReliableChatCompletionClient):
+            yield client
+        inner = inner_client(client)
+        if inner is None:
+            return
+        client = inner
+
+
 def _records_itself(client: ChatCompletionClient) -> bool:
     """Whether ``client`` is a wrapped client that records usage (or wraps one, under AutoGen's cache, say).
 
     Its provider attempts have their rows already: the attempt of an outer wrapper on it is not one more.
     """
-    for _ in range(8):
-        if isinstance(client, ReliableChatCompletionClient) and client.recorder is not None:
-            return True
-        inner = inner_client(client)
-        if inner is None:
-            return False
-        client = inner
-    return False
+    return any(wrapper.recorder is not None for wrapper in _wrappers_in(client))
 
 
 def is_wrapped(client: ChatCompletionClient) -> bool:
@@ -267,14 +271,7 @@ def is_wrapped(client: ChatCompletionClient) -> bool:
 
     Its provider attempts are attempts of its own calls: an outer wrapper's attempt on it is not one more.
     """
-    for _ in range(8):
-        if isinstance(client, ReliableChatCompletionClient):
-            return True
-        inner = inner_client(client)
-        if inner is None:
-            return False
-        client = inner
-    return False
+    return next(_wrappers_in(client), None) is not None
 
 
 def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
