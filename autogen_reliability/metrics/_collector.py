@@ -27,9 +27,9 @@ from __future__ import annotations
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from autogen_core.models import ChatCompletionClient
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -57,6 +57,7 @@ Doubling from 10 ms to 82 s: a cached or tiny answer, a chat turn, a long
 generation and a reasoning model's minutes each fall into buckets of their own.
 """
 
+_T = TypeVar("_T")
 _INF: Final = float("inf")
 _CIRCUIT_STATES: Final = ("closed", "half_open", "open")
 _NANO: Final = 10**9
@@ -197,23 +198,11 @@ class ReliabilityCollector(Collector):
         return labels
 
     def _model(self, client: ChatCompletionClient) -> str | None:
-        try:
-            return self._models[client]
-        except KeyError:
-            model = self._models[client] = model_of(client)
-            return model
-        except TypeError:  # a client that cannot be weakly referenced: read each time
-            return model_of(client)
+        return _per_client(self._models, client, model_of)
 
     def _wrapped(self, client: ChatCompletionClient) -> bool:
         """Whether ``client`` is a wrapped client (a wrapped fallback, a nested wrapper), not a provider client."""
-        try:
-            return self._wrappers[client]
-        except KeyError:
-            found = self._wrappers[client] = is_wrapped(client)
-            return found
-        except TypeError:  # a client that cannot be weakly referenced: look each time
-            return is_wrapped(client)
+        return _per_client(self._wrappers, client, is_wrapped)
 
     def _recorded(self, pipeline: Pipeline) -> bool:
         """Whether the calls of ``pipeline`` become usage rows (whose events count their tokens)."""
@@ -413,3 +402,18 @@ def _cumulative(histogram: _Histogram) -> list[tuple[str, float]]:
         running += count
         buckets.append(("+Inf" if bound == _INF else repr(bound), running))
     return buckets
+
+
+def _per_client(
+    cache: weakref.WeakKeyDictionary[ChatCompletionClient, _T],
+    client: ChatCompletionClient,
+    compute: Callable[[ChatCompletionClient], _T],
+) -> _T:
+    """``compute(client)``, remembered for as long as ``client`` lives (computed each time if it cannot be)."""
+    try:
+        return cache[client]
+    except KeyError:
+        found = cache[client] = compute(client)
+        return found
+    except TypeError:  # a client that cannot be weakly referenced
+        return compute(client)
