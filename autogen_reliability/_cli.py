@@ -170,6 +170,13 @@ def _group_column(text: str) -> str:
     return column
 
 
+def _name(text: str) -> str:
+    """A project, session or agent to filter on: never empty or blank, as the library refuses such names."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty or blank: no call is attributed to such a name")
+    return text
+
+
 def _tag(text: str) -> tuple[str, str]:
     key, equals, value = text.partition("=")
     if not equals or not key.strip():
@@ -273,10 +280,10 @@ def _ledger_commands(commands: Any) -> None:
         description="Report the usage of the ledger: totals, waste, a breakdown, cost per day, the costliest "
         "sessions and recommendations, as a table, JSON, CSV, Markdown or one self-contained HTML page.",
     )
-    report.add_argument("--project", help="only this project (default: every project)")
+    report.add_argument("--project", type=_name, help="only this project (default: every project)")
     _period(report)
-    report.add_argument("--session", help="only this session")
-    report.add_argument("--agent", help="only this agent")
+    report.add_argument("--session", type=_name, help="only this session")
+    report.add_argument("--agent", type=_name, help="only this agent")
     report.add_argument(
         "--tag", action=_Tags, type=_tag, metavar="KEY=VALUE", help="only calls with this tag (repeat: all of them)"
     )
@@ -300,7 +307,7 @@ def _ledger_commands(commands: Any) -> None:
         description="List the most recently active sessions of a project: calls, attempts, errors, tokens, "
         "exact cost, unpriced attempts, first and last activity. Rows without a session are not listed.",
     )
-    sessions.add_argument("--project", required=True, help="the project")
+    sessions.add_argument("--project", type=_name, required=True, help="the project")
     _period(sessions)
     sessions.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N sessions (default: 50)")
     sessions.add_argument("--format", choices=("table", "json"), default="table", help="default: table")
@@ -313,7 +320,7 @@ def _ledger_commands(commands: Any) -> None:
         "cost as integer nano-USD (cost_nanousd) and an exact decimal string (cost_usd), ids as strings, "
         "times in ISO 8601 UTC. Rows are streamed, never all held in memory.",
     )
-    export.add_argument("--project", required=True, help="the project")
+    export.add_argument("--project", type=_name, required=True, help="the project")
     _period(export)
     export.add_argument("--out", type=_output_file, required=True, metavar="FILE", help="the file to write (.jsonl)")
     _db_option(export)

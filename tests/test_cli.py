@@ -904,6 +904,8 @@ def command_line(name: str, tmp_path: Path, *more: str) -> list[str]:
         (("sessions", "--project", "p", "--limit", "ten"), ("argument --limit: 'ten' is not a whole number",)),
         (("sessions", "--project", "p", "--format", "csv"), ("argument --format: invalid choice: 'csv'",)),
         (("sessions",), ("the following arguments are required: --project",)),
+        (("sessions", "--project", ""), ("argument --project: must not be empty or blank",)),
+        (("export", "--project", "  ", "--out", "x.jsonl"), ("argument --project: must not be empty or blank",)),
         (("export", "--project", "p"), ("the following arguments are required: --out",)),
         (("export", "--out", "x.jsonl"), ("the following arguments are required: --project",)),
         (("export", "--project", "p", "--out", "/no/dir/x.jsonl"), ("the directory of /no/dir/x.jsonl does not",)),

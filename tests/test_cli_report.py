@@ -350,6 +350,10 @@ def test_a_columns_that_cannot_be_a_width_is_ignored(columns: str, ledger: str) 
         (("--since", "2025-05-01T02:00+02:00", "--until", "2025-05-01T00:00Z"), ("must be after --since",)),
         (("--since", "1w", "--until", "7d"), ("must be after --since",)),
         (("--project",), ("argument --project: expected one argument",)),
+        # No call is attributed to an empty or blank name (the library refuses one): it could match nothing.
+        (("--project", ""), ("argument --project: must not be empty or blank",)),
+        (("--session", " "), ("argument --session: must not be empty or blank",)),
+        (("--agent", ""), ("argument --agent: must not be empty or blank",)),
         (("--group-by", "agent"), ("unrecognized arguments: --group-by agent",)),
     ],
 )
