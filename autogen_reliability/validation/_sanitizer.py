@@ -121,12 +121,13 @@ CATEGORIES: Final = (
 
 # These three only decide whether a string needs work. A pure ASCII string without controls, "<" or "]" has no
 # text hazard, no markdown link and no markup: it is returned as it is.
-_ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f<\]]|\r(?!\n)")
-_ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
+# A carriage return sends a string to the work too, which changes only one that ends no line: "\r(?!\n)" here
+# would cost every string twice the time, since an alternation defeats the regex engine's first-character scan.
+_ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f<\]]")
+_ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ANY_TEXT_HAZARD: Final = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
     "\u202a-\u202e\u2060-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
-    "|\r(?!\n)"
 )
 
 
