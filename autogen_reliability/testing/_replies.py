@@ -98,10 +98,20 @@ def _check_text(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be a string{' or None' if optional else ''}, got {value!r:.80}")
 
 
+def is_wait(value: object) -> bool:
+    """Whether ``value`` is a wait the harness can take: seconds >= 0 (not a bool), ``math.inf`` for no end."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and (is_finite(value) or value == math.inf)
+        and value >= 0
+    )
+
+
 def _check_seconds(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not (is_finite(value) or value == math.inf) or value < 0:
+    if not is_wait(value):
         raise ValueError(
             f"{name} must be >= 0 seconds (math.inf: until the server stops or is reset), got {shown_number(value)}"
         )

@@ -56,9 +56,9 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .._errors import ComponentConfig, ConfigurationError, is_finite, shown_number
+from .._errors import ComponentConfig, ConfigurationError, shown_number
 from ..providers import ProviderUsage, report_provider_usage
-from ._replies import FakeUsage
+from ._replies import FakeUsage, is_wait
 
 __all__ = [
     "ScriptItem",
@@ -923,12 +923,7 @@ def every_capability() -> ModelInfo:
 
 def _seconds(name: str, value: float | timedelta) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not (is_finite(seconds) or seconds == math.inf)
-        or seconds < 0
-    ):
+    if not is_wait(seconds):
         raise ConfigurationError(f"{name} must be seconds >= 0 (a number or a timedelta; math.inf: until cancelled), "
                                  f"got {shown_number(value)}")  # fmt: skip
     return float(seconds)
