@@ -206,7 +206,12 @@ def _daily(report: ReportView) -> dict[str, Any]:
     slot = {model: index for index, model in enumerate(shown)}
     cells: dict[date, list[DailyCostView | None]] = {day: [None] * len(names) for day in days}
     other: dict[date, list[DailyCostView]] = defaultdict(list)
+    # A day's total counts the models the chart leaves out too: a day none of whose attempts had a price is unpriced.
+    day_attempts: dict[date, int] = defaultdict(int)
+    day_missing: dict[date, int] = defaultdict(int)
     for line in report.daily:
+        day_attempts[line.day] += line.attempts
+        day_missing[line.day] += line.unpriced_attempts
         if line.day not in cells:
             continue
         if line.model in slot:
@@ -214,12 +219,6 @@ def _daily(report: ReportView) -> dict[str, Any]:
         elif line.model in folded_set:
             other[line.day].append(line)
     one_year = len({day.year for day in days}) <= 1
-    # A day's total counts the models the chart leaves out too: a day none of whose attempts had a price is unpriced.
-    day_attempts: dict[date, int] = defaultdict(int)
-    day_missing: dict[date, int] = defaultdict(int)
-    for line in report.daily:
-        day_attempts[line.day] += line.attempts
-        day_missing[line.day] += line.unpriced_attempts
     columns = []
     rows = []
     for day in days:
