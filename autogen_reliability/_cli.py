@@ -359,15 +359,14 @@ def _db(command: str, url: str | None) -> int:
     from alembic.util import CommandError  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
     from .storage import _migrate as migrate  # noqa: PLC0415
-    from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
+    from .storage._engine import error_line, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
     try:
-        engine = make_engine(default_db_url() if url is None else url, pooled=False)
-    except ConfigurationError as error:
-        _error(f"bad database URL{'' if url is not None else f' (from {ENV_DB_URL})'}: {error}")
-        return 2
+        engine = _engine(url)
+    except _Failure as failure:
+        _error(failure.message)
+        return failure.status
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     head = migrate.head_revision()
     try:
@@ -402,6 +401,17 @@ def _db(command: str, url: str | None) -> int:
     return 0
 
 
+def _engine(url: str | None) -> Engine:
+    """An engine of the database at ``url`` (default: the configured one); a URL that can never work is a 2."""
+    from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
+    from .storage._engine import make_engine  # noqa: PLC0415
+
+    try:
+        return make_engine(default_db_url() if url is None else url, pooled=False)
+    except ConfigurationError as error:
+        raise _Failure(2, f"bad database URL{'' if url is not None else f' (from {ENV_DB_URL})'}: {error}") from None
+
+
 def _upgraded(engine: Engine, masked: str, current: str | None, head: str) -> str:
     """Upgrades the database at ``current``, unless at ``head``; ``db upgrade``'s line on what it did."""
     from .storage import _migrate as migrate  # noqa: PLC0415
@@ -427,14 +437,11 @@ def _ledger(url: str | None, out: Path | None = None) -> Iterator[UsageStore]:
     # SQLAlchemy loads on demand: the other commands do not need it.
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from ._config import ENV_DB_URL, default_db_url  # noqa: PLC0415
+    from ._config import ENV_DB_URL  # noqa: PLC0415
     from .storage import StoreSchemaError, UsageStore  # noqa: PLC0415
-    from .storage._engine import error_line, make_engine, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
+    from .storage._engine import error_line, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
-    try:
-        engine = make_engine(default_db_url() if url is None else url, pooled=False)
-    except ConfigurationError as error:
-        raise _Failure(2, f"bad database URL{'' if url is not None else f' (from {ENV_DB_URL})'}: {error}") from None
+    engine = _engine(url)
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     try:
         if out is not None and _is_the_ledger(out, engine.url):
@@ -585,9 +592,13 @@ def _standard_output() -> Iterator[None]:
     except BrokenPipeError:
         raise
     except OSError as error:
-        # What is still buffered would fail again in Python's flush at exit, with a message of its own.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_nowhere()  # what is still buffered would fail again at exit, with a message of its own
         raise _Failure(1, f"cannot write to standard output: {error.strerror or error}") from None
+
+
+def _stdout_to_nowhere() -> None:
+    """Points standard output at the null device, so that Python's flush at exit writes nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _print_rich(renderable: Any, out: Path | None) -> None:
@@ -833,6 +844,5 @@ def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         _error("interrupted")
         return 130
     except BrokenPipeError:
-        # The reader went away (`... | head`): stop quietly, and let Python's flush at exit write nowhere.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_nowhere()  # the reader went away (`... | head`): stop quietly
         return 1
