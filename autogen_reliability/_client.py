@@ -231,7 +231,7 @@ def _pipeline(
         _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
         CircuitLayer(breaker_for(client, settings.circuit)) if settings.circuit is not None else None,
     ]
-    return Pipeline(client, [layer for layer in layers if layer is not None], observers)
+    return Pipeline(client, [layer for layer in layers if layer is not None], observers, on_wrapper=_is_wrapped(client))
 
 
 def _accounting(client: ChatCompletionClient, settings: _Settings) -> AccountingLayer:
@@ -266,7 +266,7 @@ def _records_itself(client: ChatCompletionClient) -> bool:
     return any(wrapper.recorder is not None for wrapper in _wrappers_in(client))
 
 
-def is_wrapped(client: ChatCompletionClient) -> bool:
+def _is_wrapped(client: ChatCompletionClient) -> bool:
     """Whether ``client`` is a wrapped client (or wraps one, under AutoGen's cache, say), not a provider client.
 
     Its provider attempts are attempts of its own calls: an outer wrapper's attempt on it is not one more.

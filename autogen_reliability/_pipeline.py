@@ -250,6 +250,10 @@ class AttemptEvent:
         received_chars: For an attempt that ended without a result: None if no answer had begun to
             arrive; else how many characters of text it had streamed (0 when only a successful HTTP
             status, or chunks without text, had come). The provider then bills the attempt.
+        on_wrapper: The client called is itself a wrapped client (a wrapped fallback, a wrapper
+            wrapped again, or AutoGen's cache over one), not a provider client: the attempt is one
+            call of that wrapper, whose requests to its providers are attempts of their own, with
+            events of their own. An observer counting provider requests, tokens or cost skips it.
     """
 
     call: Call
@@ -263,6 +267,7 @@ class AttemptEvent:
     provider_usage: ProviderUsage | None = None
     event_id: uuid.UUID | None = None
     received_chars: int | None = None
+    on_wrapper: bool = False
 
     @property
     def outcome(self) -> Outcome:
@@ -349,8 +354,12 @@ class Pipeline:
         client: ChatCompletionClient,
         layers: Sequence[Layer] = (),
         observers: Sequence[AttemptObserver] = (),
+        *,
+        on_wrapper: bool = False,
     ) -> None:
         self.client = client
+        self.on_wrapper = on_wrapper
+        """Whether ``client`` is a wrapped client, not a provider client (see :attr:`AttemptEvent.on_wrapper`)."""
         self.layers = tuple(layers)
         """The layers, outermost first."""
         self._observers = tuple(observers)
@@ -581,6 +590,7 @@ class _Attempt:
             usage,
             self.event_id,
             received_chars,
+            self.pipeline.on_wrapper,
         )
         call.events.append(event)
         if call.tracker is not None:

@@ -23,6 +23,7 @@ from autogen_reliability import (
     ConfigurationError,
     HealthProbe,
     HealthReport,
+    RetryPolicy,
 )
 from autogen_reliability._pipeline import Call, Request
 from autogen_reliability.accounting import UsageEvent, UsageRecorder
@@ -270,6 +271,24 @@ async def test_an_open_circuit_with_a_working_fallback_is_degraded(
     assert health.status == report.status == "degraded"
     assert "calls go to a fallback" in health.reasons
     assert report.ready
+
+
+async def test_a_wrapped_fallback_is_judged_by_its_calls_and_its_providers_by_its_own_component(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The fallback, a wrapper of its own, retries a 429 and answers: one call of it, two of its provider's attempts.
+    backup = wrap(client=make_openai_client(model="gpt-4o"), retry=RetryPolicy(initial_delay=0.01, max_delay=0.02))
+    client = wrap(fallbacks=[backup])
+    probe = HealthProbe({"openai": client, "backup": backup}, min_attempts=1)
+    fake_openai_server.enqueue(
+        FakeReply.error(500), FakeReply.error(429, headers={"retry-after-ms": "10"}), FakeReply.text("fallback")
+    )
+    await calls(client, 1)
+    report = await probe.check()
+    primary, fallback = report.clients["openai"].providers
+    assert [(primary.attempts, primary.error_rate), (fallback.attempts, fallback.error_rate)] == [(1, 1.0), (1, 0.0)]
+    (provider,) = report.clients["backup"].providers
+    assert (provider.attempts, provider.error_rate, provider.errors_by_kind) == (2, 0.5, {"rate_limit": 1})
 
 
 async def test_a_half_open_circuit_is_degraded(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:

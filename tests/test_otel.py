@@ -296,6 +296,52 @@ async def test_a_stream_is_a_span_too(
     assert call.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
+async def test_a_wrapped_fallbacks_tokens_and_cost_are_on_its_own_spans_once(
+    recorded: bool,
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The primary fails; the fallback, a wrapper of its own, is retried once (a 429) and answers.
+    recorder = ledger[1] if recorded else None
+    backup = reliable(make_openai_client(model="gpt-4o"), retry=FAST, recorder=recorder, track_usage=recorded)
+    client = reliable(make_openai_client(), retry=None, fallbacks=[backup], recorder=recorder, track_usage=recorded)
+    fake_openai_server.enqueue(
+        FakeReply.error(500),
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("from the fallback", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
+    )
+    await client.create(HI)
+    calls = {span.name: span for span in chat_spans(spans) if span.attributes and f"{R}call_id" in span.attributes}
+    outer, inner = calls["chat gpt-4o-mini"], calls["chat gpt-4o"]
+    on_primary, on_backup = children(spans, outer)
+    assert [len(children(spans, inner)), fake_openai_server.request_count] == [2, 3]
+    # The outer call's attempt on the wrapper is a call of that wrapper: its span says so and counts nothing.
+    assert on_backup.attributes is not None
+    assert on_backup.attributes[f"{R}on_wrapper"] is True
+    assert on_backup.attributes[f"{R}outcome"] == "ok"
+    assert "gen_ai.usage.input_tokens" not in on_backup.attributes
+    assert f"{R}cost_usd" not in on_backup.attributes
+    assert on_primary.attributes is not None
+    assert f"{R}on_wrapper" not in on_primary.attributes
+
+    def summed(found: list[ReadableSpan], name: str) -> int:
+        return sum(int(str((span.attributes or {}).get(name, 0))) for span in found)
+
+    attempts = [span for span in chat_spans(spans) if f"{R}attempt" in (span.attributes or {})]
+    # Summed over every attempt span, or over every call span, each provider request's tokens count once.
+    for found in (attempts, [outer, inner]):
+        assert summed(found, "gen_ai.usage.input_tokens") == 30
+        assert summed(found, "gen_ai.usage.output_tokens") == 3
+    if recorded:
+        rows = ledger_rows(ledger)
+        assert len(rows) == 3
+        costs = [Decimal(str((span.attributes or {}).get(f"{R}cost_usd", 0))) for span in (outer, inner)]
+        assert sum(costs) * 10**9 == sum(row.cost_nanousd or 0 for row in rows) > 0
+
+
 async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
     provider: TracerProvider, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

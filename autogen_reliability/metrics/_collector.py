@@ -35,7 +35,6 @@ from autogen_core.models import ChatCompletionClient
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .._client import is_wrapped
 from .._pipeline import AttemptEvent, Call, Pipeline
 from ..accounting._events import UsageEvent
 from ..accounting._layer import AccountingLayer
@@ -103,7 +102,6 @@ class ReliabilityCollector(Collector):
         self._cost_nanousd: dict[_Key, int] = {}
         self._unpriced: dict[_Key, int] = {}
         self._models: weakref.WeakKeyDictionary[ChatCompletionClient, str | None] = weakref.WeakKeyDictionary()
-        self._wrappers: weakref.WeakKeyDictionary[ChatCompletionClient, bool] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
         # (project, agent, model) as called -> as labelled: three bounded lookups become one.
         self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
@@ -112,7 +110,7 @@ class ReliabilityCollector(Collector):
 
     def attempt_ended(self, event: AttemptEvent) -> None:
         """An attempt ended (the attempt feed's observer)."""
-        if self._wrapped(event.client):
+        if event.on_wrapper:
             return  # its own attempts, on its provider clients, come through the feed too
         call = event.call
         labels = self._who(call, event.client)
@@ -200,10 +198,6 @@ class ReliabilityCollector(Collector):
     def _model(self, client: ChatCompletionClient) -> str | None:
         return _per_client(self._models, client, model_of)
 
-    def _wrapped(self, client: ChatCompletionClient) -> bool:
-        """Whether ``client`` is a wrapped client (a wrapped fallback, a nested wrapper), not a provider client."""
-        return _per_client(self._wrappers, client, is_wrapped)
-
     def _recorded(self, pipeline: Pipeline) -> bool:
         """Whether the calls of ``pipeline`` become usage rows (whose events count their tokens)."""
         try:
@@ -222,7 +216,7 @@ class ReliabilityCollector(Collector):
         found: list[tuple[_Key, int]] = []
         for event in call.events:
             result, raw = event.result, event.provider_usage
-            if (result is None and raw is None) or self._wrapped(event.client):
+            if (result is None and raw is None) or event.on_wrapper:
                 continue  # a failure the provider reported no usage for; a wrapped client's call, counted by it
             who = labels if event.client is client else self._who(call, event.client)
             prompt = result.usage.prompt_tokens if result is not None else 0

@@ -123,22 +123,8 @@ class CallTracer:
         attributes = _common(provider, model, call)
         attributes[f"{ATTRIBUTE_PREFIX}call_id"] = str(call.call_id)
         attributes[f"{ATTRIBUTE_PREFIX}attempts"] = len(call.events)
-        input_tokens = output_tokens = 0
-        cost_nanousd: int | None = None
-        final: AttemptEvent | None = None
-        for event in call.events:
-            usage = opened.usage.get(event.attempt)
-            event_input, event_output = _tokens(event, usage, {})
-            input_tokens += event_input
-            output_tokens += event_output
-            if usage is not None and usage.cost_nanousd is not None:
-                cost_nanousd = (cost_nanousd or 0) + usage.cost_nanousd
-            if event.result is not None:
-                final = event
-        attributes["gen_ai.usage.input_tokens"] = input_tokens
-        attributes["gen_ai.usage.output_tokens"] = output_tokens
-        if cost_nanousd is not None:
-            attributes[f"{ATTRIBUTE_PREFIX}cost_usd"] = _usd(cost_nanousd)
+        _call_totals(call, opened.usage, attributes)
+        final = next((event for event in reversed(call.events) if event.result is not None), None)
         if final is not None and error is None:
             _answer(attributes, final.result, _response_model(final, opened.usage.get(final.attempt)))
         if error is None:
@@ -164,17 +150,22 @@ class CallTracer:
         finally:
             span.end()
 
-    def _attempt_span(self, event: AttemptEvent, usage: UsageEvent | None, parent: Context) -> tuple[int, int]:
-        """The span of one attempt, with its own times; returns its (input, output) tokens."""
+    def _attempt_span(self, event: AttemptEvent, usage: UsageEvent | None, parent: Context) -> None:
+        """The span of one attempt, with its own times."""
         provider, model = self._describe(event.client)
         call = event.call
         attributes = _common(provider, model, call)
         attributes[f"{ATTRIBUTE_PREFIX}attempt"] = event.attempt
-        input_tokens, output_tokens = _tokens(event, usage, attributes)
+        if event.on_wrapper:
+            # A call of another wrapper, with a call span of its own that carries its tokens and cost:
+            # here they would count twice in a backend that sums spans.
+            attributes[f"{ATTRIBUTE_PREFIX}on_wrapper"] = True
+        else:
+            _tokens(event, usage, attributes)
         outcome = usage.outcome if usage is not None else event.outcome
         attributes[f"{ATTRIBUTE_PREFIX}outcome"] = outcome
         if usage is not None:
-            if usage.cost_nanousd is not None:
+            if usage.cost_nanousd is not None and not event.on_wrapper:
                 attributes[f"{ATTRIBUTE_PREFIX}cost_usd"] = _usd(usage.cost_nanousd)
             if usage.tokens_estimated:
                 attributes[f"{ATTRIBUTE_PREFIX}tokens_estimated"] = True
@@ -200,7 +191,6 @@ class CallTracer:
         if status is not None:
             span.set_status(status)
         span.end(end_time=start + round(event.latency * 1e9))
-        return input_tokens, output_tokens
 
     def _describe(self, client: ChatCompletionClient) -> tuple[str | None, str | None]:
         """(gen_ai.provider.name, the model) of a client, read once."""
@@ -256,6 +246,25 @@ def _common(provider: str | None, model: str | None, call: Call) -> _Attributes:
     if call.streamed:
         attributes[f"{ATTRIBUTE_PREFIX}streamed"] = True
     return attributes
+
+
+def _call_totals(call: Call, usage: dict[int, UsageEvent], attributes: _Attributes) -> None:
+    """Sets a call's tokens and cost: the sums over its attempts, but for those on another wrapper (see above)."""
+    input_tokens = output_tokens = 0
+    cost_nanousd: int | None = None
+    for event in call.events:
+        if event.on_wrapper:
+            continue
+        row = usage.get(event.attempt)
+        event_input, event_output = _tokens(event, row, {})
+        input_tokens += event_input
+        output_tokens += event_output
+        if row is not None and row.cost_nanousd is not None:
+            cost_nanousd = (cost_nanousd or 0) + row.cost_nanousd
+    attributes["gen_ai.usage.input_tokens"] = input_tokens
+    attributes["gen_ai.usage.output_tokens"] = output_tokens
+    if cost_nanousd is not None:
+        attributes[f"{ATTRIBUTE_PREFIX}cost_usd"] = _usd(cost_nanousd)
 
 
 def _tokens(event: AttemptEvent, usage: UsageEvent | None, attributes: _Attributes) -> tuple[int, int]:
