@@ -246,6 +246,50 @@ def test_unused_server_replies_fail_the_test_at_teardown_naming_the_opt_out(run:
     assert "the test's own failure" in text_
 
 
+def test_unused_listing_replies_fail_the_test_at_teardown_as_unused_replies_do(run: Run) -> None:
+    result = run(
+        """
+        import openai
+        import pytest
+        from autogen_reliability.testing import FakeReply
+
+        def test_leaves_a_listing(fake_openai_server):
+            fake_openai_server.enqueue_models(FakeReply.error(503))
+
+        def test_leaves_both(fake_openai_server):
+            fake_openai_server.enqueue(FakeReply.text("never asked for"))
+            fake_openai_server.enqueue_models(FakeReply.reset(), FakeReply(hold_after_chunks=0))
+
+        def test_uses_its_listing(fake_openai_server):
+            fake_openai_server.enqueue_models(FakeReply(delay=0.01))
+            with openai.OpenAI(api_key="sk-test", base_url=fake_openai_server.url) as sdk:
+                assert [model.id for model in sdk.models.list()] == ["gpt-4o-mini"]
+
+        @pytest.mark.autogen_reliability(allow_unused=True)
+        def test_may_leave_some(fake_openai_server):
+            fake_openai_server.enqueue(FakeReply.text("never asked for"))
+            fake_openai_server.enqueue_models(FakeReply.error(503))
+        """
+    )
+    result.assert_outcomes(passed=4, errors=2)
+    text_ = output(result)
+    assert "ERROR at teardown of test_leaves_a_listing" in text_
+    assert (
+        "fake_openai_server: 1 scripted listing reply (enqueue_models) was never requested:\n"
+        "  FakeReply.error(503)\n"
+        f"Remove it from the script, or mark a test that may leave replies unused: {ALLOW_UNUSED_HINT}"
+    ) in text_
+    assert "ERROR at teardown of test_leaves_both" in text_
+    assert (
+        "fake_openai_server: 1 scripted reply was never requested:\n"
+        "  FakeReply.text('never asked for')\n"
+        "2 scripted listing replies (enqueue_models) were never requested:\n"
+        "  FakeReply.reset()\n"
+        "  FakeReply(hold_after_chunks=0)\n"
+        f"Remove them from the script, or mark a test that may leave replies unused: {ALLOW_UNUSED_HINT}"
+    ) in text_
+
+
 def test_a_request_the_script_did_not_expect_fails_with_its_messages_even_when_swallowed(run: Run) -> None:
     result = run(
         """

@@ -216,7 +216,8 @@ def fake_openai_server(request: pytest.FixtureRequest) -> Iterator[FakeOpenAISer
 
     The test fails at teardown if a request found no scripted reply (the request's messages are
     shown, even if the client's error was swallowed), or if scripted replies were never
-    requested (allow that with ``@pytest.mark.autogen_reliability(allow_unused=True)``).
+    requested, those of ``enqueue_models(...)`` (the model listing) too (allow that with
+    ``@pytest.mark.autogen_reliability(allow_unused=True)``).
     """
     from ._server import FakeOpenAIServer  # noqa: PLC0415 - the plugin loads nothing until used
 
@@ -264,14 +265,23 @@ def _check_server(server: FakeOpenAIServer, item: pytest.Item, options: MarkerOp
     unexpected = _server_unexpected(server)
     if unexpected is not None:
         pytest.fail(unexpected, pytrace=False)
-    remaining = server.remaining
-    if remaining and not options.allow_unused:
+    if options.allow_unused:
+        return
+    remaining, listings = server.remaining, server.models_remaining
+    problems: list[str] = []
+    if remaining:
         shown = _listed(_describe_reply(reply) for reply in remaining)
+        noun = _count(len(remaining), "scripted reply", "scripted replies")
+        problems.append(f"{noun} {'was' if len(remaining) == 1 else 'were'} never requested:\n{shown}")
+    if listings:
+        shown = _listed(_describe_listing_reply(reply) for reply in listings)
+        noun = _count(len(listings), "scripted listing reply", "scripted listing replies")
+        problems.append(f"{noun} (enqueue_models) {'was' if len(listings) == 1 else 'were'} never requested:\n{shown}")
+    if problems:
+        one = len(remaining) + len(listings) == 1
         pytest.fail(
-            f"fake_openai_server: {_count(len(remaining), 'scripted reply', 'scripted replies')} "
-            f"{'was' if len(remaining) == 1 else 'were'} never requested:\n{shown}\n"
-            f"Remove {'it' if len(remaining) == 1 else 'them'} from the script, or mark a test that may leave "
-            f"replies unused: {ALLOW_UNUSED_HINT}",
+            "fake_openai_server: " + "\n".join(problems) + f"\nRemove {'it' if one else 'them'} from the script, "
+            f"or mark a test that may leave replies unused: {ALLOW_UNUSED_HINT}",
             pytrace=False,
         )
 
@@ -283,6 +293,16 @@ def _listed(entries: Iterable[str]) -> str:
     if len(shown) > _MAX_LISTED:
         lines.append(f"  ... and {len(shown) - _MAX_LISTED} more")
     return "\n".join(lines)
+
+
+def _describe_listing_reply(reply: FakeReply) -> str:
+    """A reply scripted for ``GET /v1/models``: a completion one answers with the listing (its content is not used)."""
+    if reply.kind != "completion":
+        return _describe_reply(reply)
+    waits = [f"delay={reply.delay!r}"] if reply.delay else []
+    if reply.hold_after_chunks is not None:
+        waits.append(f"hold_after_chunks={reply.hold_after_chunks!r}")
+    return f"FakeReply({', '.join(waits)})"
 
 
 def _describe_reply(reply: FakeReply) -> str:

@@ -442,6 +442,12 @@ class FakeOpenAIServer:
         with self._lock:
             return list(self._queue)
 
+    @property
+    def models_remaining(self) -> list[FakeReply]:
+        """The replies scripted with `enqueue_models` not served yet, oldest first (`remaining` has the others)."""
+        with self._lock:
+            return list(self._models_queue)
+
     def reset(self) -> None:
         """Forget the script, every recorded request and unused releases; restart ids, indices and counters at zero.
 
