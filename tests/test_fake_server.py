@@ -1225,6 +1225,44 @@ def test_a_default_of_the_wrong_type_is_refused_when_given() -> None:
     server.default = None
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": slip(None)}, r"model must be a non-empty string such as 'gpt-4o-mini', got None"),
+        ({"model": " "}, r"model must be a non-empty string such as 'gpt-4o-mini', got ' '"),
+        ({"model": slip(4)}, r"model must be a non-empty string such as 'gpt-4o-mini', got 4"),
+        ({"model_aliases": slip([("gpt-4o", "gpt-4o-2024-08-06")])}, r"model_aliases must be a mapping of .*, got \["),
+        ({"model_aliases": {"gpt-4o": slip(1)}}, r"model_aliases maps .* \(non-empty strings\), got 'gpt-4o': 1"),
+        ({"model_aliases": {slip(None): "gpt-4o"}}, r"model_aliases maps .* \(non-empty strings\), got None: 'gpt-4o'"),
+        ({"model_aliases": {"gpt-4o": ""}}, r"model_aliases maps .* \(non-empty strings\), got 'gpt-4o': ''"),
+        ({"port": -1}, r"port must be an int from 0 to 65535 \(0: a free one\), got -1"),
+        ({"port": 65536}, r"port must be an int from 0 to 65535 \(0: a free one\), got 65536"),
+        ({"port": slip("8080")}, r"port must be an int from 0 to 65535 \(0: a free one\), got '8080'"),
+        ({"port": slip(True)}, r"port must be an int from 0 to 65535 \(0: a free one\), got True"),
+        ({"port": slip(None)}, r"port must be an int from 0 to 65535 \(0: a free one\), got None"),
+    ],
+    ids=[
+        *("model-none", "model-blank", "model-int", "aliases-pairs", "aliases-int-value", "aliases-none-key"),
+        *("aliases-empty-value", "port-negative", "port-too-high", "port-str", "port-bool", "port-none"),
+    ],
+)
+def test_server_options_are_refused_when_the_server_is_made(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=message):  # as default= is: not at start(), nor at the first request
+        FakeOpenAIServer(**options)
+
+
+def test_valid_server_options_are_taken_and_checked_again_when_reassigned() -> None:
+    FakeOpenAIServer(port=65535, model_aliases={})  # not started: the port need not be free
+    with FakeOpenAIServer("my-model", port=0, model_aliases={"my-model": "my-model-v2"}) as server:
+        assert server.port > 0  # 0: a free one
+        assert (server.model, server.model_aliases) == ("my-model", {"my-model": "my-model-v2"})
+        with pytest.raises(TypeError, match=r"model must be a non-empty string such as 'gpt-4o-mini', got ''"):
+            server.model = ""
+        with pytest.raises(TypeError, match=r"model_aliases maps .* got 'a': None"):
+            server.model_aliases = {"a": slip(None)}
+        assert (server.model, server.model_aliases) == ("my-model", {"my-model": "my-model-v2"})  # kept
+
+
 @pytest.mark.parametrize("delay", [math.inf, 1e12], ids=["inf", "beyond-the-thread-timeout"])
 async def test_an_endless_delay_waits_until_the_server_is_reset_or_stops(
     server: FakeOpenAIServer, client: openai.AsyncOpenAI, delay: float

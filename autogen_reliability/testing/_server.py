@@ -66,6 +66,7 @@ __all__ = ["FakeOpenAIServer"]
 
 # How often serve_forever() checks for shutdown; this bounds how long stop() takes.
 _POLL_INTERVAL: Final = 0.05
+_MAX_PORT: Final = 65535
 
 
 class FakeOpenAIServer:
@@ -96,10 +97,12 @@ class FakeOpenAIServer:
     answer until `release` is called.
 
     Attributes:
-        model: The model listed by ``/v1/models`` and echoed when a request names none.
+        model: The model listed by ``/v1/models`` and echoed when a request names none; may be
+            reassigned (a value that is not a non-empty string is refused, with a `TypeError`).
         default: The reply used when the script is empty; may be reassigned at any time
             (a value that is not a `FakeReply`, a callable or None is refused, with a `TypeError`).
-        model_aliases: Requested model name -> model name reported in responses.
+        model_aliases: Requested model name -> model name reported in responses; may be reassigned
+            (a value that is not a mapping of non-empty strings is refused, with a `TypeError`).
     """
 
     def __init__(
@@ -117,14 +120,19 @@ class FakeOpenAIServer:
             default: The reply used when the script is empty (see the class docs).
             model_aliases: Requested model name -> model name to report in responses, e.g.
                 ``{"gpt-4o-mini": "gpt-4o-mini-2024-07-18"}`` as the real API does.
-            port: Port to listen on; 0 picks a free one.
+            port: Port to listen on, from 0 to 65535; 0 picks a free one.
 
         Raises:
-            TypeError: If ``default`` is not a `FakeReply`, a callable or None.
+            TypeError: If ``model`` is not a non-empty string, ``model_aliases`` not a mapping of
+                non-empty strings to non-empty strings, ``port`` not an int from 0 to 65535, or
+                ``default`` not a `FakeReply`, a callable or None.
         """
+        # Checked here: a wrong one would fail only at start() (the port) or inside the server, at a request.
         self.model = model
         self.default = default
-        self.model_aliases: Mapping[str, str] = dict(model_aliases or {})
+        self.model_aliases = {} if model_aliases is None else model_aliases
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _MAX_PORT:
+            raise TypeError(f"port must be an int from 0 to {_MAX_PORT} (0: a free one), got {port!r:.80}")
         self._port = port
         self._lock = threading.Lock()
         # Both share the lock that guards the records and the script: a waiter sees a consistent count.
@@ -246,6 +254,37 @@ class FakeOpenAIServer:
             RuntimeError: If the server is not running.
         """
         return self.base_url
+
+    @property
+    def model(self) -> str:
+        """The model listed by ``/v1/models`` and echoed when a request names none."""
+        return self._model
+
+    @model.setter
+    def model(self, model: str) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise TypeError(f"model must be a non-empty string such as 'gpt-4o-mini', got {model!r:.80}")
+        self._model = model
+
+    @property
+    def model_aliases(self) -> Mapping[str, str]:
+        """Requested model name -> model name reported in responses (see the class docs)."""
+        return self._model_aliases
+
+    @model_aliases.setter
+    def model_aliases(self, model_aliases: Mapping[str, str]) -> None:
+        if not isinstance(model_aliases, Mapping):
+            raise TypeError(
+                "model_aliases must be a mapping of requested model names to reported ones, such as "
+                f"{{'gpt-4o-mini': 'gpt-4o-mini-2024-07-18'}}, got {model_aliases!r:.80}"
+            )
+        for requested, reported in model_aliases.items():
+            if not all(isinstance(name, str) and name.strip() for name in (requested, reported)):
+                raise TypeError(
+                    "model_aliases maps requested model names to reported ones (non-empty strings), "
+                    f"got {requested!r:.80}: {reported!r:.80}"
+                )
+        self._model_aliases: Mapping[str, str] = dict(model_aliases)
 
     @property
     def default(self) -> FakeReply | ReplyFactory | None:
