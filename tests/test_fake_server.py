@@ -562,6 +562,25 @@ async def test_malformed_non_json_body_is_returned_as_a_string_by_the_sdk(
         await autogen.create(USER)
 
 
+@pytest.mark.parametrize(("status", "error"), [(204, json.JSONDecodeError), (304, openai.APIStatusError)])
+async def test_a_malformed_reply_whose_status_has_no_body_is_refused_with_one(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI, status: int, error: type[Exception]
+) -> None:
+    # HTTP gives these no body: the client would read one as the start of the next response on the connection.
+    refused = rf"a malformed\(\) reply with status {status} cannot have a body .*, got 2 bytes; pass b''"
+    with pytest.raises(ValueError, match=refused):
+        FakeReply.malformed(b"{}", status=status)
+    with pytest.raises(ValueError, match=r"cannot have a body .*, got 9 bytes"):
+        FakeReply.malformed(status=status)  # the default body too
+
+    server.enqueue(FakeReply.malformed(b"", status=status), FakeReply.text("next"))
+    with pytest.raises(error):  # the SDK's own error for an empty 204, a 304
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+    completion = await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert completion.choices[0].message.content == "next"
+    assert server.connection_count == 1  # the same connection read on, at the next response
+
+
 async def test_error_mid_stream_raises_api_error_after_chunks(
     server: FakeOpenAIServer, autogen: OpenAIChatCompletionClient, client: openai.AsyncOpenAI
 ) -> None:

@@ -29,6 +29,8 @@ ReplyKind = Literal["completion", "error", "reset", "malformed"]
 # Both the SDK and the server's own framing depend on these, so a reply may not override them.
 _RESERVED_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# No Content (204) and Not Modified (304) end at their headers; 1xx statuses are refused altogether.
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 _DEFAULT_ERRORS: Final[Mapping[int, tuple[str, str, str | None]]] = {
     400: ("invalid_request_error", "Invalid request.", None),
@@ -306,7 +308,7 @@ class FakeReply:
         error_type: ``error.type`` for ``error`` replies.
         error_code: ``error.code`` for ``error`` replies.
         error_param: ``error.param`` for ``error`` replies.
-        raw_body: The body sent verbatim by ``malformed`` replies.
+        raw_body: The body sent verbatim by ``malformed`` replies (empty with status 204 or 304).
         content_type: The ``Content-Type`` of ``malformed`` replies.
     """
 
@@ -368,6 +370,12 @@ class FakeReply:
         if not 200 <= self.status <= 599:
             # A 1xx is not an answer: the client reads it as an interim response and waits for the real one.
             raise ValueError(f"status must be an HTTP status from 200 to 599, got {self.status}")
+        if self.kind == "malformed" and self.status in _NO_BODY_STATUSES and self.raw_body:
+            # The client reads no body after these: the bytes would be taken as the start of the next response.
+            raise ValueError(
+                f"a malformed() reply with status {self.status} cannot have a body (HTTP allows none; the client "
+                f"would read it as the next response on the connection), got {len(self.raw_body)} bytes; pass b''"
+            )
         # Checked, and a caller-supplied dict frozen so that the reply stays immutable after construction.
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
 
@@ -608,14 +616,18 @@ class FakeReply:
         """Send ``body`` verbatim (with a correct ``Content-Length``), whatever the request asked for.
 
         Args:
-            body: The raw response body.
-            status: The HTTP status.
+            body: The raw response body; empty with status 204 or 304, which HTTP gives no body.
+            status: The HTTP status, from 200 to 599.
             content_type: The ``Content-Type`` header.
             headers: Extra response headers.
             delay: Seconds to wait before answering; ``math.inf``: until the server stops or is reset.
 
         Returns:
             The reply.
+
+        Raises:
+            TypeError: If ``body`` is not bytes, or ``status`` not an int.
+            ValueError: If ``status`` is not from 200 to 599, or is 204 or 304 with a ``body``.
         """
         return cls(
             kind="malformed",
