@@ -598,7 +598,10 @@ async def _real_error(
 ) -> Exception:
     """The exception AutoGen's OpenAI client raises when FakeOpenAIServer serves ``reply``."""
     fake_openai_server.enqueue(reply)
-    client = make(timeout=0.2)
+    # Only a held reply must time out, and it never answers before the release below: a short timeout cannot
+    # lose that race. Every other reply must arrive first; a short timeout there raced the server's answer (on
+    # a loaded machine, past 0.2 s the SDK raised APITimeoutError instead of the error compared), so it is ample.
+    client = make(timeout=0.2 if reply.hold_after_chunks is not None else 30)
     try:
         await call(client, mode)
     except Exception as exc:  # whatever the SDK raises is what we compare with
