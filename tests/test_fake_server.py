@@ -1244,29 +1244,34 @@ def test_a_default_of_the_wrong_type_is_refused_when_given() -> None:
     server.default = None
 
 
+ALIASES = r"model_aliases maps .* \(non-empty strings\), got "
+
+
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("options", "error", "message"),
     [
-        ({"model": slip(None)}, r"model must be a non-empty string such as 'gpt-4o-mini', got None"),
-        ({"model": " "}, r"model must be a non-empty string such as 'gpt-4o-mini', got ' '"),
-        ({"model": slip(4)}, r"model must be a non-empty string such as 'gpt-4o-mini', got 4"),
-        ({"model_aliases": slip([("gpt-4o", "gpt-4o-2024-08-06")])}, r"model_aliases must be a mapping of .*, got \["),
-        ({"model_aliases": {"gpt-4o": slip(1)}}, r"model_aliases maps .* \(non-empty strings\), got 'gpt-4o': 1"),
-        ({"model_aliases": {slip(None): "gpt-4o"}}, r"model_aliases maps .* \(non-empty strings\), got None: 'gpt-4o'"),
-        ({"model_aliases": {"gpt-4o": ""}}, r"model_aliases maps .* \(non-empty strings\), got 'gpt-4o': ''"),
-        ({"port": -1}, r"port must be an int from 0 to 65535 \(0: a free one\), got -1"),
-        ({"port": 65536}, r"port must be an int from 0 to 65535 \(0: a free one\), got 65536"),
-        ({"port": slip("8080")}, r"port must be an int from 0 to 65535 \(0: a free one\), got '8080'"),
-        ({"port": slip(True)}, r"port must be an int from 0 to 65535 \(0: a free one\), got True"),
-        ({"port": slip(None)}, r"port must be an int from 0 to 65535 \(0: a free one\), got None"),
+        ({"model": slip(None)}, TypeError, r"model must be a non-empty string such as 'gpt-4o-mini', got None"),
+        ({"model": " "}, ValueError, r"model must be a non-empty string such as 'gpt-4o-mini', got ' '"),
+        ({"model": slip(4)}, TypeError, r"model must be a non-empty string such as 'gpt-4o-mini', got 4"),
+        ({"model_aliases": slip([("gpt-4o", "gpt-4o-2024-08-06")])}, TypeError, r"model_aliases must be a mapping"),
+        ({"model_aliases": {"gpt-4o": slip(1)}}, TypeError, ALIASES + r"'gpt-4o': 1"),
+        ({"model_aliases": {slip(None): "gpt-4o"}}, TypeError, ALIASES + r"None: 'gpt-4o'"),
+        ({"model_aliases": {"gpt-4o": ""}}, ValueError, ALIASES + r"'gpt-4o': ''"),
+        ({"port": -1}, ValueError, r"port must be an int from 0 to 65535 \(0: a free one\), got -1"),
+        ({"port": 65536}, ValueError, r"port must be an int from 0 to 65535 \(0: a free one\), got 65536"),
+        ({"port": slip("8080")}, TypeError, r"port must be an int from 0 to 65535 \(0: a free one\), got '8080'"),
+        ({"port": slip(True)}, TypeError, r"port must be an int from 0 to 65535 \(0: a free one\), got True"),
+        ({"port": slip(None)}, TypeError, r"port must be an int from 0 to 65535 \(0: a free one\), got None"),
     ],
     ids=[
         *("model-none", "model-blank", "model-int", "aliases-pairs", "aliases-int-value", "aliases-none-key"),
         *("aliases-empty-value", "port-negative", "port-too-high", "port-str", "port-bool", "port-none"),
     ],
 )
-def test_server_options_are_refused_when_the_server_is_made(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(TypeError, match=message):  # as default= is: not at start(), nor at the first request
+def test_server_options_are_refused_when_the_server_is_made(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):  # as default= is: not at start(), nor at the first request
         FakeOpenAIServer(**options)
 
 
@@ -1275,7 +1280,7 @@ def test_valid_server_options_are_taken_and_checked_again_when_reassigned() -> N
     with FakeOpenAIServer("my-model", port=0, model_aliases={"my-model": "my-model-v2"}) as server:
         assert server.port > 0  # 0: a free one
         assert (server.model, server.model_aliases) == ("my-model", {"my-model": "my-model-v2"})
-        with pytest.raises(TypeError, match=r"model must be a non-empty string such as 'gpt-4o-mini', got ''"):
+        with pytest.raises(ValueError, match=r"model must be a non-empty string such as 'gpt-4o-mini', got ''"):
             server.model = ""
         with pytest.raises(TypeError, match=r"model_aliases maps .* got 'a': None"):
             server.model_aliases = {"a": slip(None)}

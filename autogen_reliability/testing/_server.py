@@ -98,11 +98,11 @@ class FakeOpenAIServer:
 
     Attributes:
         model: The model listed by ``/v1/models`` and echoed when a request names none; may be
-            reassigned (a value that is not a non-empty string is refused, with a `TypeError`).
+            reassigned (a value that is not a non-empty string is refused, as by the constructor).
         default: The reply used when the script is empty; may be reassigned at any time
             (a value that is not a `FakeReply`, a callable or None is refused, with a `TypeError`).
         model_aliases: Requested model name -> model name reported in responses; may be reassigned
-            (a value that is not a mapping of non-empty strings is refused, with a `TypeError`).
+            (a value that is not a mapping of non-empty strings is refused, as by the constructor).
     """
 
     def __init__(
@@ -123,16 +123,18 @@ class FakeOpenAIServer:
             port: Port to listen on, from 0 to 65535; 0 picks a free one.
 
         Raises:
-            TypeError: If ``model`` is not a non-empty string, ``model_aliases`` not a mapping of
-                non-empty strings to non-empty strings, ``port`` not an int from 0 to 65535, or
-                ``default`` not a `FakeReply`, a callable or None.
+            TypeError: If ``model`` is not a string, ``model_aliases`` not a mapping of strings to
+                strings, ``port`` not an int, or ``default`` not a `FakeReply`, a callable or None.
+            ValueError: If ``model`` or a name in ``model_aliases`` is blank, or ``port`` is not
+                from 0 to 65535.
         """
         # Checked here: a wrong one would fail only at start() (the port) or inside the server, at a request.
         self.model = model
         self.default = default
         self.model_aliases = {} if model_aliases is None else model_aliases
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= _MAX_PORT:
-            raise TypeError(f"port must be an int from 0 to {_MAX_PORT} (0: a free one), got {port!r:.80}")
+            error = ValueError if isinstance(port, int) and not isinstance(port, bool) else TypeError
+            raise error(f"port must be an int from 0 to {_MAX_PORT} (0: a free one), got {port!r:.80}")
         self._port = port
         self._lock = threading.Lock()
         # Both share the lock that guards the records and the script: a waiter sees a consistent count.
@@ -263,7 +265,8 @@ class FakeOpenAIServer:
     @model.setter
     def model(self, model: str) -> None:
         if not isinstance(model, str) or not model.strip():
-            raise TypeError(f"model must be a non-empty string such as 'gpt-4o-mini', got {model!r:.80}")
+            error = ValueError if isinstance(model, str) else TypeError
+            raise error(f"model must be a non-empty string such as 'gpt-4o-mini', got {model!r:.80}")
         self._model = model
 
     @property
@@ -280,7 +283,8 @@ class FakeOpenAIServer:
             )
         for requested, reported in model_aliases.items():
             if not all(isinstance(name, str) and name.strip() for name in (requested, reported)):
-                raise TypeError(
+                error = ValueError if isinstance(requested, str) and isinstance(reported, str) else TypeError
+                raise error(
                     "model_aliases maps requested model names to reported ones (non-empty strings), "
                     f"got {requested!r:.80}: {reported!r:.80}"
                 )
