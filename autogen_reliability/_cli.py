@@ -11,7 +11,8 @@ Exit status: 0 on success; 1 when the database cannot be used (unreachable,
 refused, a SQLite file that does not exist, usage tables at an older schema --
 the message names ``autogen-reliability db upgrade`` -- or migrated by a newer
 release) or an output file (or standard output) cannot be written; 2 for a
-bad command line (an unknown option, format or ``--by`` column, a time that does not parse,
+bad command line (an unknown option, format or ``--by`` column, a tag key with a double quote
+(``--tag``, ``--by tag:KEY``: the ledger cannot report on it), a time that does not parse,
 ``--until`` not after ``--since``, a count below 1, an output file in a
 directory that does not exist or that is the SQLite ledger itself, ``demo
 --live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
@@ -151,6 +152,7 @@ def _group_columns(text: str) -> tuple[str, ...]:
         if column.startswith("tag:"):
             if column == "tag:":
                 raise argparse.ArgumentTypeError(f"{column!r} names no tag; write tag:KEY, e.g. tag:customer")
+            _tag_key(column[len("tag:") :])
             continue
         if column not in GROUP_COLUMNS:
             raise argparse.ArgumentTypeError(
@@ -178,10 +180,21 @@ def _name(text: str) -> str:
 
 
 def _tag(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--tag``; a tag the ledger cannot filter on is refused here, before any ledger is opened."""
+    from .storage._report import check_tag_value  # noqa: PLC0415  # SQLAlchemy loads on demand
+
     key, equals, value = text.partition("=")
     if not equals or not key.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key.strip(), value
+    key = _tag_key(key.strip())
+    return key, _argument(lambda value: check_tag_value(key, value, ""), value)
+
+
+def _tag_key(key: str) -> str:
+    """A tag key of ``--tag`` or ``--by tag:KEY``, unless the ledger cannot take it (a ``"``): the store's reason."""
+    from .storage._report import check_tag_key  # noqa: PLC0415  # SQLAlchemy loads on demand
+
+    return _argument(lambda key: check_tag_key(key, ""), key)
 
 
 class _Tags(argparse.Action):

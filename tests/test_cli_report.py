@@ -368,3 +368,32 @@ def test_a_bad_by_from_the_command_exits_2_naming_the_columns(tmp_path: Path) ->
     done = run_cli("report", "--by", "agent,bogus", "--db", f"sqlite:///{tmp_path / 'usage.db'}")
     assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, "unknown column 'bogus'", "tag:KEY")
     assert not (tmp_path / "usage.db").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        # SQLite's JSON paths cannot name a key with a double quote: the store refuses it, and did so only
+        # once the ledger was open (a missing file, an unreachable server, was said instead).
+        (("--tag", 'a"b=1'), "argument --tag: tag keys with a double quote (\") cannot be reported on, got 'a\"b'"),
+        (("--tag", ' a"b =1'), "argument --tag: tag keys with a double quote"),
+        (("--by", 'agent,tag:a"b'), 'argument --by: tag keys with a double quote (") cannot be reported on'),
+        # A byte of the command line that is not UTF-8 (Python reads it as a lone surrogate): no row holds one.
+        (("--tag", "a\udcff=1"), "argument --tag: a tag key must not contain '\\udcff'"),
+        (("--tag", "customer=a\udcff"), "argument --tag: the value of 'customer' must not contain '\\udcff'"),
+        (("--by", "tag:a\udcff"), "argument --by: a tag key must not contain '\\udcff'"),
+    ],
+)
+def test_a_tag_the_ledger_cannot_take_is_refused_before_the_ledger_is_opened(
+    args: tuple[str, ...], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "usage.db"
+    status, out, err = run_main(capsys, "report", *args, "--db", f"sqlite:///{missing}")
+    assert_one_line_error(status, out, err, 2, fragment)
+    assert not missing.exists()
+
+
+def test_a_tag_key_with_a_double_quote_is_refused_before_the_database_is_reached() -> None:
+    # A server that cannot be reached: the command line is refused before any connection is tried.
+    done = run_cli("report", "--tag", 'a"b=1', "--db", "postgresql+psycopg://u:pw@127.0.0.1:9/x")
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, "argument --tag: tag keys with a double quote")

@@ -137,6 +137,8 @@ __all__ = [
     "build_report",
     "check_filter",
     "check_group_by",
+    "check_tag_key",
+    "check_tag_value",
 ]
 
 PERCENTILES: Final = (0.5, 0.95)
@@ -232,7 +234,7 @@ def check_group_by(group_by: object) -> tuple[str, ...]:
         if not isinstance(column, str):
             raise ConfigurationError(f"group_by takes column names ({choices}), got {column!r}")
         if column.startswith(TAG_PREFIX):
-            _check_tag_key(column[len(TAG_PREFIX) :], f"group_by column {quoted(column)}")
+            check_tag_key(column[len(TAG_PREFIX) :], f"group_by column {quoted(column)}")
         elif column not in GROUP_COLUMNS:
             raise ConfigurationError(f"unknown group_by column {quoted(column)}: choose from {choices}")
     repeated = sorted({column for column in columns if columns.count(column) > 1})
@@ -241,14 +243,38 @@ def check_group_by(group_by: object) -> tuple[str, ...]:
     return columns
 
 
-def _check_tag_key(key: object, where: str) -> str:
+def check_tag_key(key: object, where: str) -> str:
+    """``key``, a tag key to filter or group on: a non-empty string the ledger could hold, without ``"``.
+
+    ``where`` starts the message (``"tags"``: ``tags: ...``); empty, for a caller that names the
+    argument itself (the command line, as argparse does), the message is the reason alone.
+
+    Raises:
+        ConfigurationError: Not a string, empty, with a NUL character or a lone surrogate, or with a double quote.
+    """
+    at = f"{where}: " if where else ""
     if not isinstance(key, str) or not key:
-        raise ConfigurationError(f"{where}: a tag key must be a non-empty string, got {key!r}")
-    _check_storable(f"{where}: a tag key", key)
+        raise ConfigurationError(f"{at}a tag key must be a non-empty string, got {key!r}")
+    _check_storable(f"{at}a tag key", key)
     if '"' in key:
         # SQLite's JSON paths have no escape for a quote inside a quoted key.
-        raise ConfigurationError(f'{where}: tag keys with a double quote (") cannot be reported on, got {quoted(key)}')
+        raise ConfigurationError(f'{at}tag keys with a double quote (") cannot be reported on, got {quoted(key)}')
     return key
+
+
+def check_tag_value(key: str, value: object, where: str) -> str:
+    """``value``, the value of tag ``key`` to filter on: a string the ledger could hold.
+
+    ``where`` starts the message, as :func:`check_tag_key`'s does.
+
+    Raises:
+        ConfigurationError: Not a string, or with a NUL character or a lone surrogate.
+    """
+    at = f"{where}: " if where else ""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{at}the value of {quoted(key)} must be a string, got {value!r}")
+    _check_storable(f"{at}the value of {quoted(key)}", value)
+    return value
 
 
 def _check_spec(
@@ -269,11 +295,8 @@ def _check_spec(
         if not isinstance(tags, Mapping):
             raise ConfigurationError(f"tags must be a mapping of tag keys to values, got {type(tags).__name__}")
         for key, value in tags.items():
-            _check_tag_key(key, "tags")
-            if not isinstance(value, str):
-                raise ConfigurationError(f"tags: the value of {quoted(key)} must be a string, got {value!r}")
-            _check_storable(f"tags: the value of {quoted(key)}", value)
-            checked_tags[key] = value
+            check_tag_key(key, "tags")  # first: the value's message quotes the key
+            checked_tags[key] = check_tag_value(key, value, "tags")
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise ConfigurationError(f"top must be an integer >= 1, got {top!r}")
     filters = ReportFilters(
