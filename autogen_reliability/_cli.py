@@ -375,17 +375,13 @@ def _db(command: str, url: str | None) -> int:
     from .storage import _migrate as migrate  # noqa: PLC0415
     from .storage._engine import error_line, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
-    try:
-        engine = _engine(url)
-    except _Failure as failure:
-        _error(failure.message)
-        return failure.status
+    engine = _engine(url)
     masked, secrets = masked_url(engine.url), url_secrets(engine.url)
     head = migrate.head_revision()
     try:
         if command == "current" and sqlite_file_missing(engine.url):
             # Looking must not leave an empty database file behind.
-            print(f"{masked}: none (no such file; autogen-reliability db upgrade creates it)")
+            _print(f"{masked}: none (no such file; autogen-reliability db upgrade creates it)")
             return 0
         current = migrate.current_revision(engine)
         if current is not None and not migrate.is_known_revision(current):
@@ -395,13 +391,13 @@ def _db(command: str, url: str | None) -> int:
             )
             return 1
         if command == "upgrade":
-            print(_upgraded(engine, masked, current, head))
+            _print(_upgraded(engine, masked, current, head))
         elif current == head:
-            print(f"{masked}: {current} (head)")
+            _print(f"{masked}: {current} (head)")
         elif current is None:
-            print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
+            _print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
         else:
-            print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
+            _print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
     except (SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: a version table not ours
         _error(f"cannot use the database {masked}: {error_line(error, secrets)}")
         return 1
@@ -590,14 +586,14 @@ def _emit(text: str, out: Path | None) -> None:
         return
     with _output(out) as handle:
         handle.write(text)
-    print(f"wrote {out.resolve()}")
+    _print(f"wrote {out.resolve()}")
 
 
 @contextmanager
 def _standard_output() -> Iterator[None]:
     """Writing to stdout, flushed here: a write that fails (a full disk under ``> file``) is one line and status 1.
 
-    A closed pipe is left to :func:`_ledger_command`, which stops quietly.
+    A closed pipe is left to :func:`main`, which stops quietly.
     """
     try:
         yield
@@ -607,6 +603,16 @@ def _standard_output() -> Iterator[None]:
     except OSError as error:
         _stdout_to_nowhere()  # what is still buffered would fail again at exit, with a message of its own
         raise _Failure(1, f"cannot write to standard output: {error.strerror or error}") from None
+
+
+def _print(line: str) -> None:
+    """``line`` to stdout, within :func:`_standard_output`: a stdout that cannot be written is one line and status 1.
+
+    Every line of a command goes so (``wrote FILE``, what cleanup removed, ...): a print outside left a failed
+    write to Python's flush at exit ("Exception ignored", status 120) or, unbuffered, to a traceback.
+    """
+    with _standard_output():
+        print(line)
 
 
 def _stdout_to_nowhere() -> None:
@@ -631,7 +637,7 @@ def _print_rich(renderable: Any, out: Path | None) -> None:
         return
     with _output(out) as handle:
         Console(file=handle, width=_FILE_WIDTH, color_system=None, force_terminal=False).print(renderable)
-    print(f"wrote {out.resolve()}")
+    _print(f"wrote {out.resolve()}")
 
 
 def _usable_width(columns: str | None) -> bool:
@@ -652,7 +658,7 @@ def _sessions(args: argparse.Namespace, since: datetime | None, until: datetime 
     if args.format == "json":
         _emit(json.dumps([summary.to_dict() for summary in found], indent=2, ensure_ascii=False), None)
     elif not found:
-        print(f"no sessions of project {args.project!r}{_period_text(since, until)}")
+        _print(f"no sessions of project {args.project!r}{_period_text(since, until)}")
     else:
         _print_rich(_sessions_table(args.project, found, since, until), None)
     return 0
@@ -724,7 +730,7 @@ def _export(args: argparse.Namespace, since: datetime | None, until: datetime | 
             out.write(encode(record))
             out.write("\n")
             rows += 1
-    print(
+    _print(
         f"wrote {_count(rows, 'row')} of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}"
     )
     return 0
@@ -751,7 +757,7 @@ def _cleanup(args: argparse.Namespace, now: datetime) -> int:
     with _ledger(args.db) as store:
         result = store.delete_older_than(cutoff, batch_size=args.batch_size, dry_run=args.dry_run)
         where = store.url
-    print(f"{where}: {_retention_text(result)}")
+    _print(f"{where}: {_retention_text(result)}")
     return 0
 
 
@@ -772,9 +778,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args.stream, args.db, live=args.live, model=args.model)
-    if args.command == "db":
-        return _db(args.db_command, args.url)
-    return _ledger_command(parser, args)
+    try:
+        if args.command == "db":
+            return _db(args.db_command, args.url)
+        return _ledger_command(parser, args)
+    except _Failure as failure:
+        _error(failure.message)
+        return failure.status
+    except BrokenPipeError:
+        _stdout_to_nowhere()  # the reader went away (`... | head`): stop quietly
+        return 1
 
 
 def _demo_refusal(*, live: bool, model: str | None, api_key: str) -> str | None:
@@ -838,7 +851,7 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
 
 
 def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Runs ``report``, ``sessions``, ``export`` or ``cleanup``: every failure one line, with its exit status."""
+    """Runs ``report``, ``sessions``, ``export`` or ``cleanup``; Ctrl-C is one line and 130 (the rest: ``main``)."""
     now = datetime.now(UTC)  # one reading of the clock for every relative time of the command
     try:
         if args.command == "cleanup":
@@ -849,13 +862,7 @@ def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             parser.error(f"--until ({_stamp(until)} UTC) must be after --since ({_stamp(since)} UTC)")
         commands = {"report": _report, "sessions": _sessions, "export": _export}
         return commands[args.command](args, since, until)
-    except _Failure as failure:
-        _error(failure.message)
-        return failure.status
     except KeyboardInterrupt:
         # Ctrl-C: cleanup has committed whole batches, export has removed its partial file.
         _error("interrupted")
         return 130
-    except BrokenPipeError:
-        _stdout_to_nowhere()  # the reader went away (`... | head`): stop quietly
-        return 1

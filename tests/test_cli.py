@@ -1271,6 +1271,50 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(ledger: tuple[str, lis
     assert done.stderr == ""
 
 
+# Each command's line on standard output after its work: the path --out wrote, what cleanup removed, ...
+LINE_COMMANDS = {
+    "report --out": ("report", "--format", "json", "--out", "{tmp}/report.json"),
+    "report --out, table": ("report", "--out", "{tmp}/report.txt"),
+    "export": ("export", "--project", PROJECT, "--out", "{tmp}/usage.jsonl"),
+    "cleanup": ("cleanup", "--older-than", "90d", "--dry-run"),
+    "sessions, none": ("sessions", "--project", "nobody"),
+    "db current": ("db", "current", "--url"),
+    "db upgrade": ("db", "upgrade", "--url"),
+}
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("command", LINE_COMMANDS)
+def test_a_line_to_a_standard_output_that_cannot_be_written_is_one_error(
+    command: str, buffered: bool, tmp_path: Path
+) -> None:
+    # The line was printed outside the check the report's own output has: buffered, Python's flush at exit
+    # failed ("Exception ignored ... OSError", status 120); unbuffered, the print raised a traceback.
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url) as store:
+        store.write(sample_events())
+    args = [part.format(tmp=tmp_path) for part in LINE_COMMANDS[command]]
+    if "--db" not in args and args[-1] != "--url":
+        args.append("--db")
+    environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONUNBUFFERED", ENV_DB_URL)}
+    if not buffered:
+        environment["PYTHONUNBUFFERED"] = "1"
+    run = [sys.executable, "-m", "autogen_reliability", *args, url]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            run, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=environment
+        )
+    assert_one_line_error(done.returncode, "", done.stderr, 1, "cannot write to standard output: No space left")
+    reader, writer = os.pipe()
+    os.close(reader)  # `... | head` that has already gone: quietly
+    done = subprocess.run(
+        run, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=environment
+    )
+    os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
 def test_times_and_durations_of_the_command_line() -> None:
     assert parse_time("2025-05-01") == datetime(2025, 5, 1, tzinfo=UTC)
     assert parse_time(" 2025-05-01T09:30:00+02:00 ") == datetime(2025, 5, 1, 7, 30, tzinfo=UTC)
