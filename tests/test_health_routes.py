@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from autogen_core.models import ChatCompletionClient
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
@@ -153,6 +153,48 @@ def test_a_method_a_route_does_not_answer_is_a_405_that_lists_get_and_head(wrap:
         assert answer.status_code == 405
         assert answer.headers["allow"] == "GET, HEAD"
         assert answer.json() == {"detail": "Method Not Allowed"}
+
+
+def test_every_answer_of_the_routes_says_no_store_a_refusal_too(wrap: Wrap) -> None:
+    # A cache between the orchestrator and the service must keep no answer of these routes: their 422, 405
+    # and the app's own dependency's 401 lacked the header the reports carry.
+    def require_token(authorization: str | None = Header(default=None)) -> None:
+        if authorization != "Bearer t":
+            raise HTTPException(401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"})
+
+    app = app_for(HealthProbe({"openai": wrap()}), prefix="/ops")
+    app.include_router(
+        health_router(HealthProbe({"openai": wrap()}), prefix="/guarded"), dependencies=[Depends(require_token)]
+    )
+
+    @app.get("/mine")
+    async def mine(number: int) -> dict[str, int]:
+        return {"number": number}
+
+    with TestClient(app) as http:
+        answers = {
+            "GET 422": http.get("/ops/health", params={"verbose": "maybe"}),
+            "HEAD 422": http.head("/ops/health?verbose=maybe"),
+            "POST 405": http.post("/ops/healthz"),
+            "DELETE 405": http.delete("/ops/readyz"),
+            "401": http.get("/guarded/health"),
+            "200": http.get("/guarded/health", headers={"Authorization": "Bearer t"}),
+        }
+        theirs = [
+            http.get("/mine", params={"number": "x"}),
+            http.get("/mine", params={"number": 1}),
+            http.post("/mine"),
+        ]
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {"GET 422": 422, "HEAD 422": 422, "POST 405": 405, "DELETE 405": 405, "401": 401, "200": 200}
+    assert {name: answer.headers.get("cache-control") for name, answer in answers.items()} == dict.fromkeys(
+        answers, "no-store"
+    )
+    assert answers["POST 405"].headers["allow"] == "GET, HEAD"
+    assert answers["401"].headers["www-authenticate"] == "Bearer"  # the app's headers kept
+    # The app's own routes answer as FastAPI makes them.
+    assert [answer.status_code for answer in theirs] == [422, 200, 405]
+    assert [answer.headers.get("cache-control") for answer in theirs] == [None, None, None]
 
 
 async def test_lone_surrogates_in_a_model_name_and_an_error_are_shown_as_u_fffd(wrap: Wrap) -> None:

@@ -364,6 +364,37 @@ def test_the_apps_own_dependency_guards_the_routes(service: Service) -> None:
         assert service.client.get(path, headers=ADMIN).status_code == 200
 
 
+def test_every_answer_of_the_routes_says_private_no_store_a_refusal_too(service: Service) -> None:
+    # Costs per customer, and what was refused about them: no cache between keeps either. A 400, a 405 and the
+    # app's own dependency's 401 lacked the header the reports carry.
+    http = service.client
+    answers = {
+        "400 report": http.get("/usage/report", params={"since": "yesterday"}, headers=ADMIN),
+        "400 top": http.get("/usage/report", params={"top": "0"}, headers={**ADMIN, "Accept": BROWSER}),
+        "400 sessions": http.get("/usage/sessions", params={"limit": "ten"}, headers=ADMIN),
+        "401": http.get("/usage/report"),
+        "405": http.post("/usage/report", headers=ADMIN),
+        "405 sessions": http.delete("/usage/sessions", headers=ADMIN),
+    }
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "400 report": 400,
+        "400 top": 400,
+        "400 sessions": 400,
+        "401": 401,
+        "405": 405,
+        "405 sessions": 405,
+    }
+    assert {name: answer.headers.get("cache-control") for name, answer in answers.items()} == dict.fromkeys(
+        answers, "private, no-store"
+    )
+    assert answers["405"].headers["allow"] == "GET"
+    # The app's own routes answer as FastAPI makes them.
+    assert http.get("/ask").status_code == 405
+    assert "cache-control" not in http.get("/ask").headers
+    assert "cache-control" not in http.get("/loop").headers
+
+
 def test_a_prefix_goes_before_the_paths(tmp_path: Path) -> None:
     with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store:
         app = FastAPI()
@@ -406,6 +437,7 @@ def test_an_unreachable_database_is_a_503_that_names_no_path(
         sessions = client.get("/usage/sessions", headers=ADMIN)
     assert (reply.status_code, sessions.status_code) == (503, 503)
     assert reply.json() == {"detail": "the usage database cannot be reached; try again later"}
+    assert reply.headers["cache-control"] == sessions.headers["cache-control"] == "private, no-store"
     assert str(directory) not in reply.text
     logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
     assert "the usage routes cannot read the ledger: unable to open database file" in logged
@@ -437,6 +469,7 @@ def test_a_ledger_file_the_database_cannot_read_is_a_503_logged_redacted(
     html = service.client.get("/usage/report", headers={**ADMIN, "Accept": BROWSER})
     sessions = service.client.get("/usage/sessions", headers=ADMIN)
     assert (reply.status_code, html.status_code, sessions.status_code) == (503, 503, 503)
+    assert {answer.headers["cache-control"] for answer in (reply, html, sessions)} == {"private, no-store"}
     assert reply.json() == sessions.json() == {"detail": "the usage database cannot be read; see the service's log"}
     assert str(path) not in reply.text
     logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]

@@ -9,7 +9,8 @@
 - ``GET /health``: the report, for people and dashboards (``?verbose=0``: the
   status of each component only); 503 when unhealthy, as ``/readyz``.
 
-Every answer says ``Cache-Control: no-store``: a cached health answer is a stale one.
+Every answer says ``Cache-Control: no-store``, a refusal (405, 422) too: a cached health answer is a
+stale one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._errors import ConfigurationError
 from ..health import HealthProbe, HealthReport, HealthSummary
+from ._caching import with_cache_control
 
 __all__ = ["Liveness", "health_router"]
 
@@ -38,12 +40,13 @@ class _GetAndHeadRoute(APIRoute):
 
     A 405 comes from the first route whose path matches, the GET one; Starlette's names that route's
     methods only (``Allow: GET``), though the path answers HEAD from its own route (out of the schema).
+    Every answer says ``Cache-Control: no-store``, a refusal (405, 422, the app's own dependency's) too.
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in _METHODS:
-            raise HTTPException(405, headers={"Allow": ", ".join(_METHODS)})
-        await super().handle(scope, receive, send)
+            raise HTTPException(405, headers={"Allow": ", ".join(_METHODS), **_NO_STORE})
+        await super().handle(scope, receive, with_cache_control(send, _NO_STORE["Cache-Control"]))
 
 
 class Liveness(BaseModel):
@@ -84,8 +87,7 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
         summary="Liveness: the process answers",
         description="Touches nothing external: no provider request, no database query.",
     )
-    async def healthz(response: Response) -> Liveness:
-        response.headers.update(_NO_STORE)
+    async def healthz() -> Liveness:
         return Liveness()
 
     @router.get(
@@ -96,7 +98,6 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
     )
     async def readyz(response: Response) -> HealthReport:
         report = await probe.check()
-        response.headers.update(_NO_STORE)
         if not report.ready:
             response.status_code = _UNHEALTHY
         return report
@@ -114,7 +115,6 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
         ] = True,
     ) -> HealthReport | HealthSummary:
         report = await probe.check()
-        response.headers.update(_NO_STORE)
         if not report.ready:
             response.status_code = _UNHEALTHY
         return report if verbose else report.summary()

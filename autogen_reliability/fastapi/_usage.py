@@ -13,6 +13,9 @@ work (and rendering the HTML) runs in the thread pool, off the event loop; a
 database that cannot be reached, or that the driver cannot read (a file that
 is not a database, a corrupt one), is a 503.
 
+Every answer, a refusal (400, 405, 503) too, says ``Cache-Control: private,
+no-store``: no cache between keeps a customer's costs, or what was refused.
+
 The routes expose what the service spends, per project and session: mounting
 them, and behind which authentication, is the application's decision.
 """
@@ -31,11 +34,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DatabaseError, OperationalError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from .. import ConfigurationError, UsageStore
 from .._redaction import quoted, redact
 from ..accounting import PricingTable
 from ..reports._period import parse_time, resolve_time
+from ._caching import with_cache_control
 from ._responses import ErrorModel, SessionsModel, UsageReportModel
 
 __all__ = ["MAX_SESSIONS", "MAX_TOP", "usage_router"]
@@ -62,7 +67,17 @@ _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
 
 
 class _OneMessageRoute(APIRoute):
-    """A route whose bad parameters are a 400 with one sentence, not FastAPI's 422 with a list."""
+    """A route whose bad parameters are a 400 with one sentence, not FastAPI's 422 with a list.
+
+    Every answer says ``Cache-Control: private, no-store``, a refusal (400, 405, 503, the app's own
+    dependency's) too.
+    """
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            # Starlette's 405, raised to the app's handler before the route's app (and its send) runs.
+            raise HTTPException(405, headers={"Allow": ", ".join(self.methods), **_PRIVATE})
+        await super().handle(scope, receive, with_cache_control(send, _PRIVATE["Cache-Control"]))
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -266,7 +281,7 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
             return report.to_html() if html else report.to_dict()
 
         built = await _off_the_loop(build)
-        headers = {**_PRIVATE, "Vary": "Accept"}
+        headers = {"Vary": "Accept"}  # and Cache-Control, as every answer of the route (_OneMessageRoute)
         if html:
             return HTMLResponse(built, headers={**headers, "Content-Security-Policy": _HTML_POLICY})
         return JSONResponse(built, headers=headers)
@@ -297,6 +312,6 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
             "limit": limit,
             "sessions": [summary.to_dict() for summary in found],
         }
-        return JSONResponse(body, headers=_PRIVATE)
+        return JSONResponse(body)
 
     return router
