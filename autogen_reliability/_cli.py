@@ -173,10 +173,16 @@ def _group_column(text: str) -> str:
 
 
 def _name(text: str) -> str:
-    """A project, session or agent to filter on: never empty or blank, as the library refuses such names."""
+    """A project, session or agent to filter on: never empty or blank, as the library refuses such names.
+
+    Nor one the ledger cannot hold (a byte that is not UTF-8 is read as a lone surrogate): refused here, before
+    any ledger is opened, with the store's reason.
+    """
+    from .storage._report import check_filter  # noqa: PLC0415  # SQLAlchemy loads on demand
+
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty or blank: no call is attributed to such a name")
-    return text
+    return _argument(lambda name: check_filter("the name", name) or name, text)
 
 
 def _tag(text: str) -> tuple[str, str]:

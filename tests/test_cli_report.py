@@ -393,6 +393,29 @@ def test_a_tag_the_ledger_cannot_take_is_refused_before_the_ledger_is_opened(
     assert not missing.exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--project", "a\udcff"),
+        ("report", "--session", "a\udcff"),
+        ("report", "--agent", "a\udcff"),
+        ("sessions", "--project", "a\udcff"),
+        ("export", "--project", "a\udcff", "--out", "x.jsonl"),
+    ],
+    ids=["report-project", "report-session", "report-agent", "sessions", "export"],
+)
+def test_a_name_the_ledger_cannot_hold_is_refused_before_the_ledger_is_opened(
+    args: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A byte of the command line that is not UTF-8 (Python reads it as a lone surrogate): no row holds one,
+    # so the command line is refused, and a missing ledger is not what is said.
+    missing = tmp_path / "usage.db"
+    status, out, err = run_main(capsys, *args, "--db", f"sqlite:///{missing}")
+    option = next(arg for arg in args if arg in ("--project", "--session", "--agent"))
+    assert_one_line_error(status, out, err, 2, f"argument {option}: ", "must not contain '\\udcff'")
+    assert not missing.exists()
+
+
 def test_a_tag_key_with_a_double_quote_is_refused_before_the_database_is_reached() -> None:
     # A server that cannot be reached: the command line is refused before any connection is tried.
     done = run_cli("report", "--tag", 'a"b=1', "--db", "postgresql+psycopg://u:pw@127.0.0.1:9/x")
