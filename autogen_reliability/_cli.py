@@ -782,9 +782,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _demo(args.stream, args.db, live=args.live, model=args.model)
     try:
+        if args.command == "demo":
+            return _demo(args.stream, args.db, live=args.live, model=args.model)
         if args.command == "db":
             return _db(args.db_command, args.url)
         return _ledger_command(parser, args)
@@ -836,12 +836,18 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
     level = runtime_log.level
     runtime_log.setLevel(logging.CRITICAL)
     try:
-        run_demo(
-            sys.stdout,
-            stream=stream,
-            db_url=url,
-            live=LiveAPI(api_key=api_key, model=model or _DEMO_MODEL) if live else None,
-        )
+        with _standard_output():  # the display's writes: a failed one is one line (a closed pipe: main)
+            try:
+                run_demo(
+                    sys.stdout,
+                    stream=stream,
+                    db_url=url,
+                    live=LiveAPI(api_key=api_key, model=model or _DEMO_MODEL) if live else None,
+                )
+            except OSError as error:
+                if error.filename is None:
+                    raise  # standard output's (the demo names the file of each of its own)
+                raise _Failure(1, f"cannot run the demo: {error.strerror or error}: {error.filename}") from None
     except (StoreSchemaError, DemoFailedError) as error:
         _error(str(error))
         return 1

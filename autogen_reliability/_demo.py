@@ -335,10 +335,8 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
     finally:
         recorder.close()
         store.close()
-    html = directory / "usage-report.html"
-    html.write_text(report.to_html(), encoding="utf-8")
-    health_file = directory / "health.json"
-    health_file.write_text(health.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    html = _written(directory / "usage-report.html", report.to_html())
+    health_file = _written(directory / "health.json", health.model_dump_json(indent=2) + "\n")
     display.closing(report, health, stored)
     display.line("")
     display.line(f"Usage ledger: {store.url}")
@@ -348,6 +346,17 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
     if display.failure is not None:
         raise DemoFailedError(f"the team stopped: {display.failure}")
     return html
+
+
+def _written(path: Path, text: str) -> Path:
+    """``path``, with ``text`` written to it; an error writing it names it (a full disk's would not)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+    return path
 
 
 async def _run(

@@ -190,6 +190,33 @@ def test_demo_from_the_installed_command_keeps_its_ledger_and_report_in_the_work
     assert "\x1b" not in done.stdout  # a pipe gets plain lines
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
+def test_demo_to_a_standard_output_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
+    # The live display's writes failed inside rich: a traceback, then "Exception ignored" at exit.
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    run = [sys.executable, "-m", "autogen_reliability", "demo"]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(
+            run, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=environment, cwd=tmp_path
+        )
+    assert_one_line_error(done.returncode, "", done.stderr, 1, "cannot write to standard output: No space left")
+    reader, writer = os.pipe()
+    os.close(reader)  # `demo | head` that has already gone: quietly
+    done = subprocess.run(
+        run, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120, check=False, env=environment, cwd=tmp_path
+    )
+    os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_demo_that_cannot_make_its_directory_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "autogen-reliability-demo").write_text("a file where the demo keeps its ledger")
+    done = run_cli("demo", cwd=tmp_path)
+    assert_one_line_error(
+        done.returncode, "", done.stderr, 1, "cannot run the demo: File exists: autogen-reliability-demo"
+    )
+
+
 def polite_model(request: RecordedRequest) -> FakeReply:
     """A model that does what each agent of the demo asks, first time, at a realistic size (no storm)."""
     messages = request.messages
