@@ -1285,6 +1285,9 @@ def test_valid_server_options_are_taken_and_checked_again_when_reassigned() -> N
         with pytest.raises(TypeError, match=r"model_aliases maps .* got 'a': None"):
             server.model_aliases = {"a": slip(None)}
         assert (server.model, server.model_aliases) == ("my-model", {"my-model": "my-model-v2"})  # kept
+        with pytest.raises(TypeError):  # changed in place, past the check: refused (assign a new mapping)
+            server.model_aliases["a"] = slip(None)  # type: ignore[index]
+        assert server.model_aliases == {"my-model": "my-model-v2"}
 
 
 @pytest.mark.parametrize("delay", [math.inf, 1e12], ids=["inf", "beyond-the-thread-timeout"])

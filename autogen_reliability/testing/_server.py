@@ -54,7 +54,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Final, Self, cast
 
 from .._errors import is_finite, shown_number
@@ -102,7 +102,8 @@ class FakeOpenAIServer:
         default: The reply used when the script is empty; may be reassigned at any time
             (a value that is not a `FakeReply`, a callable or None is refused, with a `TypeError`).
         model_aliases: Requested model name -> model name reported in responses; may be reassigned
-            (a value that is not a mapping of non-empty strings is refused, as by the constructor).
+            (a value that is not a mapping of non-empty strings is refused, as by the constructor), not
+            changed in place (it is read-only).
     """
 
     def __init__(
@@ -271,7 +272,7 @@ class FakeOpenAIServer:
 
     @property
     def model_aliases(self) -> Mapping[str, str]:
-        """Requested model name -> model name reported in responses (see the class docs)."""
+        """Requested model name -> model name reported in responses; read-only (assign a new mapping to change it)."""
         return self._model_aliases
 
     @model_aliases.setter
@@ -288,7 +289,8 @@ class FakeOpenAIServer:
                     "model_aliases maps requested model names to reported ones (non-empty strings), "
                     f"got {requested!r:.80}: {reported!r:.80}"
                 )
-        self._model_aliases: Mapping[str, str] = dict(model_aliases)
+        # Read-only: a change in place would pass by the checks above.
+        self._model_aliases: Mapping[str, str] = MappingProxyType(dict(model_aliases))
 
     @property
     def default(self) -> FakeReply | ReplyFactory | None:
