@@ -13,6 +13,9 @@ prints what it got and stops; ``--serve`` keeps it running for you to call
 (``curl -H 'X-Project-ID: acme-support' -d '{"question": "hi"}' localhost:8000/ask``).
 With ``OPENAI_API_KEY`` set and ``--live``, the agent talks to OpenAI instead.
 Usage rows go to ``./fastapi_app.db``.
+
+Needs the extras and a server to run it on (and, for the tour, an HTTP client):
+``pip install 'autogen-reliability[fastapi,metrics]' uvicorn httpx``.
 """
 
 from __future__ import annotations
@@ -24,20 +27,27 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
-import uvicorn
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from autogen_reliability import HealthProbe, ReliabilityError, configure, reliable
-from autogen_reliability.fastapi import UsageContextMiddleware, health_router, usage_router
-from autogen_reliability.metrics import metrics_app
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+try:
+    import httpx
+    import uvicorn
+    from fastapi import Depends, FastAPI, Header, HTTPException, Request
+    from fastapi.responses import JSONResponse
+
+    from autogen_reliability.fastapi import UsageContextMiddleware, health_router, usage_router
+    from autogen_reliability.metrics import metrics_app
+except ImportError as missing:  # what the service needs beyond the package: one line that says how to get it
+    raise SystemExit(
+        f"{missing}. This example needs: pip install 'autogen-reliability[fastapi,metrics]' uvicorn httpx"
+    ) from None
 
 ADMIN_TOKEN = "change-me"  # your application's real authentication goes here
 

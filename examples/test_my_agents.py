@@ -6,7 +6,7 @@ takes: pytest finds the plugin). Its fixtures give each test scripted model
 clients (no HTTP, no key, no cost), wrappers that record to a throw-away ledger,
 and assertions over what was recorded.
 
-Run: ``pytest examples/test_my_agents.py``
+Run: ``pytest examples/test_my_agents.py`` (with ``pip install pytest pytest-asyncio``).
 """
 
 from __future__ import annotations

@@ -112,3 +112,18 @@ def test_the_team_budget_example_stops_the_team_by_cost_and_the_budget_refuses_w
     assert [row.cost_nanousd for row in rows] == [150_000] * 3
     assert "  writer: 2 call(s), $0.0003" in lines
     assert "  critic: 1 call(s), $0.00015" in lines
+
+
+@pytest.mark.parametrize("module", ["httpx", "uvicorn", "fastapi", "prometheus_client"])
+def test_the_service_example_without_its_extras_says_what_to_install(module: str, tmp_path: Path) -> None:
+    # As in an environment with only `pip install autogen-reliability`: the module cannot be imported.
+    script = EXAMPLES_DIR / "fastapi_app.py"
+    hide = f"import runpy, sys; sys.modules[{module!r}] = None; runpy.run_path({str(script)!r}, run_name='__main__')"
+    done = subprocess.run(
+        [sys.executable, "-c", hide], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("This example needs: pip install 'autogen-reliability[fastapi,metrics]' uvicorn httpx")
+    assert module in line or module.replace("_", "-") in line
