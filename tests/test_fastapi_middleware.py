@@ -460,6 +460,7 @@ def test_a_bad_header_is_a_400_naming_it_and_the_model_is_never_called(
     reply = service.post("/ask", headers=headers)
     assert reply.status_code == 400
     assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["cache-control"] == "no-store"  # the headers refused it: not for the URL's next caller
     body = reply.json()
     assert body["header"] == header
     assert body["detail"].startswith(header)
@@ -497,6 +498,7 @@ def test_an_unknown_project_is_a_403_with_an_allow_list(fake_openai_server: Fake
         allowed = client.post("/ask", headers={"X-Project-ID": "acme-support"})
         defaulted = client.post("/ask")
     assert refused.status_code == 403
+    assert refused.headers["cache-control"] == "no-store"
     assert refused.json() == {
         "detail": "X-Project-ID: project 'umbrella' is not allowed here",
         "header": "X-Project-ID",

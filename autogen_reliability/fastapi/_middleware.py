@@ -372,7 +372,12 @@ def _returning_header(send: Send, key: bytes, value: bytes) -> Send:
 async def _refuse(scope: Scope, receive: Receive, send: Send, refused: _Refused) -> None:
     """Answers a request the middleware does not let through: JSON for HTTP, a close with 1008 for a WebSocket."""
     if scope["type"] == "http":
-        response = JSONResponse({"detail": refused.detail, "header": refused.header}, status_code=refused.status)
+        # Said by the request's headers, not its URL: no cache may keep it for the next caller of that URL.
+        response = JSONResponse(
+            {"detail": refused.detail, "header": refused.header},
+            status_code=refused.status,
+            headers={"Cache-Control": "no-store"},
+        )
         await response(scope, receive, send)
         return
     message = await receive()  # the handshake (websocket.connect), answered by closing before accepting
