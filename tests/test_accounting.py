@@ -367,6 +367,34 @@ async def test_price_overrides_win(
     assert row.price_source == "override"
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_a_model_asked_for_in_extra_create_args_is_the_one_recorded_and_priced(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # AutoGen's clients send extra_create_args over their own create args, "model" included: the request
+    # asks for that model, and the provider bills its price, not the price of the model the client was made with.
+    fake_openai_server.enqueue(
+        FakeReply.text("hi", usage=FakeUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000))
+    )
+    pricing = PricingTable(
+        {"models": {"gpt-4o-mini": {"input": "1", "output": "2"}, "acme-large": {"input": "10", "output": "20"}}}
+    )
+    client = reliable(make_openai_client(), recorder=ledger[1], pricing=pricing)  # made with gpt-4o-mini
+    if streamed:
+        async for _ in client.create_stream(HI, extra_create_args={"model": "acme-large"}):
+            pass
+    else:
+        await client.create(HI, extra_create_args={"model": "acme-large"})
+    assert (fake_openai_server.requests[0].body or {})["model"] == "acme-large"
+    (row,) = rows(ledger)
+    assert (row.provider, row.model, row.response_model) == ("openai", "acme-large", "acme-large")
+    assert (row.cost_nanousd, row.price_source) == (30 * 10**9, "override")
+
+
 async def test_track_usage_false_records_nothing(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

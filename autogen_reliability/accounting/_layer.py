@@ -22,7 +22,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -32,7 +32,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import message_of, redact
-from ..providers import infer_provider, model_of
+from ..providers import infer_provider, model_of, takes_model_argument
 from ..retry._classify import ErrorKind, classify_error
 from . import _feed
 from ._cost import MAX_TOKENS
@@ -118,7 +118,9 @@ class AccountingLayer(Layer):
         self.pricing = pricing
         self.capture_content = capture_content
         self.content_limit = content_limit
-        self._clients: dict[int, tuple[str | None, str | None]] = {}
+        # id(client) -> (provider, model, whether extra_create_args' "model" replaces the model in its requests)
+        self._clients: dict[int, tuple[str | None, str | None, bool]] = {}
+        self._asked: dict[tuple[int, str], tuple[str | None, str | None]] = {}
         self._prompt_rates: dict[tuple[str, str | None, date], _PromptRate | None] = {}
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
@@ -176,7 +178,7 @@ class AccountingLayer(Layer):
         Made as a row straight away (as :meth:`UsageEvent.to_row` would flatten the event): making the event
         would cost as much again as pricing it, on every attempt.
         """
-        provider, model = self._describe(attempt.client)
+        provider, model = self._describe(attempt.client, attempt.request.extra_create_args)
         prompt = _estimate(attempt.request.messages)
         row = _PROVISIONAL.copy()
         if model:
@@ -240,7 +242,7 @@ class AccountingLayer(Layer):
         )
 
     def _event(self, call: Call, attempt: AttemptEvent, *, content: bool = True) -> UsageEvent:
-        provider, model = self._describe(attempt.client)
+        provider, model = self._describe(attempt.client, attempt.request.extra_create_args)
         result, error, raw = attempt.result, attempt.error, attempt.provider_usage
         prompt: int | None = 0
         completion: int | None = 0
@@ -334,12 +336,30 @@ class AccountingLayer(Layer):
             ),
         )
 
-    def _describe(self, client: ChatCompletionClient) -> tuple[str | None, str | None]:
+    def _describe(
+        self, client: ChatCompletionClient, extra_create_args: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """The provider and model an attempt on ``client`` with these ``extra_create_args`` asks for."""
         known = self._clients.get(id(client))
         if known is None:
             model = model_of(client)
-            known = self._clients[id(client)] = (infer_provider(client, model), model)
-        return known
+            known = self._clients[id(client)] = (infer_provider(client, model), model, takes_model_argument(client))
+        if extra_create_args and known[2]:
+            # AutoGen's clients send extra_create_args over their create args: a "model" there is the model
+            # the request asks for, and bills (the provider answers as that model).
+            asked = extra_create_args.get("model")
+            if isinstance(asked, str) and asked.strip() and asked != known[1]:
+                return self._asked_for(client, asked)
+        return known[0], known[1]
+
+    def _asked_for(self, client: ChatCompletionClient, model: str) -> tuple[str | None, str | None]:
+        key = (id(client), model)
+        described = self._asked.get(key)
+        if described is None:
+            if len(self._asked) >= _MAX_PROMPT_RATES:
+                self._asked.clear()
+            described = self._asked[key] = (infer_provider(client, model), model)
+        return described
 
     def _content_of(self, messages: object) -> str:
         dumped = [message.model_dump(mode="json") for message in messages]  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ from ._http_body import content_decoder as content_decoder
 from ._identity import api_key_of, infer_provider, model_of
 from ._identity import describe_client as describe_client
 from ._identity import resolve_model_alias as resolve_model_alias
+from ._identity import takes_model_argument as takes_model_argument
 from ._lookup import loaded_class as loaded_class
 from ._lookup import loaded_module as loaded_module
 from ._sdk_retries import switch_off_sdk_retries as switch_off_sdk_retries

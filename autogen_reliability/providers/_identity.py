@@ -18,7 +18,14 @@ from autogen_core.models import ChatCompletionClient
 from ._clients import create_args_of, inner_client, innermost, raw_config_of, sdk_client_of
 from ._lookup import loaded_class
 
-__all__ = ["api_key_of", "describe_client", "infer_provider", "model_of", "resolve_model_alias"]
+__all__ = [
+    "api_key_of",
+    "describe_client",
+    "infer_provider",
+    "model_of",
+    "resolve_model_alias",
+    "takes_model_argument",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +206,22 @@ def model_of(client: object) -> str | None:
     except Exception:
         logger.debug("could not read the model of %s", type(client).__name__, exc_info=True)
     return None
+
+
+def takes_model_argument(client: ChatCompletionClient) -> bool:
+    """Whether ``client`` (under a cache or wrapper) sends ``extra_create_args["model"]`` as its request's model.
+
+    AutoGen's provider clients (OpenAI, Azure, Anthropic, Ollama, Azure AI) keep what every request is sent
+    in ``_create_args``, ``model`` included, and send a copy of it updated with the call's
+    ``extra_create_args``: a ``model`` there is the model the request asks for. A client without them (a
+    scripted or replayed one, a client of your own) is taken to ask for its own model. Never raises.
+    """
+    try:
+        args = create_args_of(innermost(client))
+    except Exception:
+        logger.debug("could not read the create args of %s", type(client).__name__, exc_info=True)
+        return False
+    return args is not None and "model" in args
 
 
 def describe_client(client: ChatCompletionClient) -> str:
