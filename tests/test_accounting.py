@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -393,6 +394,56 @@ async def test_a_model_asked_for_in_extra_create_args_is_the_one_recorded_and_pr
     (row,) = rows(ledger)
     assert (row.provider, row.model, row.response_model) == ("openai", "acme-large", "acme-large")
     assert (row.cost_nanousd, row.price_source) == (30 * 10**9, "override")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_recorded_and_priced(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # xAI reports reasoning tokens beside completion_tokens, not inside it as OpenAI does: its total_tokens is
+    # prompt + completion + reasoning, and it bills the reasoning at the output price.
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 2,
+        "total_tokens": 1388,
+        "completion_tokens_details": {"reasoning_tokens": 386},
+    }
+    answer = {"id": "chatcmpl-x", "created": 1, "model": "grok-3-mini"}
+    message = {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    if streamed:
+        chunk = {**answer, "object": "chat.completion.chunk"}
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**chunk, "choices": [], "usage": usage},
+        ]
+        body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+        reply = FakeReply.malformed(body.encode(), content_type="text/event-stream")
+    else:
+        body = json.dumps({**answer, "object": "chat.completion", "choices": [message], "usage": usage})
+        reply = FakeReply.malformed(body.encode())
+    fake_openai_server.enqueue(reply)
+    info = {
+        "vision": False,
+        "function_calling": True,
+        "json_output": True,
+        "family": "unknown",
+        "structured_output": True,
+    }
+    pricing = PricingTable({"models": {"grok-3-mini": {"input": "1", "output": "2"}}})
+    client = reliable(make_openai_client(model="grok-3-mini", model_info=info), recorder=ledger[1], pricing=pricing)
+    if streamed:
+        await consume(client)
+    else:
+        await client.create(HI)
+    (row,) = rows(ledger)
+    # As OpenAI counts them (and every other row holds them): the completion includes its reasoning.
+    assert (row.prompt_tokens, row.completion_tokens, row.reasoning_tokens) == (1000, 388, 386)
+    assert (row.tokens_estimated, row.streamed) == (False, streamed)
+    assert row.cost_nanousd == 1000 * 1000 + 388 * 2000  # nano-USD at $1 and $2 per million tokens
 
 
 async def test_track_usage_false_records_nothing(

@@ -128,15 +128,17 @@ _IDENTITY_ATTEMPTS: Final = 8
 
 @dataclass(frozen=True, slots=True)
 class ProviderUsage:
-    """The usage one HTTP response reported, as the provider wrote it (no estimates, no normalisation).
+    """The usage one HTTP response reported, as the provider wrote it (no estimates), in OpenAI's terms.
 
     Attributes:
         prompt_tokens: ``usage.prompt_tokens`` (``input_tokens`` in Responses-API shapes).
-        completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes).
+        completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes), reasoning
+            tokens included: where a provider counts them apart (xAI: its ``total_tokens`` is prompt +
+            completion + reasoning), they are added.
         cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (or ``cache_read_input_tokens``):
             prompt tokens served from the provider's prompt cache, included in ``prompt_tokens`` for OpenAI.
         reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
-            ``completion_tokens`` for OpenAI.
+            ``completion_tokens``.
         cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it;
             None for OpenAI.
         model: The ``model`` field of the response (for a stream, of its chunks), e.g. a dated snapshot.
@@ -350,11 +352,22 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
         cache_read = _count(usage.get("cache_read_input_tokens")) or 0
         cache_write = _count(usage.get("cache_creation_input_tokens")) or 0
         prompt_tokens = _count(input_tokens + cache_read + cache_write)
+    completion_tokens = _first(_count(usage.get("completion_tokens")), _count(usage.get("output_tokens")))
+    reasoning_tokens = _count(completion.get("reasoning_tokens"))
+    if (
+        reasoning_tokens
+        and completion_tokens is not None
+        and prompt_tokens is not None
+        and _count(usage.get("total_tokens")) == prompt_tokens + completion_tokens + reasoning_tokens
+    ):
+        # xAI counts reasoning beside the completion, not in it as OpenAI does (its total_tokens is prompt +
+        # completion + reasoning), and bills it as output: our completion_tokens, as OpenAI's, includes it.
+        completion_tokens = _count(completion_tokens + reasoning_tokens)
     result = ProviderUsage(
         prompt_tokens=prompt_tokens,
-        completion_tokens=_first(_count(usage.get("completion_tokens")), _count(usage.get("output_tokens"))),
+        completion_tokens=completion_tokens,
         cached_tokens=_first(_count(prompt.get("cached_tokens")), _count(usage.get("cache_read_input_tokens"))),
-        reasoning_tokens=_count(completion.get("reasoning_tokens")),
+        reasoning_tokens=reasoning_tokens,
         cache_write_tokens=_first(
             _count(usage.get("cache_creation_input_tokens")), _count(prompt.get("cache_creation_input_tokens"))
         ),
