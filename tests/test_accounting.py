@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -396,6 +397,32 @@ async def test_a_model_asked_for_in_extra_create_args_is_the_one_recorded_and_pr
     assert (row.cost_nanousd, row.price_source) == (30 * 10**9, "override")
 
 
+def raw_reply(model: str, usage: dict[str, Any], *, streamed: bool) -> FakeReply:
+    """An answer "Hi" whose usage object is ``usage`` as given: a provider's own shape, beyond FakeUsage's."""
+    answer = {"id": "chatcmpl-x", "created": 1, "model": model}
+    if streamed:
+        chunk = {**answer, "object": "chat.completion.chunk"}
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**chunk, "choices": [], "usage": usage},
+        ]
+        body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+        return FakeReply.malformed(body.encode(), content_type="text/event-stream")
+    message = {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    body = json.dumps({**answer, "object": "chat.completion", "choices": [message], "usage": usage})
+    return FakeReply.malformed(body.encode())
+
+
+UNKNOWN_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "family": "unknown",
+    "structured_output": True,
+}
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
 async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_recorded_and_priced(
     ledger: tuple[UsageStore, UsageRecorder],
@@ -411,30 +438,11 @@ async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_
         "total_tokens": 1388,
         "completion_tokens_details": {"reasoning_tokens": 386},
     }
-    answer = {"id": "chatcmpl-x", "created": 1, "model": "grok-3-mini"}
-    message = {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
-    if streamed:
-        chunk = {**answer, "object": "chat.completion.chunk"}
-        events = [
-            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
-            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-            {**chunk, "choices": [], "usage": usage},
-        ]
-        body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
-        reply = FakeReply.malformed(body.encode(), content_type="text/event-stream")
-    else:
-        body = json.dumps({**answer, "object": "chat.completion", "choices": [message], "usage": usage})
-        reply = FakeReply.malformed(body.encode())
+    reply = raw_reply("grok-3-mini", usage, streamed=streamed)
     fake_openai_server.enqueue(reply)
-    info = {
-        "vision": False,
-        "function_calling": True,
-        "json_output": True,
-        "family": "unknown",
-        "structured_output": True,
-    }
     pricing = PricingTable({"models": {"grok-3-mini": {"input": "1", "output": "2"}}})
-    client = reliable(make_openai_client(model="grok-3-mini", model_info=info), recorder=ledger[1], pricing=pricing)
+    inner = make_openai_client(model="grok-3-mini", model_info=UNKNOWN_MODEL_INFO)
+    client = reliable(inner, recorder=ledger[1], pricing=pricing)
     if streamed:
         await consume(client)
     else:
@@ -444,6 +452,35 @@ async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_
     assert (row.prompt_tokens, row.completion_tokens, row.reasoning_tokens) == (1000, 388, 386)
     assert (row.tokens_estimated, row.streamed) == (False, streamed)
     assert row.cost_nanousd == 1000 * 1000 + 388 * 2000  # nano-USD at $1 and $2 per million tokens
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_recorded_and_priced(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # DeepSeek reports its cache hits as prompt_cache_hit_tokens (prompt_tokens = hits + misses), with no
+    # prompt_tokens_details, and bills them at its cache-read price.
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 100,
+        "total_tokens": 1100,
+        "prompt_cache_hit_tokens": 800,
+        "prompt_cache_miss_tokens": 200,
+    }
+    fake_openai_server.enqueue(raw_reply("deepseek-chat", usage, streamed=streamed))
+    pricing = PricingTable({"models": {"deepseek-chat": {"input": "1", "output": "2", "cached_input": "0.1"}}})
+    inner = make_openai_client(model="deepseek-chat", model_info=UNKNOWN_MODEL_INFO)
+    client = reliable(inner, recorder=ledger[1], pricing=pricing)
+    if streamed:
+        await consume(client)
+    else:
+        await client.create(HI)
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (1000, 100, 800)
+    assert row.cost_nanousd == 200 * 1000 + 800 * 100 + 100 * 2000  # nano-USD at $1, $0.1 and $2 per million
 
 
 async def test_track_usage_false_records_nothing(

@@ -135,8 +135,9 @@ class ProviderUsage:
         completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes), reasoning
             tokens included: where a provider counts them apart (xAI: its ``total_tokens`` is prompt +
             completion + reasoning), they are added.
-        cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (or ``cache_read_input_tokens``):
-            prompt tokens served from the provider's prompt cache, included in ``prompt_tokens`` for OpenAI.
+        cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (or ``cache_read_input_tokens``, or
+            DeepSeek's ``prompt_cache_hit_tokens``): prompt tokens served from the provider's prompt cache,
+            included in ``prompt_tokens``.
         reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
             ``completion_tokens``.
         cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it;
@@ -366,7 +367,11 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
     result = ProviderUsage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cached_tokens=_first(_count(prompt.get("cached_tokens")), _count(usage.get("cache_read_input_tokens"))),
+        cached_tokens=_first(
+            _count(prompt.get("cached_tokens")),
+            _count(usage.get("cache_read_input_tokens")),
+            _count(usage.get("prompt_cache_hit_tokens")),  # DeepSeek's: prompt_tokens = hits + misses
+        ),
         reasoning_tokens=reasoning_tokens,
         cache_write_tokens=_first(
             _count(usage.get("cache_creation_input_tokens")), _count(prompt.get("cache_creation_input_tokens"))
