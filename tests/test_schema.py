@@ -162,6 +162,22 @@ def test_values_that_are_not_json_are_refused_by_the_json_schema_backend() -> No
         ResponseSchema.of(ORDER_SCHEMA).validate({"id": {1, 2}, "items": []})
 
 
+def test_an_invalid_value_nested_too_deep_to_list_its_errors_is_one_root_violation() -> None:
+    # jsonschema-rs judges such a value (is_valid) but raised "ValueError: Recursion limit reached" when asked
+    # for its errors, from 256 levels down: the call that got such an answer failed with that bare error
+    # instead of re-asking.
+    schema = ResponseSchema.of({"type": "object", "properties": {"a": {"type": "integer"}}})
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    [violation] = schema.validate({"a": deep})
+    assert violation.path == ""
+    assert violation.message == (
+        "the value does not match the schema (nested too deeply for its violations to be listed)"
+    )
+    assert schema.validate({"a": 1}) == []
+
+
 def test_violation_text() -> None:
     assert str(SchemaViolation("/items/0/name", "Input should be a valid string")) == (
         "/items/0/name: Input should be a valid string"

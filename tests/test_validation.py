@@ -276,6 +276,29 @@ async def test_tool_arguments_that_are_not_json_are_failures(
         await AssistantAgent("calculator", model_client=client, tools=[add]).run(task="1 + 2?")
 
 
+async def test_an_invalid_answer_nested_hundreds_deep_is_reasked(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # jsonschema-rs raised "ValueError: Recursion limit reached" listing the errors of a value 256 levels deep:
+    # the call failed with that instead of re-asking, in the answer and in tool-call arguments alike.
+    deep = "[" * 300 + "]" * 300
+    fake_openai_server.enqueue(
+        FakeReply.text(f'{{"id": {deep}, "priority": "high", "summary": "x"}}'),
+        FakeReply.json(TICKET),
+        FakeReply.tool_calls([("add", f'{{"a": {deep}, "b": 1}}')]),
+        FakeReply.tool_calls([("add", {"a": 1, "b": 2})]),
+    )
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=TICKET_SCHEMA))
+    assert json.loads(str((await client.create(ASK)).content)) == TICKET
+    nested = "(root): the value does not match the schema (nested too deeply for its violations to be listed)"
+    assert nested in fake_openai_server.requests[1].messages[-1]["content"]
+    tools = reliable(make_openai_client(), validation=ValidationPolicy())
+    result = await AssistantAgent("calculator", model_client=tools, tools=[add]).run(task="1 + 2?")
+    executions = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
+    assert [execution.content[0].content for execution in executions] == ["3"]
+    assert "/tool_calls/0/arguments: the value does not match" in fake_openai_server.requests[3].messages[-1]["content"]
+
+
 async def book(start: datetime, day: date) -> str:
     """Book a meeting."""
     return f"booked for {start.isoformat()} on {day.isoformat()}"

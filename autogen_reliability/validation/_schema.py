@@ -55,6 +55,7 @@ _CACHE_SIZE: Final = 256
 _MESSAGE_LIMIT: Final = 300
 _META_ERRORS_SHOWN: Final = 5
 _NOT_IN_NAME: Final = re.compile(r"[^a-zA-Z0-9_-]")
+_TOO_DEEP_TO_LIST: Final = "the value does not match the schema (nested too deeply for its violations to be listed)"
 
 
 def _pointer(segments: Sequence[str | int]) -> str:
@@ -280,6 +281,10 @@ class ResponseSchema:
     def validate(self, value: Any) -> list[SchemaViolation]:
         """Every violation of the schema by ``value`` (as parsed from JSON); [] when it is valid.
 
+        For a JSON Schema, an invalid value nested so deep that its violations cannot be
+        listed (jsonschema-rs lists them only to 255 levels) gives one violation at the
+        root that says so.
+
         Raises:
             ValueError: For a JSON Schema, ``value`` holds something that is not a JSON
                 type (a set, an object) or is nested thousands of levels deep.
@@ -306,10 +311,15 @@ class ResponseSchema:
         assert self._validator is not None
         if self._validator.is_valid(value):
             return []
-        return [
-            SchemaViolation(_pointer(error.instance_path), _concise(error.message))
-            for error in self._validator.iter_errors(value)
-        ]
+        violations: list[SchemaViolation] = []
+        try:
+            for error in self._validator.iter_errors(value):
+                violations.append(SchemaViolation(_pointer(error.instance_path), _concise(error.message)))
+        except ValueError:
+            # jsonschema-rs judges a value of any depth, but lists the errors of one only up to 255 levels
+            # down ("Recursion limit reached"): the value is invalid all the same, which is what a re-ask needs.
+            violations.append(SchemaViolation("", _TOO_DEEP_TO_LIST))
+        return violations
 
     def response_format(self) -> dict[str, Any]:
         """The OpenAI ``response_format`` that asks the model for this schema (a fresh copy each call).
