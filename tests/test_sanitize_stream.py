@@ -254,6 +254,28 @@ async def test_json_mode_sanitises_json_in_prose_leaf_by_leaf_and_the_prose_as_t
     assert "javascript:" not in content
 
 
+@pytest.mark.parametrize("validation", [None, ValidationPolicy(reask=0, on_failure="return")])
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_json_mode_hands_on_json_nested_beyond_the_recursion_limit_as_text(
+    validation: ValidationPolicy | None,
+    mode: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # json.loads raises RecursionError, not ValueError, for it: the call failed with that, unless validation
+    # (which refuses such JSON as too deep) raised first.
+    answer = '{"a": ' + "[" * 5000 + "\u001b[2J" + "]" * 5000 + "} \u202e"
+    fake_openai_server.enqueue(FakeReply.text(answer))
+    client = reliable(make_openai_client(), validation=validation)
+    if mode == "create":
+        final = await client.create(ASK, json_output=True)
+    else:
+        chunks, final = await stream(client, json_output=True)
+        assert "".join(chunks) == final.content
+    assert final.content == SANITIZER.text(answer)[0]
+    assert "\u202e" not in str(final.content)
+
+
 async def test_json_mode_with_validation_streams_the_sanitised_json(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -299,6 +299,32 @@ async def test_an_invalid_answer_nested_hundreds_deep_is_reasked(
     assert "/tool_calls/0/arguments: the value does not match" in fake_openai_server.requests[3].messages[-1]["content"]
 
 
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        ('{"a": ' + "[" * 5000 + "]" * 5000 + ', "b": 1}', "too_deep: JSON nested too deeply to parse"),
+        ('{"a": NaN, "b": 1}', "invalid_json: NaN is not valid JSON"),
+        ('{"a": 1, "b": 1e999}', "invalid_json: the number 1e999 does not fit in a double"),
+    ],
+    ids=["deep", "nan", "overflow"],
+)
+async def test_tool_arguments_are_parsed_as_strictly_as_answers(
+    arguments: str, reason: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # json.loads raised RecursionError for the first (the call failed with it), and took NaN and 1e999,
+    # which jsonschema-rs then reported as "null is not of type "integer"": a re-ask that misled the model.
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls([("add", arguments)]), FakeReply.tool_calls([("add", {"a": 1, "b": 2})])
+    )
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    result = await AssistantAgent("calculator", model_client=client, tools=[add]).run(task="1 + 2?")
+    executions = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
+    assert [execution.content[0].content for execution in executions] == ["3"]
+    feedback = fake_openai_server.requests[1].messages[-1]["content"]
+    assert f"- /tool_calls/0/arguments: the arguments are not valid JSON: {reason}" in feedback
+    assert "null" not in feedback
+
+
 async def book(start: datetime, day: date) -> str:
     """Book a meeting."""
     return f"booked for {start.isoformat()} on {day.isoformat()}"

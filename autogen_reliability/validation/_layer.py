@@ -146,8 +146,10 @@ class SanitizeLayer(Layer):
             return self.sanitizer.text(content)
         try:
             value = json.loads(content)
-        except ValueError:
-            pass  # fenced, in prose, or not JSON after all (validation off, or on_failure="return")
+        except (ValueError, RecursionError):
+            # Fenced, in prose, or not JSON after all (validation off, or on_failure="return"), or nested
+            # beyond Python's recursion limit (locate_json below says too_deep: it is sanitised as text).
+            pass
         else:
             cleaned, report = self.sanitizer.value(value)
             return (json.dumps(cleaned, ensure_ascii=False) if report.changed else content), report

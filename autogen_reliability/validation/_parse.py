@@ -82,7 +82,7 @@ from typing import Any, Final, Literal, NoReturn, cast
 
 from autogen_reliability._errors import ConfigurationError
 
-__all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json", "locate_json"]
+__all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json", "locate_json", "parse_whole_json"]
 
 ExtractionFailure = Literal[
     "empty", "too_long", "no_json", "unbalanced", "invalid_json", "trailing_garbage", "too_deep", "scalar"
@@ -504,6 +504,21 @@ def _why_not_whole(text: str) -> JSONExtractionError:
     except JSONExtractionError as error:
         return error
     raise AssertionError("the text was found not to be JSON as a whole, then to be")  # pragma: no cover
+
+
+def parse_whole_json(text: str) -> Any:
+    """The JSON value that is all of ``text``, whitespace aside, parsed as strictly as :func:`extract_json` parses.
+
+    For text that is JSON or nothing, such as a tool call's arguments: no fences, no prose; ``NaN``, ``Infinity``
+    and numbers that overflow a double are refused, and JSON nested too deeply for Python is ``too_deep``
+    (``json.loads`` raises :class:`RecursionError` for it).
+
+    Raises:
+        JSONExtractionError: ``text`` is empty, not JSON, or more than one value.
+        TypeError: ``text`` is not a str.
+    """
+    _check_text(text, None)
+    return _parse_whole(text, 0, len(text))
 
 
 def locate_json(text: str, *, max_chars: int | None = None, allow_prose: bool = True) -> tuple[Any, int, int]:

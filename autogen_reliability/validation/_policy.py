@@ -41,7 +41,7 @@ from autogen_core.models import (
 from pydantic import BaseModel
 
 from .._errors import ConfigurationError, config_options
-from ._parse import JSONExtractionError, extract_json
+from ._parse import JSONExtractionError, extract_json, parse_whole_json
 from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = ["AnswerCheck", "ValidationPolicy"]
@@ -227,8 +227,10 @@ class AnswerCheck:
                 violations.append(SchemaViolation(where, f"there is no tool named {call.name!r} (tools: {offered})"))
                 continue
             try:
-                arguments = json.loads(call.arguments or "{}")
-            except json.JSONDecodeError as error:
+                # As strictly as an answer: json.loads takes NaN (which jsonschema-rs reports as null) and
+                # raises RecursionError for arguments nested beyond Python's recursion limit.
+                arguments = parse_whole_json(call.arguments or "{}")
+            except JSONExtractionError as error:
                 violations.append(SchemaViolation(f"{where}/arguments", f"the arguments are not valid JSON: {error}"))
                 continue
             schema = _parameters_schema(call.name, parameters)
