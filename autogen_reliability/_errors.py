@@ -48,6 +48,7 @@ __all__ = [
     "describe_period",
     "format_usd",
     "is_finite",
+    "printable",
     "shown_number",
 ]
 
@@ -78,12 +79,19 @@ class ErrorKind(enum.Enum):
 class SchemaViolation:
     """One way in which a value does not match a schema.
 
+    ``str()`` of it is ``"path: message"`` with every character that is not printable
+    (control characters, escape sequences, bidi and invisible characters, which a
+    model can put in a key) escaped as Python writes it (``\\x1b``), so that showing
+    or logging it cannot act on a terminal.
+
     Attributes:
         path: JSON pointer (RFC 6901) to the offending part of the value, ``""`` for
             the value itself, e.g. ``"/items/0/name"``. A missing property is
             located where pydantic puts it, at the property (``"/age"``), and
             where JSON Schema puts it, at the object that lacks it (``""``).
+            Exact, as a pointer must be: a key's characters are not escaped here.
         message: A concise human message, e.g. ``"Input should be a valid integer"``.
+            What it quotes of the value is escaped as in ``str()``.
 
     Example:
         >>> str(SchemaViolation("/items/0/name", "Input should be a valid string"))
@@ -96,7 +104,19 @@ class SchemaViolation:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path or '(root)'}: {self.message}"
+        return f"{printable(self.path) or '(root)'}: {printable(self.message)}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each character that is not printable escaped as Python writes it (``"\\x1b"``, ``"\\u202e"``).
+
+    For text a model wrote that goes into a message a person reads on a terminal or in a log: an escape
+    sequence, a carriage return or a bidi override in it would act there. ``printable(printable(t)) ==
+    printable(t)``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 GiveUpReason = Literal["attempts", "deadline", "budget"]

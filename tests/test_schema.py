@@ -178,6 +178,27 @@ def test_an_invalid_value_nested_too_deep_to_list_its_errors_is_one_root_violati
     assert schema.validate({"a": 1}) == []
 
 
+HOSTILE_KEY = "\x1b]52;c;aGk=\x07"  # an OSC 52 clipboard write
+
+
+@pytest.mark.parametrize("backend", ["pydantic", "jsonschema"])
+def test_what_the_model_wrote_reaches_violation_text_only_escaped(backend: str) -> None:
+    # jsonschema-rs quotes the offending value and pydantic's location names the offending key: a terminal
+    # showing a ResponseValidationError (or a log of validation_errors) acted on the escapes they carried.
+    schema = ResponseSchema.of(Order if backend == "pydantic" else ORDER_SCHEMA)
+    value = {"id": "\x9b2J\u202e", "items": [], HOSTILE_KEY: 1}
+    violations = schema.validate(value)
+    assert {v.path for v in violations} >= ({"/id", "/" + HOSTILE_KEY} if backend == "pydantic" else {"/id"})
+    for violation in violations:
+        assert violation.message.isprintable()
+        assert str(violation).isprintable()
+    shown = " ".join(str(v) for v in violations)
+    assert ("\\x1b]52" in shown) == (backend == "pydantic" or "was unexpected" in shown)
+    if backend == "jsonschema":
+        assert '"\\x9b2J\\u202e" is not of type "integer"' in shown
+    assert str(SchemaViolation("/a\tb", "line\nbreak")) == "/a\\tb: line\\nbreak"
+
+
 def test_violation_text() -> None:
     assert str(SchemaViolation("/items/0/name", "Input should be a valid string")) == (
         "/items/0/name: Input should be a valid string"

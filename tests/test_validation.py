@@ -325,6 +325,35 @@ async def test_tool_arguments_are_parsed_as_strictly_as_answers(
     assert "null" not in feedback
 
 
+@pytest.mark.parametrize("on_failure", ["raise", "return"])
+async def test_violations_show_what_the_model_wrote_escaped(
+    on_failure: Literal["raise", "return"],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The answer's escapes reached str(ResponseValidationError) and validation_errors as they were: printed or
+    # logged, an OSC 52 clipboard write or a screen clear in a string the model wrote acted on the terminal.
+    hostile = "\x1b]52;c;aGk=\x07\x9b2J\u202e"
+    fake_openai_server.enqueue(FakeReply.json({"id": 1, "priority": hostile, "summary": "x", hostile: 2}))
+    client = reliable(
+        make_openai_client(), validation=ValidationPolicy(schema=TICKET_SCHEMA, reask=0, on_failure=on_failure)
+    )
+    if on_failure == "raise":
+        with pytest.raises(ResponseValidationError) as caught:
+            await client.create(ASK)
+        shown, errors = str(caught.value), caught.value.errors
+        assert json.loads(caught.value.raw)["priority"] == hostile  # the raw answer is kept as the model wrote it
+    else:
+        result = await client.create(ASK)
+        assert isinstance(result, CheckedCreateResult)
+        errors = result.validation_errors
+        shown = "; ".join(str(error) for error in errors)
+    assert shown.isprintable()
+    assert all(error.message.isprintable() for error in errors)
+    assert "/priority: " in shown
+    assert "\\x9b2J\\u202e" in shown
+
+
 async def book(start: datetime, day: date) -> str:
     """Book a meeting."""
     return f"booked for {start.isoformat()} on {day.isoformat()}"

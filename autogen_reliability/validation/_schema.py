@@ -44,7 +44,7 @@ import jsonschema_rs
 import pydantic
 from pydantic import BaseModel
 
-from autogen_reliability._errors import ConfigurationError, SchemaViolation
+from autogen_reliability._errors import ConfigurationError, SchemaViolation, printable
 from autogen_reliability.providers import strict_json_schema
 
 __all__ = ["ResponseSchema", "SchemaViolation"]
@@ -63,7 +63,9 @@ def _pointer(segments: Sequence[str | int]) -> str:
 
 
 def _concise(message: str) -> str:
-    # jsonschema-rs quotes the offending value in full; a 1 MB string would make a 1 MB message.
+    # jsonschema-rs quotes the offending value (or key) as the model wrote it, escape sequences and all; and in
+    # full: a 1 MB string would make a 1 MB message.
+    message = printable(message)
     if len(message) <= _MESSAGE_LIMIT:
         return message
     half = (_MESSAGE_LIMIT - 5) // 2
