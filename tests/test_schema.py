@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import enum
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -106,6 +110,39 @@ def test_pydantic_validates_in_lax_mode() -> None:
     # As pydantic does from JSON by default: a numeric string is an int.
     assert ResponseSchema.of(Order).validate({"id": "7", "items": []}) == []
     assert ResponseSchema.of(ORDER_SCHEMA).validate({"id": "7", "items": []}) != []
+
+
+class StrictTypes(BaseModel):
+    model_config = ConfigDict(strict=True)
+    at: datetime
+    day: date
+    id: uuid.UUID
+    colour: Colour
+    pair: tuple[int, int]
+    amount: Decimal
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def test_a_strict_model_validates_the_value_as_the_json_it_came_from() -> None:
+    # In strict mode pydantic takes these from JSON text, as AssistantAgent parses the answer, not from the
+    # Python str and list json.loads makes: every valid answer was refused ("Input should be a valid date").
+    value = {
+        "at": "2024-06-01T10:00:00Z",
+        "day": "2024-06-01",
+        "id": "12345678-1234-5678-1234-567812345678",
+        "colour": "red",
+        "pair": [1, 2],
+        "amount": "1.50",
+    }
+    schema = ResponseSchema.of(StrictTypes)
+    assert schema.validate(value) == []
+    assert [str(v) for v in schema.validate({**value, "day": "June", "pair": [1]})] == [
+        "/day: Input should be a valid date in the format YYYY-MM-DD, input is too short",
+        "/pair: Field required",  # the missing second item, located at the tuple
+    ]
 
 
 def test_pydantic_union_member_names_are_not_part_of_the_path() -> None:

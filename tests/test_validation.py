@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import subprocess
@@ -15,7 +16,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from autogen_core.tools import ToolSchema
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from autogen_reliability import (
     AttemptEvent,
@@ -34,6 +35,11 @@ from autogen_reliability.validation._policy import MAX_REASK_FEEDBACK_CHARS
 from .conftest import OpenAIClientFactory
 
 ASK = [UserMessage(content="Describe the ticket as JSON.", source="user")]
+
+
+class Priority(enum.Enum):
+    LOW = "low"
+    HIGH = "high"
 
 
 class Ticket(BaseModel):
@@ -173,6 +179,34 @@ async def test_structured_output_agent_gets_an_object_from_prose_wrapped_json(
     assert body is not None
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["name"] == "Ticket"
+
+
+class Meeting(BaseModel):
+    model_config = ConfigDict(strict=True)
+    start: datetime
+    day: date
+    priority: Priority
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_strict_model_takes_the_json_its_agent_takes(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A strict model takes "2024-06-01" for a date from JSON (as AssistantAgent parses the answer) but not from
+    # a Python str: validated as Python, every valid answer was refused, re-asked and paid for, and the call
+    # failed with ResponseValidationError ("/day: Input should be a valid date").
+    meeting = {"start": "2024-06-01T10:00:00Z", "day": "2024-06-01", "priority": "high"}
+    fake_openai_server.enqueue(FakeReply.text(f"Booked: {json.dumps(meeting)}"))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=Meeting, reask=0))
+    assert json.loads(str((await call(client, mode)).content)) == meeting
+    fake_openai_server.enqueue(FakeReply.json(meeting))
+    agent = AssistantAgent("planner", model_client=reliable(make_openai_client()), output_content_type=Meeting)
+    final = (await agent.run(task="Plan it.")).messages[-1]
+    assert isinstance(final, StructuredMessage)
+    assert final.content == Meeting.model_validate_json(json.dumps(meeting))
+    fake_openai_server.enqueue(FakeReply.json({**meeting, "day": "June 1st"}))
+    with pytest.raises(ResponseValidationError, match="/day: Input should be a valid date"):
+        await call(client, mode)
 
 
 async def test_without_the_wrapper_the_sdk_rejects_the_same_answer(

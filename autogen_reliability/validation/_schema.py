@@ -9,7 +9,9 @@ Two backends, one result type
     * A pydantic model validates through pydantic itself (``model_validate``, in
       pydantic's default lax mode: ``"42"`` is accepted for an ``int`` field, as
       it would be from JSON), so validators, aliases and defaults behave as the
-      caller wrote them.
+      caller wrote them. A value that fails is judged again as the JSON it came
+      from (``model_validate_json``, as AutoGen parses the answer): in strict
+      mode, pydantic takes a date or a UUID from a JSON string, not from a str.
     * A JSON Schema (a dict) validates with `jsonschema-rs`_ as Draft 2020-12,
       with ``format`` checked (``"email"``, ``"date"``, ...; the specification
       leaves format checking off by default, which would let such values pass).
@@ -303,12 +305,7 @@ class ResponseSchema:
             try:
                 self.model.model_validate(value)
             except pydantic.ValidationError as exc:
-                return [
-                    SchemaViolation(
-                        _pointer(_instance_location(value, error["loc"], error["type"])), _concise(error["msg"])
-                    )
-                    for error in exc.errors(include_url=False, include_context=False, include_input=False)
-                ]
+                return self._json_violations(value, exc)
             return []
         assert self._validator is not None
         if self._validator.is_valid(value):
@@ -322,6 +319,28 @@ class ResponseSchema:
             # down ("Recursion limit reached"): the value is invalid all the same, which is what a re-ask needs.
             violations.append(SchemaViolation("", _TOO_DEEP_TO_LIST))
         return violations
+
+    def _json_violations(self, value: Any, failure: pydantic.ValidationError) -> list[SchemaViolation]:
+        """The violations of ``value``, which failed as a Python value, judged as the JSON it came from.
+
+        The answer reaches the agent as JSON text, which AutoGen parses with ``model_validate_json``; in strict
+        mode (``ConfigDict(strict=True)``, ``Field(strict=True)``) pydantic takes a date, a datetime, a UUID,
+        an enum member, a tuple or a Decimal from JSON but not from the str or list ``json.loads`` makes of it.
+        Python first, as it is the faster for the valid answers that are most; JSON only when that failed.
+        """
+        assert self.model is not None
+        try:
+            self.model.model_validate_json(json.dumps(value, ensure_ascii=False, allow_nan=False))
+        except pydantic.ValidationError as exc:
+            failure = exc
+        except (TypeError, ValueError, RecursionError):
+            pass  # not a JSON value (a set, NaN): the Python judgment stands
+        else:
+            return []
+        return [
+            SchemaViolation(_pointer(_instance_location(value, error["loc"], error["type"])), _concise(error["msg"]))
+            for error in failure.errors(include_url=False, include_context=False, include_input=False)
+        ]
 
     def response_format(self) -> dict[str, Any]:
         """The OpenAI ``response_format`` that asks the model for this schema (a fresh copy each call).
