@@ -301,6 +301,20 @@ async def test_unknown_tool_names_are_failures(
     )
 
 
+@pytest.mark.parametrize("schema", [None, TICKET_SCHEMA], ids=["no-schema", "schema"])
+async def test_a_tool_call_when_no_tool_was_offered_is_a_failure(
+    schema: dict[str, Any] | None, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Tool calls must name an offered tool: with none offered, any call was handed on unchecked, even in
+    # place of the JSON answer a schema asked for.
+    fake_openai_server.enqueue(FakeReply.tool_calls([("delete_everything", {"path": "/"})]), FakeReply.json(TICKET))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=schema))
+    assert json.loads(str((await client.create(ASK)).content)) == TICKET
+    feedback = fake_openai_server.requests[1].messages[-1]
+    assert feedback["role"] == "tool"
+    assert "/tool_calls/0: there is no tool named 'delete_everything' (tools: none)" in feedback["content"]
+
+
 async def test_tool_arguments_that_are_not_json_are_failures(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -247,7 +247,8 @@ class ValidationLayer(Layer):
         schema = policy.compiled_schema
         if schema is None and model is not None:
             schema = ResponseSchema.of(model)
-        tools = _tool_parameters(request.tools) if policy.validate_tool_calls and request.tools else None
+        # With no tool offered, every call names a tool that was not: {} (not None) so that it is refused.
+        tools = _tool_parameters(request.tools) if policy.validate_tool_calls else None
         return AnswerCheck(policy, schema, expects_json=schema is not None or json_output is True, tools=tools)
 
     def _prepare(self, request: Request, check: AnswerCheck) -> Request:

@@ -70,7 +70,7 @@ class ValidationPolicy:
             unless one is given here.
         reask: How many times an invalid answer is re-asked (0 to 5).
         validate_tool_calls: Tool calls must name an offered tool, with arguments
-            matching its parameters schema.
+            matching its parameters schema; when no tool was offered, every call is refused.
         max_response_chars: Longer text answers fail without being parsed.
         on_failure: ``"raise"`` :class:`ResponseValidationError`, or ``"return"``
             the last answer unmodified, its violations in ``validation_errors``.
