@@ -963,7 +963,9 @@ async def test_a_cached_answer_is_recorded_as_a_cache_hit(ledger: Ledger) -> Non
     scripted = CreateResult(finish_reason="stop", content="from cache", usage=RequestUsage(40, 3), cached=True)
     await reliable(ScriptedChatCompletionClient([scripted]), recorder=ledger[1]).create(HI)
     (row,) = ledger_rows(ledger)
-    assert (row.cache_hit, row.cost_nanousd, row.response_model) == (True, 0, None)
+    assert (row.cache_hit, row.cost_nanousd, row.price_source, row.response_model) == (True, 0, "cache", None)
+    # No request was sent: no cost, and the tokens of the answer replayed, as docs/accounting.md says.
+    assert (row.prompt_tokens, row.completion_tokens, row.tokens_estimated) == (40, 3, False)
 
 
 async def test_a_text_message_from_a_scripted_agent_carries_its_usage() -> None:
