@@ -49,8 +49,10 @@ from autogen_reliability.retry import (
     set_on_retry_hooks,
     set_testing,
 )
+from autogen_reliability.retry import _budget as retry_budget
 from autogen_reliability.retry import _layer as retry_layer
 from autogen_reliability.retry import _policy as retry_policy
+from autogen_reliability.retry._classify import RETRYABLE_BY_DEFAULT
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
@@ -480,6 +482,49 @@ async def test_a_wrapped_client_whose_fallbacks_all_failed_goes_to_the_next_fall
     inner_failure, last = caught.value.exceptions
     assert isinstance(inner_failure, AllClientsFailedError)
     assert isinstance(last, RetriesExhaustedError)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_open_circuit_is_not_retried_even_with_unknown_in_retry_on(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A CircuitOpenError is the breaker giving up, as a RetriesExhaustedError is the retries: classified UNKNOWN,
+    # it was retried by a policy that retries UNKNOWN, each retry a wait and a retry-budget token for no request,
+    # and the call ended in RetriesExhaustedError counting attempts that were never sent.
+    fake_openai_server.default = FakeReply.error(503)
+    budget = RetryBudget(ratio=0.0, min_per_second=0.0, capacity=5)
+    policy = fake_time.policy(max_attempts=4, retry_on=RETRYABLE_BY_DEFAULT | {ErrorKind.UNKNOWN}, budget=budget)
+    circuit = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=1.0, open_for=60, clock=fake_time.clock)
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=policy, circuit=circuit, on_retry=events.append, track_usage=False)
+    with pytest.raises(CircuitOpenError):  # two 503s open the circuit; the third attempt meets it
+        await call(client, mode)
+    assert fake_openai_server.request_count == 2
+    assert [event.error_kind for event in events] == [ErrorKind.OVERLOADED] * 2
+    assert len(fake_time.slept) == 2
+    events.clear()
+    with pytest.raises(CircuitOpenError):  # open from the start: fails at once
+        await call(client, mode)
+    assert (events, len(fake_time.slept), fake_openai_server.request_count) == ([], 2, 2)
+    state = retry_budget.budget_for(client.inner, budget, fake_time.clock)
+    assert state.tokens == 3  # the two retries that were sent, no more
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wrapped_client_whose_fallbacks_all_failed_is_not_retried_with_unknown_in_retry_on(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Its AllClientsFailedError says it and its fallbacks gave up: retrying it ran the whole inner chain again.
+    fake_openai_server.default = FakeReply.error(503)
+    once = RetryPolicy(max_attempts=1)
+    wrapped = reliable(make_openai_client(), retry=once, fallbacks=[make_openai_client(model="o3")])
+    policy = fake_time.policy(max_attempts=3, retry_on=RETRYABLE_BY_DEFAULT | {ErrorKind.UNKNOWN})
+    events: list[RetryEvent] = []
+    nested = ReliableChatCompletionClient(wrapped, retry=policy, on_retry=events.append, track_usage=False)
+    with pytest.raises(AllClientsFailedError):
+        await call(nested, mode)
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "o3"]
+    assert (events, fake_time.slept) == ([], [])
 
 
 async def test_a_bad_request_does_not_go_to_a_fallback(

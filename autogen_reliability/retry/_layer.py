@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from contextlib import aclosing
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from autogen_core.models import CreateResult
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
@@ -75,10 +75,15 @@ _NO_WAIT = wait_none()
 # :class:`~autogen_reliability.AllClientsFailedError` carries each one's error.
 
 
+# A client that gave up: its retries (a wrapped client's RetriesExhaustedError), its circuit breaker, or it and each
+# of its own fallbacks (a wrapped client's AllClientsFailedError). Never retried, always a reason to ask the next.
+_GAVE_UP: Final = (RetriesExhaustedError, CircuitOpenError, AllClientsFailedError)
+
+
 def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bool:
     """Whether ``error`` from one client is a reason to ask the next."""
-    if isinstance(error, RetriesExhaustedError | CircuitOpenError | AllClientsFailedError):
-        return True  # given up; an AllClientsFailedError: a wrapped client and each of its own fallbacks did
+    if isinstance(error, _GAVE_UP):
+        return True
     if not isinstance(error, Exception):
         return False  # cancellation and interpreter exits are never redirected
     kind = classify_error(error)
@@ -167,8 +172,9 @@ class _RetryRun:
     def should_retry(self, error: BaseException) -> bool:
         kind = classify_error(error)
         self.kinds.append(kind)
-        if kind not in self.policy.retry_on or isinstance(error, RetriesExhaustedError):
-            # A wrapped client's RetriesExhaustedError: it retried as its own policy allows, and gave up.
+        if kind not in self.policy.retry_on or isinstance(error, _GAVE_UP):
+            # Given up already: a wrapped client retried as its own policy allows (or asked its fallbacks too), or
+            # the circuit is open. Their kinds (UNKNOWN, say) may be in retry_on; a retry would only repeat that.
             return False
         # A server that asks for a longer wait than we accept gets its answer at once.
         asked = retry_after(error) if self.policy.respect_retry_after else None

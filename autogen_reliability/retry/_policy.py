@@ -184,7 +184,8 @@ class RetryPolicy:
             at once instead of a long sleep.
         retry_on: The error kinds that are retried. Kinds that can never succeed
             on a retry (bad request, authentication, permission, not found,
-            context length, cancellation) are refused.
+            context length, cancellation) are refused. An open circuit, and a
+            wrapped client that gave up, are never retried, whatever this holds.
         budget: The retry budget shared by every wrapper of the same provider
             client; ``None`` turns it off.
         clock: Seconds on a monotonic clock: the deadline, the budget's refill
