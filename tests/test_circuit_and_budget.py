@@ -62,6 +62,22 @@ def test_opens_once_the_failure_rate_is_reached_over_the_minimum_calls() -> None
         circuit.acquire()
 
 
+@pytest.mark.parametrize(("failure_rate", "window", "failures"), [(0.07, 100, 7), (0.28, 25, 7), (0.55, 100, 55)])
+def test_opens_when_the_share_of_failures_is_exactly_the_rate(failure_rate: float, window: int, failures: int) -> None:
+    # 55 failures of 100 are 55 %: compared as failures >= 0.55 * 100, a float product of 55.00000000000001, the
+    # circuit stayed closed at exactly the rate it was given.
+    circuit = breaker(Clock(), window=window, minimum_calls=window, failure_rate=failure_rate)
+    for n in range(window):
+        circuit.acquire()
+        circuit.record(n < failures)
+    assert state(circuit) == "open"
+    circuit = breaker(Clock(), window=window, minimum_calls=window, failure_rate=failure_rate)
+    for n in range(window):
+        circuit.acquire()
+        circuit.record(n < failures - 1)
+    assert state(circuit) == "closed"  # one failure fewer is below the rate
+
+
 def test_outcomes_that_say_nothing_about_the_provider_are_not_counted() -> None:
     circuit = breaker(Clock(), window=4, minimum_calls=2, failure_rate=0.5)
     for _ in range(10):

@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from fractions import Fraction
 from typing import Any, Literal
 
 from autogen_core.models import ChatCompletionClient
@@ -112,6 +113,10 @@ class CircuitBreaker:
         self.name = name
         self._clock = clock if clock is not None else policy.clock
         self._open_for = as_seconds("open_for", policy.open_for)
+        # The rate as the decimal it was written as (0.55 is 55/100), compared in integers: failures >= 0.55 * 100
+        # in floats is 55 >= 55.00000000000001, and the circuit would stay closed at exactly its rate.
+        rate = Fraction(str(policy.failure_rate))
+        self._rate_numerator, self._rate_denominator = rate.numerator, rate.denominator
         self._outcomes: deque[bool] = deque(maxlen=policy.window)  # True = failure
         self._state: CircuitState = "closed"
         self._opened_at = 0.0
@@ -175,7 +180,7 @@ class CircuitBreaker:
             self._outcomes.append(failure)
             if len(self._outcomes) >= self.policy.minimum_calls:
                 failures = sum(self._outcomes)
-                if failures >= self.policy.failure_rate * len(self._outcomes):
+                if failures * self._rate_denominator >= self._rate_numerator * len(self._outcomes):
                     self._open()
 
     def _open(self) -> None:
