@@ -42,7 +42,6 @@ from .budget._policy import BudgetPolicy
 from .providers import api_key_of, attach_usage_tap, inner_client, innermost, switch_off_sdk_retries
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
-from .retry._classify import RETRYABLE_BY_DEFAULT
 from .retry._policy import RetryObserver, RetryPolicy
 from .validation._policy import ValidationPolicy
 from .validation._sanitize_policy import SanitizePolicy
@@ -288,7 +287,7 @@ def _fallback(settings: _Settings, observers: Sequence[AttemptObserver]) -> Fall
     from .retry._layer import FallbackLayer  # noqa: PLC0415
 
     fallbacks = [_pipeline(fallback, settings, observers, primary=False) for fallback in settings.fallbacks]
-    retry_on = settings.retry.retry_on if settings.retry is not None else RETRYABLE_BY_DEFAULT
+    retry_on = settings.retry.retry_on if settings.retry is not None else frozenset()
     return FallbackLayer(fallbacks, retry_on)
 
 

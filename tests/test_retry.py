@@ -527,6 +527,27 @@ async def test_a_wrapped_client_whose_fallbacks_all_failed_is_not_retried_with_u
     assert (events, fake_time.slept) == ([], [])
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "retry",
+    [
+        pytest.param(None, id="retry-off"),
+        pytest.param(RetryPolicy(retry_on=frozenset()), id="retry-on-nothing"),
+        pytest.param(RetryPolicy(retry_on=frozenset({ErrorKind.RATE_LIMIT})), id="retry-on-rate-limits-only"),
+    ],
+)
+async def test_a_transient_error_the_policy_does_not_retry_goes_to_the_fallback(
+    mode: Mode, retry: RetryPolicy | None, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A provider that is down, on a client told not to retry that: straight to the next client. Only retry=None did;
+    # a retry_on without OVERLOADED raised the 503 and never asked the fallback.
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("from the fallback"))
+    client = reliable(make_openai_client(), retry=retry, fallbacks=[make_openai_client(model="gpt-4.1")])
+    result = await call(client, mode)
+    assert result.content == "from the fallback"
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "gpt-4.1"]
+
+
 async def test_a_bad_request_does_not_go_to_a_fallback(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -45,7 +45,7 @@ from .._redaction import log_failure, redact, redacted_error
 from ..providers import describe_client
 from ._budget import RetryBudgetState
 from ._circuit import CircuitBreaker, counts_as_failure
-from ._classify import ErrorKind, classify_error, retry_after
+from ._classify import RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
 from ._policy import (
     RetryEvent,
     RetryObserver,
@@ -68,8 +68,10 @@ _NO_WAIT = wait_none()
 #
 # The primary and each fallback run their own retry and circuit-breaker layers,
 # so a fallback is tried only once the client before it has *given up*: its
-# retries are exhausted, its circuit is open, or the error is one that another
-# model may not have (the context is too long for it). Any other error — a bad
+# retries are exhausted, its circuit is open, it raised a transient error it did
+# not retry (its policy's retry_on leaves that kind out, or the server asked for a
+# longer wait than it accepts), or the error is one that another model may not
+# have (the context is too long for it). Any other error — a bad
 # request, a failed authentication, a cancellation — is raised as it is: another
 # client would not fix it. When every client failed,
 # :class:`~autogen_reliability.AllClientsFailedError` carries each one's error.
@@ -81,13 +83,18 @@ _GAVE_UP: Final = (RetriesExhaustedError, CircuitOpenError, AllClientsFailedErro
 
 
 def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bool:
-    """Whether ``error`` from one client is a reason to ask the next."""
+    """Whether ``error`` from one client is a reason to ask the next.
+
+    ``retry_on``: the kinds that say a client is failing, not the request: the transient kinds and those its
+    retry policy retries (see :class:`FallbackLayer`).
+    """
     if isinstance(error, _GAVE_UP):
         return True
     if not isinstance(error, Exception):
         return False  # cancellation and interpreter exits are never redirected
     kind = classify_error(error)
-    # A retryable kind that was not retried (e.g. Retry-After longer than we accept) counts as given up.
+    # A transient or retried kind that was not retried (left out of retry_on, a Retry-After longer than we accept)
+    # counts as given up.
     return kind is ErrorKind.CONTEXT_LENGTH or kind in retry_on
 
 
@@ -97,11 +104,17 @@ def _keepable(error: Exception) -> Exception:
 
 
 class FallbackLayer(Layer):
-    """Sends a call to the next pipeline when the one before it gave up."""
+    """Sends a call to the next pipeline when the one before it gave up.
+
+    ``retry_on`` is the primary's retry policy's: a kind it retries, and every transient kind whether it retries
+    it or not, is a reason to ask the next client once the primary raises it.
+    """
 
     def __init__(self, fallbacks: Sequence[Pipeline], retry_on: frozenset[ErrorKind]) -> None:
         self.fallbacks = tuple(fallbacks)
-        self.retry_on = retry_on
+        # A policy that does not retry 503s (retry_on without OVERLOADED) still has a provider that is down: as with
+        # retry=None, that is what fallbacks are for. Joined once here, not per call.
+        self.retry_on = RETRYABLE_BY_DEFAULT | retry_on
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         errors: list[Exception] = []
