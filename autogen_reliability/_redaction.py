@@ -247,15 +247,23 @@ def redacted_error(error: _E) -> _E:
     same fields: strings, dicts and lists redacted, an httpx(2) request re-built
     without its ``Authorization`` header, an httpx(2) response re-built with a
     redacted body. Its ``__cause__`` chain is copied likewise (5 links at
-    most); it has no ``__context__`` and no traceback, whose frames would hold
-    the SDK's locals.
+    most), and so are the members of an exception group; it has no
+    ``__context__`` and no traceback, whose frames would hold the SDK's locals.
     """
     return _copy(error, _CHAIN_LIMIT)
 
 
 def _copy(error: _E, depth: int) -> _E:
-    clone = type(error).__new__(type(error))
-    clone.args = tuple(_scrub(arg) for arg in error.args)
+    clone: _E
+    if isinstance(error, BaseExceptionGroup):
+        # A group is made by __new__ from its message and members (it takes no fewer), each member copied likewise.
+        message = redact(error.message, limit=_COPY_LIMIT)
+        members = [_copy(member, depth) for member in error.exceptions]
+        clone = type(error).__new__(type(error), message, members)
+        clone.args = (message, members)
+    else:
+        clone = type(error).__new__(type(error))
+        clone.args = tuple(_scrub(arg) for arg in error.args)
     state = getattr(error, "__dict__", None)
     if state is not None:
         clone.__dict__.update({name: _scrub(value) for name, value in state.items()})

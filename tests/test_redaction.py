@@ -11,13 +11,14 @@ import openai
 import pytest
 from autogen_core.models import UserMessage
 
-from autogen_reliability import AllClientsFailedError, RetriesExhaustedError, RetryPolicy, reliable
+from autogen_reliability import AllClientsFailedError, ErrorKind, RetriesExhaustedError, RetryPolicy, reliable
 from autogen_reliability._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from autogen_reliability._redaction import redact, remember_secret
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.retry import RetryEvent
+from autogen_reliability.retry._classify import RETRYABLE_BY_DEFAULT
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory
 
@@ -135,6 +136,29 @@ async def test_errors_gathered_from_every_client_carry_no_key(
         await client.create(HI)
     assert isinstance(caught.value.exceptions[1], openai.RateLimitError)
     assert_no_key("".join(traceback.format_exception(caught.value)))
+
+
+def _group() -> ExceptionGroup[Exception]:
+    # What a client that races or fans out requests in a TaskGroup raises: classified UNKNOWN.
+    return ExceptionGroup(f"requests failed for {KEY}", [ValueError(f"Incorrect API key provided: {KEY}.")])
+
+
+async def test_an_exception_group_that_is_retried_is_kept_redacted_and_goes_to_the_fallback() -> None:
+    # Copying a group to redact it called ExceptionGroup.__new__ without its arguments: a TypeError replaced the
+    # RetriesExhaustedError at the end of the retries, and so the fallback was never asked.
+    retry = RetryPolicy(max_attempts=2, initial_delay=0, retry_on=RETRYABLE_BY_DEFAULT | {ErrorKind.UNKNOWN})
+    failing = ScriptedChatCompletionClient([_group(), _group()])
+    with pytest.raises(RetriesExhaustedError) as exhausted:
+        await reliable(failing, retry=retry, track_usage=False).create(HI)
+    cause = exhausted.value.__cause__
+    assert isinstance(cause, ExceptionGroup)
+    assert [type(member) for member in cause.exceptions] == [ValueError]
+    assert "[REDACTED]" in str(cause.exceptions[0])
+    assert_no_key("".join(traceback.format_exception(exhausted.value)))
+    primary = ScriptedChatCompletionClient([_group(), _group()])
+    fallback = ScriptedChatCompletionClient(["from the fallback"])
+    client = reliable(primary, retry=retry, fallbacks=[fallback], track_usage=False)
+    assert (await client.create(HI)).content == "from the fallback"
 
 
 @pytest.mark.parametrize(
