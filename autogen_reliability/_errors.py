@@ -24,8 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Self
+from decimal import Context, Decimal
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ValidationError
 
@@ -305,10 +305,15 @@ class BudgetExceededError(ReliabilityError):
         )
 
 
+# Money in messages is shown in a context of its own: the caller's (decimal.getcontext(), which an application may
+# have set to a few digits) would round the amount, or refuse to quantize it (InvalidOperation).
+_EXACT_USD: Final = Context(prec=60)
+
+
 def format_usd(amount: Decimal) -> str:
     """An exact amount of USD for a message: cents at least, more digits only where there are more."""
-    cents = amount.quantize(Decimal("0.01"))
-    return f"{cents:f}" if cents == amount else f"{amount.normalize():f}"
+    cents = amount.quantize(Decimal("0.01"), context=_EXACT_USD)
+    return f"{cents:f}" if cents == amount else f"{amount.normalize(_EXACT_USD):f}"
 
 
 def describe_budget_key(scope: str, key: str | None, project: str | None) -> str:

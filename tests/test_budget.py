@@ -10,6 +10,7 @@ written on chosen days and a clock set to those days.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 import logging
 import threading
@@ -664,6 +665,30 @@ def test_money_is_kept_exact() -> None:
     policy = BudgetPolicy(limit_usd="0.000000003", alert_at=(0.5,))
     assert policy.alert_nanousd == (2,)  # spent >= 1.5 nano-USD is spent >= 2
     assert BudgetPolicy(limit_usd=1, alert_at=["0.25", Decimal("0.75")]).alert_at == (Decimal("0.25"), Decimal("0.75"))
+
+
+async def test_money_is_exact_whatever_decimal_context_the_caller_runs_in(
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # An application that sets its own decimal precision (a 4-digit context here) around its calls: the budget's
+    # refusal was decimal.InvalidOperation (the message's cents quantized in 4 digits), not BudgetExceededError,
+    # and its alerts said $1235 for $1234.56789, their thresholds rounded to the same 4 digits.
+    fake_openai_server.default = FakeReply.text("ok", usage=ONE_DOLLAR)
+    pricing = PricingTable({"models": {"gpt-4o-mini": {"input": "1234.56789", "output": "1"}}})
+    alerts: list[BudgetAlert] = []
+    with decimal.localcontext(prec=4):
+        policy = BudgetPolicy(limit_usd="2000.000000001", period=None, alert_at=("0.6172839",), on_alert=alerts.append)
+        assert policy.alert_nanousd == (1234567800001,)  # 0.6172839 x 2000000000001 nano-USD, rounded up
+        client = reliable(make_openai_client(), recorder=ledger[1], pricing=pricing, budget=policy, project="acme")
+        await client.create(HI)
+        await client.create(HI)
+        with pytest.raises(BudgetExceededError) as refused:
+            await client.create(HI)
+        assert str(alerts[0]) == "project 'acme': $1234.56789 spent, 61.72839% or more of $2000.000000001 in all"
+    assert refused.value.spent_usd == Decimal("2469.13578")
+    assert "$2469.13578 spent of $2000.000000001 in all" in str(refused.value)
+    assert [alert.spent_usd for alert in alerts] == [Decimal("1234.56789")]
+    assert fake_openai_server.request_count == 2
 
 
 def test_the_wrapper_refuses_a_bad_budget(ledger: Ledger) -> None:

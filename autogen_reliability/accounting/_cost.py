@@ -36,7 +36,8 @@ MAX_TOKENS: Final = 2**63 - 1
 
 def nanousd_to_usd(nanousd: int | None) -> Decimal:
     """Exact USD of an integer count of nano-USD, the ledger's unit (None, nothing priced: 0)."""
-    return Decimal(nanousd) / _NANO_PER_USD if nanousd else Decimal(0)
+    # In CONTEXT, not the caller's decimal context, which an application may have set to a few digits.
+    return CONTEXT.divide(Decimal(nanousd), _NANO_PER_USD) if nanousd else Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)

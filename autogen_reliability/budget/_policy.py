@@ -32,6 +32,7 @@ from .._errors import (
     shown_number,
 )
 from .._redaction import QUOTED_LIMIT, masked_repr
+from ..accounting._cost import CONTEXT
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
@@ -268,9 +269,13 @@ class BudgetPolicy:
             raise ConfigurationError(f"on_exceed must be 'raise' or 'warn', got {self.on_exceed!r}")
         thresholds = _thresholds(self.alert_at)
         object.__setattr__(self, "alert_at", thresholds)
-        # spent >= fraction * limit, for a whole number spent, is spent >= the ceiling of that product.
+        # spent >= fraction * limit, for a whole number spent, is spent >= the ceiling of that product: exact in
+        # CONTEXT, whatever precision the caller's decimal context has.
+        whole = Decimal(self.limit_nanousd)
         object.__setattr__(
-            self, "alert_nanousd", tuple(math.ceil(fraction * self.limit_nanousd) for fraction in thresholds)
+            self,
+            "alert_nanousd",
+            tuple(math.ceil(CONTEXT.multiply(fraction, whole)) for fraction in thresholds),
         )
         if self.on_alert is not None and not callable(self.on_alert):
             raise ConfigurationError(f"on_alert must be callable or None, got {type(self.on_alert).__name__}")
@@ -386,7 +391,7 @@ class BudgetAlert:
         unpriced = f"; {self.unpriced} unpriced attempt(s) not counted" if self.unpriced else ""
         return (
             f"{describe_budget_key(self.scope, self.key, self.project)}: ${format_usd(self.spent_usd)} spent, "
-            f"{(self.threshold * 100).normalize():f}% or more of ${format_usd(self.limit_usd)} "
+            f"{CONTEXT.multiply(self.threshold, 100).normalize(CONTEXT):f}% or more of ${format_usd(self.limit_usd)} "
             f"{describe_period(self.period, self.period_start)}{unpriced}"
         )
 
