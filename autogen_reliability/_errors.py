@@ -246,16 +246,25 @@ class CircuitOpenError(ReliabilityError):
 
     Attributes:
         client: A short description of the client whose circuit is open.
-        retry_in: Seconds until the circuit lets a probe request through.
+        retry_in: Seconds until the circuit lets a probe request through; 0 while it is half-open and its
+            probes are all in flight (the next is let through when one ends).
+        probes_in_flight: The probe requests under way while half-open (0 while the circuit is open).
     """
 
-    def __init__(self, client: str, retry_in: float, failures: int, window: int) -> None:
+    def __init__(self, client: str, retry_in: float, failures: int, window: int, *, probes_in_flight: int = 0) -> None:
         self.client = client
         self.retry_in = retry_in
-        super().__init__(
-            f"circuit open for {client}: {failures} of the last {window} calls failed; "
-            f"next probe allowed in {retry_in:.1f} s"
-        )
+        self.probes_in_flight = probes_in_flight
+        why = f"{failures} of the last {window} calls failed"
+        if probes_in_flight:
+            # Half-open: "next probe allowed in 0.0 s" would say to try again at once, and that is refused too.
+            message = (
+                f"circuit half-open for {client}: {why}; {probes_in_flight} probe request(s) in flight, "
+                "no other is sent until one ends"
+            )
+        else:
+            message = f"circuit open for {client}: {why}; next probe allowed in {retry_in:.1f} s"
+        super().__init__(message)
 
 
 class BudgetExceededError(ReliabilityError):

@@ -100,8 +100,14 @@ def test_half_open_probe_success_closes_with_a_clean_window() -> None:
     clock.now += 0.1
     assert state(circuit) == "half_open"
     first, second = circuit.acquire(), circuit.acquire()
-    with pytest.raises(CircuitOpenError):
+    with pytest.raises(CircuitOpenError) as caught:
         circuit.acquire()  # only two probes at a time
+    # Not "next probe allowed in 0.0 s", which says to try again at once: that is refused as well.
+    assert str(caught.value) == (
+        "circuit half-open for Fake(model): 2 of the last 2 calls failed; 2 probe request(s) in flight, "
+        "no other is sent until one ends"
+    )
+    assert (caught.value.retry_in, caught.value.probes_in_flight) == (0.0, 2)
     circuit.record(False, first)
     assert state(circuit) == "half_open"
     circuit.record(False, second)

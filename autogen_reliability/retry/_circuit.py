@@ -150,7 +150,13 @@ class CircuitBreaker:
                 self._period += 1
             if self._state == "half_open":
                 if self._probes >= self.policy.half_open_probes:
-                    raise CircuitOpenError(self.name, 0.0, self._failures_when_opened, len(self._outcomes))
+                    raise CircuitOpenError(
+                        self.name,
+                        0.0,
+                        self._failures_when_opened,
+                        len(self._outcomes),
+                        probes_in_flight=self._probes,
+                    )
                 self._probes += 1
                 return self._period
             return None
