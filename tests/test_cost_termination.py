@@ -347,6 +347,7 @@ def test_the_limit_is_exact(given: Any, exact: str) -> None:
         ({"max_cost_usd": 10**400}, "at most 1,000,000,000,000 USD"),
         ({"max_cost_usd": "1e-999999999"}, "nano-USD"),  # refused at once: the conversion would hang
         ({"max_cost_usd": 1, "agents": "bob"}, "collection of agent names"),
+        ({"max_cost_usd": 1, "agents": {"bob": "0.5"}}, "collection of agent names, got dict"),  # not limits per agent
         ({"max_cost_usd": 1, "agents": []}, "at least one agent"),
         ({"max_cost_usd": 1, "agents": ["bob", " "]}, "agents: agent must not be empty"),
         ({"max_cost_usd": 1, "agents": [7]}, "agents: agent must be a string"),

@@ -549,6 +549,7 @@ def test_a_websocket_with_a_bad_header_is_closed_before_it_is_accepted(
         ({"tags_header": ""}, "tags_header must be an HTTP header name"),
         ({"agent_header": "x-project-id"}, "two options name the same header"),
         ({"projects": "acme"}, "projects must be a collection"),
+        ({"projects": {"acme": "gold"}}, "projects must be a collection"),  # a mapping, taken for its keys
         ({"projects": []}, "projects is empty"),
         ({"projects": ["acme", "acme support"]}, "a project of projects 'acme support' has ' '"),
         ({"projects": ["acme"], "default_project": "other"}, "default_project 'other' is not in projects"),
@@ -559,6 +560,7 @@ def test_a_websocket_with_a_bad_header_is_closed_before_it_is_accepted(
         ({"generate_session": 1}, "generate_session must be True or False"),
         ({"session_header": None}, "generate_session needs a session_header"),
         ({"exempt_paths": "/healthz"}, "exempt_paths must be a collection"),
+        ({"exempt_paths": {"/healthz": True}}, "exempt_paths must be a collection"),
         ({"exempt_paths": ["healthz"]}, "an exempt path must start with /"),
     ],
 )

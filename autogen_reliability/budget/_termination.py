@@ -99,7 +99,8 @@ class CostTerminationConfig(ComponentConfig):
 def _agents(value: object) -> tuple[str, ...] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, Collection):
+    if isinstance(value, str | Mapping) or not isinstance(value, Collection):
+        # A mapping would be taken for its keys: {"writer": 0.5} reads as a limit per agent, which this is not.
         raise ConfigurationError(f"agents must be a collection of agent names, got {type(value).__name__}")
     names = tuple(dict.fromkeys(cast("Collection[object]", value)))
     if not names:

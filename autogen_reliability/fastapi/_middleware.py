@@ -234,7 +234,7 @@ class UsageContextMiddleware:
         self._names: dict[bytes, str] = {key: str(names[option]) for option, key in keys.items() if key is not None}
 
         if projects is not None:
-            if isinstance(projects, str) or not isinstance(projects, Collection):
+            if isinstance(projects, str | Mapping) or not isinstance(projects, Collection):
                 raise ConfigurationError(f"projects must be a collection of project names or None, got {projects!r}")
             if not projects:
                 raise ConfigurationError("projects is empty, which would refuse every project; None allows any")
@@ -254,7 +254,7 @@ class UsageContextMiddleware:
         if generate_session and self._session_key is None:
             raise ConfigurationError("generate_session needs a session_header to return the id in; or pass False")
 
-        if isinstance(exempt_paths, str) or not isinstance(exempt_paths, Collection):
+        if isinstance(exempt_paths, str | Mapping) or not isinstance(exempt_paths, Collection):
             raise ConfigurationError(f"exempt_paths must be a collection of paths, got {exempt_paths!r}")
         for path in exempt_paths:
             if not isinstance(path, str) or not path.startswith("/"):
