@@ -99,7 +99,9 @@ def _wrap_client(
     bound: ReliableOptions = {**options, "agent": agent} if agent is not None else options
     if isinstance(client, ReliableChatCompletionClient):
         current: dict[str, Any] = dict(client.options)
-        if all(current.get(name) == value for name, value in bound.items()):
+        # An option left out is not an option given as None: retry, circuit, sanitize and budget are on by
+        # default and None switches them off, so only an option given with the same value is "unchanged".
+        if all(name in current and current[name] == value for name, value in bound.items()):
             return client
         return client.with_options(**bound)
     return ReliableChatCompletionClient(client, **bound)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent, UserProxyAgent
 from autogen_agentchat.conditions import MaxMessageTermination
@@ -9,7 +11,14 @@ from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swar
 from autogen_core.models import ChatCompletionClient, ModelInfo
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability import ConfigurationError, ReliableChatCompletionClient, reliable
+from autogen_reliability import (
+    BudgetPolicy,
+    ConfigurationError,
+    ReliableChatCompletionClient,
+    ReliableOptions,
+    configure,
+    reliable,
+)
 
 
 def client_of(agent: object) -> ChatCompletionClient:
@@ -142,3 +151,29 @@ async def test_decorates_an_async_factory() -> None:
     assert isinstance(client, ReliableChatCompletionClient)
     assert client.attribution.tags == {"env": "test"}
     assert isinstance(client.inner, ReplayChatCompletionClient)
+
+
+@pytest.mark.parametrize("option", ["retry", "circuit", "sanitize", "budget"])
+def test_rewrapping_with_none_switches_a_default_policy_off(option: str) -> None:
+    # None is a value for these options ("off"), not "unchanged": a wrapper built without the option has
+    # the default policy on, and reliable(wrapper, retry=None) must not hand that same wrapper back.
+    inner = ReplayChatCompletionClient(["x"])
+    if option == "budget":  # the process's default budget is the one a wrapper without budget= has
+        configure(budget=BudgetPolicy(limit_usd=5))
+        try:
+            once = reliable(inner, project="acme")
+        finally:
+            configure(budget=None)
+    else:
+        once = reliable(inner, project="acme")
+    assert getattr(once._settings, option) is not None
+    switched_off = cast(ReliableOptions, {option: None})
+    off = reliable(once, **switched_off)
+    assert off is not once
+    assert off.inner is inner
+    assert getattr(off._settings, option) is None
+    assert cast(dict[str, object], off.options)[option] is None
+    agent = AssistantAgent("writer", model_client=once)
+    reliable(agent, **switched_off)
+    assert getattr(wrapped(agent)._settings, option) is None
+    assert reliable(off, **switched_off) is off  # the same options again: the same wrapper
