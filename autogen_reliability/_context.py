@@ -12,6 +12,9 @@ most specific winning field by field:
    runs inside an agent runtime handler (a team) and nothing else named it.
 
 Tags are merged rather than replaced: scope tags are laid over the wrapper's.
+A wrapper whose client is itself wrapped (a wrapped fallback, or one under
+AutoGen's ``ChatCompletionCache``) hands its call's attribution down to it as
+an active scope would be (:func:`hand_down`).
 
 Example:
     >>> from autogen_reliability import usage_scope
@@ -24,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
@@ -147,6 +150,22 @@ def resolve_attribution(bound: Attribution) -> Attribution:
     return resolved
 
 
+def hand_down(attribution: Attribution) -> Token[_Entry]:
+    """Makes ``attribution`` current for a call a wrapper makes on a wrapped client; undo with :func:`take_back`.
+
+    The wrapped client (our wrapper, or one under AutoGen's cache) resolves its own calls' attribution,
+    and records their rows: it must see the outer call's (its scope over the outer wrapper's bound
+    project, agent and tags) as it sees an active scope, over its own defaults. Set and reset within one
+    step of one task, never across a ``yield``.
+    """
+    return _current.set(_Entry(attribution, None, _current.get()))
+
+
+def take_back(token: Token[_Entry]) -> None:
+    """Undoes :func:`hand_down`, in the context that called it."""
+    _current.reset(token)
+
+
 def _agent_from_runtime() -> str | None:
     """The calling agent's name when the call runs inside an AutoGen runtime handler.
 
@@ -207,7 +226,7 @@ class _UsageScope:
             return
         rebuilt = entry.outer if entry.outer is not None else _OUTSIDE
         for inner in reversed(covering):
-            if inner.scope is None:  # pragma: no cover - only the bottom entry has no scope
+            if inner.scope is None:  # the bottom entry, or an outer call's attribution handed down
                 continue
             rebuilt = _Entry(inner.scope.attribution.over(rebuilt.attribution), inner.scope, rebuilt)
         _current.set(rebuilt)

@@ -49,7 +49,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from ._context import Attribution
+from ._context import Attribution, hand_down, take_back
 from ._errors import IncompleteStreamError
 from ._ids import time_ordered_uuid
 from ._redaction import log_failure
@@ -363,8 +363,10 @@ class Pipeline:
         self.layers = tuple(layers)
         """The layers, outermost first."""
         self._observers = tuple(observers)
-        create: CreateHandler = self._attempt_create
-        stream: StreamHandler = self._attempt_stream
+        # On a wrapped client the attempt hands the call's attribution down (chosen here: a provider
+        # client's attempt pays nothing for it).
+        create: CreateHandler = self._attempt_create_on_wrapper if on_wrapper else self._attempt_create
+        stream: StreamHandler = self._attempt_stream_on_wrapper if on_wrapper else self._attempt_stream
         for layer in reversed(layers):
             create = partial(layer.create, call_next=create)
             stream = partial(layer.create_stream, call_next=stream)
@@ -478,6 +480,29 @@ class Pipeline:
             )
         else:
             attempt.finish(result, None, _usage_of(slot))
+
+    async def _attempt_create_on_wrapper(self, request: Request) -> CreateResult:
+        # The wrapped client records the provider requests of this attempt: they are made for our call.
+        token = hand_down(request.call.attribution)
+        try:
+            return await self._attempt_create(request)
+        finally:
+            take_back(token)
+
+    async def _attempt_stream_on_wrapper(self, request: Request) -> AsyncGenerator[StreamItem, None]:
+        # As for create, around each step only (the wrapped client, or AutoGen's cache over it, may start
+        # its call on the first step), never across our own yield: see _attempt_stream.
+        attribution = request.call.attribution
+        async with aclosing(self._attempt_stream(request)) as stream:
+            while True:
+                token = hand_down(attribution)
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    take_back(token)
+                yield item
 
     def emit(self, event: AttemptEvent) -> None:
         """Hand ``event`` to every observer, then to the feed's; one that raises is logged, never propagated."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core import CacheStore
 from autogen_core.models import UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
@@ -277,3 +280,49 @@ async def test_agent_name_falls_back_to_autogens_runtime_context(
     fake_openai_server.enqueue(FakeReply.text("three"))
     await shared.create(HI)
     assert events[-1].call.attribution.agent is None
+
+
+class _MemoryStore(CacheStore[Any]):
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._values[key] = value
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["create", "stream"])
+async def test_an_agent_wrapped_over_a_wrapped_client_under_autogens_cache_attributes_its_rows(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, streaming: bool
+) -> None:
+    # The wrapped client under the cache makes the provider requests, and records them: the agent's name and
+    # the project bound by reliable(agent, ...) on the wrapper outside the cache must reach its rows.
+    events: list[AttemptEvent] = []
+    inner = reliable(make_openai_client(), tags={"tier": "gold"}, on_attempt=events.append)
+    agent = AssistantAgent(
+        "writer", model_client=ChatCompletionCache(inner, _MemoryStore()), model_client_stream=streaming
+    )
+    reliable(agent, project="acme")
+    fake_openai_server.enqueue(FakeReply.text("drafted"))
+    async with usage_scope(session="t-7"):
+        result = await agent.run(task="Draft.")
+    assert result.messages[-1].to_text() == "drafted"
+    assert [event.call.attribution for event in events] == [
+        Attribution(project="acme", session="t-7", agent="writer", tags={"tier": "gold"})
+    ]
+    assert current_attribution() == Attribution()
+
+
+async def test_a_wrapped_fallback_attributes_its_rows_to_the_call_it_serves(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    events: list[AttemptEvent] = []
+    backup = reliable(make_openai_client(model="gpt-4.1"), retry=None, on_attempt=events.append)
+    client = reliable(make_openai_client(), project="acme", agent="writer", retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.text("from the backup"))
+    with usage_scope(session="t-8"):
+        answer = await client.create(HI)
+    assert answer.content == "from the backup"
+    assert [event.call.attribution for event in events] == [Attribution(project="acme", session="t-8", agent="writer")]
