@@ -509,8 +509,19 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         return self._pipeline.create_stream(request)
 
     async def close(self) -> None:
-        """Close the inner client."""
-        await self._inner.close()
+        """Close the inner client and the fallbacks.
+
+        Every one is closed even if another's ``close()`` raises; the first error is raised then.
+        """
+        # The fallbacks too: those of a wrapper made by load_component() exist nowhere else.
+        failure: BaseException | None = None
+        for client in (self._inner, *self._settings.fallbacks):
+            try:
+                await client.close()
+            except Exception as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
 
     def actual_usage(self) -> RequestUsage:
         """Tokens of the provider attempts made through this wrapper, excluding results served from a cache."""

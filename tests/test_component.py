@@ -147,3 +147,21 @@ def test_a_wrapper_config_of_the_wrong_shape_is_a_configuration_error(
     with pytest.raises(ConfigurationError, match=reason) as refused:
         ChatCompletionClient.load_component(model)
     assert refused.value.__cause__ is None  # pydantic's error repeats the values it was given
+
+
+async def test_close_closes_the_fallbacks_too(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A loaded wrapper made its fallbacks itself: close() is the only close they get.
+    original = ReliableChatCompletionClient(make_openai_client(), fallbacks=[make_openai_client(model="gpt-4.1")])
+    loaded = ChatCompletionClient.load_component(original.dump_component())
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    (fallback,) = loaded.fallbacks
+    fake_openai_server.enqueue(FakeReply.text("fallback open"))
+    assert (await fallback.create([UserMessage(content="hi", source="user")])).content == "fallback open"
+    await loaded.close()
+    for client in (loaded.inner, fallback):
+        with pytest.raises(RuntimeError, match="closed"):  # the SDK refuses a closed HTTP client
+            await client.create([UserMessage(content="hi", source="user")])
+    assert fake_openai_server.request_count == 1
+    await loaded.close()  # a second close is harmless, as AutoGen's
