@@ -23,7 +23,7 @@ from typing_extensions import Unpack
 
 from ._client import ReliableChatCompletionClient, ReliableOptions, check_options
 from ._errors import ConfigurationError
-from .providers import inner_team_of, model_client_of, participants_of, set_model_client
+from .providers import has_started, inner_team_of, model_client_of, participants_of, set_model_client
 
 __all__ = ["reliable"]
 
@@ -58,8 +58,10 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
         **options: Options of :class:`ReliableChatCompletionClient`.
 
     Raises:
-        ConfigurationError: an option is invalid, or an agent given directly has
-            no model client to wrap.
+        ConfigurationError: an option is invalid, an agent given directly has
+            no model client to wrap, or a team that has run already holds a model client
+            (a ``SelectorGroupChat``'s or ``MagenticOneGroupChat``'s) that would change:
+            the selector or orchestrator it made keeps the old one. Nothing is changed then.
         TypeError: ``target`` is none of the above.
 
     Example:
@@ -78,9 +80,13 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
     if isinstance(target, ChatCompletionClient):
         return _wrap_client(target, options, agent=None)
     if isinstance(target, Team):
+        check_options(options)  # a bad option is named before a team that has run is
+        _refuse_started_teams(target, options)
         _wrap_team(target, options)
         return target
     if isinstance(target, ChatAgent):
+        check_options(options)
+        _refuse_started_teams(target, options)
         if not _wrap_agent(target, options):
             raise ConfigurationError(
                 f"agent {target.name!r} ({type(target).__name__}) has no model client to wrap; "
@@ -98,13 +104,44 @@ def _wrap_client(
 ) -> ReliableChatCompletionClient:
     bound: ReliableOptions = {**options, "agent": agent} if agent is not None else options
     if isinstance(client, ReliableChatCompletionClient):
-        current: dict[str, Any] = dict(client.options)
-        # An option left out is not an option given as None: retry, circuit, sanitize and budget are on by
-        # default and None switches them off, so only an option given with the same value is "unchanged".
-        if all(name in current and current[name] == value for name, value in bound.items()):
+        if _wrapped_as(client, bound):
             return client
         return client.with_options(**bound)
     return ReliableChatCompletionClient(client, **bound)
+
+
+def _wrapped_as(client: ChatCompletionClient, bound: ReliableOptions) -> bool:
+    """Whether ``client`` is a wrapper with the ``bound`` options already (wrapping it again changes nothing)."""
+    if not isinstance(client, ReliableChatCompletionClient):
+        return False
+    current: dict[str, Any] = dict(client.options)
+    # An option left out is not an option given as None: retry, circuit, sanitize and budget are on by
+    # default and None switches them off, so only an option given with the same value is "unchanged".
+    return all(name in current and current[name] == value for name, value in bound.items())
+
+
+def _refuse_started_teams(target: ChatAgent | Team, options: ReliableOptions) -> None:
+    """Raises if wrapping ``target`` would change the client of a team that has run (before anything is changed).
+
+    A team makes its speaker selector or orchestrator on its first run, with the client it held then, and
+    the runtime keeps it: a client swapped in afterwards is never called, and those calls would go unrecorded.
+    """
+    if isinstance(target, Team):
+        client = model_client_of(target)
+        if client is not None and has_started(target):
+            bound: ReliableOptions = {**options, "agent": target.name}
+            if not _wrapped_as(client, bound):
+                raise ConfigurationError(
+                    f"team {target.name!r} ({type(target).__name__}) has run already, and keeps the model client "
+                    "it started with for its speaker selection; wrap the team before its first run "
+                    "(or wrap its model client before building it)"
+                )
+        members: list[object] = list(participants_of(target))
+    else:
+        members = [inner_team_of(target)]  # SocietyOfMindAgent
+    for member in members:
+        if isinstance(member, Team | ChatAgent):
+            _refuse_started_teams(member, options)
 
 
 def _wrap_held_client(owner: ChatAgent | Team, options: ReliableOptions) -> bool:

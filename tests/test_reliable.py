@@ -177,3 +177,39 @@ def test_rewrapping_with_none_switches_a_default_policy_off(option: str) -> None
     reliable(agent, **switched_off)
     assert getattr(wrapped(agent)._settings, option) is None
     assert reliable(off, **switched_off) is off  # the same options again: the same wrapper
+
+
+async def test_a_selector_team_that_has_run_is_refused_rather_than_half_wrapped() -> None:
+    # The speaker selector is made on the first run with the client the team held then, and kept: wrapping
+    # the team afterwards could only wrap its agents, and the selector's calls would go unrecorded.
+    info = ModelInfo(vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False)
+    agents = ReplayChatCompletionClient(["one", "two", "three", "four"], model_info=info)
+    team = SelectorGroupChat(
+        [AssistantAgent("a", model_client=agents), AssistantAgent("b", model_client=agents)],
+        model_client=ReplayChatCompletionClient(["a", "b", "a", "b"], model_info=info),
+        termination_condition=MaxMessageTermination(2),
+        name="triage",
+    )
+    already = reliable(team, project="acme")  # before the first run: all of it
+    await team.run(task="go")
+    assert reliable(team, project="acme") is already  # the same options again change nothing: allowed
+    before = [client_of(agent) for agent in team._participants]
+    with pytest.raises(ConfigurationError, match=r"team 'triage' \(SelectorGroupChat\) has run already.*before"):
+        reliable(team, project="other")
+    assert [client_of(agent) for agent in team._participants] == before  # nothing was changed
+    bare = SelectorGroupChat(
+        [AssistantAgent("a", model_client=agents), AssistantAgent("b", model_client=agents)],
+        model_client=ReplayChatCompletionClient(["a", "b"], model_info=info),
+        termination_condition=MaxMessageTermination(2),
+        name="late",
+    )
+    await bare.run(task="go")
+    with pytest.raises(ConfigurationError, match="has run already"):
+        reliable(RoundRobinGroupChat([AssistantAgent("c", model_client=agents), bare]))
+    # A round-robin team keeps no client of its own: its agents are wrapped in place, whenever.
+    plain = RoundRobinGroupChat(
+        [AssistantAgent("d", model_client=agents)], termination_condition=MaxMessageTermination(2)
+    )
+    await plain.run(task="go")
+    reliable(plain)
+    assert wrapped(plain._participants[0]).attribution.agent == "d"

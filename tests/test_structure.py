@@ -33,6 +33,7 @@ PRIVATE_ATTRIBUTES = frozenset(
         "_model_client",  # AutoGen agents and group chats: the client they call
         "_team",  # AutoGen's SocietyOfMindAgent: its inner team
         "_participants",  # AutoGen teams: their members
+        "_initialized",  # AutoGen teams: whether the first run made the runtime's agents
         "_transport",  # httpx / httpx2 clients: the transport requests go through
         "_mounts",  # httpx / httpx2 clients: transports per URL pattern
         "_content",  # httpx / httpx2 responses: the body once read

@@ -21,6 +21,7 @@ This package sits below the rest of the library: it imports nothing from it
 (``_redaction`` uses its lookup, so the arrow may not point back).
 """
 
+from ._agents import has_started as has_started
 from ._agents import inner_team_of as inner_team_of
 from ._agents import model_client_of as model_client_of
 from ._agents import participants_of as participants_of

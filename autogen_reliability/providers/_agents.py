@@ -6,7 +6,10 @@ AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
   ``CodeExecutorAgent``, and of ``SelectorGroupChat`` / ``MagenticOneGroupChat``
   (the speaker selector / the orchestrator);
 - ``_team``: the inner team of a ``SocietyOfMindAgent``;
-- ``_participants``: the members of a team.
+- ``_participants``: the members of a team;
+- ``_initialized``: whether a team has made the agents its runtime runs (on its
+  first run); a ``SelectorGroupChat``'s selector and a ``MagenticOneGroupChat``'s
+  orchestrator keep the client the team held then.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable
 
 from autogen_core.models import ChatCompletionClient
 
-__all__ = ["inner_team_of", "model_client_of", "participants_of", "set_model_client"]
+__all__ = ["has_started", "inner_team_of", "model_client_of", "participants_of", "set_model_client"]
 
 # Where AutoGen agents and teams keep the model client they call.
 _CLIENT_ATTRIBUTE = "_model_client"
@@ -41,3 +44,8 @@ def participants_of(team: object) -> Iterable[object]:
     """The members of a team (agents and nested teams; not checked), or none."""
     participants: Iterable[object] = getattr(team, "_participants", ())
     return participants
+
+
+def has_started(team: object) -> bool:
+    """Whether a team has run: its runtime's agents (the selector, the orchestrator) exist, with their clients."""
+    return getattr(team, "_initialized", False) is True
