@@ -774,3 +774,29 @@ def test_rows_the_journal_could_not_hold_are_not_said_to_be_in_it_at_close(
     assert said == [
         "1 usage events could be neither written nor spooled; they are lost (the journal could not hold them)"
     ]
+
+
+def test_a_spool_write_cut_off_half_way_loses_none_of_the_rows_appended_after_it(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection
+) -> None:
+    """A spool append that stopped mid-line (a full disk, a file size limit) leaves a line without its end.
+
+    The rows of that append stay queued and are spooled again; what is appended next starts on a line of its
+    own, so only the torn fragment is skipped when the spool is replayed, never the first row after it.
+    """
+    store = WatchedStore(UsageStore(sqlite_url))
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    recorded = events(50)
+    torn = json.dumps(recorded[0].to_json())
+    recorder.spool_path.parent.mkdir(parents=True, exist_ok=True)
+    recorder.spool_path.write_text(torn[: len(torn) // 2])  # what the cut-off write left behind
+    for event in recorded:
+        recorder.record(event)
+    assert recorder.flush(30)
+    assert recorder.stats["spooled"] == 50
+    locked.execute("COMMIT")  # the database is back: the spool is replayed
+    until(lambda: recorder.spooled == 0, "the spool replayed")
+    recorder.close()
+    assert {event.event_id for event in store.store.events()} == {event.event_id for event in recorded}

@@ -648,7 +648,13 @@ class _Spool:
     def _append(self, path: Path, payload: str) -> None:
         """Appends ``payload`` to ``path`` in the spool directory, on disk when it returns (called with the lock)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as file:
+        with open(path, "a+", encoding="utf-8") as file:
+            # An append that failed half-way (a full disk, a file size limit, a process killed mid-write) left a
+            # line without its end: start on a line of our own, or the first row would be glued to that
+            # fragment and skipped with it on replay (its rows are spooled again, this one would be lost).
+            size = os.fstat(file.fileno()).st_size
+            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+                payload = "\n" + payload
             file.write(payload)
             file.flush()
             os.fsync(file.fileno())
