@@ -240,8 +240,11 @@ def default_recorder() -> UsageRecorder:
     with _lock:
         if _recorder is None:
             # Imported here, on the calling thread (not the recorder's), and only when usage is recorded.
+            from .storage._engine import masked_url  # noqa: PLC0415
             from .storage._store import UsageStore  # noqa: PLC0415
 
             url = current.db_url
-            _recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=current.spool_dir, name=url)
+            # Named as a store of the URL names its recorder (UsageStore.url): after the database, not its
+            # password, so the process started with a rotated password replays what the old one spooled.
+            _recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=current.spool_dir, name=masked_url(url))
         return _recorder

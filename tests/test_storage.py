@@ -45,7 +45,7 @@ from autogen_reliability._config import (
 )
 from autogen_reliability._config import settings as accounting_settings
 from autogen_reliability._errors import ConfigurationError, ReliabilityError
-from autogen_reliability.accounting import PricingTable
+from autogen_reliability.accounting import PricingTable, UsageRecorder
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
 from autogen_reliability.storage import _bulk, _migrate
 from autogen_reliability.storage._models import (
@@ -862,6 +862,38 @@ def restore_settings() -> Iterator[AccountingSettings]:
         content_limit=saved.content_limit,
         spool_dir=saved.spool_dir,
     )
+
+
+def test_rows_spooled_under_an_old_password_are_replayed_with_the_new_one(
+    tmp_path: Path, make_pg_database: Callable[[], str], restore_settings: AccountingSettings
+) -> None:
+    """configure()'s recorder names its spool after the database, not its password: a rotated one strands nothing.
+
+    The password is revoked while the application runs (its rows go to the spool at close), and the application
+    is configured again with the new one: its recorder replays them.
+    """
+    url = make_url(make_pg_database())
+    revoked = url.set(password="revoked-password").render_as_string(hide_password=False)
+    current = url.render_as_string(hide_password=False)
+    spool = tmp_path / "spool"
+    configure(db_url=revoked, spool_dir=spool)
+    before = default_recorder()
+    recorded = [plain_event() for _ in range(20)]
+    for event in recorded:
+        before.record(event)
+    configure(db_url=current)  # closes the recorder of the revoked password: its rows are spooled
+    assert before.stats["spooled"] == 20
+    after = default_recorder()
+    assert after.flush(30)
+    deadline = time.monotonic() + 10
+    while list(spool.glob("*.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with UsageStore(current) as store:
+        assert {event.event_id for event in store.events()} == {event.event_id for event in recorded}
+        # One name with a store's own recorder too (named after store.url, password masked).
+        own = UsageRecorder(store, spool_dir=tmp_path / "own", close_sink=False)
+        own.close()
+        assert after.spool_path.name == own.spool_path.name
 
 
 @pytest.mark.parametrize(("url", "message"), NEVER_WORKING_URLS)

@@ -149,7 +149,9 @@ class UsageRecorder:
         name: Names the spool files and the journal (default: the sink's URL);
             recorders of one database share a name, so one replays what another
             left behind. Required with a function as ``sink``: use the URL of
-            the database it opens.
+            the database it opens as ``UsageStore.url`` shows it, password masked
+            (with the password in it, a process started after the password was
+            rotated would not replay what was spooled before).
         retry_interval: Seconds between attempts to reach a database that failed
             (at most an hour); events wait in the spool meanwhile.
         journal: Also copy each event, as it is recorded, into a memory-mapped
