@@ -131,23 +131,7 @@ def check_options(options: Mapping[str, Any], client: ChatCompletionClient | Non
     track_usage = options.get("track_usage", True)
     if not isinstance(track_usage, bool):
         raise ConfigurationError(f"track_usage must be True or False, got {track_usage!r}")
-    if "budget" in options:
-        budget = options["budget"]
-        if budget is not None and not isinstance(budget, BudgetPolicy):
-            raise ConfigurationError(f"budget must be a BudgetPolicy or None (no budget), got {type(budget).__name__}")
-        if budget is not None and not track_usage:
-            raise ConfigurationError(
-                "budget needs track_usage=True: the calls of a wrapper that records nothing would never count"
-            )
-    else:
-        # The process default applies to wrappers that record their calls; one that records nothing could not count.
-        budget = accounting_settings().budget if track_usage else None
-    recorder = options.get("recorder")
-    if recorder is not None and not isinstance(recorder, UsageRecorder):
-        raise ConfigurationError(f"recorder must be a UsageRecorder, got {type(recorder).__name__}")
-    pricing = options.get("pricing")
-    if pricing is not None and not isinstance(pricing, PricingTable):
-        raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+    budget, recorder, pricing = _usage_options(options, track_usage)
     fallbacks = _fallbacks(options.get("fallbacks") or (), client)
     return _Settings(
         attribution=Attribution(
@@ -165,6 +149,35 @@ def check_options(options: Mapping[str, Any], client: ChatCompletionClient | Non
         on_attempt=_hooks("on_attempt", options.get("on_attempt")),
         on_retry=_hooks("on_retry", options.get("on_retry")),
     )
+
+
+def _usage_options(
+    options: Mapping[str, Any], track_usage: bool
+) -> tuple[BudgetPolicy | None, UsageRecorder | None, PricingTable | None]:
+    """The options that act on usage rows, checked: ``budget`` (or the process default), ``recorder``, ``pricing``."""
+    if "budget" in options:
+        budget = options["budget"]
+        if budget is not None and not isinstance(budget, BudgetPolicy):
+            raise ConfigurationError(f"budget must be a BudgetPolicy or None (no budget), got {type(budget).__name__}")
+        if budget is not None and not track_usage:
+            raise ConfigurationError(
+                "budget needs track_usage=True: the calls of a wrapper that records nothing would never count"
+            )
+    else:
+        # The process default applies to wrappers that record their calls; one that records nothing could not count.
+        budget = accounting_settings().budget if track_usage else None
+    recorder = options.get("recorder")
+    if recorder is not None and not isinstance(recorder, UsageRecorder):
+        raise ConfigurationError(f"recorder must be a UsageRecorder, got {type(recorder).__name__}")
+    pricing = options.get("pricing")
+    if pricing is not None and not isinstance(pricing, PricingTable):
+        raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+    for name, given in (("recorder", recorder), ("pricing", pricing)):
+        if given is not None and not track_usage:
+            raise ConfigurationError(
+                f"{name}= needs track_usage=True: a wrapper that records nothing would never use it"
+            )
+    return budget, recorder, pricing
 
 
 def _fallbacks(fallbacks: object, client: ChatCompletionClient | None) -> tuple[ChatCompletionClient, ...]:
@@ -346,7 +359,8 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         budget: The :class:`~autogen_reliability.BudgetPolicy`: calls over it are refused
             before any request (default: the one given to :func:`~autogen_reliability.configure`,
             if any); ``None`` turns budgets off for this wrapper.
-        track_usage: Record a usage row per provider attempt (default: True).
+        track_usage: Record a usage row per provider attempt (default: True). With False,
+            ``budget``, ``recorder`` and ``pricing`` are refused: nothing would use them.
         recorder: The :class:`~autogen_reliability.accounting.UsageRecorder` to record to
             (default: the process's, see :func:`~autogen_reliability.configure`).
         pricing: The :class:`~autogen_reliability.accounting.PricingTable` (default: the process's).

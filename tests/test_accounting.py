@@ -19,6 +19,7 @@ from genai_prices import Usage, calc_price
 
 from autogen_reliability import (
     BudgetPolicy,
+    ConfigurationError,
     ReliableChatCompletionClient,
     RetriesExhaustedError,
     RetryPolicy,
@@ -27,7 +28,7 @@ from autogen_reliability import (
     reliable,
     usage_scope,
 )
-from autogen_reliability._config import AccountingSettings
+from autogen_reliability._config import AccountingSettings, default_recorder
 from autogen_reliability._config import settings as accounting_settings
 from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.storage import UsageStore
@@ -484,13 +485,36 @@ async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_record
 
 
 async def test_track_usage_false_records_nothing(
-    ledger: tuple[UsageStore, UsageRecorder],
-    fake_openai_server: FakeOpenAIServer,
-    make_openai_client: OpenAIClientFactory,
+    tmp_path: Path, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
-    fake_openai_server.enqueue(FakeReply.text("hi"))
-    await reliable(make_openai_client(), recorder=ledger[1], track_usage=False).create(HI)
-    assert rows(ledger) == []
+    before = configure()
+    configure(db_url=f"sqlite:///{tmp_path / 'default.db'}", spool_dir=tmp_path / "spool")
+    try:
+        fake_openai_server.enqueue(FakeReply.text("not recorded"), FakeReply.text("recorded"))
+        untracked = reliable(make_openai_client(), track_usage=False)
+        assert untracked.recorder is None
+        await untracked.create(HI)
+        await reliable(make_openai_client()).create(HI)  # the process's recorder, for comparison
+        assert default_recorder().flush(10)
+        store = UsageStore(f"sqlite:///{tmp_path / 'default.db'}")
+        try:
+            assert [event.outcome for event in store.events()] == ["ok"]  # the tracked call's row only
+        finally:
+            store.close()
+    finally:
+        configure(db_url=before.db_url, spool_dir=before.spool_dir)
+
+
+@pytest.mark.parametrize("option", ["recorder", "pricing"])
+def test_track_usage_false_refuses_a_recorder_or_pricing(
+    option: str, ledger: tuple[UsageStore, UsageRecorder], make_openai_client: OpenAIClientFactory
+) -> None:
+    given: dict[str, Any] = {"recorder": ledger[1]} if option == "recorder" else {"pricing": PricingTable()}
+    with pytest.raises(ConfigurationError, match=f"{option}= needs track_usage=True"):
+        reliable(make_openai_client(), track_usage=False, **given)
+    agent = AssistantAgent("writer", model_client=make_openai_client())
+    with pytest.raises(ConfigurationError, match=f"{option}= needs track_usage=True"):
+        reliable(agent, track_usage=False, **given)
 
 
 async def test_every_field_of_an_attempts_row_holds_what_the_attempt_said(
