@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -388,11 +389,28 @@ def test_every_answer_of_the_routes_says_private_no_store_a_refusal_too(service:
     assert {name: answer.headers.get("cache-control") for name, answer in answers.items()} == dict.fromkeys(
         answers, "private, no-store"
     )
-    assert answers["405"].headers["allow"] == "GET"
+    assert answers["405"].headers["allow"] == answers["405 sessions"].headers["allow"] == "GET, HEAD"
     # The app's own routes answer as FastAPI makes them.
     assert http.get("/ask").status_code == 405
     assert "cache-control" not in http.get("/ask").headers
     assert "cache-control" not in http.get("/loop").headers
+
+
+def test_head_answers_each_route_as_get_does_without_a_body(service: Service) -> None:
+    # Uptime monitors and load balancers probe with HEAD: it was a 405.
+    http = service.client
+    for path, params in (("/usage/report", {"project": "acme-support"}), ("/usage/sessions", {"limit": "1"})):
+        got, head = http.get(path, params=params, headers=ADMIN), http.head(path, params=params, headers=ADMIN)
+        assert (got.status_code, head.status_code, head.content) == (200, 200, b"")
+        assert {**head.headers, "x-session-id": ""} == {**got.headers, "x-session-id": ""}
+    refused = {
+        "400": http.head("/usage/report", params={"since": "yesterday"}, headers=ADMIN),
+        "401": http.head("/usage/sessions"),
+    }
+    assert {name: (answer.status_code, answer.headers["cache-control"]) for name, answer in refused.items()} == {
+        "400": (400, "private, no-store"),
+        "401": (401, "private, no-store"),
+    }
 
 
 def test_a_prefix_goes_before_the_paths(tmp_path: Path) -> None:
@@ -477,7 +495,9 @@ def test_a_ledger_file_the_database_cannot_read_is_a_503_logged_redacted(
 
 
 def test_the_openapi_schema_describes_the_routes(service: Service) -> None:
-    schema = service.client.app.openapi()  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warns of a duplicate operation id
+        schema = service.client.app.openapi()  # type: ignore[attr-defined]
     report = schema["paths"]["/usage/report"]["get"]
     # A bad parameter is a 400, never FastAPI's 422; 4XX: what the app's own dependencies refuse (its auth).
     assert set(report["responses"]) == {"200", "400", "4XX", "503"}
@@ -491,6 +511,11 @@ def test_the_openapi_schema_describes_the_routes(service: Service) -> None:
     assert (top["schema"]["minimum"], top["schema"]["maximum"], top["schema"]["default"]) == (1, 1000, 10)
     sessions = schema["paths"]["/usage/sessions"]["get"]
     assert set(sessions["responses"]) == {"200", "400", "4XX", "503"}
+    # HEAD answers too, but only the GET operations are in the schema: no second operation, no duplicate id.
+    assert {path: list(operations) for path, operations in schema["paths"].items() if path.startswith("/usage")} == {
+        "/usage/report": ["get"],
+        "/usage/sessions": ["get"],
+    }
     components = schema["components"]["schemas"]
     assert components["SessionModel"]["properties"]["cost_usd"]["type"] == "string"
     assert "totals" in components["UsageReportModel"]["properties"]

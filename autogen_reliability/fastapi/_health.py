@@ -10,43 +10,23 @@
   status of each component only); 503 when unhealthy, as ``/readyz``.
 
 Every answer says ``Cache-Control: no-store``, a refusal (405, 422) too: a cached health answer is a
-stale one.
+stale one (``_caching.py``). Each route answers HEAD as GET, without the body.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
-from starlette.types import Receive, Scope, Send
 
 from .._errors import ConfigurationError
 from ..health import HealthProbe, HealthReport, HealthSummary
-from ._caching import with_cache_control
+from ._caching import NoStoreRoute
 
 __all__ = ["Liveness", "health_router"]
 
 _UNHEALTHY = 503
-_NO_STORE = {"Cache-Control": "no-store"}
-
-
-_METHODS: Final = ("GET", "HEAD")
-
-
-class _GetAndHeadRoute(APIRoute):
-    """A route of a path that answers GET and HEAD, from a route each: its 405 says both are allowed.
-
-    A 405 comes from the first route whose path matches, the GET one; Starlette's names that route's
-    methods only (``Allow: GET``), though the path answers HEAD from its own route (out of the schema).
-    Every answer says ``Cache-Control: no-store``, a refusal (405, 422, the app's own dependency's) too.
-    """
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in _METHODS:
-            raise HTTPException(405, headers={"Allow": ", ".join(_METHODS), **_NO_STORE})
-        await super().handle(scope, receive, with_cache_control(send, _NO_STORE["Cache-Control"]))
 
 
 class Liveness(BaseModel):
@@ -76,7 +56,7 @@ def health_router(probe: HealthProbe, prefix: str = "") -> APIRouter:
         raise ConfigurationError(f"health_router takes a HealthProbe, got {type(probe).__name__}")
     if not isinstance(prefix, str) or (prefix and (not prefix.startswith("/") or prefix.endswith("/"))):
         raise ConfigurationError(f"prefix must be empty or a path such as '/ops' (no trailing '/'), got {prefix!r}")
-    router = APIRouter(prefix=prefix, tags=["health"], route_class=_GetAndHeadRoute)
+    router = APIRouter(prefix=prefix, tags=["health"], route_class=NoStoreRoute)
     unhealthy: dict[int | str, dict[str, Any]] = {
         _UNHEALTHY: {"model": HealthReport, "description": "Unhealthy: not fit to take traffic."}
     }

@@ -15,6 +15,7 @@ is not a database, a corrupt one), is a 503.
 
 Every answer, a refusal (400, 405, 503) too, says ``Cache-Control: private,
 no-store``: no cache between keeps a customer's costs, or what was refused.
+Each route answers HEAD as GET, without the body.
 
 The routes expose what the service spends, per project and session: mounting
 them, and behind which authentication, is the application's decision.
@@ -31,16 +32,14 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.routing import APIRoute
 from sqlalchemy.exc import DatabaseError, OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import Receive, Scope, Send
 
 from .. import ConfigurationError, UsageStore
 from .._redaction import quoted, redact
 from ..accounting import PricingTable
 from ..reports._period import parse_time, resolve_time
-from ._caching import with_cache_control
+from ._caching import NoStoreRoute
 from ._responses import ErrorModel, SessionsModel, UsageReportModel
 
 __all__ = ["MAX_SESSIONS", "MAX_TOP", "usage_router"]
@@ -53,7 +52,6 @@ MAX_SESSIONS: Final = 1000
 """The most sessions ``GET /usage/sessions`` lists (``limit``)."""
 
 _TIME = "A date (2025-05-01, midnight UTC), a date and time with its UTC offset, or a time ago (24h, 7d, 2w)"
-_PRIVATE = {"Cache-Control": "private, no-store"}  # costs per customer: no shared cache keeps them
 # The report page loads nothing (inline CSS and SVG); the header says so again for a browser that ignores <meta>.
 _HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 _BAD: Final[dict[int | str, dict[str, Any]]] = {
@@ -66,18 +64,14 @@ _UNAVAILABLE: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-class _OneMessageRoute(APIRoute):
+class _OneMessageRoute(NoStoreRoute):
     """A route whose bad parameters are a 400 with one sentence, not FastAPI's 422 with a list.
 
     Every answer says ``Cache-Control: private, no-store``, a refusal (400, 405, 503, the app's own
-    dependency's) too.
+    dependency's) too (:class:`NoStoreRoute`).
     """
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.methods and scope["method"] not in self.methods:
-            # Starlette's 405, raised to the app's handler before the route's app (and its send) runs.
-            raise HTTPException(405, headers={"Allow": ", ".join(self.methods), **_PRIVATE})
-        await super().handle(scope, receive, with_cache_control(send, _PRIVATE["Cache-Control"]))
+    cache_control = "private, no-store"  # costs per customer: no shared cache keeps them
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -314,4 +308,8 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
         }
         return JSONResponse(body)
 
+    # Load balancers and uptime monitors that probe with HEAD get the GET's status and headers, not a 405 (not in
+    # the schema: the GET operations describe them, and a second operation would repeat their ids).
+    for path, endpoint in (("/usage/report", usage_report), ("/usage/sessions", usage_sessions)):
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     return router
