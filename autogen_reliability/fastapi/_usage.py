@@ -192,7 +192,7 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
     ``group_by``) and ``top``; it answers ``UsageReport.to_dict()`` as JSON, or
     the report's HTML page when the ``Accept`` header prefers ``text/html``.
     ``/usage/sessions`` takes ``project``, ``since``, ``until`` and ``limit``.
-    A bad parameter is a 400 with ``{"detail": "..."}``.
+    A bad parameter is a 400 with ``{"detail": "..."}``. Both routes answer HEAD as GET, without the body.
 
     Args:
         store: The usage ledger to read.
