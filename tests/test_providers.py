@@ -20,6 +20,7 @@ from autogen_reliability import ReliableChatCompletionClient
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
 from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.providers import (
+    client_model,
     describe_client,
     infer_provider,
     inner_client,
@@ -267,6 +268,23 @@ def test_innermost_sees_through_the_cache_and_our_wrapper() -> None:
     assert inner_client(provider) is None
     assert innermost(wrapped) is provider
     assert innermost(provider) is provider
+
+
+def test_the_model_an_attempt_asks_for_is_one_rule_for_every_caller() -> None:
+    # The usage rows, the metrics and the spans all name the model through this rule.
+    provider = OpenAIChatCompletionClient(model="gpt-4o", api_key="sk-test")
+    for client in (provider, ReliableChatCompletionClient(ChatCompletionCache(provider, MemoryStore()))):
+        model = client_model(client)
+        assert (model.configured, model.takes_model_argument) == ("gpt-4o", True)
+        assert model.asked_for({}) == "gpt-4o"
+        assert model.asked_for({"temperature": 0}) == "gpt-4o"
+        assert model.asked_for({"model": "gpt-4o-mini"}) == "gpt-4o-mini"
+        for ignored in ("", "  ", None, 4):  # not a model the SDK would send
+            assert model.asked_for({"model": ignored}) == "gpt-4o"
+    # A client that keeps no create args asks for its own model whatever extra_create_args say.
+    replay = client_model(ReplayChatCompletionClient(["hello"]))
+    assert (replay.configured, replay.takes_model_argument) == (None, False)
+    assert replay.asked_for({"model": "gpt-4o-mini"}) is None
 
 
 def test_innermost_stops_on_a_cycle_of_wrappers() -> None:

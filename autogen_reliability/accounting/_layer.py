@@ -32,7 +32,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import message_of, redact
-from ..providers import infer_provider, model_of, takes_model_argument
+from ..providers import ClientModel, client_model, infer_provider
 from ..retry._classify import ErrorKind, classify_error
 from . import _feed
 from ._cost import MAX_TOKENS
@@ -118,8 +118,8 @@ class AccountingLayer(Layer):
         self.pricing = pricing
         self.capture_content = capture_content
         self.content_limit = content_limit
-        # id(client) -> (provider, model, whether extra_create_args' "model" replaces the model in its requests)
-        self._clients: dict[int, tuple[str | None, str | None, bool]] = {}
+        # id(client) -> (its provider, its model, and that model with whether a call can ask for another)
+        self._clients: dict[int, tuple[str | None, str | None, ClientModel]] = {}
         self._asked: dict[tuple[int, str], tuple[str | None, str | None]] = {}
         self._prompt_rates: dict[tuple[str, str | None, date], _PromptRate | None] = {}
 
@@ -342,13 +342,13 @@ class AccountingLayer(Layer):
         """The provider and model an attempt on ``client`` with these ``extra_create_args`` asks for."""
         known = self._clients.get(id(client))
         if known is None:
-            model = model_of(client)
-            known = self._clients[id(client)] = (infer_provider(client, model), model, takes_model_argument(client))
-        if extra_create_args and known[2]:
+            model = client_model(client)
+            known = self._clients[id(client)] = (infer_provider(client, model.configured), model.configured, model)
+        if extra_create_args:  # (a plain call asks for the client's own model: no rule to apply)
             # AutoGen's clients send extra_create_args over their create args: a "model" there is the model
             # the request asks for, and bills (the provider answers as that model).
-            asked = extra_create_args.get("model")
-            if isinstance(asked, str) and asked.strip() and asked != known[1]:
+            asked = known[2].asked_for(extra_create_args)
+            if asked is not None and asked != known[1]:
                 return self._asked_for(client, asked)
         return known[0], known[1]
 

@@ -8,8 +8,9 @@ name of AutoGen or an SDK (``tests/test_structure.py`` checks).
 
 - ``_clients.py``: where AutoGen's model clients keep their SDK client and
   configuration; :func:`innermost`, the one rule for seeing through wrappers.
-- ``_identity.py``: the provider and model a client talks to (for pricing), a
-  name to show, the API key it sends.
+- ``_identity.py``: the provider and model a client talks to (for pricing), the
+  model an attempt asks for (``ClientModel``: the one rule the usage rows, metrics
+  and spans share), a name to show, the API key it sends.
 - ``_arguments.py``: what each kind of client is sent per attempt.
 - ``_sdk_retries.py``: switching off the SDK's own retries.
 - ``_usage_tap.py`` and ``_http_body.py``: the provider's usage read off the wire.
@@ -33,7 +34,9 @@ from ._clients import innermost
 from ._health_checks import model_listing as model_listing
 from ._health_checks import one_token_arguments as one_token_arguments
 from ._http_body import content_decoder as content_decoder
+from ._identity import ClientModel as ClientModel
 from ._identity import api_key_of, infer_provider, model_of
+from ._identity import client_model as client_model
 from ._identity import describe_client as describe_client
 from ._identity import resolve_model_alias as resolve_model_alias
 from ._identity import takes_model_argument as takes_model_argument

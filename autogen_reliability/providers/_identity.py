@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient
 
@@ -19,7 +20,9 @@ from ._clients import create_args_of, inner_client, innermost, raw_config_of, sd
 from ._lookup import loaded_class
 
 __all__ = [
+    "ClientModel",
     "api_key_of",
+    "client_model",
     "describe_client",
     "infer_provider",
     "model_of",
@@ -222,6 +225,35 @@ def takes_model_argument(client: ChatCompletionClient) -> bool:
         logger.debug("could not read the create args of %s", type(client).__name__, exc_info=True)
         return False
     return args is not None and "model" in args
+
+
+@dataclass(frozen=True, slots=True)
+class ClientModel:
+    """The model a client is made with, and whether a call can ask it for another: read once per client.
+
+    :meth:`asked_for` is the one rule for the model an attempt asks for, which the usage rows, the
+    metrics and the spans all name (see :func:`takes_model_argument`).
+
+    Attributes:
+        configured: The model the client is made with (:func:`model_of`).
+        takes_model_argument: Whether the client sends ``extra_create_args["model"]`` as its request's model.
+    """
+
+    configured: str | None
+    takes_model_argument: bool
+
+    def asked_for(self, extra_create_args: Mapping[str, Any]) -> str | None:
+        """The model an attempt with these ``extra_create_args`` asks for: a non-blank ``"model"`` there, or its own."""
+        if extra_create_args and self.takes_model_argument:
+            asked = extra_create_args.get("model")
+            if isinstance(asked, str) and asked.strip():
+                return asked
+        return self.configured
+
+
+def client_model(client: ChatCompletionClient) -> ClientModel:
+    """The :class:`ClientModel` of ``client`` (under a cache or wrapper). Never raises."""
+    return ClientModel(model_of(client), takes_model_argument(client))
 
 
 def describe_client(client: ChatCompletionClient) -> str:
