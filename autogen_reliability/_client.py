@@ -481,7 +481,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     ) -> CreateResult:
         """Create one response through the pipeline; see ``ChatCompletionClient.create``."""
         request = Request(
-            Call(resolve_attribution(self._settings.attribution), streamed=False),
+            Call(resolve_attribution(self._settings.attribution), streamed=False, extra_create_args=extra_create_args),
             messages,
             tools,
             tool_choice,
@@ -511,7 +511,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         counted like plain ones.
         """
         request = Request(
-            Call(resolve_attribution(self._settings.attribution), streamed=True),
+            Call(resolve_attribution(self._settings.attribution), streamed=True, extra_create_args=extra_create_args),
             messages,
             tools,
             tool_choice,

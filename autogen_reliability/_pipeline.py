@@ -131,6 +131,8 @@ class Call:
         call_id: Shared by every attempt of this call.
         attribution: Project / session / agent / tags, resolved when the call started.
         streamed: Whether the agent called ``create_stream``.
+        extra_create_args: As the agent passed them, for every client the call tries (a ``"model"``
+            there is the model it asks for: see ``providers.ClientModel``).
         started_at: When the call started (UTC).
         attempts: Provider attempts made so far.
         events: The :class:`AttemptEvent` of each finished attempt, in order; emptied once the call
@@ -143,6 +145,7 @@ class Call:
 
     attribution: Attribution
     streamed: bool
+    extra_create_args: Mapping[str, Any]
     call_id: uuid.UUID = field(default_factory=time_ordered_uuid)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     attempts: int = 0

@@ -83,7 +83,7 @@ async def pipeline_per_call(pipeline: Pipeline, attribution: Attribution, calls:
     """Seconds per call of one round of ``calls`` calls through ``pipeline``."""
     start = time.perf_counter()
     for _ in range(calls):
-        await pipeline.create(Request(Call(attribution, streamed=False), MESSAGES))
+        await pipeline.create(Request(Call(attribution, streamed=False, extra_create_args={}), MESSAGES))
     return (time.perf_counter() - start) / calls
 
 
@@ -132,7 +132,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         inner = InstantClient()
         layer = BudgetLayer(tracker_for(BudgetPolicy(limit_usd=10**6, period="day", refresh=3600), recorder))
         bare_pipeline, budget_pipeline = Pipeline(inner), Pipeline(inner, [layer])
-        await budget_pipeline.create(Request(Call(attribution, streamed=False), MESSAGES))  # the first read
+        await budget_pipeline.create(
+            Request(Call(attribution, streamed=False, extra_create_args={}), MESSAGES)
+        )  # the first read
         fastest = {"bare": float("inf"), "budget": float("inf")}
         for _ in range(rounds * 2):  # interleaved, so that both see the same neighbours
             for name, pipeline in (("bare", bare_pipeline), ("budget", budget_pipeline)):

@@ -257,7 +257,7 @@ def per_attempt(directory: Path) -> None:
     attempts = 200 if QUICK else 2_000
 
     def run(tracked: bool) -> float:
-        calls = [Call(attribution=attribution, streamed=False) for _ in range(attempts)]
+        calls = [Call(attribution=attribution, streamed=False, extra_create_args={}) for _ in range(attempts)]
         requests = [Request(call=call, messages=messages) for call in calls]
         gc.collect()
         start = time.thread_time()

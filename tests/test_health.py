@@ -199,7 +199,7 @@ async def test_a_closed_probe_stops_watching(fake_openai_server: FakeOpenAIServe
 
 
 def event_of(latency: float, error: BaseException | None = None) -> AttemptEvent:
-    request = Request(Call(Attribution(), streamed=False), HI)
+    request = Request(Call(Attribution(), streamed=False, extra_create_args={}), HI)
     client = ReplayChatCompletionClient(["unused"])
     return AttemptEvent(request.call, 1, client, request, datetime.now(UTC), latency, None, error)
 

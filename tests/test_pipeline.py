@@ -35,7 +35,7 @@ HI = [UserMessage(content="hi", source="user")]
 
 
 def new_request(streamed: bool = False) -> Request:
-    return Request(Call(Attribution(project="p"), streamed=streamed), HI)
+    return Request(Call(Attribution(project="p"), streamed=streamed, extra_create_args={}), HI)
 
 
 class RetryOnceLayer(Layer):
