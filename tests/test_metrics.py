@@ -242,6 +242,80 @@ async def test_a_wrapped_fallback_without_usage_rows_has_its_tokens_counted_once
     }
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
+async def test_a_model_asked_for_in_extra_create_args_labels_the_series_as_the_ledger_names_it(
+    recorded: bool,
+    app: FastAPI,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # AutoGen's clients send extra_create_args over their own: the request asks for gpt-4o-mini, the
+    # provider answers and bills as gpt-4o-mini, and the ledger names that model. So do the metrics.
+    recording = {"recorder": ledger[1]} if recorded else {"track_usage": False}
+    client = reliable(make_openai_client(model="gpt-4o"), retry=FAST, **recording)
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("as the mini", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
+        FakeReply.text("as itself", usage=FakeUsage(prompt_tokens=40, completion_tokens=4)),
+    )
+    await client.create(HI, extra_create_args={"model": "gpt-4o-mini"})
+    await client.create(HI)
+    assert [(request.body or {})["model"] for request in fake_openai_server.requests] == [
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "gpt-4o",
+    ]
+    samples = scrape(app)
+    attempts = {
+        ("gpt-4o-mini", "error", "rate_limit"): 1,
+        ("gpt-4o-mini", "ok", ""): 1,
+        ("gpt-4o", "ok", ""): 1,
+    }
+    if recorded:
+        rows = ledger_rows(ledger)
+        assert Counter((row.model or "", row.outcome, row.error_kind or "") for row in rows) == attempts
+    assert values(samples, f"{P}attempts_total", "model", "outcome", "error_kind") == attempts
+    assert values(samples, f"{P}attempt_duration_seconds_count", "model") == {("gpt-4o-mini",): 2, ("gpt-4o",): 1}
+    assert values(samples, f"{P}retries_total", "model", "error_kind") == {("gpt-4o-mini", "rate_limit"): 1}
+    assert values(samples, f"{P}calls_total", "model", "outcome") == {("gpt-4o-mini", "ok"): 1, ("gpt-4o", "ok"): 1}
+    assert values(samples, f"{P}call_duration_seconds_count", "model") == {("gpt-4o-mini",): 1, ("gpt-4o",): 1}
+    assert values(samples, f"{P}tokens_total", "model", "kind") == {
+        ("gpt-4o-mini", "prompt"): 30,
+        ("gpt-4o-mini", "completion"): 3,
+        ("gpt-4o", "prompt"): 40,
+        ("gpt-4o", "completion"): 4,
+    }
+    if recorded:
+        assert set(values(samples, f"{P}cost_usd_total", "model")) == {("gpt-4o-mini",), ("gpt-4o",)}
+
+
+async def test_a_call_refused_before_any_request_is_counted_under_the_model_it_asked_for(
+    app: FastAPI, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A model name of this test's own: breakers of other tests' clients may still be alive.
+    inner = make_openai_client(model="refused-configured-model", model_info=LOCAL_MODEL)
+    policy = CircuitBreakerPolicy(window=1, minimum_calls=1, failure_rate=0.5, open_for=600)
+    client = reliable(inner, retry=None, circuit=policy, track_usage=False)
+    fake_openai_server.default = FakeReply.error(500)
+    asked = {"model": "refused-asked-model"}
+    with pytest.raises(openai.InternalServerError):
+        await client.create(HI, extra_create_args=asked)
+    with pytest.raises(CircuitOpenError):
+        await client.create(HI, extra_create_args=asked)
+    assert fake_openai_server.request_count == 1
+    samples = scrape(app)
+    assert values(samples, f"{P}calls_total", "model", "error_type") == {
+        ("refused-asked-model", "InternalServerError"): 1,
+        ("refused-asked-model", "CircuitOpenError"): 1,
+    }
+    # The breaker belongs to the client, whatever model its calls ask for: its gauge names the client's own.
+    circuits = values(samples, f"{P}circuit_state", "model", "state")
+    assert circuits[("refused-configured-model", "open")] == 1
+    assert not any(model == "refused-asked-model" for model, _ in circuits)
+
+
 async def test_an_unpriced_model_is_counted_as_such(
     app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

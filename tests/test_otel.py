@@ -296,6 +296,48 @@ async def test_a_stream_is_a_span_too(
     assert call.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
+async def test_a_model_asked_for_in_extra_create_args_is_the_spans_request_model(
+    recorded: bool,
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # AutoGen's clients send extra_create_args over their own: the request asks for gpt-4o-mini, and the
+    # ledger names and prices it so; the spans name it as the ledger does. A plain call names the client's own.
+    recording = {"recorder": ledger[1]} if recorded else {"track_usage": False}
+    client = reliable(make_openai_client(model="gpt-4o"), retry=FAST, **recording)
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("hello", usage=FakeUsage(prompt_tokens=12, completion_tokens=3)),
+        FakeReply.text("plain", usage=FakeUsage(prompt_tokens=12, completion_tokens=3)),
+    )
+    await client.create(HI, extra_create_args={"model": "gpt-4o-mini"})
+    await client.create(HI)
+    assert [(request.body or {})["model"] for request in fake_openai_server.requests] == [
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "gpt-4o",
+    ]
+    overridden, plain = sorted(
+        (span for span in chat_spans(spans) if span.parent is None), key=lambda s: s.start_time or 0
+    )
+    attempts = children(spans, overridden)
+    assert len(attempts) == 2
+    for span in (overridden, *attempts):
+        assert span.name == "chat gpt-4o-mini"
+        assert span.attributes is not None
+        assert span.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+        assert span.attributes["gen_ai.provider.name"] == "openai"
+    for span in (plain, *children(spans, plain)):
+        assert span.name == "chat gpt-4o"
+        assert (span.attributes or {})["gen_ai.request.model"] == "gpt-4o"
+    if recorded:
+        assert [row.model for row in ledger_rows(ledger)] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o"]
+
+
 @pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
 async def test_a_wrapped_fallbacks_tokens_and_cost_are_on_its_own_spans_once(
     recorded: bool,

@@ -27,9 +27,9 @@ from __future__ import annotations
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from autogen_core.models import ChatCompletionClient
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -40,7 +40,7 @@ from ..accounting._events import UsageEvent
 from ..accounting._layer import AccountingLayer
 from ..accounting._recorder import UsageRecorder, live_recorders
 from ..budget._tracker import trackers
-from ..providers import model_of
+from ..providers import ClientModel, client_model
 from ..retry._circuit import breakers
 from ..retry._classify import classify_error
 from ._labels import LabelValues
@@ -101,7 +101,7 @@ class ReliabilityCollector(Collector):
         self._tokens: dict[_Key, int] = {}
         self._cost_nanousd: dict[_Key, int] = {}
         self._unpriced: dict[_Key, int] = {}
-        self._models: weakref.WeakKeyDictionary[ChatCompletionClient, str | None] = weakref.WeakKeyDictionary()
+        self._models: weakref.WeakKeyDictionary[ChatCompletionClient, ClientModel] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
         # (project, agent, model) as called -> as labelled: three bounded lookups become one.
         self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
@@ -113,7 +113,7 @@ class ReliabilityCollector(Collector):
         if event.on_wrapper:
             return  # its own attempts, on its provider clients, come through the feed too
         call = event.call
-        labels = self._who(call, event.client)
+        labels = self._who(call, event.client, event.request.extra_create_args)
         outcome = event.outcome
         kind = classify_error(event.error).value if event.error is not None else ""
         reason = None
@@ -138,7 +138,7 @@ class ReliabilityCollector(Collector):
     def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
         """A call ended (the call feed's observer)."""
         seconds = max(0.0, (datetime.now(UTC) - call.started_at).total_seconds())
-        labels = self._who(call, pipeline.client)
+        labels = self._who(call, pipeline.client, call.extra_create_args)
         if error is None:
             outcome, error_type = "ok", ""
         elif isinstance(error, Exception):
@@ -180,9 +180,15 @@ class ReliabilityCollector(Collector):
             else:
                 self._cost_nanousd[labels] = self._cost_nanousd.get(labels, 0) + event.cost_nanousd
 
-    def _who(self, call: Call, client: ChatCompletionClient) -> tuple[str, str, str]:
+    def _who(
+        self, call: Call, client: ChatCompletionClient, extra_create_args: Mapping[str, Any]
+    ) -> tuple[str, str, str]:
+        """The labels of ``call`` on ``client``: its project, agent, and the model it asks for (as its usage rows)."""
         attribution = call.attribution
-        called = (attribution.project, attribution.agent, self._model(client))
+        model = _per_client(self._models, client, client_model)
+        # A plain call asks for the client's own model: the rule is applied only to a call that can name another.
+        asked = model.asked_for(extra_create_args) if extra_create_args else model.configured
+        called = (attribution.project, attribution.agent, asked)
         labels = self._who_labels.get(called)
         if labels is None:
             values = self.labels
@@ -196,7 +202,8 @@ class ReliabilityCollector(Collector):
         return labels
 
     def _model(self, client: ChatCompletionClient) -> str | None:
-        return _per_client(self._models, client, model_of)
+        """The model ``client`` is made with (its circuit breaker's, whatever a call asks for)."""
+        return _per_client(self._models, client, client_model).configured
 
     def _recorded(self, pipeline: Pipeline) -> bool:
         """Whether the calls of ``pipeline`` become usage rows (whose events count their tokens)."""
@@ -218,7 +225,7 @@ class ReliabilityCollector(Collector):
             result, raw = event.result, event.provider_usage
             if (result is None and raw is None) or event.on_wrapper:
                 continue  # a failure the provider reported no usage for; a wrapped client's call, counted by it
-            who = labels if event.client is client else self._who(call, event.client)
+            who = labels if event.client is client else self._who(call, event.client, event.request.extra_create_args)
             prompt = result.usage.prompt_tokens if result is not None else 0
             completion = result.usage.completion_tokens if result is not None else 0
             if raw is not None:

@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Final
+from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult
 from opentelemetry import trace
@@ -51,7 +51,7 @@ from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
 from ..accounting._recorder import UsageRecorder
-from ..providers import infer_provider, model_of
+from ..providers import ClientModel, client_model, infer_provider
 from ..retry._classify import classify_error
 
 __all__ = ["ATTRIBUTE_PREFIX", "CallTracer", "disable_tracing", "enable_tracing"]
@@ -78,6 +78,20 @@ _PROVIDER_NAMES: Final[Mapping[str, str]] = {
 }
 
 _Attributes = dict[str, AttributeValue]
+_MAX_ASKED: Final = 64
+"""Models a call asked one client for, remembered per client (past it, forgotten and read again)."""
+
+
+class _Described:
+    """A client as its spans name it: its provider and model, and those of the models calls ask it for."""
+
+    __slots__ = ("asked", "model", "own")
+
+    def __init__(self, client: ChatCompletionClient) -> None:
+        self.model: ClientModel = client_model(client)
+        configured = self.model.configured
+        self.own = (_provider_name(infer_provider(client, configured)), configured)
+        self.asked: dict[str, str | None] = {}  # model asked for -> its provider's name
 
 
 class _OpenCall:
@@ -100,9 +114,7 @@ class CallTracer:
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
         self._open: dict[uuid.UUID, _OpenCall] = {}
-        self._clients: weakref.WeakKeyDictionary[ChatCompletionClient, tuple[str | None, str | None]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._clients: weakref.WeakKeyDictionary[ChatCompletionClient, _Described] = weakref.WeakKeyDictionary()
 
     def call_started(self, call: Call, pipeline: Pipeline) -> None:
         """Keeps the caller's context: its current span is the parent of the call's."""
@@ -119,7 +131,7 @@ class CallTracer:
         opened = self._open.pop(call.call_id, None)
         if opened is None:
             return
-        provider, model = self._describe(pipeline.client)
+        provider, model = self._describe(pipeline.client, call.extra_create_args)
         attributes = _common(provider, model, call)
         attributes[f"{ATTRIBUTE_PREFIX}call_id"] = str(call.call_id)
         attributes[f"{ATTRIBUTE_PREFIX}attempts"] = len(call.events)
@@ -152,7 +164,7 @@ class CallTracer:
 
     def _attempt_span(self, event: AttemptEvent, usage: UsageEvent | None, parent: Context) -> None:
         """The span of one attempt, with its own times."""
-        provider, model = self._describe(event.client)
+        provider, model = self._describe(event.client, event.request.extra_create_args)
         call = event.call
         attributes = _common(provider, model, call)
         attributes[f"{ATTRIBUTE_PREFIX}attempt"] = event.attempt
@@ -192,21 +204,33 @@ class CallTracer:
             span.set_status(status)
         span.end(end_time=start + round(event.latency * 1e9))
 
-    def _describe(self, client: ChatCompletionClient) -> tuple[str | None, str | None]:
-        """(gen_ai.provider.name, the model) of a client, read once."""
+    def _describe(
+        self, client: ChatCompletionClient, extra_create_args: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """(gen_ai.provider.name, the model) of a request to ``client``: the model it asks for, as its usage row."""
         try:
-            return self._clients[client]
+            described = self._clients[client]
         except KeyError:
-            described = self._clients[client] = _describe(client)
-            return described
+            described = self._clients[client] = _Described(client)
         except TypeError:  # not weakly referenceable: read each time
-            return _describe(client)
+            described = _Described(client)
+        if not extra_create_args:  # a plain call asks for the client's own model: no rule to apply
+            return described.own
+        asked = described.model.asked_for(extra_create_args)
+        if asked is None or asked == described.own[1]:
+            return described.own
+        try:
+            return described.asked[asked], asked
+        except KeyError:
+            if len(described.asked) >= _MAX_ASKED:
+                described.asked.clear()
+            provider = described.asked[asked] = _provider_name(infer_provider(client, asked))
+            return provider, asked
 
 
-def _describe(client: ChatCompletionClient) -> tuple[str | None, str | None]:
-    model = model_of(client)
-    provider = infer_provider(client, model)
-    return (_PROVIDER_NAMES.get(provider, provider) if provider is not None else None), model
+def _provider_name(provider: str | None) -> str | None:
+    """The conventions' ``gen_ai.provider.name`` of one of our provider ids."""
+    return _PROVIDER_NAMES.get(provider, provider) if provider is not None else None
 
 
 def _span_name(model: str | None) -> str:
