@@ -9,7 +9,8 @@ things:
 - the API key of every client a wrapper was built around (see
   :func:`remember_secret`), in any case, with ``-`` and ``_`` taken as one, and
   without its ``sk-proj-``-style prefix;
-- anything shaped like a key, a bearer token, a key or a password in a URL.
+- anything shaped like a key, a bearer token, a key or a password in a URL, a
+  password in a libpq connection string.
 
 An error we raise never chains a provider error as it was: it chains
 :func:`redacted_error`'s copy, of the same class, with the same status and
@@ -59,6 +60,8 @@ _SECRETS: Final = [
     # Keys and passwords in URL queries (libpq takes password= there, beside the user-info part below).
     re.compile(r"([?&](?:api[_-]?key|key|token|access_token|(?:ssl)?password|passwd|pwd|secret)=)[^&\s\"']+", re.I),
     re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/@]+(?=@)", re.IGNORECASE),  # passwords in URLs
+    # Passwords in libpq's keyword/value connection strings ("host=db password=x", "password = 'a b'").
+    re.compile(r"((?<![?&\w])(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE),
     re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
 ]
 

@@ -44,6 +44,17 @@ HI = [UserMessage(content="hi", source="user")]
             "could not connect to postgresql+psycopg://app:[REDACTED]@db:5432/usage",
         ),
         ("proxy https://user:pa55@proxy.local failed", "proxy https://user:[REDACTED]@proxy.local failed"),
+        # libpq's keyword/value connection strings, with a value bare or quoted (spaces allowed).
+        (
+            "invalid dsn: host=db user=app password=s3cr3t dbname=usage",
+            "invalid dsn: host=db user=app password=[REDACTED] dbname=usage",
+        ),
+        (
+            "conninfo host=db password = 'two words' sslmode=require",
+            "conninfo host=db password = [REDACTED] sslmode=require",
+        ),
+        ("sslpassword=k3y-pass host=db", "sslpassword=[REDACTED] host=db"),
+        ("the password is wrong", "the password is wrong"),
         ("GET http://127.0.0.1:8080/v1/models@latest", "GET http://127.0.0.1:8080/v1/models@latest"),
         ("a risk-free task for the desk", "a risk-free task for the desk"),
         (
