@@ -548,6 +548,84 @@ async def test_a_usage_object_on_a_data_line_of_its_own_is_still_read() -> None:
     assert slot.usage == ProviderUsage(3, 1, None, None, None, "m-1", "c-1")
 
 
+async def test_a_tool_call_streams_names_and_arguments_are_counted_and_text_is_not(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    # AutoGen yields nothing of a tool call before its CreateResult: the tap counts what came on the wire.
+    calls: list[tuple[str, dict[str, Any] | str]] = [
+        ("lookup_order", {"order_id": 4711}),
+        ("refund", '{"amount": "42.00 €", "why": "late"}'),
+    ]
+    server.enqueue(
+        FakeReply.tool_calls(calls, content="Looking that up.", usage=FakeUsage(9, 12)),
+        FakeReply.text("Only text here", usage=FakeUsage(9, 3)),
+    )
+    client = make_client()
+    with capture_provider_usage() as outer:
+        with capture_provider_usage() as calling:
+            items = await collect(client.create_stream(USER, extra_create_args=WITH_USAGE))
+        with capture_provider_usage() as texting:
+            await collect(client.create_stream(USER, extra_create_args=WITH_USAGE))
+    final = items[-1]
+    assert isinstance(final, CreateResult)
+    assert isinstance(final.content, list)
+    # Decoded characters, as a stream's text is counted: a quote (\" on the wire) is one, the euro sign (3 bytes) one.
+    expected = sum(len(call.name) + len(call.arguments) for call in final.content)
+    assert expected == len('lookup_order{"order_id": 4711}refund{"amount": "42.00 €", "why": "late"}')
+    assert (calling.tool_call_chars, texting.tool_call_chars, outer.tool_call_chars) == (expected, 0, expected)
+    assert calling.usage is not None
+    assert calling.usage.completion_tokens == 12
+
+
+async def test_tool_call_chunks_split_anywhere_are_counted_once(server: FakeOpenAIServer) -> None:
+    server.enqueue(
+        FakeReply.tool_calls([("lookup_order", {"order_id": 4711, "note": "refund"})], usage=FakeUsage(5, 9))
+    )
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": MODEL, "messages": [], "stream": True, "stream_options": {"include_usage": True}},
+        )
+    body = response.content
+    expected = len("lookup_order") + len('{"order_id": 4711, "note": "refund"}')
+    for size in (1, 2, 3, 7, 64, len(body)):
+        slot = UsageSlot()
+        tap = _BodyTap((slot,), sse=True, decoder=None)
+        for start in range(0, len(body), size):
+            tap.feed(body[start : start + size])
+        tap.finish()
+        assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0), size
+        assert slot.usage is not None
+
+
+async def test_a_text_stream_naming_no_tool_calls_in_every_chunk_is_still_not_split(
+    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some OpenAI-compatible servers send "tool_calls": null in every delta: no tool call, nothing to parse.
+    body = (await real_sse_body(server, FakeUsage(21, 4))).replace(b'"delta":{', b'"delta":{"tool_calls": null,')
+    chunks = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    assert all(b'"tool_calls": null' in chunk for chunk in chunks[:-3])
+    parsed: list[bytes] = []
+    on_event = _BodyTap._on_event
+
+    def counted(tap: _BodyTap, data: bytes) -> None:
+        parsed.append(data)
+        on_event(tap, data)
+
+    monkeypatch.setattr(_BodyTap, "_on_event", counted)
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    for chunk in chunks:
+        tap.feed(chunk)
+    tap.finish()
+    assert (slot.usage, slot.tool_call_chars, slot.tap_failures) == (
+        ProviderUsage(21, 4, None, None, None, SNAPSHOT, "chatcmpl-fake-1"),
+        0,
+        0,
+    )
+    assert len(parsed) == 2  # the first chunk for the model, the usage chunk
+
+
 async def test_an_oversized_json_body_passes_uninspected(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
     client = make_client()
     usage = FakeUsage(1, 1)

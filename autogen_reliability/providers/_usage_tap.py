@@ -22,10 +22,13 @@ How it works:
     * ``application/json`` bodies (non-streaming completions) are copied into a
       bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends;
     * ``text/event-stream`` bodies (streams) are split into lines incrementally
-      and only ``data:`` events that carry a ``usage`` object (or, until it is
-      known, the ``model``) are parsed. A chunk of whole events none of which
-      has a usage object (all of a stream's chunks but its last) is not even
-      split. Nothing is held back.
+      and only ``data:`` events that carry a ``usage`` object, a tool call
+      (whose name and argument characters are counted: AutoGen yields nothing
+      of a tool call until the stream ends, so a stream cut off half-way would
+      leave no trace of them) or, until it is known, the ``model`` are parsed.
+      A chunk of whole events none of which has a usage object or a tool call
+      (all of a text stream's chunks but its last) is not even split. Nothing
+      is held back.
 
     Compressed bodies (the SDK asks for ``gzip, deflate``, and ``br`` / ``zstd``
     where their libraries are installed) are decoded on a side copy for
@@ -118,6 +121,10 @@ _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
 # events (none of them would be parsed). Whatever else follows ``"usage"`` (an object, or a data line broken
 # before it) is a match, and the chunk is read event by event as before.
 _USAGE_NOT_NULL: Final = re.compile(rb'"usage"(?!\s*:\s*null)')
+# A chunk that carries tool-call deltas (a list; some servers send ``"tool_calls":null`` in every chunk): its
+# events are parsed to count the characters of the calls' names and arguments (`UsageSlot.tool_call_chars`).
+# On a text stream's chunk it is one more search of a literal, about 0.2 us a chunk (measured with timeit).
+_TOOL_CALLS: Final = re.compile(rb'"tool_calls"\s*:\s*\[')
 # Chunks parsed just to learn the stream's model/id before giving up on them (Azure's first chunk
 # can carry an empty model); after that only usage-bearing chunks are parsed.
 _IDENTITY_ATTEMPTS: Final = 8
@@ -171,6 +178,10 @@ class UsageSlot:
         model: The model named by the last response or chunk that named one, even without usage.
         response_id: The ``id`` of the last response or chunk that had one.
         request_id: The ``x-request-id`` header of the last response.
+        tool_call_chars: How many characters of tool-call names and arguments the streams' chunks
+            carried (decoded, as a stream's text is counted): what a tool-call stream cut off
+            before its usage chunk is estimated from, since AutoGen yields nothing of a tool call
+            before the stream ends.
         responses: How many HTTP responses arrived while the slot was active.
         tap_failures: How many response bodies could not be inspected (malformed, oversized,
             unknown encoding); the SDK got those bytes unchanged.
@@ -184,6 +195,7 @@ class UsageSlot:
         "responses",
         "status",
         "tap_failures",
+        "tool_call_chars",
         "usage",
         "usages",
     )
@@ -203,6 +215,7 @@ class UsageSlot:
         self.request_id: str | None = None
         self.responses = 0
         self.tap_failures = 0
+        self.tool_call_chars = 0
 
     def _chain(self) -> tuple[UsageSlot, ...]:
         slots: list[UsageSlot] = []
@@ -335,6 +348,10 @@ def _first(*values: int | None) -> int | None:
     return None
 
 
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
     for key in keys:
         details = usage.get(key)
@@ -429,8 +446,13 @@ class _BodyTap:
         try:
             data = self._decoder.decode(raw) if self._decoder is not None else raw
             if self._sse is not None:
-                if self._model is not None and _USAGE_NOT_NULL.search(data) is None and self._sse.between_events(data):
-                    return  # whole events, none with a usage object, and the model known: nothing to read
+                if (
+                    self._model is not None
+                    and _USAGE_NOT_NULL.search(data) is None
+                    and _TOOL_CALLS.search(data) is None
+                    and self._sse.between_events(data)
+                ):
+                    return  # whole events, no usage object or tool call in them, the model known: nothing to read
                 self._sse.feed(data)
             else:
                 self._keep(data)
@@ -478,9 +500,10 @@ class _BodyTap:
         self._body.append(data)
 
     def _on_event(self, data: bytes) -> None:
-        """The data of one SSE event: parsed only if it may carry a usage (or, until known, the model)."""
+        """The data of one SSE event: parsed only if it may carry a usage, a tool call or (until known) the model."""
         wants_identity = self._model is None and self._identity_attempts < _IDENTITY_ATTEMPTS
-        if not wants_identity and _USAGE_OBJECT.search(data) is None:
+        calls = _TOOL_CALLS.search(data) is not None
+        if not wants_identity and not calls and _USAGE_OBJECT.search(data) is None:
             return
         if data.startswith(b"[DONE]"):
             return
@@ -492,7 +515,24 @@ class _BodyTap:
             # Non-JSON data events exist in the wild (keep-alives, [DONE] variants); not a failure.
             return
         if isinstance(event, dict):
+            if calls:
+                self._count_tool_calls(cast("dict[str, Any]", event))
             self._observe(cast("dict[str, Any]", event))
+
+    def _count_tool_calls(self, chunk: dict[str, Any]) -> None:
+        """Add the characters of the tool-call names and arguments a stream chunk carries to the slots."""
+        chars = 0
+        for choice in _list(chunk.get("choices")):
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            for call in _list(delta.get("tool_calls") if isinstance(delta, dict) else None):
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    for part in (function.get("name"), function.get("arguments")):
+                        if isinstance(part, str):
+                            chars += len(part)
+        if chars:
+            for slot in self._targets:
+                slot.tool_call_chars += chars
 
     def _observe(self, obj: dict[str, Any]) -> None:
         """Record the model, id and usage of a completion, a chunk, or a Responses-API event."""
