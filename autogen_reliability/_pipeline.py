@@ -251,8 +251,9 @@ class AttemptEvent:
             reported none (a stream not asked for it, or cut off), the model and id alone.
         event_id: The id of the usage row the attempt becomes, given when it started.
         received_chars: For an attempt that ended without a result: None if no answer had begun to
-            arrive; else how many characters of text it had streamed (0 when only a successful HTTP
-            status, or chunks without text, had come). The provider then bills the attempt.
+            arrive; else how many characters of text, and of tool-call names and arguments, it had
+            streamed (0 when only a successful HTTP status, or chunks without either, had come). The
+            provider then bills the attempt.
         on_wrapper: The client called is itself a wrapped client (a wrapped fallback, a wrapper
             wrapped again, or AutoGen's cache over one), not a provider client: the attempt is one
             call of that wrapper, whose requests to its providers are attempts of their own, with
@@ -454,7 +455,9 @@ class Pipeline:
         # may run each step in a task of its own (asyncio.wait_for(anext(...))), close us from another task,
         # or leave that to the garbage collector, and a ContextVar token resets only in the context that set it.
         slot = new_usage_slot()
-        chars = 0  # of text streamed so far: what a failed or abandoned stream's completion is estimated from
+        # Of text streamed so far: with the tool calls the usage tap counts (see _received), what a failed or
+        # abandoned stream's completion is estimated from.
+        chars = 0
         answered = False
         try:
             async with aclosing(stream):
@@ -552,14 +555,16 @@ def _usage_of(slot: UsageSlot) -> ProviderUsage | None:
 
 
 def _received(slot: UsageSlot, *, answered: bool, chars: int) -> int | None:
-    """An :attr:`AttemptEvent.received_chars`: ``chars`` if the provider had begun to answer, else None.
+    """An :attr:`AttemptEvent.received_chars` if the provider had begun to answer, else None.
 
     It had if a chunk arrived, or the usage tap saw a successful HTTP status (a body cut off half-way, a stream
-    whose first chunks carried no text): either way it took the request, and bills it.
+    whose first chunks carried no text): either way it took the request, and bills it. What it had sent is
+    ``chars`` of text the stream yielded and the tool calls' names and arguments the tap counted on the wire:
+    AutoGen yields nothing of a tool call until the stream's end, which a stream cut off never reaches.
     """
     status = slot.status
     if answered or (status is not None and 200 <= status < 300):
-        return chars
+        return chars + slot.tool_call_chars
     return None
 
 

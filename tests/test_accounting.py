@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import httpx2
 import openai
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -188,6 +190,96 @@ async def test_a_stream_that_fails_after_its_first_chunks_is_estimated_not_recor
     assert row.completion_tokens == len(streamed) // 4  # the text that did arrive (a token per 4 characters)
     assert row.cost_nanousd is not None
     assert row.cost_nanousd > 0
+
+
+@pytest.mark.parametrize("fault", ["disconnect", "error event"])
+async def test_a_tool_call_stream_cut_off_is_estimated_from_the_call_that_came(
+    fault: str,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A tool call streams no text: AutoGen yields nothing until its CreateResult. The provider generated (and
+    # bills) the name and the argument fragments that came before the cut; the row counts them as it counts text.
+    calls = [("lookup_order", {"order_id": 4711, "note": "refund the customer"})]
+    usage = FakeUsage(prompt_tokens=77, completion_tokens=20)
+    # The chunk with the call's name, then six argument fragments: {"  order_id  ":   4711  , "  note
+    if fault == "disconnect":
+        fake_openai_server.enqueue(FakeReply.tool_calls(calls, usage=usage, disconnect_after_chunks=7))
+    else:
+        fake_openai_server.enqueue(FakeReply.tool_calls(calls, usage=usage, error_after_chunks=7))
+    with pytest.raises(openai.APIError):
+        await consume(reliable(make_openai_client(), recorder=ledger[1], retry=None))
+    (row,) = rows(ledger)
+    assert (row.outcome, row.tokens_estimated, row.streamed) == ("error", True, True)
+    assert row.prompt_tokens > 0
+    came = len("lookup_order") + len('{"order_id": 4711, "note')
+    assert row.completion_tokens == came // 4
+    assert row.cost_nanousd is not None
+    assert row.cost_nanousd > 0
+
+
+class ReadPastMarker(httpx2.AsyncBaseTransport):
+    """A real HTTP transport that says when its client has read a response body past ``marker`` and asked for more.
+
+    A tool-call stream hands its consumer nothing until it ends, so a test cannot tell from what it receives that
+    the client has read the fragments sent so far; this tells it from the bytes the client has taken.
+    """
+
+    def __init__(self, marker: bytes) -> None:
+        self.wrapped = httpx2.AsyncHTTPTransport()
+        self.marker = marker
+        self.read_past = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.wrapped.handle_async_request(request)
+        response.stream = _WatchedBody(cast("httpx2.AsyncByteStream", response.stream), self)
+        return response
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()
+
+
+class _WatchedBody(httpx2.AsyncByteStream):
+    def __init__(self, stream: httpx2.AsyncByteStream, watch: ReadPastMarker) -> None:
+        self.stream, self.watch = stream, watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = b""
+        async for chunk in self.stream:
+            seen += chunk
+            yield chunk
+            # Resumed: the reader has handled this chunk and asks for the next one.
+            if self.watch.marker in seen:
+                self.watch.read_past.set()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_a_tool_call_stream_cancelled_half_way_is_estimated_from_the_call_that_came(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The caller gives up (a timeout, a cancelled agent) while the call's arguments are still streaming: as when
+    # the connection drops, the name and the fragments that came are counted.
+    calls = [("lookup_order", {"order_id": 4711, "note": "refund the customer"})]
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls(calls, usage=FakeUsage(prompt_tokens=77, completion_tokens=20), hold_after_chunks=7)
+    )
+    watch = ReadPastMarker(b"note")  # the last fragment before the hold
+    async with httpx2.AsyncClient(transport=watch) as http:
+        client = reliable(make_openai_client(http_client=http), recorder=ledger[1], retry=None)
+        step = asyncio.ensure_future(anext(client.create_stream(HI)))
+        await asyncio.wait_for(watch.read_past.wait(), 30)
+        step.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await step
+    (row,) = rows(ledger)
+    assert (row.outcome, row.tokens_estimated, row.streamed) == ("cancelled", True, True)
+    assert row.prompt_tokens > 0
+    assert row.completion_tokens == (len("lookup_order") + len('{"order_id": 4711, "note')) // 4
 
 
 @pytest.mark.parametrize("ending", ["no usage asked for", "cut off"])

@@ -267,7 +267,8 @@ class AccountingLayer(Layer):
         ):
             # Cancelled (a stream abandoned, a deadline), or failed once the provider had begun to answer (a
             # stream cut off half-way), with no usage from the provider, which got the request and bills it: the
-            # estimate its in-flight row held, the prompt's tokens, and the completion's from the text that came.
+            # estimate its in-flight row held, the prompt's tokens, and the completion's from the text and the tool
+            # calls' names and arguments that came.
             prompt, estimated = _estimate(attempt.request.messages), True
             if attempt.received_chars:
                 completion = max(1, attempt.received_chars // _CHARS_PER_TOKEN)
