@@ -44,6 +44,7 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say h
 USAGE = FakeUsage(prompt_tokens=1200, completion_tokens=200, cached_tokens=1024, reasoning_tokens=64)
 SHORT = "Hello there, how can I help you today?"
 LONG = " ".join(f"word{i}" for i in range(200))  # 200 content chunks when streamed
+CALL = [("record_words", {"words": [f"word{i}" for i in range(50)]})]  # 203 tool-call chunks when streamed
 QUICK = quick_run()
 MEMORY_ROUNDS = 1 if QUICK else 7
 MEMORY_REPEAT = 20 if QUICK else 2_000
@@ -73,8 +74,8 @@ class _PlainStream(httpx2.AsyncByteStream):
             yield chunk
 
 
-async def _body(server: FakeOpenAIServer, content: str, *, stream: bool) -> bytes:
-    server.enqueue(FakeReply.text(content, usage=USAGE))
+async def _body(server: FakeOpenAIServer, content: str, *, stream: bool, tool_call: bool = False) -> bytes:
+    server.enqueue(FakeReply.tool_calls(CALL, usage=USAGE) if tool_call else FakeReply.text(content, usage=USAGE))
     payload: dict[str, object] = {"model": MODEL, "messages": MESSAGES}
     if stream:
         payload |= {"stream": True, "stream_options": {"include_usage": True}}
@@ -114,6 +115,8 @@ async def in_memory(server: FakeOpenAIServer) -> None:
         ("JSON completion, short", [await _body(server, SHORT, stream=False)], False),
         ("JSON completion, 200 words", [await _body(server, LONG, stream=False)], False),
         ("SSE stream, 200 words", _sse_events(await _body(server, LONG, stream=True)), True),
+        # Every chunk of a tool call is parsed, to count the characters of its arguments.
+        ("SSE stream, tool call", _sse_events(await _body(server, "", stream=True, tool_call=True)), True),
     ]
     for name, chunks, sse in cases:
         plain = await _drain_memory(chunks, tapped=False, sse=sse)
