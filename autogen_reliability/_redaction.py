@@ -290,7 +290,8 @@ def _scrub(value: Any) -> Any:
 
 
 def _scrub_http(value: Any) -> Any:
-    # openai and anthropic use httpx2, ollama httpx; each is imported already when an error holds its objects.
+    # openai and anthropic >= 1.0 use httpx2, anthropic 0.x and ollama httpx; each is imported already when an
+    # error holds its objects.
     for name in ("httpx2", "httpx"):
         httpx: Any = loaded_module(name)
         if httpx is not None and isinstance(value, httpx.Request):

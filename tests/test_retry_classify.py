@@ -28,6 +28,7 @@ import ollama
 import openai
 import pydantic
 import pytest
+from anthropic.lib.credentials import WorkloadIdentityError
 from autogen_core.models import UserMessage
 
 from autogen_reliability import BudgetExceededError
@@ -552,9 +553,10 @@ def _anthropic_body(error_type: str, message: str, error_code: str | None = None
 def _anthropic_status_error(
     cls: type[anthropic.APIStatusError], status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> anthropic.APIStatusError:
-    # The SDK's own shape: an httpx2 response, and the full {"type": "error", "error": {...}} body.
-    request = httpx2.Request("POST", _ANTHROPIC_URL)
-    response = httpx2.Response(status, request=request, json=body, headers=headers)
+    # The SDK's own shape: an httpx response (anthropic 0.x, which AutoGen 0.7.5 needs, is built on httpx),
+    # and the full {"type": "error", "error": {...}} body.
+    request = httpx.Request("POST", _ANTHROPIC_URL)
+    response = httpx.Response(status, request=request, json=body, headers=headers)
     return cls(f"Error code: {status} - {body}", response=response, body=body)
 
 
@@ -581,17 +583,19 @@ def _anthropic_status_error(
             _anthropic_body("authentication_error", "invalid x-api-key"),
             K.AUTHENTICATION,
         ),
-        (anthropic.PaymentRequiredError, 402, _anthropic_body("billing_error", "Credit balance too low"), K.PERMISSION),
+        # anthropic 0.x has no class of its own for 402, 408 and 504: the client raises these.
+        (anthropic.APIStatusError, 402, _anthropic_body("billing_error", "Credit balance too low"), K.PERMISSION),
         (anthropic.PermissionDeniedError, 403, _anthropic_body("permission_error", "Not allowed"), K.PERMISSION),
         (anthropic.NotFoundError, 404, _anthropic_body("not_found_error", "model: claude-x"), K.NOT_FOUND),
-        (anthropic.RequestTimeoutError, 408, _anthropic_body("timeout_error", "Request timeout"), K.TIMEOUT),
+        (anthropic.APIStatusError, 408, _anthropic_body("timeout_error", "Request timeout"), K.TIMEOUT),
         (anthropic.ConflictError, 409, _anthropic_body("conflict_error", "Conflict"), K.SERVER_ERROR),
-        (anthropic.ContentTooLargeError, 413, _anthropic_body("request_too_large", "Request too large"), K.BAD_REQUEST),
+        (anthropic.RequestTooLargeError, 413, _anthropic_body("request_too_large", "Request too large"), K.BAD_REQUEST),
         (anthropic.InternalServerError, 500, _anthropic_body("api_error", "Internal server error"), K.SERVER_ERROR),
-        (anthropic.ServiceUnavailableError, 503, _anthropic_body("api_error", "Unavailable"), K.OVERLOADED),
-        (anthropic.GatewayTimeoutError, 504, _anthropic_body("timeout_error", "Gateway timeout"), K.SERVER_ERROR),
+        (anthropic.InternalServerError, 503, _anthropic_body("api_error", "Unavailable"), K.OVERLOADED),
+        (anthropic.InternalServerError, 504, _anthropic_body("timeout_error", "Gateway timeout"), K.SERVER_ERROR),
         (
-            anthropic.EnforcedSpendLimitReachedError,
+            # The spend limit is a 429 whose error_code says so (anthropic 0.x has no class for it).
+            anthropic.RateLimitError,
             429,
             _anthropic_body("rate_limit_error", "Spend limit reached", "enforced_spend_limit_reached"),
             K.PERMISSION,
@@ -611,20 +615,21 @@ def test_anthropic_status_errors(
 @pytest.mark.parametrize(
     ("exc", "expected"),
     [
+        pytest.param(anthropic.APITimeoutError(request=httpx.Request("POST", _ANTHROPIC_URL)), K.TIMEOUT, id="timeout"),
         pytest.param(
-            anthropic.APITimeoutError(request=httpx2.Request("POST", _ANTHROPIC_URL)), K.TIMEOUT, id="timeout"
-        ),
-        pytest.param(
-            anthropic.APIConnectionError(request=httpx2.Request("POST", _ANTHROPIC_URL)), K.CONNECTION, id="connection"
+            anthropic.APIConnectionError(request=httpx.Request("POST", _ANTHROPIC_URL)), K.CONNECTION, id="connection"
         ),
         pytest.param(
             anthropic.APIResponseValidationError(
-                response=httpx2.Response(200, request=httpx2.Request("POST", _ANTHROPIC_URL)), body=None
+                response=httpx.Response(200, request=httpx.Request("POST", _ANTHROPIC_URL)), body=None
             ),
             K.INVALID_RESPONSE,
             id="response-validation",
         ),
-        pytest.param(anthropic.CredentialsError("no credentials found"), K.AUTHENTICATION, id="credentials"),
+        # anthropic 0.x's failed token exchange (no CredentialsError yet): judged by the status it carries.
+        pytest.param(
+            WorkloadIdentityError("token exchange failed", status_code=401), K.AUTHENTICATION, id="workload-identity"
+        ),
         pytest.param(anthropic.RetryableError("middleware asked for a retry"), K.SERVER_ERROR, id="retryable"),
     ],
 )
@@ -632,11 +637,11 @@ def test_anthropic_other_errors(exc: Exception, expected: ErrorKind) -> None:
     assert classify_error(exc) is expected
 
 
-def _anthropic_client(handler: Callable[[httpx2.Request], httpx2.Response]) -> anthropic.AsyncAnthropic:
+def _anthropic_client(handler: Callable[[httpx.Request], httpx.Response]) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(
         api_key="sk-ant-test",
         max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
     )
 
 
@@ -653,8 +658,8 @@ async def _anthropic_create(client: anthropic.AsyncAnthropic, *, stream: bool = 
 async def test_anthropic_sdk_429_with_retry_after() -> None:
     body = _anthropic_body("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit")
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(429, json=body, headers={"retry-after": "3"})
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json=body, headers={"retry-after": "3"})
 
     async with _anthropic_client(handler) as client:
         exc = await raised(lambda: _anthropic_create(client))
@@ -666,8 +671,8 @@ async def test_anthropic_sdk_429_with_retry_after() -> None:
 async def test_anthropic_sdk_prompt_too_long() -> None:
     body = _anthropic_body("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum")
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(400, json=body)
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json=body)
 
     async with _anthropic_client(handler) as client:
         exc = await raised(lambda: _anthropic_create(client))
@@ -706,8 +711,8 @@ async def test_anthropic_sdk_error_event_mid_stream(error_type: str, expected: E
         f"event: error\ndata: {json.dumps(_anthropic_body(error_type, 'Overloaded'))}\n\n"
     ).encode()
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, content=sse, headers={"content-type": "text/event-stream"})
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})
 
     async with _anthropic_client(handler) as client:
         exc = await raised(lambda: _anthropic_create(client, stream=True))
@@ -719,13 +724,13 @@ async def test_anthropic_sdk_error_event_mid_stream(error_type: str, expected: E
 
 
 async def test_anthropic_sdk_timeout() -> None:
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ReadTimeout("timed out", request=request)
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
 
     async with _anthropic_client(handler) as client:
         exc = await raised(lambda: _anthropic_create(client))
 
-    assert cause_chain(exc) == [anthropic.APITimeoutError, httpx2.ReadTimeout]
+    assert cause_chain(exc) == [anthropic.APITimeoutError, httpx.ReadTimeout]
     assert classify_error(exc) is K.TIMEOUT
 
 

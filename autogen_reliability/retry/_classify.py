@@ -357,7 +357,8 @@ _HTTPX_RULES: Final[_Rules] = (
     ("TooManyRedirects", ErrorKind.BAD_REQUEST),
     ("HTTPStatusError", _httpx_status),
 )
-# openai and anthropic both use httpx2; ollama uses legacy httpx; a custom http_client may be either.
+# openai and anthropic >= 1.0 use httpx2; anthropic 0.x (what AutoGen 0.7.5 needs) and ollama use legacy httpx;
+# a custom http_client may be either.
 _SDK_RULES: Final[tuple[tuple[str, _Rules], ...]] = (
     ("openai", _OPENAI_RULES),
     ("anthropic", _ANTHROPIC_RULES),
