@@ -1,22 +1,45 @@
 """The fake of Anthropic's Messages wire protocol, driven by the real anthropic SDK over HTTP.
 
 The SDK parses every answer into its own types (``Message``, ``RawMessageStreamEvent``), so a shape
-the fake got wrong fails here. The last test is a tripwire: AutoGen's AnthropicChatCompletionClient
-cannot send a request with the anthropic SDK installed here (see its reason).
+the fake got wrong fails here. Then AutoGen's AnthropicChatCompletionClient, wrapped by ``reliable``,
+talks to it, and each usage row in a real ledger must hold Anthropic's numbers: the prompt with its
+cache reads and writes (which AutoGen's ``RequestUsage`` leaves out), and their price, judged by
+genai-prices' own reading of the same usage.
 """
 
 from __future__ import annotations
 
-import inspect
+import json
 from collections.abc import Iterator
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
-from autogen_core.models import UserMessage
-from autogen_ext.models.anthropic import AnthropicChatCompletionClient
+from autogen_core.models import CreateResult, ModelInfo, UserMessage
+from autogen_ext.models.anthropic import (
+    AnthropicBedrockChatCompletionClient,
+    AnthropicChatCompletionClient,
+    BedrockInfo,
+)
+from genai_prices import extract_usage
+
+from autogen_reliability import reliable
+from autogen_reliability.providers._usage_tap import (
+    ProviderUsage,
+    UsageSlot,
+    UsageTapTransport,
+    _BodyTap,
+    attach_usage_tap,
+)
 
 from .anthropic_wire import AnthropicReply, FakeAnthropicServer
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
+
+# The anthropic SDK warns that this model retires in June 2026; the fake answers for it all the same.
+pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-0' is deprecated:DeprecationWarning")
 
 MODEL = "claude-sonnet-4-0"
 SNAPSHOT = "claude-sonnet-4-20250514"
@@ -27,6 +50,7 @@ CACHED: dict[str, Any] = {
     "cache_creation_input_tokens": 3000,
 }
 HI: Any = [{"role": "user", "content": "hi"}]
+HELLO = [UserMessage(content="hi", source="user")]
 
 
 @pytest.fixture
@@ -79,14 +103,8 @@ async def test_a_stream_is_parsed_by_the_sdk_event_by_event(server: FakeAnthropi
     assert text == "Hello there"
 
 
-@pytest.mark.xfail(
-    "temperature" not in inspect.signature(anthropic.resources.AsyncMessages.create).parameters,
-    raises=TypeError,
-    strict=True,
-    reason="AutoGen 0.7.5's Anthropic client always sends temperature=, which this anthropic SDK no longer takes",
-)
 async def test_autogens_anthropic_client_reaches_the_server(server: FakeAnthropicServer) -> None:
-    # When this passes, the usage tap can be made to read Anthropic's cache tokens and tested end to end.
+    # AutoGen 0.7.5 sends temperature=, which anthropic 1.0 removed: this runs on the 0.x SDK the dev extra pins.
     server.enqueue(AnthropicReply("Hello there", SNAPSHOT, CACHED))
     client = AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url, max_retries=0)
     try:
@@ -95,3 +113,163 @@ async def test_autogens_anthropic_client_reaches_the_server(server: FakeAnthropi
         await client.close()
     assert result.content == "Hello there"
     assert len(server.requests) == 1
+    # What AutoGen itself reports: Anthropic's input_tokens, which leave out the cache reads and writes.
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (1000, 500)
+
+
+# --------------------------------------------------------------------------- the ledger's row, end to end
+
+
+@pytest.fixture
+def ledger(store_url: str, tmp_path: Path) -> Iterator[Ledger]:
+    """A real store (SQLite file or PostgreSQL) and a recorder writing to it."""
+    with open_ledger(store_url, tmp_path / "spool") as opened:
+        yield opened
+
+
+def _nanousd(usd: Decimal) -> int:
+    return int((usd * Decimal(10**9)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+USAGES = {
+    # Prompt caching: 1,000 new input tokens, 6,000 read from the cache, 3,000 written to it.
+    "cache-read-and-write": CACHED,
+    # What the API sends for a request that touched no cache.
+    "cache-zero": {
+        "input_tokens": 1000,
+        "output_tokens": 500,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    },
+    # An older API version, or a gateway, that leaves the cache fields out.
+    "no-cache-fields": {"input_tokens": 1000, "output_tokens": 500},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "create_stream"])
+@pytest.mark.parametrize("usage", USAGES.values(), ids=USAGES.keys())
+async def test_a_row_holds_anthropics_cache_tokens_and_their_price(
+    server: FakeAnthropicServer, ledger: Ledger, usage: dict[str, Any], stream: bool
+) -> None:
+    reply = AnthropicReply("Hello there", SNAPSHOT, usage)
+    server.enqueue(reply)
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url), recorder=ledger[1]
+    )
+    try:
+        if stream:
+            items = [item async for item in client.create_stream(HELLO)]
+            assert isinstance(items[-1], CreateResult)
+        else:
+            await client.create(HELLO)
+    finally:
+        await client.close()
+    (row,) = ledger_rows(ledger)
+    # The oracle: genai-prices reading the same Message body the fake sends, and pricing it itself.
+    extracted = extract_usage({"type": "message", "model": SNAPSHOT, "usage": dict(usage)}, provider_id="anthropic")
+    expected = extracted.usage
+    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.completion_tokens) == (
+        expected.input_tokens,  # genai-prices' input, as our prompt, includes cache reads and writes
+        usage.get("cache_read_input_tokens"),
+        usage.get("cache_creation_input_tokens"),
+        expected.output_tokens,
+    )
+    assert (expected.cache_read_tokens or 0, expected.cache_write_tokens or 0) == (
+        row.cached_tokens or 0,
+        row.cache_write_tokens or 0,
+    )
+    assert (row.provider, row.model, row.response_model) == ("anthropic", MODEL, SNAPSHOT)
+    assert (row.outcome, row.streamed, row.tokens_estimated) == ("ok", stream, False)
+    assert row.cost_nanousd == _nanousd(extracted.calc_price().total_price)
+    # At $3 input, $0.30 cache read, $3.75 cache write and $15 output per million tokens:
+    assert row.cost_nanousd == (23_550_000 if usage is CACHED else 10_500_000)
+
+
+async def test_a_stream_whose_message_delta_repeats_the_whole_usage_is_counted_once(
+    server: FakeAnthropicServer, ledger: Ledger
+) -> None:
+    # The API now sends cumulative counts of every field in message_delta, not only output_tokens.
+    server.enqueue(AnthropicReply("Hello there", SNAPSHOT, CACHED, delta_usage=CACHED))
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url), recorder=ledger[1]
+    )
+    try:
+        async for _ in client.create_stream(HELLO):
+            pass
+    finally:
+        await client.close()
+    (row,) = ledger_rows(ledger)
+    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.completion_tokens) == (
+        10_000,
+        6000,
+        3000,
+        500,
+    )
+    assert row.cost_nanousd == 23_550_000
+
+
+# --------------------------------------------------------------------------- the usage tap on Anthropic's wire
+
+
+async def anthropic_sse_body(server: FakeAnthropicServer, reply: AnthropicReply) -> bytes:
+    """The bytes of the fake's stream for ``reply``, as a client receives them."""
+    server.enqueue(reply)
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{server.base_url}/v1/messages", json={"stream": True})
+    return response.content
+
+
+async def test_anthropic_clients_are_tapped_and_bedrock_is_left_alone() -> None:
+    client = AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url="http://127.0.0.1:9")
+    assert attach_usage_tap(client) is True
+    assert isinstance(client._client._client._transport, UsageTapTransport)
+    await client.close()
+    # Bedrock's AsyncAnthropicBedrock is not an AsyncAnthropic, and streams AWS's binary event stream: not read.
+    bedrock = AnthropicBedrockChatCompletionClient(
+        model="anthropic.claude-3-5-sonnet-20241022-v2:0",
+        model_info=ModelInfo(
+            vision=False, function_calling=True, json_output=False, family="claude-3-5-sonnet", structured_output=False
+        ),
+        bedrock_info=BedrockInfo(aws_access_key="k", aws_secret_key="s", aws_session_token="t", aws_region="us-east-1"),
+    )
+    assert attach_usage_tap(bedrock) is False
+
+
+async def test_a_stream_parses_only_message_start_and_message_delta(
+    server: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # message_delta as the API sends it now: every field, those it has no count for null.
+    delta = {**CACHED, "input_tokens": None, "cache_read_input_tokens": None, "output_tokens": 501}
+    body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED, delta_usage=delta))
+    chunks = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    assert len(chunks) == 8  # one event per chunk, as the fake (and the API) sends them
+    parsed: list[bytes] = []
+    on_event = _BodyTap._on_event
+
+    def counted(tap: _BodyTap, data: bytes) -> None:
+        parsed.append(data)
+        on_event(tap, data)
+
+    monkeypatch.setattr(_BodyTap, "_on_event", counted)
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    for chunk in chunks:
+        tap.feed(chunk)
+    tap.finish()
+    # message_start's input and cache counts, message_delta's output; null in message_delta keeps the start's.
+    assert slot.usage == ProviderUsage(10_000, 501, 6000, None, 3000, SNAPSHOT, "msg_fake_1")
+    assert slot.usages == [slot.usage]
+    assert slot.tap_failures == 0
+    assert [json.loads(data)["type"] for data in parsed] == ["message_start", "message_delta"]
+
+
+async def test_a_stream_cut_off_before_message_delta_reports_the_model_but_no_usage(
+    server: FakeAnthropicServer,
+) -> None:
+    body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED))
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    tap.feed(body[: body.index(b"event: message_delta")])
+    tap.finish()
+    # Without message_delta the output count is only the start value: no usage, and the ledger estimates.
+    assert (slot.usage, slot.model, slot.response_id, slot.tap_failures) == (None, SNAPSHOT, "msg_fake_1", 0)

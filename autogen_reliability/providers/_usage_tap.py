@@ -7,13 +7,18 @@ Why this exists:
     (``usage.prompt_tokens_details.cached_tokens``) at about half price, reasoning
     tokens (``usage.completion_tokens_details.reasoning_tokens``) are part of the
     completion bill but worth reporting apart, and the ``model`` that actually
-    answered (a dated snapshot) decides the price. All of that is in the HTTP
-    response body and gone by the time AutoGen returns.
+    answered (a dated snapshot) decides the price. Anthropic's ``input_tokens``,
+    which AutoGen reports as the prompt, leaves out the prompt's cache reads and
+    writes (``cache_read_input_tokens``, ``cache_creation_input_tokens``), billed
+    at their own prices (a read at a tenth of the input price, a write above it).
+    All of that is in the HTTP response body and gone by the time AutoGen returns.
 
 How it works:
-    `attach_usage_tap` wraps the transport(s) of the ``httpx2.AsyncClient`` that
-    the ``openai.AsyncOpenAI`` inside an AutoGen OpenAI-family client sends its
-    requests through (``client._client._client._transport`` and the per-URL
+    `attach_usage_tap` wraps the transport(s) of the HTTP client that the
+    ``openai.AsyncOpenAI`` inside an AutoGen OpenAI-family client (an
+    ``httpx2.AsyncClient``), or the ``anthropic.AsyncAnthropic`` inside its
+    ``AnthropicChatCompletionClient`` (an ``httpx.AsyncClient`` in the 0.x SDK
+    AutoGen 0.7.5 runs on), sends its requests through (``client._client._client._transport`` and the per-URL
     ``_mounts``) in a `UsageTapTransport`. While a `capture_provider_usage` block is
     active, the transport replaces each response's byte stream with a pass-through
     iterator that hands every chunk on unchanged, as soon as it arrives, after
@@ -28,7 +33,11 @@ How it works:
       leave no trace of them) or, until it is known, the ``model`` are parsed.
       A chunk of whole events none of which has a usage object or a tool call
       (all of a text stream's chunks but its last) is not even split. Nothing
-      is held back.
+      is held back. Anthropic's stream counts the input and cache
+      tokens in ``message_start`` (inside its ``message``, with the model and id)
+      and the output tokens in ``message_delta`` (cumulative; newer API versions
+      repeat the other fields there, or send them null): the usage is reported at
+      ``message_delta``, its values over ``message_start``'s where not null.
 
     Compressed bodies (the SDK asks for ``gzip, deflate``, and ``br`` / ``zstd``
     where their libraries are installed) are decoded on a side copy for
@@ -55,7 +64,7 @@ How it stays safe:
     * Without an active capture the transport only adds one ``ContextVar.get``
       per request: response streams are not wrapped at all.
     * If the internals are not where this version of AutoGen / openai /
-      httpx2 keeps them, `attach_usage_tap` returns False, logs once at DEBUG,
+      anthropic / httpx2 keeps them, `attach_usage_tap` returns False, logs once at DEBUG,
       and changes nothing.
     * Attaching is idempotent, works with the SDK's default HTTP client and with
       a user-supplied ``http_client`` (``httpx2`` or legacy ``httpx``), and
@@ -138,7 +147,8 @@ class ProviderUsage:
     """The usage one HTTP response reported, as the provider wrote it (no estimates), in OpenAI's terms.
 
     Attributes:
-        prompt_tokens: ``usage.prompt_tokens`` (``input_tokens`` in Responses-API shapes).
+        prompt_tokens: ``usage.prompt_tokens`` (``input_tokens`` in Responses-API shapes; Anthropic's
+            ``input_tokens`` plus its cache reads and writes).
         completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes), reasoning
             tokens included: where a provider counts them apart (xAI: its ``total_tokens`` is prompt +
             completion + reasoning), they are added.
@@ -147,8 +157,8 @@ class ProviderUsage:
             included in ``prompt_tokens``.
         reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
             ``completion_tokens``.
-        cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it;
-            None for OpenAI.
+        cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it,
+            included in ``prompt_tokens``; None for OpenAI.
         model: The ``model`` field of the response (for a stream, of its chunks), e.g. a dated snapshot.
         response_id: The ``id`` field of the response, e.g. ``"chatcmpl-..."``.
     """
@@ -423,6 +433,7 @@ class _BodyTap:
         "_response_id",
         "_size",
         "_sse",
+        "_start_usage",
         "_targets",
     )
 
@@ -437,6 +448,8 @@ class _BodyTap:
         self._model: str | None = None
         self._response_id: str | None = None
         self._identity_attempts = 0
+        # An Anthropic stream's message_start usage (input and cache tokens), until its message_delta completes it.
+        self._start_usage: dict[str, Any] | None = None
 
     # ---- the two entry points
 
@@ -535,9 +548,35 @@ class _BodyTap:
                 slot.tool_call_chars += chars
 
     def _observe(self, obj: dict[str, Any]) -> None:
-        """Record the model, id and usage of a completion, a chunk, or a Responses-API event."""
+        """Record the model, id and usage of a completion, a chunk, a Responses-API or an Anthropic stream event."""
+        kind = obj.get("type")
         if "usage" not in obj and isinstance(obj.get("response"), dict):
             obj = cast("dict[str, Any]", obj["response"])
+        elif kind == "message_start" and isinstance(obj.get("message"), dict):
+            # Anthropic names the model and id, and counts the input and cache tokens, only here, inside the
+            # message; its output_tokens is a start value. The usage is reported once message_delta completes it.
+            message = cast("dict[str, Any]", obj["message"])
+            self._identify(message)
+            start = message.get("usage")
+            if isinstance(start, dict):
+                self._start_usage = cast("dict[str, Any]", start)
+            return
+        self._identify(obj)
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            usage = cast("dict[str, Any]", usage)
+            if kind == "message_delta" and self._start_usage is not None:
+                # message_delta's counts are cumulative; the API long sent only output_tokens there, and now
+                # sends the other fields too (or null). Later values that are there win.
+                usage = {**self._start_usage, **{key: value for key, value in usage.items() if value is not None}}
+            found = _provider_usage(usage, self._model, self._response_id)
+            if found is not None:
+                for slot in self._targets:
+                    slot.usage = found
+                    slot.usages.append(found)
+
+    def _identify(self, obj: Mapping[str, Any]) -> None:
+        """Record the ``model`` and ``id`` that ``obj`` names, if any."""
         model = obj.get("model")
         if isinstance(model, str) and model:
             self._model = model
@@ -548,13 +587,6 @@ class _BodyTap:
             self._response_id = response_id
             for slot in self._targets:
                 slot.response_id = response_id
-        usage = obj.get("usage")
-        if isinstance(usage, dict):
-            found = _provider_usage(cast("dict[str, Any]", usage), self._model, self._response_id)
-            if found is not None:
-                for slot in self._targets:
-                    slot.usage = found
-                    slot.usages.append(found)
 
 
 # --------------------------------------------------------------------------- transport
@@ -688,7 +720,7 @@ class UsageTapTransport(httpx2.AsyncBaseTransport):
     """An ``httpx2`` async transport that shows response bodies to the active `UsageSlot`.
 
     Delegates everything to the wrapped transport. `attach_usage_tap` installs it on
-    AutoGen's OpenAI clients; it can also wrap the transport of any ``httpx2.AsyncClient``
+    AutoGen's OpenAI and Anthropic clients; it can also wrap the transport of any ``httpx2.AsyncClient``
     used with ``openai.AsyncOpenAI(http_client=...)`` directly.
     """
 
@@ -762,10 +794,12 @@ def _tapped(transport: object) -> object:
 
 
 def attach_usage_tap(client: object) -> bool:
-    """Install the usage tap on an AutoGen OpenAI-family model client.
+    """Install the usage tap on an AutoGen OpenAI-family or Anthropic model client.
 
-    Works for ``OpenAIChatCompletionClient``, ``AzureOpenAIChatCompletionClient`` and
-    anything whose ``_client`` is an ``openai.AsyncOpenAI``. Idempotent. The HTTP client
+    Works for ``OpenAIChatCompletionClient``, ``AzureOpenAIChatCompletionClient``,
+    ``AnthropicChatCompletionClient`` and anything whose ``_client`` is an
+    ``openai.AsyncOpenAI`` or an ``anthropic.AsyncAnthropic`` (not Bedrock's
+    ``AsyncAnthropicBedrock``, whose streams are AWS's binary event stream). Idempotent. The HTTP client
     is modified in place, so every client sharing it (e.g. one ``http_client`` passed to
     several model clients) is tapped too; that is harmless, since only requests sent
     inside `capture_provider_usage` are inspected. A client rebuilt by unpickling gets a
@@ -782,8 +816,13 @@ def attach_usage_tap(client: object) -> bool:
     kind = type(client).__qualname__
     try:
         sdk = sdk_client_of(client)
-        if not isinstance(sdk, openai.AsyncOpenAI):
-            _debug_once(f"no-sdk:{kind}", "usage tap: %s has no openai.AsyncOpenAI at ._client; not tapped", kind)
+        anthropic_sdk = loaded_class("anthropic", "AsyncAnthropic")
+        if not isinstance(sdk, openai.AsyncOpenAI) and (anthropic_sdk is None or not isinstance(sdk, anthropic_sdk)):
+            _debug_once(
+                f"no-sdk:{kind}",
+                "usage tap: %s has no openai.AsyncOpenAI or anthropic.AsyncAnthropic at ._client; not tapped",
+                kind,
+            )
             return False
         http = getattr(sdk, "_client", None)
         transport = getattr(http, "_transport", None)
