@@ -74,7 +74,11 @@ def cause_chain(exc: BaseException) -> list[type[BaseException]]:
 @pytest.fixture
 async def sdk(fake_openai_server: FakeOpenAIServer) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
-        api_key="sk-test", base_url=fake_openai_server.base_url, max_retries=0, timeout=0.2
+        # 1 s: well past a loaded machine's answer to the other replies, well short of the 2 s "late" ones.
+        api_key="sk-test",
+        base_url=fake_openai_server.base_url,
+        max_retries=0,
+        timeout=1.0,
     ) as client:
         yield client
 
@@ -403,7 +407,7 @@ def test_openai_response_validation_error() -> None:
 async def test_autogen_client_create(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, reply: FakeReply, expected: ErrorKind
 ) -> None:
-    client = make_openai_client(timeout=0.2)
+    client = make_openai_client(timeout=1.0)  # as the `sdk` fixture's
     fake_openai_server.enqueue(reply)
 
     exc = await raised(lambda: client.create([UserMessage(content="hi", source="user")]))
