@@ -21,8 +21,8 @@ item, as they arrived (``{"data": {...}}``, ``{"event": "error", "data": ...}``,
 
 Recording (`Recorder`) happens at the SDK's transport, as the usage tap does
 (``providers/_usage_tap.py``): while a test records, ``httpx2.HTTPTransport`` and
-``httpx2.AsyncHTTPTransport`` (what the openai and anthropic SDKs send through,
-default client or the user's own ``http_client``) hand each request under the
+``httpx2.AsyncHTTPTransport`` (what the openai SDK sends through, default
+client or the user's own ``http_client``) hand each request under the
 cassette's base URL to the real transport and its response body back to the
 SDK chunk by chunk, as it arrives, keeping a copy. Only an allow-list of headers
 is kept (so no credential survives under a name nobody thought of); the values

@@ -1,10 +1,11 @@
 """The socket-level guard behind ``--block-llm-network``: only loopback (and hosts allowed by name) may be reached.
 
 Why at the socket:
-    Every Python HTTP client ends in the ``socket`` module: the openai and
-    anthropic SDKs (httpx2 over httpcore2: ``socket.create_connection`` when
-    sync, anyio over asyncio's ``loop.getaddrinfo`` / ``sock_connect`` when
-    async), legacy httpx, requests/urllib3 and aiohttp. So the guard replaces
+    Every Python HTTP client ends in the ``socket`` module: the openai SDK
+    (httpx2 over httpcore2: ``socket.create_connection`` when sync, anyio over
+    asyncio's ``loop.getaddrinfo`` / ``sock_connect`` when async), legacy httpx
+    (the anthropic SDK's 0.x releases, which AutoGen 0.7.5's client runs on),
+    requests/urllib3 and aiohttp. So the guard replaces
     ``socket.getaddrinfo`` (a name is refused *before* it is looked up: the
     test fails at once, with the name in the message, and no DNS query leaves
     the machine) and ``socket.socket.connect`` / ``connect_ex`` (an address
