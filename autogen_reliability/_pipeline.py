@@ -131,8 +131,9 @@ class Call:
         call_id: Shared by every attempt of this call.
         attribution: Project / session / agent / tags, resolved when the call started.
         streamed: Whether the agent called ``create_stream``.
-        extra_create_args: As the agent passed them, for every client the call tries (a ``"model"``
-            there is the model it asks for: see ``providers.ClientModel``).
+        extra_create_args: As the agent passed them (a ``"model"`` there is the model it asks the
+            primary client for: see ``providers.ClientModel``). A fallback's attempts are sent them
+            without that ``"model"`` (their :attr:`Request.extra_create_args`), asking for its own.
         started_at: When the call started (UTC).
         attempts: Provider attempts made so far.
         events: The :class:`AttemptEvent` of each finished attempt, in order; emptied once the call

@@ -34,8 +34,10 @@ from autogen_reliability.providers._usage_tap import (
     _BodyTap,
     attach_usage_tap,
 )
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .anthropic_wire import AnthropicReply, FakeAnthropicServer
+from .conftest import OpenAIClientFactory
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 # The anthropic SDK warns that this model retires in June 2026; the fake answers for it all the same.
@@ -206,6 +208,37 @@ async def test_a_stream_whose_message_delta_repeats_the_whole_usage_is_counted_o
         500,
     )
     assert row.cost_nanousd == 23_550_000
+
+
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "create_stream"])
+async def test_an_anthropic_fallback_is_asked_for_its_own_model_not_the_calls_openai_one(
+    server: FakeAnthropicServer,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    stream: bool,
+) -> None:
+    # The call asks the OpenAI primary for gpt-4o; Anthropic's API answers a request for gpt-4o with a 404.
+    fake_openai_server.enqueue(FakeReply.error(500))
+    server.enqueue(AnthropicReply("from Claude", SNAPSHOT, {"input_tokens": 10, "output_tokens": 2}))
+    fallback = AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url)
+    client = reliable(make_openai_client(), retry=None, fallbacks=[fallback], recorder=ledger[1])
+    arguments = {"model": "gpt-4o", "temperature": 0.25}
+    try:
+        if stream:
+            result = [item async for item in client.create_stream(HELLO, extra_create_args=arguments)][-1]
+        else:
+            result = await client.create(HELLO, extra_create_args=arguments)
+    finally:
+        await client.close()
+    assert isinstance(result, CreateResult)
+    assert result.content == "from Claude"
+    assert fake_openai_server.requests[0].model == "gpt-4o"
+    (asked,) = server.requests
+    assert (asked["model"], asked["temperature"]) == (MODEL, 0.25)
+    rows = sorted(ledger_rows(ledger), key=lambda row: row.attempt)
+    assert [(row.provider, row.model) for row in rows] == [("openai", "gpt-4o"), ("anthropic", MODEL)]
 
 
 # --------------------------------------------------------------------------- the usage tap on Anthropic's wire

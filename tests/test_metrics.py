@@ -291,6 +291,38 @@ async def test_a_model_asked_for_in_extra_create_args_labels_the_series_as_the_l
         assert set(values(samples, f"{P}cost_usd_total", "model")) == {("gpt-4o-mini",), ("gpt-4o",)}
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
+async def test_a_fallbacks_attempt_is_labelled_its_own_model_not_the_one_the_call_asks_the_primary_for(
+    recorded: bool,
+    app: FastAPI,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The call's "model" is the primary's; the fallback is sent the call without it and asks for its own.
+    recording = {"recorder": ledger[1]} if recorded else {"track_usage": False}
+    fallback = make_openai_client(model="gpt-4.1")
+    client = reliable(make_openai_client(), retry=None, fallbacks=[fallback], **recording)
+    fake_openai_server.enqueue(
+        FakeReply.error(500),
+        FakeReply.text("from the fallback", usage=FakeUsage(prompt_tokens=30, completion_tokens=3)),
+    )
+    await client.create(HI, extra_create_args={"model": "gpt-4o"})
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o", "gpt-4.1"]
+    samples = scrape(app)
+    attempts = {("gpt-4o", "error", "server_error"): 1, ("gpt-4.1", "ok", ""): 1}
+    if recorded:
+        assert Counter((row.model or "", row.outcome, row.error_kind or "") for row in ledger_rows(ledger)) == attempts
+    assert values(samples, f"{P}attempts_total", "model", "outcome", "error_kind") == attempts
+    assert values(samples, f"{P}tokens_total", "model", "kind") == {
+        ("gpt-4.1", "prompt"): 30,
+        ("gpt-4.1", "completion"): 3,
+    }
+    # The call is labelled by what it asked its primary for, as a call answered by a fallback always is.
+    assert values(samples, f"{P}calls_total", "model", "outcome") == {("gpt-4o", "ok"): 1}
+
+
 async def test_a_call_refused_before_any_request_is_counted_under_the_model_it_asked_for(
     app: FastAPI, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -558,6 +558,58 @@ async def test_a_bad_request_does_not_go_to_a_fallback(
     assert fake_openai_server.request_count == 1
 
 
+# A call's extra_create_args={"model": ...} asks the primary for another model of its provider. The fallback
+# was made on purpose for a model of its own (another deployment, another provider): asked for the primary's
+# override, one of another provider answers 404, one of the same provider answers as the wrong model.
+OVERRIDE = {"model": "gpt-4o", "temperature": 0.25, "seed": 7, "user": "u-1"}
+PASSED_ON = {"temperature": 0.25, "seed": 7, "user": "u-1"}
+
+
+def passed_on(request: RecordedRequest) -> dict[str, Any]:
+    assert request.body is not None
+    return {name: request.body.get(name) for name in PASSED_ON}
+
+
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fallback_is_asked_for_its_own_model_not_the_one_the_call_asks_the_primary_for(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, ledger: Ledger, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("from the fallback"))
+    client = reliable(
+        make_openai_client(), retry=None, fallbacks=[make_openai_client(model="gpt-4.1")], recorder=ledger[1]
+    )
+    arguments = dict(OVERRIDE)
+    result = await call(client, mode, extra_create_args=arguments)
+    assert result.content == "from the fallback"
+    primary, fallback = fake_openai_server.requests
+    assert (primary.model, fallback.model) == ("gpt-4o", "gpt-4.1")
+    # Every other argument of the call is the fallback's too.
+    assert passed_on(primary) == passed_on(fallback) == PASSED_ON
+    assert arguments == OVERRIDE  # the caller's mapping is left as it was
+    assert [(row.model, row.outcome) for row in rows(ledger)] == [("gpt-4o", "error"), ("gpt-4.1", "ok")]
+
+
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wrapped_fallback_and_its_own_fallbacks_are_asked_for_their_own_models(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The override goes to the primary through a wrapper around it, and to no fallback at any depth.
+    once = RetryPolicy(max_attempts=1)
+    wrapped_primary = reliable(make_openai_client(), retry=once, fallbacks=[make_openai_client(model="o3")])
+    wrapped_fallback = reliable(
+        make_openai_client(model="gpt-4.1"), retry=once, fallbacks=[make_openai_client(model="o4-mini")]
+    )
+    client = ReliableChatCompletionClient(wrapped_primary, retry=None, fallbacks=[wrapped_fallback], track_usage=False)
+    fake_openai_server.enqueue(*[FakeReply.error(503)] * 3, FakeReply.text("from the last fallback"))
+    result = await call(client, mode, extra_create_args=dict(OVERRIDE))
+    assert result.content == "from the last fallback"
+    requests = fake_openai_server.requests
+    assert [request.model for request in requests] == ["gpt-4o", "o3", "gpt-4.1", "o4-mini"]
+    assert all(passed_on(request) == PASSED_ON for request in requests)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
 async def test_cancellation_propagates_at_once_without_retry(

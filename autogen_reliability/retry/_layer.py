@@ -75,6 +75,8 @@ _NO_WAIT = wait_none()
 # request, a failed authentication, a cancellation — is raised as it is: another
 # client would not fix it. When every client failed,
 # :class:`~autogen_reliability.AllClientsFailedError` carries each one's error.
+# A fallback is sent the call's arguments but for a "model" in extra_create_args,
+# which names the model the call asks the primary for (see _for_a_fallback).
 
 
 # A client that gave up: its retries (a wrapped client's RetriesExhaustedError), its circuit breaker, or it and each
@@ -98,6 +100,20 @@ def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bo
     return kind is ErrorKind.CONTEXT_LENGTH or kind in retry_on
 
 
+def _for_a_fallback(request: Request) -> Request:
+    """``request`` as a fallback is sent it: the call's ``extra_create_args`` without the ``"model"`` it names.
+
+    That model is the one the call asks the primary for (AutoGen's clients send it over their own). A fallback
+    was made on purpose for a model of its own, maybe of another provider: asked for the primary's, it would
+    answer 404 (no such model) or, of the same provider, as the wrong model. Every other argument (temperature,
+    seed, user, ...) is the fallback's too. Its attempts then ask for, and are recorded as, its own model.
+    """
+    arguments = request.extra_create_args
+    if "model" not in arguments:
+        return request
+    return request.replace(extra_create_args={name: value for name, value in arguments.items() if name != "model"})
+
+
 def _keepable(error: Exception) -> Exception:
     """``error`` as :class:`AllClientsFailedError` may hold it: a provider's error is redacted, ours are already."""
     return error if isinstance(error, ReliabilityError) else redacted_error(error)
@@ -118,20 +134,23 @@ class FallbackLayer(Layer):
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         errors: list[Exception] = []
+        sent = request
         for handler in (call_next, *(pipeline.create for pipeline in self.fallbacks)):
             try:
-                return await handler(request)
+                return await handler(sent)
             except Exception as error:
                 if not should_fall_back(error, self.retry_on):
                     raise
                 errors.append(_keepable(error))
+            sent = _for_a_fallback(request)
         raise self._all_failed(errors)
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         errors: list[Exception] = []
+        sent = request
         for handler in (call_next, *(pipeline.create_stream for pipeline in self.fallbacks)):
             started = False
-            stream = handler(request)
+            stream = handler(sent)
             if request.buffered:
                 stream = _read_whole(stream)  # nothing is handed on before its end: a failure in it falls back
             try:
@@ -144,6 +163,7 @@ class FallbackLayer(Layer):
                 if started or not should_fall_back(error, self.retry_on):
                     raise
                 errors.append(_keepable(error))
+            sent = _for_a_fallback(request)
         raise self._all_failed(errors)
 
     def _all_failed(self, errors: list[Exception]) -> AllClientsFailedError:
