@@ -9,15 +9,22 @@ JSON, or, for a request with ``"stream": true``, the ``text/event-stream`` of
 written as a chunk of its own (the shapes of the anthropic SDK's
 ``RawMessageStreamEvent`` types). The usage objects are sent as scripted, so a
 test decides which fields a response carries.
+
+A reply may also call a tool (a ``tool_use`` block after the text, its input streamed
+as ``input_json_delta`` fragments), and a stream may be cut off after some of its
+events (the connection dropped, no end of the chunked body) or held there until
+`FakeAnthropicServer.release` (for a client that gives up while it waits).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -44,6 +51,14 @@ class AnthropicReply:
             ``output_tokens``, as the API has long sent it.
         start_output_tokens: The ``output_tokens`` of ``message_start``'s usage.
         headers: Response headers to send besides ``content-type`` and ``request-id``.
+        tool_name: A tool the answer calls, in a ``tool_use`` block after the text (the text block is left out
+            if ``text`` is empty); the stop reason is then ``tool_use``.
+        tool_json: The tool call's input as a stream sends it: the ``partial_json`` of one
+            ``input_json_delta`` each; joined, the JSON of its ``input``.
+        cut_after_events: Send only this many of the stream's events (``ping`` included), then drop the
+            connection without ending the body.
+        hold_after_events: Send this many of the stream's events, then wait for
+            `FakeAnthropicServer.release` (or the server's exit) before the rest (or before the cut).
     """
 
     text: str
@@ -52,6 +67,21 @@ class AnthropicReply:
     delta_usage: Mapping[str, Any] | None = None
     start_output_tokens: int = 1
     headers: Mapping[str, str] = field(default_factory=dict)
+    tool_name: str | None = None
+    tool_json: Sequence[str] = ()
+    cut_after_events: int | None = None
+    hold_after_events: int | None = None
+
+
+class _CutOff(Exception):
+    """Raised by a stream scripted to be cut off: uvicorn then drops the connection mid-body."""
+
+
+class _QuietCutOffs(logging.Filter):
+    """Keeps uvicorn from logging the cut-offs a test asked for as errors of the application."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], _CutOff))
 
 
 class FakeAnthropicServer:
@@ -64,6 +94,9 @@ class FakeAnthropicServer:
         self.replies: deque[AnthropicReply] = deque()
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)  # a release() was given, or the server is stopping
+        self._releases = 0
+        self._stopping = False
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
@@ -83,7 +116,14 @@ class FakeAnthropicServer:
         with self._lock:
             self.replies.extend(replies)
 
+    def release(self) -> None:
+        """Let one stream held by ``hold_after_events`` go on (a release given before the hold is kept for it)."""
+        with self._lock:
+            self._releases += 1
+            self._released.notify_all()
+
     def __enter__(self) -> FakeAnthropicServer:
+        logging.getLogger("uvicorn.error").addFilter(_QUIET_CUT_OFFS)
         self._thread.start()
         return self
 
@@ -93,9 +133,20 @@ class FakeAnthropicServer:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        with self._lock:
+            self._stopping = True
+            self._released.notify_all()
         self._server.should_exit = True
         self._thread.join(timeout=10)
         self._socket.close()
+        logging.getLogger("uvicorn.error").removeFilter(_QUIET_CUT_OFFS)
+
+    def _hold(self) -> None:
+        """Wait for a release or the server's exit (on a thread: the server's event loop serves the others)."""
+        with self._lock:
+            self._released.wait_for(lambda: self._releases > 0 or self._stopping)
+            if self._releases > 0:
+                self._releases -= 1
 
     # ---- the endpoint
 
@@ -111,25 +162,49 @@ class FakeAnthropicServer:
         headers = {"request-id": f"req_fake_{ordinal}", **reply.headers}
         if body.get("stream"):
             return StreamingResponse(
-                _events(reply, ordinal), media_type="text/event-stream; charset=utf-8", headers=headers
+                self._stream(reply, ordinal), media_type="text/event-stream; charset=utf-8", headers=headers
             )
         return JSONResponse(_message(reply, ordinal), headers=headers)
 
+    async def _stream(self, reply: AnthropicReply, ordinal: int) -> AsyncIterator[bytes]:
+        for position, (name, data) in enumerate(_events(reply, ordinal)):
+            if position == reply.hold_after_events:
+                await asyncio.to_thread(self._hold)
+            if position == reply.cut_after_events:
+                raise _CutOff
+            yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+_QUIET_CUT_OFFS = _QuietCutOffs()
+
+
+def _tool_use(reply: AnthropicReply, ordinal: int, *, streamed: bool) -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": f"toolu_fake_{ordinal}",
+        "name": reply.tool_name,
+        "input": {} if streamed else json.loads("".join(reply.tool_json)),
+    }
+
 
 def _message(reply: AnthropicReply, ordinal: int) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text or not reply.tool_name else []
+    if reply.tool_name:
+        content.append(_tool_use(reply, ordinal, streamed=False))
     return {
         "id": f"msg_fake_{ordinal}",
         "type": "message",
         "role": "assistant",
         "model": reply.model,
-        "content": [{"type": "text", "text": reply.text}],
-        "stop_reason": "end_turn",
+        "content": content,
+        "stop_reason": "tool_use" if reply.tool_name else "end_turn",
         "stop_sequence": None,
         "usage": dict(reply.usage),
     }
 
 
-async def _events(reply: AnthropicReply, ordinal: int) -> AsyncIterator[bytes]:
+def _events(reply: AnthropicReply, ordinal: int) -> list[tuple[str, dict[str, Any]]]:
+    """A stream's events, in order: each an SSE event's name and data."""
     start = {
         **_message(reply, ordinal),
         "content": [],
@@ -140,30 +215,51 @@ async def _events(reply: AnthropicReply, ordinal: int) -> AsyncIterator[bytes]:
     delta_usage = (
         dict(reply.delta_usage) if reply.delta_usage is not None else {"output_tokens": reply.usage["output_tokens"]}
     )
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
-        ("ping", {"type": "ping"}),
-        *(
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    index = 0
+    if reply.text or not reply.tool_name:
+        events += [
             (
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}},
-            )
-            for part in (reply.text[:half], reply.text[half:])
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            ("ping", {"type": "ping"}),
+            *(
+                (
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}},
+                )
+                for part in (reply.text[:half], reply.text[half:])
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ]
+        index = 1
+    if reply.tool_name:
+        block = _tool_use(reply, ordinal, streamed=True)
+        events += [
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}),
+            *(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": part},
+                    },
+                )
+                for part in reply.tool_json
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+    events += [
         (
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": "tool_use" if reply.tool_name else "end_turn", "stop_sequence": None},
                 "usage": delta_usage,
             },
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
-    for name, data in events:
-        yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+    return events
