@@ -248,8 +248,10 @@ class AttemptEvent:
         result: The ``CreateResult``, when the attempt produced one.
         error: The exception, when it failed or was cancelled.
         provider_usage: The usage in the provider's own response (cached and reasoning
-            tokens, the model that answered), where it could be read; for a response that
-            reported none (a stream not asked for it, or cut off), the model and id alone.
+            tokens, the model that answered), where it could be read; for an Anthropic stream cut
+            off before its end, the prompt's counts its start reported (``completion_tokens`` None);
+            for a response that reported none (a stream not asked for it, or cut off), the model
+            and id alone.
         event_id: The id of the usage row the attempt becomes, given when it started.
         received_chars: For an attempt that ended without a result: None if no answer had begun to
             arrive; else how many characters of text, and of tool-call names and arguments, it had
@@ -548,10 +550,14 @@ def _call_ended(
 
 def _usage_of(slot: UsageSlot) -> ProviderUsage | None:
     """What the provider reported of an attempt: its usage; without one (a stream not asked for it, or cut off
-    before its usage chunk), the model that answered and the response's id, which every chunk names."""
+    before its usage chunk), what it reported at the stream's start (Anthropic's message_start: the prompt's
+    counts, the completion None), else the model that answered and the response's id, which every chunk names."""
     usage = slot.usage
-    if usage is None and slot.model is not None:
-        return ProviderUsage(None, None, None, None, None, slot.model, slot.response_id)
+    if usage is None:
+        if slot.partial_usage is not None:
+            return slot.partial_usage
+        if slot.model is not None:
+            return ProviderUsage(None, None, None, None, None, slot.model, slot.response_id)
     return usage
 
 

@@ -9,11 +9,13 @@ genai-prices' own reading of the same usage.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
@@ -296,7 +298,7 @@ async def test_a_stream_parses_only_message_start_and_message_delta(
     assert [json.loads(data)["type"] for data in parsed] == ["message_start", "message_delta"]
 
 
-async def test_a_stream_cut_off_before_message_delta_reports_the_model_but_no_usage(
+async def test_a_stream_cut_off_before_message_delta_reports_message_starts_counts_as_a_partial_usage(
     server: FakeAnthropicServer,
 ) -> None:
     body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED))
@@ -304,5 +306,232 @@ async def test_a_stream_cut_off_before_message_delta_reports_the_model_but_no_us
     tap = _BodyTap((slot,), sse=True, decoder=None)
     tap.feed(body[: body.index(b"event: message_delta")])
     tap.finish()
-    # Without message_delta the output count is only the start value: no usage, and the ledger estimates.
-    assert (slot.usage, slot.model, slot.response_id, slot.tap_failures) == (None, SNAPSHOT, "msg_fake_1", 0)
+    # Without message_delta the output count is only the start value: no usage, but the prompt's exact counts,
+    # the completion unknown (the ledger estimates it from what streamed).
+    assert (slot.usage, slot.usages, slot.model, slot.response_id, slot.tap_failures) == (
+        None,
+        [],
+        SNAPSHOT,
+        "msg_fake_1",
+        0,
+    )
+    assert slot.partial_usage == ProviderUsage(10_000, None, 6000, None, 3000, SNAPSHOT, "msg_fake_1")
+
+
+async def test_a_whole_streams_partial_usage_gives_way_to_its_usage(server: FakeAnthropicServer) -> None:
+    body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED))
+    outer = UsageSlot()
+    slot = UsageSlot(outer)
+    tap = _BodyTap((slot, outer), sse=True, decoder=None)
+    tap.feed(body)
+    tap.finish()
+    for each in (slot, outer):
+        assert (each.usage, each.partial_usage) == (
+            ProviderUsage(10_000, 500, 6000, None, 3000, SNAPSHOT, "msg_fake_1"),
+            None,
+        )
+
+
+# --------------------------------------------------------------------------- streams that never reach message_delta
+
+LOOKUP = "lookup_order"
+# A tool call's input as Anthropic streams it: input_json_delta fragments, joined the JSON of the input.
+LOOKUP_JSON = ('{"order_id"', ': 4711, "no', 'te": "refund"}')
+
+
+def tool_reply(text: str = "On it.", **options: Any) -> AnthropicReply:
+    """A stream of ``text`` (two deltas), then a tool_use block calling ``lookup_order`` (three fragments)."""
+    return AnthropicReply(text, SNAPSHOT, CACHED, tool_name=LOOKUP, tool_json=LOOKUP_JSON, **options)
+
+
+async def test_a_tool_call_stream_is_parsed_by_the_sdk(server: FakeAnthropicServer) -> None:
+    server.enqueue(tool_reply(), tool_reply())
+    async with anthropic.AsyncAnthropic(api_key="sk-local", base_url=server.base_url, max_retries=0) as sdk:
+        stream = await sdk.messages.create(model=MODEL, max_tokens=10, messages=HI, stream=True)
+        events = [event async for event in stream]
+        message = await sdk.messages.create(model=MODEL, max_tokens=10, messages=HI)
+    starts = [event for event in events if event.type == "content_block_start"]
+    assert [start.content_block.type for start in starts] == ["text", "tool_use"]
+    tool = starts[1].content_block
+    assert tool.type == "tool_use"
+    assert (tool.name, tool.id) == (LOOKUP, "toolu_fake_1")
+    fragments = [
+        event.delta.partial_json
+        for event in events
+        if event.type == "content_block_delta" and event.delta.type == "input_json_delta"
+    ]
+    assert fragments == list(LOOKUP_JSON)
+    assert json.loads("".join(fragments)) == {"order_id": 4711, "note": "refund"}
+    assert [block.type for block in message.content] == ["text", "tool_use"]
+    assert message.stop_reason == "tool_use"
+    block = message.content[1]
+    assert block.type == "tool_use"
+    assert (block.name, block.input) == (LOOKUP, {"order_id": 4711, "note": "refund"})
+
+
+async def test_autogens_anthropic_client_streams_the_fakes_tool_call(server: FakeAnthropicServer) -> None:
+    server.enqueue(tool_reply())
+    client = AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url, max_retries=0)
+    try:
+        items = [item async for item in client.create_stream(HELLO)]
+    finally:
+        await client.close()
+    # The text streams; of the tool call, AutoGen yields nothing until its CreateResult.
+    assert items[:-1] == ["On ", "it."]
+    result = items[-1]
+    assert isinstance(result, CreateResult)
+    assert isinstance(result.content, list)
+    assert [(call.name, json.loads(call.arguments)) for call in result.content] == [
+        (LOOKUP, {"order_id": 4711, "note": "refund"})
+    ]
+
+
+async def test_a_tool_call_streams_name_and_input_are_counted_and_text_is_not(
+    server: FakeAnthropicServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = await anthropic_sse_body(server, tool_reply())
+    expected = len(LOOKUP) + len("".join(LOOKUP_JSON))
+    parsed: list[bytes] = []
+    on_event = _BodyTap._on_event
+
+    def counted(tap: _BodyTap, data: bytes) -> None:
+        parsed.append(data)
+        on_event(tap, data)
+
+    for size in (1, 2, 3, 7, 64, len(body)):
+        slot = UsageSlot()
+        tap = _BodyTap((slot,), sse=True, decoder=None)
+        for start in range(0, len(body), size):
+            tap.feed(body[start : start + size])
+        tap.finish()
+        assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0), size
+        assert slot.usage == ProviderUsage(10_000, 500, 6000, None, 3000, SNAPSHOT, "msg_fake_1"), size
+    # One event per chunk, as the API sends them: the text's events are not even split, let alone parsed.
+    monkeypatch.setattr(_BodyTap, "_on_event", counted)
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=True, decoder=None)
+    for chunk in (event + b"\n\n" for event in body.split(b"\n\n") if event):
+        tap.feed(chunk)
+    tap.finish()
+    assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0)
+    kinds = [
+        (event["type"], (event.get("content_block") or event.get("delta") or {}).get("type"))
+        for event in map(json.loads, parsed)
+    ]
+    assert kinds == [
+        ("message_start", None),
+        ("content_block_start", "tool_use"),
+        *[("content_block_delta", "input_json_delta")] * len(LOOKUP_JSON),
+        ("message_delta", None),
+    ]
+
+
+class ReadPastMarker(httpx.AsyncBaseTransport):
+    """A real (legacy httpx) transport that says when its client has read a response body past ``marker``.
+
+    A tool-call stream hands its consumer nothing until it ends, so a test cannot tell from what it receives that
+    the client has read the events sent so far; this tells it from the bytes the client has taken.
+    """
+
+    def __init__(self, marker: bytes) -> None:
+        self.wrapped = httpx.AsyncHTTPTransport()
+        self.marker = marker
+        self.read_past = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.wrapped.handle_async_request(request)
+        response.stream = _WatchedBody(cast("httpx.AsyncByteStream", response.stream), self)
+        return response
+
+    async def aclose(self) -> None:
+        await self.wrapped.aclose()
+
+
+class _WatchedBody(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream, watch: ReadPastMarker) -> None:
+        self.stream, self.watch = stream, watch
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = b""
+        async for chunk in self.stream:
+            seen += chunk
+            yield chunk
+            # Resumed: the reader has handled this chunk and asks for the next one.
+            if self.watch.marker in seen:
+                self.watch.read_past.set()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+# The replies, and how many of their events come before the cut or the hold: a text stream cut after its first
+# text delta (message_start, the text block's start, a ping, "Looking up or"); a text and a tool call cut after
+# the call's name and two of its input's three fragments. The marker is in the last event that came.
+ENDS = {
+    "text": (AnthropicReply("Looking up order 4711 now.", SNAPSHOT, CACHED), 4, b"Looking up or"),
+    "tool call": (tool_reply(), 9, b"4711"),
+}
+CAME = {
+    "text": len("Looking up or"),
+    "tool call": len("On it.") + len(LOOKUP) + len('{"order_id": 4711, "no'),
+}
+
+
+@pytest.mark.parametrize("reply", ENDS, ids=ENDS.keys())
+@pytest.mark.parametrize("ending", ["cut off", "cancelled"])
+async def test_a_stream_ended_before_message_delta_keeps_message_starts_prompt_and_estimates_the_rest(
+    server: FakeAnthropicServer, ledger: Ledger, reply: str, ending: str
+) -> None:
+    # message_start counted the prompt (input, cache reads and writes) exactly; only the completion is unknown.
+    # It is estimated from what had streamed: the text AutoGen yielded, and the tool call the tap saw on the wire.
+    scripted, events, marker = ENDS[reply]
+    if ending == "cut off":
+        server.enqueue(dataclasses.replace(scripted, cut_after_events=events))
+    else:
+        server.enqueue(dataclasses.replace(scripted, hold_after_events=events))
+    watch = ReadPastMarker(marker)
+    async with httpx.AsyncClient(transport=watch) as http:
+        # AutoGen hands http_client to AsyncAnthropic, though its TypedDict of options leaves it out.
+        anthropic_client = AnthropicChatCompletionClient(
+            model=MODEL,
+            api_key="sk-local",
+            base_url=server.base_url,
+            max_retries=0,
+            http_client=http,  # type: ignore[call-arg]
+        )
+        client = reliable(anthropic_client, recorder=ledger[1], retry=None)
+        step = asyncio.ensure_future(collect(client.create_stream(HELLO)))
+        if ending == "cut off":
+            with pytest.raises(httpx.RemoteProtocolError):
+                await step
+        else:
+            await asyncio.wait_for(watch.read_past.wait(), 30)
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+            server.release()
+    (row,) = ledger_rows(ledger)
+    assert len(server.requests) == 1
+    completion = CAME[reply] // 4
+    assert (row.outcome, row.streamed, row.tokens_estimated) == (
+        "error" if ending == "cut off" else "cancelled",
+        True,
+        True,
+    )
+    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.completion_tokens) == (
+        10_000,
+        6000,
+        3000,
+        completion,
+    )
+    assert (row.provider, row.model, row.response_model) == ("anthropic", MODEL, SNAPSHOT)
+    # The oracle: genai-prices pricing the same usage, had message_delta counted that completion.
+    extracted = extract_usage(
+        {"type": "message", "model": SNAPSHOT, "usage": {**CACHED, "output_tokens": completion}},
+        provider_id="anthropic",
+    )
+    assert row.cost_nanousd == _nanousd(extracted.calc_price().total_price)
+
+
+async def collect(stream: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in stream]

@@ -263,13 +263,15 @@ class AccountingLayer(Layer):
         elif (
             result is None
             and (attempt.outcome == "cancelled" or attempt.received_chars is not None)
-            and (raw is None or raw.prompt_tokens is None)
+            and (raw is None or raw.prompt_tokens is None or raw.completion_tokens is None)
         ):
             # Cancelled (a stream abandoned, a deadline), or failed once the provider had begun to answer (a
-            # stream cut off half-way), with no usage from the provider, which got the request and bills it: the
-            # estimate its in-flight row held, the prompt's tokens, and the completion's from the text and the tool
-            # calls' names and arguments that came.
-            prompt, estimated = _estimate(attempt.request.messages), True
+            # stream cut off half-way), without the provider's whole usage, though it got the request and bills
+            # it. The prompt's tokens as the provider counted them at the stream's start (Anthropic's
+            # message_start), else the estimate its in-flight row held; the completion's estimated from the text
+            # and the tool calls' names and arguments that came.
+            prompt = _estimate(attempt.request.messages) if raw is None or raw.prompt_tokens is None else prompt
+            estimated = True
             if attempt.received_chars:
                 completion = max(1, attempt.received_chars // _CHARS_PER_TOKEN)
         prompt, completion = prompt or 0, completion or 0
