@@ -60,8 +60,9 @@ _SECRETS: Final = [
     # Keys and passwords in URL queries (libpq takes password= there, beside the user-info part below).
     re.compile(r"([?&](?:api[_-]?key|key|token|access_token|(?:ssl)?password|passwd|pwd|secret)=)[^&\s\"']+", re.I),
     re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/@]+(?=@)", re.IGNORECASE),  # passwords in URLs
-    # Passwords in libpq's keyword/value connection strings ("host=db password=x", "password = 'a b'").
-    re.compile(r"((?<![?&\w])(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE),
+    # Passwords in libpq's keyword/value connection strings ("host=db password=x", "password = 'a b'"), read as
+    # libpq reads a value: quoted, or up to the next space, a backslash escaping the character after it.
+    re.compile(r"((?<![?&\w])(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)", re.IGNORECASE),
     re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
 ]
 

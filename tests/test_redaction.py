@@ -54,6 +54,12 @@ HI = [UserMessage(content="hi", source="user")]
             "conninfo host=db password = [REDACTED] sslmode=require",
         ),
         ("sslpassword=k3y-pass host=db", "sslpassword=[REDACTED] host=db"),
+        # libpq's own reading of a bare value: up to the next space, with & and " in it, \ escaping.
+        ("host=db password=abc&def123 dbname=x", "host=db password=[REDACTED] dbname=x"),
+        ('host=db password=se"cret99 dbname=x', "host=db password=[REDACTED] dbname=x"),
+        ('host=db password="hunter2" dbname=x', "host=db password=[REDACTED] dbname=x"),
+        ("host=db password=ab\\ cd dbname=x", "host=db password=[REDACTED] dbname=x"),
+        ("host=db password=s3cr\\'et99 dbname=x", "host=db password=[REDACTED] dbname=x"),
         ("the password is wrong", "the password is wrong"),
         ("GET http://127.0.0.1:8080/v1/models@latest", "GET http://127.0.0.1:8080/v1/models@latest"),
         ("a risk-free task for the desk", "a risk-free task for the desk"),
