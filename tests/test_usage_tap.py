@@ -598,13 +598,16 @@ async def test_tool_call_chunks_split_anywhere_are_counted_once(server: FakeOpen
         assert slot.usage is not None
 
 
+@pytest.mark.parametrize("none", [b"null", b"[]", b"[ ]"])
 async def test_a_text_stream_naming_no_tool_calls_in_every_chunk_is_still_not_split(
-    server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+    none: bytes, server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Some OpenAI-compatible servers send "tool_calls": null in every delta: no tool call, nothing to parse.
-    body = (await real_sse_body(server, FakeUsage(21, 4))).replace(b'"delta":{', b'"delta":{"tool_calls": null,')
+    # Some OpenAI-compatible servers send "tool_calls": null, or an empty list, in every delta: no tool call,
+    # nothing to parse.
+    named = b'"tool_calls": ' + none
+    body = (await real_sse_body(server, FakeUsage(21, 4))).replace(b'"delta":{', b'"delta":{' + named + b",")
     chunks = [event + b"\n\n" for event in body.split(b"\n\n") if event]
-    assert all(b'"tool_calls": null' in chunk for chunk in chunks[:-3])
+    assert all(named in chunk for chunk in chunks[:-3])
     parsed: list[bytes] = []
     on_event = _BodyTap._on_event
 
