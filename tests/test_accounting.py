@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx2
 import openai
@@ -37,6 +37,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import OpenAIClientFactory
+from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
@@ -219,44 +220,6 @@ async def test_a_tool_call_stream_cut_off_is_estimated_from_the_call_that_came(
     assert row.cost_nanousd > 0
 
 
-class ReadPastMarker(httpx2.AsyncBaseTransport):
-    """A real HTTP transport that says when its client has read a response body past ``marker`` and asked for more.
-
-    A tool-call stream hands its consumer nothing until it ends, so a test cannot tell from what it receives that
-    the client has read the fragments sent so far; this tells it from the bytes the client has taken.
-    """
-
-    def __init__(self, marker: bytes) -> None:
-        self.wrapped = httpx2.AsyncHTTPTransport()
-        self.marker = marker
-        self.read_past = asyncio.Event()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = await self.wrapped.handle_async_request(request)
-        response.stream = _WatchedBody(cast("httpx2.AsyncByteStream", response.stream), self)
-        return response
-
-    async def aclose(self) -> None:
-        await self.wrapped.aclose()
-
-
-class _WatchedBody(httpx2.AsyncByteStream):
-    def __init__(self, stream: httpx2.AsyncByteStream, watch: ReadPastMarker) -> None:
-        self.stream, self.watch = stream, watch
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = b""
-        async for chunk in self.stream:
-            seen += chunk
-            yield chunk
-            # Resumed: the reader has handled this chunk and asks for the next one.
-            if self.watch.marker in seen:
-                self.watch.read_past.set()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
 async def test_a_tool_call_stream_cancelled_half_way_is_estimated_from_the_call_that_came(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,
@@ -268,7 +231,7 @@ async def test_a_tool_call_stream_cancelled_half_way_is_estimated_from_the_call_
     fake_openai_server.enqueue(
         FakeReply.tool_calls(calls, usage=FakeUsage(prompt_tokens=77, completion_tokens=20), hold_after_chunks=7)
     )
-    watch = ReadPastMarker(b"note")  # the last fragment before the hold
+    watch = read_past_marker(httpx2, b"note")  # the last fragment before the hold
     async with httpx2.AsyncClient(transport=watch) as http:
         client = reliable(make_openai_client(http_client=http), recorder=ledger[1], retry=None)
         step = asyncio.ensure_future(anext(client.create_stream(HI)))

@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anthropic
 import httpx
@@ -40,6 +40,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .anthropic_wire import AnthropicReply, FakeAnthropicServer
 from .conftest import OpenAIClientFactory
+from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 # The anthropic SDK warns that this model retires in June 2026; the fake answers for it all the same.
@@ -426,44 +427,6 @@ async def test_a_tool_call_streams_name_and_input_are_counted_and_text_is_not(
     ]
 
 
-class ReadPastMarker(httpx.AsyncBaseTransport):
-    """A real (legacy httpx) transport that says when its client has read a response body past ``marker``.
-
-    A tool-call stream hands its consumer nothing until it ends, so a test cannot tell from what it receives that
-    the client has read the events sent so far; this tells it from the bytes the client has taken.
-    """
-
-    def __init__(self, marker: bytes) -> None:
-        self.wrapped = httpx.AsyncHTTPTransport()
-        self.marker = marker
-        self.read_past = asyncio.Event()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self.wrapped.handle_async_request(request)
-        response.stream = _WatchedBody(cast("httpx.AsyncByteStream", response.stream), self)
-        return response
-
-    async def aclose(self) -> None:
-        await self.wrapped.aclose()
-
-
-class _WatchedBody(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream, watch: ReadPastMarker) -> None:
-        self.stream, self.watch = stream, watch
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = b""
-        async for chunk in self.stream:
-            seen += chunk
-            yield chunk
-            # Resumed: the reader has handled this chunk and asks for the next one.
-            if self.watch.marker in seen:
-                self.watch.read_past.set()
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-
 # The replies, and how many of their events come before the cut or the hold: a text stream cut after its first
 # text delta (message_start, the text block's start, a ping, "Looking up or"); a text and a tool call cut after
 # the call's name and two of its input's three fragments. The marker is in the last event that came.
@@ -489,7 +452,7 @@ async def test_a_stream_ended_before_message_delta_keeps_message_starts_prompt_a
         server.enqueue(dataclasses.replace(scripted, cut_after_events=events))
     else:
         server.enqueue(dataclasses.replace(scripted, hold_after_events=events))
-    watch = ReadPastMarker(marker)
+    watch = read_past_marker(httpx, marker)
     async with httpx.AsyncClient(transport=watch) as http:
         # AutoGen hands http_client to AsyncAnthropic, though its TypedDict of options leaves it out.
         anthropic_client = AnthropicChatCompletionClient(
