@@ -268,6 +268,24 @@ async def test_tool_call_feedback_is_bounded_per_call(
     assert all(len(result) <= MAX_REASK_FEEDBACK_CHARS + 200 for result in results)
 
 
+@pytest.mark.parametrize(
+    "arguments", ['{"a": 1, "b": ' + "9" * 2000 + "}", "{a: " + "9" * 2000], ids=["json", "not json"]
+)
+async def test_tool_arguments_longer_than_max_response_chars_fail_without_being_parsed(
+    arguments: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # "Nothing longer than max_response_chars is parsed": tool calls' arguments are an answer too.
+    fake_openai_server.enqueue(FakeReply.tool_calls([("add", arguments)]))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(max_response_chars=1000, reask=0))
+    with pytest.raises(ResponseValidationError) as raised:
+        await AssistantAgent("calculator", model_client=client, tools=[add]).run(task="1 + 2?")
+    (violation,) = raised.value.errors
+    assert (violation.path, violation.message) == (
+        "/tool_calls",
+        f"the tool calls' arguments are {len(arguments)} characters long; at most 1000",
+    )
+
+
 async def test_bad_tool_arguments_are_reasked_then_the_tool_runs(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -10,7 +10,8 @@ policy, the schema, the tools offered) and judges each answer:
   ``AssistantAgent``'s own ``model_validate_json`` succeeds even when the model
   wrapped its JSON in prose;
 - **tool calls** must name a tool that was offered and carry JSON arguments
-  that match its parameters schema.
+  that match its parameters schema; their arguments together are bounded by
+  ``max_response_chars`` too.
 
 An invalid answer is re-asked, as instructor and pydantic-ai do: the bad answer
 and a concise list of its violations (path and message) are appended to the
@@ -71,7 +72,8 @@ class ValidationPolicy:
         reask: How many times an invalid answer is re-asked (0 to 5).
         validate_tool_calls: Tool calls must name an offered tool, with arguments
             matching its parameters schema; when no tool was offered, every call is refused.
-        max_response_chars: Longer text answers fail without being parsed.
+        max_response_chars: Longer text answers, and tool calls whose arguments are longer
+            together (with ``validate_tool_calls``), fail without being parsed.
         on_failure: ``"raise"`` :class:`ResponseValidationError`, or ``"return"``
             the last answer unmodified, its violations in ``validation_errors``.
 
@@ -218,6 +220,14 @@ class AnswerCheck:
 
     def _tool_calls(self, calls: Sequence[FunctionCall]) -> list[SchemaViolation]:
         assert self.tools is not None
+        limit = self.policy.max_response_chars
+        length = sum(len(call.arguments or "") for call in calls)
+        if length > limit:  # bounded as a text answer is: nothing longer is parsed
+            return [
+                SchemaViolation(
+                    "/tool_calls", f"the tool calls' arguments are {length} characters long; at most {limit}"
+                )
+            ]
         violations: list[SchemaViolation] = []
         for index, call in enumerate(calls):
             where = f"/tool_calls/{index}"
