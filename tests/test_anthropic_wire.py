@@ -42,6 +42,7 @@ from .anthropic_wire import AnthropicReply, FakeAnthropicServer
 from .conftest import OpenAIClientFactory
 from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .tapping import SIZES, events, fed, parsed_events, pieces
 
 # The anthropic SDK warns that this model retires in June 2026; the fake answers for it all the same.
 pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-0' is deprecated:DeprecationWarning")
@@ -277,21 +278,10 @@ async def test_a_stream_parses_only_message_start_and_message_delta(
     # message_delta as the API sends it now: every field, those it has no count for null.
     delta = {**CACHED, "input_tokens": None, "cache_read_input_tokens": None, "output_tokens": 501}
     body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED, delta_usage=delta))
-    chunks = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    chunks = events(body)
     assert len(chunks) == 8  # one event per chunk, as the fake (and the API) sends them
-    parsed: list[bytes] = []
-    on_event = _BodyTap._on_event
-
-    def counted(tap: _BodyTap, data: bytes) -> None:
-        parsed.append(data)
-        on_event(tap, data)
-
-    monkeypatch.setattr(_BodyTap, "_on_event", counted)
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    for chunk in chunks:
-        tap.feed(chunk)
-    tap.finish()
+    parsed = parsed_events(monkeypatch)
+    slot = fed(chunks)
     # message_start's input and cache counts, message_delta's output; null in message_delta keeps the start's.
     assert slot.usage == ProviderUsage(10_000, 501, 6000, None, 3000, SNAPSHOT, "msg_fake_1")
     assert slot.usages == [slot.usage]
@@ -303,10 +293,7 @@ async def test_a_stream_cut_off_before_message_delta_reports_message_starts_coun
     server: FakeAnthropicServer,
 ) -> None:
     body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED))
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    tap.feed(body[: body.index(b"event: message_delta")])
-    tap.finish()
+    slot = fed([body[: body.index(b"event: message_delta")]])
     # Without message_delta the output count is only the start value: no usage, but the prompt's exact counts,
     # the completion unknown (the ledger estimates it from what streamed).
     assert (slot.usage, slot.usages, slot.model, slot.response_id, slot.tap_failures) == (
@@ -392,28 +379,13 @@ async def test_a_tool_call_streams_name_and_input_are_counted_and_text_is_not(
 ) -> None:
     body = await anthropic_sse_body(server, tool_reply())
     expected = len(LOOKUP) + len("".join(LOOKUP_JSON))
-    parsed: list[bytes] = []
-    on_event = _BodyTap._on_event
-
-    def counted(tap: _BodyTap, data: bytes) -> None:
-        parsed.append(data)
-        on_event(tap, data)
-
-    for size in (1, 2, 3, 7, 64, len(body)):
-        slot = UsageSlot()
-        tap = _BodyTap((slot,), sse=True, decoder=None)
-        for start in range(0, len(body), size):
-            tap.feed(body[start : start + size])
-        tap.finish()
+    for size in (*SIZES, len(body)):
+        slot = fed(pieces(body, size))
         assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0), size
         assert slot.usage == ProviderUsage(10_000, 500, 6000, None, 3000, SNAPSHOT, "msg_fake_1"), size
     # One event per chunk, as the API sends them: the text's events are not even split, let alone parsed.
-    monkeypatch.setattr(_BodyTap, "_on_event", counted)
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    for chunk in (event + b"\n\n" for event in body.split(b"\n\n") if event):
-        tap.feed(chunk)
-    tap.finish()
+    parsed = parsed_events(monkeypatch)
+    slot = fed(events(body))
     assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0)
     kinds = [
         (event["type"], (event.get("content_block") or event.get("delta") or {}).get("type"))

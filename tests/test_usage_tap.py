@@ -28,12 +28,13 @@ from autogen_reliability.providers._usage_tap import (
     ProviderUsage,
     UsageSlot,
     UsageTapTransport,
-    _BodyTap,
     attach_usage_tap,
     capture_provider_usage,
     current_usage_slot,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
+
+from .tapping import SIZES, events, fed, parsed_events, pieces
 
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what the server (like the real API) reports for the alias
@@ -482,7 +483,12 @@ async def test_an_unknown_encoding_is_left_alone(server: FakeOpenAIServer) -> No
 
 async def real_sse_body(server: FakeOpenAIServer, usage: FakeUsage) -> bytes:
     """The exact bytes the server streams for a completion with a usage chunk."""
-    server.enqueue(FakeReply.text("The quick brown fox", usage=usage))
+    return await sse_body(server, FakeReply.text("The quick brown fox", usage=usage))
+
+
+async def sse_body(server: FakeOpenAIServer, reply: FakeReply) -> bytes:
+    """The exact bytes the server streams for ``reply``, asked for with its usage chunk."""
+    server.enqueue(reply)
     async with httpx2.AsyncClient() as http:
         response = await http.post(
             f"{server.base_url}/chat/completions",
@@ -496,12 +502,8 @@ async def real_sse_body(server: FakeOpenAIServer, usage: FakeUsage) -> bytes:
 async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: FakeOpenAIServer, newline: bytes) -> None:
     body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)
     expected = ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1")
-    for size in (1, 2, 3, 7, 64, len(body)):
-        slot = UsageSlot()
-        tap = _BodyTap((slot,), sse=True, decoder=None)
-        for start in range(0, len(body), size):
-            tap.feed(body[start : start + size])
-        tap.finish()
+    for size in (*SIZES, len(body)):
+        slot = fed(pieces(body, size))
         assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0), size
 
 
@@ -510,22 +512,10 @@ async def test_a_stream_read_event_by_event_parses_only_the_identity_and_the_usa
     server: FakeOpenAIServer, newline: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)
-    boundary = newline * 2
-    chunks = [event + boundary for event in body.split(boundary) if event]
+    chunks = events(body, newline * 2)
     assert len(chunks) > 4  # what a server sends: one event per chunk, each with "usage":null but the last
-    parsed: list[bytes] = []
-    on_event = _BodyTap._on_event
-
-    def counted(tap: _BodyTap, data: bytes) -> None:
-        parsed.append(data)
-        on_event(tap, data)
-
-    monkeypatch.setattr(_BodyTap, "_on_event", counted)
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    for chunk in chunks:
-        tap.feed(chunk)
-    tap.finish()
+    parsed = parsed_events(monkeypatch)
+    slot = fed(chunks)
     assert (slot.usage, slot.model, slot.tap_failures) == (
         ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1"),
         SNAPSHOT,
@@ -537,14 +527,15 @@ async def test_a_stream_read_event_by_event_parses_only_the_identity_and_the_usa
 
 
 async def test_a_usage_object_on_a_data_line_of_its_own_is_still_read() -> None:
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    tap.feed(b'data: {"id":"c-1","model":"m-1","choices":[],"usage":null}\n\n')
     # The usage broken onto a data line of its own: the same event, its data lines joined with a newline.
     usage = b'{"prompt_tokens":3,"completion_tokens":1}'
-    tap.feed(b'data: {"id":"c-1","model":"m-1","choices":[],"usage":\ndata: ' + usage + b"}\n\n")
-    tap.feed(b"data: [DONE]\n\n")
-    tap.finish()
+    slot = fed(
+        [
+            b'data: {"id":"c-1","model":"m-1","choices":[],"usage":null}\n\n',
+            b'data: {"id":"c-1","model":"m-1","choices":[],"usage":\ndata: ' + usage + b"}\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
     assert slot.usage == ProviderUsage(3, 1, None, None, None, "m-1", "c-1")
 
 
@@ -578,22 +569,11 @@ async def test_a_tool_call_streams_names_and_arguments_are_counted_and_text_is_n
 
 
 async def test_tool_call_chunks_split_anywhere_are_counted_once(server: FakeOpenAIServer) -> None:
-    server.enqueue(
-        FakeReply.tool_calls([("lookup_order", {"order_id": 4711, "note": "refund"})], usage=FakeUsage(5, 9))
-    )
-    async with httpx2.AsyncClient() as http:
-        response = await http.post(
-            f"{server.base_url}/chat/completions",
-            json={"model": MODEL, "messages": [], "stream": True, "stream_options": {"include_usage": True}},
-        )
-    body = response.content
+    calls = [("lookup_order", {"order_id": 4711, "note": "refund"})]
+    body = await sse_body(server, FakeReply.tool_calls(calls, usage=FakeUsage(5, 9)))
     expected = len("lookup_order") + len('{"order_id": 4711, "note": "refund"}')
-    for size in (1, 2, 3, 7, 64, len(body)):
-        slot = UsageSlot()
-        tap = _BodyTap((slot,), sse=True, decoder=None)
-        for start in range(0, len(body), size):
-            tap.feed(body[start : start + size])
-        tap.finish()
+    for size in (*SIZES, len(body)):
+        slot = fed(pieces(body, size))
         assert (slot.tool_call_chars, slot.tap_failures) == (expected, 0), size
         assert slot.usage is not None
 
@@ -606,21 +586,10 @@ async def test_a_text_stream_naming_no_tool_calls_in_every_chunk_is_still_not_sp
     # nothing to parse.
     named = b'"tool_calls": ' + none
     body = (await real_sse_body(server, FakeUsage(21, 4))).replace(b'"delta":{', b'"delta":{' + named + b",")
-    chunks = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+    chunks = events(body)
     assert all(named in chunk for chunk in chunks[:-3])
-    parsed: list[bytes] = []
-    on_event = _BodyTap._on_event
-
-    def counted(tap: _BodyTap, data: bytes) -> None:
-        parsed.append(data)
-        on_event(tap, data)
-
-    monkeypatch.setattr(_BodyTap, "_on_event", counted)
-    slot = UsageSlot()
-    tap = _BodyTap((slot,), sse=True, decoder=None)
-    for chunk in chunks:
-        tap.feed(chunk)
-    tap.finish()
+    parsed = parsed_events(monkeypatch)
+    slot = fed(chunks)
     assert (slot.usage, slot.tool_call_chars, slot.tap_failures) == (
         ProviderUsage(21, 4, None, None, None, SNAPSHOT, "chatcmpl-fake-1"),
         0,
