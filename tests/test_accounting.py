@@ -447,7 +447,7 @@ async def test_a_model_asked_for_in_extra_create_args_is_the_one_recorded_and_pr
             pass
     else:
         await client.create(HI, extra_create_args={"model": "acme-large"})
-    assert (fake_openai_server.requests[0].body or {})["model"] == "acme-large"
+    assert fake_openai_server.requests[0].model == "acme-large"
     (row,) = rows(ledger)
     assert (row.provider, row.model, row.response_model) == ("openai", "acme-large", "acme-large")
     assert (row.cost_nanousd, row.price_source) == (30 * 10**9, "override")

@@ -262,7 +262,7 @@ async def test_a_model_asked_for_in_extra_create_args_labels_the_series_as_the_l
     )
     await client.create(HI, extra_create_args={"model": "gpt-4o-mini"})
     await client.create(HI)
-    assert [(request.body or {})["model"] for request in fake_openai_server.requests] == [
+    assert [request.model for request in fake_openai_server.requests] == [
         "gpt-4o-mini",
         "gpt-4o-mini",
         "gpt-4o",
