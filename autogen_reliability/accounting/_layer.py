@@ -32,7 +32,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import message_of, redact
-from ..providers import ClientModel, client_model, infer_provider
+from ..providers import AskedModels
 from ..retry._classify import ErrorKind, classify_error
 from . import _feed
 from ._cost import MAX_TOKENS
@@ -118,9 +118,8 @@ class AccountingLayer(Layer):
         self.pricing = pricing
         self.capture_content = capture_content
         self.content_limit = content_limit
-        # id(client) -> (its provider, its model, and that model with whether a call can ask for another)
-        self._clients: dict[int, tuple[str | None, str | None, ClientModel]] = {}
-        self._asked: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+        # id(client) -> the provider and model of its requests (the clients live as long as the layer)
+        self._clients: dict[int, AskedModels] = {}
         self._prompt_rates: dict[tuple[str, str | None, date], _PromptRate | None] = {}
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
@@ -342,27 +341,15 @@ class AccountingLayer(Layer):
     def _describe(
         self, client: ChatCompletionClient, extra_create_args: Mapping[str, Any]
     ) -> tuple[str | None, str | None]:
-        """The provider and model an attempt on ``client`` with these ``extra_create_args`` asks for."""
-        known = self._clients.get(id(client))
-        if known is None:
-            model = client_model(client)
-            known = self._clients[id(client)] = (infer_provider(client, model.configured), model.configured, model)
-        if extra_create_args:  # (a plain call asks for the client's own model: no rule to apply)
-            # AutoGen's clients send extra_create_args over their create args: a "model" there is the model
-            # the request asks for, and bills (the provider answers as that model).
-            asked = known[2].asked_for(extra_create_args)
-            if asked is not None and asked != known[1]:
-                return self._asked_for(client, asked)
-        return known[0], known[1]
+        """The provider and model an attempt on ``client`` with these ``extra_create_args`` asks for.
 
-    def _asked_for(self, client: ChatCompletionClient, model: str) -> tuple[str | None, str | None]:
-        key = (id(client), model)
-        described = self._asked.get(key)
+        AutoGen's clients send extra_create_args over their create args: a "model" there is the model the
+        request asks for, and bills (the provider answers as that model).
+        """
+        described = self._clients.get(id(client))
         if described is None:
-            if len(self._asked) >= _MAX_PROMPT_RATES:
-                self._asked.clear()
-            described = self._asked[key] = (infer_provider(client, model), model)
-        return described
+            described = self._clients[id(client)] = AskedModels(client)
+        return described.own if not extra_create_args else described.of(client, extra_create_args)
 
     def _content_of(self, messages: object) -> str:
         dumped = [message.model_dump(mode="json") for message in messages]  # type: ignore[attr-defined]

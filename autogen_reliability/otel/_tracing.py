@@ -51,7 +51,7 @@ from ..accounting import _feed
 from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
 from ..accounting._recorder import UsageRecorder
-from ..providers import ClientModel, client_model, infer_provider
+from ..providers import AskedModels
 from ..retry._classify import classify_error
 
 __all__ = ["ATTRIBUTE_PREFIX", "CallTracer", "disable_tracing", "enable_tracing"]
@@ -78,20 +78,6 @@ _PROVIDER_NAMES: Final[Mapping[str, str]] = {
 }
 
 _Attributes = dict[str, AttributeValue]
-_MAX_ASKED: Final = 64
-"""Models a call asked one client for, remembered per client (past it, forgotten and read again)."""
-
-
-class _Described:
-    """A client as its spans name it: its provider and model, and those of the models calls ask it for."""
-
-    __slots__ = ("asked", "model", "own")
-
-    def __init__(self, client: ChatCompletionClient) -> None:
-        self.model: ClientModel = client_model(client)
-        configured = self.model.configured
-        self.own = (_provider_name(infer_provider(client, configured)), configured)
-        self.asked: dict[str, str | None] = {}  # model asked for -> its provider's name
 
 
 class _OpenCall:
@@ -114,7 +100,7 @@ class CallTracer:
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
         self._open: dict[uuid.UUID, _OpenCall] = {}
-        self._clients: weakref.WeakKeyDictionary[ChatCompletionClient, _Described] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[ChatCompletionClient, AskedModels] = weakref.WeakKeyDictionary()
 
     def call_started(self, call: Call, pipeline: Pipeline) -> None:
         """Keeps the caller's context: its current span is the parent of the call's."""
@@ -211,21 +197,11 @@ class CallTracer:
         try:
             described = self._clients[client]
         except KeyError:
-            described = self._clients[client] = _Described(client)
+            described = self._clients[client] = AskedModels(client)
         except TypeError:  # not weakly referenceable: read each time
-            described = _Described(client)
-        if not extra_create_args:  # a plain call asks for the client's own model: no rule to apply
-            return described.own
-        asked = described.model.asked_for(extra_create_args)
-        if asked is None or asked == described.own[1]:
-            return described.own
-        try:
-            return described.asked[asked], asked
-        except KeyError:
-            if len(described.asked) >= _MAX_ASKED:
-                described.asked.clear()
-            provider = described.asked[asked] = _provider_name(infer_provider(client, asked))
-            return provider, asked
+            described = AskedModels(client)
+        provider, model = described.own if not extra_create_args else described.of(client, extra_create_args)
+        return _provider_name(provider), model
 
 
 def _provider_name(provider: str | None) -> str | None:

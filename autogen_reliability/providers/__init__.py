@@ -10,7 +10,8 @@ name of AutoGen or an SDK (``tests/test_structure.py`` checks).
   configuration; :func:`innermost`, the one rule for seeing through wrappers.
 - ``_identity.py``: the provider and model a client talks to (for pricing), the
   model an attempt asks for (``ClientModel``: the one rule the usage rows, metrics
-  and spans share), a name to show, the API key it sends.
+  and spans share; ``AskedModels``: with its provider, read once per client and
+  model), a name to show, the API key it sends.
 - ``_arguments.py``: what each kind of client is sent per attempt.
 - ``_sdk_retries.py``: switching off the SDK's own retries.
 - ``_usage_tap.py`` and ``_http_body.py``: the provider's usage read off the wire.
@@ -34,6 +35,7 @@ from ._clients import innermost
 from ._health_checks import model_listing as model_listing
 from ._health_checks import one_token_arguments as one_token_arguments
 from ._http_body import content_decoder as content_decoder
+from ._identity import AskedModels as AskedModels
 from ._identity import ClientModel as ClientModel
 from ._identity import api_key_of, infer_provider, model_of
 from ._identity import client_model as client_model

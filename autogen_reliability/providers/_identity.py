@@ -20,6 +20,7 @@ from ._clients import create_args_of, inner_client, innermost, raw_config_of, sd
 from ._lookup import loaded_class
 
 __all__ = [
+    "AskedModels",
     "ClientModel",
     "api_key_of",
     "client_model",
@@ -254,6 +255,41 @@ class ClientModel:
 def client_model(client: ChatCompletionClient) -> ClientModel:
     """The :class:`ClientModel` of ``client`` (under a cache or wrapper). Never raises."""
     return ClientModel(model_of(client), takes_model_argument(client))
+
+
+_MAX_ASKED: Final = 64
+"""Models calls asked one client for, remembered per client (past it, forgotten and read again)."""
+
+
+class AskedModels:
+    """The provider and model of each request to one client: read once per client, and once per model asked for.
+
+    Attributes:
+        model: The client's :class:`ClientModel`.
+        own: The client's provider (:func:`infer_provider`) and model: what a plain call asks for.
+    """
+
+    __slots__ = ("_asked", "model", "own")
+
+    def __init__(self, client: ChatCompletionClient) -> None:
+        self.model = client_model(client)
+        configured = self.model.configured
+        self.own: tuple[str | None, str | None] = (infer_provider(client, configured), configured)
+        self._asked: dict[str, tuple[str | None, str | None]] = {}
+
+    def of(self, client: ChatCompletionClient, extra_create_args: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """The provider and model a request to ``client`` (this one's) with these ``extra_create_args`` asks for."""
+        if not extra_create_args:  # a plain call asks for the client's own model: no rule to apply
+            return self.own
+        asked = self.model.asked_for(extra_create_args)
+        if asked is None or asked == self.own[1]:
+            return self.own
+        found = self._asked.get(asked)
+        if found is None:
+            if len(self._asked) >= _MAX_ASKED:
+                self._asked.clear()
+            found = self._asked[asked] = (infer_provider(client, asked), asked)
+        return found
 
 
 def describe_client(client: ChatCompletionClient) -> str:
