@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar, cast, overload
 
 from autogen_agentchat.base import ChatAgent, Team
@@ -82,12 +82,12 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
     if isinstance(target, Team):
         check_options(options)  # a bad option is named before a team that has run is
         _refuse_started_teams(target, options)
-        _wrap_team(target, options)
+        _wrap_in_place(target, options)
         return target
     if isinstance(target, ChatAgent):
         check_options(options)
         _refuse_started_teams(target, options)
-        if not _wrap_agent(target, options):
+        if not _wrap_in_place(target, options):
             raise ConfigurationError(
                 f"agent {target.name!r} ({type(target).__name__}) has no model client to wrap; "
                 "wrap the client it calls, or the team it belongs to"
@@ -144,32 +144,28 @@ def _refuse_started_teams(target: ChatAgent | Team, options: ReliableOptions) ->
             _refuse_started_teams(member, options)
 
 
-def _wrap_held_client(owner: ChatAgent | Team, options: ReliableOptions) -> bool:
-    """Wraps the client an agent or a team keeps, bound to its name; says whether it had one."""
+def _held_clients(owner: ChatAgent | Team) -> Iterator[tuple[ChatAgent | Team, ChatCompletionClient]]:
+    """Each agent or team under ``owner`` (itself included) that keeps a model client, with that client."""
     client = model_client_of(owner)
-    if client is None:
-        return False
-    set_model_client(owner, _wrap_client(client, options, agent=owner.name))
-    return True
+    if client is not None:
+        yield owner, client  # a team's: the selector or orchestrator, named after the team
+    members: list[object] = list(participants_of(owner)) if isinstance(owner, Team) else [inner_team_of(owner)]
+    for member in members:  # an agent's: a SocietyOfMindAgent's inner team
+        if isinstance(member, Team | ChatAgent):
+            yield from _held_clients(member)
 
 
-def _wrap_agent(agent: ChatAgent, options: ReliableOptions) -> bool:
-    """Wraps the agent's client (and its inner team's); says whether there was anything to wrap."""
-    wrapped = _wrap_held_client(agent, options)
-    inner_team = inner_team_of(agent)  # SocietyOfMindAgent
-    if isinstance(inner_team, Team):
-        wrapped = _wrap_team(inner_team, options) or wrapped
-    return wrapped
+def _wrap_in_place(owner: ChatAgent | Team, options: ReliableOptions) -> bool:
+    """Wraps every client ``owner`` keeps, each bound to its keeper's name; says whether there was one.
 
-
-def _wrap_team(team: Team, options: ReliableOptions) -> bool:
-    wrapped = _wrap_held_client(team, options)  # the selector or orchestrator, named after the team
-    for participant in participants_of(team):
-        if isinstance(participant, Team):
-            wrapped = _wrap_team(participant, options) or wrapped
-        elif isinstance(participant, ChatAgent):
-            wrapped = _wrap_agent(participant, options) or wrapped
-    return wrapped
+    Every wrapper is made before any client is replaced: an option refused for one of them (a fallback that
+    is that agent's own client) leaves every agent and team as it was, not half wrapped.
+    """
+    held = list(_held_clients(owner))
+    wrappers = [_wrap_client(client, options, agent=keeper.name) for keeper, client in held]
+    for (keeper, _), wrapper in zip(held, wrappers, strict=True):
+        set_model_client(keeper, wrapper)
+    return bool(held)
 
 
 def _decorator(options: ReliableOptions) -> Callable[[_Factory], _Factory]:

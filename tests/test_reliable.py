@@ -20,6 +20,8 @@ from autogen_reliability import (
     reliable,
 )
 
+from .conftest import OpenAIClientFactory
+
 
 def client_of(agent: object) -> ChatCompletionClient:
     client = agent._model_client  # type: ignore[attr-defined]
@@ -213,3 +215,26 @@ async def test_a_selector_team_that_has_run_is_refused_rather_than_half_wrapped(
     await plain.run(task="go")
     reliable(plain)
     assert wrapped(plain._participants[0]).attribution.agent == "d"
+
+
+def test_a_team_whose_client_is_a_fallback_is_refused_before_any_agent_is_wrapped(
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The fallback check is made per agent, against its own client: the second agent's client is the fallback.
+    # Found only there, after the first agent had been wrapped, it left the team half wrapped.
+    first, second = make_openai_client(), make_openai_client(model="gpt-4.1")
+    writer, critic = AssistantAgent("writer", model_client=first), AssistantAgent("critic", model_client=second)
+    inner = SocietyOfMindAgent("panel", team=RoundRobinGroupChat([critic]), model_client=make_openai_client())
+    team = RoundRobinGroupChat([writer, inner])
+    with pytest.raises(ConfigurationError, match=r"fallbacks\[0\] is the primary client"):
+        reliable(team, fallbacks=[second])
+    assert client_of(writer) is first  # nothing was changed
+    assert client_of(critic) is second
+    assert not isinstance(client_of(inner), ReliableChatCompletionClient)
+    with pytest.raises(ConfigurationError, match=r"fallbacks\[0\] is the primary client"):
+        reliable(inner, fallbacks=[second])  # an agent: its own client and its inner team's
+    assert not isinstance(client_of(inner), ReliableChatCompletionClient)
+    assert client_of(critic) is second
+    reliable(team, fallbacks=[make_openai_client(model="gpt-4.1-mini")])  # another client: every agent
+    assert wrapped(writer).inner is first
+    assert wrapped(critic).inner is second
