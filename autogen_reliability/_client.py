@@ -132,10 +132,11 @@ def check_options(options: Mapping[str, Any], client: ChatCompletionClient | Non
     if not isinstance(track_usage, bool):
         raise ConfigurationError(f"track_usage must be True or False, got {track_usage!r}")
     budget, recorder, pricing = _usage_options(options, track_usage)
-    fallbacks = _fallbacks(options.get("fallbacks") or (), client)
+    fallbacks = _fallbacks(options.get("fallbacks"), client)
+    tags = options.get("tags")
     return _Settings(
         attribution=Attribution(
-            project=options.get("project"), agent=options.get("agent"), tags=options.get("tags") or {}
+            project=options.get("project"), agent=options.get("agent"), tags={} if tags is None else tags
         ),
         retry=retry,
         circuit=circuit,
@@ -181,8 +182,11 @@ def _usage_options(
 
 
 def _fallbacks(fallbacks: object, client: ChatCompletionClient | None) -> tuple[ChatCompletionClient, ...]:
-    if isinstance(fallbacks, ChatCompletionClient) or not isinstance(fallbacks, Sequence):
-        raise ConfigurationError("fallbacks must be a list of ChatCompletionClient")
+    if fallbacks is None:
+        return ()
+    # A string is a Sequence too, and "" an empty one: refused as "abc" is, not taken for "no fallbacks".
+    if isinstance(fallbacks, ChatCompletionClient | str) or not isinstance(fallbacks, Sequence):
+        raise ConfigurationError(f"fallbacks must be a list of ChatCompletionClient, got {type(fallbacks).__name__}")
     # A fallback that is the primary (or an earlier fallback) underneath shares its breaker and budget:
     # it could only fail the same way, a second time.
     primary = innermost(client) if client is not None else None
@@ -211,7 +215,8 @@ _Hook = TypeVar("_Hook", bound=Callable[..., None])
 def _hooks(name: str, hooks: _Hook | Sequence[_Hook] | None) -> tuple[_Hook, ...]:
     if hooks is None:
         return ()
-    if not callable(hooks) and not isinstance(hooks, Iterable):
+    # A string or a mapping is iterable too, and an empty one would pass for "no hooks".
+    if not callable(hooks) and (isinstance(hooks, str | Mapping) or not isinstance(hooks, Iterable)):
         raise ConfigurationError(f"{name} takes callables (one or a list), got {type(hooks).__name__}")
     found = (hooks,) if callable(hooks) else tuple(hooks)
     for hook in found:

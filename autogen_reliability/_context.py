@@ -58,10 +58,12 @@ def _check_label(name: str, value: object) -> str | None:
 
 
 def _check_tags(tags: Mapping[str, str] | None) -> Mapping[str, str]:
+    if tags is None:
+        return _EMPTY_TAGS
+    if not isinstance(tags, Mapping):  # before the emptiness test: "" or [] is no mapping either
+        raise ConfigurationError(f"tags must be a mapping of str to str, got {type(tags).__name__}")
     if not tags:
         return _EMPTY_TAGS
-    if not isinstance(tags, Mapping):
-        raise ConfigurationError(f"tags must be a mapping of str to str, got {type(tags).__name__}")
     for key, value in tags.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ConfigurationError(
@@ -289,4 +291,6 @@ def usage_scope(
         ...     async with usage_scope(session=ticket_id):
         ...         ...  # await team.run(task=...)
     """
-    return _UsageScope(Attribution(project=project, session=session, agent=agent, tags=tags or _EMPTY_TAGS))
+    return _UsageScope(
+        Attribution(project=project, session=session, agent=agent, tags=_EMPTY_TAGS if tags is None else tags)
+    )

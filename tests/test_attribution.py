@@ -187,6 +187,9 @@ async def test_a_scope_held_across_yields_of_a_generator_driven_from_other_tasks
         ({"project": 42}, "project must be a string"),
         ({"tags": {"n": 1}}, "tags must map str to str"),
         ({"tags": ["a"]}, "tags must be a mapping"),
+        # Empty, but not a mapping: refused as a full one is, not taken for "no tags".
+        ({"tags": ""}, "tags must be a mapping of str to str, got str"),
+        ({"tags": []}, "tags must be a mapping of str to str, got list"),
     ],
 )
 def test_bad_labels_fail_at_once(kwargs: dict[str, object], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import cast
 
 import pytest
@@ -130,6 +131,24 @@ def test_unknown_or_bad_options_fail_at_construction() -> None:
         reliable(ReplayChatCompletionClient(["x"]), on_retry=5)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="unknown option"):
         reliable(retries=3)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        # Empty values of the wrong type were taken for "none" (an empty string, a dict), while a
+        # non-empty one of the same type was refused.
+        ("fallbacks", "", "fallbacks must be a list of ChatCompletionClient, got str"),
+        ("fallbacks", {}, "fallbacks must be a list of ChatCompletionClient, got dict"),
+        ("on_attempt", "", "on_attempt takes callables (one or a list), got str"),
+        ("on_retry", {}, "on_retry takes callables (one or a list), got dict"),
+    ],
+)
+def test_an_empty_option_of_the_wrong_type_is_refused(
+    make_openai_client: OpenAIClientFactory, option: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        reliable(make_openai_client(), **{option: value})  # type: ignore[call-overload]
 
 
 def test_decorates_a_sync_factory() -> None:
