@@ -70,7 +70,10 @@ class AccountingSettings:
 def from_env() -> dict[str, str]:
     """The settings given by the environment: ``AUTOGEN_RELIABILITY_DB_URL`` and ``AUTOGEN_RELIABILITY_SPOOL_DIR``.
 
-    This is the only place the library reads environment variables.
+    This is the only place the library reads its settings from the environment. Only the pytest
+    plugin's ``usage_store`` fixture (``AUTOGEN_RELIABILITY_TEST_DB_URL``) and the command line
+    (``COLUMNS``, and ``OPENAI_API_KEY`` for ``demo --live``) read others, where they use them;
+    docs/configuration.md lists them all.
     """
     found: dict[str, str] = {}
     if os.environ.get(ENV_DB_URL):
