@@ -16,12 +16,13 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from autogen_core.tools import ToolSchema
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from autogen_reliability import (
     AttemptEvent,
     ConfigurationError,
     ErrorKind,
+    ReliableChatCompletionClient,
     ResponseValidationError,
     SanitizePolicy,
     ValidationPolicy,
@@ -645,6 +646,24 @@ def test_a_model_defined_in_a_function_is_dumped_as_its_json_schema() -> None:
     config = ValidationPolicy(schema=Local).to_config()
     assert config["schema"] == {"json_schema": Local.model_json_schema()}
     assert ValidationPolicy(schema=Ticket).to_config()["schema"] == {"model": f"{__name__}:Ticket"}
+
+
+def test_a_model_whose_import_path_names_another_class_is_dumped_as_its_json_schema(
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # pydantic's create_model() names the caller's module: this one, where "Ticket" is another class.
+    variant = create_model("Ticket", title=(str, ...))
+    assert (variant.__module__, variant.__qualname__) == (__name__, "Ticket")
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=variant))
+    dumped = client.dump_component()
+    assert dumped.config["validation"]["schema"] == {"json_schema": variant.model_json_schema()}
+    loaded = ChatCompletionClient.load_component(dumped)
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    validation = loaded.options["validation"]
+    assert validation is not None
+    assert validation.compiled_schema is not None
+    assert validation.compiled_schema.validate({"title": "printer on fire"}) == []
+    assert validation.compiled_schema.validate({"id": 1, "priority": "low", "summary": "s"}) != []
 
 
 @pytest.mark.parametrize(

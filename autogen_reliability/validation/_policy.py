@@ -116,7 +116,8 @@ class ValidationPolicy:
         """A JSON-ready dict for :meth:`from_config`.
 
         A model class is kept by its import path; one that cannot be imported
-        again (defined in ``__main__`` or a function) is kept as its JSON Schema.
+        again as itself (defined in ``__main__`` or a function, or made by pydantic's
+        ``create_model()``) is kept as its JSON Schema.
         """
         config: dict[str, Any] = {
             "reask": self.reask,
@@ -127,7 +128,7 @@ class ValidationPolicy:
         if isinstance(self.schema, type):
             path = f"{self.schema.__module__}:{self.schema.__qualname__}"
             config["schema"] = (
-                {"model": path} if _importable(path) else {"json_schema": self.schema.model_json_schema()}
+                {"model": path} if _imports_as(path, self.schema) else {"json_schema": self.schema.model_json_schema()}
             )
         elif self.schema is not None:
             config["schema"] = {"json_schema": dict(self.schema)}
@@ -161,17 +162,18 @@ def _described(schema: object) -> str:
     return type(schema).__name__
 
 
-def _importable(path: str) -> bool:
+def _imports_as(path: str, model: type[BaseModel]) -> bool:
+    """Whether importing ``path`` gives ``model`` itself, in this process and in another."""
     # A class of __main__ imports in the process that dumps it, and in no other; one defined in a function
-    # ("<locals>") never does.
+    # ("<locals>") never does; one made by pydantic's create_model() is named after its caller's module,
+    # where that name may be another class, or nothing.
     module_name, _, qualname = path.partition(":")
     if module_name == "__main__" or "<locals>" in qualname:
         return False
     try:
-        _import_model(path)
+        return _import_model(path) is model
     except ConfigurationError:
         return False
-    return True
 
 
 def _import_model(path: object) -> type[BaseModel]:
