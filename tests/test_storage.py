@@ -477,6 +477,13 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
         "SQLite reads 'immutable', 'cache' only from a file: URI",
     ),
     ("sqlite://?mode=memory", "such as sqlite:///file::memory:?mode=memory&uri=true"),
+    # The suggested URL shows a secret parameter's value as a URL is shown: masked.
+    (
+        "sqlite:///usage.db?password=secret-pw&mode=ro",
+        "SQLite reads 'password', 'mode' only from a file: URI with uri=true, such as "
+        "sqlite:///file:usage.db?password=***&mode=ro&uri=true",
+    ),
+    ("sqlite:///usage.db?key=secret-pw", "such as sqlite:///file:usage.db?key=***&uri=true"),
 ]
 
 

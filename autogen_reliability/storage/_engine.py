@@ -240,7 +240,7 @@ def _check_sqlite_query(url: URL) -> None:
         return
     names = ", ".join(repr(name) for name in own)
     query = "&".join(
-        f"{name}={value}"
+        f"{name}={'***' if _SECRET_PARAMETER.search(name) else value}"  # shown as masked_url() shows it
         for name in own
         for value in ((url.query[name],) if isinstance(url.query[name], str) else url.query[name])
     )
