@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -176,8 +176,11 @@ class ComponentConfig(BaseModel):
     AutoGen's ``load_component`` validates a component's config with ``model_validate`` before calling
     ``_from_config``; a component that cannot be loaded is refused as every invalid option of it is, naming
     each key and what is wrong with it, never with pydantic's ``ValidationError``, whose text repeats the
-    values it was given (an API key among them).
+    values it was given (an API key among them). An unknown key is refused too, as our policies'
+    ``from_config`` refuse one: a misspelt ``"budegt"`` would otherwise load a wrapper without its budget.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
@@ -185,7 +188,8 @@ class ComponentConfig(BaseModel):
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as error:
             problems = "; ".join(
-                f"{'.'.join(map(str, problem['loc'])) or '<config>'}: {problem['msg']}"
+                f"{'.'.join(map(str, problem['loc'])) or '<config>'}: "
+                + ("unknown option" if problem["type"] == "extra_forbidden" else problem["msg"])
                 for problem in error.errors(include_url=False, include_input=False)
             )
             name = cls.__name__.removesuffix("Config")

@@ -54,7 +54,7 @@ from typing import Final, Literal, Self, cast
 from autogen_agentchat.base import TerminatedException, TerminationCondition
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage
 from autogen_core import Component
-from pydantic import ConfigDict, StrictFloat, StrictInt, StrictStr
+from pydantic import StrictFloat, StrictInt, StrictStr
 
 from .._context import Attribution, current_attribution
 from .._errors import ComponentConfig, ConfigurationError
@@ -86,8 +86,6 @@ class CostTerminationConfig(ComponentConfig):
     Money is dumped as the string of an exact decimal; a config written by hand may give a JSON number
     too, read as the constructor reads it (a float by its repr: ``0.1`` is 0.1).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     max_cost_usd: StrictStr | StrictInt | StrictFloat
     project: str | None = None
