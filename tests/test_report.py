@@ -538,6 +538,9 @@ def test_percentile_method_names_the_method_and_its_bound(store: UsageStore) -> 
     assert store.report().percentile_method == PERCENTILE_ROLLUP
     assert f"{ROLLUP_RELATIVE_ERROR:.1%}" in PERCENTILE_ROLLUP
     assert f"{ROLLUP_ABSOLUTE_ERROR_MS:g} ms" in PERCENTILE_ROLLUP
+    # A report of one agent too: the rollup has the agent; only its top sessions come from the rows.
+    assert store.report(agent="writer").percentile_method == PERCENTILE_ROLLUP
+    assert store.report(agent="writer", group_by=("day", "model")).percentile_method == PERCENTILE_ROLLUP
     # From the rows (a session filter): PostgreSQL exact, SQLite its own finer histograms.
     method = store.report(session="alpha-s3").percentile_method
     if store.engine.dialect.name == "postgresql":

@@ -409,11 +409,10 @@ class _Report:
         self._dialect = connection.dialect.name
         self._where = self._conditions(spec.filters)
         # The rollup knows no session and no tag: a filter or a breakdown by those needs the rows.
-        # The session rollup has no agent: a report of one agent finds its top sessions in the rows.
-        self._session_rollup = (
-            rollup and spec.filters.session is None and spec.filters.agent is None and not spec.filters.tags
-        )
-        self._rollup = self._session_rollup and all(name in _IN_ROLLUP for name in spec.group_by)
+        rolled_up = rollup and spec.filters.session is None and not spec.filters.tags
+        self._rollup = rolled_up and all(name in _IN_ROLLUP for name in spec.group_by)
+        # The session rollup has no agent: a report of one agent finds only its top sessions in the rows.
+        self._session_rollup = rolled_up and spec.filters.agent is None
 
     # ---- SQL pieces
 
