@@ -298,6 +298,47 @@ def test_the_summary_of_a_report_without_any_price_says_its_cost_is_unpriced(
     assert card.text().startswith("Cost unpriced 1 unpriced attempts not included")
 
 
+def test_waste_whose_every_attempt_has_no_price_is_unpriced_in_every_format(
+    store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A priced answer, and a failed attempt on a model without a price: the waste's cost is not known, so its
+    # total says unpriced, as its outcome's line does, not a $0.00 (0.0% of the cost) that reads as no waste.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    with UsageStore(store_url) as store:
+        store.write(
+            [
+                event(now, cost_nanousd=5_000_000),
+                event(now, model="local-llm", outcome="error", error_kind="timeout", cost_nanousd=None),
+            ]
+        )
+
+    def report(output_format: str) -> str:
+        status, out, err = run_main(capsys, "report", "--format", output_format, "--db", store_url)
+        assert (status, err) == (0, "")
+        return out
+
+    table = report("table")
+    assert re.search(r"^Waste +unpriced +Unpriced +1$", table, re.MULTILINE), table
+    assert "Waste: unpriced" in table
+    assert re.search(r"^│ error +│ +1 │ +120 │ unpriced │ +1 │$", table, re.MULTILINE), table
+    assert re.search(r"^│ Total +│ +1 │ +120 │ unpriced │ +1 │$", table, re.MULTILINE), table
+    assert "$0.00 (0.0%)" not in table
+    markdown = report("md")
+    assert "| Waste | unpriced, 120 tokens |" in markdown
+    assert "| error | 1 | 120 | unpriced | 1 |" in markdown
+    assert "| **Total** | 1 | 120 | unpriced | 1 |" in markdown
+    page = parse(report("html"))
+    card = next(card for card in page.find_all("div", cls="card") if card.text().startswith("Waste"))
+    assert card.text().startswith("Waste unpriced"), card.text()
+    section = page.by_id("waste")
+    assert section.find_all("h2")[0].text() == "Waste: unpriced"
+    total = [cell.text() for cell in section.find_all("tfoot")[0].find_all("td")]
+    assert total == ["Total", "1", "120", "unpriced", "unpriced", "1"]
+    error = [cell.text() for cell in section.find_all("tbody")[0].find_all("tr")[0].find_all("td")]
+    assert error == ["error", "1", "120", "unpriced", "unpriced", "1"]
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
 @pytest.mark.parametrize("output_format", ["table", "json"])
 def test_a_standard_output_that_cannot_be_written_exits_1_with_one_line(output_format: str, ledger: str) -> None:

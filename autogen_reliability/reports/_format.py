@@ -42,6 +42,7 @@ __all__ = [
     "usd_column",
     "usd_compact",
     "usd_text",
+    "waste_figure",
 ]
 
 NONE_LABEL: Final = "(none)"
@@ -98,6 +99,19 @@ def usd_column(values: Sequence[Decimal]) -> list[str]:
 def cost_cell(text: str, attempts: int, unpriced_attempts: int) -> str:
     """A cost in a table: ``unpriced`` when none of the attempts had a price, never a $0 that reads as free."""
     return "unpriced" if attempts and unpriced_attempts >= attempts else text
+
+
+def waste_figure(report: ReportView) -> tuple[str, str | None]:
+    """The waste's cost and its share of the cost, as a summary or a total line shows them.
+
+    ``("unpriced", None)`` when none of the wasted attempts had a price: their cost is not known, and a
+    ``$0.00`` (``0.0%`` of the cost) would read as no waste at all.
+    """
+    totals = report.totals
+    attempts = sum(line.attempts for line in report.waste)
+    if attempts and sum(line.unpriced_attempts for line in report.waste) >= attempts:
+        return "unpriced", None
+    return usd_text(totals.waste_cost), rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
 
 
 def _grouped(value: Decimal) -> str:

@@ -39,6 +39,7 @@ from ._format import (
     usd_column,
     usd_compact,
     usd_text,
+    waste_figure,
 )
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ def _cards(report: ReportView) -> list[_Card]:
         if report.unpriced_models
         else "every attempt has a price"
     )
-    waste_share = _share(totals.waste_cost, totals.cost)
+    waste, waste_share = waste_figure(report)
+    waste_tokens = f"{count_text(totals.waste_tokens)} tokens"
     return [
         _Card(
             "Cost",
@@ -132,9 +134,9 @@ def _cards(report: ReportView) -> list[_Card]:
         ),
         _Card(
             "Waste",
-            usd_text(totals.waste_cost),
-            f"{rate_text(waste_share)} of cost · {count_text(totals.waste_tokens)} tokens",
-            "warn" if totals.waste_cost else "",
+            waste,
+            waste_tokens if waste_share is None else f"{waste_share} of cost · {waste_tokens}",
+            "warn" if totals.waste_cost or waste_share is None else "",
         ),
         _Card(
             "Unpriced attempts",
@@ -430,24 +432,27 @@ def _waste(report: ReportView) -> dict[str, Any]:
             width=WIDE_CHART,
         )
     costs = usd_column([*(line.cost for line in report.waste), totals.waste_cost])
+    waste, share = waste_figure(report)
+    attempts = sum(line.attempts for line in report.waste)
+    unpriced = sum(line.unpriced_attempts for line in report.waste)
     rows = [
         {
             "outcome": plain_text(line.outcome),
             "attempts": count_text(line.attempts),
             "tokens": count_text(line.tokens),
             "cost": cost_cell(cost, line.attempts, line.unpriced_attempts),
-            "share": rate_text(_share(line.cost, totals.cost)),
+            "share": cost_cell(rate_text(_share(line.cost, totals.cost)), line.attempts, line.unpriced_attempts),
             "unpriced": count_text(line.unpriced_attempts),
         }
         for line, cost in zip(report.waste, costs, strict=False)
     ]
     total = {
-        "heading": usd_text(totals.waste_cost),
-        "attempts": count_text(sum(line.attempts for line in report.waste)),
+        "heading": waste if share is None else f"{waste} ({share} of cost)",
+        "attempts": count_text(attempts),
         "tokens": count_text(totals.waste_tokens),
-        "cost": costs[-1],
-        "share": rate_text(_share(totals.waste_cost, totals.cost)),
-        "unpriced": count_text(sum(line.unpriced_attempts for line in report.waste)),
+        "cost": cost_cell(costs[-1], attempts, unpriced),
+        "share": cost_cell(rate_text(_share(totals.waste_cost, totals.cost)), attempts, unpriced),
+        "unpriced": count_text(unpriced),
     }
     return {"chart": chart, "rows": rows, "total": total}
 

@@ -33,6 +33,7 @@ from ._format import (
     subject_text,
     usd_column,
     usd_text,
+    waste_figure,
 )
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _header(report: ReportView) -> list[str]:
 
 def _totals(report: ReportView) -> list[str]:
     totals = report.totals
-    share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
+    waste, share = waste_figure(report)
     unpriced = count_text(totals.unpriced_attempts)
     if report.unpriced_models:
         unpriced += " (" + ", ".join(markdown_escape(model) for model in report.unpriced_models) + ")"
@@ -127,7 +128,7 @@ def _totals(report: ReportView) -> list[str]:
         ["Retry rate", rate_text(totals.retry_rate)],
         ["Re-ask rate", rate_text(totals.reask_rate)],
         ["Cache-hit rate", rate_text(totals.cache_hit_rate)],
-        ["Waste", f"{usd_text(totals.waste_cost)} ({share} of cost), {count_text(totals.waste_tokens)} tokens"],
+        ["Waste", f"{waste}{'' if share is None else f' ({share} of cost)'}, {count_text(totals.waste_tokens)} tokens"],
         ["Unpriced attempts", unpriced],
         ["Latency p50 / p95", f"{latency_text(totals.latency_p50_ms)} / {latency_text(totals.latency_p95_ms)}"],
     ]
@@ -150,13 +151,15 @@ def _waste(report: ReportView) -> list[str]:
         ]
         for line, cost in zip(report.waste, costs, strict=False)
     ]
+    attempts = sum(line.attempts for line in report.waste)
+    unpriced = sum(line.unpriced_attempts for line in report.waste)
     rows.append(
         [
             "**Total**",
-            count_text(sum(line.attempts for line in report.waste)),
+            count_text(attempts),
             count_text(totals.waste_tokens),
-            costs[-1],
-            count_text(sum(line.unpriced_attempts for line in report.waste)),
+            cost_cell(costs[-1], attempts, unpriced),
+            count_text(unpriced),
         ]
     )
     return [*lines, *_table(["Outcome", "Attempts", "Tokens", "Cost", "Unpriced"], rows)]

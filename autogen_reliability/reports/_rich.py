@@ -43,6 +43,7 @@ from ._format import (
     subject_text,
     usd_column,
     usd_text,
+    waste_figure,
 )
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def _summary(report: ReportView) -> Table:
     table.add_column(justify="right")
     table.add_column(style="bold")
     table.add_column(justify="right")
-    share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
+    waste, share = waste_figure(report)
     pairs = [
         (
             "Cost",
@@ -188,7 +189,7 @@ def _summary(report: ReportView) -> Table:
         ("Calls", count_text(totals.calls), "Retry rate", rate_text(totals.retry_rate)),
         ("Attempts", count_text(totals.attempts), "Re-ask rate", rate_text(totals.reask_rate)),
         ("Tokens", count_text(totals.tokens), "Cache-hit rate", rate_text(totals.cache_hit_rate)),
-        ("Waste", f"{usd_text(totals.waste_cost)} ({share})", "Unpriced", count_text(totals.unpriced_attempts)),
+        ("Waste", waste if share is None else f"{waste} ({share})", "Unpriced", count_text(totals.unpriced_attempts)),
         ("Latency p50", latency_text(totals.latency_p50_ms), "Latency p95", latency_text(totals.latency_p95_ms)),
     ]
     for row in pairs:
@@ -219,7 +220,7 @@ def _breakdown(report: ReportView, max_width: int) -> Table:
 def _waste(report: ReportView, max_width: int) -> Table:
     totals = report.totals
     lines = report.waste
-    share = rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
+    waste, share = waste_figure(report)
     costs = usd_column([*(line.cost for line in lines), totals.waste_cost])
     unpriced = sum(line.unpriced_attempts for line in lines)
     attempts = sum(line.attempts for line in lines)
@@ -236,13 +237,13 @@ def _waste(report: ReportView, max_width: int) -> Table:
                     cost_cell(cost, line.attempts, line.unpriced_attempts)
                     for line, cost in zip(lines, costs, strict=False)
                 ),
-                costs[-1],
+                cost_cell(costs[-1], attempts, unpriced),
             ],
         ),
         _Column("Unpriced", [*(count_text(line.unpriced_attempts) for line in lines), count_text(unpriced)]),
     ]
     return _table(
-        _text(f"Waste: {usd_text(totals.waste_cost)}, {share} of cost", "bold"),
+        _text(f"Waste: {waste}" + ("" if share is None else f", {share} of cost"), "bold"),
         columns,
         max_width,
         total=True,
