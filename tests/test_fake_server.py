@@ -854,6 +854,40 @@ def test_unframeable_request_is_recorded_and_answered_400(server: FakeOpenAIServ
     assert server.requests[0].raw == b""
 
 
+_FRAMED = json.dumps({"model": MODEL, "messages": CHAT}).encode()
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(b"Content-Length: +%d\r\n" % len(_FRAMED), id="signed-length"),
+        pytest.param(b"Content-Length: %d_0\r\n" % (len(_FRAMED) // 10), id="underscore-in-length"),
+        pytest.param(b"Content-Length: %d\r\nContent-Length: 5\r\n" % len(_FRAMED), id="two-lengths"),
+        pytest.param(b"Content-Length: 99999999999999999999\r\n", id="length-too-large-to-read"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n\r\n-1\r\n", id="negative-chunk-size"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n\r\n+%x\r\n" % len(_FRAMED), id="signed-chunk-size"),
+    ],
+)
+def test_request_framing_that_is_not_http_is_answered_400(server: FakeOpenAIServer, framing: bytes) -> None:
+    # RFC 9112: Content-Length is 1*DIGIT (equal if repeated), a chunk size 1*HEXDIG. Python's int() also takes
+    # "+37", "3_7" and "-1"; a length past sys.maxsize raised OverflowError (a traceback, no answer), and
+    # a chunk size of -1 read until the client hung up.
+    server.default = FakeReply.text("framed")
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + framing
+    request = head + (b"" if b"chunked" in framing else b"\r\n") + _FRAMED
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+
+    status, _, body = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400 "), reply[:200]
+    assert b"Connection: close" in status
+    assert "Malformed request body" in json.loads(body)["error"]["message"]
+    assert server.requests[0].raw == b""
+
+
 # --------------------------------------------------------------------------- other routes
 
 

@@ -30,6 +30,10 @@ _CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
 _MODEL_PREFIXES: Final = ("/v1/models/", "/models/")
 _MAX_LINE: Final = 65536
+# The largest request body the server reads (the stdlib reads a body into a buffer of its announced size
+# at once): a larger Content-Length or chunk is refused, not waited for.
+_MAX_BODY: Final = 256 * 1024 * 1024
+_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 
 
 class ScriptError(Exception):
@@ -101,6 +105,32 @@ def _reason(status: int) -> str:
 
 class _BadRequestError(Exception):
     """The request could not be framed; answer 400 and close the connection."""
+
+
+def _content_length(values: list[str]) -> int:
+    """The body's length from its ``Content-Length`` header(s): digits only, the same value if repeated (RFC 9112).
+
+    Python's ``int()`` would also take ``+37``, ``3_7`` and ``-5``; a length past ``sys.maxsize`` cannot be
+    read at all, and one of gigabytes would be allocated at once: each is refused.
+    """
+    found = {value.strip() for line in values for value in line.split(",")}
+    if len(found) != 1:
+        raise _BadRequestError(f"conflicting Content-Length values {sorted(found)}")
+    (value,) = found
+    if not value.isascii() or not value.isdigit():
+        raise _BadRequestError(f"Content-Length {value[:40]!r} is not a number of bytes")
+    if len(value.lstrip("0")) > len(str(_MAX_BODY)) or int(value) > _MAX_BODY:
+        raise _BadRequestError(f"Content-Length {value[:40]} is more than the {_MAX_BODY} bytes the fake server reads")
+    return int(value)
+
+
+def _chunk_size(field: bytes) -> int:
+    """The size of one chunk of a chunked body: hexadecimal digits only (RFC 9112, 7.1)."""
+    if not field or not all(byte in _HEX_DIGITS for byte in field):
+        raise _BadRequestError(f"chunk size {field[:40]!r} is not a hexadecimal number of bytes")
+    if len(field.lstrip(b"0")) > len(f"{_MAX_BODY:x}") or int(field, 16) > _MAX_BODY:
+        raise _BadRequestError(f"chunk size {field[:40]!r} is more than the {_MAX_BODY} bytes the fake server reads")
+    return int(field, 16)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -307,19 +337,17 @@ class _Handler(BaseHTTPRequestHandler):
             parts: list[bytes] = []
             while True:
                 size_line = self.rfile.readline(_MAX_LINE + 1)
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
+                size = _chunk_size(size_line.split(b";", 1)[0].strip())
                 if size == 0:
                     while self.rfile.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
                         pass  # trailers carry nothing the fake cares about
                     return b"".join(parts)
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(_MAX_LINE + 1)
-        length = self.headers.get("Content-Length")
-        if length is None:
+        lengths = self.headers.get_all("Content-Length")
+        if not lengths:
             return b""
-        size = int(length)
-        if size < 0:
-            raise _BadRequestError("negative Content-Length")
+        size = _content_length(lengths)
         body = self.rfile.read(size)
         if len(body) != size:
             raise _BadRequestError("request body shorter than its Content-Length")
