@@ -410,3 +410,58 @@ def test_a_reset_connection_is_recorded_and_replayed_as_one() -> None:
     assert completion.choices[0].message.content == "after the reset"
     assert replayer.unplayed() == []
     assert replayer.mismatches == []
+
+
+def test_the_marker_refuses_what_it_would_ignore(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile(
+        test_markers="""
+        import pytest
+
+
+        @pytest.mark.llm_cassette(allow_unused="no")
+        def test_allow_unused_is_not_a_bool(llm_cassette):
+            pass
+
+
+        @pytest.mark.llm_cassette("greeting", name="farewell")
+        def test_the_name_given_twice(llm_cassette):
+            pass
+        """
+    )
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(errors=2)
+    replayed.stdout.fnmatch_lines_random(
+        [
+            "*llm_cassette(allow_unused=...) takes True or False, got 'no'*",
+            "*llm_cassette takes its name once, as the argument or as name=, got ('greeting',) {'name': 'farewell'}*",
+        ]
+    )
+    assert "no cassette at" not in replayed.stdout.str()
+
+
+def test_markers_on_the_module_and_the_test_are_merged(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module says which provider its tests record; a test names its file. The test's marker used to hide
+    # the module's: the test was recorded against OpenAI with OPENAI_API_KEY, not against Groq.
+    pytester.makepyfile(
+        test_groq="""
+        import pytest
+
+        pytestmark = pytest.mark.llm_cassette(provider="groq", base_url="https://api.groq.com/openai/v1")
+
+
+        @pytest.mark.llm_cassette("shared-greeting")
+        def test_named(llm_cassette):
+            pass
+        """
+    )
+
+    replayed = replay(pytester, monkeypatch)
+
+    replayed.assert_outcomes(errors=1)
+    replayed.stdout.fnmatch_lines(
+        ["*no cassette at *cassettes/test_groq/shared-greeting.json: record it once against groq *(GROQ_API_KEY set)*"]
+    )

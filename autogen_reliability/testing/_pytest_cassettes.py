@@ -22,7 +22,8 @@ Options, ini settings and marker:
       the file name (to share a cassette between tests), the provider whose key
       recording needs (``OPENAI_API_KEY``...), its base URL when it is not
       OpenAI's (``OPENAI_BASE_URL`` or ``https://api.openai.com/v1``), and whether
-      exchanges may be left unplayed.
+      exchanges may be left unplayed. Markers on the module, the class and the test
+      are merged, the closest winning option by option; a wrong argument fails the test.
 
 Loading this module imports nothing but pytest: the recorder (httpx2), the
 server and the cassette format load when a test takes the fixture.
@@ -82,23 +83,35 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _options(node: pytest.Item) -> dict[str, Any]:
-    marker = node.get_closest_marker("llm_cassette")
+    """The test's ``llm_cassette`` markers merged, the closest winning option by option, and checked.
+
+    As the ``autogen_reliability`` marker's are: a module's ``provider=`` and ``base_url=`` hold for a
+    test whose own marker only names its file.
+    """
     options: dict[str, Any] = {"name": None, "provider": "openai", "base_url": None, "allow_unused": False}
-    if marker is None:
-        return options
-    if len(marker.args) > 1 or set(marker.kwargs) - set(options):
-        pytest.fail(
-            f"llm_cassette takes a name and provider=, base_url=, allow_unused=; got {marker.args} {marker.kwargs}",
-            pytrace=False,
-        )
-    options.update(marker.kwargs)
-    if marker.args:
-        options["name"] = marker.args[0]
+    for marker in reversed(list(node.iter_markers("llm_cassette"))):  # the farthest first: the closest overwrites
+        if len(marker.args) > 1 or set(marker.kwargs) - set(options):
+            pytest.fail(
+                f"llm_cassette takes a name and provider=, base_url=, allow_unused=; got {marker.args} {marker.kwargs}",
+                pytrace=False,
+            )
+        if marker.args and "name" in marker.kwargs:
+            pytest.fail(
+                f"llm_cassette takes its name once, as the argument or as name=, got {marker.args} {marker.kwargs}",
+                pytrace=False,
+            )
+        options.update(marker.kwargs)
+        if marker.args:
+            options["name"] = marker.args[0]
     for key in ("name", "base_url"):
         if options[key] is not None and (not isinstance(options[key], str) or not options[key]):
             pytest.fail(f"llm_cassette({key}=...) takes a non-empty string, got {options[key]!r}", pytrace=False)
     if not isinstance(options["provider"], str) or not options["provider"].strip():
         pytest.fail(f"llm_cassette(provider=...) takes a provider name, got {options['provider']!r}", pytrace=False)
+    if not isinstance(options["allow_unused"], bool):
+        pytest.fail(
+            f"llm_cassette(allow_unused=...) takes True or False, got {options['allow_unused']!r}", pytrace=False
+        )
     return options
 
 
