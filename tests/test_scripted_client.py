@@ -351,6 +351,30 @@ async def test_a_tool_call_streams_only_its_create_result() -> None:
     assert items[0].content == [FunctionCall(id="call_1", name="add", arguments='{"a": 1}')]
 
 
+async def test_the_text_sent_with_tool_calls_streams_as_autogens_openai_client_streams_it(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The provider sends the text before the calls; AutoGen's client yields it as it comes, then the result
+    # with the text as its thought. The scripted client yielded the result alone: a consumer of the chunks
+    # (a UI, ModelClientStreamingChunkEvent, the sanitiser) saw nothing of the text.
+    fake_openai_server.enqueue(FakeReply.tool_calls([("add", {"a": 1})], content="Let me add that up."))
+    real = await stream_items(make_openai_client())
+    scripted = ScriptedChatCompletionClient([ScriptedReply.tool_call("add", {"a": 1}, thought="Let me add that up.")])
+
+    items = await stream_items(scripted)
+
+    assert real[:-1] == ["Let", " me", " add", " that", " up."]
+    assert items[:-1] == real[:-1]
+    final, real_final = items[-1], real[-1]
+    assert isinstance(final, CreateResult)
+    assert isinstance(real_final, CreateResult)
+    assert (final.content, final.thought, final.finish_reason) == (
+        real_final.content,
+        real_final.thought,
+        real_final.finish_reason,
+    )
+
+
 async def test_an_error_after_chunks_ends_the_stream_as_a_mid_stream_provider_error_does() -> None:
     client = ScriptedChatCompletionClient([ScriptedReply.stream(["Hel", "lo"], raises=faults.stream_error())])
     seen: list[str | CreateResult] = []

@@ -105,7 +105,8 @@ class ScriptedReply:
         delay: Seconds to wait before answering (or raising); ``math.inf`` waits until the
             call is cancelled. The wait honours the call's ``cancellation_token``.
         chunks: What ``create_stream`` yields before the final ``CreateResult``; None splits
-            text content into words (tool calls yield no chunk, as AutoGen's clients do).
+            text content into words, and for tool calls the ``thought`` sent with them (the calls
+            themselves yield no chunk), as AutoGen's OpenAI client streams them.
         raises: Raised instead of answering: by ``create``, and by ``create_stream`` after
             ``chunks`` (before any chunk when ``chunks`` is None).
     """
@@ -236,7 +237,7 @@ class ScriptedReply:
             arguments: Its arguments: a mapping is sent as JSON, a string verbatim (so it may
                 be invalid JSON on purpose); None for no arguments (``{}``).
             id: The call's id; empty for ``call_1``, ``call_2``, ... in serving order.
-            thought: Text sent alongside the call.
+            thought: Text sent alongside the call; ``create_stream`` yields it word by word before the result.
             usage: See `text`.
             model: See `text`.
             delay: See `text`.
@@ -739,7 +740,8 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
         elif isinstance(reply.content, str):
             chunks = _PIECE.findall(reply.content)
         else:
-            chunks = ()
+            # The text a model sends before its tool calls streams as AutoGen's OpenAI client yields it.
+            chunks = _PIECE.findall(reply.thought or "")
         for chunk in chunks:
             _check_cancelled(cancellation_token)
             yield chunk
