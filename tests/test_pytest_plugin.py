@@ -996,6 +996,34 @@ def test_a_usage_filter_of_a_type_the_field_never_holds_is_refused(run: Run) -> 
     result.assert_outcomes(passed=1)
 
 
+def test_a_tags_or_id_filter_of_a_type_the_rows_never_hold_is_refused(run: Run) -> None:
+    # tags="tenant=t-42" (the X-Usage-Tags form) and call_id as a string counted nothing: assert_attempts(0, ...)
+    # passed whatever the rows held, although the docs promise a TypeError for a filter no row can match.
+    result = run(
+        """
+        import pytest
+        from autogen_core.models import UserMessage
+        from autogen_reliability import usage_scope
+
+        async def test_it(scripted_client, reliable_client, usage):
+            client = reliable_client(scripted_client(["Hello!"]))
+            with usage_scope(tags={"tenant": "t-42"}):
+                await client.create([UserMessage(content="Hi", source="user")])
+            [row] = usage.rows(tags={"tenant": "t-42"})
+            usage.assert_attempts(1, call_id=row.call_id, tags={})
+            with pytest.raises(TypeError, match=r"tags='tenant=t-42' cannot match: the rows hold a mapping of str"):
+                usage.assert_attempts(0, tags="tenant=t-42")
+            with pytest.raises(TypeError, match=r"tags={'tenant': 42} cannot match: the rows hold a mapping of str"):
+                usage.rows(tags={"tenant": 42})
+            with pytest.raises(TypeError, match=r"call_id='[0-9a-f]{32}' cannot match: the rows hold a UUID there"):
+                usage.assert_calls(0, call_id=row.call_id.hex)
+            with pytest.raises(TypeError, match=r"started_at='2026-01-01' cannot match: the rows hold a datetime"):
+                usage.assert_attempts(0, started_at="2026-01-01")
+        """
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_session_names_longer_than_the_ledger_takes_are_cut_and_kept_apart(run: Run) -> None:
     result = run(
         """

@@ -484,7 +484,7 @@ class RecordedUsage:
     (``agent="writer"``, ``outcome="error"``, ``model="gpt-4o-mini"``); ``tags`` matches
     rows that have at least those tags; ``error_kind`` takes an ``ErrorKind`` or its value.
     A filter no row can match (an unknown field, outcome or error kind; ``http_status="429"``,
-    a value of a type the field never holds) raises ``TypeError``.
+    ``tags="tenant=t-42"``, a value of a type the field never holds) raises ``TypeError``.
     Failed assertions show the recorded rows as a table.
 
     Attributes:
@@ -613,6 +613,51 @@ def _field_kinds() -> dict[str, tuple[str, bool]]:
     return kinds
 
 
+@functools.cache
+def _field_shapes() -> dict[str, tuple[type | tuple[type, type], bool]]:
+    """Per field of another shape: its class (``UUID``, ``datetime``, ``date``), or a mapping's key and value
+    classes (``tags``: str to str); and whether it may be None."""
+    from collections.abc import Mapping as MappingABC  # noqa: PLC0415
+    from typing import get_origin  # noqa: PLC0415
+
+    from autogen_reliability.accounting import UsageEvent  # noqa: PLC0415 - loaded already: there are rows
+
+    shapes: dict[str, tuple[type | tuple[type, type], bool]] = {}
+    for name, hint in get_type_hints(UsageEvent).items():
+        if name in _field_kinds():
+            continue
+        alternatives = get_args(hint) if type(None) in get_args(hint) else (hint,)
+        held = [alternative for alternative in alternatives if alternative is not type(None)]
+        if len(held) != 1:
+            continue
+        optional = len(held) != len(alternatives)
+        if get_origin(held[0]) is MappingABC:
+            key, value = get_args(held[0])
+            shapes[name] = ((key, value), optional)
+        elif isinstance(held[0], type):
+            shapes[name] = (held[0], optional)
+    return shapes
+
+
+def _can_hold(value: object, shape: type | tuple[type, type], optional: bool) -> bool:
+    if value is None:
+        return optional
+    if isinstance(shape, tuple):
+        key, held = shape
+        return isinstance(value, Mapping) and all(
+            isinstance(name, key) and isinstance(item, held) for name, item in value.items()
+        )
+    return isinstance(value, shape)
+
+
+def _shape_name(shape: type | tuple[type, type], optional: bool) -> str:
+    if isinstance(shape, tuple):
+        held = f"a mapping of {shape[0].__name__} to {shape[1].__name__}"
+    else:
+        held = f"a {shape.__name__}"  # a UUID, a datetime, a date
+    return f"{held}{' or None' if optional else ''}"
+
+
 def _can_match(value: object, kind: str, optional: bool) -> bool:
     if value is None:
         return optional
@@ -641,6 +686,9 @@ def _checked(where: Mapping[str, Any]) -> dict[str, Any]:
         elif name in _field_kinds() and not _can_match(value, *_field_kinds()[name]):
             kind, optional = _field_kinds()[name]
             held = f"{'an' if kind == 'int' else 'a'} {kind}{' or None' if optional else ''}"
+            raise TypeError(f"{name}={value!r:.100} cannot match: the rows hold {held} there")
+        elif name in _field_shapes() and not _can_hold(value, *_field_shapes()[name]):
+            held = _shape_name(*_field_shapes()[name])
             raise TypeError(f"{name}={value!r:.100} cannot match: the rows hold {held} there")
     return checked
 
