@@ -501,6 +501,26 @@ async def test_an_active_check_the_provider_refuses_for_its_request_is_unknown_n
     assert '"ok":null' in report.model_dump_json()
 
 
+async def test_a_server_without_a_model_listing_is_unknown_not_a_failure(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # A gateway that forwards the completions only answers GET /models with a 404: it is up, and a
+    # readiness probe that failed on it would keep the service out of rotation for good.
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True)
+    fake_openai_server.enqueue_models(FakeReply.error(404, "Not Found"))
+    report = await probe.check()
+    check = report.clients["openai"].active_check
+    assert check is not None
+    assert (check.method, check.ok, check.error_kind) == ("list_models", None, "not_found")
+    assert (check.error or "").startswith("NotFoundError: ")
+    assert report.clients["openai"].status == report.status == "healthy"
+    # The calls' own 404s (a wrong model or URL) still count against the client.
+    fake_openai_server.enqueue(FakeReply.error(404, "The model `gpt-4o-mini` does not exist"))
+    await calls(client, 1)
+    assert (await probe.check()).clients["openai"].providers[0].errors_by_kind == {"not_found": 1}
+
+
 async def test_a_one_token_completion_refused_for_its_prompt_is_unknown_not_a_failure(wrap: Wrap) -> None:
     client = wrap(client=ScriptedChatCompletionClient([faults.context_length(max_tokens=1)]), circuit=None)
     report = await HealthProbe({"scripted": client}, active=True).check()
