@@ -55,6 +55,11 @@ CACHED: dict[str, Any] = {
     "cache_read_input_tokens": 6000,
     "cache_creation_input_tokens": 3000,
 }
+# The same, 2,000 of the 3,000 written with a 1-hour lifetime (2x the input price; 5-minute writes cost 1.25x).
+CACHED_1H: dict[str, Any] = {
+    **CACHED,
+    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 2000},
+}
 HI: Any = [{"role": "user", "content": "hi"}]
 HELLO = [UserMessage(content="hi", source="user")]
 
@@ -318,6 +323,48 @@ async def test_a_whole_streams_partial_usage_gives_way_to_its_usage(server: Fake
             ProviderUsage(10_000, 500, 6000, None, 3000, SNAPSHOT, "msg_fake_1"),
             None,
         )
+
+
+def cache_counts(usage: ProviderUsage | None) -> tuple[int | None, ...] | None:
+    """A usage's prompt, cache reads, cache writes, 1-hour cache writes and completion."""
+    if usage is None:
+        return None
+    return (
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
+        usage.completion_tokens,
+    )
+
+
+async def test_the_tap_reads_the_one_hour_part_of_the_cache_writes_of_a_message_and_a_stream(
+    server: FakeAnthropicServer,
+) -> None:
+    expected = (10_000, 6000, 3000, 2000, 500)
+    server.enqueue(AnthropicReply("Hello there", SNAPSHOT, CACHED_1H))
+    async with httpx.AsyncClient() as http:
+        message = (await http.post(f"{server.base_url}/v1/messages", json={})).content
+    slot = UsageSlot()
+    tap = _BodyTap((slot,), sse=False, decoder=None)
+    tap.feed(message)
+    tap.finish()
+    assert cache_counts(slot.usage) == expected
+    # A stream: message_start's usage holds the split; message_delta (here only output_tokens) completes it.
+    body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED_1H))
+    for size in (*SIZES, len(body)):
+        assert cache_counts(fed(pieces(body, size)).usage) == expected, size
+    # A stream cut off before message_delta: its partial usage has the split too, the completion unknown.
+    cut = fed([body[: body.index(b"event: message_delta")]])
+    assert cache_counts(cut.partial_usage) == (10_000, 6000, 3000, 2000, None)
+    # message_delta repeating the whole usage (cumulative), or sending the split as null: counted once.
+    for delta in (CACHED_1H, {**CACHED_1H, "cache_creation": None}):
+        body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, CACHED_1H, delta_usage=delta))
+        assert cache_counts(fed(events(body)).usage) == expected
+    # No split (an older API version, a gateway), or one of 5-minute writes only: no 1-hour writes.
+    for usage in (CACHED, {**CACHED, "cache_creation": {"ephemeral_5m_input_tokens": 3000}}):
+        body = await anthropic_sse_body(server, AnthropicReply("Hello there", SNAPSHOT, usage))
+        assert cache_counts(fed(events(body)).usage) == (10_000, 6000, 3000, None, 500)
 
 
 # --------------------------------------------------------------------------- streams that never reach message_delta

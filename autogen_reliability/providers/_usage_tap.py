@@ -10,7 +10,9 @@ Why this exists:
     answered (a dated snapshot) decides the price. Anthropic's ``input_tokens``,
     which AutoGen reports as the prompt, leaves out the prompt's cache reads and
     writes (``cache_read_input_tokens``, ``cache_creation_input_tokens``), billed
-    at their own prices (a read at a tenth of the input price, a write above it).
+    at their own prices (a read at a tenth of the input price, a write above it:
+    1.25 times for the default 5-minute lifetime, twice for a 1-hour one, whose
+    part of the writes is ``cache_creation.ephemeral_1h_input_tokens``).
     All of that is in the HTTP response body and gone by the time AutoGen returns.
 
 How it works:
@@ -171,6 +173,9 @@ class ProviderUsage:
             included in ``prompt_tokens``; None for OpenAI.
         model: The ``model`` field of the response (for a stream, of its chunks), e.g. a dated snapshot.
         response_id: The ``id`` field of the response, e.g. ``"chatcmpl-..."``.
+        cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime (billed at
+            twice the input price, against 1.25 times for the default 5 minutes): Anthropic's
+            ``cache_creation.ephemeral_1h_input_tokens``; None where the response has no such split.
     """
 
     prompt_tokens: int | None
@@ -180,6 +185,8 @@ class ProviderUsage:
     cache_write_tokens: int | None
     model: str | None
     response_id: str | None
+    # Last, with a default: positional constructions of the seven fields above stay valid.
+    cache_write_1h_tokens: int | None = None
 
 
 class UsageSlot:
@@ -422,6 +429,14 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
         ),
         model=model,
         response_id=response_id,
+        # Anthropic splits its cache writes by lifetime in a `cache_creation` object, which a 1-hour write
+        # costs 2x the input price in, a 5-minute one 1.25x. Only the 1-hour part is kept: the rest of
+        # cache_write_tokens is 5-minute writes. Usage objects without the split pay one dict lookup.
+        cache_write_1h_tokens=(
+            _count(creation.get("ephemeral_1h_input_tokens"))
+            if isinstance(creation := usage.get("cache_creation"), dict)
+            else None
+        ),
     )
     if (
         result.prompt_tokens is None
@@ -429,6 +444,7 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
         and result.cached_tokens is None
         and result.reasoning_tokens is None
         and result.cache_write_tokens is None
+        and result.cache_write_1h_tokens is None
     ):
         return None
     return result
