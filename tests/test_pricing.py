@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,6 +41,7 @@ def genai_total(model: str, provider: str | None, usage: TokenUsage, at: datetim
             output_tokens=usage.completion_tokens,
             cache_read_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
         ),
         model_ref=model,
         provider_id=provider,
@@ -67,6 +69,14 @@ PARITY_USAGES = [
     TokenUsage(prompt_tokens=50_000, completion_tokens=1_500, cached_tokens=20_000, cache_write_tokens=25_000),
     TokenUsage(prompt_tokens=0, completion_tokens=0),
     TokenUsage(prompt_tokens=7, completion_tokens=3),  # fractions of a nano-USD
+    # Anthropic's prompt caching with writes of both lifetimes: 10,000 of the 25,000 written for 5 minutes.
+    TokenUsage(
+        prompt_tokens=50_000,
+        completion_tokens=1_500,
+        cached_tokens=20_000,
+        cache_write_tokens=25_000,
+        cache_write_1h_tokens=15_000,
+    ),
 ]
 
 
@@ -86,7 +96,11 @@ PARITY_USAGES = [
         ("deepseek-chat", "deepseek"),  # time-of-day prices
     ],
 )
-@pytest.mark.parametrize("usage", PARITY_USAGES, ids=lambda usage: f"p{usage.prompt_tokens}-c{usage.cached_tokens}")
+@pytest.mark.parametrize(
+    "usage",
+    PARITY_USAGES,
+    ids=lambda usage: f"p{usage.prompt_tokens}-c{usage.cached_tokens}-w1h{usage.cache_write_1h_tokens}",
+)
 def test_price_equals_genai_prices_total(model: str, provider: str | None, usage: TokenUsage) -> None:
     cost = PricingTable().price(model, provider, usage=usage, at=AT)
 
@@ -126,6 +140,7 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
     usages = [
         PARITY_USAGES[1],
         PARITY_USAGES[2],
+        PARITY_USAGES[5],  # 1-hour cache writes: their own price where a model has one, else cache_write's
         TokenUsage(prompt_tokens=300_000, completion_tokens=9, cached_tokens=1),
     ]
     moments = [datetime(2024, 1, 1, 12, tzinfo=UTC), datetime(2026, 6, 1, 3, tzinfo=UTC)]
@@ -439,6 +454,70 @@ def test_cache_tokens_without_their_own_rate_cost_the_input_rate() -> None:
     assert cost.usd == Decimal("0.028")
 
 
+# 1,000 new input tokens, 6,000 read from the cache, 3,000 written to it (2,000 of them for an hour), 500 out.
+WRITES_1H = TokenUsage(
+    prompt_tokens=10_000,
+    completion_tokens=500,
+    cached_tokens=6_000,
+    cache_write_tokens=3_000,
+    cache_write_1h_tokens=2_000,
+)
+
+
+def usd(table: PricingTable, usage: TokenUsage = WRITES_1H) -> Decimal:
+    cost = table.price("m", usage=usage, at=AT)
+    assert cost is not None
+    return cost.usd
+
+
+def test_one_hour_cache_writes_are_priced_at_their_own_override_rate() -> None:
+    rates = {"input": "3", "output": "15", "cached_input": "0.30", "cache_write": "3.75", "cache_write_1h": "6"}
+    table = PricingTable({"models": {"m": rates}})
+    cost = table.price("m", usage=WRITES_1H, at=AT)
+    # 1,000 uncached x $3 + 6,000 cached x $0.30 + 1,000 written for 5 minutes x $3.75 + 2,000 written for
+    # an hour x $6 + 500 out x $15, per million: 0.003 + 0.0018 + 0.00375 + 0.012 + 0.0075 = 0.02805
+    assert cost is not None
+    assert (cost.usd, cost.nanousd) == (Decimal("0.02805"), 28_050_000)
+    # The same writes, all for 5 minutes: 3,000 x $3.75.
+    assert usd(table, dataclasses.replace(WRITES_1H, cache_write_1h_tokens=0)) == Decimal("0.02355")
+
+
+def test_one_hour_cache_writes_without_their_own_override_rate_cost_what_other_writes_cost() -> None:
+    # As genai-prices prices a model without a 1-hour price: at its cache-write price, else at its input price.
+    with_write = PricingTable({"models": {"m": {"input": "3", "output": "15", "cache_write": "3.75"}}})
+    # 7,000 (cache reads too, without their own price) x $3 + 3,000 x $3.75 + 500 x $15 = 0.021 + 0.01125 + 0.0075
+    assert usd(with_write) == Decimal("0.03975")
+    # The same as genai-prices' own calculation with these prices:
+    genai_price = genai_types.ModelPrice(
+        input_mtok=Decimal(3), output_mtok=Decimal(15), cache_write_mtok=Decimal("3.75")
+    )
+    genai_usage = Usage(
+        input_tokens=10_000,
+        output_tokens=500,
+        cache_read_tokens=6_000,
+        cache_write_tokens=3_000,
+        cache_write_1h_tokens=2_000,
+    )
+    assert genai_price.calc_price(genai_usage)["total_price"] == Decimal("0.03975")
+    # No cache prices at all: 10,000 x $3 + 500 x $15.
+    assert usd(PricingTable({"models": {"m": {"input": "3", "output": "15"}}})) == Decimal("0.0375")
+    # A 1-hour price alone: the other writes cost the input price. 8,000 x $3 + 2,000 x $6 + 500 x $15.
+    only_1h = PricingTable({"models": {"m": {"input": "3", "output": "15", "cache_write_1h": "6"}}})
+    assert usd(only_1h) == Decimal("0.0435")
+
+
+def test_one_hour_cache_writes_by_hand_on_genai_prices_data() -> None:
+    # claude-sonnet-4: $3 input, $0.30 cache read, $3.75 cache write, $6 1-hour cache write, $15 output.
+    usage = WRITES_1H
+    cost = PricingTable().price("claude-sonnet-4-20250514", "anthropic", usage=usage, at=AT)
+    assert cost is not None
+    assert cost.usd == Decimal("0.02805") == genai_total("claude-sonnet-4-20250514", "anthropic", usage)
+    # gpt-4o has no cache-write prices at all: its writes, 1-hour ones too, cost the input price.
+    cost = PricingTable().price("gpt-4o", "openai", usage=usage, at=AT)
+    assert cost is not None
+    assert cost.usd == genai_total("gpt-4o", "openai", usage)
+
+
 def test_genai_prices_cache_arithmetic_by_hand() -> None:
     # gpt-4o: $2.50 input, $1.25 cached input, $10 output per million (the 2025 price list).
     usage = TokenUsage(prompt_tokens=2_000, completion_tokens=100, cached_tokens=1_024)
@@ -491,6 +570,7 @@ input = "0.15"
 output = 0.60
 cached_input = "0.075"
 cache_write = "0.1875"
+cache_write_1h = "0.30"
 provider = "openai"
 
 [[models."acme-llm".prices]]
@@ -528,6 +608,7 @@ JSON = {
             "output": 0.60,
             "cached_input": "0.075",
             "cache_write": "0.1875",
+            "cache_write_1h": "0.30",
             "provider": "openai",
         },
         "acme-llm": {
@@ -566,6 +647,7 @@ def probe(table: PricingTable) -> list[Cost | None]:
         cached_tokens=100_000,
         cache_write_tokens=3,
         latency_seconds=1.25,
+        cache_write_1h_tokens=2,
     )
     return [table.price(model, provider, usage=usage, at=at) for model, provider, at in PROBES]
 
@@ -583,9 +665,10 @@ def test_toml_json_and_dict_give_the_same_table(tmp_path: Path) -> None:
     assert from_toml == from_json == from_path_argument == from_dict
     mini, mini_azure, acme_march, acme_august, acme_early, llama, gpu, gpt4o_openai, gpt4o_azure, gpt4o_groq = from_toml
     assert mini is not None
-    # 23,453 x 0.15 + 100,000 x 0.075 + 3 x 0.1875 + 7,890 x 0.60 = 15,752.5125 micro-USD
-    assert mini.usd == Decimal("0.0157525125")
-    assert mini.nanousd == 15_752_512  # ...512.5 rounds to the even ...512
+    # 23,453 x 0.15 + 100,000 x 0.075 + 1 x 0.1875 + 2 (written for an hour) x 0.30 + 7,890 x 0.60
+    # = 15,752.7375 micro-USD
+    assert mini.usd == Decimal("0.0157527375")
+    assert mini.nanousd == 15_752_738  # ...737.5 rounds to the even ...738
     assert mini_azure is not None
     assert mini_azure.source == SOURCE
     assert acme_march is not None
@@ -849,6 +932,11 @@ def test_overrides_of_the_wrong_type_fail() -> None:
             {"prompt_tokens": 10, "completion_tokens": 0, "cached_tokens": 8, "cache_write_tokens": 3},
             "exceed prompt_tokens",
         ),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 0, "cache_write_tokens": 3, "cache_write_1h_tokens": 4},
+            "cache_write_1h_tokens \\(4\\) exceed cache_write_tokens \\(3\\)",
+        ),
+        ({"prompt_tokens": 10, "completion_tokens": 0, "cache_write_1h_tokens": -1}, "cache_write_1h_tokens must be"),
         ({"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": -0.1}, "latency_seconds must be a finite"),
         (
             {"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": float("nan")},

@@ -51,10 +51,14 @@ class TokenUsage:
         cached_tokens: Of ``prompt_tokens``, those read from the provider's prompt cache.
         cache_write_tokens: Of ``prompt_tokens``, those written to the prompt cache (Anthropic).
         latency_seconds: How long the request took, for models priced by compute time.
+        cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime
+            (Anthropic's ``cache_creation.ephemeral_1h_input_tokens``), priced at the model's 1-hour
+            cache-write price where it has one; the rest are 5-minute writes.
 
     Raises:
         ValueError: A count is negative, above 2**63 - 1 (what the ledger holds) or not an int, cached
-            plus cache-write tokens exceed ``prompt_tokens``, or the latency is negative or not finite.
+            plus cache-write tokens exceed ``prompt_tokens``, 1-hour cache writes exceed
+            ``cache_write_tokens``, or the latency is negative or not finite.
 
     Example:
         >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
@@ -67,9 +71,17 @@ class TokenUsage:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     latency_seconds: float | None = None
+    # After latency_seconds: a TokenUsage made with positional arguments means what it meant before.
+    cache_write_1h_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
                 raise ValueError(f"TokenUsage.{name} must be a non-negative int <= 2**63 - 1, got {value!r}")
@@ -78,6 +90,11 @@ class TokenUsage:
                 f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "
                 f"({self.cache_write_tokens}) exceed prompt_tokens ({self.prompt_tokens}); "
                 "prompt_tokens must count every input token, cached ones included"
+            )
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            raise ValueError(
+                f"TokenUsage: cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed cache_write_tokens "
+                f"({self.cache_write_tokens}); cache_write_tokens must count every cache write, 1-hour ones included"
             )
         latency = self.latency_seconds
         if latency is not None and (

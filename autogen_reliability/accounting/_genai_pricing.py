@@ -10,10 +10,11 @@ openai SDK is in use raised "partially initialized module 'httpx2'" (see
 DESIGN.md, Pitfalls). Nothing here starts its auto-update (``UpdatePrices``).
 
 A price from genai-prices' data is computed here, for the price sets a
-:class:`TokenUsage` can be charged (four token prices, tiers; prices of units
-more specific than a TokenUsage reports, such as audio tokens, which
-genai-prices charges nothing from its four counts): 2,634 of the 2,640 price
-sets of the bundled data (genai-prices 0.2.3). The rest (a price per request,
+:class:`TokenUsage` can be charged (five token prices: input, output, cache
+read, cache write and 1-hour cache write; tiers; prices of units more specific
+than a TokenUsage reports, such as audio tokens, which genai-prices charges
+nothing from its five counts): 2,649 of the 2,655 price sets of the bundled
+data (genai-prices 0.2.5), 79 of them with a 1-hour cache-write price. The rest (a price per request,
 per reasoning token, per web search) go to genai-prices' own calculation
 (``ModelInfo.calc_price``: what its public ``calc_price()`` runs once it has
 found the model), as does the check of each price set, once, when it is first
@@ -78,20 +79,23 @@ GENAI_PRICES_VERSION: Final[str] = genai_prices.__version__
 _SOURCE: Final = f"genai-prices {GENAI_PRICES_VERSION}"
 _LOOKUP_CACHE_SIZE: Final = 1024
 
-# The prices the four counts of a TokenUsage map to; other units are handled by _ignorable_price_key.
-_FAST_PRICE_KEYS: Final = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
+# The prices the five counts of a TokenUsage map to; other units are handled by _ignorable_price_key.
+_FAST_PRICE_KEYS: Final = frozenset(
+    {"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok"}
+)
 _PRICE_KEY_DIMENSIONS: Final[Mapping[str, Mapping[str, str]]] = {
     unit.get("price_key", usage_key): unit.get("dimensions", {}) for usage_key, unit in data_units.unit_data.items()
 }
 # A token unit with a dimension beyond these (a modality, a cache TTL) is more specific than anything a
-# TokenUsage reports, so genai-prices infers a count of 0 for it and it leaves the four leaf counts alone.
+# TokenUsage reports, so genai-prices infers a count of 0 for it and it leaves the five leaf counts alone
+# (a 5-minute cache-write price, say: the writes that are not 1-hour ones cost the plain cache-write price).
 _PLAIN_TOKEN_DIMENSIONS: Final = frozenset({"family", "direction", "token_type"})
 
 _NOT_CACHED: Final = object()
 
 
 def _ignorable_price_key(key: str) -> bool:
-    """True when genai-prices charges nothing for ``key`` given only a TokenUsage's four counts."""
+    """True when genai-prices charges nothing for ``key`` given only a TokenUsage's five counts."""
     dimensions = _PRICE_KEY_DIMENSIONS.get(key)
     if dimensions is None:
         return False
@@ -115,6 +119,7 @@ class _FastPrices:
     output: Decimal | genai_types.TieredPrices | None
     cache_read: Decimal | genai_types.TieredPrices | None
     cache_write: Decimal | genai_types.TieredPrices | None
+    cache_write_1h: Decimal | genai_types.TieredPrices | None
 
     @classmethod
     def of(cls, model_price: genai_types.ModelPrice) -> _FastPrices | None:
@@ -132,6 +137,7 @@ class _FastPrices:
             model_price.output_mtok,
             model_price.cache_read_mtok,
             model_price.cache_write_mtok,
+            model_price.cache_write_1h_mtok,
         )
 
     def usd(self, usage: TokenUsage) -> Decimal:
@@ -153,7 +159,13 @@ class _FastPrices:
             total += cache_read * usage.cached_tokens / PER_MILLION
             uncached -= usage.cached_tokens
         if (cache_write := rate(self.cache_write)) is not None:
-            total += cache_write * usage.cache_write_tokens / PER_MILLION
+            # 1-hour writes are carved out of the writes only when they have a price of their own (which
+            # genai-prices accepts only beside a cache-write price); without one they cost cache_write.
+            written = usage.cache_write_tokens
+            if (cache_write_1h := rate(self.cache_write_1h)) is not None:
+                total += cache_write_1h * usage.cache_write_1h_tokens / PER_MILLION
+                written -= usage.cache_write_1h_tokens
+            total += cache_write * written / PER_MILLION
             uncached -= usage.cache_write_tokens
         if (input_price := rate(self.input)) is not None:
             total += input_price * uncached / PER_MILLION
@@ -230,6 +242,7 @@ def _genai_usage(usage: TokenUsage) -> genai_types.Usage:
         output_tokens=usage.completion_tokens,
         cache_read_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
     )
 
 

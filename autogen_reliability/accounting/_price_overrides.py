@@ -8,7 +8,7 @@ Override format
 ---------------
 
 Prices are USD **per million tokens** (``input``, ``output``, ``cached_input``,
-``cache_write``) or USD **per second** of request latency (``per_second``, for
+``cache_write``, ``cache_write_1h``) or USD **per second** of request latency (``per_second``, for
 self-hosted models priced by compute time). Numbers may be written as strings
 or numbers; they are read as exact decimals, never through a binary float
 (TOML and JSON files are parsed with ``parse_float=Decimal``)::
@@ -18,6 +18,7 @@ or numbers; they are read as exact decimals, never through a binary float
     output = "0.60"
     cached_input = "0.075"          # optional; cache reads cost `input` without it
     cache_write = "0.1875"          # optional; cache writes cost `input` without it
+    cache_write_1h = "0.30"         # optional; 1-hour cache writes cost `cache_write` without it
     provider = "openai"             # optional: the entry only matches this provider
 
     [[models."acme-llm".prices]]    # dated prices: each in force from its date (UTC)
@@ -65,7 +66,7 @@ text would repeat the values).
   No key may be given twice in one table or object (TOML's parser refuses it;
   JSON's would keep the last, so a JSON file is read refusing it too).
 - An entry has either token prices (``input`` and ``output`` both required,
-  ``cached_input`` and ``cache_write`` optional) or ``per_second``, not both,
+  ``cached_input``, ``cache_write`` and ``cache_write_1h`` optional) or ``per_second``, not both,
   not neither; or a non-empty ``prices`` list of such rates, each with an
   ``effective_from`` date, no two on the same date. Unknown keys, negative,
   non-finite or unparsable numbers are errors. ``0`` is a valid price; the
@@ -79,7 +80,13 @@ text would repeat the values).
 
 How usage is priced by an override: of ``prompt_tokens``, ``cached_tokens`` cost
 ``cached_input`` and ``cache_write_tokens`` cost ``cache_write`` (each ``input``
-when absent), the rest ``input``; ``completion_tokens`` cost ``output``. A
+when absent), the rest ``input``; of ``cache_write_tokens``, the
+``cache_write_1h_tokens`` (Anthropic's 1-hour cache writes) cost
+``cache_write_1h`` when it is given, else what the other cache writes cost, as
+genai-prices prices a model without a 1-hour price (an override that leaves it
+out prices Anthropic's 1-hour writes at the 5-minute rate: give it, twice
+``input`` for Anthropic's models, to price them as billed);
+``completion_tokens`` cost ``output``. A
 ``per_second`` price is multiplied by ``latency_seconds``; without a latency the
 request is unpriced.
 """
@@ -117,7 +124,7 @@ from ._cost import MAX_COST_NANOUSD
 
 __all__ = ["Override", "OverrideTable", "PriceOverrides", "Rate", "overrides_from_file", "overrides_from_mapping"]
 
-_TOKEN_KEYS: Final = ("input", "output", "cached_input", "cache_write")
+_TOKEN_KEYS: Final = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
 _MAX_LISTED_ERRORS: Final = 10
 
 
@@ -130,8 +137,8 @@ _MAX_LISTED_ERRORS: Final = 10
 class Rate:
     """Prices in force from ``effective_from`` (``None``: always) until the next rate of the entry.
 
-    Either ``per_second``, or ``input`` and ``output`` (``cached_input`` and ``cache_write`` optional):
-    the model guarantees it.
+    Either ``per_second``, or ``input`` and ``output`` (``cached_input``, ``cache_write`` and
+    ``cache_write_1h`` optional): the model guarantees it.
     """
 
     effective_from: date | None
@@ -140,6 +147,7 @@ class Rate:
     cached_input: Decimal | None = None
     cache_write: Decimal | None = None
     per_second: Decimal | None = None
+    cache_write_1h: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,7 @@ class _RateFields(BaseModel):
     output: _TokenPrice | None = None
     cached_input: _TokenPrice | None = None
     cache_write: _TokenPrice | None = None
+    cache_write_1h: _TokenPrice | None = None
     per_second: _SecondPrice | None = None
 
     def _check_rate(self) -> None:
@@ -253,6 +262,7 @@ class _RateFields(BaseModel):
             output=self.output,
             cached_input=self.cached_input,
             cache_write=self.cache_write,
+            cache_write_1h=self.cache_write_1h,
             per_second=self.per_second,
         )
 

@@ -63,11 +63,14 @@ def _override_usd(rate: Rate, usage: TokenUsage) -> Decimal | None:
     assert rate.output is not None
     cached_price = rate.input if rate.cached_input is None else rate.cached_input
     write_price = rate.input if rate.cache_write is None else rate.cache_write
+    # Without a 1-hour price, 1-hour writes cost what the other writes cost, as genai-prices prices them.
+    write_1h_price = write_price if rate.cache_write_1h is None else rate.cache_write_1h
     uncached = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
     return (
         rate.input * uncached
         + cached_price * usage.cached_tokens
-        + write_price * usage.cache_write_tokens
+        + write_price * (usage.cache_write_tokens - usage.cache_write_1h_tokens)
+        + write_1h_price * usage.cache_write_1h_tokens
         + rate.output * usage.completion_tokens
     ) / PER_MILLION
 
