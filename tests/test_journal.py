@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import threading
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from autogen_core.models import UserMessage
 
 from autogen_reliability import ConfigurationError, ValidationPolicy, reliable
 from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
-from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
 from autogen_reliability.accounting._journal import journal_supported, read_in_flight
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
@@ -565,6 +567,63 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
     store = replay(sqlite_url, spool)
     assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10)}
     assert any("torn record" in record.getMessage() for record in caplog.records)
+    assert not list(spool.glob("*.journal"))
+
+
+def test_a_journal_left_by_the_version_before_one_hour_cache_writes_is_replayed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # A process killed before an upgrade left rows of the older layout, a field short; they are still stored.
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, uuid
+        from datetime import UTC, datetime
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
+        from autogen_reliability.storage import UsageStore
+
+        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
+        for n in range(10):
+            recorder.record(
+                UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0,
+                           event_id=uuid.UUID(int=n + 1), prompt_tokens=10_000, cached_tokens=6000,
+                           cache_write_tokens=3000, cache_write_1h_tokens=2000, reasoning_tokens=7)
+            )
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (path,) = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
+    # Rewrite each record (u32 length, u32 crc32, u64 number, a marshal dump of the row's list of fields) as
+    # the older version wrote it: without cache_write_1h_tokens.
+    data = path.read_bytes()
+    index = ROW_FIELDS.index("cache_write_1h_tokens")
+    offset, records = 64, b""
+    while length := int.from_bytes(data[offset : offset + 4], "little"):
+        number = data[offset + 8 : offset + 16]
+        fields = marshal.loads(data[offset + 16 : offset + 16 + length])
+        assert (len(fields), fields[index - 1], fields[index], fields[index + 1]) == (len(ROW_FIELDS), 3000, 2000, 7)
+        del fields[index]
+        payload = marshal.dumps(fields)
+        records += len(payload).to_bytes(4, "little") + zlib.crc32(payload).to_bytes(4, "little") + number + payload
+        offset += 16 + length
+    assert len(records) < offset - 64
+    path.write_bytes(data[:64] + records + bytes(len(data) - 64 - len(records)))
+    store = replay(sqlite_url, spool)
+    stored = sorted(store.events(), key=lambda event: event.event_id)
+    assert [event.event_id for event in stored] == [uuid.UUID(int=n + 1) for n in range(10)]
+    assert {
+        (
+            event.prompt_tokens,
+            event.cached_tokens,
+            event.cache_write_tokens,
+            event.cache_write_1h_tokens,
+            event.reasoning_tokens,
+        )
+        for event in stored
+    } == {(10_000, 6000, 3000, None, 7)}
     assert not list(spool.glob("*.journal"))
 
 

@@ -93,6 +93,7 @@ def full_event(**changes: Any) -> UsageEvent:
         "completion_tokens": 345,
         "cached_tokens": 1024,
         "cache_write_tokens": 7,
+        "cache_write_1h_tokens": 5,
         "reasoning_tokens": 64,
         "tokens_estimated": True,
         "cost_nanousd": NANOUSD_2_62,
@@ -593,6 +594,39 @@ def test_downgrade_to_base_and_up_again(store_url: str) -> None:
     _migrate.upgrade(engine)
     assert _migrate.current_revision(engine) == _migrate.head_revision()
     engine.dispose()
+
+
+def test_0006_adds_the_one_hour_cache_writes_and_keeps_the_rows_either_way(store_url: str) -> None:
+    # A ledger at 0005 with a row in it: the upgrade keeps the row (no 1-hour writes known: NULL), rows written
+    # after it keep their count, and the downgrade drops the column and keeps every row.
+    with UsageStore(store_url) as store:
+        engine = store.engine
+        store.write([full_event(event_id=uuid.UUID(int=1), cache_write_1h_tokens=None)])
+        with engine.connect() as connection, _migrate.migration_transaction(connection):
+            command.downgrade(_migrate.alembic_config(connection), "0005")
+        assert "cache_write_1h_tokens" not in {
+            column["name"] for column in inspect(engine).get_columns("ar_usage_records")
+        }
+        assert _migrate.current_revision(engine) == "0005"
+        _migrate.upgrade(engine)
+        assert _migrate.current_revision(engine) == "0006"
+        store.write([full_event(event_id=uuid.UUID(int=2))])
+        written = {event.event_id.int: event for event in store.events()}
+        assert {key: (event.cache_write_tokens, event.cache_write_1h_tokens) for key, event in written.items()} == {
+            1: (7, None),
+            2: (7, 5),
+        }
+        with engine.connect() as connection, _migrate.migration_transaction(connection):
+            command.downgrade(_migrate.alembic_config(connection), "0005")
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT cache_write_tokens, prompt_tokens FROM ar_usage_records")).all()
+        assert sorted(kept) == [(7, 1200), (7, 1200)]
+        _migrate.upgrade(engine)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE, "include_name": include_name, "compare_type": True}
+            )
+            assert compare_metadata(context, Base.metadata) == []
 
 
 def test_the_scripts_are_named_after_their_revisions_in_one_growing_line() -> None:

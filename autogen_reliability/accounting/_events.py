@@ -12,7 +12,15 @@ from typing import Any, Final, Literal, TypeAlias
 
 from .._ids import time_ordered_uuid
 
-__all__ = ["ROW_FIELDS", "ROW_JSON_FIELDS", "Outcome", "UsageEvent", "UsageRow", "time_ordered_uuid"]
+__all__ = [
+    "ROW_FIELDS",
+    "ROW_FIELDS_BEFORE_1H",
+    "ROW_JSON_FIELDS",
+    "Outcome",
+    "UsageEvent",
+    "UsageRow",
+    "time_ordered_uuid",
+]
 
 Outcome = Literal["ok", "error", "invalid", "cancelled"]
 
@@ -46,6 +54,8 @@ class UsageEvent:
         prompt_tokens, completion_tokens: As reported (0 for most failures), or estimated.
         cached_tokens: Prompt tokens read from the provider's cache, where reported.
         cache_write_tokens: Prompt tokens written to the provider's cache, where reported.
+        cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime, where
+            reported (Anthropic's, at twice the input price; the rest are 5-minute writes).
         reasoning_tokens: Completion tokens spent on reasoning, where reported.
         tokens_estimated: The token counts are an offline estimate (the provider reported none).
         cost_nanousd: Cost in nano-USD, rounded half-even once; None when unpriced.
@@ -80,6 +90,7 @@ class UsageEvent:
     completion_tokens: int = 0
     cached_tokens: int | None = None
     cache_write_tokens: int | None = None
+    cache_write_1h_tokens: int | None = None
     reasoning_tokens: int | None = None
     tokens_estimated: bool = False
     cost_nanousd: int | None = None
@@ -151,6 +162,7 @@ class UsageEvent:
             self.completion_tokens,
             self.cached_tokens,
             self.cache_write_tokens,
+            self.cache_write_1h_tokens,
             self.reasoning_tokens,
             self.tokens_estimated,
             self.cost_nanousd,
@@ -193,6 +205,10 @@ class UsageEvent:
 
 ROW_FIELDS: Final = tuple(UsageEvent.__dataclass_fields__)
 """The field names of :meth:`UsageEvent.to_row`'s tuple, in its order (the dataclass's)."""
+
+ROW_FIELDS_BEFORE_1H: Final = tuple(name for name in ROW_FIELDS if name != "cache_write_1h_tokens")
+"""The row's fields before ``cache_write_1h_tokens`` was added: what journals and in-flight tables that an
+older version wrote hold (a spool line names its fields, and one without the field reads as None)."""
 
 ROW_JSON_FIELDS: Final = ("tags", "sanitizer_changes")
 """The fields a row holds as JSON text."""

@@ -39,7 +39,9 @@ little-endian u64), then records of ``u32 length, u32 crc32, u64 row number,
 payload`` with the payload a :mod:`marshal` dump of
 the row (times as POSIX timestamps, dates as ordinals: marshal takes only
 built-in types, and is five times faster than pickle on a row with a
-datetime). The file is preallocated, so the end is the first zero length; the
+datetime). A row is a list of the fields by position: a row of the layout
+before ``cache_write_1h_tokens`` (a journal an older version left) is read
+with that field None. The file is preallocated, so the end is the first zero length; the
 header is written after the payload, and the CRC rejects a record torn by a
 crash of the machine.
 
@@ -75,7 +77,7 @@ from struct import Struct
 from typing import Final
 
 from .._threads import hand_over_gil
-from ._events import ROW_FIELDS, UsageRow
+from ._events import ROW_FIELDS, ROW_FIELDS_BEFORE_1H, UsageRow
 
 try:
     import fcntl
@@ -129,6 +131,9 @@ _FREE: Final = bytes(4)
 _CONTENT: Final = (ROW_FIELDS.index("request_content"), ROW_FIELDS.index("response_content"))
 _ERROR_MESSAGE: Final = ROW_FIELDS.index("error_message")
 _TAGS: Final = ROW_FIELDS.index("tags")
+# A row an older version journaled lacks cache_write_1h_tokens: it is read with None there (not reported).
+_OLD_LENGTH: Final = len(ROW_FIELDS_BEFORE_1H)
+_CACHE_WRITE_1H: Final = ROW_FIELDS.index("cache_write_1h_tokens")
 _SHORT_MESSAGE: Final = 200
 
 _live: weakref.WeakSet[Journal] = weakref.WeakSet()
@@ -646,7 +651,11 @@ def read_in_flight(fd: int, path: Path) -> Iterator[UsageRow]:
 def _row(payload: bytes) -> UsageRow | None:
     try:
         fields = marshal.loads(payload)  # noqa: S302 - our own file, and its CRC matched
-        if not isinstance(fields, list) or len(fields) != len(ROW_FIELDS):
+        if not isinstance(fields, list):
+            return None
+        if len(fields) == _OLD_LENGTH:
+            fields.insert(_CACHE_WRITE_1H, None)
+        if len(fields) != len(ROW_FIELDS):
             return None
         fields[_STARTED] = datetime.fromtimestamp(fields[_STARTED], UTC)
         if fields[_PRICE_DATE] is not None:

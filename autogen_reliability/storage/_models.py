@@ -236,6 +236,9 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer())
     cached_tokens: Mapped[int | None] = mapped_column(Integer())
     cache_write_tokens: Mapped[int | None] = mapped_column(Integer())
+    # Of cache_write_tokens, those written with a 1-hour lifetime (Anthropic bills them at 2x the input price,
+    # 5-minute ones at 1.25x); NULL where the provider reports no split. Revision 0006.
+    cache_write_1h_tokens: Mapped[int | None] = mapped_column(Integer())
     reasoning_tokens: Mapped[int | None] = mapped_column(Integer())
     tokens_estimated: Mapped[bool] = mapped_column(Boolean())
     # Integer nano-USD: exact sums in SQL, no floats and no Decimal. NULL means unpriced, never $0.
