@@ -145,6 +145,7 @@ class _CalcPriceTable(_TimedTable):
                 output_tokens=usage.completion_tokens,
                 cache_read_tokens=usage.cached_tokens,
                 cache_write_tokens=usage.cache_write_tokens,
+                cache_write_1h_tokens=usage.cache_write_1h_tokens,
             )
             try:
                 calculation = calc_price(genai_usage, model, provider_id=provider, genai_request_timestamp=at)

@@ -29,6 +29,7 @@ from autogen_ext.models.anthropic import (
 from genai_prices import extract_usage
 
 from autogen_reliability import reliable
+from autogen_reliability.accounting import PricingTable
 from autogen_reliability.providers._usage_tap import (
     ProviderUsage,
     UsageSlot,
@@ -154,14 +155,20 @@ USAGES = {
     },
     # An older API version, or a gateway, that leaves the cache fields out.
     "no-cache-fields": {"input_tokens": 1000, "output_tokens": 500},
+    # The same caching, 2,000 of the 3,000 cache writes with a 1-hour lifetime (the API's cache_creation).
+    "cache-1h-writes": CACHED_1H,
 }
+# At $3 input, $0.30 cache read, $3.75 cache write, $6 1-hour cache write and $15 output per million tokens.
+COSTS = {"cache-read-and-write": 23_550_000, "cache-zero": 10_500_000, "no-cache-fields": 10_500_000}
+COSTS["cache-1h-writes"] = 28_050_000  # 1,000 x 3 + 6,000 x 0.30 + 1,000 x 3.75 + 2,000 x 6 + 500 x 15
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "create_stream"])
-@pytest.mark.parametrize("usage", USAGES.values(), ids=USAGES.keys())
+@pytest.mark.parametrize("name", USAGES)
 async def test_a_row_holds_anthropics_cache_tokens_and_their_price(
-    server: FakeAnthropicServer, ledger: Ledger, usage: dict[str, Any], stream: bool
+    server: FakeAnthropicServer, ledger: Ledger, name: str, stream: bool
 ) -> None:
+    usage = USAGES[name]
     reply = AnthropicReply("Hello there", SNAPSHOT, usage)
     server.enqueue(reply)
     client = reliable(
@@ -179,21 +186,23 @@ async def test_a_row_holds_anthropics_cache_tokens_and_their_price(
     # The oracle: genai-prices reading the same Message body the fake sends, and pricing it itself.
     extracted = extract_usage({"type": "message", "model": SNAPSHOT, "usage": dict(usage)}, provider_id="anthropic")
     expected = extracted.usage
-    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.completion_tokens) == (
+    tokens = (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.cache_write_1h_tokens)
+    assert (*tokens, row.completion_tokens) == (
         expected.input_tokens,  # genai-prices' input, as our prompt, includes cache reads and writes
         usage.get("cache_read_input_tokens"),
         usage.get("cache_creation_input_tokens"),
+        usage.get("cache_creation", {}).get("ephemeral_1h_input_tokens"),
         expected.output_tokens,
     )
-    assert (expected.cache_read_tokens or 0, expected.cache_write_tokens or 0) == (
-        row.cached_tokens or 0,
-        row.cache_write_tokens or 0,
-    )
+    assert (
+        expected.cache_read_tokens or 0,
+        expected.cache_write_tokens or 0,
+        expected.cache_write_1h_tokens or 0,
+    ) == (row.cached_tokens or 0, row.cache_write_tokens or 0, row.cache_write_1h_tokens or 0)
     assert (row.provider, row.model, row.response_model) == ("anthropic", MODEL, SNAPSHOT)
     assert (row.outcome, row.streamed, row.tokens_estimated) == ("ok", stream, False)
     assert row.cost_nanousd == _nanousd(extracted.calc_price().total_price)
-    # At $3 input, $0.30 cache read, $3.75 cache write and $15 output per million tokens:
-    assert row.cost_nanousd == (23_550_000 if usage is CACHED else 10_500_000)
+    assert row.cost_nanousd == COSTS[name]
 
 
 async def test_a_stream_whose_message_delta_repeats_the_whole_usage_is_counted_once(
@@ -217,6 +226,41 @@ async def test_a_stream_whose_message_delta_repeats_the_whole_usage_is_counted_o
         500,
     )
     assert row.cost_nanousd == 23_550_000
+
+
+OVERRIDE = {"input": "3", "output": "15", "cached_input": "0.30", "cache_write": "3.75"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "create_stream"])
+@pytest.mark.parametrize(
+    ("rates", "cost"),
+    [
+        # 1,000 x 3 + 6,000 x 0.30 + 1,000 x 3.75 + 2,000 x 6 + 500 x 15 (per million): genai-prices' $6.
+        ({**OVERRIDE, "cache_write_1h": "6"}, 28_050_000),
+        # Without a 1-hour price, 1-hour writes cost cache_write, as genai-prices prices a model without one.
+        (OVERRIDE, 23_550_000),
+    ],
+    ids=["with-cache_write_1h", "without"],
+)
+async def test_an_override_prices_one_hour_cache_writes_at_its_cache_write_1h(
+    server: FakeAnthropicServer, ledger: Ledger, rates: dict[str, str], cost: int, stream: bool
+) -> None:
+    server.enqueue(AnthropicReply("Hello there", SNAPSHOT, CACHED_1H))
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url),
+        recorder=ledger[1],
+        pricing=PricingTable({"models": {MODEL: rates}}),
+    )
+    try:
+        if stream:
+            assert isinstance([item async for item in client.create_stream(HELLO)][-1], CreateResult)
+        else:
+            await client.create(HELLO)
+    finally:
+        await client.close()
+    (row,) = ledger_rows(ledger)
+    assert (row.cache_write_tokens, row.cache_write_1h_tokens) == (3000, 2000)
+    assert (row.cost_nanousd, row.price_source) == (cost, "override")
 
 
 @pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting

@@ -276,6 +276,7 @@ class AccountingLayer(Layer):
         prompt, completion = prompt or 0, completion or 0
         cached = raw.cached_tokens if raw is not None else None
         cache_write = raw.cache_write_tokens if raw is not None else None
+        cache_write_1h = raw.cache_write_1h_tokens if raw is not None else None
         outcome: Outcome = attempt.outcome
         violations = call.findings.violations(attempt.attempt)
         if outcome == "ok" and violations:
@@ -289,14 +290,17 @@ class AccountingLayer(Layer):
             # Cached (and cache-write) tokens are part of prompt_tokens; a provider that reports more of them
             # than the prompt had (cached_tokens 150 of 100) is priced as if the whole prompt were: never more
             # tokens than were sent. The row keeps the numbers as the provider sent them.
+            # So are 1-hour cache writes of the cache writes.
             cached_priced = min(cached or 0, prompt)
+            write_priced = min(cache_write or 0, prompt - cached_priced)
             try:
                 usage = TokenUsage(
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     cached_tokens=cached_priced,
-                    cache_write_tokens=min(cache_write or 0, prompt - cached_priced),
+                    cache_write_tokens=write_priced,
                     latency_seconds=attempt.latency,
+                    cache_write_1h_tokens=min(cache_write_1h or 0, write_priced),
                 )
                 price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at)
             except Exception:
@@ -319,6 +323,7 @@ class AccountingLayer(Layer):
             completion_tokens=completion,
             cached_tokens=cached,
             cache_write_tokens=cache_write,
+            cache_write_1h_tokens=cache_write_1h,
             reasoning_tokens=raw.reasoning_tokens if raw is not None else None,
             tokens_estimated=estimated,
             cost_nanousd=cost,

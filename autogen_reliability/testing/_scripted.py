@@ -897,6 +897,7 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
                     cached_tokens=usage.cached_tokens,
                     reasoning_tokens=usage.reasoning_tokens,
                     cache_write_tokens=None,
+                    cache_write_1h_tokens=None,
                     model=reply.model or self.model,
                     response_id=f"scripted-{request.index + 1}",
                 )
