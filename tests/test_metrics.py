@@ -242,6 +242,37 @@ async def test_a_wrapped_fallback_without_usage_rows_has_its_tokens_counted_once
     }
 
 
+async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_its_tokens_counted_once(
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Only the outer wrapper records: its row of the attempt on the fallback is the ledger's one record of
+    # that request, and the fallback's own call counts the request's tokens, from its provider attempt.
+    backup = reliable(make_openai_client(model="gpt-4o"), track_usage=False, retry=None)
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(
+        FakeReply.error(500), FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4))
+    )
+    await client.create(HI)
+    rows = ledger_rows(ledger)
+    assert [(row.model, row.prompt_tokens, row.completion_tokens) for row in rows] == [
+        ("gpt-4o-mini", 0, 0),
+        ("gpt-4o", 40, 4),
+    ]
+    samples = scrape(app)
+    assert values(samples, f"{P}attempts_total", "model", "outcome") == {
+        ("gpt-4o-mini", "error"): 1,
+        ("gpt-4o", "ok"): 1,
+    }
+    assert values(samples, f"{P}tokens_total", "model", "kind") == {
+        ("gpt-4o", "prompt"): 40,
+        ("gpt-4o", "completion"): 4,
+    }
+    # The cost is the row's, the ledger's only one.
+    assert round(Decimal(repr(sum(values(samples, f"{P}cost_usd_total").values()))) * 10**9) == sum(
+        row.cost_nanousd or 0 for row in rows
+    )
+
+
 @pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
 @pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
 async def test_a_model_asked_for_in_extra_create_args_labels_the_series_as_the_ledger_names_it(

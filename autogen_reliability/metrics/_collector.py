@@ -10,7 +10,9 @@ recording on or off):
   duration; and the tokens of its attempts if the wrapper records no usage;
 - an attempt on a wrapped client (a wrapped fallback, a nested wrapper) counts
   nothing: that client's own attempts, on its provider clients, come through
-  the attempt feed, and its own calls count their tokens;
+  the attempt feed, and its own calls count their tokens (so the usage row an
+  outer wrapper records of such an attempt, when the wrapped client records
+  none of its own, counts its cost and not its tokens);
 - every **usage event** (``accounting._feed``, the rows of the ledger, made
   when a call of a wrapper that records usage ends): tokens by kind and the
   exact cost. These are the ledger's own numbers (estimated tokens included,
@@ -25,6 +27,7 @@ Circuit states, budgets and the recorders' backlogs are read when scraped.
 from __future__ import annotations
 
 import threading
+import uuid
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
@@ -103,6 +106,9 @@ class ReliabilityCollector(Collector):
         self._unpriced: dict[_Key, int] = {}
         self._models: weakref.WeakKeyDictionary[ChatCompletionClient, ClientModel] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
+        # The event ids of attempts on wrapped clients, until their usage row (if their wrapper records one)
+        # or their call's end: such a row's tokens are counted by the wrapped client's own calls.
+        self._on_wrapper: set[uuid.UUID] = set()
         # (project, agent, model) as called -> as labelled: three bounded lookups become one.
         self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
 
@@ -111,7 +117,10 @@ class ReliabilityCollector(Collector):
     def attempt_ended(self, event: AttemptEvent) -> None:
         """An attempt ended (the attempt feed's observer)."""
         if event.on_wrapper:
-            return  # its own attempts, on its provider clients, come through the feed too
+            # Its own attempts, on its provider clients, come through the feed too.
+            if event.event_id is not None:
+                self._on_wrapper.add(event.event_id)
+            return
         call = event.call
         labels = self._who(call, event.client, event.request.extra_create_args)
         outcome = event.outcome
@@ -146,6 +155,10 @@ class ReliabilityCollector(Collector):
         else:
             outcome, error_type = "cancelled", ""
         tokens = None if self._recorded(pipeline) else self._tokens_of(call, labels, pipeline.client)
+        if self._on_wrapper:  # a call with attempts on a wrapped client that had no usage row
+            for event in call.events:
+                if event.on_wrapper and event.event_id is not None:
+                    self._on_wrapper.discard(event.event_id)
         with self._lock:
             key: _Key = (*labels, outcome, error_type)
             self._calls[key] = self._calls.get(key, 0) + 1
@@ -165,6 +178,11 @@ class ReliabilityCollector(Collector):
             values.value("agent", event.agent),
             values.value("model", event.model),
         )
+        # The row of an attempt on a wrapped client that records none of its own: that client's calls
+        # counted the tokens of its provider attempts already; the cost is only here.
+        on_wrapper = bool(self._on_wrapper) and event.event_id in self._on_wrapper
+        if on_wrapper:
+            self._on_wrapper.discard(event.event_id)
         with self._lock:
             for kind, count in (
                 ("prompt", event.prompt_tokens),
@@ -172,7 +190,7 @@ class ReliabilityCollector(Collector):
                 ("cached", event.cached_tokens),
                 ("reasoning", event.reasoning_tokens),
             ):
-                if count:
+                if count and not on_wrapper:
                     key = (*labels, kind)
                     self._tokens[key] = self._tokens.get(key, 0) + count
             if event.cost_nanousd is None:
