@@ -384,6 +384,40 @@ async def test_a_wrapped_fallbacks_tokens_and_cost_are_on_its_own_spans_once(
         assert sum(costs) * 10**9 == sum(row.cost_nanousd or 0 for row in rows) > 0
 
 
+async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_its_cost_on_the_outer_spans(
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Only the outer wrapper records: its row of the attempt on the fallback is the one with that call's cost.
+    backup = reliable(make_openai_client(model="gpt-4o"), track_usage=False, retry=None)
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(
+        FakeReply.error(500), FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4))
+    )
+    await client.create(HI)
+    rows = ledger_rows(ledger)
+    ledger_cost = sum(row.cost_nanousd or 0 for row in rows)
+    assert ledger_cost > 0
+    calls = {span.name: span for span in chat_spans(spans) if span.attributes and f"{R}call_id" in span.attributes}
+    outer, inner = calls["chat gpt-4o-mini"], calls["chat gpt-4o"]
+    _, on_backup = children(spans, outer)
+    assert on_backup.attributes is not None
+    assert on_backup.attributes[f"{R}on_wrapper"] is True
+    assert "gen_ai.usage.input_tokens" not in on_backup.attributes  # the fallback's own spans carry them
+
+    def summed(found: list[ReadableSpan], name: str) -> Decimal:
+        return sum((Decimal(str((span.attributes or {}).get(name, 0))) for span in found), Decimal(0))
+
+    attempts = [span for span in chat_spans(spans) if f"{R}attempt" in (span.attributes or {})]
+    # Summed over every attempt span, or over every call span: each request once, the ledger's cost.
+    for found in (attempts, [outer, inner]):
+        assert summed(found, "gen_ai.usage.input_tokens") == 40
+        assert summed(found, "gen_ai.usage.output_tokens") == 4
+        assert summed(found, f"{R}cost_usd") * 10**9 == ledger_cost
+
+
 async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(
     provider: TracerProvider, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
