@@ -161,15 +161,19 @@ class CallTracer:
             attributes[f"{ATTRIBUTE_PREFIX}on_wrapper"] = True
         else:
             _tokens(event, usage, attributes)
-        outcome = usage.outcome if usage is not None else event.outcome
-        attributes[f"{ATTRIBUTE_PREFIX}outcome"] = outcome
         if usage is not None:
+            outcome, violations = usage.outcome, usage.validation_errors
             if usage.cost_nanousd is not None:
                 attributes[f"{ATTRIBUTE_PREFIX}cost_usd"] = _usd(usage.cost_nanousd)
             if usage.tokens_estimated:
                 attributes[f"{ATTRIBUTE_PREFIX}tokens_estimated"] = True
-            if usage.validation_errors:
-                attributes[f"{ATTRIBUTE_PREFIX}validation_errors"] = usage.validation_errors
+        else:  # no usage row: validation's verdict as the row would have it
+            outcome, violations = event.outcome, call.findings.violations(event.attempt)
+            if outcome == "ok" and violations:
+                outcome = "invalid"
+        attributes[f"{ATTRIBUTE_PREFIX}outcome"] = outcome
+        if violations:
+            attributes[f"{ATTRIBUTE_PREFIX}validation_errors"] = violations
         if event.result is not None:
             _answer(attributes, event.result, _response_model(event, usage))
         error = event.error if isinstance(event.error, Exception) and outcome == "error" else None
