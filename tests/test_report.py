@@ -190,6 +190,7 @@ def usage_of(events: Sequence[UsageEvent]) -> Usage:
         waste_tokens=sum(e.prompt_tokens + e.completion_tokens for e in waste),
         latency_p50_ms=percentile_cont(latencies, 0.5) if events else None,
         latency_p95_ms=percentile_cont(latencies, 0.95) if events else None,
+        waste_unpriced_attempts=sum(1 for e in waste if e.cost_nanousd is None),
     )
 
 
@@ -408,6 +409,7 @@ def test_the_ledger_has_what_the_oracle_needs() -> None:
     assert {e.outcome for e in EVENTS} == {"ok", "error", "invalid", "cancelled"}
     assert {e.attempt for e in EVENTS} == {1, 2, 3}
     assert any(e.cost_nanousd is None and e.model == UNPRICED for e in EVENTS)
+    assert any(e.cost_nanousd is None and e.outcome != "ok" for e in EVENTS)  # waste whose cost is not known
     for name in ("model", "agent", "session", "project"):
         assert any(getattr(e, name) is None for e in EVENTS), name
     assert any(e.latency_ms == 0 for e in EVENTS)

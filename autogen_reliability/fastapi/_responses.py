@@ -54,6 +54,9 @@ class UsageModel(BaseModel):
     retried_calls: int
     waste_cost_usd: str = Field(description=f"Cost of the error, invalid and cancelled attempts, {_MONEY}")
     waste_tokens: int
+    waste_unpriced_attempts: int = Field(
+        description="Of the error, invalid and cancelled attempts, those with no known price: not in the waste cost"
+    )
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     error_rate: float | None

@@ -50,6 +50,8 @@ NUMBER_COLUMNS: Final = (
     "reask_rate",
     "cache_hit_rate",
     "cached_token_rate",
+    # Added last, so the columns before it keep their places for whoever reads them by position.
+    "waste_unpriced_attempts",
 )
 """The columns after the ``group_by`` ones, in order."""
 

@@ -73,6 +73,8 @@ class Usage:
         waste_cost: USD of the priced ``error`` / ``invalid`` / ``cancelled`` attempts.
         waste_tokens: Prompt + completion tokens of those attempts.
         latency_p50_ms, latency_p95_ms: Attempt latency percentiles (None when not computed or no attempts).
+        waste_unpriced_attempts: Of the ``error`` / ``invalid`` / ``cancelled`` attempts, those with no known
+            price: not in ``waste_cost``. When it is all of them, the waste's cost is not known (not $0).
     """
 
     calls: int = 0
@@ -92,6 +94,7 @@ class Usage:
     waste_tokens: int = 0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
+    waste_unpriced_attempts: int = 0
 
     @property
     def tokens(self) -> int:
@@ -141,6 +144,7 @@ class Usage:
             "retried_calls": self.retried_calls,
             "waste_cost_usd": decimal_text(self.waste_cost),
             "waste_tokens": self.waste_tokens,
+            "waste_unpriced_attempts": self.waste_unpriced_attempts,
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
             "error_rate": self.error_rate,

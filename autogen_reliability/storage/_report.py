@@ -947,6 +947,7 @@ def _usage(sums: Sums, percentiles: tuple[float, float] | None) -> Usage:
         waste_tokens=sum(sums[at + _W_TOKENS] for at in _OF_WASTE.values()),
         latency_p50_ms=p50,
         latency_p95_ms=p95,
+        waste_unpriced_attempts=sum(sums[at + _W_ATTEMPTS] - sums[at + _W_PRICED] for at in _OF_WASTE.values()),
     )
 
 
