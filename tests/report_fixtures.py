@@ -146,6 +146,7 @@ class _Sum:
             waste_tokens=self.waste_tokens,
             latency_p50_ms=p50,
             latency_p95_ms=p95,
+            waste_unpriced_attempts=sum(numbers[3] for numbers in self.by_outcome.values()),
         )
 
 

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -337,6 +338,89 @@ def test_waste_whose_every_attempt_has_no_price_is_unpriced_in_every_format(
     assert total == ["Total", "1", "120", "unpriced", "unpriced", "1"]
     error = [cell.text() for cell in section.find_all("tbody")[0].find_all("tr")[0].find_all("td")]
     assert error == ["error", "1", "120", "unpriced", "unpriced", "1"]
+
+
+def test_the_waste_of_a_group_whose_wasted_attempts_had_no_price_is_unpriced_in_every_format(
+    store_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer's call was rate-limited (no price) then answered ($0.005): its waste is not known, though its
+    # cost is. The critic's answer was re-asked at $0.002. A group's waste says unpriced when none of its
+    # *wasted* attempts had a price, whatever its other attempts cost; a $0.000 would read as no waste.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    retried, reasked = uuid.uuid4(), uuid.uuid4()
+    rate_limited = {"outcome": "error", "error_kind": "rate_limit", "prompt_tokens": 0, "completion_tokens": 0}
+    with UsageStore(store_url) as store:
+        store.write(
+            [
+                event(now, call_id=retried, session="ticket-1", cost_nanousd=None, **rate_limited),
+                event(now + timedelta(seconds=2), call_id=retried, attempt=2, session="ticket-1",
+                      cost_nanousd=5_000_000),
+                event(now, call_id=reasked, session="ticket-2", agent="critic", model="gpt-4o", outcome="invalid",
+                      cost_nanousd=2_000_000),
+                event(now + timedelta(seconds=3), call_id=reasked, attempt=2, session="ticket-2", agent="critic",
+                      model="gpt-4o", cost_nanousd=3_000_000),
+            ]
+        )  # fmt: skip
+
+    def report(output_format: str, *arguments: str) -> str:
+        status, out, err = run_main(capsys, "report", "--format", output_format, *arguments, "--db", store_url)
+        assert (status, err) == (0, "")
+        return out
+
+    table = report("table")
+    assert re.search(r"^│ writer +│ gpt-4o-mini +│ +1 │ +2 │ +120 │ \$0.005 │ unpriced │", table, re.MULTILINE), table
+    assert re.search(r"^│ critic +│ gpt-4o +│ +1 │ +2 │ +240 │ \$0.005 │ +\$0.002 │", table, re.MULTILINE), table
+    assert re.search(r"^│ Total +│ +│ +2 │ +4 │ +360 │ \$0.010 │ +\$0.002 │", table, re.MULTILINE), table
+    assert re.search(r"^│ ticket-1 +│ +1 │ +2 │ +120 │ \$0.005 │ unpriced │", table, re.MULTILINE), table
+    assert re.search(r"^│ ticket-2 +│ +1 │ +2 │ +240 │ \$0.005 │ +\$0.002 │", table, re.MULTILINE), table
+    markdown = report("md")
+    assert "| writer | gpt-4o-mini | 1 | 2 | 120 | $0.005 | unpriced |" in markdown
+    assert "| critic | gpt-4o | 1 | 2 | 240 | $0.005 | $0.002 |" in markdown
+    assert "| ticket-1 | 1 | 2 | 120 | $0.005 | unpriced | 1 |" in markdown
+    page = parse(report("html"))
+    rows = {
+        cells[0]: cells[1:]
+        for cells in ([cell.text() for cell in row.find_all("td")] for row in page.by_id("breakdown").find_all("tr"))
+        if cells
+    }
+    waste_at = 6  # Calls, Attempts, Tokens, Cost, Share, Waste after the two key columns
+    assert rows["writer"][waste_at] == "unpriced", rows
+    assert rows["critic"][waste_at] == "$0.002", rows
+    assert rows["Total"][waste_at - 1] == "$0.002", rows  # one cell for both key columns
+    sessions = {
+        cells[0]: cells[1:]
+        for cells in ([cell.text() for cell in row.find_all("td")] for row in page.by_id("top-sessions").find_all("tr"))
+        if cells
+    }
+    assert sessions["ticket-1"][4] == "unpriced", sessions
+    assert sessions["ticket-2"][4] == "$0.002", sessions
+    # The waste chart's bar of the rate-limited attempt: not a $0 beside the re-ask's $0.002.
+    bars = {bar.find_all("title")[0].text() for bar in page.by_id("waste-by-outcome").find_all("g", cls="bar")}
+    assert "error: unpriced · 1 attempts" in bars, bars
+    assert "invalid: $0.00200 · 1 attempts" in bars, bars  # a chart label rounds to 3 figures
+    # JSON and CSV keep their keys and values, and say how many wasted attempts had no price.
+    data = json.loads(report("json"))
+    writer = next(group for group in data["breakdown"] if group["key"]["agent"] == "writer")
+    assert (writer["waste_cost_usd"], writer["waste_unpriced_attempts"], writer["unpriced_attempts"]) == ("0", 1, 1)
+    assert data["totals"]["waste_unpriced_attempts"] == 1
+    assert data["top_sessions"][0]["key"] == {"session": "ticket-1"}
+    assert data["top_sessions"][0]["waste_unpriced_attempts"] == 1
+    lines = report("csv").splitlines()
+    header = lines[0].split(",")
+    assert header[-1] == "waste_unpriced_attempts"
+    written = {line.split(",")[0]: dict(zip(header, line.split(","), strict=True)) for line in lines[1:]}
+    assert (written["writer"]["waste_cost_usd"], written["writer"]["waste_unpriced_attempts"]) == ("0", "1")
+    assert (written["critic"]["waste_cost_usd"], written["critic"]["waste_unpriced_attempts"]) == ("0.002", "0")
+    # A report of the writer alone: its total line and its summary agree that the waste is unpriced.
+    table = report("table", "--agent", "writer")
+    assert re.search(r"^Waste +unpriced +Unpriced +1$", table, re.MULTILINE), table
+    assert re.search(r"^│ Total +│ +│ +1 │ +2 │ +120 │ \$0.005 │ unpriced │", table, re.MULTILINE), table
+    markdown = report("md", "--agent", "writer")
+    assert "| **Total** |  | 1 | 2 | 120 | $0.005 | unpriced |" in markdown
+    total = next(row for row in parse(report("html", "--agent", "writer")).by_id("breakdown").find_all("tr")
+                 if row.text().startswith("Total"))  # fmt: skip
+    assert [cell.text() for cell in total.find_all("td")][6] == "unpriced"
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from ._view import FiltersView, FindingView, ReportView, SessionGrowthView
+    from ._view import FiltersView, FindingView, ReportView, SessionGrowthView, UsageView
 
 __all__ = [
     "NONE_LABEL",
@@ -42,6 +42,7 @@ __all__ = [
     "usd_column",
     "usd_compact",
     "usd_text",
+    "waste_cell",
     "waste_figure",
 ]
 
@@ -99,6 +100,16 @@ def usd_column(values: Sequence[Decimal]) -> list[str]:
 def cost_cell(text: str, attempts: int, unpriced_attempts: int) -> str:
     """A cost in a table: ``unpriced`` when none of the attempts had a price, never a $0 that reads as free."""
     return "unpriced" if attempts and unpriced_attempts >= attempts else text
+
+
+def waste_cell(text: str, usage: UsageView) -> str:
+    """A group's waste in a table: ``unpriced`` when none of its *wasted* attempts had a price.
+
+    Judged on the ``error`` / ``invalid`` / ``cancelled`` attempts alone: a group whose answers were priced
+    but whose failed attempts were not has a waste whose cost is not known, which a ``$0.00`` would hide.
+    A group that wasted no attempt shows its ``$0.00``, whatever its other attempts cost.
+    """
+    return cost_cell(text, usage.errors + usage.invalid + usage.cancelled, usage.waste_unpriced_attempts)
 
 
 def waste_figure(report: ReportView) -> tuple[str, str | None]:
@@ -289,7 +300,7 @@ def session_numbers(report: ReportView) -> list[tuple[str | None, list[str]]]:
                     count_text(usage.attempts),
                     count_text(usage.tokens),
                     cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-                    cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+                    waste_cell(waste, usage),
                     count_text(usage.errors),
                     growth_text(growth.get(session) if session is not None else None),
                 ],

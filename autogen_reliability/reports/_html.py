@@ -39,6 +39,7 @@ from ._format import (
     usd_column,
     usd_compact,
     usd_text,
+    waste_cell,
     waste_figure,
 )
 
@@ -412,12 +413,17 @@ def _waste(report: ReportView) -> dict[str, Any]:
     from ._svg import Bar, bar_chart  # noqa: PLC0415
 
     totals = report.totals
+    # An outcome none of whose attempts had a price says so on its bar, not $0 beside the priced ones.
     bars = [
         Bar(
             label=plain_text(line.outcome),
             values=(float(line.cost),),
-            value_titles=(f"{usd_text(line.cost)}, {count_text(line.attempts)} attempts",),
-            total_text=f"{usd_compact(float(line.cost))} · {count_text(line.attempts)} attempts",
+            value_titles=(
+                f"{cost_cell(usd_text(line.cost), line.attempts, line.unpriced_attempts)}, "
+                f"{count_text(line.attempts)} attempts",
+            ),
+            total_text=f"{cost_cell(usd_compact(float(line.cost)), line.attempts, line.unpriced_attempts)} · "
+            f"{count_text(line.attempts)} attempts",
         )
         for line in report.waste
     ]
@@ -464,7 +470,7 @@ def _numbers(usage: UsageView, total_cost: Decimal, cost: str, waste: str) -> li
         count_text(usage.tokens),
         cost_cell(cost, usage.attempts, usage.unpriced_attempts),
         cost_cell(rate_text(_share(usage.cost, total_cost)), usage.attempts, usage.unpriced_attempts),
-        cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+        waste_cell(waste, usage),
         rate_text(usage.error_rate),
         rate_text(usage.retry_rate),
         rate_text(usage.reask_rate),

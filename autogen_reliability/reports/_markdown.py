@@ -33,6 +33,7 @@ from ._format import (
     subject_text,
     usd_column,
     usd_text,
+    waste_cell,
     waste_figure,
 )
 
@@ -73,7 +74,7 @@ def _usage_cells(usage: UsageView, cost: str, waste: str) -> list[str]:
         count_text(usage.attempts),
         count_text(usage.tokens),
         cost_cell(cost, usage.attempts, usage.unpriced_attempts),
-        cost_cell(waste, usage.attempts, usage.unpriced_attempts),
+        waste_cell(waste, usage),
         rate_text(usage.error_rate),
         rate_text(usage.retry_rate),
         rate_text(usage.reask_rate),

@@ -43,6 +43,7 @@ from ._format import (
     subject_text,
     usd_column,
     usd_text,
+    waste_cell,
     waste_figure,
 )
 
@@ -159,10 +160,7 @@ def _usage_columns(usages: Sequence[UsageView], costs: Sequence[str], wastes: Se
         ),
         _Column(
             "Waste",
-            [
-                cost_cell(waste, usage.attempts, usage.unpriced_attempts)
-                for usage, waste in zip(usages, wastes, strict=True)
-            ],
+            [waste_cell(waste, usage) for usage, waste in zip(usages, wastes, strict=True)],
         ),
         _Column("Errors", [rate_text(usage.error_rate) for usage in usages], drop_order=5),
         _Column("Retries", [rate_text(usage.retry_rate) for usage in usages], drop_order=2),
