@@ -103,13 +103,16 @@ async def test_streamed_call_is_counted_from_the_usage_chunk(
     assert (row.prompt_tokens, row.completion_tokens, row.streamed, row.tokens_estimated) == (33, 3, True, False)
 
 
+@pytest.mark.parametrize("count", [2**31, 2**63 - 1, 2**64 - 1])
 async def test_a_token_count_no_ledger_holds_is_estimated_and_the_row_stored(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
+    count: int,
 ) -> None:
-    # A provider's unsigned -1 (2**64 - 1) is no count: the prompt is estimated, as when none is reported.
-    fake_openai_server.enqueue(FakeReply.text("big", usage=FakeUsage(prompt_tokens=2**64 - 1, completion_tokens=5)))
+    # A provider's unsigned -1 (2**64 - 1) is no count, nor is anything past the ledger's INTEGER columns
+    # (2**31 - 1 on PostgreSQL): the prompt is estimated, as when none is reported, on every backend.
+    fake_openai_server.enqueue(FakeReply.text("big", usage=FakeUsage(prompt_tokens=count, completion_tokens=5)))
     await reliable(make_openai_client(), recorder=ledger[1]).create(HI)
     (row,) = rows(ledger)
     assert (row.outcome, row.completion_tokens, row.tokens_estimated) == ("ok", 5, True)

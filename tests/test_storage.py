@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import glob
+import json
 import os
 import shlex
 import shutil
@@ -192,6 +193,55 @@ def test_largest_cost_fits(store: UsageStore) -> None:
     event = plain_event(cost_nanousd=2**63 - 1)
     store.write([event])
     assert store.events()[0].cost_nanousd == 2**63 - 1
+
+
+# The ledger's INTEGER columns (token counts, attempt, HTTP status, validation errors) are 32-bit on PostgreSQL.
+INT_COLUMN_VALUES = [
+    ("prompt_tokens", 2**31),
+    ("completion_tokens", 2**63 - 1),
+    ("cached_tokens", 2**31),
+    ("cache_write_tokens", 2**40),
+    ("cache_write_1h_tokens", 2**31),
+    ("reasoning_tokens", 2**31),
+    ("attempt", 2**31),
+    ("http_status", -(2**31) - 1),
+    ("validation_errors", 2**31),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), INT_COLUMN_VALUES)
+def test_a_number_an_integer_column_cannot_hold_is_refused_alike_on_every_backend(
+    store: UsageStore, field: str, value: int
+) -> None:
+    """SQLite's INTEGER would take it and PostgreSQL's would not: both refuse it, before writing anything."""
+    good = plain_event()
+    with pytest.raises(ValueError, match=f"{field} {value} is outside what the ledger holds"):
+        store.write([good, plain_event(**{field: value})])
+    assert store.count() == 0  # the batch is refused whole, and the rollup has nothing of it
+    assert store.report().totals.attempts == 0
+    largest = plain_event(**{field: 2**31 - 1})  # the largest that fits, on both
+    assert store.write([good, largest]) == 2
+    assert getattr(store.events(call_id=largest.call_id)[0], field) == 2**31 - 1
+
+
+def test_a_token_count_no_column_holds_goes_to_the_refused_file_on_every_backend(
+    store_url: str, tmp_path: Path
+) -> None:
+    store = UsageStore(store_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    try:
+        bad = plain_event(prompt_tokens=2**31, completion_tokens=5)
+        batch = [plain_event(), bad, plain_event()]
+        for event in batch:
+            recorder.record(event)
+        assert recorder.flush(10)
+        assert store.count() == 2
+        assert recorder.stats["refused"] == 1
+        kept = [UsageEvent.from_json(json.loads(line)) for line in recorder.refused_path.open()]
+        assert kept == [bad]
+    finally:
+        recorder.close()
+        store.close()
 
 
 def test_writing_the_same_events_again_adds_nothing(store: UsageStore) -> None:

@@ -89,18 +89,22 @@ async def drain_into(stream: AsyncIterator[str | CreateResult], received: list[s
 async def test_a_count_beyond_what_the_ledger_holds_is_taken_as_not_reported(
     server: FakeOpenAIServer, make_client: ClientFactory
 ) -> None:
-    # 2**64 - 1 is a provider's unsigned -1: no count of tokens, and no BIGINT column holds it.
+    # 2**64 - 1 is a provider's unsigned -1, and 2**31 is past the ledger's INTEGER columns (PostgreSQL's are
+    # 32-bit): no count of tokens.
     client = make_client()
     server.enqueue(
         FakeReply.text("a", usage=FakeUsage(prompt_tokens=2**64 - 1, completion_tokens=5, cached_tokens=2**63)),
-        FakeReply.text("b", usage=FakeUsage(prompt_tokens=2**63 - 1, completion_tokens=5)),
+        FakeReply.text("b", usage=FakeUsage(prompt_tokens=2**31, completion_tokens=2**31 - 1, cached_tokens=2**31)),
+        FakeReply.text("c", usage=FakeUsage(prompt_tokens=2**31 - 1, completion_tokens=5)),
     )
     with capture_provider_usage() as slot:
         await client.create(USER)
         await client.create(USER)
-    beyond, largest = slot.usages
+        await client.create(USER)
+    beyond, past_int, largest = slot.usages
     assert (beyond.prompt_tokens, beyond.completion_tokens, beyond.cached_tokens) == (None, 5, None)
-    assert (largest.prompt_tokens, largest.completion_tokens) == (2**63 - 1, 5)
+    assert (past_int.prompt_tokens, past_int.completion_tokens, past_int.cached_tokens) == (None, 2**31 - 1, None)
+    assert (largest.prompt_tokens, largest.completion_tokens) == (2**31 - 1, 5)
 
 
 async def test_create_records_cached_and_reasoning_tokens_and_the_model(

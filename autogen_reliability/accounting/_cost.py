@@ -30,8 +30,15 @@ PER_MILLION: Final = Decimal(1_000_000)
 _NANO_PER_USD: Final = Decimal(1_000_000_000)
 MAX_COST_NANOUSD: Final = 2**63 - 1
 """The largest cost the usage ledger holds in a row, in nano-USD (a BIGINT column)."""
-MAX_TOKENS: Final = 2**63 - 1
-"""The largest token count the usage ledger holds (a BIGINT column); the provider tap reads larger ones as none."""
+MAX_TOKENS: Final = 2**31 - 1
+"""The largest token count the usage ledger holds: its token columns are INTEGER, 32-bit on PostgreSQL.
+
+Two billion tokens in one request is far past any model's context, so a larger count is a provider's
+garbage (an unsigned -1, say): the provider tap and the accounting layer read it as not reported, and
+the row's tokens are estimated, rather than the row being refused by one backend and kept by the other.
+"""
+_MOST_PRICED: Final = 2**63 - 1
+"""The largest count :class:`TokenUsage` prices (a month's usage may be priced at once, past what one row holds)."""
 
 
 def nanousd_to_usd(nanousd: int | None) -> Decimal:
@@ -56,7 +63,7 @@ class TokenUsage:
             cache-write price where it has one; the rest are 5-minute writes.
 
     Raises:
-        ValueError: A count is negative, above 2**63 - 1 (what the ledger holds) or not an int, cached
+        ValueError: A count is negative, above 2**63 - 1 or not an int, cached
             plus cache-write tokens exceed ``prompt_tokens``, 1-hour cache writes exceed
             ``cache_write_tokens``, or the latency is negative or not finite.
 
@@ -83,7 +90,7 @@ class TokenUsage:
             "cache_write_1h_tokens",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKENS:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST_PRICED:
                 raise ValueError(f"TokenUsage.{name} must be a non-negative int <= 2**63 - 1, got {value!r}")
         if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
             raise ValueError(

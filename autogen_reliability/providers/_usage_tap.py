@@ -361,11 +361,12 @@ def report_provider_usage(usage: ProviderUsage) -> bool:
 # --------------------------------------------------------------------------- parsing
 
 
-# The largest count the usage ledger's BIGINT columns hold (accounting's ``MAX_TOKENS``; this package
-# imports nothing from the rest of the library). Beyond it is no count of tokens but a provider's
-# unsigned -1 (2**64 - 1) or garbage: taken as not reported, so the row's tokens are estimated and
-# flagged, rather than a number no database stores holding the row (and its batch) out of the ledger.
-_MAX_COUNT: Final = 2**63 - 1
+# The largest count the usage ledger's token columns hold (accounting's ``MAX_TOKENS``; this package
+# imports nothing from the rest of the library): INTEGER, 32-bit on PostgreSQL. Beyond it is no count of
+# tokens (two billion is far past any model's context) but a provider's unsigned -1 (2**64 - 1) or garbage:
+# taken as not reported, so the row's tokens are estimated and flagged, rather than a number PostgreSQL
+# refuses sending the row to the refused file (and SQLite, which would store it, disagreeing).
+_MAX_COUNT: Final = 2**31 - 1
 
 
 def _count(value: object) -> int | None:

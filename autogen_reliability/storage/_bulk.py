@@ -38,7 +38,7 @@ from datetime import UTC
 from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import Connection, Insert, select
+from sqlalchemy import BigInteger, Connection, Insert, Integer, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -53,6 +53,7 @@ __all__ = [
     "RECORD_FIELDS",
     "UNSTORABLE",
     "autocommit",
+    "check_numbers",
     "insert_content",
     "insert_records",
     "stored_event_ids",
@@ -80,6 +81,42 @@ _REQUEST: Final = ROW_FIELDS.index("request_content")
 UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 """What no text of the ledger holds: PostgreSQL refuses NUL and lone surrogates, so both are stored as U+FFFD."""
 _RESPONSE: Final = ROW_FIELDS.index("response_content")
+
+
+def _integer_fields(big: bool) -> tuple[int, ...]:
+    """Where the row fields stored in INTEGER (``big``: BIGINT) columns of ``ar_usage_records`` are."""
+    return tuple(
+        index
+        for index, name in enumerate(RECORD_FIELDS)
+        if isinstance(RECORDS.c[name].type, Integer)
+        and isinstance(RECORDS.c[name].type, BigInteger) == big
+        and name != "id"
+    )
+
+
+_INT32: Final = _integer_fields(big=False)
+_INT64: Final = _integer_fields(big=True)
+
+
+def check_numbers(rows: Sequence[UsageRow]) -> None:
+    """Refuses ``rows`` if one holds a number its column cannot hold on every backend.
+
+    PostgreSQL's INTEGER is 32-bit and SQLite's 64-bit: without this a token count of 2**31 would be
+    stored on SQLite and refused on PostgreSQL. Checked before anything is written, so both refuse it
+    alike (the recorder then keeps the row in its refused file).
+
+    Raises:
+        ValueError: A row holds such a number (the message names the field and the value).
+    """
+    for row in rows:
+        for indexes, low, high in ((_INT32, -(2**31), 2**31 - 1), (_INT64, -(2**63), 2**63 - 1)):
+            for index in indexes:
+                value = row[index]
+                if value is not None and not low <= value <= high:
+                    raise ValueError(
+                        f"usage event {row[_EVENT_ID]}: {RECORD_FIELDS[index]} {value} is outside what the "
+                        f"ledger holds ({low} .. {high})"
+                    )
 
 
 def unique_rows(rows: Sequence[UsageRow]) -> list[UsageRow]:

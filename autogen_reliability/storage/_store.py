@@ -278,6 +278,9 @@ class UsageStore:
         that have any.
 
         Raises:
+            ValueError: An event holds a number its column cannot hold on every backend (a token
+                count, attempt, HTTP status or validation error count outside -2**31 .. 2**31 - 1,
+                a cost outside 64 bits), refused alike on SQLite and PostgreSQL; nothing was written.
             sqlalchemy.exc.SQLAlchemyError: The database failed; nothing was written.
         """
         return self.write_rows([usage.to_row() for usage in events])
@@ -295,6 +298,7 @@ class UsageStore:
         unique = _bulk.unique_rows(rows)
         if not unique:
             return 0
+        _bulk.check_numbers(unique)
         try:
             return self._insert(unique)
         except Exception as error:
