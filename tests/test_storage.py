@@ -451,6 +451,29 @@ def test_a_sqlite_file_deleted_under_the_store_gets_no_more_rows_until_reopen_ma
         assert [event.event_id for event in reopened.events()] == [kept.event_id]
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_relative_sqlite_path_keeps_its_file_after_the_process_changes_directory(
+    create: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default URL (sqlite:///autogen_reliability.db) is relative; a daemon or a tool may chdir later.
+    # SQLAlchemy opens the file it named when the engine was made, so the rows go on going there.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "app")
+    UsageStore("sqlite:///usage.db").close()
+    store = UsageStore("sqlite:///usage.db", create=create)
+    store.write([plain_event()])
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert store.write([plain_event(), plain_event()]) == 2
+    store.reopen()  # what the recorder does after a failed write
+    assert store.write([plain_event()]) == 1
+    assert store.count() == 4
+    store.close()
+    assert os.listdir(tmp_path / "elsewhere") == []
+    with UsageStore(f"sqlite:///{tmp_path / 'app' / 'usage.db'}", create=False) as opened:
+        assert opened.count() == 4
+
+
 def test_ping_and_close(store_url: str) -> None:
     store = UsageStore(store_url)
     store.ping()

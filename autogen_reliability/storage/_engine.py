@@ -35,6 +35,7 @@ __all__ = [
     "masked_url",
     "sqlite_file_missing",
     "sqlite_file_path",
+    "sqlite_opened_file",
     "url_secrets",
 ]
 
@@ -304,9 +305,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     engine = create_engine(url, **options)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
-        database = sqlite_file_path(url)
-        if database is not None:
-            path = Path(database)
+        path = sqlite_opened_file(url)
+        if path is not None:
             event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
             event.listen(engine, "checkout", functools.partial(_check_sqlite_file, path))
     return engine
@@ -336,6 +336,21 @@ def sqlite_file_path(url: URL) -> str | None:
         name = slash + rest if authority in ("", "localhost") else name
     name = unquote(name)
     return None if name == ":memory:" else name
+
+
+def sqlite_opened_file(url: URL) -> Path | None:
+    """The file the connections of an engine made now for ``url`` open; ``None`` for a database in memory.
+
+    SQLAlchemy makes a relative path absolute when the engine is made (a ``file:`` URI is left to SQLite,
+    which reads it when each connection opens): a process that changes its working directory afterwards
+    still writes to the file it opened first, and so must every check of that file.
+    """
+    database = sqlite_file_path(url)
+    if database is None:
+        return None
+    if asbool(url.query.get("uri", False)) and (url.database or "").startswith("file:"):
+        return Path(database)
+    return Path(os.path.abspath(database))
 
 
 def sqlite_file_missing(url: URL) -> bool:

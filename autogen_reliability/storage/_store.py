@@ -40,7 +40,7 @@ from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
-from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_file_missing
+from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_opened_file
 from ._models import VERSION_TABLE
 from ._report import MOST_ROWS, build_report, check_filter
 from ._retention import RetentionResult
@@ -163,6 +163,8 @@ class UsageStore:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = masked_url(self._engine.url)
         self._create = create
+        # Fixed now, as the engine's connections fix it: a later chdir() changes neither.
+        self._sqlite_file = sqlite_opened_file(self._engine.url) if self._engine.dialect.name == "sqlite" else None
         try:
             self._check_schema_waiting(create=create)
         except BaseException:
@@ -212,7 +214,7 @@ class UsageStore:
 
     def _check_schema(self, *, create: bool) -> None:
         head = _migrate.head_revision()
-        if not create and sqlite_file_missing(self._engine.url):
+        if not create and self._sqlite_file is not None and not self._sqlite_file.exists():
             # Connecting would create an empty file, and create=False promises no change.
             raise SchemaOutdatedError(url=self._url, current=None, head=head)
         current, has_tables = self._schema_state()
