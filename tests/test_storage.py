@@ -772,6 +772,56 @@ def test_concurrent_stores_on_a_new_database_all_open(store_url: str) -> None:
     assert _migrate.current_revision(store_url) == _migrate.head_revision()
 
 
+_OPEN_WITH_AN_AUTOCOMMIT_ENGINE = """
+import sys
+from sqlalchemy import create_engine
+from autogen_reliability.storage import UsageStore
+engine = create_engine(sys.argv[1], isolation_level="AUTOCOMMIT")
+UsageStore(engine).close()
+engine.dispose()
+"""
+
+
+def test_processes_opening_a_new_database_with_autocommit_engines_all_open(
+    store_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # An application's own engine may be in AUTOCOMMIT (the store writes through one). Workers starting
+    # together each migrate through theirs: the migration must still be one transaction under the lock.
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    postgresql = make_url(store_url).get_backend_name() == "postgresql"
+    make: Callable[[], str] | None = request.getfixturevalue("make_pg_database") if postgresql else None
+    for round_ in range(3):  # three workers on a new database, three times: once lucky is not enough
+        url = store_url if round_ == 0 else make() if make else f"sqlite:///{tmp_path / f'usage-{round_}.db'}"
+        workers = [
+            subprocess.Popen(  # this interpreter, our own library
+                [sys.executable, "-c", _OPEN_WITH_AN_AUTOCOMMIT_ENGINE, url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environment,
+            )
+            for _ in range(3)
+        ]
+        failed = [err for worker in workers if (err := worker.communicate(timeout=120)[1]) and worker.returncode]
+        assert failed == []
+        assert _migrate.current_revision(url) == _migrate.head_revision()
+
+
+def test_a_migration_through_an_autocommit_engine_that_fails_leaves_nothing_half_done(store_url: str) -> None:
+    # Revision 0004 creates ar_usage_rollup; a table of that name already there makes it fail half-way.
+    engine = create_engine(store_url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE ar_usage_rollup (x INTEGER)")
+    autocommit = create_engine(store_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with pytest.raises(Exception, match="ar_usage_rollup"):
+        _migrate.upgrade(autocommit)
+    # Rolled back whole, as through any other engine: no revision, no tables of the revisions before.
+    assert _migrate.current_revision(engine) is None
+    assert sorted(inspect(engine).get_table_names()) == ["ar_usage_rollup"]
+    autocommit.dispose()
+    engine.dispose()
+
+
 def test_threads_creating_separate_databases_at_once_all_migrate(tmp_path: Path) -> None:
     # Two recorders of one process, each with its own ledger, starting together: alembic keeps the
     # running migration in module globals (alembic.context, alembic.op), so two at once in one

@@ -222,7 +222,8 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
     """One transaction that a migration runs in, committed at the end, with migrations serialised.
 
     PostgreSQL: DDL is transactional, and a transaction-scoped advisory lock
-    makes concurrent upgrades wait for each other. SQLite: ``BEGIN IMMEDIATE``
+    makes concurrent upgrades wait for each other, also through an engine in
+    ``AUTOCOMMIT`` (its connection is given a transaction). SQLite: ``BEGIN IMMEDIATE``
     takes the write lock before alembic reads the version table, and foreign
     keys are switched off meanwhile, because alembic's batch mode re-creates a
     table by dropping it, and with foreign keys on that drop would cascade into
@@ -242,6 +243,11 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
         connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
     elif connection.dialect.name == "postgresql":
+        if getattr(connection.connection.driver_connection, "autocommit", False) is True:
+            # An engine in AUTOCOMMIT (an application's own) would commit each DDL statement and release
+            # the lock below at once: concurrent upgrades collide, a failed one stays half done. This
+            # connection runs in a transaction; the pool puts its isolation level back when it is returned.
+            connection.execution_options(isolation_level="READ COMMITTED")
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     try:
         yield connection
