@@ -128,7 +128,8 @@ def configure(
         capture_content: Also store request and response bodies, truncated (default False).
         content_limit: Characters kept of each captured body (default 10,000).
         spool_dir: Where events wait while the database is unavailable: a directory,
-            made if missing (a file there, or on its way, is refused).
+            made if missing (a file there, or on its way, is refused); a leading ``~``
+            is the home directory.
         budget: The :class:`~autogen_reliability.BudgetPolicy` of every wrapper made
             afterwards without a ``budget=`` of its own (and that records usage);
             ``None`` removes it. Unlike the other settings, leaving it out keeps the

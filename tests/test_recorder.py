@@ -755,6 +755,28 @@ def test_a_spool_dir_that_is_a_file_or_under_one_is_refused(sqlite_url: str, tmp
             UsageRecorder(UsageStore(sqlite_url), spool_dir=spool_dir)
 
 
+def test_a_spool_dir_starting_with_a_tilde_is_under_the_home_directory(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As pip or git read "~/...": a literal "~" directory in the working directory was made before.
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+
+    def unreachable() -> UsageStore:
+        raise ConnectionRefusedError("the database is down")
+
+    recorder = UsageRecorder(unreachable, spool_dir="~/spool", name=sqlite_url, flush_interval=0.05)
+    recorder.record(plain_event())
+    recorder.close(timeout=0.5)
+    assert [path.suffix for path in (home / "spool").iterdir()] == [".jsonl"]  # the row, spooled
+    assert list(work.iterdir()) == []
+    with pytest.raises(ConfigurationError, match=r"^spool_dir ~no-such-user-here/spool cannot be expanded: no such"):
+        UsageRecorder(UsageStore(sqlite_url), spool_dir="~no-such-user-here/spool")
+
+
 def test_rows_the_journal_could_not_hold_are_not_said_to_be_in_it_at_close(
     sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

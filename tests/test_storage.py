@@ -537,7 +537,12 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("postgresql+asyncpg://user:secret-pw@host/db", "is an asyncio driver; the usage store writes from a thread"),
     ("postgresql+psycopg_async://user:secret-pw@host/db", "needs a synchronous one, such as postgresql+psycopg://"),
     ("sqlite:////no/such/dir/usage.db", "the directory of the SQLite database /no/such/dir/usage.db does not exist"),
-    ("sqlite:///~/usage.db", "the directory of the SQLite database ~/usage.db does not exist"),  # SQLite expands no ~
+    # SQLAlchemy hands SQLite the path as written (made absolute): a ~ in a URL is a directory named ~.
+    (
+        "sqlite:///~/usage.db",
+        "the directory of the SQLite database ~/usage.db does not exist: ~ "
+        f"(a URL's ~ is not expanded: write the full path, {Path.home() / 'usage.db'})",
+    ),
     ("sqlite:///" + "x" * 300 + ".db", "the SQLite database xxx"),
     ("sqlite:///" + "x" * 300 + "/usage.db", ": File name too long"),
     # SQLite's own parameters, which the driver would drop (or SQLite take for part of the file's name).
@@ -1123,6 +1128,19 @@ def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_p
     assert _configure_in_a_new_process(tmp_path, {ENV_SPOOL_DIR: str(file)}) == [
         f"{ENV_SPOOL_DIR} {file} is not a directory"
     ]
+
+
+def test_a_spool_dir_starting_with_a_tilde_is_under_the_home_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_settings: AccountingSettings
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    assert configure(spool_dir="~/spool").spool_dir == home / "spool"
+    assert configure(spool_dir=Path("~") / "other").spool_dir == home / "other"
+    printed = _configure_in_a_new_process(
+        tmp_path, {ENV_SPOOL_DIR: "~/from-env", "HOME": str(home)}, then="print(configure().spool_dir)\n"
+    )
+    assert printed == [str(home / "from-env")]
 
 
 def _configure_in_a_new_process(tmp_path: Path, environment: dict[str, str], then: str = "") -> list[str]:

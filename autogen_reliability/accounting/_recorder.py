@@ -140,8 +140,9 @@ class UsageRecorder:
     Args:
         sink: The store to write to, or a function that makes it (called on the
             writer thread, and again later while it fails; give ``name`` then).
-        spool_dir: Where spool files go (created if missing; a path that is, or is
-            under, something other than a directory is refused).
+        spool_dir: Where spool files go (created if missing; a leading ``~`` is the
+            home directory; a path that is, or is under, something other than a
+            directory is refused).
         batch_size: Events per write; a full batch is written at once.
         flush_interval: Seconds between writes of a partial batch (at most an hour).
         max_queue: Events held in memory before the writer spills them to the spool.
@@ -766,16 +767,21 @@ def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
 def check_spool_dir(spool_dir: object, *, option: str) -> Path:
     """``spool_dir`` as a ``Path``, if it is, or can be made, a directory; ``option`` names it in the error.
 
-    A file there would be found only when the database is down, and then the rows would have nowhere to go.
-    Whether the directory is writable is not checked: that can change, and the recorder copes (in memory).
+    A leading ``~`` or ``~user`` is that home directory, as pip and git read it (a literal ``~`` directory
+    in the working directory was never what was meant). A file there would be found only when the database
+    is down, and then the rows would have nowhere to go. Whether the directory is writable is not checked:
+    that can change, and the recorder copes (in memory).
 
     Raises:
-        ConfigurationError: ``spool_dir`` is not a path, is a file (or anything but a directory), or lies
-            under something that is not a directory.
+        ConfigurationError: ``spool_dir`` is not a path, names the home of no such user, is a file (or
+            anything but a directory), or lies under something that is not a directory.
     """
     if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
         raise ConfigurationError(f"{option} must be a directory path, got {spool_dir!r}")
-    path = Path(spool_dir)
+    try:
+        path = Path(spool_dir).expanduser()
+    except RuntimeError:  # ~user of no such user (or no home directory to be found)
+        raise ConfigurationError(f"{option} {os.fspath(spool_dir)} cannot be expanded: no such user") from None
     try:
         if path.exists() or path.is_symlink():
             if not path.is_dir():

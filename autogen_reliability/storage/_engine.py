@@ -265,7 +265,11 @@ def _check_sqlite_path(url: URL) -> None:
         directory = path.parent
         if not directory.is_dir():
             problem = "is not a directory" if directory.exists() else "does not exist"
-            raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}")
+            # SQLAlchemy hands SQLite the path as written (made absolute), and so do alembic and the
+            # user's own engines: expanding a ~ here alone would make this store open another file.
+            expanded = os.path.expanduser(database)
+            hint = f" (a URL's ~ is not expanded: write the full path, {expanded})" if expanded != database else ""
+            raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}{hint}")
     except OSError as error:  # a name too long, say
         raise ConfigurationError(f"the SQLite database {path} cannot be used: {error.strerror or error}") from None
 
