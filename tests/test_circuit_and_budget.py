@@ -7,6 +7,7 @@ import threading
 import warnings
 from collections.abc import Coroutine
 from contextlib import aclosing
+from datetime import timedelta
 from typing import Any
 
 import openai
@@ -179,6 +180,25 @@ def test_breakers_and_budgets_are_shared_per_inner_client_and_policy() -> None:
     assert breaker_for(one, CircuitBreakerPolicy(clock=clock)) is breaker_for(one, CircuitBreakerPolicy(clock=clock))
     assert budget_for(one, RetryBudget(), clock) is not budget_for(one, RetryBudget())
     assert budget_for(one, RetryBudget(), clock) is budget_for(one, RetryBudget(), clock)
+
+
+async def test_wrappers_of_one_client_share_its_breaker_however_open_for_is_written(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # open_for=timedelta(seconds=30) and open_for=30.0 are one policy: the outage one agent's wrapper
+    # saw opens the circuit for the other's too (each had a breaker of its own before).
+    fake_openai_server.default = FakeReply.error(500)
+    inner = make_openai_client()
+    writer = reliable(inner, retry=None, circuit=CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=30.0))
+    critic = reliable(
+        inner, retry=None, circuit=CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=timedelta(seconds=30))
+    )
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            await writer.create(HI)
+    with pytest.raises(CircuitOpenError):
+        await critic.create(HI)
+    assert fake_openai_server.request_count == 2
 
 
 def test_a_shared_budget_refills_on_the_retry_policys_clock() -> None:

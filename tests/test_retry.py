@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from autogen_reliability import (
     AllClientsFailedError,
     AttemptEvent,
+    BudgetPolicy,
     CircuitBreakerPolicy,
     CircuitOpenError,
     ConfigurationError,
@@ -958,6 +959,29 @@ def test_policies_accept_timedeltas() -> None:
     assert policy.to_config()["initial_delay"] == 0.1
     assert policy.to_config()["deadline"] == 120.0
     assert CircuitBreakerPolicy(open_for=timedelta(seconds=5)).to_config()["open_for"] == 5.0
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (RetryPolicy, "initial_delay"),
+        (RetryPolicy, "max_delay"),
+        (RetryPolicy, "deadline"),
+        (RetryPolicy, "max_retry_after"),
+        (CircuitBreakerPolicy, "open_for"),
+        (lambda **option: BudgetPolicy(limit_usd=1, **option), "refresh"),
+    ],
+)
+def test_a_duration_is_held_in_seconds_however_it_was_written(make: Any, option: str) -> None:
+    # Equal policies share a breaker, a budget tracker: 30 s written as a timedelta is the same policy.
+    written = make(**{option: timedelta(seconds=8)})
+    assert written == make(**{option: 8.0}) == make(**{option: 8})
+    assert hash(written) == hash(make(**{option: 8.0}))
+    assert getattr(written, option) == 8.0
+    assert type(getattr(written, option)) is float
+    assert f"{option}=8.0" in repr(written)
+    assert type(written).from_config(written.to_config()) == written
+    assert written.to_config()[option] == 8.0
 
 
 def test_wrapper_rejects_bad_policy_options() -> None:

@@ -221,8 +221,8 @@ class BudgetPolicy:
             call goes on; must be quick. Without one, each alert is logged
             (:func:`log_budget_alert`, a WARNING). Code, not configuration:
             :meth:`to_config` leaves it out.
-        refresh: Seconds (or a ``timedelta``) the spend read from the ledger is used
-            before it is read again, in the background (at most an hour). Spend
+        refresh: Seconds (or a ``timedelta``, held as seconds) the spend read from the
+            ledger is used before it is read again, in the background (at most an hour). Spend
             that other processes record meanwhile is seen only then; this
             process's own is counted at once.
         store: Where the spend is read: a :class:`~autogen_reliability.UsageStore`
@@ -279,7 +279,9 @@ class BudgetPolicy:
         )
         if self.on_alert is not None and not callable(self.on_alert):
             raise ConfigurationError(f"on_alert must be callable or None, got {type(self.on_alert).__name__}")
+        # Held as seconds, however written: wrappers with equal policies share one tracker.
         object.__setattr__(self, "refresh_seconds", _seconds("refresh", self.refresh))
+        object.__setattr__(self, "refresh", self.refresh_seconds)
         if isinstance(self.store, str):
             check_ledger_url("store", self.store)
         elif self.store is not None and isinstance(self.store, _usage_store_type()):

@@ -54,7 +54,8 @@ class CircuitBreakerPolicy:
         window: How many recent attempt outcomes are judged.
         failure_rate: The share of failures in the window that opens the circuit (0 < rate <= 1).
         minimum_calls: Outcomes needed before the window is judged at all.
-        open_for: How long an open circuit refuses requests before probing.
+        open_for: How long an open circuit refuses requests before probing: seconds or
+            a ``timedelta``, held as seconds (a ``float``).
         half_open_probes: Probe requests let through when half-open; all must succeed to close.
         clock: Seconds on a monotonic clock, for ``open_for``. Code, not
             configuration: :meth:`to_config` leaves it out. A breaker is shared
@@ -80,7 +81,10 @@ class CircuitBreakerPolicy:
         rate = self.failure_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
             raise ConfigurationError(f"CircuitBreakerPolicy.failure_rate must be in (0, 1], got {rate!r}")
-        as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
+        # Held as seconds, however written: wrappers of one client share a breaker by equal policies.
+        object.__setattr__(
+            self, "open_for", as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
+        )
         if not callable(self.clock):
             raise ConfigurationError(f"CircuitBreakerPolicy.clock must be callable, got {type(self.clock).__name__}")
 
@@ -90,7 +94,7 @@ class CircuitBreakerPolicy:
             "window": self.window,
             "failure_rate": self.failure_rate,
             "minimum_calls": self.minimum_calls,
-            "open_for": as_seconds("open_for", self.open_for),
+            "open_for": self.open_for,
             "half_open_probes": self.half_open_probes,
         }
 

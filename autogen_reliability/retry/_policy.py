@@ -170,6 +170,9 @@ def _async(name: str, value: Callable[..., object]) -> None:
 class RetryPolicy:
     """When and how long to retry a failed provider request. Validated at construction.
 
+    Times take seconds or a ``timedelta`` and are held as seconds (a ``float``): policies
+    equal in what they do are equal, however their times were written.
+
     Args:
         max_attempts: Attempts in all, the first included (1 turns retrying off); at most 10.
         initial_delay: Backoff before the first retry; doubled for each further one.
@@ -226,6 +229,8 @@ class RetryPolicy:
             raise ConfigurationError(
                 f"max_attempts must be between 1 and {MAX_ATTEMPTS_CEILING}, got {self.max_attempts}"
             )
+        # Held as seconds, however written: equal policies share a breaker and a budget, and
+        # timedelta(seconds=60) == 60.0 is False.
         initial = as_seconds("initial_delay", self.initial_delay)
         maximum = as_seconds("max_delay", self.max_delay)
         if initial > maximum:
@@ -249,6 +254,10 @@ class RetryPolicy:
         # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
         exponential = wait_random_exponential if self.jitter else wait_exponential
         backoff = exponential(multiplier=initial, max=maximum)
+        object.__setattr__(self, "initial_delay", initial)
+        object.__setattr__(self, "max_delay", maximum)
+        object.__setattr__(self, "deadline", deadline)
+        object.__setattr__(self, "max_retry_after", max_retry_after)
         object.__setattr__(self, "_deadline", deadline)
         object.__setattr__(self, "_max_retry_after", max_retry_after)
         object.__setattr__(self, "_wait", WaitRetryAfter(backoff) if self.respect_retry_after else backoff)
@@ -261,8 +270,8 @@ class RetryPolicy:
         """
         return {
             "max_attempts": self.max_attempts,
-            "initial_delay": as_seconds("initial_delay", self.initial_delay),
-            "max_delay": as_seconds("max_delay", self.max_delay),
+            "initial_delay": self.initial_delay,
+            "max_delay": self.max_delay,
             "deadline": self._deadline,
             "jitter": self.jitter,
             "respect_retry_after": self.respect_retry_after,
