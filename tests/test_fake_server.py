@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC
 from typing import Any, TypeVar
 
+import httpx
 import openai
 import pytest
 from autogen_core import FunctionCall
@@ -466,6 +467,41 @@ async def test_rate_limit_with_retry_after(server: FakeOpenAIServer, client: ope
         "param": None,
         "code": "rate_limit_exceeded",
     }
+
+
+@pytest.mark.parametrize(
+    ("reply", "stream", "kept"),
+    [
+        (FakeReply.text("hi", headers={"content-type": "application/vnd.odd+json"}), False, {}),
+        (FakeReply.text("hi", headers={"CONTENT-TYPE": "text/event-stream", "cache-control": "max-age=5"}), True, {}),
+        (FakeReply.error(429, headers={"Content-type": "text/plain"}), False, {}),
+        (FakeReply.malformed(b"oops", content_type="text/html", headers={"content-type": "text/plain"}), False, {}),
+        (FakeReply.text("hi", headers={"x-request-id": "req_scripted", "server": "gateway/1"}), False, {}),
+        (FakeReply.text("hi", headers={"x-other": "1"}), False, {"content-type": "application/json"}),
+    ],
+    ids=["completion", "stream", "error", "malformed", "own-lines", "none-named"],
+)
+def test_a_header_of_the_reply_replaces_the_servers_own_of_that_name(
+    server: FakeOpenAIServer, reply: FakeReply, stream: bool, kept: dict[str, str]
+) -> None:
+    # Sent next to the server's own before: two Content-Types, which a client reads as one joined value.
+    server.enqueue(reply)
+    response = httpx.post(
+        f"{server.base_url}/chat/completions", json={"model": MODEL, "messages": CHAT, "stream": stream}, timeout=10
+    )
+    expected = {name.lower(): value for name, value in reply.headers.items()} | kept
+    for name, value in expected.items():
+        assert response.headers.get_list(name) == [value]
+    assert len(response.headers.get_list("date")) == len(response.headers.get_list("x-request-id")) == 1
+
+
+async def test_a_scripted_content_type_is_the_one_the_sdk_sees(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    server.enqueue(FakeReply.text("Hi!", headers={"content-type": "application/json; charset=utf-8"}))
+    raw = await client.chat.completions.with_raw_response.create(model=MODEL, messages=CHAT)
+    assert raw.headers.get_list("content-type") == ["application/json; charset=utf-8"]
+    assert raw.parse().choices[0].message.content == "Hi!"
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ _MAX_LINE: Final = 65536
 # at once): a larger Content-Length or chunk is refused, not waited for.
 _MAX_BODY: Final = 256 * 1024 * 1024
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
+_JSON: Final = {"Content-Type": "application/json"}
 
 
 class ScriptError(Exception):
@@ -94,6 +95,16 @@ def _chunk_frame(data: bytes) -> bytes:
 
 def _identity(data: bytes) -> bytes:
     return data
+
+
+def _merged(own: Mapping[str, str], scripted: Mapping[str, str]) -> dict[str, str]:
+    """The server's ``own`` headers, but for those ``scripted`` names (in any case), then the ``scripted`` ones.
+
+    A reply's ``content-type`` replaces the server's ``Content-Type``: sent next to it, the response had two,
+    which a client reads joined (``application/json, text/plain``).
+    """
+    named = {name.lower() for name in scripted}
+    return {**{name: value for name, value in own.items() if name.lower() not in named}, **scripted}
 
 
 def _reason(status: int) -> str:
@@ -227,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.kind == "reset":
             self._abort()
         elif reply.kind == "malformed":
-            headers = {"Content-Type": reply.content_type, **reply.headers}
+            headers = _merged({"Content-Type": reply.content_type}, reply.headers)
             self._send(reply.status, headers, reply.raw_body, request_id=request_id)
         elif reply.kind == "error":
             body = error_body(
@@ -243,11 +254,11 @@ class _Handler(BaseHTTPRequestHandler):
             completion = fake._completion(request, reply, ordinal)
             payload = dumps(completion.body())
             if reply.disconnect_after_chunks is not None:
-                head = self._head(200, {"Content-Type": "application/json", **reply.headers}, request_id, len(payload))
+                head = self._head(200, _merged(_JSON, reply.headers), request_id, len(payload))
                 self._write(head + payload[: len(payload) // 2])
                 self._abort()
             else:
-                self._send(200, {"Content-Type": "application/json", **reply.headers}, payload, request_id=request_id)
+                self._send(200, _merged(_JSON, reply.headers), payload, request_id=request_id)
 
     def _serve_models(self, request: RecordedRequest, reply: FakeReply | None, request_id: str) -> None:
         listing = {"object": "list", "data": [self._fake._model_object()]}
@@ -257,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._wait_to_answer(reply, request) or reply.kind == "reset":
             self._abort()
         elif reply.kind == "malformed":
-            headers = {"Content-Type": reply.content_type, **reply.headers}
+            headers = _merged({"Content-Type": reply.content_type}, reply.headers)
             self._send(reply.status, headers, reply.raw_body, request_id=request_id)
         elif reply.kind == "error":
             body = error_body(
@@ -298,7 +309,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         frame: Callable[[bytes], bytes] = _chunk_frame if chunked else _identity
         ending = b"" if reset_at_end or not chunked else b"0\r\n\r\n"
-        headers = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", **reply.headers}
+        headers = _merged(
+            {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}, reply.headers
+        )
         head = self._head(200, headers, request_id, None, chunked=chunked)
 
         # The hold comes after the role chunk and `hold_after_chunks` of the content/tool-call chunks.
@@ -362,13 +375,9 @@ class _Handler(BaseHTTPRequestHandler):
         *,
         chunked: bool = False,
     ) -> bytes:
-        lines = [
-            f"HTTP/1.1 {status} {_reason(status)}",
-            f"Date: {self.date_time_string()}",
-            f"Server: {self.server_version}",
-            f"x-request-id: {request_id}",
-        ]
-        lines += (f"{name}: {value}" for name, value in headers.items())
+        own = {"Date": self.date_time_string(), "Server": self.server_version, "x-request-id": request_id}
+        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+        lines += (f"{name}: {value}" for name, value in _merged(own, headers).items())
         if content_length is not None:
             lines.append(f"Content-Length: {content_length}")
         elif chunked:
@@ -383,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(
         self, status: int, obj: object, *, request_id: str, headers: Mapping[str, str] | None = None
     ) -> None:
-        self._send(status, {"Content-Type": "application/json", **(headers or {})}, dumps(obj), request_id=request_id)
+        self._send(status, _merged(_JSON, headers or {}), dumps(obj), request_id=request_id)
 
     def _write(self, data: bytes) -> bool:
         try:

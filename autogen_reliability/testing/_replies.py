@@ -302,14 +302,17 @@ class FakeReply:
             not streamed waits for `release` before it is sent at all. A test can so look at what
             a consumer has seen of a stream before the rest exists, without timing
             anything. Stopping the server resets a held connection.
-        headers: Extra response headers.
+        headers: Extra response headers. One the server sends of its own (``Content-Type``,
+            ``Cache-Control``, ``Date``, ``Server``, ``x-request-id``) is replaced by the reply's,
+            whatever the case of its name, not sent twice.
         status: HTTP status for ``error`` (400 to 599) and ``malformed`` (200 to 599) replies.
         error_message: ``error.message`` for ``error`` replies.
         error_type: ``error.type`` for ``error`` replies.
         error_code: ``error.code`` for ``error`` replies.
         error_param: ``error.param`` for ``error`` replies.
         raw_body: The body sent verbatim by ``malformed`` replies (empty with status 204 or 304).
-        content_type: The ``Content-Type`` of ``malformed`` replies.
+        content_type: The ``Content-Type`` of ``malformed`` replies (a ``content-type`` in
+            ``headers`` wins).
     """
 
     kind: ReplyKind = "completion"
@@ -406,7 +409,8 @@ class FakeReply:
             error_after_chunks: Fail a stream with an SSE error event after this many chunks.
             disconnect_after_chunks: Reset a stream's connection after this many chunks.
             hold_after_chunks: Wait for `FakeOpenAIServer.release` after this many chunks.
-            headers: Extra response headers.
+            headers: Extra response headers; one named like a header the server sends of its own
+                (``content-type``, in any case) replaces it.
 
         Returns:
             The reply.
@@ -619,7 +623,8 @@ class FakeReply:
             body: The raw response body; empty with status 204 or 304, which HTTP gives no body.
             status: The HTTP status, from 200 to 599.
             content_type: The ``Content-Type`` header.
-            headers: Extra response headers.
+            headers: Extra response headers; one named like a header the server sends of its own
+                (``content-type``, in any case) replaces it.
             delay: Seconds to wait before answering; ``math.inf``: until the server stops or is reset.
 
         Returns:
