@@ -132,16 +132,20 @@ def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> 
 
 
 def _positive(text: str) -> int:
-    number = text.strip()
-    if number.isascii() and number.isdigit() and len(number.lstrip("0")) > _COUNT_DIGITS:
+    """A count of ``--top``, ``--limit``, ``--batch-size``: ASCII digits only, as a duration's are.
+
+    Not int(), which takes any script's digits (Arabic-Indic, full-width), ``1_000``, ``+5`` and spaces around.
+    A leading ``-`` is read only to say that the count must be 1 or more.
+    """
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number")
+    if text.startswith("-") or not digits.strip("0"):
+        shown = text if len(text) <= _COUNT_DIGITS else quoted(text)
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {shown}")
+    if len(digits.lstrip("0")) > _COUNT_DIGITS:
         return 10**_COUNT_DIGITS  # past any count of rows: the store reads it as all of them
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+    return int(digits)
 
 
 def _group_columns(text: str) -> tuple[str, ...]:

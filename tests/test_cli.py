@@ -972,6 +972,21 @@ def test_a_count_that_is_no_number_is_quoted_back_cut_short(
     assert len(err) < 200, err
 
 
+@pytest.mark.parametrize("option", ["--top", "--limit", "--batch-size"])
+@pytest.mark.parametrize("count", ["\u0661", "\uff15", "1_000", "+5", " 5", "5 ", "0x10", "5.0", "\u00b2"])
+def test_a_count_is_written_in_ascii_digits_only(
+    option: str, count: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # int() took an Arabic-Indic or full-width digit, 1_000, +5 and spaces around; durations refuse them.
+    command = {"--top": "report", "--limit": "sessions", "--batch-size": "cleanup"}[option]
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url):  # a ledger that works: only the count is wrong
+        pass
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, option, count, "--db", url))
+    assert_one_line_error(status, out, err, 2, f"autogen-reliability {command}: error: argument {option}: ")
+    assert f"{count!r} is not a whole number" in err
+
+
 @pytest.mark.parametrize(
     "args",
     [
