@@ -124,11 +124,13 @@ def _reachable(value: _T) -> _T:
     return value
 
 
-def _resolve(option: str, value: datetime | timedelta | None, now: datetime) -> datetime | None:
+def _resolve(
+    command: argparse.ArgumentParser, option: str, value: datetime | timedelta | None, now: datetime
+) -> datetime | None:
     try:
         return period.resolve_time(value, now)
     except ConfigurationError as error:
-        raise _Failure(2, f"argument {option}: {error}") from None
+        command.error(f"argument {option}: {error}")  # as the command's parser says its other argument errors
 
 
 def _positive(text: str) -> int:
@@ -367,6 +369,8 @@ def _ledger_commands(commands: Any) -> None:
 def _period(command: argparse.ArgumentParser) -> None:
     command.add_argument("--since", type=parse_time, metavar="TIME", help=f"from TIME on: {_TIME_HELP}")
     command.add_argument("--until", type=parse_time, metavar="TIME", help="before TIME (as --since)")
+    # Whether --until is after --since is known only once both are resolved: the command's parser says it.
+    command.set_defaults(command_parser=command)
 
 
 def _db_option(command: argparse.ArgumentParser) -> None:
@@ -791,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args.stream, args.db, live=args.live, model=args.model)
         if args.command == "db":
             return _db(args.db_command, args.url)
-        return _ledger_command(parser, args)
+        return _ledger_command(args)
     except _Failure as failure:
         _error(failure.message)
         return failure.status
@@ -866,16 +870,19 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
     return 0
 
 
-def _ledger_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _ledger_command(args: argparse.Namespace) -> int:
     """Runs ``report``, ``sessions``, ``export`` or ``cleanup``; Ctrl-C is one line and 130 (the rest: ``main``)."""
     now = datetime.now(UTC)  # one reading of the clock for every relative time of the command
     try:
         if args.command == "cleanup":
             return _cleanup(args, now)
-        since = _resolve("--since", args.since, now)
-        until = _resolve("--until", args.until, now)
+        # The command's own parser, so that the error is said as its other argument errors are
+        # ("autogen-reliability report: error: ...").
+        command: argparse.ArgumentParser = args.command_parser
+        since = _resolve(command, "--since", args.since, now)
+        until = _resolve(command, "--until", args.until, now)
         if since is not None and until is not None and until <= since:
-            parser.error(f"--until ({_stamp(until)} UTC) must be after --since ({_stamp(since)} UTC)")
+            command.error(f"--until ({_stamp(until)} UTC) must be after --since ({_stamp(since)} UTC)")
         commands = {"report": _report, "sessions": _sessions, "export": _export}
         return commands[args.command](args, since, until)
     except KeyboardInterrupt:

@@ -962,6 +962,26 @@ def test_bad_ledger_arguments_exit_2_with_one_line(
     assert not list(tmp_path.glob("*.jsonl")), "nothing is written"
 
 
+@pytest.mark.parametrize("command", ["report", "sessions", "export"])
+def test_an_until_not_after_since_is_refused_by_the_commands_own_parser(
+    command: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Said by the top-level parser before: "autogen-reliability: error:", where the command's other
+    # argument errors say "autogen-reliability report: error:".
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url):
+        pass
+    period = ("--since", "2025-05-01T00:00:00Z", "--until", "2025-05-01")
+    status, out, err = run_main(capsys, *command_line(command, tmp_path, *period, "--db", url))
+    assert (status, out) == (2, "")
+    assert err == (
+        f"autogen-reliability {command}: error: --until (2025-05-01 00:00:00 UTC) must be after "
+        "--since (2025-05-01 00:00:00 UTC) (see --help)\n"
+    )
+    _, _, other = run_main(capsys, *command_line(command, tmp_path, "--since", "yesterday", "--db", url))
+    assert other.startswith(f"autogen-reliability {command}: error: argument --since: ")
+
+
 @pytest.mark.parametrize("option", ["--top", "--limit", "--batch-size"])
 def test_a_count_that_is_no_number_is_quoted_back_cut_short(
     option: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
