@@ -719,7 +719,12 @@ def _count(number: int, thing: str) -> str:
 
 
 def _period_text(since: datetime | None, until: datetime | None) -> str:
-    return (f" since {_stamp(since)}" if since else "") + (f" until {_stamp(until)}" if until else "")
+    return (f" since {_bound(since)}" if since else "") + (f" until {_bound(until)}" if until else "")
+
+
+def _bound(moment: datetime) -> str:
+    """A bound of the period given: to the second, and to its fraction, if it has one, as the command uses it."""
+    return period.bound_text(moment, seconds=True)
 
 
 def _stamp(moment: datetime, *, seconds: bool = True) -> str:
@@ -882,7 +887,7 @@ def _ledger_command(args: argparse.Namespace) -> int:
         since = _resolve(command, "--since", args.since, now)
         until = _resolve(command, "--until", args.until, now)
         if since is not None and until is not None and until <= since:
-            command.error(f"--until ({_stamp(until)} UTC) must be after --since ({_stamp(since)} UTC)")
+            command.error(f"--until ({_bound(until)} UTC) must be after --since ({_bound(since)} UTC)")
         commands = {"report": _report, "sessions": _sessions, "export": _export}
         return commands[args.command](args, since, until)
     except KeyboardInterrupt:

@@ -103,6 +103,37 @@ def test_a_file_is_replaced_and_a_relative_path_is_printed_absolute(
     assert json.loads(Path("report.json").read_text())["filters"]["project"] is None
 
 
+@pytest.mark.parametrize(
+    ("until", "shown"),
+    [
+        ("2025-05-01T00:00:00.5Z", "2025-05-01 → 2025-05-01 00:00:00.5 (UTC)"),
+        ("2025-05-01T00:00:00.000001Z", "2025-05-01 → 2025-05-01 00:00:00.000001 (UTC)"),
+        ("2025-05-01T09:30:15.250+02:00", "2025-05-01 → 2025-05-01 07:30:15.25 (UTC)"),
+        ("2025-05-01T09:30:15Z", "2025-05-01 → 2025-05-01 09:30:15 (UTC)"),
+        ("2025-05-01T09:30Z", "2025-05-01 → 2025-05-01 09:30 (UTC)"),
+        ("2025-05-02", "2025-05-01 → 2025-05-02 (UTC)"),
+    ],
+)
+def test_the_period_shown_is_the_period_used(
+    until: str, shown: str, ledger: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Half a second past midnight was shown as "2025-05-01 00:00": the bound, rounded away.
+    status, out, err = run_main(
+        capsys, "report", "--since", "2025-05-01", "--until", until, "--format", "md", "--db", ledger
+    )
+    assert (status, err) == (0, "")
+    assert f"Period: {shown}. Generated " in out
+
+
+def test_an_until_not_after_since_shows_both_to_the_fraction(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Shown as "--until (2025-05-01 00:00:00 UTC) must be after --since (2025-05-01 00:00:00 UTC)".
+    period = ("--since", "2025-05-01T00:00:00.75Z", "--until", "2025-05-01T00:00:00.5Z")
+    status, out, err = run_main(capsys, "report", *period, "--db", ledger)
+    assert_one_line_error(
+        status, out, err, 2, "--until (2025-05-01 00:00:00.5 UTC) must be after --since (2025-05-01 00:00:00.75 UTC)"
+    )
+
+
 def test_the_filters_reach_the_report(ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
     today = datetime.now(UTC).date()
     since, until = today - timedelta(days=30), today + timedelta(days=1)

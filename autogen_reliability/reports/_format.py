@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
+
+from ._period import bound_text
 
 if TYPE_CHECKING:
     from ._view import FiltersView, FindingView, ReportView, SessionGrowthView, UsageView
@@ -217,23 +219,16 @@ def column_title(column: str) -> str:
     return _COLUMN_TITLES.get(column, plain_text(column))
 
 
-def _moment(value: datetime) -> str:
-    value = value.astimezone(UTC)
-    if (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
-        return value.date().isoformat()
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value.second else value.strftime("%Y-%m-%d %H:%M")
-
-
 def period_text(filters: FiltersView) -> str:
     """The period, UTC: ``2025-05-01 → 2025-05-08 (UTC)``, ``since 2025-05-01 (UTC)``, ``all time``."""
     if filters.since is None and filters.until is None:
         return "all time"
     if filters.until is None:
         assert filters.since is not None
-        return f"since {_moment(filters.since)} (UTC)"
+        return f"since {bound_text(filters.since)} (UTC)"
     if filters.since is None:
-        return f"until {_moment(filters.until)} (UTC)"
-    return f"{_moment(filters.since)} → {_moment(filters.until)} (UTC)"
+        return f"until {bound_text(filters.until)} (UTC)"
+    return f"{bound_text(filters.since)} → {bound_text(filters.until)} (UTC)"
 
 
 def filters_lines(filters: FiltersView) -> list[tuple[str, str]]:

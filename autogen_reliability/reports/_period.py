@@ -23,7 +23,7 @@ from typing import Final
 from .._errors import ConfigurationError
 from .._redaction import quoted
 
-__all__ = ["parse_duration", "parse_time", "resolve_time"]
+__all__ = ["bound_text", "parse_duration", "parse_time", "resolve_time"]
 
 # ASCII digits: \d would take any script's (a full-width 1, U+FF11), which nobody means as a number here.
 _DURATION: Final = re.compile(r"([0-9]+)([hdw])")
@@ -104,3 +104,24 @@ def resolve_time(value: datetime | timedelta | None, now: datetime) -> datetime 
         return now - value
     except OverflowError:
         raise ConfigurationError(f"{value.days} days before now is before the year 1") from None
+
+
+def bound_text(value: datetime, *, seconds: bool = False) -> str:
+    """A bound of a period as shown, in UTC, down to its last part that is not zero.
+
+    So the period shown is the period used, and a common one stays short: ``2025-05-01`` (its
+    midnight), ``2025-05-01 09:30``, ``2025-05-01 09:30:15``, ``2025-05-01 00:00:00.5``. With
+    ``seconds``, never less than to the second (``2025-05-01 00:00:00``).
+
+    Example:
+        >>> bound_text(datetime(2025, 5, 1, 0, 0, 0, 500_000, tzinfo=UTC))
+        '2025-05-01 00:00:00.5'
+    """
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return f"{value:%Y-%m-%d %H:%M:%S}.{value.microsecond:06d}".rstrip("0")
+    if seconds or value.second:
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    if value.time() == time(0, 0):
+        return value.date().isoformat()
+    return f"{value:%Y-%m-%d %H:%M}"
