@@ -226,9 +226,17 @@ def _hooks(name: str, hooks: _Hook | Sequence[_Hook] | None) -> tuple[_Hook, ...
 
 
 def _pipeline(
-    client: ChatCompletionClient, settings: _Settings, observers: Sequence[AttemptObserver], *, primary: bool
+    client: ChatCompletionClient,
+    settings: _Settings,
+    observers: Sequence[AttemptObserver],
+    *,
+    primary: bool,
+    accounting: AccountingLayer | None = None,
 ) -> Pipeline:
-    """The pipeline of ``client``: the primary's has every layer, a fallback's only those of a provider client."""
+    """The pipeline of ``client``: the primary's has every layer, a fallback's only those of a provider client.
+
+    ``accounting``: a fallback's, the primary's accounting layer (which records the fallback's attempts).
+    """
     from .retry._layer import CircuitLayer  # noqa: PLC0415 - the stages load with the first wrapper
     from .validation._layer import SanitizeLayer, ValidationLayer  # noqa: PLC0415
 
@@ -239,16 +247,27 @@ def _pipeline(
     switch_off_sdk_retries(client)
     # The layers a call goes through, outermost first. docs/architecture.md shows this list as a table,
     # and tests/test_layering.py keeps the two the same. A stage that is off has no layer.
+    if primary and settings.track_usage:
+        accounting = _accounting(client, settings)
     layers = [
         _budget(settings, settings.budget) if primary and settings.budget is not None else None,
-        _accounting(client, settings) if primary and settings.track_usage else None,
+        accounting if primary else None,
         SanitizeLayer(settings.sanitize) if primary and settings.sanitize is not None else None,
         ValidationLayer(settings.validation) if primary else None,
-        _fallback(settings, observers) if primary and settings.fallbacks else None,
+        _fallback(settings, observers, accounting) if primary and settings.fallbacks else None,
         _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
         CircuitLayer(breaker_for(client, settings.circuit)) if settings.circuit is not None else None,
     ]
-    return Pipeline(client, [layer for layer in layers if layer is not None], observers, on_wrapper=_is_wrapped(client))
+    wrapped = _is_wrapped(client)
+    return Pipeline(
+        client,
+        [layer for layer in layers if layer is not None],
+        observers,
+        on_wrapper=wrapped,
+        # A wrapped client that records nothing records its provider attempts through our accounting.
+        lender=accounting if wrapped and accounting is not None and not _records_itself(client) else None,
+        borrows=primary and not settings.track_usage,
+    )
 
 
 def _accounting(client: ChatCompletionClient, settings: _Settings) -> AccountingLayer:
@@ -261,6 +280,9 @@ def _accounting(client: ChatCompletionClient, settings: _Settings) -> Accounting
         capture_content=defaults.capture_content,
         content_limit=defaults.content_limit,
         recorded_elsewhere=tuple(each for each in (client, *settings.fallbacks) if _records_itself(each)),
+        lent_to=tuple(
+            each for each in (client, *settings.fallbacks) if _is_wrapped(each) and not _records_itself(each)
+        ),
     )
 
 
@@ -301,10 +323,15 @@ def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
     return BudgetLayer(tracker_for(policy, default_recorder(), accounting_settings().db_url))
 
 
-def _fallback(settings: _Settings, observers: Sequence[AttemptObserver]) -> FallbackLayer:
+def _fallback(
+    settings: _Settings, observers: Sequence[AttemptObserver], accounting: AccountingLayer | None
+) -> FallbackLayer:
     from .retry._layer import FallbackLayer  # noqa: PLC0415
 
-    fallbacks = [_pipeline(fallback, settings, observers, primary=False) for fallback in settings.fallbacks]
+    fallbacks = [
+        _pipeline(fallback, settings, observers, primary=False, accounting=accounting)
+        for fallback in settings.fallbacks
+    ]
     retry_on = settings.retry.retry_on if settings.retry is not None else frozenset()
     return FallbackLayer(fallbacks, retry_on)
 

@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -142,6 +143,11 @@ class Call:
         tracker: Told when each attempt starts and ends (the accounting layer's in-flight rows).
         observers: The :class:`CallObserver` objects told that this call started, who are told
             that it ended (``None`` until a pipeline announced it: none was subscribed then).
+        borrowed: The accounting layer of the wrapper whose attempt made this call, when this call's
+            own wrapper records no usage (``track_usage=False``) and that one does: it records this
+            call's attempts, one row per provider request (see :attr:`Pipeline.borrows`).
+        recorded_inside: The attempts of this call on a wrapped client whose call recorded its own
+            attempts through this call's accounting (``borrowed`` there): they have no row of their own.
     """
 
     attribution: Attribution
@@ -154,6 +160,8 @@ class Call:
     findings: Findings = field(default_factory=Findings)
     tracker: AttemptTracker | None = None
     observers: tuple[CallObserver, ...] | None = None
+    borrowed: Layer | None = None
+    recorded_inside: set[int] | None = None
 
     def release(self) -> None:
         """Lets go of the attempt events: the call has ended, and what reads them (accounting, observers) has.
@@ -311,6 +319,10 @@ class CallObserver(Protocol):
         """
 
 
+# While an attempt on a wrapped client that records no usage runs, under a wrapper that does: that wrapper's
+# accounting layer and the call the attempt belongs to (see Pipeline.lender and Pipeline.borrows).
+_loan: ContextVar[tuple[Layer, Call] | None] = ContextVar("autogen_reliability_loan", default=None)
+
 attempt_feed: Subscribers[AttemptObserver] = Subscribers()
 """Every subscriber of :func:`subscribe_attempts`."""
 call_feed: Subscribers[CallObserver] = Subscribers()
@@ -363,10 +375,19 @@ class Pipeline:
         observers: Sequence[AttemptObserver] = (),
         *,
         on_wrapper: bool = False,
+        lender: Layer | None = None,
+        borrows: bool = False,
     ) -> None:
         self.client = client
         self.on_wrapper = on_wrapper
         """Whether ``client`` is a wrapped client, not a provider client (see :attr:`AttemptEvent.on_wrapper`)."""
+        self.lender = lender
+        """On a wrapped client that records no usage, the accounting layer of the wrapper around it that does:
+        the calls an attempt makes there record their provider attempts through it (see :attr:`borrows`)."""
+        self.borrows = borrows
+        """Whether this wrapper records no usage of its own: a call of it made by an attempt of a wrapper that
+        lends it its accounting (:attr:`lender`) goes through that layer first, so each of its provider
+        requests is a row of that wrapper's ledger. A call made otherwise pays one ContextVar read."""
         self.layers = tuple(layers)
         """The layers, outermost first."""
         self._observers = tuple(observers)
@@ -386,24 +407,32 @@ class Pipeline:
         Not a coroutine function itself: with no call observer subscribed, the
         call awaits the first layer directly, without a frame of ours around it.
         """
+        create = self._create
+        if self.borrows and (loan := _loan.get()) is not None:
+            create = partial(_borrow(request.call, loan).create, call_next=create)
         observers = call_feed.current
         if observers and request.call.observers is None:
-            return self._observed_create(request, observers)
-        return self._create(request)
+            return self._observed_create(request, observers, create)
+        return create(request)
 
     def create_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         """Streams ``request`` through the layers; the first pipeline of a call announces it."""
+        stream = self._create_stream
+        if self.borrows and (loan := _loan.get()) is not None:
+            stream = partial(_borrow(request.call, loan).create_stream, call_next=stream)
         observers = call_feed.current
         if observers and request.call.observers is None:
-            return self._observed_stream(request, observers)
-        return self._create_stream(request)
+            return self._observed_stream(request, observers, stream)
+        return stream(request)
 
-    async def _observed_create(self, request: Request, observers: tuple[CallObserver, ...]) -> CreateResult:
+    async def _observed_create(
+        self, request: Request, observers: tuple[CallObserver, ...], create: CreateHandler
+    ) -> CreateResult:
         call = request.call
         call.observers = observers
         _call_started(observers, call, self)
         try:
-            result = await self._create(request)
+            result = await create(request)
         except BaseException as error:
             _call_ended(observers, call, self, error)
             call.release()
@@ -413,7 +442,7 @@ class Pipeline:
         return result
 
     async def _observed_stream(
-        self, request: Request, observers: tuple[CallObserver, ...]
+        self, request: Request, observers: tuple[CallObserver, ...], create_stream: StreamHandler
     ) -> AsyncGenerator[StreamItem, None]:
         call = request.call
         call.observers = observers
@@ -422,7 +451,7 @@ class Pipeline:
         error: BaseException | None = None
         try:
             # aclosing: the layers inside (accounting's rows) finish before the observers hear of the end.
-            async with aclosing(self._create_stream(request)) as stream:
+            async with aclosing(create_stream(request)) as stream:
                 async for item in stream:
                     if isinstance(item, CreateResult):
                         answered = True
@@ -492,24 +521,35 @@ class Pipeline:
 
     async def _attempt_create_on_wrapper(self, request: Request) -> CreateResult:
         # The wrapped client records the provider requests of this attempt: they are made for our call.
-        token = hand_down(request.call.attribution)
+        # One that records none records them through our accounting, if we have one (lent, or borrowed).
+        call = request.call
+        token = hand_down(call.attribution)
+        lender = self.lender or call.borrowed
+        loan = _loan.set((lender, call)) if lender is not None else None
         try:
             return await self._attempt_create(request)
         finally:
+            if loan is not None:
+                _loan.reset(loan)
             take_back(token)
 
     async def _attempt_stream_on_wrapper(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         # As for create, around each step only (the wrapped client, or AutoGen's cache over it, may start
         # its call on the first step), never across our own yield: see _attempt_stream.
-        attribution = request.call.attribution
+        call = request.call
+        attribution = call.attribution
+        lender = self.lender or call.borrowed
         async with aclosing(self._attempt_stream(request)) as stream:
             while True:
                 token = hand_down(attribution)
+                loan = _loan.set((lender, call)) if lender is not None else None
                 try:
                     item = await anext(stream)
                 except StopAsyncIteration:
                     break
                 finally:
+                    if loan is not None:
+                        _loan.reset(loan)
                     take_back(token)
                 yield item
 
@@ -528,6 +568,17 @@ class Pipeline:
                     observer(event)
                 except Exception:
                     log_failure(logger, "attempt observer %r failed", observer)
+
+
+def _borrow(call: Call, loan: tuple[Layer, Call]) -> Layer:
+    """``call``, of a wrapper that records no usage, is made by an attempt of ``loan``'s call, whose wrapper does:
+    its attempts are recorded by that wrapper's accounting layer (returned), and that attempt has no row."""
+    layer, outer = loan
+    call.borrowed = layer
+    if outer.recorded_inside is None:
+        outer.recorded_inside = set()
+    outer.recorded_inside.add(outer.attempts)  # the attempt running now (a call's attempts run one at a time)
+    return layer
 
 
 def _call_started(observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline) -> None:

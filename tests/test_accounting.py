@@ -374,6 +374,57 @@ async def test_a_wrapper_around_wrapped_clients_adds_no_row_for_their_attempts(
     assert len({row.call_id for row in found}) == 3
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_a_wrapped_client_that_records_nothing_has_a_row_per_request_under_one_that_does(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The nested wrapper retries a 429 and re-asks an invalid answer; the fallback retries a 429. Each of the
+    # six requests is a row of the outer wrapper's ledger, with the server's numbers: the outer's attempt on a
+    # wrapped client kept one row, the last response's (the 429s lost, the invalid answer's 20 + 2 tokens unbilled).
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    usages = [FakeUsage(prompt_tokens=20, completion_tokens=2), FakeUsage(prompt_tokens=40, completion_tokens=3)]
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("no json", usage=usages[0]),
+        FakeReply.json({"n": 1}, usage=usages[1]),
+    )
+    nested = reliable(make_openai_client(), track_usage=False, retry=FAST, validation=ValidationPolicy(schema=schema))
+    outer = ReliableChatCompletionClient(nested, recorder=ledger[1], retry=None)
+    await (consume(outer) if streamed else outer.create(HI))
+    found = rows(ledger)
+    assert len(found) == fake_openai_server.request_count == 3
+    assert [(row.attempt, row.outcome, row.http_status, row.validation_errors) for row in found] == [
+        (1, "error", 429, 0),
+        (2, "invalid", None, 1),
+        (3, "ok", None, 0),
+    ]
+    assert [(row.prompt_tokens, row.completion_tokens) for row in found] == [(0, 0), (20, 2), (40, 3)]
+    assert all(row.streamed is streamed for row in found)
+    assert found[1].cost_nanousd == 20 * 150 + 2 * 600  # gpt-4o-mini: $0.15 and $0.60 per million
+    assert sum(row.cost_nanousd or 0 for row in found) == 60 * 150 + 5 * 600
+
+    backup = reliable(make_openai_client(model="gpt-4o"), track_usage=False, retry=FAST)
+    outer = reliable(make_openai_client(), recorder=ledger[1], retry=None, fallbacks=[backup])
+    fake_openai_server.enqueue(
+        FakeReply.error(500),
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("b", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)),
+    )
+    await (consume(outer) if streamed else outer.create(HI))
+    found = rows(ledger)[3:]
+    assert len(found) == fake_openai_server.request_count - 3 == 3
+    assert [(row.model, row.attempt, row.http_status, row.prompt_tokens) for row in found] == [
+        ("gpt-4o-mini", 1, 500, 0),
+        ("gpt-4o", 1, 429, 0),  # the fallback's call: a call_id of its own, as a fallback that records has
+        ("gpt-4o", 2, None, 10),
+    ]
+    assert found[2].cost_nanousd == 10 * 2500 + 2 * 10000
+    assert {row.project for row in found} == {None}
+
+
 async def test_token_sums_over_a_team_run_equal_what_the_server_returned(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

@@ -110,11 +110,16 @@ class AccountingLayer(Layer):
         capture_content: bool = False,
         content_limit: int = 10_000,
         recorded_elsewhere: tuple[ChatCompletionClient, ...] = (),
+        lent_to: tuple[ChatCompletionClient, ...] = (),
     ) -> None:
         self.recorder = recorder
         # Wrapped clients (a wrapper nested in this one, a wrapped fallback) that record their own provider
         # attempts: an attempt on one of them is a call of theirs, not a provider attempt, and has no row here.
         self.recorded_elsewhere = recorded_elsewhere
+        # Wrapped clients that record none: the calls an attempt on one of them makes are recorded through
+        # this layer (its pipeline is their lender, see _pipeline.Pipeline.lender), a row per provider request
+        # and none for the attempt; an attempt that made no call there (AutoGen's cache answered) keeps its row.
+        self.lent_to = lent_to
         self.pricing = pricing
         self.capture_content = capture_content
         self.content_limit = content_limit
@@ -154,9 +159,12 @@ class AccountingLayer(Layer):
 
     def _record(self, call: Call) -> None:
         tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
+        inside = call.recorded_inside
         for attempt in call.events:
             if self.recorded_elsewhere and self.records_itself(attempt.client):
                 continue
+            if inside is not None and attempt.on_wrapper and attempt.attempt in inside:
+                continue  # a wrapped client that records nothing recorded its requests through us: their rows
             try:
                 ended = tracker.ended.pop(attempt.attempt, None) if tracker is not None else None
                 event = self._event(call, attempt) if ended is None else self._final(call, attempt, ended)
@@ -393,6 +401,8 @@ class _InFlight:
     def started(self, call: Call, attempt: StartedAttempt) -> None:
         if self._layer.recorded_elsewhere and self._layer.records_itself(attempt.client):
             return  # the wrapped client holds its own attempts' rows
+        if self._layer.lent_to and any(attempt.client is client for client in self._layer.lent_to):
+            return  # a wrapped client that records nothing: its calls' attempts hold rows of ours (see lent_to)
         try:
             slot = self._table.hold(self._layer._provisional(call, attempt))
         except Exception:  # the attempt goes on; its row is made when the call ends, as without a table

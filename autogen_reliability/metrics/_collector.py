@@ -154,7 +154,10 @@ class ReliabilityCollector(Collector):
             outcome, error_type = "error", self.labels.value("error_type", type(error).__qualname__)
         else:
             outcome, error_type = "cancelled", ""
-        tokens = None if self._recorded(pipeline) else self._tokens_of(call, labels, pipeline.client)
+        # A call of a wrapper that records nothing, made under one that does, is recorded through that one's
+        # accounting (call.borrowed): its rows count its tokens.
+        recorded = call.borrowed is not None or self._recorded(pipeline)
+        tokens = None if recorded else self._tokens_of(call, labels, pipeline.client)
         if self._on_wrapper:  # a call with attempts on a wrapped client that had no usage row
             for event in call.events:
                 if event.on_wrapper and event.event_id is not None:
