@@ -251,6 +251,16 @@ def test_sdk_retries_are_switched_off_for_openai_clients_and_a_warning_names_the
         reliable(ReplayChatCompletionClient(["x"]))  # nothing to switch off, nothing to say
 
 
+def test_an_ollama_client_gets_no_warning_about_sdk_retries_it_does_not_have() -> None:
+    from autogen_ext.models.ollama import OllamaChatCompletionClient  # noqa: PLC0415
+
+    # ollama's AsyncClient sends each request once: there is nothing to switch off, nor to configure.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        switch_off_sdk_retries(OllamaChatCompletionClient(model="llama3.2"))
+        reliable(OllamaChatCompletionClient(model="llama3.2"), track_usage=False)
+
+
 async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_slot(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

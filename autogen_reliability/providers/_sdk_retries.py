@@ -6,7 +6,8 @@ would be up to three HTTP requests, each uncounted by our budget, circuit and
 accounting. Every wrapper sets the SDK client's ``max_retries`` to 0, also with
 ``retry=None`` (one usage row per HTTP request holds either way), and records it
 in the AutoGen client's config, so ``dump_component()`` says so. A client that
-has an SDK handle we cannot configure gets one warning.
+has an SDK handle we cannot configure gets one warning; ollama's clients, which
+send each request once, get none.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from typing import Any
 from autogen_core.models import ChatCompletionClient
 
 from ._clients import innermost, raw_config_of, sdk_client_of
+from ._lookup import loaded_class
 
 __all__ = ["switch_off_sdk_retries"]
+
+# SDK clients that never retry by themselves: each attempt is one request already.
+_NO_RETRIES = (("ollama", "AsyncClient"), ("ollama", "Client"))
 
 _warned: set[type] = set()
 _warned_lock = threading.Lock()
@@ -30,7 +35,9 @@ def switch_off_sdk_retries(client: ChatCompletionClient) -> None:
     client = innermost(client)
     sdk: Any = sdk_client_of(client)
     if sdk is None:
-        return  # no SDK handle: nothing that retries behind our back (Replay, Ollama, custom clients)
+        return  # no SDK handle: nothing that retries behind our back (Replay, custom clients)
+    if _never_retries(sdk):
+        return  # ollama's clients send a request once: nothing to switch off, nothing to warn of
     retries = getattr(sdk, "max_retries", None)
     if isinstance(retries, int) and not isinstance(retries, bool):
         if retries > 0:
@@ -49,3 +56,11 @@ def switch_off_sdk_retries(client: ChatCompletionClient) -> None:
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def _never_retries(sdk: object) -> bool:
+    for module, name in _NO_RETRIES:
+        cls = loaded_class(module, name)
+        if cls is not None and isinstance(sdk, cls):
+            return True
+    return False
