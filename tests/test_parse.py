@@ -12,7 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autogen_reliability._errors import ConfigurationError
-from autogen_reliability.validation._parse import ExtractionFailure, JSONExtractionError, _BracketScanner, extract_json
+from autogen_reliability.validation._parse import (
+    ExtractionFailure,
+    JSONExtractionError,
+    _BracketScanner,
+    extract_json,
+    parse_whole_json,
+)
 
 from .parse_work import work_of
 
@@ -85,6 +91,31 @@ def test_raw_control_characters_in_strings_are_invalid() -> None:
     error = failure('{"a": "line\nbreak"}')
     assert error.reason == "invalid_json"
     assert "Invalid control character at line 1 column 12" in str(error)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": "cut \\ud83d"}',  # half of an emoji, as the model escaped it
+        'Here: {"note": "\\ude00 x"}',
+        '```json\n["ok", {"\\udbff": 1}]\n```',
+        '{"a": "raw \ud83d"}',  # a lone surrogate the SDK decoded from the provider's own escape
+        '{"a": "\ud83d\ude00"}',  # two raw halves are still no character (no UTF-8 encoder takes them)
+    ],
+)
+def test_lone_surrogates_are_invalid(text: str) -> None:
+    # json.loads takes them; pydantic's parser (AssistantAgent's model_validate_json) and every UTF-8 encoder
+    # refuse them, so the agent failed on an answer that validation had passed.
+    error = failure(text)
+    assert error.reason == "invalid_json"
+    assert "(half of a UTF-16 pair), not a character" in str(error)
+    if text.startswith("{"):  # tool-call arguments are parsed as strictly
+        with pytest.raises(JSONExtractionError, match="not a character"):
+            parse_whole_json(text)
+
+
+def test_escaped_surrogate_pairs_are_characters() -> None:
+    assert extract_json('{"a": "\\ud83d\\ude00", "\\\\ud800": 1}') == {"a": "\U0001f600", "\\ud800": 1}
 
 
 @pytest.mark.parametrize(("text", "detail"), [("", "the text is empty"), ("  \n\t ", "the text is only whitespace")])

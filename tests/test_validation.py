@@ -210,6 +210,24 @@ async def test_a_strict_model_takes_the_json_its_agent_takes(
         await call(client, mode)
 
 
+async def test_an_answer_with_half_an_emoji_is_reasked_not_handed_to_the_agent(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # json.loads takes "\ud83d" (half of an emoji's UTF-16 pair); pydantic does not. Validation passed the
+    # answer and handed the agent its clean JSON, a str holding the lone surrogate, and AssistantAgent's
+    # model_validate_json raised "unable to parse raw data as a unicode string": the run failed, un-re-asked.
+    fake_openai_server.enqueue(
+        FakeReply.text('{"id": 1, "priority": "low", "summary": "Typo \\ud83d"}'),
+        FakeReply.text('{"id": 1, "priority": "low", "summary": "Typo"}'),
+    )
+    agent = AssistantAgent("triage", model_client=reliable(make_openai_client()), output_content_type=Ticket)
+    final = (await agent.run(task="Triage ticket 1.")).messages[-1]
+    assert isinstance(final, StructuredMessage)
+    assert final.content == Ticket(id=1, priority="low", summary="Typo")
+    feedback = fake_openai_server.requests[1].messages[-1]["content"]
+    assert "(half of a UTF-16 pair), not a character" in feedback
+
+
 async def test_without_the_wrapper_the_sdk_rejects_the_same_answer(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -10,7 +10,10 @@ Strict JSON only
     overflow a double rejected, so that whatever we return can be written back
     as JSON that every other parser accepts. No JSON5, comments, trailing commas,
     single quotes or raw line breaks inside strings: a model that writes them
-    gets an error that says where, and can be asked again.
+    gets an error that says where, and can be asked again. Nor lone surrogates
+    (``"\\ud83d"``, half of an emoji's UTF-16 pair, escaped or not): :mod:`json`
+    takes them, but they are no character, so no UTF-8 encoder and not pydantic's
+    parser (``AssistantAgent``'s ``model_validate_json``) take the value back.
 
 "Strict about trailing garbage", step by step
     * The whole text: the value must be all of the text, whitespace aside.
@@ -173,6 +176,45 @@ def _decode_failure(text: str, offset: int, exc: BaseException, context: str) ->
         return JSONExtractionError("invalid_json", f"{context}{message} at {_where(text, position)}", position)
     # NaN/Infinity, overflowing floats, integers longer than int's string-conversion limit.
     return JSONExtractionError("invalid_json", f"{context}{exc}")
+
+
+# Where a surrogate can be: raw, or escaped (\uD800-\uDFFF). Only a value whose text has one is walked.
+_SURROGATE_HINT: Final = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_surrogates(text: str, start: int, end: int, value: Any) -> Any:
+    """``value``, parsed from ``text[start:end]``, unless one of its strings (or keys) holds a surrogate.
+
+    An escaped pair (``"\\ud83d\\ude00"``) is decoded into the one character it encodes; what is left is
+    a lone half, or raw halves, which are no character.
+
+    Raises:
+        JSONExtractionError: ``invalid_json``, naming the first surrogate found.
+    """
+    if _SURROGATE_HINT.search(text, start, end) is None:
+        return value
+    work = [value]
+    while work:  # iterative: the value may be as deep as json accepts
+        item = work.pop()
+        strings: list[Any]
+        if isinstance(item, dict):
+            strings = list(item)
+            work.extend(item.values())
+        elif isinstance(item, list):
+            strings = []
+            work.extend(item)
+        else:
+            strings = [item]
+        for string in strings:
+            found = _SURROGATE.search(string) if isinstance(string, str) else None
+            if found is not None:
+                raise JSONExtractionError(
+                    "invalid_json",
+                    f"a string holds \\u{ord(found.group()):04x}, a lone surrogate "
+                    "(half of a UTF-16 pair), not a character",
+                )
+    return value
 
 
 _VALUE_FIRST: Final = frozenset('{["-0123456789tfnNI')  # how a JSON value (or NaN, Infinity) can start
@@ -518,7 +560,7 @@ def parse_whole_json(text: str) -> Any:
         TypeError: ``text`` is not a str.
     """
     _check_text(text, None)
-    return _parse_whole(text, 0, len(text))
+    return _refuse_surrogates(text, 0, len(text), _parse_whole(text, 0, len(text)))
 
 
 def locate_json(text: str, *, max_chars: int | None = None, allow_prose: bool = True) -> tuple[Any, int, int]:
@@ -527,6 +569,11 @@ def locate_json(text: str, *, max_chars: int | None = None, allow_prose: bool = 
     ``text[start:end]`` is the JSON (whitespace aside): all of the text, the content of a fenced block, or the
     balanced brackets in prose. Same arguments and errors as :func:`extract_json`.
     """
+    value, start, end = _locate(text, max_chars, allow_prose)
+    return _refuse_surrogates(text, start, end, value), start, end
+
+
+def _locate(text: str, max_chars: int | None, allow_prose: bool) -> tuple[Any, int, int]:
     _check_text(text, max_chars)
     try:
         return _parse_whole(text, 0, len(text), None), 0, len(text)
