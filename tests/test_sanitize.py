@@ -88,6 +88,27 @@ def test_control_characters(text: str, expected: str, changes: dict[str, int]) -
 
 
 @pytest.mark.parametrize(
+    ("text", "expected", "changes"),
+    [
+        # Half of an emoji's UTF-16 pair, as a provider may send it ("\ud83d"): nh3 raised UnicodeEncodeError
+        # for the whole answer, so the call failed after it was paid for.
+        ("<b>Done</b> \ud83d", "<b>Done</b> \ufffd", {"control_chars": 1}),
+        ("cut \ude00 and \ud83d", "cut \ufffd and \ufffd", {"control_chars": 2}),
+        # Both halves, apart in a str (two streamed deltas joined): the character they encode.
+        ("<i>ok</i> \ud83d\ude00", "<i>ok</i> \U0001f600", {"control_chars": 1}),
+    ],
+)
+def test_surrogates_become_characters_or_the_replacement_character(
+    text: str, expected: str, changes: dict[str, int]
+) -> None:
+    assert SANITIZER.text(text) == (expected, SanitizeReport(changes))
+    assert Sanitizer(SanitizePolicy(control_chars=False, normalize=False)).text(text)[0] == expected
+    cleaned, _ = SANITIZER.value({text: [text]})
+    assert cleaned == {expected: [expected]}
+    expected.encode()
+
+
+@pytest.mark.parametrize(
     ("text", "expected", "count"),
     [
         ("\x1b[31mred\x1b[0m plain", "red plain", 2),  # CSI colours

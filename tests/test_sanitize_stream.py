@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autogen_reliability import ValidationPolicy, reliable
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient, ScriptedReply
 from autogen_reliability.validation import Sanitizer, SanitizeReport, StreamSanitizer, extract_json
 from autogen_reliability.validation._layer import OFF_LOOP_CHARS
 from autogen_reliability.validation._stream_sanitizer import HOLD_BACK_LIMIT
@@ -65,6 +65,19 @@ async def test_links_split_across_chunks_do_not_render_as_links(
     assert len(chunks) >= 1
     assert rendered_problems("".join(chunks)) == []
     assert rendered_problems(str(final.content)) == []
+
+
+async def test_an_emoji_cut_in_two_by_the_provider_does_not_fail_the_call() -> None:
+    # A provider that counts in UTF-16 code units may send an emoji's halves in two deltas, or only one half.
+    # The sanitiser's HTML stage (nh3) raised UnicodeEncodeError on them: the call failed, stream or not.
+    script = [
+        ScriptedReply.stream(["<b>Done</b> \ud83d", "\ude00 ok"]),
+        ScriptedReply.text("<b>Done</b> \ud83d"),
+    ]
+    client = reliable(ScriptedChatCompletionClient(script))
+    chunks, final = await stream(client)
+    assert "".join(chunks) == final.content == "<b>Done</b> \U0001f600 ok"
+    assert (await client.create(ASK)).content == "<b>Done</b> \ufffd"
 
 
 async def test_words_outside_links_still_flow_chunk_by_chunk(

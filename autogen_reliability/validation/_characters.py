@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["remove_bidi", "remove_tag_chars", "remove_zero_width"]
+__all__ = ["mend_surrogates", "remove_bidi", "remove_tag_chars", "remove_zero_width"]
 
 _BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 # U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others, and
@@ -31,6 +31,10 @@ _EMOJI: Final = re.compile(
 )
 _KEYCAP_BASES: Final = frozenset("#*0123456789")  # "1\ufe0f\u20e3" is the keycap emoji 1
 _TAG_CHARS: Final = re.compile("[\U000e0000-\U000e007f]")
+# Surrogates are no characters: a str holds one when a provider sent half of a UTF-16 pair ("\\ud83d", an emoji
+# cut), or both halves apart (streamed in two deltas, then joined). nh3 and every UTF-8 writer refuse them.
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR: Final = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 def remove_bidi(text: str, counts: dict[str, int]) -> str:
@@ -42,6 +46,21 @@ def remove_zero_width(text: str, counts: dict[str, int]) -> str:
     """``text`` without zero-width and other invisible characters, and without variation selectors (see below)."""
     text = _remove(_ZERO_WIDTH, text, "zero_width", counts)
     return _remove_variation_selectors(text, counts)
+
+
+def mend_surrogates(text: str, counts: dict[str, int]) -> str:
+    """``text`` with each pair of surrogates made the character it encodes, and each lone one U+FFFD.
+
+    Counted under ``"control_chars"``, one per surrogate pair or lone surrogate.
+    """
+    if _SURROGATE.search(text) is None:
+        return text
+    text, pairs = _SURROGATE_PAIR.subn(
+        lambda pair: pair.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le"), text
+    )
+    text, lone = _SURROGATE.subn("\ufffd", text)
+    counts["control_chars"] = counts.get("control_chars", 0) + pairs + lone
+    return text
 
 
 def remove_tag_chars(text: str, counts: dict[str, int]) -> str:

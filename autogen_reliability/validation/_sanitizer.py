@@ -75,6 +75,8 @@ decoded by the HTML stage cannot either.
 How :attr:`SanitizeReport.changes` counts, per category:
 
 - ``control_chars``, ``bidi``, ``zero_width``, ``tag_chars``: characters removed.
+  ``control_chars`` also counts each surrogate pair mended, and each lone surrogate made U+FFFD
+  (whatever the switches: nh3 cannot encode them).
 - ``ansi``: escape sequences removed (a lone ESC counts as one).
 - ``normalize``: strings that NFC changed (1 per string).
 - ``markdown_links``: link destinations replaced by ``#``.
@@ -97,7 +99,7 @@ import nh3
 
 from autogen_reliability._errors import ConfigurationError
 
-from ._characters import remove_bidi, remove_tag_chars, remove_zero_width
+from ._characters import mend_surrogates, remove_bidi, remove_tag_chars, remove_zero_width
 from ._html import clean_html, new_cleaner
 from ._injection_markers import add_markers, find_markers
 from ._json_walk import map_strings
@@ -127,7 +129,7 @@ _ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f<\]]")
 _ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ANY_TEXT_HAZARD: Final = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u2069\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
+    "\u202a-\u202e\u2060-\u2069\u3164\ud800-\udfff\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
 )
 
 
@@ -323,6 +325,8 @@ class Sanitizer:
             text = remove_controls(text, counts)
         if ascii_only:
             return text
+        # Whatever the switches: the HTML stage (nh3) raised UnicodeEncodeError on a lone surrogate.
+        text = mend_surrogates(text, counts)
         if policy.bidi:
             text = remove_bidi(text, counts)
         if policy.zero_width:

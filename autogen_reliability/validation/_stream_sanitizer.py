@@ -46,6 +46,8 @@ def _hold_from(text: str) -> int:
             hold = min(hold, position)
     if text.endswith("\r"):  # a line feed in the next chunk makes it a line end; alone, it becomes one
         hold = min(hold, len(text) - 1)
+    if text and "\ud800" <= text[-1] <= "\udbff":  # the first half of a UTF-16 pair whose second may follow
+        hold = min(hold, len(text) - 1)
     return hold
 
 
