@@ -17,6 +17,7 @@ from autogen_reliability.validation._parse import (
     JSONExtractionError,
     _BracketScanner,
     extract_json,
+    json_candidates,
     parse_whole_json,
 )
 
@@ -112,6 +113,22 @@ def test_lone_surrogates_are_invalid(text: str) -> None:
     if text.startswith("{"):  # tool-call arguments are parsed as strictly
         with pytest.raises(JSONExtractionError, match="not a character"):
             parse_whole_json(text)
+
+
+def test_json_candidates_are_every_value_in_the_order_tried() -> None:
+    text = (
+        'See [1] and {"a": 1 "b"} or {"c": {"d": 2}} then [3]\n```json\n{"f": 0}\n```\n```\n5\n```\n{"e": "\\ud83d"} [4'
+    )
+    found = [(value, text[start:end].strip()) for value, start, end in json_candidates(text)]
+    assert found == [
+        ({"f": 0}, '{"f": 0}'),
+        ([1], "[1]"),
+        ({"c": {"d": 2}}, '{"c": {"d": 2}}'),  # not {"d": 2} inside it
+        ([3], "[3]"),
+    ]
+    assert found[0][0] == extract_json(text)
+    assert list(json_candidates('  {"a": 1} ')) == [({"a": 1}, 0, 11)]
+    assert list(json_candidates("no json", max_chars=3)) == []
 
 
 def test_escaped_surrogate_pairs_are_characters() -> None:

@@ -210,6 +210,39 @@ async def test_a_strict_model_takes_the_json_its_agent_takes(
         await call(client, mode)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        'Per the runbook [1], the ticket is: {"id": 1, "priority": "low", "summary": "Typo"}',
+        'Fields left out are {} in the form. Here: {"id": 1, "priority": "low", "summary": "Typo"}',
+        'The shape is:\n```json\n{"id": 0}\n```\nand the answer:\n```json\n{"id": 1, "priority": "low", '
+        '"summary": "Typo"}\n```',
+    ],
+    ids=["citation", "empty-object", "example-fence"],
+)
+async def test_json_the_schema_does_not_take_before_the_answer_does_not_hide_it(
+    answer: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The first JSON value in the answer was judged alone: "[1]" failed with "(root): Input should be an
+    # object", and the call raised (or re-asked, and paid again) with the answer right there.
+    fake_openai_server.enqueue(FakeReply.text(answer))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
+    agent = AssistantAgent("triage", model_client=client, output_content_type=Ticket)
+    final = (await agent.run(task="Triage ticket 1.")).messages[-1]
+    assert isinstance(final, StructuredMessage)
+    assert final.content == Ticket(id=1, priority="low", summary="Typo")
+    assert fake_openai_server.request_count == 1
+
+
+async def test_when_no_json_in_the_answer_matches_the_violations_are_the_first_ones(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text('See [1]: {"id": "one", "priority": "low", "summary": "Typo"}'))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=Ticket, reask=0))
+    with pytest.raises(ResponseValidationError, match=r"\(root\): Input should be an object"):
+        await client.create(ASK)
+
+
 async def test_an_answer_with_half_an_emoji_is_reasked_not_handed_to_the_agent(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

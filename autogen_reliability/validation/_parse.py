@@ -79,13 +79,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, cast
 
 from autogen_reliability._errors import ConfigurationError
 
-__all__ = ["ExtractionFailure", "JSONExtractionError", "extract_json", "locate_json", "parse_whole_json"]
+__all__ = [
+    "ExtractionFailure",
+    "JSONExtractionError",
+    "extract_json",
+    "json_candidates",
+    "locate_json",
+    "parse_whole_json",
+]
 
 ExtractionFailure = Literal[
     "empty", "too_long", "no_json", "unbalanced", "invalid_json", "trailing_garbage", "too_deep", "scalar"
@@ -336,6 +343,10 @@ class _BracketScanner:
         self.starts += 1
         return found.start()
 
+    def skip_to(self, position: int) -> None:
+        """Goes on after a candidate the parser read whole, ending at ``position``."""
+        self._pos = position
+
     def finish(self, start: int) -> tuple[ScanOutcome, int]:
         """Scans the candidate opened at ``start``.
 
@@ -432,6 +443,31 @@ def _search_prose(text: str, start: int, end: int, budget: list[int]) -> tuple[b
     intended answer), or ``None`` when there was no candidate at all. ``budget``
     holds how many fast parser tries are left for the whole extraction.
     """
+    furthest: list[_FailedCandidate] = []
+    for located in _prose_values(text, start, end, budget, furthest):
+        return True, located, None
+    return False, None, furthest[0] if furthest else None
+
+
+def _failed_candidate(
+    candidate: int, end: int, outcome: ScanOutcome, where: int, *, failure: BaseException | None, offset: int
+) -> _FailedCandidate:
+    if outcome == "unclosed":
+        progress = end - candidate
+    elif isinstance(failure, json.JSONDecodeError):
+        progress = offset + failure.pos - candidate
+    else:
+        progress = where - candidate
+    return _FailedCandidate(candidate, progress, outcome, where, failure, offset)
+
+
+def _prose_values(
+    text: str, start: int, end: int, budget: list[int], furthest_holder: list[_FailedCandidate]
+) -> Iterator[tuple[Any, int, int]]:
+    """Every candidate in ``text[start:end]`` that is balanced and parses, as ``(value, start, end)``, in order.
+
+    Once exhausted, ``furthest_holder`` holds the failed candidate the parser got furthest into, if any.
+    """
     scanner = _BracketScanner(text, start, end)
     furthest: _FailedCandidate | None = None
     while (candidate := scanner.next_start()) is not None:
@@ -446,25 +482,26 @@ def _search_prose(text: str, start: int, end: int, budget: list[int]) -> tuple[b
                 failure = exc
             else:
                 if stop <= end:
-                    return True, (value, candidate, stop), None
+                    scanner.skip_to(stop)
+                    yield value, candidate, stop
+                    continue
         outcome, where = scanner.finish(candidate)
         if outcome == "closed" and plausible and failure is None:
             try:
                 # A slice, not the whole text: the JSONDecodeError of a failure counts lines up to its position.
-                return True, (_DECODER.raw_decode(text[candidate:where])[0], candidate, where), None
+                value = _DECODER.raw_decode(text[candidate:where])[0]
             except (ValueError, RecursionError) as exc:
                 failure, offset = exc, candidate
+            else:
+                yield value, candidate, where
+                continue
         if outcome == "closed" and not plausible:
             where = _skip_space(text, candidate + 1, end)
-        if outcome == "unclosed":
-            progress = end - candidate
-        elif isinstance(failure, json.JSONDecodeError):
-            progress = offset + failure.pos - candidate
-        else:
-            progress = where - candidate
-        if furthest is None or progress > furthest.progress:
-            furthest = _FailedCandidate(candidate, progress, outcome, where, failure, offset)
-    return False, None, furthest
+        failed = _failed_candidate(candidate, end, outcome, where, failure=failure, offset=offset)
+        if furthest is None or failed.progress > furthest.progress:
+            furthest = failed
+    if furthest is not None:
+        furthest_holder[:] = [furthest]
 
 
 def _kind_of(value: Any) -> str:
@@ -602,6 +639,51 @@ def _locate(text: str, max_chars: int | None, allow_prose: bool) -> tuple[Any, i
     raise JSONExtractionError(
         "no_json", f"no JSON object or array found, and the text as a whole is not JSON ({whole_text_error}){note}"
     )
+
+
+def json_candidates(text: str, *, max_chars: int | None = None) -> Iterator[tuple[Any, int, int]]:
+    """Every value :func:`extract_json` could take from ``text``, as ``(value, start, end)``, in the order tried.
+
+    The first is what :func:`extract_json` returns. Then: the other ``json`` or untagged fenced blocks that hold an
+    object or array, then every balanced object or array in the prose that parses (the scan goes on after each
+    one, not inside it). A value holding a lone surrogate is left out. Each character is parsed a bounded number
+    of times, as for :func:`extract_json`; nothing is yielded for a text that fails its checks.
+    """
+    try:
+        _check_text(text, max_chars)
+    except JSONExtractionError:
+        return
+    try:
+        value = _parse_whole(text, 0, len(text), None)
+    except _NotWholeError:
+        pass
+    else:
+        yield from _without_surrogates(text, [(value, 0, len(text))])
+        return
+    fences = _find_fences(text)
+    for fence in fences:
+        if fence.language not in _JSON_FENCE_LANGUAGES:
+            continue
+        try:
+            value = _parse_whole(text, fence.content_start, fence.content_end, None)
+        except _NotWholeError:
+            continue
+        if isinstance(value, dict | list):
+            yield from _without_surrogates(text, [(value, fence.content_start, fence.content_end)])
+    budget = [_FAST_TRIES]
+    segment_start = 0
+    for segment_end, next_start in [*((f.start, f.end) for f in fences), (len(text), len(text))]:
+        yield from _without_surrogates(text, _prose_values(text, segment_start, segment_end, budget, []))
+        segment_start = next_start
+
+
+def _without_surrogates(text: str, located: Iterable[tuple[Any, int, int]]) -> Iterator[tuple[Any, int, int]]:
+    for value, start, end in located:
+        try:
+            _refuse_surrogates(text, start, end, value)
+        except JSONExtractionError:
+            continue
+        yield value, start, end
 
 
 def extract_json(text: str, *, max_chars: int | None = None, allow_prose: bool = True) -> Any:

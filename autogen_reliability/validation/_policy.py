@@ -6,7 +6,9 @@ policy, the schema, the tools offered) and judges each answer:
 - **text answers** are bounded by ``max_response_chars`` (longer ones fail
   without being parsed); when JSON is expected (a ``schema``, AutoGen's
   ``json_output=<model>``, or JSON mode), the JSON is extracted from fences or
-  prose, checked against the schema, and handed on as a clean JSON string, so
+  prose, checked against the schema (when the first value found does not match,
+  the next ones found are tried, and the first that matches is the answer), and
+  handed on as a clean JSON string, so
   ``AssistantAgent``'s own ``model_validate_json`` succeeds even when the model
   wrapped its JSON in prose;
 - **tool calls** must name a tool that was offered and carry JSON arguments
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -42,7 +45,7 @@ from autogen_core.models import (
 from pydantic import BaseModel
 
 from .._errors import ConfigurationError, config_options
-from ._parse import JSONExtractionError, extract_json, parse_whole_json
+from ._parse import JSONExtractionError, extract_json, json_candidates, parse_whole_json
 from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = ["AnswerCheck", "ValidationPolicy"]
@@ -57,6 +60,10 @@ DEFAULT_MAX_RESPONSE_CHARS = 200_000
 MAX_REASK_FEEDBACK_CHARS = 4000
 MAX_REASK_VIOLATIONS = 20
 MAX_VIOLATION_CHARS = 300
+# When the first JSON value of an answer does not match the schema (a citation "[1]" or a "{}" in the prose before
+# the answer), this many more are tried, in order; the first that matches is the answer.
+MAX_OTHER_CANDIDATES = 16
+_NONE: Any = object()
 FailureMode = Literal["raise", "return"]
 
 
@@ -216,9 +223,21 @@ class AnswerCheck:
             return result, [SchemaViolation("", f"no valid JSON in the answer: {error}")]
         violations = self.schema.validate(value) if self.schema is not None else []
         if violations:
-            return result, violations
+            value = self._other_valid_value(content)
+            if value is _NONE:
+                return result, violations
         clean = json.dumps(value, ensure_ascii=False)
         return (result if clean == content else result.model_copy(update={"content": clean})), []
+
+    def _other_valid_value(self, content: str) -> Any:
+        """The first value after the one extracted that the schema takes (``[1]`` in prose before the answer)."""
+        assert self.schema is not None
+        candidates = json_candidates(content, max_chars=self.policy.max_response_chars)
+        next(candidates, None)  # the one extract_json took, already judged
+        for value, _, _ in itertools.islice(candidates, MAX_OTHER_CANDIDATES):
+            if not self.schema.validate(value):
+                return value
+        return _NONE
 
     def _tool_calls(self, calls: Sequence[FunctionCall]) -> list[SchemaViolation]:
         assert self.tools is not None
