@@ -529,11 +529,8 @@ def test_the_largest_flush_interval_runs(sqlite_url: str, tmp_path: Path) -> Non
     assert store.count() == 3
 
 
-def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
-    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A machine crash can leave the last record half written: its CRC fails, the rows before it count.
-    spool = tmp_path / "spool"
+def killed_after_ten_rows(sqlite_url: str, spool: Path, fields: str = "") -> None:
+    """A process records ten rows (event ids 1 to 10, with ``fields``), none stored yet, and is killed outright."""
     script = textwrap.dedent(
         f"""
         import os, signal, uuid
@@ -546,13 +543,21 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
         for n in range(10):
             recorder.record(
                 UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0,
-                           event_id=uuid.UUID(int=n + 1))
+                           event_id=uuid.UUID(int=n + 1), {fields})
             )
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A machine crash can leave the last record half written: its CRC fails, the rows before it count.
+    spool = tmp_path / "spool"
+    killed_after_ten_rows(sqlite_url, spool)
     written = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
     assert len(written) == 1  # (and maybe an empty segment made ready for the next rows)
     path = written[0]
@@ -575,26 +580,12 @@ def test_a_journal_left_by_the_version_before_one_hour_cache_writes_is_replayed(
 ) -> None:
     # A process killed before an upgrade left rows of the older layout, a field short; they are still stored.
     spool = tmp_path / "spool"
-    script = textwrap.dedent(
-        f"""
-        import os, signal, uuid
-        from datetime import UTC, datetime
-        from autogen_reliability.accounting import UsageRecorder
-        from autogen_reliability.accounting._events import UsageEvent
-        from autogen_reliability.storage import UsageStore
-
-        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=3600)
-        for n in range(10):
-            recorder.record(
-                UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0,
-                           event_id=uuid.UUID(int=n + 1), prompt_tokens=10_000, cached_tokens=6000,
-                           cache_write_tokens=3000, cache_write_1h_tokens=2000, reasoning_tokens=7)
-            )
-        os.kill(os.getpid(), signal.SIGKILL)
-        """
+    killed_after_ten_rows(
+        sqlite_url,
+        spool,
+        "prompt_tokens=10_000, cached_tokens=6000, cache_write_tokens=3000, cache_write_1h_tokens=2000, "
+        "reasoning_tokens=7",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == -signal.SIGKILL, done.stderr
     (path,) = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
     # Rewrite each record (u32 length, u32 crc32, u64 number, a marshal dump of the row's list of fields) as
     # the older version wrote it: without cache_write_1h_tokens.
