@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
-from autogen_core import CacheStore
 from autogen_core.models import UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.replay import ReplayChatCompletionClient
@@ -27,6 +25,7 @@ from autogen_reliability import (
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
+from .memory_cache import MemoryStore
 
 HI = [UserMessage(content="hi", source="user")]
 
@@ -285,17 +284,6 @@ async def test_agent_name_falls_back_to_autogens_runtime_context(
     assert events[-1].call.attribution.agent is None
 
 
-class _MemoryStore(CacheStore[Any]):
-    def __init__(self) -> None:
-        self._values: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self._values[key] = value
-
-
 @pytest.mark.parametrize("streaming", [False, True], ids=["create", "stream"])
 async def test_an_agent_wrapped_over_a_wrapped_client_under_autogens_cache_attributes_its_rows(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, streaming: bool
@@ -305,7 +293,7 @@ async def test_an_agent_wrapped_over_a_wrapped_client_under_autogens_cache_attri
     events: list[AttemptEvent] = []
     inner = reliable(make_openai_client(), tags={"tier": "gold"}, on_attempt=events.append)
     agent = AssistantAgent(
-        "writer", model_client=ChatCompletionCache(inner, _MemoryStore()), model_client_stream=streaming
+        "writer", model_client=ChatCompletionCache(inner, MemoryStore()), model_client_stream=streaming
     )
     reliable(agent, project="acme")
     fake_openai_server.enqueue(FakeReply.text("drafted"))

@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 from autogen_core.models import ModelInfo, UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -33,6 +34,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory, run_python
+from .memory_cache import MemoryStore
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
@@ -240,6 +242,25 @@ async def test_a_wrapped_fallback_without_usage_rows_has_its_tokens_counted_once
         ("gpt-4o", "prompt"): 40,
         ("gpt-4o", "completion"): 4,
     }
+
+
+async def test_tokens_under_autogens_cache_over_a_wrapper_that_records_nothing_are_the_ledgers(
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A miss: the inner wrapper's request is recorded through the outer one. A hit: the outer's row of its
+    # attempt on the cache is the only record, with the answer's tokens (at no cost); metrics count them too.
+    inner = reliable(make_openai_client(), track_usage=False, retry=None)
+    client = reliable(ChatCompletionCache(inner, MemoryStore()), recorder=ledger[1], retry=None)
+    fake_openai_server.enqueue(FakeReply.text("b", usage=FakeUsage(prompt_tokens=40, completion_tokens=4)))
+    await client.create(HI)
+    await client.create(HI)
+    rows = ledger_rows(ledger)
+    assert [(row.prompt_tokens, row.completion_tokens, row.cache_hit) for row in rows] == [
+        (40, 4, False),
+        (40, 4, True),
+    ]
+    assert len(fake_openai_server.requests) == 1
+    assert values(scrape(app), f"{P}tokens_total", "kind") == {("prompt",): 80, ("completion",): 8}
 
 
 async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_its_tokens_counted_once(

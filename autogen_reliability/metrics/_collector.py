@@ -10,9 +10,8 @@ recording on or off):
   duration; and the tokens of its attempts if the wrapper records no usage;
 - an attempt on a wrapped client (a wrapped fallback, a nested wrapper) counts
   nothing: that client's own attempts, on its provider clients, come through
-  the attempt feed, and its own calls count their tokens (so the usage row an
-  outer wrapper records of such an attempt, when the wrapped client records
-  none of its own, counts its cost and not its tokens);
+  the attempt feed, and its own calls count their tokens (or their rows do,
+  when they record their attempts through the outer wrapper's accounting);
 - every **usage event** (``accounting._feed``, the rows of the ledger, made
   when a call of a wrapper that records usage ends): tokens by kind and the
   exact cost. These are the ledger's own numbers (estimated tokens included,
@@ -27,7 +26,6 @@ Circuit states, budgets and the recorders' backlogs are read when scraped.
 from __future__ import annotations
 
 import threading
-import uuid
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
@@ -106,9 +104,6 @@ class ReliabilityCollector(Collector):
         self._unpriced: dict[_Key, int] = {}
         self._models: weakref.WeakKeyDictionary[ChatCompletionClient, ClientModel] = weakref.WeakKeyDictionary()
         self._records_usage: weakref.WeakKeyDictionary[Pipeline, bool] = weakref.WeakKeyDictionary()
-        # The event ids of attempts on wrapped clients, until their usage row (if their wrapper records one)
-        # or their call's end: such a row's tokens are counted by the wrapped client's own calls.
-        self._on_wrapper: set[uuid.UUID] = set()
         # (project, agent, model) as called -> as labelled: three bounded lookups become one.
         self._who_labels: dict[tuple[str | None, str | None, str | None], tuple[str, str, str]] = {}
 
@@ -117,10 +112,7 @@ class ReliabilityCollector(Collector):
     def attempt_ended(self, event: AttemptEvent) -> None:
         """An attempt ended (the attempt feed's observer)."""
         if event.on_wrapper:
-            # Its own attempts, on its provider clients, come through the feed too.
-            if event.event_id is not None:
-                self._on_wrapper.add(event.event_id)
-            return
+            return  # its own attempts, on its provider clients, come through the feed too
         call = event.call
         labels = self._who(call, event.client, event.request.extra_create_args)
         outcome = event.outcome
@@ -158,10 +150,6 @@ class ReliabilityCollector(Collector):
         # accounting (call.borrowed): its rows count its tokens.
         recorded = call.borrowed is not None or self._recorded(pipeline)
         tokens = None if recorded else self._tokens_of(call, labels, pipeline.client)
-        if self._on_wrapper:  # a call with attempts on a wrapped client that had no usage row
-            for event in call.events:
-                if event.on_wrapper and event.event_id is not None:
-                    self._on_wrapper.discard(event.event_id)
         with self._lock:
             key: _Key = (*labels, outcome, error_type)
             self._calls[key] = self._calls.get(key, 0) + 1
@@ -181,11 +169,6 @@ class ReliabilityCollector(Collector):
             values.value("agent", event.agent),
             values.value("model", event.model),
         )
-        # The row of an attempt on a wrapped client that records none of its own: that client's calls
-        # counted the tokens of its provider attempts already; the cost is only here.
-        on_wrapper = bool(self._on_wrapper) and event.event_id in self._on_wrapper
-        if on_wrapper:
-            self._on_wrapper.discard(event.event_id)
         with self._lock:
             for kind, count in (
                 ("prompt", event.prompt_tokens),
@@ -193,7 +176,7 @@ class ReliabilityCollector(Collector):
                 ("cached", event.cached_tokens),
                 ("reasoning", event.reasoning_tokens),
             ):
-                if count and not on_wrapper:
+                if count:
                     key = (*labels, kind)
                     self._tokens[key] = self._tokens.get(key, 0) + count
             if event.cost_nanousd is None:

@@ -155,15 +155,15 @@ class CallTracer:
         attributes = _common(provider, model, call)
         attributes[f"{ATTRIBUTE_PREFIX}attempt"] = event.attempt
         if event.on_wrapper:
-            # A call of another wrapper, with a call span of its own that carries its tokens (and its cost, if
-            # it records usage): here they would count twice in a backend that sums spans. A usage row of this
-            # attempt means it records none: the row's cost is the one there is, and goes here.
+            # A call of another wrapper, with a call span of its own that carries its tokens and cost (its rows',
+            # or those it records through ours when it records none): here they would count twice in a backend
+            # that sums spans.
             attributes[f"{ATTRIBUTE_PREFIX}on_wrapper"] = True
         else:
             _tokens(event, usage, attributes)
         if usage is not None:
             outcome, violations = usage.outcome, usage.validation_errors
-            if usage.cost_nanousd is not None:
+            if usage.cost_nanousd is not None and not event.on_wrapper:
                 attributes[f"{ATTRIBUTE_PREFIX}cost_usd"] = _usd(usage.cost_nanousd)
             if usage.tokens_estimated:
                 attributes[f"{ATTRIBUTE_PREFIX}tokens_estimated"] = True
@@ -254,16 +254,16 @@ def _common(provider: str | None, model: str | None, call: Call) -> _Attributes:
 
 
 def _call_totals(call: Call, usage: dict[int, UsageEvent], attributes: _Attributes) -> None:
-    """Sets a call's tokens and cost: the sums over its attempts, but for the tokens of those on another wrapper
-    (see :meth:`CallTracer._attempt_span`)."""
+    """Sets a call's tokens and cost: the sums over its attempts, but for those on another wrapper (see above)."""
     input_tokens = output_tokens = 0
     cost_nanousd: int | None = None
     for event in call.events:
+        if event.on_wrapper:
+            continue
         row = usage.get(event.attempt)
-        if not event.on_wrapper:
-            event_input, event_output = _tokens(event, row, {})
-            input_tokens += event_input
-            output_tokens += event_output
+        event_input, event_output = _tokens(event, row, {})
+        input_tokens += event_input
+        output_tokens += event_output
         if row is not None and row.cost_nanousd is not None:
             cost_nanousd = (cost_nanousd or 0) + row.cost_nanousd
     attributes["gen_ai.usage.input_tokens"] = input_tokens
