@@ -378,6 +378,27 @@ def test_exempt_paths_are_passed_through_untouched(fake_openai_server: FakeOpenA
     assert fake_openai_server.request_count == 0
 
 
+@pytest.mark.parametrize("mounted", [True, False], ids=["mounted", "root_path"])
+def test_exempt_paths_are_the_apps_own_under_a_mount_or_a_root_path(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger, mounted: bool
+) -> None:
+    app = make_app(fake_openai_server.base_url, ledger, require_project=True, exempt_paths=["/healthz"])
+    if mounted:  # app.mount("/api", service): the paths it routes are its own, under /api
+        outer = FastAPI()
+        outer.mount("/api", app)
+        client = TestClient(outer)
+    else:  # behind a proxy that strips /api (uvicorn --root-path /api): the path still holds it
+        client = TestClient(app, root_path="/api")
+    with client:
+        probe = client.get("/api/healthz")
+        refused = client.post("/api/ask")
+    assert probe.status_code == 200, probe.text
+    assert probe.json()["attribution"]["project"] is None
+    assert "X-Session-ID" not in probe.headers
+    assert refused.status_code == 400
+    assert refused.json()["header"] == "X-Project-ID"
+
+
 def test_a_cors_preflight_passes_and_the_browser_may_read_the_session(
     fake_openai_server: FakeOpenAIServer, ledger: Ledger
 ) -> None:

@@ -171,7 +171,9 @@ class UsageContextMiddleware:
         generate_session: Give a request without a session header a new session id (a UUID),
             returned in the session header of the response.
         exempt_paths: Paths passed through untouched, with what is under them (``"/metrics"`` covers
-            ``/metrics/...``): health probes and scrapes send none of these headers.
+            ``/metrics/...``): health probes and scrapes send none of these headers. A path is the app's
+            own: an app mounted at ``/api`` (or served with ``--root-path /api``) exempts ``/api/healthz``
+            with ``"/healthz"`` (the whole path, ``"/api/healthz"``, matches too).
 
     Raises:
         ConfigurationError: A header name is not one, two options name the same header, a project of
@@ -261,12 +263,17 @@ class UsageContextMiddleware:
                 raise ConfigurationError(f"an exempt path must start with /, got {path!r}")
         self._exempt = tuple(sorted({path.rstrip("/") or "/" for path in exempt_paths}))
 
-    def _is_exempt(self, path: str) -> bool:
-        return any(path == exempt or path.startswith(exempt.rstrip("/") + "/") for exempt in self._exempt)
+    def _is_exempt(self, scope: Scope) -> bool:
+        """Whether the path the app routes (``/healthz`` of ``/api/healthz`` under a mount or ``--root-path /api``),
+        or the whole path, is one of the exempt paths or under one."""
+        paths = {scope.get("path", ""), _route_path(scope)}
+        return any(
+            path == exempt or path.startswith(exempt.rstrip("/") + "/") for path in paths for exempt in self._exempt
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handles one ASGI connection: ``http`` and ``websocket`` inside the scope, anything else (lifespan) as is."""
-        if scope["type"] not in ("http", "websocket") or self._is_exempt(scope.get("path", "")) or _preflight(scope):
+        if scope["type"] not in ("http", "websocket") or self._is_exempt(scope) or _preflight(scope):
             await self.app(scope, receive, send)
             return
         try:
@@ -347,6 +354,15 @@ class UsageContextMiddleware:
                 raise _Refused(400, name, f"{name}: the value of {quoted(key)} {problem}")
             tags[key] = value
         return tags
+
+
+def _route_path(scope: Scope) -> str:
+    """The path without the ``root_path`` before it, as Starlette routes it (a mount or a proxy's prefix)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
 
 
 def _preflight(scope: Scope) -> bool:
