@@ -26,7 +26,7 @@ from autogen_core.models import UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
 from autogen_reliability import ConfigurationError, ReliableChatCompletionClient, RetryPolicy, reliable
 from autogen_reliability.accounting import UsageEvent
@@ -492,6 +492,26 @@ def test_a_ledger_file_the_database_cannot_read_is_a_503_logged_redacted(
     assert str(path) not in reply.text
     logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
     assert f"the usage routes cannot read the ledger: {said}" in logged
+
+
+def test_a_database_with_no_connection_free_is_a_503(service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    # A pool of one connection, held by someone else: every report waits pool_timeout, then SQLAlchemy gives up.
+    engine = create_engine(service.store.engine.url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    app = FastAPI()
+    app.include_router(usage_router(UsageStore(engine)), dependencies=[Depends(require_admin)])
+    held = engine.connect()
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            reply = client.get("/usage/report", headers=ADMIN)
+            sessions = client.get("/usage/sessions", headers=ADMIN)
+    finally:
+        held.close()
+        engine.dispose()
+    assert (reply.status_code, sessions.status_code) == (503, 503)
+    assert reply.json() == sessions.json() == {"detail": "the usage database is busy; try again later"}
+    assert {answer.headers["cache-control"] for answer in (reply, sessions)} == {"private, no-store"}
+    logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
+    assert any(message.startswith("the usage routes cannot read the ledger: QueuePool limit") for message in logged)
 
 
 def test_the_openapi_schema_describes_the_routes(service: Service) -> None:

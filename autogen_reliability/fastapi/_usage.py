@@ -11,7 +11,8 @@ A bad parameter is a 400 with one sentence in ``detail`` (the store's own
 message where the store refuses it), never FastAPI's 422 list. The database
 work (and rendering the HTML) runs in the thread pool, off the event loop; a
 database that cannot be reached, or that the driver cannot read (a file that
-is not a database, a corrupt one), is a 503.
+is not a database, a corrupt one), or whose connection pool has none free
+in time (every connection busy), is a 503.
 
 Every answer, a refusal (400, 405, 503) too, says ``Cache-Control: private,
 no-store``: no cache between keeps a customer's costs, or what was refused.
@@ -33,6 +34,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.concurrency import run_in_threadpool
 
 from .. import ConfigurationError, UsageStore
@@ -160,7 +162,8 @@ def prefers_html(accept: str | None) -> bool:
 
 
 async def _off_the_loop(work: Callable[[], Any]) -> Any:
-    """``work()`` in the thread pool; the store's refusal is a 400, a database that cannot be reached or read a 503."""
+    """``work()`` in the thread pool; the store's refusal is a 400; a database that cannot be reached or read, or
+    with no connection free in the engine's pool, a 503."""
     try:
         return await run_in_threadpool(work)
     except ConfigurationError as error:
@@ -176,6 +179,10 @@ async def _off_the_loop(work: Callable[[], Any]) -> Any:
             else "the usage database cannot be read; see the service's log"
         )
         raise HTTPException(503, detail=detail) from None
+    except PoolTimeoutError as error:
+        # Every connection of the engine's pool is in use (QueuePool limit ... reached): busy, not broken.
+        logger.warning("the usage routes cannot read the ledger: %s", redact(str(error)).splitlines()[0])
+        raise HTTPException(503, detail="the usage database is busy; try again later") from None
 
 
 def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable | None = None) -> APIRouter:
