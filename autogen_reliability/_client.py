@@ -274,16 +274,37 @@ def _accounting(client: ChatCompletionClient, settings: _Settings) -> Accounting
     from .accounting._layer import AccountingLayer  # noqa: PLC0415
 
     defaults = accounting_settings()
+    recorded, lent = _judged((client, *settings.fallbacks))
     return AccountingLayer(
         settings.recorder or default_recorder(),
         settings.pricing or defaults.pricing,
         capture_content=defaults.capture_content,
         content_limit=defaults.content_limit,
-        recorded_elsewhere=tuple(each for each in (client, *settings.fallbacks) if _records_itself(each)),
-        lent_to=tuple(
-            each for each in (client, *settings.fallbacks) if _is_wrapped(each) and not _records_itself(each)
-        ),
+        recorded_elsewhere=recorded,
+        lent_to=lent,
     )
+
+
+def _judged(
+    clients: Iterable[ChatCompletionClient],
+) -> tuple[tuple[ChatCompletionClient, ...], tuple[ChatCompletionClient, ...]]:
+    """The wrapped clients among ``clients`` that record usage, and those that record none, with those inside
+    each of the latter (its own client and fallbacks, judged alike): a call of one that records none borrows
+    our accounting, which must know every wrapped client an attempt of such a call may be made on."""
+    recorded: list[ChatCompletionClient] = []
+    lent: list[ChatCompletionClient] = []
+    pending = list(clients)
+    while pending:
+        each = pending.pop()
+        wrapper = next(_wrappers_in(each), None)
+        if wrapper is None or any(each is seen for seen in (*recorded, *lent)):
+            continue
+        if wrapper.recorder is not None:
+            recorded.append(each)
+        else:
+            lent.append(each)
+            pending += (wrapper.inner, *wrapper.fallbacks)
+    return tuple(recorded), tuple(lent)
 
 
 def _wrappers_in(client: ChatCompletionClient) -> Iterator[ReliableChatCompletionClient]:
@@ -298,11 +319,13 @@ def _wrappers_in(client: ChatCompletionClient) -> Iterator[ReliableChatCompletio
 
 
 def _records_itself(client: ChatCompletionClient) -> bool:
-    """Whether ``client`` is a wrapped client that records usage (or wraps one, under AutoGen's cache, say).
+    """Whether ``client`` is a wrapped client that records usage (or AutoGen's cache, say, over one).
 
     Its provider attempts have their rows already: the attempt of an outer wrapper on it is not one more.
+    Judged by its outermost wrapper: one that records nothing borrows ours, whatever it wraps (see _judged).
     """
-    return any(wrapper.recorder is not None for wrapper in _wrappers_in(client))
+    wrapper = next(_wrappers_in(client), None)
+    return wrapper is not None and wrapper.recorder is not None
 
 
 def _is_wrapped(client: ChatCompletionClient) -> bool:

@@ -425,6 +425,83 @@ async def test_a_wrapped_client_that_records_nothing_has_a_row_per_request_under
     assert {row.project for row in found} == {None}
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_a_wrapper_that_records_nothing_between_two_that_do_has_a_row_per_request(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    tmp_path: Path,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The outer wrapper records, the middle one records nothing (it borrows the outer's accounting), the innermost
+    # records itself: each request is one row, of the innermost's ledger if it made it, else of the outer's.
+    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
+    retry_429 = FakeReply.error(429, headers={"retry-after-ms": "10"})
+    with open_ledger(f"sqlite:///{tmp_path / 'inner.db'}", tmp_path / "inner-spool") as inner:
+        # Nested: the innermost's two requests are its rows.
+        fake_openai_server.enqueue(retry_429, FakeReply.text("a", usage=usage))
+        middle = ReliableChatCompletionClient(
+            reliable(make_openai_client(), recorder=inner[1], retry=FAST), track_usage=False, retry=None
+        )
+        outer = ReliableChatCompletionClient(middle, recorder=ledger[1], retry=None)
+        await (consume(outer) if streamed else outer.create(HI))
+        assert (len(rows(ledger)), len(rows(inner))) == (0, fake_openai_server.request_count) == (0, 2)
+
+        # The innermost as the middle's fallback: the middle's 500 is the outer's row, the fallback's two requests
+        # the innermost's rows only (the middle's attempt on it was one more row of the outer's: 4 for 3).
+        fake_openai_server.enqueue(FakeReply.error(500), retry_429, FakeReply.text("b", usage=usage))
+        backup = reliable(make_openai_client(model="gpt-4o"), recorder=inner[1], retry=FAST)
+        middle = ReliableChatCompletionClient(make_openai_client(), track_usage=False, retry=None, fallbacks=[backup])
+        outer = ReliableChatCompletionClient(middle, recorder=ledger[1], retry=None)
+        await (consume(outer) if streamed else outer.create(HI))
+        assert [(row.model, row.http_status) for row in rows(ledger)] == [("gpt-4o-mini", 500)]
+        assert [(row.model, row.http_status, row.prompt_tokens) for row in rows(inner)[2:]] == [
+            ("gpt-4o", 429, 0),
+            ("gpt-4o", None, 20),
+        ]
+
+        # The innermost as the middle's primary, a provider client its fallback: the fallback's request is the
+        # outer's row (it had none: the middle, wrapping a wrapper that records, was taken for one that records).
+        fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("c", usage=usage))
+        primary = reliable(make_openai_client(model="gpt-4o"), recorder=inner[1], retry=None)
+        middle = ReliableChatCompletionClient(primary, track_usage=False, retry=None, fallbacks=[make_openai_client()])
+        outer = ReliableChatCompletionClient(middle, recorder=ledger[1], retry=None)
+        await (consume(outer) if streamed else outer.create(HI))
+        assert [(row.model, row.http_status) for row in rows(inner)[4:]] == [("gpt-4o", 500)]
+        assert [(row.model, row.http_status, row.prompt_tokens) for row in rows(ledger)[1:]] == [
+            ("gpt-4o-mini", None, 20)
+        ]
+        assert len(rows(ledger)) + len(rows(inner)) == fake_openai_server.request_count == 7
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_two_nested_wrappers_that_record_nothing_have_a_row_and_an_in_flight_row_per_request(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Only the outer wrapper records: each request is one row of its ledger, and holds one in-flight row while it
+    # runs (the middle's attempt on the innermost held one more).
+    fake_openai_server.enqueue(
+        FakeReply.error(429, headers={"retry-after-ms": "10"}),
+        FakeReply.text("a", usage=FakeUsage(prompt_tokens=20, completion_tokens=2), delay=0.5),
+    )
+    innermost = reliable(make_openai_client(), track_usage=False, retry=FAST)
+    middle = ReliableChatCompletionClient(innermost, track_usage=False, retry=None)
+    outer = ReliableChatCompletionClient(middle, recorder=ledger[1], retry=None)
+    table = ledger[1].in_flight
+    assert table is not None
+    call = asyncio.create_task(consume(outer) if streamed else outer.create(HI))
+    await fake_openai_server.wait_for_requests_async(2)
+    assert table.held == 2  # the 429's row (its call has not ended) and the answer's
+    await call
+    assert table.held == 0
+    found = rows(ledger)
+    assert len(found) == fake_openai_server.request_count == 2
+    assert [(row.attempt, row.http_status, row.prompt_tokens) for row in found] == [(1, 429, 0), (2, None, 20)]
+
+
 async def test_token_sums_over_a_team_run_equal_what_the_server_returned(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,
