@@ -577,6 +577,7 @@ def test_a_websocket_with_a_bad_header_is_closed_before_it_is_accepted(
         ({"default_project": "x" * 129}, "default_project 'xxx"),
         ({"require_project": True, "default_project": "acme"}, "require_project refuses"),
         ({"require_project": True, "project_header": None}, "require_project needs a project_header"),
+        ({"projects": ["acme"], "project_header": None}, "projects needs a project_header to read the project from"),
         ({"require_project": "yes"}, "require_project must be True or False"),
         ({"generate_session": 1}, "generate_session must be True or False"),
         ({"session_header": None}, "generate_session needs a session_header"),

@@ -178,7 +178,8 @@ class UsageContextMiddleware:
     Raises:
         ConfigurationError: A header name is not one, two options name the same header, a project of
             ``projects`` or ``default_project`` could never come in a header, ``default_project`` is not
-            in ``projects``, ``require_project`` comes with a ``default_project``, ``generate_session``
+            in ``projects``, ``require_project`` or ``projects`` comes without a ``project_header``,
+            ``require_project`` comes with a ``default_project``, ``generate_session``
             has no header to return the id in, or an exempt path does not start with ``/``. Raised when
             the middleware is made: ``app.add_middleware`` only stores the options, and Starlette makes it
             on the app's first call (its lifespan), which fails the startup only where the server runs the
@@ -250,8 +251,10 @@ class UsageContextMiddleware:
         self._require_project = _check_bool("require_project", require_project)
         if require_project and default_project is not None:
             raise ConfigurationError("require_project refuses a request without the header; default_project fills it")
-        if require_project and self._project_key is None:
-            raise ConfigurationError("require_project needs a project_header to read the project from")
+        if self._project_key is None and (require_project or projects is not None):
+            # No project is read from a request: neither could ever refuse one.
+            option = "require_project" if require_project else "projects"
+            raise ConfigurationError(f"{option} needs a project_header to read the project from")
         self._generate_session = _check_bool("generate_session", generate_session)
         if generate_session and self._session_key is None:
             raise ConfigurationError("generate_session needs a session_header to return the id in; or pass False")
