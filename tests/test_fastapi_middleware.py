@@ -24,9 +24,9 @@ from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fastapi import FastAPI, WebSocket
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
-from starlette.testclient import WebSocketTestSession
+from starlette.testclient import WebSocketDenialResponse, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from autogen_reliability import ConfigurationError, ReliableChatCompletionClient, current_attribution, reliable
@@ -308,6 +308,27 @@ def test_a_websocket_without_a_session_gets_one_in_its_accept(
         assert websocket.receive_json()["attribution"]["session"] == session
         websocket.send_text("bye")
     assert [row.session for row in rows(ledger)] == [session]
+
+
+def test_a_websocket_turned_away_with_a_response_gets_the_session_too() -> None:
+    # The denial response extension (websocket.http.response.start): an HTTP response, which lacked X-Session-ID.
+    app = FastAPI()
+    app.add_middleware(UsageContextMiddleware)
+
+    @app.websocket("/ws")
+    async def refuse(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(JSONResponse({"detail": "sign in first"}, status_code=403))
+
+    client = TestClient(app)
+    sessions = []
+    for headers in ({"X-Session-ID": "ticket-4711"}, {}):
+        with pytest.raises(WebSocketDenialResponse) as denied, client.websocket_connect("/ws", headers=headers):
+            pass
+        assert (denied.value.status_code, denied.value.json()) == (403, {"detail": "sign in first"})
+        sessions.append(denied.value.headers.get("x-session-id"))
+    assert sessions[0] == "ticket-4711"
+    assert sessions[1] is not None
+    assert uuid.UUID(sessions[1]).version == 7  # generated, as for an HTTP request
 
 
 async def test_concurrent_requests_keep_their_own_attribution(

@@ -33,7 +33,8 @@ is passed through as it is: browsers send no custom header on it.
 
 What the caller gets back: every HTTP response carries the request's session
 in ``X-Session-ID`` (the one sent, or the one generated: a UUID), unless the
-application set that header itself; a WebSocket's accept carries it too. A
+application set that header itself; a WebSocket's accept carries it too, and
+so does the HTTP response a WebSocket is turned away with (the denial response). A
 request with a bad value gets a 400 with a JSON body
 ``{"detail": "...", "header": "X-Project-ID"}``; a project not in the
 allow-list, a 403 of the same shape. A WebSocket handshake with a bad value is
@@ -81,6 +82,8 @@ _TAG_RULE: Final = "key=value pairs separated by commas, e.g. tier=gold,region=e
 _TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP field name (RFC 9110, 5.6.2)
 _POLICY_VIOLATION: Final = 1008  # WebSocket close code (RFC 6455, 7.4.1)
 _MAX_CLOSE_REASON: Final = 123  # bytes a WebSocket close frame's reason may take
+# The messages that start what the client gets back: a response, a WebSocket's accept, or its denial response.
+_STARTS: Final = frozenset(("http.response.start", "websocket.accept", "websocket.http.response.start"))
 
 
 class _Refused(Exception):
@@ -376,10 +379,11 @@ def _preflight(scope: Scope) -> bool:
 
 
 def _returning_header(send: Send, key: bytes, value: bytes) -> Send:
-    """``send``, adding the header ``key: value`` to the response (or the WebSocket's accept) if it has none."""
+    """``send``, adding the header ``key: value`` to the response, the WebSocket's accept, or the HTTP response a
+    WebSocket is turned away with (the denial response extension), if it has none."""
 
     async def sending(message: Message) -> None:
-        if message["type"] in ("http.response.start", "websocket.accept"):
+        if message["type"] in _STARTS:
             headers = list(message.get("headers") or [])
             if all(name.lower() != key for name, _ in headers):
                 message = {**message, "headers": [*headers, (key, value)]}
