@@ -309,6 +309,48 @@ def test_a_nul_in_a_filter_is_a_400(service: Service, path: str, query: str, mes
     assert message in reply.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "message"),
+    [
+        (
+            "/usage/sessions",
+            "agent=writer",
+            "agent is not a parameter of /usage/sessions; it takes project, since, until, limit",
+        ),
+        ("/usage/sessions", "project=acme-support&top=3", "top is not a parameter of /usage/sessions"),
+        ("/usage/sessions", "tag=tier=gold", "tag is not a parameter of /usage/sessions"),
+        (
+            "/usage/report",
+            "limit=5",
+            "limit is not a parameter of /usage/report; it takes project, since, until, session, agent, tag, by, top",
+        ),
+        ("/usage/sessions", "project=acme-support&project=acme-sales", "project is given 2 times; give it once"),
+        ("/usage/report", "top=1&top=2", "top is given 2 times; give it once"),
+        ("/usage/sessions", "project=", "project is empty or blank: no call is attributed to such a name"),
+        ("/usage/report", "project=", "project is empty or blank: no call is attributed to such a name"),
+        ("/usage/report", "session=%20", "session is empty or blank: no call is attributed to such a name"),
+        ("/usage/report", "agent=", "agent is empty or blank: no call is attributed to such a name"),
+    ],
+)
+def test_a_parameter_of_the_other_route_one_given_twice_or_a_blank_name_is_a_400(
+    service: Service, path: str, query: str, message: str
+) -> None:
+    # /usage/sessions?agent=writer answered every agent's sessions, project=a&project=b read b, project= was empty.
+    for method in (service.client.get, service.client.head):
+        reply = method(f"{path}?{query}", headers=ADMIN)
+        assert (reply.status_code, reply.headers["cache-control"]) == (400, "private, no-store")
+        if method is service.client.get:
+            assert reply.json() == {"detail": message}
+    # The caller's authentication comes first.
+    assert service.client.get(f"{path}?{query}").status_code == 401
+
+
+def test_tags_repeat_and_parameters_of_neither_route_are_left_to_the_app(service: Service) -> None:
+    # A gateway's or the app's own parameters (a cache-buster, a token its dependency reads) are not ours to refuse.
+    assert service.client.get("/usage/report?tag=tier=gold&tag=a=b&_=1733500000", headers=ADMIN).status_code == 200
+    assert service.client.get("/usage/sessions?utm_source=mail", headers=ADMIN).status_code == 200
+
+
 # --------------------------------------------------------------------------- sessions
 
 

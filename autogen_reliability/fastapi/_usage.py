@@ -102,6 +102,28 @@ def _bad(message: str) -> HTTPException:
     return HTTPException(400, detail=message)
 
 
+# Each route's parameters; the other's, sent to it, would be ignored, and its answer read as filtered by them.
+_REPORT_PARAMETERS: Final = ("project", "since", "until", "session", "agent", "tag", "by", "top")
+_SESSIONS_PARAMETERS: Final = ("project", "since", "until", "limit")
+
+
+def _check_query(request: Request, path: str, taken: Sequence[str], names: Mapping[str, str | None]) -> None:
+    """Refuses what the route would otherwise ignore or read silently: a parameter of the other usage route,
+    a parameter (other than ``tag``) given twice, an empty or blank ``project``, ``session`` or ``agent``.
+
+    Other parameters are left alone: the app's own dependencies, a gateway or a cache-buster may add some.
+    """
+    query = request.query_params
+    for name in dict.fromkeys(query.keys()):
+        if name not in taken and name in (*_REPORT_PARAMETERS, *_SESSIONS_PARAMETERS):
+            raise _bad(f"{name} is not a parameter of {path}; it takes {', '.join(taken)}")
+        if name in taken and name != "tag" and (count := len(query.getlist(name))) > 1:
+            raise _bad(f"{name} is given {count} times; give it once")
+    for name, value in names.items():
+        if value is not None and not value.strip():
+            raise _bad(f"{name} is empty or blank: no call is attributed to such a name")
+
+
 def _bound(name: str, text: str | None, now: datetime) -> datetime | None:
     if text is None:
         return None
@@ -199,7 +221,9 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
     ``group_by``) and ``top``; it answers ``UsageReport.to_dict()`` as JSON, or
     the report's HTML page when the ``Accept`` header prefers ``text/html``.
     ``/usage/sessions`` takes ``project``, ``since``, ``until`` and ``limit``.
-    A bad parameter is a 400 with ``{"detail": "..."}``. Both routes answer HEAD as GET, without the body.
+    A bad parameter is a 400 with ``{"detail": "..."}``, and so is a parameter of the other route
+    (``/usage/sessions?agent=writer``), one other than ``tag`` given twice, and an empty or blank
+    ``project``, ``session`` or ``agent``. Both routes answer HEAD as GET, without the body.
 
     Args:
         store: The usage ledger to read.
@@ -261,6 +285,10 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
         ] = None,
         top: Annotated[int, Query(ge=1, le=MAX_TOP, description="How many top sessions")] = 10,
     ) -> Response:
+        # In the endpoint: after the app's own dependencies (its auth: an unknown caller gets its 401).
+        _check_query(
+            request, "/usage/report", _REPORT_PARAMETERS, {"project": project, "session": session, "agent": agent}
+        )
         now = datetime.now(UTC)  # one reading of the clock for both bounds
         since_at, until_at = _bound("since", since, now), _bound("until", until, now)
         tags = _tags(tag)
@@ -294,12 +322,14 @@ def usage_router(store: UsageStore, prefix: str = "", *, pricing: PricingTable |
         responses={**_BAD, **_UNAVAILABLE},
     )
     async def usage_sessions(
+        request: Request,
         *,
         project: Annotated[str | None, Query(description="Only this project's sessions")] = None,
         since: Annotated[str | None, Query(description=f"From this time on. {_TIME}")] = None,
         until: Annotated[str | None, Query(description="Before this time (exclusive); as since")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_SESSIONS, description="At most this many sessions")] = 50,
     ) -> Response:
+        _check_query(request, "/usage/sessions", _SESSIONS_PARAMETERS, {"project": project})
         now = datetime.now(UTC)
         since_at, until_at = _bound("since", since, now), _bound("until", until, now)
         if since_at is not None and until_at is not None and until_at < since_at:
