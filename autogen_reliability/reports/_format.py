@@ -117,12 +117,11 @@ def waste_cell(text: str, usage: UsageView) -> str:
 def waste_figure(report: ReportView) -> tuple[str, str | None]:
     """The waste's cost and its share of the cost, as a summary or a total line shows them.
 
-    ``("unpriced", None)`` when none of the wasted attempts had a price: their cost is not known, and a
-    ``$0.00`` (``0.0%`` of the cost) would read as no waste at all.
+    ``("unpriced", None)`` when none of the wasted attempts had a price (:func:`waste_cell` of the totals):
+    their cost is not known, and a ``$0.00`` (``0.0%`` of the cost) would read as no waste at all.
     """
     totals = report.totals
-    attempts = sum(line.attempts for line in report.waste)
-    if attempts and sum(line.unpriced_attempts for line in report.waste) >= attempts:
+    if waste_cell("", totals) == "unpriced":
         return "unpriced", None
     return usd_text(totals.waste_cost), rate_text(float(totals.waste_cost / totals.cost)) if totals.cost else "—"
 
