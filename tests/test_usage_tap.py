@@ -502,6 +502,41 @@ async def sse_body(server: FakeOpenAIServer, reply: FakeReply) -> bytes:
     return response.content
 
 
+@pytest.mark.parametrize(
+    ("streamed", "content_type"),
+    [
+        pytest.param(True, "application/x-ndjson", id="stream-as-ndjson"),  # LitServe's OpenAISpec
+        pytest.param(True, "application/json", id="stream-as-json"),
+        pytest.param(True, "text/plain", id="stream-as-text"),  # a framework's plain StreamingResponse
+        pytest.param(False, "text/plain", id="json-as-text"),
+        pytest.param(False, "application/octet-stream", id="json-as-bytes"),
+    ],
+)
+async def test_a_body_the_sdk_reads_under_another_content_type_is_read_as_the_sdk_reads_it(
+    server: FakeOpenAIServer, make_client: ClientFactory, streamed: bool, content_type: str
+) -> None:
+    # The openai SDK reads a stream's body as events, and a completion's as JSON, whatever the Content-Type
+    # says: servers that label a stream application/x-ndjson or text/plain, or a completion text/plain, work
+    # with it. The tap reads them as the SDK does, or their cached tokens and model would be lost.
+    usage = FakeUsage(40, 4, cached_tokens=16)
+    if streamed:
+        body = await real_sse_body(server, usage)
+        expected = ProviderUsage(40, 4, 16, None, None, SNAPSHOT, "chatcmpl-fake-1")
+    else:
+        body = completion_body(usage, model=SNAPSHOT)
+        expected = ProviderUsage(40, 4, 16, None, None, SNAPSHOT, "chatcmpl-encoded")
+    client = make_client()
+    server.enqueue(FakeReply.malformed(body, content_type=content_type))
+    with capture_provider_usage() as slot:
+        if streamed:
+            result = (await collect(client.create_stream(USER, extra_create_args=WITH_USAGE)))[-1]
+        else:
+            result = await client.create(USER)
+    assert isinstance(result, CreateResult)
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (40, 4)  # the SDK read it
+    assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0)
+
+
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: FakeOpenAIServer, newline: bytes) -> None:
     body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)

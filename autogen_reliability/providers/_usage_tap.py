@@ -26,7 +26,7 @@ How it works:
     iterator that hands every chunk on unchanged, as soon as it arrives, after
     looking at it:
 
-    * ``application/json`` bodies (non-streaming completions) are copied into a
+    * JSON bodies (non-streaming completions) are copied into a
       bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends;
     * ``text/event-stream`` bodies (streams) are split into lines incrementally
       and only ``data:`` events that carry a ``usage`` object, a tool call
@@ -44,6 +44,13 @@ How it works:
       (its completion unknown): all a stream cut off in between leaves. Its tool
       calls are a ``tool_use`` block's ``content_block_start`` (the name) and
       ``input_json_delta`` fragments, counted as OpenAI's are.
+
+    A body is told apart as the SDKs tell it, by what it holds rather than by
+    its ``Content-Type``, which only ``text/event-stream`` is trusted: a body
+    labelled anything else is JSON if it begins with ``{`` and a stream of
+    events otherwise (servers label streams ``application/x-ndjson``,
+    ``application/json`` or ``text/plain``, and completions ``text/plain``,
+    and the SDKs read them all).
 
     Compressed bodies (the SDK asks for ``gzip, deflate``, and ``br`` / ``zstd``
     where their libraries are installed) are decoded on a side copy for
@@ -146,6 +153,9 @@ _TOOL_CALLS: Final = re.compile(rb'"tool_calls"\s*:\s*\[\s*\{')
 # (`_BodyTap._tool_marker`), so an OpenAI stream's chunks pay for no search of Anthropic's: a text chunk's
 # `_BodyTap.feed` took 630 ns before and after (timeit, best of 7 x 200,000, the same 2-core machine).
 _ANTHROPIC_TOOL_USE: Final = re.compile(rb'"(?:tool_use|input_json_delta)"')
+# Where a body whose Content-Type is not text/event-stream begins, and the byte that makes it JSON, not events.
+_NOT_WHITESPACE: Final = re.compile(rb"[^ \t\r\n]")
+_OPEN_BRACE: Final = ord("{")
 # Chunks parsed just to learn the stream's model/id before giving up on them (Azure's first chunk
 # can carry an empty model); after that only usage-bearing chunks are parsed.
 _IDENTITY_ATTEMPTS: Final = 8
@@ -500,12 +510,15 @@ class _BodyTap:
         "_start_usage",
         "_targets",
         "_tool_marker",
+        "_undecided",
     )
 
-    def __init__(self, targets: tuple[UsageSlot, ...], *, sse: bool, decoder: Decoder | None) -> None:
+    def __init__(self, targets: tuple[UsageSlot, ...], *, sse: bool | None, decoder: Decoder | None) -> None:
         self._targets = targets
-        # SSE: the stream's events are read as they arrive; JSON: the body is kept until it ends.
+        # SSE: the stream's events are read as they arrive; JSON: the body is kept until it ends. None: the body
+        # says which, by its first byte that is not whitespace (see `_tap_response`).
         self._sse = SSEDataReader(self._on_event, limit=MAX_JSON_BYTES) if sse else None
+        self._undecided = sse is None
         self._decoder = decoder
         self._done = False
         self._body: list[bytes] = []
@@ -527,6 +540,8 @@ class _BodyTap:
             return
         try:
             data = self._decoder.decode(raw) if self._decoder is not None else raw
+            if self._undecided and not self._decide(data):
+                return  # whitespace so far: neither kind of body has begun
             if self._sse is not None:
                 if (
                     self._model is not None
@@ -546,6 +561,9 @@ class _BodyTap:
             return
         try:
             tail = self._decoder.flush() if self._decoder is not None else b""
+            if self._undecided and not self._decide(tail):
+                self._release()  # an empty body: nothing to read
+                return
             if self._sse is not None:
                 if tail:
                     self._sse.feed(tail)
@@ -562,6 +580,16 @@ class _BodyTap:
         self._release()
 
     # ---- internals
+
+    def _decide(self, data: bytes) -> bool:
+        """Whether the body has begun in ``data``; if so, it is read as JSON if it begins with ``{``, else as events."""
+        start = _NOT_WHITESPACE.search(data)
+        if start is None:
+            return False
+        self._undecided = False
+        if data[start.start()] != _OPEN_BRACE:
+            self._sse = SSEDataReader(self._on_event, limit=MAX_JSON_BYTES)
+        return True
 
     def _release(self) -> None:
         self._done = True
@@ -755,13 +783,11 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
         # Error bodies never carry usage; leave them alone.
         if response.status_code >= 400:
             return
-        content_type = content_type.lower()
-        if "text/event-stream" in content_type:
-            sse = True
-        elif "json" in content_type:
-            sse = False
-        else:
-            return
+        # The openai and anthropic SDKs read a stream's body as events and a completion's as JSON, whatever its
+        # Content-Type: servers label streams application/x-ndjson, application/json or text/plain (LitServe, a
+        # framework's plain StreamingResponse) and completions text/plain. So only text/event-stream is taken at its
+        # word; any other body is read as what it is, JSON if it begins with "{", else events.
+        sse = True if "text/event-stream" in content_type.lower() else None
         try:
             decoder = content_decoder(content_encoding, limit=MAX_JSON_BYTES)
         except Exception:
