@@ -292,6 +292,51 @@ def test_unknown_model_or_provider_is_unpriced_not_free(model: str, provider: st
     assert price(PricingTable(), model, provider, prompt_tokens=100, completion_tokens=10) is None
 
 
+@pytest.mark.parametrize(
+    ("model", "provider", "name", "named_provider"),
+    [
+        # LiteLLM's proxy and other gateways name a model by its provider: the gateway speaks OpenAI's API.
+        ("openai/gpt-4o-mini", "openai", "gpt-4o-mini", "openai"),
+        ("anthropic/claude-3-5-sonnet-20241022", "openai", "claude-3-5-sonnet-20241022", "anthropic"),
+        ("Azure/GPT-4o", "openai", "gpt-4o", "azure"),
+        ("gemini/gemini-1.5-flash", "openai", "gemini-1.5-flash", "google"),  # LiteLLM's names of providers
+        ("bedrock/anthropic.claude-3-5-sonnet-20241022-v2:0", None, "anthropic.claude-3-5-sonnet-20241022-v2:0", "aws"),
+        ("xai/grok-2", "openai", "grok-2", "x-ai"),
+        ("openai/gpt-4o-mini", None, "gpt-4o-mini", "openai"),
+    ],
+)
+def test_a_model_named_with_its_provider_is_priced_at_that_provider(
+    model: str, provider: str | None, name: str, named_provider: str
+) -> None:
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    cost = PricingTable().price(model, provider, usage=usage, at=AT)
+    assert cost is not None
+    assert cost.provider == named_provider
+    assert cost == PricingTable().price(name, named_provider, usage=usage, at=AT)
+    assert cost.usd == genai_total(name.lower(), named_provider, usage)
+
+
+def test_openrouter_ids_are_its_own_models_at_its_own_prices() -> None:
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    cost = PricingTable().price("openai/gpt-4o-mini", "openrouter", usage=usage, at=AT)
+    assert cost is not None
+    assert (cost.model, cost.provider) == ("openai/gpt-4o-mini", "openrouter")
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("meta-llama/llama-3.1-8b-instruct", "openai"),  # not a provider: a model's own name, served anywhere
+        ("openai/llama3.1", "openai"),  # a provider that has no such model
+        ("ollama/gpt-4o", "openai"),  # genai-prices knows no "ollama": not OpenAI's price
+        ("openai/", "openai"),
+        ("/gpt-4o", "openai"),
+    ],
+)
+def test_a_provider_prefix_prices_only_a_model_that_provider_has(model: str, provider: str | None) -> None:
+    assert price(PricingTable(), model, provider, prompt_tokens=100, completion_tokens=10) is None
+
+
 def test_without_genai_prices_only_overrides_price() -> None:
     table = PricingTable({"models": {"acme": {"input": 1, "output": 1}}}, use_genai_prices=False)
     assert price(table, "gpt-4o-mini", "openai", prompt_tokens=100, completion_tokens=10) is None

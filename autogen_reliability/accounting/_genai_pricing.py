@@ -93,6 +93,26 @@ _PLAIN_TOKEN_DIMENSIONS: Final = frozenset({"family", "direction", "token_type"}
 
 _NOT_CACHED: Final = object()
 
+# LiteLLM's names of providers, where they are not genai-prices' ids (a gateway's "gemini/gemini-1.5-flash").
+_GATEWAY_PROVIDERS: Final[Mapping[str, str]] = {
+    "gemini": "google",
+    "vertex_ai": "google",
+    "bedrock": "aws",
+    "xai": "x-ai",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+    "azure_ai": "azure",
+    "cohere_chat": "cohere",
+}
+
+
+def _find(snapshot: data_snapshot.DataSnapshot, model: str, provider: str | None) -> _GenaiModel | None:
+    try:
+        provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
+    except LookupError:
+        return None
+    return _GenaiModel(provider_info, model_info)
+
 
 def _ignorable_price_key(key: str) -> bool:
     """True when genai-prices charges nothing for ``key`` given only a TokenUsage's five counts."""
@@ -269,12 +289,15 @@ class GenaiPrices:
             if found is not _NOT_CACHED:
                 self._lookups.move_to_end(key)
                 return found if isinstance(found, _GenaiModel) else None
-        try:
-            provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
-        except LookupError:
-            entry: _GenaiModel | None = None
-        else:
-            entry = _GenaiModel(provider_info, model_info)
+        entry = _find(snapshot, model, provider)
+        if entry is None and "/" in model:
+            # A gateway's name for a model, its provider first (LiteLLM's proxy: "openai/gpt-4o-mini",
+            # "bedrock/anthropic.claude-..."): the provider's model, at the provider's price. Only a prefix
+            # genai-prices knows as a provider: "meta-llama/llama-3.1-8b" is a model's own name, served anywhere.
+            prefix, name = model.split("/", 1)
+            prefix = _GATEWAY_PROVIDERS.get(prefix, prefix)
+            if name and prefix in {known.id for known in snapshot.providers}:
+                entry = _find(snapshot, name, prefix)
         with self._lock:
             # Misses are cached too: genai-prices scans every model of the provider for each one.
             self._lookups[key] = entry
