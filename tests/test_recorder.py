@@ -538,6 +538,27 @@ def test_replay_after_a_crash_half_way_counts_nothing_twice(sqlite_url: str, tmp
     assert not orphan.exists()
 
 
+def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_path: Path) -> None:
+    """Bytes that are no UTF-8, or JSON that is no event, are skipped; the rows around them are replayed."""
+    spool = tmp_path / "spool"
+    store = UsageStore(sqlite_url)
+    batch = events(6)
+    probe = UsageRecorder(store, spool_dir=tmp_path / "probe", close_sink=False)
+    prefix = probe.spool_path.name.split("-")[0]
+    probe.close()
+    spool.mkdir()
+    lines = [json.dumps(event.to_json()).encode() + b"\n" for event in batch]
+    # What a crash of the machine can leave in a file (a block of old disk contents), and an id of no type.
+    junk = [b"\xff\xfe\x00garbage\x93\n", b'{"event_id": 5}\n']
+    orphan = spool / f"{prefix}-{2**22 + 1}.jsonl"
+    orphan.write_bytes(b"".join([*lines[:2], junk[0], *lines[2:4], junk[1], *lines[4:]]))
+    recorder = UsageRecorder(store, spool_dir=spool, close_sink=False)
+    recorder.close()
+    assert store.count() == 6
+    assert not orphan.exists()
+    assert recorder.stats["failed_writes"] == 0  # the database was never taken for down
+
+
 def test_a_sqlite_file_deleted_mid_run_is_made_again_and_gets_every_row(sqlite_url: str, tmp_path: Path) -> None:
     store = ReopenedStore(UsageStore(sqlite_url))
     recorder = UsageRecorder(

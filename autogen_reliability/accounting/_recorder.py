@@ -732,16 +732,18 @@ _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 
 def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
-    with open(path, encoding="utf-8") as spool:
+    # Read as bytes and decoded line by line: bytes that are no UTF-8 (a crash of the machine can leave a
+    # block of garbage in the file) are one unreadable line, not a file whose every row is never replayed.
+    with open(path, "rb") as spool:
         for number, line in enumerate(spool, 1):
             if number % SLICE_ROWS == 0:
                 hand_over_gil()  # replaying runs on the writer thread, next to the event loop
             if not line.strip():
                 continue
             try:
-                batch.append(UsageEvent.from_json(json.loads(line)).to_row())
-            except (ValueError, TypeError, KeyError):
-                # A torn last line from a crash mid-write: that event was never acknowledged as spooled.
+                batch.append(UsageEvent.from_json(json.loads(line.decode("utf-8"))).to_row())
+            except (ValueError, TypeError, KeyError, AttributeError):
+                # A torn line from a crash mid-write (its events were never acknowledged as spooled), or garbage.
                 logger.warning("skipping an unreadable line %d of spool file %s", number, path)
                 continue
             if len(batch) >= size:
