@@ -559,6 +559,54 @@ def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_p
     assert recorder.stats["failed_writes"] == 0  # the database was never taken for down
 
 
+def test_a_forked_child_writes_its_own_rows(sqlite_url: str, tmp_path: Path) -> None:
+    """A recorder made before a fork (multiprocessing's workers, a pre-forking server) records in the child too.
+
+    The parent's writer thread does not come along: the child gets one of its own, and its own journal and
+    spool file, and writes what it recorded when it exits (a multiprocessing child ends with ``os._exit``).
+    """
+    import multiprocessing  # noqa: PLC0415
+
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    first = events(1)[0]
+    recorder.record(first)
+    assert recorder.flush(10)
+    in_child = events(5)
+
+    def work() -> None:
+        for event in in_child:
+            recorder.record(event)
+
+    child = multiprocessing.get_context("fork").Process(target=work)
+    started = time.monotonic()
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert time.monotonic() - started < 10  # no wait for a writer that is not there
+    assert {event.event_id for event in store.events()} == {first.event_id, *(event.event_id for event in in_child)}
+    assert not list((tmp_path / "spool").glob("*.jsonl"))  # written, not left in a spool file (the parent's)
+    killed = events(3)
+
+    def work_and_die() -> None:  # killed outright: its rows are in a journal of its own
+        for event in killed:
+            recorder.record(event)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    child = multiprocessing.get_context("fork").Process(target=work_and_die)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    later = events(2)  # the parent goes on recording as before
+    for event in later:
+        recorder.record(event)
+    recorder.close()
+    assert store.count() == 8
+    UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False).close()  # the next process
+    assert store.count() == 11
+    assert not list((tmp_path / "spool").iterdir())
+
+
 def test_a_sqlite_file_deleted_mid_run_is_made_again_and_gets_every_row(sqlite_url: str, tmp_path: Path) -> None:
     store = ReopenedStore(UsageStore(sqlite_url))
     recorder = UsageRecorder(

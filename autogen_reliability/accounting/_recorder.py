@@ -227,6 +227,7 @@ class UsageRecorder:
         self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
         self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
         self._thread.start()
+        self._start_pending = False  # a forked child starts its writer at its first record()
         _live_recorders.add(self)
 
     # -- the call path -------------------------------------------------------------
@@ -238,6 +239,8 @@ class UsageRecorder:
             with self._append_lock:
                 queued = not self._closed
                 if queued:
+                    if self._start_pending:
+                        self._start_writer()
                     if self._journal is not None:
                         self._journal.append(row)  # before record() returns: from now on, a killed process keeps it
                     self._queue.append(row)
@@ -274,7 +277,8 @@ class UsageRecorder:
         self.flush(timeout)
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout)
+        if not self._start_pending:
+            self._thread.join(timeout)
         # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
         stuck = self._thread.is_alive()  # still writing a batch: its rows, older than these, are not stored yet
         with self._append_lock:
@@ -368,12 +372,42 @@ class UsageRecorder:
         Events recorded to a recorder without a writer are never written (after :meth:`close`
         they go straight to the spool, for another recorder to replay).
         """
-        return self._thread.is_alive()
+        return (self._start_pending and not self._closed) or self._thread.is_alive()
 
     @property
     def stats(self) -> dict[str, int]:
         """Counters: events ``written``, ``spooled``, ``replayed``, ``refused``; ``failed_writes`` (batches)."""
         return dict(self._stats)
+
+    def _forked(self) -> None:
+        """In a forked child: a writer thread, spool file, journal and in-flight table of its own.
+
+        The parent's writer thread does not come along (the child's rows were queued for no one, and its
+        journal is the parent's, see ``_journal._forget_in_child``): without this a multiprocessing worker's
+        rows were never written. The rows the parent had queued are the parent's to write, and a lock its
+        threads held at the fork would stay held here: both start afresh.
+        """
+        self._queue = deque()
+        self._append_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._holding = False
+        self._stats = dict.fromkeys(self._stats, 0)
+        self._unreadable = set()
+        self._spool = _Spool(self._spool.directory, self._spool.sink_name)  # named after this process
+        if self._journal is not None:
+            self._journal = Journal(self._spool.directory, self._spool.prefix)
+            self._attempts = InFlightTable(self._spool.directory, self._spool.prefix, self._journal.token)
+        self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
+        # Started by the child's first record(), not here: the other fork handlers (the engines' pools) have
+        # not all run yet, and a child that records nothing needs no thread.
+        self._start_pending = True
+
+    def _start_writer(self) -> None:
+        """Starts the writer thread of a forked child (called with the append lock)."""
+        self._start_pending = False
+        self._thread.start()
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -617,6 +651,7 @@ class _Spool:
 
     def __init__(self, directory: Path, sink_name: str) -> None:
         self.directory = directory
+        self.sink_name = sink_name
         self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
         self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
         # Shared by the processes of one sink; not "<prefix>-*.jsonl", so never taken for a spool file to replay.
@@ -871,3 +906,24 @@ def _close_recorders() -> None:
     for recorder in list(_live_recorders):
         with contextlib.suppress(Exception):
             recorder.close(timeout=10.0)
+
+
+def _recorders_in_child() -> None:
+    """After a fork, in the child: each recorder gets a writer of its own, and closes when the child ends.
+
+    A multiprocessing child ends with ``os._exit``, which runs no ``atexit`` function: it runs the
+    functions registered with ``threading._register_atexit`` (as ``concurrent.futures`` does), when
+    ``threading._shutdown()`` ends the process's run; so does the interpreter's normal exit.
+    """
+    recorders = list(_live_recorders)
+    for recorder in recorders:
+        recorder._forked()
+    register = getattr(threading, "_register_atexit", None)
+    if recorders and register is not None:
+        with contextlib.suppress(RuntimeError):  # the child is already shutting down
+            register(_close_recorders)
+
+
+if hasattr(os, "register_at_fork"):
+    # Registered after the journal's own hook (imported above), which runs first: the parent's maps are let go.
+    os.register_at_fork(after_in_child=_recorders_in_child)

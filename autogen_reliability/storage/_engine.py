@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -307,6 +308,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         if url.get_driver_name() in ("psycopg", "psycopg2"):
             options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
     engine = create_engine(url, **options)
+    if options.get("poolclass") is not StaticPool:  # a database in memory is the process's: the child's own copy
+        _forked_pools.add(engine)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         path = sqlite_opened_file(url)
@@ -314,6 +317,24 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
             event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
             event.listen(engine, "checkout", functools.partial(_check_sqlite_file, path))
     return engine
+
+
+_forked_pools: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _forget_connections_in_child() -> None:
+    """In a forked child, the engines we made open connections of their own (SQLAlchemy's recipe).
+
+    A parent's SQLite connection used in the child holds none of the parent's file locks (SQLite says never
+    to), and a PostgreSQL connection's socket is shared with the parent: the child's pool starts empty, and
+    leaves the parent's connections open for the parent.
+    """
+    for engine in list(_forked_pools):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
 def _sqlite_in_memory(url: URL) -> bool:
