@@ -559,6 +559,50 @@ def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_p
     assert recorder.stats["failed_writes"] == 0  # the database was never taken for down
 
 
+def test_a_spool_file_that_cannot_be_read_holds_back_neither_the_database_nor_the_journals(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OSError reading one spool file is that file's, not the database failing (which spooled every row)."""
+    spool = tmp_path / "spool"
+    store = UsageStore(sqlite_url)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_THREE_ROWS.format(url=sqlite_url, spool=str(spool))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == 0, killed.stderr
+    prefix = next(spool.glob("*.journal")).name.split("-")[0]
+    # A path that open() refuses, as it refuses a file of another user's process written with umask 077
+    # (the tests may run as root, who reads any file: a directory of that name refuses root too).
+    unreadable = spool / f"{prefix}-{2**22 + 1}.jsonl"
+    unreadable.mkdir()
+    recorder = UsageRecorder(store, spool_dir=spool, flush_interval=0.05, close_sink=False)
+    recorder.record(plain_event())
+    assert recorder.flush(10)
+    recorder.close()
+    assert store.count() == 3 + 1  # the dead process's journal replayed, the new row written
+    assert (recorder.stats["failed_writes"], recorder.stats["spooled"]) == (0, 0)
+    assert "usage database unavailable" not in caplog.text
+    assert f"could not replay the usage file {unreadable} (IsADirectoryError" in caplog.text
+    assert unreadable.is_dir()  # left in place
+
+
+_KILLED_AFTER_THREE_ROWS = """
+import os, uuid
+from datetime import UTC, datetime
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.storage import UsageStore
+
+recorder = UsageRecorder(UsageStore({url!r}), spool_dir={spool!r}, flush_interval=3600)
+for _ in range(3):
+    recorder.record(UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0))
+os._exit(0)
+"""
+
+
 def test_a_forked_child_writes_its_own_rows(sqlite_url: str, tmp_path: Path) -> None:
     """A recorder made before a fork (multiprocessing's workers, a pre-forking server) records in the child too.
 

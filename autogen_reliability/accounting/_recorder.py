@@ -616,6 +616,9 @@ class UsageRecorder:
             try:
                 for batch in _read_batches(path, self._batch_size):
                     self._stats["replayed"] += len(batch) - self._store(sink, batch)
+            except _UnreadableFile as error:
+                self._unreadable_file(path, error.__cause__ or error)
+                continue
             except _SURVIVED as error:
                 if not _refuses_a_row(error):
                     self._failed(error)
@@ -636,6 +639,9 @@ class UsageRecorder:
                         self._stats["replayed"] += len(batch) - self._store(sink, batch)
                 except _SURVIVED as error:
                     os.close(fd)  # the lock goes with it: this process, or the next, tries again
+                    if isinstance(error, _UnreadableFile):
+                        self._unreadable_file(path, error.__cause__ or error)
+                        continue
                     if not _refuses_a_row(error):
                         self._failed(error)
                         return
@@ -765,7 +771,19 @@ _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 
 
+class _UnreadableFile(Exception):
+    """Reading a spool file or journal failed (its ``__cause__`` says why): that file is skipped, and the
+    database is not taken for down (which would spool every row, and replay no other file, while it lasts)."""
+
+
 def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
+    try:
+        yield from _spooled_batches(path, size)
+    except OSError as error:  # the reading only: what the consumer of a batch raises never comes in here
+        raise _UnreadableFile(path) from error
+
+
+def _spooled_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
     # Read as bytes and decoded line by line: bytes that are no UTF-8 (a crash of the machine can leave a
     # block of garbage in the file) are one unreadable line, not a file whose every row is never replayed.
@@ -789,6 +807,13 @@ def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
 
 
 def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
+    try:
+        yield from _batched(rows, size)
+    except OSError as error:  # reading the journal, as in _read_batches
+        raise _UnreadableFile from error
+
+
+def _batched(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
     for number, row in enumerate(rows, 1):
         batch.append(row)
