@@ -341,6 +341,14 @@ def test_rich_shows_markup_in_names_as_written() -> None:
     assert "<script>alert(1)</script>" in text
 
 
+@pytest.mark.parametrize("key", ["[/]", "[bold red]team[/bold red]", "[link=https://evil.example]x"])
+def test_rich_shows_markup_in_a_tag_columns_heading_as_written(key: str) -> None:
+    # The heading of a tag column is the key the user asked for (--by tag:KEY): text, like every name.
+    report = make_report(group_by=("agent", f"tag:{key}"), tags={key: "search"})
+    text = _rich_text(report, width=400)
+    assert re.search(rf"┃ Agent +┃ {re.escape(f'tag:{key}')} +┃ +Calls ┃", text)
+
+
 def test_rich_of_an_empty_report_says_so() -> None:
     text = _rich_text(empty_report())
     assert "No usage in this period." in text

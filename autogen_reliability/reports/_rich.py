@@ -128,12 +128,14 @@ def _table(
         caption_justify="left",
     )
     for column in kept:
+        # As a Text, never a markup string: a tag column's heading is the key asked for (``tag:[/]``).
+        heading = Text(column.heading)
         if column.numeric:
             # At its natural width, unwrapped: rich shrinks nothing below a column's min_width.
-            table.add_column(column.heading, justify="right", no_wrap=True, min_width=column.natural_width)
+            table.add_column(heading, justify="right", no_wrap=True, min_width=column.natural_width)
         else:
             width = _name_width(column) if whole_names else _NAME_MIN_WIDTH
-            table.add_column(column.heading, overflow="fold", min_width=width)
+            table.add_column(heading, overflow="fold", min_width=width)
     rows = len(kept[0].cells) if kept else 0
     for index in range(rows):
         is_total = total and index == rows - 1
