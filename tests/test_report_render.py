@@ -323,6 +323,37 @@ def test_rich_in_a_narrow_terminal_leaves_columns_out_rather_than_cut_a_number()
     assert "Not shown" not in _rich_text(report, width=200)
 
 
+@pytest.mark.parametrize(
+    ("width", "group_by"),
+    [(40, ("agent", "model")), (48, ("agent", "model")), (55, ("agent", "model")), (60, ("agent", "model")),
+     (70, ("agent", "model")), (45, ("agent", "model", "day", "provider"))],
+)  # fmt: skip
+def test_rich_narrower_than_the_numbers_leaves_out_more_columns_and_never_cuts_money(
+    width: int, group_by: tuple[str, ...]
+) -> None:
+    # A split pane: once every optional column is gone and names are folded, the waste and the calls go
+    # too (the caption names them), then names fold narrower; the cost stays. No line is cropped, no amount
+    # is shown cut short, the summary's included.
+    report = make_report(group_by=group_by)
+    text = _rich_text(report, width=width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert "…" not in text
+    assert usd_text(report.totals.cost) in text  # the summary's
+    costs = usd_column([*(group.usage.cost for group in report.breakdown), report.totals.cost])
+    assert costs[-1] in text  # the total line's
+    for group, cost in zip(report.breakdown, costs, strict=False):
+        if group.usage.unpriced_attempts < group.usage.attempts:
+            assert cost in text
+    caption = " ".join(text.split())
+    wastes = usd_column([*(group.usage.waste_cost for group in report.breakdown), report.totals.waste_cost])
+    if "Waste" not in " ".join(re.findall(r"Not shown, for width: ([^(]*)", caption)):
+        for group, waste in zip(report.breakdown, wastes, strict=False):
+            assert group.usage.waste_unpriced_attempts > 0 or waste in text
+    assert all(
+        line.rstrip().endswith(("│", "┃", "┓", "┩", "┘", "┤")) for line in text.splitlines() if line[:1] in "│┃┏┡└├"
+    )
+
+
 def test_rich_keeps_model_names_whole_while_an_optional_column_can_make_room() -> None:
     report = make_report()
     for width in (100, 120):

@@ -14,12 +14,14 @@ in a wide terminal), so :class:`RichReport` builds its tables then. Left to
 itself, rich shrinks every column of a table that is too wide, and ``$0.307287585``
 becomes ``$0.3072…``; here a number is never shrunk: the least needed columns
 (p95, re-asks, retries, tokens, attempts, errors) are left out instead, a
-caption says which, and names fold onto more lines.
+caption says which, and names fold onto more lines; in a split pane the waste
+and the calls go too, and names fold narrower still, rather than the terminal
+cropping an amount.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -56,6 +58,7 @@ __all__ = ["RichReport", "render_rich"]
 _COLUMN_OVERHEAD: Final = 3
 _NAME_MIN_WIDTH: Final = 8  # a name column folds to this, never less
 _NAME_WANTED_WIDTH: Final = 24  # names up to this long are kept whole while optional columns can make room
+_SUMMARY_GAP: Final = 2  # spaces between the columns of the summary
 
 
 def _text(value: str | None, style: str = "") -> Text:
@@ -70,6 +73,8 @@ class _Column:
     cells: Sequence[str | Text]
     numeric: bool = True
     drop_order: int | None = None  # smaller goes first when the table is too wide; None: always shown
+    # Left out only when even folded names leave no room for it (a split pane): smaller goes first.
+    last_resort: int | None = None
 
     @property
     def natural_width(self) -> int:
@@ -81,31 +86,47 @@ def _name_width(column: _Column) -> int:
     return max(_NAME_MIN_WIDTH, min(column.natural_width, _NAME_WANTED_WIDTH))
 
 
-def _needed(chosen: Iterable[_Column], *, whole_names: bool) -> int:
+def _needed(chosen: Iterable[_Column], *, whole_names: bool, narrow: int = _NAME_MIN_WIDTH) -> int:
     widths = (
-        column.natural_width if column.numeric else _name_width(column) if whole_names else _NAME_MIN_WIDTH
-        for column in chosen
+        column.natural_width if column.numeric else _name_width(column) if whole_names else narrow for column in chosen
     )
     return sum(width + _COLUMN_OVERHEAD for width in widths) + 1
 
 
-def _fit(columns: Sequence[_Column], max_width: int) -> tuple[list[_Column], list[str], bool]:
-    """The columns that fit ``max_width``, the headings left out, and whether names fit whole.
+def _fit(columns: Sequence[_Column], max_width: int) -> tuple[list[_Column], list[str], int | None]:
+    """The columns that fit ``max_width``, the headings left out, and the width names fold to (None: whole).
 
     Numbers are never cut. Optional columns go first (in their drop order) while
-    names would not fit whole; names fold (to 8 at the least) only when every
-    optional column is gone and the table is still too wide.
+    names would not fit whole; names fold (to 8) only when every optional column
+    is gone and the table is still too wide. Should it still be too wide then,
+    the last-resort columns go too (the waste, the calls), and then names fold
+    narrower than 8, rather than the terminal cropping a number: the cost and the
+    names always stay.
     """
     kept = list(columns)
     dropped: list[str] = []
-    while _needed(kept, whole_names=True) > max_width:
-        optional = [column for column in kept if column.drop_order is not None]
-        if not optional:
-            break
-        victim = min(optional, key=lambda column: column.drop_order or 0)
+
+    def drop(order: Callable[[_Column], int | None]) -> bool:
+        candidates = [column for column in kept if order(column) is not None]
+        if not candidates:
+            return False
+        victim = min(candidates, key=lambda column: order(column) or 0)
         kept.remove(victim)
         dropped.append(victim.heading)
-    return kept, dropped, _needed(kept, whole_names=True) <= max_width
+        return True
+
+    while _needed(kept, whole_names=True) > max_width and drop(lambda column: column.drop_order):
+        pass
+    if _needed(kept, whole_names=True) <= max_width:
+        return kept, dropped, None
+    while _needed(kept, whole_names=False) > max_width and drop(lambda column: column.last_resort):
+        pass
+    narrow = _NAME_MIN_WIDTH
+    names = sum(1 for column in kept if not column.numeric)
+    if names and _needed(kept, whole_names=False) > max_width:
+        spare = max_width - _needed(kept, whole_names=False, narrow=0)
+        narrow = max(1, spare // names)
+    return kept, dropped, narrow
 
 
 def _table(
@@ -117,7 +138,7 @@ def _table(
     caption: str | None = None,
 ) -> Table:
     """A table of ``columns``; with ``total``, the last row is a bold total line under a rule."""
-    kept, dropped, whole_names = _fit(columns, max_width)
+    kept, dropped, narrow = _fit(columns, max_width)
     notes = [caption] if caption else []
     if dropped:
         notes.append(f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows them).")
@@ -134,7 +155,7 @@ def _table(
             # At its natural width, unwrapped: rich shrinks nothing below a column's min_width.
             table.add_column(heading, justify="right", no_wrap=True, min_width=column.natural_width)
         else:
-            width = _name_width(column) if whole_names else _NAME_MIN_WIDTH
+            width = _name_width(column) if narrow is None else narrow
             table.add_column(heading, overflow="fold", min_width=width)
     rows = len(kept[0].cells) if kept else 0
     for index in range(rows):
@@ -150,7 +171,7 @@ def _table(
 def _usage_columns(usages: Sequence[UsageView], costs: Sequence[str], wastes: Sequence[str]) -> list[_Column]:
     """The number columns of a breakdown, one cell per usage."""
     return [
-        _Column("Calls", [count_text(usage.calls) for usage in usages]),
+        _Column("Calls", [count_text(usage.calls) for usage in usages], last_resort=1),
         _Column("Attempts", [count_text(usage.attempts) for usage in usages], drop_order=4),
         _Column("Tokens", [count_text(usage.tokens) for usage in usages], drop_order=3),
         _Column(
@@ -163,6 +184,7 @@ def _usage_columns(usages: Sequence[UsageView], costs: Sequence[str], wastes: Se
         _Column(
             "Waste",
             [waste_cell(waste, usage) for usage, waste in zip(usages, wastes, strict=True)],
+            last_resort=0,
         ),
         _Column("Errors", [rate_text(usage.error_rate) for usage in usages], drop_order=5),
         _Column("Retries", [rate_text(usage.retry_rate) for usage in usages], drop_order=2),
@@ -171,13 +193,9 @@ def _usage_columns(usages: Sequence[UsageView], costs: Sequence[str], wastes: Se
     ]
 
 
-def _summary(report: ReportView) -> Table:
+def _summary(report: ReportView, max_width: int) -> Table:
+    """The totals, two figures to a line; one to a line when two do not fit (an amount is never cut)."""
     totals = report.totals
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     waste, share = waste_figure(report)
     pairs = [
         (
@@ -192,7 +210,15 @@ def _summary(report: ReportView) -> Table:
         ("Waste", waste if share is None else f"{waste} ({share})", "Unpriced", count_text(totals.unpriced_attempts)),
         ("Latency p50", latency_text(totals.latency_p50_ms), "Latency p95", latency_text(totals.latency_p95_ms)),
     ]
-    for row in pairs:
+    rows: list[tuple[str, ...]] = list(pairs)
+    gaps = _SUMMARY_GAP * 3
+    if sum(max(len(row[index]) for row in pairs) for index in range(4)) + gaps > max_width:
+        rows = [row[:2] for row in pairs] + [row[2:] for row in pairs]
+    table = Table.grid(padding=(0, _SUMMARY_GAP))
+    for _ in range(len(rows[0]) // 2):
+        table.add_column(style="bold")
+        table.add_column(justify="right", overflow="fold")
+    for row in rows:
         table.add_row(*row)
     return table
 
@@ -226,7 +252,7 @@ def _waste(report: ReportView, max_width: int) -> Table:
     attempts = sum(line.attempts for line in lines)
     columns = [
         _Column("Outcome", [*(_text(line.outcome) for line in lines), _text("Total")], numeric=False),
-        _Column("Attempts", [*(count_text(line.attempts) for line in lines), count_text(attempts)]),
+        _Column("Attempts", [*(count_text(line.attempts) for line in lines), count_text(attempts)], last_resort=1),
         _Column(
             "Tokens", [*(count_text(line.tokens) for line in lines), count_text(totals.waste_tokens)], drop_order=0
         ),
@@ -240,7 +266,11 @@ def _waste(report: ReportView, max_width: int) -> Table:
                 cost_cell(costs[-1], attempts, unpriced),
             ],
         ),
-        _Column("Unpriced", [*(count_text(line.unpriced_attempts) for line in lines), count_text(unpriced)]),
+        _Column(
+            "Unpriced",
+            [*(count_text(line.unpriced_attempts) for line in lines), count_text(unpriced)],
+            last_resort=0,
+        ),
     ]
     return _table(
         _text(f"Waste: {waste}" + ("" if share is None else f", {share} of cost"), "bold"),
@@ -256,11 +286,11 @@ def _sessions(report: ReportView, max_width: int) -> Table:
     cells = [[numbers[index] for _, numbers in rows] for index in range(7)]
     columns = [
         _Column("Session", [_text(session) for session, _ in rows], numeric=False),
-        _Column("Calls", cells[0]),
+        _Column("Calls", cells[0], last_resort=1),
         _Column("Attempts", cells[1], drop_order=2),
         _Column("Tokens", cells[2], drop_order=1),
         _Column("Cost", cells[3]),
-        _Column("Waste", cells[4]),
+        _Column("Waste", cells[4], last_resort=0),
         _Column("Errors", cells[5], drop_order=3),
         _Column("Prompt growth", cells[6], drop_order=0),
     ]
@@ -294,7 +324,7 @@ def _parts(report: ReportView, max_width: int) -> Iterator[RenderableType]:
     if report.totals.attempts == 0 and report.totals.calls == 0:
         yield _text("No usage in this period.")
         return
-    yield _summary(report)
+    yield _summary(report, max_width)
     yield _breakdown(report, max_width)
     yield _waste(report, max_width)
     if report.top_sessions:
