@@ -99,6 +99,27 @@ def test_nice_ticks_cover_the_maximum_at_a_round_step(maximum: float) -> None:
     assert any(math.isclose(mantissa, factor) for factor in (1, 2, 2.5, 5)), step
 
 
+@pytest.mark.parametrize("maximum", [0.0012, 0.012, 0.12, 1.2, 11.0, 12.0, 120.0, 0.97, 7.3, 1234.5, 2.5e6])
+def test_a_money_axis_tick_shows_its_own_value(maximum: float) -> None:
+    # A step of 2.5 (x a power of ten) has a decimal more than its first digit says: 7.5 is $7.50, not $8.
+    ticks = nice_ticks(maximum)
+    step = ticks[1] - ticks[0]
+    for tick in ticks:
+        label = usd_compact(tick, step=step)
+        assert Decimal(label.removeprefix("$").replace(",", "")) == Decimal(repr(tick)), (tick, label)
+    svg = bar_chart("costs", "Cost", ["cost"], [Bar("a", (12.0,), ("$12",), "$12")], usd_compact_axis)
+    (axis,) = parse(svg).find_all("g", cls="axis")
+    labels = [node.text() for node in axis.find_all("text")]
+    assert labels[0] in {"$0", "$0.00"}
+    assert not {"$2", "$8", "$12"} & set(labels), labels
+    assert "$12.50" in labels or "$15" in labels, labels
+
+
+def usd_compact_axis(tick: float, step: float) -> str:
+    """A money axis's tick, as the HTML report writes it."""
+    return usd_compact(tick, step=step)
+
+
 def test_nothing_to_chart_is_a_message_not_a_division_by_zero() -> None:
     assert nice_ticks(0) == [0.0, 1.0]
     svg = parse(bar_chart("empty-chart", "Nothing", ["cost"], [], lambda tick, step: str(tick)))

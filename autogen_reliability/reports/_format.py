@@ -134,7 +134,10 @@ def _grouped(value: Decimal) -> str:
 def usd_compact(value: float, *, step: float | None = None) -> str:
     """USD rounded for a chart's axis or bar label; ``step`` (a tick interval) sets the decimals."""
     if step is not None and step > 0:
-        decimals = max(0, -_floor_log10(step))
+        # As many decimals as the step has, so every tick shows its own value: a step of 2.5 has one more
+        # than its first digit says (7.5 is $7.50, not $8; 0.025 is $0.025, not $0.03).
+        exponent = Decimal(repr(step)).normalize().as_tuple().exponent
+        decimals = max(0, -exponent) if isinstance(exponent, int) else 0
         decimals = 2 if decimals == 1 else decimals  # $0.50, not $0.5
         return f"${value:,.{decimals}f}"
     if value == 0:
