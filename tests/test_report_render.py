@@ -13,6 +13,7 @@ import io
 import math
 import re
 from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 
@@ -20,7 +21,7 @@ import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
-from autogen_reliability.reports import Group, Usage, UsageReport
+from autogen_reliability.reports import DailyCost, Group, ReportFilters, Usage, UsageReport, WasteLine
 from autogen_reliability.reports._csv import NUMBER_COLUMNS
 from autogen_reliability.reports._format import (
     count_text,
@@ -519,6 +520,36 @@ def test_html_of_an_empty_report_says_so() -> None:
     dom = parse(empty_report().to_html())
     assert "No usage in this period." in dom.by_id("empty").text()
     assert not dom.find_all("svg")
+
+
+def test_an_axis_of_one_attempt_ticks_whole_tokens_and_whole_nano_usd() -> None:
+    # One attempt of 1 token and $0.000000001: no tick between two whole tokens ("0 0 0 1 1 1" for 0, 0.2,
+    # 0.4 ...) nor below the ledger's unit, and the first tick's label starts inside the chart.
+    one = Usage(calls=1, attempts=1, prompt_tokens=1, cost=Decimal("0.000000001"))
+    report = UsageReport(
+        filters=ReportFilters(project="acme-support"),
+        generated_at=datetime(2025, 5, 8, 9, 30, tzinfo=UTC),
+        group_by=("agent", "model"),
+        totals=one,
+        waste=tuple(WasteLine(outcome, 0, 0, Decimal(0), 0) for outcome in ("error", "invalid", "cancelled")),
+        breakdown=(Group({"agent": "a", "model": "m"}, one),),
+        by_model=(Group({"model": "m"}, one),),
+        by_agent=(Group({"agent": "a"}, one),),
+        daily=(DailyCost(date(2025, 5, 1), "m", Decimal("0.000000001"), 1, 1, 0),),
+    )
+    dom = parse(report.to_html())
+    tokens = [node.text() for node in dom.by_id("tokens-by-model").find_all("g", cls="axis")[0].find_all("text")]
+    assert tokens == ["0", "1"]
+    for chart in ("cost-per-day", "cost-by-agent"):
+        axis = dom.by_id(chart).find_all("g", cls="axis")[0]
+        for node in axis.find_all("text"):
+            nano = Decimal(node.text().removeprefix("$")) * 10**9
+            assert nano == nano.to_integral_value(), (chart, node.text())
+            anchor = node.attr("text-anchor")
+            start = float(node.attr("x") or 0) - (len(node.text()) * 7.0 / 2 if anchor == "middle" else 0)
+            if anchor == "end":
+                start -= len(node.text()) * 7.0
+            assert start >= 0, (chart, node.text())
 
 
 @pytest.mark.parametrize("days", [1, 7, 60])

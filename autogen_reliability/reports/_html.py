@@ -60,6 +60,7 @@ WIDE_CHART: Final = 1100
 HALF_CHART: Final = 520
 NOWRAP_CHARS: Final = 32
 LONG_CARD_VALUE: Final = 10  # characters that fit a card's 22 px value, six cards to a row
+NANO_USD: Final = 1e-9  # the ledger's unit of money: no axis ticks between two amounts it can hold
 
 
 @functools.cache
@@ -268,6 +269,7 @@ def _daily(report: ReportView) -> dict[str, Any]:
         lambda tick, step: usd_compact(tick, step=step),
         other_last=bool(folded),
         width=WIDE_CHART,
+        unit=NANO_USD,
         empty_message="No priced cost in this period." if report.daily else "No usage in this period.",
     )
     return {"chart": chart, "series": names, "rows": rows, "left_out": left_out}
@@ -308,6 +310,7 @@ def _agents(report: ReportView) -> dict[str, Any]:
         lambda tick, step: usd_compact(tick, step=step),
         empty_message="No priced cost in this period.",
         width=HALF_CHART,
+        unit=NANO_USD,
     )
     rows = [
         {
@@ -373,6 +376,7 @@ def _models(report: ReportView) -> dict[str, Any]:
         lambda tick, step: tokens_compact(tick, trim=True),
         empty_message="No tokens in this period.",
         width=HALF_CHART,
+        unit=1,
     )
     rows = [
         {
@@ -436,6 +440,7 @@ def _waste(report: ReportView) -> dict[str, Any]:
             bars,
             lambda tick, step: usd_compact(tick, step=step),
             width=WIDE_CHART,
+            unit=NANO_USD,
         )
     costs = usd_column([*(line.cost for line in report.waste), totals.waste_cost])
     waste, share = waste_figure(report)

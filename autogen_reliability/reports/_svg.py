@@ -80,16 +80,28 @@ def series_class(index: int, *, other: bool = False) -> str:
     return "so" if other else f"s{index % SERIES_STYLES}"
 
 
-def nice_ticks(maximum: float, *, count: int = 5) -> list[float]:
-    """Ticks from 0 to at least ``maximum``, at a step of 1, 2 or 5 times a power of ten."""
+def nice_ticks(maximum: float, *, count: int = 5, unit: float = 0.0) -> list[float]:
+    """Ticks from 0 to at least ``maximum``, at a step of 1, 2, 2.5 or 5 times a power of ten.
+
+    ``unit`` is the smallest quantity the values come in (1 for tokens, a nano-USD for money): the step
+    is a whole number of units, so no tick falls between two values there can be (0.2 of a token).
+    """
     if maximum <= 0 or not math.isfinite(maximum):
         return [0.0, 1.0]
-    raw = maximum / count
+    raw = max(maximum / count, unit)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(factor * magnitude for factor in (1, 2, 2.5, 5, 10) if factor * magnitude >= raw)
+    step = next(
+        factor * magnitude
+        for factor in (1, 2, 2.5, 5, 10)
+        if factor * magnitude >= raw and (unit <= 0 or _whole(factor * magnitude / unit))
+    )
     steps = math.ceil(maximum / step - 1e-9)
     # Rounded, so 0.1 * 3 prints as 0.3 and not 0.30000000000000004.
     return [round(index * step, 12) for index in range(steps + 1)]
+
+
+def _whole(value: float) -> bool:
+    return math.isclose(value, round(value), rel_tol=1e-9)
 
 
 def _text_width(text: str) -> float:
@@ -178,6 +190,7 @@ def column_chart(
     other_last: bool = False,
     empty_message: str = "No data in this period.",
     width: float = WIDTH,
+    unit: float = 0.0,
 ) -> Markup:
     """Stacked columns, one per category, a segment per series; the value axis on the left.
 
@@ -190,11 +203,12 @@ def column_chart(
         other_last: The last series is "other" (drawn grey).
         empty_message: Shown instead of the chart when there is no column.
         width: The drawing's width in px (its height follows from the content).
+        unit: The smallest quantity of the values (see :func:`nice_ticks`); 0: any.
     """
     if not columns or not series:
         return _empty(chart_id, label, empty_message, width)
     totals = [sum(column.values) for column in columns]
-    ticks = nice_ticks(max(totals))
+    ticks = nice_ticks(max(totals), unit=unit)
     top_value = ticks[-1]
     step = ticks[1] - ticks[0]
     tick_texts = [axis_text(tick, step) for tick in ticks]
@@ -267,6 +281,7 @@ def bar_chart(
     *,
     empty_message: str = "No data in this period.",
     width: float = WIDTH,
+    unit: float = 0.0,
 ) -> Markup:
     """Horizontal bars, one per name (top to bottom as given), a segment per series; the value axis below.
 
@@ -278,6 +293,7 @@ def bar_chart(
         axis_text: ``(tick, step) -> text`` of a value-axis tick.
         empty_message: Shown instead of the chart when there is no bar.
         width: The drawing's width in px (its height follows from the number of bars).
+        unit: The smallest quantity of the values (see :func:`nice_ticks`); 0: any.
     """
     if not bars or not series:
         return _empty(chart_id, label, empty_message, width)
@@ -287,13 +303,16 @@ def bar_chart(
     left = min(max(_text_width(_cut(bar.label, label_chars)) for bar in bars), _text_width("x" * label_chars)) + 12
     right = max(_text_width(bar.total_text) for bar in bars) + 14
     top, row, bar_height = 6.0, 26.0, 16.0
-    plot_width = width - left - right
+    names_left = left
     # Fewer ticks on a narrow axis, so that their labels never touch.
     for count in (5, 4, 3, 2, 1):
-        ticks = nice_ticks(max(totals), count=count)
+        ticks = nice_ticks(max(totals), count=count, unit=unit)
         step = ticks[1] - ticks[0]
-        widest = max(_text_width(axis_text(tick, step)) for tick in ticks)
-        if plot_width / (len(ticks) - 1) >= widest + 12:
+        texts = [axis_text(tick, step) for tick in ticks]
+        # The first label is centred on the axis: it must start inside the drawing, however short the names.
+        left = max(names_left, _text_width(texts[0]) / 2 + 2)
+        plot_width = width - left - right
+        if plot_width / (len(ticks) - 1) >= max(map(_text_width, texts)) + 12:
             break
     top_value = ticks[-1]
     plot_bottom = top + row * len(bars)
