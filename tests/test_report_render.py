@@ -425,6 +425,32 @@ CHARTS = ("cost-per-day", "cost-by-agent", "tokens-by-model", "waste-by-outcome"
 URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "poster", "data", "srcset", "background"}
 
 
+def _saving_card(report: UsageReport) -> str:
+    cards = parse(report.to_html()).by_id("summary").find_all("div", cls="card")
+    return next(card.text() for card in cards if "Possible saving" in card.text())
+
+
+def test_the_possible_saving_card_sums_only_findings_with_an_estimate() -> None:
+    report = make_report()
+    priced = [finding for finding in report.recommendations if finding.saving is not None]
+    unpriced = [finding for finding in report.recommendations if finding.saving is None]
+    assert priced
+    assert unpriced
+    # Findings with no estimate only: nothing is estimated, which is not a saving of $0.00.
+    card = _saving_card(replace(report, recommendations=tuple(unpriced)))
+    assert "$0.00" not in card
+    assert "not estimated" in card
+    assert "1 finding, with no estimate" in card
+    # One estimate: "1 finding's", not "1 findings'"; the findings with none are counted apart.
+    card = _saving_card(replace(report, recommendations=(priced[0], *unpriced)))
+    assert usd_text(priced[0].saving or Decimal(0)) in card
+    assert "at most: the estimate of 1 finding (1 more has none)" in card
+    card = _saving_card(report)
+    assert usd_text(sum((finding.saving or Decimal(0) for finding in priced), Decimal(0))) in card
+    assert f"at most: the sum of {len(priced)} findings' estimates (1 more has none)" in card
+    assert _saving_card(replace(report, recommendations=())).endswith("no recommendation")
+
+
 def test_html_has_every_section_chart_and_number() -> None:
     report = make_report()
     page = report.to_html()

@@ -146,20 +146,36 @@ def _cards(report: ReportView) -> list[_Card]:
             unpriced,
             "warn" if totals.unpriced_attempts else "",
         ),
-        _Card(
-            "Possible saving",
-            usd_text(sum((finding.saving for finding in report.recommendations if finding.saving), Decimal(0))),
-            # Findings can overlap (a model's retries and its agent's share), so the sum is an upper bound.
-            f"at most: the sum of {count_text(len(report.recommendations))} findings' estimates"
-            if report.recommendations
-            else "no recommendation",
-        ),
+        _saving_card(report),
         _Card(
             "Latency",
             f"{latency_text(totals.latency_p50_ms)}",
             f"p50; p95 {latency_text(totals.latency_p95_ms)}",
         ),
     ]
+
+
+def _saving_card(report: ReportView) -> _Card:
+    findings = report.recommendations
+    savings = [finding.saving for finding in findings if finding.saving is not None]
+    missing = len(findings) - len(savings)
+    if not findings:
+        return _Card("Possible saving", usd_text(Decimal(0)), "no recommendation")
+    if not savings:  # unpriced models, say: nothing is estimated, which is no saving of $0.00
+        return _Card(
+            "Possible saving",
+            "not estimated",
+            f"{count_text(missing)} finding{'' if missing == 1 else 's'}, with no estimate",
+        )
+    # Findings can overlap (a model's retries and its agent's share), so the sum is an upper bound.
+    detail = (
+        "at most: the estimate of 1 finding"
+        if len(savings) == 1
+        else f"at most: the sum of {count_text(len(savings))} findings' estimates"
+    )
+    if missing:
+        detail += f" ({count_text(missing)} more {'has' if missing == 1 else 'have'} none)"
+    return _Card("Possible saving", usd_text(sum(savings, Decimal(0))), detail)
 
 
 def _model_label(model: str | None) -> str:
