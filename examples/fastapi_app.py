@@ -9,8 +9,11 @@
 
 Run: ``python examples/fastapi_app.py`` starts the service on 127.0.0.1 against
 a local OpenAI-compatible server (no API key), calls each route once over HTTP,
-prints what it got and stops; ``--serve`` keeps it running for you to call
-(``curl -H 'X-Project-ID: acme-support' -d '{"question": "hi"}' localhost:8000/ask``).
+prints what it got and stops; ``--serve`` keeps it running for you to call::
+
+    curl -H 'X-Project-ID: acme-support' -H 'Content-Type: application/json' -d '{"question": "hi"}' localhost:8000/ask
+
+(without the JSON content type, curl sends a form, which FastAPI refuses with 422).
 With ``OPENAI_API_KEY`` set and ``--live``, the agent talks to OpenAI instead.
 Usage rows go to ``./fastapi_app.db``.
 
