@@ -817,6 +817,10 @@ def _demo_refusal(*, live: bool, model: str | None, api_key: str) -> str | None:
         return "--model must name a model"
     if live and not api_key:
         return "--live needs OPENAI_API_KEY set to an OpenAI API key (without --live the demo runs offline)"
+    if live:  # a model the team cannot run on: said before a request is sent (AutoGen loaded on demand)
+        from ._demo import live_model_refusal  # noqa: PLC0415
+
+        return live_model_refusal(model or _DEMO_MODEL)
     return None
 
 

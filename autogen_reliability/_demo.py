@@ -214,6 +214,29 @@ def runaway_team(llm: ReliableChatCompletionClient, limit: Decimal, *, stream: b
     return RoundRobinGroupChat([drafter, perfectionist], termination_condition=stop)
 
 
+def live_model_refusal(model: str) -> str | None:
+    """Why the team cannot run on ``model`` with ``--live``, if it cannot; said before any request is sent.
+
+    AutoGen's ``OpenAIChatCompletionClient`` raises for a model name it has no ``model_info`` for, and the triage
+    agent needs function calling (its tool) and structured output (its answer).
+    """
+    try:
+        info = OpenAIChatCompletionClient(model=model, api_key="sk-not-used").model_info
+    except ValueError:
+        return (
+            f"--model {model}: AutoGen's OpenAIChatCompletionClient does not know this model (it needs its "
+            f"model_info); choose one it knows, e.g. {DEFAULT_MODEL} or gpt-4.1-mini"
+        )
+    features = {"function_calling": "function calling", "structured_output": "structured output"}
+    missing = [name for key, name in features.items() if not info.get(key)]
+    if missing:
+        return (
+            f"--model {model}: a model without {' and '.join(missing)}, which the triage agent needs; "
+            f"choose another, e.g. {DEFAULT_MODEL}"
+        )
+    return None
+
+
 def provider_client(model: str, *, api_key: str, base_url: str | None = None) -> OpenAIChatCompletionClient:
     """AutoGen's OpenAI client the team's wrapper goes around: the real API, or the local server at ``base_url``."""
     if base_url is None:

@@ -304,6 +304,26 @@ def test_demo_live_without_a_key_exits_2_naming_the_variable() -> None:
     assert done.stderr.startswith("autogen-reliability: error: --live needs OPENAI_API_KEY")
 
 
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        ("gpt-5.1", "AutoGen's OpenAIChatCompletionClient does not know"),  # newer than autogen-ext's table
+        ("gpt-3.5-turbo", "without structured output"),  # the triage agent's answer is structured
+        ("o1-mini", "without function calling"),  # its tool
+    ],
+)
+def test_demo_live_refuses_a_model_the_team_cannot_run_on_before_any_request(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path, model: str, why: str
+) -> None:
+    environment = {"OPENAI_API_KEY": "sk-live-0123456789abcdef", "OPENAI_BASE_URL": fake_openai_server.base_url}
+    done = run_cli("demo", "--live", "--model", model, "--db", f"sqlite:///{tmp_path / 'ledger.db'}", env=environment)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, f"--model {model}: ")
+    assert why in done.stderr
+    assert "gpt-4o-mini" in done.stderr  # one that works
+    assert fake_openai_server.requests == []
+    assert not (tmp_path / "ledger.db").exists()
+
+
 def test_demo_live_client_is_the_real_openai_one_on_its_default_url() -> None:
     client = provider_client("gpt-4o-mini", api_key="sk-not-used")
     assert isinstance(client, OpenAIChatCompletionClient)
