@@ -225,17 +225,28 @@ def docs_server() -> Iterator[FakeOpenAIServer]:
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[str(page.relative_to(ROOT)) for page in PAGES_WITH_CODE])
 def test_page_runs(page: Path, tmp_path: Path, docs_server: FakeOpenAIServer) -> None:
+    assert_page_runs(page, tmp_path, docs_server)
+
+
+def test_getting_started_runs_again_in_the_same_directory(tmp_path: Path, docs_server: FakeOpenAIServer) -> None:
+    # A reader runs the page a second time where its usage.db already holds the first run's rows.
+    for _ in range(2):
+        assert_page_runs(ROOT / "docs" / "getting-started.md", tmp_path, docs_server)
+
+
+def assert_page_runs(page: Path, cwd: Path, docs_server: FakeOpenAIServer) -> None:
+    """The page's blocks run in a process of their own in ``cwd``, without an error or a warning."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPENAI_")}
     env.update(
         OPENAI_API_KEY="sk-test",
         OPENAI_BASE_URL=docs_server.base_url,
         PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        **{ENV_DB_URL: f"sqlite:///{tmp_path / 'ledger.db'}", ENV_SPOOL_DIR: str(tmp_path / "spool")},
+        **{ENV_DB_URL: f"sqlite:///{cwd / 'ledger.db'}", ENV_SPOOL_DIR: str(cwd / "spool")},
     )
     # Every warning shows (and fails the test) but ResourceWarning: like most docs, the blocks never
     # close their clients, whose sockets are then still open when the interpreter exits.
     command = [sys.executable, "-W", "default", "-W", "ignore::ResourceWarning", __file__, str(page)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=cwd, env=env)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
 
