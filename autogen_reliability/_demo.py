@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -365,7 +366,9 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
     display.line(f"Usage ledger: {store.url}")
     display.line(f"HTML report:  {html.resolve()}")
     display.line(f"Health JSON:  {health_file.resolve()}")
-    display.line(f"Report again: autogen-reliability report --project {PROJECT} --db {store.url}")
+    # This run's report, as above: the ledger keeps earlier runs' rows.
+    again = ["autogen-reliability", "report", "--project", PROJECT, "--since", started.isoformat(), "--db", store.url]
+    display.line(f"Report again: {shlex.join(again)}")
     if display.failure is not None:
         raise DemoFailedError(f"the team stopped: {display.failure}")
     return html

@@ -190,6 +190,25 @@ def test_demo_from_the_installed_command_keeps_its_ledger_and_report_in_the_work
     assert "\x1b" not in done.stdout  # a pipe gets plain lines
 
 
+def test_demo_report_again_command_reports_this_run_when_the_ledger_holds_an_earlier_one(tmp_path: Path) -> None:
+    # The demo's ledger is kept between runs; the command it prints gives the report it showed, of this run.
+    ledger = tmp_path / "my ledger" / "usage.db"  # a space: the command must survive the shell
+    ledger.parent.mkdir()
+    for _ in range(2):
+        done = run_cli("demo", "--db", f"sqlite:///{ledger}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    shown = re.search(r"^Calls +(\d+) .*\n^Attempts +(\d+) ", done.stdout, flags=re.MULTILINE)
+    assert shown is not None
+    again = re.search(r"^Report again: (autogen-reliability .*)$", done.stdout, flags=re.MULTILINE)
+    assert again is not None
+    command = shlex.split(again[1])
+    assert command[0] == "autogen-reliability"
+    report = run_cli(*command[1:], "--format", "json", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)["totals"]
+    assert (totals["calls"], totals["attempts"]) == (int(shown[1]), int(shown[2])) == (19, 23)
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
 def test_demo_to_a_standard_output_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
     # The live display's writes failed inside rich: a traceback, then "Exception ignored" at exit.
