@@ -724,7 +724,8 @@ class _Display:
         cost = sum((row.cost_nanousd or 0 for row in stored), 0)
         if shown == found:
             self.line(
-                f"Ledger check: {len(stored)} rows for this run, one per attempt shown above; {usd(cost)} in all."
+                f"Ledger check: {_count(len(stored), 'row')} for this run, one per attempt shown above; "
+                f"{usd(cost)} in all."
             )
         else:
             self.line(

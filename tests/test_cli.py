@@ -309,6 +309,7 @@ def test_demo_live_with_a_rejected_key_shows_what_happened_and_exits_1_with_one_
     # Not retried, shown, recorded, and reported like any run.
     assert shown_attempts(out) == [("triage", 1, "authentication", 0, 0, Decimal(0))]
     assert "  ✗ the team stopped: AuthenticationError" in out
+    assert "Ledger check: 1 row for this run, one per attempt shown above; $0.000000000 in all." in out
     with UsageStore(f"sqlite:///{ledger}") as store:
         assert [(row.agent, row.error_kind) for row in store.events(project="demo")] == [("triage", "authentication")]
     assert re.search(r"^│ Total ", out, flags=re.MULTILINE)
