@@ -607,13 +607,22 @@ def _emit(text: str, out: Path | None) -> None:
 def _standard_output() -> Iterator[None]:
     """Writing to stdout, flushed here: a write that fails (a full disk under ``> file``) is one line and status 1.
 
-    A closed pipe is left to :func:`main`, which stops quietly.
+    A closed pipe is left to :func:`main`, which stops quietly. A character the stream's encoding cannot write
+    (a legacy code page: Windows' cp1252 under ``> file``) is one line that says how to get UTF-8, status 1.
     """
     try:
         yield
         sys.stdout.flush()  # here, where a failure can be handled, not at exit
     except BrokenPipeError:
         raise
+    except UnicodeEncodeError as error:  # what was written before it stays (the stream holds no half character)
+        character = ascii(error.object[error.start : error.end])
+        raise _Failure(
+            1,
+            f"standard output's encoding, {getattr(sys.stdout, 'encoding', None) or error.encoding}, "
+            f"cannot write {character}; "
+            "run with PYTHONIOENCODING=utf-8 (or PYTHONUTF8=1)",
+        ) from None
     except OSError as error:
         _stdout_to_nowhere()  # what is still buffered would fail again at exit, with a message of its own
         raise _Failure(1, f"cannot write to standard output: {error.strerror or error}") from None

@@ -228,6 +228,24 @@ def test_demo_to_a_standard_output_that_cannot_be_written_is_one_error(tmp_path:
     assert (done.returncode, done.stderr) == (1, "")
 
 
+@pytest.mark.parametrize("command", ["demo", "report"])
+def test_a_standard_output_that_cannot_encode_the_output_is_one_error_naming_the_remedy(
+    tmp_path: Path, command: str
+) -> None:
+    # A stdout in a legacy encoding (a console redirected to a file on Windows: cp1252): the demo's and the
+    # table's "·", "→" and "—" could not be written, and the command ended in a traceback.
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with UsageStore(ledger) as store:
+        store.write(sample_events())
+    args = ("demo",) if command == "demo" else ("report", "--db", ledger)
+    done = run_cli(*args, env={"PYTHONIOENCODING": "ascii"}, cwd=tmp_path)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("autogen-reliability: error: standard output's encoding, ascii, cannot write ")
+    assert "PYTHONIOENCODING=utf-8" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_demo_that_cannot_make_its_directory_says_so_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "autogen-reliability-demo").write_text("a file where the demo keeps its ledger")
     done = run_cli("demo", cwd=tmp_path)
