@@ -71,7 +71,7 @@ def usd(nanousd: int | None) -> str:
 
 def report(store: UsageStore) -> None:
     row = UsageRecord
-    since = (datetime.now(UTC) - timedelta(days=7)).date()
+    since = (datetime.now(UTC) - timedelta(days=6)).date()  # 7 days: today (UTC) and the 6 before it
     missed = row.outcome != "ok"  # errors, re-asked answers, cancelled attempts
     per_agent = (
         select(
