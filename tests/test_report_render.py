@@ -341,6 +341,7 @@ def test_rich_in_a_narrow_terminal_leaves_columns_out_rather_than_cut_a_number()
         if group.usage.unpriced_attempts < group.usage.attempts:
             assert cost in text
     assert "Not shown, for width: p95, Re-asks" in text.replace("\n", " ")
+    assert "Not shown, for width: p95 (a wider terminal shows it)." in _rich_text(report, width=132).replace("\n", " ")
     # A wide one leaves nothing out.
     assert "Not shown" not in _rich_text(report, width=200)
 

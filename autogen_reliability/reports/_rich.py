@@ -141,7 +141,8 @@ def _table(
     kept, dropped, narrow = _fit(columns, max_width)
     notes = [caption] if caption else []
     if dropped:
-        notes.append(f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows them).")
+        them = "it" if len(dropped) == 1 else "them"
+        notes.append(f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows {them}).")
     table = Table(
         title=title,
         title_justify="left",
