@@ -311,6 +311,46 @@ async def test_two_processes_sharing_one_sqlite_ledger_share_one_budget(
         assert dollars.request_count == 4
 
 
+_EXITS_WITHOUT_CLOSING = """
+import asyncio, sys
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_reliability import BudgetPolicy, configure, reliable
+
+base_url, url, spool = sys.argv[1:4]
+configure(db_url=url, spool_dir=spool)
+
+
+async def main() -> None:
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=base_url, max_retries=0)
+    client = reliable(inner, budget=BudgetPolicy(limit_usd=100, period=None), project="acme")
+    await client.create([UserMessage(content="hi", source="user")])
+    await client.create([UserMessage(content="hi", source="user")])  # after the budget's first read
+
+
+asyncio.run(main())  # and exits, closing nothing: as a script does
+"""
+
+
+async def test_a_process_that_exits_leaves_its_sqlite_ledger_whole_in_its_file(
+    tmp_path: Path, dollars: FakeOpenAIServer
+) -> None:
+    # The budget's reader kept a connection of its own open to the end: SQLite checkpoints its write-ahead
+    # log when the last connection closes, so the rows stayed in usage.db-wal, and a copy of usage.db alone
+    # (a backup, a file sent to a colleague) held none of them.
+    database = tmp_path / "usage.db"
+    child = await asyncio.to_thread(
+        run_python, _EXITS_WITHOUT_CLOSING, dollars.base_url, f"sqlite:///{database}", str(tmp_path / "spool")
+    )
+    assert child.returncode == 0, child.stderr
+    assert dollars.request_count == 2
+    assert not database.with_name("usage.db-wal").exists()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(database.read_bytes())
+    with UsageStore(f"sqlite:///{copy}") as store:
+        assert len(store.events(project="acme")) == 2
+
+
 async def test_the_first_check_of_a_key_reads_once_off_the_event_loop(
     ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -31,6 +31,8 @@ stop every agent, and the process still stops at the limit by its own spend.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 import queue
@@ -104,6 +106,15 @@ class _Ledger:
                 assert self._url is not None
                 self._store = UsageStore(self._url)
             return self._store
+
+    def close(self) -> None:
+        """Closes the store this ledger opened from a URL (a store it was given is its owner's to close)."""
+        if self._url is None:
+            return
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:
@@ -554,6 +565,17 @@ def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | N
         if _unsubscribe is None:
             _unsubscribe = _feed.subscribe(_recorded)
     return tracker
+
+
+@atexit.register
+def _close_ledgers() -> None:
+    """On a normal exit, the stores budgets opened to read are closed: the last connection to a SQLite file
+    closing is what moves its write-ahead log into the file (else ``usage.db`` alone holds no recent row)."""
+    with _lock:
+        ledgers = list(_ledgers.values())
+    for ledger in ledgers:
+        with contextlib.suppress(Exception):
+            ledger.close()
 
 
 def trackers() -> list[BudgetTracker]:
