@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -244,6 +244,15 @@ class _UsageScope:
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         # Each invocation gets a scope object of its own (entries are independent anyway).
         attribution = self._attribution
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            # Calling one runs none of its body: the scope covers each step of the generator it returns instead.
+            steps = _async_steps_in_scope if inspect.isasyncgenfunction(func) else _steps_in_scope
+
+            @functools.wraps(func)
+            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return steps(attribution, cast(Any, func)(*args, **kwargs))
+
+            return cast(Callable[_P, _R], generator_wrapper)
         if inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)
 
@@ -262,6 +271,56 @@ class _UsageScope:
         return wrapper
 
 
+def _steps_in_scope(attribution: Attribution, steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """``steps``' items, each step run inside a scope of ``attribution``, the consumer's code between them outside.
+
+    A scope entered in a generator's body and held across a ``yield`` would be the consumer's current one until the
+    next step (a generator runs in its caller's context). What is sent or thrown in is passed on.
+    """
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            with _UsageScope(attribution):
+                try:
+                    item = steps.send(sent) if thrown is None else steps.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+            sent = thrown = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as error:
+                thrown = error
+    finally:
+        with _UsageScope(attribution):
+            steps.close()
+
+
+async def _async_steps_in_scope(attribution: Attribution, steps: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
+    """As :func:`_steps_in_scope`, for an async generator."""
+    sent: Any = None
+    thrown: BaseException | None = None
+    try:
+        while True:
+            with _UsageScope(attribution):
+                try:
+                    item = await (steps.asend(sent) if thrown is None else steps.athrow(thrown))
+                except StopAsyncIteration:
+                    return
+            sent = thrown = None
+            try:
+                sent = yield item
+            except GeneratorExit:
+                raise
+            except BaseException as error:
+                thrown = error
+    finally:
+        with _UsageScope(attribution):
+            await steps.aclose()
+
+
 def usage_scope(
     *,
     project: str | None = None,
@@ -272,9 +331,11 @@ def usage_scope(
     """Attribute every model call made inside to a project, session, agent and tags.
 
     Works as ``with``, ``async with`` and as a decorator of sync or async
-    functions. Scopes nest: an inner scope overrides the fields it sets and
-    adds its tags to the outer ones. The values live in a ContextVar, so
-    concurrent asyncio tasks keep their own scopes.
+    functions; of a generator function (``async`` or not), it covers each step
+    of the generator, never the consumer's code between two items. Scopes
+    nest: an inner scope overrides the fields it sets and adds its tags to the
+    outer ones. The values live in a ContextVar, so concurrent asyncio tasks
+    keep their own scopes.
 
     Args:
         project: The product or cost centre.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Generator
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -79,6 +79,44 @@ async def test_scope_as_decorator_of_concurrent_coroutines() -> None:
     results = await asyncio.gather(*(job(f"s{n}") for n in range(5)))
     assert [result.session for result in results] == [f"s{n}" for n in range(5)]
     assert {result.project for result in results} == {"jobs"}
+    assert current_attribution() == Attribution()
+
+
+async def test_scope_as_decorator_of_an_async_generator_function(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A streaming handler: the rows of the stream it relays carry the session, and the consumer's own code
+    # between two items runs outside the scope (it was entered at the call and left at once before).
+    events: list[AttemptEvent] = []
+    fake_openai_server.enqueue(FakeReply.text("one two three"))
+    client = reliable(make_openai_client(), on_attempt=events.append)
+
+    @usage_scope(session="streamed")
+    async def relay() -> AsyncGenerator[str, None]:
+        async for item in client.create_stream(HI):
+            if isinstance(item, str):
+                yield item
+
+    between: list[Attribution] = []
+    async for _ in relay():
+        between.append(current_attribution())
+    assert [event.call.attribution.session for event in events] == ["streamed"]
+    assert between == [Attribution()] * 3
+    assert relay.__name__ == "relay"
+
+
+def test_scope_as_decorator_of_a_generator_function() -> None:
+    @usage_scope(session="batch")
+    def sessions() -> Generator[str | None, str, None]:
+        received = yield current_attribution().session
+        yield f"{received}:{current_attribution().session}"
+
+    gen = sessions()
+    assert next(gen) == "batch"
+    assert current_attribution() == Attribution()
+    assert gen.send("sent") == "sent:batch"
+    with pytest.raises(KeyError):
+        gen.throw(KeyError("passed in"))  # thrown into the body, which lets it out
     assert current_attribution() == Attribution()
 
 
