@@ -31,7 +31,6 @@ subpackages and plug in as layers and observers.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -286,10 +285,11 @@ class AttemptEvent:
 
     @property
     def outcome(self) -> Outcome:
-        """``"ok"``, ``"error"``, or ``"cancelled"`` (task cancelled or stream abandoned before its result)."""
+        """``"ok"``, ``"error"``, or ``"cancelled"``: the task was cancelled, the stream abandoned before its
+        result, or the attempt otherwise stopped by what is not an ``Exception`` (``KeyboardInterrupt``)."""
         if self.error is None:
             return "ok"
-        if isinstance(self.error, asyncio.CancelledError | GeneratorExit):
+        if not isinstance(self.error, Exception):  # as classify_error: a request to stop, not a failure
             return "cancelled"
         return "error"
 

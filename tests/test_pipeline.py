@@ -27,7 +27,7 @@ from autogen_reliability._pipeline import (
 )
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient, ScriptedReply
 
 from .conftest import OpenAIClientFactory
 
@@ -346,3 +346,23 @@ async def test_a_finished_call_is_freed_without_the_garbage_collector(
     assert recorder.stats["written"] == 2  # both calls were recorded before they let their events go
     if observed:  # the observers still saw every attempt at the end
         assert told == ["started", "ended after 1 attempt(s)"] * 2
+
+
+def test_an_attempt_interrupted_by_ctrl_c_is_recorded_as_cancelled(tmp_path: Path) -> None:
+    # Ctrl-C while a step of the call runs its own code (a loop not run by asyncio.run, a notebook's) raises
+    # KeyboardInterrupt through the attempt: a request to stop, as a cancellation is, not a provider's failure.
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    events: list[AttemptEvent] = []
+    inner = ScriptedChatCompletionClient([ScriptedReply.error(KeyboardInterrupt())])
+    client = ReliableChatCompletionClient(inner, recorder=recorder, on_attempt=events.append)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(client.create(HI))
+        assert recorder.flush(10)
+        rows = store.events()
+    finally:
+        recorder.close()
+        store.close()
+    assert [event.outcome for event in events] == ["cancelled"]
+    assert [(row.outcome, row.error_kind) for row in rows] == [("cancelled", "cancelled")]
