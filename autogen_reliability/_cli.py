@@ -513,8 +513,10 @@ def _output(path: Path) -> Iterator[TextIO]:
     """``path`` opened to write; a regular file becomes ``path`` only once all of it is written.
 
     A failed export leaves no half file behind. A symlink stays one: the file
-    it names is replaced, and keeps its permissions. A FIFO or a device (such
-    as ``/dev/stdout``, a symlink to one) is written in place.
+    it names is replaced, and keeps its permissions. A FIFO or a device is
+    written in place; so is this process's standard output (``/dev/stdout``, a
+    pipe, a terminal, or the file of ``> file`` or ``>> file``, appended to), as
+    standard output is written (a reader that went away: :func:`main`).
     """
     try:
         found: os.stat_result | None = path.stat()  # through symlinks
@@ -522,6 +524,13 @@ def _output(path: Path) -> Iterator[TextIO]:
         found = None
     except OSError as error:
         raise _Failure(1, f"cannot write {path}: {error.strerror or error}") from None
+    if found is not None and _is_standard_output(found):
+        # Replacing the file of `>> file` would lose what it held; and the output is all stdout gets (_done).
+        with _standard_output():
+            sys.stdout.flush()
+            with open(sys.stdout.fileno(), "w", encoding="utf-8", newline="", closefd=False) as stream:
+                yield stream
+        return
     if found is not None and not stat.S_ISREG(found.st_mode):
         # Renaming a file onto a FIFO or a device would replace it (as root, /dev/null itself) and its
         # reader would get nothing: written as a shell's > writes it.
@@ -565,6 +574,25 @@ def _output(path: Path) -> Iterator[TextIO]:
         raise
 
 
+def _is_standard_output(found: os.stat_result) -> bool:
+    """Whether ``found`` is the file this process's standard output writes to."""
+    try:
+        own = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout closed, or no file
+        return False
+    return (own.st_dev, own.st_ino) == (found.st_dev, found.st_ino)
+
+
+def _done(line: str, out: Path) -> None:
+    """``line``, which says what was written to ``out``, unless ``out`` is standard output: it would end the output."""
+    try:
+        if _is_standard_output(out.stat()):
+            return
+    except OSError:
+        pass  # not there any more: said as usual
+    _print(line)
+
+
 def _report(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     grouping = {} if args.by is None else {"group_by": args.by}  # else the store's default, agent and model
     with _ledger(args.db, args.out) as store:
@@ -600,7 +628,7 @@ def _emit(text: str, out: Path | None) -> None:
         return
     with _output(out) as handle:
         handle.write(text)
-    _print(f"wrote {out.resolve()}")
+    _done(f"wrote {out.resolve()}", out)
 
 
 @contextmanager
@@ -660,7 +688,7 @@ def _print_rich(renderable: Any, out: Path | None) -> None:
         return
     with _output(out) as handle:
         Console(file=handle, width=_FILE_WIDTH, color_system=None, force_terminal=False).print(renderable)
-    _print(f"wrote {out.resolve()}")
+    _done(f"wrote {out.resolve()}", out)
 
 
 def _usable_width(columns: str | None) -> bool:
@@ -758,8 +786,9 @@ def _export(args: argparse.Namespace, since: datetime | None, until: datetime | 
             out.write(encode(record))
             out.write("\n")
             rows += 1
-    _print(
-        f"wrote {_count(rows, 'row')} of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}"
+    _done(
+        f"wrote {_count(rows, 'row')} of project {args.project!r}{_period_text(since, until)} to {args.out.resolve()}",
+        args.out,
     )
     return 0
 

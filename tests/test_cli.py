@@ -735,6 +735,32 @@ def test_export_to_a_symlink_a_fifo_or_a_private_file_keeps_what_is_there(
     assert len(private.read_text().splitlines()) == rows
 
 
+def test_an_out_that_is_standard_output_gets_the_output_alone_and_appended_to(
+    ledger: tuple[str, list[UsageEvent]], tmp_path: Path
+) -> None:
+    # --out /dev/stdout through a pipe ended with "wrote 9 rows ... to /proc/123/fd/pipe:[456]", a line that is
+    # not JSON (jq failed on it); under `>> file` the file was replaced, and what it held before was lost.
+    url, events = ledger
+    rows = sum(1 for e in events if e.project == PROJECT)
+    done = run_cli("export", "--project", PROJECT, "--out", "/dev/stdout", "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [json.loads(line)["project"] for line in done.stdout.splitlines()] == [PROJECT] * rows
+    done = run_cli("report", "--format", "csv", "--out", "/dev/stdout", "--db", url)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[0].startswith("agent,model,calls,")
+    assert not [line for line in done.stdout.splitlines() if line.startswith("wrote ")]
+    appended = tmp_path / "all.jsonl"
+    appended.write_text('{"kept": true}\n', encoding="utf-8")
+    command = [sys.executable, "-m", "autogen_reliability", "export", "--project", PROJECT, "--out", "/dev/stdout"]
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    with appended.open("a", encoding="utf-8") as stdout:
+        status = subprocess.run([*command, "--db", url], stdout=stdout, timeout=120, check=False, env=environment)
+    assert status.returncode == 0
+    lines = appended.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == '{"kept": true}'
+    assert [json.loads(line)["project"] for line in lines[1:]] == [PROJECT] * rows
+
+
 def test_iter_events_streams_from_a_server_side_cursor_on_postgresql(make_pg_database: Callable[[], str]) -> None:
     url = make_pg_database()
     start = datetime.now(UTC) - timedelta(days=1)
