@@ -17,7 +17,9 @@ bad command line (an unknown option, format or ``--by`` column, a tag key with a
 directory that does not exist or that is the SQLite ledger itself, ``demo
 --live`` without ``OPENAI_API_KEY``) or a database URL that can never work (the
 check ``configure()`` makes: another database, a driver not installed, a SQLite
-file in a directory that does not exist, ...); 130 when interrupted (Ctrl-C).
+file in a directory that does not exist, ...); 130 when interrupted (Ctrl-C), and but for ``demo``, 143 when
+terminated (SIGTERM), stopping as cleanly (no partial ``--out`` file, whole cleanup batches, a migration rolled
+back).
 Errors are one line on stderr, with no traceback and no password. ``--version``
 prints the version.
 """
@@ -28,9 +30,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -415,10 +419,9 @@ def _db(command: str, url: str | None) -> int:
     except (SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: a version table not ours
         _error(f"cannot use the database {masked}: {error_line(error, secrets)}")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Ctrl-C: a migration still running is rolled back, as its transaction ends uncommitted.
-        _error("interrupted")
-        return 130
+        return _stopped(stop)
     finally:
         engine.dispose()
     return 0
@@ -833,6 +836,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return _run(args)  # raised inside asyncio, SIGTERM would have AutoGen's runtime log tracebacks: it ends it
+    with _terminated_as_interrupted():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
             return _demo(args.stream, args.db, live=args.live, model=args.model)
@@ -845,6 +855,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _stdout_to_nowhere()  # the reader went away (`... | head`): stop quietly
         return 1
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt is, so that the command stops as cleanly."""
+
+
+@contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM (``timeout``, systemd, Kubernetes) stops a ledger or ``db`` command as Ctrl-C does, not where it stands.
+
+    Killed outright, an export left its hidden partial file behind. Only the main thread can take a signal's
+    handler (``main`` may be called from another): there, SIGTERM keeps the handler it has.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> NoReturn:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(stop: KeyboardInterrupt) -> int:
+    """The line and the exit status of a command stopped by Ctrl-C (130) or SIGTERM (143)."""
+    if isinstance(stop, _Terminated):
+        _error("terminated")
+        return 128 + signal.SIGTERM
+    _error("interrupted")
+    return 130
 
 
 def _demo_refusal(*, live: bool, model: str | None, api_key: str) -> str | None:
@@ -909,16 +953,18 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
     except SQLAlchemyError as error:
         _error(f"cannot use the database: {error_line(error, url_secrets(make_url(url)) if url else [])}")
         return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    except KeyboardInterrupt as stop:
+        return _stopped(stop)
     finally:
         runtime_log.setLevel(level)
     return 0
 
 
 def _ledger_command(args: argparse.Namespace) -> int:
-    """Runs ``report``, ``sessions``, ``export`` or ``cleanup``; Ctrl-C is one line and 130 (the rest: ``main``)."""
+    """Runs ``report``, ``sessions``, ``export`` or ``cleanup``; Ctrl-C is one line and 130 (the rest: ``main``).
+
+    SIGTERM too, with 143 (:func:`_terminated_as_interrupted`).
+    """
     now = datetime.now(UTC)  # one reading of the clock for every relative time of the command
     try:
         if args.command == "cleanup":
@@ -932,7 +978,6 @@ def _ledger_command(args: argparse.Namespace) -> int:
             command.error(f"--until ({_bound(until)} UTC) must be after --since ({_bound(since)} UTC)")
         commands = {"report": _report, "sessions": _sessions, "export": _export}
         return commands[args.command](args, since, until)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Ctrl-C: cleanup has committed whole batches, export has removed its partial file.
-        _error("interrupted")
-        return 130
+        return _stopped(stop)

@@ -1321,10 +1321,18 @@ sys.exit(main(argv))
 """
 
 
-def ctrl_c(tmp_path: Path, pattern: str, *argv: str, skip: int = 0, check: Callable[[], object] | None = None) -> None:
+def ctrl_c(
+    tmp_path: Path,
+    pattern: str,
+    *argv: str,
+    skip: int = 0,
+    check: Callable[[], object] | None = None,
+    stop: signal.Signals = signal.SIGINT,
+) -> None:
     """Runs ``argv`` in a child, sends it SIGINT while paused in a statement; expects one line and exit status 130.
 
     ``check`` runs while the child is paused: what must hold mid-command, for the interruption to test anything.
+    With ``stop=signal.SIGTERM`` (``timeout``, systemd, Kubernetes), the line says "terminated" and the status is 143.
     """
     paused = tmp_path / "paused"
     child = subprocess.Popen(
@@ -1340,21 +1348,28 @@ def ctrl_c(tmp_path: Path, pattern: str, *argv: str, skip: int = 0, check: Calla
             threading.Event().wait(0.1)
         assert paused.exists(), f"the command never reached its statement: {child.communicate(timeout=10)}"
         assert check is None or check(), "paused too early: nothing under way to interrupt"
-        child.send_signal(signal.SIGINT)
+        child.send_signal(stop)
         out, err = child.communicate(timeout=60)
     finally:
         child.kill()
-    assert (child.returncode, out, err) == (130, "", "autogen-reliability: error: interrupted\n")
+    said = ("interrupted", 130) if stop == signal.SIGINT else ("terminated", 143)
+    assert (child.returncode, out, err) == (said[1], "", f"autogen-reliability: error: {said[0]}\n")
 
 
-def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     _migrate.upgrade(url, "0004")
-    ctrl_c(tmp_path, r"\s*(CREATE|ALTER|DROP)", "db", "upgrade", "--url", url)
+    ctrl_c(tmp_path, r"\s*(CREATE|ALTER|DROP)", "db", "upgrade", "--url", url, stop=stop)
     assert _migrate.current_revision(url) == "0004"  # rolled back
 
 
-def test_ctrl_c_during_export_leaves_no_file_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_export_leaves_no_file_behind(tmp_path: Path, stop: signal.Signals) -> None:
+    # SIGTERM (`timeout 60 autogen-reliability export ...`, a Kubernetes job past its deadline) killed the command
+    # where it was, leaving the hidden .out.jsonl.*.part file behind, as large as the rows written so far.
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     with UsageStore(url) as store:
         store.write(sample_events())
@@ -1364,19 +1379,20 @@ def test_ctrl_c_during_export_leaves_no_file_behind(tmp_path: Path) -> None:
         return list(tmp_path.glob(".out.jsonl.*.part"))
 
     ctrl_c(tmp_path, r"\s*SELECT .*FROM ar_usage_records", "export", "--project", PROJECT, "--out", str(out),
-           "--db", url, check=partial)  # fmt: skip
+           "--db", url, check=partial, stop=stop)  # fmt: skip
     assert not out.exists()
     assert partial() == []
 
 
-def test_ctrl_c_during_cleanup_keeps_the_batches_it_committed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_during_cleanup_keeps_the_batches_it_committed(tmp_path: Path, stop: signal.Signals) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     old = datetime.now(UTC) - timedelta(days=100)
     with UsageStore(url) as store:
         store.write([event(old + timedelta(seconds=i)) for i in range(20)])
     # Paused in the second batch's delete: the first batch of 5 went, the second is rolled back.
     ctrl_c(tmp_path, r"\s*DELETE FROM ar_usage_records", "cleanup", "--older-than", "30d", "--batch-size", "5",
-           "--db", url, skip=1)  # fmt: skip
+           "--db", url, skip=1, stop=stop)  # fmt: skip
     with UsageStore(url) as store:
         assert store.count() == 15
 
