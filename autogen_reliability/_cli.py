@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import stat
 import sys
@@ -786,7 +787,7 @@ def _export(args: argparse.Namespace, since: datetime | None, until: datetime | 
                 record[name] = value = getattr(event, name)
                 if name == "cost_nanousd":  # and right after it, the same money as an exact decimal string
                     record["cost_usd"] = None if value is None else nanousd_text(value)
-            out.write(encode(record))
+            out.write(_one_line(encode(record)))
             out.write("\n")
             rows += 1
     _done(
@@ -794,6 +795,17 @@ def _export(args: argparse.Namespace, since: datetime | None, until: datetime | 
         args.out,
     )
     return 0
+
+
+# What JSON leaves as it is in a string but str.splitlines() (and other readers of lines) ends a line at.
+_LINE_BREAKS: Final = re.compile("[\x85\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """JSON ``text`` whose line breaks outside ``\\n`` and ``\\r`` (U+0085, U+2028, U+2029) are escaped too."""
+    if text.isascii():  # most rows: a look at the string's kind, not a scan
+        return text
+    return _LINE_BREAKS.sub(lambda found: f"\\u{ord(found[0]):04x}", text)
 
 
 def _json_value(value: object) -> object:

@@ -600,6 +600,24 @@ def test_export_since_and_until(
     assert printed.startswith("wrote 3 rows of project 'acme-support' since ")
 
 
+def test_an_export_line_holds_no_character_that_splits_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # JSON takes U+2028, U+2029 and U+0085 as they are, but str.splitlines() and other readers end a line at
+    # each: a captured answer holding one was two broken lines of JSON. They are escaped, as \n is.
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    text = "one\u2028two\u2029three\x85four"
+    written = event(datetime.now(UTC) - timedelta(hours=1), session=text, response_content=text, tags={"t": text})
+    with UsageStore(url) as store:
+        store.write([written])
+    out = tmp_path / "usage.jsonl"
+    status, _, err = run_main(capsys, "export", "--project", PROJECT, "--out", str(out), "--db", url)
+    assert (status, err) == (0, "")
+    [line] = out.read_text(encoding="utf-8").splitlines()
+    assert not {"\u2028", "\u2029", "\x85"} & set(line)
+    assert json.loads(line) == export_line(written)
+
+
 def test_export_from_the_command(ledger: tuple[str, list[UsageEvent]], tmp_path: Path) -> None:
     url, events = ledger
     out = tmp_path / "other.jsonl"
