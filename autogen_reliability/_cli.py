@@ -580,6 +580,8 @@ def _output(path: Path) -> Iterator[TextIO]:
 
 def _is_standard_output(found: os.stat_result) -> bool:
     """Whether ``found`` is the file this process's standard output writes to."""
+    if sys.stdout is None:  # none at all: its descriptor may be another file since
+        return False
     try:
         own = os.fstat(sys.stdout.fileno())
     except (OSError, ValueError):  # stdout closed, or no file
@@ -642,6 +644,8 @@ def _standard_output() -> Iterator[None]:
     A closed pipe is left to :func:`main`, which stops quietly. A character the stream's encoding cannot write
     (a legacy code page: Windows' cp1252 under ``> file``) is one line that says how to get UTF-8, status 1.
     """
+    if sys.stdout is None:  # started without one (`>&-`): Python has no stream to write to
+        raise _Failure(1, "cannot write to standard output: it is closed")
     try:
         yield
         sys.stdout.flush()  # here, where a failure can be handled, not at exit

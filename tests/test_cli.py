@@ -1493,6 +1493,18 @@ def test_a_line_to_a_standard_output_that_cannot_be_written_is_one_error(
     )
     os.close(writer)
     assert (done.returncode, done.stderr) == (1, "")
+    # Started with no standard output at all (`>&-`, a daemon's closed descriptors): Python's sys.stdout is
+    # None, and writing the line was an AttributeError's traceback.
+    done = subprocess.run(
+        run,
+        preexec_fn=lambda: os.close(1),  # in the child, before it runs
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environment,
+    )
+    assert_one_line_error(done.returncode, "", done.stderr, 1, "cannot write to standard output: it is closed")
 
 
 def test_times_and_durations_of_the_command_line() -> None:
