@@ -3,7 +3,8 @@
 Agents keep their model client where AutoGen does not expose it publicly
 (``AssistantAgent``, ``SocietyOfMindAgent``, ``CodeExecutorAgent``, and
 ``SelectorGroupChat`` / ``MagenticOneGroupChat`` for the speaker selector /
-orchestrator; ``providers`` knows where). ``reliable()`` replaces that client
+orchestrator; ``providers`` knows where, and which agents and teams an agent's
+``AgentTool`` / ``TeamTool`` runs). ``reliable()`` replaces that client
 with a :class:`ReliableChatCompletionClient` bound to the agent's name. Each
 agent gets a wrapper of its own, so two agents sharing one underlying client
 are still told apart, and an agent whose client is already wrapped is re-bound
@@ -23,7 +24,14 @@ from typing_extensions import Unpack
 
 from ._client import ReliableChatCompletionClient, ReliableOptions, check_options
 from ._errors import ConfigurationError
-from .providers import has_started, inner_team_of, model_client_of, participants_of, set_model_client
+from .providers import (
+    has_started,
+    inner_team_of,
+    model_client_of,
+    participants_of,
+    set_model_client,
+    tool_runners_of,
+)
 
 __all__ = ["reliable"]
 
@@ -45,7 +53,8 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
     - A **client** is returned wrapped in a :class:`ReliableChatCompletionClient`
       (an already wrapped client gets the new options, around the same inner client).
     - An **agent** has its model client wrapped in place, with the agent's name
-      bound as ``agent``; the agent itself is returned.
+      bound as ``agent``, and so have the agents and teams its tools run
+      (``AgentTool``, ``TeamTool``), each under its own name; the agent itself is returned.
     - A **team** has each participant wrapped that way (nested teams too; the
       speaker selector of a ``SelectorGroupChat`` and the orchestrator of a
       ``MagenticOneGroupChat`` are attributed to the team's name); the team is
@@ -126,33 +135,42 @@ def _refuse_started_teams(target: ChatAgent | Team, options: ReliableOptions) ->
     A team makes its speaker selector or orchestrator on its first run, with the client it held then, and
     the runtime keeps it: a client swapped in afterwards is never called, and those calls would go unrecorded.
     """
-    if isinstance(target, Team):
-        client = model_client_of(target)
-        if client is not None and has_started(target):
-            bound: ReliableOptions = {**options, "agent": target.name}
+    for keeper, client in _held_clients(target):
+        if isinstance(keeper, Team) and has_started(keeper):
+            bound: ReliableOptions = {**options, "agent": keeper.name}
             if not _wrapped_as(client, bound):
                 raise ConfigurationError(
-                    f"team {target.name!r} ({type(target).__name__}) has run already, and keeps the model client "
+                    f"team {keeper.name!r} ({type(keeper).__name__}) has run already, and keeps the model client "
                     "it started with for its speaker selection; wrap the team before its first run "
                     "(or wrap its model client before building it)"
                 )
-        members: list[object] = list(participants_of(target))
-    else:
-        members = [inner_team_of(target)]  # SocietyOfMindAgent
-    for member in members:
+
+
+def _members(owner: ChatAgent | Team) -> Iterator[ChatAgent | Team]:
+    """The agents and teams ``owner`` runs: a team's participants; a ``SocietyOfMindAgent``'s inner team,
+    and the agents and teams an agent's tools run (``AgentTool``, ``TeamTool``)."""
+    found = participants_of(owner) if isinstance(owner, Team) else [inner_team_of(owner), *tool_runners_of(owner)]
+    for member in found:
         if isinstance(member, Team | ChatAgent):
-            _refuse_started_teams(member, options)
+            yield member
 
 
-def _held_clients(owner: ChatAgent | Team) -> Iterator[tuple[ChatAgent | Team, ChatCompletionClient]]:
-    """Each agent or team under ``owner`` (itself included) that keeps a model client, with that client."""
+def _held_clients(
+    owner: ChatAgent | Team, seen: set[int] | None = None
+) -> Iterator[tuple[ChatAgent | Team, ChatCompletionClient]]:
+    """Each agent or team under ``owner`` (itself included) that keeps a model client, with that client.
+
+    Each once: an agent may be a participant and another's tool as well (and a tool may run its own team).
+    """
+    seen = set() if seen is None else seen
+    if id(owner) in seen:
+        return
+    seen.add(id(owner))
     client = model_client_of(owner)
     if client is not None:
         yield owner, client  # a team's: the selector or orchestrator, named after the team
-    members: list[object] = list(participants_of(owner)) if isinstance(owner, Team) else [inner_team_of(owner)]
-    for member in members:  # an agent's: a SocietyOfMindAgent's inner team
-        if isinstance(member, Team | ChatAgent):
-            yield from _held_clients(member)
+    for member in _members(owner):
+        yield from _held_clients(member, seen)
 
 
 def _wrap_in_place(owner: ChatAgent | Team, options: ReliableOptions) -> bool:

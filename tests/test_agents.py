@@ -7,6 +7,7 @@ AutoGen's OpenAIChatCompletionClient as it is, once wrapped by ``reliable()``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ToolCallSummaryMessage
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.tools import AgentTool, TeamTool
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel
 
@@ -22,6 +24,7 @@ from autogen_reliability import AttemptEvent, ReliableChatCompletionClient, reli
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import OpenAIClientFactory
+from .storage_fixtures import ledger_rows, open_ledger
 
 Scenario = Callable[[ChatCompletionClient], Awaitable[TaskResult]]
 
@@ -211,3 +214,33 @@ async def test_streaming_round_robin_team(
     )
     assert summary(wrapped) == summary(plain)
     assert [(event.call.attribution.agent, event.call.streamed) for event in events] == [("a", True), ("b", True)]
+
+
+async def test_agents_and_teams_used_as_tools_are_wrapped_and_recorded(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, tmp_path: Path
+) -> None:
+    # AgentTool and TeamTool run an agent or a team inside a tool call: their model calls are provider
+    # requests of the team's run too. reliable(team) left their clients bare: no row, no retry, no budget.
+    helper = AssistantAgent("helper", model_client=make_openai_client(), description="Looks things up.")
+    researcher = AssistantAgent("researcher", model_client=make_openai_client())
+    research = RoundRobinGroupChat([researcher], termination_condition=MaxMessageTermination(2))
+    tools = [AgentTool(helper), TeamTool(research, name="research", description="Researches a topic.")]
+    boss = AssistantAgent("boss", model_client=make_openai_client(), tools=list[Any](tools))
+    team = RoundRobinGroupChat([boss], max_turns=2)
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger:
+        reliable(team, recorder=ledger[1])
+        fake_openai_server.enqueue(
+            FakeReply.tool_calls([("helper", {"task": "look it up"})], usage=FakeUsage(10, 1)),
+            FakeReply.text("found it", usage=FakeUsage(20, 2)),
+            FakeReply.tool_calls([("research", {"task": "dig deeper"})], usage=FakeUsage(30, 3)),
+            FakeReply.text("dug deeper", usage=FakeUsage(40, 4)),
+        )
+        await team.run(task="Find out.")
+        assert fake_openai_server.request_count == 4
+        rows = ledger_rows(ledger)
+    assert sorted((row.agent, row.prompt_tokens, row.completion_tokens) for row in rows) == [
+        ("boss", 10, 1),
+        ("boss", 30, 3),
+        ("helper", 20, 2),
+        ("researcher", 40, 4),
+    ]

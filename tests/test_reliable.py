@@ -9,6 +9,7 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent, UserProxyAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat, Swarm
+from autogen_agentchat.tools import AgentTool, TeamTool
 from autogen_core.models import ChatCompletionClient, ModelInfo
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
@@ -257,3 +258,20 @@ def test_a_team_whose_client_is_a_fallback_is_refused_before_any_agent_is_wrappe
     reliable(team, fallbacks=[make_openai_client(model="gpt-4.1-mini")])  # another client: every agent
     assert wrapped(writer).inner is first
     assert wrapped(critic).inner is second
+
+
+def test_wraps_the_agents_and_teams_an_agents_tools_run() -> None:
+    info = ModelInfo(vision=False, function_calling=True, json_output=False, family="unknown", structured_output=False)
+    shared = ReplayChatCompletionClient(["x"], model_info=info)
+    helper = AssistantAgent("helper", model_client=shared)
+    analyst = AssistantAgent("analyst", model_client=shared)
+    boss = AssistantAgent(
+        "boss",
+        model_client=shared,
+        tools=[AgentTool(helper), TeamTool(RoundRobinGroupChat([analyst]), name="desk", description="A desk.")],
+    )
+    # The helper is also a participant: wrapped once, under its own name.
+    team = RoundRobinGroupChat([boss, helper])
+    reliable(team, project="acme")
+    assert [wrapped(agent).attribution.agent for agent in (boss, helper, analyst)] == ["boss", "helper", "analyst"]
+    assert wrapped(analyst).attribution.project == "acme"

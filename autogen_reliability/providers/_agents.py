@@ -6,6 +6,8 @@ AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
   ``CodeExecutorAgent``, and of ``SelectorGroupChat`` / ``MagenticOneGroupChat``
   (the speaker selector / the orchestrator);
 - ``_team``: the inner team of a ``SocietyOfMindAgent``;
+- ``_workbench`` / ``_tools`` / ``_task_runner``: an ``AssistantAgent``'s workbenches, the tools of
+  a static one, and the agent or team an ``AgentTool`` / ``TeamTool`` among them runs;
 - ``_participants``: the members of a team;
 - ``_initialized``: whether a team has made the agents its runtime runs (on its
   first run); a ``SelectorGroupChat``'s selector and a ``MagenticOneGroupChat``'s
@@ -14,11 +16,22 @@ AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
+from autogen_agentchat.tools import AgentTool, TeamTool
 from autogen_core.models import ChatCompletionClient
 
-__all__ = ["has_started", "inner_team_of", "model_client_of", "participants_of", "set_model_client"]
+# Both run a task with an agent or a team, kept as ``_task_runner`` by their (private) base class.
+_TASK_RUNNER_TOOLS = (AgentTool, TeamTool)
+
+__all__ = [
+    "has_started",
+    "inner_team_of",
+    "model_client_of",
+    "participants_of",
+    "set_model_client",
+    "tool_runners_of",
+]
 
 # Where AutoGen agents and teams keep the model client they call.
 _CLIENT_ATTRIBUTE = "_model_client"
@@ -38,6 +51,17 @@ def set_model_client(owner: object, client: ChatCompletionClient) -> None:
 def inner_team_of(agent: object) -> object | None:
     """The team a ``SocietyOfMindAgent`` runs inside it, if ``agent`` has one (not checked to be a team)."""
     return getattr(agent, "_team", None)
+
+
+def tool_runners_of(agent: object) -> Iterator[object]:
+    """The agents and teams the tools of ``agent`` run (``AgentTool``, ``TeamTool``; not checked), if any.
+
+    Only tools an agent holds as objects are seen: those of its static workbenches (``tools=[...]``).
+    """
+    for workbench in getattr(agent, "_workbench", None) or ():
+        for tool in getattr(workbench, "_tools", None) or ():
+            if isinstance(tool, _TASK_RUNNER_TOOLS):
+                yield getattr(tool, "_task_runner", None)
 
 
 def participants_of(team: object) -> Iterable[object]:
