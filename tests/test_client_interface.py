@@ -9,6 +9,7 @@ import pytest
 from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage, UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel
 
 from autogen_reliability import ReliableChatCompletionClient
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
@@ -157,6 +158,50 @@ async def test_stream_asks_openai_for_usage(
     assert isinstance(items[-1], CreateResult)
     assert items[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)
     assert client.total_usage() == RequestUsage(prompt_tokens=7, completion_tokens=1)
+
+
+async def test_stream_through_autogens_cache_asks_openai_for_usage(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The cache passes extra_create_args on as given: the OpenAI client under it is asked as a bare one is.
+    # Seen as a client of another kind, it was not asked: the row's tokens were estimated, and the cache kept
+    # an answer of (0, 0) tokens for every later hit.
+    fake_openai_server.enqueue(FakeReply.text("counted", usage=FakeUsage(prompt_tokens=7, completion_tokens=1)))
+    client = ReliableChatCompletionClient(ChatCompletionCache(make_openai_client()), track_usage=False)
+    items = [item async for item in client.create_stream(HELLO)]
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)
+    hit = [item async for item in client.create_stream(HELLO)]  # the same request: served by the cache
+    assert fake_openai_server.request_count == 1
+    assert isinstance(hit[-1], CreateResult)
+    assert hit[-1].cached
+    assert hit[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)
+
+
+class City(BaseModel):
+    name: str
+
+
+async def test_structured_output_through_autogens_cache_is_validated_by_the_wrapper(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A bare OpenAI client is sent the schema as a response_format and the wrapper reads the answer itself, so
+    # JSON in a fence is repaired. Under the cache, json_output went to the SDK's strict parse, which raised.
+    fence = '```json\n{"name": "Paris"}\n```'
+    fake_openai_server.enqueue(FakeReply.text(fence), FakeReply.text(fence))
+    client = ReliableChatCompletionClient(ChatCompletionCache(make_openai_client()), track_usage=False)
+    result = await client.create(HELLO, json_output=City)
+    assert City.model_validate_json(str(result.content)) == City(name="Paris")
+    body = fake_openai_server.requests[0].body
+    assert body is not None
+    assert body["response_format"]["type"] == "json_schema"
+    items = [
+        item async for item in client.create_stream([UserMessage(content="Again", source="user")], json_output=City)
+    ]
+    assert isinstance(items[-1], CreateResult)
+    assert City.model_validate_json(str(items[-1].content)) == City(name="Paris")
 
 
 async def test_stream_leaves_an_explicit_stream_options_alone(

@@ -22,6 +22,11 @@ A call's request is the same for the primary client and every fallback; what the
   with a ``TypeError`` instead of answering. Any other argument is passed as
   given, so a misspelt one fails as in the inner client's own call.
 
+An OpenAI client under AutoGen's ``ChatCompletionCache`` is asked as a bare
+one is: the cache passes ``json_output`` and ``extra_create_args`` on as given
+(they are part of its key), so it gets the stream usage and the
+``response_format`` too, and the answer it keeps has the provider's tokens.
+
 The arguments come as plain values, not as the pipeline's request: this package
 sits below the pipeline and imports nothing from it.
 """
@@ -36,6 +41,7 @@ from typing import Any, Final, Literal
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 from autogen_core.tools import Tool, ToolSchema
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
@@ -69,14 +75,16 @@ def provider_arguments(
             ``include_usage``); passed on for a stream only.
     """
     extra = extra_create_args
-    if isinstance(client, BaseOpenAIChatCompletionClient):
+    openai = _openai_under_caches(client)
+    if openai is not None:
         json_output, extra = _for_openai(
-            client,
+            openai,
             json_output=json_output,
             extra=extra,
             response_format=response_format,
             streaming=streaming,
-            stream_kwargs=stream_kwargs,
+            # The cache's create_stream takes none of the OpenAI client's own arguments (see below).
+            stream_kwargs=stream_kwargs if openai is client else {},
         )
     arguments: dict[str, Any] = {
         "tools": tools,
@@ -96,6 +104,20 @@ def provider_arguments(
                 if name not in _OPENAI_STREAM_ONLY or taken is None or name in taken
             )
     return arguments
+
+
+def _openai_under_caches(client: ChatCompletionClient) -> BaseOpenAIChatCompletionClient | None:
+    """The OpenAI client ``client`` is, or that AutoGen's cache (one or several) over it sends to; else None."""
+    for _ in range(_MAX_CACHES):
+        if isinstance(client, BaseOpenAIChatCompletionClient):
+            return client
+        if not isinstance(client, ChatCompletionCache):
+            return None
+        client = client.client
+    return None
+
+
+_MAX_CACHES: Final = 8  # a cache over itself, or a cycle of caches, must not loop
 
 
 def _keyword_names(function: Any) -> frozenset[str] | None:
