@@ -3,8 +3,9 @@
 Agents keep their model client where AutoGen does not expose it publicly
 (``AssistantAgent``, ``SocietyOfMindAgent``, ``CodeExecutorAgent``, and
 ``SelectorGroupChat`` / ``MagenticOneGroupChat`` for the speaker selector /
-orchestrator; ``providers`` knows where, and which agents and teams an agent's
-``AgentTool`` / ``TeamTool`` runs). ``reliable()`` replaces that client
+orchestrator; ``providers`` knows where, and which agents and teams an agent runs
+inside it: a ``MessageFilterAgent``'s, an ``AgentTool``'s or ``TeamTool``'s).
+``reliable()`` replaces that client
 with a :class:`ReliableChatCompletionClient` bound to the agent's name. Each
 agent gets a wrapper of its own, so two agents sharing one underlying client
 are still told apart, and an agent whose client is already wrapped is re-bound
@@ -24,14 +25,7 @@ from typing_extensions import Unpack
 
 from ._client import ReliableChatCompletionClient, ReliableOptions, check_options
 from ._errors import ConfigurationError
-from .providers import (
-    has_started,
-    inner_team_of,
-    model_client_of,
-    participants_of,
-    set_model_client,
-    tool_runners_of,
-)
+from .providers import has_started, model_client_of, participants_of, run_inside, set_model_client
 
 __all__ = ["reliable"]
 
@@ -53,8 +47,9 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
     - A **client** is returned wrapped in a :class:`ReliableChatCompletionClient`
       (an already wrapped client gets the new options, around the same inner client).
     - An **agent** has its model client wrapped in place, with the agent's name
-      bound as ``agent``, and so have the agents and teams its tools run
-      (``AgentTool``, ``TeamTool``), each under its own name; the agent itself is returned.
+      bound as ``agent``, and so have the agents and teams it runs inside it (the
+      agent a ``MessageFilterAgent`` wraps, those its ``AgentTool`` / ``TeamTool`` run),
+      each under its own name; the agent itself is returned.
     - A **team** has each participant wrapped that way (nested teams too; the
       speaker selector of a ``SelectorGroupChat`` and the orchestrator of a
       ``MagenticOneGroupChat`` are attributed to the team's name); the team is
@@ -148,8 +143,8 @@ def _refuse_started_teams(target: ChatAgent | Team, options: ReliableOptions) ->
 
 def _members(owner: ChatAgent | Team) -> Iterator[ChatAgent | Team]:
     """The agents and teams ``owner`` runs: a team's participants; a ``SocietyOfMindAgent``'s inner team,
-    and the agents and teams an agent's tools run (``AgentTool``, ``TeamTool``)."""
-    found = participants_of(owner) if isinstance(owner, Team) else [inner_team_of(owner), *tool_runners_of(owner)]
+    the agent a ``MessageFilterAgent`` wraps, the agents and teams an agent's tools run."""
+    found = participants_of(owner) if isinstance(owner, Team) else run_inside(owner)
     for member in found:
         if isinstance(member, Team | ChatAgent):
             yield member

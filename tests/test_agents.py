@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.agents import AssistantAgent, MessageFilterAgent, MessageFilterConfig, PerSourceFilter
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ToolCallSummaryMessage
-from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.teams import DiGraphBuilder, GraphFlow, RoundRobinGroupChat, SelectorGroupChat
 from autogen_agentchat.tools import AgentTool, TeamTool
 from autogen_core.models import ChatCompletionClient
 from pydantic import BaseModel
@@ -244,3 +244,35 @@ async def test_agents_and_teams_used_as_tools_are_wrapped_and_recorded(
         ("helper", 20, 2),
         ("researcher", 40, 4),
     ]
+
+
+async def test_the_agent_a_message_filter_runs_is_wrapped_and_recorded(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, tmp_path: Path
+) -> None:
+    # GraphFlow's MessageFilterAgent keeps no model client: the agent it wraps does. reliable(flow) left that
+    # agent's client bare (no row for its requests), and reliable(filtered) refused it as having no client.
+    keep_the_task = MessageFilterConfig(per_source=[PerSourceFilter(source="user", position="first", count=1)])
+    drafter = MessageFilterAgent(
+        "drafter",
+        wrapped_agent=AssistantAgent("drafter", model_client=make_openai_client()),
+        filter=keep_the_task,
+    )
+    reviewer = AssistantAgent("reviewer", model_client=make_openai_client())
+    graph = DiGraphBuilder().add_node(drafter).add_node(reviewer).add_edge(drafter, reviewer).build()
+    flow = GraphFlow([drafter, reviewer], graph=graph)
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger:
+        reliable(flow, recorder=ledger[1])
+        fake_openai_server.enqueue(
+            FakeReply.text("a draft", usage=FakeUsage(10, 1)), FakeReply.text("looks good", usage=FakeUsage(20, 2))
+        )
+        result = await flow.run(task="Draft it.")
+        assert [message.source for message in result.messages] == ["user", "drafter", "reviewer"]
+        rows = ledger_rows(ledger)
+    assert [(row.agent, row.prompt_tokens, row.completion_tokens) for row in rows] == [
+        ("drafter", 10, 1),
+        ("reviewer", 20, 2),
+    ]
+    alone = MessageFilterAgent(
+        "solo", wrapped_agent=AssistantAgent("solo", model_client=make_openai_client()), filter=keep_the_task
+    )
+    assert reliable(alone, project="acme") is alone  # not "has no model client to wrap"

@@ -24,11 +24,10 @@ This package sits below the rest of the library: it imports nothing from it
 """
 
 from ._agents import has_started as has_started
-from ._agents import inner_team_of as inner_team_of
 from ._agents import model_client_of as model_client_of
 from ._agents import participants_of as participants_of
+from ._agents import run_inside as run_inside
 from ._agents import set_model_client as set_model_client
-from ._agents import tool_runners_of as tool_runners_of
 from ._arguments import provider_arguments
 from ._arguments import strict_json_schema as strict_json_schema
 from ._clients import inner_client as inner_client

@@ -6,6 +6,7 @@ AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
   ``CodeExecutorAgent``, and of ``SelectorGroupChat`` / ``MagenticOneGroupChat``
   (the speaker selector / the orchestrator);
 - ``_team``: the inner team of a ``SocietyOfMindAgent``;
+- ``_wrapped_agent``: the agent a ``MessageFilterAgent`` runs (with the messages it filtered);
 - ``_workbench`` / ``_tools`` / ``_task_runner``: an ``AssistantAgent``'s workbenches, the tools of
   a static one, and the agent or team an ``AgentTool`` / ``TeamTool`` among them runs;
 - ``_participants``: the members of a team;
@@ -26,11 +27,10 @@ _TASK_RUNNER_TOOLS = (AgentTool, TeamTool)
 
 __all__ = [
     "has_started",
-    "inner_team_of",
     "model_client_of",
     "participants_of",
+    "run_inside",
     "set_model_client",
-    "tool_runners_of",
 ]
 
 # Where AutoGen agents and teams keep the model client they call.
@@ -48,16 +48,15 @@ def set_model_client(owner: object, client: ChatCompletionClient) -> None:
     setattr(owner, _CLIENT_ATTRIBUTE, client)
 
 
-def inner_team_of(agent: object) -> object | None:
-    """The team a ``SocietyOfMindAgent`` runs inside it, if ``agent`` has one (not checked to be a team)."""
-    return getattr(agent, "_team", None)
+def run_inside(agent: object) -> Iterator[object]:
+    """The agents and teams ``agent`` runs inside it (not checked to be ones), if any.
 
-
-def tool_runners_of(agent: object) -> Iterator[object]:
-    """The agents and teams the tools of ``agent`` run (``AgentTool``, ``TeamTool``; not checked), if any.
-
-    Only tools an agent holds as objects are seen: those of its static workbenches (``tools=[...]``).
+    A ``SocietyOfMindAgent``'s inner team; the agent a ``MessageFilterAgent`` wraps; the agent or
+    team each ``AgentTool`` / ``TeamTool`` among its tools runs. Only tools an agent holds as
+    objects are seen: those of its static workbenches (``tools=[...]``).
     """
+    yield getattr(agent, "_team", None)
+    yield getattr(agent, "_wrapped_agent", None)
     for workbench in getattr(agent, "_workbench", None) or ():
         for tool in getattr(workbench, "_tools", None) or ():
             if isinstance(tool, _TASK_RUNNER_TOOLS):
