@@ -17,13 +17,16 @@ AutoGen exposes none of these publicly; ``reliable()`` needs all of them:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
+from typing import Final
 
-from autogen_agentchat.tools import AgentTool, TeamTool
 from autogen_core.models import ChatCompletionClient
 
-# Both run a task with an agent or a team, kept as ``_task_runner`` by their (private) base class.
-_TASK_RUNNER_TOOLS = (AgentTool, TeamTool)
+# Both run a task with an agent or a team, kept as ``_task_runner`` by their (private) base class. Looked up
+# where they are, never imported here: a tool of a class no one imported is none of them (and autogen_agentchat's
+# tools, 15 ms to import, stay out of a process that has none).
+_TASK_RUNNER_TOOLS: Final = ("autogen_agentchat.tools", ("AgentTool", "TeamTool"))
 
 __all__ = [
     "has_started",
@@ -57,9 +60,14 @@ def run_inside(agent: object) -> Iterator[object]:
     """
     yield getattr(agent, "_team", None)
     yield getattr(agent, "_wrapped_agent", None)
+    module, names = _TASK_RUNNER_TOOLS
+    imported = sys.modules.get(module)
+    runners = tuple(getattr(imported, name) for name in names) if imported is not None else ()
+    if not runners:
+        return
     for workbench in getattr(agent, "_workbench", None) or ():
         for tool in getattr(workbench, "_tools", None) or ():
-            if isinstance(tool, _TASK_RUNNER_TOOLS):
+            if isinstance(tool, runners):
                 yield getattr(tool, "_task_runner", None)
 
 

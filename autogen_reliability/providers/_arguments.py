@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
@@ -111,7 +111,9 @@ def _openai_under_caches(client: ChatCompletionClient) -> BaseOpenAIChatCompleti
     for _ in range(_MAX_CACHES):
         if isinstance(client, BaseOpenAIChatCompletionClient):
             return client
-        if not isinstance(client, ChatCompletionCache):
+        # Looked up, not imported: without its module, no client is a cache (and a call pays no import).
+        cache = getattr(sys.modules.get("autogen_ext.models.cache"), "ChatCompletionCache", None)
+        if cache is None or not isinstance(client, cache):
             return None
         client = client.client
     return None
