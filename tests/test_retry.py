@@ -359,6 +359,26 @@ async def test_client_errors_are_not_retried_and_raised_unchanged(
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare replies show nothing retried, nothing fallen back to
+async def test_out_of_quota_named_only_by_its_type_is_neither_retried_nor_sent_to_a_fallback(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # OpenAI has answered an exhausted quota with the billing word in `type` and a null `code`.
+    out_of_quota = FakeReply(
+        kind="error",
+        status=429,
+        error_message="You exceeded your current quota, please check your plan and billing details.",
+        error_type="insufficient_quota",
+        error_code=None,
+    )
+    fake_openai_server.enqueue(out_of_quota, FakeReply.text("unused"), FakeReply.text("unused"))
+    client = reliable(make_openai_client(), retry=FAST, fallbacks=[make_openai_client(model="gpt-4.1")])
+    with pytest.raises(openai.RateLimitError):
+        await call(client, mode)
+    assert fake_openai_server.request_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_context_length_is_not_retried_but_goes_to_a_fallback(
     mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -183,6 +183,20 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             id="429-insufficient_quota",
         ),
         pytest.param(
+            # How OpenAI has sent it too (community.openai.com, "where to find all values of error type"): the
+            # billing word in `type` only, `code` null. Out of credit all the same, not a rate limit.
+            FakeReply(
+                kind="error",
+                status=429,
+                error_message="You exceeded your current quota, please check your plan and billing details.",
+                error_type="insufficient_quota",
+                error_code=None,
+            ),
+            openai.RateLimitError,
+            K.PERMISSION,
+            id="429-insufficient_quota-type-only",
+        ),
+        pytest.param(
             FakeReply.error(
                 400, "This model's maximum context length is 128000 tokens.", code="context_length_exceeded"
             ),

@@ -45,7 +45,8 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     containing ``prompt is too long`` (Anthropic sends no code for it) or
     ``maximum context length`` (OpenAI-compatible servers) -> CONTEXT_LENGTH;
     code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
-    billing codes ``insufficient_quota`` (OpenAI 429),
+    billing codes ``insufficient_quota`` (OpenAI 429, also when only the
+    error's ``type`` says so and its code is null),
     ``contract_spend_limit_reached`` / ``enforced_spend_limit_reached``
     (Anthropic 429) -> PERMISSION.
 
@@ -439,7 +440,15 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
     # bool is an int; True is not a status code.
     if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
         return None
-    return kind_for_status(status, _error_code(exc, body), _error_message(exc, body))
+    code = _error_code(exc, body)
+    if code is None:
+        # OpenAI has sent an exhausted quota as {"type": "insufficient_quota", "code": null}: a 429 that only its
+        # type tells apart from a rate limit. Only a billing type stands in for the code: the others ("requests",
+        # "invalid_request_error", ...) say no more than the status does.
+        error_type = _first_str(_attr(exc, "type"), _dig(body, "type"), _dig(body, "error", "type"))
+        if error_type is not None and error_type.strip().lower() in _BILLING_CODES:
+            code = error_type
+    return kind_for_status(status, code, _error_message(exc, body))
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:
