@@ -149,6 +149,17 @@ async def test_retry_after_ms_is_honoured_in_milliseconds(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_azures_x_ms_retry_after_ms_is_waited_out(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"x-ms-retry-after-ms": "2500"}), FakeReply.text("ok"))
+    client = reliable(make_openai_client(), retry=fake_time.policy())
+    await call(client, mode)
+    assert fake_time.slept == [2.5]  # what the server asked for, not the 0.01-0.05 s backoff
+    assert fake_openai_server.request_count == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_a_retry_after_beyond_the_limit_fails_at_once(
     mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -468,6 +468,10 @@ def _http_date(delta: timedelta) -> str:
         pytest.param({"Retry-After": "1_0"}, None, id="underscores"),  # float() reads 10
         pytest.param({"Retry-After": "+5"}, None, id="signed"),
         pytest.param({"retry-after-ms": "1e3"}, 1.0, id="ms-exponent"),
+        # Azure's services send the wait in milliseconds under this name too (azure-core reads it after retry-after-ms).
+        pytest.param({"x-ms-retry-after-ms": "1500"}, 1.5, id="azure-x-ms-milliseconds"),
+        pytest.param({"x-ms-retry-after-ms": "1500", "Retry-After": "1"}, 1.5, id="azure-x-ms-takes-precedence"),
+        pytest.param({"retry-after-ms": "200", "x-ms-retry-after-ms": "900"}, 0.2, id="ms-before-azure-x-ms"),
         pytest.param({"Retry-After": "9" * 400}, math.inf, id="overflow-means-very-long"),
         pytest.param({}, None, id="no-header"),
     ],

@@ -96,8 +96,8 @@ Exceptions, checked in this order (most specific first within an SDK):
                                                        UNKNOWN
     =================================================  ==========================
 
-:func:`retry_after` reads the wait a server asked for (``retry-after-ms``, then
-``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``.
+:func:`retry_after` reads the wait a server asked for (``retry-after-ms``, then Azure's
+``x-ms-retry-after-ms``, then ``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``.
 """
 
 from __future__ import annotations
@@ -262,9 +262,10 @@ def retry_after(exc: BaseException) -> float | None:
 
     Read duck-typed from ``exc.response.headers`` (an ``httpx2`` or ``httpx``
     response for openai/anthropic ``APIStatusError`` and ``HTTPStatusError``),
-    falling back to the ``__cause__`` chain. ``retry-after-ms`` (milliseconds)
-    takes precedence over ``Retry-After`` (seconds, or an HTTP-date); a header
-    that is malformed or negative is ignored.
+    falling back to the ``__cause__`` chain. ``retry-after-ms`` (milliseconds),
+    then Azure's ``x-ms-retry-after-ms`` (the same), take precedence over
+    ``Retry-After`` (seconds, or an HTTP-date); a header that is malformed or
+    negative is ignored.
 
     Args:
         exc: The exception, typically a 429 or 503.
@@ -526,9 +527,11 @@ def _first_str(*candidates: object) -> str | None:
 def _retry_after_from_headers(headers: object) -> float | None:
     if headers is None:
         return None
-    millis = _parse_delay(_header(headers, "retry-after-ms"))
-    if millis is not None:
-        return millis / 1000
+    # x-ms-retry-after-ms: Azure's services' name for the same (azure-core's retry policy reads both).
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        millis = _parse_delay(_header(headers, name))
+        if millis is not None:
+            return millis / 1000
     raw = _header(headers, "retry-after")
     seconds = _parse_delay(raw)
     if seconds is not None:
