@@ -58,7 +58,9 @@ from .providers import (
     ProviderUsage,
     UsageSlot,
     anext_in_slot,
+    attach_usage_tap,
     capture_provider_usage,
+    innermost,
     new_usage_slot,
     provider_arguments,
 )
@@ -377,8 +379,13 @@ class Pipeline:
         on_wrapper: bool = False,
         lender: Layer | None = None,
         borrows: bool = False,
+        untapped: bool = False,
     ) -> None:
         self.client = client
+        self.untapped = untapped
+        """Whether the usage tap is still to be installed on ``client``: a wrapper that records no usage
+        installs it only once an observer of the process reads its attempts (metrics, spans: see
+        :meth:`_tap_for_observers`), so that it pays nothing for a response it never reads."""
         self.on_wrapper = on_wrapper
         """Whether ``client`` is a wrapped client, not a provider client (see :attr:`AttemptEvent.on_wrapper`)."""
         self.lender = lender
@@ -464,7 +471,20 @@ class Pipeline:
             _call_ended(observers, call, self, error)
             call.release()
 
+    def _tap_for_observers(self, request: Request) -> None:
+        """Installs the usage tap on ``client`` if an observer of the process sees this attempt.
+
+        AutoGen's ``RequestUsage`` drops the cached and reasoning tokens, its ``CreateResult`` has no model, and
+        its Anthropic client counts the prompt without the tokens read from or written to the cache: metrics
+        and spans of a wrapper that records no usage read those in the provider's response, as rows do.
+        """
+        if attempt_feed.current or request.call.observers:
+            attach_usage_tap(innermost(self.client))
+            self.untapped = False
+
     async def _attempt_create(self, request: Request) -> CreateResult:
+        if self.untapped:
+            self._tap_for_observers(request)
         attempt = _Attempt(self, request)
         arguments = _provider_arguments(self.client, request, streaming=False)
         with capture_provider_usage() as slot:
@@ -477,6 +497,8 @@ class Pipeline:
         return result
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
+        if self.untapped:
+            self._tap_for_observers(request)
         attempt = _Attempt(self, request)
         result: CreateResult | None = None
         stream = self.client.create_stream(

@@ -10,6 +10,7 @@ from pathlib import Path
 import openai
 import pytest
 from autogen_core.models import ModelInfo, UserMessage
+from autogen_ext.models.anthropic import AnthropicChatCompletionClient
 from autogen_ext.models.cache import ChatCompletionCache
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -33,6 +34,7 @@ from autogen_reliability.metrics import OTHER, disable_metrics, enable_metrics, 
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
+from .anthropic_wire import AnthropicReply, FakeAnthropicServer
 from .conftest import OpenAIClientFactory, run_python
 from .memory_cache import MemoryStore
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
@@ -192,6 +194,43 @@ async def test_without_usage_rows_tokens_come_from_the_attempts_and_nothing_is_c
     assert set(values(samples, f"{P}cost_usd_total", "project")) == {("loud",)}
     assert values(samples, f"{P}unpriced_attempts_total") == {}
     assert values(samples, f"{P}attempts_total", "project") == {("quiet",): 2, ("loud",): 1}
+
+
+@pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-0' is deprecated:DeprecationWarning")
+async def test_without_usage_rows_tokens_are_the_providers_own_with_their_cached_and_reasoning_parts(
+    app: FastAPI, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen's RequestUsage drops cached and reasoning tokens, and its Anthropic client reports the prompt
+    # without what was read from or written to the cache: the provider's own numbers are the response's.
+    openai_client = reliable(make_openai_client(), project="openai", track_usage=False)
+    fake_openai_server.enqueue(
+        FakeReply.text("a", usage=FakeUsage(prompt_tokens=1000, completion_tokens=50, cached_tokens=800)),
+        FakeReply.text("b", usage=FakeUsage(prompt_tokens=100, completion_tokens=40, reasoning_tokens=30)),
+    )
+    await openai_client.create(HI)
+    async for _ in openai_client.create_stream(HI):
+        pass
+    cached = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 1000}
+    cached["cache_creation_input_tokens"] = 200
+    with FakeAnthropicServer() as anthropic_server:
+        inner = AnthropicChatCompletionClient(
+            model="claude-sonnet-4-0", api_key="sk-ant-test", base_url=anthropic_server.base_url, max_retries=0
+        )
+        anthropic_client = reliable(inner, project="anthropic", track_usage=False)
+        anthropic_server.enqueue(*[AnthropicReply("hello", "claude-sonnet-4-20250514", cached)] * 2)
+        await anthropic_client.create(HI)
+        async for _ in anthropic_client.create_stream(HI):
+            pass
+        await inner.close()
+    assert values(scrape(app), f"{P}tokens_total", "project", "kind") == {
+        ("openai", "prompt"): 1100,
+        ("openai", "completion"): 90,
+        ("openai", "cached"): 800,
+        ("openai", "reasoning"): 30,
+        ("anthropic", "prompt"): 2 * 1210,  # the ledger's prompt: 10 new, 1,000 read from the cache, 200 written
+        ("anthropic", "completion"): 2 * 5,
+        ("anthropic", "cached"): 2 * 1000,
+    }
 
 
 async def test_the_attempts_of_a_wrapped_fallback_are_counted_once(

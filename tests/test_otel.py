@@ -301,6 +301,37 @@ async def test_a_stream_is_a_span_too(
     assert call.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_without_usage_rows_an_attempt_span_has_the_providers_own_usage_and_model(
+    streamed: bool,
+    spans: InMemorySpanExporter,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # AutoGen's RequestUsage drops the cached and reasoning tokens, and its CreateResult has no model: the
+    # provider's response has them.
+    client = reliable(make_openai_client(), track_usage=False)
+    usage = FakeUsage(prompt_tokens=1000, completion_tokens=50, cached_tokens=800, reasoning_tokens=30)
+    fake_openai_server.enqueue(FakeReply.text("an answer", usage=usage))
+    if streamed:
+        async for _ in client.create_stream(HI):
+            pass
+    else:
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    assert attempt.attributes is not None
+    assert {name: value for name, value in attempt.attributes.items() if name.startswith("gen_ai.u")} == {
+        "gen_ai.usage.input_tokens": 1000,
+        "gen_ai.usage.output_tokens": 50,
+        "gen_ai.usage.cache_read.input_tokens": 800,
+        "gen_ai.usage.reasoning.output_tokens": 30,
+    }
+    assert attempt.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert call.attributes is not None
+    assert call.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+
+
 @pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
 @pytest.mark.parametrize("recorded", [True, False], ids=["usage rows", "no usage rows"])
 async def test_a_model_asked_for_in_extra_create_args_is_the_spans_request_model(
