@@ -234,6 +234,8 @@ class _Tags(argparse.Action):
 
 
 def _output_file(text: str) -> Path:
+    if not text:  # an unset $VAR: Path("") is the current directory
+        raise argparse.ArgumentTypeError("must not be empty; give the path of a file")
     try:
         path = Path(text).expanduser()
     except RuntimeError:  # ~user of no such user
