@@ -7,6 +7,7 @@ decided or detected::
     ReliabilityError
     ├── ConfigurationError      (also a ValueError)
     ├── IncompleteStreamError
+    ├── ProviderResponseError   (a 2xx response whose body was an error object, not a completion)
     ├── RetriesExhaustedError   (raised from a redacted copy of the last provider error)
     ├── CircuitOpenError
     ├── BudgetExceededError     (no request was sent: the scope's spend in the period reached its limit)
@@ -14,7 +15,10 @@ decided or detected::
     └── ResponseValidationError (the model's answer stayed invalid after re-asking)
 
 A provider error that is not retried (a bad request, a failed authentication)
-is never wrapped: it reaches the caller as the SDK raised it.
+is never wrapped: it reaches the caller as the SDK raised it. The exception is
+an error the SDK does not see as one: a provider that answers HTTP 200 with an
+error body, which AutoGen's client fails on with a ``TypeError`` (or reads as an
+empty stream), reaches the caller as :class:`ProviderResponseError`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "ErrorKind",
     "IncompleteStreamError",
+    "ProviderResponseError",
     "ReliabilityError",
     "ResponseValidationError",
     "RetriesExhaustedError",
@@ -199,6 +204,38 @@ class ComponentConfig(BaseModel):
 
 class IncompleteStreamError(ReliabilityError):
     """Describes a stream from the inner client that ended without its final ``CreateResult``."""
+
+
+class ProviderResponseError(ReliabilityError):
+    """Raised when a provider answered a successful HTTP status with an error object instead of a completion.
+
+    OpenRouter does so when a request fails once accepted (the upstream provider failed, or generation had
+    begun): status 200, body ``{"error": {"code": 502, "message": "..."}}``. AutoGen's OpenAI client finds no
+    completion in it and fails with a ``TypeError`` (a stream: ends empty); the wrapper raises this instead.
+    :func:`~autogen_reliability.retry.classify_error` classifies it as the HTTP status its ``code`` names
+    (502 a server error, retried; 429 a rate limit; 401 an authentication error, never retried), and as a
+    server error when the code names none (OpenRouter's ``"server_error"``), as it does an error event in a
+    stream. Its texts have secrets redacted, as every error of ours.
+
+    Attributes:
+        status_code: The HTTP status the response was sent with (a 2xx, usually 200), which the usage row's
+            ``http_status`` records; the status the provider meant is ``code``.
+        code: The error object's ``code`` as the provider wrote it (OpenRouter's is the HTTP status: ``502``),
+            or None.
+        body: The ``error`` member of the response body (an object, or the string some servers send).
+        message: The provider's message (``error.message``, or the error itself where it is a string), or None.
+    """
+
+    def __init__(self, status_code: int, body: object) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.code: object = body.get("code") if isinstance(body, Mapping) else None
+        message = body.get("message") if isinstance(body, Mapping) else body
+        self.message = message if isinstance(message, str) and message else None
+        code = f" (code {self.code})" if isinstance(self.code, str | int) and not isinstance(self.code, bool) else ""
+        super().__init__(
+            f"HTTP {status_code} with an error instead of a completion{code}: {self.message or 'no message'}"
+        )
 
 
 class RetriesExhaustedError(ReliabilityError):

@@ -50,9 +50,9 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from ._context import Attribution, hand_down, take_back
-from ._errors import IncompleteStreamError
+from ._errors import IncompleteStreamError, ProviderResponseError
 from ._ids import time_ordered_uuid
-from ._redaction import log_failure
+from ._redaction import log_failure, redacted_error
 from ._subscribers import Subscribers
 from .providers import (
     ProviderUsage,
@@ -491,10 +491,23 @@ class Pipeline:
             try:
                 result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
-                attempt.finish(None, exc, _usage_of(slot), _received(slot, answered=False, chars=0))
+                # AutoGen fails on a 200 whose body is an error (TypeError: no choices): the error is the provider's.
+                error = self._error_in_body(slot) if isinstance(exc, Exception) else None
+                attempt.finish(None, error or exc, _usage_of(slot), _received(slot, answered=False, chars=0))
+                if error is not None:
+                    raise error from exc
                 raise
         attempt.finish(result, None, _usage_of(slot))
         return result
+
+    def _error_in_body(self, slot: UsageSlot) -> ProviderResponseError | None:
+        """The error a provider sent in place of a completion, with a successful status, if the usage tap saw one.
+
+        Not on a wrapped client: the slot holds its provider's responses too, which that wrapper judged.
+        """
+        if slot.body_error is None or self.on_wrapper or slot.status is None:
+            return None
+        return redacted_error(ProviderResponseError(slot.status, slot.body_error))
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         if self.untapped:
@@ -520,6 +533,10 @@ class Pipeline:
                         item = await anext_in_slot(stream, slot)
                     except StopAsyncIteration:
                         break
+                    if isinstance(item, CreateResult) and (in_body := self._error_in_body(slot)) is not None:
+                        # A stream answered with a JSON error body: the SDK finds no event in it, and AutoGen
+                        # ends the stream with an empty result, nothing handed on before it: a failed attempt.
+                        raise in_body
                     answered = True
                     if isinstance(item, CreateResult):
                         result = item

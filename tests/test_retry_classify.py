@@ -31,7 +31,7 @@ import pytest
 from anthropic.lib.credentials import WorkloadIdentityError
 from autogen_core.models import UserMessage
 
-from autogen_reliability import BudgetExceededError
+from autogen_reliability import BudgetExceededError, ProviderResponseError
 from autogen_reliability.retry._classify import (
     NEVER_RETRIED,
     RETRYABLE_BY_DEFAULT,
@@ -272,6 +272,13 @@ async def test_openai_errors_over_http(
     assert fake_openai_server.request_count == 1
 
 
+def error_event(error: dict[str, Any]) -> FakeReply:
+    """A 200 stream whose first event is ``{"error": error}``, as OpenRouter sends a failure once it accepted."""
+    return FakeReply.malformed(
+        b"data: " + json.dumps({"error": error}).encode() + b"\n\n", content_type="text/event-stream"
+    )
+
+
 @pytest.mark.parametrize(
     ("reply", "exc_type", "expected"),
     [
@@ -286,6 +293,20 @@ async def test_openai_errors_over_http(
             openai.APIConnectionError,
             K.CONNECTION,
             id="reset-mid-stream",
+        ),
+        # OpenRouter's error event on a 200: its code is the HTTP status the failure would have had.
+        *(
+            pytest.param(error_event({"code": code, "message": "m", **extra}), openai.APIError, kind, id=name)
+            for name, code, extra, kind in [
+                ("event-code-401", 401, {}, K.AUTHENTICATION),
+                ("event-code-429", 429, {}, K.RATE_LIMIT),
+                ("event-code-429-as-text", "429", {}, K.RATE_LIMIT),
+                ("event-code-429-out-of-quota", 429, {"type": "insufficient_quota"}, K.PERMISSION),
+                ("event-code-503", 503, {}, K.OVERLOADED),
+                ("event-code-200", 200, {}, K.SERVER_ERROR),
+                ("event-code-words", "server_error", {}, K.SERVER_ERROR),
+                ("event-code-true", True, {}, K.SERVER_ERROR),
+            ]
         ),
     ],
 )
@@ -441,6 +462,24 @@ async def test_autogen_client_stream_error_after_chunks(
     assert received  # the failure comes after text was already handed to the consumer
     assert type(exc) is openai.APIError
     assert classify_error(exc) is K.SERVER_ERROR
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ({"code": 502, "message": "Upstream failed"}, K.SERVER_ERROR),
+        ({"code": 529, "message": "Overloaded"}, K.OVERLOADED),
+        ({"code": 401, "message": "No auth"}, K.AUTHENTICATION),
+        ({"code": 400, "message": "This model's maximum context length is 8192 tokens"}, K.CONTEXT_LENGTH),
+        ({"code": "server_error", "message": "Provider disconnected"}, K.SERVER_ERROR),
+        ("an error as a bare string", K.SERVER_ERROR),
+    ],
+)
+def test_an_error_body_on_a_200_is_classified_by_the_status_its_code_names(error: object, expected: ErrorKind) -> None:
+    # Raised by the wrapper (AutoGen's client fails on such a body with a TypeError): see tests/test_error_bodies.py.
+    exc = ProviderResponseError(200, error)
+    assert exc.status_code == 200
+    assert classify_error(exc) is expected
 
 
 # --------------------------------------------------------------------------- retry_after on real 429s

@@ -50,6 +50,15 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 ClientFactory = Callable[..., OpenAIChatCompletionClient]
 
+FAKE_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": SNAPSHOT,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+
 
 @pytest.fixture
 async def make_client(server: FakeOpenAIServer) -> AsyncIterator[ClientFactory]:
@@ -367,6 +376,34 @@ async def test_an_error_mid_stream_raises_only_the_sdks_api_error(
     assert type(caught.value) is openai.APIError
     assert received == ["Hello", " from"]
     assert (slot.status, slot.usage, slot.model, slot.tap_failures) == (200, None, SNAPSHOT, 0)
+
+
+async def test_a_200_whose_body_is_an_error_keeps_the_error_in_the_slot_and_the_next_response_clears_it(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    # OpenRouter's answer to a request that failed once accepted; AutoGen fails on it as the untapped client does.
+    error = {"code": 502, "message": "Upstream provider failed", "metadata": {"provider_name": "x"}}
+    server.enqueue(FakeReply.malformed(json.dumps({"error": error}).encode()), FakeReply.text("fine"))
+    client = make_client()
+    with capture_provider_usage() as outer:
+        with capture_provider_usage() as slot, pytest.raises(TypeError):
+            await client.create(USER)
+        assert (slot.status, slot.body_error, slot.usage, slot.tap_failures) == (200, error, None, 0)
+        assert outer.body_error == error
+        await client.create(USER)
+    assert outer.responses == 2
+    assert outer.body_error is None  # of the last response, as status is
+
+
+@pytest.mark.parametrize("error", [None, {}, ""])
+async def test_an_empty_error_member_is_no_error(
+    server: FakeOpenAIServer, make_client: ClientFactory, error: object
+) -> None:
+    server.enqueue(FakeReply.malformed(json.dumps({**FAKE_COMPLETION, "error": error}).encode()))
+    with capture_provider_usage() as slot:
+        result = await make_client().create(USER)
+    assert result.content == "fine"
+    assert (slot.body_error, slot.usage is not None) == (None, True)
 
 
 def outcome_of(exc: BaseException) -> tuple[type[BaseException], str]:

@@ -45,6 +45,11 @@ How it works:
       calls are a ``tool_use`` block's ``content_block_start`` (the name) and
       ``input_json_delta`` fragments, counted as OpenAI's are.
 
+    A JSON body's ``error`` member is kept too (`UsageSlot.body_error`): OpenRouter answers a request
+    that failed once accepted with status 200 and ``{"error": {"code": 502, ...}}``, which the SDK
+    takes for a completion. It costs nothing more (the body is parsed anyway). A stream's events are
+    not searched for one: the openai SDK raises its ``APIError`` itself on an event that has an ``error``.
+
     A body is told apart as the SDKs tell it, by what it holds rather than by
     its ``Content-Type``, which only ``text/event-stream`` is trusted: a body
     labelled anything else is JSON if it begins with ``{`` and a stream of
@@ -224,6 +229,9 @@ class UsageSlot:
             before its usage chunk is estimated from, since AutoGen yields nothing of a tool call
             before the stream ends. Anthropic's: the ``tool_use`` blocks' names and their
             ``input_json_delta`` fragments.
+        body_error: The ``error`` member of the last response's JSON body, where it had one (not null or empty):
+            a provider answering a successful status with an error (OpenRouter: 200 and ``{"error": {"code":
+            502, "message": ...}}``). None otherwise; a body with an error status is not read at all.
         responses: How many HTTP responses arrived while the slot was active.
         tap_failures: How many response bodies could not be inspected (malformed, oversized,
             unknown encoding); the SDK got those bytes unchanged.
@@ -231,6 +239,7 @@ class UsageSlot:
 
     __slots__ = (
         "_parent",
+        "body_error",
         "model",
         "partial_usage",
         "request_id",
@@ -257,6 +266,7 @@ class UsageSlot:
         self.model: str | None = None
         self.response_id: str | None = None
         self.request_id: str | None = None
+        self.body_error: object = None
         self.responses = 0
         self.tap_failures = 0
         self.tool_call_chars = 0
@@ -573,6 +583,10 @@ class _BodyTap:
                     self._keep(tail)
                 body = json.loads(b"".join(self._body))
                 if isinstance(body, dict):
+                    error = body.get("error")
+                    if error:  # as the SDK reads an event's: null, {} and "" are no error
+                        for slot in self._targets:
+                            slot.body_error = error
                     self._observe(cast("dict[str, Any]", body))
         except Exception:
             self._fail()
@@ -780,6 +794,7 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
             target.responses += 1
             target.status = response.status_code
             target.request_id = request_id
+            target.body_error = None
         # Error bodies never carry usage; leave them alone.
         if response.status_code >= 400:
             return

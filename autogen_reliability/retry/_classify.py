@@ -59,11 +59,16 @@ Exceptions, checked in this order (most specific first within an SDK):
     (``asyncio.CancelledError``, ``KeyboardInterrupt``)
     ``BudgetExceededError`` (a wrapped client's        PERMISSION
     budget refused the call)
+    ``ProviderResponseError`` (a 200 whose body is     as ``openai.APIError``
+    an error object)
     ``openai.APITimeoutError``                         TIMEOUT
     ``openai.APIConnectionError``                      CONNECTION
     ``openai.APIResponseValidationError``              INVALID_RESPONSE
     ``openai.APIStatusError``                          status table
-    ``openai.APIError`` (SSE error event mid-stream)   SERVER_ERROR
+    ``openai.APIError`` (an SSE event with an          status table, via the
+    ``error``: status is 200)                          status ``error.code``
+                                                       names (OpenRouter's);
+                                                       SERVER_ERROR if none
     ``openai.LengthFinishReasonError``                 INVALID_RESPONSE
     ``openai.ContentFilterFinishReasonError``          CONTENT_FILTER
     ``anthropic.APITimeoutError``                      TIMEOUT
@@ -109,7 +114,13 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
-from .._errors import BudgetExceededError, ErrorKind, ResponseValidationError, RetriesExhaustedError
+from .._errors import (
+    BudgetExceededError,
+    ErrorKind,
+    ProviderResponseError,
+    ResponseValidationError,
+    RetriesExhaustedError,
+)
 from ..providers import loaded_class, loaded_module
 
 __all__ = [
@@ -302,6 +313,24 @@ def _openai_status(exc: BaseException) -> ErrorKind:
     return _by_status(exc, _attr(exc, "status_code"), _attr(exc, "body")) or ErrorKind.UNKNOWN
 
 
+def _openai_error_event(exc: BaseException) -> ErrorKind:
+    # An error object on a 200, as an SSE event's or a whole body's: a failure of the server's, unless its code is
+    # the HTTP status the failure would have had (OpenRouter's), which then decides as that status would.
+    return _by_status_in_error(_attr(exc, "body")) or ErrorKind.SERVER_ERROR
+
+
+def _by_status_in_error(error: object) -> ErrorKind | None:
+    """The status table's verdict on an error object whose ``code`` is an HTTP error status, else None."""
+    code = _dig(error, "code")
+    if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) == 3:
+        code = int(code)
+    if not isinstance(code, int) or isinstance(code, bool) or not 400 <= code <= 599:
+        return None
+    # The code is the status; the type refines it as a code would (a billing type: out of quota, not a rate limit),
+    # and the message as any status's (a context-length wording).
+    return kind_for_status(code, _first_str(_dig(error, "type")), _first_str(_dig(error, "message")))
+
+
 def _anthropic_status(exc: BaseException) -> ErrorKind:
     body = _attr(exc, "body")
     kind = _by_status(exc, _attr(exc, "status_code"), body)
@@ -333,7 +362,7 @@ _OPENAI_RULES: Final[_Rules] = (
     ("APIResponseValidationError", ErrorKind.INVALID_RESPONSE),
     ("APIStatusError", _openai_status),
     # A bare APIError is an SSE error event after the 200 was sent.
-    ("APIError", ErrorKind.SERVER_ERROR),
+    ("APIError", _openai_error_event),
     ("LengthFinishReasonError", ErrorKind.INVALID_RESPONSE),
     ("ContentFilterFinishReasonError", ErrorKind.CONTENT_FILTER),
 )
@@ -403,6 +432,8 @@ def _classify_own(exc: BaseException) -> ErrorKind | None:
         return ErrorKind.PERMISSION
     if isinstance(exc, RetriesExhaustedError) and exc.kinds:
         return exc.kinds[-1]
+    if isinstance(exc, ProviderResponseError):
+        return _openai_error_event(exc)
     return None
 
 

@@ -1,0 +1,202 @@
+"""A provider that answers HTTP 200 with an error body, through the real SDK, AutoGen's client and FakeOpenAIServer.
+
+OpenRouter documents it: a request that fails once accepted (the upstream provider failed, or generation had
+begun) is answered ``200`` with ``{"error": {"code": 502, "message": ...}}``, and a stream carries the same
+object in a ``data:`` event, possibly after content (then with ``"finish_reason": "error"``). Such an error is
+classified as the HTTP status its ``code`` names, and retried, sent to a fallback or raised as that status is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import openai
+import pytest
+from autogen_core.models import CreateResult, UserMessage
+
+from autogen_reliability import ErrorKind, ProviderResponseError, RetryPolicy, reliable
+from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply
+
+from .conftest import MODEL, OpenAIClientFactory
+from .storage_fixtures import Ledger, ledger_rows, open_ledger
+
+HI = [UserMessage(content="hi", source="user")]
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
+KEY = "sk-proj-Abcdefghijklmnop0123456789"
+
+# create: a completion's body; stream-json: the same body answering a stream request (the SDK finds no event in
+# it); stream-event: an SSE stream whose first event is the error, before any content.
+Shape = Literal["create", "stream-json", "stream-event"]
+SHAPES: list[Shape] = ["create", "stream-json", "stream-event"]
+
+# The code the error body names -> its kind, and whether the wrapper retries it.
+CODES = [
+    (502, ErrorKind.SERVER_ERROR, True),
+    (503, ErrorKind.OVERLOADED, True),
+    (529, ErrorKind.OVERLOADED, True),
+    (429, ErrorKind.RATE_LIMIT, True),
+    (400, ErrorKind.BAD_REQUEST, False),
+    (401, ErrorKind.AUTHENTICATION, False),
+    (403, ErrorKind.PERMISSION, False),
+]
+
+
+def chunk(**fields: Any) -> dict[str, Any]:
+    """A chat.completion.chunk as OpenRouter sends it, with ``fields`` added."""
+    return {"id": "gen-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL, **fields}
+
+
+def sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+
+
+def error_reply(shape: Shape, code: int | str, message: str = "Upstream provider failed") -> FakeReply:
+    error = {"code": code, "message": message}
+    if shape == "stream-event":
+        return FakeReply.malformed(sse({"error": error}), content_type="text/event-stream")
+    return FakeReply.malformed(json.dumps({"error": error}).encode())
+
+
+async def call(client: Any, shape: Shape) -> CreateResult:
+    if shape == "create":
+        result: CreateResult = await client.create(HI)
+        return result
+    final: CreateResult | None = None
+    async for item in client.create_stream(HI):
+        if isinstance(item, CreateResult):
+            final = item
+    assert final is not None
+    return final
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A SQLite usage store and a recorder writing to it."""
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
+
+
+def rows(ledger: Ledger) -> list[UsageEvent]:
+    return sorted(ledger_rows(ledger), key=lambda row: row.attempt)
+
+
+@pytest.mark.parametrize(("code", "kind", "retried"), CODES, ids=[str(code) for code, _, _ in CODES])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_an_error_body_on_a_200_is_classified_by_the_status_its_code_names(
+    shape: Shape,
+    code: int,
+    kind: ErrorKind,
+    retried: bool,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    ledger: Ledger,
+) -> None:
+    fake_openai_server.enqueue(error_reply(shape, code), FakeReply.text("recovered"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    # The wire said 200; the SDK's own error for an event has no status at all.
+    wire_status = None if shape == "stream-event" else 200
+    if retried:
+        result = await call(client, shape)
+        assert result.content == "recovered"
+        assert fake_openai_server.request_count == 2
+        failed, answered = rows(ledger)
+        assert answered.outcome == "ok"
+    else:
+        expected = openai.APIError if shape == "stream-event" else ProviderResponseError
+        with pytest.raises(expected, match="Upstream provider failed"):
+            await call(client, shape)
+        assert fake_openai_server.request_count == 1
+        (failed,) = rows(ledger)
+    assert (failed.outcome, failed.error_kind, failed.http_status) == ("error", kind.value, wire_status)
+    assert "Upstream provider failed" in str(failed.error_message)
+
+
+@pytest.mark.parametrize("shape", ["create", "stream-json"])
+async def test_the_error_body_is_raised_as_our_error_with_the_providers_code_and_message_redacted(
+    shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    fake_openai_server.enqueue(error_reply(shape, 401, f"Incorrect API key provided: {KEY}"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    with pytest.raises(ProviderResponseError) as caught:
+        await call(client, shape)
+    error = caught.value
+    assert (error.status_code, error.code) == (200, 401)
+    assert KEY not in json.dumps(error.body)
+    assert str(error) == (
+        "HTTP 200 with an error instead of a completion (code 401): Incorrect API key provided: [REDACTED]"
+    )
+    (row,) = rows(ledger)
+    assert "Incorrect API key provided: [REDACTED]" in str(row.error_message)
+    assert KEY not in str(row.error_message)
+
+
+@pytest.mark.parametrize("shape", ["create", "stream-json"])
+async def test_an_error_body_the_policy_does_not_retry_goes_to_the_fallback(
+    shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(error_reply(shape, 502), FakeReply.text("from the fallback"))
+    client = reliable(make_openai_client(), retry=None, fallbacks=[make_openai_client(model="gpt-4.1")])
+    result = await call(client, shape)
+    assert result.content == "from the fallback"
+    assert [request.model for request in fake_openai_server.requests] == [MODEL, "gpt-4.1"]
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(503, ErrorKind.OVERLOADED), (429, ErrorKind.RATE_LIMIT), ("server_error", ErrorKind.SERVER_ERROR)],
+    ids=["503", "429", "string-code"],
+)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_an_error_event_after_content_fails_the_stream_and_is_not_retried(
+    code: int | str,
+    kind: ErrorKind,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    ledger: Ledger,
+) -> None:
+    # OpenRouter's mid-stream form: the error beside a choice whose finish_reason is "error".
+    body = sse(
+        chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}]),
+        chunk(
+            error={"code": code, "message": "Provider disconnected"},
+            choices=[{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        ),
+    )
+    fake_openai_server.enqueue(FakeReply.malformed(body, content_type="text/event-stream"), FakeReply.text("unused"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    received: list[object] = []
+
+    async def consume() -> None:
+        async for item in client.create_stream(HI):
+            received.append(item)
+
+    with pytest.raises(openai.APIError, match="Provider disconnected"):
+        await consume()
+    assert received == ["Hel"]  # what was delivered stays delivered; no CreateResult
+    assert fake_openai_server.request_count == 1
+    ((row_kind, outcome),) = [(row.error_kind, row.outcome) for row in rows(ledger)]
+    assert (row_kind, outcome) == (kind.value, "error")
+
+
+async def test_an_error_beside_a_valid_completion_is_left_alone(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    body = {
+        "id": "gen-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": MODEL,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        "error": {"code": 502, "message": "a warning the provider left in"},
+    }
+    fake_openai_server.enqueue(FakeReply.malformed(json.dumps(body).encode()))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    result = await client.create(HI)
+    assert result.content == "fine"
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("ok", None)]
