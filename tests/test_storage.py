@@ -224,6 +224,23 @@ def test_a_number_an_integer_column_cannot_hold_is_refused_alike_on_every_backen
     assert getattr(store.events(call_id=largest.call_id)[0], field) == 2**31 - 1
 
 
+@pytest.mark.parametrize("latency", [float("nan"), float("inf"), float("-inf"), -5.0])
+def test_a_latency_no_attempt_can_take_is_refused_alike_on_every_backend(store: UsageStore, latency: float) -> None:
+    """PostgreSQL's double precision takes NaN, infinities and negatives, SQLite's REAL all but NaN: neither does.
+
+    Stored, one such row made every report of its project and day show NaN (or infinite) percentiles, which no
+    JSON holds.
+    """
+    good = plain_event(latency_ms=1.5)
+    with pytest.raises(ValueError, match=f"latency_ms {latency} is not a number of milliseconds from 0 up"):
+        store.write([good, plain_event(latency_ms=latency)])
+    assert store.count() == 0  # the batch is refused whole, and the rollup has nothing of it
+    assert store.write([good, plain_event(latency_ms=0.0)]) == 2
+    report = store.report()
+    assert report.totals.attempts == 2
+    assert report.totals.latency_p50_ms == pytest.approx(0.75, abs=0.1)
+
+
 def test_a_token_count_no_column_holds_goes_to_the_refused_file_on_every_backend(
     store_url: str, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ between slices of :data:`~autogen_reliability._threads.SLICE_ROWS` rows.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -75,6 +76,7 @@ _N: Final = len(RECORD_FIELDS)
 _EVENT_ID: Final = ROW_FIELDS.index("event_id")
 _CALL_ID: Final = ROW_FIELDS.index("call_id")
 _STARTED: Final = ROW_FIELDS.index("started_at")
+_LATENCY: Final = ROW_FIELDS.index("latency_ms")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 _REQUEST: Final = ROW_FIELDS.index("request_content")
@@ -105,10 +107,19 @@ def check_numbers(rows: Sequence[UsageRow]) -> None:
     stored on SQLite and refused on PostgreSQL. Checked before anything is written, so both refuse it
     alike (the recorder then keeps the row in its refused file).
 
+    A latency must be a number of milliseconds from 0 up: PostgreSQL's double precision takes NaN, the
+    infinities and negatives, SQLite's REAL all but NaN (a NOT NULL failure), and one such row made the
+    percentiles of every report of its day NaN or infinite.
+
     Raises:
         ValueError: A row holds such a number (the message names the field and the value).
     """
     for row in rows:
+        latency = row[_LATENCY]
+        if not 0 <= latency < math.inf:  # False for NaN too
+            raise ValueError(
+                f"usage event {row[_EVENT_ID]}: latency_ms {latency} is not a number of milliseconds from 0 up"
+            )
         for indexes, low, high in ((_INT32, -(2**31), 2**31 - 1), (_INT64, -(2**63), 2**63 - 1)):
             for index in indexes:
                 value = row[index]

@@ -282,7 +282,8 @@ class UsageStore:
         Raises:
             ValueError: An event holds a number its column cannot hold on every backend (a token
                 count, attempt, HTTP status or validation error count outside -2**31 .. 2**31 - 1,
-                a cost outside 64 bits), refused alike on SQLite and PostgreSQL; nothing was written.
+                a cost outside 64 bits, a latency that is NaN, infinite or negative), refused alike on
+                SQLite and PostgreSQL; nothing was written.
             sqlalchemy.exc.SQLAlchemyError: The database failed; nothing was written.
         """
         return self.write_rows([usage.to_row() for usage in events])
