@@ -49,6 +49,7 @@ from autogen_reliability._errors import ConfigurationError, ReliabilityError
 from autogen_reliability.accounting import PricingTable, UsageRecorder
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
 from autogen_reliability.storage import _bulk, _migrate
+from autogen_reliability.storage._engine import POSTGRESQL_LOCK_TIMEOUT_MS
 from autogen_reliability.storage._models import (
     REPORT_INDEX,
     VERSION_TABLE,
@@ -309,6 +310,41 @@ def test_an_engine_in_autocommit_mode_writes_and_skips_stored_events(store_url: 
         assert store.write([*first, plain_event()]) == 1
         assert store.count() == 41
     finally:
+        engine.dispose()
+
+
+def test_an_autocommit_engine_writes_under_the_write_timeouts_too(make_pg_database: Callable[[], str]) -> None:
+    """A LOCK TABLE elsewhere: a write through an application's engine in AUTOCOMMIT gives up after the lock
+    timeout as any other write does (a ``set_config(..., true)`` outside a transaction sets nothing), and the
+    engine's connection goes back to the pool with its own settings."""
+    url = make_pg_database()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    holder = create_engine(url, poolclass=NullPool).connect()
+    try:
+        store = UsageStore(engine)
+        holder.execute(text("LOCK TABLE ar_usage_records IN ACCESS EXCLUSIVE MODE"))
+        outcome: list[object] = []
+
+        def write() -> None:
+            try:
+                outcome.append(store.write([plain_event()]))
+            except Exception as error:
+                outcome.append(error)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(POSTGRESQL_LOCK_TIMEOUT_MS / 1000 + 8)
+        holder.rollback()  # a write still waiting goes on now, and the test does not hang
+        writer.join(30)
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], OperationalError)
+        assert "lock timeout" in str(outcome[0])
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+        assert store.write([plain_event()]) == 1
+    finally:
+        holder.close()
         engine.dispose()
 
 

@@ -10,11 +10,13 @@ import functools
 import os
 import re
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
@@ -34,6 +36,7 @@ __all__ = [
     "error_line",
     "make_engine",
     "masked_url",
+    "postgresql_write_timeouts",
     "sqlite_file_missing",
     "sqlite_file_path",
     "sqlite_opened_file",
@@ -70,6 +73,41 @@ POSTGRESQL_WRITE_TIMEOUTS: Final = (
     f"SELECT set_config('lock_timeout', '{POSTGRESQL_LOCK_TIMEOUT_MS}', true), "
     f"set_config('statement_timeout', '{POSTGRESQL_STATEMENT_TIMEOUT_MS}', true)"
 )
+
+# An engine in AUTOCOMMIT (an application's own) has no transaction for the settings above to last: a
+# set_config(..., true) there ends with its own statement. Its writes set them for the session, and put back
+# what they were.
+_SAVED_TIMEOUTS: Final = "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+_SESSION_WRITE_TIMEOUTS: Final = POSTGRESQL_WRITE_TIMEOUTS.replace(", true)", ", false)")
+_RESTORED_TIMEOUTS: Final = text(
+    "SELECT set_config('lock_timeout', :lock, false), set_config('statement_timeout', :statement, false)"
+)
+
+
+@contextmanager
+def postgresql_write_timeouts(connection: Connection) -> Iterator[None]:
+    """The lock and statement timeouts of a write on PostgreSQL (:data:`POSTGRESQL_WRITE_TIMEOUTS`), for its duration.
+
+    Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not hold the writer (and
+    the queue behind it) for as long as it lasts; the batch is spooled instead. Nothing on another database.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    if getattr(connection.connection.driver_connection, "autocommit", False) is not True:
+        connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)  # they end with the write's transaction
+        yield
+        return
+    lock, statement = connection.exec_driver_sql(_SAVED_TIMEOUTS).one()
+    connection.exec_driver_sql(_SESSION_WRITE_TIMEOUTS)
+    try:
+        yield
+    finally:
+        try:
+            connection.execute(_RESTORED_TIMEOUTS, {"lock": lock, "statement": statement})
+        except Exception:
+            connection.invalidate()  # never back in the application's pool with our timeouts
+
 
 SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
 

@@ -40,7 +40,13 @@ from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
-from ._engine import POSTGRESQL_WRITE_TIMEOUTS, SUPPORTED_BACKENDS, make_engine, masked_url, sqlite_opened_file
+from ._engine import (
+    SUPPORTED_BACKENDS,
+    make_engine,
+    masked_url,
+    postgresql_write_timeouts,
+    sqlite_opened_file,
+)
 from ._models import VERSION_TABLE
 from ._report import MOST_ROWS, build_report, check_filter
 from ._retention import RetentionResult
@@ -323,12 +329,7 @@ class UsageStore:
         known_new = True
         for _ in range(_INSERT_TRIES):
             try:
-                with self._engine.begin() as connection:
-                    if connection.dialect.name == "postgresql":
-                        # Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not
-                        # hold the writer (and the queue behind it) for as long as it lasts; the batch is
-                        # spooled instead.
-                        connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)
+                with self._engine.begin() as connection, postgresql_write_timeouts(connection):
                     fresh = rows
                     # An engine in AUTOCOMMIT commits each statement: no guess can be taken back, so look first
                     # (and the rollup is as exact as the engine is atomic: writers racing with one replayed
