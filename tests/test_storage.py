@@ -313,6 +313,21 @@ def test_an_engine_in_autocommit_mode_writes_and_skips_stored_events(store_url: 
         engine.dispose()
 
 
+def test_an_engine_in_autocommit_mode_streams_events(store_url: str) -> None:
+    # PostgreSQL's server-side cursor (DECLARE) needs a transaction, which an engine in AUTOCOMMIT never opens.
+    engine = create_engine(store_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=0)
+    try:
+        store = UsageStore(engine)
+        assert store.write([plain_event() for _ in range(5)]) == 5
+        streamed = [event.event_id for event in store.iter_events(batch_size=2)]
+        assert streamed == [event.event_id for event in store.events()]
+        assert len(streamed) == 5
+        with engine.connect() as connection:
+            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+    finally:
+        engine.dispose()
+
+
 def test_an_autocommit_engine_writes_under_the_write_timeouts_too(make_pg_database: Callable[[], str]) -> None:
     """A LOCK TABLE elsewhere: a write through an application's engine in AUTOCOMMIT gives up after the lock
     timeout as any other write does (a ``set_config(..., true)`` outside a transaction sets nothing), and the

@@ -485,6 +485,11 @@ class UsageStore:
 
     def _stream(self, query: Select[Any], batch_size: int) -> Iterator[UsageEvent]:
         with self._engine.connect() as connection:
+            if connection.dialect.name == "postgresql" and _bulk.autocommit(connection):
+                # The server-side cursor of yield_per lives in a transaction, which an engine in AUTOCOMMIT (an
+                # application's own) never opens: this connection gets one; the pool puts its isolation level
+                # back when it is returned.
+                connection.execution_options(isolation_level="READ COMMITTED")
             result = connection.execution_options(yield_per=batch_size).execute(query)
             for row in result.mappings():
                 yield _event(row)
