@@ -37,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability import configure, reliable
+from autogen_reliability._cli import main as cli_main
 from autogen_reliability._config import (
     ENV_DB_URL,
     ENV_SPOOL_DIR,
@@ -569,6 +570,35 @@ def test_postgresql_connections_notice_a_vanished_server(make_pg_database: Calla
         assert parameters["keepalives_idle"] == idle
         assert parameters["tcp_user_timeout"] == "25000"
         assert parameters["connect_timeout"] == "10"
+
+
+@pytest.mark.parametrize("datestyle", ["SQL, DMY", "German, DMY", "Postgres, MDY"])
+def test_a_postgresql_database_with_another_datestyle_reads_its_times_back(
+    make_pg_database: Callable[[], str], tmp_path: Path, datestyle: str
+) -> None:
+    """psycopg 3 reads a timestamp only as DateStyle ISO writes it; a server's or database's own (SQL, DMY is
+    common in Europe) made every read of started_at fail with NotImplementedError, a traceback in the CLI."""
+    url = make_pg_database()
+    with create_engine(url, poolclass=NullPool).connect() as connection:
+        database = connection.exec_driver_sql("SELECT current_database()").scalar()
+        connection.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET datestyle = '{datestyle}'")
+        connection.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone = 'America/New_York'")
+        connection.commit()
+    written = [plain_event(project="p", session="s", started_at=T0 + timedelta(hours=hour)) for hour in (0, 3, 30)]
+    with UsageStore(url) as store:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW timezone").scalar() == "America/New_York"
+        assert store.write(written) == 3
+        assert store.events() == written
+        assert list(store.iter_events()) == written
+        (session,) = store.sessions("p")
+        assert (session.first_seen, session.last_seen) == (T0.astimezone(UTC), written[-1].started_at)
+        assert store.delete_older_than(T0 + timedelta(hours=1), dry_run=True).newest == T0
+        out = tmp_path / "p.jsonl"
+        assert cli_main(["export", "--project", "p", "--db", url, "--out", str(out)]) == 0
+        assert [json.loads(line)["started_at"] for line in out.read_text().splitlines()] == [
+            event.started_at.astimezone(UTC).isoformat() for event in written
+        ]
 
 
 def test_ping_raises_when_the_server_is_gone(make_pg_database: Callable[[], str], pg_admin_url: str) -> None:

@@ -325,7 +325,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     file that was deleted or replaced since it connected is not used again.
     PostgreSQL gets a connect
     timeout, TCP keepalives and a user timeout (a vanished server is noticed
-    in about 25 s), and a liveness check when a pooled connection is reused.
+    in about 25 s), and a liveness check when a pooled connection is reused;
+    through psycopg 3, DateStyle ISO, the only one it reads timestamps in.
 
     Args:
         url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
@@ -348,6 +349,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     engine = create_engine(url, **options)
     if options.get("poolclass") is not StaticPool:  # a database in memory is the process's: the child's own copy
         _forked_pools.add(engine)
+    if backend == "postgresql" and url.get_driver_name() == "psycopg":
+        event.listen(engine, "connect", _configure_psycopg_connection)
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         path = sqlite_opened_file(url)
@@ -422,6 +425,19 @@ def sqlite_file_missing(url: URL) -> bool:
         return False
     database = sqlite_file_path(url)  # a file: URI's path too
     return database is not None and not Path(database).exists()
+
+
+def _configure_psycopg_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # psycopg 3 reads a timestamp only in DateStyle ISO (psycopg2 sets ISO itself when it connects): on a
+    # server or database with another (SQL, DMY is common in Europe), every read of started_at failed with
+    # NotImplementedError "can't parse timestamptz with DateStyle 'SQL, DMY'". Only the output style is set;
+    # the order (DMY) the server reads ambiguous input in stays, and our times go in as ISO, which it always reads.
+    raw: Any = dbapi_connection
+    if str(raw.info.parameter_status("DateStyle") or "ISO").startswith("ISO"):
+        return
+    with raw.cursor() as cursor:
+        cursor.execute("SET DateStyle TO ISO")
+    raw.commit()  # kept for the session, whatever the transactions after it do
 
 
 def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
