@@ -16,7 +16,7 @@ from autogen_reliability import configure
 from autogen_reliability._config import ENV_DB_URL
 from autogen_reliability.testing import FakeOpenAIServer
 
-from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database
+from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database, ledger
 from .storage_fixtures import NO_POSTGRESQL, PG_URL_ENV
 
 MODEL = "gpt-4o-mini"

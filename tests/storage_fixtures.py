@@ -26,7 +26,15 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.storage import UsageStore
 
-__all__ = ["NO_POSTGRESQL", "PG_URL_ENV", "drop_pg_database", "make_pg_database", "pg_admin_url", "store_url"]
+__all__ = [
+    "NO_POSTGRESQL",
+    "PG_URL_ENV",
+    "drop_pg_database",
+    "ledger",
+    "make_pg_database",
+    "pg_admin_url",
+    "store_url",
+]
 
 Ledger = tuple[UsageStore, UsageRecorder]
 
@@ -107,6 +115,13 @@ def open_ledger(url: str, spool_dir: Path) -> Iterator[Ledger]:
     finally:
         recorder.close()
         store.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A real SQLite ledger in the test's directory and a recorder writing to it."""
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
+        yield opened
 
 
 def ledger_rows(ledger: Ledger) -> list[UsageEvent]:

@@ -88,13 +88,6 @@ def dollars(fake_openai_server: FakeOpenAIServer) -> FakeOpenAIServer:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A SQLite ledger and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
-
-
-@pytest.fixture
 def any_ledger(store_url: str, tmp_path: Path) -> Iterator[Ledger]:
     """A ledger on SQLite, then on PostgreSQL, and a recorder writing to it."""
     with open_ledger(store_url, tmp_path / "spool") as opened:

@@ -14,10 +14,8 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +33,7 @@ from autogen_reliability.budget import CostTermination as BudgetCostTermination
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import MODEL, OpenAIClientFactory
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 USAGE = FakeUsage(prompt_tokens=1200, completion_tokens=300)
 _PRICE = PricingTable().price(
@@ -63,13 +61,6 @@ def usd(nanousd: int) -> str:
 def limit_between(calls: int) -> str:
     """A limit that ``calls`` calls reach and ``calls - 1`` do not: halfway between."""
     return usd(CALL * calls - CALL // 2)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A real SQLite ledger and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,6 @@ classified as the HTTP status its ``code`` names, and retried, sent to a fallbac
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -22,7 +20,7 @@ from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import MODEL, OpenAIClientFactory
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
@@ -71,13 +69,6 @@ async def call(client: Any, shape: Shape) -> CreateResult:
             final = item
     assert final is not None
     return final
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A SQLite usage store and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 def rows(ledger: Ledger) -> list[UsageEvent]:

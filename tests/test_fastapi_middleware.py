@@ -14,7 +14,6 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -35,7 +34,7 @@ from autogen_reliability.fastapi import UsageContextMiddleware
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import MODEL, run_python
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
 ATTRIBUTION = {
@@ -44,13 +43,6 @@ ATTRIBUTION = {
     "X-Agent-Name": "writer",
     "X-Usage-Tags": "tier=gold, region=eu-west.1",
 }
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A real SQLite store and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 def rows(ledger: Ledger) -> list[UsageEvent]:

@@ -37,7 +37,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, 
 from .anthropic_wire import AnthropicReply, FakeAnthropicServer
 from .conftest import OpenAIClientFactory, run_python
 from .memory_cache import MemoryStore
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
@@ -63,13 +63,6 @@ def app(registry: CollectorRegistry) -> FastAPI:
     application = FastAPI()
     application.mount("/metrics", metrics_app())
     return application
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A real SQLite ledger and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 def scrape(app: FastAPI) -> list[Sample]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
-from pathlib import Path
 
 import openai
 import pytest
@@ -30,7 +29,7 @@ from autogen_reliability.otel import disable_tracing, enable_tracing
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory, run_python
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi, this prompt stays out of every span", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
@@ -52,12 +51,6 @@ def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
     enable_tracing(provider)
     yield exporter
     disable_tracing()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 def chat_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:

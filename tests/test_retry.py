@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -58,7 +57,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
@@ -101,13 +100,6 @@ async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> Creat
             final = item
     assert final is not None
     return final
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A SQLite usage store and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 def rows(ledger: Ledger) -> list[UsageEvent]:

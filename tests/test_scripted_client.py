@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 from typing import Any, Literal
 
 import openai
@@ -66,7 +65,7 @@ from autogen_reliability.testing import (
 )
 
 from .conftest import OpenAIClientFactory
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI: list[LLMMessage] = [UserMessage(content="hi", source="user")]
 TERSE: list[LLMMessage] = [
@@ -124,13 +123,6 @@ class FakeTime:
 @pytest.fixture
 def fake_time() -> FakeTime:
     return FakeTime()
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A real SQLite usage store and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 # --------------------------------------------------------------------------- items

@@ -14,8 +14,7 @@ import gc
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, Iterator
-from pathlib import Path
+from collections.abc import AsyncGenerator
 
 import pytest
 from autogen_core.models import CreateResult, UserMessage
@@ -26,19 +25,12 @@ from autogen_reliability._pipeline import StreamItem
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .conftest import OpenAIClientFactory
-from .storage_fixtures import Ledger, ledger_rows, open_ledger
+from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
 WORDS = "one two three four five six"
 USAGE = FakeUsage(prompt_tokens=31, completion_tokens=6)
 STEP_TIMEOUT = 10.0  # generous: only there to make each anext run in a task of its own
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    """A real SQLite file and a recorder writing to it."""
-    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as opened:
-        yield opened
 
 
 rows = ledger_rows
