@@ -614,7 +614,7 @@ class UsageRecorder:
             return
         for path in self._spool.files():
             try:
-                for batch in _read_batches(path, self._batch_size):
+                for batch in _reading(_read_batches(path, self._batch_size)):
                     self._stats["replayed"] += len(batch) - self._store(sink, batch)
             except _UnreadableFile as error:
                 self._unreadable_file(path, error.__cause__ or error)
@@ -635,7 +635,7 @@ class UsageRecorder:
         ):
             for path, fd in orphans:
                 try:
-                    for batch in _batches(read(fd, path), self._batch_size):
+                    for batch in _reading(_batches(read(fd, path), self._batch_size)):
                         self._stats["replayed"] += len(batch) - self._store(sink, batch)
                 except _SURVIVED as error:
                     os.close(fd)  # the lock goes with it: this process, or the next, tries again
@@ -776,14 +776,15 @@ class _UnreadableFile(Exception):
     database is not taken for down (which would spool every row, and replay no other file, while it lasts)."""
 
 
-def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
+def _reading(batches: Iterator[list[UsageRow]]) -> Iterator[list[UsageRow]]:
+    """``batches``, read from a spool file or journal; an ``OSError`` reading them is :class:`_UnreadableFile`."""
     try:
-        yield from _spooled_batches(path, size)
+        yield from batches
     except OSError as error:  # the reading only: what the consumer of a batch raises never comes in here
-        raise _UnreadableFile(path) from error
+        raise _UnreadableFile from error
 
 
-def _spooled_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
+def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
     # Read as bytes and decoded line by line: bytes that are no UTF-8 (a crash of the machine can leave a
     # block of garbage in the file) are one unreadable line, not a file whose every row is never replayed.
@@ -807,13 +808,6 @@ def _spooled_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
 
 
 def _batches(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
-    try:
-        yield from _batched(rows, size)
-    except OSError as error:  # reading the journal, as in _read_batches
-        raise _UnreadableFile from error
-
-
-def _batched(rows: Iterator[UsageRow], size: int) -> Iterator[list[UsageRow]]:
     batch: list[UsageRow] = []
     for number, row in enumerate(rows, 1):
         batch.append(row)
