@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_core.models import CreateResult
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
 from autogen_reliability import configure
@@ -45,6 +46,16 @@ def run_python(
         env=env,
         cwd=cwd or Path(__file__).parent.parent,
     )
+
+
+async def final_result(stream: AsyncIterator[str | CreateResult]) -> CreateResult:
+    """Consumes a ``create_stream`` to its end; its final ``CreateResult``."""
+    final: CreateResult | None = None
+    async for item in stream:
+        if isinstance(item, CreateResult):
+            final = item
+    assert final is not None
+    return final
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -36,7 +36,7 @@ from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecord
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory
+from .conftest import OpenAIClientFactory, final_result
 from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
@@ -55,12 +55,7 @@ rows = ledger_rows
 
 
 async def consume(client: ChatCompletionClient) -> CreateResult:
-    final: CreateResult | None = None
-    async for item in client.create_stream(HI):
-        if isinstance(item, CreateResult):
-            final = item
-    assert final is not None
-    return final
+    return await final_result(client.create_stream(HI))
 
 
 async def test_plain_call_is_one_row_with_the_servers_numbers(

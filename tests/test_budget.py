@@ -51,7 +51,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory, run_python
+from .conftest import OpenAIClientFactory, final_result, run_python
 from .storage_fixtures import Ledger, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
@@ -124,12 +124,7 @@ def spend(store: UsageStore, usd: int, *, at: datetime | None = None, **attribut
 
 
 async def consume(client: ChatCompletionClient) -> CreateResult:
-    final: CreateResult | None = None
-    async for item in client.create_stream(HI):
-        if isinstance(item, CreateResult):
-            final = item
-    assert final is not None
-    return final
+    return await final_result(client.create_stream(HI))
 
 
 # --- the stop ----------------------------------------------------------------------------------

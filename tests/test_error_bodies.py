@@ -19,7 +19,7 @@ from autogen_reliability import ErrorKind, ProviderResponseError, RetryPolicy, r
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
-from .conftest import MODEL, OpenAIClientFactory
+from .conftest import MODEL, OpenAIClientFactory, final_result
 from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
@@ -63,12 +63,7 @@ async def call(client: Any, shape: Shape) -> CreateResult:
     if shape == "create":
         result: CreateResult = await client.create(HI)
         return result
-    final: CreateResult | None = None
-    async for item in client.create_stream(HI):
-        if isinstance(item, CreateResult):
-            final = item
-    assert final is not None
-    return final
+    return await final_result(client.create_stream(HI))
 
 
 def rows(ledger: Ledger) -> list[UsageEvent]:

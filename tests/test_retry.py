@@ -56,7 +56,7 @@ from autogen_reliability.retry._classify import RETRYABLE_BY_DEFAULT
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
-from .conftest import OpenAIClientFactory
+from .conftest import OpenAIClientFactory, final_result
 from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
@@ -94,12 +94,7 @@ def fake_time() -> FakeTime:
 async def call(client: ChatCompletionClient, mode: Mode, **kwargs: Any) -> CreateResult:
     if mode == "create":
         return await client.create(HI, **kwargs)
-    final: CreateResult | None = None
-    async for item in client.create_stream(HI, **kwargs):
-        if isinstance(item, CreateResult):
-            final = item
-    assert final is not None
-    return final
+    return await final_result(client.create_stream(HI, **kwargs))
 
 
 def rows(ledger: Ledger) -> list[UsageEvent]:
