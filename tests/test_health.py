@@ -161,6 +161,29 @@ async def test_failures_the_request_caused_do_not_count_in_the_error_rate(
     assert health.status == "healthy"
 
 
+async def test_failures_the_request_caused_do_not_dilute_the_error_rate_either(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # Every request the provider could serve failed; the callers' own mistakes say nothing of that, as the
+    # circuit breaker counts them neither as failures nor as successes.
+    client = wrap(circuit=None)
+    probe = HealthProbe({"openai": client}, min_attempts=4)
+    fake_openai_server.enqueue(*[FakeReply.error(400)] * 6, *[FakeReply.error(500)] * 4)
+    await calls(client, 10)
+    health = (await probe.check()).clients["openai"]
+    assert health.errors_by_kind == {"bad_request": 6, "server_error": 4}
+    assert health.attempts == 10
+    assert health.error_rate == 1.0
+    assert health.status == "unhealthy"
+    assert "error rate 100% over the last 300 s (4/4)" in health.reasons[0]
+    # ...and they do not make a window judged: 6 refused requests and 1 server error are one attempt judged.
+    quiet = wrap(circuit=None)
+    patient = HealthProbe({"openai": quiet}, min_attempts=2)
+    fake_openai_server.enqueue(*[FakeReply.error(400)] * 6, FakeReply.error(500))
+    await calls(quiet, 7)
+    assert (await patient.check()).clients["openai"].status == "healthy"
+
+
 async def test_a_window_with_too_few_attempts_is_not_judged(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
     client = wrap()
     patient, eager = HealthProbe({"openai": client}), HealthProbe({"openai": client}, min_attempts=1)

@@ -110,7 +110,8 @@ class HealthProbe:
         window: Seconds of attempts the error rate and latency are computed over (1 s to a day).
         critical: The components that can make the service unready: client names, and
             ``"usage_store"``. Default: all of them.
-        min_attempts: Attempts (not cancelled) a window needs before its error rate is judged.
+        min_attempts: Attempts a window needs before its error rate is judged (those the rate counts: not
+            cancelled, nor refused for the request's own fault).
         clock: Monotonic seconds, for the window and ``ttl`` (tests inject one).
 
     Raises:

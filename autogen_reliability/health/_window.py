@@ -47,7 +47,7 @@ _EDGES: Final = tuple(0.001 * 2 ** (k / 4) for k in range(math.ceil(4 * math.log
 LATENCY_BINS: Final = len(_EDGES) + 1
 
 CALLER_KINDS: Final = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTEXT_LENGTH, ErrorKind.CONTENT_FILTER})
-"""Failures the request caused, not the provider: they do not count in the error rate."""
+"""Failures the request caused, not the provider: they do not count in the error rate, as failures or attempts."""
 
 Outcome = Literal["ok", "error", "cancelled"]
 
@@ -68,6 +68,7 @@ class _Bucket:
     index: int
     attempts: int = 0
     cancelled: int = 0
+    refused: int = 0
     failures: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     latencies: list[int] = field(default_factory=lambda: [0] * LATENCY_BINS)
@@ -80,6 +81,7 @@ class WindowStats:
 
     attempts: int = 0
     cancelled: int = 0
+    refused: int = 0  # failures the request caused (CALLER_KINDS)
     failures: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     latencies: list[int] = field(default_factory=lambda: [0] * LATENCY_BINS)
@@ -89,14 +91,15 @@ class WindowStats:
 
     @property
     def error_rate(self) -> float | None:
-        """Failures / attempts not cancelled; None without any."""
-        judged = self.attempts - self.cancelled
+        """Failures / attempts judged; None without any."""
+        judged = self.judged
         return self.failures / judged if judged else None
 
     @property
     def judged(self) -> int:
-        """Attempts that count in the error rate (all but the cancelled ones)."""
-        return self.attempts - self.cancelled
+        """Attempts that count in the error rate: all but the cancelled ones and the failures the request caused
+        (neither a failure nor a success of the provider, as for the circuit breaker)."""
+        return self.attempts - self.cancelled - self.refused
 
     @property
     def p95_latency(self) -> float | None:
@@ -116,6 +119,7 @@ class WindowStats:
     def add(self, bucket: _Bucket | WindowStats) -> None:
         self.attempts += bucket.attempts
         self.cancelled += bucket.cancelled
+        self.refused += bucket.refused
         self.failures += bucket.failures
         for kind, count in bucket.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + count
@@ -168,7 +172,9 @@ class AttemptWindow:
                 bucket.kinds[kind.value] = bucket.kinds.get(kind.value, 0) + 1
                 if outcome == "cancelled":
                     bucket.cancelled += 1
-                elif kind not in CALLER_KINDS:
+                elif kind in CALLER_KINDS:
+                    bucket.refused += 1
+                else:
                     bucket.failures += 1
             self._recent.append(attempt)
             if outcome == "error":
