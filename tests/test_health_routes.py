@@ -17,10 +17,12 @@ import uvicorn
 from autogen_core.models import ChatCompletionClient
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import event
 
-from autogen_reliability import ConfigurationError, HealthProbe
+from autogen_reliability import ConfigurationError, HealthProbe, HealthReport
 from autogen_reliability.fastapi import health_router
+from autogen_reliability.health import HealthSummary
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient
 
@@ -123,6 +125,32 @@ async def test_an_unhealthy_service_is_not_ready(fake_openai_server: FakeOpenAIS
     assert ready.json()["status"] == "unhealthy"
     assert ready.json()["clients"]["openai"]["providers"][0]["circuit"] == "open"
     assert short.json()["components"] == {"openai": "unhealthy"}
+
+
+async def test_every_answer_of_an_unhealthy_service_is_a_model_its_schema_declares(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # A client generated from the OpenAPI document parses a 503 by the schema it declares for 503.
+    client = wrap(circuit=OPENS_AFTER_TWO)
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500))
+    await calls(client, 2)
+    app = app_for(HealthProbe({"openai": client}))
+    models: dict[str, type[HealthReport | HealthSummary]] = {
+        "HealthReport": HealthReport,
+        "HealthSummary": HealthSummary,
+    }
+    responses = {path: operations["get"]["responses"] for path, operations in app.openapi()["paths"].items()}
+    with TestClient(app) as http:
+        for path, query in (("/readyz", ""), ("/health", ""), ("/health", "?verbose=0")):
+            answer = http.get(path + query)
+            assert answer.status_code == 503
+            schema = responses[path]["503"]["content"]["application/json"]["schema"]
+            declared = [ref["$ref"].rsplit("/", 1)[1] for ref in schema.get("anyOf", [schema])]
+            parsed = []
+            for name in declared:
+                with contextlib.suppress(ValidationError):
+                    parsed.append(models[name].model_validate(answer.json()))
+            assert parsed, f"{path}{query}: a 503 whose body is none of {declared}: {answer.json()}"
 
 
 async def test_head_answers_each_route_with_its_status_and_no_body(
@@ -284,10 +312,14 @@ def test_the_routes_and_their_models_are_in_the_openapi_schema(wrap: Wrap, store
 
     assert body("/ops/healthz", ok) == {"$ref": "#/components/schemas/Liveness"}
     assert body("/ops/readyz", ok) == body("/ops/readyz", "503") == {"$ref": "#/components/schemas/HealthReport"}
-    assert body("/ops/health", ok)["anyOf"] == [
-        {"$ref": "#/components/schemas/HealthReport"},
-        {"$ref": "#/components/schemas/HealthSummary"},
-    ]
+    assert (
+        body("/ops/health", ok)["anyOf"]
+        == body("/ops/health", "503")["anyOf"]
+        == [
+            {"$ref": "#/components/schemas/HealthReport"},
+            {"$ref": "#/components/schemas/HealthSummary"},
+        ]
+    )
     [verbose] = paths["/ops/health"]["get"]["parameters"]
     assert (verbose["name"], verbose["in"], verbose["schema"]["type"]) == ("verbose", "query", "boolean")
     models = schema["components"]["schemas"]
