@@ -252,7 +252,9 @@ def _pipeline(
     layers = [
         _budget(settings, settings.budget) if primary and settings.budget is not None else None,
         accounting if primary else None,
-        SanitizeLayer(settings.sanitize) if primary and settings.sanitize is not None else None,
+        SanitizeLayer(settings.sanitize, json_answers=_schema_validated(settings))
+        if primary and settings.sanitize is not None
+        else None,
         ValidationLayer(settings.validation) if primary else None,
         _fallback(settings, observers, accounting) if primary and settings.fallbacks else None,
         _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
@@ -270,6 +272,11 @@ def _pipeline(
         # Its observers still read the provider's own usage: tapped once something observes the process.
         untapped=not settings.track_usage and not wrapped,
     )
+
+
+def _schema_validated(settings: _Settings) -> bool:
+    """Whether every answer is validated against a schema, so asked for as JSON (a ``response_format``)."""
+    return settings.validation is not None and settings.validation.compiled_schema is not None
 
 
 def _accounting(client: ChatCompletionClient, settings: _Settings) -> AccountingLayer:

@@ -298,6 +298,41 @@ async def test_json_mode_with_validation_streams_the_sanitised_json(
     assert "".join(chunks) == final.content
 
 
+# JSON asked for other than by json_output: a schema in the ValidationPolicy (the wrapper sends it as a
+# response_format), or the caller's own response_format. The answer was sanitised as text: its escaped hazards
+# survived and the markup in a leaf was rewritten with quotes that ended the string, so the JSON broke.
+NOTE_SCHEMA = {"type": "object", "properties": {"note": {"type": "string"}, "html": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    ("validation", "extra"),
+    [
+        (ValidationPolicy(schema=NOTE_SCHEMA), {}),
+        (None, {"response_format": {"type": "json_object"}}),
+        (None, {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": NOTE_SCHEMA}}}),
+    ],
+    ids=["validation-schema", "json-object", "json-schema"],
+)
+@pytest.mark.parametrize("mode", ["create", "stream"])
+async def test_json_asked_for_without_json_output_is_sanitised_leaf_by_leaf(
+    validation: ValidationPolicy | None,
+    extra: dict[str, Any],
+    mode: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text(HTML_JSON))
+    client = reliable(make_openai_client(), validation=validation)
+    if mode == "create":
+        final = await client.create(ASK, extra_create_args=extra)
+    else:
+        chunks, final = await stream(client, extra_create_args=extra)
+        assert "".join(chunks) == final.content
+    value = json.loads(str(final.content))
+    assert value == SANITIZER.value(json.loads(HTML_JSON))[0]
+    assert value["note"] == "evil"
+
+
 # --- Long answers and the event loop
 
 LINK_DENSE = "[x](&" * 200_000 + " [y](javascript:alert(1))"  # 1 MB

@@ -83,10 +83,17 @@ def sanitizer_for(policy: SanitizePolicy) -> Sanitizer:
 
 
 class SanitizeLayer(Layer):
-    """Sanitises what the model returns before the agent sees it."""
+    """Sanitises what the model returns before the agent sees it.
 
-    def __init__(self, policy: SanitizePolicy) -> None:
+    Args:
+        policy: What to neutralise.
+        json_answers: Every answer is asked for as JSON, whatever the request says: the ``ValidationPolicy`` has
+            a schema, which the validation stage inside sends as a ``response_format`` this layer does not see.
+    """
+
+    def __init__(self, policy: SanitizePolicy, *, json_answers: bool = False) -> None:
         self.sanitizer = sanitizer_for(policy)
+        self._json_answers = json_answers
         # Only the character stages, for JSON that is JSON once they have run (see _content).
         self._characters = sanitizer_for(
             dataclasses.replace(policy, html=False, markdown_links=False, detect_injection=False)
@@ -98,7 +105,7 @@ class SanitizeLayer(Layer):
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         # When JSON was asked for, the chunks are JSON text whose escapes ("\u001b") only the final result's
         # parsed value is cleaned of: they are held, and that result's content is handed on instead.
-        chunks = None if _json_expected(request) else StreamSanitizer(self.sanitizer)
+        chunks = None if self._json_expected(request) else StreamSanitizer(self.sanitizer)
         if chunks is None:
             request = request.replace(buffered=True)
         async with aclosing(call_next(request)) as stream:
@@ -118,6 +125,9 @@ class SanitizeLayer(Layer):
                     yield result.content
                 yield result
 
+    def _json_expected(self, request: Request) -> bool:
+        return self._json_answers or _asks_for_json(request)
+
     async def _clean_result(self, request: Request, result: CreateResult) -> CreateResult:
         size = (len(result.content) if isinstance(result.content, str) else 0) + len(result.thought or "")
         return await _run(size, self._clean, request, result)
@@ -126,7 +136,7 @@ class SanitizeLayer(Layer):
         updates: dict[str, Any] = {}
         report = EMPTY_REPORT
         if isinstance(result.content, str):
-            content, content_report = self._content(result.content, _json_expected(request))
+            content, content_report = self._content(result.content, self._json_expected(request))
             report = report.merge(content_report)
             if content != result.content:
                 updates["content"] = content
@@ -201,8 +211,15 @@ def _keep_blank_edges(original: str, replacement: str) -> str:
     return head + replacement + original[len(head) + len(stripped) :]
 
 
-def _json_expected(request: Request) -> bool:
-    return bool(request.json_output) or request.response_format is not None
+def _asks_for_json(request: Request) -> bool:
+    """Whether ``request`` asks for JSON: ``json_output``, the validation stage's ``response_format``, or the
+    caller's own ``response_format`` in ``extra_create_args`` (``json_object``, ``json_schema``, or a model)."""
+    if request.json_output or request.response_format is not None:
+        return True
+    asked = request.extra_create_args.get("response_format")
+    if isinstance(asked, type):
+        return issubclass(asked, BaseModel)
+    return isinstance(asked, Mapping) and asked.get("type") in ("json_object", "json_schema")
 
 
 # ---------------------------------------------------------------------------
