@@ -90,6 +90,24 @@ async def test_words_outside_links_still_flow_chunk_by_chunk(
     assert len(chunks) >= 10  # held back only around an open link, not from every "[", "(" or "<"
 
 
+# An emoji's style selector (U+FE0F) or a keycap's comes in a delta of its own as often as not. Sanitised alone,
+# a selector with nothing before it was removed: the consumer saw "⚠" and "1⃣" where create() keeps "⚠️" and "1️⃣".
+EMOJI_ANSWER = "Careful \u26a0\ufe0f, press 1\ufe0f\u20e3 \u2764\ufe0f and \u2764\ufe0f\ufe0f# \ufe0fx"
+
+
+async def test_emoji_style_selectors_in_chunks_of_their_own_are_kept_as_create_keeps_them() -> None:
+    script = [ScriptedReply.stream(list(EMOJI_ANSWER)), ScriptedReply.text(EMOJI_ANSWER)]
+    client = reliable(ScriptedChatCompletionClient(script), track_usage=False)
+    chunks, final = await stream(client)
+    created = (await client.create(ASK)).content
+    assert created == SANITIZER.text(EMOJI_ANSWER)[0]
+    assert "".join(chunks) == final.content == created
+    for cut in range(len(EMOJI_ANSWER) + 1):
+        streamer = StreamSanitizer(SANITIZER)
+        joined = streamer.feed(EMOJI_ANSWER[:cut]) + streamer.feed(EMOJI_ANSWER[cut:]) + streamer.finish()
+        assert joined == created, cut
+
+
 # --- Any split: the joined pieces render as safely as the whole
 
 LINK_FRAGMENTS = [

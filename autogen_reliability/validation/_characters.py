@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["mend_surrogates", "remove_bidi", "remove_tag_chars", "remove_zero_width"]
+__all__ = [
+    "STYLE_SELECTORS",
+    "mend_surrogates",
+    "remove_bidi",
+    "remove_tag_chars",
+    "remove_zero_width",
+    "takes_style",
+]
 
 _BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 # U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others, and
@@ -24,6 +31,8 @@ _ZERO_WIDTH: Final = re.compile(
 # bytes that a reader cannot see and a model can read ("emoji smuggling": one selector per byte).
 _VARIATION_SELECTORS: Final = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]+")
 _EMOJI_STYLE: Final = frozenset("\ufe0e\ufe0f")
+STYLE_SELECTORS: Final = "\ufe0e\ufe0f"
+"""The text and the emoji style selectors: the variation selectors kept, alone after what :func:`takes_style`."""
 # Characters that take an emoji style: the emoji blocks and the older symbols that have an emoji form.
 _EMOJI: Final = re.compile(
     "[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a-\u23ff\u24c2\u25aa-\u27bf"
@@ -66,6 +75,11 @@ def mend_surrogates(text: str, counts: dict[str, int]) -> str:
 def remove_tag_chars(text: str, counts: dict[str, int]) -> str:
     """``text`` without Unicode tag characters U+E0000-U+E007F."""
     return _remove(_TAG_CHARS, text, "tag_chars", counts)
+
+
+def takes_style(char: str) -> bool:
+    """Whether a style selector (:data:`STYLE_SELECTORS`) alone after ``char`` is kept: an emoji, a keycap's base."""
+    return _EMOJI.match(char) is not None or char in _KEYCAP_BASES
 
 
 def _remove_variation_selectors(text: str, counts: dict[str, int]) -> str:

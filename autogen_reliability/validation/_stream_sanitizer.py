@@ -4,7 +4,9 @@ A chunk may end inside a tag, an escape sequence or a markdown link that the
 next chunk completes, so text is held back from where such a construct starts
 until it is decided: a tag or autolink until its ``>``, an escape sequence for a
 few characters, a link from its ``]`` until its destination's scheme is known, a carriage return until
-what follows it shows whether it ends a line.
+what follows it shows whether it ends a line, a run of variation selectors until it has ended (a keycap's
+``U+20E3`` may follow). A piece that starts with a style selector is sanitised after the character released
+before it, which decides whether the selector is an emoji's style (kept) or smuggling (removed).
 Held text longer than ``HOLD_BACK_LIMIT`` characters is sanitised and released
 with what is still open neutralised (a destination gets ``#``, a ``]`` or ``<``
 is escaped), so what the consumer joins together is as safe as each piece.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from ._characters import STYLE_SELECTORS, takes_style
 from ._markdown_links import open_link_start, seal_open_links
 from ._sanitizer import Sanitizer, inert
 
@@ -27,6 +30,10 @@ _ESCAPES: Final = ("\x1b", "\x9b", "\x9d")  # ESC, and the 8-bit CSI and OSC int
 _ESCAPE_WINDOW: Final = 64  # an escape sequence this far from the end is complete or harmless
 # Where a tag ("<a", "</a", "<!--", "<?") or an autolink ("<https:...>") may start; "<" alone may become one.
 _OPEN_ANGLE: Final = re.compile(r"<(?:[A-Za-z/!?]|\Z)")
+
+
+def _is_variation_selector(char: str) -> bool:
+    return "\ufe00" <= char <= "\ufe0f" or "\U000e0100" <= char <= "\U000e01ef"
 
 
 def _open_angle_start(text: str) -> int:
@@ -48,6 +55,11 @@ def _hold_from(text: str) -> int:
         hold = min(hold, len(text) - 1)
     if text and "\ud800" <= text[-1] <= "\udbff":  # the first half of a UTF-16 pair whose second may follow
         hold = min(hold, len(text) - 1)
+    if text and _is_variation_selector(text[-1]):  # one alone may stay, a run goes: judged when it has ended
+        start = len(text) - 1
+        while start > 0 and _is_variation_selector(text[start - 1]):
+            start -= 1
+        hold = min(hold, start)
     return hold
 
 
@@ -80,20 +92,21 @@ class StreamSanitizer:
         limit: How many characters may be held at most.
     """
 
-    __slots__ = ("_checked", "_limit", "_pending", "_sanitizer")
+    __slots__ = ("_before", "_checked", "_limit", "_pending", "_sanitizer")
 
     def __init__(self, sanitizer: Sanitizer, limit: int = HOLD_BACK_LIMIT) -> None:
         self._sanitizer = sanitizer
         self._limit = limit
         self._pending = ""
         self._checked = 0  # length of the pending text when it was last found all open
+        self._before = ""  # the last character released
 
     def feed(self, chunk: str) -> str:
         """Takes the next chunk; returns what can be handed on now, sanitised ("" while everything is held)."""
         if not self._pending and inert(chunk):
             # Nothing held before it, nothing in it to hold or to clean: what the steps below would release,
             # at a fraction of their cost (most chunks of most answers).
-            return chunk
+            return self._released(chunk)
         self._pending += chunk
         if len(self._pending) < 2 * self._checked and len(self._pending) <= self._limit:
             return ""
@@ -111,12 +124,23 @@ class StreamSanitizer:
             text = ""
         self._pending = text
         self._checked = len(text)
-        return "".join(released)
+        return self._released("".join(released))
 
     def finish(self) -> str:
         """What is still held, sanitised: the end of the text, after which nothing can complete it."""
         text, self._pending, self._checked = self._pending, "", 0
-        return self._clean(text) if text else ""
+        return self._released(self._clean(text)) if text else ""
+
+    def _released(self, piece: str) -> str:
+        if piece:
+            self._before = piece[-1]
+        return piece
 
     def _clean(self, text: str) -> str:
+        before = self._before
+        if text.startswith(tuple(STYLE_SELECTORS)) and takes_style(before):
+            # Whether the selector is an emoji's style depends on what it follows: judged with that.
+            cleaned = self._sanitizer.text(before + text)[0]
+            if cleaned.startswith(before):
+                return cleaned[len(before) :]
         return self._sanitizer.text(text)[0]
