@@ -174,6 +174,17 @@ def test_a_carriage_return_at_a_chunks_end_waits_for_what_follows(pieces: list[s
     assert "".join(streamer.feed(piece) for piece in pieces) + streamer.finish() == expected
 
 
+# The 8-bit introducers of DCS, SOS, PM and APC strings were not held as ESC, CSI and OSC are: cut after the
+# introducer, the string's body (hidden by a terminal, removed by create()) reached the consumer as text.
+@pytest.mark.parametrize("introducer", ["\x1b]", "\x1bP", "\x9d", "\x90", "\x98", "\x9e", "\x9f"])
+def test_an_escape_string_fed_one_character_at_a_time_is_removed_as_a_whole_one_is(introducer: str) -> None:
+    text = f"before {introducer}hidden payload\x9c after"
+    whole = SANITIZER.text(text)[0]
+    assert whole == "before  after"
+    streamer = StreamSanitizer(SANITIZER)
+    assert "".join(streamer.feed(char) for char in text) + streamer.finish() == whole
+
+
 def test_a_hold_longer_than_the_limit_is_neutralised_not_released_raw() -> None:
     streamer = StreamSanitizer(SANITIZER)
     released = streamer.feed("[a](")

@@ -26,7 +26,8 @@ __all__ = ["HOLD_BACK_LIMIT", "StreamSanitizer"]
 HOLD_BACK_LIMIT: Final = 1024
 """How many characters of a stream may be held back, at most, waiting for an open construct to be decided."""
 
-_ESCAPES: Final = ("\x1b", "\x9b", "\x9d")  # ESC, and the 8-bit CSI and OSC introducers
+# ESC, and the 8-bit introducers: DCS, SOS, CSI, OSC, PM, APC (what _terminal's remove_ansi removes with its body).
+_ESCAPES: Final = ("\x1b", "\x90", "\x98", "\x9b", "\x9d", "\x9e", "\x9f")
 _ESCAPE_WINDOW: Final = 64  # an escape sequence this far from the end is complete or harmless
 # Where a tag ("<a", "</a", "<!--", "<?") or an autolink ("<https:...>") may start; "<" alone may become one.
 _OPEN_ANGLE: Final = re.compile(r"<(?:[A-Za-z/!?]|\Z)")
