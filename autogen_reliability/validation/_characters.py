@@ -30,9 +30,9 @@ _ZERO_WIDTH: Final = re.compile(
 # Variation selectors: one after an emoji picks its text or emoji style, a run of them after anything encodes
 # bytes that a reader cannot see and a model can read ("emoji smuggling": one selector per byte).
 _VARIATION_SELECTORS: Final = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]+")
-_EMOJI_STYLE: Final = frozenset("\ufe0e\ufe0f")
 STYLE_SELECTORS: Final = "\ufe0e\ufe0f"
 """The text and the emoji style selectors: the variation selectors kept, alone after what :func:`takes_style`."""
+_EMOJI_STYLE: Final = frozenset(STYLE_SELECTORS)
 # Characters that take an emoji style: the emoji blocks and the older symbols that have an emoji form.
 _EMOJI: Final = re.compile(
     "[\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a-\u23ff\u24c2\u25aa-\u27bf"

@@ -107,7 +107,9 @@ class StreamSanitizer:
         if not self._pending and inert(chunk):
             # Nothing held before it, nothing in it to hold or to clean: what the steps below would release,
             # at a fraction of their cost (most chunks of most answers).
-            return self._released(chunk)
+            if chunk:
+                self._before = chunk[-1]
+            return chunk
         self._pending += chunk
         if len(self._pending) < 2 * self._checked and len(self._pending) <= self._limit:
             return ""
