@@ -39,7 +39,14 @@ from ._redaction import log_failure, remember_secret
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._policy import BudgetPolicy
-from .providers import api_key_of, attach_usage_tap, inner_client, innermost, switch_off_sdk_retries
+from .providers import (
+    api_key_of,
+    attach_usage_tap,
+    inner_client,
+    innermost,
+    response_format_of,
+    switch_off_sdk_retries,
+)
 from .retry._budget import budget_for
 from .retry._circuit import CircuitBreakerPolicy, breaker_for
 from .retry._policy import RetryObserver, RetryPolicy
@@ -252,7 +259,7 @@ def _pipeline(
     layers = [
         _budget(settings, settings.budget) if primary and settings.budget is not None else None,
         accounting if primary else None,
-        SanitizeLayer(settings.sanitize, json_answers=_schema_validated(settings))
+        SanitizeLayer(settings.sanitize, json_answers=_answers_in_json(client, settings))
         if primary and settings.sanitize is not None
         else None,
         ValidationLayer(settings.validation) if primary else None,
@@ -274,9 +281,14 @@ def _pipeline(
     )
 
 
-def _schema_validated(settings: _Settings) -> bool:
-    """Whether every answer is validated against a schema, so asked for as JSON (a ``response_format``)."""
-    return settings.validation is not None and settings.validation.compiled_schema is not None
+def _answers_in_json(client: ChatCompletionClient, settings: _Settings) -> bool:
+    """Whether every answer is asked for as JSON: validated against a schema (sent as a ``response_format``), or
+    by a client built with a JSON ``response_format`` (``OpenAIChatCompletionClient(response_format=...)``)."""
+    from .validation._layer import is_json_format  # noqa: PLC0415
+
+    if settings.validation is not None and settings.validation.compiled_schema is not None:
+        return True
+    return is_json_format(response_format_of(client))
 
 
 def _accounting(client: ChatCompletionClient, settings: _Settings) -> AccountingLayer:

@@ -334,24 +334,27 @@ NOTE_SCHEMA = {"type": "object", "properties": {"note": {"type": "string"}, "htm
 
 
 @pytest.mark.parametrize(
-    ("validation", "extra"),
+    ("validation", "extra", "built_with"),
     [
-        (ValidationPolicy(schema=NOTE_SCHEMA), {}),
-        (None, {"response_format": {"type": "json_object"}}),
-        (None, {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": NOTE_SCHEMA}}}),
+        (ValidationPolicy(schema=NOTE_SCHEMA), {}, {}),
+        (None, {"response_format": {"type": "json_object"}}, {}),
+        (None, {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": NOTE_SCHEMA}}}, {}),
+        # AutoGen's JSON mode set once, in the client's configuration: sent with every request.
+        (None, {}, {"response_format": {"type": "json_object"}}),
     ],
-    ids=["validation-schema", "json-object", "json-schema"],
+    ids=["validation-schema", "json-object", "json-schema", "client-json-object"],
 )
 @pytest.mark.parametrize("mode", ["create", "stream"])
 async def test_json_asked_for_without_json_output_is_sanitised_leaf_by_leaf(
     validation: ValidationPolicy | None,
     extra: dict[str, Any],
+    built_with: dict[str, Any],
     mode: str,
     fake_openai_server: FakeOpenAIServer,
     make_openai_client: OpenAIClientFactory,
 ) -> None:
     fake_openai_server.enqueue(FakeReply.text(HTML_JSON))
-    client = reliable(make_openai_client(), validation=validation)
+    client = reliable(make_openai_client(**built_with), validation=validation)
     if mode == "create":
         final = await client.create(ASK, extra_create_args=extra)
     else:

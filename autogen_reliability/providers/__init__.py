@@ -32,6 +32,7 @@ from ._arguments import provider_arguments
 from ._arguments import strict_json_schema as strict_json_schema
 from ._clients import inner_client as inner_client
 from ._clients import innermost
+from ._clients import response_format_of as response_format_of
 from ._health_checks import model_listing as model_listing
 from ._health_checks import one_token_arguments as one_token_arguments
 from ._http_body import content_decoder as content_decoder

@@ -67,3 +67,12 @@ def create_args_of(client: object) -> Mapping[str, Any] | None:
     """The arguments an AutoGen model client sends with every request, or ``None``."""
     args = getattr(client, "_create_args", None)
     return args if isinstance(args, Mapping) else None
+
+
+def response_format_of(client: ChatCompletionClient) -> object:
+    """The ``response_format`` a client (under any wrapper) was built to send with every request, or ``None``.
+
+    AutoGen's OpenAI clients take one in their configuration (``response_format={"type": "json_object"}``).
+    """
+    args = create_args_of(innermost(client))
+    return args.get("response_format") if args is not None else None

@@ -213,13 +213,18 @@ def _keep_blank_edges(original: str, replacement: str) -> str:
 
 def _asks_for_json(request: Request) -> bool:
     """Whether ``request`` asks for JSON: ``json_output``, the validation stage's ``response_format``, or the
-    caller's own ``response_format`` in ``extra_create_args`` (``json_object``, ``json_schema``, or a model)."""
+    caller's own ``response_format`` in ``extra_create_args``."""
     if request.json_output or request.response_format is not None:
         return True
-    asked = request.extra_create_args.get("response_format")
-    if isinstance(asked, type):
-        return issubclass(asked, BaseModel)
-    return isinstance(asked, Mapping) and asked.get("type") in ("json_object", "json_schema")
+    return is_json_format(request.extra_create_args.get("response_format"))
+
+
+def is_json_format(response_format: object) -> bool:
+    """Whether a ``response_format`` argument (the openai SDK's) asks for JSON: ``json_object``, ``json_schema``,
+    or a pydantic model."""
+    if isinstance(response_format, type):
+        return issubclass(response_format, BaseModel)
+    return isinstance(response_format, Mapping) and response_format.get("type") in ("json_object", "json_schema")
 
 
 # ---------------------------------------------------------------------------
