@@ -16,7 +16,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -574,6 +575,40 @@ async def test_without_on_alert_an_alert_is_a_warning_in_the_log(
     assert dollars.request_count == 4
 
 
+async def test_an_alert_hook_that_returns_a_coroutine_is_said_never_silently_dropped(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A hook made async in a way construction cannot see (a plain function that returns a coroutine): its
+    # coroutine was dropped unawaited, the alert lost with nothing but a RuntimeWarning, unseen in production.
+    alerts: list[BudgetAlert] = []
+
+    async def notify(alert: BudgetAlert) -> None:
+        alerts.append(alert)
+
+    def hook(alert: BudgetAlert) -> Coroutine[Any, Any, None]:
+        return notify(alert)
+
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    policy = BudgetPolicy(limit_usd=2, period=None, alert_at=(0.5,), on_alert=hook)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    with warnings_as_errors():
+        await client.create(HI)
+        await client.create(HI)  # $1 spent: the alert fires, and the call goes on
+    assert dollars.request_count == 2
+    assert alerts == []
+    said = [record for record in caplog.records if "on_alert" in record.getMessage()]
+    assert len(said) == 1
+    assert said[0].levelno == logging.ERROR
+    message = said[0].getMessage()
+    assert message.startswith(
+        "a budget's on_alert hook returned a coroutine, which was not run (the hook must be a plain function): "
+        "alert for project 'acme': $1.00 spent"
+    )
+
+
 async def test_warn_mode_logs_once_and_sends(
     ledger: Ledger,
     dollars: FakeOpenAIServer,
@@ -591,6 +626,14 @@ async def test_warn_mode_logs_once_and_sends(
         "budget exceeded for project 'acme': $1.00 spent of $1.00 in all; the call goes on "
         "(on_exceed='warn'), and this is said once this period"
     ]
+
+
+@contextmanager
+def warnings_as_errors() -> Iterator[None]:
+    """Any warning (a coroutine never awaited, say) raised as an error where it is emitted."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 # --- unpriced calls ----------------------------------------------------------------------------
@@ -638,6 +681,15 @@ class UnhashableHook:
         pass
 
 
+async def async_hook(alert: BudgetAlert) -> None:
+    pass
+
+
+class AsyncHook:
+    async def __call__(self, alert: BudgetAlert) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -667,6 +719,8 @@ class UnhashableHook:
         ({"limit_usd": 1, "alert_at": "0.5"}, "alert_at must be a sequence of fractions"),
         ({"limit_usd": 1, "alert_at": 0.5}, "alert_at must be a sequence of fractions"),
         ({"limit_usd": 1, "on_alert": "log"}, "on_alert must be callable or None"),
+        ({"limit_usd": 1, "on_alert": async_hook}, r"on_alert must be a plain function, not async \(async_hook\)"),
+        ({"limit_usd": 1, "on_alert": AsyncHook()}, r"on_alert must be a plain function, not async \(AsyncHook\)"),
         ({"limit_usd": 1, "refresh": 0}, "refresh must be > 0 and <= 3600 seconds"),
         ({"limit_usd": 1, "refresh": timedelta(hours=2)}, "refresh must be > 0 and <= 3600 seconds"),
         ({"limit_usd": 1, "refresh": "5"}, "refresh must be seconds"),

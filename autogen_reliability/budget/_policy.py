@@ -11,6 +11,7 @@ Periods are UTC: a ``"day"`` starts at midnight UTC, a ``"week"`` on Monday
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -218,7 +219,8 @@ class BudgetPolicy:
             alert fires, once per threshold, period and key in this process; ``()``
             turns alerts off. Kept as a tuple of ``Decimal``.
         on_alert: Called with each :class:`BudgetAlert`, on the event loop, before the
-            call goes on; must be quick. Without one, each alert is logged
+            call goes on; must be quick, and a plain function (nothing awaits it: an
+            ``async def`` is refused). Without one, each alert is logged
             (:func:`log_budget_alert`, a WARNING). Code, not configuration:
             :meth:`to_config` leaves it out.
         refresh: Seconds (or a ``timedelta``, held as seconds) the spend read from the
@@ -279,6 +281,13 @@ class BudgetPolicy:
         )
         if self.on_alert is not None and not callable(self.on_alert):
             raise ConfigurationError(f"on_alert must be callable or None, got {type(self.on_alert).__name__}")
+        if self.on_alert is not None and _is_async(self.on_alert):
+            # Called on the event loop before the call goes on, and not awaited: its alert would be lost.
+            name = getattr(self.on_alert, "__name__", type(self.on_alert).__name__)
+            raise ConfigurationError(
+                f"on_alert must be a plain function, not async ({name}): it is called before the call goes on and "
+                "nothing awaits it; to do async work, start a task from a plain function"
+            )
         # Held as seconds, however written: wrappers with equal policies share one tracker.
         object.__setattr__(self, "refresh_seconds", _seconds("refresh", self.refresh))
         object.__setattr__(self, "refresh", self.refresh_seconds)
@@ -349,6 +358,12 @@ class BudgetPolicy:
                 "keep the password out of the URL (PGPASSWORD, ~/.pgpass) or pass store= again"
             )
         return cls(**values)
+
+
+def _is_async(hook: object) -> bool:
+    """Whether calling ``hook`` makes a coroutine: an ``async def`` (or a partial of one), or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
 
 
 def _thresholds(alert_at: object) -> tuple[Decimal, ...]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import logging
 import os
 import queue
@@ -320,9 +321,17 @@ class BudgetTracker:
                 unpriced=unpriced,
             )
             try:
-                hook(alert)
+                result = hook(alert)
             except Exception:
                 logger.exception("a budget's on_alert hook failed on %s", alert)
+                continue
+            if inspect.iscoroutine(result):  # a hook async in a way construction could not see (a lambda)
+                result.close()  # never run: closed here, not left to a "never awaited" warning at collection
+                logger.error(
+                    "a budget's on_alert hook returned a coroutine, which was not run (the hook must be a plain "
+                    "function): alert for %s",
+                    alert,
+                )
 
     def _exceeded(self, key: Hashable, spent: int, unpriced: int, start: datetime | None) -> BudgetExceededError:
         project, value = self._split(key)
