@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from decimal import Context, Decimal
@@ -129,6 +129,17 @@ GiveUpReason = Literal["attempts", "deadline", "budget"]
 
 class ReliabilityError(Exception):
     """Base class of every exception raised by autogen-reliability itself."""
+
+    def __reduce__(self) -> tuple[Callable[..., ReliabilityError], tuple[Any, ...], dict[str, Any]]:
+        # Pickled (by a process pool's worker, by copy.copy) as its message and attributes, and rebuilt without
+        # __init__: BaseException's way calls the class with the message alone, which the errors that take their
+        # fields (BudgetExceededError(scope=..., ...)) refuse, and a pool that cannot unpickle an error breaks.
+        return _rebuilt, (type(self), self.args), dict(vars(self))
+
+
+def _rebuilt(cls: type[ReliabilityError], args: tuple[Any, ...]) -> ReliabilityError:
+    """An error of ``cls`` with ``args`` (its message), its attributes set by pickle afterwards."""
+    return cls.__new__(cls, *args)
 
 
 class ConfigurationError(ReliabilityError, ValueError):

@@ -10,9 +10,11 @@ written on chosen days and a clock set to those days.
 from __future__ import annotations
 
 import asyncio
+import copy
 import decimal
 import json
 import logging
+import pickle
 import threading
 import time
 import uuid
@@ -155,6 +157,25 @@ async def test_at_the_limit_no_request_reaches_the_server(
     # The refused call is not a row: nothing was sent.
     assert any_ledger[1].flush(10)
     assert any_ledger[0].count() == 2
+
+
+async def test_a_refusal_crosses_a_process_boundary_whole(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A worker of a ProcessPoolExecutor sends its exception back pickled: BudgetExceededError could not be
+    # unpickled (its __init__ takes its fields, not the message), which broke the whole pool
+    # (BrokenProcessPool) instead of telling the caller the budget refused. copy.copy() failed alike.
+    client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=1, period=None), project="acme")
+    await client.create(HI)
+    with pytest.raises(BudgetExceededError) as refused:
+        await client.create(HI)
+    error = refused.value
+    fields = ("scope", "key", "project", "period", "period_start", "limit_usd", "spent_usd", "unpriced")
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(again) is BudgetExceededError
+        assert str(again) == str(error)
+        assert [getattr(again, name) for name in fields] == [getattr(error, name) for name in fields]
+    assert dollars.request_count == 1
 
 
 async def test_a_streamed_call_is_refused_too(

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import importlib.util
 import json
+import pickle
 import pkgutil
 import re
 import subprocess
 import sys
 import warnings
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 import autogen_reliability
-from autogen_reliability import _compat, _lazy, accounting
+from autogen_reliability import (
+    AllClientsFailedError,
+    BudgetExceededError,
+    CircuitOpenError,
+    ErrorKind,
+    ResponseValidationError,
+    RetriesExhaustedError,
+    _compat,
+    _lazy,
+    accounting,
+)
+from autogen_reliability._errors import ProviderResponseError, SchemaViolation
+from autogen_reliability.storage import StoreSchemaError
 
 from .conftest import run_python
 
@@ -275,3 +291,36 @@ def test_importing_the_package_loads_nothing_heavy_until_a_name_is_used() -> Non
         "same": True,
         "version": True,
     }
+
+
+def _errors() -> list[Exception]:
+    """One of each exception the library raises that takes fields rather than a message."""
+    refused = BudgetExceededError(
+        scope="session",
+        key="t-1",
+        project="acme",
+        period="day",
+        period_start=datetime(2026, 3, 10, tzinfo=UTC),
+        limit_usd=Decimal("2.5"),
+        spent_usd=Decimal("2.500000001"),
+        unpriced=2,
+    )
+    return [
+        refused,
+        RetriesExhaustedError(3, [ErrorKind.RATE_LIMIT] * 3, "attempts", "429 slow down"),
+        CircuitOpenError("OpenAIChatCompletionClient(gpt-4o-mini)", 12.5, 5, 10),
+        ResponseValidationError([SchemaViolation(path="$.a", message="required")], '{"b": 1}', 2),
+        ProviderResponseError(502, {"error": {"code": 502, "message": "bad gateway"}}),
+        StoreSchemaError("outdated", url="sqlite:///u.db", current="0001", head="0002"),
+        AllClientsFailedError("every client failed", [refused, ValueError("x")]),
+    ]
+
+
+@pytest.mark.parametrize("error", _errors(), ids=lambda error: type(error).__name__)
+def test_an_error_pickles_and_copies_whole(error: Exception) -> None:
+    # A process pool's worker sends its exception back pickled: one that cannot be rebuilt breaks the pool.
+    for again in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(again) is type(error)
+        assert str(again) == str(error)
+        assert repr(again.args) == repr(error.args)  # an exception group's errors: equal only by what they say
+        assert vars(again) == vars(error)
