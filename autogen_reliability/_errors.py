@@ -379,7 +379,7 @@ def format_usd(amount: Decimal) -> str:
 
 def describe_budget_key(scope: str, key: str | None, project: str | None) -> str:
     """``project 'acme'``, ``session 't-1' of project 'acme'``, ``calls without an agent``..."""
-    named = f"{scope} {key!r}" if key is not None else f"calls without a {scope}"
+    named = f"{scope} {key!r}" if key is not None else f"calls without {'an' if scope == 'agent' else 'a'} {scope}"
     if scope == "project":
         return named
     return f"{named} of project {project!r}" if project is not None else f"{named} without a project"

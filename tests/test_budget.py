@@ -481,6 +481,13 @@ async def test_each_scope_key_has_a_budget_of_its_own(
     with pytest.raises(BudgetExceededError, match=r"project 'p1': \$5\.00 spent"):
         await wrap(make_openai_client, ledger, per_project, project="p1").create(HI)
     assert dollars.request_count == 7
+    # Calls of no agent share one budget too, named in good English ("a agent" it was).
+    nobody = wrap(make_openai_client, ledger, per_agent, project="p3")
+    await nobody.create(HI)
+    with pytest.raises(BudgetExceededError) as refused:
+        await nobody.create(HI)
+    assert str(refused.value).startswith("budget exceeded for calls without an agent of project 'p3': $1.00 spent")
+    assert dollars.request_count == 8
 
 
 # --- periods -----------------------------------------------------------------------------------
