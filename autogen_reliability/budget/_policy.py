@@ -64,6 +64,7 @@ MAX_LIMIT_USD: Final = Decimal(10**12)
 is a typo ("1e99"), and refusing it keeps a number of a billion digits away from the nano-USD conversion."""
 DEFAULT_REFRESH: Final = 5.0
 MAX_REFRESH: Final = 3600.0
+_EARLIEST_CLOCK: Final = 946684800.0  # 2000-01-01 00:00 UTC: a clock below it is not seconds since the epoch
 _PERIODS: Final = (*get_args(Period), None)
 _SCOPES: Final = get_args(Scope)
 _ON_EXCEED: Final = get_args(OnExceed)
@@ -232,8 +233,9 @@ class BudgetPolicy:
             (its recorder's store, or the process's database, see
             :func:`~autogen_reliability.configure`).
         clock: Seconds since the epoch (``time.time``): the period boundaries and
-            the age of the figure read are measured on it. Code, not configuration,
-            like ``on_alert``; a test injects one.
+            the age of the figure read are measured on it. Not a monotonic clock
+            (``RetryPolicy``'s), which is refused: it reads dates in 1970. Code, not
+            configuration, like ``on_alert``; a test injects one.
 
     Raises:
         ConfigurationError: an option is invalid; the message says which and why.
@@ -302,6 +304,7 @@ class BudgetPolicy:
             )
         if not callable(self.clock):
             raise ConfigurationError(f"clock must be callable, got {type(self.clock).__name__}")
+        _check_clock(self.clock)
         for name in ("on_alert", "clock"):
             try:
                 hash(getattr(self, name))
@@ -358,6 +361,26 @@ class BudgetPolicy:
                 "keep the password out of the URL (PGPASSWORD, ~/.pgpass) or pass store= again"
             )
         return cls(**values)
+
+
+def _check_clock(clock: Callable[[], object]) -> None:
+    """Refuses a clock that does not read seconds since the epoch: periods and rows' days are measured on it.
+
+    A monotonic clock (what ``RetryPolicy`` and ``CircuitBreakerPolicy`` take) counts from an arbitrary point, the
+    boot of the machine: read as a date it is in 1970, where the ledger holds no spend and this process's calls
+    are not counted either, so the budget would stop nothing. No real machine has been up since 2000.
+    """
+    now = clock()
+    if isinstance(now, bool) or not isinstance(now, int | float) or not is_finite(now):
+        shown = shown_number(now) if isinstance(now, int | float) else type(now).__name__
+        raise ConfigurationError(f"clock must read seconds since the epoch (as time.time does), got {shown}")
+    if now < _EARLIEST_CLOCK:
+        when = f" ({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M} UTC)" if now >= 0 else ""
+        raise ConfigurationError(
+            f"clock must read seconds since the epoch (as time.time does); it read {now:g}{when}: a monotonic "
+            "clock (time.monotonic, the clock of RetryPolicy and CircuitBreakerPolicy) counts from the machine's "
+            "boot, and would put every call in another period than the spend it is compared with"
+        )
 
 
 def _is_async(hook: object) -> bool:
