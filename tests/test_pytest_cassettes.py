@@ -17,7 +17,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 from autogen_reliability.testing._cassette import Replayer, dump_cassette, load_cassette
 from autogen_reliability.testing._recorder import Recorder
 
@@ -465,3 +465,56 @@ def test_markers_on_the_module_and_the_test_are_merged(
     replayed.stdout.fnmatch_lines(
         ["*no cassette at *cassettes/test_groq/shared-greeting.json: record it once against groq *(GROQ_API_KEY set)*"]
     )
+
+
+def test_tests_of_one_module_get_a_cassette_each(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two classes with a method of the same name, and parameters that differ only in characters a file name
+    # cannot hold: each pair used to share one file, the second recording replacing the first, so the replay of
+    # the first failed with a mismatch.
+    pytester.makepyfile(
+        test_pairs="""
+        import openai
+        import pytest
+
+
+        def ask(text):
+            client = openai.OpenAI(max_retries=0)
+            answer = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+            return answer.choices[0].message.content
+
+
+        class TestWriter:
+            def test_answer(self, llm_cassette):
+                assert ask("writer") == "to writer"
+
+
+        class TestCritic:
+            def test_answer(self, llm_cassette):
+                assert ask("critic") == "to critic"
+
+
+        @pytest.mark.parametrize("text", ["a b", "a/b", "plain"])
+        def test_parametrized(llm_cassette, text):
+            assert ask(text) == "to " + text
+        """
+    )
+
+    def echo(request: RecordedRequest) -> FakeReply:
+        return FakeReply.text("to " + request.messages[-1]["content"])
+
+    with FakeOpenAIServer(default=echo) as provider, monkeypatch.context() as env:
+        env.setenv("OPENAI_BASE_URL", provider.base_url)
+        env.setenv("OPENAI_API_KEY", KEY)
+        recorded = pytester.runpytest_subprocess("--llm-record", "-p", "no:cacheprovider")
+    recorded.assert_outcomes(passed=5)
+
+    files = sorted(path.relative_to(pytester.path / "cassettes").as_posix() for path in pytester.path.rglob("*.json"))
+    assert len(files) == 5, files
+    assert "test_pairs/TestWriter/test_answer.json" in files
+    assert "test_pairs/TestCritic/test_answer.json" in files
+    assert "test_pairs/test_parametrized[plain].json" in files  # a name that needs no change keeps it
+    with monkeypatch.context() as env:
+        env.delenv("OPENAI_BASE_URL", raising=False)
+        env.delenv("OPENAI_API_KEY", raising=False)
+        replayed = pytester.runpytest_subprocess("--block-llm-network", "-p", "no:cacheprovider")
+    replayed.assert_outcomes(passed=5)

@@ -17,7 +17,7 @@ Options, ini settings and marker:
     * ``--llm-record``: record the cassettes of the tests selected (``-k``, paths).
     * ini ``llm_cassette_dir``: where cassettes go, relative to the rootdir; by
       default a ``cassettes/`` folder beside each test module. Either way the
-      file is ``<dir>/<module name>/<test name>.json``.
+      file is ``<dir>/<module name>/<test name>.json`` (a folder per class the test is in).
     * ``@pytest.mark.llm_cassette(name=None, provider="openai", base_url=None, allow_unused=False)``:
       the file name (to share a cassette between tests), the provider whose key
       recording needs (``OPENAI_API_KEY``...), its base URL when it is not
@@ -31,6 +31,7 @@ server and the cassette format load when a test takes the fixture.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -50,7 +51,8 @@ __all__ = ["llm_cassette", "pytest_addoption", "pytest_configure"]
 _OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
 # What replayed tests get as their key: they never hold a real one, whatever the shell exports.
 _PLACEHOLDER_KEY: Final = "sk-cassette-replay-placeholder"
-_UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9_.\-]+")
+# What a file name keeps as it is: brackets too, so that a parametrized test's file reads as its id.
+_UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -116,11 +118,25 @@ def _options(node: pytest.Item) -> dict[str, Any]:
 
 
 def cassette_path(node: pytest.Item, name: str | None = None) -> Path:
-    """Where the cassette of ``node`` lives: ``<dir>/<module name>/<name or test name>.json``."""
+    """Where the cassette of ``node`` lives: ``<dir>/<module name>/<name>.json``, or ``<test name>.json`` under a
+    folder per class the test is in (``TestWriter/test_answer.json``), so that no two tests share a file unasked."""
     module = Path(node.path)
     setting = str(node.config.getini("llm_cassette_dir") or "")
     directory = node.config.rootpath / setting if setting else module.parent / "cassettes"
-    return directory / module.stem / f"{_UNSAFE_NAME.sub('_', name or node.name).strip('_')}.json"
+    if name is not None:
+        return directory / module.stem / f"{_file_name(name)}.json"
+    classes = [_file_name(parent.name) for parent in node.listchain() if isinstance(parent, pytest.Class)]
+    return directory.joinpath(module.stem, *classes, f"{_file_name(node.name)}.json")
+
+
+def _file_name(name: str) -> str:
+    """``name`` as a file name: as it is if it can be one, else its unsafe characters replaced and a hash of the
+    name added, so that names which differ only there (``test[a b]``, ``test[a/b]``) still get a file each."""
+    safe = _UNSAFE_NAME.sub("_", name).strip("_")
+    if safe == name:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe}-{digest}" if safe else digest
 
 
 @pytest.fixture
