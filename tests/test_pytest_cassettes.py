@@ -518,3 +518,34 @@ def test_tests_of_one_module_get_a_cassette_each(pytester: pytest.Pytester, monk
         env.delenv("OPENAI_API_KEY", raising=False)
         replayed = pytester.runpytest_subprocess("--block-llm-network", "-p", "no:cacheprovider")
     replayed.assert_outcomes(passed=5)
+
+
+def test_modules_of_one_name_get_a_folder_each_in_the_cassette_dir(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With llm_cassette_dir, tests/a/test_x.py and tests/b/test_x.py used to share <dir>/test_x/: the second
+    # recording replaced the first, and the first test's replay failed with a mismatch.
+    pytester.makeini("[pytest]\nllm_cassette_dir = recorded\n")
+    for package in ("a", "b"):
+        pytester.path.joinpath(f"tests/{package}").mkdir(parents=True)
+        pytester.path.joinpath(f"tests/{package}/__init__.py").touch()
+        pytester.path.joinpath(f"tests/{package}/test_x.py").write_text(
+            "import openai\n\n\n"
+            "def test_agent(llm_cassette):\n"
+            "    client = openai.OpenAI(max_retries=0)\n"
+            f"    messages = [{{'role': 'user', 'content': '{package}'}}]\n"
+            "    answer = client.chat.completions.create(model='gpt-4o-mini', messages=messages)\n"
+            f"    assert answer.choices[0].message.content == 'to {package}'\n"
+        )
+
+    def echo(request: RecordedRequest) -> FakeReply:
+        return FakeReply.text("to " + request.messages[-1]["content"])
+
+    with FakeOpenAIServer(default=echo) as provider, monkeypatch.context() as env:
+        env.setenv("OPENAI_BASE_URL", provider.base_url)
+        env.setenv("OPENAI_API_KEY", KEY)
+        pytester.runpytest_subprocess("--llm-record", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+    for package in ("a", "b"):
+        assert (pytester.path / "recorded" / "tests" / package / "test_x" / "test_agent.json").is_file()
+    replay(pytester, monkeypatch).assert_outcomes(passed=2)

@@ -15,9 +15,10 @@ A test that takes ``llm_cassette`` talks to a provider through a cassette:
 
 Options, ini settings and marker:
     * ``--llm-record``: record the cassettes of the tests selected (``-k``, paths).
-    * ini ``llm_cassette_dir``: where cassettes go, relative to the rootdir; by
-      default a ``cassettes/`` folder beside each test module. Either way the
-      file is ``<dir>/<module name>/<test name>.json`` (a folder per class the test is in).
+    * ini ``llm_cassette_dir``: where cassettes go, relative to the rootdir, in a folder per
+      module path (``<dir>/tests/test_x/<test name>.json``); by default a ``cassettes/``
+      folder beside each test module (``cassettes/test_x/<test name>.json``). Either way
+      a test in a class has a folder per class.
     * ``@pytest.mark.llm_cassette(name=None, provider="openai", base_url=None, allow_unused=False)``:
       the file name (to share a cassette between tests), the provider whose key
       recording needs (``OPENAI_API_KEY``...), its base URL when it is not
@@ -70,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "llm_cassette_dir",
         default="",
         help="Directory of llm_cassette files, relative to the rootdir (default: cassettes/ beside each test "
-        "module); files are <dir>/<module>/<test>.json.",
+        "module); files are <dir>/<module path from the rootdir>/<test>.json.",
     )
 
 
@@ -118,15 +119,23 @@ def _options(node: pytest.Item) -> dict[str, Any]:
 
 
 def cassette_path(node: pytest.Item, name: str | None = None) -> Path:
-    """Where the cassette of ``node`` lives: ``<dir>/<module name>/<name>.json``, or ``<test name>.json`` under a
-    folder per class the test is in (``TestWriter/test_answer.json``), so that no two tests share a file unasked."""
+    """Where the cassette of ``node`` lives: ``cassettes/<module name>/<name>.json`` beside the module (or
+    ``<llm_cassette_dir>/<module path from the rootdir>/...``), or ``<test name>.json`` under a folder per class
+    the test is in (``TestWriter/test_answer.json``), so that no two tests share a file unasked."""
     module = Path(node.path)
+    rootpath = node.config.rootpath
     setting = str(node.config.getini("llm_cassette_dir") or "")
-    directory = node.config.rootpath / setting if setting else module.parent / "cassettes"
+    if setting:
+        # One directory for every module: each module's folder there is its path from the rootdir, so that
+        # tests/a/test_x.py and tests/b/test_x.py do not share one.
+        folder = module.relative_to(rootpath).with_suffix("") if module.is_relative_to(rootpath) else module.stem
+        directory = rootpath / setting / folder
+    else:
+        directory = module.parent / "cassettes" / module.stem
     if name is not None:
-        return directory / module.stem / f"{_file_name(name)}.json"
+        return directory / f"{_file_name(name)}.json"
     classes = [_file_name(parent.name) for parent in node.listchain() if isinstance(parent, pytest.Class)]
-    return directory.joinpath(module.stem, *classes, f"{_file_name(node.name)}.json")
+    return directory.joinpath(*classes, f"{_file_name(node.name)}.json")
 
 
 def _file_name(name: str) -> str:
