@@ -1401,3 +1401,15 @@ def test_replies_are_immutable() -> None:
     assert FakeReply.json({"a": [1, 2]}).content == '{"a": [1, 2]}'
     assert FakeReply.tool_calls([("f", {"x": 1})]).calls == (("f", '{"x": 1}'),)
     assert FakeUsage(3, 4).to_openai() == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+@pytest.mark.parametrize("body", [b"", b'{"id": "chatcmpl-1", "cho'])
+def test_a_malformed_reply_with_disconnect_sends_its_body_then_resets(body: bytes) -> None:
+    # How a cassette replays a body the provider cut off: what came, then the failure (an empty body too: its
+    # chunk would have been the chunked encoding's end, an orderly empty answer).
+    with FakeOpenAIServer() as server:
+        server.enqueue(dataclasses.replace(FakeReply.malformed(body), disconnect_after_chunks=0))
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-test", max_retries=0)
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        client.close()

@@ -549,3 +549,31 @@ def test_modules_of_one_name_get_a_folder_each_in_the_cassette_dir(
     for package in ("a", "b"):
         assert (pytester.path / "recorded" / "tests" / package / "test_x" / "test_agent.json").is_file()
     replay(pytester, monkeypatch).assert_outcomes(passed=2)
+
+
+def test_a_stream_cut_off_mid_way_is_replayed_cut_off(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The provider drops the connection after two chunks. The cassette kept those chunks, and the replay used to
+    # send them as a whole answer: the test that got a connection error while recording got none in replay.
+    pytester.makepyfile(
+        test_cut="""
+        import openai
+        import pytest
+
+
+        def test_cut(llm_cassette):
+            client = openai.OpenAI(max_retries=0)
+            messages = [{"role": "user", "content": "Count"}]
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+            received = []
+            with pytest.raises(openai.APIError):
+                for chunk in stream:
+                    received.append(chunk.choices[0].delta.content)
+            assert received == ["", "one", " two"]
+        """
+    )
+
+    recorded, _ = record(pytester, monkeypatch, replies=[FakeReply.text("one two three", disconnect_after_chunks=2)])
+    recorded.assert_outcomes(passed=1)
+    replay(pytester, monkeypatch).assert_outcomes(passed=1)

@@ -42,6 +42,7 @@ fails with a diff against the next exchange the cassette expected.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import json
 import re
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CASSETTE_VERSION",
+    "ENDED_EARLY",
     "CassetteError",
     "LLMCassette",
     "Replayer",
@@ -97,6 +99,8 @@ _AUTH_SCHEME: Final = re.compile(r"^(?:bearer|basic|token)\s+", re.IGNORECASE)
 _MIN_SECRET: Final = 6  # shorter values are placeholders ("EMPTY"), not secrets worth replacing everywhere
 _REDACTED: Final = "[REDACTED]"
 _NO_LIMIT: Final = 1 << 62
+# How a response's "truncated" note begins when the provider's connection failed mid-body (the replay fails too).
+ENDED_EARLY: Final = "the body ended early"
 
 
 class CassetteError(Exception):
@@ -380,7 +384,11 @@ def _reply(interaction: dict[str, Any]) -> FakeReply:
     else:
         body = str(response.get("text", "")).encode("utf-8")
     # `malformed` sends a body verbatim with the status and headers given: what a replay needs.
-    return FakeReply.malformed(body, status=int(response["status"]), content_type=content_type, headers=headers)
+    reply = FakeReply.malformed(body, status=int(response["status"]), content_type=content_type, headers=headers)
+    if str(response.get("truncated", "")).startswith(ENDED_EARLY):
+        # The connection failed mid-body while recording: the client gets what came, then the failure again.
+        return dataclasses.replace(reply, disconnect_after_chunks=0)
+    return reply
 
 
 # --------------------------------------------------------------------------- what the fixture gives a test

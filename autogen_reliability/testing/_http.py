@@ -238,8 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.kind == "reset":
             self._abort()
         elif reply.kind == "malformed":
-            headers = _merged({"Content-Type": reply.content_type}, reply.headers)
-            self._send(reply.status, headers, reply.raw_body, request_id=request_id)
+            self._send_malformed(reply, request_id)
         elif reply.kind == "error":
             body = error_body(
                 reply.error_message or "", reply.error_type or "", code=reply.error_code, param=reply.error_param
@@ -268,8 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._wait_to_answer(reply, request) or reply.kind == "reset":
             self._abort()
         elif reply.kind == "malformed":
-            headers = _merged({"Content-Type": reply.content_type}, reply.headers)
-            self._send(reply.status, headers, reply.raw_body, request_id=request_id)
+            self._send_malformed(reply, request_id)
         elif reply.kind == "error":
             body = error_body(
                 reply.error_message or "", reply.error_type or "", code=reply.error_code, param=reply.error_param
@@ -277,6 +275,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(reply.status, body, request_id=request_id, headers=reply.headers)
         else:
             self._send_json(200, listing, request_id=request_id, headers=reply.headers)
+
+    def _send_malformed(self, reply: FakeReply, request_id: str) -> None:
+        headers = _merged({"Content-Type": reply.content_type}, reply.headers)
+        if reply.disconnect_after_chunks is None:
+            self._send(reply.status, headers, reply.raw_body, request_id=request_id)
+            return
+        # The body as a chunk of a chunked response that never ends (an empty chunk would end it): the client
+        # reads it, then the reset.
+        body = _chunk_frame(reply.raw_body) if reply.raw_body else b""
+        self._write(self._head(reply.status, headers, request_id, None, chunked=True) + body)
+        self._abort()
 
     def _wait_to_answer(self, reply: FakeReply, request: RecordedRequest) -> bool:
         """Wait out ``delay``, and the hold of an answer that is not a stream; True if the server stops meanwhile."""

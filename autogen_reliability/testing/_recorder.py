@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import httpx2
 
-from ._cassette import Scrubber, body_value, kept_request_headers, kept_response_headers, sse_events
+from ._cassette import ENDED_EARLY, Scrubber, body_value, kept_request_headers, kept_response_headers, sse_events
 
 __all__ = ["Recorder"]
 
@@ -73,7 +73,7 @@ class _Body:
             self._slot["truncated"] = f"only the first {_MAX_BODY_BYTES} bytes were kept"
         elif not complete:
             self._slot["truncated"] = (
-                f"the body ended early: {type(error).__name__}: {error}" if error else "the client stopped reading"
+                f"{ENDED_EARLY}: {type(error).__name__}: {error}" if error else "the client stopped reading"
             )
 
 

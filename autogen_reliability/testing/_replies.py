@@ -295,7 +295,9 @@ class FakeReply:
             answer HTTP 500 instead.
         disconnect_after_chunks: Streaming: send this many content/tool-call chunks
             after the role chunk, then reset the TCP connection. Non-streaming: send
-            the headers and half the body, then reset.
+            the headers and half the body, then reset. A ``malformed`` reply (any
+            count): send its body, then reset before the response ends (how a cassette
+            replays a body the provider cut off).
         hold_after_chunks: Streaming: send this many content/tool-call chunks after
             the role chunk (fewer if the stream has fewer), then wait until the test
             calls `FakeOpenAIServer.release`; then send the rest. An answer that is
