@@ -577,3 +577,30 @@ def test_a_stream_cut_off_mid_way_is_replayed_cut_off(
     recorded, _ = record(pytester, monkeypatch, replies=[FakeReply.text("one two three", disconnect_after_chunks=2)])
     recorded.assert_outcomes(passed=1)
     replay(pytester, monkeypatch).assert_outcomes(passed=1)
+
+
+def test_a_stream_with_unicode_line_separators_is_recorded_and_replayed_whole() -> None:
+    # U+2028, U+0085 and the like are not line ends in server-sent events (only CR and LF are), and providers send
+    # them raw in JSON. The recorder split each event at them: the event was kept as broken text, and its replay
+    # made the SDK fail on invalid JSON.
+    text = "one\u2028two \x85three \u2029four\x0bfive \x1csix"
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Count"}]
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.text(text))
+        recorder = Recorder(provider.base_url)
+        recorder.start()
+        try:
+            client = openai.OpenAI(api_key=KEY, base_url=provider.base_url, max_retries=0)
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+            recorded = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+        finally:
+            recorder.stop()
+        base_url = provider.base_url
+    assert recorded == text
+    [interaction] = recorder.interactions
+    assert all(isinstance(event["data"], dict) for event in interaction["response"]["stream"][:-1])
+
+    with FakeOpenAIServer(default=Replayer(base_url, [interaction])) as replaying:
+        client = openai.OpenAI(api_key="sk-test", base_url=replaying.base_url, max_retries=0)
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == text

@@ -99,6 +99,7 @@ _AUTH_SCHEME: Final = re.compile(r"^(?:bearer|basic|token)\s+", re.IGNORECASE)
 _MIN_SECRET: Final = 6  # shorter values are placeholders ("EMPTY"), not secrets worth replacing everywhere
 _REDACTED: Final = "[REDACTED]"
 _NO_LIMIT: Final = 1 << 62
+_SSE_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 # How a response's "truncated" note begins when the provider's connection failed mid-body (the replay fails too).
 ENDED_EARLY: Final = "the body ended early"
 
@@ -241,12 +242,14 @@ def body_value(data: bytes, content_type: str) -> tuple[str, Any]:
 def sse_events(text: str) -> list[dict[str, Any]]:
     """Split a ``text/event-stream`` body into its events: ``{"data": parsed JSON or text}``, plus the other fields."""
     events: list[dict[str, Any]] = []
-    for block in re.split(r"\r?\n\r?\n", text):
+    # Lines end with CRLF, LF or CR only (not at U+2028 and the others str.splitlines() takes, which JSON holds raw);
+    # a blank line ends an event.
+    for block in re.split(r"(?:\r\n|\r|\n){2}", text):
         if not block.strip():
             continue
         event: dict[str, Any] = {}
         data: list[str] = []
-        for line in block.splitlines():
+        for line in _SSE_LINE_END.split(block):
             name, _, value = line.partition(":")
             value = value.removeprefix(" ")
             if name == "data":
