@@ -256,6 +256,37 @@ def test_recording_without_the_key_skips_naming_it(pytester: pytest.Pytester, mo
     assert not (pytester.path / "cassettes").exists()
 
 
+def test_a_test_that_skips_itself_while_recording_keeps_its_cassette(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A conditional skip under --llm-record (a quota check, a feature flag) wrote an empty cassette over a good one.
+    pytester.makepyfile(
+        test_agents="""
+        import os
+
+        import openai
+        import pytest
+
+
+        def test_agent(llm_cassette):
+            if os.environ.get("SKIP_NOW"):
+                pytest.skip("not today")
+            client = openai.OpenAI(max_retries=0)
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        """
+    )
+    cassette = pytester.path / "cassettes" / "test_agents" / "test_agent.json"
+    record(pytester, monkeypatch, replies=[FakeReply.text("Hi!")])[0].assert_outcomes(passed=1)
+    recorded = cassette.read_bytes()
+
+    with monkeypatch.context() as env:
+        env.setenv("SKIP_NOW", "1")
+        record(pytester, monkeypatch, replies=[])[0].assert_outcomes(skipped=1)
+
+    assert cassette.read_bytes() == recorded
+    replay(pytester, monkeypatch).assert_outcomes(passed=1)
+
+
 def test_cassette_name_and_directory(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makeini("[pytest]\nllm_cassette_dir = recorded/llm\n")
     pytester.makepyfile(

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from ._pytest_fixtures import call_skipped
 from ._pytest_network import allow_hosts_for_test, api_key_variable
 
 if TYPE_CHECKING:
@@ -250,4 +251,6 @@ def _record(
         yield LLMCassette(path, "record", base_url, api_key, recorder=recorder)
     finally:
         recorder.stop()
-        dump_cassette(path, base_url.rstrip("/"), recorder.interactions)
+        # A test that skipped itself (or xfailed) did not run to its end: its cassette, if it has one, stays.
+        if not (call_skipped(request.node) and path.exists()):
+            dump_cassette(path, base_url.rstrip("/"), recorder.interactions)

@@ -100,6 +100,7 @@ class MarkerOptions:
 _OPTION_NAMES: Final = tuple(option.name for option in fields(MarkerOptions))
 _OPTIONS_KEY: Final = pytest.StashKey[MarkerOptions]()
 _CALL_FAILED_KEY: Final = pytest.StashKey[bool]()
+_CALL_SKIPPED_KEY: Final = pytest.StashKey[bool]()
 # Per test: what describes the requests no script expected (None while there are none), one per fixture in use.
 _UNEXPECTED_KEY: Final = pytest.StashKey[list[Callable[[], str | None]]]()
 
@@ -158,6 +159,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     # The item and its stash outlive a run: a rerun (pytest-rerunfailures) runs the same item again, and must
     # not report the first run's unexpected requests as its own, nor go by whether the first run's call failed.
     item.stash[_CALL_FAILED_KEY] = False
+    item.stash[_CALL_SKIPPED_KEY] = False
     item.stash[_UNEXPECTED_KEY] = []
     if item.get_closest_marker(MARKER) is not None:
         marker_options(item)
@@ -177,6 +179,7 @@ def pytest_runtest_makereport(
     if report.when == "call":
         # Skipped and xfailed too: a test that stopped early did not get to use its script.
         item.stash[_CALL_FAILED_KEY] = not report.passed
+        item.stash[_CALL_SKIPPED_KEY] = report.skipped
         if report.failed:
             found = [text for describe in item.stash.get(_UNEXPECTED_KEY, []) if (text := describe()) is not None]
             if found:
@@ -186,6 +189,11 @@ def pytest_runtest_makereport(
 
 def _call_failed(item: pytest.Item) -> bool:
     return item.stash.get(_CALL_FAILED_KEY, False)
+
+
+def call_skipped(item: pytest.Item) -> bool:
+    """Whether the test's call was skipped (``pytest.skip()`` in its body) or xfailed."""
+    return item.stash.get(_CALL_SKIPPED_KEY, False)
 
 
 def _watch_unexpected(item: pytest.Item, describe: Callable[[], str | None]) -> None:
