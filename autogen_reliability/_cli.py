@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, TypeVar, cast
 
 from . import __version__
 from ._errors import ConfigurationError
-from ._redaction import quoted
+from ._redaction import quoted, redact
 from .reports import _period as period  # the reading of times the usage routes share
 
 if TYPE_CHECKING:
@@ -67,10 +67,14 @@ _COUNT_DIGITS: Final = 19
 
 
 class _Parser(argparse.ArgumentParser):
-    """Reports a bad command line in one line on stderr and exits with status 2."""
+    """Reports a bad command line in one line on stderr and exits with status 2.
+
+    argparse quotes the arguments it could not use ("unrecognized arguments: --db postgresql://app:pw@db/usage",
+    after ``db upgrade``, which takes ``--url``): the message is redacted, so that a password is not printed.
+    """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {redact(message)} (see --help)\n")
 
 
 class _Failure(Exception):

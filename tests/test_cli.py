@@ -1217,6 +1217,26 @@ def test_a_server_that_does_not_answer_exits_1_without_the_password(
     assert "s3cret" not in err
 
 
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        # db takes --url, the ledger commands --db: the option of the other is an unrecognized argument.
+        (("db", "upgrade", "--db", "postgresql+psycopg://app:hunter2leak@db/usage"), "app:[REDACTED]@db/usage"),
+        (("report", "--url", "postgresql+psycopg://app:hunter2leak@db/usage"), "app:[REDACTED]@db/usage"),
+        (
+            ("sessions", "--project", "p", "--dburl=postgresql+psycopg://app@db/usage?password=hunter2leak"),
+            "?password=[REDACTED]",
+        ),
+    ],
+)
+def test_a_mistyped_option_is_not_echoed_with_the_password_it_holds(
+    args: tuple[str, ...], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_main(capsys, *args)
+    assert_one_line_error(status, out, err, 2, "unrecognized arguments: ", shown)
+    assert "hunter2leak" not in err
+
+
 @pytest.mark.parametrize("command", LEDGER_COMMANDS)
 def test_a_database_without_usage_tables_exits_1_naming_the_upgrade_and_stays_as_it_was(
     command: str, tmp_path: Path
