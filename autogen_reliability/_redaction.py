@@ -63,7 +63,12 @@ _SECRETS: Final = [
     # Passwords in libpq's keyword/value connection strings ("host=db password=x", "password = 'a b'"), read as
     # libpq reads a value: quoted, or up to the next space, a backslash escaping the character after it.
     re.compile(r"((?<![?&\w])(?:ssl)?password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|(?:\\.|[^\s\\])+)", re.IGNORECASE),
-    re.compile(r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]{6,}", re.IGNORECASE),
+    # A header's value, with its scheme if it has one: "Authorization: Basic <user:password in base64>".
+    re.compile(
+        r"((?:api[_-]?key|x-api-key|authorization)[\"']?\s*[:=]\s*[\"']?)"
+        r"(?:(?:Bearer|Basic|Token|Digest|Negotiate)\s+)?[^\s\"',}]{6,}",
+        re.IGNORECASE,
+    ),
 ]
 
 

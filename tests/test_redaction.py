@@ -35,7 +35,12 @@ HI = [UserMessage(content="hi", source="user")]
         ("Incorrect API key provided: sk-test.", "Incorrect API key provided: [REDACTED]."),
         ("masked: sk-*********************xyz1", "masked: [REDACTED]"),
         ("x-api-key: sk-ant-api03-AbCdEf123456", "x-api-key: [REDACTED]"),
-        ("Authorization: Bearer eyJhbGciOi.J9.abc", "Authorization: [REDACTED] [REDACTED]"),
+        ("Authorization: Bearer eyJhbGciOi.J9.abc", "Authorization: [REDACTED]"),
+        # The scheme is no secret, the credentials after it are, whatever the case of either.
+        ("authorization: bearer tok-123456789abc", "authorization: [REDACTED]"),
+        ("Authorization: Basic YXBwOmh1bnRlcjJsZWFr", "Authorization: [REDACTED]"),
+        ('{"authorization": "basic YXBwOmh1bnRlcjJsZWFr"}', '{"authorization": "[REDACTED]"}'),
+        ("Proxy-Authorization: Digest username=app", "Proxy-Authorization: [REDACTED]"),
         ("aws AKIAABCDEFGHIJKLMNOP denied", "aws [REDACTED] denied"),
         ("GET https://h/v1?key=AIzaSyA1234567890123456789012&alt=json", "GET https://h/v1?key=[REDACTED]&alt=json"),
         ('{"api_key": "secret-value-1"}', '{"api_key": "[REDACTED]"}'),
