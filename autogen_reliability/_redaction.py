@@ -245,6 +245,10 @@ _DROPPED_HEADERS: Final = frozenset(
     {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie", "set-cookie"}
 )
 _BODY_HEADERS: Final = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+# A request header of the user's (``default_headers``) named like one that carries a credential: a gateway's key
+# beside the provider's ("Ocp-Apim-Subscription-Key", "x-portkey-api-key", "X-Gateway-Token"), whose value we
+# cannot tell from any other text. Not for responses, whose "x-ratelimit-remaining-tokens" says how many are left.
+_CREDENTIAL_HEADER: Final = re.compile(r"auth|key|token|secret|passw|cookie", re.IGNORECASE)
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -254,7 +258,8 @@ def redacted_error(error: _E) -> _E:
     The copy is of the same class (``except openai.RateLimitError`` and
     :func:`~autogen_reliability.retry.classify_error` see what they saw), with the
     same fields: strings, dicts and lists redacted, an httpx(2) request re-built
-    without its ``Authorization`` header, an httpx(2) response re-built with a
+    without its ``Authorization`` header (nor any other named like a key, a
+    token or a secret), an httpx(2) response re-built with a
     redacted body. Its ``__cause__`` chain is copied likewise (5 links at
     most), and so are the members of an exception group; it has no
     ``__context__`` and no traceback, whose frames would hold the SDK's locals.
@@ -307,8 +312,13 @@ def _scrub_http(value: Any) -> Any:
     return value  # no SDK we know keeps a secret in any other kind of field
 
 
-def _headers(headers: Any, dropped: frozenset[str]) -> list[tuple[str, str]]:
-    return [(name, redact(value)) for name, value in headers.items() if name.lower() not in dropped]
+def _headers(headers: Any, dropped: frozenset[str], *, credentials: bool = False) -> list[tuple[str, str]]:
+    """``headers`` without those ``dropped`` (and, with ``credentials``, those named like a credential)."""
+    return [
+        (name, redact(value))
+        for name, value in headers.items()
+        if name.lower() not in dropped and not (credentials and _CREDENTIAL_HEADER.search(name))
+    ]
 
 
 def _request(httpx: Any, request: Any) -> Any:
@@ -316,7 +326,7 @@ def _request(httpx: Any, request: Any) -> Any:
         url = httpx.URL(redact(str(request.url), limit=_COPY_LIMIT))
     except Exception:  # a redacted URL that no longer parses: keep where it went, not how
         url = request.url.copy_with(query=None)
-    return httpx.Request(request.method, url, headers=_headers(request.headers, _DROPPED_HEADERS))
+    return httpx.Request(request.method, url, headers=_headers(request.headers, _DROPPED_HEADERS, credentials=True))
 
 
 def _response(httpx: Any, response: Any) -> Any:

@@ -255,3 +255,28 @@ async def test_a_failing_hook_that_chains_the_provider_error_logs_no_key(
         assert "Traceback" in text  # the traceback is still logged, redacted
         assert "[REDACTED]" in text  # each shows the provider's error, its key hidden
     assert_no_key(caplog.text)
+
+
+async def test_a_key_sent_in_a_header_of_the_users_choice_is_not_kept_on_the_redacted_request(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A gateway's own key header (Azure API Management, Portkey) beside the provider's: the copy of the request
+    # kept on the raised error dropped only the headers it knew by name, and kept these with their keys.
+    gateway_key = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    headers = {"Ocp-Apim-Subscription-Key": gateway_key, "x-portkey-api-key": gateway_key, "X-Gateway-Token": "t" * 20}
+    fake_openai_server.enqueue(FakeReply.error(503), FakeReply.error(503))
+    client = reliable(
+        make_openai_client(default_headers=headers),
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
+        track_usage=False,
+    )
+    with pytest.raises(RetriesExhaustedError) as exhausted:
+        await client.create(HI)
+    cause = exhausted.value.__cause__
+    assert isinstance(cause, openai.InternalServerError)
+    assert fake_openai_server.requests[0].headers["ocp-apim-subscription-key"] == gateway_key  # it was sent
+    kept = {name.lower(): value for name, value in cause.request.headers.items()}
+    assert "content-type" in kept  # the request's other headers stay
+    for name in headers:
+        assert name.lower() not in kept
+    assert gateway_key not in repr(cause.request.headers.raw)
