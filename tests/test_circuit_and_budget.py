@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import aclosing
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import openai
@@ -18,6 +19,7 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from autogen_reliability import (
     CircuitBreakerPolicy,
     CircuitOpenError,
+    ConfigurationError,
     RetriesExhaustedError,
     RetryBudget,
     RetryPolicy,
@@ -208,6 +210,37 @@ def test_a_shared_budget_refills_on_the_retry_policys_clock() -> None:
     assert not state.try_spend()
     clock.now += 1
     assert state.try_spend()
+
+
+@dataclass
+class DataclassClock:
+    """A fake clock as a test might write it: a dataclass, which ``eq=True`` leaves unhashable."""
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("policy", [RetryPolicy, CircuitBreakerPolicy])
+@pytest.mark.parametrize(
+    ("clock", "message"),
+    [
+        (lambda: datetime.now(UTC), "must read seconds as a number .*, got a datetime"),
+        (lambda: "12.5", "must read seconds as a number .*, got a str"),
+        (lambda: float("nan"), r"must read seconds as a number .*, got nan"),
+        (DataclassClock(), "must be hashable .*, got DataclassClock"),
+    ],
+    ids=["datetime", "str", "nan", "unhashable"],
+)
+def test_a_clock_the_breaker_or_the_budget_cannot_run_on_is_refused_at_construction(
+    policy: Callable[..., object], clock: Callable[[], object], message: str
+) -> None:
+    # A datetime clock was accepted, and failed only once the circuit opened: in the middle of an outage every
+    # call (and every read of the breaker's state) raised TypeError, the provider's own error lost. An unhashable
+    # one failed at reliable() with a bare "unhashable type", the breaker and the budget being found by it.
+    with pytest.raises(ConfigurationError, match=message):
+        policy(clock=clock)
 
 
 def test_budget_starts_full_refills_per_call_and_per_second() -> None:

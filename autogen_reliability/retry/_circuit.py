@@ -38,7 +38,7 @@ from autogen_core.models import ChatCompletionClient
 from .._errors import CircuitOpenError, ConfigurationError, config_options
 from ..providers import describe_client
 from ._classify import RETRYABLE_BY_DEFAULT, classify_error
-from ._policy import as_seconds
+from ._policy import as_seconds, check_clock
 from ._shared import PerClient
 
 __all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "breakers", "counts_as_failure"]
@@ -57,7 +57,8 @@ class CircuitBreakerPolicy:
         open_for: How long an open circuit refuses requests before probing: seconds or
             a ``timedelta``, held as seconds (a ``float``).
         half_open_probes: Probe requests let through when half-open; all must succeed to close.
-        clock: Seconds on a monotonic clock, for ``open_for``. Code, not
+        clock: Seconds on a monotonic clock, for ``open_for``; read once here, it must
+            be hashable and return a finite number. Code, not
             configuration: :meth:`to_config` leaves it out. A breaker is shared
             per client and policy, so wrappers with another clock get another breaker.
     """
@@ -85,8 +86,7 @@ class CircuitBreakerPolicy:
         object.__setattr__(
             self, "open_for", as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
         )
-        if not callable(self.clock):
-            raise ConfigurationError(f"CircuitBreakerPolicy.clock must be callable, got {type(self.clock).__name__}")
+        check_clock("CircuitBreakerPolicy.clock", self.clock)
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict (times in seconds) for :meth:`from_config`; ``clock`` is code and is left out."""

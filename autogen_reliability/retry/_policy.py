@@ -56,6 +56,7 @@ __all__ = [
     "StopWhenBudgetSpent",
     "WaitRetryAfter",
     "as_seconds",
+    "check_clock",
     "get_on_retry_hooks",
     "is_testing",
     "log_retry",
@@ -154,6 +155,27 @@ def _callable(name: str, value: object) -> None:
         raise ConfigurationError(f"{name} must be callable, got {type(value).__name__}")
 
 
+def check_clock(name: str, clock: Callable[[], object]) -> None:
+    """Refuses, at construction, a clock that a breaker or a budget could not run on.
+
+    It must be hashable: the breaker and the budget that wrappers share are found by their policy, clock
+    included (an unhashable one failed at ``reliable()`` with a bare ``TypeError``). And it must read seconds
+    as a finite number: read once here, as it is at every call, since a clock read only later (a breaker's,
+    when the circuit opens) would fail then, in the middle of an outage, with the provider's error lost.
+    """
+    _callable(name, clock)
+    try:
+        hash(clock)
+    except TypeError:
+        raise ConfigurationError(
+            f"{name} must be hashable (a function or a method is), got {type(clock).__name__}"
+        ) from None
+    now = clock()
+    if isinstance(now, bool) or not isinstance(now, int | float) or not is_finite(now):
+        shown = shown_number(now) if isinstance(now, int | float) else f"a {type(now).__name__}"
+        raise ConfigurationError(f"{name} must read seconds as a number (as time.monotonic does), got {shown}")
+
+
 def _async(name: str, value: Callable[..., object]) -> None:
     # Awaited between attempts: a synchronous sleep such as time.sleep would fail only at the first retry, with
     # asyncio's TypeError that does not say which option is wrong (and blocking the event loop if it could run).
@@ -192,7 +214,8 @@ class RetryPolicy:
         budget: The retry budget shared by every wrapper of the same provider
             client; ``None`` turns it off.
         clock: Seconds on a monotonic clock: the deadline, the budget's refill
-            and :attr:`RetryEvent.elapsed` are measured on it. Code, not
+            and :attr:`RetryEvent.elapsed` are measured on it; read once here, it
+            must be hashable and return a finite number. Code, not
             configuration: :meth:`to_config` leaves it out.
         sleep: Waits between attempts (``await sleep(seconds)``): an ``async``
             function, such as ``asyncio.sleep``, or an object whose ``__call__``
@@ -248,7 +271,7 @@ class RetryPolicy:
         object.__setattr__(self, "retry_on", retry_on)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None, got {type(self.budget).__name__}")
-        _callable("clock", self.clock)
+        check_clock("clock", self.clock)
         _callable("sleep", self.sleep)
         _async("sleep", self.sleep)
         # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
