@@ -479,6 +479,29 @@ async def test_a_wrapped_client_that_gave_up_is_not_retried_by_the_wrapper_aroun
     assert [getattr(error, "attempts", None) for error in errors] == [3, 2]
 
 
+async def test_errors_about_a_wrapped_fallback_name_its_model_not_its_family(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A wrapped client was described by its model_info's family, as AutoGen groups models: a gpt-4.1-mini
+    # fallback was "ReliableChatCompletionClient(gpt-41)" in AllClientsFailedError and in the CircuitOpenError
+    # (and the circuit_state gauge) of the breaker guarding it, a model no one asked for.
+    fake_openai_server.default = FakeReply.error(503)
+    circuit = CircuitBreakerPolicy(window=2, minimum_calls=2)
+    wrapped = reliable(make_openai_client(model="gpt-4.1-mini"), retry=None, circuit=None)
+    client = reliable(make_openai_client(model="gpt-4o"), retry=None, circuit=circuit, fallbacks=[wrapped])
+    for _ in range(2):
+        with pytest.raises(AllClientsFailedError) as failed:
+            await client.create(HI)
+        assert str(failed.value).startswith(
+            "the primary client and every fallback (ReliableChatCompletionClient(gpt-4.1-mini)) failed"
+        )
+    with pytest.raises(AllClientsFailedError) as failed:
+        await client.create(HI)
+    opened = [str(error) for error in failed.value.exceptions]
+    assert opened[0].startswith("circuit open for OpenAIChatCompletionClient(gpt-4o): ")
+    assert opened[1].startswith("circuit open for ReliableChatCompletionClient(gpt-4.1-mini): ")
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_wrapped_client_whose_fallbacks_all_failed_goes_to_the_next_fallback(
     mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory

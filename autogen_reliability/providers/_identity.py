@@ -293,10 +293,14 @@ class AskedModels:
 
 
 def describe_client(client: ChatCompletionClient) -> str:
-    """``"OpenAIChatCompletionClient(gpt-4o-mini)"``: the class and model, never a key or a URL."""
+    """``"OpenAIChatCompletionClient(gpt-4o-mini)"``: the class and model, never a key or a URL.
+
+    A wrapper (ours, AutoGen's cache) is named with the model of the provider client under it: its ``model_info``
+    has only the family (``gpt-41`` for ``gpt-4.1-mini``).
+    """
     try:
         model = client.model_info.get("family", "")
-        raw = raw_config_of(client)
+        raw = raw_config_of(innermost(client))
         if raw is not None and isinstance(raw.get("model"), str):
             model = raw["model"]
     except Exception:  # a client whose model_info fails must still get a readable name
