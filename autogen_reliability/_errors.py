@@ -162,6 +162,35 @@ def shown_number(value: object) -> str:
     return repr(value)
 
 
+def check_clock(name: str, clock: object, *, reads: str) -> float:
+    """Refuses, at construction, a clock a shared breaker, retry budget or budget tracker could not run on; returns
+    what it read.
+
+    It must be callable and hashable: the breakers and trackers that wrappers share are found by their policy,
+    clock included (an unhashable one failed at ``reliable()`` with a bare ``TypeError``). And it must read a
+    finite number: read once here, as it is at every call, since a clock read only later (a breaker's, when the
+    circuit opens) would fail then, in the middle of an outage, with the provider's error lost.
+
+    Args:
+        name: The option, as the message names it.
+        clock: The option's value.
+        reads: What the clock reads, for the message: ``"seconds as a number (as time.monotonic does)"``.
+    """
+    if not callable(clock):
+        raise ConfigurationError(f"{name} must be callable, got {type(clock).__name__}")
+    try:
+        hash(clock)
+    except TypeError:
+        raise ConfigurationError(
+            f"{name} must be hashable (a function or a method is), got {type(clock).__name__}"
+        ) from None
+    now = clock()
+    if isinstance(now, bool) or not isinstance(now, int | float) or not is_finite(now):
+        shown = shown_number(now) if isinstance(now, int | float) else f"a {type(now).__name__}"
+        raise ConfigurationError(f"{name} must read {reads}, got {shown}")
+    return float(now)
+
+
 def config_options(owner: type[DataclassInstance], config: object) -> dict[str, Any]:
     """``config``, a policy's ``from_config`` mapping, as keyword arguments of the dataclass ``owner``.
 

@@ -761,7 +761,7 @@ class AsyncHook:
         # (a monotonic clock, as RetryPolicy and CircuitBreakerPolicy take), or every call raised TypeError.
         ({"limit_usd": 1, "clock": time.monotonic}, r"clock must read seconds since the epoch \(as time\.time"),
         ({"limit_usd": 1, "clock": time.perf_counter}, r"it read .* \(1970-01-"),
-        ({"limit_usd": 1, "clock": lambda: datetime.now(UTC)}, "seconds since the epoch .*got datetime"),
+        ({"limit_usd": 1, "clock": lambda: datetime.now(UTC)}, "seconds since the epoch .*got a datetime"),
         ({"limit_usd": 1, "clock": lambda: float("nan")}, "clock must read seconds since the epoch .*got nan"),
         ({"limit_usd": 1, "on_alert": UnhashableHook()}, "on_alert must be hashable"),
     ],

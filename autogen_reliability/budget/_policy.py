@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from .._errors import (
     ConfigurationError,
+    check_clock,
     config_options,
     describe_budget_key,
     describe_period,
@@ -302,17 +303,14 @@ class BudgetPolicy:
                 f"store must be a UsageStore, a database URL or None (the wrapper's ledger), "
                 f"got {type(self.store).__name__}"
             )
-        if not callable(self.clock):
-            raise ConfigurationError(f"clock must be callable, got {type(self.clock).__name__}")
         _check_clock(self.clock)
-        for name in ("on_alert", "clock"):
-            try:
-                hash(getattr(self, name))
-            except TypeError:
-                # Wrappers with equal policies share one tracker, found by the policy's hash.
-                raise ConfigurationError(
-                    f"{name} must be hashable (a function or a method is), got {type(getattr(self, name)).__name__}"
-                ) from None
+        try:
+            hash(self.on_alert)
+        except TypeError:
+            # Wrappers with equal policies share one tracker, found by the policy's hash.
+            raise ConfigurationError(
+                f"on_alert must be hashable (a function or a method is), got {type(self.on_alert).__name__}"
+            ) from None
 
     def __repr__(self) -> str:
         # A store URL is shown as to_config() writes it: the password masked. A UsageStore's repr masks its own.
@@ -363,17 +361,14 @@ class BudgetPolicy:
         return cls(**values)
 
 
-def _check_clock(clock: Callable[[], object]) -> None:
+def _check_clock(clock: object) -> None:
     """Refuses a clock that does not read seconds since the epoch: periods and rows' days are measured on it.
 
     A monotonic clock (what ``RetryPolicy`` and ``CircuitBreakerPolicy`` take) counts from an arbitrary point, the
     boot of the machine: read as a date it is in 1970, where the ledger holds no spend and this process's calls
     are not counted either, so the budget would stop nothing. No real machine has been up since 2000.
     """
-    now = clock()
-    if isinstance(now, bool) or not isinstance(now, int | float) or not is_finite(now):
-        shown = shown_number(now) if isinstance(now, int | float) else type(now).__name__
-        raise ConfigurationError(f"clock must read seconds since the epoch (as time.time does), got {shown}")
+    now = check_clock("clock", clock, reads="seconds since the epoch (as time.time does)")
     if now < _EARLIEST_CLOCK:
         when = f" ({datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M} UTC)" if now >= 0 else ""
         raise ConfigurationError(

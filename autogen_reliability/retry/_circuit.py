@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 from autogen_core.models import ChatCompletionClient
 
-from .._errors import CircuitOpenError, ConfigurationError, config_options
+from .._errors import CircuitOpenError, ConfigurationError, check_clock, config_options
 from ..providers import describe_client
 from ._classify import RETRYABLE_BY_DEFAULT, classify_error
-from ._policy import as_seconds, check_clock
+from ._policy import MONOTONIC_SECONDS, as_seconds
 from ._shared import PerClient
 
 __all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "breakers", "counts_as_failure"]
@@ -86,7 +86,7 @@ class CircuitBreakerPolicy:
         object.__setattr__(
             self, "open_for", as_seconds("CircuitBreakerPolicy.open_for", self.open_for, allow_zero=False)
         )
-        check_clock("CircuitBreakerPolicy.clock", self.clock)
+        check_clock("CircuitBreakerPolicy.clock", self.clock, reads=MONOTONIC_SECONDS)
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict (times in seconds) for :meth:`from_config`; ``clock`` is code and is left out."""

@@ -42,13 +42,14 @@ from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .._errors import ConfigurationError, config_options, is_finite, shown_number
+from .._errors import ConfigurationError, check_clock, config_options, is_finite, shown_number
 from .._pipeline import Call
 from .._redaction import redact
 from ._budget import RetryBudget, RetryBudgetState
 from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, retry_after
 
 __all__ = [
+    "MONOTONIC_SECONDS",
     "RetryEvent",
     "RetryObserver",
     "RetryPolicy",
@@ -56,13 +57,15 @@ __all__ = [
     "StopWhenBudgetSpent",
     "WaitRetryAfter",
     "as_seconds",
-    "check_clock",
     "get_on_retry_hooks",
     "is_testing",
     "log_retry",
     "set_on_retry_hooks",
     "set_testing",
 ]
+
+MONOTONIC_SECONDS: Final = "seconds as a number (as time.monotonic does)"
+"""What the clocks of the retry policy and the circuit breaker read, as their errors say."""
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -153,27 +156,6 @@ class StopWhenBudgetSpent(stop_base):
 def _callable(name: str, value: object) -> None:
     if not callable(value):
         raise ConfigurationError(f"{name} must be callable, got {type(value).__name__}")
-
-
-def check_clock(name: str, clock: Callable[[], object]) -> None:
-    """Refuses, at construction, a clock that a breaker or a budget could not run on.
-
-    It must be hashable: the breaker and the budget that wrappers share are found by their policy, clock
-    included (an unhashable one failed at ``reliable()`` with a bare ``TypeError``). And it must read seconds
-    as a finite number: read once here, as it is at every call, since a clock read only later (a breaker's,
-    when the circuit opens) would fail then, in the middle of an outage, with the provider's error lost.
-    """
-    _callable(name, clock)
-    try:
-        hash(clock)
-    except TypeError:
-        raise ConfigurationError(
-            f"{name} must be hashable (a function or a method is), got {type(clock).__name__}"
-        ) from None
-    now = clock()
-    if isinstance(now, bool) or not isinstance(now, int | float) or not is_finite(now):
-        shown = shown_number(now) if isinstance(now, int | float) else f"a {type(now).__name__}"
-        raise ConfigurationError(f"{name} must read seconds as a number (as time.monotonic does), got {shown}")
 
 
 def _async(name: str, value: Callable[..., object]) -> None:
@@ -271,7 +253,7 @@ class RetryPolicy:
         object.__setattr__(self, "retry_on", retry_on)
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError(f"budget must be a RetryBudget or None, got {type(self.budget).__name__}")
-        check_clock("clock", self.clock)
+        check_clock("clock", self.clock, reads=MONOTONIC_SECONDS)
         _callable("sleep", self.sleep)
         _async("sleep", self.sleep)
         # initial * 2 ** (retry - 1), capped at max_delay; full jitter draws uniformly below that.
