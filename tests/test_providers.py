@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import ollama
 import pytest
 from autogen_core import CacheStore
-from autogen_core.models import ModelInfo
+from autogen_core.models import ModelInfo, UserMessage
 from autogen_ext.models.anthropic import AnthropicBedrockChatCompletionClient, AnthropicChatCompletionClient
 from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.ollama import OllamaChatCompletionClient
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability import ReliableChatCompletionClient
+from autogen_reliability import ReliableChatCompletionClient, reliable
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
 from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.providers import (
@@ -31,6 +36,7 @@ from autogen_reliability.providers import (
 )
 
 from .conftest import run_python
+from .storage_fixtures import Ledger, ledger_rows
 
 AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
@@ -337,3 +343,84 @@ def test_the_lookup_never_imports() -> None:
     )
     done = run_python(script)
     assert done.returncode == 0, done.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Ollama's own client, against a server that speaks its wire
+# --------------------------------------------------------------------------------------------------
+
+
+class _OllamaWire(BaseHTTPRequestHandler):
+    """Answers ``POST /api/chat`` with the next scripted (status, NDJSON lines) of its server."""
+
+    server: _OllamaServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, lines = self.server.replies.pop(0)
+        body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _OllamaServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _OllamaWire)
+        self.replies: list[tuple[int, list[dict[str, Any]]]] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def ollama_server() -> Iterator[_OllamaServer]:
+    server = _OllamaServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _ollama_line(content: str, *, done: bool, **counts: Any) -> dict[str, Any]:
+    message = {"role": "assistant", "content": content}
+    return {"model": "llama3.1:8b", "created_at": "2025-09-01T12:00:00Z", "message": message, "done": done, **counts}
+
+
+async def test_an_ollama_error_line_mid_stream_has_no_http_status_in_its_row(
+    ollama_server: _OllamaServer, ledger: Ledger
+) -> None:
+    # Ollama answers 200 and then, inside the stream, an {"error": ...} line: the ollama SDK raises a ResponseError
+    # whose status_code is -1, its mark for "no status". The row, as for an SSE error event, has no HTTP status.
+    ollama_server.replies = [
+        (200, [_ollama_line("Hel", done=False), {"error": "an error was encountered while running the model"}]),
+        (500, [{"error": "model runner has unexpectedly stopped"}]),
+    ]
+    client = reliable(
+        OllamaChatCompletionClient(model="llama3.1:8b", host=ollama_server.url), recorder=ledger[1], retry=None
+    )
+    hello = [UserMessage(content="hi", source="user")]
+    try:
+        with pytest.raises(ollama.ResponseError):
+            async for _ in client.create_stream(hello):
+                pass
+        with pytest.raises(ollama.ResponseError):
+            await client.create(hello)
+    finally:
+        await client.close()
+    streamed, created = ledger_rows(ledger)
+    assert (streamed.provider, streamed.outcome, streamed.error_kind, streamed.http_status) == (
+        "ollama",
+        "error",
+        "server_error",
+        None,
+    )
+    assert (created.error_kind, created.http_status) == ("server_error", 500)  # a real status is kept

@@ -33,7 +33,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
 from .._redaction import message_of, redact
 from ..providers import AskedModels
-from ..retry._classify import ErrorKind, classify_error
+from ..retry._classify import ErrorKind, classify_error, http_status
 from . import _feed
 from ._cost import MAX_TOKENS
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
@@ -320,7 +320,6 @@ class AccountingLayer(Layer):
                 price = None
             if price is not None:
                 cost, source, price_date = price.nanousd, price.source, price.effective_from
-        status = getattr(error, "status_code", None)
         final = result is not None and attempt.attempt == call.attempts
         return UsageEvent(
             **_identity(call, attempt),
@@ -339,7 +338,7 @@ class AccountingLayer(Layer):
             price_date=price_date,
             outcome=outcome,
             error_kind=classify_error(error).value if error is not None else None,
-            http_status=status if isinstance(status, int) and not isinstance(status, bool) else None,
+            http_status=http_status(error) if error is not None else None,
             error_message=redact(message_of(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
             finish_reason=result.finish_reason if result is not None else None,
             cache_hit=bool(result is not None and result.cached),

@@ -52,7 +52,7 @@ from ..accounting._events import UsageEvent
 from ..accounting._price_table import nanousd_to_usd
 from ..accounting._recorder import UsageRecorder
 from ..providers import AskedModels
-from ..retry._classify import classify_error
+from ..retry._classify import classify_error, http_status
 
 __all__ = ["ATTRIBUTE_PREFIX", "CallTracer", "disable_tracing", "enable_tracing"]
 
@@ -179,9 +179,9 @@ class CallTracer:
         error = event.error if isinstance(event.error, Exception) and outcome == "error" else None
         if error is not None:  # (an error that is no Exception is a cancellation)
             attributes.update(_failure(error))
-            status = getattr(error, "status_code", None)
-            if isinstance(status, int) and not isinstance(status, bool):
-                attributes["http.response.status_code"] = status
+            code = http_status(error)
+            if code is not None:
+                attributes["http.response.status_code"] = code
         start = _nanoseconds(event.started_at)
         status = _error_status(error) if error is not None else None
         span = self.tracer.start_span(

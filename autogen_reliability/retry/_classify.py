@@ -128,6 +128,7 @@ __all__ = [
     "RETRYABLE_BY_DEFAULT",
     "ErrorKind",
     "classify_error",
+    "http_status",
     "kind_for_status",
     "retry_after",
 ]
@@ -266,6 +267,19 @@ def classify_error(exc: BaseException) -> ErrorKind:
             return kind
         current = current.__cause__
     return ErrorKind.UNKNOWN
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status ``exc`` came with (its ``status_code``), or None when it has none.
+
+    ollama's ``ResponseError`` for an ``{"error": ...}`` line inside a stream, which arrived on a 200, says
+    ``status_code == -1``: no status, as the openai SDK's error for an SSE error event has none. Only a
+    status from 100 to 599 is one.
+    """
+    status = _attr(exc, "status_code")
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        return status
+    return None
 
 
 def retry_after(exc: BaseException) -> float | None:
