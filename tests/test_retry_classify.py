@@ -729,8 +729,19 @@ async def test_anthropic_sdk_429_with_retry_after() -> None:
     assert (classify_error(exc), retry_after(exc)) == (K.RATE_LIMIT, 3.0)
 
 
-async def test_anthropic_sdk_prompt_too_long() -> None:
-    body = _anthropic_body("invalid_request_error", "prompt is too long: 208310 tokens > 200000 maximum")
+@pytest.mark.parametrize(
+    "message",
+    [
+        "prompt is too long: 208310 tokens > 200000 maximum",
+        # The prompt fits, but not with the answer max_tokens asks room for (AutoGen's default is 4096): Anthropic
+        # refuses the request rather than shortening the answer, from Claude 3.7 Sonnet on.
+        "input length and `max_tokens` exceed context limit: 198000 + 4096 > 200000, decrease input length or "
+        "`max_tokens` and try again",
+    ],
+    ids=["prompt-too-long", "prompt-and-max-tokens"],
+)
+async def test_anthropic_sdk_prompt_too_long(message: str) -> None:
+    body = _anthropic_body("invalid_request_error", message)
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json=body)

@@ -42,8 +42,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     =====================  ================================================
 
     Overrides for any 4xx: error code ``context_length_exceeded``, or a message
-    containing ``prompt is too long`` (Anthropic sends no code for it) or
-    ``maximum context length`` (OpenAI-compatible servers) -> CONTEXT_LENGTH;
+    containing ``prompt is too long`` or ``exceed context limit`` (Anthropic sends
+    no code for either: the prompt alone, or the prompt and ``max_tokens``, is too
+    long) or ``maximum context length`` (OpenAI-compatible servers) -> CONTEXT_LENGTH;
     code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
     billing codes ``insufficient_quota`` (OpenAI 429, also when only the
     error's ``type`` says so and its code is null),
@@ -188,8 +189,10 @@ _STATUS_KINDS: Final[Mapping[int, ErrorKind]] = {
 }
 _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded"})
 # Anthropic sends no code for an over-long prompt, and OpenAI-compatible servers (vLLM and
-# others) often send none either, so their documented wording is the only signal.
-_CONTEXT_LENGTH_MESSAGES: Final = ("prompt is too long", "maximum context length")
+# others) often send none either, so their documented wording is the only signal. Anthropic's second
+# wording is for a prompt that fits but leaves no room for max_tokens ("input length and `max_tokens`
+# exceed context limit: 198000 + 4096 > 200000, ..."), which it refuses rather than shortening the answer.
+_CONTEXT_LENGTH_MESSAGES: Final = ("prompt is too long", "exceed context limit", "maximum context length")
 _CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_violation"})
 # Out of money rather than over a rate: waiting a few seconds never helps.
 _BILLING_CODES: Final = frozenset(
@@ -222,7 +225,7 @@ def kind_for_status(status: int, code: str | None = None, message: str | None = 
             Anthropic's ``error.details.error_code``), if any. Compared case-insensitively.
         message: The provider's human-readable error message, if any. Only searched for
             the context-length wordings that come without a code ("prompt is too long",
-            "maximum context length"), case-insensitively.
+            "exceed context limit", "maximum context length"), case-insensitively.
 
     Returns:
         The kind; UNKNOWN for a status that is not 4xx or 5xx.
