@@ -14,6 +14,9 @@ A reply may also call a tool (a ``tool_use`` block after the text, its input str
 as ``input_json_delta`` fragments), and a stream may be cut off after some of its
 events (the connection dropped, no end of the chunked body) or held there until
 `FakeAnthropicServer.release` (for a client that gives up while it waits).
+
+A request the API would refuse for its extended thinking (``budget_tokens`` below 1,024, or
+``max_tokens`` not above it) gets the API's 400 ``invalid_request_error`` instead of a reply.
 """
 
 from __future__ import annotations
@@ -154,7 +157,11 @@ class FakeAnthropicServer:
         body = await request.json()
         with self._lock:
             self.requests.append(body)
-            reply = self.replies.popleft() if self.replies else None
+            refused = _invalid(body)
+            reply = self.replies.popleft() if self.replies and refused is None else None
+        if refused is not None:  # as the API refuses it, before it answers anything
+            error = {"type": "error", "error": {"type": "invalid_request_error", "message": refused}}
+            return JSONResponse(error, status_code=400)
         if reply is None:
             error = {"type": "error", "error": {"type": "api_error", "message": "no reply scripted"}}
             return JSONResponse(error, status_code=500)
@@ -176,6 +183,18 @@ class FakeAnthropicServer:
 
 
 _QUIET_CUT_OFFS = _QuietCutOffs()
+
+
+def _invalid(body: Mapping[str, Any]) -> str | None:
+    """Why the API would refuse this request (the checks a test needs), or None."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+        if body.get("max_tokens", 0) <= budget:
+            return "`max_tokens` must be greater than `thinking.budget_tokens`"
+    return None
 
 
 def _tool_use(reply: AnthropicReply, ordinal: int, *, streamed: bool) -> dict[str, Any]:

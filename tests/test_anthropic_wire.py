@@ -30,6 +30,7 @@ from genai_prices import extract_usage
 
 from autogen_reliability import reliable
 from autogen_reliability.accounting import PricingTable
+from autogen_reliability.health import HealthProbe
 from autogen_reliability.providers._usage_tap import (
     ProviderUsage,
     UsageSlot,
@@ -561,3 +562,27 @@ async def test_a_stream_ended_before_message_delta_keeps_message_starts_prompt_a
 
 async def collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in stream]
+
+
+# --------------------------------------------------------------------------- the health probe's active check
+
+
+async def test_the_active_check_of_a_client_that_thinks_is_a_request_the_api_takes(
+    server: FakeAnthropicServer,
+) -> None:
+    # Extended thinking set on the client goes with every request, the probe's one-token completion too, which
+    # the API refuses (max_tokens must be above the thinking budget): the check would be "unknown" forever.
+    server.enqueue(AnthropicReply("p", SNAPSHOT, {"input_tokens": 8, "output_tokens": 1}))
+    inner = AnthropicChatCompletionClient(
+        model=MODEL, api_key="sk-local", base_url=server.base_url, thinking={"type": "enabled", "budget_tokens": 2048}
+    )
+    client = reliable(inner, track_usage=False)
+    try:
+        report = await HealthProbe({"claude": client}, active=True).check()
+    finally:
+        await client.close()
+    check = report.clients["claude"].active_check
+    assert check is not None
+    assert (check.ok, check.method, check.error) == (True, "completion", None)
+    (sent,) = server.requests
+    assert (sent["max_tokens"], sent["thinking"]) == (1, {"type": "disabled"})

@@ -4,7 +4,8 @@ An OpenAI-compatible client (OpenAI, Azure OpenAI, and the many servers that
 speak its wire protocol: vLLM, Ollama's ``/v1``, LiteLLM, ...) can list its
 models, ``GET {base_url}/models``, which costs nothing; not an Azure client
 built for a deployment, whose base URL is the deployment's. Any other client is
-asked for a completion of one token, where we know how to say "one token".
+asked for a completion of one token, where we know how to say "one token" (and,
+for an Anthropic client built with extended thinking, without thinking).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from autogen_core.models import ChatCompletionClient
 
-from ._clients import innermost, sdk_client_of
+from ._clients import create_args_of, innermost, sdk_client_of
 from ._lookup import loaded_class
 
 __all__ = ["model_listing", "one_token_arguments"]
@@ -45,13 +46,21 @@ def model_listing(client: ChatCompletionClient) -> ModelListing | None:
 
 
 def one_token_arguments(client: ChatCompletionClient) -> Mapping[str, Any]:
-    """``extra_create_args`` that cap a completion of ``client`` at one token, where its kind of client takes one."""
+    """``extra_create_args`` that cap a completion of ``client`` at one token, where its kind of client takes one.
+
+    An Anthropic client built with extended thinking (``thinking={"type": "enabled", ...}``) sends it with every
+    request, and the API refuses ``max_tokens`` that is not above the thinking budget: its check is also sent
+    ``thinking={"type": "disabled"}``.
+    """
     client = innermost(client)
-    for module, name in (
-        ("autogen_ext.models.openai", "BaseOpenAIChatCompletionClient"),
-        ("autogen_ext.models.anthropic", "BaseAnthropicChatCompletionClient"),
-    ):
-        kind = loaded_class(module, name)
-        if kind is not None and isinstance(client, kind):
-            return {"max_tokens": 1}
+    openai = loaded_class("autogen_ext.models.openai", "BaseOpenAIChatCompletionClient")
+    if openai is not None and isinstance(client, openai):
+        return {"max_tokens": 1}
+    anthropic = loaded_class("autogen_ext.models.anthropic", "BaseAnthropicChatCompletionClient")
+    if anthropic is not None and isinstance(client, anthropic):
+        args = create_args_of(client)
+        thinking = args.get("thinking") if args is not None else None
+        if isinstance(thinking, Mapping) and thinking.get("type") != "disabled":
+            return {"max_tokens": 1, "thinking": {"type": "disabled"}}
+        return {"max_tokens": 1}
     return {}  # an argument a client does not know could fail the check for the wrong reason
