@@ -6,7 +6,7 @@ import json
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import ollama
 import pytest
 from autogen_core import CacheStore
-from autogen_core.models import ModelInfo, UserMessage
+from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, RequestUsage, UserMessage
 from autogen_ext.models.anthropic import AnthropicBedrockChatCompletionClient, AnthropicChatCompletionClient
 from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.ollama import OllamaChatCompletionClient
@@ -424,3 +424,64 @@ async def test_an_ollama_error_line_mid_stream_has_no_http_status_in_its_row(
         None,
     )
     assert (created.error_kind, created.http_status) == ("server_error", 500)  # a real status is kept
+
+
+# --------------------------------------------------------------------------------------------------
+# A model client of the user's own
+# --------------------------------------------------------------------------------------------------
+
+
+class _OwnClient(ChatCompletionClient):
+    """A model client of one's own: none of AutoGen's, answering "hello" with 100 + 20 tokens."""
+
+    def __init__(self, model: str | None) -> None:
+        if model is not None:
+            self._raw_config = {"model": model}
+
+    async def create(self, messages: Any, **kwargs: Any) -> CreateResult:
+        usage = RequestUsage(prompt_tokens=100, completion_tokens=20)
+        return CreateResult(finish_reason="stop", content="hello", usage=usage, cached=False)
+
+    async def create_stream(self, messages: Any, **kwargs: Any) -> AsyncGenerator[str | CreateResult, None]:
+        yield await self.create(messages)
+
+    async def close(self) -> None:
+        return None
+
+    def actual_usage(self) -> RequestUsage:
+        return RequestUsage(prompt_tokens=0, completion_tokens=0)
+
+    def total_usage(self) -> RequestUsage:
+        return RequestUsage(prompt_tokens=0, completion_tokens=0)
+
+    def count_tokens(self, messages: Any, **kwargs: Any) -> int:
+        return 0
+
+    def remaining_tokens(self, messages: Any, **kwargs: Any) -> int:
+        return 0
+
+    @property
+    def capabilities(self) -> Any:
+        return self.model_info
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return UNKNOWN_MODEL_INFO
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (None, (None, None, None)),  # nothing to read the model from: unpriced, not $0
+        # As docs/accounting.md says to name it: 100 x $0.15 + 20 x $0.60 per million tokens.
+        ("gpt-4o-mini", ("openai", "gpt-4o-mini", 27_000)),
+    ],
+)
+async def test_a_client_of_ones_own_is_priced_by_the_model_its_raw_config_names(
+    ledger: Ledger, model: str | None, expected: tuple[str | None, str | None, int | None]
+) -> None:
+    client = reliable(_OwnClient(model), recorder=ledger[1])
+    await client.create([UserMessage(content="hi", source="user")])
+    (row,) = ledger_rows(ledger)
+    assert (row.provider, row.model, row.cost_nanousd) == expected
+    assert (row.prompt_tokens, row.completion_tokens, row.outcome) == (100, 20, "ok")
