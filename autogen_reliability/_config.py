@@ -169,7 +169,7 @@ def configure(
     if not isinstance(budget, _Unset):
         changes["budget"] = _checked_budget(budget)
     with _lock:
-        current = _settings if _settings is not None else _initial_settings(changes.get("db_url"))
+        current = _settings if _settings is not None else _initial_settings(changes)
         new = replace(current, **changes)
         previous = None
         if (new.db_url, new.spool_dir) != (current.db_url, current.spool_dir):
@@ -197,18 +197,23 @@ def _checked_budget(budget: object) -> BudgetPolicy | None:
     return budget
 
 
-def _initial_settings(db_url: str | None) -> AccountingSettings:
-    """The settings before any :func:`configure`: the environment's, else the defaults (``db_url`` if given)."""
+def _initial_settings(given: Mapping[str, Any]) -> AccountingSettings:
+    """The settings before any :func:`configure`: the environment's, else the defaults.
+
+    What the first call ``given`` overrides the environment, unread: a variable it replaces is not checked.
+    """
     environment = from_env()
-    if db_url is not None:
-        url = db_url
+    if "db_url" in given:
+        url = given["db_url"]
     elif "db_url" in environment:
         url = _checked_url(environment["db_url"], source=ENV_DB_URL)
     else:
         url = DEFAULT_DB_URL
     initial = AccountingSettings(db_url=url)
     spool = environment.get("spool_dir")
-    return replace(initial, spool_dir=check_spool_dir(spool, option=ENV_SPOOL_DIR)) if spool else initial
+    if "spool_dir" in given or not spool:
+        return initial
+    return replace(initial, spool_dir=check_spool_dir(spool, option=ENV_SPOOL_DIR))
 
 
 def _checked_url(url: object, *, source: str) -> str:

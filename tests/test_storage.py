@@ -1228,6 +1228,21 @@ def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_p
     ]
 
 
+def test_a_spool_dir_given_to_configure_wins_over_a_bad_variable(tmp_path: Path) -> None:
+    # The argument overrides the variable, as db_url= does AUTOGEN_RELIABILITY_DB_URL: a stale variable naming a
+    # file was refused before, naming the variable, though configure(spool_dir=...) said where to spool.
+    file = tmp_path / "usage.db"
+    file.write_text("")
+    spool = tmp_path / "spool"
+    printed = _configure_in_a_new_process(
+        tmp_path,
+        {ENV_SPOOL_DIR: str(file)},
+        call=f"configure(spool_dir={str(spool)!r})",
+        then="from autogen_reliability._config import settings\nprint(settings().spool_dir)\n",
+    )
+    assert printed == [str(spool)]
+
+
 def test_a_spool_dir_starting_with_a_tilde_is_under_the_home_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restore_settings: AccountingSettings
 ) -> None:
@@ -1241,12 +1256,14 @@ def test_a_spool_dir_starting_with_a_tilde_is_under_the_home_directory(
     assert printed == [str(home / "from-env")]
 
 
-def _configure_in_a_new_process(tmp_path: Path, environment: dict[str, str], then: str = "") -> list[str]:
+def _configure_in_a_new_process(
+    tmp_path: Path, environment: dict[str, str], then: str = "", call: str = "configure()"
+) -> list[str]:
     """What a new process prints: the error of its first ``configure()`` (variables are read then), then ``then``."""
     probe = (
         "from autogen_reliability import ConfigurationError, configure\n"
         "try:\n"
-        "    configure()\n"
+        f"    {call}\n"
         "except ConfigurationError as error:\n"
         "    print(error)\n"
     ) + then
