@@ -1190,6 +1190,10 @@ def test_configure_refuses_urls_that_can_never_work(
         ({"capture_content": 1}, "capture_content must be True or False, got 1"),
         ({"spool_dir": 3}, "spool_dir must be a directory path, got 3"),
         ({"spool_dir": ""}, "spool_dir must be a directory path, got ''"),
+        # Taken as written before: a directory named "   ", or "./ /data/spool" off the volume meant.
+        ({"spool_dir": "   "}, "spool_dir '   ' starts or ends with whitespace"),
+        ({"spool_dir": " /data/spool"}, "spool_dir ' /data/spool' starts or ends with whitespace"),
+        ({"spool_dir": Path("/data/spool\n")}, "spool_dir '/data/spool\\n' starts or ends with whitespace"),
         ({"db_url": b"sqlite://"}, "db_url must be a SQLAlchemy URL string such as sqlite:///usage.db, got bytes"),
         ({"db_url": ""}, "db_url: malformed database URL"),
         ({"pricing": {"models": {}}}, "pricing must be a PricingTable, got dict"),
@@ -1226,6 +1230,15 @@ def test_a_spool_dir_variable_naming_a_file_is_refused_naming_the_variable(tmp_p
     assert _configure_in_a_new_process(tmp_path, {ENV_SPOOL_DIR: str(file)}) == [
         f"{ENV_SPOOL_DIR} {file} is not a directory"
     ]
+
+
+def test_a_spool_dir_variable_with_a_stray_space_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    spool = f"{tmp_path / 'spool'} "
+    assert _configure_in_a_new_process(tmp_path, {ENV_SPOOL_DIR: spool}) == [
+        f"{ENV_SPOOL_DIR} {spool!r} starts or ends with whitespace; strip it (a directory name with a space at "
+        "either end is taken for a stray one)"
+    ]
+    assert not Path(spool).exists()
 
 
 def test_a_spool_dir_given_to_configure_wins_over_a_bad_variable(tmp_path: Path) -> None:

@@ -829,11 +829,19 @@ def check_spool_dir(spool_dir: object, *, option: str) -> Path:
     that can change, and the recorder copes (in memory).
 
     Raises:
-        ConfigurationError: ``spool_dir`` is not a path, names the home of no such user, is a file (or
-            anything but a directory), or lies under something that is not a directory.
+        ConfigurationError: ``spool_dir`` is not a path, starts or ends with whitespace (pasted, or left by an
+            environment file: a directory of that name is never what was meant), names the home of no such
+            user, is a file (or anything but a directory), or lies under something that is not a directory.
     """
     if not isinstance(spool_dir, str | os.PathLike) or not os.fspath(spool_dir):
         raise ConfigurationError(f"{option} must be a directory path, got {spool_dir!r}")
+    written = os.fspath(spool_dir)
+    if isinstance(written, str) and written != written.strip():
+        # " /data/spool" is a directory " " in the working directory, off the volume that was meant.
+        raise ConfigurationError(
+            f"{option} {written!r} starts or ends with whitespace; strip it (a directory name with a space at "
+            "either end is taken for a stray one)"
+        )
     try:
         path = Path(spool_dir).expanduser()
     except RuntimeError:  # ~user of no such user (or no home directory to be found)
