@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar, cast
 
 from autogen_core import CancellationToken, Component, ComponentModel
 from autogen_core.models import (
@@ -211,6 +211,23 @@ def _fallbacks(fallbacks: object, client: ChatCompletionClient | None) -> tuple[
                 )
         providers.append(provider)
     return tuple(fallbacks)
+
+
+def _own(options: Mapping[str, Any]) -> ReliableOptions:
+    """``options`` with the dicts and lists in them (``tags``, ``fallbacks``, hooks) copied.
+
+    A wrapper keeps its options to be re-wrapped with (``with_options()``, ``reliable(agent)``): holding the
+    caller's own ``tags`` dict, reused and changed for the next wrapper, it would re-wrap with those.
+    """
+    own: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            own[name] = dict(value)
+        elif isinstance(value, list):
+            own[name] = list(value)
+        else:
+            own[name] = value
+    return cast(ReliableOptions, own)
 
 
 _DEFAULT_RETRY = RetryPolicy()
@@ -465,7 +482,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             )
         settings = check_options(options, client)
         self._inner = client
-        self._options: ReliableOptions = options
+        self._options = _own(options)
         self._settings = settings
         self._total_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self._actual_usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
@@ -532,7 +549,7 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
     @property
     def options(self) -> ReliableOptions:
         """The options this wrapper was built with (a copy)."""
-        return ReliableOptions(**self._options)
+        return _own(self._options)
 
     def with_options(self, **changes: Unpack[ReliableOptions]) -> ReliableChatCompletionClient:
         """A new wrapper around the same inner client, with ``changes`` laid over these options."""

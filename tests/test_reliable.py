@@ -57,6 +57,27 @@ def test_wrapping_twice_does_not_double_wrap() -> None:
     assert changed.options == {"project": "acme", "tags": {"tier": "gold"}}
 
 
+def test_options_are_kept_as_given_not_as_the_caller_changes_them_later() -> None:
+    # One dict reused for every tenant's wrapper: wrapping an agent later re-wraps with the options kept, which
+    # were the caller's dict itself, so acme's agent was tagged with the last tenant.
+    tags: dict[str, str] = {}
+    clients: dict[str, ReliableChatCompletionClient] = {}
+    for tenant in ("acme", "globex"):
+        tags["tenant"] = tenant
+        clients[tenant] = reliable(ReplayChatCompletionClient(["x"]), tags=tags)
+    writer = reliable(AssistantAgent("writer", model_client=clients["acme"]), project="p")
+    assert dict(wrapped(writer).attribution.tags) == {"tenant": "acme"}
+    assert clients["acme"].options["tags"] == {"tenant": "acme"}
+    fallbacks: list[ChatCompletionClient] = [ReplayChatCompletionClient(["y"])]
+    client = reliable(ReplayChatCompletionClient(["x"]), fallbacks=fallbacks)
+    fallbacks.append(ReplayChatCompletionClient(["z"]))
+    assert len(client.with_options(project="p").fallbacks) == 1
+    given = client.options["fallbacks"]
+    assert isinstance(given, list)
+    given.clear()  # a copy: the wrapper's own stay
+    assert len(client.with_options(project="p").fallbacks) == 1
+
+
 def test_wraps_an_agent_with_its_name_bound() -> None:
     agent = AssistantAgent("writer", model_client=ReplayChatCompletionClient(["x"]))
     assert reliable(agent, project="acme") is agent
