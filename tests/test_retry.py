@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 import openai
@@ -959,6 +960,16 @@ async def test_sleep_must_be_awaitable(
         (lambda: RetryBudget(ratio=float("nan")), "must be a number >= 0"),
         (lambda: RetryBudget(ratio=True), "must be a number >= 0"),
         (lambda: CircuitBreakerPolicy(failure_rate=float("nan")), r"failure_rate must be in \(0, 1\]"),
+        # A rate in range, of another type, was refused as out of range: "must be in (0, 1], got Decimal('0.5')".
+        (
+            lambda: CircuitBreakerPolicy(failure_rate=Decimal("0.5")),  # type: ignore[arg-type]
+            r"^CircuitBreakerPolicy\.failure_rate must be a number \(an int or a float\), got Decimal\('0\.5'\)$",
+        ),
+        (
+            lambda: CircuitBreakerPolicy.from_config({"failure_rate": "0.5"}),
+            r"^CircuitBreakerPolicy\.failure_rate must be a number \(an int or a float\), got '0\.5'$",
+        ),
+        (lambda: CircuitBreakerPolicy(failure_rate=True), r"failure_rate must be a number \(an int or a float\)"),
         (lambda: CircuitBreakerPolicy(half_open_probes=0), "half_open_probes must be an int >= 1"),
         (lambda: CircuitBreakerPolicy(minimum_calls=2.0), "minimum_calls must be an int >= 1"),  # type: ignore[arg-type]
         (lambda: CircuitBreakerPolicy(open_for=float("inf")), "open_for must be finite"),

@@ -80,7 +80,12 @@ class CircuitBreakerPolicy:
                 f"CircuitBreakerPolicy.minimum_calls ({self.minimum_calls}) cannot exceed window ({self.window})"
             )
         rate = self.failure_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            # Its type, not its range: "must be in (0, 1], got Decimal('0.5')" says 0.5 is out of range.
+            raise ConfigurationError(
+                f"CircuitBreakerPolicy.failure_rate must be a number (an int or a float), got {rate!r}"
+            )
+        if not 0 < rate <= 1:
             raise ConfigurationError(f"CircuitBreakerPolicy.failure_rate must be in (0, 1], got {rate!r}")
         # Held as seconds, however written: wrappers of one client share a breaker by equal policies.
         object.__setattr__(
