@@ -19,6 +19,7 @@ from autogen_reliability import (
     RetryBudget,
     RetryPolicy,
     SanitizePolicy,
+    ValidationPolicy,
     reliable,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
@@ -119,6 +120,25 @@ def test_switched_off_policies_stay_off_after_a_round_trip(make_openai_client: O
     loaded = ReliableChatCompletionClient.load_component(dumped)
     assert loaded.options["retry"] is None
     assert loaded.options["circuit"] is None
+
+
+def test_a_json_schema_changed_after_the_policy_was_made_changes_neither_it_nor_its_dump(
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The policy held the caller's dict: it validated with the schema compiled when made, and dumped the dict as
+    # changed since, so the loaded wrapper refused answers the running one took.
+    schema: dict[str, Any] = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
+    policy = ValidationPolicy(schema=schema)
+    client = ReliableChatCompletionClient(make_openai_client(), validation=policy)
+    schema["required"].append("name")
+    assert policy.schema == {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
+    loaded = ChatCompletionClient.load_component(client.dump_component())
+    assert isinstance(loaded, ReliableChatCompletionClient)
+    loaded_policy = loaded.options["validation"]
+    assert loaded_policy is not None
+    assert loaded_policy == policy
+    assert loaded_policy.compiled_schema is not None
+    assert loaded_policy.compiled_schema.validate({"id": 1}) == []
 
 
 @pytest.mark.parametrize(

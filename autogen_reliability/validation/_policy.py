@@ -24,6 +24,7 @@ writes those messages; the validation layer (``_layer.py``) sends them.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import itertools
@@ -72,8 +73,9 @@ class ValidationPolicy:
     """What a valid answer is, and what happens to an invalid one. Validated at construction.
 
     Args:
-        schema: A pydantic model class or a JSON Schema dict (Draft 2020-12) the
-            answer's JSON must match. When AutoGen passes ``json_output=<model>``
+        schema: A pydantic model class or a JSON Schema dict (Draft 2020-12, kept as a
+            copy: changing yours afterwards changes no policy) the answer's JSON must match.
+            When AutoGen passes ``json_output=<model>``
             (``AssistantAgent(output_content_type=...)``), that model is the schema
             unless one is given here.
         reask: How many times an invalid answer is re-asked (0 to 5).
@@ -118,6 +120,10 @@ class ValidationPolicy:
         if self.schema is not None:
             # An invalid schema fails here, with the reason; a valid one is compiled once.
             object.__setattr__(self, "compiled_schema", ResponseSchema.of(self.schema))
+            if not isinstance(self.schema, type):
+                # A copy of the caller's dict, as compiled: changed afterwards, it would be dumped (to_config) and
+                # compared as a schema other than the one the answers are checked against.
+                object.__setattr__(self, "schema", copy.deepcopy(dict(self.schema)))
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-ready dict for :meth:`from_config`.
