@@ -461,6 +461,37 @@ def test_events_refuses_a_naive_datetime_saying_what_to_pass(store: UsageStore, 
         store.events(**text_bound)
 
 
+# In range as written, outside the years 1 to 9999 once in UTC.
+PAST_9999 = datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5)))
+BEFORE_1 = datetime(1, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=5)))
+
+
+@pytest.mark.parametrize("bound", [PAST_9999, BEFORE_1], ids=["past-9999", "before-1"])
+def test_a_bound_outside_the_datetime_range_once_in_utc_is_refused_by_every_reader(
+    store: UsageStore, bound: datetime
+) -> None:
+    store.write([plain_event()])
+    refused = r"since .* is outside the years 1 to 9999 once in UTC"
+    readers: list[Callable[[], object]] = [
+        lambda: store.events(since=bound),
+        lambda: store.iter_events(since=bound),  # when it is called, not when it is iterated
+        lambda: store.sessions(since=bound),
+        lambda: store.report(since=bound),
+    ]
+    for read in readers:
+        with pytest.raises(ConfigurationError, match=refused):  # used to raise OverflowError / StatementError
+            read()
+    with pytest.raises(ConfigurationError, match=r"cutoff .* is outside the years 1 to 9999 once in UTC"):
+        store.delete_older_than(bound, dry_run=True)
+
+
+def test_delete_older_than_gives_its_cutoff_in_utc(store: UsageStore) -> None:
+    cutoff = datetime(2025, 5, 1, 5, 0, tzinfo=timezone(timedelta(hours=5)))
+    result = store.delete_older_than(cutoff, dry_run=True)
+    assert result.cutoff == cutoff
+    assert result.cutoff.utcoffset() == timedelta(0)  # as RetentionResult says; it was the +05:00 given
+
+
 def test_written_from_a_background_thread(store_url: str) -> None:
     store = UsageStore(store_url)  # made on this thread, used from another, as the recorder does
     errors: list[BaseException] = []

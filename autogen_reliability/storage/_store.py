@@ -368,8 +368,9 @@ class UsageStore:
 
         Raises:
             ConfigurationError: ``since`` or ``until`` is a naive ``datetime`` (refused rather than
-                guessed at: the ledger is in UTC, the caller's clock may not be), or not a date at all;
-                or ``project`` is not a string, or holds a NUL or a lone surrogate, which no row holds.
+                guessed at: the ledger is in UTC, the caller's clock may not be), not a date at all, or
+                outside the years 1 to 9999 once in UTC; or ``project`` is not a string, or holds a NUL
+                or a lone surrogate, which no row holds.
 
         Example:
             >>> rows = store.events(project="acme-support", since=date(2025, 5, 1))
@@ -420,10 +421,11 @@ class UsageStore:
                 pass the table your wrappers price with if it has overrides).
 
         Raises:
-            ConfigurationError: A bound is naive or not a date, ``until`` is before ``since``, a
-                filter, tag key or tag value is not a string or holds what the ledger cannot (a NUL
-                character), ``tags`` is not a mapping, ``group_by`` is empty, repeats a column or names
-                one that does not exist, or ``top`` is not an integer >= 1.
+            ConfigurationError: A bound is naive, not a date or outside the years 1 to 9999 once in
+                UTC, ``until`` is before ``since``, a filter, tag key or tag value is not a string or
+                holds what the ledger cannot (a NUL character), ``tags`` is not a mapping, ``group_by``
+                is empty, repeats a column or names one that does not exist, or ``top`` is not an
+                integer >= 1.
             sqlalchemy.exc.SQLAlchemyError: The database failed.
 
         Example:
@@ -514,8 +516,9 @@ class UsageStore:
             limit: At most this many sessions; more than there are lists them all.
 
         Raises:
-            ConfigurationError: A bound is naive or not a date, ``limit`` is not a positive int, or
-                ``project`` is not a string or holds what the ledger cannot (a NUL character).
+            ConfigurationError: A bound is naive, not a date or outside the years 1 to 9999 once in
+                UTC, ``limit`` is not a positive int, or ``project`` is not a string or holds what the
+                ledger cannot (a NUL character).
 
         Example:
             >>> store.sessions(project="acme-support")  # the example events were made outside any session
@@ -549,8 +552,8 @@ class UsageStore:
             and newest of them started.
 
         Raises:
-            ConfigurationError: ``cutoff`` is naive or not a date, ``batch_size`` is not a positive
-                int, or ``dry_run`` is not a bool.
+            ConfigurationError: ``cutoff`` is naive, not a date or outside the years 1 to 9999 once
+                in UTC, ``batch_size`` is not a positive int, or ``dry_run`` is not a bool.
 
         Example:
             >>> store.delete_older_than(date(2025, 5, 1), dry_run=True).records
@@ -626,7 +629,7 @@ class UsageStore:
 
 
 def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
-    """A bound of :meth:`UsageStore.events` as an aware datetime: a date is its midnight UTC."""
+    """A bound of :meth:`UsageStore.events` as a datetime in UTC: a date is its midnight UTC."""
     if value is None:
         return None
     if isinstance(value, datetime):  # before date: a datetime is a date too
@@ -635,7 +638,10 @@ def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
                 f"{name} must be timezone-aware, e.g. datetime(..., tzinfo=UTC), or a date (its midnight UTC); "
                 f"got the naive {value.isoformat()}"
             )
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # in range as written, not once moved to UTC: the year 1 at +05:00
+            raise ConfigurationError(f"{name} {value.isoformat()} is outside the years 1 to 9999 once in UTC") from None
     if isinstance(value, date):
         return datetime.combine(value, time(), tzinfo=UTC)
     raise ConfigurationError(f"{name} must be a timezone-aware datetime or a date, got {type(value).__name__}")
