@@ -485,6 +485,23 @@ def test_a_bound_outside_the_datetime_range_once_in_utc_is_refused_by_every_read
         store.delete_older_than(bound, dry_run=True)
 
 
+def test_until_before_since_is_refused_by_every_reader_as_report_refuses_it(store: UsageStore) -> None:
+    store.write([plain_event(session="s", started_at=datetime(2025, 5, 2, tzinfo=UTC))])
+    swapped: dict[str, Any] = {"since": date(2025, 5, 3), "until": date(2025, 5, 1)}
+    readers: list[Callable[[], object]] = [
+        lambda: store.report(**swapped),
+        lambda: store.events(**swapped),  # used to return [] as if nothing had happened in those days
+        lambda: store.iter_events(**swapped),
+        lambda: store.sessions(**swapped),
+    ]
+    for read in readers:
+        with pytest.raises(ConfigurationError, match=r"until \(2025-05-01T00:00:00\+00:00\) is before since"):
+            read()
+    # One instant is an empty period, not a mistake.
+    assert store.events(since=date(2025, 5, 2), until=date(2025, 5, 2)) == []
+    assert store.sessions(since=date(2025, 5, 2), until=date(2025, 5, 2)) == []
+
+
 def test_delete_older_than_gives_its_cutoff_in_utc(store: UsageStore) -> None:
     cutoff = datetime(2025, 5, 1, 5, 0, tzinfo=timezone(timedelta(hours=5)))
     result = store.delete_older_than(cutoff, dry_run=True)

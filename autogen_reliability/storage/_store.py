@@ -369,8 +369,8 @@ class UsageStore:
         Raises:
             ConfigurationError: ``since`` or ``until`` is a naive ``datetime`` (refused rather than
                 guessed at: the ledger is in UTC, the caller's clock may not be), not a date at all, or
-                outside the years 1 to 9999 once in UTC; or ``project`` is not a string, or holds a NUL
-                or a lone surrogate, which no row holds.
+                outside the years 1 to 9999 once in UTC; ``until`` is before ``since``; or ``project`` is
+                not a string, or holds a NUL or a lone surrogate, which no row holds.
 
         Example:
             >>> rows = store.events(project="acme-support", since=date(2025, 5, 1))
@@ -517,8 +517,8 @@ class UsageStore:
 
         Raises:
             ConfigurationError: A bound is naive, not a date or outside the years 1 to 9999 once in
-                UTC, ``limit`` is not a positive int, or ``project`` is not a string or holds what the
-                ledger cannot (a NUL character).
+                UTC, ``until`` is before ``since``, ``limit`` is not a positive int, or ``project`` is
+                not a string or holds what the ledger cannot (a NUL character).
 
         Example:
             >>> store.sessions(project="acme-support")  # the example events were made outside any session
@@ -526,7 +526,7 @@ class UsageStore:
         """
         limit = _positive("limit", limit, most=MOST_ROWS)
         project = check_filter("project", project)
-        query = _sessions.select_sessions(project, _time_bound("since", since), _time_bound("until", until), limit)
+        query = _sessions.select_sessions(project, *_period(since, until), limit)
         with self._engine.connect() as connection:
             return [_sessions.session_summary(row) for row in connection.execute(query)]
 
@@ -610,7 +610,7 @@ class UsageStore:
     ) -> Select[Any]:
         """The events matching every filter given, by ``started_at`` then ``attempt`` (filters checked here)."""
         project = check_filter("project", project)
-        since, until = _time_bound("since", since), _time_bound("until", until)
+        since, until = _period(since, until)
         columns = [_RECORDS.c[name] for name in _RECORD_FIELDS]
         query = (
             select(*columns, _CONTENT.c.request_content, _CONTENT.c.response_content)
@@ -626,6 +626,14 @@ class UsageStore:
         if until is not None:
             query = query.where(_RECORDS.c.started_at < until)
         return query
+
+
+def _period(since: datetime | date | None, until: datetime | date | None) -> tuple[datetime | None, datetime | None]:
+    """``since`` and ``until`` as :func:`_time_bound` gives them, refused when ``until`` is before ``since``."""
+    start, end = _time_bound("since", since), _time_bound("until", until)
+    if start is not None and end is not None and end < start:
+        raise ConfigurationError(f"until ({end.isoformat()}) is before since ({start.isoformat()})")
+    return start, end
 
 
 def _time_bound(name: str, value: datetime | date | None) -> datetime | None:
