@@ -442,6 +442,20 @@ def test_events_filters_and_order(store: UsageStore) -> None:
     assert [e.started_at for e in store.events()] == sorted(e.started_at for e in [*attempts, *others])
 
 
+def test_events_takes_a_call_id_as_a_uuid_or_its_text_alike_on_every_backend(store: UsageStore) -> None:
+    call = uuid.uuid4()
+    store.write([plain_event(call_id=call, attempt=n) for n in (1, 2)] + [plain_event()])
+    # Its text, as an export or a log shows it: SQLite's driver used to fail on it (StatementError, 'str' object
+    # has no attribute 'hex') while PostgreSQL's took it.
+    for given in (call, str(call), call.hex):
+        assert [e.attempt for e in store.events(call_id=given)] == [1, 2]
+    assert store.events(call_id=str(uuid.uuid4())) == []
+    # Anything else matched nothing on SQLite and failed in PostgreSQL (uuid = integer): refused alike.
+    for bad in (5, "ticket-4711", b"\x00" * 16):
+        with pytest.raises(ConfigurationError, match=r"call_id must be a uuid\.UUID or its text"):
+            store.events(call_id=bad)  # type: ignore[arg-type]
+
+
 def test_events_takes_a_date_as_its_midnight_utc(store: UsageStore) -> None:
     late_on_the_30th = datetime(2025, 4, 30, 23, 59, 59, tzinfo=UTC)
     may_day = [datetime(2025, 5, 1, tzinfo=UTC), datetime(2025, 5, 1, 23, 59, 59, 999999, tzinfo=UTC)]

@@ -35,6 +35,7 @@ from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from .._errors import ConfigurationError, ReliabilityError
+from .._redaction import quoted
 from ..accounting._events import ROW_FIELDS, UsageEvent, UsageRow
 from ..accounting._price_table import PricingTable
 from ..reports._model import UsageReport
@@ -351,7 +352,7 @@ class UsageStore:
     def events(
         self,
         *,
-        call_id: uuid.UUID | None = None,
+        call_id: uuid.UUID | str | None = None,
         project: str | None = None,
         since: datetime | date | None = None,
         until: datetime | date | None = None,
@@ -359,7 +360,7 @@ class UsageStore:
         """The stored events that match every filter given, by ``started_at`` then ``attempt``.
 
         Args:
-            call_id: Only the attempts of this call.
+            call_id: Only the attempts of this call: a ``uuid.UUID``, or its text (as an export shows it).
             project: Only this project's events.
             since: Only events that started at or after this time: a timezone-aware
                 ``datetime``, or a ``date``, meaning its midnight UTC.
@@ -369,8 +370,9 @@ class UsageStore:
         Raises:
             ConfigurationError: ``since`` or ``until`` is a naive ``datetime`` (refused rather than
                 guessed at: the ledger is in UTC, the caller's clock may not be), not a date at all, or
-                outside the years 1 to 9999 once in UTC; ``until`` is before ``since``; or ``project`` is
-                not a string, or holds a NUL or a lone surrogate, which no row holds.
+                outside the years 1 to 9999 once in UTC; ``until`` is before ``since``; ``call_id`` is
+                not a UUID or its text; or ``project`` is not a string, or holds a NUL or a lone
+                surrogate, which no row holds.
 
         Example:
             >>> rows = store.events(project="acme-support", since=date(2025, 5, 1))
@@ -603,7 +605,7 @@ class UsageStore:
     @staticmethod
     def _select_events(
         *,
-        call_id: uuid.UUID | None = None,
+        call_id: uuid.UUID | str | None = None,
         project: str | None = None,
         since: datetime | date | None = None,
         until: datetime | date | None = None,
@@ -618,7 +620,7 @@ class UsageStore:
             .order_by(_RECORDS.c.started_at, _RECORDS.c.attempt, _RECORDS.c.id)
         )
         if call_id is not None:
-            query = query.where(_RECORDS.c.call_id == call_id)
+            query = query.where(_RECORDS.c.call_id == _call_id(call_id))
         if project is not None:
             query = query.where(_RECORDS.c.project == project)
         if since is not None:
@@ -626,6 +628,18 @@ class UsageStore:
         if until is not None:
             query = query.where(_RECORDS.c.started_at < until)
         return query
+
+
+def _call_id(value: object) -> uuid.UUID:
+    """``call_id`` of :meth:`UsageStore.events` as a UUID: the column's drivers differ on anything else."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(f"call_id must be a uuid.UUID or its text, got {type(value).__name__}")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ConfigurationError(f"call_id must be a uuid.UUID or its text, got {quoted(value)}") from None
 
 
 def _period(since: datetime | date | None, until: datetime | date | None) -> tuple[datetime | None, datetime | None]:
