@@ -443,11 +443,12 @@ class UsageStore:
             raise ConfigurationError(f"thresholds must be a ReportThresholds, got {type(thresholds).__name__}")
         if pricing is not None and not isinstance(pricing, PricingTable):
             raise ConfigurationError(f"pricing must be a PricingTable, got {type(pricing).__name__}")
+        since_at, until_at = _period(since, until)
         report = build_report(
             self._engine,
             project=project,
-            since=_time_bound("since", since),
-            until=_time_bound("until", until),
+            since=since_at,
+            until=until_at,
             session=session,
             agent=agent,
             tags=tags,
