@@ -397,6 +397,7 @@ def _db(command: str, url: str | None) -> int:
     from alembic.util import CommandError  # noqa: PLC0415
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
+    from .storage import StoreSchemaError  # noqa: PLC0415
     from .storage import _migrate as migrate  # noqa: PLC0415
     from .storage._engine import error_line, masked_url, sqlite_file_missing, url_secrets  # noqa: PLC0415
 
@@ -423,6 +424,9 @@ def _db(command: str, url: str | None) -> int:
             _print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
         else:
             _print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
+    except StoreSchemaError as error:  # tables that cannot be created: the message names the database and why
+        _error(str(error))
+        return 1
     except (SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: a version table not ours
         _error(f"cannot use the database {masked}: {error_line(error, secrets)}")
         return 1

@@ -1117,6 +1117,38 @@ def test_a_database_from_a_newer_release_is_refused(store_url: str) -> None:
     assert "a newer release migrated it" in done.stderr
 
 
+def test_a_postgresql_role_that_may_not_create_the_tables_is_told_which_privilege_it_lacks(
+    make_pg_database: Callable[[], str],
+) -> None:
+    # Before: a raw ProgrammingError ("permission denied for schema public") from UsageStore, and the same words,
+    # naming no privilege, from db upgrade; a search_path of no schema: "no schema has been selected to create in".
+    url = make_pg_database()
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE SCHEMA ledger")
+        connection.exec_driver_sql("REVOKE CREATE ON SCHEMA ledger FROM CURRENT_USER")  # the owner's own, too
+        user = connection.exec_driver_sql("SELECT current_user").scalar_one()
+    engine.dispose()
+    in_ledger = make_url(url).update_query_dict({"options": "-csearch_path=ledger"}).render_as_string(False)
+    nowhere = make_url(url).update_query_dict({"options": "-csearch_path=nosuch"}).render_as_string(False)
+    password = password_of(url)
+    assert password
+    grant = f"GRANT CREATE ON SCHEMA ledger TO {engine.dialect.identifier_preparer.quote(user)}"
+    for target, says in (
+        (in_ledger, f"the role {user} lacks the CREATE privilege on schema ledger: grant it ({grant})"),
+        (nowhere, "no schema of its search_path (nosuch) exists"),
+    ):
+        with pytest.raises(StoreSchemaError) as caught:
+            UsageStore(target)
+        assert type(caught.value) is StoreSchemaError
+        assert "has no usage tables, and they cannot be created: " + says in str(caught.value)
+        assert password not in str(caught.value)
+        done = run_cli("db", "upgrade", "--url", target)
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.splitlines() == [f"autogen-reliability: error: {caught.value}"]
+        assert _migrate.current_revision(target) is None  # nothing created, not even the version table
+
+
 def test_tables_made_without_migrations_are_refused(store_url: str) -> None:
     engine = create_engine(store_url, poolclass=NullPool)
     Base.metadata.create_all(engine)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
-from ._engine import make_engine
+from ._engine import make_engine, masked_url
 from ._models import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -180,6 +180,11 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
     Args:
         engine_or_url: An engine, or a database URL (its engine is disposed afterwards).
         revision: An alembic revision identifier; ``"head"`` for the newest.
+
+    Raises:
+        StoreSchemaError: On PostgreSQL, the database has no usage tables and they cannot be created
+            where they would go: the role lacks the CREATE privilege on that schema (the message
+            names it, and the GRANT that gives it), or no schema of the search_path exists.
     """
     upgrade_from(engine_or_url, revision)
 
@@ -189,6 +194,10 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
 
     That is, once it held the migrations' lock: another process may have migrated the database
     between an earlier read and then (``None``: it had no usage tables).
+
+
+    Raises:
+        StoreSchemaError: As :func:`upgrade`.
     """
     from alembic import command  # noqa: PLC0415 - alembic loads only to migrate (see above)
 
@@ -200,6 +209,8 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
             # must not hold the write lock while alembic loads its scripts: on SQLite every other
             # writer waits only its busy timeout (2 s) for that lock.
             found = current_revision(connection)
+            if found is None and connection.dialect.name == "postgresql":
+                _check_may_create(connection)
             if found != target:
                 with _ALEMBIC_IN_PROCESS:
                     command.upgrade(alembic_config(connection), revision)
@@ -263,6 +274,40 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
             # The connection goes back to the pool: leave it as the store configured it.
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             connection.commit()
+
+
+def _check_may_create(connection: Connection) -> None:
+    """On PostgreSQL, raises :class:`StoreSchemaError` if the role cannot create tables where ours would go.
+
+    Asked before alembic starts: its first ``CREATE TABLE`` would fail with the server's "permission denied
+    for schema public", a raw ``ProgrammingError`` that names neither the privilege nor the remedy.
+    """
+    from ._store import StoreSchemaError  # noqa: PLC0415 - _store imports this module
+
+    user, schema, search_path, allowed = connection.execute(
+        text(
+            "SELECT current_user, current_schema(), current_setting('search_path'), "
+            "has_schema_privilege(current_schema(), 'CREATE')"
+        )
+    ).one()
+    if schema is None:
+        problem = f"no schema of its search_path ({search_path}) exists: create one, or set search_path to one"
+    elif not allowed:
+        quote = connection.dialect.identifier_preparer.quote
+        problem = (
+            f"the role {user} lacks the CREATE privilege on schema {schema}: grant it "
+            f"(GRANT CREATE ON SCHEMA {quote(schema)} TO {quote(user)}), or run autogen-reliability db upgrade "
+            "once as a role that has it"
+        )
+    else:
+        return
+    url = masked_url(connection.engine.url)
+    raise StoreSchemaError(
+        f"the usage database {url} has no usage tables, and they cannot be created: {problem}",
+        url=url,
+        current=None,
+        head=head_revision(),
+    )
 
 
 def _resolve(engine_or_url: Engine | str) -> tuple[Engine, bool]:

@@ -141,7 +141,8 @@ class UsageStore:
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
         StoreSchemaError: Any other misfit: tables our migrations did not make, a version table
-            holding several revisions or an empty one.
+            holding several revisions or an empty one, or (PostgreSQL) no tables and a role that may
+            not create them (the message names the privilege) or a search_path of no existing schema.
         sqlalchemy.exc.OperationalError: The database cannot be reached.
 
     Example:
