@@ -834,6 +834,27 @@ def test_downgrade_to_base_and_up_again(store_url: str) -> None:
     engine.dispose()
 
 
+def test_wasted_tokens_past_32_bits_are_summed_exactly_by_the_upgrade_retention_and_reports(store_url: str) -> None:
+    # Each count fits its 32-bit column, their sum does not. On PostgreSQL, 0005's backfill of the rollup (and
+    # retention's rebuild of a day, and a report by outcome) added them as 32-bit integers: "integer out of
+    # range", so a ledger at 0004 holding such a row could not be upgraded at all.
+    day = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    wasted = full_event(
+        started_at=day, outcome="error", prompt_tokens=2_000_000_000, completion_tokens=500_000_000, cost_nanousd=7
+    )
+    with UsageStore(store_url) as store:
+        engine = store.engine
+        store.write([wasted, full_event(started_at=day - timedelta(hours=1), outcome="ok", cost_nanousd=5)])
+        with engine.connect() as connection, _migrate.migration_transaction(connection):
+            command.downgrade(_migrate.alembic_config(connection), "0004")
+        _migrate.upgrade(engine)
+        waste = {line.outcome: line.tokens for line in store.report().waste}
+        assert waste["error"] == 2_500_000_000  # from the rollup the upgrade filled
+        assert store.report(group_by=("outcome",)).totals.waste_tokens == 2_500_000_000  # from the rows
+        assert store.delete_older_than(day - timedelta(minutes=30)).records == 1  # rebuilds the day's rollup
+        assert store.report().totals.waste_tokens == 2_500_000_000
+
+
 def test_0006_adds_the_one_hour_cache_writes_and_keeps_the_rows_either_way(store_url: str) -> None:
     # A ledger at 0005 with a row in it: the upgrade keeps the row (no 1-hour writes known: NULL), rows written
     # after it keep their count, and the downgrade drops the column and keeps every row.

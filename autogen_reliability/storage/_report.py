@@ -124,6 +124,7 @@ from ._rollup import (
     SESSION_DAYS,
     SUMS,
     WASTE,
+    attempt_tokens,
     select_from_records,
     select_sessions_from_records,
 )
@@ -495,7 +496,7 @@ class _Report:
             func.count(c.cost_nanousd),
             func.count().filter(c.cache_hit),
         ]
-        tokens = func.coalesce(c.prompt_tokens, 0) + func.coalesce(c.completion_tokens, 0)
+        tokens = attempt_tokens()
         for outcome in WASTE_OUTCOMES:
             of_outcome = c.outcome == outcome
             sums.extend(

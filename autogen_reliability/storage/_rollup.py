@@ -41,6 +41,7 @@ from sqlalchemy import (
     Select,
     and_,
     case,
+    cast,
     delete,
     func,
     insert,
@@ -73,6 +74,7 @@ __all__ = [
     "SUMS",
     "WASTE",
     "add_rows",
+    "attempt_tokens",
     "bucket_of",
     "rebuild_all",
     "rebuild_days",
@@ -323,6 +325,16 @@ def _cost_parts(cost: ColumnElement[Any]) -> tuple[ColumnElement[Any], ColumnEle
     return (cost - low) // split, low
 
 
+def attempt_tokens() -> ColumnElement[int]:
+    """A usage row's prompt + completion tokens, added as 64-bit integers (what its waste counts).
+
+    Each count fits its 32-bit column, their sum need not: PostgreSQL adds two ``integer`` columns as an
+    ``integer`` and fails the whole query with "integer out of range" past 2**31 - 1.
+    """
+    c = _RECORDS.c
+    return cast(func.coalesce(c.prompt_tokens, 0), BigInteger()) + func.coalesce(c.completion_tokens, 0)
+
+
 def select_from_records(*where: ColumnElement[bool]) -> Select[Any]:
     """The rollup rows of the usage rows ``where`` selects, computed from them (columns as the rollup's)."""
     c = _RECORDS.c
@@ -335,7 +347,7 @@ def select_from_records(*where: ColumnElement[bool]) -> Select[Any]:
     ).label("bucket")
     text = [c[name] for name in KEY_TEXT]
     cost_high, cost_low = _cost_parts(c.cost_nanousd)
-    tokens = func.coalesce(c.prompt_tokens, 0) + func.coalesce(c.completion_tokens, 0)
+    tokens = attempt_tokens()
     waste: list[ColumnElement[Any]] = []
     for outcome in WASTE_OUTCOMES:
         of_outcome = c.outcome == outcome
