@@ -410,6 +410,9 @@ def _db(command: str, url: str | None) -> int:
             _print(f"{masked}: none (no such file; autogen-reliability db upgrade creates it)")
             return 0
         current = migrate.current_revision(engine)
+        if current is None and command == "current":
+            with engine.connect() as connection:
+                migrate.refuse_tables_not_ours(connection)  # db upgrade: upgrade_from refuses them
         if current is not None and not migrate.is_known_revision(current):
             _error(
                 f"{masked} is at schema revision {current}, which this autogen-reliability does not know "
@@ -424,7 +427,7 @@ def _db(command: str, url: str | None) -> int:
             _print(f"{masked}: none (no usage tables; autogen-reliability db upgrade creates them)")
         else:
             _print(f"{masked}: {current} (outdated; head is {head}: run autogen-reliability db upgrade)")
-    except StoreSchemaError as error:  # tables that cannot be created: the message names the database and why
+    except StoreSchemaError as error:  # tables not ours, or that cannot be created: the message says which
         _error(str(error))
         return 1
     except (SQLAlchemyError, CommandError, RuntimeError) as error:  # RuntimeError: a version table not ours

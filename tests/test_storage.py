@@ -1174,8 +1174,17 @@ def test_tables_made_without_migrations_are_refused(store_url: str) -> None:
     engine = create_engine(store_url, poolclass=NullPool)
     Base.metadata.create_all(engine)
     engine.dispose()
-    with pytest.raises(StoreSchemaError, match="not made by autogen-reliability's migrations"):
+    with pytest.raises(StoreSchemaError, match="not made by autogen-reliability's migrations") as caught:
         UsageStore(store_url)
+    # The db commands say the same, where db current said "none (no usage tables; autogen-reliability db upgrade
+    # creates them)" and db upgrade then failed on "table ar_usage_records already exists".
+    for command_ in ("current", "upgrade"):
+        done = run_cli("db", command_, "--url", store_url)
+        assert (done.returncode, done.stdout) == (1, ""), command_
+        assert done.stderr.splitlines() == [f"autogen-reliability: error: {caught.value}"], command_
+    with pytest.raises(StoreSchemaError, match="not made by autogen-reliability's migrations"):
+        _migrate.upgrade(store_url)
+    assert _migrate.current_revision(store_url) is None
 
 
 def test_a_version_row_without_tables_is_refused(store_url: str) -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
 from ._engine import make_engine, masked_url
-from ._models import VERSION_TABLE
+from ._models import VERSION_TABLE, UsageRecord
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -47,6 +47,7 @@ __all__ = [
     "head_revision",
     "is_known_revision",
     "migration_transaction",
+    "refuse_tables_not_ours",
     "script_location",
     "upgrade",
     "upgrade_from",
@@ -182,7 +183,8 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         revision: An alembic revision identifier; ``"head"`` for the newest.
 
     Raises:
-        StoreSchemaError: On PostgreSQL, the database has no usage tables and they cannot be created
+        StoreSchemaError: The database holds ``ar_usage_records`` that our migrations did not make (no
+            revision recorded), or, on PostgreSQL, it has no usage tables and they cannot be created
             where they would go: the role lacks the CREATE privilege on that schema (the message
             names it, and the GRANT that gives it), or no schema of the search_path exists.
     """
@@ -209,8 +211,10 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
             # must not hold the write lock while alembic loads its scripts: on SQLite every other
             # writer waits only its busy timeout (2 s) for that lock.
             found = current_revision(connection)
-            if found is None and connection.dialect.name == "postgresql":
-                _check_may_create(connection)
+            if found is None:
+                refuse_tables_not_ours(connection)
+                if connection.dialect.name == "postgresql":
+                    _check_may_create(connection)
             if found != target:
                 with _ALEMBIC_IN_PROCESS:
                     command.upgrade(alembic_config(connection), revision)
@@ -274,6 +278,18 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
             # The connection goes back to the pool: leave it as the store configured it.
             connection.exec_driver_sql("PRAGMA foreign_keys=ON")
             connection.commit()
+
+
+def refuse_tables_not_ours(connection: Connection) -> None:
+    """Raises :class:`StoreSchemaError` when ``ar_usage_records`` is there but no revision of ours is recorded.
+
+    Made by ``create_all`` or by hand: the first migration would fail on it ("table ar_usage_records already
+    exists"), and the store refuses it (``tables_not_ours``).
+    """
+    from ._store import tables_not_ours  # noqa: PLC0415 - _store imports this module
+
+    if inspect(connection).has_table(UsageRecord.__tablename__):
+        raise tables_not_ours(masked_url(connection.engine.url), head_revision())
 
 
 def _check_may_create(connection: Connection) -> None:

@@ -121,6 +121,17 @@ class SchemaTooNewError(StoreSchemaError):
         )
 
 
+def tables_not_ours(url: str, head: str) -> StoreSchemaError:
+    """The error of a database holding ``ar_usage_records`` but no revision of ours (``create_all``, by hand)."""
+    return StoreSchemaError(
+        f"the usage database {url} has {_RECORDS.name} but no {VERSION_TABLE}: "
+        "its tables were not made by autogen-reliability's migrations; move them aside or use another database",
+        url=url,
+        current=None,
+        head=head,
+    )
+
+
 class UsageStore:
     """The usage ledger in a SQL database: writes batches of events, reads them back.
 
@@ -242,14 +253,7 @@ class UsageStore:
             )
         if current is None:
             if has_tables:
-                raise StoreSchemaError(
-                    f"the usage database {self._url} has {_RECORDS.name} but no {VERSION_TABLE}: "
-                    "its tables were not made by autogen-reliability's migrations; "
-                    "move them aside or use another database",
-                    url=self._url,
-                    current=None,
-                    head=head,
-                )
+                raise tables_not_ours(self._url, head)
             raise SchemaOutdatedError(url=self._url, current=None, head=head)
         if not _migrate.is_known_revision(current):
             raise SchemaTooNewError(url=self._url, current=current, head=head)
