@@ -197,7 +197,6 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
     That is, once it held the migrations' lock: another process may have migrated the database
     between an earlier read and then (``None``: it had no usage tables).
 
-
     Raises:
         StoreSchemaError: As :func:`upgrade`.
     """
