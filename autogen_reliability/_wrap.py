@@ -54,6 +54,8 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
       speaker selector of a ``SelectorGroupChat`` and the orchestrator of a
       ``MagenticOneGroupChat`` are attributed to the team's name); the team is
       returned.
+    - An ``agent=`` option names the agent of every client so wrapped, instead of
+      their own names.
     - With no target, returns a decorator for a function (sync or async) that
       builds and returns any of the above.
 
@@ -106,12 +108,19 @@ def reliable(target: Any = None, /, **options: Unpack[ReliableOptions]) -> Any:
 def _wrap_client(
     client: ChatCompletionClient, options: ReliableOptions, agent: str | None
 ) -> ReliableChatCompletionClient:
-    bound: ReliableOptions = {**options, "agent": agent} if agent is not None else options
+    bound = _named(options, agent)
     if isinstance(client, ReliableChatCompletionClient):
         if _wrapped_as(client, bound):
             return client
         return client.with_options(**bound)
     return ReliableChatCompletionClient(client, **bound)
+
+
+def _named(options: ReliableOptions, agent: str | None) -> ReliableOptions:
+    """``options`` with ``agent`` (an agent's or a team's name) bound, unless they name an agent themselves."""
+    if agent is None or options.get("agent") is not None:
+        return options
+    return {**options, "agent": agent}
 
 
 def _wrapped_as(client: ChatCompletionClient, bound: ReliableOptions) -> bool:
@@ -131,14 +140,12 @@ def _refuse_started_teams(target: ChatAgent | Team, options: ReliableOptions) ->
     the runtime keeps it: a client swapped in afterwards is never called, and those calls would go unrecorded.
     """
     for keeper, client in _held_clients(target):
-        if isinstance(keeper, Team) and has_started(keeper):
-            bound: ReliableOptions = {**options, "agent": keeper.name}
-            if not _wrapped_as(client, bound):
-                raise ConfigurationError(
-                    f"team {keeper.name!r} ({type(keeper).__name__}) has run already, and keeps the model client "
-                    "it started with for its speaker selection; wrap the team before its first run "
-                    "(or wrap its model client before building it)"
-                )
+        if isinstance(keeper, Team) and has_started(keeper) and not _wrapped_as(client, _named(options, keeper.name)):
+            raise ConfigurationError(
+                f"team {keeper.name!r} ({type(keeper).__name__}) has run already, and keeps the model client "
+                "it started with for its speaker selection; wrap the team before its first run "
+                "(or wrap its model client before building it)"
+            )
 
 
 def _members(owner: ChatAgent | Team) -> Iterator[ChatAgent | Team]:

@@ -14,6 +14,7 @@ from autogen_core.models import ChatCompletionClient, ModelInfo
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
+    AttemptEvent,
     BudgetPolicy,
     ConfigurationError,
     ReliableChatCompletionClient,
@@ -95,6 +96,28 @@ def test_an_agent_keeps_its_own_name_over_a_wrapper_shared_with_others() -> None
     assert wrapped(bob).attribution.agent == "bob"
     assert wrapped(alice).inner is wrapped(bob).inner is shared.inner
     assert wrapped(alice).attribution.project == "acme"
+
+
+async def test_an_agent_name_given_to_reliable_wins_over_the_agents_own() -> None:
+    # reliable(agent, agent="support-bot") bound the agent's AutoGen name ("assistant") anyway, and dropped the
+    # name asked for without a word: every row of that agent was filed under the other name.
+    events: list[AttemptEvent] = []
+    agent = AssistantAgent("assistant", model_client=ReplayChatCompletionClient(["hello"]))
+    reliable(agent, agent="support-bot", on_attempt=events.append)
+    await agent.run(task="Hi")
+    assert [event.call.attribution.agent for event in events] == ["support-bot"]
+    team = RoundRobinGroupChat([AssistantAgent(name, model_client=ReplayChatCompletionClient(["x"])) for name in "ab"])
+    reliable(team, agent="triage")
+    assert [wrapped(member).attribution.agent for member in team._participants] == ["triage", "triage"]
+
+    @reliable(agent="writer")
+    def build() -> AssistantAgent:
+        return AssistantAgent("assistant", model_client=ReplayChatCompletionClient(["x"]))
+
+    assert wrapped(build()).attribution.agent == "writer"
+    # Without one, each agent is still bound under its own name, even over a client bound to another.
+    shared = reliable(ReplayChatCompletionClient(["x"]), agent="someone")
+    assert wrapped(reliable(AssistantAgent("alice", model_client=shared))).attribution.agent == "alice"
 
 
 def test_wraps_every_participant_of_a_team_sharing_one_client() -> None:
