@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
@@ -244,15 +244,6 @@ class _UsageScope:
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         # Each invocation gets a scope object of its own (entries are independent anyway).
         attribution = self._attribution
-        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
-            # Calling one runs none of its body: the scope covers each step of the generator it returns instead.
-            steps = _async_steps_in_scope if inspect.isasyncgenfunction(func) else _steps_in_scope
-
-            @functools.wraps(func)
-            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return steps(attribution, cast(Any, func)(*args, **kwargs))
-
-            return cast(Callable[_P, _R], generator_wrapper)
         if inspect.iscoroutinefunction(func):
             async_func = cast(Callable[..., Awaitable[Any]], func)
 
@@ -266,9 +257,31 @@ class _UsageScope:
         @functools.wraps(func)
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             with _UsageScope(attribution):
-                return func(*args, **kwargs)
+                result = func(*args, **kwargs)
+            return cast(_R, _covered(attribution, result))
 
         return wrapper
+
+
+def _covered(attribution: Attribution, result: object) -> object:
+    """What a decorated function returned, with the scope around the code that runs only later, when it is used.
+
+    A generator function's call runs none of its body; nor does calling an object whose ``__call__`` is
+    ``async``, a lambda returning ``client.create(...)``, or what a sync decorator made of a coroutine function.
+    The coroutine is awaited inside the scope, the generator's steps each run inside it.
+    """
+    if inspect.iscoroutine(result):
+        return _awaited_in_scope(attribution, result)
+    if inspect.isasyncgen(result):
+        return _async_steps_in_scope(attribution, result)
+    if inspect.isgenerator(result):
+        return _steps_in_scope(attribution, result)
+    return result
+
+
+async def _awaited_in_scope(attribution: Attribution, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    with _UsageScope(attribution):
+        return await coroutine
 
 
 def _steps_in_scope(attribution: Attribution, steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
@@ -332,7 +345,9 @@ def usage_scope(
 
     Works as ``with``, ``async with`` and as a decorator of sync or async
     functions; of a generator function (``async`` or not), it covers each step
-    of the generator, never the consumer's code between two items. Scopes
+    of the generator, never the consumer's code between two items. What any
+    decorated callable returns to run later (a coroutine, a generator) is covered
+    where it runs: an object whose ``__call__`` is ``async`` is an async function too. Scopes
     nest: an inner scope overrides the fields it sets and adds its tags to the
     outer ones. The values live in a ContextVar, so concurrent asyncio tasks
     keep their own scopes.

@@ -120,6 +120,41 @@ def test_scope_as_decorator_of_a_generator_function() -> None:
     assert current_attribution() == Attribution()
 
 
+async def test_scope_as_decorator_of_a_callable_that_returns_a_coroutine_or_a_generator(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Not an `async def` function, yet called as one: an object whose __call__ is async, a lambda, what a sync
+    # decorator returns. The scope covered only the call that made the coroutine; the calls it made when awaited
+    # were recorded with no session.
+    events: list[AttemptEvent] = []
+    fake_openai_server.default = FakeReply.text("ok")
+    client = reliable(make_openai_client(), on_attempt=events.append)
+
+    class Handler:
+        async def __call__(self, text: str) -> str | None:
+            await client.create([UserMessage(content=text, source="user")])
+            return current_attribution().session
+
+    assert await usage_scope(session="object")(Handler())("hi") == "object"
+    await usage_scope(session="lambda")(lambda: client.create(HI))()
+
+    def stream() -> AsyncGenerator[str | None, None]:
+        async def relay() -> AsyncGenerator[str | None, None]:
+            async for item in client.create_stream(HI):
+                if isinstance(item, str):
+                    yield current_attribution().session
+
+        return relay()
+
+    def numbers() -> Generator[str | None, None, None]:
+        return (current_attribution().session for _ in range(2))
+
+    assert [session async for session in usage_scope(session="stream")(stream)()] == ["stream"]
+    assert list(usage_scope(session="lazy")(numbers)()) == ["lazy", "lazy"]
+    assert [event.call.attribution.session for event in events] == ["object", "lambda", "stream"]
+    assert current_attribution() == Attribution()
+
+
 SHARED = usage_scope(session="shared", tags={"kind": "batch"})
 
 
