@@ -99,6 +99,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from . import wire_server
+from .timing import at_least_one
 
 MODEL = "gpt-4o-mini"
 ANSWER = '{"reply": "Hello there, how can I help you today?"}'
@@ -533,8 +534,8 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     parser.add_argument("--server", choices=("raw", "fake"), default="raw", help="the server (see above)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 50; 2 with --quick)")
-    parser.add_argument("--calls", type=int, help="calls of each variant per round (default 40)")
+    parser.add_argument("--rounds", type=at_least_one, help="interleaved rounds (default 50; 2 with --quick)")
+    parser.add_argument("--calls", type=at_least_one, help="calls of each variant per round (default 40)")
     parser.add_argument("--diagnose", action="store_true", help="add the variants that take usage apart")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out")
     parser.add_argument(
@@ -548,8 +549,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     options = parser.parse_args(argv)
     size = dict(QUICK if options.quick else FULL)
-    size["rounds"] = options.rounds or size["rounds"]
-    size["calls"] = options.calls or size["calls"]
+    if options.rounds is not None:
+        size["rounds"] = options.rounds
+    if options.calls is not None:
+        size["calls"] = options.calls
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as name, serve(options.server) as base_url:
         directory = Path(name)
         async with variants(base_url, directory, diagnose=options.diagnose, litellm=not options.no_litellm) as made:

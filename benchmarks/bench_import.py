@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .timing import bytecode_env
+from .timing import at_least_one, bytecode_env
 
 GOAL_S = 0.1
 QUICK = ("baseline", "with the library")
@@ -100,7 +100,7 @@ def importtime(script: str) -> list[tuple[str, int, int]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks import", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=9, help="fresh interpreters per script (median taken)")
+    parser.add_argument("--runs", type=at_least_one, default=9, help="fresh interpreters per script (median taken)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: one run each")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     options = parser.parse_args(argv)

@@ -56,6 +56,8 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeUsage, ScriptedChatCompletionClient, ScriptedReply
 
+from .timing import at_least_one
+
 GOAL_MB = 20.0
 BLOCK = 1_000  # calls of one kind (plain or streamed) in a row, and calls per session
 FULL = {"calls": 100_000, "warmup": 5_000}
@@ -111,12 +113,12 @@ async def calls(client: ReliableChatCompletionClient, inner: ScriptedChatComplet
 
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, help=f"calls measured (default {FULL['calls']:,})")
+    parser.add_argument("--calls", type=at_least_one, help=f"calls measured (default {FULL['calls']:,})")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     options = parser.parse_args(argv)
     size = dict(QUICK if options.quick else FULL)
-    if options.calls:
+    if options.calls is not None:
         size["calls"] = options.calls
     logging.getLogger("autogen_reliability").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as name:

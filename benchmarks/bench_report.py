@@ -45,6 +45,7 @@ from autogen_reliability.reports import UsageReport
 from autogen_reliability.storage import UsageStore
 
 from . import synthetic
+from .timing import at_least_one
 
 PG_URL_ENV = "AUTOGEN_RELIABILITY_TEST_PG_URL"
 FULL_GOAL_S = 0.5
@@ -165,8 +166,8 @@ def print_table(results: list[Result]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the ledger")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each report (best and median shown)")
+    parser.add_argument("--rows", type=at_least_one, default=1_000_000, help="rows in the ledger")
+    parser.add_argument("--repeat", type=at_least_one, default=5, help="runs of each report (best and median shown)")
     parser.add_argument(
         "--json",
         type=Path,

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .timing import bytecode_env
+from .timing import at_least_one, bytecode_env
 
 AUTOGEN = "import autogen_agentchat, autogen_ext.models.openai"
 PYTEST = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Times every case; prints the table and returns the numbers (seconds)."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks startup")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    parser.add_argument("--rounds", type=at_least_one, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     options = parser.parse_args(argv)
     rounds = 1 if options.quick else options.rounds

@@ -37,6 +37,8 @@ from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.storage._models import REPORT_INDEX, UsageRecord
 from autogen_reliability.storage._store import UsageStore
 
+from .timing import at_least_one
+
 PG_URL_ENV = "AUTOGEN_RELIABILITY_TEST_PG_URL"
 BATCH = 1000
 DAYS = 90
@@ -190,8 +192,8 @@ def sqlite_report(rows: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
-    parser.add_argument("--report-rows", type=int, default=1_000_000, help="rows the SQLite report reads")
+    parser.add_argument("--write-rows", type=at_least_one, default=200_000, help="rows per write-rate run")
+    parser.add_argument("--report-rows", type=at_least_one, default=1_000_000, help="rows the SQLite report reads")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 rows each")
     args = parser.parse_args()
     if args.quick:

@@ -34,6 +34,8 @@ from typing import Final
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageRow
 from autogen_reliability.storage import UsageStore, _bulk, _rollup
 
+from .timing import at_least_one
+
 DAYS: Final = 30
 PROJECTS: Final = ("acme-support", "acme-search", "billing-bot", "docs-writer", "sales-assist")
 PROJECT_WEIGHTS: Final = (40, 25, 15, 12, 8)
@@ -298,7 +300,7 @@ def analyze(store: UsageStore) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="how many rows to make and load")
+    parser.add_argument("--rows", type=at_least_one, default=1_000_000, help="how many rows to make and load")
     args = parser.parse_args()
     start = time.perf_counter()
     made = rows(args.rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -15,6 +16,21 @@ def quick_run() -> bool:
     the numbers of a smoke run mean nothing, only that the benchmark still runs.
     """
     return "--quick" in sys.argv[1:]
+
+
+def at_least_one(text: str) -> int:
+    """An argparse ``type`` for a size (rounds, calls, rows): a whole number, 1 or more.
+
+    Refused otherwise, in argparse's one line: 0 would be taken for "not given" (the full size) by
+    ``options.x or default``, and a negative one runs nothing and fails later with a traceback.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def bytecode_env() -> dict[str, str]:

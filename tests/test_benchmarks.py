@@ -69,3 +69,25 @@ def test_e2e_diagnose_and_steps_run(tmp_path: Path) -> None:
     assert len(steps) == 5
     assert all(value > 0 for value in steps.values())  # each step ran, and was timed, inside the calls
     assert "the same price, in a loop of its own" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [
+        ("e2e", ["--rounds", "0"]),  # was taken as "the default": a full run of 50 rounds
+        ("e2e", ["--quick", "--calls", "-1"]),
+        ("memory", ["--calls", "0"]),  # was taken as "the default": 100,000 calls
+        ("memory", ["--quick", "--calls", "-5"]),
+        ("import", ["--runs", "0"]),
+        ("report", ["--repeat", "0"]),
+        ("report", ["--rows", "-5"]),
+        ("startup", ["--rounds", "-1"]),
+        ("store", ["--write-rows", "0"]),
+    ],
+)
+def test_a_size_below_one_is_refused_in_one_line(name: str, arguments: list[str]) -> None:
+    done = run_benchmark(name, *arguments)
+    assert done.returncode == 2, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    assert "must be at least 1" in done.stderr.strip().splitlines()[-1]
+    assert not done.stdout.strip()  # refused before anything ran
