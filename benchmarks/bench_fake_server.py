@@ -31,7 +31,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
-from benchmarks.timing import quick_run
+from benchmarks.timing import quick_run, refuse_other_arguments
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 QUICK = quick_run()
@@ -139,6 +139,7 @@ def server_timing() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("fake_server", requests=True)
     counts = [int(argument) for argument in sys.argv[1:] if argument.isdigit()]
     asyncio.run(main(counts[0] if counts else 5 if QUICK else 200))
     server_timing()

@@ -94,7 +94,7 @@ from autogen_reliability.accounting._pricing import PricingTable
 from autogen_reliability.storage import UsageStore
 
 from .bench_recorder import SECONDS, baseline, event, measure, report
-from .timing import quick_run
+from .timing import quick_run, refuse_other_arguments
 
 QUICK = quick_run()
 EVENTS = 500 if QUICK else 14_000  # one segment of journal (the recorder's writer thread prepares the next one ahead)
@@ -300,4 +300,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("journal", "--per-attempt", "--per-row")
     main()

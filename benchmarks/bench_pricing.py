@@ -43,7 +43,7 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._price_table import Cost, PricingTable, TokenUsage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
-from benchmarks.timing import best_per_call, quick_run
+from benchmarks.timing import best_per_call, quick_run, refuse_other_arguments
 
 QUICK = quick_run()
 CALLS = 200 if QUICK else 20_000
@@ -218,4 +218,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("pricing")
     main()

@@ -58,7 +58,7 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent, UsageRow, time_ordered_uuid
 from autogen_reliability.storage import UsageStore, _bulk
 from benchmarks.bench_report import postgresql_store
-from benchmarks.timing import quick_run
+from benchmarks.timing import quick_run, refuse_other_arguments
 
 QUICK = quick_run()
 RATES = (1_000,) if QUICK else (1_000, 25_000)  # events per second: a busy service, and the stress goal
@@ -297,4 +297,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("recorder")
     main()

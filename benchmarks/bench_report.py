@@ -165,7 +165,7 @@ def print_table(results: list[Result]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks report", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=at_least_one, default=1_000_000, help="rows in the ledger")
     parser.add_argument("--repeat", type=at_least_one, default=5, help="runs of each report (best and median shown)")
     parser.add_argument(

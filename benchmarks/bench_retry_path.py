@@ -34,7 +34,7 @@ from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from autogen_reliability import ReliableChatCompletionClient, RetryBudget, RetryPolicy
 from autogen_reliability.retry import set_on_retry_hooks, set_testing
 from benchmarks.bench_wrapper_overhead import RESULT, InstantClient, per_call_seconds
-from benchmarks.timing import quick_run
+from benchmarks.timing import quick_run, refuse_other_arguments
 
 CALLS = 100 if quick_run() else 2_000
 ROUNDS = 1 if quick_run() else 15
@@ -93,4 +93,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("retry_path")
     asyncio.run(main())

@@ -34,7 +34,7 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_reliability import reliable
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 from autogen_reliability.validation import Sanitizer, SanitizeReport
-from benchmarks.timing import best_per_call, quick_run
+from benchmarks.timing import best_per_call, quick_run, refuse_other_arguments
 
 QUICK = quick_run()
 ROUNDS = 1 if QUICK else 7
@@ -179,4 +179,5 @@ async def longest_loop_wait(answer: str, *, streamed: bool) -> float:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("sanitize")
     main()

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, create_model
 
 from autogen_reliability.validation import JSONExtractionError, ResponseSchema, extract_json
-from benchmarks.timing import best_per_call, quick_run
+from benchmarks.timing import best_per_call, quick_run, refuse_other_arguments
 
 QUICK = quick_run()
 ROUNDS = 1 if QUICK else 7
@@ -131,4 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("schema")
     main()

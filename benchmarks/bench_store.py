@@ -191,7 +191,7 @@ def sqlite_report(rows: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks store", description=__doc__.splitlines()[0])
     parser.add_argument("--write-rows", type=at_least_one, default=200_000, help="rows per write-rate run")
     parser.add_argument("--report-rows", type=at_least_one, default=1_000_000, help="rows the SQLite report reads")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 rows each")

@@ -37,7 +37,7 @@ from autogen_reliability.providers._usage_tap import (
     capture_provider_usage,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
-from benchmarks.timing import quick_run
+from benchmarks.timing import quick_run, refuse_other_arguments
 
 MODEL = "gpt-4o-mini"
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
@@ -194,4 +194,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("usage_tap")
     asyncio.run(main())

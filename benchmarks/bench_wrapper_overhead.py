@@ -32,7 +32,7 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_reliability import ReliableChatCompletionClient, usage_scope
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
-from benchmarks.timing import quick_run
+from benchmarks.timing import quick_run, refuse_other_arguments
 
 CALLS = 200 if quick_run() else 20_000
 ROUNDS = 1 if quick_run() else 5
@@ -131,4 +131,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    refuse_other_arguments("overhead")
     asyncio.run(main())

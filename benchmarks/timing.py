@@ -33,6 +33,23 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def refuse_other_arguments(name: str, *flags: str, requests: bool = False) -> None:
+    """For a benchmark that reads ``--quick`` from ``sys.argv`` (:func:`quick_run`): refuse any other argument.
+
+    Called in the benchmark's ``if __name__ == "__main__":`` block (other benchmarks import its module).
+    ``flags`` are its own switches (``--per-attempt``); ``requests``: it takes a count as well. Anything
+    else, ``--json PATH`` (which these print instead of writing) or a mistyped ``--quik``, which would
+    run the full size, ends the run at once with argparse's one-line error, exit status 2.
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks {name}")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
+    for flag in flags:
+        parser.add_argument(flag, action="store_true")
+    if requests:
+        parser.add_argument("requests", nargs="?", type=at_least_one, help="how many requests")
+    parser.parse_args(sys.argv[1:])
+
+
 def bytecode_env() -> dict[str, str]:
     """This environment, with Python's bytecode cache on, for timing fresh interpreters.
 

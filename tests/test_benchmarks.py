@@ -21,7 +21,7 @@ BENCHMARKS = sorted(path.stem.removeprefix("bench_") for path in (ROOT / "benchm
 # The benchmarks issue #14 names, each run as `python -m benchmarks NAME`.
 NAMED = ("e2e", "overhead", "recorder", "report", "memory", "import")
 # Those that take --json PATH.
-WRITES_JSON = frozenset({"budget", "e2e", "import", "memory", "observers", "report"})
+WRITES_JSON = frozenset({"budget", "e2e", "import", "memory", "observers", "report", "startup"})
 
 
 def run_benchmark(name: str, *arguments: str | Path) -> subprocess.CompletedProcess[str]:
@@ -91,3 +91,16 @@ def test_a_size_below_one_is_refused_in_one_line(name: str, arguments: list[str]
     assert "Traceback" not in done.stderr
     assert "must be at least 1" in done.stderr.strip().splitlines()[-1]
     assert not done.stdout.strip()  # refused before anything ran
+
+
+@pytest.mark.parametrize("name", sorted(set(BENCHMARKS) - WRITES_JSON))
+def test_a_benchmark_that_writes_no_json_refuses_json_and_unknown_options(name: str, tmp_path: Path) -> None:
+    # It ran and exited 0 with --json ignored (no file written), and a mistyped --quik ran the full size.
+    output = tmp_path / "out.json"
+    done = run_benchmark(name, "--quick", "--json", output)
+    assert done.returncode == 2, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    refusal = done.stderr.strip().splitlines()[-1]
+    assert f"python -m benchmarks {name.replace('wrapper_overhead', 'overhead')}: error:" in refusal
+    assert "--json" in refusal or "out.json" in refusal  # fake_server takes the path for its count of requests
+    assert not done.stdout.strip()  # refused before anything ran
+    assert not output.exists()
