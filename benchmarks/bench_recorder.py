@@ -35,7 +35,8 @@ Then the ledger's write rate on SQLite and PostgreSQL, against the driver's own
 rate in the same run (see :func:`write_rates`).
 
 Run: ``python -m benchmarks recorder`` (set ``AUTOGEN_RELIABILITY_TEST_PG_URL``
-for PostgreSQL; ``--quick`` for a smoke run).
+for PostgreSQL: a role that may create databases, as for the tests; each PostgreSQL part runs in a new
+database, dropped at the end; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -287,10 +288,9 @@ def main() -> None:
             sqlite = UsageStore(f"sqlite:///{directory / f'usage-{rate}.db'}")
             recording("sqlite", sqlite, directory / "spool", rate)
             sqlite.close()
-            if url:
-                postgresql = UsageStore(url)
-                recording("postgresql", postgresql, directory / "spool", rate)
-                postgresql.close()
+            if url:  # a database of its own, as for the write rates: none of its rows left in the given one
+                with postgresql_store(url) as postgresql:
+                    recording("postgresql", postgresql, directory / "spool", rate)
             recording("db down", unreachable(directory), directory / f"spool-down-{rate}", rate)
         if not url:
             print("  postgresql skipped: set AUTOGEN_RELIABILITY_TEST_PG_URL")

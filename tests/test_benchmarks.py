@@ -12,9 +12,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).parent.parent
 BENCHMARKS = sorted(path.stem.removeprefix("bench_") for path in (ROOT / "benchmarks").glob("bench_*.py"))
@@ -104,3 +107,22 @@ def test_a_benchmark_that_writes_no_json_refuses_json_and_unknown_options(name: 
     assert "--json" in refusal or "out.json" in refusal  # fake_server takes the path for its count of requests
     assert not done.stdout.strip()  # refused before anything ran
     assert not output.exists()
+
+
+def test_the_recorder_benchmark_leaves_the_postgresql_database_it_is_given_as_it_was(
+    make_pg_database: Callable[[], str],
+) -> None:
+    # Its write rates ran in a database of their own, but its event-loop runs recorded into the database of
+    # AUTOGEN_RELIABILITY_TEST_PG_URL itself: the ledger's tables made there, and every run's rows left in them.
+    url = make_pg_database()
+    command = [sys.executable, "-m", "benchmarks", "recorder", "--quick"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AUTOGEN_RELIABILITY_TEST_PG_URL": url}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    ran = [line for line in done.stdout.splitlines() if line.lstrip().startswith("postgresql")]
+    assert any("rows written" in line for line in ran)  # the event-loop runs recorded to PostgreSQL
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
