@@ -99,7 +99,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from . import wire_server
-from .timing import at_least_one
+from .timing import at_least_one, more_than_zero
 
 MODEL = "gpt-4o-mini"
 ANSWER = '{"reply": "Hello there, how can I help you today?"}'
@@ -545,7 +545,10 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="run these variants alone (bare always runs)")
     parser.add_argument("--steps", action="store_true", help="time the accounting layer's steps inside the calls")
     parser.add_argument(
-        "--switch-interval", type=float, metavar="SECONDS", help="sys.setswitchinterval (default 0.005): GIL hand-offs"
+        "--switch-interval",
+        type=more_than_zero,
+        metavar="SECONDS",
+        help="sys.setswitchinterval (default 0.005): GIL hand-offs",
     )
     options = parser.parse_args(argv)
     size = dict(QUICK if options.quick else FULL)

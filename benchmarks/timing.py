@@ -33,6 +33,17 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def more_than_zero(text: str) -> float:
+    """An argparse ``type`` for a duration in seconds that must be more than 0 (``--switch-interval``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def refuse_other_arguments(name: str, *flags: str, requests: bool = False) -> None:
     """For a benchmark that reads ``--quick`` from ``sys.argv`` (:func:`quick_run`): refuse any other argument.
 
