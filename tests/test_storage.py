@@ -1132,6 +1132,9 @@ def test_a_database_from_a_newer_release_is_refused(store_url: str) -> None:
     engine.dispose()
     with pytest.raises(SchemaTooNewError, match="revision 0099, which this autogen-reliability does not know"):
         UsageStore(store_url)
+    # Migrating from Python says the same (alembic's own words were "Can't locate revision identified by '0099'").
+    with pytest.raises(SchemaTooNewError, match="revision 0099, which this autogen-reliability does not know"):
+        _migrate.upgrade(store_url)
     done = run_cli("db", "upgrade", "--url", store_url)
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1

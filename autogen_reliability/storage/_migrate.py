@@ -183,6 +183,7 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
         revision: An alembic revision identifier; ``"head"`` for the newest.
 
     Raises:
+        SchemaTooNewError: A newer release of the library migrated the database (nothing is changed).
         StoreSchemaError: The database holds ``ar_usage_records`` that our migrations did not make (no
             revision recorded), or, on PostgreSQL, it has no usage tables and they cannot be created
             where they would go: the role lacks the CREATE privilege on that schema (the message
@@ -214,6 +215,11 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
                 refuse_tables_not_ours(connection)
                 if connection.dialect.name == "postgresql":
                     _check_may_create(connection)
+            elif not is_known_revision(found):
+                from ._store import SchemaTooNewError  # noqa: PLC0415 - _store imports this module
+
+                # alembic would say "Can't locate revision identified by '0007'".
+                raise SchemaTooNewError(url=masked_url(connection.engine.url), current=found, head=head_revision())
             if found != target:
                 with _ALEMBIC_IN_PROCESS:
                     command.upgrade(alembic_config(connection), revision)
