@@ -538,6 +538,32 @@ def test_replay_after_a_crash_half_way_counts_nothing_twice(sqlite_url: str, tmp
     assert not orphan.exists()
 
 
+def test_a_spool_file_is_replayed_by_one_process_at_a_time(sqlite_url: str, tmp_path: Path) -> None:
+    """The workers of a restarted service all start at once: one replays a dead process's spool, not each of them."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    probe = UsageRecorder(UsageStore(sqlite_url), spool_dir=tmp_path / "probe")
+    prefix = probe.spool_path.name.split("-")[0]
+    probe.close()
+    batch = events(50)
+    orphan = spool / f"{prefix}-{2**22 + 1}.jsonl"  # a process that is gone
+    orphan.write_text("".join(json.dumps(event.to_json()) + "\n" for event in batch))
+    first = WatchedStore(UsageStore(sqlite_url), gate=threading.Event())
+    replaying = UsageRecorder(first, spool_dir=spool, batch_size=10)
+    first.wait_until(lambda: first.started >= 1, "the first recorder replaying the orphan")
+    other = UsageRecorder(UsageStore(sqlite_url), spool_dir=spool)  # replays at start, then closes
+    other.close()
+    assert other.stats["replayed"] == 0  # the file is the first one's to replay: it left it alone
+    assert orphan.exists()
+    assert first.gate is not None
+    first.gate.set()
+    replaying.close()
+    assert replaying.stats["replayed"] == 50
+    with UsageStore(sqlite_url) as store:
+        assert store.count() == 50
+    assert not orphan.exists()
+
+
 def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_path: Path) -> None:
     """Bytes that are no UTF-8, or JSON that is no event, are skipped; the rows around them are replayed."""
     spool = tmp_path / "spool"

@@ -30,7 +30,8 @@ be dropped. So:
 - Each process spools and journals to files of its own; a process replays, at
   start and whenever its database is back, the spool files and journals that
   dead processes left behind (a journal is locked with ``flock`` while its
-  process lives, so a live one is never replayed by another).
+  process lives, so a live one is never replayed by another; a spool file
+  while a process replays it, so only one does).
 
 What can be lost:
 
@@ -96,6 +97,11 @@ from ._journal import (
     read_in_flight,
     read_journal,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows: spool files are not locked while replayed
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["UsageRecorder", "UsageSink", "live_recorders"]
 
@@ -607,26 +613,42 @@ class UsageRecorder:
         self._healthy = False
         self._next_database_try = time.monotonic() + self._retry_interval
 
+    def _replay_spool_file(self, sink: UsageSink, path: Path) -> bool:
+        """Replays one spool file, locked meanwhile, and removes it once stored; False when the database failed."""
+        try:
+            claim = _claim(path)
+        except _UnreadableFile as error:
+            self._unreadable_file(path, error.__cause__ or error)
+            return True
+        if claim is None:
+            return True  # another process replays it now, or has replayed and removed it
+        try:
+            for batch in _reading(_read_batches(path, self._batch_size)):
+                self._stats["replayed"] += len(batch) - self._store(sink, batch)
+        except _UnreadableFile as error:
+            self._unreadable_file(path, error.__cause__ or error)
+            return True
+        except _SURVIVED as error:
+            if not _refuses_a_row(error):
+                self._failed(error)
+                return False
+            self._unreadable_file(path, error)
+            return True
+        else:
+            self._spool.remove(path)  # before the lock is let go, so nobody replays it again
+            self._healthy = True
+            return True
+        finally:
+            os.close(claim)
+
     def _replay(self) -> None:
         """Write spooled events to the sink; a file is removed only once all its events are stored."""
         sink = self._connect()
         if sink is None:
             return
         for path in self._spool.files():
-            try:
-                for batch in _reading(_read_batches(path, self._batch_size)):
-                    self._stats["replayed"] += len(batch) - self._store(sink, batch)
-            except _UnreadableFile as error:
-                self._unreadable_file(path, error.__cause__ or error)
-                continue
-            except _SURVIVED as error:
-                if not _refuses_a_row(error):
-                    self._failed(error)
-                    return
-                self._unreadable_file(path, error)
-                continue
-            self._spool.remove(path)
-            self._healthy = True
+            if not self._replay_spool_file(sink, path):
+                return
         # After the spool files: a dead process's final rows (its journal) are stored before its provisional ones
         # (its in-flight table) are tried.
         for orphans, read in (
@@ -782,6 +804,37 @@ def _reading(batches: Iterator[list[UsageRow]]) -> Iterator[list[UsageRow]]:
         yield from batches
     except OSError as error:  # the reading only: what the consumer of a batch raises never comes in here
         raise _UnreadableFile from error
+
+
+def _claim(path: Path) -> int | None:
+    """A descriptor holding the lock (``flock``) of spool file ``path`` while it is replayed; None: not to replay.
+
+    None when another process holds the lock (it replays the file now: the workers of a restarted service all
+    start at once, and each replayed every file a dead one left, the database doing the work several times
+    over), or when the file is gone (replayed and removed meanwhile). Without ``flock`` (Windows), no lock.
+
+    Raises:
+        _UnreadableFile: The file cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _UnreadableFile from error
+    if fcntl is None:
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # The process that held the lock may have removed the file between our open and our lock.
+        current = os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:  # locked by another process (BlockingIOError), or the file is gone
+        os.close(fd)
+        return None
+    if not current:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _read_batches(path: Path, size: int) -> Iterator[list[UsageRow]]:
