@@ -959,3 +959,26 @@ def test_a_spool_write_cut_off_half_way_loses_none_of_the_rows_appended_after_it
     until(lambda: recorder.spooled == 0, "the spool replayed")
     recorder.close()
     assert {event.event_id for event in store.store.events()} == {event.event_id for event in recorded}
+
+
+def test_close_keeps_to_its_timeout_while_a_write_hangs(sqlite_url: str, tmp_path: Path) -> None:
+    """A database that stopped answering mid-write: close() (at exit, 10 s) waits its timeout, not twice that."""
+    spool = tmp_path / "spool"
+    store = WatchedStore(UsageStore(sqlite_url), gate=threading.Event())
+    recorder = UsageRecorder(store, spool_dir=spool, flush_interval=0.05, close_sink=False)
+    hung, behind = events(5), events(3)
+    for event in hung:
+        recorder.record(event)
+    store.wait_until(lambda: store.started >= 1, "a write begun")
+    for event in behind:
+        recorder.record(event)
+    started = time.monotonic()
+    recorder.close(timeout=2)
+    assert 2 <= time.monotonic() - started < 3
+    assert recorder.spooled == 3  # the rows behind the hung write
+    assert list(spool.glob("*.journal"))  # and every row still unstored, for the next process
+    assert store.gate is not None
+    store.gate.set()
+    store.wait_until(lambda: bool(store.batches), "the hung write done")
+    UsageRecorder(store.store, spool_dir=spool, close_sink=False).close()
+    assert {event.event_id for event in store.store.events()} == {event.event_id for event in hung + behind}

@@ -276,15 +276,21 @@ class UsageRecorder:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Write (or spool) everything, stop the writer thread and close the sink. Safe to call twice."""
+        """Write (or spool) everything, stop the writer thread and close the sink. Safe to call twice.
+
+        ``timeout`` bounds the whole wait (for the writer to store what is queued, then to end); what is
+        still queued then is spooled, and a batch the writer is still writing stays in the journal.
+        """
         timeout = _timeout(timeout)  # before anything is closed: a bad timeout must not leave a half-closed recorder
         if self._closed:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         self.flush(timeout)
         self._closed = True
         self._wake.set()
         if not self._start_pending:
-            self._thread.join(timeout)
+            # One deadline for both waits: a write that hangs (a server gone silent) held close() twice its timeout.
+            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         # Whatever is still queued (a timeout) goes to the spool rather than nowhere.
         stuck = self._thread.is_alive()  # still writing a batch: its rows, older than these, are not stored yet
         with self._append_lock:
