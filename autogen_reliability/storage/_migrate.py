@@ -14,6 +14,9 @@ newest: :func:`current_revision` reads the version table with SQLAlchemy and
 database is at the newest revision loads no alembic (importing it takes longer,
 ~0.3 s, than all the rest of a first wrapper).
 
+The errors of a database whose schema does not fit (:class:`StoreSchemaError` and
+its kinds) are defined here, where migrating raises them, and raised by the store too.
+
 Example:
     >>> from autogen_reliability.storage import current_revision, head_revision, upgrade
     >>> upgrade("sqlite:///usage.db")
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shlex
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
+from .._errors import ReliabilityError
 from ._engine import make_engine, masked_url
 from ._models import VERSION_TABLE, UsageRecord
 
@@ -42,6 +47,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SQLITE_MIGRATION_WAIT_MS",
+    "SchemaOutdatedError",
+    "SchemaTooNewError",
+    "StoreSchemaError",
     "alembic_config",
     "current_revision",
     "head_revision",
@@ -49,6 +57,7 @@ __all__ = [
     "migration_transaction",
     "refuse_tables_not_ours",
     "script_location",
+    "tables_not_ours",
     "upgrade",
     "upgrade_from",
 ]
@@ -56,6 +65,62 @@ __all__ = [
 # pg_advisory_xact_lock key that serialises our migrations on one PostgreSQL database
 # (an arbitrary constant: the first 8 bytes of sha256("autogen_reliability.migrations")).
 _PG_LOCK_KEY: Final = 0x2F1A_53C4_9B0E_7D61
+
+
+class StoreSchemaError(ReliabilityError):
+    """Raised when the database's usage tables do not fit this version of the library.
+
+    Attributes:
+        url: The database URL, password masked.
+        current: The schema revision of the database (None: no usage tables).
+        head: The revision this library needs.
+    """
+
+    def __init__(self, message: str, *, url: str, current: str | None, head: str) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(message)
+
+
+class SchemaOutdatedError(StoreSchemaError):
+    """Raised when the database's usage schema is older than this library's; the message names the upgrade command."""
+
+    def __init__(self, *, url: str, current: str | None, head: str) -> None:
+        self.command = f"autogen-reliability db upgrade --url {shlex.quote(url)}"
+        where = f"is at schema revision {current}" if current else "has no usage tables"
+        password = " (put the password in place of ***)" if ":***@" in url else ""
+        super().__init__(
+            f"the usage database {url} {where}; this autogen-reliability needs revision {head}. "
+            f"Upgrade it with: {self.command}{password}",
+            url=url,
+            current=current,
+            head=head,
+        )
+
+
+class SchemaTooNewError(StoreSchemaError):
+    """Raised when a newer autogen-reliability migrated the database to a revision this one does not know."""
+
+    def __init__(self, *, url: str, current: str, head: str) -> None:
+        super().__init__(
+            f"the usage database {url} is at schema revision {current}, which this autogen-reliability "
+            f"does not know (it knows up to {head}): a newer release migrated it; upgrade autogen-reliability",
+            url=url,
+            current=current,
+            head=head,
+        )
+
+
+def tables_not_ours(url: str, head: str) -> StoreSchemaError:
+    """The error of a database holding ``ar_usage_records`` but no revision of ours (``create_all``, by hand)."""
+    return StoreSchemaError(
+        f"the usage database {url} has {UsageRecord.__tablename__} but no {VERSION_TABLE}: "
+        "its tables were not made by autogen-reliability's migrations; move them aside or use another database",
+        url=url,
+        current=None,
+        head=head,
+    )
 
 
 def script_location() -> Path:
@@ -216,8 +281,6 @@ def upgrade_from(engine_or_url: Engine | str, revision: str = "head") -> str | N
                 if connection.dialect.name == "postgresql":
                     _check_may_create(connection)
             elif not is_known_revision(found):
-                from ._store import SchemaTooNewError  # noqa: PLC0415 - _store imports this module
-
                 # alembic would say "Can't locate revision identified by '0007'".
                 raise SchemaTooNewError(url=masked_url(connection.engine.url), current=found, head=head_revision())
             if found != target:
@@ -291,8 +354,6 @@ def refuse_tables_not_ours(connection: Connection) -> None:
     Made by ``create_all`` or by hand: the first migration would fail on it ("table ar_usage_records already
     exists"), and the store refuses it (``tables_not_ours``).
     """
-    from ._store import tables_not_ours  # noqa: PLC0415 - _store imports this module
-
     if inspect(connection).has_table(UsageRecord.__tablename__):
         raise tables_not_ours(masked_url(connection.engine.url), head_revision())
 
@@ -303,8 +364,6 @@ def _check_may_create(connection: Connection) -> None:
     Asked before alembic starts: its first ``CREATE TABLE`` would fail with the server's "permission denied
     for schema public", a raw ``ProgrammingError`` that names neither the privilege nor the remedy.
     """
-    from ._store import StoreSchemaError  # noqa: PLC0415 - _store imports this module
-
     user, schema, search_path, allowed = connection.execute(
         text(
             "SELECT current_user, current_schema(), current_setting('search_path'), "

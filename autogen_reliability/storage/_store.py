@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shlex
 import time as time_module
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any, Final, Self
 from sqlalchemy import URL, Engine, Select, func, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
-from .._errors import ConfigurationError, ReliabilityError
+from .._errors import ConfigurationError
 from .._redaction import quoted
 from ..accounting._events import ROW_FIELDS, UsageEvent, UsageRow
 from ..accounting._price_table import PricingTable
@@ -48,6 +47,7 @@ from ._engine import (
     postgresql_write_timeouts,
     sqlite_opened_file,
 )
+from ._migrate import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, tables_not_ours
 from ._models import VERSION_TABLE
 from ._report import MOST_ROWS, build_report, check_filter
 from ._retention import RetentionResult
@@ -74,62 +74,6 @@ _MOST_FETCHED: Final = 2**31 - 1
 
 class _SomeWereStored(Exception):
     """The insert-or-ignore skipped rows of a batch: which ones must be looked up (``UsageStore._insert``)."""
-
-
-class StoreSchemaError(ReliabilityError):
-    """Raised when the database's usage tables do not fit this version of the library.
-
-    Attributes:
-        url: The database URL, password masked.
-        current: The schema revision of the database (None: no usage tables).
-        head: The revision this library needs.
-    """
-
-    def __init__(self, message: str, *, url: str, current: str | None, head: str) -> None:
-        self.url = url
-        self.current = current
-        self.head = head
-        super().__init__(message)
-
-
-class SchemaOutdatedError(StoreSchemaError):
-    """Raised when the database's usage schema is older than this library's; the message names the upgrade command."""
-
-    def __init__(self, *, url: str, current: str | None, head: str) -> None:
-        self.command = f"autogen-reliability db upgrade --url {shlex.quote(url)}"
-        where = f"is at schema revision {current}" if current else "has no usage tables"
-        password = " (put the password in place of ***)" if ":***@" in url else ""
-        super().__init__(
-            f"the usage database {url} {where}; this autogen-reliability needs revision {head}. "
-            f"Upgrade it with: {self.command}{password}",
-            url=url,
-            current=current,
-            head=head,
-        )
-
-
-class SchemaTooNewError(StoreSchemaError):
-    """Raised when a newer autogen-reliability migrated the database to a revision this one does not know."""
-
-    def __init__(self, *, url: str, current: str, head: str) -> None:
-        super().__init__(
-            f"the usage database {url} is at schema revision {current}, which this autogen-reliability "
-            f"does not know (it knows up to {head}): a newer release migrated it; upgrade autogen-reliability",
-            url=url,
-            current=current,
-            head=head,
-        )
-
-
-def tables_not_ours(url: str, head: str) -> StoreSchemaError:
-    """The error of a database holding ``ar_usage_records`` but no revision of ours (``create_all``, by hand)."""
-    return StoreSchemaError(
-        f"the usage database {url} has {_RECORDS.name} but no {VERSION_TABLE}: "
-        "its tables were not made by autogen-reliability's migrations; move them aside or use another database",
-        url=url,
-        current=None,
-        head=head,
-    )
 
 
 class UsageStore:
