@@ -18,6 +18,8 @@ from typing import Any
 
 import genai_prices
 import pytest
+from autogen_core.models import ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 from genai_prices import Usage, calc_price, data_snapshot
 from genai_prices import types as genai_types
 
@@ -26,11 +28,13 @@ import autogen_reliability.accounting._price_overrides as overrides_module
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.accounting._price_table import Cost, PricingTable, TokenUsage
+from autogen_reliability.providers import infer_provider
 
 from .conftest import run_python
 
 AT = datetime(2025, 9, 1, 12, 0, tzinfo=UTC)
 SOURCE = f"genai-prices {GENAI_PRICES_VERSION}"
+MODEL_INFO = ModelInfo(vision=False, function_calling=True, json_output=True, family="unknown", structured_output=True)
 
 
 def genai_total(model: str, provider: str | None, usage: TokenUsage, at: datetime = AT) -> Decimal:
@@ -334,6 +338,27 @@ def test_openrouter_ids_are_its_own_models_at_its_own_prices() -> None:
     ],
 )
 def test_a_provider_prefix_prices_only_a_model_that_provider_has(model: str, provider: str | None) -> None:
+    assert price(PricingTable(), model, provider, prompt_tokens=100, completion_tokens=10) is None
+
+
+@pytest.mark.parametrize(
+    ("model", "base_url"),
+    [
+        # Together's own ids; genai-prices' Together list lacks these, Google's and DeepSeek's have them (gemma-3: $0).
+        ("google/gemma-3-27b-it", "https://api.together.xyz/v1"),
+        ("google/gemma-2-27b-it", "https://api.together.xyz/v1"),
+        ("deepseek/deepseek-chat", "https://api.together.xyz/v1"),
+        ("openai/gpt-oss-120b", "https://api.cerebras.ai/v1"),
+        ("anthropic/claude-3-5-haiku-latest", "https://openrouter.ai/api/v1"),  # not an OpenRouter id it lists
+    ],
+)
+def test_a_host_that_bills_its_own_models_is_never_priced_as_the_provider_its_model_names(
+    model: str, base_url: str
+) -> None:
+    # The host (found from the client's URL) bills the request: its own price, or unpriced, never another's.
+    client = OpenAIChatCompletionClient(model=model, api_key="k", base_url=base_url, model_info=MODEL_INFO)
+    provider = infer_provider(client)
+    assert provider not in (None, "openai")
     assert price(PricingTable(), model, provider, prompt_tokens=100, completion_tokens=10) is None
 
 

@@ -106,6 +106,12 @@ _GATEWAY_PROVIDERS: Final[Mapping[str, str]] = {
 }
 
 
+# The APIs a gateway speaks: the provider of a client whose URL no provider of genai-prices matches (see
+# infer_provider). A model named with another provider first is asked of a gateway there, never of the API's
+# own host (OpenAI serves no "anthropic/..." model), so it may be priced as the named provider's.
+_GATEWAY_APIS: Final = frozenset({"openai", "anthropic"})
+
+
 def _find(snapshot: data_snapshot.DataSnapshot, model: str, provider: str | None) -> _GenaiModel | None:
     try:
         provider_info, model_info = snapshot.find_provider_model(model, None, provider, None)
@@ -296,7 +302,11 @@ class GenaiPrices:
             # genai-prices knows as a provider: "meta-llama/llama-3.1-8b" is a model's own name, served anywhere.
             prefix, name = model.split("/", 1)
             prefix = _GATEWAY_PROVIDERS.get(prefix, prefix)
-            if name and prefix in {known.id for known in snapshot.providers}:
+            known = {found.id for found in snapshot.providers}
+            # Only behind a gateway: a host genai-prices knows (Together, Groq, OpenRouter) bills its own models
+            # at its own prices, and "google/gemma-3-27b-it" there is not Google's gemma-3 at Google's price.
+            gateway = provider is None or provider in _GATEWAY_APIS or provider == prefix or provider not in known
+            if name and gateway and prefix in known:
                 entry = _find(snapshot, name, prefix)
         with self._lock:
             # Misses are cached too: genai-prices scans every model of the provider for each one.
