@@ -304,6 +304,26 @@ async def test_an_over_long_answer_is_echoed_cut_in_the_reask(
     assert len(echoed) < 1100
 
 
+async def test_over_long_tool_call_arguments_are_echoed_cut_in_the_reask(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Refused for their length, 50,000 characters of arguments were echoed whole in the re-ask: sent, and
+    # paid for, again (a runaway answer as long as the context window would make the re-ask fail).
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls([("add", '{"a": 1, "b": ' + "9" * 50_000 + "}"), ("add", {"a": 1, "b": 2})]),
+        FakeReply.tool_calls([("add", {"a": 1, "b": 2})]),
+    )
+    client = reliable(make_openai_client(), validation=ValidationPolicy(max_response_chars=1000))
+    agent = AssistantAgent("calculator", model_client=client, tools=[add])
+    await agent.run(task="1 + 2?")
+    echoed = fake_openai_server.requests[1].messages[-3]
+    assert echoed["role"] == "assistant"
+    arguments = [call["function"]["arguments"] for call in echoed["tool_calls"]]
+    assert arguments[0].startswith('{"a": 1, "b": 999')
+    assert sum(len(argument) for argument in arguments) < 1100
+    assert len(json.dumps(fake_openai_server.requests[1].messages)) < 5000
+
+
 async def test_tool_call_feedback_is_bounded_per_call(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

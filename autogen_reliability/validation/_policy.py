@@ -31,7 +31,7 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from autogen_core import FunctionCall
@@ -283,7 +283,11 @@ class AnswerCheck:
         if isinstance(result.content, list):
             calls = result.content
             return [
-                AssistantMessage(content=calls, thought=result.thought, source="assistant"),
+                AssistantMessage(
+                    content=_cut_arguments(calls, self.policy.max_response_chars),
+                    thought=result.thought,
+                    source="assistant",
+                ),
                 FunctionExecutionResultMessage(
                     content=[
                         FunctionExecutionResult(
@@ -333,6 +337,17 @@ def _warn_unchecked(name: str, reason: str) -> None:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def _cut_arguments(calls: Sequence[FunctionCall], limit: int) -> list[FunctionCall]:
+    """``calls`` echoed in a re-ask: arguments longer than ``limit`` together are cut there, as a text answer is."""
+    left = limit
+    echoed: list[FunctionCall] = []
+    for call in calls:
+        arguments = call.arguments or ""
+        echoed.append(call if len(arguments) <= left else replace(call, arguments=_cut(arguments, left)))
+        left = max(0, left - len(arguments))
+    return echoed
 
 
 def _listed(violations: Sequence[SchemaViolation]) -> str:
