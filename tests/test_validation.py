@@ -405,6 +405,25 @@ async def test_a_tool_call_when_no_tool_was_offered_is_a_failure(
     assert "/tool_calls/0: there is no tool named 'delete_everything' (tools: none)" in feedback["content"]
 
 
+async def ping() -> str:
+    """Check that the service answers."""
+    return "pong"
+
+
+async def test_empty_tool_arguments_judged_as_no_arguments_reach_the_tool_as_such(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Some OpenAI-compatible servers send "" for a tool without parameters. Validation judged it as {} and
+    # passed it, and the agent's json.loads("") then failed the call ("Error: Expecting value") unexecuted.
+    fake_openai_server.enqueue(FakeReply.tool_calls([("ping", "")]), FakeReply.text("It answers."))
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    agent = AssistantAgent("checker", model_client=client, tools=[ping], reflect_on_tool_use=True)
+    result = await agent.run(task="Is the service up?")
+    (execution,) = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
+    assert [(outcome.content, outcome.is_error) for outcome in execution.content] == [("pong", False)]
+    assert fake_openai_server.request_count == 2  # nothing re-asked
+
+
 async def test_tool_arguments_that_are_not_json_are_failures(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

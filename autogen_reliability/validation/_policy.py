@@ -217,7 +217,7 @@ class AnswerCheck:
         """The answer to hand on (clean JSON when JSON is expected), and its violations."""
         content = result.content
         if not isinstance(content, str):
-            return result, self._tool_calls(content) if self.tools is not None else []
+            return self._tool_call_answer(result, content)
         limit = self.policy.max_response_chars
         if len(content) > limit:
             return result, [SchemaViolation("", f"the answer is {len(content)} characters long; at most {limit}")]
@@ -244,6 +244,18 @@ class AnswerCheck:
             if not self.schema.validate(value):
                 return value
         return _NONE
+
+    def _tool_call_answer(
+        self, result: CreateResult, calls: Sequence[FunctionCall]
+    ) -> tuple[CreateResult, list[SchemaViolation]]:
+        if self.tools is None:
+            return result, []
+        violations = self._tool_calls(calls)
+        if violations or all(call.arguments for call in calls):
+            return result, violations
+        # Empty arguments were judged as {}: handed on as {}, since the agent's json.loads("") fails the call.
+        handed_on = [call if call.arguments else replace(call, arguments="{}") for call in calls]
+        return result.model_copy(update={"content": handed_on}), []
 
     def _tool_calls(self, calls: Sequence[FunctionCall]) -> list[SchemaViolation]:
         assert self.tools is not None
