@@ -279,7 +279,7 @@ def _pipeline(
         SanitizeLayer(settings.sanitize, json_answers=_answers_in_json(client, settings))
         if primary and settings.sanitize is not None
         else None,
-        ValidationLayer(settings.validation) if primary else None,
+        ValidationLayer(settings.validation, json_answers=_answers_in_json(client, settings)) if primary else None,
         _fallback(settings, observers, accounting) if primary and settings.fallbacks else None,
         _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
         CircuitLayer(breaker_for(client, settings.circuit)) if settings.circuit is not None else None,

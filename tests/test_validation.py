@@ -598,6 +598,21 @@ async def test_json_mode_answers_must_be_json(
     assert fake_openai_server.requests[0].body["response_format"] == {"type": "json_object"}
 
 
+@pytest.mark.parametrize("where", ["client", "extra_create_args"])
+async def test_answers_to_a_json_response_format_must_be_json(
+    where: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # JSON asked for by a response_format, not json_output=True: "not json" was handed on as a valid answer, and
+    # JSON in prose was not taken out of it, though the sanitiser treated the answers as JSON.
+    fake_openai_server.enqueue(FakeReply.text("not json"), FakeReply.text('Result: {"ok": true}'))
+    json_mode = {"response_format": {"type": "json_object"}}
+    client = reliable(make_openai_client(**(json_mode if where == "client" else {})), validation=ValidationPolicy())
+    result = await client.create(ASK, extra_create_args=json_mode if where == "extra_create_args" else {})
+    assert result.content == '{"ok": true}'
+    assert fake_openai_server.request_count == 2
+    assert "no valid JSON in the answer" in fake_openai_server.requests[1].messages[-1]["content"]
+
+
 async def test_plain_text_is_not_validated_without_a_policy(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -252,11 +252,14 @@ class ValidationLayer(Layer):
     Args:
         policy: The user's policy, or ``None``: then only answers to
             ``json_output=<model>`` are checked, against that model.
+        json_answers: Every answer is asked for as JSON, whatever the request says: the client was built with a
+            JSON ``response_format``.
     """
 
-    def __init__(self, policy: ValidationPolicy | None) -> None:
+    def __init__(self, policy: ValidationPolicy | None, *, json_answers: bool = False) -> None:
         self.policy = policy
         self._implicit = ValidationPolicy(validate_tool_calls=False)
+        self._json_answers = json_answers
 
     def _check(self, request: Request) -> AnswerCheck | None:
         json_output = request.json_output
@@ -271,7 +274,14 @@ class ValidationLayer(Layer):
             schema = ResponseSchema.of(model)
         # With no tool offered, every call names a tool that was not: {} (not None) so that it is refused.
         tools = _tool_parameters(request.tools) if policy.validate_tool_calls else None
-        return AnswerCheck(policy, schema, expects_json=schema is not None or json_output is True, tools=tools)
+        # JSON mode: json_output=True, or a JSON response_format of the request's or the client's own.
+        expects_json = (
+            schema is not None
+            or json_output is True
+            or self._json_answers
+            or is_json_format(request.extra_create_args.get("response_format"))
+        )
+        return AnswerCheck(policy, schema, expects_json=expects_json, tools=tools)
 
     def _prepare(self, request: Request, check: AnswerCheck) -> Request:
         if check.schema is None:
