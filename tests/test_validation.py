@@ -30,7 +30,7 @@ from autogen_reliability import (
 )
 from autogen_reliability.retry import classify_error
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
-from autogen_reliability.validation import CheckedCreateResult
+from autogen_reliability.validation import CheckedCreateResult, ResponseSchema
 from autogen_reliability.validation._policy import MAX_REASK_FEEDBACK_CHARS
 
 from .conftest import OpenAIClientFactory
@@ -631,6 +631,9 @@ async def test_plain_text_is_not_validated_without_a_policy(
         ({"on_failure": "ignore"}, "on_failure must be 'raise' or 'return'"),
         ({"schema": {"type": "strnig"}}, "strnig"),
         ({"schema": 42}, "schema"),
+        # A compiled schema raised TypeError: 'ResponseSchema' object is not iterable.
+        ({"schema": ResponseSchema.of(Ticket)}, r"not a compiled ResponseSchema: pass its \.model"),
+        ({"schema": ResponseSchema.of(TICKET_SCHEMA)}, r"not a compiled ResponseSchema: pass its \.model"),
     ],
 )
 def test_bad_policies_fail_at_construction(kwargs: dict[str, Any], message: str) -> None:

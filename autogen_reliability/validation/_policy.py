@@ -117,6 +117,12 @@ class ValidationPolicy:
             raise ConfigurationError(f"on_failure must be 'raise' or 'return', got {self.on_failure!r}")
         if not isinstance(self.validate_tool_calls, bool):
             raise ConfigurationError("validate_tool_calls must be True or False")
+        if isinstance(self.schema, ResponseSchema):
+            # Taken as it is, its own `format` setting would be lost on the way to and from the config.
+            raise ConfigurationError(
+                "schema takes a pydantic model class or a JSON Schema dict, not a compiled ResponseSchema: "
+                "pass its .model or its .json_schema"
+            )
         if self.schema is not None:
             # An invalid schema fails here, with the reason; a valid one is compiled once.
             object.__setattr__(self, "compiled_schema", ResponseSchema.of(self.schema))
