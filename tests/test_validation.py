@@ -324,6 +324,22 @@ async def test_over_long_tool_call_arguments_are_echoed_cut_in_the_reask(
     assert len(json.dumps(fake_openai_server.requests[1].messages)) < 5000
 
 
+async def test_tool_calls_refused_for_their_length_are_told_so(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The violation is the turn's ("/tool_calls"), no call's: every call was told "Not executed, because other
+    # calls of this turn were invalid", even the only one, and the model never heard of the limit.
+    arguments = '{"a": 1, "b": ' + "9" * 2000 + "}"
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls([("add", arguments)]), FakeReply.tool_calls([("add", {"a": 1, "b": 2})])
+    )
+    client = reliable(make_openai_client(), validation=ValidationPolicy(max_response_chars=1000))
+    await AssistantAgent("calculator", model_client=client, tools=[add]).run(task="1 + 2?")
+    (result,) = [message["content"] for message in fake_openai_server.requests[1].messages if message["role"] == "tool"]
+    assert f"- /tool_calls: the tool calls' arguments are {len(arguments)} characters long; at most 1000" in result
+    assert "other calls" not in result
+
+
 async def test_tool_call_feedback_is_bounded_per_call(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

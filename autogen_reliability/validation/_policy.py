@@ -384,7 +384,12 @@ def _listed(violations: Sequence[SchemaViolation]) -> str:
 
 
 def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation]) -> str:
-    own = [v for v in violations if v.path == f"/tool_calls/{index}" or v.path.startswith(f"/tool_calls/{index}/")]
+    # A violation of the whole turn ("/tool_calls": the arguments too long together) is every call's own.
+    own = [
+        v
+        for v in violations
+        if v.path in ("/tool_calls", f"/tool_calls/{index}") or v.path.startswith(f"/tool_calls/{index}/")
+    ]
     if own:
         return f"Error: this call was not executed:\n{_listed(own)}\nCall the tool again with valid arguments."
     # The other calls' results list their own errors: repeating them here would multiply the re-ask.
