@@ -273,13 +273,14 @@ def _pipeline(
     # and tests/test_layering.py keeps the two the same. A stage that is off has no layer.
     if primary and settings.track_usage:
         accounting = _accounting(client, settings)
+    json_answers = primary and _answers_in_json(client, settings)
     layers = [
         _budget(settings, settings.budget) if primary and settings.budget is not None else None,
         accounting if primary else None,
-        SanitizeLayer(settings.sanitize, json_answers=_answers_in_json(client, settings))
+        SanitizeLayer(settings.sanitize, json_answers=json_answers)
         if primary and settings.sanitize is not None
         else None,
-        ValidationLayer(settings.validation, json_answers=_answers_in_json(client, settings)) if primary else None,
+        ValidationLayer(settings.validation, json_answers=json_answers) if primary else None,
         _fallback(settings, observers, accounting) if primary and settings.fallbacks else None,
         _retry(client, settings.retry, settings.on_retry) if settings.retry is not None else None,
         CircuitLayer(breaker_for(client, settings.circuit)) if settings.circuit is not None else None,
