@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +164,29 @@ async def test_fenced_or_prose_wrapped_json_is_accepted_and_cleaned(
     result = await reliable(make_openai_client(), validation=ValidationPolicy(schema=Ticket)).create(ASK)
     assert json.loads(str(result.content)) == TICKET
     assert fake_openai_server.request_count == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '{"amount": 0.123456789012345678, "count": 12345678901234567890123}',
+        'Here it is:\n```json\n{"amount": 0.123456789012345678, "count": 12345678901234567890123}\n```',
+        'Total: {"amount": 0.123456789012345678, "count": 12345678901234567890123} (rounded nowhere)',
+    ],
+    ids=["whole", "fenced", "prose"],
+)
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_json_handed_on_is_the_models_own_text_with_every_digit(
+    answer: str, mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The JSON handed on was re-written from the parsed value, through float: 0.123456789012345678 became
+    # 0.12345678901234568, and a caller reading money with parse_float=Decimal got the rounded amount.
+    fake_openai_server.enqueue(FakeReply.text(answer))
+    schema = {"type": "object", "properties": {"amount": {"type": "number"}, "count": {"type": "integer"}}}
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=schema))
+    result = await call(client, mode)
+    value = json.loads(str(result.content), parse_float=Decimal)
+    assert value == {"amount": Decimal("0.123456789012345678"), "count": 12345678901234567890123}
 
 
 async def test_structured_output_agent_gets_an_object_from_prose_wrapped_json(

@@ -28,7 +28,6 @@ import copy
 import functools
 import importlib
 import itertools
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +45,7 @@ from autogen_core.models import (
 from pydantic import BaseModel
 
 from .._errors import ConfigurationError, config_options
-from ._parse import JSONExtractionError, extract_json, json_candidates, parse_whole_json
+from ._parse import JSONExtractionError, json_candidates, locate_json, parse_whole_json
 from ._schema import ResponseSchema, SchemaViolation
 
 __all__ = ["AnswerCheck", "ValidationPolicy"]
@@ -64,7 +63,6 @@ MAX_VIOLATION_CHARS = 300
 # When the first JSON value of an answer does not match the schema (a citation "[1]" or a "{}" in the prose before
 # the answer), this many more are tried, in order; the first that matches is the answer.
 MAX_OTHER_CANDIDATES = 16
-_NONE: Any = object()
 FailureMode = Literal["raise", "return"]
 
 
@@ -230,26 +228,30 @@ class AnswerCheck:
         if not self.expects_json:
             return result, []
         try:
-            value = extract_json(content, max_chars=limit)
+            value, start, end = locate_json(content, max_chars=limit)
         except JSONExtractionError as error:
             return result, [SchemaViolation("", f"no valid JSON in the answer: {error}")]
         violations = self.schema.validate(value) if self.schema is not None else []
         if violations:
-            value = self._other_valid_value(content)
-            if value is _NONE:
+            found = self._other_valid_value(content)
+            if found is None:
                 return result, violations
-        clean = json.dumps(value, ensure_ascii=False)
+            start, end = found
+        # The model's own text of the value (strict JSON, as every parser reads it), not the value written out
+        # again: that would go through float, and 0.123456789012345678 be handed on as 0.12345678901234568.
+        clean = content[start:end].strip()
         return (result if clean == content else result.model_copy(update={"content": clean})), []
 
-    def _other_valid_value(self, content: str) -> Any:
-        """The first value after the one extracted that the schema takes (``[1]`` in prose before the answer)."""
+    def _other_valid_value(self, content: str) -> tuple[int, int] | None:
+        """Where the first value after the one extracted that the schema takes is (``[1]`` in prose before the
+        answer): its ``(start, end)`` in ``content``."""
         assert self.schema is not None
         candidates = json_candidates(content, max_chars=self.policy.max_response_chars)
-        next(candidates, None)  # the one extract_json took, already judged
-        for value, _, _ in itertools.islice(candidates, MAX_OTHER_CANDIDATES):
+        next(candidates, None)  # the one locate_json took, already judged
+        for value, start, end in itertools.islice(candidates, MAX_OTHER_CANDIDATES):
             if not self.schema.validate(value):
-                return value
-        return _NONE
+                return start, end
+        return None
 
     def _tool_call_answer(
         self, result: CreateResult, calls: Sequence[FunctionCall]
