@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from autogen_reliability import (
@@ -620,6 +622,45 @@ def test_the_metrics_land_in_a_registry_that_has_names_of_its_own_or_say_why_not
     other = enable_metrics(CollectorRegistry())
     disable_metrics()
     assert other is not registry
+
+
+class HandsOverOnUnregister(CollectorRegistry):
+    """A registry that, the first time it takes a collector out, lets another thread turn metrics on (waits 0.5 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[BaseException] = []
+        self.turned_on = threading.Event()
+
+    def unregister(self, collector: Collector) -> None:
+        if self.turned_on.is_set():  # once only
+            super().unregister(collector)
+            return
+
+        def turn_on() -> None:
+            try:
+                enable_metrics(self)
+            except BaseException as error:  # reported by the test
+                self.errors.append(error)
+            self.turned_on.set()
+
+        threading.Thread(target=turn_on).start()
+        self.turned_on.wait(0.5)  # enough for the other thread, unless it waits for this one
+        super().unregister(collector)
+
+
+def test_metrics_turned_off_in_one_thread_can_be_turned_on_in_another_at_once() -> None:
+    registry = HandsOverOnUnregister()
+    enable_metrics(registry)
+    disable_metrics()
+    assert registry.turned_on.wait(5)
+    try:
+        # Off, then on in the other thread: it found the old collector still in the registry, and failed.
+        assert registry.errors == []
+        assert enable_metrics() is registry
+        assert {metric.name for metric in registry.collect()} >= {f"{P}calls", f"{P}attempts"}
+    finally:
+        disable_metrics()
 
 
 def test_turning_metrics_off_unsubscribes_them_from_every_feed() -> None:

@@ -113,13 +113,14 @@ def enable_metrics(
 def disable_metrics() -> None:
     """Turns metrics off: stops counting and takes them out of their registry. Safe to call when they are off."""
     global _enabled
+    # All under the lock: an enable_metrics() in another thread must not find the old collector still in the registry.
     with _lock:
         enabled, _enabled = _enabled, None
-    if enabled is None:
-        return
-    for unsubscribe in enabled.unsubscribers:
-        unsubscribe()
-    enabled.registry.unregister(enabled.collector)
+        if enabled is None:
+            return
+        for unsubscribe in enabled.unsubscribers:
+            unsubscribe()
+        enabled.registry.unregister(enabled.collector)
 
 
 def metrics_app(registry: CollectorRegistry | None = None, *, max_label_values: int | None = None) -> ASGIApp:

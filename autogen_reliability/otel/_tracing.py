@@ -390,11 +390,12 @@ def enable_tracing(tracer_provider: TracerProvider | None = None) -> None:
 def disable_tracing() -> None:
     """Turns the spans off; calls running now still end their spans. Safe to call when tracing is off."""
     global _enabled
+    # All under the lock: an enable_tracing() in another thread must not run alongside the old tracer (spans twice).
     with _lock:
         enabled, _enabled = _enabled, None
-    if enabled is not None:
-        for unsubscribe in enabled[2]:
-            unsubscribe()
+        if enabled is not None:
+            for unsubscribe in enabled[2]:
+                unsubscribe()
 
 
 def _version() -> str | None:
