@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import create_engine, event, make_url
@@ -225,7 +225,7 @@ def grouped(events: Sequence[UsageEvent], columns: Sequence[str]) -> list[tuple[
 
 
 def growth_of(name: str, events: Sequence[UsageEvent]) -> SessionGrowth:
-    firsts = sorted((e for e in events if e.attempt == 1), key=lambda e: e.started_at)
+    firsts = sorted((e for e in events if e.prompt_tokens > 0), key=lambda e: e.started_at)
     models = Counter(e.model for e in events)
     model = min(models.items(), key=lambda item: (-item[1], text_order(item[0])))[0]
     usage = usage_of(events)
@@ -686,3 +686,41 @@ def test_an_unknown_column_names_the_valid_choices(tmp_path: Path) -> None:
         "tag:KEY",
     ):
         assert choice in str(raised.value)
+
+
+def test_session_growth_skips_failed_attempts_that_reported_no_prompt(tmp_path: Path) -> None:
+    # Six calls whose prompts grow 1,000 to 6,000 tokens; the first and the last began with a rate limit,
+    # which reports 0 tokens, and their retries sent the prompt. The growth is 6, not unknown (0 / 0).
+    start = datetime(2025, 5, 1, 9, tzinfo=UTC)
+
+    def attempt(
+        call: uuid.UUID, number: int, at: datetime, tokens: int, outcome: Literal["ok", "error"] = "ok"
+    ) -> UsageEvent:
+        return UsageEvent(
+            call,
+            number,
+            at,
+            900.0,
+            project="p",
+            session="s",
+            agent="a",
+            model="gpt-4o",
+            prompt_tokens=tokens,
+            cost_nanousd=tokens * 2500,
+            outcome=outcome,
+            error_kind="rate_limit" if outcome == "error" else None,
+        )
+
+    events = []
+    for index in range(6):
+        call, at, number = uuid.uuid4(), start + timedelta(minutes=index), 1
+        if index in (0, 5):
+            events.append(attempt(call, 1, at, 0, "error"))
+            at, number = at + timedelta(seconds=5), 2
+        events.append(attempt(call, number, at, 1000 * (index + 1)))
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as sqlite_store:
+        sqlite_store.write(events)
+        report = sqlite_store.report("p")
+    (growth,) = report.session_growth
+    assert (growth.first_prompt_tokens, growth.last_prompt_tokens, growth.growth) == (1000, 6000, 6.0)
+    assert [finding.code for finding in report.recommendations] == ["prompt_growth"]

@@ -260,8 +260,9 @@ class SessionGrowth:
         session: The session.
         model: The model most of its attempts asked for.
         calls: Its logical calls.
-        first_prompt_tokens: Prompt tokens of its first call's first attempt.
-        last_prompt_tokens: Prompt tokens of its last call's first attempt.
+        first_prompt_tokens: Prompt tokens of its first attempt that reported any (a failed attempt
+            usually reports 0: a call that began with a rate limit counts from its retry).
+        last_prompt_tokens: Prompt tokens of its last attempt that reported any.
         prompt_tokens: Prompt tokens of all its attempts.
         cost: USD of its priced attempts.
     """

@@ -880,13 +880,18 @@ class _Report:
         return groups, tuple(growth)
 
     def _first_and_last_prompts(self, sessions: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Per session: the prompt tokens of its first call's first attempt and of its last call's."""
+        """Per session: the prompt tokens of its first and its last attempt that reported any.
+
+        A failed attempt usually reports none (a rate limit, a timeout: 0 tokens), and its retry sends the
+        same prompt: a session whose first or last call began with one is measured from that retry, not
+        from a prompt of 0 tokens (no growth at all, or a growth of 0).
+        """
         c = RECORDS.c
         first = func.row_number().over(partition_by=c.session, order_by=(c.started_at, c.id))
         last = func.row_number().over(partition_by=c.session, order_by=(c.started_at.desc(), c.id.desc()))
         numbered = (
             self._select(c.session, c.prompt_tokens, first.label("first"), last.label("last"), sessions=sessions)
-            .where(c.attempt == 1)
+            .where(c.prompt_tokens > 0)
             .subquery()
         )
         query = select(numbered.c.session, numbered.c.prompt_tokens, numbered.c.first, numbered.c.last).where(
