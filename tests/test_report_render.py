@@ -73,6 +73,10 @@ def test_rates_and_user_strings_are_shown_on_one_line() -> None:
     assert rate_text(None) == "—"
     assert rate_text(0.0001) == "<0.1%"
     assert rate_text(0.1234) == "12.3%"
+    # Nor a false 100.0%: 1,999 failed attempts of 2,000 are not all of them.
+    assert rate_text(1999 / 2000) == ">99.9%"
+    assert rate_text(0.9994) == "99.9%"
+    assert rate_text(1.0) == "100.0%"
     assert plain_text("a\nb\r\tc") == "a\\nb\\r\\tc"
     assert plain_text(None) == "(none)"
     # A bidirectional control would reorder the line it is shown on: it is shown as its escape too.

@@ -178,13 +178,18 @@ def tokens_compact(value: float, *, trim: bool = False) -> str:
 
 
 def rate_text(value: float | None) -> str:
-    """A rate as a percentage with one decimal; ``—`` when undefined; ``<0.1%`` rather than a false ``0.0%``."""
+    """A rate as a percentage with one decimal; ``—`` when undefined.
+
+    ``<0.1%`` rather than a false ``0.0%``, and ``>99.9%`` rather than a false ``100.0%`` (1,999 failed
+    attempts of 2,000 are not all of them).
+    """
     if value is None:
         return "—"
     percent = value * 100
     if 0 < percent < 0.05:
         return "<0.1%"
-    return f"{percent:.1f}%"
+    text = f"{percent:.1f}%"
+    return ">99.9%" if text == "100.0%" and percent < 100 else text
 
 
 def latency_text(value: float | None) -> str:
