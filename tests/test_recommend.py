@@ -189,6 +189,13 @@ def test_small_amounts_are_not_shown_as_zero_cents() -> None:
     assert finding.saving == Decimal("0.0012")  # 0.0042 - 0.003
 
 
+def test_shares_near_all_or_nothing_are_not_rounded_to_it() -> None:
+    # $1,999.50 of $2,000 wasted read "100.0% of its $2,000.00": all of it, which it was not.
+    nearly_all = Usage(calls=1000, attempts=2000, cost=Decimal(2000), errors=1000, waste_cost=Decimal("1999.5"))
+    (finding,) = only(recommend(make_report(by_model={"gpt-4o": nearly_all})), "retry_waste")
+    assert ">99.9% of its $2,000.00" in finding.message
+
+
 # --------------------------------------------------------------------------------------------------
 # reask_rate
 # --------------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from typing import Final
 
 from .._errors import ConfigurationError, is_finite, shown_number
 from ..accounting import PricingTable, TokenUsage
+from ._format import rate_text
 from ._model import Group, Recommendation, SessionGrowth, Usage, UsageReport, nanousd_to_usd
 
 __all__ = ["ReportThresholds", "recommend"]
@@ -489,7 +490,7 @@ def _usd(usd: Decimal) -> str:
 
 
 def _percent(share: Decimal | Fraction) -> str:
-    return f"{float(share) * 100:.1f}%"
+    return rate_text(float(share))  # as the report's tables show a rate: never a false 0.0% or 100.0%
 
 
 def _percent_threshold(threshold: Decimal) -> str:
