@@ -752,11 +752,13 @@ def _sessions_table(
     title = Text(f"Sessions of {plain_text(project)}{_period_text(since, until)}, most recent first (times UTC)")
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
     # Fits 80 columns (tokens are in the JSON): names fold, times take two lines, numbers are never cut.
+    # The session is the one column that folds: rich shares a shortage among all the columns that may wrap, and
+    # cut a time's column it had left too narrow for its date ("2026-12-0" at 80 columns).
     table.add_column("session", overflow="fold", min_width=7)
     for name in ("calls", "attempts", "errors", "cost (USD)", "unpriced"):
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("first seen", min_width=10)
-    table.add_column("last seen", min_width=10)
+    table.add_column("first seen", no_wrap=True)
+    table.add_column("last seen", no_wrap=True)
     for summary in found:
         table.add_row(
             Text(plain_text(summary.session)),
@@ -766,8 +768,8 @@ def _sessions_table(
             # A session none of whose attempts had a price is unpriced, as in the report's tables, not free.
             cost_cell(nanousd_text(summary.cost_nanousd), summary.attempts, summary.unpriced_attempts),
             str(summary.unpriced_attempts),
-            _stamp(summary.first_seen, seconds=False),
-            _stamp(summary.last_seen, seconds=False),
+            _stamp(summary.first_seen, seconds=False).replace(" ", "\n"),  # the date, its time below
+            _stamp(summary.last_seen, seconds=False).replace(" ", "\n"),
         )
     return table
 

@@ -515,6 +515,25 @@ def test_sessions_table_from_the_command(ledger: tuple[str, list[UsageEvent]]) -
     assert "ticket-old" in done.stdout
 
 
+def test_sessions_table_fits_80_columns_without_cutting_a_date_or_a_number(
+    ledger: tuple[str, list[UsageEvent]], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 80 columns, as a terminal or a CI log has: "2026-12-0" was printed for 2026-12-05 in the last column.
+    url, events = ledger
+    monkeypatch.setenv("COLUMNS", "80")
+    status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--db", url)
+    assert (status, err) == (0, "")
+    assert max(len(line) for line in out.splitlines()) <= 80
+    rows = [line.split() for line in out.splitlines()]
+    ticket = next(row for row in rows if row and row[0] == "ticket-1")
+    assert ticket[1:6] == ["2", "3", "1", "2.001234568", "1"]
+    first, last = (
+        min(usage.started_at for usage in events if usage.session == "ticket-1"),
+        max(usage.started_at for usage in events if usage.session == "ticket-1"),
+    )
+    assert ticket[6:] == [f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}"]  # the dates whole; their times on the next line
+
+
 def test_sessions_table_shows_control_characters_in_a_name_as_escapes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
