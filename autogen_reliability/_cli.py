@@ -865,12 +865,17 @@ def _retention_text(result: RetentionResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _run(args)  # raised inside asyncio, SIGTERM would have AutoGen's runtime log tracebacks: it ends it
-    with _terminated_as_interrupted():
-        return _run(args)
+    try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command == "demo":
+            return _run(args)  # raised inside asyncio, SIGTERM would have AutoGen's runtime log tracebacks: it ends it
+        with _terminated_as_interrupted():
+            return _run(args)
+    except KeyboardInterrupt as stop:
+        # Ctrl-C before a command is under way: while the arguments are read (which loads SQLAlchemy for
+        # --project) or its modules load (alembic, AutoGen's for the demo). Nothing is written yet.
+        return _stopped(stop)
 
 
 def _run(args: argparse.Namespace) -> int:

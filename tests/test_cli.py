@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from autogen_ext.models.openai import OpenAIChatCompletionClient
@@ -1412,6 +1412,40 @@ def ctrl_c(
         child.kill()
     said = ("interrupted", 130) if stop == signal.SIGINT else ("terminated", 143)
     assert (child.returncode, out, err) == (said[1], "", f"autogen-reliability: error: {said[0]}\n")
+
+
+# Ctrl-C the moment the command loads SQLAlchemy, as reading ``--project`` (or ``--tag``, or a demo's database URL)
+# does: a real SIGINT, sent by the import itself.
+_CTRL_C_AT_IMPORT: Final = """
+import os, signal, sys
+from autogen_reliability._cli import main
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("sqlalchemy", "report", "--project", PROJECT),
+        ("sqlalchemy", "sessions", "--project", PROJECT),
+        ("alembic", "db", "current", "--url", "sqlite:///{ledger}"),
+        ("autogen_reliability._demo", "demo", "--db", "sqlite:///{ledger}"),
+    ],
+    ids=["report", "sessions", "db", "demo"],
+)
+def test_ctrl_c_while_the_command_loads_is_one_line_and_130(argv: tuple[str, ...], tmp_path: Path) -> None:
+    # It was Python's traceback through argparse and the import, and a death by SIGINT.
+    args = [arg.format(ledger=tmp_path / "usage.db") for arg in argv]
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AT_IMPORT, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "autogen-reliability: error: interrupted\n")
+    assert not (tmp_path / "usage.db").exists()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
