@@ -247,6 +247,10 @@ def _output_file(text: str) -> Path:
     try:
         if path.is_dir():
             raise argparse.ArgumentTypeError(f"{text} is a directory; give the path of a file")
+        if text.endswith(os.sep):  # Path() drops the slash: `new/` was written as a file new, `file/` replaced file
+            raise argparse.ArgumentTypeError(
+                f"{text} ends with {os.sep}, so names a directory; give the path of a file"
+            )
         if not path.parent.is_dir():
             raise argparse.ArgumentTypeError(f"the directory of {text} does not exist: {path.parent}")
     except OSError as error:  # a name too long, say

@@ -1059,6 +1059,9 @@ def command_line(name: str, tmp_path: Path, *more: str) -> list[str]:
         (("export", "--project", "p", "--out", "/no/dir/x.jsonl"), ("the directory of /no/dir/x.jsonl does not",)),
         (("export", "--project", "p", "--out", "."), ("argument --out: . is a directory",)),
         (("export", "--project", "p", "--out", ""), ("argument --out: must not be empty; give the path of a file",)),
+        # A trailing slash names a directory: the file new.jsonl was written (or an existing file replaced).
+        (("export", "--project", "p", "--out", "{tmp}/new.jsonl/"), ("/new.jsonl/ ends with /, so names a directory",)),
+        (("report", "--out", "{tmp}/usage.db/"), ("/usage.db/ ends with /, so names a directory",)),
         # A byte of the command line that is not UTF-8 (Python reads it as a lone surrogate): no row holds one.
         (("export", "--project", "a\udcff", "--out", "{tmp}/x.jsonl"), ("--project: the name must not contain",)),
         (("sessions", "--project", "a\udcff"), ("argument --project: the name must not contain '\\udcff'",)),
