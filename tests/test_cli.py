@@ -1422,6 +1422,7 @@ def ctrl_c(
 _CTRL_C_AT_IMPORT: Final = """
 import os, signal, sys
 from autogen_reliability._cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a child of a background job starts with SIGINT ignored
 class CtrlC:
     def find_spec(self, name, path=None, target=None):
         if name == sys.argv[1]:
