@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
 from autogen_reliability.providers._usage_tap import UsageSlot, _BodyTap
 
-__all__ = ["SIZES", "events", "fed", "parsed_events", "pieces"]
+__all__ = ["FAKE_COMPLETION", "SIZES", "events", "fed", "parsed_events", "pieces"]
+
+FAKE_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+"""A completion's body as the server sends it, for tests that send their own (an ``"error"`` beside it, say)."""
 
 SIZES = (1, 2, 3, 7, 64)
 """Piece sizes that split a stream's lines and events anywhere (with the whole body as one piece: `pieces`)."""

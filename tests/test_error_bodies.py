@@ -21,6 +21,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import MODEL, OpenAIClientFactory, final_result
 from .storage_fixtures import Ledger, ledger_rows
+from .tapping import FAKE_COMPLETION
 
 HI = [UserMessage(content="hi", source="user")]
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.05)
@@ -172,15 +173,7 @@ async def test_an_error_event_after_content_fails_the_stream_and_is_not_retried(
 async def test_an_error_beside_a_valid_completion_is_left_alone(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
 ) -> None:
-    body = {
-        "id": "gen-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-        "error": {"code": 502, "message": "a warning the provider left in"},
-    }
+    body = {**FAKE_COMPLETION, "error": {"code": 502, "message": "a warning the provider left in"}}
     fake_openai_server.enqueue(FakeReply.malformed(json.dumps(body).encode()))
     client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
     result = await client.create(HI)

@@ -34,7 +34,7 @@ from autogen_reliability.providers._usage_tap import (
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
-from .tapping import SIZES, events, fed, parsed_events, pieces
+from .tapping import FAKE_COMPLETION, SIZES, events, fed, parsed_events, pieces
 
 MODEL = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"  # what the server (like the real API) reports for the alias
@@ -49,15 +49,6 @@ def server() -> Iterator[FakeOpenAIServer]:
 
 
 ClientFactory = Callable[..., OpenAIChatCompletionClient]
-
-FAKE_COMPLETION: dict[str, Any] = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "created": 1,
-    "model": SNAPSHOT,
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
 
 
 @pytest.fixture
