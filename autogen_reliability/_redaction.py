@@ -54,11 +54,16 @@ QUOTED_LIMIT: Final = 40
 _SECRETS: Final = [
     # OpenAI / Anthropic / Stripe-style keys, masked ones too; providers echo them upper-cased or with "_".
     re.compile(r"()\b(?:sk|rk|pk)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9_*\-]{4,}", re.IGNORECASE),
+    # Other providers' keys, by their fixed prefix: Groq, xAI, Perplexity, NVIDIA, Hugging Face, GitHub (Models).
+    re.compile(r"()\b(?:(?:gsk_|xai-|pplx-|hf_|gh[pousr]_)[A-Za-z0-9]{20,}|(?:nvapi-|github_pat_)[A-Za-z0-9_\-]{20,})"),
     re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),  # Authorization headers
     re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"()\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
-    # Keys and passwords in URL queries (libpq takes password= there, beside the user-info part below).
-    re.compile(r"([?&](?:api[_-]?key|key|token|access_token|(?:ssl)?password|passwd|pwd|secret)=)[^&\s\"']+", re.I),
+    # Keys, passwords and signatures (Azure SAS ``sig=``) in URL queries (libpq takes password= there too).
+    re.compile(
+        r"([?&](?:api[_-]?key|key|token|access_token|(?:ssl)?password|passwd|pwd|secret|sig|signature)=)[^&\s\"']+",
+        re.I,
+    ),
     re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/@:]*:)[^\s/@]+(?=@)", re.IGNORECASE),  # passwords in URLs
     # Passwords in libpq's keyword/value connection strings ("host=db password=x", "password = 'a b'"), read as
     # libpq reads a value: quoted, or up to the next space, a backslash escaping the character after it.

@@ -42,6 +42,23 @@ HI = [UserMessage(content="hi", source="user")]
         ('{"authorization": "basic YXBwOmh1bnRlcjJsZWFr"}', '{"authorization": "[REDACTED]"}'),
         ("Proxy-Authorization: Digest username=app", "Proxy-Authorization: [REDACTED]"),
         ("aws AKIAABCDEFGHIJKLMNOP denied", "aws [REDACTED] denied"),
+        # Other providers' keys, known by their prefix, even when no client of ours was built with them.
+        ("Invalid API Key: gsk_abcdefghijklmnop1234QRST", "Invalid API Key: [REDACTED]"),
+        ("key xai-abcdefghijklmnopqrstuvwxyz0123456789 refused", "key [REDACTED] refused"),
+        ("pplx-abcdefghijklmnopqrstuvwxyz012345 nvapi-abcdefghijklmnopqrstuvwxyz012345", "[REDACTED] [REDACTED]"),
+        ("token hf_abcdefghijklmnopqrstuvwxyzABCDEF expired", "token [REDACTED] expired"),
+        (
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789 github_pat_11ABCDEFG0123456789_abcdefghijklmn",
+            "[REDACTED] [REDACTED]",
+        ),
+        (
+            "GET https://x.blob.core.windows.net/c?sv=2020-08-04&sig=abcDEF%2Bxyz%3D&se=1",
+            "GET https://x.blob.core.windows.net/c?sv=2020-08-04&sig=[REDACTED]&se=1",
+        ),
+        (
+            "hf_hub_download_for_the_model and xai-grok-4-fast-reasoning",
+            "hf_hub_download_for_the_model and xai-grok-4-fast-reasoning",
+        ),
         ("GET https://h/v1?key=AIzaSyA1234567890123456789012&alt=json", "GET https://h/v1?key=[REDACTED]&alt=json"),
         ('{"api_key": "secret-value-1"}', '{"api_key": "[REDACTED]"}'),
         (
