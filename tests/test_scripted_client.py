@@ -875,6 +875,29 @@ async def test_an_agent_sees_the_same_as_from_the_real_client_and_server(
     assert isinstance(scripted.messages[-1], ToolCallSummaryMessage)
 
 
+async def test_the_text_sent_with_tool_calls_counts_in_the_next_prompt_as_the_server_counts_it(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen sends an assistant turn's thought as the content of its tool-call message, and the server counts
+    # its words; the scripted client counted that message as 1, so the reflection's prompt cost less there.
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls([("add", {"a": 19, "b": 23})], content="Let me add these up."), FakeReply.text("42.")
+    )
+    scripted_client = ScriptedChatCompletionClient(
+        [ScriptedReply.tool_call("add", {"a": 19, "b": 23}, thought="Let me add these up."), "42."]
+    )
+    runs = []
+    for client in (make_openai_client(), scripted_client):
+        agent = AssistantAgent("calculator", model_client=client, tools=[add], reflect_on_tool_use=True)
+        runs.append(await agent.run(task="What is 19 + 23? Use the tool."))
+    real, scripted = ([m.models_usage for m in run.messages if m.models_usage] for run in runs)
+
+    assert fake_openai_server.requests[1].messages[2]["content"] == "Let me add these up."
+    assert scripted == real
+    # The reflection's prompt: the first one, then the tool-call turn (1 + 5 words) and the tool's result (1 + 1).
+    assert real[1].prompt_tokens - real[0].prompt_tokens == 6 + 2
+
+
 async def test_a_two_agent_team_runs_on_scripted_clients_through_a_429_burst(fake_time: FakeTime) -> None:
     writer_client = ScriptedChatCompletionClient([faults.rate_limit(retry_after=1), "Draft: hello.", "Final: Hello!"])
     critic_client = ScriptedChatCompletionClient(["Add an exclamation mark."])

@@ -1026,7 +1026,11 @@ def _words(text: object) -> int:
 
 
 def _prompt_tokens(messages: Sequence[LLMMessage]) -> int:
-    """One per message as it goes on the wire (one per tool result) plus the words of its text, at least 1."""
+    """One per message as it goes on the wire (one per tool result) plus the words of its text, at least 1.
+
+    The text of an assistant's tool-call turn is its ``thought``: AutoGen's OpenAI client sends it as that
+    message's content.
+    """
     count = 0
     for message in messages:
         if isinstance(message, FunctionExecutionResultMessage):
@@ -1036,7 +1040,9 @@ def _prompt_tokens(messages: Sequence[LLMMessage]) -> int:
         content = message.content
         if isinstance(content, str):
             count += _words(content)
-        elif not isinstance(message, AssistantMessage):  # an assistant's tool calls go as calls, not text
+        elif isinstance(message, AssistantMessage):  # tool calls go as calls; the text sent with them as content
+            count += _words(message.thought)
+        else:
             count += sum(_words(part) for part in content)
     return max(count, 1)
 
