@@ -1130,6 +1130,27 @@ def test_wait_for_requests_says_how_many_arrived_when_it_times_out(server: FakeO
         server.wait_for_requests(1, timeout=10**400)
 
 
+@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "past-the-lock"])
+def test_wait_for_requests_without_an_end_waits_for_the_request(server: FakeOpenAIServer, timeout: float) -> None:
+    # Accepted, as by wait_for_requests_async; the lock's wait took it and raised OverflowError at once.
+    server.enqueue(FakeReply.text("hi"))
+    caller = threading.Thread(target=post_in_a_while, args=(server,))
+    caller.start()
+    try:
+        [request] = server.wait_for_requests(1, timeout=timeout)
+    finally:
+        caller.join(timeout=30)
+    assert request.messages == CHAT
+
+
+def post_in_a_while(server: FakeOpenAIServer) -> None:
+    # A moment after the wait began (nothing waits on this sleep: the test waits for the request).
+    threading.Event().wait(0.05)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    raw_post(conn, {"model": MODEL, "messages": CHAT})
+    conn.close()
+
+
 async def test_wait_for_requests_async_is_woken_by_the_request(
     server: FakeOpenAIServer, client: openai.AsyncOpenAI
 ) -> None:

@@ -393,7 +393,7 @@ class FakeOpenAIServer:
         Args:
             n: How many requests (counted as `request_count` counts them, since
                 the server was created or last `reset`).
-            timeout: Seconds to wait at most; None waits for ever.
+            timeout: Seconds to wait at most; None (or ``math.inf``) waits for ever.
 
         Returns:
             A snapshot of every chat-completions request received, oldest first
@@ -404,8 +404,10 @@ class FakeOpenAIServer:
             ValueError: If ``n`` is negative or ``timeout`` is negative or not a number.
         """
         _check_wait(n, timeout)
+        # A wait longer than the platform's lock can time (math.inf, or some 292 years) has no end.
+        limit = None if timeout is None or timeout >= threading.TIMEOUT_MAX else timeout
         with self._arrived:
-            if not self._arrived.wait_for(lambda: len(self._requests) >= n, timeout):
+            if not self._arrived.wait_for(lambda: len(self._requests) >= n, limit):
                 raise TimeoutError(self._too_few(n, timeout))
             return list(self._requests)
 
