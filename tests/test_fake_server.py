@@ -946,6 +946,20 @@ async def test_models_routes(server: FakeOpenAIServer, client: openai.AsyncOpenA
     ]
 
 
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "my model", "modèle"])
+async def test_a_model_named_with_characters_a_url_escapes_is_found(server: FakeOpenAIServer, model: str) -> None:
+    # The SDK sends the id percent-encoded (meta-llama%2FLlama-3.1-8B-Instruct), as a vLLM server is asked for
+    # its Hugging Face model; the fake compared that text to its model's name and answered 404.
+    server.model = model
+    async with openai.AsyncOpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0) as sdk:
+        found = await sdk.models.retrieve(model)
+        with pytest.raises(openai.NotFoundError, match=r"The model 'meta-llama/other' does not exist"):
+            await sdk.models.retrieve("meta-llama/other")
+
+    assert found.id == model
+    assert "%" in server.all_requests[0].path  # recorded as received
+
+
 async def test_the_model_listing_can_be_scripted(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
     server.enqueue_models(
         FakeReply.error(401, "Incorrect API key provided: sk-echo"), FakeReply.reset(), FakeReply(delay=0.01)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Protocol, cast
+from urllib.parse import unquote
 
 from ._replies import FakeReply, RecordedRequest
 from ._wire import Completion, dumps, error_body, sse_error
@@ -208,7 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path in MODELS_PATHS and self.command == "GET":
             self._serve_models(request, reply, request_id)
         elif path.startswith(_MODEL_PREFIXES) and self.command == "GET":
-            model_id = path.split("/models/", 1)[1]
+            # The SDK percent-encodes the id: meta-llama/Llama-3.1-8B-Instruct comes as meta-llama%2FLlama-...
+            model_id = unquote(path.split("/models/", 1)[1])
             if model_id == fake.model:
                 self._send_json(200, fake._model_object(), request_id=request_id)
             else:
