@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "first_line",
     "log_failure",
+    "masked_headers",
     "masked_repr",
     "message_of",
     "quoted",
@@ -228,8 +229,8 @@ def quoted(text: str) -> str:
     return repr(redact(text[: QUOTED_LIMIT * 10], limit=QUOTED_LIMIT))
 
 
-def masked_repr(instance: DataclassInstance, **masked: str) -> str:
-    """The repr a dataclass writes for ``instance``, with each field named in ``masked`` shown as that text instead.
+def masked_repr(instance: DataclassInstance, **masked: object) -> str:
+    """The repr a dataclass writes for ``instance``, with each field named in ``masked`` shown as that value instead.
 
     For configuration that holds a database URL: the object keeps the password to connect with, its repr
     (and so every log line and error that shows the object) shows the URL as ``masked_url`` writes it.
@@ -315,6 +316,14 @@ def _scrub_http(value: Any) -> Any:
         if httpx is not None and isinstance(value, httpx.Response):
             return _response(httpx, value)
     return value  # no SDK we know keeps a secret in any other kind of field
+
+
+def masked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with the value of each one that carries a credential (by its name) shown as ``[REDACTED]``."""
+    return {
+        name: "[REDACTED]" if name.lower() in _DROPPED_HEADERS or _CREDENTIAL_HEADER.search(name) else value
+        for name, value in headers.items()
+    }
 
 
 def _headers(headers: Any, dropped: frozenset[str], *, credentials: bool = False) -> list[tuple[str, str]]:

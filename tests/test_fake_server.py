@@ -122,6 +122,26 @@ async def test_text_reply_through_autogen(server: FakeOpenAIServer, autogen: Ope
     assert request.received_at.tzinfo is UTC
 
 
+async def test_a_recorded_requests_repr_hides_the_key_the_client_sent(server: FakeOpenAIServer) -> None:
+    # A failed `assert server.requests == ...` prints each request's repr: a real key must not be in it.
+    key = "sk-proj-Real0Key1Copied2From3Env4"
+    server.enqueue(FakeReply.text("hello"))
+    async with openai.AsyncOpenAI(
+        base_url=server.url, api_key=key, max_retries=0, default_headers={"X-Portkey-Api-Key": "pk-gateway-secret-99"}
+    ) as sdk:
+        await sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+
+    [request] = server.requests
+    shown = repr(request)
+    assert "Real0Key1" not in shown
+    assert "gateway-secret" not in shown
+    assert "'authorization': '[REDACTED]'" in shown
+    assert "'x-portkey-api-key': '[REDACTED]'" in shown
+    assert "'content-type': 'application/json'" in shown
+    assert shown.startswith("RecordedRequest(method='POST', path='/v1/chat/completions', headers={")
+    assert request.headers["authorization"] == f"Bearer {key}"  # the request itself keeps what was sent
+
+
 async def test_completion_object_has_the_openai_shape(server: FakeOpenAIServer, client: openai.AsyncOpenAI) -> None:
     usage = FakeUsage(prompt_tokens=10, completion_tokens=5, cached_tokens=4, reasoning_tokens=2)
     server.enqueue(FakeReply.text("Hi!", usage=usage), FakeReply.text("Again", model="gpt-4o-2024-08-06"))

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, cast, get_args
 
 from .._errors import is_finite, shown_number
+from .._redaction import masked_headers, masked_repr
 
 __all__ = ["FakeReply", "FakeUsage", "RecordedRequest", "ReplyFactory", "ReplyKind", "describe_message"]
 
@@ -191,6 +192,10 @@ class RecordedRequest:
     raw: bytes
     received_at: datetime
     index: int
+
+    def __repr__(self) -> str:
+        # A failed assertion on a request prints its repr: the key a client sent stays out of the test's output.
+        return masked_repr(self, headers=masked_headers(self.headers))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
