@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from autogen_agentchat.agents import AssistantAgent
+from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent
 from autogen_agentchat.base import TaskResult, TerminatedException, TerminationCondition
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import TextMessage
@@ -146,6 +146,39 @@ async def test_a_continued_run_counts_its_first_turn(
     assert fake_openai_server.request_count == 4
     assert spoken(continued) == ["alice", "bob"]
     assert continued.stop_reason == f"Cost limit reached: ${usd(2 * CALL)} of ${limit_between(2)}"
+
+
+async def test_a_team_built_before_another_ran_does_not_count_what_that_team_spent(
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Both teams are built first (their conditions armed), then run one after the other, with no scope:
+    # the second run's calls are the only ones it may count, or it stops before its first speaker.
+    first = make_team(make_openai_client, ledger[1], CostTermination(limit_between(3)))
+    second = make_team(make_openai_client, ledger[1], CostTermination(limit_between(3)))
+    await first.run(task="one")
+    assert fake_openai_server.request_count == 3
+    result = await second.run(task="two")
+    assert fake_openai_server.request_count == 6
+    assert spoken(result) == ["user", "alice", "bob", "alice"]
+    assert result.stop_reason == f"Cost limit reached: ${usd(3 * CALL)} of ${limit_between(3)}"
+
+
+async def test_a_nested_team_counts_its_own_calls_not_the_outer_teams(
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The inner team of a SocietyOfMindAgent runs once per turn of "som", in the same session as the outer
+    # team: carol's call between two inner runs is the outer team's, not the next inner run's.
+    inner = make_team(make_openai_client, ledger[1], CostTermination(limit_between(2)))
+    som = SocietyOfMindAgent("som", team=inner, model_client=reliable(make_openai_client(), recorder=ledger[1]))
+    carol = AssistantAgent("carol", model_client=reliable(make_openai_client(), recorder=ledger[1]))
+    outer = RoundRobinGroupChat([som, carol], termination_condition=MaxMessageTermination(4))
+    async with usage_scope(session="s-1"):
+        result = await outer.run(task="plan the launch")
+    assert result.stop_reason is not None
+    assert result.stop_reason.startswith("Maximum number of messages 4 reached")
+    assert fake_openai_server.request_count == 7
+    rows = sorted(ledger_rows(ledger), key=lambda row: row.started_at)
+    assert [row.agent for row in rows] == ["alice", "bob", "som", "carol", "alice", "bob", "som"]
 
 
 async def test_or_with_max_messages_stops_at_whichever_comes_first(

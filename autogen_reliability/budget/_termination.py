@@ -22,15 +22,21 @@ session, and two teams running at once under different sessions do not count
 each other's spend.
 
 Events recorded between arming and the first check are kept, summed per
-attribution, and folded in at that check: a run started without a task (a
-continued ``team.run()``) is checked only after its first speaker's calls, and
-those calls are its spend too. The other side of that choice: spend with the
-run's attribution made between the previous run's end and this run's first
-check is counted in this run -- it errs towards stopping early, never late.
+attribution and per AutoGen team that made them (the ``key`` of the agent whose
+message handler ran the call: a team's id, the key of every agent it runs;
+none outside a team), and those of the checking team are folded in at that
+check: a run started without a task (a continued ``team.run()``) is checked
+only after its first speaker's calls, and those calls are its spend too. What
+other teams spent meanwhile (one run before, an outer team around a nested
+one) and calls made outside any team are not this run's. The other side of
+that choice: a nested team's calls in the first turn of a continued run (a
+team participant or a ``SocietyOfMindAgent`` speaking first) are made by
+another team, and are not counted.
 
 Limits, said plainly:
 - With no scope and no constructor filter, every priced event this process
-  records counts (one team per process is then exact; two are not).
+  records counts (teams run one at a time are then exact; two at once are
+  not).
 - Only calls through wrapped clients that record usage (``track_usage=True``,
   the default) are seen; a call a tool makes under an inner
   ``usage_scope(session=other)`` belongs to that other session.
@@ -53,7 +59,7 @@ from typing import Final, Literal, Self, cast
 
 from autogen_agentchat.base import TerminatedException, TerminationCondition
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, StopMessage
-from autogen_core import Component
+from autogen_core import Component, MessageHandlerContext
 from pydantic import StrictFloat, StrictInt, StrictStr
 
 from .._context import Attribution, current_attribution
@@ -77,7 +83,19 @@ run; the calls of a continued run's first turn are the newest and stay.
 """
 
 _TagItems = tuple[tuple[str, str], ...]
-_Key = tuple[str | None, str | None, str | None, _TagItems]
+_Key = tuple[str | None, str | None, str | None, str | None, _TagItems]
+"""The team that made the calls, then their project, session, agent and tags."""
+
+
+def _calling_team() -> str | None:
+    """The AutoGen team whose agent's message handler runs the calling code (its id), or None outside one.
+
+    A team registers its manager and every participant with the team's id as their ``AgentId.key``.
+    """
+    try:
+        return MessageHandlerContext.agent_id().key
+    except RuntimeError:  # not inside a message handler
+        return None
 
 
 class CostTerminationConfig(ComponentConfig):
@@ -204,18 +222,19 @@ class _Tally:
                 if match.covers(event.project, event.session, event.agent, event.tags):
                     self._total.add(event)
                 return
-            key: _Key = (event.project, event.session, event.agent, tuple(sorted(event.tags.items())))
+            # The feed calls listeners in the context of the call, so this is the team that made it.
+            key: _Key = (_calling_team(), event.project, event.session, event.agent, tuple(sorted(event.tags.items())))
             early = self._early.pop(key, None) or _Sum()
             early.add(event)
             self._early[key] = early  # re-inserted: the dict stays ordered oldest first
             if len(self._early) > _MAX_EARLY_KEYS:
                 del self._early[next(iter(self._early))]
 
-    def start(self, match: _Match) -> None:
-        """Fixes the run's attribution and folds in what was recorded for it since arming."""
+    def start(self, match: _Match, team: str | None) -> None:
+        """Fixes the run's attribution and folds in what ``team`` recorded for it since arming."""
         with self._lock:
-            for (project, session, agent, tags), early in self._early.items():
-                if match.covers(project, session, agent, dict(tags)):
+            for (made_by, project, session, agent, tags), early in self._early.items():
+                if made_by == team and match.covers(project, session, agent, dict(tags)):
                     self._total.fold(early)
             self._early.clear()
             self._match = match
@@ -328,7 +347,7 @@ class CostTermination(TerminationCondition, Component[CostTerminationConfig]):
         tally = self._tally
         if not tally.started:
             match = _Match(self._filter.over(current_attribution()), self._agents)
-            tally.start(match)
+            tally.start(match, _calling_team())
             logger.debug("CostTermination: a run started; counting the cost of %s", match.describe())
         nanousd, _priced, unpriced, models = tally.snapshot()
         if unpriced and self._on_unpriced == "stop":
