@@ -23,7 +23,7 @@ from autogen_agentchat.agents import AssistantAgent, SocietyOfMindAgent
 from autogen_agentchat.base import TaskResult, TerminatedException, TerminationCondition
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import TextMessage
-from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
 from autogen_core.models import ChatCompletionClient
 
 import autogen_reliability
@@ -179,6 +179,28 @@ async def test_a_nested_team_counts_its_own_calls_not_the_outer_teams(
     assert fake_openai_server.request_count == 7
     rows = sorted(ledger_rows(ledger), key=lambda row: row.started_at)
     assert [row.agent for row in rows] == ["alice", "bob", "som", "carol", "alice", "bob", "som"]
+
+
+async def test_a_selector_team_picks_the_next_speaker_after_the_check(
+    ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # As docs/budgets.md says: the selection that reaches the limit is followed by the chosen speaker's call.
+    fake_openai_server.default = FakeReply.text("alice", usage=USAGE)  # the selector's answer, and alice's
+    alice = AssistantAgent("alice", model_client=make_openai_client(), description="plans")
+    bob = AssistantAgent("bob", model_client=make_openai_client(), description="reviews")
+    team = SelectorGroupChat(
+        [alice, bob],
+        model_client=make_openai_client(),
+        termination_condition=CostTermination(limit_between(3)),
+        allow_repeated_speaker=True,
+        max_turns=SAFETY_TURNS,
+    )
+    reliable(team, recorder=ledger[1])
+    async with usage_scope(session="s-1"):
+        result = await team.run(task="plan the launch")
+    assert result.stop_reason == f"Cost limit reached: ${usd(4 * CALL)} of ${limit_between(3)}"
+    rows = sorted(ledger_rows(ledger), key=lambda row: row.started_at)
+    assert [row.agent for row in rows] == ["SelectorGroupChat", "alice", "SelectorGroupChat", "alice"]
 
 
 async def test_or_with_max_messages_stops_at_whichever_comes_first(

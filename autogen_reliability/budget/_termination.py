@@ -252,8 +252,10 @@ class CostTermination(TerminationCondition, Component[CostTerminationConfig]):
     The money counterpart of AutoGen's ``TokenUsageTermination``: the cost is what
     the wrapped clients (:func:`~autogen_reliability.reliable`) priced, exactly, in
     nano-USD. It is checked each time the team checks its termination condition
-    (between turns), so the call that crosses the limit is the last one; combine it
-    with other conditions with ``|`` and ``&``. AutoGen resets the condition when it
+    (between turns), so the turn whose calls cross the limit is the last one (in a
+    ``SelectorGroupChat`` the call that picks the next speaker is made after the
+    check, and is that speaker's turn's); combine it with other conditions with
+    ``|`` and ``&``. AutoGen resets the condition when it
     stops a run and on ``team.reset()``; the next run counts from zero.
 
     Which calls count: those attributed to the run's :func:`~autogen_reliability.usage_scope`
