@@ -161,6 +161,39 @@ async def test_a_retry_after_beyond_the_limit_fails_at_once(
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_a_server_that_says_x_should_retry_false_is_not_retried(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The SDK obeys the header; the wrapper switched the SDK's retries off, so it must obey it in their place.
+    fake_openai_server.enqueue(FakeReply.error(500, headers={"x-should-retry": "false"}), FakeReply.text("unused"))
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append)
+    with pytest.raises(openai.InternalServerError):
+        await call(client, mode)
+    assert (events, fake_time.slept) == ([], [])  # no retry, no wait
+    assert fake_openai_server.request_count == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_failing_reply_factory_is_asked_once(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The fake server answers a factory that raises with a 500 and x-should-retry: false: a bug in the test,
+    # reported once, under its own message, not retried into a RetriesExhaustedError.
+    asked: list[RecordedRequest] = []
+
+    def broken(request: RecordedRequest) -> FakeReply:
+        asked.append(request)
+        raise LookupError("no reply for this prompt")
+
+    fake_openai_server.default = broken
+    with pytest.raises(openai.InternalServerError, match="default reply factory raised LookupError"):
+        await call(reliable(make_openai_client(), retry=FAST, track_usage=False), mode)
+    assert len(asked) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_waits_and_the_deadline_are_on_the_policys_clock(
     mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -39,6 +39,7 @@ from autogen_reliability.retry._classify import (
     classify_error,
     kind_for_status,
     retry_after,
+    retry_refused,
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 from tests.conftest import MODEL, OpenAIClientFactory
@@ -544,6 +545,34 @@ async def test_retry_after_on_503(fake_openai_server: FakeOpenAIServer, sdk: ope
     exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
 
     assert (classify_error(exc), retry_after(exc)) == (K.OVERLOADED, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"x-should-retry": "false"}, True, id="false"),
+        pytest.param({"X-Should-Retry": " FALSE "}, True, id="any-case"),
+        pytest.param({"x-should-retry": "true"}, False, id="true"),
+        pytest.param({"x-should-retry": "no"}, False, id="garbage"),
+        pytest.param({}, False, id="no-header"),
+    ],
+)
+async def test_retry_refused_reads_x_should_retry(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, headers: dict[str, str], expected: bool
+) -> None:
+    fake_openai_server.enqueue(FakeReply.error(503, headers=headers))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert retry_refused(exc) is expected
+
+
+def test_retry_refused_follows_the_cause_and_never_raises() -> None:
+    outer = RuntimeError("provider call failed")
+    outer.__cause__ = _WithResponse(_Plain(headers={"x-should-retry": "false"}))
+    assert retry_refused(outer) is True
+    assert retry_refused(_WithResponse(_ExplodingResponse())) is False
+    assert retry_refused(TimeoutError()) is False
 
 
 class _ExplodingResponse:

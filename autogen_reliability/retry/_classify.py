@@ -103,7 +103,8 @@ Exceptions, checked in this order (most specific first within an SDK):
     =================================================  ==========================
 
 :func:`retry_after` reads the wait a server asked for (``retry-after-ms``, then Azure's
-``x-ms-retry-after-ms``, then ``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``.
+``x-ms-retry-after-ms``, then ``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``;
+:func:`retry_refused` whether it said ``x-should-retry: false``.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, TypeVar
 
 from .._errors import (
     BudgetExceededError,
@@ -132,6 +133,7 @@ __all__ = [
     "http_status",
     "kind_for_status",
     "retry_after",
+    "retry_refused",
 ]
 
 
@@ -171,6 +173,7 @@ NEVER_RETRIED: Final[frozenset[ErrorKind]] = frozenset(
 a fresh sample may pass a filter or produce valid output, so that is the policy's call."""
 
 _MAX_CAUSE_DEPTH: Final = 5
+_Read = TypeVar("_Read")
 
 # Status codes whose meaning is specific; ranges are handled in kind_for_status.
 _STATUS_KINDS: Final[Mapping[int, ErrorKind]] = {
@@ -304,14 +307,36 @@ def retry_after(exc: BaseException) -> float | None:
         not fall back to a short backoff), or None when no usable header was sent.
         Never raises: a broken header must not break the retry path.
     """
+    return _from_headers(exc, _retry_after_from_headers)
+
+
+def retry_refused(exc: BaseException) -> bool:
+    """Whether the server said a retry will not help: ``x-should-retry: false`` on its response.
+
+    The openai and anthropic SDKs obey the header (it is theirs, not a standard one); the wrapper switches
+    their retries off and retries in their place, so it obeys it too. Read as :func:`retry_after` reads
+    its headers; ``true``, which the SDKs take as leave to retry any status, is not read: what is retried
+    stays a matter of the error's kind.
+
+    Args:
+        exc: The exception, typically a 429 or a 5xx.
+
+    Returns:
+        True only for ``x-should-retry: false`` (in any case). Never raises.
+    """
+    return _from_headers(exc, _should_retry_false) is True
+
+
+def _from_headers(exc: BaseException, read: Callable[[object], _Read | None]) -> _Read | None:
+    """``read(headers)`` of the first response in ``exc``'s ``__cause__`` chain for which it is not None."""
     try:
         current: BaseException | None = exc
         for _ in range(_MAX_CAUSE_DEPTH + 1):
             if current is None:
                 break
-            delay = _retry_after_from_headers(_attr(_attr(current, "response"), "headers"))
-            if delay is not None:
-                return delay
+            found = read(_attr(_attr(current, "response"), "headers"))
+            if found is not None:
+                return found
             current = current.__cause__
     except Exception:  # documented to never raise, whatever the exception carries
         return None
@@ -585,6 +610,11 @@ def _retry_after_from_headers(headers: object) -> float | None:
     if seconds is not None:
         return seconds
     return _parse_http_date(raw)
+
+
+def _should_retry_false(headers: object) -> bool | None:
+    value = _header(headers, "x-should-retry")
+    return True if value is not None and value.lower() == "false" else None
 
 
 def _header(headers: object, name: str) -> str | None:

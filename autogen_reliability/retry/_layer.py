@@ -45,7 +45,7 @@ from .._redaction import log_failure, redact, redacted_error
 from ..providers import describe_client
 from ._budget import RetryBudgetState
 from ._circuit import CircuitBreaker, counts_as_failure
-from ._classify import RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
+from ._classify import RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after, retry_refused
 from ._policy import (
     RetryEvent,
     RetryObserver,
@@ -209,6 +209,8 @@ class _RetryRun:
             # Given up already: a wrapped client retried as its own policy allows (or asked its fallbacks too), or
             # the circuit is open. Their kinds (UNKNOWN, say) may be in retry_on; a retry would only repeat that.
             return False
+        if retry_refused(error):
+            return False  # the server said a retry will not help (x-should-retry: false), as the SDK would obey
         # A server that asks for a longer wait than we accept gets its answer at once.
         asked = retry_after(error) if self.policy.respect_retry_after else None
         return asked is None or asked <= self.policy._max_retry_after

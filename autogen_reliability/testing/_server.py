@@ -79,8 +79,8 @@ class FakeOpenAIServer:
     Each ``POST /v1/chat/completions`` consumes the next scripted reply (FIFO, see
     `enqueue`). When the script is empty the ``default`` is used: a `FakeReply`,
     or a callable that receives the `RecordedRequest` and returns one (if it
-    raises, the client gets HTTP 500 with ``x-should-retry: false`` so the SDK
-    does not retry). With no default, the server answers HTTP 400 (which the SDK
+    raises, the client gets HTTP 500 with ``x-should-retry: false`` so neither
+    the SDK nor a wrapper retries). With no default, the server answers HTTP 400 (which the SDK
     does not retry) with a message saying the script ran out.
 
     Requests whose body is not a JSON object are answered with HTTP 400 and do not
