@@ -1188,6 +1188,11 @@ async def test_retry_logging_is_one_hook_that_can_be_replaced_or_removed(
         set_on_retry_hooks(log_retry)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="a retry hook must be callable"):
         set_on_retry_hooks(["log"])  # type: ignore[list-item]
+    # Neither a list nor a callable: said so, not Python's TypeError from tuple(), nor "a hook ... got str" per letter.
+    for not_a_list in (42, "log_retry"):
+        with pytest.raises(ConfigurationError, match=r"takes a list of callables .*, got (int|str)"):
+            set_on_retry_hooks(not_a_list)  # type: ignore[arg-type]
+    assert get_on_retry_hooks() == (log_retry,)  # left as it was
 
 
 def test_clock_and_sleep_are_code_not_configuration(fake_time: FakeTime) -> None:

@@ -394,8 +394,11 @@ def set_on_retry_hooks(hooks: Iterable[RetryObserver] | None) -> None:
     if hooks is None:
         _hooks = _DEFAULT_HOOKS
         return
-    if callable(hooks):
-        raise ConfigurationError("set_on_retry_hooks takes a list of callables (or None for the default)")
+    # A string is iterable too: each letter would be refused as "a retry hook", which names no list.
+    if callable(hooks) or isinstance(hooks, str) or not isinstance(hooks, Iterable):
+        raise ConfigurationError(
+            f"set_on_retry_hooks takes a list of callables (or None for the default), got {type(hooks).__name__}"
+        )
     found = tuple(hooks)
     for hook in found:
         _callable("a retry hook", hook)
