@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -275,6 +276,34 @@ async def test_a_stream_refused_before_it_answered_costs_nothing(
     (row,) = rows(ledger)
     assert (row.outcome, row.http_status, row.tokens_estimated) == ("error", 400, False)
     assert (row.prompt_tokens, row.completion_tokens, row.cost_nanousd) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_request_the_sdk_timed_out_waiting_for_is_estimated_as_a_deadline_is(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The SDK's read timeout fires with the whole request at the provider, which goes on answering (and billing):
+    # the same attempt as one our deadline cancels, whose row has its prompt estimated and priced, not a free 0.
+    fake_openai_server.enqueue(FakeReply.text("slow", delay=math.inf), FakeReply.reset())
+    client = reliable(make_openai_client(timeout=0.2), recorder=ledger[1], retry=None)
+    with pytest.raises(openai.APITimeoutError):
+        await (consume(client) if streamed else client.create(HI))
+    with pytest.raises(openai.APIConnectionError):  # a connection reset before any answer: no sign it was taken
+        await (consume(client) if streamed else client.create(HI))
+    timed_out, reset = rows(ledger)
+    assert (timed_out.outcome, timed_out.error_kind, timed_out.tokens_estimated) == ("error", "timeout", True)
+    assert (timed_out.prompt_tokens, timed_out.completion_tokens) == (max(1, len("hi") // 4), 0)
+    assert timed_out.cost_nanousd is not None
+    assert timed_out.cost_nanousd > 0
+    assert (reset.error_kind, reset.tokens_estimated, reset.prompt_tokens, reset.cost_nanousd) == (
+        "connection",
+        False,
+        0,
+        0,
+    )
 
 
 async def test_retried_call_is_a_row_per_request(

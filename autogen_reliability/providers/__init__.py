@@ -50,6 +50,7 @@ from ._usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
 from ._usage_tap import UsageSlot as UsageSlot
 from ._usage_tap import anext_in_slot as anext_in_slot
 from ._usage_tap import new_usage_slot as new_usage_slot
+from ._usage_tap import read_timed_out as read_timed_out
 from ._usage_tap import report_provider_usage as report_provider_usage
 
 # The public names. The others above are for the library's own stages (imported from here, so

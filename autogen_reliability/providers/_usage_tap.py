@@ -130,6 +130,7 @@ __all__ = [
     "capture_provider_usage",
     "current_usage_slot",
     "new_usage_slot",
+    "read_timed_out",
     "report_provider_usage",
 ]
 
@@ -376,6 +377,29 @@ def report_provider_usage(usage: ProviderUsage) -> bool:
         target.usage = usage
         target.usages.append(usage)
     return True
+
+
+def read_timed_out(error: BaseException | None) -> bool:
+    """Whether ``error`` is (or was raised from) a read timeout of the HTTP client: the request had been sent.
+
+    The provider had the whole request and was answering it when the client stopped waiting, as when a
+    deadline cancels an attempt: it bills the request whether or not its answer is read. A connect, write or
+    pool timeout, or any other failure before a response, is no sign the request was taken. The openai and
+    anthropic SDKs raise their ``APITimeoutError`` from ``httpx2.ReadTimeout`` (``httpx.ReadTimeout`` for
+    the anthropic 0.x SDK and a legacy ``http_client``); at most 5 ``__cause__`` links are followed.
+    """
+    read_timeouts: tuple[type[BaseException], ...] = (httpx2.ReadTimeout,)
+    legacy = loaded_class("httpx", "ReadTimeout", BaseException)
+    if legacy is not None:
+        read_timeouts += (legacy,)
+    current = error
+    for _ in range(5):
+        if current is None:
+            return False
+        if isinstance(current, read_timeouts):
+            return True
+        current = current.__cause__
+    return False
 
 
 # --------------------------------------------------------------------------- parsing
