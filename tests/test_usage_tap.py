@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import logging
+import random
 import re
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -665,15 +666,78 @@ async def test_a_text_stream_naming_no_tool_calls_in_every_chunk_is_still_not_sp
     assert len(parsed) == 2  # the first chunk for the model, the usage chunk
 
 
-async def test_an_oversized_json_body_passes_uninspected(server: FakeOpenAIServer, make_client: ClientFactory) -> None:
+def logprobs_body(tokens: int, *, usage: FakeUsage | None, indent: int | None = None) -> bytes:
+    """A completion with ``top_logprobs=20`` for each of its ``tokens``: about 1 KB of body per token."""
+    rng = random.Random(tokens)
+    body: dict[str, Any] = {
+        "id": "chatcmpl-logprobs",
+        "object": "chat.completion",
+        "created": 1,
+        "model": SNAPSHOT,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(f" w{i}" for i in range(tokens))},
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": f" w{i}",
+                            "logprob": -rng.random(),
+                            "bytes": [32, 119],
+                            "top_logprobs": [
+                                {"token": f" x{rng.randrange(10**6)}", "logprob": -rng.random() * 9, "bytes": [32]}
+                                for _ in range(20)
+                            ],
+                        }
+                        for i in range(tokens)
+                    ]
+                },
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    if usage is not None:
+        body["usage"] = usage.to_openai()
+    body["service_tier"] = "default"
+    body["system_fingerprint"] = "fp_1"
+    return json.dumps(body, indent=indent).encode()
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+@pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
+async def test_a_json_body_too_large_to_keep_is_read_from_its_edges(
+    server: FakeOpenAIServer, make_client: ClientFactory, encoding: str, indent: int | None
+) -> None:
+    # logprobs with top_logprobs=20 make a body of 1 KB a token: 3,000 tokens are past MAX_JSON_BYTES. Its usage
+    # (after the choices) and its id and model (before them) are still read, not the whole body kept.
     client = make_client()
-    usage = FakeUsage(1, 1)
-    server.enqueue(FakeReply.text("x" * (MAX_JSON_BYTES + 10), usage=usage))
+    usage = FakeUsage(5000, 3000, cached_tokens=4096, reasoning_tokens=0)
+    body = logprobs_body(3000, usage=usage, indent=indent)
+    assert len(body) > MAX_JSON_BYTES
+    server.enqueue(
+        FakeReply.malformed(gzip.compress(body) if encoding == "gzip" else body, headers={"Content-Encoding": encoding})
+    )
+    with capture_provider_usage() as slot:
+        result = await client.create(USER, extra_create_args={"logprobs": True, "top_logprobs": 20})
+    assert isinstance(result.content, str)
+    assert result.content.startswith(" w0 w1")  # the SDK got the body as it was
+    assert result.logprobs is not None
+    assert len(result.logprobs) == 3000
+    assert (slot.usage, slot.tap_failures) == (
+        ProviderUsage(5000, 3000, 4096, 0, None, SNAPSHOT, "chatcmpl-logprobs"),
+        0,
+    )
+
+
+async def test_a_json_body_too_large_to_keep_without_a_usage_at_its_end_is_a_tap_failure(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    server.enqueue(FakeReply.malformed(logprobs_body(3000, usage=None)))
     with capture_provider_usage() as slot:
         result = await client.create(USER)
     assert isinstance(result.content, str)
-    assert len(result.content) == MAX_JSON_BYTES + 10
-    assert (slot.status, slot.usage, slot.tap_failures) == (200, None, 1)
+    assert (slot.status, slot.usage, slot.model, slot.tap_failures) == (200, None, SNAPSHOT, 1)
 
 
 # --------------------------------------------------------------------------- attaching

@@ -27,7 +27,10 @@ How it works:
     looking at it:
 
     * JSON bodies (non-streaming completions) are copied into a
-      bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends;
+      bounded buffer (`MAX_JSON_BYTES`) and parsed once the body ends; of a
+      larger one (``logprobs`` make 1.2 KB a token) only its first and last
+      `EDGE_BYTES` are kept, and read for the ``id`` and ``model`` that begin
+      a completion and the ``usage`` that ends it;
     * ``text/event-stream`` bodies (streams) are split into lines incrementally
       and only ``data:`` events that carry a ``usage`` object, a tool call
       (whose name and argument characters are counted: AutoGen yields nothing
@@ -77,7 +80,8 @@ Which slot receives the usage:
 
 How it stays safe:
     * Bytes always reach the SDK unchanged and unbuffered; every inspection error
-      (bad JSON, unknown encoding, oversized body, anything unexpected) is
+      (bad JSON, unknown encoding, an oversized body with no usage at its end, an
+      SSE line past `MAX_JSON_BYTES`, anything unexpected) is
       swallowed and only counted in `UsageSlot.tap_failures`.
     * Without an active capture the transport only adds one ``ContextVar.get``
       per request: response streams are not wrapped at all.
@@ -121,6 +125,7 @@ from ._http_body import BodyTooLargeError, Decoder, SSEDataReader, content_decod
 from ._lookup import loaded_class
 
 __all__ = [
+    "EDGE_BYTES",
     "MAX_JSON_BYTES",
     "ProviderUsage",
     "UsageSlot",
@@ -139,11 +144,21 @@ _logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 MAX_JSON_BYTES: Final = 2 * 1024 * 1024
-"""Largest decoded JSON body (and longest single SSE line) the tap inspects; larger ones pass uninspected."""
+"""Largest decoded JSON body the tap keeps whole (larger: see `EDGE_BYTES`), and longest SSE line it inspects."""
+
+EDGE_BYTES: Final = 64 * 1024
+"""Of a JSON body larger than `MAX_JSON_BYTES`, how much of its beginning and of its end the tap keeps and reads.
+
+A completion (OpenAI's, Anthropic's) begins with its ``id`` and ``model`` and ends with its ``usage`` (only
+``service_tier`` and ``system_fingerprint`` follow); what lies between, the answer and its ``logprobs``, is
+what grows.
+"""
 
 # A cheap pre-filter so that stream chunks without a usage *object* (``"usage":null`` or no key at
 # all, i.e. all but the last chunk) are never parsed; json.loads then decides what is really there.
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
+# In a JSON body too large to keep, read as text: a usage object, its opening brace where the match ends.
+_USAGE_KEY: Final = re.compile(r'"usage"\s*:\s*(?=\{)')
 # Before that, on a stream's raw chunk of whole events: a ``"usage"`` not followed by ``null``. OpenAI's chunks
 # all say ``"usage":null`` but the last; a chunk this finds nothing in is passed on without being split into
 # events (none of them would be parsed). Whatever else follows ``"usage"`` (an object, or a data line broken
@@ -234,8 +249,8 @@ class UsageSlot:
             a provider answering a successful status with an error (OpenRouter: 200 and ``{"error": {"code":
             502, "message": ...}}``). None otherwise; a body with an error status is not read at all.
         responses: How many HTTP responses arrived while the slot was active.
-        tap_failures: How many response bodies could not be inspected (malformed, oversized,
-            unknown encoding); the SDK got those bytes unchanged.
+        tap_failures: How many response bodies could not be inspected (malformed, oversized with no
+            usage at the end, unknown encoding); the SDK got those bytes unchanged.
     """
 
     __slots__ = (
@@ -535,6 +550,7 @@ class _BodyTap:
         "_body",
         "_decoder",
         "_done",
+        "_head",
         "_identity_attempts",
         "_model",
         "_partial",
@@ -542,6 +558,7 @@ class _BodyTap:
         "_size",
         "_sse",
         "_start_usage",
+        "_tail",
         "_targets",
         "_tool_marker",
         "_undecided",
@@ -557,6 +574,9 @@ class _BodyTap:
         self._done = False
         self._body: list[bytes] = []
         self._size = 0
+        # Of a JSON body past MAX_JSON_BYTES: its first and last EDGE_BYTES, instead of _body.
+        self._head: bytes | None = None
+        self._tail = b""
         self._model: str | None = None
         self._response_id: str | None = None
         self._identity_attempts = 0
@@ -605,6 +625,10 @@ class _BodyTap:
             else:
                 if tail:
                     self._keep(tail)
+                if self._head is not None:
+                    self._observe_edges(self._head, self._tail)
+                    self._release()
+                    return
                 body = json.loads(b"".join(self._body))
                 if isinstance(body, dict):
                     error = body.get("error")
@@ -632,6 +656,8 @@ class _BodyTap:
     def _release(self) -> None:
         self._done = True
         self._body = []
+        self._head = None
+        self._tail = b""
         self._sse = None
 
     def _fail(self) -> None:
@@ -641,11 +667,43 @@ class _BodyTap:
         _logger.debug("usage tap: could not inspect a response body; it was passed on unchanged", exc_info=True)
 
     def _keep(self, data: bytes) -> None:
-        """Add to the JSON body, within the bound."""
+        """Add to the JSON body: all of it up to `MAX_JSON_BYTES`, beyond that its first and last `EDGE_BYTES`."""
         self._size += len(data)
-        if self._size > MAX_JSON_BYTES:
+        if self._head is None:
+            if self._size <= MAX_JSON_BYTES:
+                self._body.append(data)
+                return
+            data = b"".join((*self._body, data))
+            self._head, self._body = data[:EDGE_BYTES], []
+        self._tail = (self._tail + data)[-EDGE_BYTES:]
+
+    def _observe_edges(self, head: bytes, tail: bytes) -> None:
+        """Read a JSON body too large to keep from its edges: the ``id`` and ``model`` that begin it, the ``usage``
+        that ends it (see `EDGE_BYTES`).
+
+        Only a key's opening quote is unescaped and followed, after the closing one, by a colon (a quote inside a
+        string is escaped), so these patterns find keys only: the first ``id`` and ``model`` keys are the
+        completion's own (a tool call's ``id`` comes later, in the choices), and so is the last ``usage``.
+
+        Raises:
+            BodyTooLargeError: The end holds no usage object.
+        """
+        decoder = json.JSONDecoder()
+        found: dict[str, Any] = {}
+        text = head.decode("utf-8", "replace")
+        for key in ("id", "model"):
+            match = re.search(rf'"{key}"\s*:\s*(?=")', text)
+            if match is not None:
+                found[key] = decoder.raw_decode(text, match.end())[0]
+        self._identify(found)
+        text = tail.decode("utf-8", "replace")
+        usage = None
+        for match in _USAGE_KEY.finditer(text):
+            usage = match
+        if usage is None:
             raise BodyTooLargeError
-        self._body.append(data)
+        found["usage"] = decoder.raw_decode(text, usage.end())[0]
+        self._observe(found)
 
     def _on_event(self, data: bytes) -> None:
         """The data of one SSE event: parsed only if it may carry a usage, a tool call or (until known) the model."""
