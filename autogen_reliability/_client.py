@@ -27,13 +27,13 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from typing_extensions import Unpack
 
 from ._config import default_recorder
 from ._config import settings as accounting_settings
 from ._context import Attribution, resolve_attribution
-from ._errors import ComponentConfig, ConfigurationError
+from ._errors import ComponentConfig, ConfigurationError, validation_problems
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
 from ._redaction import log_failure, remember_secret
 from .accounting._price_table import PricingTable
@@ -724,7 +724,9 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
         if config.circuit is not None:
             options["circuit"] = None if config.circuit == "off" else CircuitBreakerPolicy.from_config(config.circuit)
         if config.fallbacks:
-            options["fallbacks"] = [ChatCompletionClient.load_component(model) for model in config.fallbacks]
+            options["fallbacks"] = [
+                _load_client(f"fallbacks.{index}", model) for index, model in enumerate(config.fallbacks)
+            ]
         if config.validation is not None:
             options["validation"] = ValidationPolicy.from_config(config.validation)
         if config.sanitize is not None:
@@ -733,4 +735,19 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
             options["budget"] = None if config.budget == "off" else BudgetPolicy.from_config(config.budget)
         if not config.track_usage:
             options["track_usage"] = False
-        return cls(ChatCompletionClient.load_component(config.client), **options)
+        return cls(_load_client("client", config.client), **options)
+
+
+def _load_client(where: str, model: ComponentModel) -> ChatCompletionClient:
+    """The client ``model`` describes; one whose own config is invalid is refused as ours is, naming ``where``.
+
+    Not with the provider client's pydantic ``ValidationError``: its text quotes the config it was given, and so
+    the API key a hand-written config holds in clear.
+    """
+    try:
+        return ChatCompletionClient.load_component(model)
+    except ValidationError as error:
+        # Not chained: the ValidationError's text repeats the values.
+        raise ConfigurationError(
+            f"a ReliableChatCompletionClient config is invalid: {validation_problems(error, f'{where}.config')}"
+        ) from None

@@ -55,6 +55,7 @@ __all__ = [
     "is_finite",
     "printable",
     "shown_number",
+    "validation_problems",
 ]
 
 # The shared vocabulary: what went wrong with a provider request, and where an answer broke its schema.
@@ -232,14 +233,21 @@ class ComponentConfig(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, problem['loc'])) or '<config>'}: "
-                + ("unknown option" if problem["type"] == "extra_forbidden" else problem["msg"])
-                for problem in error.errors(include_url=False, include_input=False)
-            )
             name = cls.__name__.removesuffix("Config")
             # Not chained: the ValidationError's text repeats the values.
-            raise ConfigurationError(f"a {name} config is invalid: {problems}") from None
+            raise ConfigurationError(f"a {name} config is invalid: {validation_problems(error)}") from None
+
+
+def validation_problems(error: ValidationError, within: str = "") -> str:
+    """What pydantic refused, each key (under ``within``) and what is wrong with it, without the values it was given.
+
+    ``str(error)`` quotes them (``input_value={'api_key': 'sk-proj-...', ...}``): an API key among them.
+    """
+    return "; ".join(
+        f"{'.'.join((*([within] if within else []), *map(str, problem['loc']))) or '<config>'}: "
+        + ("unknown option" if problem["type"] == "extra_forbidden" else problem["msg"])
+        for problem in error.errors(include_url=False, include_input=False)
+    )
 
 
 class IncompleteStreamError(ReliabilityError):

@@ -183,3 +183,28 @@ async def test_close_closes_the_fallbacks_too(
             await client.create([UserMessage(content="hi", source="user")])
     assert fake_openai_server.request_count == 1
     await loaded.close()  # a second close is harmless, as AutoGen's
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("client", r"^a ReliableChatCompletionClient config is invalid: client\.config\.model: Field required$"),
+        (
+            "fallbacks",
+            r"^a ReliableChatCompletionClient config is invalid: fallbacks\.0\.config\.model: Field required$",
+        ),
+    ],
+)
+def test_a_wrapped_client_config_of_the_wrong_shape_is_refused_without_its_api_key(where: str, reason: str) -> None:
+    # As AutoGen Studio writes one, the key in clear: pydantic's ValidationError of the inner client's config
+    # quoted the config it was given, and so a part of the key, in a message that ends up in a log.
+    key = "sk-proj-live0123456789abcdefSECRET"
+    misspelt = {"provider": "OpenAIChatCompletionClient", "config": {"api_key": key, "modle": "gpt-4o-mini"}}
+    good = {"provider": "OpenAIChatCompletionClient", "config": {"api_key": key, "model": "gpt-4o-mini"}}
+    config: dict[str, Any] = {"client": misspelt} if where == "client" else {"client": good, "fallbacks": [misspelt]}
+    text = json.dumps({"provider": "autogen_reliability.ReliableChatCompletionClient", "config": config})
+    with pytest.raises(ConfigurationError, match=reason) as refused:
+        ChatCompletionClient.load_component(json.loads(text))
+    assert "SECRET" not in str(refused.value)
+    assert refused.value.__cause__ is None
+    assert refused.value.__suppress_context__
