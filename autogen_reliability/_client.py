@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict, TypeVar, cast
 
-from autogen_core import CancellationToken, Component, ComponentModel
+from autogen_core import CancellationToken, Component, ComponentLoader, ComponentModel
 from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
@@ -35,7 +35,7 @@ from ._config import settings as accounting_settings
 from ._context import Attribution, resolve_attribution
 from ._errors import ComponentConfig, ConfigurationError, validation_problems
 from ._pipeline import AttemptEvent, AttemptObserver, Call, Pipeline, Request, StreamItem
-from ._redaction import log_failure, remember_secret
+from ._redaction import log_failure, redact, remember_secret
 from .accounting._price_table import PricingTable
 from .accounting._recorder import UsageRecorder
 from .budget._policy import BudgetPolicy
@@ -739,15 +739,25 @@ class ReliableChatCompletionClient(ChatCompletionClient, Component[ReliableChatC
 
 
 def _load_client(where: str, model: ComponentModel) -> ChatCompletionClient:
-    """The client ``model`` describes; one whose own config is invalid is refused as ours is, naming ``where``.
+    """The client ``model`` describes; one that cannot be loaded as a model client is refused as ours is, naming
+    ``where`` (AutoGen's loader says "Expected type does not match", or "No module named ...", and not where).
 
     Not with the provider client's pydantic ``ValidationError``: its text quotes the config it was given, and so
     the API key a hand-written config holds in clear.
     """
+    invalid = "a ReliableChatCompletionClient config is invalid"
     try:
-        return ChatCompletionClient.load_component(model)
+        # Any component, checked here: ChatCompletionClient's loader refuses another kind without naming it.
+        loaded = ComponentLoader.load_component(model)
     except ValidationError as error:
         # Not chained: the ValidationError's text repeats the values.
+        raise ConfigurationError(f"{invalid}: {validation_problems(error, f'{where}.config')}") from None
+    except ConfigurationError:
+        raise  # ours (a wrapped client's), which says what
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise ConfigurationError(f"{invalid}: {where}: cannot load {model.provider}: {redact(str(error))}") from error
+    if not isinstance(loaded, ChatCompletionClient):
         raise ConfigurationError(
-            f"a ReliableChatCompletionClient config is invalid: {validation_problems(error, f'{where}.config')}"
-        ) from None
+            f"{invalid}: {where}: {model.provider} is a {type(loaded).__name__}, not a model client"
+        )
+    return loaded

@@ -208,3 +208,33 @@ def test_a_wrapped_client_config_of_the_wrong_shape_is_refused_without_its_api_k
     assert "SECRET" not in str(refused.value)
     assert refused.value.__cause__ is None
     assert refused.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("client", "reason"),
+    [
+        # A termination condition where the model client goes: AutoGen's loader said only "Expected type does not
+        # match", with nothing to tell which of the team's components it meant.
+        (
+            {"provider": "autogen_reliability.CostTermination", "config": {"max_cost_usd": "1"}},
+            r"client: autogen_reliability\.CostTermination is a CostTermination, not a model client$",
+        ),
+        (
+            {"provider": "autogen_ext.models.opnai.OpenAIChatCompletionClient", "config": {"model": "gpt-4o-mini"}},
+            r"client: cannot load autogen_ext\.models\.opnai\.OpenAIChatCompletionClient: No module named",
+        ),
+        (
+            {"provider": "autogen_reliability.OpenAIChatCompletionClient", "config": {"model": "gpt-4o-mini"}},
+            r"client: cannot load autogen_reliability\.OpenAIChatCompletionClient: .*has no attribute",
+        ),
+        ({"provider": "builtins.dict", "config": {}}, r"client: cannot load builtins\.dict: Invalid component class$"),
+    ],
+)
+def test_a_wrapped_client_that_does_not_load_as_a_model_client_is_refused_naming_it(
+    client: dict[str, Any], reason: str
+) -> None:
+    config = {"client": client}
+    with pytest.raises(ConfigurationError, match=r"^a ReliableChatCompletionClient config is invalid: " + reason):
+        ChatCompletionClient.load_component(
+            {"provider": "autogen_reliability.ReliableChatCompletionClient", "config": config}
+        )
