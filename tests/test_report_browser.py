@@ -19,11 +19,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
+
+from autogen_reliability.accounting import UsageEvent
+from autogen_reliability.storage import UsageStore
 
 from .report_fixtures import AGENTS, MODELS, hostile_report, make_report
 
@@ -155,6 +160,36 @@ _OVERLAPS = """(id) => {
 }"""
 
 
+# Every label of a chart that reaches past the drawing's edges (clipped there), and every two legend items that overlap.
+_OUTSIDE = """(id) => {
+  const svg = document.getElementById(id), frame = svg.getBoundingClientRect();
+  const found = [...svg.querySelectorAll('text')]
+    .filter((node) => {
+      const box = node.getBoundingClientRect();
+      return box.left < frame.left - 0.5 || box.right > frame.right + 0.5;
+    })
+    .map((node) => node.textContent);
+  const items = [...svg.querySelectorAll('g.legend-item')]
+    .map((node) => [node.textContent, node.getBoundingClientRect()]);
+  for (let i = 0; i < items.length; i++) {
+    for (let j = i + 1; j < items.length; j++) {
+      const [a, p] = items[i], [b, q] = items[j];
+      const x = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+      const y = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+      if (x > 0.5 && y > 0.5) found.push(`legend: ${a} / ${b}`);
+    }
+  }
+  return found;
+}"""
+
+
+def _ledger_html(tmp_path: Path, events: list[UsageEvent]) -> str:
+    """The HTML report of a SQLite ledger holding ``events``, written and read through the store."""
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as store:
+        store.write(events)
+        return store.report(None).to_html()
+
+
 def _save(page: Page, tmp_path: Path, name: str) -> Path:
     shot = tmp_path / name
     page.screenshot(path=str(shot), full_page=True)
@@ -234,5 +269,29 @@ def test_a_hostile_report_runs_nothing_in_a_browser(browser: Browser, tmp_path: 
         assert page.locator("svg").count() == len(CHARTS)
         assert "<script>alert(1)</script>" in page.locator("h1").inner_text()
         _save(page, tmp_path, "usage-report-hostile.png")
+    finally:
+        page.context.close()
+
+
+def test_names_of_capitals_and_ideographs_stay_inside_their_charts(browser: Browser, tmp_path: Path) -> None:
+    # Capitals and CJK ideographs are wider than the average letter: the labels were laid out as if they were
+    # not, so "CUSTOMER_SUPPORT_AGENT" lost its first letters past the chart's left edge, and a long capitalised
+    # model's legend entry ran over the next one.
+    agents = ["CUSTOMER_SUPPORT_AGENT", "数据分析智能体研究员助手负责人", "writer"]
+    models = ["WIZARDLM-2-8X22B-INSTRUCT-MOE-PREVIEW-EDITION", "Meta-Llama-3.1-405B-Instruct-Turbo", "gpt-4o"]
+    start = datetime(2025, 5, 1, 9, tzinfo=UTC)
+    events = [
+        UsageEvent(uuid.uuid4(), 1, start + timedelta(days=day, minutes=index), 300.0, agent=agent, model=model,
+                   prompt_tokens=1000 * (index + 1), completion_tokens=100, cost_nanousd=1_000_000 * (index + 1))
+        for day in range(3)
+        for index, (agent, model) in enumerate((agent, model) for agent in agents for model in models)
+    ]  # fmt: skip
+    page, watch = _open(browser, _ledger_html(tmp_path, events), tmp_path / "wide.html", "light")
+    try:
+        assert watch.console == watch.errors == []
+        for chart in CHARTS[:3]:
+            assert page.evaluate(_OUTSIDE, chart) == [], chart
+            assert page.evaluate(_OVERLAPS, chart) == [], chart
+        _save(page, tmp_path, "usage-report-wide-names.png")
     finally:
         page.context.close()

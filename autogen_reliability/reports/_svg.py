@@ -16,14 +16,17 @@ What every chart does, so that it reads without colour and in dark mode:
 - every string (labels come from users and models) goes through
   ``markupsafe.escape``; the result is ``Markup``, so Jinja2 does not escape it twice.
 
-Text widths are estimated (7 px per character of 12 px text), which is what keeps
-labels apart: the page's font is the system's, unknown here.
+Text widths are estimated, which is what keeps labels apart and inside the drawing: the
+page's font is the system's, unknown here. A character of 12 px text counts 7 px, a capital
+9 px, and a full em (12 px) for the wide ones: CJK ideographs, kana, Hangul, fullwidth
+forms, most emoji, ``M W m w @ % …``; combining marks and zero-width characters count 0.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -34,9 +37,12 @@ __all__ = ["Bar", "Column", "bar_chart", "column_chart", "nice_ticks", "series_c
 
 WIDTH: Final = 960  # px, the default; the page scales a chart down to fit its column, never up
 CHAR_WIDTH: Final = 7.0  # px per character of the 12 px labels, a little over the average of system fonts
+CAPITAL_WIDTH: Final = 9.0  # px per capital letter, a little over their average (I 3.5 px ... W 11.9 px in DejaVu Sans)
+WIDE_WIDTH: Final = 12.0  # px per character a full em wide
+_WIDE: Final = frozenset("MWmw@%…")
 SERIES_STYLES: Final = 8  # s0 ... s7; past that the caller folds series into "other"
 _ID: Final = re.compile(r"^[a-z][a-z0-9-]*$")
-_LEGEND_LABEL_CHARS: Final = 32
+_LEGEND_LABEL_WIDTH: Final = 32 * CHAR_WIDTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +110,29 @@ def _whole(value: float) -> bool:
     return math.isclose(value, round(value), rel_tol=1e-9)
 
 
+def _char_width(char: str) -> float:
+    if unicodedata.combining(char) or unicodedata.category(char) in {"Me", "Mn", "Cf"}:
+        return 0.0  # drawn on the character before it, or not drawn (a zero-width joiner)
+    if char in _WIDE or unicodedata.east_asian_width(char) in {"W", "F"}:
+        return WIDE_WIDTH
+    return CAPITAL_WIDTH if char.isupper() else CHAR_WIDTH
+
+
 def _text_width(text: str) -> float:
-    return len(text) * CHAR_WIDTH
+    return sum(map(_char_width, text))
 
 
-def _cut(text: str, chars: int) -> str:
-    return text if len(text) <= chars else text[: max(1, chars - 1)] + "…"
+def _cut(text: str, width: float) -> str:
+    """``text``, or as much of it as fits ``width`` px followed by ``…`` (one character at least)."""
+    if _text_width(text) <= width:
+        return text
+    kept, used = 0, WIDE_WIDTH  # the ellipsis
+    for char in text:
+        used += _char_width(char)
+        if used > width and kept:
+            break
+        kept += 1
+    return text[:kept] + "…"
 
 
 def _n(value: float) -> str:
@@ -146,7 +169,7 @@ def _legend(chart_id: str, names: Sequence[str], top: float, width: float) -> tu
     parts: list[str] = []
     x, y, row_height = 0.0, top, 20.0
     for index, name in enumerate(names):
-        shown = _cut(name, _LEGEND_LABEL_CHARS)
+        shown = _cut(name, _LEGEND_LABEL_WIDTH)
         item = 14 + 6 + _text_width(shown) + 18
         if x > 0 and x + item > width:
             x, y = 0.0, y + row_height
@@ -299,8 +322,8 @@ def bar_chart(
         return _empty(chart_id, label, empty_message, width)
     totals = [sum(bar.values) for bar in bars]
     # Names take at most about a third of the width; longer ones are cut (the title holds them whole).
-    label_chars = max(10, int(width * 0.32 / CHAR_WIDTH))
-    left = min(max(_text_width(_cut(bar.label, label_chars)) for bar in bars), _text_width("x" * label_chars)) + 12
+    label_width = max(10 * CHAR_WIDTH, width * 0.32)
+    left = max(_text_width(_cut(bar.label, label_width)) for bar in bars) + 12
     right = max(_text_width(bar.total_text) for bar in bars) + 14
     top, row, bar_height = 6.0, 26.0, 16.0
     names_left = left
@@ -334,7 +357,7 @@ def bar_chart(
         parts.append(
             f'<g class="bar"><title>{escape(bar.label)}: {escape(bar.total_text)}</title>'
             f'<text class="name" x="{_n(left - 8)}" y="{_n(y + 12.5)}" text-anchor="end">'
-            f"{escape(_cut(bar.label, label_chars))}</text>"
+            f"{escape(_cut(bar.label, label_width))}</text>"
         )
         start = 0.0
         for series_index, value in enumerate(bar.values):
