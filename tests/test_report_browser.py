@@ -295,3 +295,21 @@ def test_names_of_capitals_and_ideographs_stay_inside_their_charts(browser: Brow
         _save(page, tmp_path, "usage-report-wide-names.png")
     finally:
         page.context.close()
+
+
+def test_the_first_and_last_day_labels_stay_inside_the_chart(browser: Browser, tmp_path: Path) -> None:
+    # Over a year: a column per day with usage, labelled with the full date; the last one was cut at the right edge.
+    start = datetime(2025, 11, 1, 9, tzinfo=UTC)
+    events = [
+        UsageEvent(uuid.uuid4(), 1, start + timedelta(days=day), 300.0, agent="writer", model="gpt-4o",
+                   prompt_tokens=10, completion_tokens=1, cost_nanousd=1_000_000_000 + day)
+        for day in range(0, 400, 3)
+    ]  # fmt: skip
+    page, watch = _open(browser, _ledger_html(tmp_path, events), tmp_path / "year.html", "light")
+    try:
+        assert watch.console == watch.errors == []
+        assert page.locator("#cost-per-day g.column").count() == 134
+        assert page.evaluate(_OUTSIDE, "cost-per-day") == []
+        _save(page, tmp_path, "usage-report-400-days.png")
+    finally:
+        page.context.close()

@@ -235,8 +235,14 @@ def column_chart(
     top_value = ticks[-1]
     step = ticks[1] - ticks[0]
     tick_texts = [axis_text(tick, step) for tick in ticks]
-    left = max(_text_width(text) for text in tick_texts) + 14
-    right, top, plot_height = 12.0, 22.0, 220.0
+    top, plot_height = 22.0, 220.0
+    # A category label is centred on its column: the margins hold what of the first and the last one reaches
+    # past their column's half (a date of a long period, under columns a few px wide), not only the axis.
+    axis_left, right = max(_text_width(text) for text in tick_texts) + 14, 12.0
+    overhang = (
+        max(_text_width(column.label) for column in columns) / 2 + 2 - (width - axis_left - right) / len(columns) / 2
+    )
+    left, right = max(axis_left, overhang), max(right, overhang)
     plot_width = width - left - right
     slot = plot_width / len(columns)
     bar_width = min(56.0, slot * 0.72)
