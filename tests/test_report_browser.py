@@ -313,3 +313,25 @@ def test_the_first_and_last_day_labels_stay_inside_the_chart(browser: Browser, t
         _save(page, tmp_path, "usage-report-400-days.png")
     finally:
         page.context.close()
+
+
+def test_a_printed_page_holds_every_column_of_the_breakdown(browser: Browser, tmp_path: Path) -> None:
+    # On paper a table cannot be scrolled: what its box hides is not printed. The breakdown (two names and eleven
+    # numbers) was wider than an A4 page, and Waste, Errors, Retries, Re-asks, p50 / p95 and Unpriced were cut off.
+    report = make_report(days=14, models=MODELS[:6], agents=AGENTS[:5])
+    page, watch = _open(browser, report.to_html(), tmp_path / "print.html", "light", width=718)  # A4, 1 cm margins
+    try:
+        page.emulate_media(media="print")
+        assert watch.console == watch.errors == []
+        hidden = page.evaluate(
+            """() => [...document.querySelectorAll('section')]
+              .filter((section) => section.scrollWidth > section.clientWidth + 0.5
+                || [...section.querySelectorAll('table')].some((table) => table.closest('details') === null
+                    && table.getBoundingClientRect().right > section.getBoundingClientRect().right + 0.5))
+              .map((section) => section.id)"""
+        )
+        assert hidden == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= 718
+        _save(page, tmp_path, "usage-report-print.png")
+    finally:
+        page.context.close()
