@@ -335,3 +335,21 @@ def test_a_printed_page_holds_every_column_of_the_breakdown(browser: Browser, tm
         _save(page, tmp_path, "usage-report-print.png")
     finally:
         page.context.close()
+
+
+def test_a_page_printed_from_a_dark_screen_prints_dark_text_on_white(browser: Browser, tmp_path: Path) -> None:
+    # Browsers print no backgrounds by default: the dark scheme's near-white text and chart labels came out pale
+    # on white paper. Print takes the light colours whatever the screen's scheme.
+    report = make_report(days=7, models=MODELS[:3], agents=AGENTS[:3])
+    page, watch = _open(browser, report.to_html(), tmp_path / "dark-print.html", "dark")
+    try:
+        on_screen = page.evaluate("getComputedStyle(document.body).color")
+        page.emulate_media(media="print")
+        assert watch.console == watch.errors == []
+        printed = page.evaluate("getComputedStyle(document.body).color")
+        label = page.evaluate("getComputedStyle(document.querySelector('svg.chart text')).fill")
+        assert _luminance(on_screen) > 0.5  # the dark scheme is on for the screen
+        for colour in (printed, label):
+            assert _contrast(colour, "rgb(255, 255, 255)") >= 4.5, colour
+    finally:
+        page.context.close()
