@@ -43,7 +43,7 @@ import re
 import shlex
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +64,7 @@ from autogen_agentchat.messages import (
     ToolCallRequestEvent,
 )
 from autogen_agentchat.teams import RoundRobinGroupChat, SelectorGroupChat
-from autogen_core import FunctionCall
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import FunctionExecutionResultMessage, UserMessage
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
@@ -608,8 +608,24 @@ class _Display:
         self.line(f"    {'agent':<{_AGENT_WIDTH}} {'try':<4}{'outcome':<{_OUTCOME_WIDTH}}{_LEGEND_NUMBERS}", "dim")
 
     async def follow(self, team: Team, task: str) -> TaskResult:
-        """Runs ``team`` on ``task``, printing its messages as it yields them; returns its result."""
-        async for item in team.run_stream(task=task):
+        """Runs ``team`` on ``task``, printing its messages as it yields them; returns its result.
+
+        Cancelled (Ctrl-C), it cancels the team's run too, and returns once the run has ended: AutoGen, its
+        consumer cancelled, lets the team run on to its end, each agent's calls paid for.
+        """
+        token = CancellationToken()
+        running = asyncio.ensure_future(self._follow(team.run_stream(task=task, cancellation_token=token)))
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            token.cancel()  # the call in flight is cancelled (and recorded so), no other is made
+            await asyncio.wait([running])
+            if not running.cancelled():
+                running.exception()  # retrieved: the cancellation is what is said
+            raise
+
+    async def _follow(self, stream: AsyncIterator[BaseAgentEvent | BaseChatMessage | TaskResult]) -> TaskResult:
+        async for item in stream:
             if isinstance(item, TaskResult):
                 return item
             self._message(item)

@@ -9,6 +9,7 @@ command in a subprocess; their numbers are checked against sums made here from t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -254,6 +255,15 @@ def test_demo_that_cannot_make_its_directory_says_so_in_one_line(tmp_path: Path)
     )
 
 
+# The command in a child that takes Ctrl-C as a terminal's would (a background job's child starts with it ignored).
+_CTRL_C_RESTORED: Final = """
+import signal, sys
+from autogen_reliability._cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def polite_model(request: RecordedRequest) -> FakeReply:
     """A model that does what each agent of the demo asks, first time, at a realistic size (no storm)."""
     messages = request.messages
@@ -333,6 +343,43 @@ def test_demo_live_with_a_rejected_key_shows_what_happened_and_exits_1_with_one_
     assert re.search(r"^│ Total ", out, flags=re.MULTILINE)
     assert (tmp_path / "usage-report.html").is_file()
     assert len(fake_openai_server.requests) == 1
+
+
+def test_ctrl_c_during_the_demo_stops_its_team_at_once_and_keeps_the_row_of_every_request(
+    fake_openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # Ctrl-C in the runaway loop (with --live, at real prices) let AutoGen run the team on to its end: a dozen
+    # more paid requests, for seconds after the user had asked it to stop.
+    def slow_model(request: RecordedRequest) -> FakeReply:
+        return dataclasses.replace(polite_model(request), delay=0.2)
+
+    fake_openai_server.default = slow_model
+    ledger = tmp_path / "ledger.db"
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    environment.update(OPENAI_API_KEY="sk-live-demo-0123456789abcdef", OPENAI_BASE_URL=fake_openai_server.base_url)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_RESTORED, "demo", "--live", "--db", f"sqlite:///{ledger}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("  · drafter "):  # the runaway loop's first call has ended, the next is under way
+                break
+        sent = fake_openai_server.request_count
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert (child.returncode, err) == (130, "autogen-reliability: error: interrupted\n")
+    assert fake_openai_server.request_count <= sent + 1  # at most the request in flight
+    with UsageStore(f"sqlite:///{ledger}") as store:
+        rows = store.events(project="demo")
+    assert len(rows) == fake_openai_server.request_count  # the one cut short too
+    assert {row.outcome for row in rows} <= {"ok", "cancelled"}
 
 
 def test_demo_live_without_a_key_exits_2_naming_the_variable() -> None:
