@@ -50,7 +50,7 @@ DB_URL = "sqlite:///team_budget.db"
 
 
 def alert(event: BudgetAlert) -> None:
-    print(f"budget alert: {event.key} has spent ${event.spent_usd}, {event.threshold:.0%} of ${event.limit_usd}")
+    print(f"budget alert: {event.key} has spent ${event.spent_usd}, past {event.threshold:.0%} of ${event.limit_usd}")
 
 
 # What the local provider answers, in turn (and after these, the last one again), each at $0.00015.

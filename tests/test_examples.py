@@ -94,7 +94,9 @@ def test_the_team_budget_example_stops_the_team_by_cost_and_the_budget_refuses_w
     # Each call costs $0.00015 (500 + 125 tokens of gpt-4o-mini): the third reaches the $0.0004 limit.
     speakers = [line.split(":", 1)[0] for line in lines if line.startswith(("writer: ", "critic: "))]
     assert speakers == ["writer", "critic", "writer"]
-    assert any(line.startswith("budget alert: ") and "50% of $0.0004" in line for line in lines)
+    # The alert came with the second call: $0.0003 is past half the limit (it read "$0.0003, 50% of $0.0004").
+    alert = next(line for line in lines if line.startswith("budget alert: "))
+    assert alert.endswith(" has spent $0.0003, past 50% of $0.0004")
     assert "stopped: Cost limit reached: $0.00045 of $0.0004" in lines
     refused = next(line for line in lines if line.startswith("refused: "))
     assert "$0.00045 spent of $0.0004 in all; no request was sent" in refused
