@@ -1499,6 +1499,57 @@ def test_ctrl_c_while_the_command_loads_is_one_line_and_130(argv: tuple[str, ...
     assert not (tmp_path / "usage.db").exists()
 
 
+# The same, from the start: the command as a user starts it (``python -m autogen_reliability``, or the script
+# pip installs, which calls the entry point pyproject.toml names), Ctrl-C before its main() runs.
+_CTRL_C_AT_START: Final = """
+import importlib, os, runpy, signal, sys, tomllib
+signal.signal(signal.SIGINT, signal.default_int_handler)
+pyproject, started_as, module, *argv = sys.argv[1:]
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == module:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["autogen-reliability", *argv]
+if started_as == "python -m":
+    runpy.run_module("autogen_reliability", run_name="__main__", alter_sys=True)
+with open(pyproject, "rb") as file:
+    entry = tomllib.load(file)["project"]["scripts"]["autogen-reliability"]
+name, function = entry.split(":")
+sys.exit(getattr(importlib.import_module(name), function)())
+"""
+
+
+@pytest.mark.parametrize("started_as", ["python -m", "script"])
+@pytest.mark.parametrize("module", ["pydantic", "openai"])
+def test_ctrl_c_in_the_first_seconds_of_the_demo_is_one_line_and_130(
+    started_as: str, module: str, tmp_path: Path
+) -> None:
+    # The command's module loads pydantic, AutoGen and the openai SDK before main() runs (a second or two of a
+    # demo of four): Ctrl-C then was a traceback of 40 lines through the imports, and a death by SIGINT.
+    pyproject = Path(__file__).parent.parent / "pyproject.toml"
+    ledger = tmp_path / "usage.db"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _CTRL_C_AT_START,
+            str(pyproject),
+            started_as,
+            module,
+            "demo",
+            "--db",
+            f"sqlite:///{ledger}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "autogen-reliability: error: interrupted\n")
+    assert not ledger.exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_during_db_upgrade_exits_130_with_one_line_and_changes_nothing(
     tmp_path: Path, stop: signal.Signals
