@@ -946,6 +946,27 @@ def _demo_refusal(*, live: bool, model: str | None, api_key: str) -> str | None:
     return None
 
 
+def _demo_configuration_refusal(url: str | None) -> str | None:
+    """Why the demo cannot record, if it cannot: a ``--db`` URL that can never work, or a bad configuration.
+
+    The demo records to its own ledger, but its wrapper, as any, takes the process's defaults: a bad
+    ``AUTOGEN_RELIABILITY_DB_URL`` (an application's, for another directory) is said before anything runs.
+    """
+    from ._config import settings  # noqa: PLC0415
+    from .storage._engine import check_database_url  # noqa: PLC0415
+
+    if url is not None:
+        try:
+            check_database_url(url)
+        except ConfigurationError as error:
+            return f"bad database URL: {error}"
+    try:
+        settings()
+    except ConfigurationError as error:
+        return str(error)
+    return None
+
+
 def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | None = None) -> int:
     api_key = os.environ.get("OPENAI_API_KEY", "").strip()
     refused = _demo_refusal(live=live, model=model, api_key=api_key)
@@ -959,14 +980,12 @@ def _demo(stream: bool, url: str | None, *, live: bool = False, model: str | Non
     # The demo pulls in AutoGen and the test server: loaded on demand.
     from ._demo import DemoFailedError, LiveAPI, run_demo  # noqa: PLC0415
     from .storage import StoreSchemaError  # noqa: PLC0415
-    from .storage._engine import check_database_url, error_line, url_secrets  # noqa: PLC0415
+    from .storage._engine import error_line, url_secrets  # noqa: PLC0415
 
-    if url is not None:
-        try:
-            check_database_url(url)
-        except ConfigurationError as error:
-            _error(f"bad database URL: {error}")
-            return 2
+    refused = _demo_configuration_refusal(url)
+    if refused:
+        _error(refused)
+        return 2
     # The demo prints its retries itself; the library's warnings would say them twice. A team that fails is
     # said once, in a line; AutoGen's runtime would log each agent's traceback besides (with what the provider
     # said, which may quote the key).

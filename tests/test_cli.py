@@ -427,6 +427,24 @@ def test_demo_refuses_a_database_url_that_can_never_work(capsys: pytest.CaptureF
 
 
 @pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite:///data/usage.db", "the directory of the SQLite database data/usage.db does not exist"),
+        ("mysql://user:secret@localhost/usage", "the usage store supports SQLite and PostgreSQL databases"),
+    ],
+)
+def test_demo_with_a_bad_database_url_in_the_environment_is_one_line_before_it_starts(
+    url: str, said: str, tmp_path: Path
+) -> None:
+    # The application's ledger, set for another directory (or another database): the demo records to its own,
+    # but its wrapper reads the process's configuration, and the command ended in a traceback of 50 lines.
+    done = run_cli("demo", env={ENV_DB_URL: url}, cwd=tmp_path)
+    assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, ENV_DB_URL, said)
+    assert "secret" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing run, nothing written
+
+
+@pytest.mark.parametrize(
     ("args", "message"),
     [
         ((), "the following arguments are required: COMMAND"),
