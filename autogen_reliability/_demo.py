@@ -345,7 +345,8 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
         db_url = f"sqlite:///{DEFAULT_DIRECTORY / 'usage.db'}"
     store = UsageStore(db_url)
     database = store.engine.url.database if store.engine.dialect.name == "sqlite" else None
-    directory = Path(database).resolve().parent if database and database != ":memory:" else DEFAULT_DIRECTORY
+    in_memory = store.engine.dialect.name == "sqlite" and database in (None, "", ":memory:")
+    directory = Path(database).resolve().parent if database and not in_memory else DEFAULT_DIRECTORY
     directory.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
     recorder = UsageRecorder(store, spool_dir=directory / "spool", close_sink=False)
@@ -363,12 +364,23 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
     health_file = _written(directory / "health.json", health.model_dump_json(indent=2) + "\n")
     display.closing(report, health, stored)
     display.line("")
-    display.line(f"Usage ledger: {store.url}")
+    ledger = "in memory, gone with the demo (--db sqlite:///FILE keeps it)" if in_memory else store.url
+    display.line(f"Usage ledger: {ledger}")
     display.line(f"HTML report:  {html.resolve()}")
     display.line(f"Health JSON:  {health_file.resolve()}")
-    # This run's report, as above: the ledger keeps earlier runs' rows.
-    again = ["autogen-reliability", "report", "--project", PROJECT, "--since", started.isoformat(), "--db", store.url]
-    display.line(f"Report again: {shlex.join(again)}")
+    if not in_memory:  # a command could not report a ledger that is gone
+        # This run's report, as above: the ledger keeps earlier runs' rows.
+        again = [
+            "autogen-reliability",
+            "report",
+            "--project",
+            PROJECT,
+            "--since",
+            started.isoformat(),
+            "--db",
+            store.url,
+        ]
+        display.line(f"Report again: {shlex.join(again)}")
     if display.failure is not None:
         raise DemoFailedError(f"the team stopped: {display.failure}")
     return html

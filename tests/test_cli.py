@@ -210,6 +210,17 @@ def test_demo_report_again_command_reports_this_run_when_the_ledger_holds_an_ear
     assert (totals["calls"], totals["attempts"]) == (int(shown[1]), int(shown[2])) == (19, 23)
 
 
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_demo_into_a_ledger_in_memory_offers_no_command_that_cannot_report_it(url: str, tmp_path: Path) -> None:
+    # It printed "Report again: autogen-reliability report ... --db sqlite://", which, the ledger gone with the
+    # demo, answered that the database has no usage tables and should be upgraded.
+    done = run_cli("demo", "--db", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Ledger check: 23 rows for this run" in done.stdout
+    assert "Report again:" not in done.stdout
+    assert "Usage ledger: in memory, gone with the demo (--db sqlite:///FILE keeps it)\n" in done.stdout
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
 def test_demo_to_a_standard_output_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
     # The live display's writes failed inside rich: a traceback, then "Exception ignored" at exit.
