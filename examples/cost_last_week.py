@@ -66,7 +66,8 @@ async def run_agents(recorder: UsageRecorder) -> None:
 
 
 def usd(nanousd: int | None) -> str:
-    return "unpriced" if nanousd is None else f"${Decimal(nanousd) / 10**9:.6f}"
+    # Exact: nano-USD shifted nine places, never rounded (a float or a :.6f would round sub-micro amounts).
+    return "unpriced" if nanousd is None else f"${Decimal(nanousd).scaleb(-9):f}"
 
 
 def report(store: UsageStore) -> None:
@@ -90,14 +91,14 @@ def report(store: UsageStore) -> None:
         .order_by(func.sum(row.cost_nanousd).desc())
     )
     print(f"Project {PROJECT}, since {since}:")
-    print(f"  {'agent':<8} {'model':<12} {'calls':>5} {'attempts':>8} {'missed':>6} {'tokens':>7} {'cost':>10}  missed")
+    print(f"  {'agent':<8} {'model':<12} {'calls':>5} {'attempts':>8} {'missed':>6} {'tokens':>7} {'cost':>12}  missed")
     with store.engine.connect() as connection:
         for line in connection.execute(per_agent):
             note = f" ({line.unpriced} attempts unpriced)" if line.unpriced else ""
             agent = line.agent or "(none)"  # a client not told its agent's name, outside a team
             print(
                 f"  {agent:<8} {line.model:<12} {line.calls:>5} {line.attempts:>8} {line.missed:>6} "
-                f"{line.tokens:>7} {usd(line.cost):>10}  {usd(line.missed_cost)}{note}"
+                f"{line.tokens:>7} {usd(line.cost):>12}  {usd(line.missed_cost)}{note}"
             )
         costliest = connection.execute(
             select(row.call_id)

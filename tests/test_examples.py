@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,18 @@ def test_examples_run_in_turn_do_not_mix_their_numbers(tmp_path: Path) -> None:
     for script in EXAMPLES:
         assert UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}").count() == counts[script.name]
     assert not (tmp_path / "autogen_reliability.db").exists()
+
+
+def test_the_cost_example_prints_each_agents_cost_exactly_as_the_ledger_holds_it(tmp_path: Path) -> None:
+    # An example is copied: its money must be exact, not rounded to a micro-dollar by a format.
+    script = EXAMPLES_DIR / "cost_last_week.py"
+    done = run_example(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}").events()
+    for agent in {row.agent for row in rows}:
+        nanousd = sum(row.cost_nanousd or 0 for row in rows if row.agent == agent)
+        [line] = [line.split() for line in done.stdout.splitlines() if line.split()[:1] == [agent]]
+        assert Decimal(line[6].removeprefix("$")) * 10**9 == nanousd, line
 
 
 def test_there_is_a_user_test_file() -> None:
