@@ -121,11 +121,17 @@ class _TimedTable(PricingTable):
         self.cpu = 0.0
 
     def price(
-        self, model: str, provider: str | None = None, *, usage: TokenUsage, at: datetime | None = None
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        usage: TokenUsage,
+        at: datetime | None = None,
+        service_tier: str | None = None,
     ) -> Cost | None:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            return super().price(model, provider, usage=usage, at=at)
+            return super().price(model, provider, usage=usage, at=at, service_tier=service_tier)
         finally:
             self.cpu += time.thread_time() - cpu
             self.wall += time.perf_counter() - wall
@@ -136,7 +142,13 @@ class _CalcPriceTable(_TimedTable):
     """Every attempt priced by genai-prices' public ``calc_price()``, as an integration without a table would."""
 
     def price(
-        self, model: str, provider: str | None = None, *, usage: TokenUsage, at: datetime | None = None
+        self,
+        model: str,
+        provider: str | None = None,
+        *,
+        usage: TokenUsage,
+        at: datetime | None = None,
+        service_tier: str | None = None,
     ) -> Cost | None:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
@@ -148,7 +160,10 @@ class _CalcPriceTable(_TimedTable):
                 cache_write_1h_tokens=usage.cache_write_1h_tokens,
             )
             try:
-                calculation = calc_price(genai_usage, model, provider_id=provider, genai_request_timestamp=at)
+                context = {"service_tier": service_tier} if service_tier else None
+                calculation = calc_price(
+                    genai_usage, model, provider_id=provider, genai_request_timestamp=at, price_context=context
+                )
             except LookupError:
                 return None
             usd = calculation.total_price

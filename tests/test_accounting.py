@@ -694,6 +694,55 @@ async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_record
     assert row.cost_nanousd == 200 * 1000 + 800 * 100 + 100 * 2000  # nano-USD at $1, $0.1 and $2 per million
 
 
+TIER_USAGE = FakeUsage(prompt_tokens=10_000, completion_tokens=2_000, cached_tokens=4_000)
+
+
+def tier_price(tier: str | None, at: Any) -> int:
+    """genai-prices' own price of TIER_USAGE on gpt-5-mini when ``tier`` served it, in nano-USD."""
+    usd = calc_price(
+        Usage(input_tokens=10_000, output_tokens=2_000, cache_read_tokens=4_000),
+        model_ref="gpt-5-mini",
+        provider_id="openai",
+        genai_request_timestamp=at,
+        price_context=None if tier is None else {"service_tier": tier},
+    ).total_price
+    return int((usd * Decimal(10**9)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+@pytest.mark.parametrize(
+    ("asked", "served"),
+    [("flex", None), ("priority", None), ("flex", "default"), (None, None)],
+    ids=["flex", "priority", "flex-served-at-default", "no-tier"],
+)
+async def test_an_answer_is_priced_at_the_service_tier_the_provider_says_served_it(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+    asked: str | None,
+    served: str | None,
+) -> None:
+    # OpenAI's Flex processing costs half the standard price and Priority more; the answer's service_tier
+    # (every chunk's, in a stream) names the tier that served the request, which may not be the one asked for.
+    fake_openai_server.enqueue(FakeReply.text("Hi", usage=TIER_USAGE, service_tier=served))
+    client = reliable(make_openai_client(model="gpt-5-mini", model_info=UNKNOWN_MODEL_INFO), recorder=ledger[1])
+    extra = {"service_tier": asked} if asked else {}
+    if streamed:
+        await final_result(client.create_stream(HI, extra_create_args=extra))
+    else:
+        await client.create(HI, extra_create_args=extra)
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (10_000, 2_000, 4_000)
+    tier = served or asked
+    assert row.cost_nanousd == tier_price(tier, row.started_at)
+    standard = tier_price(None, row.started_at)
+    if tier == "flex":
+        assert row.cost_nanousd * 2 == standard
+    elif tier == "priority":
+        assert row.cost_nanousd > standard
+
+
 async def test_track_usage_false_records_nothing(
     tmp_path: Path, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -175,6 +175,32 @@ async def test_completion_object_has_the_openai_shape(server: FakeOpenAIServer, 
     assert (second.id, second.model) == ("chatcmpl-fake-2", "gpt-4o-2024-08-06")
 
 
+async def test_the_service_tier_is_the_one_asked_for_unless_the_reply_names_another(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    # As OpenAI answers: the tier that served the request, "default" for none or "auto"; a reply's own tier
+    # stands for OpenAI serving a flex request at the standard tier, say.
+    server.enqueue(
+        FakeReply.text("a"),
+        FakeReply.text("b"),
+        FakeReply.text("c"),
+        FakeReply.json({}, service_tier="default"),
+        FakeReply.text("d e"),
+    )
+    tiers: list[object] = []
+    for asked in (None, "auto", "flex", "flex"):
+        extra = {"service_tier": asked} if asked else {}
+        completion = await client.chat.completions.create(model=MODEL, messages=CHAT, extra_body=extra)
+        tiers.append(completion.service_tier)
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=CHAT, stream=True, extra_body={"service_tier": "priority"}
+    )
+    tiers.append({chunk.service_tier async for chunk in stream})
+    assert tiers == ["default", "default", "flex", "default", {"priority"}]
+    with pytest.raises(TypeError, match="service_tier must be a string or None"):
+        FakeReply.text("x", service_tier=2)  # type: ignore[arg-type]
+
+
 async def test_model_is_reported_as_the_snapshot_autogen_expects() -> None:
     async with FakeOpenAIServer(MODEL, default=FakeReply.text("ok")) as fake:
         model_client = OpenAIChatCompletionClient(model=MODEL, api_key="sk-test", base_url=fake.base_url, max_retries=0)

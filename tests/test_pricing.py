@@ -169,6 +169,110 @@ def test_every_model_of_the_bundled_data_is_priced_as_genai_prices_prices_it() -
     assert fast > checked / 2  # most of the comparisons are of our own calculation, not genai-prices' twice
 
 
+def tiers_of(model: genai_types.ModelInfo) -> set[str]:
+    return {variant.when["service_tier"] for variant in model.price_variants or () if "service_tier" in variant.when}
+
+
+def test_every_service_tier_genai_prices_prices_is_priced_as_genai_prices_prices_it() -> None:
+    # OpenAI's flex, priority, ... and Gemini's: the answer's tier selects genai-prices' price variant, as its
+    # calc_price(price_context={"service_tier": ...}) selects it, on every model and date that has one.
+    table = PricingTable()
+    usages = [PARITY_USAGES[2], TokenUsage(prompt_tokens=300_000, completion_tokens=9, cached_tokens=1)]
+    moments = [
+        datetime(2026, 10, 1, tzinfo=UTC),
+        datetime(2026, 12, 1, 3, tzinfo=UTC),
+        datetime(2027, 4, 1, tzinfo=UTC),
+    ]
+    checked = differs = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            for tier in sorted(tiers_of(model)):
+                for usage, at in ((usage, at) for usage in usages for at in moments):
+                    genai_usage = Usage(
+                        input_tokens=usage.prompt_tokens,
+                        output_tokens=usage.completion_tokens,
+                        cache_read_tokens=usage.cached_tokens,
+                        cache_write_tokens=usage.cache_write_tokens,
+                        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+                    )
+                    context = {"service_tier": tier}
+                    expected = calc_price(
+                        genai_usage,
+                        model.id,
+                        provider_id=provider.id,
+                        genai_request_timestamp=at,
+                        price_context=context,
+                    ).total_price
+                    cost = table.price(model.id, provider.id, usage=usage, at=at, service_tier=tier)
+                    standard = genai_total(model.id, provider.id, usage, at)
+                    if cost is None:
+                        # Only where genai-prices has no price of that tier at that date: it gives the standard one.
+                        assert expected == standard, (provider.id, model.id, tier, at)
+                        continue
+                    assert cost.usd == expected, (provider.id, model.id, tier, usage, at)
+                    checked += 1
+                    differs += expected != standard
+    assert checked > 300
+    assert differs > 200
+
+
+@pytest.mark.parametrize("tier", [None, "", "default", "standard", "auto"])
+def test_the_standard_tier_by_any_of_its_names_is_the_standard_price(tier: str | None) -> None:
+    usage = TokenUsage(prompt_tokens=10_000, completion_tokens=2_000)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    cost = PricingTable().price("gpt-5-mini", "openai", usage=usage, at=at, service_tier=tier)
+    assert cost is not None
+    assert cost.usd == genai_total("gpt-5-mini", "openai", usage, at) == Decimal("0.0065")
+
+
+def test_flex_is_half_and_priority_more_than_the_standard_price() -> None:
+    usage = TokenUsage(prompt_tokens=10_000, completion_tokens=2_000, cached_tokens=4_000)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    table = PricingTable()
+    standard, flex, priority = (
+        table.price("gpt-5-mini", "openai", usage=usage, at=at, service_tier=tier)
+        for tier in (None, "flex", "priority")
+    )
+    assert standard is not None
+    assert flex is not None
+    assert priority is not None
+    # $0.25 / $2 / $0.025 per million standard; flex $0.125 / $1 / $0.0125; priority $0.45 / $3.6 / $0.045.
+    assert (standard.nanousd, flex.nanousd, priority.nanousd) == (5_600_000, 2_800_000, 10_080_000)
+    assert flex.effective_from == date(2026, 10, 12)  # the tier's price, dated later than the standard one
+
+
+def test_a_tier_genai_prices_has_no_price_for_is_unpriced_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    # gpt-4.1 has priority prices in genai-prices but no flex price; scale is priced for no model. Standard would
+    # be a guess (flex is half of it): unpriced, as a model with no price is.
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    table = PricingTable()
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert table.price("gpt-4.1", "openai", usage=usage, at=at, service_tier="flex") is None
+            assert table.price("gpt-5-mini", "openai", usage=usage, at=at, service_tier="scale") is None
+    assert caplog.text.count("service tier 'flex'") == 1
+    assert caplog.text.count("service tier 'scale'") == 1
+    # Before genai-prices' tier prices begin (2026-10-12), a flex answer's price is not known either.
+    assert (
+        table.price("gpt-5-mini", "openai", usage=usage, at=datetime(2026, 9, 1, tzinfo=UTC), service_tier="flex")
+        is None
+    )
+    assert table.price("gpt-4.1", "openai", usage=usage, at=at, service_tier="priority") is not None
+
+
+def test_a_tier_of_a_model_genai_prices_prices_no_tier_of_is_its_standard_price() -> None:
+    # Most providers' tiers (Groq's on_demand and flex) cost the same; genai-prices prices none of them apart.
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    table = PricingTable()
+    model = "llama-3.3-70b-versatile"
+    standard = table.price(model, "groq", usage=usage, at=at)
+    assert standard is not None
+    assert table.price(model, "groq", usage=usage, at=at, service_tier="on_demand") == standard
+    assert table.price(model, "groq", usage=usage, at=at, service_tier="flex") == standard
+
+
 def test_the_sweep_covers_both_ways_of_computing() -> None:
     # Most price sets take the fast path; the rest (per-request prices, reasoning-token prices) are
     # computed by genai-prices itself. Both must exist in the data for the sweep above to test both.

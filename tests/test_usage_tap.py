@@ -130,6 +130,7 @@ async def test_create_records_cached_and_reasoning_tokens_and_the_model(
         cache_write_tokens=None,
         model=SNAPSHOT,
         response_id="chatcmpl-fake-1",
+        service_tier="default",
     )
     assert slot.usages == [slot.usage]
     assert (slot.status, slot.model, slot.response_id) == (200, SNAPSHOT, "chatcmpl-fake-1")
@@ -213,7 +214,7 @@ async def test_stream_records_the_usage_chunk_without_holding_chunks_back(
     final = arrivals[-1][0]
     assert isinstance(final, CreateResult)
     assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 8)
-    assert slot.usage == ProviderUsage(50, 8, 32, 4, None, SNAPSHOT, "chatcmpl-fake-1")
+    assert slot.usage == ProviderUsage(50, 8, 32, 4, None, SNAPSHOT, "chatcmpl-fake-1", service_tier="default")
     assert arrivals[-1][1] == slot.usage  # already recorded when AutoGen hands out its CreateResult
     assert (slot.status, slot.responses, slot.tap_failures) == (200, 1, 0)
 
@@ -550,7 +551,7 @@ async def test_a_body_the_sdk_reads_under_another_content_type_is_read_as_the_sd
     usage = FakeUsage(40, 4, cached_tokens=16)
     if streamed:
         body = await real_sse_body(server, usage)
-        expected = ProviderUsage(40, 4, 16, None, None, SNAPSHOT, "chatcmpl-fake-1")
+        expected = ProviderUsage(40, 4, 16, None, None, SNAPSHOT, "chatcmpl-fake-1", service_tier="default")
     else:
         body = completion_body(usage, model=SNAPSHOT)
         expected = ProviderUsage(40, 4, 16, None, None, SNAPSHOT, "chatcmpl-encoded")
@@ -569,7 +570,7 @@ async def test_a_body_the_sdk_reads_under_another_content_type_is_read_as_the_sd
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: FakeOpenAIServer, newline: bytes) -> None:
     body = (await real_sse_body(server, FakeUsage(21, 4, cached_tokens=5))).replace(b"\n", newline)
-    expected = ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1")
+    expected = ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1", service_tier="default")
     for size in (*SIZES, len(body)):
         slot = fed(pieces(body, size))
         assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0), size
@@ -585,7 +586,7 @@ async def test_a_stream_read_event_by_event_parses_only_the_identity_and_the_usa
     parsed = parsed_events(monkeypatch)
     slot = fed(chunks)
     assert (slot.usage, slot.model, slot.tap_failures) == (
-        ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1"),
+        ProviderUsage(21, 4, 5, None, None, SNAPSHOT, "chatcmpl-fake-1", service_tier="default"),
         SNAPSHOT,
         0,
     )
@@ -659,7 +660,7 @@ async def test_a_text_stream_naming_no_tool_calls_in_every_chunk_is_still_not_sp
     parsed = parsed_events(monkeypatch)
     slot = fed(chunks)
     assert (slot.usage, slot.tool_call_chars, slot.tap_failures) == (
-        ProviderUsage(21, 4, None, None, None, SNAPSHOT, "chatcmpl-fake-1"),
+        ProviderUsage(21, 4, None, None, None, SNAPSHOT, "chatcmpl-fake-1", service_tier="default"),
         0,
         0,
     )
@@ -698,7 +699,7 @@ def logprobs_body(tokens: int, *, usage: FakeUsage | None, indent: int | None = 
     }
     if usage is not None:
         body["usage"] = usage.to_openai()
-    body["service_tier"] = "default"
+    body["service_tier"] = "flex"
     body["system_fingerprint"] = "fp_1"
     return json.dumps(body, indent=indent).encode()
 
@@ -724,7 +725,7 @@ async def test_a_json_body_too_large_to_keep_is_read_from_its_edges(
     assert result.logprobs is not None
     assert len(result.logprobs) == 3000
     assert (slot.usage, slot.tap_failures) == (
-        ProviderUsage(5000, 3000, 4096, 0, None, SNAPSHOT, "chatcmpl-logprobs"),
+        ProviderUsage(5000, 3000, 4096, 0, None, SNAPSHOT, "chatcmpl-logprobs", service_tier="flex"),
         0,
     )
 
@@ -894,3 +895,21 @@ async def test_the_headers_the_tap_reads_are_found_in_any_case_and_repeats_joine
     assert slot.usage is not None
     assert (slot.usage.prompt_tokens, slot.usage.completion_tokens) == (8, 2)
     assert slot.tap_failures == 0
+
+
+def test_the_service_tier_beside_the_usage_is_read_from_a_responses_api_event() -> None:
+    # The Responses API's response.completed event: the tier is the response's, beside its usage.
+    response = {
+        "id": "resp_1",
+        "model": "gpt-5-mini-2025-08-07",
+        "service_tier": "flex",
+        "usage": {"input_tokens": 30, "output_tokens": 5, "input_tokens_details": {"cached_tokens": 10}},
+    }
+    event = {"type": "response.completed", "response": response}
+    slot = fed([b"data: " + json.dumps(event).encode() + b"\n\n"])
+    assert slot.usage == ProviderUsage(30, 5, 10, None, None, "gpt-5-mini-2025-08-07", "resp_1", service_tier="flex")
+    # A tier that is no string is no tier.
+    chunk = {**FAKE_COMPLETION, "service_tier": {"name": "flex"}}
+    slot = fed([b"data: " + json.dumps(chunk).encode() + b"\n\n"])
+    assert slot.usage is not None
+    assert slot.usage.service_tier is None

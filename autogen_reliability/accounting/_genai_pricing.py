@@ -215,26 +215,86 @@ class _GenaiModel:
 
     provider: genai_types.Provider
     model: genai_types.ModelInfo
-    plans: dict[int, _Plan] = field(default_factory=dict)  # by id() of a ModelPrice that `model` holds
+    # By id() of a ModelPrice that `model` holds, then of the price variants (of a service tier) applied over it.
+    plans: dict[tuple[int, ...], _Plan] = field(default_factory=dict)
     warned: bool = False  # genai-prices refused to price it once already: said so in the log
+    unpriced_tiers: set[str] = field(default_factory=set)  # service tiers said (in the log) to have no price
 
-    def plan(self, model_price: genai_types.ModelPrice) -> _Plan:
-        """How to price with ``model_price`` (one of this model's), made on first use. Call under the table's lock."""
-        found = self.plans.get(id(model_price))
+    def tier_variants(self, tier: str, when: datetime) -> tuple[genai_types.PriceVariant, ...] | None:
+        """The price variants genai-prices applies to an answer served at ``tier`` (not a standard one) at ``when``.
+
+        ``()``: genai-prices prices no service tier of this model (its standard price applies, as genai-prices'
+        ``calc_price`` applies it: the case of most providers, whose tiers cost the same, and of a model found
+        at another provider, whose tier prices genai-prices does not apply). ``None``: it prices some of the
+        model's tiers, but not this one at that date, so the answer's price is not known.
+        """
+        found: list[genai_types.PriceVariant] = []
+        tiered = False
+        for variant in self.model.price_variants or ():
+            if "service_tier" not in variant.when:
+                continue
+            tiered = True
+            if variant.when.get("service_tier") != tier or len(variant.when) > 1:
+                continue  # as genai-prices matches a variant: every key of its `when` equal to the context's
+            if variant.constraint is None or variant.constraint.active(when):
+                found.append(variant)
+        if not tiered or not any(self.model is model for model in self.provider.models):
+            return ()
+        return tuple(found) or None
+
+    def plan(
+        self,
+        model_price: genai_types.ModelPrice,
+        variants: tuple[genai_types.PriceVariant, ...] = (),
+        when: datetime | None = None,
+        tier: str | None = None,
+    ) -> _Plan:
+        """How to price with ``model_price`` (one of this model's) and the ``variants`` of ``tier`` over it, in force
+        at ``when``, made on first use. Call under the table's lock."""
+        key = (id(model_price), *map(id, variants))
+        found = self.plans.get(key)
         if found is None:
-            found = self.plans[id(model_price)] = self._make_plan(model_price)
+            resolved = model_price
+            if variants:
+                assert when is not None
+                assert tier is not None
+                # genai-prices' own resolution: the tier's prices over the standard ones, key by key.
+                resolved = self.model.get_prices(when, {"service_tier": tier})
+            found = self.plans[key] = self._make_plan(model_price, resolved, variants)
         return found
 
-    def _make_plan(self, model_price: genai_types.ModelPrice) -> _Plan:
+    def _make_plan(
+        self,
+        model_price: genai_types.ModelPrice,
+        resolved: genai_types.ModelPrice,
+        variants: tuple[genai_types.PriceVariant, ...],
+    ) -> _Plan:
         effective_from = self.effective_from(model_price)
+        for variant in variants:  # a tier's price dated later than the standard one took effect later
+            if isinstance(variant.constraint, genai_types.StartDateConstraint):
+                start = variant.constraint.start_date
+                effective_from = start if effective_from is None else max(effective_from, start)
         try:
             # Runs genai-prices' own checks of the price set (which do not depend on the usage).
             with localcontext(CONTEXT):
-                model_price.calc_price(genai_types.Usage(input_tokens=0, output_tokens=0))
+                resolved.calc_price(genai_types.Usage(input_tokens=0, output_tokens=0))
         except ValueError as error:
             self.refused(error)
             return _Plan(valid=False, fast=None, effective_from=effective_from)
-        return _Plan(valid=True, fast=_FastPrices.of(model_price), effective_from=effective_from)
+        return _Plan(valid=True, fast=_FastPrices.of(resolved), effective_from=effective_from)
+
+    def tier_unpriced(self, tier: str) -> None:
+        """Logs, the first time only for ``tier``, that genai-prices has no price of it. Call under the table's lock."""
+        if tier in self.unpriced_tiers:
+            return
+        self.unpriced_tiers.add(tier)
+        logger.warning(
+            "genai-prices %s has no price for %s at %s served at service tier %r; recording it unpriced",
+            GENAI_PRICES_VERSION,
+            self.model.id,
+            self.provider.id,
+            tier,
+        )
 
     def effective_from(self, model_price: genai_types.ModelPrice) -> date | None:
         """The start date of the price set genai-prices applied, when it is a dated one."""
@@ -315,16 +375,27 @@ class GenaiPrices:
                 self._lookups.popitem(last=False)
         return entry
 
-    def price(self, model: str, provider: str | None, usage: TokenUsage, when: datetime) -> Cost | None:
-        """The cost of ``usage`` for ``model`` (lower case) at ``provider`` (normalised, or None) at ``when`` (UTC)."""
+    def price(
+        self, model: str, provider: str | None, usage: TokenUsage, when: datetime, service_tier: str | None = None
+    ) -> Cost | None:
+        """The cost of ``usage`` for ``model`` (lower case) at ``provider`` (normalised, or None) at ``when`` (UTC),
+        served at ``service_tier`` (None: the standard tier)."""
         snapshot = data_snapshot.get_snapshot()
         entry = self._lookup(snapshot, model, provider)
         if entry is None:
             return None
         # Chosen per call, not cached per day: some prices depend on the time of day (DeepSeek's off-peak hours).
         model_price = entry.model.get_prices(when)
+        variants: tuple[genai_types.PriceVariant, ...] = ()
+        if service_tier is not None:
+            found = entry.tier_variants(service_tier, when)
+            if found is None:
+                with self._lock:
+                    entry.tier_unpriced(service_tier)
+                return None
+            variants = found
         with self._lock:
-            plan = entry.plan(model_price)
+            plan = entry.plan(model_price, variants, when, service_tier)
         if not plan.valid:
             return None
         with localcontext(CONTEXT):
@@ -335,7 +406,10 @@ class GenaiPrices:
                     # A price our calculation does not follow (per request, per reasoning token): genai-prices'
                     # own, the one its calc_price() makes once it has found the model.
                     usd = entry.model.calc_price(
-                        _genai_usage(usage), entry.provider, genai_request_timestamp=when
+                        _genai_usage(usage),
+                        entry.provider,
+                        genai_request_timestamp=when,
+                        price_context={"service_tier": service_tier} if variants and service_tier else None,
                     ).total_price
                 except ValueError as error:  # genai-prices finds this usage or price set inconsistent
                     with self._lock:

@@ -311,7 +311,13 @@ class AccountingLayer(Layer):
                     latency_seconds=attempt.latency,
                     cache_write_1h_tokens=min(cache_write_1h or 0, write_priced),
                 )
-                price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at)
+                price = self.pricing.price(
+                    model,
+                    provider,
+                    usage=usage,
+                    at=attempt.started_at,
+                    service_tier=raw.service_tier if raw is not None else None,
+                )
             except Exception:
                 # Usage we cannot price must cost the row nothing but its price: its tokens, model and
                 # error stay as the attempt had them.

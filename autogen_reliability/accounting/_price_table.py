@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["Cost", "PricingTable", "TokenUsage", "nanousd_to_usd"]
 
 _OVERRIDE_SOURCE: Final = "override"
+# The names an answer gives the standard tier (OpenAI's "default", Anthropic's "standard"), and the value a request
+# asks for that some servers echo: priced at the standard price. So are None and "".
+_STANDARD_TIERS: Final = frozenset({None, "", "default", "standard", "auto"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,6 +185,7 @@ class PricingTable:
         *,
         usage: TokenUsage,
         at: datetime | None = None,
+        service_tier: str | None = None,
     ) -> Cost | None:
         """The cost of a request to ``model`` that used ``usage``, at the prices in force at ``at``.
 
@@ -191,6 +195,9 @@ class PricingTable:
                 :func:`infer_provider`), or ``None`` to let genai-prices infer it from the model.
             usage: The tokens (and latency) to price.
             at: When the request started; naive means UTC. Default: now.
+            service_tier: The service tier the provider says served the request (OpenAI's answer's
+                ``service_tier``: ``"flex"``, ``"priority"``, ...), priced at that tier's price where
+                genai-prices has one. None, ``"default"``, ``"standard"`` or ``"auto"``: the standard price.
 
         Returns:
             The cost, or ``None`` when the model has no price (for this provider, at that time, or
@@ -201,9 +208,14 @@ class PricingTable:
             >>> usage = TokenUsage(prompt_tokens=2000, completion_tokens=100, cached_tokens=1024)
             >>> table.price("gpt-4o", "openai", usage=usage, at=datetime(2025, 6, 1, tzinfo=UTC)).usd
             Decimal('0.00472')
+            >>> flex = table.price("gpt-5-mini", "openai", usage=usage, at=datetime(2026, 11, 1, tzinfo=UTC),
+            ...                    service_tier="flex")
+            >>> flex.usd, table.price("gpt-5-mini", "openai", usage=usage, at=datetime(2026, 11, 1, tzinfo=UTC)).usd
+            (Decimal('0.0002348'), Decimal('0.0004696'))
         """
         if not model:
             return None
+        tier = None if service_tier in _STANDARD_TIERS else service_tier
         when = _as_utc(at)
         provider_key = _normalise_provider(provider)
         model_key = model.strip().lower()
@@ -216,7 +228,7 @@ class PricingTable:
                 return self._price_override(override, provider_key, usage, when.date())
         if self._genai is None:
             return None
-        return self._genai.price(model_key, provider_key, usage, when)
+        return self._genai.price(model_key, provider_key, usage, when, tier)
 
     @staticmethod
     def _price_override(override: Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:

@@ -159,6 +159,8 @@ what grows.
 _USAGE_OBJECT: Final = re.compile(rb'"usage"\s*:\s*\{')
 # In a JSON body too large to keep, read as text: a usage object, its opening brace where the match ends.
 _USAGE_KEY: Final = re.compile(r'"usage"\s*:\s*(?=\{)')
+# After it, the completion's service tier: a string (its opening quote where the match ends).
+_SERVICE_TIER_KEY: Final = re.compile(r'"service_tier"\s*:\s*(?=")')
 # Before that, on a stream's raw chunk of whole events: a ``"usage"`` not followed by ``null``. OpenAI's chunks
 # all say ``"usage":null`` but the last; a chunk this finds nothing in is passed on without being split into
 # events (none of them would be parsed). Whatever else follows ``"usage"`` (an object, or a data line broken
@@ -207,6 +209,10 @@ class ProviderUsage:
         cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime (billed at
             twice the input price, against 1.25 times for the default 5 minutes): Anthropic's
             ``cache_creation.ephemeral_1h_input_tokens``; None where the response has no such split.
+        service_tier: The ``service_tier`` of the response (for a stream, of its usage chunk), beside its
+            ``usage`` (in a Responses-API shape, the response's): the tier that served the request, which
+            OpenAI prices by (``"default"``, ``"flex"``, ``"priority"``, ``"scale"``); it may not be the tier
+            asked for. None where the response names none (Anthropic's, whose tier is inside its usage).
     """
 
     prompt_tokens: int | None
@@ -218,6 +224,7 @@ class ProviderUsage:
     response_id: str | None
     # Last, with a default: positional constructions of the seven fields above stay valid.
     cache_write_1h_tokens: int | None = None
+    service_tier: str | None = None
 
 
 class UsageSlot:
@@ -454,8 +461,13 @@ def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
     return {}
 
 
-def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: str | None) -> ProviderUsage | None:
-    """Read a ``usage`` object in the Chat Completions shape (Responses / Anthropic spellings as fallbacks)."""
+def _provider_usage(
+    usage: Mapping[str, Any], model: str | None, response_id: str | None, service_tier: object = None
+) -> ProviderUsage | None:
+    """Read a ``usage`` object in the Chat Completions shape (Responses / Anthropic spellings as fallbacks).
+
+    ``service_tier`` is the value beside it (the response's, or the chunk's): kept when it is a non-empty string.
+    """
     prompt = _details(usage, "prompt_tokens_details", "input_tokens_details")
     completion = _details(usage, "completion_tokens_details", "output_tokens_details")
     prompt_tokens = _count(usage.get("prompt_tokens"))
@@ -497,6 +509,7 @@ def _provider_usage(usage: Mapping[str, Any], model: str | None, response_id: st
             if isinstance(creation := usage.get("cache_creation"), dict)
             else None
         ),
+        service_tier=service_tier if isinstance(service_tier, str) and service_tier else None,
     )
     if (
         result.prompt_tokens is None
@@ -702,7 +715,11 @@ class _BodyTap:
             usage = match
         if usage is None:
             raise BodyTooLargeError
-        found["usage"] = decoder.raw_decode(text, usage.end())[0]
+        found["usage"], end = decoder.raw_decode(text, usage.end())
+        # The tier the request was served at follows the usage (OpenAI's completion ends with it).
+        tier = _SERVICE_TIER_KEY.search(text, end)
+        if tier is not None:
+            found["service_tier"] = decoder.raw_decode(text, tier.end())[0]
         self._observe(found)
 
     def _on_event(self, data: bytes) -> None:
@@ -760,7 +777,7 @@ class _BodyTap:
                 # message_delta's counts are cumulative; the API long sent only output_tokens there, and now
                 # sends the other fields too (or null). Later values that are there win.
                 usage = {**self._start_usage, **{key: value for key, value in usage.items() if value is not None}}
-            found = _provider_usage(usage, self._model, self._response_id)
+            found = _provider_usage(usage, self._model, self._response_id, obj.get("service_tier"))
             if found is not None:
                 for slot in self._targets:
                     slot.usage = found

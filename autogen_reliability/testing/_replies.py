@@ -291,6 +291,9 @@ class FakeReply:
         usage: Usage to report, or None to compute it as described above.
         finish_reason: The ``finish_reason`` to report.
         model: Model name to echo instead of the request's.
+        service_tier: The ``service_tier`` the completion (every chunk of a stream) reports, as OpenAI's
+            names the tier that served the request: ``"flex"``, ``"priority"``, ... None: the request's
+            ``service_tier``, ``"default"`` when it asked for none or for ``"auto"``.
         delay: Seconds to wait before answering at all; ``math.inf`` waits until the server
             stops or is reset (`FakeOpenAIServer.reset`), which reset the connection.
         chunk_delay: Seconds to wait between server-sent events; ``math.inf`` stalls the
@@ -341,6 +344,7 @@ class FakeReply:
     error_param: str | None = None
     raw_body: bytes = b""
     content_type: str = "application/json"
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
         # Checked here, not where the server renders the reply: there a wrong type is an HTTP 500 or a hang.
@@ -359,7 +363,7 @@ class FakeReply:
         if not (self.usage is None or isinstance(self.usage, FakeUsage)):
             raise TypeError(f"usage must be a FakeUsage or None, got {self.usage!r:.80}")
         _check_text("finish_reason", self.finish_reason)
-        for name in ("model", "error_message", "error_type", "error_code", "error_param"):
+        for name in ("model", "service_tier", "error_message", "error_type", "error_code", "error_param"):
             _check_text(name, getattr(self, name), optional=True)
         if not isinstance(self.raw_body, bytes):
             raise TypeError(
@@ -403,6 +407,7 @@ class FakeReply:
         disconnect_after_chunks: int | None = None,
         hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
+        service_tier: str | None = None,
     ) -> FakeReply:
         """An assistant message with text content.
 
@@ -418,6 +423,8 @@ class FakeReply:
             hold_after_chunks: Wait for `FakeOpenAIServer.release` after this many chunks.
             headers: Extra response headers; one named like a header the server sends of its own
                 (``content-type``, in any case) replaces it.
+            service_tier: The tier the answer says served it (``"flex"``, ``"priority"``, ...); None: the
+                request's, ``"default"`` for none or ``"auto"``.
 
         Returns:
             The reply.
@@ -433,6 +440,7 @@ class FakeReply:
             disconnect_after_chunks=disconnect_after_chunks,
             hold_after_chunks=hold_after_chunks,
             headers=_frozen_headers(headers),
+            service_tier=service_tier,
         )
 
     @classmethod
@@ -449,6 +457,7 @@ class FakeReply:
         disconnect_after_chunks: int | None = None,
         hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
+        service_tier: str | None = None,
     ) -> FakeReply:
         """An assistant message whose content is ``json.dumps(obj)``.
 
@@ -463,6 +472,7 @@ class FakeReply:
             disconnect_after_chunks: See `text`.
             hold_after_chunks: See `text`.
             headers: See `text`.
+            service_tier: See `text`.
 
         Returns:
             The reply.
@@ -478,6 +488,7 @@ class FakeReply:
             disconnect_after_chunks=disconnect_after_chunks,
             hold_after_chunks=hold_after_chunks,
             headers=headers,
+            service_tier=service_tier,
         )
 
     @classmethod
@@ -495,6 +506,7 @@ class FakeReply:
         disconnect_after_chunks: int | None = None,
         hold_after_chunks: int | None = None,
         headers: Mapping[str, str] | None = None,
+        service_tier: str | None = None,
     ) -> FakeReply:
         """An assistant message that calls tools.
 
@@ -516,6 +528,7 @@ class FakeReply:
             disconnect_after_chunks: See `text`.
             hold_after_chunks: See `text`.
             headers: See `text`.
+            service_tier: See `text`.
 
         Returns:
             The reply.
@@ -552,6 +565,7 @@ class FakeReply:
             disconnect_after_chunks=disconnect_after_chunks,
             hold_after_chunks=hold_after_chunks,
             headers=_frozen_headers(headers),
+            service_tier=service_tier,
         )
 
     @classmethod

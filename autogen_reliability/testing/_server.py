@@ -637,6 +637,7 @@ class FakeOpenAIServer:
             calls=calls,
             finish_reason=reply.finish_reason,
             usage=reply.usage or estimate_usage(request, reply),
+            service_tier=reply.service_tier or _served_tier(request),
         )
 
     def _model_object(self) -> dict[str, Any]:
@@ -658,3 +659,9 @@ def _check_wait(n: int, timeout: float | None) -> None:
         or timeout < 0
     ):
         raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {shown_number(timeout)}")
+
+
+def _served_tier(request: RecordedRequest) -> str:
+    """The tier the real API reports for a request: the one it asked for, ``"default"`` for none or ``"auto"``."""
+    asked = request.body.get("service_tier") if request.body is not None else None
+    return asked if isinstance(asked, str) and asked and asked != "auto" else "default"

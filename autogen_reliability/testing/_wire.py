@@ -72,6 +72,7 @@ class Completion:
     calls: tuple[tuple[str, str, str], ...]  # (id, name, arguments)
     finish_reason: str
     usage: FakeUsage
+    service_tier: str = "default"
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None, "annotations": []}
@@ -90,7 +91,7 @@ class Completion:
             "model": self.model,
             "choices": [{"index": 0, "message": self.message(), "logprobs": None, "finish_reason": self.finish_reason}],
             "usage": self.usage.to_openai(),
-            "service_tier": "default",
+            "service_tier": self.service_tier,
             "system_fingerprint": _SYSTEM_FINGERPRINT,
         }
 
@@ -100,7 +101,7 @@ class Completion:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "service_tier": "default",
+            "service_tier": self.service_tier,
             "system_fingerprint": _SYSTEM_FINGERPRINT,
             "choices": [],
         }
