@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from autogen_reliability import (
 )
 from autogen_reliability._config import AccountingSettings, default_recorder
 from autogen_reliability._config import settings as accounting_settings
-from autogen_reliability.accounting import PricingTable, TokenUsage, UsageRecorder
+from autogen_reliability.accounting import Cost, PricingTable, TokenUsage, UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
@@ -741,6 +742,34 @@ async def test_an_answer_is_priced_at_the_service_tier_the_provider_says_served_
         assert row.cost_nanousd * 2 == standard
     elif tier == "priority":
         assert row.cost_nanousd > standard
+
+
+async def test_a_pricing_table_of_ones_own_written_before_service_tiers_still_prices_standard_answers(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A subclass whose price() takes no service_tier (as it was before tiers were priced): every OpenAI answer
+    # says "default", and that is the standard price, so the table is asked as it always was.
+    class MarkedUp(PricingTable):
+        def price(  # type: ignore[override]  # the signature of before service tiers, on purpose
+            self, model: str, provider: str | None, *, usage: TokenUsage, at: datetime | None = None
+        ) -> Cost | None:
+            cost = super().price(model, provider, usage=usage, at=at)
+            return None if cost is None else dataclasses.replace(cost, nanousd=cost.nanousd * 2, usd=cost.usd * 2)
+
+    fake_openai_server.enqueue(
+        FakeReply.text("Hi", usage=FakeUsage(prompt_tokens=1000, completion_tokens=100), service_tier="default"),
+        FakeReply.text("Hi", usage=FakeUsage(prompt_tokens=1000, completion_tokens=100), service_tier="flex"),
+    )
+    client = reliable(make_openai_client(), recorder=ledger[1], pricing=MarkedUp())
+    await client.create(HI)
+    await client.create(HI, extra_create_args={"service_tier": "flex"})
+    standard, flex = rows(ledger)
+    plain = PricingTable().price("gpt-4o-mini", "openai", usage=TokenUsage(1000, 100), at=standard.started_at)
+    assert plain is not None
+    assert standard.cost_nanousd == plain.nanousd * 2
+    assert flex.cost_nanousd is None  # a tier it cannot be asked about: unpriced, the row kept
 
 
 async def test_track_usage_false_records_nothing(

@@ -38,7 +38,7 @@ from . import _feed
 from ._cost import MAX_TOKENS
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
-from ._price_table import PricingTable, TokenUsage
+from ._price_table import STANDARD_TIERS, PricingTable, TokenUsage
 from ._recorder import UsageRecorder
 
 __all__ = ["AccountingLayer"]
@@ -311,13 +311,11 @@ class AccountingLayer(Layer):
                     latency_seconds=attempt.latency,
                     cache_write_1h_tokens=min(cache_write_1h or 0, write_priced),
                 )
-                price = self.pricing.price(
-                    model,
-                    provider,
-                    usage=usage,
-                    at=attempt.started_at,
-                    service_tier=raw.service_tier if raw is not None else None,
-                )
+                tier = raw.service_tier if raw is not None else None
+                # Asked about a tier only for one that is not the standard: a table of one's own written before
+                # tiers were priced (its price() takes no service_tier) still prices every standard answer.
+                tiered = {} if tier in STANDARD_TIERS else {"service_tier": tier}
+                price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at, **tiered)
             except Exception:
                 # Usage we cannot price must cost the row nothing but its price: its tokens, model and
                 # error stay as the attempt had them.

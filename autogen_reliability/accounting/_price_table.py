@@ -46,7 +46,7 @@ __all__ = ["Cost", "PricingTable", "TokenUsage", "nanousd_to_usd"]
 _OVERRIDE_SOURCE: Final = "override"
 # The names an answer gives the standard tier (OpenAI's "default", Anthropic's "standard"), and the value a request
 # asks for that some servers echo: priced at the standard price. So are None and "".
-_STANDARD_TIERS: Final = frozenset({None, "", "default", "standard", "auto"})
+STANDARD_TIERS: Final = frozenset({None, "", "default", "standard", "auto"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ class PricingTable:
         """
         if not model:
             return None
-        tier = None if service_tier in _STANDARD_TIERS else service_tier
+        tier = None if service_tier in STANDARD_TIERS else service_tier
         when = _as_utc(at)
         provider_key = _normalise_provider(provider)
         model_key = model.strip().lower()
