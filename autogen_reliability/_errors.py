@@ -8,6 +8,7 @@ decided or detected::
     ├── ConfigurationError      (also a ValueError)
     ├── IncompleteStreamError
     ├── ProviderResponseError   (a 2xx response whose body was an error object, not a completion)
+    │   └── MalformedResponseError (... or neither: an HTML page, an empty body, a stream without events)
     ├── RetriesExhaustedError   (raised from a redacted copy of the last provider error)
     ├── CircuitOpenError
     ├── BudgetExceededError     (no request was sent: the scope's spend in the period reached its limit)
@@ -18,7 +19,8 @@ A provider error that is not retried (a bad request, a failed authentication)
 is never wrapped: it reaches the caller as the SDK raised it. The exception is
 an error the SDK does not see as one: a provider that answers HTTP 200 with an
 error body, which AutoGen's client fails on with a ``TypeError`` (or reads as an
-empty stream), reaches the caller as :class:`ProviderResponseError`.
+empty stream), reaches the caller as :class:`ProviderResponseError`; one whose body
+is no completion at all, as :class:`MalformedResponseError`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "ErrorKind",
     "IncompleteStreamError",
+    "MalformedResponseError",
     "ProviderResponseError",
     "ReliabilityError",
     "ResponseValidationError",
@@ -284,6 +287,43 @@ class ProviderResponseError(ReliabilityError):
         super().__init__(
             f"HTTP {status_code} with an error instead of a completion{code}: {self.message or 'no message'}"
         )
+
+
+# What a body the usage tap read was (providers.BodyShape), as the message of a MalformedResponseError says it.
+_SHAPES: Final[Mapping[str, str]] = {
+    "object": "a JSON object",
+    "events": "server-sent events",
+    "empty": "an empty body",
+    "other": "a body that is neither a JSON object nor server-sent events",
+}
+
+
+class MalformedResponseError(ProviderResponseError):
+    """Raised when a provider answered a successful HTTP status with a body that is not a completion at all.
+
+    A proxy's HTML error page sent with status 200, an empty body, JSON that is not an object, or, for a
+    stream, a body without a single server-sent event (a JSON completion from a server that ignored
+    ``"stream": true`` included). AutoGen's OpenAI client fails on the first with an ``AttributeError``
+    (the openai SDK hands it the text of a body that is not JSON) and reads the last as an empty answer
+    (``""``, finish reason ``"unknown"``); the wrapper raises this instead.
+    :func:`~autogen_reliability.retry.classify_error` classifies it as ``INVALID_RESPONSE``. The body is not
+    repeated in the message: it says only what the body was.
+
+    Attributes:
+        status_code: The HTTP status the response was sent with (a 2xx, usually 200).
+        shape: What the body was: ``"object"`` (a JSON object), ``"events"``, ``"empty"`` or ``"other"``
+            (anything else: HTML, text, broken JSON, JSON that is not an object, an event stream without an event).
+        code: None. body: None. message: What the body was, in words.
+    """
+
+    def __init__(self, status_code: int, shape: str, *, stream: bool) -> None:
+        self.status_code = status_code
+        self.shape = shape
+        self.code = None
+        self.body = None
+        self.message = _SHAPES.get(shape, shape)
+        wanted = "a stream of server-sent events" if stream else "a completion"
+        ReliabilityError.__init__(self, f"HTTP {status_code} with {self.message} instead of {wanted}")
 
 
 class RetriesExhaustedError(ReliabilityError):

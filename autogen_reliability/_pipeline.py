@@ -50,7 +50,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from ._context import Attribution, hand_down, take_back
-from ._errors import IncompleteStreamError, ProviderResponseError
+from ._errors import IncompleteStreamError, MalformedResponseError, ProviderResponseError
 from ._ids import time_ordered_uuid
 from ._redaction import log_failure, redacted_error
 from ._subscribers import Subscribers
@@ -491,8 +491,9 @@ class Pipeline:
             try:
                 result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
-                # AutoGen fails on a 200 whose body is an error (TypeError: no choices): the error is the provider's.
-                error = self._error_in_body(slot) if isinstance(exc, Exception) else None
+                # AutoGen fails on a 200 whose body is an error (TypeError: no choices) or no JSON object at all
+                # (AttributeError: the SDK handed it a str): the error is the provider's.
+                error = self._error_in_body(slot, stream=False) if isinstance(exc, Exception) else None
                 attempt.finish(None, error or exc, _usage_of(slot), _received(slot, answered=False, chars=0))
                 if error is not None:
                     raise error from exc
@@ -500,14 +501,21 @@ class Pipeline:
         attempt.finish(result, None, _usage_of(slot))
         return result
 
-    def _error_in_body(self, slot: UsageSlot) -> ProviderResponseError | None:
-        """The error a provider sent in place of a completion, with a successful status, if the usage tap saw one.
+    def _error_in_body(self, slot: UsageSlot, *, stream: bool) -> ProviderResponseError | None:
+        """The error a provider sent in place of a completion, with a successful status, if the usage tap saw one:
+        an error object, or a body that is no completion at all (not a JSON object; for a stream, no event).
 
         Not on a wrapped client: the slot holds its provider's responses too, which that wrapper judged.
         """
-        if slot.body_error is None or self.on_wrapper or slot.status is None:
+        status = slot.status
+        if self.on_wrapper or status is None:
             return None
-        return redacted_error(ProviderResponseError(slot.status, slot.body_error))
+        if slot.body_error is not None:
+            return redacted_error(ProviderResponseError(status, slot.body_error))
+        shape = slot.body_shape  # None unless a successful body was read to its end
+        if shape is not None and shape != ("events" if stream else "object"):
+            return MalformedResponseError(status, shape, stream=stream)
+        return None
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         if self.untapped:
@@ -533,9 +541,13 @@ class Pipeline:
                         item = await anext_in_slot(stream, slot)
                     except StopAsyncIteration:
                         break
-                    if isinstance(item, CreateResult) and (in_body := self._error_in_body(slot)) is not None:
-                        # A stream answered with a JSON error body: the SDK finds no event in it, and AutoGen
-                        # ends the stream with an empty result, nothing handed on before it: a failed attempt.
+                    if (
+                        isinstance(item, CreateResult)
+                        and (in_body := self._error_in_body(slot, stream=True)) is not None
+                    ):
+                        # A stream answered with a JSON error body, or anything else without an event (a proxy's
+                        # HTML page, a completion): the SDK finds no event in it, and AutoGen ends the stream with
+                        # an empty result, nothing handed on before it: a failed attempt.
                         raise in_body
                     answered = True
                     if isinstance(item, CreateResult):

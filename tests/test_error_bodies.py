@@ -15,8 +15,9 @@ import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 
-from autogen_reliability import ErrorKind, ProviderResponseError, RetryPolicy, reliable
+from autogen_reliability import ErrorKind, MalformedResponseError, ProviderResponseError, RetryPolicy, reliable
 from autogen_reliability.accounting._events import UsageEvent
+from autogen_reliability.retry import classify_error
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import MODEL, OpenAIClientFactory, final_result
@@ -179,3 +180,54 @@ async def test_an_error_beside_a_valid_completion_is_left_alone(
     result = await client.create(HI)
     assert result.content == "fine"
     assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("ok", None)]
+
+
+# A 200 whose body is no completion at all, asked for as a completion or as a stream. The openai SDK hands a body
+# that is not JSON to AutoGen as a string (AttributeError: 'str' object has no attribute 'usage'), and reads one
+# without an event as an empty stream: AutoGen's answer was "" with finish reason "unknown", a success.
+NOT_A_COMPLETION = {
+    "html": FakeReply.malformed(b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"),
+    "empty": FakeReply.malformed(b""),
+    "array": FakeReply.malformed(b"[]"),
+}
+NOT_A_STREAM = {**NOT_A_COMPLETION, "completion": FakeReply.malformed(json.dumps(FAKE_COMPLETION).encode())}
+
+
+MALFORMED: list[tuple[Shape, str]] = [("create", name) for name in NOT_A_COMPLETION] + [
+    ("stream-json", name) for name in NOT_A_STREAM
+]
+
+
+@pytest.mark.parametrize(("shape", "name"), MALFORMED, ids=[f"{shape}-{name}" for shape, name in MALFORMED])
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_a_200_whose_body_is_no_completion_is_an_invalid_response(
+    shape: Shape,
+    name: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    ledger: Ledger,
+) -> None:
+    fake_openai_server.enqueue(NOT_A_STREAM[name], FakeReply.text("unused"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    with pytest.raises(MalformedResponseError) as caught:
+        await call(client, shape)
+    error = caught.value
+    assert classify_error(error) is ErrorKind.INVALID_RESPONSE  # not retried by default, as documented
+    assert fake_openai_server.request_count == 1
+    assert error.status_code == 200
+    assert str(error).startswith("HTTP 200 with ")
+    assert "Bad Gateway" not in str(error)  # what the body was, not the body
+    (row,) = rows(ledger)
+    assert (row.outcome, row.error_kind, row.http_status) == ("error", "invalid_response", 200)
+    assert row.error_message == str(error)
+
+
+async def test_a_malformed_body_is_retried_when_the_policy_says_so(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    fake_openai_server.enqueue(NOT_A_COMPLETION["html"], FakeReply.text("recovered"))
+    retry = RetryPolicy(initial_delay=0.01, max_delay=0.05, retry_on=frozenset({ErrorKind.INVALID_RESPONSE}))
+    client = reliable(make_openai_client(), retry=retry, recorder=ledger[1])
+    result = await final_result(client.create_stream(HI))
+    assert result.content == "recovered"
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("error", "invalid_response"), ("ok", None)]

@@ -6,6 +6,7 @@ Never call count_tokens()/remaining_tokens() on an OpenAI client here: they down
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import logging
@@ -386,6 +387,46 @@ async def test_a_200_whose_body_is_an_error_keeps_the_error_in_the_slot_and_the_
         await client.create(USER)
     assert outer.responses == 2
     assert outer.body_error is None  # of the last response, as status is
+
+
+# The body of a 200, asked for as a completion or as a stream -> what the tap says it was, once read to its end.
+BODY_SHAPES = [
+    (FakeReply.malformed(b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"), "other"),
+    (FakeReply.malformed(b""), "empty"),
+    (FakeReply.malformed(b"{not json"), "other"),
+    (FakeReply.malformed(b"[1, 2]"), "other"),
+    (FakeReply.malformed(json.dumps(FAKE_COMPLETION).encode()), "object"),
+    (FakeReply.malformed(b": keep-alive\n\ndata: [DONE]\n\n", content_type="text/event-stream"), "other"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(("reply", "shape"), BODY_SHAPES, ids=["html", "empty", "broken", "array", "object", "none"])
+async def test_the_slot_says_what_a_successful_body_was_once_it_ended(
+    server: FakeOpenAIServer, make_client: ClientFactory, reply: FakeReply, shape: str, stream: bool
+) -> None:
+    server.enqueue(reply)
+    with capture_provider_usage() as slot, contextlib.suppress(Exception):  # AutoGen fails on most of them
+        if stream:
+            await collect(make_client().create_stream(USER))
+        else:
+            await make_client().create(USER)
+    assert (slot.status, slot.body_shape) == (200, shape)
+
+
+async def test_a_stream_of_events_is_events_and_an_error_status_has_no_shape(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    body = b'data: {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": []}\n\n'
+    server.enqueue(FakeReply.malformed(body, content_type="text/event-stream"), FakeReply.error(500))
+    client = make_client()
+    with capture_provider_usage() as slot:
+        await collect(client.create_stream(USER))
+        streamed = slot.body_shape
+        with pytest.raises(openai.InternalServerError):
+            await client.create(USER)
+    assert streamed == "events"
+    assert (slot.status, slot.body_shape) == (500, None)  # of the last response, which was not read
 
 
 @pytest.mark.parametrize("error", [None, {}, ""])

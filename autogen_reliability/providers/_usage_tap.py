@@ -52,6 +52,10 @@ How it works:
     that failed once accepted with status 200 and ``{"error": {"code": 502, ...}}``, which the SDK
     takes for a completion. It costs nothing more (the body is parsed anyway). A stream's events are
     not searched for one: the openai SDK raises its ``APIError`` itself on an event that has an ``error``.
+    And what a successful body was, once read to its end (`UsageSlot.body_shape`): a JSON object, server-sent
+    events, or neither (an HTML page from a proxy, an empty body). The openai SDK hands a body that is not JSON
+    to AutoGen as a string, and reads one that has no event as an empty stream; the pipeline tells such an
+    answer from a completion by it. It costs nothing per chunk: it is decided when the body ends.
 
     A body is told apart as the SDKs tell it, by what it holds rather than by
     its ``Content-Type``, which only ``text/event-stream`` is trusted: a body
@@ -115,7 +119,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 import httpx2
 import openai
@@ -127,6 +131,7 @@ from ._lookup import loaded_class
 __all__ = [
     "EDGE_BYTES",
     "MAX_JSON_BYTES",
+    "BodyShape",
     "ProviderUsage",
     "UsageSlot",
     "UsageTapTransport",
@@ -142,6 +147,9 @@ __all__ = [
 _logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+BodyShape: TypeAlias = Literal["object", "events", "empty", "other"]
+"""What a successful response's body was, read to its end (see `UsageSlot.body_shape`)."""
 
 MAX_JSON_BYTES: Final = 2 * 1024 * 1024
 """Largest decoded JSON body the tap keeps whole (larger: see `EDGE_BYTES`), and longest SSE line it inspects."""
@@ -255,6 +263,11 @@ class UsageSlot:
         body_error: The ``error`` member of the last response's JSON body, where it had one (not null or empty):
             a provider answering a successful status with an error (OpenRouter: 200 and ``{"error": {"code":
             502, "message": ...}}``). None otherwise; a body with an error status is not read at all.
+        body_shape: What the last response's body was, once read to its end: ``"object"`` (a JSON object),
+            ``"events"`` (server-sent events, at least one besides ``[DONE]``), ``"empty"``, or ``"other"``
+            (anything else: an HTML page, text, broken JSON, JSON that is not an object, an event stream
+            without an event). None while it is not read to its end, for an error status (not read),
+            and for a body the tap could not inspect (oversized, an encoding it cannot undo).
         responses: How many HTTP responses arrived while the slot was active.
         tap_failures: How many response bodies could not be inspected (malformed, oversized with no
             usage at the end, unknown encoding); the SDK got those bytes unchanged.
@@ -263,6 +276,7 @@ class UsageSlot:
     __slots__ = (
         "_parent",
         "body_error",
+        "body_shape",
         "model",
         "partial_usage",
         "request_id",
@@ -290,6 +304,7 @@ class UsageSlot:
         self.response_id: str | None = None
         self.request_id: str | None = None
         self.body_error: object = None
+        self.body_shape: BodyShape | None = None
         self.responses = 0
         self.tap_failures = 0
         self.tool_call_chars = 0
@@ -629,12 +644,15 @@ class _BodyTap:
         try:
             tail = self._decoder.flush() if self._decoder is not None else b""
             if self._undecided and not self._decide(tail):
-                self._release()  # an empty body: nothing to read
+                self._shaped("empty")  # nothing to read
+                self._release()
                 return
             if self._sse is not None:
                 if tail:
                     self._sse.feed(tail)
                 self._sse.finish()
+                # Each event but [DONE] counts as an attempt to learn the stream's model, the first at least.
+                self._shaped("events" if self._identity_attempts else "other")
             else:
                 if tail:
                     self._keep(tail)
@@ -642,7 +660,12 @@ class _BodyTap:
                     self._observe_edges(self._head, self._tail)
                     self._release()
                     return
-                body = json.loads(b"".join(self._body))
+                try:
+                    body = json.loads(b"".join(self._body))
+                except ValueError:
+                    self._shaped("other")  # broken JSON (or not UTF-8): what the SDK cannot read either
+                    raise
+                self._shaped("object")  # it began with "{"
                 if isinstance(body, dict):
                     error = body.get("error")
                     if error:  # as the SDK reads an event's: null, {} and "" are no error
@@ -665,6 +688,10 @@ class _BodyTap:
         if data[start.start()] != _OPEN_BRACE:
             self._sse = SSEDataReader(self._on_event, limit=MAX_JSON_BYTES)
         return True
+
+    def _shaped(self, shape: BodyShape) -> None:
+        for slot in self._targets:
+            slot.body_shape = shape
 
     def _release(self) -> None:
         self._done = True
@@ -894,6 +921,7 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
             target.status = response.status_code
             target.request_id = request_id
             target.body_error = None
+            target.body_shape = None
         # Error bodies never carry usage; leave them alone.
         if response.status_code >= 400:
             return

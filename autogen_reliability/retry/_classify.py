@@ -60,6 +60,9 @@ Exceptions, checked in this order (most specific first within an SDK):
     (``asyncio.CancelledError``, ``KeyboardInterrupt``)
     ``BudgetExceededError`` (a wrapped client's        PERMISSION
     budget refused the call)
+    ``MalformedResponseError`` (a 200 whose body is    INVALID_RESPONSE
+    no completion: HTML, empty, a stream without
+    events)
     ``ProviderResponseError`` (a 200 whose body is     as ``openai.APIError``
     an error object)
     ``openai.APITimeoutError``                         TIMEOUT
@@ -119,6 +122,7 @@ from typing import Final, TypeAlias, TypeVar
 from .._errors import (
     BudgetExceededError,
     ErrorKind,
+    MalformedResponseError,
     ProviderResponseError,
     ResponseValidationError,
     RetriesExhaustedError,
@@ -474,6 +478,8 @@ def _classify_own(exc: BaseException) -> ErrorKind | None:
         return ErrorKind.PERMISSION
     if isinstance(exc, RetriesExhaustedError) and exc.kinds:
         return exc.kinds[-1]
+    if isinstance(exc, MalformedResponseError):
+        return ErrorKind.INVALID_RESPONSE
     if isinstance(exc, ProviderResponseError):
         return _openai_error_event(exc)
     return None
