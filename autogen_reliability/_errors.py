@@ -291,7 +291,8 @@ class ProviderResponseError(ReliabilityError):
 
 # What a body the usage tap read was (providers.BodyShape), as the message of a MalformedResponseError says it.
 _SHAPES: Final[Mapping[str, str]] = {
-    "object": "a JSON object",
+    "completion": "a JSON completion",
+    "object": "a JSON object that holds no completion",
     "events": "server-sent events",
     "empty": "an empty body",
     "other": "a body that is neither a JSON object nor server-sent events",
@@ -301,7 +302,8 @@ _SHAPES: Final[Mapping[str, str]] = {
 class MalformedResponseError(ProviderResponseError):
     """Raised when a provider answered a successful HTTP status with a body that is not a completion at all.
 
-    A proxy's HTML error page sent with status 200, an empty body, JSON that is not an object, or, for a
+    A proxy's HTML error page sent with status 200, an empty body, JSON that is not an object or holds no
+    completion (``"choices": []``, a choice without its ``message``), or, for a
     stream, a body without a single server-sent event (a JSON completion from a server that ignored
     ``"stream": true`` included). AutoGen's OpenAI client fails on the first with an ``AttributeError``
     (the openai SDK hands it the text of a body that is not JSON) and reads the last as an empty answer
@@ -311,7 +313,8 @@ class MalformedResponseError(ProviderResponseError):
 
     Attributes:
         status_code: The HTTP status the response was sent with (a 2xx, usually 200).
-        shape: What the body was: ``"object"`` (a JSON object), ``"events"``, ``"empty"`` or ``"other"``
+        shape: What the body was: ``"completion"`` (a JSON completion), ``"object"`` (a JSON object that holds
+            none: ``"choices": []``, a choice without its ``message``), ``"events"``, ``"empty"`` or ``"other"``
             (anything else: HTML, text, broken JSON, JSON that is not an object, an event stream without an event).
         code: None. body: None. message: What the body was, in words.
     """

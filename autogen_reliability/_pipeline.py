@@ -513,7 +513,7 @@ class Pipeline:
         if slot.body_error is not None:
             return redacted_error(ProviderResponseError(status, slot.body_error))
         shape = slot.body_shape  # None unless a successful body was read to its end
-        if shape is not None and shape != ("events" if stream else "object"):
+        if shape is not None and shape != ("events" if stream else "completion"):
             return MalformedResponseError(status, shape, stream=stream)
         return None
 

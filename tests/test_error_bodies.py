@@ -189,6 +189,12 @@ NOT_A_COMPLETION = {
     "html": FakeReply.malformed(b"<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html"),
     "empty": FakeReply.malformed(b""),
     "array": FakeReply.malformed(b"[]"),
+    # JSON objects without what AutoGen reads: IndexError (list index out of range), and AttributeError ('NoneType'
+    # object has no attribute 'function_call'), both UNKNOWN.
+    "no-choice": FakeReply.malformed(json.dumps({**FAKE_COMPLETION, "choices": []}).encode()),
+    "no-message": FakeReply.malformed(
+        json.dumps({**FAKE_COMPLETION, "choices": [{"index": 0, "finish_reason": "stop"}]}).encode()
+    ),
 }
 NOT_A_STREAM = {**NOT_A_COMPLETION, "completion": FakeReply.malformed(json.dumps(FAKE_COMPLETION).encode())}
 

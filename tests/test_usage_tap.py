@@ -395,13 +395,16 @@ BODY_SHAPES = [
     (FakeReply.malformed(b""), "empty"),
     (FakeReply.malformed(b"{not json"), "other"),
     (FakeReply.malformed(b"[1, 2]"), "other"),
-    (FakeReply.malformed(json.dumps(FAKE_COMPLETION).encode()), "object"),
+    (FakeReply.malformed(json.dumps(FAKE_COMPLETION).encode()), "completion"),
+    (FakeReply.malformed(json.dumps({**FAKE_COMPLETION, "choices": []}).encode()), "object"),
     (FakeReply.malformed(b": keep-alive\n\ndata: [DONE]\n\n", content_type="text/event-stream"), "other"),
 ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
-@pytest.mark.parametrize(("reply", "shape"), BODY_SHAPES, ids=["html", "empty", "broken", "array", "object", "none"])
+@pytest.mark.parametrize(
+    ("reply", "shape"), BODY_SHAPES, ids=["html", "empty", "broken", "array", "completion", "no-choice", "none"]
+)
 async def test_the_slot_says_what_a_successful_body_was_once_it_ended(
     server: FakeOpenAIServer, make_client: ClientFactory, reply: FakeReply, shape: str, stream: bool
 ) -> None:

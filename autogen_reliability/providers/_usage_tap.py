@@ -148,7 +148,7 @@ _logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-BodyShape: TypeAlias = Literal["object", "events", "empty", "other"]
+BodyShape: TypeAlias = Literal["completion", "object", "events", "empty", "other"]
 """What a successful response's body was, read to its end (see `UsageSlot.body_shape`)."""
 
 MAX_JSON_BYTES: Final = 2 * 1024 * 1024
@@ -263,7 +263,10 @@ class UsageSlot:
         body_error: The ``error`` member of the last response's JSON body, where it had one (not null or empty):
             a provider answering a successful status with an error (OpenRouter: 200 and ``{"error": {"code":
             502, "message": ...}}``). None otherwise; a body with an error status is not read at all.
-        body_shape: What the last response's body was, once read to its end: ``"object"`` (a JSON object),
+        body_shape: What the last response's body was, once read to its end: ``"completion"`` (a JSON object
+            with what AutoGen's clients read: a first choice with a ``message``, Anthropic's ``content`` list or
+            the Responses API's ``output``), ``"object"`` (another JSON object: ``"choices": []``, a choice
+            without its message),
             ``"events"`` (server-sent events, at least one besides ``[DONE]``), ``"empty"``, or ``"other"``
             (anything else: an HTML page, text, broken JSON, JSON that is not an object, an event stream
             without an event). None while it is not read to its end, for an error status (not read),
@@ -538,6 +541,20 @@ def _provider_usage(
     return result
 
 
+def _is_completion(body: object) -> bool:
+    """Whether a JSON body holds what AutoGen's clients read a completion from.
+
+    Chat Completions: a first choice with a ``message`` (the API promises at least one choice; AutoGen reads
+    ``choices[0].message``); Anthropic's Messages: a ``content`` list; the Responses API: an ``output`` list.
+    """
+    if not isinstance(body, dict):
+        return False
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        return bool(choices) and isinstance(choices[0], dict) and isinstance(choices[0].get("message"), dict)
+    return isinstance(body.get("content"), list) or isinstance(body.get("output"), list)
+
+
 def _openai_tool_chars(chunk: Mapping[str, Any]) -> int:
     """The characters of the tool-call names and arguments in a Chat Completions stream chunk."""
     chars = 0
@@ -665,7 +682,7 @@ class _BodyTap:
                 except ValueError:
                     self._shaped("other")  # broken JSON (or not UTF-8): what the SDK cannot read either
                     raise
-                self._shaped("object")  # it began with "{"
+                self._shaped("completion" if _is_completion(body) else "object")  # it began with "{"
                 if isinstance(body, dict):
                     error = body.get("error")
                     if error:  # as the SDK reads an event's: null, {} and "" are no error
