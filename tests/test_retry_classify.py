@@ -745,6 +745,42 @@ async def _anthropic_create(client: anthropic.AsyncAnthropic, *, stream: bool = 
         await client.messages.create(model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
 
 
+# A body labelled gzip that is not: the SDKs raise their APIConnectionError *from* httpx's DecodingError, though the
+# connection was fine and the body arrived; a malformed body, as a bare DecodingError is.
+BROKEN_GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_openai_sdk_broken_gzip_body_is_an_invalid_response(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, stream: bool
+) -> None:
+    fake_openai_server.enqueue(FakeReply.malformed(b"this is not gzip at all", headers=BROKEN_GZIP))
+
+    async def call() -> None:
+        if stream:
+            await drain(await sdk.chat.completions.create(model=MODEL, messages=CHAT, stream=True))
+        else:
+            await sdk.chat.completions.create(model=MODEL, messages=CHAT)
+
+    exc = await raised(call)
+
+    assert type(exc) is openai.APIConnectionError
+    assert isinstance(exc.__cause__, httpx2.DecodingError)
+    assert classify_error(exc) is K.INVALID_RESPONSE
+
+
+async def test_anthropic_sdk_broken_gzip_body_is_an_invalid_response() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"this is not gzip at all", headers=BROKEN_GZIP)
+
+    async with _anthropic_client(handler) as client:
+        exc = await raised(lambda: _anthropic_create(client))
+
+    assert type(exc) is anthropic.APIConnectionError
+    assert isinstance(exc.__cause__, httpx.DecodingError)
+    assert classify_error(exc) is K.INVALID_RESPONSE
+
+
 async def test_anthropic_sdk_429_with_retry_after() -> None:
     body = _anthropic_body("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit")
 

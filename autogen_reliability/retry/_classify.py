@@ -66,7 +66,9 @@ Exceptions, checked in this order (most specific first within an SDK):
     ``ProviderResponseError`` (a 200 whose body is     as ``openai.APIError``
     an error object)
     ``openai.APITimeoutError``                         TIMEOUT
-    ``openai.APIConnectionError``                      CONNECTION
+    ``openai.APIConnectionError``                      CONNECTION; INVALID_RESPONSE
+                                                       raised from an
+                                                       ``httpx[2].DecodingError``
     ``openai.APIResponseValidationError``              INVALID_RESPONSE
     ``openai.APIStatusError``                          status table
     ``openai.APIError`` (an SSE event with an          status table, via the
@@ -76,7 +78,7 @@ Exceptions, checked in this order (most specific first within an SDK):
     ``openai.LengthFinishReasonError``                 INVALID_RESPONSE
     ``openai.ContentFilterFinishReasonError``          CONTENT_FILTER
     ``anthropic.APITimeoutError``                      TIMEOUT
-    ``anthropic.APIConnectionError``                   CONNECTION
+    ``anthropic.APIConnectionError``                   as ``openai``'s
     ``anthropic.APIResponseValidationError``           INVALID_RESPONSE
     ``anthropic.APIStatusError`` with a 4xx/5xx        status table
     ``anthropic.APIStatusError`` otherwise (an         status table, via the
@@ -355,6 +357,15 @@ _Handler: TypeAlias = ErrorKind | Callable[[BaseException], ErrorKind]
 _Rules: TypeAlias = tuple[tuple[str, _Handler], ...]
 
 
+def _connection(exc: BaseException) -> ErrorKind:
+    # The openai and anthropic SDKs raise their APIConnectionError from any error of the HTTP client while the
+    # response is read, httpx's DecodingError included: then the body arrived, and was malformed (broken gzip).
+    cause = exc.__cause__
+    if cause is not None and _classify_sdk(cause) is ErrorKind.INVALID_RESPONSE:
+        return ErrorKind.INVALID_RESPONSE
+    return ErrorKind.CONNECTION
+
+
 def _openai_status(exc: BaseException) -> ErrorKind:
     return _by_status(exc, _attr(exc, "status_code"), _attr(exc, "body")) or ErrorKind.UNKNOWN
 
@@ -404,7 +415,7 @@ _OPENAI_RULES: Final[_Rules] = (
     # APITimeoutError subclasses APIConnectionError, and APIResponseValidationError and
     # APIStatusError subclass APIError, so the order matters.
     ("APITimeoutError", ErrorKind.TIMEOUT),
-    ("APIConnectionError", ErrorKind.CONNECTION),
+    ("APIConnectionError", _connection),
     ("APIResponseValidationError", ErrorKind.INVALID_RESPONSE),
     ("APIStatusError", _openai_status),
     # A bare APIError is an SSE error event after the 200 was sent.
@@ -414,7 +425,7 @@ _OPENAI_RULES: Final[_Rules] = (
 )
 _ANTHROPIC_RULES: Final[_Rules] = (
     ("APITimeoutError", ErrorKind.TIMEOUT),
-    ("APIConnectionError", ErrorKind.CONNECTION),
+    ("APIConnectionError", _connection),
     ("APIResponseValidationError", ErrorKind.INVALID_RESPONSE),
     ("APIStatusError", _anthropic_status),
     ("APIError", ErrorKind.SERVER_ERROR),
