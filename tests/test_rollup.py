@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -132,6 +133,19 @@ def test_writes_keep_the_rollup_and_a_replay_adds_nothing(store: UsageStore) -> 
     session_keys = {(row[1], row[SESSION_COLUMNS.index("nulls")] & 1) for row in session_rows(store.engine)}
     assert ("", 0) in session_keys
     assert ("", 1) in session_keys
+
+
+def test_a_batch_of_whole_and_fractional_latencies_is_written(store: UsageStore) -> None:
+    # latency_ms is a float, and an int is one to a type checker (250 ms, from a timer in whole milliseconds):
+    # PostgreSQL's rollup write sent the batch's latencies as one array, which psycopg refused to make of both.
+    events = made_events(2, seed=6)
+    events = [replace(events[0], latency_ms=250), replace(events[1], latency_ms=12.5)]
+    assert store.write(events) == 2
+    assert_rollup_is_the_rows(store.engine)
+    with store.engine.connect() as connection:
+        latencies = connection.execute(select(ROLLUP.c.latency_min_ms, ROLLUP.c.latency_max_ms)).all()
+    assert min(low for low, _ in latencies) == 12.5
+    assert max(high for _, high in latencies) == 250.0
 
 
 @pytest.mark.parametrize(
