@@ -535,6 +535,22 @@ def test_an_empty_ledger_is_a_report_of_zeros(tmp_path: Path) -> None:
     assert report.to_dict()["totals"]["cost_usd"] == "0"
 
 
+def test_a_period_in_the_last_day_of_the_calendar(tmp_path: Path, report_of: Reporter) -> None:
+    # The rollup's part of a day ends at the next midnight, and 9999-12-31 has none: OverflowError, a traceback
+    # for `report --since 9999-12-31T01:00Z`.
+    last_day = datetime(9999, 12, 31, tzinfo=UTC)
+    events = [
+        UsageEvent(uuid.uuid4(), 1, last_day + timedelta(hours=hour), latency_ms=5.0, prompt_tokens=10, cost_nanousd=7)
+        for hour in (0, 5, 23)
+    ]
+    with UsageStore(f"sqlite:///{tmp_path / 'usage.db'}") as calendar_end:
+        calendar_end.write(events)
+        assert report_of(calendar_end, since=last_day + timedelta(hours=1)).totals.attempts == 2
+        report = report_of(calendar_end, since=last_day + timedelta(hours=1), until=last_day + timedelta(hours=6))
+        assert (report.totals.attempts, report.totals.prompt_tokens, report.totals.cost) == (1, 10, Decimal("7E-9"))
+        assert report_of(calendar_end, until=last_day + timedelta(hours=6)).totals.attempts == 2
+
+
 def test_percentile_method_names_the_method_and_its_bound(store: UsageStore) -> None:
     # From the rollup (no session or tag involved), on both backends: its histograms and their bound.
     assert store.report().percentile_method == PERCENTILE_ROLLUP

@@ -169,6 +169,20 @@ def test_retention_keeps_the_rollup_equal_to_the_rows(store: UsageStore, cutoff:
         assert result.oldest < cutoff
 
 
+def test_retention_inside_the_last_day_of_the_calendar(store: UsageStore) -> None:
+    # Its rebuild summed the rows up to the next midnight, and 9999-12-31 has none: OverflowError, nothing deleted.
+    last_day = datetime(9999, 12, 31, tzinfo=UTC)
+    events = made_events(3, seed=7)
+    hours = (0, 5, 23)
+    store.write(
+        [replace(event, started_at=last_day + timedelta(hours=hour)) for event, hour in zip(events, hours, strict=True)]
+    )
+    assert store.delete_older_than(last_day + timedelta(hours=12)).records == 2
+    assert store.count() == 1
+    assert_rollup_is_the_rows(store.engine)
+    assert sum(row[COLUMNS.index("attempts")] for row in rollup_rows(store.engine)) == 1
+
+
 @pytest.mark.parametrize("base", ["0003", "0004"])
 def test_the_migrations_backfill_equals_what_writes_produce(store: UsageStore, base: str) -> None:
     store.write(made_events(500, seed=3))

@@ -637,15 +637,16 @@ class _Report:
         r = table.c
         since, until = filters.since, filters.until
         conditions: list[ColumnElement[bool]] = []
-        edges: list[tuple[datetime, datetime]] = []
+        edges: list[tuple[datetime, datetime | None]] = []  # (start, end): None ends with the calendar
         if since is not None:
             first = since.date()
             if since == _midnight(first):
                 conditions.append(r.day >= first)
             else:
                 conditions.append(r.day > first)
-                next_midnight = _midnight(first + timedelta(days=1))
-                edges.append((since, next_midnight if until is None else min(until, next_midnight)))
+                # 9999-12-31 has no next midnight: its part ends at until, if any.
+                ends = [end for end in (until, _next_midnight(first)) if end is not None]
+                edges.append((since, min(ends, default=None)))
         if until is not None:
             last = until.date()
             conditions.append(r.day < last)
@@ -659,8 +660,9 @@ class _Report:
         parts: list[Select[Any]] = [select(*(r[name] for name in columns)).where(*conditions)]
         c = RECORDS.c
         for start, end in edges:
-            if start < end:
-                part = from_records(c.started_at >= start, c.started_at < end, *records).subquery()
+            if end is None or start < end:
+                before = () if end is None else (c.started_at < end,)
+                part = from_records(c.started_at >= start, *before, *records).subquery()
                 parts.append(select(*(part.c[name] for name in columns)))
         return (parts[0] if len(parts) == 1 else union_all(*parts)).subquery("rollup")
 
@@ -993,6 +995,11 @@ def _main_model(attempts: Mapping[str | None, int]) -> str | None:
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _next_midnight(day: date) -> datetime | None:
+    """The midnight that ends ``day``; None for 9999-12-31, the last day a ``date`` has."""
+    return None if day == date.max else _midnight(day + timedelta(days=1))
 
 
 def _key_maker(

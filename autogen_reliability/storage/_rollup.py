@@ -426,7 +426,10 @@ def select_sessions_from_records(*where: ColumnElement[bool]) -> Select[Any]:
 def _on_days(first: date, last: date) -> ColumnElement[bool]:
     """The rows of the UTC days ``first`` to ``last``: a range of ``started_at``, which is indexed (``day`` is not)."""
     c = _RECORDS.c
-    return and_(c.started_at >= _midnight(first), c.started_at < _midnight(last + timedelta(days=1)))
+    since = c.started_at >= _midnight(first)
+    if last == date.max:  # 9999-12-31: no midnight after it
+        return since
+    return and_(since, c.started_at < _midnight(last + timedelta(days=1)))
 
 
 def rebuild_days(connection: Connection, first: date, last: date) -> None:
