@@ -423,6 +423,22 @@ def test_a_naive_started_at_is_refused_where_the_event_is_made(store: UsageStore
     assert stored.day.isoformat() == "2025-01-01"  # 12:00 at UTC+9 is 03:00 UTC
 
 
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(microseconds=1), timedelta(seconds=561), timedelta(hours=20), -timedelta(hours=23, minutes=59)],
+    ids=["a-microsecond", "seconds", "plus-20h", "minus-23h59"],
+)
+def test_a_started_at_at_any_offset_python_has_is_stored(store: UsageStore, offset: timedelta) -> None:
+    # PostgreSQL refused offsets it has not (a fraction of a second, beyond 15:59), which COPY sent as given:
+    # a DataError, and the event went to the recorder's refused file on PostgreSQL only.
+    started = datetime(2025, 5, 2, 0, 0, tzinfo=timezone(offset))
+    assert store.write([plain_event(started_at=started)]) == 1
+    (stored,) = store.events()
+    assert stored.started_at == started
+    assert stored.started_at.utcoffset() == timedelta(0)
+    assert stored.day == started.astimezone(UTC).date()
+
+
 def test_events_filters_and_order(store: UsageStore) -> None:
     call = uuid.uuid4()
     base = datetime(2025, 5, 1, tzinfo=UTC)

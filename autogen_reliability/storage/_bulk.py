@@ -290,8 +290,11 @@ def _sqlite_values(row: UsageRow) -> tuple[Any, ...]:
 
 
 def _postgres_values(row: UsageRow) -> tuple[Any, ...]:
-    # psycopg sends aware datetimes as timestamptz; hex ids and JSON text are read by the uuid and jsonb columns.
-    return (*row[:_N], row[_STARTED].astimezone(UTC).date())
+    # psycopg sends aware datetimes as timestamptz, with their offset as written: in UTC, as UtcDateTime binds
+    # them, since PostgreSQL reads no offset with a fraction of a second or beyond 15:59 (Python's go to 23:59).
+    # Hex ids and JSON text are read by the uuid and jsonb columns.
+    started = row[_STARTED].astimezone(UTC)
+    return (*row[:_STARTED], started, *row[_STARTED + 1 : _N], started.date())
 
 
 def _core_values(row: UsageRow) -> dict[str, Any]:
