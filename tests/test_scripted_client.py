@@ -599,6 +599,21 @@ async def test_dump_and_load_component_round_trip_the_script() -> None:
     assert (await loaded.create(HI)).content == [FunctionCall(id="call_1", name="add", arguments='{"a": 1}')]
 
 
+@pytest.mark.parametrize(
+    ("where", "misspelt"),
+    [("script.0", {"contnet": "hi"}), ("usage", {"prompt_tokens": 1, "completion_tokens": 2, "cahced_tokens": 3})],
+)
+def test_a_misspelt_key_in_a_dumped_script_is_refused_when_loaded(where: str, misspelt: dict[str, object]) -> None:
+    # A hand-edited config: "contnet" would load a reply of "" and "cahced_tokens" a usage without its cache.
+    config = ScriptedChatCompletionClient(["hi"]).dump_component().model_dump()
+    if where == "usage":
+        config["config"]["usage"] = misspelt
+    else:
+        config["config"]["script"][0] = misspelt
+    with pytest.raises(ConfigurationError, match=rf"{where}\.(contnet|cahced_tokens): unknown option"):
+        ChatCompletionClient.load_component(config)
+
+
 def test_a_script_of_exceptions_cannot_be_dumped() -> None:
     with pytest.raises(TypeError, match=r"item 1: RateLimitError\) cannot be dumped"):
         ScriptedChatCompletionClient(["ok", faults.rate_limit()]).dump_component()

@@ -54,7 +54,7 @@ from autogen_core.models import (
     validate_model_info,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .._errors import ComponentConfig, ConfigurationError, shown_number
 from ..providers import ProviderUsage, report_provider_usage
@@ -462,6 +462,8 @@ class UnexpectedRequestError(AssertionError):
 
 
 class _UsageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as the config around it: a misspelt key is refused, not dropped
+
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None = None
@@ -469,6 +471,8 @@ class _UsageConfig(BaseModel):
 
 
 class _ReplyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     content: str | list[FunctionCall] = ""
     usage: _UsageConfig | None = None
     finish_reason: FinishReasons = "stop"
