@@ -166,7 +166,7 @@ def shown_number(value: object) -> str:
     return repr(value)
 
 
-def check_clock(name: str, clock: object, *, reads: str) -> float:
+def check_clock(name: str, clock: object, *, reads: str, hashable: bool = True) -> float:
     """Refuses, at construction, a clock a shared breaker, retry budget or budget tracker could not run on; returns
     what it read.
 
@@ -179,11 +179,14 @@ def check_clock(name: str, clock: object, *, reads: str) -> float:
         name: The option, as the message names it.
         clock: The option's value.
         reads: What the clock reads, for the message: ``"seconds as a number (as time.monotonic does)"``.
+        hashable: Whether it must be hashable (False for a clock nothing shared is looked up by: the health
+            probe's).
     """
     if not callable(clock):
         raise ConfigurationError(f"{name} must be callable, got {type(clock).__name__}")
     try:
-        hash(clock)
+        if hashable:
+            hash(clock)
     except TypeError:
         raise ConfigurationError(
             f"{name} must be hashable (a function or a method is), got {type(clock).__name__}"

@@ -66,6 +66,9 @@ FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provid
         ({"critical": ["openai", "anthropic"]}, r"unknown components \['anthropic'\]"),
         ({"critical": "openai"}, "critical must be a list of component names"),
         ({"clock": 3}, "clock must be callable"),
+        # Read at construction: a clock that reads no number would fail every attempt's observer, then check().
+        ({"clock": lambda: datetime.now(UTC)}, r"clock must read seconds as a number .*, got a datetime"),
+        ({"clock": lambda: float("nan")}, "clock must read seconds as a number .*, got nan"),
     ],
 )
 def test_invalid_options_fail_at_construction_with_the_reason(

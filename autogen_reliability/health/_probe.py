@@ -39,13 +39,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from .._client import ReliableChatCompletionClient
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, check_clock
 from .._pipeline import AttemptEvent
 from .._redaction import well_formed
 from ..accounting._recorder import UsageRecorder
 from ..providers import describe_client
 from ..retry._circuit import breaker_for
-from ..retry._policy import as_seconds
+from ..retry._policy import MONOTONIC_SECONDS, as_seconds
 from ..storage._store import UsageStore
 from ._active import ActiveChecker
 from ._report import (
@@ -112,7 +112,8 @@ class HealthProbe:
             ``"usage_store"``. Default: all of them.
         min_attempts: Attempts a window needs before its error rate is judged (those the rate counts: not
             cancelled, nor refused for the request's own fault).
-        clock: Monotonic seconds, for the window and ``ttl`` (tests inject one).
+        clock: Monotonic seconds, for the window and ``ttl`` (tests inject one); read once here, it must read a
+            finite number.
 
     Raises:
         ConfigurationError: An invalid option, with the reason.
@@ -164,8 +165,9 @@ class HealthProbe:
             )
         if isinstance(min_attempts, bool) or not isinstance(min_attempts, int) or min_attempts < 1:
             raise ConfigurationError(f"min_attempts must be an int >= 1, got {min_attempts!r}")
-        if not callable(clock):
-            raise ConfigurationError(f"clock must be callable, got {type(clock).__name__}")
+        # Read once here: a clock that reads no number would otherwise fail every attempt's observer (logged,
+        # the window left empty) and then every check().
+        check_clock("clock", clock, reads=MONOTONIC_SECONDS, hashable=False)
         components = [*checked, *([STORE_COMPONENT] if store is not None else [])]
         self._critical = _checked_critical(critical, components)
         self._degraded_at = float(error_rate_degraded)
