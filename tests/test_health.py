@@ -24,6 +24,7 @@ from autogen_reliability import (
     HealthProbe,
     HealthReport,
     RetryPolicy,
+    usage_scope,
 )
 from autogen_reliability._pipeline import Call, Request
 from autogen_reliability.accounting import UsageEvent, UsageRecorder
@@ -629,6 +630,24 @@ async def test_a_client_without_a_model_listing_gets_a_one_token_completion_in_t
     assert recorder.flush(10)
     [row] = store.events()
     assert row.project == "acme"
+    assert dict(row.tags) == {"tier": "gold", "health_check": "true"}
+
+
+async def test_a_one_token_check_is_billed_to_the_wrapper_whatever_scope_the_check_runs_in(
+    wrap: Wrap, recorder: UsageRecorder, store: UsageStore
+) -> None:
+    # A /health request that runs inside a caller's attribution (UsageContextMiddleware without the route exempt,
+    # an agent's turn) starts the check that every caller shares: the row is the wrapper's, as the docs say.
+    client = wrap(client=ReplayChatCompletionClient(["pong"]), project="acme", tags={"tier": "gold"})
+    probe = HealthProbe({"replay": client}, active=True)
+    with usage_scope(project="caller", session="s-1", agent="someone", tags={"health_check": "false"}):
+        report = await probe.check()
+    check = report.clients["replay"].active_check
+    assert check is not None
+    assert check.ok
+    assert recorder.flush(10)
+    [row] = store.events()
+    assert (row.project, row.session, row.agent) == ("acme", None, None)
     assert dict(row.tags) == {"tier": "gold", "health_check": "true"}
 
 

@@ -10,7 +10,8 @@ The request is the cheapest that shows the provider answers (see
 ``providers``): for a client speaking the OpenAI wire protocol, the model
 listing (``GET /models``, free); for any other, a completion capped at one
 token, sent through a copy of the wrapped client without retries or fallbacks,
-recorded in the usage ledger like any call and tagged ``health_check=true``.
+recorded in the usage ledger like any call and tagged ``health_check=true``, under the wrapper's own
+attribution: the request runs outside the ``usage_scope`` of the caller that started it.
 
 The in-flight request is shared through a :class:`concurrent.futures.Future`,
 so callers on other event loops (a server's thread, a test's) can await it; it
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -87,7 +89,9 @@ class ActiveChecker:
             return self._report(last)
         assert future is not None
         if start:
-            task = asyncio.get_running_loop().create_task(self._run(future))
+            # In a context of its own: the request is every caller's, not the first one's, so the caller's
+            # usage_scope (a request's project and session, an agent's name) must not bill it.
+            task = asyncio.get_running_loop().create_task(self._run(future), context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             # A task cancelled before it ran (its loop closing) never runs its own except clauses.
