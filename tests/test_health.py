@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -220,6 +221,21 @@ async def test_a_closed_probe_stops_watching(fake_openai_server: FakeOpenAIServe
     probe.close()
     await calls(client, 1)
     assert (await probe.check()).clients["openai"].attempts == 1
+
+
+async def test_a_probe_nobody_holds_stops_watching(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
+    # A probe built per request and never closed: once it is gone, the client no longer feeds its window.
+    client = wrap()
+    kept = HealthProbe({"openai": client})
+    for _ in range(100):
+        HealthProbe({"openai": client}, active=True)
+    gc.collect()
+    assert len(client._observers) == 1  # the probe still held
+    fake_openai_server.enqueue(FakeReply.text("seen"))
+    await calls(client, 1)
+    assert (await kept.check()).clients["openai"].attempts == 1
+    kept.close()
+    assert len(client._observers) == 0
 
 
 # ---- the window

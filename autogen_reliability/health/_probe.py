@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -186,6 +187,10 @@ class HealthProbe:
         )
         for watch in self._watches.values():
             watch.client.add_attempt_observer(watch.observe)
+        # A probe nobody holds any more (one built per request, never closed) cannot be checked: its observers
+        # would only cost every attempt time and keep windows in memory. The observers hold the watches, not
+        # the probe, so it is collected, and this removes them then (or at close()).
+        self._stop_watching = weakref.finalize(self, _stop_watching, tuple(self._watches.values()))
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -198,9 +203,11 @@ class HealthProbe:
         return self._critical
 
     def close(self) -> None:
-        """Stop watching the clients' attempts. A closed probe still checks, on what it saw until then."""
-        for watch in self._watches.values():
-            watch.client.remove_attempt_observer(watch.observe)
+        """Stop watching the clients' attempts. A closed probe still checks, on what it saw until then.
+
+        A probe that is no longer referenced stops watching too, when it is collected.
+        """
+        self._stop_watching()
 
     def __repr__(self) -> str:
         mode = "active" if self._active else "passive"
@@ -353,6 +360,11 @@ class HealthProbe:
             spool_backlog=backlog,
             backlog_age_seconds=age if backlog else None,
         )
+
+
+def _stop_watching(watches: tuple[_Watch, ...]) -> None:
+    for watch in watches:
+        watch.client.remove_attempt_observer(watch.observe)
 
 
 def _ms(seconds: float | None) -> float | None:
