@@ -601,6 +601,35 @@ def test_each_kind_of_client_gets_the_cheapest_check_that_works(
     }
 
 
+async def test_a_one_token_check_an_open_circuit_refuses_is_unknown_and_not_held_once_it_half_opens(
+    wrap: Wrap,
+) -> None:
+    # The open circuit refuses the check without a request, as a budget would: no answer from the provider. The
+    # circuit says it is open; the refusal kept for ttl must not keep the client unready once it half-opens.
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, failure_rate=0.5, open_for=30, clock=clock)
+    inner = ScriptedChatCompletionClient([faults.server_error(), faults.server_error(), "pong"])
+    client = wrap(client=inner, circuit=policy)
+    probe = HealthProbe({"scripted": client}, active=True, ttl=30, clock=clock, min_attempts=100)
+    await calls(client, 2)  # the circuit opens, for 30 s
+    clock.now += 10
+    health = (await probe.check()).clients["scripted"]
+    check = health.active_check
+    assert check is not None
+    assert (check.method, check.ok, check.error_kind) == ("completion", None, None)
+    assert (check.error or "").startswith("not asked: circuit open for ScriptedChatCompletionClient")
+    assert (health.status, health.reasons) == (
+        "unhealthy",
+        ["primary: circuit open: calls are refused without a request"],
+    )
+    clock.now += 25  # the circuit half-opens; the check's result is 25 s old, still reused
+    report = await probe.check()
+    health = report.clients["scripted"]
+    assert health.active_check is not None
+    assert health.active_check.age_seconds == 25
+    assert (health.providers[0].circuit, health.status, report.ready) == ("half_open", "degraded", True)
+
+
 async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(
     fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:

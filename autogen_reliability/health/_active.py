@@ -33,7 +33,7 @@ from typing import Final, Literal
 from autogen_core.models import UserMessage
 
 from .._client import ReliableChatCompletionClient
-from .._errors import BudgetExceededError, ErrorKind
+from .._errors import BudgetExceededError, CircuitOpenError, ErrorKind
 from .._redaction import message_of
 from ..providers import model_listing, one_token_arguments
 from ..retry._classify import classify_error
@@ -126,8 +126,9 @@ class ActiveChecker:
                 await self._request()
         except TimeoutError:
             ok, kind, message = False, ErrorKind.TIMEOUT.value, f"no answer within {self._timeout:g} s"
-        except BudgetExceededError as error:
-            # The budget refused before any request: that says nothing of the provider.
+        except (BudgetExceededError, CircuitOpenError) as error:
+            # The budget, or the open circuit, refused before any request: that says nothing new of the provider
+            # (an open circuit shows as such), and a failure kept for ttl would outlast the circuit's half-opening.
             ok, message = None, shown(f"not asked: {message_of(error)}")
         except Exception as error:
             found = classify_error(error)

@@ -92,9 +92,10 @@ class ActiveCheck(_Model):
         "health_check=true."
     )
     ok: bool | None = Field(
-        description="Whether the provider answered; null: unknown (the budget refused the request, the check "
-        "was cancelled, the provider refused the check's own request as bad_request, context_length or "
-        "content_filter, or has no model listing: a 404 to GET /models), which is not held against the client."
+        description="Whether the provider answered; null: unknown (the budget or the open circuit refused the "
+        "request, the check was cancelled, the provider refused the check's own request as bad_request, "
+        "context_length or content_filter, or has no model listing: a 404 to GET /models), which is not held "
+        "against the client."
     )
     checked_at: AwareDatetime = Field(description="When the request was sent (UTC).")
     age_seconds: float = Field(description="How old the result is: it is reused until it is ttl seconds old.")
