@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sqlite3
 import threading
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autogen_core.models import UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from sqlalchemy import create_engine, event, make_url
@@ -24,6 +27,7 @@ from autogen_reliability import (
     ConfigurationError,
     HealthProbe,
     HealthReport,
+    ReliableChatCompletionClient,
     RetryPolicy,
     usage_scope,
 )
@@ -39,6 +43,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedCha
 from .conftest import OpenAIClientFactory
 from .health_fixtures import *  # noqa: F403  # the fixtures store, recorder, wrap
 from .health_fixtures import HI, OPENS_AFTER_TWO, Clock, Wrap, break_the_file, calls
+from .memory_cache import MemoryStore
 from .storage_fixtures import drop_pg_database
 
 FAKE_KEY = "sk-proj-HEALTHPROBEfakeKEY0123456789abcdef"  # a key the fake provider echoes back in error bodies
@@ -187,6 +192,30 @@ async def test_failures_the_request_caused_do_not_dilute_the_error_rate_either(
     fake_openai_server.enqueue(*[FakeReply.error(400)] * 6, FakeReply.error(500))
     await calls(quiet, 7)
     assert (await patient.check()).clients["openai"].status == "healthy"
+
+
+async def test_answers_from_a_client_side_cache_are_not_attempts_of_the_provider(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen's ChatCompletionCache answers repeated prompts without a request: 9 hits must not hide that 5 of
+    # the provider's 6 requests failed, nor pull its p95 latency down, nor push its requests out of `recent`.
+    client = wrap(client=ChatCompletionCache(make_openai_client(), MemoryStore()), circuit=None)
+    probe = HealthProbe({"cached": client}, min_attempts=5)
+    fake_openai_server.enqueue(FakeReply.text("hello"), *[FakeReply.error(500)] * 5)
+    await calls(client, 10)  # one request, then nine hits
+    for number in range(5):
+        await calls_with(client, f"new prompt {number}")
+    assert fake_openai_server.request_count == 6
+    health = (await probe.check()).clients["cached"]
+    assert (health.attempts, health.error_rate, health.errors_by_kind) == (6, 5 / 6, {"server_error": 5})
+    assert health.status == "unhealthy"
+    assert [attempt.outcome for attempt in health.providers[0].recent] == ["ok", *["error"] * 5]
+
+
+async def calls_with(client: ReliableChatCompletionClient, prompt: str) -> None:
+    """One call with its own prompt (a cache miss), allowed to fail."""
+    with contextlib.suppress(Exception):
+        await client.create([UserMessage(content=prompt, source="user")])
 
 
 async def test_a_window_with_too_few_attempts_is_not_judged(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:

@@ -16,6 +16,9 @@ The 95th percentile comes from the histogram: bins grow by 2^(1/4) (19 %), from
 falls (or the slowest attempt, if lower) is reported, so it is at most 19 %
 above the exact value. Prometheus histograms make the same trade.
 
+An answer from a client-side cache (AutoGen's ``ChatCompletionCache``, ``CreateResult.cached``) is not
+counted: no request reached the provider, so it says nothing of its errors or latency.
+
 A bucket holds attempts that *ended* in its span (the observer sees an attempt
 when it ends), by the probe's clock; a bucket older than the window is cleared
 when its slot is used again, and ignored when read.
@@ -154,6 +157,8 @@ class AttemptWindow:
 
     def observe(self, event: AttemptEvent) -> None:
         """Count one finished attempt; quick, on the call path."""
+        if event.result is not None and event.result.cached:
+            return  # answered by a client-side cache (AutoGen's ChatCompletionCache): no request reached the provider
         outcome = event.outcome
         kind: ErrorKind | None = None
         message = None
