@@ -659,6 +659,30 @@ async def test_a_one_token_check_an_open_circuit_refuses_is_unknown_and_not_held
     assert (health.providers[0].circuit, health.status, report.ready) == ("half_open", "degraded", True)
 
 
+async def test_a_one_token_check_behind_a_client_side_cache_asks_the_provider_every_time(
+    wrap: Wrap, recorder: UsageRecorder, store: UsageStore
+) -> None:
+    # AutoGen's ChatCompletionCache would answer every "ping" after the first from the cache: ok forever, the
+    # provider never asked again. The check goes to the client under the cache.
+    clock = Clock()
+    inner = ScriptedChatCompletionClient(["pong", faults.server_error()])
+    client = wrap(client=ChatCompletionCache(inner, MemoryStore()), project="acme")
+    probe = HealthProbe({"cached": client}, active=True, ttl=30, clock=clock)
+    first = (await probe.check()).clients["cached"]
+    assert first.active_check is not None
+    assert (first.active_check.method, first.active_check.ok) == ("completion", True)
+    clock.now += 30
+    second = (await probe.check()).clients["cached"]
+    assert second.active_check is not None
+    assert (second.active_check.ok, second.active_check.error_kind) == (False, "server_error")
+    assert second.status == "unhealthy"
+    assert recorder.flush(10)
+    rows = store.events()
+    assert [(row.project, row.cache_hit, dict(row.tags)) for row in rows] == [
+        ("acme", False, {"health_check": "true"})
+    ] * 2
+
+
 async def test_a_check_whose_event_loop_stops_is_not_held_against_the_client(
     fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:

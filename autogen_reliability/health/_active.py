@@ -9,9 +9,11 @@ result is reused as long, so a provider that is down is not hammered either.
 The request is the cheapest that shows the provider answers (see
 ``providers``): for a client speaking the OpenAI wire protocol, the model
 listing (``GET /models``, free); for any other, a completion capped at one
-token, sent through a copy of the wrapped client without retries or fallbacks,
-recorded in the usage ledger like any call and tagged ``health_check=true``, under the wrapper's own
-attribution: the request runs outside the ``usage_scope`` of the caller that started it.
+token, sent through a copy of the wrapped client without retries or fallbacks
+(to the client under AutoGen's ``ChatCompletionCache``, if there is one: the
+cache would answer it), recorded in the usage ledger like any call and tagged
+``health_check=true``, under the wrapper's own attribution: the request runs
+outside the ``usage_scope`` of the caller that started it.
 
 The in-flight request is shared through a :class:`concurrent.futures.Future`,
 so callers on other event loops (a server's thread, a test's) can await it; it
@@ -30,12 +32,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from autogen_core.models import UserMessage
+from autogen_core.models import ChatCompletionClient, UserMessage
 
 from .._client import ReliableChatCompletionClient
 from .._errors import BudgetExceededError, CircuitOpenError, ErrorKind
 from .._redaction import message_of
-from ..providers import model_listing, one_token_arguments
+from ..providers import loaded_class, model_listing, one_token_arguments
 from ..retry._classify import classify_error
 from ._report import ActiveCheck, shown
 from ._window import CALLER_KINDS
@@ -167,7 +169,24 @@ class ActiveChecker:
             client = self._client
             tags = {**client.attribution.tags, HEALTH_CHECK_TAG: "true"}
             # One attempt, to this provider only, judged by its breaker; the ledger and the budget still see it.
-            self._pinger = client.with_options(
+            pinger = client.with_options(
                 fallbacks=[], retry=None, validation=None, on_attempt=None, on_retry=None, tags=tags
             )
+            provider = _under_caches(client.inner)
+            if provider is not client.inner:
+                # AutoGen's cache would answer every check after the first itself: ask the client under it. The
+                # breaker guards the cache, not that client, so a breaker of its own would refuse the checks
+                # after a few failures (unknown) and hide an outage: none.
+                options = pinger.options
+                options["circuit"] = None
+                pinger = type(client)(provider, **options)
+            self._pinger = pinger
         await self._pinger.create(_PING, extra_create_args=one_token_arguments(self._client.inner))
+
+
+def _under_caches(client: ChatCompletionClient) -> ChatCompletionClient:
+    """The client under AutoGen's ``ChatCompletionCache`` (and caches of caches); ``client`` if it is none."""
+    cache = loaded_class("autogen_ext.models.cache", "ChatCompletionCache")
+    while cache is not None and isinstance(client, cache):
+        client = client.client  # type: ignore[attr-defined]
+    return client
