@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
@@ -32,6 +33,7 @@ from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 from .conftest import OpenAIClientFactory
+from .memory_cache import MemoryStore
 
 HI = [UserMessage(content="hi", source="user")]
 
@@ -482,3 +484,36 @@ async def test_a_stream_its_consumer_stops_reading_judges_nothing(
         assert await anext(stream) == "one"
         await stream.aclose()
     assert state(circuit) == "closed"
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_answers_from_a_client_side_cache_are_not_counted_by_the_circuit(
+    streamed: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A cache hit sends no request: it says nothing of the provider's health, and counted as a success it diluted
+    # the failures (three of the last four requests failed, but the window read two hits and two failures).
+    policy = CircuitBreakerPolicy(window=4, minimum_calls=4, failure_rate=0.75, open_for=30)
+    cache = ChatCompletionCache(make_openai_client(), MemoryStore())
+    client = reliable(cache, retry=None, circuit=policy)
+    circuit = breaker_for(cache, policy)
+
+    async def ask(text: str) -> None:
+        messages = [UserMessage(content=text, source="user")]
+        if streamed:
+            async for _ in client.create_stream(messages):
+                pass
+        else:
+            await client.create(messages)
+
+    fake_openai_server.enqueue(FakeReply.text("cached"), *[FakeReply.error(500)] * 3)
+    await ask("a")
+    for failing in ("b", "c"):
+        with pytest.raises(openai.InternalServerError):
+            await ask(failing)
+        await ask("a")  # from the cache, twice
+        await ask("a")
+    assert state(circuit) == "closed"
+    with pytest.raises(openai.InternalServerError):
+        await ask("d")
+    assert fake_openai_server.request_count == 4
+    assert state(circuit) == "open"

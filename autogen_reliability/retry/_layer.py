@@ -448,7 +448,8 @@ def _judge(error: BaseException) -> bool | None:
 class CircuitLayer(Layer):
     """Guards every attempt with the circuit breaker of the client it goes to.
 
-    An attempt cut short by the retry layer's deadline counts as a timeout; one the caller cancelled, as nothing.
+    An attempt cut short by the retry layer's deadline counts as a timeout; one the caller cancelled, or one a
+    client-side cache answered, as nothing.
     """
 
     def __init__(self, breaker: CircuitBreaker) -> None:
@@ -461,7 +462,8 @@ class CircuitLayer(Layer):
         except BaseException as error:
             self.breaker.record(_judge(error), ticket)
             raise
-        self.breaker.record(False, ticket)
+        # An answer from a client-side cache (AutoGen's ChatCompletionCache) sent no request: it judges nothing.
+        self.breaker.record(None if result.cached else False, ticket)
         return result
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
@@ -471,8 +473,9 @@ class CircuitLayer(Layer):
         try:
             async with aclosing(call_next(request)) as stream:
                 async for item in stream:
-                    outcome = False  # the provider answered
                     answered = isinstance(item, CreateResult)
+                    # The provider answered, unless a client-side cache did (its result says so: no request).
+                    outcome = None if answered and item.cached else False  # type: ignore[union-attr]
                     yield item
         except BaseException as error:
             # Closed once its result was read (a `break`), it was a success, as its usage row says. Before that, a
