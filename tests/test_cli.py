@@ -672,6 +672,22 @@ def test_export_writes_each_row_as_stored_with_exact_money(
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # as any new file, not the temporary file's 0600
 
 
+def test_an_export_line_given_to_from_json_as_text_is_refused_saying_what_it_takes(
+    ledger: tuple[str, list[UsageEvent]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, _ = ledger
+    out = tmp_path / "usage.jsonl"
+    assert run_main(capsys, "export", "--project", PROJECT, "--out", str(out), "--db", url)[0] == 0
+    line = out.read_text(encoding="utf-8").splitlines()[0]
+    # As docs/reports.md says: the line parsed, minus cost_usd.
+    record = json.loads(line)
+    del record["cost_usd"]
+    assert UsageEvent.from_json(record).cost_nanousd == record["cost_nanousd"]
+    # The line itself, as text, is not a dict: a clear TypeError, not "dictionary update sequence element #0".
+    with pytest.raises(TypeError, match=r"json\.loads"):
+        UsageEvent.from_json(line)  # type: ignore[arg-type]
+
+
 def test_export_since_and_until(
     ledger: tuple[str, list[UsageEvent]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

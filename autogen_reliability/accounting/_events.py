@@ -193,7 +193,16 @@ class UsageEvent:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> UsageEvent:
-        """The event :meth:`to_json` wrote."""
+        """The event :meth:`to_json` wrote: its dict, as ``json.loads`` reads a spool line back.
+
+        A line of ``autogen-reliability export`` reads back the same, parsed and without its
+        ``cost_usd`` key. Text (the line itself) is refused with a ``TypeError`` that says so.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(
+                f"UsageEvent.from_json takes the dict to_json makes (a line parsed with json.loads), "
+                f"not {type(data).__name__}"
+            )
         values = dict(data)
         for name in ("event_id", "call_id"):
             values[name] = uuid.UUID(values[name])
