@@ -839,6 +839,39 @@ def test_a_locked_postgresql_table_spools_then_replays(tmp_path: Path, make_pg_d
     assert {event.event_id for event in store.store.events()} == {event.event_id for event in during + after}
 
 
+def test_a_row_postgresql_cannot_index_is_refused_and_its_batch_stored(
+    tmp_path: Path, make_pg_database: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A model name of 4,000 characters that do not compress (as a provider could answer, or a config hold):
+    # the report index's row would be past PostgreSQL's btree limit of 2,704 bytes (ProgramLimitExceeded,
+    # an OperationalError). The database is up: only that row can never go in.
+    store = UsageStore(make_pg_database())
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    bad = plain_event(model=os.urandom(2000).hex())
+    batch = [*events(10), bad, *events(10)]
+    for event in batch:
+        recorder.record(event)
+    assert recorder.flush(30)
+    assert store.count() == 20
+    assert (recorder.stats["written"], recorder.stats["spooled"], recorder.stats["refused"]) == (20, 0, 1)
+    assert recorder.stats["failed_writes"] == 0
+    assert recorder.spooled == 0
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
+    assert "refused 1 usage event(s) (OperationalError" in caplog.text
+    assert "index row size" in caplog.text
+    assert "usage database unavailable" not in caplog.text
+    recorder.close()
+    assert not list((tmp_path / "spool").glob(f"{recorder.spool_path.stem}*"))
+    # Such a row spooled by an older version, whose batch waited there for ever: its replay stores the others.
+    stuck = [*events(3), plain_event(agent=os.urandom(2000).hex()), *events(3)]
+    spooled = recorder.spool_path.with_name(f"{recorder.spool_path.stem.split('-')[0]}-{2**22 + 1}.jsonl")
+    spooled.write_text("".join(json.dumps(event.to_json()) + "\n" for event in stuck))
+    UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False).close()
+    assert store.count() == 26
+    assert not spooled.exists()
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad, stuck[3]]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -18,7 +18,8 @@ be dropped. So:
   again; then the spool is replayed and removed. A queue that grows past
   ``max_queue`` (the database cannot keep up) is spilled to the spool too.
 - A row the database refuses (a count no column holds, a constraint it
-  breaks) is not the database failing: the batch is written again in halves
+  breaks, a PostgreSQL limit it is past: an index row too large) is not the
+  database failing: the batch is written again in halves
   until that row is alone, the others are stored, and it is appended to a
   **refused** file in ``spool_dir`` (``<sink digest>.refused.jsonl``, fsynced,
   said in the log) rather than held, with its batch, in a spool no replay
@@ -960,14 +961,25 @@ def _refuses_a_row(error: BaseException) -> bool:
 
     A number no column holds (``OverflowError`` from the ``sqlite3`` module; PostgreSQL's
     ``numeric_value_out_of_range``, a DB-API ``DataError``), a constraint the row breaks
-    (``IntegrityError``), a value a sink of the user's cannot take (``ValueError``, ``TypeError``).
+    (``IntegrityError``), a limit of PostgreSQL's the row is past (SQLSTATE class 54, which the DB-API
+    files under ``OperationalError``: an index row over 2,704 bytes, from a model name of a few
+    thousand characters), a value a sink of the user's cannot take (``ValueError``, ``TypeError``).
     Anything else (an ``OperationalError``: down, locked, read-only, too slow) is the database failing,
     and is tried again.
     """
     cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
     if isinstance(cause, ArithmeticError | ValueError | TypeError):
         return True
+    # psycopg 3 says the SQLSTATE as sqlstate, psycopg2 as pgcode. A whole batch past a limit (a statement
+    # too complex) is written again in halves too, each of them within it.
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_PROGRAM_LIMIT_EXCEEDED):
+        return True
     return any(klass.__name__ in ("DataError", "IntegrityError") for klass in type(cause).__mro__)
+
+
+_PROGRAM_LIMIT_EXCEEDED: Final = "54"
+"""PostgreSQL's SQLSTATE class of what is past one of its limits (an index row too large, too many columns)."""
 
 
 def _is_sink(candidate: object) -> bool:
