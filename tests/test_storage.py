@@ -243,6 +243,31 @@ def test_a_latency_no_attempt_can_take_is_refused_alike_on_every_backend(store: 
     assert report.totals.latency_p50_ms == pytest.approx(0.75, abs=0.1)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("latency_ms", True, "a number of milliseconds"),
+        ("prompt_tokens", True, "an int"),
+        ("attempt", True, "an int"),
+        ("http_status", False, "an int"),
+        ("cost_nanousd", True, "an int"),
+        ("cost_nanousd", 1.5, "an int"),  # money is whole nano-USD: SQLite's INTEGER kept 1.5 as a REAL
+        ("completion_tokens", 2.0, "an int"),
+        ("streamed", 2, "True or False"),
+        ("cache_hit", 1, "True or False"),
+    ],
+)
+def test_a_value_of_the_wrong_kind_in_a_number_or_flag_column_is_refused_alike_on_every_backend(
+    store: UsageStore, field: str, value: object, expected: str
+) -> None:
+    """SQLite stored ``latency_ms=True`` as 1 and a cost of 1.5 nano-USD as a REAL; PostgreSQL refused both."""
+    good = plain_event()
+    with pytest.raises(ValueError, match=f"{field} {value!r} is not {expected}"):
+        store.write([good, plain_event(**{field: value})])
+    assert store.count() == 0  # the batch is refused whole, and the rollup has nothing of it
+    assert store.write([good, plain_event(latency_ms=250, streamed=True, cost_nanousd=None)]) == 2
+
+
 def test_a_token_count_no_column_holds_goes_to_the_refused_file_on_every_backend(
     store_url: str, tmp_path: Path
 ) -> None:

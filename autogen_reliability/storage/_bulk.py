@@ -39,7 +39,7 @@ from datetime import UTC
 from functools import cache
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, Connection, Insert, Integer, select
+from sqlalchemy import BigInteger, Boolean, Connection, Insert, Integer, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -98,6 +98,7 @@ def _integer_fields(big: bool) -> tuple[int, ...]:
 
 _INT32: Final = _integer_fields(big=False)
 _INT64: Final = _integer_fields(big=True)
+_FLAGS: Final = tuple(index for index, name in enumerate(RECORD_FIELDS) if isinstance(RECORDS.c[name].type, Boolean))
 
 
 def check_numbers(rows: Sequence[UsageRow]) -> None:
@@ -111,19 +112,34 @@ def check_numbers(rows: Sequence[UsageRow]) -> None:
     infinities and negatives, SQLite's REAL all but NaN (a NOT NULL failure), and one such row made the
     percentiles of every report of its day NaN or infinite.
 
+    So too a value of the wrong kind, which SQLite stored and PostgreSQL refused: a bool where a number
+    goes (``latency_ms=True`` was stored as 1), a float in an integer column (a cost of 1.5 nano-USD was
+    kept as a REAL), anything but ``True`` or ``False`` in a flag (``streamed=2``).
+
     Raises:
-        ValueError: A row holds such a number (the message names the field and the value).
+        ValueError: A row holds such a value (the message names the field and the value).
     """
     for row in rows:
         latency = row[_LATENCY]
+        if isinstance(latency, bool) or not isinstance(latency, int | float):
+            raise ValueError(f"usage event {row[_EVENT_ID]}: latency_ms {latency!r} is not a number of milliseconds")
         if not 0 <= latency < math.inf:  # False for NaN too
             raise ValueError(
                 f"usage event {row[_EVENT_ID]}: latency_ms {latency} is not a number of milliseconds from 0 up"
             )
+        for index in _FLAGS:
+            if not isinstance(row[index], bool):
+                raise ValueError(
+                    f"usage event {row[_EVENT_ID]}: {RECORD_FIELDS[index]} {row[index]!r} is not True or False"
+                )
         for indexes, low, high in ((_INT32, -(2**31), 2**31 - 1), (_INT64, -(2**63), 2**63 - 1)):
             for index in indexes:
                 value = row[index]
-                if value is not None and not low <= value <= high:
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"usage event {row[_EVENT_ID]}: {RECORD_FIELDS[index]} {value!r} is not an int")
+                if not low <= value <= high:
                     raise ValueError(
                         f"usage event {row[_EVENT_ID]}: {RECORD_FIELDS[index]} {value} is outside what the "
                         f"ledger holds ({low} .. {high})"
