@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -321,6 +322,28 @@ def test_an_event_the_database_refuses_is_kept_aside_and_its_batch_stored(
     assert recorder.stats["failed_writes"] == 0
     recorder.close()
     assert not list((tmp_path / "spool").glob(f"{recorder.spool_path.stem}*"))
+
+
+def test_an_event_whose_value_no_json_holds_is_refused_and_holds_back_no_other(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A cost as a Decimal (an event of the user's): the refused file, and the spool, are JSON, which has no
+    # Decimal. Its batch, and every one after it, were held in memory for ever, and lost at close.
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    bad = plain_event(cost_nanousd=Decimal("1.5"))
+    for event in [*events(3), bad, *events(3)]:
+        recorder.record(event)
+    assert recorder.flush(10)
+    later = events(2)
+    for event in later:
+        recorder.record(event)
+    assert recorder.flush(10)
+    assert store.count() == 8
+    assert (recorder.stats["refused"], recorder.stats["failed_writes"], recorder.held_in_memory) == (1, 0, 0)
+    assert [kept["cost_nanousd"] for kept in refused(tmp_path)] == ["1.5"]  # as its text, for whoever fixes it
+    assert "cost_nanousd Decimal('1.5') is not an int" in caplog.text
+    recorder.close()
 
 
 def test_an_event_the_database_refuses_holds_back_no_other_spool_file_or_journal(

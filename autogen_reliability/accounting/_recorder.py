@@ -792,7 +792,10 @@ def _spool_line(row: UsageRow) -> str:
         data["price_date"] = row[_PRICE_DATE].isoformat()
     for index in _JSON_FIELDS:
         data[ROW_FIELDS[index]] = json.loads(row[index])
-    return json.dumps(data, separators=(",", ":")) + "\n"
+    # A value JSON has no form for (a cost as a Decimal, in an event of the user's) is written as its text:
+    # the store refuses it on replay, and the row goes to the refused file, rather than failing every append
+    # (of the spool and of the refused file) and holding its batch, and every one after it, in memory.
+    return json.dumps(data, separators=(",", ":"), default=str) + "\n"
 
 
 _STARTED: Final = ROW_FIELDS.index("started_at")
