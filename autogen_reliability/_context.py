@@ -173,16 +173,19 @@ def _agent_from_runtime() -> str | None:
 
     A team runs each participant in a container whose agent type is
     ``f"{participant.name}_{team_id}"`` with ``key == team_id``; that naming is a
-    convention, not a contract, so it is only a fallback behind explicit names.
+    convention, not a contract, so it is only a fallback behind explicit names. A name
+    longer than a label may be is cut to 200 characters, its last one ``…``.
     """
     try:
         agent_id = MessageHandlerContext.agent_id()
     except RuntimeError:  # not inside a message handler
         return None
     suffix = "_" + agent_id.key
-    if agent_id.type.endswith(suffix) and len(agent_id.type) > len(suffix):
-        return agent_id.type[: -len(suffix)]
-    return agent_id.type
+    name = agent_id.type
+    if name.endswith(suffix) and len(name) > len(suffix):
+        name = name[: -len(suffix)]
+    # AutoGen takes a name of any length; the label limit is ours, and no reason to fail the agent's call.
+    return name if len(name) <= _MAX_LABEL_LENGTH else name[: _MAX_LABEL_LENGTH - 1] + "…"
 
 
 class _UsageScope:

@@ -357,6 +357,24 @@ async def test_agent_name_falls_back_to_autogens_runtime_context(
     assert events[-1].call.attribution.agent is None
 
 
+async def test_an_agent_name_longer_than_a_label_read_from_the_runtime_is_cut_not_a_failed_call(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen takes any identifier as a name; the label limit (200 characters) is ours. A name read from the
+    # runtime is no option of the user's to refuse: the call must go through, its row naming the agent cut short.
+    events: list[AttemptEvent] = []
+    shared = reliable(make_openai_client(), on_attempt=events.append)
+    name = "triage_" + "x" * 243
+    team = RoundRobinGroupChat(
+        [AssistantAgent(name, model_client=shared)], termination_condition=MaxMessageTermination(2)
+    )
+    fake_openai_server.enqueue(FakeReply.text("one"))
+    result = await team.run(task="Go.")
+    assert [message.source for message in result.messages] == ["user", name]
+    [event] = events
+    assert event.call.attribution.agent == name[:199] + "…"
+
+
 @pytest.mark.parametrize("streaming", [False, True], ids=["create", "stream"])
 async def test_an_agent_wrapped_over_a_wrapped_client_under_autogens_cache_attributes_its_rows(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, streaming: bool
