@@ -575,6 +575,43 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
     assert not list(spool.glob("*.journal"))
 
 
+def test_a_journal_of_another_format_is_left_in_place_not_deleted(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A segment a newer version wrote (then rolled back), or whose header the disk damaged: its rows are not
+    # readable here, but they are there; a replay that took it for empty deleted it, and its rows with it.
+    spool = tmp_path / "spool"
+    killed_after_ten_rows(sqlite_url, spool)
+    (path,) = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
+    with open(path, "r+b") as journal:
+        magic = journal.read(8)
+        journal.seek(0)
+        journal.write(b"ARJOURN2")
+    store = replay(sqlite_url, spool)
+    assert store.count() == 0
+    assert path.exists()
+    (said,) = [record.getMessage() for record in caplog.records if str(path) in record.getMessage()]
+    assert "left in place" in said
+    assert "ARJOURN2" in said
+    with open(path, "r+b") as journal:  # read by what can read it (here: the header repaired)
+        journal.write(magic)
+    replay(sqlite_url, spool)
+    assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10)}
+    assert not list(spool.glob("*.journal"))
+
+
+def test_an_in_flight_table_of_another_format_is_left_in_place_not_deleted(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    recorder = UsageRecorder(UsageStore(sqlite_url), spool_dir=spool)
+    recorder.close()
+    prefix = recorder.spool_path.name.split("-")[0]  # the database's digest
+    spool.mkdir(exist_ok=True)
+    path = spool / f"{prefix}-999999-abc-i0.inflight"  # of a dead process, whose journal is replayed
+    path.write_bytes(b"ARINFLT2" + bytes(4096 * 2 - 8))
+    replay(sqlite_url, spool)
+    assert path.exists()
+
+
 def test_a_journal_left_by_the_version_before_one_hour_cache_writes_is_replayed(
     sqlite_url: str, tmp_path: Path
 ) -> None:

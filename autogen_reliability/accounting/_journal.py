@@ -88,6 +88,7 @@ __all__ = [
     "SEGMENT_BYTES",
     "InFlightTable",
     "Journal",
+    "JournalFormatError",
     "journal_supported",
     "orphaned_in_flight",
     "orphaned_journals",
@@ -139,6 +140,14 @@ _SHORT_MESSAGE: Final = 200
 _live: weakref.WeakSet[Journal] = weakref.WeakSet()
 _live_tables: weakref.WeakSet[InFlightTable] = weakref.WeakSet()
 _journals = itertools.count()
+
+
+class JournalFormatError(ValueError):
+    """A file named like a journal segment or in-flight table is not one this version reads.
+
+    Another format version (a newer release that wrote it, then was rolled back), or a header damaged on disk:
+    its rows may still be read by what wrote it, or recovered by hand, so the file is left in place.
+    """
 
 
 def journal_supported() -> bool:
@@ -591,14 +600,17 @@ def _alive(pid: str) -> bool:
 
 
 def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
-    """The rows of a segment that its header does not count as stored; stops at the end or a torn record."""
+    """The rows of a segment that its header does not count as stored; stops at the end or a torn record.
+
+    Raises:
+        JournalFormatError: The file does not start as a segment of this format does.
+    """
     size = os.fstat(fd).st_size
     if size < _HEADER_BYTES:
         return
     with mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as data:
         if data[: len(_MAGIC)] != _MAGIC:
-            logger.warning("skipping %s: not a usage journal", path)
-            return
+            raise JournalFormatError(f"not a usage journal this version reads (it starts {data[:8]!r})")
         (stored,) = _STORED.unpack_from(data, len(_MAGIC))
         offset = _HEADER_BYTES
         while offset + _RECORD.size <= size:
@@ -622,14 +634,17 @@ def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
 
 
 def read_in_flight(fd: int, path: Path) -> Iterator[UsageRow]:
-    """The rows in the occupied slots of an in-flight table: of each, its valid half of the higher version."""
+    """The rows in the occupied slots of an in-flight table: of each, its valid half of the higher version.
+
+    Raises:
+        JournalFormatError: The file does not start as an in-flight table of this format does.
+    """
     size = os.fstat(fd).st_size
     if size < _SLOT_BYTES:
         return
     with mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ) as data:
         if data[: len(_IN_FLIGHT_MAGIC)] != _IN_FLIGHT_MAGIC:
-            logger.warning("skipping %s: not an in-flight usage table", path)
-            return
+            raise JournalFormatError(f"not an in-flight usage table this version reads (it starts {data[:8]!r})")
         for offset in range(_SLOT_BYTES, size - _SLOT_BYTES + 1, _SLOT_BYTES):
             best: tuple[int, bytes] | None = None
             for half in (offset, offset + _HALF_BYTES):

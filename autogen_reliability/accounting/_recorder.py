@@ -92,6 +92,7 @@ from ._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageEvent, UsageRow
 from ._journal import (
     InFlightTable,
     Journal,
+    JournalFormatError,
     journal_supported,
     orphaned_in_flight,
     orphaned_journals,
@@ -809,10 +810,12 @@ class _UnreadableFile(Exception):
 
 
 def _reading(batches: Iterator[list[UsageRow]]) -> Iterator[list[UsageRow]]:
-    """``batches``, read from a spool file or journal; an ``OSError`` reading them is :class:`_UnreadableFile`."""
+    """``batches``, read from a spool file or journal; an ``OSError`` reading them, or a journal of another
+    format, is :class:`_UnreadableFile` (the file is left in place, not deleted as replayed)."""
     try:
         yield from batches
-    except OSError as error:  # the reading only: what the consumer of a batch raises never comes in here
+    except (OSError, JournalFormatError) as error:
+        # The reading only: what the consumer of a batch raises never comes in here.
         raise _UnreadableFile from error
 
 
