@@ -346,6 +346,39 @@ def test_an_event_whose_value_no_json_holds_is_refused_and_holds_back_no_other(
     recorder.close()
 
 
+def test_spool_and_refused_files_are_readable_by_their_owner_only(sqlite_url: str, tmp_path: Path) -> None:
+    # They hold what the rows hold: tags, error texts, captured prompts and answers; the journal is 0600 too.
+    class RefusingSink:
+        url = "refusing"
+
+        def write(self, events: Sequence[UsageEvent]) -> int:
+            raise ValueError("no column holds that")
+
+        def close(self) -> None:
+            pass
+
+    mask = os.umask(0o022)  # the usual default: files 0644
+    try:
+        spooling = UsageRecorder(
+            UsageStore(sqlite_url), spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY
+        )
+        refusing = UsageRecorder(RefusingSink(), spool_dir=tmp_path / "spool", flush_interval=0.05)
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as blocker:
+            blocker.execute("BEGIN EXCLUSIVE")
+            for recorder in (spooling, refusing):
+                recorder.record(plain_event(tags={"user": "alice"}, error_message="what the provider said"))
+                assert recorder.flush(30)
+            assert spooling.stats["spooled"] == 1
+            assert refusing.stats["refused"] == 1
+            files = [spooling.spool_path, refusing.refused_path, *spooling.journal_paths]
+            assert {oct(path.stat().st_mode & 0o777) for path in files} == {"0o600"}
+            blocker.rollback()
+        spooling.close()
+        refusing.close()
+    finally:
+        os.umask(mask)
+
+
 def test_an_event_the_database_refuses_holds_back_no_other_spool_file_or_journal(
     sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -722,7 +722,7 @@ class _Spool:
     def _append(self, path: Path, payload: str) -> None:
         """Appends ``payload`` to ``path`` in the spool directory, on disk when it returns (called with the lock)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+", encoding="utf-8") as file:
+        with open(path, "a+", encoding="utf-8", opener=_private) as file:
             # An append that failed half-way (a full disk, a file size limit, a process killed mid-write) left a
             # line without its end: start on a line of our own, or the first row would be glued to that
             # fragment and skipped with it on replay (its rows are spooled again, this one would be lost).
@@ -766,6 +766,12 @@ class _Spool:
             path.unlink()
         with self._counts:
             self._replaying.pop(path, None)
+
+
+def _private(path: str, flags: int) -> int:
+    """Opens a spool file made readable by its owner only, as journal segments are: its rows hold tags, error
+    texts, and captured prompts and answers (the umask, 022 by default, made them readable by every user)."""
+    return os.open(path, flags, 0o600)
 
 
 def _orphaned(path: Path) -> bool:
