@@ -571,7 +571,27 @@ def test_a_torn_record_at_the_end_of_a_journal_is_skipped(
         journal.write(torn)
     store = replay(sqlite_url, spool)
     assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10)}
-    assert any("torn record" in record.getMessage() for record in caplog.records)
+    assert any("torn or damaged record" in record.getMessage() for record in caplog.records)
+    assert not list(spool.glob("*.journal"))
+
+
+def test_a_damaged_record_in_the_middle_of_a_journal_costs_only_itself(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A byte the disk flipped in the third record: its CRC fails; the seven rows after it were dropped with it.
+    spool = tmp_path / "spool"
+    killed_after_ten_rows(sqlite_url, spool)
+    (path,) = [path for path in spool.glob("*.journal") if path.read_bytes()[64:68] != bytes(4)]
+    data = bytearray(path.read_bytes())
+    offset = 64
+    for _ in range(2):
+        offset += 16 + int.from_bytes(data[offset : offset + 4], "little")
+    data[offset + 16 + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    store = replay(sqlite_url, spool)
+    assert {event.event_id for event in store.events()} == {uuid.UUID(int=n + 1) for n in range(10) if n != 2}
+    (said,) = [record.getMessage() for record in caplog.records if "damaged record" in record.getMessage()]
+    assert f"at byte {offset} of usage journal {path}" in said
     assert not list(spool.glob("*.journal"))
 
 

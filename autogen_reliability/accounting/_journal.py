@@ -43,7 +43,8 @@ datetime). A row is a list of the fields by position: a row of the layout
 before ``cache_write_1h_tokens`` (a journal an older version left) is read
 with that field None. The file is preallocated, so the end is the first zero length; the
 header is written after the payload, and the CRC rejects a record torn by a
-crash of the machine.
+crash of the machine, or damaged on disk: that record is skipped (said in the
+log), and its length leads on to the records after it, which are read.
 
 Rows are made when a call ends, so the journal alone leaves nothing of a call
 still running when the process dies: neither the attempts that already ended
@@ -600,7 +601,7 @@ def _alive(pid: str) -> bool:
 
 
 def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
-    """The rows of a segment that its header does not count as stored; stops at the end or a torn record.
+    """The rows of a segment that its header does not count as stored, but those whose CRC fails; to the end.
 
     Raises:
         JournalFormatError: The file does not start as a segment of this format does.
@@ -621,8 +622,11 @@ def read_journal(fd: int, path: Path) -> Iterator[UsageRow]:
                 return
             payload = data[start:end]
             if zlib.crc32(payload) != crc:
-                logger.warning("usage journal %s ends in a torn record at byte %d", path, offset)
-                return
+                # Torn by a crash of the machine (the last one, then zeros), or a block the disk damaged: its
+                # length still leads to the next record, whose own CRC says whether it is whole.
+                logger.warning("skipping a torn or damaged record at byte %d of usage journal %s", offset, path)
+                offset = end
+                continue
             offset = end
             if number < stored:
                 continue
