@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import marshal
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -630,6 +631,80 @@ def test_an_in_flight_table_of_another_format_is_left_in_place_not_deleted(sqlit
     path.write_bytes(b"ARINFLT2" + bytes(4096 * 2 - 8))
     replay(sqlite_url, spool)
     assert path.exists()
+
+
+def test_rows_recorded_after_the_journal_directory_was_removed_survive_sigkill(sqlite_url: str, tmp_path: Path) -> None:
+    # The spool directory removed under a running process (by hand, a cleaner of old files): its rows went on
+    # into the deleted segment, then into the deleted one made ready after it, which no later process can find.
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import logging, os, signal, sys, threading, time, uuid
+        from datetime import UTC, datetime
+        from pathlib import Path
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
+        from autogen_reliability.storage import UsageStore
+
+        class Held:  # the database, whose writes hang once `hold` is set: rows then wait in the journal only
+            def __init__(self, store):
+                self.store, self.url, self.hold = store, store.url, threading.Event()
+
+            def write_rows(self, rows):
+                if self.hold.is_set():
+                    threading.Event().wait()
+                return self.store.write_rows(rows)
+
+            def write(self, events):
+                return self.write_rows([event.to_row() for event in events])
+
+            def close(self):
+                self.store.close()
+
+        def event(n):
+            return UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0,
+                              event_id=uuid.UUID(int=n))
+
+        said = threading.Event()
+
+        class Said(logging.Handler):
+            def emit(self, record):
+                if "was deleted while in use" in record.getMessage():
+                    said.set()
+
+        logging.basicConfig()
+        logging.getLogger().addHandler(Said())  # after the handler that prints it
+        sink = Held(UsageStore({sqlite_url!r}))
+        recorder = UsageRecorder(sink, spool_dir={str(spool)!r}, flush_interval=0.05)
+        for n in range(1, 20_001):  # past half a segment: the writer makes the next one ready
+            recorder.record(event(n))
+        assert recorder.flush(60)
+        deadline = time.monotonic() + 30
+        while len(list(Path({str(spool)!r}).glob("*.journal"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("remove it", flush=True)
+        sys.stdin.readline()
+        said.wait(10)  # the writer wakes up and finds its segment deleted
+        sink.hold.set()
+        for n in range(20_001, 20_006):
+            recorder.record(event(n))
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout.readline() == "remove it\n"
+    shutil.rmtree(spool)
+    child.stdin.write("\n")
+    child.stdin.flush()
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, stderr
+    assert "was deleted while in use; the next rows go to a new segment" in stderr
+    store = replay(sqlite_url, spool)
+    assert {event.event_id for event in store.events()} == {uuid.UUID(int=n) for n in range(1, 20_006)}
 
 
 def test_a_journal_left_by_the_version_before_one_hour_cache_writes_is_replayed(

@@ -260,6 +260,10 @@ class Journal:
             previous.end = number  # every row it holds comes before this one
             self._current = None
         segment = self._spare
+        if segment is not None and _deleted(segment):  # made before its directory was removed: unreplayable
+            self._spare = None
+            segment.close(delete=False)
+            segment = None
         if segment is not None and segment.size >= _HEADER_BYTES + needed:
             self._spare = None
         else:
@@ -307,8 +311,17 @@ class Journal:
         """Makes the next segment ahead of time, and faults its pages in, so the call path need not.
 
         Only once the current segment is half full: a process that records little keeps one segment.
+        Also moves the next row on to a new segment if the current one was deleted (its directory removed
+        by hand or by a cleaner of old files): no later process could replay what is written there.
         """
         current = self._current
+        if current is not None and self._offset < current.size and not self._closed and _deleted(current):
+            self._offset = current.size  # the next append moves on (a row racing this one only delays it)
+            logger.error(
+                "usage journal %s was deleted while in use; the next rows go to a new segment (those recorded "
+                "since are lost if the process is killed before they are stored)",
+                current.path,
+            )
         needed = current is None or self._offset > current.size // 2
         if needed and self._spare is None and self._healthy and not self._closed:
             try:
@@ -522,6 +535,14 @@ class InFlightTable:
         self._free = []
         for file in files:
             file.close(delete=True)
+
+
+def _deleted(segment: _Segment) -> bool:
+    """Whether the segment's file is no longer in its directory (unlinked, or the directory removed)."""
+    try:
+        return os.fstat(segment.fd).st_nlink == 0
+    except OSError:
+        return False
 
 
 def _populate(segment: _Segment) -> None:
