@@ -719,6 +719,34 @@ async def test_string_leaves_of_json_are_sanitized(
     Ticket.model_validate_json(str(result.content))
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("validated", [True, False], ids=["validated", "unvalidated"])
+@pytest.mark.parametrize("shape", ["{}", "Here it is:\n```json\n{}\n```\nDone."], ids=["whole", "fenced"])
+async def test_sanitizing_a_json_string_keeps_every_number_as_the_model_wrote_it(
+    mode: Mode,
+    validated: bool,
+    shape: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Validation hands on the model's own text of the value, so that numbers do not go through float; the zero-width
+    # space in "note" made the sanitiser write the value out again, through float: 1.2345678901234568e+16, 0.1, 1.5.
+    answer = '{"amount": 12345678901234567.89, "note": "paid\\u200b in full", "rate": 0.1000000000000000055, "n": 1.50}'
+    fake_openai_server.enqueue(FakeReply.text(shape.replace("{}", answer)))
+    schema = {"type": "object", "required": ["amount", "note"]}
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=schema) if validated else None)
+    result = await call(client, mode, json_output=True)
+    assert isinstance(result, CheckedCreateResult)
+    assert result.sanitize_report is not None
+    assert result.sanitize_report.changes == {"zero_width": 1}
+    content = str(result.content)
+    assert "\u200b" not in content
+    assert answer.replace("\\u200b", "") in content
+    assert content.startswith("Here it is:") == (shape != "{}" and not validated)
+    if validated:
+        assert json.loads(content, parse_float=Decimal)["amount"] == Decimal("12345678901234567.89")
+
+
 async def test_streamed_chunks_are_sanitized_even_when_split_inside_a_tag(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -7,7 +7,8 @@
   such as ``"\\u001b[31m"``, would come back when the agent parses it), whether
   the JSON is the whole answer or sits in a fenced block or in prose (then that
   JSON, the one :func:`extract_json` finds, is replaced by its sanitised copy,
-  and the prose on each side is sanitised as text);
+  and the prose on each side is sanitised as text); only strings change, every
+  number is written back as the model wrote it;
 - streamed chunks, as they pass, through a :class:`StreamSanitizer`, which holds
   back what the next chunk could complete (a tag, an escape sequence, a link).
   When JSON was asked for, the chunks are held until the end and the sanitised
@@ -38,6 +39,7 @@ import functools
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
+from json.encoder import encode_basestring
 from typing import Any, Final, ParamSpec, TypeVar
 
 from autogen_core.models import CreateResult
@@ -155,14 +157,14 @@ class SanitizeLayer(Layer):
         if not json_expected:
             return self.sanitizer.text(content)
         try:
-            value = json.loads(content)
+            value = _loads(content)
         except (ValueError, RecursionError):
             # Fenced, in prose, or not JSON after all (validation off, or on_failure="return"), or nested
             # beyond Python's recursion limit (locate_json below says too_deep: it is sanitised as text).
             pass
         else:
             cleaned, report = self.sanitizer.value(value)
-            return (json.dumps(cleaned, ensure_ascii=False) if report.changed else content), report
+            return (_dumps(cleaned) if report.changed else content), report
         embedded = self._embedded_json(content)
         if embedded is not None:
             return embedded
@@ -183,23 +185,75 @@ class SanitizeLayer(Layer):
         the string). If the spliced text would not give back the sanitised value, the value alone is handed on.
         """
         try:
-            value, start, end = locate_json(text)
-        except JSONExtractionError:
+            _, start, end = locate_json(text)
+            value = _loads(text[start:end])
+        except (JSONExtractionError, ValueError, RecursionError):
             return None
         cleaned, value_report = self.sanitizer.value(value)
         before, before_report = self.sanitizer.text(text[:start])
         after, after_report = self.sanitizer.text(text[end:])
         middle = text[start:end]
         if value_report.changed:
-            middle = _keep_blank_edges(middle, json.dumps(cleaned, ensure_ascii=False))
+            middle = _keep_blank_edges(middle, _dumps(cleaned))
         spliced = before + middle + after
         try:
-            again, _, _ = locate_json(spliced)
-        except JSONExtractionError:
+            _, start, end = locate_json(spliced)
+            again = _loads(spliced[start:end])
+        except (JSONExtractionError, ValueError, RecursionError):
             again = None
         if again != cleaned:
-            spliced = json.dumps(cleaned, ensure_ascii=False)
+            spliced = _dumps(cleaned)
         return spliced, before_report.merge(value_report).merge(after_report)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Verbatim:
+    """JSON text :func:`_dumps` writes as it is: a number as the model wrote it, or punctuation."""
+
+    text: str
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)`` with every number (and NaN, Infinity) kept as its text, a :class:`_Verbatim`.
+
+    Sanitising rewrites only strings: written out again through ``float``, ``12345678901234567.89`` would reach
+    the agent as ``1.2345678901234568e+16``, though the validation stage hands on the model's own text.
+    """
+    return json.loads(text, parse_float=_Verbatim, parse_int=_Verbatim, parse_constant=_Verbatim)
+
+
+def _dumps(value: object) -> str:
+    """``json.dumps(value, ensure_ascii=False)`` for a value of :func:`_loads`, each number as it was written.
+
+    Iterative: the value may be as deep as ``json.loads`` accepts.
+    """
+    pieces: list[str] = []
+    work: list[object] = [value]
+    while work:
+        item = work.pop()
+        if isinstance(item, str):
+            pieces.append(encode_basestring(item))
+        elif isinstance(item, _Verbatim):
+            pieces.append(item.text)
+        elif isinstance(item, dict | list):
+            # Pushed in reverse: each entry after the text before it ("{", ", ", the key), then the closing bracket.
+            work.append(_Verbatim("}" if isinstance(item, dict) else "]"))
+            entries: list[object] = []
+            separator = "{" if isinstance(item, dict) else "["
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    entries += (_Verbatim(f"{separator}{encode_basestring(key)}: "), child)
+                    separator = ", "
+            else:
+                for child in item:
+                    entries += (_Verbatim(separator), child)
+                    separator = ", "
+            if not entries:
+                pieces.append(separator)
+            work.extend(reversed(entries))
+        else:
+            pieces.append(json.dumps(item))  # true, false, null
+    return "".join(pieces)
 
 
 def _keep_blank_edges(original: str, replacement: str) -> str:
