@@ -282,6 +282,15 @@ def test_allowed_schemes_and_relative_urls() -> None:
         assert "href" not in cleaned
 
 
+def test_markup_cannot_override_the_text_direction() -> None:
+    # <bdo dir="rtl"> is what U+202E is in markup (the bidi stage removes that one): "4321" is displayed "1234".
+    text = 'Pay to account <bdo dir="rtl">4321</bdo>, <bdo>not \u05d0\u05d1</bdo> <bdi>ok</bdi>'
+    cleaned, report = SANITIZER.text(text)
+    assert cleaned == "Pay to account 4321, not \u05d0\u05d1 <bdi>ok</bdi>"
+    assert report == SanitizeReport({"html": 4})
+    assert Sanitizer(SanitizePolicy(bidi=False)).text('<bdo dir="rtl">4321</bdo>')[0] == "4321"
+
+
 def test_character_references_cannot_bring_hazards_back() -> None:
     # nh3 decodes references; what it decodes goes through the text stage again.
     cleaned, report = SANITIZER.text("<b>&#x1b;[31mred&#8203;&#x202e;</b>")

@@ -1,12 +1,12 @@
 """The HTML stage: markup goes through one :class:`nh3.Cleaner` (ammonia), until it settles.
 
-nh3's safe tag set, no ``style`` or ``on*`` attributes, only ``http``, ``https`` and ``mailto`` URLs (relative
-ones are kept unless they would have any other scheme once invisible characters are dropped, judged by
-:mod:`._url_schemes`), ``rel="noopener noreferrer"`` on links. It runs only on text that contains markup, since
-nh3 escapes every ``<``, ``>`` and ``&`` of what it is given; markdown autolinks are escaped, not deleted.
-nh3 decodes character references, so the earlier stages run again on what it returns, and nh3 again, until
-nothing changes; markup that does not settle, or nests too deep to parse in time, is escaped whole. Changes
-count under ``"html"`` (see :mod:`._sanitizer` for how).
+nh3's safe tag set but ``<bdo>`` (a bidi override), no ``style`` or ``on*`` attributes, only ``http``, ``https``
+and ``mailto`` URLs (relative ones are kept unless they would have any other scheme once invisible characters are
+dropped, judged by :mod:`._url_schemes`), ``rel="noopener noreferrer"`` on links. It runs only on text that
+contains markup, since nh3 escapes every ``<``, ``>`` and ``&`` of what it is given; markdown autolinks are
+escaped, not deleted. nh3 decodes character references, so the earlier stages run again on what it returns, and
+nh3 again, until nothing changes; markup that does not settle, or nests too deep to parse in time, is escaped
+whole. Changes count under ``"html"`` (see :mod:`._sanitizer` for how).
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ _EMAIL_AUTOLINK: Final = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*)>"
 )
 _TAG_TOKEN: Final = re.compile(r"<[A-Za-z/!?][^<>]*>?")
-# Never allowed, whatever nh3's defaults become.
+# Never allowed, whatever nh3's defaults become. bdo is a bidi override in markup (U+202E, which the text stage
+# removes): <bdo dir="rtl">4321</bdo> is displayed "1234". Its text stays.
 _FORBIDDEN_TAGS: Final = frozenset(
     {
         "applet",
         "base",
         "basefont",
+        "bdo",
         "embed",
         "form",
         "frame",

@@ -29,9 +29,10 @@ can act on the reader without being seen, and reports what it did in a
    closed. Each destination is read only as far as its scheme is in doubt,
    so the stage is linear in the text, however dense its links.
 3. **HTML**, last, with one :class:`nh3.Cleaner` (ammonia): nh3's safe tag set,
-   no ``style`` or ``on*`` attributes, only ``http``, ``https`` and ``mailto``
-   URLs (relative ones are kept unless they would have any other scheme once
-   invisible characters are dropped), ``rel="noopener noreferrer"`` on links.
+   no ``style`` or ``on*`` attributes, no ``<bdo>`` (a bidi override in markup;
+   its text stays), only ``http``, ``https`` and ``mailto`` URLs (relative ones
+   are kept unless they would have any other scheme once invisible characters
+   are dropped), ``rel="noopener noreferrer"`` on links.
    It runs only when the text contains markup (``<`` followed by a letter,
    ``/``, ``!`` or ``?``), because nh3 escapes every ``<``, ``>`` and ``&`` of
    the text it is given and plain text must come out unchanged. Markdown
