@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from autogen_reliability._errors import ConfigurationError
 from autogen_reliability.validation._sanitizer import EMPTY, SanitizePolicy, Sanitizer, SanitizeReport
@@ -292,10 +293,54 @@ def test_markup_cannot_override_the_text_direction() -> None:
 
 
 def test_character_references_cannot_bring_hazards_back() -> None:
-    # nh3 decodes references; what it decodes goes through the text stage again.
+    # The text stage decodes references to what it removes; nh3 decodes the others, and what it decodes goes
+    # through the text stage again (a reference its first pass assembled: "&amp;" is escaped back by nh3).
     cleaned, report = SANITIZER.text("<b>&#x1b;[31mred&#8203;&#x202e;</b>")
     assert cleaned == "<b>red</b>"
-    assert report == SanitizeReport({"ansi": 1, "bidi": 1, "zero_width": 1, "html": 1})
+    assert report == SanitizeReport({"ansi": 1, "bidi": 1, "zero_width": 1})
+    cleaned, report = SANITIZER.text("<b>&&#8203;#x202e;</b>")
+    assert cleaned == "<b>&amp;#x202e;</b>"
+    assert report == SanitizeReport({"bidi": 1, "zero_width": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "changes"),
+    [
+        ("Pay to &#x202e;4321", "Pay to 4321", {"bidi": 1}),
+        ("Pay to &#8238;4321 &#X202E 1", "Pay to 4321  1", {"bidi": 2}),
+        ("x &rlm; y &lrm;", "x  y ", {"bidi": 2}),
+        ("se&#x200b;cret &ZeroWidthSpace;&shy;", "secret ", {"zero_width": 3}),
+        ("x&#xE0041;&#xe0042;", "x", {"tag_chars": 2}),
+        ("a &#x1b;[31m b &#0000027;", "a  b ", {"ansi": 2}),
+        # Removing one must not assemble another: what would be assembled is escaped instead.
+        ("&&#x202e;#x202e;", "&amp;#x202e;", {"bidi": 2}),
+        ("&#x202e&#x202e;;", ";", {"bidi": 2}),
+        ("&\u200b#x202e;", "&amp;#x202e;", {"zero_width": 1, "bidi": 1}),
+    ],
+)
+def test_character_references_to_hazards_are_removed_without_markup(
+    text: str, expected: str, changes: dict[str, int]
+) -> None:
+    # A markdown renderer (and a browser) decodes them: "&#x202e;" in an answer shown as markdown is a real U+202E.
+    cleaned, report = SANITIZER.text(text)
+    assert cleaned == expected
+    assert dict(report.changes) == changes
+    assert SANITIZER.text(cleaned) == (cleaned, EMPTY)
+    assert not re.search("[\u202e\u200f\u200e\u200b\xad\x1b\U000e0041]", MarkdownIt().render(cleaned))
+
+
+def test_character_references_to_harmless_characters_stay() -> None:
+    for text in (
+        "AT&T &amp; co",
+        "a &lt;b&gt; &quot;",
+        "&#x2713; done",
+        "&#13;",
+        "&#x212B;",
+        "?a=1&b=2&rlmx",
+        "&#x202",
+    ):
+        assert SANITIZER.text(text) == (text, EMPTY)
+    assert Sanitizer(SanitizePolicy(bidi=False)).text("&#x202e;x") == ("&#x202e;x", EMPTY)
 
 
 def test_stripped_tags_cannot_assemble_a_markdown_link() -> None:

@@ -15,6 +15,7 @@ import pytest
 from autogen_core.models import CreateResult, UserMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from autogen_reliability import ValidationPolicy, reliable
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient, ScriptedReply
@@ -183,6 +184,26 @@ def test_an_escape_string_fed_one_character_at_a_time_is_removed_as_a_whole_one_
     assert whole == "before  after"
     streamer = StreamSanitizer(SANITIZER)
     assert "".join(streamer.feed(char) for char in text) + streamer.finish() == whole
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ["Pay to &#x20", "2e;4321"],
+        ["Pay to &", "#8238;4321"],
+        ["a &rl", "m; b"],
+        ["&\u200b", "#x202e;4321"],  # sanitising the first piece leaves an "&" the second completes
+    ],
+)
+def test_a_character_reference_cut_in_two_is_removed_as_a_whole_one_is(pieces: list[str]) -> None:
+    streamer = StreamSanitizer(SANITIZER)
+    joined = "".join(streamer.feed(piece) for piece in pieces) + streamer.finish()
+    assert joined == SANITIZER.text("".join(pieces))[0]
+    assert not any(char in MarkdownIt().render(joined) for char in "\u202e\u200f")
+    # Held for longer than the limit, its "&" is escaped: whatever follows, it shows as text.
+    streamer = StreamSanitizer(SANITIZER, limit=8)
+    joined = streamer.feed("&#" + "0" * 20) + streamer.feed("8238;4321") + streamer.finish()
+    assert "\u202e" not in MarkdownIt().render(joined)
 
 
 def test_a_hold_longer_than_the_limit_is_neutralised_not_released_raw() -> None:

@@ -8,11 +8,18 @@ CVE-2021-42574), ``"zero_width"`` (including runs of variation selectors, which 
 
 from __future__ import annotations
 
+import html
 import re
+import unicodedata
+from collections.abc import Callable
+from html.entities import html5
 from typing import Final
 
 __all__ = [
     "STYLE_SELECTORS",
+    "Characters",
+    "decode_references",
+    "escape_references",
     "mend_surrogates",
     "remove_bidi",
     "remove_tag_chars",
@@ -75,6 +82,79 @@ def mend_surrogates(text: str, counts: dict[str, int]) -> str:
 def remove_tag_chars(text: str, counts: dict[str, int]) -> str:
     """``text`` without Unicode tag characters U+E0000-U+E007F."""
     return _remove(_TAG_CHARS, text, "tag_chars", counts)
+
+
+# A character reference as a browser or a CommonMark renderer reads one (a browser takes a numeric one without ";"),
+# if it may stand for a character of the text stage: a numeric one, or one of the few names of control and format
+# characters (&rlm;, &ZeroWidthSpace;, &shy...). Other names ("&amp;", "AT&T") are not even looked at.
+_HAZARD_NAMES: Final = sorted(
+    (name for name, value in html5.items() if any(unicodedata.category(char) in ("Cc", "Cf") for char in value)),
+    key=len,
+    reverse=True,
+)
+_REFERENCE: Final = re.compile(f"&(?:#[xX][0-9A-Fa-f]+;?|#[0-9]+;?|{'|'.join(map(re.escape, _HAZARD_NAMES))})")
+Characters = Callable[[str, dict[str, int]], str]
+"""The character stages: ``characters(text, counts)`` is ``text`` without what they remove, counted in ``counts``."""
+
+
+def _hazard(reference: str, characters: Characters) -> tuple[str, dict[str, int]] | None:
+    """What ``reference`` decodes to, and what ``characters`` counts removing it, if they remove all of it."""
+    decoded = html.unescape(reference)
+    if decoded == reference:
+        return None
+    if not decoded:  # a control character or a noncharacter, which html.unescape drops and a browser keeps
+        digits = reference[2:].rstrip(";")
+        decoded = chr(int(digits[1:], 16) if digits[0] in "xX" else int(digits))
+    found: dict[str, int] = {}
+    return (decoded, found) if characters(decoded, found) == "" and found else None
+
+
+def _judge(characters: Characters) -> Callable[[str], tuple[str, dict[str, int]] | None]:
+    """:func:`_hazard` for ``characters``, each reference judged once: an answer may repeat one 100,000 times."""
+    memo: dict[str, tuple[str, dict[str, int]] | None] = {}
+
+    def judge(reference: str) -> tuple[str, dict[str, int]] | None:
+        if reference not in memo:
+            memo[reference] = _hazard(reference, characters)
+        return memo[reference]
+
+    return judge
+
+
+def decode_references(text: str, characters: Characters) -> str:
+    """``text`` with each character reference to what ``characters`` removes decoded, for them to remove it.
+
+    A markdown renderer or a browser decodes them: ``&#x202e;`` in an answer shown as markdown is a real U+202E,
+    ``&#x1b;[31m`` an escape sequence, which the character stages then remove whole.
+    """
+
+    judge = _judge(characters)
+
+    def decode(match: re.Match[str]) -> str:
+        hazard = judge(match.group())
+        return match.group() if hazard is None else hazard[0]
+
+    return _REFERENCE.sub(decode, text)
+
+
+def escape_references(text: str, counts: dict[str, int], characters: Characters) -> str:
+    """``text`` with the ``&`` of each character reference to what ``characters`` removes escaped (``&amp;``).
+
+    For those that removing characters assembled (``&&#x202e;#x202e;``, ``&\\u200b#x202e;``): decoded once, they
+    show as text. Each counts under the category of what it would have decoded to.
+    """
+
+    judge = _judge(characters)
+
+    def escape(match: re.Match[str]) -> str:
+        hazard = judge(match.group())
+        if hazard is None:
+            return match.group()
+        for category, number in hazard[1].items():
+            counts[category] = counts.get(category, 0) + number
+        return "&amp;" + match.group()[1:]
+
+    return _REFERENCE.sub(escape, text)
 
 
 def takes_style(char: str) -> bool:

@@ -15,7 +15,11 @@ can act on the reader without being seen, and reports what it did in a
    Hangul fillers, variation selectors but a lone style selector after an
    emoji: a run of them smuggles bytes), Unicode tag characters ("ASCII
    smuggling"), and last NFC normalisation. ANSI goes before the control
-   characters so that a sequence is removed whole, not just its ESC.
+   characters so that a sequence is removed whole, not just its ESC. A
+   character reference to what this stage removes (``&#x202e;``, ``&rlm;``,
+   ``&#x1b;``), which a markdown renderer or a browser would decode, is
+   decoded first, and so removed with it; one that the removals assemble
+   (``&&#x202e;#x202e;``) has its ``&`` escaped (``&amp;#x202e;``).
 2. **Markdown links**: an inline link or image, a reference definition or an
    autolink whose destination has a ``javascript:``, ``vbscript:`` or
    ``data:`` scheme gets ``#`` as its destination (``[x](#)``, ``[x]: #``,
@@ -100,7 +104,14 @@ import nh3
 
 from autogen_reliability._errors import ConfigurationError
 
-from ._characters import mend_surrogates, remove_bidi, remove_tag_chars, remove_zero_width
+from ._characters import (
+    decode_references,
+    escape_references,
+    mend_surrogates,
+    remove_bidi,
+    remove_tag_chars,
+    remove_zero_width,
+)
 from ._html import clean_html, new_cleaner
 from ._injection_markers import add_markers, find_markers
 from ._json_walk import map_strings
@@ -122,11 +133,11 @@ CATEGORIES: Final = (
 )
 """The keys :attr:`SanitizeReport.changes` may have, in the order the stages run."""
 
-# These three only decide whether a string needs work. A pure ASCII string without controls, "<" or "]" has no
-# text hazard, no markdown link and no markup: it is returned as it is.
+# These three only decide whether a string needs work. A pure ASCII string without controls, "<", "]" or "&" has no
+# text hazard, no character reference to one, no markdown link and no markup: it is returned as it is.
 # A carriage return sends a string to the work too, which changes only one that ends no line: "\r(?!\n)" here
 # would cost every string twice the time, since an alternation defeats the regex engine's first-character scan.
-_ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f<\]]")
+_ASCII_HAZARD: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f<\]&]")
 _ASCII_CONTROL: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _ANY_TEXT_HAZARD: Final = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f"
@@ -202,10 +213,10 @@ _DEFAULT_POLICY: Final = SanitizePolicy()
 
 
 def inert(text: str) -> bool:
-    """Whether no stage of any policy changes ``text``: pure ASCII without controls, ``<`` or ``]``.
+    """Whether no stage of any policy changes ``text``: pure ASCII without controls, ``<``, ``]`` or ``&``.
 
-    Such text has no text hazard, no markdown link and no markup; it is returned as it is (only injection
-    markers are looked for in it).
+    Such text has no text hazard, no character reference, no markdown link and no markup; it is returned as it is
+    (only injection markers are looked for in it).
     """
     return text.isascii() and _ASCII_HAZARD.search(text) is None
 
@@ -313,6 +324,13 @@ class Sanitizer:
         return result
 
     def _text_stage(self, text: str, counts: dict[str, int]) -> str:
+        if "&" not in text:
+            return self._characters(text, counts)
+        # What a renderer would decode: a reference to a character the stages remove is removed with it.
+        text = self._characters(decode_references(text, self._characters), counts)
+        return escape_references(text, counts, self._characters) if "&" in text else text
+
+    def _characters(self, text: str, counts: dict[str, int]) -> str:
         policy = self._policy
         ascii_only = text.isascii()
         if ascii_only:

@@ -2,14 +2,14 @@
 
 A chunk may end inside a tag, an escape sequence or a markdown link that the
 next chunk completes, so text is held back from where such a construct starts
-until it is decided: a tag or autolink until its ``>``, an escape sequence for a
-few characters, a link from its ``]`` until its destination's scheme is known, a carriage return until
+until it is decided: a tag or autolink until its ``>``, a character reference until it has ended, an escape
+sequence for a few characters, a link from its ``]`` until its destination's scheme is known, a carriage return until
 what follows it shows whether it ends a line, a run of variation selectors until it has ended (a keycap's
 ``U+20E3`` may follow). A piece that starts with a style selector is sanitised after the character released
 before it, which decides whether the selector is an emoji's style (kept) or smuggling (removed).
 Held text longer than ``HOLD_BACK_LIMIT`` characters is sanitised and released
 with what is still open neutralised (a destination gets ``#``, a ``]`` or ``<``
-is escaped), so what the consumer joins together is as safe as each piece.
+is escaped, the ``&`` of a reference becomes ``&amp;``), so what the consumer joins together is as safe as each piece.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ _ESCAPES: Final = ("\x1b", "\x90", "\x98", "\x9b", "\x9d", "\x9e", "\x9f")
 _ESCAPE_WINDOW: Final = 64  # an escape sequence this far from the end is complete or harmless
 # Where a tag ("<a", "</a", "<!--", "<?") or an autolink ("<https:...>") may start; "<" alone may become one.
 _OPEN_ANGLE: Final = re.compile(r"<(?:[A-Za-z/!?]|\Z)")
+# A character reference the next chunk may still complete ("&", "&#x20", "&rl"): "2e;" after "&#x20" is U+202E.
+_OPEN_REFERENCE: Final = re.compile(r"&(?:#[xX]?[0-9A-Fa-f]*|[A-Za-z][A-Za-z0-9]*)?\Z")
 
 
 def _is_variation_selector(char: str) -> bool:
@@ -45,9 +47,17 @@ def _open_angle_start(text: str) -> int:
     return position
 
 
+def _open_reference_start(text: str) -> int:
+    """Where a character reference that the text after ``text`` may complete starts; else ``len(text)``."""
+    position = text.rfind("&")
+    if position == -1 or _OPEN_REFERENCE.match(text, position) is None:
+        return len(text)
+    return position
+
+
 def _hold_from(text: str) -> int:
     """How much of ``text`` (received so far) can be sanitised now without cutting an open construct in two."""
-    hold = min(open_link_start(text), _open_angle_start(text))
+    hold = min(open_link_start(text), _open_angle_start(text), _open_reference_start(text))
     for escape in _ESCAPES:
         position = text.rfind(escape)
         if position != -1 and len(text) - position < _ESCAPE_WINDOW:
@@ -69,7 +79,11 @@ def _is_closed(cleaned: str) -> bool:
 
     Sanitising can open what was closed: nh3 deletes ``<foo>`` from ``[x](<foo>``, leaving ``[x](``.
     """
-    return open_link_start(cleaned) == len(cleaned) and _open_angle_start(cleaned) == len(cleaned)
+    return (
+        open_link_start(cleaned) == len(cleaned)
+        and _open_angle_start(cleaned) == len(cleaned)
+        and _open_reference_start(cleaned) == len(cleaned)
+    )
 
 
 def _seal(cleaned: str) -> str:
@@ -78,6 +92,9 @@ def _seal(cleaned: str) -> str:
     angle = _open_angle_start(cleaned)
     if angle < len(cleaned):
         cleaned = cleaned[:angle] + "\\" + cleaned[angle:]  # "\<" starts neither a tag nor an autolink
+    reference = _open_reference_start(cleaned)
+    if reference < len(cleaned):
+        cleaned = cleaned[:reference] + "&amp;" + cleaned[reference + 1 :]  # shown as text, whatever follows
     return cleaned
 
 
