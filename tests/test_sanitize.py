@@ -147,6 +147,16 @@ def test_zero_width_characters_and_soft_hyphen() -> None:
     assert SANITIZER.text(text) == ("abcdefghi", SanitizeReport({"zero_width": 8}))
 
 
+def test_every_other_invisible_format_character_is_removed() -> None:
+    # Default_Ignorable code points a renderer draws as nothing, each able to carry hidden bits like the ones above:
+    # the deprecated format characters, the shorthand format controls, the musical formatting characters, and the
+    # unassigned ones of the U+FFF0 and tag planes' blocks.
+    hidden = "\u206a\u206f\U0001bca0\U0001bca3\U0001d173\U0001d17a\ufff0\U000e0080\U000e01f0\U000e0fff"
+    text = "".join(f"{letter}{char}" for letter, char in zip("abcdefghij", hidden, strict=True)) + "k"
+    assert SANITIZER.text(text) == ("abcdefghijk", SanitizeReport({"zero_width": 10}))
+    assert Sanitizer(SanitizePolicy(zero_width=False)).text(text) == (text, EMPTY)
+
+
 def smuggle(payload: bytes) -> str:
     """Bytes as variation selectors, one per byte, as "emoji smuggling" hides them."""
     return "".join(chr(0xFE00 + byte) if byte < 16 else chr(0xE0100 + byte - 16) for byte in payload)

@@ -31,8 +31,12 @@ _BIDI: Final = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 # U+2061-U+2064 (invisible function application, times, separator, plus) render as nothing, like the others, and
 # so do the fillers: the combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0 and
 # the Khmer inherent vowels U+17B4, U+17B5 (all Default_Ignorable; the fillers even count as letters).
+# So do the deprecated format characters U+206A-U+206F, the shorthand format controls U+1BCA0-U+1BCA3, the musical
+# formatting characters U+1D173-U+1D17A, and the unassigned Default_Ignorable code points (U+FFF0-U+FFF8, the rest
+# of the tag characters' plane block): each can carry hidden bits as a run of zero-width spaces can.
 _ZERO_WIDTH: Final = re.compile(
-    "[\u200b\u200c\u200d\u2060-\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0]"
+    "[\u200b\u200c\u200d\u2060-\u2064\ufeff\u180e\u00ad\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0"
+    "\u206a-\u206f\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0080-\U000e00ff\U000e01f0-\U000e0fff]"
 )
 # Variation selectors: one after an emoji picks its text or emoji style, a run of them after anything encodes
 # bytes that a reader cannot see and a model can read ("emoji smuggling": one selector per byte).

@@ -29,8 +29,10 @@ class SanitizePolicy:
             U+200E, U+200F, U+061C.
         zero_width: Remove U+200B, U+200C, U+200D, U+2060-U+2064, U+FEFF, U+180E, the soft hyphen U+00AD, the
             combining grapheme joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, U+17B4, U+17B5,
-            and the variation selectors U+FE00-U+FE0F and U+E0100-U+E01EF, except one U+FE0E or U+FE0F alone
-            after an emoji (its text or emoji style).
+            the other invisible format characters U+206A-U+206F, U+1BCA0-U+1BCA3, U+1D173-U+1D17A, the unassigned
+            invisible code points U+FFF0-U+FFF8, U+E0080-U+E00FF, U+E01F0-U+E0FFF, and the variation selectors
+            U+FE00-U+FE0F and U+E0100-U+E01EF, except one U+FE0E or U+FE0F alone after an emoji (its text or
+            emoji style).
         tag_chars: Remove Unicode tag characters U+E0000-U+E007F.
         normalize: NFC-normalise, as the last step of the text stage.
         html: Sanitise HTML with nh3 when the text contains markup.
