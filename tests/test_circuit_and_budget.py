@@ -517,3 +517,35 @@ async def test_answers_from_a_client_side_cache_are_not_counted_by_the_circuit(
         await ask("d")
     assert fake_openai_server.request_count == 4
     assert state(circuit) == "open"
+
+
+async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_token_back(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A budget of one retry, refilled by nothing: a call cancelled during its backoff made no retry, so the next
+    # call that meets a 429 still has the token for its own.
+    waiting = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    clock = Clock()
+    budget = RetryBudget(ratio=0, min_per_second=0, capacity=1)
+    inner = make_openai_client()
+    client = reliable(inner, retry=RetryPolicy(budget=budget, clock=clock, sleep=sleep), circuit=None)
+    fake_openai_server.enqueue(FakeReply.error(429))
+    cancelled = asyncio.ensure_future(client.create(HI))
+    await waiting.wait()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert fake_openai_server.request_count == 1
+    assert budget_for(inner, budget, clock).tokens == 1
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    again = reliable(inner, retry=RetryPolicy(budget=budget, clock=clock, sleep=no_wait), circuit=None)
+    fake_openai_server.enqueue(FakeReply.error(429), FakeReply.text("after one retry"))
+    assert (await again.create(HI)).content == "after one retry"

@@ -102,6 +102,12 @@ class RetryBudgetState:
             self._tokens -= 1
             return True
 
+    def refund(self) -> None:
+        """Give back the token of a retry that :meth:`try_spend` granted and that was never made."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self.budget.capacity, self._tokens + 1)
+
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.budget.capacity, self._tokens + (now - self._updated) * self.budget.min_per_second)

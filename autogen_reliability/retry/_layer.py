@@ -227,6 +227,16 @@ class _RetryRun:
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             return
+        try:
+            await self._wait(seconds)
+        except BaseException:
+            # The stops took the retry's token from the budget just before this wait; cut short (the call
+            # cancelled, its deadline passed), the wait makes no retry, and the token is not spent.
+            if self.budget is not None:
+                self.budget.budget.refund()
+            raise
+
+    async def _wait(self, seconds: float) -> None:
         waiting = self.policy.sleep(seconds)
         if not inspect.isawaitable(waiting):
             # The policy took it for async (a mock can look so); say which option, not asyncio's TypeError.
