@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -19,11 +20,11 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability.accounting import UsageEvent
-from autogen_reliability.storage import UsageStore, _migrate
+from autogen_reliability.storage import UsageStore, _bulk, _migrate, _rollup
 from autogen_reliability.storage._rollup import (
     BOUNDS,
     COLUMNS,
@@ -247,3 +248,123 @@ def test_two_stores_writing_one_postgresql_ledger_keep_the_rollup(make_pg_databa
     with UsageStore(url) as check:
         assert check.count() == len(events)
         assert_rollup_is_the_rows(check.engine)
+
+
+def test_retention_and_a_writer_on_the_days_it_sums_again_on_postgresql(make_pg_database: Any) -> None:  # noqa: F811
+    # Retention deleted a day's rollup rows, then summed the day again from its rows in a second statement: a
+    # writer that added a new key of that day in between made the second fail (duplicate key). Retention now
+    # sets only the rollup rows it locked, and leaves the writer's new key (only the writer's rows) as written.
+    url = make_pg_database()
+    day = datetime(2025, 5, 2, tzinfo=UTC)
+    old = made_events(50, seed=8)
+    with UsageStore(url) as store:
+        store.write([replace(event, started_at=day + timedelta(minutes=index)) for index, event in enumerate(old)])
+        late = replace(made_events(1, seed=9)[0], started_at=day + timedelta(hours=20), project="a project of its own")
+        written: list[int] = []
+        errors: list[BaseException] = []
+
+        def write_late() -> None:
+            engine = create_engine(url, poolclass=NullPool)
+            try:
+                written.append(UsageStore(engine).write([late]))
+            except BaseException as error:  # reported by the main thread
+                errors.append(error)
+            finally:
+                engine.dispose()
+
+        writer = threading.Thread(target=write_late)
+
+        def between_delete_and_sum(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.startswith(f"INSERT INTO {ROLLUP.name}") and not writer.is_alive() and not written:
+                writer.start()
+                writer.join(timeout=1)  # it commits here: its key is new, no row of it is locked
+
+        event.listen(store.engine, "before_cursor_execute", between_delete_and_sum)
+        try:
+            result = store.delete_older_than(day + timedelta(hours=1), batch_size=1000)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", between_delete_and_sum)
+        writer.join()
+        assert not errors
+        assert written == [1]
+        assert result.records == len(old)
+        assert store.count() == 1
+        assert_rollup_is_the_rows(store.engine)
+
+
+def test_retention_and_a_writer_locking_the_days_rollup_rows_in_turn_on_postgresql(make_pg_database: Any) -> None:  # noqa: F811
+    # Retention deleted the day's rollup rows in the table's order ("b" was written first), a writer upserts its
+    # keys in key order: the writer held "a" and waited for "b", which retention held, waiting for "a": deadlock,
+    # and the retention run failed. Retention now locks the day's rollup rows in key order too, so it waits.
+    url = make_pg_database()
+    day = datetime(2025, 5, 2, tzinfo=UTC)
+    base = replace(made_events(1, seed=10)[0], session="s1")
+
+    def at(minutes: int, project: str) -> UsageEvent:
+        return replace(
+            base,
+            event_id=uuid.uuid4(),
+            call_id=uuid.uuid4(),
+            started_at=day + timedelta(minutes=minutes),
+            project=project,
+        )
+
+    holding = threading.Event()
+    errors: list[BaseException] = []
+
+    def write_a_then_b() -> None:
+        # One writer's transaction, paused between its two keys: what one batch of both does in one statement.
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.begin() as connection:
+                for index, project in enumerate(("a", "b")):
+                    rows = [at(600 + index, project).to_row()]
+                    assert _bulk.insert_records(connection, rows) == 1
+                    _rollup.add_rows(connection, rows)
+                    if index == 0:
+                        holding.set()
+                        wait_for_a_lock_wait(url)  # retention waits for "a" (or, before the fix, holds "b")
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+        finally:
+            engine.dispose()
+
+    with UsageStore(url) as store:
+        store.write([at(0, "b")])
+        store.write([at(1, "a")])
+        # Many keys of the day, after those two in key order, and their statistics: the delete scans the table.
+        store.write([at(2 + index, f"p{index:03d}") for index in range(200)])
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql(f"ANALYZE {ROLLUP.name}")
+        writer = threading.Thread(target=write_a_then_b)
+        writer.start()
+        assert holding.wait(10), errors
+        try:
+            result = store.delete_older_than(day + timedelta(hours=5))
+        finally:
+            writer.join()
+        assert not errors
+        assert result.records == 202
+        assert store.count() == 2
+        assert_rollup_is_the_rows(store.engine)
+
+
+def wait_for_a_lock_wait(url: str) -> None:
+    """Returns once a session of ``url``'s database waits for a lock (or after 10 s)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        deadline = time.monotonic() + 10
+        with engine.connect() as connection:
+            while time.monotonic() < deadline:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                connection.rollback()  # a new snapshot of the activity for the next look
+                if waiting:
+                    return
+                time.sleep(0.05)
+    finally:
+        engine.dispose()

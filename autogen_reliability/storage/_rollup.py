@@ -17,7 +17,8 @@ the rollups hold those sums already, so a report reads a few hundred rows a day:
 - **Rebuilds**: :func:`rebuild_days` recomputes both rollups for a range of days
   from the rows that are stored (retention, after deleting rows; the migration's
   backfill); :func:`select_from_records` and :func:`select_sessions_from_records`
-  are those ``GROUP BY`` over any rows.
+  are those ``GROUP BY`` over any rows. On PostgreSQL, where writers go on meanwhile,
+  it locks the days' rollup rows first, in the writers' key order, and sets those.
 
 Latency histogram: ``h00`` counts latencies below :data:`FIRST_BOUND_MS` (10 ms),
 ``h63`` those at or above :data:`LAST_BOUND_MS` (5 minutes), and ``hNN`` in between
@@ -40,6 +41,7 @@ from sqlalchemy import (
     Connection,
     Select,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -48,6 +50,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -434,9 +437,64 @@ def _on_days(first: date, last: date) -> ColumnElement[bool]:
 
 def rebuild_days(connection: Connection, first: date, last: date) -> None:
     """Recomputes both rollups for the days ``first`` to ``last`` from the stored rows, in the same transaction."""
+    if connection.dialect.name == "postgresql":
+        for table, key, rolled_up in (
+            (ROLLUP, _KEY, select_from_records),
+            (SESSION_DAYS, _SESSION_KEY, select_sessions_from_records),
+        ):
+            _postgres_rebuild(connection, table, key, rolled_up(_on_days(first, last)), first=first, last=last)
+        return
+    # SQLite: the transaction holds the database's write lock, so no writer comes in between these.
     for table in (ROLLUP, SESSION_DAYS):
         connection.execute(delete(table).where(table.c.day >= first, table.c.day <= last))
     _fill(connection, _on_days(first, last))
+
+
+def _postgres_rebuild(
+    connection: Connection, table: Any, key: Sequence[str], rolled_up: Select[Any], *, first: date, last: date
+) -> None:
+    """PostgreSQL: the days' rollup rows locked in the writers' order, then each set to its rows' sums (or deleted).
+
+    Writers go on during it, so deleting the days' rollup rows and inserting them again from the rows was a race:
+    a writer that stored a new key of those days in between made the insert fail (duplicate key), and the delete,
+    locking rollup rows in its own order while writers lock them in key order, deadlocked with them.
+
+    So the days' rows that exist are locked first, in key order (:func:`add_rows`'s), and only those are set:
+    a writer that changed one committed before the lock, so the sums (a later statement, READ COMMITTED: a later
+    snapshot) count its rows; one that comes after waits, and adds its rows to the sums set. A key a writer makes
+    meanwhile holds only that writer's rows, none of the deleted ones, and is left as it wrote it. A row is updated
+    in place, not deleted and inserted, so another retention's lock of it follows the update.
+    """
+    columns = [table.c[name] for name in key]
+    locked = connection.execute(
+        select(*columns).where(table.c.day >= first, table.c.day <= last).order_by(*columns).with_for_update()
+    ).all()
+    if not locked:
+        return
+    keys = _unnested(columns, locked)
+    sums = rolled_up.subquery()
+    names = [column.name for column in sums.c]
+    inserted = postgresql.insert(table).from_select(
+        names,
+        select(*sums.c).join(keys, and_(*(sums.c[name] == keys.c[name] for name in key))),
+    )
+    upsert = inserted.on_conflict_do_update(  # every key is a locked row: always the update
+        index_elements=list(key),
+        set_={name: inserted.excluded[name] for name in names if name not in key},
+    ).returning(*columns)
+    kept = {tuple(row) for row in connection.execute(upsert)}
+    gone = [row for row in locked if tuple(row) not in kept]  # no rows left: the key goes
+    if gone:
+        connection.execute(delete(table).where(tuple_(*columns).in_(select(*_unnested(columns, gone).c))))
+
+
+def _unnested(columns: Sequence[Any], rows: Sequence[Any]) -> Any:
+    """``rows`` (values of ``columns``) as a table: one array a column, unnested together on the server."""
+    arrays = (
+        bindparam(None, [row[index] for row in rows], postgresql.ARRAY(column.type))
+        for index, column in enumerate(columns)
+    )
+    return func.unnest(*arrays).table_valued(*(column.name for column in columns)).render_derived()
 
 
 def rebuild_all(connection: Connection) -> None:
