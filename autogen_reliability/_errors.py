@@ -134,15 +134,47 @@ GiveUpReason = Literal["attempts", "deadline", "budget"]
 class ReliabilityError(Exception):
     """Base class of every exception raised by autogen-reliability itself."""
 
-    def __reduce__(self) -> tuple[Callable[..., ReliabilityError], tuple[Any, ...], dict[str, Any]]:
+    def __reduce__(self) -> tuple[Callable[..., BaseException], tuple[Any, ...], dict[str, Any]]:
         # Pickled (by a process pool's worker, by copy.copy) as its message and attributes, and rebuilt without
         # __init__: BaseException's way calls the class with the message alone, which the errors that take their
         # fields (BudgetExceededError(scope=..., ...)) refuse, and a pool that cannot unpickle an error breaks.
-        return _rebuilt, (type(self), self.args), dict(vars(self))
+        return _reduction(self)
 
 
-def _rebuilt(cls: type[ReliabilityError], args: tuple[Any, ...]) -> ReliabilityError:
-    """An error of ``cls`` with ``args`` (its message), its attributes set by pickle afterwards."""
+def _reduction(error: BaseException) -> tuple[Callable[..., BaseException], tuple[Any, ...], dict[str, Any]]:
+    """How pickle rebuilds ``error``: by ``__new__`` with its args, then its attributes; a group's members so too.
+
+    The members of an :class:`AllClientsFailedError` are provider errors too (a context length exceeded, a
+    transient error the policy does not retry), and the SDKs' take keyword arguments BaseException's way does
+    not give (``openai.APIStatusError(message, *, response, body)``): rebuilt so, they unpickle as ours do.
+    """
+    args = error.args
+    if isinstance(error, BaseExceptionGroup):
+        args = (error.message, [_Portable(member) for member in error.exceptions])
+    return _rebuilt, (type(error), args), dict(vars(error))
+
+
+class _Portable:
+    """A member of an exception group as pickle sees it: written, and so read back, as :func:`_reduction` says."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Callable[..., BaseException], tuple[Any, ...], dict[str, Any]]:
+        return _reduction(self.error)
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """An error of ``cls`` with ``args`` (its message), its attributes set by pickle afterwards.
+
+    A group's members arrive rebuilt from pickle, and as they were (each in its :class:`_Portable`) from
+    ``copy.copy``, which reuses them.
+    """
+    if issubclass(cls, BaseExceptionGroup):
+        message, members = args
+        args = (message, [member.error if isinstance(member, _Portable) else member for member in members])
     return cls.__new__(cls, *args)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -487,6 +488,27 @@ async def test_when_every_client_fails_each_error_is_kept(
     assert len(errors) == 3
     assert all(isinstance(error, RetriesExhaustedError) for error in errors)
     assert all(isinstance(error.__cause__, openai.InternalServerError) for error in errors)
+
+
+async def test_when_every_client_fails_with_a_provider_error_the_error_still_pickles(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Every client over its context length (never retried, sent to the next client): the group holds the
+    # provider's errors themselves. The openai SDK's take keyword arguments pickle cannot give, so a process
+    # pool's worker that raised the group broke the pool: pickle.loads failed with the SDK's TypeError.
+    fake_openai_server.default = FakeReply.error(400, "maximum context length exceeded", code="context_length_exceeded")
+    client = reliable(make_openai_client(), fallbacks=[make_openai_client(model="gpt-4.1")])
+    with pytest.raises(AllClientsFailedError) as caught:
+        await client.create(HI)
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again) is AllClientsFailedError
+    assert str(again) == str(caught.value)
+    assert [type(error) for error in again.exceptions] == [openai.BadRequestError] * 2
+    first = again.exceptions[0]
+    assert isinstance(first, openai.BadRequestError)
+    assert (first.status_code, first.code) == (400, "context_length_exceeded")
+    assert str(first) == str(caught.value.exceptions[0])
+    assert first.response.json()["error"]["code"] == "context_length_exceeded"
 
 
 @pytest.mark.parametrize("mode", MODES)
