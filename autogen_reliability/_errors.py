@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
@@ -58,6 +59,7 @@ __all__ = [
     "is_finite",
     "printable",
     "shown_number",
+    "shown_text",
     "validation_problems",
 ]
 
@@ -309,7 +311,8 @@ class ProviderResponseError(ReliabilityError):
         code: The error object's ``code`` as the provider wrote it (OpenRouter's is the HTTP status: ``502``),
             or None.
         body: The ``error`` member of the response body (an object, or the string some servers send).
-        message: The provider's message (``error.message``, or the error itself where it is a string), or None.
+        message: The provider's message (``error.message``, or the error itself where it is a string), or None;
+            whole, while the error's text cuts it at 1,000 characters (see :func:`shown_text`).
     """
 
     def __init__(self, status_code: int, body: object) -> None:
@@ -319,9 +322,27 @@ class ProviderResponseError(ReliabilityError):
         message = body.get("message") if isinstance(body, Mapping) else body
         self.message = message if isinstance(message, str) and message else None
         code = f" (code {self.code})" if isinstance(self.code, str | int) and not isinstance(self.code, bool) else ""
-        super().__init__(
-            f"HTTP {status_code} with an error instead of a completion{code}: {self.message or 'no message'}"
-        )
+        shown = shown_text(self.message) if self.message else "no message"
+        super().__init__(f"HTTP {status_code} with an error instead of a completion{code}: {shown}")
+
+
+# The most characters of a provider's message that the text of our error repeats (its field keeps it whole).
+_SHOWN_CHARS: Final = 1000
+
+
+def shown_text(text: str) -> str:
+    """``text``, a provider's message, fit for an error's text: cut at a space within 1,000 characters, ``…`` added.
+
+    A gateway may send the upstream's whole page as the message, and the error's text is every traceback's, log
+    line's and team's ``RuntimeError``'s. The cut drops the word it falls in: a key cut in two would show its head,
+    which redaction (done afterwards, on the whole text) may no longer know for one.
+    """
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    head = text[:_SHOWN_CHARS]
+    if not text[_SHOWN_CHARS].isspace():
+        head = re.sub(r"\S+$", "", head)
+    return f"{head.rstrip()} …".lstrip()
 
 
 # What a body the usage tap read was (providers.BodyShape), as the message of a MalformedResponseError says it.

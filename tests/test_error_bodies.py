@@ -123,6 +123,25 @@ async def test_the_error_body_is_raised_as_our_error_with_the_providers_code_and
     assert KEY not in str(row.error_message)
 
 
+async def test_a_long_error_message_is_cut_in_the_errors_text_and_kept_whole_in_its_field(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A gateway that puts the upstream's whole page in error.message: str() of the error was that page (100,000
+    # characters of it, the redacted copy's limit), and so was every traceback, log line and team's RuntimeError.
+    page = "upstream said: " + "<div>busy</div> " * 20_000
+    fake_openai_server.enqueue(error_reply("create", 502, page))
+    client = reliable(make_openai_client(), retry=None)
+    with pytest.raises(ProviderResponseError) as caught:
+        await client.create(HI)
+    error = caught.value
+    assert error.message is not None
+    assert len(error.message) >= 100_000 - 1  # the field: as the redacted copy keeps it
+    text = str(error)
+    assert text.startswith("HTTP 200 with an error instead of a completion (code 502): upstream said: <div>busy</div>")
+    assert len(text) <= 1100
+    assert text.endswith("<div>busy</div> …")
+
+
 @pytest.mark.parametrize("shape", ["create", "stream-json"])
 async def test_an_error_body_the_policy_does_not_retry_goes_to_the_fallback(
     shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
