@@ -675,6 +675,22 @@ def test_postgresql_connections_notice_a_vanished_server(make_pg_database: Calla
         assert parameters["connect_timeout"] == "10"
 
 
+def test_prepare_threshold_in_a_postgresql_url_is_psycopgs_setting(make_pg_database: Callable[[], str]) -> None:
+    # psycopg's own advice behind PgBouncer in transaction mode; given in the URL, it reached psycopg as the
+    # text "none" and every query failed with TypeError "'>=' not supported between instances of 'int' and 'str'".
+    url = make_pg_database()
+    thresholds = {"?prepare_threshold=none": None, "?prepare_threshold=None": None, "?prepare_threshold=2": 2}
+    for query, threshold in thresholds.items():
+        with UsageStore(url + query) as store:
+            with store.engine.connect() as connection:
+                assert connection.connection.driver_connection.prepare_threshold == threshold  # type: ignore[union-attr]
+            before = store.count()
+            for _ in range(8):
+                store.write([plain_event()])
+                store.report()
+            assert store.count() == before + 8
+
+
 @pytest.mark.parametrize("datestyle", ["SQL, DMY", "German, DMY", "Postgres, MDY"])
 def test_a_postgresql_database_with_another_datestyle_reads_its_times_back(
     make_pg_database: Callable[[], str], tmp_path: Path, datestyle: str
@@ -736,6 +752,13 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
         "pip install 'autogen-reliability[postgresql]' installs psycopg 3, for postgresql+psycopg://",
     ),
     ("postgresql+asyncpg://user:secret-pw@host/db", "is an asyncio driver; the usage store writes from a thread"),
+    (
+        "postgresql+psycopg://user:secret-pw@host/db?prepare_threshold=sometimes",
+        "prepare_threshold in the database URL must be a whole number of runs, or none (never prepare), "
+        "not 'sometimes'",
+    ),
+    ("postgresql+psycopg://user:secret-pw@host/db?prepare_threshold=-1", "or none (never prepare), not '-1'"),
+    ("postgresql+psycopg://u:secret-pw@h/db?prepare_threshold=1&prepare_threshold=2", "or none (never prepare), not"),
     ("postgresql+psycopg_async://user:secret-pw@host/db", "needs a synchronous one, such as postgresql+psycopg://"),
     ("sqlite:////no/such/dir/usage.db", "the directory of the SQLite database /no/such/dir/usage.db does not exist"),
     # SQLAlchemy hands SQLite the path as written (made absolute): a ~ in a URL is a directory named ~.

@@ -23,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from sqlalchemy.util import asbool
 
 from .._errors import ConfigurationError
-from .._redaction import redact
+from .._redaction import quoted, redact
 
 __all__ = [
     "POSTGRESQL_CONNECT_TIMEOUT_S",
@@ -214,9 +214,10 @@ def check_database_url(url: str | URL) -> URL:
             ``%40``), names another database, an asyncio or
             unknown driver, a driver that is not installed (the message names
             the extra to install), a SQLite file in a directory that does not
-            exist, or SQLite's own URI parameters (``?mode=ro``) outside a
-            ``file:`` URI with ``uri=true``, where they would be ignored.
-            The message never shows the password.
+            exist, SQLite's own URI parameters (``?mode=ro``) outside a
+            ``file:`` URI with ``uri=true``, where they would be ignored, or
+            a ``prepare_threshold`` (psycopg's) that is neither a whole
+            number nor ``none``. The message never shows the password.
     """
     if not isinstance(url, str | URL):
         raise ConfigurationError(
@@ -261,7 +262,32 @@ def check_database_url(url: str | URL) -> URL:
     if backend == "sqlite":
         _check_sqlite_query(parsed)
         _check_sqlite_path(parsed)
+    if parsed.get_driver_name() == "psycopg":
+        _prepare_threshold(parsed)
     return parsed
+
+
+_NO_THRESHOLD: Final = object()
+
+
+def _prepare_threshold(url: URL) -> object:
+    """psycopg's ``prepare_threshold`` given in ``url`` (``none``: never prepare), else ``_NO_THRESHOLD``.
+
+    SQLAlchemy hands the driver a URL's query parameters as text, which psycopg compares with its count of
+    runs (a TypeError at every query): ``none`` is None, a whole number its int.
+    """
+    if "prepare_threshold" not in url.query:
+        return _NO_THRESHOLD
+    value = url.query["prepare_threshold"]
+    if isinstance(value, str) and value.lower() == "none":
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    shown = value if isinstance(value, str) else "&".join(value)  # given twice
+    raise ConfigurationError(
+        f"prepare_threshold in the database URL must be a whole number of runs, or none (never prepare), "
+        f"not {quoted(shown)}"
+    )
 
 
 # The sqlite3 module's own connect() arguments, which SQLAlchemy takes from a SQLite URL's query string.
@@ -326,7 +352,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     PostgreSQL gets a connect
     timeout, TCP keepalives and a user timeout (a vanished server is noticed
     in about 25 s), and a liveness check when a pooled connection is reused;
-    through psycopg 3, DateStyle ISO, the only one it reads timestamps in.
+    through psycopg 3, DateStyle ISO, the only one it reads timestamps in, and
+    the URL's ``prepare_threshold`` (``none``: never prepare a statement) as
+    psycopg takes it.
 
     Args:
         url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
@@ -346,6 +374,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         options["pool_pre_ping"] = True
         if url.get_driver_name() in ("psycopg", "psycopg2"):
             options["connect_args"] = {key: value for key, value in _LIBPQ_DEFAULTS.items() if key not in url.query}
+        threshold = _prepare_threshold(url) if url.get_driver_name() == "psycopg" else _NO_THRESHOLD
+        if threshold is not _NO_THRESHOLD:
+            options["connect_args"]["prepare_threshold"] = threshold  # instead of the URL's text
     engine = create_engine(url, **options)
     if options.get("poolclass") is not StaticPool:  # a database in memory is the process's: the child's own copy
         _forked_pools.add(engine)
