@@ -33,7 +33,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from autogen_core.models import UserMessage
 from sqlalchemy import create_engine, delete, inspect, make_url, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from autogen_reliability import configure, reliable
@@ -673,6 +673,36 @@ def test_postgresql_connections_notice_a_vanished_server(make_pg_database: Calla
         assert parameters["keepalives_idle"] == idle
         assert parameters["tcp_user_timeout"] == "25000"
         assert parameters["connect_timeout"] == "10"
+
+
+def _lose_prepared_statements(store: UsageStore) -> None:
+    """What a pooler in transaction mode (PgBouncer) does: the next transaction runs on a server connection that
+    never saw the statements psycopg prepared. Through libpq, so that psycopg does not know they are gone."""
+    with store.engine.connect() as connection:
+        connection.connection.driver_connection.pgconn.exec_(b"DEALLOCATE ALL")  # type: ignore[union-attr]
+
+
+def test_postgresql_connections_stop_preparing_statements_once_the_server_loses_them(
+    make_pg_database: Callable[[], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Behind PgBouncer in transaction pooling mode, psycopg's prepared statements (after 5 runs of a query) are
+    lost between transactions: every write failed with 'prepared statement "_pg3_0" does not exist', and the
+    recorder's rows stayed in the spool for as long as the process ran. Once the server lost one, the store's
+    connections prepare no statement: the write that met it fails (its batch is spooled), the next ones work."""
+    url = make_pg_database()
+    written = 0
+    with UsageStore(url) as store:
+        for _ in range(8):  # psycopg prepares a query on its 5th run
+            written += store.write([plain_event()])
+        _lose_prepared_statements(store)
+        with pytest.raises(ProgrammingError, match=r'prepared statement "_pg3_[0-9]+" does not exist'):
+            store.write([plain_event()])
+        for _ in range(3):
+            for _ in range(8):  # writes commit: psycopg keeps what it prepared (a rollback would forget it)
+                written += store.write([plain_event()])
+            _lose_prepared_statements(store)
+        assert written == store.count() == 8 + 3 * 8
+    assert "no longer prepare statements" in caplog.text
 
 
 def test_prepare_threshold_in_a_postgresql_url_is_psycopgs_setting(make_pg_database: Callable[[], str]) -> None:

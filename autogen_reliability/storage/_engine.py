@@ -7,6 +7,7 @@ need a connection; neither imports the other for it.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import weakref
@@ -17,7 +18,7 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
 from sqlalchemy.util import asbool
@@ -42,6 +43,8 @@ __all__ = [
     "sqlite_opened_file",
     "url_secrets",
 ]
+
+logger = logging.getLogger("autogen_reliability")
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 2000
 """How long a SQLite write waits for another writer's lock: short, because the recorder spools instead."""
@@ -354,7 +357,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     in about 25 s), and a liveness check when a pooled connection is reused;
     through psycopg 3, DateStyle ISO, the only one it reads timestamps in, and
     the URL's ``prepare_threshold`` (``none``: never prepare a statement) as
-    psycopg takes it.
+    psycopg takes it; once the server has lost a prepared statement (a pooler
+    in transaction mode), the pool's connections are replaced by ones that
+    prepare none.
 
     Args:
         url: A SQLAlchemy URL of a SQLite or PostgreSQL database.
@@ -381,7 +386,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     if options.get("poolclass") is not StaticPool:  # a database in memory is the process's: the child's own copy
         _forked_pools.add(engine)
     if backend == "postgresql" and url.get_driver_name() == "psycopg":
-        event.listen(engine, "connect", _configure_psycopg_connection)
+        preparing = _Preparing()
+        event.listen(engine, "connect", functools.partial(_configure_psycopg_connection, preparing))
+        event.listen(engine, "handle_error", functools.partial(_lost_prepared_statement, preparing))
     if backend == "sqlite":
         event.listen(engine, "connect", _configure_sqlite_connection)
         path = sqlite_opened_file(url)
@@ -458,12 +465,45 @@ def sqlite_file_missing(url: URL) -> bool:
     return database is not None and not Path(database).exists()
 
 
-def _configure_psycopg_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+class _Preparing:
+    """Whether the connections of one psycopg engine may prepare statements: not once the server lost one."""
+
+    lost = False
+
+
+# invalid_sql_statement_name ('prepared statement "_pg3_0" does not exist') and duplicate_prepared_statement
+# ('... already exists'): what psycopg's prepared statements meet behind a pooler that hands each transaction
+# to any server connection (PgBouncer's transaction pooling, before 1.21 or without max_prepared_statements).
+_LOST_PREPARED_STATEMENT: Final = ("26000", "42P05")
+
+
+def _lost_prepared_statement(preparing: _Preparing, context: ExceptionContext) -> None:
+    # psycopg prepares a query on its 5th run on a connection, and runs it by name after that: behind such a
+    # pooler every write and report then failed, again after each reconnection, and the recorder's rows waited
+    # in the spool for as long as the process ran. The failed statement's error goes on (its batch is spooled);
+    # the pool's connections are dropped, and the new ones prepare nothing, as psycopg advises for PgBouncer.
+    error = context.original_exception
+    if preparing.lost or getattr(error, "sqlstate", None) not in _LOST_PREPARED_STATEMENT:
+        return
+    preparing.lost = True
+    context.is_disconnect = True  # invalidates the pool: its connections hold the lost statements' names
+    logger.warning(
+        "the PostgreSQL server of %s lost a statement prepared on the connection (a pooler in transaction mode, "
+        "such as PgBouncer?); its connections no longer prepare statements",
+        masked_url(context.engine.url) if context.engine is not None else "the usage store",
+    )
+
+
+def _configure_psycopg_connection(
+    preparing: _Preparing, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+) -> None:
     # psycopg 3 reads a timestamp only in DateStyle ISO (psycopg2 sets ISO itself when it connects): on a
     # server or database with another (SQL, DMY is common in Europe), every read of started_at failed with
     # NotImplementedError "can't parse timestamptz with DateStyle 'SQL, DMY'". Only the output style is set;
     # the order (DMY) the server reads ambiguous input in stays, and our times go in as ISO, which it always reads.
     raw: Any = dbapi_connection
+    if preparing.lost:
+        raw.prepare_threshold = None
     if str(raw.info.parameter_status("DateStyle") or "ISO").startswith("ISO"):
         return
     with raw.cursor() as cursor:
