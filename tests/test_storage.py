@@ -768,6 +768,12 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("not a url", "malformed database URL"),
     ("mysql://user:secret-pw@localhost/db", "supports SQLite and PostgreSQL databases, not 'mysql'"),
     ("foo://bar", "supports SQLite and PostgreSQL databases, not 'foo'"),
+    # Heroku's, Render's and libpq's scheme, which SQLAlchemy no longer reads: "supports PostgreSQL, not 'postgres'".
+    (
+        "postgres://user:secret-pw@db.internal:5432/usage",
+        "a SQLAlchemy URL names PostgreSQL postgresql://, not postgres://: write postgresql+psycopg://user:***@",
+    ),
+    ("postgres+psycopg2://user:secret-pw@host/db", "not postgres://: write postgresql+psycopg2://user:***@host/db"),
     ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver 'sqlite+nosuchdriver'"),
     ("postgresql+psycopg://user:secret-pw@host:abc/db", "malformed database URL: its port is not a number"),
     ("postgresql+psycopg://user:secret-pw@host:99999/db", "user:***@host:99999/db is not between 1 and 65535"),
@@ -1684,6 +1690,7 @@ def test_default_db_url(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ("not a url", "bad database URL: malformed database URL"),
         ("mysql://user:secret@localhost/db", "supports SQLite and PostgreSQL databases, not 'mysql'"),
+        ("postgres://user:secret@localhost/db", "write postgresql+psycopg://user:***@localhost/db"),
         ("sqlite+nosuchdriver:///usage.db", "no SQLAlchemy driver 'sqlite+nosuchdriver'"),
         ("postgresql+psycopg://user:secret@host:abc/db", "bad database URL: malformed database URL: its port"),
         # `db current` used to say that `db upgrade` creates it, and `db upgrade` then failed.

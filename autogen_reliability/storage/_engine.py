@@ -214,7 +214,8 @@ def check_database_url(url: str | URL) -> URL:
     Raises:
         ConfigurationError: The URL is not a string, is malformed (its port not
             a number from 1 to 65535, an ``@`` in its password not written
-            ``%40``), names another database, an asyncio or
+            ``%40``), names another database (or PostgreSQL as ``postgres://``,
+            which SQLAlchemy does not read; the message gives the URL to write), an asyncio or
             unknown driver, a driver that is not installed (the message names
             the extra to install), a SQLite file in a directory that does not
             exist, SQLite's own URI parameters (``?mode=ro``) outside a
@@ -240,9 +241,7 @@ def check_database_url(url: str | URL) -> URL:
     masked = masked_url(parsed)
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise ConfigurationError(f"the port of the database URL {masked} is not between 1 and 65535")
-    backend = parsed.get_backend_name()
-    if backend not in SUPPORTED_BACKENDS:
-        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
+    backend = _backend(parsed)
     try:
         dialect = parsed.get_dialect()
     except NoSuchModuleError:
@@ -291,6 +290,19 @@ def _prepare_threshold(url: URL) -> object:
         f"prepare_threshold in the database URL must be a whole number of runs, or none (never prepare), "
         f"not {quoted(shown)}"
     )
+
+
+def _backend(url: URL) -> str:
+    """The backend ``url`` names, if the usage store supports it."""
+    backend = url.get_backend_name()
+    if backend == "postgres":  # Heroku's, Render's and libpq's scheme (a DATABASE_URL), which SQLAlchemy 1.4 dropped
+        written = url.set(drivername="postgresql+" + (url.get_driver_name() if "+" in url.drivername else "psycopg"))
+        raise ConfigurationError(
+            f"a SQLAlchemy URL names PostgreSQL postgresql://, not postgres://: write {masked_url(written)}"
+        )
+    if backend not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(f"the usage store supports SQLite and PostgreSQL databases, not {backend!r}")
+    return backend
 
 
 # The sqlite3 module's own connect() arguments, which SQLAlchemy takes from a SQLite URL's query string.
