@@ -406,6 +406,23 @@ def test_text_no_database_can_hold_is_stored_with_replacement_characters(store: 
     assert stored.response_content == "x\ufffdy"
 
 
+def test_a_nul_is_stored_as_a_replacement_character_on_every_backend(store: UsageStore) -> None:
+    # SQLite takes NUL where PostgreSQL refuses it: SQLite kept "acme\x00" while events(project=...) refuses a
+    # NUL ("the ledger holds none") and "acme\ufffd" matched nothing, so no filter reached the row there.
+    event = plain_event(
+        project="acme\x00", session="s\x00", model="m\x00", response_model="gpt\x00", tags={"k\x00": "v\x00"}
+    )
+    assert store.write([event]) == 1
+    [stored] = store.events(project="acme\ufffd")
+    assert (stored.project, stored.session, stored.model, stored.response_model) == (
+        "acme\ufffd",
+        "s\ufffd",
+        "m\ufffd",
+        "gpt\ufffd",
+    )
+    assert stored.tags == {"k\ufffd": "v\ufffd"}
+
+
 def test_a_batch_of_thousands_is_one_write(store: UsageStore) -> None:
     events = [plain_event(project=f"p{i % 7}", cost_nanousd=i) for i in range(2500)]
     assert store.write(events) == 2500

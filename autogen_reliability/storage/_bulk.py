@@ -220,6 +220,16 @@ def refused_text(error: BaseException) -> bool:
     return isinstance(cause, UnicodeEncodeError) or any(klass.__name__ == "DataError" for klass in type(cause).__mro__)
 
 
+def hold_nul(rows: Sequence[UsageRow]) -> bool:
+    """Whether a text or JSON field of ``rows`` may hold a NUL character (raw, or as JSON's ``\\u0000``).
+
+    SQLite stores NUL where PostgreSQL refuses it: :func:`storable` is applied before the insert then, so the
+    ledger holds the same text on every backend. One join and search per batch, not a pattern per field.
+    """
+    joined = "".join([value for row in rows for value in row if value.__class__ is str])
+    return "\x00" in joined or "\\u0000" in joined
+
+
 def storable(rows: Sequence[UsageRow]) -> list[UsageRow]:
     """``rows`` with NUL characters and lone surrogates replaced by U+FFFD, in every text and JSON field."""
     return [_storable(row) for row in rows]

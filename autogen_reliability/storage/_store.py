@@ -68,6 +68,7 @@ _RECORDS: Final = _bulk.RECORDS
 _CONTENT: Final = _bulk.CONTENT
 _EVENT_ID: Final = ROW_FIELDS.index("event_id")
 _INSERT_TRIES: Final = 5
+_REPLACED: Final = "usage rows held text the database cannot store (NUL, lone surrogates): stored as U+FFFD"
 # The most rows one fetch of iter_events asks for: sqlite3's fetchmany() takes a C int (OverflowError past it).
 _MOST_FETCHED: Final = 2**31 - 1
 
@@ -252,12 +253,17 @@ class UsageStore:
         waking on time while a batch is written (see ``storage/_bulk.py``).
         Text no database can hold (NUL characters in PostgreSQL, lone UTF-16
         surrogates anywhere, such as a model's answer cut inside an emoji) is
-        stored with U+FFFD in its place rather than refused with its batch.
+        stored with U+FFFD in its place rather than refused with its batch; a NUL
+        is so on SQLite too, which would store it, so that every backend holds the
+        same text and ``events(project=...)`` finds the row.
         """
         unique = _bulk.unique_rows(rows)
         if not unique:
             return 0
         _bulk.check_numbers(unique)
+        if _bulk.hold_nul(unique):
+            unique = _bulk.storable(unique)
+            logger.warning(_REPLACED)
         try:
             return self._insert(unique)
         except Exception as error:
@@ -265,7 +271,7 @@ class UsageStore:
             storable = _bulk.storable(unique) if _bulk.refused_text(error) else unique
             if storable == unique:
                 raise
-            logger.warning("usage rows held text the database cannot store (NUL, lone surrogates): stored as U+FFFD")
+            logger.warning(_REPLACED)
             return self._insert(storable)
 
     def _insert(self, rows: list[UsageRow]) -> int:
