@@ -535,6 +535,24 @@ async def test_a_week_runs_monday_to_sunday_and_a_month_is_the_calendars(
     assert dollars.request_count == 2
 
 
+async def test_a_clock_set_back_reads_the_ledger_again_after_refresh_not_once_it_catches_up(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=4, period=None, refresh=5, clock=clock)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    await client.create(HI)  # the first check reads the ledger: nothing spent yet
+    spend(ledger[0], 3, project="acme")  # another process spends $3
+    clock.now -= 3600  # the machine's clock is set back an hour (NTP steps it, a VM resumes)
+    clock.now += 6  # and then runs on past refresh
+    await client.create(HI)  # goes on with the figure it has, and reads the ledger again meanwhile
+    assert tracker_for(policy, ledger[1]).wait_for_reads()
+    with pytest.raises(BudgetExceededError) as refused:
+        await client.create(HI)
+    assert refused.value.spent_usd == Decimal(5)  # not $2: the other process's $3 is counted
+    assert dollars.request_count == 2
+
+
 # --- alerts and warn mode ----------------------------------------------------------------------
 
 

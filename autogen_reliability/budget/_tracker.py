@@ -279,7 +279,7 @@ class BudgetTracker:
                 state = self._new_state(key)
             if state.stored is None and not waited and not self._unreadable:
                 return state.reading or self._read(key, state, now)
-            if state.reading is None and now - state.read_at >= self._refresh:
+            if state.reading is None and self._stale(state, now):
                 self._read(key, state, now)  # in the background: this call goes on with the figure it has
             spent = (state.stored or 0) + state.overlay
             while state.alerted < len(self._alerts) and spent >= self._alerts[state.alerted]:
@@ -354,6 +354,15 @@ class BudgetTracker:
 
     # -- state ---------------------------------------------------------------------------
 
+    def _stale(self, state: _KeyState, now: float) -> bool:
+        """Whether ``state``'s figure is to be read again: it is ``refresh`` seconds old, or from a later time.
+
+        The clock reads wall time, which can be set back (NTP stepping it, a VM resumed): a figure read
+        "after" now would otherwise be used until the clock caught up, an hour for an hour's step, while
+        other processes' spend went unseen.
+        """
+        return not 0 <= now - state.read_at < self._refresh
+
     def _roll(self, now: float) -> None:
         """Start the period that contains ``now``: every key starts again from the ledger."""
         self._first_day, self._end_day, self._start, self._end = period_bounds(self.policy.period, now)
@@ -392,7 +401,7 @@ class BudgetTracker:
                 dropped = not self._dropped_said
                 self._dropped_said = True
             state.add(event)
-            if state.stored is not None and state.reading is None and now - state.read_at >= self._refresh:
+            if state.stored is not None and state.reading is None and self._stale(state, now):
                 # Keys with a figure are read again as their events come, even if no call checks them any
                 # more: a read is what lets the events go.
                 self._read(key, state, now)
