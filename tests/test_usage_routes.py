@@ -180,6 +180,25 @@ def test_a_time_ago_is_taken_from_the_time_of_the_request(service: Service) -> N
     assert service.client.get("/usage/report", params={"since": tomorrow}, headers=ADMIN).json()["totals"]["calls"] == 0
 
 
+@pytest.mark.parametrize("route", ["/usage/report", "/usage/sessions"])
+def test_an_offset_typed_into_the_url_with_its_plus_is_that_offset(service: Service, route: str) -> None:
+    # As a person writes it in a URL (curl, a browser's address bar): the query string reads "+" as a space.
+    for written, since in [
+        ("2025-05-01T09:30:00+02:00", "2025-05-01T07:30:00+00:00"),
+        ("2025-05-01%2009:30+0530", "2025-05-01T04:00:00+00:00"),
+        ("2025-05-01T09:30:00.5+02", "2025-05-01T07:30:00.500000+00:00"),
+        ("2025-05-01T09:30:00%2B02:00", "2025-05-01T07:30:00+00:00"),  # encoded, as httpx sends it
+    ]:
+        reply = service.client.get(f"{route}?since={written}", headers=ADMIN)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert (body["filters"] if route == "/usage/report" else body)["since"] == since
+    # A space that stood for no "+" is still refused, with the text as it arrived.
+    reply = service.client.get(f"{route}?since=2025-05-01%2009:30", headers=ADMIN)
+    assert reply.status_code == 400
+    assert reply.json()["detail"].startswith("since: '2025-05-01 09:30' has no UTC offset")
+
+
 def test_a_browser_gets_the_self_contained_html_report(service: Service) -> None:
     reply = service.client.get(
         "/usage/report", params={"project": "acme-support"}, headers={**ADMIN, "Accept": BROWSER}

@@ -24,8 +24,10 @@ them, and behind which authentication, is the application's decision.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -53,6 +55,11 @@ MAX_TOP: Final = 1000
 MAX_SESSIONS: Final = 1000
 """The most sessions ``GET /usage/sessions`` lists (``limit``)."""
 
+# A date and time, a space, and a UTC offset: an offset's "+" as the query string decoded it.
+_SPACED_OFFSET: Final = re.compile(
+    r"(?P<moment>[0-9]{4}-?[0-9]{2}-?[0-9]{2}[T ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)"
+    r" (?P<offset>[0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:[.,][0-9]+)?)?)?)"
+)
 _TIME = "A date (2025-05-01, midnight UTC), a date and time with its UTC offset, or a time ago (24h, 7d, 2w)"
 # The report page loads nothing (inline CSS and SVG); the header says so again for a browser that ignores <meta>.
 _HTML_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -130,6 +137,12 @@ def _bound(name: str, text: str | None, now: datetime) -> datetime | None:
     try:
         return resolve_time(parse_time(text), now)
     except ConfigurationError as error:
+        typed = _SPACED_OFFSET.fullmatch(text.strip())
+        if typed is not None:
+            # 2025-05-01T09:30:00+02:00 typed into a URL (curl, an address bar) arrives with a space for its "+":
+            # a query string reads "+" as a space. No time is written so, so the space can only be that "+".
+            with contextlib.suppress(ConfigurationError):
+                return resolve_time(parse_time(f"{typed['moment']}+{typed['offset']}"), now)
         raise _bad(f"{name}: {error}") from None
 
 
