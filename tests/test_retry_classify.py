@@ -539,6 +539,23 @@ async def test_retry_after_http_date(fake_openai_server: FakeOpenAIServer, sdk: 
     assert 28 <= delay <= 30
 
 
+@pytest.mark.parametrize("skew", [timedelta(minutes=10), timedelta(minutes=-10)], ids=["server-ahead", "server-behind"])
+async def test_retry_after_http_date_is_counted_from_the_responses_own_date(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, skew: timedelta
+) -> None:
+    # The server's clock is ten minutes off ours: its Date and its Retry-After are both on its clock, so the wait
+    # it asks for is their difference (as a cache reads Expires against Date, RFC 9111 4.2.1), not 10 min +- 30 s.
+    date = datetime.now(UTC) + skew
+    headers = {"Date": format_datetime(date, usegmt=True), "Retry-After": _http_date(skew + timedelta(seconds=30))}
+    fake_openai_server.enqueue(FakeReply.error(429, headers=headers))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert isinstance(exc, openai.RateLimitError)
+    assert exc.response.headers["date"] == headers["Date"]  # as the server sent it
+    assert retry_after(exc) in (30.0, 31.0)  # whole seconds: each date is cut to its second
+
+
 async def test_retry_after_on_503(fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI) -> None:
     fake_openai_server.enqueue(FakeReply.error(503, headers={"Retry-After": "3"}))
 

@@ -302,13 +302,14 @@ def retry_after(exc: BaseException) -> float | None:
     falling back to the ``__cause__`` chain. ``retry-after-ms`` (milliseconds),
     then Azure's ``x-ms-retry-after-ms`` (the same), take precedence over
     ``Retry-After`` (seconds, or an HTTP-date); a header that is malformed or
-    negative is ignored.
+    negative is ignored. An HTTP-date is counted from the response's own
+    ``Date`` (the server's clock, which may be off ours), else from our clock.
 
     Args:
         exc: The exception, typically a 429 or 503.
 
     Returns:
-        Seconds to wait (0.0 for an HTTP-date in the past), ``math.inf`` when the
+        Seconds to wait (0.0 for an HTTP-date not after the response's), ``math.inf`` when the
         number is too large for a float (the server wants a very long wait, so do
         not fall back to a short backoff), or None when no usable header was sent.
         Never raises: a broken header must not break the retry path.
@@ -626,7 +627,13 @@ def _retry_after_from_headers(headers: object) -> float | None:
     seconds = _parse_delay(raw)
     if seconds is not None:
         return seconds
-    return _parse_http_date(raw)
+    when = _parse_http_date(raw)
+    if when is None:
+        return None
+    # The server's Date is on the clock its Retry-After is: the wait is their difference, whatever the skew between
+    # its clock and ours (as a cache reads Expires against Date, RFC 9111 4.2.1). Without one, our clock.
+    now = _parse_http_date(_header(headers, "date")) or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def _should_retry_false(headers: object) -> bool | None:
@@ -661,7 +668,7 @@ def _parse_delay(raw: str | None) -> float | None:
 _DELAY = re.compile(r"[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
 
-def _parse_http_date(raw: str | None) -> float | None:
+def _parse_http_date(raw: str | None) -> datetime | None:
     if not raw:
         return None
     try:
@@ -671,4 +678,4 @@ def _parse_http_date(raw: str | None) -> float | None:
     if when.tzinfo is None:
         # RFC 9110: an HTTP-date is always GMT; "-0000" parses as naive.
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return when
