@@ -149,6 +149,9 @@ class Call:
             call's attempts, one row per provider request (see :attr:`Pipeline.borrows`).
         recorded_inside: The attempts of this call on a wrapped client whose call recorded its own
             attempts through this call's accounting (``borrowed`` there): they have no row of their own.
+        started: When the call started on ``time.perf_counter``, a monotonic clock: its duration is
+            measured from here, as an attempt's latency is, not from ``started_at``, which the wall
+            clock being set (NTP) would move by as much.
     """
 
     attribution: Attribution
@@ -163,6 +166,7 @@ class Call:
     observers: tuple[CallObserver, ...] | None = None
     borrowed: Layer | None = None
     recorded_inside: set[int] | None = None
+    started: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 
     def release(self) -> None:
         """Lets go of the attempt events: the call has ended, and what reads them (accounting, observers) has.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from pathlib import Path
 
@@ -432,6 +433,35 @@ async def test_a_call_refused_before_any_request_is_counted_under_the_model_it_a
     circuits = values(samples, f"{P}circuit_state", "model", "state")
     assert circuits[("refused-configured-model", "open")] == 1
     assert not any(model == "refused-asked-model" for model, _ in circuits)
+
+
+class _SteppedBack(datetime):
+    """The wall clock an hour behind: a call starts on it, and ends after NTP has stepped the clock an hour on."""
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]  # a plain datetime, as stored
+        return datetime.now(tz) - timedelta(hours=1)
+
+
+async def test_a_calls_duration_is_what_elapsed_not_how_far_the_wall_clock_moved(
+    app: FastAPI,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text("ok", usage=FakeUsage(prompt_tokens=10, completion_tokens=2)))
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=None)
+    monkeypatch.setattr(_pipeline, "datetime", _SteppedBack)  # the call starts, by the wall clock, an hour ago
+    await client.create(HI)
+    monkeypatch.undo()
+    (row,) = ledger_rows(ledger)
+    assert datetime.now(UTC) - row.started_at > timedelta(minutes=59)  # the ledger has the wall clock's time
+    samples = scrape(app)
+    # The one call is in the histogram's finite buckets (at most 81.92 s), not past them as 3,600 s.
+    assert values(samples, f"{P}call_duration_seconds_count") == {(): 1}
+    assert values(samples, f"{P}call_duration_seconds_bucket", "le")[("81.92",)] == 1
+    assert values(samples, f"{P}attempt_duration_seconds_bucket", "le")[("81.92",)] == 1
 
 
 async def test_an_unpriced_model_is_counted_as_such(

@@ -26,10 +26,10 @@ Circuit states, budgets and the recorders' backlogs are read when scraped.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from autogen_core.models import ChatCompletionClient
@@ -138,7 +138,7 @@ class ReliabilityCollector(Collector):
 
     def call_ended(self, call: Call, pipeline: Pipeline, error: BaseException | None) -> None:
         """A call ended (the call feed's observer)."""
-        seconds = max(0.0, (datetime.now(UTC) - call.started_at).total_seconds())
+        seconds = time.perf_counter() - call.started  # monotonic, as attempts' latencies are
         labels = self._who(call, pipeline.client, call.extra_create_args)
         if error is None:
             outcome, error_type = "ok", ""
