@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -48,7 +48,7 @@ from autogen_reliability import (
     usage_scope,
 )
 from autogen_reliability.accounting import PricingTable, UsageEvent, UsageRecorder
-from autogen_reliability.budget._tracker import tracker_for
+from autogen_reliability.budget._tracker import _by_ledger, ledger_key, tracker_for
 from autogen_reliability.retry._circuit import breaker_for
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
@@ -653,6 +653,35 @@ async def test_an_alert_hook_that_returns_a_coroutine_is_said_never_silently_dro
         "a budget's on_alert hook returned a coroutine, which was not run (the hook must be a plain function): "
         "alert for project 'acme': $1.00 spent"
     )
+
+
+async def test_a_policy_made_per_request_with_a_hook_of_its_own_adds_no_tracker_and_alerts_its_caller(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A service builds the budget per request, its alert hook a closure over the tenant: a new hook, so a new
+    # hash, each time. Those requests share one budget, and each alert reaches the hook of the call that found it.
+    alerts: list[tuple[str, str | None, Decimal]] = []
+
+    def notifier(tenant: str) -> Callable[[BudgetAlert], None]:
+        def notify(alert: BudgetAlert) -> None:
+            alerts.append((tenant, alert.key, alert.spent_usd))
+
+        return notify
+
+    refused = 0
+    for request in range(30):
+        tenant = f"tenant-{request % 3}"
+        policy = BudgetPolicy(limit_usd=4, period=None, alert_at=(0.5,), on_alert=notifier(tenant))
+        client = wrap(make_openai_client, ledger, policy, project=tenant)
+        try:
+            await client.create(HI)
+        except BudgetExceededError:
+            refused += 1
+    assert len(_by_ledger[ledger_key(ledger[0])]) == 1  # not one tracker per request, each fed every event
+    assert dollars.request_count == 12  # four calls per tenant
+    assert refused == 18
+    # Once per tenant, as for a policy made once: not again on every later request.
+    assert sorted(alerts) == [(f"tenant-{index}", f"tenant-{index}", Decimal(2)) for index in range(3)]
 
 
 async def test_warn_mode_logs_once_and_sends(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -13,6 +13,7 @@ from .._context import Attribution
 from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
 
 if TYPE_CHECKING:
+    from ._policy import BudgetAlert
     from ._tracker import BudgetTracker
 
 __all__ = ["BudgetLayer"]
@@ -21,8 +22,9 @@ __all__ = ["BudgetLayer"]
 class BudgetLayer(Layer):
     """Checks the call's budget before anything else runs: over it, :class:`BudgetExceededError` and no request."""
 
-    def __init__(self, tracker: BudgetTracker) -> None:
+    def __init__(self, tracker: BudgetTracker, on_alert: Callable[[BudgetAlert], object] | None = None) -> None:
         self.tracker = tracker
+        self.on_alert = on_alert  # this wrapper's hook: the tracker is shared by wrappers with other hooks
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         await self._admit(request.call.attribution)
@@ -35,9 +37,9 @@ class BudgetLayer(Layer):
                 yield item
 
     async def _admit(self, attribution: Attribution) -> None:
-        reading = self.tracker.admit(attribution)
+        reading = self.tracker.admit(attribution, on_alert=self.on_alert)
         if reading is not None:
             # The first check of a key waits for its figure, on a reader thread; shielded, so a caller
             # that is cancelled meanwhile leaves the read (shared with every other waiter) to finish.
             await asyncio.shield(asyncio.wrap_future(reading))
-            self.tracker.admit(attribution, waited=True)
+            self.tracker.admit(attribution, waited=True, on_alert=self.on_alert)

@@ -2,7 +2,8 @@
 
 One :class:`BudgetTracker` per (ledger, policy), shared by every wrapper that
 uses that policy on that ledger (the way a circuit breaker is shared per
-client), keeps per key (a project; a session or an agent within its project)
+client), whatever its ``on_alert`` (the hook is the wrapper's: each alert goes
+to the hook of the call that found it), keeps per key (a project; a session or an agent within its project)
 and for the current UTC period:
 
 - the **ledger's figure**: ``SUM(cost_nanousd)`` and the count of unpriced
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import inspect
 import logging
 import os
@@ -260,8 +262,17 @@ class BudgetTracker:
 
     # -- the call path -------------------------------------------------------------------
 
-    def admit(self, attribution: Attribution, *, waited: bool = False) -> Future[None] | None:
+    def admit(
+        self,
+        attribution: Attribution,
+        *,
+        waited: bool = False,
+        on_alert: Callable[[BudgetAlert], object] | None = None,
+    ) -> Future[None] | None:
         """Let a call with ``attribution`` go on, or raise :class:`BudgetExceededError`.
+
+        An alert this check fires goes to ``on_alert``, the calling wrapper's hook
+        (:func:`log_budget_alert` without one).
 
         Returns:
             ``None`` when decided; for the first check of a key, the read of its
@@ -292,7 +303,7 @@ class BudgetTracker:
             unpriced = state.stored_unpriced + state.local_unpriced
             period_start = self._period_start
         if fired:
-            self._fire(fired, key, spent, unpriced, period_start)
+            self._fire(fired, key, spent, unpriced, period_start, hook=on_alert or log_budget_alert)
         if over and (self._raise or warn):
             error = self._exceeded(key, spent, unpriced, period_start)
             if self._raise:
@@ -304,10 +315,18 @@ class BudgetTracker:
             )
         return None
 
-    def _fire(self, fired: list[int], key: Hashable, spent: int, unpriced: int, start: datetime | None) -> None:
+    def _fire(
+        self,
+        fired: list[int],
+        key: Hashable,
+        spent: int,
+        unpriced: int,
+        start: datetime | None,
+        *,
+        hook: Callable[[BudgetAlert], object],
+    ) -> None:
         policy = self.policy
         project, value = self._split(key)
-        hook = policy.on_alert or log_budget_alert
         for index in fired:
             alert = BudgetAlert(
                 threshold=self._fractions[index],
@@ -527,7 +546,9 @@ class BudgetTracker:
 _lock = threading.Lock()
 _ledgers: dict[Hashable, _Ledger] = {}
 # Trackers live as long as the process, like the breakers of clients that live that long: a tracker made
-# again would have lost the unwritten rows it counted (all of them, while the database is down).
+# again would have lost the unwritten rows it counted (all of them, while the database is down). They are
+# keyed by the policy without its on_alert, so that they are as many as the budgets: a hook made per request
+# (a closure over the tenant) would otherwise add one for good at each request, each fed every event.
 _trackers: dict[tuple[Hashable, BudgetPolicy], BudgetTracker] = {}
 _by_ledger: dict[Hashable, tuple[BudgetTracker, ...]] = {}
 _recorder_ledgers: weakref.WeakKeyDictionary[UsageRecorder, Hashable] = weakref.WeakKeyDictionary()
@@ -536,6 +557,9 @@ _unsubscribe: Callable[[], None] | None = None
 
 def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | None = None) -> BudgetTracker:
     """The tracker every wrapper with ``policy`` recording through ``recorder`` shares.
+
+    Its ``policy`` is ``policy`` without ``on_alert``: wrappers whose policies differ only
+    in the hook share it, and each passes its own hook to :meth:`BudgetTracker.admit`.
 
     Args:
         policy: The budget.
@@ -565,6 +589,8 @@ def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | N
             "function, or is not a UsageStore); give BudgetPolicy(store=...) the URL or UsageStore to read"
         )
     key = ledger_key(source)
+    if policy.on_alert is not None:
+        policy = dataclasses.replace(policy, on_alert=None)
     with _lock:
         ledger = _ledgers.get(key)
         if ledger is None:
