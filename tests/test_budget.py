@@ -48,6 +48,7 @@ from autogen_reliability import (
     usage_scope,
 )
 from autogen_reliability.accounting import PricingTable, UsageEvent, UsageRecorder
+from autogen_reliability.budget import _tracker as budget_tracker
 from autogen_reliability.budget._tracker import _by_ledger, ledger_key, tracker_for
 from autogen_reliability.retry._circuit import breaker_for
 from autogen_reliability.storage import UsageStore
@@ -488,6 +489,31 @@ async def test_each_scope_key_has_a_budget_of_its_own(
         await nobody.create(HI)
     assert str(refused.value).startswith("budget exceeded for calls without an agent of project 'p3': $1.00 spent")
     assert dollars.request_count == 8
+
+
+async def test_sessions_gone_idle_leave_neither_their_rows_nor_their_states_in_memory(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A service with a budget per session: each conversation makes a call or two, and is never seen again.
+    monkeypatch.setattr(budget_tracker, "MAX_KEYS", 10)
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=100, period=None, scope="session", refresh=5, clock=clock)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    tracker = tracker_for(policy, ledger[1])
+    for index in range(40):
+        with usage_scope(session=f"conversation-{index}"):
+            await client.create(HI)
+        assert ledger[1].flush(10)  # its row is in the ledger
+        clock.now += 1
+        assert tracker.wait_for_reads()
+    assert ledger[0].count() == 40
+    # Rows stored for more than `refresh` are let go (the ledger's sum counts them), and so are idle sessions
+    # past MAX_KEYS: not every conversation ever served, kept until the period ends (never, with period=None).
+    assert len(tracker.pending_events()) <= 6
+    assert len(tracker.spend()) <= 10
+    with usage_scope(session="conversation-0"):  # a session that comes back still counts what it spent
+        await client.create(HI)
+    assert ("acme", "conversation-0", 2 * 10**9) in tracker.spend()
 
 
 # --- periods -----------------------------------------------------------------------------------

@@ -250,6 +250,10 @@ class BudgetTracker:
         self._key_of: Callable[[Any], Hashable] = attrgetter(*fields[policy.scope])
         self._lock = threading.Lock()
         self._states: dict[Hashable, _KeyState] = {}
+        # Keys holding events that no read in flight will let go, oldest first: read again once their figure is
+        # stale, even if no call checks them any more (a session that ended), so that their events go and
+        # their states can (past MAX_KEYS).
+        self._unread: dict[Hashable, None] = {}
         self._unreadable = False
         self._unpriced_models: set[str | None] = set()
         self._dropped_said = False
@@ -388,6 +392,7 @@ class BudgetTracker:
         self._period_start = datetime.fromtimestamp(self._start, UTC) if self._first_day is not None else None
         self._period += 1
         self._states.clear()
+        self._unread.clear()
         self._unreadable = False
 
     def _new_state(self, key: Hashable) -> _KeyState:
@@ -420,10 +425,14 @@ class BudgetTracker:
                 dropped = not self._dropped_said
                 self._dropped_said = True
             state.add(event)
-            if state.stored is not None and state.reading is None and self._stale(state, now):
+            if state.stored is not None and state.reading is None:
                 # Keys with a figure are read again as their events come, even if no call checks them any
-                # more: a read is what lets the events go.
-                self._read(key, state, now)
+                # more: a read is what lets the events go. While the figure is fresh, later.
+                if self._stale(state, now):
+                    self._read(key, state, now)
+                else:
+                    self._unread[key] = None
+            self._read_unread(now)
             new_model = event.cost_nanousd is None and event.model not in self._unpriced_models
             if new_model:
                 self._unpriced_models.add(event.model)
@@ -445,6 +454,23 @@ class BudgetTracker:
                 f"${self.policy.limit_usd} {'per ' + self.policy.period if self.policy.period else 'in all'}",
                 extra={"model": event.model},
             )
+
+    def _read_unread(self, now: float) -> None:
+        """Start the reads of up to two keys that hold events and whose figure is stale (the lock is held).
+
+        Each recorded event asks for this, and adds at most one key: keys gone idle are read as fast as
+        events come. Not while the ledger cannot be read: their events wait for it to answer.
+        """
+        started = 0
+        while self._unread and started < 2 and not self._unreadable:
+            key = next(iter(self._unread))
+            state = self._states.get(key)
+            if state is not None and state.pending and state.reading is None:
+                if now - state.read_at < self._refresh:
+                    return  # the oldest is fresh: so, nearly, are those after it
+                self._read(key, state, now)
+                started += 1
+            del self._unread[key]
 
     def spend(self) -> list[tuple[str | None, str | None, int]]:
         """(project, the scope's value, nano-USD spent) of every key known this period, as :meth:`admit` counts it.
@@ -490,6 +516,9 @@ class BudgetTracker:
                 if state is not None:
                     state.reading = None
                     self._unreadable = True
+                    if state.pending:
+                        self._unread.pop(key, None)  # to the end: it was read now
+                        self._unread[key] = None
             self._ledger.failed(error)
             return
         with self._lock:
@@ -503,6 +532,9 @@ class BudgetTracker:
                     if known == key or (other.stored is None and other.reading is None):
                         for event_id in found.intersection(other.pending):
                             other.forget(event_id)
+                if state.pending:  # not written yet: read again later (to the end: it was read now)
+                    self._unread.pop(key, None)
+                    self._unread[key] = None
                 self._unreadable = False
         self._ledger.answered()
 
