@@ -10,6 +10,7 @@ written on chosen days and a clock set to those days.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import decimal
 import json
@@ -34,6 +35,7 @@ from sqlalchemy import event
 
 from autogen_reliability import (
     AttemptEvent,
+    Attribution,
     BudgetAlert,
     BudgetExceededError,
     BudgetPolicy,
@@ -256,6 +258,53 @@ async def test_rows_not_yet_written_count_once_before_and_after_they_are(
             await client.create(HI)
         assert after.value.spent_usd == Decimal(3)  # not 6
         assert dollars.request_count == 3
+    finally:
+        recorder.close()
+        store.close()
+
+
+class ReadBeforeFeed(UsageRecorder):
+    """A recorder whose row reaches the ledger, and is read there by the budget, as soon as it is handed over.
+
+    The interleaving where the recorder's thread and a reader thread both run between the hand-over and what
+    follows it on the call's thread (a busy process may switch threads there), made certain.
+    """
+
+    read: Callable[[], None] | None = None
+
+    def record(self, event: UsageEvent) -> None:
+        super().record(event)
+        assert self.flush(10)
+        if self.read is not None:
+            self.read()
+
+
+async def test_a_row_written_and_read_the_moment_it_is_recorded_counts_once(
+    tmp_path: Path, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = ReadBeforeFeed(store, spool_dir=tmp_path / "spool", close_sink=False)
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=3, period=None, refresh=5, clock=clock)
+    try:
+        client = wrap(make_openai_client, (store, recorder), policy, project="acme")
+        tracker = tracker_for(policy, recorder)
+
+        def read() -> None:
+            clock.now += 6  # the figure is stale: this check starts a read, which finds the row just written
+            with contextlib.suppress(BudgetExceededError):  # the third call's own row makes $3: the next is refused
+                tracker.admit(Attribution(project="acme"))
+            assert tracker.wait_for_reads()
+
+        recorder.read = read
+        for calls in (1, 2):
+            await client.create(HI)
+            assert store.count() == calls
+            assert tracker.spend() == [("acme", "acme", calls * 10**9)]  # in the ledger's sum, not also pending
+        await client.create(HI)  # $2 of $3 spent: it goes on
+        assert dollars.request_count == 3
+        with pytest.raises(BudgetExceededError, match=r"\$3\.00 spent of \$3\.00"):
+            await client.create(HI)
     finally:
         recorder.close()
         store.close()

@@ -3,9 +3,10 @@
 The ledger is the truth for every process sharing a database, but a row
 reaches it only when the recorder's thread writes it. What needs this
 process's spend before then subscribes here: the accounting stage publishes
-each event, priced, right after handing it to the recorder, on the thread that
-ran the call. A listener must be quick and must not raise (one that does is
-logged and kept).
+each event, priced, right before handing it to the recorder, on the thread that
+ran the call: an event is published before its row can be in the ledger (a
+budget that read the row's sum first would count it twice). A listener must
+be quick and must not raise (one that does is logged and kept).
 """
 
 from __future__ import annotations

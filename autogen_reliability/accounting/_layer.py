@@ -172,9 +172,12 @@ class AccountingLayer(Layer):
                 # An attempt we cannot make sense of must cost the caller neither its answer nor the row.
                 logger.exception("could not make the usage row of attempt %d of call %s", attempt.attempt, call.call_id)
                 event = UsageEvent(**_identity(call, attempt), outcome=attempt.outcome)
-            self.recorder.record(event)
-            if _feed.listeners.current:  # budgets and cost limits of this process, before the row reaches the ledger
+            if _feed.listeners.current:
+                # Budgets and cost limits of this process count it before the recorder has it: once the recorder
+                # has it, its thread may write it, and a budget read the sum holding it, before the event was
+                # counted as not written yet; it would be counted twice until the budget's next read.
                 _feed.publish(event, self.recorder)
+            self.recorder.record(event)
         # Only now, with every row in the journal: there is never a moment when an attempt has neither.
         if tracker is not None:
             tracker.release()
