@@ -565,6 +565,27 @@ async def test_sessions_gone_idle_leave_neither_their_rows_nor_their_states_in_m
     assert ("acme", "conversation-0", 2 * 10**9) in tracker.spend()
 
 
+async def test_a_tenant_gone_idle_does_not_keep_every_other_tenants_rows(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Tenants on plans of their own: a budget per limit, each fed every tenant's rows until they are written.
+    clock = Clock()
+    idle_policy = BudgetPolicy(limit_usd=100, period=None, refresh=5, clock=clock)
+    busy_policy = BudgetPolicy(limit_usd=101, period=None, refresh=5, clock=clock)
+    await wrap(make_openai_client, ledger, idle_policy, project="idle").create(HI)
+    busy = wrap(make_openai_client, ledger, busy_policy, project="busy")
+    idle = tracker_for(idle_policy, ledger[1])
+    for _ in range(30):
+        await busy.create(HI)
+        assert ledger[1].flush(10)
+        clock.now += 1
+        assert idle.wait_for_reads()
+    assert ledger[0].count() == 31
+    # The idle tenant's budget lets the busy one's written rows go, though none of its own calls reads the ledger.
+    assert len(idle.pending_events()) <= 6
+    assert ("idle", "idle", 10**9) in idle.spend()
+
+
 # --- periods -----------------------------------------------------------------------------------
 
 

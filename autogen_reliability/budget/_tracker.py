@@ -80,6 +80,7 @@ _IN_CHUNK: Final = 500  # event ids per IN (...): far below every backend's limi
 
 _RECORDS: Final = UsageRecord.__table__
 _NEVER: Final = float("-inf")
+_NO_KEY: Final = object()  # the key of a read that sums nothing: it only asks which events are stored
 
 
 def ledger_key(source: LedgerSource) -> Hashable:
@@ -254,6 +255,10 @@ class BudgetTracker:
         # stale, even if no call checks them any more (a session that ended), so that their events go and
         # their states can (past MAX_KEYS).
         self._unread: dict[Hashable, None] = {}
+        # Events of keys no call of this budget checked (another tenant's, under a budget of its own) are let go
+        # by a read asking only which are stored, once per `refresh`: none of this budget's calls may read.
+        self._pruning: Future[None] | None = None
+        self._pruned_at = _NEVER
         self._unreadable = False
         self._unpriced_models: set[str | None] = set()
         self._dropped_said = False
@@ -393,6 +398,7 @@ class BudgetTracker:
         self._period += 1
         self._states.clear()
         self._unread.clear()
+        self._pruned_at = _NEVER
         self._unreadable = False
 
     def _new_state(self, key: Hashable) -> _KeyState:
@@ -432,6 +438,8 @@ class BudgetTracker:
                     self._read(key, state, now)
                 else:
                     self._unread[key] = None
+            elif state.stored is None and state.reading is None:
+                self._prune(now)
             self._read_unread(now)
             new_model = event.cost_nanousd is None and event.model not in self._unpriced_models
             if new_model:
@@ -472,6 +480,14 @@ class BudgetTracker:
                 started += 1
             del self._unread[key]
 
+    def _prune(self, now: float) -> None:
+        """Start a read of which events of keys with no figure are stored, if none ran for ``refresh`` (lock held)."""
+        if self._pruning is not None or self._unreadable or now - self._pruned_at < self._refresh:
+            return
+        self._pruned_at = now
+        period = self._period
+        self._pruning = _readers.submit(lambda: self._read_now(_NO_KEY, period, (None, None)))
+
     def spend(self) -> list[tuple[str | None, str | None, int]]:
         """(project, the scope's value, nano-USD spent) of every key known this period, as :meth:`admit` counts it.
 
@@ -503,7 +519,9 @@ class BudgetTracker:
         """On a reader thread: the key's sum and which pending events are stored, from one snapshot."""
         try:
             with self._ledger.snapshot() as connection:
-                total, unpriced = connection.execute(self._spend_query(key, *days)).one()
+                total, unpriced = (
+                    connection.execute(self._spend_query(key, *days)).one() if key is not _NO_KEY else (0, 0)
+                )
                 with self._lock:
                     candidates = self._candidates(key) if period == self._period else []
                 found: set[uuid.UUID] = set()
@@ -512,6 +530,9 @@ class BudgetTracker:
                     found.update(connection.scalars(select(_RECORDS.c.event_id).where(_RECORDS.c.event_id.in_(chunk))))
         except Exception as error:
             with self._lock:
+                if key is _NO_KEY:
+                    self._pruning = None
+                    self._unreadable = self._unreadable or period == self._period
                 state = self._states.get(key) if period == self._period else None
                 if state is not None:
                     state.reading = None
@@ -522,6 +543,10 @@ class BudgetTracker:
             self._ledger.failed(error)
             return
         with self._lock:
+            if key is _NO_KEY:
+                self._pruning = None
+                if period == self._period:
+                    self._let_go(found)
             state = self._states.get(key) if period == self._period else None
             if state is not None:
                 state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
@@ -537,6 +562,16 @@ class BudgetTracker:
                     self._unread[key] = None
                 self._unreadable = False
         self._ledger.answered()
+
+    def _let_go(self, found: set[uuid.UUID]) -> None:
+        """Forget the events ``found`` stored of keys with no figure, and those keys once they hold nothing."""
+        for known, other in list(self._states.items()):
+            if other.stored is None and other.reading is None:
+                for event_id in found.intersection(other.pending):
+                    other.forget(event_id)
+                if not other.pending and not other.alerted and not other.warned:
+                    del self._states[known]  # nothing to keep: a call of it would read its figure first
+        self._unreadable = False
 
     def _candidates(self, key: Hashable) -> list[uuid.UUID]:
         """The pending events a read of ``key`` asks about: its own, and those of keys with no figure yet."""
@@ -565,6 +600,8 @@ class BudgetTracker:
         """Wait until no read of this tracker is in flight (for tests and benchmarks); False on timeout."""
         with self._lock:
             reading = [state.reading for state in self._states.values() if state.reading is not None]
+            if self._pruning is not None:
+                reading.append(self._pruning)
         for future in reading:
             try:
                 future.result(timeout)
