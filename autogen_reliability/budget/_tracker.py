@@ -474,7 +474,7 @@ class BudgetTracker:
             key = next(iter(self._unread))
             state = self._states.get(key)
             if state is not None and state.pending and state.reading is None:
-                if now - state.read_at < self._refresh:
+                if not self._stale(state, now):
                     return  # the oldest is fresh: so, nearly, are those after it
                 self._read(key, state, now)
                 started += 1
@@ -482,7 +482,7 @@ class BudgetTracker:
 
     def _prune(self, now: float) -> None:
         """Start a read of which events of keys with no figure are stored, if none ran for ``refresh`` (lock held)."""
-        if self._pruning is not None or self._unreadable or now - self._pruned_at < self._refresh:
+        if self._pruning is not None or self._unreadable or 0 <= now - self._pruned_at < self._refresh:
             return
         self._pruned_at = now
         period = self._period
