@@ -411,6 +411,55 @@ async def test_a_process_that_exits_leaves_its_sqlite_ledger_whole_in_its_file(
         assert len(store.events(project="acme")) == 2
 
 
+async def test_a_child_forked_while_a_read_was_in_flight_reads_for_itself(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A pre-forking server or a multiprocessing pool forks while a call of the parent waits for its budget's
+    # first read. The reader thread doing it stays in the parent: the child must not wait for its answer.
+    import multiprocessing  # noqa: PLC0415
+
+    store, recorder = ledger
+    reading, gate = threading.Event(), threading.Event()
+
+    def held(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "sum(" in statement.lower():
+            reading.set()
+            gate.wait(30)
+
+    def work() -> None:
+        gate.set()  # the child's copy of the gate: its own reads go through
+        result = asyncio.run(asyncio.wait_for(client.create(HI), 20))
+        assert result.content == "ok"
+
+    def fork() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+            child = multiprocessing.get_context("fork").Process(target=work)
+            child.start()
+        child.join(60)
+        exit_codes.append(child.exitcode)
+
+    exit_codes: list[int | None] = []
+
+    event.listen(store.engine, "before_cursor_execute", held)
+    client = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=100, period=None), project="acme")
+    call = asyncio.create_task(client.create(HI))
+    try:
+        assert await asyncio.to_thread(reading.wait, 10)  # the parent's call waits for the read, on a reader thread
+        # Forked from a thread that runs no event loop (nor is a pool's worker: such a child always exits with 1).
+        forking = threading.Thread(target=fork)
+        forking.start()
+        await asyncio.to_thread(forking.join, 90)
+        assert exit_codes == [0]  # before: [1], TimeoutError: the child waited for the parent's read
+    finally:
+        gate.set()
+        await call
+        event.remove(store.engine, "before_cursor_execute", held)
+    assert recorder.flush(10)
+    assert dollars.request_count == 2
+    assert len(store.events(project="acme")) == 2
+
+
 async def test_the_first_check_of_a_key_reads_once_off_the_event_loop(
     ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

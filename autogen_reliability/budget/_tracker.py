@@ -130,6 +130,10 @@ class _Ledger:
                 connection.execution_options(isolation_level="REPEATABLE READ")
             yield connection
 
+    def forked(self) -> None:
+        """In a child process: a lock a thread of the parent held at the fork would stay held."""
+        self._lock = threading.Lock()
+
     def failed(self, error: Exception) -> None:
         with self._lock:
             was_down, self._down = self._down, True
@@ -596,6 +600,18 @@ class BudgetTracker:
             func.sum(case((columns.cost_nanousd.is_(None), 1), else_=0)),
         ).where(*conditions)
 
+    def forked(self) -> None:
+        """In a child process: the reads in flight were the parent's reader threads', which did not come along.
+
+        Their futures would never end, and a call of the child waiting for one (a key's first check) waited
+        for ever; a key with a figure would never read again. The child reads for itself, at its next check.
+        """
+        self._lock = threading.Lock()  # one the parent's reader held at the fork would stay held here
+        for state in self._states.values():
+            if state.reading is not None:
+                state.reading = None
+                state.read_at = _NEVER
+
     def wait_for_reads(self, timeout: float = 10.0) -> bool:
         """Wait until no read of this tracker is in flight (for tests and benchmarks); False on timeout."""
         with self._lock:
@@ -622,6 +638,20 @@ _trackers: dict[tuple[Hashable, BudgetPolicy], BudgetTracker] = {}
 _by_ledger: dict[Hashable, tuple[BudgetTracker, ...]] = {}
 _recorder_ledgers: weakref.WeakKeyDictionary[UsageRecorder, Hashable] = weakref.WeakKeyDictionary()
 _unsubscribe: Callable[[], None] | None = None
+
+
+def _trackers_in_child() -> None:
+    """After a fork, in the child: what the parent's threads held or ran starts afresh (``BudgetTracker.forked``)."""
+    global _lock  # noqa: PLW0603  # the registry's lock, as held by a thread of the parent at the fork
+    _lock = threading.Lock()
+    for ledger in _ledgers.values():
+        ledger.forked()
+    for tracker in _trackers.values():
+        tracker.forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_trackers_in_child)
 
 
 def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | None = None) -> BudgetTracker:
