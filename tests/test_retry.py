@@ -6,11 +6,14 @@ Every row of the behaviour table runs for plain ``create`` and for ``create_stre
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import pickle
+import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -1244,3 +1247,48 @@ async def test_a_policy_is_validated_once_not_per_call(
     fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(429), FakeReply.text("ok"))
     assert (await client.create(HI)).content == "ok"
     assert fake_openai_server.request_count == 3
+
+
+def test_a_call_left_pending_on_a_loop_that_was_stopped_and_closed_ends_quietly_with_its_rows(
+    fake_openai_server: FakeOpenAIServer, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # loop.stop() and loop.close() with a call waiting to retry: the garbage collector closes the call's coroutine
+    # later, in a context of its own. Its rows are made; the deadline's context variable has nothing to put back.
+    unraisable: list[str] = []
+    monkeypatch.setattr(
+        sys, "unraisablehook", lambda seen: unraisable.append(f"{seen.exc_type.__name__}: {seen.exc_value}")
+    )
+    waiting = threading.Event()
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # the loop stops first
+
+    inner = OpenAIChatCompletionClient(
+        model="gpt-4o-mini", api_key="sk-test", base_url=fake_openai_server.base_url, max_retries=0
+    )
+    client = reliable(inner, recorder=ledger[1], retry=RetryPolicy(sleep=sleep), circuit=None)
+    fake_openai_server.enqueue(FakeReply.error(500))
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(client.create(HI))
+        while not waiting.is_set():
+            loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()  # the call still waits to retry
+        del task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        logging.getLogger("asyncio").disabled = True  # "Task was destroyed but it is pending!": the caller's task
+        try:
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(30)
+            gc.collect()
+        finally:
+            logging.getLogger("asyncio").disabled = False
+    # Before: ["ValueError: <Token var=<ContextVar name='autogen_reliability_deadline_timer' ...> was created in a
+    # different Context"], printed as "Exception ignored in: <coroutine object AccountingLayer.create ...>".
+    assert unraisable == []
+    assert [(row.attempt, row.outcome, row.http_status) for row in ledger_rows(ledger)] == [(1, "error", 500)]

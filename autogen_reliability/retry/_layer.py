@@ -21,6 +21,7 @@ retried, or falls back, as a failed ``create()`` is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
@@ -312,7 +313,10 @@ class _Deadline:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        _deadline_timer.reset(self._shown)
+        # ValueError: not in the context it was set in. The garbage collector is closing a call its event loop
+        # was closed with (loop.stop(), then close()); that context is gone, with nothing to put back.
+        with contextlib.suppress(ValueError):
+            _deadline_timer.reset(self._shown)
         await self.timer.__aexit__(kind, error, traceback)  # turns its own cancellation into TimeoutError
 
 
