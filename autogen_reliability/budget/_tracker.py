@@ -607,10 +607,14 @@ class BudgetTracker:
         for ever; a key with a figure would never read again. The child reads for itself, at its next check.
         """
         self._lock = threading.Lock()  # one the parent's reader held at the fork would stay held here
-        for state in self._states.values():
+        self._pruning = None  # the parent's, likewise: it would stop every later pruning read of the child
+        self._pruned_at = _NEVER
+        for key, state in self._states.items():
             if state.reading is not None:
                 state.reading = None
                 state.read_at = _NEVER
+                if state.pending:
+                    self._unread[key] = None  # read again even if no call of the child checks it
 
     def wait_for_reads(self, timeout: float = 10.0) -> bool:
         """Wait until no read of this tracker is in flight (for tests and benchmarks); False on timeout."""
