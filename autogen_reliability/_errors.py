@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
@@ -35,6 +36,8 @@ from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._secret_text import redact
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -181,7 +184,16 @@ def _rebuilt(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
 
 
 class ConfigurationError(ReliabilityError, ValueError):
-    """Raised at construction when an option is invalid; the message says which and why."""
+    """Raised at construction when an option is invalid; the message says which and why.
+
+    The message quotes the value it refuses, unless it is a secret: it is redacted as every text of ours is (see
+    ``_secret_text.redact``), so that an API key given by mistake to another option (``project=``, a tag, the
+    query of a database URL) shows as ``[REDACTED]``, as does the key of any client a wrapper was built around.
+    """
+
+    def __init__(self, *args: object) -> None:
+        # Here, not at each of the messages that quote a value: every one of them goes through this.
+        super().__init__(*(redact(arg, limit=sys.maxsize) if isinstance(arg, str) else arg for arg in args))
 
 
 def is_finite(number: float) -> bool:

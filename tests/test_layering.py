@@ -3,7 +3,7 @@
 Read from the source (every import statement, deferred and ``TYPE_CHECKING`` ones
 included), not from what happens to be loaded::
 
-    core        _errors _ids _threads _compat: the vocabulary
+    core        _errors _secret_text _ids _threads _compat: the vocabulary, and what a secret looks like
     providers   what particular clients and SDKs need (tests/test_structure.py keeps it so)
     support     _redaction _context testing/
     pipeline    _pipeline: Call, Request, Layer, the attempt
@@ -35,6 +35,7 @@ RANKS: dict[str, int] = {
     "_subscribers": 0,
     "_compat": 0,
     "_lazy": 0,
+    "_secret_text": 0,  # what is shaped like a key, and the wrapped clients' keys: ConfigurationError redacts with it
     "providers": 1,
     "_redaction": 2,
     "_context": 2,

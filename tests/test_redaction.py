@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from autogen_reliability import AllClientsFailedError, ErrorKind, RetriesExhaustedError, RetryPolicy, reliable
+from autogen_reliability import (
+    AllClientsFailedError,
+    BudgetPolicy,
+    ConfigurationError,
+    ErrorKind,
+    RetriesExhaustedError,
+    RetryPolicy,
+    ValidationPolicy,
+    reliable,
+    usage_scope,
+)
+from autogen_reliability._config import ENV_DB_URL
 from autogen_reliability._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from autogen_reliability._redaction import redact, remember_secret
 from autogen_reliability.accounting import UsageRecorder
@@ -20,7 +33,7 @@ from autogen_reliability.retry._classify import RETRYABLE_BY_DEFAULT
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient
 
-from .conftest import OpenAIClientFactory
+from .conftest import OpenAIClientFactory, run_cli
 
 HI = [UserMessage(content="hi", source="user")]
 
@@ -297,3 +310,61 @@ async def test_a_key_sent_in_a_header_of_the_users_choice_is_not_kept_on_the_red
     for name in headers:
         assert name.lower() not in kept
     assert gateway_key not in repr(cause.request.headers.raw)
+
+
+# --- configuration errors: a key given by mistake to another option ------------------------------------------
+
+
+def refusal(build: Callable[[], object]) -> str:
+    """The text a ConfigurationError of ``build()`` shows: its message and its whole traceback, chain included."""
+    with pytest.raises(ConfigurationError) as refused:
+        build()
+    return str(refused.value) + "\n" + "".join(traceback.format_exception(refused.value))
+
+
+@pytest.mark.parametrize(
+    ("build", "still_shown"),
+    [
+        (lambda: BudgetPolicy(limit_usd=KEY), "limit_usd must be a decimal number"),
+        (lambda: BudgetPolicy(limit_usd=1, period=KEY), "period must be 'day', 'week', 'month' or None"),  # type: ignore[arg-type]
+        (lambda: RetryPolicy(retry_on=[KEY]), "retry_on must contain ErrorKind members"),  # type: ignore[arg-type]
+        (lambda: ValidationPolicy(on_failure=KEY), "on_failure must be 'raise' or 'return'"),  # type: ignore[arg-type]
+        (lambda: ScriptedChatCompletionClient(["hi"], model=KEY, context_window=KEY), "context_window"),  # type: ignore[arg-type]
+        (lambda: usage_scope(tags={KEY: 1}), "tags must map str to str"),  # type: ignore[dict-item]
+        (lambda: UsageStore(f"sqlite:///usage.db?mode={KEY}"), "SQLite reads 'mode' only from a file: URI"),
+    ],
+    ids=["limit_usd", "period", "retry_on", "on_failure", "context_window", "tag key", "sqlite url query"],
+)
+def test_a_key_given_to_the_wrong_option_is_not_repeated_by_the_error(
+    build: Callable[[], object], still_shown: str
+) -> None:
+    shown = refusal(build)
+    assert still_shown in shown
+    assert "[REDACTED]" in shown
+    assert_no_key(shown)
+
+
+def test_a_wrapped_clients_key_of_any_shape_is_not_repeated_by_a_configuration_error() -> None:
+    # An Azure OpenAI key: 32 hex digits, shaped like no known prefix; remembered when the client is wrapped.
+    azure_key = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
+    reliable(
+        ScriptedChatCompletionClient(["hi"]), fallbacks=[OpenAIChatCompletionClient(model="gpt-4o", api_key=azure_key)]
+    )
+    shown = refusal(lambda: BudgetPolicy(limit_usd=1, scope=azure_key))  # type: ignore[arg-type]
+    assert "scope must be 'project', 'session' or 'agent', got '[REDACTED]'" in shown
+    assert azure_key not in shown
+
+
+def test_an_ordinary_value_is_still_quoted_whole_by_a_configuration_error() -> None:
+    # Long and hex-ish, but no key: no client was built with it and it has no key's prefix.
+    value = "3f9a0c1e5b7d2a4c6e8f0a1b3c5d7e9f-fortnightly"
+    assert f"got {value!r}" in refusal(lambda: BudgetPolicy(limit_usd=1, period=value))  # type: ignore[arg-type]
+    masked = "postgresql+psycopg://app:***@db:70000/usage"
+    assert masked in refusal(lambda: UsageStore("postgresql+psycopg://app:pw@db:70000/usage"))
+
+
+def test_a_key_in_the_database_url_of_the_environment_is_not_printed_by_the_command_line(tmp_path: Path) -> None:
+    done = run_cli("report", env={ENV_DB_URL: f"sqlite:///{tmp_path / 'usage.db'}?cache={KEY}"})
+    assert done.returncode == 2
+    assert "SQLite reads 'cache' only from a file: URI" in done.stderr
+    assert_no_key(done.stderr + done.stdout)
