@@ -6,8 +6,12 @@ and compare them with the files on disk and with what git tracks.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -46,3 +50,49 @@ def test_the_wheel_ships_the_migrations_and_the_package_data() -> None:
         assert (ROOT / "migrations" / name).is_file(), name
     for name in ("py.typed", "reports/templates/report.html.j2"):
         assert (ROOT / "autogen_reliability" / name).is_file(), name
+
+
+# Imported by the package, declared through the dependency whose API they are part of, not on their own.
+_COME_WITH: dict[str, str] = {
+    "markupsafe": "Jinja2",  # jinja2's Markup
+    "pydantic-core": "pydantic",  # pydantic's validation errors
+    "starlette": "fastapi",  # FastAPI's requests and responses are starlette's
+    "openai": "autogen-ext",  # the [openai] extra of autogen-ext, which the clients we wrap come from
+    "pytest": "",  # the pytest plugin runs inside the user's own pytest
+}
+
+
+def _distribution_name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_package_the_library_imports_is_a_declared_dependency() -> None:
+    # httpx2 was imported by the usage tap and the testing harness while arriving only through genai-prices
+    # and openai: a release of either that dropped it would have broken `import` of ours.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    declared = {_distribution_name(r) for r in project["dependencies"]}
+    declared |= {_distribution_name(r) for name, group in extras.items() if name not in ("dev", "docs") for r in group}
+    distributions = importlib.metadata.packages_distributions()
+    imported: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "autogen_reliability").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("autogen_reliability", "_typeshed"):
+                    continue
+                for distribution in distributions.get(top, [top]):
+                    imported.setdefault(distribution.lower().replace("_", "-"), set()).add(path.name)
+    undeclared = {
+        name: sorted(files)
+        for name, files in imported.items()
+        if name not in declared and name not in _COME_WITH and not name.startswith("opentelemetry-")
+    }
+    assert undeclared == {}
+    assert all(parent == "" or parent.lower() in declared for parent in _COME_WITH.values())
