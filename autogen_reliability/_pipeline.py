@@ -147,8 +147,10 @@ class Call:
         borrowed: The accounting layer of the wrapper whose attempt made this call, when this call's
             own wrapper records no usage (``track_usage=False``) and that one does: it records this
             call's attempts, one row per provider request (see :attr:`Pipeline.borrows`).
-        recorded_inside: The attempts of this call on a wrapped client whose call recorded its own
-            attempts through this call's accounting (``borrowed`` there): they have no row of their own.
+        recorded_inside: The attempts of this call on a wrapped client that made a call of it: that call
+            recorded its provider attempts itself, or through this call's accounting (``borrowed`` there), so
+            they have no row of their own. An attempt not among them made no call there (AutoGen's cache
+            between the two answered it) and has its row.
         started: When the call started on ``time.perf_counter``, a monotonic clock: its duration is
             measured from here, as an attempt's latency is, not from ``started_at``, which the wall
             clock being set (NTP) would move by as much.
@@ -325,9 +327,10 @@ class CallObserver(Protocol):
         """
 
 
-# While an attempt on a wrapped client that records no usage runs, under a wrapper that does: that wrapper's
-# accounting layer and the call the attempt belongs to (see Pipeline.lender and Pipeline.borrows).
-_loan: ContextVar[tuple[Layer, Call] | None] = ContextVar("autogen_reliability_loan", default=None)
+# While an attempt on a wrapped client runs: the call the attempt belongs to, and the accounting layer that
+# records a call made there by a wrapper that records no usage, if any (see Pipeline.lender, Pipeline.borrows
+# and Pipeline.records).
+_loan: ContextVar[tuple[Layer | None, Call] | None] = ContextVar("autogen_reliability_loan", default=None)
 
 attempt_feed: Subscribers[AttemptObserver] = Subscribers()
 """Every subscriber of :func:`subscribe_attempts`."""
@@ -383,6 +386,7 @@ class Pipeline:
         on_wrapper: bool = False,
         lender: Layer | None = None,
         borrows: bool = False,
+        records: bool = False,
         untapped: bool = False,
     ) -> None:
         self.client = client
@@ -399,6 +403,10 @@ class Pipeline:
         """Whether this wrapper records no usage of its own: a call of it made by an attempt of a wrapper that
         lends it its accounting (:attr:`lender`) goes through that layer first, so each of its provider
         requests is a row of that wrapper's ledger. A call made otherwise pays one ContextVar read."""
+        self.records = records
+        """Whether this wrapper records its own usage: a call of it made by an attempt of another wrapper tells
+        that attempt so (its requests have rows here, the attempt none there). An attempt that made no call
+        here (AutoGen's cache between the two answered it) has the outer wrapper's row. One ContextVar read."""
         self.layers = tuple(layers)
         """The layers, outermost first."""
         self._observers = tuple(observers)
@@ -419,8 +427,10 @@ class Pipeline:
         call awaits the first layer directly, without a frame of ours around it.
         """
         create = self._create
-        if self.borrows and (loan := _loan.get()) is not None:
-            create = partial(_borrow(request.call, loan).create, call_next=create)
+        if (self.borrows or self.records) and (loan := _loan.get()) is not None:
+            lender = self._made_inside(request.call, loan)
+            if lender is not None:
+                create = partial(lender.create, call_next=create)
         observers = call_feed.current
         if observers and request.call.observers is None:
             return self._observed_create(request, observers, create)
@@ -429,12 +439,29 @@ class Pipeline:
     def create_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         """Streams ``request`` through the layers; the first pipeline of a call announces it."""
         stream = self._create_stream
-        if self.borrows and (loan := _loan.get()) is not None:
-            stream = partial(_borrow(request.call, loan).create_stream, call_next=stream)
+        if (self.borrows or self.records) and (loan := _loan.get()) is not None:
+            lender = self._made_inside(request.call, loan)
+            if lender is not None:
+                stream = partial(lender.create_stream, call_next=stream)
         observers = call_feed.current
         if observers and request.call.observers is None:
             return self._observed_stream(request, observers, stream)
         return stream(request)
+
+    def _made_inside(self, call: Call, loan: tuple[Layer | None, Call]) -> Layer | None:
+        """``call`` is made by the attempt of ``loan``'s call running now, on this wrapper (or on AutoGen's cache
+        over it): that attempt has no row, as the requests of ``call`` have theirs. Returns the accounting layer
+        that records them when this wrapper records no usage (``call`` borrows it), else None."""
+        layer, outer = loan
+        if self.borrows and layer is None:
+            return None  # neither wrapper records: the attempt has no row to leave out
+        if outer.recorded_inside is None:
+            outer.recorded_inside = set()
+        outer.recorded_inside.add(outer.attempts)  # the attempt running now (a call's attempts run one at a time)
+        if not self.borrows:
+            return None
+        call.borrowed = layer
+        return layer
 
     async def _observed_create(
         self, request: Request, observers: tuple[CallObserver, ...], create: CreateHandler
@@ -579,13 +606,11 @@ class Pipeline:
         # One that records none records them through our accounting, if we have one (lent, or borrowed).
         call = request.call
         token = hand_down(call.attribution)
-        lender = self.lender or call.borrowed
-        loan = _loan.set((lender, call)) if lender is not None else None
+        loan = _loan.set((self.lender or call.borrowed, call))
         try:
             return await self._attempt_create(request)
         finally:
-            if loan is not None:
-                _loan.reset(loan)
+            _loan.reset(loan)
             take_back(token)
 
     async def _attempt_stream_on_wrapper(self, request: Request) -> AsyncGenerator[StreamItem, None]:
@@ -593,18 +618,17 @@ class Pipeline:
         # its call on the first step), never across our own yield: see _attempt_stream.
         call = request.call
         attribution = call.attribution
-        lender = self.lender or call.borrowed
+        lent = (self.lender or call.borrowed, call)
         async with aclosing(self._attempt_stream(request)) as stream:
             while True:
                 token = hand_down(attribution)
-                loan = _loan.set((lender, call)) if lender is not None else None
+                loan = _loan.set(lent)
                 try:
                     item = await anext(stream)
                 except StopAsyncIteration:
                     break
                 finally:
-                    if loan is not None:
-                        _loan.reset(loan)
+                    _loan.reset(loan)
                     take_back(token)
                 yield item
 
@@ -623,17 +647,6 @@ class Pipeline:
                     observer(event)
                 except Exception:
                     log_failure(logger, "attempt observer %r failed", observer)
-
-
-def _borrow(call: Call, loan: tuple[Layer, Call]) -> Layer:
-    """``call``, of a wrapper that records no usage, is made by an attempt of ``loan``'s call, whose wrapper does:
-    its attempts are recorded by that wrapper's accounting layer (returned), and that attempt has no row."""
-    layer, outer = loan
-    call.borrowed = layer
-    if outer.recorded_inside is None:
-        outer.recorded_inside = set()
-    outer.recorded_inside.add(outer.attempts)  # the attempt running now (a call's attempts run one at a time)
-    return layer
 
 
 def _call_started(observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline) -> None:

@@ -19,6 +19,7 @@ import openai
 import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from genai_prices import Usage, calc_price
 
 from autogen_reliability import (
@@ -39,6 +40,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .conftest import OpenAIClientFactory, final_result
+from .memory_cache import MemoryStore
 from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
 
@@ -397,6 +399,37 @@ async def test_a_wrapper_around_wrapped_clients_adds_no_row_for_their_attempts(
     assert sum(row.prompt_tokens for row in found) == 7
     # Three calls: the nested wrapper's, the wrapped fallback's, and the outer's (its attempt on the bare client).
     assert len({row.call_id for row in found}) == 3
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_an_answer_autogens_cache_gives_between_two_wrappers_that_record_is_a_row_at_no_cost(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # An agent whose client is AutoGen's cache over a wrapped client, wrapped again by reliable(agent): a miss is
+    # the inner wrapper's request and row; a hit makes no request there, and is the outer wrapper's row, a cache
+    # hit at no cost with the tokens of the answer replayed, as it is with a bare client under the cache.
+    fake_openai_server.enqueue(FakeReply.text("drafted", usage=FakeUsage(prompt_tokens=30, completion_tokens=4)))
+    cache = ChatCompletionCache(reliable(make_openai_client(), recorder=ledger[1], retry=None), MemoryStore())
+    for _ in range(2):  # an agent built per request, as a service does: the second one's prompt is the first's
+        writer = AssistantAgent("writer", model_client=cache, model_client_stream=streamed)
+        reliable(writer, recorder=ledger[1], project="acme")
+        result = await writer.run(task="Draft.")
+        assert result.messages[-1].to_text() == "drafted"
+    assert fake_openai_server.request_count == 1
+    found = rows(ledger)
+    assert [(row.project, row.agent, row.cache_hit, row.outcome, row.streamed) for row in found] == [
+        ("acme", "writer", False, "ok", streamed),
+        ("acme", "writer", True, "ok", streamed),
+    ]
+    assert [(row.prompt_tokens, row.completion_tokens) for row in found] == [(30, 4), (30, 4)]
+    assert [(row.cost_nanousd, row.price_source) for row in found] == [
+        (30 * 150 + 4 * 600, found[0].price_source),  # gpt-4o-mini: $0.15 and $0.60 per million
+        (0, "cache"),
+    ]
+    assert len({row.call_id for row in found}) == 2
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])

@@ -114,7 +114,8 @@ class AccountingLayer(Layer):
     ) -> None:
         self.recorder = recorder
         # Wrapped clients (a wrapper nested in this one, a wrapped fallback) that record their own provider
-        # attempts: an attempt on one of them is a call of theirs, not a provider attempt, and has no row here.
+        # attempts: an attempt on one of them is a call of theirs, not a provider attempt, and has no row here
+        # (nor an in-flight one), unless it made no call there: AutoGen's cache between the two answered it.
         self.recorded_elsewhere = recorded_elsewhere
         # Wrapped clients that record none: the calls an attempt on one of them makes are recorded through
         # this layer (its pipeline is their lender, see _pipeline.Pipeline.lender), a row per provider request
@@ -161,10 +162,10 @@ class AccountingLayer(Layer):
         tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
         inside = call.recorded_inside
         for attempt in call.events:
-            if self.recorded_elsewhere and self.records_itself(attempt.client):
-                continue
             if inside is not None and attempt.on_wrapper and attempt.attempt in inside:
-                continue  # a wrapped client that records nothing recorded its requests through us: their rows
+                # A wrapped client made a call of this attempt: its requests are rows already, its own or (one
+                # that records nothing) recorded through us. One AutoGen's cache answered made none: its row.
+                continue
             try:
                 ended = tracker.ended.pop(attempt.attempt, None) if tracker is not None else None
                 event = self._event(call, attempt) if ended is None else self._final(call, attempt, ended)
