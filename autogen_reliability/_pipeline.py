@@ -276,6 +276,10 @@ class AttemptEvent:
             wrapped again, or AutoGen's cache over one), not a provider client: the attempt is one
             call of that wrapper, whose requests to its providers are attempts of their own, with
             events of their own. An observer counting provider requests, tokens or cost skips it.
+        cached: The result was served from a client-side cache (``CreateResult.cached``, as it was when the
+            attempt ended): no request was sent. Read it here, not on the result later: AutoGen's
+            ``ChatCompletionCache`` keeps the result it passed on, and sets ``cached`` on that same object
+            when it answers another call with it.
     """
 
     call: Call
@@ -290,6 +294,7 @@ class AttemptEvent:
     event_id: uuid.UUID | None = None
     received_chars: int | None = None
     on_wrapper: bool = False
+    cached: bool = False
 
     @property
     def outcome(self) -> Outcome:
@@ -750,6 +755,7 @@ class _Attempt:
             self.event_id,
             received_chars,
             self.pipeline.on_wrapper,
+            result is not None and result.cached,
         )
         call.events.append(event)
         if call.tracker is not None:

@@ -432,6 +432,48 @@ async def test_an_answer_autogens_cache_gives_between_two_wrappers_that_record_i
     assert len({row.call_id for row in found}) == 2
 
 
+async def test_a_request_is_not_taken_for_a_cache_hit_when_autogens_cache_answers_its_answer_to_another_call(
+    ledger: tuple[UsageStore, UsageRecorder],
+    tmp_path: Path,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # AutoGen's cache keeps the answer it passed on, and marks that object cached=True when it answers another
+    # call with it. The first call's request (re-asked, so its call has not ended yet) is billed all the same:
+    # its row is no cache hit, and costs what the server's numbers say, with or without a journal.
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
+    fake_openai_server.enqueue(
+        FakeReply.text("no json", usage=usage),
+        replace(FakeReply.json({"n": 1}, usage=usage), hold_after_chunks=0),  # the first call's re-ask, held
+        FakeReply.json({"n": 2}, usage=usage),  # the second call's re-ask
+    )
+    recorder = UsageRecorder(ledger[0], spool_dir=tmp_path / "no-journal", close_sink=False, journal=False)
+    try:
+        client = reliable(
+            ChatCompletionCache(make_openai_client(), MemoryStore()),
+            recorder=recorder,
+            retry=None,
+            validation=ValidationPolicy(schema=schema),
+        )
+        first = asyncio.create_task(client.create(HI))
+        await fake_openai_server.wait_for_requests_async(2)
+        second = await client.create(HI)  # its first answer is the first call's, from the cache
+        fake_openai_server.release()
+        assert ((await first).content, second.content) == ('{"n": 1}', '{"n": 2}')
+        assert recorder.flush(10)
+    finally:
+        recorder.close()
+    found = sorted(ledger[0].events(), key=lambda row: (row.cache_hit, row.started_at))
+    assert fake_openai_server.request_count == 3
+    assert [(row.attempt, row.outcome, row.cache_hit, row.cost_nanousd) for row in found] == [
+        (1, "invalid", False, 20 * 150 + 2 * 600),  # gpt-4o-mini: $0.15 and $0.60 per million
+        (2, "ok", False, 20 * 150 + 2 * 600),
+        (2, "ok", False, 20 * 150 + 2 * 600),
+        (1, "invalid", True, 0),
+    ]
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
 async def test_a_wrapped_client_that_records_nothing_has_a_row_per_request_under_one_that_does(
     streamed: bool,

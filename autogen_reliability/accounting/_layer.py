@@ -263,7 +263,7 @@ class AccountingLayer(Layer):
             prompt = raw.prompt_tokens if raw.prompt_tokens is not None else prompt
             completion = raw.completion_tokens if raw.completion_tokens is not None else completion
         estimated = False
-        if result is not None and not result.cached:
+        if result is not None and not attempt.cached:
             # The provider reported nothing (some streams), or no count (2**64 - 1, a provider's unsigned -1,
             # read as a count by AutoGen): estimate offline what is missing, and say so.
             nothing = prompt == 0 and completion == 0
@@ -297,7 +297,7 @@ class AccountingLayer(Layer):
         cost: int | None = None
         source: str | None = None
         price_date: date | None = None
-        if result is not None and result.cached:
+        if attempt.cached:
             cost, source = 0, "cache"
         elif model:
             # Cached (and cache-write) tokens are part of prompt_tokens; a provider that reports more of them
@@ -350,7 +350,7 @@ class AccountingLayer(Layer):
             http_status=http_status(error) if error is not None else None,
             error_message=redact(message_of(error), limit=_ERROR_MESSAGE_LIMIT) if error is not None else None,
             finish_reason=result.finish_reason if result is not None else None,
-            cache_hit=bool(result is not None and result.cached),
+            cache_hit=attempt.cached,
             sanitizer_changes=call.findings.sanitizer_changes if final else {},
             validation_errors=violations,
             request_content=self._content_of(attempt.request.messages) if content and self.capture_content else None,
