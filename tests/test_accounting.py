@@ -402,6 +402,35 @@ async def test_a_wrapper_around_wrapped_clients_adds_no_row_for_their_attempts(
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_autogens_cache_under_the_wrapper_is_a_row_per_answer_and_over_it_answers_without_a_row(
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # docs/architecture.md, "AutoGen's ChatCompletionCache": under the wrapper, a hit is a row at no cost with the
+    # answer's tokens, in total_usage() and not in actual_usage(); over it, a hit never reaches the wrapper.
+    usage = FakeUsage(prompt_tokens=30, completion_tokens=4)
+    fake_openai_server.enqueue(FakeReply.text("a", usage=usage), FakeReply.text("b", usage=usage))
+    under = reliable(ChatCompletionCache(make_openai_client(), MemoryStore()), recorder=ledger[1], project="under")
+    wrapped = reliable(make_openai_client(), recorder=ledger[1], project="over")
+    over = ChatCompletionCache(wrapped, MemoryStore())
+    for client in (under, over):
+        for _ in range(2):
+            answer = await (consume(client) if streamed else client.create(HI))
+        assert answer.cached
+    assert fake_openai_server.request_count == 2
+    found = rows(ledger)
+    assert [(row.project, row.cache_hit, row.prompt_tokens, row.cost_nanousd) for row in found] == [
+        ("under", False, 30, 30 * 150 + 4 * 600),  # gpt-4o-mini: $0.15 and $0.60 per million
+        ("under", True, 30, 0),
+        ("over", False, 30, 30 * 150 + 4 * 600),
+    ]
+    assert (under.total_usage().prompt_tokens, under.actual_usage().prompt_tokens) == (60, 30)
+    assert (wrapped.total_usage().prompt_tokens, wrapped.actual_usage().prompt_tokens) == (30, 30)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
 async def test_an_answer_autogens_cache_gives_between_two_wrappers_that_record_is_a_row_at_no_cost(
     streamed: bool,
     ledger: tuple[UsageStore, UsageRecorder],
