@@ -258,6 +258,40 @@ async def test_json_the_schema_does_not_take_before_the_answer_does_not_hide_it(
     assert fake_openai_server.request_count == 1
 
 
+class Escalation(BaseModel):
+    team: str
+
+
+class UrgentTicket(Ticket):
+    priority: Literal["high"]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["create", "stream"])
+async def test_an_agents_output_type_the_policys_schema_does_not_give_is_refused_before_a_request(
+    streaming: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # ValidationPolicy(schema=Escalation) sent Escalation's schema in place of the agent's Ticket: the model
+    # answered an Escalation, the request was paid for, and the agent's own Ticket.model_validate_json raised
+    # pydantic's "3 validation errors for Ticket". Refused now, naming both, with nothing sent.
+    fake_openai_server.enqueue(FakeReply.text('{"team": "billing"}'))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=Escalation), sanitize=None)
+    agent = AssistantAgent("triage", model_client=client, output_content_type=Ticket, model_client_stream=streaming)
+    with pytest.raises(ConfigurationError, match=r"json_output=Ticket .*ValidationPolicy\(schema=Escalation\)"):
+        await agent.run(task="Triage ticket 1.")
+    assert fake_openai_server.request_count == 0
+
+    # A schema whose answers are the agent's type (a subclass of it) is sent, and the agent reads the answer.
+    fake_openai_server.enqueue(FakeReply.text('{"id": 1, "priority": "high", "summary": "Down"}'))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=UrgentTicket))
+    agent = AssistantAgent("triage", model_client=client, output_content_type=Ticket, model_client_stream=streaming)
+    final = (await agent.run(task="Triage ticket 1.")).messages[-1]
+    assert isinstance(final, StructuredMessage)
+    assert final.content == Ticket(id=1, priority="high", summary="Down")
+    body = fake_openai_server.requests[0].body
+    assert body is not None
+    assert body["response_format"]["json_schema"]["name"] == "UrgentTicket"
+
+
 async def test_when_no_json_in_the_answer_matches_the_violations_are_the_first_ones(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -46,7 +46,7 @@ from autogen_core.models import CreateResult
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from .._errors import IncompleteStreamError, ResponseValidationError
+from .._errors import ConfigurationError, IncompleteStreamError, ResponseValidationError
 from .._pipeline import CreateHandler, Layer, Request, StreamHandler, StreamItem
 from ._parse import JSONExtractionError, locate_json
 from ._policy import AnswerCheck, ValidationPolicy
@@ -326,6 +326,15 @@ class ValidationLayer(Layer):
         schema = policy.compiled_schema
         if schema is None and model is not None:
             schema = ResponseSchema.of(model)
+        elif model is not None and isinstance(policy.schema, type) and not issubclass(policy.schema, model):
+            # The policy's schema is what the model is asked for: the agent (AssistantAgent's output_content_type)
+            # would read each answer as another model, and fail on it after it was paid for.
+            raise ConfigurationError(
+                f"json_output={model.__name__} (an agent's output_content_type) asks for answers that "
+                f"ValidationPolicy(schema={policy.schema.__name__}) does not give: the policy's schema is the one "
+                "sent and checked, and the caller could not read its answers; give this agent a client without "
+                f"a schema (json_output is validated then), or with schema={model.__name__} or a subclass of it"
+            )
         # With no tool offered, every call names a tool that was not: {} (not None) so that it is refused.
         tools = _tool_parameters(request.tools) if policy.validate_tool_calls else None
         # JSON mode: json_output=True, or a JSON response_format of the request's or the client's own.
@@ -358,7 +367,10 @@ class ValidationLayer(Layer):
         return self._failed(check, result, violations)
 
     def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
-        check = self._check(request)
+        try:
+            check = self._check(request)
+        except ConfigurationError as error:
+            return _refused(error)  # raised on the first step, as a stream's errors are, not by create_stream()
         if check is None:
             return call_next(request)  # nothing to check: no extra generator between the chunks and the agent
         # Nothing is handed on before the answer was checked: the layers inside retry the whole stream.
@@ -388,6 +400,11 @@ class ValidationLayer(Layer):
         if check.policy.on_failure == "raise":
             raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
         return checked(result, validation_errors=tuple(violations))
+
+
+async def _refused(error: ConfigurationError) -> AsyncGenerator[StreamItem, None]:
+    raise error
+    yield  # an async generator: nothing is raised until the first step  # pragma: no cover
 
 
 async def _final_result(stream: AsyncGenerator[StreamItem, None]) -> CreateResult:
