@@ -26,6 +26,7 @@ from autogen_reliability import (
     BudgetPolicy,
     ConfigurationError,
     ReliableChatCompletionClient,
+    ResponseValidationError,
     RetriesExhaustedError,
     RetryPolicy,
     ValidationPolicy,
@@ -428,6 +429,35 @@ async def test_autogens_cache_under_the_wrapper_is_a_row_per_answer_and_over_it_
     ]
     assert (under.total_usage().prompt_tokens, under.actual_usage().prompt_tokens) == (60, 30)
     assert (wrapped.total_usage().prompt_tokens, wrapped.actual_usage().prompt_tokens) == (30, 30)
+
+
+async def test_answers_refused_by_validation_are_replayed_by_autogens_cache_under_the_wrapper_not_over_it(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # docs/architecture.md, "AutoGen's ChatCompletionCache": the cache under the wrapper keeps the refused answers,
+    # and the call fails again from it with no request; over the wrapper it keeps only what was handed on.
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    fake_openai_server.default = FakeReply.json({"n": 1})
+    policy = ValidationPolicy(schema=schema, reask=1)
+    under = reliable(ChatCompletionCache(make_openai_client(), MemoryStore()), recorder=ledger[1], validation=policy)
+    over = ChatCompletionCache(reliable(make_openai_client(), recorder=ledger[1], validation=policy), MemoryStore())
+    for client in (under, over):
+        fake_openai_server.enqueue(FakeReply.text("no json"), FakeReply.text("still no json"))
+        with pytest.raises(ResponseValidationError):
+            await client.create(HI)
+    assert fake_openai_server.request_count == 4
+    with pytest.raises(ResponseValidationError):
+        await under.create(HI)  # from the cache, both answers: nothing sent
+    assert fake_openai_server.request_count == 4
+    assert (await over.create(HI)).content == '{"n": 1}'  # asked again, and answered
+    assert fake_openai_server.request_count == 5
+    found = rows(ledger)
+    assert [(row.outcome, row.cache_hit, row.cost_nanousd == 0) for row in found[4:6]] == [
+        ("invalid", True, True),
+        ("invalid", True, True),
+    ]
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
