@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -470,6 +472,33 @@ def test_the_spool_backlog_counts_until_a_replay_stores_it(
     assert recorder.spooled == 0
     assert recorder.spooled_since is None
     assert not recorder.writer_alive
+
+
+def test_an_outage_is_said_once_and_its_end_with_the_events_spooled_meanwhile(
+    sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database comes back while nothing new is recorded: the writer's own retry replays the spool.
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    store = WatchedStore(UsageStore(sqlite_url))
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    for event in events(300):
+        recorder.record(event)
+    assert recorder.flush(30)
+    store.wait_until(lambda: store.failures >= 5, "a write and four replays refused")
+    locked.execute("COMMIT")
+    store.wait_for_rows(300)
+    recorder.close()
+    said = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert [record.levelno for record in said] == [logging.WARNING, logging.WARNING]
+    down, back = said
+    assert down.getMessage().startswith("usage database unavailable (OperationalError: ")
+    assert re.fullmatch(
+        r"usage database reachable again after \d+\.\d s; replaying the 300 events spooled meanwhile", back.getMessage()
+    )
+    assert back.__dict__["spooled"] == 300
+    assert back.__dict__["spool"] == str(recorder.spool_path)
 
 
 def test_every_field_survives_the_spool(sqlite_url: str, tmp_path: Path, locked: sqlite3.Connection) -> None:

@@ -231,6 +231,9 @@ class UsageRecorder:
         self._spool_healthy = True
         self._holding = False  # the last batch went neither to the database nor to the spool
         self._next_database_try = 0.0
+        # When the database was found unavailable (monotonic), and the spooled count then: its end says both.
+        self._unavailable_since = 0.0
+        self._spooled_before = 0
         self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
         self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
         self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
@@ -536,9 +539,7 @@ class UsageRecorder:
                 self._failed(error)
             else:
                 self._stats["written"] += len(batch) - refused
-                if not self._healthy:
-                    logger.warning("usage database reachable again; replaying the spool")
-                self._healthy = True
+                self._reachable()
                 return True
         return self._spool_rows(batch)
 
@@ -608,9 +609,28 @@ class UsageRecorder:
                 first_line(error),
             )
 
+    def _reachable(self) -> None:
+        """The database took a batch: the end of an outage is said once, however the database was found back.
+
+        A replay finds it back as often as a write does (while nothing new is recorded, the writer's retry is a
+        replay): without this, an outage said in the log was never said to be over.
+        """
+        if self._healthy:
+            return
+        self._healthy = True
+        spooled = self._stats["spooled"] - self._spooled_before
+        logger.warning(
+            "usage database reachable again after %.1f s; replaying the %d events spooled meanwhile",
+            time.monotonic() - self._unavailable_since,
+            spooled,
+            extra={"spool": str(self._spool.path), "spooled": spooled},
+        )
+
     def _failed(self, error: BaseException) -> None:
         self._stats["failed_writes"] += 1
         if self._healthy:
+            self._unavailable_since = time.monotonic()
+            self._spooled_before = self._stats["spooled"]
             logger.warning(
                 "usage database unavailable (%s: %s); spooling events to %s",
                 type(error).__name__,
@@ -633,6 +653,7 @@ class UsageRecorder:
         try:
             for batch in _reading(_read_batches(path, self._batch_size)):
                 self._stats["replayed"] += len(batch) - self._store(sink, batch)
+                self._reachable()
         except _UnreadableFile as error:
             self._unreadable_file(path, error.__cause__ or error)
             return True
@@ -644,7 +665,7 @@ class UsageRecorder:
             return True
         else:
             self._spool.remove(path)  # before the lock is let go, so nobody replays it again
-            self._healthy = True
+            self._reachable()
             return True
         finally:
             os.close(claim)
@@ -667,6 +688,7 @@ class UsageRecorder:
                 try:
                     for batch in _reading(_batches(read(fd, path), self._batch_size)):
                         self._stats["replayed"] += len(batch) - self._store(sink, batch)
+                        self._reachable()
                 except _SURVIVED as error:
                     os.close(fd)  # the lock goes with it: this process, or the next, tries again
                     if isinstance(error, _UnreadableFile):
@@ -679,7 +701,7 @@ class UsageRecorder:
                     continue
                 self._spool.remove(path)  # before the lock is let go, so nobody replays it again
                 os.close(fd)
-                self._healthy = True
+                self._reachable()
 
 
 class _Spool:
