@@ -326,6 +326,28 @@ def test_an_event_the_database_refuses_is_kept_aside_and_its_batch_stored(
     assert not list((tmp_path / "spool").glob(f"{recorder.spool_path.stem}*"))
 
 
+def test_the_events_refused_in_a_batch_are_one_line_in_the_log(
+    sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Events of a sink of the user's with a count no column holds, every other one: one line says it, not one each.
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", retry_interval=RETRY, close_sink=False)
+    good, bad = events(100), [plain_event(prompt_tokens=2**64 - 1) for _ in range(100)]
+    for pair in zip(good, bad, strict=True):
+        recorder.record(pair[0])
+        recorder.record(pair[1])
+    assert recorder.flush(10)  # one batch: everything was queued when the writer woke
+    recorder.close()
+    assert store.count() == 100
+    assert recorder.stats["refused"] == 100
+    assert len(refused(tmp_path)) == 100
+    (said,) = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert said.levelno == logging.ERROR
+    assert said.getMessage().startswith("the usage database refused 100 usage event(s) (ValueError: ")
+    assert said.getMessage().endswith(f"; kept in {recorder.refused_path}, not retried")
+
+
 def test_an_event_whose_value_no_json_holds_is_refused_and_holds_back_no_other(
     sqlite_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -568,35 +568,43 @@ class UsageRecorder:
     def _store(self, sink: UsageSink, rows: list[UsageRow]) -> int:
         """Writes ``rows`` to the sink, setting aside those it refuses; returns how many it refused.
 
+        The rows it refuses are one ERROR in the log, however many: a batch of events that all hold a count no
+        column holds was one line per event.
+
         Raises:
             Exception: The database failed (down, locked, read-only, slow), or the refused file
                 cannot be written: the caller spools the rows (insert-or-ignore stores none twice).
         """
+        errors: list[Exception] = []  # one per refused row, in order
+        try:
+            return self._store_in_halves(sink, rows, errors)
+        finally:
+            if errors:
+                logger.error(
+                    "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
+                    len(errors),
+                    type(errors[0]).__name__,
+                    first_line(errors[0]),
+                    self._spool.refused_path,
+                    extra={"refused": str(self._spool.refused_path), "refused_count": len(errors)},
+                )
+
+    def _store_in_halves(self, sink: UsageSink, rows: list[UsageRow], errors: list[Exception]) -> int:
         try:
             _write_rows(sink, rows)
         except Exception as error:
             if not _refuses_a_row(error):
                 raise
             if len(rows) == 1:
-                self._refuse(rows, error)
+                self._spool.refuse(rows)
+                self._stats["refused"] += 1
+                errors.append(error)
                 return 1
             # The database answers, but one row (or a few) can never go in: find them in halves,
             # a few transactions per bad row, and store the others.
             half = len(rows) // 2
-            return self._store(sink, rows[:half]) + self._store(sink, rows[half:])
+            return self._store_in_halves(sink, rows[:half], errors) + self._store_in_halves(sink, rows[half:], errors)
         return 0
-
-    def _refuse(self, rows: list[UsageRow], error: Exception) -> None:
-        self._spool.refuse(rows)
-        self._stats["refused"] += len(rows)
-        logger.error(
-            "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
-            len(rows),
-            type(error).__name__,
-            first_line(error),
-            self._spool.refused_path,
-            extra={"refused": str(self._spool.refused_path)},
-        )
 
     def _unreadable_file(self, path: Path, error: BaseException) -> None:
         """A spool file or journal a replay could not read: left where it is, the others replayed."""
