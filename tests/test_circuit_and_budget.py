@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import warnings
 from collections.abc import Callable, Coroutine
@@ -359,6 +360,42 @@ async def test_a_request_admitted_while_closed_does_not_free_a_half_open_probe_s
     finally:
         release_slow.set()
         release_probe.set()
+
+
+async def test_the_log_says_when_a_circuit_opens_and_when_it_closes_not_each_call_it_refuses(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="autogen_reliability")
+    fake_openai_server.default = FakeReply.error(500)
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=4, minimum_calls=4, open_for=30, clock=clock)
+    client = reliable(make_openai_client(), retry=None, circuit=policy, track_usage=False)
+    for _ in range(4):
+        with pytest.raises(openai.InternalServerError):
+            await client.create(HI)
+    for _ in range(50):
+        with pytest.raises(CircuitOpenError):
+            await client.create(HI)
+    clock.now += 30
+    with pytest.raises(openai.InternalServerError):
+        await client.create(HI)  # the probe fails: open again
+    clock.now += 30
+    fake_openai_server.default = FakeReply.text("back")
+    assert (await client.create(HI)).content == "back"
+    said = [(record.levelno, record.getMessage()) for record in caplog.records if record.name == "autogen_reliability"]
+    name = "OpenAIChatCompletionClient(gpt-4o-mini)"
+    assert said == [
+        (
+            logging.WARNING,
+            f"circuit of {name} opened: 4 of the last 4 attempts failed; its calls fail at once for 30 s, "
+            "then 1 probe request(s) are let through",
+        ),
+        (logging.INFO, f"circuit of {name} stays open: a probe request failed; the next one in 30 s"),
+        (logging.WARNING, f"circuit of {name} closed again after 60.0 s: 1 probe request(s) succeeded"),
+    ]
+    opened, _, closed = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert (opened.__dict__["circuit"], opened.__dict__["circuit_state"]) == (name, "open")
+    assert (closed.__dict__["circuit"], closed.__dict__["circuit_state"]) == (name, "closed")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])

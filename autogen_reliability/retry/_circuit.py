@@ -24,6 +24,7 @@ Time is the policy's ``clock`` (``time.monotonic`` unless a test injects one).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -43,7 +44,11 @@ from ._shared import PerClient
 
 __all__ = ["CircuitBreaker", "CircuitBreakerPolicy", "breaker_for", "breakers", "counts_as_failure"]
 
+logger = logging.getLogger("autogen_reliability")
+
 CircuitState = Literal["closed", "open", "half_open"]
+# A change of a circuit's state as a log line: level, the state it is in now, message, its arguments.
+_Said = tuple[int, CircuitState, str, tuple[object, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class CircuitBreaker:
         self._outcomes: deque[bool] = deque(maxlen=policy.window)  # True = failure
         self._state: CircuitState = "closed"
         self._opened_at = 0.0
+        self._first_opened_at = 0.0  # when it opened from closed (a failed probe opens it again): how long it was
         self._probes = 0
         self._probe_successes = 0
         self._period = 0  # counts half-open periods, so that a probe's outcome is matched to its own
@@ -178,25 +184,53 @@ class CircuitBreaker:
             ticket: What :meth:`acquire` returned for the request.
         """
         with self._lock:
-            if self._state == "half_open":
-                if ticket != self._period:
-                    return  # let through before this half-open period: its outcome is not a probe's
-                self._probes -= 1
-                if failure:
-                    self._open()
-                elif failure is False:
-                    self._probe_successes += 1
-                    if self._probe_successes >= self.policy.half_open_probes:
-                        self._state = "closed"
-                        self._outcomes.clear()
-                return
-            if failure is None or self._state != "closed":
-                return
-            self._outcomes.append(failure)
-            if len(self._outcomes) >= self.policy.minimum_calls:
-                failures = sum(self._outcomes)
-                if failures * self._rate_denominator >= self._rate_numerator * len(self._outcomes):
-                    self._open()
+            said = self._judge(failure, ticket)
+        if said is not None:  # logged outside the lock: a handler may be slow
+            level, state, message, args = said
+            logger.log(level, message, *args, extra={"circuit": self.name, "circuit_state": state})
+
+    def _judge(self, failure: bool | None, ticket: int | None) -> _Said | None:
+        """Counts one outcome (called with the lock); returns the log line of the change it made, if any.
+
+        One WARNING when the circuit opens and one when it closes again, however many calls it refused meanwhile
+        (a failed probe, which opens it again, is an INFO line).
+        """
+        if self._state == "half_open":
+            return self._judge_probe(failure, ticket)
+        if failure is None or self._state != "closed":
+            return None
+        self._outcomes.append(failure)
+        if len(self._outcomes) >= self.policy.minimum_calls:
+            failures = sum(self._outcomes)
+            if failures * self._rate_denominator >= self._rate_numerator * len(self._outcomes):
+                self._open()
+                self._first_opened_at = self._opened_at
+                message = (
+                    "circuit of %s opened: %d of the last %d attempts failed; its calls fail at once for %s s, "
+                    "then %d probe request(s) are let through"
+                )
+                args = (self.name, failures, len(self._outcomes), f"{self._open_for:g}", self.policy.half_open_probes)
+                return logging.WARNING, "open", message, args
+        return None
+
+    def _judge_probe(self, failure: bool | None, ticket: int | None) -> _Said | None:
+        """:meth:`_judge` while half-open."""
+        if ticket != self._period:
+            return None  # let through before this half-open period: its outcome is not a probe's
+        self._probes -= 1
+        if failure:
+            self._open()
+            message = "circuit of %s stays open: a probe request failed; the next one in %s s"
+            return logging.INFO, "open", message, (self.name, f"{self._open_for:g}")
+        if failure is False:
+            self._probe_successes += 1
+            if self._probe_successes >= self.policy.half_open_probes:
+                self._state = "closed"
+                self._outcomes.clear()
+                message = "circuit of %s closed again after %.1f s: %d probe request(s) succeeded"
+                since = self._clock() - self._first_opened_at
+                return logging.WARNING, "closed", message, (self.name, since, self._probe_successes)
+        return None
 
     def _open(self) -> None:
         self._failures_when_opened = sum(self._outcomes) or 1
