@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -904,6 +905,39 @@ async def test_a_pricing_table_of_ones_own_written_before_service_tiers_still_pr
     assert plain is not None
     assert standard.cost_nanousd == plain.nanousd * 2
     assert flex.cost_nanousd is None  # a tier it cannot be asked about: unpriced, the row kept
+
+
+async def test_a_pricing_table_that_fails_on_every_answer_is_said_once_not_per_attempt(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The table of before service tiers, on a service that asks for Flex processing: every answer it is asked
+    # about raises a TypeError. One ERROR (with the traceback) says so, not one per attempt.
+    class MarkedUp(PricingTable):
+        def price(  # type: ignore[override]  # the signature of before service tiers, on purpose
+            self, model: str, provider: str | None, *, usage: TokenUsage, at: datetime | None = None
+        ) -> Cost | None:
+            return super().price(model, provider, usage=usage, at=at)
+
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    fake_openai_server.default = FakeReply.text(
+        "Hi", usage=FakeUsage(prompt_tokens=10, completion_tokens=1), service_tier="flex"
+    )
+    client = reliable(make_openai_client(), recorder=ledger[1], pricing=MarkedUp())
+    for _ in range(20):
+        await client.create(HI, extra_create_args={"service_tier": "flex"})
+    assert [row.cost_nanousd for row in rows(ledger)] == [None] * 20  # every row kept, unpriced
+    (said,) = [record for record in caplog.records if record.name == "autogen_reliability"]
+    assert said.levelno == logging.ERROR
+    assert said.exc_info is not None
+    assert said.exc_info[0] is TypeError
+    assert re.fullmatch(
+        r"could not price attempt 1 of call \S+ \(gpt-4o-mini at openai, service tier 'flex'\); recording it "
+        r"unpriced, and the next such attempts too without saying it again",
+        said.getMessage(),
+    )
 
 
 async def test_track_usage_false_records_nothing(

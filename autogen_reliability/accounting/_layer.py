@@ -35,7 +35,7 @@ from .._redaction import message_of, redact
 from ..providers import AskedModels, read_timed_out
 from ..retry._classify import ErrorKind, classify_error, http_status
 from . import _feed
-from ._cost import MAX_TOKENS
+from ._cost import MAX_TOKENS, Cost
 from ._events import ROW_FIELDS, Outcome, UsageEvent, UsageRow, json_text
 from ._journal import InFlightTable
 from ._price_table import STANDARD_TIERS, PricingTable, TokenUsage
@@ -46,6 +46,7 @@ __all__ = ["AccountingLayer"]
 logger = logging.getLogger("autogen_reliability")
 
 _ERROR_MESSAGE_LIMIT: Final = 1000
+_MOST_UNPRICED_SAID: Final = 1024  # kinds of pricing failure a layer remembers having said (then it says no more)
 _CHARS_PER_TOKEN: Final = 4  # the usual rule of thumb for English text; only for providers that report nothing
 _INTERRUPTED: Final = "the process ended before the attempt did"
 # An attempt's provisional row before its identity is filled in: in flight, its tokens an estimate.
@@ -127,6 +128,9 @@ class AccountingLayer(Layer):
         # id(client) -> the provider and model of its requests (the clients live as long as the layer)
         self._clients: dict[int, AskedModels] = {}
         self._prompt_rates: dict[tuple[str, str | None, date], _PromptRate | None] = {}
+        # (model, provider, tier, error class) of pricing failures said in the log: a table that fails on one
+        # kind of answer fails on every one, and each was an ERROR with its traceback.
+        self._unpriced_said: set[tuple[str, str | None, str | None, type[BaseException]]] = set()
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         self._track(request.call)
@@ -252,6 +256,40 @@ class AccountingLayer(Layer):
             response_content=self._answer_of(result) if self.capture_content and result is not None else None,
         )
 
+    def _price(
+        self,
+        call: Call,
+        attempt: AttemptEvent,
+        *,
+        model: str,
+        provider: str | None,
+        usage: dict[str, Any],
+        tier: str | None,
+    ) -> Cost | None:
+        """The cost of an attempt's tokens; None when unpriced, or when pricing failed (said once per kind)."""
+        try:
+            # Asked about a tier only for one that is not the standard: a table of one's own written before
+            # tiers were priced (its price() takes no service_tier) still prices every standard answer.
+            tiered = {} if tier in STANDARD_TIERS else {"service_tier": tier}
+            return self.pricing.price(model, provider, usage=TokenUsage(**usage), at=attempt.started_at, **tiered)
+        except Exception as error:
+            # Usage we cannot price must cost the row nothing but its price: its tokens, model and
+            # error stay as the attempt had them.
+            said = (model, provider, tier, type(error))
+            if said not in self._unpriced_said and len(self._unpriced_said) < _MOST_UNPRICED_SAID:
+                self._unpriced_said.add(said)
+                logger.exception(
+                    "could not price attempt %d of call %s (%s at %s, service tier %r); recording it unpriced, "
+                    "and the next such attempts too without saying it again",
+                    attempt.attempt,
+                    call.call_id,
+                    model,
+                    provider,
+                    tier,
+                    extra={"model": model, "provider": provider},
+                )
+            return None
+
     def _event(self, call: Call, attempt: AttemptEvent, *, content: bool = True) -> UsageEvent:
         provider, model = self._describe(attempt.client, attempt.request.extra_create_args)
         result, error, raw = attempt.result, attempt.error, attempt.provider_usage
@@ -306,27 +344,16 @@ class AccountingLayer(Layer):
             # So are 1-hour cache writes of the cache writes.
             cached_priced = min(cached or 0, prompt)
             write_priced = min(cache_write or 0, prompt - cached_priced)
-            try:
-                usage = TokenUsage(
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cached_tokens=cached_priced,
-                    cache_write_tokens=write_priced,
-                    latency_seconds=attempt.latency,
-                    cache_write_1h_tokens=min(cache_write_1h or 0, write_priced),
-                )
-                tier = raw.service_tier if raw is not None else None
-                # Asked about a tier only for one that is not the standard: a table of one's own written before
-                # tiers were priced (its price() takes no service_tier) still prices every standard answer.
-                tiered = {} if tier in STANDARD_TIERS else {"service_tier": tier}
-                price = self.pricing.price(model, provider, usage=usage, at=attempt.started_at, **tiered)
-            except Exception:
-                # Usage we cannot price must cost the row nothing but its price: its tokens, model and
-                # error stay as the attempt had them.
-                logger.exception(
-                    "could not price attempt %d of call %s; recording it unpriced", attempt.attempt, call.call_id
-                )
-                price = None
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "cached_tokens": cached_priced,
+                "cache_write_tokens": write_priced,
+                "latency_seconds": attempt.latency,
+                "cache_write_1h_tokens": min(cache_write_1h or 0, write_priced),
+            }
+            tier = raw.service_tier if raw is not None else None
+            price = self._price(call, attempt, model=model, provider=provider, usage=usage, tier=tier)
             if price is not None:
                 cost, source, price_date = price.nanousd, price.source, price.effective_from
         final = result is not None and attempt.attempt == call.attempts
