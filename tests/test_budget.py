@@ -460,6 +460,78 @@ async def test_a_child_forked_while_a_read_was_in_flight_reads_for_itself(
     assert len(store.events(project="acme")) == 2
 
 
+class HoldingClock(Clock):
+    """A clock that stops the thread named ``holder`` at its ``at``-th reading until ``go`` is set.
+
+    The moment a thread switch can come at, made certain: the registry's work a thread is in the middle of.
+    """
+
+    def __init__(self, holder: str, at: int) -> None:
+        super().__init__()
+        self.holder, self.at, self.readings = holder, at, 0
+        self.held, self.go = threading.Event(), threading.Event()
+
+    def __call__(self) -> float:
+        if threading.current_thread().name == self.holder:
+            self.readings += 1
+            if self.readings == self.at:
+                self.held.set()
+                self.go.wait(30)
+        return self.now
+
+
+async def test_a_child_forked_while_a_wrapper_was_being_made_counts_its_own_calls(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A thread of the parent makes a wrapper, whose budget's new tracker takes on the unwritten rows another
+    # budget of the ledger counts, while another thread forks (a multiprocessing pool, say).
+    import multiprocessing  # noqa: PLC0415
+
+    other = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=100, period=None, refresh=3600), project="other")
+    await other.create(HI)  # a row the other budget counts until its next read
+    # The clock's first reading on the thread starts the tracker's period; its second counts that row.
+    clock = HoldingClock("making-a-wrapper", at=2)
+    policy = BudgetPolicy(limit_usd=2, period=None, refresh=3600, clock=clock)
+    making = threading.Thread(target=wrap, args=(make_openai_client, ledger, policy), name="making-a-wrapper")
+    forked = threading.Event()
+    calls: list[int | None] = []
+
+    def work() -> None:
+        async def spend_until_refused() -> int:
+            client = wrap(make_openai_client, ledger, policy, project="acme")
+            for made in range(5):
+                try:
+                    await client.create(HI)
+                except BudgetExceededError:
+                    return made
+            return 5
+
+        raise SystemExit(asyncio.run(asyncio.wait_for(spend_until_refused(), 20)))
+
+    def fork() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+            child = multiprocessing.get_context("fork").Process(target=work)
+            child.start()
+        forked.set()
+        child.join(60)
+        calls.append(child.exitcode)
+
+    making.start()
+    try:
+        assert await asyncio.to_thread(clock.held.wait, 10)
+        forking = threading.Thread(target=fork)
+        forking.start()
+        # Until the fork is done, or for a while: a fork that waits for the wrapper to be made waits for this.
+        await asyncio.to_thread(forked.wait, 2)
+    finally:
+        clock.go.set()
+    await asyncio.to_thread(making.join, 30)
+    await asyncio.to_thread(forking.join, 90)
+    assert calls == [2]  # $2 of $2: the third is refused. Before: [5], none of the child's calls counted
+    assert len(ledger[0].events(project="acme")) == 2
+
+
 async def test_the_first_check_of_a_key_reads_once_off_the_event_loop(
     ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -606,7 +606,7 @@ class BudgetTracker:
         Their futures would never end, and a call of the child waiting for one (a key's first check) waited
         for ever; a key with a figure would never read again. The child reads for itself, at its next check.
         """
-        self._lock = threading.Lock()  # one the parent's reader held at the fork would stay held here
+        self._lock = threading.Lock()  # held at the fork, by the thread that forked (see _hold_for_fork)
         self._pruning = None  # the parent's, likewise: it would stop every later pruning read of the child
         self._pruned_at = _NEVER
         for key, state in self._states.items():
@@ -644,9 +644,30 @@ _recorder_ledgers: weakref.WeakKeyDictionary[UsageRecorder, Hashable] = weakref.
 _unsubscribe: Callable[[], None] | None = None
 
 
+def _hold_for_fork() -> None:
+    """Before a fork: the registry and every tracker, so that no thread of the parent is midway through them.
+
+    The child is a copy of the parent's memory at that instant, and has none of its other threads: a tracker
+    registered but not yet fed this ledger's events (a wrapper being made), or an event in a key's pending rows
+    but not yet in its overlay, would stay so in the child, whose calls a budget would then not count. Each is
+    held for microseconds, and none while waiting for the database. The registry's lock comes first, as in
+    :func:`tracker_for`.
+    """
+    _lock.acquire()
+    for tracker in _trackers.values():
+        tracker._lock.acquire()
+
+
+def _release_after_fork() -> None:
+    """After a fork, in the parent: what :func:`_hold_for_fork` held goes on."""
+    for tracker in _trackers.values():
+        tracker._lock.release()
+    _lock.release()
+
+
 def _trackers_in_child() -> None:
     """After a fork, in the child: what the parent's threads held or ran starts afresh (``BudgetTracker.forked``)."""
-    global _lock  # noqa: PLW0603  # the registry's lock, as held by a thread of the parent at the fork
+    global _lock  # noqa: PLW0603  # held at the fork, by the thread that forked (see _hold_for_fork)
     _lock = threading.Lock()
     for ledger in _ledgers.values():
         ledger.forked()
@@ -655,7 +676,7 @@ def _trackers_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_trackers_in_child)
+    os.register_at_fork(before=_hold_for_fork, after_in_parent=_release_after_fork, after_in_child=_trackers_in_child)
 
 
 def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | None = None) -> BudgetTracker:
