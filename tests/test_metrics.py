@@ -560,6 +560,26 @@ async def test_the_budget_gauge_says_what_the_budget_has_left(
     assert values(samples, f"{P}budget_limit_usd", "project", "agent", "scope", "period")[key] == 0.5
 
 
+async def test_the_budget_gauge_of_a_tenant_is_its_own_plans_not_another_plans_it_never_checked(
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Tenants on plans of their own: each plan's budget counts every tenant's rows until they are written (in case
+    # a call of its own comes for them), but only the pro plan's budget checks the pro tenant's calls.
+    basic = BudgetPolicy(limit_usd="0.5", period="day", alert_at=())
+    pro = BudgetPolicy(limit_usd=10, period="day", alert_at=())
+    fake_openai_server.default = FakeReply.text("spend", usage=FakeUsage(prompt_tokens=10_000, completion_tokens=1_000))
+    await reliable(make_openai_client(), recorder=ledger[1], project="gauge-basic", budget=basic).create(HI)
+    await reliable(make_openai_client(), recorder=ledger[1], project="gauge-pro", budget=pro).create(HI)
+    spent = Decimal(sum(row.cost_nanousd or 0 for row in ledger_rows(ledger) if row.project == "gauge-pro")) / 10**9
+    assert spent
+    samples = scrape(app)
+    remaining = values(samples, f"{P}budget_remaining_usd", "project", "agent", "scope", "period")
+    limits = values(samples, f"{P}budget_limit_usd", "project", "agent", "scope", "period")
+    key = ("gauge-pro", "", "project", "day")
+    assert Decimal(repr(remaining[key])) == 10 - spent  # before: 0.5 - spent, the basic plan's
+    assert limits[key] == 10
+
+
 async def test_label_values_past_the_limit_are_reported_as_other(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

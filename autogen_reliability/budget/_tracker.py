@@ -202,6 +202,7 @@ class _KeyState:
 
     __slots__ = (
         "alerted",
+        "checked",
         "local_unpriced",
         "overlay",
         "pending",
@@ -221,6 +222,7 @@ class _KeyState:
         self.overlay = 0  # their priced cost
         self.local_unpriced = 0  # and how many have no price
         self.alerted = 0  # thresholds fired this period
+        self.checked = False  # a call of this budget was checked against it (else: another budget's key, say)
         self.warned = False  # on_exceed="warn" said it this period
 
     def add(self, event: UsageEvent) -> None:
@@ -301,6 +303,7 @@ class BudgetTracker:
             state = self._states.get(key)
             if state is None:
                 state = self._new_state(key)
+            state.checked = True
             if state.stored is None and not waited and not self._unreadable:
                 return state.reading or self._read(key, state, now)
             if state.reading is None and self._stale(state, now):
@@ -493,16 +496,22 @@ class BudgetTracker:
         self._pruning = _readers.submit(lambda: self._read_now(_NO_KEY, period, (None, None)))
 
     def spend(self) -> list[tuple[str | None, str | None, int]]:
-        """(project, the scope's value, nano-USD spent) of every key known this period, as :meth:`admit` counts it.
+        """(project, the scope's value, nano-USD spent) of each key a call checked this period, as admit counts it.
 
         The ledger's figure last read plus this process's rows not yet in it;
-        for a project budget the scope's value is the project.
+        for a project budget the scope's value is the project. Not the keys
+        whose rows it only counts in case a call of it comes for them (another
+        budget's tenant): that is not what this budget has left for them.
         """
         now = self._clock()
         with self._lock:
             if not self._start <= now < self._end:
                 self._roll(now)
-            return [(*self._split(key), (state.stored or 0) + state.overlay) for key, state in self._states.items()]
+            return [
+                (*self._split(key), (state.stored or 0) + state.overlay)
+                for key, state in self._states.items()
+                if state.checked
+            ]
 
     def pending_events(self) -> list[UsageEvent]:
         """Every event this tracker counts that no read found stored yet (for a new tracker of the same ledger)."""
