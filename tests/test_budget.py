@@ -686,6 +686,43 @@ async def test_sessions_gone_idle_leave_neither_their_rows_nor_their_states_in_m
     assert ("acme", "conversation-0", 2 * 10**9) in tracker.spend()
 
 
+class ClockBetween(Clock):
+    """A clock that runs ``between`` once, at its ``at``-th reading after ``armed``: what another call did then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed, self.readings, self.at = False, 0, 0
+        self.between: Callable[[], object] = lambda: None
+
+    def __call__(self) -> float:
+        if self.armed:
+            self.readings += 1
+            if self.readings == self.at:
+                self.between()
+        return self.now
+
+
+async def test_a_key_whose_state_was_let_go_while_its_first_check_waited_is_read_again_not_taken_as_nothing(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past MAX_KEYS, a new key lets go the states that hold nothing unwritten: the one whose figure was just read
+    # for a call still waiting to be resumed, too, when the event loop runs another call's first check before it.
+    monkeypatch.setattr(budget_tracker, "MAX_KEYS", 1)
+    spend(ledger[0], 2, project="acme")  # at its limit
+    clock = ClockBetween()
+    policy = BudgetPolicy(limit_usd=2, period=None, refresh=3600, clock=clock)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    tracker = tracker_for(policy, ledger[1])
+    # The call's first check starts the read (reading 1) and, once it is done, decides (reading 2): between the
+    # two, another session's first check.
+    clock.between = lambda: tracker.admit(Attribution(project="other"))
+    clock.armed, clock.at = True, 2
+    with pytest.raises(BudgetExceededError, match=r"\$2\.00 spent of \$2\.00"):
+        await client.create(HI)
+    assert tracker.wait_for_reads()
+    assert dollars.request_count == 0  # before: 1, decided as if acme had spent nothing
+
+
 async def test_a_tenant_gone_idle_does_not_keep_every_other_tenants_rows(
     ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -38,8 +38,9 @@ class BudgetLayer(Layer):
 
     async def _admit(self, attribution: Attribution) -> None:
         reading = self.tracker.admit(attribution, on_alert=self.on_alert)
-        if reading is not None:
+        while reading is not None:
             # The first check of a key waits for its figure, on a reader thread; shielded, so a caller
-            # that is cancelled meanwhile leaves the read (shared with every other waiter) to finish.
+            # that is cancelled meanwhile leaves the read (shared with every other waiter) to finish. Again
+            # if the key's state (and the figure read) was let go before this call could use it.
             await asyncio.shield(asyncio.wrap_future(reading))
-            self.tracker.admit(attribution, waited=True, on_alert=self.on_alert)
+            reading = self.tracker.admit(attribution, waited=True, on_alert=self.on_alert)

@@ -292,7 +292,9 @@ class BudgetTracker:
         Returns:
             ``None`` when decided; for the first check of a key, the read of its
             spend to wait for (off the loop), after which the caller admits again
-            with ``waited=True`` (which decides with whatever the read left).
+            with ``waited=True`` (which decides with whatever the read left, or
+            returns another read to wait for if the key's state was let go
+            meanwhile: past ``MAX_KEYS``, or at the end of the period).
         """
         now = self._clock()
         key = self._key_of(attribution)
@@ -303,6 +305,7 @@ class BudgetTracker:
             state = self._states.get(key)
             if state is None:
                 state = self._new_state(key)
+                waited = False  # the figure read for this call went with the state it was in: read it again
             state.checked = True
             if state.stored is None and not waited and not self._unreadable:
                 return state.reading or self._read(key, state, now)
