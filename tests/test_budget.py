@@ -598,6 +598,37 @@ async def test_a_ledger_that_cannot_be_read_leaves_the_processs_own_spend_counte
     assert "secret-pw" not in caplog.text
 
 
+async def test_a_key_whose_spend_cannot_be_read_still_counts_its_own_written_rows_while_others_are_read(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # One project's sum fails (the server's statement_timeout, over its many rows, say) while the other keys of
+    # the budget are read: the process still stops it at the limit by its own spend.
+    def timeout(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "sum(" in statement.lower() and "acme" in str(parameters):
+            raise RuntimeError("canceling statement due to statement timeout")
+
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=2, period=None, refresh=5, clock=clock)
+    acme = wrap(make_openai_client, ledger, policy, project="acme")
+    tracker = tracker_for(policy, ledger[1])
+    event.listen(ledger[0].engine, "before_cursor_execute", timeout)
+    sent = 0
+    try:
+        for index in range(4):
+            with contextlib.suppress(BudgetExceededError):
+                await acme.create(HI)
+                sent += 1
+            assert ledger[1].flush(10)  # its row is in the ledger
+            clock.now += 6
+            # Another key's first check: its read finds acme's row stored.
+            await wrap(make_openai_client, ledger, policy, project=f"other-{index}").create(HI)
+            assert tracker.wait_for_reads()
+    finally:
+        event.remove(ledger[0].engine, "before_cursor_execute", timeout)
+    assert sent == 2  # before: 4, each row let go once stored, though no figure of acme's counted it
+    assert ("acme", "acme", 2 * 10**9) in tracker.spend()
+
+
 async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)

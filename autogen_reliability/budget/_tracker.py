@@ -232,6 +232,15 @@ class _KeyState:
         else:
             self.overlay += event.cost_nanousd
 
+    @property
+    def never_read(self) -> bool:
+        """No read of this key was made: its first will sum what of its events is stored, so others' may let it go.
+
+        A key whose read failed is not one: until a read of its own is done, its events are this process's
+        own spend, all the budget counts of it.
+        """
+        return self.stored is None and self.reading is None and self.read_at == _NEVER
+
     def forget(self, event_id: uuid.UUID) -> None:
         event = self.pending.pop(event_id)
         if event.cost_nanousd is None:
@@ -441,15 +450,15 @@ class BudgetTracker:
                 dropped = not self._dropped_said
                 self._dropped_said = True
             state.add(event)
-            if state.stored is not None and state.reading is None:
-                # Keys with a figure are read again as their events come, even if no call checks them any
-                # more: a read is what lets the events go. While the figure is fresh, later.
+            if state.never_read:
+                self._prune(now)
+            elif state.reading is None:
+                # Keys read (with a figure, or whose read failed) are read again as their events come, even if
+                # no call checks them any more: a read is what lets the events go. While the figure is fresh, later.
                 if self._stale(state, now):
                     self._read(key, state, now)
                 else:
                     self._unread[key] = None
-            elif state.stored is None and state.reading is None:
-                self._prune(now)
             self._read_unread(now)
             new_model = event.cost_nanousd is None and event.model not in self._unpriced_models
             if new_model:
@@ -568,9 +577,9 @@ class BudgetTracker:
                 state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
                 state.reading = None
                 for known, other in self._states.items():
-                    # Another key's events may go only while it has no figure: one it has was read in
-                    # another snapshot, which may not hold them.
-                    if known == key or (other.stored is None and other.reading is None):
+                    # Another key's events may go only while it was never read: a figure it has was read in
+                    # another snapshot, which may not hold them, and one whose read failed counts them alone.
+                    if known == key or other.never_read:
                         for event_id in found.intersection(other.pending):
                             other.forget(event_id)
                 if state.pending:  # not written yet: read again later (to the end: it was read now)
@@ -580,9 +589,9 @@ class BudgetTracker:
         self._ledger.answered()
 
     def _let_go(self, found: set[uuid.UUID]) -> None:
-        """Forget the events ``found`` stored of keys with no figure, and those keys once they hold nothing."""
+        """Forget the events ``found`` stored of keys never read, and those keys once they hold nothing."""
         for known, other in list(self._states.items()):
-            if other.stored is None and other.reading is None:
+            if other.never_read:
                 for event_id in found.intersection(other.pending):
                     other.forget(event_id)
                 if not other.pending and not other.alerted and not other.warned:
@@ -590,10 +599,10 @@ class BudgetTracker:
         self._unreadable = False
 
     def _candidates(self, key: Hashable) -> list[uuid.UUID]:
-        """The pending events a read of ``key`` asks about: its own, and those of keys with no figure yet."""
+        """The pending events a read of ``key`` asks about: its own, and those of keys never read."""
         found: list[uuid.UUID] = []
         for known, state in self._states.items():
-            if known == key or (state.stored is None and state.reading is None):
+            if known == key or state.never_read:
                 found.extend(state.pending)
         return found
 
