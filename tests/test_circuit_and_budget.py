@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +29,7 @@ from autogen_reliability import (
     reliable,
 )
 from autogen_reliability.providers import switch_off_sdk_retries
+from autogen_reliability.retry import is_testing, set_testing
 from autogen_reliability.retry._budget import RetryBudgetState, budget_for
 from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
@@ -586,3 +587,122 @@ async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_
     again = reliable(inner, retry=RetryPolicy(budget=budget, clock=clock, sleep=no_wait), circuit=None)
     fake_openai_server.enqueue(FakeReply.error(429), FakeReply.text("after one retry"))
     assert (await again.create(HI)).content == "after one retry"
+
+
+@pytest.fixture
+def testing_mode() -> Iterator[None]:
+    """Retries do not wait (the library's test mode): a Retry-After is obeyed at once."""
+    was_testing = is_testing()
+    set_testing(True)
+    yield
+    set_testing(was_testing)
+
+
+@pytest.mark.parametrize("budget", [True, False], ids=["defaults", "no retry budget"])
+@pytest.mark.usefixtures("testing_mode")
+async def test_a_429_storm_that_retries_ride_out_does_not_open_the_default_circuit(
+    budget: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Every other request is a 429 with a short Retry-After: each call's first attempt is refused, its retry
+    # answered. Half of the attempts failed, and the default breaker (20, 0.5, 10) counted the 429s: after five
+    # calls it opened, and the next 25 failed at once with CircuitOpenError for 30 s, though a retry saved each.
+    fake_openai_server.default = lambda request: (
+        FakeReply.error(429, headers={"Retry-After": "0.01"}) if request.index % 2 == 0 else FakeReply.text("ok")
+    )
+    inner = make_openai_client()
+    # The default retry budget (10 tokens, 10 % of calls, 0.5 a second) allows fewer retries than 30 calls in a
+    # second need, by design: those calls give up on the budget, not on the breaker.
+    client = reliable(inner) if budget else reliable(inner, retry=RetryPolicy(budget=None))
+    outcomes: list[str] = []
+    for _ in range(30):
+        try:
+            outcomes.append(str((await client.create(HI)).content))
+        except CircuitOpenError:
+            outcomes.append("circuit open")
+        except RetriesExhaustedError as error:
+            outcomes.append(f"gave up: {error.reason}")
+    assert set(outcomes) <= {"ok", "gave up: budget"}  # never "circuit open"
+    assert state(breaker_for(inner, CircuitBreakerPolicy())) == "closed"
+    if not budget:
+        assert outcomes == ["ok"] * 30
+        assert fake_openai_server.request_count == 60  # each call: its 429, then its answer
+
+
+@pytest.mark.usefixtures("testing_mode")
+async def test_a_burst_of_concurrent_calls_each_rate_limited_once_is_answered_in_full(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def reply(request: RecordedRequest) -> FakeReply:
+        text = request.messages[-1]["content"]
+        with lock:
+            first = text not in seen
+            seen.add(text)
+        return FakeReply.error(429, headers={"Retry-After": "0.01"}) if first else FakeReply.text(f"answer {text}")
+
+    fake_openai_server.default = reply
+    # The retry budget left out: 40 retries at once are more than its 10 tokens, by design; the breaker is judged.
+    client = reliable(make_openai_client(), retry=RetryPolicy(budget=None))
+
+    async def ask(n: int) -> str:
+        try:
+            result = await client.create([UserMessage(content=str(n), source="user")])
+        except CircuitOpenError:
+            return "refused"
+        assert isinstance(result.content, str)
+        return result.content
+
+    answers = await asyncio.gather(*(ask(n) for n in range(40)))
+    assert answers.count("refused") == 0
+    assert answers == [f"answer {n}" for n in range(40)]
+    assert fake_openai_server.request_count == 80
+
+
+@pytest.mark.parametrize(
+    ("reply", "opens"),
+    [
+        (FakeReply.error(429, headers={"Retry-After": "0.01"}), False),  # the provider asks us to slow down
+        (FakeReply.error(500), True),
+        (FakeReply.error(503), True),
+        (FakeReply.error(529), True),  # Anthropic's overloaded
+    ],
+    ids=["429", "500", "503", "529"],
+)
+async def test_server_errors_and_overload_open_the_circuit_a_rate_limit_does_not(
+    reply: FakeReply, opens: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.default = reply
+    policy = CircuitBreakerPolicy(window=4, minimum_calls=4, open_for=30)
+    inner = make_openai_client()
+    client = reliable(inner, retry=None, circuit=policy)
+    for _ in range(4):
+        with pytest.raises(openai.APIStatusError):
+            await client.create(HI)
+    assert state(breaker_for(inner, policy)) == ("open" if opens else "closed")
+    if not opens:
+        with pytest.raises(openai.RateLimitError):
+            await client.create(HI)  # sent: the provider decides, not the breaker
+        assert fake_openai_server.request_count == 5
+
+
+@pytest.mark.usefixtures("testing_mode")
+async def test_a_rate_limit_retries_could_not_ride_out_still_goes_to_the_fallback(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Falling back on a 429 is the retry layer's decision (its attempts spent), not the breaker's.
+    fake_openai_server.default = lambda request: (
+        FakeReply.text("from the fallback")
+        if request.body is not None and request.body.get("model") == "gpt-4.1"
+        else FakeReply.error(429, headers={"Retry-After": "0.01"})
+    )
+    primary = make_openai_client()
+    client = reliable(
+        primary, retry=RetryPolicy(max_attempts=2, budget=None), fallbacks=[make_openai_client(model="gpt-4.1")]
+    )
+    for _ in range(12):
+        assert (await client.create(HI)).content == "from the fallback"
+    models = [request.body["model"] for request in fake_openai_server.requests if request.body is not None]
+    assert models == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1"] * 12  # the primary is asked each time, twice
+    assert state(breaker_for(primary, CircuitBreakerPolicy())) == "closed"

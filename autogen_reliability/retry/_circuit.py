@@ -15,10 +15,16 @@ agents share it when they share the client) and judges the outcomes of
   let through earlier that ends now neither judges the provider nor frees a
   probe's slot.
 
-Only provider failures a retry could fix count as failures (rate limits,
-timeouts, connection errors, server errors, overload); an attempt the retry
-deadline cut short is a timeout (see ``CircuitLayer``). A bad request or a call
-its caller cancelled says nothing about the provider's health and is not counted.
+Only provider failures a retry could fix count as failures (timeouts, connection
+errors, server errors, overload); an attempt the retry deadline cut short is a
+timeout (see ``CircuitLayer``). A bad request or a call its caller cancelled says
+nothing about the provider's health and is not counted; nor is a rate limit (429):
+it is the provider, up and answering, asking this caller to slow down, which the
+retries do by waiting as its Retry-After says. Counted, a storm of 429s that every
+retry rode out opened the default circuit (half of the attempts failed) and made
+an outage of it. Envoy's outlier detection likewise ejects a host on 5xx and
+gateway failures, not on 429s. A call whose retries a rate limit outlasted gives
+up in the retry layer, which sends it to a fallback.
 Time is the policy's ``clock`` (``time.monotonic`` unless a test injects one).
 """
 
@@ -32,13 +38,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from autogen_core.models import ChatCompletionClient
 
 from .._errors import CircuitOpenError, ConfigurationError, check_clock, config_options
 from ..providers import describe_client
-from ._classify import RETRYABLE_BY_DEFAULT, classify_error
+from ._classify import RETRYABLE_BY_DEFAULT, ErrorKind, classify_error
 from ._policy import MONOTONIC_SECONDS, as_seconds
 from ._shared import PerClient
 
@@ -238,9 +244,16 @@ class CircuitBreaker:
         self._opened_at = self._clock()
 
 
+# The kinds that say a provider is unhealthy: the transient ones but a rate limit (see the module's docstring).
+_FAILURES: Final = RETRYABLE_BY_DEFAULT - {ErrorKind.RATE_LIMIT}
+
+
 def counts_as_failure(error: BaseException) -> bool | None:
-    """A provider failure (True), or an error that says nothing about the provider's health (None)."""
-    return True if classify_error(error) in RETRYABLE_BY_DEFAULT else None
+    """A provider failure (True), or an error that says nothing about the provider's health (None).
+
+    A rate limit is the latter: the provider asks for fewer requests, and the retries wait as it says.
+    """
+    return True if classify_error(error) in _FAILURES else None
 
 
 _breakers: PerClient[CircuitBreakerPolicy, CircuitBreaker] = PerClient(
