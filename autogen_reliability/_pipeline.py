@@ -149,8 +149,8 @@ class Call:
             call's attempts, one row per provider request (see :attr:`Pipeline.borrows`).
         recorded_inside: The attempts of this call on a wrapped client that made a call of it: that call
             recorded its provider attempts itself, or through this call's accounting (``borrowed`` there), so
-            they have no row of their own. An attempt not among them made no call there (AutoGen's cache
-            between the two answered it) and has its row.
+            they have no row of their own, and their events are :attr:`AttemptEvent.on_wrapper`. An attempt
+            not among them made no call there (AutoGen's cache between the two answered it) and has its row.
         started: When the call started on ``time.perf_counter``, a monotonic clock: its duration is
             measured from here, as an attempt's latency is, not from ``started_at``, which the wall
             clock being set (NTP) would move by as much.
@@ -273,9 +273,11 @@ class AttemptEvent:
             streamed (0 when only a successful HTTP status, or chunks without either, had come). The
             provider then bills the attempt.
         on_wrapper: The client called is itself a wrapped client (a wrapped fallback, a wrapper
-            wrapped again, or AutoGen's cache over one), not a provider client: the attempt is one
+            wrapped again, or AutoGen's cache over one), not a provider client, and the attempt made a
             call of that wrapper, whose requests to its providers are attempts of their own, with
             events of their own. An observer counting provider requests, tokens or cost skips it.
+            False for one that AutoGen's cache between the two answered: no call was made there,
+            and this event (the outer wrapper's row, a cache hit) is its only record.
         cached: The result was served from a client-side cache (``CreateResult.cached``, as it was when the
             attempt ended): no request was sent. Read it here, not on the result later: AutoGen's
             ``ChatCompletionCache`` keeps the result it passed on, and sets ``cached`` on that same object
@@ -458,13 +460,13 @@ class Pipeline:
         over it): that attempt has no row, as the requests of ``call`` have theirs. Returns the accounting layer
         that records them when this wrapper records no usage (``call`` borrows it), else None."""
         layer, outer = loan
-        if self.borrows and layer is None:
-            return None  # neither wrapper records: the attempt has no row to leave out
         if outer.recorded_inside is None:
             outer.recorded_inside = set()
-        outer.recorded_inside.add(outer.attempts)  # the attempt running now (a call's attempts run one at a time)
-        if not self.borrows:
-            return None
+        # The attempt running now (a call's attempts run one at a time), whether or not either wrapper records:
+        # its event is one on a wrapper (AttemptEvent.on_wrapper), which observers counting requests skip.
+        outer.recorded_inside.add(outer.attempts)
+        if not self.borrows or layer is None:
+            return None  # recorded here, or by no one
         call.borrowed = layer
         return layer
 
@@ -754,7 +756,8 @@ class _Attempt:
             usage,
             self.event_id,
             received_chars,
-            self.pipeline.on_wrapper,
+            # On a wrapped client, only if the attempt made a call of it (see Call.recorded_inside).
+            self.pipeline.on_wrapper and call.recorded_inside is not None and self.number in call.recorded_inside,
             result is not None and result.cached,
         )
         call.events.append(event)

@@ -295,7 +295,10 @@ async def test_tokens_under_autogens_cache_over_a_wrapper_that_records_nothing_a
         (40, 4, True),
     ]
     assert len(fake_openai_server.requests) == 1
-    assert values(scrape(app), f"{P}tokens_total", "kind") == {("prompt",): 80, ("completion",): 8}
+    samples = scrape(app)
+    assert values(samples, f"{P}tokens_total", "kind") == {("prompt",): 80, ("completion",): 8}
+    # The request, and the hit: an attempt as under a bare client's cache, not one on the wrapper.
+    assert values(samples, f"{P}attempts_total", "outcome") == {("ok",): 2}
 
 
 async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_its_tokens_counted_once(

@@ -9,6 +9,7 @@ from decimal import Decimal
 import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
+from autogen_ext.models.cache import ChatCompletionCache
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -29,6 +30,7 @@ from autogen_reliability.otel import disable_tracing, enable_tracing
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
 from .conftest import OpenAIClientFactory, run_python
+from .memory_cache import MemoryStore
 from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi, this prompt stays out of every span", source="user")]
@@ -445,6 +447,47 @@ async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_i
         assert summed(found, "gen_ai.usage.input_tokens") == 40
         assert summed(found, "gen_ai.usage.output_tokens") == 4
         assert summed(found, f"{R}cost_usd") * 10**9 == ledger_cost
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+async def test_an_answer_autogens_cache_gives_between_two_wrappers_has_its_rows_tokens_on_the_outer_spans(
+    streamed: bool,
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A miss is the inner wrapper's request, row and spans; a hit made no call there: the outer wrapper's row is
+    # its only record, and so its attempt span carries that row's tokens and cost (0), as under a bare client.
+    fake_openai_server.enqueue(FakeReply.text("drafted", usage=FakeUsage(prompt_tokens=30, completion_tokens=4)))
+    cache = ChatCompletionCache(reliable(make_openai_client(), recorder=ledger[1], retry=None), MemoryStore())
+    client = reliable(cache, recorder=ledger[1], retry=None)
+    for _ in range(2):
+        if streamed:
+            async for _item in client.create_stream(HI):
+                pass
+        else:
+            await client.create(HI)
+    rows = ledger_rows(ledger)
+    assert [(row.cache_hit, row.prompt_tokens, row.completion_tokens) for row in rows] == [
+        (False, 30, 4),
+        (True, 30, 4),
+    ]
+    (call,) = [span for span in chat_spans(spans) if (span.attributes or {}).get(f"{R}call_id") == str(rows[1].call_id)]
+    (hit,) = children(spans, call)
+    assert hit.attributes is not None
+    assert f"{R}on_wrapper" not in hit.attributes
+    assert hit.attributes[f"{R}cost_usd"] == "0"
+
+    def summed(found: list[ReadableSpan], name: str) -> int:
+        return sum(int(str((span.attributes or {}).get(name, 0))) for span in found)
+
+    attempts = [span for span in chat_spans(spans) if f"{R}attempt" in (span.attributes or {})]
+    calls = [span for span in chat_spans(spans) if f"{R}attempt" not in (span.attributes or {})]
+    # Summed over every attempt span, or over every call span: the ledger's tokens, each row once.
+    for found in (attempts, calls):
+        assert summed(found, "gen_ai.usage.input_tokens") == sum(row.prompt_tokens for row in rows) == 60
+        assert summed(found, "gen_ai.usage.output_tokens") == sum(row.completion_tokens for row in rows) == 8
 
 
 async def test_tracing_off_makes_no_spans_and_enabling_is_idempotent(

@@ -164,9 +164,8 @@ class AccountingLayer(Layer):
 
     def _record(self, call: Call) -> None:
         tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
-        inside = call.recorded_inside
         for attempt in call.events:
-            if inside is not None and attempt.on_wrapper and attempt.attempt in inside:
+            if attempt.on_wrapper:
                 # A wrapped client made a call of this attempt: its requests are rows already, its own or (one
                 # that records nothing) recorded through us. One AutoGen's cache answered made none: its row.
                 continue
