@@ -158,6 +158,34 @@ async def test_the_error_rate_over_the_window_degrades_then_fails_a_client(
     assert report.ready is (status != "unhealthy")
 
 
+async def test_a_rate_limit_storm_the_retries_ride_out_leaves_the_client_healthy_and_ready(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # Each call is rate-limited once, then answered on its retry: 10 calls, 20 attempts, half of them 429s. They
+    # counted as failures: "error rate 50% (10/20)", unhealthy, and /readyz took every replica out at once.
+    client = wrap(retry=RetryPolicy(initial_delay=0.001, max_delay=0.002, budget=None))
+    probe = HealthProbe({"openai": client})
+    for _ in range(10):
+        fake_openai_server.enqueue(FakeReply.error(429, headers={"retry-after-ms": "1"}), FakeReply.text("fine"))
+    await calls(client, 10)
+    report = await probe.check()
+    health = report.clients["openai"]
+    assert (health.attempts, health.error_rate, health.errors_by_kind) == (20, 0.0, {"rate_limit": 10})
+    assert (health.status, report.ready) == ("healthy", True)
+
+
+async def test_rate_limits_that_outlast_the_retries_still_make_the_client_unhealthy(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    client = wrap(retry=RetryPolicy(max_attempts=2, initial_delay=0.001, max_delay=0.002, budget=None))
+    probe = HealthProbe({"openai": client})
+    fake_openai_server.enqueue(*[FakeReply.error(429, headers={"retry-after-ms": "1"})] * 20)
+    await calls(client, 10)
+    health = (await probe.check()).clients["openai"]
+    assert (health.attempts, health.error_rate, health.errors_by_kind) == (20, 1.0, {"rate_limit": 20})
+    assert health.status == "unhealthy"
+
+
 async def test_failures_the_request_caused_do_not_count_in_the_error_rate(
     fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:
@@ -360,7 +388,8 @@ async def test_a_wrapped_fallback_is_judged_by_its_calls_and_its_providers_by_it
     primary, fallback = report.clients["openai"].providers
     assert [(primary.attempts, primary.error_rate), (fallback.attempts, fallback.error_rate)] == [(1, 1.0), (1, 0.0)]
     (provider,) = report.clients["backup"].providers
-    assert (provider.attempts, provider.error_rate, provider.errors_by_kind) == (2, 0.5, {"rate_limit": 1})
+    # Its 429 was overcome by the retry: neither a failure nor an attempt judged (the error rate is 0 of 1).
+    assert (provider.attempts, provider.error_rate, provider.errors_by_kind) == (2, 0.0, {"rate_limit": 1})
 
 
 async def test_a_half_open_circuit_is_degraded(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:

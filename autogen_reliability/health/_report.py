@@ -115,8 +115,9 @@ class ProviderHealth(_Model):
     attempts: int = Field(description="Attempts seen in the window, cancelled ones included.")
     error_rate: float | None = Field(
         description="Failed attempts / attempts judged, in the window: all but the cancelled ones and the "
-        "failures the request caused (bad_request, context_length, content_filter), which count neither as "
-        "failures nor as attempts. null: no attempt judged."
+        "failures the request caused (bad_request, context_length, content_filter) and the rate limits (429) "
+        "of calls that then succeeded on this client, which count neither as failures nor as attempts. null: "
+        "no attempt judged."
     )
     errors_by_kind: dict[str, int] = Field(description="Failed and cancelled attempts in the window, by ErrorKind.")
     p95_latency_ms: float | None = Field(

@@ -19,6 +19,13 @@ above the exact value. Prometheus histograms make the same trade.
 An answer from a client-side cache (AutoGen's ``ChatCompletionCache``, ``CreateResult.cached``) is not
 counted: no request reached the provider, so it says nothing of its errors or latency.
 
+A rate-limited attempt (a 429) is a failure until a later attempt of the same call succeeds on the same
+client: then it counts neither as a failure nor as an attempt, as the circuit breaker does not count it.
+A storm of 429s that the retries ride out does not make the client unhealthy (a readiness probe would
+take every replica out of service at once, for a limit they share), while a provider that rate-limits
+calls to their end does. Which calls' 429s may still be forgiven is remembered for at most
+:data:`MOST_THROTTLED_CALLS` calls (the oldest then stay failures).
+
 A bucket holds attempts that *ended* in its span (the observer sees an attempt
 when it ends), by the probe's clock; a bucket older than the window is cleared
 when its slot is used again, and ignored when read.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +49,21 @@ from .._redaction import message_of
 from ..retry._classify import classify_error
 from ._report import shown
 
-__all__ = ["BUCKETS", "CALLER_KINDS", "RECENT", "Attempt", "AttemptWindow", "WindowStats", "merge"]
+__all__ = [
+    "BUCKETS",
+    "CALLER_KINDS",
+    "MOST_THROTTLED_CALLS",
+    "RECENT",
+    "Attempt",
+    "AttemptWindow",
+    "WindowStats",
+    "merge",
+]
 
 BUCKETS: Final = 60
 RECENT: Final = 10
+MOST_THROTTLED_CALLS: Final = 4096
+"""Calls whose rate-limited attempts a window remembers, to count them as nothing once the call succeeds."""
 # Upper edges in seconds: 1 ms * 2^(k/4) up to 10 minutes; one more bin above takes anything slower.
 _EDGES: Final = tuple(0.001 * 2 ** (k / 4) for k in range(math.ceil(4 * math.log2(600 / 0.001)) + 1))
 LATENCY_BINS: Final = len(_EDGES) + 1
@@ -72,6 +91,7 @@ class _Bucket:
     attempts: int = 0
     cancelled: int = 0
     refused: int = 0
+    throttled: int = 0  # rate-limited attempts of calls that then succeeded: neither failures nor attempts
     failures: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     latencies: list[int] = field(default_factory=lambda: [0] * LATENCY_BINS)
@@ -85,6 +105,7 @@ class WindowStats:
     attempts: int = 0
     cancelled: int = 0
     refused: int = 0  # failures the request caused (CALLER_KINDS)
+    throttled: int = 0  # rate-limited attempts of calls that then succeeded on the same client
     failures: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     latencies: list[int] = field(default_factory=lambda: [0] * LATENCY_BINS)
@@ -100,9 +121,10 @@ class WindowStats:
 
     @property
     def judged(self) -> int:
-        """Attempts that count in the error rate: all but the cancelled ones and the failures the request caused
-        (neither a failure nor a success of the provider, as for the circuit breaker)."""
-        return self.attempts - self.cancelled - self.refused
+        """Attempts that count in the error rate: all but the cancelled ones, the failures the request caused and
+        the rate limits a retry of their call overcame (neither a failure nor a success of the provider, as for the
+        circuit breaker)."""
+        return self.attempts - self.cancelled - self.refused - self.throttled
 
     @property
     def p95_latency(self) -> float | None:
@@ -123,6 +145,7 @@ class WindowStats:
         self.attempts += bucket.attempts
         self.cancelled += bucket.cancelled
         self.refused += bucket.refused
+        self.throttled += bucket.throttled
         self.failures += bucket.failures
         for kind, count in bucket.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + count
@@ -152,6 +175,8 @@ class AttemptWindow:
         self._buckets: list[_Bucket | None] = [None] * BUCKETS
         self._recent: deque[Attempt] = deque(maxlen=RECENT)
         self._last_error: Attempt | None = None
+        # Calls with rate-limited attempts counted as failures, oldest first: the buckets those attempts are in.
+        self._throttled: dict[uuid.UUID, list[int]] = {}
         # The observer runs on the event loop; a check may read from another thread (a server's).
         self._lock = threading.Lock()
 
@@ -173,6 +198,8 @@ class AttemptWindow:
             if outcome == "ok":
                 bucket.latencies[bisect.bisect_left(_EDGES, event.latency)] += 1
                 bucket.slowest = max(bucket.slowest, event.latency)
+                if self._throttled:
+                    self._forgive(event.call.call_id)
             elif kind is not None:
                 bucket.kinds[kind.value] = bucket.kinds.get(kind.value, 0) + 1
                 if outcome == "cancelled":
@@ -181,6 +208,8 @@ class AttemptWindow:
                     bucket.refused += 1
                 else:
                     bucket.failures += 1
+                    if kind is ErrorKind.RATE_LIMIT:
+                        self._remember_throttled(event.call.call_id, index)
             self._recent.append(attempt)
             if outcome == "error":
                 self._last_error = attempt
@@ -196,6 +225,20 @@ class AttemptWindow:
             stats.recent = list(self._recent)
             stats.last_error = self._last_error
         return stats
+
+    def _remember_throttled(self, call_id: uuid.UUID, index: int) -> None:
+        """A rate-limited attempt of ``call_id`` was counted as a failure in bucket ``index`` (the lock is held)."""
+        self._throttled.setdefault(call_id, []).append(index)
+        while len(self._throttled) > MOST_THROTTLED_CALLS:
+            del self._throttled[next(iter(self._throttled))]  # its 429s stay failures
+
+    def _forgive(self, call_id: uuid.UUID) -> None:
+        """``call_id`` succeeded: its rate-limited attempts still in the window are no longer failures (lock held)."""
+        for index in self._throttled.pop(call_id, ()):
+            bucket = self._buckets[index % BUCKETS]
+            if bucket is not None and bucket.index == index:  # else: out of the window already
+                bucket.failures -= 1
+                bucket.throttled += 1
 
     def _bucket(self, index: int) -> _Bucket:
         slot = index % BUCKETS
