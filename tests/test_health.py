@@ -602,6 +602,30 @@ async def test_an_active_check_the_provider_refuses_for_its_request_is_unknown_n
     assert '"ok":null' in report.model_dump_json()
 
 
+async def test_an_active_check_a_rate_limit_answers_is_unknown_not_a_failure(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # A 429 is the provider, up, asking for fewer requests: a check failed on it would make every replica
+    # unready at once for ttl, for a limit they share, as the window's rule for 429s avoids.
+    client = wrap()
+    probe = HealthProbe({"openai": client}, active=True)
+    fake_openai_server.enqueue_models(FakeReply.error(429, headers={"Retry-After": "1"}))
+    report = await probe.check()
+    check = report.clients["openai"].active_check
+    assert check is not None
+    assert (check.ok, check.error_kind) == (None, "rate_limit")
+    assert (check.error or "").startswith("RateLimitError: ")
+    assert report.clients["openai"].status == report.status == "healthy"
+    # Out of credit is no rate limit: still a failed check.
+    quota = FakeReply.error(429, "You exceeded your current quota", code="insufficient_quota")
+    fake_openai_server.enqueue_models(quota)
+    report = await HealthProbe({"openai": client}, active=True).check()
+    check = report.clients["openai"].active_check
+    assert check is not None
+    assert (check.ok, check.error_kind) == (False, "permission")
+    assert report.status == "unhealthy"
+
+
 async def test_a_server_without_a_model_listing_is_unknown_not_a_failure(
     fake_openai_server: FakeOpenAIServer, wrap: Wrap
 ) -> None:

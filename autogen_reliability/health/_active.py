@@ -137,7 +137,13 @@ class ActiveChecker:
             # A refusal of the probe's own request (bad_request, context_length, content_filter) is an answer
             # from a provider that is up: unknown, as the window does not count such failures either. So is a
             # 404 to the listing: a gateway that forwards completions only has none (the calls' 404s still count).
-            refused = found in CALLER_KINDS or (self._listing is not None and found is ErrorKind.NOT_FOUND)
+            # And a rate limit: the provider, up, asks for fewer requests; failed, a check would make every
+            # replica unready at once for ttl, for a limit they share (the window forgives 429s a retry overcame).
+            refused = (
+                found in CALLER_KINDS
+                or found is ErrorKind.RATE_LIMIT
+                or (self._listing is not None and found is ErrorKind.NOT_FOUND)
+            )
             ok, kind = (None if refused else False), found.value
             message = shown(f"{type(error).__name__}: {message_of(error)}")
         self._finish(future, _Result(ok, checked_at, time.perf_counter() - start, self._clock(), kind, message))

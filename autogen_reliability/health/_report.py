@@ -94,7 +94,8 @@ class ActiveCheck(_Model):
     ok: bool | None = Field(
         description="Whether the provider answered; null: unknown (the budget or the open circuit refused the "
         "request, the check was cancelled, the provider refused the check's own request as bad_request, "
-        "context_length or content_filter, or has no model listing: a 404 to GET /models), which is not held "
+        "context_length or content_filter, rate-limited it (a 429: rate_limit), or has no model listing: a 404 to "
+        "GET /models), which is not held "
         "against the client."
     )
     checked_at: AwareDatetime = Field(description="When the request was sent (UTC).")
