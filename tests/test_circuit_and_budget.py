@@ -589,6 +589,32 @@ async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_
     assert (await again.create(HI)).content == "after one retry"
 
 
+async def test_a_call_cancelled_while_it_waits_a_retry_after_gives_back_no_token_it_did_not_take(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The wait of a 429 with Retry-After is the provider's and takes no token: cut short, it has none to give back.
+    waiting = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    clock = Clock()
+    budget = RetryBudget(ratio=0, min_per_second=0, capacity=2)
+    inner = make_openai_client()
+    tokens = budget_for(inner, budget, clock)
+    assert tokens.try_spend()
+    client = reliable(inner, retry=RetryPolicy(budget=budget, clock=clock, sleep=sleep), circuit=None)
+    fake_openai_server.enqueue(FakeReply.error(429, headers={"Retry-After": "1"}))
+    cancelled = asyncio.ensure_future(client.create(HI))
+    await waiting.wait()
+    assert tokens.tokens == 1
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert tokens.tokens == 1
+
+
 @pytest.fixture
 def testing_mode() -> Iterator[None]:
     """Retries do not wait (the library's test mode): a Retry-After is obeyed at once."""
@@ -610,8 +636,8 @@ async def test_a_429_storm_that_retries_ride_out_does_not_open_the_default_circu
         FakeReply.error(429, headers={"Retry-After": "0.01"}) if request.index % 2 == 0 else FakeReply.text("ok")
     )
     inner = make_openai_client()
-    # The default retry budget (10 tokens, 10 % of calls, 0.5 a second) allows fewer retries than 30 calls in a
-    # second need, by design: those calls give up on the budget, not on the breaker.
+    # Nor does it spend the default retry budget (10 tokens, 10 % of calls, 0.5 a second): each retry waits the
+    # server's own Retry-After. Charged a token each, 30 calls in a second spent it and 17 gave up on "budget".
     client = reliable(inner) if budget else reliable(inner, retry=RetryPolicy(budget=None))
     outcomes: list[str] = []
     for _ in range(30):
@@ -621,16 +647,15 @@ async def test_a_429_storm_that_retries_ride_out_does_not_open_the_default_circu
             outcomes.append("circuit open")
         except RetriesExhaustedError as error:
             outcomes.append(f"gave up: {error.reason}")
-    assert set(outcomes) <= {"ok", "gave up: budget"}  # never "circuit open"
+    assert outcomes == ["ok"] * 30
+    assert fake_openai_server.request_count == 60  # each call: its 429, then its answer
     assert state(breaker_for(inner, CircuitBreakerPolicy())) == "closed"
-    if not budget:
-        assert outcomes == ["ok"] * 30
-        assert fake_openai_server.request_count == 60  # each call: its 429, then its answer
 
 
+@pytest.mark.parametrize("budget", [True, False], ids=["defaults", "no retry budget"])
 @pytest.mark.usefixtures("testing_mode")
 async def test_a_burst_of_concurrent_calls_each_rate_limited_once_is_answered_in_full(
-    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    budget: bool, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     seen: set[str] = set()
     lock = threading.Lock()
@@ -643,8 +668,10 @@ async def test_a_burst_of_concurrent_calls_each_rate_limited_once_is_answered_in
         return FakeReply.error(429, headers={"Retry-After": "0.01"}) if first else FakeReply.text(f"answer {text}")
 
     fake_openai_server.default = reply
-    # The retry budget left out: 40 retries at once are more than its 10 tokens, by design; the breaker is judged.
-    client = reliable(make_openai_client(), retry=RetryPolicy(budget=None))
+    # 40 retries at once are more than the default budget's 10 tokens: charged for them, 30 calls gave up on
+    # "budget", though the provider had said when to come back and answered every retry.
+    inner = make_openai_client()
+    client = reliable(inner) if budget else reliable(inner, retry=RetryPolicy(budget=None))
 
     async def ask(n: int) -> str:
         try:
@@ -658,6 +685,67 @@ async def test_a_burst_of_concurrent_calls_each_rate_limited_once_is_answered_in
     assert answers.count("refused") == 0
     assert answers == [f"answer {n}" for n in range(40)]
     assert fake_openai_server.request_count == 80
+
+
+async def _reasons_of_a_burst(client: ReliableChatCompletionClient, calls: int) -> list[str]:
+    async def ask(n: int) -> str:
+        try:
+            await client.create([UserMessage(content=str(n), source="user")])
+        except RetriesExhaustedError as error:
+            return error.reason
+        return "answered"
+
+    return list(await asyncio.gather(*(ask(n) for n in range(calls))))
+
+
+@pytest.mark.parametrize(
+    ("reply", "options"),
+    [
+        (FakeReply.error(500), {}),
+        (FakeReply.error(503, headers={"Retry-After": "0.01"}), {}),  # overload: the provider may be going down
+        (FakeReply.error(529), {}),  # Anthropic's overloaded
+        (FakeReply.reset(), {}),
+        (FakeReply.error(429), {}),  # no Retry-After: the wait is our own guess
+        (FakeReply.error(429, headers={"Retry-After": "0.01"}), {"respect_retry_after": False}),
+    ],
+    ids=[
+        "500",
+        "503 with Retry-After",
+        "529",
+        "connection reset",
+        "429 without Retry-After",
+        "Retry-After not honoured",
+    ],
+)
+@pytest.mark.usefixtures("testing_mode")
+async def test_the_default_retry_budget_bounds_the_retries_to_a_provider_that_fails_every_request(
+    reply: FakeReply,
+    options: dict[str, Any],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A provider that is down: 40 calls at once, three attempts each, would send 120 requests. The budget's
+    # promise: no more retries than its 10 tokens and 10 % of the calls (its clock stands still: no refill).
+    fake_openai_server.default = reply
+    client = reliable(make_openai_client(), retry=RetryPolicy(clock=Clock(), **options), circuit=None)
+    reasons = await _reasons_of_a_burst(client, 40)
+    retries = fake_openai_server.request_count - 40
+    assert 1 <= retries <= 10 + 40 * 0.1
+    assert reasons.count("budget") >= 40 - retries
+    assert set(reasons) <= {"budget", "attempts"}
+
+
+@pytest.mark.usefixtures("testing_mode")
+async def test_a_provider_that_rate_limits_every_request_with_retry_after_gets_the_policys_attempts_no_more(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Its retries take no token of the budget (each waits the Retry-After the provider chose): max_attempts bounds
+    # them, and the call gives up on "attempts".
+    fake_openai_server.default = FakeReply.error(429, headers={"Retry-After": "0.01"})
+    client = reliable(make_openai_client(), retry=RetryPolicy(clock=Clock()), circuit=None)
+    reasons = await _reasons_of_a_burst(client, 40)
+    assert reasons == ["attempts"] * 40
+    assert fake_openai_server.request_count == 40 * 3
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ and Finagle's ``RetryBudget`` are the same idea) as a token bucket:
 - it never holds more than ``capacity`` tokens.
 
 In a long outage, retries therefore settle at ``ratio * calls +
-min_per_second * seconds``.
+min_per_second * seconds``. A retry of a rate limit that waits the server's
+own ``Retry-After`` spends nothing (see ``StopWhenBudgetSpent``): the provider
+is up and paces those retries itself; attempts and the deadline bound them.
 """
 
 from __future__ import annotations

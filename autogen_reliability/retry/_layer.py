@@ -187,7 +187,11 @@ class _RetryRun:
         self.start = start
         self.kinds: list[ErrorKind] = []
         self.deadline = StopBeforeDeadline(policy._deadline, start, policy.clock)
-        self.budget = StopWhenBudgetSpent(layer.budget) if layer.budget is not None else None
+        self.budget = (
+            StopWhenBudgetSpent(layer.budget, server_paced=policy.respect_retry_after)
+            if layer.budget is not None
+            else None
+        )
 
     def retrying(self) -> AsyncRetrying:
         # The order of the stops matters: the budget's token is taken only if attempts and deadline allow the retry.
@@ -231,9 +235,10 @@ class _RetryRun:
         try:
             await self._wait(seconds)
         except BaseException:
-            # The stops took the retry's token from the budget just before this wait; cut short (the call
-            # cancelled, its deadline passed), the wait makes no retry, and the token is not spent.
-            if self.budget is not None:
+            # The stops took the retry's token from the budget just before this wait (unless the provider's own
+            # Retry-After paces it); cut short (the call cancelled, its deadline passed), the wait makes no retry,
+            # and the token is not spent.
+            if self.budget is not None and self.budget.spent:
                 self.budget.budget.refund()
             raise
 

@@ -12,7 +12,8 @@ and hide the error in a ``RetryError``) are not used:
 - ``stop_after_attempt(max_attempts) | StopBeforeDeadline(...) |
   StopWhenBudgetSpent(...)``: attempts, the deadline of the logical call (waits
   included) and the retry budget shared by all wrappers of the same provider
-  client all bound it;
+  client all bound it (a rate limit retried at the server's own ``Retry-After``
+  takes no token of the budget);
 - the wait is the longer of the server's ``Retry-After`` and tenacity's
   exponential backoff with full jitter (``wait_random_exponential``, capped at
   ``max_delay``); a server asking for more than ``max_retry_after`` gets its
@@ -46,7 +47,7 @@ from .._errors import ConfigurationError, check_clock, config_options, is_finite
 from .._pipeline import Call
 from .._redaction import redact
 from ._budget import RetryBudget, RetryBudgetState
-from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, retry_after
+from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
 
 __all__ = [
     "MONOTONIC_SECONDS",
@@ -137,19 +138,37 @@ class StopBeforeDeadline(stop_base):
         return self.fired
 
 
+def _paced_by_server(error: BaseException) -> bool:
+    """Whether ``error`` is a rate limit whose server said when to come back (``retry-after-ms`` / ``Retry-After``)."""
+    return classify_error(error) is ErrorKind.RATE_LIMIT and retry_after(error) is not None
+
+
 class StopWhenBudgetSpent(stop_base):
     """Stops when the provider client's retry budget is spent; takes the retry's token otherwise.
 
     Last in a ``|``: tenacity's ``stop_any`` stops at the first strategy that
     fires, so a token is spent only for a retry that will be made.
+
+    A retry of a rate limit that waits the server's own ``Retry-After`` (``server_paced``: the policy honours it)
+    takes no token: the provider is up and throttles us itself, the wait it chose spreads the retries, and
+    attempts and the deadline still bound them. Charged, a burst of 40 calls each refused once by a 429 spent
+    the default bucket's 10 tokens and 30 calls gave up, though each would have been answered by its retry.
+    The budget is for retries the provider did not ask for: 5xx, overload, timeouts, connection errors.
     """
 
-    def __init__(self, budget: RetryBudgetState) -> None:
+    def __init__(self, budget: RetryBudgetState, *, server_paced: bool = True) -> None:
         self.budget = budget
+        self.server_paced = server_paced
         self.fired = False
+        self.spent = False  # whether the retry about to be made took a token (one to give back if it is not made)
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        self.fired = not self.budget.try_spend()
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        if self.server_paced and error is not None and _paced_by_server(error):
+            self.fired = self.spent = False
+            return False
+        self.spent = self.budget.try_spend()
+        self.fired = not self.spent
         return self.fired
 
 
