@@ -25,7 +25,7 @@ the wrapper records (the process's usage feed), which become the rows of a real
 ledger (by default the SQLite file ``autogen-reliability-demo/usage.db`` in the
 working directory). The demo ends with the usage report of its run read back
 from that ledger (a table with a total line, and the waste), the health
-probe's report as JSON, a check that every attempt shown is a row, and
+probe's report as JSON (with what its error rate counts), a check that every attempt shown is a row, and
 ``usage-report.html`` next to the ledger.
 
 With ``--live`` the same team runs against the real OpenAI API (the key given
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import shlex
 import uuid
@@ -468,6 +469,8 @@ _AGENT_WIDTH: Final = 13
 _OUTCOME_WIDTH: Final = 15  # "authentication", "context_length": the longest kinds a run meets
 _LEGEND_NUMBERS: Final = f"{'in':>5} → {'out':<4} {'cost USD':>12}"
 _OUTCOMES: Final = ("ok", "invalid", "error", "cancelled")
+# The failures the health probe leaves out of its error rate as the request's own fault, not the provider's.
+_NOT_JUDGED: Final = frozenset({"bad_request", "context_length", "content_filter"})
 _RECENT_ATTEMPTS: Final = {"clients": {"__all__": {"providers": {"__all__": {"recent"}}}}}
 _PLAIN_WIDTH: Final = 120  # what the report's tables are laid out for when the output is not a terminal
 _CSI_OR_OSC: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.)", re.DOTALL)
@@ -766,6 +769,41 @@ class _Display:
         self.line("left out here, they are in health.json):", "bold")
         brief = health.model_dump_json(indent=2, exclude=_RECENT_ATTEMPTS)
         self.console.print(JSON(brief, indent=2), soft_wrap=True)
+        note = _error_rate_note(health, self._shown)
+        if note:
+            self.line(note)
+
+
+def _error_rate_note(health: HealthReport, shown: Sequence[UsageEvent]) -> str | None:
+    """Why the health's error rate is not its errors by kind over its attempts, when rate limits were overcome.
+
+    A 429 that a later attempt of its call overcame is listed by kind, but the probe judges it neither a failure
+    nor an attempt (nor a request's own fault, nor a cancelled attempt). The figures are the rows this run showed
+    (not the ledger's since it started: another run into the same ledger meanwhile has rows there, which this
+    probe never saw), said only when they are the probe's attempts and give its rate; otherwise the rule alone.
+    """
+    client = health.clients.get("openai")
+    if client is None or client.error_rate is None or not client.errors_by_kind.get("rate_limit"):
+        return None
+    answered = {row.call_id for row in shown if row.outcome in ("ok", "invalid")}
+    overcome = [row for row in shown if row.error_kind == "rate_limit" and row.call_id in answered]
+    if not overcome:
+        return None
+    one = len(overcome) == 1
+    rule = (
+        f"The rate limit{'' if one else 's'} that a retry of its call overcame {'is' if one else 'are'} listed by "
+        f"kind, but {'it counts' if one else 'they count'} neither as a failure nor as an attempt."
+    )
+    forgiven = {row.event_id for row in overcome}
+    judged = [
+        row
+        for row in shown
+        if row.outcome != "cancelled" and row.error_kind not in _NOT_JUDGED and row.event_id not in forgiven
+    ]
+    failed = sum(row.outcome == "error" for row in judged)
+    if len(shown) == client.attempts and judged and math.isclose(failed / len(judged), client.error_rate):
+        return f"Error rate: {_count(failed, 'failed attempt')} of {len(judged)} judged. {rule}"
+    return f"Error rate: {rule}"
 
 
 def _count(number: int, noun: str) -> str:

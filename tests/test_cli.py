@@ -163,6 +163,14 @@ def test_demo_shows_the_storm_each_attempt_as_the_ledger_holds_it_and_the_report
     client = health["clients"]["openai"]
     assert client["attempts"] == len(rows)
     assert client["errors_by_kind"] == {"rate_limit": 1, "overloaded": 1}
+    # The 429 the writer's retry overcame is listed by kind but judged neither a failure nor an attempt: the
+    # error rate is the 503 alone, and the demo says so under the JSON (2 of 23 would be read from it).
+    judged = len(rows) - 1
+    assert client["error_rate"] == pytest.approx(1 / judged)
+    assert (
+        f"Error rate: 1 failed attempt of {judged} judged. The rate limit that a retry of its call overcame is "
+        "listed by kind, but it counts neither as a failure nor as an attempt.\n" in out
+    )
     assert health["usage_store"]["reachable"] is True
     assert json.loads((tmp_path / "health.json").read_text())["clients"]["openai"]["providers"][0]["recent"]
 
