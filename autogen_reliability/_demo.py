@@ -74,6 +74,7 @@ from . import CostTermination, HealthProbe, RetryPolicy, ValidationPolicy, relia
 from ._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from ._redaction import redact
 from .accounting import UsageEvent, UsageRecorder, _feed
+from .health._window import CALLER_KINDS
 from .retry import RetryEvent
 from .storage import UsageStore
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
@@ -470,7 +471,7 @@ _OUTCOME_WIDTH: Final = 15  # "authentication", "context_length": the longest ki
 _LEGEND_NUMBERS: Final = f"{'in':>5} → {'out':<4} {'cost USD':>12}"
 _OUTCOMES: Final = ("ok", "invalid", "error", "cancelled")
 # The failures the health probe leaves out of its error rate as the request's own fault, not the provider's.
-_NOT_JUDGED: Final = frozenset({"bad_request", "context_length", "content_filter"})
+_NOT_JUDGED: Final = frozenset(kind.value for kind in CALLER_KINDS)
 _RECENT_ATTEMPTS: Final = {"clients": {"__all__": {"providers": {"__all__": {"recent"}}}}}
 _PLAIN_WIDTH: Final = 120  # what the report's tables are laid out for when the output is not a terminal
 _CSI_OR_OSC: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.)", re.DOTALL)
