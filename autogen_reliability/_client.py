@@ -294,7 +294,7 @@ def _pipeline(
         # A wrapped client that records nothing records its provider attempts through our accounting.
         lender=accounting if wrapped and accounting is not None and not _records_itself(client) else None,
         borrows=primary and not settings.track_usage,
-        records=primary and settings.track_usage,
+        primary=primary,
         # Its observers still read the provider's own usage: tapped once something observes the process.
         untapped=not settings.track_usage and not wrapped,
     )

@@ -393,7 +393,7 @@ class Pipeline:
         on_wrapper: bool = False,
         lender: Layer | None = None,
         borrows: bool = False,
-        records: bool = False,
+        primary: bool = False,
         untapped: bool = False,
     ) -> None:
         self.client = client
@@ -410,10 +410,10 @@ class Pipeline:
         """Whether this wrapper records no usage of its own: a call of it made by an attempt of a wrapper that
         lends it its accounting (:attr:`lender`) goes through that layer first, so each of its provider
         requests is a row of that wrapper's ledger. A call made otherwise pays one ContextVar read."""
-        self.records = records
-        """Whether this wrapper records its own usage: a call of it made by an attempt of another wrapper tells
-        that attempt so (its requests have rows here, the attempt none there). An attempt that made no call
-        here (AutoGen's cache between the two answered it) has the outer wrapper's row. One ContextVar read."""
+        self.primary = primary
+        """Whether this is a wrapper's own pipeline (not a fallback's inside it): a call of it made by an attempt
+        of another wrapper marks that attempt as one that made a call here (see :meth:`_made_inside`), which a
+        call answered by AutoGen's cache between the two is not. One ContextVar read per call."""
         self.layers = tuple(layers)
         """The layers, outermost first."""
         self._observers = tuple(observers)
@@ -434,7 +434,7 @@ class Pipeline:
         call awaits the first layer directly, without a frame of ours around it.
         """
         create = self._create
-        if (self.borrows or self.records) and (loan := _loan.get()) is not None:
+        if self.primary and (loan := _loan.get()) is not None:
             lender = self._made_inside(request.call, loan)
             if lender is not None:
                 create = partial(lender.create, call_next=create)
@@ -446,7 +446,7 @@ class Pipeline:
     def create_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
         """Streams ``request`` through the layers; the first pipeline of a call announces it."""
         stream = self._create_stream
-        if (self.borrows or self.records) and (loan := _loan.get()) is not None:
+        if self.primary and (loan := _loan.get()) is not None:
             lender = self._made_inside(request.call, loan)
             if lender is not None:
                 stream = partial(lender.create_stream, call_next=stream)
