@@ -563,40 +563,46 @@ class BudgetTracker:
                     state.reading = None
                     self._unreadable = True
                     if state.pending:
-                        self._unread.pop(key, None)  # to the end: it was read now
-                        self._unread[key] = None
+                        self._read_later(key)
             self._ledger.failed(error)
             return
         with self._lock:
             if key is _NO_KEY:
                 self._pruning = None
                 if period == self._period:
-                    self._let_go(found)
+                    self._let_go(found, key)
+                    self._unreadable = False
             state = self._states.get(key) if period == self._period else None
             if state is not None:
                 state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
                 state.reading = None
-                for known, other in self._states.items():
-                    # Another key's events may go only while it was never read: a figure it has was read in
-                    # another snapshot, which may not hold them, and one whose read failed counts them alone.
-                    if known == key or other.never_read:
-                        for event_id in found.intersection(other.pending):
-                            other.forget(event_id)
-                if state.pending:  # not written yet: read again later (to the end: it was read now)
-                    self._unread.pop(key, None)
-                    self._unread[key] = None
+                self._let_go(found, key)
+                if state.pending:  # not written yet: read again later
+                    self._read_later(key)
                 self._unreadable = False
         self._ledger.answered()
 
-    def _let_go(self, found: set[uuid.UUID]) -> None:
-        """Forget the events ``found`` stored of keys never read, and those keys once they hold nothing."""
-        for known, other in list(self._states.items()):
-            if other.never_read:
+    def _let_go(self, found: set[uuid.UUID], key: Hashable) -> None:
+        """Forget the events ``found`` stored, of ``key`` and of the keys never read (the lock is held).
+
+        Another key's events may go only while it was never read: a figure it has was read in another snapshot,
+        which may not hold them, and one whose read failed counts them alone. After a pruning read (``key`` is
+        ``_NO_KEY``), a key never read that holds nothing any more goes too.
+        """
+        empty: list[Hashable] = []
+        for known, other in self._states.items():
+            if known == key or other.never_read:
                 for event_id in found.intersection(other.pending):
                     other.forget(event_id)
-                if not other.pending and not other.alerted and not other.warned:
-                    del self._states[known]  # nothing to keep: a call of it would read its figure first
-        self._unreadable = False
+                if key is _NO_KEY and not other.pending and not other.alerted and not other.warned:
+                    empty.append(known)  # nothing to keep: a call of it would read its figure first
+        for known in empty:
+            del self._states[known]
+
+    def _read_later(self, key: Hashable) -> None:
+        """``key`` holds events still to be let go: to the end of the keys read again once stale (it was read now)."""
+        self._unread.pop(key, None)
+        self._unread[key] = None
 
     def _candidates(self, key: Hashable) -> list[uuid.UUID]:
         """The pending events a read of ``key`` asks about: its own, and those of keys never read."""
