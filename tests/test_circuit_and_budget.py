@@ -6,7 +6,7 @@ import asyncio
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -557,17 +557,29 @@ async def test_answers_from_a_client_side_cache_are_not_counted_by_the_circuit(
     assert state(circuit) == "open"
 
 
-async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_token_back(
-    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
-) -> None:
-    # A budget of one retry, refilled by nothing: a call cancelled during its backoff made no retry, so the next
-    # call that meets a 429 still has the token for its own.
+def hanging_sleep() -> tuple[asyncio.Event, Callable[[float], Awaitable[None]]]:
+    """A retry policy's ``sleep`` that waits until cancelled, and the event it sets when a wait begins."""
     waiting = asyncio.Event()
 
     async def sleep(seconds: float) -> None:
         waiting.set()
         await asyncio.Event().wait()  # until cancelled
 
+    return waiting, sleep
+
+
+async def cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_token_back(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A budget of one retry, refilled by nothing: a call cancelled during its backoff made no retry, so the next
+    # call that meets a 429 still has the token for its own.
+    waiting, sleep = hanging_sleep()
     clock = Clock()
     budget = RetryBudget(ratio=0, min_per_second=0, capacity=1)
     inner = make_openai_client()
@@ -575,9 +587,7 @@ async def test_a_call_cancelled_while_it_waits_to_retry_gives_the_retry_budgets_
     fake_openai_server.enqueue(FakeReply.error(429))
     cancelled = asyncio.ensure_future(client.create(HI))
     await waiting.wait()
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
+    await cancel(cancelled)
     assert fake_openai_server.request_count == 1
     assert budget_for(inner, budget, clock).tokens == 1
 
@@ -593,12 +603,7 @@ async def test_a_call_cancelled_while_it_waits_a_retry_after_gives_back_no_token
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # The wait of a 429 with Retry-After is the provider's and takes no token: cut short, it has none to give back.
-    waiting = asyncio.Event()
-
-    async def sleep(seconds: float) -> None:
-        waiting.set()
-        await asyncio.Event().wait()  # until cancelled
-
+    waiting, sleep = hanging_sleep()
     clock = Clock()
     budget = RetryBudget(ratio=0, min_per_second=0, capacity=2)
     inner = make_openai_client()
@@ -609,9 +614,7 @@ async def test_a_call_cancelled_while_it_waits_a_retry_after_gives_back_no_token
     cancelled = asyncio.ensure_future(client.create(HI))
     await waiting.wait()
     assert tokens.tokens == 1
-    cancelled.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await cancelled
+    await cancel(cancelled)
     assert tokens.tokens == 1
 
 
