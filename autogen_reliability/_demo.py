@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import shlex
 import uuid
@@ -74,7 +73,6 @@ from . import CostTermination, HealthProbe, RetryPolicy, ValidationPolicy, relia
 from ._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from ._redaction import redact
 from .accounting import UsageEvent, UsageRecorder, _feed
-from .health._window import CALLER_KINDS
 from .retry import RetryEvent
 from .storage import UsageStore
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
@@ -471,7 +469,6 @@ _OUTCOME_WIDTH: Final = 15  # "authentication", "context_length": the longest ki
 _LEGEND_NUMBERS: Final = f"{'in':>5} → {'out':<4} {'cost USD':>12}"
 _OUTCOMES: Final = ("ok", "invalid", "error", "cancelled")
 # The failures the health probe leaves out of its error rate as the request's own fault, not the provider's.
-_NOT_JUDGED: Final = frozenset(kind.value for kind in CALLER_KINDS)
 _RECENT_ATTEMPTS: Final = {"clients": {"__all__": {"providers": {"__all__": {"recent"}}}}}
 _PLAIN_WIDTH: Final = 120  # what the report's tables are laid out for when the output is not a terminal
 _CSI_OR_OSC: Final = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.)", re.DOTALL)
@@ -779,32 +776,22 @@ def _error_rate_note(health: HealthReport, shown: Sequence[UsageEvent]) -> str |
     """Why the health's error rate is not its errors by kind over its attempts, when rate limits were overcome.
 
     A 429 that a later attempt of its call overcame is listed by kind, but the probe judges it neither a failure
-    nor an attempt (nor a request's own fault, nor a cancelled attempt). The figures are the rows this run showed
-    (not the ledger's since it started: another run into the same ledger meanwhile has rows there, which this
-    probe never saw), said only when they are the probe's attempts and give its rate; otherwise the rule alone.
+    nor an attempt. Whether one was overcome is read from the rows this run showed; the rate's terms are the
+    probe's own.
     """
     client = health.clients.get("openai")
     if client is None or client.error_rate is None or not client.errors_by_kind.get("rate_limit"):
         return None
     answered = {row.call_id for row in shown if row.outcome in ("ok", "invalid")}
-    overcome = [row for row in shown if row.error_kind == "rate_limit" and row.call_id in answered]
+    overcome = sum(row.error_kind == "rate_limit" and row.call_id in answered for row in shown)
     if not overcome:
         return None
-    one = len(overcome) == 1
-    rule = (
+    one = overcome == 1
+    return (
+        f"Error rate: {_count(client.failed_attempts, 'failed attempt')} of {client.judged_attempts} judged. "
         f"The rate limit{'' if one else 's'} that a retry of its call overcame {'is' if one else 'are'} listed by "
         f"kind, but {'it counts' if one else 'they count'} neither as a failure nor as an attempt."
     )
-    forgiven = {row.event_id for row in overcome}
-    judged = [
-        row
-        for row in shown
-        if row.outcome != "cancelled" and row.error_kind not in _NOT_JUDGED and row.event_id not in forgiven
-    ]
-    failed = sum(row.outcome == "error" for row in judged)
-    if len(shown) == client.attempts and judged and math.isclose(failed / len(judged), client.error_rate):
-        return f"Error rate: {_count(failed, 'failed attempt')} of {len(judged)} judged. {rule}"
-    return f"Error rate: {rule}"
 
 
 def _count(number: int, noun: str) -> str:

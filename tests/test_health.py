@@ -390,6 +390,11 @@ async def test_a_wrapped_fallback_is_judged_by_its_calls_and_its_providers_by_it
     (provider,) = report.clients["backup"].providers
     # Its 429 was overcome by the retry: neither a failure nor an attempt judged (the error rate is 0 of 1).
     assert (provider.attempts, provider.error_rate, provider.errors_by_kind) == (2, 0.0, {"rate_limit": 1})
+    # The rate's two terms are in the report, so a reader need not work out which attempts it judged.
+    assert (provider.failed_attempts, provider.judged_attempts) == (0, 1)
+    assert (primary.failed_attempts, primary.judged_attempts) == (1, 1)
+    whole = report.clients["openai"]
+    assert (whole.attempts, whole.failed_attempts, whole.judged_attempts, whole.error_rate) == (2, 1, 2, 0.5)
 
 
 async def test_a_half_open_circuit_is_degraded(fake_openai_server: FakeOpenAIServer, wrap: Wrap) -> None:
@@ -505,6 +510,8 @@ def test_every_text_of_a_report_is_redacted_cut_and_well_formed_however_it_was_m
         circuit="closed",
         attempts=1,
         error_rate=1.0,
+        failed_attempts=1,
+        judged_attempts=1,
         errors_by_kind={"unknown": 1},
         p95_latency_ms=None,
         last_error=attempt,

@@ -120,6 +120,8 @@ class ProviderHealth(_Model):
         "of calls that then succeeded on this client, which count neither as failures nor as attempts. null: "
         "no attempt judged."
     )
+    failed_attempts: int = Field(description="The failed attempts that error_rate counts: its numerator.")
+    judged_attempts: int = Field(description="The attempts that error_rate judges: its denominator.")
     errors_by_kind: dict[str, int] = Field(description="Failed and cancelled attempts in the window, by ErrorKind.")
     p95_latency_ms: float | None = Field(
         description="95th percentile latency of the successful attempts in the window, read from a histogram "
@@ -138,6 +140,8 @@ class ClientHealth(_Model):
     window_seconds: float = Field(description="The span of the rolling window of attempts.")
     attempts: int
     error_rate: float | None
+    failed_attempts: int
+    judged_attempts: int
     errors_by_kind: dict[str, int]
     p95_latency_ms: float | None
     providers: list[ProviderHealth] = Field(description="The primary first, then each fallback in order.")
