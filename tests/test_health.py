@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -220,6 +221,45 @@ async def test_failures_the_request_caused_do_not_dilute_the_error_rate_either(
     fake_openai_server.enqueue(*[FakeReply.error(400)] * 6, FakeReply.error(500))
     await calls(quiet, 7)
     assert (await patient.check()).clients["openai"].status == "healthy"
+
+
+@pytest.mark.parametrize("cut_by", ["the retry deadline", "the SDK's timeout"])
+async def test_a_provider_that_answers_nothing_before_the_deadline_is_unhealthy_as_one_the_sdk_times_out(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap, make_openai_client: OpenAIClientFactory, cut_by: str
+) -> None:
+    # A provider that takes requests and never answers: every call fails, whichever timer ends its attempt. The
+    # deadline's cut attempts were "cancelled", left out of the error rate: healthy, error rate None, while every
+    # call failed with RetriesExhaustedError(reason="deadline"). The circuit breaker counts them as timeouts too.
+    fake_openai_server.default = lambda request: FakeReply.text("too late", delay=math.inf)
+    if cut_by == "the retry deadline":
+        client = wrap(circuit=None, retry=RetryPolicy(max_attempts=1, deadline=0.2))
+    else:
+        client = wrap(circuit=None, client=make_openai_client(timeout=0.2))
+    probe = HealthProbe({"openai": client})
+    results = await asyncio.gather(*(client.create(HI) for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(result, Exception) for result in results)
+    health = (await probe.check()).clients["openai"]
+    assert (health.attempts, health.error_rate, health.errors_by_kind) == (10, 1.0, {"timeout": 10})
+    assert health.status == "unhealthy"
+    assert health.providers[0].last_error is not None
+    assert health.providers[0].last_error.error_kind == "timeout"
+
+
+async def test_calls_their_callers_cancel_count_neither_as_failures_nor_as_attempts_judged(
+    fake_openai_server: FakeOpenAIServer, wrap: Wrap
+) -> None:
+    # Under a deadline that never fires: only the callers end these attempts.
+    fake_openai_server.default = lambda request: FakeReply.text("too late", delay=math.inf)
+    client = wrap(circuit=None, retry=RetryPolicy(max_attempts=1, deadline=60))
+    probe = HealthProbe({"openai": client}, min_attempts=1)
+    tasks = [asyncio.ensure_future(client.create(HI)) for _ in range(3)]
+    await fake_openai_server.wait_for_requests_async(3)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    health = (await probe.check()).clients["openai"]
+    assert (health.attempts, health.error_rate, health.errors_by_kind) == (3, None, {"cancelled": 3})
+    assert health.status == "healthy"
 
 
 async def test_answers_from_a_client_side_cache_are_not_attempts_of_the_provider(

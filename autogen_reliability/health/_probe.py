@@ -112,7 +112,8 @@ class HealthProbe:
         critical: The components that can make the service unready: client names, and
             ``"usage_store"``. Default: all of them.
         min_attempts: Attempts a window needs before its error rate is judged (those the rate counts: not
-            cancelled, nor refused for the request's own fault, nor rate-limited in a call that then succeeded).
+            cancelled by their callers, nor refused for the request's own fault, nor rate-limited in a call that
+            then succeeded).
         clock: Monotonic seconds, for the window and ``ttl`` (tests inject one); read once here, it must read a
             finite number.
 

@@ -115,7 +115,8 @@ class ProviderHealth(_Model):
     circuit: CircuitStatus
     attempts: int = Field(description="Attempts seen in the window, cancelled ones included.")
     error_rate: float | None = Field(
-        description="Failed attempts / attempts judged, in the window: all but the cancelled ones and the "
+        description="Failed attempts / attempts judged, in the window: all but the ones their callers cancelled "
+        "(one the retry deadline cut short is a failure, a timeout) and the "
         "failures the request caused (bad_request, context_length, content_filter) and the rate limits (429) "
         "of calls that then succeeded on this client, which count neither as failures nor as attempts. null: "
         "no attempt judged."

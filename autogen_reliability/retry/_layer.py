@@ -57,7 +57,7 @@ from ._policy import (
     is_testing,
 )
 
-__all__ = ["CircuitLayer", "FallbackLayer", "RetryLayer", "should_fall_back"]
+__all__ = ["CircuitLayer", "FallbackLayer", "RetryLayer", "cut_by_deadline", "should_fall_back"]
 
 logger = logging.getLogger("autogen_reliability")
 
@@ -452,6 +452,20 @@ async def _read_whole(stream: AsyncGenerator[StreamItem, None]) -> AsyncGenerato
 # -- circuit breaker --------------------------------------------------------------------------
 
 
+def cut_by_deadline(error: BaseException | None) -> bool:
+    """Whether ``error``, that an attempt is ending with, is the retry layer's deadline cutting it short.
+
+    Asked while the attempt ends, in its own context (a layer inside the retry layer, an attempt observer): the
+    deadline of the retry layer it runs under has passed. It did not answer in time, as if its SDK had timed
+    out waiting; the caller's own cancellation (a task cancelled, a CancellationToken, a consumer that went away)
+    is not.
+    """
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    timer = _deadline_timer.get()
+    return timer is not None and timer.expired()
+
+
 def _judge(error: BaseException) -> bool | None:
     """What ``error`` says of the provider's health; an attempt our own deadline cut short timed out.
 
@@ -459,8 +473,7 @@ def _judge(error: BaseException) -> bool | None:
     provider that accepts connections and never answers: were that not counted, it would never open the circuit.
     """
     if isinstance(error, asyncio.CancelledError):
-        timer = _deadline_timer.get()
-        return True if timer is not None and timer.expired() else None
+        return True if cut_by_deadline(error) else None
     return counts_as_failure(error)
 
 
