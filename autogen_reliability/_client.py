@@ -381,9 +381,10 @@ def _budget(settings: _Settings, policy: BudgetPolicy) -> BudgetLayer:
     from .budget._tracker import tracker_for  # noqa: PLC0415 - SQLAlchemy: loaded for a wrapper with a budget
 
     if settings.recorder is not None:
-        return BudgetLayer(tracker_for(policy, settings.recorder), policy.on_alert)
+        return BudgetLayer(tracker_for(policy, settings.recorder), policy.on_alert, policy.clock)
     # The process's recorder makes its store on its own thread: the database is the one configured.
-    return BudgetLayer(tracker_for(policy, default_recorder(), accounting_settings().db_url), policy.on_alert)
+    tracker = tracker_for(policy, default_recorder(), accounting_settings().db_url)
+    return BudgetLayer(tracker, policy.on_alert, policy.clock)
 
 
 def _fallback(

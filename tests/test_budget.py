@@ -795,6 +795,22 @@ async def test_a_new_day_starts_from_nothing(
     assert dollars.request_count == 1
 
 
+async def test_wrappers_sharing_a_budget_each_check_their_calls_on_their_own_clock(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    spend(ledger[0], 2, at=day + timedelta(hours=12), project="acme")
+    clock = Clock(day + timedelta(hours=13))
+    today = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=2, period="day", clock=clock), project="acme")
+    with pytest.raises(BudgetExceededError):
+        await today.create(HI)
+    tomorrow = Clock(day + timedelta(days=1, hours=1))  # an equal budget: the same tracker, another clock
+    later = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=2, period="day", clock=tomorrow), project="acme")
+    await later.create(HI)  # a new day on its clock: nothing spent yet
+    assert len(_by_ledger[ledger_key(ledger[0])]) == 1
+    assert dollars.request_count == 1
+
+
 async def test_a_week_runs_monday_to_sunday_and_a_month_is_the_calendars(
     ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
@@ -967,6 +983,41 @@ async def test_a_policy_made_per_request_with_a_hook_of_its_own_adds_no_tracker_
     assert refused == 18
     # Once per tenant, as for a policy made once: not again on every later request.
     assert sorted(alerts) == [(f"tenant-{index}", f"tenant-{index}", Decimal(2)) for index in range(3)]
+
+
+@pytest.mark.parametrize("made_per_request", ["clock", "store"])
+async def test_a_policy_made_per_request_with_a_clock_or_store_of_its_own_adds_no_tracker(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, made_per_request: str
+) -> None:
+    # A service builds the budget per request with a clock object, or a UsageStore of the ledger, made there:
+    # equal budgets on one database, each a new object. They share one budget, as equal policies do.
+    alerts: list[tuple[str | None, Decimal]] = []
+    url = ledger[0].engine.url.render_as_string(hide_password=False)
+    stores: list[UsageStore] = []
+    refused = 0
+    try:
+        for request in range(30):
+            tenant = f"tenant-{request % 3}"
+            if made_per_request == "clock":
+                own: dict[str, Any] = {"clock": Clock()}
+            else:
+                stores.append(UsageStore(url))
+                own = {"store": stores[-1]}
+            policy = BudgetPolicy(
+                limit_usd=4, period=None, alert_at=(0.5,), on_alert=lambda a: alerts.append((a.key, a.spent_usd)), **own
+            )
+            client = wrap(make_openai_client, ledger, policy, project=tenant)
+            try:
+                await client.create(HI)
+            except BudgetExceededError:
+                refused += 1
+    finally:
+        for store in stores:
+            store.close()
+    assert len(_by_ledger[ledger_key(ledger[0])]) == 1  # not one tracker per request, each fed every event
+    assert dollars.request_count == 12  # four calls per tenant
+    assert refused == 18
+    assert sorted(alerts) == [(f"tenant-{index}", Decimal(2)) for index in range(3)]  # once per tenant
 
 
 async def test_warn_mode_logs_once_and_sends(

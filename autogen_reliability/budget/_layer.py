@@ -22,9 +22,16 @@ __all__ = ["BudgetLayer"]
 class BudgetLayer(Layer):
     """Checks the call's budget before anything else runs: over it, :class:`BudgetExceededError` and no request."""
 
-    def __init__(self, tracker: BudgetTracker, on_alert: Callable[[BudgetAlert], object] | None = None) -> None:
+    def __init__(
+        self,
+        tracker: BudgetTracker,
+        on_alert: Callable[[BudgetAlert], object] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.tracker = tracker
-        self.on_alert = on_alert  # this wrapper's hook: the tracker is shared by wrappers with other hooks
+        # This wrapper's hook and clock: the tracker is shared by wrappers whose policies have others.
+        self.on_alert = on_alert
+        self.clock = clock
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         await self._admit(request.call.attribution)
@@ -37,10 +44,10 @@ class BudgetLayer(Layer):
                 yield item
 
     async def _admit(self, attribution: Attribution) -> None:
-        reading = self.tracker.admit(attribution, on_alert=self.on_alert)
+        reading = self.tracker.admit(attribution, on_alert=self.on_alert, clock=self.clock)
         while reading is not None:
             # The first check of a key waits for its figure, on a reader thread; shielded, so a caller
             # that is cancelled meanwhile leaves the read (shared with every other waiter) to finish. Again
             # if the key's state (and the figure read) was let go before this call could use it.
             await asyncio.shield(asyncio.wrap_future(reading))
-            reading = self.tracker.admit(attribution, waited=True, on_alert=self.on_alert)
+            reading = self.tracker.admit(attribution, waited=True, on_alert=self.on_alert, clock=self.clock)

@@ -2,9 +2,11 @@
 
 One :class:`BudgetTracker` per (ledger, policy), shared by every wrapper that
 uses that policy on that ledger (the way a circuit breaker is shared per
-client), whatever its ``on_alert`` (the hook is the wrapper's: each alert goes
-to the hook of the call that found it), keeps per key (a project; a session or an agent within its project)
-and for the current UTC period:
+client), whatever its ``on_alert``, ``clock`` and ``store`` object (the hook and
+the clock are the wrapper's: each alert goes to the hook of the call that found
+it, each check reads the time on the clock of its call), keeps per key (a
+project; a session or an agent within its project) and for the current UTC
+period:
 
 - the **ledger's figure**: ``SUM(cost_nanousd)`` and the count of unpriced
   attempts over the key's rows in the period, read in SQL on a reader thread
@@ -40,6 +42,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Hashable, Iterator
@@ -292,11 +295,14 @@ class BudgetTracker:
         *,
         waited: bool = False,
         on_alert: Callable[[BudgetAlert], object] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> Future[None] | None:
         """Let a call with ``attribution`` go on, or raise :class:`BudgetExceededError`.
 
         An alert this check fires goes to ``on_alert``, the calling wrapper's hook
-        (:func:`log_budget_alert` without one).
+        (:func:`log_budget_alert` without one). ``clock`` is the calling wrapper's
+        (its policy's): the time of this check, and of what the tracker does
+        between checks (counting a row, reporting its spend) until another call's.
 
         Returns:
             ``None`` when decided; for the first check of a key, the read of its
@@ -305,10 +311,12 @@ class BudgetTracker:
             returns another read to wait for if the key's state was let go
             meanwhile: past ``MAX_KEYS``, or at the end of the period).
         """
-        now = self._clock()
+        clock = clock or self._clock
+        now = clock()
         key = self._key_of(attribution)
         fired: list[int] = []
         with self._lock:
+            self._clock = clock
             if not self._start <= now < self._end:
                 self._roll(now)
             state = self._states.get(key)
@@ -663,8 +671,9 @@ _lock = threading.Lock()
 _ledgers: dict[Hashable, _Ledger] = {}
 # Trackers live as long as the process, like the breakers of clients that live that long: a tracker made
 # again would have lost the unwritten rows it counted (all of them, while the database is down). They are
-# keyed by the policy without its on_alert, so that they are as many as the budgets: a hook made per request
-# (a closure over the tenant) would otherwise add one for good at each request, each fed every event.
+# keyed by the ledger and the policy without what is code or an object (its on_alert, clock and store), so
+# that they are as many as the budgets: a hook, a clock or a store made per request (a closure over the
+# tenant) would otherwise add one for good at each request, each fed every event.
 _trackers: dict[tuple[Hashable, BudgetPolicy], BudgetTracker] = {}
 _by_ledger: dict[Hashable, tuple[BudgetTracker, ...]] = {}
 _recorder_ledgers: weakref.WeakKeyDictionary[UsageRecorder, Hashable] = weakref.WeakKeyDictionary()
@@ -710,7 +719,8 @@ def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | N
     """The tracker every wrapper with ``policy`` recording through ``recorder`` shares.
 
     Its ``policy`` is ``policy`` without ``on_alert``: wrappers whose policies differ only
-    in the hook share it, and each passes its own hook to :meth:`BudgetTracker.admit`.
+    in the hook, the clock or the store object (of one database) share it, and each passes
+    its own hook and clock to :meth:`BudgetTracker.admit`.
 
     Args:
         policy: The budget.
@@ -742,15 +752,17 @@ def tracker_for(policy: BudgetPolicy, recorder: UsageRecorder, database: str | N
     key = ledger_key(source)
     if policy.on_alert is not None:
         policy = dataclasses.replace(policy, on_alert=None)
+    # The budget, whatever objects it was given: the database is the ledger's key, the clock the calling wrapper's.
+    budget = dataclasses.replace(policy, store=None, clock=time.time)
     with _lock:
         ledger = _ledgers.get(key)
         if ledger is None:
             ledger = _ledgers[key] = _Ledger(source)
         # The user said where this recorder's rows end up, when its own store could not tell.
         _recorder_ledgers[recorder] = key
-        tracker = _trackers.get((key, policy))
+        tracker = _trackers.get((key, budget))
         if tracker is None:
-            tracker = _trackers[key, policy] = BudgetTracker(policy, ledger)
+            tracker = _trackers[key, budget] = BudgetTracker(policy, ledger)
             siblings = _by_ledger.get(key, ())
             # What the budgets already on this ledger count and the ledger does not hold yet is this one's too.
             for sibling in siblings:
