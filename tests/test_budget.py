@@ -629,6 +629,35 @@ async def test_a_key_whose_spend_cannot_be_read_still_counts_its_own_written_row
     assert ("acme", "acme", 2 * 10**9) in tracker.spend()
 
 
+async def test_a_key_whose_spend_cannot_be_read_lets_no_other_keys_first_call_go_unread(
+    ledger: Ledger, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # One project's sum fails (the server's statement_timeout, over its many rows, say); the ledger answers every
+    # other read. Another project, already over its limit in the ledger, makes its first call in this process.
+    tried: list[str] = []
+
+    def timeout(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "sum(" in statement.lower() and "acme" in str(parameters):
+            tried.append("acme")
+            raise RuntimeError("canceling statement due to statement timeout")
+
+    spend(ledger[0], 5, project="big")
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=2, period=None, refresh=5, clock=clock)
+    event.listen(ledger[0].engine, "before_cursor_execute", timeout)
+    try:
+        await wrap(make_openai_client, ledger, policy, project="acme").create(HI)  # unread: its own spend counts
+        with pytest.raises(BudgetExceededError) as refused:
+            await wrap(make_openai_client, ledger, policy, project="big").create(HI)
+        # acme's next call goes on with its own spend ($1), not waiting for its sum again within `refresh`.
+        await wrap(make_openai_client, ledger, policy, project="acme").create(HI)
+    finally:
+        event.remove(ledger[0].engine, "before_cursor_execute", timeout)
+    assert refused.value.spent_usd == Decimal(5)  # before: its call was sent, unread, at $5 of $2
+    assert dollars.request_count == 2
+    assert tried == ["acme"]
+
+
 async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)

@@ -206,6 +206,7 @@ class _KeyState:
     __slots__ = (
         "alerted",
         "checked",
+        "failed",
         "local_unpriced",
         "overlay",
         "pending",
@@ -221,6 +222,9 @@ class _KeyState:
         self.stored_unpriced = 0
         self.read_at = _NEVER  # when the last read started, on the policy's clock
         self.reading: Future[None] | None = None
+        # Its last read failed, the ledger answering (its sum past a statement_timeout, say): its checks decide
+        # on what it has, and it is read again every `refresh` in the background, until a read of it is done.
+        self.failed = False
         self.pending: dict[uuid.UUID, UsageEvent] = {}  # this process's events not yet seen in the ledger
         self.overlay = 0  # their priced cost
         self.local_unpriced = 0  # and how many have no price
@@ -324,7 +328,7 @@ class BudgetTracker:
                 state = self._new_state(key)
                 waited = False  # the figure read for this call went with the state it was in: read it again
             state.checked = True
-            if state.stored is None and not waited and not self._unreadable:
+            if state.stored is None and not waited and not self._unreadable and not state.failed:
                 return state.reading or self._read(key, state, now)
             if state.reading is None and self._stale(state, now):
                 self._read(key, state, now)  # in the background: this call goes on with the figure it has
@@ -549,9 +553,15 @@ class BudgetTracker:
         return future
 
     def _read_now(self, key: Hashable, period: int, days: tuple[date | None, date | None]) -> None:
-        """On a reader thread: the key's sum and which pending events are stored, from one snapshot."""
+        """On a reader thread: the key's sum and which pending events are stored, from one snapshot.
+
+        A read that cannot reach the ledger makes it unreadable (new keys no longer wait for a read that would
+        wait for the database too); one the ledger answered with an error fails for its key alone.
+        """
+        reached = False
         try:
             with self._ledger.snapshot() as connection:
+                reached = True
                 total, unpriced = (
                     connection.execute(self._spend_query(key, *days)).one() if key is not _NO_KEY else (0, 0)
                 )
@@ -565,11 +575,12 @@ class BudgetTracker:
             with self._lock:
                 if key is _NO_KEY:
                     self._pruning = None
-                    self._unreadable = self._unreadable or period == self._period
+                if not reached and period == self._period:
+                    self._unreadable = True
                 state = self._states.get(key) if period == self._period else None
                 if state is not None:
                     state.reading = None
-                    self._unreadable = True
+                    state.failed = True
                     if state.pending:
                         self._read_later(key)
             self._ledger.failed(error)
@@ -584,6 +595,7 @@ class BudgetTracker:
             if state is not None:
                 state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
                 state.reading = None
+                state.failed = False
                 self._let_go(found, key)
                 if state.pending:  # not written yet: read again later
                     self._read_later(key)
