@@ -658,6 +658,40 @@ async def test_a_key_whose_spend_cannot_be_read_lets_no_other_keys_first_call_go
     assert tried == ["acme"]
 
 
+async def test_a_key_whose_spend_cannot_be_read_is_said_once_not_the_ledger_down_and_up_at_each_read(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One project's sum fails at every read (the server's statement_timeout); the ledger answers the others.
+    def timeout(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "sum(" in statement.lower() and "acme" in str(parameters):
+            raise RuntimeError("canceling statement due to statement timeout")
+
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=100, period=None, refresh=5, clock=clock)
+    acme = wrap(make_openai_client, ledger, policy, project="acme")
+    other = wrap(make_openai_client, ledger, policy, project="other")
+    tracker = tracker_for(policy, ledger[1])
+    event.listen(ledger[0].engine, "before_cursor_execute", timeout)
+    try:
+        for _ in range(4):
+            await acme.create(HI)
+            assert tracker.wait_for_reads()
+            await other.create(HI)
+            assert tracker.wait_for_reads()
+            clock.now += 6  # each key is read again at its next check
+    finally:
+        event.remove(ledger[0].engine, "before_cursor_execute", timeout)
+    said = [record.getMessage() for record in caplog.records if "usage ledger" in record.getMessage()]
+    assert len(said) == 1  # before: 8, "cannot read the usage ledger" and "read the usage ledger again" by turns
+    assert said[0].startswith("budgets cannot read the spend of project 'acme' from the usage ledger sqlite:///")
+    assert "(RuntimeError: canceling statement due to statement timeout)" in said[0]
+    assert dollars.request_count == 8
+
+
 async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)

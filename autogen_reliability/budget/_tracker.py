@@ -405,6 +405,11 @@ class BudgetTracker:
             unpriced=unpriced,
         )
 
+    def _describe(self, key: Hashable) -> str:
+        """``key`` as the log names it: ``project 'acme'``, ``session 't-1' of project 'acme'``."""
+        project, value = self._split(key)
+        return describe_budget_key(self.policy.scope, value, project)
+
     def _split(self, key: Hashable) -> tuple[str | None, str | None]:
         """(project, the scope's value) of a key."""
         if isinstance(key, tuple):
@@ -572,18 +577,7 @@ class BudgetTracker:
                     chunk = candidates[start : start + _IN_CHUNK]
                     found.update(connection.scalars(select(_RECORDS.c.event_id).where(_RECORDS.c.event_id.in_(chunk))))
         except Exception as error:
-            with self._lock:
-                if key is _NO_KEY:
-                    self._pruning = None
-                if not reached and period == self._period:
-                    self._unreadable = True
-                state = self._states.get(key) if period == self._period else None
-                if state is not None:
-                    state.reading = None
-                    state.failed = True
-                    if state.pending:
-                        self._read_later(key)
-            self._ledger.failed(error)
+            self._failed(key, period, error, reached=reached)
             return
         with self._lock:
             if key is _NO_KEY:
@@ -592,6 +586,7 @@ class BudgetTracker:
                     self._let_go(found, key)
                     self._unreadable = False
             state = self._states.get(key) if period == self._period else None
+            recovered = state is not None and state.failed
             if state is not None:
                 state.stored, state.stored_unpriced = int(total or 0), int(unpriced or 0)
                 state.reading = None
@@ -601,6 +596,40 @@ class BudgetTracker:
                     self._read_later(key)
                 self._unreadable = False
         self._ledger.answered()
+        if recovered:
+            logger.warning(
+                "budgets read the spend of %s from the usage ledger %s again",
+                self._describe(key),
+                self._ledger.name,
+                extra={"ledger": self._ledger.name},
+            )
+
+    def _failed(self, key: Hashable, period: int, error: Exception, *, reached: bool) -> None:
+        """A read of ``key`` failed: the ledger is unreadable if it was not reached, else the key alone failed."""
+        with self._lock:
+            if key is _NO_KEY:
+                self._pruning = None
+            if not reached and period == self._period:
+                self._unreadable = True
+            state = self._states.get(key) if period == self._period else None
+            newly = state is not None and not state.failed
+            if state is not None:
+                state.reading = None
+                state.failed = True
+                if state.pending:
+                    self._read_later(key)
+        if not reached or key is _NO_KEY:
+            self._ledger.failed(error)
+        elif newly:  # the ledger answered: said once for the key, not as the ledger down (and up at each read)
+            logger.warning(
+                "budgets cannot read the spend of %s from the usage ledger %s (%s: %s); until a read of it "
+                "succeeds they count the spend last read plus this process's own",
+                self._describe(key),
+                self._ledger.name,
+                type(error).__name__,
+                first_line(error),
+                extra={"ledger": self._ledger.name},
+            )
 
     def _let_go(self, found: set[uuid.UUID], key: Hashable) -> None:
         """Forget the events ``found`` stored, of ``key`` and of the keys never read (the lock is held).
