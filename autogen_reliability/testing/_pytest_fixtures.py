@@ -23,27 +23,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib
 import os
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol, get_args, get_type_hints
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Protocol, Unpack, get_args, get_type_hints
 
 import pytest
 
 if TYPE_CHECKING:
     import asyncio
 
-    from autogen_core.models import ChatCompletionClient
+    from autogen_core.models import ChatCompletionClient, ModelInfo, RequestUsage
     from sqlalchemy import Engine
 
-    from autogen_reliability import ReliableChatCompletionClient
+    from autogen_reliability import ReliableChatCompletionClient, ReliableOptions
     from autogen_reliability.accounting import UsageEvent, UsageRecorder
     from autogen_reliability.storage import UsageStore
 
-    from ._replies import FakeReply
+    from ._replies import FakeReply, FakeUsage
+    from ._scripted import ScriptedChatCompletionClient, ScriptedRequest, ScriptItem
     from ._server import FakeOpenAIServer
 
 __all__ = [
@@ -330,9 +330,19 @@ def _describe_reply(reply: FakeReply) -> str:
 class ScriptedClientFactory(Protocol):
     """The ``scripted_client`` fixture: ``scripted_client(script, **options)`` makes a scripted client."""
 
-    # A ScriptedChatCompletionClient: annotated as the interface it implements, so that this module type-checks
-    # without the class (autogen_reliability.testing._scripted) being imported.
-    def __call__(self, script: Iterable[Any] = (), /, **options: Any) -> ChatCompletionClient:
+    # The options of ScriptedChatCompletionClient; the model's default is the marker's.
+    def __call__(
+        self,
+        script: Iterable[ScriptItem] = (),
+        /,
+        *,
+        model: str = ...,
+        model_info: ModelInfo | None = ...,
+        usage: FakeUsage | RequestUsage | None = ...,
+        default: ScriptItem | Callable[[ScriptedRequest], ScriptItem] | None = ...,
+        context_window: int = ...,
+        sleep: Callable[[float], Awaitable[None]] = ...,
+    ) -> ScriptedChatCompletionClient:
         """A ``ScriptedChatCompletionClient(script, **options)``, checked at the test's teardown."""
         ...
 
@@ -353,11 +363,11 @@ def scripted_client(request: pytest.FixtureRequest) -> Iterator[ScriptedClientFa
     options = marker_options(request.node)
     made: list[Any] = []
 
-    def make(script: Iterable[Any] = (), /, **client_options: Any) -> ChatCompletionClient:
-        # By name: the class comes with the other half of issue #13 (testing/_scripted.py).
-        scripted: Any = importlib.import_module("._scripted", __package__)
+    def make(script: Iterable[ScriptItem] = (), /, **client_options: Any) -> ScriptedChatCompletionClient:
+        from ._scripted import ScriptedChatCompletionClient  # noqa: PLC0415 - the plugin loads nothing until used
+
         client_options.setdefault("model", options.model)
-        client: ChatCompletionClient = scripted.ScriptedChatCompletionClient(script, **client_options)
+        client = ScriptedChatCompletionClient(script, **client_options)
         made.append(client)
         return client
 
@@ -828,7 +838,9 @@ def usage(
 class ReliableClientFactory(Protocol):
     """The ``reliable_client`` fixture: ``reliable_client(client=None, **options)`` wraps a client."""
 
-    def __call__(self, client: ChatCompletionClient | None = None, /, **options: Any) -> ReliableChatCompletionClient:
+    def __call__(
+        self, client: ChatCompletionClient | None = None, /, **options: Unpack[ReliableOptions]
+    ) -> ReliableChatCompletionClient:
         """``reliable(client, **options)``, recording to the test's ``usage``."""
         ...
 
@@ -850,7 +862,9 @@ def reliable_client(request: pytest.FixtureRequest, usage: RecordedUsage) -> Ite
     options = marker_options(request.node)
     closer = _LoopCloser()
 
-    def make(client: ChatCompletionClient | None = None, /, **wrapper_options: Any) -> ReliableChatCompletionClient:
+    def make(
+        client: ChatCompletionClient | None = None, /, **wrapper_options: Unpack[ReliableOptions]
+    ) -> ReliableChatCompletionClient:
         from autogen_reliability import reliable  # noqa: PLC0415 - the plugin loads nothing until used
 
         if client is None:
