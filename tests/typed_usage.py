@@ -122,6 +122,10 @@ def retry_hooks() -> None:
     set_on_retry_hooks(None)
     assert get_on_retry_hooks() == (log_retry,)
     assert_type(classify_error(TimeoutError()), ErrorKind)
+    # The kinds as a set, as the message of a wrong retry_on shows them ({ErrorKind.RATE_LIMIT}).
+    policy = RetryPolicy(retry_on={ErrorKind.RATE_LIMIT, ErrorKind.OVERLOADED})
+    RetryPolicy(retry_on=policy.retry_on | {ErrorKind.UNKNOWN})
+    assert_type(ErrorKind.RATE_LIMIT in policy.retry_on, bool)
 
 
 @usage_scope(project="acme", session="job")

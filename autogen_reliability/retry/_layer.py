@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import aclosing
 from contextvars import ContextVar
 from types import TracebackType
@@ -127,7 +128,7 @@ class FallbackLayer(Layer):
     it or not, is a reason to ask the next client once the primary raises it.
     """
 
-    def __init__(self, fallbacks: Sequence[Pipeline], retry_on: frozenset[ErrorKind]) -> None:
+    def __init__(self, fallbacks: Sequence[Pipeline], retry_on: AbstractSet[ErrorKind]) -> None:
         self.fallbacks = tuple(fallbacks)
         # A policy that does not retry 503s (retry_on without OVERLOADED) still has a provider that is down: as with
         # retry=None, that is what fallbacks are for. Joined once here, not per call.

@@ -35,6 +35,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -208,7 +209,7 @@ class RetryPolicy:
             (``retry-after-ms`` / ``Retry-After``).
         max_retry_after: A server asking for a longer wait gets its error raised
             at once instead of a long sleep.
-        retry_on: The error kinds that are retried. Kinds that can never succeed
+        retry_on: The error kinds that are retried, a set (held as a ``frozenset``). Kinds that can never succeed
             on a retry (bad request, authentication, permission, not found,
             context length, cancellation) are refused. An open circuit, and a
             wrapped client that gave up, are never retried, whatever this holds.
@@ -236,7 +237,7 @@ class RetryPolicy:
     jitter: bool = True
     respect_retry_after: bool = True
     max_retry_after: float | timedelta = 60.0
-    retry_on: frozenset[ErrorKind] = RETRYABLE_BY_DEFAULT
+    retry_on: AbstractSet[ErrorKind] = RETRYABLE_BY_DEFAULT  # any set of kinds, held as a frozenset
     budget: RetryBudget | None = field(default_factory=RetryBudget)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, kw_only=True)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, kw_only=True)
