@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     # What type checkers and IDEs see; at run time each name loads on first use (``__getattr__`` below), so
     # that importing the package (pytest does, to load our plugin) imports no AutoGen, SDK or SQLAlchemy.
     from ._client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
-    from ._config import configure
+    from ._config import AccountingSettings, configure
     from ._context import Attribution, current_attribution, usage_scope
     from ._errors import (
         AllClientsFailedError,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 _compat.install()
 
 __all__ = [
+    "AccountingSettings",
     "AllClientsFailedError",
     "AttemptEvent",
     "Attribution",
@@ -107,6 +108,7 @@ _MOVED = {
 
 # Each public name -> the module that defines it (the same as the TYPE_CHECKING imports above).
 _HOMES = {
+    "AccountingSettings": "._config",
     "AllClientsFailedError": "._errors",
     "AttemptEvent": "._pipeline",
     "Attribution": "._context",

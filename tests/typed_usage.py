@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from autogen_reliability import (
+    AccountingSettings,
     AttemptEvent,
     Attribution,
     BudgetAlert,
@@ -178,8 +179,13 @@ def budgets() -> None:
 
     policy = BudgetPolicy(limit_usd="0.50", period="day", scope="session", alert_at=(0.5, 0.8), on_alert=alert)
     settings = configure(db_url="sqlite:///usage.db", budget=policy, pricing=PricingTable())
+    assert_type(settings, AccountingSettings)
     assert_type(settings.db_url, str)
     configure(budget=None)
+
+
+def settings_in_force() -> AccountingSettings:
+    return configure()  # what a typed helper of the service hands on: the settings' type is importable
 
 
 def reports() -> None:
