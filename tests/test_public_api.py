@@ -177,6 +177,14 @@ def test_docs_api_lists_each_packages_public_names() -> None:
         assert names == list(importlib.import_module(name).__all__), f"docs/api.md's {name} section"
 
 
+def test_docs_api_says_what_each_public_name_is() -> None:
+    """Each entry has its line: a docstring's first line, or, for an alias or a value, one written on the page."""
+    page = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    entries = [line for line in page.splitlines() if re.match(r"- \[?`\w+`", line)]
+    assert entries
+    assert [line for line in entries if not re.search(r"\): \S", line)] == []
+
+
 def test_docs_api_is_what_scripts_api_md_writes() -> None:
     """The page's one-line descriptions come from the docstrings too: change one, run scripts/api_md.py."""
     script = Path(__file__).parent.parent / "scripts" / "api_md.py"
