@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
@@ -797,3 +798,81 @@ async def test_a_rate_limit_retries_could_not_ride_out_still_goes_to_the_fallbac
     models = [request.body["model"] for request in fake_openai_server.requests if request.body is not None]
     assert models == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1"] * 12  # the primary is asked each time, twice
     assert state(breaker_for(primary, CircuitBreakerPolicy())) == "closed"
+
+
+class BlockingClock(Clock):
+    """A clock that stops the thread named ``holder`` at its readings until ``go`` is set.
+
+    What reads it while holding a lock (a breaker's state, a budget's tokens, a new budget in the registry)
+    holds that lock meanwhile: the moment another thread forks at, made certain.
+    """
+
+    def __init__(self, holder: str) -> None:
+        super().__init__()
+        self.holder = holder
+        self.held, self.go = threading.Event(), threading.Event()
+
+    def __call__(self) -> float:
+        if threading.current_thread().name == self.holder:
+            self.held.set()
+            self.go.wait(30)
+        return self.now
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("held", ["breaker", "budget", "registry"])
+async def test_a_child_forked_while_a_thread_held_a_breaker_or_a_budget_makes_its_calls(
+    held: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A pre-forking server or a multiprocessing pool forks while a thread of the parent is inside a circuit
+    # breaker, a retry budget or the registry that makes them. The child has no such thread: a lock it held
+    # stayed held in the child for ever, and the child's first call through the wrapper hung.
+    import multiprocessing  # noqa: PLC0415
+
+    fake_openai_server.default = FakeReply.text("ok")
+    clock = BlockingClock("holder")
+    circuit = CircuitBreakerPolicy(window=1, minimum_calls=1, open_for=30, clock=clock)
+    budget = RetryBudget()
+    inner = make_openai_client()  # no request in the parent: its connections would be the parent loop's
+    reliable(inner, retry=RetryPolicy(budget=budget, clock=clock), circuit=circuit, track_usage=False)
+    hold: Callable[[], object] = {
+        "breaker": lambda: breaker_for(inner, circuit).record(True),  # opening it reads the clock
+        "budget": lambda: budget_for(inner, budget, clock).tokens,
+        "registry": lambda: budget_for(make_openai_client(), budget, clock),  # a new bucket reads the clock
+    }[held]
+    holder = threading.Thread(target=hold, name="holder")
+    forked = threading.Event()
+    exit_codes: list[int | None] = []
+
+    def work() -> None:
+        clock.now += 30  # an open circuit lets a probe through
+        client = reliable(inner, retry=RetryPolicy(budget=budget, clock=clock), circuit=circuit, track_usage=False)
+        result = asyncio.run(asyncio.wait_for(client.create(HI), 20))
+        raise SystemExit(0 if result.content == "ok" else 2)
+
+    def fork() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+            child = multiprocessing.get_context("fork").Process(target=work)
+            child.start()
+        forked.set()
+        child.join(30)
+        if child.is_alive():  # hung: ended here, so that the test fails rather than hangs
+            child.kill()
+            child.join()
+            exit_codes.append(None)
+        else:
+            exit_codes.append(child.exitcode)
+
+    holder.start()
+    try:
+        assert await asyncio.to_thread(clock.held.wait, 10)
+        forking = threading.Thread(target=fork, name="forking")
+        forking.start()
+        # Until the fork is done, or for a while: a fork that waits for the holder to let go waits for this.
+        await asyncio.to_thread(forked.wait, 2)
+    finally:
+        clock.go.set()
+    await asyncio.to_thread(holder.join, 30)
+    await asyncio.to_thread(forking.join, 90)
+    assert exit_codes == [0]  # before: [None], the child's call waited for ever for the lock
