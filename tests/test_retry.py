@@ -1293,3 +1293,38 @@ def test_a_call_left_pending_on_a_loop_that_was_stopped_and_closed_ends_quietly_
     # different Context"], printed as "Exception ignored in: <coroutine object AccountingLayer.create ...>".
     assert unraisable == []
     assert [(row.attempt, row.outcome, row.http_status) for row in ledger_rows(ledger)] == [(1, "error", 500)]
+
+
+def test_a_loop_closed_while_a_call_waits_to_retry_holds_no_task_of_ours_and_its_token_still_cancels(
+    fake_openai_server: FakeOpenAIServer,
+) -> None:
+    # A test framework or a script closes its loop with a call waiting out a backoff, the call linked to the
+    # caller's CancellationToken (a team's run). Only the caller's own task may be left pending: the wait was a
+    # task of ours besides, which asyncio reported as "Task was destroyed but it is pending!" once collected,
+    # and the token, still holding it, raised RuntimeError('Event loop is closed') from cancel() later on.
+    async def sleep(seconds: float) -> None:
+        await asyncio.Event().wait()  # the loop is closed first
+
+    inner = OpenAIChatCompletionClient(
+        model="gpt-4o-mini", api_key="sk-test", base_url=fake_openai_server.base_url, max_retries=0
+    )
+    client = reliable(inner, retry=RetryPolicy(sleep=sleep), circuit=None, track_usage=False)
+    fake_openai_server.enqueue(FakeReply.error(500))
+    token = CancellationToken()
+    reported: list[str] = []
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context["message"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        call = loop.create_task(client.create(HI, cancellation_token=token))
+        while fake_openai_server.request_count < 1:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        loop.run_until_complete(asyncio.sleep(0.05))  # the answer read, the wait begun
+        loop.close()
+        left = asyncio.all_tasks(loop)
+        assert left == {call}  # before: the call and the wait's own task (sleep())
+        left.clear()
+        token.cancel()  # before: RuntimeError: Event loop is closed
+        del call, token  # the token holds the first attempt's error, whose traceback holds the call's frames
+        gc.collect()
+    assert reported == ["Task was destroyed but it is pending!"]  # the caller's; before: the wait's too

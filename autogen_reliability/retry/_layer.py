@@ -24,13 +24,15 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import aclosing
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, TypeVar
 
+from autogen_core import CancellationToken
 from autogen_core.models import CreateResult
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
 
@@ -251,10 +253,12 @@ class _RetryRun:
                 f"RetryPolicy.sleep must be an async function: {self.policy.sleep!r} returned "
                 f"{type(waiting).__name__}, which cannot be awaited"
             )
-        sleeper = asyncio.ensure_future(waiting)
-        if self.request.cancellation_token is not None:
-            self.request.cancellation_token.link_future(sleeper)
-        await sleeper
+        token = self.request.cancellation_token
+        if token is None:
+            await waiting
+            return
+        with _cancelled_by(token):
+            await waiting
 
     def report(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
@@ -295,6 +299,55 @@ class _RetryRun:
         # the cause is a copy with the secrets a provider may echo (its key) removed.
         last = gave_up.last_attempt.exception()
         raise self.exhausted(gave_up) from (redacted_error(last) if last is not None else None)
+
+
+@contextlib.contextmanager
+def _cancelled_by(token: CancellationToken) -> Iterator[None]:
+    """While inside, cancelling ``token`` cancels the task that runs the call, wherever ``cancel()`` is called.
+
+    The wait runs in the call's own task, not in one of its own linked to the token (``token.link_future``, as
+    AutoGen links its requests): a loop closed during the wait (a script's, a test framework's) left that task
+    pending, reported "Task was destroyed but it is pending!" once collected, and the token, which holds what it
+    links for good, raised ``RuntimeError: Event loop is closed`` from a later ``cancel()``, before cancelling
+    the rest of what it held. Cancelled so, the call raises ``CancelledError`` as before, and its task is not
+    left cancelling (``uncancel``): it goes on as a task whose awaited future was cancelled does.
+    """
+    task = asyncio.current_task()
+    if task is None:  # pragma: no cover - a retry layer always runs in a task
+        yield
+        return
+    # Weak: the token holds its callbacks as long as it lives (a team's run, maybe more), not the call's task.
+    waiter, loop = weakref.ref(task), weakref.ref(task.get_loop())
+    inside, cancelled = True, False
+
+    def cancel_now() -> None:
+        nonlocal cancelled
+        current = waiter()
+        if inside and not cancelled and current is not None:
+            cancelled = True
+            current.cancel()
+
+    def on_cancel() -> None:  # on the thread that cancelled the token
+        running = loop()
+        if not inside or running is None or running.is_closed():
+            return
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is running:
+            cancel_now()
+        else:
+            with contextlib.suppress(RuntimeError):  # closed in between
+                running.call_soon_threadsafe(cancel_now)
+
+    token.add_callback(on_cancel)
+    try:
+        yield
+    finally:
+        inside = False
+        if cancelled:
+            task.uncancel()
 
 
 # The deadline's timer of the retry layer an attempt runs under, for the circuit layer inside it: a cancellation
