@@ -800,6 +800,27 @@ async def test_a_rate_limit_retries_could_not_ride_out_still_goes_to_the_fallbac
     assert state(breaker_for(primary, CircuitBreakerPolicy())) == "closed"
 
 
+def fork_and_wait(work: Callable[[], None], exit_codes: list[int | None], forked: threading.Event) -> None:
+    """Forks a child that runs ``work`` (a thread's target: fork from no event loop's thread), and its exit code.
+
+    ``None`` for a child that hung: ended after 30 s, so that a test fails rather than hangs.
+    """
+    import multiprocessing  # noqa: PLC0415
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+        child = multiprocessing.get_context("fork").Process(target=work)
+        child.start()
+    forked.set()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        exit_codes.append(None)
+    else:
+        exit_codes.append(child.exitcode)
+
+
 class BlockingClock(Clock):
     """A clock that stops the thread named ``holder`` at its readings until ``go`` is set.
 
@@ -827,8 +848,6 @@ async def test_a_child_forked_while_a_thread_held_a_breaker_or_a_budget_makes_it
     # A pre-forking server or a multiprocessing pool forks while a thread of the parent is inside a circuit
     # breaker, a retry budget or the registry that makes them. The child has no such thread: a lock it held
     # stayed held in the child for ever, and the child's first call through the wrapper hung.
-    import multiprocessing  # noqa: PLC0415
-
     fake_openai_server.default = FakeReply.text("ok")
     clock = BlockingClock("holder")
     circuit = CircuitBreakerPolicy(window=1, minimum_calls=1, open_for=30, clock=clock)
@@ -850,24 +869,10 @@ async def test_a_child_forked_while_a_thread_held_a_breaker_or_a_budget_makes_it
         result = asyncio.run(asyncio.wait_for(client.create(HI), 20))
         raise SystemExit(0 if result.content == "ok" else 2)
 
-    def fork() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-            child = multiprocessing.get_context("fork").Process(target=work)
-            child.start()
-        forked.set()
-        child.join(30)
-        if child.is_alive():  # hung: ended here, so that the test fails rather than hangs
-            child.kill()
-            child.join()
-            exit_codes.append(None)
-        else:
-            exit_codes.append(child.exitcode)
-
     holder.start()
     try:
         assert await asyncio.to_thread(clock.held.wait, 10)
-        forking = threading.Thread(target=fork, name="forking")
+        forking = threading.Thread(target=fork_and_wait, args=(work, exit_codes, forked), name="forking")
         forking.start()
         # Until the fork is done, or for a while: a fork that waits for the holder to let go waits for this.
         await asyncio.to_thread(forked.wait, 2)
@@ -876,3 +881,35 @@ async def test_a_child_forked_while_a_thread_held_a_breaker_or_a_budget_makes_it
     await asyncio.to_thread(holder.join, 30)
     await asyncio.to_thread(forking.join, 90)
     assert exit_codes == [0]  # before: [None], the child's call waited for ever for the lock
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+async def test_a_child_forked_while_a_probe_of_the_parent_was_in_flight_probes_for_itself(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The parent's circuit is half-open, its one probe request under way, when the process forks. The child has
+    # the probe's slot taken but not the request, whose end would free it: every call of the child was refused
+    # with CircuitOpenError ("1 probe in flight") for as long as it lived.
+    fake_openai_server.default = FakeReply.text("ok")
+    clock = Clock()
+    circuit = CircuitBreakerPolicy(window=1, minimum_calls=1, open_for=30, clock=clock)
+    inner = make_openai_client()  # no request in the parent: its connections would be the parent loop's
+    parents = breaker_for(inner, circuit)
+    parents.acquire()
+    parents.record(True)
+    clock.now += 30
+    parents.acquire()  # the parent's probe, in flight
+    exit_codes: list[int | None] = []
+
+    def work() -> None:
+        client = reliable(inner, retry=None, circuit=circuit, track_usage=False)
+        result = asyncio.run(asyncio.wait_for(client.create(HI), 20))
+        raise SystemExit(0 if result.content == "ok" else 2)
+
+    forking = threading.Thread(target=fork_and_wait, args=(work, exit_codes, threading.Event()))
+    forking.start()
+    await asyncio.to_thread(forking.join, 90)
+    assert exit_codes == [0]  # before: [1], CircuitOpenError in the child
+    assert state(parents) == "half_open"  # the parent's probe is still its own
+    with pytest.raises(CircuitOpenError):
+        parents.acquire()

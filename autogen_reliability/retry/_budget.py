@@ -110,6 +110,10 @@ class RetryBudgetState:
             self._refill()
             self._tokens = min(self.budget.capacity, self._tokens + 1)
 
+    def forked(self) -> None:
+        """In a child process: a lock of its own (the parent's is held by the thread that forked)."""
+        self._lock = threading.Lock()
+
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.budget.capacity, self._tokens + (now - self._updated) * self.budget.min_per_second)

@@ -195,6 +195,18 @@ class CircuitBreaker:
             level, state, message, args = said
             logger.log(level, message, *args, extra={"circuit": self.name, "circuit_state": state})
 
+    def forked(self) -> None:
+        """In a child process: a lock of its own, and no probe of the parent's in flight.
+
+        The parent's probes are its own tasks' requests, which the child does not make: their slots would never
+        be freed, and the child's calls would be refused for as long as it lives. A half-open circuit starts a
+        period of its own, whose probes are the child's; what the parent's probes end with is the parent's.
+        """
+        self._lock = threading.Lock()  # held at the fork, by the thread that forked
+        if self._state == "half_open":
+            self._probes, self._probe_successes = 0, 0
+            self._period += 1
+
     def _judge(self, failure: bool | None, ticket: int | None) -> _Said | None:
         """Counts one outcome (called with the lock); returns the log line of the change it made, if any.
 

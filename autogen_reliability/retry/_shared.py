@@ -8,8 +8,8 @@ when the client does.
 Each state is guarded by a thread lock of its own (``_lock``), as is each
 registry. A process that forks (a pre-forking server, a ``multiprocessing``
 pool) waits for a thread of the parent that is inside one of them, microseconds,
-and the child remakes them all: it has none of the parent's other threads, and a
-lock one of them held would stay held in the child for ever.
+and the child remakes them all (``forked()``): it has none of the parent's other
+threads, and a lock one of them held would stay held in the child for ever.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class _Guarded(Protocol):
     """A state guarded by its own thread lock, which every use of it holds."""
 
     _lock: threading.Lock
+
+    def forked(self) -> None:
+        """In a child process: a lock of its own, and none of what the parent's threads had under way."""
 
 
 _Policy = TypeVar("_Policy", bound=Hashable)
@@ -90,7 +93,7 @@ def _remake_in_child() -> None:
     for registry in _registries:
         registry._lock = threading.Lock()
         for state in registry._guarded():
-            state._lock = threading.Lock()
+            state.forked()
 
 
 if hasattr(os, "register_at_fork"):
