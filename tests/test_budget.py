@@ -1144,6 +1144,34 @@ async def test_unpriced_calls_are_counted_apart_and_said(
     assert dollars.request_count == 3
 
 
+async def test_unpriced_models_said_by_a_long_lived_budget_are_remembered_up_to_a_bound(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A gateway passes each tenant's model on (a fine-tune, an adapter): names without end, none of them priced.
+    monkeypatch.setattr(budget_tracker, "MOST_UNPRICED_MODELS", 10)
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    policy = BudgetPolicy(limit_usd=1, period=None)
+    client = wrap(make_openai_client, ledger, policy, project="acme")
+    tracker = tracker_for(policy, ledger[1])
+    for index in range(40):
+        await client.create(HI, extra_create_args={"model": f"ft:acme-{index}"})
+    assert dollars.request_count == 40
+    assert len(tracker._unpriced_models) == 10  # the last ten named, not all forty
+    said = [record.getMessage() for record in caplog.records if "has no price" in record.getMessage()]
+    assert len(said) == 40
+    assert said[-1].startswith("model 'ft:acme-39' has no price")
+    await client.create(HI, extra_create_args={"model": "ft:acme-39"})  # remembered: not said again
+    await client.create(HI, extra_create_args={"model": "ft:acme-0"})  # forgotten: said again, once
+    said = [record.getMessage() for record in caplog.records if "has no price" in record.getMessage()]
+    assert len(said) == 41
+    assert said[-1].startswith("model 'ft:acme-0' has no price")
+    assert len(tracker._unpriced_models) == 10
+
+
 # --- configuration -----------------------------------------------------------------------------
 
 

@@ -79,6 +79,8 @@ LedgerSource = UsageStore | str
 READER_THREADS: Final = 2
 MAX_KEYS: Final = 10_000  # key states kept per tracker; those with nothing pending go first when there are more
 MAX_PENDING: Final = 100_000  # unwritten events counted per key (the oldest go beyond, said once in the log)
+# Unpriced models a tracker remembers having named in the log (the oldest forgotten first: said again if it comes back).
+MOST_UNPRICED_MODELS: Final = 1024
 _IN_CHUNK: Final = 500  # event ids per IN (...): far below every backend's limit of bound parameters
 
 _RECORDS: Final = UsageRecord.__table__
@@ -282,7 +284,7 @@ class BudgetTracker:
         self._pruning: Future[None] | None = None
         self._pruned_at = _NEVER
         self._unreadable = False
-        self._unpriced_models: set[str | None] = set()
+        self._unpriced_models: dict[str | None, None] = {}  # insertion-ordered set, at most MOST_UNPRICED_MODELS
         self._dropped_said = False
         self._period = 0  # counts periods, so that a read started in one is not applied in the next
         self._first_day: date | None = None
@@ -477,9 +479,7 @@ class BudgetTracker:
                 else:
                     self._unread[key] = None
             self._read_unread(now)
-            new_model = event.cost_nanousd is None and event.model not in self._unpriced_models
-            if new_model:
-                self._unpriced_models.add(event.model)
+            new_model = event.cost_nanousd is None and self._new_unpriced(event.model)
         project, value = self._split(key)
         who = describe_budget_key(self.policy.scope, value, project)
         if dropped:
@@ -498,6 +498,15 @@ class BudgetTracker:
                 f"${self.policy.limit_usd} {'per ' + self.policy.period if self.policy.period else 'in all'}",
                 extra={"model": event.model},
             )
+
+    def _new_unpriced(self, model: str | None) -> bool:
+        """Whether ``model``, unpriced, is one the log has not named (the lock is held); remembered if so."""
+        if model in self._unpriced_models:
+            return False
+        self._unpriced_models[model] = None
+        if len(self._unpriced_models) > MOST_UNPRICED_MODELS:
+            del self._unpriced_models[next(iter(self._unpriced_models))]
+        return True
 
     def _read_unread(self, now: float) -> None:
         """Start the reads of up to two keys that hold events and whose figure is stale (the lock is held).
