@@ -27,8 +27,14 @@ client keeps every request it was sent (that is its job, in tests): the
 benchmark empties that list every thousand calls so that only the wrapper's
 memory is measured. The rows are counted at the end: one per call, exact.
 
+``--distinct`` is the long-lived service's case: every call has a session, a
+project, an agent and a ``request_id`` tag of its own (a request id put in a
+session or a tag), and Prometheus metrics are on (``enable_metrics``), so every
+per-process structure keyed by those values (label values, caches, budgets'
+and windows' keys) sees a new one per call.
+
 Run: ``python -m benchmarks memory`` (``--calls N``, ``--quick`` for a smoke
-run, ``--json PATH``).
+run, ``--distinct``, ``--json PATH``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from sqlalchemy import text
 
 from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy, usage_scope
 from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.metrics import disable_metrics, enable_metrics
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeUsage, ScriptedChatCompletionClient, ScriptedReply
 
@@ -85,8 +92,17 @@ def rss_mb() -> float:
     return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-async def calls(client: ReliableChatCompletionClient, inner: ScriptedChatCompletionClient, first: int, n: int) -> int:
+async def calls(
+    client: ReliableChatCompletionClient,
+    inner: ScriptedChatCompletionClient,
+    first: int,
+    n: int,
+    *,
+    distinct: bool = False,
+) -> int:
     """Calls ``first`` to ``first + n``: blocks of ``BLOCK``, alternating plain and streamed, a session each.
+
+    With ``distinct``, each call has a session, project, agent and ``request_id`` tag of its own.
 
     Returns the most rows the recorder held unwritten at the end of a block.
     """
@@ -96,12 +112,17 @@ async def calls(client: ReliableChatCompletionClient, inner: ScriptedChatComplet
     for block_start in range(first, first + n, BLOCK):
         streamed = (block_start // BLOCK) % 2 == 1
         async with usage_scope(session=f"session-{block_start // BLOCK}"):
-            for _ in range(min(BLOCK, first + n - block_start)):
-                if streamed:
-                    async for _item in client.create_stream(MESSAGES):
-                        pass
+            for number in range(block_start, block_start + min(BLOCK, first + n - block_start)):
+                if distinct:
+                    async with usage_scope(
+                        session=f"session-{number}",
+                        project=f"project-{number}",
+                        agent=f"agent-{number}",
+                        tags={"request_id": f"request-{number}"},
+                    ):
+                        await one(client, streamed=streamed)
                 else:
-                    await client.create(MESSAGES)
+                    await one(client, streamed=streamed)
                 # A scripted answer never suspends; a real client's I/O does, and the loop then runs its
                 # housekeeping (such as dropping the cancelled timers of the calls' deadlines).
                 await asyncio.sleep(0)
@@ -111,16 +132,33 @@ async def calls(client: ReliableChatCompletionClient, inner: ScriptedChatComplet
     return backlog
 
 
+async def one(client: ReliableChatCompletionClient, *, streamed: bool) -> None:
+    """One call, plain or streamed."""
+    if streamed:
+        async for _item in client.create_stream(MESSAGES):
+            pass
+    else:
+        await client.create(MESSAGES)
+
+
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks memory", description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=at_least_one, help=f"calls measured (default {FULL['calls']:,})")
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds (CI)")
+    parser.add_argument(
+        "--distinct",
+        action="store_true",
+        help="a session, project, agent and request_id tag of its own per call, with Prometheus metrics on",
+    )
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
     options = parser.parse_args(argv)
     size = dict(QUICK if options.quick else FULL)
     if options.calls is not None:
         size["calls"] = options.calls
     logging.getLogger("autogen_reliability").setLevel(logging.ERROR)
+    distinct = options.distinct
+    if distinct:
+        enable_metrics()
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as name:
         directory = Path(name)
         store = UsageStore(f"sqlite:///{directory}/usage.db")
@@ -131,7 +169,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             inner, project="bench", agent="writer", validation=ValidationPolicy(schema=Answer), recorder=recorder
         )
         started = time.perf_counter()
-        await calls(client, inner, 0, size["warmup"])
+        await calls(client, inner, 0, size["warmup"], distinct=distinct)
         assert recorder.flush(120)
         gc.collect()
         baseline = rss_mb()
@@ -140,7 +178,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         done = backlog = 0
         while done < size["calls"]:
             n = min(step, size["calls"] - done)
-            backlog = max(backlog, await calls(client, inner, size["warmup"] + done, n))
+            backlog = max(backlog, await calls(client, inner, size["warmup"] + done, n, distinct=distinct))
             done += n
             checkpoints.append((done, rss_mb()))
         assert recorder.flush(300), "the recorder did not write its rows in five minutes"
@@ -153,11 +191,15 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                 text("SELECT count(*), sum(prompt_tokens), sum(cached_tokens) FROM ar_usage_records")
             ).one()
         store.close()
+    if distinct:
+        disable_metrics()
     total = size["warmup"] + size["calls"]
     exact = rows == total and prompt == total * USAGE.prompt_tokens and cached == total * 1024
     growth = final - baseline
+    labels = "; a session, project, agent and tag per call, metrics on" if distinct else ""
     print(
-        f"{size['calls']:,} wrapped calls (after {size['warmup']:,} to warm up; everything on, usage rows to SQLite), "
+        f"{size['calls']:,} wrapped calls (after {size['warmup']:,} to warm up; everything on, usage rows to SQLite"
+        f"{labels}), "
         f"{seconds:.0f} s, Python {platform.python_version()}, {os.cpu_count()} cores:"
     )
     print(f"  {'calls':>9}  {'RSS MB':>8}  {'growth MB':>9}")
@@ -171,6 +213,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "memory",
         "calls": size["calls"],
         "warmup": size["warmup"],
+        "distinct": distinct,
         "python": platform.python_version(),
         "seconds": seconds,
         "baseline_mb": baseline,

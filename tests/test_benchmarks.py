@@ -61,6 +61,16 @@ def test_the_benchmark_runs(name: str, tmp_path: Path) -> None:
         assert isinstance(json.loads(output.read_text()), dict)
 
 
+def test_memory_distinct_runs_with_a_session_project_agent_and_tag_per_call(tmp_path: Path) -> None:
+    # The long-lived service's case docs/performance.md reports; the smoke run above gives every call the same.
+    output = tmp_path / "memory.json"
+    done = run_benchmark("memory", "--quick", "--distinct", "--json", output)
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    results = json.loads(output.read_text())
+    assert results["distinct"] is True
+    assert results["rows_exact"] is True
+
+
 def test_e2e_diagnose_and_steps_run(tmp_path: Path) -> None:
     # The options docs/performance.md's breakdown of a call comes from; the smoke run above takes neither.
     output = tmp_path / "e2e.json"
