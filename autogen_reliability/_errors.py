@@ -553,6 +553,9 @@ class AllClientsFailedError(ReliabilityError, ExceptionGroup[Exception]):
 class ResponseValidationError(ReliabilityError):
     """Raised when the model's answer is still invalid after every re-ask the policy allows.
 
+    Its message lists the first violations, with every secret they quote of the answer redacted (a key or a
+    password the model copied into a field): it is what logs print. ``errors`` and ``raw`` keep them as they were.
+
     Attributes:
         errors: Every violation of the last answer (``path`` and ``message`` each).
         raw: The last answer's text as the model wrote it (tool calls rendered as JSON).
@@ -563,6 +566,6 @@ class ResponseValidationError(ReliabilityError):
         self.errors = tuple(errors)
         self.raw = raw
         self.attempts = attempts
-        shown = "; ".join(str(error) for error in self.errors[:5])
+        shown = redact("; ".join(str(error) for error in self.errors[:5]), limit=sys.maxsize)
         more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
         super().__init__(f"the model's answer was invalid after {attempts} attempt(s): {shown}{more}")

@@ -585,6 +585,29 @@ async def test_violations_show_what_the_model_wrote_escaped(
     assert "\\x9b2J\\u202e" in shown
 
 
+async def test_the_errors_message_hides_a_secret_the_answer_quotes(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A violation quotes the offending value: a key or a database password the model copied from the prompt into
+    # the wrong field reached str(ResponseValidationError) as it was, and with it every log line that prints it
+    # (AutoGen's runtime logs an agent's error). Its raw answer and violations are data, and stay exact.
+    key = "sk-proj-Zq81mN4vB7xK2pL9"
+    url = "postgresql://app:hunter2hunter2@db.internal/tickets"
+    answer = {"id": key, "priority": "high", "summary": "x", "email": url}
+    fake_openai_server.enqueue(FakeReply.json(answer))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=TICKET_SCHEMA, reask=0))
+    with pytest.raises(ResponseValidationError) as caught:
+        await client.create(ASK)
+    shown = str(caught.value)
+    assert "/id: " in shown
+    assert "/email: " in shown
+    assert key not in shown
+    assert "hunter2" not in shown
+    assert "[REDACTED]" in shown
+    assert json.loads(caught.value.raw) == answer
+    assert any(key in error.message for error in caught.value.errors)
+
+
 async def book(start: datetime, day: date) -> str:
     """Book a meeting."""
     return f"booked for {start.isoformat()} on {day.isoformat()}"
