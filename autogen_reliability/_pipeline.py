@@ -106,10 +106,46 @@ class Findings:
 
     _violations: dict[int, int] = field(default_factory=dict)
     _sanitizer_changes: Mapping[str, int] | None = None
+    _judging: bool = False
+    _held: list[tuple[int, Callable[[int], None]]] | None = None
 
     def judged(self, attempt: int, violations: int) -> None:
         """Validation judged the answer of ``attempt``: ``violations`` problems found (0: valid)."""
         self._violations[attempt] = violations
+        if self._held:
+            waiting = [release for number, release in self._held if number == attempt]
+            self._held = [(number, release) for number, release in self._held if number != attempt]
+            for release in waiting:
+                _released(release, violations)
+
+    def will_judge(self) -> None:
+        """Validation judges every answer of this call: see :meth:`hold`. It then calls :meth:`release_held`."""
+        self._judging = True
+
+    @property
+    def judging(self) -> bool:
+        """Whether validation judges the answers of this call (:meth:`will_judge`)."""
+        return self._judging
+
+    def hold(self, attempt: int, release: Callable[[int], None]) -> None:
+        """Calls ``release(violations)`` once validation judged the answer of ``attempt``, or with 0 when it stops
+        judging without having judged it (:meth:`release_held`); at once if it judged it already.
+
+        For the rows of a call a wrapped client made for ``attempt`` (see :attr:`Call.made_by`): its answer is
+        this call's, and the requests that made it are rows of that call, recorded once this call's validation
+        said whether it was refused.
+        """
+        if attempt in self._violations or not self._judging:
+            _released(release, self._violations.get(attempt, 0))
+        else:
+            self._held = [*(self._held or ()), (attempt, release)]
+
+    def release_held(self) -> None:
+        """Validation stops judging (the call ends): what still waits for a verdict is released as not judged."""
+        self._judging = False
+        held, self._held = self._held or [], None
+        for _, release in held:
+            _released(release, 0)
 
     def sanitized(self, changes: Mapping[str, int]) -> None:
         """The sanitiser changed the answer handed on to the agent: changes per category."""
@@ -123,6 +159,14 @@ class Findings:
     def sanitizer_changes(self) -> Mapping[str, int]:
         """What the sanitiser changed in the answer handed on, per category (empty: nothing)."""
         return self._sanitizer_changes or _NO_CHANGES
+
+
+def _released(release: Callable[[int], None], violations: int) -> None:
+    try:
+        release(violations)
+    except Exception:
+        # Recording a wrapped client's rows must never break the call that judged its answer.
+        log_failure(logger, "releasing rows held for validation failed")
 
 
 @dataclass(slots=True)
@@ -151,6 +195,9 @@ class Call:
             recorded its provider attempts itself, or through this call's accounting (``borrowed`` there), so
             they have no row of their own, and their events are :attr:`AttemptEvent.on_wrapper`. An attempt
             not among them made no call there (AutoGen's cache between the two answered it) and has its row.
+        made_by: The call of the wrapper whose attempt made this call (this wrapper nested in it, or its
+            fallback), and that attempt's number: this call's answer is that attempt's, which that call's
+            validation may refuse (see :meth:`Findings.hold`).
         started: When the call started on ``time.perf_counter``, a monotonic clock: its duration is
             measured from here, as an attempt's latency is, not from ``started_at``, which the wall
             clock being set (NTP) would move by as much.
@@ -168,6 +215,7 @@ class Call:
     observers: tuple[CallObserver, ...] | None = None
     borrowed: Layer | None = None
     recorded_inside: set[int] | None = None
+    made_by: tuple[Call, int] | None = None
     started: float = field(default_factory=time.perf_counter, repr=False, compare=False)
 
     def release(self) -> None:
@@ -465,6 +513,7 @@ class Pipeline:
         # The attempt running now (a call's attempts run one at a time), whether or not either wrapper records:
         # its event is one on a wrapper (AttemptEvent.on_wrapper), which observers counting requests skip.
         outer.recorded_inside.add(outer.attempts)
+        call.made_by = (outer, outer.attempts)
         if not self.borrows or layer is None:
             return None  # recorded here, or by no one
         call.borrowed = layer

@@ -586,6 +586,54 @@ async def test_a_wrapped_client_that_records_nothing_has_a_row_per_request_under
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("inner", ["nested", "nested-unrecorded", "fallback", "fallback-unrecorded"])
+async def test_an_answer_the_outer_wrappers_validation_refused_is_invalid_in_the_row_of_its_request(
+    inner: str,
+    streamed: bool,
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The request was made by a wrapped client (nested in the outer wrapper, or its fallback), whose row it is;
+    # the outer wrapper's validation refused its answer and re-asked. That row said "ok", 0 violations: the
+    # report's waste and re-ask rate left out an answer paid for and thrown away.
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
+    recorder = ledger[1]
+    records = not inner.endswith("-unrecorded")
+    wrapped = reliable(
+        make_openai_client(), retry=None, **({"recorder": recorder} if records else {"track_usage": False})
+    )
+    if inner.startswith("nested"):
+        fake_openai_server.enqueue(FakeReply.text("no json", usage=usage), FakeReply.json({"n": 1}, usage=usage))
+        outer = ReliableChatCompletionClient(
+            wrapped, recorder=recorder, retry=None, validation=ValidationPolicy(schema=schema)
+        )
+    else:
+        fake_openai_server.enqueue(
+            FakeReply.error(500),
+            FakeReply.text("no json", usage=usage),
+            FakeReply.error(500),
+            FakeReply.json({"n": 1}, usage=usage),
+        )
+        outer = reliable(
+            make_openai_client(),
+            recorder=recorder,
+            retry=None,
+            fallbacks=[wrapped],
+            validation=ValidationPolicy(schema=schema),
+        )
+    answer = await (consume(outer) if streamed else outer.create(HI))
+    assert answer.content == '{"n": 1}'
+    answered = [row for row in rows(ledger) if row.http_status is None]
+    assert len(rows(ledger)) == fake_openai_server.request_count
+    assert [(row.outcome, row.validation_errors, row.prompt_tokens) for row in answered] == [
+        ("invalid", 1, 20),
+        ("ok", 0, 20),
+    ]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
 async def test_a_wrapper_that_records_nothing_between_two_that_do_has_a_row_per_request(
     streamed: bool,
     ledger: tuple[UsageStore, UsageRecorder],

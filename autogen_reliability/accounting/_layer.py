@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import partial
 from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
@@ -100,6 +101,16 @@ _PROVISIONAL: Final = list(
 )
 
 
+def _judge_of(call: Call) -> tuple[Call, int] | None:
+    """The call, and its attempt, whose validation judges ``call``'s answer (it ended with one): that of the
+    nearest wrapper around this one (``call`` made by its attempt, directly or through wrappers that validate
+    nothing) that validates."""
+    made_by = call.made_by
+    while made_by is not None and not made_by[0].findings.judging:
+        made_by = made_by[0].made_by
+    return made_by
+
+
 class AccountingLayer(Layer):
     """Records one usage event per provider attempt when a call ends."""
 
@@ -149,8 +160,31 @@ class AccountingLayer(Layer):
             self._ended(request.call)
 
     def _ended(self, call: Call) -> None:
+        judge = _judge_of(call) if call.events and call.events[-1].result is not None else None
+        if judge is not None:
+            # The answer is that of an attempt of a wrapper around this one, whose validation may refuse it: the
+            # rows wait for its verdict (their in-flight rows stay in the journal meanwhile). The events are held
+            # as they are: the call's observers let go of them when it ends, before the verdict.
+            judging, attempt = judge
+            judging.findings.hold(attempt, partial(self._judged, call, call.events))
+            return
         self._record(call)
         if call.observers is None:  # no call observer reads the events after us (the pipeline releases them then)
+            call.release()
+
+    def _judged(self, call: Call, events: list[AttemptEvent], violations: int) -> None:
+        """Records ``call``'s rows once the wrapper around it judged its answer: ``violations`` found there."""
+        answered = events[-1] if events else None
+        if (
+            violations
+            and answered is not None
+            and answered.result is not None
+            and answered.attempt == call.attempts
+            and not call.findings.violations(answered.attempt)
+        ):
+            call.findings.judged(answered.attempt, violations)
+        self._record(call, events)
+        if call.observers is None:
             call.release()
 
     def records_itself(self, client: ChatCompletionClient) -> bool:
@@ -162,9 +196,9 @@ class AccountingLayer(Layer):
         if table is not None and call.tracker is None:
             call.tracker = _InFlight(self, table)
 
-    def _record(self, call: Call) -> None:
+    def _record(self, call: Call, events: list[AttemptEvent] | None = None) -> None:
         tracker = call.tracker if isinstance(call.tracker, _InFlight) else None
-        for attempt in call.events:
+        for attempt in call.events if events is None else events:
             if attempt.on_wrapper:
                 # A wrapped client made a call of this attempt: its requests are rows already, its own or (one
                 # that records nothing) recorded through us. One AutoGen's cache answered made none: its row.

@@ -356,14 +356,19 @@ class ValidationLayer(Layer):
         if check is None:
             return await call_next(request)
         request = self._prepare(request, check)
-        for answer in range(check.policy.reask + 1):
-            result = await call_next(request)
-            handed_on, violations = check.answer(result)
-            request.call.findings.judged(request.call.attempts, len(violations))
-            if not violations:
-                return handed_on
-            if answer < check.policy.reask:
-                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        findings = request.call.findings
+        findings.will_judge()
+        try:
+            for answer in range(check.policy.reask + 1):
+                result = await call_next(request)
+                handed_on, violations = check.answer(result)
+                findings.judged(request.call.attempts, len(violations))
+                if not violations:
+                    return handed_on
+                if answer < check.policy.reask:
+                    request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        finally:
+            findings.release_held()
         return self._failed(check, result, violations)
 
     def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
@@ -379,17 +384,24 @@ class ValidationLayer(Layer):
     async def _checked_stream(
         self, request: Request, check: AnswerCheck, call_next: StreamHandler
     ) -> AsyncGenerator[StreamItem, None]:
-        for answer in range(check.policy.reask + 1):
-            result = await _final_result(call_next(request))
-            handed_on, violations = check.answer(result)
-            request.call.findings.judged(request.call.attempts, len(violations))
-            if not violations:
-                if isinstance(handed_on.content, str) and handed_on.content:
-                    yield handed_on.content
-                yield handed_on
-                return
-            if answer < check.policy.reask:
-                request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        findings = request.call.findings
+        findings.will_judge()
+        try:
+            for answer in range(check.policy.reask + 1):
+                result = await _final_result(call_next(request))
+                handed_on, violations = check.answer(result)
+                findings.judged(request.call.attempts, len(violations))
+                if not violations:
+                    break
+                if answer < check.policy.reask:
+                    request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
+        finally:
+            findings.release_held()
+        if not violations:
+            if isinstance(handed_on.content, str) and handed_on.content:
+                yield handed_on.content
+            yield handed_on
+            return
         failed = self._failed(check, result, violations)
         if isinstance(failed.content, str) and failed.content:
             yield failed.content
