@@ -16,6 +16,7 @@ import decimal
 import json
 import logging
 import pickle
+import sys
 import threading
 import time
 import uuid
@@ -369,6 +370,81 @@ async def test_two_processes_sharing_one_sqlite_ledger_share_one_budget(
             await client.create(HI)
         assert refused.value.spent_usd == Decimal(4)
         assert dollars.request_count == 4
+
+
+_RECORDS_AND_WAITS = """
+import asyncio, json, sys
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_reliability import reliable
+from autogen_reliability.accounting import PricingTable, UsageRecorder
+from autogen_reliability.storage import UsageStore
+
+base_url, url, spool, prices = sys.argv[1:5]
+
+
+async def main() -> None:
+    store = UsageStore(url)
+    # A batch window longer than the test: its rows wait in the queue (and its journal) until close().
+    recorder = UsageRecorder(store, spool_dir=spool, flush_interval=3600)
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=base_url, max_retries=0)
+    client = reliable(inner, recorder=recorder, pricing=PricingTable(json.loads(prices)), project="shared")
+    for _ in range(2):
+        await client.create([UserMessage(content="hi", source="user")])
+    print("spent", flush=True)
+    sys.stdin.readline()  # the other process checks its budget meanwhile
+    await inner.close()
+    recorder.close()
+    store.close()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_another_processs_calls_its_recorder_has_not_written_are_not_in_a_fresh_figure(
+    tmp_path: Path, dollars: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    """docs/budgets.md, "How far spend can pass the limit": a figure read after another process's calls ended
+    still lacks them until that process's recorder has written them (its batch window, or its spool)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=3, period=None, refresh=5, clock=clock)
+    with open_ledger(url, tmp_path / "spool") as ledger:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _RECORDS_AND_WAITS,
+            dollars.base_url,
+            url,
+            str(tmp_path / "child-spool"),
+            json.dumps(PRICES),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            assert await asyncio.wait_for(child.stdout.readline(), 60) == b"spent\n"
+            assert dollars.request_count == 2  # the other process's $2 were answered, and are not stored yet
+            client = wrap(make_openai_client, ledger, policy, project="shared")
+            for _ in range(3):  # the first check reads the ledger now: after the other process's calls ended
+                await client.create(HI)
+            with pytest.raises(BudgetExceededError) as refused:
+                await client.create(HI)
+            assert refused.value.spent_usd == Decimal(3)  # its own $3: the other's $2 unseen
+            assert dollars.request_count == 5  # $5 spent on a $3 budget
+        finally:
+            _, stderr = await asyncio.wait_for(child.communicate(b"\n"), 60)
+        assert child.returncode == 0, stderr.decode()
+        clock.now += 6  # the figure is stale: the next check goes on with it and reads again
+        with pytest.raises(BudgetExceededError):
+            await client.create(HI)
+        assert tracker_for(policy, ledger[1]).wait_for_reads()
+        with pytest.raises(BudgetExceededError) as refused:
+            await client.create(HI)
+        assert refused.value.spent_usd == Decimal(5)  # written at the other process's exit, and read
+        assert dollars.request_count == 5
 
 
 _EXITS_WITHOUT_CLOSING = """
