@@ -834,6 +834,56 @@ def test_a_connection_that_opened_sqlite_read_only_is_dropped_and_its_rows_repla
     assert {usage.event_id for usage in store.store.events()} == {usage.event_id for usage in recorded}
 
 
+def test_a_cleanup_batch_longer_than_the_busy_timeout_spools_a_writers_rows_then_they_land(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/storage.md, "Retention": on SQLite a writer waits for a cleanup batch only its busy timeout, then spools.
+
+    The batch here is held open until the writer has spooled, as a batch of 10,000 rows and their days' rollups
+    takes seconds on a busy machine (measured: 3.3 s a batch, 5 spells of spooling per writer in one cleanup).
+    """
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    old = datetime.now(UTC).replace(year=2020)
+    cleaner = UsageStore(sqlite_url)
+    cleaner.write([plain_event(started_at=old) for _ in range(5)])
+    in_batch, release = threading.Event(), threading.Event()
+
+    def hold_the_batch(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM AR_USAGE_RECORDS"):
+            in_batch.set()
+            assert release.wait(30), "the writer never spooled"
+
+    listen(cleaner.engine, "after_cursor_execute", hold_the_batch)
+    cleanup = threading.Thread(target=lambda: cleaner.delete_older_than(old.date().replace(year=2021)))
+    store = UsageStore(sqlite_url)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    cleanup.start()
+    try:
+        assert in_batch.wait(30)
+        recorded = [plain_event() for _ in range(3)]
+        for usage in recorded:
+            recorder.record(usage)
+        deadline = time.monotonic() + 30
+        while recorder.stats["spooled"] < len(recorded) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert recorder.stats["spooled"] == len(recorded)  # not waited for: spooled
+    finally:
+        release.set()
+        cleanup.join(30)
+    assert not cleanup.is_alive()
+    assert "usage database unavailable (OperationalError: (sqlite3.OperationalError) database is locked)" in caplog.text
+    deadline = time.monotonic() + 30
+    while recorder.stats["replayed"] < len(recorded) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    recorder.close()
+    assert {usage.event_id for usage in store.events()} == {usage.event_id for usage in recorded}
+    assert "usage database reachable again" in caplog.text
+    store.close()
+    cleaner.close()
+
+
 def test_sigkill_loses_nothing_once_the_journal_is_replayed(sqlite_url: str, tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
