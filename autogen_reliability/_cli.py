@@ -550,7 +550,7 @@ def _output(path: Path) -> Iterator[TextIO]:
         with _standard_output():
             sys.stdout.flush()
             with open(sys.stdout.fileno(), "w", encoding="utf-8", newline="", closefd=False) as stream:
-                yield stream
+                yield cast("TextIO", _TerminalStream(stream)) if stream.isatty() else stream
         return
     if found is not None and not stat.S_ISREG(found.st_mode):
         # Renaming a file onto a FIFO or a device would replace it (as root, /dev/null itself) and its
@@ -593,6 +593,44 @@ def _output(path: Path) -> Iterator[TextIO]:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+# A line's end, which a terminal shows as one: kept as it is between the lines shown as their escapes.
+_LINE_END: Final = re.compile(r"(\r?\n)")
+
+
+def _on_terminal(text: str) -> str:
+    """``text`` (JSON, CSV, Markdown, HTML) as a terminal is sent it: each line as the report's tables show names.
+
+    Names in JSON and CSV are as stored, and come from users and models: an escape sequence in one (ESC, the
+    C1 CSI, ...) would be run by the terminal (a clipboard write, a cleared screen, hidden lines), and a
+    bidirectional control would reorder the line. Each is written as its escape (``\\x1b``, ``\\u202e``), as
+    :func:`~autogen_reliability.reports._format.plain_text` writes it in the tables; a file or a pipe gets the
+    text exact.
+    """
+    from .reports._format import plain_text  # noqa: PLC0415
+
+    return "".join(part if _LINE_END.fullmatch(part) else plain_text(part) for part in _LINE_END.split(text))
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed, or no file
+        return False
+
+
+class _TerminalStream:
+    """A terminal's stream that writes text as :func:`_on_terminal` shows it (``--out /dev/stdout`` on a terminal)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_on_terminal(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _is_standard_output(found: os.stat_result) -> bool:
@@ -643,11 +681,14 @@ def _report(args: argparse.Namespace, since: datetime | None, until: datetime | 
 
 
 def _emit(text: str, out: Path | None) -> None:
-    """``text`` to ``out`` (then its path to stdout), or to stdout; ends with a newline either way."""
+    """``text`` to ``out`` (then its path to stdout), or to stdout; ends with a newline either way.
+
+    To a terminal, as :func:`_on_terminal` shows it.
+    """
     text = text if text.endswith("\n") else text + "\n"
     if out is None:
         with _standard_output():
-            sys.stdout.write(text)
+            sys.stdout.write(_on_terminal(text) if _is_terminal(sys.stdout) else text)
         return
     with _output(out) as handle:
         handle.write(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +32,35 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     environment.update(env or {})
     command = [sys.executable, "-m", "autogen_reliability", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, env=environment, cwd=cwd)
+
+
+def run_cli_in_terminal(*args: str) -> tuple[int, str, str]:
+    """``autogen-reliability ARGS`` in a subprocess whose standard output is a terminal (a pseudo-terminal).
+
+    Returns the exit status, what the terminal was sent (as text, the pseudo-terminal's ``\\r\\n`` for
+    ``\\n`` as it gives it) and stderr.
+    """
+    environment = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "autogen_reliability", *args]
+    with subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=environment
+    ) as process:
+        os.close(follower)
+        received = bytearray()
+        while True:  # read as it comes: a terminal's buffer is small, and a writer waits on a full one
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command closed the terminal's last writer
+                break
+            if not chunk:
+                break
+            received += chunk
+        os.close(leader)
+        assert process.stderr is not None
+        err = process.stderr.read().decode()
+        status = process.wait(timeout=120)
+    return status, received.decode(), err
 
 
 def run_python(

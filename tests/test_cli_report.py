@@ -25,7 +25,7 @@ from rich.console import Console
 from autogen_reliability.storage import UsageStore
 
 from .cli_ledger import PROJECT, assert_one_line_error, event, run_main, sample_events
-from .conftest import run_cli
+from .conftest import run_cli, run_cli_in_terminal
 from .report_html import parse
 
 FORMATS = ("table", "json", "csv", "md", "html")
@@ -576,3 +576,76 @@ def test_a_tag_key_with_a_double_quote_is_refused_before_the_database_is_reached
     # A server that cannot be reached: the command line is refused before any connection is tried.
     done = run_cli("report", "--tag", 'a"b=1', "--db", "postgresql+psycopg://u:pw@127.0.0.1:9/x")
     assert_one_line_error(done.returncode, done.stdout, done.stderr, 2, "argument --tag: tag keys with a double quote")
+
+
+# Names that a terminal would act on: an OSC 52 clipboard write and an erase of the screen (ESC), the C1
+# control sequence introducer (CSI), concealed text, and a right-to-left override that reorders the line.
+HOSTILE_AGENT = "\x1b]52;c;cHduZWQ=\x07evil\u202efdp.exe"
+HOSTILE_SESSION = "s\x1b[2J\x9b8m"
+HOSTILE_TAG = "t\x1b[8m"
+TERMINAL_ACTS_ON = {"\x1b", "\x07", "\x9b", "\u202e"}
+
+
+@pytest.fixture
+def hostile_ledger(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    with UsageStore(url) as store:
+        store.write(
+            [
+                event(
+                    datetime.now(UTC) - timedelta(hours=1),
+                    agent=HOSTILE_AGENT,
+                    session=HOSTILE_SESSION,
+                    tags={"team": HOSTILE_TAG},
+                )
+            ]
+        )
+    return url
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--format", "csv", "--by", "agent,session,tag:team"),
+        ("report", "--format", "json", "--by", "agent,session,tag:team"),
+        ("report", "--format", "csv", "--by", "agent,session,tag:team", "--out", "/dev/stdout"),
+        ("sessions", "--project", PROJECT, "--format", "json"),
+        ("export", "--project", PROJECT, "--out", "/dev/stdout"),
+    ],
+    ids=["csv", "json", "csv-out-dev-stdout", "sessions-json", "export-dev-stdout"],
+)
+def test_names_a_terminal_would_act_on_reach_it_as_escapes(args: tuple[str, ...], hostile_ledger: str) -> None:
+    # Printed to a terminal, JSON and CSV show a control or bidirectional character as the tables do: its escape.
+    status, shown, err = run_cli_in_terminal(*args, "--db", hostile_ledger)
+    assert (status, err) == (0, "")
+    assert not set(shown) & TERMINAL_ACTS_ON
+    if args[0] == "sessions":
+        assert "\\u202e" not in shown  # no agent in the sessions' JSON
+        assert "s\\u001b[2J\\x9b8m" in shown  # JSON's own escape of ESC, then the C1 control's
+    else:
+        assert "\\u202efdp.exe" in shown
+        assert "\\x9b8m" in shown
+    # Piped, the same command gives the names exact.
+    piped = args[: args.index("--out")] if args[0] == "report" and "--out" in args else args
+    done = run_cli(*piped, "--db", hostile_ledger)
+    assert (done.returncode, done.stderr) == (0, "")
+    if args[0] == "export":
+        assert [(row["agent"], row["session"]) for row in map(json.loads, done.stdout.splitlines())] == [
+            (HOSTILE_AGENT, HOSTILE_SESSION)
+        ]
+    elif "json" in args:
+        assert HOSTILE_SESSION in strings_of(json.loads(done.stdout))
+    else:
+        assert HOSTILE_SESSION in done.stdout
+        assert HOSTILE_AGENT in done.stdout
+
+
+def strings_of(value: object) -> set[str]:
+    """Every string in parsed JSON ``value``, keys and values."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set(value) | {text for item in value.values() for text in strings_of(item)}
+    if isinstance(value, list):
+        return {text for item in value for text in strings_of(item)}
+    return set()
