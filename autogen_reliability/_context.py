@@ -35,6 +35,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from autogen_core import MessageHandlerContext
 
 from ._errors import ConfigurationError
+from ._secret_text import ledger_text
 
 __all__ = ["Attribution", "current_attribution", "usage_scope"]
 
@@ -54,7 +55,9 @@ def _check_label(name: str, value: object) -> str | None:
         raise ConfigurationError(f"{name} must not be empty or blank")
     if len(value) > _MAX_LABEL_LENGTH:
         raise ConfigurationError(f"{name} is {len(value)} characters long; the limit is {_MAX_LABEL_LENGTH}")
-    return value
+    # As the ledger stores it (a NUL or a lone surrogate as U+FFFD): a budget reading a key's spend, a filter,
+    # a metric's label and a span see the text of the rows the calls wrote, on every backend.
+    return ledger_text(value)
 
 
 def _check_tags(tags: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -69,7 +72,7 @@ def _check_tags(tags: Mapping[str, str] | None) -> Mapping[str, str]:
             raise ConfigurationError(
                 f"tags must map str to str; {key!r}: {value!r} is {type(key).__name__}: {type(value).__name__}"
             )
-    return MappingProxyType(dict(tags))
+    return MappingProxyType({ledger_text(key): ledger_text(value) for key, value in tags.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +92,9 @@ class Attribution:
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
 
     def __post_init__(self) -> None:
-        _check_label("project", self.project)
-        _check_label("session", self.session)
-        _check_label("agent", self.agent)
+        object.__setattr__(self, "project", _check_label("project", self.project))
+        object.__setattr__(self, "session", _check_label("session", self.session))
+        object.__setattr__(self, "agent", _check_label("agent", self.agent))
         object.__setattr__(self, "tags", _check_tags(self.tags))
 
     def __hash__(self) -> int:
@@ -360,6 +363,10 @@ def usage_scope(
         session: One conversation, ticket or job.
         agent: The agent name (normally bound by :func:`reliable` instead).
         tags: Free-form string labels.
+
+    A NUL or a lone surrogate (half an emoji, cut) in a label or a tag is
+    U+FFFD, as the ledger stores it: the scope's attribution, its budgets'
+    keys and its rows all hold the same text.
 
     Raises:
         ConfigurationError: a label is not a non-blank string of at most 200

@@ -97,6 +97,20 @@ def _loose(form: str) -> str:
 
 _REPEATED: Final = re.compile(r"(?:\[REDACTED\]){2,}")
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+"""What no text of the ledger holds: PostgreSQL refuses NUL and lone surrogates, so both are stored as U+FFFD."""
+
+
+def ledger_text(text: str) -> str:
+    """``text`` as the usage ledger holds it: each NUL and lone surrogate replaced by U+FFFD (:data:`UNSTORABLE`).
+
+    Example:
+        >>> ledger_text("ticket\\x00") == "ticket\\ufffd"
+        True
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    return UNSTORABLE.sub("\ufffd", text)
 
 
 def well_formed(text: str) -> str:

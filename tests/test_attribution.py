@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Generator
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
@@ -16,12 +18,16 @@ from autogen_ext.models.replay import ReplayChatCompletionClient
 from autogen_reliability import (
     AttemptEvent,
     Attribution,
+    BudgetExceededError,
+    BudgetPolicy,
     ConfigurationError,
     ReliableChatCompletionClient,
     current_attribution,
     reliable,
     usage_scope,
 )
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 
 from .conftest import OpenAIClientFactory
@@ -408,3 +414,48 @@ async def test_a_wrapped_fallback_attributes_its_rows_to_the_call_it_serves(
         answer = await client.create(HI)
     assert answer.content == "from the backup"
     assert [event.call.attribution for event in events] == [Attribution(project="acme", session="t-8", agent="writer")]
+
+
+@pytest.mark.autogen_reliability(allow_unused=True)  # the replies of the calls the budgets refused
+@pytest.mark.parametrize("label", ["ticket\ud83d", "ticket\x00"], ids=["lone-surrogate", "nul"])
+async def test_a_label_the_ledger_cannot_hold_is_the_text_it_stores_everywhere(
+    label: str,
+    store_url: str,
+    tmp_path: Path,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The ledger holds U+FFFD for a NUL or a lone surrogate (half an emoji, cut): a scope's label is that text,
+    # so that a budget reading the session's spend reads the rows its calls wrote, on SQLite and PostgreSQL.
+    stored = "ticket\ufffd"
+    with usage_scope(session=label, agent=label, tags={label: label}):
+        assert current_attribution() == Attribution(session=stored, agent=stored, tags={stored: stored})
+    with UsageStore(store_url) as store:
+        recorder = UsageRecorder(store, spool_dir=tmp_path / "spool")
+        spender = reliable(make_openai_client(), project="acme", budget=budget(), recorder=recorder)
+        sent = 0
+        with pytest.raises(BudgetExceededError), usage_scope(session=label, tags={"ticket": label}):  # noqa: PT012
+            for _ in range(10):
+                fake_openai_server.enqueue(FakeReply.text("a reply of some length " * 4))
+                await spender.create(HI)
+                sent += 1
+        recorder.flush()
+        rows = store.events(project="acme")
+        assert [(row.session, row.tags["ticket"]) for row in rows] == [(stored, stored)] * sent
+        # Another budget (as another process's): its first check reads what the session spent from the ledger.
+        other = reliable(make_openai_client(), project="acme", budget=budget("0.000019"), recorder=recorder)
+        fake_openai_server.enqueue(FakeReply.text("never sent"))
+        with pytest.raises(BudgetExceededError) as refused, usage_scope(session=label):
+            await other.create(HI)
+        await spender.close()
+        await other.close()
+        recorder.close()
+    assert len(fake_openai_server.requests) == sent  # no request for a call refused
+    assert not [record.getMessage() for record in caplog.records if "cannot read" in record.getMessage()]
+    assert refused.value.spent_usd == Decimal(sum(row.cost_nanousd or 0 for row in rows)) / 10**9  # the ledger's
+    assert refused.value.key == stored
+
+
+def budget(limit: str = "0.00002") -> BudgetPolicy:
+    return BudgetPolicy(limit_usd=limit, period=None, scope="session")

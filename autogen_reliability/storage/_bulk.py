@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from sqlalchemy import BigInteger, Boolean, Connection, Insert, Integer, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from .._secret_text import UNSTORABLE, ledger_text
 from .._threads import in_slices
 from ..accounting._events import ROW_FIELDS, ROW_JSON_FIELDS, UsageRow
 from ._models import Base, UsageContent, UsageRecord
@@ -80,8 +80,6 @@ _LATENCY: Final = ROW_FIELDS.index("latency_ms")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _JSON_FIELDS: Final = tuple(ROW_FIELDS.index(name) for name in ROW_JSON_FIELDS)
 _REQUEST: Final = ROW_FIELDS.index("request_content")
-UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
-"""What no text of the ledger holds: PostgreSQL refuses NUL and lone surrogates, so both are stored as U+FFFD."""
 _RESPONSE: Final = ROW_FIELDS.index("response_content")
 
 
@@ -243,15 +241,14 @@ def _storable(row: UsageRow) -> UsageRow:
         if index in _JSON_FIELDS:
             mapping = json.loads(value)
             values[index] = json.dumps(
-                {_clean(key): _clean(item) if isinstance(item, str) else item for key, item in mapping.items()}
+                {
+                    ledger_text(key): ledger_text(item) if isinstance(item, str) else item
+                    for key, item in mapping.items()
+                }
             )
         else:
-            values[index] = _clean(value)
+            values[index] = ledger_text(value)
     return tuple(values)
-
-
-def _clean(text: str) -> str:
-    return UNSTORABLE.sub("\ufffd", text)
 
 
 def insert_content(connection: Connection, rows: Sequence[UsageRow]) -> None:
