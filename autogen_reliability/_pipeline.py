@@ -131,8 +131,8 @@ class Findings:
         """Calls ``release(violations)`` once validation judged the answer of ``attempt``, or with 0 when it stops
         judging without having judged it (:meth:`release_held`); at once if it judged it already.
 
-        For the rows of a call a wrapped client made for ``attempt`` (see :attr:`Call.made_by`): its answer is
-        this call's, and the requests that made it are rows of that call, recorded once this call's validation
+        For the end of a call a wrapped client made for ``attempt`` (see :meth:`Call.after_verdict`): its answer
+        is this call's, and its rows are recorded, and its end told to its observers, once this call's validation
         said whether it was refused.
         """
         if attempt in self._violations or not self._judging:
@@ -159,6 +159,13 @@ class Findings:
     def sanitizer_changes(self) -> Mapping[str, int]:
         """What the sanitiser changed in the answer handed on, per category (empty: nothing)."""
         return self._sanitizer_changes or _NO_CHANGES
+
+
+def _take_verdict(call: Call, answered: int, then: Callable[[], None], violations: int) -> None:
+    """``call``'s answer, that of its attempt ``answered``, was judged around it: ``violations`` found there."""
+    if violations and answered == call.attempts and not call.findings.violations(answered):
+        call.findings.judged(answered, violations)
+    then()
 
 
 def _released(release: Callable[[int], None], violations: int) -> None:
@@ -217,6 +224,24 @@ class Call:
     recorded_inside: set[int] | None = None
     made_by: tuple[Call, int] | None = None
     started: float = field(default_factory=time.perf_counter, repr=False, compare=False)
+
+    def after_verdict(self, then: Callable[[], None]) -> bool:
+        """Whether the validation of a wrapper around this one judges this call's answer: then ``then`` is called
+        once it did, with its verdict taken into :attr:`findings` first (see :attr:`made_by`), and True returned.
+
+        For what a call that ended with an answer does at its end (its rows, its observers' ``call_ended``):
+        each waits for the verdict, in the order they asked, so the rows are published before the call's end is.
+        False, and ``then`` not called, when nothing around this call judges its answer, or it ended without one.
+        """
+        made_by = self.made_by
+        while made_by is not None and not made_by[0].findings.judging:
+            made_by = made_by[0].made_by
+        events = self.events
+        if made_by is None or not events or events[-1].result is None:
+            return False
+        judging, attempt = made_by
+        judging.findings.hold(attempt, partial(_take_verdict, self, events[-1].attempt, then))
+        return True
 
     def release(self) -> None:
         """Lets go of the attempt events: the call has ended, and what reads them (accounting, observers) has.
@@ -369,6 +394,10 @@ class CallObserver(Protocol):
     after the call's usage events were published (``accounting._feed``), and
     after every :class:`AttemptEvent` of the call (they are in ``call.events``
     until ``call_ended`` returns: keep what you need of them, not the call).
+    The end of a call whose answer a wrapper around it judges (a nested
+    wrapper's, a wrapped fallback's) is told once that wrapper's validation said
+    whether it refused it, the verdict in ``call.findings`` (see
+    :meth:`Call.after_verdict`).
     """
 
     def call_started(self, call: Call, pipeline: Pipeline) -> None:
@@ -531,8 +560,8 @@ class Pipeline:
             _call_ended(observers, call, self, error)
             call.release()
             raise
-        _call_ended(observers, call, self, None)
-        call.release()
+        if call.made_by is None or not call.after_verdict(partial(_answered, observers, call, self)):
+            _answered(observers, call, self)
         return result
 
     async def _observed_stream(
@@ -555,8 +584,13 @@ class Pipeline:
             error = None if isinstance(exc, GeneratorExit) and answered else exc
             raise
         finally:
-            _call_ended(observers, call, self, error)
-            call.release()
+            if (
+                error is not None
+                or call.made_by is None
+                or not call.after_verdict(partial(_answered, observers, call, self))
+            ):
+                _call_ended(observers, call, self, error)
+                call.release()
 
     def _tap_for_observers(self, request: Request) -> None:
         """Installs the usage tap on ``client`` if an observer of the process sees this attempt.
@@ -721,6 +755,12 @@ def _call_ended(
             observer.call_ended(call, pipeline, error)
         except Exception:
             log_failure(logger, "call observer %r failed", observer)
+
+
+def _answered(observers: tuple[CallObserver, ...], call: Call, pipeline: Pipeline) -> None:
+    """``call`` ended with an answer (judged, if a wrapper around it validates: see :meth:`Call.after_verdict`)."""
+    _call_ended(observers, call, pipeline, None)
+    call.release()
 
 
 def _usage_of(slot: UsageSlot) -> ProviderUsage | None:

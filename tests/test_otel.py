@@ -20,6 +20,7 @@ from opentelemetry.util.types import Attributes
 
 from autogen_reliability import (
     ConfigurationError,
+    ReliableChatCompletionClient,
     ResponseValidationError,
     RetryPolicy,
     ValidationPolicy,
@@ -447,6 +448,72 @@ async def test_a_wrapped_fallback_that_records_nothing_under_one_that_does_has_i
         assert summed(found, "gen_ai.usage.input_tokens") == 40
         assert summed(found, "gen_ai.usage.output_tokens") == 4
         assert summed(found, f"{R}cost_usd") * 10**9 == ledger_cost
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("inner", ["nested", "nested-unrecorded", "fallback", "fallback-unrecorded"])
+async def test_an_answer_the_outer_wrappers_validation_refused_is_invalid_on_its_requests_span_with_its_rows_cost(
+    inner: str,
+    streamed: bool,
+    spans: InMemorySpanExporter,
+    ledger: Ledger,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A wrapped client (nested in the outer wrapper, or its fallback) answered; the outer wrapper's validation
+    # refused the answer and re-asked. The ledger's row of that request is invalid, and its span says what the
+    # row says: the outcome, the violations and the cost, which sum over the spans to the ledger's.
+    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
+    recorder = ledger[1]
+    records = not inner.endswith("-unrecorded")
+    wrapped = reliable(
+        make_openai_client(), retry=None, **({"recorder": recorder} if records else {"track_usage": False})
+    )
+    if inner.startswith("nested"):
+        fake_openai_server.enqueue(FakeReply.text("no json", usage=usage), FakeReply.json({"n": 1}, usage=usage))
+        client = ReliableChatCompletionClient(
+            wrapped, recorder=recorder, retry=None, validation=ValidationPolicy(SCHEMA)
+        )
+    else:
+        fake_openai_server.enqueue(
+            FakeReply.error(500),
+            FakeReply.text("no json", usage=usage),
+            FakeReply.error(500),
+            FakeReply.json({"n": 1}, usage=usage),
+        )
+        client = reliable(
+            make_openai_client(),
+            recorder=recorder,
+            retry=None,
+            fallbacks=[wrapped],
+            validation=ValidationPolicy(SCHEMA),
+        )
+    if streamed:
+        async for _item in client.create_stream(HI):
+            pass
+    else:
+        await client.create(HI)
+    rows = ledger_rows(ledger)
+    assert len(rows) == fake_openai_server.request_count
+    requests = [
+        span.attributes or {}
+        for span in sorted(chat_spans(spans), key=lambda span: span.start_time or 0)
+        if f"{R}attempt" in (span.attributes or {}) and f"{R}on_wrapper" not in (span.attributes or {})
+    ]
+    answered = [attributes for attributes in requests if "gen_ai.response.finish_reasons" in attributes]
+    assert [(row.outcome, row.validation_errors) for row in rows if row.http_status is None] == [
+        ("invalid", 1),
+        ("ok", 0),
+    ]
+    assert [(span[f"{R}outcome"], span.get(f"{R}validation_errors", 0)) for span in answered] == [
+        ("invalid", 1),
+        ("ok", 0),
+    ]
+    ledger_cost = sum(row.cost_nanousd or 0 for row in rows)
+    assert ledger_cost > 0
+    assert sum(Decimal(str(span.get(f"{R}cost_usd", 0))) for span in requests) * 10**9 == ledger_cost
+    calls = [span.attributes or {} for span in chat_spans(spans) if f"{R}call_id" in (span.attributes or {})]
+    assert sum(Decimal(str(span.get(f"{R}cost_usd", 0))) for span in calls) * 10**9 == ledger_cost
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])

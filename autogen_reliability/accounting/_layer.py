@@ -101,16 +101,6 @@ _PROVISIONAL: Final = list(
 )
 
 
-def _judge_of(call: Call) -> tuple[Call, int] | None:
-    """The call, and its attempt, whose validation judges ``call``'s answer (it ended with one): that of the
-    nearest wrapper around this one (``call`` made by its attempt, directly or through wrappers that validate
-    nothing) that validates."""
-    made_by = call.made_by
-    while made_by is not None and not made_by[0].findings.judging:
-        made_by = made_by[0].made_by
-    return made_by
-
-
 class AccountingLayer(Layer):
     """Records one usage event per provider attempt when a call ends."""
 
@@ -160,29 +150,17 @@ class AccountingLayer(Layer):
             self._ended(request.call)
 
     def _ended(self, call: Call) -> None:
-        judge = _judge_of(call) if call.events and call.events[-1].result is not None else None
-        if judge is not None:
-            # The answer is that of an attempt of a wrapper around this one, whose validation may refuse it: the
-            # rows wait for its verdict (their in-flight rows stay in the journal meanwhile). The events are held
-            # as they are: the call's observers let go of them when it ends, before the verdict.
-            judging, attempt = judge
-            judging.findings.hold(attempt, partial(self._judged, call, call.events))
+        # An answer that a wrapper around this one judges (this wrapper nested in it, or its fallback) may be
+        # refused there: the rows wait for its verdict (their in-flight rows stay in the journal meanwhile). The
+        # events are held as they are: the pipeline lets go of them once the call's end is told, after the rows.
+        if call.made_by is not None and call.after_verdict(partial(self._judged, call, call.events)):
             return
         self._record(call)
         if call.observers is None:  # no call observer reads the events after us (the pipeline releases them then)
             call.release()
 
-    def _judged(self, call: Call, events: list[AttemptEvent], violations: int) -> None:
-        """Records ``call``'s rows once the wrapper around it judged its answer: ``violations`` found there."""
-        answered = events[-1] if events else None
-        if (
-            violations
-            and answered is not None
-            and answered.result is not None
-            and answered.attempt == call.attempts
-            and not call.findings.violations(answered.attempt)
-        ):
-            call.findings.judged(answered.attempt, violations)
+    def _judged(self, call: Call, events: list[AttemptEvent]) -> None:
+        """Records ``call``'s rows once the wrapper around it judged its answer (the verdict is in its findings)."""
         self._record(call, events)
         if call.observers is None:
             call.release()
