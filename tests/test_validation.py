@@ -695,6 +695,23 @@ async def test_json_mode_answers_must_be_json(
     assert fake_openai_server.requests[0].body["response_format"] == {"type": "json_object"}
 
 
+@pytest.mark.parametrize("schema", [None, Ticket], ids=["json-mode", "schema"])
+async def test_a_reask_names_a_schema_only_when_there_is_one(
+    schema: type[Ticket] | None, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # json_output=True asks for any JSON value: a model told to match "the required schema" is told of one that
+    # was never given to it.
+    fake_openai_server.enqueue(FakeReply.text("not json"), FakeReply.json(TICKET))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(schema=schema))
+    await client.create(ASK, json_output=True)
+    feedback = fake_openai_server.requests[1].messages[-1]["content"]
+    assert feedback.endswith(
+        "Answer again with only the JSON value, matching the required schema, and no other text."
+        if schema is not None
+        else "Answer again with only the JSON value, and no other text."
+    )
+
+
 @pytest.mark.parametrize("where", ["client", "extra_create_args"])
 async def test_answers_to_a_json_response_format_must_be_json(
     where: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory

@@ -320,8 +320,10 @@ class AnswerCheck:
                     ]
                 ),
             ]
-        if self.expects_json:
+        if self.schema is not None:
             ask = "Answer again with only the JSON value, matching the required schema, and no other text."
+        elif self.expects_json:  # any JSON value (json_output=True, a JSON response_format): no schema to name
+            ask = "Answer again with only the JSON value, and no other text."
         else:
             ask = f"Answer again in at most {self.policy.max_response_chars} characters."
         feedback = f"Your previous answer could not be used:\n{listed}\n{ask}"
