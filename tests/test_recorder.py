@@ -671,6 +671,56 @@ def test_a_spool_file_is_replayed_by_one_process_at_a_time(sqlite_url: str, tmp_
     assert not orphan.exists()
 
 
+class LockedAfter(WatchedStore):
+    """A `WatchedStore` whose file another connection locks (``BEGIN EXCLUSIVE``) once it stored ``rows`` rows."""
+
+    def __init__(self, store: UsageStore, holder: sqlite3.Connection, rows: int) -> None:
+        super().__init__(store)
+        self.holder = holder
+        self.rows = rows
+        self.failed_before_lock: int | None = None  # the writes that had failed when the file was locked
+
+    def write_rows(self, rows: Sequence[UsageRow]) -> int:
+        written = super().write_rows(rows)
+        if self.failed_before_lock is None and sum(self.batches) >= self.rows:
+            self.holder.execute("BEGIN EXCLUSIVE")
+            self.failed_before_lock = self.failures
+        return written
+
+
+def test_a_replay_that_fails_part_way_goes_on_where_it_stopped(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its stored batches are neither counted in ``replayed`` again nor refused again when the replay is retried."""
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    probe = UsageRecorder(UsageStore(sqlite_url), spool_dir=tmp_path / "probe")
+    prefix = probe.spool_path.name.split("-")[0]
+    probe.close()
+    bad = plain_event(prompt_tokens=2**64 - 1)  # in the first batch: refused, its 9 neighbours stored
+    batch = [bad, *events(29)]
+    orphan = spool / f"{prefix}-{2**22 + 1}.jsonl"  # a process that is gone
+    orphan.write_text("".join(json.dumps(event.to_json()) + "\n" for event in batch))
+    holder = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None, check_same_thread=False
+    )
+    store = LockedAfter(UsageStore(sqlite_url), holder, rows=9)
+    recorder = UsageRecorder(store, spool_dir=spool, batch_size=10, retry_interval=RETRY, close_sink=False)
+    store.wait_until(
+        lambda: store.failed_before_lock is not None and store.failures >= store.failed_before_lock + 3,
+        "the next batch, then two retries, found the file locked",
+    )
+    holder.execute("COMMIT")  # the other process lets go
+    store.wait_for_rows(29)
+    until(lambda: not orphan.exists(), "the orphan replayed and removed")
+    recorder.close()
+    holder.close()
+    assert store.store.count() == 29
+    assert (recorder.stats["replayed"], recorder.stats["refused"]) == (29, 1)
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
+
+
 def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_path: Path) -> None:
     """Bytes that are no UTF-8, or JSON that is no event, are skipped; the rows around them are replayed."""
     spool = tmp_path / "spool"

@@ -236,6 +236,9 @@ class UsageRecorder:
         self._spooled_before = 0
         self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
         self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
+        # Spool files and journals whose replay failed part-way: what the file was then, and how many of its
+        # batches were stored (the next try goes on from there, counting and refusing none of them again).
+        self._replayed_part: dict[Path, tuple[_FileIdentity, int]] = {}
         self._thread = threading.Thread(target=self._run, name="autogen-reliability-recorder", daemon=True)
         self._thread.start()
         self._start_pending = False  # a forked child starts its writer at its first record()
@@ -412,6 +415,7 @@ class UsageRecorder:
         self._holding = False
         self._stats = dict.fromkeys(self._stats, 0)
         self._unreadable = set()
+        self._replayed_part = {}
         self._spool = _Spool(self._spool.directory, self._spool.sink_name)  # named after this process
         if self._journal is not None:
             self._journal = Journal(self._spool.directory, self._spool.prefix)
@@ -659,9 +663,7 @@ class UsageRecorder:
         if claim is None:
             return True  # another process replays it now, or has replayed and removed it
         try:
-            for batch in _reading(_read_batches(path, self._batch_size)):
-                self._stats["replayed"] += len(batch) - self._store(sink, batch)
-                self._reachable()
+            self._replay_batches(sink, path, claim, _read_batches(path, self._batch_size))
         except _UnreadableFile as error:
             self._unreadable_file(path, error.__cause__ or error)
             return True
@@ -678,11 +680,35 @@ class UsageRecorder:
         finally:
             os.close(claim)
 
+    def _replay_batches(self, sink: UsageSink, path: Path, fd: int, batches: Iterator[list[UsageRow]]) -> None:
+        """Stores the batches read from spool file or journal ``path`` (open as ``fd``), but those stored already.
+
+        A replay that failed part-way is tried again from its first batch not stored: the batches before it
+        were counted in ``replayed`` once, and their refused rows kept once, not again at every try while the
+        database comes and goes (nor written again, a whole spool file at every retry).
+
+        Raises:
+            _UnreadableFile: The file cannot be read.
+            Exception: The database failed, or refused what it holds (see :meth:`_store`).
+        """
+        identity = _file_identity(fd)
+        done_before = self._replayed_part.get(path)
+        skipped = done_before[1] if done_before is not None and done_before[0] == identity else 0
+        for number, batch in enumerate(_reading(batches)):
+            if number < skipped:
+                continue
+            self._stats["replayed"] += len(batch) - self._store(sink, batch)
+            self._replayed_part[path] = (identity, number + 1)
+            self._reachable()
+        self._replayed_part.pop(path, None)
+
     def _replay(self) -> None:
         """Write spooled events to the sink; a file is removed only once all its events are stored."""
         sink = self._connect()
         if sink is None:
             return
+        # A file whose replay failed part-way and that another process replayed and removed since.
+        self._replayed_part = {path: part for path, part in self._replayed_part.items() if path.exists()}
         for path in self._spool.files():
             if not self._replay_spool_file(sink, path):
                 return
@@ -694,9 +720,7 @@ class UsageRecorder:
         ):
             for path, fd in orphans:
                 try:
-                    for batch in _reading(_batches(read(fd, path), self._batch_size)):
-                        self._stats["replayed"] += len(batch) - self._store(sink, batch)
-                        self._reachable()
+                    self._replay_batches(sink, path, fd, _batches(read(fd, path), self._batch_size))
                 except _SURVIVED as error:
                     os.close(fd)  # the lock goes with it: this process, or the next, tries again
                     if isinstance(error, _UnreadableFile):
@@ -819,6 +843,15 @@ def _orphaned(path: Path) -> bool:
     except PermissionError:
         return False  # alive, someone else's
     return False
+
+
+_FileIdentity = tuple[int, int, int, int]
+"""A file's device, inode, size and modification time: a file left by a dead process keeps it while it waits."""
+
+
+def _file_identity(fd: int) -> _FileIdentity:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def _spool_line(row: UsageRow) -> str:
