@@ -992,6 +992,103 @@ def test_spool_of_a_killed_process_is_replayed_by_the_next_one(
     assert store.count() == 120
 
 
+def test_a_dead_process_spool_is_replayed_while_another_process_has_its_pid(sqlite_url: str, tmp_path: Path) -> None:
+    """A pid is reused (by a process of another service, in a container its next worker's): its spool still goes in."""
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, uuid
+        from datetime import UTC, datetime
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
+        from autogen_reliability.storage import UsageStore, _engine
+
+        _engine.SQLITE_BUSY_TIMEOUT_MS = {BUSY_TIMEOUT_MS}  # the database is locked: fail fast and spool
+        recorder = UsageRecorder(
+            UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=0.05, journal=False
+        )
+        for _ in range(7):
+            recorder.record(UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0))
+        recorder.flush(30)  # the database is locked: all 7 are in the spool, fsynced
+        print(recorder.spool_path.name, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    UsageStore(sqlite_url).close()
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    holder.execute("COMMIT")
+    holder.close()
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    prefix = done.stdout.strip().split("-")[0]
+    # A process that is not a recorder of this database, alive, and now holding the dead one's pid.
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        spooled = spool / f"{prefix}-{unrelated.pid}.jsonl"
+        (spool / done.stdout.strip()).rename(spooled)  # what the dead process left, under the pid reused
+        for leftover in spool.glob(f"{prefix}-*.lock"):
+            leftover.rename(leftover.with_name(f"{prefix}-{unrelated.pid}.lock"))
+        store = UsageStore(sqlite_url)
+        UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+        assert store.count() == 7
+        assert not spooled.exists()
+        assert not list(spool.glob("*.lock"))  # the dead process's, whose spool is all replayed
+        store.close()
+    finally:
+        unrelated.kill()
+        unrelated.wait(30)
+
+
+def test_the_spool_of_a_live_process_is_left_to_it(sqlite_url: str, tmp_path: Path) -> None:
+    """Its lock file says it lives: another recorder of the database, started meanwhile, does not replay its file."""
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import os, sys, uuid
+        from datetime import UTC, datetime
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.accounting._events import UsageEvent
+        from autogen_reliability.storage import UsageStore, _engine
+
+        _engine.SQLITE_BUSY_TIMEOUT_MS = {BUSY_TIMEOUT_MS}  # the database is locked: fail fast and spool
+        recorder = UsageRecorder(
+            UsageStore({sqlite_url!r}), spool_dir={str(spool)!r}, flush_interval=0.05, retry_interval=3600
+        )
+        for _ in range(4):
+            recorder.record(UsageEvent(call_id=uuid.uuid4(), attempt=1, started_at=datetime.now(UTC), latency_ms=1.0))
+        recorder.flush(30)
+        print(recorder.spool_path.name, flush=True)
+        sys.stdin.readline()
+        os._exit(0)  # no close(): its spool is left as it is
+        """
+    )
+    UsageStore(sqlite_url).close()
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    live = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout is not None
+        spooled = spool / live.stdout.readline().strip()
+        holder.execute("COMMIT")
+        store = UsageStore(sqlite_url)
+        UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+        assert store.count() == 0
+        assert spooled.exists()
+        assert live.stdin is not None
+        live.stdin.write("\n")
+        live.stdin.flush()
+        assert live.wait(60) == 0
+        UsageRecorder(store, spool_dir=spool, close_sink=False).close()  # the next process, once it is gone
+        assert store.count() == 4
+        assert sorted(path.name for path in spool.iterdir()) == []
+        store.close()
+    finally:
+        live.kill()
+        live.wait(30)
+        holder.close()
+
+
 def test_postgresql_stopped_mid_run_then_started(tmp_path: Path, store_url: str) -> None:
     if not store_url.startswith("postgresql"):
         pytest.skip("this outage is of a PostgreSQL server")
@@ -1148,7 +1245,8 @@ def test_a_spool_dir_starting_with_a_tilde_is_under_the_home_directory(
     recorder = UsageRecorder(unreachable, spool_dir="~/spool", name=sqlite_url, flush_interval=0.05)
     recorder.record(plain_event())
     recorder.close(timeout=0.5)
-    assert [path.suffix for path in (home / "spool").iterdir()] == [".jsonl"]  # the row, spooled
+    # The row, spooled, and the lock file that says its process lives.
+    assert sorted(path.suffix for path in (home / "spool").iterdir()) == [".jsonl", ".lock"]
     assert list(work.iterdir()) == []
     with pytest.raises(ConfigurationError, match=r"^spool_dir ~no-such-user-here/spool cannot be expanded: no such"):
         UsageRecorder(UsageStore(sqlite_url), spool_dir="~no-such-user-here/spool")

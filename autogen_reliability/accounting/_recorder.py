@@ -31,8 +31,10 @@ be dropped. So:
 - Each process spools and journals to files of its own; a process replays, at
   start and whenever its database is back, the spool files and journals that
   dead processes left behind (a journal is locked with ``flock`` while its
-  process lives, so a live one is never replayed by another; a spool file
-  while a process replays it, so only one does).
+  process lives, so a live one is never replayed by another, and so is a lock
+  file next to a process's spool files, which tells a dead process's from a
+  live one's when its pid is reused; a spool file is locked while a process
+  replays it, so only one does).
 
 What can be lost:
 
@@ -737,13 +739,21 @@ class UsageRecorder:
 
 
 class _Spool:
-    """JSON-lines spool files of one sink: ``<sink digest>-<pid>.jsonl``, one per process."""
+    """JSON-lines spool files of one sink: ``<sink digest>-<pid>.jsonl``, one per process.
+
+    While a process has spool files it holds a shared ``flock`` on ``<sink digest>-<pid>.lock``, which the
+    kernel lets go when it dies: a replayer that finds the pid of a spool file alive tells by that lock whether
+    the process is the one that spooled or another that was given its pid since (see :func:`_orphaned`).
+    """
 
     def __init__(self, directory: Path, sink_name: str) -> None:
         self.directory = directory
         self.sink_name = sink_name
         self.prefix = hashlib.sha256(sink_name.encode()).hexdigest()[:16]
         self.path = directory / f"{self.prefix}-{os.getpid()}.jsonl"
+        self.lock_path = self.path.with_suffix(_LOCK_SUFFIX)
+        self._live: int | None = None  # a descriptor holding the shared lock of lock_path, while we have spool files
+        _spools.add(self)
         # Shared by the processes of one sink; not "<prefix>-*.jsonl", so never taken for a spool file to replay.
         self.refused_path = directory / f"{self.prefix}.refused.jsonl"
         self._lock = threading.Lock()  # held across the file's I/O (an fsync)
@@ -761,6 +771,7 @@ class _Spool:
         # its turns (one batch of 1,000 rows held the GIL for 20 ms in one go).
         payload = "".join(line for rows_slice in in_slices(rows) for line in map(_spool_line, rows_slice))
         with self._lock:
+            self._hold()
             self._append(self.path, payload)
             with self._counts:
                 if not self._count:
@@ -776,16 +787,20 @@ class _Spool:
     def _append(self, path: Path, payload: str) -> None:
         """Appends ``payload`` to ``path`` in the spool directory, on disk when it returns (called with the lock)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+", encoding="utf-8", opener=_private) as file:
-            # An append that failed half-way (a full disk, a file size limit, a process killed mid-write) left a
-            # line without its end: start on a line of our own, or the first row would be glued to that
-            # fragment and skipped with it on replay (its rows are spooled again, this one would be lost).
-            size = os.fstat(file.fileno()).st_size
-            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
-                payload = "\n" + payload
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
+        while True:
+            with open(path, "a+", encoding="utf-8", opener=_private) as file:
+                if not _appendable(file.fileno(), path):
+                    continue  # replayed and deleted by another process (one of our pid's, before us) meanwhile
+                # An append that failed half-way (a full disk, a file size limit, a process killed mid-write) left
+                # a line without its end: start on a line of our own, or the first row would be glued to that
+                # fragment and skipped with it on replay (its rows are spooled again, this one would be lost).
+                size = os.fstat(file.fileno()).st_size
+                if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+                    payload = "\n" + payload
+                file.write(payload)
+                file.flush()
+                os.fsync(file.fileno())
+                return
 
     def count(self) -> int:
         with self._counts:
@@ -820,6 +835,51 @@ class _Spool:
             path.unlink()
         with self._counts:
             self._replaying.pop(path, None)
+        lock_path = path.with_name(path.name.split(".", 1)[0] + _LOCK_SUFFIX)
+        if lock_path == self.lock_path:
+            with self._lock:
+                if self._live is not None and not self._replaying and not self.path.exists():
+                    # None of our spool files left: the lock file goes (made again with the next one).
+                    with contextlib.suppress(OSError):
+                        if os.path.samestat(os.fstat(self._live), os.stat(lock_path)):
+                            lock_path.unlink()
+                    os.close(self._live)
+                    self._live = None
+        elif path.name.endswith(".jsonl") and not any(self.directory.glob(f"{lock_path.stem}.*jsonl")):
+            _remove_released(lock_path)  # a dead process's, whose last spool file this was
+
+    def _hold(self) -> None:
+        """Takes the shared lock of this process's lock file, before the first spool file is written.
+
+        Called with ``self._lock``. A replayer deleting the lock file of a dead process of our pid takes it
+        exclusively, so the lock is taken on whatever file the path names once it is ours. Without ``flock``,
+        or on a file system that refuses it, there is no lock file: our pid alone says we live.
+        """
+        if self._live is not None or fcntl is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if os.path.samestat(os.fstat(fd), os.stat(self.lock_path)):
+                    self._live = fd
+                    return
+            except FileNotFoundError:
+                pass  # deleted by a replayer between our open and our lock: make it again
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    self.lock_path.unlink()  # an unlocked lock file would say we are dead
+                return
+            os.close(fd)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's lock is the parent's (closed here, not unlocked: that would be for both)."""
+        if self._live is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._live)
+            self._live = None
 
 
 def _private(path: str, flags: int) -> int:
@@ -829,7 +889,11 @@ def _private(path: str, flags: int) -> int:
 
 
 def _orphaned(path: Path) -> bool:
-    """A spool file whose process is gone (or one of ours left over from a replay that failed)."""
+    """A spool file whose process is gone (or one of ours left over from a replay that failed).
+
+    A process of its pid that lives may be another, given the pid since (a worker of another service, the
+    next worker in a container): the file's process is gone if its lock file is there and nobody holds it.
+    """
     pid_part = path.stem.split("-", 1)[1].split(".", 1)[0]
     if not pid_part.isdigit():
         return False
@@ -841,8 +905,73 @@ def _orphaned(path: Path) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False  # alive, someone else's
-    return False
+        pass  # alive, someone else's
+    return _released(path.with_name(path.name.split(".", 1)[0] + _LOCK_SUFFIX))
+
+
+def _appendable(fd: int, path: Path) -> bool:
+    """Whether ``fd``, opened to append to ``path``, is still the file there once no replay holds it.
+
+    A process that replays a spool file holds its lock (:func:`_claim`) until it has deleted it: rows appended
+    meanwhile would go with the file. Waits for that lock (shared: appends do not wait for each other); False if
+    the file was deleted meanwhile (open it again). Without ``flock`` (or on a file system refusing it), True.
+    """
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        return True
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _released(lock_path: Path) -> bool:
+    """Whether ``lock_path`` is a lock file that no process holds. No file: a process that spooled without one
+    (a release before lock files, a file system without ``flock``), taken to be alive, as its pid says."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: its process lives
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _remove_released(lock_path: Path) -> None:
+    """Deletes the lock file of a dead process, unless a process of its pid has taken it meanwhile."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lock_path)):
+            lock_path.unlink()  # before the lock is let go: a process waiting for it finds the file gone
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_LOCK_SUFFIX: Final = ".lock"
+
+_spools: weakref.WeakSet[_Spool] = weakref.WeakSet()
+
+
+def _spools_in_child() -> None:
+    for spool in list(_spools):
+        spool.forget()
 
 
 _FileIdentity = tuple[int, int, int, int]
@@ -1099,4 +1228,5 @@ def _recorders_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     # Registered after the journal's own hook (imported above), which runs first: the parent's maps are let go.
+    os.register_at_fork(after_in_child=_spools_in_child)
     os.register_at_fork(after_in_child=_recorders_in_child)
