@@ -721,6 +721,35 @@ def test_a_replay_that_fails_part_way_goes_on_where_it_stopped(
     assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
 
 
+def test_an_event_refused_in_a_batch_the_database_then_fails_is_kept_aside_once(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its batch goes to the spool whole, and the row is refused when the batch is stored, not each time it is tried."""
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    UsageStore(sqlite_url).close()
+    holder = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None, check_same_thread=False
+    )
+    # Written in halves to find the refused row: 4 of its neighbours are stored, then the file is locked.
+    store = LockedAfter(UsageStore(sqlite_url), holder, rows=4)
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", batch_size=10, flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+    bad = plain_event(prompt_tokens=2**64 - 1)
+    for event in [bad, *events(9)]:
+        recorder.record(event)
+    assert recorder.flush(30)
+    assert recorder.stats["spooled"] == 10
+    holder.execute("COMMIT")  # the other process lets go
+    store.wait_for_rows(9)
+    until(lambda: recorder.spooled == 0, "the spool replayed")
+    recorder.close()
+    holder.close()
+    assert store.store.count() == 9
+    assert recorder.stats["refused"] == 1
+    assert [UsageEvent.from_json(kept) for kept in refused(tmp_path)] == [bad]
+
+
 def test_garbage_in_a_spool_file_costs_only_its_own_lines(sqlite_url: str, tmp_path: Path) -> None:
     """Bytes that are no UTF-8, or JSON that is no event, are skipped; the rows around them are replayed."""
     spool = tmp_path / "spool"

@@ -574,43 +574,48 @@ class UsageRecorder:
     def _store(self, sink: UsageSink, rows: list[UsageRow]) -> int:
         """Writes ``rows`` to the sink, setting aside those it refuses; returns how many it refused.
 
-        The rows it refuses are one ERROR in the log, however many: a batch of events that all hold a count no
-        column holds was one line per event.
+        The rows it refuses are kept in the refused file once the others are stored, not before: a batch
+        the database fails half-way is spooled, or replayed again, whole, and its refused rows were kept (and
+        counted, and said) once more each time. They are one ERROR in the log, however many: a batch of events
+        that all hold a count no column holds was one line per event.
 
         Raises:
             Exception: The database failed (down, locked, read-only, slow), or the refused file
                 cannot be written: the caller spools the rows (insert-or-ignore stores none twice).
         """
+        refused: list[UsageRow] = []
         errors: list[Exception] = []  # one per refused row, in order
-        try:
-            return self._store_in_halves(sink, rows, errors)
-        finally:
-            if errors:
-                logger.error(
-                    "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
-                    len(errors),
-                    type(errors[0]).__name__,
-                    first_line(errors[0]),
-                    self._spool.refused_path,
-                    extra={"refused": str(self._spool.refused_path), "refused_count": len(errors)},
-                )
+        self._store_in_halves(sink, rows, refused, errors)
+        if refused:
+            self._spool.refuse(refused)
+            self._stats["refused"] += len(refused)
+            logger.error(
+                "the usage database refused %d usage event(s) (%s: %s); kept in %s, not retried",
+                len(errors),
+                type(errors[0]).__name__,
+                first_line(errors[0]),
+                self._spool.refused_path,
+                extra={"refused": str(self._spool.refused_path), "refused_count": len(errors)},
+            )
+        return len(refused)
 
-    def _store_in_halves(self, sink: UsageSink, rows: list[UsageRow], errors: list[Exception]) -> int:
+    def _store_in_halves(
+        self, sink: UsageSink, rows: list[UsageRow], refused: list[UsageRow], errors: list[Exception]
+    ) -> None:
         try:
             _write_rows(sink, rows)
         except Exception as error:
             if not _refuses_a_row(error):
                 raise
             if len(rows) == 1:
-                self._spool.refuse(rows)
-                self._stats["refused"] += 1
+                refused.extend(rows)
                 errors.append(error)
-                return 1
+                return
             # The database answers, but one row (or a few) can never go in: find them in halves,
             # a few transactions per bad row, and store the others.
             half = len(rows) // 2
-            return self._store_in_halves(sink, rows[:half], errors) + self._store_in_halves(sink, rows[half:], errors)
-        return 0
+            self._store_in_halves(sink, rows[:half], refused, errors)
+            self._store_in_halves(sink, rows[half:], refused, errors)
 
     def _unreadable_file(self, path: Path, error: BaseException) -> None:
         """A spool file or journal a replay could not read: left where it is, the others replayed."""
