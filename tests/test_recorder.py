@@ -861,6 +861,88 @@ def test_a_forked_child_writes_its_own_rows(sqlite_url: str, tmp_path: Path) -> 
     assert not list((tmp_path / "spool").iterdir())
 
 
+_LOCKER = """
+import sqlite3, sys
+holder = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+for _ in sys.stdin:
+    holder.execute("COMMIT" if holder.in_transaction else "BEGIN EXCLUSIVE")
+    print(flush=True)
+"""
+
+
+def test_a_child_forked_during_an_outage_says_its_end_with_its_own_spooled_events(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its counters start at zero: the events the parent had spooled before the outage are not taken off its own."""
+    import multiprocessing  # noqa: PLC0415
+
+    monkeypatch.setattr(_engine, "SQLITE_BUSY_TIMEOUT_MS", BUSY_TIMEOUT_MS)
+    store = UsageStore(sqlite_url)
+    # Another process locks the file, and lets go, at each line (a lock of this process would be the child's too).
+    locker = subprocess.Popen(
+        [sys.executable, "-c", _LOCKER, sqlite_url.removeprefix("sqlite:///")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    def toggle() -> None:
+        assert locker.stdin is not None
+        assert locker.stdout is not None
+        locker.stdin.write("\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline() == "\n"
+
+    context = multiprocessing.get_context("fork")
+    spooled, back = context.Event(), context.Event()
+    said = context.Queue()
+    recorder = UsageRecorder(
+        store, spool_dir=tmp_path / "spool", flush_interval=0.05, retry_interval=RETRY, close_sink=False
+    )
+
+    def work() -> None:
+        class Said(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "reachable again" in record.getMessage():
+                    said.put((record.getMessage().split("; ")[1], record.__dict__["spooled"]))
+
+        logging.getLogger("autogen_reliability").addHandler(Said())
+        recorder.record(events(1)[0])
+        assert recorder.flush(30)
+        spooled.set()
+        assert back.wait(30)
+        until(lambda: recorder.spooled == 0, "the child's row replayed")
+
+    child = context.Process(target=work)
+    try:
+        toggle()
+        for event in events(3):  # a first outage: 3 spooled, then replayed
+            recorder.record(event)
+        assert recorder.flush(30)
+        toggle()
+        until(lambda: store.count() == 3, "the 3 rows replayed")
+        toggle()  # a second outage, the parent's 3 spooled events counted before it
+        for event in events(2):
+            recorder.record(event)
+        assert recorder.flush(30)
+        until(lambda: recorder.stats["spooled"] == 5, "the parent's 2 rows spooled")
+        child.start()
+        assert spooled.wait(30)
+        toggle()
+        back.set()
+        child.join(60)
+        assert child.exitcode == 0
+        assert said.get(timeout=10) == ("replaying the 1 events spooled meanwhile", 1)
+    finally:
+        if child.pid is not None:
+            child.kill()
+            child.join(30)
+        locker.kill()
+        locker.wait(30)
+    recorder.close()
+    until(lambda: store.count() == 3 + 2 + 1, "every row stored")
+
+
 def test_a_sqlite_file_deleted_mid_run_is_made_again_and_gets_every_row(sqlite_url: str, tmp_path: Path) -> None:
     store = ReopenedStore(UsageStore(sqlite_url))
     recorder = UsageRecorder(

@@ -416,6 +416,8 @@ class UsageRecorder:
         self._in_flight = 0
         self._holding = False
         self._stats = dict.fromkeys(self._stats, 0)
+        # The end of an outage under way says the events spooled since it began: the child's, counted from 0.
+        self._spooled_before = 0
         self._unreadable = set()
         self._replayed_part = {}
         self._spool = _Spool(self._spool.directory, self._spool.sink_name)  # named after this process
