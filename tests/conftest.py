@@ -14,9 +14,10 @@ import pytest
 from autogen_core.models import CreateResult
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from autogen_reliability import configure
+from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy, configure, reliable
 from autogen_reliability._config import ENV_DB_URL
-from autogen_reliability.testing import FakeOpenAIServer
+from autogen_reliability.accounting import UsageRecorder
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 from .storage_fixtures import *  # noqa: F403  # store_url (SQLite and PostgreSQL), make_pg_database, ledger
 from .storage_fixtures import NO_POSTGRESQL, PG_URL_ENV
@@ -86,6 +87,35 @@ async def final_result(stream: AsyncIterator[str | CreateResult]) -> CreateResul
             final = item
     assert final is not None
     return final
+
+
+def validating_around_a_wrapped_client(
+    inner: str, recorder: UsageRecorder, server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> ReliableChatCompletionClient:
+    """A wrapper validating ``{"n": integer}`` around a wrapped client that answers for it, first with text.
+
+    ``inner``: ``nested`` (the wrapped client is the one it wraps) or ``fallback`` (its fallback, the primary
+    failing with a 500 before each answer), and ``-unrecorded`` when the wrapped client records nothing. Each
+    answer is 20 + 2 tokens: ``no json``, which validation refuses, then ``{"n": 1}``.
+    """
+    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
+    records = not inner.endswith("-unrecorded")
+    wrapped = reliable(
+        make_openai_client(), retry=None, **({"recorder": recorder} if records else {"track_usage": False})
+    )
+    validation = ValidationPolicy(
+        schema={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    )
+    if inner.startswith("nested"):
+        server.enqueue(FakeReply.text("no json", usage=usage), FakeReply.json({"n": 1}, usage=usage))
+        return ReliableChatCompletionClient(wrapped, recorder=recorder, retry=None, validation=validation)
+    server.enqueue(
+        FakeReply.error(500),
+        FakeReply.text("no json", usage=usage),
+        FakeReply.error(500),
+        FakeReply.json({"n": 1}, usage=usage),
+    )
+    return reliable(make_openai_client(), recorder=recorder, retry=None, fallbacks=[wrapped], validation=validation)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -41,7 +41,7 @@ from autogen_reliability.accounting import Cost, PricingTable, TokenUsage, Usage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory, final_result
+from .conftest import OpenAIClientFactory, final_result, validating_around_a_wrapped_client
 from .memory_cache import MemoryStore
 from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
@@ -597,32 +597,7 @@ async def test_an_answer_the_outer_wrappers_validation_refused_is_invalid_in_the
     # The request was made by a wrapped client (nested in the outer wrapper, or its fallback), whose row it is;
     # the outer wrapper's validation refused its answer and re-asked. That row said "ok", 0 violations: the
     # report's waste and re-ask rate left out an answer paid for and thrown away.
-    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
-    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
-    recorder = ledger[1]
-    records = not inner.endswith("-unrecorded")
-    wrapped = reliable(
-        make_openai_client(), retry=None, **({"recorder": recorder} if records else {"track_usage": False})
-    )
-    if inner.startswith("nested"):
-        fake_openai_server.enqueue(FakeReply.text("no json", usage=usage), FakeReply.json({"n": 1}, usage=usage))
-        outer = ReliableChatCompletionClient(
-            wrapped, recorder=recorder, retry=None, validation=ValidationPolicy(schema=schema)
-        )
-    else:
-        fake_openai_server.enqueue(
-            FakeReply.error(500),
-            FakeReply.text("no json", usage=usage),
-            FakeReply.error(500),
-            FakeReply.json({"n": 1}, usage=usage),
-        )
-        outer = reliable(
-            make_openai_client(),
-            recorder=recorder,
-            retry=None,
-            fallbacks=[wrapped],
-            validation=ValidationPolicy(schema=schema),
-        )
+    outer = validating_around_a_wrapped_client(inner, ledger[1], fake_openai_server, make_openai_client)
     answer = await (consume(outer) if streamed else outer.create(HI))
     assert answer.content == '{"n": 1}'
     answered = [row for row in rows(ledger) if row.http_status is None]

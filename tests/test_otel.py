@@ -20,7 +20,6 @@ from opentelemetry.util.types import Attributes
 
 from autogen_reliability import (
     ConfigurationError,
-    ReliableChatCompletionClient,
     ResponseValidationError,
     RetryPolicy,
     ValidationPolicy,
@@ -30,7 +29,7 @@ from autogen_reliability import (
 from autogen_reliability.otel import disable_tracing, enable_tracing
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
 
-from .conftest import OpenAIClientFactory, run_python
+from .conftest import OpenAIClientFactory, run_python, validating_around_a_wrapped_client
 from .memory_cache import MemoryStore
 from .storage_fixtures import Ledger, ledger_rows
 
@@ -463,31 +462,7 @@ async def test_an_answer_the_outer_wrappers_validation_refused_is_invalid_on_its
     # A wrapped client (nested in the outer wrapper, or its fallback) answered; the outer wrapper's validation
     # refused the answer and re-asked. The ledger's row of that request is invalid, and its span says what the
     # row says: the outcome, the violations and the cost, which sum over the spans to the ledger's.
-    usage = FakeUsage(prompt_tokens=20, completion_tokens=2)
-    recorder = ledger[1]
-    records = not inner.endswith("-unrecorded")
-    wrapped = reliable(
-        make_openai_client(), retry=None, **({"recorder": recorder} if records else {"track_usage": False})
-    )
-    if inner.startswith("nested"):
-        fake_openai_server.enqueue(FakeReply.text("no json", usage=usage), FakeReply.json({"n": 1}, usage=usage))
-        client = ReliableChatCompletionClient(
-            wrapped, recorder=recorder, retry=None, validation=ValidationPolicy(SCHEMA)
-        )
-    else:
-        fake_openai_server.enqueue(
-            FakeReply.error(500),
-            FakeReply.text("no json", usage=usage),
-            FakeReply.error(500),
-            FakeReply.json({"n": 1}, usage=usage),
-        )
-        client = reliable(
-            make_openai_client(),
-            recorder=recorder,
-            retry=None,
-            fallbacks=[wrapped],
-            validation=ValidationPolicy(SCHEMA),
-        )
+    client = validating_around_a_wrapped_client(inner, ledger[1], fake_openai_server, make_openai_client)
     if streamed:
         async for _item in client.create_stream(HI):
             pass
