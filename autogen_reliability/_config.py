@@ -101,6 +101,18 @@ _settings: AccountingSettings | None = None
 _recorder: UsageRecorder | None = None
 
 
+def _lock_in_child() -> None:
+    """After a fork, in the child: a lock of its own. Another thread of the parent may have held the old one
+    (making the process's recorder: imports, a thread, journal files) and is not in the child to let it go. What
+    the lock guards is whole either way: settings and the recorder are each put in place by one assignment."""
+    global _lock  # noqa: PLW0603
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_lock_in_child)
+
+
 def configure(
     *,
     db_url: str | None = None,

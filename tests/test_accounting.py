@@ -7,7 +7,11 @@ import dataclasses
 import json
 import logging
 import math
+import multiprocessing
+import os
 import re
+import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -31,6 +35,7 @@ from autogen_reliability import (
     RetriesExhaustedError,
     RetryPolicy,
     ValidationPolicy,
+    _config,
     configure,
     reliable,
     usage_scope,
@@ -1083,3 +1088,39 @@ def test_the_repr_of_the_settings_hides_the_databases_password(caplog: pytest.Lo
         f"AccountingSettings(db_url='sqlite:///usage.db', pricing={pricing!r}, capture_content=False, "
         "content_limit=10000, spool_dir=PosixPath('spool'), budget=None)"
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_thread_configured_the_process_reads_its_settings(tmp_path: Path) -> None:
+    # Another thread is inside configure() or default_recorder() (making the process's recorder: imports, a
+    # thread, journal files) when the process forks: the child had that lock held for ever, by a thread it does
+    # not have, and its first reliable(), configure() or settings() waited for it without end.
+    before = configure()
+    configure(db_url=f"sqlite:///{tmp_path / 'default.db'}", spool_dir=tmp_path / "spool")
+    inside, leave = threading.Event(), threading.Event()
+
+    def configuring() -> None:
+        with _config._lock:  # as default_recorder() holds it while it makes the recorder
+            inside.set()
+            leave.wait(60)
+
+    def work() -> None:
+        raise SystemExit(0 if accounting_settings().db_url.endswith("default.db") else 2)
+
+    holder = threading.Thread(target=configuring)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+            child = multiprocessing.get_context("fork").Process(target=work)
+            child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        assert child.exitcode == 0  # before: -9, killed after waiting 30 s for the parent thread's lock
+    finally:
+        leave.set()
+        holder.join(10)
+        configure(db_url=before.db_url, spool_dir=before.spool_dir)
