@@ -1440,3 +1440,22 @@ def test_close_keeps_to_its_timeout_while_a_write_hangs(sqlite_url: str, tmp_pat
     store.wait_until(lambda: bool(store.batches), "the hung write done")
     UsageRecorder(store.store, spool_dir=spool, close_sink=False).close()
     assert {event.event_id for event in store.store.events()} == {event.event_id for event in hung + behind}
+
+
+def test_the_spooled_counter_counts_the_rows_close_and_a_late_record_spool(sqlite_url: str, tmp_path: Path) -> None:
+    """stats["spooled"] counts every row that went to the spool, as recorder.spooled does while they wait there."""
+    store = WatchedStore(UsageStore(sqlite_url), gate=threading.Event())
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", flush_interval=0.05, close_sink=False)
+    for event in events(5):
+        recorder.record(event)
+    store.wait_until(lambda: store.started >= 1, "a write begun")  # and hung there by the gate
+    for event in events(3):
+        recorder.record(event)
+    recorder.close(timeout=0.5)  # the 3 rows behind the hung write go to the spool
+    assert (recorder.spooled, recorder.stats["spooled"]) == (3, 3)
+    recorder.record(events(1)[0])  # after close: straight to the spool
+    assert (recorder.spooled, recorder.stats["spooled"]) == (4, 4)
+    assert store.gate is not None
+    store.gate.set()
+    store.wait_until(lambda: bool(store.batches), "the hung write done")
+    store.close()

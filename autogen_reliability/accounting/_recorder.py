@@ -236,7 +236,8 @@ class UsageRecorder:
         # When the database was found unavailable (monotonic), and the spooled count then: its end says both.
         self._unavailable_since = 0.0
         self._spooled_before = 0
-        self._stats = {"written": 0, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
+        # "spooled" is the spool's own count (see stats): close() and a record() after it spool rows too.
+        self._stats = {"written": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
         self._unreadable: set[Path] = set()  # spool files and journals a replay could not read (logged once each)
         # Spool files and journals whose replay failed part-way: what the file was then, and how many of its
         # batches were stored (the next try goes on from there, counting and refusing none of them again).
@@ -398,8 +399,13 @@ class UsageRecorder:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: events ``written``, ``spooled``, ``replayed``, ``refused``; ``failed_writes`` (batches)."""
-        return dict(self._stats)
+        """Counters: events ``written``, ``spooled``, ``replayed``, ``refused``; ``failed_writes`` (batches).
+
+        ``spooled`` counts every event appended to this process's spool files: by the writer, by :meth:`close`
+        (what its timeout left queued) and by :meth:`record` after it.
+        """
+        stats = dict(self._stats)
+        return {"written": stats.pop("written"), "spooled": self._spool.appended(), **stats}
 
     def _forked(self) -> None:
         """In a forked child: a writer thread, spool file, journal and in-flight table of its own.
@@ -570,7 +576,6 @@ class UsageRecorder:
         if not self._spool_healthy:
             logger.warning("usage spool %s writable again", self._spool.path)
         self._spool_healthy = True
-        self._stats["spooled"] += len(batch)
         return True
 
     def _store(self, sink: UsageSink, rows: list[UsageRow]) -> int:
@@ -639,7 +644,7 @@ class UsageRecorder:
         if self._healthy:
             return
         self._healthy = True
-        spooled = self._stats["spooled"] - self._spooled_before
+        spooled = self._spool.appended() - self._spooled_before
         logger.warning(
             "usage database reachable again after %.1f s; replaying the %d events spooled meanwhile",
             time.monotonic() - self._unavailable_since,
@@ -651,7 +656,7 @@ class UsageRecorder:
         self._stats["failed_writes"] += 1
         if self._healthy:
             self._unavailable_since = time.monotonic()
-            self._spooled_before = self._stats["spooled"]
+            self._spooled_before = self._spool.appended()
             logger.warning(
                 "usage database unavailable (%s: %s); spooling events to %s",
                 type(error).__name__,
@@ -767,6 +772,7 @@ class _Spool:
         # Guards the counts only, never held across I/O: a health check reads them on its event loop.
         self._counts = threading.Lock()
         self._count = 0  # events in self.path
+        self._appended = 0  # events appended to this process's spool files, ever
         self._since: datetime | None = None  # when the first of them was spooled
         # This process's files renamed for a replay and not yet removed: their events still wait.
         self._replaying: dict[Path, tuple[int, datetime | None]] = {}
@@ -784,6 +790,7 @@ class _Spool:
                 if not self._count:
                     self._since = datetime.now(UTC)
                 self._count += len(rows)
+                self._appended += len(rows)
 
     def refuse(self, rows: Sequence[UsageRow]) -> None:
         """Appends rows the database refused to the refused file (one write, fsynced: other processes append too)."""
@@ -808,6 +815,11 @@ class _Spool:
                 file.flush()
                 os.fsync(file.fileno())
                 return
+
+    def appended(self) -> int:
+        """Events appended to this process's spool files since it made this spool (``stats["spooled"]``)."""
+        with self._counts:
+            return self._appended
 
     def count(self) -> int:
         with self._counts:
