@@ -1459,3 +1459,37 @@ def test_the_spooled_counter_counts_the_rows_close_and_a_late_record_spool(sqlit
     store.gate.set()
     store.wait_until(lambda: bool(store.batches), "the hung write done")
     store.close()
+
+
+def test_the_lock_file_of_a_process_killed_before_its_first_spooled_row_is_deleted_by_the_next_replay(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Killed between taking its lock file and writing its spool file: nothing of it is left for good."""
+    spool = tmp_path / "spool"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from autogen_reliability.accounting import UsageRecorder
+        from autogen_reliability.storage import UsageStore
+
+        recorder = UsageRecorder(UsageStore({sqlite_url!r}), spool_dir={str(spool)!r})
+        recorder._spool._hold()  # what its first spooled batch does before it writes the rows
+        print(recorder._spool.lock_path.name, flush=True)
+        sys.stdin.readline()  # then it is killed
+        """
+    )
+    store = UsageStore(sqlite_url)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        lock = spool / holder.stdout.readline().strip()
+        UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+        assert lock.exists()  # its process lives, and holds it
+        holder.kill()
+        assert holder.wait(30) == -signal.SIGKILL
+    finally:
+        holder.kill()
+        holder.wait(30)
+    UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+    assert sorted(path.name for path in spool.iterdir()) == []  # before: the dead process's lock file, for ever
+    store.close()

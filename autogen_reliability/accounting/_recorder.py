@@ -848,6 +848,12 @@ class _Spool:
             for path in sorted(self.directory.glob(f"{self.prefix}-*.jsonl")):
                 if path not in yield_own and _orphaned(path):
                     yield path
+            # A lock file with no spool file of its process: one killed between taking it and writing its first
+            # row, or a replayer killed between deleting a dead process's last file and its lock. Nobody else
+            # would ever delete it; one that its process (ours too) holds is left.
+            for lock_path in sorted(self.directory.glob(f"{self.prefix}-*{_LOCK_SUFFIX}")):
+                if not any(self.directory.glob(f"{lock_path.stem}.*jsonl")):
+                    _remove_released(lock_path)
 
     def remove(self, path: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
