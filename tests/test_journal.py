@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -761,3 +762,28 @@ def test_flush_and_close_take_an_infinite_timeout_and_refuse_nan(sqlite_url: str
     assert recorder.flush(float("inf"))
     recorder.close(timeout=float("inf"))  # joined the writer thread for ever, not OverflowError
     assert store.count() == 1
+
+
+def test_a_half_made_file_left_long_ago_is_deleted_though_a_process_has_its_pid_again(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # In a container the next worker gets the pid of the one killed while it made a file: that pid lives for
+    # as long as the service runs, and the half-made file (no row in it, its lock free) stayed with it.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    store = UsageStore(sqlite_url)
+    first = UsageRecorder(store, spool_dir=spool, close_sink=False)
+    first.close()
+    prefix = first.spool_path.name.split("-")[0]
+    reused = os.getpid()  # alive: the pid of the process that died making the files, given to another since
+    old = [spool / f"{prefix}-{reused}-abc-i0.inflight.new", spool / f"{prefix}-{reused}-abc-000000.journal.new"]
+    fresh = spool / f"{prefix}-{reused}-def-000000.journal.new"  # its maker may be about to lock it
+    for path in (*old, fresh):
+        path.write_bytes(b"")
+    an_hour_ago = time.time() - 3600
+    for path in old:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    UsageRecorder(store, spool_dir=spool, close_sink=False).close()
+    assert [path.exists() for path in old] == [False, False]  # before: both, for as long as the pid lived
+    assert fresh.exists()
+    store.close()

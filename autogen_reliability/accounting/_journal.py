@@ -114,6 +114,9 @@ _STARTED: Final = ROW_FIELDS.index("started_at")
 _PRICE_DATE: Final = ROW_FIELDS.index("price_date")
 _RETRY_AFTER_FAILURE: Final = 5.0  # seconds before the call path tries again to make a segment
 _SUFFIX: Final = ".journal"
+# A half-made file (".new") whose lock is free and that is older than this has no maker: one locks its file
+# microseconds after making it, and holds the lock until it is renamed or deleted.
+_HALF_MADE_SECONDS: Final = 600.0
 # madvise(MADV_POPULATE_WRITE): the kernel's constant (the mmap module names it from Python 3.13 on).
 _MADV_POPULATE_WRITE: Final = getattr(mmap, "MADV_POPULATE_WRITE", 23) if sys.platform == "linux" else None
 _POPULATE_SLICE: Final = 64 << 10  # 16 pages: well under a millisecond holding the GIL
@@ -598,8 +601,11 @@ def _orphans(directory: Path, prefix: str, suffix: str) -> Iterator[tuple[Path, 
             os.close(fd)
             continue
         if not path.name.endswith(suffix):  # a process died making it, before any row: nothing to replay
-            # Unless its process lives, and has just not locked it yet (it opens, then locks).
-            if not _alive(path.name[len(prefix) + 1 :].split("-", 1)[0]):
+            # Unless its process lives, and has just not locked it yet (it opens, then locks). A process of its
+            # pid that lives may be another, given the pid since (in a container, the next worker): a file that
+            # old was not made by it.
+            pid = path.name[len(prefix) + 1 :].split("-", 1)[0]
+            if not _alive(pid) or time.time() - os.fstat(fd).st_mtime > _HALF_MADE_SECONDS:
                 with contextlib.suppress(OSError):
                     path.unlink()
             os.close(fd)
