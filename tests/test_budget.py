@@ -768,6 +768,56 @@ async def test_a_key_whose_spend_cannot_be_read_is_said_once_not_the_ledger_down
     assert dollars.request_count == 8
 
 
+async def test_a_pruning_read_the_database_refuses_is_said_once_not_the_ledger_down_and_up_at_each_read(
+    ledger: Ledger,
+    dollars: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Another tenant's calls (no call of this budget checks its key) are counted until a read finds them stored: the
+    # read asking only that (no sum: the first query of its transaction) fails at every try (the server's
+    # statement_timeout); the ledger answers the budget's own key.
+    def begin(conn: Any) -> None:
+        conn.info["summed"] = False
+
+    def timeout(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "sum(" in statement.lower():
+            conn.info["summed"] = True
+        elif "event_id in" in statement.lower() and not conn.info.get("summed", True):
+            raise RuntimeError("canceling statement due to statement timeout")
+
+    caplog.set_level(logging.WARNING, logger="autogen_reliability")
+    clock = Clock()
+    policy = BudgetPolicy(limit_usd=100, period=None, refresh=5, clock=clock)
+    acme = wrap(make_openai_client, ledger, policy, project="acme")
+    tenant = wrap(make_openai_client, ledger, None, project="tenant")
+    tracker = tracker_for(policy, ledger[1])
+    event.listen(ledger[0].engine, "begin", begin)
+    event.listen(ledger[0].engine, "before_cursor_execute", timeout)
+    try:
+        for _ in range(4):
+            await tenant.create(HI)  # its row starts the pruning read, which fails
+            assert tracker.wait_for_reads()
+            await acme.create(HI)  # its key's read succeeds
+            assert tracker.wait_for_reads()
+            clock.now += 6
+    finally:
+        event.remove(ledger[0].engine, "before_cursor_execute", timeout)
+        event.remove(ledger[0].engine, "begin", begin)
+    said = [record.getMessage() for record in caplog.records if "usage ledger" in record.getMessage()]
+    assert len(said) == 1, said  # before: 6, "cannot read the usage ledger" and "read the usage ledger again" by turns
+    assert said[0].startswith("budgets cannot ask the usage ledger sqlite:///")
+    assert "which rows of keys no call checked are stored (RuntimeError: canceling statement" in said[0]
+    assert ("acme", "acme", 4 * 10**9) in tracker.spend()
+    await tenant.create(HI)  # the database answers it again
+    assert tracker.wait_for_reads()
+    said = [record.getMessage() for record in caplog.records if "usage ledger" in record.getMessage()]
+    assert len(said) == 2
+    assert said[1].startswith("budgets ask the usage ledger sqlite:///")
+    assert said[1].endswith(" which rows of keys no call checked are stored again")
+    assert dollars.request_count == 9
+
+
 async def test_a_recorder_whose_database_is_unknown_needs_a_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     recorder = UsageRecorder(lambda: UsageStore(url), spool_dir=tmp_path / "spool", name=url)

@@ -283,6 +283,7 @@ class BudgetTracker:
         # by a read asking only which are stored, once per `refresh`: none of this budget's calls may read.
         self._pruning: Future[None] | None = None
         self._pruned_at = _NEVER
+        self._pruning_failed = False  # the last pruning read reached the ledger, which answered with an error
         self._unreadable = False
         self._unpriced_models: dict[str | None, None] = {}  # insertion-ordered set, at most MOST_UNPRICED_MODELS
         self._dropped_said = False
@@ -589,8 +590,10 @@ class BudgetTracker:
             self._failed(key, period, error, reached=reached)
             return
         with self._lock:
+            pruned_again = False
             if key is _NO_KEY:
                 self._pruning = None
+                pruned_again, self._pruning_failed = self._pruning_failed, False
                 if period == self._period:
                     self._let_go(found, key)
                     self._unreadable = False
@@ -605,6 +608,12 @@ class BudgetTracker:
                     self._read_later(key)
                 self._unreadable = False
         self._ledger.answered()
+        if pruned_again:
+            logger.warning(
+                "budgets ask the usage ledger %s which rows of keys no call checked are stored again",
+                self._ledger.name,
+                extra={"ledger": self._ledger.name},
+            )
         if recovered:
             logger.warning(
                 "budgets read the spend of %s from the usage ledger %s again",
@@ -615,9 +624,12 @@ class BudgetTracker:
 
     def _failed(self, key: Hashable, period: int, error: Exception, *, reached: bool) -> None:
         """A read of ``key`` failed: the ledger is unreadable if it was not reached, else the key alone failed."""
+        pruning_newly = False
         with self._lock:
             if key is _NO_KEY:
                 self._pruning = None
+                if reached:
+                    pruning_newly, self._pruning_failed = not self._pruning_failed, True
             if not reached and period == self._period:
                 self._unreadable = True
             state = self._states.get(key) if period == self._period else None
@@ -627,8 +639,17 @@ class BudgetTracker:
                 state.failed = True
                 if state.pending:
                     self._read_later(key)
-        if not reached or key is _NO_KEY:
+        if not reached:
             self._ledger.failed(error)
+        elif pruning_newly:  # the ledger answered: said once, not as the ledger down (and up at each read)
+            logger.warning(
+                "budgets cannot ask the usage ledger %s which rows of keys no call checked are stored (%s: %s); "
+                "they keep counting those rows, in memory, until a read of it succeeds",
+                self._ledger.name,
+                type(error).__name__,
+                first_line(error),
+                extra={"ledger": self._ledger.name},
+            )
         elif newly:  # the ledger answered: said once for the key, not as the ledger down (and up at each read)
             logger.warning(
                 "budgets cannot read the spend of %s from the usage ledger %s (%s: %s); until a read of it "
