@@ -1747,3 +1747,47 @@ def test_cli_db_needs_a_subcommand() -> None:
     done = run_cli("db")
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(tmp_path: Path) -> None:
+    # The parent's thread is inside a migration (alembic holds the process's turn for its whole run) when the
+    # process forks: the child's own migration, of another database, waited for that turn for ever.
+    import multiprocessing  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    from sqlalchemy.event import listen  # noqa: PLC0415
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'parent.db'}", poolclass=NullPool)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold(*args: Any) -> None:
+        if str(args[2]).lstrip().upper().startswith("CREATE TABLE") and not inside.is_set():
+            inside.set()
+            leave.wait(60)
+
+    listen(engine, "before_cursor_execute", hold)
+    migrating = threading.Thread(target=_migrate.upgrade, args=(engine,))
+    child_url = f"sqlite:///{tmp_path / 'child.db'}"
+
+    def work() -> None:
+        _migrate.upgrade(child_url)
+        raise SystemExit(0 if _migrate.current_revision(child_url) == _migrate.head_revision() else 2)
+
+    migrating.start()
+    try:
+        assert inside.wait(30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+            child = multiprocessing.get_context("fork").Process(target=work)
+            child.start()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        assert child.exitcode == 0  # before: -9, killed after waiting 30 s for the parent's migration
+    finally:
+        leave.set()
+        migrating.join(30)
+    assert _migrate.current_revision(engine) == _migrate.head_revision()
+    engine.dispose()

@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
 import threading
@@ -298,6 +299,17 @@ SQLITE_MIGRATION_WAIT_MS = 60_000
 # migrations at once in one process, even of two databases, break each other: they take turns here.
 # Taken inside the database's own lock, never around it, so no thread waits for a database holding this.
 _ALEMBIC_IN_PROCESS = threading.Lock()
+
+
+def _turns_in_child() -> None:
+    """After a fork, in the child: a lock of its own. A thread of the parent migrating at the fork held it for the
+    whole migration, and is not in the child to let it go; the child's alembic sets its globals up afresh."""
+    global _ALEMBIC_IN_PROCESS  # noqa: PLW0603
+    _ALEMBIC_IN_PROCESS = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_turns_in_child)
 
 
 @contextmanager
