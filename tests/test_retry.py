@@ -1302,7 +1302,10 @@ def test_a_loop_closed_while_a_call_waits_to_retry_holds_no_task_of_ours_and_its
     # caller's CancellationToken (a team's run). Only the caller's own task may be left pending: the wait was a
     # task of ours besides, which asyncio reported as "Task was destroyed but it is pending!" once collected,
     # and the token, still holding it, raised RuntimeError('Event loop is closed') from cancel() later on.
+    began = asyncio.Event()
+
     async def sleep(seconds: float) -> None:
+        began.set()  # the answer read, the wait begun
         await asyncio.Event().wait()  # the loop is closed first
 
     inner = OpenAIChatCompletionClient(
@@ -1317,9 +1320,7 @@ def test_a_loop_closed_while_a_call_waits_to_retry_holds_no_task_of_ours_and_its
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         call = loop.create_task(client.create(HI, cancellation_token=token))
-        while fake_openai_server.request_count < 1:
-            loop.run_until_complete(asyncio.sleep(0.01))
-        loop.run_until_complete(asyncio.sleep(0.05))  # the answer read, the wait begun
+        loop.run_until_complete(asyncio.wait_for(began.wait(), 30))
         loop.close()
         left = asyncio.all_tasks(loop)
         assert left == {call}  # before: the call and the wait's own task (sleep())
