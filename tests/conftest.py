@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pty
 import subprocess
 import sys
+import threading
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,6 +90,26 @@ async def final_result(stream: AsyncIterator[str | CreateResult]) -> CreateResul
             final = item
     assert final is not None
     return final
+
+
+def fork_child(work: Callable[[], None], *, forked: threading.Event | None = None, timeout: float = 30) -> int | None:
+    """Forks a child that runs ``work`` and waits for it: its exit code (call it from no event loop's thread).
+
+    ``forked`` is set once the child has started. ``None`` for a child still running after ``timeout`` s: it is
+    killed then, so that a test fails rather than hangs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
+        child = multiprocessing.get_context("fork").Process(target=work)
+        child.start()
+    if forked is not None:
+        forked.set()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
 
 
 def validating_around_a_wrapped_client(

@@ -7,11 +7,9 @@ import dataclasses
 import json
 import logging
 import math
-import multiprocessing
 import os
 import re
 import threading
-import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -46,7 +44,7 @@ from autogen_reliability.accounting import Cost, PricingTable, TokenUsage, Usage
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory, final_result, validating_around_a_wrapped_client
+from .conftest import OpenAIClientFactory, final_result, fork_child, validating_around_a_wrapped_client
 from .memory_cache import MemoryStore
 from .read_past import read_past_marker
 from .storage_fixtures import Ledger, ledger_rows, open_ledger
@@ -1111,15 +1109,7 @@ def test_a_child_forked_while_a_thread_configured_the_process_reads_its_settings
     holder.start()
     try:
         assert inside.wait(10)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-            child = multiprocessing.get_context("fork").Process(target=work)
-            child.start()
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
-        assert child.exitcode == 0  # before: -9, killed after waiting 30 s for the parent thread's lock
+        assert fork_child(work) == 0  # before: None, killed after waiting 30 s for the parent thread's lock
     finally:
         leave.set()
         holder.join(10)

@@ -58,7 +58,7 @@ from autogen_reliability.storage import UsageStore
 from autogen_reliability.storage._models import REPORT_INDEX
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory, final_result, run_python
+from .conftest import OpenAIClientFactory, final_result, fork_child, run_python
 from .storage_fixtures import Ledger, open_ledger
 
 HI = [UserMessage(content="hi", source="user")]
@@ -492,7 +492,6 @@ async def test_a_child_forked_while_a_read_was_in_flight_reads_for_itself(
 ) -> None:
     # A pre-forking server or a multiprocessing pool forks while a call of the parent waits for its budget's
     # first read. The reader thread doing it stays in the parent: the child must not wait for its answer.
-    import multiprocessing  # noqa: PLC0415
 
     store, recorder = ledger
     reading, gate = threading.Event(), threading.Event()
@@ -508,12 +507,7 @@ async def test_a_child_forked_while_a_read_was_in_flight_reads_for_itself(
         assert result.content == "ok"
 
     def fork() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-            child = multiprocessing.get_context("fork").Process(target=work)
-            child.start()
-        child.join(60)
-        exit_codes.append(child.exitcode)
+        exit_codes.append(fork_child(work, timeout=60))
 
     exit_codes: list[int | None] = []
 
@@ -561,7 +555,6 @@ async def test_a_child_forked_while_a_wrapper_was_being_made_counts_its_own_call
 ) -> None:
     # A thread of the parent makes a wrapper, whose budget's new tracker takes on the unwritten rows another
     # budget of the ledger counts, while another thread forks (a multiprocessing pool, say).
-    import multiprocessing  # noqa: PLC0415
 
     other = wrap(make_openai_client, ledger, BudgetPolicy(limit_usd=100, period=None, refresh=3600), project="other")
     await other.create(HI)  # a row the other budget counts until its next read
@@ -585,13 +578,7 @@ async def test_a_child_forked_while_a_wrapper_was_being_made_counts_its_own_call
         raise SystemExit(asyncio.run(asyncio.wait_for(spend_until_refused(), 20)))
 
     def fork() -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-            child = multiprocessing.get_context("fork").Process(target=work)
-            child.start()
-        forked.set()
-        child.join(60)
-        calls.append(child.exitcode)
+        calls.append(fork_child(work, forked=forked, timeout=60))
 
     making.start()
     try:

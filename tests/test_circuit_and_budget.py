@@ -35,7 +35,7 @@ from autogen_reliability.retry._budget import RetryBudgetState, budget_for
 from autogen_reliability.retry._circuit import CircuitBreaker, breaker_for
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
-from .conftest import OpenAIClientFactory
+from .conftest import OpenAIClientFactory, fork_child
 from .memory_cache import MemoryStore
 
 HI = [UserMessage(content="hi", source="user")]
@@ -800,27 +800,6 @@ async def test_a_rate_limit_retries_could_not_ride_out_still_goes_to_the_fallbac
     assert state(breaker_for(primary, CircuitBreakerPolicy())) == "closed"
 
 
-def fork_and_wait(work: Callable[[], None], exit_codes: list[int | None], forked: threading.Event) -> None:
-    """Forks a child that runs ``work`` (a thread's target: fork from no event loop's thread), and its exit code.
-
-    ``None`` for a child that hung: ended after 30 s, so that a test fails rather than hangs.
-    """
-    import multiprocessing  # noqa: PLC0415
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-        child = multiprocessing.get_context("fork").Process(target=work)
-        child.start()
-    forked.set()
-    child.join(30)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        exit_codes.append(None)
-    else:
-        exit_codes.append(child.exitcode)
-
-
 class BlockingClock(Clock):
     """A clock that stops the thread named ``holder`` at its readings until ``go`` is set.
 
@@ -872,7 +851,7 @@ async def test_a_child_forked_while_a_thread_held_a_breaker_or_a_budget_makes_it
     holder.start()
     try:
         assert await asyncio.to_thread(clock.held.wait, 10)
-        forking = threading.Thread(target=fork_and_wait, args=(work, exit_codes, forked), name="forking")
+        forking = threading.Thread(target=lambda: exit_codes.append(fork_child(work, forked=forked)), name="forking")
         forking.start()
         # Until the fork is done, or for a while: a fork that waits for the holder to let go waits for this.
         await asyncio.to_thread(forked.wait, 2)
@@ -906,7 +885,7 @@ async def test_a_child_forked_while_a_probe_of_the_parent_was_in_flight_probes_f
         result = asyncio.run(asyncio.wait_for(client.create(HI), 20))
         raise SystemExit(0 if result.content == "ok" else 2)
 
-    forking = threading.Thread(target=fork_and_wait, args=(work, exit_codes, threading.Event()))
+    forking = threading.Thread(target=lambda: exit_codes.append(fork_child(work)))
     forking.start()
     await asyncio.to_thread(forking.join, 90)
     assert exit_codes == [0]  # before: [1], CircuitOpenError in the child

@@ -67,7 +67,7 @@ from autogen_reliability.storage._store import (
 )
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
-from .conftest import OpenAIClientFactory, run_cli
+from .conftest import OpenAIClientFactory, fork_child, run_cli
 from .storage_fixtures import drop_pg_database, make_pg_database, pg_admin_url, store_url
 
 __all__ = ["make_pg_database", "pg_admin_url", "store_url"]  # fixtures, imported for pytest to find
@@ -1753,8 +1753,6 @@ def test_cli_db_needs_a_subcommand() -> None:
 def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(tmp_path: Path) -> None:
     # The parent's thread is inside a migration (alembic holds the process's turn for its whole run) when the
     # process forks: the child's own migration, of another database, waited for that turn for ever.
-    import multiprocessing  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
 
     from sqlalchemy.event import listen  # noqa: PLC0415
 
@@ -1777,15 +1775,7 @@ def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(tmp_
     migrating.start()
     try:
         assert inside.wait(30)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() of a multi-threaded process"
-            child = multiprocessing.get_context("fork").Process(target=work)
-            child.start()
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
-        assert child.exitcode == 0  # before: -9, killed after waiting 30 s for the parent's migration
+        assert fork_child(work) == 0  # before: None, killed after waiting 30 s for the parent's migration
     finally:
         leave.set()
         migrating.join(30)
