@@ -49,7 +49,7 @@ from autogen_reliability._config import settings as accounting_settings
 from autogen_reliability._errors import ConfigurationError, ReliabilityError
 from autogen_reliability.accounting import PricingTable, UsageRecorder
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
-from autogen_reliability.storage import _bulk, _migrate
+from autogen_reliability.storage import _bulk, _engine, _migrate
 from autogen_reliability.storage._engine import POSTGRESQL_LOCK_TIMEOUT_MS
 from autogen_reliability.storage._models import (
     REPORT_INDEX,
@@ -677,6 +677,30 @@ def test_an_engine_passed_in_stays_open(store_url: str) -> None:
     store.close()
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM ar_usage_records")).scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_passed_in(store_url: str) -> None:
+    # A store on the application's engine, then a fork (gunicorn --preload, a multiprocessing pool): the child's
+    # rows went through the connection the parent's pool kept, a PostgreSQL socket or a SQLite handle that two
+    # processes then used at once. The store's own engines started the child with an empty pool; this one now too.
+    from sqlalchemy.event import listen  # noqa: PLC0415
+
+    engine = create_engine(store_url)
+    opened_by: list[int] = []  # the process that opened each connection checked out, in order
+    listen(engine, "connect", lambda _dbapi, record: record.info.setdefault("pid", os.getpid()))
+    listen(engine, "checkout", lambda _dbapi, record, _proxy: opened_by.append(record.info["pid"]))
+    store = UsageStore(engine)
+    store.write([plain_event()])
+
+    def work() -> None:
+        store.write([plain_event()])
+        raise SystemExit(0 if opened_by[-1] == os.getpid() else 1)
+
+    assert fork_child(work) == 0  # before: 1, the parent's connection
+    assert store.count() == 2
+    store.close()
     engine.dispose()
 
 
@@ -1750,11 +1774,16 @@ def test_cli_db_needs_a_subcommand() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(tmp_path: Path) -> None:
+def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The parent's thread is inside a migration (alembic holds the process's turn for its whole run) when the
-    # process forks: the child's own migration, of another database, waited for that turn for ever.
+    # process forks: the child's own migration, of another database, waited for that turn for ever. (The fork
+    # waits for the migration's SQLite transaction only briefly here: it goes on while alembic's turn is held.)
 
     from sqlalchemy.event import listen  # noqa: PLC0415
+
+    monkeypatch.setattr(_engine, "SQLITE_FORK_WAIT_S", 0.2)
 
     engine = create_engine(f"sqlite:///{tmp_path / 'parent.db'}", poolclass=NullPool)
     inside, leave = threading.Event(), threading.Event()
@@ -1781,3 +1810,84 @@ def test_a_child_forked_while_the_parent_migrates_migrates_its_own_database(tmp_
         migrating.join(30)
     assert _migrate.current_revision(engine) == _migrate.head_revision()
     engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("transaction", ["write", "retention", "migration"])
+def test_a_child_forked_during_a_write_transaction_on_the_sqlite_file_writes_to_it(
+    tmp_path: Path, transaction: str
+) -> None:
+    # A thread of the parent is inside a write transaction on the file (the recorder's batch, a retention batch, a
+    # migration) when the process forks. The child inherits SQLite's record of the parent's locks, so it took the
+    # write lock held for good: its store could not write ("database is locked") nor migrate (killed after 30 s).
+    # The fork now waits for the transaction to end.
+    from sqlalchemy.event import listen  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    if transaction == "migration":
+        engine = create_engine(url, poolclass=NullPool)
+        writing = threading.Thread(target=_migrate.upgrade, args=(engine,))
+    else:
+        store = UsageStore(url)
+        store.write([plain_event(started_at=datetime(2020, 1, 1, tzinfo=UTC))])
+        engine = store.engine
+        cutoff = datetime(2021, 1, 1, tzinfo=UTC)
+        write = store.delete_older_than if transaction == "retention" else store.write
+        writing = threading.Thread(target=write, args=(cutoff if transaction == "retention" else [plain_event()],))
+    inside, forked = threading.Event(), threading.Event()
+
+    def hold(_connection: Any) -> None:  # on the first commit, its write lock held
+        if not inside.is_set():
+            inside.set()
+            forked.wait(2)  # until the fork, or for 2 s when the fork waits for this transaction
+
+    listen(engine, "commit", hold)
+
+    def work() -> None:
+        with UsageStore(url) as child:
+            child.write([plain_event()])
+            raise SystemExit(0 if child.count() else 2)
+
+    writing.start()
+    try:
+        assert inside.wait(30)
+        assert fork_child(work, forked=forked) == 0  # before: 1 ("database is locked"), and None for a migration
+    finally:
+        forked.set()
+        writing.join(30)
+    engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_waits_for_a_sqlite_write_transaction_only_so_long_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sqlalchemy.event import listen  # noqa: PLC0415
+
+    monkeypatch.setattr(_engine, "SQLITE_FORK_WAIT_S", 0.2)
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    inside, forked = threading.Event(), threading.Event()
+
+    def hold(_connection: Any) -> None:
+        inside.set()
+        forked.wait(30)
+
+    listen(store.engine, "commit", hold)
+    writing = threading.Thread(target=store.write, args=([plain_event()],))
+    writing.start()
+
+    def work() -> None:
+        store.write([plain_event()])
+
+    try:
+        assert inside.wait(30)
+        assert fork_child(work, forked=forked) == 1  # the child the wait was for: "database is locked"
+    finally:
+        forked.set()
+        writing.join(30)
+    assert [record.getMessage() for record in caplog.records] == [
+        "a fork waited 0.2 s for a write transaction on a SQLite database of this process, and goes on: the child "
+        "cannot write to that database, and keeps its usage rows in its spool"
+    ]
+    assert store.count() == 1
+    store.close()

@@ -10,9 +10,10 @@ import functools
 import logging
 import os
 import re
+import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote
@@ -32,11 +33,14 @@ __all__ = [
     "POSTGRESQL_STATEMENT_TIMEOUT_MS",
     "POSTGRESQL_WRITE_TIMEOUTS",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "SQLITE_FORK_WAIT_S",
     "SUPPORTED_BACKENDS",
     "check_database_url",
     "error_line",
+    "fork_waits_for",
     "make_engine",
     "masked_url",
+    "new_pool_after_fork",
     "postgresql_write_timeouts",
     "sqlite_file_missing",
     "sqlite_file_path",
@@ -395,8 +399,7 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         if threshold is not _NO_THRESHOLD:
             options["connect_args"]["prepare_threshold"] = threshold  # instead of the URL's text
     engine = create_engine(url, **options)
-    if options.get("poolclass") is not StaticPool:  # a database in memory is the process's: the child's own copy
-        _forked_pools.add(engine)
+    new_pool_after_fork(engine)
     if backend == "postgresql" and url.get_driver_name() == "psycopg":
         preparing = _Preparing()
         event.listen(engine, "connect", functools.partial(_configure_psycopg_connection, preparing))
@@ -413,8 +416,17 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
 _forked_pools: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
+def new_pool_after_fork(engine: Engine) -> None:
+    """In a forked child, ``engine`` opens connections of its own (see below): ours, and one a user passed us.
+
+    Not on a SQLite database in memory: it is the process's, and the child works on its own copy.
+    """
+    if not (engine.dialect.name == "sqlite" and _sqlite_in_memory(engine.url)):
+        _forked_pools.add(engine)
+
+
 def _forget_connections_in_child() -> None:
-    """In a forked child, the engines we made open connections of their own (SQLAlchemy's recipe).
+    """In a forked child, the engines of our stores open connections of their own (SQLAlchemy's recipe).
 
     A parent's SQLite connection used in the child holds none of the parent's file locks (SQLite says never
     to), and a PostgreSQL connection's socket is shared with the parent: the child's pool starts empty, and
@@ -426,6 +438,81 @@ def _forget_connections_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_connections_in_child)
+
+
+SQLITE_FORK_WAIT_S: Final = 30.0
+"""How long a fork of the process waits for a write transaction on a SQLite database to end."""
+
+
+class _SQLiteWrites:
+    """The write transactions on SQLite databases under way in this process's threads, which a fork waits for.
+
+    The child of a fork is a copy of the parent's memory, SQLite's record of the locks its connections hold
+    included. Forked while a thread of the parent held a database's write lock, the child believes that lock
+    held for good: its every write to the database fails with "database is locked" (and its rows are spooled).
+    A fork waits here (up to :data:`SQLITE_FORK_WAIT_S`) until no such transaction is under way, and none
+    begins until it is done. One lock and a counter per transaction: the recorder's batches, retention's
+    batches and migrations; reads go on.
+    """
+
+    def __init__(self) -> None:
+        self.forked()
+
+    def forked(self) -> None:
+        """To start, and after a fork in the child: no transaction of the parent's threads is under way there
+        (none was, unless the fork gave up waiting), and one of them may have held the condition's lock."""
+        self.changed = threading.Condition()
+        self.under_way = 0
+        self.forking = False
+
+    def before_fork(self) -> None:
+        with self.changed:
+            self.forking = True
+            if not self.changed.wait_for(lambda: not self.under_way, SQLITE_FORK_WAIT_S):
+                logger.warning(
+                    "a fork waited %g s for a write transaction on a SQLite database of this process, and goes "
+                    "on: the child cannot write to that database, and keeps its usage rows in its spool",
+                    SQLITE_FORK_WAIT_S,
+                )
+
+    def after_fork_in_parent(self) -> None:
+        with self.changed:
+            self.forking = False
+            self.changed.notify_all()
+
+    @contextmanager
+    def waited_for(self, bind: Engine | Connection) -> Iterator[None]:
+        if bind.dialect.name != "sqlite":
+            yield
+            return
+        with self.changed:
+            self.changed.wait_for(lambda: not self.forking)
+            self.under_way += 1
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.under_way -= 1
+                if not self.under_way:
+                    self.changed.notify_all()
+
+
+_sqlite_writes = _SQLiteWrites()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_sqlite_writes.before_fork,
+        after_in_parent=_sqlite_writes.after_fork_in_parent,
+        after_in_child=_sqlite_writes.forked,
+    )
+
+
+def fork_waits_for(bind: Engine | Connection) -> AbstractContextManager[None]:
+    """A write transaction on the database of ``bind``, which a fork of the process waits for (SQLite only).
+
+    Entered before the transaction begins and left after its commit: around ``engine.begin()``.
+    """
+    return _sqlite_writes.waited_for(bind)
 
 
 def _sqlite_in_memory(url: URL) -> bool:

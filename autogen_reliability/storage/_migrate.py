@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
 from .._errors import ReliabilityError
-from ._engine import make_engine, masked_url
+from ._engine import fork_waits_for, make_engine, masked_url
 from ._models import VERSION_TABLE, UsageRecord
 
 if TYPE_CHECKING:
@@ -326,38 +326,39 @@ def migration_transaction(connection: Connection) -> Iterator[Connection]:
     """
     if connection.in_transaction():
         raise RuntimeError("migration_transaction() needs a connection outside any transaction")
-    sqlite = connection.dialect.name == "sqlite"
-    foreign_keys = False
-    busy_timeout = 0
-    if sqlite:
-        # PRAGMA foreign_keys is ignored inside a transaction: switch it off before BEGIN.
-        foreign_keys = bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        # Writes fail fast to the spool, but a migration waits its turn: others may be migrating.
-        busy_timeout = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
-        connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-    elif connection.dialect.name == "postgresql":
-        if getattr(connection.connection.driver_connection, "autocommit", False) is True:
-            # An engine in AUTOCOMMIT (an application's own) would commit each DDL statement and release
-            # the lock below at once: concurrent upgrades collide, a failed one stays half done. This
-            # connection runs in a transaction; the pool puts its isolation level back when it is returned.
-            connection.execution_options(isolation_level="READ COMMITTED")
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    try:
-        yield connection
-    except BaseException:
-        connection.rollback()
-        raise
-    else:
-        connection.commit()
-    finally:
+    with fork_waits_for(connection):
+        sqlite = connection.dialect.name == "sqlite"
+        foreign_keys = False
+        busy_timeout = 0
         if sqlite:
-            connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_timeout}")
-        if sqlite and foreign_keys:
-            # The connection goes back to the pool: leave it as the store configured it.
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            # PRAGMA foreign_keys is ignored inside a transaction: switch it off before BEGIN.
+            foreign_keys = bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            # Writes fail fast to the spool, but a migration waits its turn: others may be migrating.
+            busy_timeout = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_MIGRATION_WAIT_MS}")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif connection.dialect.name == "postgresql":
+            if getattr(connection.connection.driver_connection, "autocommit", False) is True:
+                # An engine in AUTOCOMMIT (an application's own) would commit each DDL statement and release
+                # the lock below at once: concurrent upgrades collide, a failed one stays half done. This
+                # connection runs in a transaction; the pool puts its isolation level back when it is returned.
+                connection.execution_options(isolation_level="READ COMMITTED")
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        else:
             connection.commit()
+        finally:
+            if sqlite:
+                connection.exec_driver_sql(f"PRAGMA busy_timeout={busy_timeout}")
+            if sqlite and foreign_keys:
+                # The connection goes back to the pool: leave it as the store configured it.
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def refuse_tables_not_ours(connection: Connection) -> None:

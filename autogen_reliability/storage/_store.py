@@ -42,8 +42,10 @@ from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import (
     SUPPORTED_BACKENDS,
+    fork_waits_for,
     make_engine,
     masked_url,
+    new_pool_after_fork,
     postgresql_write_timeouts,
     sqlite_opened_file,
 )
@@ -123,6 +125,9 @@ class UsageStore:
                 raise ConfigurationError(
                     "the engine has an asyncio driver; the usage store needs a synchronous one (create_engine)"
                 )
+            # Forked with the application (gunicorn --preload, a multiprocessing pool), the child must not write
+            # through the parent's connections: SQLAlchemy's own advice, engine.dispose(close=False) in the child.
+            new_pool_after_fork(url_or_engine)
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = masked_url(self._engine.url)
@@ -285,7 +290,11 @@ class UsageStore:
         known_new = True
         for _ in range(_INSERT_TRIES):
             try:
-                with self._engine.begin() as connection, postgresql_write_timeouts(connection):
+                with (
+                    fork_waits_for(self._engine),
+                    self._engine.begin() as connection,
+                    postgresql_write_timeouts(connection),
+                ):
                     fresh = rows
                     # An engine in AUTOCOMMIT commits each statement: no guess can be taken back, so look first
                     # (and the rollup is as exact as the engine is atomic: writers racing with one replayed
