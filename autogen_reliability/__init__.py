@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     # that importing the package (pytest does, to load our plugin) imports no AutoGen, SDK or SQLAlchemy.
     from ._client import ReliableChatCompletionClient, ReliableChatCompletionClientConfig, ReliableOptions
     from ._config import AccountingSettings, configure
-    from ._context import Attribution, current_attribution, usage_scope
+    from ._context import Attribution, UsageScope, current_attribution, usage_scope
     from ._errors import (
         AllClientsFailedError,
         BudgetExceededError,
@@ -80,6 +80,7 @@ __all__ = [
     "RetryPolicy",
     "SanitizePolicy",
     "SchemaViolation",
+    "UsageScope",
     "UsageStore",
     "ValidationPolicy",
     "__version__",
@@ -136,6 +137,7 @@ _HOMES = {
     "RetryPolicy": ".retry",
     "SanitizePolicy": ".validation",
     "SchemaViolation": "._errors",
+    "UsageScope": "._context",
     "UsageStore": ".storage",
     "ValidationPolicy": ".validation",
     "configure": "._config",

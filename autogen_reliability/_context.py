@@ -37,7 +37,7 @@ from autogen_core import MessageHandlerContext
 from ._errors import ConfigurationError
 from ._secret_text import ledger_text
 
-__all__ = ["Attribution", "current_attribution", "usage_scope"]
+__all__ = ["Attribution", "UsageScope", "current_attribution", "usage_scope"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -131,7 +131,7 @@ class _Entry:
     """
 
     attribution: Attribution
-    scope: _UsageScope | None = None
+    scope: UsageScope | None = None
     outer: _Entry | None = None
 
 
@@ -191,11 +191,12 @@ def _agent_from_runtime() -> str | None:
     return name if len(name) <= _MAX_LABEL_LENGTH else name[: _MAX_LABEL_LENGTH - 1] + "…"
 
 
-class _UsageScope:
+class UsageScope:
     """Sets an attribution for the code it wraps: ``with``, ``async with`` or a decorator.
 
-    One object may be entered any number of times, also by several tasks at once: every
-    entry is independent and is kept in the entering context, not on the object.
+    What :func:`usage_scope` returns (make one with it). One object may be entered any number of
+    times, also by several tasks at once: every entry is independent and is kept in the entering
+    context, not on the object.
     """
 
     __slots__ = ("_attribution",)
@@ -255,14 +256,14 @@ class _UsageScope:
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with _UsageScope(attribution):
+                with UsageScope(attribution):
                     return await async_func(*args, **kwargs)
 
             return cast(Callable[_P, _R], async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            with _UsageScope(attribution):
+            with UsageScope(attribution):
                 result = func(*args, **kwargs)
             return cast(_R, _covered(attribution, result))
 
@@ -286,7 +287,7 @@ def _covered(attribution: Attribution, result: object) -> object:
 
 
 async def _awaited_in_scope(attribution: Attribution, coroutine: Coroutine[Any, Any, Any]) -> Any:
-    with _UsageScope(attribution):
+    with UsageScope(attribution):
         return await coroutine
 
 
@@ -300,7 +301,7 @@ def _steps_in_scope(attribution: Attribution, steps: Generator[Any, Any, Any]) -
     thrown: BaseException | None = None
     try:
         while True:
-            with _UsageScope(attribution):
+            with UsageScope(attribution):
                 try:
                     item = steps.send(sent) if thrown is None else steps.throw(thrown)
                 except StopIteration as stop:
@@ -313,7 +314,7 @@ def _steps_in_scope(attribution: Attribution, steps: Generator[Any, Any, Any]) -
             except BaseException as error:
                 thrown = error
     finally:
-        with _UsageScope(attribution):
+        with UsageScope(attribution):
             steps.close()
 
 
@@ -323,7 +324,7 @@ async def _async_steps_in_scope(attribution: Attribution, steps: AsyncGenerator[
     thrown: BaseException | None = None
     try:
         while True:
-            with _UsageScope(attribution):
+            with UsageScope(attribution):
                 try:
                     item = await (steps.asend(sent) if thrown is None else steps.athrow(thrown))
                 except StopAsyncIteration:
@@ -336,7 +337,7 @@ async def _async_steps_in_scope(attribution: Attribution, steps: AsyncGenerator[
             except BaseException as error:
                 thrown = error
     finally:
-        with _UsageScope(attribution):
+        with UsageScope(attribution):
             await steps.aclose()
 
 
@@ -346,7 +347,7 @@ def usage_scope(
     session: str | None = None,
     agent: str | None = None,
     tags: Mapping[str, str] | None = None,
-) -> _UsageScope:
+) -> UsageScope:
     """Attribute every model call made inside to a project, session, agent and tags.
 
     Works as ``with``, ``async with`` and as a decorator of sync or async
@@ -377,6 +378,6 @@ def usage_scope(
         ...     async with usage_scope(session=ticket_id):
         ...         ...  # await team.run(task=...)
     """
-    return _UsageScope(
+    return UsageScope(
         Attribution(project=project, session=session, agent=agent, tags=_EMPTY_TAGS if tags is None else tags)
     )
