@@ -866,6 +866,50 @@ def test_the_clients_reliable_client_made_are_closed_in_their_event_loop(run: Ru
     result.assert_outcomes(passed=3)
 
 
+def test_a_client_made_outside_an_event_loop_is_closed_in_the_loop_that_used_it(run: Run) -> None:
+    # An agent built in a sync fixture (or a sync test that calls asyncio.run) makes its client before any loop
+    # runs. Left open, its connection is closed by the garbage collector after its loop: a ResourceWarning
+    # that -W error turns into the failure of whichever test comes next, or of the run once all passed.
+    result = run(
+        """
+        import asyncio
+        import pytest
+        from autogen_agentchat.agents import AssistantAgent
+        from autogen_core.models import UserMessage
+        from autogen_reliability.providers._clients import sdk_client_of
+        from autogen_reliability.testing import FakeReply
+
+        SDKS = []
+
+        @pytest.fixture
+        def writer(reliable_client):
+            model = reliable_client(agent="writer")
+            SDKS.append(sdk_client_of(model.inner))
+            return AssistantAgent("writer", model_client=model)
+
+        async def test_agent_from_a_sync_fixture(writer, fake_openai_server, usage):
+            fake_openai_server.enqueue(FakeReply.text("Done."))
+            result = await writer.run(task="Write.")
+            assert result.messages[-1].content == "Done."
+            usage.assert_calls(1, agent="writer")
+
+        def test_asyncio_run_in_a_sync_test(fake_openai_server, reliable_client):
+            fake_openai_server.enqueue(FakeReply.text("Hello!"))
+            client = reliable_client()
+            SDKS.append(sdk_client_of(client.inner))
+            result = asyncio.run(client.create([UserMessage(content="Hi", source="user")]))
+            assert result.content == "Hello!"
+
+        def test_made_but_never_used(reliable_client):
+            reliable_client()  # no loop ever used it: nothing to close, nothing to fail
+
+        def test_both_closed():
+            assert [sdk.is_closed() for sdk in SDKS] == [True, True]
+        """
+    )
+    result.assert_outcomes(passed=4)
+
+
 def test_a_team_wrapped_by_the_test_records_through_usage_recorder(run: Run) -> None:
     result = run(
         """

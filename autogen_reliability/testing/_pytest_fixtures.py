@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from autogen_core.models import ChatCompletionClient, ModelInfo, RequestUsage
     from sqlalchemy import Engine
 
-    from autogen_reliability import ReliableChatCompletionClient, ReliableOptions
+    from autogen_reliability import AttemptEvent, ReliableChatCompletionClient, ReliableOptions
     from autogen_reliability.accounting import UsageEvent, UsageRecorder
     from autogen_reliability.storage import UsageStore
 
@@ -867,13 +867,21 @@ def reliable_client(request: pytest.FixtureRequest, usage: RecordedUsage) -> Ite
     ) -> ReliableChatCompletionClient:
         from autogen_reliability import reliable  # noqa: PLC0415 - the plugin loads nothing until used
 
+        made: ChatCompletionClient | None = None
+        in_a_loop = False
         if client is None:
-            client = _openai_client(request, options.model)
-            closer.add(client)  # a client the fixture made, the fixture closes; the test's own are the test's
+            # A client the fixture made, the fixture closes; the test's own are the test's.
+            client = made = _openai_client(request, options.model)
+            in_a_loop = closer.add(made)
         wrapper_options.setdefault("recorder", usage.recorder)
         if options.project is not None:
             wrapper_options.setdefault("project", options.project)
-        return reliable(client, **wrapper_options)
+        wrapped = reliable(client, **wrapper_options)
+        if made is not None and not in_a_loop:
+            # Made before any loop ran (in a sync fixture, or a test that calls asyncio.run): the loop of its
+            # first attempt is the one its connections belong to.
+            wrapped.add_attempt_observer(functools.partial(closer.add_on_attempt, made))
+        return wrapped
 
     yield make
     closer.close()
@@ -905,25 +913,33 @@ class _LoopCloser:
     running loop is handed to a task of that loop which closes it when cancelled: the loop's
     runner (``asyncio.run``, pytest-asyncio's) cancels the tasks left before it closes the loop,
     and a loop that outlives the test (a session-scoped one) gets the task cancelled at teardown.
-    A client made outside any loop is left to the SDK's finaliser.
+    A client made outside any loop (in a sync fixture, or before ``asyncio.run``) is handed over the
+    same way at the end of its first attempt, on the loop that made it.
     """
 
     def __init__(self) -> None:
         self._tasks: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[None], list[ChatCompletionClient]]] = []
 
-    def add(self, client: ChatCompletionClient) -> None:
+    def add(self, client: ChatCompletionClient) -> bool:
+        """Closes ``client`` when the running loop ends; False (and nothing done) outside a running loop."""
         import asyncio  # noqa: PLC0415 - 15 ms that a run without async tests need not pay
 
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
+            return False
         for known, _task, clients in self._tasks:
             if known is loop:
-                clients.append(client)
-                return
+                if client not in clients:
+                    clients.append(client)
+                return True
         clients = [client]
         self._tasks.append((loop, loop.create_task(self._close_when_cancelled(clients)), clients))
+        return True
+
+    def add_on_attempt(self, client: ChatCompletionClient, _event: AttemptEvent) -> None:
+        """An attempt observer: ``add(client)`` on the loop the attempt ran on."""
+        self.add(client)
 
     @staticmethod
     async def _close_when_cancelled(clients: list[ChatCompletionClient]) -> None:
