@@ -1190,6 +1190,24 @@ def test_wait_for_requests_says_how_many_arrived_when_it_times_out(server: FakeO
         server.wait_for_requests(1, timeout=10**400)
 
 
+async def test_wait_for_requests_on_the_clients_event_loop_says_to_await_the_async_wait(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    # The blocking wait stops the loop that would send the request: "0 arrived" alone blames the client.
+    server.enqueue(FakeReply.text("hi"))
+    call = asyncio.create_task(client.chat.completions.create(model=MODEL, messages=CHAT))
+    message = (
+        r"waited 0.01 s for 1 chat-completions request, 0 arrived \(1 scripted replies left\); this thread runs "
+        r"an event loop, which this blocking wait stopped: a client on it could not send. In a coroutine, await "
+        r"wait_for_requests_async\(n\) instead."
+    )
+    with pytest.raises(TimeoutError, match=message):
+        server.wait_for_requests(1, timeout=0.01)
+    [request] = await server.wait_for_requests_async(1)
+    assert request.messages == CHAT
+    assert (await call).choices[0].message.content == "hi"
+
+
 @pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "past-the-lock"])
 def test_wait_for_requests_without_an_end_waits_for_the_request(server: FakeOpenAIServer, timeout: float) -> None:
     # Accepted, as by wait_for_requests_async; the lock's wait took it and raised OverflowError at once.

@@ -400,16 +400,26 @@ class FakeOpenAIServer:
             (at least ``n``), as `requests` gives it.
 
         Raises:
-            TimeoutError: ``timeout`` passed first; the message says how many arrived.
+            TimeoutError: ``timeout`` passed first; the message says how many arrived, and
+                that the wait stopped this thread's event loop if one runs here.
             ValueError: If ``n`` is negative or ``timeout`` is negative or not a number.
         """
         _check_wait(n, timeout)
         # A wait longer than the platform's lock can time (math.inf, or some 292 years) has no end.
         limit = None if timeout is None or timeout >= threading.TIMEOUT_MAX else timeout
         with self._arrived:
-            if not self._arrived.wait_for(lambda: len(self._requests) >= n, limit):
-                raise TimeoutError(self._too_few(n, timeout))
-            return list(self._requests)
+            if self._arrived.wait_for(lambda: len(self._requests) >= n, limit):
+                return list(self._requests)
+            message = self._too_few(n, timeout)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise TimeoutError(message) from None
+        # Called from a coroutine: the loop that runs it (and likely the client) stood still all along.
+        raise TimeoutError(
+            f"{message}; this thread runs an event loop, which this blocking wait stopped: a client on it could "
+            "not send. In a coroutine, await wait_for_requests_async(n) instead."
+        )
 
     async def wait_for_requests_async(
         self,
