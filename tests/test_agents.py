@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from autogen_agentchat.agents import AssistantAgent, MessageFilterAgent, MessageFilterConfig, PerSourceFilter
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
-from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination
+from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination, TokenUsageTermination
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ToolCallSummaryMessage
 from autogen_agentchat.teams import DiGraphBuilder, GraphFlow, RoundRobinGroupChat, SelectorGroupChat
 from autogen_agentchat.tools import AgentTool, TeamTool
-from autogen_core.models import ChatCompletionClient
+from autogen_core.models import ChatCompletionClient, RequestUsage
 from pydantic import BaseModel
 
 from autogen_reliability import AttemptEvent, ReliableChatCompletionClient, reliable
@@ -276,3 +276,41 @@ async def test_the_agent_a_message_filter_runs_is_wrapped_and_recorded(
         "solo", wrapped_agent=AssistantAgent("solo", model_client=make_openai_client()), filter=keep_the_task
     )
     assert reliable(alone, project="acme") is alone  # not "has no model client to wrap"
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare answer is the turn the token limit saves
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_a_reasked_answer_carries_the_usage_of_every_answer_of_its_call(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, tmp_path: Path, stream: bool
+) -> None:
+    # The message's models_usage, which AutoGen's TokenUsageTermination sums, was the re-ask's answer alone: the
+    # refused answer's 110 tokens were billed and in the ledger, and the team ran a turn past its token limit.
+    options: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}
+    geo = AssistantAgent(
+        "geo", model_client=make_openai_client(**options), output_content_type=Answer, model_client_stream=stream
+    )
+    team = RoundRobinGroupChat(
+        [geo],
+        termination_condition=TokenUsageTermination(max_total_token=200) | MaxMessageTermination(4),
+        custom_message_types=[StructuredMessage[Answer]],
+    )
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger:
+        reliable(team, recorder=ledger[1])
+        fake_openai_server.enqueue(
+            FakeReply.json({"city": "Paris"}, usage=FakeUsage(100, 10)),  # no population: re-asked
+            FakeReply.json({"city": "Paris", "population": 2102650}, usage=FakeUsage(150, 12)),
+            FakeReply.json({"city": "Lyon", "population": 522250}, usage=FakeUsage(160, 12)),
+        )
+        result = await team.run(task="Largest city in France?")
+        rows = ledger_rows(ledger)
+    assert [(row.outcome, row.prompt_tokens, row.completion_tokens) for row in rows] == [
+        ("invalid", 100, 10),
+        ("ok", 150, 12),
+    ]
+    answer = result.messages[-1]
+    assert isinstance(answer, StructuredMessage)
+    assert answer.content == Answer(city="Paris", population=2102650)
+    assert answer.models_usage == RequestUsage(prompt_tokens=250, completion_tokens=22)
+    assert str(result.stop_reason).startswith("Token usage limit reached, total token count: 272")
+    assert fake_openai_server.request_count == 2

@@ -25,7 +25,8 @@ What was changed is reported on the result (:class:`CheckedCreateResult`).
 answer is re-asked with its violations; every re-ask is one more provider
 attempt. When the re-asks are spent, ``on_failure`` decides: raise
 :class:`~autogen_reliability.ResponseValidationError`, or return the last answer
-unmodified with the violations attached.
+with the violations attached. The answer handed on after re-asks carries the
+tokens of every answer of the call as its ``usage``.
 
 Validated streams are buffered: the answer is checked before any of it is
 handed on, and then handed on as one chunk and the final result.
@@ -42,7 +43,7 @@ from contextlib import aclosing
 from json.encoder import encode_basestring
 from typing import Any, Final, ParamSpec, TypeVar
 
-from autogen_core.models import CreateResult
+from autogen_core.models import CreateResult, RequestUsage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
@@ -358,18 +359,19 @@ class ValidationLayer(Layer):
         request = self._prepare(request, check)
         findings = request.call.findings
         findings.will_judge()
+        answers = _Answers()
         try:
             for answer in range(check.policy.reask + 1):
-                result = await call_next(request)
+                result = answers.add(await call_next(request))
                 handed_on, violations = check.answer(result)
                 findings.judged(request.call.attempts, len(violations))
                 if not violations:
-                    return handed_on
+                    return answers.usage_on(handed_on)
                 if answer < check.policy.reask:
                     request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
         finally:
             findings.release_held()
-        return self._failed(check, result, violations)
+        return self._failed(check, result, violations, answers)
 
     def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         try:
@@ -386,9 +388,10 @@ class ValidationLayer(Layer):
     ) -> AsyncGenerator[StreamItem, None]:
         findings = request.call.findings
         findings.will_judge()
+        answers = _Answers()
         try:
             for answer in range(check.policy.reask + 1):
-                result = await _final_result(call_next(request))
+                result = answers.add(await _final_result(call_next(request)))
                 handed_on, violations = check.answer(result)
                 findings.judged(request.call.attempts, len(violations))
                 if not violations:
@@ -398,20 +401,52 @@ class ValidationLayer(Layer):
         finally:
             findings.release_held()
         if not violations:
+            handed_on = answers.usage_on(handed_on)
             if isinstance(handed_on.content, str) and handed_on.content:
                 yield handed_on.content
             yield handed_on
             return
-        failed = self._failed(check, result, violations)
+        failed = self._failed(check, result, violations, answers)
         if isinstance(failed.content, str) and failed.content:
             yield failed.content
         yield failed
 
     @staticmethod
-    def _failed(check: AnswerCheck, result: CreateResult, violations: list[SchemaViolation]) -> CreateResult:
+    def _failed(
+        check: AnswerCheck, result: CreateResult, violations: list[SchemaViolation], answers: _Answers
+    ) -> CreateResult:
         if check.policy.on_failure == "raise":
             raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
-        return checked(result, validation_errors=tuple(violations))
+        return checked(result, validation_errors=tuple(violations), usage=answers.usage)
+
+
+class _Answers:
+    """The tokens of every answer a call was given, re-asked ones included.
+
+    The result handed on carries them all as its ``usage``: an agent reports it as its message's
+    ``models_usage`` ("the usage incurred when producing this message"), which AutoGen's
+    ``TokenUsageTermination`` sums, and every refused answer was paid for too.
+    """
+
+    __slots__ = ("count", "usage")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+
+    def add(self, result: CreateResult) -> CreateResult:
+        self.count += 1
+        self.usage = RequestUsage(
+            prompt_tokens=self.usage.prompt_tokens + result.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens + result.usage.completion_tokens,
+        )
+        return result
+
+    def usage_on(self, result: CreateResult) -> CreateResult:
+        """``result``, with the usage of every answer when there was more than one (a copy: it is not touched)."""
+        if self.count < 2:
+            return result
+        return result.model_copy(update={"usage": self.usage})
 
 
 async def _refused(error: ConfigurationError) -> AsyncGenerator[StreamItem, None]:
