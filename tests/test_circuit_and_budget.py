@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import warnings
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from autogen_reliability import (
@@ -899,3 +902,45 @@ async def test_a_child_forked_while_a_probe_of_the_parent_was_in_flight_probes_f
     assert state(parents) == "half_open"  # the parent's probe is still its own
     with pytest.raises(CircuitOpenError):
         parents.acquire()
+
+
+def test_a_probe_its_closed_event_loop_never_ends_holds_the_circuit_half_open_no_longer_than_open_for(
+    fake_openai_server: FakeOpenAIServer,
+) -> None:
+    # A server's thread stops its loop and closes it (loop.stop(), loop.close(), no task cancelled) while the
+    # circuit's one probe waits for its answer. The probe's request never ends, nor frees its slot: the openai
+    # SDK's task, and the call's above it, stay pending for good. Every later call, on any loop, was refused
+    # ("1 probe request(s) in flight"), an hour on and for as long as the process lived.
+    clock = Clock()
+    policy = CircuitBreakerPolicy(window=2, minimum_calls=2, open_for=30, clock=clock)
+    # No connection kept between requests: any loop can use the client (docs/configuration.md).
+    options: dict[str, Any] = {
+        "api_key": "sk-test",
+        "base_url": fake_openai_server.base_url,
+        "max_retries": 0,
+        "http_client": httpx2.AsyncClient(limits=httpx2.Limits(max_keepalive_connections=0)),
+    }
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", **options)
+    client = reliable(inner, retry=None, circuit=policy, track_usage=False)
+    circuit = breaker_for(inner, policy)
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.error(500), FakeReply.text("held", delay=math.inf))
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            asyncio.run(client.create(HI))
+    clock.now += 30
+    loop = asyncio.new_event_loop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the probe's connection, left open with its loop
+        probe = loop.create_task(client.create(HI))
+        loop.run_until_complete(fake_openai_server.wait_for_requests_async(3))
+        loop.stop()
+        loop.close()
+    del probe, loop
+    fake_openai_server.default = FakeReply.text("ok")
+    clock.now += 29.9
+    with pytest.raises(CircuitOpenError, match="1 probe request"):
+        asyncio.run(client.create(HI))  # the probe may yet answer
+    clock.now += 0.1
+    assert asyncio.run(client.create(HI)).content == "ok"  # before: CircuitOpenError, 1 probe request(s) in flight
+    assert state(circuit) == "closed"
+    assert fake_openai_server.request_count == 4

@@ -13,7 +13,9 @@ agents share it when they share the client) and judges the outcomes of
   they all succeed the circuit closes with a clean window; a failed probe
   opens it again. Only the probes of this half-open period count: a request
   let through earlier that ends now neither judges the provider nor frees a
-  probe's slot.
+  probe's slot. Probes none of which ended within ``open_for`` of the last
+  one's start (its event loop was closed with it, stopped without its tasks
+  cancelled: it never ends) lapse: a new half-open period lets another through.
 
 Only provider failures a retry could fix count as failures (timeouts, connection
 errors, server errors, overload); an attempt the retry deadline cut short is a
@@ -144,6 +146,7 @@ class CircuitBreaker:
         self._probes = 0
         self._probe_successes = 0
         self._period = 0  # counts half-open periods, so that a probe's outcome is matched to its own
+        self._probed_at = 0.0  # when the last probe was let through: probes none of which ended in open_for lapse
         self._failures_when_opened = 0
         self._lock = threading.Lock()
 
@@ -162,25 +165,44 @@ class CircuitBreaker:
             The ticket to hand back to :meth:`record`: the half-open period of a
             probe, ``None`` for a request let through while closed.
         """
+        lapsed = 0
         with self._lock:
+            now = self._clock()
             if self._state == "open":
-                remaining = self._opened_at + self._open_for - self._clock()
+                remaining = self._opened_at + self._open_for - now
                 if remaining > 0:
                     raise CircuitOpenError(self.name, remaining, self._failures_when_opened, len(self._outcomes))
                 self._state, self._probes, self._probe_successes = "half_open", 0, 0
                 self._period += 1
             if self._state == "half_open":
                 if self._probes >= self.policy.half_open_probes:
-                    raise CircuitOpenError(
-                        self.name,
-                        0.0,
-                        self._failures_when_opened,
-                        len(self._outcomes),
-                        probes_in_flight=self._probes,
-                    )
+                    if now - self._probed_at < self._open_for:
+                        raise CircuitOpenError(
+                            self.name,
+                            0.0,
+                            self._failures_when_opened,
+                            len(self._outcomes),
+                            probes_in_flight=self._probes,
+                        )
+                    # None of the probes ended within open_for: one whose event loop was closed with it (stopped,
+                    # its tasks not cancelled) never ends, and would hold the circuit half-open for good. A new
+                    # half-open period, whose probe this request is; what theirs end with, if they do, is not judged.
+                    lapsed, self._probes, self._probe_successes = self._probes, 0, 0
+                    self._period += 1
                 self._probes += 1
-                return self._period
-            return None
+                self._probed_at = now
+                period = self._period
+            else:
+                return None
+        if lapsed:
+            logger.info(
+                "circuit of %s: no probe request ended within %s s (%d in flight); another is let through",
+                self.name,
+                f"{self._open_for:g}",
+                lapsed,
+                extra={"circuit": self.name, "circuit_state": "half_open"},
+            )
+        return period
 
     def record(self, failure: bool | None, ticket: int | None = None) -> None:
         """Record the outcome of a request let through: a failure, a success, or ``None`` (not judged).
