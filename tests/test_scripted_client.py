@@ -9,8 +9,11 @@ SQLite file) must treat the scripted client as they treat a provider client.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -1028,3 +1031,42 @@ async def test_a_text_message_from_a_scripted_agent_carries_its_usage() -> None:
     last = result.messages[-1]
     assert isinstance(last, TextMessage)
     assert last.models_usage == RequestUsage(12, 2)
+
+
+async def test_waiting_for_requests_wakes_for_a_request_made_on_another_threads_event_loop() -> None:
+    # The request comes from a thread running its own loop (asyncio.run in a worker thread): the waiter's loop,
+    # blocked in its selector, was never woken. It returned at its timeout's timer, here 60 s, or never without one.
+    client = ScriptedChatCompletionClient(["a"])
+    seen = threading.Event()
+    woke: list[bool] = []
+
+    def other_loop() -> None:
+        asyncio.run(client.create(HI))
+        woke.append(seen.wait(30))  # 30 s only guards against hanging
+
+    thread = threading.Thread(target=other_loop)
+    thread.start()
+    try:
+        assert await client.wait_for_requests(1, timeout=60) == client.requests
+    finally:
+        seen.set()
+    await asyncio.to_thread(thread.join, 60)
+    assert woke == [True]  # before: [False]
+
+
+def test_a_wait_left_on_a_closed_event_loop_does_not_fail_the_next_request() -> None:
+    # A loop closed while a wait_for_requests of it was pending (loop.close() without cancelling it): the next
+    # request, on another loop, set that loop's future and raised RuntimeError: Event loop is closed.
+    client = ScriptedChatCompletionClient(["a"])
+    loop = asyncio.new_event_loop()
+    waiting = loop.create_task(client.wait_for_requests(1, timeout=None))
+    loop.run_until_complete(asyncio.sleep(0))  # the wait is pending
+    loop.close()
+    assert asyncio.run(client.create(HI)).content == "a"
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.disabled = True  # "Task was destroyed but it is pending!": the wait, which its loop left so
+    try:
+        del waiting
+        gc.collect()
+    finally:
+        asyncio_log.disabled = False

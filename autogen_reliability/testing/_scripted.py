@@ -25,6 +25,7 @@ like a real provider client:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -839,8 +840,9 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
         self.requests.append(request)
         waiters, self._request_waiters = self._request_waiters, []
         for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+            # Through the waiter's own loop, which may be another thread's (woken so) or closed (nobody waits).
+            with contextlib.suppress(RuntimeError):
+                waiter.get_loop().call_soon_threadsafe(_settle, waiter)
         return request
 
     def _take(self, request: ScriptedRequest) -> ScriptedReply:
@@ -1142,3 +1144,8 @@ def _reply_from_config(config: _ReplyConfig) -> ScriptedReply:
         delay=math.inf if config.until_cancelled else config.delay,
         chunks=tuple(config.chunks) if config.chunks is not None else None,
     )
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # not cancelled or timed out meanwhile
+        waiter.set_result(None)
