@@ -167,6 +167,8 @@ class CircuitBreaker:
         """
         lapsed = 0
         with self._lock:
+            if self._state == "closed":
+                return None
             now = self._clock()
             if self._state == "open":
                 remaining = self._opened_at + self._open_for - now
@@ -174,26 +176,23 @@ class CircuitBreaker:
                     raise CircuitOpenError(self.name, remaining, self._failures_when_opened, len(self._outcomes))
                 self._state, self._probes, self._probe_successes = "half_open", 0, 0
                 self._period += 1
-            if self._state == "half_open":
-                if self._probes >= self.policy.half_open_probes:
-                    if now - self._probed_at < self._open_for:
-                        raise CircuitOpenError(
-                            self.name,
-                            0.0,
-                            self._failures_when_opened,
-                            len(self._outcomes),
-                            probes_in_flight=self._probes,
-                        )
-                    # None of the probes ended within open_for: one whose event loop was closed with it (stopped,
-                    # its tasks not cancelled) never ends, and would hold the circuit half-open for good. A new
-                    # half-open period, whose probe this request is; what theirs end with, if they do, is not judged.
-                    lapsed, self._probes, self._probe_successes = self._probes, 0, 0
-                    self._period += 1
-                self._probes += 1
-                self._probed_at = now
-                period = self._period
-            else:
-                return None
+            if self._probes >= self.policy.half_open_probes:  # half-open
+                if now - self._probed_at < self._open_for:
+                    raise CircuitOpenError(
+                        self.name,
+                        0.0,
+                        self._failures_when_opened,
+                        len(self._outcomes),
+                        probes_in_flight=self._probes,
+                    )
+                # None of the probes ended within open_for: one whose event loop was closed with it (stopped,
+                # its tasks not cancelled) never ends, and would hold the circuit half-open for good. A new
+                # half-open period, whose probe this request is; what theirs end with, if they do, is not judged.
+                lapsed, self._probes, self._probe_successes = self._probes, 0, 0
+                self._period += 1
+            self._probes += 1
+            self._probed_at = now
+            period = self._period
         if lapsed:
             logger.info(
                 "circuit of %s: no probe request ended within %s s (%d in flight); another is let through",
