@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import glob
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -33,6 +34,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from autogen_core.models import UserMessage
 from sqlalchemy import create_engine, delete, inspect, make_url, select, text
+from sqlalchemy.event import listen
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
@@ -386,6 +388,73 @@ def test_an_autocommit_engine_writes_under_the_write_timeouts_too(make_pg_databa
         assert store.write([plain_event()]) == 1
     finally:
         holder.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("isolation_level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_write_another_writer_got_in_the_way_of_is_tried_again_not_spooled(
+    make_pg_database: Callable[[], str], tmp_path: Path, caplog: pytest.LogCaptureFixture, isolation_level: str
+) -> None:
+    """An application's engine in REPEATABLE READ or SERIALIZABLE: a write whose rollup row another writer updated
+    after the write's snapshot fails with a serialization failure, which PostgreSQL asks the client to run again.
+    It was said as the database being unavailable, and the batch (and every row after it) spooled."""
+    url = make_pg_database()
+    engine = create_engine(url, isolation_level=isolation_level)
+    other = UsageStore(url)  # another process's writer, on the same day's rollup row
+    store = UsageStore(engine)
+    raced: list[int] = []
+
+    def another_writer_commits(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The write's transaction has its snapshot (its first statement): another writer commits in between.
+        if statement == _engine.POSTGRESQL_WRITE_TIMEOUTS and not raced:
+            raced.append(other.write([plain_event(project="acme")]))
+
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    try:
+        assert store.write([plain_event(project="acme")]) == 1  # the day's rollup row is there
+        listen(engine, "after_cursor_execute", another_writer_commits)
+        with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
+            recorder.record(plain_event(project="acme"))
+            assert recorder.flush(30)
+        assert raced == [1]
+        assert recorder.stats == {"written": 1, "spooled": 0, "replayed": 0, "failed_writes": 0, "refused": 0}
+        assert "unavailable" not in caplog.text
+        assert store.count() == 3
+        assert store.report("acme").totals.attempts == 3  # the rollup counts each row once
+        with engine.connect() as connection:  # back in the pool at the application's level
+            assert connection.exec_driver_sql("SHOW transaction_isolation").scalar() == isolation_level.lower()
+    finally:
+        recorder.close()
+        other.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("isolation_level", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_retention_through_an_engine_in_repeatable_read_sums_what_another_writer_added_meanwhile(
+    make_pg_database: Callable[[], str], isolation_level: str
+) -> None:
+    """Retention sums a day again after locking its rollup rows: a writer that added to one after the batch's
+    snapshot failed the deletion (a serialization failure raised to the caller), through such an engine."""
+    url = make_pg_database()
+    engine = create_engine(url, isolation_level=isolation_level)
+    other = UsageStore(url)
+    store = UsageStore(engine)
+    day = datetime(2025, 5, 1, tzinfo=UTC)
+    raced: list[int] = []
+
+    def another_writer_commits(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("SELECT ar_usage_records.id") and not raced:
+            raced.append(other.write([plain_event(project="acme", started_at=day + timedelta(hours=18))]))
+
+    try:
+        store.write([plain_event(project="acme", started_at=day + timedelta(hours=hour)) for hour in (1, 12)])
+        listen(engine, "after_cursor_execute", another_writer_commits)
+        assert store.delete_older_than(day + timedelta(hours=6)).records == 1
+        assert raced == [1]
+        assert store.count() == 2
+        assert store.report("acme").totals.attempts == 2
+    finally:
+        other.close()
         engine.dispose()
 
 

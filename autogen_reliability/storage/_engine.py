@@ -46,6 +46,7 @@ __all__ = [
     "sqlite_file_path",
     "sqlite_opened_file",
     "url_secrets",
+    "write_transaction",
 ]
 
 logger = logging.getLogger("autogen_reliability")
@@ -513,6 +514,27 @@ def fork_waits_for(bind: Engine | Connection) -> AbstractContextManager[None]:
     Entered before the transaction begins and left after its commit: around ``engine.begin()``.
     """
     return _sqlite_writes.waited_for(bind)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes the usage tables, committed at the end: READ COMMITTED on PostgreSQL.
+
+    The writes are made for READ COMMITTED, the server's default and that of our engines: a rollup row's
+    upsert adds to what the writers before it committed, whatever the transaction saw first. An engine of an
+    application made with ``isolation_level="REPEATABLE READ"`` or ``"SERIALIZABLE"`` (or a server whose
+    ``default_transaction_isolation`` is) had another writer's update of the day's rollup row fail the write
+    with "could not serialize access due to concurrent update", said as the database unavailable, and the
+    batch spooled. Its connection is given READ COMMITTED for the transaction (the pool puts its own level
+    back when it is returned); an engine in ``AUTOCOMMIT`` is left so. A fork waits for it (:func:`fork_waits_for`).
+    """
+    with fork_waits_for(engine), engine.connect() as connection:
+        if connection.dialect.name == "postgresql" and not getattr(
+            connection.connection.driver_connection, "autocommit", False
+        ):
+            connection.execution_options(isolation_level="READ COMMITTED")
+        with connection.begin():
+            yield connection
 
 
 def _sqlite_in_memory(url: URL) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Engine, Select, and_, delete, func, select
 
 from ._bulk import CONTENT, RECORDS
-from ._engine import fork_waits_for
+from ._engine import write_transaction
 from ._rollup import rebuild_days
 
 __all__ = ["RetentionResult", "delete_older_than"]
@@ -68,7 +68,7 @@ def delete_older_than(engine: Engine, cutoff: datetime, *, batch_size: int, dry_
     records = contents = 0
     oldest = newest = None
     while True:
-        with fork_waits_for(engine), engine.begin() as connection:
+        with write_transaction(engine) as connection:
             # The batch is the oldest ids up to the batch_size-th: a range, so no list of ids is sent.
             last_id = connection.execute(
                 select(_R.id).where(old).order_by(_R.id).offset(batch_size - 1).limit(1)

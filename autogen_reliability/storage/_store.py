@@ -42,12 +42,12 @@ from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import (
     SUPPORTED_BACKENDS,
-    fork_waits_for,
     make_engine,
     masked_url,
     new_pool_after_fork,
     postgresql_write_timeouts,
     sqlite_opened_file,
+    write_transaction,
 )
 from ._migrate import SchemaOutdatedError, SchemaTooNewError, StoreSchemaError, tables_not_ours
 from ._models import VERSION_TABLE
@@ -290,11 +290,7 @@ class UsageStore:
         known_new = True
         for _ in range(_INSERT_TRIES):
             try:
-                with (
-                    fork_waits_for(self._engine),
-                    self._engine.begin() as connection,
-                    postgresql_write_timeouts(connection),
-                ):
+                with write_transaction(self._engine) as connection, postgresql_write_timeouts(connection):
                     fresh = rows
                     # An engine in AUTOCOMMIT commits each statement: no guess can be taken back, so look first
                     # (and the rollup is as exact as the engine is atomic: writers racing with one replayed
