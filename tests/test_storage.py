@@ -458,6 +458,29 @@ def test_retention_through_an_engine_in_repeatable_read_sums_what_another_writer
         engine.dispose()
 
 
+def test_an_engine_whose_schema_translate_map_moves_the_ledger_is_refused(store_url: str, tmp_path: Path) -> None:
+    """The ledger's bulk writes and migrations name its tables without a schema, which such a map does not
+    translate: its first migration failed half-way (DuplicateTable, or UndefinedTable at 0006), and with a ledger
+    in both schemas every row was refused for good (its content's foreign key found no record)."""
+    moved = create_engine(store_url).execution_options(schema_translate_map={None: "ledger"})
+    elsewhere = create_engine(store_url).execution_options(schema_translate_map={"reports": "reports_2025"})
+    try:
+        for use in (UsageStore, _migrate.upgrade, _migrate.current_revision):
+            with pytest.raises(ConfigurationError, match=r"schema_translate_map puts the usage tables in 'ledger'"):
+                use(moved)
+        with moved.connect() as connection:
+            assert inspect(connection).get_table_names() == []  # nothing made
+        with UsageStore(elsewhere) as store:  # a map of other schemas' tables leaves ours where they are
+            recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+            recorder.record(plain_event(request_content="[]"))
+            recorder.close()
+            assert recorder.stats["written"] == 1
+            assert store.count() == 1
+    finally:
+        moved.dispose()
+        elsewhere.dispose()
+
+
 def test_text_no_database_can_hold_is_stored_with_replacement_characters(store: UsageStore) -> None:
     # A lone surrogate (an answer cut inside an emoji) cannot be UTF-8; PostgreSQL refuses NUL. Refused, the
     # row would hold its whole batch in the spool forever.

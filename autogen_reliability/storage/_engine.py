@@ -36,6 +36,7 @@ __all__ = [
     "SQLITE_FORK_WAIT_S",
     "SUPPORTED_BACKENDS",
     "check_database_url",
+    "check_engine",
     "error_line",
     "fork_waits_for",
     "make_engine",
@@ -357,6 +358,38 @@ def _check_sqlite_path(url: URL) -> None:
             raise ConfigurationError(f"the directory of the SQLite database {path} {problem}: {directory}{hint}")
     except OSError as error:  # a name too long, say
         raise ConfigurationError(f"the SQLite database {path} cannot be used: {error.strerror or error}") from None
+
+
+def check_engine(engine: Engine) -> None:
+    """Refuses an engine of the application's that the usage store cannot work through.
+
+    Raises:
+        ConfigurationError: Another database than SQLite or PostgreSQL, an asyncio driver, or a
+            ``schema_translate_map`` that moves tables of no schema (ours) to another schema: the store's
+            bulk writes (``COPY``, the rollups' upserts) and its migrations name the tables as they are, in
+            the schema the connection's ``search_path`` gives, so they would not go where the map sends
+            the rest (a migration failed half-way; with tables in both schemas, every row was refused).
+    """
+    if engine.dialect.name not in SUPPORTED_BACKENDS:
+        raise ConfigurationError(
+            f"the usage store supports SQLite and PostgreSQL databases, not {engine.dialect.name!r}"
+        )
+    if engine.dialect.is_async:
+        raise ConfigurationError(
+            "the engine has an asyncio driver; the usage store needs a synchronous one (create_engine)"
+        )
+    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+    if schema is not None:
+        where = (
+            f"an engine whose search_path is that schema, such as create_engine(url, connect_args="
+            f"{{'options': '-csearch_path={schema}'}})"
+            if engine.dialect.name == "postgresql"
+            else "an engine of that database's own file"
+        )
+        raise ConfigurationError(
+            f"the engine's schema_translate_map puts the usage tables in {schema!r}, which the usage store's bulk "
+            f"writes and migrations do not follow; give the store {where}, without the map"
+        )
 
 
 def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import Connection, Engine, column, inspect, select, table, text
 
 from .._errors import ReliabilityError
-from ._engine import fork_waits_for, make_engine, masked_url
+from ._engine import check_engine, fork_waits_for, make_engine, masked_url
 from ._models import VERSION_TABLE, UsageRecord
 
 if TYPE_CHECKING:
@@ -250,6 +250,8 @@ def upgrade(engine_or_url: Engine | str, revision: str = "head") -> None:
 
     Raises:
         SchemaTooNewError: A newer release of the library migrated the database (nothing is changed).
+        ConfigurationError: An engine the store cannot work through, such as one whose
+            ``schema_translate_map`` moves tables of no schema (see :class:`UsageStore`).
         StoreSchemaError: The database holds ``ar_usage_records`` that our migrations did not make (no
             revision recorded), or, on PostgreSQL, it has no usage tables and they cannot be created
             where they would go: the role lacks the CREATE privilege on that schema (the message
@@ -406,6 +408,7 @@ def _check_may_create(connection: Connection) -> None:
 def _resolve(engine_or_url: Engine | str) -> tuple[Engine, bool]:
     """The engine to use, and whether we made it (and so must dispose of it)."""
     if isinstance(engine_or_url, Engine):
+        check_engine(engine_or_url)
         return engine_or_url, False
 
     return make_engine(engine_or_url, pooled=False), True

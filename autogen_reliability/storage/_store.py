@@ -41,7 +41,7 @@ from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import (
-    SUPPORTED_BACKENDS,
+    check_engine,
     make_engine,
     masked_url,
     new_pool_after_fork,
@@ -95,7 +95,9 @@ class UsageStore:
 
     Raises:
         ConfigurationError: The URL can never work (malformed, another database, a driver that is
-            missing, a SQLite file in a directory that does not exist), or ``create`` is not a bool.
+            missing, a SQLite file in a directory that does not exist), the engine cannot be written
+            through (another database, an asyncio driver, a ``schema_translate_map`` that moves tables of
+            no schema), or ``create`` is not a bool.
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
         StoreSchemaError: Any other misfit: tables our migrations did not make, a version table
@@ -117,14 +119,7 @@ class UsageStore:
             raise ConfigurationError(f"create must be True or False, got {create!r}")
         if isinstance(url_or_engine, Engine):
             self._engine, self._owns_engine = url_or_engine, False
-            if url_or_engine.dialect.name not in SUPPORTED_BACKENDS:
-                raise ConfigurationError(
-                    f"the usage store supports SQLite and PostgreSQL databases, not {url_or_engine.dialect.name!r}"
-                )
-            if url_or_engine.dialect.is_async:
-                raise ConfigurationError(
-                    "the engine has an asyncio driver; the usage store needs a synchronous one (create_engine)"
-                )
+            check_engine(url_or_engine)
             # Forked with the application (gunicorn --preload, a multiprocessing pool), the child must not write
             # through the parent's connections: SQLAlchemy's own advice, engine.dispose(close=False) in the child.
             new_pool_after_fork(url_or_engine)
