@@ -481,6 +481,35 @@ def test_an_engine_whose_schema_translate_map_moves_the_ledger_is_refused(store_
         elsewhere.dispose()
 
 
+def test_a_write_through_an_autocommit_engine_that_fails_half_way_is_counted_once_written_again(
+    make_pg_database: Callable[[], str],
+) -> None:
+    """Through an engine in AUTOCOMMIT each statement of a write committed on its own: a batch whose rows went in
+    and whose rollup upsert then failed (its lock timeout, while retention held the day's rollup rows) was spooled,
+    and its replay found the rows stored and added nothing: the reports counted one row fewer than the ledger held,
+    for good. The write is one transaction now: it leaves nothing, and its replay stores and counts it."""
+    url = make_pg_database()
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    holder = create_engine(url, poolclass=NullPool).connect()
+    try:
+        store = UsageStore(engine)
+        assert store.write([plain_event(project="acme")]) == 1
+        holder.execute(text("SELECT * FROM ar_usage_rollup FOR UPDATE"))  # as retention holds a day's rollup rows
+        late = plain_event(project="acme")
+        with pytest.raises(Exception, match="lock timeout"):  # the driver's: the rollup's upsert runs on its cursor
+            store.write([late])
+        holder.rollback()
+        assert store.count() == 1  # the failed write left nothing behind
+        assert store.write([late]) == 1  # its replay
+        assert store.count() == 2
+        assert store.report("acme").totals.attempts == 2
+        with engine.connect() as connection:
+            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+    finally:
+        holder.close()
+        engine.dispose()
+
+
 def test_text_no_database_can_hold_is_stored_with_replacement_characters(store: UsageStore) -> None:
     # A lone surrogate (an answer cut inside an emoji) cannot be UTF-8; PostgreSQL refuses NUL. Refused, the
     # row would hold its whole batch in the spool forever.

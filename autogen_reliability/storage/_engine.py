@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
@@ -83,15 +83,6 @@ POSTGRESQL_WRITE_TIMEOUTS: Final = (
     f"set_config('statement_timeout', '{POSTGRESQL_STATEMENT_TIMEOUT_MS}', true)"
 )
 
-# An engine in AUTOCOMMIT (an application's own) has no transaction for the settings above to last: a
-# set_config(..., true) there ends with its own statement. Its writes set them for the session, and put back
-# what they were.
-_SAVED_TIMEOUTS: Final = "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
-_SESSION_WRITE_TIMEOUTS: Final = POSTGRESQL_WRITE_TIMEOUTS.replace(", true)", ", false)")
-_RESTORED_TIMEOUTS: Final = text(
-    "SELECT set_config('lock_timeout', :lock, false), set_config('statement_timeout', :statement, false)"
-)
-
 
 @contextmanager
 def postgresql_write_timeouts(connection: Connection) -> Iterator[None]:
@@ -100,22 +91,10 @@ def postgresql_write_timeouts(connection: Connection) -> Iterator[None]:
     Fail fast, as SQLite's busy timeout does: a locked table or a stuck server must not hold the writer (and
     the queue behind it) for as long as it lasts; the batch is spooled instead. Nothing on another database.
     """
-    if connection.dialect.name != "postgresql":
-        yield
-        return
-    if getattr(connection.connection.driver_connection, "autocommit", False) is not True:
-        connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)  # they end with the write's transaction
-        yield
-        return
-    lock, statement = connection.exec_driver_sql(_SAVED_TIMEOUTS).one()
-    connection.exec_driver_sql(_SESSION_WRITE_TIMEOUTS)
-    try:
-        yield
-    finally:
-        try:
-            connection.execute(_RESTORED_TIMEOUTS, {"lock": lock, "statement": statement})
-        except Exception:
-            connection.invalidate()  # never back in the application's pool with our timeouts
+    if connection.dialect.name == "postgresql":
+        # They end with the write's transaction, which an engine in AUTOCOMMIT has too (write_transaction).
+        connection.exec_driver_sql(POSTGRESQL_WRITE_TIMEOUTS)
+    yield
 
 
 SUPPORTED_BACKENDS: Final = ("sqlite", "postgresql")
@@ -559,12 +538,13 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     ``default_transaction_isolation`` is) had another writer's update of the day's rollup row fail the write
     with "could not serialize access due to concurrent update", said as the database unavailable, and the
     batch spooled. Its connection is given READ COMMITTED for the transaction (the pool puts its own level
-    back when it is returned); an engine in ``AUTOCOMMIT`` is left so. A fork waits for it (:func:`fork_waits_for`).
+    back when it is returned). So is one of an engine in ``AUTOCOMMIT``, where each statement of a write
+    committed on its own: a batch whose rows went in and whose rollup upsert then failed (a lock timeout) was
+    spooled, and its replay, finding the rows stored, never added them to the rollup. A fork waits for it
+    (:func:`fork_waits_for`).
     """
     with fork_waits_for(engine), engine.connect() as connection:
-        if connection.dialect.name == "postgresql" and not getattr(
-            connection.connection.driver_connection, "autocommit", False
-        ):
+        if connection.dialect.name == "postgresql":
             connection.execution_options(isolation_level="READ COMMITTED")
         with connection.begin():
             yield connection

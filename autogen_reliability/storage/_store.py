@@ -287,9 +287,9 @@ class UsageStore:
             try:
                 with write_transaction(self._engine) as connection, postgresql_write_timeouts(connection):
                     fresh = rows
-                    # An engine in AUTOCOMMIT commits each statement: no guess can be taken back, so look first
-                    # (and the rollup is as exact as the engine is atomic: writers racing with one replayed
-                    # batch may miscount it).
+                    # SQLite through an engine in AUTOCOMMIT commits each statement (PostgreSQL's is given a
+                    # transaction): no guess can be taken back, so look first (and the rollup is as exact as the
+                    # engine is atomic: writers racing with one replayed batch may miscount it).
                     autocommit = _bulk.autocommit(connection)
                     if not known_new or autocommit:
                         stored = _bulk.stored_event_ids(connection, rows)
