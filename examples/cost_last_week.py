@@ -108,7 +108,7 @@ def report(store: UsageStore) -> None:
             .limit(1)
         ).scalar_one()
 
-    print(f"\nWhy: the most expensive call, {costliest.hex[:8]}, attempt by attempt:")
+    print(f"\nWhy: the most expensive call, {costliest}, attempt by attempt:")
     for event in store.events(call_id=costliest):
         reason = event.error_kind or ("answer failed validation" if event.outcome == "invalid" else "")
         print(

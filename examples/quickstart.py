@@ -25,7 +25,7 @@ from autogen_reliability.testing import FakeOpenAIServer, FakeReply
 def show(event: AttemptEvent) -> None:
     who = event.call.attribution
     usage = event.result.usage if event.result else None
-    print(f"attempt {event.attempt} of call {event.call.call_id.hex[:8]}: {event.outcome}, "
+    print(f"attempt {event.attempt} of call {event.call.call_id}: {event.outcome}, "
           f"project={who.project} session={who.session} agent={who.agent}, {usage}")  # fmt: skip
 
 

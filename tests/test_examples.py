@@ -7,8 +7,10 @@ the installed package registers (the ``pytest11`` entry point), in a process of 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -68,6 +70,43 @@ def test_the_cost_example_prints_each_agents_cost_exactly_as_the_ledger_holds_it
         nanousd = sum(row.cost_nanousd or 0 for row in rows if row.agent == agent)
         [line] = [line.split() for line in done.stdout.splitlines() if line.split()[:1] == [agent]]
         assert Decimal(line[6].removeprefix("$")) * 10**9 == nanousd, line
+
+
+def test_the_quickstart_prints_each_attempt_with_the_call_and_attribution_of_its_row(tmp_path: Path) -> None:
+    # The call it printed was the first 8 hex digits of a UUIDv7, a timestamp the same for every call of a
+    # minute: no row could be found by it, and two calls printed the same.
+    script = EXAMPLES_DIR / "quickstart.py"
+    done = run_example(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    pattern = r"^attempt (\d+) of call (\S+): (\w+), project=(\S+) session=(\S+) agent=(\S+), "
+    shown = [match.groups() for match in re.finditer(pattern, done.stdout, flags=re.MULTILINE)]
+    with UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}") as store:
+        rows = store.events()
+    assert shown == [
+        (str(row.attempt), str(row.call_id), row.outcome, row.project, row.session, row.agent) for row in rows
+    ]
+    assert shown == [("1", shown[0][1], "ok", "acme-support", "ticket-4711", "writer")]
+    assert done.stdout.splitlines()[-1] == "Your refund was issued today."
+
+
+def test_the_cost_example_names_the_costliest_call_so_that_the_ledger_finds_it(tmp_path: Path) -> None:
+    script = EXAMPLES_DIR / "cost_last_week.py"
+    done = run_example(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    with UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}") as store:
+        rows = store.events()
+        costs: dict[uuid.UUID, int] = {}
+        for row in rows:
+            costs[row.call_id] = costs.get(row.call_id, 0) + (row.cost_nanousd or 0)
+        costliest = max(costs, key=costs.__getitem__)
+        assert sorted(costs.values())[-2] < costs[costliest]  # one call costs the most: the triage's re-ask
+        named = re.search(r"^Why: the most expensive call, (\S+), attempt by attempt:$", done.stdout, re.MULTILINE)
+        assert named is not None
+        assert named[1] == str(costliest)
+        attempts = store.events(call_id=uuid.UUID(named[1]))
+    listed = done.stdout[named.end() :].strip().splitlines()
+    assert [line.split()[:3] for line in listed] == [[f"#{row.attempt}", row.agent, row.outcome] for row in attempts]
+    assert [(row.agent, row.outcome) for row in attempts] == [("triage", "invalid"), ("triage", "ok")]
 
 
 def test_there_is_a_user_test_file() -> None:
