@@ -70,11 +70,13 @@ from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from . import CostTermination, HealthProbe, RetryPolicy, ValidationPolicy, reliable, usage_scope
+from ._config import ENV_DB_URL
 from ._pipeline import AttemptEvent, Call, Pipeline, subscribe_attempts, subscribe_calls
 from ._redaction import redact
 from .accounting import UsageEvent, UsageRecorder, _feed
 from .retry import RetryEvent
 from .storage import UsageStore
+from .storage._engine import url_secrets
 from .testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
 if TYPE_CHECKING:
@@ -370,17 +372,12 @@ def run_demo(out: TextIO, *, stream: bool = False, db_url: str | None = None, li
     display.line(f"Health JSON:  {health_file.resolve()}")
     if not in_memory:  # a command could not report a ledger that is gone
         # This run's report, as above: the ledger keeps earlier runs' rows.
-        again = [
-            "autogen-reliability",
-            "report",
-            "--project",
-            PROJECT,
-            "--since",
-            started.isoformat(),
-            "--db",
-            store.url,
-        ]
-        display.line(f"Report again: {shlex.join(again)}")
+        again = ["autogen-reliability", "report", "--project", PROJECT, "--since", started.isoformat()]
+        if url_secrets(store.engine.url):
+            # store.url masks the password, which no command line should show: the command reads the variable.
+            display.line(f"Report again, with {ENV_DB_URL} set to the ledger's URL: {shlex.join(again)}")
+        else:
+            display.line(f"Report again: {shlex.join([*again, '--db', store.url])}")
     if display.failure is not None:
         raise DemoFailedError(f"the team stopped: {display.failure}")
     return html

@@ -229,6 +229,33 @@ def test_demo_into_a_ledger_in_memory_offers_no_command_that_cannot_report_it(ur
     assert "Usage ledger: in memory, gone with the demo (--db sqlite:///FILE keeps it)\n" in done.stdout
 
 
+def test_demo_into_a_ledger_with_a_password_offers_a_command_that_reports_it_without_the_password(
+    make_pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # It printed "Report again: ... --db 'postgresql+psycopg://app:***@host/db'", the password masked, which answered
+    # "password authentication failed". The password stays out of the output; the command reads the URL from the
+    # variable, as the reports page advises for a URL with a password.
+    url = make_pg_database()
+    password = make_url(url).password
+    if not password:
+        pytest.skip("the test server's URL holds no password")
+    done = run_cli("demo", "--db", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert password not in done.stdout
+    again = re.search(
+        rf"^Report again, with {ENV_DB_URL} set to the ledger's URL: (autogen-reliability .*)$",
+        done.stdout,
+        flags=re.MULTILINE,
+    )
+    assert again is not None, done.stdout[-600:]
+    command = shlex.split(again[1])
+    assert "--db" not in command
+    report = run_cli(*command[1:], "--format", "json", cwd=tmp_path, env={ENV_DB_URL: url})
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)["totals"]
+    assert (totals["calls"], totals["attempts"]) == (19, 23)
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device every write to fails")
 def test_demo_to_a_standard_output_that_cannot_be_written_is_one_error(tmp_path: Path) -> None:
     # The live display's writes failed inside rich: a traceback, then "Exception ignored" at exit.
