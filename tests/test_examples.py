@@ -60,16 +60,30 @@ def test_examples_run_in_turn_do_not_mix_their_numbers(tmp_path: Path) -> None:
     assert not (tmp_path / "autogen_reliability.db").exists()
 
 
-def test_the_cost_example_prints_each_agents_cost_exactly_as_the_ledger_holds_it(tmp_path: Path) -> None:
+def test_the_cost_example_prints_each_agents_numbers_exactly_as_the_ledger_holds_them(tmp_path: Path) -> None:
     # An example is copied: its money must be exact, not rounded to a micro-dollar by a format.
     script = EXAMPLES_DIR / "cost_last_week.py"
     done = run_example(script, tmp_path)
     assert done.returncode == 0, done.stderr
     rows = UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}").events()
+    assert {row.agent for row in rows} == {"triage", "writer"}
     for agent in {row.agent for row in rows}:
-        nanousd = sum(row.cost_nanousd or 0 for row in rows if row.agent == agent)
+        mine = [row for row in rows if row.agent == agent]
+        missed = [row for row in mine if row.outcome != "ok"]
         [line] = [line.split() for line in done.stdout.splitlines() if line.split()[:1] == [agent]]
-        assert Decimal(line[6].removeprefix("$")) * 10**9 == nanousd, line
+        _, model, calls, attempts, misses, tokens, cost, missed_cost = line
+        assert model == "gpt-4o-mini"
+        assert int(calls) == len({row.call_id for row in mine}), line
+        assert int(attempts) == len(mine), line
+        assert int(misses) == len(missed), line
+        assert int(tokens) == sum(row.prompt_tokens + row.completion_tokens for row in mine), line
+        assert Decimal(cost.removeprefix("$")) * 10**9 == sum(row.cost_nanousd or 0 for row in mine), line
+        assert Decimal(missed_cost.removeprefix("$")) * 10**9 == sum(row.cost_nanousd or 0 for row in missed), line
+    # What the docstring says happened: the writer's 429 retried, the triage's first answer re-asked.
+    assert sorted((row.agent, row.outcome, row.error_kind) for row in rows if row.outcome != "ok") == [
+        ("triage", "invalid", None),
+        ("writer", "error", "rate_limit"),
+    ]
 
 
 def test_the_quickstart_prints_each_attempt_with_the_call_and_attribution_of_its_row(tmp_path: Path) -> None:
@@ -166,6 +180,36 @@ def test_the_team_budget_example_stops_the_team_by_cost_and_the_budget_refuses_w
     assert [row.cost_nanousd for row in rows] == [150_000] * 3
     assert "  writer: 2 call(s), $0.0003" in lines
     assert "  critic: 1 call(s), $0.00015" in lines
+
+
+def test_the_service_example_shows_each_route_and_the_usage_report_as_the_ledger_holds_it(tmp_path: Path) -> None:
+    script = EXAMPLES_DIR / "fastapi_app.py"
+    done = run_example(script, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    with UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}") as store:
+        [row] = store.events()  # the refused caller's request made no call
+    # The caller's headers attribute the call: its project, the session the response names, its tags.
+    asked = re.fullmatch(r"POST /ask -> 200 \{'answer': '(.+)'\} session=(\S+)", lines[0])
+    assert asked is not None, lines[0]
+    assert asked[1] == "Refunds reach your card within 5 working days."
+    assert (row.project, row.session, row.agent, row.outcome) == ("acme-support", asked[2], "helper", "ok")
+    assert row.tags == {"tier": "gold", "channel": "chat"}
+    assert lines[1].startswith("POST /ask, unknown project -> 403 ")
+    health = "GET /health?verbose=0 -> healthy {'openai': 'healthy', 'usage_store': 'healthy'}"
+    assert lines[2:5] == ["GET /healthz -> 200", "GET /readyz -> 200", health]
+    metric = lines[5].removeprefix("GET /metrics/ -> ")
+    assert metric.startswith("autogen_reliability_attempts_total{")
+    for label in ('agent="helper"', 'outcome="ok"', 'project="acme-support"'):
+        assert label in metric, metric
+    assert metric.endswith(" 1.0")
+    assert lines[6] == "GET /usage/report without the token -> 401"
+    assert row.cost_nanousd is not None
+    assert (
+        lines[7]
+        == f"GET /usage/report -> 1 call(s), 1 attempt(s), ${Decimal(row.cost_nanousd).scaleb(-9).normalize():f}"
+    )
+    assert len(lines) == 8
 
 
 @pytest.mark.parametrize("module", ["httpx", "uvicorn", "fastapi", "prometheus_client"])
