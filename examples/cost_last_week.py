@@ -88,7 +88,7 @@ def report(store: UsageStore) -> None:
         )
         .where(row.project == PROJECT, row.day >= since)  # project and day lead the report index
         .group_by(row.agent, row.model)
-        .order_by(func.sum(row.cost_nanousd).desc())
+        .order_by(func.sum(row.cost_nanousd).desc().nulls_last())  # unpriced last (PostgreSQL sorts NULL first)
     )
     print(f"Project {PROJECT}, since {since}:")
     print(f"  {'agent':<8} {'model':<12} {'calls':>5} {'attempts':>8} {'missed':>6} {'tokens':>7} {'cost':>12}  missed")
@@ -104,7 +104,7 @@ def report(store: UsageStore) -> None:
             select(row.call_id)
             .where(row.project == PROJECT, row.day >= since)
             .group_by(row.call_id)
-            .order_by(func.sum(row.cost_nanousd).desc(), func.count().desc())
+            .order_by(func.sum(row.cost_nanousd).desc().nulls_last(), func.count().desc())
             .limit(1)
         ).scalar_one()
 

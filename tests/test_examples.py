@@ -6,8 +6,10 @@ the installed package registers (the ``pytest11`` entry point), in a process of 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import runpy
 import subprocess
 import sys
 import uuid
@@ -15,9 +17,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.models import ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+from autogen_reliability import reliable, usage_scope
 from autogen_reliability._config import ENV_DB_URL, ENV_SPOOL_DIR
+from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
 
 EXAMPLES_DIR = Path(__file__).parent.parent / "examples"
 EXAMPLES = sorted(path for path in EXAMPLES_DIR.glob("*.py") if not path.name.startswith("test_"))
@@ -121,6 +129,41 @@ def test_the_cost_example_names_the_costliest_call_so_that_the_ledger_finds_it(t
     listed = done.stdout[named.end() :].strip().splitlines()
     assert [line.split()[:3] for line in listed] == [[f"#{row.attempt}", row.agent, row.outcome] for row in attempts]
     assert [(row.agent, row.outcome) for row in attempts] == [("triage", "invalid"), ("triage", "ok")]
+
+
+async def two_agents_one_priced(recorder: UsageRecorder) -> None:
+    """A call of the writer on gpt-4o-mini, and one of the tuner on a model of its own, without a price."""
+    usage = FakeUsage(prompt_tokens=900, completion_tokens=120)
+    info = ModelInfo(vision=False, function_calling=True, json_output=True, family="unknown", structured_output=True)
+    for model, agent in (("gpt-4o-mini", "writer"), ("acme-finetune-7b", "tuner")):
+        async with FakeOpenAIServer(model=model, default=FakeReply.text("Done.", usage=usage)) as server:
+            provider = OpenAIChatCompletionClient(
+                model=model, api_key="sk-local", base_url=server.base_url, model_info=info
+            )
+            wrapped = reliable(AssistantAgent(agent, model_client=provider), project="acme-support", recorder=recorder)
+            async with usage_scope(session="ticket-4711"):
+                await wrapped.run(task="Reply to ticket 4711")
+            await provider.close()
+
+
+def test_the_cost_example_names_a_priced_call_the_costliest_on_either_database(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # PostgreSQL sorts NULL first in a descending order: the example's queries, copied onto a PostgreSQL ledger,
+    # listed the unpriced agent first and named its call, whose cost is unknown, the most expensive.
+    report = runpy.run_path(str(EXAMPLES_DIR / "cost_last_week.py"))["report"]
+    with UsageStore(store_url) as store:
+        recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+        asyncio.run(two_agents_one_priced(recorder))
+        recorder.close()
+        [priced] = [row for row in store.events() if row.cost_nanousd is not None]
+        report(store)
+    out = capsys.readouterr().out
+    agents = [line.split()[0] for line in out.splitlines() if line.split()[:1] in (["writer"], ["tuner"])]
+    assert agents == ["writer", "tuner"], out  # the costliest agent first; the unpriced one after it
+    why = f"Why: the most expensive call, {priced.call_id}, attempt by attempt:\n"
+    assert why in out, out
+    assert [line.split()[:2] for line in out.split(why)[1].splitlines()] == [["#1", "writer"]]
 
 
 def test_there_is_a_user_test_file() -> None:
