@@ -1291,6 +1291,8 @@ def test_a_time_ago_before_the_year_1_is_refused_as_any_bad_time_is(
         ("sqlite:////no/such/dir/usage.db", ("bad database URL: the directory of the SQLite database",)),
         ("postgresql+asyncpg://app:s3cret@db/usage", ("is an asyncio driver",)),
         ("not a url", ("bad database URL: malformed database URL",)),
+        # Two slashes, not three: a traceback ending in SQLAlchemy's "Invalid SQLite URL" and its list of forms.
+        ("sqlite://usage.db", ("bad database URL: a SQLite URL has no host", "write sqlite:///usage.db")),
     ],
 )
 def test_a_database_url_that_can_never_work_exits_2(

@@ -959,6 +959,10 @@ NEVER_WORKING_URLS = [  # (URL, what the message says)
     ("postgresql+psycopg://u:secret-pw@h/db?prepare_threshold=1&prepare_threshold=2", "or none (never prepare), not"),
     ("postgresql+psycopg_async://user:secret-pw@host/db", "needs a synchronous one, such as postgresql+psycopg://"),
     ("sqlite:////no/such/dir/usage.db", "the directory of the SQLite database /no/such/dir/usage.db does not exist"),
+    # Two slashes: SQLAlchemy reads "usage.db" as a host, and SQLite's driver refused it at the first connection.
+    ("sqlite://usage.db", "a SQLite URL has no host (sqlite://usage.db names one): write sqlite:///usage.db"),
+    ("sqlite://data/usage.db", "write sqlite:///data/usage.db (three slashes: a path from the working directory)"),
+    ("sqlite://user:secret-pw@host/usage.db", "(sqlite://user:***@host/usage.db names one): write sqlite:///"),
     # SQLAlchemy hands SQLite the path as written (made absolute): a ~ in a URL is a directory named ~.
     (
         "sqlite:///~/usage.db",
@@ -1858,6 +1862,7 @@ def test_default_db_url(monkeypatch: pytest.MonkeyPatch) -> None:
         # `db current` used to say that `db upgrade` creates it, and `db upgrade` then failed.
         ("sqlite:////no/such/dir/x.db", "the directory of the SQLite database /no/such/dir/x.db does not exist"),
         ("postgresql+psycopg://user:s3cret@secret@127.0.0.1:1/db", "the password contains '@'; URL-encode it as %40"),
+        ("sqlite://usage.db", "a SQLite URL has no host (sqlite://usage.db names one): write sqlite:///usage.db"),
     ],
 )
 @pytest.mark.parametrize("command", ["current", "upgrade"])

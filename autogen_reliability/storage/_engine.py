@@ -203,7 +203,8 @@ def check_database_url(url: str | URL) -> URL:
             which SQLAlchemy does not read; the message gives the URL to write), an asyncio or
             unknown driver, a driver that is not installed (the message names
             the extra to install), a SQLite file in a directory that does not
-            exist, SQLite's own URI parameters (``?mode=ro``) outside a
+            exist, a SQLite URL with a host (``sqlite://usage.db``: the message gives the URL to
+            write), SQLite's own URI parameters (``?mode=ro``) outside a
             ``file:`` URI with ``uri=true``, where they would be ignored, or
             a ``prepare_threshold`` (psycopg's) that is neither a whole
             number nor ``none``. The message never shows the password.
@@ -247,6 +248,7 @@ def check_database_url(url: str | URL) -> URL:
             f"the database driver for {parsed.drivername!r} is not installed ({reason}){hint}"
         ) from error
     if backend == "sqlite":
+        _check_sqlite_host(parsed)
         _check_sqlite_query(parsed)
         _check_sqlite_path(parsed)
     if parsed.get_driver_name() == "psycopg":
@@ -314,6 +316,17 @@ def _check_sqlite_query(url: URL) -> None:
     raise ConfigurationError(
         f"SQLite reads {names} only from a file: URI with uri=true, such as sqlite:///file:{path}?{query}&uri=true; "
         "as written it would be ignored"
+    )
+
+
+def _check_sqlite_host(url: URL) -> None:
+    # sqlite://usage.db (two slashes) names a host, which SQLite's driver refuses only when it first connects.
+    if not (url.host or url.port or url.username or url.password):
+        return
+    path = "/".join(part for part in (url.host, url.database) if part) or "usage.db"
+    raise ConfigurationError(
+        f"a SQLite URL has no host ({masked_url(url)} names one): write sqlite:///{path} (three slashes: a path "
+        f"from the working directory) or sqlite:////absolute/path/{path.rsplit('/', 1)[-1]} (four: an absolute one)"
     )
 
 
