@@ -20,7 +20,7 @@ import pytest
 from autogen_core import FunctionCall
 from autogen_core.models import CreateResult, RequestUsage, SystemMessage, UserMessage
 from autogen_core.tools import FunctionTool
-from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
@@ -990,6 +990,35 @@ async def test_models_routes(server: FakeOpenAIServer, client: openai.AsyncOpenA
         ("GET", f"/v1/models/{MODEL}"),
         ("GET", "/v1/models/no-such-model"),
     ]
+
+
+async def test_azure_openai_paths_are_served_as_the_routes_they_stand_for(server: FakeOpenAIServer) -> None:
+    # An Azure OpenAI client given the server's root as its endpoint: a deployment's chat completions (the key in an
+    # api-key header, api-version in the query), and the resource's model listing.
+    key = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
+    server.enqueue(FakeReply.text("Sunny", usage=FakeUsage(prompt_tokens=12, completion_tokens=1)))
+    server.enqueue(FakeReply.text("Hi"))
+    deployment = AzureOpenAIChatCompletionClient(
+        model=MODEL, azure_deployment="prod-chat", api_version="2024-10-21", azure_endpoint=server.root_url, api_key=key
+    )
+    result = await deployment.create(USER)
+    chunks = [chunk async for chunk in deployment.create_stream(USER)]
+    async with openai.AsyncAzureOpenAI(api_key=key, api_version="2024-10-21", azure_endpoint=server.root_url) as sdk:
+        listing = await sdk.models.list()
+    await deployment.close()
+
+    assert (result.content, result.usage) == ("Sunny", RequestUsage(prompt_tokens=12, completion_tokens=1))
+    assert isinstance(chunks[-1], CreateResult)
+    assert chunks[-1].content == "Hi"
+    assert [model.id for model in listing.data] == [MODEL]
+    assert [(r.method, r.path) for r in server.all_requests] == [
+        ("POST", "/openai/deployments/prod-chat/chat/completions"),
+        ("POST", "/openai/deployments/prod-chat/chat/completions"),
+        ("GET", "/openai/models"),
+    ]
+    assert [r.headers["api-key"] for r in server.requests] == [key, key]
+    assert len(server.models_requests) == 1
+    assert server.root_url + "/v1" == server.base_url
 
 
 @pytest.mark.parametrize("model", ["meta-llama/Llama-3.1-8B-Instruct", "my model", "modèle"])

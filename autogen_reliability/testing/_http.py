@@ -11,6 +11,7 @@ on the wire comes from `._wire`.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import socketserver
 import struct
@@ -25,17 +26,36 @@ from urllib.parse import unquote
 from ._replies import FakeReply, RecordedRequest
 from ._wire import Completion, dumps, error_body, sse_error
 
-__all__ = ["MODELS_PATHS", "Backend", "FakeHTTPServer", "ScriptError"]
+__all__ = ["MODELS_PATHS", "Backend", "FakeHTTPServer", "ScriptError", "openai_route"]
 
 _CHAT_PATHS: Final = frozenset({"/v1/chat/completions", "/chat/completions"})
 MODELS_PATHS: Final = frozenset({"/v1/models", "/models"})
 _MODEL_PREFIXES: Final = ("/v1/models/", "/models/")
+# Azure OpenAI's paths: a deployment's chat completions, the resource's models (api-version in the query).
+_AZURE_DEPLOYMENT: Final = re.compile(r"^/openai/deployments/[^/]+(?=/chat/completions$)")
+_AZURE_PREFIX: Final = "/openai"
 _MAX_LINE: Final = 65536
 # The largest request body the server reads (the stdlib reads a body into a buffer of its announced size
 # at once): a larger Content-Length or chunk is refused, not waited for.
 _MAX_BODY: Final = 256 * 1024 * 1024
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 _JSON: Final = {"Content-Type": "application/json"}
+
+
+def openai_route(path: str) -> str:
+    """The OpenAI path an Azure OpenAI path stands for; any other path as it is.
+
+    ``/openai/deployments/NAME/chat/completions`` is ``/chat/completions``, ``/openai/models`` is
+    ``/models`` (and ``/openai/models/ID`` is ``/models/ID``): an ``AzureOpenAI`` client, or AutoGen's
+    ``AzureOpenAIChatCompletionClient``, given the server's root as ``azure_endpoint`` is served as an
+    OpenAI client is.
+    """
+    azure = _AZURE_DEPLOYMENT.match(path)
+    if azure is not None:
+        return path[azure.end() :]
+    if path == _AZURE_PREFIX + "/models" or path.startswith(_AZURE_PREFIX + "/models/"):
+        return path[len(_AZURE_PREFIX) :]
+    return path
 
 
 class ScriptError(Exception):
@@ -191,11 +211,12 @@ class _Handler(BaseHTTPRequestHandler):
         except (_BadRequestError, ValueError) as exc:
             raw, framing_error = b"", str(exc)
         path = self.path.split("?", 1)[0]
+        route = openai_route(path)
         headers: dict[str, str] = {}
         for name, value in self.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else str(value)
-        is_chat = path in _CHAT_PATHS
+        is_chat = route in _CHAT_PATHS
         request, reply, ordinal, self._ended = fake._record(self.command, path, headers, raw, is_chat=is_chat)
         request_id = f"req_fake_{request.index}"
 
@@ -206,11 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, body, request_id=request_id)
         elif is_chat and self.command == "POST":
             self._serve_chat(request, reply, ordinal, request_id)
-        elif path in MODELS_PATHS and self.command == "GET":
+        elif route in MODELS_PATHS and self.command == "GET":
             self._serve_models(request, reply, request_id)
-        elif path.startswith(_MODEL_PREFIXES) and self.command == "GET":
+        elif route.startswith(_MODEL_PREFIXES) and self.command == "GET":
             # The SDK percent-encodes the id: meta-llama/Llama-3.1-8B-Instruct comes as meta-llama%2FLlama-...
-            model_id = unquote(path.split("/models/", 1)[1])
+            model_id = unquote(route.split("/models/", 1)[1])
             if model_id == fake.model:
                 self._send_json(200, fake._model_object(), request_id=request_id)
             else:

@@ -35,7 +35,10 @@ Routes:
       listing that waits (``delay``) or hangs until `release` (``hold_after_chunks=0``).
     * Anything else: HTTP 404 with an OpenAI-style error body.
 
-The ``/v1`` prefix is optional on every route.
+The ``/v1`` prefix is optional on every route. Azure OpenAI's paths are served
+as the routes they stand for: ``POST /openai/deployments/{deployment}/chat/completions``
+as a chat completion, ``GET /openai/models`` as the listing, whatever their
+``api-version``; pass `root_url` as ``azure_endpoint``.
 
 The server is built in layers, each a module of this package: the script and
 the records (`._replies`), the wire format (`._wire`), the HTTP plumbing
@@ -58,7 +61,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Final, Self, cast
 
 from .._errors import is_finite, shown_number
-from ._http import MODELS_PATHS, FakeHTTPServer, ScriptError
+from ._http import MODELS_PATHS, FakeHTTPServer, ScriptError, openai_route
 from ._replies import FakeReply, RecordedRequest, ReplyFactory, describe_message
 from ._wire import Completion, error_body, estimate_usage, snapshot_name
 
@@ -250,6 +253,15 @@ class FakeOpenAIServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     @property
+    def root_url(self) -> str:
+        """The server's root, ``"http://127.0.0.1:54321"``: an Azure OpenAI client's ``azure_endpoint``.
+
+        Raises:
+            RuntimeError: If the server is not running.
+        """
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
         """The base URL to hand to a client, ending in ``/v1``: the same as `base_url` (the SDK's name for it).
 
@@ -350,7 +362,7 @@ class FakeOpenAIServer:
     def models_requests(self) -> list[RecordedRequest]:
         """A snapshot of every ``GET /v1/models`` (listing) request received, oldest first."""
         with self._lock:
-            return [request for request in self._all_requests if request.path in MODELS_PATHS]
+            return [request for request in self._all_requests if openai_route(request.path) in MODELS_PATHS]
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -564,7 +576,7 @@ class FakeOpenAIServer:
             )
             self._all_requests.append(request)
             ended = self._ended
-            if path in MODELS_PATHS and method == "GET":
+            if openai_route(path) in MODELS_PATHS and method == "GET":
                 return request, self._models_queue.popleft() if self._models_queue else None, 0, ended
             if not is_chat or method != "POST":
                 return request, None, 0, ended
