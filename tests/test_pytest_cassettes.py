@@ -17,6 +17,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from autogen_reliability.retry import retry_after
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 from autogen_reliability.testing._cassette import Replayer, dump_cassette, load_cassette
 from autogen_reliability.testing._recorder import Recorder
@@ -441,6 +442,32 @@ def test_a_reset_connection_is_recorded_and_replayed_as_one() -> None:
     assert completion.choices[0].message.content == "after the reset"
     assert replayer.unplayed() == []
     assert replayer.mismatches == []
+
+
+def test_azures_wait_of_a_429_is_recorded_and_replayed() -> None:
+    # Azure OpenAI asks for its wait in x-ms-retry-after-ms, which the wrapper reads before Retry-After.
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+    wait = {"x-ms-retry-after-ms": "1500", "retry-after": "2"}
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.error(429, "Rate limit is exceeded.", headers=wait), FakeReply.text("Hello"))
+        deployment = f"{provider.root_url}/openai/deployments/prod-chat"
+        recorder = Recorder(deployment)
+        recorder.start()
+        try:
+            azure = openai.AzureOpenAI(
+                api_key="9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c", api_version="2024-10-21", base_url=deployment, max_retries=1
+            )
+            azure.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        finally:
+            recorder.stop()
+    interactions = recorder.interactions
+    assert interactions[0]["response"]["headers"] | wait == interactions[0]["response"]["headers"]
+
+    with FakeOpenAIServer(default=Replayer(deployment, interactions)) as replaying:
+        client = openai.OpenAI(api_key="sk-test", base_url=replaying.base_url, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert retry_after(info.value) == 1.5
 
 
 def test_the_marker_refuses_what_it_would_ignore(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

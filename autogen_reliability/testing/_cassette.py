@@ -79,7 +79,15 @@ _REQUEST_HEADERS: Final = frozenset(
 )
 # Response headers a client acts on (retry timing, rate limits) or that say what answered; nothing else is kept.
 _RESPONSE_HEADERS: Final = frozenset(
-    {"content-type", "retry-after", "retry-after-ms", "x-should-retry", "openai-model", "openai-version"}
+    {
+        "content-type",
+        "retry-after",
+        "retry-after-ms",
+        "x-ms-retry-after-ms",  # Azure's name for retry-after-ms, which the wrapper reads too
+        "x-should-retry",
+        "openai-model",
+        "openai-version",
+    }
 )
 _RESPONSE_HEADER_PREFIXES: Final = ("x-ratelimit-", "anthropic-ratelimit-")
 # Headers whose values are credentials or account ids: scrubbed from every body and URL of the cassette.
