@@ -22,6 +22,9 @@ _SECRETS: Final = [
     # Other providers' keys, by their fixed prefix: Groq, xAI, Perplexity, NVIDIA, Hugging Face, GitHub (Models).
     re.compile(r"()\b(?:(?:gsk_|xai-|pplx-|hf_|gh[pousr]_)[A-Za-z0-9]{20,}|(?:nvapi-|github_pat_)[A-Za-z0-9_\-]{20,})"),
     re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),  # Authorization headers
+    # JWTs without their "Bearer " label (an Entra ID token of an Azure OpenAI client, which no wrapper knows: its
+    # provider hands the SDK a new one as the old expires): header and payload are base64url JSON objects, "eyJ".
+    re.compile(r"()\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
     re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"()\bAIza[0-9A-Za-z_\-]{20,}"),  # Google API keys
     # Keys, passwords and signatures (Azure SAS ``sig=``) in URL queries (libpq takes password= there too). Not

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 from autogen_core.models import UserMessage
-from autogen_ext.models.openai import OpenAIChatCompletionClient
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 
 from autogen_reliability import (
     AllClientsFailedError,
@@ -49,6 +49,12 @@ HI = [UserMessage(content="hi", source="user")]
         ("masked: sk-*********************xyz1", "masked: [REDACTED]"),
         ("x-api-key: sk-ant-api03-AbCdEf123456", "x-api-key: [REDACTED]"),
         ("Authorization: Bearer eyJhbGciOi.J9.abc", "Authorization: [REDACTED]"),
+        # A JWT without its label (an Entra ID token a gateway echoes): its header and payload begin with eyJ.
+        (
+            "token eyJ0eXAiOiJKV1QiLCJhbGciOi.eyJhdWQiOiJodHRwczovL2Nv.c2lnbmF0dXJl-_x expired",
+            "token [REDACTED] expired",
+        ),
+        ("an unsigned eyJhbGciOiJub25lIn0.eyJzdWIiOiIxMjM0In0. one", "an unsigned [REDACTED] one"),
         # The scheme is no secret, the credentials after it are, whatever the case of either.
         ("authorization: bearer tok-123456789abc", "authorization: [REDACTED]"),
         ("Authorization: Basic YXBwOmh1bnRlcjJsZWFr", "Authorization: [REDACTED]"),
@@ -106,6 +112,54 @@ HI = [UserMessage(content="hi", source="user")]
 )
 def test_secrets_are_redacted_and_plain_text_kept(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+# An Entra ID access token, as an Azure OpenAI client built with azure_ad_token_provider= sends it (a JWT).
+AD_TOKEN = (
+    "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsIng1dCI6Ik1HTHFqOThWTkxvWGFGZnBKQ0JwZ0I0SmFLcyJ9"
+    ".eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzLmF6dXJlLmNvbSIsImV4cCI6MTc5NjY3MDAwMH0"
+    ".Zm9vYmFyLXNpZ25hdHVyZS1vZi10aGUtdG9rZW4tMDEyMzQ1Njc4OQ"
+)
+
+
+async def test_an_azure_ad_token_echoed_in_an_error_is_redacted_from_rows_logs_and_raised_errors(
+    fake_openai_server: FakeOpenAIServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # The client sends no key: its credential is a token its provider hands the SDK for each request, never
+    # known to the wrapper. A gateway that echoes it shows it without its "Bearer " label.
+    async def token_provider() -> str:
+        return AD_TOKEN
+
+    store = UsageStore(f"sqlite:///{tmp_path / 'usage.db'}")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    azure = AzureOpenAIChatCompletionClient(
+        model="gpt-4o-mini",
+        azure_deployment="prod-chat",
+        api_version="2024-10-21",
+        azure_endpoint=fake_openai_server.root_url,
+        azure_ad_token_provider=token_provider,
+    )
+    client = reliable(azure, retry=RetryPolicy(max_attempts=2, initial_delay=0), recorder=recorder)
+    echoed = f"Access token {AD_TOKEN} is not valid for this resource."
+    fake_openai_server.enqueue(FakeReply.error(503, echoed), FakeReply.error(503, echoed), FakeReply.error(401, echoed))
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(RetriesExhaustedError) as exhausted:
+            await client.create(HI)
+        with pytest.raises(openai.AuthenticationError):
+            await client.create(HI)
+    await client.close()
+
+    assert fake_openai_server.requests[0].headers["authorization"] == f"Bearer {AD_TOKEN}"
+    signature = AD_TOKEN.rsplit(".", 1)[1]
+    assert signature not in "".join(traceback.format_exception(exhausted.value))
+    assert signature not in caplog.text
+    assert recorder.flush(10)
+    messages = [row.error_message or "" for row in store.events()]
+    assert messages == ["Error code: 503 - Access token [REDACTED] is not valid for this resource."] * 2 + [
+        "Error code: 401 - Access token [REDACTED] is not valid for this resource."
+    ]
+    recorder.close()
+    store.close()
 
 
 def test_long_texts_are_bounded() -> None:
