@@ -17,6 +17,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from autogen_core.tools import ToolSchema
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from pydantic import BaseModel, ConfigDict, create_model
 
 from autogen_reliability import (
@@ -98,6 +99,52 @@ async def test_invalid_json_then_valid_is_one_reask(
     assert (reask[-2]["role"], reask[-2]["content"]) == ("assistant", '{"id": 4711, "priority": "high", ')
     assert reask[-1]["role"] == "user"
     assert "no valid JSON in the answer" in reask[-1]["content"]
+
+
+def azure_filtered(content: str) -> bytes:
+    """Azure OpenAI's answer whose output its content filter stopped: a 200, cut, with the filter's results."""
+    choice = {
+        "index": 0,
+        "finish_reason": "content_filter",
+        "message": {"role": "assistant", "content": content},
+        "content_filter_results": {"violence": {"filtered": True, "severity": "high"}},
+    }
+    usage = {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}
+    body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18"}
+    return json.dumps({**body, "choices": [choice], "usage": usage}).encode()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_the_content_filter_stopped_is_not_reasked_and_says_so(
+    mode: Mode, fake_openai_server: FakeOpenAIServer
+) -> None:
+    # Re-asked, the same conversation with the filtered answer quoted back was filtered again, each time paid for,
+    # and the call failed with "no valid JSON in the answer": nothing said the provider's filter had stopped it.
+    if mode == "create":
+        fake_openai_server.enqueue(FakeReply.malformed(azure_filtered('{"id": 4711, "summary": "')))
+    else:
+        fake_openai_server.enqueue(FakeReply.text('{"id": 4711, "summary": "', finish_reason="content_filter"))
+    fake_openai_server.default = FakeReply.json(TICKET)
+    events: list[AttemptEvent] = []
+    azure = AzureOpenAIChatCompletionClient(
+        model="gpt-4o-mini",
+        azure_deployment="prod-chat",
+        api_version="2024-10-21",
+        azure_endpoint=fake_openai_server.root_url,
+        api_key="9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c",
+    )
+    client = reliable(azure, validation=ValidationPolicy(schema=Ticket, reask=2), on_attempt=events.append)
+    with pytest.raises(ResponseValidationError) as info:
+        await call(client, mode)
+    await client.close()
+
+    assert fake_openai_server.request_count == 1
+    assert [event.attempt for event in events] == [1]
+    assert info.value.attempts == 1
+    assert str(info.value.errors[0]) == (
+        "(root): the provider's content filter stopped the answer (finish_reason content_filter); not re-asked"
+    )
+    assert "no valid JSON in the answer" in str(info.value.errors[1])
 
 
 @pytest.mark.parametrize("schema", [Ticket, TICKET_SCHEMA], ids=["pydantic", "json-schema"])

@@ -363,10 +363,12 @@ class ValidationLayer(Layer):
         try:
             for answer in range(check.policy.reask + 1):
                 result = answers.add(await call_next(request))
-                handed_on, violations = check.answer(result)
+                handed_on, violations = _judged(check, result)
                 findings.judged(request.call.attempts, len(violations))
                 if not violations:
                     return answers.usage_on(handed_on)
+                if result.finish_reason == "content_filter":
+                    break
                 if answer < check.policy.reask:
                     request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
         finally:
@@ -392,9 +394,9 @@ class ValidationLayer(Layer):
         try:
             for answer in range(check.policy.reask + 1):
                 result = answers.add(await _final_result(call_next(request)))
-                handed_on, violations = check.answer(result)
+                handed_on, violations = _judged(check, result)
                 findings.judged(request.call.attempts, len(violations))
-                if not violations:
+                if not violations or result.finish_reason == "content_filter":
                     break
                 if answer < check.policy.reask:
                     request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
@@ -416,8 +418,23 @@ class ValidationLayer(Layer):
         check: AnswerCheck, result: CreateResult, violations: list[SchemaViolation], answers: _Answers
     ) -> CreateResult:
         if check.policy.on_failure == "raise":
-            raise ResponseValidationError(violations, _raw(result), check.policy.reask + 1)
+            raise ResponseValidationError(violations, _raw(result), answers.count)
         return checked(result, validation_errors=tuple(violations), usage=answers.usage)
+
+
+def _judged(check: AnswerCheck, result: CreateResult) -> tuple[CreateResult, list[SchemaViolation]]:
+    """``check.answer(result)``; an invalid answer the provider's content filter stopped says so first.
+
+    Such an answer (Azure OpenAI's ``finish_reason: content_filter``, its text cut or empty) is not re-asked: the
+    same conversation, and the filtered answer quoted back, would be filtered again, each time paid for.
+    """
+    handed_on, violations = check.answer(result)
+    if violations and result.finish_reason == "content_filter":
+        filtered = SchemaViolation(
+            "", "the provider's content filter stopped the answer (finish_reason content_filter); not re-asked"
+        )
+        violations = [filtered, *violations]
+    return handed_on, violations
 
 
 class _Answers:
