@@ -470,6 +470,58 @@ def test_azures_wait_of_a_429_is_recorded_and_replayed() -> None:
     assert retry_after(info.value) == 1.5
 
 
+AZURE_TEST = """
+import asyncio
+import os
+
+import pytest
+from autogen_core.models import UserMessage
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
+
+
+@pytest.mark.llm_cassette(provider="azure", base_url=os.environ.get("DEPLOYMENT_URL"))
+def test_azure(llm_cassette):
+    async def ask():
+        client = AzureOpenAIChatCompletionClient(
+            model="gpt-4o-mini",
+            base_url=llm_cassette.base_url,
+            api_key=llm_cassette.api_key,
+            api_version="2024-10-21",
+            max_retries=0,
+        )
+        try:
+            return await client.create([UserMessage(content="Hi", source="user")])
+        finally:
+            await client.close()
+
+    result = asyncio.run(ask())
+    assert result.content == "Hello from Azure"
+"""
+
+
+def test_an_azure_deployments_cassette_is_recorded_and_replayed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An Azure OpenAI client sends to its deployment's URL; replayed, llm_cassette.base_url was the fake server's
+    # /v1, where the SDK asked for /v1/deployments/gpt-4o-mini/chat/completions: a 404, and the test failed.
+    pytester.makepyfile(test_azure=AZURE_TEST)
+    azure_key = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.text("Hello from Azure"))
+        with monkeypatch.context() as env:
+            env.setenv("DEPLOYMENT_URL", f"{provider.root_url}/openai/deployments/prod-chat")
+            env.setenv("AZURE_OPENAI_API_KEY", azure_key)
+            recorded = pytester.runpytest_subprocess("--llm-record", "-p", "no:cacheprovider")
+    recorded.assert_outcomes(passed=1)
+    assert [request.path for request in provider.requests] == ["/openai/deployments/prod-chat/chat/completions"]
+    assert azure_key not in (pytester.path / "cassettes" / "test_azure" / "test_azure.json").read_text()
+
+    with monkeypatch.context() as env:
+        env.delenv("AZURE_OPENAI_API_KEY", raising=False)
+        replayed = pytester.runpytest_subprocess("--block-llm-network", "-p", "no:cacheprovider")
+    replayed.assert_outcomes(passed=1)
+
+
 def test_the_marker_refuses_what_it_would_ignore(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     pytester.makepyfile(
         test_markers="""

@@ -426,7 +426,8 @@ class LLMCassette:
     Attributes:
         path: The cassette file.
         mode: ``"record"`` or ``"replay"``.
-        base_url: The base URL to give a client (``.../v1``).
+        base_url: The base URL to give a client (``.../v1``; replaying an Azure OpenAI deployment's cassette,
+            the server's ``/openai/deployments/NAME``, as recorded).
         api_key: The API key to give a client: the real one while recording, a placeholder while replaying.
         server: The replaying `FakeOpenAIServer` (its ``requests`` are what the test sent); None while recording.
     """

@@ -187,14 +187,21 @@ def llm_cassette(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
             f"({variable} set), then commit the file.",
             pytrace=False,
         )
+    from ._http import openai_route  # noqa: PLC0415
     from ._server import FakeOpenAIServer  # noqa: PLC0415
 
-    replayer = Replayer(base_url, interactions)
+    # An Azure OpenAI deployment's URL keeps its path (/openai/deployments/NAME): under any other, the SDK of a
+    # client built with it would ask for /deployments/MODEL/chat/completions. Anything else is served under /v1.
+    recorded_path = urlsplit(base_url).path.rstrip("/")
+    azure = recorded_path and openai_route(f"{recorded_path}/chat/completions") == "/chat/completions"
+    served_path = recorded_path if azure else "/v1"
+    replayer = Replayer(base_url, interactions, server_base_path=served_path)
     server = FakeOpenAIServer(default=replayer).start()
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", _PLACEHOLDER_KEY)
+    served = server.root_url + served_path
     try:
-        yield LLMCassette(path, "replay", server.base_url, _PLACEHOLDER_KEY, replayer=replayer, server=server)
+        yield LLMCassette(path, "replay", served, _PLACEHOLDER_KEY, replayer=replayer, server=server)
     finally:
         server.stop()
     if replayer.mismatches:
