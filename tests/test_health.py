@@ -730,6 +730,37 @@ def test_each_kind_of_client_gets_the_cheapest_check_that_works(
     }
 
 
+async def test_azure_deployments_of_one_model_are_told_apart_by_their_deployment(
+    wrap: Wrap, fake_openai_server: FakeOpenAIServer
+) -> None:
+    # A deployment in one region with a fallback deployment of the same model in another: both were listed as
+    # "AzureOpenAIChatCompletionClient(gpt-4o-mini)", and so named in the circuit breaker's and fallback's logs.
+    def deployment(name: str) -> AzureOpenAIChatCompletionClient:
+        return AzureOpenAIChatCompletionClient(
+            model="gpt-4o-mini",
+            azure_deployment=name,
+            api_version="2024-10-21",
+            azure_endpoint=fake_openai_server.root_url,
+            api_key="9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c",
+        )
+
+    client = wrap(client=deployment("chat-eastus"), fallbacks=[deployment("chat-westeurope")])
+    probe = HealthProbe({"chat": client})
+    fake_openai_server.enqueue(FakeReply.error(500, "The server had an error"), FakeReply.text("pong"))
+    await client.create(HI)
+    await client.close()
+
+    providers = (await probe.check()).clients["chat"].providers
+    assert [(provider.name, provider.role, provider.errors_by_kind) for provider in providers] == [
+        ("AzureOpenAIChatCompletionClient(gpt-4o-mini, deployment chat-eastus)", "primary", {"server_error": 1}),
+        ("AzureOpenAIChatCompletionClient(gpt-4o-mini, deployment chat-westeurope)", "fallback", {}),
+    ]
+    assert [request.path for request in fake_openai_server.requests] == [
+        "/openai/deployments/chat-eastus/chat/completions",
+        "/openai/deployments/chat-westeurope/chat/completions",
+    ]
+
+
 async def test_a_one_token_check_an_open_circuit_refuses_is_unknown_and_not_held_once_it_half_opens(
     wrap: Wrap,
 ) -> None:

@@ -296,13 +296,18 @@ def describe_client(client: ChatCompletionClient) -> str:
     """``"OpenAIChatCompletionClient(gpt-4o-mini)"``: the class and model, never a key or a URL.
 
     A wrapper (ours, AutoGen's cache) is named with the model of the provider client under it: its ``model_info``
-    has only the family (``gpt-41`` for ``gpt-4.1-mini``).
+    has only the family (``gpt-41`` for ``gpt-4.1-mini``). An Azure OpenAI client built for one deployment is
+    named with it too, ``"AzureOpenAIChatCompletionClient(gpt-4o-mini, deployment prod-chat)"``: deployments of one
+    model (a region and its fallback) are told apart.
     """
     try:
         model = client.model_info.get("family", "")
         raw = raw_config_of(innermost(client))
         if raw is not None and isinstance(raw.get("model"), str):
             model = raw["model"]
+        deployment = raw.get("azure_deployment") if raw is not None else None
+        if model and isinstance(deployment, str) and deployment:
+            model = f"{model}, deployment {deployment}"
     except Exception:  # a client whose model_info fails must still get a readable name
         model = ""
     return f"{type(client).__name__}({model})" if model else type(client).__name__
