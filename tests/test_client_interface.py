@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 import pytest
 from autogen_core.models import ChatCompletionClient, CreateResult, RequestUsage, UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
 
 from autogen_reliability import ReliableChatCompletionClient
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage
+from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, RecordedRequest
 
 from .conftest import OpenAIClientFactory
 
@@ -224,3 +225,48 @@ async def test_plain_create_is_not_sent_stream_options(
     await ReliableChatCompletionClient(make_openai_client()).create(HELLO)
     assert fake_openai_server.requests[0].body is not None
     assert "stream_options" not in fake_openai_server.requests[0].body
+
+
+def azure_client(server: FakeOpenAIServer, api_version: str) -> AzureOpenAIChatCompletionClient:
+    return AzureOpenAIChatCompletionClient(
+        model="gpt-4o-mini",
+        azure_deployment="prod-chat",
+        api_version=api_version,
+        azure_endpoint=server.root_url,
+        api_key="9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c",
+    )
+
+
+@pytest.mark.parametrize("api_version", ["2024-06-01", "2024-02-15-preview", "2024-08-01-preview"])
+async def test_an_azure_api_version_without_stream_options_is_not_sent_them(
+    fake_openai_server: FakeOpenAIServer, api_version: str
+) -> None:
+    # Azure OpenAI takes stream_options from 2024-09-01-preview on (GA 2024-10-21); an older api-version refuses
+    # the whole request. Every stream of a wrapped client failed so, though the same client alone streamed.
+    def azure(request: RecordedRequest) -> FakeReply:
+        if request.body is not None and "stream_options" in request.body:
+            return FakeReply.error(400, "Unrecognized request argument supplied: stream_options", code=None)
+        return FakeReply.text("streamed")
+
+    fake_openai_server.default = azure
+    client = ReliableChatCompletionClient(azure_client(fake_openai_server, api_version), track_usage=False)
+    items = [item async for item in client.create_stream(HELLO)]
+    await client.close()
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].content == "streamed"
+    assert fake_openai_server.requests[0].body is not None
+    assert "stream_options" not in fake_openai_server.requests[0].body
+
+
+@pytest.mark.parametrize("api_version", ["2024-10-21", "2024-09-01-preview", "2025-04-01-preview", "preview"])
+async def test_an_azure_api_version_with_stream_options_is_asked_for_usage(
+    fake_openai_server: FakeOpenAIServer, api_version: str
+) -> None:
+    fake_openai_server.enqueue(FakeReply.text("counted", usage=FakeUsage(prompt_tokens=7, completion_tokens=1)))
+    client = ReliableChatCompletionClient(azure_client(fake_openai_server, api_version), track_usage=False)
+    items = [item async for item in client.create_stream(HELLO)]
+    await client.close()
+    assert fake_openai_server.requests[0].body is not None
+    assert fake_openai_server.requests[0].body["stream_options"] == {"include_usage": True}
+    assert isinstance(items[-1], CreateResult)
+    assert items[-1].usage == RequestUsage(prompt_tokens=7, completion_tokens=1)

@@ -5,7 +5,8 @@ A call's request is the same for the primary client and every fallback; what the
 
 - **Stream usage.** AutoGen's OpenAI client reports (0, 0) tokens for a stream
   unless the request asks for usage. It is asked per call, only of OpenAI
-  clients (others may reject the key), and only when the caller did not set
+  clients (others may reject the key; so does Azure OpenAI before api-version
+  2024-09-01-preview), and only when the caller did not set
   ``include_usage`` or ``stream_options`` itself. (Set on the constructor, it
   would also be sent with plain calls.)
 - **Structured output we validate ourselves.** Given ``json_output=<model>``,
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
@@ -42,8 +44,10 @@ from typing import Any, Final, Literal
 from autogen_core import CancellationToken
 from autogen_core.models import ChatCompletionClient
 from autogen_core.tools import Tool, ToolSchema
-from autogen_ext.models.openai import BaseOpenAIChatCompletionClient
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
+
+from ._clients import raw_config_of
 
 __all__ = ["provider_arguments", "strict_json_schema"]
 
@@ -163,9 +167,31 @@ def _for_openai(
     ):
         extra = {**extra, "response_format": response_format}
         json_output = None
-    if streaming and "stream_options" not in extra and "include_usage" not in stream_kwargs:
+    if (
+        streaming
+        and "stream_options" not in extra
+        and "include_usage" not in stream_kwargs
+        and _takes_stream_options(client)
+    ):
         extra = {**extra, "stream_options": {"include_usage": True}}
     return json_output, extra
+
+
+# Azure OpenAI takes stream_options from api-version 2024-09-01-preview on (GA: 2024-10-21). An older one refuses
+# the whole request (400 "Unrecognized request argument supplied: stream_options"); its streams report no usage.
+_AZURE_STREAM_OPTIONS_SINCE: Final = "2024-09-01"
+_DATED_VERSION: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _takes_stream_options(client: ChatCompletionClient) -> bool:
+    """Whether ``client``'s API takes ``stream_options``: any but an Azure OpenAI client of an older api-version."""
+    if not isinstance(client, AzureOpenAIChatCompletionClient):
+        return True
+    config = raw_config_of(client)
+    version = config.get("api_version") if config is not None else None
+    if not isinstance(version, str) or _DATED_VERSION.match(version) is None:
+        return True  # "preview", "latest" (the v1 API): today's
+    return version[:10] >= _AZURE_STREAM_OPTIONS_SINCE
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any] | None:
