@@ -149,7 +149,9 @@ def postgresql_store(admin_url: str) -> Iterator[UsageStore]:
             yield store
     finally:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # Not WITH (FORCE): the store's connections are closed, and FORCE refuses to end an autovacuum
+            # worker (a role without pg_signal_backend may not), which a plain DROP ends itself.
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         admin.dispose()
 
 

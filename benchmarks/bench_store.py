@@ -169,7 +169,9 @@ def postgresql_writes(admin_url: str, rows: int) -> None:
                 print(f"  PostgreSQL    {kind:<26} {rows:>9,} rows: {rate:>7,.0f} rows/s ({spent:.1f} s)")
             finally:
                 with admin.connect() as connection:
-                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    # Not WITH (FORCE): the store's connections are closed, and FORCE refuses to end an autovacuum
+                    # worker (a role without pg_signal_backend may not), which a plain DROP ends itself.
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
     finally:
         admin.dispose()
 
