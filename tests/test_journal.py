@@ -390,15 +390,20 @@ async def test_an_answered_attempt_has_its_real_row_in_the_table_while_its_call_
     ]
 
 
-def test_a_half_made_file_is_deleted_only_once_its_process_is_gone(sqlite_url: str, tmp_path: Path) -> None:
-    # A file is made under a ".new" name, then locked: a replayer that takes its lock in between must not delete
-    # it from under a live process (seen: the writer thread's replay racing the first in-flight table).
+def _a_spool_and_its_prefix(sqlite_url: str, tmp_path: Path) -> tuple[UsageStore, Path, str]:
+    """A store, a spool directory a recorder of it opened and closed, and the prefix of that store's spool files."""
     spool = tmp_path / "spool"
     spool.mkdir()
     store = UsageStore(sqlite_url)
     first = UsageRecorder(store, spool_dir=spool, close_sink=False)
     first.close()
-    prefix = first.spool_path.name.split("-")[0]
+    return store, spool, first.spool_path.name.split("-")[0]
+
+
+def test_a_half_made_file_is_deleted_only_once_its_process_is_gone(sqlite_url: str, tmp_path: Path) -> None:
+    # A file is made under a ".new" name, then locked: a replayer that takes its lock in between must not delete
+    # it from under a live process (seen: the writer thread's replay racing the first in-flight table).
+    store, spool, prefix = _a_spool_and_its_prefix(sqlite_url, tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     dead_pid = int(gone.stdout)
     live = spool / f"{prefix}-{os.getpid()}-abc-i0.inflight.new"
@@ -769,12 +774,7 @@ def test_a_half_made_file_left_long_ago_is_deleted_though_a_process_has_its_pid_
 ) -> None:
     # In a container the next worker gets the pid of the one killed while it made a file: that pid lives for
     # as long as the service runs, and the half-made file (no row in it, its lock free) stayed with it.
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    store = UsageStore(sqlite_url)
-    first = UsageRecorder(store, spool_dir=spool, close_sink=False)
-    first.close()
-    prefix = first.spool_path.name.split("-")[0]
+    store, spool, prefix = _a_spool_and_its_prefix(sqlite_url, tmp_path)
     reused = os.getpid()  # alive: the pid of the process that died making the files, given to another since
     old = [spool / f"{prefix}-{reused}-abc-i0.inflight.new", spool / f"{prefix}-{reused}-abc-000000.journal.new"]
     fresh = spool / f"{prefix}-{reused}-def-000000.journal.new"  # its maker may be about to lock it
