@@ -793,6 +793,25 @@ async def test_retries_are_reported_to_hooks_and_logged(
     assert record.__dict__["call_id"] == str(event.call.call_id)
 
 
+async def test_a_provider_message_cannot_forge_a_second_log_line_or_drive_the_terminal(
+    fake_time: FakeTime,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = "boom\nCRITICAL:autogen_reliability:budget exceeded\r\x1b[2J\x9b1m\u202eok"
+    fake_openai_server.enqueue(FakeReply.error(500, message), FakeReply.text("ok"))
+    with caplog.at_level(logging.WARNING, logger="autogen_reliability"):
+        await reliable(make_openai_client(), retry=fake_time.policy()).create(HI)
+    (record,) = [record for record in caplog.records if record.name == "autogen_reliability"]
+    line = record.getMessage()
+    assert line.isprintable()  # one line, no escape sequence or bidi override
+    assert line.endswith(
+        "failed (server_error): Error code: 500 - "
+        "boom\\nCRITICAL:autogen_reliability:budget exceeded\\r\\x1b[2J\\x9b1m\\u202eok"
+    )
+
+
 async def test_deadline_stops_retrying(
     fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -44,7 +44,7 @@ from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from .._errors import ConfigurationError, check_clock, config_options, is_finite, shown_number
+from .._errors import ConfigurationError, check_clock, config_options, is_finite, printable, shown_number
 from .._pipeline import Call
 from .._redaction import redact
 from ._budget import RetryBudget, RetryBudgetState
@@ -370,7 +370,9 @@ RetryObserver = Callable[[RetryEvent], None]
 def log_retry(event: RetryEvent) -> None:
     """The default retry hook: one WARNING on the ``autogen_reliability`` logger, its fields in ``extra=``.
 
-    The error's text passes through the redactor: a key a provider echoes never reaches the log.
+    The error's text passes through the redactor: a key a provider echoes never reaches the log. Its line breaks,
+    escape sequences and bidi controls are escaped (``\\n``, ``\\x1b``): a provider's message can neither start a
+    log record of its own nor act on the terminal that shows the log.
     """
     call = event.call
     logger.warning(
@@ -379,7 +381,7 @@ def log_retry(event: RetryEvent) -> None:
         event.wait,
         event.attempt,
         event.error_kind.value,
-        redact(str(event.error)),
+        printable(redact(str(event.error))),
         extra={
             "call_id": str(call.call_id),
             "attempt": event.attempt,
