@@ -589,6 +589,26 @@ async def test_error_defaults_follow_openai() -> None:
     assert (custom.error_message, custom.error_type, custom.error_code) == ("slow down", "tokens", "custom")
 
 
+async def test_a_lone_surrogate_is_sent_escaped_as_a_json_encoder_writes_it(
+    server: FakeOpenAIServer, client: openai.AsyncOpenAI
+) -> None:
+    # Half an emoji, as an answer cut inside one comes: UTF-8 cannot hold it, JSON's "\\ud83d" can.
+    server.enqueue(
+        FakeReply.text("Typo \ud83d", model="gpt-\udfff"),
+        FakeReply.text("Typo \ud83d end"),
+        FakeReply.error(500, "cut \ud83d"),
+    )
+
+    completion = await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert (completion.choices[0].message.content, completion.model) == ("Typo \ud83d", "gpt-\udfff")
+    stream = await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
+    assert "".join(piece for piece in pieces if piece) == "Typo \ud83d end"
+    with pytest.raises(openai.InternalServerError) as info:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert info.value.message == "Error code: 500 - cut \ud83d"
+
+
 # --------------------------------------------------------------------------- transport faults
 
 

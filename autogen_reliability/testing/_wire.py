@@ -29,8 +29,16 @@ def error_body(message: str, type_: str, *, code: str | None = None, param: str 
 
 
 def dumps(obj: object) -> bytes:
-    """Compact UTF-8 JSON, as the API sends it."""
-    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, as the API sends it.
+
+    A lone surrogate (half an emoji, as an answer cut inside one holds) has no UTF-8: such a body is sent with
+    every non-ASCII character escaped (``"\\ud83d"``), as a JSON encoder writes it, and the SDK reads it back.
+    """
+    text = _json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 def snapshot_name(model: str) -> str:
