@@ -714,3 +714,32 @@ def test_a_stream_with_unicode_line_separators_is_recorded_and_replayed_whole() 
         client = openai.OpenAI(api_key="sk-test", base_url=replaying.base_url, max_retries=0)
         stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == text
+
+
+def test_an_answer_cut_inside_an_emoji_is_recorded_saved_and_replayed(tmp_path: Path) -> None:
+    # Half an emoji comes as JSON's "\ud83d", which UTF-8 cannot hold as a character: the cassette kept U+FFFD
+    # instead, so the replay answered "Typo \ufffd" to a test that had seen "Typo \ud83d" while recording.
+    text = "Typo \ud83d"
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+    with FakeOpenAIServer() as provider:
+        provider.enqueue(FakeReply.text(text), FakeReply.text(text))
+        recorder = Recorder(provider.base_url)
+        recorder.start()
+        try:
+            client = openai.OpenAI(api_key=KEY, base_url=provider.base_url, max_retries=0)
+            answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+            streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+        finally:
+            recorder.stop()
+        base_url = provider.base_url
+    assert (answer.choices[0].message.content, streamed) == (text, text)
+    cassette = tmp_path / "cut.json"
+    dump_cassette(cassette, base_url, recorder.interactions)
+
+    with FakeOpenAIServer(default=Replayer(*load_cassette(cassette))) as replaying:
+        client = openai.OpenAI(api_key="sk-test", base_url=replaying.base_url, max_retries=0)
+        replayed = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == text
+    assert replayed.choices[0].message.content == text

@@ -112,6 +112,15 @@ _SSE_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 ENDED_EARLY: Final = "the body ended early"
 
 
+# Half an emoji, as an answer cut inside one holds: JSON's "\\ud83d" escape, which UTF-8 cannot hold as a character.
+_LONE_SURROGATE: Final = re.compile("([\ud800-\udfff])")
+
+
+def _escaped_surrogates(json_text: str) -> str:
+    """JSON text with each lone surrogate written as its escape, as the provider sent it: then it can be UTF-8."""
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", json_text)
+
+
 class CassetteError(Exception):
     """A cassette file that cannot be read: missing, not JSON, or not in this format."""
 
@@ -172,6 +181,7 @@ def dump_cassette(path: Path, base_url: str, interactions: list[dict[str, Any]])
     document = {"version": CASSETTE_VERSION, "base_url": base_url, "interactions": laid_out}
     text = json.dumps(document, indent=2, ensure_ascii=False)
     text = re.sub(r'"\\u0000cassette-event-(\d+)\\u0000"', lambda match: events[int(match.group(1))], text)
+    text = _escaped_surrogates(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n", encoding="utf-8")
 
@@ -201,7 +211,10 @@ class Scrubber:
         # The library's redaction loads the providers package (and the SDK): only when a cassette is written.
         from .._redaction import redact  # noqa: PLC0415
 
-        return redact(text, limit=_NO_LIMIT)
+        # Around each lone surrogate, which redact() would make U+FFFD: the replay answers what was recorded.
+        pieces = _LONE_SURROGATE.split(text)
+        pieces[::2] = [redact(piece, limit=_NO_LIMIT) for piece in pieces[::2]]
+        return "".join(pieces)
 
     def value(self, value: Any, *, shaped_like_keys: bool) -> Any:
         if isinstance(value, str):
@@ -285,7 +298,11 @@ def _sse_bytes(events: list[dict[str, Any]]) -> bytes:
             lines.insert(0, f": {event['comment']}")
         if "data" in event:
             data = event["data"]
-            text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+            text = (
+                data
+                if isinstance(data, str)
+                else _escaped_surrogates(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+            )
             lines += [f"data: {line}" for line in text.split("\n")]
         out.append("\n".join(lines) + "\n\n")
     return "".join(out).encode("utf-8")
@@ -391,7 +408,7 @@ def _reply(interaction: dict[str, Any]) -> FakeReply:
     if "stream" in response:
         body = _sse_bytes(list(response["stream"]))
     elif "body" in response:
-        body = json.dumps(response["body"], ensure_ascii=False).encode("utf-8")
+        body = _escaped_surrogates(json.dumps(response["body"], ensure_ascii=False)).encode("utf-8")
     else:
         body = str(response.get("text", "")).encode("utf-8")
     # `malformed` sends a body verbatim with the status and headers given: what a replay needs.
