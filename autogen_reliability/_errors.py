@@ -324,7 +324,8 @@ class ProviderResponseError(ReliabilityError):
             or None.
         body: The ``error`` member of the response body (an object, or the string some servers send).
         message: The provider's message (``error.message``, or the error itself where it is a string), or None;
-            whole, while the error's text cuts it at 1,000 characters (see :func:`shown_text`).
+            whole, while the error's text cuts it at 1,000 characters (see :func:`shown_text`) and shows its
+            control and bidi characters as escapes (``\\n``, ``\\x1b``).
     """
 
     def __init__(self, status_code: int, body: object) -> None:
@@ -334,7 +335,7 @@ class ProviderResponseError(ReliabilityError):
         message = body.get("message") if isinstance(body, Mapping) else body
         self.message = message if isinstance(message, str) and message else None
         code = f" (code {self.code})" if isinstance(self.code, str | int) and not isinstance(self.code, bool) else ""
-        shown = shown_text(self.message) if self.message else "no message"
+        shown = printable(shown_text(self.message)) if self.message else "no message"
         super().__init__(f"HTTP {status_code} with an error instead of a completion{code}: {shown}")
 
 
@@ -438,7 +439,9 @@ class RetriesExhaustedError(ReliabilityError):
             "budget": "the retry budget for this client is spent",
         }[reason]
         kinds_text = ", ".join(kind.value for kind in self.kinds)
-        super().__init__(f"gave up after {attempts} attempt(s) ({kinds_text}): {why}; last error: {last_error}")
+        # The provider's text, on one line and with its escape sequences shown (see printable()).
+        last = printable(last_error)
+        super().__init__(f"gave up after {attempts} attempt(s) ({kinds_text}): {why}; last error: {last}")
 
 
 class CircuitOpenError(ReliabilityError):

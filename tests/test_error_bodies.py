@@ -142,6 +142,22 @@ async def test_a_long_error_message_is_cut_in_the_errors_text_and_kept_whole_in_
     assert text.endswith("<div>busy</div> …")
 
 
+async def test_the_errors_text_shows_the_control_characters_of_the_providers_message_as_escapes(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    message = "busy\nCRITICAL:root:forged\x1b]52;c;cHduZWQ=\x07\u202e"
+    fake_openai_server.enqueue(error_reply("create", 502, message))
+    client = reliable(make_openai_client(), retry=None)
+    with pytest.raises(ProviderResponseError) as caught:
+        await client.create(HI)
+    error = caught.value
+    assert error.message == message  # the field: as the provider wrote it
+    assert str(error) == (
+        "HTTP 200 with an error instead of a completion (code 502): "
+        "busy\\nCRITICAL:root:forged\\x1b]52;c;cHduZWQ=\\x07\\u202e"
+    )
+
+
 @pytest.mark.parametrize("shape", ["create", "stream-json"])
 async def test_an_error_body_the_policy_does_not_retry_goes_to_the_fallback(
     shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory

@@ -812,6 +812,18 @@ async def test_a_provider_message_cannot_forge_a_second_log_line_or_drive_the_te
     )
 
 
+async def test_the_text_of_retries_exhausted_shows_the_control_characters_of_the_last_error_as_escapes(
+    fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen's runtime logs a failed agent's error, and a terminal shows it: an OSC 52 in it wrote the clipboard.
+    fake_openai_server.default = FakeReply.error(500, "busy\nCRITICAL:root:forged\x1b]52;c;cHduZWQ=\x07\u202e")
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await reliable(make_openai_client(), retry=fake_time.policy(max_attempts=2)).create(HI)
+    assert str(caught.value).endswith(
+        "; last error: Error code: 500 - busy\\nCRITICAL:root:forged\\x1b]52;c;cHduZWQ=\\x07\\u202e"
+    )
+
+
 async def test_deadline_stops_retrying(
     fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
