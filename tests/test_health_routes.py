@@ -240,6 +240,20 @@ async def test_lone_surrogates_in_a_model_name_and_an_error_are_shown_as_u_fffd(
     assert [attempt["error"] for attempt in provider["recent"]] == ["ValueError: cut \ufffd", None]
 
 
+async def test_control_and_bidi_characters_of_an_error_are_shown_as_escapes(wrap: Wrap) -> None:
+    # JSON escapes C0 characters, not C1 ones nor bidi controls: a dashboard showing the text would act on them.
+    inner = ScriptedChatCompletionClient([ValueError("boom\r\nforged\x1b[2J\x9b1m\u202eok"), "fine"])
+    client = wrap(client=inner)
+    app = app_for(HealthProbe({"scripted": client}))
+    await calls(client, 2)
+    with TestClient(app) as http:
+        full = http.get("/health")
+    [provider] = full.json()["clients"]["scripted"]["providers"]
+    errors = [attempt["error"] for attempt in provider["recent"]]
+    assert errors == ["ValueError: boom\\r\\nforged\\x1b[2J\\x9b1m\\u202eok", None]
+    assert full.text.isascii()
+
+
 def test_a_client_name_with_a_lone_surrogate_is_refused(wrap: Wrap) -> None:
     with pytest.raises(ConfigurationError, match="client names must not contain a lone surrogate"):
         HealthProbe({"open\ud800ai": wrap()})

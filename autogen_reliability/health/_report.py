@@ -6,7 +6,8 @@ fallback) and the usage store (a :class:`UsageStoreHealth`); its
 :meth:`~HealthReport.summary` is the short form (status per component). Every
 text in them (a message, a reason, a name, the URL) passes :func:`shown` when
 the model is made, whoever makes it: no API key, bearer token or credential in
-a URL, no lone surrogate (JSON in UTF-8 cannot hold one), and a bounded length.
+a URL, no lone surrogate (JSON in UTF-8 cannot hold one), no line break, escape sequence or bidi control
+(shown as ``\\n``, ``\\x1b``, ``\\u202e``), and a bounded length.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from .._errors import printable
 from .._redaction import redact
 
 __all__ = [
@@ -41,13 +43,16 @@ TEXT_LIMIT: Final = 1000
 
 
 def shown(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``text`` as a health report shows it: secrets redacted, lone surrogates as U+FFFD, cut to ``limit``.
+    """``text`` as a health report shows it: secrets redacted, lone surrogates as U+FFFD, control and bidi
+    characters as escapes (``\\x1b``, ``\\u202e``: JSON escapes only the C0 ones), cut to ``limit``.
 
     The one way a text reaches a report: the probe calls it where it captures an error's message (so the
     window holds bounded texts), and every text field of the models below passes it again (it changes
     nothing the second time).
     """
-    return redact(text, limit=limit)
+    # Redacted first: a pattern (``Bearer\\s+...``) must see the whitespace an escape would hide.
+    text = printable(redact(text, limit=limit))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 Message = Annotated[str, AfterValidator(shown)]
