@@ -16,7 +16,7 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
-from autogen_core.tools import ToolSchema
+from autogen_core.tools import FunctionTool, ToolSchema
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -510,6 +510,32 @@ async def test_unknown_tool_names_are_failures(
         "there is no tool named 'delete_everything' (tools: add)"
         in fake_openai_server.requests[1].messages[-1]["content"]
     )
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "called", "reason"),
+    [("none", "add", "tool_choice is 'none'"), ("ping", "add", "tool_choice names 'ping'")],
+    ids=["none", "named"],
+)
+async def test_a_tool_call_that_tool_choice_rules_out_is_a_failure(
+    tool_choice: str,
+    called: str,
+    reason: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # OpenAI-compatible servers that ignore tool_choice (Ollama's /v1) answered tool_choice="none", or a named
+    # tool, with a call to another offered tool, and validation handed it on: the agent ran a tool the caller
+    # had ruled out.
+    tools = {"add": FunctionTool(add, description="Add."), "ping": FunctionTool(ping, description="Ping.")}
+    fake_openai_server.enqueue(FakeReply.tool_calls([(called, {"a": 1, "b": 2})]), FakeReply.text("Nothing to do."))
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    choice: Any = tools.get(tool_choice, tool_choice)
+    result = await client.create(ASK, tools=list(tools.values()), tool_choice=choice)
+    assert result.content == "Nothing to do."
+    feedback = fake_openai_server.requests[1].messages[-1]
+    assert feedback["role"] == "tool"
+    assert f"/tool_calls/0: there is no tool named '{called}' that may be called ({reason})" in feedback["content"]
 
 
 @pytest.mark.parametrize("schema", [None, TICKET_SCHEMA], ids=["no-schema", "schema"])

@@ -295,6 +295,22 @@ def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[st
     return found
 
 
+def _callable_tools(request: Request) -> tuple[dict[str, Mapping[str, Any]], str | None]:
+    """The tools ``request`` lets the model call (name -> parameters schema), and why fewer than offered.
+
+    ``tool_choice="none"`` rules every tool out, a tool given as ``tool_choice`` every other one: OpenAI enforces
+    that, but servers of its wire that ignore ``tool_choice`` (Ollama's ``/v1``) answer with calls to them.
+    """
+    tools = _tool_parameters(request.tools)
+    choice = request.tool_choice
+    if not tools or choice in ("auto", "required"):
+        return tools, None
+    if isinstance(choice, str):  # "none"
+        return {}, f"tool_choice is {choice!r}"
+    name = choice.schema["name"]
+    return ({name: tools[name]} if name in tools else {}), f"tool_choice names {name!r}"
+
+
 def _raw(result: CreateResult) -> str:
     if isinstance(result.content, str):
         return result.content
@@ -337,7 +353,7 @@ class ValidationLayer(Layer):
                 f"a schema (json_output is validated then), or with schema={model.__name__} or a subclass of it"
             )
         # With no tool offered, every call names a tool that was not: {} (not None) so that it is refused.
-        tools = _tool_parameters(request.tools) if policy.validate_tool_calls else None
+        tools, tool_choice = _callable_tools(request) if policy.validate_tool_calls else (None, None)
         # JSON mode: json_output=True, or a JSON response_format of the request's or the client's own.
         expects_json = (
             schema is not None
@@ -345,7 +361,7 @@ class ValidationLayer(Layer):
             or self._json_answers
             or is_json_format(request.extra_create_args.get("response_format"))
         )
-        return AnswerCheck(policy, schema, expects_json=expects_json, tools=tools)
+        return AnswerCheck(policy, schema, expects_json=expects_json, tools=tools, tool_choice=tool_choice)
 
     def _prepare(self, request: Request, check: AnswerCheck) -> Request:
         if check.schema is None:

@@ -11,7 +11,7 @@ policy, the schema, the tools offered) and judges each answer:
   handed on as a clean JSON string, so
   ``AssistantAgent``'s own ``model_validate_json`` succeeds even when the model
   wrapped its JSON in prose;
-- **tool calls** must name a tool that was offered and carry JSON arguments
+- **tool calls** must name a tool that was offered (and that ``tool_choice`` allows) and carry JSON arguments
   that match its parameters schema; their arguments together are bounded by
   ``max_response_chars`` too.
 
@@ -77,8 +77,9 @@ class ValidationPolicy:
             (``AssistantAgent(output_content_type=...)``), that model is the schema
             unless one is given here.
         reask: How many times an invalid answer is re-asked (0 to 5).
-        validate_tool_calls: Tool calls must name an offered tool, with arguments
-            matching its parameters schema; when no tool was offered, every call is refused.
+        validate_tool_calls: Tool calls must name an offered tool that ``tool_choice`` lets the
+            model call, with arguments matching its parameters schema; when no tool was offered, or
+            ``tool_choice="none"``, every call is refused.
         max_response_chars: Longer text answers, and tool calls whose arguments are longer
             together (with ``validate_tool_calls``), fail without being parsed.
         on_failure: ``"raise"`` :class:`ResponseValidationError`, or ``"return"``
@@ -216,6 +217,7 @@ class AnswerCheck:
     schema: ResponseSchema | None
     expects_json: bool
     tools: Mapping[str, Mapping[str, Any]] | None  # name -> parameters schema, when tool calls are checked
+    tool_choice: str | None = None  # why ``tools`` holds fewer tools than were offered ("tool_choice is 'none'")
 
     def answer(self, result: CreateResult) -> tuple[CreateResult, list[SchemaViolation]]:
         """The answer to hand on (clean JSON when JSON is expected), and its violations."""
@@ -280,8 +282,11 @@ class AnswerCheck:
             where = f"/tool_calls/{index}"
             parameters = self.tools.get(call.name)
             if parameters is None:
-                offered = ", ".join(sorted(self.tools)) or "none"
-                violations.append(SchemaViolation(where, f"there is no tool named {call.name!r} (tools: {offered})"))
+                if self.tool_choice is not None:
+                    refused = f"there is no tool named {call.name!r} that may be called ({self.tool_choice})"
+                else:
+                    refused = f"there is no tool named {call.name!r} (tools: {', '.join(sorted(self.tools)) or 'none'})"
+                violations.append(SchemaViolation(where, refused))
                 continue
             try:
                 # As strictly as an answer: json.loads takes NaN (which jsonschema-rs reports as null) and
