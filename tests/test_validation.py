@@ -512,6 +512,35 @@ async def test_unknown_tool_names_are_failures(
     )
 
 
+class SchemaReadsCounted(FunctionTool):
+    """A FunctionTool that counts how often its JSON Schema is built (pydantic, milliseconds for a nested model)."""
+
+    reads = 0
+
+    @property
+    def schema(self) -> ToolSchema:
+        SchemaReadsCounted.reads += 1
+        return super().schema
+
+
+@pytest.mark.parametrize("reply", ["text", "tool call"])
+async def test_tools_schemas_are_built_only_for_the_tools_an_answer_calls(
+    reply: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Every call built every offered tool's schema again to check the answer, whatever it was: with 20 tools of a
+    # nested pydantic model, 48 ms of CPU per call instead of the bare client's 36.
+    answer = FakeReply.text("Done.") if reply == "text" else FakeReply.tool_calls([("add", {"a": 1, "b": 2})])
+    fake_openai_server.enqueue(answer, answer)
+    tools = [SchemaReadsCounted(add, description="Add."), SchemaReadsCounted(ping, description="Ping.")]
+    reads = []
+    for client in (make_openai_client(), reliable(make_openai_client(), validation=ValidationPolicy())):
+        SchemaReadsCounted.reads = 0
+        await client.create(ASK, tools=tools)
+        reads.append(SchemaReadsCounted.reads)
+    bare, wrapped = reads
+    assert wrapped == bare + (0 if reply == "text" else 1)  # the called tool's, to check its arguments
+
+
 @pytest.mark.parametrize(
     ("tool_choice", "called", "reason"),
     [("none", "add", "tool_choice is 'none'"), ("ping", "add", "tool_choice names 'ping'")],

@@ -38,7 +38,7 @@ import asyncio
 import dataclasses
 import functools
 import json
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import aclosing
 from json.encoder import encode_basestring
 from typing import Any, Final, ParamSpec, TypeVar
@@ -286,29 +286,52 @@ def is_json_format(response_format: object) -> bool:
 # Validation
 
 
-def _tool_parameters(tools: Sequence[Tool | ToolSchema]) -> dict[str, Mapping[str, Any]]:
-    found: dict[str, Mapping[str, Any]] = {}
-    for tool in tools:
-        schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
-        parameters = schema.get("parameters") or {"type": "object", "properties": {}}
-        found[schema["name"]] = dict(parameters)
-    return found
+class _CallableTools(Mapping[str, Mapping[str, Any]]):
+    """The tools the model may call: name -> parameters schema, each schema read only when a call names its tool.
+
+    A ``FunctionTool``'s ``schema`` is built by pydantic each time it is read (milliseconds for a nested model):
+    read for every offered tool on every call, whatever the answer, it added half of what the inner client
+    spends on the tools itself.
+    """
+
+    __slots__ = ("_parameters", "_tools")
+
+    def __init__(self, tools: Mapping[str, Tool | ToolSchema]) -> None:
+        self._tools = tools
+        self._parameters: dict[str, Mapping[str, Any]] = {}
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        parameters = self._parameters.get(name)
+        if parameters is None:
+            tool = self._tools[name]
+            schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
+            parameters = self._parameters[name] = dict(schema.get("parameters") or _NO_PARAMETERS)
+        return parameters
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tools)
+
+    def __len__(self) -> int:
+        return len(self._tools)
 
 
-def _callable_tools(request: Request) -> tuple[dict[str, Mapping[str, Any]], str | None]:
-    """The tools ``request`` lets the model call (name -> parameters schema), and why fewer than offered.
+_NO_PARAMETERS: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
+
+
+def _callable_tools(request: Request) -> tuple[_CallableTools, str | None]:
+    """The tools ``request`` lets the model call, and why fewer than offered.
 
     ``tool_choice="none"`` rules every tool out, a tool given as ``tool_choice`` every other one: OpenAI enforces
     that, but servers of its wire that ignore ``tool_choice`` (Ollama's ``/v1``) answer with calls to them.
     """
-    tools = _tool_parameters(request.tools)
+    tools = {tool["name"] if isinstance(tool, dict) else tool.name: tool for tool in request.tools}
     choice = request.tool_choice
     if not tools or choice in ("auto", "required"):
-        return tools, None
+        return _CallableTools(tools), None
     if isinstance(choice, str):  # "none"
-        return {}, f"tool_choice is {choice!r}"
-    name = choice.schema["name"]
-    return ({name: tools[name]} if name in tools else {}), f"tool_choice names {name!r}"
+        return _CallableTools({}), f"tool_choice is {choice!r}"
+    name = choice.name
+    return _CallableTools({name: tools[name]} if name in tools else {}), f"tool_choice names {name!r}"
 
 
 def _raw(result: CreateResult) -> str:
