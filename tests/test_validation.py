@@ -557,14 +557,36 @@ async def test_a_tool_call_that_tool_choice_rules_out_is_a_failure(
     # tool, with a call to another offered tool, and validation handed it on: the agent ran a tool the caller
     # had ruled out.
     tools = {"add": FunctionTool(add, description="Add."), "ping": FunctionTool(ping, description="Ping.")}
-    fake_openai_server.enqueue(FakeReply.tool_calls([(called, {"a": 1, "b": 2})]), FakeReply.text("Nothing to do."))
+    then = FakeReply.text("Nothing to do.") if tool_choice == "none" else FakeReply.tool_calls([("ping", {})])
+    fake_openai_server.enqueue(FakeReply.tool_calls([(called, {"a": 1, "b": 2})]), then)
     client = reliable(make_openai_client(), validation=ValidationPolicy())
     choice: Any = tools.get(tool_choice, tool_choice)
     result = await client.create(ASK, tools=list(tools.values()), tool_choice=choice)
-    assert result.content == "Nothing to do."
+    handed_on = result.content if isinstance(result.content, str) else [call.name for call in result.content]
+    assert handed_on == ("Nothing to do." if tool_choice == "none" else ["ping"])
     feedback = fake_openai_server.requests[1].messages[-1]
     assert feedback["role"] == "tool"
     assert f"/tool_calls/0: there is no tool named '{called}' that may be called ({reason})" in feedback["content"]
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "reason"), [("required", "tool_choice is 'required'"), ("add", "tool_choice names 'add'")]
+)
+async def test_a_text_answer_when_tool_choice_asks_for_a_call_is_a_failure(
+    tool_choice: str, reason: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A server of OpenAI's wire that ignores tool_choice (Ollama's /v1) answered tool_choice="required", or a
+    # named tool, with text, and validation handed it on: the caller's tool call never came.
+    tools = {"add": FunctionTool(add, description="Add."), "ping": FunctionTool(ping, description="Ping.")}
+    fake_openai_server.enqueue(FakeReply.text("1 + 2 is 3."), FakeReply.tool_calls([("add", {"a": 1, "b": 2})]))
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    choice: Any = tools.get(tool_choice, tool_choice)
+    result = await client.create(ASK, tools=list(tools.values()), tool_choice=choice)
+    assert isinstance(result.content, list)
+    assert [call.name for call in result.content] == ["add"]
+    feedback = fake_openai_server.requests[1].messages[-1]
+    assert feedback["role"] == "user"
+    assert f"- (root): the answer calls no tool, but {reason}\nAnswer again by calling a tool." in feedback["content"]
 
 
 @pytest.mark.parametrize("schema", [None, TICKET_SCHEMA], ids=["no-schema", "schema"])

@@ -318,20 +318,24 @@ class _CallableTools(Mapping[str, Mapping[str, Any]]):
 _NO_PARAMETERS: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
 
-def _callable_tools(request: Request) -> tuple[_CallableTools, str | None]:
-    """The tools ``request`` lets the model call, and why fewer than offered.
+def _callable_tools(request: Request) -> tuple[_CallableTools, str | None, str | None]:
+    """The tools ``request`` lets the model call; why fewer than offered; why an answer must call one.
 
-    ``tool_choice="none"`` rules every tool out, a tool given as ``tool_choice`` every other one: OpenAI enforces
-    that, but servers of its wire that ignore ``tool_choice`` (Ollama's ``/v1``) answer with calls to them.
+    ``tool_choice="none"`` rules every tool out, a tool given as ``tool_choice`` every other one, and that tool or
+    ``"required"`` rules out an answer without a call: OpenAI enforces that, but servers of its wire that ignore
+    ``tool_choice`` (Ollama's ``/v1``) answer as they like.
     """
     tools = {tool["name"] if isinstance(tool, dict) else tool.name: tool for tool in request.tools}
     choice = request.tool_choice
-    if not tools or choice in ("auto", "required"):
-        return _CallableTools(tools), None
+    if not tools or choice == "auto":
+        return _CallableTools(tools), None, None
+    if choice == "required":
+        return _CallableTools(tools), None, "tool_choice is 'required'"
     if isinstance(choice, str):  # "none"
-        return _CallableTools({}), f"tool_choice is {choice!r}"
+        return _CallableTools({}), f"tool_choice is {choice!r}", None
     name = choice.name
-    return _CallableTools({name: tools[name]} if name in tools else {}), f"tool_choice names {name!r}"
+    named = f"tool_choice names {name!r}"
+    return _CallableTools({name: tools[name]} if name in tools else {}), named, named
 
 
 def _raw(result: CreateResult) -> str:
@@ -376,7 +380,7 @@ class ValidationLayer(Layer):
                 f"a schema (json_output is validated then), or with schema={model.__name__} or a subclass of it"
             )
         # With no tool offered, every call names a tool that was not: {} (not None) so that it is refused.
-        tools, tool_choice = _callable_tools(request) if policy.validate_tool_calls else (None, None)
+        tools, tool_choice, call_required = _callable_tools(request) if policy.validate_tool_calls else (None,) * 3
         # JSON mode: json_output=True, or a JSON response_format of the request's or the client's own.
         expects_json = (
             schema is not None
@@ -384,7 +388,14 @@ class ValidationLayer(Layer):
             or self._json_answers
             or is_json_format(request.extra_create_args.get("response_format"))
         )
-        return AnswerCheck(policy, schema, expects_json=expects_json, tools=tools, tool_choice=tool_choice)
+        return AnswerCheck(
+            policy,
+            schema,
+            expects_json=expects_json,
+            tools=tools,
+            tool_choice=tool_choice,
+            call_required=call_required,
+        )
 
     def _prepare(self, request: Request, check: AnswerCheck) -> Request:
         if check.schema is None:

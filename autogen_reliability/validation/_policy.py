@@ -11,7 +11,8 @@ policy, the schema, the tools offered) and judges each answer:
   handed on as a clean JSON string, so
   ``AssistantAgent``'s own ``model_validate_json`` succeeds even when the model
   wrapped its JSON in prose;
-- **tool calls** must name a tool that was offered (and that ``tool_choice`` allows) and carry JSON arguments
+- **tool calls** must name a tool that was offered (and that ``tool_choice`` allows; a text answer is refused when
+  it asks for a call) and carry JSON arguments
   that match its parameters schema; their arguments together are bounded by
   ``max_response_chars`` too.
 
@@ -79,7 +80,8 @@ class ValidationPolicy:
         reask: How many times an invalid answer is re-asked (0 to 5).
         validate_tool_calls: Tool calls must name an offered tool that ``tool_choice`` lets the
             model call, with arguments matching its parameters schema; when no tool was offered, or
-            ``tool_choice="none"``, every call is refused.
+            ``tool_choice="none"``, every call is refused, and with ``"required"`` or a tool as
+            ``tool_choice`` an answer that calls none.
         max_response_chars: Longer text answers, and tool calls whose arguments are longer
             together (with ``validate_tool_calls``), fail without being parsed.
         on_failure: ``"raise"`` :class:`ResponseValidationError`, or ``"return"``
@@ -218,11 +220,12 @@ class AnswerCheck:
     expects_json: bool
     tools: Mapping[str, Mapping[str, Any]] | None  # name -> parameters schema, when tool calls are checked
     tool_choice: str | None = None  # why ``tools`` holds fewer tools than were offered ("tool_choice is 'none'")
+    call_required: str | None = None  # why an answer must call a tool ("tool_choice is 'required'")
 
     def answer(self, result: CreateResult) -> tuple[CreateResult, list[SchemaViolation]]:
         """The answer to hand on (clean JSON when JSON is expected), and its violations."""
         content = result.content
-        if not isinstance(content, str):
+        if not isinstance(content, str) or self.call_required is not None:
             return self._tool_call_answer(result, content)
         limit = self.policy.max_response_chars
         if len(content) > limit:
@@ -256,8 +259,10 @@ class AnswerCheck:
         return None
 
     def _tool_call_answer(
-        self, result: CreateResult, calls: Sequence[FunctionCall]
+        self, result: CreateResult, calls: str | Sequence[FunctionCall]
     ) -> tuple[CreateResult, list[SchemaViolation]]:
+        if isinstance(calls, str):  # a text answer, where tool_choice asked for a call
+            return result, [SchemaViolation("", f"the answer calls no tool, but {self.call_required}")]
         if self.tools is None:
             return result, []
         violations = self._tool_calls(calls)
@@ -325,7 +330,9 @@ class AnswerCheck:
                     ]
                 ),
             ]
-        if self.schema is not None:
+        if self.call_required is not None:
+            ask = "Answer again by calling a tool."
+        elif self.schema is not None:
             ask = "Answer again with only the JSON value, matching the required schema, and no other text."
         elif self.expects_json:  # any JSON value (json_output=True, a JSON response_format): no schema to name
             ask = "Answer again with only the JSON value, and no other text."
