@@ -567,6 +567,9 @@ async def test_a_tool_call_that_tool_choice_rules_out_is_a_failure(
     feedback = fake_openai_server.requests[1].messages[-1]
     assert feedback["role"] == "tool"
     assert f"/tool_calls/0: there is no tool named '{called}' that may be called ({reason})" in feedback["content"]
+    # Told to call the tool again when no tool may be called, the model did, until the re-asks ran out.
+    again = "Answer without calling a tool." if tool_choice == "none" else "Call the tool again with valid arguments."
+    assert feedback["content"].endswith(again)
 
 
 @pytest.mark.parametrize(
@@ -601,6 +604,7 @@ async def test_a_tool_call_when_no_tool_was_offered_is_a_failure(
     feedback = fake_openai_server.requests[1].messages[-1]
     assert feedback["role"] == "tool"
     assert "/tool_calls/0: there is no tool named 'delete_everything' (tools: none)" in feedback["content"]
+    assert feedback["content"].endswith("Answer without calling a tool.")
 
 
 async def ping() -> str:

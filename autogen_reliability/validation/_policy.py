@@ -324,7 +324,7 @@ class AnswerCheck:
                             call_id=call.id,
                             name=call.name,
                             is_error=True,
-                            content=_tool_call_feedback(index, violations),
+                            content=_tool_call_feedback(index, violations, callable_tools=bool(self.tools)),
                         )
                         for index, call in enumerate(calls)
                     ]
@@ -399,7 +399,9 @@ def _listed(violations: Sequence[SchemaViolation]) -> str:
     return "\n".join(lines)
 
 
-def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation]) -> str:
+def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation], *, callable_tools: bool) -> str:
+    # With no tool that may be called (none offered, tool_choice="none"), "call the tool again" was followed.
+    again = "Call the tool again with valid arguments." if callable_tools else "Answer without calling a tool."
     # A violation of the whole turn ("/tool_calls": the arguments too long together) is every call's own.
     own = [
         v
@@ -407,6 +409,8 @@ def _tool_call_feedback(index: int, violations: Sequence[SchemaViolation]) -> st
         if v.path in ("/tool_calls", f"/tool_calls/{index}") or v.path.startswith(f"/tool_calls/{index}/")
     ]
     if own:
-        return f"Error: this call was not executed:\n{_listed(own)}\nCall the tool again with valid arguments."
+        return f"Error: this call was not executed:\n{_listed(own)}\n{again}"
     # The other calls' results list their own errors: repeating them here would multiply the re-ask.
-    return "Not executed, because other calls of this turn were invalid. Call the tools again."
+    return "Not executed, because other calls of this turn were invalid. " + (
+        "Call the tools again." if callable_tools else again
+    )
