@@ -6,6 +6,7 @@ AutoGen's OpenAIChatCompletionClient as it is, once wrapped by ``reliable()``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,15 @@ from autogen_agentchat.agents import AssistantAgent, MessageFilterAgent, Message
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.conditions import MaxMessageTermination, TextMentionTermination, TokenUsageTermination
 from autogen_agentchat.messages import BaseChatMessage, StructuredMessage, ToolCallSummaryMessage
-from autogen_agentchat.teams import DiGraphBuilder, GraphFlow, RoundRobinGroupChat, SelectorGroupChat
+from autogen_agentchat.teams import (
+    DiGraphBuilder,
+    GraphFlow,
+    MagenticOneGroupChat,
+    RoundRobinGroupChat,
+    SelectorGroupChat,
+)
 from autogen_agentchat.tools import AgentTool, TeamTool
-from autogen_core.models import ChatCompletionClient, RequestUsage
+from autogen_core.models import ChatCompletionClient, ModelInfo, RequestUsage
 from pydantic import BaseModel
 
 from autogen_reliability import AttemptEvent, ReliableChatCompletionClient, reliable
@@ -196,6 +203,70 @@ async def test_selector_team(fake_openai_server: FakeOpenAIServer, make_openai_c
         "coder",
     ]
     assert [event.call.attribution.agent for event in events] == ["SelectorGroupChat", "planner", "coder"]
+
+
+def progress_ledger(done: bool, instruction: str) -> dict[str, Any]:
+    """A MagenticOneGroupChat orchestrator's progress ledger, handing the turn to "coder"."""
+    return {
+        "is_request_satisfied": {"reason": "checked", "answer": done},
+        "is_in_loop": {"reason": "checked", "answer": False},
+        "is_progress_being_made": {"reason": "checked", "answer": True},
+        "next_speaker": {"reason": "checked", "answer": "coder"},
+        "instruction_or_question": {"reason": "checked", "answer": instruction},
+    }
+
+
+# AutoGen's OpenAI client dumps the SDK's parsed completion, which pydantic warns about (upstream, harmless).
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize("structured", [True, False], ids=["structured-output", "text"])
+async def test_magentic_one_team(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, structured: bool
+) -> None:
+    # A model without structured output (o1, Claude, most local models) is asked for the progress ledger in
+    # plain text and answers with it in a fenced block. The sanitiser read that answer as text and rewrote the
+    # markup in its strings, quoting attributes that ended them: the orchestrator could not parse the ledger,
+    # asked again, and gave up ("Failed to parse ledger information"), where the bare client's team finished.
+    instruction = 'Spell out <abbr title="HyperText Markup Language">HTML</abbr> in the page title.'
+    if structured:
+        ledger_reply = FakeReply.json(progress_ledger(False, instruction))
+    else:
+        ledger_reply = FakeReply.text(
+            "Updated ledger:\n```json\n" + json.dumps(progress_ledger(False, instruction), indent=2) + "\n```"
+        )
+    model_info = ModelInfo(
+        vision=False, function_calling=True, json_output=structured, structured_output=structured, family="unknown"
+    )
+
+    async def scenario(client: ChatCompletionClient) -> TaskResult:
+        coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
+        reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
+        team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+        if isinstance(client, ReliableChatCompletionClient):
+            reliable(team)
+        return await team.run(task="Write the page.")
+
+    replies = [
+        FakeReply.text("Facts: the page needs a title."),
+        FakeReply.text("Plan: the coder writes the page."),
+        ledger_reply,
+        FakeReply.text("The title now reads HyperText Markup Language."),
+        FakeReply.json(progress_ledger(True, "Nothing left.")),
+        FakeReply.text("The page is written."),
+    ]
+    plain, wrapped, events = await run_both(
+        fake_openai_server, make_openai_client, replies, scenario, model_info=model_info
+    )
+    assert summary(wrapped) == summary(plain)
+    assert [message.source for message in wrapped.messages] == [
+        "user",
+        "MagenticOneOrchestrator",
+        "MagenticOneOrchestrator",
+        "coder",
+        "MagenticOneOrchestrator",
+    ]
+    assert wrapped.messages[2].dump()["content"] == instruction
+    team_name = "MagenticOneGroupChat"
+    assert [event.call.attribution.agent for event in events] == [team_name] * 3 + ["coder"] + [team_name] * 2
 
 
 async def test_streaming_round_robin_team(

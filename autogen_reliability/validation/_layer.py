@@ -156,7 +156,13 @@ class SanitizeLayer(Layer):
 
     def _content(self, content: str, json_expected: bool) -> tuple[str, SanitizeReport]:
         if not json_expected:
-            return self.sanitizer.text(content)
+            text, report = self.sanitizer.text(content)
+            if report.changed and ("{" in content or "[" in content):
+                # A text answer that is JSON, or holds it in a fenced block, as an agent asks for in its prompt
+                # (MagenticOneGroupChat's progress ledger, from a model without structured output): sanitised
+                # as text, markup in its strings would be rewritten with quotes that end them.
+                return self._embedded_json(content, json_expected=False) or (text, report)
+            return text, report
         try:
             value = _loads(content)
         except (ValueError, RecursionError):
@@ -177,16 +183,20 @@ class SanitizeLayer(Layer):
             return self.sanitizer.text(content)
         return embedded[0], report.merge(embedded[1])
 
-    def _embedded_json(self, text: str) -> tuple[str, SanitizeReport] | None:
+    def _embedded_json(self, text: str, *, json_expected: bool = True) -> tuple[str, SanitizeReport] | None:
         """``text`` sanitised around the JSON that :func:`extract_json` finds in it; ``None`` if there is none.
 
         The JSON is found before anything is sanitised, then sanitised leaf by leaf and the prose on each side
         as text. Sanitised as text, the JSON would keep its escapes (``"\\u202e"``), which parsing turns back
         into hazards, and the HTML stage would rewrite markup inside its strings (quoting an attribute ends
         the string). If the spliced text would not give back the sanitised value, the value alone is handed on.
+
+        When JSON was not asked for (``json_expected`` false), only JSON that is the whole text or a fenced
+        block's counts (brackets in prose are prose, a citation ``[1]`` too), and ``None`` is returned instead
+        of the value alone: the answer is the text, not the value.
         """
         try:
-            _, start, end = locate_json(text)
+            _, start, end = locate_json(text, allow_prose=json_expected)
             value = _loads(text[start:end])
         except (JSONExtractionError, ValueError, RecursionError):
             return None
@@ -198,11 +208,13 @@ class SanitizeLayer(Layer):
             middle = _keep_blank_edges(middle, _dumps(cleaned))
         spliced = before + middle + after
         try:
-            _, start, end = locate_json(spliced)
+            _, start, end = locate_json(spliced, allow_prose=json_expected)
             again = _loads(spliced[start:end])
         except (JSONExtractionError, ValueError, RecursionError):
             again = None
         if again != cleaned:
+            if not json_expected:
+                return None
             spliced = _dumps(cleaned)
         return spliced, before_report.merge(value_report).merge(after_report)
 
