@@ -269,6 +269,36 @@ async def test_magentic_one_team(
     assert [event.call.attribution.agent for event in events] == [team_name] * 3 + ["coder"] + [team_name] * 2
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+@pytest.mark.parametrize("structured", [True, False], ids=["structured-output", "text"])
+async def test_escapes_in_a_magentic_one_progress_ledger_are_sanitised(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, structured: bool
+) -> None:
+    # Asked in plain text, the ledger's escapes ("\u001b", "\u202e") were left in the answer, as text with nothing
+    # to clean: the orchestrator parsed them into an OSC 52 clipboard write and a bidi override, and sent them to
+    # the team and the console. Asked for JSON, the same ledger's instruction was already clean.
+    instruction = "Run \u001b]52;c;ZXZpbA==\u0007 then \u202ereverse\u202c"
+    ledger = json.dumps(progress_ledger(False, instruction))
+    ledger_reply = FakeReply.text(ledger if structured else f"```json\n{ledger}\n```")
+    model_info = ModelInfo(
+        vision=False, function_calling=True, json_output=structured, structured_output=structured, family="unknown"
+    )
+    client = reliable(make_openai_client(model_info=model_info))
+    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
+    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
+    fake_openai_server.enqueue(
+        FakeReply.text("Facts: none."),
+        FakeReply.text("Plan: the coder runs it."),
+        ledger_reply,
+        FakeReply.text("Ran it."),
+        FakeReply.json(progress_ledger(True, "Nothing left.")),
+        FakeReply.text("It ran."),
+    )
+    result = await MagenticOneGroupChat([coder, reviewer], model_client=client).run(task="Run it.")
+    assert [message.source for message in result.messages][2:4] == ["MagenticOneOrchestrator", "coder"]
+    assert result.messages[2].dump()["content"] == "Run  then reverse"
+
+
 async def test_streaming_round_robin_team(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -38,6 +38,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import re
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from contextlib import aclosing
 from json.encoder import encode_basestring
@@ -66,6 +67,19 @@ OFF_LOOP_CHARS: Final = 32_768
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+_STARTS_AS_JSON: Final = re.compile(r"\s*[\[{]")
+_JSON_FENCES: Final = tuple(
+    (marker, re.compile(marker + r"[ \t]*(?:json\b[^\n]*)?\n\s*[\[{]", re.IGNORECASE)) for marker in ("```", "~~~")
+)
+
+
+def _may_hold_json(text: str) -> bool:
+    """Whether a text answer may hold JSON that :func:`locate_json` reads without prose: all of it, or a fenced
+    block (untagged or ``json``) that starts with a bracket. A few microseconds, before its costlier search."""
+    if _STARTS_AS_JSON.match(text):
+        return True
+    return any(marker in text and fence.search(text) is not None for marker, fence in _JSON_FENCES)
 
 
 async def _run(size: int, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -157,10 +171,11 @@ class SanitizeLayer(Layer):
     def _content(self, content: str, json_expected: bool) -> tuple[str, SanitizeReport]:
         if not json_expected:
             text, report = self.sanitizer.text(content)
-            if report.changed and ("{" in content or "[" in content):
+            if (report.changed or "\\" in content) and _may_hold_json(content):
                 # A text answer that is JSON, or holds it in a fenced block, as an agent asks for in its prompt
                 # (MagenticOneGroupChat's progress ledger, from a model without structured output): sanitised
-                # as text, markup in its strings would be rewritten with quotes that end them.
+                # as text, markup in its strings would be rewritten with quotes that end them, and an escape
+                # ("\u202e", "\b") would be left for the agent's parser to turn into what it stands for.
                 return self._embedded_json(content, json_expected=False) or (text, report)
             return text, report
         try:
