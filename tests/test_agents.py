@@ -299,6 +299,46 @@ async def test_escapes_in_a_magentic_one_progress_ledger_are_sanitised(
     assert result.messages[2].dump()["content"] == "Run  then reverse"
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+async def test_a_magentic_one_team_goes_on_on_a_fallback_without_structured_output(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, tmp_path: Path
+) -> None:
+    # The orchestrator asks for its progress ledger as json_output=LedgerEntry, since the wrapper's model_info (its
+    # primary's) says structured output. When the primary failed, the fallback's client, a model without structured
+    # output, was handed json_output=LedgerEntry too and raised "Model does not support structured output.": the
+    # fallback meant to carry the team through an outage ended its run instead.
+    local = ModelInfo(vision=False, function_calling=True, json_output=False, structured_output=False, family="unknown")
+    fallback = make_openai_client(model="llama3.1:8b", model_info=local)
+    client = make_openai_client()
+    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
+    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
+    team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+    with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger:
+        reliable(team, recorder=ledger[1], retry=None, fallbacks=[fallback])
+        fake_openai_server.enqueue(
+            FakeReply.text("Facts: none."),
+            FakeReply.text("Plan: the coder writes it."),
+            FakeReply.error(503),
+            FakeReply.text("Here it is:\n```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```"),
+            FakeReply.text("Written."),
+            FakeReply.json(progress_ledger(True, "Nothing left.")),
+            FakeReply.text("The page is written."),
+        )
+        result = await team.run(task="Write the page.")
+        rows = ledger_rows(ledger)
+    assert [message.source for message in result.messages][2:] == [
+        "MagenticOneOrchestrator",
+        "coder",
+        "MagenticOneOrchestrator",
+    ]
+    assert result.messages[2].dump()["content"] == "Write it."
+    asked = fake_openai_server.requests[3]
+    assert asked.model == "llama3.1:8b"
+    assert asked.body is not None
+    assert "response_format" not in asked.body  # neither the schema nor JSON mode: the model says it has none
+    assert [(row.model, row.outcome) for row in rows][2:4] == [("gpt-4o-mini", "error"), ("llama3.1:8b", "ok")]
+
+
 async def test_streaming_round_robin_team(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

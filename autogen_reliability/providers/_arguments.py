@@ -79,6 +79,11 @@ def provider_arguments(
             ``include_usage``); passed on for a stream only.
     """
     extra = extra_create_args
+    if response_format is not None and isinstance(json_output, type) and not client.model_info.get("structured_output"):
+        # The validation stage checks the answer against the model itself (response_format is its schema). A
+        # client that says it cannot be asked for a model (a fallback of a model without structured output,
+        # under a wrapper whose model_info is its primary's) would raise for it: it is asked for what it can give.
+        json_output = True if client.model_info.get("json_output") else None
     openai = _openai_under_caches(client)
     if openai is not None:
         json_output, extra = _for_openai(
