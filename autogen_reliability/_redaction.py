@@ -33,7 +33,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._secret_text import redact, remember_secret, well_formed
-from .providers import loaded_module
+from .providers import loaded_class, loaded_module
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -58,6 +58,10 @@ QUOTED_LIMIT: Final = 40
 def message_of(error: BaseException) -> str:
     """``str(error)``, never raising: an exception whose ``__str__`` raises (or returns no str) gives a stand-in.
 
+    An SDK's ``Connection error.`` (or ``Request timed out.``) is followed by where the request went and why it
+    failed, which the SDK keeps only in the errors it chains:
+    ``Connection error. (http://127.0.0.1:8000: ConnectionRefusedError: [Errno 111] Connect call failed ...)``.
+
     For every text of an exception we did not make (a provider's, a driver's) that a health report, a span or a
     log line shows: what renders it must not fail with it. Not redacted: pass it to :func:`redact`.
 
@@ -69,9 +73,53 @@ def message_of(error: BaseException) -> str:
         '<str() failed: RuntimeError>'
     """
     try:
-        return str(error)
+        text = str(error)
     except Exception as failure:  # whatever __str__ raises is what this guards against
         return f"<str() failed: {type(failure).__name__}>"
+    return text + _unreachable(error) if _is_connection_error(error) else text
+
+
+# The openai and anthropic SDKs' error for a request that got no HTTP response (APITimeoutError is one too).
+_CONNECTION_ERRORS: Final = (("openai", "APIConnectionError"), ("anthropic", "APIConnectionError"))
+_CAUSE_DEPTH: Final = 8
+_REASON_LIMIT: Final = 300
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    for module, name in _CONNECTION_ERRORS:
+        cls = loaded_class(module, name, BaseException)
+        if cls is not None and isinstance(error, cls):
+            return True
+    return False
+
+
+def _unreachable(error: BaseException) -> str:
+    """Where an SDK's ``Connection error.`` went and why it failed: `` (https://host:port: SSLError: ...)``.
+
+    The SDK's message is the same for a refused port, a host that does not resolve, a TLS failure or a dead proxy;
+    the reason is in the errors it chains, the deepest one that says something (the refused address). Where is the
+    URL's scheme, host and port only: never its user, password, path or query, which may carry a key.
+    """
+    try:
+        url = error.request.url  # type: ignore[attr-defined]  # the SDKs' APIConnectionError keeps its request
+        host = url.host if ":" not in url.host else f"[{url.host}]"
+        where = f"{url.scheme}://{host}" + (f":{url.port}" if url.port is not None else "")
+    except Exception:  # an error made without a request: the reason alone
+        where = ""
+    reason = ""
+    current, seen = error, 0
+    while seen < _CAUSE_DEPTH:
+        # httpcore raises its ConnectError with the refused OSError as a suppressed context: still what happened.
+        chained = current.__cause__ or current.__context__
+        if not isinstance(chained, Exception):  # the end, or a CancelledError of the HTTP client's timeout
+            break
+        current, seen = chained, seen + 1
+        said = message_of(chained).strip().splitlines()
+        if said or not reason:
+            reason = f"{type(chained).__name__}: {said[0]}" if said else type(chained).__name__
+    if not reason:
+        return f" ({where})" if where else ""
+    return f" ({where}: {reason[:_REASON_LIMIT]})" if where else f" ({reason[:_REASON_LIMIT]})"
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

@@ -10,6 +10,7 @@ import gc
 import inspect
 import logging
 import pickle
+import socket
 import sys
 import threading
 import time
@@ -260,6 +261,47 @@ async def test_connection_reset_is_retried(
     result = await call(reliable(make_openai_client(), retry=FAST), mode)
     assert result.content == "reconnected"
     assert fake_openai_server.request_count == 2
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("failure", ["refused", "tls"])
+async def test_a_provider_that_cannot_be_reached_is_named_with_the_reason_in_the_error_rows_and_log(
+    mode: Mode,
+    failure: str,
+    fake_openai_server: FakeOpenAIServer,
+    ledger: Ledger,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The SDK says "Connection error." whatever happened; where it went and why are only in its chained errors.
+    if failure == "refused":
+        where, why = f"http://127.0.0.1:{closed_port()}", "ConnectionRefusedError: "
+    else:  # https:// to a server that speaks plain HTTP
+        where, why = fake_openai_server.root_url.replace("http://", "https://"), "SSLError: [SSL: WRONG_VERSION_NUMBER]"
+    # Credentials in the URL are not part of where it went.
+    base_url = where.replace("://", "://user:hunter2-secret@") + "/v1?api-key=query-secret"
+    client = reliable(make_openai_client(base_url=base_url), retry=FAST, recorder=ledger[1])
+    with caplog.at_level(logging.WARNING, logger="autogen_reliability"), pytest.raises(RetriesExhaustedError) as caught:
+        await call(client, mode)
+    said = f"Connection error. ({where}: {why}"
+    assert caught.value.kinds == (ErrorKind.CONNECTION,) * 3
+    assert f"last error: {said}" in str(caught.value)
+    assert [row.outcome for row in rows(ledger)] == ["error"] * 3
+    assert all((row.error_message or "").startswith(said) for row in rows(ledger))
+    logged = [record.getMessage() for record in caplog.records if record.name == "autogen_reliability"]
+    assert len(logged) == 2
+    assert all(said in line for line in logged)
+    for text in [str(caught.value), *logged, *(row.error_message or "" for row in rows(ledger))]:
+        assert "secret" not in text
+    assert fake_openai_server.request_count == 0
 
 
 async def test_stream_dropped_before_its_first_chunk_is_retried(

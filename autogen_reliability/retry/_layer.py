@@ -45,7 +45,7 @@ from .._errors import (
     RetriesExhaustedError,
 )
 from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
-from .._redaction import log_failure, redact, redacted_error
+from .._redaction import log_failure, message_of, redact, redacted_error
 from ..providers import describe_client
 from ._budget import RetryBudgetState
 from ._circuit import CircuitBreaker, counts_as_failure
@@ -279,7 +279,13 @@ class _RetryRun:
         last = error.last_attempt.exception()
         reason = self.reason
         deadline = self.policy._deadline if reason == "deadline" else None
-        return RetriesExhaustedError(len(self.kinds), self.kinds, reason, redact(str(last)), deadline=deadline)
+        return RetriesExhaustedError(
+            len(self.kinds),
+            self.kinds,
+            reason,
+            redact(message_of(last) if last is not None else "None"),
+            deadline=deadline,
+        )
 
     async def attempts(self, first_error: Exception, attempt: Callable[[], Awaitable[_T]]) -> _T:
         """Judges ``first_error``, then retries ``attempt`` as the policy allows."""

@@ -46,7 +46,7 @@ from tenacity.wait import wait_base
 
 from .._errors import ConfigurationError, check_clock, config_options, is_finite, printable, shown_number
 from .._pipeline import Call
-from .._redaction import redact
+from .._redaction import message_of, redact
 from ._budget import RetryBudget, RetryBudgetState
 from ._classify import NEVER_RETRIED, RETRYABLE_BY_DEFAULT, ErrorKind, classify_error, retry_after
 
@@ -381,7 +381,7 @@ def log_retry(event: RetryEvent) -> None:
         event.wait,
         event.attempt,
         event.error_kind.value,
-        printable(redact(str(event.error))),
+        printable(redact(message_of(event.error))),
         extra={
             "call_id": str(call.call_id),
             "attempt": event.attempt,
