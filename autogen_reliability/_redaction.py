@@ -23,6 +23,7 @@ message with them; they are used from here.
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 import sys
@@ -61,6 +62,8 @@ def message_of(error: BaseException) -> str:
     An SDK's ``Connection error.`` (or ``Request timed out.``) is followed by where the request went and why it
     failed, which the SDK keeps only in the errors it chains:
     ``Connection error. (http://127.0.0.1:8000: ConnectionRefusedError: [Errno 111] Connect call failed ...)``.
+    An SDK's ``Error code: 502`` of a body that is not JSON (a gateway's page) is followed by what the body says:
+    ``Error code: 502 (text/html: 502 Bad Gateway)``.
 
     For every text of an exception we did not make (a provider's, a driver's) that a health report, a span or a
     log line shows: what renders it must not fail with it. Not redacted: pass it to :func:`redact`.
@@ -76,21 +79,52 @@ def message_of(error: BaseException) -> str:
         text = str(error)
     except Exception as failure:  # whatever __str__ raises is what this guards against
         return f"<str() failed: {type(failure).__name__}>"
-    return text + _unreachable(error) if _is_connection_error(error) else text
+    if _is_one_of(error, _CONNECTION_ERRORS):
+        return text + _unreachable(error)
+    if _is_one_of(error, _STATUS_ERRORS):
+        return text + _page(error)
+    return text
 
 
 # The openai and anthropic SDKs' error for a request that got no HTTP response (APITimeoutError is one too).
 _CONNECTION_ERRORS: Final = (("openai", "APIConnectionError"), ("anthropic", "APIConnectionError"))
+# Their error for an HTTP error status; of a body that is not JSON (a gateway's page) it says "Error code: 502" only.
+_STATUS_ERRORS: Final = (("openai", "APIStatusError"), ("anthropic", "APIStatusError"))
 _CAUSE_DEPTH: Final = 8
 _REASON_LIMIT: Final = 300
+_PAGE_SCAN: Final = 20_000  # a page's title is near its top; its text, without the title, too
+_TITLE: Final = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_TAG: Final = re.compile(r"<[^>]*>")
 
 
-def _is_connection_error(error: BaseException) -> bool:
-    for module, name in _CONNECTION_ERRORS:
+def _is_one_of(error: BaseException, classes: tuple[tuple[str, str], ...]) -> bool:
+    for module, name in classes:
         cls = loaded_class(module, name, BaseException)
         if cls is not None and isinstance(error, cls):
             return True
     return False
+
+
+def _page(error: BaseException) -> str:
+    """What an error status's body that is not JSON says, in a line: `` (text/html: 502 Bad Gateway)``.
+
+    An HTML page's title, else its first line of text; a text's first line. Nothing for a JSON body, whose
+    message the SDK quotes already.
+    """
+    try:
+        body = error.body  # type: ignore[attr-defined]  # the SDKs keep the text they could not parse as JSON
+        if not isinstance(body, str) or not body.strip():
+            return ""
+        head = body[:_PAGE_SCAN]
+        title = _TITLE.search(head)
+        text = html.unescape(title.group(1) if title is not None else _TAG.sub("\n", head))
+        line = next((" ".join(line.split()) for line in text.splitlines() if line.strip()), "")
+        content_type = str(error.response.headers.get("content-type", "")).split(";")[0].strip()  # type: ignore[attr-defined]
+    except Exception:  # an error made without a body or a response: the SDK's text alone
+        return ""
+    if not line:
+        return ""
+    return f" ({content_type or 'body'}: {line[:_REASON_LIMIT]})"
 
 
 def _unreachable(error: BaseException) -> str:

@@ -304,6 +304,46 @@ async def test_a_provider_that_cannot_be_reached_is_named_with_the_reason_in_the
     assert fake_openai_server.request_count == 0
 
 
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>"
+    b"\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+ENVOY_503 = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (
+            FakeReply.malformed(NGINX_502, status=502, content_type="text/html"),
+            "Error code: 502 (text/html: 502 Bad Gateway)",
+        ),
+        (
+            FakeReply.malformed(ENVOY_503, status=503, content_type="text/plain"),
+            f"Error code: 503 (text/plain: {ENVOY_503.decode()})",
+        ),
+    ],
+    ids=["nginx-html", "envoy-text"],
+)
+async def test_a_gateways_error_page_is_summed_up_in_the_error_and_rows(
+    mode: Mode,
+    reply: FakeReply,
+    said: str,
+    fake_openai_server: FakeOpenAIServer,
+    ledger: Ledger,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # The SDK says only "Error code: 502" of a body that is not JSON, and keeps the page as the error's body.
+    fake_openai_server.default = reply
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await call(client, mode)
+    assert fake_openai_server.request_count == 3
+    assert str(caught.value).endswith(f"last error: {said}")
+    assert [row.error_message for row in rows(ledger)] == [said] * 3
+
+
 async def test_stream_dropped_before_its_first_chunk_is_retried(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
