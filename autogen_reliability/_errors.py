@@ -458,7 +458,7 @@ class CircuitOpenError(ReliabilityError):
         self.client = client
         self.retry_in = retry_in
         self.probes_in_flight = probes_in_flight
-        why = f"{failures} of the last {window} calls failed"
+        why = f"{failures} of the last {window} attempts failed"
         if probes_in_flight:
             # Half-open: "next probe allowed in 0.0 s" would say to try again at once, and that is refused too.
             message = (

@@ -70,7 +70,7 @@ def test_opens_once_the_failure_rate_is_reached_over_the_minimum_calls() -> None
         states.append(state(circuit))
     # 1/1, 1/2, 1/3: too few to judge; 1/4 and 2/5 are below the rate; 3/6 reaches it.
     assert states == ["closed"] * 5 + ["open"]
-    with pytest.raises(CircuitOpenError, match=r"circuit open for Fake\(model\): 3 of the last 6 calls failed"):
+    with pytest.raises(CircuitOpenError, match=r"circuit open for Fake\(model\): 3 of the last 6 attempts failed"):
         circuit.acquire()
 
 
@@ -116,7 +116,7 @@ def test_half_open_probe_success_closes_with_a_clean_window() -> None:
         circuit.acquire()  # only two probes at a time
     # Not "next probe allowed in 0.0 s", which says to try again at once: that is refused as well.
     assert str(caught.value) == (
-        "circuit half-open for Fake(model): 2 of the last 2 calls failed; 2 probe request(s) in flight, "
+        "circuit half-open for Fake(model): 2 of the last 2 attempts failed; 2 probe request(s) in flight, "
         "no other is sent until one ends"
     )
     assert (caught.value.retry_in, caught.value.probes_in_flight) == (0.0, 2)

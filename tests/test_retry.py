@@ -537,6 +537,8 @@ async def test_open_circuit_sends_no_request(
     assert fake_openai_server.request_count == 4
     assert caught.value.retry_in > 50
     assert "OpenAIChatCompletionClient(gpt-4o-mini)" in str(caught.value)
+    # Two calls were made: the window counts their four attempts, and says so.
+    assert ": 4 of the last 4 attempts failed; " in str(caught.value)
 
 
 @pytest.mark.parametrize("mode", MODES)
