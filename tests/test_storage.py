@@ -36,7 +36,7 @@ from autogen_core.models import UserMessage
 from sqlalchemy import create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.event import listen
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from autogen_reliability import configure, reliable
 from autogen_reliability._cli import main as cli_main
@@ -728,6 +728,31 @@ def test_in_memory_sqlite_is_one_database_for_all_threads() -> None:
     thread.join()
     assert store.count() == 1
     store.close()
+
+
+@pytest.mark.parametrize(
+    "engine_options",
+    [{}, {"poolclass": NullPool}],
+    ids=["default pool, a connection per thread", "NullPool"],
+)
+def test_an_engine_of_a_database_in_memory_per_connection_is_refused(engine_options: dict[str, Any]) -> None:
+    # SQLAlchemy gives sqlite:// a connection, so a database, per thread: the store made its tables in the
+    # opening thread's, and the recorder's thread wrote to an empty one ("no such table"), spooling every row.
+    engine = create_engine("sqlite://", **engine_options)
+    with pytest.raises(ConfigurationError, match=r"in memory.*poolclass=StaticPool"):
+        UsageStore(engine)
+    engine.dispose()
+
+
+def test_an_engine_of_one_database_in_memory_records_from_the_recorder_thread(tmp_path: Path) -> None:
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    store = UsageStore(engine)
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", close_sink=False)
+    for _ in range(3):
+        recorder.record(plain_event())
+    recorder.close()
+    assert (store.count(), recorder.spooled) == (3, 0)
+    engine.dispose()
 
 
 # --- connections ---------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "check_database_url",
     "check_engine",
+    "check_one_database_per_engine",
     "error_line",
     "fork_waits_for",
     "make_engine",
@@ -382,6 +383,35 @@ def check_engine(engine: Engine) -> None:
             f"the engine's schema_translate_map puts the usage tables in {schema!r}, which the usage store's bulk "
             f"writes and migrations do not follow; give the store {where}, without the map"
         )
+
+
+def check_one_database_per_engine(engine: Engine) -> None:
+    """Refuses an engine of the application's whose connections each open a database of their own, in memory.
+
+    SQLAlchemy gives ``sqlite://`` a pool of one connection per thread, and every connection to SQLite's
+    ``:memory:`` is a new, empty database: the store made its tables in the opening thread's, and the
+    recorder, writing from a thread of its own, found none ("no such table"), so every row waited in the
+    spool (with ``NullPool``, opening failed: the tables it had just made were gone). One connection for
+    every thread (``StaticPool``) works; so does a ``file:`` URI that shares one database between
+    connections, and a ``creator=`` that opens a file (asked of the database, not of the URL).
+
+    Raises:
+        ConfigurationError: The engine's database is in memory and its pool is not a ``StaticPool``.
+    """
+    if engine.dialect.name != "sqlite" or isinstance(engine.pool, StaticPool) or not _sqlite_in_memory(engine.url):
+        return
+    if (engine.url.database or "").startswith("file:"):
+        return  # a URI naming a database in memory that its connections share (cache=shared, the memdb VFS)
+    with engine.connect() as connection:
+        databases = connection.exec_driver_sql("PRAGMA database_list").all()
+    if any(name == "main" and file for _number, name, file in databases):
+        return  # a creator= that opens a file
+    raise ConfigurationError(
+        f"the engine's SQLite database is in memory, and each connection its {type(engine.pool).__name__} opens "
+        "is a new, empty one: the usage store writes from a thread of its own; make the engine "
+        "with poolclass=StaticPool and connect_args={'check_same_thread': False} (one connection for all "
+        "threads), or give the store the URL sqlite:// instead of an engine"
+    )
 
 
 def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:

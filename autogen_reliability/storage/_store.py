@@ -42,6 +42,7 @@ from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import (
     check_engine,
+    check_one_database_per_engine,
     make_engine,
     masked_url,
     new_pool_after_fork,
@@ -97,7 +98,8 @@ class UsageStore:
         ConfigurationError: The URL can never work (malformed, another database, a driver that is
             missing, a SQLite file in a directory that does not exist), the engine cannot be written
             through (another database, an asyncio driver, a ``schema_translate_map`` that moves tables of
-            no schema), or ``create`` is not a bool.
+            no schema, a SQLite database in memory whose pool is not a ``StaticPool``: each of its
+            connections is a database of its own), or ``create`` is not a bool.
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
         StoreSchemaError: Any other misfit: tables our migrations did not make, a version table
@@ -120,6 +122,7 @@ class UsageStore:
         if isinstance(url_or_engine, Engine):
             self._engine, self._owns_engine = url_or_engine, False
             check_engine(url_or_engine)
+            check_one_database_per_engine(url_or_engine)
             # Forked with the application (gunicorn --preload, a multiprocessing pool), the child must not write
             # through the parent's connections: SQLAlchemy's own advice, engine.dispose(close=False) in the child.
             new_pool_after_fork(url_or_engine)
