@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -835,6 +836,30 @@ def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_passe
 
     engine = create_engine(store_url)
     opened_by: list[int] = []  # the process that opened each connection checked out, in order
+    listen(engine, "connect", lambda _dbapi, record: record.info.setdefault("pid", os.getpid()))
+    listen(engine, "checkout", lambda _dbapi, record, _proxy: opened_by.append(record.info["pid"]))
+    store = UsageStore(engine)
+    store.write([plain_event()])
+
+    def work() -> None:
+        store.write([plain_event()])
+        raise SystemExit(0 if opened_by[-1] == os.getpid() else 1)
+
+    assert fork_child(work) == 0  # before: 1, the parent's connection
+    assert store.count() == 2
+    store.close()
+    engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_whose_creator_opens_a_file(
+    tmp_path: Path,
+) -> None:
+    # create_engine("sqlite://", creator=...) is SQLAlchemy's way to open SQLite as one likes: the URL says memory,
+    # the connections open a file. Its pool was left as it was in the child, which wrote through the parent's handle.
+    path = tmp_path / "app.db"
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(path, check_same_thread=False))
+    opened_by: list[int] = []
     listen(engine, "connect", lambda _dbapi, record: record.info.setdefault("pid", os.getpid()))
     listen(engine, "checkout", lambda _dbapi, record, _proxy: opened_by.append(record.info["pid"]))
     store = UsageStore(engine)

@@ -44,6 +44,7 @@ __all__ = [
     "masked_url",
     "new_pool_after_fork",
     "postgresql_write_timeouts",
+    "sqlite_engine_in_memory",
     "sqlite_file_missing",
     "sqlite_file_path",
     "sqlite_opened_file",
@@ -398,20 +399,28 @@ def check_one_database_per_engine(engine: Engine) -> None:
     Raises:
         ConfigurationError: The engine's database is in memory and its pool is not a ``StaticPool``.
     """
-    if engine.dialect.name != "sqlite" or isinstance(engine.pool, StaticPool) or not _sqlite_in_memory(engine.url):
+    if isinstance(engine.pool, StaticPool) or (engine.url.database or "").startswith("file:"):
+        return  # one connection for all threads, or a URI naming a database in memory its connections share
+    if not sqlite_engine_in_memory(engine):
         return
-    if (engine.url.database or "").startswith("file:"):
-        return  # a URI naming a database in memory that its connections share (cache=shared, the memdb VFS)
-    with engine.connect() as connection:
-        databases = connection.exec_driver_sql("PRAGMA database_list").all()
-    if any(name == "main" and file for _number, name, file in databases):
-        return  # a creator= that opens a file
     raise ConfigurationError(
         f"the engine's SQLite database is in memory, and each connection its {type(engine.pool).__name__} opens "
         "is a new, empty one: the usage store writes from a thread of its own; make the engine "
         "with poolclass=StaticPool and connect_args={'check_same_thread': False} (one connection for all "
         "threads), or give the store the URL sqlite:// instead of an engine"
     )
+
+
+def sqlite_engine_in_memory(engine: Engine) -> bool:
+    """Whether ``engine`` opens a SQLite database in memory: its URL says so, and so does the database.
+
+    Asked of the database when the URL names none (``sqlite://``): a ``creator=`` may open a file.
+    """
+    if engine.dialect.name != "sqlite" or not _sqlite_in_memory(engine.url):
+        return False
+    with engine.connect() as connection:
+        databases = connection.exec_driver_sql("PRAGMA database_list").all()
+    return not any(name == "main" and file for _number, name, file in databases)
 
 
 def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
@@ -472,12 +481,16 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
 _forked_pools: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def new_pool_after_fork(engine: Engine) -> None:
+def new_pool_after_fork(engine: Engine, *, in_memory: bool | None = None) -> None:
     """In a forked child, ``engine`` opens connections of its own (see below): ours, and one a user passed us.
 
-    Not on a SQLite database in memory: it is the process's, and the child works on its own copy.
+    Not on a SQLite database in memory: it is the process's, and the child works on its own copy. Whether
+    it is one is read from the URL, unless ``in_memory`` says (:func:`sqlite_engine_in_memory`, for an engine
+    of the application's, whose ``creator=`` may open a file behind ``sqlite://``).
     """
-    if not (engine.dialect.name == "sqlite" and _sqlite_in_memory(engine.url)):
+    if in_memory is None:
+        in_memory = engine.dialect.name == "sqlite" and _sqlite_in_memory(engine.url)
+    if not in_memory:
         _forked_pools.add(engine)
 
 

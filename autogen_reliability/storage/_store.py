@@ -47,6 +47,7 @@ from ._engine import (
     masked_url,
     new_pool_after_fork,
     postgresql_write_timeouts,
+    sqlite_engine_in_memory,
     sqlite_opened_file,
     write_transaction,
 )
@@ -125,7 +126,8 @@ class UsageStore:
             check_one_database_per_engine(url_or_engine)
             # Forked with the application (gunicorn --preload, a multiprocessing pool), the child must not write
             # through the parent's connections: SQLAlchemy's own advice, engine.dispose(close=False) in the child.
-            new_pool_after_fork(url_or_engine)
+            # Asked of the database: a creator= may open a file behind sqlite://.
+            new_pool_after_fork(url_or_engine, in_memory=sqlite_engine_in_memory(url_or_engine))
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = masked_url(self._engine.url)
