@@ -482,6 +482,20 @@ def test_an_engine_whose_schema_translate_map_moves_the_ledger_is_refused(store_
         elsewhere.dispose()
 
 
+def test_an_async_engine_is_refused_naming_the_engine_to_give() -> None:
+    # An application on SQLAlchemy's asyncio API has an AsyncEngine at hand: it was refused as if the store took
+    # URLs only ("a database URL must be a string such as sqlite:///usage.db, got AsyncEngine").
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+
+    engine = create_async_engine("postgresql+psycopg://app:secret-pw@db.internal/usage")
+    for use in (UsageStore, _migrate.upgrade, _migrate.current_revision):
+        with pytest.raises(ConfigurationError) as caught:
+            use(engine)  # type: ignore[arg-type]
+        assert "AsyncEngine" in str(caught.value)
+        assert "create_engine" in str(caught.value)
+        assert "secret-pw" not in str(caught.value)
+
+
 def test_a_write_through_an_autocommit_engine_that_fails_half_way_is_counted_once_written_again(
     make_pg_database: Callable[[], str],
 ) -> None:

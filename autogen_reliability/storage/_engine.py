@@ -211,6 +211,12 @@ def check_database_url(url: str | URL) -> URL:
             a ``prepare_threshold`` (psycopg's) that is neither a whole
             number nor ``none``. The message never shows the password.
     """
+    sync_engine = getattr(url, "sync_engine", None)  # an AsyncEngine's, whose module we do not import
+    if isinstance(sync_engine, Engine):
+        raise ConfigurationError(
+            f"the usage store writes from a thread of its own and needs an engine made with create_engine() and a "
+            f"synchronous driver, or a URL, not an AsyncEngine ({masked_url(sync_engine.url)})"
+        )
     if not isinstance(url, str | URL):
         raise ConfigurationError(
             f"a database URL must be a string such as sqlite:///usage.db, got {type(url).__name__}"

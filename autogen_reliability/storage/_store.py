@@ -98,9 +98,9 @@ class UsageStore:
     Raises:
         ConfigurationError: The URL can never work (malformed, another database, a driver that is
             missing, a SQLite file in a directory that does not exist), the engine cannot be written
-            through (another database, an asyncio driver, a ``schema_translate_map`` that moves tables of
-            no schema, a SQLite database in memory whose pool is not a ``StaticPool``: each of its
-            connections is a database of its own), or ``create`` is not a bool.
+            through (an ``AsyncEngine``, another database, an asyncio driver, a ``schema_translate_map``
+            that moves tables of no schema, a SQLite database in memory whose pool is not a
+            ``StaticPool``: each of its connections is a database of its own), or ``create`` is not a bool.
         SchemaOutdatedError: The schema is older than this library's (the message names the command).
         SchemaTooNewError: A newer release of the library migrated the database.
         StoreSchemaError: Any other misfit: tables our migrations did not make, a version table
