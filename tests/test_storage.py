@@ -736,6 +736,39 @@ def test_written_from_a_background_thread(store_url: str) -> None:
     store.close()
 
 
+def test_in_memory_sqlite_read_by_other_threads_while_the_recorder_writes_loses_and_spools_nothing(
+    tmp_path: Path,
+) -> None:
+    # The one connection of sqlite:// was used by every thread at once: a read's BEGIN or its rollback on return
+    # fell inside the recorder's write ("cannot start a transaction within a transaction"), spooling its batches
+    # (2,000 recorded: 260 stored, 1,740 spooled), and a rollback could undo a batch the recorder counted written.
+    store = UsageStore("sqlite://")
+    recorder = UsageRecorder(store, spool_dir=tmp_path / "spool", batch_size=20, close_sink=False)
+    done = threading.Event()
+    errors: list[Exception] = []
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                store.count()
+                store.report()
+            except Exception as error:  # reported by the assertion below
+                errors.append(error)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for _ in range(500):
+        recorder.record(plain_event())
+    recorder.flush()
+    done.set()
+    for reader in readers:
+        reader.join()
+    recorder.close()
+    assert (store.count(), recorder.spooled, recorder.stats["failed_writes"], errors) == (500, 0, 0, [])
+    store.close()
+
+
 def test_in_memory_sqlite_is_one_database_for_all_threads() -> None:
     store = UsageStore("sqlite://")
     thread = threading.Thread(target=store.write, args=([plain_event()],))

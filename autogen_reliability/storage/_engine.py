@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from urllib.parse import quote, unquote
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection, ExceptionContext
 from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection, StaticPool
 from sqlalchemy.util import asbool
 
@@ -436,8 +438,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     busy timeout (a locked database fails fast and the recorder spools),
     ``synchronous=NORMAL`` (safe with WAL; a power cut can lose only the last
     commits, and the spool covers that) and foreign keys. An in-memory SQLite
-    database is one connection shared by all threads, since every new
-    connection would be a new, empty database. A pooled connection to a SQLite
+    database is one connection shared by all threads, one at a time, since
+    every new connection would be a new, empty database. A pooled connection to a SQLite
     file that was deleted or replaced since it connected is not used again.
     PostgreSQL gets a connect
     timeout, TCP keepalives and a user timeout (a vanished server is noticed
@@ -461,7 +463,7 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     if not pooled:
         options["poolclass"] = NullPool
     if backend == "sqlite" and _sqlite_in_memory(url):
-        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        options.update(poolclass=_OneThreadAtATimePool, connect_args={"check_same_thread": False})
     if backend == "postgresql":
         options["pool_pre_ping"] = True
         if url.get_driver_name() in ("psycopg", "psycopg2"):
@@ -482,6 +484,94 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
             event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
             event.listen(engine, "checkout", functools.partial(_check_sqlite_file, path))
     return engine
+
+
+class _Turn:
+    """Whose turn it is to use a connection: one thread's at a time, in the order they asked.
+
+    A thread that asks again while it holds it has it again. First come, first served: threads that read in a
+    loop must not keep a writer waiting past its timeout.
+    """
+
+    def __init__(self) -> None:
+        self.forked()
+        _turns.add(self)
+
+    def forked(self) -> None:
+        """To start, and in a forked child: the threads that held or waited for the turn are the parent's."""
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+        self._depth = 0
+        self._waiting: deque[tuple[int, threading.Event]] = deque()
+
+    def take(self, timeout: float) -> bool:
+        me = threading.get_ident()
+        with self._lock:
+            if self._holder in (None, me):
+                self._holder = me
+                self._depth += 1
+                return True
+            waiter = (me, threading.Event())
+            self._waiting.append(waiter)
+        if waiter[1].wait(timeout):
+            return True  # handed over by give()
+        with self._lock:
+            if waiter[1].is_set():
+                return True  # handed over as the wait ended
+            self._waiting.remove(waiter)
+            return False
+
+    def give(self) -> None:
+        with self._lock:
+            self._depth = max(0, self._depth - 1)
+            if self._depth:
+                return
+            self._holder = None
+            if self._waiting:
+                self._holder, handed = self._waiting.popleft()
+                self._depth = 1
+                handed.set()
+
+
+_turns: weakref.WeakSet[_Turn] = weakref.WeakSet()
+
+
+def _turns_forked() -> None:
+    for turn in list(_turns):
+        turn.forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_turns_forked)
+
+
+class _OneThreadAtATimePool(StaticPool):
+    """The one connection of a SQLite database in memory, lent to one thread at a time.
+
+    A ``StaticPool`` lends its connection to every thread at once: a report's ``BEGIN``, or the rollback of a
+    read's return, fell inside the recorder's write transaction on the same connection, which failed ("cannot
+    start a transaction within a transaction", its batch spooled) or was undone after being counted written.
+    Another thread waits for its turn as a SQLite write waits for a lock: :data:`SQLITE_BUSY_TIMEOUT_MS`, then
+    fails (``sqlalchemy.exc.TimeoutError``; a batch goes to the spool).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = _Turn()
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if not self._turn.take(SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise PoolTimeoutError(
+                f"the SQLite database in memory was in use by another thread for {SQLITE_BUSY_TIMEOUT_MS} ms"
+            )
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._turn.give()
+            raise
+
+    def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
+        self._turn.give()
 
 
 _forked_pools: weakref.WeakSet[Engine] = weakref.WeakSet()
