@@ -815,6 +815,17 @@ def test_sqlite_connections_are_configured(tmp_path: Path) -> None:
     assert pragma == {"journal_mode": "wal", "busy_timeout": 2000, "synchronous": 1, "foreign_keys": 1}
 
 
+def test_a_sqlite_url_s_own_timeout_wins_over_the_busy_timeout(tmp_path: Path) -> None:
+    # sqlite3's timeout= in the URL was accepted, then overridden by the store's PRAGMA busy_timeout=2000: a ledger
+    # on a busy file spooled after 2 s whatever the URL said. As a libpq parameter does on PostgreSQL, it wins now.
+    for query, busy_timeout in (("", 2000), ("?timeout=30", 30_000), ("?timeout=0.5", 500)):
+        with (
+            UsageStore(f"sqlite:///{tmp_path / 'usage.db'}{query}") as store,
+            store.engine.connect() as connection,
+        ):
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == busy_timeout
+
+
 @pytest.mark.parametrize("named", ["sqlite:///{path}", "sqlite:///file:{path}?uri=true"])
 def test_a_sqlite_file_deleted_under_the_store_gets_no_more_rows_until_reopen_makes_it_again(
     named: str, tmp_path: Path

@@ -435,7 +435,8 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
     """An engine for the usage store, configured as the store needs it.
 
     SQLite connections get WAL mode (readers never block the writer), a short
-    busy timeout (a locked database fails fast and the recorder spools),
+    busy timeout (a locked database fails fast and the recorder spools;
+    the URL's own ``timeout=`` wins),
     ``synchronous=NORMAL`` (safe with WAL; a power cut can lose only the last
     commits, and the spool covers that) and foreign keys. An in-memory SQLite
     database is one connection shared by all threads, one at a time, since
@@ -478,7 +479,7 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> Engine:
         event.listen(engine, "connect", functools.partial(_configure_psycopg_connection, preparing))
         event.listen(engine, "handle_error", functools.partial(_lost_prepared_statement, preparing))
     if backend == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite_connection)
+        event.listen(engine, "connect", functools.partial(_configure_sqlite_connection, "timeout" in url.query))
         path = sqlite_opened_file(url)
         if path is not None:
             event.listen(engine, "connect", functools.partial(_remember_sqlite_file, path))
@@ -797,11 +798,15 @@ def _configure_psycopg_connection(
     raw.commit()  # kept for the session, whatever the transactions after it do
 
 
-def _configure_sqlite_connection(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+def _configure_sqlite_connection(
+    own_timeout: bool, dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        # The timeout first: switching a new file to WAL briefly needs the lock another connection may hold.
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # The timeout first: switching a new file to WAL briefly needs the lock another connection may hold. A
+        # URL's own timeout= (sqlite3's, in seconds) was set by the driver as it connected, and wins.
+        if not own_timeout:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
