@@ -525,6 +525,34 @@ def test_a_write_through_an_autocommit_engine_that_fails_half_way_is_counted_onc
         engine.dispose()
 
 
+def test_a_write_through_a_sqlite_autocommit_engine_that_fails_half_way_is_counted_once_written_again(
+    tmp_path: Path,
+) -> None:
+    """On SQLite too, each statement of a write through an engine in AUTOCOMMIT committed on its own: a batch whose
+    rows went in and whose rollup upsert then failed was spooled, and its replay found the rows stored and added
+    nothing to the reports, for good. The write is one transaction now: it leaves nothing, and its replay counts."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'app.db'}", isolation_level="AUTOCOMMIT")
+    try:
+        store = UsageStore(engine)
+        assert store.write([plain_event(project="acme")]) == 1
+        with engine.connect() as connection:  # the rollup's upsert fails, after the rows went in
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON ar_usage_rollup BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        late = plain_event(project="acme")
+        with pytest.raises(Exception, match="refused"):
+            store.write([late])
+        with engine.connect() as connection:
+            connection.exec_driver_sql("DROP TRIGGER refuse")
+        assert store.count() == 1  # the failed write left nothing behind
+        assert store.write([late]) == 1  # its replay
+        assert (store.count(), store.report("acme").totals.attempts) == (2, 2)
+        with engine.connect() as connection:
+            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+    finally:
+        engine.dispose()
+
+
 def test_text_no_database_can_hold_is_stored_with_replacement_characters(store: UsageStore) -> None:
     # A lone surrogate (an answer cut inside an emoji) cannot be UTF-8; PostgreSQL refuses NUL. Refused, the
     # row would hold its whole batch in the spool forever.

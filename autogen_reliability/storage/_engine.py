@@ -693,12 +693,17 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     batch spooled. Its connection is given READ COMMITTED for the transaction (the pool puts its own level
     back when it is returned). So is one of an engine in ``AUTOCOMMIT``, where each statement of a write
     committed on its own: a batch whose rows went in and whose rollup upsert then failed (a lock timeout) was
-    spooled, and its replay, finding the rows stored, never added them to the rollup. A fork waits for it
+    spooled, and its replay, finding the rows stored, never added them to the rollup. On SQLite such a
+    connection is given the driver's default for the write, a transaction. A fork waits for it
     (:func:`fork_waits_for`).
     """
     with fork_waits_for(engine), engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execution_options(isolation_level="READ COMMITTED")
+        elif getattr(connection.connection.driver_connection, "isolation_level", "") is None:
+            # SQLite's driver in AUTOCOMMIT: the same, a write half stored for good; a transaction, as SQLite's
+            # driver begins one by default (its SERIALIZABLE), for this write.
+            connection.execution_options(isolation_level="SERIALIZABLE")
         with connection.begin():
             yield connection
 

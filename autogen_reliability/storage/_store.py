@@ -292,15 +292,13 @@ class UsageStore:
             try:
                 with write_transaction(self._engine) as connection, postgresql_write_timeouts(connection):
                     fresh = rows
-                    # SQLite through an engine in AUTOCOMMIT commits each statement (PostgreSQL's is given a
-                    # transaction): no guess can be taken back, so look first (and the rollup is as exact as the
-                    # engine is atomic: writers racing with one replayed batch may miscount it).
-                    autocommit = _bulk.autocommit(connection)
-                    if not known_new or autocommit:
+                    # A transaction, through an engine in AUTOCOMMIT too (write_transaction): a wrong guess is
+                    # taken back.
+                    if not known_new:
                         stored = _bulk.stored_event_ids(connection, rows)
                         fresh = [row for row in rows if row[_EVENT_ID] not in stored]
                     new = _bulk.insert_records(connection, fresh)
-                    if new != len(fresh) and not autocommit:
+                    if new != len(fresh):
                         raise _SomeWereStored
                     _rollup.add_rows(connection, fresh)
                     _bulk.insert_content(connection, rows)
