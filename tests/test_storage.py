@@ -53,7 +53,7 @@ from autogen_reliability._errors import ConfigurationError, ReliabilityError
 from autogen_reliability.accounting import PricingTable, UsageRecorder
 from autogen_reliability.accounting._events import ROW_FIELDS, UsageEvent
 from autogen_reliability.storage import _bulk, _engine, _migrate
-from autogen_reliability.storage._engine import POSTGRESQL_LOCK_TIMEOUT_MS
+from autogen_reliability.storage._engine import POSTGRESQL_LOCK_TIMEOUT_MS, autocommit
 from autogen_reliability.storage._models import (
     REPORT_INDEX,
     VERSION_TABLE,
@@ -352,7 +352,7 @@ def test_an_engine_in_autocommit_mode_streams_events(store_url: str) -> None:
         assert streamed == [event.event_id for event in store.events()]
         assert len(streamed) == 5
         with engine.connect() as connection:
-            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+            assert autocommit(connection)  # back in the pool as the application made it
     finally:
         engine.dispose()
 
@@ -519,7 +519,7 @@ def test_a_write_through_an_autocommit_engine_that_fails_half_way_is_counted_onc
         assert store.count() == 2
         assert store.report("acme").totals.attempts == 2
         with engine.connect() as connection:
-            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+            assert autocommit(connection)  # back in the pool as the application made it
     finally:
         holder.close()
         engine.dispose()
@@ -548,7 +548,7 @@ def test_a_write_through_a_sqlite_autocommit_engine_that_fails_half_way_is_count
         assert store.write([late]) == 1  # its replay
         assert (store.count(), store.report("acme").totals.attempts) == (2, 2)
         with engine.connect() as connection:
-            assert _bulk.autocommit(connection)  # back in the pool as the application made it
+            assert autocommit(connection)  # back in the pool as the application made it
     finally:
         engine.dispose()
 

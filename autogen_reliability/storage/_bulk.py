@@ -53,7 +53,6 @@ __all__ = [
     "RECORDS",
     "RECORD_FIELDS",
     "UNSTORABLE",
-    "autocommit",
     "check_numbers",
     "insert_content",
     "insert_records",
@@ -153,14 +152,6 @@ def unique_rows(rows: Sequence[UsageRow]) -> list[UsageRow]:
             seen.add(row[_EVENT_ID])
             unique.append(row)
     return unique
-
-
-def autocommit(connection: Connection) -> bool:
-    """Whether the driver commits every statement (an engine made with ``isolation_level="AUTOCOMMIT"``)."""
-    driver = connection.connection.driver_connection
-    if connection.dialect.name == "sqlite":
-        return getattr(driver, "isolation_level", "") is None
-    return getattr(driver, "autocommit", False) is True
 
 
 def stored_event_ids(connection: Connection, rows: Sequence[UsageRow]) -> set[str]:

@@ -37,6 +37,7 @@ __all__ = [
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_FORK_WAIT_S",
     "SUPPORTED_BACKENDS",
+    "autocommit",
     "check_database_url",
     "check_engine",
     "check_one_database_per_engine",
@@ -681,6 +682,14 @@ def fork_waits_for(bind: Engine | Connection) -> AbstractContextManager[None]:
     return _sqlite_writes.waited_for(bind)
 
 
+def autocommit(connection: Connection) -> bool:
+    """Whether the driver commits every statement (an engine made with ``isolation_level="AUTOCOMMIT"``)."""
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "sqlite":
+        return getattr(driver, "isolation_level", "") is None
+    return getattr(driver, "autocommit", False) is True
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that writes the usage tables, committed at the end: READ COMMITTED on PostgreSQL.
@@ -700,7 +709,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     with fork_waits_for(engine), engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.execution_options(isolation_level="READ COMMITTED")
-        elif getattr(connection.connection.driver_connection, "isolation_level", "") is None:
+        elif autocommit(connection):
             # SQLite's driver in AUTOCOMMIT: the same, a write half stored for good; a transaction, as SQLite's
             # driver begins one by default (its SERIALIZABLE), for this write.
             connection.execution_options(isolation_level="SERIALIZABLE")

@@ -41,6 +41,7 @@ from ..reports._model import UsageReport
 from ..reports._recommend import ReportThresholds, recommend
 from . import _bulk, _migrate, _retention, _rollup, _sessions
 from ._engine import (
+    autocommit,
     check_engine,
     check_one_database_per_engine,
     make_engine,
@@ -448,7 +449,7 @@ class UsageStore:
 
     def _stream(self, query: Select[Any], batch_size: int) -> Iterator[UsageEvent]:
         with self._engine.connect() as connection:
-            if connection.dialect.name == "postgresql" and _bulk.autocommit(connection):
+            if connection.dialect.name == "postgresql" and autocommit(connection):
                 # The server-side cursor of yield_per lives in a transaction, which an engine in AUTOCOMMIT (an
                 # application's own) never opens: this connection gets one; the pool puts its isolation level
                 # back when it is returned.
