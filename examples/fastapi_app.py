@@ -79,6 +79,11 @@ def make_app(model_client: OpenAIChatCompletionClient, db_url: str) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await client.close()
+        # Rows are written about once a second. Write the last ones now: on SIGTERM (docker stop, Kubernetes)
+        # uvicorn ends the process after this shutdown without running atexit, which would have written them.
+        recorder = client.recorder
+        if recorder is not None:
+            await asyncio.to_thread(recorder.flush, 10)
         store.close()
 
     app = FastAPI(title="support desk", lifespan=lifespan)
@@ -142,27 +147,26 @@ async def tour(base_url: str) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="keep serving on 127.0.0.1:8000 until interrupted")
+    parser.add_argument("--serve", action="store_true", help="keep serving on 127.0.0.1 until interrupted")
     parser.add_argument("--live", action="store_true", help="call OpenAI (needs OPENAI_API_KEY), not a local server")
+    parser.add_argument("--port", type=int, default=8000, help="the port --serve listens on (0: any free one)")
     args = parser.parse_args()
     db_url = "sqlite:///fastapi_app.db"
     if args.live:
         if not os.environ.get("OPENAI_API_KEY"):
             parser.error("--live needs OPENAI_API_KEY")
-        await serve_or_tour(make_app(OpenAIChatCompletionClient(model="gpt-4o-mini"), db_url), serve=args.serve)
+        app = make_app(OpenAIChatCompletionClient(model="gpt-4o-mini"), db_url)
+        await serve_or_tour(app, serve=args.serve, port=args.port)
         return
     reply = FakeReply.text("Refunds reach your card within 5 working days.")
     async with FakeOpenAIServer(default=reply) as provider:
         model_client = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-local", base_url=provider.base_url)
-        await serve_or_tour(make_app(model_client, db_url), serve=args.serve)
+        await serve_or_tour(make_app(model_client, db_url), serve=args.serve, port=args.port)
 
 
-async def serve_or_tour(app: FastAPI, *, serve: bool) -> None:
-    port = 8000 if serve else free_port()
+async def serve_or_tour(app: FastAPI, *, serve: bool, port: int) -> None:
+    port = port if serve else free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    if serve:
-        await server.serve()
-        return
     running = asyncio.create_task(server.serve())
     for _ in range(1000):  # uvicorn says when it listens by a flag; a server that cannot start ends its task
         if server.started or running.done():
@@ -171,6 +175,11 @@ async def serve_or_tour(app: FastAPI, *, serve: bool) -> None:
     if not server.started:
         await running  # raises what stopped it
         raise RuntimeError("the server did not start")
+    if serve:
+        listening = server.servers[0].sockets[0].getsockname()[1]
+        print(f"serving on http://127.0.0.1:{listening}", flush=True)
+        await running
+        return
     try:
         await tour(f"http://127.0.0.1:{port}")
     finally:

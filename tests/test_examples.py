@@ -7,11 +7,14 @@ the installed package registers (the ``pytest11`` entry point), in a process of 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import runpy
+import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -253,6 +256,41 @@ def test_the_service_example_shows_each_route_and_the_usage_report_as_the_ledger
         == f"GET /usage/report -> 1 call(s), 1 attempt(s), ${Decimal(row.cost_nanousd).scaleb(-9).normalize():f}"
     )
     assert len(lines) == 8
+
+
+def test_the_service_example_stores_its_rows_when_uvicorn_is_terminated(tmp_path: Path) -> None:
+    # SIGTERM (docker stop, a Kubernetes pod ending): uvicorn shuts down, then raises the signal again with its
+    # default handler, which ends the process without running atexit. The lifespan's shutdown writes the rows.
+    script = EXAMPLES_DIR / "fastapi_app.py"
+    env = {key: value for key, value in os.environ.items() if key != ENV_DB_URL}
+    env[ENV_SPOOL_DIR] = str(tmp_path / "spool")
+    with subprocess.Popen(
+        [sys.executable, script, "--serve", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as service:
+        try:
+            assert service.stdout is not None
+            serving = re.fullmatch(r"serving on (http://127\.0\.0\.1:\d+)\n", service.stdout.readline())
+            assert serving is not None
+            for _ in range(3):
+                ask = urllib.request.Request(
+                    f"{serving[1]}/ask",
+                    data=json.dumps({"question": "Where is my refund?"}).encode(),
+                    headers={"Content-Type": "application/json", "X-Project-ID": "acme-support"},
+                )
+                with urllib.request.urlopen(ask, timeout=60) as answered:
+                    assert answered.status == 200
+            service.send_signal(signal.SIGTERM)
+            _, err = service.communicate(timeout=60)
+        finally:
+            service.kill()
+    assert service.returncode == -signal.SIGTERM, err
+    with UsageStore(f"sqlite:///{ledger_of(script, tmp_path)}") as store:
+        assert [row.outcome for row in store.events()] == ["ok"] * 3
 
 
 @pytest.mark.parametrize("module", ["httpx", "uvicorn", "fastapi", "prometheus_client"])
