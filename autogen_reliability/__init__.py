@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         ResponseValidationError,
         RetriesExhaustedError,
         SchemaViolation,
+        TruncatedStreamError,
     )
     from ._pipeline import AttemptEvent
     from ._wrap import reliable
@@ -80,6 +81,7 @@ __all__ = [
     "RetryPolicy",
     "SanitizePolicy",
     "SchemaViolation",
+    "TruncatedStreamError",
     "UsageScope",
     "UsageStore",
     "ValidationPolicy",
@@ -137,6 +139,7 @@ _HOMES = {
     "RetryPolicy": ".retry",
     "SanitizePolicy": ".validation",
     "SchemaViolation": "._errors",
+    "TruncatedStreamError": "._errors",
     "UsageScope": "._context",
     "UsageStore": ".storage",
     "ValidationPolicy": ".validation",

@@ -7,6 +7,7 @@ decided or detected::
     ReliabilityError
     ├── ConfigurationError      (also a ValueError)
     ├── IncompleteStreamError
+    │   └── TruncatedStreamError (a stream's body ended before its answer did: no finish reason, no [DONE])
     ├── ProviderResponseError   (a 2xx response whose body was an error object, not a completion)
     │   └── MalformedResponseError (... or neither: an HTML page, an empty body, a stream without events)
     ├── RetriesExhaustedError   (raised from a redacted copy of the last provider error)
@@ -55,6 +56,7 @@ __all__ = [
     "ResponseValidationError",
     "RetriesExhaustedError",
     "SchemaViolation",
+    "TruncatedStreamError",
     "config_options",
     "describe_budget_key",
     "describe_period",
@@ -304,6 +306,27 @@ def validation_problems(error: ValidationError, within: str = "") -> str:
 
 class IncompleteStreamError(ReliabilityError):
     """Describes a stream from the inner client that ended without its final ``CreateResult``."""
+
+
+class TruncatedStreamError(IncompleteStreamError):
+    """Raised when a stream's body ended cleanly before the provider's answer did.
+
+    No event in its last chunks gave a finish reason (OpenAI's ``finish_reason``, Anthropic's ``stop_reason`` or
+    ``message_stop``) and none was ``data: [DONE]``: what a proxy that drops a stream's tail sends, or a
+    close-delimited response cut off. The openai SDK reads such a body to its end without an error, and
+    AutoGen's client hands on what arrived as the answer, with finish reason ``"unknown"``; the wrapper raises
+    this instead of that final result. Text chunks already handed on stay handed on; a stream that handed on
+    nothing (a tool call's: AutoGen holds it until the end) is retried.
+    :func:`~autogen_reliability.retry.classify_error` classifies it as ``CONNECTION``, as a connection reset
+    mid-stream is.
+
+    Attributes:
+        status_code: The HTTP status the stream was sent with (a 2xx, usually 200).
+    """
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        super().__init__(f"HTTP {status_code} stream ended before its answer did: no finish reason and no data: [DONE]")
 
 
 class ProviderResponseError(ReliabilityError):

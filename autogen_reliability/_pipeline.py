@@ -50,7 +50,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from ._context import Attribution, hand_down, take_back
-from ._errors import IncompleteStreamError, MalformedResponseError, ProviderResponseError
+from ._errors import IncompleteStreamError, MalformedResponseError, ProviderResponseError, TruncatedStreamError
 from ._ids import time_ordered_uuid
 from ._redaction import log_failure, redacted_error
 from ._subscribers import Subscribers
@@ -622,9 +622,12 @@ class Pipeline:
         attempt.finish(result, None, _usage_of(slot))
         return result
 
-    def _error_in_body(self, slot: UsageSlot, *, stream: bool) -> ProviderResponseError | None:
+    def _error_in_body(
+        self, slot: UsageSlot, *, stream: bool, finish_reason: str | None = None
+    ) -> ProviderResponseError | TruncatedStreamError | None:
         """The error a provider sent in place of a completion, with a successful status, if the usage tap saw one:
-        an error object, or a body that is no completion at all (not a JSON object; for a stream, no event).
+        an error object, or a body that is no completion at all (not a JSON object; for a stream, no event). For
+        a stream whose result's finish reason is ``finish_reason``: one whose body ended before its answer did.
 
         Not on a wrapped client: the slot holds its provider's responses too, which that wrapper judged.
         """
@@ -636,6 +639,9 @@ class Pipeline:
         shape = slot.body_shape  # None unless a successful body was read to its end
         if shape is not None and shape != ("events" if stream else "completion"):
             return MalformedResponseError(status, shape, stream=stream)
+        if slot.stream_cut and finish_reason == "unknown":
+            # No finish reason, no [DONE]: AutoGen's "unknown" is what arrived before the body ended, not an answer.
+            return TruncatedStreamError(status)
         return None
 
     async def _attempt_stream(self, request: Request) -> AsyncGenerator[StreamItem, None]:
@@ -664,11 +670,14 @@ class Pipeline:
                         break
                     if (
                         isinstance(item, CreateResult)
-                        and (in_body := self._error_in_body(slot, stream=True)) is not None
+                        and (in_body := self._error_in_body(slot, stream=True, finish_reason=item.finish_reason))
+                        is not None
                     ):
                         # A stream answered with a JSON error body, or anything else without an event (a proxy's
                         # HTML page, a completion): the SDK finds no event in it, and AutoGen ends the stream with
-                        # an empty result, nothing handed on before it: a failed attempt.
+                        # an empty result, nothing handed on before it: a failed attempt. Or events cut off before
+                        # the answer ended, which AutoGen ends with what arrived: failed too (retried if nothing
+                        # was handed on).
                         raise in_body
                     answered = True
                     if isinstance(item, CreateResult):

@@ -15,7 +15,15 @@ import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 
-from autogen_reliability import ErrorKind, MalformedResponseError, ProviderResponseError, RetryPolicy, reliable
+from autogen_reliability import (
+    ErrorKind,
+    HealthProbe,
+    MalformedResponseError,
+    ProviderResponseError,
+    RetryPolicy,
+    TruncatedStreamError,
+    reliable,
+)
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.retry import classify_error
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
@@ -272,3 +280,101 @@ async def test_a_malformed_body_is_retried_when_the_policy_says_so(
     result = await final_result(client.create_stream(HI))
     assert result.content == "recovered"
     assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("error", "invalid_response"), ("ok", None)]
+
+
+# A stream whose body ends cleanly before the provider said the answer had: a chunk without finish_reason, then
+# nothing (no finish_reason in any chunk, no data: [DONE]), as a proxy that drops the tail or a close-delimited
+# response cut off sends it. AutoGen's answer was what arrived ("Hel"), finish reason "unknown", a success.
+def cut_stream(*contents: str) -> bytes:
+    role = chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    pieces = [chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": None}]) for text in contents]
+    return b"".join(b"data: " + json.dumps(event).encode() + b"\n\n" for event in (role, *pieces))
+
+
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_a_stream_cut_off_after_content_fails_and_is_not_retried(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    fake_openai_server.enqueue(
+        FakeReply.malformed(cut_stream("Hel"), content_type="text/event-stream"), FakeReply.text("unused")
+    )
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    probe = HealthProbe({"openai": client})
+    received: list[object] = []
+
+    async def consume() -> None:
+        async for item in client.create_stream(HI):
+            received.append(item)
+
+    with pytest.raises(TruncatedStreamError) as caught:
+        await consume()
+    assert received == ["Hel"]  # what was delivered stays delivered; no CreateResult
+    assert classify_error(caught.value) is ErrorKind.CONNECTION
+    assert fake_openai_server.request_count == 1
+    (row,) = rows(ledger)
+    assert (row.outcome, row.error_kind, row.http_status, row.tokens_estimated) == ("error", "connection", 200, True)
+    assert row.completion_tokens >= 1  # what arrived is counted
+    health = (await probe.check()).clients["openai"]
+    assert (health.attempts, health.errors_by_kind) == (1, {"connection": 1})
+
+
+TOOL_CALL_BEGUN = chunk(
+    choices=[
+        {
+            "index": 0,
+            "delta": {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup", "arguments": '{"id'},
+                    }
+                ]
+            },
+            "finish_reason": None,
+        }
+    ]
+)
+
+
+@pytest.mark.parametrize("cut", ["before-content", "in-a-tool-call"])
+async def test_a_stream_cut_off_before_anything_was_handed_on_is_retried(
+    cut: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    # AutoGen hands on nothing of a tool call before the end: a half-made call was the answer.
+    body = cut_stream() + (
+        b"data: " + json.dumps(TOOL_CALL_BEGUN).encode() + b"\n\n" if cut == "in-a-tool-call" else b""
+    )
+    fake_openai_server.enqueue(FakeReply.malformed(body, content_type="text/event-stream"), FakeReply.text("recovered"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    result = await final_result(client.create_stream(HI))
+    assert result.content == "recovered"
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("error", "connection"), ("ok", None)]
+
+
+# Streams that said they ended, by one sign or the other, are answers as before.
+ENDED_STREAMS = {
+    "finish-reason-no-done": b"".join(
+        b"data: " + json.dumps(event).encode() + b"\n\n"
+        for event in (
+            chunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": "Hello"}, "finish_reason": None}]),
+            chunk(choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}]),
+        )
+    ),
+    "done-no-finish-reason": cut_stream("Hello") + b"data: [DONE]\n\n",
+    "one-chunk-unusual-finish-reason": b"data: "
+    + json.dumps(chunk(choices=[{"index": 0, "delta": {"content": "Hello"}, "finish_reason": "eos"}])).encode()
+    + b"\n\n",
+}
+
+
+@pytest.mark.parametrize("name", ENDED_STREAMS)
+async def test_a_stream_that_said_it_ended_is_an_answer(
+    name: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    fake_openai_server.enqueue(FakeReply.malformed(ENDED_STREAMS[name], content_type="text/event-stream"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    result = await final_result(client.create_stream(HI))
+    assert result.content == "Hello"
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("ok", None)]

@@ -620,6 +620,40 @@ async def test_sse_lines_split_anywhere_across_chunks_are_reassembled(server: Fa
         assert (slot.usage, slot.model, slot.tap_failures) == (expected, SNAPSHOT, 0), size
 
 
+async def test_a_stream_is_cut_off_only_where_no_finish_reason_and_no_done_ended_it(server: FakeOpenAIServer) -> None:
+    # OpenAI's stream: ..., a chunk with the finish reason, the usage chunk, data: [DONE]. Anthropic's:
+    # message_delta with the stop_reason, then message_stop. A body without any of them ended before its answer.
+    whole = await real_sse_body(server, FakeUsage(21, 4))
+    done = b"data: [DONE]\n\n"
+    without_done = whole.removesuffix(done)
+    finish = without_done.index(b'"finish_reason":"stop"')
+    cut = without_done[: without_done.rindex(b"data: ", 0, finish)]  # the content chunks only
+    anthropic = [
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_1","model":"claude-x",'
+        b'"content":[],"stop_reason":null,"usage":{"input_tokens":5,"output_tokens":1}}}\n\n',
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"Hi"}}\n\n',
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+        b'"usage":{"output_tokens":2}}\n\n',
+        b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    ]
+    bodies = {
+        "whole": (whole, False),
+        "no-done": (without_done, False),  # servers that end with the finish reason (and the usage chunk)
+        "done-only": (cut + done, False),  # a finish reason never given, but the stream said it ended
+        "anthropic": (b"".join(anthropic), False),
+        "anthropic-no-message-stop": (b"".join(anthropic[:3]), False),
+        "anthropic-stop-only": (b"".join((*anthropic[:2], anthropic[3])), False),
+        "cut": (cut, True),
+        "cut-inside-an-event": (without_done[: finish - 10], True),
+        "anthropic-cut": (b"".join(anthropic[:2]), True),
+    }
+    for name, (body, was_cut) in bodies.items():
+        for chunks in (*(pieces(body, size) for size in SIZES), events(body), [body]):
+            slot = fed(chunks)
+            assert (slot.body_shape, slot.stream_cut, slot.tap_failures) == ("events", was_cut, 0), name
+
+
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
 async def test_a_stream_read_event_by_event_parses_only_the_identity_and_the_usage_chunk(
     server: FakeOpenAIServer, newline: bytes, monkeypatch: pytest.MonkeyPatch

@@ -55,7 +55,9 @@ How it works:
     And what a successful body was, once read to its end (`UsageSlot.body_shape`): a JSON object, server-sent
     events, or neither (an HTML page from a proxy, an empty body). The openai SDK hands a body that is not JSON
     to AutoGen as a string, and reads one that has no event as an empty stream; the pipeline tells such an
-    answer from a completion by it. It costs nothing per chunk: it is decided when the body ends.
+    answer from a completion by it. It costs nothing per chunk: it is decided when the body ends. So is whether a
+    stream read to its end said its answer had ended (a finish reason, ``data: [DONE]``) in its last `END_BYTES`,
+    kept by slicing, no call per chunk (`UsageSlot.stream_cut`): the pipeline tells a stream cut off by it.
 
     A body is told apart as the SDKs tell it, by what it holds rather than by
     its ``Content-Type``, which only ``text/event-stream`` is trusted: a body
@@ -130,6 +132,7 @@ from ._lookup import loaded_class
 
 __all__ = [
     "EDGE_BYTES",
+    "END_BYTES",
     "MAX_JSON_BYTES",
     "BodyShape",
     "ProviderUsage",
@@ -153,6 +156,12 @@ BodyShape: TypeAlias = Literal["completion", "object", "events", "empty", "other
 
 MAX_JSON_BYTES: Final = 2 * 1024 * 1024
 """Largest decoded JSON body the tap keeps whole (larger: see `EDGE_BYTES`), and longest SSE line it inspects."""
+
+END_BYTES: Final = 4096
+"""How much of a stream's end the tap keeps to tell whether it said its answer ended (see `UsageSlot.stream_cut`).
+
+Only a usage chunk (some 500 bytes) and ``data: [DONE]`` follow the chunk that carries the finish reason.
+"""
 
 EDGE_BYTES: Final = 64 * 1024
 """Of a JSON body larger than `MAX_JSON_BYTES`, how much of its beginning and of its end the tap keeps and reads.
@@ -184,6 +193,12 @@ _TOOL_CALLS: Final = re.compile(rb'"tool_calls"\s*:\s*\[\s*\{')
 # (`_BodyTap._tool_marker`), so an OpenAI stream's chunks pay for no search of Anthropic's: a text chunk's
 # `_BodyTap.feed` took 630 ns before and after (timeit, best of 7 x 200,000, the same 2-core machine).
 _ANTHROPIC_TOOL_USE: Final = re.compile(rb'"(?:tool_use|input_json_delta)"')
+# In the last `END_BYTES` of a stream read to its end, a sign that the provider's answer had ended: a finish reason
+# that is not null (OpenAI's ``finish_reason`` in a choice, Anthropic's ``stop_reason`` in message_delta),
+# Anthropic's message_stop, or OpenAI's closing ``data: [DONE]``. Searched once, when the body ends
+# (`_BodyTap.finish`): a text chunk pays for no search (an alternation like this one takes 4 us a chunk, against
+# 0.6 for one literal's).
+_ENDED: Final = re.compile(rb'"(?:finish_reason|stop_reason)"(?!\s*:\s*null)|"message_stop"|data:\s*\[DONE\]')
 # Where a body whose Content-Type is not text/event-stream begins, and the byte that makes it JSON, not events.
 _NOT_WHITESPACE: Final = re.compile(rb"[^ \t\r\n]")
 _OPEN_BRACE: Final = ord("{")
@@ -271,6 +286,11 @@ class UsageSlot:
             (anything else: an HTML page, text, broken JSON, JSON that is not an object, an event stream
             without an event). None while it is not read to its end, for an error status (not read),
             and for a body the tap could not inspect (oversized, an encoding it cannot undo).
+        stream_cut: Whether the last response was a stream of events read to its end with no sign in its last
+            `END_BYTES` that the answer had ended: no finish reason that is not null (OpenAI's ``finish_reason``,
+            Anthropic's ``stop_reason``), no Anthropic ``message_stop``, no ``data: [DONE]``. Its body ended
+            cleanly, but before the answer did: a proxy dropped its tail, a close-delimited response was cut.
+            False otherwise, and for a stream not read to its end (the openai SDK may stop at ``[DONE]``).
         responses: How many HTTP responses arrived while the slot was active.
         tap_failures: How many response bodies could not be inspected (malformed, oversized with no
             usage at the end, unknown encoding); the SDK got those bytes unchanged.
@@ -286,6 +306,7 @@ class UsageSlot:
         "response_id",
         "responses",
         "status",
+        "stream_cut",
         "tap_failures",
         "tool_call_chars",
         "usage",
@@ -308,6 +329,7 @@ class UsageSlot:
         self.request_id: str | None = None
         self.body_error: object = None
         self.body_shape: BodyShape | None = None
+        self.stream_cut = False
         self.responses = 0
         self.tap_failures = 0
         self.tool_call_chars = 0
@@ -595,6 +617,7 @@ class _BodyTap:
         "_body",
         "_decoder",
         "_done",
+        "_end",
         "_head",
         "_identity_attempts",
         "_model",
@@ -631,6 +654,8 @@ class _BodyTap:
         self._partial: ProviderUsage | None = None
         # What marks an event that may carry a tool call: OpenAI's, until the stream turns out to be Anthropic's.
         self._tool_marker = _TOOL_CALLS
+        # Of a stream: its last `END_BYTES` (decoded), where the signs that its answer ended are (see `_ENDED`).
+        self._end = b""
 
     # ---- the two entry points
 
@@ -642,6 +667,8 @@ class _BodyTap:
             if self._undecided and not self._decide(data):
                 return  # whitespace so far: neither kind of body has begun
             if self._sse is not None:
+                # No call: a copy of at most END_BYTES and the chunk, about 0.2 us (timeit; 0.6 us per search).
+                self._end = (self._end + data)[-END_BYTES:]
                 if (
                     self._model is not None
                     and _USAGE_NOT_NULL.search(data) is None
@@ -665,11 +692,7 @@ class _BodyTap:
                 self._release()
                 return
             if self._sse is not None:
-                if tail:
-                    self._sse.feed(tail)
-                self._sse.finish()
-                # Each event but [DONE] counts as an attempt to learn the stream's model, the first at least.
-                self._shaped("events" if self._identity_attempts else "other")
+                self._finish_events(self._sse, tail)
             else:
                 if tail:
                     self._keep(tail)
@@ -696,6 +719,18 @@ class _BodyTap:
 
     # ---- internals
 
+    def _finish_events(self, sse: SSEDataReader, tail: bytes) -> None:
+        """Read the end of a stream of events: its shape, and whether it was cut off (`UsageSlot.stream_cut`)."""
+        if tail:
+            sse.feed(tail)
+        sse.finish()
+        # Each event but [DONE] counts as an attempt to learn the stream's model, the first at least.
+        self._shaped("events" if self._identity_attempts else "other")
+        # Only a usage chunk and [DONE] follow the finish reason: it is in the stream's last bytes, or there is none.
+        if self._identity_attempts and _ENDED.search(self._end + tail) is None:
+            for slot in self._targets:
+                slot.stream_cut = True
+
     def _decide(self, data: bytes) -> bool:
         """Whether the body has begun in ``data``; if so, it is read as JSON if it begins with ``{``, else as events."""
         start = _NOT_WHITESPACE.search(data)
@@ -716,6 +751,7 @@ class _BodyTap:
         self._head = None
         self._tail = b""
         self._sse = None
+        self._end = b""
 
     def _fail(self) -> None:
         self._release()
@@ -939,6 +975,7 @@ def _tap_response(response: httpx2.Response, slot: UsageSlot) -> None:
             target.request_id = request_id
             target.body_error = None
             target.body_shape = None
+            target.stream_cut = False
         # Error bodies never carry usage; leave them alone.
         if response.status_code >= 400:
             return

@@ -65,6 +65,8 @@ Exceptions, checked in this order (most specific first within an SDK):
     events)
     ``ProviderResponseError`` (a 200 whose body is     as ``openai.APIError``
     an error object)
+    ``TruncatedStreamError`` (a stream that ended      CONNECTION
+    before its answer: no finish reason, no [DONE])
     ``openai.APITimeoutError``                         TIMEOUT
     ``openai.APIConnectionError``                      CONNECTION; INVALID_RESPONSE
                                                        raised from an
@@ -128,6 +130,7 @@ from .._errors import (
     ProviderResponseError,
     ResponseValidationError,
     RetriesExhaustedError,
+    TruncatedStreamError,
 )
 from ..providers import loaded_class, loaded_module
 
@@ -490,8 +493,9 @@ def _classify_own(exc: BaseException) -> ErrorKind | None:
         return ErrorKind.PERMISSION
     if isinstance(exc, RetriesExhaustedError) and exc.kinds:
         return exc.kinds[-1]
-    if isinstance(exc, MalformedResponseError):
-        return ErrorKind.INVALID_RESPONSE
+    if isinstance(exc, MalformedResponseError | TruncatedStreamError):
+        # A stream cut off ends as a connection reset mid-stream does: the request itself may be fine.
+        return ErrorKind.CONNECTION if isinstance(exc, TruncatedStreamError) else ErrorKind.INVALID_RESPONSE
     if isinstance(exc, ProviderResponseError):
         return _openai_error_event(exc)
     return None
