@@ -856,6 +856,42 @@ async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_record
     assert row.cost_nanousd == 200 * 1000 + 800 * 100 + 100 * 2000  # nano-USD at $1, $0.1 and $2 per million
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_prompt_cache_writes_openai_reports_in_the_prompts_details_are_recorded_and_priced(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # OpenAI's models with a cache-write price (and OpenRouter's Claude) report the writes as
+    # prompt_tokens_details.cache_write_tokens, part of prompt_tokens, billed above the input price.
+    usage = {
+        "prompt_tokens": 10_000,
+        "completion_tokens": 500,
+        "total_tokens": 10_500,
+        "prompt_tokens_details": {"cached_tokens": 4_000, "cache_write_tokens": 3_000, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 100, "audio_tokens": 0},
+    }
+    fake_openai_server.enqueue(raw_reply("gpt-6-luna", usage, streamed=streamed))
+    inner = make_openai_client(model="gpt-6-luna", model_info=UNKNOWN_MODEL_INFO)
+    client = reliable(inner, recorder=ledger[1])
+    if streamed:
+        await consume(client)
+    else:
+        await client.create(HI)
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens) == (10_000, 500)
+    assert (row.cached_tokens, row.cache_write_tokens, row.reasoning_tokens) == (4_000, 3_000, 100)
+    expected = calc_price(
+        Usage(input_tokens=10_000, output_tokens=500, cache_read_tokens=4_000, cache_write_tokens=3_000),
+        model_ref="gpt-6-luna",
+        provider_id="openai",
+        genai_request_timestamp=row.started_at,
+    ).total_price
+    assert expected == Decimal("0.000965")  # 3,000 new at $0.10, 4,000 read at $0.01, 3,000 written at $0.125
+    assert row.cost_nanousd == 965_000  # was 890,000: the writes priced as new input
+
+
 TIER_USAGE = FakeUsage(prompt_tokens=10_000, completion_tokens=2_000, cached_tokens=4_000)
 
 

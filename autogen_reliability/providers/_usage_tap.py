@@ -225,8 +225,9 @@ class ProviderUsage:
             included in ``prompt_tokens``.
         reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
             ``completion_tokens``.
-        cache_write_tokens: Anthropic-style ``cache_creation_input_tokens`` if the provider reports it,
-            included in ``prompt_tokens``; None for OpenAI.
+        cache_write_tokens: Anthropic-style ``cache_creation_input_tokens``, or OpenAI's
+            ``usage.prompt_tokens_details.cache_write_tokens`` (``input_tokens_details`` in Responses-API shapes),
+            if the provider reports it, included in ``prompt_tokens``.
         model: The ``model`` field of the response (for a stream, of its chunks), e.g. a dated snapshot.
         response_id: The ``id`` field of the response, e.g. ``"chatcmpl-..."``.
         cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime (billed at
@@ -537,7 +538,9 @@ def _provider_usage(
         ),
         reasoning_tokens=reasoning_tokens,
         cache_write_tokens=_first(
-            _count(usage.get("cache_creation_input_tokens")), _count(prompt.get("cache_creation_input_tokens"))
+            _count(usage.get("cache_creation_input_tokens")),
+            _count(prompt.get("cache_creation_input_tokens")),
+            _count(prompt.get("cache_write_tokens")),  # OpenAI's (and OpenRouter's): billed above the input price
         ),
         model=model,
         response_id=response_id,
