@@ -892,6 +892,51 @@ async def test_prompt_cache_writes_openai_reports_in_the_prompts_details_are_rec
     assert row.cost_nanousd == 965_000  # was 890,000: the writes priced as new input
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_audio_tokens_are_priced_at_the_models_audio_prices(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # An audio model (extra_create_args={"modalities": ["text", "audio"], ...}) counts the audio of the prompt and
+    # of the answer in the details, part of prompt_tokens and completion_tokens, and bills them at its audio prices.
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 200,
+        "total_tokens": 1200,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 600},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 150},
+    }
+    fake_openai_server.enqueue(
+        raw_reply("gpt-audio", usage, streamed=streamed), raw_reply("gpt-4o-mini", usage, streamed=streamed)
+    )
+    audio = reliable(make_openai_client(model="gpt-audio", model_info=UNKNOWN_MODEL_INFO), recorder=ledger[1])
+    text = reliable(make_openai_client(), recorder=ledger[1])  # gpt-4o-mini: no audio price, all at its own
+    for client in (audio, text):
+        if streamed:
+            await consume(client)
+        else:
+            await client.create(HI)
+    by_model = {row.model: row for row in rows(ledger)}
+    audio_row, text_row = by_model["gpt-audio"], by_model["gpt-4o-mini"]
+    expected = [
+        calc_price(
+            Usage(input_tokens=1000, output_tokens=200, input_audio_tokens=600, output_audio_tokens=150),
+            model_ref=model,
+            provider_id="openai",
+            genai_request_timestamp=row.started_at,
+        ).total_price
+        for model, row in (("gpt-audio", audio_row), ("gpt-4o-mini", text_row))
+    ]
+    # gpt-audio: 400 text tokens in at $2.50, 600 of audio at $32, 50 text tokens out at $10, 150 of audio at $64.
+    assert expected == [Decimal("0.0303"), Decimal("0.00027")]
+    assert (audio_row.prompt_tokens, audio_row.completion_tokens, audio_row.tokens_estimated) == (1000, 200, False)
+    assert audio_row.cost_nanousd == 30_300_000  # was 4,500,000: every token at the text prices
+    assert text_row.cost_nanousd == 270_000
+
+
 TIER_USAGE = FakeUsage(prompt_tokens=10_000, completion_tokens=2_000, cached_tokens=4_000)
 
 

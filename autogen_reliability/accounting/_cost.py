@@ -61,11 +61,18 @@ class TokenUsage:
         cache_write_1h_tokens: Of ``cache_write_tokens``, those written with a 1-hour lifetime
             (Anthropic's ``cache_creation.ephemeral_1h_input_tokens``), priced at the model's 1-hour
             cache-write price where it has one; the rest are 5-minute writes.
+        input_audio_tokens: Of ``prompt_tokens``, those of audio (OpenAI's
+            ``prompt_tokens_details.audio_tokens``), priced at the model's audio input price where it
+            has one, else as the other prompt tokens.
+        output_audio_tokens: Of ``completion_tokens``, those of audio (OpenAI's
+            ``completion_tokens_details.audio_tokens``), priced at the model's audio output price where
+            it has one, else as the other completion tokens.
 
     Raises:
         ValueError: A count is negative, above 2**63 - 1 or not an int, cached
             plus cache-write tokens exceed ``prompt_tokens``, 1-hour cache writes exceed
-            ``cache_write_tokens``, or the latency is negative or not finite.
+            ``cache_write_tokens``, audio tokens exceed the prompt or completion tokens they are
+            part of, or the latency is negative or not finite.
 
     Example:
         >>> usage = TokenUsage(prompt_tokens=1200, completion_tokens=80, cached_tokens=1024)
@@ -80,6 +87,8 @@ class TokenUsage:
     latency_seconds: float | None = None
     # After latency_seconds: a TokenUsage made with positional arguments means what it meant before.
     cache_write_1h_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -88,6 +97,8 @@ class TokenUsage:
             "cached_tokens",
             "cache_write_tokens",
             "cache_write_1h_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST_PRICED:
@@ -102,6 +113,12 @@ class TokenUsage:
             raise ValueError(
                 f"TokenUsage: cache_write_1h_tokens ({self.cache_write_1h_tokens}) exceed cache_write_tokens "
                 f"({self.cache_write_tokens}); cache_write_tokens must count every cache write, 1-hour ones included"
+            )
+        if self.input_audio_tokens > self.prompt_tokens or self.output_audio_tokens > self.completion_tokens:
+            raise ValueError(
+                f"TokenUsage: input_audio_tokens ({self.input_audio_tokens}) or output_audio_tokens "
+                f"({self.output_audio_tokens}) exceed the prompt_tokens ({self.prompt_tokens}) or "
+                f"completion_tokens ({self.completion_tokens}) they are part of"
             )
         latency = self.latency_seconds
         if latency is not None and (

@@ -12,10 +12,11 @@ DESIGN.md, Pitfalls). Nothing here starts its auto-update (``UpdatePrices``).
 A price from genai-prices' data is computed here, for the price sets a
 :class:`TokenUsage` can be charged (five token prices: input, output, cache
 read, cache write and 1-hour cache write; tiers; prices of units more specific
-than a TokenUsage reports, such as audio tokens, which genai-prices charges
-nothing from its five counts): 2,649 of the 2,655 price sets of the bundled
+than those five counts, such as image tokens, which genai-prices charges
+nothing from them): 2,649 of the 2,655 price sets of the bundled
 data (genai-prices 0.2.5), 79 of them with a 1-hour cache-write price. The rest (a price per request,
-per reasoning token, per web search) go to genai-prices' own calculation
+per reasoning token, per web search), and a usage with audio tokens for a price set with audio (or other
+per-modality) prices (``gpt-audio``), go to genai-prices' own calculation
 (``ModelInfo.calc_price``: what its public ``calc_price()`` runs once it has
 found the model), as does the check of each price set, once, when it is first
 used. Both in this module's decimal context.
@@ -146,10 +147,14 @@ class _FastPrices:
     cache_read: Decimal | genai_types.TieredPrices | None
     cache_write: Decimal | genai_types.TieredPrices | None
     cache_write_1h: Decimal | genai_types.TieredPrices | None
+    # The price set has a price of its own for a modality (audio input or output, text only, ...): a usage with
+    # audio tokens is then priced by genai-prices, which carves them out of the prompt and completion.
+    by_modality: bool = False
 
     @classmethod
     def of(cls, model_price: genai_types.ModelPrice) -> _FastPrices | None:
         """The reduced prices, or ``None`` when ``model_price`` charges something else (genai-prices prices it)."""
+        by_modality = False
         for key, value in vars(model_price).items():
             if key.startswith("_") or value is None:
                 continue
@@ -158,13 +163,20 @@ class _FastPrices:
                     return None
             elif not _ignorable_price_key(key):
                 return None
+            else:
+                by_modality = by_modality or "modality" in _PRICE_KEY_DIMENSIONS.get(key, {})
         return cls(
             model_price.input_mtok,
             model_price.output_mtok,
             model_price.cache_read_mtok,
             model_price.cache_write_mtok,
             model_price.cache_write_1h_mtok,
+            by_modality,
         )
+
+    def prices(self, usage: TokenUsage) -> bool:
+        """Whether :meth:`usd` prices ``usage`` as genai-prices would: not audio tokens at a price of their own."""
+        return not (self.by_modality and (usage.input_audio_tokens or usage.output_audio_tokens))
 
     def usd(self, usage: TokenUsage) -> Decimal:
         # As genai-prices does: a cache count is carved out of the input count only when the cache
@@ -322,13 +334,24 @@ class _GenaiModel:
 
 
 def _genai_usage(usage: TokenUsage) -> genai_types.Usage:
-    # genai-prices' input_tokens is the total, like prompt_tokens: cache reads and writes are part of it.
+    # genai-prices' input_tokens is the total, like prompt_tokens: cache reads and writes are part of it, and audio
+    # tokens too (given only when there are some: a count of 0 beside cache reads is one genai-prices refuses for
+    # a model with an audio cache-read price, asking which of the reads were audio).
+    audio = {
+        key: count
+        for key, count in (
+            ("input_audio_tokens", usage.input_audio_tokens),
+            ("output_audio_tokens", usage.output_audio_tokens),
+        )
+        if count
+    }
     return genai_types.Usage(
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,
         cache_read_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        **audio,
     )
 
 
@@ -399,12 +422,12 @@ class GenaiPrices:
         if not plan.valid:
             return None
         with localcontext(CONTEXT):
-            if plan.fast is not None:
+            if plan.fast is not None and plan.fast.prices(usage):
                 usd = plan.fast.usd(usage)
             else:
                 try:
-                    # A price our calculation does not follow (per request, per reasoning token): genai-prices'
-                    # own, the one its calc_price() makes once it has found the model.
+                    # A price our calculation does not follow (per request, per reasoning token, audio tokens at
+                    # an audio price): genai-prices' own, the one its calc_price() makes once it has found the model.
                     usd = entry.model.calc_price(
                         _genai_usage(usage),
                         entry.provider,

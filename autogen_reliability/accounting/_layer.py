@@ -362,6 +362,9 @@ class AccountingLayer(Layer):
                 "cache_write_tokens": write_priced,
                 "latency_seconds": attempt.latency,
                 "cache_write_1h_tokens": min(cache_write_1h or 0, write_priced),
+                # Audio tokens are part of the prompt and completion (OpenAI's details), priced at an audio price.
+                "input_audio_tokens": min(raw.input_audio_tokens or 0, prompt) if raw is not None else 0,
+                "output_audio_tokens": min(raw.output_audio_tokens or 0, completion) if raw is not None else 0,
             }
             tier = raw.service_tier if raw is not None else None
             price = self._price(call, attempt, model=model, provider=provider, usage=usage, tier=tier)

@@ -237,6 +237,10 @@ class ProviderUsage:
             ``usage`` (in a Responses-API shape, the response's): the tier that served the request, which
             OpenAI prices by (``"default"``, ``"flex"``, ``"priority"``, ``"scale"``); it may not be the tier
             asked for. None where the response names none (Anthropic's, whose tier is inside its usage).
+        input_audio_tokens: ``usage.prompt_tokens_details.audio_tokens``: of ``prompt_tokens``, those of audio,
+            which an audio model (``gpt-audio``) bills at its audio input price; None where not reported.
+        output_audio_tokens: ``usage.completion_tokens_details.audio_tokens``: of ``completion_tokens``, those of
+            audio, billed at the model's audio output price; None where not reported.
     """
 
     prompt_tokens: int | None
@@ -249,6 +253,8 @@ class ProviderUsage:
     # Last, with a default: positional constructions of the seven fields above stay valid.
     cache_write_1h_tokens: int | None = None
     service_tier: str | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
 
 
 class UsageSlot:
@@ -553,6 +559,8 @@ def _provider_usage(
             else None
         ),
         service_tier=service_tier if isinstance(service_tier, str) and service_tier else None,
+        input_audio_tokens=_count(prompt.get("audio_tokens")),
+        output_audio_tokens=_count(completion.get("audio_tokens")),
     )
     if (
         result.prompt_tokens is None
