@@ -126,6 +126,31 @@ async def test_a_token_count_no_ledger_holds_is_estimated_and_the_row_stored(
     assert ledger[1].stats["spooled"] == 0
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_a_fractional_token_count_is_estimated_and_the_row_stored(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    caplog: pytest.LogCaptureFixture,
+    streamed: bool,
+) -> None:
+    # The openai SDK hands AutoGen a count it cannot read as an int as it came (1000.5), and AutoGen reports it.
+    usage = {"prompt_tokens": 1000.5, "completion_tokens": 100, "total_tokens": 1100.5}
+    fake_openai_server.enqueue(raw_reply("gpt-4o-mini", usage, streamed=streamed))
+    client = reliable(make_openai_client(), recorder=ledger[1])
+    result = await consume(client) if streamed else await client.create(HI)
+    assert result.usage.prompt_tokens == 1000.5
+    (row,) = rows(ledger)
+    assert (row.outcome, row.completion_tokens, row.tokens_estimated) == ("ok", 100, True)
+    assert isinstance(row.prompt_tokens, int)
+    assert 0 < row.prompt_tokens < 100
+    assert row.cost_nanousd is not None
+    assert row.cost_nanousd > 0
+    assert (ledger[1].stats["spooled"], ledger[1].refused_path.exists()) == (0, False)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
 async def test_more_cached_tokens_than_prompt_tokens_keep_the_row_and_price_all_of_the_prompt_as_cached(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

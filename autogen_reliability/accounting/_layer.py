@@ -496,9 +496,17 @@ def _identity(call: Call, attempt: AttemptEvent) -> dict[str, Any]:
     return identity
 
 
-def _count(value: int) -> int | None:
-    """A token count AutoGen reported, or None for one no ledger holds (as the provider tap reads the wire)."""
-    return value if 0 <= value <= MAX_TOKENS else None
+def _count(value: object) -> int | None:
+    """A token count AutoGen reported, or None for one no ledger holds (as the provider tap reads the wire).
+
+    AutoGen reports what the SDK could not read as an int as it came (``1000.5``, ``"n/a"``): no count either,
+    where the row would hold a value its INTEGER column refuses. A whole float (``12.0``) is that count.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
+        return value
+    return None
 
 
 def _text_length(messages: object) -> int:
