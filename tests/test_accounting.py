@@ -151,6 +151,35 @@ async def test_a_fractional_token_count_is_estimated_and_the_row_stored(
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+@pytest.mark.parametrize("spelled", [float, str], ids=["float", "string"])
+async def test_counts_spelled_as_whole_floats_or_digits_are_read_as_the_sdk_reads_them(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+    spelled: type,
+) -> None:
+    # Some OpenAI-compatible servers write counts as 400.0 or "400"; the openai SDK reads them as 400.
+    usage = {
+        "prompt_tokens": spelled(1000),
+        "completion_tokens": spelled(100),
+        "total_tokens": spelled(1100),
+        "prompt_tokens_details": {"cached_tokens": spelled(400)},
+        "completion_tokens_details": {"reasoning_tokens": spelled(20)},
+    }
+    fake_openai_server.enqueue(raw_reply("gpt-4o-mini", usage, streamed=streamed))
+    client = reliable(make_openai_client(), recorder=ledger[1])
+    result = await consume(client) if streamed else await client.create(HI)
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (1000, 100)
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens, row.reasoning_tokens) == (1000, 100, 400, 20)
+    assert row.tokens_estimated is False
+    # At gpt-4o-mini's $0.15 (new input), $0.075 (cached) and $0.60 (output) per million: was 210,000, all as new.
+    assert row.cost_nanousd == 600 * 150 + 400 * 75 + 100 * 600
+
+
 async def test_more_cached_tokens_than_prompt_tokens_keep_the_row_and_price_all_of_the_prompt_as_cached(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

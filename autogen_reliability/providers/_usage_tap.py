@@ -484,8 +484,14 @@ _MAX_COUNT: Final = 2**31 - 1
 
 def _count(value: object) -> int | None:
     # bool is an int subclass; a negative or boolean "count" is not a count.
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT:
-        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= _MAX_COUNT else None
+    # Some OpenAI-compatible servers write counts as 400.0 or "400", which the openai SDK (pydantic's lax mode)
+    # reads as 400; so does the tap, or a cached count would be lost and the prompt priced as new input.
+    if isinstance(value, float) and value.is_integer():
+        return _count(int(value))
+    if isinstance(value, str) and len(value) <= 10 and value.isascii() and value.isdigit():  # 2**31 - 1: 10 digits
+        return _count(int(value))
     return None
 
 
