@@ -180,6 +180,27 @@ async def test_counts_spelled_as_whole_floats_or_digits_are_read_as_the_sdk_read
     assert row.cost_nanousd == 600 * 150 + 400 * 75 + 100 * 600
 
 
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_a_usage_without_its_prompt_keeps_the_completion_the_provider_counted(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    streamed: bool,
+) -> None:
+    # AutoGen 0.7.5 fails on a usage without prompt_tokens (it adds None); the provider still billed the answer,
+    # whose completion it counted: only the prompt is estimated, streamed as not.
+    usage = {"completion_tokens": 100, "total_tokens": 1100}
+    fake_openai_server.enqueue(raw_reply("gpt-4o-mini", usage, streamed=streamed))
+    client = reliable(make_openai_client(), recorder=ledger[1], retry=None)
+    with pytest.raises(TypeError):
+        await (consume(client) if streamed else client.create(HI))
+    (row,) = rows(ledger)
+    assert (row.outcome, row.completion_tokens, row.tokens_estimated) == ("error", 100, True)
+    assert 0 < row.prompt_tokens < 100
+    assert row.cost_nanousd == row.prompt_tokens * 150 + 100 * 600  # gpt-4o-mini's $0.15 and $0.60 per million
+
+
 async def test_more_cached_tokens_than_prompt_tokens_keep_the_row_and_price_all_of_the_prompt_as_cached(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,

@@ -333,7 +333,7 @@ class AccountingLayer(Layer):
             # and the tool calls' names and arguments that came.
             prompt = _estimate(attempt.request.messages) if raw is None or raw.prompt_tokens is None else prompt
             estimated = True
-            if attempt.received_chars:
+            if attempt.received_chars and (raw is None or raw.completion_tokens is None):  # else the provider's
                 completion = max(1, attempt.received_chars // _CHARS_PER_TOKEN)
         prompt, completion = prompt or 0, completion or 0
         cached = raw.cached_tokens if raw is not None else None
