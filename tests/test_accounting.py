@@ -67,6 +67,11 @@ async def consume(client: ChatCompletionClient) -> CreateResult:
     return await final_result(client.create_stream(HI))
 
 
+async def ask(client: ChatCompletionClient, *, streamed: bool) -> CreateResult:
+    """``HI`` asked of ``client``, streamed or not: the final result."""
+    return await consume(client) if streamed else await client.create(HI)
+
+
 async def test_plain_call_is_one_row_with_the_servers_numbers(
     ledger: tuple[UsageStore, UsageRecorder],
     fake_openai_server: FakeOpenAIServer,
@@ -891,10 +896,7 @@ async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_
     pricing = PricingTable({"models": {"grok-3-mini": {"input": "1", "output": "2"}}})
     inner = make_openai_client(model="grok-3-mini", model_info=UNKNOWN_MODEL_INFO)
     client = reliable(inner, recorder=ledger[1], pricing=pricing)
-    if streamed:
-        await consume(client)
-    else:
-        await client.create(HI)
+    await ask(client, streamed=streamed)
     (row,) = rows(ledger)
     # As OpenAI counts them (and every other row holds them): the completion includes its reasoning.
     assert (row.prompt_tokens, row.completion_tokens, row.reasoning_tokens) == (1000, 388, 386)
@@ -922,10 +924,7 @@ async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_record
     pricing = PricingTable({"models": {"deepseek-chat": {"input": "1", "output": "2", "cached_input": "0.1"}}})
     inner = make_openai_client(model="deepseek-chat", model_info=UNKNOWN_MODEL_INFO)
     client = reliable(inner, recorder=ledger[1], pricing=pricing)
-    if streamed:
-        await consume(client)
-    else:
-        await client.create(HI)
+    await ask(client, streamed=streamed)
     (row,) = rows(ledger)
     assert (row.prompt_tokens, row.completion_tokens, row.cached_tokens) == (1000, 100, 800)
     assert row.cost_nanousd == 200 * 1000 + 800 * 100 + 100 * 2000  # nano-USD at $1, $0.1 and $2 per million
@@ -950,10 +949,7 @@ async def test_prompt_cache_writes_openai_reports_in_the_prompts_details_are_rec
     fake_openai_server.enqueue(raw_reply("gpt-6-luna", usage, streamed=streamed))
     inner = make_openai_client(model="gpt-6-luna", model_info=UNKNOWN_MODEL_INFO)
     client = reliable(inner, recorder=ledger[1])
-    if streamed:
-        await consume(client)
-    else:
-        await client.create(HI)
+    await ask(client, streamed=streamed)
     (row,) = rows(ledger)
     assert (row.prompt_tokens, row.completion_tokens) == (10_000, 500)
     assert (row.cached_tokens, row.cache_write_tokens, row.reasoning_tokens) == (4_000, 3_000, 100)
@@ -990,10 +986,7 @@ async def test_audio_tokens_are_priced_at_the_models_audio_prices(
     audio = reliable(make_openai_client(model="gpt-audio", model_info=UNKNOWN_MODEL_INFO), recorder=ledger[1])
     text = reliable(make_openai_client(), recorder=ledger[1])  # gpt-4o-mini: no audio price, all at its own
     for client in (audio, text):
-        if streamed:
-            await consume(client)
-        else:
-            await client.create(HI)
+        await ask(client, streamed=streamed)
     by_model = {row.model: row for row in rows(ledger)}
     audio_row, text_row = by_model["gpt-audio"], by_model["gpt-4o-mini"]
     expected = [

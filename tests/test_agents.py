@@ -216,6 +216,26 @@ def progress_ledger(done: bool, instruction: str) -> dict[str, Any]:
     }
 
 
+def magentic_model_info(structured: bool) -> ModelInfo:
+    """A model with structured output, or one asked for the progress ledger in plain text."""
+    return ModelInfo(
+        vision=False, function_calling=True, json_output=structured, structured_output=structured, family="unknown"
+    )
+
+
+def magentic_replies(ledger_reply: FakeReply) -> list[FakeReply]:
+    """A MagenticOneGroupChat's run: facts, plan, ``ledger_reply`` (the turn to "coder"), the coder's answer, a
+    ledger that ends the task, the final answer."""
+    return [
+        FakeReply.text("Facts: none."),
+        FakeReply.text("Plan: the coder does it."),
+        ledger_reply,
+        FakeReply.text("Done."),
+        FakeReply.json(progress_ledger(True, "Nothing left.")),
+        FakeReply.text("It is done."),
+    ]
+
+
 # AutoGen's OpenAI client dumps the SDK's parsed completion, which pydantic warns about (upstream, harmless).
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
 @pytest.mark.parametrize("structured", [True, False], ids=["structured-output", "text"])
@@ -233,9 +253,7 @@ async def test_magentic_one_team(
         ledger_reply = FakeReply.text(
             "Updated ledger:\n```json\n" + json.dumps(progress_ledger(False, instruction), indent=2) + "\n```"
         )
-    model_info = ModelInfo(
-        vision=False, function_calling=True, json_output=structured, structured_output=structured, family="unknown"
-    )
+    model_info = magentic_model_info(structured)
 
     async def scenario(client: ChatCompletionClient) -> TaskResult:
         coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
@@ -245,16 +263,8 @@ async def test_magentic_one_team(
             reliable(team)
         return await team.run(task="Write the page.")
 
-    replies = [
-        FakeReply.text("Facts: the page needs a title."),
-        FakeReply.text("Plan: the coder writes the page."),
-        ledger_reply,
-        FakeReply.text("The title now reads HyperText Markup Language."),
-        FakeReply.json(progress_ledger(True, "Nothing left.")),
-        FakeReply.text("The page is written."),
-    ]
     plain, wrapped, events = await run_both(
-        fake_openai_server, make_openai_client, replies, scenario, model_info=model_info
+        fake_openai_server, make_openai_client, magentic_replies(ledger_reply), scenario, model_info=model_info
     )
     assert summary(wrapped) == summary(plain)
     assert [message.source for message in wrapped.messages] == [
@@ -280,20 +290,11 @@ async def test_escapes_in_a_magentic_one_progress_ledger_are_sanitised(
     instruction = "Run \u001b]52;c;ZXZpbA==\u0007 then \u202ereverse\u202c"
     ledger = json.dumps(progress_ledger(False, instruction))
     ledger_reply = FakeReply.text(ledger if structured else f"```json\n{ledger}\n```")
-    model_info = ModelInfo(
-        vision=False, function_calling=True, json_output=structured, structured_output=structured, family="unknown"
-    )
+    model_info = magentic_model_info(structured)
     client = reliable(make_openai_client(model_info=model_info))
     coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
     reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
-    fake_openai_server.enqueue(
-        FakeReply.text("Facts: none."),
-        FakeReply.text("Plan: the coder runs it."),
-        ledger_reply,
-        FakeReply.text("Ran it."),
-        FakeReply.json(progress_ledger(True, "Nothing left.")),
-        FakeReply.text("It ran."),
-    )
+    fake_openai_server.enqueue(*magentic_replies(ledger_reply))
     result = await MagenticOneGroupChat([coder, reviewer], model_client=client).run(task="Run it.")
     assert [message.source for message in result.messages][2:4] == ["MagenticOneOrchestrator", "coder"]
     assert result.messages[2].dump()["content"] == "Run  then reverse"

@@ -34,7 +34,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from autogen_core.models import UserMessage
-from sqlalchemy import create_engine, delete, inspect, make_url, select, text
+from sqlalchemy import Engine, create_engine, delete, inspect, make_url, select, text
 from sqlalchemy.event import listen
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool, StaticPool
@@ -918,9 +918,14 @@ def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_passe
     # A store on the application's engine, then a fork (gunicorn --preload, a multiprocessing pool): the child's
     # rows went through the connection the parent's pool kept, a PostgreSQL socket or a SQLite handle that two
     # processes then used at once. The store's own engines started the child with an empty pool; this one now too.
-    from sqlalchemy.event import listen  # noqa: PLC0415
-
     engine = create_engine(store_url)
+    assert _a_row_then_a_forked_childs(engine) == 2  # before: the child exited 1, on the parent's connection
+    engine.dispose()
+
+
+def _a_row_then_a_forked_childs(engine: Engine) -> int:
+    """A store on ``engine`` writes a row, then a forked child one, which must check out a connection it opened
+    itself (or it exits 1); the rows stored."""
     opened_by: list[int] = []  # the process that opened each connection checked out, in order
     listen(engine, "connect", lambda _dbapi, record: record.info.setdefault("pid", os.getpid()))
     listen(engine, "checkout", lambda _dbapi, record, _proxy: opened_by.append(record.info["pid"]))
@@ -931,10 +936,11 @@ def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_passe
         store.write([plain_event()])
         raise SystemExit(0 if opened_by[-1] == os.getpid() else 1)
 
-    assert fork_child(work) == 0  # before: 1, the parent's connection
-    assert store.count() == 2
-    store.close()
-    engine.dispose()
+    assert fork_child(work) == 0
+    try:
+        return store.count()
+    finally:
+        store.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -945,19 +951,7 @@ def test_a_forked_child_writes_through_connections_of_its_own_on_an_engine_whose
     # the connections open a file. Its pool was left as it was in the child, which wrote through the parent's handle.
     path = tmp_path / "app.db"
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(path, check_same_thread=False))
-    opened_by: list[int] = []
-    listen(engine, "connect", lambda _dbapi, record: record.info.setdefault("pid", os.getpid()))
-    listen(engine, "checkout", lambda _dbapi, record, _proxy: opened_by.append(record.info["pid"]))
-    store = UsageStore(engine)
-    store.write([plain_event()])
-
-    def work() -> None:
-        store.write([plain_event()])
-        raise SystemExit(0 if opened_by[-1] == os.getpid() else 1)
-
-    assert fork_child(work) == 0  # before: 1, the parent's connection
-    assert store.count() == 2
-    store.close()
+    assert _a_row_then_a_forked_childs(engine) == 2  # before: the child exited 1, on the parent's connection
     engine.dispose()
 
 
