@@ -15,13 +15,14 @@ import ollama
 import pytest
 from autogen_core import CacheStore
 from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, RequestUsage, UserMessage
+from autogen_core.tools import FunctionTool
 from autogen_ext.models.anthropic import AnthropicBedrockChatCompletionClient, AnthropicChatCompletionClient
 from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.ollama import OllamaChatCompletionClient
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability import ReliableChatCompletionClient, reliable
+from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy, reliable
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
 from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.providers import (
@@ -359,7 +360,7 @@ class _OllamaWire(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         status, lines = self.server.replies.pop(0)
         body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
         self.send_response(status)
@@ -375,6 +376,7 @@ class _OllamaServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _OllamaWire)
         self.replies: list[tuple[int, list[dict[str, Any]]]] = []
+        self.requests: list[dict[str, Any]] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
@@ -390,8 +392,10 @@ def ollama_server() -> Iterator[_OllamaServer]:
         server.server_close()
 
 
-def _ollama_line(content: str, *, done: bool, **counts: Any) -> dict[str, Any]:
-    message = {"role": "assistant", "content": content}
+def _ollama_line(content: str, *, done: bool, tool_calls: Any = None, **counts: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
     return {"model": "llama3.1:8b", "created_at": "2025-09-01T12:00:00Z", "message": message, "done": done, **counts}
 
 
@@ -424,6 +428,43 @@ async def test_an_ollama_error_line_mid_stream_has_no_http_status_in_its_row(
         None,
     )
     assert (created.error_kind, created.http_status) == ("server_error", 500)  # a real status is kept
+
+
+async def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@pytest.mark.parametrize("max_response_chars", [20, 200_000], ids=["cut", "whole"])
+async def test_an_ollama_tool_call_is_reasked_with_arguments_its_client_can_send(
+    max_response_chars: int, ollama_server: _OllamaServer
+) -> None:
+    # The Ollama client json.loads every echoed tool call's arguments into a mapping: arguments cut for
+    # max_response_chars, or that were no JSON object, made the re-ask raise JSONDecodeError before anything was
+    # sent. They are echoed as a JSON object holding what the model wrote.
+    too_long = {"a": 1, "b": 2, "note": "x" * 40}
+    wrong = {"a": "one", "b": 2}
+    called = [{"function": {"name": "add", "arguments": too_long if max_response_chars == 20 else wrong}}]
+    ollama_server.replies = [
+        (200, [_ollama_line("", done=True, tool_calls=called, done_reason="stop")]),
+        (200, [_ollama_line("", done=True, tool_calls=[{"function": {"name": "add", "arguments": {"a": 1, "b": 2}}}])]),
+    ]
+    client = reliable(
+        OllamaChatCompletionClient(model="llama3.1:8b", host=ollama_server.url),
+        validation=ValidationPolicy(max_response_chars=max_response_chars),
+        retry=None,
+    )
+    try:
+        result = await client.create([UserMessage(content="1 + 2?", source="user")], tools=[FunctionTool(add, "")])
+    finally:
+        await client.close()
+    assert isinstance(result.content, list)
+    assert json.loads(result.content[0].arguments) == {"a": 1, "b": 2}
+    echoed = ollama_server.requests[1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    if max_response_chars == 20:
+        assert echoed == {"invalid_arguments": json.dumps(too_long)[:20] + "… [48 more characters]"}
+    else:
+        assert echoed == wrong  # valid JSON is echoed as it was
 
 
 # --------------------------------------------------------------------------------------------------

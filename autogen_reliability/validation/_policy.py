@@ -29,6 +29,7 @@ import copy
 import functools
 import importlib
 import itertools
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -374,14 +375,31 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _cut_arguments(calls: Sequence[FunctionCall], limit: int) -> list[FunctionCall]:
-    """``calls`` echoed in a re-ask: arguments longer than ``limit`` together are cut there, as a text answer is."""
+    """``calls`` echoed in a re-ask, with arguments that every client can send back.
+
+    Arguments longer than ``limit`` together are cut there, as a text answer is. Ollama's client ``json.loads``
+    each echoed call's arguments into a mapping, and raised on cut ones before sending anything: arguments that
+    are no JSON object are echoed as ``{"invalid_arguments": "<what the model wrote>"}``, empty ones as ``{}``.
+    """
     left = limit
     echoed: list[FunctionCall] = []
     for call in calls:
         arguments = call.arguments or ""
-        echoed.append(call if len(arguments) <= left else replace(call, arguments=_cut(arguments, left)))
+        shown = arguments if len(arguments) <= left else _cut(arguments, left)
         left = max(0, left - len(arguments))
+        if shown is arguments and _is_json_object(arguments):
+            echoed.append(call)
+        else:
+            wrapped = json.dumps({"invalid_arguments": shown}, ensure_ascii=False) if shown else "{}"
+            echoed.append(replace(call, arguments=wrapped))
     return echoed
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _listed(violations: Sequence[SchemaViolation]) -> str:
