@@ -22,7 +22,7 @@ from autogen_ext.models.ollama import OllamaChatCompletionClient
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from autogen_reliability import ReliableChatCompletionClient, ValidationPolicy, reliable
+from autogen_reliability import HealthProbe, ReliableChatCompletionClient, ValidationPolicy, reliable
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
 from autogen_reliability.accounting._genai_pricing import GENAI_PRICES_VERSION
 from autogen_reliability.providers import (
@@ -465,6 +465,30 @@ async def test_an_ollama_tool_call_is_reasked_with_arguments_its_client_can_send
         assert echoed == {"invalid_arguments": json.dumps(too_long)[:20] + "… [48 more characters]"}
     else:
         assert echoed == wrong  # valid JSON is echoed as it was
+
+
+async def test_the_health_check_of_an_ollama_client_asks_for_one_token_with_the_clients_options(
+    ollama_server: _OllamaServer, ledger: Ledger
+) -> None:
+    # The check's "completion capped at one token" was sent uncapped to Ollama: a local model answered "ping" with
+    # as many tokens as it liked, on the service's GPU or CPU, within the check's timeout or not. It asks for
+    # num_predict=1 now, in the options the client sends (num_ctx kept: another one reloads the model).
+    ollama_server.replies = [(200, [_ollama_line("pong", done=True, done_reason="length", eval_count=1)])]
+    client = reliable(
+        OllamaChatCompletionClient(model="llama3.1:8b", host=ollama_server.url, options={"num_ctx": 8192}),
+        recorder=ledger[1],
+    )
+    try:
+        report = await HealthProbe({"ollama": client}, active=True).check()
+    finally:
+        await client.close()
+    check = report.clients["ollama"].active_check
+    assert check is not None
+    assert (check.ok, check.method) == (True, "completion")
+    [request] = ollama_server.requests
+    assert request["options"] == {"num_ctx": 8192, "num_predict": 1}
+    [row] = ledger_rows(ledger)
+    assert (row.completion_tokens, dict(row.tags)) == (1, {"health_check": "true"})
 
 
 # --------------------------------------------------------------------------------------------------

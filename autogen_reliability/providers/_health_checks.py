@@ -4,8 +4,9 @@ An OpenAI-compatible client (OpenAI, Azure OpenAI, and the many servers that
 speak its wire protocol: vLLM, Ollama's ``/v1``, LiteLLM, ...) can list its
 models, ``GET {base_url}/models``, which costs nothing; not an Azure client
 built for a deployment, whose base URL is the deployment's. Any other client is
-asked for a completion of one token, where we know how to say "one token" (and,
-for an Anthropic client built with extended thinking, without thinking).
+asked for a completion of one token, where we know how to say "one token"
+(``max_tokens``; Ollama's ``num_predict``; and, for an Anthropic client built
+with extended thinking, without thinking).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def one_token_arguments(client: ChatCompletionClient) -> Mapping[str, Any]:
 
     An Anthropic client built with extended thinking (``thinking={"type": "enabled", ...}``) sends it with every
     request, and the API refuses ``max_tokens`` that is not above the thinking budget: its check is also sent
-    ``thinking={"type": "disabled"}``.
+    ``thinking={"type": "disabled"}``. AutoGen's Ollama client moves ``num_predict`` into the ``options`` it sends,
+    beside those it was built with (a ``num_ctx`` other than the model's loaded one would reload the model).
     """
     client = innermost(client)
     openai = loaded_class("autogen_ext.models.openai", "BaseOpenAIChatCompletionClient")
@@ -63,4 +65,7 @@ def one_token_arguments(client: ChatCompletionClient) -> Mapping[str, Any]:
         if isinstance(thinking, Mapping) and thinking.get("type") != "disabled":
             return {"max_tokens": 1, "thinking": {"type": "disabled"}}
         return {"max_tokens": 1}
+    ollama = loaded_class("autogen_ext.models.ollama", "OllamaChatCompletionClient")
+    if ollama is not None and isinstance(client, ollama):
+        return {"num_predict": 1}
     return {}  # an argument a client does not know could fail the check for the wrong reason
