@@ -9,7 +9,7 @@ import threading
 from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import ollama
 import pytest
@@ -21,6 +21,7 @@ from autogen_ext.models.cache import ChatCompletionCache
 from autogen_ext.models.ollama import OllamaChatCompletionClient
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel
 
 from autogen_reliability import HealthProbe, ReliableChatCompletionClient, ValidationPolicy, reliable
 from autogen_reliability.accounting import Cost, PricingTable, TokenUsage
@@ -489,6 +490,33 @@ async def test_the_health_check_of_an_ollama_client_asks_for_one_token_with_the_
     assert request["options"] == {"num_ctx": 8192, "num_predict": 1}
     [row] = ledger_rows(ledger)
     assert (row.completion_tokens, dict(row.tags)) == (1, {"health_check": "true"})
+
+
+class _Ticket(BaseModel):
+    id: int
+    priority: Literal["low", "high"]
+
+
+@pytest.mark.parametrize("schema", [_Ticket, _Ticket.model_json_schema()], ids=["model", "json-schema"])
+async def test_an_ollama_client_is_asked_for_the_validation_schema(
+    schema: type[BaseModel] | dict[str, Any], ollama_server: _OllamaServer
+) -> None:
+    # "With a schema, that schema is what every call asks for": an Ollama client was sent no `format` at all, so the
+    # model was not held to the schema, and each answer that did not match it was re-asked (another generation).
+    ollama_server.replies = [(200, [_ollama_line('{"id": 1, "priority": "low"}', done=True, done_reason="stop")])]
+    client = reliable(
+        OllamaChatCompletionClient(model="llama3.1:8b", host=ollama_server.url),
+        validation=ValidationPolicy(schema=schema),
+        recorder=None,
+    )
+    try:
+        result = await client.create([UserMessage(content="Ticket 1?", source="user")])
+    finally:
+        await client.close()
+    assert json.loads(str(result.content)) == {"id": 1, "priority": "low"}
+    sent = ollama_server.requests[0]["format"]
+    assert sent["properties"].keys() == {"id", "priority"}
+    assert sent["required"] == ["id", "priority"]
 
 
 # --------------------------------------------------------------------------------------------------

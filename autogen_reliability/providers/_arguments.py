@@ -15,7 +15,9 @@ A call's request is the same for the primary client and every fallback; what the
   the answer over (``response_format``), an OpenAI client is sent the
   same JSON schema as a ``response_format`` dict with ``json_output=None``: the
   model is constrained alike, and the SDK hands the text back unparsed. Other
-  clients get ``json_output`` unchanged.
+  clients get ``json_output`` unchanged; an Ollama client asked for no JSON
+  (``json_output=None``) is sent the schema as its ``format``, unless the call
+  or the client sends a ``format`` of its own.
 - **Stream arguments of the OpenAI client.** ``create_stream``'s keyword
   arguments beyond the interface's go to the client, but those only AutoGen's
   OpenAI clients take (``include_usage``) not to a client of another kind (a
@@ -47,7 +49,8 @@ from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient, BaseOpenAIChatCompletionClient
 from pydantic import BaseModel
 
-from ._clients import raw_config_of
+from ._clients import create_args_of, raw_config_of
+from ._lookup import loaded_class
 
 __all__ = ["provider_arguments", "strict_json_schema"]
 
@@ -95,6 +98,8 @@ def provider_arguments(
             # The cache's create_stream takes none of the OpenAI client's own arguments (see below).
             stream_kwargs=stream_kwargs if openai is client else {},
         )
+    elif response_format is not None and json_output is None:
+        extra = _for_ollama(client, extra=extra, response_format=response_format)
     arguments: dict[str, Any] = {
         "tools": tools,
         "tool_choice": tool_choice,
@@ -180,6 +185,22 @@ def _for_openai(
     ):
         extra = {**extra, "stream_options": {"include_usage": True}}
     return json_output, extra
+
+
+def _for_ollama(
+    client: ChatCompletionClient, *, extra: Mapping[str, Any], response_format: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """``extra`` with the validation stage's schema as Ollama's ``format``, for an Ollama client asked for no JSON.
+
+    Not when the call or the client sends a ``format`` (or AutoGen's older ``response_format``) of its own.
+    """
+    ollama = loaded_class("autogen_ext.models.ollama", "OllamaChatCompletionClient")
+    if ollama is None or not isinstance(client, ollama):
+        return extra
+    own = create_args_of(client) or {}
+    if any(key in arguments for key in ("format", "response_format") for arguments in (extra, own)):
+        return extra
+    return {**extra, "format": response_format["json_schema"]["schema"]}
 
 
 # Azure OpenAI takes stream_options from api-version 2024-09-01-preview on (GA: 2024-10-21). An older one refuses
