@@ -59,8 +59,9 @@ QUOTED_LIMIT: Final = 40
 def message_of(error: BaseException) -> str:
     """``str(error)``, never raising: an exception whose ``__str__`` raises (or returns no str) gives a stand-in.
 
-    An SDK's ``Connection error.`` (or ``Request timed out.``) is followed by where the request went and why it
-    failed, which the SDK keeps only in the errors it chains:
+    An SDK's ``Connection error.`` (or ``Request timed out.``; ollama's ``Failed to connect to Ollama...``,
+    httpx's ``All connection attempts failed``) is followed by where the request went and why it failed, which
+    the SDK keeps only in the errors it chains:
     ``Connection error. (http://127.0.0.1:8000: ConnectionRefusedError: [Errno 111] Connect call failed ...)``.
     An SDK's ``Error code: 502`` of a body that is not JSON (a gateway's page) is followed by what the body says:
     ``Error code: 502 (text/html: 502 Bad Gateway)``.
@@ -81,13 +82,22 @@ def message_of(error: BaseException) -> str:
         return f"<str() failed: {type(failure).__name__}>"
     if _is_one_of(error, _CONNECTION_ERRORS):
         return text + _unreachable(error)
+    # ollama's "Failed to connect to Ollama..." is a ConnectionError raised over httpx's ConnectError, from None.
+    context = error.__context__
+    if isinstance(error, ConnectionError) and context is not None and _is_one_of(context, _CONNECTION_ERRORS):
+        return text + _unreachable(context)
     if _is_one_of(error, _STATUS_ERRORS):
         return text + _page(error)
     return text
 
 
-# The openai and anthropic SDKs' error for a request that got no HTTP response (APITimeoutError is one too).
-_CONNECTION_ERRORS: Final = (("openai", "APIConnectionError"), ("anthropic", "APIConnectionError"))
+# The openai and anthropic SDKs' error for a request that got no HTTP response (APITimeoutError is one too), and
+# legacy httpx's, which ollama's client raises as it is from a stream.
+_CONNECTION_ERRORS: Final = (
+    ("openai", "APIConnectionError"),
+    ("anthropic", "APIConnectionError"),
+    ("httpx", "TransportError"),
+)
 # Their error for an HTTP error status; of a body that is not JSON (a gateway's page) it says "Error code: 502" only.
 _STATUS_ERRORS: Final = (("openai", "APIStatusError"), ("anthropic", "APIStatusError"))
 _CAUSE_DEPTH: Final = 8

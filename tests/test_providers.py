@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import textwrap
 import threading
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
+import httpx
 import ollama
 import pytest
 from autogen_core import CacheStore
@@ -517,6 +519,38 @@ async def test_an_ollama_client_is_asked_for_the_validation_schema(
     sent = ollama_server.requests[0]["format"]
     assert sent["properties"].keys() == {"id", "priority"}
     assert sent["required"] == ["id", "priority"]
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["create", "stream"])
+async def test_an_ollama_daemon_that_is_down_is_named_with_the_reason_in_the_error_row(
+    streaming: bool, ledger: Ledger
+) -> None:
+    # Ollama's client says "Failed to connect to Ollama..." (create) or httpx's "All connection attempts failed"
+    # (a stream) whatever host it was sent to and whatever happened: the row, the retry log and the final error
+    # said no more. They name where the request went and why, as for the openai SDK's "Connection error.".
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = reliable(
+        OllamaChatCompletionClient(model="llama3.1:8b", host=f"http://127.0.0.1:{port}"), recorder=ledger[1], retry=None
+    )
+    hello = [UserMessage(content="hi", source="user")]
+
+    async def call() -> None:
+        if streaming:
+            async for _ in client.create_stream(hello):
+                pass
+        else:
+            await client.create(hello)
+
+    try:
+        with pytest.raises((ConnectionError, httpx.ConnectError)):
+            await call()
+    finally:
+        await client.close()
+    [row] = ledger_rows(ledger)
+    assert (row.outcome, row.error_kind) == ("error", "connection")
+    assert f" (http://127.0.0.1:{port}: ConnectionRefusedError: " in (row.error_message or "")
 
 
 # --------------------------------------------------------------------------------------------------
