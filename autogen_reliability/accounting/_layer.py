@@ -502,10 +502,10 @@ def _count(value: object) -> int | None:
     AutoGen reports what the SDK could not read as an int as it came (``1000.5``, ``"n/a"``): no count either,
     where the row would hold a value its INTEGER column refuses. A whole float (``12.0``) is that count.
     """
+    if type(value) is int:  # the common case first, with no call made; not a bool, an int subclass
+        return value if 0 <= value <= MAX_TOKENS else None
     if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
-        return value
+        return _count(int(value))
     return None
 
 

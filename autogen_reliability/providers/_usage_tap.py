@@ -483,8 +483,10 @@ _MAX_COUNT: Final = 2**31 - 1
 
 
 def _count(value: object) -> int | None:
-    # bool is an int subclass; a negative or boolean "count" is not a count.
-    if isinstance(value, int) and not isinstance(value, bool):
+    # On every call, for each count and detail a usage may hold: the common cases first, with no call made.
+    if value is None:
+        return None
+    if type(value) is int:  # not a bool (an int subclass): a boolean "count" is not a count, nor a negative one
         return value if 0 <= value <= _MAX_COUNT else None
     # Some OpenAI-compatible servers write counts as 400.0 or "400", which the openai SDK (pydantic's lax mode)
     # reads as 400; so does the tap, or a cached count would be lost and the prompt priced as new input.
