@@ -245,6 +245,46 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             K.SERVER_ERROR,
             id="502-html-proxy-page",
         ),
+        pytest.param(
+            # Gemini's OpenAI-compatible endpoint: its error object inside a list; the SDK keeps the list as the body.
+            FakeReply.malformed(
+                b'[{"error": {"code": 400, "message": "The input token count (1200293) exceeds the maximum number '
+                b'of tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}]',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.CONTEXT_LENGTH,
+            id="400-gemini-list-context-length",
+        ),
+        pytest.param(
+            FakeReply.malformed(
+                b'[{"error": {"code": 429, "message": "You exceeded your current quota.", "status": '
+                b'"RESOURCE_EXHAUSTED"}}]',
+                status=429,
+            ),
+            openai.RateLimitError,
+            K.RATE_LIMIT,
+            id="429-gemini-list",
+        ),
+        pytest.param(
+            # llama.cpp's server: its own type, and a wording of its own.
+            FakeReply.malformed(
+                b'{"error": {"code": 400, "message": "request (4390 tokens) exceeds the available context size '
+                b'(4096 tokens), try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 4390, '
+                b'"n_ctx": 4096}}',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.CONTEXT_LENGTH,
+            id="400-llama.cpp-exceed_context_size_error",
+        ),
+        pytest.param(
+            # The error a plain string: the SDK keeps the string as the body, and its text says no more than the status.
+            FakeReply.malformed(b'{"error": "This model\'s maximum context length is 8192 tokens."}', status=400),
+            openai.BadRequestError,
+            K.CONTEXT_LENGTH,
+            id="400-string-error-context-length",
+        ),
         pytest.param(FakeReply.reset(), openai.APIConnectionError, K.CONNECTION, id="connection-reset"),
         pytest.param(
             FakeReply.text("Hello there", disconnect_after_chunks=1),

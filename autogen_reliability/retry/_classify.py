@@ -44,7 +44,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     Overrides for any 4xx: error code ``context_length_exceeded``, or a message
     containing ``prompt is too long`` or ``exceed context limit`` (Anthropic sends
     no code for either: the prompt alone, or the prompt and ``max_tokens``, is too
-    long) or ``maximum context length`` (OpenAI-compatible servers) -> CONTEXT_LENGTH;
+    long) or ``maximum context length`` (OpenAI-compatible servers), ``exceeds the
+    maximum number of tokens allowed`` (Gemini) or ``exceeds the available context
+    size`` (llama.cpp's server) -> CONTEXT_LENGTH;
     code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
     billing codes ``insufficient_quota`` (OpenAI 429, also when only the
     error's ``type`` says so and its code is null),
@@ -204,7 +206,15 @@ _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded"})
 # others) often send none either, so their documented wording is the only signal. Anthropic's second
 # wording is for a prompt that fits but leaves no room for max_tokens ("input length and `max_tokens`
 # exceed context limit: 198000 + 4096 > 200000, ..."), which it refuses rather than shortening the answer.
-_CONTEXT_LENGTH_MESSAGES: Final = ("prompt is too long", "exceed context limit", "maximum context length")
+# Gemini says "The input token count (1200293) exceeds the maximum number of tokens allowed (1048576).", llama.cpp's
+# server "request (4390 tokens) exceeds the available context size (4096 tokens), try increasing it".
+_CONTEXT_LENGTH_MESSAGES: Final = (
+    "prompt is too long",
+    "exceed context limit",
+    "maximum context length",
+    "exceeds the maximum number of tokens allowed",
+    "exceeds the available context size",
+)
 _CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_violation"})
 # Out of money rather than over a rate: waiting a few seconds never helps.
 _BILLING_CODES: Final = frozenset(
@@ -237,7 +247,8 @@ def kind_for_status(status: int, code: str | None = None, message: str | None = 
             Anthropic's ``error.details.error_code``), if any. Compared case-insensitively.
         message: The provider's human-readable error message, if any. Only searched for
             the context-length wordings that come without a code ("prompt is too long",
-            "exceed context limit", "maximum context length"), case-insensitively.
+            "exceed context limit", "maximum context length", Gemini's and llama.cpp's: see
+            the module docstring), case-insensitively.
 
     Returns:
         The kind; UNKNOWN for a status that is not 4xx or 5xx.
@@ -536,6 +547,7 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
     # bool is an int; True is not a status code.
     if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
         return None
+    body = _error_of(body)
     code = _error_code(exc, body)
     if code is None:
         # OpenAI has sent an exhausted quota as {"type": "insufficient_quota", "code": null}: a 429 that only its
@@ -545,6 +557,19 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
         if error_type is not None and error_type.strip().lower() in _BILLING_CODES:
             code = error_type
     return kind_for_status(status, code, _error_message(exc, body))
+
+
+def _error_of(body: object) -> object:
+    """The error object of an error body as the SDK keeps it (a JSON object's ``error`` member, or the body).
+
+    Gemini's OpenAI-compatible endpoint puts its error object inside a list, ``[{"error": {"code": 400, "message":
+    ...}}]``, which the SDK keeps as it is: the object of its first item is the error.
+    """
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):
+        first: Mapping[str, object] = body[0]
+        error = first.get("error")
+        return error if isinstance(error, Mapping) else first
+    return body
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:
@@ -566,6 +591,7 @@ def _error_message(exc: BaseException, body: object) -> str | None:
     found = _first_str(
         _dig(body, "message"),
         _dig(body, "error", "message"),
+        body,  # {"error": "..."}: the SDK keeps the string as the body; a page that is not JSON as well
         _attr(exc, "api_message"),
         _attr(exc, "error"),
         _attr(exc, "message"),
