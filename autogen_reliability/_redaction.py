@@ -118,16 +118,22 @@ def _is_one_of(error: BaseException, classes: tuple[tuple[str, str], ...]) -> bo
 def _page(error: BaseException) -> str:
     """What an error status's body that is not JSON says, in a line: `` (text/html: 502 Bad Gateway)``.
 
-    An HTML page's title, else its first line of text; a text's first line. Nothing for a JSON body, whose
-    message the SDK quotes already.
+    An HTML page's title, else its first line of text; a text's first line. Nothing for a JSON object, whose
+    message the SDK quotes already; of a JSON list (Gemini's OpenAI-compatible endpoint: ``[{"error": {...}}]``),
+    which it does not quote, the message of its first error.
     """
     try:
         body = error.body  # type: ignore[attr-defined]  # the SDKs keep the text they could not parse as JSON
-        if not isinstance(body, str) or not body.strip():
+        if isinstance(body, list) and body and isinstance(body[0], dict):
+            first = body[0].get("error", body[0])
+            message = first.get("message") if isinstance(first, dict) else None
+            text = message[:_PAGE_SCAN] if isinstance(message, str) else ""
+        elif isinstance(body, str):
+            head = body[:_PAGE_SCAN]
+            title = _TITLE.search(head)
+            text = html.unescape(title.group(1) if title is not None else _TAG.sub("\n", head))
+        else:
             return ""
-        head = body[:_PAGE_SCAN]
-        title = _TITLE.search(head)
-        text = html.unescape(title.group(1) if title is not None else _TAG.sub("\n", head))
         line = next((" ".join(line.split()) for line in text.splitlines() if line.strip()), "")
         content_type = str(error.response.headers.get("content-type", "")).split(";")[0].strip()  # type: ignore[attr-defined]
     except Exception:  # an error made without a body or a response: the SDK's text alone

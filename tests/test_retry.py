@@ -344,6 +344,27 @@ async def test_a_gateways_error_page_is_summed_up_in_the_error_and_rows(
     assert [row.error_message for row in rows(ledger)] == [said] * 3
 
 
+GEMINI_429 = (
+    b'[{"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": '
+    b'"RESOURCE_EXHAUSTED"}}]'
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_error_object_inside_a_list_is_quoted_in_the_error_and_rows(
+    mode: Mode, fake_openai_server: FakeOpenAIServer, ledger: Ledger, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Gemini's OpenAI-compatible endpoint: the SDK quotes the message of an error object, not of one in a list.
+    fake_openai_server.default = FakeReply.malformed(GEMINI_429, status=429)
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await call(client, mode)
+    said = "Error code: 429 (application/json: Resource has been exhausted (e.g. check quota).)"
+    assert fake_openai_server.request_count == 3
+    assert str(caught.value).endswith(f"last error: {said}")
+    assert [row.error_message for row in rows(ledger)] == [said] * 3
+
+
 async def test_stream_dropped_before_its_first_chunk_is_retried(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
