@@ -1005,6 +1005,32 @@ async def test_audio_tokens_are_priced_at_the_models_audio_prices(
     assert text_row.cost_nanousd == 270_000
 
 
+async def test_the_usage_groq_reports_in_its_own_member_of_a_stream_not_asked_for_usage_is_recorded(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Groq reports a stream's usage in the last chunk's x_groq member whether or not include_usage was asked for.
+    answer = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "llama-3.1-8b-instant"}
+    usage = {"queue_time": 0.02, "prompt_tokens": 1000, "prompt_time": 0.01, "completion_tokens": 100}
+    first = {"index": 0, "delta": {"role": "assistant", "content": "Hi"}}
+    last = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    events = [
+        {**answer, "choices": [first], "x_groq": {"id": "r"}},
+        {**answer, "choices": [last], "x_groq": {"id": "r", "usage": usage}},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    fake_openai_server.enqueue(FakeReply.malformed(body.encode(), content_type="text/event-stream"))
+    pricing = PricingTable({"models": {"llama-3.1-8b-instant": {"input": "1", "output": "2"}}})
+    inner = make_openai_client(model="llama-3.1-8b-instant", model_info=UNKNOWN_MODEL_INFO)
+    client = reliable(inner, recorder=ledger[1], pricing=pricing)
+    async for _ in client.create_stream(HI, include_usage=False):
+        pass
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.tokens_estimated) == (1000, 100, False)
+    assert row.cost_nanousd == 1000 * 1000 + 100 * 2000  # nano-USD at $1 and $2 per million tokens
+
+
 TIER_USAGE = FakeUsage(prompt_tokens=10_000, completion_tokens=2_000, cached_tokens=4_000)
 
 

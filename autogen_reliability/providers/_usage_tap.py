@@ -38,7 +38,9 @@ How it works:
       leave no trace of them) or, until it is known, the ``model`` are parsed.
       A chunk of whole events none of which has a usage object or a tool call
       (all of a text stream's chunks but its last) is not even split. Nothing
-      is held back. Anthropic's stream counts the input and cache
+      is held back. Groq's stream reports its usage in its last chunk's
+      ``x_groq`` member too (and only there without ``include_usage``),
+      which is read when the chunk has no ``usage``. Anthropic's stream counts the input and cache
       tokens in ``message_start`` (inside its ``message``, with the model and id)
       and the output tokens in ``message_delta`` (cumulative; newer API versions
       repeat the other fields there, or send them null): the usage is reported at
@@ -870,6 +872,9 @@ class _BodyTap:
             return
         self._identify(obj)
         usage = obj.get("usage")
+        if usage is None and isinstance(groq := obj.get("x_groq"), dict):
+            # Groq's stream reports it in its last chunk's x_groq member, also when include_usage was not asked for.
+            usage = groq.get("usage")
         if isinstance(usage, dict):
             usage = cast("dict[str, Any]", usage)
             if kind == "message_delta" and self._start_usage is not None:
