@@ -42,6 +42,58 @@ async def stream(client: Any, **kwargs: Any) -> tuple[list[str], CreateResult]:
     return chunks, final
 
 
+# --- A reasoning model's thought: AutoGen marks it in a stream, R1 models in their content
+
+REASONING_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": True,
+    "json_output": True,
+    "family": "unknown",
+    "structured_output": True,
+}
+
+
+def reasoning_stream() -> FakeReply:
+    """DeepSeek's (and vLLM's reasoning parser's) stream: the thought in ``reasoning_content``, then the answer."""
+    head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-reasoner"}
+    deltas = [
+        {"role": "assistant", "reasoning_content": "The user greets."},
+        {"reasoning_content": " Greet back."},
+        {"content": "Hello!", "reasoning_content": None},
+    ]
+    events = [{**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]} for delta in deltas]
+    events.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return FakeReply.malformed(body.encode(), content_type="text/event-stream")
+
+
+async def test_the_marks_autogen_puts_around_a_streamed_thought_reach_the_consumer(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # AutoGen streams the thought as "<think>The user greets.", " Greet back.", "</think>", then the answer: what
+    # shows the consumer which part is the answer.
+    fake_openai_server.enqueue(reasoning_stream(), reasoning_stream())
+    inner = make_openai_client(model="deepseek-reasoner", model_info=REASONING_MODEL_INFO)
+    bare_chunks, bare = await stream(inner)
+    chunks, final = await stream(reliable(inner, track_usage=False))
+    assert bare_chunks == ["<think>The user greets.", " Greet back.", "</think>", "Hello!"]
+    assert chunks == bare_chunks
+    assert (final.content, final.thought) == (bare.content, bare.thought) == ("Hello!", "The user greets. Greet back.")
+
+
+async def test_the_thought_an_r1_model_writes_in_its_answer_keeps_its_marks(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A DeepSeek-R1 distill behind an OpenAI-compatible server writes its thought in the content, between <think> and
+    # </think>; a client whose model_info does not say R1 hands the content on as it came.
+    answer = "<think>\nThe user greets.\n</think>\n\nHello!"
+    fake_openai_server.enqueue(FakeReply.text(answer), FakeReply.text(answer))
+    inner = make_openai_client(model="deepseek-r1-distill-qwen-7b", model_info=REASONING_MODEL_INFO)
+    bare = await inner.create(ASK)
+    result = await reliable(inner, track_usage=False).create(ASK)
+    assert result.content == bare.content == answer
+
+
 # --- Links split across chunks (the server cuts the answer before every space)
 
 SPLIT_LINKS = [

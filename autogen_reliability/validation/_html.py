@@ -6,7 +6,8 @@ dropped, judged by :mod:`._url_schemes`), ``rel="noopener noreferrer"`` on links
 contains markup, since nh3 escapes every ``<``, ``>`` and ``&`` of what it is given; markdown autolinks are
 escaped, not deleted. nh3 decodes character references, so the earlier stages run again on what it returns, and
 nh3 again, until nothing changes; markup that does not settle, or nests too deep to parse in time, is escaped
-whole. Changes count under ``"html"`` (see :mod:`._sanitizer` for how).
+whole. ``<think>`` and ``</think>``, the marks of a reasoning model's thought, are kept; the text on either side
+of them is cleaned apart. Changes count under ``"html"`` (see :mod:`._sanitizer` for how).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ _EMAIL_AUTOLINK: Final = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*)>"
 )
 _TAG_TOKEN: Final = re.compile(r"<[A-Za-z/!?][^<>]*>?")
+# The marks of a reasoning model's thought: AutoGen's around a streamed one ("<think>" before its first piece, a chunk
+# "</think>" after its last), and an R1 model's around the one it writes in its answer. What tells a consumer the
+# thought from the answer, and an element no browser does anything with; nh3 would delete them. Only exactly these,
+# without attributes: the text on either side is cleaned as any other, nh3's output of it closing all it opens.
+_THOUGHT_MARK: Final = re.compile(r"</?think>")
 # Never allowed, whatever nh3's defaults become. bdo is a bidi override in markup (U+202E, which the text stage
 # removes): <bdo dir="rtl">4321</bdo> is displayed "1234". Its text stays.
 _FORBIDDEN_TAGS: Final = frozenset(
@@ -190,6 +196,11 @@ def clean_html(
     if _MARKUP.search(text) and _nested_too_deep(text):
         counts["html"] = counts.get("html", 0) + 1
         return text.replace("<", "&lt;")
+    if "think>" in text and _THOUGHT_MARK.search(text) is not None:
+        parts = _THOUGHT_MARK.split(text)
+        marks = _THOUGHT_MARK.findall(text)
+        cleaned_parts = [clean_html(part, cleaner, counts, earlier_stages) for part in parts]
+        return cleaned_parts[0] + "".join(mark + part for mark, part in zip(marks, cleaned_parts[1:], strict=True))
     for _ in range(_MAX_HTML_ROUNDS):
         if not _MARKUP.search(text):
             return text
