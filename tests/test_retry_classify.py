@@ -285,6 +285,27 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             K.CONTEXT_LENGTH,
             id="400-string-error-context-length",
         ),
+        pytest.param(
+            # Hugging Face's text-generation-inference: its error a string, beside an error_type.
+            FakeReply.malformed(
+                b'{"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 8192. Given: 8000 '
+                b'`inputs` tokens and 512 `max_new_tokens`", "error_type": "validation"}',
+                status=422,
+            ),
+            openai.UnprocessableEntityError,
+            K.CONTEXT_LENGTH,
+            id="422-tgi-inputs-and-max_new_tokens",
+        ),
+        pytest.param(
+            FakeReply.malformed(
+                b'{"error": "Input validation error: `inputs` must have less than 4096 tokens. Given: 5120", '
+                b'"error_type": "validation"}',
+                status=422,
+            ),
+            openai.UnprocessableEntityError,
+            K.CONTEXT_LENGTH,
+            id="422-tgi-inputs",
+        ),
         pytest.param(FakeReply.reset(), openai.APIConnectionError, K.CONNECTION, id="connection-reset"),
         pytest.param(
             FakeReply.text("Hello there", disconnect_after_chunks=1),

@@ -45,8 +45,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     containing ``prompt is too long`` or ``exceed context limit`` (Anthropic sends
     no code for either: the prompt alone, or the prompt and ``max_tokens``, is too
     long) or ``maximum context length`` (OpenAI-compatible servers), ``exceeds the
-    maximum number of tokens allowed`` (Gemini) or ``exceeds the available context
-    size`` (llama.cpp's server) -> CONTEXT_LENGTH;
+    maximum number of tokens allowed`` (Gemini), ``exceeds the available context
+    size`` (llama.cpp's server) or text-generation-inference's two wordings of an
+    input too long, with or without ``max_new_tokens`` -> CONTEXT_LENGTH;
     code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
     billing codes ``insufficient_quota`` (OpenAI 429, also when only the
     error's ``type`` says so and its code is null),
@@ -207,13 +208,17 @@ _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded"})
 # wording is for a prompt that fits but leaves no room for max_tokens ("input length and `max_tokens`
 # exceed context limit: 198000 + 4096 > 200000, ..."), which it refuses rather than shortening the answer.
 # Gemini says "The input token count (1200293) exceeds the maximum number of tokens allowed (1048576).", llama.cpp's
-# server "request (4390 tokens) exceeds the available context size (4096 tokens), try increasing it".
+# server "request (4390 tokens) exceeds the available context size (4096 tokens), try increasing it", Hugging Face's
+# text-generation-inference "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 8192. Given: ..."
+# (the prompt and max_tokens, as Anthropic's second wording) or "`inputs` must have less than 4096 tokens".
 _CONTEXT_LENGTH_MESSAGES: Final = (
     "prompt is too long",
     "exceed context limit",
     "maximum context length",
     "exceeds the maximum number of tokens allowed",
     "exceeds the available context size",
+    "`inputs` tokens + `max_new_tokens` must be",
+    "`inputs` must have less than",
 )
 _CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_violation"})
 # Out of money rather than over a rate: waiting a few seconds never helps.
