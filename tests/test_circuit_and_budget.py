@@ -742,13 +742,26 @@ async def test_the_default_retry_budget_bounds_the_retries_to_a_provider_that_fa
     assert set(reasons) <= {"budget", "attempts"}
 
 
+# Gemini's 429: no Retry-After, the wait in the body as a google.rpc.RetryInfo.
+_GEMINI_429 = FakeReply.malformed(
+    b'[{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [{"@type": '
+    b'"type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.010s"}]}}]',
+    status=429,
+)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [FakeReply.error(429, headers={"Retry-After": "0.01"}), _GEMINI_429],
+    ids=["Retry-After", "retryDelay in the body"],
+)
 @pytest.mark.usefixtures("testing_mode")
 async def test_a_provider_that_rate_limits_every_request_with_retry_after_gets_the_policys_attempts_no_more(
-    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+    reply: FakeReply, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:
     # Its retries take no token of the budget (each waits the Retry-After the provider chose): max_attempts bounds
     # them, and the call gives up on "attempts".
-    fake_openai_server.default = FakeReply.error(429, headers={"Retry-After": "0.01"})
+    fake_openai_server.default = reply
     client = reliable(make_openai_client(), retry=RetryPolicy(clock=Clock()), circuit=None)
     reasons = await _reasons_of_a_burst(client, 40)
     assert reasons == ["attempts"] * 40

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import json
 import logging
 import pickle
 import socket
@@ -150,6 +151,70 @@ async def test_azures_x_ms_retry_after_ms_is_waited_out(
     await call(client, mode)
     assert fake_time.slept == [2.5]  # what the server asked for, not the 0.01-0.05 s backoff
     assert fake_openai_server.request_count == 2
+
+
+def gemini_429(retry_delay: str) -> bytes:
+    """Gemini's OpenAI-compatible 429: an error object inside a list, the wait in a RetryInfo's ``retryDelay``."""
+    return json.dumps(
+        [
+            {
+                "error": {
+                    "code": 429,
+                    "message": "Resource has been exhausted (e.g. check quota).",
+                    "status": "RESOURCE_EXHAUSTED",
+                    "details": [
+                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},
+                    ],
+                }
+            }
+        ]
+    ).encode()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_retry_delay_in_the_error_body_is_waited_out(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # Gemini sends no Retry-After: the wait it asks for is in the body, as a google.rpc.RetryInfo.
+    fake_openai_server.enqueue(FakeReply.malformed(gemini_429("37s"), status=429), FakeReply.text("after the wait"))
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append)
+    result = await call(client, mode)
+    assert result.content == "after the wait"
+    assert fake_openai_server.request_count == 2
+    # The server's 37 s, not the backoff's 0.01-0.05 s.
+    assert [event.wait for event in events] == fake_time.slept == [37.0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_retry_delay_in_an_error_object_is_waited_out_and_a_header_comes_first(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.250s"}
+    body = json.dumps({"error": {"code": 503, "message": "The model is overloaded.", "details": [retry_info]}})
+    fake_openai_server.enqueue(
+        FakeReply.malformed(body.encode(), status=503),
+        FakeReply.malformed(body.encode(), status=503, headers={"Retry-After": "2"}),
+        FakeReply.text("ok"),
+    )
+    client = reliable(make_openai_client(), retry=fake_time.policy())
+    await call(client, mode)
+    assert fake_time.slept == [1.25, 2.0]
+    assert fake_openai_server.request_count == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_retry_delay_beyond_the_limit_fails_at_once(
+    mode: Mode, fake_time: FakeTime, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.malformed(gemini_429("3600s"), status=429))
+    events: list[RetryEvent] = []
+    client = reliable(make_openai_client(), retry=fake_time.policy(), on_retry=events.append)
+    with pytest.raises(openai.RateLimitError):
+        await call(client, mode)
+    assert (events, fake_time.slept) == ([], [])  # no retry, no wait
+    assert fake_openai_server.request_count == 1
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -625,6 +625,80 @@ async def test_retry_after_on_503(fake_openai_server: FakeOpenAIServer, sdk: ope
     assert (classify_error(exc), retry_after(exc)) == (K.OVERLOADED, 3.0)
 
 
+def _retry_info_body(retry_delay: object, *, in_list: bool = True) -> bytes:
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay}
+    error = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "details": [retry_info]}}
+    return json.dumps([error] if in_list else error).encode()
+
+
+@pytest.mark.parametrize(
+    ("retry_delay", "expected"),
+    [
+        pytest.param("37s", 37.0, id="seconds"),
+        pytest.param("0.5s", 0.5, id="fraction"),
+        pytest.param("1.250s", 1.25, id="milliseconds"),
+        pytest.param("0s", 0.0, id="zero"),
+        pytest.param("9" * 400 + "s", math.inf, id="overflow-means-very-long"),
+        pytest.param("37", None, id="no-unit"),
+        pytest.param("-1s", None, id="negative"),
+        pytest.param("1.s", None, id="empty-fraction"),
+        pytest.param("1e3s", None, id="exponent"),
+        pytest.param("2m", None, id="minutes"),
+        pytest.param(" 37s", None, id="padded"),
+        pytest.param("\u0663s", None, id="other-scripts-digits"),
+        pytest.param(37, None, id="number"),
+        pytest.param({"seconds": 37}, None, id="object"),
+    ],
+)
+async def test_retry_after_reads_a_retry_delay_in_the_body(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, retry_delay: object, expected: float | None
+) -> None:
+    fake_openai_server.enqueue(FakeReply.malformed(_retry_info_body(retry_delay), status=429))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert isinstance(exc, openai.RateLimitError)
+    assert retry_after(exc) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"Retry-After": "2"}, 2.0, id="retry-after"),
+        pytest.param({"retry-after-ms": "200"}, 0.2, id="retry-after-ms"),
+        pytest.param({"Retry-After": "soon"}, 37.0, id="bad-header-falls-back"),
+        # A window's reset is not a wait to retry after (the openai SDK does not read it either).
+        pytest.param({"x-ratelimit-reset-requests": "5s"}, 37.0, id="ratelimit-reset-ignored"),
+    ],
+)
+async def test_a_header_comes_before_a_retry_delay_in_the_body(
+    fake_openai_server: FakeOpenAIServer, sdk: openai.AsyncOpenAI, headers: dict[str, str], expected: float
+) -> None:
+    body = _retry_info_body("37s", in_list=False)
+    fake_openai_server.enqueue(FakeReply.malformed(body, status=429, headers=headers))
+
+    exc = await raised(lambda: sdk.chat.completions.create(model=MODEL, messages=CHAT))
+
+    assert classify_error(exc) is K.RATE_LIMIT
+    assert retry_after(exc) == pytest.approx(expected)
+
+
+def test_a_retry_delay_is_read_through_the_cause_and_odd_bodies_never_raise() -> None:
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "4s"}
+    outer = RuntimeError("provider call failed")
+    outer.__cause__ = _WithBody({"details": [retry_info]})
+    assert retry_after(outer) == 4.0
+    other_type = {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "retryDelay": "4s"}
+    for body in (None, "text", [], [1], {"details": "4s"}, {"details": [1, None]}, {"details": [other_type]}):
+        assert retry_after(_WithBody(body)) is None
+
+
+class _WithBody(Exception):
+    def __init__(self, body: object) -> None:
+        super().__init__("wrapped")
+        self.body = body
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [

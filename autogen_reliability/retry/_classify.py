@@ -113,7 +113,8 @@ Exceptions, checked in this order (most specific first within an SDK):
     =================================================  ==========================
 
 :func:`retry_after` reads the wait a server asked for (``retry-after-ms``, then Azure's
-``x-ms-retry-after-ms``, then ``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``;
+``x-ms-retry-after-ms``, then ``Retry-After`` as seconds or an HTTP-date) from ``exc.response.headers``, else
+from a ``google.rpc.RetryInfo``'s ``retryDelay`` in the error body (Gemini's);
 :func:`retry_refused` whether it said ``x-should-retry: false``.
 """
 
@@ -323,6 +324,11 @@ def retry_after(exc: BaseException) -> float | None:
     ``Retry-After`` (seconds, or an HTTP-date); a header that is malformed or
     negative is ignored. An HTTP-date is counted from the response's own
     ``Date`` (the server's clock, which may be off ours), else from our clock.
+    Without a usable header, the ``retryDelay`` of a ``google.rpc.RetryInfo``
+    in the error's ``details`` (``exc.body``, an object or a list as Gemini
+    sends it), a protobuf Duration such as ``"37s"`` or ``"1.250s"``, counts
+    the same; in another form it is ignored. ``x-ratelimit-reset-*`` is not
+    read: it says when a window resets, not when to retry.
 
     Args:
         exc: The exception, typically a 429 or 503.
@@ -330,10 +336,11 @@ def retry_after(exc: BaseException) -> float | None:
     Returns:
         Seconds to wait (0.0 for an HTTP-date not after the response's), ``math.inf`` when the
         number is too large for a float (the server wants a very long wait, so do
-        not fall back to a short backoff), or None when no usable header was sent.
+        not fall back to a short backoff), or None when no usable header or ``retryDelay`` was sent.
         Never raises: a broken header must not break the retry path.
     """
-    return _from_headers(exc, _retry_after_from_headers)
+    asked = _from_headers(exc, _retry_after_from_headers)
+    return asked if asked is not None else _from_chain(exc, _retry_delay_in_body)
 
 
 def retry_refused(exc: BaseException) -> bool:
@@ -355,12 +362,17 @@ def retry_refused(exc: BaseException) -> bool:
 
 def _from_headers(exc: BaseException, read: Callable[[object], _Read | None]) -> _Read | None:
     """``read(headers)`` of the first response in ``exc``'s ``__cause__`` chain for which it is not None."""
+    return _from_chain(exc, lambda current: read(_attr(_attr(current, "response"), "headers")))
+
+
+def _from_chain(exc: BaseException, read: Callable[[BaseException], _Read | None]) -> _Read | None:
+    """``read(error)`` of the first error in ``exc``'s ``__cause__`` chain for which it is not None."""
     try:
         current: BaseException | None = exc
         for _ in range(_MAX_CAUSE_DEPTH + 1):
             if current is None:
                 break
-            found = read(_attr(_attr(current, "response"), "headers"))
+            found = read(current)
             if found is not None:
                 return found
             current = current.__cause__
@@ -669,6 +681,41 @@ def _retry_after_from_headers(headers: object) -> float | None:
     # its clock and ours (as a cache reads Expires against Date, RFC 9111 4.2.1). Without one, our clock.
     now = _parse_http_date(_header(headers, "date")) or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def _retry_delay_in_body(exc: BaseException) -> float | None:
+    """The ``retryDelay`` of a ``google.rpc.RetryInfo`` among the ``details`` of the error body the SDK kept.
+
+    Gemini's OpenAI-compatible endpoint sends no ``Retry-After`` with its 429: the wait it asks for is in the body,
+    ``[{"error": {"code": 429, ..., "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+    "retryDelay": "37s"}]}}]``, a list the SDK keeps as it is, or an object whose ``error`` it keeps.
+    """
+    error = _error_of(_attr(exc, "body"))
+    details = _dig(error, "details")
+    if details is None:
+        details = _dig(error, "error", "details")
+    if not isinstance(details, list):
+        return None
+    for detail in details:
+        if isinstance(detail, Mapping) and detail.get("@type") == _RETRY_INFO:
+            return _parse_duration(detail.get("retryDelay"))
+    return None
+
+
+_RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
+
+
+def _parse_duration(raw: object) -> float | None:
+    """Seconds of a protobuf ``Duration`` in its JSON form (``"37s"``, ``"1.250s"``), else None.
+
+    Digits, an optional fraction and ``s`` only; a negative one is no wait, and one too big for a float is ``math.inf``.
+    """
+    if not isinstance(raw, str) or _DURATION.fullmatch(raw) is None:
+        return None
+    return float(raw[:-1])
+
+
+_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?s")
 
 
 def _should_retry_false(headers: object) -> bool | None:

@@ -103,7 +103,7 @@ def as_seconds(name: str, value: float | timedelta, *, allow_zero: bool = True) 
 
 
 class WaitRetryAfter(wait_base):
-    """At least what the server asked for (``retry-after-ms`` / ``Retry-After``), else ``backoff``'s wait.
+    """At least what the server asked for (``Retry-After``, ...: see :func:`retry_after`), else ``backoff``'s wait.
 
     Not ``backoff + ...``: tenacity's ``+`` adds waits up, and a server's
     ``Retry-After`` is a floor, not an extra. Not tenacity's ``wait_exception``
@@ -140,7 +140,7 @@ class StopBeforeDeadline(stop_base):
 
 
 def _paced_by_server(error: BaseException) -> bool:
-    """Whether ``error`` is a rate limit whose server said when to come back (``retry-after-ms`` / ``Retry-After``)."""
+    """Whether ``error`` is a rate limit whose server said when to come back (see :func:`retry_after`)."""
     return classify_error(error) is ErrorKind.RATE_LIMIT and retry_after(error) is not None
 
 
@@ -206,7 +206,7 @@ class RetryPolicy:
         jitter: Full jitter (a uniform wait between 0 and the backoff), so that
             many clients failing together do not retry together.
         respect_retry_after: Wait at least what the server asks for
-            (``retry-after-ms`` / ``Retry-After``).
+            (``retry-after-ms`` / ``Retry-After`` / a body's ``retryDelay``).
         max_retry_after: A server asking for a longer wait gets its error raised
             at once instead of a long sleep.
         retry_on: The error kinds that are retried, a set (held as a ``frozenset``). Kinds that can never succeed
