@@ -63,6 +63,10 @@ Exceptions, checked in this order (most specific first within an SDK):
     (``asyncio.CancelledError``, ``KeyboardInterrupt``)
     ``BudgetExceededError`` (a wrapped client's        PERMISSION
     budget refused the call)
+    ``ResponseValidationError`` (a wrapped             INVALID_RESPONSE
+    client's answers stayed invalid)
+    ``RetriesExhaustedError`` (a wrapped client        the kind of its last
+    gave up)                                           failure
     ``MalformedResponseError`` (a 200 whose body is    INVALID_RESPONSE
     no completion: HTML, empty, a stream without
     events)
