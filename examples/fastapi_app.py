@@ -9,7 +9,8 @@
 
 Run: ``python examples/fastapi_app.py`` starts the service on 127.0.0.1 against
 a local OpenAI-compatible server (no API key), calls each route once over HTTP,
-prints what it got and stops; ``--serve`` keeps it running for you to call::
+prints what it got and stops; ``--serve`` keeps it running for you to call, on port
+8000 or the one ``--port`` names (``0``: any free port), said on its first line::
 
     curl -H 'X-Project-ID: acme-support' -H 'Content-Type: application/json' -d '{"question": "hi"}' localhost:8000/ask
 
