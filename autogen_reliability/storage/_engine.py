@@ -395,7 +395,7 @@ def check_engine(engine: Engine) -> None:
         )
 
 
-def check_one_database_per_engine(engine: Engine) -> None:
+def check_one_database_per_engine(engine: Engine, *, in_memory: bool) -> None:
     """Refuses an engine of the application's whose connections each open a database of their own, in memory.
 
     SQLAlchemy gives ``sqlite://`` a pool of one connection per thread, and every connection to SQLite's
@@ -403,15 +403,14 @@ def check_one_database_per_engine(engine: Engine) -> None:
     recorder, writing from a thread of its own, found none ("no such table"), so every row waited in the
     spool (with ``NullPool``, opening failed: the tables it had just made were gone). One connection for
     every thread (``StaticPool``) works; so does a ``file:`` URI that shares one database between
-    connections, and a ``creator=`` that opens a file (asked of the database, not of the URL).
+    connections, and a ``creator=`` that opens a file (``in_memory``: :func:`sqlite_engine_in_memory`, asked
+    of the database, not of the URL).
 
     Raises:
         ConfigurationError: The engine's database is in memory and its pool is not a ``StaticPool``.
     """
-    if isinstance(engine.pool, StaticPool) or (engine.url.database or "").startswith("file:"):
+    if not in_memory or isinstance(engine.pool, StaticPool) or (engine.url.database or "").startswith("file:"):
         return  # one connection for all threads, or a URI naming a database in memory its connections share
-    if not sqlite_engine_in_memory(engine):
-        return
     raise ConfigurationError(
         f"the engine's SQLite database is in memory, and each connection its {type(engine.pool).__name__} opens "
         "is a new, empty one: the usage store writes from a thread of its own; make the engine "

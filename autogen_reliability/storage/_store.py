@@ -124,11 +124,11 @@ class UsageStore:
         if isinstance(url_or_engine, Engine):
             self._engine, self._owns_engine = url_or_engine, False
             check_engine(url_or_engine)
-            check_one_database_per_engine(url_or_engine)
+            in_memory = sqlite_engine_in_memory(url_or_engine)  # asked of the database: a creator= may open a file
+            check_one_database_per_engine(url_or_engine, in_memory=in_memory)
             # Forked with the application (gunicorn --preload, a multiprocessing pool), the child must not write
             # through the parent's connections: SQLAlchemy's own advice, engine.dispose(close=False) in the child.
-            # Asked of the database: a creator= may open a file behind sqlite://.
-            new_pool_after_fork(url_or_engine, in_memory=sqlite_engine_in_memory(url_or_engine))
+            new_pool_after_fork(url_or_engine, in_memory=in_memory)
         else:
             self._engine, self._owns_engine = make_engine(url_or_engine), True
         self._url = masked_url(self._engine.url)
