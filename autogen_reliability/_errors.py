@@ -60,6 +60,7 @@ __all__ = [
     "config_options",
     "describe_budget_key",
     "describe_period",
+    "error_object",
     "format_usd",
     "is_finite",
     "printable",
@@ -327,6 +328,19 @@ class TruncatedStreamError(IncompleteStreamError):
     def __init__(self, status_code: int) -> None:
         self.status_code = status_code
         super().__init__(f"HTTP {status_code} stream ended before its answer did: no finish reason and no data: [DONE]")
+
+
+def error_object(body: object) -> object:
+    """The error object of an error body as the SDK keeps it (a JSON object's ``error`` member, or the body).
+
+    Gemini's OpenAI-compatible endpoint puts its error object inside a list, ``[{"error": {"code": 400, "message":
+    ...}}]``, which the SDK keeps as it is: the object of its first item is the error.
+    """
+    if isinstance(body, list) and body and isinstance(body[0], Mapping):
+        first: Mapping[str, object] = body[0]
+        error = first.get("error")
+        return error if isinstance(error, Mapping) else first
+    return body
 
 
 class ProviderResponseError(ReliabilityError):

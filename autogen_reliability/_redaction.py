@@ -33,6 +33,7 @@ from dataclasses import fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ._errors import error_object
 from ._secret_text import redact, remember_secret, well_formed
 from .providers import loaded_class, loaded_module
 
@@ -124,9 +125,9 @@ def _page(error: BaseException) -> str:
     """
     try:
         body = error.body  # type: ignore[attr-defined]  # the SDKs keep the text they could not parse as JSON
-        if isinstance(body, list) and body and isinstance(body[0], dict):
-            first = body[0].get("error", body[0])
-            message = first.get("message") if isinstance(first, dict) else None
+        if isinstance(body, list):
+            first = error_object(body)  # Gemini's: the message of its first error
+            message = first.get("message") if isinstance(first, Mapping) else None
             text = message[:_PAGE_SCAN] if isinstance(message, str) else ""
         elif isinstance(body, str):
             head = body[:_PAGE_SCAN]

@@ -139,6 +139,7 @@ from .._errors import (
     ResponseValidationError,
     RetriesExhaustedError,
     TruncatedStreamError,
+    error_object,
 )
 from ..providers import loaded_class, loaded_module
 
@@ -568,7 +569,7 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
     # bool is an int; True is not a status code.
     if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
         return None
-    body = _error_of(body)
+    body = error_object(body)
     code = _error_code(exc, body)
     if code is None:
         # OpenAI has sent an exhausted quota as {"type": "insufficient_quota", "code": null}: a 429 that only its
@@ -578,19 +579,6 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
         if error_type is not None and error_type.strip().lower() in _BILLING_CODES:
             code = error_type
     return kind_for_status(status, code, _error_message(exc, body))
-
-
-def _error_of(body: object) -> object:
-    """The error object of an error body as the SDK keeps it (a JSON object's ``error`` member, or the body).
-
-    Gemini's OpenAI-compatible endpoint puts its error object inside a list, ``[{"error": {"code": 400, "message":
-    ...}}]``, which the SDK keeps as it is: the object of its first item is the error.
-    """
-    if isinstance(body, list) and body and isinstance(body[0], Mapping):
-        first: Mapping[str, object] = body[0]
-        error = first.get("error")
-        return error if isinstance(error, Mapping) else first
-    return body
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:
@@ -694,7 +682,7 @@ def _retry_delay_in_body(exc: BaseException) -> float | None:
     ``[{"error": {"code": 429, ..., "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
     "retryDelay": "37s"}]}}]``, a list the SDK keeps as it is, or an object whose ``error`` it keeps.
     """
-    error = _error_of(_attr(exc, "body"))
+    error = error_object(_attr(exc, "body"))
     details = _dig(error, "details")
     if details is None:
         details = _dig(error, "error", "details")
