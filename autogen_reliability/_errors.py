@@ -440,12 +440,13 @@ class RetriesExhaustedError(ReliabilityError):
 
     The ``__cause__`` is a redacted copy of the last provider error: the same
     class and fields, no secret (see :func:`~autogen_reliability._redaction.redacted_error`).
-    A call whose deadline passed during an attempt has none: that attempt was cancelled.
+    A call whose deadline passed during an attempt has none: that attempt was cancelled, as its provider had
+    not answered in time.
 
     Attributes:
         attempts: How many attempts were made.
         kinds: The :class:`~autogen_reliability.ErrorKind` of each failed attempt, in order
-            (``CANCELLED`` for an attempt the deadline cut short).
+            (``TIMEOUT`` for an attempt the deadline cut short, as for one the SDK's own timeout ended).
         reason: Why retrying stopped: ``"attempts"`` (the policy's ``max_attempts``),
             ``"deadline"`` (the deadline passed during an attempt, which was cancelled,
             or the next wait would pass it) or ``"budget"`` (the retry budget shared by

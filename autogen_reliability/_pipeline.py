@@ -31,6 +31,7 @@ subpackages and plug in as layers and observers.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -71,6 +72,7 @@ __all__ = [
     "Call",
     "CallObserver",
     "CreateHandler",
+    "DeadlineExceededError",
     "Findings",
     "Layer",
     "Pipeline",
@@ -80,6 +82,8 @@ __all__ = [
     "StreamItem",
     "attempt_feed",
     "call_feed",
+    "cut_by_deadline",
+    "deadline_timer",
     "subscribe_attempts",
     "subscribe_calls",
 ]
@@ -93,6 +97,37 @@ Outcome = Literal["ok", "error", "cancelled"]
 
 
 _NO_CHANGES: Mapping[str, int] = MappingProxyType({})
+
+
+# The deadline's timer of the retry layer an attempt runs under (set by that layer): a cancellation is the
+# provider's timeout when that timer fired, the caller's own business otherwise. A context variable, not a field
+# of the request: each fallback's pipeline has a retry layer, and a timer, of its own.
+deadline_timer: ContextVar[asyncio.Timeout | None] = ContextVar("autogen_reliability_deadline_timer", default=None)
+
+
+def cut_by_deadline(error: BaseException | None) -> bool:
+    """Whether ``error``, that an attempt is ending with, is the retry layer's deadline cutting it short.
+
+    Asked while the attempt ends, in its own context (a layer inside the retry layer): the deadline of the retry
+    layer it runs under has passed. It did not answer in time, as if its SDK had timed out waiting; the caller's
+    own cancellation (a task cancelled, a CancellationToken, a consumer that went away) is not.
+    """
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    timer = deadline_timer.get()
+    return timer is not None and timer.expired()
+
+
+class DeadlineExceededError(TimeoutError):
+    """The error of an attempt the retry policy's deadline cut short (:attr:`AttemptEvent.error`).
+
+    The attempt was cancelled because the provider had not answered in time: a timeout, as the SDK's own would
+    be, which ``classify_error()`` gives as ``TIMEOUT``; its usage row, metrics, span and the health window say
+    so. An attempt the caller cancelled keeps its ``CancelledError``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("no answer before the retry policy's deadline, which cancelled the attempt")
 
 
 @dataclass(slots=True)
@@ -334,7 +369,8 @@ class AttemptEvent:
         started_at: When the attempt started (UTC).
         latency: Seconds from start to result or error (for a stream, to its end).
         result: The ``CreateResult``, when the attempt produced one.
-        error: The exception, when it failed or was cancelled.
+        error: The exception, when it failed or was cancelled; a :class:`DeadlineExceededError` (a
+            ``TimeoutError``) for an attempt the retry policy's deadline cut short.
         provider_usage: The usage in the provider's own response (cached and reasoning
             tokens, the model that answered), where it could be read; for an Anthropic stream cut
             off before its end, the prompt's counts its start reported (``completion_tokens`` None);
@@ -840,6 +876,8 @@ class _Attempt:
         received_chars: int | None = None,
     ) -> None:
         latency = time.perf_counter() - self._start
+        if error is not None and cut_by_deadline(error):
+            error = DeadlineExceededError()  # the provider did not answer in time: a timeout, not the caller's cancel
         request = self.request
         call = request.call
         event = AttemptEvent(

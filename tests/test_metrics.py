@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -35,7 +36,13 @@ from autogen_reliability import (
 from autogen_reliability.accounting import UsageEvent, UsageRecorder, _feed
 from autogen_reliability.metrics import OTHER, disable_metrics, enable_metrics, metrics_app
 from autogen_reliability.storage import UsageStore
-from autogen_reliability.testing import FakeOpenAIServer, FakeReply, FakeUsage, ScriptedChatCompletionClient
+from autogen_reliability.testing import (
+    FakeOpenAIServer,
+    FakeReply,
+    FakeUsage,
+    RecordedRequest,
+    ScriptedChatCompletionClient,
+)
 
 from .anthropic_wire import AnthropicReply, FakeAnthropicServer
 from .conftest import OpenAIClientFactory, run_python
@@ -257,6 +264,31 @@ async def test_the_attempts_of_a_wrapped_fallback_are_counted_once(
         ("gpt-4o", "prompt"): 30,
         ("gpt-4o", "completion"): 3,
     }
+
+
+async def test_an_attempt_the_deadline_cut_short_is_counted_as_a_timeout(
+    app: FastAPI, ledger: Ledger, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The primary never answers; its deadline ends the attempt and the fallback answers. The cut attempt timed
+    # out: so say its row, its series and the fallback's retry (before, "cancelled", as a caller's cancel).
+    def by_model(request: RecordedRequest) -> FakeReply:
+        if request.model == "gpt-4o-mini":
+            return FakeReply.text("too late", delay=math.inf)
+        return FakeReply.text("from the fallback")
+
+    fake_openai_server.default = by_model
+    client = reliable(
+        make_openai_client(),
+        recorder=ledger[1],
+        retry=RetryPolicy(deadline=1),
+        fallbacks=[make_openai_client(model="gpt-4.1")],
+    )
+    assert (await client.create(HI)).content == "from the fallback"
+    attempts = Counter((row.model or "", row.outcome, row.error_kind or "") for row in ledger_rows(ledger))
+    assert attempts == {("gpt-4o-mini", "error", "timeout"): 1, ("gpt-4.1", "ok", ""): 1}
+    samples = scrape(app)
+    assert values(samples, f"{P}attempts_total", "model", "outcome", "error_kind") == attempts
+    assert values(samples, f"{P}retries_total", "model", "error_kind") == {("gpt-4.1", "timeout"): 1}
 
 
 async def test_a_wrapped_fallback_without_usage_rows_has_its_tokens_counted_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from opentelemetry.util.types import Attributes
 from autogen_reliability import (
     ConfigurationError,
     ResponseValidationError,
+    RetriesExhaustedError,
     RetryPolicy,
     ValidationPolicy,
     reliable,
@@ -185,6 +187,25 @@ class Started(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         self.spans.append(span)
+
+
+async def test_an_attempt_the_deadline_cut_short_is_a_timeout_span(
+    spans: InMemorySpanExporter, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # A provider that never answers: the deadline ends the attempt, which timed out (not "cancelled", which says
+    # the caller stopped it), as the SDK's own timeout would have; the call's span says the deadline passed.
+    fake_openai_server.default = lambda request: FakeReply.text("too late", delay=math.inf)
+    client = reliable(make_openai_client(), retry=RetryPolicy(max_attempts=1, deadline=1), track_usage=False)
+    with pytest.raises(RetriesExhaustedError):
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    assert call.attributes is not None
+    assert (call.attributes[f"{R}outcome"], call.attributes[f"{R}error_kind"]) == ("error", "timeout")
+    assert "deadline (1 s)" in str(call.status.description)
+    (attempt,) = children(spans, call)
+    assert attempt.attributes is not None
+    assert (attempt.attributes[f"{R}outcome"], attempt.attributes[f"{R}error_kind"]) == ("error", "timeout")
+    assert attempt.status.status_code is StatusCode.ERROR
 
 
 @pytest.mark.parametrize("track_usage", [False, True], ids=["without usage", "with usage"])

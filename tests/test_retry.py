@@ -10,6 +10,7 @@ import gc
 import inspect
 import json
 import logging
+import math
 import pickle
 import socket
 import sys
@@ -51,6 +52,7 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.retry import (
     RetryEvent,
+    classify_error,
     get_on_retry_hooks,
     log_retry,
     set_on_retry_hooks,
@@ -530,8 +532,8 @@ async def test_the_deadline_bounds_a_buffered_stream_until_its_first_chunk_is_ha
     async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
         with pytest.raises(RetriesExhaustedError, match=r"deadline \(1 s\)") as caught:
             await read_all(client, buffered)
-    assert caught.value.reason == "deadline"
-    assert [row.outcome for row in rows(ledger)] == ["cancelled"]
+    assert (caught.value.reason, caught.value.kinds) == ("deadline", (ErrorKind.TIMEOUT,))
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("error", "timeout")]
 
 
 @pytest.mark.parametrize(
@@ -1033,9 +1035,67 @@ async def test_the_deadline_cancels_an_attempt_in_flight(
     finally:
         answer.set()
     assert (caught.value.reason, caught.value.attempts) == ("deadline", failures + 1)
-    assert caught.value.kinds == (ErrorKind.SERVER_ERROR,) * failures + (ErrorKind.CANCELLED,)
+    # The cut attempt timed out, as the SDK's own timeout would say: the error, its kind and its row agree.
+    assert caught.value.kinds == (ErrorKind.SERVER_ERROR,) * failures + (ErrorKind.TIMEOUT,)
+    assert classify_error(caught.value) is ErrorKind.TIMEOUT
     assert fake_openai_server.request_count == failures + 1
-    assert [row.outcome for row in rows(ledger)] == ["error"] * failures + ["cancelled"]
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("error", "server_error")] * failures + [
+        ("error", "timeout")
+    ]
+    cut = rows(ledger)[-1]
+    assert (cut.tokens_estimated, cut.prompt_tokens > 0) == (True, True)  # the provider had the request
+
+
+@pytest.mark.parametrize("mode", [*MODES, *BUFFERED])
+async def test_a_primary_that_never_answers_goes_to_the_fallback_once_its_deadline_passed(
+    mode: str,
+    fake_openai_server: FakeOpenAIServer,
+    ledger: tuple[UsageStore, UsageRecorder],
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A hung provider is what a fallback is for: the deadline ends the primary's attempt, a timeout, and the
+    # fallback answers the call.
+    def by_model(request: RecordedRequest) -> FakeReply:
+        if request.model == "gpt-4o-mini":
+            return FakeReply.text("too late", delay=math.inf)
+        return FakeReply.text('{"id": 2, "note": "from the fallback"}')
+
+    fake_openai_server.default = by_model
+    options = BUFFERED[mode][0] if mode in BUFFERED else {}
+    client = reliable(
+        make_openai_client(),
+        retry=RetryPolicy(initial_delay=0, deadline=1),
+        fallbacks=[make_openai_client(model="gpt-4.1")],
+        recorder=ledger[1],
+        **options,
+    )
+    async with asyncio.timeout(30):  # a guard against hanging, should the deadline not hold
+        if mode in BUFFERED:
+            items = await read_all(client, mode)
+            content = "".join(item for item in items if isinstance(item, str))
+        else:
+            content = str((await call(client, "stream" if mode == "stream" else "create")).content)
+    assert content == '{"id": 2, "note": "from the fallback"}'
+    assert [(row.model, row.outcome, row.error_kind) for row in rows(ledger)] == [
+        ("gpt-4o-mini", "error", "timeout"),
+        ("gpt-4.1", "ok", None),
+    ]
+
+
+async def test_an_attempt_its_caller_cancelled_stays_cancelled(
+    fake_openai_server: FakeOpenAIServer,
+    ledger: tuple[UsageStore, UsageRecorder],
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Only the deadline's own cut is a timeout: the caller's cancel says nothing of the provider.
+    fake_openai_server.default = lambda request: FakeReply.text("too late", delay=math.inf)
+    client = reliable(make_openai_client(), retry=RetryPolicy(deadline=60), recorder=ledger[1])
+    task = asyncio.ensure_future(client.create(HI))
+    await fake_openai_server.wait_for_requests_async(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("cancelled", "cancelled")]
 
 
 async def test_test_mode_makes_waits_zero(

@@ -31,7 +31,17 @@ from typing import Any, Final
 
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 
-from .._pipeline import AttemptEvent, Call, CreateHandler, Layer, Request, StartedAttempt, StreamHandler, StreamItem
+from .._pipeline import (
+    AttemptEvent,
+    Call,
+    CreateHandler,
+    DeadlineExceededError,
+    Layer,
+    Request,
+    StartedAttempt,
+    StreamHandler,
+    StreamItem,
+)
 from .._redaction import message_of, redact
 from ..providers import AskedModels, read_timed_out
 from ..retry._classify import ErrorKind, classify_error, http_status
@@ -322,12 +332,17 @@ class AccountingLayer(Layer):
                 completion, estimated = _estimate_result(result), True
         elif (
             result is None
-            and (attempt.outcome == "cancelled" or attempt.received_chars is not None or read_timed_out(error))
+            and (
+                attempt.outcome == "cancelled"
+                or isinstance(error, DeadlineExceededError)
+                or attempt.received_chars is not None
+                or read_timed_out(error)
+            )
             and (raw is None or raw.prompt_tokens is None or raw.completion_tokens is None)
         ):
-            # Cancelled (a stream abandoned, a deadline), timed out by the SDK waiting for the answer (as a
-            # deadline would have cancelled it), or failed once the provider had begun to answer (a stream cut off
-            # half-way), without the provider's whole usage, though it got the request and bills
+            # Cancelled (a stream abandoned), cut short by the retry deadline, timed out by the SDK waiting for
+            # the answer (as the deadline would have cut it), or failed once the provider had begun to answer (a
+            # stream cut off half-way), without the provider's whole usage, though it got the request and bills
             # it. The prompt's tokens as the provider counted them at the stream's start (Anthropic's
             # message_start), else the estimate its in-flight row held; the completion's estimated from the text
             # and the tool calls' names and arguments that came.

@@ -51,7 +51,6 @@ from .._errors import ErrorKind
 from .._pipeline import AttemptEvent
 from .._redaction import message_of
 from ..retry._classify import classify_error
-from ..retry._layer import cut_by_deadline
 from ._report import shown
 
 __all__ = [
@@ -77,7 +76,6 @@ CALLER_KINDS: Final = frozenset({ErrorKind.BAD_REQUEST, ErrorKind.CONTEXT_LENGTH
 """Failures the request caused, not the provider: they do not count in the error rate, as failures or attempts."""
 
 Outcome = Literal["ok", "error", "cancelled"]
-_NO_ANSWER: Final = "TimeoutError: no answer before the retry policy's deadline, which cancelled the attempt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +191,8 @@ class AttemptWindow:
         outcome = event.outcome
         kind: ErrorKind | None = None
         message = None
-        if cut_by_deadline(event.error):
-            # Cut short by the retry policy's deadline (called as the attempt ends, in its context): the provider
-            # did not answer in time, a timeout as the SDK's own would be, and as the circuit breaker counts it.
-            # Its usage row says "cancelled": it was, and the provider may still bill it.
-            outcome, kind, message = "error", ErrorKind.TIMEOUT, _NO_ANSWER
-        elif event.error is not None:
+        # An attempt the retry policy's deadline cut short ends with a DeadlineExceededError: a timeout, an error.
+        if event.error is not None:
             kind = ErrorKind.CANCELLED if outcome == "cancelled" else classify_error(event.error)
             message = shown(f"{type(event.error).__name__}: {message_of(event.error)}")
         attempt = Attempt(event.started_at, outcome, kind.value if kind else None, message, event.latency)

@@ -28,7 +28,6 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import aclosing
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Final, TypeVar
 
@@ -44,7 +43,16 @@ from .._errors import (
     ReliabilityError,
     RetriesExhaustedError,
 )
-from .._pipeline import CreateHandler, Layer, Pipeline, Request, StreamHandler, StreamItem
+from .._pipeline import (
+    CreateHandler,
+    Layer,
+    Pipeline,
+    Request,
+    StreamHandler,
+    StreamItem,
+    cut_by_deadline,
+    deadline_timer,
+)
 from .._redaction import log_failure, message_of, redact, redacted_error
 from ..providers import describe_client
 from ._budget import RetryBudgetState
@@ -189,6 +197,7 @@ class _RetryRun:
         self.clock = policy.clock
         self.start = start
         self.kinds: list[ErrorKind] = []
+        self.cut = False  # the deadline cut an attempt short
         self.deadline = StopBeforeDeadline(policy._deadline, start, policy.clock)
         self.budget = (
             StopWhenBudgetSpent(layer.budget, server_paced=policy.respect_retry_after)
@@ -211,6 +220,12 @@ class _RetryRun:
         )
 
     def should_retry(self, error: BaseException) -> bool:
+        if cut_by_deadline(error):
+            # The deadline cut this attempt short: it timed out, and the call is over (the timer's cancellation
+            # must reach the retry layer, which raises RetriesExhaustedError naming the deadline).
+            self.kinds.append(ErrorKind.TIMEOUT)
+            self.cut = True
+            return False
         kind = classify_error(error)
         self.kinds.append(kind)
         if kind not in self.policy.retry_on or isinstance(error, _GAVE_UP):
@@ -356,12 +371,6 @@ def _cancelled_by(token: CancellationToken) -> Iterator[None]:
             task.uncancel()
 
 
-# The deadline's timer of the retry layer an attempt runs under, for the circuit layer inside it: a cancellation
-# is the provider's timeout when that timer fired, the caller's own business otherwise. A context variable, not a
-# field of the request: each fallback's pipeline has a retry layer, and a timer, of its own.
-_deadline_timer: ContextVar[asyncio.Timeout | None] = ContextVar("autogen_reliability_deadline_timer", default=None)
-
-
 class _Deadline:
     """``asyncio.timeout(seconds)``, its timer shown to the circuit layer while it runs."""
 
@@ -372,7 +381,7 @@ class _Deadline:
 
     async def __aenter__(self) -> asyncio.Timeout:
         await self.timer.__aenter__()
-        self._shown = _deadline_timer.set(self.timer)
+        self._shown = deadline_timer.set(self.timer)
         return self.timer
 
     async def __aexit__(
@@ -381,7 +390,7 @@ class _Deadline:
         # ValueError: not in the context it was set in. The garbage collector is closing a call its event loop
         # was closed with (loop.stop(), then close()); that context is gone, with nothing to put back.
         with contextlib.suppress(ValueError):
-            _deadline_timer.reset(self._shown)
+            deadline_timer.reset(self._shown)
         await self.timer.__aexit__(kind, error, traceback)  # turns its own cancellation into TimeoutError
 
 
@@ -394,7 +403,8 @@ class RetryLayer(Layer):
     as for any other attempt.
 
     The deadline bounds the attempts as well as the waits: when it passes, the
-    attempt in flight is cancelled (its usage row says ``cancelled``) and
+    attempt in flight is cancelled, a timeout (``TIMEOUT`` in the error's kinds,
+    its usage row's ``error_kind``), and
     :class:`~autogen_reliability.RetriesExhaustedError` names the deadline. A
     stream is bounded until its first chunk is handed on; after that the
     consumer reads at its own pace and retrying is over. A buffered stream
@@ -468,10 +478,9 @@ class RetryLayer(Layer):
 
     def _out_of_time(self, run: _RetryRun | None) -> RetriesExhaustedError:
         """The error for a call whose deadline passed while an attempt (or, rarely, a wait) was under way."""
-        kinds = run.kinds if run is not None else []
-        in_flight = not kinds or kinds[-1] is ErrorKind.CANCELLED
-        if not kinds:
-            kinds = [ErrorKind.CANCELLED]  # the first attempt, cut short
+        # The attempt in flight timed out (the first, or one tenacity ran); else a wait was under way.
+        in_flight = run is None or run.cut
+        kinds = run.kinds if run is not None else [ErrorKind.TIMEOUT]
         last = "no answer before the deadline"
         return RetriesExhaustedError(len(kinds), kinds, "deadline", last, deadline=self.deadline, in_flight=in_flight)
 
@@ -510,20 +519,6 @@ async def _read_whole(stream: AsyncGenerator[StreamItem, None]) -> AsyncGenerato
 
 
 # -- circuit breaker --------------------------------------------------------------------------
-
-
-def cut_by_deadline(error: BaseException | None) -> bool:
-    """Whether ``error``, that an attempt is ending with, is the retry layer's deadline cutting it short.
-
-    Asked while the attempt ends, in its own context (a layer inside the retry layer, an attempt observer): the
-    deadline of the retry layer it runs under has passed. It did not answer in time, as if its SDK had timed
-    out waiting; the caller's own cancellation (a task cancelled, a CancellationToken, a consumer that went away)
-    is not.
-    """
-    if not isinstance(error, asyncio.CancelledError):
-        return False
-    timer = _deadline_timer.get()
-    return timer is not None and timer.expired()
 
 
 def _judge(error: BaseException) -> bool | None:
