@@ -479,8 +479,10 @@ class RetryLayer(Layer):
     def _out_of_time(self, run: _RetryRun | None) -> RetriesExhaustedError:
         """The error for a call whose deadline passed while an attempt (or, rarely, a wait) was under way."""
         # The attempt in flight timed out (the first, or one tenacity ran); else a wait was under way.
-        in_flight = run is None or run.cut
-        kinds = run.kinds if run is not None else [ErrorKind.TIMEOUT]
+        if run is None or not run.kinds:
+            in_flight, kinds = True, [ErrorKind.TIMEOUT]
+        else:
+            in_flight, kinds = run.cut, run.kinds
         last = "no answer before the deadline"
         return RetriesExhaustedError(len(kinds), kinds, "deadline", last, deadline=self.deadline, in_flight=in_flight)
 
