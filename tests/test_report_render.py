@@ -19,6 +19,7 @@ from importlib import resources
 
 import pytest
 from markdown_it import MarkdownIt
+from rich.cells import cell_len
 from rich.console import Console
 
 from autogen_reliability.reports import DailyCost, Group, ReportFilters, Usage, UsageReport, WasteLine
@@ -379,6 +380,25 @@ def test_rich_narrower_than_the_numbers_leaves_out_more_columns_and_never_cuts_m
     assert all(
         line.rstrip().endswith(("│", "┃", "┓", "┩", "┘", "┤")) for line in text.splitlines() if line[:1] in "│┃┏┡└├"
     )
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_rich_measures_wide_characters_in_names_by_the_cells_they_take(width: int) -> None:
+    # A CJK character (or an emoji) takes two cells of a terminal: names measured in characters made the
+    # table wider than the terminal, and the columns at its right edge were cropped ("$0.0" for "$0.00").
+    agents = ["翻訳エージェント担当者です", "要約エージェント担当者です", "検索エージェント", "🤖" * 12]
+    report = make_report(agents=agents, session_names=["会話セッション番号一二三四五", "セッション二"])
+    text = _rich_text(report, width=width)
+    assert max(cell_len(line) for line in text.splitlines()) <= width
+    assert all(
+        line.rstrip().endswith(("│", "┃", "┓", "┩", "┘", "┤")) for line in text.splitlines() if line[:1] in "│┃┏┡└├"
+    )
+    costs = usd_column([*(group.usage.cost for group in report.breakdown), report.totals.cost])
+    assert costs[-1] in next(line for line in text.splitlines() if line.startswith("│ Total"))
+    caption = " ".join(text.split())
+    if "Waste" not in " ".join(re.findall(r"Not shown, for width: ([^(]*)", caption)):
+        wastes = usd_column([*(group.usage.waste_cost for group in report.breakdown), report.totals.waste_cost])
+        assert wastes[-1] in next(line for line in text.splitlines() if line.startswith("│ Total"))
 
 
 def test_rich_keeps_model_names_whole_while_an_optional_column_can_make_room() -> None:

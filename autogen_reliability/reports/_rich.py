@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
@@ -78,7 +79,8 @@ class _Column:
 
     @property
     def natural_width(self) -> int:
-        return max(len(self.heading), *(len(cell) for cell in self.cells)) if self.cells else len(self.heading)
+        # Terminal cells, not characters: a CJK character or an emoji takes two.
+        return max([cell_len(self.heading), *(cell_len(str(cell)) for cell in self.cells)])
 
 
 def _name_width(column: _Column) -> int:
