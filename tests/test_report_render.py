@@ -22,11 +22,20 @@ from markdown_it import MarkdownIt
 from rich.cells import cell_len
 from rich.console import Console
 
-from autogen_reliability.reports import DailyCost, Group, ReportFilters, Usage, UsageReport, WasteLine
+from autogen_reliability.reports import (
+    DailyCost,
+    Group,
+    ReportFilters,
+    SessionGrowth,
+    Usage,
+    UsageReport,
+    WasteLine,
+)
 from autogen_reliability.reports._csv import NUMBER_COLUMNS
 from autogen_reliability.reports._format import (
     count_text,
     decimal_text,
+    growth_text,
     plain_text,
     rate_text,
     usd_column,
@@ -68,6 +77,24 @@ def test_money_is_written_exactly() -> None:
         Decimal(0),
         Decimal(1500),
     ]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "shown"),
+    [
+        (1_200, 5_400, "1,200 → 5,400 (4.5 times)"),
+        (10_000, 10_000, "10,000 → 10,000 (1.0 times)"),
+        (10_000, 2_500, "10,000 → 2,500 (0.2 times)"),  # 0.25: rounded half to even, as Python does
+        # A prompt that shrank to a few percent of the first is not "0.0 times", which reads as no prompt at all.
+        (10_000, 300, "10,000 → 300 (0.03 times)"),
+        (200_000, 150, "200,000 → 150 (0.0008 times)"),
+        (2_000_000_000, 1, "2,000,000,000 → 1 (0.0000000005 times)"),  # never 5e-10
+        (0, 300, "—"),
+    ],
+)
+def test_a_sessions_growth_is_shown_with_a_digit_that_is_not_zero(first: int, last: int, shown: str) -> None:
+    growth = SessionGrowth("s", "gpt-4o", 5, first, last, first + last, Decimal(0))
+    assert growth_text(growth) == shown
 
 
 def test_rates_and_user_strings_are_shown_on_one_line() -> None:

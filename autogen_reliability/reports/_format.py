@@ -10,6 +10,7 @@ Rates are floats, shown to one decimal of a percent.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC
@@ -278,7 +279,11 @@ def growth_text(growth: SessionGrowthView | None) -> str:
     if growth is None or growth.growth is None:
         return "—"
     first, last = count_text(growth.first_prompt_tokens), count_text(growth.last_prompt_tokens)
-    return f"{first} → {last} ({growth.growth:.1f} times)"
+    times = f"{growth.growth:.1f}"
+    if times == "0.0" and growth.growth > 0:
+        # A prompt that shrank to 3% of the first: 0.03, not 0.0 (its first digit that is not 0, never 3e-05).
+        times = f"{growth.growth:.{-math.floor(math.log10(growth.growth))}f}"
+    return f"{first} → {last} ({times} times)"
 
 
 def session_numbers(report: ReportView) -> list[tuple[str | None, list[str]]]:
