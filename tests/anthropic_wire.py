@@ -12,7 +12,8 @@ test decides which fields a response carries.
 
 A reply may also call a tool (a ``tool_use`` block after the text, its input streamed
 as ``input_json_delta`` fragments), and a stream may be cut off after some of its
-events (the connection dropped, no end of the chunked body) or held there until
+events (the connection dropped, no end of the chunked body), end cleanly there (the
+body complete, as a proxy that drops a stream's tail sends it), or be held there until
 `FakeAnthropicServer.release` (for a client that gives up while it waits).
 
 A request the API would refuse for its extended thinking (``budget_tokens`` below 1,024, or
@@ -62,6 +63,9 @@ class AnthropicReply:
             connection without ending the body.
         hold_after_events: Send this many of the stream's events, then wait for
             `FakeAnthropicServer.release` (or the server's exit) before the rest (or before the cut).
+        end_after_events: Send only this many of the stream's events, then end the body cleanly.
+        end_within: With ``end_after_events``, also send the next event's bytes up to this text in it (the body
+            then ends inside that event).
     """
 
     text: str
@@ -74,6 +78,8 @@ class AnthropicReply:
     tool_json: Sequence[str] = ()
     cut_after_events: int | None = None
     hold_after_events: int | None = None
+    end_after_events: int | None = None
+    end_within: str | None = None
 
 
 class _CutOff(Exception):
@@ -179,7 +185,12 @@ class FakeAnthropicServer:
                 await asyncio.to_thread(self._hold)
             if position == reply.cut_after_events:
                 raise _CutOff
-            yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            event = f"event: {name}\ndata: {json.dumps(data)}\n\n"
+            if position == reply.end_after_events:
+                if reply.end_within is not None:
+                    yield event[: event.index(reply.end_within)].encode()
+                return
+            yield event.encode()
 
 
 _QUIET_CUT_OFFS = _QuietCutOffs()

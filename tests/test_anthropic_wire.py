@@ -28,7 +28,7 @@ from autogen_ext.models.anthropic import (
 )
 from genai_prices import extract_usage
 
-from autogen_reliability import reliable
+from autogen_reliability import RetryPolicy, TruncatedStreamError, reliable
 from autogen_reliability.accounting import PricingTable
 from autogen_reliability.health import HealthProbe
 from autogen_reliability.providers._usage_tap import (
@@ -562,6 +562,96 @@ async def test_a_stream_ended_before_message_delta_keeps_message_starts_prompt_a
 
 async def collect(stream: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in stream]
+
+
+# A stream whose body ends cleanly (a proxy dropped its tail): after the text's block, before message_delta; or inside
+# message_delta, after its stop_reason, before its usage. The SDK hands on no event the body ended inside, so AutoGen
+# saw no stop reason either way, and counted the completion as message_start's placeholder output_tokens.
+CLEAN_ENDS = {"before message_delta": (6, None), "inside message_delta": (6, '"usage"')}
+
+
+@pytest.mark.parametrize("end", CLEAN_ENDS)
+async def test_a_stream_that_ends_cleanly_before_its_stop_reason_arrived_is_truncated(
+    server: FakeAnthropicServer, ledger: Ledger, end: str
+) -> None:
+    events, within = CLEAN_ENDS[end]
+    server.enqueue(
+        AnthropicReply("Hello there", SNAPSHOT, CACHED, end_after_events=events, end_within=within),
+        AnthropicReply("unused", SNAPSHOT, CACHED),
+    )
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url),
+        recorder=ledger[1],
+        retry=RetryPolicy(initial_delay=0.01, max_delay=0.05),
+    )
+    received: list[object] = []
+
+    async def consume() -> None:
+        async for item in client.create_stream(HELLO):
+            received.append(item)
+
+    try:
+        with pytest.raises(TruncatedStreamError):
+            await consume()
+    finally:
+        await client.close()
+    assert received == ["Hello", " there"]  # handed on before the end came: not retried
+    assert len(server.requests) == 1
+    (row,) = ledger_rows(ledger)
+    assert (row.outcome, row.error_kind, row.http_status, row.tokens_estimated) == ("error", "connection", 200, True)
+    # message_start's prompt, exact; the completion estimated from the text that arrived.
+    assert (row.prompt_tokens, row.completion_tokens) == (10_000, len("Hello there") // 4)
+
+
+@pytest.mark.parametrize("end", CLEAN_ENDS)
+async def test_a_tool_call_stream_that_ends_cleanly_before_its_stop_reason_arrived_is_retried(
+    server: FakeAnthropicServer, ledger: Ledger, end: str
+) -> None:
+    events, within = CLEAN_ENDS[end]  # the tool call's block has as many events as the text's
+    server.enqueue(tool_reply("", end_after_events=events, end_within=within), tool_reply(""))
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url),
+        recorder=ledger[1],
+        retry=RetryPolicy(initial_delay=0.01, max_delay=0.05),
+    )
+    try:
+        items = [item async for item in client.create_stream(HELLO)]
+    finally:
+        await client.close()
+    (result,) = items  # AutoGen hands on nothing of a tool call before its result
+    assert isinstance(result, CreateResult)
+    assert result.finish_reason == "function_calls"
+    assert isinstance(result.content, list)
+    assert [(call.name, json.loads(call.arguments)) for call in result.content] == [
+        (LOOKUP, {"order_id": 4711, "note": "refund"})
+    ]
+    assert len(server.requests) == 2
+    rows = sorted(ledger_rows(ledger), key=lambda row: row.attempt)
+    assert [(row.outcome, row.error_kind) for row in rows] == [("error", "connection"), ("ok", None)]
+
+
+async def test_a_stream_that_ends_cleanly_after_its_stop_reason_is_an_answer(
+    server: FakeAnthropicServer, ledger: Ledger
+) -> None:
+    # message_delta came whole; only message_stop, which carries nothing, is missing.
+    server.enqueue(AnthropicReply("Hello there", SNAPSHOT, CACHED, end_after_events=7))
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url), recorder=ledger[1]
+    )
+    try:
+        items = [item async for item in client.create_stream(HELLO)]
+    finally:
+        await client.close()
+    result = items[-1]
+    assert isinstance(result, CreateResult)
+    assert (result.content, result.finish_reason) == ("Hello there", "stop")
+    (row,) = ledger_rows(ledger)
+    assert (row.outcome, row.tokens_estimated, row.completion_tokens, row.cost_nanousd) == (
+        "ok",
+        False,
+        500,
+        23_550_000,
+    )
 
 
 # --------------------------------------------------------------------------- the health probe's active check

@@ -195,12 +195,14 @@ _TOOL_CALLS: Final = re.compile(rb'"tool_calls"\s*:\s*\[\s*\{')
 # (`_BodyTap._tool_marker`), so an OpenAI stream's chunks pay for no search of Anthropic's: a text chunk's
 # `_BodyTap.feed` took 630 ns before and after (timeit, best of 7 x 200,000, the same 2-core machine).
 _ANTHROPIC_TOOL_USE: Final = re.compile(rb'"(?:tool_use|input_json_delta)"')
-# In the last `END_BYTES` of a stream read to its end, a sign that the provider's answer had ended: a finish reason
-# that is not null (OpenAI's ``finish_reason`` in a choice, Anthropic's ``stop_reason`` in message_delta),
-# Anthropic's message_stop, or OpenAI's closing ``data: [DONE]``. Searched once, when the body ends
-# (`_BodyTap.finish`): a text chunk pays for no search (an alternation like this one takes 4 us a chunk, against
-# 0.6 for one literal's).
-_ENDED: Final = re.compile(rb'"(?:finish_reason|stop_reason)"(?!\s*:\s*null)|"message_stop"|data:\s*\[DONE\]')
+# In the last `END_BYTES` of a stream read to its end, a sign that the provider's answer had ended: Anthropic's
+# message_stop or OpenAI's closing ``data: [DONE]`` (`_ENDED`), or a finish reason that is not null (OpenAI's
+# ``finish_reason`` in a choice, Anthropic's ``stop_reason`` in message_delta) in a whole event, one a blank line
+# ended (`_FINISHED`): the SDKs hand on no event the body ended inside, so AutoGen never saw a finish reason there.
+# Searched once, when the body ends (`_BodyTap.finish`): a text chunk pays for no search (an alternation like this
+# one takes 4 us a chunk, against 0.6 for one literal's).
+_ENDED: Final = re.compile(rb'"message_stop"|data:\s*\[DONE\]')
+_FINISHED: Final = re.compile(rb'"(?:finish_reason|stop_reason)"(?!\s*:\s*null)')
 # Where a body whose Content-Type is not text/event-stream begins, and the byte that makes it JSON, not events.
 _NOT_WHITESPACE: Final = re.compile(rb"[^ \t\r\n]")
 _OPEN_BRACE: Final = ord("{")
@@ -297,8 +299,9 @@ class UsageSlot:
             and for a body the tap could not inspect (oversized, an encoding it cannot undo).
         stream_cut: Whether the last response was a stream of events read to its end with no sign in its last
             `END_BYTES` that the answer had ended: no finish reason that is not null (OpenAI's ``finish_reason``,
-            Anthropic's ``stop_reason``), no Anthropic ``message_stop``, no ``data: [DONE]``. Its body ended
-            cleanly, but before the answer did: a proxy dropped its tail, a close-delimited response was cut.
+            Anthropic's ``stop_reason``) in a whole event (the SDKs drop one the body ended inside), no Anthropic
+            ``message_stop``, no ``data: [DONE]``. Its body ended cleanly, but before the answer did: a proxy
+            dropped its tail, a close-delimited response was cut.
             False otherwise, and for a stream not read to its end (the openai SDK may stop at ``[DONE]``).
         responses: How many HTTP responses arrived while the slot was active.
         tap_failures: How many response bodies could not be inspected (malformed, oversized with no
@@ -612,6 +615,11 @@ def _openai_tool_chars(chunk: Mapping[str, Any]) -> int:
     return chars
 
 
+def _events_end(data: bytes) -> int:
+    """Where the last whole event of ``data`` ends: at its last blank line, else 0."""
+    return max(0, data.rfind(b"\n\n"), data.rfind(b"\r\r"), data.rfind(b"\n\r\n"))
+
+
 def _anthropic_tool_chars(event: Mapping[str, Any]) -> int:
     """The characters of a tool call in an Anthropic stream event: a tool_use block's name, or an input fragment."""
     kind = event.get("type")
@@ -748,7 +756,12 @@ class _BodyTap:
         # Each event but [DONE] counts as an attempt to learn the stream's model, the first at least.
         self._shaped("events" if self._identity_attempts else "other")
         # Only a usage chunk and [DONE] follow the finish reason: it is in the stream's last bytes, or there is none.
-        if self._identity_attempts and _ENDED.search(self._end + tail) is None:
+        end = self._end + tail
+        if (
+            self._identity_attempts
+            and _ENDED.search(end) is None
+            and _FINISHED.search(end, 0, _events_end(end)) is None
+        ):
             for slot in self._targets:
                 slot.stream_cut = True
 
