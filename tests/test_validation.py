@@ -16,9 +16,9 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
-from autogen_core.tools import FunctionTool, ToolSchema
+from autogen_core.tools import FunctionTool, StaticWorkbench, ToolSchema
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from autogen_reliability import (
     AttemptEvent,
@@ -766,6 +766,45 @@ async def test_tool_arguments_are_still_checked_against_the_type_of_a_formatted_
     client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
     with pytest.raises(ResponseValidationError, match=r"/tool_calls/0/arguments/start: 20240601 is not of type"):
         await AssistantAgent("planner", model_client=client, tools=[book]).run(task="Book it.")
+
+
+class Handle(BaseModel):
+    name: str = Field(pattern=r"^\w+$")
+
+
+async def greet(handle: Handle) -> str:
+    """Greet someone by their handle."""
+    return f"hello {handle.name}"
+
+
+@pytest.mark.parametrize("name", ["José", "Zoë_2", "Дмитрий"])
+async def test_tool_arguments_that_match_a_pattern_as_the_tool_reads_it_are_not_refused(
+    name: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # pydantic writes a field's pattern into the tool's schema in its own dialect, where \w is any letter, and
+    # checks the argument so; jsonschema-rs reads it as ECMA-262, where \w is [A-Za-z0-9_]. Every call that
+    # named someone with a letter outside ASCII was refused and re-asked (paid for), and the run failed once
+    # the re-asks ran out, though the tool takes the name.
+    fake_openai_server.default = FakeReply.tool_calls([("greet", {"handle": {"name": name}})])
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=1))
+    agent = AssistantAgent("greeter", model_client=client, workbench=StaticWorkbench([FunctionTool(greet, "Greet.")]))
+    result = await agent.run(task="Greet them.")
+    executions = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
+    assert [(item.is_error, item.content) for item in executions[0].content] == [(False, f"hello {name}")]
+    assert fake_openai_server.request_count == 1
+
+
+async def test_tool_arguments_that_match_a_pattern_in_no_dialect_are_refused(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(FakeReply.tool_calls([("greet", {"handle": {"name": "José Díaz"}})]))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0))
+    agent = AssistantAgent("greeter", model_client=client, workbench=StaticWorkbench([FunctionTool(greet, "Greet.")]))
+    with pytest.raises(ResponseValidationError) as caught:
+        await agent.run(task="Greet them.")
+    assert [str(error) for error in caught.value.errors] == [
+        '/tool_calls/0/arguments/handle/name: "José Díaz" does not match "^\\w+$"'
+    ]
 
 
 @pytest.mark.parametrize(

@@ -352,12 +352,13 @@ def _parameters_schema(name: str, parameters: Mapping[str, Any]) -> ResponseSche
     """The compiled parameters schema of tool ``name``; ``None`` (and a warning) when it cannot be compiled.
 
     `format` stays an annotation: the tool's own parser decides what a date is (pydantic, for AutoGen's tools,
-    takes "2024-06-01T10:00:00", which is no RFC 3339 date-time), and refuses what it cannot read. A schema
+    takes "2024-06-01T10:00:00", which is no RFC 3339 date-time), and refuses what it cannot read. So too for a
+    `pattern`, which pydantic writes and checks in its own dialect (`\\w` is any letter there). A schema
     that cannot be compiled (another dialect's `$schema`, a `$ref` to definitions left out, as McpWorkbench
     lists a tool) is the tool's business too: raising here would throw away an answer already paid for.
     """
     try:
-        return ResponseSchema.of(parameters, formats=False)
+        return ResponseSchema.of(parameters, formats=False, pydantic_patterns=True)
     except ConfigurationError as error:
         _warn_unchecked(name, str(error))
         return None

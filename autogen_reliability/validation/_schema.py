@@ -17,8 +17,10 @@ Two backends, one result type
       leaves format checking off by default, which would let such values pass).
       Unknown formats are ignored, as the specification asks. ``formats=False``
       leaves ``format`` an annotation, as it is by default: for a tool's
-      parameters, whose own parser decides what a date is. ``$ref`` is
-      resolved inside the schema only: nothing is fetched over the network.
+      parameters, whose own parser decides what a date is. ``pydantic_patterns=True``
+      also takes a string that a ``pattern`` matches as pydantic reads it (where
+      ``\\w`` is any letter), for the same reason.
+      ``$ref`` is resolved inside the schema only: nothing is fetched over the network.
 
 A schema that is itself invalid is refused when it is compiled, with a
 :class:`~autogen_reliability._errors.ConfigurationError` that says where and why,
@@ -45,6 +47,8 @@ from typing import Any, Final
 import jsonschema_rs
 import pydantic
 from pydantic import BaseModel
+from pydantic_core import SchemaError, SchemaValidator
+from pydantic_core.core_schema import str_schema
 
 from autogen_reliability._errors import ConfigurationError, SchemaViolation, printable
 from autogen_reliability.providers import strict_json_schema
@@ -151,7 +155,33 @@ def _meta_error(error: jsonschema_rs.ValidationError) -> str:
     return f"{where}: {_concise(error.message)}"
 
 
-def _compile_json_schema(schema: dict[str, Any], *, formats: bool = True) -> jsonschema_rs.Validator:
+class _EcmaOrPydanticPattern:
+    """The ``pattern`` keyword, matched as ECMA-262 reads it (the specification's dialect) or as pydantic does.
+
+    pydantic writes a field's pattern into the schema in its own dialect (Rust's regex crate) and checks values
+    so: there ``\\w``, ``\\d`` and ``\\b`` know every script, in ECMA-262 only ASCII. Both match in linear
+    time, whatever the string. A pattern pydantic cannot read is matched as ECMA-262 only.
+    """
+
+    def __init__(self, parent_schema: dict[str, Any], value: Any, schema_path: list[str | int]) -> None:
+        self._pattern = str(value)  # a string: the meta-schema says so, checked before compiling
+        self._ecma = jsonschema_rs.Draft202012Validator({"pattern": value}, offline=True)  # raises if invalid
+        try:
+            self._pydantic: SchemaValidator | None = SchemaValidator(str_schema(pattern=self._pattern))
+        except SchemaError:
+            self._pydantic = None
+
+    def validate(self, instance: Any) -> None:
+        if not isinstance(instance, str) or self._ecma.is_valid(instance):
+            return
+        if self._pydantic is not None and self._pydantic.isinstance_python(instance):
+            return
+        raise ValueError(f'{json.dumps(instance, ensure_ascii=False)} does not match "{self._pattern}"')
+
+
+def _compile_json_schema(
+    schema: dict[str, Any], *, formats: bool = True, pydantic_patterns: bool = False
+) -> jsonschema_rs.Validator:
     declared = schema.get("$schema", DRAFT_2020_12)
     if not isinstance(declared, str) or declared not in _DRAFT_2020_12_SPELLINGS:
         raise ConfigurationError(
@@ -167,7 +197,10 @@ def _compile_json_schema(schema: dict[str, Any], *, formats: bool = True) -> jso
         more = f" (and {len(problems) - _META_ERRORS_SHOWN} more)" if len(problems) > _META_ERRORS_SHOWN else ""
         raise ConfigurationError(f"invalid JSON Schema (Draft 2020-12): {shown}{more}")
     try:
-        return jsonschema_rs.Draft202012Validator(schema, validate_formats=formats, offline=True)
+        keywords: dict[str, type[jsonschema_rs.KeywordValidator]] | None = (
+            {"pattern": _EcmaOrPydanticPattern} if pydantic_patterns else None
+        )
+        return jsonschema_rs.Draft202012Validator(schema, validate_formats=formats, offline=True, keywords=keywords)
     except jsonschema_rs.ValidationError as error:
         # Valid against the meta-schema but not compilable: a bad regex, a $ref to nowhere.
         where = _pointer(error.instance_path) or "(root)"
@@ -205,13 +238,18 @@ class ResponseSchema:
     model: type[BaseModel] | None
     json_schema: dict[str, Any]
 
-    def __init__(self, schema: type[BaseModel] | Mapping[str, Any], *, formats: bool = True) -> None:
+    def __init__(
+        self, schema: type[BaseModel] | Mapping[str, Any], *, formats: bool = True, pydantic_patterns: bool = False
+    ) -> None:
         """Compiles ``schema``.
 
         Args:
             schema: A pydantic model class or a JSON Schema dict.
             formats: For a JSON Schema, whether ``format`` is checked (``"date-time"``
                 as RFC 3339, ...) or, as the specification has it by default, only an annotation.
+            pydantic_patterns: For a JSON Schema, whether a string also matches a ``pattern`` that
+                matches it as pydantic reads it (where ``\\w`` is any letter), besides one that matches it
+                as ECMA-262, the specification's dialect, reads it.
 
         Raises:
             ConfigurationError: ``schema`` is neither a pydantic model class nor a
@@ -229,7 +267,7 @@ class ResponseSchema:
         elif isinstance(schema, Mapping):
             # A JSON round trip is the deep copy: plain dicts and lists, key order kept.
             document: dict[str, Any] = json.loads(_canonical_json(schema, sort_keys=False))
-            self._validator = _compile_json_schema(document, formats=formats)
+            self._validator = _compile_json_schema(document, formats=formats, pydantic_patterns=pydantic_patterns)
             title = document.get("title")
             self.name = title.strip() if isinstance(title, str) and title.strip() else "response"
             self.model, self.json_schema = None, document
@@ -241,7 +279,11 @@ class ResponseSchema:
 
     @classmethod
     def of(
-        cls, schema: ResponseSchema | type[BaseModel] | Mapping[str, Any], *, formats: bool = True
+        cls,
+        schema: ResponseSchema | type[BaseModel] | Mapping[str, Any],
+        *,
+        formats: bool = True,
+        pydantic_patterns: bool = False,
     ) -> ResponseSchema:
         """The compiled form of ``schema``, from a bounded cache (256 entries, least recently used out).
 
@@ -252,6 +294,7 @@ class ResponseSchema:
         Args:
             schema: As for the constructor.
             formats: As for the constructor; a JSON Schema is cached once per setting.
+            pydantic_patterns: As for the constructor; a JSON Schema is cached once per setting.
 
         Raises:
             ConfigurationError: As for the constructor.
@@ -266,7 +309,7 @@ class ResponseSchema:
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             key = (cls, schema)
         elif isinstance(schema, Mapping):
-            key = (cls, _canonical_json(schema, sort_keys=True), formats)
+            key = (cls, _canonical_json(schema, sort_keys=True), formats, pydantic_patterns)
         else:
             return cls(schema)  # raises the constructor's ConfigurationError
         with _cache_lock:
@@ -274,7 +317,8 @@ class ResponseSchema:
             if cached is not None:
                 _cache.move_to_end(key)
                 return cached
-        compiled = cls(schema, formats=formats)  # outside the lock: compiling may take a while
+        # Outside the lock: compiling may take a while.
+        compiled = cls(schema, formats=formats, pydantic_patterns=pydantic_patterns)
         with _cache_lock:
             compiled = _cache.setdefault(key, compiled)  # a concurrent caller's copy wins, so one object per key
             _cache.move_to_end(key)
