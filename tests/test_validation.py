@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import pytest
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.messages import StructuredMessage, ToolCallExecutionEvent
+from autogen_agentchat.messages import ModelClientStreamingChunkEvent, StructuredMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
 from autogen_core.tools import FunctionTool, StaticWorkbench, ToolSchema
 from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
@@ -625,6 +625,53 @@ async def test_empty_tool_arguments_judged_as_no_arguments_reach_the_tool_as_suc
     (execution,) = [message for message in result.messages if isinstance(message, ToolCallExecutionEvent)]
     assert [(outcome.content, outcome.is_error) for outcome in execution.content] == [("pong", False)]
     assert fake_openai_server.request_count == 2  # nothing re-asked
+
+
+@pytest.mark.parametrize("json_output", [None, True], ids=["text", "json"])
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "invalid-returned"])
+async def test_the_text_written_with_tool_calls_is_streamed_from_a_validated_stream(
+    valid: bool,
+    json_output: bool | None,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # A validated stream hands on a checked answer as one chunk; an answer that called tools handed on none, so
+    # the text the model wrote with its calls ("Let me add them.", AutoGen's thought) never reached a streaming
+    # consumer: the agent's run_stream gave no chunk for it, where the bare client streamed it. So too when JSON
+    # was asked for, whose chunks the sanitiser holds.
+    arguments = {"a": 1, "b": 2} if valid else {"a": 1, "b": "two"}
+    fake_openai_server.enqueue(FakeReply.tool_calls([("add", arguments)], content="Let me add <b>them</b>."))
+    client = reliable(make_openai_client(), validation=ValidationPolicy(reask=0, on_failure="return"))
+    chunks: list[str] = []
+    final: CreateResult | None = None
+    async for item in client.create_stream(ASK, tools=[FunctionTool(add, description="Add.")], json_output=json_output):
+        if isinstance(item, CreateResult):
+            final = item
+        else:
+            chunks.append(item)
+    assert final is not None
+    assert isinstance(final.content, list)
+    assert chunks == ["Let me add <b>them</b>."] == [final.thought]
+    assert isinstance(final, CheckedCreateResult) != valid  # with validation_errors when invalid
+
+
+async def test_an_agent_streams_the_text_written_with_tool_calls_through_validation(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    fake_openai_server.enqueue(
+        FakeReply.tool_calls([("add", {"a": 1, "b": 2})], content="Let me add them."), FakeReply.text("It is 3.")
+    )
+    client = reliable(make_openai_client(), validation=ValidationPolicy())
+    workbench = StaticWorkbench([FunctionTool(add, description="Add.")])
+    agent = AssistantAgent(
+        "calculator", model_client=client, workbench=workbench, model_client_stream=True, reflect_on_tool_use=True
+    )
+    streamed = [
+        message.content
+        async for message in agent.run_stream(task="1 + 2?")
+        if isinstance(message, ModelClientStreamingChunkEvent)
+    ]
+    assert streamed == ["Let me add them.", "It is 3."]
 
 
 async def test_tool_arguments_that_are_not_json_are_failures(

@@ -138,8 +138,10 @@ class SanitizeLayer(Layer):
                     if rest:
                         yield rest
                 result = await self._clean_result(request, item)
-                if chunks is None and isinstance(result.content, str) and result.content:
-                    yield result.content
+                if chunks is None:  # the text held: the answer's, or what the model wrote with its tool calls
+                    text = result.content if isinstance(result.content, str) else result.thought
+                    if text:
+                        yield text
                 yield result
 
     def _json_expected(self, request: Request) -> bool:
@@ -479,16 +481,13 @@ class ValidationLayer(Layer):
                     request = request.replace(messages=[*request.messages, *check.follow_up(result, violations)])
         finally:
             findings.release_held()
-        if not violations:
-            handed_on = answers.usage_on(handed_on)
-            if isinstance(handed_on.content, str) and handed_on.content:
-                yield handed_on.content
-            yield handed_on
-            return
-        failed = self._failed(check, result, violations, answers)
-        if isinstance(failed.content, str) and failed.content:
-            yield failed.content
-        yield failed
+        handed_on = self._failed(check, result, violations, answers) if violations else answers.usage_on(handed_on)
+        # The text streamed before the result: the answer's, or what the model wrote with its tool calls, which
+        # AutoGen streams as it comes and keeps as the thought.
+        text = handed_on.content if isinstance(handed_on.content, str) else handed_on.thought
+        if text:
+            yield text
+        yield handed_on
 
     @staticmethod
     def _failed(
