@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -769,3 +770,35 @@ def test_the_library_does_not_import_prometheus_client() -> None:
     done = run_python("import sys; from autogen_reliability import *; print('prometheus_client' in sys.modules)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_metrics_turned_on_in_prometheus_multiprocess_mode_say_they_are_this_processs_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # gunicorn or `uvicorn --workers N` with the directory set: a scrape reads the worker that answers it.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.warns(RuntimeWarning, match="PROMETHEUS_MULTIPROC_DIR is set.*this process only") as said:
+        registry = enable_metrics()
+    try:
+        assert [warning.filename for warning in said] == [__file__]  # where the application turned them on
+        assert enable_metrics() is registry  # said once, when they are turned on
+        assert f"{P}calls" in {metric.name for metric in registry.collect()}
+    finally:
+        disable_metrics()
+    app = FastAPI()
+    with pytest.warns(RuntimeWarning, match="PROMETHEUS_MULTIPROC_DIR") as said:
+        app.mount("/metrics", metrics_app())
+    try:
+        assert [warning.filename for warning in said] == [__file__]
+        scrape(app)
+    finally:
+        disable_metrics()
+    assert list(tmp_path.iterdir()) == []  # nothing of ours in the directory: MultiProcessCollector sees none of it
+
+
+def test_metrics_turned_on_outside_multiprocess_mode_say_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enable_metrics()
+    disable_metrics()

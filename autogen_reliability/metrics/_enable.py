@@ -9,7 +9,9 @@ the app in several places, or calls both, counts every event once.
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -67,6 +69,10 @@ def enable_metrics(
         ConfigurationError: an invalid argument, or metrics are on already with
             another registry or bound (call :func:`disable_metrics` first).
 
+    Warns:
+        RuntimeWarning: ``PROMETHEUS_MULTIPROC_DIR`` is set: these counts are this
+            process's, not written for ``prometheus_client``'s multiprocess mode.
+
     Example:
         >>> from autogen_reliability.metrics import disable_metrics, enable_metrics
         >>> registry = enable_metrics()
@@ -74,6 +80,14 @@ def enable_metrics(
         True
         >>> disable_metrics()
     """
+    turned_on, new = _turn_on(registry, max_label_values)
+    if new:
+        _warn_if_multiprocess(stacklevel=3)
+    return turned_on
+
+
+def _turn_on(registry: CollectorRegistry | None, max_label_values: int | None) -> tuple[CollectorRegistry, bool]:
+    """:func:`enable_metrics`: the registry, and whether this call turned the metrics on."""
     global _enabled  # noqa: PLW0603  # one collector per process
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise ConfigurationError(
@@ -94,7 +108,7 @@ def enable_metrics(
                 raise ConfigurationError(
                     f"metrics are on already with max_label_values={limit}; call disable_metrics() first to change it"
                 )
-            return _enabled.registry
+            return _enabled.registry, False
         target = registry if registry is not None else CollectorRegistry()
         collector = ReliabilityCollector(LabelValues(max_label_values or DEFAULT_MAX_LABEL_VALUES))
         try:
@@ -107,7 +121,25 @@ def enable_metrics(
             _feed.subscribe(collector.usage_recorded),
         )
         _enabled = _Enabled(target, collector, unsubscribers)
-        return target
+    return target, True
+
+
+def _warn_if_multiprocess(stacklevel: int) -> None:
+    """Warns when prometheus_client's multiprocess mode is set up: our counts are not in its files.
+
+    The directory is set for a server with several worker processes behind one port (gunicorn, ``uvicorn
+    --workers N``); each scrape of ``/metrics`` then reads the one worker that answers it, and ours would
+    jump from worker to worker without a word. ``stacklevel``: the application's line that turned them on,
+    as :func:`warnings.warn` counts (3 from :func:`enable_metrics` or :func:`metrics_app`).
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        warnings.warn(
+            "PROMETHEUS_MULTIPROC_DIR is set, but autogen_reliability's metrics count this process only and are "
+            "not written there: a scrape of a server with several workers reads the one that answers it. "
+            "Run one worker process per server (docs/metrics.md)",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def disable_metrics() -> None:
@@ -137,4 +169,7 @@ def metrics_app(registry: CollectorRegistry | None = None, *, max_label_values: 
     Raises:
         ConfigurationError: see :func:`enable_metrics`.
     """
-    return cast(ASGIApp, make_asgi_app(enable_metrics(registry, max_label_values=max_label_values)))
+    turned_on, new = _turn_on(registry, max_label_values)
+    if new:
+        _warn_if_multiprocess(stacklevel=3)
+    return cast(ASGIApp, make_asgi_app(turned_on))
