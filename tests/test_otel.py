@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
@@ -11,6 +12,7 @@ import openai
 import pytest
 from autogen_core.models import CreateResult, UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -170,6 +172,28 @@ async def test_a_failed_call_is_an_error_span_and_carries_no_key(
         assert not any("Recognisable0123456789" in text for text in every_string(span))
     assert attempt.attributes is not None
     assert attempt.attributes["http.response.status_code"] == 401
+
+
+async def test_a_connection_failure_names_where_it_went_but_no_credential_path_or_query_of_the_base_url(
+    spans: InMemorySpanExporter,
+) -> None:
+    with socket.socket() as taken:  # a port nothing listens on once it is closed
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    base_url = f"http://deploy-user:s3cret-pass@127.0.0.1:{port}/v1/deployments/team-private?api-key=k3y-in-query"
+    inner = OpenAIChatCompletionClient(model="gpt-4o-mini", api_key="sk-test", base_url=base_url, max_retries=0)
+    client = reliable(inner, retry=None, track_usage=False)
+    with pytest.raises(openai.APIConnectionError):
+        await client.create(HI)
+    (call,) = [span for span in chat_spans(spans) if span.parent is None]
+    (attempt,) = children(spans, call)
+    for span in (call, attempt):
+        assert span.status.status_code is StatusCode.ERROR
+        # As the page says: the scheme, host and port it tried, as a backend's server.address would have them.
+        assert f"(http://127.0.0.1:{port}: " in (span.status.description or "")
+        for text in every_string(span):
+            for secret in ("deploy-user", "s3cret-pass", "team-private", "k3y-in-query", "/v1"):
+                assert secret not in text
 
 
 class Unprintable(Exception):
