@@ -299,7 +299,8 @@ def _parser() -> argparse.ArgumentParser:
         ("current", "print the schema revision of the usage tables"),
     ):
         command = db_commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        command.add_argument("--url", help=_URL_HELP)
+        # --db too, the ledger commands' name for it: a user copies it from the report command.
+        command.add_argument("--url", "--db", dest="url", metavar="URL", help=_URL_HELP)
     _ledger_commands(commands)
     return parser
 

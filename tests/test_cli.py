@@ -830,6 +830,19 @@ def test_an_output_file_that_is_the_ledger_named_by_a_file_uri_exits_2_and_the_l
     assert not list(directory.glob(".*.part"))
 
 
+@pytest.mark.parametrize("option", ["--url", "--db"])
+def test_db_takes_the_ledger_commands_db_option_as_well_as_url(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A user copies --db from the report command: db upgrade refused it as an unrecognized argument.
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    status, out, err = run_main(capsys, "db", "upgrade", option, url)
+    assert (status, err) == (0, "")
+    status, out, err = run_main(capsys, "db", "current", option, url)
+    assert (status, err) == (0, "")
+    assert out == f"{url}: {HEAD} (head)\n"
+
+
 def test_a_ledger_named_by_a_file_uri_is_checked_as_its_path_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1371,8 +1384,8 @@ def test_a_server_that_does_not_answer_exits_1_without_the_password(
 @pytest.mark.parametrize(
     ("args", "shown"),
     [
-        # db takes --url, the ledger commands --db: the option of the other is an unrecognized argument.
-        (("db", "upgrade", "--db", "postgresql+psycopg://app:hunter2leak@db/usage"), "app:[REDACTED]@db/usage"),
+        # db takes --url (or --db), the ledger commands --db: the option of the other is an unrecognized argument.
+        (("db", "upgrade", "--database", "postgresql+psycopg://app:hunter2leak@db/usage"), "app:[REDACTED]@db/usage"),
         (("report", "--url", "postgresql+psycopg://app:hunter2leak@db/usage"), "app:[REDACTED]@db/usage"),
         (
             ("sessions", "--project", "p", "--dburl=postgresql+psycopg://app@db/usage?password=hunter2leak"),
