@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import textwrap
 import threading
 import traceback
@@ -1121,6 +1122,52 @@ def test_overrides_of_the_wrong_type_fail() -> None:
 def test_token_usage_rejects_impossible_counts(fields: dict[str, Any], expected: str) -> None:
     with pytest.raises(ValueError, match=expected):
         TokenUsage(**fields)
+
+
+class _Count(int):
+    """An int of a class of its own: a count all the same."""
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt_tokens": _Count(10), "completion_tokens": 2},
+        {"prompt_tokens": 10, "completion_tokens": 2, "latency_seconds": 3},
+        {"prompt_tokens": 10, "completion_tokens": 2, "latency_seconds": 0.0},
+    ],
+)
+def test_token_usage_takes_int_subclasses_and_int_latencies(fields: dict[str, Any]) -> None:
+    assert TokenUsage(**fields).prompt_tokens == 10
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"prompt_tokens": True, "completion_tokens": 0}, "prompt_tokens must be a non-negative int"),
+        ({"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": True}, "latency_seconds must be a finite"),
+        ({"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": float("inf")}, "latency_seconds must be"),
+        ({"prompt_tokens": 1, "completion_tokens": 0, "latency_seconds": "1"}, "latency_seconds must be a finite"),
+    ],
+)
+def test_token_usage_refuses_booleans_and_infinite_latencies(fields: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        TokenUsage(**fields)
+
+
+def test_a_valid_token_usage_is_checked_without_calling_a_function() -> None:
+    # Made for every priced attempt: plain ints and a float latency take no builtin call (counted, not timed).
+    calls: list[str] = []
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and arg is not sys.setprofile:
+            calls.append(arg.__name__)
+
+    sys.setprofile(count)
+    try:
+        TokenUsage(1000, 100, cached_tokens=10, latency_seconds=0.25, input_audio_tokens=5)
+    finally:
+        sys.setprofile(None)
+    assert calls == []
 
 
 def test_a_table_is_safe_to_share_between_threads() -> None:

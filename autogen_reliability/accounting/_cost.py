@@ -7,6 +7,7 @@ which is imported only when a table that uses genai-prices is made.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -39,6 +40,7 @@ the row's tokens are estimated, rather than the row being refused by one backend
 """
 _MOST_PRICED: Final = 2**63 - 1
 """The largest count :class:`TokenUsage` prices (a month's usage may be priced at once, past what one row holds)."""
+_LARGEST_FLOAT: Final = sys.float_info.max
 
 
 def nanousd_to_usd(nanousd: int | None) -> Decimal:
@@ -91,18 +93,20 @@ class TokenUsage:
     output_audio_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in (
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "input_audio_tokens",
-            "output_audio_tokens",
+        # Made for every priced attempt: the common case (ints in range, a float latency) is checked without a call;
+        # anything else is judged in full.
+        for value in (
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.input_audio_tokens,
+            self.output_audio_tokens,
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST_PRICED:
-                raise ValueError(f"TokenUsage.{name} must be a non-negative int <= 2**63 - 1, got {value!r}")
+            if type(value) is not int or not 0 <= value <= _MOST_PRICED:
+                self._check_counts()
+                break
         if self.cached_tokens + self.cache_write_tokens > self.prompt_tokens:
             raise ValueError(
                 f"TokenUsage: cached_tokens ({self.cached_tokens}) + cache_write_tokens "
@@ -120,6 +124,25 @@ class TokenUsage:
                 f"({self.output_audio_tokens}) exceed the prompt_tokens ({self.prompt_tokens}) or "
                 f"completion_tokens ({self.completion_tokens}) they are part of"
             )
+        latency = self.latency_seconds
+        if latency is not None and not (type(latency) is float and 0.0 <= latency <= _LARGEST_FLOAT):
+            self._check_latency()
+
+    def _check_counts(self) -> None:
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MOST_PRICED:
+                raise ValueError(f"TokenUsage.{name} must be a non-negative int <= 2**63 - 1, got {value!r}")
+
+    def _check_latency(self) -> None:
         latency = self.latency_seconds
         if latency is not None and (
             isinstance(latency, bool)
