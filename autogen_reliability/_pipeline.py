@@ -58,13 +58,13 @@ from ._subscribers import Subscribers
 from .providers import (
     ProviderUsage,
     UsageSlot,
-    anext_in_slot,
     attach_usage_tap,
     capture_provider_usage,
     innermost,
     new_usage_slot,
     provider_arguments,
 )
+from .providers._usage_tap import _CURRENT_SLOT as current_slot
 
 __all__ = [
     "AttemptEvent",
@@ -700,26 +700,27 @@ class Pipeline:
         try:
             async with aclosing(stream):
                 while True:
+                    # What anext_in_slot() does, without a coroutine of its own: this runs for every chunk.
+                    token = current_slot.set(slot)
                     try:
-                        item = await anext_in_slot(stream, slot)
+                        item = await anext(stream)
                     except StopAsyncIteration:
                         break
-                    if (
-                        isinstance(item, CreateResult)
-                        and (in_body := self._error_in_body(slot, stream=True, finish_reason=item.finish_reason))
-                        is not None
-                    ):
-                        # A stream answered with a JSON error body, or anything else without an event (a proxy's
-                        # HTML page, a completion): the SDK finds no event in it, and AutoGen ends the stream with
-                        # an empty result, nothing handed on before it: a failed attempt. Or events cut off before
-                        # the answer ended, which AutoGen ends with what arrived: failed too (retried if nothing
-                        # was handed on).
-                        raise in_body
-                    answered = True
+                    finally:
+                        current_slot.reset(token)
                     if isinstance(item, CreateResult):
+                        in_body = self._error_in_body(slot, stream=True, finish_reason=item.finish_reason)
+                        if in_body is not None:
+                            # A stream answered with a JSON error body, or anything else without an event (a
+                            # proxy's HTML page, a completion): the SDK finds no event in it, and AutoGen ends the
+                            # stream with an empty result, nothing handed on before it: a failed attempt. Or events
+                            # cut off before the answer ended, which AutoGen ends with what arrived: failed too
+                            # (retried if nothing was handed on).
+                            raise in_body
                         result = item
                     else:
                         chars += len(item)
+                    answered = True
                     yield item
         except BaseException as exc:
             # A consumer that stops reading after the final result has had a complete answer.

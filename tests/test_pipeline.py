@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, CreateResult, UserMessage
 
+import autogen_reliability
+import autogen_reliability.testing
 from autogen_reliability import AttemptEvent, Attribution, ReliableChatCompletionClient
 from autogen_reliability._pipeline import (
     Call,
@@ -366,3 +370,35 @@ def test_an_attempt_interrupted_by_ctrl_c_is_recorded_as_cancelled(tmp_path: Pat
         store.close()
     assert [event.outcome for event in events] == ["cancelled"]
     assert [(row.outcome, row.error_kind) for row in rows] == [("cancelled", "cancelled")]
+
+
+async def test_a_streamed_chunk_costs_the_wrapper_a_few_calls() -> None:
+    # Counted, not timed: the calls the library's own frames make (Python and builtin), per chunk of a stream.
+    words = tuple(f"w{number} " for number in range(100))
+    inner = ScriptedChatCompletionClient(
+        [ScriptedReply.text("w0 ", chunks=words[:1]), ScriptedReply.text("".join(words), chunks=words)]
+    )
+    client = ReliableChatCompletionClient(inner, retry=None, circuit=None, sanitize=None, track_usage=False)
+    library = str(Path(autogen_reliability.__file__).parent)
+    scripted = str(Path(autogen_reliability.testing.__file__).parent)
+    counts: list[int] = []
+    for _ in range(2):
+        calls = 0
+
+        def count(frame: Any, event: str, arg: Any) -> None:
+            nonlocal calls
+            name = frame.f_code.co_filename
+            if event in ("call", "c_call") and name.startswith(library) and not name.startswith(scripted):
+                calls += 1
+
+        sys.setprofile(count)
+        try:
+            async for _item in client.create_stream(HI):
+                pass
+        finally:
+            sys.setprofile(None)
+        counts.append(calls)
+    per_chunk = (counts[1] - counts[0]) / 99
+    # The frames that hand the chunk on resumed, the usage slot set and reset around the next item, the item's type
+    # and its length: no coroutine per item, no second look at its type.
+    assert per_chunk <= 6, per_chunk
