@@ -147,7 +147,12 @@ def current_attribution() -> Attribution:
 def resolve_attribution(bound: Attribution) -> Attribution:
     """The attribution of a call made now by a wrapper with ``bound`` defaults."""
     current = _current.get().attribution
-    resolved = current.over(bound) if bound is not _EMPTY else current
+    if current is _EMPTY:  # outside any scope (most calls): the wrapper's own, checked when it was made
+        resolved = bound
+    elif bound is _EMPTY:
+        resolved = current
+    else:
+        resolved = current.over(bound)
     if resolved.agent is None:
         agent = _agent_from_runtime()
         if agent is not None:

@@ -26,6 +26,7 @@ from autogen_reliability import (
     reliable,
     usage_scope,
 )
+from autogen_reliability._context import resolve_attribution
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply
@@ -34,6 +35,15 @@ from .conftest import OpenAIClientFactory
 from .memory_cache import MemoryStore
 
 HI = [UserMessage(content="hi", source="user")]
+
+
+def test_a_call_outside_any_scope_takes_the_wrappers_attribution_as_it_is() -> None:
+    # Resolved for every call: outside a scope the wrapper's own attribution, checked once when it was made.
+    bound = Attribution(project="p", agent="a", tags={"t": "1"})
+    assert resolve_attribution(bound) is bound
+    with usage_scope(session="s", tags={"u": "2"}):
+        assert resolve_attribution(bound) == Attribution(project="p", session="s", agent="a", tags={"t": "1", "u": "2"})
+    assert resolve_attribution(bound) is bound
 
 
 def test_scope_as_context_manager_nests_and_restores() -> None:
