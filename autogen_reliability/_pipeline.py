@@ -59,7 +59,6 @@ from .providers import (
     ProviderUsage,
     UsageSlot,
     attach_usage_tap,
-    capture_provider_usage,
     innermost,
     new_usage_slot,
     provider_arguments,
@@ -644,7 +643,11 @@ class Pipeline:
             self._tap_for_observers(request)
         attempt = _Attempt(self, request)
         arguments = _provider_arguments(self.client, request, streaming=False)
-        with capture_provider_usage() as slot:
+        # What capture_provider_usage() does, without a context manager of its own: this runs for every call. A
+        # coroutine runs in one context from start to end, so the token is always reset where it was set.
+        slot = new_usage_slot()
+        token = current_slot.set(slot)
+        try:
             try:
                 result = await self.client.create(request.messages, **arguments)
             except BaseException as exc:
@@ -655,6 +658,8 @@ class Pipeline:
                 if error is not None:
                     raise error from exc
                 raise
+        finally:
+            current_slot.reset(token)
         attempt.finish(result, None, _usage_of(slot))
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -402,3 +403,27 @@ async def test_a_streamed_chunk_costs_the_wrapper_a_few_calls() -> None:
     # The frames that hand the chunk on resumed, the usage slot set and reset around the next item, the item's type
     # and its length: no coroutine per item, no second look at its type.
     assert per_chunk <= 6, per_chunk
+
+
+async def test_a_plain_attempt_captures_its_usage_without_a_context_manager() -> None:
+    # Counted, not timed: a generator-based context manager is half a dozen calls, on every call.
+    client = ReliableChatCompletionClient(
+        ScriptedChatCompletionClient([ScriptedReply.text("hi")]),
+        retry=None,
+        circuit=None,
+        sanitize=None,
+        track_usage=False,
+    )
+    entered: list[str] = []
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == contextlib.__file__:
+            entered.append(frame.f_code.co_name)
+
+    sys.setprofile(count)
+    try:
+        result = await client.create(HI)
+    finally:
+        sys.setprofile(None)
+    assert result.content == "hi"
+    assert entered == []
