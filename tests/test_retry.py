@@ -6,6 +6,7 @@ Every row of the behaviour table runs for plain ``create`` and for ``create_stre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import json
@@ -48,6 +49,7 @@ from autogen_reliability import (
     ValidationPolicy,
     reliable,
 )
+from autogen_reliability._pipeline import deadline_timer
 from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.accounting._events import UsageEvent
 from autogen_reliability.retry import (
@@ -1588,3 +1590,21 @@ def test_a_loop_closed_while_a_call_waits_to_retry_holds_no_task_of_ours_and_its
         del call, token  # the token holds the first attempt's error, whose traceback holds the call's frames
         gc.collect()
     assert reported == ["Task was destroyed but it is pending!"]  # the caller's; before: the wait's too
+
+
+async def test_the_deadline_of_a_call_enters_no_context_manager_of_contextlib() -> None:
+    # Counted, not timed: entered and left by every call through the retry layer.
+    entered: list[str] = []
+
+    def count(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == contextlib.__file__:
+            entered.append(frame.f_code.co_name)
+
+    sys.setprofile(count)
+    try:
+        async with retry_layer._Deadline(60) as timer:
+            assert deadline_timer.get() is timer
+    finally:
+        sys.setprofile(None)
+    assert deadline_timer.get() is None
+    assert entered == []
