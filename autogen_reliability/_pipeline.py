@@ -56,6 +56,7 @@ from ._ids import time_ordered_uuid
 from ._redaction import log_failure, redacted_error
 from ._subscribers import Subscribers
 from .providers import (
+    CURRENT_SLOT,
     ProviderUsage,
     UsageSlot,
     attach_usage_tap,
@@ -63,7 +64,6 @@ from .providers import (
     new_usage_slot,
     provider_arguments,
 )
-from .providers._usage_tap import _CURRENT_SLOT as current_slot
 
 __all__ = [
     "AttemptEvent",
@@ -646,7 +646,7 @@ class Pipeline:
         # What capture_provider_usage() does, without a context manager of its own: this runs for every call. A
         # coroutine runs in one context from start to end, so the token is always reset where it was set.
         slot = new_usage_slot()
-        token = current_slot.set(slot)
+        token = CURRENT_SLOT.set(slot)
         try:
             try:
                 result = await self.client.create(request.messages, **arguments)
@@ -659,7 +659,7 @@ class Pipeline:
                     raise error from exc
                 raise
         finally:
-            current_slot.reset(token)
+            CURRENT_SLOT.reset(token)
         attempt.finish(result, None, _usage_of(slot))
         return result
 
@@ -706,13 +706,13 @@ class Pipeline:
             async with aclosing(stream):
                 while True:
                     # What anext_in_slot() does, without a coroutine of its own: this runs for every chunk.
-                    token = current_slot.set(slot)
+                    token = CURRENT_SLOT.set(slot)
                     try:
                         item = await anext(stream)
                     except StopAsyncIteration:
                         break
                     finally:
-                        current_slot.reset(token)
+                        CURRENT_SLOT.reset(token)
                     if isinstance(item, CreateResult):
                         in_body = self._error_in_body(slot, stream=True, finish_reason=item.finish_reason)
                         if in_body is not None:

@@ -46,6 +46,7 @@ from ._identity import takes_model_argument as takes_model_argument
 from ._lookup import loaded_class as loaded_class
 from ._lookup import loaded_module as loaded_module
 from ._sdk_retries import switch_off_sdk_retries as switch_off_sdk_retries
+from ._usage_tap import CURRENT_SLOT as CURRENT_SLOT
 from ._usage_tap import ProviderUsage, attach_usage_tap, capture_provider_usage
 from ._usage_tap import UsageSlot as UsageSlot
 from ._usage_tap import anext_in_slot as anext_in_slot

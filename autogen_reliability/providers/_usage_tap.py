@@ -361,7 +361,9 @@ class UsageSlot:
         )
 
 
-_CURRENT_SLOT: ContextVar[UsageSlot | None] = ContextVar("autogen_reliability_usage_slot", default=None)
+# The slot requests sent now are recorded in. The pipeline sets and resets it itself around each attempt and each
+# step of a stream (what capture_provider_usage() and anext_in_slot() do, without their calls, on the hot path).
+CURRENT_SLOT: ContextVar[UsageSlot | None] = ContextVar("autogen_reliability_usage_slot", default=None)
 
 
 @contextmanager
@@ -383,23 +385,23 @@ def capture_provider_usage() -> Iterator[UsageSlot]:
     Yields:
         The slot; read it after the call (for a stream: after iterating it to the end).
     """
-    slot = UsageSlot(_CURRENT_SLOT.get())
-    token = _CURRENT_SLOT.set(slot)
+    slot = UsageSlot(CURRENT_SLOT.get())
+    token = CURRENT_SLOT.set(slot)
     try:
         yield slot
     finally:
         try:
-            _CURRENT_SLOT.reset(token)
+            CURRENT_SLOT.reset(token)
         except ValueError:
             # Exited in another context than the one that entered (see above): that one is not
             # ours to change, and in this one only our own slot is ours to remove.
-            if _CURRENT_SLOT.get() is slot:
-                _CURRENT_SLOT.set(slot._parent)
+            if CURRENT_SLOT.get() is slot:
+                CURRENT_SLOT.set(slot._parent)
 
 
 def new_usage_slot() -> UsageSlot:
     """A fresh slot inside the current capture (if any), not yet current anywhere; see `anext_in_slot`."""
-    return UsageSlot(_CURRENT_SLOT.get())
+    return UsageSlot(CURRENT_SLOT.get())
 
 
 async def anext_in_slot(stream: AsyncIterator[_T], slot: UsageSlot) -> _T:
@@ -414,16 +416,16 @@ async def anext_in_slot(stream: AsyncIterator[_T], slot: UsageSlot) -> _T:
     Raises:
         StopAsyncIteration: The stream is exhausted.
     """
-    token = _CURRENT_SLOT.set(slot)
+    token = CURRENT_SLOT.set(slot)
     try:
         return await anext(stream)
     finally:
-        _CURRENT_SLOT.reset(token)
+        CURRENT_SLOT.reset(token)
 
 
 def current_usage_slot() -> UsageSlot | None:
     """The innermost active `UsageSlot` of the current context, if any."""
-    return _CURRENT_SLOT.get()
+    return CURRENT_SLOT.get()
 
 
 def report_provider_usage(usage: ProviderUsage) -> bool:
@@ -438,7 +440,7 @@ def report_provider_usage(usage: ProviderUsage) -> bool:
     Returns:
         Whether a capture was active to receive it.
     """
-    slot = _CURRENT_SLOT.get()
+    slot = CURRENT_SLOT.get()
     if slot is None:
         return False
     for target in slot._chain():
@@ -1070,7 +1072,7 @@ class UsageTapTransport(httpx2.AsyncBaseTransport):
             The wrapped transport's response; with a capture active its stream is a pass-through tap.
         """
         # Bound now, in the sending task's context: the body may be read later, or by another task.
-        slot = _CURRENT_SLOT.get()
+        slot = CURRENT_SLOT.get()
         response = await self.wrapped.handle_async_request(request)
         if slot is not None:
             _tap_response(response, slot)
