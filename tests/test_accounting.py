@@ -21,8 +21,9 @@ import httpx2
 import openai
 import pytest
 from autogen_agentchat.agents import AssistantAgent
-from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, UserMessage
 from autogen_ext.models.cache import ChatCompletionCache
+from autogen_ext.models.openai import AzureOpenAIChatCompletionClient
 from genai_prices import Usage, calc_price
 
 from autogen_reliability import (
@@ -848,6 +849,97 @@ async def test_a_model_asked_for_in_extra_create_args_is_the_one_recorded_and_pr
     (row,) = rows(ledger)
     assert (row.provider, row.model, row.response_model) == ("openai", "acme-large", "acme-large")
     assert (row.cost_nanousd, row.price_source) == (30 * 10**9, "override")
+
+
+def azure_reply(model: str, *, streamed: bool) -> FakeReply:
+    """An answer as Azure OpenAI sends it: the model that answered named, content filter results, 1,000 + 100 tokens.
+
+    A stream opens with Azure's chunk of prompt filter results (no choices, no model, no id).
+    """
+    filtered = {"hate": {"filtered": False, "severity": "safe"}}
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}
+    answer = {"id": "chatcmpl-az", "created": 1, "model": model, "system_fingerprint": "fp_az"}
+    if not streamed:
+        message = {"role": "assistant", "content": "Hi"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "content_filter_results": filtered}
+        results = [{"prompt_index": 0, "content_filter_results": filtered}]
+        body = {**answer, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return FakeReply.malformed(json.dumps({**body, "prompt_filter_results": results}).encode())
+    chunk = {**answer, "object": "chat.completion.chunk"}
+    prompt_filtered = {"id": "", "created": 0, "model": "", "object": "", "choices": [], "prompt_filter_results": []}
+    events = [
+        prompt_filtered,
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant"}, "content_filter_results": {}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {"content": "Hi"}, "content_filter_results": filtered}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "content_filter_results": {}}]},
+        {**chunk, "choices": [], "usage": usage},
+    ]
+    stream = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return FakeReply.malformed(stream.encode(), content_type="text/event-stream")
+
+
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+async def test_an_azure_deployment_named_as_its_model_is_priced_as_the_model_that_answered(
+    ledger: tuple[UsageStore, UsageRecorder], fake_openai_server: FakeOpenAIServer, streamed: bool
+) -> None:
+    # model= the deployment's name, as many Azure users build it: no price table knows it, but Azure's answer names
+    # the model that answered, which is what the deployment bills. An answer from a model no table knows stays
+    # unpriced, never $0.
+    azure = AzureOpenAIChatCompletionClient(
+        model="my-gpt4o-prod",
+        azure_deployment="my-gpt4o-prod",
+        api_version="2024-10-21",
+        azure_endpoint=fake_openai_server.root_url,
+        api_key="0123456789abcdef0123456789abcdef",
+        model_info=ModelInfo(
+            vision=False, function_calling=True, json_output=True, family="unknown", structured_output=True
+        ),
+    )
+    client = reliable(azure, recorder=ledger[1], retry=RetryPolicy(max_attempts=1))
+    fake_openai_server.enqueue(azure_reply("gpt-4o-2024-08-06", streamed=streamed))
+    fake_openai_server.enqueue(azure_reply("acme-secret-model", streamed=streamed))
+    assert (await ask(client, streamed=streamed)).content == "Hi"
+    assert (await ask(client, streamed=streamed)).content == "Hi"
+    await client.close()
+
+    priced, unknown = rows(ledger)
+    usage = TokenUsage(prompt_tokens=1000, completion_tokens=100)
+    expected = PricingTable().price("gpt-4o", "azure", usage=usage, at=priced.started_at)
+    assert expected is not None
+    assert (priced.provider, priced.model, priced.response_model) == ("azure", "my-gpt4o-prod", "gpt-4o-2024-08-06")
+    assert (priced.prompt_tokens, priced.completion_tokens, priced.tokens_estimated) == (1000, 100, False)
+    assert priced.cost_nanousd == expected.nanousd > 0
+    assert priced.price_source == f"{expected.source}; priced as gpt-4o-2024-08-06"
+    assert (unknown.model, unknown.response_model) == ("my-gpt4o-prod", "acme-secret-model")
+    assert (unknown.cost_nanousd, unknown.price_source) == (None, None)
+
+
+async def test_a_model_the_table_knows_is_never_priced_as_the_one_that_answered(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # An override of the deployment's name wins; one dated after the request leaves it unpriced (the override is
+    # authoritative for the names it lists), not priced as the model that answered.
+    pricing = PricingTable(
+        {
+            "models": {
+                "prod-chat": {"input": "1", "output": "2"},
+                "later-chat": {"prices": [{"effective_from": "2999-01-01", "input": "1", "output": "2"}]},
+            }
+        }
+    )
+    usage = FakeUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    for name in ("prod-chat", "later-chat"):
+        fake_openai_server.enqueue(FakeReply.text("hi", model="gpt-4o-2024-08-06", usage=usage))
+        client = make_openai_client(model=name, model_info=UNKNOWN_MODEL_INFO)
+        with pytest.warns(UserWarning, match="Resolved model mismatch"):
+            await reliable(client, recorder=ledger[1], pricing=pricing).create(HI)
+    overridden, not_yet = rows(ledger)
+    assert (overridden.model, overridden.cost_nanousd, overridden.price_source) == ("prod-chat", 3 * 10**9, "override")
+    assert (not_yet.model, not_yet.response_model) == ("later-chat", "gpt-4o-2024-08-06")
+    assert (not_yet.cost_nanousd, not_yet.price_source) == (None, None)
 
 
 def raw_reply(model: str, usage: dict[str, Any], *, streamed: bool) -> FakeReply:

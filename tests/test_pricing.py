@@ -507,6 +507,24 @@ def test_provider_scoped_override_only_matches_its_provider() -> None:
     assert unknown.source == SOURCE
 
 
+def test_knows_says_whether_a_model_has_a_price_at_all_as_price_looks_it_up() -> None:
+    table = PricingTable(
+        {
+            "models": {
+                "prod-chat": {"provider": "azure", "input": 1, "output": 2},
+                "later-chat": {"prices": [{"effective_from": "2999-01-01", "input": 1, "output": 2}]},
+            }
+        }
+    )
+    assert table.knows("Prod-Chat", "Azure")
+    assert not table.knows("prod-chat", "openai")  # its override is Azure's only, and genai-prices has no such model
+    assert table.knows("later-chat", "openai")  # listed, though priced only from 2999
+    assert table.knows("gpt-4o-2024-08-06", "azure")
+    assert not table.knows("my-gpt4o-prod", "azure")
+    assert not table.knows("")
+    assert not PricingTable(use_genai_prices=False).knows("gpt-4o", "openai")
+
+
 def test_per_provider_entries_and_an_unscoped_one() -> None:
     table = PricingTable(
         {

@@ -59,7 +59,9 @@ class UsageEvent:
         reasoning_tokens: Completion tokens spent on reasoning, where reported.
         tokens_estimated: The token counts are an offline estimate (the provider reported none).
         cost_nanousd: Cost in nano-USD, rounded half-even once; None when unpriced.
-        price_source: Where the price came from, e.g. ``"genai-prices 0.2.3"`` or ``"override"``.
+        price_source: Where the price came from, e.g. ``"genai-prices 0.2.3"`` or ``"override"``; with
+            ``"; priced as <model>"`` after it when the model asked for has no price and the one that answered
+            (``response_model``) was priced instead.
         price_date: The date the applied price took effect, when known.
         outcome: ``ok``, ``error``, ``invalid`` (answered, but failed validation) or ``cancelled``.
         error_kind: The :class:`~autogen_reliability.ErrorKind` value of the error, if any.

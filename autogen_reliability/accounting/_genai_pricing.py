@@ -398,6 +398,10 @@ class GenaiPrices:
                 self._lookups.popitem(last=False)
         return entry
 
+    def knows(self, model: str, provider: str | None) -> bool:
+        """Whether genai-prices' data has ``model`` (lower case) at ``provider`` (normalised, or None)."""
+        return self._lookup(data_snapshot.get_snapshot(), model, provider) is not None
+
     def price(
         self, model: str, provider: str | None, usage: TokenUsage, when: datetime, service_tier: str | None = None
     ) -> Cost | None:

@@ -311,6 +311,34 @@ class AccountingLayer(Layer):
                 )
             return None
 
+    def _price_as_answered(
+        self,
+        call: Call,
+        attempt: AttemptEvent,
+        *,
+        model: str,
+        answered: str,
+        provider: str | None,
+        usage: dict[str, Any],
+        tier: str | None,
+    ) -> Cost | None:
+        """The cost of an attempt on a ``model`` the table has no price of, priced as the model that ``answered``.
+
+        A name the table does not know (an Azure deployment's, a gateway's alias) bills as the model the provider
+        says answered, and the source says so. One the table does not know either stays unpriced; a name it knows
+        but cannot price (before its override's first date, at a tier) is never priced as another model.
+        """
+        if answered.lower() == model.lower():
+            return None
+        try:
+            if self.pricing.knows(model, provider):
+                return None
+        except Exception:  # a table of one's own that cannot say: the row stays unpriced, as it priced it
+            logger.debug("could not ask the pricing table whether it knows %s", model, exc_info=True)
+            return None
+        price = self._price(call, attempt, model=answered, provider=provider, usage=usage, tier=tier)
+        return None if price is None else dataclasses.replace(price, source=f"{price.source}; priced as {answered}")
+
     def _event(self, call: Call, attempt: AttemptEvent, *, content: bool = True) -> UsageEvent:
         provider, model = self._describe(attempt.client, attempt.request.extra_create_args)
         result, error, raw = attempt.result, attempt.error, attempt.provider_usage
@@ -383,6 +411,10 @@ class AccountingLayer(Layer):
             }
             tier = raw.service_tier if raw is not None else None
             price = self._price(call, attempt, model=model, provider=provider, usage=usage, tier=tier)
+            if price is None and raw is not None and raw.model:
+                price = self._price_as_answered(
+                    call, attempt, model=model, answered=raw.model, provider=provider, usage=usage, tier=tier
+                )
             if price is not None:
                 cost, source, price_date = price.nanousd, price.source, price.effective_from
         final = result is not None and attempt.attempt == call.attempts

@@ -230,6 +230,25 @@ class PricingTable:
             return None
         return self._genai.price(model_key, provider_key, usage, when, tier)
 
+    def knows(self, model: str, provider: str | None = None) -> bool:
+        """Whether the table has a price of ``model`` (at ``provider``) at all, at whatever date or tier.
+
+        An override that lists it for that provider (or for any), or genai-prices' data, as :meth:`price`
+        looks it up. A model it knows may still be unpriced on a given day, at a tier, or without a latency.
+
+        Example:
+            >>> PricingTable().knows("gpt-4o", "azure"), PricingTable().knows("my-gpt4o-prod", "azure")
+            (True, False)
+        """
+        if not model:
+            return False
+        provider_key = _normalise_provider(provider)
+        model_key = model.strip().lower()
+        entries = self._overrides.get(model_key)
+        if entries is not None and (None in entries or (provider_key is not None and provider_key in entries)):
+            return True
+        return self._genai is not None and self._genai.knows(model_key, provider_key)
+
     @staticmethod
     def _price_override(override: Override, provider: str | None, usage: TokenUsage, day: date) -> Cost | None:
         rate = override.rate_on(day)
