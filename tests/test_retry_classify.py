@@ -220,6 +220,30 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             id="400-azure-content_filter",
         ),
         pytest.param(
+            # Azure's content filter as a gateway relays it (LiteLLM's proxy): its code the status, Azure's inner
+            # code kept beside it.
+            FakeReply.malformed(
+                b'{"error": {"message": "AzureException - The response was filtered due to the prompt triggering '
+                b'Azure OpenAI\'s content management policy.", "type": null, "param": null, "code": "400", '
+                b'"provider_specific_fields": {"innererror": {"code": "ResponsibleAIPolicyViolation", '
+                b'"content_filter_result": {"hate": {"filtered": true, "severity": "high"}}}}}}',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.CONTENT_FILTER,
+            id="400-azure-content_filter-relayed-innererror",
+        ),
+        pytest.param(
+            FakeReply.malformed(
+                b'{"error": {"message": "The response was filtered.", "code": "ResponsibleAIPolicyViolation", '
+                b'"innererror": {"code": "ResponsibleAIPolicyViolation"}}}',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.CONTENT_FILTER,
+            id="400-azure-ResponsibleAIPolicyViolation",
+        ),
+        pytest.param(
             FakeReply.error(400, "Rejected by the safety system.", code="content_policy_violation"),
             openai.BadRequestError,
             K.CONTENT_FILTER,

@@ -48,7 +48,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     maximum number of tokens allowed`` (Gemini), ``exceeds the available context
     size`` (llama.cpp's server) or text-generation-inference's two wordings of an
     input too long, with or without ``max_new_tokens`` -> CONTEXT_LENGTH;
-    code ``content_filter`` / ``content_policy_violation`` -> CONTENT_FILTER;
+    code ``content_filter`` / ``content_policy_violation``, or Azure's
+    ``ResponsibleAIPolicyViolation`` as the code or the ``innererror``'s code
+    (a gateway relaying Azure's refusal under a code of its own) -> CONTENT_FILTER;
     billing codes ``insufficient_quota`` (OpenAI 429, also when only the
     error's ``type`` says so and its code is null),
     ``contract_spend_limit_reached`` / ``enforced_spend_limit_reached``
@@ -227,6 +229,9 @@ _CONTEXT_LENGTH_MESSAGES: Final = (
     "`inputs` must have less than",
 )
 _CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_violation"})
+# Azure's inner code of a content filter refusal: the only one left where a gateway relays the refusal under a code
+# of its own ("400"), or where it is the top-level code.
+_AZURE_FILTER_CODE: Final = "responsibleaipolicyviolation"  # ResponsibleAIPolicyViolation, compared in lower case
 # Out of money rather than over a rate: waiting a few seconds never helps.
 _BILLING_CODES: Final = frozenset(
     {"insufficient_quota", "contract_spend_limit_reached", "enforced_spend_limit_reached"}
@@ -571,6 +576,13 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
         return None
     body = error_object(body)
     code = _error_code(exc, body)
+    inner = (
+        code,
+        _dig(body, "innererror", "code"),
+        _dig(body, "provider_specific_fields", "innererror", "code"),  # LiteLLM's proxy relaying Azure's
+    )
+    if any(isinstance(found, str) and found.strip().lower() == _AZURE_FILTER_CODE for found in inner):
+        code = "content_filter"
     if code is None:
         # OpenAI has sent an exhausted quota as {"type": "insufficient_quota", "code": null}: a 429 that only its
         # type tells apart from a rate limit. Only a billing type stands in for the code: the others ("requests",
