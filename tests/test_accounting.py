@@ -996,6 +996,111 @@ async def test_reasoning_tokens_a_provider_counts_apart_from_the_completion_are_
     assert row.cost_nanousd == 1000 * 1000 + 388 * 2000  # nano-USD at $1 and $2 per million tokens
 
 
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
+
+
+class _ToFakeServer(httpx2.AsyncBaseTransport):
+    """Sends a request made for another host (Gemini's) to the fake server, as that host would receive it."""
+
+    def __init__(self, server: FakeOpenAIServer) -> None:
+        self._server = server
+        self._inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.url = httpx2.URL(self._server.base_url + "/chat/completions")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def gemini_reply(model: str, usage: dict[str, Any], *, streamed: bool) -> FakeReply:
+    """An answer "Hi" as Gemini's OpenAI-compatible endpoint writes it: a stream's usage in its last chunk."""
+    if not streamed:
+        return raw_reply(model, usage, streamed=False)
+    chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": model}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+    ]
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+    return FakeReply.malformed(body.encode(), content_type="text/event-stream")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        # Gemini's OpenAI-compatible endpoint counts a thinking model's thoughts in total_tokens only.
+        pytest.param({"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1420}, id="thoughts-in-total"),
+        pytest.param(
+            {
+                "prompt_tokens": 1000,
+                "completion_tokens": 20,
+                "total_tokens": 1420,
+                "completion_tokens_details": {"reasoning_tokens": 400},
+            },
+            id="thoughts-in-details",
+        ),
+        pytest.param(  # as a gateway that counts them in the completion, as OpenAI does, writes it
+            {
+                "prompt_tokens": 1000,
+                "completion_tokens": 420,
+                "total_tokens": 1420,
+                "completion_tokens_details": {"reasoning_tokens": 400},
+            },
+            id="thoughts-in-completion",
+        ),
+    ],
+)
+async def test_a_gemini_thinking_models_thoughts_are_recorded_and_priced_as_output(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    usage: dict[str, Any],
+    streamed: bool,
+) -> None:
+    # Google bills a thinking model's thoughts at the output price; the 400 of them here are not in
+    # completion_tokens, only in total_tokens (or in completion_tokens_details.reasoning_tokens).
+    usage = {**usage, "prompt_tokens_details": {"cached_tokens": 600}}
+    fake_openai_server.enqueue(gemini_reply("gemini-2.5-flash", usage, streamed=streamed))
+    async with httpx2.AsyncClient(transport=_ToFakeServer(fake_openai_server)) as http:
+        inner = make_openai_client(model="gemini-2.5-flash", base_url=GEMINI_BASE_URL, http_client=http)
+        await ask(reliable(inner, recorder=ledger[1]), streamed=streamed)
+    (row,) = rows(ledger)
+    assert (row.provider, row.model, row.tokens_estimated, row.streamed) == (
+        "google",
+        "gemini-2.5-flash",
+        False,
+        streamed,
+    )
+    assert (row.prompt_tokens, row.cached_tokens) == (1000, 600)
+    assert (row.completion_tokens, row.reasoning_tokens) == (420, 400)
+    expected = calc_price(
+        Usage(input_tokens=1000, cache_read_tokens=600, output_tokens=420),
+        model_ref="gemini-2.5-flash",
+        provider_id="google",
+        genai_request_timestamp=row.started_at,
+    ).total_price
+    assert row.cost_nanousd == int((expected * Decimal(10**9)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+async def test_a_larger_total_tokens_of_a_model_that_is_no_gemini_leaves_its_completion_as_counted(
+    ledger: tuple[UsageStore, UsageRecorder],
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+) -> None:
+    # Only Gemini's endpoint is known to leave its thoughts out of completion_tokens; another server's total is
+    # not taken for reasoning.
+    usage = {"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1420}
+    fake_openai_server.enqueue(raw_reply("llama-3.1-8b-instant", usage, streamed=False))
+    pricing = PricingTable({"models": {"llama-3.1-8b-instant": {"input": "1", "output": "2"}}})
+    inner = make_openai_client(model="llama-3.1-8b-instant", model_info=UNKNOWN_MODEL_INFO)
+    await reliable(inner, recorder=ledger[1], pricing=pricing).create(HI)
+    (row,) = rows(ledger)
+    assert (row.prompt_tokens, row.completion_tokens, row.reasoning_tokens) == (1000, 20, None)
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["create", "create_stream"])
 async def test_prompt_cache_hits_a_provider_reports_in_its_own_fields_are_recorded_and_priced(
     ledger: tuple[UsageStore, UsageRecorder],

@@ -223,12 +223,14 @@ class ProviderUsage:
             ``input_tokens`` plus its cache reads and writes).
         completion_tokens: ``usage.completion_tokens`` (``output_tokens`` in Responses-API shapes), reasoning
             tokens included: where a provider counts them apart (xAI: its ``total_tokens`` is prompt +
-            completion + reasoning), they are added.
+            completion + reasoning; Gemini's OpenAI-compatible endpoint: its ``total_tokens`` is prompt +
+            completion + thoughts, with no detail), they are added.
         cached_tokens: ``usage.prompt_tokens_details.cached_tokens`` (or ``cache_read_input_tokens``, or
             DeepSeek's ``prompt_cache_hit_tokens``): prompt tokens served from the provider's prompt cache,
             included in ``prompt_tokens``.
         reasoning_tokens: ``usage.completion_tokens_details.reasoning_tokens``, included in
-            ``completion_tokens``.
+            ``completion_tokens``; of a Gemini model (its response's ``model`` names one) reporting none,
+            what its ``total_tokens`` counts beyond prompt and completion: its thoughts.
         cache_write_tokens: Anthropic-style ``cache_creation_input_tokens``, or OpenAI's
             ``usage.prompt_tokens_details.cache_write_tokens`` (``input_tokens_details`` in Responses-API shapes),
             if the provider reports it, included in ``prompt_tokens``.
@@ -548,6 +550,19 @@ def _provider_usage(
     ):
         # xAI counts reasoning beside the completion, not in it as OpenAI does (its total_tokens is prompt +
         # completion + reasoning), and bills it as output: our completion_tokens, as OpenAI's, includes it.
+        completion_tokens = _count(completion_tokens + reasoning_tokens)
+    elif (
+        reasoning_tokens is None
+        and completion_tokens is not None
+        and prompt_tokens is not None
+        and model is not None
+        and "gemini" in model.lower()
+        and (total := _count(usage.get("total_tokens"))) is not None
+        and total > prompt_tokens + completion_tokens
+    ):
+        # Gemini's OpenAI-compatible endpoint counts a thinking model's thoughts in total_tokens only, with no
+        # detail to say so, and Google bills them as output: they are the reasoning, inside our completion.
+        reasoning_tokens = total - prompt_tokens - completion_tokens
         completion_tokens = _count(completion_tokens + reasoning_tokens)
     result = ProviderUsage(
         prompt_tokens=prompt_tokens,
