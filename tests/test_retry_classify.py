@@ -291,6 +291,21 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             id="429-gemini-list",
         ),
         pytest.param(
+            # Gemini refuses a key it does not know (or one expired) with a 400 INVALID_ARGUMENT, not a 401: only the
+            # google.rpc.ErrorInfo's reason says that no request with that key can succeed.
+            FakeReply.malformed(
+                b'[{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": '
+                b'"INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": '
+                b'"API_KEY_INVALID", "domain": "googleapis.com", "metadata": {"service": '
+                b'"generativelanguage.googleapis.com"}}, {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", '
+                b'"locale": "en-US", "message": "API key not valid. Please pass a valid API key."}]}}]',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.AUTHENTICATION,
+            id="400-gemini-list-api-key-invalid",
+        ),
+        pytest.param(
             # llama.cpp's server: its own type, and a wording of its own.
             FakeReply.malformed(
                 b'{"error": {"code": 400, "message": "request (4390 tokens) exceeds the available context size '

@@ -54,7 +54,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     billing codes ``insufficient_quota`` (OpenAI 429, also when only the
     error's ``type`` says so and its code is null),
     ``contract_spend_limit_reached`` / ``enforced_spend_limit_reached``
-    (Anthropic 429) -> PERMISSION.
+    (Anthropic 429) -> PERMISSION; a ``google.rpc.ErrorInfo`` reason
+    ``API_KEY_INVALID`` (Google's 400 for a key it does not know or one
+    expired, Gemini's OpenAI-compatible endpoint's too) -> AUTHENTICATION.
 
 Exceptions, checked in this order (most specific first within an SDK):
 
@@ -232,10 +234,19 @@ _CONTENT_FILTER_CODES: Final = frozenset({"content_filter", "content_policy_viol
 # Azure's inner code of a content filter refusal: the only one left where a gateway relays the refusal under a code
 # of its own ("400"), or where it is the top-level code.
 _AZURE_FILTER_CODE: Final = "responsibleaipolicyviolation"  # ResponsibleAIPolicyViolation, compared in lower case
+# Google refuses an API key it does not know, or one expired, with a 400 INVALID_ARGUMENT rather than a 401; the reason
+# of the google.rpc.ErrorInfo among the error's details says so (Gemini's OpenAI-compatible endpoint included).
+_AUTHENTICATION_CODES: Final = frozenset({"api_key_invalid"})
 # Out of money rather than over a rate: waiting a few seconds never helps.
 _BILLING_CODES: Final = frozenset(
     {"insufficient_quota", "contract_spend_limit_reached", "enforced_spend_limit_reached"}
 )
+# What a code says of any 4xx, whatever its status (a context-length code or wording is checked first).
+_CODE_KINDS: Final[Mapping[str, ErrorKind]] = {
+    **dict.fromkeys(_CONTENT_FILTER_CODES, ErrorKind.CONTENT_FILTER),
+    **dict.fromkeys(_BILLING_CODES, ErrorKind.PERMISSION),
+    **dict.fromkeys(_AUTHENTICATION_CODES, ErrorKind.AUTHENTICATION),
+}
 # The HTTP status Anthropic documents for each error.type. An error event in the middle of a
 # stream arrives on a 200 response, so the type is the only clue to what happened.
 _ANTHROPIC_TYPE_STATUS: Final[Mapping[str, int]] = {
@@ -274,11 +285,8 @@ def kind_for_status(status: int, code: str | None = None, message: str | None = 
         lowered = message.lower() if message else ""
         if normalized in _CONTEXT_LENGTH_CODES or any(marker in lowered for marker in _CONTEXT_LENGTH_MESSAGES):
             return ErrorKind.CONTEXT_LENGTH
-        if normalized in _CONTENT_FILTER_CODES:
-            return ErrorKind.CONTENT_FILTER
-        if normalized in _BILLING_CODES:
-            return ErrorKind.PERMISSION
-        return _STATUS_KINDS.get(status, ErrorKind.BAD_REQUEST)
+        coded = _CODE_KINDS.get(normalized) if normalized else None
+        return coded or _STATUS_KINDS.get(status, ErrorKind.BAD_REQUEST)
     if 500 <= status <= 599:
         return _STATUS_KINDS.get(status, ErrorKind.SERVER_ERROR)
     return ErrorKind.UNKNOWN
@@ -590,7 +598,19 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
         error_type = _first_str(_attr(exc, "type"), _dig(body, "type"), _dig(body, "error", "type"))
         if error_type is not None and error_type.strip().lower() in _BILLING_CODES:
             code = error_type
+        else:
+            code = _google_reason(body)
     return kind_for_status(status, code, _error_message(exc, body))
+
+
+def _google_reason(error: object) -> str | None:
+    """The ``reason`` of a ``google.rpc.ErrorInfo`` among an error object's ``details`` (Google's code), if any."""
+    details = _dig(error, "details")
+    if isinstance(details, list):
+        for detail in details:
+            if isinstance(detail, Mapping) and detail.get("@type") == _ERROR_INFO:
+                return _first_str(detail.get("reason"))
+    return None
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:
@@ -707,6 +727,7 @@ def _retry_delay_in_body(exc: BaseException) -> float | None:
 
 
 _RETRY_INFO: Final = "type.googleapis.com/google.rpc.RetryInfo"
+_ERROR_INFO: Final = "type.googleapis.com/google.rpc.ErrorInfo"
 
 
 def _parse_duration(raw: object) -> float | None:
