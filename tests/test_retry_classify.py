@@ -306,6 +306,18 @@ def test_kind_for_status(status: int, code: str | None, message: str | None, exp
             id="400-gemini-list-api-key-invalid",
         ),
         pytest.param(
+            # Gemini's free tier refused where it is not offered (or the API where Google does not serve it): a 400
+            # FAILED_PRECONDITION, which no request of that project can pass until its billing or region changes.
+            FakeReply.malformed(
+                b'[{"error": {"code": 400, "message": "Gemini API free tier is not available in your country. Please '
+                b'enable billing on your project in Google AI Studio.", "status": "FAILED_PRECONDITION"}}]',
+                status=400,
+            ),
+            openai.BadRequestError,
+            K.PERMISSION,
+            id="400-gemini-list-failed-precondition",
+        ),
+        pytest.param(
             # llama.cpp's server: its own type, and a wording of its own.
             FakeReply.malformed(
                 b'{"error": {"code": 400, "message": "request (4390 tokens) exceeds the available context size '

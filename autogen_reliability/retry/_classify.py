@@ -56,7 +56,9 @@ Status table (:func:`kind_for_status`), applied to 4xx/5xx only:
     ``contract_spend_limit_reached`` / ``enforced_spend_limit_reached``
     (Anthropic 429) -> PERMISSION; a ``google.rpc.ErrorInfo`` reason
     ``API_KEY_INVALID`` (Google's 400 for a key it does not know or one
-    expired, Gemini's OpenAI-compatible endpoint's too) -> AUTHENTICATION.
+    expired, Gemini's OpenAI-compatible endpoint's too) -> AUTHENTICATION;
+    Google's ``status`` ``FAILED_PRECONDITION`` (Gemini's 400 for a free
+    tier not offered where the request comes from) -> PERMISSION.
 
 Exceptions, checked in this order (most specific first within an SDK):
 
@@ -237,6 +239,9 @@ _AZURE_FILTER_CODE: Final = "responsibleaipolicyviolation"  # ResponsibleAIPolic
 # Google refuses an API key it does not know, or one expired, with a 400 INVALID_ARGUMENT rather than a 401; the reason
 # of the google.rpc.ErrorInfo among the error's details says so (Gemini's OpenAI-compatible endpoint included).
 _AUTHENTICATION_CODES: Final = frozenset({"api_key_invalid"})
+# Google's status for a request no request of the project can pass until its billing or region changes: Gemini's
+# "free tier is not available in your country", "User location is not supported for the API use".
+_GOOGLE_PERMISSION_STATUSES: Final = frozenset({"failed_precondition"})
 # Out of money rather than over a rate: waiting a few seconds never helps.
 _BILLING_CODES: Final = frozenset(
     {"insufficient_quota", "contract_spend_limit_reached", "enforced_spend_limit_reached"}
@@ -246,6 +251,7 @@ _CODE_KINDS: Final[Mapping[str, ErrorKind]] = {
     **dict.fromkeys(_CONTENT_FILTER_CODES, ErrorKind.CONTENT_FILTER),
     **dict.fromkeys(_BILLING_CODES, ErrorKind.PERMISSION),
     **dict.fromkeys(_AUTHENTICATION_CODES, ErrorKind.AUTHENTICATION),
+    **dict.fromkeys(_GOOGLE_PERMISSION_STATUSES, ErrorKind.PERMISSION),
 }
 # The HTTP status Anthropic documents for each error.type. An error event in the middle of a
 # stream arrives on a 200 response, so the type is the only clue to what happened.
@@ -604,13 +610,15 @@ def _by_status(exc: BaseException, status: object, body: object) -> ErrorKind | 
 
 
 def _google_reason(error: object) -> str | None:
-    """The ``reason`` of a ``google.rpc.ErrorInfo`` among an error object's ``details`` (Google's code), if any."""
+    """Google's code of an error object: the ``reason`` of a ``google.rpc.ErrorInfo`` among its ``details``, else
+    its ``status`` when that is ``FAILED_PRECONDITION`` (other statuses say no more than the HTTP status)."""
     details = _dig(error, "details")
     if isinstance(details, list):
         for detail in details:
             if isinstance(detail, Mapping) and detail.get("@type") == _ERROR_INFO:
                 return _first_str(detail.get("reason"))
-    return None
+    status = _first_str(_dig(error, "status"))
+    return status if status is not None and status.lower() in _GOOGLE_PERMISSION_STATUSES else None
 
 
 def _error_code(exc: BaseException, body: object) -> str | None:
