@@ -350,9 +350,11 @@ class ProviderResponseError(ReliabilityError):
     begun): status 200, body ``{"error": {"code": 502, "message": "..."}}``. AutoGen's OpenAI client finds no
     completion in it and fails with a ``TypeError`` (a stream: ends empty); the wrapper raises this instead.
     :func:`~autogen_reliability.retry.classify_error` classifies it as the HTTP status its ``code`` names
-    (502 a server error, retried; 429 a rate limit; 401 an authentication error, never retried), and as a
-    server error when the code names none (OpenRouter's ``"server_error"``), as it does an error event in a
-    stream. Its texts have secrets redacted, as every error of ours.
+    (502 a server error, retried; 429 a rate limit; 401 an authentication error, never retried; OpenAI's
+    ``"context_length_exceeded"`` a 400 whose prompt is too long), else its ``type`` (Anthropic's
+    ``"authentication_error"``, ``"overloaded_error"``, ...: a gateway passing Anthropic's error on with a 200),
+    and as a server error when neither names one, as it does an error event in a stream. Its texts have
+    secrets redacted, as every error of ours.
 
     Attributes:
         status_code: The HTTP status the response was sent with (a 2xx, usually 200), which the usage row's

@@ -66,6 +66,8 @@ class AnthropicReply:
         end_after_events: Send only this many of the stream's events, then end the body cleanly.
         end_within: With ``end_after_events``, also send the next event's bytes up to this text in it (the body
             then ends inside that event).
+        json_body: Send this JSON object with status 200 instead of the message or stream, whatever the request
+            asked for (as a gateway in front of the API may answer an error).
     """
 
     text: str
@@ -80,6 +82,7 @@ class AnthropicReply:
     hold_after_events: int | None = None
     end_after_events: int | None = None
     end_within: str | None = None
+    json_body: Mapping[str, Any] | None = None
 
 
 class _CutOff(Exception):
@@ -173,6 +176,8 @@ class FakeAnthropicServer:
             return JSONResponse(error, status_code=500)
         ordinal = len(self.requests)
         headers = {"request-id": f"req_fake_{ordinal}", **reply.headers}
+        if reply.json_body is not None:
+            return JSONResponse(reply.json_body, headers=headers)
         if body.get("stream"):
             return StreamingResponse(
                 self._stream(reply, ordinal), media_type="text/event-stream; charset=utf-8", headers=headers

@@ -28,7 +28,7 @@ from autogen_ext.models.anthropic import (
 )
 from genai_prices import extract_usage
 
-from autogen_reliability import RetryPolicy, TruncatedStreamError, reliable
+from autogen_reliability import ProviderResponseError, RetryPolicy, TruncatedStreamError, reliable
 from autogen_reliability.accounting import PricingTable
 from autogen_reliability.health import HealthProbe
 from autogen_reliability.providers._usage_tap import (
@@ -51,6 +51,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The model 'claude-sonnet-4-0' is
 
 MODEL = "claude-sonnet-4-0"
 SNAPSHOT = "claude-sonnet-4-20250514"
+OPUS = "claude-opus-4-1"
 CACHED: dict[str, Any] = {
     "input_tokens": 1000,
     "output_tokens": 500,
@@ -676,3 +677,44 @@ async def test_the_active_check_of_a_client_that_thinks_is_a_request_the_api_tak
     assert (check.ok, check.method, check.error) == (True, "completion", None)
     (sent,) = server.requests
     assert (sent["max_tokens"], sent["thinking"]) == (1, {"type": "disabled"})
+
+
+# An Anthropic error object answered with status 200 (a gateway in front of the API), to a message or a stream asked
+# for: classified by the status Anthropic documents for its type, as the same object as a stream's `event: error` is.
+GATEWAY_ERRORS = {
+    "authentication_error": ("invalid x-api-key", "authentication", [MODEL]),
+    "invalid_request_error": ("prompt is too long: 250000 tokens > 200000 maximum", "context_length", [MODEL, OPUS]),
+    "overloaded_error": ("Overloaded", "overloaded", [MODEL, MODEL]),
+}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("error_type", GATEWAY_ERRORS)
+async def test_an_anthropic_error_object_on_a_200_is_classified_by_its_type(
+    server: FakeAnthropicServer, ledger: Ledger, error_type: str, streamed: bool
+) -> None:
+    message, kind, models = GATEWAY_ERRORS[error_type]
+    error = {"type": "error", "error": {"type": error_type, "message": message}}
+    server.enqueue(AnthropicReply("", SNAPSHOT, CACHED, json_body=error), AnthropicReply("Hello", SNAPSHOT, CACHED))
+    client = reliable(
+        AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url),
+        recorder=ledger[1],
+        retry=RetryPolicy(initial_delay=0.01, max_delay=0.05),
+        fallbacks=[AnthropicChatCompletionClient(model=OPUS, api_key="sk-local", base_url=server.base_url)],
+    )
+    try:
+        if len(models) == 1:
+            with pytest.raises(ProviderResponseError, match="invalid x-api-key"):
+                await (collect(client.create_stream(HELLO)) if streamed else client.create(HELLO))
+        else:
+            result = (await collect(client.create_stream(HELLO)))[-1] if streamed else await client.create(HELLO)
+            assert result.content == "Hello"
+    finally:
+        await client.close()
+    assert [request["model"] for request in server.requests] == models
+    rows = sorted(ledger_rows(ledger), key=lambda row: row.attempt)
+    answered = [("ok", None, None, models[1])] if len(models) > 1 else []
+    assert [(row.outcome, row.error_kind, row.http_status, row.model) for row in rows] == [
+        ("error", kind, 200, MODEL),
+        *answered,
+    ]

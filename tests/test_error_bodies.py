@@ -112,6 +112,85 @@ async def test_an_error_body_on_a_200_is_classified_by_the_status_its_code_names
     assert "Upstream provider failed" in str(failed.error_message)
 
 
+# Error objects whose code is no number: the status is the one their code, else their type, names (OpenAI's codes,
+# as a proxy passes them on with a 200; Anthropic's types, as a gateway in front of it does), else none.
+NAMED: dict[str, tuple[object, ErrorKind]] = {
+    "openai-context-length": (
+        {
+            "message": "This model's maximum context length is 128000 tokens.",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        },
+        ErrorKind.CONTEXT_LENGTH,
+    ),
+    "openai-bad-key": (
+        {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"},
+        ErrorKind.AUTHENTICATION,
+    ),
+    "openai-quota": (
+        {"message": "You exceeded your current quota", "type": "insufficient_quota", "code": None},
+        ErrorKind.PERMISSION,
+    ),
+    "openai-rate-limit": (
+        {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"},
+        ErrorKind.RATE_LIMIT,
+    ),
+    "openai-model": (
+        {"message": "The model `gpt-9` does not exist", "type": "invalid_request_error", "code": "model_not_found"},
+        ErrorKind.NOT_FOUND,
+    ),
+    "anthropic-auth": ({"type": "authentication_error", "message": "invalid x-api-key"}, ErrorKind.AUTHENTICATION),
+    "anthropic-prompt-too-long": (
+        {"type": "invalid_request_error", "message": "prompt is too long: 250000 tokens > 200000 maximum"},
+        ErrorKind.CONTEXT_LENGTH,
+    ),
+    "anthropic-overloaded": ({"type": "overloaded_error", "message": "Overloaded"}, ErrorKind.OVERLOADED),
+    "message-only-context-length": ({"message": "maximum context length is 8192 tokens"}, ErrorKind.CONTEXT_LENGTH),
+    "string-context-length": ("prompt is too long", ErrorKind.CONTEXT_LENGTH),
+    "names-none": ({"message": "Upstream provider failed", "type": "upstream"}, ErrorKind.SERVER_ERROR),
+}
+# What a wrapper with a fallback does of each kind: retry it on the primary, send it to the fallback, or raise it.
+GOES = {
+    ErrorKind.SERVER_ERROR: "retried",
+    ErrorKind.OVERLOADED: "retried",
+    ErrorKind.RATE_LIMIT: "retried",
+    ErrorKind.CONTEXT_LENGTH: "fallback",
+}
+
+
+@pytest.mark.parametrize("name", NAMED)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_an_error_body_without_a_numeric_code_is_classified_by_the_code_or_type_it_names(
+    shape: Shape,
+    name: str,
+    fake_openai_server: FakeOpenAIServer,
+    make_openai_client: OpenAIClientFactory,
+    ledger: Ledger,
+) -> None:
+    error, kind = NAMED[name]
+    wire = {"error": error}
+    if shape == "stream-event":
+        reply = FakeReply.malformed(sse(wire), content_type="text/event-stream")
+    else:
+        reply = FakeReply.malformed(json.dumps(wire).encode())
+    fake_openai_server.enqueue(reply, FakeReply.text("answered"))
+    client = reliable(
+        make_openai_client(), retry=FAST, recorder=ledger[1], fallbacks=[make_openai_client(model="gpt-4.1")]
+    )
+    goes = GOES.get(kind, "raised")
+    if goes == "raised":
+        with pytest.raises(openai.APIError if shape == "stream-event" else ProviderResponseError) as caught:
+            await call(client, shape)
+        assert classify_error(caught.value) is kind
+    else:
+        assert (await call(client, shape)).content == "answered"
+    models = {"retried": [MODEL, MODEL], "fallback": [MODEL, "gpt-4.1"], "raised": [MODEL]}[goes]
+    assert [request.model for request in fake_openai_server.requests] == models
+    expected = [("error", kind.value, MODEL)] + ([("ok", None, models[1])] if goes != "raised" else [])
+    assert [(row.outcome, row.error_kind, row.model) for row in rows(ledger)] == expected
+
+
 @pytest.mark.parametrize("shape", ["create", "stream-json"])
 async def test_the_error_body_is_raised_as_our_error_with_the_providers_code_and_message_redacted(
     shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger

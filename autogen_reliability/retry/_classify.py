@@ -88,8 +88,13 @@ Exceptions, checked in this order (most specific first within an SDK):
     ``openai.APIStatusError``                          status table
     ``openai.APIError`` (an SSE event with an          status table, via the
     ``error``: status is 200)                          status ``error.code``
-                                                       names (OpenRouter's);
+                                                       names (OpenRouter's
+                                                       502, OpenAI's codes),
+                                                       else ``error.type``
+                                                       (Anthropic's types);
                                                        SERVER_ERROR if none
+                                                       (CONTEXT_LENGTH for a
+                                                       context-length wording)
     ``openai.LengthFinishReasonError``                 INVALID_RESPONSE
     ``openai.ContentFilterFinishReasonError``          CONTENT_FILTER
     ``anthropic.APITimeoutError``                      TIMEOUT
@@ -269,6 +274,22 @@ _ANTHROPIC_TYPE_STATUS: Final[Mapping[str, int]] = {
 }
 
 
+# Of an error object that arrived on a 2xx (a gateway's, a proxy's, an error event in a stream), the HTTP status
+# its code or type names where neither is a number: Anthropic's types (above), and the codes OpenAI sends with
+# its 4xx and 5xx (whose type, "invalid_request_error" for a bad key too, says less).
+_ERROR_NAME_STATUS: Final[Mapping[str, int]] = {
+    **_ANTHROPIC_TYPE_STATUS,
+    "context_length_exceeded": 400,
+    "content_filter": 400,
+    "content_policy_violation": 400,
+    "invalid_api_key": 401,
+    "model_not_found": 404,
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+}
+
+
 def kind_for_status(status: int, code: str | None = None, message: str | None = None) -> ErrorKind:
     """Classify an HTTP error status, refined by the provider's error code and message.
 
@@ -288,8 +309,7 @@ def kind_for_status(status: int, code: str | None = None, message: str | None = 
     """
     if 400 <= status <= 499:
         normalized = code.strip().lower() if code else None
-        lowered = message.lower() if message else ""
-        if normalized in _CONTEXT_LENGTH_CODES or any(marker in lowered for marker in _CONTEXT_LENGTH_MESSAGES):
+        if normalized in _CONTEXT_LENGTH_CODES or _says_context_length(message):
             return ErrorKind.CONTEXT_LENGTH
         coded = _CODE_KINDS.get(normalized) if normalized else None
         return coded or _STATUS_KINDS.get(status, ErrorKind.BAD_REQUEST)
@@ -427,21 +447,39 @@ def _openai_status(exc: BaseException) -> ErrorKind:
 
 
 def _openai_error_event(exc: BaseException) -> ErrorKind:
-    # An error object on a 200, as an SSE event's or a whole body's: a failure of the server's, unless its code is
-    # the HTTP status the failure would have had (OpenRouter's), which then decides as that status would.
+    # An error object on a 200, as an SSE event's or a whole body's: decided by the status it names (see
+    # _by_status_in_error); a failure of the server's when it names none.
     return _by_status_in_error(_attr(exc, "body")) or ErrorKind.SERVER_ERROR
 
 
 def _by_status_in_error(error: object) -> ErrorKind | None:
-    """The status table's verdict on an error object whose ``code`` is an HTTP error status, else None."""
+    """The status table's verdict on an error object that arrived on a 2xx, by the status it names, else None.
+
+    The status is its ``code`` where that is an HTTP error status (OpenRouter's ``502``, LiteLLM's ``"429"``), else
+    the one its ``code`` or then its ``type`` names (`_ERROR_NAME_STATUS`: OpenAI's codes, Anthropic's types), else
+    none; a message in a context-length wording is a ``CONTEXT_LENGTH`` whatever it came with.
+    """
     code = _dig(error, "code")
+    error_type = _first_str(_dig(error, "type"))
+    message = _first_str(_dig(error, "message"), error)  # {"error": "..."}: the error is its message
     if isinstance(code, str) and code.isascii() and code.isdigit() and len(code) == 3:
         code = int(code)
-    if not isinstance(code, int) or isinstance(code, bool) or not 400 <= code <= 599:
-        return None
-    # The code is the status; the type refines it as a code would (a billing type: out of quota, not a rate limit),
-    # and the message as any status's (a context-length wording).
-    return kind_for_status(code, _first_str(_dig(error, "type")), _first_str(_dig(error, "message")))
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        # The code is the status; the type refines it as a code would (a billing type: out of quota, not a rate
+        # limit), and the message as any status's (a context-length wording).
+        return kind_for_status(code, error_type, message)
+    name = _first_str(code)
+    for named in (name, error_type):
+        status = _ERROR_NAME_STATUS.get(named.strip().lower()) if named else None
+        if status is not None:
+            # A billing type stands in for a code, as on a 429 (see _by_status).
+            return kind_for_status(status, name or error_type, message)
+    return kind_for_status(400, None, message) if _says_context_length(message) else None
+
+
+def _says_context_length(message: str | None) -> bool:
+    lowered = message.lower() if message else ""
+    return any(marker in lowered for marker in _CONTEXT_LENGTH_MESSAGES)
 
 
 def _anthropic_status(exc: BaseException) -> ErrorKind:
