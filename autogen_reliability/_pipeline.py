@@ -660,6 +660,13 @@ class Pipeline:
                 raise
         finally:
             CURRENT_SLOT.reset(token)
+        if slot.body_error is not None and result.finish_reason == "unknown":
+            # An error beside a choice whose finish reason AutoGen does not know (OpenRouter's "error": the
+            # generation failed part-way): what came is no answer; the error is the provider's.
+            error = self._error_in_body(slot, stream=False)
+            if error is not None:
+                attempt.finish(None, error, _usage_of(slot), _received(slot, answered=False, chars=0))
+                raise error
         attempt.finish(result, None, _usage_of(slot))
         return result
 

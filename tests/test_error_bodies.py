@@ -304,6 +304,26 @@ async def test_an_error_beside_a_valid_completion_is_left_alone(
     assert [(row.outcome, row.error_kind) for row in rows(ledger)] == [("ok", None)]
 
 
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_an_error_beside_a_choice_that_failed_is_the_error(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    # OpenRouter's form of a generation that failed part-way: what arrived, its finish reason "error", the error.
+    failed = {"index": 0, "message": {"role": "assistant", "content": "Hel"}, "finish_reason": "error"}
+    body = {**FAKE_COMPLETION, "choices": [failed], "error": {"code": 502, "message": "Provider disconnected"}}
+    fake_openai_server.enqueue(FakeReply.malformed(json.dumps(body).encode()), FakeReply.text("recovered"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    result = await client.create(HI)
+    assert result.content == "recovered"
+    assert fake_openai_server.request_count == 2
+    failed_row, answered = rows(ledger)
+    assert (failed_row.outcome, failed_row.error_kind, failed_row.http_status) == ("error", "server_error", 200)
+    assert "Provider disconnected" in str(failed_row.error_message)
+    # The tokens the provider counted for the failed generation, as it bills them.
+    assert (failed_row.prompt_tokens, failed_row.completion_tokens, failed_row.tokens_estimated) == (3, 1, False)
+    assert answered.outcome == "ok"
+
+
 # A 200 whose body is no completion at all, asked for as a completion or as a stream. The openai SDK hands a body
 # that is not JSON to AutoGen as a string (AttributeError: 'str' object has no attribute 'usage'), and reads one
 # without an event as an empty stream: AutoGen's answer was "" with finish reason "unknown", a success.
