@@ -654,7 +654,8 @@ class Pipeline:
                 # AutoGen fails on a 200 whose body is an error (TypeError: no choices) or no JSON object at all
                 # (AttributeError: the SDK handed it a str): the error is the provider's.
                 error = self._error_in_body(slot, stream=False) if isinstance(exc, Exception) else None
-                attempt.finish(None, error or exc, _usage_of(slot), _received(slot, answered=False, chars=0))
+                received = None if _refused(error) else _received(slot, answered=False, chars=0)
+                attempt.finish(None, error or exc, _usage_of(slot), received)
                 if error is not None:
                     raise error from exc
                 raise
@@ -737,7 +738,8 @@ class Pipeline:
         except BaseException as exc:
             # A consumer that stops reading after the final result has had a complete answer.
             error = None if isinstance(exc, GeneratorExit) and result is not None else exc
-            attempt.finish(result, error, _usage_of(slot), _received(slot, answered=answered, chars=chars))
+            received = None if _refused(error) else _received(slot, answered=answered, chars=chars)
+            attempt.finish(result, error, _usage_of(slot), received)
             raise
         if result is None:
             attempt.finish(
@@ -832,6 +834,15 @@ def _usage_of(slot: UsageSlot) -> ProviderUsage | None:
         if slot.model is not None:
             return ProviderUsage(None, None, None, None, None, slot.model, slot.response_id)
     return usage
+
+
+def _refused(error: BaseException | None) -> bool:
+    """Whether ``error`` is an error object a provider sent with a successful status in place of any answer.
+
+    It refused the request as the status it names would have (a 401, a 429, a 502 upstream): nothing was generated,
+    so, as for that status, nothing is estimated (`_received` is None); usage the body reported still counts.
+    """
+    return isinstance(error, ProviderResponseError) and not isinstance(error, MalformedResponseError)
 
 
 def _received(slot: UsageSlot, *, answered: bool, chars: int) -> int | None:

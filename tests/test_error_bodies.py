@@ -192,6 +192,23 @@ async def test_an_error_body_without_a_numeric_code_is_classified_by_the_code_or
 
 
 @pytest.mark.parametrize("shape", ["create", "stream-json"])
+@pytest.mark.autogen_reliability(allow_unused=True)  # the spare reply shows nothing retried
+async def test_an_error_body_counts_no_tokens_as_the_status_it_names_would_not(
+    shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
+) -> None:
+    # The provider refused the request, as a 429 or a 401 sent as a status does: nothing was generated or billed.
+    fake_openai_server.enqueue(error_reply(shape, 429), FakeReply.error(429), FakeReply.text("recovered"))
+    client = reliable(make_openai_client(), retry=FAST, recorder=ledger[1])
+    assert (await call(client, shape)).content == "recovered"
+    in_body, as_status, answered = rows(ledger)
+    assert (in_body.http_status, as_status.http_status) == (200, 429)
+    for row in (in_body, as_status):
+        assert (row.error_kind, row.prompt_tokens, row.completion_tokens) == ("rate_limit", 0, 0)
+        assert (row.tokens_estimated, row.cost_nanousd) == (False, 0)
+    assert answered.outcome == "ok"
+
+
+@pytest.mark.parametrize("shape", ["create", "stream-json"])
 async def test_the_error_body_is_raised_as_our_error_with_the_providers_code_and_message_redacted(
     shape: Shape, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory, ledger: Ledger
 ) -> None:
