@@ -583,7 +583,14 @@ async def test_dump_and_load_component_round_trip_the_script() -> None:
             "text",
             {"json": True},
             ScriptedReply.tool_call("add", {"a": 1}),
-            ScriptedReply.text("slow", delay=math.inf, usage=FakeUsage(3, 4, cached_tokens=2), model="snap"),
+            ScriptedReply.text(
+                "slow",
+                delay=math.inf,
+                usage=FakeUsage(
+                    3, 4, cached_tokens=1, cache_write_tokens=1, input_audio_tokens=1, output_audio_tokens=2
+                ),
+                model="snap",
+            ),
             ScriptedReply.stream(["a", "b"]),
         ],
         model="claude-3-5-haiku-latest",
@@ -990,6 +997,19 @@ async def test_usage_rows_carry_the_items_usage_and_model(mode: Mode, ledger: Le
         provider_id="openai",
     ).total_price
     assert answered.cost_nanousd == int((expected * Decimal(10**9)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+async def test_usage_rows_carry_the_items_cache_writes(ledger: Ledger) -> None:
+    client = ScriptedChatCompletionClient(
+        [
+            ScriptedReply.text(
+                "Hello!", usage=FakeUsage(prompt_tokens=1200, completion_tokens=80, cache_write_tokens=900)
+            )
+        ]
+    )
+    await reliable(client, recorder=ledger[1]).create(HI)
+    (row,) = ledger_rows(ledger)
+    assert (row.prompt_tokens, row.cached_tokens, row.cache_write_tokens) == (1200, None, 900)
 
 
 async def test_usage_rows_of_the_word_count_and_of_an_unpriced_model(ledger: Ledger) -> None:

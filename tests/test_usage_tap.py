@@ -139,6 +139,36 @@ async def test_create_records_cached_and_reasoning_tokens_and_the_model(
     assert (slot.responses, slot.tap_failures) == (1, 0)
 
 
+async def test_fake_usage_scripts_cache_writes_and_audio_tokens_in_openai_details(
+    server: FakeOpenAIServer, make_client: ClientFactory
+) -> None:
+    usage = FakeUsage(
+        prompt_tokens=300,
+        completion_tokens=40,
+        cached_tokens=100,
+        cache_write_tokens=150,
+        input_audio_tokens=20,
+        output_audio_tokens=25,
+    )
+    assert usage.to_openai() == {
+        "prompt_tokens": 300,
+        "completion_tokens": 40,
+        "total_tokens": 340,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 150, "audio_tokens": 20},
+        "completion_tokens_details": {"audio_tokens": 25},
+    }
+    server.enqueue(FakeReply.text("Hello!", usage=usage))
+
+    with capture_provider_usage() as slot:
+        await make_client().create(USER)
+
+    assert slot.usage is not None
+    assert (slot.usage.cached_tokens, slot.usage.cache_write_tokens, slot.usage.reasoning_tokens) == (100, 150, None)
+    assert (slot.usage.input_audio_tokens, slot.usage.output_audio_tokens) == (20, 25)
+    with pytest.raises(ValueError, match="cache_write_tokens must be >= 0"):
+        FakeUsage(1, 1, cache_write_tokens=-1)
+
+
 async def test_requests_outside_a_capture_are_not_recorded(
     server: FakeOpenAIServer, make_client: ClientFactory
 ) -> None:

@@ -132,17 +132,32 @@ class FakeUsage:
         completion_tokens: Tokens attributed to the reply.
         cached_tokens: Emitted as ``prompt_tokens_details.cached_tokens`` when given.
         reasoning_tokens: Emitted as ``completion_tokens_details.reasoning_tokens`` when given.
+        cache_write_tokens: Of ``prompt_tokens``, those written to the prompt cache; emitted as
+            ``prompt_tokens_details.cache_write_tokens`` when given.
+        input_audio_tokens: Of ``prompt_tokens``, those of audio; emitted as
+            ``prompt_tokens_details.audio_tokens`` when given.
+        output_audio_tokens: Of ``completion_tokens``, those of audio; emitted as
+            ``completion_tokens_details.audio_tokens`` when given.
     """
 
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "completion_tokens"):
             _check_count(name, getattr(self, name))
-        for name in ("cached_tokens", "reasoning_tokens"):
+        for name in (
+            "cached_tokens",
+            "reasoning_tokens",
+            "cache_write_tokens",
+            "input_audio_tokens",
+            "output_audio_tokens",
+        ):
             _check_count(name, getattr(self, name), optional=True)
 
     @property
@@ -161,11 +176,22 @@ class FakeUsage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens is not None:
-            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
-        if self.reasoning_tokens is not None:
-            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        prompt = _details(
+            cached_tokens=self.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            audio_tokens=self.input_audio_tokens,
+        )
+        completion = _details(reasoning_tokens=self.reasoning_tokens, audio_tokens=self.output_audio_tokens)
+        if prompt:
+            usage["prompt_tokens_details"] = prompt
+        if completion:
+            usage["completion_tokens_details"] = completion
         return usage
+
+
+def _details(**counts: int | None) -> dict[str, int]:
+    """A ``*_tokens_details`` object: the counts that were given, in OpenAI's field names."""
+    return {name: count for name, count in counts.items() if count is not None}
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,8 +95,8 @@ class ScriptedReply:
             ``call_1``, ``call_2``, ... in serving order, as `FakeOpenAIServer` numbers them).
         usage: The tokens to report (a ``FakeUsage``, kept so; a ``RequestUsage`` becomes one); None
             for the client's default (its ``usage=``, else the word rule of
-            `ScriptedChatCompletionClient`). ``cached_tokens`` and ``reasoning_tokens``
-            reach the usage ledger as a provider's would.
+            `ScriptedChatCompletionClient`). Its cached, cache-write, reasoning and audio
+            tokens reach the usage ledger as a provider's would.
         finish_reason: As AutoGen reports it (``"stop"``, ``"length"``, ``"function_calls"``, ...).
         thought: Reasoning text, or the text a model sent alongside tool calls.
         model: The model that answered, as a provider reports it (e.g. a dated snapshot);
@@ -469,6 +469,9 @@ class _UsageConfig(BaseModel):
     completion_tokens: int
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    input_audio_tokens: int | None = None
+    output_audio_tokens: int | None = None
 
 
 class _ReplyConfig(BaseModel):
@@ -902,9 +905,11 @@ class ScriptedChatCompletionClient(ChatCompletionClient, Component[ScriptedChatC
                     completion_tokens=usage.completion_tokens,
                     cached_tokens=usage.cached_tokens,
                     reasoning_tokens=usage.reasoning_tokens,
-                    cache_write_tokens=None,
+                    cache_write_tokens=usage.cache_write_tokens,
                     cache_write_1h_tokens=None,
                     model=reply.model or self.model,
+                    input_audio_tokens=usage.input_audio_tokens,
+                    output_audio_tokens=usage.output_audio_tokens,
                     response_id=f"scripted-{request.index + 1}",
                 )
             )
@@ -1102,13 +1107,16 @@ def _usage_config(usage: FakeUsage | None) -> _UsageConfig | None:
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        input_audio_tokens=usage.input_audio_tokens,
+        output_audio_tokens=usage.output_audio_tokens,
     )
 
 
 def _usage_from_config(config: _UsageConfig | None) -> FakeUsage | None:
     if config is None:
         return None
-    return FakeUsage(config.prompt_tokens, config.completion_tokens, config.cached_tokens, config.reasoning_tokens)
+    return FakeUsage(**config.model_dump())
 
 
 def _reply_config(reply: ScriptedReply, where: int | str) -> _ReplyConfig:
