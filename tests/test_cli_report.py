@@ -439,7 +439,7 @@ def test_the_waste_of_a_group_whose_wasted_attempts_had_no_price_is_unpriced_in_
     assert data["top_sessions"][0]["waste_unpriced_attempts"] == 1
     lines = report("csv").splitlines()
     header = lines[0].split(",")
-    assert header[-1] == "waste_unpriced_attempts"
+    assert header[-2:] == ["waste_unpriced_attempts", "cache_write_tokens"]  # added last, in this order
     written = {line.split(",")[0]: dict(zip(header, line.split(","), strict=True)) for line in lines[1:]}
     assert (written["writer"]["waste_cost_usd"], written["writer"]["waste_unpriced_attempts"]) == ("0", "1")
     assert (written["critic"]["waste_cost_usd"], written["critic"]["waste_unpriced_attempts"]) == ("0.002", "0")

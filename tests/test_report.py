@@ -126,6 +126,10 @@ def make_event(
     else:
         cost = rng.randrange(0, 30_000_000)
     latency = 0.0 if rng.random() < 0.02 else round(rng.lognormvariate(math.log(800), 0.9), 3)
+    cached = rng.randrange(0, prompt + 1) if prompt and rng.random() < 0.4 else None
+    # Cache writes from a generator of their own, so the rest of the ledger is drawn as before they were added.
+    writes = random.Random(call_id.int + attempt)
+    cache_writes = writes.randrange(0, prompt - (cached or 0) + 1) if prompt and writes.random() < 0.3 else None
     return UsageEvent(
         call_id=call_id,
         attempt=attempt,
@@ -139,7 +143,8 @@ def make_event(
         model=model,
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cached_tokens=rng.randrange(0, prompt + 1) if prompt and rng.random() < 0.4 else None,
+        cached_tokens=cached,
+        cache_write_tokens=cache_writes,
         reasoning_tokens=rng.randrange(0, completion + 1) if completion and rng.random() < 0.2 else None,
         cost_nanousd=cost,
         outcome=outcome,  # type: ignore[arg-type]
@@ -191,6 +196,7 @@ def usage_of(events: Sequence[UsageEvent]) -> Usage:
         latency_p50_ms=percentile_cont(latencies, 0.5) if events else None,
         latency_p95_ms=percentile_cont(latencies, 0.95) if events else None,
         waste_unpriced_attempts=sum(1 for e in waste if e.cost_nanousd is None),
+        cache_write_tokens=sum(e.cache_write_tokens or 0 for e in events),
     )
 
 
@@ -414,6 +420,7 @@ def test_the_ledger_has_what_the_oracle_needs() -> None:
         assert any(getattr(e, name) is None for e in EVENTS), name
     assert any(e.latency_ms == 0 for e in EVENTS)
     assert any(e.cache_hit for e in EVENTS)
+    assert any(e.cache_write_tokens for e in EVENTS)
     assert any(e.started_at.utcoffset() for e in EVENTS)
     assert any(e.started_at.date() != utc_day(e) for e in EVENTS)  # a local date that is not the UTC day
     assert sum(e.cost_nanousd or 0 for e in EVENTS) > 2**53  # a float sum would round

@@ -62,6 +62,7 @@ def made_events(count: int, seed: int) -> list[UsageEvent]:
                 completion_tokens=rng.randrange(800),
                 cached_tokens=rng.choice((None, rng.randrange(100))),
                 reasoning_tokens=rng.choice((None, rng.randrange(100))),
+                cache_write_tokens=rng.choice((None, rng.randrange(100))),
                 cost_nanousd=rng.choice((None, rng.randrange(10**9), 2**62)),
                 outcome=rng.choice(("ok", "ok", "error", "invalid", "cancelled")),
                 error_kind=rng.choice((None, "rate_limit", "")),
@@ -184,12 +185,16 @@ def test_retention_inside_the_last_day_of_the_calendar(store: UsageStore) -> Non
     assert sum(row[COLUMNS.index("attempts")] for row in rollup_rows(store.engine)) == 1
 
 
-@pytest.mark.parametrize("base", ["0003", "0004"])
+@pytest.mark.parametrize("base", ["0003", "0004", "0006"])
 def test_the_migrations_backfill_equals_what_writes_produce(store: UsageStore, base: str) -> None:
-    store.write(made_events(500, seed=3))
+    events = made_events(500, seed=3)
+    store.write(events)
     written, sessions = rollup_rows(store.engine), session_rows(store.engine)
     assert written
     assert sessions
+    cache_writes = sum(event.cache_write_tokens or 0 for event in events)
+    assert cache_writes > 0
+    assert sum(row[COLUMNS.index("cache_write_tokens")] for row in written) == cache_writes
     with store.engine.connect() as connection, _migrate.migration_transaction(connection):
         command.downgrade(_migrate.alembic_config(connection), base)
     _migrate.upgrade(store.engine)

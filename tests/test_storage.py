@@ -1264,7 +1264,7 @@ def test_0006_adds_the_one_hour_cache_writes_and_keeps_the_rows_either_way(store
         }
         assert _migrate.current_revision(engine) == "0005"
         _migrate.upgrade(engine)
-        assert _migrate.current_revision(engine) == "0006"
+        assert _migrate.current_revision(engine) == _migrate.head_revision()
         store.write([full_event(event_id=uuid.UUID(int=2))])
         written = {event.event_id.int: event for event in store.events()}
         assert {key: (event.cache_write_tokens, event.cache_write_1h_tokens) for key, event in written.items()} == {
@@ -1387,6 +1387,47 @@ def test_processes_opening_a_new_database_with_autocommit_engines_all_open(
         failed = [err for worker in workers if (err := worker.communicate(timeout=120)[1]) and worker.returncode]
         assert failed == []
         assert _migrate.current_revision(url) == _migrate.head_revision()
+
+
+def test_0007_rolls_up_the_cache_writes_of_the_stored_rows_and_keeps_them_either_way(store_url: str) -> None:
+    # A ledger at 0006 with rows in it: reports had no cache writes (the rollup had no column for them). The
+    # upgrade fills the new column from the rows, reports from the rollup and from the rows agree, and the
+    # downgrade drops the column and keeps every row with its cache writes.
+    day = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    with UsageStore(store_url) as store:
+        engine = store.engine
+        store.write(
+            [
+                full_event(event_id=uuid.UUID(int=1), started_at=day, cache_write_tokens=300, cost_nanousd=5),
+                full_event(
+                    event_id=uuid.UUID(int=2), started_at=day, cache_write_tokens=None, model="gpt-4o", cost_nanousd=5
+                ),
+            ]
+        )
+        with engine.connect() as connection, _migrate.migration_transaction(connection):
+            command.downgrade(_migrate.alembic_config(connection), "0006")
+        assert "cache_write_tokens" not in {column["name"] for column in inspect(engine).get_columns("ar_usage_rollup")}
+        _migrate.upgrade(engine)
+        assert _migrate.current_revision(engine) == _migrate.head_revision()
+        store.write([full_event(event_id=uuid.UUID(int=3), started_at=day + timedelta(hours=1), cost_nanousd=5)])
+        assert store.report().totals.cache_write_tokens == 307  # from the rollup
+        assert store.report(group_by=("outcome",)).totals.cache_write_tokens == 307  # from the rows
+        by_model = {group.key["model"]: group.usage.cache_write_tokens for group in store.report().by_model}
+        assert by_model == {"gpt-4o-mini": 307, "gpt-4o": 0}
+        with engine.connect() as connection, _migrate.migration_transaction(connection):
+            command.downgrade(_migrate.alembic_config(connection), "0006")
+        with engine.connect() as connection:
+            kept = connection.execute(text("SELECT cache_write_tokens FROM ar_usage_records")).scalars().all()
+            attempts = connection.execute(text("SELECT sum(attempts) FROM ar_usage_rollup")).scalar_one()
+        assert sorted(kept, key=lambda count: count or 0) == [None, 7, 300]
+        assert attempts == 3
+        _migrate.upgrade(engine)
+        assert store.report().totals.cache_write_tokens == 307
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE, "include_name": include_name, "compare_type": True}
+            )
+            assert compare_metadata(context, Base.metadata) == []
 
 
 def test_a_migration_through_an_autocommit_engine_that_fails_leaves_nothing_half_done(store_url: str) -> None:

@@ -9,6 +9,8 @@ usage routes are mounted on the same app behind its own token dependency.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import shutil
 import threading
@@ -92,7 +94,7 @@ CALLS = [
     ),
     (
         {"X-Project-ID": "acme-support", "X-Session-ID": "t-1", "X-Agent-Name": "writer", "X-Usage-Tags": "tier=gold"},
-        [FakeReply.text("b", usage=FakeUsage(1500, 60))],
+        [FakeReply.text("b", usage=FakeUsage(1500, 60, cached_tokens=256, cache_write_tokens=1024))],
     ),
     (
         {"X-Project-ID": "acme-support", "X-Session-ID": "t-2", "X-Agent-Name": "critic"},
@@ -134,6 +136,20 @@ def test_the_json_report_is_the_stores_report(service: Service) -> None:
     assert without_time(served) == without_time(service.store.report("acme-support").to_dict())
     assert (served["totals"]["calls"], served["totals"]["attempts"], served["totals"]["errors"]) == (3, 4, 1)
     assert served["totals"]["prompt_tokens"] == 1200 + 1500 + 300
+    assert (served["totals"]["cached_tokens"], served["totals"]["cache_write_tokens"]) == (256, 1024)
+    by_model = {group["key"]["model"]: group["cache_write_tokens"] for group in served["by_model"]}
+    assert by_model == {"gpt-4o-mini": 1024}
+
+
+def test_every_format_of_a_report_shows_the_cache_writes(service: Service) -> None:
+    report = service.store.report("acme-support")
+    assert report.totals.cache_write_tokens == 1024
+    assert "| Cache-write prompt tokens | 1,024 |" in report.to_markdown()
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert sum(int(row["cache_write_tokens"]) for row in rows) == 1024
+    assert sum(int(row["cached_tokens"]) for row in rows) == 256
+    assert "cache writes 1,024" in report.to_html()
+    assert "Cache writes" in service.client.get("/usage/report", headers={**ADMIN, "Accept": BROWSER}).text
 
 
 def test_every_filter_reaches_the_store(service: Service) -> None:

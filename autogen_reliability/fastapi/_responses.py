@@ -44,6 +44,7 @@ class UsageModel(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int = Field(description="Of the prompt tokens, those written to the provider's prompt cache")
     reasoning_tokens: int
     cost_usd: str = Field(description=f"Cost of the priced attempts, {_MONEY}")
     unpriced_attempts: int = Field(description="Attempts with no known price: not in the cost, never counted as free")

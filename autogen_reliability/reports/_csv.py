@@ -50,8 +50,9 @@ NUMBER_COLUMNS: Final = (
     "reask_rate",
     "cache_hit_rate",
     "cached_token_rate",
-    # Added last, so the columns before it keep their places for whoever reads them by position.
+    # Added last, so the columns before them keep their places for whoever reads them by position.
     "waste_unpriced_attempts",
+    "cache_write_tokens",
 )
 """The columns after the ``group_by`` ones, in order."""
 

@@ -119,7 +119,8 @@ def _cards(report: ReportView) -> list[_Card]:
             "Tokens",
             count_text(totals.tokens),
             f"prompt {count_text(totals.prompt_tokens)} · completion {count_text(totals.completion_tokens)} · "
-            f"cached {count_text(totals.cached_tokens)} · reasoning {count_text(totals.reasoning_tokens)}",
+            f"cached {count_text(totals.cached_tokens)} · cache writes {count_text(totals.cache_write_tokens)} · "
+            f"reasoning {count_text(totals.reasoning_tokens)}",
         ),
         _Card("Error rate", rate_text(totals.error_rate), f"{count_text(totals.errors)} failed attempts"),
         _Card(
@@ -377,7 +378,8 @@ def _models(report: ReportView) -> dict[str, Any]:
             label=entry.name,
             values=(float(entry.prompt), float(entry.completion)),
             value_titles=(
-                f"{count_text(entry.prompt)} tokens ({count_text(entry.cached)} cached)",
+                f"{count_text(entry.prompt)} tokens ({count_text(entry.cached)} cached, "
+                f"{count_text(entry.cache_writes)} written to the cache)",
                 f"{count_text(entry.completion)} tokens ({count_text(entry.reasoning)} reasoning)",
             ),
             total_text=tokens_compact(entry.prompt + entry.completion),
@@ -400,6 +402,7 @@ def _models(report: ReportView) -> dict[str, Any]:
             "prompt": count_text(entry.prompt),
             "completion": count_text(entry.completion),
             "cached": count_text(entry.cached),
+            "cache_writes": count_text(entry.cache_writes),
             "reasoning": count_text(entry.reasoning),
             "total": count_text(entry.prompt + entry.completion),
         }
@@ -417,6 +420,7 @@ class _Tokens:
     completion: int
     cached: int
     reasoning: int
+    cache_writes: int
 
     @classmethod
     def of(cls, name: str, usages: list[UsageView]) -> _Tokens:
@@ -426,6 +430,7 @@ class _Tokens:
             sum(usage.completion_tokens for usage in usages),
             sum(usage.cached_tokens for usage in usages),
             sum(usage.reasoning_tokens for usage in usages),
+            sum(usage.cache_write_tokens for usage in usages),
         )
 
 

@@ -124,6 +124,7 @@ def _totals(report: ReportView) -> list[str]:
         ["Prompt tokens", count_text(totals.prompt_tokens)],
         ["Completion tokens", count_text(totals.completion_tokens)],
         ["Cached prompt tokens", f"{count_text(totals.cached_tokens)} ({rate_text(totals.cached_token_rate)})"],
+        ["Cache-write prompt tokens", count_text(totals.cache_write_tokens)],
         ["Reasoning tokens", count_text(totals.reasoning_tokens)],
         ["Error rate", rate_text(totals.error_rate)],
         ["Retry rate", rate_text(totals.retry_rate)],

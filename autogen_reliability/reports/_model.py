@@ -63,6 +63,7 @@ class Usage:
         calls: Logical calls (attempts numbered 1).
         attempts: Provider attempts (rows).
         prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens: Summed (absent counts as 0).
+            ``cached_tokens`` are the prompt tokens read from the provider's prompt cache.
         cost: USD of the priced attempts, exact.
         unpriced_attempts: Attempts with no known price: not in ``cost``, never counted as free.
         errors: Attempts that failed (``error``).
@@ -75,6 +76,8 @@ class Usage:
         latency_p50_ms, latency_p95_ms: Attempt latency percentiles (None when not computed or no attempts).
         waste_unpriced_attempts: Of the ``error`` / ``invalid`` / ``cancelled`` attempts, those with no known
             price: not in ``waste_cost``. When it is all of them, the waste's cost is not known (not $0).
+        cache_write_tokens: Of the prompt tokens, those written to the provider's prompt cache (summed, absent
+            counts as 0), which a provider bills above its input price.
     """
 
     calls: int = 0
@@ -95,6 +98,7 @@ class Usage:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     waste_unpriced_attempts: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def tokens(self) -> int:
@@ -135,6 +139,7 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
             "reasoning_tokens": self.reasoning_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
             "cost_usd": decimal_text(self.cost),
             "unpriced_attempts": self.unpriced_attempts,
             "errors": self.errors,

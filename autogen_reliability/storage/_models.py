@@ -330,6 +330,8 @@ class UsageRollup(Base):
     cost_low: Mapped[int] = mapped_column(BigInteger())
     priced_attempts: Mapped[int] = mapped_column(BigInteger())
     cache_hits: Mapped[int] = mapped_column(BigInteger())
+    # Added by revision 0007: rows rolled up before it were backfilled from the usage rows.
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger(), server_default="0")
     latency_min_ms: Mapped[float] = mapped_column(Double())
     latency_max_ms: Mapped[float] = mapped_column(Double())
 

@@ -194,12 +194,14 @@ SumRows = list[tuple[Key, Sums]]
 Histogram = tuple[Key, float, float, list[int]]
 """A group's key, its smallest and largest latency, and its count in each bucket of the rollup."""
 
-# The positions of the sums in a fine row and in the accumulators made of them: ten sums of every attempt,
+# The positions of the sums in a fine row and in the accumulators made of them: eleven sums of every attempt,
 # then per waste outcome its attempts, tokens (prompt and completion), cost and priced attempts.
-_ATTEMPTS, _CALLS, _RETRIED, _PROMPT, _COMPLETION, _CACHED, _REASONING, _COST, _PRICED, _CACHE_HITS = range(10)
-_OF_WASTE: Final = {outcome: 10 + 4 * index for index, outcome in enumerate(WASTE_OUTCOMES)}
+(_ATTEMPTS, _CALLS, _RETRIED, _PROMPT, _COMPLETION, _CACHED, _REASONING, _COST, _PRICED, _CACHE_HITS, _CACHE_WRITE) = (
+    range(11)
+)
+_OF_WASTE: Final = {outcome: 11 + 4 * index for index, outcome in enumerate(WASTE_OUTCOMES)}
 _W_ATTEMPTS, _W_TOKENS, _W_COST, _W_PRICED = range(4)
-_SUMS_LENGTH: Final = 10 + 4 * len(WASTE_OUTCOMES)
+_SUMS_LENGTH: Final = 11 + 4 * len(WASTE_OUTCOMES)
 
 
 MOST_ROWS: Final = 2**63 - 1
@@ -495,6 +497,7 @@ class _Report:
             func.sum(c.cost_nanousd),
             func.count(c.cost_nanousd),
             func.count().filter(c.cache_hit),
+            func.sum(c.cache_write_tokens),
         ]
         tokens = attempt_tokens()
         for outcome in WASTE_OUTCOMES:
@@ -693,8 +696,8 @@ class _Report:
         for row in self._connection.execute(query):
             key = tuple(row[:width])
             values = [int(value or 0) for value in row[width:sums_end]]
-            # The cost's two parts (cost_high, cost_low) put together: ten sums, as _sum_rows gives them.
-            sums = [*values[:7], values[7] * COST_SPLIT + values[8], *values[9:11]]
+            # The cost's two parts (cost_high, cost_low) put together: eleven sums, as _sum_rows gives them.
+            sums = [*values[:7], values[7] * COST_SPLIT + values[8], *values[9:12]]
             for at in range(len(SUMS), len(values), per_outcome):
                 wasted, tokens, waste_high, waste_low, waste_priced = values[at : at + per_outcome]
                 sums.extend((wasted, tokens, waste_high * COST_SPLIT + waste_low, waste_priced))
@@ -942,6 +945,7 @@ def _usage(sums: Sums, percentiles: tuple[float, float] | None) -> Usage:
         completion_tokens=sums[_COMPLETION],
         cached_tokens=sums[_CACHED],
         reasoning_tokens=sums[_REASONING],
+        cache_write_tokens=sums[_CACHE_WRITE],
         cost=nanousd_to_usd(sums[_COST]),
         unpriced_attempts=_unpriced(sums),
         errors=sums[_OF_WASTE["error"] + _W_ATTEMPTS],

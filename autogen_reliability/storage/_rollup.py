@@ -47,6 +47,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     literal,
     literal_column,
     select,
@@ -115,6 +116,7 @@ SUMS: Final = (
     "cost_low",
     "priced_attempts",
     "cache_hits",
+    "cache_write_tokens",
 )
 """The rollup's sums: a report's sums (``storage/_report.py``), with the cost in two parts (:data:`COST_SPLIT`)."""
 
@@ -147,9 +149,11 @@ _COMPLETION: Final = ROW_FIELDS.index("completion_tokens")
 _TOKENS_AT: Final = tuple(
     ROW_FIELDS.index(name) for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
 )
+_CACHE_WRITE: Final = ROW_FIELDS.index("cache_write_tokens")
 _COST: Final = ROW_FIELDS.index("cost_nanousd")
 _CACHE_HIT: Final = ROW_FIELDS.index("cache_hit")
 _LATENCY: Final = ROW_FIELDS.index("latency_ms")
+_LATENCY_MIN_AT: Final = len(SUMS)
 _WASTE_AT: Final = {outcome: len(SUMS) + 2 + index * len(WASTE_SUMS) for index, outcome in enumerate(WASTE_OUTCOMES)}
 """Where each waste outcome's sums start in a row of values (:data:`_VALUES`)."""
 _HISTOGRAM_AT: Final = len(SUMS) + 2 + len(WASTE)
@@ -220,8 +224,9 @@ def _summed(rows: Sequence[UsageRow]) -> tuple[Summed, Summed]:
         found[8] += low
         found[9] += cost is not None
         found[10] += bool(row[_CACHE_HIT])
-        found[11] = min(found[11], latency)
-        found[12] = max(found[12], latency)
+        found[11] += row[_CACHE_WRITE] or 0
+        found[_LATENCY_MIN_AT] = min(found[_LATENCY_MIN_AT], latency)
+        found[_LATENCY_MIN_AT + 1] = max(found[_LATENCY_MIN_AT + 1], latency)
         waste = _WASTE_AT.get(row[_OUTCOME])
         if waste is not None:
             found[waste] += 1
@@ -248,7 +253,9 @@ def _postgres_add(connection: Connection, rows: Sequence[UsageRow]) -> None:
     """
     columns: list[list[Any]] = [[] for _ in range(len(_EVENT_COLUMNS))]
     (day, project, model, agent, provider, nulls, outcome) = columns[:7]
-    (calls, retried, prompt, completion, cached, reasoning, high, low, priced, hits, latency, bucket) = columns[7:]
+    (calls, retried, prompt, completion, cached, reasoning, high, low, priced, hits, cache_write, latency, bucket) = (
+        columns[7:]
+    )
     in_sessions: list[list[Any]] = [[] for _ in range(len(_SESSION_EVENT_COLUMNS))]
     for row in rows:
         text = [row[index] for index in _TEXT_AT]
@@ -270,6 +277,7 @@ def _postgres_add(connection: Connection, rows: Sequence[UsageRow]) -> None:
         low.append(cost_low)
         priced.append(int(cost is not None))
         hits.append(int(bool(row[_CACHE_HIT])))
+        cache_write.append(row[_CACHE_WRITE] or 0)
         # A float for every row: an int latency (250 ms) in the same array as 12.5 ms is one psycopg cannot make.
         latency.append(float(row[_LATENCY]))
         bucket.append(bucket_of(row[_LATENCY]))
@@ -381,6 +389,7 @@ def select_from_records(*where: ColumnElement[bool]) -> Select[Any]:
             func.coalesce(func.sum(cost_low), 0).label("cost_low"),
             func.count(c.cost_nanousd).label("priced_attempts"),
             func.count().filter(c.cache_hit).label("cache_hits"),
+            func.coalesce(func.sum(c.cache_write_tokens), 0).label("cache_write_tokens"),
             func.min(latency).label("latency_min_ms"),
             func.max(latency).label("latency_max_ms"),
             *(value.label(name) for value, name in zip(waste, WASTE, strict=True)),
@@ -498,14 +507,23 @@ def _unnested(columns: Sequence[Any], rows: Sequence[Any]) -> Any:
 
 
 def rebuild_all(connection: Connection) -> None:
-    """Recomputes both rollups from every stored row (the migration's backfill)."""
+    """Recomputes both rollups from every stored row (the migrations' backfill).
+
+    Only the rollup columns the table has are filled: a migration before the one that added a column
+    (0005's backfill, run on the way to 0007's ``cache_write_tokens``) fills the table it made.
+    """
     for table in (ROLLUP, SESSION_DAYS):
         connection.execute(delete(table))
-    _fill(connection)
+    present = {column["name"] for column in inspect(connection).get_columns(ROLLUP.name)}
+    _fill(connection, columns=[name for name in COLUMNS if name in present])
 
 
-def _fill(connection: Connection, *where: ColumnElement[bool]) -> None:
-    connection.execute(insert(ROLLUP).from_select(list(COLUMNS), select_from_records(*where)))
+def _fill(connection: Connection, *where: ColumnElement[bool], columns: Sequence[str] = COLUMNS) -> None:
+    rolled_up = select_from_records(*where)
+    if len(columns) < len(COLUMNS):
+        sums = rolled_up.subquery()
+        rolled_up = select(*(sums.c[name] for name in columns))
+    connection.execute(insert(ROLLUP).from_select(list(columns), rolled_up))
     connection.execute(insert(SESSION_DAYS).from_select(list(SESSION_COLUMNS), select_sessions_from_records(*where)))
 
 
