@@ -340,6 +340,43 @@ async def test_a_magentic_one_team_goes_on_on_a_fallback_without_structured_outp
     assert [(row.model, row.outcome) for row in rows][2:4] == [("gpt-4o-mini", "error"), ("llama3.1:8b", "ok")]
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
+async def test_a_magentic_one_team_goes_on_on_a_fallback_without_json_mode(
+    fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # On a primary with JSON mode but no structured output, the orchestrator asks for its progress ledger as
+    # json_output=True. When the primary failed, a fallback without JSON mode was handed json_output=True too and
+    # raised "Model does not support JSON output.": the team's run ended there, no request sent to the fallback.
+    json_mode = ModelInfo(vision=False, function_calling=True, json_output=True, structured_output=False, family="x")
+    local = ModelInfo(vision=False, function_calling=True, json_output=False, structured_output=False, family="x")
+    client = make_openai_client(model_info=json_mode)
+    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
+    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
+    team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+    reliable(team, retry=None, fallbacks=[make_openai_client(model="llama3.1:8b", model_info=local)])
+    fake_openai_server.enqueue(
+        FakeReply.text("Facts: none."),
+        FakeReply.text("Plan: the coder writes it."),
+        FakeReply.error(503),
+        FakeReply.text("```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```"),
+        FakeReply.text("Written."),
+        FakeReply.json(progress_ledger(True, "Nothing left.")),
+        FakeReply.text("The page is written."),
+    )
+    result = await team.run(task="Write the page.")
+    assert [message.source for message in result.messages][2:] == [
+        "MagenticOneOrchestrator",
+        "coder",
+        "MagenticOneOrchestrator",
+    ]
+    assert result.messages[2].dump()["content"] == "Write it."
+    primary, fallback = fake_openai_server.requests[2:4]
+    assert primary.body is not None
+    assert fallback.body is not None
+    assert primary.body["response_format"] == {"type": "json_object"}
+    assert (fallback.model, "response_format" in fallback.body) == ("llama3.1:8b", False)
+
+
 async def test_streaming_round_robin_team(
     fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
 ) -> None:

@@ -29,10 +29,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Itera
 from collections.abc import Set as AbstractSet
 from contextlib import aclosing
 from types import TracebackType
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from autogen_core import CancellationToken
-from autogen_core.models import CreateResult
+from autogen_core.models import ChatCompletionClient, CreateResult
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
 
 from .._errors import (
@@ -112,18 +112,27 @@ def should_fall_back(error: BaseException, retry_on: frozenset[ErrorKind]) -> bo
     return kind is ErrorKind.CONTEXT_LENGTH or kind in retry_on
 
 
-def _for_a_fallback(request: Request) -> Request:
-    """``request`` as a fallback is sent it: the call's ``extra_create_args`` without the ``"model"`` it names.
+def _for_a_fallback(request: Request, client: ChatCompletionClient) -> Request:
+    """``request`` as the fallback ``client`` is sent it: without the ``"model"`` its ``extra_create_args`` name.
 
     That model is the one the call asks the primary for (AutoGen's clients send it over their own). A fallback
     was made on purpose for a model of its own, maybe of another provider: asked for the primary's, it would
     answer 404 (no such model) or, of the same provider, as the wrong model. Every other argument (temperature,
     seed, user, ...) is the fallback's too. Its attempts then ask for, and are recorded as, its own model.
+
+    JSON mode (``json_output=True``, asked for because the wrapper's ``model_info``, its primary's, says
+    ``json_output``) is not sent to a fallback whose ``model_info`` says it has none: AutoGen's clients raise
+    ``Model does not support JSON output.`` for it. It is asked for a text answer, which a ``ValidationPolicy``
+    checks as JSON as it does any ``json_output=True`` answer. (A ``json_output=<model>`` is adapted per client by
+    ``provider_arguments``.)
     """
+    changes: dict[str, Any] = {}
     arguments = request.extra_create_args
-    if "model" not in arguments:
-        return request
-    return request.replace(extra_create_args={name: value for name, value in arguments.items() if name != "model"})
+    if "model" in arguments:
+        changes["extra_create_args"] = {name: value for name, value in arguments.items() if name != "model"}
+    if request.json_output is True and not client.model_info.get("json_output", False):
+        changes["json_output"] = None
+    return request.replace(**changes) if changes else request
 
 
 def _keepable(error: Exception) -> Exception:
@@ -146,23 +155,30 @@ class FallbackLayer(Layer):
 
     async def create(self, request: Request, call_next: CreateHandler) -> CreateResult:
         errors: list[Exception] = []
-        sent = request
-        for handler in (call_next, *(pipeline.create for pipeline in self.fallbacks)):
+        try:
+            return await call_next(request)
+        except Exception as error:
+            if not should_fall_back(error, self.retry_on):
+                raise
+            errors.append(_keepable(error))
+        for pipeline in self.fallbacks:
             try:
-                return await handler(sent)
+                return await pipeline.create(_for_a_fallback(request, pipeline.client))
             except Exception as error:
                 if not should_fall_back(error, self.retry_on):
                     raise
                 errors.append(_keepable(error))
-            sent = _for_a_fallback(request)
         raise self._all_failed(errors)
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         errors: list[Exception] = []
-        sent = request
-        for handler in (call_next, *(pipeline.create_stream for pipeline in self.fallbacks)):
+        for pipeline in (None, *self.fallbacks):
             started = False
-            stream = handler(sent)
+            stream = (
+                call_next(request)
+                if pipeline is None
+                else pipeline.create_stream(_for_a_fallback(request, pipeline.client))
+            )
             if request.buffered:
                 stream = _read_whole(stream)  # nothing is handed on before its end: a failure in it falls back
             try:
@@ -175,7 +191,6 @@ class FallbackLayer(Layer):
                 if started or not should_fall_back(error, self.retry_on):
                     raise
                 errors.append(_keepable(error))
-            sent = _for_a_fallback(request)
         raise self._all_failed(errors)
 
     def _all_failed(self, errors: list[Exception]) -> AllClientsFailedError:
