@@ -28,8 +28,9 @@ import pytest
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.teams import RoundRobinGroupChat
-from autogen_core import CancellationToken
-from autogen_core.models import ChatCompletionClient, CreateResult, UserMessage
+from autogen_core import CancellationToken, Image
+from autogen_core.models import ChatCompletionClient, CreateResult, ModelInfo, UserMessage
+from autogen_core.tools import FunctionTool
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
@@ -663,6 +664,58 @@ async def test_when_every_client_fails_each_error_is_kept(
     assert len(errors) == 3
     assert all(isinstance(error, RetriesExhaustedError) for error in errors)
     assert all(isinstance(error.__cause__, openai.InternalServerError) for error in errors)
+
+
+def add(a: int, b: int) -> int:
+    """Adds two numbers."""
+    return a + b
+
+
+PIXEL = Image.from_base64(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+TEXT_ONLY = ModelInfo(vision=False, function_calling=False, json_output=False, structured_output=False, family="x")
+# What the call needs of a model that AutoGen's clients check before sending: the model_info key that says so.
+NEEDS: dict[str, tuple[dict[str, Any], str]] = {
+    "tools": ({"messages": HI, "tools": [FunctionTool(add, description="Adds.")]}, "function_calling"),
+    "image": ({"messages": [UserMessage(content=["What is this?", PIXEL], source="user")]}, "vision"),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("need", list(NEEDS))
+async def test_a_fallback_whose_model_info_cannot_take_the_call_is_passed_over_with_the_reason(
+    mode: Mode, need: str, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # The wrapper's model_info is its primary's, so an agent offers tools and images to it. A fallback whose
+    # model_info says it takes neither raised AutoGen's "Model does not support function calling" (or vision)
+    # ValueError when the primary failed: the primary's error was lost, and a next fallback that could answer
+    # was never asked.
+    arguments, key = NEEDS[need]
+    messages = arguments["messages"]
+    kwargs = {name: value for name, value in arguments.items() if name != "messages"}
+    local = make_openai_client(model="llama3.1:8b", model_info=TEXT_ONLY)
+    fake_openai_server.enqueue(FakeReply.error(500), FakeReply.text("from gpt-4.1"))
+    client = reliable(make_openai_client(), retry=None, fallbacks=[local, make_openai_client(model="gpt-4.1")])
+
+    async def ask(client: ChatCompletionClient) -> CreateResult:
+        if mode == "create":
+            return await client.create(messages, **kwargs)
+        return await final_result(client.create_stream(messages, **kwargs))
+
+    assert (await ask(client)).content == "from gpt-4.1"
+    assert [request.model for request in fake_openai_server.requests] == ["gpt-4o-mini", "gpt-4.1"]
+    # With no other fallback, the call fails with the primary's error and why the fallback was not asked.
+    fake_openai_server.reset()
+    fake_openai_server.enqueue(FakeReply.error(500))
+    with pytest.raises(AllClientsFailedError) as caught:
+        await ask(reliable(make_openai_client(), retry=None, fallbacks=[local]))
+    assert fake_openai_server.request_count == 1
+    primary_error, refused = caught.value.exceptions
+    assert isinstance(primary_error, openai.InternalServerError)
+    assert isinstance(refused, ConfigurationError)
+    assert f"its model_info says {key}=False" in str(refused)
+    assert "OpenAIChatCompletionClient(llama3.1:8b) was not asked" in str(refused)
 
 
 async def test_when_every_client_fails_with_a_provider_error_the_error_still_pickles(

@@ -31,8 +31,8 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from autogen_core import CancellationToken
-from autogen_core.models import ChatCompletionClient, CreateResult
+from autogen_core import CancellationToken, Image
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, UserMessage
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
 
 from .._errors import (
@@ -135,6 +135,31 @@ def _for_a_fallback(request: Request, client: ChatCompletionClient) -> Request:
     return request.replace(**changes) if changes else request
 
 
+def _not_taken(request: Request, client: ChatCompletionClient, index: int) -> ConfigurationError | None:
+    """Why the fallback ``client`` (``fallbacks[index]``) is not asked ``request``, if its ``model_info`` says so.
+
+    An agent offers tools and images as the wrapper's ``model_info``, its primary's, allows; AutoGen's clients
+    refuse them before sending (``ValueError: Model does not support function calling``) where their own says
+    ``function_calling`` or ``vision`` is False. Raised, that error would end the call, the primary's error lost
+    and the next fallback, which may take it, never asked; the fallback is passed over with this reason instead.
+    """
+    info = client.model_info
+    if request.tools and info.get("function_calling") is False:
+        asked, key = "the call offers tools", "function_calling"
+    elif info.get("vision") is False and any(_has_image(message) for message in request.messages):
+        asked, key = "the call has an image", "vision"
+    else:
+        return None
+    return ConfigurationError(
+        f"fallbacks[{index}] {describe_client(client)} was not asked: {asked}, and its model_info says {key}=False"
+    )
+
+
+def _has_image(message: LLMMessage) -> bool:
+    content = message.content if isinstance(message, UserMessage) else None
+    return isinstance(content, list) and any(isinstance(part, Image) for part in content)
+
+
 def _keepable(error: Exception) -> Exception:
     """``error`` as :class:`AllClientsFailedError` may hold it: a provider's error is redacted, ours are already."""
     return error if isinstance(error, ReliabilityError) else redacted_error(error)
@@ -161,7 +186,11 @@ class FallbackLayer(Layer):
             if not should_fall_back(error, self.retry_on):
                 raise
             errors.append(_keepable(error))
-        for pipeline in self.fallbacks:
+        for index, pipeline in enumerate(self.fallbacks):
+            refused = _not_taken(request, pipeline.client, index)
+            if refused is not None:
+                errors.append(refused)
+                continue
             try:
                 return await pipeline.create(_for_a_fallback(request, pipeline.client))
             except Exception as error:
@@ -172,13 +201,15 @@ class FallbackLayer(Layer):
 
     async def create_stream(self, request: Request, call_next: StreamHandler) -> AsyncGenerator[StreamItem, None]:
         errors: list[Exception] = []
-        for pipeline in (None, *self.fallbacks):
+        for index, pipeline in enumerate((None, *self.fallbacks), start=-1):
             started = False
-            stream = (
-                call_next(request)
-                if pipeline is None
-                else pipeline.create_stream(_for_a_fallback(request, pipeline.client))
-            )
+            if pipeline is None:
+                stream = call_next(request)
+            elif (refused := _not_taken(request, pipeline.client, index)) is not None:
+                errors.append(refused)
+                continue
+            else:
+                stream = pipeline.create_stream(_for_a_fallback(request, pipeline.client))
             if request.buffered:
                 stream = _read_whole(stream)  # nothing is handed on before its end: a failure in it falls back
             try:
