@@ -20,6 +20,8 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from autogen_agentchat.agents import AssistantAgent
+from autogen_core.memory import ListMemory, MemoryContent, MemoryMimeType
 from autogen_core.models import CreateResult, ModelInfo, UserMessage
 from autogen_ext.models.anthropic import (
     AnthropicBedrockChatCompletionClient,
@@ -294,6 +296,32 @@ async def test_an_anthropic_fallback_is_asked_for_its_own_model_not_the_calls_op
     assert (asked["model"], asked["temperature"]) == (MODEL, 0.25)
     rows = sorted(ledger_rows(ledger), key=lambda row: row.attempt)
     assert [(row.provider, row.model) for row in rows] == [("openai", "gpt-4o"), ("anthropic", MODEL)]
+
+
+@pytest.mark.filterwarnings("ignore:Resolved model mismatch:UserWarning")  # AutoGen's, about its token counting
+async def test_an_agents_memory_reaches_an_anthropic_fallback_that_takes_one_run_of_system_messages(
+    server: FakeAnthropicServer, fake_openai_server: FakeOpenAIServer, make_openai_client: OpenAIClientFactory
+) -> None:
+    # An agent's memory is a system message after the task; the OpenAI primary's model_info (the wrapper's) says it
+    # takes them anywhere, Claude's that it does not. When the primary failed, AutoGen's Anthropic client raised
+    # "Multiple and Not continuous system messages are not supported" before sending, and the agent's run ended.
+    memory = ListMemory()
+    await memory.add(MemoryContent(content="The user's name is Ada.", mime_type=MemoryMimeType.TEXT))
+    fallback = AnthropicChatCompletionClient(model=MODEL, api_key="sk-local", base_url=server.base_url)
+    agent = AssistantAgent("writer", model_client=make_openai_client(), system_message="Be brief.", memory=[memory])
+    reliable(agent, retry=None, fallbacks=[fallback], track_usage=False)
+    fake_openai_server.enqueue(FakeReply.error(500))
+    server.enqueue(AnthropicReply("Hello, Ada.", SNAPSHOT, {"input_tokens": 30, "output_tokens": 4}))
+    try:
+        result = await agent.run(task="Greet me.")
+    finally:
+        await fallback.close()
+    assert result.messages[-1].to_text() == "Hello, Ada."
+    (asked,) = server.requests
+    assert asked["system"] == "Be brief."  # the first run of system messages stays the system prompt
+    later = json.dumps(asked["messages"])
+    assert "Greet me." in later
+    assert "The user's name is Ada." in later  # the later one, as a user turn, as AutoGen's agents send it
 
 
 # --------------------------------------------------------------------------- the usage tap on Anthropic's wire

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from autogen_core import CancellationToken, Image
-from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, UserMessage
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, SystemMessage, UserMessage
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception, wait_none
 
 from .._errors import (
@@ -125,14 +125,43 @@ def _for_a_fallback(request: Request, client: ChatCompletionClient) -> Request:
     ``Model does not support JSON output.`` for it. It is asked for a text answer, which a ``ValidationPolicy``
     checks as JSON as it does any ``json_output=True`` answer. (A ``json_output=<model>`` is adapted per client by
     ``provider_arguments``.)
+
+    Nor are system messages apart from the first run of them (an agent's memory, after the task; a
+    ``SocietyOfMindAgent``'s response prompt) sent as such to a fallback whose ``model_info`` does not say
+    ``multiple_system_messages``: AutoGen's clients raise ``Multiple and Not continuous system messages are not
+    supported`` for them. They are sent as user messages, as AutoGen's agents send them to such a model.
     """
     changes: dict[str, Any] = {}
     arguments = request.extra_create_args
     if "model" in arguments:
         changes["extra_create_args"] = {name: value for name, value in arguments.items() if name != "model"}
-    if request.json_output is True and not client.model_info.get("json_output", False):
+    info = client.model_info
+    if request.json_output is True and not info.get("json_output", False):
         changes["json_output"] = None
+    if not info.get("multiple_system_messages", False):
+        messages = _one_run_of_system_messages(request.messages)
+        if messages is not None:
+            changes["messages"] = messages
     return request.replace(**changes) if changes else request
+
+
+def _one_run_of_system_messages(messages: Sequence[LLMMessage]) -> list[LLMMessage] | None:
+    """``messages`` with each system message after the first run of them made a user message; None if none is."""
+    first = next((index for index, message in enumerate(messages) if isinstance(message, SystemMessage)), None)
+    if first is None:
+        return None
+    end = first
+    while end < len(messages) and isinstance(messages[end], SystemMessage):
+        end += 1
+    if not any(isinstance(message, SystemMessage) for message in messages[end:]):
+        return None
+    return [
+        *messages[:end],
+        *(
+            UserMessage(content=message.content, source="user") if isinstance(message, SystemMessage) else message
+            for message in messages[end:]
+        ),
+    ]
 
 
 def _not_taken(request: Request, client: ChatCompletionClient, index: int) -> ConfigurationError | None:
