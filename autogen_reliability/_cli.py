@@ -785,8 +785,6 @@ def _sessions(args: argparse.Namespace, since: datetime | None, until: datetime 
 def _sessions_table(
     project: str, found: Sequence[SessionSummary], since: datetime | None, until: datetime | None
 ) -> Any:
-    from rich import box  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
     from .reports._format import cost_cell, plain_text  # noqa: PLC0415
@@ -796,28 +794,88 @@ def _sessions_table(
     # And as the report's tables show them: a control character (an escape sequence the terminal would run,
     # a newline) or a bidirectional one (that would reorder the line) as its escape.
     title = Text(f"Sessions of {plain_text(project)}{_period_text(since, until)}, most recent first (times UTC)")
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
-    # Fits 80 columns (tokens are in the JSON): names fold, times take two lines, numbers are never cut.
-    # The session is the one column that folds: rich shares a shortage among all the columns that may wrap, and
-    # cut a time's column it had left too narrow for its date ("2026-12-0" at 80 columns).
-    table.add_column("session", overflow="fold", min_width=7)
-    for name in ("calls", "attempts", "errors", "cost (USD)", "unpriced"):
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("first seen", no_wrap=True)
-    table.add_column("last seen", no_wrap=True)
-    for summary in found:
-        table.add_row(
-            Text(plain_text(summary.session)),
-            str(summary.calls),
-            str(summary.attempts),
-            str(summary.errors),
-            # A session none of whose attempts had a price is unpriced, as in the report's tables, not free.
-            cost_cell(nanousd_text(summary.cost_nanousd), summary.attempts, summary.unpriced_attempts),
-            str(summary.unpriced_attempts),
-            _stamp(summary.first_seen, seconds=False).replace(" ", "\n"),  # the date, its time below
-            _stamp(summary.last_seen, seconds=False).replace(" ", "\n"),
+    columns: list[tuple[str, list[str]]] = [
+        ("calls", [str(summary.calls) for summary in found]),
+        ("attempts", [str(summary.attempts) for summary in found]),
+        ("errors", [str(summary.errors) for summary in found]),
+        # A session none of whose attempts had a price is unpriced, as in the report's tables, not free.
+        (
+            "cost (USD)",
+            [
+                cost_cell(nanousd_text(summary.cost_nanousd), summary.attempts, summary.unpriced_attempts)
+                for summary in found
+            ],
+        ),
+        ("unpriced", [str(summary.unpriced_attempts) for summary in found]),
+        # The date, its time below.
+        ("first seen", [_stamp(summary.first_seen, seconds=False).replace(" ", "\n") for summary in found]),
+        ("last seen", [_stamp(summary.last_seen, seconds=False).replace(" ", "\n") for summary in found]),
+    ]
+    return _SessionsTable(title, [Text(plain_text(summary.session)) for summary in found], columns)
+
+
+class _SessionsTable:
+    """The sessions as a rich renderable, laid out for the width it is printed at, as the report's tables are.
+
+    Names fold and times take two lines; a number is never cut: when even then the table is too wide (a
+    split pane, 60 or 40 columns), the least needed columns are left out, and a caption says which.
+    """
+
+    _SESSION_MIN_WIDTH: Final = 7
+    # Which go first when the table is too wide: the unpriced count last, as a partly priced cost needs it.
+    _DROP_ORDER: Final = ("attempts", "errors", "first seen", "calls", "last seen", "unpriced")
+
+    def __init__(self, title: Any, sessions: list[Any], columns: list[tuple[str, list[str]]]) -> None:
+        self.title = title
+        self.sessions = sessions
+        self.columns = columns
+
+    def _fitted(self, max_width: int) -> tuple[list[tuple[str, list[str], int]], list[str]]:
+        """The columns that fit ``max_width`` beside a folded session name, with their widths; those left out."""
+        from rich.cells import cell_len  # noqa: PLC0415
+
+        kept = [
+            (name, cells, max(cell_len(line) for text in [name, *cells] for line in text.split("\n")))
+            for name, cells in self.columns
+        ]
+        dropped: list[str] = []
+
+        def needed() -> int:  # one space of padding and one of divider between two columns
+            return self._SESSION_MIN_WIDTH + sum(width + 2 for _, _, width in kept)
+
+        for victim in self._DROP_ORDER:
+            if needed() <= max_width:
+                break
+            kept = [column for column in kept if column[0] != victim]
+            dropped.append(victim)
+        return kept, dropped
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich import box  # noqa: PLC0415
+        from rich.table import Table  # noqa: PLC0415
+
+        kept, dropped = self._fitted(options.max_width)
+        caption = None
+        if dropped:
+            them = "it" if len(dropped) == 1 else "them"
+            caption = f"Not shown, for width: {', '.join(dropped)} (a wider terminal shows {them})."
+        table = Table(
+            title=self.title,
+            caption=caption,
+            caption_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+            pad_edge=False,
+            show_edge=False,
         )
-    return table
+        # The session is the one column that folds: rich shares a shortage among all the columns that may wrap,
+        # and cut a time's column it had left too narrow for its date ("2026-12-0" at 80 columns).
+        table.add_column("session", overflow="fold", min_width=self._SESSION_MIN_WIDTH)
+        for name, _, width in kept:
+            table.add_column(name, justify="left" if name.endswith("seen") else "right", no_wrap=True, min_width=width)
+        for index, session in enumerate(self.sessions):
+            table.add_row(session, *(cells[index] for _, cells, _ in kept))
+        yield table
 
 
 def _count(number: int, thing: str) -> str:

@@ -645,6 +645,40 @@ def test_sessions_table_fits_80_columns_without_cutting_a_date_or_a_number(
     assert ticket[6:] == [f"{first:%Y-%m-%d}", f"{last:%Y-%m-%d}"]  # the dates whole; their times on the next line
 
 
+@pytest.mark.parametrize(
+    ("columns", "shown", "left_out"),
+    [
+        ("60", ["session", "calls", "cost (USD)", "unpriced", "last seen"], "attempts, errors, first seen"),
+        ("40", ["session", "cost (USD)", "unpriced"], "attempts, errors, first seen, calls, last seen"),
+    ],
+)
+def test_sessions_table_narrower_than_80_columns_leaves_columns_out_rather_than_cut_a_number(
+    columns: str,
+    shown: list[str],
+    left_out: str,
+    ledger: tuple[str, list[UsageEvent]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A split pane: at 60 columns the session column was gone and the cost read "1.162620…"; at 40 "unpric…".
+    url, _ = ledger
+    monkeypatch.setenv("COLUMNS", columns)
+    status, out, err = run_main(capsys, "sessions", "--project", PROJECT, "--db", url)
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= int(columns)
+    assert "…" not in out
+    heading = next(line for line in lines if line.startswith("session"))
+    assert re.split(r" {2,}", heading.strip()) == shown
+    rows = [line.split() for line in lines]
+    ticket = next(row for row in rows if row and row[0] == "ticket-1")
+    boom = next(row for row in rows if row and row[0].startswith("[red]"))
+    cost = shown.index("cost (USD)")
+    assert (ticket[cost], ticket[shown.index("unpriced")]) == ("2.001234568", "1")
+    assert boom[cost] == "unpriced"
+    assert f"Not shown, for width: {left_out} (a wider terminal shows them)." in " ".join(out.split())
+
+
 def test_sessions_table_shows_control_characters_in_a_name_as_escapes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
