@@ -728,9 +728,17 @@ def _print(line: str) -> None:
 
     Every line of a command goes so (``wrote FILE``, what cleanup removed, ...): a print outside left a failed
     write to Python's flush at exit ("Exception ignored", status 120) or, unbuffered, to a traceback.
+
+    Such a line says what was done, and is no data: a character the stream's encoding cannot write (a path's
+    or a project's, on an ASCII or legacy stdout) is written as its escape (``\\xe9``), not taken for a
+    failure of what was done (an export written whole, then status 1).
     """
     with _standard_output():
-        print(line)
+        try:
+            print(line)
+        except UnicodeEncodeError:  # raised before any of the line is written
+            encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+            print(line.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def _stdout_to_nowhere() -> None:

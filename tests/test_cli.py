@@ -293,6 +293,25 @@ def test_a_standard_output_that_cannot_encode_the_output_is_one_error_naming_the
     assert "Traceback" not in done.stderr
 
 
+def test_a_line_saying_what_was_done_is_written_with_escapes_a_standard_output_cannot_encode(tmp_path: Path) -> None:
+    # An ASCII stdout (a legacy code page under `> file`): the export and the report were written whole, then the
+    # "wrote" line could not encode the "é" of their path and the command said it failed, with status 1.
+    ledger = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with UsageStore(ledger) as store:
+        store.write(sample_events())
+    ascii_stdout = {"PYTHONIOENCODING": "ascii"}
+    exported, report = tmp_path / "export-é.jsonl", tmp_path / "rapport-é.md"
+    done = run_cli("export", "--project", PROJECT, "--out", str(exported), "--db", ledger, env=ascii_stdout)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"wrote 9 rows of project {PROJECT!r} to {tmp_path}/export-\\xe9.jsonl\n"
+    assert len(exported.read_text(encoding="utf-8").splitlines()) == 9
+    done = run_cli("report", "--format", "md", "--out", str(report), "--db", ledger, env=ascii_stdout)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", f"wrote {tmp_path}/rapport-\\xe9.md\n")
+    assert report.read_text(encoding="utf-8").startswith("# Usage of all projects")
+    done = run_cli("sessions", "--project", "café", "--db", ledger, env=ascii_stdout)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "no sessions of project 'caf\\xe9'\n")
+
+
 def test_demo_that_cannot_make_its_directory_says_so_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "autogen-reliability-demo").write_text("a file where the demo keeps its ledger")
     done = run_cli("demo", cwd=tmp_path)
