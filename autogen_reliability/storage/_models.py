@@ -206,6 +206,7 @@ class UsageRecord(Base):
             "completion_tokens",
             "cached_tokens",
             "reasoning_tokens",
+            "cache_write_tokens",
             "cost_nanousd",
             "cache_hit",
             "latency_ms",

@@ -12,6 +12,10 @@ price, came to. The upgrade adds the sum (a BIGINT, 0 for a row added without
 it) and fills it for every stored day from the rows; the other sums are
 recomputed with it by the same query, so they are unchanged.
 
+The report index (``ix_ar_usage_records_report``) covers the rows' cache writes
+too, so a report read from the rows (a session's, a tag's) still walks only the
+index; the downgrade puts back 0003's.
+
 The downgrade drops the column in batch mode, keeping the table ``WITHOUT
 ROWID`` on SQLite (older versions of which cannot drop a column: the table is
 copied without it).
@@ -30,7 +34,31 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The report index of 0003, and with the cache writes summed beside the other tokens.
+_REPORT_0003 = [
+    "project",
+    "day",
+    "model",
+    "agent",
+    "outcome",
+    "provider",
+    "error_kind",
+    "attempt",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_nanousd",
+    "cache_hit",
+    "latency_ms",
+    "session",
+]
+_REPORT_0007 = [*_REPORT_0003[:12], "cache_write_tokens", *_REPORT_0003[12:]]
+
+
 def upgrade() -> None:
+    op.drop_index("ix_ar_usage_records_report", table_name="ar_usage_records")
+    op.create_index("ix_ar_usage_records_report", "ar_usage_records", _REPORT_0007)
     op.add_column(
         "ar_usage_rollup", sa.Column("cache_write_tokens", sa.BigInteger(), server_default="0", nullable=False)
     )
@@ -41,5 +69,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ar_usage_records_report", table_name="ar_usage_records")
+    op.create_index("ix_ar_usage_records_report", "ar_usage_records", _REPORT_0003)
     with op.batch_alter_table("ar_usage_rollup", table_kwargs={"sqlite_with_rowid": False}) as batch:
         batch.drop_column("cache_write_tokens")
