@@ -377,7 +377,8 @@ async def test_a_request_the_sdk_timed_out_waiting_for_is_estimated_as_a_deadlin
     # The SDK's read timeout fires with the whole request at the provider, which goes on answering (and billing):
     # the same attempt as one our deadline cancels, whose row has its prompt estimated and priced, not a free 0.
     fake_openai_server.enqueue(FakeReply.text("slow", delay=math.inf), FakeReply.reset())
-    client = reliable(make_openai_client(timeout=0.2), recorder=ledger[1], retry=None)
+    # Only the read times out soon: on a busy machine a connect timeout as short would fire first, no read timeout.
+    client = reliable(make_openai_client(timeout=openai.Timeout(30.0, read=0.2)), recorder=ledger[1], retry=None)
     with pytest.raises(openai.APITimeoutError):
         await (consume(client) if streamed else client.create(HI))
     with pytest.raises(openai.APIConnectionError):  # a connection reset before any answer: no sign it was taken
