@@ -236,6 +236,27 @@ def magentic_replies(ledger_reply: FakeReply) -> list[FakeReply]:
     ]
 
 
+def magentic_team(client: ChatCompletionClient) -> MagenticOneGroupChat:
+    """A MagenticOneGroupChat of a coder and a reviewer, every agent on ``client``."""
+    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
+    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
+    return MagenticOneGroupChat([coder, reviewer], model_client=client)
+
+
+def magentic_replies_through_an_outage(ledger_text: str) -> list[FakeReply]:
+    """A MagenticOneGroupChat's run whose progress ledger the primary fails (503) and a fallback answers in
+    ``ledger_text`` (the turn to "coder"), then the coder's answer, a ledger that ends the task, the final answer."""
+    return [
+        FakeReply.text("Facts: none."),
+        FakeReply.text("Plan: the coder writes it."),
+        FakeReply.error(503),
+        FakeReply.text(ledger_text),
+        FakeReply.text("Written."),
+        FakeReply.json(progress_ledger(True, "Nothing left.")),
+        FakeReply.text("The page is written."),
+    ]
+
+
 # AutoGen's OpenAI client dumps the SDK's parsed completion, which pydantic warns about (upstream, harmless).
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")
 @pytest.mark.parametrize("structured", [True, False], ids=["structured-output", "text"])
@@ -256,9 +277,7 @@ async def test_magentic_one_team(
     model_info = magentic_model_info(structured)
 
     async def scenario(client: ChatCompletionClient) -> TaskResult:
-        coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
-        reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
-        team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+        team = magentic_team(client)
         if isinstance(client, ReliableChatCompletionClient):
             reliable(team)
         return await team.run(task="Write the page.")
@@ -308,22 +327,14 @@ async def test_a_magentic_one_team_goes_on_on_a_fallback_without_structured_outp
     # primary's) says structured output. When the primary failed, the fallback's client, a model without structured
     # output, was handed json_output=LedgerEntry too and raised "Model does not support structured output.": the
     # fallback meant to carry the team through an outage ended its run instead.
-    local = ModelInfo(vision=False, function_calling=True, json_output=False, structured_output=False, family="unknown")
-    fallback = make_openai_client(model="llama3.1:8b", model_info=local)
-    client = make_openai_client()
-    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
-    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
-    team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+    fallback = make_openai_client(model="llama3.1:8b", model_info=magentic_model_info(structured=False))
+    team = magentic_team(make_openai_client())
     with open_ledger(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path / "spool") as ledger:
         reliable(team, recorder=ledger[1], retry=None, fallbacks=[fallback])
         fake_openai_server.enqueue(
-            FakeReply.text("Facts: none."),
-            FakeReply.text("Plan: the coder writes it."),
-            FakeReply.error(503),
-            FakeReply.text("Here it is:\n```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```"),
-            FakeReply.text("Written."),
-            FakeReply.json(progress_ledger(True, "Nothing left.")),
-            FakeReply.text("The page is written."),
+            *magentic_replies_through_an_outage(
+                "Here it is:\n```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```"
+            )
         )
         result = await team.run(task="Write the page.")
         rows = ledger_rows(ledger)
@@ -348,20 +359,11 @@ async def test_a_magentic_one_team_goes_on_on_a_fallback_without_json_mode(
     # json_output=True. When the primary failed, a fallback without JSON mode was handed json_output=True too and
     # raised "Model does not support JSON output.": the team's run ended there, no request sent to the fallback.
     json_mode = ModelInfo(vision=False, function_calling=True, json_output=True, structured_output=False, family="x")
-    local = ModelInfo(vision=False, function_calling=True, json_output=False, structured_output=False, family="x")
-    client = make_openai_client(model_info=json_mode)
-    coder = AssistantAgent("coder", model_client=client, description="Writes the page.")
-    reviewer = AssistantAgent("reviewer", model_client=client, description="Reviews the page.")
-    team = MagenticOneGroupChat([coder, reviewer], model_client=client)
+    local = magentic_model_info(structured=False)
+    team = magentic_team(make_openai_client(model_info=json_mode))
     reliable(team, retry=None, fallbacks=[make_openai_client(model="llama3.1:8b", model_info=local)])
     fake_openai_server.enqueue(
-        FakeReply.text("Facts: none."),
-        FakeReply.text("Plan: the coder writes it."),
-        FakeReply.error(503),
-        FakeReply.text("```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```"),
-        FakeReply.text("Written."),
-        FakeReply.json(progress_ledger(True, "Nothing left.")),
-        FakeReply.text("The page is written."),
+        *magentic_replies_through_an_outage("```json\n" + json.dumps(progress_ledger(False, "Write it.")) + "\n```")
     )
     result = await team.run(task="Write the page.")
     assert [message.source for message in result.messages][2:] == [
