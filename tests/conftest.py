@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pty
@@ -90,6 +91,27 @@ async def final_result(stream: AsyncIterator[str | CreateResult]) -> CreateResul
             final = item
     assert final is not None
     return final
+
+
+class contextlib_entered:  # used as a function: `with contextlib_entered() as entered:`
+    """The names of the functions of ``contextlib`` called inside the block, on this thread (a count, not a time).
+
+    A class, not a ``contextlib.contextmanager``: its own exit would be counted.
+    """
+
+    def __init__(self) -> None:
+        self.entered: list[str] = []
+
+    def _count(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename == contextlib.__file__:
+            self.entered.append(frame.f_code.co_name)
+
+    def __enter__(self) -> list[str]:
+        sys.setprofile(self._count)
+        return self.entered
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.setprofile(None)
 
 
 def fork_child(work: Callable[[], None], *, forked: threading.Event | None = None, timeout: float = 30) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import sys
@@ -34,7 +33,7 @@ from autogen_reliability.accounting import UsageRecorder
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, ScriptedChatCompletionClient, ScriptedReply
 
-from .conftest import OpenAIClientFactory
+from .conftest import OpenAIClientFactory, contextlib_entered
 
 HI = [UserMessage(content="hi", source="user")]
 
@@ -414,16 +413,7 @@ async def test_a_plain_attempt_captures_its_usage_without_a_context_manager() ->
         sanitize=None,
         track_usage=False,
     )
-    entered: list[str] = []
-
-    def count(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_filename == contextlib.__file__:
-            entered.append(frame.f_code.co_name)
-
-    sys.setprofile(count)
-    try:
+    with contextlib_entered() as entered:
         result = await client.create(HI)
-    finally:
-        sys.setprofile(None)
     assert result.content == "hi"
     assert entered == []

@@ -6,7 +6,6 @@ Every row of the behaviour table runs for plain ``create`` and for ``create_stre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import inspect
 import json
@@ -68,7 +67,7 @@ from autogen_reliability.retry._classify import RETRYABLE_BY_DEFAULT
 from autogen_reliability.storage import UsageStore
 from autogen_reliability.testing import FakeOpenAIServer, FakeReply, RecordedRequest
 
-from .conftest import OpenAIClientFactory, final_result
+from .conftest import OpenAIClientFactory, contextlib_entered, final_result
 from .storage_fixtures import Ledger, ledger_rows
 
 HI = [UserMessage(content="hi", source="user")]
@@ -1647,17 +1646,8 @@ def test_a_loop_closed_while_a_call_waits_to_retry_holds_no_task_of_ours_and_its
 
 async def test_the_deadline_of_a_call_enters_no_context_manager_of_contextlib() -> None:
     # Counted, not timed: entered and left by every call through the retry layer.
-    entered: list[str] = []
-
-    def count(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_filename == contextlib.__file__:
-            entered.append(frame.f_code.co_name)
-
-    sys.setprofile(count)
-    try:
+    with contextlib_entered() as entered:
         async with retry_layer._Deadline(60) as timer:
             assert deadline_timer.get() is timer
-    finally:
-        sys.setprofile(None)
     assert deadline_timer.get() is None
     assert entered == []
