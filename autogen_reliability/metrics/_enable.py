@@ -80,14 +80,11 @@ def enable_metrics(
         True
         >>> disable_metrics()
     """
-    turned_on, new = _turn_on(registry, max_label_values)
-    if new:
-        _warn_if_multiprocess(stacklevel=3)
-    return turned_on
+    return _turn_on(registry, max_label_values)
 
 
-def _turn_on(registry: CollectorRegistry | None, max_label_values: int | None) -> tuple[CollectorRegistry, bool]:
-    """:func:`enable_metrics`: the registry, and whether this call turned the metrics on."""
+def _turn_on(registry: CollectorRegistry | None, max_label_values: int | None) -> CollectorRegistry:
+    """:func:`enable_metrics`, for it and :func:`metrics_app` (whose caller a warning names)."""
     global _enabled  # noqa: PLW0603  # one collector per process
     if registry is not None and not isinstance(registry, CollectorRegistry):
         raise ConfigurationError(
@@ -108,7 +105,7 @@ def _turn_on(registry: CollectorRegistry | None, max_label_values: int | None) -
                 raise ConfigurationError(
                     f"metrics are on already with max_label_values={limit}; call disable_metrics() first to change it"
                 )
-            return _enabled.registry, False
+            return _enabled.registry
         target = registry if registry is not None else CollectorRegistry()
         collector = ReliabilityCollector(LabelValues(max_label_values or DEFAULT_MAX_LABEL_VALUES))
         try:
@@ -121,7 +118,8 @@ def _turn_on(registry: CollectorRegistry | None, max_label_values: int | None) -
             _feed.subscribe(collector.usage_recorded),
         )
         _enabled = _Enabled(target, collector, unsubscribers)
-    return target, True
+    _warn_if_multiprocess(stacklevel=4)  # once, when turned on: the line of the caller of its caller
+    return target
 
 
 def _warn_if_multiprocess(stacklevel: int) -> None:
@@ -130,7 +128,7 @@ def _warn_if_multiprocess(stacklevel: int) -> None:
     The directory is set for a server with several worker processes behind one port (gunicorn, ``uvicorn
     --workers N``); each scrape of ``/metrics`` then reads the one worker that answers it, and ours would
     jump from worker to worker without a word. ``stacklevel``: the application's line that turned them on,
-    as :func:`warnings.warn` counts (3 from :func:`enable_metrics` or :func:`metrics_app`).
+    as :func:`warnings.warn` counts (4 from `_turn_on`, under :func:`enable_metrics` or :func:`metrics_app`).
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         warnings.warn(
@@ -169,7 +167,4 @@ def metrics_app(registry: CollectorRegistry | None = None, *, max_label_values: 
     Raises:
         ConfigurationError: see :func:`enable_metrics`.
     """
-    turned_on, new = _turn_on(registry, max_label_values)
-    if new:
-        _warn_if_multiprocess(stacklevel=3)
-    return cast(ASGIApp, make_asgi_app(turned_on))
+    return cast(ASGIApp, make_asgi_app(_turn_on(registry, max_label_values)))
