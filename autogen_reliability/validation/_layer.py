@@ -138,10 +138,8 @@ class SanitizeLayer(Layer):
                     if rest:
                         yield rest
                 result = await self._clean_result(request, item)
-                if chunks is None:  # the text held: the answer's, or what the model wrote with its tool calls
-                    text = result.content if isinstance(result.content, str) else result.thought
-                    if text:
-                        yield text
+                if chunks is None and (text := _streamed_text(result)):  # the text held
+                    yield text
                 yield result
 
     def _json_expected(self, request: Request) -> bool:
@@ -482,10 +480,7 @@ class ValidationLayer(Layer):
         finally:
             findings.release_held()
         handed_on = self._failed(check, result, violations, answers) if violations else answers.usage_on(handed_on)
-        # The text streamed before the result: the answer's, or what the model wrote with its tool calls, which
-        # AutoGen streams as it comes and keeps as the thought.
-        text = handed_on.content if isinstance(handed_on.content, str) else handed_on.thought
-        if text:
+        if text := _streamed_text(handed_on):
             yield text
         yield handed_on
 
@@ -556,3 +551,9 @@ async def _final_result(stream: AsyncGenerator[StreamItem, None]) -> CreateResul
     if result is None:
         raise IncompleteStreamError("the stream ended without a final CreateResult")
     return result
+
+
+def _streamed_text(result: CreateResult) -> str | None:
+    """The text a stream hands on before ``result``: the answer's, or what the model wrote with its tool calls,
+    which AutoGen streams as it comes and keeps as the thought."""
+    return result.content if isinstance(result.content, str) else result.thought
